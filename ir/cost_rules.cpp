@@ -1,0 +1,106 @@
+// Cost rules: FLOPs and bytes moved by one execution of each op, from its
+// concrete types. These feed the roofline estimate of the partitioner; a
+// measured profile replaces them where one is given.
+#include <numeric>
+
+#include "ir/op_table.h"
+
+namespace pf::rules {
+
+namespace {
+
+using Types = std::span<const TensorType>;
+
+int64_t bytes_of(Types ts) {
+  int64_t b = 0;
+  for (const TensorType& t : ts) b += t.bytes();
+  return b;
+}
+
+// Reads every operand and writes every result once.
+OpCost streaming(Types in, Types out, int64_t flops_per_output) {
+  int64_t n = 0;
+  for (const TensorType& t : out) n += t.numel();
+  return {n * flops_per_output, bytes_of(in) + bytes_of(out)};
+}
+
+OpCost free_of_cost(Types, Types, const OpAttrs&) { return {}; }
+
+}  // namespace
+
+OpCost cost_param(Types in, Types out, const OpAttrs& a) { return free_of_cost(in, out, a); }
+OpCost cost_constant(Types in, Types out, const OpAttrs& a) { return free_of_cost(in, out, a); }
+OpCost cost_dim_value(Types in, Types out, const OpAttrs& a) { return free_of_cost(in, out, a); }
+OpCost cost_causal_mask(Types, Types out, const OpAttrs&) { return {0, bytes_of(out)}; }
+OpCost cost_call(Types in, Types out, const OpAttrs& a) { return free_of_cost(in, out, a); }
+
+OpCost cost_matmul(Types in, Types out, const OpAttrs& attrs) {
+  const TensorType& a = in[0];
+  int64_t k = a.shape[a.rank() - (attrs.get_bool("transpose_a", false) ? 2 : 1)];
+  return {2 * out[0].numel() * k, bytes_of(in) + bytes_of(out)};
+}
+
+OpCost cost_add(Types in, Types out, const OpAttrs&) { return streaming(in, out, 1); }
+OpCost cost_sub(Types in, Types out, const OpAttrs&) { return streaming(in, out, 1); }
+OpCost cost_mul(Types in, Types out, const OpAttrs&) { return streaming(in, out, 1); }
+OpCost cost_div(Types in, Types out, const OpAttrs&) { return streaming(in, out, 1); }
+OpCost cost_where(Types in, Types out, const OpAttrs&) { return streaming(in, out, 1); }
+OpCost cost_neg(Types in, Types out, const OpAttrs&) { return streaming(in, out, 1); }
+// Transcendentals count as a handful of FLOPs each (a polynomial and a scale).
+OpCost cost_exp(Types in, Types out, const OpAttrs&) { return streaming(in, out, 4); }
+OpCost cost_log(Types in, Types out, const OpAttrs&) { return streaming(in, out, 4); }
+OpCost cost_sqrt(Types in, Types out, const OpAttrs&) { return streaming(in, out, 1); }
+OpCost cost_rsqrt(Types in, Types out, const OpAttrs&) { return streaming(in, out, 2); }
+OpCost cost_pow(Types in, Types out, const OpAttrs&) { return streaming(in, out, 8); }
+OpCost cost_tanh(Types in, Types out, const OpAttrs&) { return streaming(in, out, 6); }
+OpCost cost_sigmoid(Types in, Types out, const OpAttrs&) { return streaming(in, out, 6); }
+OpCost cost_relu(Types in, Types out, const OpAttrs&) { return streaming(in, out, 1); }
+// gelu(x) = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
+OpCost cost_gelu(Types in, Types out, const OpAttrs&) { return streaming(in, out, 14); }
+// A counter-based hash per element, a compare and a scale.
+OpCost cost_dropout(Types in, Types out, const OpAttrs&) { return streaming(in, out, 4); }
+OpCost cost_cast(Types in, Types out, const OpAttrs&) { return streaming(in, out, 0); }
+
+// max, subtract, exp, sum, divide (or log).
+OpCost cost_softmax(Types in, Types out, const OpAttrs&) { return streaming(in, out, 8); }
+OpCost cost_log_softmax(Types in, Types out, const OpAttrs&) { return streaming(in, out, 8); }
+// mean, variance, normalise, scale, shift.
+OpCost cost_layernorm(Types in, Types out, const OpAttrs&) { return streaming(in, out, 8); }
+OpCost cost_rmsnorm(Types in, Types out, const OpAttrs&) { return streaming(in, out, 5); }
+
+// A gather: reads the selected rows (as many bytes as it writes), not the table.
+OpCost cost_embedding(Types in, Types out, const OpAttrs&) {
+  return {0, in[1].bytes() + 2 * out[0].bytes()};
+}
+
+// A reshape is a view: nothing moves.
+OpCost cost_reshape(Types, Types, const OpAttrs&) { return {}; }
+OpCost cost_transpose(Types in, Types out, const OpAttrs&) { return streaming(in, out, 0); }
+OpCost cost_slice(Types, Types out, const OpAttrs&) { return {0, 2 * bytes_of(out)}; }
+OpCost cost_concat(Types in, Types out, const OpAttrs&) { return streaming(in, out, 0); }
+OpCost cost_split(Types in, Types out, const OpAttrs&) { return streaming(in, out, 0); }
+
+OpCost cost_reduce_sum(Types in, Types out, const OpAttrs&) { return {in[0].numel(), bytes_of(in) + bytes_of(out)}; }
+OpCost cost_reduce_mean(Types in, Types out, const OpAttrs&) { return {in[0].numel(), bytes_of(in) + bytes_of(out)}; }
+OpCost cost_reduce_max(Types in, Types out, const OpAttrs&) { return {in[0].numel(), bytes_of(in) + bytes_of(out)}; }
+
+OpCost cost_conv2d(Types in, Types out, const OpAttrs&) {
+  const TensorType& w = in[1];
+  int64_t per_output = 2 * w.shape[1] * w.shape[2] * w.shape[3];  // (C/groups) * kh * kw MACs
+  int64_t flops = out[0].numel() * per_output + (in.size() == 3 ? out[0].numel() : 0);
+  return {flops, bytes_of(in) + bytes_of(out)};
+}
+
+OpCost cost_max_pool2d(Types in, Types out, const OpAttrs& attrs) {
+  auto k = attrs.get_ints("kernel", {1, 1});
+  return {out[0].numel() * k[0] * k[1], bytes_of(in) + bytes_of(out)};
+}
+OpCost cost_avg_pool2d(Types in, Types out, const OpAttrs& attrs) { return cost_max_pool2d(in, out, attrs); }
+
+// log-softmax over the classes, then a gather and a mean.
+OpCost cost_cross_entropy(Types in, Types out, const OpAttrs&) {
+  return {8 * in[0].numel(), bytes_of(in) + bytes_of(out)};
+}
+OpCost cost_mse_loss(Types in, Types out, const OpAttrs&) { return {3 * in[0].numel(), bytes_of(in) + bytes_of(out)}; }
+
+}  // namespace pf::rules

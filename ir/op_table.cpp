@@ -1,0 +1,136 @@
+// The op table: operands and attributes of every op, tied to its rules.
+#include "ir/op_table.h"
+
+#include <array>
+#include <stdexcept>
+
+namespace pf {
+
+namespace {
+
+using K = AttrKind;
+constexpr bool req = true;
+constexpr bool opt = false;
+
+#define RULES(name) rules::shape_##name, rules::cost_##name
+
+const std::array<OpInfo, kNumOps>& table() {
+  static const std::array<OpInfo, kNumOps> rows = {{
+      {OpKind::param, "param", 0, 0, {{"init", K::init, req}}, RULES(param), true, false},
+      {OpKind::constant, "constant", 0, 0, {{"value", K::real, req}}, RULES(constant), true},
+      {OpKind::dim_value, "dim_value", 0, 0, {{"value", K::dim, req}}, RULES(dim_value), true},
+      {OpKind::causal_mask, "causal_mask", 0, 0, {}, RULES(causal_mask), true},
+      {OpKind::call, "call", 0, -1, {{"scope", K::string, req}, {"repeat", K::dim, opt}}, RULES(call), false, false},
+      {OpKind::matmul, "matmul", 2, 2,
+       {{"transpose_a", K::boolean, opt}, {"transpose_b", K::boolean, opt}}, RULES(matmul)},
+      {OpKind::add, "add", 2, 2, {}, RULES(add)},
+      {OpKind::sub, "sub", 2, 2, {}, RULES(sub)},
+      {OpKind::mul, "mul", 2, 2, {}, RULES(mul)},
+      {OpKind::div, "div", 2, 2, {}, RULES(div)},
+      {OpKind::where, "where", 3, 3, {}, RULES(where)},
+      {OpKind::neg, "neg", 1, 1, {}, RULES(neg)},
+      {OpKind::exp, "exp", 1, 1, {}, RULES(exp)},
+      {OpKind::log, "log", 1, 1, {}, RULES(log)},
+      {OpKind::sqrt, "sqrt", 1, 1, {}, RULES(sqrt)},
+      {OpKind::rsqrt, "rsqrt", 1, 1, {}, RULES(rsqrt)},
+      {OpKind::pow, "pow", 1, 1, {{"exponent", K::real, req}}, RULES(pow)},
+      {OpKind::tanh, "tanh", 1, 1, {}, RULES(tanh)},
+      {OpKind::sigmoid, "sigmoid", 1, 1, {}, RULES(sigmoid)},
+      {OpKind::relu, "relu", 1, 1, {}, RULES(relu)},
+      {OpKind::gelu, "gelu", 1, 1, {}, RULES(gelu)},
+      {OpKind::dropout, "dropout", 1, 1, {{"p", K::real, req}, {"seed", K::dim, req}}, RULES(dropout)},
+      {OpKind::cast, "cast", 1, 1, {{"to", K::dtype, req}}, RULES(cast)},
+      {OpKind::softmax, "softmax", 1, 1, {{"axis", K::dim, opt}}, RULES(softmax)},
+      {OpKind::log_softmax, "log_softmax", 1, 1, {{"axis", K::dim, opt}}, RULES(log_softmax)},
+      {OpKind::layernorm, "layernorm", 3, 3, {{"eps", K::real, opt}}, RULES(layernorm)},
+      {OpKind::rmsnorm, "rmsnorm", 2, 2, {{"eps", K::real, opt}}, RULES(rmsnorm)},
+      {OpKind::embedding, "embedding", 2, 2, {}, RULES(embedding)},
+      {OpKind::reshape, "reshape", 1, 1, {{"shape", K::dims, req}}, RULES(reshape)},
+      {OpKind::transpose, "transpose", 1, 1, {{"perm", K::dims, req}}, RULES(transpose)},
+      {OpKind::slice, "slice", 1, 1,
+       {{"axis", K::dim, req}, {"start", K::dim, req}, {"end", K::dim, req}}, RULES(slice)},
+      {OpKind::concat, "concat", 1, -1, {{"axis", K::dim, req}}, RULES(concat)},
+      {OpKind::split, "split", 1, 1, {{"axis", K::dim, req}, {"sizes", K::dims, req}}, RULES(split)},
+      {OpKind::reduce_sum, "reduce_sum", 1, 1, {{"axes", K::dims, req}, {"keepdims", K::boolean, opt}},
+       RULES(reduce_sum)},
+      {OpKind::reduce_mean, "reduce_mean", 1, 1, {{"axes", K::dims, req}, {"keepdims", K::boolean, opt}},
+       RULES(reduce_mean)},
+      {OpKind::reduce_max, "reduce_max", 1, 1, {{"axes", K::dims, req}, {"keepdims", K::boolean, opt}},
+       RULES(reduce_max)},
+      {OpKind::conv2d, "conv2d", 2, 3,
+       {{"stride", K::dims, opt}, {"padding", K::dims, opt}, {"groups", K::dim, opt}}, RULES(conv2d)},
+      {OpKind::max_pool2d, "max_pool2d", 1, 1,
+       {{"kernel", K::dims, req}, {"stride", K::dims, opt}, {"padding", K::dims, opt}}, RULES(max_pool2d)},
+      {OpKind::avg_pool2d, "avg_pool2d", 1, 1,
+       {{"kernel", K::dims, req}, {"stride", K::dims, opt}, {"padding", K::dims, opt}}, RULES(avg_pool2d)},
+      {OpKind::cross_entropy, "cross_entropy", 2, 2, {{"ignore_index", K::dim, opt}}, RULES(cross_entropy)},
+      {OpKind::mse_loss, "mse_loss", 2, 2, {}, RULES(mse_loss)},
+  }};
+  return rows;
+}
+
+#undef RULES
+
+// Every row must sit at its enum's index: checked once, at first use.
+bool table_is_ordered() {
+  for (int i = 0; i < kNumOps; ++i)
+    if (static_cast<int>(table()[i].kind) != i) return false;
+  return true;
+}
+
+}  // namespace
+
+const OpInfo& op_info(OpKind kind) {
+  static const bool ordered = table_is_ordered();
+  if (!ordered) throw std::logic_error("op table rows are out of order");
+  return table()[static_cast<int>(kind)];
+}
+
+std::string_view op_name(OpKind kind) { return op_info(kind).name; }
+
+std::optional<OpKind> find_op(std::string_view name) {
+  for (const OpInfo& info : table())
+    if (info.name == name) return info.kind;
+  return std::nullopt;
+}
+
+const AttrSpec* find_attr_spec(OpKind kind, std::string_view name) {
+  for (const AttrSpec& spec : op_info(kind).attrs)
+    if (spec.name == name) return &spec;
+  for (const AttrSpec& spec : kCommonAttrs)
+    if (spec.name == name) return &spec;
+  return nullptr;
+}
+
+const OpAttrs::Entry* OpAttrs::find(std::string_view name) const {
+  for (const Entry& e : entries_)
+    if (e.name == name) return &e;
+  return nullptr;
+}
+
+int64_t OpAttrs::get_int(std::string_view name, int64_t fallback) const {
+  const Entry* e = find(name);
+  return e && !e->ints.empty() ? e->ints[0] : fallback;
+}
+
+std::vector<int64_t> OpAttrs::get_ints(std::string_view name, std::vector<int64_t> fallback) const {
+  const Entry* e = find(name);
+  return e ? e->ints : fallback;
+}
+
+double OpAttrs::get_real(std::string_view name, double fallback) const {
+  const Entry* e = find(name);
+  return e ? e->real : fallback;
+}
+
+bool OpAttrs::get_bool(std::string_view name, bool fallback) const {
+  const Entry* e = find(name);
+  return e ? e->boolean : fallback;
+}
+
+DType OpAttrs::get_dtype(std::string_view name, DType fallback) const {
+  const Entry* e = find(name);
+  return e ? e->dtype : fallback;
+}
+
+}  // namespace pf

@@ -1,0 +1,120 @@
+// The op table: one row per op with its operands and attributes, and the
+// rules (shape, cost) that sit beside it.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string_view>
+#include <vector>
+
+#include "ir/attr.h"
+#include "ir/types.h"
+
+namespace pf {
+
+enum class OpKind : uint8_t {
+#define PF_OP(name) name,
+#include "ir/ops.def"
+#undef PF_OP
+};
+
+inline constexpr int kNumOps = 0
+#define PF_OP(name) +1
+#include "ir/ops.def"
+#undef PF_OP
+    ;
+
+struct AttrSpec {
+  std::string_view name;
+  AttrKind kind;
+  bool required;
+};
+
+/// Attributes every op may carry: its layer (set by inlining or by hand)
+/// and its cost (set by the cost pass).
+inline constexpr AttrSpec kCommonAttrs[] = {
+    {"layer", AttrKind::string, false},
+    {"flops", AttrKind::dim, false},
+    {"bytes", AttrKind::dim, false},
+};
+
+class OpAttrs;
+
+/// What a shape rule sees: the operands' concrete types, the attributes
+/// evaluated under the binding, and the declared result types (which source
+/// ops such as `param` take their shape from).
+struct ShapeContext {
+  std::string_view op;
+  std::span<const TensorType> operands;
+  const OpAttrs& attrs;
+  std::span<const TensorType> declared;  // empty when not written
+};
+
+/// FLOPs and bytes read plus written by one execution of an op.
+struct OpCost {
+  int64_t flops = 0;
+  int64_t bytes = 0;
+};
+
+using ShapeRule = std::vector<TensorType> (*)(const ShapeContext&);
+using CostRule = OpCost (*)(std::span<const TensorType> operands, std::span<const TensorType> results,
+                            const OpAttrs& attrs);
+
+struct OpInfo {
+  OpKind kind;
+  std::string_view name;
+  int min_operands;
+  int max_operands;  // -1: any number
+  std::vector<AttrSpec> attrs;
+  ShapeRule shape;
+  CostRule cost;
+  /// A source op's result type must be written (`param`, `constant`, ...).
+  bool needs_declared_type = false;
+  /// May be merged with an identical op by CSE (no identity, no hidden state).
+  bool pure = true;
+};
+
+const OpInfo& op_info(OpKind kind);
+std::optional<OpKind> find_op(std::string_view name);
+std::string_view op_name(OpKind kind);
+/// The spec of `name` for `kind` (own or common), or nullptr.
+const AttrSpec* find_attr_spec(OpKind kind, std::string_view name);
+
+/// Attributes of one op evaluated under a binding: dims become integers.
+/// Shape and cost rules read them; a missing required attribute is caught by
+/// the verifier before any rule runs.
+class OpAttrs {
+ public:
+  struct Entry {
+    std::string_view name;
+    AttrKind kind;
+    std::vector<int64_t> ints;  // dim: one value; dims: the list
+    double real = 0;
+    bool boolean = false;
+    DType dtype = DType::f32;
+  };
+
+  void add(Entry e) { entries_.push_back(std::move(e)); }
+  bool has(std::string_view name) const { return find(name) != nullptr; }
+  int64_t get_int(std::string_view name, int64_t fallback) const;
+  std::vector<int64_t> get_ints(std::string_view name, std::vector<int64_t> fallback) const;
+  double get_real(std::string_view name, double fallback) const;
+  bool get_bool(std::string_view name, bool fallback) const;
+  DType get_dtype(std::string_view name, DType fallback) const;
+
+ private:
+  const Entry* find(std::string_view name) const;
+  std::vector<Entry> entries_;
+};
+
+// Shape and cost rules, defined in shape_rules.cpp and cost_rules.cpp.
+namespace rules {
+#define PF_OP(name)                                               \
+  std::vector<TensorType> shape_##name(const ShapeContext& ctx); \
+  OpCost cost_##name(std::span<const TensorType> in, std::span<const TensorType> out, const OpAttrs& attrs);
+#include "ir/ops.def"
+#undef PF_OP
+}  // namespace rules
+
+}  // namespace pf

@@ -1,0 +1,380 @@
+// Shape rules: the result types of every op from its operands' types and its
+// attributes. A rule throws Error with a message naming the shapes; the
+// verifier prefixes the op name and adds the location.
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <numeric>
+
+#include "ir/diagnostic.h"
+#include "ir/op_table.h"
+
+namespace pf::rules {
+
+namespace {
+
+using Types = std::vector<TensorType>;
+
+[[noreturn]] void fail(const std::string& message) { throw Error(message); }
+
+void require_float(const TensorType& t, std::string_view what) {
+  if (!is_float(t.dtype)) fail(fmt::format("{} must be a float tensor, got {}", what, t.str()));
+}
+
+void require_same_dtype(const TensorType& a, const TensorType& b) {
+  if (a.dtype != b.dtype) fail(fmt::format("dtypes of {} and {} differ; insert a cast", a.str(), b.str()));
+}
+
+int64_t normalize_axis(int64_t axis, int64_t rank, std::string_view name = "axis") {
+  if (axis < -rank || axis >= rank)
+    fail(fmt::format("{} {} is out of range for rank {}", name, axis, rank));
+  return axis < 0 ? axis + rank : axis;
+}
+
+Shape broadcast(const TensorType& a, const TensorType& b) {
+  size_t rank = std::max(a.shape.size(), b.shape.size());
+  Shape out(rank);
+  for (size_t i = 0; i < rank; ++i) {
+    int64_t da = i < rank - a.shape.size() ? 1 : a.shape[i - (rank - a.shape.size())];
+    int64_t db = i < rank - b.shape.size() ? 1 : b.shape[i - (rank - b.shape.size())];
+    if (da != db && da != 1 && db != 1) fail(fmt::format("shapes {} and {} do not broadcast", a.str(), b.str()));
+    out[i] = da == 1 ? db : da;
+  }
+  return out;
+}
+
+Types one(DType dtype, Shape shape) { return {TensorType{dtype, std::move(shape)}}; }
+
+Types declared_type(const ShapeContext& ctx) {
+  if (ctx.declared.size() != 1) fail("needs its result type written after ':'");
+  return {ctx.declared[0]};
+}
+
+Types binary(const ShapeContext& ctx) {
+  const TensorType &a = ctx.operands[0], &b = ctx.operands[1];
+  require_same_dtype(a, b);
+  if (a.dtype == DType::boolean) fail(fmt::format("arithmetic on bool tensor {}", a.str()));
+  return one(a.dtype, broadcast(a, b));
+}
+
+Types unary_float(const ShapeContext& ctx) {
+  require_float(ctx.operands[0], "the operand");
+  return {ctx.operands[0]};
+}
+
+Types reduce(const ShapeContext& ctx) {
+  const TensorType& x = ctx.operands[0];
+  std::vector<int64_t> axes = ctx.attrs.get_ints("axes", {});
+  if (axes.empty()) fail("needs at least one axis in 'axes'");
+  std::vector<bool> reduced(x.shape.size(), false);
+  for (int64_t a : axes) {
+    int64_t n = normalize_axis(a, x.rank());
+    if (reduced[n]) fail(fmt::format("axis {} is reduced twice", a));
+    reduced[n] = true;
+  }
+  bool keep = ctx.attrs.get_bool("keepdims", false);
+  Shape out;
+  for (size_t i = 0; i < x.shape.size(); ++i) {
+    if (!reduced[i]) out.push_back(x.shape[i]);
+    else if (keep) out.push_back(1);
+  }
+  return one(x.dtype, out);
+}
+
+Types softmax_like(const ShapeContext& ctx) {
+  const TensorType& x = ctx.operands[0];
+  require_float(x, "the operand");
+  if (x.rank() == 0) fail("needs a tensor of rank >= 1, got a scalar");
+  normalize_axis(ctx.attrs.get_int("axis", -1), x.rank());
+  return {x};
+}
+
+void require_vector_of(const TensorType& v, int64_t n, const TensorType& x, std::string_view what) {
+  if (v.shape != Shape{n}) fail(fmt::format("{} {} must be [{}] to match the last axis of {}", what, v.str(), n, x.str()));
+  require_same_dtype(v, x);
+}
+
+// Spatial output size of a window of `k` with `stride` and `pad`.
+int64_t window_out(int64_t in, int64_t k, int64_t stride, int64_t pad, std::string_view axis) {
+  if (stride <= 0) fail(fmt::format("stride must be positive, got {}", stride));
+  if (pad < 0) fail(fmt::format("padding must not be negative, got {}", pad));
+  if (k <= 0) fail(fmt::format("kernel size must be positive, got {}", k));
+  // Attribute values are bounded by the verifier (|v| <= 2^50), so this
+  // arithmetic cannot overflow.
+  int64_t span = in + 2 * pad - k;
+  if (span < 0) fail(fmt::format("the {} window of {} does not fit an input of {} with padding {}", axis, k, in, pad));
+  return span / stride + 1;
+}
+
+std::vector<int64_t> pair_attr(const ShapeContext& ctx, std::string_view name, std::vector<int64_t> fallback) {
+  std::vector<int64_t> v = ctx.attrs.get_ints(name, std::move(fallback));
+  if (v.size() != 2) fail(fmt::format("'{}' takes two values [h,w], got {}", name, v.size()));
+  return v;
+}
+
+Types pool(const ShapeContext& ctx) {
+  const TensorType& x = ctx.operands[0];
+  require_float(x, "the input");
+  if (x.rank() != 4) fail(fmt::format("the input must be [N,C,H,W], got {}", x.str()));
+  auto k = pair_attr(ctx, "kernel", {});
+  auto s = pair_attr(ctx, "stride", k);
+  auto p = pair_attr(ctx, "padding", {0, 0});
+  if (2 * p[0] > k[0] || 2 * p[1] > k[1]) fail("padding may be at most half the kernel");
+  return one(x.dtype, {x.shape[0], x.shape[1], window_out(x.shape[2], k[0], s[0], p[0], "height"),
+                       window_out(x.shape[3], k[1], s[1], p[1], "width")});
+}
+
+}  // namespace
+
+Types shape_param(const ShapeContext& ctx) {
+  Types t = declared_type(ctx);
+  require_float(t[0], "a parameter");
+  return t;
+}
+Types shape_constant(const ShapeContext& ctx) { return declared_type(ctx); }
+Types shape_dim_value(const ShapeContext& ctx) {
+  Types t = declared_type(ctx);
+  if (!t[0].is_scalar() || !is_float(t[0].dtype)) fail(fmt::format("the result must be a float scalar, got {}", t[0].str()));
+  return t;
+}
+Types shape_causal_mask(const ShapeContext& ctx) {
+  Types t = declared_type(ctx);
+  const TensorType& m = t[0];
+  if (m.dtype != DType::boolean || m.rank() < 2 || m.shape[m.rank() - 1] != m.shape[m.rank() - 2])
+    fail(fmt::format("the result must be bool[...,N,N], got {}", m.str()));
+  return t;
+}
+Types shape_call(const ShapeContext&) { fail("a call's types come from its callee"); }
+
+Types shape_matmul(const ShapeContext& ctx) {
+  const TensorType &a = ctx.operands[0], &b = ctx.operands[1];
+  require_float(a, "the left operand");
+  require_same_dtype(a, b);
+  if (a.rank() < 2 || b.rank() < 2)
+    fail(fmt::format("operands must have rank >= 2, got {} and {}", a.str(), b.str()));
+  bool ta = ctx.attrs.get_bool("transpose_a", false), tb = ctx.attrs.get_bool("transpose_b", false);
+  int64_t m = a.shape[a.rank() - (ta ? 1 : 2)], ka = a.shape[a.rank() - (ta ? 2 : 1)];
+  int64_t kb = b.shape[b.rank() - (tb ? 1 : 2)], n = b.shape[b.rank() - (tb ? 2 : 1)];
+  if (ka != kb)
+    fail(fmt::format("contraction sizes differ: {}{} and {}{} ({} vs {})", a.str(), ta ? " (transposed)" : "",
+                     b.str(), tb ? " (transposed)" : "", ka, kb));
+  TensorType batch_a{a.dtype, Shape(a.shape.begin(), a.shape.end() - 2)};
+  TensorType batch_b{b.dtype, Shape(b.shape.begin(), b.shape.end() - 2)};
+  Shape out;
+  try {
+    out = broadcast(batch_a, batch_b);
+  } catch (const Error&) {
+    fail(fmt::format("batch dimensions of {} and {} do not broadcast", a.str(), b.str()));
+  }
+  out.push_back(m);
+  out.push_back(n);
+  return one(a.dtype, out);
+}
+
+Types shape_add(const ShapeContext& ctx) { return binary(ctx); }
+Types shape_sub(const ShapeContext& ctx) { return binary(ctx); }
+Types shape_mul(const ShapeContext& ctx) { return binary(ctx); }
+Types shape_div(const ShapeContext& ctx) { return binary(ctx); }
+
+Types shape_where(const ShapeContext& ctx) {
+  const TensorType &c = ctx.operands[0], &a = ctx.operands[1], &b = ctx.operands[2];
+  if (c.dtype != DType::boolean) fail(fmt::format("the condition must be bool, got {}", c.str()));
+  require_same_dtype(a, b);
+  TensorType ab{a.dtype, broadcast(a, b)};
+  return one(a.dtype, broadcast(c, ab));
+}
+
+Types shape_neg(const ShapeContext& ctx) { return unary_float(ctx); }
+Types shape_exp(const ShapeContext& ctx) { return unary_float(ctx); }
+Types shape_log(const ShapeContext& ctx) { return unary_float(ctx); }
+Types shape_sqrt(const ShapeContext& ctx) { return unary_float(ctx); }
+Types shape_rsqrt(const ShapeContext& ctx) { return unary_float(ctx); }
+Types shape_pow(const ShapeContext& ctx) { return unary_float(ctx); }
+Types shape_tanh(const ShapeContext& ctx) { return unary_float(ctx); }
+Types shape_sigmoid(const ShapeContext& ctx) { return unary_float(ctx); }
+Types shape_relu(const ShapeContext& ctx) { return unary_float(ctx); }
+Types shape_gelu(const ShapeContext& ctx) { return unary_float(ctx); }
+
+Types shape_dropout(const ShapeContext& ctx) {
+  double p = ctx.attrs.get_real("p", 0);
+  if (!(p >= 0 && p < 1)) fail(fmt::format("p must be in [0, 1), got {}", format_real(p)));
+  return unary_float(ctx);
+}
+
+Types shape_cast(const ShapeContext& ctx) {
+  return one(ctx.attrs.get_dtype("to", DType::f32), ctx.operands[0].shape);
+}
+
+Types shape_softmax(const ShapeContext& ctx) { return softmax_like(ctx); }
+Types shape_log_softmax(const ShapeContext& ctx) { return softmax_like(ctx); }
+
+Types shape_layernorm(const ShapeContext& ctx) {
+  const TensorType& x = ctx.operands[0];
+  require_float(x, "the input");
+  if (x.rank() == 0) fail("the input must have rank >= 1");
+  int64_t c = x.shape.back();
+  require_vector_of(ctx.operands[1], c, x, "the weight");
+  require_vector_of(ctx.operands[2], c, x, "the bias");
+  if (!(ctx.attrs.get_real("eps", 1e-5) > 0)) fail("eps must be positive");
+  return {x};
+}
+
+Types shape_rmsnorm(const ShapeContext& ctx) {
+  const TensorType& x = ctx.operands[0];
+  require_float(x, "the input");
+  if (x.rank() == 0) fail("the input must have rank >= 1");
+  require_vector_of(ctx.operands[1], x.shape.back(), x, "the weight");
+  if (!(ctx.attrs.get_real("eps", 1e-6) > 0)) fail("eps must be positive");
+  return {x};
+}
+
+Types shape_embedding(const ShapeContext& ctx) {
+  const TensorType &table = ctx.operands[0], &ids = ctx.operands[1];
+  require_float(table, "the table");
+  if (table.rank() != 2) fail(fmt::format("the table must be [V,C], got {}", table.str()));
+  if (!is_integer(ids.dtype)) fail(fmt::format("the indices must be i32 or i64, got {}", ids.str()));
+  Shape out = ids.shape;
+  out.push_back(table.shape[1]);
+  return one(table.dtype, out);
+}
+
+Types shape_reshape(const ShapeContext& ctx) {
+  const TensorType& x = ctx.operands[0];
+  Shape shape = ctx.attrs.get_ints("shape", {});
+  int infer = -1;
+  int64_t known = 1;
+  for (size_t i = 0; i < shape.size(); ++i) {
+    if (shape[i] == -1) {
+      if (infer >= 0) fail("at most one dimension may be -1");
+      infer = static_cast<int>(i);
+    } else if (shape[i] < 0) {
+      fail(fmt::format("dimension {} of the shape is negative", shape[i]));
+    } else if (__builtin_mul_overflow(known, shape[i], &known)) {
+      fail("the shape has too many elements");
+    }
+  }
+  if (infer >= 0) {
+    if (known == 0 || x.numel() % known != 0)
+      fail(fmt::format("cannot infer -1: {} elements do not divide by {}", x.numel(), known));
+    shape[infer] = x.numel() / known;
+    known = x.numel();
+  }
+  if (known != x.numel())
+    fail(fmt::format("{} has {} elements, the shape {} has {}", x.str(), x.numel(), shape_str(shape), known));
+  return one(x.dtype, shape);
+}
+
+Types shape_transpose(const ShapeContext& ctx) {
+  const TensorType& x = ctx.operands[0];
+  std::vector<int64_t> perm = ctx.attrs.get_ints("perm", {});
+  if (static_cast<int64_t>(perm.size()) != x.rank())
+    fail(fmt::format("perm has {} entries for {} of rank {}", perm.size(), x.str(), x.rank()));
+  std::vector<bool> seen(perm.size(), false);
+  Shape out;
+  for (int64_t p : perm) {
+    int64_t a = normalize_axis(p, x.rank(), "perm entry");
+    if (seen[a]) fail(fmt::format("perm {} is not a permutation", shape_str(perm)));
+    seen[a] = true;
+    out.push_back(x.shape[a]);
+  }
+  return one(x.dtype, out);
+}
+
+Types shape_slice(const ShapeContext& ctx) {
+  const TensorType& x = ctx.operands[0];
+  int64_t axis = normalize_axis(ctx.attrs.get_int("axis", 0), x.rank());
+  int64_t start = ctx.attrs.get_int("start", 0), end = ctx.attrs.get_int("end", 0);
+  if (start < 0 || start > end || end > x.shape[axis])
+    fail(fmt::format("range [{}, {}) is not within axis {} of size {}", start, end, axis, x.shape[axis]));
+  Shape out = x.shape;
+  out[axis] = end - start;
+  return one(x.dtype, out);
+}
+
+Types shape_concat(const ShapeContext& ctx) {
+  const TensorType& first = ctx.operands[0];
+  int64_t axis = normalize_axis(ctx.attrs.get_int("axis", 0), first.rank());
+  Shape out = first.shape;
+  for (size_t i = 1; i < ctx.operands.size(); ++i) {
+    const TensorType& t = ctx.operands[i];
+    require_same_dtype(first, t);
+    bool ok = t.rank() == first.rank();
+    for (int64_t d = 0; ok && d < t.rank(); ++d) ok = d == axis || t.shape[d] == first.shape[d];
+    if (!ok) fail(fmt::format("{} and {} differ outside axis {}", first.str(), t.str(), axis));
+    out[axis] += t.shape[axis];
+  }
+  return one(first.dtype, out);
+}
+
+Types shape_split(const ShapeContext& ctx) {
+  const TensorType& x = ctx.operands[0];
+  int64_t axis = normalize_axis(ctx.attrs.get_int("axis", 0), x.rank());
+  std::vector<int64_t> sizes = ctx.attrs.get_ints("sizes", {});
+  int64_t total = 0;
+  Types out;
+  for (int64_t s : sizes) {
+    if (s < 0) fail(fmt::format("split size {} is negative", s));
+    total += s;
+    Shape shape = x.shape;
+    shape[axis] = s;
+    out.push_back({x.dtype, shape});
+  }
+  if (total != x.shape[axis])
+    fail(fmt::format("sizes {} add up to {}, but axis {} of {} is {}", shape_str(sizes), total, axis, x.str(),
+                     x.shape[axis]));
+  return out;
+}
+
+Types shape_reduce_sum(const ShapeContext& ctx) { return reduce(ctx); }
+Types shape_reduce_mean(const ShapeContext& ctx) {
+  require_float(ctx.operands[0], "the operand");
+  return reduce(ctx);
+}
+Types shape_reduce_max(const ShapeContext& ctx) { return reduce(ctx); }
+
+Types shape_conv2d(const ShapeContext& ctx) {
+  const TensorType &x = ctx.operands[0], &w = ctx.operands[1];
+  require_float(x, "the input");
+  require_same_dtype(x, w);
+  if (x.rank() != 4) fail(fmt::format("the input must be [N,C,H,W], got {}", x.str()));
+  if (w.rank() != 4) fail(fmt::format("the weight must be [O,C/groups,kh,kw], got {}", w.str()));
+  int64_t groups = ctx.attrs.get_int("groups", 1);
+  if (groups <= 0) fail(fmt::format("groups must be positive, got {}", groups));
+  int64_t c = x.shape[1], o = w.shape[0];
+  if (c % groups != 0 || o % groups != 0)
+    fail(fmt::format("groups {} must divide the input channels {} and output channels {}", groups, c, o));
+  if (w.shape[1] != c / groups)
+    fail(fmt::format("the weight {} needs {} input channels per group, got {}", w.str(), c / groups, w.shape[1]));
+  if (ctx.operands.size() == 3) {
+    require_vector_of(ctx.operands[2], o, w, "the bias");
+  }
+  auto s = pair_attr(ctx, "stride", {1, 1});
+  auto p = pair_attr(ctx, "padding", {0, 0});
+  return one(x.dtype, {x.shape[0], o, window_out(x.shape[2], w.shape[2], s[0], p[0], "height"),
+                       window_out(x.shape[3], w.shape[3], s[1], p[1], "width")});
+}
+
+Types shape_max_pool2d(const ShapeContext& ctx) { return pool(ctx); }
+Types shape_avg_pool2d(const ShapeContext& ctx) { return pool(ctx); }
+
+Types shape_cross_entropy(const ShapeContext& ctx) {
+  const TensorType &logits = ctx.operands[0], &targets = ctx.operands[1];
+  require_float(logits, "the logits");
+  if (logits.rank() < 1) fail("the logits must have a class axis");
+  if (!is_integer(targets.dtype)) fail(fmt::format("the targets must be i32 or i64, got {}", targets.str()));
+  Shape expect(logits.shape.begin(), logits.shape.end() - 1);
+  if (targets.shape != expect)
+    fail(fmt::format("targets {} must have the shape of the logits {} without the class axis, {}", targets.str(),
+                     logits.str(), shape_str(expect)));
+  return one(logits.dtype, {});
+}
+
+Types shape_mse_loss(const ShapeContext& ctx) {
+  const TensorType &a = ctx.operands[0], &b = ctx.operands[1];
+  require_float(a, "the prediction");
+  require_same_dtype(a, b);
+  if (a.shape != b.shape) fail(fmt::format("prediction {} and target {} differ in shape", a.str(), b.str()));
+  return one(a.dtype, {});
+}
+
+}  // namespace pf::rules

@@ -1,0 +1,59 @@
+// Passes over the IR and the manager that runs them in a named order.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "ir/module.h"
+
+namespace pf {
+
+/// What every pass may read: the dimension binding that types are computed
+/// under (the model's declared defaults, overridden by --bind).
+struct PassContext {
+  DimBinding binding;
+};
+
+/// A transformation of a module. `run` returns whether it changed anything;
+/// errors are thrown as located pf::Error.
+class Pass {
+ public:
+  virtual ~Pass() = default;
+  /// The stable kebab-case name used on the command line.
+  virtual std::string_view name() const = 0;
+  virtual std::string_view summary() const = 0;
+  virtual bool run(Module& m, PassContext& ctx) = 0;
+};
+
+std::unique_ptr<Pass> make_inline_pass();
+std::unique_ptr<Pass> make_shape_pass();
+std::unique_ptr<Pass> make_dce_pass();
+std::unique_ptr<Pass> make_cse_pass();
+std::unique_ptr<Pass> make_cost_pass();
+
+struct PassInfo {
+  std::string_view name;
+  std::unique_ptr<Pass> (*make)();
+};
+
+/// Every pass the command line knows, sorted by name.
+const std::vector<PassInfo>& known_passes();
+
+struct PassRunOptions {
+  /// Verify the module after every pass, so that a pass that breaks the IR is
+  /// caught where it happens.
+  bool verify_each = true;
+};
+
+/// Runs passes by name in the given order (`inline,shape,cost`); an unknown
+/// name is an error listing the known ones. Returns the names of the passes
+/// that changed the module.
+std::vector<std::string> run_passes(Module& m, const std::vector<std::string>& names, PassContext& ctx,
+                                    const PassRunOptions& options = {});
+
+/// Splits "inline,shape,cost" into names (empty items are errors).
+std::vector<std::string> split_pass_list(std::string_view list);
+
+}  // namespace pf

@@ -1,0 +1,40 @@
+// Shared in-place editing of functions.
+#include "passes/rewrite.h"
+
+namespace pf {
+
+void replace_all_uses(Function& f, ValueId from, ValueId to) {
+  for (Op& op : f.ops)
+    for (ValueId& v : op.operands)
+      if (v == from) v = to;
+  for (ValueId& v : f.returns)
+    if (v == from) v = to;
+}
+
+void compact_values(Function& f) {
+  std::vector<bool> live(f.values.size(), false);
+  for (ValueId a : f.args) live[a] = true;
+  for (const Op& op : f.ops)
+    for (ValueId r : op.results) live[r] = true;
+  std::vector<ValueId> remap(f.values.size(), -1);
+  std::vector<Value> kept;
+  for (size_t i = 0; i < f.values.size(); ++i) {
+    if (!live[i]) continue;
+    remap[i] = static_cast<ValueId>(kept.size());
+    kept.push_back(std::move(f.values[i]));
+  }
+  f.values = std::move(kept);
+  for (ValueId& a : f.args) a = remap[a];
+  for (ValueId& r : f.returns) r = remap[r];
+  for (size_t i = 0; i < f.ops.size(); ++i) {
+    Op& op = f.ops[i];
+    for (ValueId& v : op.operands) v = remap[v];
+    for (ValueId& r : op.results) {
+      r = remap[r];
+      f.values[r].def_op = static_cast<int>(i);
+    }
+  }
+  for (ValueId a : f.args) f.values[a].def_op = -1;
+}
+
+}  // namespace pf

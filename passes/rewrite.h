@@ -1,0 +1,16 @@
+// Small tools that passes share for editing a function in place.
+#pragma once
+
+#include "ir/module.h"
+
+namespace pf {
+
+/// Replaces every use of `from` (operands and returns) with `to`.
+void replace_all_uses(Function& f, ValueId from, ValueId to);
+
+/// Removes the values that are neither arguments nor defined by an op (left
+/// behind when ops are deleted or values replaced), renumbers the rest and
+/// recomputes every value's defining op.
+void compact_values(Function& f);
+
+}  // namespace pf

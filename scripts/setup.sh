@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs every Debian package Pipeforge needs to build, test and run its
+# demo. Idempotent: when everything is present it only says so.
+set -euo pipefail
+
+packages=(
+  build-essential cmake ccache pkg-config python3
+  libfmt-dev nlohmann-json3-dev libcli11-dev
+  libopenblas-dev
+  googletest libgtest-dev libbenchmark-dev
+  llvm-14-tools
+  graphviz
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "setup: all ${#packages[@]} packages are installed"
+  exit 0
+fi
+
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+echo "setup: installing ${missing[*]}"
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+echo "setup: done"

@@ -1,0 +1,45 @@
+// `pipeforge opt`: run passes and print the IR (the tool lit tests drive).
+#include <memory>
+
+#include "ir/printer.h"
+#include "passes/pass.h"
+#include "tools/command.h"
+
+namespace pf::tools {
+
+namespace {
+struct OptOptions {
+  std::string file;
+  std::string passes;
+  std::string bind;
+  std::string output;
+  bool no_verify = false;
+  bool split = false;
+};
+}  // namespace
+
+void add_opt_command(CLI::App& app) {
+  auto opts = std::make_shared<OptOptions>();
+  std::string pass_help = "comma-separated passes to run in order; known:";
+  for (const PassInfo& p : known_passes()) pass_help += " " + std::string(p.name);
+  CLI::App* cmd = app.add_subcommand("opt", "run passes over a model and print the resulting IR");
+  cmd->add_option("file", opts->file, "model file (.pf), or - for standard input")->required();
+  cmd->add_option("--passes", opts->passes, pass_help);
+  add_bind_option(*cmd, opts->bind);
+  cmd->add_option("-o,--output", opts->output, "write the IR here instead of standard output");
+  cmd->add_flag("--no-verify", opts->no_verify, "do not verify the IR between passes");
+  add_split_option(*cmd, opts->split);
+  cmd->callback([opts] {
+    std::vector<std::string> passes;
+    if (!opts->passes.empty()) passes = split_pass_list(opts->passes);
+    std::string text = for_each_input(opts->file, opts->split, [&](std::shared_ptr<const SourceFile> source) {
+      LoadedModel model = load_model(std::move(source), opts->bind, false);
+      PassContext ctx{model.binding};
+      run_passes(model.module, passes, ctx, PassRunOptions{!opts->no_verify});
+      return print_module(model.module);
+    });
+    write_output(opts->output, text);
+  });
+}
+
+}  // namespace pf::tools

@@ -1,0 +1,47 @@
+// The sub-commands of `pipeforge`, each defined in its own file.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "ir/module.h"
+
+namespace pf::tools {
+
+void add_check_command(CLI::App& app);
+void add_opt_command(CLI::App& app);
+void add_stats_command(CLI::App& app);
+
+/// Thrown by a command whose errors are already printed: exit status 1.
+struct AlreadyReported {};
+
+/// A model parsed and verified under its declared dimensions overridden by
+/// `--bind`.
+struct LoadedModel {
+  Module module;
+  DimBinding binding;
+};
+LoadedModel load_model(std::shared_ptr<const SourceFile> source, const std::string& bind, bool require_loss);
+LoadedModel load_model(const std::string& path, const std::string& bind, bool require_loss);
+
+/// Reads `path` ("-" is standard input) and calls `fn` on it; with `split`,
+/// calls `fn` on each part between `// -----` lines (line numbers stay those
+/// of the file), reporting each part's error and going on, then throws
+/// AlreadyReported if any part failed. Returns the parts' outputs joined by
+/// `// -----` lines.
+std::string for_each_input(const std::string& path, bool split,
+                           const std::function<std::string(std::shared_ptr<const SourceFile>)>& fn);
+
+/// The common `--split-input-file` flag.
+void add_split_option(CLI::App& cmd, bool& split);
+
+/// Writes `text` to `path`, or to standard output when `path` is empty or "-".
+void write_output(const std::string& path, const std::string& text);
+
+/// The common `--bind B=8,T=64` option.
+void add_bind_option(CLI::App& cmd, std::string& bind);
+
+}  // namespace pf::tools

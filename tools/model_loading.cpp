@@ -1,0 +1,104 @@
+// Reading a model for a command: parse, bind dimensions, verify.
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+#include "ir/parser.h"
+#include "ir/verifier.h"
+#include "tools/command.h"
+
+namespace pf::tools {
+
+namespace {
+
+std::shared_ptr<const SourceFile> read_input(const std::string& path) {
+  if (path != "-") return read_source_file(path);
+  std::ostringstream text;
+  text << std::cin.rdbuf();
+  return std::make_shared<SourceFile>("<stdin>", text.str());
+}
+
+// The parts of a file between `// -----` lines, each padded with newlines so
+// that its line numbers are the file's.
+std::vector<std::shared_ptr<const SourceFile>> split_parts(const SourceFile& file) {
+  std::vector<std::shared_ptr<const SourceFile>> parts;
+  std::string part;
+  int line = 1, part_start = 1;
+  size_t pos = 0;
+  const std::string& text = file.text();
+  while (pos <= text.size()) {
+    size_t end = text.find('\n', pos);
+    if (end == std::string::npos) end = text.size();
+    std::string_view current(text.data() + pos, end - pos);
+    if (current.starts_with("// -----")) {
+      parts.push_back(std::make_shared<SourceFile>(file.name(), std::string(part_start - 1, '\n') + part));
+      part.clear();
+      part_start = line + 1;
+    } else {
+      part.append(current);
+      part += '\n';
+    }
+    pos = end + 1;
+    ++line;
+  }
+  parts.push_back(std::make_shared<SourceFile>(file.name(), std::string(part_start - 1, '\n') + part));
+  return parts;
+}
+
+}  // namespace
+
+std::string for_each_input(const std::string& path, bool split,
+                           const std::function<std::string(std::shared_ptr<const SourceFile>)>& fn) {
+  std::shared_ptr<const SourceFile> source = read_input(path);
+  if (!split) return fn(source);
+  std::string out;
+  bool failed = false;
+  bool first = true;
+  for (auto& part : split_parts(*source)) {
+    if (!first) out += "// -----\n";
+    first = false;
+    try {
+      out += fn(part);
+    } catch (const Error& e) {
+      std::cerr << e.render();
+      failed = true;
+    }
+  }
+  if (failed) {
+    std::cout << out;
+    throw AlreadyReported{};
+  }
+  return out;
+}
+
+void add_split_option(CLI::App& cmd, bool& split) {
+  cmd.add_flag("--split-input-file", split, "treat each part between '// -----' lines as a separate model");
+}
+
+LoadedModel load_model(const std::string& path, const std::string& bind, bool require_loss) {
+  return load_model(read_input(path), bind, require_loss);
+}
+
+LoadedModel load_model(std::shared_ptr<const SourceFile> source, const std::string& bind, bool require_loss) {
+  LoadedModel loaded{parse_module(source), {}};
+  loaded.binding = loaded.module.binding(parse_binding(bind));
+  verify_module(loaded.module, loaded.binding, VerifyOptions{require_loss});
+  return loaded;
+}
+
+void write_output(const std::string& path, const std::string& text) {
+  if (path.empty() || path == "-") {
+    std::cout << text;
+    return;
+  }
+  std::ofstream out(path, std::ios::binary);
+  if (!out) throw Error("cannot write '" + path + "'");
+  out << text;
+  if (!out.flush()) throw Error("writing '" + path + "' failed");
+}
+
+void add_bind_option(CLI::App& cmd, std::string& bind) {
+  cmd.add_option("--bind", bind, "override dimensions declared in the model, e.g. B=8,T=64");
+}
+
+}  // namespace pf::tools
