@@ -6,6 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build_dir=${PF_BUILD_DIR:-build}
+# Let ccache share results between checkouts in different folders.
+export CCACHE_BASEDIR=${CCACHE_BASEDIR:-$PWD}
 # shellcheck disable=SC2086
 cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=Release -DPF_WERROR=ON ${PF_CMAKE_ARGS:-} >/dev/null
 cmake --build "$build_dir" -j "$(nproc)" "$@"

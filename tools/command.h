@@ -13,6 +13,7 @@ namespace pf::tools {
 
 void add_check_command(CLI::App& app);
 void add_opt_command(CLI::App& app);
+void add_schedule_command(CLI::App& app);
 void add_stats_command(CLI::App& app);
 
 /// Thrown by a command whose errors are already printed: exit status 1.

@@ -13,6 +13,7 @@ int main(int argc, char** argv) {
   app.set_help_all_flag("--help-all", "print help for every command");
   pf::tools::add_check_command(app);
   pf::tools::add_opt_command(app);
+  pf::tools::add_schedule_command(app);
   pf::tools::add_stats_command(app);
   try {
     app.parse(argc, argv);

@@ -1,0 +1,46 @@
+// The CPU kernel table and the per-family functions that fill it (internal to backends/cpu).
+#pragma once
+
+#include <array>
+
+#include "backends/cpu/kernels.h"
+
+namespace pf::cpu {
+
+/// One row per op: its f32 and f64 kernels, or a single kernel that reads the
+/// dtypes from its argument types when the op only produces or moves values.
+struct KernelRow {
+  Kernel f32 = nullptr;
+  Kernel f64 = nullptr;
+  Kernel any_dtype = nullptr;
+};
+
+/// The table that forward_kernel() reads. Each op family fills its own rows;
+/// filling a row twice is a programming error and throws std::logic_error.
+class KernelTable {
+ public:
+  void set_float(OpKind op, Kernel f32, Kernel f64);
+  void set_any_dtype(OpKind op, Kernel kernel);
+  const KernelRow& row(OpKind op) const { return rows_[static_cast<size_t>(op)]; }
+
+ private:
+  KernelRow& empty_row(OpKind op);
+  std::array<KernelRow, kNumOps> rows_{};
+};
+
+// One function per family file; kernels.cpp calls them all, in this order.
+void add_source_kernels(KernelTable& table);     // sources.cpp: constant, dim_value, causal_mask
+void add_matmul_kernels(KernelTable& table);     // matmul.cpp
+void add_binary_kernels(KernelTable& table);     // binary.cpp: add, sub, mul, div, where
+void add_unary_kernels(KernelTable& table);      // unary.cpp: neg ... gelu
+void add_dropout_kernels(KernelTable& table);    // dropout.cpp
+void add_cast_kernels(KernelTable& table);       // cast.cpp
+void add_norm_kernels(KernelTable& table);       // norm.cpp: softmax, log_softmax, layernorm, rmsnorm
+void add_embedding_kernels(KernelTable& table);  // embedding.cpp
+void add_movement_kernels(KernelTable& table);   // movement.cpp: reshape, transpose, slice, concat, split
+void add_reduction_kernels(KernelTable& table);  // reduce.cpp: reduce_sum, reduce_mean, reduce_max
+void add_conv_kernels(KernelTable& table);       // conv.cpp: conv2d
+void add_pool_kernels(KernelTable& table);       // pool.cpp: max_pool2d, avg_pool2d
+void add_loss_kernels(KernelTable& table);       // loss.cpp: cross_entropy, mse_loss
+
+}  // namespace pf::cpu

@@ -1,0 +1,80 @@
+// Helpers shared by the CPU kernels: broadcast plans, axis splits, scratch memory (internal).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "ir/types.h"
+
+namespace pf::cpu {
+
+/// Operands laid against a result shape for an elementwise walk. Dimensions
+/// of size 1 are dropped and adjacent dimensions are merged wherever every
+/// operand steps through them as through one, so a same-shape op becomes one
+/// flat loop and a bias add becomes [rows, C] with the bias's row stride 0.
+struct BroadcastPlan {
+  /// Merged result dimensions, outermost first; never empty ({1} for a scalar).
+  std::vector<int64_t> dims;
+  /// strides[k][d]: elements operand k advances per step of dims[d]; 0 where
+  /// operand k is broadcast. In the last dimension it is always 0 or 1.
+  std::vector<std::vector<int64_t>> strides;
+};
+
+/// Plans operands of shapes `operands` (each broadcastable to `result` by
+/// NumPy rules: aligned on the right, size 1 stretches) against `result`.
+BroadcastPlan plan_broadcast(const Shape& result, std::span<const Shape* const> operands);
+
+/// Walks every "row" of a plan, that is every index of all dimensions but
+/// the last, keeping each operand's element offset. Rows go in row-major
+/// order, so a contiguous result's row r starts at r * dims.back().
+class RowWalk {
+ public:
+  explicit RowWalk(const BroadcastPlan& plan);
+  bool done() const { return row_ == rows_; }
+  int64_t row() const { return row_; }
+  int64_t offset(size_t operand) const { return offsets_[operand]; }
+  void next();
+
+ private:
+  const BroadcastPlan& plan_;
+  std::vector<int64_t> index_;
+  std::vector<int64_t> offsets_;
+  int64_t row_ = 0;
+  int64_t rows_ = 1;
+};
+
+/// A tensor seen as [outer, n, inner] around one axis.
+struct AxisSplit {
+  int64_t outer = 1;
+  int64_t n = 1;
+  int64_t inner = 1;
+};
+
+/// `axis` may be negative (counted from the end); the verifier has checked its range.
+int64_t normalize_axis(int64_t axis, int64_t rank);
+AxisSplit split_at_axis(const Shape& shape, int64_t axis);
+
+/// Row-major strides in elements.
+std::vector<int64_t> contiguous_strides(const Shape& shape);
+
+/// The largest of x[0], ..., x[n-1] (n >= 1), comparing with `>` so a NaN
+/// never wins. Kept in 16 independent running maxima so that the compares
+/// overlap instead of waiting on one another (the compiler does not
+/// vectorise a max reduction unless it may assume finite values).
+float max_of(const float* x, int64_t n);
+double max_of(const double* x, int64_t n);
+
+/// A per-thread buffer of at least `bytes`, 64-byte aligned, valid until the
+/// next call on the same thread. It only grows, so after the first steps no
+/// kernel touches fresh memory (first writes to new pages are slow here).
+void* scratch(size_t bytes);
+
+/// Float to integer conversions that saturate at the integer's range, send
+/// NaN to 0 and truncate toward zero otherwise (a plain cast is undefined
+/// outside the range).
+int32_t saturate_to_i32(double v);
+int64_t saturate_to_i64(double v);
+
+}  // namespace pf::cpu

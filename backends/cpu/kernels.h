@@ -1,0 +1,50 @@
+// The CPU backend's forward kernels: one table, indexed by op, of functions on contiguous buffers.
+#pragma once
+
+#include <cstdint>
+#include <span>
+
+#include "ir/op_table.h"
+#include "ir/types.h"
+
+namespace pf::cpu {
+
+/// What a kernel sees: its operands and results as contiguous row-major
+/// buffers with their concrete types, and the op's evaluated attributes.
+/// Results are preallocated by the caller; a kernel overwrites every element
+/// and never reads what was there before.
+struct KernelArgs {
+  std::span<const TensorType> in_types;
+  std::span<const void* const> in;  // operands, contiguous row-major
+  std::span<const TensorType> out_types;
+  std::span<void* const> out;  // results, preallocated, contiguous
+  const OpAttrs& attrs;
+};
+
+/// A forward kernel. Kernels are single-threaded (matmul and conv2d use
+/// OpenBLAS, whose thread count the CPU device sets), keep no state between
+/// calls apart from a reused per-thread scratch buffer, and throw pf::Error on
+/// bad data that the verifier cannot see (an embedding index or a
+/// cross-entropy target out of range).
+using Kernel = void (*)(const KernelArgs&);
+
+/// The kernel of `op` for float dtype `dtype` (f32 or f64); integer and bool
+/// operands (indices, targets, conditions) keep their own dtype. The ops that
+/// only produce or move values (constant, causal_mask, cast, reshape,
+/// transpose, slice, concat, split) have one kernel for every dtype the
+/// backend stores: f32, f64, i32, i64 and bool.
+/// Throws pf::Error("no cpu kernel for <op> in <dtype>") when there is none
+/// (param and call never have one: the executor supplies parameters and calls
+/// are inlined before execution).
+Kernel forward_kernel(OpKind op, DType dtype);
+bool has_forward_kernel(OpKind op, DType dtype);
+
+/// The number in [0, 1) that dropout compares with `p` for the element at flat
+/// index `index` under `seed`: the top 53 bits of splitmix64's output for
+/// counter `index` from state `seed`, i.e. mix(seed + (index + 1) * golden).
+/// Element `index` is kept iff dropout_uniform(seed, index) >= p. It depends on
+/// nothing else (not on threading nor on dtype), so a backward pass or another
+/// backend recomputes exactly the same mask.
+double dropout_uniform(uint64_t seed, uint64_t index);
+
+}  // namespace pf::cpu

@@ -1,0 +1,198 @@
+// Optimizers over plain float arrays (SGD with momentum, AdamW) and gradient clipping.
+#include "runtime/optimizer.h"
+
+#include <cmath>
+#include <set>
+
+#include <fmt/format.h>
+
+#include "ir/diagnostic.h"
+#include "runtime/safetensors.h"
+
+namespace pf {
+
+int64_t Param::numel() const {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
+
+Optimizer::Optimizer(std::vector<Param> params, std::vector<std::string> slots)
+    : params_(std::move(params)), slots_(std::move(slots)) {
+  std::set<std::string> seen;
+  for (const Param& p : params_) {
+    if (p.name.empty()) throw Error("optimizer: a parameter has an empty name");
+    if (!seen.insert(p.name).second) throw Error(fmt::format("optimizer: parameter '{}' is listed twice", p.name));
+    for (int64_t d : p.shape)
+      if (d < 0)
+        throw Error(fmt::format("optimizer: parameter '{}' has negative shape {}", p.name, shape_str(p.shape)));
+    if (p.numel() > 0 && (p.value == nullptr || p.grad == nullptr))
+      throw Error(fmt::format("optimizer: parameter '{}' has no {} array", p.name, p.value ? "gradient" : "value"));
+  }
+  state_.reserve(params_.size() * slots_.size());
+  for (const Param& p : params_)
+    for (size_t k = 0; k < slots_.size(); ++k) state_.emplace_back(static_cast<size_t>(p.numel()), 0.0f);
+}
+
+std::vector<StateBuffer> Optimizer::state() {
+  std::vector<StateBuffer> out;
+  out.reserve(state_.size());
+  for (size_t p = 0; p < params_.size(); ++p)
+    for (size_t k = 0; k < slots_.size(); ++k)
+      out.push_back({params_[p].name + "." + slots_[k], TensorType{DType::f32, params_[p].shape}, slot(p, k)});
+  return out;
+}
+
+void Optimizer::save_state(SafeTensors& out) const {
+  for (size_t p = 0; p < params_.size(); ++p)
+    for (size_t k = 0; k < slots_.size(); ++k)
+      out.add(params_[p].name + "." + slots_[k], TensorType{DType::f32, params_[p].shape},
+              state_[p * slots_.size() + k].data());
+  out.metadata["optimizer"] = std::string(kind());
+  out.metadata["optimizer.step"] = std::to_string(steps_);
+}
+
+void Optimizer::load_state(const SafeTensors& in) {
+  auto meta = [&](const std::string& key) {
+    auto it = in.metadata.find(key);
+    if (it == in.metadata.end())
+      throw Error(fmt::format("{}: no '{}' in the metadata; the file holds no optimizer state", in.source(), key));
+    return it->second;
+  };
+  std::string saved_kind = meta("optimizer");
+  if (saved_kind != kind())
+    throw Error(fmt::format("{}: the file holds {} state but the optimizer is {}", in.source(), saved_kind, kind()));
+  std::string step_text = meta("optimizer.step");
+  size_t used = 0;
+  int64_t steps = -1;
+  try {
+    steps = std::stoll(step_text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used != step_text.size() || steps < 0)
+    throw Error(fmt::format("{}: optimizer.step is '{}', not a step count", in.source(), step_text));
+
+  std::vector<StateBuffer> buffers = state();
+  std::vector<std::pair<std::string, TensorType>> expected;
+  for (const StateBuffer& b : buffers) expected.emplace_back(b.name, b.type);
+  // Check everything before copying anything, so that a bad file leaves the
+  // optimizer as it was.
+  check_tensors(in, expected, in.source(), /*allow_unexpected=*/true);
+  for (const StateBuffer& b : buffers) {
+    std::span<const float> src = in.at(b.name).view<float>();
+    std::copy(src.begin(), src.end(), b.data);
+  }
+  steps_ = steps;
+}
+
+Sgd::Sgd(std::vector<Param> params, SgdOptions options)
+    : Optimizer(std::move(params),
+                options.momentum > 0 ? std::vector<std::string>{"momentum_buffer"} : std::vector<std::string>{}),
+      options_(options) {
+  if (!(options.momentum >= 0)) throw Error(fmt::format("sgd: momentum must be >= 0, got {}", options.momentum));
+  if (!(options.weight_decay >= 0))
+    throw Error(fmt::format("sgd: weight_decay must be >= 0, got {}", options.weight_decay));
+  if (options.nesterov && options.momentum == 0) throw Error("sgd: nesterov needs a momentum > 0");
+}
+
+void Sgd::step(double lr) {
+  const auto mu = static_cast<float>(options_.momentum);
+  const auto lr_f = static_cast<float>(lr);
+  for (size_t p = 0; p < params_.size(); ++p) {
+    const Param& param = params_[p];
+    const auto wd = static_cast<float>(param.decay ? options_.weight_decay : 0.0);
+    float* w = param.value;
+    const float* grad = param.grad;
+    const int64_t n = param.numel();
+    if (options_.momentum == 0) {
+      for (int64_t i = 0; i < n; ++i) w[i] -= lr_f * (grad[i] + wd * w[i]);
+      continue;
+    }
+    float* buf = slot(p, 0);
+    for (int64_t i = 0; i < n; ++i) {
+      const float g = grad[i] + wd * w[i];
+      buf[i] = mu * buf[i] + g;
+      const float d = options_.nesterov ? g + mu * buf[i] : buf[i];
+      w[i] -= lr_f * d;
+    }
+  }
+  ++steps_;
+}
+
+AdamW::AdamW(std::vector<Param> params, AdamWOptions options)
+    : Optimizer(std::move(params), {"exp_avg", "exp_avg_sq"}), options_(options) {
+  if (!(options.beta1 >= 0 && options.beta1 < 1))
+    throw Error(fmt::format("adamw: beta1 must be in [0, 1), got {}", options.beta1));
+  if (!(options.beta2 >= 0 && options.beta2 < 1))
+    throw Error(fmt::format("adamw: beta2 must be in [0, 1), got {}", options.beta2));
+  if (!(options.eps >= 0)) throw Error(fmt::format("adamw: eps must be >= 0, got {}", options.eps));
+  if (!(options.weight_decay >= 0))
+    throw Error(fmt::format("adamw: weight_decay must be >= 0, got {}", options.weight_decay));
+}
+
+void AdamW::step(double lr) {
+  const int64_t t = steps_ + 1;
+  const double b1 = options_.beta1, b2 = options_.beta2;
+  // Per-step scalars in double, as PyTorch computes them in Python floats.
+  const auto step_size = static_cast<float>(lr / (1.0 - std::pow(b1, static_cast<double>(t))));
+  const auto sqrt_bc2 = static_cast<float>(std::sqrt(1.0 - std::pow(b2, static_cast<double>(t))));
+  const auto eps = static_cast<float>(options_.eps);
+  const auto b1f = static_cast<float>(b1), b2f = static_cast<float>(b2);
+  const auto one_minus_b1 = static_cast<float>(1.0 - b1), one_minus_b2 = static_cast<float>(1.0 - b2);
+  for (size_t p = 0; p < params_.size(); ++p) {
+    const Param& param = params_[p];
+    const auto shrink = static_cast<float>(1.0 - lr * (param.decay ? options_.weight_decay : 0.0));
+    float* w = param.value;
+    const float* g = param.grad;
+    float* m = slot(p, 0);
+    float* v = slot(p, 1);
+    const int64_t n = param.numel();
+    for (int64_t i = 0; i < n; ++i) {
+      w[i] *= shrink;
+      m[i] = b1f * m[i] + one_minus_b1 * g[i];
+      v[i] = b2f * v[i] + one_minus_b2 * g[i] * g[i];
+      // The same operation order as PyTorch's addcdiv_, so results round alike.
+      const float denom = std::sqrt(v[i]) / sqrt_bc2 + eps;
+      w[i] -= step_size * (m[i] / denom);
+    }
+  }
+  ++steps_;
+}
+
+double grad_sq_norm(std::span<const Param> params) {
+  double sum = 0;
+  for (const Param& p : params) {
+    const int64_t n = p.numel();
+    for (int64_t i = 0; i < n; ++i) sum += static_cast<double>(p.grad[i]) * p.grad[i];
+  }
+  return sum;
+}
+
+double grad_norm(std::span<const Param> params) { return std::sqrt(grad_sq_norm(params)); }
+
+void scale_grads(std::span<const Param> params, double factor) {
+  const auto f = static_cast<float>(factor);
+  for (const Param& p : params) {
+    const int64_t n = p.numel();
+    for (int64_t i = 0; i < n; ++i) p.grad[i] *= f;
+  }
+}
+
+double clip_factor(double norm, double max_norm) {
+  if (!(max_norm > 0)) throw Error(fmt::format("clip_grad_norm: max_norm must be > 0, got {}", max_norm));
+  if (!std::isfinite(norm)) return 1.0;
+  // The 1e-6 is PyTorch's: it keeps the factor finite for a zero norm and
+  // makes a norm exactly at max_norm scale by slightly less than 1.
+  const double factor = max_norm / (norm + 1e-6);
+  return factor < 1.0 ? factor : 1.0;
+}
+
+double clip_grad_norm(std::span<const Param> params, double max_norm) {
+  const double norm = grad_norm(params);
+  const double factor = clip_factor(norm, max_norm);
+  if (factor < 1.0) scale_grads(params, factor);
+  return norm;
+}
+
+}  // namespace pf

@@ -1,0 +1,125 @@
+// Pipeline schedules as data: per-device action lists, the simulator that proves them, pictures.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace pf {
+
+/// The pipeline schedules Pipeforge can generate.
+enum class ScheduleKind {
+  gpipe,        ///< all forwards, then all backwards (Huang et al.)
+  one_f_one_b,  ///< PipeDream-flush: warm-up forwards, then one forward per backward
+  interleaved,  ///< Megatron interleaved 1F1B: several model chunks per device
+  zb_h1,        ///< zero bubble H1 (Qi et al.): backward split into B and W, 1F1B memory
+};
+
+/// "gpipe", "1f1b", "interleaved" or "zb1"; nullopt for anything else.
+std::optional<ScheduleKind> parse_schedule_kind(std::string_view name);
+/// The name parse_schedule_kind accepts for `kind`.
+std::string_view schedule_kind_name(ScheduleKind kind);
+
+/// One step of a device's list.
+enum class ActionKind {
+  forward,          ///< F: forward of one micro-batch through one model stage
+  backward,         ///< input and weight gradient fused (gpipe, 1f1b, interleaved)
+  backward_input,   ///< B: input gradient only (zb1); on the critical path
+  backward_weight,  ///< W: weight gradient only (zb1); may be deferred
+  send_act,         ///< send the output activation of `stage` to stage + 1 on `peer`
+  recv_act,         ///< receive the input activation of `stage` from stage - 1 on `peer`
+  send_grad,        ///< send the input gradient of `stage` to stage - 1 on `peer`
+  recv_grad,        ///< receive the output gradient of `stage` from stage + 1 on `peer`
+  step,             ///< optimizer step; once per device, last
+};
+
+/// The name used in diagnostics and traces: "forward", "recv_act", ...
+std::string_view action_kind_name(ActionKind kind);
+/// True for the kinds that occupy the device: forward and the three backwards.
+bool is_compute(ActionKind kind);
+
+/// One entry of a device's action list. `stage` is always the model stage on
+/// this device the action belongs to, so send_act(mb, s) pairs with
+/// recv_act(mb, s + 1) and send_grad(mb, s) with recv_grad(mb, s - 1).
+struct Action {
+  ActionKind kind;
+  int microbatch;  ///< -1 for step
+  int stage;       ///< model stage (chunk) index; -1 for step
+  int peer;        ///< device at the other end of a send/recv; -1 otherwise
+
+  bool operator==(const Action&) const = default;
+};
+
+/// "forward(mb=3, stage=1)", "recv_act(mb=3, stage=1, peer=0)", "step".
+std::string format_action(const Action& action);
+
+/// Per-device action lists for one training step (one batch of micro-batches).
+/// Model stage s lives on device s % devices (Megatron placement), so device d
+/// holds chunks d, d + devices, d + 2 * devices, ...
+struct Schedule {
+  ScheduleKind kind;
+  int devices;
+  int microbatches;
+  int virtual_stages;  ///< model chunks per device; 1 except for interleaved
+  std::vector<std::vector<Action>> per_device;
+
+  /// devices * virtual_stages.
+  int model_stages() const { return devices * virtual_stages; }
+  /// The device holding model stage `stage`.
+  int device_of(int stage) const { return stage % devices; }
+};
+
+/// Builds the action lists of `kind`. Any devices, microbatches >= 1 work;
+/// virtual_stages > 1 only for interleaved. Throws Error on bad arguments.
+Schedule make_schedule(ScheduleKind kind, int devices, int microbatches, int virtual_stages = 1);
+
+/// Durations used by the simulator, per action on one model stage.
+struct UnitCosts {
+  double forward = 1, backward = 2, backward_input = 1, backward_weight = 1;
+  double comm = 0;  ///< latency from a send to its receive becoming ready
+};
+
+/// An action placed in time by the simulator; start == end for sends, and
+/// for a receive the interval is the time the device spent waiting for it.
+struct TimedAction {
+  Action action;
+  double start, end;
+};
+
+/// The outcome of running a schedule on given costs.
+struct Simulation {
+  std::vector<std::vector<TimedAction>> per_device;
+  double makespan;
+  /// 1 - busy compute time / (devices * makespan).
+  double bubble_fraction;
+  /// Per model stage: the largest number of micro-batches whose forward ran
+  /// and whose backward (or backward_input) had not.
+  std::vector<int> peak_inflight;
+  UnitCosts costs;  ///< the costs it ran on (the renderers print the theory for them)
+};
+
+/// Runs every device's list in order: a receive blocks until its send has
+/// happened (sends are buffered and never block), compute takes its cost.
+/// Proves the schedule complete and deadlock-free; throws Error naming the
+/// device and action otherwise, or the stuck devices on a deadlock.
+Simulation simulate(const Schedule& schedule, const UnitCosts& costs = {});
+/// simulate() on unit costs, result discarded: throws Error on a bad schedule.
+void validate(const Schedule& schedule);
+
+/// The textbook bubble fraction of `schedule` on `costs`, where one is known
+/// and the generator reaches it: gpipe and 1f1b (p-1)/(m+p-1); interleaved
+/// (p-1)/(v*m+p-1) for m a multiple of p; zb1 (p-1)/(3m+p-1) for F = B = W
+/// and m >= p. nullopt otherwise (and whenever comm > 0).
+std::optional<double> theoretical_bubble(const Schedule& schedule, const UnitCosts& costs);
+
+/// Time across, one row per device, one column per shortest compute action:
+/// cells "F3", "B3", "W3" (with a chunk suffix "F3c1" when virtual_stages > 1),
+/// "." when idle; then "bubble: 25.0% (theory 25.0%)".
+std::string render_schedule_text(const Schedule& schedule, const Simulation& sim);
+/// A standalone SVG document: a row per device, a rect per compute action
+/// colored by kind and shaded by chunk, labeled with its micro-batch; time
+/// axis, legend, and a title with kind, p, m, v and the bubble.
+std::string render_schedule_svg(const Schedule& schedule, const Simulation& sim);
+
+}  // namespace pf

@@ -1,0 +1,311 @@
+// Schedule validator and simulator: proves action lists complete and deadlock-free, times them.
+#include "runtime/schedule.h"
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <optional>
+
+#include <fmt/format.h>
+
+#include "ir/diagnostic.h"
+
+namespace pf {
+namespace {
+
+constexpr int kActionKinds = static_cast<int>(ActionKind::step) + 1;
+
+/// Which actions of each (micro-batch, stage) have been seen so far, indexed
+/// by mb * stages + stage. Every action of a stage sits on the device holding
+/// it, so walking one device's list touches only that device's entries and the
+/// order of the walk is the order the device runs them.
+class Seen {
+ public:
+  Seen(int microbatches, int stages)
+      : stages_(stages), seen_(static_cast<size_t>(microbatches) * stages) {}
+
+  bool has(ActionKind kind, int mb, int stage) const {
+    return seen_[index(mb, stage)][static_cast<int>(kind)];
+  }
+  void mark(ActionKind kind, int mb, int stage) {
+    seen_[index(mb, stage)][static_cast<int>(kind)] = true;
+  }
+  /// A fused backward or a backward_input: whichever produces the input gradient.
+  bool has_backward(int mb, int stage) const {
+    return has(ActionKind::backward, mb, stage) || has(ActionKind::backward_input, mb, stage);
+  }
+
+ private:
+  size_t index(int mb, int stage) const { return static_cast<size_t>(mb) * stages_ + stage; }
+
+  int stages_;
+  std::vector<std::array<bool, kActionKinds>> seen_;
+};
+
+[[noreturn]] void fail(int device, const Action& action, std::string_view what) {
+  throw Error(fmt::format("device {}: {} {}", device, format_action(action), what));
+}
+
+/// Fields in range, on the right device, transfers pointing at the device of
+/// the neighbouring stage.
+void check_placement(const Schedule& schedule, int device, const Action& a) {
+  const int stages = schedule.model_stages();
+  if (a.stage < 0 || a.stage >= stages)
+    fail(device, a, fmt::format("names stage {} outside [0, {})", a.stage, stages));
+  if (a.microbatch < 0 || a.microbatch >= schedule.microbatches)
+    fail(device, a,
+         fmt::format("names micro-batch {} outside [0, {})", a.microbatch, schedule.microbatches));
+  if (schedule.device_of(a.stage) != device)
+    fail(device, a,
+         fmt::format("belongs on device {}, which holds stage {}", schedule.device_of(a.stage),
+                     a.stage));
+  int other = -1;  // the stage at the other end of a transfer
+  switch (a.kind) {
+    case ActionKind::send_act:
+    case ActionKind::recv_grad:
+      if (a.stage + 1 >= stages) fail(device, a, "has no next stage");
+      other = a.stage + 1;
+      break;
+    case ActionKind::recv_act:
+    case ActionKind::send_grad:
+      if (a.stage == 0) fail(device, a, "has no previous stage");
+      other = a.stage - 1;
+      break;
+    default: return;
+  }
+  if (a.peer != schedule.device_of(other))
+    fail(device, a,
+         fmt::format("names peer {}, but stage {} is on device {}", a.peer, other,
+                     schedule.device_of(other)));
+}
+
+/// Duplicates and the order constraints that live on one device: a compute
+/// action after the receive of its input and the compute it builds on, a send
+/// after the compute producing its data.
+void check_order(const Schedule& schedule, int device, const Action& a, Seen& seen) {
+  const int mb = a.microbatch, s = a.stage;
+  const bool last = s == schedule.model_stages() - 1;
+  if (seen.has(a.kind, mb, s)) fail(device, a, "appears twice");
+  switch (a.kind) {
+    case ActionKind::forward:
+      if (s > 0 && !seen.has(ActionKind::recv_act, mb, s))
+        fail(device, a, "comes before its input activation is received");
+      break;
+    case ActionKind::backward:
+    case ActionKind::backward_input:
+      if (seen.has_backward(mb, s))
+        fail(device, a, fmt::format("repeats the backward of micro-batch {} on stage {}", mb, s));
+      if (!seen.has(ActionKind::forward, mb, s)) fail(device, a, "comes before its forward");
+      if (!last && !seen.has(ActionKind::recv_grad, mb, s))
+        fail(device, a, "comes before its output gradient is received");
+      break;
+    case ActionKind::backward_weight:
+      if (seen.has(ActionKind::backward, mb, s)) fail(device, a, "follows a fused backward");
+      if (!seen.has(ActionKind::backward_input, mb, s))
+        fail(device, a, "comes before its backward_input");
+      break;
+    case ActionKind::send_act:
+      if (!seen.has(ActionKind::forward, mb, s))
+        fail(device, a, "comes before the forward that produces it");
+      break;
+    case ActionKind::send_grad:
+      if (!seen.has_backward(mb, s)) fail(device, a, "comes before the backward that produces it");
+      break;
+    default: break;
+  }
+  seen.mark(a.kind, mb, s);
+}
+
+/// Every (micro-batch, stage) ran forward and backward (fused, or B then W)
+/// with the transfers between neighbouring stages; reported in the order a
+/// micro-batch would need them.
+void check_complete(const Schedule& schedule, const Seen& seen) {
+  const int stages = schedule.model_stages();
+  const bool split = schedule.kind == ScheduleKind::zb_h1;
+  for (int s = 0; s < stages; ++s) {
+    const int device = schedule.device_of(s);
+    for (int mb = 0; mb < schedule.microbatches; ++mb) {
+      auto require = [&](bool present, ActionKind kind, int peer_stage) {
+        if (present) return;
+        const int peer = peer_stage < 0 ? -1 : schedule.device_of(peer_stage);
+        throw Error(fmt::format("schedule is incomplete: device {} never runs {}", device,
+                                format_action({kind, mb, s, peer})));
+      };
+      auto has = [&](ActionKind kind) { return seen.has(kind, mb, s); };
+      if (s > 0) require(has(ActionKind::recv_act), ActionKind::recv_act, s - 1);
+      require(has(ActionKind::forward), ActionKind::forward, -1);
+      if (s + 1 < stages) require(has(ActionKind::send_act), ActionKind::send_act, s + 1);
+      if (s + 1 < stages) require(has(ActionKind::recv_grad), ActionKind::recv_grad, s + 1);
+      require(seen.has_backward(mb, s), split ? ActionKind::backward_input : ActionKind::backward,
+              -1);
+      if (has(ActionKind::backward_input))
+        require(has(ActionKind::backward_weight), ActionKind::backward_weight, -1);
+      if (s > 0) require(has(ActionKind::send_grad), ActionKind::send_grad, s - 1);
+    }
+  }
+}
+
+/// The static half of validation: shape, fields, per-device order,
+/// completeness, and a single step closing every list.
+void check_lists(const Schedule& schedule) {
+  if (schedule.devices < 1 || schedule.microbatches < 1 || schedule.virtual_stages < 1)
+    throw Error(
+        fmt::format("schedule has devices={} microbatches={} virtual_stages={}; each must "
+                    "be at least 1",
+                    schedule.devices, schedule.microbatches, schedule.virtual_stages));
+  if (schedule.per_device.size() != static_cast<size_t>(schedule.devices))
+    throw Error(fmt::format("schedule has {} action lists for {} devices",
+                            schedule.per_device.size(), schedule.devices));
+  Seen seen(schedule.microbatches, schedule.model_stages());
+  for (int d = 0; d < schedule.devices; ++d) {
+    const std::vector<Action>& list = schedule.per_device[d];
+    for (size_t i = 0; i < list.size(); ++i) {
+      const Action& a = list[i];
+      // Lists may come from files (plans), where any number can sit in the kind.
+      const int kind = static_cast<int>(a.kind);
+      if (kind < 0 || kind >= kActionKinds)
+        throw Error(fmt::format("device {}: action {} has unknown kind {}", d, i, kind));
+      if (a.kind == ActionKind::step) {
+        if (i + 1 != list.size()) fail(d, a, "is not the last action");
+        continue;
+      }
+      check_placement(schedule, d, a);
+      check_order(schedule, d, a, seen);
+    }
+    if (list.empty() || list.back().kind != ActionKind::step)
+      throw Error(fmt::format("device {}: list does not end with step", d));
+  }
+  check_complete(schedule, seen);
+}
+
+double cost_of(ActionKind kind, const UnitCosts& costs) {
+  switch (kind) {
+    case ActionKind::forward: return costs.forward;
+    case ActionKind::backward: return costs.backward;
+    case ActionKind::backward_input: return costs.backward_input;
+    case ActionKind::backward_weight: return costs.backward_weight;
+    default: return 0;
+  }
+}
+
+void check_costs(const UnitCosts& costs) {
+  auto positive = [](std::string_view name, double value) {
+    if (!(value > 0) || !std::isfinite(value))
+      throw Error(
+          fmt::format("simulate: {} cost must be positive and finite, got {}", name, value));
+  };
+  positive("forward", costs.forward);
+  positive("backward", costs.backward);
+  positive("backward_input", costs.backward_input);
+  positive("backward_weight", costs.backward_weight);
+  if (!(costs.comm >= 0) || !std::isfinite(costs.comm))
+    throw Error(
+        fmt::format("simulate: comm cost must be non-negative and finite, got {}", costs.comm));
+}
+
+}  // namespace
+
+Simulation simulate(const Schedule& schedule, const UnitCosts& costs) {
+  check_costs(costs);
+  check_lists(schedule);
+
+  const int p = schedule.devices, stages = schedule.model_stages();
+  // When the data a receive waits for arrives, indexed by the receiving
+  // (micro-batch, stage); unset until the matching send has run.
+  const size_t slots = static_cast<size_t>(schedule.microbatches) * stages;
+  std::vector<std::optional<double>> act_arrival(slots), grad_arrival(slots);
+  auto slot = [&](int mb, int stage) { return static_cast<size_t>(mb) * stages + stage; };
+
+  Simulation sim{};
+  sim.costs = costs;
+  sim.per_device.resize(p);
+  sim.peak_inflight.assign(stages, 0);
+  std::vector<int> inflight(stages, 0);
+  std::vector<size_t> next(p, 0);
+  std::vector<double> clock(p, 0), busy(p, 0);
+
+  // Runs device d's next action; false when it is a receive whose data has
+  // not been sent yet.
+  auto run_next = [&](int d) {
+    const Action& a = schedule.per_device[d][next[d]];
+    const double start = clock[d];
+    switch (a.kind) {
+      case ActionKind::recv_act:
+      case ActionKind::recv_grad: {
+        const auto& arrivals = a.kind == ActionKind::recv_act ? act_arrival : grad_arrival;
+        const std::optional<double>& ready = arrivals[slot(a.microbatch, a.stage)];
+        if (!ready) return false;
+        clock[d] = std::max(start, *ready);
+        break;
+      }
+      case ActionKind::send_act:
+        act_arrival[slot(a.microbatch, a.stage + 1)] = start + costs.comm;
+        break;
+      case ActionKind::send_grad:
+        grad_arrival[slot(a.microbatch, a.stage - 1)] = start + costs.comm;
+        break;
+      case ActionKind::forward:
+      case ActionKind::backward:
+      case ActionKind::backward_input:
+      case ActionKind::backward_weight: {
+        const double duration = cost_of(a.kind, costs);
+        clock[d] += duration;
+        busy[d] += duration;
+        if (a.kind == ActionKind::forward)
+          sim.peak_inflight[a.stage] = std::max(sim.peak_inflight[a.stage], ++inflight[a.stage]);
+        else if (a.kind != ActionKind::backward_weight)
+          --inflight[a.stage];
+        break;
+      }
+      case ActionKind::step: break;
+    }
+    sim.per_device[d].push_back({a, start, clock[d]});
+    ++next[d];
+    return true;
+  };
+  // Run each device until it blocks, and sweep again while any moved. A
+  // device's times depend only on its own list and the send times it reads,
+  // so the sweep order cannot change the result.
+  for (bool moved = true; moved;) {
+    moved = false;
+    for (int d = 0; d < p; ++d)
+      while (next[d] < schedule.per_device[d].size() && run_next(d)) moved = true;
+  }
+
+  std::string stuck;
+  for (int d = 0; d < p; ++d) {
+    const std::vector<Action>& list = schedule.per_device[d];
+    if (next[d] == list.size()) continue;
+    stuck += fmt::format("{}device {} waits at {}", stuck.empty() ? "" : "; ", d,
+                         format_action(list[next[d]]));
+  }
+  if (!stuck.empty()) throw Error("schedule deadlocks: " + stuck);
+
+  sim.makespan = *std::max_element(clock.begin(), clock.end());
+  double total_busy = 0;
+  for (double b : busy) total_busy += b;
+  sim.bubble_fraction = 1 - total_busy / (p * sim.makespan);
+  return sim;
+}
+
+void validate(const Schedule& schedule) { simulate(schedule); }
+
+std::optional<double> theoretical_bubble(const Schedule& schedule, const UnitCosts& costs) {
+  if (costs.comm != 0) return std::nullopt;
+  const double p = schedule.devices, m = schedule.microbatches, v = schedule.virtual_stages;
+  switch (schedule.kind) {
+    case ScheduleKind::gpipe:
+    case ScheduleKind::one_f_one_b: return (p - 1) / (m + p - 1);
+    case ScheduleKind::interleaved:
+      if (schedule.microbatches % schedule.devices != 0) return std::nullopt;
+      return (p - 1) / (v * m + p - 1);
+    case ScheduleKind::zb_h1:
+      if (costs.forward != costs.backward_input || costs.forward != costs.backward_weight ||
+          schedule.microbatches < schedule.devices)
+        return std::nullopt;
+      return (p - 1) / (3 * m + p - 1);
+  }
+  return std::nullopt;
+}
+
+}  // namespace pf

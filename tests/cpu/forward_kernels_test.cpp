@@ -1,0 +1,917 @@
+// Every CPU forward kernel against a naive float64 reference: one test per op of ir/ops.def.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <functional>
+#include <limits>
+#include <numbers>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "backends/cpu/kernels.h"
+#include "ir/op_table.h"
+
+namespace pf::cpu {
+namespace {
+
+// Each case is checked twice: the f64 kernel against the
+// reference written here (plain loops over multi-indices), then the f32
+// kernel against the f64 kernel. Inputs are rounded to f32 so both runs read
+// the same numbers. Results are poisoned (all bytes 0xFF) before each run so
+// an element a kernel forgets to write shows up as NaN or as a wrong integer.
+// An op with no kernel or no case fails its test.
+
+// ---------------------------------------------------------------------------
+// Tensors of the test: values held as doubles whatever the dtype (bools are
+// 0/1, the integers used here are exact in a double).
+
+struct Tensor {
+  TensorType type;
+  std::vector<double> v;  // row-major
+};
+
+using Index = std::vector<int64_t>;
+
+Index unravel(int64_t flat, const Shape& shape) {
+  Index idx(shape.size());
+  for (size_t d = shape.size(); d-- > 0;) {
+    idx[d] = flat % shape[d];
+    flat /= shape[d];
+  }
+  return idx;
+}
+
+int64_t ravel(const Index& idx, const Shape& shape) {
+  int64_t flat = 0;
+  for (size_t d = 0; d < shape.size(); ++d) flat = flat * shape[d] + idx[d];
+  return flat;
+}
+
+// The element of `t` that broadcasting sends to result index `idx` (aligned
+// on the right, size-1 dimensions stretched).
+double broadcast_at(const Tensor& t, const Index& idx) {
+  const Shape& s = t.type.shape;
+  Index own(s.size());
+  for (size_t d = 0; d < s.size(); ++d) own[d] = s[d] == 1 ? 0 : idx[idx.size() - s.size() + d];
+  return t.v[ravel(own, s)];
+}
+
+// Values drawn from a fixed seed and rounded to f32.
+class Gen {
+ public:
+  explicit Gen(uint64_t seed) : rng_(seed) {}
+  Tensor uniform(Shape shape, double lo = -2, double hi = 2) {
+    Tensor t{{DType::f64, std::move(shape)}, {}};
+    std::uniform_real_distribution<double> u(lo, hi);
+    for (int64_t i = 0; i < t.type.numel(); ++i) t.v.push_back(static_cast<float>(u(rng_)));
+    return t;
+  }
+  Tensor ints(DType dt, Shape shape, int64_t lo, int64_t hi) {
+    Tensor t{{dt, std::move(shape)}, {}};
+    std::uniform_int_distribution<int64_t> u(lo, hi);
+    for (int64_t i = 0; i < t.type.numel(); ++i) t.v.push_back(static_cast<double>(u(rng_)));
+    return t;
+  }
+  Tensor bools(Shape shape) { return ints(DType::boolean, std::move(shape), 0, 1); }
+
+ private:
+  std::mt19937_64 rng_;
+};
+
+Tensor values(DType dt, Shape shape, std::vector<double> v) { return {{dt, std::move(shape)}, std::move(v)}; }
+
+// ---------------------------------------------------------------------------
+// Attributes (names must outlive the OpAttrs: string literals here).
+
+OpAttrs::Entry attr(std::string_view name, AttrKind kind) {
+  OpAttrs::Entry e;
+  e.name = name;
+  e.kind = kind;
+  return e;
+}
+
+OpAttrs::Entry dim_attr(std::string_view name, int64_t v) {
+  OpAttrs::Entry e = attr(name, AttrKind::dim);
+  e.ints = {v};
+  return e;
+}
+
+OpAttrs::Entry dims_attr(std::string_view name, std::vector<int64_t> v) {
+  OpAttrs::Entry e = attr(name, AttrKind::dims);
+  e.ints = std::move(v);
+  return e;
+}
+
+OpAttrs::Entry real_attr(std::string_view name, double v) {
+  OpAttrs::Entry e = attr(name, AttrKind::real);
+  e.real = v;
+  return e;
+}
+
+OpAttrs::Entry bool_attr(std::string_view name, bool v) {
+  OpAttrs::Entry e = attr(name, AttrKind::boolean);
+  e.boolean = v;
+  return e;
+}
+
+OpAttrs::Entry dtype_attr(std::string_view name, DType v) {
+  OpAttrs::Entry e = attr(name, AttrKind::dtype);
+  e.dtype = v;
+  return e;
+}
+
+// ---------------------------------------------------------------------------
+// A case: operands, attributes, declared result types (source ops) and the
+// reference, which maps the f64 operands and the result types to the values.
+
+using Outputs = std::vector<std::vector<double>>;
+using Reference = std::function<Outputs(const std::vector<Tensor>& in, const std::vector<TensorType>& out)>;
+
+struct Case {
+  std::string name;
+  std::vector<Tensor> in;
+  std::vector<OpAttrs::Entry> attrs;
+  std::vector<TensorType> declared;
+  Reference ref;
+};
+
+// ---------------------------------------------------------------------------
+// Running a kernel on byte buffers.
+
+std::vector<std::byte> encode(const Tensor& t) {
+  const int64_t n = t.type.numel();
+  std::vector<std::byte> bytes(static_cast<size_t>(std::max<int64_t>(t.type.bytes(), 1)));
+  auto put = [&](auto tag) {
+    using E = decltype(tag);
+    for (int64_t i = 0; i < n; ++i) {
+      E e = static_cast<E>(t.v[i]);
+      std::memcpy(bytes.data() + i * sizeof(E), &e, sizeof(E));
+    }
+  };
+  switch (t.type.dtype) {
+    case DType::f32:
+      put(float{});
+      break;
+    case DType::f64:
+      put(double{});
+      break;
+    case DType::i32:
+      put(int32_t{});
+      break;
+    case DType::i64:
+      put(int64_t{});
+      break;
+    case DType::boolean:
+      put(uint8_t{});
+      break;
+    default:
+      ADD_FAILURE() << "the test stores no " << dtype_name(t.type.dtype);
+  }
+  return bytes;
+}
+
+std::vector<double> decode(const TensorType& type, const std::vector<std::byte>& bytes) {
+  std::vector<double> v(static_cast<size_t>(type.numel()));
+  auto get = [&](auto tag) {
+    using E = decltype(tag);
+    for (size_t i = 0; i < v.size(); ++i) {
+      E e;
+      std::memcpy(&e, bytes.data() + i * sizeof(E), sizeof(E));
+      v[i] = static_cast<double>(e);
+    }
+  };
+  switch (type.dtype) {
+    case DType::f32:
+      get(float{});
+      break;
+    case DType::f64:
+      get(double{});
+      break;
+    case DType::i32:
+      get(int32_t{});
+      break;
+    case DType::i64:
+      get(int64_t{});
+      break;
+    case DType::boolean:
+      get(uint8_t{});
+      break;
+    default:
+      ADD_FAILURE() << "the test stores no " << dtype_name(type.dtype);
+  }
+  return v;
+}
+
+// In the f32 run every f64 of a case becomes f32.
+DType retype(DType t, DType run) { return t == DType::f64 ? run : t; }
+
+struct Result {
+  std::vector<TensorType> types;
+  Outputs values;
+};
+
+Result run_kernel(OpKind op, DType run, const Case& c) {
+  std::vector<TensorType> in_types, declared;
+  std::vector<std::vector<std::byte>> in_bytes;
+  for (const Tensor& t : c.in) {
+    Tensor r{{retype(t.type.dtype, run), t.type.shape}, t.v};
+    in_types.push_back(r.type);
+    in_bytes.push_back(encode(r));
+  }
+  for (const TensorType& t : c.declared) declared.push_back({retype(t.dtype, run), t.shape});
+  OpAttrs attrs;
+  for (OpAttrs::Entry e : c.attrs) {
+    e.dtype = retype(e.dtype, run);
+    attrs.add(e);
+  }
+  // The result types come from the IR's own shape rule, which also checks the case.
+  Result result;
+  result.types = op_info(op).shape(ShapeContext{op_name(op), in_types, attrs, declared});
+  std::vector<std::vector<std::byte>> out_bytes;
+  for (const TensorType& t : result.types)
+    out_bytes.emplace_back(static_cast<size_t>(std::max<int64_t>(t.bytes(), 1)), std::byte{0xFF});
+  std::vector<const void*> in_ptrs;
+  std::vector<void*> out_ptrs;
+  for (auto& b : in_bytes) in_ptrs.push_back(b.data());
+  for (auto& b : out_bytes) out_ptrs.push_back(b.data());
+  forward_kernel(op, run)(KernelArgs{in_types, in_ptrs, result.types, out_ptrs, attrs});
+  for (size_t i = 0; i < result.types.size(); ++i) result.values.push_back(decode(result.types[i], out_bytes[i]));
+  return result;
+}
+
+// Floats: |got - want| <= rtol * max(|want|, the largest |want| of the
+// tensor), i.e. relative to the element or, for elements much smaller than
+// the rest, to the tensor's scale. Integers and bools: exact.
+void expect_close(const TensorType& type, const std::vector<double>& got, const std::vector<double>& want, double rtol,
+                  const std::string& what) {
+  ASSERT_EQ(got.size(), want.size()) << what;
+  double scale = 0;
+  for (double w : want) scale = std::max(scale, std::abs(w));
+  for (size_t i = 0; i < got.size(); ++i) {
+    const double err = std::abs(got[i] - want[i]);
+    const bool exact = !is_float(type.dtype);
+    const bool ok =
+        exact ? got[i] == want[i]
+              : (err <= rtol * std::max(std::abs(want[i]), scale) || (std::isinf(want[i]) && got[i] == want[i]));
+    if (!ok) {
+      ADD_FAILURE() << what << " " << type.str() << ": element " << i << " is " << got[i] << ", expected " << want[i];
+      return;
+    }
+  }
+}
+
+void check_case(OpKind op, const Case& c) {
+  SCOPED_TRACE("case " + c.name);
+  const Result r64 = run_kernel(op, DType::f64, c);
+  const Outputs want = c.ref(c.in, r64.types);
+  ASSERT_EQ(want.size(), r64.values.size());
+  for (size_t i = 0; i < want.size(); ++i)
+    expect_close(r64.types[i], r64.values[i], want[i], 1e-10, "f64 kernel vs reference, result " + std::to_string(i));
+  const Result r32 = run_kernel(op, DType::f32, c);
+  ASSERT_EQ(r32.values.size(), r64.values.size());
+  for (size_t i = 0; i < r32.values.size(); ++i)
+    expect_close(r32.types[i], r32.values[i], r64.values[i], 1e-5,
+                 "f32 kernel vs f64 kernel, result " + std::to_string(i));
+}
+
+// ---------------------------------------------------------------------------
+// References: plain loops, written for the reader, not for speed.
+
+// out[i] = f(broadcast operands at i) for every result index i.
+Outputs map_ref(const std::vector<Tensor>& in, const TensorType& out,
+                const std::function<double(const std::vector<double>&)>& f) {
+  std::vector<double> y(static_cast<size_t>(out.numel()));
+  std::vector<double> args(in.size());
+  for (int64_t i = 0; i < out.numel(); ++i) {
+    const Index idx = unravel(i, out.shape);
+    for (size_t k = 0; k < in.size(); ++k) args[k] = broadcast_at(in[k], idx);
+    y[i] = f(args);
+  }
+  return {y};
+}
+
+Reference unary_ref(std::function<double(double)> f) {
+  return [f](const std::vector<Tensor>& in, const std::vector<TensorType>& out) {
+    return map_ref(in, out[0], [&](const std::vector<double>& a) { return f(a[0]); });
+  };
+}
+
+Reference binary_ref(std::function<double(double, double)> f) {
+  return [f](const std::vector<Tensor>& in, const std::vector<TensorType>& out) {
+    return map_ref(in, out[0], [&](const std::vector<double>& a) { return f(a[0], a[1]); });
+  };
+}
+
+Reference matmul_ref(bool ta, bool tb) {
+  return [=](const std::vector<Tensor>& in, const std::vector<TensorType>& out) {
+    const Tensor &a = in[0], &b = in[1];
+    const Shape& s = out[0].shape;
+    const size_t r = s.size();
+    const int64_t k_size = a.type.shape[a.type.rank() - (ta ? 2 : 1)];
+    std::vector<double> y(static_cast<size_t>(out[0].numel()));
+    for (int64_t f = 0; f < out[0].numel(); ++f) {
+      Index idx = unravel(f, s);
+      const int64_t i = idx[r - 2], j = idx[r - 1];
+      double sum = 0;
+      for (int64_t k = 0; k < k_size; ++k) {
+        Index ia = idx, ib = idx;
+        ia[r - 2] = ta ? k : i;
+        ia[r - 1] = ta ? i : k;
+        ib[r - 2] = tb ? j : k;
+        ib[r - 1] = tb ? k : j;
+        sum += broadcast_at(a, ia) * broadcast_at(b, ib);
+      }
+      y[f] = sum;
+    }
+    return Outputs{y};
+  };
+}
+
+// softmax (or log_softmax) along `axis` at every result index.
+Reference softmax_ref(int64_t axis, bool log) {
+  return [=](const std::vector<Tensor>& in, const std::vector<TensorType>&) {
+    const Tensor& x = in[0];
+    const Shape& s = x.type.shape;
+    const int64_t ax = axis < 0 ? axis + x.type.rank() : axis;
+    std::vector<double> y(x.v.size());
+    for (int64_t f = 0; f < x.type.numel(); ++f) {
+      Index idx = unravel(f, s);
+      double sum = 0;
+      for (int64_t j = 0; j < s[ax]; ++j) {
+        Index o = idx;
+        o[ax] = j;
+        sum += std::exp(x.v[ravel(o, s)]);
+      }
+      y[f] = log ? x.v[f] - std::log(sum) : std::exp(x.v[f]) / sum;
+    }
+    return Outputs{y};
+  };
+}
+
+Reference layernorm_ref(double eps) {
+  return [=](const std::vector<Tensor>& in, const std::vector<TensorType>&) {
+    const Tensor &x = in[0], &w = in[1], &b = in[2];
+    const int64_t c = x.type.shape.back();
+    std::vector<double> y(x.v.size());
+    for (int64_t r = 0; r < x.type.numel() / c; ++r) {
+      double mean = 0, var = 0;
+      for (int64_t i = 0; i < c; ++i) mean += x.v[r * c + i] / c;
+      for (int64_t i = 0; i < c; ++i) var += (x.v[r * c + i] - mean) * (x.v[r * c + i] - mean) / c;
+      for (int64_t i = 0; i < c; ++i) y[r * c + i] = (x.v[r * c + i] - mean) / std::sqrt(var + eps) * w.v[i] + b.v[i];
+    }
+    return Outputs{y};
+  };
+}
+
+Reference rmsnorm_ref(double eps) {
+  return [=](const std::vector<Tensor>& in, const std::vector<TensorType>&) {
+    const Tensor &x = in[0], &w = in[1];
+    const int64_t c = x.type.shape.back();
+    std::vector<double> y(x.v.size());
+    for (int64_t r = 0; r < x.type.numel() / c; ++r) {
+      double ms = 0;
+      for (int64_t i = 0; i < c; ++i) ms += x.v[r * c + i] * x.v[r * c + i] / c;
+      for (int64_t i = 0; i < c; ++i) y[r * c + i] = x.v[r * c + i] / std::sqrt(ms + eps) * w.v[i];
+    }
+    return Outputs{y};
+  };
+}
+
+Outputs embedding_ref(const std::vector<Tensor>& in, const std::vector<TensorType>& out) {
+  const Tensor &table = in[0], &ids = in[1];
+  const int64_t c = table.type.shape[1];
+  std::vector<double> y(static_cast<size_t>(out[0].numel()));
+  for (size_t i = 0; i < ids.v.size(); ++i)
+    for (int64_t j = 0; j < c; ++j) y[i * c + j] = table.v[static_cast<int64_t>(ids.v[i]) * c + j];
+  return {y};
+}
+
+Reference transpose_ref(std::vector<int64_t> perm) {
+  return [=](const std::vector<Tensor>& in, const std::vector<TensorType>& out) {
+    const Tensor& x = in[0];
+    std::vector<double> y(x.v.size());
+    for (int64_t f = 0; f < out[0].numel(); ++f) {
+      const Index o = unravel(f, out[0].shape);
+      Index i(o.size());
+      for (size_t d = 0; d < perm.size(); ++d) i[perm[d] < 0 ? perm[d] + x.type.rank() : perm[d]] = o[d];
+      y[f] = x.v[ravel(i, x.type.shape)];
+    }
+    return Outputs{y};
+  };
+}
+
+// Index `idx` along `axis` shifted by `offset`.
+Index shifted(Index idx, int64_t axis, int64_t offset) {
+  idx[axis] += offset;
+  return idx;
+}
+
+Reference slice_ref(int64_t axis, int64_t start) {
+  return [=](const std::vector<Tensor>& in, const std::vector<TensorType>& out) {
+    const Tensor& x = in[0];
+    const int64_t ax = axis < 0 ? axis + x.type.rank() : axis;
+    std::vector<double> y(static_cast<size_t>(out[0].numel()));
+    for (int64_t f = 0; f < out[0].numel(); ++f)
+      y[f] = x.v[ravel(shifted(unravel(f, out[0].shape), ax, start), x.type.shape)];
+    return Outputs{y};
+  };
+}
+
+Reference concat_ref(int64_t axis) {
+  return [=](const std::vector<Tensor>& in, const std::vector<TensorType>& out) {
+    const Shape& s = out[0].shape;
+    const int64_t ax = axis < 0 ? axis + static_cast<int64_t>(s.size()) : axis;
+    std::vector<double> y(static_cast<size_t>(out[0].numel()));
+    for (int64_t f = 0; f < out[0].numel(); ++f) {
+      Index idx = unravel(f, s);
+      size_t k = 0;
+      while (idx[ax] >= in[k].type.shape[ax]) idx[ax] -= in[k++].type.shape[ax];
+      y[f] = in[k].v[ravel(idx, in[k].type.shape)];
+    }
+    return Outputs{y};
+  };
+}
+
+Reference split_ref(int64_t axis) {
+  return [=](const std::vector<Tensor>& in, const std::vector<TensorType>& out) {
+    const Tensor& x = in[0];
+    const int64_t ax = axis < 0 ? axis + x.type.rank() : axis;
+    Outputs ys;
+    int64_t start = 0;
+    for (const TensorType& t : out) {
+      std::vector<double> y(static_cast<size_t>(t.numel()));
+      for (int64_t f = 0; f < t.numel(); ++f) y[f] = x.v[ravel(shifted(unravel(f, t.shape), ax, start), x.type.shape)];
+      ys.push_back(y);
+      start += t.shape[ax];
+    }
+    return ys;
+  };
+}
+
+enum class Red { sum, mean, max };
+
+Reference reduce_ref(std::vector<int64_t> axes, Red kind) {
+  return [=](const std::vector<Tensor>& in, const std::vector<TensorType>& out) {
+    const Tensor& x = in[0];
+    Shape kept = x.type.shape;
+    int64_t count = 1;
+    for (int64_t a : axes) {
+      const int64_t ax = a < 0 ? a + x.type.rank() : a;
+      count *= kept[ax];
+      kept[ax] = 1;
+    }
+    std::vector<double> y(static_cast<size_t>(out[0].numel()),
+                          kind == Red::max ? -std::numeric_limits<double>::infinity() : 0.0);
+    for (int64_t f = 0; f < x.type.numel(); ++f) {
+      Index idx = unravel(f, x.type.shape);
+      for (size_t d = 0; d < kept.size(); ++d)
+        if (kept[d] == 1) idx[d] = 0;
+      double& acc = y[ravel(idx, kept)];
+      acc = kind == Red::max ? std::max(acc, x.v[f]) : acc + x.v[f];
+    }
+    if (kind == Red::mean)
+      for (double& v : y) v /= static_cast<double>(count);
+    return Outputs{y};
+  };
+}
+
+Reference conv2d_ref(std::vector<int64_t> stride, std::vector<int64_t> pad, int64_t groups) {
+  return [=](const std::vector<Tensor>& in, const std::vector<TensorType>& out) {
+    const Tensor &x = in[0], &w = in[1];
+    const Shape &xs = x.type.shape, &ws = w.type.shape, &ys = out[0].shape;
+    const int64_t cg = ws[1], og = ws[0] / groups;
+    std::vector<double> y(static_cast<size_t>(out[0].numel()));
+    for (int64_t f = 0; f < out[0].numel(); ++f) {
+      const Index o = unravel(f, ys);  // n, oc, oy, ox
+      double sum = in.size() == 3 ? in[2].v[o[1]] : 0.0;
+      const int64_t g = o[1] / og;
+      for (int64_t c = 0; c < cg; ++c)
+        for (int64_t ky = 0; ky < ws[2]; ++ky)
+          for (int64_t kx = 0; kx < ws[3]; ++kx) {
+            const int64_t iy = o[2] * stride[0] - pad[0] + ky, ix = o[3] * stride[1] - pad[1] + kx;
+            if (iy < 0 || iy >= xs[2] || ix < 0 || ix >= xs[3]) continue;
+            sum += x.v[ravel({o[0], g * cg + c, iy, ix}, xs)] * w.v[ravel({o[1], c, ky, kx}, ws)];
+          }
+      y[f] = sum;
+    }
+    return Outputs{y};
+  };
+}
+
+Reference pool_ref(std::vector<int64_t> kernel, std::vector<int64_t> stride, std::vector<int64_t> pad, bool max) {
+  return [=](const std::vector<Tensor>& in, const std::vector<TensorType>& out) {
+    const Tensor& x = in[0];
+    const Shape& xs = x.type.shape;
+    std::vector<double> y(static_cast<size_t>(out[0].numel()));
+    for (int64_t f = 0; f < out[0].numel(); ++f) {
+      const Index o = unravel(f, out[0].shape);
+      double acc = max ? -std::numeric_limits<double>::infinity() : 0.0;
+      for (int64_t ky = 0; ky < kernel[0]; ++ky)
+        for (int64_t kx = 0; kx < kernel[1]; ++kx) {
+          const int64_t iy = o[2] * stride[0] - pad[0] + ky, ix = o[3] * stride[1] - pad[1] + kx;
+          if (iy < 0 || iy >= xs[2] || ix < 0 || ix >= xs[3]) continue;  // padding: never the max, adds 0
+          const double v = x.v[ravel({o[0], o[1], iy, ix}, xs)];
+          acc = max ? std::max(acc, v) : acc + v;
+        }
+      y[f] = max ? acc : acc / static_cast<double>(kernel[0] * kernel[1]);
+    }
+    return Outputs{y};
+  };
+}
+
+Reference cross_entropy_ref(int64_t ignore) {
+  return [=](const std::vector<Tensor>& in, const std::vector<TensorType>&) {
+    const Tensor &logits = in[0], &targets = in[1];
+    const int64_t v = logits.type.shape.back();
+    double total = 0;
+    int64_t counted = 0;
+    for (size_t r = 0; r < targets.v.size(); ++r) {
+      const auto t = static_cast<int64_t>(targets.v[r]);
+      if (t == ignore) continue;
+      double sum = 0;
+      for (int64_t j = 0; j < v; ++j) sum += std::exp(logits.v[r * v + j]);
+      total += std::log(sum) - logits.v[r * v + t];
+      ++counted;
+    }
+    return Outputs{{counted ? total / static_cast<double>(counted) : 0.0}};
+  };
+}
+
+// The dropout mask as the interface documents it, written out independently.
+double splitmix_uniform(uint64_t seed, uint64_t i) {
+  uint64_t z = seed + (i + 1) * 0x9E3779B97F4A7C15ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  z ^= z >> 31;
+  return static_cast<double>(z >> 11) / 9007199254740992.0;  // 2^53
+}
+
+Reference dropout_ref(double p, uint64_t seed) {
+  return [=](const std::vector<Tensor>& in, const std::vector<TensorType>&) {
+    std::vector<double> y(in[0].v.size());
+    for (size_t i = 0; i < y.size(); ++i) y[i] = splitmix_uniform(seed, i) >= p ? in[0].v[i] / (1 - p) : 0.0;
+    return Outputs{y};
+  };
+}
+
+// cast as documented: to bool is "nonzero", float to integer truncates and
+// saturates (NaN gives 0).
+Reference cast_ref(DType to) {
+  return unary_ref([=](double v) {
+    if (to == DType::boolean) return v != 0 ? 1.0 : 0.0;
+    if (to == DType::i32 || to == DType::i64) {
+      const double lo = to == DType::i32 ? -2147483648.0 : -9223372036854775808.0;
+      const double hi = to == DType::i32 ? 2147483647.0 : 9223372036854775807.0;
+      return std::isnan(v) ? 0.0 : std::clamp(std::trunc(v), lo, hi);
+    }
+    return v;
+  });
+}
+
+Reference fill_ref(double value) {
+  return [=](const std::vector<Tensor>&, const std::vector<TensorType>& out) {
+    return Outputs{std::vector<double>(static_cast<size_t>(out[0].numel()), value)};
+  };
+}
+
+Outputs causal_mask_ref(const std::vector<Tensor>&, const std::vector<TensorType>& out) {
+  const Shape& s = out[0].shape;
+  std::vector<double> y(static_cast<size_t>(out[0].numel()));
+  for (int64_t f = 0; f < out[0].numel(); ++f) {
+    const Index idx = unravel(f, s);
+    y[f] = idx[s.size() - 1] <= idx[s.size() - 2] ? 1.0 : 0.0;
+  }
+  return {y};
+}
+
+// ---------------------------------------------------------------------------
+// The cases, per op. Shapes are small but chosen to reach every path of the
+// kernels: broadcasting of each kind, transposes, batch dims, keepdims, groups,
+// padding, ignore_index, tails longer than a vector register.
+
+struct OpCase {
+  OpKind op;
+  Case c;
+};
+
+std::vector<OpCase> all_cases() {
+  std::vector<OpCase> cs;
+  Gen g(20240607);
+  const DType f64 = DType::f64;
+  auto add = [&](OpKind op, Case c) { cs.push_back({op, std::move(c)}); };
+
+  // Sources.
+  add(OpKind::constant, {"f64 fill", {}, {real_attr("value", 1.5)}, {{f64, {2, 3}}}, fill_ref(1.5)});
+  add(OpKind::constant, {"i32 fill", {}, {real_attr("value", -7)}, {{DType::i32, {5}}}, fill_ref(-7)});
+  add(OpKind::constant, {"bool fill", {}, {real_attr("value", 1)}, {{DType::boolean, {3}}}, fill_ref(1)});
+  add(OpKind::dim_value, {"scalar", {}, {dim_attr("value", 384)}, {{f64, {}}}, fill_ref(384)});
+  add(OpKind::causal_mask, {"batched", {}, {}, {{DType::boolean, {2, 5, 5}}}, causal_mask_ref});
+  add(OpKind::causal_mask, {"one matrix", {}, {}, {{DType::boolean, {3, 3}}}, causal_mask_ref});
+
+  // matmul: plain, each transpose, the collapsed [B*T, K] x [K, N] path,
+  // batch broadcasting both ways, a broadcast left operand, K = 0.
+  struct Mm {
+    const char* name;
+    Shape a, b;
+    bool ta, tb;
+  };
+  for (const Mm& m : std::vector<Mm>{{"plain", {3, 4}, {4, 5}, false, false},
+                                     {"transpose_a", {4, 3}, {4, 5}, true, false},
+                                     {"transpose_b", {3, 4}, {5, 4}, false, true},
+                                     {"both transposed", {4, 3}, {5, 4}, true, true},
+                                     {"batched left, rank-2 right (one GEMM)", {2, 3, 4, 5}, {5, 6}, false, false},
+                                     {"batched left, rank-2 right transposed", {2, 3, 5}, {4, 5}, false, true},
+                                     {"batched transposed left, rank-2 right", {2, 4, 3}, {4, 5}, true, false},
+                                     {"same batch", {2, 3, 4}, {2, 4, 5}, false, false},
+                                     {"batch broadcast", {2, 1, 3, 4}, {3, 4, 5}, false, false},
+                                     {"batch broadcast, transposed", {2, 1, 4, 3}, {3, 5, 4}, true, true},
+                                     {"rank-2 left, batched right", {3, 4}, {2, 4, 5}, false, false},
+                                     {"empty contraction", {2, 0}, {0, 3}, false, false}}) {
+    std::vector<OpAttrs::Entry> attrs;
+    if (m.ta) attrs.push_back(bool_attr("transpose_a", true));
+    if (m.tb) attrs.push_back(bool_attr("transpose_b", true));
+    add(OpKind::matmul, {m.name, {g.uniform(m.a), g.uniform(m.b)}, attrs, {}, matmul_ref(m.ta, m.tb)});
+  }
+
+  // Binary ops: same shape (with a tail), a bias on the last axis, a column
+  // [.., 1], both sides broadcast, a scalar on either side, an outer product.
+  struct Bin {
+    OpKind op;
+    std::function<double(double, double)> f;
+  };
+  for (const Bin& b : std::vector<Bin>{{OpKind::add, std::plus<double>()},
+                                       {OpKind::sub, std::minus<double>()},
+                                       {OpKind::mul, std::multiplies<double>()},
+                                       {OpKind::div, std::divides<double>()}}) {
+    // Divisors stay away from 0.
+    const double lo = b.op == OpKind::div ? 0.5 : -2;
+    const std::vector<std::pair<Shape, Shape>> shapes = {
+        {{2, 3, 7}, {2, 3, 7}}, {{2, 3, 8}, {8}}, {{2, 3, 5}, {2, 3, 1}}, {{2, 1, 4}, {3, 1}},
+        {{}, {2, 3}},           {{4, 5}, {}},     {{3, 1}, {1, 4}},       {{1, 3, 1, 2}, {2, 1, 4, 1}}};
+    for (const auto& [sa, sb] : shapes)
+      add(b.op, {TensorType{f64, sa}.str() + " with " + TensorType{f64, sb}.str(),
+                 {g.uniform(sa), g.uniform(sb, lo, 2)},
+                 {},
+                 {},
+                 binary_ref(b.f)});
+  }
+  const Reference where_ref = [](const std::vector<Tensor>& in, const std::vector<TensorType>& out) {
+    return map_ref(in, out[0], [](const std::vector<double>& a) { return a[0] != 0 ? a[1] : a[2]; });
+  };
+  add(OpKind::where, {"same shape", {g.bools({3, 9}), g.uniform({3, 9}), g.uniform({3, 9})}, {}, {}, where_ref});
+  add(OpKind::where, {"mask against scalars", {g.bools({2, 4, 4}), g.uniform({}), g.uniform({})}, {}, {}, where_ref});
+  add(OpKind::where, {"mask, tensor, scalar", {g.bools({4, 6}), g.uniform({4, 6}), g.uniform({})}, {}, {}, where_ref});
+  add(OpKind::where, {"all broadcast", {g.bools({2, 1, 4}), g.uniform({3, 1}), g.uniform({})}, {}, {}, where_ref});
+
+  // Unary ops, on 3 x 7 (a tail after whole vectors); log, sqrt, rsqrt on positives.
+  struct Un {
+    OpKind op;
+    std::function<double(double)> f;
+    bool positive;
+  };
+  for (const Un& u : std::vector<Un>{
+           {OpKind::neg, [](double x) { return -x; }, false},
+           {OpKind::exp, [](double x) { return std::exp(x); }, false},
+           {OpKind::log, [](double x) { return std::log(x); }, true},
+           {OpKind::sqrt, [](double x) { return std::sqrt(x); }, true},
+           {OpKind::rsqrt, [](double x) { return 1 / std::sqrt(x); }, true},
+           {OpKind::tanh, [](double x) { return std::tanh(x); }, false},
+           {OpKind::sigmoid, [](double x) { return 1 / (1 + std::exp(-x)); }, false},
+           {OpKind::relu, [](double x) { return x > 0 ? x : 0; }, false},
+           {OpKind::gelu,
+            [](double x) {
+              return 0.5 * x * (1 + std::tanh(std::sqrt(2 / std::numbers::pi) * (x + 0.044715 * x * x * x)));
+            },
+            false}}) {
+    add(u.op, {"3x7", {u.positive ? g.uniform({3, 7}, 0.1, 3) : g.uniform({3, 7}, -4, 4)}, {}, {}, unary_ref(u.f)});
+  }
+  for (double e : {2.0, 3.0, 0.5, -1.0, 1.0, -1.5, 2.5})
+    add(OpKind::pow, {"exponent " + std::to_string(e),
+                      {g.uniform({3, 7}, 0.1, 3)},
+                      {real_attr("exponent", e)},
+                      {},
+                      unary_ref([e](double x) { return std::pow(x, e); })});
+  add(OpKind::pow,
+      {"square of negatives", {g.uniform({9}, -3, 3)}, {real_attr("exponent", 2)}, {}, unary_ref([](double x) {
+         return x * x;
+       })});
+
+  add(OpKind::dropout,
+      {"p=0.3", {g.uniform({4, 50})}, {real_attr("p", 0.3), dim_attr("seed", 42)}, {}, dropout_ref(0.3, 42)});
+  add(OpKind::dropout,
+      {"p=0 keeps all", {g.uniform({3, 5})}, {real_attr("p", 0), dim_attr("seed", 7)}, {}, dropout_ref(0, 7)});
+
+  // cast: float to each integer (truncation and saturation), to bool, and back.
+  const Tensor to_cast = values(f64, {8}, {1.75, -2.5, 3, 0, -0.25, 1e10, -1e10, 2.5e9});
+  add(OpKind::cast, {"float to i32", {to_cast}, {dtype_attr("to", DType::i32)}, {}, cast_ref(DType::i32)});
+  add(OpKind::cast, {"float to i64", {to_cast}, {dtype_attr("to", DType::i64)}, {}, cast_ref(DType::i64)});
+  add(OpKind::cast, {"float to bool", {to_cast}, {dtype_attr("to", DType::boolean)}, {}, cast_ref(DType::boolean)});
+  add(OpKind::cast,
+      {"i32 to float", {g.ints(DType::i32, {2, 5}, -1000, 1000)}, {dtype_attr("to", f64)}, {}, cast_ref(f64)});
+  add(OpKind::cast,
+      {"i64 to i32", {g.ints(DType::i64, {6}, -1000, 1000)}, {dtype_attr("to", DType::i32)}, {}, cast_ref(DType::i32)});
+  add(OpKind::cast, {"bool to float", {g.bools({7})}, {dtype_attr("to", f64)}, {}, cast_ref(f64)});
+  add(OpKind::cast, {"float to float", {g.uniform({5})}, {dtype_attr("to", f64)}, {}, cast_ref(f64)});
+
+  // softmax and log_softmax over the last axis, a middle one and the first.
+  for (OpKind op : {OpKind::softmax, OpKind::log_softmax}) {
+    const bool log = op == OpKind::log_softmax;
+    add(op, {"last axis (default)", {g.uniform({3, 11}, -5, 5)}, {}, {}, softmax_ref(-1, log)});
+    add(op, {"middle axis", {g.uniform({2, 5, 6}, -5, 5)}, {dim_attr("axis", 1)}, {}, softmax_ref(1, log)});
+    add(op, {"first axis", {g.uniform({4, 3, 2}, -5, 5)}, {dim_attr("axis", -3)}, {}, softmax_ref(0, log)});
+  }
+
+  add(OpKind::layernorm,
+      {"default eps", {g.uniform({2, 3, 10}), g.uniform({10}), g.uniform({10})}, {}, {}, layernorm_ref(1e-5)});
+  add(OpKind::layernorm, {"eps and a large mean",
+                          {g.uniform({4, 9}, 99, 101), g.uniform({9}), g.uniform({9})},
+                          {real_attr("eps", 1e-3)},
+                          {},
+                          layernorm_ref(1e-3)});
+  add(OpKind::rmsnorm, {"default eps", {g.uniform({3, 12}), g.uniform({12})}, {}, {}, rmsnorm_ref(1e-6)});
+  add(OpKind::rmsnorm, {"eps", {g.uniform({2, 2, 5}), g.uniform({5})}, {real_attr("eps", 0.1)}, {}, rmsnorm_ref(0.1)});
+
+  add(OpKind::embedding,
+      {"i32 ids", {g.uniform({10, 4}), values(DType::i32, {2, 3}, {0, 9, 3, 3, 1, 9})}, {}, {}, embedding_ref});
+  add(OpKind::embedding, {"i64 ids", {g.uniform({6, 3}), g.ints(DType::i64, {5}, 0, 5)}, {}, {}, embedding_ref});
+
+  // Movement.
+  // A reshape keeps the row-major order of the values.
+  const Reference same_values = [](const std::vector<Tensor>& in, const std::vector<TensorType>&) {
+    return Outputs{in[0].v};
+  };
+  add(OpKind::reshape, {"f64", {g.uniform({2, 3, 4})}, {dims_attr("shape", {4, -1})}, {}, same_values});
+  add(OpKind::reshape, {"i32", {g.ints(DType::i32, {2, 6}, -9, 9)}, {dims_attr("shape", {12})}, {}, same_values});
+  struct Tr {
+    const char* name;
+    Shape s;
+    std::vector<int64_t> perm;
+  };
+  for (const Tr& t : std::vector<Tr>{{"rows stay contiguous", {2, 3, 4, 5}, {0, 2, 1, 3}},
+                                     {"2-D tiles, ragged", {3, 40, 33}, {0, 2, 1}},
+                                     {"rotation", {2, 3, 4}, {2, 0, 1}},
+                                     {"negative entries", {2, 3, 4}, {-1, 0, -2}},
+                                     {"identity", {3, 4}, {0, 1}},
+                                     {"size-1 dims", {1, 3, 1, 4}, {3, 2, 0, 1}}})
+    add(OpKind::transpose, {t.name, {g.uniform(t.s)}, {dims_attr("perm", t.perm)}, {}, transpose_ref(t.perm)});
+  add(OpKind::transpose, {"bool", {g.bools({3, 5})}, {dims_attr("perm", {1, 0})}, {}, transpose_ref({1, 0})});
+  add(OpKind::slice, {"middle axis",
+                      {g.uniform({3, 5, 4})},
+                      {dim_attr("axis", 1), dim_attr("start", 1), dim_attr("end", 4)},
+                      {},
+                      slice_ref(1, 1)});
+  add(OpKind::slice, {"last axis",
+                      {g.uniform({3, 5})},
+                      {dim_attr("axis", -1), dim_attr("start", 2), dim_attr("end", 5)},
+                      {},
+                      slice_ref(-1, 2)});
+  add(OpKind::slice, {"first axis, i64",
+                      {g.ints(DType::i64, {4, 3}, -5, 5)},
+                      {dim_attr("axis", 0), dim_attr("start", 1), dim_attr("end", 3)},
+                      {},
+                      slice_ref(0, 1)});
+  add(OpKind::concat, {"middle axis, three operands",
+                       {g.uniform({2, 1, 3}), g.uniform({2, 2, 3}), g.uniform({2, 3, 3})},
+                       {dim_attr("axis", 1)},
+                       {},
+                       concat_ref(1)});
+  add(OpKind::concat, {"first axis", {g.uniform({1, 4}), g.uniform({2, 4})}, {dim_attr("axis", 0)}, {}, concat_ref(0)});
+  add(OpKind::concat,
+      {"last axis", {g.uniform({3, 2}), g.uniform({3, 1})}, {dim_attr("axis", -1)}, {}, concat_ref(-1)});
+  add(OpKind::split,
+      {"middle axis", {g.uniform({2, 6, 3})}, {dim_attr("axis", 1), dims_attr("sizes", {1, 2, 3})}, {}, split_ref(1)});
+  add(OpKind::split, {"last axis with an empty part",
+                      {g.uniform({4, 3})},
+                      {dim_attr("axis", -1), dims_attr("sizes", {2, 0, 1})},
+                      {},
+                      split_ref(-1)});
+
+  // Reductions: rows, columns, alternating axes, everything, keepdims.
+  struct Rd {
+    const char* name;
+    Shape s;
+    std::vector<int64_t> axes;
+    bool keep;
+  };
+  for (const Rd& r : std::vector<Rd>{{"last axis", {2, 3, 9}, {-1}, false},
+                                     {"first axis, keepdims", {6, 5}, {0}, true},
+                                     {"outer and inner", {2, 3, 4}, {0, 2}, false},
+                                     {"middle, keepdims", {2, 3, 4}, {1}, true},
+                                     {"alternating", {3, 4, 5, 6}, {0, 2}, false},
+                                     {"everything", {2, 3, 4}, {0, 1, 2}, false},
+                                     {"size-1 axis", {4, 1, 3}, {1}, false}}) {
+    std::vector<OpAttrs::Entry> attrs = {dims_attr("axes", r.axes)};
+    if (r.keep) attrs.push_back(bool_attr("keepdims", true));
+    add(OpKind::reduce_sum, {r.name, {g.uniform(r.s)}, attrs, {}, reduce_ref(r.axes, Red::sum)});
+    add(OpKind::reduce_mean, {r.name, {g.uniform(r.s)}, attrs, {}, reduce_ref(r.axes, Red::mean)});
+    add(OpKind::reduce_max, {r.name, {g.uniform(r.s)}, attrs, {}, reduce_ref(r.axes, Red::max)});
+  }
+
+  // conv2d: groups with stride, padding and bias; 1x1 without bias (read
+  // directly); depthwise; a rectangular kernel.
+  struct Cv {
+    const char* name;
+    Shape x, w;
+    std::vector<int64_t> stride, pad;
+    int64_t groups;
+    bool bias;
+  };
+  for (const Cv& c :
+       std::vector<Cv>{{"groups, stride, padding, bias", {2, 4, 5, 6}, {6, 2, 3, 3}, {2, 1}, {1, 1}, 2, true},
+                       {"1x1 without bias", {2, 3, 4, 4}, {5, 3, 1, 1}, {1, 1}, {0, 0}, 1, false},
+                       {"depthwise", {1, 3, 5, 5}, {3, 1, 3, 3}, {1, 1}, {1, 1}, 3, true},
+                       {"rectangular kernel", {1, 3, 6, 7}, {4, 3, 2, 3}, {1, 2}, {0, 1}, 1, false},
+                       {"1x1 strided", {1, 2, 5, 5}, {2, 2, 1, 1}, {2, 2}, {0, 0}, 1, true}}) {
+    std::vector<Tensor> in = {g.uniform(c.x), g.uniform(c.w)};
+    if (c.bias) in.push_back(g.uniform({c.w[0]}));
+    add(OpKind::conv2d, {c.name,
+                         in,
+                         {dims_attr("stride", c.stride), dims_attr("padding", c.pad), dim_attr("groups", c.groups)},
+                         {},
+                         conv2d_ref(c.stride, c.pad, c.groups)});
+  }
+  for (bool max : {true, false}) {
+    const OpKind op = max ? OpKind::max_pool2d : OpKind::avg_pool2d;
+    add(op, {"2x2, stride defaults to kernel",
+             {g.uniform({2, 3, 6, 7})},
+             {dims_attr("kernel", {2, 2})},
+             {},
+             pool_ref({2, 2}, {2, 2}, {0, 0}, max)});
+    add(op, {"3x3 stride 2 padding 1",
+             {g.uniform({1, 2, 7, 6})},
+             {dims_attr("kernel", {3, 3}), dims_attr("stride", {2, 2}), dims_attr("padding", {1, 1})},
+             {},
+             pool_ref({3, 3}, {2, 2}, {1, 1}, max)});
+    add(op, {"rectangular, overlapping",
+             {g.uniform({1, 1, 5, 6})},
+             {dims_attr("kernel", {2, 3}), dims_attr("stride", {1, 1}), dims_attr("padding", {1, 0})},
+             {},
+             pool_ref({2, 3}, {1, 1}, {1, 0}, max)});
+  }
+
+  // Losses.
+  add(OpKind::cross_entropy, {"default ignore_index -100, i64",
+                              {g.uniform({2, 3, 5}, -4, 4), values(DType::i64, {2, 3}, {0, 4, -100, 2, 2, 1})},
+                              {},
+                              {},
+                              cross_entropy_ref(-100)});
+  add(OpKind::cross_entropy, {"ignore_index 2, i32",
+                              {g.uniform({4, 7}, -4, 4), values(DType::i32, {4}, {2, 6, 0, 2})},
+                              {dim_attr("ignore_index", 2)},
+                              {},
+                              cross_entropy_ref(2)});
+  add(OpKind::cross_entropy, {"every target ignored",
+                              {g.uniform({2, 3}), values(DType::i32, {2}, {-100, -100})},
+                              {},
+                              {},
+                              cross_entropy_ref(-100)});
+  add(OpKind::cross_entropy,
+      {"one row", {g.uniform({6}), values(DType::i64, {}, {5})}, {}, {}, cross_entropy_ref(-100)});
+  const Reference mse_ref = [](const std::vector<Tensor>& in, const std::vector<TensorType>&) {
+    double s = 0;
+    for (size_t i = 0; i < in[0].v.size(); ++i) s += (in[0].v[i] - in[1].v[i]) * (in[0].v[i] - in[1].v[i]);
+    return Outputs{{s / static_cast<double>(in[0].v.size())}};
+  };
+  add(OpKind::mse_loss, {"3x5", {g.uniform({3, 5}), g.uniform({3, 5})}, {}, {}, mse_ref});
+  add(OpKind::mse_loss, {"scalar", {g.uniform({}), g.uniform({})}, {}, {}, mse_ref});
+  return cs;
+}
+
+const std::vector<OpCase>& cases() {
+  static const std::vector<OpCase> all = all_cases();
+  return all;
+}
+
+// ---------------------------------------------------------------------------
+// The walk over ops.def: one test per op.
+
+class EveryOp : public testing::TestWithParam<int> {};
+
+TEST_P(EveryOp, MatchesTheFloat64Reference) {
+  const auto op = static_cast<OpKind>(GetParam());
+  if (op == OpKind::param || op == OpKind::call) {
+    // The executor supplies parameters and calls are inlined: no kernels.
+    EXPECT_FALSE(has_forward_kernel(op, DType::f32));
+    EXPECT_FALSE(has_forward_kernel(op, DType::f64));
+    return;
+  }
+  ASSERT_TRUE(has_forward_kernel(op, DType::f64)) << "no f64 cpu kernel for " << op_name(op);
+  ASSERT_TRUE(has_forward_kernel(op, DType::f32)) << "no f32 cpu kernel for " << op_name(op);
+  int n = 0;
+  for (const OpCase& c : cases()) {
+    if (c.op != op) continue;
+    ++n;
+    check_case(op, c.c);
+  }
+  EXPECT_GT(n, 0) << "no test case for " << op_name(op) << "; add one to all_cases()";
+}
+
+INSTANTIATE_TEST_SUITE_P(ForwardKernels, EveryOp, testing::Range(0, kNumOps), [](const testing::TestParamInfo<int>& p) {
+  return std::string(op_name(static_cast<OpKind>(p.param)));
+});
+
+}  // namespace
+}  // namespace pf::cpu
