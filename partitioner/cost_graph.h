@@ -1,0 +1,75 @@
+// The partitioner's input: an abstract DAG of costed nodes in topological order.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace pf {
+
+/// One node of the cost graph: an op, or a group of ops, with its cost for one
+/// micro-batch on a device of speed 1.
+struct CostNode {
+  std::string name;
+  std::string layer;  // the layer it belongs to, "" for none (read by the equal-layers baseline)
+  double forward_s = 0;
+  double backward_s = 0;
+  int64_t param_bytes = 0;
+  int64_t stash_bytes = 0;  // activations the backward pass needs, per micro-batch
+};
+
+/// A tensor flowing between nodes, per micro-batch. A graph input (producer
+/// -1) is available on every stage and never transferred.
+struct CostTensor {
+  int producer = -1;
+  std::vector<int> consumers;  // node indices, all after the producer
+  int64_t bytes = 0;
+  std::string name;
+};
+
+/// A stage is a contiguous range [begin, end) of `nodes`; it may start only at
+/// a position listed in `cut_candidates` (1..n-1, increasing), or anywhere
+/// when that list is empty.
+struct CostGraph {
+  std::vector<CostNode> nodes;
+  std::vector<CostTensor> tensors;
+  std::vector<int> cut_candidates;
+};
+
+/// Throws pf::Error naming the first node, tensor or candidate that breaks the
+/// rules above (negative or non-finite costs, consumers not after producers,
+/// candidates out of range or not increasing).
+void validate(const CostGraph& graph);
+
+/// The positions where stages may begin or end, increasing: 0, the cut
+/// candidates (or 1..n-1 when there are none), and n.
+std::vector<int> stage_boundaries(const CostGraph& graph);
+
+/// Prefix sums over the nodes, and the tensors live across every boundary,
+/// so that every quantity of a node range [begin, end) costs O(1).
+class RangeCosts {
+ public:
+  explicit RangeCosts(const CostGraph& graph);
+
+  int nodes() const { return static_cast<int>(work_.size()) - 1; }
+  /// Forward plus backward seconds of the nodes in [begin, end), at speed 1.
+  double work_s(int begin, int end) const { return work_[end] - work_[begin]; }
+  int64_t param_bytes(int begin, int end) const { return params_[end] - params_[begin]; }
+  int64_t stash_bytes(int begin, int end) const { return stash_[end] - stash_[begin]; }
+  /// Bytes of the tensors produced before `boundary` and consumed at or after
+  /// it: what a stage beginning there receives and a stage ending there sends.
+  /// A tensor that skips several stages crosses each boundary in between,
+  /// because a linear pipeline relays it stage by stage.
+  int64_t crossing_bytes(int boundary) const { return crossing_bytes_[boundary]; }
+  /// How many distinct tensors cross `boundary` (one transfer each).
+  int crossing_tensors(int boundary) const { return crossing_tensors_[boundary]; }
+
+ private:
+  std::vector<double> work_;             // (n + 1) prefix sums
+  std::vector<int64_t> params_;          // (n + 1)
+  std::vector<int64_t> stash_;           // (n + 1)
+  std::vector<int64_t> crossing_bytes_;  // (n + 1), indexed by boundary
+  std::vector<int> crossing_tensors_;    // (n + 1)
+};
+
+}  // namespace pf

@@ -1,0 +1,38 @@
+// How many micro-batches of activations each pipeline stage keeps in flight.
+#pragma once
+
+#include <optional>
+#include <string_view>
+
+namespace pf {
+
+/// The schedule family, as far as activation memory is concerned. The runtime
+/// has its own schedule enum; this one only answers "how many micro-batches
+/// does stage s stash at its peak", so the partitioner needs no runtime.
+enum class MemoryRule {
+  gpipe,        // all forwards, then all backwards: every stage holds all m
+  one_f_one_b,  // stage s of p holds min(p - s, m)
+  interleaved,  // Megatron's interleaved 1F1B over v chunks per device
+  zero_bubble,  // ZB-H1: same peak as 1F1B (B and W split, W deferred within the same bound)
+};
+
+/// "gpipe", "1f1b", "interleaved", "zero-bubble".
+std::string_view memory_rule_name(MemoryRule rule);
+/// The inverse of memory_rule_name; nullopt for anything else.
+std::optional<MemoryRule> parse_memory_rule(std::string_view name);
+
+/// Peak number of micro-batches whose activations stage `stage` (0-based, of
+/// `stages`) keeps. With `virtual_stages` v > 1, `stages` counts chunks
+/// (p devices * v), chunk c runs on device c % p, and the answer is per chunk:
+///  - gpipe: m, whatever v (the looped breadth-first order keeps everything);
+///  - one_f_one_b, zero_bubble: min(p - s, m); v must be 1;
+///  - interleaved, v = 1: as 1F1B (Megatron falls back to the plain schedule);
+///  - interleaved, v > 1: Megatron's warm-up makes device r hold
+///    F = min(2 (p - r - 1) + (v - 1) p + 1, m v) chunk-micro-batches at its
+///    peak; each of its v chunks is charged ceil(F / v). On device 0 that is
+///    ceil(p (1 + (p - 1) / (p v))), Megatron's own in-flight estimate.
+/// Throws pf::Error on an out-of-range stage, counts below 1, `stages` not a
+/// multiple of v, or v > 1 with a rule that has no chunked form.
+int inflight_microbatches(MemoryRule rule, int stage, int stages, int microbatches, int virtual_stages = 1);
+
+}  // namespace pf

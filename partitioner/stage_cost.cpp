@@ -1,0 +1,86 @@
+// Stage slots from the options, and the per-boundary transfer times.
+#include "partitioner/stage_cost.h"
+
+#include <fmt/format.h>
+
+#include <cmath>
+
+#include "ir/diagnostic.h"
+
+namespace pf {
+
+namespace {
+
+/// Every stage needs at least one piece between two cut positions.
+void check_stage_count(const CostGraph& graph, int stages) {
+  const int pieces = static_cast<int>(stage_boundaries(graph).size()) - 1;
+  if (stages > pieces)
+    throw Error(fmt::format("cannot cut {} {} into {} stages", pieces,
+                            graph.cut_candidates.empty() ? "nodes" : "layers", stages));
+}
+
+}  // namespace
+
+std::vector<StageSlot> stage_slots(const CostGraph& graph, const PartitionOptions& options) {
+  const int stages = options.stages;
+  const int v = options.virtual_stages;
+  if (stages < 1) throw Error(fmt::format("a pipeline needs at least 1 stage, got {}", stages));
+  if (options.microbatches < 1)
+    throw Error(fmt::format("micro-batches must be at least 1, got {}", options.microbatches));
+  if (v < 1) throw Error(fmt::format("virtual stages must be at least 1, got {}", v));
+  if (stages % v != 0) throw Error(fmt::format("{} stages are not a multiple of {} virtual stages", stages, v));
+  const int p = stages / v;
+  if (static_cast<int>(options.devices.size()) != p) {
+    if (v == 1) throw Error(fmt::format("{} stages need {} devices, got {}", stages, p, options.devices.size()));
+    throw Error(fmt::format("{} stages of {} virtual stages each need {} devices, got {}", stages, v, p,
+                            options.devices.size()));
+  }
+  for (const DeviceSpec& d : options.devices) {
+    if (!std::isfinite(d.speed) || d.speed <= 0)
+      throw Error(fmt::format("device '{}' has speed {}, expected a finite value > 0", d.name, d.speed));
+    if (d.memory_bytes <= 0)
+      throw Error(fmt::format("device '{}' has memory_bytes {}, expected > 0", d.name, d.memory_bytes));
+  }
+  // A single stage transfers nothing, so its link may be left unset.
+  if (stages > 1 && (!std::isfinite(options.link.bandwidth_bytes_per_s) || options.link.bandwidth_bytes_per_s <= 0))
+    throw Error(fmt::format("the link has bandwidth {} bytes/s, expected a finite value > 0",
+                            options.link.bandwidth_bytes_per_s));
+  if (!std::isfinite(options.link.latency_s) || options.link.latency_s < 0)
+    throw Error(fmt::format("the link has latency {} s, expected a finite value >= 0", options.link.latency_s));
+  if (!std::isfinite(options.optimizer_state_factor) || options.optimizer_state_factor < 0)
+    throw Error(
+        fmt::format("optimizer_state_factor is {}, expected a finite value >= 0", options.optimizer_state_factor));
+  check_stage_count(graph, stages);
+
+  std::vector<StageSlot> slots(stages);
+  for (int s = 0; s < stages; ++s) {
+    const DeviceSpec& d = options.devices[s % p];
+    slots[s] = {s % p, s / p, 1.0 / d.speed, inflight_microbatches(options.rule, s, stages, options.microbatches, v),
+                d.memory_bytes / v};
+  }
+  return slots;
+}
+
+std::vector<StageSlot> uniform_slots(const PartitionOptions& options, int devices, int64_t memory_bytes) {
+  const int v = options.virtual_stages;
+  const int stages = devices * v;
+  std::vector<StageSlot> slots(stages);
+  for (int s = 0; s < stages; ++s)
+    slots[s] = {s % devices, s / devices, 1.0, inflight_microbatches(options.rule, s, stages, options.microbatches, v),
+                memory_bytes / v};
+  return slots;
+}
+
+StageCosts::StageCosts(const CostGraph& graph, const LinkSpec& link, double optimizer_state_factor)
+    : ranges_(graph), optimizer_state_factor_(optimizer_state_factor) {
+  const int n = ranges_.nodes();
+  comm_.assign(n + 1, 0.0);
+  for (int b = 0; b <= n; ++b) {
+    const int64_t bytes = ranges_.crossing_bytes(b);
+    // Twice: the activations go forward, their gradients come back.
+    const double transfer = bytes > 0 ? 2.0 * static_cast<double>(bytes) / link.bandwidth_bytes_per_s : 0.0;
+    comm_[b] = transfer + 2.0 * link.latency_s * ranges_.crossing_tensors(b);
+  }
+}
+
+}  // namespace pf

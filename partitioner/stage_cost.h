@@ -1,0 +1,68 @@
+// The cost model of one stage, shared by the search, evaluation and baselines
+// so that all of them price a split identically.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "partitioner/cost_graph.h"
+#include "partitioner/stage_search.h"
+
+namespace pf {
+
+/// Where stage s runs and what it may use.
+struct StageSlot {
+  int device = 0;
+  int chunk = 0;             // which of the device's virtual stages
+  double inv_speed = 1.0;    // 1 / device speed: the search multiplies rather than divides
+  int inflight = 1;          // micro-batches stashed at the peak
+  int64_t memory_limit = 0;  // floor(device memory / v)
+};
+
+/// Checks `options` against `graph` (device count, speeds, memories, link,
+/// stage count against the positions available) and returns one slot per
+/// stage. Throws pf::Error on the first problem.
+std::vector<StageSlot> stage_slots(const CostGraph& graph, const PartitionOptions& options);
+
+/// Slots for `devices` identical devices of `memory_bytes` and speed 1, with
+/// the schedule of `options`: used to tell how many devices would be enough.
+std::vector<StageSlot> uniform_slots(const PartitionOptions& options, int devices, int64_t memory_bytes);
+
+/// Prices a node range on a slot in O(1).
+class StageCosts {
+ public:
+  StageCosts(const CostGraph& graph, const LinkSpec& link, double optimizer_state_factor);
+
+  const RangeCosts& ranges() const { return ranges_; }
+
+  /// Transfer time across a boundary, paid by the stage on each side of it.
+  double comm_s(int boundary) const { return comm_[boundary]; }
+  double compute_s(const StageSlot& slot, int begin, int end) const {
+    return ranges_.work_s(begin, end) * slot.inv_speed;
+  }
+  double time_s(const StageSlot& slot, int begin, int end) const {
+    return compute_s(slot, begin, end) + comm_s(begin) + comm_s(end);
+  }
+  /// Weights, their gradients and the optimizer state, rounded to the
+  /// nearest byte (by truncating x + 0.5, as x >= 0: llround is a library
+  /// call, and this runs in the search's innermost loop).
+  int64_t weight_bytes(int64_t params) const {
+    return 2 * params + static_cast<int64_t>(static_cast<double>(params) * optimizer_state_factor_ + 0.5);
+  }
+  /// The memory of the range's own nodes; it only grows as `begin` moves
+  /// left, which lets the search stop early.
+  int64_t own_memory(const StageSlot& slot, int begin, int end) const {
+    return weight_bytes(ranges_.param_bytes(begin, end)) + ranges_.stash_bytes(begin, end) * slot.inflight;
+  }
+  /// own_memory plus the received activations, which are stashed too.
+  int64_t memory_bytes(const StageSlot& slot, int begin, int end) const {
+    return own_memory(slot, begin, end) + ranges_.crossing_bytes(begin) * slot.inflight;
+  }
+
+ private:
+  RangeCosts ranges_;
+  std::vector<double> comm_;  // (n + 1), per boundary
+  double optimizer_state_factor_;
+};
+
+}  // namespace pf
