@@ -103,4 +103,60 @@ OpCost cost_cross_entropy(Types in, Types out, const OpAttrs&) {
 }
 OpCost cost_mse_loss(Types in, Types out, const OpAttrs&) { return {3 * in[0].numel(), bytes_of(in) + bytes_of(out)}; }
 
+// Backward ops.
+
+// A broadcast copies; its adjoint adds every input element into its target.
+OpCost cost_broadcast_to(Types in, Types out, const OpAttrs&) { return streaming(in, out, 0); }
+OpCost cost_sum_to(Types in, Types out, const OpAttrs&) { return {in[0].numel(), bytes_of(in) + bytes_of(out)}; }
+OpCost cost_relu_grad(Types in, Types out, const OpAttrs&) { return streaming(in, out, 1); }
+// The derivative of the tanh form: one exp, a polynomial and a few products.
+OpCost cost_gelu_grad(Types in, Types out, const OpAttrs&) { return streaming(in, out, 18); }
+// A product and sum along the axis, then a subtract and a multiply.
+OpCost cost_softmax_grad(Types in, Types out, const OpAttrs&) { return streaming(in, out, 4); }
+// A sum along the axis, an exp, a multiply and a subtract.
+OpCost cost_log_softmax_grad(Types in, Types out, const OpAttrs&) { return streaming(in, out, 7); }
+
+// Per element of x: the statistics again, x-hat, two row sums, dx, and the
+// column sums of the parameters' gradients.
+OpCost cost_layernorm_grad(Types in, Types out, const OpAttrs&) {
+  return {16 * in[1].numel(), bytes_of(in) + bytes_of(out)};
+}
+OpCost cost_rmsnorm_grad(Types in, Types out, const OpAttrs&) {
+  return {11 * in[1].numel(), bytes_of(in) + bytes_of(out)};
+}
+
+// A scatter-add: reads g and the ids, writes the whole table (zeroed first).
+OpCost cost_embedding_grad(Types in, Types out, const OpAttrs&) {
+  return {in[0].numel(), in[0].bytes() + in[1].bytes() + out[0].bytes()};
+}
+// Reads g and writes the whole result, zeros included.
+OpCost cost_slice_grad(Types in, Types out, const OpAttrs&) { return {0, bytes_of(in) + bytes_of(out)}; }
+// Per element of x: a compare against its group's maximum, a count and a divide.
+OpCost cost_reduce_max_grad(Types in, Types out, const OpAttrs&) {
+  return {3 * in[1].numel(), bytes_of(in) + bytes_of(out)};
+}
+
+// Both convolution gradients are GEMMs of the forward's size: 2 * (C/groups)
+// * kh * kw FLOPs per element of the forward's output, which g has the shape of.
+OpCost cost_conv2d_grad_input(Types in, Types out, const OpAttrs&) {
+  const TensorType& w = in[1];
+  return {2 * in[0].numel() * w.shape[1] * w.shape[2] * w.shape[3], bytes_of(in) + bytes_of(out)};
+}
+OpCost cost_conv2d_grad_weight(Types in, Types out, const OpAttrs&) {
+  const TensorType& w = out[0];
+  return {2 * in[0].numel() * w.shape[1] * w.shape[2] * w.shape[3], bytes_of(in) + bytes_of(out)};
+}
+
+// Each output's window is visited once, as in the forward.
+OpCost cost_max_pool2d_grad(Types in, Types out, const OpAttrs& attrs) {
+  auto k = attrs.get_ints("kernel", {1, 1});
+  return {in[0].numel() * k[0] * k[1], bytes_of(in) + bytes_of(out)};
+}
+OpCost cost_avg_pool2d_grad(Types in, Types out, const OpAttrs& attrs) { return cost_max_pool2d_grad(in, out, attrs); }
+
+// softmax over the classes, minus the one-hot target, scaled.
+OpCost cost_cross_entropy_grad(Types in, Types out, const OpAttrs&) {
+  return {10 * in[1].numel(), bytes_of(in) + bytes_of(out)};
+}
+
 }  // namespace pf::rules

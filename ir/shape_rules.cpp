@@ -124,6 +124,85 @@ Types pool(const ShapeContext& ctx) {
                        window_out(x.shape[3], k[1], s[1], p[1], "width")});
 }
 
+// An incoming gradient has the type of the value it is the gradient of;
+// `what` names that value ("the input", "the conv2d of f32[..] and f32[..]").
+void require_gradient_of(const TensorType& g, const TensorType& v, const std::string& what) {
+  require_same_dtype(g, v);
+  if (g.shape != v.shape) fail(fmt::format("the gradient {} must have the type {} of {}", g.str(), v.str(), what));
+}
+
+// A result shape that comes from attributes rather than from operands (most
+// backward ops): no negative sizes and, as for a written type, at most 2^50
+// elements, so that byte and FLOP counts stay far from overflow. `what`
+// names it in messages.
+Shape bounded_shape(Shape shape, const std::string& what) {
+  constexpr int64_t kMaxElements = int64_t{1} << 50;
+  int64_t n = 1;
+  for (int64_t d : shape) {
+    if (d < 0) fail(fmt::format("dimension {} of {} {} is negative", d, what, shape_str(shape)));
+    if (d != 0 && (__builtin_mul_overflow(n, d, &n) || n > kMaxElements))
+      fail(fmt::format("{} {} has more than 2^50 elements", what, shape_str(shape)));
+  }
+  return shape;
+}
+
+Shape shape_attr(const ShapeContext& ctx, std::string_view name) {
+  return bounded_shape(ctx.attrs.get_ints(name, {}), fmt::format("'{}'", name));
+}
+
+// An NCHW-style shape attribute of exactly four sizes; `layout` names them.
+Shape four_dims_attr(const ShapeContext& ctx, std::string_view name, std::string_view layout) {
+  Shape s = shape_attr(ctx, name);
+  if (s.size() != 4) fail(fmt::format("'{}' must be {}, got {}", name, layout, shape_str(s)));
+  return s;
+}
+
+// True when `from` broadcasts to `to` by NumPy rules (aligned on the right,
+// size 1 stretches, missing leading axes are added).
+bool broadcasts_to(const Shape& from, const Shape& to) {
+  if (from.size() > to.size()) return false;
+  const size_t lead = to.size() - from.size();
+  for (size_t i = 0; i < from.size(); ++i)
+    if (from[i] != 1 && from[i] != to[lead + i]) return false;
+  return true;
+}
+
+// The result type of forward rule `rule` on `operands` under the same
+// attributes: backward ops check their gradient against it.
+TensorType forward_result(const ShapeContext& ctx, ShapeRule rule, std::span<const TensorType> operands) {
+  return rule(ShapeContext{ctx.op, operands, ctx.attrs, {}})[0];
+}
+
+// relu_grad, gelu_grad: (g, x) -> x's type.
+Types activation_grad(const ShapeContext& ctx) {
+  const TensorType &g = ctx.operands[0], &x = ctx.operands[1];
+  require_float(x, "the input");
+  require_gradient_of(g, x, "the input");
+  return {x};
+}
+
+// softmax_grad, log_softmax_grad: (g, y) with y the forward's output.
+Types softmax_grad_like(const ShapeContext& ctx, std::string_view forward) {
+  const TensorType &g = ctx.operands[0], &y = ctx.operands[1];
+  const TensorType out = forward_result(ctx, softmax_like, {&y, 1});
+  require_gradient_of(g, out, fmt::format("the {} output", forward));
+  return {out};
+}
+
+// layernorm_grad, rmsnorm_grad: (g, x, w) -> dx and one dw-like result per
+// parameter (`params`: 2 for layernorm's weight and bias, 1 for rmsnorm's).
+Types norm_grad(const ShapeContext& ctx, double default_eps, int params) {
+  const TensorType &g = ctx.operands[0], &x = ctx.operands[1], &w = ctx.operands[2];
+  require_float(x, "the input");
+  if (x.rank() == 0) fail("the input must have rank >= 1");
+  require_gradient_of(g, x, "the input");
+  require_vector_of(w, x.shape.back(), x, "the weight");
+  if (!(ctx.attrs.get_real("eps", default_eps) > 0)) fail("eps must be positive");
+  Types out = {x};
+  for (int i = 0; i < params; ++i) out.push_back(w);
+  return out;
+}
+
 }  // namespace
 
 Types shape_param(const ShapeContext& ctx) {
@@ -375,6 +454,109 @@ Types shape_mse_loss(const ShapeContext& ctx) {
   require_same_dtype(a, b);
   if (a.shape != b.shape) fail(fmt::format("prediction {} and target {} differ in shape", a.str(), b.str()));
   return one(a.dtype, {});
+}
+
+// Backward ops.
+
+Types shape_broadcast_to(const ShapeContext& ctx) {
+  const TensorType& x = ctx.operands[0];
+  Shape shape = shape_attr(ctx, "shape");
+  if (!broadcasts_to(x.shape, shape)) fail(fmt::format("{} does not broadcast to {}", x.str(), shape_str(shape)));
+  return one(x.dtype, shape);
+}
+
+Types shape_sum_to(const ShapeContext& ctx) {
+  const TensorType& x = ctx.operands[0];
+  require_float(x, "the operand");
+  Shape shape = shape_attr(ctx, "shape");
+  if (!broadcasts_to(shape, x.shape))
+    fail(fmt::format("the shape {} does not broadcast to {}", shape_str(shape), x.str()));
+  return one(x.dtype, shape);
+}
+
+Types shape_relu_grad(const ShapeContext& ctx) { return activation_grad(ctx); }
+Types shape_gelu_grad(const ShapeContext& ctx) { return activation_grad(ctx); }
+Types shape_softmax_grad(const ShapeContext& ctx) { return softmax_grad_like(ctx, "softmax"); }
+Types shape_log_softmax_grad(const ShapeContext& ctx) { return softmax_grad_like(ctx, "log_softmax"); }
+Types shape_layernorm_grad(const ShapeContext& ctx) { return norm_grad(ctx, 1e-5, 2); }
+Types shape_rmsnorm_grad(const ShapeContext& ctx) { return norm_grad(ctx, 1e-6, 1); }
+
+Types shape_embedding_grad(const ShapeContext& ctx) {
+  const TensorType &g = ctx.operands[0], &ids = ctx.operands[1];
+  require_float(g, "the gradient");
+  if (g.rank() == 0) fail(fmt::format("the gradient must be [...,C], got {}", g.str()));
+  if (!is_integer(ids.dtype)) fail(fmt::format("the indices must be i32 or i64, got {}", ids.str()));
+  Shape expect(g.shape.begin(), g.shape.end() - 1);
+  if (ids.shape != expect)
+    fail(fmt::format("indices {} must have the shape of the gradient {} without its last axis, {}", ids.str(), g.str(),
+                     shape_str(expect)));
+  int64_t rows = ctx.attrs.get_int("rows", 0);
+  if (rows < 0) fail(fmt::format("rows must not be negative, got {}", rows));
+  return one(g.dtype, bounded_shape({rows, g.shape.back()}, "the result"));
+}
+
+Types shape_slice_grad(const ShapeContext& ctx) {
+  const TensorType& g = ctx.operands[0];
+  int64_t axis = normalize_axis(ctx.attrs.get_int("axis", 0), g.rank());
+  int64_t start = ctx.attrs.get_int("start", 0), size = ctx.attrs.get_int("size", 0);
+  // Attributes are bounded by 2^50, so start + g.shape[axis] cannot overflow.
+  if (start < 0 || start + g.shape[axis] > size)
+    fail(fmt::format("range [{}, {}) of the gradient {} is not within axis {} of size {}", start,
+                     start + g.shape[axis], g.str(), axis, size));
+  Shape out = g.shape;
+  out[axis] = size;
+  return one(g.dtype, bounded_shape(out, "the result"));
+}
+
+Types shape_reduce_max_grad(const ShapeContext& ctx) {
+  const TensorType &g = ctx.operands[0], &x = ctx.operands[1], &y = ctx.operands[2];
+  require_float(x, "the input");
+  const TensorType max = forward_result(ctx, reduce, {&x, 1});
+  if (y != max)
+    fail(fmt::format("the maximum {} must have the type {} of the reduce_max of {}", y.str(), max.str(), x.str()));
+  require_gradient_of(g, y, "the maximum");
+  return {x};
+}
+
+Types shape_conv2d_grad_input(const ShapeContext& ctx) {
+  const TensorType &g = ctx.operands[0], &w = ctx.operands[1];
+  require_float(g, "the gradient");
+  const TensorType x{g.dtype, four_dims_attr(ctx, "input_shape", "[N,C,H,W]")};
+  const TensorType fwd[] = {x, w};
+  require_gradient_of(g, forward_result(ctx, shape_conv2d, fwd),
+                      fmt::format("the conv2d of {} and {}", x.str(), w.str()));
+  return {x};
+}
+
+Types shape_conv2d_grad_weight(const ShapeContext& ctx) {
+  const TensorType &g = ctx.operands[0], &x = ctx.operands[1];
+  require_float(g, "the gradient");
+  const TensorType w{g.dtype, four_dims_attr(ctx, "weight_shape", "[O,C/groups,kh,kw]")};
+  const TensorType fwd[] = {x, w};
+  require_gradient_of(g, forward_result(ctx, shape_conv2d, fwd),
+                      fmt::format("the conv2d of {} and {}", x.str(), w.str()));
+  return {w};
+}
+
+Types shape_max_pool2d_grad(const ShapeContext& ctx) {
+  const TensorType &g = ctx.operands[0], &x = ctx.operands[1];
+  require_gradient_of(g, forward_result(ctx, pool, {&x, 1}), fmt::format("the max_pool2d of {}", x.str()));
+  return {x};
+}
+
+Types shape_avg_pool2d_grad(const ShapeContext& ctx) {
+  const TensorType& g = ctx.operands[0];
+  require_float(g, "the gradient");
+  const TensorType x{g.dtype, four_dims_attr(ctx, "input_shape", "[N,C,H,W]")};
+  require_gradient_of(g, forward_result(ctx, pool, {&x, 1}), fmt::format("the avg_pool2d of {}", x.str()));
+  return {x};
+}
+
+Types shape_cross_entropy_grad(const ShapeContext& ctx) {
+  const TensorType &g = ctx.operands[0], &logits = ctx.operands[1];
+  const TensorType loss = forward_result(ctx, shape_cross_entropy, ctx.operands.subspan(1));
+  require_gradient_of(g, loss, "the loss");
+  return {logits};
 }
 
 }  // namespace pf::rules

@@ -27,6 +27,7 @@ class Pass {
   virtual bool run(Module& m, PassContext& ctx) = 0;
 };
 
+std::unique_ptr<Pass> make_autodiff_pass();
 std::unique_ptr<Pass> make_inline_pass();
 std::unique_ptr<Pass> make_shape_pass();
 std::unique_ptr<Pass> make_dce_pass();

@@ -8,6 +8,7 @@ namespace pf {
 
 const std::vector<PassInfo>& known_passes() {
   static const std::vector<PassInfo> passes = {
+      {"autodiff", make_autodiff_pass},
       {"cost", make_cost_pass},
       {"cse", make_cse_pass},
       {"dce", make_dce_pass},

@@ -9,46 +9,11 @@
 #include <fmt/format.h>
 
 #include "ir/diagnostic.h"
+#include "runtime/random.h"
 
 namespace pf {
 
 namespace {
-
-// SplitMix64's output function: a bijection on 64 bits whose outputs for
-// nearby inputs look unrelated.
-uint64_t splitmix64(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ULL;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-  return x ^ (x >> 31);
-}
-
-// Uniform in [0, 1) from the top 53 bits. Written out rather than using
-// std::uniform_real_distribution, whose algorithm the standard leaves to each
-// library: the data would otherwise change with the compiler.
-double uniform01(std::mt19937_64& rng) { return static_cast<double>(rng() >> 11) * 0x1.0p-53; }
-
-// Two independent N(0, 1) samples by the Box-Muller transform (again instead
-// of std::normal_distribution, for the same reason). u1 is in (0, 1] so the
-// logarithm is finite.
-std::pair<double, double> normal_pair(std::mt19937_64& rng) {
-  const double u1 = static_cast<double>((rng() >> 11) + 1) * 0x1.0p-53;
-  const double u2 = uniform01(rng);
-  const double r = std::sqrt(-2.0 * std::log(u1));
-  const double a = 2.0 * std::numbers::pi * u2;
-  return {r * std::cos(a), r * std::sin(a)};
-}
-
-// Fills `out` with n N(0, 1) samples, two per Box-Muller draw (the second
-// is dropped for odd n), so a batch always consumes the same number of
-// engine outputs.
-void fill_normal(std::mt19937_64& rng, float* out, int64_t n) {
-  for (int64_t i = 0; i < n; i += 2) {
-    auto [z0, z1] = normal_pair(rng);
-    out[i] = static_cast<float>(z0);
-    if (i + 1 < n) out[i + 1] = static_cast<float>(z1);
-  }
-}
 
 void check_positive(const char* what, const char* name, int64_t value) {
   if (value <= 0) throw Error(fmt::format("{}: {} must be positive, got {}", what, name, value));

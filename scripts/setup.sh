@@ -10,6 +10,7 @@ packages=(
   googletest libgtest-dev libbenchmark-dev
   llvm-14-tools
   graphviz
+  python3-torch python3-numpy
 )
 
 missing=()

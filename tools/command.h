@@ -12,7 +12,10 @@
 namespace pf::tools {
 
 void add_check_command(CLI::App& app);
+void add_compile_command(CLI::App& app);
+void add_dump_command(CLI::App& app);
 void add_opt_command(CLI::App& app);
+void add_run_command(CLI::App& app);
 void add_schedule_command(CLI::App& app);
 void add_stats_command(CLI::App& app);
 
@@ -38,6 +41,13 @@ std::string for_each_input(const std::string& path, bool split,
 
 /// The common `--split-input-file` flag.
 void add_split_option(CLI::App& cmd, bool& split);
+
+/// --batch: binds the leading dimension of the graph's first input to
+/// `batch` and verifies again.
+void bind_batch(LoadedModel& model, int64_t batch);
+
+/// "4,8,12" -> {4, 8, 12}; throws Error naming `option` on anything else.
+std::vector<int> parse_int_list(std::string_view text, const char* option);
 
 /// Writes `text` to `path`, or to standard output when `path` is empty or "-".
 void write_output(const std::string& path, const std::string& text);

@@ -12,7 +12,10 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   app.set_help_all_flag("--help-all", "print help for every command");
   pf::tools::add_check_command(app);
+  pf::tools::add_compile_command(app);
+  pf::tools::add_dump_command(app);
   pf::tools::add_opt_command(app);
+  pf::tools::add_run_command(app);
   pf::tools::add_schedule_command(app);
   pf::tools::add_stats_command(app);
   try {

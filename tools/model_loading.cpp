@@ -1,4 +1,5 @@
 // Reading a model for a command: parse, bind dimensions, verify.
+#include <charconv>
 #include <fstream>
 #include <iostream>
 #include <sstream>
@@ -84,6 +85,36 @@ LoadedModel load_model(std::shared_ptr<const SourceFile> source, const std::stri
   loaded.binding = loaded.module.binding(parse_binding(bind));
   verify_module(loaded.module, loaded.binding, VerifyOptions{require_loss});
   return loaded;
+}
+
+void bind_batch(LoadedModel& model, int64_t batch) {
+  const Function& g = model.module.graph();
+  if (g.args.empty() || g.arg_types[0].dims.empty())
+    throw Error("--batch: @" + g.name + "'s first input has no batch dimension");
+  const DimExpr& d = g.arg_types[0].dims[0];
+  if (d.kind() == DimExpr::Kind::symbol) {
+    model.binding[d.name()] = batch;
+  } else if (*d.evaluate(model.binding) != batch) {
+    throw Error("--batch " + std::to_string(batch) + ": @" + g.name + "'s batch dimension is fixed to " + d.str());
+  }
+  verify_module(model.module, model.binding, VerifyOptions{true});
+}
+
+std::vector<int> parse_int_list(std::string_view text, const char* option) {
+  std::vector<int> out;
+  size_t pos = 0;
+  while (pos <= text.size()) {
+    size_t comma = text.find(',', pos);
+    if (comma == std::string_view::npos) comma = text.size();
+    std::string_view item = text.substr(pos, comma - pos);
+    int value = 0;
+    auto [end, ec] = std::from_chars(item.data(), item.data() + item.size(), value);
+    if (item.empty() || ec != std::errc() || end != item.data() + item.size())
+      throw Error(std::string(option) + ": expected integers separated by commas, got '" + std::string(text) + "'");
+    out.push_back(value);
+    pos = comma + 1;
+  }
+  return out;
 }
 
 void write_output(const std::string& path, const std::string& text) {

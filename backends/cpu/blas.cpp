@@ -1,4 +1,4 @@
-// Row-major GEMM through OpenBLAS's cblas, for matmul and conv2d.
+// Row-major GEMM through OpenBLAS's cblas, for matmul, conv2d and the conv2d gradients.
 #include "backends/cpu/blas.h"
 
 #include <cblas.h>
@@ -21,32 +21,61 @@ blasint blas_int(int64_t v) {
   return static_cast<blasint>(v);
 }
 
-// Returns true when there is nothing left for BLAS to do: an empty result, or
-// an empty contraction whose result is all zeros (BLAS would reject lda = 0).
-template <class T>
-bool trivial(int64_t m, int64_t n, int64_t k, T* c, int64_t ldc) {
-  if (m == 0 || n == 0) return true;
-  if (k > 0) return false;
-  for (int64_t i = 0; i < m; ++i) std::fill_n(c + i * ldc, n, T(0));
-  return true;
+CBLAS_TRANSPOSE trans(bool t) { return t ? CblasTrans : CblasNoTrans; }
+
+void blas_gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
+               int64_t ldb, float beta, float* c, int64_t ldc) {
+  cblas_sgemm(CblasRowMajor, trans(trans_a), trans(trans_b), blas_int(m), blas_int(n), blas_int(k), 1.0f, a,
+              blas_int(lda), b, blas_int(ldb), beta, c, blas_int(ldc));
 }
 
-CBLAS_TRANSPOSE trans(bool t) { return t ? CblasTrans : CblasNoTrans; }
+void blas_gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const double* a, int64_t lda,
+               const double* b, int64_t ldb, double beta, double* c, int64_t ldc) {
+  cblas_dgemm(CblasRowMajor, trans(trans_a), trans(trans_b), blas_int(m), blas_int(n), blas_int(k), 1.0, a,
+              blas_int(lda), b, blas_int(ldb), beta, c, blas_int(ldc));
+}
+
+// Handles what BLAS cannot: an empty result, and an empty contraction (BLAS
+// would reject lda = 0), whose product is all zeros.
+template <class T>
+void gemm_with(bool accumulate, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const T* a, int64_t lda,
+               const T* b, int64_t ldb, T* c, int64_t ldc) {
+  if (m == 0 || n == 0) return;
+  if (k == 0) {
+    if (!accumulate)
+      for (int64_t i = 0; i < m; ++i) std::fill_n(c + i * ldc, n, T(0));
+    return;
+  }
+  blas_gemm(trans_a, trans_b, m, n, k, a, lda, b, ldb, accumulate ? T(1) : T(0), c, ldc);
+}
 
 }  // namespace
 
 void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
           int64_t ldb, float* c, int64_t ldc) {
-  if (trivial(m, n, k, c, ldc)) return;
-  cblas_sgemm(CblasRowMajor, trans(trans_a), trans(trans_b), blas_int(m), blas_int(n), blas_int(k), 1.0f, a,
-              blas_int(lda), b, blas_int(ldb), 0.0f, c, blas_int(ldc));
+  gemm_with(false, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc);
 }
 
 void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const double* a, int64_t lda, const double* b,
           int64_t ldb, double* c, int64_t ldc) {
-  if (trivial(m, n, k, c, ldc)) return;
-  cblas_dgemm(CblasRowMajor, trans(trans_a), trans(trans_b), blas_int(m), blas_int(n), blas_int(k), 1.0, a,
-              blas_int(lda), b, blas_int(ldb), 0.0, c, blas_int(ldc));
+  gemm_with(false, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc);
 }
+
+void gemm_accumulate(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
+                     const float* b, int64_t ldb, float* c, int64_t ldc) {
+  gemm_with(true, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc);
+}
+
+void gemm_accumulate(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const double* a, int64_t lda,
+                     const double* b, int64_t ldb, double* c, int64_t ldc) {
+  gemm_with(true, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc);
+}
+
+}  // namespace pf::cpu
+
+namespace pf::cpu {
+
+void set_blas_threads(int threads) { openblas_set_num_threads(std::max(1, threads)); }
+int blas_threads() { return openblas_get_num_threads(); }
 
 }  // namespace pf::cpu

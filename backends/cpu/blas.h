@@ -1,4 +1,4 @@
-// Row-major GEMM through OpenBLAS's cblas, for matmul and conv2d (internal).
+// Row-major GEMM through OpenBLAS's cblas, for matmul, conv2d and the conv2d gradients (internal).
 #pragma once
 
 #include <cstdint>
@@ -13,5 +13,21 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const flo
           int64_t ldb, float* c, int64_t ldc);
 void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const double* a, int64_t lda, const double* b,
           int64_t ldb, double* c, int64_t ldc);
+
+/// C[m,n] += op(A)[m,k] * op(B)[k,n] (beta = 1): as gemm, but C is added
+/// to, and k == 0 leaves it as it is. conv2d_grad_weight sums its images so.
+void gemm_accumulate(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
+                     const float* b, int64_t ldb, float* c, int64_t ldc);
+void gemm_accumulate(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const double* a, int64_t lda,
+                     const double* b, int64_t ldb, double* c, int64_t ldc);
+
+}  // namespace pf::cpu
+
+namespace pf::cpu {
+
+/// The number of threads OpenBLAS uses for every GEMM of this process: a CPU
+/// device's thread budget (p stages on p cores run with 1 each).
+void set_blas_threads(int threads);
+int blas_threads();
 
 }  // namespace pf::cpu

@@ -36,11 +36,17 @@ void add_unary_kernels(KernelTable& table);      // unary.cpp: neg ... gelu
 void add_dropout_kernels(KernelTable& table);    // dropout.cpp
 void add_cast_kernels(KernelTable& table);       // cast.cpp
 void add_norm_kernels(KernelTable& table);       // norm.cpp: softmax, log_softmax, layernorm, rmsnorm
-void add_embedding_kernels(KernelTable& table);  // embedding.cpp
-void add_movement_kernels(KernelTable& table);   // movement.cpp: reshape, transpose, slice, concat, split
-void add_reduction_kernels(KernelTable& table);  // reduce.cpp: reduce_sum, reduce_mean, reduce_max
+void add_embedding_kernels(KernelTable& table);  // embedding.cpp: embedding, embedding_grad
+void add_movement_kernels(KernelTable& table);   // movement.cpp: reshape ... split, broadcast_to, slice_grad
+void add_reduction_kernels(KernelTable& table);  // reduce.cpp: reduce_sum ... reduce_max, sum_to, reduce_max_grad
 void add_conv_kernels(KernelTable& table);       // conv.cpp: conv2d
 void add_pool_kernels(KernelTable& table);       // pool.cpp: max_pool2d, avg_pool2d
 void add_loss_kernels(KernelTable& table);       // loss.cpp: cross_entropy, mse_loss
+// The backward ops' families, apart from those of movement and reduction.
+void add_unary_grad_kernels(KernelTable& table);  // unary_grad.cpp: relu_grad, gelu_grad
+void add_norm_grad_kernels(KernelTable& table);   // norm_grad.cpp: softmax_grad ... rmsnorm_grad
+void add_conv_grad_kernels(KernelTable& table);   // conv_grad.cpp: conv2d_grad_input, conv2d_grad_weight
+void add_pool_grad_kernels(KernelTable& table);   // pool_grad.cpp: max_pool2d_grad, avg_pool2d_grad
+void add_loss_grad_kernels(KernelTable& table);   // loss_grad.cpp: cross_entropy_grad
 
 }  // namespace pf::cpu

@@ -1,4 +1,4 @@
-// Helpers shared by the CPU kernels: broadcast plans, axis splits, scratch memory.
+// Helpers shared by the CPU kernels: broadcast plans, axis splits, row statistics, scratch memory.
 #include "backends/cpu/kernel_util.h"
 
 #include <algorithm>
@@ -99,6 +99,19 @@ T max_of_lanes(const T* x, int64_t n) {
   return m;
 }
 
+template <class T>
+RowStats row_stats_of(const T* x, int64_t n) {
+  const double shift = x[0];
+  double s = 0, sq = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const double d = static_cast<double>(x[i]) - shift;
+    s += d;
+    sq += d * d;
+  }
+  const double mean_d = s / static_cast<double>(n);
+  return {shift + mean_d, std::max(sq / static_cast<double>(n) - mean_d * mean_d, 0.0)};
+}
+
 struct AlignedFree {
   void operator()(void* p) const { ::operator delete (p, std::align_val_t{64}); }
 };
@@ -107,6 +120,9 @@ struct AlignedFree {
 
 float max_of(const float* x, int64_t n) { return max_of_lanes(x, n); }
 double max_of(const double* x, int64_t n) { return max_of_lanes(x, n); }
+
+RowStats row_stats(const float* x, int64_t n) { return row_stats_of(x, n); }
+RowStats row_stats(const double* x, int64_t n) { return row_stats_of(x, n); }
 
 void* scratch(size_t bytes) {
   thread_local std::unique_ptr<void, AlignedFree> buffer;

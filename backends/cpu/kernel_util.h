@@ -1,4 +1,4 @@
-// Helpers shared by the CPU kernels: broadcast plans, axis splits, scratch memory (internal).
+// Helpers shared by the CPU kernels: broadcast plans, axis splits, row statistics, scratch memory (internal).
 #pragma once
 
 #include <cstddef>
@@ -65,6 +65,18 @@ std::vector<int64_t> contiguous_strides(const Shape& shape);
 /// vectorise a max reduction unless it may assume finite values).
 float max_of(const float* x, int64_t n);
 double max_of(const double* x, int64_t n);
+
+/// Mean and biased variance of a row of n >= 1 values, in one pass. The sums
+/// are taken in double of the values shifted by the row's first element: a
+/// shift near the mean keeps sum(d^2) - sum(d)^2 / n from cancelling when
+/// |mean| >> stddev. layernorm and layernorm_grad both use it, so the
+/// gradient sees exactly the forward's statistics.
+struct RowStats {
+  double mean;
+  double var;
+};
+RowStats row_stats(const float* x, int64_t n);
+RowStats row_stats(const double* x, int64_t n);
 
 /// A per-thread buffer of at least `bytes`, 64-byte aligned, valid until the
 /// next call on the same thread. It only grows, so after the first steps no

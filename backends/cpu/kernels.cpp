@@ -43,6 +43,11 @@ const KernelTable& table() {
     add_conv_kernels(t);
     add_pool_kernels(t);
     add_loss_kernels(t);
+    add_unary_grad_kernels(t);
+    add_norm_grad_kernels(t);
+    add_conv_grad_kernels(t);
+    add_pool_grad_kernels(t);
+    add_loss_grad_kernels(t);
     return t;
   }();
   return filled;

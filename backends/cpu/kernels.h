@@ -21,18 +21,21 @@ struct KernelArgs {
   const OpAttrs& attrs;
 };
 
-/// A forward kernel. Kernels are single-threaded (matmul and conv2d use
-/// OpenBLAS, whose thread count the CPU device sets), keep no state between
-/// calls apart from a reused per-thread scratch buffer, and throw pf::Error on
-/// bad data that the verifier cannot see (an embedding index or a
-/// cross-entropy target out of range).
+/// A forward kernel: it runs one op of ops.def, the backward ops (relu_grad,
+/// conv2d_grad_input, ...) included. Kernels are single-threaded (matmul, conv2d and
+/// its gradients use OpenBLAS, whose thread count the CPU device sets), keep
+/// no state between calls apart from a reused per-thread scratch buffer, and
+/// throw pf::Error on bad data that the verifier cannot see (an embedding
+/// index or a cross-entropy target out of range, in the forward or backward
+/// op).
 using Kernel = void (*)(const KernelArgs&);
 
 /// The kernel of `op` for float dtype `dtype` (f32 or f64); integer and bool
 /// operands (indices, targets, conditions) keep their own dtype. The ops that
 /// only produce or move values (constant, causal_mask, cast, reshape,
 /// transpose, slice, concat, split) have one kernel for every dtype the
-/// backend stores: f32, f64, i32, i64 and bool.
+/// backend stores: f32, f64, i32, i64 and bool; so do broadcast_to and
+/// slice_grad, which only move values and write zeros.
 /// Throws pf::Error("no cpu kernel for <op> in <dtype>") when there is none
 /// (param and call never have one: the executor supplies parameters and calls
 /// are inlined before execution).

@@ -1,4 +1,4 @@
-// Data movement for every dtype: reshape, transpose, slice, concat, split. Only element sizes matter.
+// Data movement for every dtype: reshape, transpose, slice, concat, split, broadcast_to, slice_grad (bytes only).
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
@@ -12,6 +12,21 @@ namespace pf::cpu {
 namespace {
 
 size_t element_size(const TensorType& t) { return static_cast<size_t>(dtype_size(t.dtype)); }
+
+// Calls f(E{}) with E the unsigned integer as wide as one element of t.
+template <class F>
+void by_element_size(const TensorType& t, F f) {
+  switch (element_size(t)) {
+    case 1:
+      return f(uint8_t{});
+    case 2:
+      return f(uint16_t{});
+    case 4:
+      return f(uint32_t{});
+    default:
+      return f(uint64_t{});
+  }
+}
 
 void copy_bytes(void* dst, const void* src, int64_t bytes) {
   if (bytes > 0) std::memcpy(dst, src, static_cast<size_t>(bytes));
@@ -84,17 +99,11 @@ void transpose_elements(const E* in, E* out, BroadcastPlan plan) {
 void transpose(const KernelArgs& args) {
   const TensorType& t = args.in_types[0];
   if (t.numel() == 0) return;
-  BroadcastPlan plan = transpose_plan(t, args.attrs.get_ints("perm", {}));
-  switch (element_size(t)) {
-    case 1:
-      return transpose_elements(static_cast<const uint8_t*>(args.in[0]), static_cast<uint8_t*>(args.out[0]), plan);
-    case 2:
-      return transpose_elements(static_cast<const uint16_t*>(args.in[0]), static_cast<uint16_t*>(args.out[0]), plan);
-    case 4:
-      return transpose_elements(static_cast<const uint32_t*>(args.in[0]), static_cast<uint32_t*>(args.out[0]), plan);
-    default:
-      return transpose_elements(static_cast<const uint64_t*>(args.in[0]), static_cast<uint64_t*>(args.out[0]), plan);
-  }
+  const BroadcastPlan plan = transpose_plan(t, args.attrs.get_ints("perm", {}));
+  by_element_size(t, [&](auto e) {
+    using E = decltype(e);
+    transpose_elements(static_cast<const E*>(args.in[0]), static_cast<E*>(args.out[0]), plan);
+  });
 }
 
 // slice(axis, start, end): per outer index one contiguous run of (end - start) * inner elements.
@@ -142,6 +151,54 @@ void split(const KernelArgs& args) {
   }
 }
 
+// broadcast_to(shape): NumPy broadcasting of the operand to `shape`. Each
+// row of the plan is a copy of a run of the operand or a fill with one of its
+// elements.
+template <class E>
+void broadcast_elements(const E* in, E* out, const BroadcastPlan& plan) {
+  const int64_t n = plan.dims.back();
+  const bool runs = plan.strides[0].back() != 0;
+  for (RowWalk w(plan); !w.done(); w.next()) {
+    E* dst = out + w.row() * n;
+    if (runs)
+      std::copy_n(in + w.offset(0), n, dst);
+    else
+      std::fill_n(dst, n, in[w.offset(0)]);
+  }
+}
+
+void broadcast_to(const KernelArgs& args) {
+  const TensorType& t = args.out_types[0];
+  if (t.numel() == 0) return;
+  const Shape* operands[] = {&args.in_types[0].shape};
+  const BroadcastPlan plan = plan_broadcast(t.shape, operands);
+  by_element_size(t, [&](auto e) {
+    using E = decltype(e);
+    broadcast_elements(static_cast<const E*>(args.in[0]), static_cast<E*>(args.out[0]), plan);
+  });
+}
+
+// slice_grad(axis, start, size): the adjoint of slice, g placed at `start`
+// along `axis` in zeros of size `size` there. Per outer index: zeros, g's
+// run, zeros. All-zero bytes are 0 in every dtype (+0.0 for floats).
+void slice_grad(const KernelArgs& args) {
+  const TensorType &g = args.in_types[0], &t = args.out_types[0];
+  const int64_t axis = normalize_axis(args.attrs.get_int("axis", 0), t.rank());
+  const int64_t start = args.attrs.get_int("start", 0);
+  const AxisSplit s = split_at_axis(t.shape, axis);
+  const int64_t es = static_cast<int64_t>(element_size(t));
+  const int64_t before = start * s.inner * es, run = g.shape[axis] * s.inner * es;
+  const int64_t after = s.n * s.inner * es - before - run;
+  const auto* in = static_cast<const std::byte*>(args.in[0]);
+  auto* out = static_cast<std::byte*>(args.out[0]);
+  for (int64_t o = 0; o < s.outer; ++o) {
+    if (before > 0) std::memset(out, 0, static_cast<size_t>(before));
+    copy_bytes(out + before, in + o * run, run);
+    if (after > 0) std::memset(out + before + run, 0, static_cast<size_t>(after));
+    out += before + run + after;
+  }
+}
+
 }  // namespace
 
 void add_movement_kernels(KernelTable& table) {
@@ -150,6 +207,8 @@ void add_movement_kernels(KernelTable& table) {
   table.set_any_dtype(OpKind::slice, slice);
   table.set_any_dtype(OpKind::concat, concat);
   table.set_any_dtype(OpKind::split, split);
+  table.set_any_dtype(OpKind::broadcast_to, broadcast_to);
+  table.set_any_dtype(OpKind::slice_grad, slice_grad);
 }
 
 }  // namespace pf::cpu

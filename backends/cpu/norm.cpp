@@ -75,27 +75,6 @@ void softmax(const KernelArgs& args) {
   }
 }
 
-// Mean and variance of a row in one pass. The sums are taken in double of
-// the values shifted by the row's first element: a shift near the mean keeps
-// sum(d^2) - sum(d)^2 / n from cancelling when |mean| >> stddev.
-struct RowStats {
-  double mean;
-  double var;
-};
-
-template <class T>
-RowStats row_stats(const T* x, int64_t n) {
-  const double shift = x[0];
-  double s = 0, sq = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    const double d = static_cast<double>(x[i]) - shift;
-    s += d;
-    sq += d * d;
-  }
-  const double mean_d = s / static_cast<double>(n);
-  return {shift + mean_d, std::max(sq / static_cast<double>(n) - mean_d * mean_d, 0.0)};
-}
-
 // layernorm(x, weight, bias) over the last axis: (x - mean) / sqrt(var + eps) * w + b,
 // with the biased variance.
 template <class T>

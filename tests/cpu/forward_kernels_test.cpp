@@ -588,6 +588,232 @@ Outputs causal_mask_ref(const std::vector<Tensor>&, const std::vector<TensorType
 }
 
 // ---------------------------------------------------------------------------
+// References of the backward ops, written from their definitions: the same
+// plain loops, with no reuse of a kernel's structure.
+
+// sum_to: every element of x is added into the element of `out` that
+// broadcasting would have read it from.
+Outputs sum_to_ref(const std::vector<Tensor>& in, const std::vector<TensorType>& out) {
+  const Tensor& x = in[0];
+  const Shape& s = out[0].shape;
+  std::vector<double> y(static_cast<size_t>(out[0].numel()), 0.0);
+  for (int64_t f = 0; f < x.type.numel(); ++f) {
+    const Index idx = unravel(f, x.type.shape);
+    Index own(s.size());
+    for (size_t d = 0; d < s.size(); ++d) own[d] = s[d] == 1 ? 0 : idx[idx.size() - s.size() + d];
+    y[ravel(own, s)] += x.v[f];
+  }
+  return {y};
+}
+
+// d/dx of 0.5 x (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3).
+double gelu_derivative(double x) {
+  const double k = std::sqrt(2 / std::numbers::pi);
+  const double t = std::tanh(k * (x + 0.044715 * x * x * x));
+  return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * k * (1 + 3 * 0.044715 * x * x);
+}
+
+// The sum of f(index) along `axis` through the index `idx`.
+double sum_along(const Shape& s, Index idx, int64_t axis, const std::function<double(int64_t)>& f) {
+  double sum = 0;
+  for (int64_t j = 0; j < s[axis]; ++j) {
+    idx[axis] = j;
+    sum += f(ravel(idx, s));
+  }
+  return sum;
+}
+
+// in = {g, y}: softmax: y (g - sum(g y)); log_softmax: g - exp(y) sum(g).
+Reference softmax_grad_ref(int64_t axis, bool log) {
+  return [=](const std::vector<Tensor>& in, const std::vector<TensorType>&) {
+    const Tensor &g = in[0], &y = in[1];
+    const Shape& s = y.type.shape;
+    const int64_t ax = axis < 0 ? axis + y.type.rank() : axis;
+    std::vector<double> dx(y.v.size());
+    for (int64_t f = 0; f < y.type.numel(); ++f) {
+      const Index idx = unravel(f, s);
+      if (log)
+        dx[f] = g.v[f] - std::exp(y.v[f]) * sum_along(s, idx, ax, [&](int64_t i) { return g.v[i]; });
+      else
+        dx[f] = y.v[f] * (g.v[f] - sum_along(s, idx, ax, [&](int64_t i) { return g.v[i] * y.v[i]; }));
+    }
+    return Outputs{dx};
+  };
+}
+
+// in = {g, x, w}: layernorm's three gradients, per row of the last axis,
+// from the textbook formulas; rms: rmsnorm's two, which are layernorm's with
+// the mean fixed at 0 (and no bias).
+Reference norm_grad_ref(double eps, bool rms) {
+  return [=](const std::vector<Tensor>& in, const std::vector<TensorType>&) {
+    const Tensor &g = in[0], &x = in[1], &w = in[2];
+    const int64_t c = x.type.shape.back();
+    std::vector<double> dx(x.v.size()), dw(static_cast<size_t>(c), 0.0), db(static_cast<size_t>(c), 0.0);
+    for (int64_t r = 0; r < x.type.numel() / c; ++r) {
+      double mean = 0, var = 0;
+      for (int64_t i = 0; i < c; ++i) mean += rms ? 0.0 : x.v[r * c + i] / c;
+      for (int64_t i = 0; i < c; ++i) var += (x.v[r * c + i] - mean) * (x.v[r * c + i] - mean) / c;
+      const double rstd = 1 / std::sqrt(var + eps);
+      std::vector<double> xhat(static_cast<size_t>(c)), gw(static_cast<size_t>(c));
+      double mean_gw = 0, mean_gw_xhat = 0;
+      for (int64_t i = 0; i < c; ++i) {
+        xhat[i] = (x.v[r * c + i] - mean) * rstd;
+        gw[i] = g.v[r * c + i] * w.v[i];
+        mean_gw += gw[i] / c;
+        mean_gw_xhat += gw[i] * xhat[i] / c;
+        dw[i] += g.v[r * c + i] * xhat[i];
+        db[i] += g.v[r * c + i];
+      }
+      for (int64_t i = 0; i < c; ++i) dx[r * c + i] = rstd * (gw[i] - (rms ? 0.0 : mean_gw) - xhat[i] * mean_gw_xhat);
+    }
+    return rms ? Outputs{dx, dw} : Outputs{dx, dw, db};
+  };
+}
+
+Outputs embedding_grad_ref(const std::vector<Tensor>& in, const std::vector<TensorType>& out) {
+  const Tensor &g = in[0], &ids = in[1];
+  const int64_t c = out[0].shape[1];
+  std::vector<double> table(static_cast<size_t>(out[0].numel()), 0.0);
+  for (size_t i = 0; i < ids.v.size(); ++i)
+    for (int64_t j = 0; j < c; ++j) table[static_cast<int64_t>(ids.v[i]) * c + j] += g.v[i * c + j];
+  return {table};
+}
+
+Reference slice_grad_ref(int64_t axis, int64_t start) {
+  return [=](const std::vector<Tensor>& in, const std::vector<TensorType>& out) {
+    const Tensor& g = in[0];
+    const int64_t ax = axis < 0 ? axis + g.type.rank() : axis;
+    std::vector<double> y(static_cast<size_t>(out[0].numel()), 0.0);
+    for (int64_t f = 0; f < g.type.numel(); ++f)
+      y[ravel(shifted(unravel(f, g.type.shape), ax, start), out[0].shape)] = g.v[f];
+    return Outputs{y};
+  };
+}
+
+// The group of x's element at `idx` (its index in the reduction's result,
+// kept layout): the reduced axes set to 0.
+int64_t group_of(Index idx, const Shape& shape, const std::vector<int64_t>& axes) {
+  Shape kept = shape;
+  for (int64_t a : axes) {
+    const int64_t ax = a < 0 ? a + static_cast<int64_t>(shape.size()) : a;
+    kept[ax] = 1;
+    idx[ax] = 0;
+  }
+  return ravel(idx, kept);
+}
+
+// in = {g, x, y}: the maxima of each group share its gradient equally.
+Reference reduce_max_grad_ref(std::vector<int64_t> axes) {
+  return [=](const std::vector<Tensor>& in, const std::vector<TensorType>&) {
+    const Tensor &g = in[0], &x = in[1], &y = in[2];
+    std::vector<double> ties(y.v.size(), 0.0), dx(x.v.size(), 0.0);
+    for (int64_t f = 0; f < x.type.numel(); ++f) {
+      const int64_t grp = group_of(unravel(f, x.type.shape), x.type.shape, axes);
+      if (x.v[f] == y.v[grp]) ties[grp] += 1;
+    }
+    for (int64_t f = 0; f < x.type.numel(); ++f) {
+      const int64_t grp = group_of(unravel(f, x.type.shape), x.type.shape, axes);
+      if (x.v[f] == y.v[grp]) dx[f] = g.v[grp] / ties[grp];
+    }
+    return Outputs{dx};
+  };
+}
+
+// reduce_max of x over `axes`: the operand y of reduce_max_grad.
+Tensor reduce_max_of(const Tensor& x, const std::vector<int64_t>& axes, bool keep) {
+  std::vector<bool> reduced(x.type.shape.size(), false);
+  for (int64_t a : axes) reduced[a < 0 ? a + x.type.rank() : a] = true;
+  Shape s;
+  for (size_t d = 0; d < reduced.size(); ++d)
+    if (!reduced[d] || keep) s.push_back(reduced[d] ? 1 : x.type.shape[d]);
+  const TensorType t{DType::f64, s};
+  return {t, reduce_ref(axes, Red::max)({x}, {t})[0]};
+}
+
+// softmax or log_softmax of x along `axis`, rounded to f32: the operand y of
+// their gradients.
+Tensor softmax_of(const Tensor& x, int64_t axis, bool log) {
+  Tensor y{x.type, softmax_ref(axis, log)({x}, {x.type})[0]};
+  for (double& v : y.v) v = static_cast<float>(v);
+  return y;
+}
+
+// Both conv2d gradients, from the forward's sum written as a scatter: every
+// product x * w of the forward adds g * w into dx and g * x into dw.
+// in = {g, w} (input) or {g, x} (weight).
+Reference conv2d_grad_ref(std::vector<int64_t> stride, std::vector<int64_t> pad, int64_t groups, bool input) {
+  return [=](const std::vector<Tensor>& in, const std::vector<TensorType>& out) {
+    const Tensor& g = in[0];
+    const Shape xs = input ? out[0].shape : in[1].type.shape;
+    const Shape ws = input ? in[1].type.shape : out[0].shape;
+    const int64_t cg = ws[1], og = ws[0] / groups;
+    std::vector<double> d(static_cast<size_t>(out[0].numel()), 0.0);
+    for (int64_t f = 0; f < g.type.numel(); ++f) {
+      const Index o = unravel(f, g.type.shape);  // n, oc, oy, ox
+      const int64_t grp = o[1] / og;
+      for (int64_t c = 0; c < cg; ++c)
+        for (int64_t ky = 0; ky < ws[2]; ++ky)
+          for (int64_t kx = 0; kx < ws[3]; ++kx) {
+            const int64_t iy = o[2] * stride[0] - pad[0] + ky, ix = o[3] * stride[1] - pad[1] + kx;
+            if (iy < 0 || iy >= xs[2] || ix < 0 || ix >= xs[3]) continue;
+            const int64_t xi = ravel({o[0], grp * cg + c, iy, ix}, xs), wi = ravel({o[1], c, ky, kx}, ws);
+            if (input)
+              d[xi] += g.v[f] * in[1].v[wi];
+            else
+              d[wi] += g.v[f] * in[1].v[xi];
+          }
+    }
+    return Outputs{d};
+  };
+}
+
+// in = {g, x} (max: to the first maximum of each window, padding never
+// wins) or {g} (avg: g / (kh * kw) to every element inside the window).
+Reference pool_grad_ref(std::vector<int64_t> kernel, std::vector<int64_t> stride, std::vector<int64_t> pad, bool max) {
+  return [=](const std::vector<Tensor>& in, const std::vector<TensorType>& out) {
+    const Tensor& g = in[0];
+    const Shape& xs = out[0].shape;
+    std::vector<double> dx(static_cast<size_t>(out[0].numel()), 0.0);
+    for (int64_t f = 0; f < g.type.numel(); ++f) {
+      const Index o = unravel(f, g.type.shape);
+      int64_t best = -1;
+      for (int64_t ky = 0; ky < kernel[0]; ++ky)
+        for (int64_t kx = 0; kx < kernel[1]; ++kx) {
+          const int64_t iy = o[2] * stride[0] - pad[0] + ky, ix = o[3] * stride[1] - pad[1] + kx;
+          if (iy < 0 || iy >= xs[2] || ix < 0 || ix >= xs[3]) continue;
+          const int64_t i = ravel({o[0], o[1], iy, ix}, xs);
+          if (!max)
+            dx[i] += g.v[f] / static_cast<double>(kernel[0] * kernel[1]);
+          else if (best < 0 || in[1].v[i] > in[1].v[best])
+            best = i;
+        }
+      if (max) dx[best] += g.v[f];
+    }
+    return Outputs{dx};
+  };
+}
+
+// in = {g, logits, targets}: g (softmax - onehot) / counted per counted row.
+Reference cross_entropy_grad_ref(int64_t ignore) {
+  return [=](const std::vector<Tensor>& in, const std::vector<TensorType>&) {
+    const Tensor &g = in[0], &logits = in[1], &targets = in[2];
+    const int64_t v = logits.type.shape.back();
+    int64_t counted = 0;
+    for (double t : targets.v) counted += static_cast<int64_t>(t) != ignore;
+    std::vector<double> dx(logits.v.size(), 0.0);
+    for (size_t r = 0; r < targets.v.size(); ++r) {
+      const auto t = static_cast<int64_t>(targets.v[r]);
+      if (t == ignore) continue;
+      double sum = 0;
+      for (int64_t j = 0; j < v; ++j) sum += std::exp(logits.v[r * v + j]);
+      for (int64_t j = 0; j < v; ++j)
+        dx[r * v + j] = g.v[0] * (std::exp(logits.v[r * v + j]) / sum - (j == t ? 1.0 : 0.0)) / counted;
+    }
+    return Outputs{dx};
+  };
+}
+
+// ---------------------------------------------------------------------------
 // The cases, per op. Shapes are small but chosen to reach every path of the
 // kernels: broadcasting of each kind, transposes, batch dims, keepdims, groups,
 // padding, ignore_index, tails longer than a vector register.
@@ -877,6 +1103,195 @@ std::vector<OpCase> all_cases() {
   };
   add(OpKind::mse_loss, {"3x5", {g.uniform({3, 5}), g.uniform({3, 5})}, {}, {}, mse_ref});
   add(OpKind::mse_loss, {"scalar", {g.uniform({}), g.uniform({})}, {}, {}, mse_ref});
+
+  // Backward ops.
+  const Reference same_as_broadcast = unary_ref([](double v) { return v; });  // map_ref broadcasts
+  struct Bc {
+    const char* name;
+    Tensor x;
+    Shape shape;
+  };
+  for (const Bc& b : std::vector<Bc>{{"column to 3-D", g.uniform({3, 1}), {2, 3, 4}},
+                                     {"scalar", g.uniform({}), {2, 3}},
+                                     {"row, leading axis added", g.uniform({9}), {3, 9}},
+                                     {"same shape", g.uniform({2, 5}), {2, 5}},
+                                     {"middle axis stretched", g.uniform({2, 1, 3}), {2, 4, 3}},
+                                     {"i32", g.ints(DType::i32, {1, 3}, -9, 9), {2, 3}},
+                                     {"bool", g.bools({4, 1}), {4, 2}}})
+    add(OpKind::broadcast_to, {b.name, {b.x}, {dims_attr("shape", b.shape)}, {}, same_as_broadcast});
+  struct St {
+    const char* name;
+    Shape x, shape;
+  };
+  for (const St& s : std::vector<St>{{"to a column", {2, 3, 4}, {3, 1}},
+                                     {"to the last axis (a bias gradient)", {2, 3, 9}, {9}},
+                                     {"to a scalar", {2, 3}, {}},
+                                     {"outer and inner kept as 1", {4, 3, 5}, {1, 3, 1}},
+                                     {"unchanged", {2, 5}, {2, 5}},
+                                     {"size-1 axes of x", {2, 1, 5}, {1, 1, 5}},
+                                     {"empty x", {3, 0}, {1}}})
+    add(OpKind::sum_to, {s.name, {g.uniform(s.x)}, {dims_attr("shape", s.shape)}, {}, sum_to_ref});
+
+  add(OpKind::relu_grad,
+      {"3x7", {g.uniform({3, 7}), g.uniform({3, 7}, -4, 4)}, {}, {}, binary_ref([](double gv, double x) {
+         return x > 0 ? gv : 0.0;
+       })});
+  const Reference gelu_grad_ref = binary_ref([](double gv, double x) { return gv * gelu_derivative(x); });
+  add(OpKind::gelu_grad, {"3x7", {g.uniform({3, 7}), g.uniform({3, 7}, -4, 4)}, {}, {}, gelu_grad_ref});
+  add(OpKind::gelu_grad, {"far tails (x^3 overflows f32 at 1e20)",
+                          {g.uniform({10}), values(f64, {10}, {-1e20, -40, -12, -9, -6, 6, 9, 12, 40, 1e20})},
+                          {},
+                          {},
+                          gelu_grad_ref});
+
+  for (OpKind op : {OpKind::softmax_grad, OpKind::log_softmax_grad}) {
+    const bool log = op == OpKind::log_softmax_grad;
+    const Tensor x1 = g.uniform({3, 11}, -5, 5), x2 = g.uniform({2, 5, 6}, -5, 5), x3 = g.uniform({4, 3, 2}, -5, 5);
+    add(op, {"last axis (default)", {g.uniform({3, 11}), softmax_of(x1, -1, log)}, {}, {}, softmax_grad_ref(-1, log)});
+    add(op, {"middle axis",
+             {g.uniform({2, 5, 6}), softmax_of(x2, 1, log)},
+             {dim_attr("axis", 1)},
+             {},
+             softmax_grad_ref(1, log)});
+    add(op, {"first axis",
+             {g.uniform({4, 3, 2}), softmax_of(x3, 0, log)},
+             {dim_attr("axis", -3)},
+             {},
+             softmax_grad_ref(0, log)});
+  }
+
+  add(OpKind::layernorm_grad, {"default eps",
+                               {g.uniform({2, 3, 10}), g.uniform({2, 3, 10}), g.uniform({10})},
+                               {},
+                               {},
+                               norm_grad_ref(1e-5, false)});
+  add(OpKind::layernorm_grad, {"eps and a large mean",
+                               {g.uniform({4, 9}), g.uniform({4, 9}, 99, 101), g.uniform({9})},
+                               {real_attr("eps", 1e-3)},
+                               {},
+                               norm_grad_ref(1e-3, false)});
+  add(OpKind::rmsnorm_grad,
+      {"default eps", {g.uniform({3, 12}), g.uniform({3, 12}), g.uniform({12})}, {}, {}, norm_grad_ref(1e-6, true)});
+  add(OpKind::rmsnorm_grad, {"eps",
+                             {g.uniform({2, 2, 5}), g.uniform({2, 2, 5}), g.uniform({5})},
+                             {real_attr("eps", 0.1)},
+                             {},
+                             norm_grad_ref(0.1, true)});
+
+  add(OpKind::embedding_grad, {"i32 ids, repeated",
+                               {g.uniform({2, 3, 4}), values(DType::i32, {2, 3}, {0, 9, 3, 3, 1, 9})},
+                               {dim_attr("rows", 10)},
+                               {},
+                               embedding_grad_ref});
+  add(OpKind::embedding_grad,
+      {"i64 ids", {g.uniform({5, 3}), g.ints(DType::i64, {5}, 0, 5)}, {dim_attr("rows", 6)}, {}, embedding_grad_ref});
+
+  add(OpKind::slice_grad, {"middle axis",
+                           {g.uniform({3, 3, 4})},
+                           {dim_attr("axis", 1), dim_attr("start", 1), dim_attr("size", 5)},
+                           {},
+                           slice_grad_ref(1, 1)});
+  add(OpKind::slice_grad, {"last axis, at the end",
+                           {g.uniform({3, 3})},
+                           {dim_attr("axis", -1), dim_attr("start", 2), dim_attr("size", 5)},
+                           {},
+                           slice_grad_ref(-1, 2)});
+  add(OpKind::slice_grad, {"first axis, i64",
+                           {g.ints(DType::i64, {2, 3}, -5, 5)},
+                           {dim_attr("axis", 0), dim_attr("start", 1), dim_attr("size", 4)},
+                           {},
+                           slice_grad_ref(0, 1)});
+
+  struct Rmg {
+    const char* name;
+    Tensor x;
+    std::vector<int64_t> axes;
+    bool keep;
+  };
+  for (const Rmg& r : std::vector<Rmg>{{"last axis", g.uniform({2, 3, 9}), {-1}, false},
+                                       {"outer and inner, keepdims", g.uniform({2, 3, 4}), {0, 2}, true},
+                                       {"first axis (columns)", g.uniform({6, 5}), {0}, false},
+                                       {"ties", values(f64, {2, 4}, {1, 3, 3, -1, 2, 2, 2, 2}), {1}, false},
+                                       {"ties across columns", values(f64, {3, 2}, {5, 1, 5, 1, 4, 0.5}), {0}, true}}) {
+    std::vector<OpAttrs::Entry> attrs = {dims_attr("axes", r.axes)};
+    if (r.keep) attrs.push_back(bool_attr("keepdims", true));
+    const Tensor y = reduce_max_of(r.x, r.axes, r.keep);
+    add(OpKind::reduce_max_grad, {r.name, {g.uniform(y.type.shape), r.x, y}, attrs, {}, reduce_max_grad_ref(r.axes)});
+  }
+
+  struct Cg {
+    const char* name;
+    Shape x, w;
+    std::vector<int64_t> stride, pad;
+    int64_t groups;
+  };
+  for (const Cg& c : std::vector<Cg>{{"groups, stride, padding", {2, 4, 5, 6}, {6, 2, 3, 3}, {2, 1}, {1, 1}, 2},
+                                     {"1x1 (direct)", {2, 3, 4, 4}, {5, 3, 1, 1}, {1, 1}, {0, 0}, 1},
+                                     {"depthwise", {1, 3, 5, 5}, {3, 1, 3, 3}, {1, 1}, {1, 1}, 3},
+                                     {"rectangular kernel", {1, 3, 6, 7}, {4, 3, 2, 3}, {1, 2}, {0, 1}, 1},
+                                     {"1x1 strided", {1, 2, 5, 5}, {2, 2, 1, 1}, {2, 2}, {0, 0}, 1},
+                                     {"last rows unread", {1, 2, 6, 6}, {3, 2, 3, 3}, {2, 2}, {0, 0}, 1}}) {
+    const std::vector<OpAttrs::Entry> conv_attrs = {dims_attr("stride", c.stride), dims_attr("padding", c.pad),
+                                                    dim_attr("groups", c.groups)};
+    // The gradient has the forward's output shape.
+    const Shape gs = {c.x[0], c.w[0], (c.x[2] + 2 * c.pad[0] - c.w[2]) / c.stride[0] + 1,
+                      (c.x[3] + 2 * c.pad[1] - c.w[3]) / c.stride[1] + 1};
+    std::vector<OpAttrs::Entry> in_attrs = conv_attrs, w_attrs = conv_attrs;
+    in_attrs.push_back(dims_attr("input_shape", c.x));
+    w_attrs.push_back(dims_attr("weight_shape", c.w));
+    add(OpKind::conv2d_grad_input,
+        {c.name, {g.uniform(gs), g.uniform(c.w)}, in_attrs, {}, conv2d_grad_ref(c.stride, c.pad, c.groups, true)});
+    add(OpKind::conv2d_grad_weight,
+        {c.name, {g.uniform(gs), g.uniform(c.x)}, w_attrs, {}, conv2d_grad_ref(c.stride, c.pad, c.groups, false)});
+  }
+
+  struct Pg {
+    const char* name;
+    Shape x;
+    std::vector<int64_t> kernel, stride, pad;
+    bool defaults;  // stride and padding left to their defaults
+  };
+  for (const Pg& p : std::vector<Pg>{{"2x2, stride defaults to kernel", {2, 3, 6, 7}, {2, 2}, {2, 2}, {0, 0}, true},
+                                     {"3x3 stride 2 padding 1", {1, 2, 7, 6}, {3, 3}, {2, 2}, {1, 1}, false},
+                                     {"rectangular, overlapping", {1, 1, 5, 6}, {2, 3}, {1, 1}, {1, 0}, false}}) {
+    std::vector<OpAttrs::Entry> attrs = {dims_attr("kernel", p.kernel)};
+    if (!p.defaults) {
+      attrs.push_back(dims_attr("stride", p.stride));
+      attrs.push_back(dims_attr("padding", p.pad));
+    }
+    const Shape gs = {p.x[0], p.x[1], (p.x[2] + 2 * p.pad[0] - p.kernel[0]) / p.stride[0] + 1,
+                      (p.x[3] + 2 * p.pad[1] - p.kernel[1]) / p.stride[1] + 1};
+    add(OpKind::max_pool2d_grad,
+        {p.name, {g.uniform(gs), g.uniform(p.x)}, attrs, {}, pool_grad_ref(p.kernel, p.stride, p.pad, true)});
+    attrs.push_back(dims_attr("input_shape", p.x));
+    add(OpKind::avg_pool2d_grad, {p.name, {g.uniform(gs)}, attrs, {}, pool_grad_ref(p.kernel, p.stride, p.pad, false)});
+  }
+  // Ties and a plateau of equal values: each window's first maximum wins.
+  add(OpKind::max_pool2d_grad,
+      {"ties, overlapping windows",
+       {g.uniform({1, 1, 2, 3}), values(f64, {1, 1, 3, 4}, {1, 4, 4, 0, 4, 2, 4, 4, 3, 3, 3, 3})},
+       {dims_attr("kernel", {2, 2}), dims_attr("stride", {1, 1})},
+       {},
+       pool_grad_ref({2, 2}, {1, 1}, {0, 0}, true)});
+
+  add(OpKind::cross_entropy_grad,
+      {"default ignore_index -100, i64",
+       {g.uniform({}), g.uniform({2, 3, 5}, -4, 4), values(DType::i64, {2, 3}, {0, 4, -100, 2, 2, 1})},
+       {},
+       {},
+       cross_entropy_grad_ref(-100)});
+  add(OpKind::cross_entropy_grad, {"ignore_index 2, i32",
+                                   {g.uniform({}), g.uniform({4, 7}, -4, 4), values(DType::i32, {4}, {2, 6, 0, 2})},
+                                   {dim_attr("ignore_index", 2)},
+                                   {},
+                                   cross_entropy_grad_ref(2)});
+  add(OpKind::cross_entropy_grad, {"every target ignored",
+                                   {g.uniform({}), g.uniform({2, 3}), values(DType::i32, {2}, {-100, -100})},
+                                   {},
+                                   {},
+                                   cross_entropy_grad_ref(-100)});
+  add(OpKind::cross_entropy_grad,
+      {"one row", {g.uniform({}), g.uniform({6}), values(DType::i64, {}, {5})}, {}, {}, cross_entropy_grad_ref(-100)});
   return cs;
 }
 

@@ -1,0 +1,149 @@
+// Gradients of normalisation: softmax_grad, log_softmax_grad (any axis), layernorm_grad, rmsnorm_grad (last axis).
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+
+#include "backends/cpu/kernel_table.h"
+#include "backends/cpu/kernel_util.h"
+#include "backends/cpu/vector_math.h"
+
+namespace pf::cpu {
+
+namespace {
+
+// One contiguous row, from g and the forward's output y:
+// softmax:     dx = y * (g - sum(g * y))
+// log_softmax: dx = g - exp(y) * sum(g)
+template <class T, bool kLog>
+void softmax_grad_row(const T* g, const T* y, T* dx, int64_t n) {
+  T s = 0;
+  if constexpr (kLog) {
+    for (int64_t i = 0; i < n; ++i) s += g[i];
+    for (int64_t i = 0; i < n; ++i) dx[i] = g[i] - std::exp(y[i]) * s;
+  } else {
+    for (int64_t i = 0; i < n; ++i) s += g[i] * y[i];
+    for (int64_t i = 0; i < n; ++i) dx[i] = y[i] * (g[i] - s);
+  }
+}
+
+// The same over the middle axis of [n, inner]: the sums of `inner` columns
+// are kept side by side in scratch so every loop runs along contiguous memory.
+template <class T, bool kLog>
+void softmax_grad_columns(const T* g, const T* y, T* dx, int64_t n, int64_t inner) {
+  T* s = static_cast<T*>(scratch(static_cast<size_t>(inner) * sizeof(T)));  // (inner,)
+  std::fill_n(s, inner, T(0));
+  for (int64_t j = 0; j < n; ++j)
+    for (int64_t k = 0; k < inner; ++k) s[k] += kLog ? g[j * inner + k] : g[j * inner + k] * y[j * inner + k];
+  for (int64_t j = 0; j < n; ++j) {
+    for (int64_t k = 0; k < inner; ++k) {
+      const int64_t i = j * inner + k;
+      if constexpr (kLog)
+        dx[i] = g[i] - std::exp(y[i]) * s[k];
+      else
+        dx[i] = y[i] * (g[i] - s[k]);
+    }
+  }
+}
+
+template <class T, bool kLog>
+void softmax_grad(const KernelArgs& args) {
+  const auto* g = static_cast<const T*>(args.in[0]);
+  const auto* y = static_cast<const T*>(args.in[1]);
+  auto* dx = static_cast<T*>(args.out[0]);
+  const TensorType& t = args.in_types[1];
+  const AxisSplit s = split_at_axis(t.shape, normalize_axis(args.attrs.get_int("axis", -1), t.rank()));
+  if (s.n == 0 || s.inner == 0) return;
+  const int64_t block = s.n * s.inner;
+  for (int64_t o = 0; o < s.outer; ++o) {
+    if (s.inner == 1)
+      softmax_grad_row<T, kLog>(g + o * block, y + o * block, dx + o * block, s.n);
+    else
+      softmax_grad_columns<T, kLog>(g + o * block, y + o * block, dx + o * block, s.n, s.inner);
+  }
+}
+
+// layernorm_grad(g, x, w) -> dx, dw, db, with mean and rstd recomputed from
+// x exactly as the forward computes them. Per row, with xhat = (x - mean) *
+// rstd and gw = g * w: dx = rstd * (gw - mean(gw) - xhat * mean(gw * xhat));
+// over the rows, dw = sum(g * xhat) and db = sum(g). The two row means are
+// summed in double, as the forward's statistics are.
+template <class T>
+void layernorm_grad(const KernelArgs& args) {
+  const auto* g = static_cast<const T*>(args.in[0]);
+  const auto* x = static_cast<const T*>(args.in[1]);
+  const auto* w = static_cast<const T*>(args.in[2]);
+  auto* dx = static_cast<T*>(args.out[0]);
+  auto* dw = static_cast<T*>(args.out[1]);
+  auto* db = static_cast<T*>(args.out[2]);
+  const int64_t c = args.in_types[1].shape.back();
+  if (c == 0) return;
+  const int64_t rows = args.in_types[1].numel() / c;
+  const double eps = args.attrs.get_real("eps", 1e-5);
+  std::fill_n(dw, c, T(0));
+  std::fill_n(db, c, T(0));
+  for (int64_t r = 0; r < rows; ++r) {
+    const T* xr = x + r * c;
+    const T* gr = g + r * c;
+    T* dxr = dx + r * c;
+    const RowStats st = row_stats(xr, c);
+    const T mean = static_cast<T>(st.mean), rstd = static_cast<T>(1 / std::sqrt(st.var + eps));
+    double sum_gw = 0, sum_gw_xhat = 0;
+    for (int64_t i = 0; i < c; ++i) {
+      const T xhat = (xr[i] - mean) * rstd, gw = gr[i] * w[i];
+      sum_gw += gw;
+      sum_gw_xhat += gw * xhat;
+      dw[i] += gr[i] * xhat;
+      db[i] += gr[i];
+    }
+    const T a = static_cast<T>(sum_gw / static_cast<double>(c));
+    const T b = static_cast<T>(sum_gw_xhat / static_cast<double>(c));
+    for (int64_t i = 0; i < c; ++i) {
+      const T xhat = (xr[i] - mean) * rstd;
+      dxr[i] = rstd * (gr[i] * w[i] - a - xhat * b);
+    }
+  }
+}
+
+// rmsnorm_grad(g, x, w) -> dx, dw. Per row, with r = 1 / sqrt(mean(x^2) +
+// eps), xhat = x * r and gw = g * w: dx = r * (gw - xhat * mean(gw * xhat));
+// over the rows, dw = sum(g * xhat).
+template <class T>
+void rmsnorm_grad(const KernelArgs& args) {
+  const auto* g = static_cast<const T*>(args.in[0]);
+  const auto* x = static_cast<const T*>(args.in[1]);
+  const auto* w = static_cast<const T*>(args.in[2]);
+  auto* dx = static_cast<T*>(args.out[0]);
+  auto* dw = static_cast<T*>(args.out[1]);
+  const int64_t c = args.in_types[1].shape.back();
+  if (c == 0) return;
+  const int64_t rows = args.in_types[1].numel() / c;
+  const double eps = args.attrs.get_real("eps", 1e-6);
+  std::fill_n(dw, c, T(0));
+  for (int64_t r = 0; r < rows; ++r) {
+    const T* xr = x + r * c;
+    const T* gr = g + r * c;
+    T* dxr = dx + r * c;
+    double sq = 0;
+    for (int64_t i = 0; i < c; ++i) sq += static_cast<double>(xr[i]) * xr[i];
+    const T rms = static_cast<T>(1 / std::sqrt(sq / static_cast<double>(c) + eps));
+    double sum_gw_xhat = 0;
+    for (int64_t i = 0; i < c; ++i) {
+      const T xhat = xr[i] * rms;
+      sum_gw_xhat += gr[i] * w[i] * xhat;
+      dw[i] += gr[i] * xhat;
+    }
+    const T b = static_cast<T>(sum_gw_xhat / static_cast<double>(c));
+    for (int64_t i = 0; i < c; ++i) dxr[i] = rms * (gr[i] * w[i] - xr[i] * rms * b);
+  }
+}
+
+}  // namespace
+
+void add_norm_grad_kernels(KernelTable& table) {
+  table.set_float(OpKind::softmax_grad, softmax_grad<float, false>, softmax_grad<double, false>);
+  table.set_float(OpKind::log_softmax_grad, softmax_grad<float, true>, softmax_grad<double, true>);
+  table.set_float(OpKind::layernorm_grad, layernorm_grad<float>, layernorm_grad<double>);
+  table.set_float(OpKind::rmsnorm_grad, rmsnorm_grad<float>, rmsnorm_grad<double>);
+}
+
+}  // namespace pf::cpu

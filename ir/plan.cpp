@@ -1,0 +1,829 @@
+// The plan file: JSON writing and reading, and the checks that make a loaded plan safe to run.
+#include "ir/plan.h"
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <charconv>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <set>
+
+#include "ir/diagnostic.h"
+#include "ir/module.h"
+#include "ir/parser.h"
+#include "ir/verifier.h"
+
+namespace pf {
+
+using Json = nlohmann::ordered_json;
+
+// ---------------------------------------------------------------------------
+// JSON files in general.
+
+Json parse_json_document(const std::string& text, const std::string& path) {
+  try {
+    return Json::parse(text);
+  } catch (const nlohmann::json::parse_error& e) {
+    // what() reads "[json.exception.parse_error.101] parse error at line 3,
+    // column 5: syntax error while parsing ..."; keep only the reason, since
+    // the location is given the way every other Pipeforge error gives it.
+    std::string what = e.what();
+    size_t start = what.find("parse error");
+    size_t colon = what.find(": ", start == std::string::npos ? 0 : start);
+    std::string reason = colon == std::string::npos ? what : what.substr(colon + 2);
+    // e.byte counts the characters read, the offending one included.
+    size_t offset = std::min<size_t>(e.byte > 0 ? e.byte - 1 : 0, text.size());
+    // That is the token's last character; the caret goes under its first.
+    auto token_char = [](char c) {
+      return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '+' || c == '-';
+    };
+    if (offset < text.size() && text[offset] == '"') {
+      while (offset > 0 && !(text[offset - 1] == '"' && (offset < 2 || text[offset - 2] != '\\'))) --offset;
+      if (offset > 0) --offset;
+    } else if (offset < text.size() && token_char(text[offset])) {
+      while (offset > 0 && token_char(text[offset - 1])) --offset;
+    }
+    int line = 1;
+    size_t line_start = 0;
+    for (size_t i = 0; i < offset; ++i)
+      if (text[i] == '\n') {
+        ++line;
+        line_start = i + 1;
+      }
+    auto file = std::make_shared<SourceFile>(path, text);
+    throw Error("not valid JSON: " + reason, Location{file, line, static_cast<int>(offset - line_start) + 1});
+  }
+}
+
+void JsonReader::fail(const std::string& what) const { throw Error(path_ + ": " + what); }
+
+std::string JsonReader::at(std::string_view where, std::string_view key) {
+  return where.empty() ? std::string(key) : fmt::format("{}.{}", where, key);
+}
+
+std::string JsonReader::at(std::string_view where, size_t index) { return fmt::format("{}[{}]", where, index); }
+
+void JsonReader::expect_keys(const Json& object, std::string_view where,
+                             std::initializer_list<std::string_view> keys) const {
+  if (!object.is_object())
+    fail(where.empty() ? "the document must be a JSON object" : fmt::format("{} must be an object", where));
+  for (std::string_view key : keys) member(object, where, key);
+  for (const auto& item : object.items()) {
+    if (std::find(keys.begin(), keys.end(), item.key()) != keys.end()) continue;
+    fail(where.empty() ? fmt::format("unknown field \"{}\"", item.key())
+                       : fmt::format("{} has an unknown field \"{}\"", where, item.key()));
+  }
+}
+
+const Json& JsonReader::member(const Json& object, std::string_view where, std::string_view key) const {
+  if (!object.is_object())
+    fail(where.empty() ? "the document must be a JSON object" : fmt::format("{} must be an object", where));
+  auto it = object.find(key);
+  if (it == object.end())
+    fail(where.empty() ? fmt::format("no \"{}\"", key) : fmt::format("{} has no \"{}\"", where, key));
+  return *it;
+}
+
+std::string JsonReader::string(const Json& object, std::string_view where, std::string_view key) const {
+  const Json& v = member(object, where, key);
+  if (!v.is_string()) fail(at(where, key) + " must be a string");
+  return v.get<std::string>();
+}
+
+int64_t JsonReader::integer(const Json& object, std::string_view where, std::string_view key, int64_t min,
+                            int64_t max) const {
+  const Json& v = member(object, where, key);
+  if (!v.is_number_integer() ||
+      (v.is_number_unsigned() && v.get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())))
+    fail(at(where, key) + " must be an integer");
+  int64_t value = v.get<int64_t>();
+  if (value < min) fail(fmt::format("{} must be at least {}, got {}", at(where, key), min, value));
+  if (value > max) fail(fmt::format("{} must be at most {}, got {}", at(where, key), max, value));
+  return value;
+}
+
+double JsonReader::number(const Json& object, std::string_view where, std::string_view key, double min) const {
+  const Json& v = member(object, where, key);
+  if (!v.is_number() || !std::isfinite(v.get<double>())) fail(at(where, key) + " must be a finite number");
+  double value = v.get<double>();
+  if (value < min) fail(fmt::format("{} must be at least {}, got {}", at(where, key), min, value));
+  return value;
+}
+
+const Json& JsonReader::array(const Json& object, std::string_view where, std::string_view key) const {
+  const Json& v = member(object, where, key);
+  if (!v.is_array()) fail(at(where, key) + " must be an array");
+  return v;
+}
+
+const Json& JsonReader::object(const Json& object, std::string_view where, std::string_view key) const {
+  const Json& v = member(object, where, key);
+  if (!v.is_object()) fail(at(where, key) + " must be an object");
+  return v;
+}
+
+namespace {
+
+bool holds_key(const Json& value, const std::vector<std::string>& keys) {
+  if (value.is_object())
+    for (const auto& item : value.items())
+      if (std::find(keys.begin(), keys.end(), item.key()) != keys.end() || holds_key(item.value(), keys)) return true;
+  if (value.is_array())
+    for (const Json& element : value)
+      if (holds_key(element, keys)) return true;
+  return false;
+}
+
+// One line: `{"name": "h.3", "peer": 1}`, `[1, 2]`. Bytes that are not
+// UTF-8 are replaced rather than thrown over: a name is text for people.
+std::string inline_json(const Json& value) {
+  if (!value.is_structured()) return value.dump(-1, ' ', false, Json::error_handler_t::replace);
+  std::string out = value.is_object() ? "{" : "[";
+  bool first = true;
+  for (const auto& item : value.items()) {
+    if (!first) out += ", ";
+    first = false;
+    if (value.is_object()) out += inline_json(Json(item.key())) + ": ";
+    out += inline_json(item.value());
+  }
+  return out + (value.is_object() ? "}" : "]");
+}
+
+void write_json(const Json& value, int indent, size_t column, bool expand, const std::vector<std::string>& expanded,
+                std::string& out) {
+  if (!value.is_structured() || value.empty()) {
+    out += inline_json(value);
+    return;
+  }
+  if (!expand && !holds_key(value, expanded)) {
+    std::string line = inline_json(value);
+    if (column + line.size() <= 100) {
+      out += line;
+      return;
+    }
+  }
+  std::string pad(indent + 2, ' ');
+  out += value.is_object() ? "{\n" : "[\n";
+  size_t i = 0;
+  for (const auto& item : value.items()) {
+    out += pad;
+    size_t start = out.size() - pad.size();
+    bool expand_child = false;
+    if (value.is_object()) {
+      out += inline_json(Json(item.key())) + ": ";
+      expand_child = std::find(expanded.begin(), expanded.end(), item.key()) != expanded.end();
+    }
+    // Room for the comma after the element.
+    write_json(item.value(), indent + 2, out.size() - start + 1, expand_child, expanded, out);
+    out += ++i < value.size() ? ",\n" : "\n";
+  }
+  out += std::string(indent, ' ') + (value.is_object() ? "}" : "]");
+}
+
+}  // namespace
+
+std::string format_json(const Json& value, const std::vector<std::string>& expanded) {
+  std::string out;
+  write_json(value, 0, 0, false, expanded, out);
+  return out + "\n";
+}
+
+void write_file_atomically(const std::string& path, const std::string& text) {
+  std::string tmp = path + ".tmp";
+  auto failure = [&](const std::string& what) {
+    return Error(fmt::format("cannot write '{}': {} ({})", path, what, std::strerror(errno)));
+  };
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) throw failure("creating " + tmp);
+  size_t done = 0;
+  while (done < text.size()) {
+    ssize_t n = ::write(fd, text.data() + done, text.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      Error e = failure("writing " + tmp);
+      ::close(fd);
+      ::unlink(tmp.c_str());
+      throw e;
+    }
+    done += static_cast<size_t>(n);
+  }
+  // On disk before the rename, or a crash could leave an empty file under
+  // the final name.
+  if (::fsync(fd) != 0 || ::close(fd) != 0) {
+    Error e = failure("flushing " + tmp);
+    ::unlink(tmp.c_str());
+    throw e;
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    Error e = failure("renaming " + tmp);
+    ::unlink(tmp.c_str());
+    throw e;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Writing a plan.
+
+namespace {
+
+// JSON has no inf or NaN (they would be written as null and refused on
+// load), so a plan holding one is refused before it is written.
+double finite(double v, std::string_view what) {
+  if (!std::isfinite(v)) throw Error(fmt::format("cannot write the plan: {} is {}", what, v));
+  return v;
+}
+
+Json program_lines(const std::string& text) {
+  Json lines = Json::array();
+  size_t pos = 0;
+  while (pos < text.size()) {
+    size_t end = text.find('\n', pos);
+    if (end == std::string::npos) end = text.size();
+    lines.push_back(text.substr(pos, end - pos));
+    pos = end + 1;
+  }
+  return lines;
+}
+
+Json tensor_json(const PlanTensor& t, bool with_peer) {
+  Json j = {{"name", t.name}, {"type", t.type.str()}};
+  if (with_peer) j["peer"] = t.peer;
+  return j;
+}
+
+Json tensors_json(const std::vector<PlanTensor>& tensors, bool with_peer) {
+  Json j = Json::array();
+  for (const PlanTensor& t : tensors) j.push_back(tensor_json(t, with_peer));
+  return j;
+}
+
+Json stage_json(const PlanStage& s) {
+  Json params = Json::array();
+  for (const PlanParam& p : s.params)
+    params.push_back({{"name", p.name}, {"type", p.type.str()}, {"init", p.init}, {"shared_with", p.shared_with}});
+  const PlanStage::Prediction& pr = s.predicted;
+  std::string where = fmt::format("stage {}'s predicted ", s.index);
+  return Json{
+      {"index", s.index},
+      {"device", s.device},
+      {"layers", s.layers},
+      {"predicted",
+       {{"forward_s", finite(pr.forward_s, where + "forward_s")},
+        {"backward_s", finite(pr.backward_s, where + "backward_s")},
+        {"comm_s", finite(pr.comm_s, where + "comm_s")},
+        {"time_s", finite(pr.time_s, where + "time_s")},
+        {"param_bytes", pr.param_bytes},
+        {"stash_bytes", pr.stash_bytes},
+        {"memory_bytes", pr.memory_bytes},
+        {"bytes_sent", pr.bytes_sent}}},
+      {"params", params},
+      {"inputs", tensors_json(s.inputs, false)},
+      {"recv", tensors_json(s.recv, true)},
+      {"send", tensors_json(s.send, true)},
+      {"stash", s.stash},
+      {"forward", program_lines(s.forward)},
+      {"backward", program_lines(s.backward)},
+  };
+}
+
+}  // namespace
+
+std::string plan_to_json(const Plan& plan) {
+  Json binding = Json::object();
+  for (const auto& [name, value] : plan.binding) binding[name] = value;
+  Json devices = Json::array();
+  for (const PlanDevice& d : plan.devices)
+    devices.push_back({{"name", d.name}, {"kind", d.kind}, {"memory_bytes", d.memory_bytes}, {"threads", d.threads}});
+  Json stages = Json::array();
+  for (const PlanStage& s : plan.stages) stages.push_back(stage_json(s));
+  const Plan::Summary& pr = plan.predicted;
+  Json doc = {
+      {"format", "pipeforge-plan"},
+      {"version", Plan::kVersion},
+      {"model",
+       {{"name", plan.model_name}, {"source", plan.model_source}, {"hash", plan.model_hash}, {"binding", binding}}},
+      {"devices", devices},
+      {"schedule",
+       {{"kind", plan.schedule}, {"microbatches", plan.microbatches}, {"virtual_stages", plan.virtual_stages}}},
+      {"loss", plan.loss_stage_output},
+      {"predicted",
+       {{"period_s", finite(pr.period_s, "the predicted period_s")},
+        {"imbalance_pct", finite(pr.imbalance_pct, "the predicted imbalance_pct")},
+        {"speedup_vs_equal_layers", finite(pr.speedup_vs_equal_layers, "the predicted speedup_vs_equal_layers")},
+        {"speedup_vs_equal_params", finite(pr.speedup_vs_equal_params, "the predicted speedup_vs_equal_params")},
+        {"bubble_fraction", finite(pr.bubble_fraction, "the predicted bubble_fraction")}}},
+      {"stages", stages},
+  };
+  return format_json(doc, {"forward", "backward"});
+}
+
+void save_plan(const Plan& plan, const std::string& path) { write_file_atomically(path, plan_to_json(plan)); }
+
+// ---------------------------------------------------------------------------
+// Reading a plan: the fields and their types.
+
+namespace {
+
+// "f32[8,64,768]", "i32[]".
+std::optional<TensorType> parse_tensor_type(std::string_view text) {
+  size_t open = text.find('[');
+  if (open == std::string_view::npos || text.back() != ']') return std::nullopt;
+  std::optional<DType> dtype = parse_dtype(text.substr(0, open));
+  if (!dtype) return std::nullopt;
+  TensorType type{*dtype, {}};
+  std::string_view dims = text.substr(open + 1, text.size() - open - 2);
+  size_t pos = 0;
+  int64_t numel = 1;
+  while (!dims.empty() && pos <= dims.size()) {
+    size_t comma = std::min(dims.find(',', pos), dims.size());
+    int64_t d = 0;
+    auto [end, ec] = std::from_chars(dims.data() + pos, dims.data() + comma, d);
+    if (ec != std::errc() || end != dims.data() + comma || d < 0) return std::nullopt;
+    // Bytes must fit an int64_t, as everywhere else a tensor's size is computed.
+    if (d > 0 && numel > (int64_t{1} << 59) / d) return std::nullopt;
+    numel *= d;
+    type.shape.push_back(d);
+    pos = comma + 1;
+  }
+  return type;
+}
+
+class PlanReader {
+ public:
+  explicit PlanReader(const JsonReader& r) : r_(r) {}
+
+  TensorType type(const Json& object, const std::string& where) const {
+    std::string text = r_.string(object, where, "type");
+    std::optional<TensorType> t = parse_tensor_type(text);
+    if (!t) r_.fail(fmt::format("{}.type: '{}' is not a tensor type such as f32[8,64]", where, text));
+    return *t;
+  }
+
+  std::vector<std::string> strings(const Json& object, const std::string& where, std::string_view key) const {
+    std::vector<std::string> out;
+    const Json& list = r_.array(object, where, key);
+    for (size_t i = 0; i < list.size(); ++i) {
+      if (!list[i].is_string()) r_.fail(JsonReader::at(JsonReader::at(where, key), i) + " must be a string");
+      out.push_back(list[i].get<std::string>());
+    }
+    return out;
+  }
+
+  std::string program(const Json& object, const std::string& where, std::string_view key) const {
+    std::string text;
+    for (const std::string& line : strings(object, where, key)) text += line + "\n";
+    return text;
+  }
+
+  std::vector<PlanTensor> tensors(const Json& object, const std::string& where, std::string_view key,
+                                  bool with_peer) const {
+    std::vector<PlanTensor> out;
+    const Json& list = r_.array(object, where, key);
+    for (size_t i = 0; i < list.size(); ++i) {
+      std::string at = JsonReader::at(JsonReader::at(where, key), i);
+      if (with_peer)
+        r_.expect_keys(list[i], at, {"name", "type", "peer"});
+      else
+        r_.expect_keys(list[i], at, {"name", "type"});
+      PlanTensor t{r_.string(list[i], at, "name"), type(list[i], at), -1};
+      if (with_peer) t.peer = static_cast<int>(r_.integer(list[i], at, "peer", 0, std::numeric_limits<int>::max()));
+      out.push_back(std::move(t));
+    }
+    return out;
+  }
+
+  PlanStage stage(const Json& j, const std::string& where) const {
+    r_.expect_keys(
+        j, where,
+        {"index", "device", "layers", "predicted", "params", "inputs", "recv", "send", "stash", "forward", "backward"});
+    constexpr int64_t kMaxInt = std::numeric_limits<int>::max();
+    PlanStage s;
+    s.index = static_cast<int>(r_.integer(j, where, "index", 0, kMaxInt));
+    s.device = static_cast<int>(r_.integer(j, where, "device", 0, kMaxInt));
+    s.layers = strings(j, where, "layers");
+
+    std::string pw = JsonReader::at(where, "predicted");
+    const Json& p = r_.object(j, where, "predicted");
+    r_.expect_keys(
+        p, pw,
+        {"forward_s", "backward_s", "comm_s", "time_s", "param_bytes", "stash_bytes", "memory_bytes", "bytes_sent"});
+    s.predicted.forward_s = r_.number(p, pw, "forward_s", 0);
+    s.predicted.backward_s = r_.number(p, pw, "backward_s", 0);
+    s.predicted.comm_s = r_.number(p, pw, "comm_s", 0);
+    s.predicted.time_s = r_.number(p, pw, "time_s", 0);
+    s.predicted.param_bytes = r_.integer(p, pw, "param_bytes", 0);
+    s.predicted.stash_bytes = r_.integer(p, pw, "stash_bytes", 0);
+    s.predicted.memory_bytes = r_.integer(p, pw, "memory_bytes", 0);
+    s.predicted.bytes_sent = r_.integer(p, pw, "bytes_sent", 0);
+
+    const Json& params = r_.array(j, where, "params");
+    for (size_t i = 0; i < params.size(); ++i) {
+      std::string at = JsonReader::at(JsonReader::at(where, "params"), i);
+      r_.expect_keys(params[i], at, {"name", "type", "init", "shared_with"});
+      PlanParam param{r_.string(params[i], at, "name"), type(params[i], at), r_.string(params[i], at, "init"), {}};
+      const Json& shared = r_.array(params[i], at, "shared_with");
+      for (size_t k = 0; k < shared.size(); ++k) {
+        if (!shared[k].is_number_integer() || shared[k].get<int64_t>() < 0 || shared[k].get<int64_t>() > kMaxInt)
+          r_.fail(JsonReader::at(JsonReader::at(at, "shared_with"), k) + " must be a stage index");
+        param.shared_with.push_back(shared[k].get<int>());
+      }
+      s.params.push_back(std::move(param));
+    }
+    s.inputs = tensors(j, where, "inputs", false);
+    s.recv = tensors(j, where, "recv", true);
+    s.send = tensors(j, where, "send", true);
+    s.stash = strings(j, where, "stash");
+    s.forward = program(j, where, "forward");
+    s.backward = program(j, where, "backward");
+    return s;
+  }
+
+  Plan plan(const Json& doc) const {
+    r_.expect_keys(doc, "", {"format", "version", "model", "devices", "schedule", "loss", "predicted", "stages"});
+    Plan plan;
+    const Json& model = r_.object(doc, "", "model");
+    r_.expect_keys(model, "model", {"name", "source", "hash", "binding"});
+    plan.model_name = r_.string(model, "model", "name");
+    plan.model_source = r_.string(model, "model", "source");
+    plan.model_hash = r_.string(model, "model", "hash");
+    const Json& binding = r_.object(model, "model", "binding");
+    for (const auto& item : binding.items())
+      plan.binding[item.key()] = r_.integer(binding, "model.binding", item.key(), 1);
+
+    const Json& devices = r_.array(doc, "", "devices");
+    for (size_t i = 0; i < devices.size(); ++i) {
+      std::string at = JsonReader::at("devices", i);
+      r_.expect_keys(devices[i], at, {"name", "kind", "memory_bytes", "threads"});
+      PlanDevice d;
+      d.name = r_.string(devices[i], at, "name");
+      d.kind = r_.string(devices[i], at, "kind");
+      if (d.kind != "cpu" && d.kind != "cuda")
+        r_.fail(fmt::format("{}.kind must be \"cpu\" or \"cuda\", got \"{}\"", at, d.kind));
+      d.memory_bytes = r_.integer(devices[i], at, "memory_bytes", 0);
+      d.threads = static_cast<int>(r_.integer(devices[i], at, "threads", 1, std::numeric_limits<int>::max()));
+      plan.devices.push_back(std::move(d));
+    }
+
+    const Json& schedule = r_.object(doc, "", "schedule");
+    r_.expect_keys(schedule, "schedule", {"kind", "microbatches", "virtual_stages"});
+    plan.schedule = r_.string(schedule, "schedule", "kind");
+    plan.microbatches = static_cast<int>(r_.integer(schedule, "schedule", "microbatches", 1, 1 << 20));
+    plan.virtual_stages = static_cast<int>(r_.integer(schedule, "schedule", "virtual_stages", 1, 1 << 20));
+    plan.loss_stage_output = r_.string(doc, "", "loss");
+
+    const Json& predicted = r_.object(doc, "", "predicted");
+    r_.expect_keys(
+        predicted, "predicted",
+        {"period_s", "imbalance_pct", "speedup_vs_equal_layers", "speedup_vs_equal_params", "bubble_fraction"});
+    plan.predicted.period_s = r_.number(predicted, "predicted", "period_s", 0);
+    plan.predicted.imbalance_pct = r_.number(predicted, "predicted", "imbalance_pct", 0);
+    plan.predicted.speedup_vs_equal_layers = r_.number(predicted, "predicted", "speedup_vs_equal_layers", 0);
+    plan.predicted.speedup_vs_equal_params = r_.number(predicted, "predicted", "speedup_vs_equal_params", 0);
+    plan.predicted.bubble_fraction = r_.number(predicted, "predicted", "bubble_fraction", 0);
+
+    const Json& stages = r_.array(doc, "", "stages");
+    for (size_t i = 0; i < stages.size(); ++i) plan.stages.push_back(stage(stages[i], JsonReader::at("stages", i)));
+    return plan;
+  }
+
+ private:
+  const JsonReader& r_;
+};
+
+// ---------------------------------------------------------------------------
+// Reading a plan: what the fields must mean together.
+
+std::string tensor_text(const PlanTensor& t) { return t.name + " " + t.type.str(); }
+
+class PlanChecker {
+ public:
+  PlanChecker(const Plan& plan, const JsonReader& r) : plan_(plan), r_(r) {}
+
+  void check() {
+    check_devices();
+    check_stage_numbers();
+    for (const PlanStage& s : plan_.stages) check_tensor_lists(s);
+    for (const PlanStage& s : plan_.stages) check_received(s);
+    for (const PlanStage& s : plan_.stages) check_sent(s);
+    check_tied_params();
+    for (const PlanStage& s : plan_.stages) check_programs(s);
+  }
+
+ private:
+  [[noreturn]] void fail(const std::string& what) const { r_.fail(what); }
+  int stage_count() const { return static_cast<int>(plan_.stages.size()); }
+
+  void check_devices() const {
+    if (plan_.devices.empty()) fail("the plan has no devices");
+    for (size_t i = 0; i < plan_.devices.size(); ++i)
+      for (size_t k = 0; k < i; ++k)
+        if (plan_.devices[k].name == plan_.devices[i].name)
+          fail(fmt::format("devices {} and {} are both named {}", k, i, plan_.devices[i].name));
+  }
+
+  void check_stage_numbers() const {
+    if (plan_.stages.empty()) fail("the plan has no stages");
+    int n = stage_count();
+    for (int i = 0; i < n; ++i) {
+      const PlanStage& s = plan_.stages[i];
+      if (s.index != i)
+        fail(fmt::format("stages[{}] has index {}; stages must be numbered 0..{} in order", i, s.index, n - 1));
+      int devices = static_cast<int>(plan_.devices.size());
+      if (s.device >= devices)
+        fail(fmt::format("stage {} runs on device {}, but the plan has {} device{} (0..{})", i, s.device, devices,
+                         devices == 1 ? "" : "s", devices - 1));
+    }
+  }
+
+  void check_peer(const PlanStage& s, const PlanTensor& t, std::string_view verb, std::string_view dir) const {
+    if (t.peer == s.index) fail(fmt::format("stage {} {} {} {} itself", s.index, verb, t.name, dir));
+    if (t.peer >= stage_count())
+      fail(fmt::format("stage {} {} {} {} stage {}, but the plan has {} stages", s.index, verb, t.name, dir, t.peer,
+                       stage_count()));
+  }
+
+  // Names a stage's forward graph takes must be distinct; so must what it
+  // sends to one peer.
+  void check_tensor_lists(const PlanStage& s) const {
+    std::set<std::string> inputs, received;
+    for (const PlanTensor& t : s.inputs)
+      if (!inputs.insert(t.name).second) fail(fmt::format("stage {} reads {} from the batch twice", s.index, t.name));
+    for (const PlanTensor& t : s.recv) {
+      check_peer(s, t, "receives", "from");
+      if (inputs.count(t.name))
+        fail(fmt::format("stage {} both reads {} from the batch and receives it", s.index, t.name));
+      if (!received.insert(t.name).second) fail(fmt::format("stage {} receives {} twice", s.index, t.name));
+    }
+    std::set<std::pair<std::string, int>> sent;
+    for (const PlanTensor& t : s.send) {
+      check_peer(s, t, "sends", "to");
+      if (!sent.insert({t.name, t.peer}).second)
+        fail(fmt::format("stage {} sends {} to stage {} twice", s.index, t.name, t.peer));
+    }
+  }
+
+  static const PlanTensor* find(const std::vector<PlanTensor>& list, const std::string& name, int peer) {
+    for (const PlanTensor& t : list)
+      if (t.name == name && t.peer == peer) return &t;
+    return nullptr;
+  }
+
+  // Every tensor received is sent by its peer with the same type.
+  void check_received(const PlanStage& s) const {
+    for (const PlanTensor& t : s.recv) {
+      const PlanStage& from = plan_.stages[t.peer];
+      const PlanTensor* sent = find(from.send, t.name, s.index);
+      if (!sent) {
+        std::string others;
+        for (const PlanTensor& o : from.send)
+          if (o.name == t.name) others += (others.empty() ? "" : ", ") + std::to_string(o.peer);
+        fail(fmt::format("stage {} receives {} from stage {}, but stage {} sends {}", s.index, tensor_text(t), t.peer,
+                         t.peer, others.empty() ? "no " + t.name : fmt::format("{} only to stage {}", t.name, others)));
+      }
+      if (sent->type != t.type)
+        fail(fmt::format("stage {} receives {} from stage {}, but stage {} sends {} as {}", s.index, tensor_text(t),
+                         t.peer, t.peer, t.name, sent->type.str()));
+    }
+  }
+
+  // Every tensor sent is received (its type was compared above).
+  void check_sent(const PlanStage& s) const {
+    for (const PlanTensor& t : s.send)
+      if (!find(plan_.stages[t.peer].recv, t.name, s.index))
+        fail(fmt::format("stage {} sends {} to stage {}, but stage {} receives no {} from stage {}", s.index,
+                         tensor_text(t), t.peer, t.peer, t.name, s.index));
+  }
+
+  static const PlanParam* find_param(const PlanStage& s, const std::string& name) {
+    for (const PlanParam& p : s.params)
+      if (p.name == name) return &p;
+    return nullptr;
+  }
+
+  static bool lists(const PlanParam& p, int stage) {
+    return std::find(p.shared_with.begin(), p.shared_with.end(), stage) != p.shared_with.end();
+  }
+
+  // A parameter's name is its checkpoint key: stages holding the same name
+  // hold one tied parameter, and each copy lists every other.
+  void check_tied_params() const {
+    std::map<std::string, std::vector<int>> holders;
+    for (const PlanStage& s : plan_.stages) {
+      std::set<std::string> names;
+      for (const PlanParam& p : s.params) {
+        if (!names.insert(p.name).second) fail(fmt::format("stage {} lists parameter {} twice", s.index, p.name));
+        holders[p.name].push_back(s.index);
+        for (size_t k = 0; k < p.shared_with.size(); ++k) {
+          int other = p.shared_with[k];
+          if (other == s.index) fail(fmt::format("stage {} shares parameter {} with itself", s.index, p.name));
+          if (other >= stage_count())
+            fail(fmt::format("stage {} shares parameter {} with stage {}, but the plan has {} stages", s.index, p.name,
+                             other, stage_count()));
+          if (k > 0 && other <= p.shared_with[k - 1])
+            fail(fmt::format("stage {}: the shared_with list of parameter {} must be increasing", s.index, p.name));
+          if (!find_param(plan_.stages[other], p.name))
+            fail(fmt::format("stage {} shares parameter {} with stage {}, but stage {} has no parameter {}", s.index,
+                             p.name, other, other, p.name));
+        }
+      }
+    }
+    for (const auto& [name, stages] : holders) {
+      const PlanParam& first = *find_param(plan_.stages[stages[0]], name);
+      for (int a : stages) {
+        const PlanParam& pa = *find_param(plan_.stages[a], name);
+        for (int b : stages) {
+          if (a == b || lists(pa, b)) continue;
+          if (lists(*find_param(plan_.stages[b], name), a))
+            fail(
+                fmt::format("stage {} shares parameter {} with stage {}, but stage {} does not list stage {} in its "
+                            "shared_with",
+                            b, name, a, a, b));
+          fail(
+              fmt::format("stages {} and {} both hold a parameter {} without listing each other in shared_with; a "
+                          "parameter's name is its checkpoint key, so they must be one tied parameter or be renamed",
+                          std::min(a, b), std::max(a, b), name));
+        }
+        if (pa.type != first.type)
+          fail(fmt::format("parameter {} is {} on stage {} but {} on stage {}", name, first.type.str(), stages[0],
+                           pa.type.str(), a));
+        if (pa.init != first.init)
+          fail(fmt::format("parameter {} is initialized with {} on stage {} but {} on stage {}", name, first.init,
+                           stages[0], pa.init, a));
+      }
+    }
+  }
+
+  // Parses and verifies one program; its errors are located in the program's
+  // own text (line and column of the IR, the line quoted).
+  Module program(const PlanStage& s, std::string_view which) const {
+    try {
+      Module m = stage_program(plan_, s, which);
+      const Function& graph = m.graph();
+      for (const Op& op : graph.ops)
+        if (op.kind == OpKind::call)
+          throw Error(fmt::format("calls @{}; stage programs must be inlined", op.callee), op.loc);
+      return m;
+    } catch (const Error& e) {
+      std::string message = e.message();
+      if (e.location().known()) {
+        // render() is "name:line:col: error: message\n<line>\n<caret>\n";
+        // keep the quoted line and the caret.
+        std::string rendered = e.render();
+        std::string quote = rendered.substr(rendered.find('\n') + 1);
+        if (!quote.empty() && quote.back() == '\n') quote.pop_back();
+        message = fmt::format("{}:{}: {}\n{}", e.location().line, e.location().col, message, quote);
+      }
+      fail(fmt::format("stage {}'s {} program: {}", s.index, which, message));
+    }
+  }
+
+  static std::map<std::string, ValueId> returned(const Function& g) {
+    std::map<std::string, ValueId> out;
+    for (ValueId v : g.returns) out.emplace(g.values[v].name, v);
+    return out;
+  }
+
+  void check_programs(const PlanStage& s) const {
+    if (s.forward.empty()) fail(fmt::format("stage {} has no forward program", s.index));
+    Module fm = program(s, "forward");
+    const Function& g = fm.graph();
+
+    // Arguments: exactly the batch inputs and the received tensors.
+    std::map<std::string, const PlanTensor*> takes;
+    for (const PlanTensor& t : s.inputs) takes[t.name] = &t;
+    for (const PlanTensor& t : s.recv) takes[t.name] = &t;
+    for (ValueId a : g.args) {
+      const std::string& name = g.values[a].name;
+      auto it = takes.find(name);
+      if (it == takes.end())
+        fail(
+            fmt::format("stage {}'s forward program takes %{} {}, but the stage neither receives it nor reads it "
+                        "from the batch",
+                        s.index, name, g.type_of(a).str()));
+      if (it->second->type != g.type_of(a))
+        fail(fmt::format("stage {} takes {}, but its forward program takes %{} {}", s.index, tensor_text(*it->second),
+                         name, g.type_of(a).str()));
+      takes.erase(it);
+    }
+    if (!takes.empty())
+      fail(fmt::format("stage {} takes {}, but its forward program has no argument %{}", s.index,
+                       tensor_text(*takes.begin()->second), takes.begin()->first));
+
+    // Sent tensors: values the graph returns.
+    std::map<std::string, ValueId> results = returned(g);
+    for (const PlanTensor& t : s.send) {
+      auto it = results.find(t.name);
+      if (it == results.end())
+        fail(fmt::format("stage {} sends {}, but its forward program does not return %{}", s.index, t.name, t.name));
+      if (g.type_of(it->second) != t.type)
+        fail(fmt::format("stage {} sends {}, but its forward program returns %{} {}", s.index, tensor_text(t), t.name,
+                         g.type_of(it->second).str()));
+    }
+
+    // The loss: a float scalar returned by the last stage.
+    const std::string& loss = plan_.loss_stage_output;
+    if (s.index == stage_count() - 1 && !loss.empty()) {
+      auto it = results.find(loss);
+      if (it == results.end())
+        fail(fmt::format("the loss is %{}, but the forward program of the last stage ({}) does not return it", loss,
+                         s.index));
+      const TensorType& type = g.type_of(it->second);
+      if (!type.is_scalar() || !is_float(type.dtype))
+        fail(fmt::format("the loss %{} is {}; it must be a float scalar", loss, type.str()));
+    }
+
+    // Parameters: exactly the graph's `param` ops.
+    std::map<std::string, const Op*> param_ops;
+    for (const Op& op : g.ops)
+      if (op.kind == OpKind::param) param_ops[g.values[op.results[0]].name] = &op;
+    for (const PlanParam& p : s.params) {
+      auto it = param_ops.find(p.name);
+      if (it == param_ops.end())
+        fail(fmt::format("stage {} lists parameter {}, but its forward program has no 'param' op %{}", s.index, p.name,
+                         p.name));
+      const TensorType& type = g.type_of(it->second->results[0]);
+      if (type != p.type)
+        fail(fmt::format("stage {} lists parameter {} as {}, but its forward program declares it {}", s.index, p.name,
+                         p.type.str(), type.str()));
+      std::string init = it->second->attr("init")->init.str();
+      if (init != p.init)
+        fail(fmt::format("stage {} lists parameter {} with init {}, but its forward program has init={}", s.index,
+                         p.name, p.init, init));
+      param_ops.erase(it);
+    }
+    if (!param_ops.empty())
+      fail(fmt::format("stage {}'s forward program has parameter %{}, which the stage does not list", s.index,
+                       param_ops.begin()->first));
+
+    if (s.backward.empty()) {
+      if (!s.stash.empty()) fail(fmt::format("stage {} stashes values but has no backward program", s.index));
+      return;
+    }
+    Module bm = program(s, "backward");
+    const Function& bg = bm.graph();
+    if (!bm.find_function(bg.name + ".backward"))
+      fail(fmt::format("stage {}'s backward program has no @{}.backward", s.index, bg.name));
+    // The layout differentiation leaves, which the runtime relies on: the
+    // graph returns the forward's results, then the stash; the backward
+    // takes the seeds, then the stash.
+    const Function& bf = *bm.find_function(bg.name + ".backward");
+    std::vector<std::string> expected, actual, args;
+    for (ValueId v : g.returns) expected.push_back("%" + g.values[v].name);
+    for (const std::string& name : s.stash) expected.push_back("%" + name);
+    for (ValueId v : bg.returns) actual.push_back("%" + bg.values[v].name);
+    if (actual != expected)
+      fail(
+          fmt::format("stage {}'s backward program: @{} returns ({}); it must return the forward program's results, "
+                      "then the stash: ({})",
+                      s.index, bg.name, fmt::join(actual, ", "), fmt::join(expected, ", ")));
+    for (ValueId v : bf.args) args.push_back(bf.values[v].name);
+    if (args.size() < s.stash.size() || !std::equal(s.stash.begin(), s.stash.end(), args.end() - s.stash.size()))
+      fail(fmt::format("stage {}'s backward program: @{} takes ({}); it must take the seeds, then the stash ({})",
+                       s.index, bf.name, fmt::join(args, ", "), fmt::join(s.stash, ", ")));
+  }
+
+  const Plan& plan_;
+  const JsonReader& r_;
+};
+
+}  // namespace
+
+Plan plan_from_json(const std::string& text, const std::string& path) {
+  Json doc = parse_json_document(text, path);
+  JsonReader r(path);
+  if (!doc.is_object() || !doc.contains("format") || doc["format"] != "pipeforge-plan")
+    r.fail("not a pipeforge plan (no \"format\": \"pipeforge-plan\")");
+  const Json& version = r.member(doc, "", "version");
+  if (!version.is_number_integer()) r.fail("version must be an integer");
+  if (version.get<int64_t>() != Plan::kVersion)
+    r.fail(fmt::format("version {} is not supported by this pipeforge (it reads version {})", version.get<int64_t>(),
+                       Plan::kVersion));
+  Plan plan = PlanReader(r).plan(doc);
+  PlanChecker(plan, r).check();
+  return plan;
+}
+
+Module stage_program(const Plan& plan, const PlanStage& stage, std::string_view which) {
+  const std::string& text = which == "forward" ? stage.forward : stage.backward;
+  Module m = parse_module_text(fmt::format("stage {} {}", stage.index, which), text);
+  DimBinding binding = m.binding();
+  for (auto& [dim, value] : binding)
+    if (auto it = plan.binding.find(dim); it != plan.binding.end()) value = it->second;
+  verify_module(m, binding);
+  return m;
+}
+
+Plan load_plan(const std::string& path) { return plan_from_json(read_source_file(path)->text(), path); }
+
+}  // namespace pf

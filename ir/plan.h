@@ -1,0 +1,196 @@
+// The plan: the compiler's output and the runtime's only input, one versioned JSON file.
+#pragma once
+
+#include <cstdint>
+#include <initializer_list>
+#include <limits>
+#include <nlohmann/json_fwd.hpp>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "ir/dim_expr.h"
+#include "ir/module.h"
+#include "ir/types.h"
+
+namespace pf {
+
+/// A tensor that crosses a stage boundary or comes from the batch.
+struct PlanTensor {
+  std::string name;  // the value's name in the stage's forward program (without '%')
+  TensorType type;
+  /// Stage index of the other end: the sender for `recv`, the receiver for
+  /// `send`; -1 for a batch input.
+  int peer = -1;
+
+  bool operator==(const PlanTensor&) const = default;
+};
+
+/// A parameter of a stage. A tied parameter (one weight used by several
+/// stages, like GPT's token embedding and its output projection) appears on
+/// every stage that uses it, each listing the others in `shared_with`, so
+/// that the runtime can keep the copies equal (sum their gradients).
+struct PlanParam {
+  std::string name;  // its value name: the checkpoint key
+  TensorType type;
+  std::string init;              // canonical initializer text, e.g. "normal(0.02)"
+  std::vector<int> shared_with;  // other stages holding the same parameter, increasing
+
+  bool operator==(const PlanParam&) const = default;
+};
+
+/// One pipeline stage (one chunk of a device when stages are interleaved).
+///
+/// Its programs and its tables must agree, which loading checks: the
+/// forward graph's arguments are exactly the names in `inputs` and `recv`,
+/// with their types; every `send` name is a value the forward graph returns;
+/// `params` lists exactly the forward graph's `param` ops, with their types
+/// and initializers. The programs are inlined (no `call`). The backward
+/// program is what differentiation leaves (see passes/autodiff.h): its
+/// graph returns the forward's results, then the `stash` in order, and
+/// `@<graph>.backward` takes the seeds, then the `stash`.
+struct PlanStage {
+  int index = 0;
+  int device = 0;                   // index into Plan::devices
+  std::vector<std::string> layers;  // in model order
+  std::string forward;              // IR text: a module with one graph
+  std::string backward;             // IR text: the graph and @<graph>.backward; empty for an inference plan
+  std::vector<PlanParam> params;
+  std::vector<PlanTensor> inputs;  // from the batch (tokens, targets...)
+  std::vector<PlanTensor> recv;    // activations received (their gradients are sent back)
+  std::vector<PlanTensor> send;    // activations sent (their gradients are received)
+  std::vector<std::string> stash;  // forward values kept per micro-batch for the backward
+
+  /// What the cost model predicts for one micro-batch on this stage.
+  struct Prediction {
+    double forward_s = 0;
+    double backward_s = 0;
+    double comm_s = 0;
+    double time_s = 0;  // forward + backward + comm
+    int64_t param_bytes = 0;
+    int64_t stash_bytes = 0;
+    int64_t memory_bytes = 0;  // peak: weights, gradients, optimizer state, activations in flight
+    int64_t bytes_sent = 0;
+    bool operator==(const Prediction&) const = default;
+  } predicted;
+
+  bool operator==(const PlanStage&) const = default;
+};
+
+/// A device the plan runs on.
+struct PlanDevice {
+  std::string name;  // "cpu:0", "h100:3"
+  std::string kind;  // "cpu" or "cuda"
+  int64_t memory_bytes = 0;
+  int threads = 1;  // compute threads (BLAS included) of a CPU device
+
+  bool operator==(const PlanDevice&) const = default;
+};
+
+/// A compiled model: what `pipeforge compile` writes and the runtime loads.
+struct Plan {
+  static constexpr int kVersion = 1;
+
+  std::string model_name;    // the graph's name
+  std::string model_source;  // the model file it was compiled from
+  std::string model_hash;    // of the model text, to tell a stale plan
+  DimBinding binding;        // every dimension's value
+  std::vector<PlanDevice> devices;
+  std::string schedule;  // "gpipe", "1f1b", "interleaved", "zb1"
+  int microbatches = 1;
+  int virtual_stages = 1;
+  std::string loss_stage_output;  // the loss value's name, returned by the last stage; empty for inference
+  std::vector<PlanStage> stages;
+
+  /// What the cost model predicts for the whole pipeline.
+  struct Summary {
+    double period_s = 0;                 // steady-state time per micro-batch
+    double imbalance_pct = 0;            // (slowest - mean) / mean stage time
+    double speedup_vs_equal_layers = 0;  // baseline period / this period
+    double speedup_vs_equal_params = 0;
+    double bubble_fraction = 0;  // of the schedule, on these stage times
+    bool operator==(const Summary&) const = default;
+  } predicted;
+
+  bool operator==(const Plan&) const = default;
+};
+
+/// The plan as pretty-printed JSON in a fixed key order; small objects sit on
+/// one line and each program is an array of its lines, for people to read.
+/// Throws pf::Error for a prediction that is not finite: JSON cannot hold it
+/// (report a baseline that does not fit, say, as 0).
+std::string plan_to_json(const Plan& plan);
+
+/// Reads a plan and checks it whole: format and version, every field's type,
+/// stage numbering, device indices, that every tensor received is sent with
+/// the same type (and the other way round), tied parameters, and that each
+/// stage's programs parse, verify under the plan's binding and agree with its
+/// tables (see PlanStage). Throws pf::Error naming `path` and what is wrong.
+Plan plan_from_json(const std::string& text, const std::string& path);
+
+Plan load_plan(const std::string& path);
+/// Writes to `path`.tmp, then renames it over `path`, so that a crash leaves
+/// the old plan or the new one, never half of one.
+void save_plan(const Plan& plan, const std::string& path);
+
+/// One of a stage's programs (`which`: "forward" or "backward") parsed and
+/// verified under the plan's binding: the dimensions the program declares
+/// take the plan's values. Errors are located in the program's text, whose
+/// name is "stage N forward" (or backward).
+Module stage_program(const Plan& plan, const PlanStage& stage, std::string_view which);
+
+// Reading and writing JSON files: shared by every JSON file Pipeforge reads
+// and writes (plans, device profiles, clusters), so that all of them report
+// errors alike.
+
+/// Parses a JSON document read from `path`. A syntax error is a pf::Error
+/// located in `text` (line, column, the line quoted).
+nlohmann::ordered_json parse_json_document(const std::string& text, const std::string& path);
+
+/// Typed access to the fields of a parsed JSON file. Every failure is a
+/// pf::Error that names the file and the field by its path in the document,
+/// e.g. "plan.json: stages[1].device must be an integer". `where` is the
+/// path of the object read from: "" for the document itself, "stages[1]"...
+class JsonReader {
+ public:
+  using Json = nlohmann::ordered_json;
+
+  explicit JsonReader(std::string path) : path_(std::move(path)) {}
+  const std::string& path() const { return path_; }
+
+  /// Throws pf::Error("<path>: <what>").
+  [[noreturn]] void fail(const std::string& what) const;
+
+  /// `object` must be an object holding exactly `keys`: a missing key and an
+  /// unknown one (a misspelt field) are both errors.
+  void expect_keys(const Json& object, std::string_view where, std::initializer_list<std::string_view> keys) const;
+  const Json& member(const Json& object, std::string_view where, std::string_view key) const;
+  std::string string(const Json& object, std::string_view where, std::string_view key) const;
+  int64_t integer(const Json& object, std::string_view where, std::string_view key,
+                  int64_t min = std::numeric_limits<int64_t>::min(),
+                  int64_t max = std::numeric_limits<int64_t>::max()) const;
+  double number(const Json& object, std::string_view where, std::string_view key,
+                double min = -std::numeric_limits<double>::infinity()) const;
+  const Json& array(const Json& object, std::string_view where, std::string_view key) const;
+  const Json& object(const Json& object, std::string_view where, std::string_view key) const;
+
+  /// "stages[1]" + "device" -> "stages[1].device"; "" + "stages" -> "stages".
+  static std::string at(std::string_view where, std::string_view key);
+  /// "stages" + 1 -> "stages[1]".
+  static std::string at(std::string_view where, size_t index);
+
+ private:
+  std::string path_;
+};
+
+/// `value` pretty-printed with two-space indentation. An array or object is
+/// kept on one line when it fits in 100 columns and holds none of the keys
+/// in `expanded`, whose arrays always get one element per line (programs:
+/// one line of IR per line).
+std::string format_json(const nlohmann::ordered_json& value, const std::vector<std::string>& expanded = {});
+
+/// Writes `text` to `path`.tmp, flushes it to disk and renames it over
+/// `path`; throws pf::Error naming the path if any step fails.
+void write_file_atomically(const std::string& path, const std::string& text);
+
+}  // namespace pf

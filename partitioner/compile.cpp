@@ -1,0 +1,178 @@
+// Compiling a model into a plan.
+#include "partitioner/compile.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+
+#include "ir/printer.h"
+#include "ir/verifier.h"
+#include "partitioner/device_profile.h"
+#include "partitioner/model_cost_graph.h"
+#include "partitioner/stage_split.h"
+#include "passes/autodiff.h"
+#include "passes/pass.h"
+
+namespace pf {
+
+namespace {
+
+MemoryRule memory_rule_of(const std::string& schedule, int virtual_stages) {
+  if (schedule == "gpipe") return MemoryRule::gpipe;
+  if (schedule == "zb1") return MemoryRule::zero_bubble;
+  if (schedule == "interleaved" && virtual_stages > 1) return MemoryRule::interleaved;
+  if (schedule == "1f1b" || schedule == "interleaved") return MemoryRule::one_f_one_b;
+  throw Error(fmt::format("unknown schedule '{}'; use gpipe, 1f1b, interleaved or zb1", schedule));
+}
+
+uint64_t text_hash(const std::string& text) {
+  uint64_t h = 0xcbf29ce484222325ULL;
+  for (char c : text) h = (h ^ static_cast<unsigned char>(c)) * 0x100000001b3ULL;
+  return h;
+}
+
+}  // namespace
+
+DimBinding microbatch_binding(const Module& model, const DimBinding& binding, int microbatches) {
+  const Function& g = model.graph();
+  if (g.args.empty() || g.arg_types[0].dims.empty() || g.arg_types[0].dims[0].kind() != DimExpr::Kind::symbol)
+    throw Error(fmt::format("@{}'s first input has no symbolic batch dimension to split into micro-batches", g.name),
+                g.loc);
+  const std::string& batch = g.arg_types[0].dims[0].name();
+  int64_t size = binding.at(batch);
+  if (microbatches < 1 || size % microbatches != 0)
+    throw Error(fmt::format("the batch {}={} does not split into {} micro-batches; choose a batch divisible by {}",
+                            batch, size, microbatches, microbatches));
+  DimBinding micro = binding;
+  micro[batch] = size / microbatches;
+  return micro;
+}
+
+CompileResult compile_plan(Module model, const DimBinding& binding, const std::string& source,
+                           const CompileOptions& options) {
+  CompileResult result;
+  DimBinding micro = microbatch_binding(model, binding, options.microbatches);
+  PassContext ctx{micro};
+  verify_module(model, micro, VerifyOptions{true});
+  run_passes(model, {"inline", "shape"}, ctx);
+  const Function& graph = model.graph();
+
+  DeviceProfile profile =
+      options.profile.empty() ? builtin_profile(options.devices.substr(0, options.devices.find(':')), options.precision)
+                              : load_profile(options.profile);
+  std::vector<DeviceEntry> entries = parse_device_entries(options.devices, profile);
+  int devices = static_cast<int>(entries.size());
+  Cluster cluster = options.cluster.empty() ? default_cluster(profile.kind) : load_cluster(options.cluster);
+
+  // Each op priced on the profile: measured where the profile has it, else
+  // the roofline; a backward costs about twice its forward.
+  OpTimer timer = [&](const Function& f, const Op& op, const OpCost& cost) {
+    return estimate_timing(profile, op_timing_key(f, op, micro), cost, OpCost{2 * cost.flops, 2 * cost.bytes});
+  };
+  CostGraph cg = build_cost_graph(graph, micro, timer);
+  for (size_t i = 0; i < graph.ops.size(); ++i) {
+    std::string layer = graph.ops[i].layer();
+    if (result.layer_names.empty() || result.layer_names.back() != layer) result.layer_names.push_back(layer);
+  }
+
+  PartitionOptions po;
+  po.virtual_stages = options.virtual_stages;
+  po.stages = devices * options.virtual_stages;
+  po.microbatches = options.microbatches;
+  po.rule = memory_rule_of(options.schedule, options.virtual_stages);
+  for (DeviceEntry& e : entries) {
+    if (options.memory_limit > 0) e.spec.memory_bytes = options.memory_limit;
+    po.devices.push_back(e.spec);
+  }
+  po.link = pipeline_link(cluster, devices);
+  po.optimizer_state_factor = options.optimizer == "sgd" ? 1.0 : 2.0;
+  int layers = static_cast<int>(cg.cut_candidates.size()) + 1;
+  if (po.stages > layers)
+    throw Error(fmt::format("cannot cut {} layers into {} stages; use at most {} devices{}", layers, po.stages,
+                            layers / options.virtual_stages,
+                            options.virtual_stages > 1 ? " or fewer virtual stages" : ""));
+  if (!options.split_layers.empty()) {
+    for (int l : options.split_layers) {
+      if (l < 1 || l >= layers) throw Error(fmt::format("--split: layer index {} is not in 1..{}", l, layers - 1));
+      po.fixed_cuts.push_back(cg.cut_candidates[l - 1]);
+    }
+  }
+  result.chosen = partition(cg, po);
+  result.equal_layers = equal_layers(cg, po);
+  result.equal_params = equal_params(cg, po);
+
+  // The plan: every stage's programs and tables.
+  Plan& plan = result.plan;
+  plan.model_name = graph.name;
+  plan.model_source = source;
+  plan.model_hash = model.source ? fmt::format("{:016x}", text_hash(model.source->text())) : "";
+  plan.binding = micro;
+  for (const DeviceEntry& e : entries)
+    plan.devices.push_back({e.spec.name, e.profile.kind, e.spec.memory_bytes, 1});
+  plan.schedule = options.schedule;
+  plan.microbatches = options.microbatches;
+  plan.virtual_stages = options.virtual_stages;
+  plan.loss_stage_output = graph.values[graph.returns[0]].name;
+
+  std::vector<StageModule> stages = split_into_stages(model, result.chosen.cuts);
+  std::map<std::string, std::vector<int>> holders;  // parameter -> stages
+  for (size_t s = 0; s < stages.size(); ++s)
+    for (const std::string& p : stages[s].params) holders[p].push_back(static_cast<int>(s));
+  for (size_t s = 0; s < stages.size(); ++s) {
+    StageModule& sm = stages[s];
+    const StagePlan& cost = result.chosen.stages[s];
+    PlanStage ps;
+    ps.index = static_cast<int>(s);
+    ps.device = cost.device;
+    ps.layers = sm.layers;
+    ps.forward = print_module(sm.module);
+    const Function& g = sm.module.graph();
+    for (const Op& op : g.ops) {
+      if (op.kind != OpKind::param) continue;
+      std::string name = g.values[op.results[0]].name;
+      PlanParam pp{name, g.type_of(op.results[0]), op.attr("init")->init.str(), {}};
+      for (int other : holders[name])
+        if (other != static_cast<int>(s)) pp.shared_with.push_back(other);
+      ps.params.push_back(std::move(pp));
+    }
+    for (const std::string& n : sm.inputs) ps.inputs.push_back({n, g.type_of(g.find_value(n)), -1});
+    for (const std::string& n : sm.recv) ps.recv.push_back({n, g.type_of(g.find_value(n)), static_cast<int>(s) - 1});
+    for (const std::string& n : sm.send) ps.send.push_back({n, g.type_of(g.find_value(n)), static_cast<int>(s) + 1});
+
+    Module differentiated = sm.module;
+    AutodiffOptions ad;
+    ad.outputs.clear();
+    for (size_t r = 0; r < g.returns.size(); ++r)
+      if (is_float(g.type_of(g.returns[r]).dtype)) ad.outputs.push_back(static_cast<int>(r));
+    for (const std::string& n : sm.recv)
+      if (is_float(g.type_of(g.find_value(n)).dtype)) ad.wrt_inputs.push_back(n);
+    GradientProgram gp = differentiate(differentiated, micro, ad);
+    ps.backward = print_module(differentiated);
+    ps.stash = gp.stash;
+
+    ps.predicted.forward_s = 0;
+    for (int i = cost.begin; i < cost.end; ++i) {
+      ps.predicted.forward_s += cg.nodes[i].forward_s;
+      ps.predicted.backward_s += cg.nodes[i].backward_s;
+    }
+    ps.predicted.comm_s = cost.comm_s;
+    ps.predicted.time_s = cost.time_s;
+    ps.predicted.param_bytes = cost.param_bytes;
+    ps.predicted.stash_bytes = cost.stash_bytes;
+    ps.predicted.memory_bytes = cost.memory_bytes;
+    ps.predicted.bytes_sent = cost.sent_bytes;
+    plan.stages.push_back(std::move(ps));
+  }
+  plan.predicted.period_s = result.chosen.period_s;
+  plan.predicted.imbalance_pct = result.chosen.imbalance_pct;
+  auto speedup = [&](const PartitionResult& base) {
+    return result.chosen.period_s > 0 && base.fits_memory ? base.period_s / result.chosen.period_s : 0.0;
+  };
+  plan.predicted.speedup_vs_equal_layers = speedup(result.equal_layers);
+  plan.predicted.speedup_vs_equal_params = speedup(result.equal_params);
+  int m = options.microbatches, p = devices;
+  plan.predicted.bubble_fraction = static_cast<double>(p - 1) / (m * options.virtual_stages + p - 1);
+  return result;
+}
+
+}  // namespace pf

@@ -1,0 +1,45 @@
+// The compiler's last step: a verified model, cut into stages by cost, and
+// written as a plan the runtime loads alone.
+#pragma once
+
+#include <string>
+
+#include "ir/module.h"
+#include "ir/plan.h"
+#include "partitioner/stage_search.h"
+
+namespace pf {
+
+struct CompileOptions {
+  std::string devices = "cpu:4";   // "cpu:4", "h100:8", "a100:2,h100:2"
+  int microbatches = 8;
+  std::string schedule = "1f1b";   // gpipe | 1f1b | interleaved | zb1
+  int virtual_stages = 1;
+  std::string precision = "fp32";
+  std::string profile;             // a measured profile (JSON) instead of the roofline
+  std::string cluster;             // links inside and between nodes (JSON)
+  int64_t memory_limit = 0;        // per device, overriding the profile's
+  std::string optimizer = "adamw"; // sizes the optimizer state in the memory model
+  std::vector<int> split_layers;   // manual split: stage starts, as indices of layers
+};
+
+struct CompileResult {
+  Plan plan;
+  PartitionResult chosen;
+  PartitionResult equal_layers;
+  PartitionResult equal_params;
+  std::vector<std::string> layer_names;  // layers in model order
+};
+
+/// Compiles `model` (parsed; verified under `binding`, the full batch) from
+/// file `source`: micro-batches of batch/m along the first input's leading
+/// dimension, inline and shapes, the cost graph priced on the device
+/// profile, the stage search and its baselines, then each stage's forward
+/// and backward programs.
+CompileResult compile_plan(Module model, const DimBinding& binding, const std::string& source,
+                           const CompileOptions& options);
+
+/// The binding of one micro-batch: the batch dimension divided by `m`.
+DimBinding microbatch_binding(const Module& model, const DimBinding& binding, int microbatches);
+
+}  // namespace pf

@@ -1,0 +1,27 @@
+// From an inlined, typed model graph to the partitioner's cost graph: one
+// node per op, one tensor per value that may cross a cut.
+#pragma once
+
+#include <functional>
+
+#include "ir/module.h"
+#include "partitioner/cost_graph.h"
+#include "partitioner/device_profile.h"
+
+namespace pf {
+
+/// Seconds one execution of an op takes, forward and backward, for one
+/// micro-batch on a device of speed 1 (a roofline or a measured profile).
+using OpTimer = std::function<OpTiming(const Function& graph, const Op& op, const OpCost& cost)>;
+
+/// Builds the cost graph of `graph` (inlined and verified under `binding`).
+/// Values made by ops without operands (parameters, constants, masks) never
+/// cross a cut: every stage that uses them holds its own copy, a tied
+/// parameter included. Stages may start only where the `layer` tag changes.
+CostGraph build_cost_graph(const Function& graph, const DimBinding& binding, const OpTimer& timer);
+
+/// Whether an op is copied into every stage that uses its value instead of
+/// sending it: it has no operands.
+bool is_replicated_source(const Op& op);
+
+}  // namespace pf

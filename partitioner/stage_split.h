@@ -1,0 +1,32 @@
+// Cuts an inlined model graph into pipeline stages: each stage is a module of
+// its own whose graph receives what earlier stages computed and sends what
+// later stages need.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "ir/module.h"
+
+namespace pf {
+
+struct StageModule {
+  Module module;                     // one graph, `@<model>.stage<k>`
+  std::vector<std::string> layers;   // layer tags in order, without repeats
+  std::vector<std::string> inputs;   // graph arguments of the model it reads (from the batch)
+  std::vector<std::string> recv;     // values received from the previous stage
+  std::vector<std::string> send;     // values sent to the next stage
+  std::vector<std::string> params;   // parameters it holds (a tied one in several stages)
+  bool has_loss = false;             // the last stage: result 0 is the loss
+};
+
+/// Splits `model` (inlined and verified; its graph's first result is the
+/// loss) at op positions `cuts` (stage starts, increasing). The stages form
+/// a linear pipeline: a value used by a later stage is relayed through every
+/// stage in between. Ops without operands (parameters, constants, masks) are
+/// copied into each stage that uses them. The stages' graph arguments are
+/// the model inputs they read, then what they receive; their results the
+/// loss (last stage), then what they send.
+std::vector<StageModule> split_into_stages(const Module& model, const std::vector<int>& cuts);
+
+}  // namespace pf

@@ -1,0 +1,389 @@
+// Pipelined training on CPU devices in one process.
+#include "runtime/pipeline.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <condition_variable>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <thread>
+
+#include "ir/verifier.h"
+#include "runtime/safetensors.h"
+#include "runtime/stage_program.h"
+
+namespace pf {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+std::vector<std::byte> zeroed(int64_t bytes) { return std::vector<std::byte>(static_cast<size_t>(bytes)); }
+
+}  // namespace
+
+/// Hand-offs between neighbouring stages: which micro-batches' activations
+/// (forward) or gradients (backward) are ready at each boundary. The data
+/// stays in the sender's per-micro-batch buffers; only readiness moves.
+struct Pipeline::Shared {
+  std::mutex mutex;
+  std::condition_variable changed;
+  std::vector<std::vector<char>> act_ready;   // [boundary s -> s+1][mb]
+  std::vector<std::vector<char>> grad_ready;  // [boundary s+1 -> s][mb], indexed by the sender s+1
+  std::string error;                          // the first failure; stops every worker
+  bool failed = false;
+
+  void mark(std::vector<std::vector<char>>& table, int stage, int mb) {
+    {
+      std::lock_guard lock(mutex);
+      table[stage][mb] = 1;
+    }
+    changed.notify_all();
+  }
+
+  void wait(std::vector<std::vector<char>>& table, int stage, int mb, double timeout_s, const std::string& what) {
+    std::unique_lock lock(mutex);
+    bool ok = changed.wait_for(lock, std::chrono::duration<double>(timeout_s),
+                               [&] { return failed || table[stage][mb]; });
+    if (failed) throw std::runtime_error("stopped");
+    if (!ok) throw Error(fmt::format("{} did not arrive within {:.0f} s", what, timeout_s));
+    table[stage][mb] = 0;
+  }
+
+  void fail(const std::string& message) {
+    {
+      std::lock_guard lock(mutex);
+      if (!failed) error = message;
+      failed = true;
+    }
+    changed.notify_all();
+  }
+};
+
+struct Pipeline::Stage {
+  StageModule spec;
+  ParameterSet params;
+  std::unique_ptr<StageProgram> program;
+  std::unique_ptr<Optimizer> optimizer;
+  std::vector<int> input_args;                       // per graph argument: index into spec.inputs, or -1
+  std::vector<int64_t> input_sample_bytes;           // per model input the stage reads: bytes of one micro-batch
+  std::vector<int> float_outputs;                    // differentiated results
+  std::vector<std::vector<std::vector<std::byte>>> sends;       // [mb][send i]
+  std::vector<std::vector<std::vector<std::byte>>> send_grads;  // [mb][recv i] (gradients going back)
+  std::vector<float> losses;                         // [mb]
+  std::vector<int> free_slots;
+  std::vector<int> slot_of;                          // [mb]
+  int inflight = 0, peak = 0;
+};
+
+Pipeline::Pipeline(std::vector<StageModule> stages, const DimBinding& micro_binding, const PipelineOptions& options)
+    : options_(options), shared_(std::make_unique<Shared>()) {
+  int n = static_cast<int>(stages.size());
+  if (n % options.virtual_stages != 0)
+    throw Error(fmt::format("{} stages do not divide into {} virtual stages per device", n, options.virtual_stages));
+  schedule_ = make_schedule(options.schedule, n / options.virtual_stages, options.microbatches, options.virtual_stages);
+  Simulation sim = simulate(schedule_);
+  int m = options.microbatches;
+  for (int s = 0; s < n; ++s) {
+    auto st = std::make_unique<Stage>();
+    st->spec = std::move(stages[s]);
+    Module module = std::move(st->spec.module);
+    const Function& g = module.graph();
+    AutodiffOptions ad;
+    ad.outputs.clear();
+    for (size_t r = 0; r < g.returns.size(); ++r)
+      if (is_float(g.type_of(g.returns[r]).dtype)) ad.outputs.push_back(static_cast<int>(r));
+    for (const std::string& name : st->spec.recv)
+      if (is_float(g.type_of(g.find_value(name)).dtype)) ad.wrt_inputs.push_back(name);
+    st->float_outputs = ad.outputs;
+    GradientProgram gradients = differentiate(module, micro_binding, ad);
+    const Function& graph = module.graph();
+    int results = gradients.original_results;
+    for (size_t a = 0; a < graph.args.size(); ++a) {
+      const std::string& name = graph.values[graph.args[a]].name;
+      auto it = std::find(st->spec.inputs.begin(), st->spec.inputs.end(), name);
+      st->input_args.push_back(it == st->spec.inputs.end() ? -1 : static_cast<int>(it - st->spec.inputs.begin()));
+      if (it != st->spec.inputs.end()) st->input_sample_bytes.push_back(graph.type_of(graph.args[a]).bytes());
+    }
+    // Buffers for every micro-batch, allocated and touched once.
+    st->sends.resize(m);
+    st->send_grads.resize(m);
+    for (int mb = 0; mb < m; ++mb) {
+      for (int r = st->spec.has_loss ? 1 : 0; r < results; ++r)
+        st->sends[mb].push_back(zeroed(graph.type_of(graph.returns[r]).bytes()));
+      for (const std::string& name : ad.wrt_inputs)
+        st->send_grads[mb].push_back(zeroed(graph.type_of(graph.find_value(name)).bytes()));
+    }
+    st->losses.assign(m, 0.0f);
+    int slots = std::max(1, sim.peak_inflight[s]);
+    for (int k = slots - 1; k >= 0; --k) st->free_slots.push_back(k);
+    st->slot_of.assign(m, -1);
+    st->program = std::make_unique<StageProgram>(std::move(module), micro_binding, std::move(gradients), st->params,
+                                                 slots, /*caller_results=*/true);
+    stages_.push_back(std::move(st));
+  }
+  shared_->act_ready.assign(n, std::vector<char>(m, 0));
+  shared_->grad_ready.assign(n, std::vector<char>(m, 0));
+}
+
+Pipeline::~Pipeline() = default;
+
+int Pipeline::stages() const { return static_cast<int>(stages_.size()); }
+int Pipeline::devices() const { return schedule_.devices; }
+const Schedule& Pipeline::schedule() const { return schedule_; }
+
+std::vector<ParameterSet*> Pipeline::parameter_sets() {
+  std::vector<ParameterSet*> out;
+  for (auto& s : stages_) out.push_back(&s->params);
+  return out;
+}
+
+void Pipeline::initialize(uint64_t seed) {
+  for (auto& s : stages_) s->params.initialize(seed);
+}
+
+void Pipeline::load(const SafeTensors& file, const std::string& what) {
+  for (auto& s : stages_) s->params.load_values(file, what, /*allow_unexpected=*/true);
+}
+
+void Pipeline::save_grads(SafeTensors& file) const {
+  std::map<std::string, bool> seen;
+  for (const auto& s : stages_)
+    for (const auto& e : s->params.entries())
+      if (!seen[e.name]) {
+        seen[e.name] = true;
+        file.add(e.name, e.type, e.grad.data());
+      }
+}
+
+void Pipeline::save_values(SafeTensors& file) const {
+  std::map<std::string, bool> seen;
+  for (const auto& s : stages_)
+    for (const auto& e : s->params.entries())
+      if (!seen[e.name]) {
+        seen[e.name] = true;
+        file.add(e.name, e.type, e.value.data());
+      }
+}
+
+void Pipeline::start() {
+  const TrainerOptions& t = options_.train;
+  for (auto& s : stages_) {
+    if (t.optimizer == "sgd") {
+      s->optimizer = std::make_unique<Sgd>(s->params.optimizer_params(), SgdOptions{t.momentum, t.weight_decay});
+    } else if (t.optimizer == "adamw") {
+      AdamWOptions adam;
+      adam.weight_decay = t.weight_decay;
+      s->optimizer = std::make_unique<AdamW>(s->params.optimizer_params(), adam);
+    } else {
+      throw Error(fmt::format("unknown optimizer '{}'; use sgd or adamw", t.optimizer));
+    }
+  }
+  lr_ = t.cosine || t.warmup > 0 ? LrSchedule::warmup_cosine(t.lr, t.lr / 10, t.warmup, t.steps)
+                                 : LrSchedule::constant(t.lr);
+}
+
+void Pipeline::run_device(int device, const std::vector<std::pair<std::string, const void*>>& inputs,
+                          PipelineStepResult& result, double) {
+  auto t0 = Clock::now();
+  const int m = options_.microbatches;
+  for (const Action& a : schedule_.per_device[device]) {
+    if (a.kind == ActionKind::step) break;
+    Stage& st = *stages_[a.stage];
+    double start = since(t0);
+    try {
+      switch (a.kind) {
+        case ActionKind::recv_act:
+          shared_->wait(shared_->act_ready, a.stage - 1, a.microbatch, options_.timeout_s,
+                        fmt::format("stage {}: the activations of micro-batch {} from stage {}", a.stage,
+                                    a.microbatch, a.stage - 1));
+          break;
+        case ActionKind::recv_grad:
+          shared_->wait(shared_->grad_ready, a.stage + 1, a.microbatch, options_.timeout_s,
+                        fmt::format("stage {}: the gradients of micro-batch {} from stage {}", a.stage,
+                                    a.microbatch, a.stage + 1));
+          break;
+        case ActionKind::send_act:
+          shared_->mark(shared_->act_ready, a.stage, a.microbatch);
+          break;
+        case ActionKind::send_grad:
+          shared_->mark(shared_->grad_ready, a.stage, a.microbatch);
+          break;
+        case ActionKind::forward: {
+          const Function& g = st.program->graph();
+          std::vector<const void*> args;
+          size_t recv_index = 0, input_index = 0;
+          for (size_t i = 0; i < g.args.size(); ++i) {
+            int model_input = st.input_args[i];
+            if (model_input >= 0) {
+              const std::string& name = st.spec.inputs[model_input];
+              auto it = std::find_if(inputs.begin(), inputs.end(), [&](auto& p) { return p.first == name; });
+              if (it == inputs.end()) throw Error(fmt::format("the batch has no input '{}'", name));
+              int64_t bytes = st.input_sample_bytes[input_index++];
+              args.push_back(static_cast<const std::byte*>(it->second) + bytes * a.microbatch);
+            } else {
+              args.push_back(stages_[a.stage - 1]->sends[a.microbatch][recv_index++].data());
+            }
+          }
+          std::vector<void*> results;
+          if (st.spec.has_loss) results.push_back(&st.losses[a.microbatch]);
+          for (auto& b : st.sends[a.microbatch]) results.push_back(b.data());
+          if (st.free_slots.empty()) throw Error("no stash slot free: the schedule keeps more in flight than planned");
+          int slot = st.free_slots.back();
+          st.free_slots.pop_back();
+          st.slot_of[a.microbatch] = slot;
+          st.inflight += 1;
+          st.peak = std::max(st.peak, st.inflight);
+          st.program->forward(slot, args, results);
+          break;
+        }
+        case ActionKind::backward:
+        case ActionKind::backward_input: {
+          // The loss of the step is the mean over micro-batches.
+          float loss_seed = 1.0f / static_cast<float>(m);
+          std::vector<const void*> seeds;
+          size_t send_index = 0;
+          for (int r : st.float_outputs) {
+            if (st.spec.has_loss && r == 0) {
+              seeds.push_back(&loss_seed);
+            } else {
+              (void)r;
+              seeds.push_back(stages_[a.stage + 1]->send_grads[a.microbatch][send_index++].data());
+            }
+          }
+          int slot = st.slot_of[a.microbatch];
+          st.program->backward(slot, seeds);
+          for (size_t i = 0; i < st.send_grads[a.microbatch].size(); ++i)
+            std::memcpy(st.send_grads[a.microbatch][i].data(), st.program->input_grad(static_cast<int>(i)),
+                        st.send_grads[a.microbatch][i].size());
+          st.free_slots.push_back(slot);
+          st.inflight -= 1;
+          break;
+        }
+        case ActionKind::backward_weight:
+          // The backward above computed the weight gradients already.
+          break;
+        case ActionKind::step:
+          break;
+      }
+    } catch (const Error& e) {
+      shared_->fail(fmt::format("stage {}: {}", a.stage, e.message()));
+      return;
+    } catch (const std::runtime_error&) {
+      return;  // another stage failed first
+    }
+    if (options_.trace || is_compute(a.kind)) {
+      std::lock_guard lock(shared_->mutex);
+      result.trace.push_back({device, a, start, since(t0)});
+    }
+  }
+}
+
+void Pipeline::sum_tied_grads() {
+  std::map<std::string, std::vector<ParameterSet::Entry*>> copies;
+  for (auto& s : stages_)
+    for (auto& e : s->params.entries()) copies[e.name].push_back(&e);
+  for (auto& [name, list] : copies) {
+    if (list.size() < 2) continue;
+    std::vector<float>& total = list[0]->grad;
+    for (size_t k = 1; k < list.size(); ++k)
+      for (size_t i = 0; i < total.size(); ++i) total[i] += list[k]->grad[i];
+    for (size_t k = 1; k < list.size(); ++k) list[k]->grad = total;
+  }
+}
+
+PipelineStepResult Pipeline::train_step(const std::vector<std::pair<std::string, const void*>>& inputs,
+                                        bool step_optimizer) {
+  PipelineStepResult result;
+  for (auto& s : stages_) {
+    s->params.zero_grads();
+    s->peak = 0;
+  }
+  shared_->failed = false;
+  shared_->error.clear();
+  auto t0 = Clock::now();
+  std::vector<std::thread> workers;
+  for (int d = 0; d < devices(); ++d)
+    workers.emplace_back([this, d, &inputs, &result] { run_device(d, inputs, result, 0); });
+  for (auto& w : workers) w.join();
+  if (shared_->failed) {
+    for (auto& s : stages_) {
+      s->free_slots.clear();
+      for (int k = s->program->slots() - 1; k >= 0; --k) s->free_slots.push_back(k);
+      s->inflight = 0;
+    }
+    for (auto& row : shared_->act_ready) std::fill(row.begin(), row.end(), 0);
+    for (auto& row : shared_->grad_ready) std::fill(row.begin(), row.end(), 0);
+    throw Error(shared_->error);
+  }
+  result.seconds = since(t0);
+
+  Stage& last = *stages_.back();
+  for (float l : last.losses) result.loss += l;
+  result.loss /= options_.microbatches;
+  double busy = 0;
+  for (const TraceEvent& e : result.trace)
+    if (is_compute(e.action.kind)) busy += e.end_s - e.start_s;
+  result.bubble = std::max(0.0, 1.0 - busy / (devices() * result.seconds));
+  for (auto& s : stages_) {
+    result.peak_inflight.push_back(s->peak);
+    result.peak_stash_bytes.push_back(s->peak * s->program->stash_bytes());
+  }
+
+  sum_tied_grads();
+  // The global norm counts each tied parameter once.
+  std::map<std::string, bool> seen;
+  double sq = 0;
+  for (auto& s : stages_)
+    for (auto& e : s->params.entries())
+      if (!seen[e.name]) {
+        seen[e.name] = true;
+        for (float g : e.grad) sq += static_cast<double>(g) * g;
+      }
+  result.grad_norm = std::sqrt(sq);
+  if (!step_optimizer) return result;
+  if (!lr_) throw Error("Pipeline::start() was not called");
+  double factor = options_.train.clip > 0 ? clip_factor(result.grad_norm, options_.train.clip) : 1.0;
+  result.lr = lr_->at(stages_[0]->optimizer->step_count());
+  if (!std::isfinite(result.grad_norm)) return result;
+  for (auto& s : stages_) {
+    std::vector<Param> views = s->params.optimizer_params();
+    if (factor != 1.0) scale_grads(views, factor);
+    s->optimizer->step(result.lr);
+  }
+  return result;
+}
+
+std::string trace_json(const std::vector<TraceEvent>& events, int devices) {
+  std::string out = "{\"traceEvents\": [\n";
+  bool first = true;
+  for (int d = 0; d < devices; ++d) {
+    out += fmt::format("{}{{\"name\": \"thread_name\", \"ph\": \"M\", \"pid\": 0, \"tid\": {}, "
+                       "\"args\": {{\"name\": \"device {}\"}}}}",
+                       first ? "" : ",\n", d, d);
+    first = false;
+  }
+  for (const TraceEvent& e : events) {
+    std::string name;
+    switch (e.action.kind) {
+      case ActionKind::forward: name = fmt::format("F{}", e.action.microbatch); break;
+      case ActionKind::backward: name = fmt::format("B{}", e.action.microbatch); break;
+      case ActionKind::backward_input: name = fmt::format("B{}", e.action.microbatch); break;
+      case ActionKind::backward_weight: name = fmt::format("W{}", e.action.microbatch); break;
+      default: name = std::string(action_kind_name(e.action.kind)); break;
+    }
+    out += fmt::format(",\n{{\"name\": \"{}\", \"cat\": \"{}\", \"ph\": \"X\", \"pid\": 0, \"tid\": {}, "
+                       "\"ts\": {:.3f}, \"dur\": {:.3f}, \"args\": {{\"stage\": {}, \"microbatch\": {}}}}}",
+                       name, action_kind_name(e.action.kind), e.device, e.start_s * 1e6,
+                       (e.end_s - e.start_s) * 1e6, e.action.stage, e.action.microbatch);
+  }
+  return out + "\n]}\n";
+}
+
+}  // namespace pf

@@ -1,0 +1,64 @@
+// Training a whole model on one CPU device: the single-device baseline that
+// pipelined training must match number for number.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+
+#include "ir/module.h"
+#include "runtime/lr_schedule.h"
+#include "runtime/optimizer.h"
+#include "runtime/parameters.h"
+#include "runtime/stage_program.h"
+
+namespace pf {
+
+struct TrainerOptions {
+  std::string optimizer = "sgd";  // sgd | adamw
+  double lr = 0.01;
+  double momentum = 0.9;          // sgd
+  double weight_decay = 0.0;
+  double clip = 0.0;              // max global gradient norm; 0 = off
+  int64_t warmup = 0;             // linear warm-up steps, then cosine to lr/10 at `steps`
+  bool cosine = false;
+  int64_t steps = 1;
+  uint64_t seed = 0;
+};
+
+struct StepResult {
+  double loss = 0;
+  double grad_norm = 0;
+  double lr = 0;
+  std::optional<double> accuracy;  // for classifiers: argmax(logits) == target
+};
+
+/// Compiles a model (inline, shapes, autodiff) and trains it step by step.
+class Trainer {
+ public:
+  Trainer(Module model, const DimBinding& binding, const TrainerOptions& options);
+
+  const Function& graph() const { return program_->graph(); }
+  ParameterSet& params() { return params_; }
+  /// Builds the optimizer over the current parameters (after loading or
+  /// initialising them).
+  void start();
+
+  /// Forward and backward on one batch (the graph's arguments in order),
+  /// leaving the batch's gradients in params().
+  StepResult compute_gradients(std::span<const void* const> inputs);
+  /// Clips and applies the gradients, then clears them.
+  void apply(StepResult& result);
+
+ private:
+  TrainerOptions options_;
+  ParameterSet params_;
+  std::unique_ptr<StageProgram> program_;
+  std::unique_ptr<Optimizer> optimizer_;
+  std::optional<LrSchedule> schedule_;
+  int logits_result_ = -1;  // graph result holding the classifier's logits
+  int targets_arg_ = -1;    // graph argument holding its integer targets
+};
+
+}  // namespace pf

@@ -1,0 +1,328 @@
+// Every differentiable op's gradient rule against central finite differences
+// in float64, through autodiff and the CPU executor: an op without a rule or
+// without a case here fails.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <map>
+#include <random>
+
+#include "backends/cpu/executor.h"
+#include "ir/parser.h"
+#include "ir/printer.h"
+#include "ir/verifier.h"
+#include "passes/autodiff.h"
+#include "passes/pass.h"
+
+namespace pf {
+namespace {
+
+/// A small graph whose scalar loss depends on the op under test through a
+/// fixed random weighting, so that every element of its result matters.
+struct GradCase {
+  std::string args;    // graph arguments, e.g. "%a: f32[2,3], %b: f32[3]"
+  std::string body;    // ops computing %r (and any params)
+  std::string result;  // %r's type
+  bool positive = false;  // float inputs drawn from [0.5, 1.5] (log, sqrt, pow...)
+};
+
+std::string graph_text(const GradCase& c) {
+  std::string rank_axes;
+  int rank = 0;
+  for (char ch : c.result) rank += ch == ',';
+  if (c.result.find("[]") == std::string::npos) ++rank;
+  for (int i = 0; i < rank; ++i) {
+    if (i) rank_axes += ',';
+    rank_axes += std::to_string(i);
+  }
+  std::string args = c.args.empty() ? "%wt: " + c.result : c.args + ", %wt: " + c.result;
+  std::string tail = rank == 0 ? "  %loss = mul %r, %wt : f32[]\n"
+                               : "  %p = mul %r, %wt : " + c.result + "\n  %loss = reduce_sum %p axes=[" + rank_axes +
+                                     "] : f32[]\n";
+  return "graph @t(" + args + ") -> f32[] {\n" + c.body + tail + "  return %loss\n}\n";
+}
+
+std::map<OpKind, GradCase> cases() {
+  std::map<OpKind, GradCase> m;
+  m[OpKind::matmul] = {"%a: f32[2,3,4]", "  %w = param init=xavier : f32[5,4]\n  %r = matmul %a, %w transpose_b=true : f32[2,3,5]\n", "f32[2,3,5]"};
+  m[OpKind::add] = {"%a: f32[2,3], %b: f32[3]", "  %r = add %a, %b : f32[2,3]\n", "f32[2,3]"};
+  m[OpKind::sub] = {"%a: f32[2,1], %b: f32[2,3]", "  %r = sub %a, %b : f32[2,3]\n", "f32[2,3]"};
+  m[OpKind::mul] = {"%a: f32[2,3], %b: f32[]", "  %r = mul %a, %b : f32[2,3]\n", "f32[2,3]"};
+  m[OpKind::div] = {"%a: f32[2,3], %b: f32[2,3]", "  %r = div %a, %b : f32[2,3]\n", "f32[2,3]", true};
+  m[OpKind::where] = {"%c: bool[3], %a: f32[2,3], %b: f32[]", "  %r = where %c, %a, %b : f32[2,3]\n", "f32[2,3]"};
+  m[OpKind::neg] = {"%a: f32[4]", "  %r = neg %a : f32[4]\n", "f32[4]"};
+  m[OpKind::exp] = {"%a: f32[4]", "  %r = exp %a : f32[4]\n", "f32[4]"};
+  m[OpKind::log] = {"%a: f32[4]", "  %r = log %a : f32[4]\n", "f32[4]", true};
+  m[OpKind::sqrt] = {"%a: f32[4]", "  %r = sqrt %a : f32[4]\n", "f32[4]", true};
+  m[OpKind::rsqrt] = {"%a: f32[4]", "  %r = rsqrt %a : f32[4]\n", "f32[4]", true};
+  m[OpKind::pow] = {"%a: f32[4]", "  %r = pow %a exponent=2.5 : f32[4]\n", "f32[4]", true};
+  m[OpKind::tanh] = {"%a: f32[4]", "  %r = tanh %a : f32[4]\n", "f32[4]"};
+  m[OpKind::sigmoid] = {"%a: f32[4]", "  %r = sigmoid %a : f32[4]\n", "f32[4]"};
+  m[OpKind::relu] = {"%a: f32[6]", "  %r = relu %a : f32[6]\n", "f32[6]"};
+  m[OpKind::gelu] = {"%a: f32[6]", "  %r = gelu %a : f32[6]\n", "f32[6]"};
+  m[OpKind::dropout] = {"%a: f32[16]", "  %r = dropout %a p=0.5 seed=3 : f32[16]\n", "f32[16]"};
+  m[OpKind::cast] = {"%a: f32[4]", "  %c = cast %a to=f64 : f64[4]\n  %r = cast %c to=f32 : f32[4]\n", "f32[4]"};
+  m[OpKind::softmax] = {"%a: f32[2,5]", "  %r = softmax %a axis=1 : f32[2,5]\n", "f32[2,5]"};
+  m[OpKind::log_softmax] = {"%a: f32[3,4]", "  %r = log_softmax %a axis=0 : f32[3,4]\n", "f32[3,4]"};
+  m[OpKind::layernorm] = {"%a: f32[2,3,4], %w: f32[4], %b: f32[4]", "  %r = layernorm %a, %w, %b eps=1e-5 : f32[2,3,4]\n", "f32[2,3,4]"};
+  m[OpKind::rmsnorm] = {"%a: f32[3,4], %w: f32[4]", "  %r = rmsnorm %a, %w eps=1e-6 : f32[3,4]\n", "f32[3,4]"};
+  m[OpKind::embedding] = {"%ids: i32[2,3]", "  %t = param init=normal(1) : f32[5,4]\n  %r = embedding %t, %ids : f32[2,3,4]\n", "f32[2,3,4]"};
+  m[OpKind::reshape] = {"%a: f32[2,6]", "  %r = reshape %a shape=[3,-1] : f32[3,4]\n", "f32[3,4]"};
+  m[OpKind::transpose] = {"%a: f32[2,3,4]", "  %r = transpose %a perm=[2,0,1] : f32[4,2,3]\n", "f32[4,2,3]"};
+  m[OpKind::slice] = {"%a: f32[3,5]", "  %r = slice %a axis=-1 start=1 end=4 : f32[3,3]\n", "f32[3,3]"};
+  m[OpKind::concat] = {"%a: f32[2,2], %b: f32[2,3]", "  %r = concat %a, %b, %a axis=1 : f32[2,7]\n", "f32[2,7]"};
+  m[OpKind::split] = {"%a: f32[2,6]", "  %x, %y, %z = split %a axis=1 sizes=[1,2,3] : f32[2,1], f32[2,2], f32[2,3]\n  %r = mul %x, %z : f32[2,3]\n", "f32[2,3]"};
+  m[OpKind::reduce_sum] = {"%a: f32[2,3,4]", "  %r = reduce_sum %a axes=[0,2] : f32[3]\n", "f32[3]"};
+  m[OpKind::reduce_mean] = {"%a: f32[2,3,4]", "  %r = reduce_mean %a axes=[1] keepdims=true : f32[2,1,4]\n", "f32[2,1,4]"};
+  m[OpKind::reduce_max] = {"%a: f32[3,4]", "  %r = reduce_max %a axes=[1] : f32[3]\n", "f32[3]"};
+  m[OpKind::conv2d] = {"%x: f32[2,4,5,5], %w: f32[6,2,3,3], %b: f32[6]",
+                       "  %r = conv2d %x, %w, %b stride=[2,1] padding=[1,1] groups=2 : f32[2,6,3,5]\n", "f32[2,6,3,5]"};
+  m[OpKind::max_pool2d] = {"%x: f32[1,2,4,4]", "  %r = max_pool2d %x kernel=[2,2] stride=[1,2] padding=[1,0] : f32[1,2,5,2]\n", "f32[1,2,5,2]"};
+  m[OpKind::avg_pool2d] = {"%x: f32[1,2,4,4]", "  %r = avg_pool2d %x kernel=[3,3] stride=[1,1] padding=[1,1] : f32[1,2,4,4]\n", "f32[1,2,4,4]"};
+  m[OpKind::cross_entropy] = {"%l: f32[2,3,5], %t: i32[2,3]", "  %r = cross_entropy %l, %t ignore_index=4 : f32[]\n", "f32[]"};
+  m[OpKind::mse_loss] = {"%a: f32[2,3], %b: f32[2,3]", "  %r = mse_loss %a, %b : f32[]\n", "f32[]"};
+  return m;
+}
+
+struct Buffers {
+  std::vector<std::vector<double>> floats;   // one per float arg or param, in order
+  std::vector<std::vector<int32_t>> ints;
+  std::vector<std::vector<uint8_t>> bools;
+};
+
+class GradCheck {
+ public:
+  explicit GradCheck(const GradCase& c) : GradCheck(parse_module_text("case.pf", graph_text(c)), {}, c.positive) {}
+
+  /// A whole model: inlined, under `overrides`; every float input is checked.
+  GradCheck(Module m, const DimBinding& overrides, bool positive = false) : module_(std::move(m)), positive_(positive) {
+    binding_ = module_.binding(overrides);
+    verify_module(module_, binding_, VerifyOptions{true});
+    PassContext ctx{binding_};
+    run_passes(module_, {"inline", "shape"}, ctx);
+    const Function& g = module_.graph();
+    AutodiffOptions options;
+    for (ValueId a : g.args)
+      if (is_float(g.type_of(a).dtype) && g.values[a].name != "wt") options.wrt_inputs.push_back(g.values[a].name);
+    program_ = differentiate(module_, binding_, options);
+    std::mt19937_64 rng(42);
+    std::uniform_real_distribution<double> mag(0.2, 1.0), pos(0.5, 1.5);
+    for (ValueId a : module_.graph().args) {
+      const TensorType& t = module_.graph().type_of(a);
+      std::vector<double> v(t.numel());
+      std::vector<int32_t> iv(t.numel());
+      std::vector<uint8_t> bv(t.numel());
+      for (int64_t i = 0; i < t.numel(); ++i) {
+        v[i] = positive_ ? pos(rng) : (rng() % 2 ? 1 : -1) * mag(rng);
+        iv[i] = static_cast<int32_t>(rng() % 5);
+        bv[i] = rng() % 2;
+      }
+      inputs_.push_back(v);
+      int_inputs_.push_back(iv);
+      bool_inputs_.push_back(bv);
+    }
+    for (const std::string& name : program_.params) {
+      const Function& f = module_.graph();
+      std::vector<double> v(f.type_of(f.find_value(name)).numel());
+      for (double& x : v) x = (rng() % 2 ? 1 : -1) * mag(rng);
+      params_.push_back(v);
+    }
+  }
+
+  double loss() {
+    cpu::Executor fwd(module_.graph(), binding_, DType::f64);
+    bind_inputs(fwd, module_.graph());
+    for (size_t i = 0; i < params_.size(); ++i) fwd.bind_param(program_.params[i], params_[i].data());
+    fwd.run();
+    return *static_cast<const double*>(fwd.output(0));
+  }
+
+  // Analytic gradients of every checked input, then every parameter, run in
+  // f64 or (to compare the f32 kernels) in f32.
+  std::vector<std::vector<double>> analytic(DType dtype = DType::f64) {
+    const Function& graph = module_.graph();
+    auto cast = [&](std::vector<std::vector<double>>& src) {
+      std::vector<std::vector<float>> out;
+      for (auto& v : src) out.emplace_back(v.begin(), v.end());
+      return out;
+    };
+    auto f_inputs = cast(inputs_), f_params = cast(params_);
+    auto ptr = [&](std::vector<std::vector<double>>& d, std::vector<std::vector<float>>& f, size_t i) -> void* {
+      return dtype == DType::f64 ? static_cast<void*>(d[i].data()) : static_cast<void*>(f[i].data());
+    };
+    cpu::Executor fwd(graph, binding_, dtype);
+    for (size_t a = 0; a < graph.args.size(); ++a) {
+      DType dt = graph.type_of(graph.args[a]).dtype;
+      fwd.bind_input(static_cast<int>(a), is_float(dt) ? ptr(inputs_, f_inputs, a)
+                                          : dt == DType::boolean ? static_cast<void*>(bool_inputs_[a].data())
+                                                                 : static_cast<void*>(int_inputs_[a].data()));
+    }
+    for (size_t i = 0; i < params_.size(); ++i) fwd.bind_param(program_.params[i], ptr(params_, f_params, i));
+    fwd.run();
+    const Function& bwd = *module_.find_function(program_.backward);
+    cpu::Executor back(bwd, binding_, dtype);
+    double seed = 1;
+    float seed32 = 1;
+    back.bind_input(0, dtype == DType::f64 ? static_cast<const void*>(&seed) : &seed32);
+    for (size_t s = 0; s < program_.stash.size(); ++s)
+      back.bind_input(static_cast<int>(1 + s), fwd.output(program_.original_results + static_cast<int>(s)));
+    for (size_t i = 0; i < params_.size(); ++i)
+      if (bwd.find_value(program_.params[i]) >= 0) back.bind_param(program_.params[i], ptr(params_, f_params, i));
+    back.run();
+    std::vector<std::vector<double>> out;
+    for (int r = 0; r < back.num_outputs(); ++r) {
+      int64_t n = back.output_type(r).numel();
+      if (dtype == DType::f64) {
+        const double* p = static_cast<const double*>(back.output(r));
+        out.emplace_back(p, p + n);
+      } else {
+        const float* p = static_cast<const float*>(back.output(r));
+        out.emplace_back(p, p + n);
+      }
+    }
+    return out;
+  }
+
+  // The tensors the analytic gradients are of, in the same order.
+  std::vector<std::vector<double>*> targets() {
+    std::vector<std::vector<double>*> t;
+    const Function& g = module_.graph();
+    for (const std::string& name : program_.input_grads) {
+      for (size_t a = 0; a < g.args.size(); ++a)
+        if (g.values[g.args[a]].name == name) t.push_back(&inputs_[a]);
+    }
+    for (auto& p : params_) t.push_back(&p);
+    return t;
+  }
+
+  std::string text() const { return print_module(module_); }
+
+ private:
+  void bind_inputs(cpu::Executor& e, const Function& g) {
+    for (size_t a = 0; a < g.args.size(); ++a) {
+      DType dt = g.type_of(g.args[a]).dtype;
+      const void* p = is_float(dt) ? static_cast<const void*>(inputs_[a].data())
+                      : dt == DType::boolean ? static_cast<const void*>(bool_inputs_[a].data())
+                                             : static_cast<const void*>(int_inputs_[a].data());
+      e.bind_input(static_cast<int>(a), p);
+    }
+  }
+
+  Module module_;
+  bool positive_;
+  DimBinding binding_;
+  GradientProgram program_;
+  std::vector<std::vector<double>> inputs_, params_;
+  std::vector<std::vector<int32_t>> int_inputs_;
+  std::vector<std::vector<uint8_t>> bool_inputs_;
+};
+
+std::vector<int> differentiable_ops() {
+  std::vector<int> ops;
+  for (int k = 0; k < kNumOps; ++k)
+    if (has_grad_rule(static_cast<OpKind>(k))) ops.push_back(k);
+  return ops;
+}
+
+TEST(GradRules, EveryDifferentiableOpHasACaseAndTheRestAreKnown) {
+  auto all = cases();
+  std::vector<std::string> without_rule;
+  for (int k = 0; k < kNumOps; ++k) {
+    OpKind kind = static_cast<OpKind>(k);
+    if (has_grad_rule(kind)) {
+      EXPECT_TRUE(all.count(kind)) << op_name(kind) << " has a gradient rule but no case here";
+    } else {
+      without_rule.emplace_back(op_name(kind));
+    }
+  }
+  // Sources, parameters, calls (inlined first) and the backward ops.
+  std::vector<std::string> expected = {
+      "param", "constant", "dim_value", "causal_mask", "call", "broadcast_to", "sum_to", "relu_grad", "gelu_grad",
+      "softmax_grad", "log_softmax_grad", "layernorm_grad", "rmsnorm_grad", "embedding_grad", "slice_grad",
+      "reduce_max_grad", "conv2d_grad_input", "conv2d_grad_weight", "max_pool2d_grad", "avg_pool2d_grad",
+      "cross_entropy_grad"};
+  EXPECT_EQ(without_rule, expected);
+}
+
+class OpGradient : public testing::TestWithParam<int> {};
+
+TEST_P(OpGradient, MatchesFiniteDifferences) {
+  OpKind kind = static_cast<OpKind>(GetParam());
+  auto all = cases();
+  auto it = all.find(kind);
+  ASSERT_NE(it, all.end()) << op_name(kind) << " has a gradient rule but no case in grad_check_test.cpp";
+  GradCheck check(it->second);
+  auto grads = check.analytic();
+  auto targets = check.targets();
+  ASSERT_EQ(grads.size(), targets.size()) << check.text();
+  double worst = 0;
+  for (size_t t = 0; t < targets.size(); ++t) {
+    std::vector<double>& x = *targets[t];
+    ASSERT_EQ(grads[t].size(), x.size());
+    for (size_t i = 0; i < x.size(); ++i) {
+      double saved = x[i], h = 1e-6 * std::max(1.0, std::fabs(saved));
+      x[i] = saved + h;
+      double up = check.loss();
+      x[i] = saved - h;
+      double down = check.loss();
+      x[i] = saved;
+      double numeric = (up - down) / (2 * h);
+      double err = std::fabs(numeric - grads[t][i]) / std::max(1.0, std::fabs(numeric));
+      worst = std::max(worst, err);
+      EXPECT_LT(err, 1e-6) << op_name(kind) << " gradient " << t << "[" << i << "]: analytic " << grads[t][i]
+                           << ", numeric " << numeric << "\n" << check.text();
+    }
+  }
+  RecordProperty("worst_relative_error", std::to_string(worst));
+}
+
+// Whole models: a sample of every parameter's gradient (plus the inputs')
+// against finite differences, so that the rules compose (tied weights,
+// residuals, attention) as well as they work alone.
+void check_model(const char* file, const DimBinding& overrides, size_t samples_per_tensor) {
+  GradCheck check(parse_module(read_source_file(std::string(PF_SOURCE_DIR) + "/examples/" + file)), overrides);
+  auto grads = check.analytic();
+  auto targets = check.targets();
+  ASSERT_EQ(grads.size(), targets.size());
+  // The f32 kernels give the same gradients to f32 precision.
+  auto grads32 = check.analytic(DType::f32);
+  for (size_t t = 0; t < grads.size(); ++t) {
+    double scale = 1e-30;
+    for (double g : grads[t]) scale = std::max(scale, std::fabs(g));
+    for (size_t i = 0; i < grads[t].size(); ++i)
+      ASSERT_NEAR(grads32[t][i], grads[t][i], 1e-4 * scale) << file << ": f32 gradient " << t << "[" << i << "]";
+  }
+  for (size_t t = 0; t < targets.size(); ++t) {
+    std::vector<double>& x = *targets[t];
+    size_t stride = std::max<size_t>(1, x.size() / samples_per_tensor);
+    for (size_t i = t % stride; i < x.size(); i += stride) {
+      double saved = x[i], h = 1e-6;
+      x[i] = saved + h;
+      double up = check.loss();
+      x[i] = saved - h;
+      double down = check.loss();
+      x[i] = saved;
+      double numeric = (up - down) / (2 * h);
+      EXPECT_NEAR(grads[t][i], numeric, 1e-4 * std::max(1.0, std::fabs(numeric)))
+          << file << ": gradient " << t << "[" << i << "]";
+    }
+  }
+}
+
+TEST(ModelGradient, TinyGptMatchesFiniteDifferences) {
+  check_model("gpt.pf", {{"B", 2}, {"T", 8}, {"S", 8}, {"C", 16}, {"H", 2}, {"L", 2}, {"V", 11}}, 6);
+}
+
+TEST(ModelGradient, SmallMlpMatchesFiniteDifferences) {
+  check_model("mlp.pf", {{"B", 4}, {"I", 6}, {"H", 8}, {"L", 2}, {"K", 5}}, 6);
+}
+
+TEST(ModelGradient, SmallCnnMatchesFiniteDifferences) { check_model("cnn.pf", {{"B", 2}, {"K", 5}}, 4); }
+
+INSTANTIATE_TEST_SUITE_P(EveryOp, OpGradient, testing::ValuesIn(differentiable_ops()),
+                         [](const testing::TestParamInfo<int>& p) {
+                           return std::string(op_name(static_cast<OpKind>(p.param)));
+                         });
+
+}  // namespace
+}  // namespace pf

@@ -1,0 +1,413 @@
+// The plan file: JSON round trip, its layout, and each check made on load.
+#include "ir/plan.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <limits>
+#include <nlohmann/json.hpp>
+#include <stdexcept>
+#include <string_view>
+
+#include "ir/diagnostic.h"
+
+namespace pf {
+namespace {
+
+using Json = nlohmann::ordered_json;
+
+// Two stages of a tiny model: stage 0 embeds x with the tied weight %wte,
+// stage 1 applies %w1, projects back through %wte and takes an MSE loss.
+// The backward programs are what autodiff writes, by hand.
+constexpr const char* kForward0 = R"(dim B = 4
+
+graph @stage0(%x: f32[B,8]) -> f32[B,8] {
+  %wte = param init=normal(0.02) layer="embed" : f32[8,8]
+  %h = matmul %x, %wte layer="embed" : f32[B,8]
+  return %h
+}
+)";
+
+constexpr const char* kBackward0 = R"(dim B = 4
+
+graph @stage0(%x: f32[B,8]) -> (f32[B,8], f32[B,8]) {
+  %wte = param init=normal(0.02) layer="embed" : f32[8,8]
+  %h = matmul %x, %wte layer="embed" : f32[B,8]
+  return %h, %x
+}
+
+func @stage0.backward(%h.grad: f32[B,8], %x: f32[B,8]) -> f32[8,8] {
+  %wte.grad = matmul %x, %h.grad transpose_a=true : f32[8,8]
+  return %wte.grad
+}
+)";
+
+constexpr const char* kForward1 = R"(dim B = 4
+
+graph @stage1(%h: f32[B,8], %y: f32[B,8]) -> f32[] {
+  %w1 = param init=xavier layer="l1" : f32[8,8]
+  %a = matmul %h, %w1 layer="l1" : f32[B,8]
+  %wte = param init=normal(0.02) layer="head" : f32[8,8]
+  %logits = matmul %a, %wte transpose_b=true layer="head" : f32[B,8]
+  %loss = mse_loss %logits, %y layer="head" : f32[]
+  return %loss
+}
+)";
+
+constexpr const char* kBackward1 = R"(dim B = 4
+
+graph @stage1(%h: f32[B,8], %y: f32[B,8]) -> (f32[], f32[B,8], f32[B,8], f32[B,8], f32[B,8]) {
+  %w1 = param init=xavier layer="l1" : f32[8,8]
+  %a = matmul %h, %w1 layer="l1" : f32[B,8]
+  %wte = param init=normal(0.02) layer="head" : f32[8,8]
+  %logits = matmul %a, %wte transpose_b=true layer="head" : f32[B,8]
+  %loss = mse_loss %logits, %y layer="head" : f32[]
+  return %loss, %h, %a, %logits, %y
+}
+
+func @stage1.backward(%loss.grad: f32[], %h: f32[B,8], %a: f32[B,8], %logits: f32[B,8], %y: f32[B,8]) -> (f32[B,8], f32[8,8], f32[8,8]) {
+  %w1 = param init=xavier : f32[8,8]
+  %wte = param init=normal(0.02) : f32[8,8]
+  %diff = sub %logits, %y : f32[B,8]
+  %two_over_n = constant value=0.0625 : f32[]
+  %scale = mul %two_over_n, %loss.grad : f32[]
+  %logits.grad = mul %diff, %scale : f32[B,8]
+  %a.grad = matmul %logits.grad, %wte : f32[B,8]
+  %wte.grad = matmul %logits.grad, %a transpose_a=true : f32[8,8]
+  %w1.grad = matmul %h, %a.grad transpose_a=true : f32[8,8]
+  %h.grad = matmul %a.grad, %w1 transpose_b=true : f32[B,8]
+  return %h.grad, %w1.grad, %wte.grad
+}
+)";
+
+const TensorType kAct{DType::f32, {4, 8}};
+const TensorType kWeight{DType::f32, {8, 8}};
+
+Plan two_stage_plan() {
+  Plan plan;
+  plan.model_name = "tiny";
+  plan.model_source = "tiny.pf";
+  plan.model_hash = "fnv1a:0123456789abcdef";
+  plan.binding = {{"B", 4}};
+  plan.devices = {{"cpu:0", "cpu", int64_t{8} << 30, 1}, {"cpu:1", "cpu", int64_t{8} << 30, 1}};
+  plan.schedule = "1f1b";
+  plan.microbatches = 4;
+  plan.loss_stage_output = "loss";
+  plan.predicted = {0.0031, 2.5, 1.25, 1.1, 0.2};
+
+  PlanStage s0;
+  s0.index = 0;
+  s0.device = 0;
+  s0.layers = {"embed"};
+  s0.forward = kForward0;
+  s0.backward = kBackward0;
+  s0.params = {{"wte", kWeight, "normal(0.02)", {1}}};
+  s0.inputs = {{"x", kAct, -1}};
+  s0.send = {{"h", kAct, 1}};
+  s0.stash = {"x"};
+  s0.predicted = {0.001, 0.002, 1.5e-6, 0.0030015, 256, 128, 1280, 128};
+
+  PlanStage s1;
+  s1.index = 1;
+  s1.device = 1;
+  s1.layers = {"l1", "head"};
+  s1.forward = kForward1;
+  s1.backward = kBackward1;
+  s1.params = {{"w1", kWeight, "xavier", {}}, {"wte", kWeight, "normal(0.02)", {0}}};
+  s1.inputs = {{"y", kAct, -1}};
+  s1.recv = {{"h", kAct, 0}};
+  s1.stash = {"h", "a", "logits", "y"};
+  s1.predicted = {0.0012, 0.0018, 1.5e-6, 0.0030015, 512, 512, 3584, 0};
+
+  plan.stages = {s0, s1};
+  return plan;
+}
+
+// Replaces the first `from` in `text`, which must hold it.
+void replace_once(std::string& text, std::string_view from, std::string_view to) {
+  size_t at = text.find(from);
+  if (at == std::string::npos) throw std::logic_error("no '" + std::string(from) + "' in the program");
+  text = text.substr(0, at) + std::string(to) + text.substr(at + from.size());
+}
+
+// The error a plan gives on load, "ok" when it loads.
+std::string load_error(const std::string& text) {
+  try {
+    plan_from_json(text, "plan.json");
+  } catch (const Error& e) {
+    return e.message();
+  }
+  return "ok";
+}
+
+std::string plan_error(const std::function<void(Plan&)>& edit) {
+  Plan plan = two_stage_plan();
+  edit(plan);
+  return load_error(plan_to_json(plan));
+}
+
+std::string json_error(const std::function<void(Json&)>& edit) {
+  Json doc = Json::parse(plan_to_json(two_stage_plan()));
+  edit(doc);
+  return load_error(doc.dump());
+}
+
+TEST(Plan, RoundTripsThroughJson) {
+  Plan plan = two_stage_plan();
+  std::string text = plan_to_json(plan);
+  Plan back = plan_from_json(text, "plan.json");
+  EXPECT_EQ(back, plan);
+  EXPECT_EQ(plan_to_json(back), text);
+}
+
+TEST(Plan, JsonIsReadable) {
+  std::string text = plan_to_json(two_stage_plan());
+  EXPECT_TRUE(text.starts_with("{\n  \"format\": \"pipeforge-plan\",\n  \"version\": 1,\n")) << text;
+  // Small objects on one line; programs one IR line per JSON line.
+  EXPECT_NE(text.find(R"(    "binding": {"B": 4}
+  },)"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find(R"("recv": [{"name": "h", "type": "f32[4,8]", "peer": 0}],)"), std::string::npos) << text;
+  EXPECT_NE(text.find(R"j({"name": "wte", "type": "f32[8,8]", "init": "normal(0.02)", "shared_with": [1]})j"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("      \"forward\": [\n        \"dim B = 4\",\n        \"\",\n        \"graph @stage0(%x: "
+                      "f32[B,8]) -> f32[B,8] {\",\n"),
+            std::string::npos)
+      << text;
+  for (std::string_view line : {"\"stash\": [\"x\"]", "\"layers\": [\"l1\", \"head\"]"})
+    EXPECT_NE(text.find(line), std::string::npos) << line;
+}
+
+TEST(Plan, InferencePlanHasNoBackward) {
+  Plan plan = two_stage_plan();
+  plan.loss_stage_output.clear();
+  for (PlanStage& s : plan.stages) {
+    s.backward.clear();
+    s.stash.clear();
+  }
+  std::string text = plan_to_json(plan);
+  EXPECT_NE(text.find("\"backward\": []"), std::string::npos);
+  EXPECT_EQ(plan_from_json(text, "plan.json"), plan);
+}
+
+TEST(Plan, RefusesToWriteWhatJsonCannotHold) {
+  Plan plan = two_stage_plan();
+  plan.predicted.speedup_vs_equal_params = std::numeric_limits<double>::infinity();
+  try {
+    plan_to_json(plan);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.message(), "cannot write the plan: the predicted speedup_vs_equal_params is inf");
+  }
+  plan = two_stage_plan();
+  plan.stages[1].predicted.time_s = std::nan("");
+  EXPECT_THROW(plan_to_json(plan), Error);
+}
+
+TEST(Plan, SavesThroughATemporaryFile) {
+  std::filesystem::path dir = std::filesystem::temp_directory_path() / ("pf_plan_test_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  std::string path = (dir / "plan.json").string();
+  {
+    std::ofstream old(path);
+    old << "an older plan";
+  }
+  Plan plan = two_stage_plan();
+  save_plan(plan, path);
+  EXPECT_FALSE(std::filesystem::exists(path + ".tmp"));
+  EXPECT_EQ(load_plan(path), plan);
+  EXPECT_THROW(save_plan(plan, (dir / "no" / "such" / "dir.json").string()), Error);
+  std::filesystem::remove_all(dir);
+  try {
+    load_plan(path);
+    FAIL() << "loaded a removed file";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.message(), "cannot open '" + path + "'");
+  }
+}
+
+TEST(Plan, SyntaxErrorsAreLocated) {
+  try {
+    plan_from_json("{\n  \"format\": \"pipeforge-plan\",\n  \"version\": 1,,\n}\n", "plan.json");
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.message(),
+              "not valid JSON: syntax error while parsing object key - unexpected ','; expected string "
+              "literal");
+    EXPECT_EQ(e.location().line, 3);
+    EXPECT_EQ(e.location().col, 16);
+    EXPECT_EQ(e.render().substr(0, 16), "plan.json:3:16: ");
+  }
+}
+
+TEST(Plan, RejectsOtherFilesAndVersions) {
+  EXPECT_EQ(load_error("[1, 2]"), "plan.json: not a pipeforge plan (no \"format\": \"pipeforge-plan\")");
+  EXPECT_EQ(json_error([](Json& j) { j["format"] = "pipeforge-profile"; }),
+            "plan.json: not a pipeforge plan (no \"format\": \"pipeforge-plan\")");
+  EXPECT_EQ(json_error([](Json& j) { j["version"] = 2; }),
+            "plan.json: version 2 is not supported by this pipeforge (it reads version 1)");
+  EXPECT_EQ(json_error([](Json& j) { j["version"] = "1"; }), "plan.json: version must be an integer");
+  EXPECT_EQ(json_error([](Json& j) { j.erase("version"); }), "plan.json: no \"version\"");
+}
+
+TEST(Plan, ChecksFieldsAndTheirTypes) {
+  EXPECT_EQ(json_error([](Json& j) { j["stages"][0].erase("device"); }), "plan.json: stages[0] has no \"device\"");
+  EXPECT_EQ(json_error([](Json& j) { j["stages"][0]["devcie"] = 0; }),
+            "plan.json: stages[0] has an unknown field \"devcie\"");
+  EXPECT_EQ(json_error([](Json& j) { j["stages"][1]["device"] = "cpu:1"; }),
+            "plan.json: stages[1].device must be an integer");
+  EXPECT_EQ(json_error([](Json& j) { j["stages"][1]["recv"][0]["type"] = "f32[4,x]"; }),
+            "plan.json: stages[1].recv[0].type: 'f32[4,x]' is not a tensor type such as f32[8,64]");
+  EXPECT_EQ(json_error([](Json& j) { j["stages"][0]["send"][0]["type"] = "f32[4294967296,4294967296]"; }),
+            "plan.json: stages[0].send[0].type: 'f32[4294967296,4294967296]' is not a tensor type such as f32[8,64]");
+  EXPECT_EQ(json_error([](Json& j) { j["stages"][0]["forward"][2] = 7; }),
+            "plan.json: stages[0].forward[2] must be a string");
+  EXPECT_EQ(json_error([](Json& j) { j["stages"][0]["predicted"]["time_s"] = -1; }),
+            "plan.json: stages[0].predicted.time_s must be at least 0, got -1");
+  EXPECT_EQ(json_error([](Json& j) { j["devices"][0]["kind"] = "tpu"; }),
+            "plan.json: devices[0].kind must be \"cpu\" or \"cuda\", got \"tpu\"");
+  EXPECT_EQ(json_error([](Json& j) { j["model"]["binding"]["B"] = 0; }),
+            "plan.json: model.binding.B must be at least 1, got 0");
+  EXPECT_EQ(json_error([](Json& j) { j["schedule"]["microbatches"] = 0; }),
+            "plan.json: schedule.microbatches must be at least 1, got 0");
+  EXPECT_EQ(json_error([](Json& j) { j["schedule"]["virtual_stages"] = 0; }),
+            "plan.json: schedule.virtual_stages must be at least 1, got 0");
+}
+
+TEST(Plan, ChecksStagesAndDevices) {
+  EXPECT_EQ(plan_error([](Plan& p) { p.stages[1].index = 2; }),
+            "plan.json: stages[1] has index 2; stages must be numbered 0..1 in order");
+  EXPECT_EQ(plan_error([](Plan& p) { p.stages[1].device = 2; }),
+            "plan.json: stage 1 runs on device 2, but the plan has 2 devices (0..1)");
+  EXPECT_EQ(plan_error([](Plan& p) { p.devices.clear(); }), "plan.json: the plan has no devices");
+  EXPECT_EQ(plan_error([](Plan& p) { p.stages.clear(); }), "plan.json: the plan has no stages");
+  EXPECT_EQ(plan_error([](Plan& p) { p.devices[1].name = "cpu:0"; }),
+            "plan.json: devices 0 and 1 are both named cpu:0");
+}
+
+TEST(Plan, EveryReceivedTensorIsSent) {
+  EXPECT_EQ(plan_error([](Plan& p) { p.stages[1].recv[0].name = "h.3"; }),
+            "plan.json: stage 1 receives h.3 f32[4,8] from stage 0, but stage 0 sends no h.3");
+  EXPECT_EQ(plan_error([](Plan& p) {
+              p.stages[1].recv[0].type.shape = {4, 16};
+            }),
+            "plan.json: stage 1 receives h f32[4,16] from stage 0, but stage 0 sends h as f32[4,8]");
+  EXPECT_EQ(plan_error([](Plan& p) { p.stages[1].recv.clear(); }),
+            "plan.json: stage 0 sends h f32[4,8] to stage 1, but stage 1 receives no h from stage 0");
+  EXPECT_EQ(plan_error([](Plan& p) { p.stages[1].recv[0].peer = 1; }), "plan.json: stage 1 receives h from itself");
+  EXPECT_EQ(plan_error([](Plan& p) { p.stages[0].send[0].peer = 4; }),
+            "plan.json: stage 0 sends h to stage 4, but the plan has 2 stages");
+  EXPECT_EQ(plan_error([](Plan& p) { p.stages[1].recv.push_back(p.stages[1].recv[0]); }),
+            "plan.json: stage 1 receives h twice");
+  EXPECT_EQ(plan_error([](Plan& p) {
+              p.stages[1].inputs.push_back({"h", kAct, -1});
+            }),
+            "plan.json: stage 1 both reads h from the batch and receives it");
+}
+
+TEST(Plan, TiedParametersAreSymmetric) {
+  EXPECT_EQ(plan_error([](Plan& p) { p.stages[1].params[1].shared_with.clear(); }),
+            "plan.json: stage 0 shares parameter wte with stage 1, but stage 1 does not list stage 0 in its "
+            "shared_with");
+  EXPECT_EQ(plan_error([](Plan& p) {
+              p.stages[0].params[0].shared_with.clear();
+              p.stages[1].params[1].shared_with.clear();
+            }),
+            "plan.json: stages 0 and 1 both hold a parameter wte without listing each other in shared_with; a "
+            "parameter's name is its checkpoint key, so they must be one tied parameter or be renamed");
+  EXPECT_EQ(plan_error([](Plan& p) {
+              p.stages[1].params[1].type.shape = {8, 4};
+            }),
+            "plan.json: parameter wte is f32[8,8] on stage 0 but f32[8,4] on stage 1");
+  EXPECT_EQ(plan_error([](Plan& p) { p.stages[1].params[1].init = "zeros"; }),
+            "plan.json: parameter wte is initialized with normal(0.02) on stage 0 but zeros on stage 1");
+  EXPECT_EQ(plan_error([](Plan& p) { p.stages[1].params[0].shared_with = {0}; }),
+            "plan.json: stage 1 shares parameter w1 with stage 0, but stage 0 has no parameter w1");
+  EXPECT_EQ(plan_error([](Plan& p) { p.stages[1].params[1].shared_with = {1}; }),
+            "plan.json: stage 1 shares parameter wte with itself");
+}
+
+TEST(Plan, ProgramsMustParseAndVerify) {
+  EXPECT_EQ(plan_error([](Plan& p) { replace_once(p.stages[1].forward, "matmul %h", "frobnicate %h"); }),
+            "plan.json: stage 1's forward program: 5:8: unknown op 'frobnicate'\n"
+            "  %a = frobnicate %h, %w1 layer=\"l1\" : f32[B,8]\n"
+            "       ^");
+  EXPECT_EQ(plan_error([](Plan& p) { replace_once(p.stages[0].backward, "transpose_a=true", ""); }),
+            "plan.json: stage 0's backward program: 10:15: matmul: contraction sizes differ: f32[4,8] and f32[4,8] "
+            "(8 vs 4)\n"
+            "  %wte.grad = matmul %x, %h.grad  : f32[8,8]\n"
+            "              ^");
+  EXPECT_EQ(plan_error([](Plan& p) { p.stages[0].forward.clear(); }), "plan.json: stage 0 has no forward program");
+}
+
+TEST(Plan, ProgramsAgreeWithTheStageTables) {
+  EXPECT_EQ(plan_error([](Plan& p) { p.stages[1].inputs.clear(); }),
+            "plan.json: stage 1's forward program takes %y f32[4,8], but the stage neither receives it nor reads it "
+            "from the batch");
+  EXPECT_EQ(plan_error([](Plan& p) {
+              p.stages[1].inputs.push_back({"mask", kAct, -1});
+            }),
+            "plan.json: stage 1 takes mask f32[4,8], but its forward program has no argument %mask");
+  EXPECT_EQ(plan_error([](Plan& p) { p.stages[1].inputs[0].type.dtype = DType::i32; }),
+            "plan.json: stage 1 takes y i32[4,8], but its forward program takes %y f32[4,8]");
+  EXPECT_EQ(plan_error([](Plan& p) { p.stages[1].params.erase(p.stages[1].params.begin()); }),
+            "plan.json: stage 1's forward program has parameter %w1, which the stage does not list");
+  EXPECT_EQ(plan_error([](Plan& p) { p.stages[1].params[0].init = "kaiming"; }),
+            "plan.json: stage 1 lists parameter w1 with init kaiming, but its forward program has init=xavier");
+  EXPECT_EQ(plan_error([](Plan& p) {
+              p.stages[1].stash = {"a", "h", "logits", "y"};
+            }),
+            "plan.json: stage 1's backward program: @stage1 returns (%loss, %h, %a, %logits, %y); it must return the "
+            "forward program's results, then the stash: (%loss, %a, %h, %logits, %y)");
+  EXPECT_EQ(plan_error([](Plan& p) {
+              replace_once(p.stages[0].backward, "(%h.grad: f32[B,8], %x: f32[B,8])",
+                           "(%x: f32[B,8], %h.grad: f32[B,8])");
+            }),
+            "plan.json: stage 0's backward program: @stage0.backward takes (x, h.grad); it must take the seeds, then "
+            "the stash (x)");
+  EXPECT_EQ(plan_error([](Plan& p) {
+              p.stages[0].forward =
+                  "func @embed(%x: f32[4,8]) -> f32[4,8] {\n  %wte = param init=normal(0.02) : f32[8,8]\n"
+                  "  %h = matmul %x, %wte : f32[4,8]\n  return %h\n}\n\n"
+                  "graph @stage0(%x: f32[4,8]) -> f32[4,8] {\n  %h = call @embed(%x) scope=\"embed\" : f32[4,8]\n"
+                  "  return %h\n}\n";
+            }),
+            "plan.json: stage 0's forward program: 8:8: calls @embed; stage programs must be inlined\n"
+            "  %h = call @embed(%x) scope=\"embed\" : f32[4,8]\n"
+            "       ^");
+  EXPECT_EQ(plan_error([](Plan& p) { replace_once(p.stages[0].backward, "@stage0.b", "@s0.b"); }),
+            "plan.json: stage 0's backward program has no @stage0.backward");
+  EXPECT_EQ(plan_error([](Plan& p) { p.stages[0].backward.clear(); }),
+            "plan.json: stage 0 stashes values but has no backward program");
+  EXPECT_EQ(plan_error([](Plan& p) { p.loss_stage_output = "logits"; }),
+            "plan.json: the loss is %logits, but the forward program of the last stage (1) does not return it");
+}
+
+TEST(Plan, SendsAreReturnedValues) {
+  // Stage 0 sends its input x too: the program must return it.
+  EXPECT_EQ(plan_error([](Plan& p) {
+              p.stages[0].send.push_back({"x", kAct, 1});
+              p.stages[1].recv.push_back({"x", kAct, 0});
+            }),
+            "plan.json: stage 0 sends x, but its forward program does not return %x");
+}
+
+TEST(JsonFormat, KeepsShortContainersOnOneLine) {
+  Json j = {{"a", {1, 2}}, {"long", std::vector<std::string>(30, "abcdef")}, {"program", {"x", "y"}}};
+  EXPECT_EQ(
+      format_json(j, {"program"}), "{\n  \"a\": [1, 2],\n  \"long\": [\n" + [] {
+        std::string s;
+        for (int i = 0; i < 30; ++i) s += std::string("    \"abcdef\"") + (i < 29 ? ",\n" : "\n");
+        return s;
+      }() + "  ],\n  \"program\": [\n    \"x\",\n    \"y\"\n  ]\n}\n");
+  EXPECT_EQ(format_json(Json::object()), "{}\n");
+}
+
+}  // namespace
+}  // namespace pf

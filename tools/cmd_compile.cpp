@@ -1,0 +1,81 @@
+// `pipeforge compile`: cut a model into pipeline stages by cost and write the plan.
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <iostream>
+#include <memory>
+
+#include "ir/units.h"
+#include "partitioner/compile.h"
+#include "tools/command.h"
+#include "tools/plan_render.h"
+
+namespace pf::tools {
+
+namespace {
+
+struct CompileCommandOptions {
+  std::string file, bind, output, memory_limit, split;
+  int64_t batch = 0;
+  CompileOptions compile;
+};
+
+std::string period_line(const char* name, const PartitionResult& r, double chosen) {
+  if (r.stages.empty()) return fmt::format("  {:<14} -\n", name);
+  std::string fits = r.fits_memory ? "" : "  (does not fit in memory)";
+  return fmt::format("  {:<14} {:>9.3f} ms  x{:.2f}{}\n", name, r.period_s * 1e3,
+                     chosen > 0 ? r.period_s / chosen : 0.0, fits);
+}
+
+}  // namespace
+
+void add_compile_command(CLI::App& app) {
+  auto o = std::make_shared<CompileCommandOptions>();
+  CLI::App* cmd = app.add_subcommand("compile", "cut a model into pipeline stages by cost and write a plan");
+  cmd->add_option("file", o->file, "model file (.pf)")->required();
+  add_bind_option(*cmd, o->bind);
+  cmd->add_option("--batch", o->batch, "batch size (binds the first input's leading dimension)")
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--devices", o->compile.devices, "devices, e.g. cpu:4, h100:8, a100:2,h100:2");
+  cmd->add_option("--microbatches,-m", o->compile.microbatches, "micro-batches per step")
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--schedule", o->compile.schedule, "gpipe, 1f1b, interleaved or zb1")
+      ->check(CLI::IsMember({"gpipe", "1f1b", "interleaved", "zb1"}));
+  cmd->add_option("--virtual", o->compile.virtual_stages, "model chunks per device (interleaved)")
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--precision", o->compile.precision, "matmul precision of the roofline: fp32, tf32 or bf16");
+  cmd->add_option("--profile", o->compile.profile, "measured device profile (from pipeforge profile)");
+  cmd->add_option("--cluster", o->compile.cluster, "cluster description: links inside and between nodes");
+  cmd->add_option("--memory-limit", o->memory_limit, "memory per device, e.g. 2GiB");
+  cmd->add_option("--optimizer", o->compile.optimizer, "sgd or adamw (sizes the optimizer state)")
+      ->check(CLI::IsMember({"sgd", "adamw"}));
+  cmd->add_option("--split", o->split, "manual split: the layer indices where stages 2.. begin, e.g. 4,8,12");
+  cmd->add_option("-o,--output", o->output, "write the plan here")->required();
+  cmd->callback([o] {
+    if (!o->memory_limit.empty()) o->compile.memory_limit = parse_bytes(o->memory_limit);
+    if (!o->split.empty()) {
+      o->compile.split_layers = parse_int_list(o->split, "--split");
+      std::sort(o->compile.split_layers.begin(), o->compile.split_layers.end());
+    }
+    LoadedModel model = load_model(o->file, o->bind, true);
+    if (o->batch > 0) bind_batch(model, o->batch);
+    CompileResult r = compile_plan(std::move(model.module), model.binding, o->file, o->compile);
+    save_plan(r.plan, o->output);
+    std::string out = render_plan_text(r.plan);
+    out += fmt::format("\npredicted period per micro-batch (and relative to the chosen split):\n");
+    out += period_line("cost DP", r.chosen, r.chosen.period_s);
+    out += period_line("equal layers", r.equal_layers, r.chosen.period_s);
+    out += period_line("equal params", r.equal_params, r.chosen.period_s);
+    double best_baseline = 0;
+    for (const PartitionResult* b : {&r.equal_layers, &r.equal_params})
+      if (b->fits_memory && !b->stages.empty() && (best_baseline == 0 || b->period_s < best_baseline))
+        best_baseline = b->period_s;
+    if (best_baseline > 0)
+      out += fmt::format("speed-up of the cost DP over the best baseline: {:.2f}x\n", best_baseline / r.chosen.period_s);
+    out += fmt::format("wrote {} ({} stages, {} micro-batches, {})\n", o->output, r.plan.stages.size(),
+                       r.plan.microbatches, r.plan.schedule);
+    std::cout << out;
+  });
+}
+
+}  // namespace pf::tools
