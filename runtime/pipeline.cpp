@@ -12,6 +12,7 @@
 #include <mutex>
 #include <thread>
 
+#include "ir/printer.h"
 #include "ir/verifier.h"
 #include "runtime/safetensors.h"
 #include "runtime/stage_program.h"
@@ -68,6 +69,7 @@ struct Pipeline::Shared {
 
 struct Pipeline::Stage {
   StageModule spec;
+  std::string backward_text;  // the differentiated module, as the plan stores it
   ParameterSet params;
   std::unique_ptr<StageProgram> program;
   std::unique_ptr<Optimizer> optimizer;
@@ -103,6 +105,7 @@ Pipeline::Pipeline(std::vector<StageModule> stages, const DimBinding& micro_bind
       if (is_float(g.type_of(g.find_value(name)).dtype)) ad.wrt_inputs.push_back(name);
     st->float_outputs = ad.outputs;
     GradientProgram gradients = differentiate(module, micro_binding, ad);
+    st->backward_text = print_module(module);
     const Function& graph = module.graph();
     int results = gradients.original_results;
     for (size_t a = 0; a < graph.args.size(); ++a) {
@@ -133,6 +136,41 @@ Pipeline::Pipeline(std::vector<StageModule> stages, const DimBinding& micro_bind
 }
 
 Pipeline::~Pipeline() = default;
+
+std::unique_ptr<Pipeline> Pipeline::from_plan(const Plan& plan, PipelineOptions options) {
+  auto kind = parse_schedule_kind(plan.schedule);
+  if (!kind)
+    throw Error(fmt::format("plan for @{}: unknown schedule '{}'; this pipeforge runs gpipe, 1f1b, interleaved and zb1",
+                            plan.model_name, plan.schedule));
+  if (plan.loss_stage_output.empty())
+    throw Error(fmt::format("plan for @{} is an inference plan: it has no loss to train", plan.model_name));
+  options.schedule = *kind;
+  options.microbatches = plan.microbatches;
+  options.virtual_stages = plan.virtual_stages;
+  std::vector<StageModule> stages;
+  for (const PlanStage& ps : plan.stages) {
+    StageModule sm;
+    sm.module = stage_program(plan, ps, "forward");
+    sm.layers = ps.layers;
+    for (const PlanTensor& t : ps.inputs) sm.inputs.push_back(t.name);
+    for (const PlanTensor& t : ps.recv) sm.recv.push_back(t.name);
+    for (const PlanTensor& t : ps.send) sm.send.push_back(t.name);
+    for (const PlanParam& p : ps.params) sm.params.push_back(p.name);
+    sm.has_loss = ps.index + 1 == static_cast<int>(plan.stages.size());
+    stages.push_back(std::move(sm));
+  }
+  auto pipeline = std::make_unique<Pipeline>(std::move(stages), plan.binding, options);
+  for (size_t s = 0; s < plan.stages.size(); ++s) {
+    const std::string& want = plan.stages[s].backward;
+    if (!want.empty() && pipeline->backward_text(static_cast<int>(s)) != want)
+      throw Error(fmt::format("plan stage {}: its backward program is not the one this pipeforge derives from its "
+                              "forward program; compile the plan again",
+                              s));
+  }
+  return pipeline;
+}
+
+std::string Pipeline::backward_text(int stage) const { return stages_.at(stage)->backward_text; }
 
 int Pipeline::stages() const { return static_cast<int>(stages_.size()); }
 int Pipeline::devices() const { return schedule_.devices; }

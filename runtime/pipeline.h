@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "ir/plan.h"
 #include "partitioner/stage_split.h"
 #include "runtime/lr_schedule.h"
 #include "runtime/optimizer.h"
@@ -56,7 +57,14 @@ class Pipeline {
   Pipeline(std::vector<StageModule> stages, const DimBinding& micro_binding, const PipelineOptions& options);
   ~Pipeline();
 
+  /// The pipeline a plan describes (its schedule, micro-batches and virtual
+  /// stages override those of `options`). Each stage's backward program is
+  /// derived again and must equal the plan's.
+  static std::unique_ptr<Pipeline> from_plan(const Plan& plan, PipelineOptions options);
+
   int stages() const;
+  /// Stage `stage`'s differentiated program as text (a plan's `backward`).
+  std::string backward_text(int stage) const;
   int devices() const;
   const Schedule& schedule() const;
   /// Every parameter of every stage (a tied one once per stage holding it).

@@ -1,6 +1,9 @@
-// `pipeforge run MODEL.pf`: train a model on one CPU device.
+// `pipeforge run`: train a model on one CPU device, or a plan across its devices.
 #include <fmt/format.h>
 
+#include <unistd.h>
+
+#include <algorithm>
 #include <chrono>
 #include <iostream>
 #include <memory>
@@ -11,6 +14,7 @@
 #include "ir/units.h"
 #include "runtime/dataset.h"
 #include "runtime/safetensors.h"
+#include "runtime/pipeline.h"
 #include "runtime/trainer.h"
 #include "tools/command.h"
 
@@ -27,15 +31,20 @@ struct RunOptions {
   std::string text, init_from, data, save_grads, save_weights;
   int threads = 1;
   bool lr_given = false;
+  std::string trace;
+  double timeout = 60;
 };
 
 /// Where a step's inputs come from: a fixed batch from a file, or a dataset.
 class BatchSource {
  public:
-  BatchSource(const RunOptions& o, const Function& g, uint64_t seed) {
-    for (ValueId a : g.args) {
-      types_.push_back(g.type_of(a));
-      names_.push_back(g.values[a].name);
+  /// `inputs` are the model's inputs for a whole batch; `classes` the
+  /// width of a classifier's logits (0 if none); `model` names it in errors.
+  BatchSource(const RunOptions& o, const std::vector<std::pair<std::string, TensorType>>& inputs, int64_t classes,
+              const std::string& model, uint64_t seed) {
+    for (const auto& [name, type] : inputs) {
+      types_.push_back(type);
+      names_.push_back(name);
     }
     for (const TensorType& t : types_) buffers_.emplace_back(static_cast<size_t>(t.bytes()));
     if (!o.data.empty()) {
@@ -55,24 +64,23 @@ class BatchSource {
     if (types_.size() == 2 && is(0, DType::i32, 2) && is(1, DType::i32, 2)) {
       if (o.text.empty())
         throw Error(fmt::format("@{} reads tokens: give it a text file with --text FILE (or a batch with --data)",
-                                g.name));
+                                model));
       const Shape& s = types_[0].shape;
       dataset_ = std::make_unique<ByteTextDataset>(o.text, s[0], s[1], seed);
       tokens_per_batch_ = s[0] * s[1];
     } else if (types_.size() == 2 && is(0, DType::f32, 2) && is(1, DType::i32, 1)) {
-      int64_t classes = 0;
-      for (const Op& op : g.ops)
-        if (op.kind == OpKind::cross_entropy) classes = g.type_of(op.operands[0]).shape.back();
       dataset_ = std::make_unique<SeparableDataset>(types_[0].shape[1], classes, types_[0].shape[0], seed);
     } else if (types_.size() == 2 && is(0, DType::f32, 4) && is(1, DType::i32, 1) &&
                types_[0].shape == Shape{types_[0].shape[0], 3, 32, 32}) {
       dataset_ = std::make_unique<GratingImageDataset>(types_[0].shape[0], seed);
     } else {
-      throw Error(fmt::format("no built-in data fits @{}'s inputs; give a batch with --data D.safetensors", g.name));
+      throw Error(fmt::format("no built-in data fits @{}'s inputs; give a batch with --data D.safetensors", model));
     }
     if (!o.text.empty() && tokens_per_batch_ == 0)
-      throw Error(fmt::format("--text: @{} does not read tokens (two i32[B,T] inputs)", g.name));
+      throw Error(fmt::format("--text: @{} does not read tokens (two i32[B,T] inputs)", model));
   }
+
+  const std::vector<std::string>& names() const { return names_; }
 
   std::vector<const void*> next() {
     if (dataset_) {
@@ -96,7 +104,101 @@ class BatchSource {
   int64_t tokens_per_batch_ = 0;
 };
 
+int64_t classes_of(const Function& g) {
+  for (const Op& op : g.ops)
+    if (op.kind == OpKind::cross_entropy) return g.type_of(op.operands[0]).shape.back();
+  return 0;
+}
+
+std::string rate(const BatchSource& source, double seconds) {
+  return source.tokens() > 0
+             ? fmt::format("{} tokens/s", format_count(static_cast<int64_t>(source.tokens() / seconds)))
+             : fmt::format("{} samples/s", format_count(static_cast<int64_t>(source.samples() / seconds)));
+}
+
+// A pipeline from a plan: the same data, weights and outputs as one device,
+// plus the measured bubble, the activations each stage held, and a trace.
+void run_plan(const RunOptions& o) {
+  cpu::set_blas_threads(1);
+  Plan plan = load_plan(o.file);
+  PipelineOptions options;
+  options.train = o.train;
+  options.train.steps = o.steps;
+  if (!o.lr_given && options.train.optimizer == "adamw") options.train.lr = 1e-3;
+  options.trace = !o.trace.empty();
+  options.timeout_s = o.timeout;
+  auto pipeline = Pipeline::from_plan(plan, options);
+  if (!o.init_from.empty()) {
+    pipeline->load(SafeTensors::read(o.init_from), o.init_from);
+  } else {
+    pipeline->initialize(options.train.seed);
+  }
+  pipeline->start();
+
+  // The whole batch: every model input once, m micro-batches long.
+  std::vector<std::pair<std::string, TensorType>> inputs;
+  int64_t classes = 0;
+  for (const PlanStage& stage : plan.stages) {
+    for (const PlanTensor& t : stage.inputs) {
+      bool seen = std::any_of(inputs.begin(), inputs.end(), [&](auto& p) { return p.first == t.name; });
+      TensorType whole = t.type;
+      whole.shape[0] *= plan.microbatches;
+      if (!seen) inputs.emplace_back(t.name, whole);
+    }
+    Module m = stage_program(plan, stage, "forward");
+    if (int64_t c = classes_of(m.graph())) classes = c;
+  }
+  BatchSource source(o, inputs, classes, plan.model_name, options.train.seed);
+  bool terminal = isatty(STDOUT_FILENO);
+  std::cout << fmt::format("training @{} from {}: {} stages on {} devices, {}, {} micro-batches\n", plan.model_name,
+                           o.file, plan.stages.size(), plan.devices.size(), plan.schedule, plan.microbatches);
+  std::vector<TraceEvent> trace;
+  double trace_offset = 0;
+  for (int64_t step = 1; step <= o.steps; ++step) {
+    std::vector<const void*> batch = source.next();
+    std::vector<std::pair<std::string, const void*>> named;
+    for (size_t i = 0; i < batch.size(); ++i) named.emplace_back(source.names()[i], batch[i]);
+    PipelineStepResult r = pipeline->train_step(named);
+    if (step == 1 && !o.save_grads.empty()) {
+      SafeTensors grads;
+      pipeline->save_grads(grads);
+      grads.write(o.save_grads);
+    }
+    for (TraceEvent e : r.trace) {
+      e.start_s += trace_offset;
+      e.end_s += trace_offset;
+      trace.push_back(e);
+    }
+    trace_offset += r.seconds;
+    std::string memory;
+    for (size_t s = 0; s < r.peak_stash_bytes.size(); ++s)
+      memory += fmt::format("{}{}", s ? " " : "", format_bytes(static_cast<double>(r.peak_stash_bytes[s])));
+    std::string line = fmt::format("step {:>5}  loss {:.6f}  |g| {:.4g}  {:.1f} ms  {}  bubble {:.1f}%  activations [{}]",
+                                   step, r.loss, r.grad_norm, r.seconds * 1e3, rate(source, r.seconds),
+                                   100 * r.bubble, memory);
+    if (terminal) {
+      int width = 20, done = static_cast<int>(width * step / o.steps);
+      std::cout << "\r" << line << "  [" << std::string(done, '#') << std::string(width - done, '.') << "]"
+                << (step == o.steps ? "\n" : "") << std::flush;
+      if (step % std::max<int64_t>(1, o.steps / 10) == 0 && step != o.steps) std::cout << "\n";
+    } else {
+      std::cout << line << "\n";
+    }
+  }
+  if (!o.trace.empty()) {
+    write_output(o.trace, trace_json(trace, pipeline->devices()));
+    std::cout << fmt::format("wrote {} (open it in https://ui.perfetto.dev)\n", o.trace);
+  }
+  if (!o.save_weights.empty()) {
+    SafeTensors weights;
+    pipeline->save_values(weights);
+    weights.write(o.save_weights);
+    std::cout << fmt::format("wrote {}\n", o.save_weights);
+  }
+}
+
 void run_model(const RunOptions& o) {
+  if (o.file.ends_with(".json")) return run_plan(o);
   cpu::set_blas_threads(o.threads);
   LoadedModel model = load_model(o.file, o.bind, true);
   if (o.batch > 0) bind_batch(model, o.batch);
@@ -110,14 +212,17 @@ void run_model(const RunOptions& o) {
     trainer.params().initialize(train.seed);
   }
   trainer.start();
-  BatchSource source(o, trainer.graph(), train.seed);
+  const Function& g = trainer.graph();
+  std::vector<std::pair<std::string, TensorType>> inputs;
+  for (ValueId a : g.args) inputs.emplace_back(g.values[a].name, g.type_of(a));
+  BatchSource source(o, inputs, classes_of(g), g.name, train.seed);
   std::cout << fmt::format("training @{}: {} parameters, {} steps, {} lr {}, {} thread{}\n", trainer.graph().name,
                            format_count(trainer.params().numel()), o.steps, train.optimizer, format_real(train.lr),
                            o.threads, o.threads == 1 ? "" : "s");
   for (int64_t step = 1; step <= o.steps; ++step) {
     auto start = std::chrono::steady_clock::now();
-    std::vector<const void*> inputs = source.next();
-    StepResult r = trainer.compute_gradients(inputs);
+    std::vector<const void*> batch = source.next();
+    StepResult r = trainer.compute_gradients(batch);
     if (step == 1 && !o.save_grads.empty()) {
       SafeTensors grads;
       trainer.params().save_grads(grads);
@@ -125,12 +230,9 @@ void run_model(const RunOptions& o) {
     }
     trainer.apply(r);
     double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    std::string rate = source.tokens() > 0
-                           ? fmt::format("{} tokens/s", format_count(static_cast<int64_t>(source.tokens() / seconds)))
-                           : fmt::format("{} samples/s", format_count(static_cast<int64_t>(source.samples() / seconds)));
     std::cout << fmt::format("step {:>5}  loss {:.6f}{}  |g| {:.4g}  lr {:.3g}  {:.1f} ms  {}\n", step, r.loss,
                              r.accuracy ? fmt::format("  acc {:.3f}", *r.accuracy) : "", r.grad_norm, r.lr,
-                             seconds * 1e3, rate);
+                             seconds * 1e3, rate(source, seconds));
     if (!std::isfinite(r.grad_norm)) std::cout << "  (gradient is not finite: step skipped)\n";
   }
   if (!o.save_weights.empty()) {
@@ -145,8 +247,9 @@ void run_model(const RunOptions& o) {
 
 void add_run_command(CLI::App& app) {
   auto o = std::make_shared<RunOptions>();
-  CLI::App* cmd = app.add_subcommand("run", "train a model on one CPU device, printing one line per step");
-  cmd->add_option("file", o->file, "model file (.pf)")->required();
+  CLI::App* cmd = app.add_subcommand(
+      "run", "train a model (.pf) on one CPU device, or a plan (.json) across its devices; one line per step");
+  cmd->add_option("file", o->file, "model file (.pf) or plan (.json)")->required();
   add_bind_option(*cmd, o->bind);
   cmd->add_option("--steps", o->steps, "training steps")->check(CLI::PositiveNumber);
   cmd->add_option("--batch", o->batch, "batch size (binds the first input's leading dimension)")
@@ -165,7 +268,11 @@ void add_run_command(CLI::App& app) {
   cmd->add_option("--data", o->data, "use this batch (safetensors, by input name) at every step");
   cmd->add_option("--save-grads", o->save_grads, "write the first step's gradients here (safetensors)");
   cmd->add_option("--save-weights", o->save_weights, "write the trained weights here (safetensors)");
-  cmd->add_option("--threads", o->threads, "BLAS threads")->check(CLI::PositiveNumber);
+  cmd->add_option("--threads", o->threads, "BLAS threads (one device; a plan's devices take one each)")
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--trace", o->trace, "write a Chrome/Perfetto trace of every stage's actions (plans)");
+  cmd->add_option("--timeout", o->timeout, "seconds a stage waits for its peer before the run stops (plans)")
+      ->check(CLI::PositiveNumber);
   cmd->callback([o] { run_model(*o); });
 }
 
