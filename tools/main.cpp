@@ -15,6 +15,7 @@ int main(int argc, char** argv) {
   pf::tools::add_compile_command(app);
   pf::tools::add_dump_command(app);
   pf::tools::add_opt_command(app);
+  pf::tools::add_profile_command(app);
   pf::tools::add_run_command(app);
   pf::tools::add_schedule_command(app);
   pf::tools::add_stats_command(app);

@@ -1,0 +1,26 @@
+// Measures every op of a model on the real backend, forward and backward, so
+// that the partitioner can price stages by measurement instead of roofline.
+#pragma once
+
+#include <functional>
+#include <string>
+
+#include "ir/module.h"
+#include "partitioner/device_profile.h"
+
+namespace pf {
+
+struct ProfileOptions {
+  int repeats = 5;  // timed runs per op after one warm-up; the median is kept
+};
+
+/// Times each op of `model` (inlined and verified under `binding`, the
+/// shapes the partitioner will price: one micro-batch) alone on the CPU:
+/// forward as the op itself, backward as the backward program of
+/// sum(op(...)) minus that of sum alone. Ops with the same timing key are
+/// measured once. The returned profile is the CPU roofline with these
+/// measurements; `progress` is told each op as it is measured.
+DeviceProfile profile_model(const Module& model, const DimBinding& binding, const ProfileOptions& options,
+                            const std::function<void(const std::string& key, const OpTiming&)>& progress = {});
+
+}  // namespace pf

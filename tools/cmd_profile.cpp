@@ -1,0 +1,62 @@
+// `pipeforge profile`: time every op of a model on the CPU, for compile --profile.
+#include <fmt/format.h>
+
+#include <iostream>
+#include <memory>
+
+#include "backends/cpu/blas.h"
+#include "partitioner/compile.h"
+#include "passes/pass.h"
+#include "runtime/profiler.h"
+#include "tools/command.h"
+
+namespace pf::tools {
+
+namespace {
+struct ProfileCommandOptions {
+  std::string file, bind, device = "cpu", output;
+  int64_t batch = 0;
+  int microbatches = 8;
+  int repeats = 5;
+  bool verbose = false;
+};
+}  // namespace
+
+void add_profile_command(CLI::App& app) {
+  auto o = std::make_shared<ProfileCommandOptions>();
+  CLI::App* cmd = app.add_subcommand(
+      "profile", "time each op of a model, forward and backward, on the real backend; write a device profile");
+  cmd->add_option("file", o->file, "model file (.pf)")->required();
+  add_bind_option(*cmd, o->bind);
+  cmd->add_option("--batch", o->batch, "batch size (binds the first input's leading dimension)")
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--microbatches,-m", o->microbatches, "time the ops at the micro-batch size compile will use")
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--device", o->device, "the backend to measure (cpu)")->check(CLI::IsMember({"cpu"}));
+  cmd->add_option("--repeats", o->repeats, "timed runs per op (the median is kept)")->check(CLI::PositiveNumber);
+  cmd->add_flag("-v,--verbose", o->verbose, "print every op's times");
+  cmd->add_option("-o,--output", o->output, "write the profile here (JSON)")->required();
+  cmd->callback([o] {
+    cpu::set_blas_threads(1);  // a CPU device is one core
+    LoadedModel model = load_model(o->file, o->bind, true);
+    if (o->batch > 0) bind_batch(model, o->batch);
+    DimBinding micro = microbatch_binding(model.module, model.binding, o->microbatches);
+    PassContext ctx{micro};
+    run_passes(model.module, {"inline", "shape"}, ctx);
+    int count = 0;
+    double total = 0;
+    DeviceProfile profile = profile_model(model.module, micro, ProfileOptions{o->repeats},
+                                          [&](const std::string& key, const OpTiming& t) {
+                                            ++count;
+                                            total += t.forward_s + t.backward_s;
+                                            if (o->verbose)
+                                              std::cout << fmt::format("{:>10.3f} ms {:>10.3f} ms  {}\n",
+                                                                       t.forward_s * 1e3, t.backward_s * 1e3, key);
+                                          });
+    save_profile(profile, o->output);
+    std::cout << fmt::format("measured {} distinct ops of @{} ({:.1f} ms forward+backward for one of each); wrote {}\n",
+                             count, model.module.graph().name, total * 1e3, o->output);
+  });
+}
+
+}  // namespace pf::tools
