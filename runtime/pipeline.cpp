@@ -27,6 +27,23 @@ double since(Clock::time_point t0) { return std::chrono::duration<double>(Clock:
 
 std::vector<std::byte> zeroed(int64_t bytes) { return std::vector<std::byte>(static_cast<size_t>(bytes)); }
 
+/// Thrown in a worker woken because another stage failed: that stage's error
+/// is the step's, so this one only unwinds the worker.
+struct Stopped {};
+
+/// Thrown by a wait the watchdog ended; the message names every stage that
+/// was waiting, so it does not depend on which waiter's clock ran out first.
+struct Timeout {
+  std::string message;
+};
+
+/// What a stage is blocked on, for the watchdog's message.
+struct Waiting {
+  const char* what = nullptr;  // "activations" or "gradients"; null when not waiting
+  int microbatch = 0;
+  int sender = 0;
+};
+
 }  // namespace
 
 /// Hand-offs between neighbouring stages: which micro-batches' activations
@@ -37,6 +54,7 @@ struct Pipeline::Shared {
   std::condition_variable changed;
   std::vector<std::vector<char>> act_ready;   // [boundary s -> s+1][mb]
   std::vector<std::vector<char>> grad_ready;  // [boundary s+1 -> s][mb], indexed by the sender s+1
+  std::vector<Waiting> waiting;               // [stage]
   std::string error;                          // the first failure; stops every worker
   bool failed = false;
 
@@ -48,13 +66,33 @@ struct Pipeline::Shared {
     changed.notify_all();
   }
 
-  void wait(std::vector<std::vector<char>>& table, int stage, int mb, double timeout_s, const std::string& what) {
+  /// Stage `stage` waits until `sender` has marked micro-batch `mb` ready
+  /// in `table` (`what`: "activations" or "gradients").
+  void wait(std::vector<std::vector<char>>& table, int stage, int sender, int mb, double timeout_s,
+            const char* what) {
     std::unique_lock lock(mutex);
+    waiting[stage] = {what, mb, sender};
     bool ok = changed.wait_for(lock, std::chrono::duration<double>(timeout_s),
-                               [&] { return failed || table[stage][mb]; });
-    if (failed) throw std::runtime_error("stopped");
-    if (!ok) throw Error(fmt::format("{} did not arrive within {:.0f} s", what, timeout_s));
-    table[stage][mb] = 0;
+                               [&] { return failed || table[sender][mb]; });
+    if (!ok && !failed) throw Timeout{stalled(timeout_s)};
+    waiting[stage] = {};
+    if (failed) throw Stopped{};
+    table[sender][mb] = 0;
+  }
+
+  /// The watchdog's message: every stage waiting now, in stage order. Called
+  /// with the mutex held.
+  std::string stalled(double timeout_s) const {
+    std::string out = fmt::format("watchdog: no hand-off for {:g} s", timeout_s);
+    const char* sep = ": ";
+    for (size_t s = 0; s < waiting.size(); ++s) {
+      const Waiting& w = waiting[s];
+      if (!w.what) continue;
+      out += fmt::format("{}stage {} waits for the {} of micro-batch {} from stage {}", sep, s, w.what, w.microbatch,
+                         w.sender);
+      sep = "; ";
+    }
+    return out;
   }
 
   void fail(const std::string& message) {
@@ -131,6 +169,7 @@ Pipeline::Pipeline(std::vector<StageModule> stages, const DimBinding& micro_bind
                                                  slots, /*caller_results=*/true);
     stages_.push_back(std::move(st));
   }
+  shared_->waiting.assign(n, Waiting{});
   shared_->act_ready.assign(n, std::vector<char>(m, 0));
   shared_->grad_ready.assign(n, std::vector<char>(m, 0));
 }
@@ -175,6 +214,13 @@ std::string Pipeline::backward_text(int stage) const { return stages_.at(stage)-
 int Pipeline::stages() const { return static_cast<int>(stages_.size()); }
 int Pipeline::devices() const { return schedule_.devices; }
 const Schedule& Pipeline::schedule() const { return schedule_; }
+
+std::vector<Optimizer*> Pipeline::optimizers() {
+  std::vector<Optimizer*> out;
+  for (auto& s : stages_)
+    if (s->optimizer) out.push_back(s->optimizer.get());
+  return out;
+}
 
 std::vector<ParameterSet*> Pipeline::parameter_sets() {
   std::vector<ParameterSet*> out;
@@ -227,33 +273,41 @@ void Pipeline::start() {
                                  : LrSchedule::constant(t.lr);
 }
 
-void Pipeline::run_device(int device, const std::vector<std::pair<std::string, const void*>>& inputs,
-                          PipelineStepResult& result, double) {
+void Pipeline::run_device(int device, const std::vector<std::pair<std::string, const void*>>& inputs, bool backward,
+                          PipelineStepResult& result) {
+  using Fault = PipelineOptions::Fault;
   auto t0 = Clock::now();
   const int m = options_.microbatches;
+  const Fault& fault = options_.fault;
+  auto faulty = [&](const Action& a, Fault::Kind kind) {
+    return fault.kind == kind && fault.stage == a.stage && fault.microbatch == a.microbatch;
+  };
   for (const Action& a : schedule_.per_device[device]) {
     if (a.kind == ActionKind::step) break;
+    // A forward pass keeps the schedule's order of forwards and activation
+    // hand-offs; with the backward actions gone no wait can close a cycle.
+    if (!backward && a.kind != ActionKind::forward && a.kind != ActionKind::send_act &&
+        a.kind != ActionKind::recv_act)
+      continue;
     Stage& st = *stages_[a.stage];
     double start = since(t0);
     try {
       switch (a.kind) {
         case ActionKind::recv_act:
-          shared_->wait(shared_->act_ready, a.stage - 1, a.microbatch, options_.timeout_s,
-                        fmt::format("stage {}: the activations of micro-batch {} from stage {}", a.stage,
-                                    a.microbatch, a.stage - 1));
+          shared_->wait(shared_->act_ready, a.stage, a.stage - 1, a.microbatch, options_.timeout_s, "activations");
           break;
         case ActionKind::recv_grad:
-          shared_->wait(shared_->grad_ready, a.stage + 1, a.microbatch, options_.timeout_s,
-                        fmt::format("stage {}: the gradients of micro-batch {} from stage {}", a.stage,
-                                    a.microbatch, a.stage + 1));
+          shared_->wait(shared_->grad_ready, a.stage, a.stage + 1, a.microbatch, options_.timeout_s, "gradients");
           break;
         case ActionKind::send_act:
+          if (faulty(a, Fault::Kind::drop_send)) break;
           shared_->mark(shared_->act_ready, a.stage, a.microbatch);
           break;
         case ActionKind::send_grad:
           shared_->mark(shared_->grad_ready, a.stage, a.microbatch);
           break;
         case ActionKind::forward: {
+          if (faulty(a, Fault::Kind::throw_error)) throw Error("injected fault");
           const Function& g = st.program->graph();
           std::vector<const void*> args;
           size_t recv_index = 0, input_index = 0;
@@ -279,6 +333,11 @@ void Pipeline::run_device(int device, const std::vector<std::pair<std::string, c
           st.inflight += 1;
           st.peak = std::max(st.peak, st.inflight);
           st.program->forward(slot, args, results);
+          if (!backward) {
+            // No backward will read the stash: the slot is free again.
+            st.free_slots.push_back(slot);
+            st.inflight -= 1;
+          }
           break;
         }
         case ActionKind::backward:
@@ -310,11 +369,25 @@ void Pipeline::run_device(int device, const std::vector<std::pair<std::string, c
         case ActionKind::step:
           break;
       }
+    } catch (const Stopped&) {
+      return;  // another stage failed first; its error is the step's
+    } catch (const Timeout& t) {
+      shared_->fail(t.message);
+      return;
     } catch (const Error& e) {
       shared_->fail(fmt::format("stage {}: {}", a.stage, e.message()));
       return;
-    } catch (const std::runtime_error&) {
-      return;  // another stage failed first
+    } catch (const std::bad_alloc&) {
+      shared_->fail(fmt::format("stage {}: out of memory", a.stage));
+      return;
+    } catch (const std::exception& e) {
+      // Not a pf::Error: a defect rather than bad input, but it must still
+      // stop every worker instead of escaping the thread (std::terminate).
+      shared_->fail(fmt::format("stage {}: {}", a.stage, e.what()));
+      return;
+    } catch (...) {
+      shared_->fail(fmt::format("stage {}: unknown exception", a.stage));
+      return;
     }
     if (options_.trace || is_compute(a.kind)) {
       std::lock_guard lock(shared_->mutex);
@@ -336,11 +409,10 @@ void Pipeline::sum_tied_grads() {
   }
 }
 
-PipelineStepResult Pipeline::train_step(const std::vector<std::pair<std::string, const void*>>& inputs,
-                                        bool step_optimizer) {
+PipelineStepResult Pipeline::run_step(const std::vector<std::pair<std::string, const void*>>& inputs, bool backward) {
   PipelineStepResult result;
   for (auto& s : stages_) {
-    s->params.zero_grads();
+    if (backward) s->params.zero_grads();
     s->peak = 0;
   }
   shared_->failed = false;
@@ -348,7 +420,7 @@ PipelineStepResult Pipeline::train_step(const std::vector<std::pair<std::string,
   auto t0 = Clock::now();
   std::vector<std::thread> workers;
   for (int d = 0; d < devices(); ++d)
-    workers.emplace_back([this, d, &inputs, &result] { run_device(d, inputs, result, 0); });
+    workers.emplace_back([this, d, &inputs, backward, &result] { run_device(d, inputs, backward, result); });
   for (auto& w : workers) w.join();
   if (shared_->failed) {
     for (auto& s : stages_) {
@@ -358,6 +430,7 @@ PipelineStepResult Pipeline::train_step(const std::vector<std::pair<std::string,
     }
     for (auto& row : shared_->act_ready) std::fill(row.begin(), row.end(), 0);
     for (auto& row : shared_->grad_ready) std::fill(row.begin(), row.end(), 0);
+    std::fill(shared_->waiting.begin(), shared_->waiting.end(), Waiting{});
     throw Error(shared_->error);
   }
   result.seconds = since(t0);
@@ -373,7 +446,16 @@ PipelineStepResult Pipeline::train_step(const std::vector<std::pair<std::string,
     result.peak_inflight.push_back(s->peak);
     result.peak_stash_bytes.push_back(s->peak * s->program->stash_bytes());
   }
+  return result;
+}
 
+PipelineStepResult Pipeline::forward(const std::vector<std::pair<std::string, const void*>>& inputs) {
+  return run_step(inputs, /*backward=*/false);
+}
+
+PipelineStepResult Pipeline::train_step(const std::vector<std::pair<std::string, const void*>>& inputs,
+                                        bool step_optimizer) {
+  PipelineStepResult result = run_step(inputs, /*backward=*/true);
   sum_tied_grads();
   // The global norm counts each tied parameter once.
   std::map<std::string, bool> seen;

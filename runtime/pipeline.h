@@ -15,6 +15,7 @@
 #include "runtime/optimizer.h"
 #include "runtime/parameters.h"
 #include "runtime/schedule.h"
+#include "runtime/step_result.h"
 #include "runtime/trainer.h"
 
 namespace pf {
@@ -24,29 +25,29 @@ struct PipelineOptions {
   int microbatches = 1;
   int virtual_stages = 1;
   TrainerOptions train;
-  /// A worker that waits longer than this for a peer stops the step with an
-  /// error naming both stages (a watchdog against hangs).
+  /// The watchdog against hangs: a worker that waits longer than this for a
+  /// peer stops the step with one error naming every stage then waiting and
+  /// what for. (A stage stuck inside a kernel is found by its peers' waits,
+  /// but its own thread cannot be interrupted.)
   double timeout_s = 60;
   /// Record every action's start and end for a Perfetto trace.
   bool trace = false;
-};
 
-/// One action as it ran, for traces and the measured bubble.
-struct TraceEvent {
-  int device = 0;
-  Action action;
-  double start_s = 0, end_s = 0;  // since the step began
-};
-
-struct PipelineStepResult {
-  double loss = 0;
-  double grad_norm = 0;
-  double lr = 0;
-  double seconds = 0;
-  double bubble = 0;                    // 1 - busy compute / (devices * wall)
-  std::vector<int> peak_inflight;       // per stage: micro-batches stashed at once
-  std::vector<int64_t> peak_stash_bytes;  // per stage
-  std::vector<TraceEvent> trace;        // when PipelineOptions::trace
+  /// Fault injection, for the tests of failure handling only
+  /// (tests/runtime/runtime_test.cpp): makes one stage misbehave at one
+  /// micro-batch the way a defect would, so that the error path and the
+  /// watchdog can be exercised. Off (kind none) everywhere else.
+  struct Fault {
+    enum class Kind {
+      none,
+      throw_error,  ///< the forward of (stage, microbatch) throws pf::Error("injected fault")
+      drop_send,    ///< the send_act of (stage, microbatch) never happens: the receiver waits
+    };
+    Kind kind = Kind::none;
+    int stage = 0;
+    int microbatch = 0;
+  };
+  Fault fault;
 };
 
 class Pipeline {
@@ -84,10 +85,21 @@ class Pipeline {
   PipelineStepResult train_step(const std::vector<std::pair<std::string, const void*>>& inputs,
                                 bool step_optimizer = true);
 
+  /// The loss of a full batch (same layout as train_step) without gradients
+  /// or an update: only the forward actions of the schedule run, in its
+  /// order, and each stash slot is freed as soon as it is filled. The
+  /// parameters' gradients are left as the last train_step left them.
+  PipelineStepResult forward(const std::vector<std::pair<std::string, const void*>>& inputs);
+
+  /// Each stage's optimizer, in stage order (a tied parameter has state in
+  /// every stage holding it, equal in all); empty before start().
+  std::vector<Optimizer*> optimizers();
+
  private:
   struct Stage;
-  void run_device(int device, const std::vector<std::pair<std::string, const void*>>& inputs,
-                  PipelineStepResult& result, double t0);
+  PipelineStepResult run_step(const std::vector<std::pair<std::string, const void*>>& inputs, bool backward);
+  void run_device(int device, const std::vector<std::pair<std::string, const void*>>& inputs, bool backward,
+                  PipelineStepResult& result);
   void sum_tied_grads();
 
   PipelineOptions options_;

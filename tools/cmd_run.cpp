@@ -1,4 +1,4 @@
-// `pipeforge run`: train a model on one CPU device, or a plan across its devices.
+// `pipeforge run`: train a model on one CPU device, or a plan across its devices (with checkpoints).
 #include <fmt/format.h>
 
 #include <unistd.h>
@@ -9,12 +9,13 @@
 #include <memory>
 
 #include "backends/cpu/blas.h"
+#include "ir/plan.h"
 #include "ir/printer.h"
-#include "ir/verifier.h"
 #include "ir/units.h"
+#include "ir/verifier.h"
 #include "runtime/dataset.h"
+#include "runtime/runtime.h"
 #include "runtime/safetensors.h"
-#include "runtime/pipeline.h"
 #include "runtime/trainer.h"
 #include "tools/command.h"
 
@@ -33,6 +34,8 @@ struct RunOptions {
   bool lr_given = false;
   std::string trace;
   double timeout = 60;
+  std::string checkpoint, resume;
+  int64_t checkpoint_every = 0;  // 0: only after the last step
 };
 
 /// Where a step's inputs come from: a fixed batch from a file, or a dataset.
@@ -93,6 +96,11 @@ class BatchSource {
     return in;
   }
 
+  /// Makes batch `index` (0-based) the next one.
+  void seek(int64_t index) {
+    if (dataset_) dataset_->seek(index);
+  }
+
   int64_t samples() const { return types_.empty() || types_[0].shape.empty() ? 1 : types_[0].shape[0]; }
   int64_t tokens() const { return tokens_per_batch_; }
 
@@ -116,54 +124,65 @@ std::string rate(const BatchSource& source, double seconds) {
              : fmt::format("{} samples/s", format_count(static_cast<int64_t>(source.samples() / seconds)));
 }
 
-// A pipeline from a plan: the same data, weights and outputs as one device,
-// plus the measured bubble, the activations each stage held, and a trace.
-void run_plan(const RunOptions& o) {
-  cpu::set_blas_threads(1);
-  Plan plan = load_plan(o.file);
-  PipelineOptions options;
-  options.train = o.train;
-  options.train.steps = o.steps;
-  if (!o.lr_given && options.train.optimizer == "adamw") options.train.lr = 1e-3;
-  options.trace = !o.trace.empty();
-  options.timeout_s = o.timeout;
-  auto pipeline = Pipeline::from_plan(plan, options);
-  if (!o.init_from.empty()) {
-    pipeline->load(SafeTensors::read(o.init_from), o.init_from);
-  } else {
-    pipeline->initialize(options.train.seed);
-  }
-  pipeline->start();
+RuntimeOptions runtime_options(const RunOptions& o) {
+  RuntimeOptions r;
+  r.optimizer = o.train.optimizer;
+  r.lr = !o.lr_given && o.train.optimizer == "adamw" ? 1e-3 : o.train.lr;
+  r.momentum = o.train.momentum;
+  r.weight_decay = o.train.weight_decay;
+  r.clip = o.train.clip;
+  r.warmup = o.train.warmup;
+  r.cosine = o.train.cosine;
+  r.steps = o.steps;
+  r.seed = o.train.seed;
+  r.timeout_s = o.timeout;
+  r.trace = !o.trace.empty();
+  return r;
+}
 
-  // The whole batch: every model input once, m micro-batches long.
-  std::vector<std::pair<std::string, TensorType>> inputs;
+// A pipeline from a plan: the same data, weights and outputs as one device,
+// plus the measured bubble, the activations each stage held, a trace, and
+// checkpoints. A failing step throws before anything is written, so the last
+// checkpoint stays the one written before it.
+void run_plan(const RunOptions& o) {
+  Runtime runtime = Runtime::load(o.file, runtime_options(o));
+  const Plan& plan = runtime.plan();
+  if (!o.resume.empty()) {
+    runtime.load_checkpoint(o.resume);
+    if (runtime.step() >= o.steps)
+      throw Error(fmt::format("{}: the checkpoint is at step {} and --steps is {}: nothing left to train", o.resume,
+                              runtime.step(), o.steps));
+  } else if (!o.init_from.empty()) {
+    runtime.load_weights(o.init_from);
+  } else {
+    runtime.initialize(o.train.seed);
+  }
+  const int64_t first = runtime.step() + 1;
+
   int64_t classes = 0;
   for (const PlanStage& stage : plan.stages) {
-    for (const PlanTensor& t : stage.inputs) {
-      bool seen = std::any_of(inputs.begin(), inputs.end(), [&](auto& p) { return p.first == t.name; });
-      TensorType whole = t.type;
-      whole.shape[0] *= plan.microbatches;
-      if (!seen) inputs.emplace_back(t.name, whole);
-    }
     Module m = stage_program(plan, stage, "forward");
     if (int64_t c = classes_of(m.graph())) classes = c;
   }
-  BatchSource source(o, inputs, classes, plan.model_name, options.train.seed);
+  BatchSource source(o, runtime.batch_inputs(), classes, plan.model_name, o.train.seed);
+  // A resumed run reads the batches the uninterrupted run would have.
+  source.seek(first - 1);
   bool terminal = isatty(STDOUT_FILENO);
   std::cout << fmt::format("training @{} from {}: {} stages on {} devices, {}, {} micro-batches\n", plan.model_name,
                            o.file, plan.stages.size(), plan.devices.size(), plan.schedule, plan.microbatches);
+  if (!o.resume.empty()) std::cout << fmt::format("resuming from {} at step {}\n", o.resume, first - 1);
   std::vector<TraceEvent> trace;
   double trace_offset = 0;
-  for (int64_t step = 1; step <= o.steps; ++step) {
+  for (int64_t step = first; step <= o.steps; ++step) {
     std::vector<const void*> batch = source.next();
-    std::vector<std::pair<std::string, const void*>> named;
-    for (size_t i = 0; i < batch.size(); ++i) named.emplace_back(source.names()[i], batch[i]);
-    PipelineStepResult r = pipeline->train_step(named);
-    if (step == 1 && !o.save_grads.empty()) {
-      SafeTensors grads;
-      pipeline->save_grads(grads);
-      grads.write(o.save_grads);
-    }
+    Runtime::Batch named;
+    for (size_t i = 0; i < batch.size(); ++i) named.inputs.emplace_back(source.names()[i], batch[i]);
+    runtime.train_step(named);
+    const PipelineStepResult& r = runtime.last_step();
+    if (step == first && !o.save_grads.empty()) runtime.save_gradients(o.save_grads);
+    bool checkpoint = !o.checkpoint.empty() &&
+                      (step == o.steps || (o.checkpoint_every > 0 && step % o.checkpoint_every == 0));
+    if (checkpoint) runtime.save_checkpoint(o.checkpoint);
     for (TraceEvent e : r.trace) {
       e.start_s += trace_offset;
       e.end_s += trace_offset;
@@ -176,6 +195,7 @@ void run_plan(const RunOptions& o) {
     std::string line = fmt::format("step {:>5}  loss {:.6f}  |g| {:.4g}  {:.1f} ms  {}  bubble {:.1f}%  activations [{}]",
                                    step, r.loss, r.grad_norm, r.seconds * 1e3, rate(source, r.seconds),
                                    100 * r.bubble, memory);
+    if (checkpoint) line += fmt::format("  checkpoint {}", o.checkpoint);
     if (terminal) {
       int width = 20, done = static_cast<int>(width * step / o.steps);
       std::cout << "\r" << line << "  [" << std::string(done, '#') << std::string(width - done, '.') << "]"
@@ -186,19 +206,20 @@ void run_plan(const RunOptions& o) {
     }
   }
   if (!o.trace.empty()) {
-    write_output(o.trace, trace_json(trace, pipeline->devices()));
+    write_output(o.trace, trace_json(trace, runtime.devices()));
     std::cout << fmt::format("wrote {} (open it in https://ui.perfetto.dev)\n", o.trace);
   }
   if (!o.save_weights.empty()) {
-    SafeTensors weights;
-    pipeline->save_values(weights);
-    weights.write(o.save_weights);
+    runtime.save_weights(o.save_weights);
     std::cout << fmt::format("wrote {}\n", o.save_weights);
   }
 }
 
 void run_model(const RunOptions& o) {
   if (o.file.ends_with(".json")) return run_plan(o);
+  if (!o.checkpoint.empty() || !o.resume.empty())
+    throw Error(fmt::format("--checkpoint and --resume train a plan (.json), not {}; compile it with pipeforge compile",
+                            o.file));
   cpu::set_blas_threads(o.threads);
   LoadedModel model = load_model(o.file, o.bind, true);
   if (o.batch > 0) bind_batch(model, o.batch);
@@ -264,7 +285,8 @@ void add_run_command(CLI::App& app) {
   cmd->add_flag("--cosine", o->train.cosine, "cosine decay to lr/10 over the run");
   cmd->add_option("--seed", o->train.seed, "seed of the initial weights and of the data");
   cmd->add_option("--text", o->text, "train a token model on the bytes of this file");
-  cmd->add_option("--init-from", o->init_from, "load every parameter from this safetensors file");
+  CLI::Option* init_from =
+      cmd->add_option("--init-from", o->init_from, "load every parameter from this safetensors file");
   cmd->add_option("--data", o->data, "use this batch (safetensors, by input name) at every step");
   cmd->add_option("--save-grads", o->save_grads, "write the first step's gradients here (safetensors)");
   cmd->add_option("--save-weights", o->save_weights, "write the trained weights here (safetensors)");
@@ -273,6 +295,15 @@ void add_run_command(CLI::App& app) {
   cmd->add_option("--trace", o->trace, "write a Chrome/Perfetto trace of every stage's actions (plans)");
   cmd->add_option("--timeout", o->timeout, "seconds a stage waits for its peer before the run stops (plans)")
       ->check(CLI::PositiveNumber);
+  CLI::Option* checkpoint =
+      cmd->add_option("--checkpoint", o->checkpoint,
+                      "write weights, optimizer state and step here after the last step (plans; safetensors)");
+  cmd->add_option("--checkpoint-every", o->checkpoint_every, "also write the checkpoint every N steps")
+      ->check(CLI::PositiveNumber)
+      ->needs(checkpoint);
+  cmd->add_option("--resume", o->resume,
+                  "go on from this checkpoint up to --steps (plans; same options as the run that wrote it)")
+      ->excludes(init_from);
   cmd->callback([o] { run_model(*o); });
 }
 

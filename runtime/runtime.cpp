@@ -1,0 +1,264 @@
+// The Pipeforge runtime as a library: a Pipeline from a plan, weights, batches and checkpoints.
+#include "runtime/runtime.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <optional>
+#include <set>
+
+#include "backends/cpu/blas.h"
+#include "ir/diagnostic.h"
+#include "ir/plan.h"
+#include "runtime/pipeline.h"
+#include "runtime/safetensors.h"
+
+namespace pf {
+
+namespace {
+
+// Metadata of a checkpoint file. The optimizer's kind and step count use the
+// keys of Optimizer::save_state, so that Optimizer::load_state reads them.
+constexpr const char* kFormatKey = "format";
+constexpr const char* kFormat = "pipeforge-checkpoint";
+constexpr const char* kVersionKey = "version";
+constexpr const char* kVersion = "1";
+constexpr const char* kModelKey = "model";
+constexpr const char* kStepKey = "step";
+constexpr const char* kOptimizerKey = "optimizer";
+constexpr const char* kOptimizerStepKey = "optimizer.step";
+
+void check_options(const RuntimeOptions& o) {
+  auto fail = [](const std::string& what) { throw Error("runtime options: " + what); };
+  if (o.optimizer != "adamw" && o.optimizer != "sgd")
+    fail(fmt::format("unknown optimizer '{}'; use sgd or adamw", o.optimizer));
+  if (!(o.lr >= 0) || !std::isfinite(o.lr)) fail(fmt::format("lr must be finite and not negative, not {}", o.lr));
+  if (!(o.momentum >= 0)) fail(fmt::format("momentum must not be negative, not {}", o.momentum));
+  if (!(o.weight_decay >= 0)) fail(fmt::format("weight_decay must not be negative, not {}", o.weight_decay));
+  if (!(o.clip >= 0)) fail(fmt::format("clip must not be negative, not {}", o.clip));
+  if (o.steps < 1) fail(fmt::format("steps must be positive, not {}", o.steps));
+  if (o.warmup < 0 || o.warmup > o.steps)
+    fail(fmt::format("warmup must be in [0, steps = {}], not {}", o.steps, o.warmup));
+  if (!(o.timeout_s > 0)) fail(fmt::format("timeout_s must be positive, not {}", o.timeout_s));
+}
+
+/// A non-negative decimal integer, or nullopt.
+std::optional<int64_t> parse_count(const std::string& text) {
+  bool digits = std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; });
+  if (text.empty() || text.size() > 18 || !digits) return std::nullopt;
+  return std::stoll(text);
+}
+
+}  // namespace
+
+struct Runtime::Impl {
+  Plan plan;
+  RuntimeOptions options;
+  std::unique_ptr<Pipeline> pipeline;
+  std::vector<std::pair<std::string, TensorType>> inputs;  // whole-batch types, in first-use order
+  PipelineStepResult last;
+  int64_t step = 0;
+  bool has_weights = false;
+
+  /// Every parameter once (a tied one is held by several stages, equal in all).
+  std::vector<std::pair<std::string, TensorType>> parameter_types() const {
+    std::vector<std::pair<std::string, TensorType>> out;
+    std::set<std::string> seen;
+    for (ParameterSet* set : pipeline->parameter_sets())
+      for (const ParameterSet::Entry& e : set->entries())
+        if (seen.insert(e.name).second) out.emplace_back(e.name, e.type);
+    return out;
+  }
+
+  /// Every optimizer state buffer once, for the same reason.
+  std::vector<StateBuffer> state_buffers() const {
+    std::vector<StateBuffer> out;
+    std::set<std::string> seen;
+    for (Optimizer* opt : pipeline->optimizers())
+      for (const StateBuffer& b : opt->state())
+        if (seen.insert(b.name).second) out.push_back(b);
+    return out;
+  }
+
+  /// The batch as the pipeline takes it, after checking it names every input
+  /// once and nothing else.
+  std::vector<std::pair<std::string, const void*>> checked(const Batch& batch) const {
+    if (!has_weights)
+      throw Error("the runtime has no weights yet: call initialize(), load_weights() or load_checkpoint() first");
+    for (size_t i = 0; i < batch.inputs.size(); ++i) {
+      const auto& [name, data] = batch.inputs[i];
+      if (std::none_of(inputs.begin(), inputs.end(), [&](auto& in) { return in.first == name; })) {
+        std::string known;
+        for (const auto& in : inputs) known += (known.empty() ? "" : ", ") + in.first;
+        throw Error(fmt::format("batch: unknown input '{}'; @{} takes {}", name, plan.model_name, known));
+      }
+      for (size_t j = 0; j < i; ++j)
+        if (batch.inputs[j].first == name) throw Error(fmt::format("batch: input '{}' is given twice", name));
+      if (data == nullptr) throw Error(fmt::format("batch: input '{}' is null", name));
+    }
+    for (const auto& [name, type] : inputs)
+      if (std::none_of(batch.inputs.begin(), batch.inputs.end(), [&](auto& in) { return in.first == name; }))
+        throw Error(fmt::format("batch: missing input '{}' ({})", name, type.str()));
+    return batch.inputs;
+  }
+
+  /// Starts training afresh from the current weights: new optimizer state.
+  void restart() {
+    pipeline->start();
+    step = 0;
+    has_weights = true;
+  }
+};
+
+Runtime::Runtime(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Runtime::Runtime(Runtime&&) noexcept = default;
+Runtime& Runtime::operator=(Runtime&&) noexcept = default;
+Runtime::~Runtime() = default;
+
+Runtime Runtime::load(const std::string& plan_path, const RuntimeOptions& options) {
+  check_options(options);
+  auto impl = std::make_unique<Impl>();
+  impl->plan = load_plan(plan_path);
+  impl->options = options;
+  // Each device is one worker thread on one core; a multi-threaded BLAS
+  // inside every worker would oversubscribe the cores.
+  cpu::set_blas_threads(1);
+  PipelineOptions po;
+  po.train.optimizer = options.optimizer;
+  po.train.lr = options.lr;
+  po.train.momentum = options.momentum;
+  po.train.weight_decay = options.weight_decay;
+  po.train.clip = options.clip;
+  po.train.warmup = options.warmup;
+  po.train.cosine = options.cosine;
+  po.train.steps = options.steps;
+  po.train.seed = options.seed;
+  po.timeout_s = options.timeout_s;
+  po.trace = options.trace;
+  impl->pipeline = Pipeline::from_plan(impl->plan, po);
+  // The optimizers exist from the start (their state zero), so that a
+  // checkpoint can be checked against them before any weights are set.
+  impl->pipeline->start();
+  const Plan& plan = impl->plan;
+  for (const PlanStage& stage : plan.stages)
+    for (const PlanTensor& t : stage.inputs) {
+      if (std::any_of(impl->inputs.begin(), impl->inputs.end(), [&](auto& p) { return p.first == t.name; }))
+        continue;
+      TensorType whole = t.type;
+      if (whole.shape.empty())
+        throw Error(fmt::format("{}: batch input '{}' is a scalar; inputs are split into micro-batches along their "
+                                "first axis",
+                                plan_path, t.name));
+      whole.shape[0] *= plan.microbatches;
+      impl->inputs.emplace_back(t.name, whole);
+    }
+  return Runtime(std::move(impl));
+}
+
+void Runtime::initialize() { initialize(impl_->options.seed); }
+
+void Runtime::initialize(uint64_t seed) {
+  impl_->pipeline->initialize(seed);
+  impl_->restart();
+}
+
+void Runtime::load_weights(const std::string& safetensors_path) {
+  SafeTensors file = SafeTensors::read(safetensors_path);
+  // Every stage's parameters at once: a stage loading its part alone would
+  // leave the earlier stages changed when a later one finds a problem.
+  check_tensors(file, impl_->parameter_types(), safetensors_path, /*allow_unexpected=*/true);
+  impl_->pipeline->load(file, safetensors_path);
+  impl_->restart();
+}
+
+void Runtime::save_weights(const std::string& safetensors_path) const {
+  SafeTensors file;
+  impl_->pipeline->save_values(file);
+  file.write(safetensors_path);
+}
+
+void Runtime::save_gradients(const std::string& safetensors_path) const {
+  SafeTensors file;
+  impl_->pipeline->save_grads(file);
+  file.write(safetensors_path);
+}
+
+std::vector<std::pair<std::string, TensorType>> Runtime::batch_inputs() const { return impl_->inputs; }
+
+double Runtime::train_step(const Batch& batch) {
+  PipelineStepResult r = impl_->pipeline->train_step(impl_->checked(batch));
+  impl_->last = std::move(r);
+  impl_->step += 1;
+  return impl_->last.loss;
+}
+
+double Runtime::forward(const Batch& batch) {
+  PipelineStepResult r = impl_->pipeline->forward(impl_->checked(batch));
+  impl_->last = std::move(r);
+  return impl_->last.loss;
+}
+
+const PipelineStepResult& Runtime::last_step() const { return impl_->last; }
+int64_t Runtime::step() const { return impl_->step; }
+
+void Runtime::save_checkpoint(const std::string& path) const {
+  if (!impl_->has_weights) throw Error(fmt::format("{}: the runtime has no weights to save yet", path));
+  SafeTensors file;
+  impl_->pipeline->save_values(file);
+  // A state buffer named like a parameter ("w.exp_avg" beside a parameter
+  // "w.exp_avg") makes add() throw: the checkpoint would be ambiguous.
+  for (const StateBuffer& b : impl_->state_buffers()) file.add(b.name, b.type, b.data);
+  Optimizer& first = *impl_->pipeline->optimizers().front();
+  file.metadata = {
+      {kFormatKey, kFormat},
+      {kVersionKey, kVersion},
+      {kModelKey, impl_->plan.model_name},
+      {kStepKey, std::to_string(impl_->step)},
+      {kOptimizerKey, std::string(first.kind())},
+      {kOptimizerStepKey, std::to_string(first.step_count())},
+  };
+  file.write(path);
+}
+
+void Runtime::load_checkpoint(const std::string& path) {
+  SafeTensors file = SafeTensors::read(path);
+  auto meta = [&](const char* key) -> std::string {
+    auto it = file.metadata.find(key);
+    return it == file.metadata.end() ? std::string() : it->second;
+  };
+  if (meta(kFormatKey) != kFormat)
+    throw Error(fmt::format("{}: not a pipeforge checkpoint (its metadata has no format \"{}\"); a weights file "
+                            "loads with --init-from (load_weights)",
+                            path, kFormat));
+  if (meta(kVersionKey) != kVersion)
+    throw Error(fmt::format("{}: checkpoint version '{}'; this pipeforge reads version {}", path, meta(kVersionKey),
+                            kVersion));
+  const std::string& model = impl_->plan.model_name;
+  if (meta(kModelKey) != model)
+    throw Error(fmt::format("{}: a checkpoint of @{}, not of @{}", path, meta(kModelKey), model));
+  if (meta(kOptimizerKey) != impl_->options.optimizer)
+    throw Error(fmt::format("{}: the checkpoint holds {} state but this run trains with {}", path,
+                            meta(kOptimizerKey), impl_->options.optimizer));
+  std::optional<int64_t> step = parse_count(meta(kStepKey));
+  if (!step) throw Error(fmt::format("{}: step is '{}', not a step count", path, meta(kStepKey)));
+  if (!parse_count(meta(kOptimizerStepKey)))
+    throw Error(fmt::format("{}: optimizer.step is '{}', not a step count", path, meta(kOptimizerStepKey)));
+
+  // Every tensor, weights and optimizer state, before anything changes.
+  std::vector<std::pair<std::string, TensorType>> expected = impl_->parameter_types();
+  for (const StateBuffer& b : impl_->state_buffers()) expected.emplace_back(b.name, b.type);
+  check_tensors(file, expected, path);
+
+  // Nothing below can fail: the checks above are the ones these loaders make.
+  impl_->pipeline->load(file, path);
+  for (Optimizer* opt : impl_->pipeline->optimizers()) opt->load_state(file);
+  impl_->step = *step;
+  impl_->has_weights = true;
+}
+
+const Plan& Runtime::plan() const { return impl_->plan; }
+int Runtime::stages() const { return impl_->pipeline->stages(); }
+int Runtime::devices() const { return impl_->pipeline->devices(); }
+
+}  // namespace pf

@@ -1,0 +1,122 @@
+// The Pipeforge runtime as a library: load a compiled plan, train it step by step across its devices, checkpoint it.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "ir/types.h"
+#include "runtime/step_result.h"
+
+namespace pf {
+
+struct Plan;
+
+/// How a Runtime trains. The learning rate follows a schedule over `steps`:
+/// constant, or (with `cosine` or a `warmup`) linear warm-up for `warmup`
+/// steps, then cosine decay to lr/10 at `steps`.
+struct RuntimeOptions {
+  std::string optimizer = "adamw";  ///< "adamw" or "sgd" (with momentum)
+  double lr = 1e-3;
+  double momentum = 0.9;     ///< sgd only
+  double weight_decay = 0;   ///< matrices and kernels only, not biases or norm gains
+  double clip = 0;           ///< clip gradients to this global norm; 0: off
+  int64_t warmup = 0;
+  int64_t steps = 1;         ///< length of the learning-rate schedule
+  bool cosine = false;
+  uint64_t seed = 0;         ///< of the initial weights, for initialize()
+  /// The watchdog: a stage that waits longer than this for a peer's
+  /// activations or gradients stops the step with an error naming both.
+  double timeout_s = 60;
+  /// Record every action of every step (last_step().trace) for a
+  /// Chrome/Perfetto trace (see trace_json).
+  bool trace = false;
+};
+
+/// A plan loaded for training on CPU devices in this process: one worker
+/// thread per device walks the plan's schedule; gradients of all
+/// micro-batches are accumulated, then the optimizer steps once per batch.
+///
+/// Errors are pf::Error (ir/diagnostic.h) with one message saying what is
+/// wrong and where ("stage 1: cross_entropy: target 12 at position 3 is out
+/// of range [0, 10)"). A failed call leaves the runtime as it was: weights,
+/// optimizer state and step count. Not thread-safe: one caller at a time.
+///
+///     pf::Runtime rt = pf::Runtime::load("plan.json");
+///     rt.initialize();
+///     for (...) double loss = rt.train_step({{{"x", x}, {"labels", labels}}});
+///     rt.save_checkpoint("ck.safetensors");
+class Runtime {
+ public:
+  /// Loads and validates a plan (pipeforge compile's output), builds every
+  /// stage's programs and one worker per device, and sets BLAS to one thread
+  /// (each device is one core). The weights are unset until initialize(),
+  /// load_weights() or load_checkpoint().
+  static Runtime load(const std::string& plan_path, const RuntimeOptions& options = {});
+
+  Runtime(Runtime&&) noexcept;
+  Runtime& operator=(Runtime&&) noexcept;
+  ~Runtime();
+
+  /// Fresh weights from every parameter's initializer under `seed` (or
+  /// RuntimeOptions::seed), fresh optimizer state, step 0. A parameter's
+  /// values depend only on the seed and its name, so any split of a model
+  /// starts from the same numbers.
+  void initialize();
+  void initialize(uint64_t seed);
+  /// Weights from a safetensors file holding every parameter by name (other
+  /// tensors are ignored, so a checkpoint also serves); fresh optimizer
+  /// state, step 0. Checks every tensor before changing anything.
+  void load_weights(const std::string& safetensors_path);
+  /// Every parameter's current values, by name, in one safetensors file.
+  void save_weights(const std::string& safetensors_path) const;
+  /// The gradients of the last train_step (tied parameters' summed, after
+  /// clipping), by parameter name.
+  void save_gradients(const std::string& safetensors_path) const;
+
+  /// One whole batch: each model input by name, pointing at its bytes
+  /// (little-endian, row-major, of the type batch_inputs() gives: every
+  /// micro-batch back to back along the first axis). Not copied.
+  struct Batch {
+    std::vector<std::pair<std::string, const void*>> inputs;
+  };
+  /// The inputs a Batch must hold, with their whole-batch types.
+  std::vector<std::pair<std::string, TensorType>> batch_inputs() const;
+
+  /// Forward and backward of every micro-batch in schedule order, then one
+  /// optimizer step (skipped when the gradient norm is not finite). Returns
+  /// the loss, the mean over micro-batches; last_step() has the rest.
+  double train_step(const Batch& batch);
+  /// The loss of `batch` without gradients or an update (evaluation).
+  double forward(const Batch& batch);
+  /// The details of the last train_step or forward.
+  const PipelineStepResult& last_step() const;
+  /// Training steps taken since initialize() or load_weights(), or restored
+  /// by load_checkpoint().
+  int64_t step() const;
+
+  /// Writes weights, optimizer state and step to one safetensors file: to
+  /// `path`.tmp first, then renamed over `path`, so that a crash leaves the
+  /// previous checkpoint whole. The weights are stored under the parameter
+  /// names, so a checkpoint is also a weights file.
+  void save_checkpoint(const std::string& path) const;
+  /// Restores what save_checkpoint wrote, all or nothing: the file, its
+  /// model, optimizer kind and step, and every tensor's name, dtype and
+  /// shape are checked before anything changes. Training on from here gives
+  /// bit for bit the numbers of a run that never stopped.
+  void load_checkpoint(const std::string& path);
+
+  /// The plan as loaded (include "ir/plan.h" to read it).
+  const Plan& plan() const;
+  int stages() const;
+  int devices() const;
+
+ private:
+  struct Impl;
+  explicit Runtime(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace pf

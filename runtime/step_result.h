@@ -1,0 +1,35 @@
+// What one pipelined step reports: loss, gradient norm, timings, the measured
+// bubble, memory per stage and, on request, every action as it ran.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "runtime/schedule.h"
+
+namespace pf {
+
+/// One action as it ran, for traces and the measured bubble.
+struct TraceEvent {
+  int device = 0;
+  Action action;
+  double start_s = 0, end_s = 0;  // since the step began
+};
+
+/// The outcome of one Pipeline::train_step or Pipeline::forward.
+struct PipelineStepResult {
+  double loss = 0;                      // mean over the micro-batches
+  double grad_norm = 0;                 // before clipping; 0 for a forward pass
+  double lr = 0;                        // of this step's update; 0 for a forward pass
+  double seconds = 0;
+  double bubble = 0;                    // 1 - busy compute / (devices * wall)
+  std::vector<int> peak_inflight;       // per stage: micro-batches stashed at once
+  std::vector<int64_t> peak_stash_bytes;  // per stage
+  std::vector<TraceEvent> trace;        // when PipelineOptions::trace (compute actions always)
+};
+
+/// Chrome/Perfetto trace JSON: one track per device, a slice per action.
+std::string trace_json(const std::vector<TraceEvent>& events, int devices);
+
+}  // namespace pf

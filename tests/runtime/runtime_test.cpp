@@ -1,0 +1,340 @@
+// The embeddable runtime: training, evaluation, checkpoints that continue bit
+// for bit, loads that fail whole, and failures that stop every stage in time.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <random>
+
+#include "ir/parser.h"
+#include "ir/plan.h"
+#include "ir/verifier.h"
+#include "partitioner/compile.h"
+#include "runtime/pipeline.h"
+#include "runtime/runtime.h"
+#include "runtime/safetensors.h"
+
+namespace pf {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string error_of(const std::function<void()>& fn) {
+  try {
+    fn();
+  } catch (const Error& e) {
+    return e.message();
+  }
+  ADD_FAILURE() << "no error was thrown";
+  return "";
+}
+
+std::string read_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+// A fresh directory per test, removed afterwards.
+class RuntimeTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() /
+           ("pf_runtime_" + std::to_string(::getpid()) + "_" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  std::string path(const std::string& name) const { return (dir_ / name).string(); }
+
+  // The mlp example (I=32, H=64, L=2, K=10) with a batch of 16 in 4
+  // micro-batches, compiled for two CPU devices; returns the plan's path.
+  std::string compile(const std::string& schedule = "1f1b", int virtual_stages = 1) {
+    Module m = parse_module(read_source_file(std::string(PF_SOURCE_DIR) + "/examples/mlp.pf"));
+    DimBinding binding = m.binding({{"I", 32}, {"H", 64}, {"L", 2}, {"K", 10}, {"B", 16}});
+    verify_module(m, binding, VerifyOptions{true});
+    CompileOptions options;
+    options.devices = "cpu:2";
+    options.microbatches = 4;
+    options.schedule = schedule;
+    options.virtual_stages = virtual_stages;
+    CompileResult r = compile_plan(std::move(m), binding, "mlp.pf", options);
+    std::string out = path("plan_" + schedule + ".json");
+    save_plan(r.plan, out);
+    return out;
+  }
+
+  fs::path dir_;
+};
+
+// A deterministic batch for the runtime's inputs: features in [-1, 1) and
+// labels in [0, 10); `bad_label` puts an out-of-range label in sample 5.
+struct Batch {
+  std::vector<std::vector<std::byte>> data;
+  Runtime::Batch named;
+};
+
+Batch make_batch(const Runtime& rt, int seed, int32_t bad_label = -1) {
+  Batch b;
+  std::mt19937 rng(seed);
+  for (const auto& [name, type] : rt.batch_inputs()) {
+    std::vector<std::byte> bytes(static_cast<size_t>(type.bytes()));
+    if (type.dtype == DType::f32) {
+      auto* p = reinterpret_cast<float*>(bytes.data());
+      for (int64_t i = 0; i < type.numel(); ++i) p[i] = std::uniform_real_distribution<float>(-1, 1)(rng);
+    } else {
+      auto* p = reinterpret_cast<int32_t*>(bytes.data());
+      for (int64_t i = 0; i < type.numel(); ++i) p[i] = static_cast<int32_t>(rng() % 10);
+      if (bad_label >= 0) p[5] = bad_label;
+    }
+    b.data.push_back(std::move(bytes));
+  }
+  auto inputs = rt.batch_inputs();
+  for (size_t i = 0; i < inputs.size(); ++i) b.named.inputs.emplace_back(inputs[i].first, b.data[i].data());
+  return b;
+}
+
+RuntimeOptions adamw() {
+  RuntimeOptions o;
+  o.lr = 3e-3;
+  o.weight_decay = 0.01;
+  o.clip = 1.0;
+  o.warmup = 2;
+  o.steps = 6;
+  o.cosine = true;
+  return o;
+}
+
+TEST_F(RuntimeTest, DescribesThePlanAndItsBatch) {
+  Runtime rt = Runtime::load(compile());
+  EXPECT_EQ(rt.stages(), 2);
+  EXPECT_EQ(rt.devices(), 2);
+  EXPECT_EQ(rt.plan().model_name, "mlp");
+  auto inputs = rt.batch_inputs();
+  ASSERT_EQ(inputs.size(), 2u);
+  EXPECT_EQ(inputs[0].first, "x");
+  EXPECT_EQ(inputs[0].second.str(), "f32[16,32]");
+  EXPECT_EQ(inputs[1].first, "labels");
+  EXPECT_EQ(inputs[1].second.str(), "i32[16]");
+}
+
+TEST_F(RuntimeTest, ForwardIsTheTrainingLossWithoutAnUpdate) {
+  for (auto [schedule, chunks] : {std::pair{"1f1b", 1}, {"gpipe", 1}, {"zb1", 1}, {"interleaved", 2}}) {
+    SCOPED_TRACE(schedule);
+    Runtime rt = Runtime::load(compile(schedule, chunks), adamw());
+    rt.initialize(7);
+    Batch b = make_batch(rt, 1);
+    rt.save_checkpoint(path("before"));
+    double evaluated = rt.forward(b.named);
+    EXPECT_EQ(rt.step(), 0);
+    EXPECT_EQ(rt.last_step().grad_norm, 0);
+    rt.save_checkpoint(path("after"));
+    EXPECT_EQ(read_bytes(path("before")), read_bytes(path("after")));
+    // The same forward programs run in training: the same loss, bit for bit.
+    EXPECT_EQ(rt.train_step(b.named), evaluated);
+    EXPECT_EQ(rt.step(), 1);
+    EXPECT_GT(rt.last_step().grad_norm, 0);
+    EXPECT_NE(rt.forward(b.named), evaluated);
+  }
+}
+
+TEST_F(RuntimeTest, CheckpointContinuesBitForBit) {
+  std::string plan = compile();
+  std::vector<Batch> batches;
+  Runtime a = Runtime::load(plan, adamw());
+  for (int s = 0; s < 6; ++s) batches.push_back(make_batch(a, 10 + s));
+  a.initialize(3);
+  for (int s = 0; s < 3; ++s) a.train_step(batches[s].named);
+  a.save_checkpoint(path("ck"));
+  std::vector<double> straight;
+  for (int s = 3; s < 6; ++s) straight.push_back(a.train_step(batches[s].named));
+  a.save_checkpoint(path("a_end"));
+
+  // A new runtime of the same plan, on a different seed: the checkpoint
+  // replaces weights, both AdamW moments, the step and the lr schedule.
+  Runtime b = Runtime::load(plan, adamw());
+  b.initialize(99);
+  b.load_checkpoint(path("ck"));
+  EXPECT_EQ(b.step(), 3);
+  std::vector<double> resumed;
+  for (int s = 3; s < 6; ++s) resumed.push_back(b.train_step(batches[s].named));
+  b.save_checkpoint(path("b_end"));
+  EXPECT_EQ(resumed, straight);
+  EXPECT_EQ(read_bytes(path("a_end")), read_bytes(path("b_end")));
+
+  // A checkpoint is a weights file too (fresh optimizer, step 0).
+  Runtime c = Runtime::load(plan, adamw());
+  c.load_weights(path("ck"));
+  EXPECT_EQ(c.step(), 0);
+  c.save_weights(path("c_weights"));
+  b.load_checkpoint(path("ck"));
+  b.save_weights(path("b_weights"));
+  EXPECT_EQ(read_bytes(path("c_weights")), read_bytes(path("b_weights")));
+}
+
+TEST_F(RuntimeTest, BadCheckpointsChangeNothing) {
+  std::string plan = compile();
+  Runtime rt = Runtime::load(plan, adamw());
+  rt.initialize(5);
+  Batch b = make_batch(rt, 2);
+  rt.train_step(b.named);
+  rt.save_checkpoint(path("good"));
+  SafeTensors good = SafeTensors::read(path("good"));
+
+  auto edited = [&](const std::string& name, const std::function<void(SafeTensors&)>& edit) {
+    SafeTensors out;
+    for (const std::string& t : good.names()) {
+      if (t == "fc_in.b") continue;  // re-added below unless the edit drops it
+      out.add(t, good.at(t).type, good.at(t).bytes.data());
+    }
+    out.metadata = good.metadata;
+    edit(out);
+    out.write(path(name));
+    return path(name);
+  };
+  const TensorData& bias = good.at("fc_in.b");
+  auto keep_bias = [&](SafeTensors& f) { f.add("fc_in.b", bias.type, bias.bytes.data()); };
+
+  std::string missing = edited("missing", [](SafeTensors&) {});
+  std::string misshaped = edited("misshaped", [&](SafeTensors& f) {
+    std::vector<float> longer(65, 0.0f);
+    f.add("fc_in.b", TensorType{DType::f32, {65}}, longer.data());
+  });
+  std::string sgd = edited("sgd", [&](SafeTensors& f) {
+    keep_bias(f);
+    f.metadata["optimizer"] = "sgd";
+  });
+  std::string other_model = edited("other_model", [&](SafeTensors& f) {
+    keep_bias(f);
+    f.metadata["model"] = "gpt";
+  });
+  std::string weights_only = path("weights_only");
+  rt.save_weights(weights_only);
+  std::string truncated = path("truncated");
+  {
+    std::string bytes = read_bytes(path("good"));
+    std::ofstream(truncated, std::ios::binary) << bytes.substr(0, bytes.size() - 100);
+  }
+
+  // Move the runtime on, so that a load that changed anything would show.
+  rt.train_step(b.named);
+  rt.save_checkpoint(path("state"));
+  std::string state = read_bytes(path("state"));
+
+  EXPECT_EQ(error_of([&] { rt.load_checkpoint(missing); }), missing + ": missing fc_in.b");
+  EXPECT_EQ(error_of([&] { rt.load_checkpoint(misshaped); }),
+            misshaped + ": fc_in.b is f32[65] here but the model expects f32[64]");
+  EXPECT_EQ(error_of([&] { rt.load_checkpoint(sgd); }),
+            sgd + ": the checkpoint holds sgd state but this run trains with adamw");
+  EXPECT_EQ(error_of([&] { rt.load_checkpoint(other_model); }), other_model + ": a checkpoint of @gpt, not of @mlp");
+  EXPECT_EQ(error_of([&] { rt.load_checkpoint(weights_only); }),
+            weights_only +
+                ": not a pipeforge checkpoint (its metadata has no format \"pipeforge-checkpoint\"); a weights file "
+                "loads with --init-from (load_weights)");
+  std::string corrupt = error_of([&] { rt.load_checkpoint(truncated); });
+  EXPECT_EQ(corrupt.rfind(truncated + ": ", 0), 0u) << corrupt;
+  EXPECT_EQ(error_of([&] { rt.load_checkpoint(path("absent")); }).rfind("cannot open '" + path("absent") + "'", 0), 0u);
+  // A weights file missing a parameter changes nothing either.
+  EXPECT_EQ(error_of([&] { rt.load_weights(missing); }), missing + ": missing fc_in.b");
+
+  EXPECT_EQ(rt.step(), 2);
+  rt.save_checkpoint(path("state_after"));
+  EXPECT_EQ(read_bytes(path("state_after")), state);
+
+  // An sgd runtime reads none of the adamw state, and says why.
+  RuntimeOptions plain;
+  plain.optimizer = "sgd";
+  Runtime other = Runtime::load(plan, plain);
+  EXPECT_EQ(error_of([&] { other.load_checkpoint(path("good")); }),
+            path("good") + ": the checkpoint holds adamw state but this run trains with sgd");
+}
+
+TEST_F(RuntimeTest, RejectsBadBatchesAndOptions) {
+  std::string plan = compile();
+  Runtime rt = Runtime::load(plan);
+  Batch b = make_batch(rt, 1);
+  EXPECT_EQ(error_of([&] { rt.train_step(b.named); }),
+            "the runtime has no weights yet: call initialize(), load_weights() or load_checkpoint() first");
+  rt.initialize();
+  Runtime::Batch half{{b.named.inputs[0]}};
+  EXPECT_EQ(error_of([&] { rt.train_step(half); }), "batch: missing input 'labels' (i32[16])");
+  Runtime::Batch extra = b.named;
+  extra.inputs.emplace_back("y", b.data[0].data());
+  EXPECT_EQ(error_of([&] { rt.forward(extra); }), "batch: unknown input 'y'; @mlp takes x, labels");
+  Runtime::Batch twice = b.named;
+  twice.inputs.push_back(b.named.inputs[0]);
+  EXPECT_EQ(error_of([&] { rt.forward(twice); }), "batch: input 'x' is given twice");
+  EXPECT_EQ(rt.step(), 0);
+
+  RuntimeOptions bad;
+  bad.optimizer = "lion";
+  EXPECT_EQ(error_of([&] { Runtime::load(plan, bad); }), "runtime options: unknown optimizer 'lion'; use sgd or adamw");
+  bad = {};
+  bad.timeout_s = 0;
+  EXPECT_EQ(error_of([&] { Runtime::load(plan, bad); }), "runtime options: timeout_s must be positive, not 0");
+}
+
+// A stage that throws stops the step with its message; the runtime is as
+// before, and trains on as if the bad batch had never come.
+TEST_F(RuntimeTest, FailingStageLeavesTheRuntimeUnchanged) {
+  std::string plan = compile();
+  Runtime rt = Runtime::load(plan, adamw());
+  Runtime twin = Runtime::load(plan, adamw());
+  rt.initialize(4);
+  twin.initialize(4);
+  Batch good = make_batch(rt, 8);
+  Batch bad = make_batch(rt, 8, /*bad_label=*/12);
+  rt.train_step(good.named);
+  twin.train_step(good.named);
+  const std::string message =
+      "stage 1: running %loss = cross_entropy %logits, %labels layer=\"fc_out\" : f32[]: cross_entropy: target 12 at "
+      "position 1 is out of range [0, 10)";
+  EXPECT_EQ(error_of([&] { rt.train_step(bad.named); }), message);
+  EXPECT_EQ(error_of([&] { rt.forward(bad.named); }), message);
+  EXPECT_EQ(rt.step(), 1);
+  EXPECT_EQ(rt.train_step(good.named), twin.train_step(good.named));
+  rt.save_checkpoint(path("rt"));
+  twin.save_checkpoint(path("twin"));
+  EXPECT_EQ(read_bytes(path("rt")), read_bytes(path("twin")));
+}
+
+// The Pipeline under fault injection: a stage that throws, and a send that
+// never comes, which only the watchdog can end.
+TEST_F(RuntimeTest, InjectedFaultsStopEveryStage) {
+  Plan plan = load_plan(compile());
+  Runtime shapes = Runtime::load(path("plan_1f1b.json"));
+  Batch b = make_batch(shapes, 1);
+  using Kind = PipelineOptions::Fault::Kind;
+
+  PipelineOptions options;
+  options.fault = {Kind::throw_error, 0, 2};
+  auto throwing = Pipeline::from_plan(plan, options);
+  throwing->initialize(1);
+  throwing->start();
+  EXPECT_EQ(error_of([&] { throwing->train_step(b.named.inputs); }), "stage 0: injected fault");
+  EXPECT_EQ(error_of([&] { throwing->forward(b.named.inputs); }), "stage 0: injected fault");
+
+  options.fault = {Kind::drop_send, 0, 1};
+  options.timeout_s = 0.5;
+  auto silent = Pipeline::from_plan(plan, options);
+  silent->initialize(1);
+  silent->start();
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    auto t0 = std::chrono::steady_clock::now();
+    // Both stages wait on each other by then; the message names both.
+    EXPECT_EQ(error_of([&] { silent->train_step(b.named.inputs); }),
+              "watchdog: no hand-off for 0.5 s: stage 0 waits for the gradients of micro-batch 1 from stage 1; "
+              "stage 1 waits for the activations of micro-batch 1 from stage 0");
+    double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    EXPECT_GE(seconds, 0.5);
+    EXPECT_LT(seconds, 2.0);
+  }
+}
+
+}  // namespace
+}  // namespace pf
