@@ -1,0 +1,368 @@
+// The CUDA executor: runs one call-free IR function on a device stream, its values planned once into one device arena.
+#include "backends/cuda/executor.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <exception>
+#include <map>
+
+#include "backends/cpu/memory_plan.h"
+#include "backends/cuda/check.h"
+#include "backends/cuda/kernels.h"
+#include "ir/diagnostic.h"
+#include "ir/printer.h"
+#include "ir/verifier.h"
+
+namespace pf::cuda {
+
+namespace {
+
+int64_t align_up(int64_t bytes) {
+  return (bytes + cpu::kArenaAlignment - 1) / cpu::kArenaAlignment * cpu::kArenaAlignment;
+}
+
+/// The dtype whose kernel runs `op`: the float dtype when any operand or
+/// result is a float, else the first result's own dtype (as on the CPU).
+DType kernel_dtype(const Function& f, const Op& op, DType float_dtype) {
+  for (ValueId v : op.operands)
+    if (is_float(f.type_of(v).dtype)) return float_dtype;
+  for (ValueId v : op.results)
+    if (is_float(f.type_of(v).dtype)) return float_dtype;
+  return f.type_of(op.results.at(0)).dtype;
+}
+
+}  // namespace
+
+struct Executor::Impl {
+  struct Step {
+    Kernel kernel;
+    int op;
+    size_t in_begin, in_count, out_begin, out_count;
+  };
+  struct Result {
+    ValueId value;
+    bool direct;            // written by its producing op (else copied at the end of a run)
+    bool caller = false;    // planned outside the arena
+    void* bound = nullptr;  // the caller's device buffer
+    void* own = nullptr;    // arena bytes used when not bound
+  };
+  struct Param {
+    std::string name;
+    ValueId value;
+    int op;
+  };
+
+  CudaDevice* device;
+  int stage;
+  std::string stage_name;  // for CheckScope
+  std::string function_name;
+  std::vector<std::string> value_name;
+  std::vector<TensorType> type;  // per value, as stored
+  std::vector<ValueId> root;     // per value: whose bytes it uses
+  std::vector<std::vector<ValueId>> members;
+  std::vector<const void*> ptr;  // per value: its device address (nullptr: unbound external)
+  std::vector<ValueId> args;
+  std::vector<std::string> op_text;
+  std::vector<Location> op_loc;
+  std::vector<Param> params;
+  std::map<std::string, size_t, std::less<>> param_index;
+
+  std::vector<TensorType> in_types, out_types;
+  std::vector<const void*> in_ptrs;
+  std::vector<void*> out_ptrs;
+  std::vector<std::vector<size_t>> in_slots, out_slots;
+  std::vector<OpAttrs> attrs;
+  std::vector<Step> steps;
+  std::vector<KernelArgs> kernel_args;
+  std::vector<std::string> step_names;  // per step: its op's text, for device-side errors
+
+  std::vector<Result> results;
+  std::vector<int> copied;
+  void* arena = nullptr;
+  int64_t arena_size = 0;
+
+  Impl(const Function& f, const DimBinding& binding, CudaDevice& dev, int stage_index, DType float_dtype,
+       const ExecutorOptions& options);
+  ~Impl() {
+    // Back to the stage stream's free list: only work queued after this
+    // (which runs after anything still reading the arena) can get it again.
+    if (device && arena) device->deallocate(arena);
+  }
+
+  std::vector<bool> collect_results(const Function& f, const ExecutorOptions& options);
+  void resolve_aliases(const std::vector<ValueId>& alias_of);
+  void build_steps(const Function& f, const DimBinding& binding, DType float_dtype,
+                   const std::vector<ValueId>& alias_of);
+  void allocate_arena(const cpu::MemoryPlan& plan);
+  void set_storage(ValueId r, void* p);
+  void set_read_only_storage(ValueId r, const void* p);
+  const Param& param(std::string_view name) const;
+  size_t result_index(int i) const;
+  ValueId arg(int i) const;
+};
+
+Executor::Impl::Impl(const Function& f, const DimBinding& binding, CudaDevice& dev, int stage_index,
+                     DType float_dtype, const ExecutorOptions& options)
+    : device(&dev), stage(stage_index), function_name(f.name), args(f.args) {
+  if (float_dtype != DType::f32 && float_dtype != DType::bf16)
+    throw Error(fmt::format("cuda executor: floats are stored as f32 or bf16, not {}", dtype_name(float_dtype)), f.loc);
+  stage_name = fmt::format("stage {} on cuda:{}", stage, dev.ordinal());
+  for (const Value& v : f.values) {
+    if (!v.type)
+      throw Error(fmt::format("cuda executor: @{}: %{} has no type (verify the module first)", f.name, v.name), v.loc);
+    TensorType t = *v.type;
+    if (is_float(t.dtype)) t.dtype = float_dtype;
+    type.push_back(std::move(t));
+    value_name.push_back(v.name);
+  }
+  for (const Op& op : f.ops) {
+    op_text.push_back(print_op(f, op));
+    op_loc.push_back(op.loc);
+  }
+  const std::vector<bool> returned = collect_results(f, options);
+
+  const size_t n = f.values.size();
+  std::vector<bool> external(n, false);
+  std::vector<ValueId> alias_of(n, -1);
+  for (ValueId a : f.args) external[a] = true;
+  for (const Result& r : results)
+    if (r.caller && r.direct) external[r.value] = true;
+  for (const Op& op : f.ops) {
+    if (op.kind == OpKind::param) external[op.results.at(0)] = true;
+    if (op.kind == OpKind::reshape && !returned[op.results.at(0)]) alias_of[op.results[0]] = op.operands.at(0);
+  }
+  const cpu::MemoryPlan plan = cpu::plan_memory(f, float_dtype, external, alias_of);
+  resolve_aliases(alias_of);
+  build_steps(f, binding, float_dtype, alias_of);
+  allocate_arena(plan);
+}
+
+std::vector<bool> Executor::Impl::collect_results(const Function& f, const ExecutorOptions& options) {
+  std::vector<bool> returned(f.values.size(), false);
+  for (ValueId v : f.returns) {
+    const int def = f.values[v].def_op;
+    const bool direct = def >= 0 && f.ops[def].kind != OpKind::param && !returned[v];
+    results.push_back({v, direct});
+    returned[v] = true;
+  }
+  for (int i : options.caller_outputs) {
+    if (i < 0 || static_cast<size_t>(i) >= results.size())
+      throw Error(fmt::format("cuda executor: @{} has {} result(s), no result {} to leave to the caller", f.name,
+                              results.size(), i),
+                  f.return_loc);
+    results[i].caller = true;
+  }
+  for (size_t i = 0; i < results.size(); ++i)
+    if (!results[i].direct) copied.push_back(static_cast<int>(i));
+  return returned;
+}
+
+void Executor::Impl::resolve_aliases(const std::vector<ValueId>& alias_of) {
+  const size_t n = alias_of.size();
+  root.resize(n);
+  members.resize(n);
+  for (size_t v = 0; v < n; ++v) {
+    ValueId r = static_cast<ValueId>(v);
+    while (alias_of[r] >= 0) r = alias_of[r];  // plan_memory has rejected cycles
+    root[v] = r;
+  }
+  for (size_t v = 0; v < n; ++v) {
+    std::vector<ValueId>& m = members[root[v]];
+    if (root[v] == static_cast<ValueId>(v))
+      m.insert(m.begin(), root[v]);
+    else
+      m.push_back(static_cast<ValueId>(v));
+  }
+}
+
+void Executor::Impl::build_steps(const Function& f, const DimBinding& binding, DType float_dtype,
+                                 const std::vector<ValueId>& alias_of) {
+  in_slots.resize(f.values.size());
+  out_slots.resize(f.values.size());
+  for (size_t i = 0; i < f.ops.size(); ++i) {
+    const Op& op = f.ops[i];
+    const int index = static_cast<int>(i);
+    if (op.kind == OpKind::param) {
+      const ValueId v = op.results.at(0);
+      if (!param_index.emplace(f.values[v].name, params.size()).second)
+        throw Error(fmt::format("compiling {}: a second parameter named {}", op_text[i], f.values[v].name), op.loc);
+      params.push_back({f.values[v].name, v, index});
+      continue;
+    }
+    if (op.kind == OpKind::reshape && alias_of[op.results.at(0)] >= 0) continue;
+    Step s{};
+    s.op = index;
+    try {
+      s.kernel = forward_kernel(op.kind, kernel_dtype(f, op, float_dtype));
+      attrs.push_back(evaluate_attrs(op, binding));
+    } catch (const Error& e) {
+      throw Error(fmt::format("compiling {}: {}", op_text[i], e.message()), op.loc);
+    }
+    s.in_begin = in_ptrs.size();
+    s.in_count = op.operands.size();
+    for (ValueId u : op.operands) {
+      in_slots[root[u]].push_back(in_ptrs.size());
+      in_types.push_back(type[u]);
+      in_ptrs.push_back(nullptr);
+    }
+    s.out_begin = out_ptrs.size();
+    s.out_count = op.results.size();
+    for (ValueId r : op.results) {
+      out_slots[r].push_back(out_ptrs.size());
+      out_types.push_back(type[r]);
+      out_ptrs.push_back(nullptr);
+    }
+    steps.push_back(s);
+    step_names.push_back(op_text[i]);
+  }
+  kernel_args.reserve(steps.size());
+  for (size_t k = 0; k < steps.size(); ++k) {
+    const Step& s = steps[k];
+    kernel_args.push_back(KernelArgs{std::span<const TensorType>(in_types.data() + s.in_begin, s.in_count),
+                                     std::span<const void* const>(in_ptrs.data() + s.in_begin, s.in_count),
+                                     std::span<const TensorType>(out_types.data() + s.out_begin, s.out_count),
+                                     std::span<void* const>(out_ptrs.data() + s.out_begin, s.out_count), attrs[k]});
+  }
+}
+
+void Executor::Impl::allocate_arena(const cpu::MemoryPlan& plan) {
+  int64_t total = plan.arena_bytes;
+  std::vector<int64_t> copy_offset(results.size(), -1);
+  for (int i : copied) {
+    if (results[i].caller) continue;
+    copy_offset[i] = total;
+    total += align_up(type[results[i].value].bytes());
+  }
+  arena_size = total;
+  // The allocator's blocks are at least 256-byte aligned (cudaMalloc), so
+  // the plan's 64-byte-aligned offsets stay 64-byte aligned on the device.
+  arena = device->allocate(static_cast<size_t>(std::max<int64_t>(total, 1)), stage);
+  auto* base = static_cast<std::byte*>(arena);
+  ptr.assign(type.size(), nullptr);
+  for (size_t v = 0; v < type.size(); ++v)
+    if (root[v] == static_cast<ValueId>(v) && plan.offset[v] >= 0)
+      set_storage(static_cast<ValueId>(v), base + plan.offset[v]);
+  for (size_t i = 0; i < results.size(); ++i) {
+    Result& r = results[i];
+    if (r.direct && !r.caller) r.own = base + plan.offset[r.value];
+    if (copy_offset[i] >= 0) r.own = base + copy_offset[i];
+  }
+}
+
+void Executor::Impl::set_storage(ValueId r, void* p) {
+  set_read_only_storage(r, p);
+  for (size_t s : out_slots[r]) out_ptrs[s] = p;
+}
+
+void Executor::Impl::set_read_only_storage(ValueId r, const void* p) {
+  for (ValueId m : members[r]) ptr[m] = p;
+  for (size_t s : in_slots[r]) in_ptrs[s] = p;
+}
+
+const Executor::Impl::Param& Executor::Impl::param(std::string_view name) const {
+  auto it = param_index.find(name);
+  if (it == param_index.end())
+    throw Error(fmt::format("cuda executor: @{} has no parameter named {}", function_name, name));
+  return params[it->second];
+}
+
+size_t Executor::Impl::result_index(int i) const {
+  if (i < 0 || static_cast<size_t>(i) >= results.size())
+    throw Error(fmt::format("cuda executor: @{} has {} result(s), no result {}", function_name, results.size(), i));
+  return static_cast<size_t>(i);
+}
+
+ValueId Executor::Impl::arg(int i) const {
+  if (i < 0 || static_cast<size_t>(i) >= args.size())
+    throw Error(fmt::format("cuda executor: @{} has {} argument(s), no argument {}", function_name, args.size(), i));
+  return args[i];
+}
+
+Executor::Executor(const Function& f, const DimBinding& binding, CudaDevice& device, int stage, DType float_dtype,
+                   const ExecutorOptions& options)
+    : impl_(std::make_unique<Impl>(f, binding, device, stage, float_dtype, options)) {}
+Executor::~Executor() = default;
+Executor::Executor(Executor&&) noexcept = default;
+Executor& Executor::operator=(Executor&&) noexcept = default;
+
+void Executor::bind_param(std::string_view name, void* device_data) {
+  impl_->set_read_only_storage(impl_->param(name).value, device_data);
+}
+
+std::vector<std::string> Executor::param_names() const {
+  std::vector<std::string> names;
+  for (const Impl::Param& p : impl_->params) names.push_back(p.name);
+  return names;
+}
+
+const TensorType& Executor::param_type(std::string_view name) const { return impl_->type[impl_->param(name).value]; }
+
+void Executor::bind_input(int arg, const void* device_data) {
+  impl_->set_read_only_storage(impl_->arg(arg), device_data);
+}
+
+const TensorType& Executor::input_type(int arg) const { return impl_->type[impl_->arg(arg)]; }
+
+void Executor::bind_output(int result, void* device_data) {
+  Impl::Result& r = impl_->results[impl_->result_index(result)];
+  r.bound = device_data;
+  if (r.direct) impl_->set_storage(r.value, device_data ? device_data : r.own);
+}
+
+void Executor::run() {
+  Impl& m = *impl_;
+  for (size_t i = 0; i < m.args.size(); ++i)
+    if (!m.ptr[m.args[i]])
+      throw Error(fmt::format("running @{}: argument {} (%{}: {}) is not bound", m.function_name, i,
+                              m.value_name[m.args[i]], m.type[m.args[i]].str()));
+  for (const Impl::Param& p : m.params)
+    if (!m.ptr[p.value])
+      throw Error(fmt::format("running {}: parameter {} is not bound", m.op_text[p.op], p.name), m.op_loc[p.op]);
+  for (size_t i = 0; i < m.results.size(); ++i)
+    if (m.results[i].caller && !m.results[i].bound)
+      throw Error(fmt::format("running @{}: result {} (%{}) is left to the caller but not bound", m.function_name, i,
+                              m.value_name[m.results[i].value]));
+
+  m.device->make_current();
+  LaunchContext ctx = m.device->context(m.stage);
+  for (size_t k = 0; k < m.steps.size(); ++k) {
+    const int op = m.steps[k].op;
+    CheckScope scope(m.stage_name, m.op_text[op]);
+    ctx.step = static_cast<int>(k);
+    try {
+      m.steps[k].kernel(m.kernel_args[k], ctx);
+    } catch (const Error& e) {
+      throw Error(fmt::format("running {}: {}", m.op_text[op], e.message()), m.op_loc[op]);
+    } catch (const std::exception& e) {
+      throw Error(fmt::format("running {}: {}", m.op_text[op], e.what()), m.op_loc[op]);
+    }
+  }
+  CheckScope scope(m.stage_name, "copying results");
+  for (int i : m.copied) {
+    const Impl::Result& r = m.results[i];
+    void* dst = r.bound ? r.bound : r.own;
+    const int64_t bytes = m.type[r.value].bytes();
+    if (bytes > 0 && dst != m.ptr[r.value])
+      PF_CUDA_CHECK(cudaMemcpyAsync(dst, m.ptr[r.value], static_cast<size_t>(bytes), cudaMemcpyDeviceToDevice,
+                                    ctx.stream));
+  }
+}
+
+void Executor::finish() { impl_->device->synchronize(impl_->stage, &impl_->step_names); }
+
+const void* Executor::output(int result) const {
+  const Impl::Result& r = impl_->results[impl_->result_index(result)];
+  if (r.direct) return impl_->ptr[r.value];
+  return r.bound ? r.bound : r.own;
+}
+
+const TensorType& Executor::output_type(int result) const {
+  return impl_->type[impl_->results[impl_->result_index(result)].value];
+}
+
+int Executor::num_outputs() const { return static_cast<int>(impl_->results.size()); }
+
+int64_t Executor::arena_bytes() const { return impl_->arena_size; }
+
+}  // namespace pf::cuda

@@ -1,0 +1,61 @@
+// Strided walks for the CUDA kernels: broadcasting and permutations as merged dimensions with per-operand strides (internal).
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "ir/types.h"
+
+namespace pf::cuda {
+
+inline constexpr int kMaxDims = 8;
+inline constexpr int kMaxOperands = 3;
+
+/// Result dimensions (outermost first, merged where every operand steps
+/// through adjacent dimensions as through one) and, per operand, its stride
+/// in elements along each (0 where it is broadcast). Passed to kernels by
+/// value; a flat result index is unravelled over `dims` to find each
+/// operand's element. Dimensions of size 1 are dropped; a scalar is {1}.
+struct StridedPlan {
+  int rank = 1;
+  int64_t dims[kMaxDims] = {1};
+  int64_t strides[kMaxOperands][kMaxDims] = {};
+};
+
+/// Operands of shapes `operands` (each broadcastable to `result` by NumPy
+/// rules) against `result`. Throws pf::Error when more than kMaxDims
+/// dimensions remain after merging.
+StridedPlan plan_broadcast(const Shape& result, std::span<const Shape* const> operands);
+
+/// Operand 0 read through permutation `perm` (result dimension d is input
+/// dimension perm[d]); same limits.
+StridedPlan plan_transpose(const Shape& input, const std::vector<int64_t>& perm);
+
+/// A reduction of `input` over the axes marked in `reduced`: `outer` walks
+/// the outputs in row-major order of the kept axes (operand 0: the input
+/// offset where each output's group starts), `inner` walks one group
+/// (operand 0: the offset from that start). `group` is the group's size;
+/// `contiguous` says a group is one run of stride 1 (a row reduction).
+struct ReducePlan {
+  StridedPlan outer, inner;
+  int64_t outputs = 1, group = 1;
+  bool contiguous = false;
+};
+ReducePlan plan_reduce(const Shape& input, const std::vector<bool>& reduced);
+
+/// True when every operand of the plan is read in result order (one merged
+/// dimension of stride 1): the kernel can use the flat index directly.
+bool is_flat(const StridedPlan& plan, int operands);
+
+/// `axis` counted from the end when negative.
+inline int64_t normalize_axis(int64_t axis, int64_t rank) { return axis < 0 ? axis + rank : axis; }
+
+/// A tensor seen as [outer, n, inner] around one axis.
+struct AxisSplit {
+  int64_t outer = 1, n = 1, inner = 1;
+};
+AxisSplit split_at_axis(const Shape& shape, int64_t axis);
+
+}  // namespace pf::cuda

@@ -1,0 +1,149 @@
+// The CUDA executor: a small MLP's forward against hand-computed numbers, and bad data reported with the op's name.
+#include "backends/cuda/executor.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#include "ir/diagnostic.h"
+#include "ir/parser.h"
+#include "ir/verifier.h"
+#include "tests/cuda/cuda_test_util.h"
+
+namespace pf::cuda {
+namespace {
+
+using testing::DeviceBuffer;
+
+Module compile(const std::string& text) {
+  Module m = parse_module_text("t.pf", text);
+  verify_module(m, m.binding());
+  return m;
+}
+
+// The MLP of tests/cpu/executor_test.cpp, with its hand-computed numbers.
+const char* kMlp = R"(
+graph @mlp(%x: f32[2,3], %targets: i32[2]) -> (f32[], f32[2,3]) {
+  %w1 = param init=xavier : f32[3,4]
+  %b1 = param init=zeros : f32[4]
+  %h.mm = matmul %x, %w1 : f32[2,4]
+  %h = add %h.mm, %b1 : f32[2,4]
+  %r = relu %h : f32[2,4]
+  %w2 = param init=xavier : f32[4,3]
+  %b2 = param init=zeros : f32[3]
+  %logits.mm = matmul %r, %w2 : f32[2,3]
+  %logits = add %logits.mm, %b2 : f32[2,3]
+  %loss = cross_entropy %logits, %targets : f32[]
+  return %loss, %logits
+}
+)";
+
+const std::vector<float> kX = {1, 2, 0, 0, 1, -1};
+const std::vector<int32_t> kTargets = {2, 0};
+const std::vector<float> kW1 = {1, 0, -1, 0.5, 0, 1, 1, 0, 2, 0, 0, -1};
+const std::vector<float> kB1 = {0, -1, 0.5, 0};
+const std::vector<float> kW2 = {1, 0, 0, 0, 1, 0, 0, 0, 1, 1, 1, 1};
+const std::vector<float> kB2 = {0, 0, -1};
+const std::vector<double> kLogits = {1.5, 1.5, 1, 1, 1, 1.5};
+const double kLoss =
+    0.5 * ((std::log(2 * std::exp(1.5) + std::exp(1.0)) - 1) + (std::log(2 * std::exp(1.0) + std::exp(1.5)) - 1));
+
+template <class T>
+DeviceBuffer upload(const std::vector<T>& v) {
+  return DeviceBuffer(v.data(), v.size() * sizeof(T));
+}
+
+template <class T>
+std::vector<T> download(const void* p, int64_t n) {
+  std::vector<T> v(static_cast<size_t>(n));
+  PF_CUDA_CHECK(cudaMemcpy(v.data(), p, v.size() * sizeof(T), cudaMemcpyDeviceToHost));
+  return v;
+}
+
+TEST(CudaExecutor, MlpForwardMatchesHandComputedNumbers) {
+  PF_REQUIRE_CUDA();
+  CudaDevice device(0, 1);
+  Module m = compile(kMlp);
+  Executor ex(m.graph(), m.binding(), device, 0);
+  DeviceBuffer x = upload(kX), t = upload(kTargets), w1 = upload(kW1), b1 = upload(kB1), w2 = upload(kW2),
+               b2 = upload(kB2);
+  ex.bind_param("w1", w1.get());
+  ex.bind_param("b1", b1.get());
+  ex.bind_param("w2", w2.get());
+  ex.bind_param("b2", b2.get());
+  ex.bind_input(0, x.get());
+  ex.bind_input(1, t.get());
+  for (int run = 0; run < 2; ++run) {  // the second run reuses every buffer
+    ex.run();
+    ex.finish();
+    const std::vector<float> logits = download<float>(ex.output(1), 6);
+    for (size_t i = 0; i < logits.size(); ++i) EXPECT_NEAR(logits[i], kLogits[i], 1e-6) << "element " << i;
+    EXPECT_NEAR(download<float>(ex.output(0), 1)[0], kLoss, 1e-6);
+  }
+  EXPECT_EQ(ex.output_type(1).str(), "f32[2,3]");
+}
+
+TEST(CudaExecutor, ResultsGoIntoBoundBuffers) {
+  PF_REQUIRE_CUDA();
+  CudaDevice device(0, 1);
+  Module m = compile(kMlp);
+  Executor ex(m.graph(), m.binding(), device, 0, DType::f32, ExecutorOptions{{1}});
+  DeviceBuffer x = upload(kX), t = upload(kTargets), w1 = upload(kW1), b1 = upload(kB1), w2 = upload(kW2),
+               b2 = upload(kB2), out(6 * sizeof(float));
+  ex.bind_param("w1", w1.get());
+  ex.bind_param("b1", b1.get());
+  ex.bind_param("w2", w2.get());
+  ex.bind_param("b2", b2.get());
+  ex.bind_input(0, x.get());
+  ex.bind_input(1, t.get());
+  EXPECT_THROW(ex.run(), Error);  // result 1 is the caller's and unbound
+  ex.bind_output(1, out.get());
+  ex.run();
+  ex.finish();
+  const std::vector<float> logits = download<float>(out.get(), 6);
+  for (size_t i = 0; i < logits.size(); ++i) EXPECT_NEAR(logits[i], kLogits[i], 1e-6);
+}
+
+TEST(CudaExecutor, AnIndexOutOfRangeNamesTheOp) {
+  PF_REQUIRE_CUDA();
+  CudaDevice device(0, 1);
+  Module m = compile(R"(
+graph @g(%ids: i32[3]) -> f32[3,2] {
+  %table = param init=zeros : f32[4,2]
+  %e = embedding %table, %ids : f32[3,2]
+  return %e
+}
+)");
+  Executor ex(m.graph(), m.binding(), device, 0);
+  const std::vector<float> table(8, 1.f);
+  const std::vector<int32_t> ids = {0, 9, 1};
+  DeviceBuffer tb = upload(table), ib = upload(ids);
+  ex.bind_param("table", tb.get());
+  ex.bind_input(0, ib.get());
+  ex.run();
+  try {
+    ex.finish();
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(e.message().find("embedding: index 9 at position 1 is out of range [0, 4)"), std::string::npos)
+        << e.message();
+    EXPECT_NE(e.message().find("%e = embedding"), std::string::npos) << e.message();
+  }
+}
+
+TEST(CudaDevice, ADeviceThatDoesNotExistIsAClearError) {
+  // Runs with or without a GPU: the ordinal one past the last device.
+  const int count = device_count();
+  try {
+    CudaDevice device(count, 1);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.message(), "cuda device " + std::to_string(count) + " does not exist (" + std::to_string(count) +
+                               " visible)");
+  }
+}
+
+}  // namespace
+}  // namespace pf::cuda

@@ -1,0 +1,432 @@
+// Every CUDA kernel against the CPU kernel on the same inputs (f32, and bf16 where the CUDA backend has it), one test per op.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <map>
+#include <random>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "backends/cpu/kernels.h"
+#include "backends/cuda/device.h"
+#include "backends/cuda/kernels.h"
+#include "ir/diagnostic.h"
+#include "ir/op_table.h"
+#include "tests/cuda/cuda_test_util.h"
+
+namespace pf::cuda {
+namespace {
+
+// A case is run by the CPU's f32 kernel and by the CUDA kernel on the same
+// bytes; results are compared with a tolerance by dtype. CUDA results are
+// poisoned first (all bytes 0xFF) so that an element a kernel forgets shows
+// up. bf16 runs feed both sides values rounded to bf16 (the CPU computes in
+// f32 on them) and compare the CUDA bf16 result, widened, with the CPU's.
+
+// ---------------------------------------------------------------------------
+// Tensors and attributes of a case.
+
+struct Tensor {
+  TensorType type;          // floats as f32; the bf16 run retypes them
+  std::vector<double> v;    // row-major
+};
+
+class Gen {
+ public:
+  explicit Gen(uint64_t seed) : rng_(seed) {}
+  Tensor uniform(Shape s, double lo = -2, double hi = 2) {
+    Tensor t{{DType::f32, std::move(s)}, {}};
+    std::uniform_real_distribution<double> u(lo, hi);
+    for (int64_t i = 0; i < t.type.numel(); ++i) t.v.push_back(static_cast<float>(u(rng_)));
+    return t;
+  }
+  Tensor ints(DType dt, Shape s, int64_t lo, int64_t hi) {
+    Tensor t{{dt, std::move(s)}, {}};
+    std::uniform_int_distribution<int64_t> u(lo, hi);
+    for (int64_t i = 0; i < t.type.numel(); ++i) t.v.push_back(static_cast<double>(u(rng_)));
+    return t;
+  }
+  // Small integers stored as floats: reductions with ties.
+  Tensor steps(Shape s, int64_t lo, int64_t hi) {
+    Tensor t = ints(DType::i32, std::move(s), lo, hi);
+    t.type.dtype = DType::f32;
+    return t;
+  }
+  Tensor bools(Shape s) { return ints(DType::boolean, std::move(s), 0, 1); }
+
+ private:
+  std::mt19937_64 rng_;
+};
+
+OpAttrs::Entry entry(std::string_view name, AttrKind kind) {
+  OpAttrs::Entry e;
+  e.name = name;
+  e.kind = kind;
+  return e;
+}
+OpAttrs::Entry dim(std::string_view name, int64_t v) {
+  OpAttrs::Entry e = entry(name, AttrKind::dim);
+  e.ints = {v};
+  return e;
+}
+OpAttrs::Entry dims(std::string_view name, std::vector<int64_t> v) {
+  OpAttrs::Entry e = entry(name, AttrKind::dims);
+  e.ints = std::move(v);
+  return e;
+}
+OpAttrs::Entry real(std::string_view name, double v) {
+  OpAttrs::Entry e = entry(name, AttrKind::real);
+  e.real = v;
+  return e;
+}
+OpAttrs::Entry boolean(std::string_view name, bool v) {
+  OpAttrs::Entry e = entry(name, AttrKind::boolean);
+  e.boolean = v;
+  return e;
+}
+OpAttrs::Entry dtype(std::string_view name, DType v) {
+  OpAttrs::Entry e = entry(name, AttrKind::dtype);
+  e.dtype = v;
+  return e;
+}
+
+struct Case {
+  OpKind op;
+  std::string name;
+  std::vector<Tensor> in;
+  std::vector<OpAttrs::Entry> attrs = {};
+  std::vector<TensorType> declared = {};
+};
+
+// Every op of ops.def that the CPU runs, at least once, with broadcasting,
+// non-last axes, groups, padding and ignored targets where the op has them.
+std::vector<Case> all_cases() {
+  Gen g(7);
+  std::vector<Case> c;
+  c.push_back({OpKind::constant, "f32", {}, {real("value", 1.5)}, {{DType::f32, {2, 3}}}});
+  c.push_back({OpKind::constant, "i32", {}, {real("value", -3.7)}, {{DType::i32, {5}}}});
+  c.push_back({OpKind::dim_value, "scalar", {}, {dim("value", 7)}, {{DType::f32, {}}}});
+  c.push_back({OpKind::causal_mask, "batched", {}, {}, {{DType::boolean, {2, 5, 5}}}});
+  c.push_back({OpKind::matmul, "shared_b", {g.uniform({2, 3, 4}), g.uniform({4, 5})}});
+  c.push_back({OpKind::matmul, "transposed_broadcast", {g.uniform({2, 1, 4, 3}), g.uniform({3, 5, 4})},
+               {boolean("transpose_a", true), boolean("transpose_b", true)}});
+  c.push_back({OpKind::add, "bias", {g.uniform({2, 3, 4}), g.uniform({4})}});
+  c.push_back({OpKind::sub, "both_broadcast", {g.uniform({2, 1, 4}), g.uniform({3, 1})}});
+  c.push_back({OpKind::mul, "same_shape", {g.uniform({3, 5}), g.uniform({3, 5})}});
+  c.push_back({OpKind::div, "scalar", {g.uniform({3, 5}), g.uniform({}, 0.5, 2)}});
+  c.push_back({OpKind::where, "three_way", {g.bools({2, 3, 1}), g.uniform({3, 4}), g.uniform({1})}});
+  for (OpKind op : {OpKind::neg, OpKind::exp, OpKind::tanh, OpKind::sigmoid, OpKind::relu, OpKind::gelu})
+    c.push_back({op, "signed", {g.uniform({3, 17}, -6, 6)}});
+  for (OpKind op : {OpKind::log, OpKind::sqrt, OpKind::rsqrt}) c.push_back({op, "positive", {g.uniform({3, 17}, 0.1, 4)}});
+  c.push_back({OpKind::pow, "cube", {g.uniform({3, 5})}, {real("exponent", 3)}});
+  c.push_back({OpKind::pow, "real", {g.uniform({3, 5}, 0.1, 3)}, {real("exponent", 1.7)}});
+  c.push_back({OpKind::dropout, "p03", {g.uniform({4, 100})}, {real("p", 0.3), dim("seed", 42)}});
+  c.push_back({OpKind::cast, "f32_to_i32", {g.uniform({3, 4}, -9, 9)}, {dtype("to", DType::i32)}});
+  c.push_back({OpKind::cast, "i64_to_f32", {g.ints(DType::i64, {5}, -100, 100)}, {dtype("to", DType::f32)}});
+  c.push_back({OpKind::cast, "f32_to_bool", {g.steps({6}, -1, 1)}, {dtype("to", DType::boolean)}});
+  for (OpKind op : {OpKind::softmax, OpKind::log_softmax}) {
+    c.push_back({op, "last_axis", {g.uniform({3, 300}, -5, 5)}, {dim("axis", -1)}});
+    c.push_back({op, "middle_axis", {g.uniform({2, 5, 3})}, {dim("axis", 1)}});
+  }
+  c.push_back({OpKind::layernorm, "rows", {g.uniform({4, 96}, 1, 3), g.uniform({96}), g.uniform({96})},
+               {real("eps", 1e-5)}});
+  c.push_back({OpKind::rmsnorm, "rows", {g.uniform({4, 96}), g.uniform({96})}, {real("eps", 1e-6)}});
+  c.push_back({OpKind::embedding, "i32_ids", {g.uniform({10, 6}), g.ints(DType::i32, {2, 3}, 0, 9)}});
+  c.push_back({OpKind::embedding, "i64_ids", {g.uniform({10, 6}), g.ints(DType::i64, {4}, 0, 9)}});
+  c.push_back({OpKind::reshape, "flat", {g.uniform({2, 6})}, {dims("shape", {3, 4})}});
+  c.push_back({OpKind::transpose, "rotate", {g.uniform({2, 3, 4})}, {dims("perm", {2, 0, 1})}});
+  c.push_back({OpKind::transpose, "i64_swap", {g.ints(DType::i64, {3, 5}, -9, 9)}, {dims("perm", {1, 0})}});
+  c.push_back({OpKind::slice, "middle", {g.uniform({2, 4, 3})}, {dim("axis", 1), dim("start", 1), dim("end", 3)}});
+  c.push_back({OpKind::concat, "middle", {g.uniform({2, 2, 3}), g.uniform({2, 1, 3})}, {dim("axis", 1)}});
+  c.push_back({OpKind::split, "rows", {g.uniform({3, 4})}, {dim("axis", 0), dims("sizes", {1, 2})}});
+  c.push_back({OpKind::reduce_sum, "outer_and_inner", {g.uniform({3, 4, 5})}, {dims("axes", {0, 2})}});
+  c.push_back({OpKind::reduce_sum, "long_rows", {g.uniform({3, 2000})}, {dims("axes", {1})}});
+  c.push_back({OpKind::reduce_mean, "keepdims", {g.uniform({3, 4, 5})}, {dims("axes", {1}), boolean("keepdims", true)}});
+  c.push_back({OpKind::reduce_max, "last", {g.uniform({3, 4, 5})}, {dims("axes", {-1})}});
+  c.push_back({OpKind::conv2d, "groups_padding_bias",
+               {g.uniform({2, 4, 6, 6}), g.uniform({6, 2, 3, 3}), g.uniform({6})},
+               {dims("stride", {1, 1}), dims("padding", {1, 1}), dim("groups", 2)}});
+  c.push_back({OpKind::conv2d, "strided", {g.uniform({1, 3, 7, 7}), g.uniform({4, 3, 3, 3})}, {dims("stride", {2, 2})}});
+  const std::vector<OpAttrs::Entry> pool = {dims("kernel", {3, 3}), dims("stride", {2, 2}), dims("padding", {1, 1})};
+  c.push_back({OpKind::max_pool2d, "padded", {g.uniform({1, 2, 5, 5})}, pool});
+  c.push_back({OpKind::avg_pool2d, "padded", {g.uniform({1, 2, 5, 5})}, pool});
+  Tensor targets = g.ints(DType::i32, {4}, 0, 4);
+  targets.v[2] = -100;
+  c.push_back({OpKind::cross_entropy, "ignored_target", {g.uniform({4, 5}), targets}});
+  c.push_back({OpKind::mse_loss, "plain", {g.uniform({3, 4}), g.uniform({3, 4})}});
+  c.push_back({OpKind::broadcast_to, "two_axes", {g.uniform({3, 1})}, {dims("shape", {2, 3, 4})}});
+  c.push_back({OpKind::sum_to, "two_axes", {g.uniform({2, 3, 4})}, {dims("shape", {3, 1})}});
+  c.push_back({OpKind::relu_grad, "signed", {g.uniform({3, 5}), g.uniform({3, 5})}});
+  c.push_back({OpKind::gelu_grad, "signed", {g.uniform({3, 5}), g.uniform({3, 5}, -6, 6)}});
+  c.push_back({OpKind::softmax_grad, "last_axis", {g.uniform({3, 7}), g.uniform({3, 7}, 0, 1)}, {dim("axis", -1)}});
+  c.push_back({OpKind::softmax_grad, "middle_axis", {g.uniform({2, 5, 3}), g.uniform({2, 5, 3}, 0, 1)}, {dim("axis", 1)}});
+  c.push_back({OpKind::log_softmax_grad, "last_axis", {g.uniform({3, 7}), g.uniform({3, 7}, -3, 0)}, {dim("axis", -1)}});
+  c.push_back({OpKind::layernorm_grad, "rows", {g.uniform({5, 32}), g.uniform({5, 32}), g.uniform({32})}});
+  c.push_back({OpKind::rmsnorm_grad, "rows", {g.uniform({5, 32}), g.uniform({5, 32}), g.uniform({32})}});
+  c.push_back({OpKind::embedding_grad, "repeated_ids", {g.uniform({2, 3, 6}), g.ints(DType::i32, {2, 3}, 0, 3)},
+               {dim("rows", 10)}});
+  c.push_back({OpKind::slice_grad, "middle", {g.uniform({2, 2, 3})}, {dim("axis", 1), dim("start", 1), dim("size", 4)}});
+  {
+    // y must be x's maximum for the ties to mean anything: computed here.
+    Tensor x = g.steps({3, 4}, 0, 2);
+    Tensor y{{DType::f32, {3}}, {}};
+    for (int r = 0; r < 3; ++r) y.v.push_back(*std::max_element(x.v.begin() + r * 4, x.v.begin() + r * 4 + 4));
+    c.push_back({OpKind::reduce_max_grad, "ties", {g.uniform({3}), x, y}, {dims("axes", {1})}});
+  }
+  const std::vector<OpAttrs::Entry> conv = {dims("stride", {1, 1}), dims("padding", {1, 1}), dim("groups", 2)};
+  std::vector<OpAttrs::Entry> conv_in = conv, conv_w = conv;
+  conv_in.push_back(dims("input_shape", {2, 4, 6, 6}));
+  conv_w.push_back(dims("weight_shape", {6, 2, 3, 3}));
+  c.push_back({OpKind::conv2d_grad_input, "groups_padding", {g.uniform({2, 6, 6, 6}), g.uniform({6, 2, 3, 3})}, conv_in});
+  c.push_back({OpKind::conv2d_grad_weight, "groups_padding", {g.uniform({2, 6, 6, 6}), g.uniform({2, 4, 6, 6})}, conv_w});
+  c.push_back({OpKind::max_pool2d_grad, "padded", {g.uniform({1, 2, 3, 3}), g.steps({1, 2, 5, 5}, 0, 3)}, pool});
+  std::vector<OpAttrs::Entry> avg = pool;
+  avg.push_back(dims("input_shape", {1, 2, 5, 5}));
+  c.push_back({OpKind::avg_pool2d_grad, "padded", {g.uniform({1, 2, 3, 3})}, avg});
+  c.push_back({OpKind::cross_entropy_grad, "ignored_target", {g.uniform({}, 0.5, 2), g.uniform({4, 5}), targets}});
+  return c;
+}
+
+// Ops whose bf16 kernels are their own (not byte movers), run a second time in bf16.
+const std::set<OpKind> kBf16Ops = {OpKind::matmul, OpKind::add,     OpKind::sub,     OpKind::mul,
+                                   OpKind::div,    OpKind::where,   OpKind::neg,     OpKind::exp,
+                                   OpKind::log,    OpKind::sqrt,    OpKind::rsqrt,   OpKind::pow,
+                                   OpKind::tanh,   OpKind::sigmoid, OpKind::relu,    OpKind::gelu,
+                                   OpKind::dropout, OpKind::relu_grad, OpKind::gelu_grad};
+
+// ---------------------------------------------------------------------------
+// Bytes.
+
+uint16_t to_bf16(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  return static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+float from_bf16(uint16_t b) {
+  const uint32_t u = static_cast<uint32_t>(b) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+std::vector<std::byte> encode(const Tensor& t, DType as) {
+  const int64_t n = t.type.numel();
+  std::vector<std::byte> bytes(static_cast<size_t>(std::max<int64_t>(n * dtype_size(as), 1)));
+  auto put = [&](auto e, int64_t i) { std::memcpy(bytes.data() + i * sizeof e, &e, sizeof e); };
+  for (int64_t i = 0; i < n; ++i) {
+    const double v = t.v[i];
+    switch (as) {
+      case DType::f32: put(static_cast<float>(v), i); break;
+      case DType::bf16: put(to_bf16(static_cast<float>(v)), i); break;
+      case DType::i32: put(static_cast<int32_t>(v), i); break;
+      case DType::i64: put(static_cast<int64_t>(v), i); break;
+      case DType::boolean: put(static_cast<uint8_t>(v != 0), i); break;
+      default: ADD_FAILURE() << "no " << dtype_name(as) << " in this test";
+    }
+  }
+  return bytes;
+}
+
+std::vector<double> decode(const TensorType& t, const std::vector<std::byte>& bytes) {
+  std::vector<double> v(static_cast<size_t>(t.numel()));
+  auto get = [&](auto e, size_t i) {
+    std::memcpy(&e, bytes.data() + i * sizeof e, sizeof e);
+    return e;
+  };
+  for (size_t i = 0; i < v.size(); ++i) {
+    switch (t.dtype) {
+      case DType::f32: v[i] = get(float{}, i); break;
+      case DType::bf16: v[i] = from_bf16(get(uint16_t{}, i)); break;
+      case DType::i32: v[i] = get(int32_t{}, i); break;
+      case DType::i64: v[i] = static_cast<double>(get(int64_t{}, i)); break;
+      case DType::boolean: v[i] = get(uint8_t{}, i); break;
+      default: ADD_FAILURE() << "no " << dtype_name(t.dtype) << " in this test";
+    }
+  }
+  return v;
+}
+
+DType retype(DType t, DType floats) { return is_float(t) ? floats : t; }
+
+struct Outcome {
+  std::vector<TensorType> types;
+  std::vector<std::vector<double>> values;
+};
+
+OpAttrs attrs_of(const Case& c, DType floats) {
+  OpAttrs attrs;
+  for (OpAttrs::Entry e : c.attrs) {
+    if (e.kind == AttrKind::dtype) e.dtype = retype(e.dtype, floats);
+    attrs.add(e);
+  }
+  return attrs;
+}
+
+// The CPU kernel in f32 on values rounded to `floats` (f32 or bf16).
+Outcome run_cpu(const Case& c, DType floats) {
+  std::vector<TensorType> in_types, declared;
+  std::vector<std::vector<std::byte>> in_bytes;
+  for (const Tensor& t : c.in) {
+    Tensor r = t;
+    if (floats == DType::bf16 && is_float(t.type.dtype))
+      for (double& v : r.v) v = from_bf16(to_bf16(static_cast<float>(v)));
+    in_types.push_back(r.type);
+    in_bytes.push_back(encode(r, r.type.dtype));
+  }
+  for (const TensorType& t : c.declared) declared.push_back(t);
+  const OpAttrs attrs = attrs_of(c, DType::f32);
+  Outcome run;
+  run.types = op_info(c.op).shape(ShapeContext{op_name(c.op), in_types, attrs, declared});
+  std::vector<std::vector<std::byte>> out_bytes;
+  for (const TensorType& t : run.types) out_bytes.emplace_back(static_cast<size_t>(std::max<int64_t>(t.bytes(), 1)));
+  std::vector<const void*> in_ptrs;
+  std::vector<void*> out_ptrs;
+  for (auto& b : in_bytes) in_ptrs.push_back(b.data());
+  for (auto& b : out_bytes) out_ptrs.push_back(b.data());
+  cpu::forward_kernel(c.op, DType::f32)(cpu::KernelArgs{in_types, in_ptrs, run.types, out_ptrs, attrs});
+  for (size_t i = 0; i < run.types.size(); ++i) run.values.push_back(decode(run.types[i], out_bytes[i]));
+  return run;
+}
+
+// The CUDA kernel with floats stored as `floats`.
+Outcome run_cuda(CudaDevice& device, const Case& c, DType floats) {
+  using testing::DeviceBuffer;
+  std::vector<TensorType> in_types, declared;
+  std::vector<DeviceBuffer> ins, outs;
+  for (const Tensor& t : c.in) {
+    const DType dt = retype(t.type.dtype, floats);
+    in_types.push_back({dt, t.type.shape});
+    const std::vector<std::byte> bytes = encode(t, dt);
+    ins.emplace_back(bytes.data(), bytes.size());
+  }
+  for (const TensorType& t : c.declared) declared.push_back({retype(t.dtype, floats), t.shape});
+  const OpAttrs attrs = attrs_of(c, floats);
+  Outcome run;
+  run.types = op_info(c.op).shape(ShapeContext{op_name(c.op), in_types, attrs, declared});
+  std::vector<const void*> in_ptrs;
+  std::vector<void*> out_ptrs;
+  for (auto& b : ins) in_ptrs.push_back(b.get());
+  for (const TensorType& t : run.types) {
+    outs.emplace_back(static_cast<size_t>(std::max<int64_t>(t.bytes(), 1)));
+    PF_CUDA_CHECK(cudaMemset(outs.back().get(), 0xFF, static_cast<size_t>(std::max<int64_t>(t.bytes(), 1))));
+    out_ptrs.push_back(outs.back().get());
+  }
+  // The executor's choice: the float dtype when any operand or result is a
+  // float, else the first result's dtype.
+  DType kernel_dtype = run.types[0].dtype;
+  for (const TensorType& t : in_types)
+    if (is_float(t.dtype)) kernel_dtype = floats;
+  for (const TensorType& t : run.types)
+    if (is_float(t.dtype)) kernel_dtype = floats;
+  LaunchContext ctx = device.context(0);
+  ctx.step = 0;
+  forward_kernel(c.op, kernel_dtype)(cpu::KernelArgs{in_types, in_ptrs, run.types, out_ptrs, attrs}, ctx);
+  device.synchronize(0);
+  for (size_t i = 0; i < run.types.size(); ++i) run.values.push_back(decode(run.types[i], outs[i].read()));
+  return run;
+}
+
+// Floats: |got - want| <= rtol * max(|want|, the tensor's largest |want|).
+// Integers and bools: exact.
+void expect_close(const TensorType& t, const std::vector<double>& got, const std::vector<double>& want, double rtol,
+                  const std::string& what) {
+  ASSERT_EQ(got.size(), want.size()) << what;
+  double scale = 0;
+  for (double w : want) scale = std::max(scale, std::abs(w));
+  for (size_t i = 0; i < got.size(); ++i) {
+    const bool ok = !is_float(t.dtype) ? got[i] == want[i]
+                                       : std::abs(got[i] - want[i]) <= rtol * std::max(std::abs(want[i]), scale) ||
+                                             (std::isinf(want[i]) && got[i] == want[i]);
+    if (!ok) {
+      ADD_FAILURE() << what << " " << t.str() << ": element " << i << " is " << got[i] << ", the cpu's " << want[i];
+      return;
+    }
+  }
+}
+
+// Tolerances: f32 differs from the CPU by summation order and a few ulps
+// of expf/logf; bf16 keeps 8 bits of mantissa.
+constexpr double kF32Tolerance = 2e-5;
+constexpr double kBf16Tolerance = 2e-2;
+
+class CudaOp : public ::testing::TestWithParam<OpKind> {};
+
+TEST_P(CudaOp, MatchesTheCpuKernel) {
+  PF_REQUIRE_CUDA();
+  CudaDevice device(0, 1);
+  int cases = 0;
+  for (const Case& c : all_cases()) {
+    if (c.op != GetParam()) continue;
+    ++cases;
+    SCOPED_TRACE("case " + c.name);
+    const Outcome want = run_cpu(c, DType::f32);
+    const Outcome got = run_cuda(device, c, DType::f32);
+    for (size_t i = 0; i < want.values.size(); ++i)
+      expect_close(want.types[i], got.values[i], want.values[i], kF32Tolerance, "f32 result " + std::to_string(i));
+    if (!kBf16Ops.count(c.op)) continue;
+    const Outcome want16 = run_cpu(c, DType::bf16);
+    const Outcome got16 = run_cuda(device, c, DType::bf16);
+    for (size_t i = 0; i < want16.values.size(); ++i)
+      expect_close(got16.types[i], got16.values[i], want16.values[i], kBf16Tolerance,
+                   "bf16 result " + std::to_string(i));
+  }
+  EXPECT_GT(cases, 0) << "no case for " << op_name(GetParam());
+}
+
+std::vector<OpKind> ops_the_cpu_runs() {
+  std::vector<OpKind> ops;
+  for (int i = 0; i < kNumOps; ++i) {
+    const auto op = static_cast<OpKind>(i);
+    if (cpu::has_forward_kernel(op, DType::f32)) ops.push_back(op);
+  }
+  return ops;
+}
+
+INSTANTIATE_TEST_SUITE_P(EveryOp, CudaOp, ::testing::ValuesIn(ops_the_cpu_runs()),
+                         [](const ::testing::TestParamInfo<OpKind>& p) { return std::string(op_name(p.param)); });
+
+// Host-only checks (no GPU needed): the table covers every op the CPU runs,
+// and the cases above cover every such op.
+
+TEST(CudaKernelTable, HasAnF32KernelForEveryOpTheCpuRuns) {
+  for (OpKind op : ops_the_cpu_runs())
+    EXPECT_TRUE(has_forward_kernel(op, DType::f32)) << "no cuda kernel for " << op_name(op);
+  EXPECT_FALSE(has_forward_kernel(OpKind::param, DType::f32));
+  EXPECT_FALSE(has_forward_kernel(OpKind::add, DType::f64));
+}
+
+TEST(CudaKernelTable, HasBf16KernelsWhereDocumented) {
+  for (OpKind op : kBf16Ops) EXPECT_TRUE(has_forward_kernel(op, DType::bf16)) << op_name(op);
+  for (OpKind op : {OpKind::transpose, OpKind::slice, OpKind::concat, OpKind::cast, OpKind::constant})
+    EXPECT_TRUE(has_forward_kernel(op, DType::bf16)) << op_name(op);
+  EXPECT_FALSE(has_forward_kernel(OpKind::layernorm, DType::bf16));
+}
+
+TEST(CudaKernelTable, UnknownCombinationsThrowANamedError) {
+  try {
+    forward_kernel(OpKind::layernorm, DType::bf16);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.message(), "no cuda kernel for layernorm in bf16");
+  }
+}
+
+TEST(CudaKernelTable, EveryOpTheCpuRunsHasACase) {
+  std::set<OpKind> covered;
+  for (const Case& c : all_cases()) covered.insert(c.op);
+  for (OpKind op : ops_the_cpu_runs()) EXPECT_TRUE(covered.count(op)) << "no case for " << op_name(op);
+}
+
+TEST(CudaKernelTable, CasesAreWellTypedByTheShapeRules) {
+  // Runs every case on the CPU: a malformed case fails here, without a GPU.
+  for (const Case& c : all_cases()) {
+    SCOPED_TRACE(std::string(op_name(c.op)) + " " + c.name);
+    EXPECT_NO_THROW(run_cpu(c, DType::f32));
+  }
+}
+
+}  // namespace
+}  // namespace pf::cuda
