@@ -1,15 +1,42 @@
 // Optimizers over plain float arrays (SGD with momentum, AdamW) and gradient clipping.
 #include "runtime/optimizer.h"
 
+#include <algorithm>
 #include <cmath>
 #include <set>
+#include <vector>
 
 #include <fmt/format.h>
 
+#include "backends/cpu/parallel.h"
 #include "ir/diagnostic.h"
 #include "runtime/safetensors.h"
 
 namespace pf {
+
+namespace {
+
+// sum(x^2) in double. One running sum is a chain of dependent adds (about
+// 4 cycles per element); 32 independent lanes let the compiler keep several
+// vector accumulators in flight, so the loop runs at memory speed. The lanes
+// are combined in a fixed order: the result does not depend on the machine.
+double sum_of_squares(const float* x, int64_t n) {
+  constexpr int64_t kLanes = 32;
+  double lanes[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes)
+    for (int64_t j = 0; j < kLanes; ++j) lanes[j] += static_cast<double>(x[i + j]) * static_cast<double>(x[i + j]);
+  double sum = 0;
+  for (double v : lanes) sum += v;
+  for (; i < n; ++i) sum += static_cast<double>(x[i]) * x[i];
+  return sum;
+}
+
+// Elements per block of the norm and per chunk of an update: blocks are
+// fixed, not per thread, so a norm is the same on any number of threads.
+constexpr int64_t kBlock = 1 << 16;
+
+}  // namespace
 
 int64_t Param::numel() const {
   int64_t n = 1;
@@ -105,17 +132,23 @@ void Sgd::step(double lr) {
     float* w = param.value;
     const float* grad = param.grad;
     const int64_t n = param.numel();
+    // Every element is updated alone: split over the device's threads.
     if (options_.momentum == 0) {
-      for (int64_t i = 0; i < n; ++i) w[i] -= lr_f * (grad[i] + wd * w[i]);
+      cpu::parallel_for(n, kBlock, [&](int64_t begin, int64_t end) {
+        for (int64_t i = begin; i < end; ++i) w[i] -= lr_f * (grad[i] + wd * w[i]);
+      });
       continue;
     }
     float* buf = slot(p, 0);
-    for (int64_t i = 0; i < n; ++i) {
-      const float g = grad[i] + wd * w[i];
-      buf[i] = mu * buf[i] + g;
-      const float d = options_.nesterov ? g + mu * buf[i] : buf[i];
-      w[i] -= lr_f * d;
-    }
+    const bool nesterov = options_.nesterov;
+    cpu::parallel_for(n, kBlock, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        const float g = grad[i] + wd * w[i];
+        buf[i] = mu * buf[i] + g;
+        const float d = nesterov ? g + mu * buf[i] : buf[i];
+        w[i] -= lr_f * d;
+      }
+    });
   }
   ++steps_;
 }
@@ -148,23 +181,35 @@ void AdamW::step(double lr) {
     float* m = slot(p, 0);
     float* v = slot(p, 1);
     const int64_t n = param.numel();
-    for (int64_t i = 0; i < n; ++i) {
-      w[i] *= shrink;
-      m[i] = b1f * m[i] + one_minus_b1 * g[i];
-      v[i] = b2f * v[i] + one_minus_b2 * g[i] * g[i];
-      // The same operation order as PyTorch's addcdiv_, so results round alike.
-      const float denom = std::sqrt(v[i]) / sqrt_bc2 + eps;
-      w[i] -= step_size * (m[i] / denom);
-    }
+    // Every element is updated alone: split over the device's threads.
+    cpu::parallel_for(n, kBlock, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        w[i] *= shrink;
+        m[i] = b1f * m[i] + one_minus_b1 * g[i];
+        v[i] = b2f * v[i] + one_minus_b2 * g[i] * g[i];
+        // The same operation order as PyTorch's addcdiv_, so results round alike.
+        const float denom = std::sqrt(v[i]) / sqrt_bc2 + eps;
+        w[i] -= step_size * (m[i] / denom);
+      }
+    });
   }
   ++steps_;
 }
 
 double grad_sq_norm(std::span<const Param> params) {
+  // Per parameter, the sums of its blocks (split over the device's threads),
+  // added in block order.
+  thread_local std::vector<double> partial;
   double sum = 0;
   for (const Param& p : params) {
-    const int64_t n = p.numel();
-    for (int64_t i = 0; i < n; ++i) sum += static_cast<double>(p.grad[i]) * p.grad[i];
+    const int64_t n = p.numel(), blocks = (n + kBlock - 1) / kBlock;
+    partial.resize(static_cast<size_t>(blocks));
+    double* out = partial.data();  // the caller's buffer: a worker's own thread_local would be another one
+    cpu::parallel_for(blocks, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t b = begin; b < end; ++b)
+        out[b] = sum_of_squares(p.grad + b * kBlock, std::min(kBlock, n - b * kBlock));
+    });
+    for (double v : partial) sum += v;
   }
   return sum;
 }

@@ -5,6 +5,7 @@
 
 #include <cstring>
 
+#include "backends/cpu/parallel.h"
 #include "ir/diagnostic.h"
 
 namespace pf {
@@ -57,18 +58,48 @@ void StageProgram::forward(int slot, std::span<const void* const> inputs, std::s
 const void* StageProgram::result(int i) const { return forward_->output(i); }
 const TensorType& StageProgram::result_type(int i) const { return forward_->output_type(i); }
 
-void StageProgram::backward(int slot, std::span<const void* const> seeds) {
+void StageProgram::backward(int slot, std::span<const void* const> seeds, bool overwrite_grads) {
   int arg = 0;
   for (const void* seed : seeds) backward_->bind_input(arg++, seed);
   const std::byte* base = stash_.at(static_cast<size_t>(slot)).data();
   for (int64_t offset : stash_offsets_) backward_->bind_input(arg++, base + offset);
+  const int first_param = static_cast<int>(gradients_.input_grads.size());
+  // Rebinding moves a kernel's writes (not only a final copy), so it is done
+  // only when the mode changes, not per micro-batch.
+  if (overwrite_grads != grads_bound_) {
+    for (size_t p = 0; p < grad_targets_.size(); ++p) {
+      float* target = overwrite_grads ? grad_targets_[p]->grad.data() : nullptr;
+      backward_->bind_output(first_param + static_cast<int>(p), target);
+    }
+    grads_bound_ = overwrite_grads;
+  }
   backward_->run();
-  int first_param = static_cast<int>(gradients_.input_grads.size());
+  if (overwrite_grads) return;
   for (size_t p = 0; p < grad_targets_.size(); ++p) {
     const float* g = static_cast<const float*>(backward_->output(first_param + static_cast<int>(p)));
-    std::vector<float>& acc = grad_targets_[p]->grad;
-    for (size_t i = 0; i < acc.size(); ++i) acc[i] += g[i];
+    float* acc = grad_targets_[p]->grad.data();
+    const auto n = static_cast<int64_t>(grad_targets_[p]->grad.size());
+    cpu::parallel_for(n, cpu::kElementwiseGrain, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) acc[i] += g[i];
+    });
   }
+}
+
+void StageProgram::set_profile(bool on) {
+  forward_->set_profile(on);
+  backward_->set_profile(on);
+}
+
+cpu::OpSeconds StageProgram::op_seconds() const {
+  cpu::OpSeconds total = forward_->op_seconds();
+  const cpu::OpSeconds& b = backward_->op_seconds();
+  for (size_t k = 0; k < total.size(); ++k) total[k] += b[k];
+  return total;
+}
+
+void StageProgram::reset_profile() {
+  forward_->reset_profile();
+  backward_->reset_profile();
 }
 
 const void* StageProgram::input_grad(int i) const { return backward_->output(i); }

@@ -28,6 +28,8 @@ class StageProgram {
   StageProgram& operator=(const StageProgram&) = delete;
 
   const Function& graph() const;
+  /// The graph and its backward function, as compiled.
+  const Module& module() const { return module_; }
   const GradientProgram& gradients() const { return gradients_; }
   int slots() const { return static_cast<int>(stash_.size()); }
 
@@ -42,14 +44,23 @@ class StageProgram {
 
   /// Runs the backward of the micro-batch in `slot` with `seeds` (the
   /// gradients of the differentiated results) and adds the parameters'
-  /// gradients into the parameter set.
-  void backward(int slot, std::span<const void* const> seeds);
+  /// gradients into the parameter set. With `overwrite_grads` (the first or
+  /// only micro-batch of a step) the kernels write the gradients straight
+  /// into the parameter set instead, replacing what was there: no zeroing
+  /// and no extra pass over every gradient.
+  void backward(int slot, std::span<const void* const> seeds, bool overwrite_grads = false);
   /// The gradient of wrt input `i` after the last backward.
   const void* input_grad(int i) const;
 
   /// Bytes of the forward and backward arenas and of one stash slot.
   int64_t arena_bytes() const;
   int64_t stash_bytes() const { return stash_bytes_; }
+
+  /// Per-op-kind kernel time of the forward and backward executors (see
+  /// cpu::ExecutorOptions::profile), summed; off until set_profile(true).
+  void set_profile(bool on);
+  cpu::OpSeconds op_seconds() const;
+  void reset_profile();
 
  private:
   Module module_;
@@ -60,6 +71,7 @@ class StageProgram {
   std::vector<int64_t> stash_offsets_;           // per stashed value, within a slot
   int64_t stash_bytes_ = 0;
   std::vector<ParameterSet::Entry*> grad_targets_;  // per backward parameter result
+  bool grads_bound_ = false;                        // backward results bound to grad_targets_' buffers
 };
 
 }  // namespace pf

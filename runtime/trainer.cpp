@@ -61,7 +61,6 @@ void Trainer::start() {
 
 StepResult Trainer::compute_gradients(std::span<const void* const> inputs) {
   StepResult r;
-  params_.zero_grads();
   program_->forward(0, inputs);
   r.loss = *static_cast<const float*>(program_->result(0));
   if (logits_result_ >= 0) {
@@ -79,7 +78,8 @@ StepResult Trainer::compute_gradients(std::span<const void* const> inputs) {
   }
   float seed = 1.0f;
   const void* seeds[] = {&seed};
-  program_->backward(0, seeds);
+  // One micro-batch: its gradients are the step's, written in place.
+  program_->backward(0, seeds, /*overwrite_grads=*/true);
   return r;
 }
 

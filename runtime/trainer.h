@@ -51,6 +51,9 @@ class Trainer {
   /// Clips and applies the gradients, then clears them.
   void apply(StepResult& result);
 
+  /// The compiled program (per-op timing: set_profile, op_seconds).
+  StageProgram& program() { return *program_; }
+
  private:
   TrainerOptions options_;
   ParameterSet params_;

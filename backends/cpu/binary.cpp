@@ -4,6 +4,7 @@
 
 #include "backends/cpu/kernel_table.h"
 #include "backends/cpu/kernel_util.h"
+#include "backends/cpu/parallel.h"
 
 namespace pf::cpu {
 
@@ -16,8 +17,28 @@ constexpr auto kSub = [](auto a, auto b) { return a - b; };
 constexpr auto kMul = [](auto a, auto b) { return a * b; };
 constexpr auto kDiv = [](auto a, auto b) { return a / b; };
 
-// c = f(a, b) over a plan's rows. The last dimension's strides are 0 or 1,
-// so each row is one of four loops, each of which the compiler vectorises.
+// One row of a plan: the last dimension's strides are 0 or 1, so it is one
+// of four loops, each of which the compiler vectorises.
+template <class T, class F>
+void binary_row(const T* ar, bool a_runs, const T* br, bool b_runs, T* cr, int64_t n) {
+  F f;
+  if (a_runs && b_runs) {
+    for (int64_t i = 0; i < n; ++i) cr[i] = f(ar[i], br[i]);
+  } else if (a_runs) {
+    const T bv = *br;
+    for (int64_t i = 0; i < n; ++i) cr[i] = f(ar[i], bv);
+  } else if (b_runs) {
+    const T av = *ar;
+    for (int64_t i = 0; i < n; ++i) cr[i] = f(av, br[i]);
+  } else {
+    std::fill_n(cr, n, f(*ar, *br));
+  }
+}
+
+// c = f(a, b) over a plan's rows. Same shapes (one flat loop) and plans of
+// at most two dimensions (a bias over [rows, C], a mask over [B*H, T*T])
+// are split over the device's threads; deeper plans walk their rows in order.
+// Every element is computed alone, so the split never changes a result.
 template <class T, class F>
 void binary(const KernelArgs& args) {
   const auto* a = static_cast<const T*>(args.in[0]);
@@ -26,32 +47,34 @@ void binary(const KernelArgs& args) {
   const Shape& shape = args.out_types[0].shape;
   const int64_t total = args.out_types[0].numel();
   if (total == 0) return;
-  F f;
   // The common case needs no plan.
   if (args.in_types[0].shape == shape && args.in_types[1].shape == shape) {
-    for (int64_t i = 0; i < total; ++i) c[i] = f(a[i], b[i]);
+    parallel_for(total, kElementwiseGrain, [&](int64_t begin, int64_t end) {
+      binary_row<T, F>(a + begin, true, b + begin, true, c + begin, end - begin);
+    });
     return;
   }
   const Shape* operands[] = {&args.in_types[0].shape, &args.in_types[1].shape};
   const BroadcastPlan plan = plan_broadcast(shape, operands);
   const int64_t n = plan.dims.back();
   const bool a_runs = plan.strides[0].back() != 0, b_runs = plan.strides[1].back() != 0;
-  for (RowWalk w(plan); !w.done(); w.next()) {
-    const T* ar = a + w.offset(0);
-    const T* br = b + w.offset(1);
-    T* cr = c + w.row() * n;
-    if (a_runs && b_runs) {
-      for (int64_t i = 0; i < n; ++i) cr[i] = f(ar[i], br[i]);
-    } else if (a_runs) {
-      const T bv = *br;
-      for (int64_t i = 0; i < n; ++i) cr[i] = f(ar[i], bv);
-    } else if (b_runs) {
-      const T av = *ar;
-      for (int64_t i = 0; i < n; ++i) cr[i] = f(av, br[i]);
-    } else {
-      std::fill_n(cr, n, f(*ar, *br));
-    }
+  if (plan.dims.size() == 1) {
+    // One run against a scalar (scores * scale): split the run itself.
+    parallel_for(n, kElementwiseGrain, [&](int64_t begin, int64_t end) {
+      binary_row<T, F>(a + (a_runs ? begin : 0), a_runs, b + (b_runs ? begin : 0), b_runs, c + begin, end - begin);
+    });
+    return;
   }
+  if (plan.dims.size() == 2) {
+    const int64_t sa = plan.dims.size() == 2 ? plan.strides[0][0] : 0;
+    const int64_t sb = plan.dims.size() == 2 ? plan.strides[1][0] : 0;
+    parallel_for(total / n, std::max<int64_t>(1, kElementwiseGrain / n), [&](int64_t begin, int64_t end) {
+      for (int64_t r = begin; r < end; ++r) binary_row<T, F>(a + r * sa, a_runs, b + r * sb, b_runs, c + r * n, n);
+    });
+    return;
+  }
+  for (RowWalk w(plan); !w.done(); w.next())
+    binary_row<T, F>(a + w.offset(0), a_runs, b + w.offset(1), b_runs, c + w.row() * n, n);
 }
 
 // where(cond: bool, a, b): a where cond else b, all three broadcast.
@@ -67,11 +90,7 @@ void where(const KernelArgs& args) {
   const BroadcastPlan plan = plan_broadcast(shape, operands);
   const int64_t n = plan.dims.back();
   const int64_t sc = plan.strides[0].back(), sa = plan.strides[1].back(), sb = plan.strides[2].back();
-  for (RowWalk w(plan); !w.done(); w.next()) {
-    const uint8_t* cr = cond + w.offset(0);
-    const T* ar = a + w.offset(1);
-    const T* br = b + w.offset(2);
-    T* yr = y + w.row() * n;
+  auto row = [&](const uint8_t* cr, const T* ar, const T* br, T* yr) {
     if (sc && sa && sb) {
       for (int64_t i = 0; i < n; ++i) yr[i] = cr[i] ? ar[i] : br[i];
     } else if (sc && !sa && !sb) {
@@ -84,7 +103,19 @@ void where(const KernelArgs& args) {
     } else {
       for (int64_t i = 0; i < n; ++i) yr[i] = cr[i * sc] ? ar[i * sa] : br[i * sb];
     }
+  };
+  if (plan.dims.size() <= 2) {
+    // A mask over [B*H, T*T]: rows are split over the device's threads.
+    const bool two = plan.dims.size() == 2;
+    const int64_t rc = two ? plan.strides[0][0] : 0, ra = two ? plan.strides[1][0] : 0;
+    const int64_t rb = two ? plan.strides[2][0] : 0;
+    const int64_t rows = args.out_types[0].numel() / n;
+    parallel_for(rows, std::max<int64_t>(1, kElementwiseGrain / n), [&](int64_t begin, int64_t end) {
+      for (int64_t r = begin; r < end; ++r) row(cond + r * rc, a + r * ra, b + r * rb, y + r * n);
+    });
+    return;
   }
+  for (RowWalk w(plan); !w.done(); w.next()) row(cond + w.offset(0), a + w.offset(1), b + w.offset(2), y + w.row() * n);
 }
 
 }  // namespace

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <limits>
 
+#include "backends/cpu/parallel.h"
 #include "ir/diagnostic.h"
 
 namespace pf::cpu {
@@ -75,7 +76,11 @@ void gemm_accumulate(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k
 
 namespace pf::cpu {
 
-void set_blas_threads(int threads) { openblas_set_num_threads(std::max(1, threads)); }
+void set_blas_threads(int threads) {
+  openblas_set_num_threads(std::max(1, threads));
+  set_kernel_threads(threads);
+}
 int blas_threads() { return openblas_get_num_threads(); }
+const char* blas_core_name() { return openblas_get_corename(); }
 
 }  // namespace pf::cpu

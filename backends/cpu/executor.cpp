@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <exception>
 #include <map>
@@ -46,6 +47,7 @@ struct Executor::Impl {
   struct Step {
     Kernel kernel;
     int op;
+    OpKind kind;
     size_t in_begin, in_count, out_begin, out_count;
   };
 
@@ -90,6 +92,9 @@ struct Executor::Impl {
   std::vector<Result> results;
   std::vector<int> copied;  // results copied at the end of a run
 
+  bool profile = false;
+  OpSeconds op_seconds{};
+
   ArenaPtr arena;
   int64_t arena_size = 0;
   int64_t naive_size = 0;
@@ -116,7 +121,7 @@ struct Executor::Impl {
 };
 
 Executor::Impl::Impl(const Function& f, const DimBinding& binding, DType float_dtype, const ExecutorOptions& options)
-    : function_name(f.name), args(f.args) {
+    : function_name(f.name), args(f.args), profile(options.profile) {
   if (float_dtype != DType::f32 && float_dtype != DType::f64)
     throw Error(fmt::format("cpu executor: floats are stored as f32 or f64, not {}", dtype_name(float_dtype)), f.loc);
   describe(f, float_dtype);
@@ -214,6 +219,7 @@ void Executor::Impl::build_steps(const Function& f, const DimBinding& binding, D
     if (op.kind == OpKind::reshape && alias_of[op.results.at(0)] >= 0) continue;
     Step s{};
     s.op = index;
+    s.kind = op.kind;
     try {
       s.kernel = forward_kernel(op.kind, kernel_dtype(f, op, float_dtype));
       attrs.push_back(evaluate_attrs(op, binding));
@@ -356,9 +362,17 @@ void Executor::run() {
       throw Error(fmt::format("running @{}: result {} (%{}) is left to the caller but not bound", m.function_name, i,
                               m.value_name[m.results[i].value]));
 
+  using Clock = std::chrono::steady_clock;
   for (size_t k = 0; k < m.steps.size(); ++k) {
     try {
-      m.steps[k].kernel(m.kernel_args[k]);
+      if (m.profile) {
+        const Clock::time_point start = Clock::now();
+        m.steps[k].kernel(m.kernel_args[k]);
+        m.op_seconds[static_cast<size_t>(m.steps[k].kind)] +=
+            std::chrono::duration<double>(Clock::now() - start).count();
+      } else {
+        m.steps[k].kernel(m.kernel_args[k]);
+      }
     } catch (const Error& e) {
       throw Error(m.op_error(m.steps[k].op, e.message()), m.op_loc[m.steps[k].op]);
     } catch (const std::exception& e) {
@@ -389,5 +403,11 @@ int Executor::num_outputs() const { return static_cast<int>(impl_->results.size(
 int64_t Executor::arena_bytes() const { return impl_->arena_size; }
 
 int64_t Executor::naive_bytes() const { return impl_->naive_size; }
+
+const OpSeconds& Executor::op_seconds() const { return impl_->op_seconds; }
+
+void Executor::reset_profile() { impl_->op_seconds.fill(0.0); }
+
+void Executor::set_profile(bool on) { impl_->profile = on; }
 
 }  // namespace pf::cpu

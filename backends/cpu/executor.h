@@ -1,6 +1,7 @@
 // The CPU executor: runs one call-free IR function on buffers planned once and reused by every run.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -19,7 +20,13 @@ struct ExecutorOptions {
   /// running with one of them unbound is an error. Any other result may be
   /// bound too, but keeps its (then idle) arena bytes.
   std::vector<int> caller_outputs;
+  /// Times every kernel call and adds its seconds to its op kind's total
+  /// (op_seconds()). Off by default: run() then reads no clock at all.
+  bool profile = false;
 };
+
+/// Seconds spent in the kernels of each op kind, indexed by OpKind.
+using OpSeconds = std::array<double, kNumOps>;
 
 /// Runs a verified, call-free function (a forward or a backward program).
 ///
@@ -93,6 +100,14 @@ class Executor {
   int64_t arena_bytes() const;
   /// The arena's size without reuse between values (MemoryPlan::naive_bytes).
   int64_t naive_bytes() const;
+
+  /// With ExecutorOptions::profile: the seconds each op kind's kernels took,
+  /// summed over the runs since construction or the last reset_profile();
+  /// all zeros otherwise.
+  const OpSeconds& op_seconds() const;
+  void reset_profile();
+  /// Turns per-op timing on or off for the next runs (see ExecutorOptions::profile).
+  void set_profile(bool on);
 
  private:
   struct Impl;

@@ -49,6 +49,17 @@ RowWalk::RowWalk(const BroadcastPlan& plan)
   for (size_t d = 0; d + 1 < plan.dims.size(); ++d) rows_ *= plan.dims[d];
 }
 
+RowWalk::RowWalk(const BroadcastPlan& plan, int64_t first) : RowWalk(plan) {
+  row_ = first;
+  // The odometer's digits of `first`, innermost outer dimension last.
+  int64_t rest = first;
+  for (size_t d = plan.dims.size() - 1; d-- > 0;) {
+    index_[d] = rest % plan.dims[d];
+    rest /= plan.dims[d];
+    for (size_t k = 0; k < offsets_.size(); ++k) offsets_[k] += index_[d] * plan.strides[k][d];
+  }
+}
+
 void RowWalk::next() {
   ++row_;
   // An odometer over the outer dimensions, innermost first.

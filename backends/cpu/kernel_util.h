@@ -32,6 +32,9 @@ BroadcastPlan plan_broadcast(const Shape& result, std::span<const Shape* const> 
 class RowWalk {
  public:
   explicit RowWalk(const BroadcastPlan& plan);
+  /// Starts at row `first` (0 <= first <= the number of rows), so that
+  /// threads can walk disjoint ranges of rows.
+  RowWalk(const BroadcastPlan& plan, int64_t first);
   bool done() const { return row_ == rows_; }
   int64_t row() const { return row_; }
   int64_t offset(size_t operand) const { return offsets_[operand]; }

@@ -6,6 +6,7 @@
 
 #include "backends/cpu/kernel_table.h"
 #include "backends/cpu/kernel_util.h"
+#include "backends/cpu/parallel.h"
 #include "backends/cpu/vector_math.h"
 #include "ir/diagnostic.h"
 
@@ -24,18 +25,30 @@ double nll_of_row(const T* row, int64_t v, int64_t target) {
 
 // logits (..., V), targets (...) of i32 or i64: the mean over the targets
 // that are not ignore_index (default -100, as in PyTorch); 0 when none count.
+// Targets are checked first; then the rows' losses are computed apart (split
+// over the device's threads) and summed in row order, so the split never
+// changes the result.
 template <class T, class Target>
 T cross_entropy_of(const T* logits, const Target* targets, int64_t rows, int64_t v, int64_t ignore) {
-  double total = 0;
   int64_t counted = 0;
   for (int64_t r = 0; r < rows; ++r) {
     const auto t = static_cast<int64_t>(targets[r]);
     if (t == ignore) continue;
     if (t < 0 || t >= v)
       throw Error(fmt::format("cross_entropy: target {} at position {} is out of range [0, {})", t, r, v));
-    total += nll_of_row(logits + r * v, v, t);
     ++counted;
   }
+  auto* nll = static_cast<double*>(scratch(static_cast<size_t>(rows) * sizeof(double)));  // (rows,)
+  const int64_t grain = std::max<int64_t>(1, kElementwiseGrain / std::max<int64_t>(v, 1));
+  parallel_for(rows, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const auto t = static_cast<int64_t>(targets[r]);
+      nll[r] = t == ignore ? 0.0 : nll_of_row(logits + r * v, v, t);
+    }
+  });
+  double total = 0;
+  for (int64_t r = 0; r < rows; ++r)
+    if (static_cast<int64_t>(targets[r]) != ignore) total += nll[r];
   return counted == 0 ? T(0) : static_cast<T>(total / static_cast<double>(counted));
 }
 

@@ -7,6 +7,7 @@
 
 #include "backends/cpu/kernel_table.h"
 #include "backends/cpu/kernel_util.h"
+#include "backends/cpu/parallel.h"
 #include "backends/cpu/vector_math.h"
 #include "ir/diagnostic.h"
 
@@ -31,25 +32,29 @@ void cross_entropy_grad_of(T g, const T* logits, const Target* targets, int64_t 
     ++counted;
   }
   const T scale = counted == 0 ? T(0) : static_cast<T>(static_cast<double>(g) / static_cast<double>(counted));
-  for (int64_t r = 0; r < rows; ++r) {
-    const auto t = static_cast<int64_t>(targets[r]);
-    const T* row = logits + r * v;
-    T* d = dx + r * v;
-    if (t == ignore) {
-      std::fill_n(d, v, T(0));
-      continue;
+  // Rows are independent: split over the device's threads.
+  const int64_t grain = std::max<int64_t>(1, kElementwiseGrain / std::max<int64_t>(v, 1));
+  parallel_for(rows, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const auto t = static_cast<int64_t>(targets[r]);
+      const T* row = logits + r * v;
+      T* d = dx + r * v;
+      if (t == ignore) {
+        std::fill_n(d, v, T(0));
+        continue;
+      }
+      // Shifted by the row's maximum so exp never overflows, as in the forward.
+      const T m = max_of(row, v);
+      T s = 0;
+      for (int64_t i = 0; i < v; ++i) {
+        d[i] = std::exp(row[i] - m);
+        s += d[i];
+      }
+      const T r_scale = scale / s;
+      for (int64_t i = 0; i < v; ++i) d[i] *= r_scale;
+      d[t] -= scale;
     }
-    // Shifted by the row's maximum so exp never overflows, as in the forward.
-    const T m = max_of(row, v);
-    T s = 0;
-    for (int64_t i = 0; i < v; ++i) {
-      d[i] = std::exp(row[i] - m);
-      s += d[i];
-    }
-    const T r_scale = scale / s;
-    for (int64_t i = 0; i < v; ++i) d[i] *= r_scale;
-    d[t] -= scale;
-  }
+  });
 }
 
 template <class T>

@@ -6,6 +6,7 @@
 
 #include "backends/cpu/kernel_table.h"
 #include "backends/cpu/kernel_util.h"
+#include "backends/cpu/parallel.h"
 
 namespace pf::cpu {
 
@@ -67,9 +68,14 @@ template <class E>
 void transpose_elements(const E* in, E* out, BroadcastPlan plan) {
   const int64_t rank = static_cast<int64_t>(plan.dims.size());
   const int64_t q = plan.dims.back(), sq = plan.strides[0].back();
+  int64_t rows = 1;
+  for (size_t d = 0; d + 1 < plan.dims.size(); ++d) rows *= plan.dims[d];
   if (sq == 1) {
-    // Rows stay contiguous ([B, T, H, D] -> [B, H, T, D]): copy them whole.
-    for (RowWalk w(plan); !w.done(); w.next()) std::copy_n(in + w.offset(0), q, out + w.row() * q);
+    // Rows stay contiguous ([B, T, H, D] -> [B, H, T, D]): copy them whole,
+    // ranges of rows split over the device's threads.
+    parallel_for(rows, std::max<int64_t>(1, kElementwiseGrain / q), [&](int64_t begin, int64_t end) {
+      for (RowWalk w(plan, begin); w.row() < end; w.next()) std::copy_n(in + w.offset(0), q, out + w.row() * q);
+    });
     return;
   }
   if (rank >= 2 && plan.strides[0][rank - 2] == 1) {

@@ -5,6 +5,7 @@
 
 #include "backends/cpu/kernel_table.h"
 #include "backends/cpu/kernel_util.h"
+#include "backends/cpu/parallel.h"
 #include "backends/cpu/vector_math.h"
 
 namespace pf::cpu {
@@ -54,12 +55,15 @@ void softmax_grad(const KernelArgs& args) {
   const AxisSplit s = split_at_axis(t.shape, normalize_axis(args.attrs.get_int("axis", -1), t.rank()));
   if (s.n == 0 || s.inner == 0) return;
   const int64_t block = s.n * s.inner;
-  for (int64_t o = 0; o < s.outer; ++o) {
-    if (s.inner == 1)
-      softmax_grad_row<T, kLog>(g + o * block, y + o * block, dx + o * block, s.n);
-    else
-      softmax_grad_columns<T, kLog>(g + o * block, y + o * block, dx + o * block, s.n, s.inner);
-  }
+  // Blocks are independent: split over the device's threads.
+  parallel_for(s.outer, std::max<int64_t>(1, kElementwiseGrain / block), [&](int64_t begin, int64_t end) {
+    for (int64_t o = begin; o < end; ++o) {
+      if (s.inner == 1)
+        softmax_grad_row<T, kLog>(g + o * block, y + o * block, dx + o * block, s.n);
+      else
+        softmax_grad_columns<T, kLog>(g + o * block, y + o * block, dx + o * block, s.n, s.inner);
+    }
+  });
 }
 
 // layernorm_grad(g, x, w) -> dx, dw, db, with mean and rstd recomputed from
@@ -67,6 +71,10 @@ void softmax_grad(const KernelArgs& args) {
 // rstd and gw = g * w: dx = rstd * (gw - mean(gw) - xhat * mean(gw * xhat));
 // over the rows, dw = sum(g * xhat) and db = sum(g). The two row means are
 // summed in double, as the forward's statistics are.
+//
+// Two passes, each split over the device's threads without changing a
+// result: rows for dx (keeping each row's mean and rstd), then column ranges
+// for dw and db, each column summed over the rows in order.
 template <class T>
 void layernorm_grad(const KernelArgs& args) {
   const auto* g = static_cast<const T*>(args.in[0]);
@@ -79,29 +87,45 @@ void layernorm_grad(const KernelArgs& args) {
   if (c == 0) return;
   const int64_t rows = args.in_types[1].numel() / c;
   const double eps = args.attrs.get_real("eps", 1e-5);
-  std::fill_n(dw, c, T(0));
-  std::fill_n(db, c, T(0));
-  for (int64_t r = 0; r < rows; ++r) {
-    const T* xr = x + r * c;
-    const T* gr = g + r * c;
-    T* dxr = dx + r * c;
-    const RowStats st = row_stats(xr, c);
-    const T mean = static_cast<T>(st.mean), rstd = static_cast<T>(1 / std::sqrt(st.var + eps));
-    double sum_gw = 0, sum_gw_xhat = 0;
-    for (int64_t i = 0; i < c; ++i) {
-      const T xhat = (xr[i] - mean) * rstd, gw = gr[i] * w[i];
-      sum_gw += gw;
-      sum_gw_xhat += gw * xhat;
-      dw[i] += gr[i] * xhat;
-      db[i] += gr[i];
+  T* mean = static_cast<T*>(scratch(2 * static_cast<size_t>(rows) * sizeof(T)));  // (rows,)
+  T* rstd = mean + rows;                                                         // (rows,)
+  parallel_for(rows, std::max<int64_t>(1, kElementwiseGrain / c), [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const T* xr = x + r * c;
+      const T* gr = g + r * c;
+      T* dxr = dx + r * c;
+      const RowStats st = row_stats(xr, c);
+      const T m = static_cast<T>(st.mean), rs = static_cast<T>(1 / std::sqrt(st.var + eps));
+      mean[r] = m;
+      rstd[r] = rs;
+      double sum_gw = 0, sum_gw_xhat = 0;
+      for (int64_t i = 0; i < c; ++i) {
+        const T xhat = (xr[i] - m) * rs, gw = gr[i] * w[i];
+        sum_gw += gw;
+        sum_gw_xhat += gw * xhat;
+      }
+      const T a = static_cast<T>(sum_gw / static_cast<double>(c));
+      const T b = static_cast<T>(sum_gw_xhat / static_cast<double>(c));
+      for (int64_t i = 0; i < c; ++i) {
+        const T xhat = (xr[i] - m) * rs;
+        dxr[i] = rs * (gr[i] * w[i] - a - xhat * b);
+      }
     }
-    const T a = static_cast<T>(sum_gw / static_cast<double>(c));
-    const T b = static_cast<T>(sum_gw_xhat / static_cast<double>(c));
-    for (int64_t i = 0; i < c; ++i) {
-      const T xhat = (xr[i] - mean) * rstd;
-      dxr[i] = rstd * (gr[i] * w[i] - a - xhat * b);
+  });
+  // 64 columns (a few cache lines per row) at least per chunk.
+  parallel_for(c, std::max<int64_t>(64, kElementwiseGrain / rows), [&](int64_t begin, int64_t end) {
+    std::fill(dw + begin, dw + end, T(0));
+    std::fill(db + begin, db + end, T(0));
+    for (int64_t r = 0; r < rows; ++r) {
+      const T* xr = x + r * c;
+      const T* gr = g + r * c;
+      const T m = mean[r], rs = rstd[r];
+      for (int64_t i = begin; i < end; ++i) {
+        dw[i] += gr[i] * ((xr[i] - m) * rs);
+        db[i] += gr[i];
+      }
     }
-  }
+  });
 }
 
 // rmsnorm_grad(g, x, w) -> dx, dw. Per row, with r = 1 / sqrt(mean(x^2) +

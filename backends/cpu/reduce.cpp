@@ -6,6 +6,7 @@
 
 #include "backends/cpu/kernel_table.h"
 #include "backends/cpu/kernel_util.h"
+#include "backends/cpu/parallel.h"
 
 namespace pf::cpu {
 
@@ -64,6 +65,25 @@ void reduce_into(const T* x, const TensorType& t, const Shape& kept, T* y, int64
   const BroadcastPlan plan = plan_broadcast(t.shape, operands);
   const int64_t n = plan.dims.back();
   const bool folds_row = plan.strides[1].back() == 0;
+  if (plan.dims.size() == 2 && !folds_row && plan.strides[1][0] == 0) {
+    // Column sums of [rows, n] (a bias gradient): ranges of columns are
+    // split over the device's threads, each column still summed over the
+    // rows in order, so the split never changes a result.
+    const int64_t rows = plan.dims[0], sx = plan.strides[0][0];
+    parallel_for(n, std::max<int64_t>(64, kElementwiseGrain / rows), [&](int64_t begin, int64_t end) {
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t i = begin; i < end; ++i) y[i] = Op::combine(y[i], x[r * sx + i]);
+    });
+    return;
+  }
+  if (plan.dims.size() == 2 && folds_row && plan.strides[1][0] == 1) {
+    // Row sums of [rows, n]: each row is folded alone, rows split over threads.
+    const int64_t sx = plan.strides[0][0];
+    parallel_for(plan.dims[0], std::max<int64_t>(1, kElementwiseGrain / n), [&](int64_t begin, int64_t end) {
+      for (int64_t r = begin; r < end; ++r) y[r] = Op::combine(y[r], Op::fold(x + r * sx, n));
+    });
+    return;
+  }
   for (RowWalk w(plan); !w.done(); w.next()) {
     const T* xr = x + w.offset(0);
     T* yr = y + w.offset(1);

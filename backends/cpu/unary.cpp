@@ -4,6 +4,7 @@
 #include <cstdint>
 
 #include "backends/cpu/kernel_table.h"
+#include "backends/cpu/parallel.h"
 #include "backends/cpu/vector_math.h"
 
 namespace pf::cpu {
@@ -33,9 +34,13 @@ constexpr auto kGelu = [](auto x) {
   return x / (T(1) + std::exp(-k2 * (x + T(0.044715) * x * x * x)));
 };
 
+// Split over the device's threads; every element is computed alone, so the
+// split never changes a result.
 template <class T, class F>
 void map(const T* x, T* y, int64_t n, F f) {
-  for (int64_t i = 0; i < n; ++i) y[i] = f(x[i]);
+  parallel_for(n, kElementwiseGrain, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) y[i] = f(x[i]);
+  });
 }
 
 template <class T, class F>

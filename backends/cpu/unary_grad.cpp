@@ -3,6 +3,7 @@
 #include <cstdint>
 
 #include "backends/cpu/kernel_table.h"
+#include "backends/cpu/parallel.h"
 #include "backends/cpu/vector_math.h"
 
 namespace pf::cpu {
@@ -35,7 +36,9 @@ void activation_grad(const KernelArgs& args) {
   auto* dx = static_cast<T*>(args.out[0]);
   const int64_t n = args.out_types[0].numel();
   F f;
-  for (int64_t i = 0; i < n; ++i) dx[i] = f(g[i], x[i]);
+  parallel_for(n, kElementwiseGrain, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) dx[i] = f(g[i], x[i]);
+  });
 }
 
 }  // namespace

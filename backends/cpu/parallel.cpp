@@ -1,0 +1,104 @@
+// A small pool of sleeping worker threads that splits the kernels' large loops over the device's thread budget.
+#include "backends/cpu/parallel.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace pf::cpu {
+
+namespace {
+
+std::atomic<int> g_threads{1};
+
+/// One loop at a time. Each worker sleeps on its own `go` counter (a futex
+/// wait, not a spin); the caller writes a worker's chunk, then bumps its
+/// counter, and waits on `pending` reaching 0. A worker reads its chunk only
+/// after seeing its counter move, and the caller writes the next loop only
+/// after every worker of this one has finished, so nothing is read while it
+/// is written. Workers a loop does not need are not woken.
+class Pool {
+ public:
+  ~Pool() {
+    for (auto& w : workers_) {
+      w->stop.store(true);
+      w->go.fetch_add(1);
+      w->go.notify_one();
+      w->thread.join();
+    }
+  }
+
+  /// Runs the chunks of one loop; false (nothing run) when another loop holds the pool.
+  bool run(int chunks, int64_t n, void (*fn)(void*, int64_t, int64_t), void* ctx) {
+    std::unique_lock<std::mutex> lock(busy_, std::try_to_lock);
+    if (!lock.owns_lock()) return false;
+    while (static_cast<int>(workers_.size()) < chunks - 1) {
+      workers_.push_back(std::make_unique<Worker>());
+      Worker* w = workers_.back().get();
+      w->thread = std::thread([this, w] { work(*w); });
+    }
+    fn_ = fn;
+    ctx_ = ctx;
+    pending_.store(chunks - 1);
+    for (int c = 1; c < chunks; ++c) {
+      Worker& w = *workers_[c - 1];
+      w.begin = n * c / chunks;
+      w.end = n * (c + 1) / chunks;
+      w.go.fetch_add(1);  // publishes the fields above (sequentially consistent)
+      w.go.notify_one();
+    }
+    fn(ctx, 0, n / chunks);
+    for (int left = pending_.load(); left != 0; left = pending_.load()) pending_.wait(left);
+    return true;
+  }
+
+ private:
+  struct Worker {
+    std::atomic<uint32_t> go{0};
+    std::atomic<bool> stop{false};
+    int64_t begin = 0, end = 0;
+    std::thread thread;
+  };
+
+  void work(Worker& w) {
+    uint32_t seen = 0;
+    for (;;) {
+      w.go.wait(seen);
+      seen = w.go.load();
+      if (w.stop.load()) return;
+      fn_(ctx_, w.begin, w.end);
+      if (pending_.fetch_sub(1) == 1) pending_.notify_one();
+    }
+  }
+
+  std::mutex busy_;
+  std::vector<std::unique_ptr<Worker>> workers_;
+  std::atomic<int> pending_{0};
+  // The current loop's function; written before any worker is woken.
+  void (*fn_)(void*, int64_t, int64_t) = nullptr;
+  void* ctx_ = nullptr;
+};
+
+Pool& pool() {
+  static Pool p;
+  return p;
+}
+
+}  // namespace
+
+int kernel_threads() { return g_threads.load(std::memory_order_relaxed); }
+
+void set_kernel_threads(int threads) { g_threads.store(std::max(1, threads), std::memory_order_relaxed); }
+
+void run_parallel(int64_t n, int64_t grain, void (*fn)(void* ctx, int64_t begin, int64_t end), void* ctx) {
+  if (n <= 0) return;
+  const int64_t by_size = n / std::max<int64_t>(grain, 1);
+  const int chunks = static_cast<int>(std::min<int64_t>(kernel_threads(), by_size));
+  if (chunks <= 1 || !pool().run(chunks, n, fn, ctx)) fn(ctx, 0, n);
+}
+
+}  // namespace pf::cpu

@@ -1,0 +1,38 @@
+// Splitting the CPU kernels' large loops over the device's thread budget (internal to backends/cpu and the runtime).
+#pragma once
+
+#include <cstdint>
+#include <type_traits>
+
+namespace pf::cpu {
+
+/// The threads a loop may be split over: the CPU device's budget, the same
+/// number set_blas_threads gives OpenBLAS (1 until it is called).
+int kernel_threads();
+/// Called by set_blas_threads: one budget for OpenBLAS and the kernels.
+void set_kernel_threads(int threads);
+
+/// Runs `fn(ctx, begin, end)` over [0, n) in contiguous chunks of at least
+/// `grain` items, at most one per thread of the budget; the calling thread
+/// runs the first chunk and returns when all are done. Small loops (n <
+/// 2 * grain), a budget of 1, and calls made while another loop holds the
+/// pool (two pipeline stages at once, or a nested call) run inline as one
+/// chunk. `fn` must not throw. Workers sleep between loops rather than spin,
+/// so they never take a core from OpenBLAS's own threads.
+void run_parallel(int64_t n, int64_t grain, void (*fn)(void* ctx, int64_t begin, int64_t end), void* ctx);
+
+/// run_parallel with a callable `f(begin, end)`.
+template <class F>
+void parallel_for(int64_t n, int64_t grain, F&& f) {
+  using Fn = std::remove_reference_t<F>;
+  run_parallel(
+      n, grain, [](void* ctx, int64_t begin, int64_t end) { (*static_cast<Fn*>(ctx))(begin, end); },
+      const_cast<void*>(static_cast<const void*>(&f)));
+}
+
+/// Elements per chunk of an elementwise loop: small enough to split a
+/// [1024, 512] activation, large enough that waking a thread (some
+/// microseconds) is paid back.
+inline constexpr int64_t kElementwiseGrain = 1 << 15;
+
+}  // namespace pf::cpu

@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Pipeforge against PyTorch: one training step of the issue's MLP and GPT on this CPU, both programs in the same
+# run, under the same OpenBLAS kernel setting and thread count, and one table with the ratio Pipeforge / PyTorch.
+#
+#   bench/compare_torch.sh [TORCH_BENCH] [BUILD_DIR]
+#
+# TORCH_BENCH is the reference script (default ../shared/bench/torch_bench.py, from the repository root; it is
+# not copied here). BUILD_DIR holds bench/train_step_bench (default build). Environment: THREADS (default
+# "1 2"), STEPS and WARMUP (default 10 and 3, as torch_bench.py), SETTINGS (default "env avx512": the
+# environment as it is, then `env -u OPENBLAS_CORETYPE` so that OpenBLAS picks its AVX-512 kernel).
+#
+# PyTorch runs as its best configuration does: tcmalloc preloaded (fresh memory is slow to touch here), torch
+# threads = OpenBLAS threads = K. At K = 2 it also runs with 1 torch thread and 2 OpenBLAS threads, which is
+# faster for it on 2 cores; the table's "best torch" is the faster of the two. Medians of timed steps after
+# warm-up. The machine is shared: note `uptime` beside any number you quote.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+torch_bench="${1:-$root/../shared/bench/torch_bench.py}"
+build="${2:-$root/build}"
+threads="${THREADS:-1 2}"
+steps="${STEPS:-10}"
+warmup="${WARMUP:-3}"
+settings="${SETTINGS:-env avx512}"
+python=/usr/bin/python3  # Debian's interpreter, the one with torch
+tcmalloc=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4
+bench="$build/bench/train_step_bench"
+
+[[ -f "$torch_bench" ]] || { echo "compare_torch.sh: no PyTorch script at $torch_bench" >&2; exit 1; }
+[[ -x "$bench" ]] || { echo "compare_torch.sh: build $bench first (make -C $build train_step_bench)" >&2; exit 1; }
+[[ -f "$tcmalloc" ]] || { echo "compare_torch.sh: $tcmalloc is missing (apt-get install -y libtcmalloc-minimal4)" >&2; exit 1; }
+
+results="$(mktemp)"
+trap 'rm -f "$results"' EXIT
+
+# Runs "$@" under a setting: the environment as it is, or without OPENBLAS_CORETYPE.
+in_setting() {
+  local setting="$1"
+  shift
+  if [[ "$setting" == avx512 ]]; then env -u OPENBLAS_CORETYPE "$@"; else "$@"; fi
+}
+
+echo "load before: $(uptime)" >&2
+for setting in $settings; do
+  for k in $threads; do
+    for model in mlp gpt; do
+      echo "[$setting, $k thread(s)] torch $model" >&2
+      in_setting "$setting" env LD_PRELOAD="$tcmalloc" "$python" "$torch_bench" --model "$model" --threads "$k" \
+        --steps "$steps" --warmup "$warmup" --json |
+        sed "s/^{/{\"who\": \"torch\", \"setting\": \"$setting\", \"k\": $k, /" >>"$results"
+      if [[ "$k" -gt 1 ]]; then
+        echo "[$setting, $k thread(s)] torch $model, 1 torch thread + $k OpenBLAS threads" >&2
+        in_setting "$setting" env LD_PRELOAD="$tcmalloc" "$python" "$torch_bench" --model "$model" --threads 1 \
+          --openblas-threads "$k" --steps "$steps" --warmup "$warmup" --json |
+          sed "s/^{/{\"who\": \"torch_1+$k\", \"setting\": \"$setting\", \"k\": $k, /" >>"$results"
+      fi
+    done
+    echo "[$setting, $k thread(s)] pipeforge" >&2
+    in_setting "$setting" "$bench" --threads "$k" --steps "$steps" --warmup "$warmup" --json |
+      sed "s/^{/{\"who\": \"pipeforge\", \"setting\": \"$setting\", \"k\": $k, /" >>"$results"
+  done
+done
+echo "load after: $(uptime)" >&2
+
+"$python" - "$results" <<'EOF'
+import json
+import sys
+
+rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
+def find(who, setting, k, model):
+    for r in rows:
+        if r["who"] == who and r["setting"] == setting and r["k"] == k and r["model"] == model:
+            return r
+    return None
+
+names = {"env": "environment as it is", "avx512": "env -u OPENBLAS_CORETYPE"}
+print("| OpenBLAS setting (kernel) | model | threads | torch ms | torch 1 thr + OpenBLAS K ms | best torch ms "
+      "| Pipeforge ms | Pipeforge / best torch |")
+print("|---|---|---|---|---|---|---|---|")
+seen = []
+for r in rows:
+    key = (r["setting"], r["k"], r["model"])
+    if r["who"] != "pipeforge" or key in seen:
+        continue
+    seen.append(key)
+    setting, k, model = key
+    t = find("torch", setting, k, model)
+    t1 = find(f"torch_1+{k}", setting, k, model)
+    best = min(x["median_ms"] for x in (t, t1) if x)
+    core = (t or {}).get("openblas_core") or r.get("openblas_core")
+    print(f"| {names.get(setting, setting)} ({core}) | {model} | {k} | {t['median_ms']:.1f} | "
+          f"{t1['median_ms'] if t1 else '-'} | {best:.1f} | {r['median_ms']:.1f} | {r['median_ms'] / best:.2f} |")
+EOF

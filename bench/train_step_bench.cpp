@@ -1,0 +1,279 @@
+// Times one training step (forward + loss + backward + SGD step) of the issue's MLP and GPT on one CPU device
+// and prints one markdown table: median step time, GFLOP/s against this machine's sgemm peak, the share of the
+// step spent in GEMM and the five op kinds that take longest.
+//
+//   make -C build-perf train_step_bench && build-perf/bench/train_step_bench --threads 1,2
+//
+// The workloads are those of the PyTorch reference (../shared/bench/torch_bench.py), and so is the step: SGD
+// without momentum at lr 1e-3, the same batch every step. bench/compare_torch.sh runs both in one go.
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <cstdint>
+#include <iostream>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "backends/cpu/blas.h"
+#include "backends/cpu/parallel.h"
+#include "ir/diagnostic.h"
+#include "ir/parser.h"
+#include "ir/verifier.h"
+#include "runtime/trainer.h"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+/// One workload of the issue.
+struct Workload {
+  std::string name;
+  std::string file;  // relative to the examples folder
+  std::string bind;
+  int64_t tokens;       // per step: samples for the MLP, batch * sequence for the GPT
+  int64_t attn_flops;   // 12 * layers * T * C * tokens for the GPT (full T x T products), else 0
+};
+
+std::vector<Workload> workloads() {
+  constexpr int64_t kLayers = 4, kWidth = 512, kSeq = 128, kBatch = 8;
+  return {
+      {"mlp", "mlp.pf", "", 256, 0},
+      {"gpt", "gpt.pf", "L=4,C=512,H=8,T=128,S=128,V=8192,B=8", kBatch * kSeq,
+       12 * kLayers * kSeq * kWidth * kBatch * kSeq},
+  };
+}
+
+/// The best of a few 2048^3 sgemm calls: the rate a GEMM-bound step could reach on `threads` threads.
+double sgemm_peak_gflops(int threads) {
+  constexpr int64_t n = 2048;
+  pf::cpu::set_blas_threads(threads);
+  std::vector<float> a(n * n, 0.5f), b(n * n, 0.25f), c(n * n, 0.0f);
+  double best = 1e30;
+  for (int rep = 0; rep < 6; ++rep) {
+    const Clock::time_point start = Clock::now();
+    pf::cpu::gemm(false, false, n, n, n, a.data(), n, b.data(), n, c.data(), n);
+    best = std::min(best, seconds_since(start));
+  }
+  return 2.0 * n * n * n / best / 1e9;
+}
+
+/// FLOPs of the matmuls of one step: the forward graph and its backward function, by the ops' cost rules.
+double matmul_flops(const pf::Module& m, const std::string& backward, const pf::DimBinding& binding) {
+  double flops = 0;
+  for (const pf::Function* f : {&m.graph(), m.find_function(backward)}) {
+    for (const pf::Op& op : f->ops) {
+      if (op.kind != pf::OpKind::matmul) continue;
+      std::vector<pf::TensorType> in, out;
+      for (pf::ValueId v : op.operands) in.push_back(f->type_of(v));
+      for (pf::ValueId v : op.results) out.push_back(f->type_of(v));
+      flops += static_cast<double>(pf::op_info(op.kind).cost(in, out, pf::evaluate_attrs(op, binding)).flops);
+    }
+  }
+  return flops;
+}
+
+/// Random inputs of the right kinds: floats N(0, 1), integer labels or tokens below the classifier's width.
+std::vector<std::vector<std::byte>> make_inputs(const pf::Function& g, int64_t classes) {
+  std::mt19937_64 rng(0);
+  std::vector<std::vector<std::byte>> buffers;
+  for (pf::ValueId a : g.args) {
+    const pf::TensorType& t = g.type_of(a);
+    std::vector<std::byte> buf(static_cast<size_t>(t.bytes()));
+    if (t.dtype == pf::DType::f32) {
+      std::normal_distribution<float> d;
+      auto* p = reinterpret_cast<float*>(buf.data());
+      for (int64_t i = 0; i < t.numel(); ++i) p[i] = d(rng);
+    } else if (t.dtype == pf::DType::i32) {
+      std::uniform_int_distribution<int32_t> d(0, static_cast<int32_t>(classes - 1));
+      auto* p = reinterpret_cast<int32_t*>(buf.data());
+      for (int64_t i = 0; i < t.numel(); ++i) p[i] = d(rng);
+    } else {
+      throw pf::Error(fmt::format("train_step_bench: no random data for {}", t.str()));
+    }
+    buffers.push_back(std::move(buf));
+  }
+  return buffers;
+}
+
+int64_t classes_of(const pf::Function& g) {
+  for (const pf::Op& op : g.ops)
+    if (op.kind == pf::OpKind::cross_entropy) return g.type_of(op.operands[0]).shape.back();
+  throw pf::Error(fmt::format("train_step_bench: @{} has no cross_entropy loss", g.name));
+}
+
+struct Row {
+  std::string model;
+  int threads = 1;
+  int64_t params = 0;
+  double median_ms = 0, min_ms = 0, max_ms = 0;
+  double flops_6nt = 0, flops_attn = 0, gemm_flops = 0;
+  double gemm_share = 0;   // matmul kernel seconds / step seconds, in the profiled steps
+  double gemm_ms = 0;      // per profiled step
+  double loss_first = 0, loss_last = 0;
+  std::vector<std::pair<std::string, double>> top;  // op kind -> ms per profiled step
+};
+
+Row run(const Workload& w, const std::string& examples, int threads, int warmup, int steps, int top,
+        int kernel_threads) {
+  pf::cpu::set_blas_threads(threads);
+  if (kernel_threads > 0) pf::cpu::set_kernel_threads(kernel_threads);
+  pf::Module module = pf::parse_module(pf::read_source_file(examples + "/" + w.file));
+  const pf::DimBinding binding = module.binding(pf::parse_binding(w.bind));
+  pf::verify_module(module, binding, pf::VerifyOptions{true});
+  pf::TrainerOptions options;
+  options.optimizer = "sgd";
+  options.lr = 1e-3;
+  options.momentum = 0;  // torch.optim.SGD(lr=1e-3) as in torch_bench.py
+  pf::Trainer trainer(std::move(module), binding, options);
+  trainer.params().initialize(0);
+  trainer.start();
+  const pf::Function& g = trainer.graph();
+  std::vector<std::vector<std::byte>> inputs = make_inputs(g, classes_of(g));
+  std::vector<const void*> pointers;
+  for (auto& b : inputs) pointers.push_back(b.data());
+
+  Row row;
+  row.model = w.name;
+  row.threads = threads;
+  row.params = trainer.params().numel();
+  auto step = [&] {
+    pf::StepResult r = trainer.compute_gradients(pointers);
+    trainer.apply(r);
+    return r.loss;
+  };
+  row.loss_first = step();
+  for (int i = 1; i < warmup; ++i) step();
+  std::vector<double> times;
+  for (int i = 0; i < steps; ++i) {
+    const Clock::time_point start = Clock::now();
+    row.loss_last = step();
+    times.push_back(seconds_since(start));
+  }
+  row.median_ms = median(times) * 1e3;
+  row.min_ms = *std::min_element(times.begin(), times.end()) * 1e3;
+  row.max_ms = *std::max_element(times.begin(), times.end()) * 1e3;
+  const double tokens = static_cast<double>(w.tokens);
+  row.flops_6nt = 6.0 * static_cast<double>(row.params) * tokens;
+  row.flops_attn = row.flops_6nt + static_cast<double>(w.attn_flops);
+
+  // Shares come from separate profiled steps, so that the timed ones above read no clock per op. What the
+  // kernels do not cover is listed as "optimizer" (Trainer::apply: gradient norm and SGD step) and "other" (the
+  // executor's own loop, result copies, the classifier's accuracy).
+  pf::StageProgram& program = trainer.program();
+  row.gemm_flops = matmul_flops(program.module(), program.gradients().backward, binding);
+  const int profiled = std::max(1, steps / 2);
+  program.set_profile(true);
+  program.reset_profile();
+  double wall = 0, optimizer = 0;
+  for (int i = 0; i < profiled; ++i) {
+    const Clock::time_point start = Clock::now();
+    pf::StepResult r = trainer.compute_gradients(pointers);
+    const Clock::time_point applied = Clock::now();
+    trainer.apply(r);
+    optimizer += seconds_since(applied);
+    wall += seconds_since(start);
+  }
+  program.set_profile(false);
+  const pf::cpu::OpSeconds seconds = program.op_seconds();
+  double kernels = 0;
+  std::vector<std::pair<std::string, double>> kinds;
+  for (int k = 0; k < pf::kNumOps; ++k) {
+    if (seconds[k] <= 0) continue;
+    kernels += seconds[k];
+    kinds.emplace_back(std::string(pf::op_name(static_cast<pf::OpKind>(k))), seconds[k] / profiled * 1e3);
+  }
+  kinds.emplace_back("optimizer", optimizer / profiled * 1e3);
+  kinds.emplace_back("other", (wall - kernels - optimizer) / profiled * 1e3);
+  std::sort(kinds.begin(), kinds.end(), [](auto& a, auto& b) { return a.second > b.second; });
+  kinds.resize(std::min<size_t>(kinds.size(), static_cast<size_t>(top)));
+  row.top = kinds;
+  row.gemm_ms = seconds[static_cast<size_t>(pf::OpKind::matmul)] / profiled * 1e3;
+  row.gemm_share = seconds[static_cast<size_t>(pf::OpKind::matmul)] / wall;
+  return row;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"Times one training step of the issue's MLP and GPT on one CPU device"};
+  std::string examples = PF_SOURCE_DIR "/examples";
+  std::vector<int> thread_counts{1, 2};
+  std::vector<std::string> models{"mlp", "gpt"};
+  int warmup = 3, steps = 10, top_kinds = 5, kernel_threads = 0;
+  bool json = false;
+  app.add_option("--examples", examples, "folder holding mlp.pf and gpt.pf");
+  app.add_option("--threads", thread_counts, "thread counts (BLAS and kernels)")->delimiter(',');
+  app.add_option("--models", models, "mlp, gpt")->delimiter(',');
+  app.add_option("--warmup", warmup, "untimed steps first")->check(CLI::PositiveNumber);
+  app.add_option("--steps", steps, "timed steps (the median is reported)")->check(CLI::PositiveNumber);
+  app.add_option("--kernel-threads", kernel_threads,
+                 "threads of the kernels other than GEMM (default: the BLAS thread count of the row)");
+  app.add_option("--top", top_kinds, "op kinds listed per row")->check(CLI::PositiveNumber);
+  app.add_flag("--json", json, "one JSON line per row instead of the table");
+  CLI11_PARSE(app, argc, argv);
+
+  try {
+    std::vector<Row> rows;
+    std::vector<std::pair<int, double>> peaks;
+    for (int t : thread_counts) peaks.emplace_back(t, sgemm_peak_gflops(t));
+    for (const std::string& name : models) {
+      bool found = false;
+      for (const Workload& w : workloads()) {
+        if (w.name != name) continue;
+        found = true;
+        for (int t : thread_counts) rows.push_back(run(w, examples, t, warmup, steps, top_kinds, kernel_threads));
+      }
+      if (!found) throw pf::Error(fmt::format("--models: no workload named '{}' (mlp, gpt)", name));
+    }
+    auto peak_of = [&](int t) {
+      for (auto& [threads, gflops] : peaks)
+        if (threads == t) return gflops;
+      return 0.0;
+    };
+    if (json) {
+      for (const Row& r : rows)
+        std::cout << fmt::format(
+            "{{\"model\": \"{}\", \"threads\": {}, \"median_ms\": {:.1f}, \"min_ms\": {:.1f}, \"max_ms\": {:.1f}, "
+            "\"gflops_6NT\": {:.1f}, \"gflops_with_attn\": {:.1f}, \"gemm_share\": {:.3f}, \"gemm_gflops\": {:.1f}, "
+            "\"sgemm_peak_gflops\": {:.1f}, \"openblas_core\": \"{}\", \"params\": {}, \"loss_first\": {:.4f}, "
+            "\"loss_last\": {:.4f}}}\n",
+            r.model, r.threads, r.median_ms, r.min_ms, r.max_ms, r.flops_6nt / r.median_ms / 1e6,
+            r.flops_attn / r.median_ms / 1e6, r.gemm_share, r.gemm_flops / r.gemm_ms / 1e6, peak_of(r.threads),
+            pf::cpu::blas_core_name(), r.params, r.loss_first, r.loss_last);
+      return 0;
+    }
+    std::vector<std::string> peak_text;
+    for (auto& [t, g] : peaks) peak_text.push_back(fmt::format("{:.0f} GFLOP/s on {}", g, t));
+    std::cout << fmt::format("OpenBLAS {} kernel; sgemm peak (2048^3, best of 6): {}; {} warm-up + {} timed steps\n\n",
+                             pf::cpu::blas_core_name(), fmt::join(peak_text, ", "), warmup, steps);
+    std::cout << "| model | threads | median ms (min-max) | GFLOP/s 6NT | GFLOP/s with attn | of sgemm peak | GEMM "
+                 "share | GEMM GFLOP/s | top op kinds, ms per step |\n";
+    std::cout << "|---|---|---|---|---|---|---|---|---|\n";
+    for (const Row& r : rows) {
+      const double rate = r.flops_6nt / r.median_ms / 1e6, attn = r.flops_attn / r.median_ms / 1e6;
+      std::string top;
+      for (const auto& [kind, ms] : r.top) top += fmt::format("{}{} {:.1f}", top.empty() ? "" : ", ", kind, ms);
+      std::cout << fmt::format("| {} | {} | {:.1f} ({:.1f}-{:.1f}) | {:.1f} | {} | {:.0f}% | {:.0f}% | {:.1f} | {} |\n",
+                               r.model, r.threads, r.median_ms, r.min_ms, r.max_ms, rate,
+                               r.flops_attn > r.flops_6nt ? fmt::format("{:.1f}", attn) : std::string("-"),
+                               100 * (r.flops_attn / r.median_ms / 1e6) / peak_of(r.threads), 100 * r.gemm_share,
+                               r.gemm_flops / r.gemm_ms / 1e6, top);
+    }
+  } catch (const pf::Error& e) {
+    std::cerr << e.render();
+    return 1;
+  }
+  return 0;
+}

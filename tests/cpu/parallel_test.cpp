@@ -1,0 +1,128 @@
+// Kernels split over threads: every index once, the same bits on 1 and 2 threads, and the executor's op timing.
+#include "backends/cpu/parallel.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "backends/cpu/blas.h"
+#include "backends/cpu/executor.h"
+#include "ir/parser.h"
+#include "ir/verifier.h"
+
+namespace pf::cpu {
+namespace {
+
+/// Restores the budget of 1 that every other test assumes.
+class ParallelTest : public ::testing::Test {
+ protected:
+  void TearDown() override { set_blas_threads(1); }
+};
+
+TEST_F(ParallelTest, VisitsEveryIndexOnce) {
+  for (int threads : {1, 2, 3}) {
+    set_blas_threads(threads);
+    for (int64_t n : {int64_t{0}, int64_t{1}, int64_t{7}, int64_t{1000}, int64_t{100003}}) {
+      std::vector<std::atomic<int>> hits(static_cast<size_t>(n));
+      std::atomic<int> chunks{0};
+      parallel_for(n, 100, [&](int64_t begin, int64_t end) {
+        chunks.fetch_add(1);
+        for (int64_t i = begin; i < end; ++i) hits[static_cast<size_t>(i)].fetch_add(1);
+      });
+      for (int64_t i = 0; i < n; ++i) ASSERT_EQ(hits[static_cast<size_t>(i)].load(), 1) << "n " << n << " i " << i;
+      // Never more chunks than threads, and one for a loop under two grains.
+      EXPECT_LE(chunks.load(), n < 200 ? (n > 0 ? 1 : 0) : threads) << "n " << n;
+    }
+  }
+}
+
+TEST_F(ParallelTest, NestedLoopsRunInline) {
+  set_blas_threads(2);
+  std::atomic<int64_t> total{0};
+  parallel_for(4, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i)
+      parallel_for(1000, 10, [&](int64_t b, int64_t e) { total.fetch_add(e - b); });
+  });
+  EXPECT_EQ(total.load(), 4000);
+}
+
+// Every kernel that splits its loops, on shapes above the grain: the GPT
+// block's ops forward and backward, the optimizer-sized flat loops aside.
+const char* kOps = R"(
+graph @ops(%x: f32[8,64,512], %b: f32[512], %w: f32[512], %g: f32[8,64,512], %s: f32[8,8,64,64], %t: i32[512]) -> (f32[8,64,512], f32[8,64,512], f32[8,8,64,64], f32[8,8,64,64], f32[8,64,512], f32[8,64,512], f32[512], f32[512], f32[8,64,512], f32[512], f32[], f32[512,512], f32[8,64], f32[8,8,64,64]) {
+  %sum = add %x, %g : f32[8,64,512]
+  %biased = add %x, %b : f32[8,64,512]
+  %two = constant value=2 : f32[]
+  %scaled = mul %s, %two : f32[8,8,64,64]
+  %causal = causal_mask : bool[64,64]
+  %minus_inf = constant value=-inf : f32[]
+  %masked = where %causal, %scaled, %minus_inf : f32[8,8,64,64]
+  %probs = softmax %masked axis=-1 : f32[8,8,64,64]
+  %ln = layernorm %x, %w, %b eps=1e-5 : f32[8,64,512]
+  %dx, %dw, %db = layernorm_grad %g, %x, %w eps=1e-5 : f32[8,64,512], f32[512], f32[512]
+  %act.grad = gelu_grad %g, %x : f32[8,64,512]
+  %bias.grad = sum_to %g shape=[512] : f32[512]
+  %logits = reshape %x shape=[512,512] : f32[512,512]
+  %loss = cross_entropy %logits, %t : f32[]
+  %one = constant value=1 : f32[]
+  %dlogits = cross_entropy_grad %one, %logits, %t : f32[512,512]
+  %rows = reduce_sum %x axes=[2] : f32[8,64]
+  %dprobs = softmax_grad %s, %probs axis=-1 : f32[8,8,64,64]
+  return %sum, %biased, %scaled, %probs, %ln, %dx, %dw, %db, %act.grad, %bias.grad, %loss, %dlogits, %rows, %dprobs
+}
+)";
+
+std::vector<std::vector<std::byte>> run_ops(int threads, bool profile, OpSeconds* seconds = nullptr) {
+  set_blas_threads(threads);
+  Module m = parse_module_text("ops.pf", kOps);
+  verify_module(m, m.binding());
+  ExecutorOptions options;
+  options.profile = profile;
+  Executor ex(m.graph(), m.binding(), DType::f32, options);
+  std::mt19937 rng(7);
+  std::normal_distribution<float> normal;
+  std::vector<std::vector<float>> floats;
+  for (int a = 0; a < 5; ++a) {
+    floats.emplace_back(static_cast<size_t>(ex.input_type(a).numel()));
+    for (float& v : floats.back()) v = normal(rng);
+    ex.bind_input(a, floats.back().data());
+  }
+  std::vector<int32_t> targets(512);
+  for (size_t i = 0; i < targets.size(); ++i) targets[i] = static_cast<int32_t>((i * 37) % 512);
+  ex.bind_input(5, targets.data());
+  ex.run();
+  std::vector<std::vector<std::byte>> out;
+  for (int r = 0; r < ex.num_outputs(); ++r) {
+    const auto* p = static_cast<const std::byte*>(ex.output(r));
+    out.emplace_back(p, p + ex.output_type(r).bytes());
+  }
+  if (seconds) *seconds = ex.op_seconds();
+  return out;
+}
+
+TEST_F(ParallelTest, KernelsGiveTheSameBitsOnOneAndTwoThreads) {
+  const auto one = run_ops(1, false);
+  const auto two = run_ops(2, false);
+  ASSERT_EQ(one.size(), two.size());
+  for (size_t r = 0; r < one.size(); ++r) {
+    ASSERT_EQ(one[r].size(), two[r].size());
+    EXPECT_EQ(std::memcmp(one[r].data(), two[r].data(), one[r].size()), 0) << "result " << r << " differs";
+  }
+}
+
+TEST_F(ParallelTest, ProfileTimesOpKindsOnlyWhenAsked) {
+  OpSeconds off{}, on{};
+  run_ops(1, false, &off);
+  for (double s : off) EXPECT_EQ(s, 0.0);
+  run_ops(1, true, &on);
+  EXPECT_GT(on[static_cast<size_t>(OpKind::softmax)], 0.0);
+  EXPECT_GT(on[static_cast<size_t>(OpKind::layernorm_grad)], 0.0);
+  EXPECT_EQ(on[static_cast<size_t>(OpKind::matmul)], 0.0);  // no matmul ran
+}
+
+}  // namespace
+}  // namespace pf::cpu
