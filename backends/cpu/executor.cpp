@@ -28,18 +28,6 @@ struct ArenaDeleter {
 };
 using ArenaPtr = std::unique_ptr<std::byte, ArenaDeleter>;
 
-/// The dtype whose kernel runs `op`: the float dtype when any operand or
-/// result is a float, else the first result's own dtype (causal_mask, or a
-/// constant, reshape or slice of integers), which the data-movement and
-/// source kernels serve for every stored dtype.
-DType kernel_dtype(const Function& f, const Op& op, DType float_dtype) {
-  for (ValueId v : op.operands)
-    if (is_float(f.type_of(v).dtype)) return float_dtype;
-  for (ValueId v : op.results)
-    if (is_float(f.type_of(v).dtype)) return float_dtype;
-  return f.type_of(op.results.at(0)).dtype;
-}
-
 }  // namespace
 
 struct Executor::Impl {
@@ -105,7 +93,6 @@ struct Executor::Impl {
   void describe(const Function& f, DType float_dtype);
   /// Fills `results` and `copied`; returns for every value whether it is returned.
   std::vector<bool> collect_results(const Function& f, const ExecutorOptions& options);
-  void resolve_aliases(const std::vector<ValueId>& alias_of);
   void build_steps(const Function& f, const DimBinding& binding, DType float_dtype,
                    const std::vector<ValueId>& alias_of);
   void allocate_arena(const MemoryPlan& plan);
@@ -141,7 +128,7 @@ Executor::Impl::Impl(const Function& f, const DimBinding& binding, DType float_d
   }
   const MemoryPlan plan = plan_memory(f, float_dtype, external, alias_of);
 
-  resolve_aliases(alias_of);
+  alias_groups(alias_of, root, members);
   build_steps(f, binding, float_dtype, alias_of);
   allocate_arena(plan);
 }
@@ -182,24 +169,6 @@ std::vector<bool> Executor::Impl::collect_results(const Function& f, const Execu
   for (size_t i = 0; i < results.size(); ++i)
     if (!results[i].direct) copied.push_back(static_cast<int>(i));
   return returned;
-}
-
-void Executor::Impl::resolve_aliases(const std::vector<ValueId>& alias_of) {
-  const size_t n = alias_of.size();
-  root.resize(n);
-  members.resize(n);
-  for (size_t v = 0; v < n; ++v) {
-    ValueId r = static_cast<ValueId>(v);
-    while (alias_of[r] >= 0) r = alias_of[r];  // plan_memory has rejected cycles
-    root[v] = r;
-  }
-  for (size_t v = 0; v < n; ++v) {
-    std::vector<ValueId>& m = members[root[v]];
-    if (root[v] == static_cast<ValueId>(v))
-      m.insert(m.begin(), root[v]);
-    else
-      m.push_back(static_cast<ValueId>(v));
-  }
 }
 
 void Executor::Impl::build_steps(const Function& f, const DimBinding& binding, DType float_dtype,

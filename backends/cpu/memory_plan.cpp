@@ -116,4 +116,31 @@ MemoryPlan plan_memory(const Function& f, DType float_dtype, const std::vector<b
   return plan;
 }
 
+DType kernel_dtype(const Function& f, const Op& op, DType float_dtype) {
+  for (ValueId v : op.operands)
+    if (is_float(f.type_of(v).dtype)) return float_dtype;
+  for (ValueId v : op.results)
+    if (is_float(f.type_of(v).dtype)) return float_dtype;
+  return f.type_of(op.results.at(0)).dtype;
+}
+
+void alias_groups(const std::vector<ValueId>& alias_of, std::vector<ValueId>& root,
+                  std::vector<std::vector<ValueId>>& members) {
+  const size_t n = alias_of.size();
+  root.assign(n, -1);
+  members.assign(n, {});
+  for (size_t v = 0; v < n; ++v) {
+    ValueId r = static_cast<ValueId>(v);
+    while (alias_of[r] >= 0) r = alias_of[r];  // plan_memory has rejected cycles
+    root[v] = r;
+  }
+  for (size_t v = 0; v < n; ++v) {
+    std::vector<ValueId>& m = members[root[v]];
+    if (root[v] == static_cast<ValueId>(v))
+      m.insert(m.begin(), root[v]);
+    else
+      m.push_back(static_cast<ValueId>(v));
+  }
+}
+
 }  // namespace pf::cpu

@@ -55,4 +55,14 @@ int64_t stored_bytes(const TensorType& t, DType float_dtype);
 MemoryPlan plan_memory(const Function& f, DType float_dtype, const std::vector<bool>& external,
                        std::span<const ValueId> alias_of = {});
 
+/// The dtype an op's kernel is looked up with, on every backend: the float
+/// dtype when any operand or result is a float, else the first result's own.
+DType kernel_dtype(const Function& f, const Op& op, DType float_dtype);
+
+/// Alias groups from plan_memory's `alias_of`: root[v] is the value whose
+/// bytes v reads (v itself when it aliases nothing), and members[r] lists a
+/// root r first, then the values that read its bytes.
+void alias_groups(const std::vector<ValueId>& alias_of, std::vector<ValueId>& root,
+                  std::vector<std::vector<ValueId>>& members);
+
 }  // namespace pf::cpu

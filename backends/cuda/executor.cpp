@@ -22,16 +22,6 @@ int64_t align_up(int64_t bytes) {
   return (bytes + cpu::kArenaAlignment - 1) / cpu::kArenaAlignment * cpu::kArenaAlignment;
 }
 
-/// The dtype whose kernel runs `op`: the float dtype when any operand or
-/// result is a float, else the first result's own dtype (as on the CPU).
-DType kernel_dtype(const Function& f, const Op& op, DType float_dtype) {
-  for (ValueId v : op.operands)
-    if (is_float(f.type_of(v).dtype)) return float_dtype;
-  for (ValueId v : op.results)
-    if (is_float(f.type_of(v).dtype)) return float_dtype;
-  return f.type_of(op.results.at(0)).dtype;
-}
-
 }  // namespace
 
 struct Executor::Impl {
@@ -91,7 +81,6 @@ struct Executor::Impl {
   }
 
   std::vector<bool> collect_results(const Function& f, const ExecutorOptions& options);
-  void resolve_aliases(const std::vector<ValueId>& alias_of);
   void build_steps(const Function& f, const DimBinding& binding, DType float_dtype,
                    const std::vector<ValueId>& alias_of);
   void allocate_arena(const cpu::MemoryPlan& plan);
@@ -133,7 +122,7 @@ Executor::Impl::Impl(const Function& f, const DimBinding& binding, CudaDevice& d
     if (op.kind == OpKind::reshape && !returned[op.results.at(0)]) alias_of[op.results[0]] = op.operands.at(0);
   }
   const cpu::MemoryPlan plan = cpu::plan_memory(f, float_dtype, external, alias_of);
-  resolve_aliases(alias_of);
+  cpu::alias_groups(alias_of, root, members);
   build_steps(f, binding, float_dtype, alias_of);
   allocate_arena(plan);
 }
@@ -158,24 +147,6 @@ std::vector<bool> Executor::Impl::collect_results(const Function& f, const Execu
   return returned;
 }
 
-void Executor::Impl::resolve_aliases(const std::vector<ValueId>& alias_of) {
-  const size_t n = alias_of.size();
-  root.resize(n);
-  members.resize(n);
-  for (size_t v = 0; v < n; ++v) {
-    ValueId r = static_cast<ValueId>(v);
-    while (alias_of[r] >= 0) r = alias_of[r];  // plan_memory has rejected cycles
-    root[v] = r;
-  }
-  for (size_t v = 0; v < n; ++v) {
-    std::vector<ValueId>& m = members[root[v]];
-    if (root[v] == static_cast<ValueId>(v))
-      m.insert(m.begin(), root[v]);
-    else
-      m.push_back(static_cast<ValueId>(v));
-  }
-}
-
 void Executor::Impl::build_steps(const Function& f, const DimBinding& binding, DType float_dtype,
                                  const std::vector<ValueId>& alias_of) {
   in_slots.resize(f.values.size());
@@ -194,7 +165,7 @@ void Executor::Impl::build_steps(const Function& f, const DimBinding& binding, D
     Step s{};
     s.op = index;
     try {
-      s.kernel = forward_kernel(op.kind, kernel_dtype(f, op, float_dtype));
+      s.kernel = forward_kernel(op.kind, cpu::kernel_dtype(f, op, float_dtype));
       attrs.push_back(evaluate_attrs(op, binding));
     } catch (const Error& e) {
       throw Error(fmt::format("compiling {}: {}", op_text[i], e.message()), op.loc);
