@@ -140,13 +140,7 @@ CompileResult compile_plan(Module model, const DimBinding& binding, const std::s
     for (const std::string& n : sm.send) ps.send.push_back({n, g.type_of(g.find_value(n)), static_cast<int>(s) + 1});
 
     Module differentiated = sm.module;
-    AutodiffOptions ad;
-    ad.outputs.clear();
-    for (size_t r = 0; r < g.returns.size(); ++r)
-      if (is_float(g.type_of(g.returns[r]).dtype)) ad.outputs.push_back(static_cast<int>(r));
-    for (const std::string& n : sm.recv)
-      if (is_float(g.type_of(g.find_value(n)).dtype)) ad.wrt_inputs.push_back(n);
-    GradientProgram gp = differentiate(differentiated, micro, ad);
+    GradientProgram gp = differentiate(differentiated, micro, stage_autodiff_options(sm));
     ps.backward = print_module(differentiated);
     ps.stash = gp.stash;
 

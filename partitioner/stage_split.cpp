@@ -133,4 +133,15 @@ std::vector<StageModule> split_into_stages(const Module& model, const std::vecto
   return out;
 }
 
+AutodiffOptions stage_autodiff_options(const StageModule& stage) {
+  const Function& g = stage.module.graph();
+  AutodiffOptions options;
+  options.outputs.clear();
+  for (size_t r = 0; r < g.returns.size(); ++r)
+    if (is_float(g.type_of(g.returns[r]).dtype)) options.outputs.push_back(static_cast<int>(r));
+  for (const std::string& name : stage.recv)
+    if (is_float(g.type_of(g.find_value(name)).dtype)) options.wrt_inputs.push_back(name);
+  return options;
+}
+
 }  // namespace pf

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "ir/module.h"
+#include "passes/autodiff.h"
 
 namespace pf {
 
@@ -28,5 +29,10 @@ struct StageModule {
 /// the model inputs they read, then what they receive; their results the
 /// loss (last stage), then what they send.
 std::vector<StageModule> split_into_stages(const Module& model, const std::vector<int>& cuts);
+
+/// What a stage differentiates: each float result (the loss, or an activation
+/// it sends) with respect to its parameters and each float value it receives
+/// (whose gradient it sends back).
+AutodiffOptions stage_autodiff_options(const StageModule& stage);
 
 }  // namespace pf

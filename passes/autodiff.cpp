@@ -331,7 +331,9 @@ class AutodiffPass final : public Pass {
     // The backward is written in concrete types; make the forward concrete
     // too so that the printed module reads back under any binding.
     make_shape_pass()->run(m, ctx);
-    differentiate(m, ctx.binding);
+    AutodiffOptions options;
+    options.wrt_inputs = ctx.wrt_inputs;
+    differentiate(m, ctx.binding, options);
     return true;
   }
 };

@@ -14,6 +14,9 @@ namespace pf {
 /// under (the model's declared defaults, overridden by --bind).
 struct PassContext {
   DimBinding binding;
+  /// Graph arguments whose gradients autodiff also returns, first (what a
+  /// pipeline stage received); split-backward reads the same list.
+  std::vector<std::string> wrt_inputs = {};
 };
 
 /// A transformation of a module. `run` returns whether it changed anything;
@@ -33,6 +36,7 @@ std::unique_ptr<Pass> make_shape_pass();
 std::unique_ptr<Pass> make_dce_pass();
 std::unique_ptr<Pass> make_cse_pass();
 std::unique_ptr<Pass> make_cost_pass();
+std::unique_ptr<Pass> make_split_backward_pass();
 
 struct PassInfo {
   std::string_view name;

@@ -14,6 +14,7 @@ const std::vector<PassInfo>& known_passes() {
       {"dce", make_dce_pass},
       {"inline", make_inline_pass},
       {"shape", make_shape_pass},
+      {"split-backward", make_split_backward_pass},
   };
   return passes;
 }

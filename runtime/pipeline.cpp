@@ -117,6 +117,7 @@ struct Pipeline::Stage {
   std::vector<std::vector<std::vector<std::byte>>> sends;       // [mb][send i]
   std::vector<std::vector<std::vector<std::byte>>> send_grads;  // [mb][recv i] (gradients going back)
   std::vector<float> losses;                         // [mb]
+  float loss_seed = 1.0f;                            // the loss's gradient: 1/m (the step's loss is the mean)
   std::vector<int> free_slots;
   std::vector<int> slot_of;                          // [mb]
   int inflight = 0, peak = 0;
@@ -130,17 +131,15 @@ Pipeline::Pipeline(std::vector<StageModule> stages, const DimBinding& micro_bind
   schedule_ = make_schedule(options.schedule, n / options.virtual_stages, options.microbatches, options.virtual_stages);
   Simulation sim = simulate(schedule_);
   int m = options.microbatches;
+  // Schedules with a weight-gradient action run each backward in two parts.
+  const bool split = std::any_of(schedule_.per_device.begin(), schedule_.per_device.end(), [](const auto& list) {
+    return std::any_of(list.begin(), list.end(), [](const Action& a) { return a.kind == ActionKind::backward_weight; });
+  });
   for (int s = 0; s < n; ++s) {
     auto st = std::make_unique<Stage>();
     st->spec = std::move(stages[s]);
+    const AutodiffOptions ad = stage_autodiff_options(st->spec);
     Module module = std::move(st->spec.module);
-    const Function& g = module.graph();
-    AutodiffOptions ad;
-    ad.outputs.clear();
-    for (size_t r = 0; r < g.returns.size(); ++r)
-      if (is_float(g.type_of(g.returns[r]).dtype)) ad.outputs.push_back(static_cast<int>(r));
-    for (const std::string& name : st->spec.recv)
-      if (is_float(g.type_of(g.find_value(name)).dtype)) ad.wrt_inputs.push_back(name);
     st->float_outputs = ad.outputs;
     GradientProgram gradients = differentiate(module, micro_binding, ad);
     st->backward_text = print_module(module);
@@ -162,11 +161,12 @@ Pipeline::Pipeline(std::vector<StageModule> stages, const DimBinding& micro_bind
         st->send_grads[mb].push_back(zeroed(graph.type_of(graph.find_value(name)).bytes()));
     }
     st->losses.assign(m, 0.0f);
-    int slots = std::max(1, sim.peak_inflight[s]);
+    st->loss_seed = 1.0f / static_cast<float>(m);
+    int slots = std::max(1, sim.peak_stashed[s]);
     for (int k = slots - 1; k >= 0; --k) st->free_slots.push_back(k);
     st->slot_of.assign(m, -1);
     st->program = std::make_unique<StageProgram>(std::move(module), micro_binding, std::move(gradients), st->params,
-                                                 slots, /*caller_results=*/true);
+                                                 slots, /*caller_results=*/true, split);
     stages_.push_back(std::move(st));
   }
   shared_->waiting.assign(n, Waiting{});
@@ -277,7 +277,6 @@ void Pipeline::run_device(int device, const std::vector<std::pair<std::string, c
                           PipelineStepResult& result) {
   using Fault = PipelineOptions::Fault;
   auto t0 = Clock::now();
-  const int m = options_.microbatches;
   const Fault& fault = options_.fault;
   auto faulty = [&](const Action& a, Fault::Kind kind) {
     return fault.kind == kind && fault.stage == a.stage && fault.microbatch == a.microbatch;
@@ -342,29 +341,31 @@ void Pipeline::run_device(int device, const std::vector<std::pair<std::string, c
         }
         case ActionKind::backward:
         case ActionKind::backward_input: {
-          // The loss of the step is the mean over micro-batches.
-          float loss_seed = 1.0f / static_cast<float>(m);
+          // Seeds live until the step ends: the weight part may read them later.
           std::vector<const void*> seeds;
           size_t send_index = 0;
           for (int r : st.float_outputs) {
             if (st.spec.has_loss && r == 0) {
-              seeds.push_back(&loss_seed);
+              seeds.push_back(&st.loss_seed);
             } else {
-              (void)r;
               seeds.push_back(stages_[a.stage + 1]->send_grads[a.microbatch][send_index++].data());
             }
           }
           int slot = st.slot_of[a.microbatch];
-          st.program->backward(slot, seeds);
+          if (st.program->split())
+            st.program->backward_input(slot, seeds);
+          else
+            st.program->backward(slot, seeds);
           for (size_t i = 0; i < st.send_grads[a.microbatch].size(); ++i)
             std::memcpy(st.send_grads[a.microbatch][i].data(), st.program->input_grad(static_cast<int>(i)),
                         st.send_grads[a.microbatch][i].size());
-          st.free_slots.push_back(slot);
           st.inflight -= 1;
+          if (!st.program->split()) st.free_slots.push_back(slot);
           break;
         }
         case ActionKind::backward_weight:
-          // The backward above computed the weight gradients already.
+          st.program->backward_weight(st.slot_of[a.microbatch]);
+          st.free_slots.push_back(st.slot_of[a.microbatch]);
           break;
         case ActionKind::step:
           break;

@@ -96,6 +96,10 @@ struct Simulation {
   /// Per model stage: the largest number of micro-batches whose forward ran
   /// and whose backward (or backward_input) had not.
   std::vector<int> peak_inflight;
+  /// Per model stage: the largest number of micro-batches whose forward ran
+  /// and whose last backward action (backward_weight where the schedule
+  /// splits the backward) had not: the stash slots a stage needs.
+  std::vector<int> peak_stashed;
   UnitCosts costs;  ///< the costs it ran on (the renderers print the theory for them)
 };
 

@@ -220,7 +220,13 @@ Simulation simulate(const Schedule& schedule, const UnitCosts& costs) {
   sim.costs = costs;
   sim.per_device.resize(p);
   sim.peak_inflight.assign(stages, 0);
-  std::vector<int> inflight(stages, 0);
+  sim.peak_stashed.assign(stages, 0);
+  std::vector<int> inflight(stages, 0), stashed(stages, 0);
+  // Whether each stage's backward comes in two actions.
+  std::vector<bool> split(stages, false);
+  for (const auto& list : schedule.per_device)
+    for (const Action& a : list)
+      if (a.kind == ActionKind::backward_weight) split[a.stage] = true;
   std::vector<size_t> next(p, 0);
   std::vector<double> clock(p, 0), busy(p, 0);
 
@@ -251,10 +257,15 @@ Simulation simulate(const Schedule& schedule, const UnitCosts& costs) {
         const double duration = cost_of(a.kind, costs);
         clock[d] += duration;
         busy[d] += duration;
-        if (a.kind == ActionKind::forward)
+        if (a.kind == ActionKind::forward) {
           sim.peak_inflight[a.stage] = std::max(sim.peak_inflight[a.stage], ++inflight[a.stage]);
-        else if (a.kind != ActionKind::backward_weight)
+          sim.peak_stashed[a.stage] = std::max(sim.peak_stashed[a.stage], ++stashed[a.stage]);
+        } else if (a.kind != ActionKind::backward_weight) {
           --inflight[a.stage];
+          if (!split[a.stage]) --stashed[a.stage];
+        } else {
+          --stashed[a.stage];
+        }
         break;
       }
       case ActionKind::step: break;

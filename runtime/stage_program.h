@@ -4,11 +4,13 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <span>
 #include <vector>
 
 #include "backends/cpu/executor.h"
 #include "passes/autodiff.h"
+#include "passes/split_backward.h"
 #include "runtime/parameters.h"
 
 namespace pf {
@@ -20,9 +22,12 @@ class StageProgram {
   /// bound, so `params` must outlive the program). `slots` micro-batches may
   /// be in flight at once (forward done, backward not yet).
   /// With `caller_results`, every forward writes the graph's own results
-  /// (what a stage sends) into buffers the caller passes to forward().
+  /// (what a stage sends) into buffers the caller passes to forward(). With
+  /// `split`, the backward runs as two programs (split_backward): the input
+  /// gradients in backward_input(), the parameters' in backward_weight(),
+  /// and a slot stays in flight until the latter.
   StageProgram(Module module, const DimBinding& binding, GradientProgram gradients, ParameterSet& params, int slots,
-               bool caller_results = false);
+               bool caller_results = false, bool split = false);
   ~StageProgram();
   StageProgram(const StageProgram&) = delete;
   StageProgram& operator=(const StageProgram&) = delete;
@@ -49,12 +54,23 @@ class StageProgram {
   /// into the parameter set instead, replacing what was there: no zeroing
   /// and no extra pass over every gradient.
   void backward(int slot, std::span<const void* const> seeds, bool overwrite_grads = false);
-  /// The gradient of wrt input `i` after the last backward.
+  /// The gradient of wrt input `i` after the last backward (or backward_input).
   const void* input_grad(int i) const;
+
+  /// With `split`: the input gradients of the micro-batch in `slot` (read
+  /// them with input_grad), keeping in the slot what backward_weight needs.
+  /// The seeds must stay unchanged until that slot's backward_weight.
+  void backward_input(int slot, std::span<const void* const> seeds);
+  /// With `split`: the parameters' gradients of the micro-batch in `slot`,
+  /// added into the parameter set (or written, with `overwrite_grads`).
+  void backward_weight(int slot, bool overwrite_grads = false);
+  bool split() const { return split_.has_value(); }
+  /// With `split`: the two programs' functions and what passes between them.
+  const BackwardSplit& backward_split() const { return *split_; }
 
   /// Bytes of the forward and backward arenas and of one stash slot.
   int64_t arena_bytes() const;
-  int64_t stash_bytes() const { return stash_bytes_; }
+  int64_t stash_bytes() const { return stash_bytes_ + deferred_bytes_; }
 
   /// Per-op-kind kernel time of the forward and backward executors (see
   /// cpu::ExecutorOptions::profile), summed; off until set_profile(true).
@@ -66,12 +82,30 @@ class StageProgram {
   Module module_;
   GradientProgram gradients_;
   std::unique_ptr<cpu::Executor> forward_;
-  std::unique_ptr<cpu::Executor> backward_;
+  std::unique_ptr<cpu::Executor> backward_;  // without split
+  // With split: the input part (null when the stage sends no gradient back)
+  // and the weight part; the deferred values live in the slot after the stash.
+  std::optional<BackwardSplit> split_;
+  std::unique_ptr<cpu::Executor> input_part_;
+  std::unique_ptr<cpu::Executor> weight_part_;
+  std::vector<int64_t> deferred_offsets_;  // per deferred value, within a slot, after the stash
+  int64_t deferred_bytes_ = 0;
+  std::vector<std::vector<const void*>> seeds_;  // per slot: the seeds backward_input was given
+  const cpu::Executor* last_input_grads_ = nullptr;
   std::vector<std::vector<std::byte>> stash_;    // per slot, all stashed values back to back
   std::vector<int64_t> stash_offsets_;           // per stashed value, within a slot
   int64_t stash_bytes_ = 0;
   std::vector<ParameterSet::Entry*> grad_targets_;  // per backward parameter result
-  bool grads_bound_ = false;                        // backward results bound to grad_targets_' buffers
+  bool grads_bound_ = false;                        // parameter results bound to grad_targets_' buffers
+
+  /// The executors this program built: forward, then backward or its parts.
+  std::vector<cpu::Executor*> executors() const;
+  /// Binds the seeds and the slot's stash as the first arguments of `e`;
+  /// returns the next argument index.
+  int bind_backward_args(cpu::Executor& e, int slot, std::span<const void* const> seeds);
+  /// Runs `e`, whose results from `first_param` on are the parameters'
+  /// gradients, and accumulates (or writes) them into the parameter set.
+  void run_into_grads(cpu::Executor& e, int first_param, bool overwrite_grads);
 };
 
 }  // namespace pf

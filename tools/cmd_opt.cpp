@@ -15,6 +15,7 @@ struct OptOptions {
   std::string output;
   bool no_verify = false;
   bool split = false;
+  std::vector<std::string> wrt;
 };
 }  // namespace
 
@@ -27,6 +28,10 @@ void add_opt_command(CLI::App& app) {
   cmd->add_option("--passes", opts->passes, pass_help);
   add_bind_option(*cmd, opts->bind);
   cmd->add_option("-o,--output", opts->output, "write the IR here instead of standard output");
+  cmd->add_option("--wrt", opts->wrt,
+                  "graph arguments whose gradients autodiff returns too, before the parameters' (as a pipeline "
+                  "stage needs for what it received); split-backward puts them in @<graph>.backward_input")
+      ->delimiter(',');
   cmd->add_flag("--no-verify", opts->no_verify, "do not verify the IR between passes");
   add_split_option(*cmd, opts->split);
   cmd->callback([opts] {
@@ -34,7 +39,7 @@ void add_opt_command(CLI::App& app) {
     if (!opts->passes.empty()) passes = split_pass_list(opts->passes);
     std::string text = for_each_input(opts->file, opts->split, [&](std::shared_ptr<const SourceFile> source) {
       LoadedModel model = load_model(std::move(source), opts->bind, false);
-      PassContext ctx{model.binding};
+      PassContext ctx{model.binding, opts->wrt};
       run_passes(model.module, passes, ctx, PassRunOptions{!opts->no_verify});
       return print_module(model.module);
     });
