@@ -1,9 +1,12 @@
 // Pipelined training on this machine's cores against the ideal pipeline:
-// p stages of one core each, 1F1B, m micro-batches. Prints one table:
-// throughput against p * (one-core throughput) * m / (m + p - 1), the measured
-// bubble against the schedule's theory, and the runtime's overhead per action.
+// p = 2 stages of one core each, 1F1B and ZB-H1, m = 8 micro-batches. Prints
+// one table: throughput against p * (one-core throughput) * (1 - bubble), the
+// schedule's bubble on unit costs (m / (m + p - 1) of busy time for 1F1B), the
+// measured bubble against that theory, and the runtime's overhead per action.
+// The one-core throughput is the model computed micro-batch by micro-batch
+// as the stages compute it; the whole batch in one pass is shown beside it.
 //
-//   scripts/build.sh --target pipeline_bench && build/bench/pipeline_bench [steps]
+//   scripts/build.sh --target pipeline_bench && build/bench/pipeline_bench [rounds]
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -65,94 +68,172 @@ Inputs make_inputs(const Function& g) {
 
 Module load(const Workload& w) { return parse_module(read_source_file(std::string(PF_SOURCE_DIR) + "/" + w.file)); }
 
-// Samples per second of the whole model on one core.
-double one_core(const Workload& w, int steps) {
-  Module m = load(w);
-  DimBinding b = m.binding(w.overrides);
-  TrainerOptions o;
-  Trainer trainer(std::move(m), b, o);
-  trainer.params().initialize(1);
-  trainer.start();
-  Inputs in = make_inputs(trainer.graph());
-  std::vector<double> times;
-  for (int i = 0; i < steps + 1; ++i) {
-    auto t0 = Clock::now();
-    StepResult r = trainer.compute_gradients(in.pointers);
-    trainer.apply(r);
-    if (i > 0) times.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
+// The whole model on one core: the whole batch in one pass, or (`microbatches`
+// > 1) as the pipeline computes it, micro-batch after micro-batch, then one
+// optimizer step. The latter is the baseline of pipeline efficiency: the same
+// GEMM shapes, no pipeline.
+class OneCore {
+ public:
+  OneCore(const Workload& w, int microbatches) : microbatches_(microbatches) {
+    Module m = load(w);
+    DimBinding micro = m.binding(w.overrides);
+    micro["B"] /= microbatches;
+    trainer_ = std::make_unique<Trainer>(std::move(m), micro, TrainerOptions{});
+    trainer_->params().initialize(1);
+    trainer_->start();
+    inputs_ = make_inputs(trainer_->graph());
   }
-  return static_cast<double>(b.at("B")) / median(times);
-}
+  /// Seconds of one step.
+  double step() {
+    auto t0 = Clock::now();
+    StepResult r;
+    for (int k = 0; k < microbatches_; ++k) r = trainer_->compute_gradients(inputs_.pointers);
+    trainer_->apply(r);
+    return std::chrono::duration<double>(Clock::now() - t0).count();
+  }
 
-struct PipelineRun {
-  double samples_per_s, bubble, theory, overhead_us;
-  std::string split;
+ private:
+  int microbatches_;
+  std::unique_ptr<Trainer> trainer_;
+  Inputs inputs_;
 };
 
-PipelineRun pipelined(const Workload& w, int p, int m, int steps) {
-  Module model = load(w);
-  DimBinding b = model.binding(w.overrides);
-  verify_module(model, b, VerifyOptions{true});
-  CompileOptions co;
-  co.devices = fmt::format("cpu:{}", p);
-  co.microbatches = m;
-  CompileResult compiled = compile_plan(std::move(model), b, w.file, co);
-  PipelineOptions po;
-  auto pipeline = Pipeline::from_plan(compiled.plan, po);
-  pipeline->initialize(1);
-  pipeline->start();
-  Module full = load(w);
-  verify_module(full, b);
-  Inputs in = make_inputs(full.graph());
-  std::vector<double> times, bubbles, overheads;
-  for (int i = 0; i < steps + 1; ++i) {
-    PipelineStepResult r = pipeline->train_step(in.named);
-    if (i == 0) continue;
-    times.push_back(r.seconds);
-    bubbles.push_back(r.bubble);
-    // What a device spends outside its computations, per action it walks:
-    // the hand-offs, the waits that are not bubbles, the bookkeeping.
-    double busy = 0;
-    for (const TraceEvent& e : r.trace) busy += e.end_s - e.start_s;
-    int actions = 0;
-    for (const auto& list : pipeline->schedule().per_device) actions += static_cast<int>(list.size());
-    double idle_theory = compiled.plan.predicted.bubble_fraction * p * r.seconds;
-    overheads.push_back(std::max(0.0, p * r.seconds - busy - idle_theory) / actions * 1e6);
+// One pipelined step, measured.
+struct PipelinedStep {
+  double seconds;      // wall time of train_step, the optimizer step included
+  double bubble;       // as the runtime measures it
+  double overhead_us;  // per action: time a device spends neither computing nor waiting for a receive
+  std::vector<double> busy_s;  // per device: computing
+};
+
+class Pipelined {
+ public:
+  Pipelined(const Workload& w, const std::string& schedule, int p, int m) : p_(p) {
+    Module model = load(w);
+    DimBinding b = model.binding(w.overrides);
+    verify_module(model, b, VerifyOptions{true});
+    CompileOptions co;
+    co.devices = fmt::format("cpu:{}", p);
+    co.microbatches = m;
+    co.schedule = schedule;
+    CompileResult compiled = compile_plan(std::move(model), b, w.file, co);
+    PipelineOptions po;
+    po.trace = true;  // receives too: their waits are not overhead
+    pipeline_ = Pipeline::from_plan(compiled.plan, po);
+    pipeline_->initialize(1);
+    pipeline_->start();
+    Module full = load(w);
+    verify_module(full, b);
+    inputs_ = make_inputs(full.graph());
+    for (const PlanStage& s : compiled.plan.stages)
+      split_ += fmt::format("{}{}", split_.empty() ? "" : " | ", s.layers.front() + ".." + s.layers.back());
+    theory_ = simulate(pipeline_->schedule()).bubble_fraction;
   }
-  PipelineRun run;
-  run.samples_per_s = static_cast<double>(b.at("B")) / median(times);
-  run.bubble = median(bubbles);
-  run.theory = static_cast<double>(p - 1) / (m + p - 1);
-  run.overhead_us = median(overheads);
-  for (const PlanStage& s : compiled.plan.stages)
-    run.split += fmt::format("{}{}", run.split.empty() ? "" : " | ", s.layers.front() + ".." + s.layers.back());
-  return run;
-}
+
+  PipelinedStep step() {
+    const auto t0 = Clock::now();
+    PipelineStepResult r = pipeline_->train_step(inputs_.named);
+    PipelinedStep out{std::chrono::duration<double>(Clock::now() - t0).count(), r.bubble, 0,
+                      std::vector<double>(static_cast<size_t>(p_), 0.0)};
+    // Per device: from its first action's start to its last one's end, the
+    // time outside every compute and receive is the runtime's own.
+    std::vector<double> first(static_cast<size_t>(p_), 1e30), last(static_cast<size_t>(p_), 0.0),
+        accounted(static_cast<size_t>(p_), 0.0);
+    for (const TraceEvent& e : r.trace) {
+      const auto d = static_cast<size_t>(e.device);
+      first[d] = std::min(first[d], e.start_s);
+      last[d] = std::max(last[d], e.end_s);
+      accounted[d] += e.end_s - e.start_s;
+      if (is_compute(e.action.kind)) out.busy_s[d] += e.end_s - e.start_s;
+    }
+    double unaccounted = 0;
+    int actions = 0;
+    for (size_t d = 0; d < static_cast<size_t>(p_); ++d) {
+      unaccounted += std::max(0.0, last[d] - first[d] - accounted[d]);
+      actions += static_cast<int>(pipeline_->schedule().per_device[d].size());
+    }
+    out.overhead_us = unaccounted / actions * 1e6;
+    return out;
+  }
+  const std::string& split() const { return split_; }
+  double theory() const { return theory_; }
+
+ private:
+  int p_;
+  std::unique_ptr<Pipeline> pipeline_;
+  Inputs inputs_;
+  std::string split_;
+  double theory_ = 0;
+};
 
 }  // namespace
 }  // namespace pf
 
 int main(int argc, char** argv) {
   using namespace pf;
-  int steps = argc > 1 ? std::stoi(argv[1]) : 5;
+  // Rounds: each times one step of every configuration of a model back to
+  // back, so that ratios compare runs seconds apart (this machine's speed
+  // drifts by tens of percent over minutes); the table gives medians.
+  const int rounds = argc > 1 ? std::stoi(argv[1]) : 5;
   cpu::set_blas_threads(1);
+  // The single-device benchmark's models, whose layers split unevenly in
+  // two (4 blocks and a heavy head; 784->4096, 4096->4096 | 4096->4096), and
+  // a deeper GPT and MLP with 4 rows of samples per micro-batch, whose layers
+  // can be balanced.
   std::vector<Workload> workloads = {
       {"gpt L=4 C=512 T=128 V=8192 B=8", "examples/gpt.pf",
        {{"B", 8}, {"L", 4}, {"C", 512}, {"H", 8}, {"T", 128}, {"S", 128}, {"V", 8192}}},
+      {"gpt L=8 C=512 T=128 V=8192 B=32", "examples/gpt.pf",
+       {{"B", 32}, {"L", 8}, {"C", 512}, {"H", 8}, {"T", 128}, {"S", 128}, {"V", 8192}}},
       {"mlp 784-4096x3-10 B=256", "examples/mlp.pf", {{"B", 256}}},
+      {"mlp 784-4096x5-10 B=1024", "examples/mlp.pf", {{"B", 1024}, {"L", 4}}},
   };
-  fmt::print("| model | p | m | one core (samples/s) | pipelined (samples/s) | ideal (samples/s) | of ideal | "
-             "bubble measured | bubble theory | overhead per action | split |\n");
-  fmt::print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
+  fmt::print("| model | schedule | p | m | one core, whole batch (samples/s) | one core, m micro-batches (samples/s) | "
+             "pipelined (samples/s) | ideal (samples/s) | of ideal | bubble measured | bubble theory | "
+             "overhead per action | busy per device (ms) | split |\n");
+  fmt::print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
+  const int p = 2, m = 8;
+  const std::vector<std::string> schedules = {"1f1b", "zb1"};
   for (const Workload& w : workloads) {
-    double base = one_core(w, steps);
-    for (int m : {8}) {
-      int p = 2;
-      PipelineRun r = pipelined(w, p, m, steps);
-      double ideal = p * base * m / (m + p - 1);
-      fmt::print("| {} | {} | {} | {:.1f} | {:.1f} | {:.1f} | {:.1f}% | {:.1f}% | {:.1f}% | {:.0f} us | {} |\n", w.name,
-                 p, m, base, r.samples_per_s, ideal, 100 * r.samples_per_s / ideal, 100 * r.bubble, 100 * r.theory,
-                 r.overhead_us, r.split);
+    OneCore whole(w, 1), micro(w, m);
+    std::vector<std::unique_ptr<Pipelined>> pipelines;
+    for (const std::string& s : schedules) pipelines.push_back(std::make_unique<Pipelined>(w, s, p, m));
+    // A warm-up step each, then the rounds.
+    whole.step();
+    micro.step();
+    for (auto& pl : pipelines) pl->step();
+    std::vector<double> whole_s, micro_s;
+    std::vector<std::vector<PipelinedStep>> steps(pipelines.size());
+    for (int r = 0; r < rounds; ++r) {
+      whole_s.push_back(whole.step());
+      micro_s.push_back(micro.step());
+      for (size_t i = 0; i < pipelines.size(); ++i) steps[i].push_back(pipelines[i]->step());
+    }
+    const double batch = static_cast<double>(load(w).binding(w.overrides).at("B"));
+    for (size_t i = 0; i < pipelines.size(); ++i) {
+      const Pipelined& pl = *pipelines[i];
+      // The ideal: p devices at the one-core rate, idle for the schedule's
+      // bubble on unit costs; its ratio is taken within each round.
+      std::vector<double> of_ideal, seconds, bubble, overhead;
+      for (int r = 0; r < rounds; ++r) {
+        const PipelinedStep& st = steps[i][static_cast<size_t>(r)];
+        of_ideal.push_back(micro_s[static_cast<size_t>(r)] / (p * (1 - pl.theory()) * st.seconds));
+        seconds.push_back(st.seconds);
+        bubble.push_back(st.bubble);
+        overhead.push_back(st.overhead_us);
+      }
+      std::string busy;
+      for (int d = 0; d < p; ++d) {
+        std::vector<double> of_device;
+        for (const PipelinedStep& st : steps[i]) of_device.push_back(st.busy_s[static_cast<size_t>(d)]);
+        busy += fmt::format("{}{:.0f}", d ? " / " : "", median(of_device) * 1e3);
+      }
+      const double base = batch / median(micro_s);
+      fmt::print("| {} | {} | {} | {} | {:.1f} | {:.1f} | {:.1f} | {:.1f} | {:.1f}% | {:.1f}% | {:.1f}% | {:.0f} us | {} | "
+                 "{} |\n",
+                 w.name, schedules[i], p, m, batch / median(whole_s), base, batch / median(seconds),
+                 p * base * (1 - pl.theory()), 100 * median(of_ideal), 100 * median(bubble), 100 * pl.theory(),
+                 median(overhead), busy, pl.split());
     }
   }
   return 0;

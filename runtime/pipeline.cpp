@@ -8,8 +8,10 @@
 #include <cmath>
 #include <condition_variable>
 #include <cstring>
+#include <functional>
 #include <map>
 #include <mutex>
+#include <set>
 #include <thread>
 
 #include "ir/printer.h"
@@ -37,6 +39,17 @@ struct Timeout {
   std::string message;
 };
 
+std::string describe(const Action& a) {
+  switch (a.kind) {
+    case ActionKind::forward: return fmt::format("the forward of micro-batch {}", a.microbatch);
+    case ActionKind::backward: return fmt::format("the backward of micro-batch {}", a.microbatch);
+    case ActionKind::backward_input: return fmt::format("the input-gradient backward of micro-batch {}", a.microbatch);
+    case ActionKind::backward_weight:
+      return fmt::format("the weight-gradient backward of micro-batch {}", a.microbatch);
+    default: return fmt::format("an action of micro-batch {}", a.microbatch);
+  }
+}
+
 /// What a stage is blocked on, for the watchdog's message.
 struct Waiting {
   const char* what = nullptr;  // "activations" or "gradients"; null when not waiting
@@ -57,6 +70,31 @@ struct Pipeline::Shared {
   std::vector<Waiting> waiting;               // [stage]
   std::string error;                          // the first failure; stops every worker
   bool failed = false;
+  // The watchdog's view of the workers: the computation each is inside, and
+  // which have returned from the step.
+  struct Busy {
+    bool active = false;
+    Action action;
+    Clock::time_point since;
+  };
+  std::vector<Busy> busy;   // [device]
+  std::vector<char> done;   // [device]
+
+  void enter(int device, const Action& a) {
+    std::lock_guard lock(mutex);
+    busy[static_cast<size_t>(device)] = {true, a, Clock::now()};
+  }
+  void leave(int device) {
+    std::lock_guard lock(mutex);
+    busy[static_cast<size_t>(device)].active = false;
+  }
+  void finish(int device) {
+    {
+      std::lock_guard lock(mutex);
+      done[static_cast<size_t>(device)] = 1;
+    }
+    changed.notify_all();
+  }
 
   void mark(std::vector<std::vector<char>>& table, int stage, int mb) {
     {
@@ -74,10 +112,25 @@ struct Pipeline::Shared {
     waiting[stage] = {what, mb, sender};
     bool ok = changed.wait_for(lock, std::chrono::duration<double>(timeout_s),
                                [&] { return failed || table[sender][mb]; });
-    if (!ok && !failed) throw Timeout{stalled(timeout_s)};
+    if (!ok && !failed) {
+      // A computation that outlived the limit explains the wait better.
+      std::string stuck = stuck_computation(timeout_s);
+      throw Timeout{stuck.empty() ? stalled(timeout_s) : stuck};
+    }
     waiting[stage] = {};
     if (failed) throw Stopped{};
     table[sender][mb] = 0;
+  }
+
+  /// The watchdog's message for a computation running longer than
+  /// `timeout_s`, or "" when none is. Called with the mutex held.
+  std::string stuck_computation(double timeout_s) const {
+    const Clock::time_point now = Clock::now();
+    for (const Busy& b : busy)
+      if (b.active && now - b.since >= std::chrono::duration<double>(timeout_s))
+        return fmt::format("watchdog: stage {} has spent more than {:g} s in {} and does not return", b.action.stage,
+                           timeout_s, describe(b.action));
+    return "";
   }
 
   /// The watchdog's message: every stage waiting now, in stage order. Called
@@ -105,6 +158,15 @@ struct Pipeline::Shared {
   }
 };
 
+struct Pipeline::StepState {
+  std::vector<std::pair<std::string, const void*>> inputs;
+  PipelineStepResult result;
+  PipelineOptions options;
+  Schedule schedule;
+  std::vector<Stage*> stages;
+  Shared* shared = nullptr;
+};
+
 struct Pipeline::Stage {
   StageModule spec;
   std::string backward_text;  // the differentiated module, as the plan stores it
@@ -121,6 +183,7 @@ struct Pipeline::Stage {
   std::vector<int> free_slots;
   std::vector<int> slot_of;                          // [mb]
   int inflight = 0, peak = 0;
+  bool grads_written = false;  // this step: the first backward writes the gradients, later ones add to them
 };
 
 Pipeline::Pipeline(std::vector<StageModule> stages, const DimBinding& micro_binding, const PipelineOptions& options)
@@ -174,7 +237,44 @@ Pipeline::Pipeline(std::vector<StageModule> stages, const DimBinding& micro_bind
   shared_->grad_ready.assign(n, std::vector<char>(m, 0));
 }
 
-Pipeline::~Pipeline() = default;
+Pipeline::~Pipeline() {
+  if (!stuck_) return;
+  // A worker the watchdog gave up on may still be inside a kernel that reads
+  // and writes the stages: they stay allocated until the process ends.
+  for (auto& s : stages_) (void)s.release();
+  (void)shared_.release();
+}
+
+
+std::vector<int> Pipeline::watch_workers() {
+  const auto limit = std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(options_.timeout_s));
+  Shared& sh = *shared_;
+  std::unique_lock lock(sh.mutex);
+  std::optional<Clock::time_point> give_up_at;  // once the step has failed: how long the others get to return
+  auto finished = [&] { return std::all_of(sh.done.begin(), sh.done.end(), [](char c) { return c != 0; }); };
+  while (!finished()) {
+    const Clock::time_point now = Clock::now();
+    if (sh.failed && !give_up_at) give_up_at = now + limit;
+    if (give_up_at && now >= *give_up_at) break;
+    Clock::time_point wake = give_up_at ? *give_up_at : now + limit;
+    if (!sh.failed) {
+      std::string stuck = sh.stuck_computation(options_.timeout_s);
+      if (!stuck.empty()) {
+        sh.failed = true;
+        sh.error = std::move(stuck);
+        sh.changed.notify_all();
+        continue;
+      }
+    }
+    for (size_t d = 0; d < sh.busy.size(); ++d)
+      if (!sh.done[d] && sh.busy[d].active) wake = std::min(wake, sh.busy[d].since + limit);
+    sh.changed.wait_until(lock, std::max(wake, now + std::chrono::milliseconds(1)));
+  }
+  std::vector<int> stuck;
+  for (size_t d = 0; d < sh.done.size(); ++d)
+    if (!sh.done[d]) stuck.push_back(static_cast<int>(d));
+  return stuck;
+}
 
 std::unique_ptr<Pipeline> Pipeline::from_plan(const Plan& plan, PipelineOptions options) {
   auto kind = parse_schedule_kind(plan.schedule);
@@ -273,40 +373,54 @@ void Pipeline::start() {
                                  : LrSchedule::constant(t.lr);
 }
 
-void Pipeline::run_device(int device, const std::vector<std::pair<std::string, const void*>>& inputs, bool backward,
-                          PipelineStepResult& result) {
+void Pipeline::run_device(StepState& w, int device, bool backward) {
+  const std::vector<std::pair<std::string, const void*>>& inputs = w.inputs;
+  PipelineStepResult& result = w.result;
+  // However the walk ends, the watchdog learns that this worker returned.
+  struct Finish {
+    Shared& shared;
+    int device;
+    ~Finish() { shared.finish(device); }
+  } finish{*w.shared, device};
   using Fault = PipelineOptions::Fault;
   auto t0 = Clock::now();
-  const Fault& fault = options_.fault;
+  const Fault& fault = w.options.fault;
   auto faulty = [&](const Action& a, Fault::Kind kind) {
     return fault.kind == kind && fault.stage == a.stage && fault.microbatch == a.microbatch;
   };
-  for (const Action& a : schedule_.per_device[device]) {
+  for (const Action& a : w.schedule.per_device[device]) {
     if (a.kind == ActionKind::step) break;
     // A forward pass keeps the schedule's order of forwards and activation
     // hand-offs; with the backward actions gone no wait can close a cycle.
     if (!backward && a.kind != ActionKind::forward && a.kind != ActionKind::send_act &&
         a.kind != ActionKind::recv_act)
       continue;
-    Stage& st = *stages_[a.stage];
+    Stage& st = *w.stages[a.stage];
     double start = since(t0);
+    const bool compute = is_compute(a.kind);
+    if (compute) w.shared->enter(device, a);
     try {
       switch (a.kind) {
         case ActionKind::recv_act:
-          shared_->wait(shared_->act_ready, a.stage, a.stage - 1, a.microbatch, options_.timeout_s, "activations");
+          w.shared->wait(w.shared->act_ready, a.stage, a.stage - 1, a.microbatch, w.options.timeout_s, "activations");
           break;
         case ActionKind::recv_grad:
-          shared_->wait(shared_->grad_ready, a.stage, a.stage + 1, a.microbatch, options_.timeout_s, "gradients");
+          w.shared->wait(w.shared->grad_ready, a.stage, a.stage + 1, a.microbatch, w.options.timeout_s, "gradients");
           break;
         case ActionKind::send_act:
           if (faulty(a, Fault::Kind::drop_send)) break;
-          shared_->mark(shared_->act_ready, a.stage, a.microbatch);
+          w.shared->mark(w.shared->act_ready, a.stage, a.microbatch);
           break;
         case ActionKind::send_grad:
-          shared_->mark(shared_->grad_ready, a.stage, a.microbatch);
+          w.shared->mark(w.shared->grad_ready, a.stage, a.microbatch);
           break;
         case ActionKind::forward: {
           if (faulty(a, Fault::Kind::throw_error)) throw Error("injected fault");
+          if (faulty(a, Fault::Kind::stall)) {
+            // A kernel that does not return: nothing here looks at the failure flag.
+            const auto until = Clock::now() + std::chrono::duration<double>(4 * w.options.timeout_s);
+            while (Clock::now() < until) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+          }
           const Function& g = st.program->graph();
           std::vector<const void*> args;
           size_t recv_index = 0, input_index = 0;
@@ -319,7 +433,7 @@ void Pipeline::run_device(int device, const std::vector<std::pair<std::string, c
               int64_t bytes = st.input_sample_bytes[input_index++];
               args.push_back(static_cast<const std::byte*>(it->second) + bytes * a.microbatch);
             } else {
-              args.push_back(stages_[a.stage - 1]->sends[a.microbatch][recv_index++].data());
+              args.push_back(w.stages[a.stage - 1]->sends[a.microbatch][recv_index++].data());
             }
           }
           std::vector<void*> results;
@@ -348,14 +462,16 @@ void Pipeline::run_device(int device, const std::vector<std::pair<std::string, c
             if (st.spec.has_loss && r == 0) {
               seeds.push_back(&st.loss_seed);
             } else {
-              seeds.push_back(stages_[a.stage + 1]->send_grads[a.microbatch][send_index++].data());
+              seeds.push_back(w.stages[a.stage + 1]->send_grads[a.microbatch][send_index++].data());
             }
           }
           int slot = st.slot_of[a.microbatch];
-          if (st.program->split())
+          if (st.program->split()) {
             st.program->backward_input(slot, seeds);
-          else
-            st.program->backward(slot, seeds);
+          } else {
+            st.program->backward(slot, seeds, /*overwrite_grads=*/!st.grads_written);
+            st.grads_written = true;
+          }
           for (size_t i = 0; i < st.send_grads[a.microbatch].size(); ++i)
             std::memcpy(st.send_grads[a.microbatch][i].data(), st.program->input_grad(static_cast<int>(i)),
                         st.send_grads[a.microbatch][i].size());
@@ -364,7 +480,8 @@ void Pipeline::run_device(int device, const std::vector<std::pair<std::string, c
           break;
         }
         case ActionKind::backward_weight:
-          st.program->backward_weight(st.slot_of[a.microbatch]);
+          st.program->backward_weight(st.slot_of[a.microbatch], /*overwrite_grads=*/!st.grads_written);
+          st.grads_written = true;
           st.free_slots.push_back(st.slot_of[a.microbatch]);
           break;
         case ActionKind::step:
@@ -373,25 +490,26 @@ void Pipeline::run_device(int device, const std::vector<std::pair<std::string, c
     } catch (const Stopped&) {
       return;  // another stage failed first; its error is the step's
     } catch (const Timeout& t) {
-      shared_->fail(t.message);
+      w.shared->fail(t.message);
       return;
     } catch (const Error& e) {
-      shared_->fail(fmt::format("stage {}: {}", a.stage, e.message()));
+      w.shared->fail(fmt::format("stage {}: {}", a.stage, e.message()));
       return;
     } catch (const std::bad_alloc&) {
-      shared_->fail(fmt::format("stage {}: out of memory", a.stage));
+      w.shared->fail(fmt::format("stage {}: out of memory", a.stage));
       return;
     } catch (const std::exception& e) {
       // Not a pf::Error: a defect rather than bad input, but it must still
       // stop every worker instead of escaping the thread (std::terminate).
-      shared_->fail(fmt::format("stage {}: {}", a.stage, e.what()));
+      w.shared->fail(fmt::format("stage {}: {}", a.stage, e.what()));
       return;
     } catch (...) {
-      shared_->fail(fmt::format("stage {}: unknown exception", a.stage));
+      w.shared->fail(fmt::format("stage {}: unknown exception", a.stage));
       return;
     }
-    if (options_.trace || is_compute(a.kind)) {
-      std::lock_guard lock(shared_->mutex);
+    if (compute) w.shared->leave(device);
+    if (w.options.trace || compute) {
+      std::lock_guard lock(w.shared->mutex);
       result.trace.push_back({device, a, start, since(t0)});
     }
   }
@@ -411,18 +529,38 @@ void Pipeline::sum_tied_grads() {
 }
 
 PipelineStepResult Pipeline::run_step(const std::vector<std::pair<std::string, const void*>>& inputs, bool backward) {
-  PipelineStepResult result;
+  if (stuck_) throw Error(fmt::format("this pipeline cannot run again: {}", *stuck_));
   for (auto& s : stages_) {
-    if (backward) s->params.zero_grads();
+    s->grads_written = false;  // no zeroing pass: the first backward of the step writes them
     s->peak = 0;
   }
   shared_->failed = false;
   shared_->error.clear();
+  shared_->busy.assign(static_cast<size_t>(devices()), {});
+  shared_->done.assign(static_cast<size_t>(devices()), 0);
+  // What the workers read and write lives on the heap: a worker that the
+  // watchdog gives up on may still hold it after this call returns (and the
+  // stages and hand-offs it points to are then never freed).
+  auto state = std::make_shared<StepState>();
+  state->inputs = inputs;
+  state->options = options_;
+  state->schedule = schedule_;
+  for (auto& s : stages_) state->stages.push_back(s.get());
+  state->shared = shared_.get();
   auto t0 = Clock::now();
   std::vector<std::thread> workers;
-  for (int d = 0; d < devices(); ++d)
-    workers.emplace_back([this, d, &inputs, backward, &result] { run_device(d, inputs, backward, result); });
-  for (auto& w : workers) w.join();
+  for (int d = 0; d < devices(); ++d) workers.emplace_back([d, state, backward] { run_device(*state, d, backward); });
+  const std::vector<int> stuck = watch_workers();
+  for (int d = 0; d < devices(); ++d) {
+    if (std::find(stuck.begin(), stuck.end(), d) == stuck.end())
+      workers[static_cast<size_t>(d)].join();
+    else
+      workers[static_cast<size_t>(d)].detach();  // it cannot be interrupted; the pipeline is retired
+  }
+  if (!stuck.empty()) {
+    stuck_ = shared_->error;
+    throw Error(shared_->error);
+  }
   if (shared_->failed) {
     for (auto& s : stages_) {
       s->free_slots.clear();
@@ -434,6 +572,7 @@ PipelineStepResult Pipeline::run_step(const std::vector<std::pair<std::string, c
     std::fill(shared_->waiting.begin(), shared_->waiting.end(), Waiting{});
     throw Error(shared_->error);
   }
+  PipelineStepResult result = std::move(state->result);
   result.seconds = since(t0);
 
   Stage& last = *stages_.back();
@@ -458,27 +597,39 @@ PipelineStepResult Pipeline::train_step(const std::vector<std::pair<std::string,
                                         bool step_optimizer) {
   PipelineStepResult result = run_step(inputs, /*backward=*/true);
   sum_tied_grads();
-  // The global norm counts each tied parameter once.
-  std::map<std::string, bool> seen;
-  double sq = 0;
-  for (auto& s : stages_)
-    for (auto& e : s->params.entries())
-      if (!seen[e.name]) {
-        seen[e.name] = true;
-        for (float g : e.grad) sq += static_cast<double>(g) * g;
-      }
-  result.grad_norm = std::sqrt(sq);
+  // Each device reads its stages' gradients for the global norm, then steps
+  // their optimizers, in parallel; a tied parameter's norm counts once.
+  std::vector<std::vector<Param>> owned(stages_.size()), views(stages_.size());
+  std::set<std::string> seen;
+  for (size_t s = 0; s < stages_.size(); ++s) {
+    views[s] = stages_[s]->params.optimizer_params();
+    for (const Param& p : views[s])
+      if (seen.insert(p.name).second) owned[s].push_back(p);
+  }
+  std::vector<double> sq(stages_.size(), 0.0);
+  for_each_device([&](int s) { sq[static_cast<size_t>(s)] = grad_sq_norm(owned[static_cast<size_t>(s)]); });
+  double total = 0;
+  for (double x : sq) total += x;
+  result.grad_norm = std::sqrt(total);
   if (!step_optimizer) return result;
   if (!lr_) throw Error("Pipeline::start() was not called");
   double factor = options_.train.clip > 0 ? clip_factor(result.grad_norm, options_.train.clip) : 1.0;
   result.lr = lr_->at(stages_[0]->optimizer->step_count());
   if (!std::isfinite(result.grad_norm)) return result;
-  for (auto& s : stages_) {
-    std::vector<Param> views = s->params.optimizer_params();
-    if (factor != 1.0) scale_grads(views, factor);
-    s->optimizer->step(result.lr);
-  }
+  for_each_device([&](int s) {
+    if (factor != 1.0) scale_grads(views[static_cast<size_t>(s)], factor);
+    stages_[static_cast<size_t>(s)]->optimizer->step(result.lr);
+  });
   return result;
+}
+
+void Pipeline::for_each_device(const std::function<void(int stage)>& fn) {
+  std::vector<std::thread> workers;
+  for (int d = 0; d < devices(); ++d)
+    workers.emplace_back([&, d] {
+      for (int s = d; s < stages(); s += devices()) fn(s);
+    });
+  for (auto& w : workers) w.join();
 }
 
 std::string trace_json(const std::vector<TraceEvent>& events, int devices) {

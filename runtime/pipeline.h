@@ -3,6 +3,7 @@
 // handed between stages without copying, by micro-batch.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -27,8 +28,12 @@ struct PipelineOptions {
   TrainerOptions train;
   /// The watchdog against hangs: a worker that waits longer than this for a
   /// peer stops the step with one error naming every stage then waiting and
-  /// what for. (A stage stuck inside a kernel is found by its peers' waits,
-  /// but its own thread cannot be interrupted.)
+  /// what for; a computation (one stage's forward or backward of one
+  /// micro-batch) that runs longer stops it naming that stage and action.
+  /// A thread stuck inside a kernel cannot be interrupted: if a worker has
+  /// not returned `timeout_s` after the step failed, the step throws anyway,
+  /// leaves that thread running, and the pipeline refuses to run again
+  /// (restart from the last checkpoint, which is never partly written).
   double timeout_s = 60;
   /// Record every action's start and end for a Perfetto trace.
   bool trace = false;
@@ -42,6 +47,7 @@ struct PipelineOptions {
       none,
       throw_error,  ///< the forward of (stage, microbatch) throws pf::Error("injected fault")
       drop_send,    ///< the send_act of (stage, microbatch) never happens: the receiver waits
+      stall,        ///< the forward of (stage, microbatch) runs 4 * timeout_s, deaf to the failure (a hung kernel)
     };
     Kind kind = Kind::none;
     int stage = 0;
@@ -98,9 +104,17 @@ class Pipeline {
  private:
   struct Stage;
   PipelineStepResult run_step(const std::vector<std::pair<std::string, const void*>>& inputs, bool backward);
-  void run_device(int device, const std::vector<std::pair<std::string, const void*>>& inputs, bool backward,
-                  PipelineStepResult& result);
+  struct StepState;
+  /// One device's walk through its action list for one step; reads and
+  /// writes only `state` and what it points to (never the Pipeline itself).
+  static void run_device(StepState& state, int device, bool backward);
   void sum_tied_grads();
+  /// Waits for every worker of the step, as the watchdog: fails the step when
+  /// a computation outlives timeout_s, and gives up on workers that have not
+  /// returned timeout_s after a failure. Returns the devices given up on.
+  std::vector<int> watch_workers();
+  /// Runs fn(stage) for every stage, each device's stages on a thread of its own.
+  void for_each_device(const std::function<void(int stage)>& fn);
 
   PipelineOptions options_;
   Schedule schedule_;
@@ -108,6 +122,7 @@ class Pipeline {
   std::optional<LrSchedule> lr_;
   struct Shared;
   std::unique_ptr<Shared> shared_;
+  std::optional<std::string> stuck_;  // set when a worker was given up on: why
 };
 
 /// Chrome/Perfetto trace JSON: one track per device, a slice per action.

@@ -9,6 +9,7 @@
 #include <fstream>
 #include <functional>
 #include <random>
+#include <thread>
 
 #include "ir/parser.h"
 #include "ir/plan.h"
@@ -334,6 +335,32 @@ TEST_F(RuntimeTest, InjectedFaultsStopEveryStage) {
     EXPECT_GE(seconds, 0.5);
     EXPECT_LT(seconds, 2.0);
   }
+}
+
+// A stage whose computation never returns (a hung kernel, deaf to the failure
+// flag): the watchdog fails the step naming it, gives the thread up after a
+// grace period instead of hanging in join, and retires the pipeline.
+TEST_F(RuntimeTest, AStageStuckInAComputationIsGivenUp) {
+  Plan plan = load_plan(compile());
+  Runtime shapes = Runtime::load(path("plan_1f1b.json"));
+  Batch b = make_batch(shapes, 1);
+  PipelineOptions options;
+  options.fault = {PipelineOptions::Fault::Kind::stall, 1, 0};
+  options.timeout_s = 0.3;
+  auto stuck = Pipeline::from_plan(plan, options);
+  stuck->initialize(1);
+  stuck->start();
+  auto t0 = std::chrono::steady_clock::now();
+  const std::string why = "watchdog: stage 1 has spent more than 0.3 s in the forward of micro-batch 0 and does not return";
+  EXPECT_EQ(error_of([&] { stuck->train_step(b.named.inputs); }), why);
+  double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_GE(seconds, 0.6);  // the limit, then the grace period
+  EXPECT_LT(seconds, 1.2);  // well before the stalled forward (1.2 s) returns
+  EXPECT_EQ(error_of([&] { stuck->train_step(b.named.inputs); }), "this pipeline cannot run again: " + why);
+  stuck.reset();  // leaves the stages to the still-running worker
+  // The worker finishes its stall and returns without touching freed memory
+  // (ASan and the next tests would notice).
+  std::this_thread::sleep_for(std::chrono::milliseconds(800));
 }
 
 }  // namespace
