@@ -6,7 +6,7 @@
 // The one-core throughput is the model computed micro-batch by micro-batch
 // as the stages compute it; the whole batch in one pass is shown beside it.
 //
-//   scripts/build.sh --target pipeline_bench && build/bench/pipeline_bench [rounds]
+//   scripts/build.sh --target pipeline_bench && build/bench/pipeline_bench [rounds [name filter]]
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -175,18 +175,20 @@ int main(int argc, char** argv) {
   // back, so that ratios compare runs seconds apart (this machine's speed
   // drifts by tens of percent over minutes); the table gives medians.
   const int rounds = argc > 1 ? std::stoi(argv[1]) : 5;
+  const std::string only = argc > 2 ? argv[2] : "";  // run the workloads whose name contains this
   cpu::set_blas_threads(1);
-  // The single-device benchmark's models, whose layers split unevenly in
-  // two (4 blocks and a heavy head; 784->4096, 4096->4096 | 4096->4096), and
-  // a deeper GPT and MLP with 4 rows of samples per micro-batch, whose layers
-  // can be balanced.
+  // First a model of four equal 4096x4096 layers, which two stages split
+  // evenly: it measures the runtime against the schedule's ideal. Then the
+  // single-device benchmark's models, whose layers do not split evenly in two
+  // (4 blocks and a heavy head; 784->4096 + 4096->4096 | 4096->4096 + ->10),
+  // and a deeper GPT with 4 sequences per micro-batch.
   std::vector<Workload> workloads = {
+      {"mlp 4096x4 (equal layers) B=2048", "examples/mlp.pf", {{"B", 2048}, {"I", 4096}, {"K", 4096}}},
       {"gpt L=4 C=512 T=128 V=8192 B=8", "examples/gpt.pf",
        {{"B", 8}, {"L", 4}, {"C", 512}, {"H", 8}, {"T", 128}, {"S", 128}, {"V", 8192}}},
       {"gpt L=8 C=512 T=128 V=8192 B=32", "examples/gpt.pf",
        {{"B", 32}, {"L", 8}, {"C", 512}, {"H", 8}, {"T", 128}, {"S", 128}, {"V", 8192}}},
       {"mlp 784-4096x3-10 B=256", "examples/mlp.pf", {{"B", 256}}},
-      {"mlp 784-4096x5-10 B=1024", "examples/mlp.pf", {{"B", 1024}, {"L", 4}}},
   };
   fmt::print("| model | schedule | p | m | one core, whole batch (samples/s) | one core, m micro-batches (samples/s) | "
              "pipelined (samples/s) | ideal (samples/s) | of ideal | bubble measured | bubble theory | "
@@ -195,6 +197,7 @@ int main(int argc, char** argv) {
   const int p = 2, m = 8;
   const std::vector<std::string> schedules = {"1f1b", "zb1"};
   for (const Workload& w : workloads) {
+    if (w.name.find(only) == std::string::npos) continue;
     OneCore whole(w, 1), micro(w, m);
     std::vector<std::unique_ptr<Pipelined>> pipelines;
     for (const std::string& s : schedules) pipelines.push_back(std::make_unique<Pipelined>(w, s, p, m));

@@ -293,7 +293,8 @@ void add_run_command(CLI::App& app) {
   cmd->add_option("--threads", o->threads, "BLAS threads (one device; a plan's devices take one each)")
       ->check(CLI::PositiveNumber);
   cmd->add_option("--trace", o->trace, "write a Chrome/Perfetto trace of every stage's actions (plans)");
-  cmd->add_option("--timeout", o->timeout, "seconds a stage waits for its peer before the run stops (plans)")
+  cmd->add_option("--timeout", o->timeout,
+                  "seconds a stage may wait for its peer, or spend in one computation, before the run stops (plans)")
       ->check(CLI::PositiveNumber);
   CLI::Option* checkpoint =
       cmd->add_option("--checkpoint", o->checkpoint,
