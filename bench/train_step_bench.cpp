@@ -123,10 +123,11 @@ struct Row {
   double gemm_ms = 0;      // per profiled step
   double loss_first = 0, loss_last = 0;
   std::vector<std::pair<std::string, double>> top;  // op kind -> ms per profiled step
+  std::vector<pf::cpu::OpTime> ops;                  // with --ops: each op of that kind, ms per profiled step
 };
 
 Row run(const Workload& w, const std::string& examples, int threads, int warmup, int steps, int top,
-        int kernel_threads) {
+        int kernel_threads, const std::string& ops_of_kind) {
   pf::cpu::set_blas_threads(threads);
   if (kernel_threads > 0) pf::cpu::set_kernel_threads(kernel_threads);
   pf::Module module = pf::parse_module(pf::read_source_file(examples + "/" + w.file));
@@ -200,6 +201,11 @@ Row run(const Workload& w, const std::string& examples, int threads, int warmup,
   kinds.resize(std::min<size_t>(kinds.size(), static_cast<size_t>(top)));
   row.top = kinds;
   row.gemm_ms = seconds[static_cast<size_t>(pf::OpKind::matmul)] / profiled * 1e3;
+  for (pf::cpu::OpTime& t : program.op_times())
+    if (pf::op_name(t.kind) == ops_of_kind) {
+      t.seconds = t.seconds / profiled * 1e3;  // now ms per step
+      row.ops.push_back(std::move(t));
+    }
   row.gemm_share = seconds[static_cast<size_t>(pf::OpKind::matmul)] / wall;
   return row;
 }
@@ -212,6 +218,7 @@ int main(int argc, char** argv) {
   std::vector<int> thread_counts{1, 2};
   std::vector<std::string> models{"mlp", "gpt"};
   int warmup = 3, steps = 10, top_kinds = 5, kernel_threads = 0;
+  std::string ops_of_kind;
   bool json = false;
   app.add_option("--examples", examples, "folder holding mlp.pf and gpt.pf");
   app.add_option("--threads", thread_counts, "thread counts (BLAS and kernels)")->delimiter(',');
@@ -221,6 +228,7 @@ int main(int argc, char** argv) {
   app.add_option("--kernel-threads", kernel_threads,
                  "threads of the kernels other than GEMM (default: the BLAS thread count of the row)");
   app.add_option("--top", top_kinds, "op kinds listed per row")->check(CLI::PositiveNumber);
+  app.add_option("--ops", ops_of_kind, "also list every op of this kind (matmul, add, ...) with its time per step");
   app.add_flag("--json", json, "one JSON line per row instead of the table");
   CLI11_PARSE(app, argc, argv);
 
@@ -233,7 +241,7 @@ int main(int argc, char** argv) {
       for (const Workload& w : workloads()) {
         if (w.name != name) continue;
         found = true;
-        for (int t : thread_counts) rows.push_back(run(w, examples, t, warmup, steps, top_kinds, kernel_threads));
+        for (int t : thread_counts) rows.push_back(run(w, examples, t, warmup, steps, top_kinds, kernel_threads, ops_of_kind));
       }
       if (!found) throw pf::Error(fmt::format("--models: no workload named '{}' (mlp, gpt)", name));
     }
@@ -270,6 +278,18 @@ int main(int argc, char** argv) {
                                r.flops_attn > r.flops_6nt ? fmt::format("{:.1f}", attn) : std::string("-"),
                                100 * (r.flops_attn / r.median_ms / 1e6) / peak_of(r.threads), 100 * r.gemm_share,
                                r.gemm_flops / r.gemm_ms / 1e6, top);
+    }
+    for (const Row& r : rows) {
+      if (r.ops.empty()) continue;
+      std::cout << fmt::format("\n{}, {} thread(s): every {} op, ms per step\n\n| function | op | operands | ms |\n"
+                               "|---|---:|---|---:|\n",
+                               r.model, r.threads, ops_of_kind);
+      double total = 0;
+      for (const pf::cpu::OpTime& t : r.ops) {
+        std::cout << fmt::format("| {} | {} | {} | {:.2f} |\n", t.function, t.op, t.text, t.seconds);
+        total += t.seconds;
+      }
+      std::cout << fmt::format("| all | | {} ops | {:.1f} |\n", r.ops.size(), total);
     }
   } catch (const pf::Error& e) {
     std::cerr << e.render();

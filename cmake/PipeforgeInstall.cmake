@@ -21,13 +21,22 @@ set_target_properties(pf_runtime PROPERTIES EXPORT_NAME runtime)
 set_target_properties(pf_warnings PROPERTIES EXPORT_NAME warnings)
 # The headers need C++20; users get it with the library.
 target_compile_features(pf_ir INTERFACE cxx_std_20)
-install(TARGETS pf_ir pf_passes pf_partitioner pf_cpu pf_runtime pf_warnings
+set(pf_installed_libraries pf_ir pf_passes pf_partitioner pf_cpu pf_runtime pf_warnings)
+set(pf_installed_headers ir passes partitioner runtime backends/cpu)
+if(PF_CUDA)
+  # The runtime places stages on GPUs through the CUDA backend: its library
+  # comes along, and the config finds the CUDA toolkit for it.
+  set_target_properties(pf_cuda PROPERTIES EXPORT_NAME cuda)
+  list(APPEND pf_installed_libraries pf_cuda)
+  list(APPEND pf_installed_headers backends/cuda)
+endif()
+install(TARGETS ${pf_installed_libraries}
         EXPORT pipeforgeTargets
         ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
         INCLUDES DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
 
 # The headers keep their folders: "runtime/runtime.h" includes "ir/types.h".
-foreach(dir ir passes partitioner runtime backends/cpu)
+foreach(dir ${pf_installed_headers})
   install(DIRECTORY ${PROJECT_SOURCE_DIR}/${dir}/ DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/${dir}
           FILES_MATCHING PATTERN "*.h" PATTERN "*.def")
 endforeach()

@@ -316,6 +316,7 @@ std::string plan_to_json(const Plan& plan) {
       {"devices", devices},
       {"schedule",
        {{"kind", plan.schedule}, {"microbatches", plan.microbatches}, {"virtual_stages", plan.virtual_stages}}},
+      {"dtype", dtype_name(plan.dtype)},
       {"loss", plan.loss_stage_output},
       {"predicted",
        {{"period_s", finite(pr.period_s, "the predicted period_s")},
@@ -450,7 +451,12 @@ class PlanReader {
   }
 
   Plan plan(const Json& doc) const {
-    r_.expect_keys(doc, "", {"format", "version", "model", "devices", "schedule", "loss", "predicted", "stages"});
+    // "dtype" came later: a plan without it computes in f32.
+    if (doc.is_object() && doc.contains("dtype"))
+      r_.expect_keys(doc, "",
+                     {"format", "version", "model", "devices", "schedule", "dtype", "loss", "predicted", "stages"});
+    else
+      r_.expect_keys(doc, "", {"format", "version", "model", "devices", "schedule", "loss", "predicted", "stages"});
     Plan plan;
     const Json& model = r_.object(doc, "", "model");
     r_.expect_keys(model, "model", {"name", "source", "hash", "binding"});
@@ -481,6 +487,12 @@ class PlanReader {
     plan.microbatches = static_cast<int>(r_.integer(schedule, "schedule", "microbatches", 1, 1 << 20));
     plan.virtual_stages = static_cast<int>(r_.integer(schedule, "schedule", "virtual_stages", 1, 1 << 20));
     plan.loss_stage_output = r_.string(doc, "", "loss");
+    if (doc.contains("dtype")) {
+      const std::string dtype = r_.string(doc, "", "dtype");
+      if (dtype != "f32" && dtype != "bf16")
+        r_.fail(fmt::format("dtype must be \"f32\" or \"bf16\", got \"{}\"", dtype));
+      plan.dtype = *parse_dtype(dtype);
+    }
 
     const Json& predicted = r_.object(doc, "", "predicted");
     r_.expect_keys(
@@ -822,6 +834,12 @@ Module stage_program(const Plan& plan, const PlanStage& stage, std::string_view 
     if (auto it = plan.binding.find(dim); it != plan.binding.end()) value = it->second;
   verify_module(m, binding);
   return m;
+}
+
+DType parse_compute_dtype(std::string_view name, std::string_view what) {
+  if (name == "f32") return DType::f32;
+  if (name == "bf16") return DType::bf16;
+  throw Error(fmt::format("{}: unknown compute dtype '{}'; use f32 or bf16", what, name));
 }
 
 Plan load_plan(const std::string& path) { return plan_from_json(read_source_file(path)->text(), path); }

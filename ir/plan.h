@@ -99,6 +99,9 @@ struct Plan {
   std::string schedule;  // "gpipe", "1f1b", "interleaved", "zb1"
   int microbatches = 1;
   int virtual_stages = 1;
+  /// How stages compute: f32, or bf16 (CUDA stages in bf16 with f32 master
+  /// weights; CPU stages in f32). Plans written before the field read as f32.
+  DType dtype = DType::f32;
   std::string loss_stage_output;  // the loss value's name, returned by the last stage; empty for inference
   std::vector<PlanStage> stages;
 
@@ -138,6 +141,10 @@ void save_plan(const Plan& plan, const std::string& path);
 /// take the plan's values. Errors are located in the program's text, whose
 /// name is "stage N forward" (or backward).
 Module stage_program(const Plan& plan, const PlanStage& stage, std::string_view which);
+
+/// The compute dtype a plan may name ("f32" or "bf16"); throws pf::Error
+/// naming `what` (the option or field it came from) for anything else.
+DType parse_compute_dtype(std::string_view name, std::string_view what);
 
 // Reading and writing JSON files: shared by every JSON file Pipeforge reads
 // and writes (plans, device profiles, clusters), so that all of them report

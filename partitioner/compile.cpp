@@ -51,6 +51,7 @@ DimBinding microbatch_binding(const Module& model, const DimBinding& binding, in
 CompileResult compile_plan(Module model, const DimBinding& binding, const std::string& source,
                            const CompileOptions& options) {
   CompileResult result;
+  const DType dtype = parse_compute_dtype(options.dtype, "--dtype");
   DimBinding micro = microbatch_binding(model, binding, options.microbatches);
   PassContext ctx{micro};
   verify_module(model, micro, VerifyOptions{true});
@@ -112,6 +113,7 @@ CompileResult compile_plan(Module model, const DimBinding& binding, const std::s
   plan.schedule = options.schedule;
   plan.microbatches = options.microbatches;
   plan.virtual_stages = options.virtual_stages;
+  plan.dtype = dtype;
   plan.loss_stage_output = graph.values[graph.returns[0]].name;
 
   std::vector<StageModule> stages = split_into_stages(model, result.chosen.cuts);

@@ -196,6 +196,17 @@ void AdamW::step(double lr) {
   ++steps_;
 }
 
+std::unique_ptr<Optimizer> make_optimizer(std::string_view kind, std::vector<Param> params, double momentum,
+                                          double weight_decay) {
+  if (kind == "sgd") return std::make_unique<Sgd>(std::move(params), SgdOptions{momentum, weight_decay});
+  if (kind == "adamw") {
+    AdamWOptions adam;
+    adam.weight_decay = weight_decay;
+    return std::make_unique<AdamW>(std::move(params), adam);
+  }
+  throw Error(fmt::format("unknown optimizer '{}'; use sgd or adamw", kind));
+}
+
 double grad_sq_norm(std::span<const Param> params) {
   // Per parameter, the sums of its blocks (split over the device's threads),
   // added in block order.

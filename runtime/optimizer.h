@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <string>
 #include <string_view>
@@ -132,6 +133,12 @@ class AdamW final : public Optimizer {
  private:
   AdamWOptions options_;
 };
+
+/// The optimizer `kind` names: "sgd" (Sgd with `momentum`) or "adamw" (AdamW
+/// with its default betas and eps), both with `weight_decay`. Throws Error
+/// for another kind.
+std::unique_ptr<Optimizer> make_optimizer(std::string_view kind, std::vector<Param> params, double momentum,
+                                          double weight_decay);
 
 /// The global L2 norm of every gradient, accumulated in double. Split from
 /// clipping so that a pipeline can add the squares of all its stages before

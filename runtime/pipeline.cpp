@@ -1,4 +1,4 @@
-// Pipelined training on CPU devices in one process.
+// Pipelined training in one process, each stage on the CPU or a CUDA device.
 #include "runtime/pipeline.h"
 
 #include <fmt/format.h>
@@ -7,7 +7,6 @@
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
-#include <cstring>
 #include <functional>
 #include <map>
 #include <mutex>
@@ -18,6 +17,9 @@
 #include "ir/verifier.h"
 #include "runtime/safetensors.h"
 #include "runtime/stage_program.h"
+#ifdef PF_CUDA
+#include "runtime/cuda_stage_program.h"
+#endif
 
 namespace pf {
 
@@ -26,8 +28,6 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 double since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
-
-std::vector<std::byte> zeroed(int64_t bytes) { return std::vector<std::byte>(static_cast<size_t>(bytes)); }
 
 /// Thrown in a worker woken because another stage failed: that stage's error
 /// is the step's, so this one only unwinds the worker.
@@ -46,6 +46,7 @@ std::string describe(const Action& a) {
     case ActionKind::backward_input: return fmt::format("the input-gradient backward of micro-batch {}", a.microbatch);
     case ActionKind::backward_weight:
       return fmt::format("the weight-gradient backward of micro-batch {}", a.microbatch);
+    case ActionKind::step: return "the wait for its GPU work";
     default: return fmt::format("an action of micro-batch {}", a.microbatch);
   }
 }
@@ -156,7 +157,41 @@ struct Pipeline::Shared {
     }
     changed.notify_all();
   }
+
+  /// Called in a catch block of a worker running stage `stage`: records the
+  /// exception being handled as the step's failure (the first one wins).
+  void fail_with_current_exception(int stage) {
+    try {
+      throw;
+    } catch (const Stopped&) {
+      // another stage failed first; its error is the step's
+    } catch (const Timeout& t) {
+      fail(t.message);
+    } catch (const Error& e) {
+      fail(fmt::format("stage {}: {}", stage, e.message()));
+    } catch (const std::bad_alloc&) {
+      fail(fmt::format("stage {}: out of memory", stage));
+    } catch (const std::exception& e) {
+      // Not a pf::Error: a defect rather than bad input, but it must still
+      // stop every worker instead of escaping the thread (std::terminate).
+      fail(fmt::format("stage {}: {}", stage, e.what()));
+    } catch (...) {
+      fail(fmt::format("stage {}: unknown exception", stage));
+    }
+  }
 };
+
+namespace {
+
+/// How a stage reads what a neighbour hands it: nothing to do when both are
+/// on the CPU (it reads the neighbour's buffers in place), else the copies
+/// StageRunner::receive makes (or, dst == src, only orders).
+struct Inbound {
+  bool active = false;
+  std::vector<std::vector<HandOffCopy>> copies;  // [mb][tensor]
+};
+
+}  // namespace
 
 struct Pipeline::StepState {
   std::vector<std::pair<std::string, const void*>> inputs;
@@ -171,15 +206,25 @@ struct Pipeline::Stage {
   StageModule spec;
   std::string backward_text;  // the differentiated module, as the plan stores it
   ParameterSet params;
-  std::unique_ptr<StageProgram> program;
+  std::unique_ptr<StageRunner> program;              // a StageProgram, or a CudaStageProgram on a GPU
   std::unique_ptr<Optimizer> optimizer;
   std::vector<int> input_args;                       // per graph argument: index into spec.inputs, or -1
   std::vector<int64_t> input_sample_bytes;           // per model input the stage reads: bytes of one micro-batch
+  std::vector<TensorType> input_types;               // per model input the stage reads: its micro-batch type
   std::vector<int> float_outputs;                    // differentiated results
-  std::vector<std::vector<std::vector<std::byte>>> sends;       // [mb][send i]
-  std::vector<std::vector<std::vector<std::byte>>> send_grads;  // [mb][recv i] (gradients going back)
+  int results = 0;                                   // the graph's own results (the loss, then what it sends)
+  // Hand-offs (connect_stages), each buffer in the memory of the stage that writes it.
+  std::vector<std::vector<void*>> sends;             // [mb][send i]: activations its forward writes
+  std::vector<int64_t> send_bytes;                   // [send i]
+  std::vector<std::vector<void*>> send_grads;        // [mb][recv i]: gradients going back
+  std::vector<TensorType> send_grad_types;           // [recv i], as the model declares them
+  std::vector<int64_t> send_grad_bytes;              // [recv i], as the stage stores them
+  std::vector<std::vector<const void*>> recvs;       // [mb][recv i]: what its forward reads
+  std::vector<std::vector<const void*>> seeds_in;    // [mb][send i]: the gradients its backward reads
+  Inbound from_previous, from_next;
   std::vector<float> losses;                         // [mb]
-  float loss_seed = 1.0f;                            // the loss's gradient: 1/m (the step's loss is the mean)
+  std::vector<void*> loss_out;                       // [mb]: where the forward writes the loss (&losses[mb] on the CPU)
+  const void* loss_seed = nullptr;                   // the loss's gradient: 1/m (the step's loss is the mean)
   std::vector<int> free_slots;
   std::vector<int> slot_of;                          // [mb]
   int inflight = 0, peak = 0;
@@ -198,6 +243,20 @@ Pipeline::Pipeline(std::vector<StageModule> stages, const DimBinding& micro_bind
   const bool split = std::any_of(schedule_.per_device.begin(), schedule_.per_device.end(), [](const auto& list) {
     return std::any_of(list.begin(), list.end(), [](const Action& a) { return a.kind == ActionKind::backward_weight; });
   });
+  const std::vector<int>& gpus = options.stage_gpus;
+  if (!gpus.empty() && static_cast<int>(gpus.size()) != n)
+    throw Error(fmt::format("stage_gpus places {} stages, but the pipeline has {}", gpus.size(), n));
+  if (options.dtype != DType::f32 && options.dtype != DType::bf16)
+    throw Error(fmt::format("pipeline dtype {}: stages compute in f32 or bf16", dtype_name(options.dtype)));
+  const auto first_gpu = std::find_if(gpus.begin(), gpus.end(), [](int g) { return g >= 0; });
+#ifdef PF_CUDA
+  std::optional<CudaStages> cuda_stages;
+  if (first_gpu != gpus.end()) cuda_stages.emplace(gpus, options.allow_tf32);
+#else
+  if (first_gpu != gpus.end())
+    throw Error(fmt::format("stage {} is placed on CUDA device {}, but this pipeforge was built without CUDA",
+                            first_gpu - gpus.begin(), *first_gpu));
+#endif
   for (int s = 0; s < n; ++s) {
     auto st = std::make_unique<Stage>();
     st->spec = std::move(stages[s]);
@@ -212,29 +271,115 @@ Pipeline::Pipeline(std::vector<StageModule> stages, const DimBinding& micro_bind
       const std::string& name = graph.values[graph.args[a]].name;
       auto it = std::find(st->spec.inputs.begin(), st->spec.inputs.end(), name);
       st->input_args.push_back(it == st->spec.inputs.end() ? -1 : static_cast<int>(it - st->spec.inputs.begin()));
-      if (it != st->spec.inputs.end()) st->input_sample_bytes.push_back(graph.type_of(graph.args[a]).bytes());
+      if (it != st->spec.inputs.end()) {
+        st->input_sample_bytes.push_back(graph.type_of(graph.args[a]).bytes());
+        st->input_types.push_back(graph.type_of(graph.args[a]));
+      }
     }
-    // Buffers for every micro-batch, allocated and touched once.
-    st->sends.resize(m);
-    st->send_grads.resize(m);
-    for (int mb = 0; mb < m; ++mb) {
-      for (int r = st->spec.has_loss ? 1 : 0; r < results; ++r)
-        st->sends[mb].push_back(zeroed(graph.type_of(graph.returns[r]).bytes()));
-      for (const std::string& name : ad.wrt_inputs)
-        st->send_grads[mb].push_back(zeroed(graph.type_of(graph.find_value(name)).bytes()));
-    }
+    st->results = results;
+    for (const std::string& name : ad.wrt_inputs) st->send_grad_types.push_back(graph.type_of(graph.find_value(name)));
     st->losses.assign(m, 0.0f);
-    st->loss_seed = 1.0f / static_cast<float>(m);
     int slots = std::max(1, sim.peak_stashed[s]);
     for (int k = slots - 1; k >= 0; --k) st->free_slots.push_back(k);
     st->slot_of.assign(m, -1);
-    st->program = std::make_unique<StageProgram>(std::move(module), micro_binding, std::move(gradients), st->params,
-                                                 slots, /*caller_results=*/true, split);
+    const int gpu = gpus.empty() ? -1 : gpus[s];
+    if (gpu < 0) {
+      st->program = std::make_unique<StageProgram>(std::move(module), micro_binding, std::move(gradients), st->params,
+                                                   slots, /*caller_results=*/true, split);
+    } else {
+#ifdef PF_CUDA
+      CudaStageOptions co;
+      co.microbatches = m;
+      co.slots = slots;
+      co.split = split;
+      co.float_dtype = options.dtype;
+      st->program = cuda_stages->make(s, std::move(module), micro_binding, std::move(gradients), st->params, co);
+#endif
+    }
     stages_.push_back(std::move(st));
   }
+  connect_stages();
   shared_->waiting.assign(n, Waiting{});
   shared_->act_ready.assign(n, std::vector<char>(m, 0));
   shared_->grad_ready.assign(n, std::vector<char>(m, 0));
+}
+
+namespace {
+
+/// Stage `receiver`'s view of `buffers` ([mb][tensor], `bytes` each), which
+/// `sender` writes: the buffers themselves when both share a memory, else
+/// buffers of the receiver's own (pinned host memory from a GPU sender) that
+/// `in` copies into.
+void link(StageRunner& receiver, StageRunner& sender, const std::vector<std::vector<void*>>& buffers,
+          const std::vector<int64_t>& bytes, std::vector<std::vector<const void*>>& views, Inbound& in) {
+  const StagePlace r = receiver.place(), s = sender.place();
+  in.active = !(r.on_host() && s.on_host());
+  views.assign(buffers.size(), {});
+  in.copies.assign(in.active ? buffers.size() : 0, {});
+  for (size_t mb = 0; mb < buffers.size(); ++mb)
+    for (size_t i = 0; i < buffers[mb].size(); ++i) {
+      void* src = buffers[mb][i];
+      void* dst = r == s ? src : r.on_host() ? sender.allocate_host(bytes[i]) : receiver.allocate(bytes[i]);
+      views[mb].push_back(dst);
+      if (in.active) in.copies[mb].push_back({dst, src, bytes[i]});
+    }
+}
+
+}  // namespace
+
+void Pipeline::connect_stages() {
+  const int n = stages(), m = options_.microbatches;
+  for (int s = 0; s + 1 < n; ++s) {
+    const StageRunner &a = *stages_[s]->program, &b = *stages_[s + 1]->program;
+    if (a.float_dtype() != b.float_dtype())
+      throw Error(fmt::format("stages {} and {} would hand over floats as {} and {}: a bf16 plan computes in bf16 on "
+                              "CUDA devices and in f32 on CPU devices; place both on the same kind of device or "
+                              "compile the plan with --dtype f32",
+                              s, s + 1, dtype_name(a.float_dtype()), dtype_name(b.float_dtype())));
+  }
+  // A buffer stage s writes and stage `reader` reads: in s's memory, but
+  // pinned (allocated by the reader) when s is on the CPU and the reader on
+  // a GPU, so that the reader's copies run asynchronously at bus speed.
+  auto buffer = [&](int s, int reader, int64_t bytes) -> void* {
+    StageRunner& own = *stages_[s]->program;
+    if (reader >= 0 && reader < n && own.place().on_host() && !stages_[reader]->program->place().on_host())
+      return stages_[reader]->program->allocate_host(bytes);
+    return own.allocate(bytes);
+  };
+  for (int s = 0; s < n; ++s) {
+    Stage& st = *stages_[s];
+    StageRunner& p = *st.program;
+    st.send_bytes.clear();
+    for (int r = st.spec.has_loss ? 1 : 0; r < st.results; ++r) st.send_bytes.push_back(p.result_type(r).bytes());
+    st.send_grad_bytes.clear();
+    for (const TensorType& t : st.send_grad_types) st.send_grad_bytes.push_back(stored_bytes(t, p.float_dtype()));
+    // Every micro-batch's buffers, allocated (and touched) once.
+    st.sends.assign(static_cast<size_t>(m), {});
+    st.send_grads.assign(static_cast<size_t>(m), {});
+    for (auto& row : st.sends)
+      for (int64_t bytes : st.send_bytes) row.push_back(buffer(s, s + 1, bytes));
+    for (auto& row : st.send_grads)
+      for (int64_t bytes : st.send_grad_bytes) row.push_back(buffer(s, s - 1, bytes));
+    st.loss_out.clear();
+    if (st.spec.has_loss) {
+      const int64_t bytes = p.result_type(0).bytes();
+      auto* base = p.place().on_host() ? nullptr : static_cast<std::byte*>(p.allocate(bytes * m));
+      for (int mb = 0; mb < m; ++mb)
+        st.loss_out.push_back(base ? static_cast<void*>(base + bytes * mb) : &st.losses[static_cast<size_t>(mb)]);
+    }
+    st.loss_seed = p.scalar(1.0f / static_cast<float>(m));
+  }
+  for (int s = 0; s < n; ++s) {
+    Stage& st = *stages_[s];
+    if (s > 0) {
+      const Stage& prev = *stages_[s - 1];
+      link(*st.program, *prev.program, prev.sends, prev.send_bytes, st.recvs, st.from_previous);
+    }
+    if (s + 1 < n) {
+      const Stage& next = *stages_[s + 1];
+      link(*st.program, *next.program, next.send_grads, next.send_grad_bytes, st.seeds_in, st.from_next);
+    }
+  }
 }
 
 Pipeline::~Pipeline() {
@@ -276,6 +421,41 @@ std::vector<int> Pipeline::watch_workers() {
   return stuck;
 }
 
+namespace {
+
+/// Per plan stage, the CUDA device it runs on (-1: the CPU): the plan's k-th
+/// device of kind "cuda" is GPU k % the number visible. Empty when the plan
+/// names no GPU. Throws when it does and this process cannot use one.
+std::vector<int> gpus_of_stages(const Plan& plan) {
+  std::vector<int> cuda_index(plan.devices.size(), -1);  // per plan device: its rank among the CUDA ones
+  int count = 0;
+  for (size_t d = 0; d < plan.devices.size(); ++d)
+    if (plan.devices[d].kind == "cuda") cuda_index[d] = count++;
+  const auto first = std::find_if(plan.stages.begin(), plan.stages.end(), [&](const PlanStage& s) {
+    return cuda_index.at(static_cast<size_t>(s.device)) >= 0;
+  });
+  if (first == plan.stages.end()) return {};
+  const std::string where =
+      fmt::format("plan stage {} is on {}", first->index, plan.devices.at(static_cast<size_t>(first->device)).name);
+#ifdef PF_CUDA
+  const int visible = visible_cuda_devices();
+  if (visible == 0)
+    throw Error(where +
+                " but no CUDA device is visible; compile the plan for cpu devices or run on a machine with a GPU");
+  std::vector<int> out;
+  for (const PlanStage& s : plan.stages) {
+    const int k = cuda_index.at(static_cast<size_t>(s.device));
+    out.push_back(k < 0 ? -1 : k % visible);
+  }
+  return out;
+#else
+  throw Error(where + " but this pipeforge was built without CUDA; compile the plan for cpu devices or build "
+                      "pipeforge where nvcc is found (-DPF_CUDA=ON)");
+#endif
+}
+
+}  // namespace
+
 std::unique_ptr<Pipeline> Pipeline::from_plan(const Plan& plan, PipelineOptions options) {
   auto kind = parse_schedule_kind(plan.schedule);
   if (!kind)
@@ -286,6 +466,8 @@ std::unique_ptr<Pipeline> Pipeline::from_plan(const Plan& plan, PipelineOptions 
   options.schedule = *kind;
   options.microbatches = plan.microbatches;
   options.virtual_stages = plan.virtual_stages;
+  options.dtype = plan.dtype;
+  options.stage_gpus = options.cpu_only ? std::vector<int>{} : gpus_of_stages(plan);
   std::vector<StageModule> stages;
   for (const PlanStage& ps : plan.stages) {
     StageModule sm;
@@ -329,14 +511,29 @@ std::vector<ParameterSet*> Pipeline::parameter_sets() {
 }
 
 void Pipeline::initialize(uint64_t seed) {
-  for (auto& s : stages_) s->params.initialize(seed);
+  for (auto& s : stages_) {
+    s->params.initialize(seed);
+    s->program->upload(nullptr);
+  }
 }
 
 void Pipeline::load(const SafeTensors& file, const std::string& what) {
-  for (auto& s : stages_) s->params.load_values(file, what, /*allow_unexpected=*/true);
+  for (auto& s : stages_) {
+    s->params.load_values(file, what, /*allow_unexpected=*/true);
+    s->program->upload(nullptr);
+  }
+}
+
+void Pipeline::copy_to_host() {
+  for (auto& s : stages_) s->program->download(s->optimizer.get());
+}
+
+void Pipeline::copy_to_devices() {
+  for (auto& s : stages_) s->program->upload(s->optimizer.get());
 }
 
 void Pipeline::save_grads(SafeTensors& file) const {
+  for (const auto& s : stages_) s->program->download(nullptr);
   std::map<std::string, bool> seen;
   for (const auto& s : stages_)
     for (const auto& e : s->params.entries())
@@ -347,6 +544,7 @@ void Pipeline::save_grads(SafeTensors& file) const {
 }
 
 void Pipeline::save_values(SafeTensors& file) const {
+  for (const auto& s : stages_) s->program->download(nullptr);
   std::map<std::string, bool> seen;
   for (const auto& s : stages_)
     for (const auto& e : s->params.entries())
@@ -358,17 +556,7 @@ void Pipeline::save_values(SafeTensors& file) const {
 
 void Pipeline::start() {
   const TrainerOptions& t = options_.train;
-  for (auto& s : stages_) {
-    if (t.optimizer == "sgd") {
-      s->optimizer = std::make_unique<Sgd>(s->params.optimizer_params(), SgdOptions{t.momentum, t.weight_decay});
-    } else if (t.optimizer == "adamw") {
-      AdamWOptions adam;
-      adam.weight_decay = t.weight_decay;
-      s->optimizer = std::make_unique<AdamW>(s->params.optimizer_params(), adam);
-    } else {
-      throw Error(fmt::format("unknown optimizer '{}'; use sgd or adamw", t.optimizer));
-    }
-  }
+  for (auto& s : stages_) s->optimizer = s->program->make_optimizer(t);
   lr_ = t.cosine || t.warmup > 0 ? LrSchedule::warmup_cosine(t.lr, t.lr / 10, t.warmup, t.steps)
                                  : LrSchedule::constant(t.lr);
 }
@@ -403,9 +591,15 @@ void Pipeline::run_device(StepState& w, int device, bool backward) {
       switch (a.kind) {
         case ActionKind::recv_act:
           w.shared->wait(w.shared->act_ready, a.stage, a.stage - 1, a.microbatch, w.options.timeout_s, "activations");
+          if (st.from_previous.active)
+            st.program->receive(*w.stages[a.stage - 1]->program, HandOff::activations, a.microbatch,
+                                st.from_previous.copies[a.microbatch]);
           break;
         case ActionKind::recv_grad:
           w.shared->wait(w.shared->grad_ready, a.stage, a.stage + 1, a.microbatch, w.options.timeout_s, "gradients");
+          if (st.from_next.active)
+            st.program->receive(*w.stages[a.stage + 1]->program, HandOff::gradients, a.microbatch,
+                                st.from_next.copies[a.microbatch]);
           break;
         case ActionKind::send_act:
           if (faulty(a, Fault::Kind::drop_send)) break;
@@ -430,15 +624,18 @@ void Pipeline::run_device(StepState& w, int device, bool backward) {
               const std::string& name = st.spec.inputs[model_input];
               auto it = std::find_if(inputs.begin(), inputs.end(), [&](auto& p) { return p.first == name; });
               if (it == inputs.end()) throw Error(fmt::format("the batch has no input '{}'", name));
-              int64_t bytes = st.input_sample_bytes[input_index++];
-              args.push_back(static_cast<const std::byte*>(it->second) + bytes * a.microbatch);
+              const int64_t bytes = st.input_sample_bytes[input_index];
+              args.push_back(st.program->stage_input(static_cast<int>(i),
+                                                     static_cast<const std::byte*>(it->second) + bytes * a.microbatch,
+                                                     st.input_types[input_index]));
+              ++input_index;
             } else {
-              args.push_back(w.stages[a.stage - 1]->sends[a.microbatch][recv_index++].data());
+              args.push_back(st.recvs[a.microbatch][recv_index++]);
             }
           }
           std::vector<void*> results;
-          if (st.spec.has_loss) results.push_back(&st.losses[a.microbatch]);
-          for (auto& b : st.sends[a.microbatch]) results.push_back(b.data());
+          if (st.spec.has_loss) results.push_back(st.loss_out[a.microbatch]);
+          for (void* b : st.sends[a.microbatch]) results.push_back(b);
           if (st.free_slots.empty()) throw Error("no stash slot free: the schedule keeps more in flight than planned");
           int slot = st.free_slots.back();
           st.free_slots.pop_back();
@@ -446,6 +643,7 @@ void Pipeline::run_device(StepState& w, int device, bool backward) {
           st.inflight += 1;
           st.peak = std::max(st.peak, st.inflight);
           st.program->forward(slot, args, results);
+          st.program->mark_produced(HandOff::activations, a.microbatch);
           if (!backward) {
             // No backward will read the stash: the slot is free again.
             st.free_slots.push_back(slot);
@@ -460,9 +658,9 @@ void Pipeline::run_device(StepState& w, int device, bool backward) {
           size_t send_index = 0;
           for (int r : st.float_outputs) {
             if (st.spec.has_loss && r == 0) {
-              seeds.push_back(&st.loss_seed);
+              seeds.push_back(st.loss_seed);
             } else {
-              seeds.push_back(w.stages[a.stage + 1]->send_grads[a.microbatch][send_index++].data());
+              seeds.push_back(st.seeds_in[a.microbatch][send_index++]);
             }
           }
           int slot = st.slot_of[a.microbatch];
@@ -473,8 +671,8 @@ void Pipeline::run_device(StepState& w, int device, bool backward) {
             st.grads_written = true;
           }
           for (size_t i = 0; i < st.send_grads[a.microbatch].size(); ++i)
-            std::memcpy(st.send_grads[a.microbatch][i].data(), st.program->input_grad(static_cast<int>(i)),
-                        st.send_grads[a.microbatch][i].size());
+            st.program->copy_input_grad(static_cast<int>(i), st.send_grads[a.microbatch][i], st.send_grad_bytes[i]);
+          st.program->mark_produced(HandOff::gradients, a.microbatch);
           st.inflight -= 1;
           if (!st.program->split()) st.free_slots.push_back(slot);
           break;
@@ -487,24 +685,8 @@ void Pipeline::run_device(StepState& w, int device, bool backward) {
         case ActionKind::step:
           break;
       }
-    } catch (const Stopped&) {
-      return;  // another stage failed first; its error is the step's
-    } catch (const Timeout& t) {
-      w.shared->fail(t.message);
-      return;
-    } catch (const Error& e) {
-      w.shared->fail(fmt::format("stage {}: {}", a.stage, e.message()));
-      return;
-    } catch (const std::bad_alloc&) {
-      w.shared->fail(fmt::format("stage {}: out of memory", a.stage));
-      return;
-    } catch (const std::exception& e) {
-      // Not a pf::Error: a defect rather than bad input, but it must still
-      // stop every worker instead of escaping the thread (std::terminate).
-      w.shared->fail(fmt::format("stage {}: {}", a.stage, e.what()));
-      return;
     } catch (...) {
-      w.shared->fail(fmt::format("stage {}: unknown exception", a.stage));
+      w.shared->fail_with_current_exception(a.stage);
       return;
     }
     if (compute) w.shared->leave(device);
@@ -513,18 +695,52 @@ void Pipeline::run_device(StepState& w, int device, bool backward) {
       result.trace.push_back({device, a, start, since(t0)});
     }
   }
+  // A CUDA stage's actions queue work and return: wait for it (watched like
+  // a computation), so that the losses and gradients are there when the step
+  // ends and bad data a kernel found fails the step. Nothing for CPU stages.
+  for (size_t s = static_cast<size_t>(device); s < w.stages.size(); s += static_cast<size_t>(w.schedule.devices)) {
+    Stage& st = *w.stages[s];
+    if (st.program->place().on_host()) continue;
+    w.shared->enter(device, Action{ActionKind::step, -1, static_cast<int>(s), -1});
+    try {
+      st.program->finish();
+      if (st.spec.has_loss)
+        st.program->read_floats(st.loss_out.front(), st.losses.data(), static_cast<int64_t>(st.losses.size()));
+    } catch (...) {
+      w.shared->fail_with_current_exception(static_cast<int>(s));
+      return;
+    }
+    w.shared->leave(device);
+  }
 }
 
 void Pipeline::sum_tied_grads() {
-  std::map<std::string, std::vector<ParameterSet::Entry*>> copies;
+  struct Copy {
+    StageRunner* stage;
+    ParameterSet::Entry* entry;
+  };
+  std::map<std::string, std::vector<Copy>> copies;
   for (auto& s : stages_)
-    for (auto& e : s->params.entries()) copies[e.name].push_back(&e);
+    for (auto& e : s->params.entries()) copies[e.name].push_back({s->program.get(), &e});
   for (auto& [name, list] : copies) {
     if (list.size() < 2) continue;
-    std::vector<float>& total = list[0]->grad;
-    for (size_t k = 1; k < list.size(); ++k)
-      for (size_t i = 0; i < total.size(); ++i) total[i] += list[k]->grad[i];
-    for (size_t k = 1; k < list.size(); ++k) list[k]->grad = total;
+    const bool on_host =
+        std::all_of(list.begin(), list.end(), [](const Copy& c) { return c.stage->place().on_host(); });
+    if (on_host) {
+      std::vector<float>& total = list[0].entry->grad;
+      for (size_t k = 1; k < list.size(); ++k)
+        for (size_t i = 0; i < total.size(); ++i) total[i] += list[k].entry->grad[i];
+      for (size_t k = 1; k < list.size(); ++k) list[k].entry->grad = total;
+      continue;
+    }
+    // A copy on a GPU: summed through host memory, in the same order. (Only
+    // tied weights cross stages, once per step: the embedding of a GPT.)
+    std::vector<float> total(list[0].entry->grad.size(), 0.0f), part(total.size());
+    for (const Copy& c : list) {
+      c.stage->read_grad(name, part.data());
+      for (size_t i = 0; i < total.size(); ++i) total[i] += part[i];
+    }
+    for (const Copy& c : list) c.stage->write_grad(name, total.data());
   }
 }
 
@@ -607,7 +823,9 @@ PipelineStepResult Pipeline::train_step(const std::vector<std::pair<std::string,
       if (seen.insert(p.name).second) owned[s].push_back(p);
   }
   std::vector<double> sq(stages_.size(), 0.0);
-  for_each_device([&](int s) { sq[static_cast<size_t>(s)] = grad_sq_norm(owned[static_cast<size_t>(s)]); });
+  for_each_device([&](int s) {
+    sq[static_cast<size_t>(s)] = stages_[static_cast<size_t>(s)]->program->grad_sq_norm(owned[static_cast<size_t>(s)]);
+  });
   double total = 0;
   for (double x : sq) total += x;
   result.grad_norm = std::sqrt(total);
@@ -617,7 +835,7 @@ PipelineStepResult Pipeline::train_step(const std::vector<std::pair<std::string,
   result.lr = lr_->at(stages_[0]->optimizer->step_count());
   if (!std::isfinite(result.grad_norm)) return result;
   for_each_device([&](int s) {
-    if (factor != 1.0) scale_grads(views[static_cast<size_t>(s)], factor);
+    if (factor != 1.0) stages_[static_cast<size_t>(s)]->program->scale_grads(views[static_cast<size_t>(s)], factor);
     stages_[static_cast<size_t>(s)]->optimizer->step(result.lr);
   });
   return result;

@@ -1,6 +1,8 @@
-// Pipelined training on CPU devices in one process: one worker thread per
-// device walks its schedule's action list; activations and gradients are
-// handed between stages without copying, by micro-batch.
+// Pipelined training in one process: one worker thread per device walks its
+// schedule's action list; each stage runs on the CPU or on a CUDA device, and
+// activations and gradients are handed between stages by micro-batch:
+// without copying between CPU stages or stages sharing a GPU, by peer copies
+// between GPUs, and through pinned host memory between a CPU and a GPU.
 #pragma once
 
 #include <functional>
@@ -38,6 +40,23 @@ struct PipelineOptions {
   /// Record every action's start and end for a Perfetto trace.
   bool trace = false;
 
+  /// Per stage: the CUDA device (ordinal) it runs on, or -1 for a CPU
+  /// thread; empty: every stage on the CPU. from_plan fills it from the
+  /// plan's devices unless `cpu_only`. Several stages may share a GPU (each
+  /// gets its own stream).
+  std::vector<int> stage_gpus;
+  /// from_plan: run every stage on the CPU whatever devices the plan names.
+  bool cpu_only = false;
+  /// How CUDA stages store and compute floats: f32, or bf16 with f32 master
+  /// weights (the optimizer steps f32 weights, the kernels read a bf16 copy,
+  /// bf16 gradients are summed into f32 ones; no loss scaling). CPU stages
+  /// compute in f32 either way. from_plan takes the plan's dtype.
+  DType dtype = DType::f32;
+  /// CUDA stages in f32: let cuBLAS and cuDNN use TF32 tensor cores (about
+  /// 1e-3 relative error instead of 1e-6). Off: a CUDA stage computes what a
+  /// CPU stage computes to rounding.
+  bool allow_tf32 = false;
+
   /// Fault injection, for the tests of failure handling only
   /// (tests/runtime/runtime_test.cpp): makes one stage misbehave at one
   /// micro-batch the way a defect would, so that the error path and the
@@ -60,13 +79,17 @@ class Pipeline {
  public:
   /// `stages` come from split_into_stages under `micro_binding`: the model's
   /// binding with the batch dimension divided by the micro-batch count.
-  /// Stage s runs on device s % devices (devices = stages / virtual_stages).
+  /// Stage s runs on device s % devices (devices = stages / virtual_stages),
+  /// a worker thread, placed on the CPU or on options.stage_gpus[s].
   Pipeline(std::vector<StageModule> stages, const DimBinding& micro_binding, const PipelineOptions& options);
   ~Pipeline();
 
-  /// The pipeline a plan describes (its schedule, micro-batches and virtual
-  /// stages override those of `options`). Each stage's backward program is
-  /// derived again and must equal the plan's.
+  /// The pipeline a plan describes (its schedule, micro-batches, virtual
+  /// stages and dtype override those of `options`). Each stage's backward
+  /// program is derived again and must equal the plan's. A stage on a device
+  /// of kind "cuda" runs on a GPU: the plan's k-th CUDA device is GPU k % the
+  /// number visible. Throws pf::Error naming the stage and its device when
+  /// the plan names a GPU and none is visible, or this build has no CUDA.
   static std::unique_ptr<Pipeline> from_plan(const Plan& plan, PipelineOptions options);
 
   int stages() const;
@@ -75,6 +98,7 @@ class Pipeline {
   int devices() const;
   const Schedule& schedule() const;
   /// Every parameter of every stage (a tied one once per stage holding it).
+  /// A CUDA stage's are host copies: see copy_to_host.
   std::vector<ParameterSet*> parameter_sets();
   void initialize(uint64_t seed);
   /// Loads each stage's parameters from one file holding the whole model's.
@@ -82,6 +106,16 @@ class Pipeline {
   /// The gradients of the last step, one per parameter (tied ones summed).
   void save_grads(SafeTensors& file) const;
   void save_values(SafeTensors& file) const;
+  /// CUDA stages keep their parameters, gradients and optimizer state on
+  /// their devices: copies them into the host ParameterSets and the
+  /// optimizers' state buffers (what parameter_sets() and optimizers()
+  /// show). Nothing to do for CPU stages. save_values and save_grads copy
+  /// what they write themselves.
+  void copy_to_host();
+  /// After the host copies were changed from outside (optimizer state loaded
+  /// from a checkpoint): copies them to the devices. initialize and load do
+  /// it themselves.
+  void copy_to_devices();
   void start();
 
   /// One step on a full batch: `inputs` are the model's inputs by name, each
@@ -98,7 +132,9 @@ class Pipeline {
   PipelineStepResult forward(const std::vector<std::pair<std::string, const void*>>& inputs);
 
   /// Each stage's optimizer, in stage order (a tied parameter has state in
-  /// every stage holding it, equal in all); empty before start().
+  /// every stage holding it, equal in all); empty before start(). A CUDA
+  /// stage's steps on its device; its state buffers are host copies (see
+  /// copy_to_host).
   std::vector<Optimizer*> optimizers();
 
  private:
@@ -108,6 +144,11 @@ class Pipeline {
   /// One device's walk through its action list for one step; reads and
   /// writes only `state` and what it points to (never the Pipeline itself).
   static void run_device(StepState& state, int device, bool backward);
+  /// Allocates every hand-off buffer, each in the memory of the stage that
+  /// writes it (pinned host memory when a GPU neighbour copies it), and
+  /// decides how each stage reads its neighbours': in place, or through
+  /// copies that receive() makes.
+  void connect_stages();
   void sum_tied_grads();
   /// Waits for every worker of the step, as the watchdog: fails the step when
   /// a computation outlives timeout_s, and gives up on workers that have not

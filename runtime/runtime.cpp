@@ -205,6 +205,7 @@ int64_t Runtime::step() const { return impl_->step; }
 void Runtime::save_checkpoint(const std::string& path) const {
   if (!impl_->has_weights) throw Error(fmt::format("{}: the runtime has no weights to save yet", path));
   SafeTensors file;
+  impl_->pipeline->copy_to_host();  // CUDA stages' weights and optimizer state
   impl_->pipeline->save_values(file);
   // A state buffer named like a parameter ("w.exp_avg" beside a parameter
   // "w.exp_avg") makes add() throw: the checkpoint would be ambiguous.
@@ -253,6 +254,7 @@ void Runtime::load_checkpoint(const std::string& path) {
   // Nothing below can fail: the checks above are the ones these loaders make.
   impl_->pipeline->load(file, path);
   for (Optimizer* opt : impl_->pipeline->optimizers()) opt->load_state(file);
+  impl_->pipeline->copy_to_devices();  // CUDA stages' optimizer state
   impl_->step = *step;
   impl_->has_weights = true;
 }

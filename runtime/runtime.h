@@ -35,9 +35,10 @@ struct RuntimeOptions {
   bool trace = false;
 };
 
-/// A plan loaded for training on CPU devices in this process: one worker
-/// thread per device walks the plan's schedule; gradients of all
-/// micro-batches are accumulated, then the optimizer steps once per batch.
+/// A plan loaded for training in this process: one worker thread per device
+/// walks the plan's schedule, each stage on the CPU or, where the plan names
+/// a GPU, on a CUDA device; gradients of all micro-batches are accumulated,
+/// then the optimizer steps once per batch.
 ///
 /// Errors are pf::Error (ir/diagnostic.h) with one message saying what is
 /// wrong and where ("stage 1: cross_entropy: target 12 at position 3 is out

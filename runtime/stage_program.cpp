@@ -1,94 +1,54 @@
 // A differentiated program compiled for the CPU.
 #include "runtime/stage_program.h"
 
-#include <fmt/format.h>
-
+#include <algorithm>
 #include <cstring>
+#include <iterator>
 
+#include "backends/cpu/memory_plan.h"
 #include "backends/cpu/parallel.h"
 #include "ir/diagnostic.h"
+#include "runtime/stage_executors.h"
+#include "runtime/trainer.h"
 
 namespace pf {
 
 StageProgram::StageProgram(Module module, const DimBinding& binding, GradientProgram gradients, ParameterSet& params,
                            int slots, bool caller_results, bool split)
-    : module_(std::move(module)), gradients_(std::move(gradients)) {
+    : params_(&params), module_(std::move(module)), gradients_(std::move(gradients)) {
   const Function& graph = module_.graph();
-  const Function* backward = module_.find_function(gradients_.backward);
-  if (!backward) throw Error(fmt::format("@{} has no backward function @{}", graph.name, gradients_.backward));
-
   for (const Op& op : graph.ops)
     if (op.kind == OpKind::param)
       params.add(graph.values[op.results[0]].name, graph.type_of(op.results[0]), op.attr("init")->init);
-
-  // The stash goes straight from the forward's kernels into the slot's buffer.
-  cpu::ExecutorOptions fwd_options;
-  if (caller_results)
-    for (int r = 0; r < gradients_.original_results; ++r) fwd_options.caller_outputs.push_back(r);
-  for (size_t s = 0; s < gradients_.stash.size(); ++s) {
-    fwd_options.caller_outputs.push_back(gradients_.original_results + static_cast<int>(s));
-    const TensorType& t = graph.type_of(graph.returns[gradients_.original_results + s]);
-    stash_offsets_.push_back(stash_bytes_);
-    stash_bytes_ += (t.bytes() + 63) / 64 * 64;
-  }
-  forward_ = std::make_unique<cpu::Executor>(graph, binding, DType::f32, fwd_options);
-  std::vector<cpu::Executor*> readers_of_params = {forward_.get()};
-  if (split) {
-    split_ = split_backward(module_, gradients_, binding);
-    const Function& input_fn = *module_.find_function(split_->input);
-    const Function& weight_fn = *module_.find_function(split_->weight);
-    // The deferred values go straight from the input part's kernels into the slot.
-    cpu::ExecutorOptions input_options;
-    const int first_deferred = static_cast<int>(gradients_.input_grads.size());
-    for (size_t d = 0; d < split_->deferred.size(); ++d) {
-      input_options.caller_outputs.push_back(first_deferred + static_cast<int>(d));
-      const TensorType& t = input_fn.type_of(input_fn.returns[static_cast<size_t>(first_deferred) + d]);
-      deferred_offsets_.push_back(stash_bytes_ + deferred_bytes_);
-      deferred_bytes_ += (t.bytes() + 63) / 64 * 64;
-    }
-    if (!input_fn.returns.empty()) {
-      input_part_ = std::make_unique<cpu::Executor>(input_fn, binding, DType::f32, input_options);
-      readers_of_params.push_back(input_part_.get());
-    }
-    weight_part_ = std::make_unique<cpu::Executor>(weight_fn, binding, DType::f32);
-    readers_of_params.push_back(weight_part_.get());
-  } else {
-    backward_ = std::make_unique<cpu::Executor>(*backward, binding, DType::f32);
-    readers_of_params.push_back(backward_.get());
-  }
-  for (cpu::Executor* e : readers_of_params)
+  programs_ = std::make_unique<StageExecutors<cpu::Executor>>(
+      module_, gradients_, binding, slots, caller_results, split, /*caller_grads=*/false, cpu::kArenaAlignment,
+      [&](const Function& f, std::vector<int> caller_outputs) {
+        cpu::ExecutorOptions options;
+        options.caller_outputs = std::move(caller_outputs);
+        return std::make_unique<cpu::Executor>(f, binding, DType::f32, options);
+      });
+  for (cpu::Executor* e : programs_->all())
     for (const std::string& name : e->param_names()) e->bind_param(name, params.at(name).value.data());
   for (const std::string& name : gradients_.params) grad_targets_.push_back(&params.at(name));
 
   // Slots are allocated and touched once: first touch is slow on these machines.
-  stash_.resize(static_cast<size_t>(std::max(1, slots)));
-  for (auto& slot : stash_) slot.assign(static_cast<size_t>(stash_bytes_ + deferred_bytes_), std::byte{0});
-  seeds_.resize(stash_.size());
+  stash_.resize(static_cast<size_t>(programs_->slots()));
+  for (auto& s : stash_) s.assign(static_cast<size_t>(programs_->slot_bytes()), std::byte{0});
 }
 
 StageProgram::~StageProgram() = default;
 
 const Function& StageProgram::graph() const { return module_.graph(); }
+bool StageProgram::split() const { return programs_->split(); }
+const BackwardSplit& StageProgram::backward_split() const { return programs_->backward_split(); }
+int64_t StageProgram::stash_bytes() const { return programs_->slot_bytes(); }
 
-void StageProgram::forward(int slot, std::span<const void* const> inputs, std::span<void* const> results) {
-  for (size_t i = 0; i < inputs.size(); ++i) forward_->bind_input(static_cast<int>(i), inputs[i]);
-  for (size_t r = 0; r < results.size(); ++r) forward_->bind_output(static_cast<int>(r), results[r]);
-  std::byte* base = stash_.at(static_cast<size_t>(slot)).data();
-  for (size_t s = 0; s < stash_offsets_.size(); ++s)
-    forward_->bind_output(gradients_.original_results + static_cast<int>(s), base + stash_offsets_[s]);
-  forward_->run();
+void StageProgram::forward(int slot_index, std::span<const void* const> inputs, std::span<void* const> results) {
+  programs_->run_forward(slot(slot_index), inputs, results);
 }
 
-const void* StageProgram::result(int i) const { return forward_->output(i); }
-const TensorType& StageProgram::result_type(int i) const { return forward_->output_type(i); }
-
-int StageProgram::bind_backward_args(cpu::Executor& e, int slot, std::span<const void* const> seeds) {
-  int arg = 0;
-  for (const void* seed : seeds) e.bind_input(arg++, seed);
-  const std::byte* base = stash_.at(static_cast<size_t>(slot)).data();
-  for (int64_t offset : stash_offsets_) e.bind_input(arg++, base + offset);
-  return arg;
-}
+const void* StageProgram::result(int i) const { return programs_->forward().output(i); }
+TensorType StageProgram::result_type(int i) const { return programs_->forward().output_type(i); }
 
 void StageProgram::run_into_grads(cpu::Executor& e, int first_param, bool overwrite_grads) {
   // Rebinding moves a kernel's writes (not only a final copy), so it is done
@@ -112,66 +72,94 @@ void StageProgram::run_into_grads(cpu::Executor& e, int first_param, bool overwr
   }
 }
 
-void StageProgram::backward(int slot, std::span<const void* const> seeds, bool overwrite_grads) {
-  if (split_) throw Error("this stage program runs its backward in two parts: backward_input, then backward_weight");
-  bind_backward_args(*backward_, slot, seeds);
-  run_into_grads(*backward_, static_cast<int>(gradients_.input_grads.size()), overwrite_grads);
-  last_input_grads_ = backward_.get();
+void StageProgram::backward(int slot_index, std::span<const void* const> seeds, bool overwrite_grads) {
+  programs_->run_backward(slot(slot_index), seeds,
+                          [&](cpu::Executor& e, int first_param) { run_into_grads(e, first_param, overwrite_grads); });
 }
 
-void StageProgram::backward_input(int slot, std::span<const void* const> seeds) {
-  if (!split_) throw Error("backward_input: this stage program runs its backward in one part");
-  seeds_.at(static_cast<size_t>(slot)).assign(seeds.begin(), seeds.end());
-  if (!input_part_) return;  // no input gradient to send: everything waits for the weight part
-  bind_backward_args(*input_part_, slot, seeds);
-  std::byte* base = stash_.at(static_cast<size_t>(slot)).data();
-  const int first_deferred = static_cast<int>(gradients_.input_grads.size());
-  for (size_t d = 0; d < deferred_offsets_.size(); ++d)
-    input_part_->bind_output(first_deferred + static_cast<int>(d), base + deferred_offsets_[d]);
-  input_part_->run();
-  last_input_grads_ = input_part_.get();
+void StageProgram::backward_input(int slot_index, std::span<const void* const> seeds) {
+  programs_->run_backward_input(slot_index, slot(slot_index), seeds);
 }
 
-void StageProgram::backward_weight(int slot, bool overwrite_grads) {
-  if (!split_) throw Error("backward_weight: this stage program runs its backward in one part");
-  int arg = bind_backward_args(*weight_part_, slot, seeds_.at(static_cast<size_t>(slot)));
-  const std::byte* base = stash_.at(static_cast<size_t>(slot)).data();
-  for (int64_t offset : deferred_offsets_) weight_part_->bind_input(arg++, base + offset);
-  run_into_grads(*weight_part_, 0, overwrite_grads);
-}
-
-std::vector<cpu::Executor*> StageProgram::executors() const {
-  std::vector<cpu::Executor*> out;
-  for (cpu::Executor* e : {forward_.get(), backward_.get(), input_part_.get(), weight_part_.get()})
-    if (e) out.push_back(e);
-  return out;
+void StageProgram::backward_weight(int slot_index, bool overwrite_grads) {
+  programs_->run_backward_weight(slot_index, slot(slot_index), [&](cpu::Executor& e, int first_param) {
+    run_into_grads(e, first_param, overwrite_grads);
+  });
 }
 
 void StageProgram::set_profile(bool on) {
-  for (cpu::Executor* e : executors()) e->set_profile(on);
+  for (cpu::Executor* e : programs_->all()) e->set_profile(on);
 }
 
 cpu::OpSeconds StageProgram::op_seconds() const {
   cpu::OpSeconds total{};
-  for (const cpu::Executor* e : executors()) {
+  for (const cpu::Executor* e : programs_->all()) {
     const cpu::OpSeconds& part = e->op_seconds();
     for (size_t k = 0; k < total.size(); ++k) total[k] += part[k];
   }
   return total;
 }
 
-void StageProgram::reset_profile() {
-  for (cpu::Executor* e : executors()) e->reset_profile();
+std::vector<cpu::OpTime> StageProgram::op_times() const {
+  std::vector<cpu::OpTime> out;
+  for (const cpu::Executor* e : programs_->all()) {
+    std::vector<cpu::OpTime> part = e->op_times();
+    out.insert(out.end(), std::make_move_iterator(part.begin()), std::make_move_iterator(part.end()));
+  }
+  return out;
 }
 
-const void* StageProgram::input_grad(int i) const {
-  if (!last_input_grads_) throw Error("input_grad: no backward has run yet");
-  return last_input_grads_->output(i);
+void StageProgram::reset_profile() {
+  for (cpu::Executor* e : programs_->all()) e->reset_profile();
 }
+
+const void* StageProgram::input_grad(int i) const { return programs_->last_input_grads().output(i); }
+
+void StageProgram::copy_input_grad(int i, void* dst, int64_t bytes) {
+  std::memcpy(dst, input_grad(i), static_cast<size_t>(bytes));
+}
+
+void* StageProgram::allocate(int64_t bytes) {
+  // Touched once here: first touch of fresh memory is slow on these machines.
+  return buffers_.emplace_back(static_cast<size_t>(bytes), std::byte{0}).data();
+}
+
+const void* StageProgram::scalar(float value) { return &scalars_.emplace_back(value); }
+
+void StageProgram::read_floats(const void* src, float* dst, int64_t n) {
+  if (src != dst) std::memcpy(dst, src, static_cast<size_t>(n) * sizeof(float));
+}
+
+void StageProgram::receive(StageRunner& sender, HandOff kind, int mb, std::span<const HandOffCopy> copies) {
+  sender.copy_to_host(kind, mb, copies);
+}
+
+void StageProgram::copy_to_host(HandOff, int, std::span<const HandOffCopy> copies) {
+  for (const HandOffCopy& c : copies)
+    if (c.dst != c.src) std::memcpy(c.dst, c.src, static_cast<size_t>(c.bytes));
+}
+
+std::unique_ptr<Optimizer> StageProgram::make_optimizer(const TrainerOptions& options) {
+  return pf::make_optimizer(options.optimizer, params_->optimizer_params(), options.momentum, options.weight_decay);
+}
+
+void StageProgram::read_grad(std::string_view name, float* host) {
+  const std::vector<float>& g = params_->at(name).grad;
+  std::copy(g.begin(), g.end(), host);
+}
+
+void StageProgram::write_grad(std::string_view name, const float* host) {
+  std::vector<float>& g = params_->at(name).grad;
+  std::copy(host, host + g.size(), g.begin());
+}
+
+double StageProgram::grad_sq_norm(std::span<const Param> params) { return pf::grad_sq_norm(params); }
+
+void StageProgram::scale_grads(std::span<const Param> params, double factor) { pf::scale_grads(params, factor); }
 
 int64_t StageProgram::arena_bytes() const {
   int64_t total = 0;
-  for (const cpu::Executor* e : executors()) total += e->arena_bytes();
+  for (const cpu::Executor* e : programs_->all()) total += e->arena_bytes();
   return total;
 }
 

@@ -3,8 +3,8 @@
 // in flight, and gradient accumulation into the parameters.
 #pragma once
 
+#include <deque>
 #include <memory>
-#include <optional>
 #include <span>
 #include <vector>
 
@@ -12,10 +12,17 @@
 #include "passes/autodiff.h"
 #include "passes/split_backward.h"
 #include "runtime/parameters.h"
+#include "runtime/stage_runner.h"
 
 namespace pf {
 
-class StageProgram {
+template <class Executor>
+class StageExecutors;
+
+/// The CPU's StageRunner: every call has done its work when it returns, and
+/// its memory is the host's, so a neighbour on the CPU reads its buffers in
+/// place and the hand-off methods have nothing to do.
+class StageProgram final : public StageRunner {
  public:
   /// `module` holds the graph and its backward function, as `differentiate`
   /// left them; its parameters are added to `params` (their buffers are
@@ -28,24 +35,22 @@ class StageProgram {
   /// and a slot stays in flight until the latter.
   StageProgram(Module module, const DimBinding& binding, GradientProgram gradients, ParameterSet& params, int slots,
                bool caller_results = false, bool split = false);
-  ~StageProgram();
-  StageProgram(const StageProgram&) = delete;
-  StageProgram& operator=(const StageProgram&) = delete;
+  ~StageProgram() override;
 
-  const Function& graph() const;
+  const Function& graph() const override;
   /// The graph and its backward function, as compiled.
   const Module& module() const { return module_; }
   const GradientProgram& gradients() const { return gradients_; }
-  int slots() const { return static_cast<int>(stash_.size()); }
+  int slots() const override { return static_cast<int>(stash_.size()); }
 
   /// Runs the forward of one micro-batch on `inputs` (the graph's arguments,
   /// in order) and keeps its stash in `slot`; with caller results, result i
   /// is written into `results[i]`.
-  void forward(int slot, std::span<const void* const> inputs, std::span<void* const> results = {});
+  void forward(int slot, std::span<const void* const> inputs, std::span<void* const> results) override;
   /// Result `i` of the graph (the loss, or an activation to send) after the
   /// last forward; valid until the next forward.
   const void* result(int i) const;
-  const TensorType& result_type(int i) const;
+  TensorType result_type(int i) const override;
 
   /// Runs the backward of the micro-batch in `slot` with `seeds` (the
   /// gradients of the differentiated results) and adds the parameters'
@@ -53,56 +58,69 @@ class StageProgram {
   /// only micro-batch of a step) the kernels write the gradients straight
   /// into the parameter set instead, replacing what was there: no zeroing
   /// and no extra pass over every gradient.
-  void backward(int slot, std::span<const void* const> seeds, bool overwrite_grads = false);
+  void backward(int slot, std::span<const void* const> seeds, bool overwrite_grads) override;
   /// The gradient of wrt input `i` after the last backward (or backward_input).
   const void* input_grad(int i) const;
+  void copy_input_grad(int i, void* dst, int64_t bytes) override;
+  void finish() override {}
 
   /// With `split`: the input gradients of the micro-batch in `slot` (read
   /// them with input_grad), keeping in the slot what backward_weight needs.
   /// The seeds must stay unchanged until that slot's backward_weight.
-  void backward_input(int slot, std::span<const void* const> seeds);
+  void backward_input(int slot, std::span<const void* const> seeds) override;
   /// With `split`: the parameters' gradients of the micro-batch in `slot`,
   /// added into the parameter set (or written, with `overwrite_grads`).
-  void backward_weight(int slot, bool overwrite_grads = false);
-  bool split() const { return split_.has_value(); }
+  void backward_weight(int slot, bool overwrite_grads) override;
+  bool split() const override;
   /// With `split`: the two programs' functions and what passes between them.
-  const BackwardSplit& backward_split() const { return *split_; }
+  const BackwardSplit& backward_split() const;
 
   /// Bytes of the forward and backward arenas and of one stash slot.
-  int64_t arena_bytes() const;
-  int64_t stash_bytes() const { return stash_bytes_ + deferred_bytes_; }
+  int64_t arena_bytes() const override;
+  int64_t stash_bytes() const override;
 
   /// Per-op-kind kernel time of the forward and backward executors (see
   /// cpu::ExecutorOptions::profile), summed; off until set_profile(true).
-  void set_profile(bool on);
-  cpu::OpSeconds op_seconds() const;
-  void reset_profile();
+  void set_profile(bool on) override;
+  cpu::OpSeconds op_seconds() const override;
+  /// The same per op: the forward's ops, then the backward's (or its parts'), in run order.
+  std::vector<cpu::OpTime> op_times() const;
+  void reset_profile() override;
+
+  // Hand-offs: host memory, read in place.
+  StagePlace place() const override { return {}; }
+  DType float_dtype() const override { return DType::f32; }
+  void* allocate(int64_t bytes) override;
+  void* allocate_host(int64_t bytes) override { return allocate(bytes); }
+  const void* stage_input(int, const void* host, const TensorType&) override { return host; }
+  const void* scalar(float value) override;
+  void read_floats(const void* src, float* dst, int64_t n) override;
+  void mark_produced(HandOff, int) override {}
+  /// A CPU stage receives only from a stage on a GPU: that stage copies.
+  void receive(StageRunner& sender, HandOff kind, int mb, std::span<const HandOffCopy> copies) override;
+  void copy_to_host(HandOff kind, int mb, std::span<const HandOffCopy> copies) override;
+
+  // Parameters: the ParameterSet's own arrays.
+  std::unique_ptr<Optimizer> make_optimizer(const TrainerOptions& options) override;
+  void upload(const Optimizer*) override {}
+  void download(Optimizer*) override {}
+  void read_grad(std::string_view name, float* host) override;
+  void write_grad(std::string_view name, const float* host) override;
+  double grad_sq_norm(std::span<const Param> params) override;
+  void scale_grads(std::span<const Param> params, double factor) override;
 
  private:
+  ParameterSet* params_;
   Module module_;
   GradientProgram gradients_;
-  std::unique_ptr<cpu::Executor> forward_;
-  std::unique_ptr<cpu::Executor> backward_;  // without split
-  // With split: the input part (null when the stage sends no gradient back)
-  // and the weight part; the deferred values live in the slot after the stash.
-  std::optional<BackwardSplit> split_;
-  std::unique_ptr<cpu::Executor> input_part_;
-  std::unique_ptr<cpu::Executor> weight_part_;
-  std::vector<int64_t> deferred_offsets_;  // per deferred value, within a slot, after the stash
-  int64_t deferred_bytes_ = 0;
-  std::vector<std::vector<const void*>> seeds_;  // per slot: the seeds backward_input was given
-  const cpu::Executor* last_input_grads_ = nullptr;
-  std::vector<std::vector<std::byte>> stash_;    // per slot, all stashed values back to back
-  std::vector<int64_t> stash_offsets_;           // per stashed value, within a slot
-  int64_t stash_bytes_ = 0;
+  std::unique_ptr<StageExecutors<cpu::Executor>> programs_;
+  std::vector<std::vector<std::byte>> stash_;       // per slot: the stash, then the deferred values
   std::vector<ParameterSet::Entry*> grad_targets_;  // per backward parameter result
   bool grads_bound_ = false;                        // parameter results bound to grad_targets_' buffers
+  std::deque<std::vector<std::byte>> buffers_;      // allocate()'s
+  std::deque<float> scalars_;                       // scalar()'s
 
-  /// The executors this program built: forward, then backward or its parts.
-  std::vector<cpu::Executor*> executors() const;
-  /// Binds the seeds and the slot's stash as the first arguments of `e`;
-  /// returns the next argument index.
-  int bind_backward_args(cpu::Executor& e, int slot, std::span<const void* const> seeds);
+  std::byte* slot(int index) { return stash_.at(static_cast<size_t>(index)).data(); }
   /// Runs `e`, whose results from `first_param` on are the parameters'
   /// gradients, and accumulates (or writes) them into the parameter set.
   void run_into_grads(cpu::Executor& e, int first_param, bool overwrite_grads);

@@ -1,8 +1,6 @@
 // Training a whole model on one CPU device.
 #include "runtime/trainer.h"
 
-#include <fmt/format.h>
-
 #include <cmath>
 
 #include "ir/verifier.h"
@@ -45,15 +43,7 @@ Trainer::Trainer(Module model, const DimBinding& binding, const TrainerOptions& 
 }
 
 void Trainer::start() {
-  if (options_.optimizer == "sgd") {
-    optimizer_ = std::make_unique<Sgd>(params_.optimizer_params(), SgdOptions{options_.momentum, options_.weight_decay});
-  } else if (options_.optimizer == "adamw") {
-    AdamWOptions adam;
-    adam.weight_decay = options_.weight_decay;
-    optimizer_ = std::make_unique<AdamW>(params_.optimizer_params(), adam);
-  } else {
-    throw Error(fmt::format("unknown optimizer '{}'; use sgd or adamw", options_.optimizer));
-  }
+  optimizer_ = make_optimizer(options_.optimizer, params_.optimizer_params(), options_.momentum, options_.weight_decay);
   schedule_ = options_.cosine || options_.warmup > 0
                   ? LrSchedule::warmup_cosine(options_.lr, options_.lr / 10, options_.warmup, options_.steps)
                   : LrSchedule::constant(options_.lr);
@@ -61,10 +51,10 @@ void Trainer::start() {
 
 StepResult Trainer::compute_gradients(std::span<const void* const> inputs) {
   StepResult r;
-  program_->forward(0, inputs);
+  program_->forward(0, inputs, {});
   r.loss = *static_cast<const float*>(program_->result(0));
   if (logits_result_ >= 0) {
-    const TensorType& t = program_->result_type(logits_result_);
+    const TensorType t = program_->result_type(logits_result_);
     const float* logits = static_cast<const float*>(program_->result(logits_result_));
     const int32_t* targets = static_cast<const int32_t*>(inputs[targets_arg_]);
     int64_t rows = t.shape[0], classes = t.shape[1], correct = 0;

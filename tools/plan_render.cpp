@@ -70,7 +70,8 @@ std::string summary(const Plan& plan) {
   return fmt::format("@{}: {} on {}, {}, {}", plan.model_name, count(plan.stages.size(), "stage", "stages"),
                      count(plan.devices.size(), "device", "devices"), plan.schedule,
                      count(static_cast<size_t>(plan.microbatches), "micro-batch", "micro-batches")) +
-         (plan.virtual_stages > 1 ? fmt::format(", {} virtual stages", plan.virtual_stages) : "");
+         (plan.virtual_stages > 1 ? fmt::format(", {} virtual stages", plan.virtual_stages) : "") +
+         (plan.dtype != DType::f32 ? fmt::format(", {}", dtype_name(plan.dtype)) : "");
 }
 
 std::string prediction(const Plan& plan) {

@@ -82,6 +82,7 @@ struct Executor::Impl {
 
   bool profile = false;
   OpSeconds op_seconds{};
+  std::vector<double> step_seconds;  // per step, with profile
 
   ArenaPtr arena;
   int64_t arena_size = 0;
@@ -337,8 +338,10 @@ void Executor::run() {
       if (m.profile) {
         const Clock::time_point start = Clock::now();
         m.steps[k].kernel(m.kernel_args[k]);
-        m.op_seconds[static_cast<size_t>(m.steps[k].kind)] +=
-            std::chrono::duration<double>(Clock::now() - start).count();
+        const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+        m.op_seconds[static_cast<size_t>(m.steps[k].kind)] += seconds;
+        if (m.step_seconds.size() != m.steps.size()) m.step_seconds.assign(m.steps.size(), 0.0);
+        m.step_seconds[k] += seconds;
       } else {
         m.steps[k].kernel(m.kernel_args[k]);
       }
@@ -375,7 +378,31 @@ int64_t Executor::naive_bytes() const { return impl_->naive_size; }
 
 const OpSeconds& Executor::op_seconds() const { return impl_->op_seconds; }
 
-void Executor::reset_profile() { impl_->op_seconds.fill(0.0); }
+void Executor::reset_profile() {
+  impl_->op_seconds.fill(0.0);
+  impl_->step_seconds.clear();
+}
+
+std::vector<OpTime> Executor::op_times() const {
+  const Impl& m = *impl_;
+  std::vector<OpTime> out;
+  for (size_t k = 0; k < m.step_seconds.size(); ++k) {
+    const KernelArgs& args = m.kernel_args[k];
+    OpTime t{m.function_name, m.steps[k].op, m.steps[k].kind, std::string(op_name(m.steps[k].kind)),
+             m.step_seconds[k]};
+    for (size_t i = 0; i < args.in_types.size(); ++i) {
+      t.text += i ? " x " : " ";
+      t.text += args.in_types[i].str();
+    }
+    for (const char* flag : {"transpose_a", "transpose_b"})
+      if (args.attrs.get_bool(flag, false)) {
+        t.text += ' ';
+        t.text += flag;
+      }
+    out.push_back(std::move(t));
+  }
+  return out;
+}
 
 void Executor::set_profile(bool on) { impl_->profile = on; }
 

@@ -28,6 +28,15 @@ struct ExecutorOptions {
 /// Seconds spent in the kernels of each op kind, indexed by OpKind.
 using OpSeconds = std::array<double, kNumOps>;
 
+/// One op's kernel time under ExecutorOptions::profile, summed over runs.
+struct OpTime {
+  std::string function;     // the function's name, e.g. "gpt.backward"
+  int op = 0;               // index into the function's ops
+  OpKind kind = OpKind::add;
+  std::string text;         // "matmul f32[8,128,512] x f32[512,1536] transpose_b" : kind, operand types, flags
+  double seconds = 0;
+};
+
 /// Runs a verified, call-free function (a forward or a backward program).
 ///
 /// Floats are stored as `float_dtype` (f32, or f64 for reference runs: every
@@ -105,6 +114,8 @@ class Executor {
   /// summed over the runs since construction or the last reset_profile();
   /// all zeros otherwise.
   const OpSeconds& op_seconds() const;
+  /// The same per op, in run order (ops that run no kernel are left out).
+  std::vector<OpTime> op_times() const;
   void reset_profile();
   /// Turns per-op timing on or off for the next runs (see ExecutorOptions::profile).
   void set_profile(bool on);

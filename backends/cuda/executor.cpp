@@ -71,6 +71,7 @@ struct Executor::Impl {
   std::vector<int> copied;
   void* arena = nullptr;
   int64_t arena_size = 0;
+  int first_step = 0;
 
   Impl(const Function& f, const DimBinding& binding, CudaDevice& dev, int stage_index, DType float_dtype,
        const ExecutorOptions& options);
@@ -96,7 +97,8 @@ Executor::Impl::Impl(const Function& f, const DimBinding& binding, CudaDevice& d
     : device(&dev), stage(stage_index), function_name(f.name), args(f.args) {
   if (float_dtype != DType::f32 && float_dtype != DType::bf16)
     throw Error(fmt::format("cuda executor: floats are stored as f32 or bf16, not {}", dtype_name(float_dtype)), f.loc);
-  stage_name = fmt::format("stage {} on cuda:{}", stage, dev.ordinal());
+  stage_name = options.name.empty() ? fmt::format("stage {} on cuda:{}", stage, dev.ordinal()) : options.name;
+  first_step = options.first_step;
   for (const Value& v : f.values) {
     if (!v.type)
       throw Error(fmt::format("cuda executor: @{}: %{} has no type (verify the module first)", f.name, v.name), v.loc);
@@ -300,7 +302,7 @@ void Executor::run() {
   for (size_t k = 0; k < m.steps.size(); ++k) {
     const int op = m.steps[k].op;
     CheckScope scope(m.stage_name, m.op_text[op]);
-    ctx.step = static_cast<int>(k);
+    ctx.step = m.first_step + static_cast<int>(k);
     try {
       m.steps[k].kernel(m.kernel_args[k], ctx);
     } catch (const Error& e) {
@@ -320,7 +322,22 @@ void Executor::run() {
   }
 }
 
-void Executor::finish() { impl_->device->synchronize(impl_->stage, &impl_->step_names); }
+void Executor::finish() {
+  if (impl_->first_step == 0) {
+    impl_->device->synchronize(impl_->stage, &impl_->step_names);
+    return;
+  }
+  // The device names ops by their index in the list it is given.
+  std::vector<std::string> names(static_cast<size_t>(impl_->first_step));
+  names.insert(names.end(), impl_->step_names.begin(), impl_->step_names.end());
+  impl_->device->synchronize(impl_->stage, &names);
+}
+
+std::string Executor::op_at_step(int64_t step) const {
+  const int64_t k = step - impl_->first_step;
+  if (k < 0 || k >= static_cast<int64_t>(impl_->step_names.size())) return "";
+  return impl_->step_names[static_cast<size_t>(k)];
+}
 
 const void* Executor::output(int result) const {
   const Impl::Result& r = impl_->results[impl_->result_index(result)];

@@ -17,6 +17,13 @@ struct ExecutorOptions {
   /// Results the caller binds before every run (a stage's stash, its sent
   /// activations): planned outside the arena.
   std::vector<int> caller_outputs;
+  /// What a failing CUDA call names as the stage (CheckScope), e.g. "stage 3
+  /// on cuda:0"; empty: "stage <lane> on cuda:<ordinal>".
+  std::string name;
+  /// The number reported with bad data for the first op (LaunchContext::step):
+  /// executors that share a stream number their ops apart, so that whoever
+  /// synchronises it can name the op (see op_at_step).
+  int first_step = 0;
 };
 
 /// Runs a verified, call-free function on stage `stage` of a CudaDevice.
@@ -73,6 +80,9 @@ class Executor {
   const TensorType& output_type(int result) const;
   int num_outputs() const;
   int64_t arena_bytes() const;
+  /// The text of the op that reports bad data as `step` ("" when none of this
+  /// executor's ops does).
+  std::string op_at_step(int64_t step) const;
 
  private:
   struct Impl;

@@ -75,13 +75,14 @@ struct LaunchContext {
 using Kernel = void (*)(const KernelArgs& args, const LaunchContext& ctx);
 
 /// The kernel of `op` for float dtype `dtype`: f32 for every op the CPU
-/// backend runs, bf16 for a subset (matmul, the elementwise ops binary,
-/// unary, where, dropout, relu_grad, gelu_grad, and every op that only moves
-/// or produces values: cast, constant, reshape, transpose, slice, concat,
-/// split, broadcast_to, slice_grad). Integer and bool operands keep their
-/// dtype; ops that only move or produce values serve i32, i64 and bool too.
-/// f64 and f16 have no kernels. param and call never have one.
-/// Throws pf::Error("no cuda kernel for <op> in <dtype>").
+/// backend runs, bf16 for every op but the convolutions and pools (matmul,
+/// the elementwise ops, reductions, softmax, the norms, embedding, the
+/// losses and all their gradients, and every op that only moves or produces
+/// values: cast, constant, reshape, transpose, slice, concat, split,
+/// broadcast_to, slice_grad); bf16 kernels compute in f32 and round once.
+/// Integer and bool operands keep their dtype; ops that only move or produce
+/// values serve i32, i64 and bool too. f64 and f16 have no kernels. param
+/// and call never have one. Throws pf::Error("no cuda kernel for <op> in <dtype>").
 Kernel forward_kernel(OpKind op, DType dtype);
 bool has_forward_kernel(OpKind op, DType dtype);
 

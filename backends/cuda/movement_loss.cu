@@ -1,6 +1,7 @@
-// Data movement by row copies (reshape, slice, concat, split, slice_grad), embedding and its gradient, and the losses (f32).
+// Data movement by row copies (reshape, slice, concat, split, slice_grad), embedding and its gradient, and the losses (f32 and bf16).
 #include <cstdint>
 #include <string>
+#include <type_traits>
 
 #include "backends/cuda/common.cuh"
 #include "backends/cuda/kernel_table.h"
@@ -112,33 +113,38 @@ void slice_grad(const KernelArgs& args, const LaunchContext& ctx) {
 // embedding: rows gathered from a (V, C) table; embedding_grad: their
 // scatter-add with atomicAdd (so the order of the additions into a row that
 // several ids name varies from run to run: results agree to rounding, not
-// bit for bit). An id out of range is reported and its row left 0.
+// bit for bit). An id out of range is reported and its row left 0. The
+// losses and embedding_grad below read and write T (float or bf16) and
+// compute in float.
 
-__global__ void embedding_kernel(const float* table, int64_t vocab, int64_t c, const void* ids, bool ids64, int64_t n,
-                                 float* out, DeviceErrorSlot* errors, int step) {
+template <class T>
+__global__ void embedding_kernel(const T* table, int64_t vocab, int64_t c, const void* ids, bool ids64, int64_t n,
+                                 T* out, DeviceErrorSlot* errors, int step) {
   PF_GRID_STRIDE(f, n * c) {
     const int64_t i = f / c, j = f - i * c;
     const int64_t id = load_index(ids, ids64, i);
     if (id < 0 || id >= vocab) {
       if (j == 0) report_error(errors, kEmbeddingIndex, step, i, id, vocab);
-      out[f] = 0.f;
+      out[f] = from_float<T>(0.f);
     } else {
       out[f] = table[id * c + j];
     }
   }
 }
 
+template <class T>
 void embedding(const KernelArgs& args, const LaunchContext& ctx) {
   const int64_t vocab = args.in_types[0].shape[0], c = args.in_types[0].shape[1];
   const int64_t n = args.in_types[1].numel();
   if (n * c == 0) return;
-  embedding_kernel<<<blocks_for(n * c), kThreads, 0, ctx.stream>>>(
-      static_cast<const float*>(args.in[0]), vocab, c, args.in[1], args.in_types[1].dtype == DType::i64, n,
-      static_cast<float*>(args.out[0]), ctx.errors, ctx.step);
+  embedding_kernel<T><<<blocks_for(n * c), kThreads, 0, ctx.stream>>>(
+      static_cast<const T*>(args.in[0]), vocab, c, args.in[1], args.in_types[1].dtype == DType::i64, n,
+      static_cast<T*>(args.out[0]), ctx.errors, ctx.step);
   PF_CUDA_CHECK_LAUNCH();
 }
 
-__global__ void embedding_grad_kernel(const float* g, int64_t c, const void* ids, bool ids64, int64_t n, int64_t vocab,
+template <class T>
+__global__ void embedding_grad_kernel(const T* g, int64_t c, const void* ids, bool ids64, int64_t n, int64_t vocab,
                                       float* table, DeviceErrorSlot* errors, int step) {
   PF_GRID_STRIDE(f, n * c) {
     const int64_t i = f / c, j = f - i * c;
@@ -146,21 +152,39 @@ __global__ void embedding_grad_kernel(const float* g, int64_t c, const void* ids
     if (id < 0 || id >= vocab) {
       if (j == 0) report_error(errors, kEmbeddingGradIndex, step, i, id, vocab);
     } else {
-      atomicAdd(table + id * c + j, g[f]);
+      atomicAdd(table + id * c + j, to_float(g[f]));
     }
   }
 }
 
+template <class T>
+__global__ void store_floats_kernel(const float* x, T* y, int64_t n) {
+  PF_GRID_STRIDE(i, n) y[i] = from_float<T>(x[i]);
+}
+
+// A bf16 table is summed in a float one in scratch and rounded once at the
+// end: bf16 atomics would round after every addition into a row.
+template <class T>
 void embedding_grad(const KernelArgs& args, const LaunchContext& ctx) {
   const int64_t vocab = args.out_types[0].shape[0], c = args.out_types[0].shape[1];
   const int64_t n = args.in_types[1].numel();
-  const int64_t bytes = args.out_types[0].bytes();
-  if (bytes > 0) PF_CUDA_CHECK(cudaMemsetAsync(args.out[0], 0, static_cast<size_t>(bytes), ctx.stream));
-  if (n * c == 0) return;
-  embedding_grad_kernel<<<blocks_for(n * c), kThreads, 0, ctx.stream>>>(
-      static_cast<const float*>(args.in[0]), c, args.in[1], args.in_types[1].dtype == DType::i64, n, vocab,
-      static_cast<float*>(args.out[0]), ctx.errors, ctx.step);
-  PF_CUDA_CHECK_LAUNCH();
+  const int64_t elements = vocab * c;
+  constexpr bool kFloat = std::is_same_v<T, float>;
+  auto* table = kFloat ? reinterpret_cast<float*>(args.out[0])
+                       : static_cast<float*>(ctx.scratch(static_cast<size_t>(elements) * sizeof(float)));  // (V, C)
+  if (elements > 0)
+    PF_CUDA_CHECK(cudaMemsetAsync(table, 0, static_cast<size_t>(elements) * sizeof(float), ctx.stream));
+  if (n * c > 0) {
+    embedding_grad_kernel<T><<<blocks_for(n * c), kThreads, 0, ctx.stream>>>(
+        static_cast<const T*>(args.in[0]), c, args.in[1], args.in_types[1].dtype == DType::i64, n, vocab, table,
+        ctx.errors, ctx.step);
+    PF_CUDA_CHECK_LAUNCH();
+  }
+  if (!kFloat && elements > 0) {
+    store_floats_kernel<T><<<blocks_for(elements), kThreads, 0, ctx.stream>>>(table, static_cast<T*>(args.out[0]),
+                                                                               elements);
+    PF_CUDA_CHECK_LAUNCH();
+  }
 }
 
 // ---------------------------------------------------------------------------
@@ -171,7 +195,8 @@ void embedding_grad(const KernelArgs& args, const LaunchContext& ctx) {
 constexpr int kSumThreads = 512;
 
 // out[0] = (sum a) / (sum b), or 0 when sum b is 0 (b null: divide by `count`).
-__global__ void mean_of_sums_kernel(const float* a, const float* b, int64_t n, double count, float* out) {
+template <class T>
+__global__ void mean_of_sums_kernel(const float* a, const float* b, int64_t n, double count, T* out) {
   __shared__ double sa[kSumThreads], sb[kSumThreads];
   double ta = 0, tb = 0;
   for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
@@ -190,13 +215,14 @@ __global__ void mean_of_sums_kernel(const float* a, const float* b, int64_t n, d
   }
   if (threadIdx.x == 0) {
     const double d = b ? sb[0] : count;
-    out[0] = d == 0 ? 0.f : static_cast<float>(sa[0] / d);
+    out[0] = from_float<T>(d == 0 ? 0.f : static_cast<float>(sa[0] / d));
   }
 }
 
 // Per row: the negative log-likelihood of its target and whether it counts.
 // -log_softmax(row)[t] = log(sum(exp(row - max))) + max - row[t].
-__global__ void cross_entropy_rows_kernel(const float* logits, const void* targets, bool t64, int64_t rows, int64_t v,
+template <class T>
+__global__ void cross_entropy_rows_kernel(const T* logits, const void* targets, bool t64, int64_t rows, int64_t v,
                                           int64_t ignore, float* nll, float* counted, DeviceErrorSlot* errors,
                                           int step) {
   __shared__ float shared[32];
@@ -210,15 +236,16 @@ __global__ void cross_entropy_rows_kernel(const float* logits, const void* targe
       }
       continue;  // uniform across the block: t is the same for every thread
     }
-    const float* row = logits + r * v;
+    const T* row = logits + r * v;
     float m = -INFINITY;
-    for (int64_t i = threadIdx.x; i < v; i += blockDim.x) m = max_no_nan(m, row[i]);
+    for (int64_t i = threadIdx.x; i < v; i += blockDim.x) m = max_no_nan(m, to_float(row[i]));
     m = block_max(m, shared);
     float s = 0.f;
-    for (int64_t i = threadIdx.x; i < v; i += blockDim.x) s += expf(row[i] - m);
+    for (int64_t i = threadIdx.x; i < v; i += blockDim.x) s += expf(to_float(row[i]) - m);
     s = block_sum(s, shared);
     if (threadIdx.x == 0) {
-      nll[r] = static_cast<float>(log(static_cast<double>(s)) + static_cast<double>(m) - static_cast<double>(row[t]));
+      nll[r] = static_cast<float>(log(static_cast<double>(s)) + static_cast<double>(m) -
+                                  static_cast<double>(to_float(row[t])));
       counted[r] = 1.f;
     }
   }
@@ -226,19 +253,20 @@ __global__ void cross_entropy_rows_kernel(const float* logits, const void* targe
 
 unsigned row_blocks(int64_t rows) { return static_cast<unsigned>(rows < 65536 ? rows : 65536); }
 
+template <class T>
 void cross_entropy(const KernelArgs& args, const LaunchContext& ctx) {
   const int64_t v = args.in_types[0].shape.back();
   const int64_t rows = args.in_types[1].numel();
   const int64_t ignore = args.attrs.get_int("ignore_index", -100);
   auto* per_row = static_cast<float*>(ctx.scratch(static_cast<size_t>(2 * rows) * sizeof(float)));  // nll, counted
   if (rows > 0) {
-    cross_entropy_rows_kernel<<<row_blocks(rows), kThreads, 0, ctx.stream>>>(
-        static_cast<const float*>(args.in[0]), args.in[1], args.in_types[1].dtype == DType::i64, rows, v, ignore,
-        per_row, per_row + rows, ctx.errors, ctx.step);
+    cross_entropy_rows_kernel<T><<<row_blocks(rows), kThreads, 0, ctx.stream>>>(
+        static_cast<const T*>(args.in[0]), args.in[1], args.in_types[1].dtype == DType::i64, rows, v, ignore, per_row,
+        per_row + rows, ctx.errors, ctx.step);
     PF_CUDA_CHECK_LAUNCH();
   }
-  mean_of_sums_kernel<<<1, kSumThreads, 0, ctx.stream>>>(per_row, per_row + rows, rows, 0,
-                                                         static_cast<float*>(args.out[0]));
+  mean_of_sums_kernel<T><<<1, kSumThreads, 0, ctx.stream>>>(per_row, per_row + rows, rows, 0,
+                                                            static_cast<T*>(args.out[0]));
   PF_CUDA_CHECK_LAUNCH();
 }
 
@@ -261,32 +289,35 @@ __global__ void count_targets_kernel(const void* targets, bool t64, int64_t rows
 }
 
 // Per counted row: g / count * (softmax(row) - onehot(t)); other rows 0.
-__global__ void cross_entropy_grad_kernel(const float* g, const float* count, const float* logits, const void* targets,
-                                          bool t64, int64_t rows, int64_t v, int64_t ignore, float* dx) {
+template <class T>
+__global__ void cross_entropy_grad_kernel(const T* g, const float* count, const T* logits, const void* targets,
+                                          bool t64, int64_t rows, int64_t v, int64_t ignore, T* dx) {
   __shared__ float shared[32];
-  const float scale = *count == 0.f ? 0.f : static_cast<float>(static_cast<double>(*g) / static_cast<double>(*count));
+  const float scale =
+      *count == 0.f ? 0.f : static_cast<float>(static_cast<double>(to_float(*g)) / static_cast<double>(*count));
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
     const int64_t t = load_index(targets, t64, r);
-    const float* row = logits + r * v;
-    float* d = dx + r * v;
+    const T* row = logits + r * v;
+    T* d = dx + r * v;
     if (t == ignore || t < 0 || t >= v) {
-      for (int64_t i = threadIdx.x; i < v; i += blockDim.x) d[i] = 0.f;
+      for (int64_t i = threadIdx.x; i < v; i += blockDim.x) d[i] = from_float<T>(0.f);
       continue;
     }
     float m = -INFINITY;
-    for (int64_t i = threadIdx.x; i < v; i += blockDim.x) m = max_no_nan(m, row[i]);
+    for (int64_t i = threadIdx.x; i < v; i += blockDim.x) m = max_no_nan(m, to_float(row[i]));
     m = block_max(m, shared);
     float s = 0.f;
-    for (int64_t i = threadIdx.x; i < v; i += blockDim.x) s += expf(row[i] - m);
+    for (int64_t i = threadIdx.x; i < v; i += blockDim.x) s += expf(to_float(row[i]) - m);
     s = block_sum(s, shared);
     const float r_scale = scale / s;
     for (int64_t i = threadIdx.x; i < v; i += blockDim.x) {
-      const float p = expf(row[i] - m) * r_scale;
-      d[i] = i == t ? p - scale : p;
+      const float p = expf(to_float(row[i]) - m) * r_scale;
+      d[i] = from_float<T>(i == t ? p - scale : p);
     }
   }
 }
 
+template <class T>
 void cross_entropy_grad(const KernelArgs& args, const LaunchContext& ctx) {
   const int64_t v = args.in_types[1].shape.back();
   const int64_t rows = args.in_types[2].numel();
@@ -296,9 +327,9 @@ void cross_entropy_grad(const KernelArgs& args, const LaunchContext& ctx) {
   auto* count = static_cast<float*>(ctx.scratch(sizeof(float)));
   count_targets_kernel<<<1, kThreads, 0, ctx.stream>>>(args.in[2], t64, rows, v, ignore, count, ctx.errors, ctx.step);
   PF_CUDA_CHECK_LAUNCH();
-  cross_entropy_grad_kernel<<<row_blocks(rows), kThreads, 0, ctx.stream>>>(
-      static_cast<const float*>(args.in[0]), count, static_cast<const float*>(args.in[1]), args.in[2], t64, rows, v,
-      ignore, static_cast<float*>(args.out[0]));
+  cross_entropy_grad_kernel<T><<<row_blocks(rows), kThreads, 0, ctx.stream>>>(
+      static_cast<const T*>(args.in[0]), count, static_cast<const T*>(args.in[1]), args.in[2], t64, rows, v, ignore,
+      static_cast<T*>(args.out[0]));
   PF_CUDA_CHECK_LAUNCH();
 }
 
@@ -307,26 +338,28 @@ void cross_entropy_grad(const KernelArgs& args, const LaunchContext& ctx) {
 // inputs, as on the CPU.
 constexpr int kMaxPartials = 1024;
 
-__global__ void squared_error_partials_kernel(const float* a, const float* b, int64_t n, float* partials) {
+template <class T>
+__global__ void squared_error_partials_kernel(const T* a, const T* b, int64_t n, float* partials) {
   __shared__ float shared[32];
   float s = 0.f;
   PF_GRID_STRIDE(i, n) {
-    const float d = a[i] - b[i];
+    const float d = to_float(a[i]) - to_float(b[i]);
     s += d * d;
   }
   s = block_sum(s, shared);
   if (threadIdx.x == 0) partials[blockIdx.x] = s;
 }
 
+template <class T>
 void mse_loss(const KernelArgs& args, const LaunchContext& ctx) {
   const int64_t n = args.in_types[0].numel();
   const unsigned blocks = blocks_for(n) < kMaxPartials ? blocks_for(n) : kMaxPartials;
   auto* partials = static_cast<float*>(ctx.scratch(kMaxPartials * sizeof(float)));
-  squared_error_partials_kernel<<<blocks, kThreads, 0, ctx.stream>>>(
-      static_cast<const float*>(args.in[0]), static_cast<const float*>(args.in[1]), n, partials);
+  squared_error_partials_kernel<T><<<blocks, kThreads, 0, ctx.stream>>>(
+      static_cast<const T*>(args.in[0]), static_cast<const T*>(args.in[1]), n, partials);
   PF_CUDA_CHECK_LAUNCH();
-  mean_of_sums_kernel<<<1, kSumThreads, 0, ctx.stream>>>(partials, nullptr, blocks, static_cast<double>(n),
-                                                         static_cast<float*>(args.out[0]));
+  mean_of_sums_kernel<T><<<1, kSumThreads, 0, ctx.stream>>>(partials, nullptr, blocks, static_cast<double>(n),
+                                                            static_cast<T*>(args.out[0]));
   PF_CUDA_CHECK_LAUNCH();
 }
 
@@ -338,11 +371,11 @@ void add_movement_loss_kernels(KernelTable& t) {
   t.set_any_dtype(OpKind::concat, concat);
   t.set_any_dtype(OpKind::split, split);
   t.set_any_dtype(OpKind::slice_grad, slice_grad);
-  t.set_float(OpKind::embedding, embedding, nullptr);
-  t.set_float(OpKind::embedding_grad, embedding_grad, nullptr);
-  t.set_float(OpKind::cross_entropy, cross_entropy, nullptr);
-  t.set_float(OpKind::cross_entropy_grad, cross_entropy_grad, nullptr);
-  t.set_float(OpKind::mse_loss, mse_loss, nullptr);
+  t.set_float(OpKind::embedding, embedding<float>, embedding<bf16>);
+  t.set_float(OpKind::embedding_grad, embedding_grad<float>, embedding_grad<bf16>);
+  t.set_float(OpKind::cross_entropy, cross_entropy<float>, cross_entropy<bf16>);
+  t.set_float(OpKind::cross_entropy_grad, cross_entropy_grad<float>, cross_entropy_grad<bf16>);
+  t.set_float(OpKind::mse_loss, mse_loss<float>, mse_loss<bf16>);
 }
 
 }  // namespace pf::cuda

@@ -89,7 +89,9 @@ TEST(CudaExecutor, ResultsGoIntoBoundBuffers) {
   PF_REQUIRE_CUDA();
   CudaDevice device(0, 1);
   Module m = compile(kMlp);
-  Executor ex(m.graph(), m.binding(), device, 0, DType::f32, ExecutorOptions{{1}});
+  ExecutorOptions options;
+  options.caller_outputs = {1};
+  Executor ex(m.graph(), m.binding(), device, 0, DType::f32, options);
   DeviceBuffer x = upload(kX), t = upload(kTargets), w1 = upload(kW1), b1 = upload(kB1), w2 = upload(kW2),
                b2 = upload(kB2), out(6 * sizeof(float));
   ex.bind_param("w1", w1.get());

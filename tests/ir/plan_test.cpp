@@ -184,6 +184,26 @@ TEST(Plan, JsonIsReadable) {
     EXPECT_NE(text.find(line), std::string::npos) << line;
 }
 
+TEST(Plan, RecordsItsComputeDtype) {
+  Plan plan = two_stage_plan();
+  EXPECT_NE(plan_to_json(plan).find("\"dtype\": \"f32\","), std::string::npos);
+  plan.dtype = DType::bf16;
+  EXPECT_EQ(plan_from_json(plan_to_json(plan), "plan.json"), plan);
+  // A plan written before the field computes in f32.
+  Json old = Json::parse(plan_to_json(two_stage_plan()));
+  old.erase("dtype");
+  EXPECT_EQ(plan_from_json(old.dump(), "plan.json").dtype, DType::f32);
+  EXPECT_EQ(json_error([](Json& j) { j["dtype"] = "f8"; }), "plan.json: dtype must be \"f32\" or \"bf16\", got \"f8\"");
+  EXPECT_EQ(json_error([](Json& j) { j["dtype"] = 16; }), "plan.json: dtype must be a string");
+  EXPECT_EQ(parse_compute_dtype("bf16", "--dtype"), DType::bf16);
+  try {
+    parse_compute_dtype("f16", "--dtype");
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.message(), "--dtype: unknown compute dtype 'f16'; use f32 or bf16");
+  }
+}
+
 TEST(Plan, InferencePlanHasNoBackward) {
   Plan plan = two_stage_plan();
   plan.loss_stage_output.clear();

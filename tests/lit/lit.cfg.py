@@ -1,5 +1,7 @@
 # lit configuration for Pipeforge's IR tests.
 import os
+import shutil
+import subprocess
 
 import lit.formats
 
@@ -15,3 +17,13 @@ config.environment["PATH"] = os.pathsep.join([tools, config.llvm_tools_dir, conf
 config.substitutions.append(("%examples", os.path.join(config.pf_source_dir, "examples")))
 # FileCheck on diagnostics: the quoted line and the caret must match exactly.
 config.substitutions.append(("%diag", "FileCheck --strict-whitespace --match-full-lines"))
+
+# Features: "cuda" where this build has the CUDA backend (PF_CUDA), and
+# "cuda-device" where a GPU is visible too, so that a test can say which
+# message `pipeforge run` gives for a plan that names GPUs.
+if config.pf_cuda.upper() in ("ON", "1", "TRUE", "YES"):
+    config.available_features.add("cuda")
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "0") not in ("", "-1")
+    smi = shutil.which("nvidia-smi")
+    if visible and smi and subprocess.run([smi, "-L"], capture_output=True).returncode == 0:
+        config.available_features.add("cuda-device")

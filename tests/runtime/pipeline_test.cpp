@@ -1,168 +1,20 @@
 // Pipelined training computes the numbers of one device: every schedule,
 // stage count and micro-batch count, over several steps; and each stage keeps
 // as many micro-batches in flight as its schedule's theory says.
-#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
-#include <random>
 
-#include "ir/parser.h"
+#include "ir/plan.h"
 #include "ir/verifier.h"
-#include "partitioner/model_cost_graph.h"
-#include "passes/pass.h"
+#include "partitioner/compile.h"
 #include "runtime/pipeline.h"
-#include "runtime/trainer.h"
+#include "tests/runtime/pipeline_equivalence.h"
 
 namespace pf {
 namespace {
 
-constexpr int kBatch = 24;  // divisible by every micro-batch count tested
-constexpr int kSteps = 3;
-
-struct Model {
-  const char* file;
-  DimBinding overrides;
-};
-
-const Model kMlp = {"mlp.pf", {{"I", 6}, {"H", 8}, {"L", 6}, {"K", 5}}};
-const Model kGpt = {"gpt.pf", {{"T", 4}, {"S", 4}, {"C", 8}, {"H", 2}, {"L", 6}, {"V", 13}}};
-
-Module load(const Model& model) {
-  return parse_module(read_source_file(std::string(PF_SOURCE_DIR) + "/examples/" + model.file));
-}
-
-DimBinding bind(const Module& m, const Model& model, int batch) {
-  DimBinding overrides = model.overrides;
-  overrides["B"] = batch;
-  return m.binding(overrides);
-}
-
-// A deterministic batch of kBatch samples for the model's inputs.
-struct Batch {
-  std::vector<std::vector<std::byte>> data;
-  std::vector<std::pair<std::string, const void*>> named;
-  std::vector<const void*> pointers;
-};
-
-Batch make_batch(const Function& g, int step) {
-  Batch b;
-  std::mt19937 rng(100 + step);
-  for (ValueId a : g.args) {
-    const TensorType& t = g.type_of(a);
-    std::vector<std::byte> bytes(static_cast<size_t>(t.bytes()));
-    if (t.dtype == DType::f32) {
-      auto* p = reinterpret_cast<float*>(bytes.data());
-      for (int64_t i = 0; i < t.numel(); ++i) p[i] = std::uniform_real_distribution<float>(-1, 1)(rng);
-    } else {
-      auto* p = reinterpret_cast<int32_t*>(bytes.data());
-      for (int64_t i = 0; i < t.numel(); ++i) p[i] = static_cast<int32_t>(rng() % 5);
-    }
-    b.data.push_back(std::move(bytes));
-  }
-  for (size_t i = 0; i < g.args.size(); ++i) {
-    b.named.emplace_back(g.values[g.args[i]].name, b.data[i].data());
-    b.pointers.push_back(b.data[i].data());
-  }
-  return b;
-}
-
-TrainerOptions sgd() {
-  TrainerOptions o;
-  o.optimizer = "sgd";
-  o.lr = 0.1;
-  o.momentum = 0.9;
-  o.steps = kSteps;
-  return o;
-}
-
-// Losses and final weights of kSteps single-device steps.
-struct Reference {
-  std::vector<double> losses;
-  std::map<std::string, std::vector<float>> first_grads, weights;
-};
-
-Reference single_device(const Model& model) {
-  Module m = load(model);
-  DimBinding b = bind(m, model, kBatch);
-  Trainer trainer(std::move(m), b, sgd());
-  trainer.params().initialize(7);
-  trainer.start();
-  Reference ref;
-  for (int step = 0; step < kSteps; ++step) {
-    Batch batch = make_batch(trainer.graph(), step);
-    StepResult r = trainer.compute_gradients(batch.pointers);
-    if (step == 0)
-      for (auto& e : trainer.params().entries()) ref.first_grads[e.name] = e.grad;
-    trainer.apply(r);
-    ref.losses.push_back(r.loss);
-  }
-  for (auto& e : trainer.params().entries()) ref.weights[e.name] = e.value;
-  return ref;
-}
-
-std::unique_ptr<Pipeline> make_pipeline(const Model& model, ScheduleKind kind, int devices, int micro, int virt) {
-  Module m = load(model);
-  DimBinding b = bind(m, model, kBatch / micro);
-  PassContext ctx{b};
-  verify_module(m, b, VerifyOptions{true});
-  run_passes(m, {"inline", "shape"}, ctx);
-  CostGraph cg = build_cost_graph(m.graph(), b, [](const Function&, const Op&, const OpCost&) { return OpTiming{}; });
-  int stages = devices * virt;
-  std::vector<int> cuts;
-  const auto& c = cg.cut_candidates;
-  for (int k = 1; k < stages; ++k) cuts.push_back(c[(static_cast<size_t>(k) * (c.size() + 1)) / stages - 1]);
-  PipelineOptions options;
-  options.schedule = kind;
-  options.microbatches = micro;
-  options.virtual_stages = virt;
-  options.train = sgd();
-  options.timeout_s = 20;
-  auto p = std::make_unique<Pipeline>(split_into_stages(m, cuts), b, options);
-  p->initialize(7);
-  p->start();
-  return p;
-}
-
-double rel(float a, float b, double scale) { return std::fabs(a - b) / std::max(scale, 1e-6); }
-
-void expect_same(const Reference& ref, const Model& model, ScheduleKind kind, int devices, int micro, int virt) {
-  SCOPED_TRACE(fmt::format("{} {} p={} m={} v={}", model.file, schedule_kind_name(kind), devices, micro, virt));
-  auto pipeline = make_pipeline(model, kind, devices, micro, virt);
-  Module full = load(model);
-  DimBinding b = bind(full, model, kBatch);
-  verify_module(full, b);
-  for (int step = 0; step < kSteps; ++step) {
-    Batch batch = make_batch(full.graph(), step);
-    PipelineStepResult r = pipeline->train_step(batch.named);
-    EXPECT_NEAR(r.loss, ref.losses[step], 1e-5 * std::fabs(ref.losses[step])) << "step " << step;
-    if (step == 0) {
-      for (ParameterSet* set : pipeline->parameter_sets())
-        for (auto& e : set->entries()) {
-          const std::vector<float>& want = ref.first_grads.at(e.name);
-          double scale = 0;
-          for (float g : want) scale = std::max(scale, static_cast<double>(std::fabs(g)));
-          for (size_t i = 0; i < want.size(); ++i)
-            ASSERT_LT(rel(e.grad[i], want[i], scale), 1e-5) << "gradient of " << e.name << "[" << i << "]";
-        }
-      // Theory of the activations a stage holds at once.
-      const Schedule& s = pipeline->schedule();
-      for (int st = 0; st < pipeline->stages() && virt == 1; ++st) {
-        int expect = kind == ScheduleKind::gpipe ? micro : std::min(devices - st, micro);
-        EXPECT_EQ(r.peak_inflight[st], expect) << "stage " << st << " of " << s.devices;
-      }
-    }
-  }
-  for (ParameterSet* set : pipeline->parameter_sets())
-    for (auto& e : set->entries()) {
-      const std::vector<float>& want = ref.weights.at(e.name);
-      double scale = 0;
-      for (float w : want) scale = std::max(scale, static_cast<double>(std::fabs(w)));
-      for (size_t i = 0; i < want.size(); ++i)
-        ASSERT_LT(rel(e.value[i], want[i], scale), 1e-5) << "weight " << e.name << "[" << i << "] after " << kSteps
-                                                         << " steps";
-    }
-}
+using namespace equivalence;
 
 class Equivalence : public testing::TestWithParam<const Model*> {};
 
@@ -184,25 +36,31 @@ INSTANTIATE_TEST_SUITE_P(Models, Equivalence, testing::Values(&kMlp, &kGpt),
                            return std::string(p.param == &kMlp ? "mlp" : "gpt");
                          });
 
-TEST(PipelineFailure, AStageErrorStopsEveryWorkerWithOneMessage) {
-  // An out-of-range token id makes stage 0's embedding throw mid-step.
-  Model model = kGpt;
-  auto pipeline = make_pipeline(model, ScheduleKind::one_f_one_b, 3, 4, 1);
-  Module full = load(model);
-  DimBinding b = bind(full, model, kBatch);
-  verify_module(full, b);
-  Batch batch = make_batch(full.graph(), 0);
-  reinterpret_cast<int32_t*>(batch.data[0].data())[kBatch * 4 - 1] = 99;
-  try {
-    pipeline->train_step(batch.named);
-    FAIL() << "no error";
-  } catch (const Error& e) {
-    EXPECT_NE(e.message().find("stage 0: running %tok = embedding %wte, %tokens"), std::string::npos) << e.message();
-    EXPECT_NE(e.message().find("index 99"), std::string::npos) << e.message();
+TEST(PipelineFailure, AStageErrorStopsEveryWorkerWithOneMessage) { expect_bad_token_reported(); }
+
+// A plan compiled for GPUs runs every stage on the CPU when asked to, and
+// computes there what one device computes.
+TEST(PipelinePlacement, CpuOnlyRunsAGpuPlanOnTheCpu) {
+  Module m = load(kMlp);
+  DimBinding b = bind(m, kMlp, kBatch);
+  CompileOptions co;
+  co.devices = "h100:2";
+  co.microbatches = 4;
+  Plan plan = compile_plan(std::move(m), b, "mlp.pf", co).plan;
+  ASSERT_EQ(plan.devices.at(0).kind, "cuda");
+  PipelineOptions options;
+  options.train = sgd();
+  options.cpu_only = true;
+  auto pipeline = Pipeline::from_plan(plan, options);
+  pipeline->initialize(7);
+  pipeline->start();
+  Reference ref = single_device(kMlp);
+  Module full = load(kMlp);
+  verify_module(full, bind(full, kMlp, kBatch));
+  for (int step = 0; step < kSteps; ++step) {
+    Batch batch = make_batch(full.graph(), step);
+    EXPECT_NEAR(pipeline->train_step(batch.named).loss, ref.losses[step], 1e-5 * std::fabs(ref.losses[step]));
   }
-  // The pipeline is usable again after a failed step.
-  Batch good = make_batch(full.graph(), 0);
-  EXPECT_NO_THROW(pipeline->train_step(good.named));
 }
 
 }  // namespace

@@ -1,0 +1,76 @@
+// Pipelined training against one CPU device: the tiny models, batches, single-device reference and comparison that the CPU and CUDA pipeline tests share.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "ir/module.h"
+#include "runtime/pipeline.h"
+#include "runtime/trainer.h"
+
+namespace pf::equivalence {
+
+inline constexpr int kBatch = 24;  // divisible by every micro-batch count tested
+inline constexpr int kSteps = 3;
+
+struct Model {
+  const char* file;  // under examples/
+  DimBinding overrides;
+};
+
+/// Tiny bindings of examples/mlp.pf and examples/gpt.pf.
+extern const Model kMlp;
+extern const Model kGpt;
+
+Module load(const Model& model);
+DimBinding bind(const Module& m, const Model& model, int batch);
+
+/// A deterministic batch of kBatch samples for the model's inputs.
+struct Batch {
+  std::vector<std::vector<std::byte>> data;
+  std::vector<std::pair<std::string, const void*>> named;
+  std::vector<const void*> pointers;
+};
+Batch make_batch(const Function& g, int step);
+
+/// SGD with momentum over kSteps steps.
+TrainerOptions sgd();
+
+/// Losses, first-step gradients and final weights of kSteps single-device steps.
+struct Reference {
+  std::vector<double> losses;
+  std::map<std::string, std::vector<float>> first_grads, weights;
+};
+Reference single_device(const Model& model);
+
+/// How the pipeline under test is placed, and how close it must come.
+struct Placement {
+  /// The GPU of stage `stage` when the pipeline has `devices` devices; -1:
+  /// the CPU. Empty: every stage on the CPU.
+  std::function<int(int stage, int devices)> gpu_of;
+  DType dtype = DType::f32;
+  /// Loss, every gradient and every final weight, relative to the largest
+  /// magnitude of the reference tensor.
+  double tolerance = 1e-5;
+};
+
+/// The model cut into devices * virt stages of (about) equal layer counts,
+/// initialised with seed 7 and started.
+std::unique_ptr<Pipeline> make_pipeline(const Model& model, ScheduleKind kind, int devices, int micro, int virt,
+                                        const Placement& setup = {});
+
+/// Trains kSteps steps and compares the losses, the first step's gradients,
+/// the final weights and each stage's peak micro-batches in flight with the
+/// reference (GoogleTest failures, with the configuration in their trace).
+void expect_same(const Reference& ref, const Model& model, ScheduleKind kind, int devices, int micro, int virt,
+                 const Placement& setup = {});
+
+/// An out-of-range token id in the last micro-batch makes stage 0's
+/// embedding fail mid-step: the step throws one message naming the stage and
+/// the op, and the pipeline trains again on a good batch.
+void expect_bad_token_reported(const Placement& setup = {});
+
+}  // namespace pf::equivalence
