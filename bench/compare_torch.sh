@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Pipeforge against PyTorch: one training step of the MLP and GPT on this CPU, both programs in the same
+# Pipeforge against PyTorch: one training step of the reference MLP and GPT on this CPU, both programs in the same
 # run, under the same OpenBLAS kernel setting and thread count, and one table with the ratio Pipeforge / PyTorch.
 #
 #   bench/compare_torch.sh [TORCH_BENCH] [BUILD_DIR]

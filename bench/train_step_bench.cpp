@@ -1,4 +1,4 @@
-// Times one training step (forward + loss + backward + SGD step) of the issue's MLP and GPT on one CPU device
+// Times one training step (forward + loss + backward + SGD step) of the reference MLP and GPT on one CPU device
 // and prints one markdown table: median step time, GFLOP/s against this machine's sgemm peak, the share of the
 // step spent in GEMM and the five op kinds that take longest.
 //
@@ -37,7 +37,7 @@ double median(std::vector<double> v) {
   return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
-/// One workload of the issue.
+/// One workload of the comparison with PyTorch.
 struct Workload {
   std::string name;
   std::string file;  // relative to the examples folder
@@ -213,7 +213,7 @@ Row run(const Workload& w, const std::string& examples, int threads, int warmup,
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"Times one training step of the issue's MLP and GPT on one CPU device"};
+  CLI::App app{"Times one training step of the reference MLP and GPT on one CPU device"};
   std::string examples = PF_SOURCE_DIR "/examples";
   std::vector<int> thread_counts{1, 2};
   std::vector<std::string> models{"mlp", "gpt"};
