@@ -11,7 +11,6 @@
 
 #include <algorithm>
 #include <chrono>
-#include <random>
 #include <string>
 #include <vector>
 
@@ -20,6 +19,7 @@
 #include "ir/verifier.h"
 #include "partitioner/compile.h"
 #include "runtime/pipeline.h"
+#include "runtime/random_batch.h"
 #include "runtime/trainer.h"
 
 namespace pf {
@@ -38,33 +38,9 @@ struct Workload {
   DimBinding overrides;
 };
 
-struct Inputs {
-  std::vector<std::vector<std::byte>> data;
-  std::vector<std::pair<std::string, const void*>> named;
-  std::vector<const void*> pointers;
-};
+using Inputs = RandomBatch;
 
-Inputs make_inputs(const Function& g) {
-  Inputs in;
-  std::mt19937 rng(3);
-  for (ValueId a : g.args) {
-    const TensorType& t = g.type_of(a);
-    std::vector<std::byte> bytes(static_cast<size_t>(t.bytes()));
-    if (t.dtype == DType::f32) {
-      auto* p = reinterpret_cast<float*>(bytes.data());
-      for (int64_t i = 0; i < t.numel(); ++i) p[i] = std::uniform_real_distribution<float>(-1, 1)(rng);
-    } else {
-      auto* p = reinterpret_cast<int32_t*>(bytes.data());
-      for (int64_t i = 0; i < t.numel(); ++i) p[i] = static_cast<int32_t>(rng() % 10);
-    }
-    in.data.push_back(std::move(bytes));
-  }
-  for (size_t i = 0; i < g.args.size(); ++i) {
-    in.named.emplace_back(g.values[g.args[i]].name, in.data[i].data());
-    in.pointers.push_back(in.data[i].data());
-  }
-  return in;
-}
+Inputs make_inputs(const Function& g) { return random_batch(g, 3, 10); }
 
 Module load(const Workload& w) { return parse_module(read_source_file(std::string(PF_SOURCE_DIR) + "/" + w.file)); }
 

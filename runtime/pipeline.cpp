@@ -111,12 +111,13 @@ struct Pipeline::Shared {
             const char* what) {
     std::unique_lock lock(mutex);
     waiting[stage] = {what, mb, sender};
-    bool ok = changed.wait_for(lock, std::chrono::duration<double>(timeout_s),
-                               [&] { return failed || table[sender][mb]; });
-    if (!ok && !failed) {
-      // A computation that outlived the limit explains the wait better.
-      std::string stuck = stuck_computation(timeout_s);
-      throw Timeout{stuck.empty() ? stalled(timeout_s) : stuck};
+    // While some stage is computing, the wait may be its consequence: the
+    // main thread times computations, and its failure wakes this wait. Only
+    // a wait with nothing computing anywhere (a lost hand-off) times out here.
+    while (!changed.wait_for(lock, std::chrono::duration<double>(timeout_s),
+                             [&] { return failed || table[sender][mb]; })) {
+      const bool computing = std::any_of(busy.begin(), busy.end(), [](const Busy& b) { return b.active; });
+      if (!computing) throw Timeout{stalled(timeout_s)};
     }
     waiting[stage] = {};
     if (failed) throw Stopped{};

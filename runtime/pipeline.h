@@ -29,8 +29,8 @@ struct PipelineOptions {
   int virtual_stages = 1;
   TrainerOptions train;
   /// The watchdog against hangs: a worker that waits longer than this for a
-  /// peer stops the step with one error naming every stage then waiting and
-  /// what for; a computation (one stage's forward or backward of one
+  /// peer while no stage is computing stops the step with one error naming
+  /// every stage then waiting and what for; a computation (one stage's forward or backward of one
   /// micro-batch) that runs longer stops it naming that stage and action.
   /// A thread stuck inside a kernel cannot be interrupted: if a worker has
   /// not returned `timeout_s` after the step failed, the step throws anyway,

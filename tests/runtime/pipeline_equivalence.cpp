@@ -29,27 +29,7 @@ DimBinding bind(const Module& m, const Model& model, int batch) {
   return m.binding(overrides);
 }
 
-Batch make_batch(const Function& g, int step) {
-  Batch b;
-  std::mt19937 rng(100 + step);
-  for (ValueId a : g.args) {
-    const TensorType& t = g.type_of(a);
-    std::vector<std::byte> bytes(static_cast<size_t>(t.bytes()));
-    if (t.dtype == DType::f32) {
-      auto* p = reinterpret_cast<float*>(bytes.data());
-      for (int64_t i = 0; i < t.numel(); ++i) p[i] = std::uniform_real_distribution<float>(-1, 1)(rng);
-    } else {
-      auto* p = reinterpret_cast<int32_t*>(bytes.data());
-      for (int64_t i = 0; i < t.numel(); ++i) p[i] = static_cast<int32_t>(rng() % 5);
-    }
-    b.data.push_back(std::move(bytes));
-  }
-  for (size_t i = 0; i < g.args.size(); ++i) {
-    b.named.emplace_back(g.values[g.args[i]].name, b.data[i].data());
-    b.pointers.push_back(b.data[i].data());
-  }
-  return b;
-}
+Batch make_batch(const Function& g, int step) { return random_batch(g, static_cast<uint32_t>(100 + step), 5); }
 
 TrainerOptions sgd() {
   TrainerOptions o;

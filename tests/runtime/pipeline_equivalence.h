@@ -9,6 +9,7 @@
 
 #include "ir/module.h"
 #include "runtime/pipeline.h"
+#include "runtime/random_batch.h"
 #include "runtime/trainer.h"
 
 namespace pf::equivalence {
@@ -29,11 +30,7 @@ Module load(const Model& model);
 DimBinding bind(const Module& m, const Model& model, int batch);
 
 /// A deterministic batch of kBatch samples for the model's inputs.
-struct Batch {
-  std::vector<std::vector<std::byte>> data;
-  std::vector<std::pair<std::string, const void*>> named;
-  std::vector<const void*> pointers;
-};
+using Batch = RandomBatch;
 Batch make_batch(const Function& g, int step);
 
 /// SGD with momentum over kSteps steps.
