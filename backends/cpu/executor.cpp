@@ -40,13 +40,7 @@ struct Executor::Impl {
   };
 
   /// One entry of the function's returns.
-  struct Result {
-    ValueId value;
-    bool direct;            // written by its producing op (else copied at the end of a run)
-    bool caller = false;    // planned outside the arena: must be bound before a run
-    void* bound = nullptr;  // the caller's buffer, if bound
-    void* own = nullptr;    // executor-owned bytes used when not bound (nullptr for caller outputs)
-  };
+  using Result = ResultSlot;
 
   std::string function_name;
   std::vector<std::string> value_name;  // per value, for messages
@@ -92,8 +86,6 @@ struct Executor::Impl {
 
   // The constructor's steps, in order.
   void describe(const Function& f, DType float_dtype);
-  /// Fills `results` and `copied`; returns for every value whether it is returned.
-  std::vector<bool> collect_results(const Function& f, const ExecutorOptions& options);
   void build_steps(const Function& f, const DimBinding& binding, DType float_dtype,
                    const std::vector<ValueId>& alias_of);
   void allocate_arena(const MemoryPlan& plan);
@@ -113,21 +105,13 @@ Executor::Impl::Impl(const Function& f, const DimBinding& binding, DType float_d
   if (float_dtype != DType::f32 && float_dtype != DType::f64)
     throw Error(fmt::format("cpu executor: floats are stored as f32 or f64, not {}", dtype_name(float_dtype)), f.loc);
   describe(f, float_dtype);
-  const std::vector<bool> returned = collect_results(f, options);
-
   // Outside the arena: arguments, parameters, results left to the caller.
   // Reshape results that are not returned read their operand's bytes.
-  const size_t n = f.values.size();
-  std::vector<bool> external(n, false);
-  std::vector<ValueId> alias_of(n, -1);
-  for (ValueId a : f.args) external[a] = true;
-  for (const Result& r : results)
-    if (r.caller && r.direct) external[r.value] = true;
-  for (const Op& op : f.ops) {
-    if (op.kind == OpKind::param) external[op.results.at(0)] = true;
-    if (op.kind == OpKind::reshape && !returned[op.results.at(0)]) alias_of[op.results[0]] = op.operands.at(0);
-  }
-  const MemoryPlan plan = plan_memory(f, float_dtype, external, alias_of);
+  ResultLayout layout = layout_results(f, options.caller_outputs, "cpu executor");
+  results = std::move(layout.results);
+  copied = std::move(layout.copied);
+  const std::vector<ValueId>& alias_of = layout.alias_of;
+  const MemoryPlan plan = plan_memory(f, float_dtype, layout.external, alias_of);
 
   alias_groups(alias_of, root, members);
   build_steps(f, binding, float_dtype, alias_of);
@@ -148,28 +132,6 @@ void Executor::Impl::describe(const Function& f, DType float_dtype) {
     op_text.push_back(print_op(f, op));
     op_loc.push_back(op.loc);
   }
-}
-
-std::vector<bool> Executor::Impl::collect_results(const Function& f, const ExecutorOptions& options) {
-  // The first return of a value that an op computes is written in place;
-  // arguments, parameters and repeats are copied.
-  std::vector<bool> returned(f.values.size(), false);
-  for (ValueId v : f.returns) {
-    const int def = f.values[v].def_op;
-    const bool direct = def >= 0 && f.ops[def].kind != OpKind::param && !returned[v];
-    results.push_back({v, direct});
-    returned[v] = true;
-  }
-  for (int i : options.caller_outputs) {
-    if (i < 0 || static_cast<size_t>(i) >= results.size())
-      throw Error(fmt::format("cpu executor: @{} has {} result{}, no result {} to leave to the caller", f.name,
-                              results.size(), results.size() == 1 ? "" : "s", i),
-                  f.return_loc);
-    results[i].caller = true;
-  }
-  for (size_t i = 0; i < results.size(); ++i)
-    if (!results[i].direct) copied.push_back(static_cast<int>(i));
-  return returned;
 }
 
 void Executor::Impl::build_steps(const Function& f, const DimBinding& binding, DType float_dtype,

@@ -143,4 +143,36 @@ void alias_groups(const std::vector<ValueId>& alias_of, std::vector<ValueId>& ro
   }
 }
 
+ResultLayout layout_results(const Function& f, std::span<const int> caller_outputs, std::string_view executor) {
+  ResultLayout out;
+  const size_t n = f.values.size();
+  std::vector<bool> returned(n, false);
+  for (ValueId v : f.returns) {
+    const int def = f.values[v].def_op;
+    const bool direct = def >= 0 && f.ops[def].kind != OpKind::param && !returned[v];
+    out.results.push_back({v, direct});
+    returned[v] = true;
+  }
+  for (int i : caller_outputs) {
+    if (i < 0 || static_cast<size_t>(i) >= out.results.size())
+      throw Error(fmt::format("{}: @{} has {} result{}, no result {} to leave to the caller", executor, f.name,
+                              out.results.size(), out.results.size() == 1 ? "" : "s", i),
+                  f.return_loc);
+    out.results[i].caller = true;
+  }
+  for (size_t i = 0; i < out.results.size(); ++i)
+    if (!out.results[i].direct) out.copied.push_back(static_cast<int>(i));
+
+  out.external.assign(n, false);
+  out.alias_of.assign(n, -1);
+  for (ValueId a : f.args) out.external[a] = true;
+  for (const ResultSlot& r : out.results)
+    if (r.caller && r.direct) out.external[r.value] = true;
+  for (const Op& op : f.ops) {
+    if (op.kind == OpKind::param) out.external[op.results.at(0)] = true;
+    if (op.kind == OpKind::reshape && !returned[op.results.at(0)]) out.alias_of[op.results[0]] = op.operands.at(0);
+  }
+  return out;
+}
+
 }  // namespace pf::cpu

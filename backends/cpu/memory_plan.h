@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <span>
+#include <string_view>
 #include <vector>
 
 #include "ir/module.h"
@@ -64,5 +65,28 @@ DType kernel_dtype(const Function& f, const Op& op, DType float_dtype);
 /// root r first, then the values that read its bytes.
 void alias_groups(const std::vector<ValueId>& alias_of, std::vector<ValueId>& root,
                   std::vector<std::vector<ValueId>>& members);
+
+/// A returned value as an executor keeps it (on every backend).
+struct ResultSlot {
+  ValueId value;
+  bool direct;            // written by its producing op (else copied at the end of a run)
+  bool caller = false;    // planned outside the arena: must be bound before a run
+  void* bound = nullptr;  // the caller's buffer, if bound
+  void* own = nullptr;    // executor-owned bytes used when not bound (nullptr for caller outputs)
+};
+
+/// What an executor decides from a function's returns before it plans memory.
+struct ResultLayout {
+  std::vector<ResultSlot> results;  // per return
+  std::vector<int> copied;          // results copied at the end of a run
+  std::vector<bool> external;       // per value: outside the arena (arguments, parameters, caller outputs)
+  std::vector<ValueId> alias_of;    // per value: an unreturned reshape reads its operand's bytes; else -1
+};
+
+/// The first return of a value an op computes is written in place; arguments,
+/// parameters and repeats are copied. `caller_outputs` are results the caller
+/// binds (an index out of range is an error naming `executor`, e.g. "cpu
+/// executor").
+ResultLayout layout_results(const Function& f, std::span<const int> caller_outputs, std::string_view executor);
 
 }  // namespace pf::cpu

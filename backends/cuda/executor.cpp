@@ -30,13 +30,7 @@ struct Executor::Impl {
     int op;
     size_t in_begin, in_count, out_begin, out_count;
   };
-  struct Result {
-    ValueId value;
-    bool direct;            // written by its producing op (else copied at the end of a run)
-    bool caller = false;    // planned outside the arena
-    void* bound = nullptr;  // the caller's device buffer
-    void* own = nullptr;    // arena bytes used when not bound
-  };
+  using Result = cpu::ResultSlot;
   struct Param {
     std::string name;
     ValueId value;
@@ -81,7 +75,6 @@ struct Executor::Impl {
     if (device && arena) device->deallocate(arena);
   }
 
-  std::vector<bool> collect_results(const Function& f, const ExecutorOptions& options);
   void build_steps(const Function& f, const DimBinding& binding, DType float_dtype,
                    const std::vector<ValueId>& alias_of);
   void allocate_arena(const cpu::MemoryPlan& plan);
@@ -111,42 +104,16 @@ Executor::Impl::Impl(const Function& f, const DimBinding& binding, CudaDevice& d
     op_text.push_back(print_op(f, op));
     op_loc.push_back(op.loc);
   }
-  const std::vector<bool> returned = collect_results(f, options);
-
-  const size_t n = f.values.size();
-  std::vector<bool> external(n, false);
-  std::vector<ValueId> alias_of(n, -1);
-  for (ValueId a : f.args) external[a] = true;
-  for (const Result& r : results)
-    if (r.caller && r.direct) external[r.value] = true;
-  for (const Op& op : f.ops) {
-    if (op.kind == OpKind::param) external[op.results.at(0)] = true;
-    if (op.kind == OpKind::reshape && !returned[op.results.at(0)]) alias_of[op.results[0]] = op.operands.at(0);
-  }
-  const cpu::MemoryPlan plan = cpu::plan_memory(f, float_dtype, external, alias_of);
+  // Outside the arena: arguments, parameters, results left to the caller.
+  // Reshape results that are not returned read their operand's bytes.
+  cpu::ResultLayout layout = cpu::layout_results(f, options.caller_outputs, "cuda executor");
+  results = std::move(layout.results);
+  copied = std::move(layout.copied);
+  const std::vector<ValueId>& alias_of = layout.alias_of;
+  const cpu::MemoryPlan plan = cpu::plan_memory(f, float_dtype, layout.external, alias_of);
   cpu::alias_groups(alias_of, root, members);
   build_steps(f, binding, float_dtype, alias_of);
   allocate_arena(plan);
-}
-
-std::vector<bool> Executor::Impl::collect_results(const Function& f, const ExecutorOptions& options) {
-  std::vector<bool> returned(f.values.size(), false);
-  for (ValueId v : f.returns) {
-    const int def = f.values[v].def_op;
-    const bool direct = def >= 0 && f.ops[def].kind != OpKind::param && !returned[v];
-    results.push_back({v, direct});
-    returned[v] = true;
-  }
-  for (int i : options.caller_outputs) {
-    if (i < 0 || static_cast<size_t>(i) >= results.size())
-      throw Error(fmt::format("cuda executor: @{} has {} result(s), no result {} to leave to the caller", f.name,
-                              results.size(), i),
-                  f.return_loc);
-    results[i].caller = true;
-  }
-  for (size_t i = 0; i < results.size(); ++i)
-    if (!results[i].direct) copied.push_back(static_cast<int>(i));
-  return returned;
 }
 
 void Executor::Impl::build_steps(const Function& f, const DimBinding& binding, DType float_dtype,
