@@ -152,7 +152,7 @@ int main(int argc, char** argv) {
   // drifts by tens of percent over minutes); the table gives medians.
   const int rounds = argc > 1 ? std::stoi(argv[1]) : 5;
   const std::string only = argc > 2 ? argv[2] : "";  // run the workloads whose name contains this
-  cpu::set_blas_threads(1);
+  cpu::set_cpu_threads(1);
   // The single-device benchmark's models, whose layers do not split evenly in
   // two (4 blocks and a heavy head; 784->4096 + 4096->4096 | 4096->4096 + a
   // 10-way head, where the first layer computes no input gradient), and a

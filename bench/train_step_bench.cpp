@@ -58,7 +58,7 @@ std::vector<Workload> workloads() {
 /// The best of a few 2048^3 sgemm calls: the rate a GEMM-bound step could reach on `threads` threads.
 double sgemm_peak_gflops(int threads) {
   constexpr int64_t n = 2048;
-  pf::cpu::set_blas_threads(threads);
+  pf::cpu::set_cpu_threads(threads);
   std::vector<float> a(n * n, 0.5f), b(n * n, 0.25f), c(n * n, 0.0f);
   double best = 1e30;
   for (int rep = 0; rep < 6; ++rep) {
@@ -127,9 +127,8 @@ struct Row {
 };
 
 Row run(const Workload& w, const std::string& examples, int threads, int warmup, int steps, int top,
-        int kernel_threads, const std::string& ops_of_kind) {
-  pf::cpu::set_blas_threads(threads);
-  if (kernel_threads > 0) pf::cpu::set_kernel_threads(kernel_threads);
+        const std::string& ops_of_kind) {
+  pf::cpu::set_cpu_threads(threads);
   pf::Module module = pf::parse_module(pf::read_source_file(examples + "/" + w.file));
   const pf::DimBinding binding = module.binding(pf::parse_binding(w.bind));
   pf::verify_module(module, binding, pf::VerifyOptions{true});
@@ -217,16 +216,14 @@ int main(int argc, char** argv) {
   std::string examples = PF_SOURCE_DIR "/examples";
   std::vector<int> thread_counts{1, 2};
   std::vector<std::string> models{"mlp", "gpt"};
-  int warmup = 3, steps = 10, top_kinds = 5, kernel_threads = 0;
+  int warmup = 3, steps = 10, top_kinds = 5;
   std::string ops_of_kind;
   bool json = false;
   app.add_option("--examples", examples, "folder holding mlp.pf and gpt.pf");
-  app.add_option("--threads", thread_counts, "thread counts (BLAS and kernels)")->delimiter(',');
+  app.add_option("--threads", thread_counts, "thread counts (of the device: GEMMs and kernels)")->delimiter(',');
   app.add_option("--models", models, "mlp, gpt")->delimiter(',');
   app.add_option("--warmup", warmup, "untimed steps first")->check(CLI::PositiveNumber);
   app.add_option("--steps", steps, "timed steps (the median is reported)")->check(CLI::PositiveNumber);
-  app.add_option("--kernel-threads", kernel_threads,
-                 "threads of the kernels other than GEMM (default: the BLAS thread count of the row)");
   app.add_option("--top", top_kinds, "op kinds listed per row")->check(CLI::PositiveNumber);
   app.add_option("--ops", ops_of_kind, "also list every op of this kind (matmul, add, ...) with its time per step");
   app.add_flag("--json", json, "one JSON line per row instead of the table");
@@ -241,7 +238,7 @@ int main(int argc, char** argv) {
       for (const Workload& w : workloads()) {
         if (w.name != name) continue;
         found = true;
-        for (int t : thread_counts) rows.push_back(run(w, examples, t, warmup, steps, top_kinds, kernel_threads, ops_of_kind));
+        for (int t : thread_counts) rows.push_back(run(w, examples, t, warmup, steps, top_kinds, ops_of_kind));
       }
       if (!found) throw pf::Error(fmt::format("--models: no workload named '{}' (mlp, gpt)", name));
     }

@@ -123,7 +123,7 @@ Runtime Runtime::load(const std::string& plan_path, const RuntimeOptions& option
   impl->options = options;
   // Each device is one worker thread on one core; a multi-threaded BLAS
   // inside every worker would oversubscribe the cores.
-  cpu::set_blas_threads(1);
+  cpu::set_cpu_threads(1);
   PipelineOptions po;
   po.train.optimizer = options.optimizer;
   po.train.lr = options.lr;

@@ -37,7 +37,7 @@ void add_profile_command(CLI::App& app) {
   cmd->add_flag("-v,--verbose", o->verbose, "print every op's times");
   cmd->add_option("-o,--output", o->output, "write the profile here (JSON)")->required();
   cmd->callback([o] {
-    cpu::set_blas_threads(1);  // a CPU device is one core
+    cpu::set_cpu_threads(1);  // a CPU device is one core
     LoadedModel model = load_model(o->file, o->bind, true);
     if (o->batch > 0) bind_batch(model, o->batch);
     DimBinding micro = microbatch_binding(model.module, model.binding, o->microbatches);

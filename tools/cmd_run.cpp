@@ -220,7 +220,7 @@ void run_model(const RunOptions& o) {
   if (!o.checkpoint.empty() || !o.resume.empty())
     throw Error(fmt::format("--checkpoint and --resume train a plan (.json), not {}; compile it with pipeforge compile",
                             o.file));
-  cpu::set_blas_threads(o.threads);
+  cpu::set_cpu_threads(o.threads);
   LoadedModel model = load_model(o.file, o.bind, true);
   if (o.batch > 0) bind_batch(model, o.batch);
   TrainerOptions train = o.train;
@@ -290,7 +290,7 @@ void add_run_command(CLI::App& app) {
   cmd->add_option("--data", o->data, "use this batch (safetensors, by input name) at every step");
   cmd->add_option("--save-grads", o->save_grads, "write the first step's gradients here (safetensors)");
   cmd->add_option("--save-weights", o->save_weights, "write the trained weights here (safetensors)");
-  cmd->add_option("--threads", o->threads, "BLAS threads (one device; a plan's devices take one each)")
+  cmd->add_option("--threads", o->threads, "threads of the device (one device; a plan's devices take one each)")
       ->check(CLI::PositiveNumber);
   cmd->add_option("--trace", o->trace, "write a Chrome/Perfetto trace of every stage's actions (plans)");
   cmd->add_option("--timeout", o->timeout,

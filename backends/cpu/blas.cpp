@@ -36,6 +36,30 @@ void blas_gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, cons
               blas_int(lda), b, blas_int(ldb), beta, c, blas_int(ldc));
 }
 
+// Products below this many multiply-adds run on one thread: waking a worker
+// costs some microseconds, and halves of a small GEMM run below the rate.
+constexpr int64_t kSplitWork = int64_t{1} << 21;
+
+// Splits C into one block of whole rows or columns per thread of the budget
+// (columns when C is wide, so each thread reads all of A and its share of
+// B), each block one single-threaded BLAS call. Blocks are multiples of 16,
+// the width of the kernels' register tiles.
+template <class T>
+void split_gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const T* a, int64_t lda, const T* b,
+                int64_t ldb, T beta, T* c, int64_t ldc) {
+  constexpr int64_t kAlign = 16;
+  const bool by_cols = n >= m;
+  const int64_t units = ((by_cols ? n : m) + kAlign - 1) / kAlign;
+  parallel_for(units, 1, [&](int64_t begin, int64_t end) {
+    const int64_t lo = begin * kAlign, hi = std::min(end * kAlign, by_cols ? n : m);
+    if (by_cols)
+      blas_gemm(trans_a, trans_b, m, hi - lo, k, a, lda, trans_b ? b + lo * ldb : b + lo, ldb, beta, c + lo, ldc);
+    else
+      blas_gemm(trans_a, trans_b, hi - lo, n, k, trans_a ? a + lo : a + lo * lda, lda, b, ldb, beta, c + lo * ldc,
+                ldc);
+  });
+}
+
 // Handles what BLAS cannot: an empty result, and an empty contraction (BLAS
 // would reject lda = 0), whose product is all zeros.
 template <class T>
@@ -47,7 +71,12 @@ void gemm_with(bool accumulate, bool trans_a, bool trans_b, int64_t m, int64_t n
       for (int64_t i = 0; i < m; ++i) std::fill_n(c + i * ldc, n, T(0));
     return;
   }
-  blas_gemm(trans_a, trans_b, m, n, k, a, lda, b, ldb, accumulate ? T(1) : T(0), c, ldc);
+  const T beta = accumulate ? T(1) : T(0);
+  if (kernel_threads() > 1 && m * n * k >= kSplitWork) {
+    split_gemm(trans_a, trans_b, m, n, k, a, lda, b, ldb, beta, c, ldc);
+    return;
+  }
+  blas_gemm(trans_a, trans_b, m, n, k, a, lda, b, ldb, beta, c, ldc);
 }
 
 }  // namespace
@@ -76,11 +105,10 @@ void gemm_accumulate(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k
 
 namespace pf::cpu {
 
-void set_blas_threads(int threads) {
-  openblas_set_num_threads(std::max(1, threads));
+void set_cpu_threads(int threads) {
+  openblas_set_num_threads(1);
   set_kernel_threads(threads);
 }
-int blas_threads() { return openblas_get_num_threads(); }
 const char* blas_core_name() { return openblas_get_corename(); }
 
 }  // namespace pf::cpu

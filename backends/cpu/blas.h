@@ -25,11 +25,13 @@ void gemm_accumulate(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k
 
 namespace pf::cpu {
 
-/// The number of threads OpenBLAS uses for every GEMM of this process, and
-/// that the other kernels split their large loops over (parallel.h): a CPU
-/// device's thread budget (p stages on p cores run with 1 each).
-void set_blas_threads(int threads);
-int blas_threads();
+/// A CPU device's thread budget (p stages on p cores run with 1 each): what
+/// gemm splits its large products over and the other kernels their large
+/// loops (parallel.h). OpenBLAS itself always runs single-threaded, each of
+/// its calls on the thread that makes it: one pool for every kernel, and no
+/// BLAS worker left spinning on a core after a call.
+void set_cpu_threads(int threads);
+
 /// The name of the kernel OpenBLAS chose for this CPU (e.g. "SkylakeX", or
 /// "Haswell" under OPENBLAS_CORETYPE=Haswell), for benchmark reports.
 const char* blas_core_name();

@@ -22,8 +22,8 @@ struct KernelArgs {
 };
 
 /// A forward kernel: it runs one op of ops.def, the backward ops (relu_grad,
-/// conv2d_grad_input, ...) included. Kernels are single-threaded (matmul, conv2d and
-/// its gradients use OpenBLAS, whose thread count the CPU device sets), keep
+/// conv2d_grad_input, ...) included. Kernels split their large loops and products over
+/// the device's thread budget (parallel.h; BLAS calls are single-threaded), keep
 /// no state between calls apart from a reused per-thread scratch buffer, and
 /// throw pf::Error on bad data that the verifier cannot see (an embedding
 /// index or a cross-entropy target out of range, in the forward or backward

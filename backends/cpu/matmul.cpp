@@ -2,6 +2,10 @@
 #include "backends/cpu/blas.h"
 #include "backends/cpu/kernel_table.h"
 #include "backends/cpu/kernel_util.h"
+#include "backends/cpu/parallel.h"
+
+#include <utility>
+#include <vector>
 
 namespace pf::cpu {
 
@@ -43,13 +47,15 @@ void matmul(const KernelArgs& args) {
   const BroadcastPlan plan = plan_broadcast(batch_c, batch_shapes);
   const int64_t size_a = m * k, size_b = k * n, size_c = m * n;
   const int64_t inner = plan.dims.back(), step_a = plan.strides[0].back(), step_b = plan.strides[1].back();
-  for (RowWalk w(plan); !w.done(); w.next()) {
-    for (int64_t j = 0; j < inner; ++j) {
-      const T* aj = a + (w.offset(0) + j * step_a) * size_a;
-      const T* bj = b + (w.offset(1) + j * step_b) * size_b;
-      gemm(ta, tb, m, n, k, aj, lda, bj, ldb, c + (w.row() * inner + j) * size_c, n);
-    }
-  }
+  std::vector<std::pair<int64_t, int64_t>> offsets;
+  offsets.reserve(batches);
+  for (RowWalk w(plan); !w.done(); w.next())
+    for (int64_t j = 0; j < inner; ++j) offsets.emplace_back(w.offset(0) + j * step_a, w.offset(1) + j * step_b);
+  // Whole matrices per thread: small GEMMs split no further.
+  parallel_for(batches, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i)
+      gemm(ta, tb, m, n, k, a + offsets[i].first * size_a, lda, b + offsets[i].second * size_b, ldb, c + i * size_c, n);
+  });
 }
 
 }  // namespace

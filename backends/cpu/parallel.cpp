@@ -14,6 +14,16 @@ namespace pf::cpu {
 namespace {
 
 std::atomic<int> g_threads{1};
+// Set on a thread while it runs a chunk: a loop started inside a chunk runs
+// inline (the pool is busy with the outer loop, and a std::mutex may not be
+// tried again by the thread that holds it).
+thread_local bool t_in_chunk = false;
+
+void run_chunk(void (*fn)(void*, int64_t, int64_t), void* ctx, int64_t begin, int64_t end) {
+  t_in_chunk = true;
+  fn(ctx, begin, end);
+  t_in_chunk = false;
+}
 
 /// One loop at a time. Each worker sleeps on its own `go` counter (a futex
 /// wait, not a spin); the caller writes a worker's chunk, then bumps its
@@ -51,7 +61,7 @@ class Pool {
       w.go.fetch_add(1);  // publishes the fields above (sequentially consistent)
       w.go.notify_one();
     }
-    fn(ctx, 0, n / chunks);
+    run_chunk(fn, ctx, 0, n / chunks);
     for (int left = pending_.load(); left != 0; left = pending_.load()) pending_.wait(left);
     return true;
   }
@@ -70,7 +80,7 @@ class Pool {
       w.go.wait(seen);
       seen = w.go.load();
       if (w.stop.load()) return;
-      fn_(ctx_, w.begin, w.end);
+      run_chunk(fn_, ctx_, w.begin, w.end);
       if (pending_.fetch_sub(1) == 1) pending_.notify_one();
     }
   }
@@ -98,7 +108,7 @@ void run_parallel(int64_t n, int64_t grain, void (*fn)(void* ctx, int64_t begin,
   if (n <= 0) return;
   const int64_t by_size = n / std::max<int64_t>(grain, 1);
   const int chunks = static_cast<int>(std::min<int64_t>(kernel_threads(), by_size));
-  if (chunks <= 1 || !pool().run(chunks, n, fn, ctx)) fn(ctx, 0, n);
+  if (chunks <= 1 || t_in_chunk || !pool().run(chunks, n, fn, ctx)) fn(ctx, 0, n);
 }
 
 }  // namespace pf::cpu

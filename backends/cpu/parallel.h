@@ -6,10 +6,10 @@
 
 namespace pf::cpu {
 
-/// The threads a loop may be split over: the CPU device's budget, the same
-/// number set_blas_threads gives OpenBLAS (1 until it is called).
+/// The threads a loop or a GEMM may be split over: the CPU device's budget
+/// (1 until set_cpu_threads is called).
 int kernel_threads();
-/// Called by set_blas_threads: one budget for OpenBLAS and the kernels.
+/// Called by set_cpu_threads.
 void set_kernel_threads(int threads);
 
 /// Runs `fn(ctx, begin, end)` over [0, n) in contiguous chunks of at least
@@ -18,7 +18,7 @@ void set_kernel_threads(int threads);
 /// 2 * grain), a budget of 1, and calls made while another loop holds the
 /// pool (two pipeline stages at once, or a nested call) run inline as one
 /// chunk. `fn` must not throw. Workers sleep between loops rather than spin,
-/// so they never take a core from OpenBLAS's own threads.
+/// so they never take a core from another stage's thread.
 void run_parallel(int64_t n, int64_t grain, void (*fn)(void* ctx, int64_t begin, int64_t end), void* ctx);
 
 /// run_parallel with a callable `f(begin, end)`.

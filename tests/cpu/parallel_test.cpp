@@ -20,12 +20,12 @@ namespace {
 /// Restores the budget of 1 that every other test assumes.
 class ParallelTest : public ::testing::Test {
  protected:
-  void TearDown() override { set_blas_threads(1); }
+  void TearDown() override { set_cpu_threads(1); }
 };
 
 TEST_F(ParallelTest, VisitsEveryIndexOnce) {
   for (int threads : {1, 2, 3}) {
-    set_blas_threads(threads);
+    set_cpu_threads(threads);
     for (int64_t n : {int64_t{0}, int64_t{1}, int64_t{7}, int64_t{1000}, int64_t{100003}}) {
       std::vector<std::atomic<int>> hits(static_cast<size_t>(n));
       std::atomic<int> chunks{0};
@@ -41,7 +41,7 @@ TEST_F(ParallelTest, VisitsEveryIndexOnce) {
 }
 
 TEST_F(ParallelTest, NestedLoopsRunInline) {
-  set_blas_threads(2);
+  set_cpu_threads(2);
   std::atomic<int64_t> total{0};
   parallel_for(4, 1, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i)
@@ -50,10 +50,12 @@ TEST_F(ParallelTest, NestedLoopsRunInline) {
   EXPECT_EQ(total.load(), 4000);
 }
 
-// Every kernel that splits its loops, on shapes above the grain: the GPT
-// block's ops forward and backward, the optimizer-sized flat loops aside.
+// Every kernel that splits its loops or products, on shapes above the grain:
+// the GPT block's ops forward and backward (GEMMs split by columns, by rows,
+// and batched attention products one matrix per thread), the
+// optimizer-sized flat loops aside.
 const char* kOps = R"(
-graph @ops(%x: f32[8,64,512], %b: f32[512], %w: f32[512], %g: f32[8,64,512], %s: f32[8,8,64,64], %t: i32[512]) -> (f32[8,64,512], f32[8,64,512], f32[8,8,64,64], f32[8,8,64,64], f32[8,64,512], f32[8,64,512], f32[512], f32[512], f32[8,64,512], f32[512], f32[], f32[512,512], f32[8,64], f32[8,8,64,64]) {
+graph @ops(%x: f32[8,64,512], %b: f32[512], %w: f32[512], %g: f32[8,64,512], %s: f32[8,8,64,64], %t: i32[512]) -> (f32[8,64,512], f32[8,64,512], f32[8,8,64,64], f32[8,8,64,64], f32[8,64,512], f32[8,64,512], f32[512], f32[512], f32[8,64,512], f32[512], f32[], f32[512,512], f32[8,64], f32[8,8,64,64], f32[8,64,512], f32[512,512], f32[8,8,64,64], f32[2048,100]) {
   %sum = add %x, %g : f32[8,64,512]
   %biased = add %x, %b : f32[8,64,512]
   %two = constant value=2 : f32[]
@@ -72,12 +74,19 @@ graph @ops(%x: f32[8,64,512], %b: f32[512], %w: f32[512], %g: f32[8,64,512], %s:
   %dlogits = cross_entropy_grad %one, %logits, %t : f32[512,512]
   %rows = reduce_sum %x axes=[2] : f32[8,64]
   %dprobs = softmax_grad %s, %probs axis=-1 : f32[8,8,64,64]
-  return %sum, %biased, %scaled, %probs, %ln, %dx, %dw, %db, %act.grad, %bias.grad, %loss, %dlogits, %rows, %dprobs
+  %linear = matmul %x, %logits : f32[8,64,512]
+  %weight.grad = matmul %logits, %dlogits transpose_a=true : f32[512,512]
+  %context = matmul %probs, %s : f32[8,8,64,64]
+  %tall = reshape %x shape=[2048,128] : f32[2048,128]
+  %top = slice %logits axis=0 start=0 end=128 : f32[128,512]
+  %narrow = slice %top axis=1 start=0 end=100 : f32[128,100]
+  %rows_split = matmul %tall, %narrow : f32[2048,100]
+  return %sum, %biased, %scaled, %probs, %ln, %dx, %dw, %db, %act.grad, %bias.grad, %loss, %dlogits, %rows, %dprobs, %linear, %weight.grad, %context, %rows_split
 }
 )";
 
 std::vector<std::vector<std::byte>> run_ops(int threads, bool profile, OpSeconds* seconds = nullptr) {
-  set_blas_threads(threads);
+  set_cpu_threads(threads);
   Module m = parse_module_text("ops.pf", kOps);
   verify_module(m, m.binding());
   ExecutorOptions options;
@@ -121,7 +130,8 @@ TEST_F(ParallelTest, ProfileTimesOpKindsOnlyWhenAsked) {
   run_ops(1, true, &on);
   EXPECT_GT(on[static_cast<size_t>(OpKind::softmax)], 0.0);
   EXPECT_GT(on[static_cast<size_t>(OpKind::layernorm_grad)], 0.0);
-  EXPECT_EQ(on[static_cast<size_t>(OpKind::matmul)], 0.0);  // no matmul ran
+  EXPECT_GT(on[static_cast<size_t>(OpKind::matmul)], 0.0);
+  EXPECT_EQ(on[static_cast<size_t>(OpKind::conv2d)], 0.0);  // no conv2d ran
 }
 
 }  // namespace
