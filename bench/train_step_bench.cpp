@@ -14,6 +14,7 @@
 #include <chrono>
 #include <cstdint>
 #include <iostream>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
@@ -53,6 +54,12 @@ std::vector<Workload> workloads() {
       {"gpt", "gpt.pf", "L=4,C=512,H=8,T=128,S=128,V=8192,B=8", kBatch * kSeq,
        12 * kLayers * kSeq * kWidth * kBatch * kSeq},
   };
+}
+
+const Workload& find_workload(const std::vector<Workload>& all, const std::string& name) {
+  for (const Workload& w : all)
+    if (w.name == name) return w;
+  throw pf::Error(fmt::format("--models: no workload named '{}' (mlp, gpt)", name));
 }
 
 /// The best of a few 2048^3 sgemm calls: the rate a GEMM-bound step could reach on `threads` threads.
@@ -126,33 +133,65 @@ struct Row {
   std::vector<pf::cpu::OpTime> ops;                  // with --ops: each op of that kind, ms per profiled step
 };
 
+/// A trainer for one workload, SGD as torch_bench.py's, with random inputs bound.
+struct Session {
+  std::unique_ptr<pf::Trainer> trainer;
+  std::vector<std::vector<std::byte>> inputs;
+  std::vector<const void*> pointers;
+  pf::DimBinding binding;
+
+  Session(const Workload& w, const std::string& examples, int threads) {
+    pf::cpu::set_cpu_threads(threads);
+    pf::Module module = pf::parse_module(pf::read_source_file(examples + "/" + w.file));
+    binding = module.binding(pf::parse_binding(w.bind));
+    pf::verify_module(module, binding, pf::VerifyOptions{true});
+    pf::TrainerOptions options;
+    options.optimizer = "sgd";
+    options.lr = 1e-3;
+    options.momentum = 0;  // torch.optim.SGD(lr=1e-3) as in torch_bench.py
+    trainer = std::make_unique<pf::Trainer>(std::move(module), binding, options);
+    trainer->params().initialize(0);
+    trainer->start();
+    const pf::Function& g = trainer->graph();
+    inputs = make_inputs(g, classes_of(g));
+    for (auto& b : inputs) pointers.push_back(b.data());
+  }
+
+  /// One training step; its loss.
+  double step() {
+    pf::StepResult r = trainer->compute_gradients(pointers);
+    trainer->apply(r);
+    return r.loss;
+  }
+};
+
+/// --serve: warms up, prints "ready", then runs one step per line read from
+/// stdin and answers "<seconds> <loss>" (bench/lockstep.py alternates
+/// programs step by step this way, so that the machine's drift hits both).
+void serve(const Workload& w, const std::string& examples, int threads, int warmup) {
+  Session session(w, examples, threads);
+  for (int i = 0; i < warmup; ++i) session.step();
+  std::cout << "ready" << std::endl;
+  std::string line;
+  while (std::getline(std::cin, line)) {
+    const Clock::time_point start = Clock::now();
+    const double loss = session.step();
+    std::cout << fmt::format("{:.6f} {:.6f}", seconds_since(start), loss) << std::endl;
+  }
+}
+
 Row run(const Workload& w, const std::string& examples, int threads, int warmup, int steps, int top,
         const std::string& ops_of_kind) {
-  pf::cpu::set_cpu_threads(threads);
-  pf::Module module = pf::parse_module(pf::read_source_file(examples + "/" + w.file));
-  const pf::DimBinding binding = module.binding(pf::parse_binding(w.bind));
-  pf::verify_module(module, binding, pf::VerifyOptions{true});
-  pf::TrainerOptions options;
-  options.optimizer = "sgd";
-  options.lr = 1e-3;
-  options.momentum = 0;  // torch.optim.SGD(lr=1e-3) as in torch_bench.py
-  pf::Trainer trainer(std::move(module), binding, options);
-  trainer.params().initialize(0);
-  trainer.start();
-  const pf::Function& g = trainer.graph();
-  std::vector<std::vector<std::byte>> inputs = make_inputs(g, classes_of(g));
-  std::vector<const void*> pointers;
-  for (auto& b : inputs) pointers.push_back(b.data());
+  Session session(w, examples, threads);
+  pf::Trainer& trainer = *session.trainer;
+  const std::vector<const void*>& pointers = session.pointers;
+  const pf::DimBinding& binding = session.binding;
 
   Row row;
   row.model = w.name;
   row.threads = threads;
   row.params = trainer.params().numel();
-  auto step = [&] {
-    pf::StepResult r = trainer.compute_gradients(pointers);
-    trainer.apply(r);
-    return r.loss;
-  };
+  auto step = [&] { return session.step(); };
   row.loss_first = step();
   for (int i = 1; i < warmup; ++i) step();
   std::vector<double> times;
@@ -218,7 +257,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> models{"mlp", "gpt"};
   int warmup = 3, steps = 10, top_kinds = 5;
   std::string ops_of_kind;
-  bool json = false;
+  bool json = false, serve_steps = false;
   app.add_option("--examples", examples, "folder holding mlp.pf and gpt.pf");
   app.add_option("--threads", thread_counts, "thread counts (of the device: GEMMs and kernels)")->delimiter(',');
   app.add_option("--models", models, "mlp, gpt")->delimiter(',');
@@ -227,21 +266,25 @@ int main(int argc, char** argv) {
   app.add_option("--top", top_kinds, "op kinds listed per row")->check(CLI::PositiveNumber);
   app.add_option("--ops", ops_of_kind, "also list every op of this kind (matmul, add, ...) with its time per step");
   app.add_flag("--json", json, "one JSON line per row instead of the table");
+  app.add_flag("--serve", serve_steps,
+               "one model and thread count: warm up, print 'ready', then run a step per stdin line and print "
+               "'<seconds> <loss>' (for bench/lockstep.py)");
   CLI11_PARSE(app, argc, argv);
 
   try {
+    if (serve_steps) {
+      if (models.size() != 1 || thread_counts.size() != 1)
+        throw pf::Error("--serve: give one model (--models) and one thread count (--threads)");
+      serve(find_workload(workloads(), models[0]), examples, thread_counts[0], warmup);
+      return 0;
+    }
     std::vector<Row> rows;
     std::vector<std::pair<int, double>> peaks;
     for (int t : thread_counts) peaks.emplace_back(t, sgemm_peak_gflops(t));
-    for (const std::string& name : models) {
-      bool found = false;
-      for (const Workload& w : workloads()) {
-        if (w.name != name) continue;
-        found = true;
-        for (int t : thread_counts) rows.push_back(run(w, examples, t, warmup, steps, top_kinds, ops_of_kind));
-      }
-      if (!found) throw pf::Error(fmt::format("--models: no workload named '{}' (mlp, gpt)", name));
-    }
+    const std::vector<Workload> all = workloads();
+    for (const std::string& name : models)
+      for (int t : thread_counts)
+        rows.push_back(run(find_workload(all, name), examples, t, warmup, steps, top_kinds, ops_of_kind));
     auto peak_of = [&](int t) {
       for (auto& [threads, gflops] : peaks)
         if (threads == t) return gflops;

@@ -16,18 +16,24 @@ namespace pf {
 
 namespace {
 
-// sum(x^2) in double. One running sum is a chain of dependent adds (about
-// 4 cycles per element); 32 independent lanes let the compiler keep several
-// vector accumulators in flight, so the loop runs at memory speed. The lanes
-// are combined in a fixed order: the result does not depend on the machine.
+// sum(x^2), accumulated in double across runs of kRun elements that are
+// summed in float lanes (each lane adds kRun / kLanes squares, so a run loses
+// no more than a float sum of 16 terms would). Converting every element to
+// double costs more than reading it; per run, only the lanes are converted.
+// The lanes are combined in a fixed order: the result does not depend on the
+// machine or the number of threads.
 double sum_of_squares(const float* x, int64_t n) {
-  constexpr int64_t kLanes = 32;
-  double lanes[kLanes] = {};
+  constexpr int64_t kLanes = 64, kRun = 1024;
+  double wide[kLanes] = {};
   int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes)
-    for (int64_t j = 0; j < kLanes; ++j) lanes[j] += static_cast<double>(x[i + j]) * static_cast<double>(x[i + j]);
+  for (; i + kRun <= n; i += kRun) {
+    float lanes[kLanes] = {};
+    for (int64_t r = i; r < i + kRun; r += kLanes)
+      for (int64_t j = 0; j < kLanes; ++j) lanes[j] += x[r + j] * x[r + j];
+    for (int64_t j = 0; j < kLanes; ++j) wide[j] += lanes[j];
+  }
   double sum = 0;
-  for (double v : lanes) sum += v;
+  for (double v : wide) sum += v;
   for (; i < n; ++i) sum += static_cast<double>(x[i]) * x[i];
   return sum;
 }

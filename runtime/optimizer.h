@@ -140,11 +140,12 @@ class AdamW final : public Optimizer {
 std::unique_ptr<Optimizer> make_optimizer(std::string_view kind, std::vector<Param> params, double momentum,
                                           double weight_decay);
 
-/// The global L2 norm of every gradient, accumulated in double. Split from
+/// The global L2 norm of every gradient: squares summed in short f32 runs,
+/// the runs in double, in a fixed order (the same on any thread count). Split from
 /// clipping so that a pipeline can add the squares of all its stages before
 /// taking the root (see grad_sq_norm).
 double grad_norm(std::span<const Param> params);
-/// The sum of squares of every gradient element, in double.
+/// The sum of squares of every gradient element, as grad_norm sums it.
 double grad_sq_norm(std::span<const Param> params);
 
 /// Multiplies every gradient by `factor`.

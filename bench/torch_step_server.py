@@ -1,0 +1,70 @@
+#!/usr/bin/python3
+"""PyTorch's side of bench/lockstep.py: the reference training step, one step per request.
+
+    /usr/bin/python3 bench/torch_step_server.py TORCH_BENCH --model mlp --threads 1 [--openblas-threads 2]
+
+TORCH_BENCH is the reference script (../shared/bench/torch_bench.py); the models, the batch and the
+step (zero_grad, forward, cross-entropy, backward, SGD at lr 1e-3) are built from its module, so that
+both benchmarks time the same thing. After --warmup steps the server prints "ready", then runs one step
+per line read from stdin and answers "<seconds> <loss>".
+"""
+import argparse
+import importlib.util
+import sys
+import time
+
+
+def load_reference(path):
+    spec = importlib.util.spec_from_file_location("torch_bench", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # also puts the script's folder (models.py) on sys.path
+    return module
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("torch_bench")
+    ap.add_argument("--model", choices=["mlp", "gpt"], required=True)
+    ap.add_argument("--threads", type=int, required=True)
+    ap.add_argument("--openblas-threads", type=int, default=None)
+    ap.add_argument("--warmup", type=int, default=3)
+    a = ap.parse_args()
+
+    ref = load_reference(a.torch_bench)
+    torch, F = ref.torch, ref.F
+    torch.manual_seed(0)
+    torch.set_num_threads(a.threads)
+    blas = ref.openblas()
+    if blas:
+        blas.openblas_set_num_threads(a.openblas_threads or a.threads)
+
+    if a.model == "mlp":
+        model = ref.make_mlp()
+        x, y = torch.randn(256, 784), torch.randint(0, 10, (256,))
+        loss_fn = lambda: F.cross_entropy(model(x), y)  # noqa: E731
+    else:
+        vocab, seq = 8192, 128
+        model = ref.GPT(n_layer=4, n_embd=512, n_head=8, seq=seq, vocab=vocab, tied=True)
+        idx, tgt = torch.randint(0, vocab, (8, seq)), torch.randint(0, vocab, (8, seq))
+        loss_fn = lambda: F.cross_entropy(model(idx).view(-1, vocab), tgt.view(-1))  # noqa: E731
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn()
+        loss.backward()
+        opt.step()
+        return loss.item()
+
+    for _ in range(a.warmup):
+        step()
+    print("ready", flush=True)
+    for _ in sys.stdin:
+        start = time.perf_counter()
+        loss = step()
+        print(f"{time.perf_counter() - start:.6f} {loss:.6f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
