@@ -40,65 +40,94 @@ void blas_gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, cons
 // costs some microseconds, and halves of a small GEMM run below the rate.
 constexpr int64_t kSplitWork = int64_t{1} << 21;
 
+// What gemm_with does with C before the product is added to it.
+enum class Start { zero, keep, bias };
+
+// C[rows, cols] (row stride ldc) = each row a copy of bias[0, cols).
+template <class T>
+void fill_rows(T* c, int64_t rows, int64_t cols, int64_t ldc, const T* bias) {
+  for (int64_t i = 0; i < rows; ++i) std::copy_n(bias, cols, c + i * ldc);
+}
+
+// One BLAS call on the block of C it is given: a bias start fills the block
+// first (where it is about to be read), then the product is accumulated.
+template <class T>
+void block_gemm(Start start, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const T* a, int64_t lda,
+                const T* b, int64_t ldb, const T* bias, T* c, int64_t ldc) {
+  if (start == Start::bias) fill_rows(c, m, n, ldc, bias);
+  blas_gemm(trans_a, trans_b, m, n, k, a, lda, b, ldb, start == Start::zero ? T(0) : T(1), c, ldc);
+}
+
 // Splits C into one block of whole rows or columns per thread of the budget
 // (columns when C is wide, so each thread reads all of A and its share of
 // B), each block one single-threaded BLAS call. Blocks are multiples of 16,
 // the width of the kernels' register tiles.
 template <class T>
-void split_gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const T* a, int64_t lda, const T* b,
-                int64_t ldb, T beta, T* c, int64_t ldc) {
+void split_gemm(Start start, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const T* a, int64_t lda,
+                const T* b, int64_t ldb, const T* bias, T* c, int64_t ldc) {
   constexpr int64_t kAlign = 16;
   const bool by_cols = n >= m;
   const int64_t units = ((by_cols ? n : m) + kAlign - 1) / kAlign;
   parallel_for(units, 1, [&](int64_t begin, int64_t end) {
     const int64_t lo = begin * kAlign, hi = std::min(end * kAlign, by_cols ? n : m);
     if (by_cols)
-      blas_gemm(trans_a, trans_b, m, hi - lo, k, a, lda, trans_b ? b + lo * ldb : b + lo, ldb, beta, c + lo, ldc);
+      block_gemm(start, trans_a, trans_b, m, hi - lo, k, a, lda, trans_b ? b + lo * ldb : b + lo, ldb,
+                 bias ? bias + lo : nullptr, c + lo, ldc);
     else
-      blas_gemm(trans_a, trans_b, hi - lo, n, k, trans_a ? a + lo : a + lo * lda, lda, b, ldb, beta, c + lo * ldc,
-                ldc);
+      block_gemm(start, trans_a, trans_b, hi - lo, n, k, trans_a ? a + lo : a + lo * lda, lda, b, ldb, bias,
+                 c + lo * ldc, ldc);
   });
 }
 
 // Handles what BLAS cannot: an empty result, and an empty contraction (BLAS
 // would reject lda = 0), whose product is all zeros.
 template <class T>
-void gemm_with(bool accumulate, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const T* a, int64_t lda,
-               const T* b, int64_t ldb, T* c, int64_t ldc) {
+void gemm_with(Start start, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const T* a, int64_t lda,
+               const T* b, int64_t ldb, const T* bias, T* c, int64_t ldc) {
   if (m == 0 || n == 0) return;
   if (k == 0) {
-    if (!accumulate)
+    if (start == Start::zero)
       for (int64_t i = 0; i < m; ++i) std::fill_n(c + i * ldc, n, T(0));
+    if (start == Start::bias) fill_rows(c, m, n, ldc, bias);
     return;
   }
-  const T beta = accumulate ? T(1) : T(0);
   if (kernel_threads() > 1 && m * n * k >= kSplitWork) {
-    split_gemm(trans_a, trans_b, m, n, k, a, lda, b, ldb, beta, c, ldc);
+    split_gemm(start, trans_a, trans_b, m, n, k, a, lda, b, ldb, bias, c, ldc);
     return;
   }
-  blas_gemm(trans_a, trans_b, m, n, k, a, lda, b, ldb, beta, c, ldc);
+  block_gemm(start, trans_a, trans_b, m, n, k, a, lda, b, ldb, bias, c, ldc);
 }
 
 }  // namespace
 
 void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
           int64_t ldb, float* c, int64_t ldc) {
-  gemm_with(false, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc);
+  gemm_with<float>(Start::zero, trans_a, trans_b, m, n, k, a, lda, b, ldb, nullptr, c, ldc);
 }
 
 void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const double* a, int64_t lda, const double* b,
           int64_t ldb, double* c, int64_t ldc) {
-  gemm_with(false, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc);
+  gemm_with<double>(Start::zero, trans_a, trans_b, m, n, k, a, lda, b, ldb, nullptr, c, ldc);
 }
 
 void gemm_accumulate(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
                      const float* b, int64_t ldb, float* c, int64_t ldc) {
-  gemm_with(true, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc);
+  gemm_with<float>(Start::keep, trans_a, trans_b, m, n, k, a, lda, b, ldb, nullptr, c, ldc);
 }
 
 void gemm_accumulate(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const double* a, int64_t lda,
                      const double* b, int64_t ldb, double* c, int64_t ldc) {
-  gemm_with(true, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc);
+  gemm_with<double>(Start::keep, trans_a, trans_b, m, n, k, a, lda, b, ldb, nullptr, c, ldc);
+}
+
+void gemm_bias(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
+               const float* b, int64_t ldb, const float* bias, float* c, int64_t ldc) {
+  gemm_with<float>(Start::bias, trans_a, trans_b, m, n, k, a, lda, b, ldb, bias, c, ldc);
+}
+
+void gemm_bias(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const double* a, int64_t lda,
+               const double* b, int64_t ldb, const double* bias, double* c, int64_t ldc) {
+  gemm_with<double>(Start::bias, trans_a, trans_b, m, n, k, a, lda, b, ldb, bias, c, ldc);
 }
 
 }  // namespace pf::cpu

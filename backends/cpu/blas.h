@@ -21,6 +21,13 @@ void gemm_accumulate(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k
 void gemm_accumulate(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const double* a, int64_t lda,
                      const double* b, int64_t ldb, double* c, int64_t ldc);
 
+/// C[m,n] = bias[n] (every row) + op(A)[m,k] * op(B)[k,n]: a linear layer's
+/// bias added where the GEMM writes its result, in place of a pass of its own.
+void gemm_bias(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
+               const float* b, int64_t ldb, const float* bias, float* c, int64_t ldc);
+void gemm_bias(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const double* a, int64_t lda,
+               const double* b, int64_t ldb, const double* bias, double* c, int64_t ldc);
+
 }  // namespace pf::cpu
 
 namespace pf::cpu {

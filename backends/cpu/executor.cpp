@@ -10,6 +10,7 @@
 #include <map>
 #include <new>
 
+#include "backends/cpu/fusion.h"
 #include "backends/cpu/kernels.h"
 #include "backends/cpu/memory_plan.h"
 #include "ir/diagnostic.h"
@@ -87,7 +88,7 @@ struct Executor::Impl {
   // The constructor's steps, in order.
   void describe(const Function& f, DType float_dtype);
   void build_steps(const Function& f, const DimBinding& binding, DType float_dtype,
-                   const std::vector<ValueId>& alias_of);
+                   const std::vector<ValueId>& alias_of, const std::vector<BiasFusion>& fusions);
   void allocate_arena(const MemoryPlan& plan);
 
   /// Points every reader (and writer) of `r`'s bytes at `p`.
@@ -110,11 +111,14 @@ Executor::Impl::Impl(const Function& f, const DimBinding& binding, DType float_d
   ResultLayout layout = layout_results(f, options.caller_outputs, "cpu executor");
   results = std::move(layout.results);
   copied = std::move(layout.copied);
-  const std::vector<ValueId>& alias_of = layout.alias_of;
+  std::vector<ValueId>& alias_of = layout.alias_of;
+  const std::vector<BiasFusion> fusions = find_bias_fusions(f, alias_of);
+  for (const BiasFusion& fused : fusions)
+    alias_of[f.ops[fused.matmul].results.at(0)] = f.ops[fused.add].results.at(0);
   const MemoryPlan plan = plan_memory(f, float_dtype, layout.external, alias_of);
 
   alias_groups(alias_of, root, members);
-  build_steps(f, binding, float_dtype, alias_of);
+  build_steps(f, binding, float_dtype, alias_of, fusions);
   allocate_arena(plan);
 }
 
@@ -135,9 +139,16 @@ void Executor::Impl::describe(const Function& f, DType float_dtype) {
 }
 
 void Executor::Impl::build_steps(const Function& f, const DimBinding& binding, DType float_dtype,
-                                 const std::vector<ValueId>& alias_of) {
+                                 const std::vector<ValueId>& alias_of, const std::vector<BiasFusion>& fusions) {
   in_slots.resize(f.values.size());
   out_slots.resize(f.values.size());
+  // Per op: the bias its GEMM starts from, or that it runs in its matmul.
+  std::vector<ValueId> bias_of(f.ops.size(), -1);
+  std::vector<bool> folded(f.ops.size(), false);
+  for (const BiasFusion& fused : fusions) {
+    bias_of[fused.matmul] = fused.bias;
+    folded[fused.add] = true;
+  }
   for (size_t i = 0; i < f.ops.size(); ++i) {
     const Op& op = f.ops[i];
     const int index = static_cast<int>(i);
@@ -149,6 +160,7 @@ void Executor::Impl::build_steps(const Function& f, const DimBinding& binding, D
       continue;
     }
     if (op.kind == OpKind::reshape && alias_of[op.results.at(0)] >= 0) continue;
+    if (folded[i]) continue;
     Step s{};
     s.op = index;
     s.kind = op.kind;
@@ -158,9 +170,11 @@ void Executor::Impl::build_steps(const Function& f, const DimBinding& binding, D
     } catch (const Error& e) {
       throw Error(fmt::format("compiling {}: {}", op_text[i], e.message()), op.loc);
     }
+    std::vector<ValueId> operands = op.operands;
+    if (bias_of[i] >= 0) operands.push_back(bias_of[i]);
     s.in_begin = in_ptrs.size();
-    s.in_count = op.operands.size();
-    for (ValueId u : op.operands) {
+    s.in_count = operands.size();
+    for (ValueId u : operands) {
       in_slots[root[u]].push_back(in_ptrs.size());
       in_types.push_back(type[u]);
       in_ptrs.push_back(nullptr);
@@ -168,7 +182,7 @@ void Executor::Impl::build_steps(const Function& f, const DimBinding& binding, D
     s.out_begin = out_ptrs.size();
     s.out_count = op.results.size();
     for (ValueId r : op.results) {
-      out_slots[r].push_back(out_ptrs.size());  // a kernel's result is never an alias
+      out_slots[root[r]].push_back(out_ptrs.size());  // a fused product writes its add's bytes
       out_types.push_back(type[r]);
       out_ptrs.push_back(nullptr);
     }

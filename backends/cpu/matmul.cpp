@@ -12,7 +12,9 @@ namespace pf::cpu {
 namespace {
 
 // a: [...a, M, K] ([..., K, M] with transpose_a), b: [...b, K, N] ([..., N, K]
-// with transpose_b), result: [broadcast(...a, ...b), M, N].
+// with transpose_b), result: [broadcast(...a, ...b), M, N]. A third operand,
+// bias [N], is the executor's fusion of a following add (fusion.h): it starts
+// every row of the result.
 template <class T>
 void matmul(const KernelArgs& args) {
   const TensorType &ta_type = args.in_types[0], &tb_type = args.in_types[1];
@@ -22,6 +24,7 @@ void matmul(const KernelArgs& args) {
   const auto* a = static_cast<const T*>(args.in[0]);
   const auto* b = static_cast<const T*>(args.in[1]);
   auto* c = static_cast<T*>(args.out[0]);
+  const T* bias = args.in.size() > 2 ? static_cast<const T*>(args.in[2]) : nullptr;
 
   const int64_t ra = ta_type.rank(), rb = tb_type.rank(), rc = args.out_types[0].rank();
   const int64_t m = out_shape[rc - 2], n = out_shape[rc - 1];
@@ -38,7 +41,10 @@ void matmul(const KernelArgs& args) {
   // of [batches * M, K] x [K, N] (a linear layer on [B, T, C]), which BLAS
   // runs far better than many small ones.
   if (TensorType{tb_type.dtype, batch_b}.numel() == 1 && !ta) {
-    gemm(false, tb, batches * m, n, k, a, lda, b, ldb, c, n);
+    if (bias)
+      gemm_bias(false, tb, batches * m, n, k, a, lda, b, ldb, bias, c, n);
+    else
+      gemm(false, tb, batches * m, n, k, a, lda, b, ldb, c, n);
     return;
   }
 
@@ -53,8 +59,13 @@ void matmul(const KernelArgs& args) {
     for (int64_t j = 0; j < inner; ++j) offsets.emplace_back(w.offset(0) + j * step_a, w.offset(1) + j * step_b);
   // Whole matrices per thread: small GEMMs split no further.
   parallel_for(batches, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i)
-      gemm(ta, tb, m, n, k, a + offsets[i].first * size_a, lda, b + offsets[i].second * size_b, ldb, c + i * size_c, n);
+    for (int64_t i = begin; i < end; ++i) {
+      const T *ai = a + offsets[i].first * size_a, *bi = b + offsets[i].second * size_b;
+      if (bias)
+        gemm_bias(ta, tb, m, n, k, ai, lda, bi, ldb, bias, c + i * size_c, n);
+      else
+        gemm(ta, tb, m, n, k, ai, lda, bi, ldb, c + i * size_c, n);
+    }
   });
 }
 

@@ -60,6 +60,9 @@ MemoryPlan plan_memory(const Function& f, DType float_dtype, const std::vector<b
     first[v] = f.values[v].def_op;  // -1 for an argument: live before the first op
     last[v] = first[v];
   }
+  // An alias written before its root (a GEMM writing its bias add's bytes) moves the start back.
+  for (size_t v = 0; v < n; ++v)
+    if (root[v] != static_cast<ValueId>(v)) first[root[v]] = std::min(first[root[v]], f.values[v].def_op);
   for (int i = 0; i < end; ++i)
     for (ValueId u : f.ops[i].operands) last[root[u]] = std::max(last[root[u]], i);
   for (ValueId r : f.returns) last[root[r]] = end;

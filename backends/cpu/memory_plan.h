@@ -49,10 +49,12 @@ int64_t stored_bytes(const TensorType& t, DType float_dtype);
 /// Sizes are rounded up to kArenaAlignment, so every offset is aligned.
 ///
 /// `external[v]` marks values not placed (their offset is -1). `alias_of`
-/// (empty, or one entry per value) names for a value the earlier value whose
-/// bytes it reuses (-1: none); an alias gets its target's offset, and its uses
-/// (and being returned) keep the target's bytes live. Chains resolve to the
-/// first value that is no alias.
+/// (empty, or one entry per value) names for a value the value whose bytes it
+/// reuses (-1: none): usually an earlier one (a reshape of its operand), or a
+/// later one that the alias is written as (a product whose bias add is folded
+/// into it). An alias gets its target's offset, and its definition, its uses
+/// and being returned keep the target's bytes live. Chains resolve to the
+/// value at their end, which is no alias.
 MemoryPlan plan_memory(const Function& f, DType float_dtype, const std::vector<bool>& external,
                        std::span<const ValueId> alias_of = {});
 

@@ -638,7 +638,8 @@ graph @g(%ids: i32[4,8], %targets: i32[4,8]) -> (f32[], f32[4,8,16]) {
 TEST(Executor, RunAllocatesNoMoreThanItsKernels) {
   // matmul and add plan their broadcast in small vectors on every call (the
   // kernels' own, reused by malloc at once, never large): the executor adds
-  // nothing on top of what the same kernels allocate when called alone.
+  // nothing on top of what the same kernels allocate when called alone (less:
+  // the bias adds folded into their GEMMs do not run).
   Module m = compile(kMlp);
   Executor ex(m.graph(), m.binding(), DType::f32);
   MlpData<float> d;
@@ -676,7 +677,7 @@ TEST(Executor, RunAllocatesNoMoreThanItsKernels) {
   };
   call_all();
   const int64_t in_kernels = allocations_in(call_all);
-  EXPECT_EQ(in_run, in_kernels);
+  EXPECT_LE(in_run, in_kernels);
   RecordProperty("allocations_per_run", std::to_string(in_run));
 }
 
