@@ -16,6 +16,7 @@
 #include "ir/diagnostic.h"
 #include "ir/parser.h"
 #include "ir/verifier.h"
+#include "tests/verified_module.h"
 
 // Counts every global allocation while `g_counting` is set, so that a test can
 // prove that a stretch of code allocates nothing.
@@ -79,12 +80,6 @@ int64_t allocations_in(F&& body) {
   body();
   g_counting = false;
   return g_allocations.load();
-}
-
-Module compile(const std::string& text) {
-  Module m = parse_module_text("t.pf", text);
-  verify_module(m, m.binding());
-  return m;
 }
 
 /// Values of `v` stored as T (float or double).
@@ -157,7 +152,7 @@ struct MlpData {
 };
 
 TEST(Executor, MlpForwardInF64MatchesHandComputedNumbers) {
-  Module m = compile(kMlp);
+  Module m = verified_module(kMlp);
   Executor ex(m.graph(), m.binding(), DType::f64);
   MlpData<double> d;
   d.bind(ex);
@@ -173,7 +168,7 @@ TEST(Executor, MlpForwardInF64MatchesHandComputedNumbers) {
 }
 
 TEST(Executor, MlpForwardInF32MatchesHandComputedNumbers) {
-  Module m = compile(kMlp);
+  Module m = verified_module(kMlp);
   Executor ex(m.graph(), m.binding(), DType::f32);
   MlpData<float> d;
   d.bind(ex);
@@ -184,7 +179,7 @@ TEST(Executor, MlpForwardInF32MatchesHandComputedNumbers) {
 }
 
 TEST(Executor, ParamNamesAreInOpOrder) {
-  Module m = compile(kMlp);
+  Module m = verified_module(kMlp);
   Executor ex(m.graph(), m.binding(), DType::f32);
   EXPECT_EQ(ex.param_names(), (std::vector<std::string>{"w1", "b1", "w2", "b2"}));
 }
@@ -192,7 +187,7 @@ TEST(Executor, ParamNamesAreInOpOrder) {
 TEST(Executor, KeepsNoReferenceToTheFunction) {
   // The module dies before the executor runs: everything was compiled.
   auto make = [] {
-    Module m = compile(kMlp);
+    Module m = verified_module(kMlp);
     return Executor(m.graph(), m.binding(), DType::f64);
   };
   Executor ex = make();
@@ -203,7 +198,7 @@ TEST(Executor, KeepsNoReferenceToTheFunction) {
 }
 
 TEST(Executor, RunningTwiceReusesBuffersCorrectly) {
-  Module m = compile(kMlp);
+  Module m = verified_module(kMlp);
   Executor ex(m.graph(), m.binding(), DType::f64);
   MlpData<double> d;
   d.bind(ex);
@@ -235,7 +230,7 @@ graph @g(%x: f32[2,2]) -> (f32[2,2], f32[3], f32[2,2], f32[2,2]) {
 )";
 
 TEST(Executor, ReturnsCopiesOfAnArgumentAParameterAndARepeatedValue) {
-  Module m = compile(kPassThrough);
+  Module m = verified_module(kPassThrough);
   Executor ex(m.graph(), m.binding(), DType::f64);
   std::vector<double> x = {0, 1, -1, 2}, w = {5, 6, 7};
   ex.bind_input(0, x.data());
@@ -256,7 +251,7 @@ TEST(Executor, ReturnsCopiesOfAnArgumentAParameterAndARepeatedValue) {
 }
 
 TEST(Executor, BoundOutputsAreWrittenIntoTheCallerBuffer) {
-  Module m = compile(kPassThrough);
+  Module m = verified_module(kPassThrough);
   Executor ex(m.graph(), m.binding(), DType::f64);
   std::vector<double> x = {0, 1, -1, 2}, w = {5, 6, 7};
   std::vector<double> out_x(4, -9), out_w(3, -9), out_y(4, -9), out_y2(4, -9);
@@ -287,7 +282,7 @@ TEST(Executor, BoundIntermediateResultIsReadFromTheCallerBuffer) {
   std::string text = kMlp;
   text.replace(text.find("(f32[], f32[2,3])"), 17, "(f32[], f32[2,4])");
   text.replace(text.find("return %loss, %logits"), 21, "return %loss, %r");
-  Module m = compile(text);
+  Module m = verified_module(text);
   Executor ex(m.graph(), m.binding(), DType::f64, ExecutorOptions{{1}});
   MlpData<double> d;
   d.bind(ex);
@@ -316,7 +311,7 @@ graph @g(%x: f32[16,16]) -> (f32[16,16], f32[16,16]) {
   return %a, %c
 }
 )";
-  Module m = compile(text);
+  Module m = verified_module(text);
   Executor arena_results(m.graph(), m.binding(), DType::f32);
   Executor caller_results(m.graph(), m.binding(), DType::f32, ExecutorOptions{{0}});
   // %a, %b and %c are live together at the last op; with %a in the caller's
@@ -355,7 +350,7 @@ graph @g(%x: f32[64]) -> f32[8,8] {
   return %y
 }
 )";
-  Module m = compile(text);
+  Module m = verified_module(text);
   Executor ex(m.graph(), m.binding(), DType::f32);
   EXPECT_EQ(ex.arena_bytes(), 256);  // %y only: %v reads %x's bytes
   std::vector<float> x(64);
@@ -380,7 +375,7 @@ graph @g(%x: f32[4,4]) -> f32[16] {
   return %e
 }
 )";
-  Module m = compile(text);
+  Module m = verified_module(text);
   Executor ex(m.graph(), m.binding(), DType::f64);
   std::vector<double> x(16);
   for (int i = 0; i < 16; ++i) x[i] = 0.25 * (i - 8);
@@ -402,7 +397,7 @@ graph @g(%x: f32[2,3]) -> (f32[2,3], f32[3,2]) {
   return %a, %r
 }
 )";
-  Module m = compile(text);
+  Module m = verified_module(text);
   Executor ex(m.graph(), m.binding(), DType::f64);
   std::vector<double> x = {0, 1, 2, 3, 4, 5}, out_r(6, -1);
   ex.bind_input(0, x.data());
@@ -469,7 +464,7 @@ std::vector<std::vector<double>> run_attention(const Module& m) {
 }
 
 TEST(Executor, AttentionInF32MatchesF64) {
-  Module m = compile(kAttention);
+  Module m = verified_module(kAttention);
   const auto r64 = run_attention<double>(m);
   const auto r32 = run_attention<float>(m);
   expect_near_all(r32[0], r64[0], 1e-5);
@@ -490,7 +485,7 @@ TEST(Executor, AttentionInF32MatchesF64) {
 // Errors.
 
 TEST(Executor, UnboundParameterIsNamed) {
-  Module m = compile(kMlp);
+  Module m = verified_module(kMlp);
   Executor ex(m.graph(), m.binding(), DType::f32);
   MlpData<float> d;
   ex.bind_param("b1", d.b1.data());
@@ -508,7 +503,7 @@ TEST(Executor, UnboundParameterIsNamed) {
 }
 
 TEST(Executor, UnboundInputIsNamed) {
-  Module m = compile(kMlp);
+  Module m = verified_module(kMlp);
   Executor ex(m.graph(), m.binding(), DType::f32);
   MlpData<float> d;
   d.bind(ex);
@@ -522,7 +517,7 @@ TEST(Executor, UnboundInputIsNamed) {
 }
 
 TEST(Executor, BadNamesAndIndicesAreErrors) {
-  Module m = compile(kMlp);
+  Module m = verified_module(kMlp);
   Executor ex(m.graph(), m.binding(), DType::f32);
   float w = 0;
   try {
@@ -553,7 +548,7 @@ graph @g(%ids: i32[2]) -> f32[2,4] {
   return %e
 }
 )";
-  Module m = compile(text);
+  Module m = verified_module(text);
   Executor ex(m.graph(), m.binding(), DType::f32);
   std::vector<float> wte(20, 0.f);
   std::vector<int32_t> ids = {1, 7};
@@ -583,7 +578,7 @@ graph @g(%x: f32[2]) -> f32[2] {
   return %y
 }
 )";
-  Module m = compile(text);
+  Module m = verified_module(text);
   try {
     Executor ex(m.graph(), m.binding(), DType::f32);
     FAIL() << "expected an error";
@@ -614,7 +609,7 @@ graph @g(%ids: i32[4,8], %targets: i32[4,8]) -> (f32[], f32[4,8,16]) {
   return %loss, %p
 }
 )";
-  Module m = compile(text);
+  Module m = verified_module(text);
   Executor ex(m.graph(), m.binding(), DType::f32);
   std::vector<float> wte(32 * 16);
   for (size_t i = 0; i < wte.size(); ++i) wte[i] = 0.01f * static_cast<float>(i % 17);
@@ -640,7 +635,7 @@ TEST(Executor, RunAllocatesNoMoreThanItsKernels) {
   // kernels' own, reused by malloc at once, never large): the executor adds
   // nothing on top of what the same kernels allocate when called alone (less:
   // the bias adds folded into their GEMMs do not run).
-  Module m = compile(kMlp);
+  Module m = verified_module(kMlp);
   Executor ex(m.graph(), m.binding(), DType::f32);
   MlpData<float> d;
   d.bind(ex);

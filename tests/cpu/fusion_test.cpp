@@ -12,19 +12,14 @@
 #include "backends/cpu/executor.h"
 #include "ir/parser.h"
 #include "ir/verifier.h"
+#include "tests/verified_module.h"
 
 namespace pf::cpu {
 namespace {
 
-Module compile(const std::string& text) {
-  Module m = parse_module_text("t.pf", text);
-  verify_module(m, m.binding());
-  return m;
-}
-
 /// The adds of @g that find_bias_fusions folds, by result name.
 std::vector<std::string> folded(const std::string& text) {
-  Module m = compile(text);
+  Module m = verified_module(text);
   const Function& f = m.graph();
   std::vector<std::string> names;
   for (const BiasFusion& fused : find_bias_fusions(f, {})) {
@@ -102,7 +97,7 @@ class BiasFusionRun : public ::testing::TestWithParam<int> {
 
 TEST_P(BiasFusionRun, MatchesAFloat64Sum) {
   set_cpu_threads(GetParam());
-  Module m = compile(kLinear);
+  Module m = verified_module(kLinear);
   ExecutorOptions options;
   options.profile = true;
   options.caller_outputs = {1};  // one fused result written into the caller's buffer, one into the arena

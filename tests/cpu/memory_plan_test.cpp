@@ -12,15 +12,10 @@
 #include "ir/diagnostic.h"
 #include "ir/parser.h"
 #include "ir/verifier.h"
+#include "tests/verified_module.h"
 
 namespace pf::cpu {
 namespace {
-
-Module compile(const std::string& text) {
-  Module m = parse_module_text("t.pf", text);
-  verify_module(m, m.binding());
-  return m;
-}
 
 /// Arguments and parameters: what an executor leaves outside the arena.
 std::vector<bool> args_and_params(const Function& f) {
@@ -92,7 +87,7 @@ TEST(MemoryPlan, LongChainReusesTwoBuffers) {
     prev = cur;
   }
   text += "  return %" + prev + "\n}\n";
-  Module m = compile(text);
+  Module m = verified_module(text);
   const Function& f = m.graph();
   const std::vector<bool> external = args_and_params(f);
   const MemoryPlan plan = plan_memory(f, DType::f32, external);
@@ -120,7 +115,7 @@ TEST(MemoryPlan, ReturnedValuesStayLiveToTheEnd) {
   auto plan_with = [](const std::string& second) {
     std::string text = kThree;
     text.replace(text.find("%RET"), 4, second);
-    Module m = compile(text);
+    Module m = verified_module(text);
     const std::vector<bool> external = args_and_params(m.graph());
     MemoryPlan plan = plan_memory(m.graph(), DType::f32, external);
     expect_no_overlap(m.graph(), plan, DType::f32, external);
@@ -139,7 +134,7 @@ graph @g(%x: f32[4,8]) -> f32[4,16] {
   return %z
 }
 )";
-  Module m = compile(text);
+  Module m = verified_module(text);
   const Function& f = m.graph();
   std::vector<bool> external = args_and_params(f);
   MemoryPlan plan = plan_memory(f, DType::f32, external);
@@ -164,7 +159,7 @@ graph @g(%x: f32[3], %ids: i64[5]) -> (f32[3], i64[5], bool[4,4]) {
   return %y, %j, %m
 }
 )";
-  Module m = compile(text);
+  Module m = verified_module(text);
   const Function& f = m.graph();
   const std::vector<bool> external = args_and_params(f);
   const MemoryPlan plan = plan_memory(f, DType::f64, external);
@@ -189,7 +184,7 @@ graph @g(%x: f32[16]) -> f32[16] {
   return %e
 }
 )";
-  Module m = compile(text);
+  Module m = verified_module(text);
   const Function& f = m.graph();
   const std::vector<bool> external = args_and_params(f);
   std::vector<ValueId> alias_of(f.values.size(), -1);
@@ -214,7 +209,7 @@ graph @g(%x: f32[16]) -> f32[16] {
 }
 
 TEST(MemoryPlan, BadInputsAreErrors) {
-  Module m = compile(R"(
+  Module m = verified_module(R"(
 graph @g(%x: f32[16]) -> f32[16] {
   %a = exp %x : f32[16]
   %b = exp %a : f32[16]
@@ -284,7 +279,7 @@ TEST(MemoryPlan, RandomProgramsNeverOverlapLiveValues) {
   std::mt19937 rng(20240611);
   for (int trial = 0; trial < 40; ++trial) {
     const std::string text = random_program(rng, 60);
-    Module m = compile(text);
+    Module m = verified_module(text);
     const Function& f = m.graph();
     const std::vector<bool> external = args_and_params(f);
     const MemoryPlan plan = plan_memory(f, DType::f32, external);

@@ -11,17 +11,12 @@
 #include "ir/parser.h"
 #include "ir/verifier.h"
 #include "tests/cuda/cuda_test_util.h"
+#include "tests/verified_module.h"
 
 namespace pf::cuda {
 namespace {
 
 using testing::DeviceBuffer;
-
-Module compile(const std::string& text) {
-  Module m = parse_module_text("t.pf", text);
-  verify_module(m, m.binding());
-  return m;
-}
 
 // The MLP of tests/cpu/executor_test.cpp, with its hand-computed numbers.
 const char* kMlp = R"(
@@ -65,7 +60,7 @@ std::vector<T> download(const void* p, int64_t n) {
 TEST(CudaExecutor, MlpForwardMatchesHandComputedNumbers) {
   PF_REQUIRE_CUDA();
   CudaDevice device(0, 1);
-  Module m = compile(kMlp);
+  Module m = verified_module(kMlp);
   Executor ex(m.graph(), m.binding(), device, 0);
   DeviceBuffer x = upload(kX), t = upload(kTargets), w1 = upload(kW1), b1 = upload(kB1), w2 = upload(kW2),
                b2 = upload(kB2);
@@ -88,7 +83,7 @@ TEST(CudaExecutor, MlpForwardMatchesHandComputedNumbers) {
 TEST(CudaExecutor, ResultsGoIntoBoundBuffers) {
   PF_REQUIRE_CUDA();
   CudaDevice device(0, 1);
-  Module m = compile(kMlp);
+  Module m = verified_module(kMlp);
   ExecutorOptions options;
   options.caller_outputs = {1};
   Executor ex(m.graph(), m.binding(), device, 0, DType::f32, options);
@@ -111,7 +106,7 @@ TEST(CudaExecutor, ResultsGoIntoBoundBuffers) {
 TEST(CudaExecutor, AnIndexOutOfRangeNamesTheOp) {
   PF_REQUIRE_CUDA();
   CudaDevice device(0, 1);
-  Module m = compile(R"(
+  Module m = verified_module(R"(
 graph @g(%ids: i32[3]) -> f32[3,2] {
   %table = param init=zeros : f32[4,2]
   %e = embedding %table, %ids : f32[3,2]
