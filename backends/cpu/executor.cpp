@@ -13,6 +13,7 @@
 #include "backends/cpu/fusion.h"
 #include "backends/cpu/kernels.h"
 #include "backends/cpu/memory_plan.h"
+#include "backends/cpu/parallel.h"
 #include "ir/diagnostic.h"
 #include "ir/printer.h"
 #include "ir/verifier.h"
@@ -20,6 +21,8 @@
 namespace pf::cpu {
 
 namespace {
+
+using Clock = std::chrono::steady_clock;
 
 int64_t align_up(int64_t bytes) { return (bytes + kArenaAlignment - 1) / kArenaAlignment * kArenaAlignment; }
 
@@ -38,6 +41,7 @@ struct Executor::Impl {
     int op;
     OpKind kind;
     size_t in_begin, in_count, out_begin, out_count;
+    bool with_next;  // runs at the same time as the next step when the device has two threads (GemmPair)
   };
 
   /// One entry of the function's returns.
@@ -91,6 +95,11 @@ struct Executor::Impl {
                    const std::vector<ValueId>& alias_of, const std::vector<BiasFusion>& fusions);
   void allocate_arena(const MemoryPlan& plan);
 
+  /// Runs step k's kernel; its seconds with profile, else 0. Throws pf::Error naming the op.
+  double call(size_t k);
+  /// Adds seconds of step k to the profile.
+  void record(size_t k, double seconds);
+
   /// Points every reader (and writer) of `r`'s bytes at `p`.
   void set_storage(ValueId r, void* p);
   void set_read_only_storage(ValueId r, const void* p);
@@ -115,10 +124,14 @@ Executor::Impl::Impl(const Function& f, const DimBinding& binding, DType float_d
   const std::vector<BiasFusion> fusions = find_bias_fusions(f, alias_of);
   for (const BiasFusion& fused : fusions)
     alias_of[f.ops[fused.matmul].results.at(0)] = f.ops[fused.add].results.at(0);
-  const MemoryPlan plan = plan_memory(f, float_dtype, layout.external, alias_of);
+  const std::vector<GemmPair> pairs = find_gemm_pairs(f, binding, alias_of, fusions);
+  const MemoryPlan plan = plan_memory(f, float_dtype, layout.external, alias_of, run_times(f, pairs));
 
   alias_groups(alias_of, root, members);
   build_steps(f, binding, float_dtype, alias_of, fusions);
+  for (const GemmPair& p : pairs)
+    for (Step& s : steps)
+      if (s.op == p.first) s.with_next = true;  // the next step is p.second: nothing between them runs
   allocate_arena(plan);
 }
 
@@ -227,6 +240,28 @@ void Executor::Impl::allocate_arena(const MemoryPlan& plan) {
   }
 }
 
+double Executor::Impl::call(size_t k) {
+  try {
+    if (!profile) {
+      steps[k].kernel(kernel_args[k]);
+      return 0;
+    }
+    const Clock::time_point start = Clock::now();
+    steps[k].kernel(kernel_args[k]);
+    return std::chrono::duration<double>(Clock::now() - start).count();
+  } catch (const Error& e) {
+    throw Error(op_error(steps[k].op, e.message()), op_loc[steps[k].op]);
+  } catch (const std::exception& e) {
+    throw Error(op_error(steps[k].op, e.what()), op_loc[steps[k].op]);
+  }
+}
+
+void Executor::Impl::record(size_t k, double seconds) {
+  op_seconds[static_cast<size_t>(steps[k].kind)] += seconds;
+  if (step_seconds.size() != steps.size()) step_seconds.assign(steps.size(), 0.0);
+  step_seconds[k] += seconds;
+}
+
 void Executor::Impl::set_storage(ValueId r, void* p) {
   set_read_only_storage(r, p);
   for (size_t s : out_slots[r]) out_ptrs[s] = p;
@@ -308,24 +343,34 @@ void Executor::run() {
       throw Error(fmt::format("running @{}: result {} (%{}) is left to the caller but not bound", m.function_name, i,
                               m.value_name[m.results[i].value]));
 
-  using Clock = std::chrono::steady_clock;
   for (size_t k = 0; k < m.steps.size(); ++k) {
-    try {
+    if (m.steps[k].with_next && kernel_threads() == 2) {
+      // One GEMM per thread; their own BLAS calls run whole on it (a loop
+      // inside a chunk runs inline).
+      double seconds[2] = {};
+      std::exception_ptr error[2];
+      const Clock::time_point start = m.profile ? Clock::now() : Clock::time_point{};
+      parallel_for(2, 1, [&](int64_t begin, int64_t end) {
+        for (int64_t i = begin; i < end; ++i) try {
+            seconds[i] = m.call(k + static_cast<size_t>(i));
+          } catch (...) {
+            error[i] = std::current_exception();
+          }
+      });
+      for (const std::exception_ptr& e : error)
+        if (e) std::rethrow_exception(e);
       if (m.profile) {
-        const Clock::time_point start = Clock::now();
-        m.steps[k].kernel(m.kernel_args[k]);
-        const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
-        m.op_seconds[static_cast<size_t>(m.steps[k].kind)] += seconds;
-        if (m.step_seconds.size() != m.steps.size()) m.step_seconds.assign(m.steps.size(), 0.0);
-        m.step_seconds[k] += seconds;
-      } else {
-        m.steps[k].kernel(m.kernel_args[k]);
+        // Each kernel's share of the pair's wall time, so that shares add up to the step.
+        const double wall = std::chrono::duration<double>(Clock::now() - start).count();
+        const double scale = seconds[0] + seconds[1] > 0 ? wall / (seconds[0] + seconds[1]) : 0.5;
+        m.record(k, seconds[0] * scale);
+        m.record(k + 1, seconds[1] * scale);
       }
-    } catch (const Error& e) {
-      throw Error(m.op_error(m.steps[k].op, e.message()), m.op_loc[m.steps[k].op]);
-    } catch (const std::exception& e) {
-      throw Error(m.op_error(m.steps[k].op, e.what()), m.op_loc[m.steps[k].op]);
+      ++k;
+      continue;
     }
+    const double seconds = m.call(k);
+    if (m.profile) m.record(k, seconds);
   }
 
   for (int i : m.copied) {

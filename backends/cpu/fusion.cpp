@@ -1,6 +1,10 @@
 // Finds the bias adds that the CPU executor folds into the GEMMs that feed them.
 #include "backends/cpu/fusion.h"
 
+#include <algorithm>
+
+#include "ir/verifier.h"
+
 namespace pf::cpu {
 
 std::vector<BiasFusion> find_bias_fusions(const Function& f, std::span<const ValueId> alias_of) {
@@ -28,6 +32,59 @@ std::vector<BiasFusion> find_bias_fusions(const Function& f, std::span<const Val
     }
   }
   return out;
+}
+
+namespace {
+
+// Multiply-adds of a matmul: every result element sums K products.
+int64_t matmul_work(const Function& f, const Op& op, const DimBinding& binding) {
+  const TensorType& a = f.type_of(op.operands.at(0));
+  const bool ta = evaluate_attrs(op, binding).get_bool("transpose_a", false);
+  return f.type_of(op.results.at(0)).numel() * a.shape[a.rank() - (ta ? 2 : 1)];
+}
+
+}  // namespace
+
+std::vector<GemmPair> find_gemm_pairs(const Function& f, const DimBinding& binding, std::span<const ValueId> alias_of,
+                                      std::span<const BiasFusion> fusions) {
+  constexpr int64_t kMinWork = int64_t{1} << 22;
+  constexpr double kMaxImbalance = 1.5;
+  std::vector<bool> fused(f.ops.size(), false);
+  for (const BiasFusion& b : fusions) fused[b.matmul] = true;
+  auto root = [&](ValueId v) {
+    while (!alias_of.empty() && alias_of[v] >= 0) v = alias_of[v];
+    return v;
+  };
+  auto runs_no_kernel = [&](const Op& op) {
+    return op.kind == OpKind::reshape && !alias_of.empty() && alias_of[op.results.at(0)] >= 0;
+  };
+  auto pairable = [&](int i) { return f.ops[i].kind == OpKind::matmul && !fused[i]; };
+
+  std::vector<GemmPair> out;
+  const int n = static_cast<int>(f.ops.size());
+  for (int i = 0; i < n; ++i) {
+    if (!pairable(i)) continue;
+    int j = i + 1;
+    while (j < n && runs_no_kernel(f.ops[j])) ++j;
+    if (j == n || !pairable(j)) continue;
+    const ValueId made = root(f.ops[i].results.at(0));
+    if (std::any_of(f.ops[j].operands.begin(), f.ops[j].operands.end(), [&](ValueId u) { return root(u) == made; }))
+      continue;
+    const auto wi = static_cast<double>(matmul_work(f, f.ops[i], binding));
+    const auto wj = static_cast<double>(matmul_work(f, f.ops[j], binding));
+    if (std::min(wi, wj) < kMinWork || std::max(wi, wj) > kMaxImbalance * std::min(wi, wj)) continue;
+    out.push_back({i, j});
+    i = j;
+  }
+  return out;
+}
+
+std::vector<int> run_times(const Function& f, std::span<const GemmPair> pairs) {
+  std::vector<int> time(f.ops.size());
+  for (size_t i = 0; i < time.size(); ++i) time[i] = static_cast<int>(i);
+  for (const GemmPair& p : pairs)
+    for (int k = p.first + 1; k <= p.second; ++k) time[k] = p.first;
+  return time;
 }
 
 }  // namespace pf::cpu

@@ -43,28 +43,32 @@ int64_t stored_bytes(const TensorType& t, DType float_dtype) {
 }
 
 MemoryPlan plan_memory(const Function& f, DType float_dtype, const std::vector<bool>& external,
-                       std::span<const ValueId> alias_of) {
+                       std::span<const ValueId> alias_of, std::span<const int> op_time) {
   const size_t n = f.values.size();
   if (external.size() != n)
     throw Error(fmt::format("memory plan of @{}: {} external flags for {} values", f.name, external.size(), n));
   if (!alias_of.empty() && alias_of.size() != n)
     throw Error(fmt::format("memory plan of @{}: {} alias entries for {} values", f.name, alias_of.size(), n));
+  if (!op_time.empty() && op_time.size() != f.ops.size())
+    throw Error(fmt::format("memory plan of @{}: {} op times for {} ops", f.name, op_time.size(), f.ops.size()));
+  auto time_of = [&](int op) { return op < 0 || op_time.empty() ? op : op_time[op]; };
 
   std::vector<ValueId> root(n);
   for (size_t v = 0; v < n; ++v) root[v] = resolve_alias(f, alias_of, static_cast<ValueId>(v));
 
   // Live intervals of the values that own bytes; an alias's uses extend its root's.
-  const int end = static_cast<int>(f.ops.size());
+  const int ops = static_cast<int>(f.ops.size());
+  const int end = ops == 0 ? 0 : time_of(ops - 1) + 1;
   std::vector<int> first(n), last(n);
   for (size_t v = 0; v < n; ++v) {
-    first[v] = f.values[v].def_op;  // -1 for an argument: live before the first op
+    first[v] = time_of(f.values[v].def_op);  // -1 for an argument: live before the first op
     last[v] = first[v];
   }
   // An alias written before its root (a GEMM writing its bias add's bytes) moves the start back.
   for (size_t v = 0; v < n; ++v)
-    if (root[v] != static_cast<ValueId>(v)) first[root[v]] = std::min(first[root[v]], f.values[v].def_op);
-  for (int i = 0; i < end; ++i)
-    for (ValueId u : f.ops[i].operands) last[root[u]] = std::max(last[root[u]], i);
+    if (root[v] != static_cast<ValueId>(v)) first[root[v]] = std::min(first[root[v]], time_of(f.values[v].def_op));
+  for (int i = 0; i < ops; ++i)
+    for (ValueId u : f.ops[i].operands) last[root[u]] = std::max(last[root[u]], time_of(i));
   for (ValueId r : f.returns) last[root[r]] = end;
 
   MemoryPlan plan;

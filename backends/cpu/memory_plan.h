@@ -36,8 +36,8 @@ int64_t stored_bytes(const TensorType& t, DType float_dtype);
 
 /// Plans a verified function's values into one arena.
 ///
-/// Liveness: a value is live from its defining op (an argument from before
-/// the first op) to its last use; a returned value stays live to the end of
+/// Liveness: a value is live from its defining op's time (an argument from
+/// before the first op) to its last use's; a returned value stays live to the end of
 /// the function, so that the caller can read it after the run. The interval
 /// is inclusive at both ends, so an op's results never share bytes with its
 /// operands: kernels read their operands while they write their results.
@@ -55,8 +55,12 @@ int64_t stored_bytes(const TensorType& t, DType float_dtype);
 /// into it). An alias gets its target's offset, and its definition, its uses
 /// and being returned keep the target's bytes live. Chains resolve to the
 /// value at their end, which is no alias.
+///
+/// `op_time` (empty, or one entry per op, non-decreasing) is when each op
+/// runs; ops given the same time run at once, so the results of each may not
+/// share bytes with the operands of any. Empty: op i runs at time i.
 MemoryPlan plan_memory(const Function& f, DType float_dtype, const std::vector<bool>& external,
-                       std::span<const ValueId> alias_of = {});
+                       std::span<const ValueId> alias_of = {}, std::span<const int> op_time = {});
 
 /// The dtype an op's kernel is looked up with, on every backend: the float
 /// dtype when any operand or result is a float, else the first result's own.

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <utility>
 #include <random>
 #include <string>
 #include <vector>
@@ -73,6 +74,50 @@ graph @g(%x: f32[4,3], %w: f32[3,4], %b: f32[4], %full: f32[4,4]) -> (f32[4,4], 
 }
 )"),
             std::vector<std::string>{});
+}
+
+/// The pairs of @g that find_gemm_pairs lets run at once, by result names.
+std::vector<std::pair<std::string, std::string>> paired(const std::string& text) {
+  Module m = verified_module(text);
+  const Function& f = m.graph();
+  std::vector<ValueId> alias_of(f.values.size(), -1);
+  for (const Op& op : f.ops)
+    if (op.kind == OpKind::reshape) alias_of[op.results[0]] = op.operands[0];
+  std::vector<std::pair<std::string, std::string>> names;
+  for (const GemmPair& p : find_gemm_pairs(f, m.binding(), alias_of, find_bias_fusions(f, alias_of)))
+    names.emplace_back(f.values[f.ops[p.first].results[0]].name, f.values[f.ops[p.second].results[0]].name);
+  return names;
+}
+
+TEST(GemmPair, PairsTheTwoGradientsOfALinearLayerAcrossReshapes) {
+  // A linear layer's backward as autodiff writes it: the input gradient,
+  // reshapes of the upstream gradient and the input, the weight gradient.
+  EXPECT_EQ(paired(R"(
+graph @g(%dy: f32[4,64,256], %w: f32[128,256], %x: f32[4,64,128]) -> (f32[4,64,128], f32[128,256]) {
+  %dx = matmul %dy, %w transpose_b=true : f32[4,64,128]
+  %dy.rows = reshape %dy shape=[256,256] : f32[256,256]
+  %x.rows = reshape %x shape=[256,128] : f32[256,128]
+  %dw = matmul %x.rows, %dy.rows transpose_a=true : f32[128,256]
+  return %dx, %dw
+}
+)"),
+            (std::vector<std::pair<std::string, std::string>>{{"dx", "dw"}}));
+}
+
+TEST(GemmPair, LeavesDependentSmallAndUnevenProducts) {
+  // %b reads %a; %c and %d are under 2^22 multiply-adds; %e has 4 times %f's.
+  EXPECT_EQ(paired(R"(
+graph @g(%x: f32[256,256], %s: f32[64,64], %y: f32[1024,256]) -> (f32[256,256], f32[64,64], f32[64,64], f32[1024,256], f32[256,256]) {
+  %a = matmul %x, %x : f32[256,256]
+  %b = matmul %a, %x : f32[256,256]
+  %c = matmul %s, %s : f32[64,64]
+  %d = matmul %s, %s transpose_a=true : f32[64,64]
+  %e = matmul %y, %x : f32[1024,256]
+  %f = matmul %x, %x transpose_b=true : f32[256,256]
+  return %b, %c, %d, %e, %f
+}
+)"),
+            (std::vector<std::pair<std::string, std::string>>{}));
 }
 
 // Linear layers large enough that GEMMs split over two threads (one product

@@ -208,6 +208,31 @@ graph @g(%x: f32[16]) -> f32[16] {
   EXPECT_EQ(outside.arena_bytes, 3 * 64);  // %v, %b, %c (%v is no alias here)
 }
 
+TEST(MemoryPlan, OpsRunAtOnceNeverWriteWhatTheOtherReads) {
+  // In op order, %c may take %a's bytes (%a's last use is %b's op). Run at
+  // the same time as %b's op, %c's op would overwrite %a while it is read.
+  Module m = verified_module(R"(
+graph @g(%x: f32[16]) -> f32[16] {
+  %a = exp %x : f32[16]
+  %b = neg %a : f32[16]
+  %c = relu %x : f32[16]
+  %d = add %b, %c : f32[16]
+  return %d
+}
+)");
+  const Function& f = m.graph();
+  const std::vector<bool> external = args_and_params(f);
+  const ValueId a = f.find_value("a"), b = f.find_value("b"), c = f.find_value("c");
+  const MemoryPlan in_order = plan_memory(f, DType::f32, external);
+  EXPECT_EQ(in_order.offset[c], in_order.offset[a]);
+  const std::vector<int> time = {0, 1, 1, 2};  // %b's op and %c's op at once
+  const MemoryPlan at_once = plan_memory(f, DType::f32, external, {}, time);
+  EXPECT_NE(at_once.offset[c], at_once.offset[a]);
+  EXPECT_NE(at_once.offset[c], at_once.offset[b]);
+  EXPECT_EQ(at_once.arena_bytes, 3 * 64);  // at time 1: %a, %b, %c
+  EXPECT_THROW(plan_memory(f, DType::f32, external, {}, std::vector<int>{0, 1}), Error);
+}
+
 TEST(MemoryPlan, BadInputsAreErrors) {
   Module m = verified_module(R"(
 graph @g(%x: f32[16]) -> f32[16] {
