@@ -1,6 +1,8 @@
 // From a model graph to the partitioner's cost graph.
 #include "partitioner/model_cost_graph.h"
 
+#include <vector>
+
 #include "passes/cost_summary.h"
 
 namespace pf {
@@ -9,6 +11,11 @@ bool is_replicated_source(const Op& op) { return op.operands.empty() && op.kind 
 
 CostGraph build_cost_graph(const Function& graph, const DimBinding& binding, const OpTimer& timer) {
   CostGraph cg;
+  // The values a backward pass carries a gradient to: parameters and what is
+  // computed from one. An op's backward computes only those operands'
+  // gradients (a model's first matmul: its weight's, not its input's), so
+  // it is charged that share of its float operands' backward time.
+  std::vector<bool> carries_grad(graph.values.size(), false);
   // Which values the backward pass reads: conservatively, every activation
   // an op produces (what autodiff stashes is a subset of these).
   for (size_t i = 0; i < graph.ops.size(); ++i) {
@@ -18,8 +25,16 @@ CostGraph build_cost_graph(const Function& graph, const DimBinding& binding, con
     CostNode node;
     node.name = graph.values[op.results[0]].name;
     node.layer = op.layer();
+    int float_operands = 0, with_grad = 0;
+    for (ValueId u : op.operands)
+      if (is_float(graph.type_of(u).dtype)) {
+        ++float_operands;
+        with_grad += carries_grad[u] ? 1 : 0;
+      }
+    const bool carries = op.kind == OpKind::param || with_grad > 0;
+    for (ValueId r : op.results) carries_grad[r] = carries;
     node.forward_s = t.forward_s;
-    node.backward_s = t.backward_s;
+    node.backward_s = float_operands > 0 ? t.backward_s * with_grad / float_operands : t.backward_s;
     for (ValueId r : op.results) {
       const TensorType& type = graph.type_of(r);
       if (op.kind == OpKind::param) node.param_bytes += type.bytes();

@@ -18,6 +18,9 @@ using OpTimer = std::function<OpTiming(const Function& graph, const Op& op, cons
 /// Values made by ops without operands (parameters, constants, masks) never
 /// cross a cut: every stage that uses them holds its own copy, a tied
 /// parameter included. Stages may start only where the `layer` tag changes.
+/// An op is charged the share of its backward time that belongs to operands
+/// a gradient reaches (computed from a parameter): a model's first layer
+/// computes no gradient of its input.
 CostGraph build_cost_graph(const Function& graph, const DimBinding& binding, const OpTimer& timer);
 
 /// Whether an op is copied into every stage that uses its value instead of

@@ -2,9 +2,13 @@
 // stage program of a plan verifies and agrees with its tables.
 #include <gtest/gtest.h>
 
+#include <map>
+#include <string>
+
 #include "ir/parser.h"
 #include "ir/verifier.h"
 #include "partitioner/compile.h"
+#include "partitioner/model_cost_graph.h"
 
 namespace pf {
 namespace {
@@ -34,6 +38,33 @@ TEST(Compile, Gpt2SmallOnFourDevicesIsWithinFivePercentOfPerfectBalance) {
   // What compile writes, the runtime's loader accepts.
   Plan again = plan_from_json(plan_to_json(r.plan), "gpt_plan.json");
   EXPECT_EQ(again, r.plan);
+}
+
+TEST(CostGraph, ChargesOnlyTheGradientsABackwardComputes) {
+  // Every op's full backward costs 6 s here. %scaled depends on no parameter
+  // (no gradient at all); the first matmul computes its weight's gradient,
+  // not its input's (half); the second both.
+  Module m = parse_module_text("t.pf", R"(
+graph @g(%x: f32[4,3], %t: i32[4]) -> f32[] {
+  %two = constant value=2 : f32[]
+  %scaled = mul %x, %two : f32[4,3]
+  %w1 = param init=xavier : f32[3,5]
+  %h = matmul %scaled, %w1 : f32[4,5]
+  %w2 = param init=xavier : f32[5,2]
+  %logits = matmul %h, %w2 : f32[4,2]
+  %loss = cross_entropy %logits, %t : f32[]
+  return %loss
+}
+)");
+  verify_module(m, m.binding());
+  CostGraph cg = build_cost_graph(m.graph(), m.binding(),
+                                  [](const Function&, const Op&, const OpCost&) { return OpTiming{1.0, 6.0}; });
+  std::map<std::string, double> backward;
+  for (const CostNode& n : cg.nodes) backward[n.name] = n.backward_s;
+  EXPECT_EQ(backward.at("scaled"), 0.0);
+  EXPECT_EQ(backward.at("h"), 3.0);
+  EXPECT_EQ(backward.at("logits"), 6.0);
+  EXPECT_EQ(backward.at("loss"), 6.0);  // the targets are integers: no share of their own
 }
 
 TEST(Compile, ManualSplitIsOnlyPlaced) {
