@@ -6,7 +6,8 @@
 TORCH_BENCH is the reference script (../shared/bench/torch_bench.py); the models, the batch and the
 step (zero_grad, forward, cross-entropy, backward, SGD at lr 1e-3) are built from its module, so that
 both benchmarks time the same thing. After --warmup steps the server prints "ready", then runs one step
-per line read from stdin and answers "<seconds> <loss>".
+per line read from stdin and answers "<seconds> <loss>". With --profile, torch.profiler records the
+served steps and at the end stderr gets one line per op and input shapes ("<ms per step> <op> <shapes>").
 """
 import argparse
 import importlib.util
@@ -28,6 +29,7 @@ def main():
     ap.add_argument("--threads", type=int, required=True)
     ap.add_argument("--openblas-threads", type=int, default=None)
     ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--profile", action="store_true", help="per-op milliseconds per served step on stderr")
     a = ap.parse_args()
 
     ref = load_reference(a.torch_bench)
@@ -59,11 +61,24 @@ def main():
 
     for _ in range(a.warmup):
         step()
+    profiler = None
+    if a.profile:
+        from torch.profiler import ProfilerActivity, profile
+        profiler = profile(activities=[ProfilerActivity.CPU], record_shapes=True)
+        profiler.__enter__()
     print("ready", flush=True)
+    steps = 0
     for _ in sys.stdin:
         start = time.perf_counter()
         loss = step()
+        steps += 1
         print(f"{time.perf_counter() - start:.6f} {loss:.6f}", flush=True)
+    if profiler and steps:
+        profiler.__exit__(None, None, None)
+        events = profiler.key_averages(group_by_input_shape=True)
+        for e in sorted(events, key=lambda e: -e.self_cpu_time_total):
+            if e.self_cpu_time_total / steps >= 100:  # microseconds
+                sys.stderr.write(f"{e.self_cpu_time_total / steps / 1e3:8.2f}  {e.key} {e.input_shapes}\n")
 
 
 if __name__ == "__main__":

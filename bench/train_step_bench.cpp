@@ -168,16 +168,32 @@ struct Session {
 /// --serve: warms up, prints "ready", then runs one step per line read from
 /// stdin and answers "<seconds> <loss>" (bench/lockstep.py alternates
 /// programs step by step this way, so that the machine's drift hits both).
-void serve(const Workload& w, const std::string& examples, int threads, int warmup) {
+/// With `profile`, the served steps time every op, and at the end stderr gets
+/// one line per op ("<ms per step> <op and operand types>") and one for the
+/// optimizer, to set beside bench/torch_step_server.py --profile.
+void serve(const Workload& w, const std::string& examples, int threads, int warmup, bool profile) {
   Session session(w, examples, threads);
   for (int i = 0; i < warmup; ++i) session.step();
+  pf::StageProgram& program = session.trainer->program();
+  program.set_profile(profile);
+  program.reset_profile();
   std::cout << "ready" << std::endl;
   std::string line;
+  int steps = 0;
+  double optimizer = 0;
   while (std::getline(std::cin, line)) {
     const Clock::time_point start = Clock::now();
-    const double loss = session.step();
-    std::cout << fmt::format("{:.6f} {:.6f}", seconds_since(start), loss) << std::endl;
+    pf::StepResult r = session.trainer->compute_gradients(session.pointers);
+    const Clock::time_point applied = Clock::now();
+    session.trainer->apply(r);
+    optimizer += seconds_since(applied);
+    ++steps;
+    std::cout << fmt::format("{:.6f} {:.6f}", seconds_since(start), r.loss) << std::endl;
   }
+  if (!profile || steps == 0) return;
+  for (const pf::cpu::OpTime& t : program.op_times())
+    std::cerr << fmt::format("{:8.2f}  {}: {}\n", t.seconds / steps * 1e3, t.function, t.text);
+  std::cerr << fmt::format("{:8.2f}  optimizer (gradient norm and SGD step)\n", optimizer / steps * 1e3);
 }
 
 Row run(const Workload& w, const std::string& examples, int threads, int warmup, int steps, int top,
@@ -257,7 +273,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> models{"mlp", "gpt"};
   int warmup = 3, steps = 10, top_kinds = 5;
   std::string ops_of_kind;
-  bool json = false, serve_steps = false;
+  bool json = false, serve_steps = false, profile = false;
   app.add_option("--examples", examples, "folder holding mlp.pf and gpt.pf");
   app.add_option("--threads", thread_counts, "thread counts (of the device: GEMMs and kernels)")->delimiter(',');
   app.add_option("--models", models, "mlp, gpt")->delimiter(',');
@@ -269,13 +285,14 @@ int main(int argc, char** argv) {
   app.add_flag("--serve", serve_steps,
                "one model and thread count: warm up, print 'ready', then run a step per stdin line and print "
                "'<seconds> <loss>' (for bench/lockstep.py)");
+  app.add_flag("--profile", profile, "with --serve: at the end, every op's milliseconds per served step on stderr");
   CLI11_PARSE(app, argc, argv);
 
   try {
     if (serve_steps) {
       if (models.size() != 1 || thread_counts.size() != 1)
         throw pf::Error("--serve: give one model (--models) and one thread count (--threads)");
-      serve(find_workload(workloads(), models[0]), examples, thread_counts[0], warmup);
+      serve(find_workload(workloads(), models[0]), examples, thread_counts[0], warmup, profile);
       return 0;
     }
     std::vector<Row> rows;
