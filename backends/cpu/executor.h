@@ -63,6 +63,11 @@ struct OpTime {
 /// an argument, a parameter, or a value returned a second time is copied at
 /// the end of the run into the bound buffer, or else into bytes of its own.
 ///
+/// Fusions (fusion.h): a bias add fed by a matmul runs inside that matmul's
+/// GEMM (the product is written as the add's bytes; errors and profiles name
+/// the matmul, with the bias as a third operand), and on a device of two
+/// threads a layer's two gradient GEMMs run side by side.
+///
 /// One run at a time. Not copyable (the kernels' pointer arrays point into
 /// the executor's own storage); movable.
 class Executor {
