@@ -15,7 +15,6 @@
 #include <cstdint>
 #include <iostream>
 #include <memory>
-#include <random>
 #include <string>
 #include <vector>
 
@@ -24,6 +23,7 @@
 #include "ir/diagnostic.h"
 #include "ir/parser.h"
 #include "ir/verifier.h"
+#include "runtime/random_batch.h"
 #include "runtime/trainer.h"
 
 namespace {
@@ -91,29 +91,6 @@ double matmul_flops(const pf::Module& m, const std::string& backward, const pf::
   return flops;
 }
 
-/// Random inputs of the right kinds: floats N(0, 1), integer labels or tokens below the classifier's width.
-std::vector<std::vector<std::byte>> make_inputs(const pf::Function& g, int64_t classes) {
-  std::mt19937_64 rng(0);
-  std::vector<std::vector<std::byte>> buffers;
-  for (pf::ValueId a : g.args) {
-    const pf::TensorType& t = g.type_of(a);
-    std::vector<std::byte> buf(static_cast<size_t>(t.bytes()));
-    if (t.dtype == pf::DType::f32) {
-      std::normal_distribution<float> d;
-      auto* p = reinterpret_cast<float*>(buf.data());
-      for (int64_t i = 0; i < t.numel(); ++i) p[i] = d(rng);
-    } else if (t.dtype == pf::DType::i32) {
-      std::uniform_int_distribution<int32_t> d(0, static_cast<int32_t>(classes - 1));
-      auto* p = reinterpret_cast<int32_t*>(buf.data());
-      for (int64_t i = 0; i < t.numel(); ++i) p[i] = d(rng);
-    } else {
-      throw pf::Error(fmt::format("train_step_bench: no random data for {}", t.str()));
-    }
-    buffers.push_back(std::move(buf));
-  }
-  return buffers;
-}
-
 int64_t classes_of(const pf::Function& g) {
   for (const pf::Op& op : g.ops)
     if (op.kind == pf::OpKind::cross_entropy) return g.type_of(op.operands[0]).shape.back();
@@ -136,8 +113,7 @@ struct Row {
 /// A trainer for one workload, SGD as torch_bench.py's, with random inputs bound.
 struct Session {
   std::unique_ptr<pf::Trainer> trainer;
-  std::vector<std::vector<std::byte>> inputs;
-  std::vector<const void*> pointers;
+  pf::RandomBatch batch;  // labels and tokens below the classifier's width
   pf::DimBinding binding;
 
   Session(const Workload& w, const std::string& examples, int threads) {
@@ -153,14 +129,16 @@ struct Session {
     trainer->params().initialize(0);
     trainer->start();
     const pf::Function& g = trainer->graph();
-    inputs = make_inputs(g, classes_of(g));
-    for (auto& b : inputs) pointers.push_back(b.data());
+    batch = pf::random_batch(g, 0, static_cast<int32_t>(classes_of(g)));
   }
 
-  /// One training step; its loss.
-  double step() {
-    pf::StepResult r = trainer->compute_gradients(pointers);
+  /// One training step; its loss. Adds the seconds of Trainer::apply (gradient
+  /// norm and SGD step) to `optimizer_seconds` when given.
+  double step(double* optimizer_seconds = nullptr) {
+    pf::StepResult r = trainer->compute_gradients(batch.pointers);
+    const Clock::time_point applied = Clock::now();
     trainer->apply(r);
+    if (optimizer_seconds) *optimizer_seconds += seconds_since(applied);
     return r.loss;
   }
 };
@@ -183,12 +161,9 @@ void serve(const Workload& w, const std::string& examples, int threads, int warm
   double optimizer = 0;
   while (std::getline(std::cin, line)) {
     const Clock::time_point start = Clock::now();
-    pf::StepResult r = session.trainer->compute_gradients(session.pointers);
-    const Clock::time_point applied = Clock::now();
-    session.trainer->apply(r);
-    optimizer += seconds_since(applied);
+    const double loss = session.step(&optimizer);
     ++steps;
-    std::cout << fmt::format("{:.6f} {:.6f}", seconds_since(start), r.loss) << std::endl;
+    std::cout << fmt::format("{:.6f} {:.6f}", seconds_since(start), loss) << std::endl;
   }
   if (!profile || steps == 0) return;
   for (const pf::cpu::OpTime& t : program.op_times())
@@ -200,20 +175,18 @@ Row run(const Workload& w, const std::string& examples, int threads, int warmup,
         const std::string& ops_of_kind) {
   Session session(w, examples, threads);
   pf::Trainer& trainer = *session.trainer;
-  const std::vector<const void*>& pointers = session.pointers;
   const pf::DimBinding& binding = session.binding;
 
   Row row;
   row.model = w.name;
   row.threads = threads;
   row.params = trainer.params().numel();
-  auto step = [&] { return session.step(); };
-  row.loss_first = step();
-  for (int i = 1; i < warmup; ++i) step();
+  row.loss_first = session.step();
+  for (int i = 1; i < warmup; ++i) session.step();
   std::vector<double> times;
   for (int i = 0; i < steps; ++i) {
     const Clock::time_point start = Clock::now();
-    row.loss_last = step();
+    row.loss_last = session.step();
     times.push_back(seconds_since(start));
   }
   row.median_ms = median(times) * 1e3;
@@ -234,10 +207,7 @@ Row run(const Workload& w, const std::string& examples, int threads, int warmup,
   double wall = 0, optimizer = 0;
   for (int i = 0; i < profiled; ++i) {
     const Clock::time_point start = Clock::now();
-    pf::StepResult r = trainer.compute_gradients(pointers);
-    const Clock::time_point applied = Clock::now();
-    trainer.apply(r);
-    optimizer += seconds_since(applied);
+    session.step(&optimizer);
     wall += seconds_since(start);
   }
   program.set_profile(false);

@@ -122,12 +122,12 @@ void gemm_accumulate(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k
 
 void gemm_bias(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
                const float* b, int64_t ldb, const float* bias, float* c, int64_t ldc) {
-  gemm_with<float>(Start::bias, trans_a, trans_b, m, n, k, a, lda, b, ldb, bias, c, ldc);
+  gemm_with<float>(bias ? Start::bias : Start::zero, trans_a, trans_b, m, n, k, a, lda, b, ldb, bias, c, ldc);
 }
 
 void gemm_bias(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const double* a, int64_t lda,
                const double* b, int64_t ldb, const double* bias, double* c, int64_t ldc) {
-  gemm_with<double>(Start::bias, trans_a, trans_b, m, n, k, a, lda, b, ldb, bias, c, ldc);
+  gemm_with<double>(bias ? Start::bias : Start::zero, trans_a, trans_b, m, n, k, a, lda, b, ldb, bias, c, ldc);
 }
 
 }  // namespace pf::cpu

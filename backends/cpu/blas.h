@@ -23,6 +23,7 @@ void gemm_accumulate(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k
 
 /// C[m,n] = bias[n] (every row) + op(A)[m,k] * op(B)[k,n]: a linear layer's
 /// bias added where the GEMM writes its result, in place of a pass of its own.
+/// A null bias makes it gemm.
 void gemm_bias(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
                const float* b, int64_t ldb, const float* bias, float* c, int64_t ldc);
 void gemm_bias(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const double* a, int64_t lda,

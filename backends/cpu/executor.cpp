@@ -92,7 +92,8 @@ struct Executor::Impl {
   // The constructor's steps, in order.
   void describe(const Function& f, DType float_dtype);
   void build_steps(const Function& f, const DimBinding& binding, DType float_dtype,
-                   const std::vector<ValueId>& alias_of, const std::vector<BiasFusion>& fusions);
+                   const std::vector<ValueId>& alias_of, const std::vector<BiasFusion>& fusions,
+                   const std::vector<GemmPair>& pairs);
   void allocate_arena(const MemoryPlan& plan);
 
   /// Runs step k's kernel; its seconds with profile, else 0. Throws pf::Error naming the op.
@@ -124,14 +125,11 @@ Executor::Impl::Impl(const Function& f, const DimBinding& binding, DType float_d
   const std::vector<BiasFusion> fusions = find_bias_fusions(f, alias_of);
   for (const BiasFusion& fused : fusions)
     alias_of[f.ops[fused.matmul].results.at(0)] = f.ops[fused.add].results.at(0);
-  const std::vector<GemmPair> pairs = find_gemm_pairs(f, binding, alias_of, fusions);
+  alias_groups(alias_of, root, members);
+  const std::vector<GemmPair> pairs = find_gemm_pairs(f, binding, root, fusions);
   const MemoryPlan plan = plan_memory(f, float_dtype, layout.external, alias_of, run_times(f, pairs));
 
-  alias_groups(alias_of, root, members);
-  build_steps(f, binding, float_dtype, alias_of, fusions);
-  for (const GemmPair& p : pairs)
-    for (Step& s : steps)
-      if (s.op == p.first) s.with_next = true;  // the next step is p.second: nothing between them runs
+  build_steps(f, binding, float_dtype, alias_of, fusions, pairs);
   allocate_arena(plan);
 }
 
@@ -152,16 +150,19 @@ void Executor::Impl::describe(const Function& f, DType float_dtype) {
 }
 
 void Executor::Impl::build_steps(const Function& f, const DimBinding& binding, DType float_dtype,
-                                 const std::vector<ValueId>& alias_of, const std::vector<BiasFusion>& fusions) {
+                                 const std::vector<ValueId>& alias_of, const std::vector<BiasFusion>& fusions,
+                                 const std::vector<GemmPair>& pairs) {
   in_slots.resize(f.values.size());
   out_slots.resize(f.values.size());
   // Per op: the bias its GEMM starts from, or that it runs in its matmul.
   std::vector<ValueId> bias_of(f.ops.size(), -1);
-  std::vector<bool> folded(f.ops.size(), false);
+  std::vector<bool> folded(f.ops.size(), false), paired_with_next(f.ops.size(), false);
   for (const BiasFusion& fused : fusions) {
     bias_of[fused.matmul] = fused.bias;
     folded[fused.add] = true;
   }
+  // The next step is the pair's second op: only reshapes that run no kernel lie between.
+  for (const GemmPair& p : pairs) paired_with_next[p.first] = true;
   for (size_t i = 0; i < f.ops.size(); ++i) {
     const Op& op = f.ops[i];
     const int index = static_cast<int>(i);
@@ -177,6 +178,7 @@ void Executor::Impl::build_steps(const Function& f, const DimBinding& binding, D
     Step s{};
     s.op = index;
     s.kind = op.kind;
+    s.with_next = paired_with_next[i];
     try {
       s.kernel = forward_kernel(op.kind, kernel_dtype(f, op, float_dtype));
       attrs.push_back(evaluate_attrs(op, binding));

@@ -45,18 +45,15 @@ int64_t matmul_work(const Function& f, const Op& op, const DimBinding& binding) 
 
 }  // namespace
 
-std::vector<GemmPair> find_gemm_pairs(const Function& f, const DimBinding& binding, std::span<const ValueId> alias_of,
+std::vector<GemmPair> find_gemm_pairs(const Function& f, const DimBinding& binding, std::span<const ValueId> root,
                                       std::span<const BiasFusion> fusions) {
   constexpr int64_t kMinWork = int64_t{1} << 22;
   constexpr double kMaxImbalance = 1.5;
   std::vector<bool> fused(f.ops.size(), false);
   for (const BiasFusion& b : fusions) fused[b.matmul] = true;
-  auto root = [&](ValueId v) {
-    while (!alias_of.empty() && alias_of[v] >= 0) v = alias_of[v];
-    return v;
-  };
   auto runs_no_kernel = [&](const Op& op) {
-    return op.kind == OpKind::reshape && !alias_of.empty() && alias_of[op.results.at(0)] >= 0;
+    const ValueId r = op.results.at(0);
+    return op.kind == OpKind::reshape && root[r] != r;
   };
   auto pairable = [&](int i) { return f.ops[i].kind == OpKind::matmul && !fused[i]; };
 
@@ -67,8 +64,8 @@ std::vector<GemmPair> find_gemm_pairs(const Function& f, const DimBinding& bindi
     int j = i + 1;
     while (j < n && runs_no_kernel(f.ops[j])) ++j;
     if (j == n || !pairable(j)) continue;
-    const ValueId made = root(f.ops[i].results.at(0));
-    if (std::any_of(f.ops[j].operands.begin(), f.ops[j].operands.end(), [&](ValueId u) { return root(u) == made; }))
+    const ValueId made = root[f.ops[i].results.at(0)];
+    if (std::any_of(f.ops[j].operands.begin(), f.ops[j].operands.end(), [&](ValueId u) { return root[u] == made; }))
       continue;
     const auto wi = static_cast<double>(matmul_work(f, f.ops[i], binding));
     const auto wj = static_cast<double>(matmul_work(f, f.ops[j], binding));

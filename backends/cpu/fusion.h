@@ -39,9 +39,10 @@ std::vector<BiasFusion> find_bias_fusions(const Function& f, std::span<const Val
 
 /// Pairs of matmuls of `f` that may run at once: neither takes part in a bias
 /// fusion, the second reads no result of the first, each has at least 2^22
-/// multiply-adds and neither more than 1.5 times the other's. `alias_of` is
-/// the executor's final one (a reshape that aliases runs no kernel).
-std::vector<GemmPair> find_gemm_pairs(const Function& f, const DimBinding& binding, std::span<const ValueId> alias_of,
+/// multiply-adds and neither more than 1.5 times the other's. `root` is
+/// alias_groups' over the executor's final aliases (a reshape whose root is
+/// another value runs no kernel).
+std::vector<GemmPair> find_gemm_pairs(const Function& f, const DimBinding& binding, std::span<const ValueId> root,
                                       std::span<const BiasFusion> fusions);
 
 /// When each op of `f` runs, for plan_memory: op i at time i, except that

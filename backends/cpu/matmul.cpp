@@ -41,10 +41,7 @@ void matmul(const KernelArgs& args) {
   // of [batches * M, K] x [K, N] (a linear layer on [B, T, C]), which BLAS
   // runs far better than many small ones.
   if (TensorType{tb_type.dtype, batch_b}.numel() == 1 && !ta) {
-    if (bias)
-      gemm_bias(false, tb, batches * m, n, k, a, lda, b, ldb, bias, c, n);
-    else
-      gemm(false, tb, batches * m, n, k, a, lda, b, ldb, c, n);
+    gemm_bias(false, tb, batches * m, n, k, a, lda, b, ldb, bias, c, n);
     return;
   }
 
@@ -59,13 +56,9 @@ void matmul(const KernelArgs& args) {
     for (int64_t j = 0; j < inner; ++j) offsets.emplace_back(w.offset(0) + j * step_a, w.offset(1) + j * step_b);
   // Whole matrices per thread: small GEMMs split no further.
   parallel_for(batches, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      const T *ai = a + offsets[i].first * size_a, *bi = b + offsets[i].second * size_b;
-      if (bias)
-        gemm_bias(ta, tb, m, n, k, ai, lda, bi, ldb, bias, c + i * size_c, n);
-      else
-        gemm(ta, tb, m, n, k, ai, lda, bi, ldb, c + i * size_c, n);
-    }
+    for (int64_t i = begin; i < end; ++i)
+      gemm_bias(ta, tb, m, n, k, a + offsets[i].first * size_a, lda, b + offsets[i].second * size_b, ldb, bias,
+                c + i * size_c, n);
   });
 }
 

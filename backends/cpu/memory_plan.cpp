@@ -138,7 +138,10 @@ void alias_groups(const std::vector<ValueId>& alias_of, std::vector<ValueId>& ro
   members.assign(n, {});
   for (size_t v = 0; v < n; ++v) {
     ValueId r = static_cast<ValueId>(v);
-    while (alias_of[r] >= 0) r = alias_of[r];  // plan_memory has rejected cycles
+    for (size_t steps = 0; alias_of[r] >= 0; ++steps) {
+      if (steps == n) throw Error(fmt::format("alias groups: the aliases of value {} form a cycle", v));
+      r = alias_of[r];
+    }
     root[v] = r;
   }
   for (size_t v = 0; v < n; ++v) {

@@ -66,9 +66,10 @@ MemoryPlan plan_memory(const Function& f, DType float_dtype, const std::vector<b
 /// dtype when any operand or result is a float, else the first result's own.
 DType kernel_dtype(const Function& f, const Op& op, DType float_dtype);
 
-/// Alias groups from plan_memory's `alias_of`: root[v] is the value whose
-/// bytes v reads (v itself when it aliases nothing), and members[r] lists a
-/// root r first, then the values that read its bytes.
+/// Alias groups from an `alias_of` as plan_memory takes it: root[v] is the
+/// value whose bytes v reads (v itself when it aliases nothing), and
+/// members[r] lists a root r first, then the values that read its bytes.
+/// Throws pf::Error when the aliases form a cycle.
 void alias_groups(const std::vector<ValueId>& alias_of, std::vector<ValueId>& root,
                   std::vector<std::vector<ValueId>>& members);
 

@@ -11,6 +11,7 @@
 
 #include "backends/cpu/blas.h"
 #include "backends/cpu/executor.h"
+#include "backends/cpu/memory_plan.h"
 #include "ir/parser.h"
 #include "ir/verifier.h"
 #include "tests/verified_module.h"
@@ -83,8 +84,11 @@ std::vector<std::pair<std::string, std::string>> paired(const std::string& text)
   std::vector<ValueId> alias_of(f.values.size(), -1);
   for (const Op& op : f.ops)
     if (op.kind == OpKind::reshape) alias_of[op.results[0]] = op.operands[0];
+  std::vector<ValueId> root;
+  std::vector<std::vector<ValueId>> members;
+  alias_groups(alias_of, root, members);
   std::vector<std::pair<std::string, std::string>> names;
-  for (const GemmPair& p : find_gemm_pairs(f, m.binding(), alias_of, find_bias_fusions(f, alias_of)))
+  for (const GemmPair& p : find_gemm_pairs(f, m.binding(), root, find_bias_fusions(f, alias_of)))
     names.emplace_back(f.values[f.ops[p.first].results[0]].name, f.values[f.ops[p.second].results[0]].name);
   return names;
 }

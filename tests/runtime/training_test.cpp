@@ -2,12 +2,12 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
-#include <random>
 
 #include "backends/cpu/blas.h"
 
 #include "ir/parser.h"
 #include "runtime/dataset.h"
+#include "runtime/random_batch.h"
 #include "runtime/trainer.h"
 
 namespace pf {
@@ -99,16 +99,8 @@ TEST(Training, TwoThreadsComputeTheBitsOfOne) {
     Trainer trainer(std::move(m), binding, options);
     trainer.params().initialize(3);
     trainer.start();
-    std::mt19937 rng(11);
-    std::uniform_int_distribution<int32_t> token(0, 511);
-    std::vector<std::vector<std::byte>> batch;
-    for (ValueId a : trainer.graph().args) {
-      std::vector<int32_t> ids(static_cast<size_t>(trainer.graph().type_of(a).numel()));
-      for (int32_t& id : ids) id = token(rng);
-      const auto* bytes = reinterpret_cast<const std::byte*>(ids.data());
-      batch.emplace_back(bytes, bytes + ids.size() * sizeof(int32_t));
-    }
-    std::vector<float> out{static_cast<float>(trainer.compute_gradients(pointers(batch)).loss)};
+    const RandomBatch batch = random_batch(trainer.graph(), 11, 512);
+    std::vector<float> out{static_cast<float>(trainer.compute_gradients(batch.pointers).loss)};
     for (const auto& e : trainer.params().entries()) out.insert(out.end(), e.grad.begin(), e.grad.end());
     cpu::set_cpu_threads(1);
     return out;
