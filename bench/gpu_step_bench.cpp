@@ -9,6 +9,8 @@
 // forward, loss, backward, the global gradient norm and an AdamW step, all on the device. Model FLOPs per step
 // are 6 * parameters * tokens plus the attention products, 12 * L * T * C * tokens (full T x T, as PaLM
 // counts them). bench/torch_gpu_bench.py prints the same columns for PyTorch on the same GPU.
+// After the table, for each precision: the step without its update, and where a step's device time goes, by op
+// kind and by call, from a few more steps with every op timed by CUDA events (Pipeline::set_profile).
 // Without a GPU it prints "no CUDA device" and exits 0.
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
@@ -16,6 +18,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <map>
 #include <random>
 #include <set>
 #include <string>
@@ -24,6 +27,7 @@
 #include "backends/cuda/check.h"
 #include "backends/cuda/device.h"
 #include "ir/diagnostic.h"
+#include "ir/op_table.h"
 #include "ir/parser.h"
 #include "ir/plan.h"
 #include "ir/verifier.h"
@@ -89,7 +93,36 @@ struct Row {
   double model_flops_per_s = 0;
   double peak = 0;
   double first_loss = 0, last_loss = 0;
+  double forward_backward_ms = 0;  // the step without its optimizer update
+  // Where a step's device time goes (per-op CUDA events over profiled steps), ms per step, largest first.
+  std::vector<std::pair<std::string, double>> kinds, ops;
+  double kernel_ms = 0;
 };
+
+constexpr int kProfiledSteps = 3;
+
+/// The profile of a few steps, summed by op kind and by call (kind and operand types: a layer's ops add up).
+void profile_steps(pf::Pipeline& pipeline, const std::vector<std::pair<std::string, const void*>>& inputs,
+                   Row& row) {
+  pipeline.reset_profile();
+  pipeline.set_profile(true);
+  for (int i = 0; i < kProfiledSteps; ++i) pipeline.train_step(inputs);
+  pipeline.set_profile(false);
+  std::map<std::string, double> kinds, ops;
+  for (const pf::cpu::OpTime& t : pipeline.op_times(0)) {
+    const double ms = t.seconds * 1e3 / kProfiledSteps;
+    kinds[std::string(pf::op_name(t.kind))] += ms;
+    ops[t.function + ": " + t.text] += ms;
+    row.kernel_ms += ms;
+  }
+  auto largest_first = [](const std::map<std::string, double>& m) {
+    std::vector<std::pair<std::string, double>> v(m.begin(), m.end());
+    std::sort(v.begin(), v.end(), [](const auto& a, const auto& b) { return a.second > b.second; });
+    return v;
+  };
+  row.kinds = largest_first(kinds);
+  row.ops = largest_first(ops);
+}
 
 Row time_steps(const std::string& dtype, double peak, int steps) {
   const std::string file = std::string(PF_SOURCE_DIR) + "/examples/gpt.pf";
@@ -140,6 +173,14 @@ Row time_steps(const std::string& dtype, double peak, int steps) {
     times.push_back(std::chrono::duration<double>(Clock::now() - start).count());
   }
   const double seconds = median(times);
+  times.clear();
+  for (int i = 0; i < steps; ++i) {
+    const Clock::time_point start = Clock::now();
+    pipeline->train_step(inputs, /*step_optimizer=*/false);
+    times.push_back(std::chrono::duration<double>(Clock::now() - start).count());
+  }
+  row.forward_backward_ms = median(times) * 1e3;
+  profile_steps(*pipeline, inputs, row);
   const double tokens_per_step = static_cast<double>(batch * seq);
   const double flops = 6.0 * static_cast<double>(params) * tokens_per_step +
                        12.0 * static_cast<double>(layers * seq * width) * tokens_per_step;
@@ -175,6 +216,17 @@ int main(int argc, char** argv) {
       fmt::print("| {} | {:.1f} | {:.0f} | {:.1f} | {:.1f} | {:.1f}% | {:.4f} -> {:.4f} |\n", r.precision, r.median_ms,
                  r.tokens_per_s, r.model_flops_per_s / 1e12, r.peak / 1e12, 100 * r.model_flops_per_s / r.peak,
                  r.first_loss, r.last_loss);
+    for (const Row& r : rows) {
+      fmt::print("\n{}: forward + backward {:.1f} ms of the {:.1f} ms step; kernels {:.1f} ms a step (CUDA events, "
+                 "{} profiled steps)\n\n| op kind | ms per step | share of kernel time |\n|---|---:|---:|\n",
+                 r.precision, r.forward_backward_ms, r.median_ms, r.kernel_ms, kProfiledSteps);
+      for (size_t i = 0; i < std::min<size_t>(12, r.kinds.size()); ++i)
+        fmt::print("| {} | {:.2f} | {:.1f}% |\n", r.kinds[i].first, r.kinds[i].second,
+                   100 * r.kinds[i].second / r.kernel_ms);
+      fmt::print("\n| call (all layers) | ms per step |\n|---|---:|\n");
+      for (size_t i = 0; i < std::min<size_t>(20, r.ops.size()); ++i)
+        fmt::print("| {} | {:.2f} |\n", r.ops[i].first, r.ops[i].second);
+    }
   } catch (const pf::Error& e) {
     fmt::print(stderr, "{}", e.render());
     return 1;

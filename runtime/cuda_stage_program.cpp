@@ -66,6 +66,10 @@ CudaStageProgram::~CudaStageProgram() {
 
 bool CudaStageProgram::split() const { return programs_->split(); }
 TensorType CudaStageProgram::result_type(int i) const { return programs_->forward().output_type(i); }
+void CudaStageProgram::set_profile(bool on) { programs_->set_profile(on); }
+std::vector<cpu::OpTime> CudaStageProgram::op_times() const { return programs_->op_times(); }
+void CudaStageProgram::reset_profile() { programs_->reset_profile(); }
+
 int64_t CudaStageProgram::stash_bytes() const { return programs_->slot_bytes(); }
 
 void CudaStageProgram::forward(int slot, std::span<const void* const> inputs, std::span<void* const> results) {

@@ -67,9 +67,9 @@ class CudaStageProgram final : public StageRunner {
 
   int64_t arena_bytes() const override;
   int64_t stash_bytes() const override;
-  void set_profile(bool) override {}
-  cpu::OpSeconds op_seconds() const override { return {}; }
-  void reset_profile() override {}
+  void set_profile(bool on) override;
+  std::vector<cpu::OpTime> op_times() const override;
+  void reset_profile() override;
 
   StagePlace place() const override { return {device_->ordinal()}; }
   DType float_dtype() const override { return options_.float_dtype; }

@@ -505,6 +505,21 @@ std::vector<Optimizer*> Pipeline::optimizers() {
   return out;
 }
 
+void Pipeline::set_profile(bool on) {
+  for (auto& s : stages_)
+    if (s->program) s->program->set_profile(on);
+}
+
+void Pipeline::reset_profile() {
+  for (auto& s : stages_)
+    if (s->program) s->program->reset_profile();
+}
+
+std::vector<cpu::OpTime> Pipeline::op_times(int stage) const {
+  const Stage& s = *stages_.at(static_cast<size_t>(stage));
+  return s.program ? s.program->op_times() : std::vector<cpu::OpTime>{};
+}
+
 std::vector<ParameterSet*> Pipeline::parameter_sets() {
   std::vector<ParameterSet*> out;
   for (auto& s : stages_) out.push_back(&s->params);

@@ -137,6 +137,13 @@ class Pipeline {
   /// copy_to_host).
   std::vector<Optimizer*> optimizers();
 
+  /// Per-op kernel times of every stage's programs (StageRunner::set_profile):
+  /// summed over the steps since reset_profile(). Profiled CUDA stages wait
+  /// for each program they run, so steps take longer while it is on.
+  void set_profile(bool on);
+  void reset_profile();
+  std::vector<cpu::OpTime> op_times(int stage) const;
+
  private:
   struct Stage;
   PipelineStepResult run_step(const std::vector<std::pair<std::string, const void*>>& inputs, bool backward);

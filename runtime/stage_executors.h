@@ -7,11 +7,13 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <iterator>
 #include <memory>
 #include <optional>
 #include <span>
 #include <vector>
 
+#include "backends/cpu/executor.h"
 #include "ir/diagnostic.h"
 #include "passes/autodiff.h"
 #include "passes/split_backward.h"
@@ -99,6 +101,22 @@ class StageExecutors {
     for (Executor* e : {forward_.get(), backward_.get(), input_part_.get(), weight_part_.get()})
       if (e) out.push_back(e);
     return out;
+  }
+
+  // Per-op profiles of every executor (each kind's set_profile, op_times, reset_profile).
+  void set_profile(bool on) const {
+    for (Executor* e : all()) e->set_profile(on);
+  }
+  std::vector<cpu::OpTime> op_times() const {
+    std::vector<cpu::OpTime> out;
+    for (const Executor* e : all()) {
+      std::vector<cpu::OpTime> part = e->op_times();
+      out.insert(out.end(), std::make_move_iterator(part.begin()), std::make_move_iterator(part.end()));
+    }
+    return out;
+  }
+  void reset_profile() const {
+    for (Executor* e : all()) e->reset_profile();
   }
 
   /// The forward of one micro-batch: `inputs` are the graph's arguments,

@@ -87,9 +87,7 @@ void StageProgram::backward_weight(int slot_index, bool overwrite_grads) {
   });
 }
 
-void StageProgram::set_profile(bool on) {
-  for (cpu::Executor* e : programs_->all()) e->set_profile(on);
-}
+void StageProgram::set_profile(bool on) { programs_->set_profile(on); }
 
 cpu::OpSeconds StageProgram::op_seconds() const {
   cpu::OpSeconds total{};
@@ -100,18 +98,9 @@ cpu::OpSeconds StageProgram::op_seconds() const {
   return total;
 }
 
-std::vector<cpu::OpTime> StageProgram::op_times() const {
-  std::vector<cpu::OpTime> out;
-  for (const cpu::Executor* e : programs_->all()) {
-    std::vector<cpu::OpTime> part = e->op_times();
-    out.insert(out.end(), std::make_move_iterator(part.begin()), std::make_move_iterator(part.end()));
-  }
-  return out;
-}
+std::vector<cpu::OpTime> StageProgram::op_times() const { return programs_->op_times(); }
 
-void StageProgram::reset_profile() {
-  for (cpu::Executor* e : programs_->all()) e->reset_profile();
-}
+void StageProgram::reset_profile() { programs_->reset_profile(); }
 
 const void* StageProgram::input_grad(int i) const { return programs_->last_input_grads().output(i); }
 

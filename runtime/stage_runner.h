@@ -78,9 +78,11 @@ class StageRunner {
   virtual int64_t arena_bytes() const = 0;
   /// Bytes of one stash slot.
   virtual int64_t stash_bytes() const = 0;
-  /// Per-op kernel time (CPU stages; a CUDA stage reports none).
+  /// Per-op kernel time, summed over the runs since reset_profile(); off
+  /// until set_profile(true). A CUDA stage times its ops with events and
+  /// waits for each program it runs while profiling.
   virtual void set_profile(bool on) = 0;
-  virtual cpu::OpSeconds op_seconds() const = 0;
+  virtual std::vector<cpu::OpTime> op_times() const = 0;
   virtual void reset_profile() = 0;
 
   // ---- Memory and hand-offs.

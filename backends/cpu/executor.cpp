@@ -406,24 +406,26 @@ void Executor::reset_profile() {
   impl_->step_seconds.clear();
 }
 
+std::string call_text(OpKind kind, const KernelArgs& args) {
+  std::string text(op_name(kind));
+  for (size_t i = 0; i < args.in_types.size(); ++i) {
+    text += i ? " x " : " ";
+    text += args.in_types[i].str();
+  }
+  for (const char* flag : {"transpose_a", "transpose_b"})
+    if (args.attrs.get_bool(flag, false)) {
+      text += ' ';
+      text += flag;
+    }
+  return text;
+}
+
 std::vector<OpTime> Executor::op_times() const {
   const Impl& m = *impl_;
   std::vector<OpTime> out;
-  for (size_t k = 0; k < m.step_seconds.size(); ++k) {
-    const KernelArgs& args = m.kernel_args[k];
-    OpTime t{m.function_name, m.steps[k].op, m.steps[k].kind, std::string(op_name(m.steps[k].kind)),
-             m.step_seconds[k]};
-    for (size_t i = 0; i < args.in_types.size(); ++i) {
-      t.text += i ? " x " : " ";
-      t.text += args.in_types[i].str();
-    }
-    for (const char* flag : {"transpose_a", "transpose_b"})
-      if (args.attrs.get_bool(flag, false)) {
-        t.text += ' ';
-        t.text += flag;
-      }
-    out.push_back(std::move(t));
-  }
+  for (size_t k = 0; k < m.step_seconds.size(); ++k)
+    out.push_back(
+        {m.function_name, m.steps[k].op, m.steps[k].kind, call_text(m.steps[k].kind, m.kernel_args[k]), m.step_seconds[k]});
   return out;
 }
 

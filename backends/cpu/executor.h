@@ -37,6 +37,10 @@ struct OpTime {
   double seconds = 0;
 };
 
+struct KernelArgs;
+/// OpTime::text of a call: the op's kind, its operand types and its transpose flags.
+std::string call_text(OpKind kind, const KernelArgs& args);
+
 /// Runs a verified, call-free function (a forward or a backward program).
 ///
 /// Floats are stored as `float_dtype` (f32, or f64 for reference runs: every

@@ -38,15 +38,41 @@ inline unsigned blocks_for(int64_t n) {
   return static_cast<unsigned>(b < 1 ? 1 : (b > 65536 ? 65536 : b));
 }
 
-/// The element offset of operand k for flat result index i.
-__device__ __forceinline__ int64_t offset_of(const StridedPlan& p, int k, int64_t i) {
-  int64_t off = 0;
+/// The element offsets of operands 0..N-1 for flat result index i: one
+/// unravelling for all of them, in 32 bits with multiply-shift divisions
+/// where the plan allows (see StridedPlan::index32).
+template <int N>
+__device__ __forceinline__ void offsets_of(const StridedPlan& p, int64_t i, int64_t (&off)[N]) {
+  if (p.index32) {
+    uint32_t x = static_cast<uint32_t>(i);
+    int32_t o[N] = {};
+    for (int d = p.rank - 1; d >= 0; --d) {
+      const uint32_t q = (__umulhi(x, p.magic[d]) + x) >> p.shift[d];
+      const auto r = static_cast<int32_t>(x - q * static_cast<uint32_t>(p.dims[d]));
+#pragma unroll
+      for (int k = 0; k < N; ++k) o[k] += r * static_cast<int32_t>(p.strides[k][d]);
+      x = q;
+    }
+#pragma unroll
+    for (int k = 0; k < N; ++k) off[k] = o[k];
+    return;
+  }
+#pragma unroll
+  for (int k = 0; k < N; ++k) off[k] = 0;
   for (int d = p.rank - 1; d >= 0; --d) {
     const int64_t q = i / p.dims[d];
-    off += (i - q * p.dims[d]) * p.strides[k][d];
+    const int64_t r = i - q * p.dims[d];
+#pragma unroll
+    for (int k = 0; k < N; ++k) off[k] += r * p.strides[k][d];
     i = q;
   }
-  return off;
+}
+
+/// The element offset of operand 0 for flat result index i.
+__device__ __forceinline__ int64_t offset_of(const StridedPlan& p, int64_t i) {
+  int64_t off[1];
+  offsets_of<1>(p, i, off);
+  return off[0];
 }
 
 #define PF_GRID_STRIDE(i, n) \

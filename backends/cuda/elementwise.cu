@@ -24,7 +24,7 @@ __global__ void fill_kernel(E* out, int64_t n, E value) {
 
 template <class E>
 __global__ void gather_kernel(const E* in, E* out, int64_t n, StridedPlan plan) {
-  PF_GRID_STRIDE(i, n) out[i] = in[offset_of(plan, 0, i)];
+  PF_GRID_STRIDE(i, n) out[i] = in[offset_of(plan, i)];
 }
 
 // Calls f(E{}) with E the unsigned integer as wide as one element of `t`.
@@ -176,7 +176,9 @@ template <class T, class F>
 __global__ void binary_kernel(const T* a, const T* b, T* c, int64_t n, StridedPlan plan) {
   F f;
   PF_GRID_STRIDE(i, n) {
-    c[i] = from_float<T>(f(to_float(a[offset_of(plan, 0, i)]), to_float(b[offset_of(plan, 1, i)])));
+    int64_t off[2];
+    offsets_of<2>(plan, i, off);
+    c[i] = from_float<T>(f(to_float(a[off[0]]), to_float(b[off[1]])));
   }
 }
 
@@ -199,7 +201,9 @@ void binary(const KernelArgs& args, const LaunchContext& ctx) {
 template <class T>
 __global__ void where_kernel(const uint8_t* cond, const T* a, const T* b, T* y, int64_t n, StridedPlan plan) {
   PF_GRID_STRIDE(i, n) {
-    y[i] = cond[offset_of(plan, 0, i)] ? a[offset_of(plan, 1, i)] : b[offset_of(plan, 2, i)];
+    int64_t off[3];
+    offsets_of<3>(plan, i, off);
+    y[i] = cond[off[0]] ? a[off[1]] : b[off[2]];
   }
 }
 

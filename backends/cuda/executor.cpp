@@ -10,6 +10,7 @@
 #include "backends/cpu/memory_plan.h"
 #include "backends/cuda/check.h"
 #include "backends/cuda/kernels.h"
+#include "backends/cuda/softmax_fusion.h"
 #include "ir/diagnostic.h"
 #include "ir/printer.h"
 #include "ir/verifier.h"
@@ -27,6 +28,7 @@ int64_t align_up(int64_t bytes) {
 struct Executor::Impl {
   struct Step {
     Kernel kernel;
+    OpKind kind;
     int op;
     size_t in_begin, in_count, out_begin, out_count;
   };
@@ -66,6 +68,9 @@ struct Executor::Impl {
   void* arena = nullptr;
   int64_t arena_size = 0;
   int first_step = 0;
+  bool profile = false;
+  std::vector<cudaEvent_t> events;   // with profile: before step 0, after each step
+  std::vector<double> step_seconds;  // with profile: per step, summed over runs
 
   Impl(const Function& f, const DimBinding& binding, CudaDevice& dev, int stage_index, DType float_dtype,
        const ExecutorOptions& options);
@@ -73,10 +78,13 @@ struct Executor::Impl {
     // Back to the stage stream's free list: only work queued after this
     // (which runs after anything still reading the arena) can get it again.
     if (device && arena) device->deallocate(arena);
+    for (cudaEvent_t e : events) cudaEventDestroy(e);  // a destructor reports nothing
   }
 
+  /// Adds the device time of each step of the run just queued (waits for it).
+  void record_profile();
   void build_steps(const Function& f, const DimBinding& binding, DType float_dtype,
-                   const std::vector<ValueId>& alias_of);
+                   const std::vector<ValueId>& alias_of, const std::vector<SoftmaxChain>& chains);
   void allocate_arena(const cpu::MemoryPlan& plan);
   void set_storage(ValueId r, void* p);
   void set_read_only_storage(ValueId r, const void* p);
@@ -92,6 +100,7 @@ Executor::Impl::Impl(const Function& f, const DimBinding& binding, CudaDevice& d
     throw Error(fmt::format("cuda executor: floats are stored as f32 or bf16, not {}", dtype_name(float_dtype)), f.loc);
   stage_name = options.name.empty() ? fmt::format("stage {} on cuda:{}", stage, dev.ordinal()) : options.name;
   first_step = options.first_step;
+  profile = options.profile;
   for (const Value& v : f.values) {
     if (!v.type)
       throw Error(fmt::format("cuda executor: @{}: %{} has no type (verify the module first)", f.name, v.name), v.loc);
@@ -109,17 +118,34 @@ Executor::Impl::Impl(const Function& f, const DimBinding& binding, CudaDevice& d
   cpu::ResultLayout layout = cpu::layout_results(f, options.caller_outputs, "cuda executor");
   results = std::move(layout.results);
   copied = std::move(layout.copied);
-  const std::vector<ValueId>& alias_of = layout.alias_of;
-  const cpu::MemoryPlan plan = cpu::plan_memory(f, float_dtype, layout.external, alias_of);
+  std::vector<ValueId> alias_of = std::move(layout.alias_of);
+  // A fused chain computes no intermediates: they are planned as aliases of
+  // the chain's first operand, whose bytes the planner then keeps until the
+  // chain's end. The ops of a chain's span run at one moment for the
+  // planner, so nothing they read shares bytes with what they write.
+  const std::vector<SoftmaxChain> chains = find_softmax_chains(f, binding);
+  std::vector<int> op_time(f.ops.size());
+  for (size_t i = 0; i < op_time.size(); ++i) op_time[i] = static_cast<int>(i);
+  for (const SoftmaxChain& c : chains) {
+    for (ValueId v : c.intermediates) alias_of[v] = c.operands[0];
+    for (int k = c.ops.front(); k <= c.ops.back(); ++k) op_time[static_cast<size_t>(k)] = c.ops.front();
+  }
+  const cpu::MemoryPlan plan = cpu::plan_memory(f, float_dtype, layout.external, alias_of, op_time);
   cpu::alias_groups(alias_of, root, members);
-  build_steps(f, binding, float_dtype, alias_of);
+  build_steps(f, binding, float_dtype, alias_of, chains);
   allocate_arena(plan);
 }
 
 void Executor::Impl::build_steps(const Function& f, const DimBinding& binding, DType float_dtype,
-                                 const std::vector<ValueId>& alias_of) {
+                                 const std::vector<ValueId>& alias_of, const std::vector<SoftmaxChain>& chains) {
   in_slots.resize(f.values.size());
   out_slots.resize(f.values.size());
+  std::vector<const SoftmaxChain*> chain_ending(f.ops.size(), nullptr);
+  std::vector<bool> fused(f.ops.size(), false);
+  for (const SoftmaxChain& c : chains) {
+    for (int k : c.ops) fused[static_cast<size_t>(k)] = true;
+    chain_ending[static_cast<size_t>(c.ops.back())] = &c;
+  }
   for (size_t i = 0; i < f.ops.size(); ++i) {
     const Op& op = f.ops[i];
     const int index = static_cast<int>(i);
@@ -131,30 +157,41 @@ void Executor::Impl::build_steps(const Function& f, const DimBinding& binding, D
       continue;
     }
     if (op.kind == OpKind::reshape && alias_of[op.results.at(0)] >= 0) continue;
+    const SoftmaxChain* chain = chain_ending[i];
+    if (fused[i] && !chain) continue;  // runs in its chain's kernel
     Step s{};
     s.op = index;
+    // A fused chain is profiled as its softmax (or softmax_grad) with the chain's operands.
+    s.kind = chain ? (chain->gradient ? OpKind::softmax_grad : OpKind::softmax) : op.kind;
+    const std::vector<ValueId> operands = chain ? chain->operands : op.operands;
+    const std::vector<ValueId> op_results = chain ? std::vector<ValueId>{chain->result} : op.results;
     try {
-      s.kernel = forward_kernel(op.kind, cpu::kernel_dtype(f, op, float_dtype));
+      if (chain)
+        s.kernel = chain->gradient ? masked_softmax_grad_kernel(float_dtype) : masked_softmax_kernel(float_dtype);
+      else
+        s.kernel = forward_kernel(op.kind, cpu::kernel_dtype(f, op, float_dtype));
       attrs.push_back(evaluate_attrs(op, binding));
     } catch (const Error& e) {
       throw Error(fmt::format("compiling {}: {}", op_text[i], e.message()), op.loc);
     }
     s.in_begin = in_ptrs.size();
-    s.in_count = op.operands.size();
-    for (ValueId u : op.operands) {
+    s.in_count = operands.size();
+    for (ValueId u : operands) {
       in_slots[root[u]].push_back(in_ptrs.size());
       in_types.push_back(type[u]);
       in_ptrs.push_back(nullptr);
     }
     s.out_begin = out_ptrs.size();
-    s.out_count = op.results.size();
-    for (ValueId r : op.results) {
+    s.out_count = op_results.size();
+    for (ValueId r : op_results) {
       out_slots[r].push_back(out_ptrs.size());
       out_types.push_back(type[r]);
       out_ptrs.push_back(nullptr);
     }
     steps.push_back(s);
-    step_names.push_back(op_text[i]);
+    step_names.push_back(chain ? fmt::format("{}; {}; {}", op_text[static_cast<size_t>(chain->ops[0])],
+                                             op_text[static_cast<size_t>(chain->ops[1])], op_text[i])
+                               : op_text[i]);
   }
   kernel_args.reserve(steps.size());
   for (size_t k = 0; k < steps.size(); ++k) {
@@ -187,6 +224,17 @@ void Executor::Impl::allocate_arena(const cpu::MemoryPlan& plan) {
     Result& r = results[i];
     if (r.direct && !r.caller) r.own = base + plan.offset[r.value];
     if (copy_offset[i] >= 0) r.own = base + copy_offset[i];
+  }
+}
+
+void Executor::Impl::record_profile() {
+  CheckScope scope(stage_name, "reading the profile's events");
+  PF_CUDA_CHECK(cudaEventSynchronize(events.back()));
+  step_seconds.resize(steps.size(), 0.0);
+  for (size_t k = 0; k < steps.size(); ++k) {
+    float ms = 0;
+    PF_CUDA_CHECK(cudaEventElapsedTime(&ms, events[k], events[k + 1]));
+    step_seconds[k] += ms * 1e-3;
   }
 }
 
@@ -266,12 +314,20 @@ void Executor::run() {
 
   m.device->make_current();
   LaunchContext ctx = m.device->context(m.stage);
+  if (m.profile && m.events.size() != m.steps.size() + 1) {
+    CheckScope scope(m.stage_name, "creating the profile's events");
+    m.events.resize(m.steps.size() + 1, nullptr);
+    for (cudaEvent_t& e : m.events)
+      if (!e) PF_CUDA_CHECK(cudaEventCreate(&e));
+  }
+  if (m.profile) PF_CUDA_CHECK(cudaEventRecord(m.events[0], ctx.stream));
   for (size_t k = 0; k < m.steps.size(); ++k) {
     const int op = m.steps[k].op;
     CheckScope scope(m.stage_name, m.op_text[op]);
     ctx.step = m.first_step + static_cast<int>(k);
     try {
       m.steps[k].kernel(m.kernel_args[k], ctx);
+      if (m.profile) PF_CUDA_CHECK(cudaEventRecord(m.events[k + 1], ctx.stream));
     } catch (const Error& e) {
       throw Error(fmt::format("running {}: {}", m.op_text[op], e.message()), m.op_loc[op]);
     } catch (const std::exception& e) {
@@ -287,6 +343,7 @@ void Executor::run() {
       PF_CUDA_CHECK(cudaMemcpyAsync(dst, m.ptr[r.value], static_cast<size_t>(bytes), cudaMemcpyDeviceToDevice,
                                     ctx.stream));
   }
+  if (m.profile) m.record_profile();
 }
 
 void Executor::finish() {
@@ -305,6 +362,19 @@ std::string Executor::op_at_step(int64_t step) const {
   if (k < 0 || k >= static_cast<int64_t>(impl_->step_names.size())) return "";
   return impl_->step_names[static_cast<size_t>(k)];
 }
+
+std::vector<cpu::OpTime> Executor::op_times() const {
+  const Impl& m = *impl_;
+  std::vector<cpu::OpTime> out;
+  for (size_t k = 0; k < m.step_seconds.size(); ++k)
+    out.push_back({m.function_name, m.steps[k].op, m.steps[k].kind, cpu::call_text(m.steps[k].kind, m.kernel_args[k]),
+                   m.step_seconds[k]});
+  return out;
+}
+
+void Executor::reset_profile() { impl_->step_seconds.clear(); }
+
+void Executor::set_profile(bool on) { impl_->profile = on; }
 
 const void* Executor::output(int result) const {
   const Impl::Result& r = impl_->results[impl_->result_index(result)];

@@ -7,6 +7,7 @@
 #include <string_view>
 #include <vector>
 
+#include "backends/cpu/executor.h"
 #include "backends/cuda/device.h"
 #include "ir/module.h"
 
@@ -24,6 +25,10 @@ struct ExecutorOptions {
   /// executors that share a stream number their ops apart, so that whoever
   /// synchronises it can name the op (see op_at_step).
   int first_step = 0;
+  /// Times every op with a pair of CUDA events (op_times()). Each profiled
+  /// run then waits for its own work before returning, so stages and
+  /// streams no longer overlap: for finding the slow ops, not for step times.
+  bool profile = false;
 };
 
 /// Runs a verified, call-free function on stage `stage` of a CudaDevice.
@@ -83,6 +88,12 @@ class Executor {
   /// The text of the op that reports bad data as `step` ("" when none of this
   /// executor's ops does).
   std::string op_at_step(int64_t step) const;
+
+  /// With profiling on: each op's device time, summed over the runs since
+  /// the last reset_profile(), in run order (ops that launch nothing left out).
+  std::vector<cpu::OpTime> op_times() const;
+  void reset_profile();
+  void set_profile(bool on);
 
  private:
   struct Impl;

@@ -3,6 +3,7 @@
 
 #include <fmt/format.h>
 
+#include <array>
 #include <vector>
 
 #include "ir/diagnostic.h"
@@ -35,10 +36,21 @@ class PlanBuilder {
       throw Error(fmt::format("cuda: {} needs {} dimensions after merging; the kernels walk at most {}", what,
                               dims_.size(), kMaxDims));
     plan.rank = static_cast<int>(dims_.size());
+    constexpr int64_t kLimit = int64_t{1} << 31;
+    int64_t elements = 1;
+    std::array<int64_t, kMaxOperands> last{};  // each operand's largest offset
     for (int d = 0; d < plan.rank; ++d) {
       plan.dims[d] = dims_[d];
-      for (int k = 0; k < operands_; ++k) plan.strides[k][d] = strides_[k][d];
+      elements *= dims_[d];
+      for (int k = 0; k < operands_; ++k) {
+        plan.strides[k][d] = strides_[k][d];
+        last[k] += (dims_[d] - 1) * strides_[k][d];
+      }
     }
+    plan.index32 = elements < kLimit;
+    for (int k = 0; k < operands_; ++k) plan.index32 = plan.index32 && last[k] < kLimit;
+    if (plan.index32)
+      for (int d = 0; d < plan.rank; ++d) fast_divider(static_cast<uint32_t>(plan.dims[d]), plan.magic[d], plan.shift[d]);
     return plan;
   }
 
@@ -49,6 +61,14 @@ class PlanBuilder {
 };
 
 }  // namespace
+
+void fast_divider(uint32_t divisor, uint32_t& magic, uint32_t& shift) {
+  // shift = ceil(log2 divisor), magic = floor(2^32 (2^shift - divisor) / divisor) + 1: for x < 2^31 the
+  // quotient (umulhi(x, magic) + x) >> shift is exact (round-up multiplication by 1/divisor).
+  shift = 0;
+  while ((uint64_t{1} << shift) < divisor) ++shift;
+  magic = static_cast<uint32_t>(((uint64_t{1} << 32) * ((uint64_t{1} << shift) - divisor)) / divisor + 1);
+}
 
 StridedPlan plan_broadcast(const Shape& result, std::span<const Shape* const> operands) {
   const size_t rank = result.size();

@@ -18,11 +18,23 @@ inline constexpr int kMaxOperands = 3;
 /// in elements along each (0 where it is broadcast). Passed to kernels by
 /// value; a flat result index is unravelled over `dims` to find each
 /// operand's element. Dimensions of size 1 are dropped; a scalar is {1}.
+///
+/// When the walk has fewer than 2^31 elements and every offset is below
+/// 2^31 (`index32`), kernels unravel in 32 bits and divide by dims[d] with a
+/// multiply and a shift: q = (umulhi(x, magic[d]) + x) >> shift[d]. A 64-bit
+/// division is a long subroutine on the GPU; a broadcast or a transpose
+/// spent far more time dividing than moving bytes.
 struct StridedPlan {
   int rank = 1;
+  bool index32 = true;
   int64_t dims[kMaxDims] = {1};
   int64_t strides[kMaxOperands][kMaxDims] = {};
+  uint32_t magic[kMaxDims] = {1};
+  uint32_t shift[kMaxDims] = {};
 };
+
+/// The multiplier and shift that divide any x < 2^31 by `divisor` (1 <= divisor < 2^31).
+void fast_divider(uint32_t divisor, uint32_t& magic, uint32_t& shift);
 
 /// Operands of shapes `operands` (each broadcastable to `result` by NumPy
 /// rules) against `result`. Throws pf::Error when more than kMaxDims

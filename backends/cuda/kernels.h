@@ -86,4 +86,12 @@ using Kernel = void (*)(const KernelArgs& args, const LaunchContext& ctx);
 Kernel forward_kernel(OpKind op, DType dtype);
 bool has_forward_kernel(OpKind op, DType dtype);
 
+/// Kernels of op chains the executor fuses (softmax_fusion.h), f32 or bf16,
+/// over the last axis; `mask` is bool with the trailing dimensions of the
+/// scores, `scale` and `fill` hold one element:
+///   masked_softmax:      operands x, scale, mask, fill; y = softmax(where(mask, x * scale, fill))
+///   masked_softmax_grad: operands g, y, mask, fill, scale; dx = where(mask, softmax_grad(g, y), fill) * scale
+Kernel masked_softmax_kernel(DType dtype);
+Kernel masked_softmax_grad_kernel(DType dtype);
+
 }  // namespace pf::cuda

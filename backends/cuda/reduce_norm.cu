@@ -1,10 +1,13 @@
 // Reductions (reduce_sum/mean/max, sum_to, reduce_max_grad), softmax and log_softmax, layernorm and rmsnorm, and their gradients (f32 and bf16).
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "backends/cuda/common.cuh"
 #include "backends/cuda/kernel_table.h"
+#include "ir/diagnostic.h"
 
 namespace pf::cuda {
 
@@ -57,7 +60,7 @@ template <class C, class L, class O>
 __global__ void reduce_block_kernel(L load, O* out, int64_t outputs, StridedPlan outer, int64_t group, float scale) {
   __shared__ float shared[32];
   for (int64_t o = blockIdx.x; o < outputs; o += gridDim.x) {
-    const int64_t base = offset_of(outer, 0, o);
+    const int64_t base = offset_of(outer, o);
     float acc = C::init();
     for (int64_t r = threadIdx.x; r < group; r += blockDim.x) acc = C::apply(acc, load(base + r, o));
     acc = block_reduce<C>(acc, shared);
@@ -65,30 +68,101 @@ __global__ void reduce_block_kernel(L load, O* out, int64_t outputs, StridedPlan
   }
 }
 
-template <class C, class L, class O>
-__global__ void reduce_thread_kernel(L load, O* out, int64_t outputs, StridedPlan outer, StridedPlan inner,
-                                     int64_t group, float scale) {
-  PF_GRID_STRIDE(o, outputs) {
-    const int64_t base = offset_of(outer, 0, o);
-    float acc = C::init();
-    for (int64_t r = 0; r < group; ++r) acc = C::apply(acc, load(base + offset_of(inner, 0, r), o));
-    out[o] = from_float<O>(acc * scale);
-  }
+// A group that is not one run is read by a thread per output. Few outputs
+// over long groups (a bias gradient: 768 columns of 8192 rows) would leave
+// the GPU nearly idle and each thread waiting on one load after another, so
+// such groups are cut into chunks of rows: blockIdx.y picks the chunk, each
+// chunk's sums go to `partials` [chunks, outputs], and a second kernel adds
+// the chunks in order. The cut depends on the shape alone: every GPU sums the
+// same terms in the same order.
+
+struct Chunking {
+  int64_t chunks = 1, per_chunk = 0;
+};
+
+/// How `outputs` sums of `group` terms each are cut: enough threads to keep
+/// a large GPU's loads in flight, at least 32 terms per chunk, no chunk empty.
+Chunking chunk_groups(int64_t outputs, int64_t group) {
+  constexpr int64_t kThreadsToFill = int64_t{1} << 20;
+  constexpr int64_t kMinTerms = 32, kMaxChunks = 1024;
+  const int64_t by_threads = kThreadsToFill / std::max<int64_t>(outputs, 1);
+  const int64_t wanted = std::max<int64_t>(1, std::min({by_threads, group / kMinTerms, kMaxChunks}));
+  Chunking c;
+  c.per_chunk = (group + wanted - 1) / wanted;
+  c.chunks = c.per_chunk > 0 ? (group + c.per_chunk - 1) / c.per_chunk : 1;
+  return c;
 }
 
 template <class C, class L, class O>
-void launch_reduce(const ReducePlan& p, L load, O* out, float scale, cudaStream_t stream) {
+__global__ void reduce_thread_kernel(L load, O* out, float* partials, int64_t outputs, StridedPlan outer,
+                                     StridedPlan inner, int64_t group, int64_t per_chunk, float scale) {
+  const int64_t begin = blockIdx.y * per_chunk;
+  const int64_t end = begin + per_chunk < group ? begin + per_chunk : group;
+  PF_GRID_STRIDE(o, outputs) {
+    const int64_t base = offset_of(outer, o);
+    float acc = C::init();
+    for (int64_t r = begin; r < end; ++r) acc = C::apply(acc, load(base + offset_of(inner, r), o));
+    if (partials)
+      partials[blockIdx.y * outputs + o] = acc;
+    else
+      out[o] = from_float<O>(acc * scale);
+  }
+}
+
+// A warp per output adds up its chunks (hundreds of them: one thread each
+// would wait on one load after another).
+template <class C, class O>
+__global__ void reduce_chunks_kernel(const float* partials, int64_t chunks, O* out, int64_t outputs, float scale) {
+  for (int64_t o = blockIdx.x; o < outputs; o += gridDim.x) {
+    float acc = C::init();
+    for (int64_t k = threadIdx.x; k < chunks; k += blockDim.x) acc = C::apply(acc, partials[k * outputs + o]);
+    for (int d = 16; d > 0; d >>= 1) acc = C::apply(acc, __shfl_xor_sync(0xffffffffu, acc, d));
+    if (threadIdx.x == 0) out[o] = from_float<O>(acc * scale);
+  }
+}
+
+/// Adds up `chunks` partial results per output: a warp per output.
+template <class C, class O>
+void launch_reduce_chunks(const float* partials, int64_t chunks, O* out, int64_t outputs, float scale,
+                          cudaStream_t stream) {
+  const auto blocks = static_cast<unsigned>(outputs < 65536 ? outputs : 65536);
+  reduce_chunks_kernel<C><<<blocks, 32, 0, stream>>>(partials, chunks, out, outputs, scale);
+  PF_CUDA_CHECK_LAUNCH();
+}
+
+/// Floats of scratch launch_reduce needs for plan `p` (0: none).
+int64_t reduce_scratch_floats(const ReducePlan& p) {
+  if (p.contiguous) return 0;
+  const Chunking c = chunk_groups(p.outputs, p.group);
+  return c.chunks > 1 ? c.chunks * p.outputs : 0;
+}
+
+/// `partials`: reduce_scratch_floats(p) floats of scratch.
+template <class C, class L, class O>
+void launch_reduce(const ReducePlan& p, L load, O* out, float scale, float* partials, cudaStream_t stream) {
   if (p.outputs == 0) return;
   if (p.contiguous) {
     const int64_t want = (p.group + 31) / 32 * 32;
     const int threads = static_cast<int>(want < 32 ? 32 : (want > kThreads ? kThreads : want));
     const auto blocks = static_cast<unsigned>(p.outputs < 65536 ? p.outputs : 65536);
     reduce_block_kernel<C><<<blocks, threads, 0, stream>>>(load, out, p.outputs, p.outer, p.group, scale);
-  } else {
-    reduce_thread_kernel<C><<<blocks_for(p.outputs), kThreads, 0, stream>>>(load, out, p.outputs, p.outer, p.inner,
-                                                                          p.group, scale);
+    PF_CUDA_CHECK_LAUNCH();
+    return;
   }
+  const Chunking c = chunk_groups(p.outputs, p.group);
+  const dim3 grid(blocks_for(p.outputs), static_cast<unsigned>(c.chunks));
+  reduce_thread_kernel<C><<<grid, kThreads, 0, stream>>>(load, out, c.chunks > 1 ? partials : nullptr, p.outputs,
+                                                         p.outer, p.inner, p.group, c.per_chunk, scale);
   PF_CUDA_CHECK_LAUNCH();
+  if (c.chunks > 1) launch_reduce_chunks<C>(partials, c.chunks, out, p.outputs, scale, stream);
+}
+
+/// launch_reduce with its scratch from the stream's workspace.
+template <class C, class L, class O>
+void launch_reduce(const ReducePlan& p, L load, O* out, float scale, const LaunchContext& ctx) {
+  const int64_t floats = reduce_scratch_floats(p);
+  auto* partials = floats ? static_cast<float*>(ctx.scratch(static_cast<size_t>(floats) * sizeof(float))) : nullptr;
+  launch_reduce<C>(p, load, out, scale, partials, ctx.stream);
 }
 
 // Which axes of x the op's `axes` attribute reduces.
@@ -104,8 +178,7 @@ void reduce(const KernelArgs& args, const LaunchContext& ctx) {
   const ReducePlan p = plan_reduce(x.shape, reduced_axes(args, x));
   // An empty mean is 0 * (1 / 0) = NaN, the mean of nothing, as on the CPU.
   const float scale = kMean ? 1.f / static_cast<float>(p.group) : 1.f;
-  launch_reduce<C>(p, ValueLoad<T>{static_cast<const T*>(args.in[0])}, static_cast<T*>(args.out[0]), scale,
-                   ctx.stream);
+  launch_reduce<C>(p, ValueLoad<T>{static_cast<const T*>(args.in[0])}, static_cast<T*>(args.out[0]), scale, ctx);
 }
 
 // sum_to(shape): sums the axes that broadcasting `shape` to x expands
@@ -118,7 +191,7 @@ void sum_to(const KernelArgs& args, const LaunchContext& ctx) {
   std::vector<bool> reduced(x.shape.size(), true);
   for (size_t d = 0; d < target.size(); ++d) reduced[lead + d] = target[d] == 1;
   launch_reduce<SumCombine>(plan_reduce(x.shape, reduced), ValueLoad<T>{static_cast<const T*>(args.in[0])},
-                            static_cast<T*>(args.out[0]), 1.f, ctx.stream);
+                            static_cast<T*>(args.out[0]), 1.f, ctx);
 }
 
 // reduce_max_grad(g, x, y): dx = g / ties where x equals its group's maximum
@@ -127,7 +200,7 @@ template <class T>
 __global__ void reduce_max_grad_kernel(const T* g, const T* x, const T* y, const float* ties, T* dx, int64_t n,
                                        StridedPlan to_output) {
   PF_GRID_STRIDE(i, n) {
-    const int64_t o = offset_of(to_output, 0, i);
+    const int64_t o = offset_of(to_output, i);
     dx[i] = from_float<T>(to_float(x[i]) == to_float(y[o]) ? to_float(g[o]) / ties[o] : 0.f);
   }
 }
@@ -139,10 +212,13 @@ void reduce_max_grad(const KernelArgs& args, const LaunchContext& ctx) {
   if (n == 0) return;
   const std::vector<bool> reduced = reduced_axes(args, x);
   const ReducePlan p = plan_reduce(x.shape, reduced);
-  auto* ties = static_cast<float*>(ctx.scratch(static_cast<size_t>(p.outputs) * sizeof(float)));  // (outputs,)
+  // Scratch: the tie counts (outputs,), then the reduction's partial sums.
+  const int64_t ties_floats = (p.outputs + 63) / 64 * 64;
+  auto* ties = static_cast<float*>(
+      ctx.scratch(static_cast<size_t>(ties_floats + reduce_scratch_floats(p)) * sizeof(float)));
   const auto* xp = static_cast<const T*>(args.in[1]);
   const auto* yp = static_cast<const T*>(args.in[2]);
-  launch_reduce<SumCombine>(p, TieLoad<T>{xp, yp}, ties, 1.f, ctx.stream);
+  launch_reduce<SumCombine>(p, TieLoad<T>{xp, yp}, ties, 1.f, ties + ties_floats, ctx.stream);
   Shape kept = x.shape;
   for (size_t d = 0; d < kept.size(); ++d)
     if (reduced[d]) kept[d] = 1;
@@ -272,6 +348,85 @@ void softmax_grad(const KernelArgs& args, const LaunchContext& ctx) {
 }
 
 // ---------------------------------------------------------------------------
+// Attention scores: softmax(where(mask, x * scale, fill)) and its gradient
+// where(mask, softmax_grad(g, y), fill) * scale in one pass each over the
+// last axis, for the executor's fusion of those op chains (the unfused
+// chain reads and writes the B x H x T x T scores three times). The mask
+// has the trailing dimensions of x: row r reads mask row r % mask_rows.
+// Intermediates stay in float, where the chain rounds each to T.
+
+template <class T>
+__global__ void masked_softmax_rows_kernel(const T* x, const T* scale_p, const uint8_t* mask, const T* fill_p, T* y,
+                                           int64_t rows, int64_t n, int64_t mask_rows) {
+  __shared__ float shared[32];
+  const float scale = to_float(*scale_p), fill = to_float(*fill_p);
+  for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
+    const T* xr = x + r * n;
+    const uint8_t* mr = mask + (r % mask_rows) * n;
+    T* yr = y + r * n;
+    auto score = [&](int64_t i) { return mr[i] ? to_float(xr[i]) * scale : fill; };
+    float m = -INFINITY;
+    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) m = max_no_nan(m, score(i));
+    m = block_max(m, shared);
+    float s = 0.f;
+    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) s += expf(score(i) - m);
+    const float inv = 1.f / block_sum(s, shared);
+    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) yr[i] = from_float<T>(expf(score(i) - m) * inv);
+  }
+}
+
+template <class T>
+__global__ void masked_softmax_grad_rows_kernel(const T* g, const T* y, const uint8_t* mask, const T* fill_p,
+                                                const T* scale_p, T* dx, int64_t rows, int64_t n, int64_t mask_rows) {
+  __shared__ float shared[32];
+  const float scale = to_float(*scale_p), fill = to_float(*fill_p);
+  for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
+    const T *gr = g + r * n, *yr = y + r * n;
+    const uint8_t* mr = mask + (r % mask_rows) * n;
+    T* dr = dx + r * n;
+    float s = 0.f;
+    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) s += to_float(gr[i]) * to_float(yr[i]);
+    s = block_sum(s, shared);
+    for (int64_t i = threadIdx.x; i < n; i += blockDim.x)
+      dr[i] = from_float<T>((mr[i] ? softmax_grad_at<false>(to_float(gr[i]), to_float(yr[i]), s) : fill) * scale);
+  }
+}
+
+/// Rows of x and how many rows the mask holds; throws pf::Error for a mask that is not x's trailing dimensions.
+AxisSplit masked_rows(const TensorType& x, const TensorType& mask, int64_t& mask_rows) {
+  const size_t lead = x.shape.size() - std::min(x.shape.size(), mask.shape.size());
+  if (mask.shape.empty() || mask.shape.size() > x.shape.size() ||
+      !std::equal(mask.shape.begin(), mask.shape.end(), x.shape.begin() + static_cast<std::ptrdiff_t>(lead)))
+    throw Error("fused softmax: the mask " + mask.str() + " is not the trailing dimensions of the scores " + x.str());
+  const AxisSplit s = split_at_axis(x.shape, x.rank() - 1);
+  mask_rows = s.n ? mask.numel() / s.n : 1;
+  return s;
+}
+
+template <class T>
+void masked_softmax(const KernelArgs& args, const LaunchContext& ctx) {
+  int64_t mask_rows = 1;
+  const AxisSplit s = masked_rows(args.in_types[0], args.in_types[2], mask_rows);
+  if (s.outer == 0 || s.n == 0) return;
+  masked_softmax_rows_kernel<T><<<row_blocks(s.outer), kThreads, 0, ctx.stream>>>(
+      static_cast<const T*>(args.in[0]), static_cast<const T*>(args.in[1]), static_cast<const uint8_t*>(args.in[2]),
+      static_cast<const T*>(args.in[3]), static_cast<T*>(args.out[0]), s.outer, s.n, mask_rows);
+  PF_CUDA_CHECK_LAUNCH();
+}
+
+template <class T>
+void masked_softmax_grad(const KernelArgs& args, const LaunchContext& ctx) {
+  int64_t mask_rows = 1;
+  const AxisSplit s = masked_rows(args.in_types[0], args.in_types[2], mask_rows);
+  if (s.outer == 0 || s.n == 0) return;
+  masked_softmax_grad_rows_kernel<T><<<row_blocks(s.outer), kThreads, 0, ctx.stream>>>(
+      static_cast<const T*>(args.in[0]), static_cast<const T*>(args.in[1]), static_cast<const uint8_t*>(args.in[2]),
+      static_cast<const T*>(args.in[3]), static_cast<const T*>(args.in[4]), static_cast<T*>(args.out[0]), s.outer,
+      s.n, mask_rows);
+  PF_CUDA_CHECK_LAUNCH();
+}
+
+// ---------------------------------------------------------------------------
 // layernorm and rmsnorm over the last axis: a block per row. Statistics in
 // float, mean first and then the centred squares (two passes: no
 // cancellation when |mean| >> stddev, which the CPU avoids by a shift).
@@ -348,8 +503,9 @@ void rmsnorm(const KernelArgs& args, const LaunchContext& ctx) {
 }
 
 // Gradients. A block per row writes dx and keeps the row's statistics (mean
-// and rstd, or the rms scale) in scratch; then a thread per column sums dw
-// (and db) over the rows, in row order: deterministic, no atomics.
+// and rstd, or the rms scale) in scratch; then threads per column sum dw
+// (and db) over chunks of rows, and the chunks in order: deterministic, no
+// atomics.
 //   layernorm: xhat = (x - mean) rstd, gw = g w,
 //              dx = rstd (gw - mean(gw) - xhat mean(gw xhat)), dw = sum g xhat, db = sum g
 //   rmsnorm:   xhat = x r, dx = r (gw - xhat mean(gw xhat)), dw = sum g xhat
@@ -377,19 +533,52 @@ __global__ void layernorm_grad_rows_kernel(const T* g, const T* x, const T* w, T
   }
 }
 
+// dw (and db) as column sums, cut into chunks of rows as launch_reduce cuts
+// them: partial sums per chunk (pw, pb: [chunks, c]) when there are several.
 template <class T>
-__global__ void layernorm_grad_columns_kernel(const T* g, const T* x, const float2* stats, T* dw, T* db, int64_t rows,
-                                              int64_t c) {
+__global__ void layernorm_grad_columns_kernel(const T* g, const T* x, const float2* stats, T* dw, T* db, float* pw,
+                                              float* pb, int64_t rows, int64_t c, int64_t per_chunk) {
+  const int64_t begin = blockIdx.y * per_chunk;
+  const int64_t end = begin + per_chunk < rows ? begin + per_chunk : rows;
   PF_GRID_STRIDE(i, c) {
     float sw = 0.f, sb = 0.f;
-    for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t r = begin; r < end; ++r) {
       const float gv = to_float(g[r * c + i]);
       sw += gv * (to_float(x[r * c + i]) - stats[r].x) * stats[r].y;
       sb += gv;
     }
-    dw[i] = from_float<T>(sw);
-    db[i] = from_float<T>(sb);
+    if (pw) {
+      pw[blockIdx.y * c + i] = sw;
+      pb[blockIdx.y * c + i] = sb;
+    } else {
+      dw[i] = from_float<T>(sw);
+      db[i] = from_float<T>(sb);
+    }
   }
+}
+
+/// Scratch of a norm gradient: `row_floats` per row, then `sums` partial column sums of each chunk.
+struct NormGradScratch {
+  float* rows = nullptr;
+  float* partials[2] = {};
+  Chunking cut;
+};
+
+NormGradScratch norm_grad_scratch(const LaunchContext& ctx, int64_t rows, int64_t c, int64_t row_floats, int sums) {
+  NormGradScratch s;
+  s.cut = chunk_groups(c, rows);
+  const int64_t head = (rows * row_floats + 63) / 64 * 64;
+  const int64_t each = s.cut.chunks > 1 ? s.cut.chunks * c : 0;
+  s.rows = static_cast<float*>(ctx.scratch(static_cast<size_t>(head + sums * each) * sizeof(float)));
+  if (each)
+    for (int k = 0; k < sums; ++k) s.partials[k] = s.rows + head + k * each;
+  return s;
+}
+
+/// Adds up the chunks' partial sums into `out` (nothing to do for one chunk).
+template <class T>
+void finish_column_sums(const NormGradScratch& s, int k, T* out, int64_t c, cudaStream_t stream) {
+  if (s.cut.chunks > 1) launch_reduce_chunks<SumCombine>(s.partials[k], s.cut.chunks, out, c, 1.f, stream);
 }
 
 template <class T>
@@ -399,16 +588,22 @@ void layernorm_grad(const KernelArgs& args, const LaunchContext& ctx) {
   const int64_t rows = args.in_types[1].numel() / c;
   const auto* g = static_cast<const T*>(args.in[0]);
   const auto* x = static_cast<const T*>(args.in[1]);
-  auto* stats = static_cast<float2*>(ctx.scratch(static_cast<size_t>(rows) * sizeof(float2)));  // (rows,) mean, rstd
+  const NormGradScratch s = norm_grad_scratch(ctx, rows, c, 2, 2);
+  auto* stats = reinterpret_cast<float2*>(s.rows);  // (rows,) mean, rstd
   if (rows > 0) {
     layernorm_grad_rows_kernel<T><<<row_blocks(rows), kThreads, 0, ctx.stream>>>(
         g, x, static_cast<const T*>(args.in[2]), static_cast<T*>(args.out[0]), stats, rows, c,
         static_cast<float>(args.attrs.get_real("eps", 1e-5)));
     PF_CUDA_CHECK_LAUNCH();
   }
-  layernorm_grad_columns_kernel<T><<<blocks_for(c), kThreads, 0, ctx.stream>>>(
-      g, x, stats, static_cast<T*>(args.out[1]), static_cast<T*>(args.out[2]), rows, c);
+  auto* dw = static_cast<T*>(args.out[1]);
+  auto* db = static_cast<T*>(args.out[2]);
+  const dim3 grid(blocks_for(c), static_cast<unsigned>(s.cut.chunks));
+  layernorm_grad_columns_kernel<T><<<grid, kThreads, 0, ctx.stream>>>(g, x, stats, dw, db, s.partials[0],
+                                                                       s.partials[1], rows, c, s.cut.per_chunk);
   PF_CUDA_CHECK_LAUNCH();
+  finish_column_sums(s, 0, dw, c, ctx.stream);
+  finish_column_sums(s, 1, db, c, ctx.stream);
 }
 
 template <class T>
@@ -428,12 +623,17 @@ __global__ void rmsnorm_grad_rows_kernel(const T* g, const T* x, const T* w, T* 
 }
 
 template <class T>
-__global__ void rmsnorm_grad_columns_kernel(const T* g, const T* x, const float* scales, T* dw, int64_t rows,
-                                            int64_t c) {
+__global__ void rmsnorm_grad_columns_kernel(const T* g, const T* x, const float* scales, T* dw, float* pw,
+                                            int64_t rows, int64_t c, int64_t per_chunk) {
+  const int64_t begin = blockIdx.y * per_chunk;
+  const int64_t end = begin + per_chunk < rows ? begin + per_chunk : rows;
   PF_GRID_STRIDE(i, c) {
     float sw = 0.f;
-    for (int64_t r = 0; r < rows; ++r) sw += to_float(g[r * c + i]) * to_float(x[r * c + i]) * scales[r];
-    dw[i] = from_float<T>(sw);
+    for (int64_t r = begin; r < end; ++r) sw += to_float(g[r * c + i]) * to_float(x[r * c + i]) * scales[r];
+    if (pw)
+      pw[blockIdx.y * c + i] = sw;
+    else
+      dw[i] = from_float<T>(sw);
   }
 }
 
@@ -444,19 +644,35 @@ void rmsnorm_grad(const KernelArgs& args, const LaunchContext& ctx) {
   const int64_t rows = args.in_types[1].numel() / c;
   const auto* g = static_cast<const T*>(args.in[0]);
   const auto* x = static_cast<const T*>(args.in[1]);
-  auto* scales = static_cast<float*>(ctx.scratch(static_cast<size_t>(rows) * sizeof(float)));  // (rows,)
+  const NormGradScratch s = norm_grad_scratch(ctx, rows, c, 1, 1);
+  float* scales = s.rows;  // (rows,)
   if (rows > 0) {
     rmsnorm_grad_rows_kernel<T><<<row_blocks(rows), kThreads, 0, ctx.stream>>>(
         g, x, static_cast<const T*>(args.in[2]), static_cast<T*>(args.out[0]), scales, rows, c,
         static_cast<float>(args.attrs.get_real("eps", 1e-6)));
     PF_CUDA_CHECK_LAUNCH();
   }
-  rmsnorm_grad_columns_kernel<T><<<blocks_for(c), kThreads, 0, ctx.stream>>>(g, x, scales,
-                                                                              static_cast<T*>(args.out[1]), rows, c);
+  auto* dw = static_cast<T*>(args.out[1]);
+  const dim3 grid(blocks_for(c), static_cast<unsigned>(s.cut.chunks));
+  rmsnorm_grad_columns_kernel<T><<<grid, kThreads, 0, ctx.stream>>>(g, x, scales, dw, s.partials[0], rows, c,
+                                                                     s.cut.per_chunk);
   PF_CUDA_CHECK_LAUNCH();
+  finish_column_sums(s, 0, dw, c, ctx.stream);
 }
 
 }  // namespace
+
+Kernel masked_softmax_kernel(DType dtype) {
+  if (dtype == DType::f32) return masked_softmax<float>;
+  if (dtype == DType::bf16) return masked_softmax<bf16>;
+  throw Error("no cuda kernel for the fused masked softmax in " + std::string(dtype_name(dtype)));
+}
+
+Kernel masked_softmax_grad_kernel(DType dtype) {
+  if (dtype == DType::f32) return masked_softmax_grad<float>;
+  if (dtype == DType::bf16) return masked_softmax_grad<bf16>;
+  throw Error("no cuda kernel for the fused masked softmax gradient in " + std::string(dtype_name(dtype)));
+}
 
 void add_reduce_norm_kernels(KernelTable& t) {
   t.set_float(OpKind::reduce_sum, reduce<float, SumCombine, false>, reduce<bf16, SumCombine, false>);

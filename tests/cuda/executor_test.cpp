@@ -1,4 +1,4 @@
-// The CUDA executor: a small MLP's forward against hand-computed numbers, and bad data reported with the op's name.
+// The CUDA executor: a small MLP's forward against hand-computed numbers, per-op profiles, and bad data reported with the op's name.
 #include "backends/cuda/executor.h"
 
 #include <gtest/gtest.h>
@@ -57,19 +57,26 @@ std::vector<T> download(const void* p, int64_t n) {
   return v;
 }
 
+/// The MLP's parameters and inputs on the device, bound to an executor of kMlp.
+struct BoundMlp {
+  DeviceBuffer x = upload(kX), t = upload(kTargets), w1 = upload(kW1), b1 = upload(kB1), w2 = upload(kW2),
+               b2 = upload(kB2);
+  explicit BoundMlp(Executor& ex) {
+    ex.bind_param("w1", w1.get());
+    ex.bind_param("b1", b1.get());
+    ex.bind_param("w2", w2.get());
+    ex.bind_param("b2", b2.get());
+    ex.bind_input(0, x.get());
+    ex.bind_input(1, t.get());
+  }
+};
+
 TEST(CudaExecutor, MlpForwardMatchesHandComputedNumbers) {
   PF_REQUIRE_CUDA();
   CudaDevice device(0, 1);
   Module m = verified_module(kMlp);
   Executor ex(m.graph(), m.binding(), device, 0);
-  DeviceBuffer x = upload(kX), t = upload(kTargets), w1 = upload(kW1), b1 = upload(kB1), w2 = upload(kW2),
-               b2 = upload(kB2);
-  ex.bind_param("w1", w1.get());
-  ex.bind_param("b1", b1.get());
-  ex.bind_param("w2", w2.get());
-  ex.bind_param("b2", b2.get());
-  ex.bind_input(0, x.get());
-  ex.bind_input(1, t.get());
+  const BoundMlp bound(ex);
   for (int run = 0; run < 2; ++run) {  // the second run reuses every buffer
     ex.run();
     ex.finish();
@@ -87,20 +94,47 @@ TEST(CudaExecutor, ResultsGoIntoBoundBuffers) {
   ExecutorOptions options;
   options.caller_outputs = {1};
   Executor ex(m.graph(), m.binding(), device, 0, DType::f32, options);
-  DeviceBuffer x = upload(kX), t = upload(kTargets), w1 = upload(kW1), b1 = upload(kB1), w2 = upload(kW2),
-               b2 = upload(kB2), out(6 * sizeof(float));
-  ex.bind_param("w1", w1.get());
-  ex.bind_param("b1", b1.get());
-  ex.bind_param("w2", w2.get());
-  ex.bind_param("b2", b2.get());
-  ex.bind_input(0, x.get());
-  ex.bind_input(1, t.get());
+  const BoundMlp bound(ex);
+  DeviceBuffer out(6 * sizeof(float));
   EXPECT_THROW(ex.run(), Error);  // result 1 is the caller's and unbound
   ex.bind_output(1, out.get());
   ex.run();
   ex.finish();
   const std::vector<float> logits = download<float>(out.get(), 6);
   for (size_t i = 0; i < logits.size(); ++i) EXPECT_NEAR(logits[i], kLogits[i], 1e-6);
+}
+
+TEST(CudaExecutor, AProfileTimesEveryOpOfEveryRun) {
+  PF_REQUIRE_CUDA();
+  CudaDevice device(0, 1);
+  Module m = verified_module(kMlp);
+  ExecutorOptions options;
+  options.profile = true;
+  Executor ex(m.graph(), m.binding(), device, 0, DType::f32, options);
+  const BoundMlp bound(ex);
+  ex.run();
+  const std::vector<cpu::OpTime> once = ex.op_times();
+  ex.run();
+  ex.finish();
+  const std::vector<cpu::OpTime> twice = ex.op_times();
+  // The six ops after the parameters, in run order, each timed in both runs.
+  const std::vector<std::string> texts = {"matmul f32[2,3] x f32[3,4]", "add f32[2,4] x f32[4]", "relu f32[2,4]",
+                                          "matmul f32[2,4] x f32[4,3]", "add f32[2,3] x f32[3]",
+                                          "cross_entropy f32[2,3] x i32[2]"};
+  ASSERT_EQ(twice.size(), texts.size());
+  for (size_t i = 0; i < texts.size(); ++i) {
+    EXPECT_EQ(twice[i].text, texts[i]);
+    EXPECT_EQ(twice[i].function, "mlp");
+    EXPECT_GT(once[i].seconds, 0.0) << texts[i];
+    EXPECT_GE(twice[i].seconds, once[i].seconds) << texts[i];
+  }
+  ex.reset_profile();
+  EXPECT_TRUE(ex.op_times().empty());
+  ex.set_profile(false);
+  ex.run();
+  ex.finish();
+  EXPECT_TRUE(ex.op_times().empty());
+  EXPECT_NEAR(download<float>(ex.output(0), 1)[0], kLoss, 1e-6);  // profiling changed no number
 }
 
 TEST(CudaExecutor, AnIndexOutOfRangeNamesTheOp) {

@@ -159,6 +159,9 @@ std::vector<Case> all_cases() {
   c.push_back({OpKind::mse_loss, "plain", {g.uniform({3, 4}), g.uniform({3, 4})}});
   c.push_back({OpKind::broadcast_to, "two_axes", {g.uniform({3, 1})}, {dims("shape", {2, 3, 4})}});
   c.push_back({OpKind::sum_to, "two_axes", {g.uniform({2, 3, 4})}, {dims("shape", {3, 1})}});
+  // Few columns over many rows: summed in chunks of rows, then the chunks.
+  c.push_back({OpKind::sum_to, "bias_gradient", {g.uniform({3, 700, 5})}, {dims("shape", {5})}});
+  c.push_back({OpKind::reduce_max, "long_columns", {g.uniform({400, 6})}, {dims("axes", {0})}});
   c.push_back({OpKind::relu_grad, "signed", {g.uniform({3, 5}), g.uniform({3, 5})}});
   c.push_back({OpKind::gelu_grad, "signed", {g.uniform({3, 5}), g.uniform({3, 5}, -6, 6)}});
   c.push_back({OpKind::softmax_grad, "last_axis", {g.uniform({3, 7}), g.uniform({3, 7}, 0, 1)}, {dim("axis", -1)}});
@@ -166,6 +169,8 @@ std::vector<Case> all_cases() {
   c.push_back({OpKind::log_softmax_grad, "last_axis", {g.uniform({3, 7}), g.uniform({3, 7}, -3, 0)}, {dim("axis", -1)}});
   c.push_back({OpKind::layernorm_grad, "rows", {g.uniform({5, 32}), g.uniform({5, 32}), g.uniform({32})}});
   c.push_back({OpKind::rmsnorm_grad, "rows", {g.uniform({5, 32}), g.uniform({5, 32}), g.uniform({32})}});
+  c.push_back({OpKind::layernorm_grad, "many_rows", {g.uniform({600, 24}), g.uniform({600, 24}), g.uniform({24})}});
+  c.push_back({OpKind::rmsnorm_grad, "many_rows", {g.uniform({600, 24}), g.uniform({600, 24}), g.uniform({24})}});
   c.push_back({OpKind::embedding_grad, "repeated_ids", {g.uniform({2, 3, 6}), g.ints(DType::i32, {2, 3}, 0, 3)},
                {dim("rows", 10)}});
   c.push_back({OpKind::slice_grad, "middle", {g.uniform({2, 2, 3})}, {dim("axis", 1), dim("start", 1), dim("size", 4)}});
@@ -175,6 +180,15 @@ std::vector<Case> all_cases() {
     Tensor y{{DType::f32, {3}}, {}};
     for (int r = 0; r < 3; ++r) y.v.push_back(*std::max_element(x.v.begin() + r * 4, x.v.begin() + r * 4 + 4));
     c.push_back({OpKind::reduce_max_grad, "ties", {g.uniform({3}), x, y}, {dims("axes", {1})}});
+    // Ties counted down long columns, in chunks.
+    Tensor xc = g.steps({500, 3}, 0, 4);
+    Tensor yc{{DType::f32, {3}}, {}};
+    for (int k = 0; k < 3; ++k) {
+      double m = xc.v[k];
+      for (int r = 0; r < 500; ++r) m = std::max(m, xc.v[r * 3 + k]);
+      yc.v.push_back(m);
+    }
+    c.push_back({OpKind::reduce_max_grad, "ties_down_columns", {g.uniform({3}), xc, yc}, {dims("axes", {0})}});
   }
   const std::vector<OpAttrs::Entry> conv = {dims("stride", {1, 1}), dims("padding", {1, 1}), dim("groups", 2)};
   std::vector<OpAttrs::Entry> conv_in = conv, conv_w = conv;
