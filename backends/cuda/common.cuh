@@ -115,6 +115,28 @@ __device__ __forceinline__ float block_max(float v, float* shared) {
   return warp_max(v);
 }
 
+/// The maximum m of a row of n values (x(i) gives value i) and the sum of
+/// exp(x - m) over it, returned to every thread, in one pass over the row:
+/// each thread keeps a running maximum and rescales its sum when the
+/// maximum grows. A row too long to stay in cache is then read once for
+/// both instead of twice. -inf values add nothing; a NaN makes the sum NaN.
+template <class Load>
+__device__ __forceinline__ float2 row_max_and_exp_sum(Load x, int64_t n, float* shared) {
+  float m = -INFINITY, s = 0.f;
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
+    const float v = x(i);
+    if (v > m) {
+      s = s * expf(m - v) + 1.f;
+      m = v;
+    } else if (!(v == -INFINITY)) {
+      s += expf(v - m);
+    }
+  }
+  const float row_max = block_max(m, shared);
+  s = s == 0.f ? 0.f : s * expf(m - row_max);
+  return make_float2(row_max, block_sum(s, shared));
+}
+
 /// Records bad data: the first report wins, later ones are dropped.
 __device__ __forceinline__ void report_error(DeviceErrorSlot* slot, unsigned long long code, int step, int64_t position,
                                              int64_t value, int64_t bound) {

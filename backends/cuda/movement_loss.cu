@@ -237,12 +237,8 @@ __global__ void cross_entropy_rows_kernel(const T* logits, const void* targets, 
       continue;  // uniform across the block: t is the same for every thread
     }
     const T* row = logits + r * v;
-    float m = -INFINITY;
-    for (int64_t i = threadIdx.x; i < v; i += blockDim.x) m = max_no_nan(m, to_float(row[i]));
-    m = block_max(m, shared);
-    float s = 0.f;
-    for (int64_t i = threadIdx.x; i < v; i += blockDim.x) s += expf(to_float(row[i]) - m);
-    s = block_sum(s, shared);
+    const float2 ms = row_max_and_exp_sum([&](int64_t i) { return to_float(row[i]); }, v, shared);
+    const float m = ms.x, s = ms.y;
     if (threadIdx.x == 0) {
       nll[r] = static_cast<float>(log(static_cast<double>(s)) + static_cast<double>(m) -
                                   static_cast<double>(to_float(row[t])));
@@ -303,13 +299,9 @@ __global__ void cross_entropy_grad_kernel(const T* g, const float* count, const 
       for (int64_t i = threadIdx.x; i < v; i += blockDim.x) d[i] = from_float<T>(0.f);
       continue;
     }
-    float m = -INFINITY;
-    for (int64_t i = threadIdx.x; i < v; i += blockDim.x) m = max_no_nan(m, to_float(row[i]));
-    m = block_max(m, shared);
-    float s = 0.f;
-    for (int64_t i = threadIdx.x; i < v; i += blockDim.x) s += expf(to_float(row[i]) - m);
-    s = block_sum(s, shared);
-    const float r_scale = scale / s;
+    const float2 ms = row_max_and_exp_sum([&](int64_t i) { return to_float(row[i]); }, v, shared);
+    const float m = ms.x;
+    const float r_scale = scale / ms.y;
     for (int64_t i = threadIdx.x; i < v; i += blockDim.x) {
       const float p = expf(to_float(row[i]) - m) * r_scale;
       d[i] = from_float<T>(i == t ? p - scale : p);

@@ -355,7 +355,9 @@ void softmax_grad(const KernelArgs& args, const LaunchContext& ctx) {
 // has the trailing dimensions of x: row r reads mask row r % mask_rows.
 // Intermediates stay in float, where the chain rounds each to T.
 
-template <class T>
+// Rows of up to kPer * blockDim.x elements (the attention's T x T scores
+// up to T = 2048) are held in registers: read once, each exp taken once.
+template <class T, int kPer>
 __global__ void masked_softmax_rows_kernel(const T* x, const T* scale_p, const uint8_t* mask, const T* fill_p, T* y,
                                            int64_t rows, int64_t n, int64_t mask_rows) {
   __shared__ float shared[32];
@@ -364,20 +366,79 @@ __global__ void masked_softmax_rows_kernel(const T* x, const T* scale_p, const u
     const T* xr = x + r * n;
     const uint8_t* mr = mask + (r % mask_rows) * n;
     T* yr = y + r * n;
-    auto score = [&](int64_t i) { return mr[i] ? to_float(xr[i]) * scale : fill; };
+    float v[kPer];
     float m = -INFINITY;
-    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) m = max_no_nan(m, score(i));
+#pragma unroll
+    for (int j = 0; j < kPer; ++j) {
+      const int64_t i = threadIdx.x + int64_t{j} * blockDim.x;
+      v[j] = i < n ? (mr[i] ? to_float(xr[i]) * scale : fill) : -INFINITY;
+      m = max_no_nan(m, v[j]);
+    }
     m = block_max(m, shared);
     float s = 0.f;
-    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) s += expf(score(i) - m);
+#pragma unroll
+    for (int j = 0; j < kPer; ++j) {
+      const int64_t i = threadIdx.x + int64_t{j} * blockDim.x;
+      v[j] = i < n ? expf(v[j] - m) : 0.f;
+      s += v[j];
+    }
     const float inv = 1.f / block_sum(s, shared);
-    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) yr[i] = from_float<T>(expf(score(i) - m) * inv);
+#pragma unroll
+    for (int j = 0; j < kPer; ++j) {
+      const int64_t i = threadIdx.x + int64_t{j} * blockDim.x;
+      if (i < n) yr[i] = from_float<T>(v[j] * inv);
+    }
+  }
+}
+
+// Longer rows: one pass for the maximum and the sum, one to write.
+template <class T>
+__global__ void masked_softmax_long_rows_kernel(const T* x, const T* scale_p, const uint8_t* mask, const T* fill_p,
+                                                T* y, int64_t rows, int64_t n, int64_t mask_rows) {
+  __shared__ float shared[32];
+  const float scale = to_float(*scale_p), fill = to_float(*fill_p);
+  for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
+    const T* xr = x + r * n;
+    const uint8_t* mr = mask + (r % mask_rows) * n;
+    T* yr = y + r * n;
+    auto score = [&](int64_t i) { return mr[i] ? to_float(xr[i]) * scale : fill; };
+    const float2 ms = row_max_and_exp_sum(score, n, shared);
+    const float inv = 1.f / ms.y;
+    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) yr[i] = from_float<T>(expf(score(i) - ms.x) * inv);
+  }
+}
+
+template <class T, int kPer>
+__global__ void masked_softmax_grad_rows_kernel(const T* g, const T* y, const uint8_t* mask, const T* fill_p,
+                                                const T* scale_p, T* dx, int64_t rows, int64_t n, int64_t mask_rows) {
+  __shared__ float shared[32];
+  const float scale = to_float(*scale_p), fill = to_float(*fill_p);
+  for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
+    const T *gr = g + r * n, *yr = y + r * n;
+    const uint8_t* mr = mask + (r % mask_rows) * n;
+    T* dr = dx + r * n;
+    float gv[kPer], yv[kPer];
+    float s = 0.f;
+#pragma unroll
+    for (int j = 0; j < kPer; ++j) {
+      const int64_t i = threadIdx.x + int64_t{j} * blockDim.x;
+      gv[j] = i < n ? to_float(gr[i]) : 0.f;
+      yv[j] = i < n ? to_float(yr[i]) : 0.f;
+      s += gv[j] * yv[j];
+    }
+    s = block_sum(s, shared);
+#pragma unroll
+    for (int j = 0; j < kPer; ++j) {
+      const int64_t i = threadIdx.x + int64_t{j} * blockDim.x;
+      if (i < n) dr[i] = from_float<T>((mr[i] ? softmax_grad_at<false>(gv[j], yv[j], s) : fill) * scale);
+    }
   }
 }
 
 template <class T>
-__global__ void masked_softmax_grad_rows_kernel(const T* g, const T* y, const uint8_t* mask, const T* fill_p,
-                                                const T* scale_p, T* dx, int64_t rows, int64_t n, int64_t mask_rows) {
+__global__ void masked_softmax_grad_long_rows_kernel(const T* g, const T* y, const uint8_t* mask, const T* fill_p,
+                                                     const T* scale_p, T* dx, int64_t rows, int64_t n,
+                                                     int64_t mask_rows) {
   __shared__ float shared[32];
   const float scale = to_float(*scale_p), fill = to_float(*fill_p);
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
@@ -403,27 +464,36 @@ AxisSplit masked_rows(const TensorType& x, const TensorType& mask, int64_t& mask
   return s;
 }
 
+/// Launches the kernel that holds rows in registers (4 or 8 elements per
+/// thread) where they fit, the long-row kernel otherwise.
+template <class Kernel, class... Pointers>
+void launch_masked_rows(const AxisSplit& s, int64_t mask_rows, cudaStream_t stream, Kernel held4, Kernel held8,
+                        Kernel long_rows, Pointers... pointers) {
+  if (s.outer == 0 || s.n == 0) return;
+  const Kernel kernel = s.n <= 4 * kThreads ? held4 : s.n <= 8 * kThreads ? held8 : long_rows;
+  kernel<<<row_blocks(s.outer), kThreads, 0, stream>>>(pointers..., s.outer, s.n, mask_rows);
+  PF_CUDA_CHECK_LAUNCH();
+}
+
 template <class T>
 void masked_softmax(const KernelArgs& args, const LaunchContext& ctx) {
   int64_t mask_rows = 1;
   const AxisSplit s = masked_rows(args.in_types[0], args.in_types[2], mask_rows);
-  if (s.outer == 0 || s.n == 0) return;
-  masked_softmax_rows_kernel<T><<<row_blocks(s.outer), kThreads, 0, ctx.stream>>>(
-      static_cast<const T*>(args.in[0]), static_cast<const T*>(args.in[1]), static_cast<const uint8_t*>(args.in[2]),
-      static_cast<const T*>(args.in[3]), static_cast<T*>(args.out[0]), s.outer, s.n, mask_rows);
-  PF_CUDA_CHECK_LAUNCH();
+  launch_masked_rows(s, mask_rows, ctx.stream, masked_softmax_rows_kernel<T, 4>, masked_softmax_rows_kernel<T, 8>,
+                     masked_softmax_long_rows_kernel<T>, static_cast<const T*>(args.in[0]),
+                     static_cast<const T*>(args.in[1]), static_cast<const uint8_t*>(args.in[2]),
+                     static_cast<const T*>(args.in[3]), static_cast<T*>(args.out[0]));
 }
 
 template <class T>
 void masked_softmax_grad(const KernelArgs& args, const LaunchContext& ctx) {
   int64_t mask_rows = 1;
   const AxisSplit s = masked_rows(args.in_types[0], args.in_types[2], mask_rows);
-  if (s.outer == 0 || s.n == 0) return;
-  masked_softmax_grad_rows_kernel<T><<<row_blocks(s.outer), kThreads, 0, ctx.stream>>>(
-      static_cast<const T*>(args.in[0]), static_cast<const T*>(args.in[1]), static_cast<const uint8_t*>(args.in[2]),
-      static_cast<const T*>(args.in[3]), static_cast<const T*>(args.in[4]), static_cast<T*>(args.out[0]), s.outer,
-      s.n, mask_rows);
-  PF_CUDA_CHECK_LAUNCH();
+  launch_masked_rows(s, mask_rows, ctx.stream, masked_softmax_grad_rows_kernel<T, 4>,
+                     masked_softmax_grad_rows_kernel<T, 8>, masked_softmax_grad_long_rows_kernel<T>,
+                     static_cast<const T*>(args.in[0]), static_cast<const T*>(args.in[1]),
+                     static_cast<const uint8_t*>(args.in[2]), static_cast<const T*>(args.in[3]),
+                     static_cast<const T*>(args.in[4]), static_cast<T*>(args.out[0]));
 }
 
 // ---------------------------------------------------------------------------
