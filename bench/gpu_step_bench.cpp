@@ -26,6 +26,7 @@
 
 #include "backends/cuda/check.h"
 #include "backends/cuda/device.h"
+#include "bench/median.h"
 #include "ir/diagnostic.h"
 #include "ir/op_table.h"
 #include "ir/parser.h"
@@ -38,11 +39,7 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const size_t n = v.size();
-  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
+using pf::bench::median;
 
 /// The best rate of a few n^3 GEMMs through cuBLAS: bf16 inputs and outputs with f32 accumulation, or f32 on
 /// TF32 tensor cores. What a matmul-bound step could reach on this GPU.

@@ -20,6 +20,7 @@
 
 #include "backends/cpu/blas.h"
 #include "backends/cpu/parallel.h"
+#include "bench/median.h"
 #include "ir/diagnostic.h"
 #include "ir/parser.h"
 #include "ir/verifier.h"
@@ -32,11 +33,7 @@ using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const size_t n = v.size();
-  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
+using pf::bench::median;
 
 /// One workload of the comparison with PyTorch.
 struct Workload {

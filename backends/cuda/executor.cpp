@@ -163,7 +163,7 @@ void Executor::Impl::build_steps(const Function& f, const DimBinding& binding, D
     s.op = index;
     // A fused chain is profiled as its softmax (or softmax_grad) with the chain's operands.
     s.kind = chain ? (chain->gradient ? OpKind::softmax_grad : OpKind::softmax) : op.kind;
-    const std::vector<ValueId> operands = chain ? chain->operands : op.operands;
+    const std::vector<ValueId>& operands = chain ? chain->operands : op.operands;
     const std::vector<ValueId> op_results = chain ? std::vector<ValueId>{chain->result} : op.results;
     try {
       if (chain)
