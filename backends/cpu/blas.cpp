@@ -1,13 +1,15 @@
-// Row-major GEMM through OpenBLAS's cblas, for matmul, conv2d and the conv2d gradients.
+// Row-major GEMM, for matmul, conv2d and the conv2d gradients.
 #include "backends/cpu/blas.h"
 
 #include <cblas.h>
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <atomic>
 #include <limits>
 
 #include "backends/cpu/parallel.h"
+#include "backends/cpu/sgemm_avx512.h"
 #include "ir/diagnostic.h"
 
 namespace pf::cpu {
@@ -24,8 +26,15 @@ blasint blas_int(int64_t v) {
 
 CBLAS_TRANSPOSE trans(bool t) { return t ? CblasTrans : CblasNoTrans; }
 
+std::atomic<bool> openblas_sgemm_only{false};
+
 void blas_gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
                int64_t ldb, float beta, float* c, int64_t ldc) {
+  if (!openblas_sgemm_only.load(std::memory_order_relaxed) && avx512_sgemm_supported() &&
+      avx512_sgemm_suits(m, n, k)) {
+    avx512_sgemm(trans_a, trans_b, m, n, k, a, lda, b, ldb, beta != 0.0f, c, ldc);
+    return;
+  }
   cblas_sgemm(CblasRowMajor, trans(trans_a), trans(trans_b), blas_int(m), blas_int(n), blas_int(k), 1.0f, a,
               blas_int(lda), b, blas_int(ldb), beta, c, blas_int(ldc));
 }
@@ -139,5 +148,11 @@ void set_cpu_threads(int threads) {
   set_kernel_threads(threads);
 }
 const char* blas_core_name() { return openblas_get_corename(); }
+
+void use_openblas_sgemm(bool openblas_only) { openblas_sgemm_only = openblas_only; }
+
+const char* sgemm_kernel_name() {
+  return openblas_sgemm_only || !avx512_sgemm_supported() ? "openblas" : "pipeforge-avx512";
+}
 
 }  // namespace pf::cpu

@@ -1,4 +1,4 @@
-// Row-major GEMM through OpenBLAS's cblas, for matmul, conv2d and the conv2d gradients (internal).
+// Row-major GEMM for matmul, conv2d and the conv2d gradients: Pipeforge's AVX-512 sgemm, or OpenBLAS's cblas (internal).
 #pragma once
 
 #include <cstdint>
@@ -39,6 +39,16 @@ namespace pf::cpu {
 /// its calls on the thread that makes it: one pool for every kernel, and no
 /// BLAS worker left spinning on a core after a call.
 void set_cpu_threads(int threads);
+
+/// Which kernel runs the f32 products: Pipeforge's own (sgemm_avx512.h)
+/// wherever the CPU has AVX-512 and the shape suits its register tile, the
+/// default; or, with `openblas_only`, OpenBLAS's for all of them (for
+/// comparisons). f64 products always go through OpenBLAS.
+void use_openblas_sgemm(bool openblas_only);
+
+/// What runs the f32 products, for benchmark reports: "pipeforge-avx512"
+/// (with OpenBLAS for the shapes it leaves) or "openblas".
+const char* sgemm_kernel_name();
 
 /// The name of the kernel OpenBLAS chose for this CPU (e.g. "SkylakeX", or
 /// "Haswell" under OPENBLAS_CORETYPE=Haswell), for benchmark reports.
