@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <atomic>
 #include <limits>
+#include <type_traits>
 
 #include "backends/cpu/parallel.h"
 #include "backends/cpu/sgemm_avx512.h"
@@ -28,10 +29,18 @@ CBLAS_TRANSPOSE trans(bool t) { return t ? CblasTrans : CblasNoTrans; }
 
 std::atomic<bool> openblas_sgemm_only{false};
 
-void blas_gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
-               int64_t ldb, float beta, float* c, int64_t ldc) {
-  if (!openblas_sgemm_only.load(std::memory_order_relaxed) && avx512_sgemm_supported() &&
-      avx512_sgemm_suits(m, n, k)) {
+// Whether a product runs through our own kernel: decided once for the whole
+// product, so that the blocks it is split into on several threads all take
+// the same kernel and give the bits one thread would.
+template <class T>
+bool own_kernel_for(int64_t m, int64_t n, int64_t k) {
+  return std::is_same_v<T, float> && !openblas_sgemm_only.load(std::memory_order_relaxed) &&
+         avx512_sgemm_supported() && avx512_sgemm_suits(m, n, k);
+}
+
+void blas_gemm(bool own_kernel, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const float* a,
+               int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+  if (own_kernel) {
     avx512_sgemm(trans_a, trans_b, m, n, k, a, lda, b, ldb, beta != 0.0f, c, ldc);
     return;
   }
@@ -39,8 +48,8 @@ void blas_gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, cons
               blas_int(lda), b, blas_int(ldb), beta, c, blas_int(ldc));
 }
 
-void blas_gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const double* a, int64_t lda,
-               const double* b, int64_t ldb, double beta, double* c, int64_t ldc) {
+void blas_gemm(bool /*own_kernel: f32 only*/, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
+               const double* a, int64_t lda, const double* b, int64_t ldb, double beta, double* c, int64_t ldc) {
   cblas_dgemm(CblasRowMajor, trans(trans_a), trans(trans_b), blas_int(m), blas_int(n), blas_int(k), 1.0, a,
               blas_int(lda), b, blas_int(ldb), beta, c, blas_int(ldc));
 }
@@ -61,10 +70,10 @@ void fill_rows(T* c, int64_t rows, int64_t cols, int64_t ldc, const T* bias) {
 // One BLAS call on the block of C it is given: a bias start fills the block
 // first (where it is about to be read), then the product is accumulated.
 template <class T>
-void block_gemm(Start start, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const T* a, int64_t lda,
-                const T* b, int64_t ldb, const T* bias, T* c, int64_t ldc) {
+void block_gemm(bool own_kernel, Start start, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const T* a,
+                int64_t lda, const T* b, int64_t ldb, const T* bias, T* c, int64_t ldc) {
   if (start == Start::bias) fill_rows(c, m, n, ldc, bias);
-  blas_gemm(trans_a, trans_b, m, n, k, a, lda, b, ldb, start == Start::zero ? T(0) : T(1), c, ldc);
+  blas_gemm(own_kernel, trans_a, trans_b, m, n, k, a, lda, b, ldb, start == Start::zero ? T(0) : T(1), c, ldc);
 }
 
 // Splits C into one block of whole rows or columns per thread of the budget
@@ -72,18 +81,18 @@ void block_gemm(Start start, bool trans_a, bool trans_b, int64_t m, int64_t n, i
 // B), each block one single-threaded BLAS call. Blocks are multiples of 16,
 // the width of the kernels' register tiles.
 template <class T>
-void split_gemm(Start start, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const T* a, int64_t lda,
-                const T* b, int64_t ldb, const T* bias, T* c, int64_t ldc) {
+void split_gemm(bool own_kernel, Start start, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const T* a,
+                int64_t lda, const T* b, int64_t ldb, const T* bias, T* c, int64_t ldc) {
   constexpr int64_t kAlign = 16;
   const bool by_cols = n >= m;
   const int64_t units = ((by_cols ? n : m) + kAlign - 1) / kAlign;
   parallel_for(units, 1, [&](int64_t begin, int64_t end) {
     const int64_t lo = begin * kAlign, hi = std::min(end * kAlign, by_cols ? n : m);
     if (by_cols)
-      block_gemm(start, trans_a, trans_b, m, hi - lo, k, a, lda, trans_b ? b + lo * ldb : b + lo, ldb,
+      block_gemm(own_kernel, start, trans_a, trans_b, m, hi - lo, k, a, lda, trans_b ? b + lo * ldb : b + lo, ldb,
                  bias ? bias + lo : nullptr, c + lo, ldc);
     else
-      block_gemm(start, trans_a, trans_b, hi - lo, n, k, trans_a ? a + lo : a + lo * lda, lda, b, ldb, bias,
+      block_gemm(own_kernel, start, trans_a, trans_b, hi - lo, n, k, trans_a ? a + lo : a + lo * lda, lda, b, ldb, bias,
                  c + lo * ldc, ldc);
   });
 }
@@ -100,11 +109,12 @@ void gemm_with(Start start, bool trans_a, bool trans_b, int64_t m, int64_t n, in
     if (start == Start::bias) fill_rows(c, m, n, ldc, bias);
     return;
   }
+  const bool own_kernel = own_kernel_for<T>(m, n, k);
   if (kernel_threads() > 1 && m * n * k >= kSplitWork) {
-    split_gemm(start, trans_a, trans_b, m, n, k, a, lda, b, ldb, bias, c, ldc);
+    split_gemm(own_kernel, start, trans_a, trans_b, m, n, k, a, lda, b, ldb, bias, c, ldc);
     return;
   }
-  block_gemm(start, trans_a, trans_b, m, n, k, a, lda, b, ldb, bias, c, ldc);
+  block_gemm(own_kernel, start, trans_a, trans_b, m, n, k, a, lda, b, ldb, bias, c, ldc);
 }
 
 }  // namespace

@@ -1,5 +1,5 @@
 // Pipeforge's AVX-512 sgemm against a float64 product: every transpose, edges of every block, strided operands,
-// accumulation; and gemm() giving the same numbers whichever kernel runs it.
+// accumulation; gemm() giving the same numbers whichever kernel runs it, and the same bits on one and two threads.
 #include "backends/cpu/sgemm_avx512.h"
 
 #include <gtest/gtest.h>
@@ -132,6 +132,20 @@ TEST(SgemmKernelTest, GemmGivesTheSameProductWithEitherKernel) {
   expect_product(o, {}, ours, 0.0f);
   expect_product(o, {}, openblas, 0.0f);
   EXPECT_STREQ(sgemm_kernel_name(), avx512_sgemm_supported() ? "pipeforge-avx512" : "openblas");
+}
+
+// 40 x 80 is split into column blocks of 48 and 32 on two threads: the
+// narrow block must take the kernel the whole product took, or its bits
+// would differ from one thread's.
+TEST(SgemmKernelTest, TwoThreadsGiveOneThreadsBits) {
+  const Shape s{40, 80, 1000};
+  const Operands o(false, false, s, 0, 11);
+  std::vector<float> one(static_cast<size_t>(s.m * s.n)), two(one.size());
+  gemm(false, false, s.m, s.n, s.k, o.a.data(), o.lda, o.b.data(), o.ldb, one.data(), o.ldc);
+  set_cpu_threads(2);
+  gemm(false, false, s.m, s.n, s.k, o.a.data(), o.lda, o.b.data(), o.ldb, two.data(), o.ldc);
+  set_cpu_threads(1);
+  for (size_t i = 0; i < one.size(); ++i) ASSERT_EQ(one[i], two[i]) << "element " << i;
 }
 
 }  // namespace
