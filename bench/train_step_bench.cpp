@@ -281,8 +281,8 @@ int main(int argc, char** argv) {
         std::cout << fmt::format(
             "{{\"model\": \"{}\", \"threads\": {}, \"median_ms\": {:.1f}, \"min_ms\": {:.1f}, \"max_ms\": {:.1f}, "
             "\"gflops_6NT\": {:.1f}, \"gflops_with_attn\": {:.1f}, \"gemm_share\": {:.3f}, \"gemm_gflops\": {:.1f}, "
-            "\"sgemm_peak_gflops\": {:.1f}, \"sgemm_kernel\": \"{}\", \"openblas_core\": \"{}\", \"params\": {}, \"loss_first\": {:.4f}, "
-            "\"loss_last\": {:.4f}}}\n",
+            "\"sgemm_peak_gflops\": {:.1f}, \"sgemm_kernel\": \"{}\", \"openblas_core\": \"{}\", \"params\": {}, "
+            "\"loss_first\": {:.4f}, \"loss_last\": {:.4f}}}\n",
             r.model, r.threads, r.median_ms, r.min_ms, r.max_ms, r.flops_6nt / r.median_ms / 1e6,
             r.flops_attn / r.median_ms / 1e6, r.gemm_share, r.gemm_flops / r.gemm_ms / 1e6, peak_of(r.threads),
             pf::cpu::sgemm_kernel_name(), pf::cpu::blas_core_name(), r.params, r.loss_first, r.loss_last);

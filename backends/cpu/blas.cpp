@@ -29,13 +29,15 @@ CBLAS_TRANSPOSE trans(bool t) { return t ? CblasTrans : CblasNoTrans; }
 
 std::atomic<bool> openblas_sgemm_only{false};
 
+// Whether f32 products may take our own kernel at all.
+bool own_sgemm_enabled() { return !openblas_sgemm_only.load(std::memory_order_relaxed) && avx512_sgemm_supported(); }
+
 // Whether a product runs through our own kernel: decided once for the whole
 // product, so that the blocks it is split into on several threads all take
 // the same kernel and give the bits one thread would.
 template <class T>
 bool own_kernel_for(int64_t m, int64_t n, int64_t k) {
-  return std::is_same_v<T, float> && !openblas_sgemm_only.load(std::memory_order_relaxed) &&
-         avx512_sgemm_supported() && avx512_sgemm_suits(m, n, k);
+  return std::is_same_v<T, float> && own_sgemm_enabled() && avx512_sgemm_suits(m, n, k);
 }
 
 void blas_gemm(bool own_kernel, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const float* a,
@@ -78,8 +80,9 @@ void block_gemm(bool own_kernel, Start start, bool trans_a, bool trans_b, int64_
 
 // Splits C into one block of whole rows or columns per thread of the budget
 // (columns when C is wide, so each thread reads all of A and its share of
-// B), each block one single-threaded BLAS call. Blocks are multiples of 16,
-// the width of the kernels' register tiles.
+// B), each block one single-threaded GEMM call. Blocks are multiples of 16,
+// the width of OpenBLAS's register tiles (ours, 64 wide, finishes a block's
+// last partial tile separately; the bits do not depend on where blocks end).
 template <class T>
 void split_gemm(bool own_kernel, Start start, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const T* a,
                 int64_t lda, const T* b, int64_t ldb, const T* bias, T* c, int64_t ldc) {
@@ -162,7 +165,7 @@ const char* blas_core_name() { return openblas_get_corename(); }
 void use_openblas_sgemm(bool openblas_only) { openblas_sgemm_only = openblas_only; }
 
 const char* sgemm_kernel_name() {
-  return openblas_sgemm_only || !avx512_sgemm_supported() ? "openblas" : "pipeforge-avx512";
+  return own_sgemm_enabled() ? "pipeforge-avx512" : "openblas";
 }
 
 }  // namespace pf::cpu

@@ -1,4 +1,4 @@
-// Row-major GEMM for matmul, conv2d and the conv2d gradients: Pipeforge's AVX-512 sgemm, or OpenBLAS's cblas (internal).
+// Row-major GEMM for matmul, conv2d and their gradients: our AVX-512 sgemm, or OpenBLAS's cblas (internal).
 #pragma once
 
 #include <cstdint>

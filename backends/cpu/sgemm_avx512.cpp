@@ -127,7 +127,10 @@ void edge_kernel(int64_t kc, const float* a, const float* b, float* c, int64_t l
   alignas(64) float tile[kMr * kNr];
   micro_kernel(kc, a, b, tile, kNr, false);
   for (int64_t r = 0; r < rows; ++r)
-    for (int64_t j = 0; j < cols; ++j) c[r * ldc + j] = accumulate ? c[r * ldc + j] + tile[r * kNr + j] : tile[r * kNr + j];
+    for (int64_t j = 0; j < cols; ++j) {
+      const float product = tile[r * kNr + j];
+      c[r * ldc + j] = accumulate ? c[r * ldc + j] + product : product;
+    }
 }
 
 // Where interleave_rows takes each 64-bit lane of its six outputs from: the
