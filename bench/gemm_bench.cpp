@@ -1,8 +1,10 @@
-// Times the f32 GEMMs of the reference MLP and GPT steps through Pipeforge's own AVX-512 sgemm and through
-// OpenBLAS, alternating call by call, and prints one markdown table: GFLOP/s of each, their ratio, and each
-// against this core's FMA peak measured in the same run (a register-only loop of fused multiply-adds).
+// Times the f32 GEMMs of the reference MLP and GPT steps through OpenBLAS and through each of Pipeforge's own
+// sgemms this CPU runs (AVX-512, AVX2, SSE2), calling them in turn product by product, and prints one markdown
+// table: GFLOP/s of each, the chosen kernel's time over OpenBLAS's, and each own kernel against the FMA peak of its
+// instruction set measured in the same run (register-only loops of fused multiply-adds).
 //
-//   make -C build-perf gemm_bench && env -u OPENBLAS_CORETYPE build-perf/bench/gemm_bench --reps 9
+//   make -C build-perf gemm_bench && build-perf/bench/gemm_bench --reps 9
+//   PF_CPU_ISA=avx2 build-perf/bench/gemm_bench   (as if the CPU lacked AVX-512)
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 #include <immintrin.h>
@@ -14,7 +16,7 @@
 #include <vector>
 
 #include "backends/cpu/blas.h"
-#include "backends/cpu/sgemm_avx512.h"
+#include "backends/cpu/sgemm.h"
 #include "bench/median.h"
 
 namespace {
@@ -50,64 +52,127 @@ std::vector<Product> products() {
   };
 }
 
-/// Fused multiply-adds on 24 registers, nothing else: what one core can do.
-__attribute__((target("avx512f"), noinline)) double fma_peak_gflops() {
-  constexpr int64_t kIters = 20'000'000;
-  __m512 acc[24];
-  for (int i = 0; i < 24; ++i) acc[i] = _mm512_set1_ps(1e-3f * static_cast<float>(i));
+/// Fused multiply-adds on `kRegs` independent registers, nothing else: what
+/// one core can do with vectors of `Lanes` floats.
+constexpr int64_t kPeakIters = 20'000'000;
+
+__attribute__((target("avx512f"), noinline)) double avx512_fma_peak_gflops() {
+  constexpr int kRegs = 24;
+  __m512 acc[kRegs];
+  for (int i = 0; i < kRegs; ++i) acc[i] = _mm512_set1_ps(1e-3f * static_cast<float>(i));
   const __m512 x = _mm512_set1_ps(0.999f), y = _mm512_set1_ps(1e-6f);
   const Clock::time_point start = Clock::now();
-  for (int64_t it = 0; it < kIters; ++it)
+  for (int64_t it = 0; it < kPeakIters; ++it)
 #pragma GCC unroll 24
-    for (int i = 0; i < 24; ++i) acc[i] = _mm512_fmadd_ps(acc[i], x, y);
+    for (int i = 0; i < kRegs; ++i) acc[i] = _mm512_fmadd_ps(acc[i], x, y);
   const double seconds = seconds_since(start);
   __m512 sum = acc[0];
-  for (int i = 1; i < 24; ++i) sum = _mm512_add_ps(sum, acc[i]);
+  for (int i = 1; i < kRegs; ++i) sum = _mm512_add_ps(sum, acc[i]);
   alignas(64) float lanes[16];
   _mm512_store_ps(lanes, sum);
   volatile float sink = lanes[0];  // keeps the loop from being optimised away
   (void)sink;
-  return 2.0 * 16 * 24 * static_cast<double>(kIters) / seconds / 1e9;
+  return 2.0 * 16 * kRegs * static_cast<double>(kPeakIters) / seconds / 1e9;
+}
+
+__attribute__((target("avx2,fma"), noinline)) double avx2_fma_peak_gflops() {
+  constexpr int kRegs = 12;  // as many as the AVX2 tile's accumulators
+  __m256 acc[kRegs];
+  for (int i = 0; i < kRegs; ++i) acc[i] = _mm256_set1_ps(1e-3f * static_cast<float>(i));
+  const __m256 x = _mm256_set1_ps(0.999f), y = _mm256_set1_ps(1e-6f);
+  const Clock::time_point start = Clock::now();
+  for (int64_t it = 0; it < kPeakIters; ++it)
+#pragma GCC unroll 12
+    for (int i = 0; i < kRegs; ++i) acc[i] = _mm256_fmadd_ps(acc[i], x, y);
+  const double seconds = seconds_since(start);
+  __m256 sum = acc[0];
+  for (int i = 1; i < kRegs; ++i) sum = _mm256_add_ps(sum, acc[i]);
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, sum);
+  volatile float sink = lanes[0];
+  (void)sink;
+  return 2.0 * 8 * kRegs * static_cast<double>(kPeakIters) / seconds / 1e9;
+}
+
+/// One way to compute a product: OpenBLAS, or an own kernel called directly.
+struct Contender {
+  pf::cpu::SgemmKernel kernel;
+  std::vector<double> seconds;
+};
+
+void run(pf::cpu::SgemmKernel kernel, const Product& p, const float* a, int64_t lda, const float* b, int64_t ldb,
+         float* c) {
+  using pf::cpu::SgemmKernel;
+  switch (kernel) {
+    case SgemmKernel::openblas:
+      pf::cpu::use_openblas_sgemm(true);
+      pf::cpu::gemm(p.trans_a, p.trans_b, p.m, p.n, p.k, a, lda, b, ldb, c, p.n);
+      pf::cpu::use_openblas_sgemm(false);
+      return;
+    case SgemmKernel::avx512: pf::cpu::sgemm_avx512(p.trans_a, p.trans_b, p.m, p.n, p.k, a, lda, b, ldb, false, c, p.n); return;
+    case SgemmKernel::avx2: pf::cpu::sgemm_avx2(p.trans_a, p.trans_b, p.m, p.n, p.k, a, lda, b, ldb, false, c, p.n); return;
+    case SgemmKernel::sse2: pf::cpu::sgemm_sse2(p.trans_a, p.trans_b, p.m, p.n, p.k, a, lda, b, ldb, false, c, p.n); return;
+  }
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"Times the MLP's and GPT's GEMMs: Pipeforge's AVX-512 sgemm against OpenBLAS"};
+  using pf::cpu::CpuIsa;
+  using pf::cpu::SgemmKernel;
+  CLI::App app{"Times the MLP's and GPT's GEMMs: OpenBLAS against each of Pipeforge's own sgemms on this CPU"};
   int reps = 9;
+  bool sse2 = false;
   app.add_option("--reps", reps, "timed calls of each kernel per product (the median is reported)")
       ->check(CLI::PositiveNumber);
+  app.add_flag("--sse2", sse2, "also time the SSE2 kernel (for CPUs without AVX2; slow)");
   CLI11_PARSE(app, argc, argv);
-  if (!pf::cpu::avx512_sgemm_supported()) {
-    std::cout << "this CPU has no AVX-512: every f32 GEMM runs through OpenBLAS\n";
-    return 0;
-  }
+  const CpuIsa isa = pf::cpu::cpu_isa();
   pf::cpu::set_cpu_threads(1);
-  std::vector<double> peaks;
-  std::cout << fmt::format("OpenBLAS {} kernel, 1 thread; {} calls of each, alternating\n\n", pf::cpu::blas_core_name(),
-                           reps);
-  std::cout << "| product | layout | m x n x k | OpenBLAS GFLOP/s | Pipeforge GFLOP/s | Pipeforge / OpenBLAS time | "
-               "Pipeforge of FMA peak |\n|---|---|---|---:|---:|---:|---:|\n";
+  std::vector<Contender> contenders{{SgemmKernel::openblas, {}}};
+  for (SgemmKernel k : {SgemmKernel::avx512, SgemmKernel::avx2, SgemmKernel::sse2})
+    if (pf::cpu::sgemm_kernel_isa(k) <= isa && (k != SgemmKernel::sse2 || sse2 || isa == CpuIsa::sse2))
+      contenders.push_back({k, {}});
+  std::vector<double> peak512, peak256;
+  std::cout << fmt::format("instruction set {} (PF_CPU_ISA caps it); OpenBLAS {} kernel; 1 thread; {} calls of each, "
+                           "in turn\n\n",
+                           pf::cpu::isa_name(isa), pf::cpu::blas_core_name(), reps);
+  std::string header = "| product | layout | m x n x k | OpenBLAS GFLOP/s |", rule = "|---|---|---|---:|";
+  for (size_t i = 1; i < contenders.size(); ++i) {
+    header += fmt::format(" {} GFLOP/s | of its FMA peak |", pf::cpu::sgemm_kernel_label(contenders[i].kernel));
+    rule += "---:|---:|";
+  }
+  std::cout << header << " chosen / OpenBLAS time |\n" << rule << "---:|\n";
   for (const Product& p : products()) {
     const int64_t lda = p.trans_a ? p.m : p.k, ldb = p.trans_b ? p.k : p.n;
     std::vector<float> a(static_cast<size_t>(p.m * p.k), 0.5f), b(static_cast<size_t>(p.k * p.n), 0.25f),
         c(static_cast<size_t>(p.m * p.n));
-    std::vector<double> times[2];
+    for (Contender& x : contenders) x.seconds.clear();
     for (int rep = -1; rep < reps; ++rep)  // the first round warms up
-      for (int kernel = 0; kernel < 2; ++kernel) {
-        pf::cpu::use_openblas_sgemm(kernel == 0);
+      for (Contender& x : contenders) {
         const Clock::time_point start = Clock::now();
-        pf::cpu::gemm(p.trans_a, p.trans_b, p.m, p.n, p.k, a.data(), lda, b.data(), ldb, c.data(), p.n);
-        if (rep >= 0) times[kernel].push_back(seconds_since(start));
+        run(x.kernel, p, a.data(), lda, b.data(), ldb, c.data());
+        if (rep >= 0) x.seconds.push_back(seconds_since(start));
       }
-    peaks.push_back(fma_peak_gflops());
+    if (isa >= CpuIsa::avx512) peak512.push_back(avx512_fma_peak_gflops());
+    if (isa >= CpuIsa::avx2) peak256.push_back(avx2_fma_peak_gflops());
     const double flops = 2.0 * static_cast<double>(p.m * p.n * p.k);
-    const double openblas = pf::bench::median(times[0]), ours = pf::bench::median(times[1]);
-    std::cout << fmt::format("| {} | {}{} | {}x{}x{} | {:.1f} | {:.1f} | {:.3f} | {:.0f}% |\n", p.what,
-                             p.trans_a ? 'T' : 'N', p.trans_b ? 'T' : 'N', p.m, p.n, p.k, flops / openblas / 1e9,
-                             flops / ours / 1e9, ours / openblas, 100 * flops / ours / 1e9 / peaks.back());
+    const double openblas = pf::bench::median(contenders[0].seconds);
+    std::string row = fmt::format("| {} | {}{} | {}x{}x{} | {:.1f} |", p.what, p.trans_a ? 'T' : 'N',
+                                  p.trans_b ? 'T' : 'N', p.m, p.n, p.k, flops / openblas / 1e9);
+    const SgemmKernel chosen = pf::cpu::sgemm_kernel_for(isa, p.m, p.n, p.k);
+    double chosen_seconds = openblas;
+    for (size_t i = 1; i < contenders.size(); ++i) {
+      const double t = pf::bench::median(contenders[i].seconds), gflops = flops / t / 1e9;
+      const SgemmKernel k = contenders[i].kernel;
+      const double peak = k == SgemmKernel::avx512 ? peak512.back() : k == SgemmKernel::avx2 ? peak256.back() : 0;
+      row += peak > 0 ? fmt::format(" {:.1f} | {:.0f}% |", gflops, 100 * gflops / peak) : fmt::format(" {:.1f} | - |", gflops);
+      if (k == chosen) chosen_seconds = t;
+    }
+    std::cout << row << fmt::format(" {:.3f} |\n", chosen_seconds / openblas);
   }
-  pf::cpu::use_openblas_sgemm(false);
-  std::cout << fmt::format("\nFMA peak of one core, measured after each product: median {:.1f} GFLOP/s\n",
-                           pf::bench::median(peaks));
+  std::cout << "\nFMA peak of one core, measured after each product (median):";
+  if (!peak512.empty()) std::cout << fmt::format(" AVX-512 {:.1f} GFLOP/s;", pf::bench::median(peak512));
+  if (!peak256.empty()) std::cout << fmt::format(" AVX2 {:.1f} GFLOP/s;", pf::bench::median(peak256));
+  std::cout << " \"chosen\" is the kernel gemm() takes for the product at this instruction set\n";
 }

@@ -6,7 +6,9 @@
 #include "backends/cpu/kernel_util.h"
 #include "backends/cpu/parallel.h"
 
-namespace pf::cpu {
+#include "backends/cpu/kernel_isa_begin.h"  // last: the code below is compiled once per instruction set
+
+namespace pf::cpu::PF_KERNEL_ISA {
 
 namespace {
 
@@ -128,4 +130,6 @@ void add_binary_kernels(KernelTable& table) {
   table.set_float(OpKind::where, where<float>, where<double>);
 }
 
-}  // namespace pf::cpu
+}  // namespace pf::cpu::PF_KERNEL_ISA
+
+#include "backends/cpu/kernel_isa_end.h"

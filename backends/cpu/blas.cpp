@@ -1,4 +1,4 @@
-// Row-major GEMM, for matmul, conv2d and the conv2d gradients.
+// Row-major GEMM, for matmul, conv2d and the conv2d gradients: the own sgemms (sgemm.h) or OpenBLAS.
 #include "backends/cpu/blas.h"
 
 #include <cblas.h>
@@ -10,7 +10,7 @@
 #include <type_traits>
 
 #include "backends/cpu/parallel.h"
-#include "backends/cpu/sgemm_avx512.h"
+#include "backends/cpu/sgemm.h"
 #include "ir/diagnostic.h"
 
 namespace pf::cpu {
@@ -29,28 +29,28 @@ CBLAS_TRANSPOSE trans(bool t) { return t ? CblasTrans : CblasNoTrans; }
 
 std::atomic<bool> openblas_sgemm_only{false};
 
-// Whether f32 products may take our own kernel at all.
-bool own_sgemm_enabled() { return !openblas_sgemm_only.load(std::memory_order_relaxed) && avx512_sgemm_supported(); }
-
-// Whether a product runs through our own kernel: decided once for the whole
-// product, so that the blocks it is split into on several threads all take
-// the same kernel and give the bits one thread would.
-template <class T>
-bool own_kernel_for(int64_t m, int64_t n, int64_t k) {
-  return std::is_same_v<T, float> && own_sgemm_enabled() && avx512_sgemm_suits(m, n, k);
+// The kernel of an f32 product: decided once for the whole product, so that
+// the blocks it is split into on several threads all take the same kernel
+// and give the bits one thread would (sgemm.h).
+SgemmKernel sgemm_kernel_of(int64_t m, int64_t n, int64_t k) {
+  if (openblas_sgemm_only.load(std::memory_order_relaxed)) return SgemmKernel::openblas;
+  return sgemm_kernel_for(cpu_isa(), m, n, k);
 }
 
-void blas_gemm(bool own_kernel, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const float* a,
+void blas_gemm(SgemmKernel kernel, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const float* a,
                int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
-  if (own_kernel) {
-    avx512_sgemm(trans_a, trans_b, m, n, k, a, lda, b, ldb, beta != 0.0f, c, ldc);
-    return;
+  const bool accumulate = beta != 0.0f;
+  switch (kernel) {
+    case SgemmKernel::avx512: sgemm_avx512(trans_a, trans_b, m, n, k, a, lda, b, ldb, accumulate, c, ldc); return;
+    case SgemmKernel::avx2: sgemm_avx2(trans_a, trans_b, m, n, k, a, lda, b, ldb, accumulate, c, ldc); return;
+    case SgemmKernel::sse2: sgemm_sse2(trans_a, trans_b, m, n, k, a, lda, b, ldb, accumulate, c, ldc); return;
+    case SgemmKernel::openblas: break;
   }
   cblas_sgemm(CblasRowMajor, trans(trans_a), trans(trans_b), blas_int(m), blas_int(n), blas_int(k), 1.0f, a,
               blas_int(lda), b, blas_int(ldb), beta, c, blas_int(ldc));
 }
 
-void blas_gemm(bool /*own_kernel: f32 only*/, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
+void blas_gemm(SgemmKernel /*f32 only*/, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
                const double* a, int64_t lda, const double* b, int64_t ldb, double beta, double* c, int64_t ldc) {
   cblas_dgemm(CblasRowMajor, trans(trans_a), trans(trans_b), blas_int(m), blas_int(n), blas_int(k), 1.0, a,
               blas_int(lda), b, blas_int(ldb), beta, c, blas_int(ldc));
@@ -72,19 +72,20 @@ void fill_rows(T* c, int64_t rows, int64_t cols, int64_t ldc, const T* bias) {
 // One BLAS call on the block of C it is given: a bias start fills the block
 // first (where it is about to be read), then the product is accumulated.
 template <class T>
-void block_gemm(bool own_kernel, Start start, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const T* a,
+void block_gemm(SgemmKernel kernel, Start start, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const T* a,
                 int64_t lda, const T* b, int64_t ldb, const T* bias, T* c, int64_t ldc) {
   if (start == Start::bias) fill_rows(c, m, n, ldc, bias);
-  blas_gemm(own_kernel, trans_a, trans_b, m, n, k, a, lda, b, ldb, start == Start::zero ? T(0) : T(1), c, ldc);
+  blas_gemm(kernel, trans_a, trans_b, m, n, k, a, lda, b, ldb, start == Start::zero ? T(0) : T(1), c, ldc);
 }
 
 // Splits C into one block of whole rows or columns per thread of the budget
 // (columns when C is wide, so each thread reads all of A and its share of
 // B), each block one single-threaded GEMM call. Blocks are multiples of 16,
-// the width of OpenBLAS's register tiles (ours, 64 wide, finishes a block's
-// last partial tile separately; the bits do not depend on where blocks end).
+// the width of OpenBLAS's register tiles; the own kernels finish a block's
+// last partial tile separately, and their bits do not depend on where
+// blocks end.
 template <class T>
-void split_gemm(bool own_kernel, Start start, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const T* a,
+void split_gemm(SgemmKernel kernel, Start start, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const T* a,
                 int64_t lda, const T* b, int64_t ldb, const T* bias, T* c, int64_t ldc) {
   constexpr int64_t kAlign = 16;
   const bool by_cols = n >= m;
@@ -92,10 +93,10 @@ void split_gemm(bool own_kernel, Start start, bool trans_a, bool trans_b, int64_
   parallel_for(units, 1, [&](int64_t begin, int64_t end) {
     const int64_t lo = begin * kAlign, hi = std::min(end * kAlign, by_cols ? n : m);
     if (by_cols)
-      block_gemm(own_kernel, start, trans_a, trans_b, m, hi - lo, k, a, lda, trans_b ? b + lo * ldb : b + lo, ldb,
+      block_gemm(kernel, start, trans_a, trans_b, m, hi - lo, k, a, lda, trans_b ? b + lo * ldb : b + lo, ldb,
                  bias ? bias + lo : nullptr, c + lo, ldc);
     else
-      block_gemm(own_kernel, start, trans_a, trans_b, hi - lo, n, k, trans_a ? a + lo : a + lo * lda, lda, b, ldb, bias,
+      block_gemm(kernel, start, trans_a, trans_b, hi - lo, n, k, trans_a ? a + lo : a + lo * lda, lda, b, ldb, bias,
                  c + lo * ldc, ldc);
   });
 }
@@ -112,12 +113,17 @@ void gemm_with(Start start, bool trans_a, bool trans_b, int64_t m, int64_t n, in
     if (start == Start::bias) fill_rows(c, m, n, ldc, bias);
     return;
   }
-  const bool own_kernel = own_kernel_for<T>(m, n, k);
-  if (kernel_threads() > 1 && m * n * k >= kSplitWork) {
-    split_gemm(own_kernel, start, trans_a, trans_b, m, n, k, a, lda, b, ldb, bias, c, ldc);
+  const SgemmKernel kernel = std::is_same_v<T, float> ? sgemm_kernel_of(m, n, k) : SgemmKernel::openblas;
+  // OpenBLAS's sums depend on where a block's edges fall: the f64 products
+  // (references and tests, never a training step's hot path) run whole, so
+  // that they too give the same bits on any number of threads. Only the f32
+  // products of a comparison run (use_openblas_sgemm) are split through it.
+  const bool splittable = std::is_same_v<T, float>;
+  if (splittable && kernel_threads() > 1 && m * n * k >= kSplitWork) {
+    split_gemm(kernel, start, trans_a, trans_b, m, n, k, a, lda, b, ldb, bias, c, ldc);
     return;
   }
-  block_gemm(own_kernel, start, trans_a, trans_b, m, n, k, a, lda, b, ldb, bias, c, ldc);
+  block_gemm(kernel, start, trans_a, trans_b, m, n, k, a, lda, b, ldb, bias, c, ldc);
 }
 
 }  // namespace
@@ -157,6 +163,7 @@ void gemm_bias(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, cons
 namespace pf::cpu {
 
 void set_cpu_threads(int threads) {
+  cpu_isa();  // a PF_CPU_ISA that names no instruction set stops the set-up, before any kernel runs
   openblas_set_num_threads(1);
   set_kernel_threads(threads);
 }
@@ -165,7 +172,8 @@ const char* blas_core_name() { return openblas_get_corename(); }
 void use_openblas_sgemm(bool openblas_only) { openblas_sgemm_only = openblas_only; }
 
 const char* sgemm_kernel_name() {
-  return own_sgemm_enabled() ? "pipeforge-avx512" : "openblas";
+  // The kernel of the step's typical product (wide enough for any tile).
+  return sgemm_kernel_label(sgemm_kernel_of(256, 4096, 4096));
 }
 
 }  // namespace pf::cpu

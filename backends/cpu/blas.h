@@ -1,4 +1,4 @@
-// Row-major GEMM for matmul, conv2d and their gradients: our AVX-512 sgemm, or OpenBLAS's cblas (internal).
+// Row-major GEMM for matmul, conv2d and their gradients: our own sgemms, or OpenBLAS's cblas (internal).
 #pragma once
 
 #include <cstdint>
@@ -37,17 +37,24 @@ namespace pf::cpu {
 /// gemm splits its large products over and the other kernels their large
 /// loops (parallel.h). OpenBLAS itself always runs single-threaded, each of
 /// its calls on the thread that makes it: one pool for every kernel, and no
-/// BLAS worker left spinning on a core after a call.
+/// BLAS worker left spinning on a core after a call. Throws pf::Error where
+/// PF_CPU_ISA names no instruction set (cpu_isa.h).
 void set_cpu_threads(int threads);
 
-/// Which kernel runs the f32 products: Pipeforge's own (sgemm_avx512.h)
-/// wherever the CPU has AVX-512 and the shape suits its register tile, the
-/// default; or, with `openblas_only`, OpenBLAS's for all of them (for
-/// comparisons). f64 products always go through OpenBLAS.
+/// Which kernel runs the f32 products: Pipeforge's own (sgemm.h), the widest
+/// that cpu_isa() allows (AVX-512, AVX2 + FMA, or SSE2), the default; or,
+/// with `openblas_only`, OpenBLAS's for all of them (for comparisons).
+/// f64 products always go through OpenBLAS, each on one thread.
+///
+/// What holds on any number of threads: with the own kernels, every f32 and
+/// f64 product gives the same bits whatever the thread budget. With
+/// `openblas_only`, f32 products split over threads may differ from one
+/// thread's in the last bits (OpenBLAS's sums depend on where blocks end);
+/// they agree within float rounding.
 void use_openblas_sgemm(bool openblas_only);
 
-/// What runs the f32 products, for benchmark reports: "pipeforge-avx512"
-/// (with OpenBLAS for the shapes it leaves) or "openblas".
+/// What runs a step's f32 products, for benchmark reports:
+/// "pipeforge-avx512", "pipeforge-avx2", "pipeforge-sse2" or "openblas".
 const char* sgemm_kernel_name();
 
 /// The name of the kernel OpenBLAS chose for this CPU (e.g. "SkylakeX", or

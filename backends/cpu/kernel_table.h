@@ -28,25 +28,40 @@ class KernelTable {
   std::array<KernelRow, kNumOps> rows_{};
 };
 
-// One function per family file; kernels.cpp calls them all, in this order.
+// One function per family file; kernels.cpp calls them all.
 void add_source_kernels(KernelTable& table);     // sources.cpp: constant, dim_value, causal_mask
 void add_matmul_kernels(KernelTable& table);     // matmul.cpp
-void add_binary_kernels(KernelTable& table);     // binary.cpp: add, sub, mul, div, where
-void add_unary_kernels(KernelTable& table);      // unary.cpp: neg ... gelu
 void add_dropout_kernels(KernelTable& table);    // dropout.cpp
 void add_cast_kernels(KernelTable& table);       // cast.cpp
-void add_norm_kernels(KernelTable& table);       // norm.cpp: softmax, log_softmax, layernorm, rmsnorm
 void add_embedding_kernels(KernelTable& table);  // embedding.cpp: embedding, embedding_grad
 void add_movement_kernels(KernelTable& table);   // movement.cpp: reshape ... split, broadcast_to, slice_grad
-void add_reduction_kernels(KernelTable& table);  // reduce.cpp: reduce_sum ... reduce_max, sum_to, reduce_max_grad
 void add_conv_kernels(KernelTable& table);       // conv.cpp: conv2d
 void add_pool_kernels(KernelTable& table);       // pool.cpp: max_pool2d, avg_pool2d
-void add_loss_kernels(KernelTable& table);       // loss.cpp: cross_entropy, mse_loss
-// The backward ops' families, apart from those of movement and reduction.
-void add_unary_grad_kernels(KernelTable& table);  // unary_grad.cpp: relu_grad, gelu_grad
-void add_norm_grad_kernels(KernelTable& table);   // norm_grad.cpp: softmax_grad ... rmsnorm_grad
-void add_conv_grad_kernels(KernelTable& table);   // conv_grad.cpp: conv2d_grad_input, conv2d_grad_weight
-void add_pool_grad_kernels(KernelTable& table);   // pool_grad.cpp: max_pool2d_grad, avg_pool2d_grad
-void add_loss_grad_kernels(KernelTable& table);   // loss_grad.cpp: cross_entropy_grad
+// The backward ops' families, apart from those compiled per instruction set.
+void add_conv_grad_kernels(KernelTable& table);  // conv_grad.cpp: conv2d_grad_input, conv2d_grad_weight
+void add_pool_grad_kernels(KernelTable& table);  // pool_grad.cpp: max_pool2d_grad, avg_pool2d_grad
+
+// The families compiled once per instruction set (kernel_isa_begin.h), where
+// vector width pays: each of the namespaces isa_sse2, isa_avx2 and
+// isa_avx512 has its own add_<family>_kernels, and kernels.cpp adds the
+// ones cpu_isa() names.
+//   binary.cpp: add, sub, mul, div, where      unary.cpp: neg ... gelu
+//   unary_grad.cpp: relu_grad, gelu_grad       norm.cpp: softmax, log_softmax, layernorm, rmsnorm
+//   norm_grad.cpp: softmax_grad ... rmsnorm_grad
+//   reduce.cpp: reduce_sum ... reduce_max, sum_to, reduce_max_grad
+//   loss.cpp: cross_entropy, mse_loss          loss_grad.cpp: cross_entropy_grad
+#define PF_FOR_EACH_DISPATCHED_FAMILY(X) \
+  X(binary) X(unary) X(unary_grad) X(norm) X(norm_grad) X(reduction) X(loss) X(loss_grad)
+#define PF_DECLARE_KERNEL_FAMILY(family) void add_##family##_kernels(KernelTable& table);
+namespace isa_sse2 {
+PF_FOR_EACH_DISPATCHED_FAMILY(PF_DECLARE_KERNEL_FAMILY)
+}
+namespace isa_avx2 {
+PF_FOR_EACH_DISPATCHED_FAMILY(PF_DECLARE_KERNEL_FAMILY)
+}
+namespace isa_avx512 {
+PF_FOR_EACH_DISPATCHED_FAMILY(PF_DECLARE_KERNEL_FAMILY)
+}
+#undef PF_DECLARE_KERNEL_FAMILY
 
 }  // namespace pf::cpu

@@ -5,6 +5,7 @@
 
 #include <stdexcept>
 
+#include "backends/cpu/cpu_isa.h"
 #include "backends/cpu/kernel_table.h"
 #include "ir/diagnostic.h"
 
@@ -27,27 +28,43 @@ void KernelTable::set_any_dtype(OpKind op, Kernel kernel) { empty_row(op).any_dt
 
 namespace {
 
+// The families compiled once per instruction set, in the copy cpu_isa() names.
+void add_dispatched_kernels(KernelTable& t) {
+#define PF_ADD_KERNEL_FAMILY(family) isa::add_##family##_kernels(t);
+  switch (cpu_isa()) {
+    case CpuIsa::avx512: {
+      namespace isa = isa_avx512;
+      PF_FOR_EACH_DISPATCHED_FAMILY(PF_ADD_KERNEL_FAMILY)
+      return;
+    }
+    case CpuIsa::avx2: {
+      namespace isa = isa_avx2;
+      PF_FOR_EACH_DISPATCHED_FAMILY(PF_ADD_KERNEL_FAMILY)
+      return;
+    }
+    case CpuIsa::sse2: {
+      namespace isa = isa_sse2;
+      PF_FOR_EACH_DISPATCHED_FAMILY(PF_ADD_KERNEL_FAMILY)
+      return;
+    }
+  }
+#undef PF_ADD_KERNEL_FAMILY
+}
+
 const KernelTable& table() {
   static const KernelTable filled = [] {
     KernelTable t;
     add_source_kernels(t);
     add_matmul_kernels(t);
-    add_binary_kernels(t);
-    add_unary_kernels(t);
     add_dropout_kernels(t);
     add_cast_kernels(t);
-    add_norm_kernels(t);
     add_embedding_kernels(t);
     add_movement_kernels(t);
-    add_reduction_kernels(t);
     add_conv_kernels(t);
     add_pool_kernels(t);
-    add_loss_kernels(t);
-    add_unary_grad_kernels(t);
-    add_norm_grad_kernels(t);
     add_conv_grad_kernels(t);
     add_pool_grad_kernels(t);
-    add_loss_grad_kernels(t);
+    add_dispatched_kernels(t);
     return t;
   }();
   return filled;

@@ -10,7 +10,9 @@
 #include "backends/cpu/vector_math.h"
 #include "ir/diagnostic.h"
 
-namespace pf::cpu {
+#include "backends/cpu/kernel_isa_begin.h"  // last: the code below is compiled once per instruction set
+
+namespace pf::cpu::PF_KERNEL_ISA {
 
 namespace {
 
@@ -87,4 +89,6 @@ void add_loss_kernels(KernelTable& table) {
   table.set_float(OpKind::mse_loss, mse_loss<float>, mse_loss<double>);
 }
 
-}  // namespace pf::cpu
+}  // namespace pf::cpu::PF_KERNEL_ISA
+
+#include "backends/cpu/kernel_isa_end.h"

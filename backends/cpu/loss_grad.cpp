@@ -11,7 +11,9 @@
 #include "backends/cpu/vector_math.h"
 #include "ir/diagnostic.h"
 
-namespace pf::cpu {
+#include "backends/cpu/kernel_isa_begin.h"  // last: the code below is compiled once per instruction set
+
+namespace pf::cpu::PF_KERNEL_ISA {
 
 namespace {
 
@@ -77,4 +79,6 @@ void add_loss_grad_kernels(KernelTable& table) {
   table.set_float(OpKind::cross_entropy_grad, cross_entropy_grad<float>, cross_entropy_grad<double>);
 }
 
-}  // namespace pf::cpu
+}  // namespace pf::cpu::PF_KERNEL_ISA
+
+#include "backends/cpu/kernel_isa_end.h"

@@ -8,7 +8,9 @@
 #include "backends/cpu/parallel.h"
 #include "backends/cpu/vector_math.h"
 
-namespace pf::cpu {
+#include "backends/cpu/kernel_isa_begin.h"  // last: the code below is compiled once per instruction set
+
+namespace pf::cpu::PF_KERNEL_ISA {
 
 namespace {
 
@@ -172,4 +174,6 @@ void add_norm_kernels(KernelTable& table) {
   table.set_float(OpKind::rmsnorm, rmsnorm<float>, rmsnorm<double>);
 }
 
-}  // namespace pf::cpu
+}  // namespace pf::cpu::PF_KERNEL_ISA
+
+#include "backends/cpu/kernel_isa_end.h"

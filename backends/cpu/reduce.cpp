@@ -8,7 +8,9 @@
 #include "backends/cpu/kernel_util.h"
 #include "backends/cpu/parallel.h"
 
-namespace pf::cpu {
+#include "backends/cpu/kernel_isa_begin.h"  // last: the code below is compiled once per instruction set
+
+namespace pf::cpu::PF_KERNEL_ISA {
 
 namespace {
 
@@ -183,4 +185,6 @@ void add_reduction_kernels(KernelTable& table) {
   table.set_float(OpKind::reduce_max_grad, reduce_max_grad<float>, reduce_max_grad<double>);
 }
 
-}  // namespace pf::cpu
+}  // namespace pf::cpu::PF_KERNEL_ISA
+
+#include "backends/cpu/kernel_isa_end.h"

@@ -1,86 +1,34 @@
-// Pipeforge's own AVX-512 sgemm: cache blocking, packing, and a 6 x 64 register tile.
-//
-// The loops, outermost first: rows of C in blocks of kMc; k in slices of kKc,
-// each slice of A packed into micro-panels of kMr rows; columns in blocks of
-// kNc, each block of B packed into micro-panels of kNr columns; then every
-// A micro-panel (in L1) against every B micro-panel of the block (in L2).
-// With a few hundred rows of A, as in a training step, A is packed once per
-// slice and B, the large weight matrix, exactly once: the time goes to the
-// register tile, not to reading and rearranging memory.
-#include "backends/cpu/sgemm_avx512.h"
-
+// The AVX-512 sgemm: a 6 x 64 register tile of 512-bit vectors, and packing by in-register permutes and transposes.
 #include <immintrin.h>
 
-#include <cstddef>
 #include <cstdint>
-#include <memory>
-#include <new>
 
-namespace pf::cpu {
-
-namespace {
-
-// The register tile: kMr rows of C by kNr columns, four 16-float vectors per
-// row. 24 accumulators; each step of k loads four vectors of B and
-// broadcasts six scalars of A.
-constexpr int64_t kMr = 6;
-constexpr int64_t kNr = 64;
-// The cache blocks. A packed block of B (kKc x kNc floats, 1 MiB) stays in
-// L2 while the A micro-panels (kMr x kKc, 12 KiB each) run over it; the
-// packed block of A (kMc x kKc, 6 MiB) is read from L3 once per block of B.
-constexpr int64_t kKc = 512;
-constexpr int64_t kNc = 512;
-constexpr int64_t kMc = 3072;
-static_assert(kMc % kMr == 0 && kNc % kNr == 0);
-
-struct AlignedDelete {
-  void operator()(float* p) const { ::operator delete[](p, std::align_val_t(64)); }
-};
-using AlignedFloats = std::unique_ptr<float[], AlignedDelete>;
-
-AlignedFloats aligned_floats(int64_t count) {
-  return AlignedFloats(static_cast<float*>(::operator new[](sizeof(float) * count, std::align_val_t(64))));
-}
-
-// Packed operands, one pair per thread: allocated (and first touched) on the
-// thread's first product, reused by every later one.
-struct PackBuffers {
-  AlignedFloats a = aligned_floats(kMc * kKc);
-  AlignedFloats b = aligned_floats(kNc * kKc);
-};
-
-PackBuffers& pack_buffers() {
-  thread_local PackBuffers buffers;
-  return buffers;
-}
-
-}  // namespace
-
-bool avx512_sgemm_supported() {
-  static const bool supported = __builtin_cpu_supports("avx512f");
-  return supported;
-}
-
-bool avx512_sgemm_suits(int64_t m, int64_t n, int64_t k) { return n >= 3 * kNr / 4 && m >= kMr / 2 && k >= 16; }
-
-}  // namespace pf::cpu
+#include "backends/cpu/sgemm.h"
 
 // Everything below is compiled for AVX-512 whatever the build's -march, and
-// is only reached after avx512_sgemm_supported(). It uses no templates from
-// the headers above (those would be instantiated for AVX-512 here and might
-// be the copy the linker keeps for the whole program).
+// is only reached where cpu_isa() says the CPU has it. It uses no templates
+// from the headers above (those would be instantiated for AVX-512 here and
+// might be the copy the linker keeps for the whole program).
 #pragma GCC push_options
 #pragma GCC target("avx512f,fma")
 // GCC 12 takes the deliberately undefined pass-through operand inside its
 // own unpack and shuffle intrinsics for an uninitialised variable.
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+
+#include "backends/cpu/sgemm_blocking.h"
 
 namespace pf::cpu {
 
 namespace {
+namespace avx512_tile {  // named, so that the portability check (tests/portable) knows these are AVX-512 code
 
-int64_t min_of(int64_t x, int64_t y) { return x < y ? x : y; }
+// The register tile: kMr rows of C by kNr columns, four 16-float vectors per
+// row. 24 accumulators; each step of k loads four vectors of B and
+// broadcasts six scalars of A.
+constexpr int64_t kMr = 6;
+constexpr int64_t kNr = 64;
 
 // c[kMr x kNr] (row stride ldc) = (accumulate ? c : 0) + the product of an
 // A micro-panel (a[kk * kMr + r]) and a B micro-panel (b[kk * kNr + j]).
@@ -117,19 +65,6 @@ void micro_kernel(int64_t kc, const float* __restrict a, const float* __restrict
     for (int64_t q = 0; q < 4; ++q) {
       float* out = c + r * ldc + 16 * q;
       _mm512_storeu_ps(out, accumulate ? _mm512_add_ps(_mm512_loadu_ps(out), acc[r][q]) : acc[r][q]);
-    }
-}
-
-// A tile cut by the edge of C: the full tile into a scratch tile, then its
-// `rows` x `cols` corner into C.
-void edge_kernel(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, bool accumulate, int64_t rows,
-                 int64_t cols) {
-  alignas(64) float tile[kMr * kNr];
-  micro_kernel(kc, a, b, tile, kNr, false);
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t j = 0; j < cols; ++j) {
-      const float product = tile[r * kNr + j];
-      c[r * ldc + j] = accumulate ? c[r * ldc + j] + product : product;
     }
 }
 
@@ -180,34 +115,6 @@ void interleave_rows(const float* a, int64_t lda, float* out) {
   }
 }
 
-// op(A)[0:mc, 0:kc] (a points at its first element) into micro-panels of kMr
-// rows, out[panel][kk * kMr + r]; rows past mc are zeros.
-void pack_a(bool trans, const float* a, int64_t lda, int64_t mc, int64_t kc, float* out) {
-  for (int64_t i = 0; i < mc; i += kMr, out += kMr * kc) {
-    const int64_t rows = min_of(kMr, mc - i);
-    if (trans) {  // element (i + r, kk) at a[kk * lda + i + r]: kMr neighbours per kk
-      for (int64_t kk = 0; kk < kc; ++kk) {
-        const float* src = a + kk * lda + i;
-        for (int64_t r = 0; r < kMr; ++r) out[kk * kMr + r] = r < rows ? src[r] : 0.0f;
-      }
-      continue;
-    }
-    // Element (i + r, kk) at a[(i + r) * lda + kk]: rows read along k,
-    // sixteen steps of k at a time interleaved in registers.
-    int64_t kk = 0;
-    if (rows == kMr)
-      for (; kk + 16 <= kc; kk += 16) interleave_rows(a + i * lda + kk, lda, out + kk * kMr);
-    for (int64_t r = 0; r < kMr; ++r) {
-      if (r >= rows) {
-        for (int64_t j = kk; j < kc; ++j) out[j * kMr + r] = 0.0f;
-        continue;
-      }
-      const float* src = a + (i + r) * lda;
-      for (int64_t j = kk; j < kc; ++j) out[j * kMr + r] = src[j];
-    }
-  }
-}
-
 // Transposes a 16 x 16 block held as 16 row vectors, in place.
 void transpose16(__m512 v[16]) {
   __m512 t[16];
@@ -235,78 +142,41 @@ void transpose16(__m512 v[16]) {
   }
 }
 
-// op(B)[0:kc, 0:nc] (b points at its first element) into micro-panels of kNr
-// columns, out[panel][kk * kNr + j]; columns past nc are zeros.
-void pack_b(bool trans, const float* b, int64_t ldb, int64_t kc, int64_t nc, float* out) {
-  const int64_t full = nc / kNr * kNr;
-  if (!trans) {  // rows of B are rows of the panels: copied a row of B at a time
-    for (int64_t kk = 0; kk < kc; ++kk) {
-      const float* src = b + kk * ldb;
-      for (int64_t j = 0; j < full; j += kNr) {
-        float* dst = out + j * kc + kk * kNr;
-        for (int64_t q = 0; q < kNr; q += 16) _mm512_store_ps(dst + q, _mm512_loadu_ps(src + j + q));
-      }
-      if (full < nc) {
-        float* dst = out + full * kc + kk * kNr;
-        for (int64_t j = 0; j < kNr; ++j) dst[j] = full + j < nc ? src[full + j] : 0.0f;
-      }
-    }
-    return;
+}  // namespace avx512_tile
+
+struct Avx512Tile {
+  static constexpr int64_t kMr = avx512_tile::kMr, kNr = avx512_tile::kNr;
+  // A packed block of B (kKc x kNc floats, 1 MiB) stays in L2 while the A
+  // micro-panels (kMr x kKc, 12 KiB each) run over it; the packed block of A
+  // (kMc x kKc, 6 MiB) is read from L3 once per block of B.
+  static constexpr int64_t kKc = 512, kNc = 512, kMc = 3072;
+  static constexpr int64_t kTr = 16;
+
+  static void micro(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, bool accumulate) {
+    avx512_tile::micro_kernel(kc, a, b, c, ldc, accumulate);
   }
-  // Element (kk, j) at b[j * ldb + kk]: 16 x 16 blocks read along k and
-  // transposed in registers.
-  for (int64_t j = 0; j < nc; j += 16) {
-    float* panel = out + (j / kNr) * kNr * kc + j % kNr;
-    const int64_t cols = min_of(16, nc - j);
+  // Sixteen steps of k at a time, interleaved in registers.
+  static int64_t pack_a_rows(const float* a, int64_t lda, int64_t kc, float* out) {
     int64_t kk = 0;
-    if (cols == 16)
-      for (; kk + 16 <= kc; kk += 16) {
-        __m512 v[16];
-        for (int64_t q = 0; q < 16; ++q) v[q] = _mm512_loadu_ps(b + (j + q) * ldb + kk);
-        transpose16(v);
-        for (int64_t q = 0; q < 16; ++q) _mm512_store_ps(panel + (kk + q) * kNr, v[q]);
-      }
-    for (; kk < kc; ++kk)
-      for (int64_t q = 0; q < 16; ++q) panel[kk * kNr + q] = q < cols ? b[(j + q) * ldb + kk] : 0.0f;
+    for (; kk + 16 <= kc; kk += 16) avx512_tile::interleave_rows(a + kk, lda, out + kk * kMr);
+    return kk;
   }
-  for (int64_t j = (nc + 15) / 16 * 16; j % kNr != 0; j += 16) {  // the rest of a part-filled last panel
-    float* panel = out + (j / kNr) * kNr * kc + j % kNr;
-    for (int64_t kk = 0; kk < kc; ++kk) _mm512_store_ps(panel + kk * kNr, _mm512_setzero_ps());
+  static void transpose_block(const float* b, int64_t ldb, float* out) {
+    __m512 v[16];
+    for (int64_t q = 0; q < 16; ++q) v[q] = _mm512_loadu_ps(b + q * ldb);
+    avx512_tile::transpose16(v);
+    for (int64_t q = 0; q < 16; ++q) _mm512_store_ps(out + q * kNr, v[q]);
   }
-}
+};
+
+static_assert(Avx512Tile::kMc * Avx512Tile::kKc <= kSgemmPackA && Avx512Tile::kKc * Avx512Tile::kNc <= kSgemmPackB);
 
 }  // namespace
 
-void avx512_sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
+void sgemm_avx512(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
                   const float* b, int64_t ldb, bool accumulate, float* c, int64_t ldc) {
-  PackBuffers& buffers = pack_buffers();
-  float* packed_a = buffers.a.get();
-  float* packed_b = buffers.b.get();
-  for (int64_t ic = 0; ic < m; ic += kMc) {
-    const int64_t mc = min_of(kMc, m - ic);
-    for (int64_t pc = 0; pc < k; pc += kKc) {
-      const int64_t kc = min_of(kKc, k - pc);
-      pack_a(trans_a, trans_a ? a + pc * lda + ic : a + ic * lda + pc, lda, mc, kc, packed_a);
-      const bool add = accumulate || pc > 0;  // later slices of k add to what the first wrote
-      for (int64_t jc = 0; jc < n; jc += kNc) {
-        const int64_t nc = min_of(kNc, n - jc);
-        pack_b(trans_b, trans_b ? b + jc * ldb + pc : b + pc * ldb + jc, ldb, kc, nc, packed_b);
-        for (int64_t ir = 0; ir < mc; ir += kMr) {
-          const float* a_panel = packed_a + ir * kc;
-          const int64_t rows = min_of(kMr, mc - ir);
-          for (int64_t jr = 0; jr < nc; jr += kNr) {
-            const float* b_panel = packed_b + jr * kc;
-            float* c_tile = c + (ic + ir) * ldc + jc + jr;
-            const int64_t cols = min_of(kNr, nc - jr);
-            if (rows == kMr && cols == kNr)
-              micro_kernel(kc, a_panel, b_panel, c_tile, ldc, add);
-            else
-              edge_kernel(kc, a_panel, b_panel, c_tile, ldc, add, rows, cols);
-          }
-        }
-      }
-    }
-  }
+  blocked_sgemm<Avx512Tile>(trans_a, trans_b, m, n, k, a, lda, b, ldb, accumulate, c, ldc, sgemm_pack_a(),
+                            sgemm_pack_b());
 }
 
 }  // namespace pf::cpu

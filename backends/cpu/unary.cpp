@@ -7,7 +7,9 @@
 #include "backends/cpu/parallel.h"
 #include "backends/cpu/vector_math.h"
 
-namespace pf::cpu {
+#include "backends/cpu/kernel_isa_begin.h"  // last: the code below is compiled once per instruction set
+
+namespace pf::cpu::PF_KERNEL_ISA {
 
 namespace {
 
@@ -87,4 +89,6 @@ void add_unary_kernels(KernelTable& table) {
   table.set_float(OpKind::gelu, unary<float, decltype(kGelu)>, unary<double, decltype(kGelu)>);
 }
 
-}  // namespace pf::cpu
+}  // namespace pf::cpu::PF_KERNEL_ISA
+
+#include "backends/cpu/kernel_isa_end.h"

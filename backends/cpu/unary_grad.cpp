@@ -6,7 +6,9 @@
 #include "backends/cpu/parallel.h"
 #include "backends/cpu/vector_math.h"
 
-namespace pf::cpu {
+#include "backends/cpu/kernel_isa_begin.h"  // last: the code below is compiled once per instruction set
+
+namespace pf::cpu::PF_KERNEL_ISA {
 
 namespace {
 
@@ -50,4 +52,6 @@ void add_unary_grad_kernels(KernelTable& table) {
                   activation_grad<double, decltype(kGeluGrad)>);
 }
 
-}  // namespace pf::cpu
+}  // namespace pf::cpu::PF_KERNEL_ISA
+
+#include "backends/cpu/kernel_isa_end.h"

@@ -1,6 +1,7 @@
-// Pipeforge's AVX-512 sgemm against a float64 product: every transpose, edges of every block, strided operands,
-// accumulation; gemm() giving the same numbers whichever kernel runs it, and the same bits on one and two threads.
-#include "backends/cpu/sgemm_avx512.h"
+// Pipeforge's own sgemms (AVX-512, AVX2, SSE2) against a float64 product: every transpose, edges of every block,
+// strided operands, accumulation; gemm() giving the same numbers whichever kernel runs it, and the same bits on one
+// and two threads.
+#include "backends/cpu/sgemm.h"
 
 #include <gtest/gtest.h>
 
@@ -68,20 +69,40 @@ void expect_product(const Operands& o, const std::vector<float>& start, const st
   }
 }
 
-class Avx512SgemmTest : public ::testing::Test {
+using SgemmFn = void (*)(bool, bool, int64_t, int64_t, int64_t, const float*, int64_t, const float*, int64_t, bool,
+                         float*, int64_t);
+
+struct KernelCase {
+  SgemmKernel kernel;
+  SgemmFn fn;
+};
+
+/// Every own kernel is tested on every CPU that can run it: an AVX-512
+/// machine checks all three.
+class OwnSgemmTest : public ::testing::TestWithParam<KernelCase> {
  protected:
   void SetUp() override {
-    if (!avx512_sgemm_supported()) GTEST_SKIP() << "this CPU has no AVX-512: the kernel is never called";
+    if (cpu_isa_supported() < sgemm_kernel_isa(GetParam().kernel))
+      GTEST_SKIP() << "this CPU lacks " << isa_name(sgemm_kernel_isa(GetParam().kernel)) << ": "
+                   << sgemm_kernel_label(GetParam().kernel) << " is never called here";
   }
 };
 
-// Shapes around every block edge: one element, less than one register tile,
-// exactly one, one more; k across a slice (512) boundary; columns across a
-// block of B (512); rows across a block of A (3072).
-const Shape kShapes[] = {{1, 1, 1},      {5, 7, 3},      {6, 64, 16},    {7, 65, 17},   {12, 128, 64},
-                         {13, 130, 513}, {30, 1100, 40}, {100, 48, 1030}, {3075, 70, 20}};
+INSTANTIATE_TEST_SUITE_P(Kernels, OwnSgemmTest,
+                         ::testing::Values(KernelCase{SgemmKernel::avx512, sgemm_avx512},
+                                           KernelCase{SgemmKernel::avx2, sgemm_avx2},
+                                           KernelCase{SgemmKernel::sse2, sgemm_sse2}),
+                         [](const auto& param_info) { return std::string(isa_name(sgemm_kernel_isa(param_info.param.kernel))); });
 
-TEST_F(Avx512SgemmTest, MatchesFloat64ForEveryTransposeAndEdge) {
+// Shapes around every kernel's block edges: one element, less than one
+// register tile, exactly one (6 x 8, 6 x 16, 6 x 64), one more; k across a
+// slice (256, 512) boundary; columns across a block of B (256, 512); rows
+// across a block of A (3072).
+const Shape kShapes[] = {{1, 1, 1},     {5, 7, 3},     {6, 8, 4},     {6, 16, 8},     {6, 64, 16},
+                         {7, 65, 17},   {12, 128, 64}, {13, 130, 513}, {7, 300, 257}, {30, 1100, 40},
+                         {100, 48, 1030}, {3075, 70, 20}};
+
+TEST_P(OwnSgemmTest, MatchesFloat64ForEveryTransposeAndEdge) {
   uint32_t seed = 1;
   for (const Shape& s : kShapes)
     for (bool ta : {false, true})
@@ -90,12 +111,12 @@ TEST_F(Avx512SgemmTest, MatchesFloat64ForEveryTransposeAndEdge) {
           const Operands o(ta, tb, s, pad, seed++);
           // Overwriting must not read C: it starts as NaN.
           std::vector<float> c(static_cast<size_t>(s.m * o.ldc), std::numeric_limits<float>::quiet_NaN());
-          avx512_sgemm(ta, tb, s.m, s.n, s.k, o.a.data(), o.lda, o.b.data(), o.ldb, false, c.data(), o.ldc);
+          GetParam().fn(ta, tb, s.m, s.n, s.k, o.a.data(), o.lda, o.b.data(), o.ldb, false, c.data(), o.ldc);
           expect_product(o, {}, c);
         }
 }
 
-TEST_F(Avx512SgemmTest, AccumulatesIntoC) {
+TEST_P(OwnSgemmTest, AccumulatesIntoC) {
   uint32_t seed = 100;
   for (const Shape& s : {Shape{7, 65, 17}, Shape{13, 130, 513}})
     for (bool ta : {false, true})
@@ -104,7 +125,7 @@ TEST_F(Avx512SgemmTest, AccumulatesIntoC) {
         std::vector<float> start(static_cast<size_t>(s.m * o.ldc));
         for (size_t i = 0; i < start.size(); ++i) start[i] = 0.25f * static_cast<float>(i % 7) - 0.5f;
         std::vector<float> c = start;
-        avx512_sgemm(ta, tb, s.m, s.n, s.k, o.a.data(), o.lda, o.b.data(), o.ldb, true, c.data(), o.ldc);
+        GetParam().fn(ta, tb, s.m, s.n, s.k, o.a.data(), o.lda, o.b.data(), o.ldb, true, c.data(), o.ldc);
         expect_product(o, start, c);
       }
 }
@@ -120,19 +141,61 @@ TEST(SgemmKernelTest, GemmGivesTheSameProductWithEitherKernel) {
   use_openblas_sgemm(false);
   expect_product(o, {}, ours);  // ldc = n: no padding
   expect_product(o, {}, openblas);
-  EXPECT_STREQ(sgemm_kernel_name(), avx512_sgemm_supported() ? "pipeforge-avx512" : "openblas");
+  EXPECT_STREQ(sgemm_kernel_name(), sgemm_kernel_label(sgemm_kernel_for(cpu_isa(), 256, 4096, 4096)));
 }
 
-// 40 x 80 is split into column blocks of 48 and 32 on two threads: the
-// narrow block must take the kernel the whole product took, or its bits
-// would differ from one thread's.
-TEST(SgemmKernelTest, TwoThreadsGiveOneThreadsBits) {
-  const Shape s{40, 80, 1000};
-  const Operands o(false, false, s, 0, 11);
-  std::vector<float> one(static_cast<size_t>(s.m * s.n)), two(one.size());
-  gemm(false, false, s.m, s.n, s.k, o.a.data(), o.lda, o.b.data(), o.ldb, one.data(), o.ldc);
+/// gemm() on one thread and on two, for each layout.
+struct ThreadRuns {
+  std::vector<float> one, two;
+};
+
+ThreadRuns on_one_and_two_threads(const Operands& o) {
+  ThreadRuns runs{std::vector<float>(static_cast<size_t>(o.s.m * o.ldc)), {}};
+  runs.two = runs.one;
+  gemm(o.trans_a, o.trans_b, o.s.m, o.s.n, o.s.k, o.a.data(), o.lda, o.b.data(), o.ldb, runs.one.data(), o.ldc);
   set_cpu_threads(2);
-  gemm(false, false, s.m, s.n, s.k, o.a.data(), o.lda, o.b.data(), o.ldb, two.data(), o.ldc);
+  gemm(o.trans_a, o.trans_b, o.s.m, o.s.n, o.s.k, o.a.data(), o.lda, o.b.data(), o.ldb, runs.two.data(), o.ldc);
+  set_cpu_threads(1);
+  return runs;
+}
+
+// Split into column blocks (40 x 80: 48 and 32 columns, the narrow block
+// below the AVX-512 tile's width) and into row blocks (200 x 40): every
+// block must take the kernel the whole product took, and a kernel's sums
+// must not depend on where a block ends, or the bits differ from one
+// thread's. Runs under every PF_CPU_ISA in CI (tests/cpu/CMakeLists.txt).
+TEST(SgemmKernelTest, TwoThreadsGiveOneThreadsBits) {
+  uint32_t seed = 11;
+  for (const Shape& s : {Shape{40, 80, 1000}, Shape{200, 40, 300}, Shape{64, 1000, 70}})
+    for (bool ta : {false, true})
+      for (bool tb : {false, true}) {
+        const Operands o(ta, tb, s, 0, seed++);
+        const ThreadRuns runs = on_one_and_two_threads(o);
+        for (size_t i = 0; i < runs.one.size(); ++i)
+          ASSERT_EQ(runs.one[i], runs.two[i]) << sgemm_kernel_name() << ", element " << i << " of " << s.m << "x"
+                                              << s.n << "x" << s.k << (ta ? " A^T" : "") << (tb ? " B^T" : "");
+      }
+}
+
+// OpenBLAS (a comparison setting) promises less: its sums depend on where a
+// block's edges fall, so two threads agree with one within rounding only.
+TEST(SgemmKernelTest, OpenBlasOnTwoThreadsAgreesWithinRounding) {
+  use_openblas_sgemm(true);
+  const Operands o(false, false, Shape{40, 80, 1000}, 0, 17);
+  const ThreadRuns runs = on_one_and_two_threads(o);
+  use_openblas_sgemm(false);
+  expect_product(o, {}, runs.one);
+  expect_product(o, {}, runs.two);
+}
+
+// f64 products run whole on one thread whatever the budget: the same bits.
+TEST(SgemmKernelTest, DoubleProductsGiveOneThreadsBitsOnTwo) {
+  const Operands o(false, true, Shape{64, 300, 500}, 0, 23);
+  const std::vector<double> a(o.a.begin(), o.a.end()), b(o.b.begin(), o.b.end());
+  std::vector<double> one(static_cast<size_t>(64 * 300)), two(one.size());
+  gemm(false, true, 64, 300, 500, a.data(), o.lda, b.data(), o.ldb, one.data(), 300);
+  set_cpu_threads(2);
+  gemm(false, true, 64, 300, 500, a.data(), o.lda, b.data(), o.ldb, two.data(), 300);
   set_cpu_threads(1);
   for (size_t i = 0; i < one.size(); ++i) ASSERT_EQ(one[i], two[i]) << "element " << i;
 }

@@ -1,0 +1,64 @@
+// Detects the CPU's vector instruction sets once, and applies PF_CPU_ISA.
+#include "backends/cpu/cpu_isa.h"
+
+#include <fmt/format.h>
+
+#include <cstdlib>
+#include <string>
+#include <string_view>
+
+#include "ir/diagnostic.h"
+
+namespace pf::cpu {
+
+namespace {
+
+/// The level in force, or why PF_CPU_ISA could not be applied.
+struct Choice {
+  CpuIsa isa = CpuIsa::sse2;
+  std::string error;
+};
+
+Choice choose() {
+  Choice choice{cpu_isa_supported(), {}};
+  const char* env = std::getenv("PF_CPU_ISA");
+  if (env == nullptr || *env == '\0') return choice;
+  const std::string_view wanted(env);
+  for (CpuIsa isa : {CpuIsa::sse2, CpuIsa::avx2, CpuIsa::avx512})
+    if (wanted == isa_name(isa)) {
+      if (isa < choice.isa) choice.isa = isa;
+      return choice;
+    }
+  choice.error = fmt::format("PF_CPU_ISA={}: expected avx512, avx2 or sse2 (the widest instruction set the kernels "
+                             "may use), or leave it unset",
+                             wanted);
+  return choice;
+}
+
+}  // namespace
+
+CpuIsa cpu_isa_supported() {
+  // libgcc's checks include the operating system's support (XCR0) for the
+  // wider registers, not only the CPUID bits.
+  static const CpuIsa supported = __builtin_cpu_supports("avx512f")                                   ? CpuIsa::avx512
+                                  : __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? CpuIsa::avx2
+                                                                                                      : CpuIsa::sse2;
+  return supported;
+}
+
+CpuIsa cpu_isa() {
+  static const Choice choice = choose();
+  if (!choice.error.empty()) throw Error(choice.error);
+  return choice.isa;
+}
+
+const char* isa_name(CpuIsa isa) {
+  switch (isa) {
+    case CpuIsa::sse2: return "sse2";
+    case CpuIsa::avx2: return "avx2";
+    case CpuIsa::avx512: return "avx512";
+  }
+  return "sse2";
+}
+
+}  // namespace pf::cpu

@@ -1,0 +1,33 @@
+// The widest x86-64 vector instruction set the CPU kernels may use: what the CPU has, capped by PF_CPU_ISA.
+//
+// Pipeforge is built for baseline x86-64, so that a binary built on one
+// machine runs on any other; the kernels that decide a step's speed are
+// compiled once per instruction set and chosen here, at run time. The
+// environment variable lets a machine act as an older one (an AVX-512 CI
+// machine checks the AVX2 and SSE2 kernels too), the way a user of PyTorch
+// sets ATEN_CPU_CAPABILITY.
+#pragma once
+
+namespace pf::cpu {
+
+/// The instruction-set levels the kernels are written for, narrowest first.
+enum class CpuIsa {
+  sse2,    // every x86-64 CPU
+  avx2,    // AVX2 and FMA (Haswell, Zen and later)
+  avx512,  // AVX-512 F (Skylake-SP, Sapphire Rapids, Zen 4 and later)
+};
+
+/// The level the kernels use: the widest this CPU and its operating system
+/// support, lowered to the one PF_CPU_ISA names (avx512, avx2 or sse2) when
+/// that variable is set; never raised above what the CPU has. Read once, on
+/// the first call. A value that names no level throws pf::Error, on every
+/// call, naming the accepted ones.
+CpuIsa cpu_isa();
+
+/// The widest level this CPU supports, whatever PF_CPU_ISA says.
+CpuIsa cpu_isa_supported();
+
+/// "sse2", "avx2" or "avx512".
+const char* isa_name(CpuIsa isa);
+
+}  // namespace pf::cpu

@@ -1,0 +1,66 @@
+// Which own sgemm takes a product, and the packing buffers they share.
+#include "backends/cpu/sgemm.h"
+
+#include <memory>
+#include <new>
+
+namespace pf::cpu {
+
+namespace {
+
+struct AlignedDelete {
+  void operator()(float* p) const { ::operator delete[](p, std::align_val_t(64)); }
+};
+using AlignedFloats = std::unique_ptr<float[], AlignedDelete>;
+
+AlignedFloats aligned_floats(int64_t count) {
+  return AlignedFloats(static_cast<float*>(::operator new[](sizeof(float) * count, std::align_val_t(64))));
+}
+
+// Packed operands, one pair per thread: allocated (and first touched) on the
+// thread's first product, reused by every later one.
+struct PackBuffers {
+  AlignedFloats a = aligned_floats(kSgemmPackA);
+  AlignedFloats b = aligned_floats(kSgemmPackB);
+};
+
+PackBuffers& pack_buffers() {
+  thread_local PackBuffers buffers;
+  return buffers;
+}
+
+}  // namespace
+
+float* sgemm_pack_a() { return pack_buffers().a.get(); }
+float* sgemm_pack_b() { return pack_buffers().b.get(); }
+
+SgemmKernel sgemm_kernel_for(CpuIsa isa, int64_t /*m*/, int64_t n, int64_t /*k*/) {
+  switch (isa) {
+    case CpuIsa::avx512: return n >= 48 ? SgemmKernel::avx512 : SgemmKernel::avx2;
+    case CpuIsa::avx2: return SgemmKernel::avx2;
+    case CpuIsa::sse2: return SgemmKernel::sse2;
+  }
+  return SgemmKernel::sse2;
+}
+
+const char* sgemm_kernel_label(SgemmKernel kernel) {
+  switch (kernel) {
+    case SgemmKernel::avx512: return "pipeforge-avx512";
+    case SgemmKernel::avx2: return "pipeforge-avx2";
+    case SgemmKernel::sse2: return "pipeforge-sse2";
+    case SgemmKernel::openblas: return "openblas";
+  }
+  return "openblas";
+}
+
+CpuIsa sgemm_kernel_isa(SgemmKernel kernel) {
+  switch (kernel) {
+    case SgemmKernel::avx512: return CpuIsa::avx512;
+    case SgemmKernel::avx2: return CpuIsa::avx2;
+    case SgemmKernel::sse2:
+    case SgemmKernel::openblas: return CpuIsa::sse2;
+  }
+  return CpuIsa::sse2;
+}
+
+}  // namespace pf::cpu

@@ -1,0 +1,63 @@
+// Pipeforge's own single-precision GEMMs, one per instruction set (internal to backends/cpu).
+//
+// OpenBLAS reaches 65-80 % of a core's FMA peak on the products a training
+// step makes (a batch of a few hundred rows against 4096 x 4096 weights): it
+// streams the large operand from memory while packing it, and packs it with
+// a layout that suits square products. These GEMMs block for such shapes
+// (sgemm_blocking.h): the small operand is packed once per slice of k, the
+// large one once in all, and a register tile as wide as the instruction set
+// allows runs over the packed panels.
+//
+// Every element of C is summed in the same order (k in slices, each slice
+// in order) wherever it falls in the tiles and blocks, so a product split
+// into blocks of rows or columns gives the bits of the whole product, as
+// long as every block takes the same kernel (blas.cpp chooses one per
+// product).
+#pragma once
+
+#include <cstdint>
+
+#include "backends/cpu/cpu_isa.h"
+
+namespace pf::cpu {
+
+/// What computes an f32 product.
+enum class SgemmKernel {
+  avx512,    // 6 x 64 register tile of 512-bit vectors
+  avx2,      // 6 x 16 tile of 256-bit vectors with fused multiply-adds
+  sse2,      // 6 x 8 tile of 128-bit vectors, for any x86-64 CPU
+  openblas,  // cblas_sgemm, only when asked for (use_openblas_sgemm)
+};
+
+/// The own kernel for a product of this shape at this instruction-set
+/// level: the widest tile the level has, but AVX2's for products much
+/// narrower than AVX-512's 64-column tile (most of it would be padding).
+/// Never openblas.
+SgemmKernel sgemm_kernel_for(CpuIsa isa, int64_t m, int64_t n, int64_t k);
+
+/// "pipeforge-avx512", "pipeforge-avx2", "pipeforge-sse2" or "openblas".
+const char* sgemm_kernel_label(SgemmKernel kernel);
+
+/// The level a kernel needs (openblas: sse2).
+CpuIsa sgemm_kernel_isa(SgemmKernel kernel);
+
+/// C[m,n] = op(A)[m,k] * op(B)[k,n] (+ C when accumulate), row-major, op(X)
+/// = X^T when its flag is set; lda, ldb, ldc are the row strides as stored.
+/// Requires m, n, k > 0 and, for each, the level its name says (cpu_isa()).
+/// Single-threaded: callers split large products (blas.cpp). Each thread
+/// packs into buffers of its own, allocated on its first call and kept.
+void sgemm_avx512(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
+                  const float* b, int64_t ldb, bool accumulate, float* c, int64_t ldc);
+void sgemm_avx2(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
+                const float* b, int64_t ldb, bool accumulate, float* c, int64_t ldc);
+void sgemm_sse2(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
+                const float* b, int64_t ldb, bool accumulate, float* c, int64_t ldc);
+
+/// The calling thread's packing buffers, 64-byte aligned, large enough for
+/// every kernel's blocks (kSgemmPackA and kSgemmPackB floats).
+inline constexpr int64_t kSgemmPackA = int64_t{3072} * 512;
+inline constexpr int64_t kSgemmPackB = int64_t{512} * 512;
+float* sgemm_pack_a();
+float* sgemm_pack_b();
+
+}  // namespace pf::cpu

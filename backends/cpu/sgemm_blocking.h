@@ -1,0 +1,143 @@
+// The loop nest, packing and edge tiles that every own sgemm shares (internal to backends/cpu/sgemm_*.cpp).
+//
+// The loops, outermost first: rows of C in blocks of kMc; k in slices of kKc,
+// each slice of A packed into micro-panels of kMr rows; columns in blocks of
+// kNc, each block of B packed into micro-panels of kNr columns; then every
+// A micro-panel (in L1) against every B micro-panel of the block (in L2).
+// With a few hundred rows of A, as in a training step, A is packed once per
+// slice and B, the large weight matrix, exactly once: the time goes to the
+// register tile, not to reading and rearranging memory.
+//
+// Each kernel's file includes this inside its `#pragma GCC target` region,
+// after <cstdint>: everything here is then compiled for that instruction set
+// and has internal linkage, so no copy built for a wider set can stand in for
+// a narrower one's at link time. It includes nothing itself for that reason.
+//
+// A Tile type supplies:
+//   kMr, kNr       the register tile: rows by columns of C
+//   kKc, kNc, kMc  the cache blocks: a slice of k, the columns of B packed at
+//                  once, the rows of A packed at once
+//   micro(kc, a, b, c, ldc, accumulate)
+//                  c[kMr x kNr] (row stride ldc) = (accumulate ? c : 0) + the
+//                  product of an A micro-panel (a[kk * kMr + r]) and a B
+//                  micro-panel (b[kk * kNr + j])
+//   pack_a_rows(a, lda, kc, out) -> steps
+//                  packs the first steps of k of kMr whole rows of an
+//                  untransposed A into one micro-panel, as fast as the set
+//                  allows, and returns how many it packed (0 is fine)
+//   kTr, transpose_block(b, ldb, out)
+//                  a kTr x kTr block of a transposed B (b[j * ldb + kk]) into
+//                  a micro-panel (out[kk * kNr + j])
+
+namespace pf::cpu {
+namespace {
+
+inline int64_t sgemm_min(int64_t x, int64_t y) { return x < y ? x : y; }
+
+// A tile cut by the edge of C: the full tile into a scratch tile, then its
+// `rows` x `cols` corner into C. The sums are the full tile's, so an element
+// gets the same bits whether it falls in a full tile or an edge one.
+template <class Tile>
+void sgemm_edge(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, bool accumulate, int64_t rows,
+                int64_t cols) {
+  alignas(64) float tile[Tile::kMr * Tile::kNr];
+  Tile::micro(kc, a, b, tile, Tile::kNr, false);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t j = 0; j < cols; ++j) {
+      const float product = tile[r * Tile::kNr + j];
+      c[r * ldc + j] = accumulate ? c[r * ldc + j] + product : product;
+    }
+}
+
+// op(A)[0:mc, 0:kc] (a points at its first element) into micro-panels of kMr
+// rows, out[panel][kk * kMr + r]; rows past mc are zeros.
+template <class Tile>
+void sgemm_pack_a(bool trans, const float* a, int64_t lda, int64_t mc, int64_t kc, float* out) {
+  constexpr int64_t kMr = Tile::kMr;
+  for (int64_t i = 0; i < mc; i += kMr, out += kMr * kc) {
+    const int64_t rows = sgemm_min(kMr, mc - i);
+    if (trans) {  // element (i + r, kk) at a[kk * lda + i + r]: kMr neighbours per kk
+      for (int64_t kk = 0; kk < kc; ++kk) {
+        const float* src = a + kk * lda + i;
+        for (int64_t r = 0; r < kMr; ++r) out[kk * kMr + r] = r < rows ? src[r] : 0.0f;
+      }
+      continue;
+    }
+    // Element (i + r, kk) at a[(i + r) * lda + kk]: rows read along k.
+    const int64_t done = rows == kMr ? Tile::pack_a_rows(a + i * lda, lda, kc, out) : 0;
+    for (int64_t r = 0; r < kMr; ++r) {
+      const float* src = a + (i + r) * lda;
+      for (int64_t kk = done; kk < kc; ++kk) out[kk * kMr + r] = r < rows ? src[kk] : 0.0f;
+    }
+  }
+}
+
+// op(B)[0:kc, 0:nc] (b points at its first element) into micro-panels of kNr
+// columns, out[panel][kk * kNr + j]; columns past nc are zeros.
+template <class Tile>
+void sgemm_pack_b(bool trans, const float* b, int64_t ldb, int64_t kc, int64_t nc, float* out) {
+  constexpr int64_t kNr = Tile::kNr, kTr = Tile::kTr;
+  static_assert(kNr % kTr == 0);
+  if (!trans) {  // rows of B are rows of the panels: copied a row of B at a time
+    for (int64_t kk = 0; kk < kc; ++kk) {
+      const float* src = b + kk * ldb;
+      for (int64_t j = 0; j < nc; j += kNr) {
+        float* dst = out + j * kc + kk * kNr;
+        if (j + kNr <= nc) {
+          for (int64_t q = 0; q < kNr; ++q) dst[q] = src[j + q];
+        } else {
+          for (int64_t q = 0; q < kNr; ++q) dst[q] = j + q < nc ? src[j + q] : 0.0f;
+        }
+      }
+    }
+    return;
+  }
+  // Element (kk, j) at b[j * ldb + kk]: kTr x kTr blocks read along k and
+  // transposed in registers; the ragged edges element by element.
+  const int64_t panels = (nc + kNr - 1) / kNr;
+  for (int64_t j = 0; j < panels * kNr; j += kTr) {
+    float* panel = out + (j / kNr) * kNr * kc + j % kNr;
+    const int64_t cols = j < nc ? sgemm_min(kTr, nc - j) : 0;
+    int64_t kk = 0;
+    if (cols == kTr)
+      for (; kk + kTr <= kc; kk += kTr) Tile::transpose_block(b + j * ldb + kk, ldb, panel + kk * kNr);
+    for (; kk < kc; ++kk)
+      for (int64_t q = 0; q < kTr; ++q) panel[kk * kNr + q] = q < cols ? b[(j + q) * ldb + kk] : 0.0f;
+  }
+}
+
+template <class Tile>
+void blocked_sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
+                   const float* b, int64_t ldb, bool accumulate, float* c, int64_t ldc, float* packed_a,
+                   float* packed_b) {
+  constexpr int64_t kMr = Tile::kMr, kNr = Tile::kNr, kKc = Tile::kKc, kNc = Tile::kNc, kMc = Tile::kMc;
+  static_assert(kMc % kMr == 0 && kNc % kNr == 0);
+  for (int64_t ic = 0; ic < m; ic += kMc) {
+    const int64_t mc = sgemm_min(kMc, m - ic);
+    for (int64_t pc = 0; pc < k; pc += kKc) {
+      const int64_t kc = sgemm_min(kKc, k - pc);
+      sgemm_pack_a<Tile>(trans_a, trans_a ? a + pc * lda + ic : a + ic * lda + pc, lda, mc, kc, packed_a);
+      const bool add = accumulate || pc > 0;  // later slices of k add to what the first wrote
+      for (int64_t jc = 0; jc < n; jc += kNc) {
+        const int64_t nc = sgemm_min(kNc, n - jc);
+        sgemm_pack_b<Tile>(trans_b, trans_b ? b + jc * ldb + pc : b + pc * ldb + jc, ldb, kc, nc, packed_b);
+        for (int64_t ir = 0; ir < mc; ir += kMr) {
+          const float* a_panel = packed_a + ir * kc;
+          const int64_t rows = sgemm_min(kMr, mc - ir);
+          for (int64_t jr = 0; jr < nc; jr += kNr) {
+            const float* b_panel = packed_b + jr * kc;
+            float* c_tile = c + (ic + ir) * ldc + jc + jr;
+            const int64_t cols = sgemm_min(kNr, nc - jr);
+            if (rows == kMr && cols == kNr)
+              Tile::micro(kc, a_panel, b_panel, c_tile, ldc, add);
+            else
+              sgemm_edge<Tile>(kc, a_panel, b_panel, c_tile, ldc, add, rows, cols);
+          }
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace pf::cpu
