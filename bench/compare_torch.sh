@@ -9,7 +9,8 @@
 # not copied here). BUILD_DIR holds bench/train_step_bench (default build). Environment: THREADS (default
 # "1 2"), MODELS (default "mlp gpt"), STEPS (cycles, default 20), WARMUP (default 3), SETTINGS (default
 # "env avx512": the environment as it is, then `env -u OPENBLAS_CORETYPE` so that OpenBLAS picks its AVX-512
-# kernel).
+# kernel; also "avx2": both programs as on a CPU without AVX-512, OpenBLAS's Haswell kernel,
+# ATEN_CPU_CAPABILITY=avx2 for PyTorch's own kernels and PF_CPU_ISA=avx2 for Pipeforge's).
 #
 # PyTorch runs as its best configuration does: tcmalloc preloaded (fresh memory is slow to touch here), torch
 # threads = OpenBLAS threads = K; at K = 2 also 1 torch thread + 2 OpenBLAS threads, which is faster for it on
@@ -38,9 +39,13 @@ bench="$build/bench/train_step_bench"
 results="$(mktemp)"
 trap 'rm -f "$results"' EXIT
 
-# A command under a setting: the environment as it is, or without OPENBLAS_CORETYPE.
+# A command under a setting: the environment as it is, without OPENBLAS_CORETYPE, or as on an AVX2 CPU.
 in_setting() {
-  if [[ "$1" == avx512 ]]; then echo "env -u OPENBLAS_CORETYPE"; else echo "env"; fi
+  case "$1" in
+    avx512) echo "env -u OPENBLAS_CORETYPE" ;;
+    avx2) echo "env OPENBLAS_CORETYPE=Haswell ATEN_CPU_CAPABILITY=avx2 PF_CPU_ISA=avx2" ;;
+    *) echo "env" ;;
+  esac
 }
 
 echo "load before: $(uptime)" >&2
@@ -68,7 +73,7 @@ import json
 import statistics
 import sys
 
-names = {"env": "environment as it is", "avx512": "env -u OPENBLAS_CORETYPE"}
+names = {"env": "environment as it is", "avx512": "env -u OPENBLAS_CORETYPE", "avx2": "as an AVX2 CPU"}
 print("| OpenBLAS setting (kernel) | model | threads | torch ms | torch 1 thr + OpenBLAS K ms | best torch ms "
       "| Pipeforge ms | Pipeforge / best torch | cycles at or under 1 |")
 print("|---|---|---|---|---|---|---|---|---|")

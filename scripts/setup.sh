@@ -11,6 +11,7 @@ packages=(
   llvm-14-tools
   graphviz
   python3-torch python3-numpy
+  libtcmalloc-minimal4  # bench/compare_torch.sh: PyTorch as fast as it gets here
 )
 
 missing=()

@@ -25,6 +25,9 @@
 //                  packs the first steps of k of kMr whole rows of an
 //                  untransposed A into one micro-panel, as fast as the set
 //                  allows, and returns how many it packed (0 is fine)
+//   kPrefetchNextB whether to ask for the next block of B while this one is
+//                  computed (it pays where the tile's arithmetic is slow
+//                  enough to hide the reads: AVX2 and SSE2)
 //   kTr, transpose_block(b, ldb, out)
 //                  a kTr x kTr block of a transposed B (b[j * ldb + kk]) into
 //                  a micro-panel (out[kk * kNr + j])
@@ -84,7 +87,7 @@ void sgemm_pack_b(bool trans, const float* b, int64_t ldb, int64_t kc, int64_t n
       for (int64_t j = 0; j < nc; j += kNr) {
         float* dst = out + j * kc + kk * kNr;
         if (j + kNr <= nc) {
-          for (int64_t q = 0; q < kNr; ++q) dst[q] = src[j + q];
+          __builtin_memcpy(dst, src + j, sizeof(float) * kNr);  // a few vector moves, not kNr scalar ones
         } else {
           for (int64_t q = 0; q < kNr; ++q) dst[q] = j + q < nc ? src[j + q] : 0.0f;
         }
@@ -106,6 +109,14 @@ void sgemm_pack_b(bool trans, const float* b, int64_t ldb, int64_t kc, int64_t n
   }
 }
 
+// Asks for rows [first, last) of a block of op(B) as stored (`row_floats`
+// floats each, `ldb` apart) to be brought into L2, where packing will read
+// them: the next block's reads from memory overlap this block's arithmetic.
+inline void sgemm_prefetch_rows(const float* src, int64_t ldb, int64_t first, int64_t last, int64_t row_floats) {
+  for (int64_t r = first; r < last; ++r)
+    for (int64_t q = 0; q < row_floats; q += 16) __builtin_prefetch(src + r * ldb + q, 0, 2);
+}
+
 template <class Tile>
 void blocked_sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
                    const float* b, int64_t ldb, bool accumulate, float* c, int64_t ldc, float* packed_a,
@@ -121,7 +132,20 @@ void blocked_sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, 
       for (int64_t jc = 0; jc < n; jc += kNc) {
         const int64_t nc = sgemm_min(kNc, n - jc);
         sgemm_pack_b<Tile>(trans_b, trans_b ? b + jc * ldb + pc : b + pc * ldb + jc, ldb, kc, nc, packed_b);
+        // The block of B packed next: the next columns, else the next slice
+        // of k, else the first block again for the next rows of C.
+        int64_t next_pc = pc, next_jc = jc + kNc;
+        if (next_jc >= n) next_jc = 0, next_pc = pc + kKc < k ? pc + kKc : 0;
+        const bool has_next = next_jc > 0 || next_pc > 0 || ic + kMc < m;
+        const int64_t next_kc = sgemm_min(kKc, k - next_pc), next_nc = sgemm_min(kNc, n - next_jc);
+        const float* next = trans_b ? b + next_jc * ldb + next_pc : b + next_pc * ldb + next_jc;
+        const int64_t next_rows = Tile::kPrefetchNextB && has_next ? (trans_b ? next_nc : next_kc) : 0;
+        const int64_t next_row_floats = trans_b ? next_kc : next_nc;
+        const int64_t panels = (mc + kMr - 1) / kMr, rows_per_panel = (next_rows + panels - 1) / panels;
         for (int64_t ir = 0; ir < mc; ir += kMr) {
+          const int64_t first = ir / kMr * rows_per_panel;
+          sgemm_prefetch_rows(next, ldb, sgemm_min(first, next_rows), sgemm_min(first + rows_per_panel, next_rows),
+                              next_row_floats);
           const float* a_panel = packed_a + ir * kc;
           const int64_t rows = sgemm_min(kMr, mc - ir);
           for (int64_t jr = 0; jr < nc; jr += kNr) {

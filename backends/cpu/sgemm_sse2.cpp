@@ -21,6 +21,7 @@ struct Sse2Tile {
   // element.
   static constexpr int64_t kMr = 6, kNr = 8;
   static constexpr int64_t kKc = 256, kNc = 256, kMc = 3072;
+  static constexpr bool kPrefetchNextB = true;
   static constexpr int64_t kTr = 4;
 
   static void micro(int64_t kc, const float* __restrict a, const float* __restrict b, float* c, int64_t ldc,
