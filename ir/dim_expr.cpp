@@ -130,6 +130,12 @@ std::string DimExpr::str() const {
   return out;
 }
 
+bool DimExpr::mentions(std::string_view symbol) const {
+  const Node& n = *node_;
+  if (n.kind == Kind::symbol) return n.name == symbol;
+  return (n.lhs && DimExpr(n.lhs).mentions(symbol)) || (n.rhs && DimExpr(n.rhs).mentions(symbol));
+}
+
 bool DimExpr::operator==(const DimExpr& other) const {
   if (node_ == other.node_) return true;
   const Node& a = *node_;

@@ -6,6 +6,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 
 namespace pf {
 
@@ -36,6 +37,8 @@ class DimExpr {
   std::optional<int64_t> evaluate(const DimBinding& binding, std::string* missing = nullptr) const;
 
   std::string str() const;
+  /// Whether `symbol` occurs anywhere in the expression.
+  bool mentions(std::string_view symbol) const;
   bool operator==(const DimExpr& other) const;
 
  private:

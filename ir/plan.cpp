@@ -101,6 +101,12 @@ std::string JsonReader::string(const Json& object, std::string_view where, std::
   return v.get<std::string>();
 }
 
+bool JsonReader::boolean(const Json& object, std::string_view where, std::string_view key) const {
+  const Json& v = member(object, where, key);
+  if (!v.is_boolean()) fail(at(where, key) + " must be true or false");
+  return v.get<bool>();
+}
+
 int64_t JsonReader::integer(const Json& object, std::string_view where, std::string_view key, int64_t min,
                             int64_t max) const {
   const Json& v = member(object, where, key);
@@ -259,6 +265,7 @@ Json program_lines(const std::string& text) {
 Json tensor_json(const PlanTensor& t, bool with_peer) {
   Json j = {{"name", t.name}, {"type", t.type.str()}};
   if (with_peer) j["peer"] = t.peer;
+  if (t.whole) j["whole"] = true;  // only where it holds: plans of models whose every input is split read as before
   return j;
 }
 
@@ -393,12 +400,16 @@ class PlanReader {
     const Json& list = r_.array(object, where, key);
     for (size_t i = 0; i < list.size(); ++i) {
       std::string at = JsonReader::at(JsonReader::at(where, key), i);
+      const bool whole = !with_peer && list[i].is_object() && list[i].contains("whole");
       if (with_peer)
         r_.expect_keys(list[i], at, {"name", "type", "peer"});
+      else if (whole)
+        r_.expect_keys(list[i], at, {"name", "type", "whole"});
       else
         r_.expect_keys(list[i], at, {"name", "type"});
       PlanTensor t{r_.string(list[i], at, "name"), type(list[i], at), -1};
       if (with_peer) t.peer = static_cast<int>(r_.integer(list[i], at, "peer", 0, std::numeric_limits<int>::max()));
+      if (whole) t.whole = r_.boolean(list[i], at, "whole");
       out.push_back(std::move(t));
     }
     return out;

@@ -22,6 +22,9 @@ struct PlanTensor {
   /// Stage index of the other end: the sender for `recv`, the receiver for
   /// `send`; -1 for a batch input.
   int peer = -1;
+  /// For a batch input: it does not carry the batch dimension (ir/batch.h),
+  /// so every micro-batch reads it whole instead of a slice along axis 0.
+  bool whole = false;
 
   bool operator==(const PlanTensor&) const = default;
 };
@@ -56,7 +59,7 @@ struct PlanStage {
   std::string forward;              // IR text: a module with one graph
   std::string backward;             // IR text: the graph and @<graph>.backward; empty for an inference plan
   std::vector<PlanParam> params;
-  std::vector<PlanTensor> inputs;  // from the batch (tokens, targets...)
+  std::vector<PlanTensor> inputs;  // from the batch (tokens, targets...), micro-batch types; `whole` ones unsplit
   std::vector<PlanTensor> recv;    // activations received (their gradients are sent back)
   std::vector<PlanTensor> send;    // activations sent (their gradients are received)
   std::vector<std::string> stash;  // forward values kept per micro-batch for the backward
@@ -173,6 +176,7 @@ class JsonReader {
   void expect_keys(const Json& object, std::string_view where, std::initializer_list<std::string_view> keys) const;
   const Json& member(const Json& object, std::string_view where, std::string_view key) const;
   std::string string(const Json& object, std::string_view where, std::string_view key) const;
+  bool boolean(const Json& object, std::string_view where, std::string_view key) const;
   int64_t integer(const Json& object, std::string_view where, std::string_view key,
                   int64_t min = std::numeric_limits<int64_t>::min(),
                   int64_t max = std::numeric_limits<int64_t>::max()) const;

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 
+#include "ir/batch.h"
 #include "ir/printer.h"
 #include "ir/verifier.h"
 #include "partitioner/device_profile.h"
@@ -34,11 +35,7 @@ uint64_t text_hash(const std::string& text) {
 }  // namespace
 
 DimBinding microbatch_binding(const Module& model, const DimBinding& binding, int microbatches) {
-  const Function& g = model.graph();
-  if (g.args.empty() || g.arg_types[0].dims.empty() || g.arg_types[0].dims[0].kind() != DimExpr::Kind::symbol)
-    throw Error(fmt::format("@{}'s first input has no symbolic batch dimension to split into micro-batches", g.name),
-                g.loc);
-  const std::string& batch = g.arg_types[0].dims[0].name();
+  const std::string batch = batch_dimension(model.graph());
   int64_t size = binding.at(batch);
   if (microbatches < 1 || size % microbatches != 0)
     throw Error(fmt::format("the batch {}={} does not split into {} micro-batches; choose a batch divisible by {}",
@@ -53,6 +50,7 @@ CompileResult compile_plan(Module model, const DimBinding& binding, const std::s
   CompileResult result;
   const DType dtype = parse_compute_dtype(options.dtype, "--dtype");
   DimBinding micro = microbatch_binding(model, binding, options.microbatches);
+  const std::vector<std::string> unsplit = whole_inputs(model.graph());  // before shapes become concrete
   PassContext ctx{micro};
   verify_module(model, micro, VerifyOptions{true});
   run_passes(model, {"inline", "shape"}, ctx);
@@ -116,7 +114,7 @@ CompileResult compile_plan(Module model, const DimBinding& binding, const std::s
   plan.dtype = dtype;
   plan.loss_stage_output = graph.values[graph.returns[0]].name;
 
-  std::vector<StageModule> stages = split_into_stages(model, result.chosen.cuts);
+  std::vector<StageModule> stages = split_into_stages(model, result.chosen.cuts, unsplit);
   std::map<std::string, std::vector<int>> holders;  // parameter -> stages
   for (size_t s = 0; s < stages.size(); ++s)
     for (const std::string& p : stages[s].params) holders[p].push_back(static_cast<int>(s));
@@ -137,7 +135,10 @@ CompileResult compile_plan(Module model, const DimBinding& binding, const std::s
         if (other != static_cast<int>(s)) pp.shared_with.push_back(other);
       ps.params.push_back(std::move(pp));
     }
-    for (const std::string& n : sm.inputs) ps.inputs.push_back({n, g.type_of(g.find_value(n)), -1});
+    for (const std::string& n : sm.inputs) {
+      const bool whole = std::find(sm.whole_inputs.begin(), sm.whole_inputs.end(), n) != sm.whole_inputs.end();
+      ps.inputs.push_back({n, g.type_of(g.find_value(n)), -1, whole});
+    }
     for (const std::string& n : sm.recv) ps.recv.push_back({n, g.type_of(g.find_value(n)), static_cast<int>(s) - 1});
     for (const std::string& n : sm.send) ps.send.push_back({n, g.type_of(g.find_value(n)), static_cast<int>(s) + 1});
 

@@ -11,7 +11,8 @@
 
 namespace pf {
 
-std::vector<StageModule> split_into_stages(const Module& model, const std::vector<int>& cuts) {
+std::vector<StageModule> split_into_stages(const Module& model, const std::vector<int>& cuts,
+                                           const std::vector<std::string>& whole_inputs) {
   const Function& g = model.graph();
   int n = static_cast<int>(g.ops.size());
   std::vector<int> starts = {0};
@@ -67,6 +68,8 @@ std::vector<StageModule> split_into_stages(const Module& model, const std::vecto
       if (used) {
         add_arg(v);
         stage.inputs.push_back(g.values[v].name);
+        if (std::find(whole_inputs.begin(), whole_inputs.end(), g.values[v].name) != whole_inputs.end())
+          stage.whole_inputs.push_back(g.values[v].name);
       }
     }
     for (ValueId v : crossing[s]) {

@@ -210,7 +210,7 @@ struct Pipeline::Stage {
   std::unique_ptr<StageRunner> program;              // a StageProgram, or a CudaStageProgram on a GPU
   std::unique_ptr<Optimizer> optimizer;
   std::vector<int> input_args;                       // per graph argument: index into spec.inputs, or -1
-  std::vector<int64_t> input_sample_bytes;           // per model input the stage reads: bytes of one micro-batch
+  std::vector<int64_t> input_stride_bytes;           // per model input the stage reads: bytes from one micro-batch to the next (0: whole)
   std::vector<TensorType> input_types;               // per model input the stage reads: its micro-batch type
   std::vector<int> float_outputs;                    // differentiated results
   int results = 0;                                   // the graph's own results (the loss, then what it sends)
@@ -273,7 +273,11 @@ Pipeline::Pipeline(std::vector<StageModule> stages, const DimBinding& micro_bind
       auto it = std::find(st->spec.inputs.begin(), st->spec.inputs.end(), name);
       st->input_args.push_back(it == st->spec.inputs.end() ? -1 : static_cast<int>(it - st->spec.inputs.begin()));
       if (it != st->spec.inputs.end()) {
-        st->input_sample_bytes.push_back(graph.type_of(graph.args[a]).bytes());
+        // Micro-batch k reads bytes [k * stride, (k + 1) * stride) of a split
+        // input, and all of a whole one.
+        const bool whole = std::find(st->spec.whole_inputs.begin(), st->spec.whole_inputs.end(), name) !=
+                           st->spec.whole_inputs.end();
+        st->input_stride_bytes.push_back(whole ? 0 : graph.type_of(graph.args[a]).bytes());
         st->input_types.push_back(graph.type_of(graph.args[a]));
       }
     }
@@ -474,7 +478,10 @@ std::unique_ptr<Pipeline> Pipeline::from_plan(const Plan& plan, PipelineOptions 
     StageModule sm;
     sm.module = stage_program(plan, ps, "forward");
     sm.layers = ps.layers;
-    for (const PlanTensor& t : ps.inputs) sm.inputs.push_back(t.name);
+    for (const PlanTensor& t : ps.inputs) {
+      sm.inputs.push_back(t.name);
+      if (t.whole) sm.whole_inputs.push_back(t.name);
+    }
     for (const PlanTensor& t : ps.recv) sm.recv.push_back(t.name);
     for (const PlanTensor& t : ps.send) sm.send.push_back(t.name);
     for (const PlanParam& p : ps.params) sm.params.push_back(p.name);
@@ -640,7 +647,7 @@ void Pipeline::run_device(StepState& w, int device, bool backward) {
               const std::string& name = st.spec.inputs[model_input];
               auto it = std::find_if(inputs.begin(), inputs.end(), [&](auto& p) { return p.first == name; });
               if (it == inputs.end()) throw Error(fmt::format("the batch has no input '{}'", name));
-              const int64_t bytes = st.input_sample_bytes[input_index];
+              const int64_t bytes = st.input_stride_bytes[input_index];
               args.push_back(st.program->stage_input(static_cast<int>(i),
                                                      static_cast<const std::byte*>(it->second) + bytes * a.microbatch,
                                                      st.input_types[input_index]));

@@ -146,11 +146,13 @@ Runtime Runtime::load(const std::string& plan_path, const RuntimeOptions& option
       if (std::any_of(impl->inputs.begin(), impl->inputs.end(), [&](auto& p) { return p.first == t.name; }))
         continue;
       TensorType whole = t.type;
-      if (whole.shape.empty())
-        throw Error(fmt::format("{}: batch input '{}' is a scalar; inputs are split into micro-batches along their "
-                                "first axis",
-                                plan_path, t.name));
-      whole.shape[0] *= plan.microbatches;
+      if (!t.whole) {  // a slice of the batch per micro-batch
+        if (whole.shape.empty())
+          throw Error(fmt::format("{}: batch input '{}' is a scalar; inputs are split into micro-batches along their "
+                                  "first axis unless marked whole",
+                                  plan_path, t.name));
+        whole.shape[0] *= plan.microbatches;
+      }
       impl->inputs.emplace_back(t.name, whole);
     }
   return Runtime(std::move(impl));

@@ -416,6 +416,9 @@ std::string render_plan_text(const Plan& plan) {
   }
   for (const PlanStage& s : plan.stages) {
     out += fmt::format("\nstage {} on {}:\n", s.index, device_name(plan, s));
+    // Batch inputs are sliced per micro-batch; only the exceptions are listed.
+    for (const PlanTensor& t : s.inputs)
+      if (t.whole) out += fmt::format("  input {} {} whole: every micro-batch reads all of it\n", t.name, t.type.str());
     if (s.recv.empty() && s.send.empty()) out += "  no cut tensors\n";
     for (const PlanTensor& t : s.recv)
       out += fmt::format("  recv {} {} ({}) from stage {}\n", t.name, t.type.str(), bytes(t.type.bytes()), t.peer);

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <random>
 
+#include "ir/batch.h"
 #include "ir/diagnostic.h"
 #include "ir/parser.h"
 #include "ir/verifier.h"
@@ -16,12 +17,11 @@
 
 namespace pf::equivalence {
 
-const Model kMlp = {"mlp.pf", {{"I", 6}, {"H", 8}, {"L", 6}, {"K", 5}}};
-const Model kGpt = {"gpt.pf", {{"T", 4}, {"S", 4}, {"C", 8}, {"H", 2}, {"L", 6}, {"V", 13}}};
+const Model kMlp = {"examples/mlp.pf", {{"I", 6}, {"H", 8}, {"L", 6}, {"K", 5}}};
+const Model kGpt = {"examples/gpt.pf", {{"T", 4}, {"S", 4}, {"C", 8}, {"H", 2}, {"L", 6}, {"V", 13}}};
+const Model kTables = {"tests/runtime/models/tables.pf", {}};
 
-Module load(const Model& model) {
-  return parse_module(read_source_file(std::string(PF_SOURCE_DIR) + "/examples/" + model.file));
-}
+Module load(const Model& model) { return parse_module(read_source_file(std::string(PF_SOURCE_DIR) + "/" + model.file)); }
 
 DimBinding bind(const Module& m, const Model& model, int batch) {
   DimBinding overrides = model.overrides;
@@ -63,6 +63,7 @@ std::unique_ptr<Pipeline> make_pipeline(const Model& model, ScheduleKind kind, i
                                         const Placement& setup) {
   Module m = load(model);
   DimBinding b = bind(m, model, kBatch / micro);
+  const std::vector<std::string> whole = whole_inputs(m.graph());
   PassContext ctx{b};
   verify_module(m, b, VerifyOptions{true});
   run_passes(m, {"inline", "shape"}, ctx);
@@ -80,7 +81,7 @@ std::unique_ptr<Pipeline> make_pipeline(const Model& model, ScheduleKind kind, i
   options.dtype = setup.dtype;
   if (setup.gpu_of)
     for (int s = 0; s < stages; ++s) options.stage_gpus.push_back(setup.gpu_of(s, devices));
-  auto p = std::make_unique<Pipeline>(split_into_stages(m, cuts), b, options);
+  auto p = std::make_unique<Pipeline>(split_into_stages(m, cuts, whole), b, options);
   p->initialize(7);
   p->start();
   return p;

@@ -18,13 +18,16 @@ inline constexpr int kBatch = 24;  // divisible by every micro-batch count teste
 inline constexpr int kSteps = 3;
 
 struct Model {
-  const char* file;  // under examples/
+  const char* file;  // from the repository's root
   DimBinding overrides;
 };
 
-/// Tiny bindings of examples/mlp.pf and examples/gpt.pf.
+/// Tiny bindings of examples/mlp.pf and examples/gpt.pf, and
+/// tests/runtime/models/tables.pf, whose inputs include tables without the
+/// batch dimension (one read by its first layer, one by its sixth).
 extern const Model kMlp;
 extern const Model kGpt;
+extern const Model kTables;
 
 Module load(const Model& model);
 DimBinding bind(const Module& m, const Model& model, int batch);

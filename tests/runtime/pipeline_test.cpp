@@ -4,6 +4,9 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <map>
+#include <string>
+#include <utility>
 
 #include "ir/plan.h"
 #include "ir/verifier.h"
@@ -31,9 +34,9 @@ TEST_P(Equivalence, EveryScheduleMatchesOneDevice) {
         }
 }
 
-INSTANTIATE_TEST_SUITE_P(Models, Equivalence, testing::Values(&kMlp, &kGpt),
+INSTANTIATE_TEST_SUITE_P(Models, Equivalence, testing::Values(&kMlp, &kGpt, &kTables),
                          [](const testing::TestParamInfo<const Model*>& p) {
-                           return std::string(p.param == &kMlp ? "mlp" : "gpt");
+                           return std::string(p.param == &kMlp ? "mlp" : p.param == &kGpt ? "gpt" : "tables");
                          });
 
 TEST(PipelineFailure, AStageErrorStopsEveryWorkerWithOneMessage) { expect_bad_token_reported(); }
@@ -57,6 +60,39 @@ TEST(PipelinePlacement, CpuOnlyRunsAGpuPlanOnTheCpu) {
   Reference ref = single_device(kMlp);
   Module full = load(kMlp);
   verify_module(full, bind(full, kMlp, kBatch));
+  for (int step = 0; step < kSteps; ++step) {
+    Batch batch = make_batch(full.graph(), step);
+    EXPECT_NEAR(pipeline->train_step(batch.named).loss, ref.losses[step], 1e-5 * std::fabs(ref.losses[step]));
+  }
+}
+
+// A model with tables that do not carry the batch: its plan marks them whole
+// (and keeps the mark through JSON), and the pipeline built from the plan
+// hands them whole to every micro-batch, computing what one device computes.
+TEST(PipelineFromPlan, TablesReachEveryMicroBatchWhole) {
+  Module m = load(kTables);
+  DimBinding b = bind(m, kTables, kBatch);
+  CompileOptions co;
+  co.devices = "cpu:3";
+  co.microbatches = 4;
+  const Plan plan =
+      plan_from_json(plan_to_json(compile_plan(std::move(m), b, "tables.pf", co).plan), "tables.json");
+  std::map<std::string, std::pair<bool, std::string>> inputs;  // name -> whole, type as the stage reads it
+  for (const PlanStage& stage : plan.stages)
+    for (const PlanTensor& t : stage.inputs) inputs[t.name] = {t.whole, t.type.str()};
+  using Input = std::pair<bool, std::string>;
+  EXPECT_EQ(inputs, (std::map<std::string, Input>{{"x", {false, "f32[6,6]"}},
+                                                   {"scale", {true, "f32[6,8]"}},
+                                                   {"shift", {true, "f32[8]"}},
+                                                   {"y", {false, "i32[6]"}}}));
+  PipelineOptions options;
+  options.train = sgd();
+  auto pipeline = Pipeline::from_plan(plan, options);
+  pipeline->initialize(7);
+  pipeline->start();
+  Reference ref = single_device(kTables);
+  Module full = load(kTables);
+  verify_module(full, bind(full, kTables, kBatch));
   for (int step = 0; step < kSteps; ++step) {
     Batch batch = make_batch(full.graph(), step);
     EXPECT_NEAR(pipeline->train_step(batch.named).loss, ref.losses[step], 1e-5 * std::fabs(ref.losses[step]));

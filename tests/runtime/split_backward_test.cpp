@@ -31,7 +31,7 @@ Differentiated stage_of_gpt(int s) {
   run_passes(m, {"inline", "shape"}, ctx);
   CostGraph cg = build_cost_graph(m.graph(), b, [](const Function&, const Op&, const OpCost&) { return OpTiming{}; });
   const auto& c = cg.cut_candidates;
-  std::vector<StageModule> stages = split_into_stages(m, {c[c.size() / 3], c[2 * c.size() / 3]});
+  std::vector<StageModule> stages = split_into_stages(m, {c[c.size() / 3], c[2 * c.size() / 3]}, {});
   StageModule& st = stages.at(static_cast<size_t>(s));
   const AutodiffOptions ad = stage_autodiff_options(st);
   Differentiated d{std::move(st.module), {}, {}};
