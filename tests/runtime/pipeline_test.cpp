@@ -41,6 +41,23 @@ INSTANTIATE_TEST_SUITE_P(Models, Equivalence, testing::Values(&kMlp, &kGpt, &kTa
 
 TEST(PipelineFailure, AStageErrorStopsEveryWorkerWithOneMessage) { expect_bad_token_reported(); }
 
+// A pipeline from `plan` loses what one device loses on `model`, step by step.
+void expect_plan_matches_one_device(const Plan& plan, const Model& model, bool cpu_only) {
+  PipelineOptions options;
+  options.train = sgd();
+  options.cpu_only = cpu_only;
+  auto pipeline = Pipeline::from_plan(plan, options);
+  pipeline->initialize(7);
+  pipeline->start();
+  Reference ref = single_device(model);
+  Module full = load(model);
+  verify_module(full, bind(full, model, kBatch));
+  for (int step = 0; step < kSteps; ++step) {
+    Batch batch = make_batch(full.graph(), step);
+    EXPECT_NEAR(pipeline->train_step(batch.named).loss, ref.losses[step], 1e-5 * std::fabs(ref.losses[step]));
+  }
+}
+
 // A plan compiled for GPUs runs every stage on the CPU when asked to, and
 // computes there what one device computes.
 TEST(PipelinePlacement, CpuOnlyRunsAGpuPlanOnTheCpu) {
@@ -51,19 +68,7 @@ TEST(PipelinePlacement, CpuOnlyRunsAGpuPlanOnTheCpu) {
   co.microbatches = 4;
   Plan plan = compile_plan(std::move(m), b, "mlp.pf", co).plan;
   ASSERT_EQ(plan.devices.at(0).kind, "cuda");
-  PipelineOptions options;
-  options.train = sgd();
-  options.cpu_only = true;
-  auto pipeline = Pipeline::from_plan(plan, options);
-  pipeline->initialize(7);
-  pipeline->start();
-  Reference ref = single_device(kMlp);
-  Module full = load(kMlp);
-  verify_module(full, bind(full, kMlp, kBatch));
-  for (int step = 0; step < kSteps; ++step) {
-    Batch batch = make_batch(full.graph(), step);
-    EXPECT_NEAR(pipeline->train_step(batch.named).loss, ref.losses[step], 1e-5 * std::fabs(ref.losses[step]));
-  }
+  expect_plan_matches_one_device(plan, kMlp, /*cpu_only=*/true);
 }
 
 // A model with tables that do not carry the batch: its plan marks them whole
@@ -85,18 +90,7 @@ TEST(PipelineFromPlan, TablesReachEveryMicroBatchWhole) {
                                                    {"scale", {true, "f32[6,8]"}},
                                                    {"shift", {true, "f32[8]"}},
                                                    {"y", {false, "i32[6]"}}}));
-  PipelineOptions options;
-  options.train = sgd();
-  auto pipeline = Pipeline::from_plan(plan, options);
-  pipeline->initialize(7);
-  pipeline->start();
-  Reference ref = single_device(kTables);
-  Module full = load(kTables);
-  verify_module(full, bind(full, kTables, kBatch));
-  for (int step = 0; step < kSteps; ++step) {
-    Batch batch = make_batch(full.graph(), step);
-    EXPECT_NEAR(pipeline->train_step(batch.named).loss, ref.losses[step], 1e-5 * std::fabs(ref.losses[step]));
-  }
+  expect_plan_matches_one_device(plan, kTables, /*cpu_only=*/false);
 }
 
 }  // namespace
