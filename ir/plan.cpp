@@ -537,6 +537,7 @@ class PlanChecker {
     check_devices();
     check_stage_numbers();
     for (const PlanStage& s : plan_.stages) check_tensor_lists(s);
+    check_batch_inputs();
     for (const PlanStage& s : plan_.stages) check_received(s);
     for (const PlanStage& s : plan_.stages) check_sent(s);
     check_tied_params();
@@ -594,6 +595,23 @@ class PlanChecker {
       if (!sent.insert({t.name, t.peer}).second)
         fail(fmt::format("stage {} sends {} to stage {} twice", s.index, t.name, t.peer));
     }
+  }
+
+  // Stages reading the same batch input read it alike: one micro-batch type,
+  // split or whole; a split one has an axis to split.
+  void check_batch_inputs() const {
+    std::map<std::string, const PlanTensor*> first;
+    for (const PlanStage& s : plan_.stages)
+      for (const PlanTensor& t : s.inputs) {
+        if (!t.whole && t.type.shape.empty())
+          fail(fmt::format("stage {} reads {} {} split into micro-batches, but it has no axis to split; mark it "
+                           "whole",
+                           s.index, t.name, t.type.str()));
+        auto [it, added] = first.emplace(t.name, &t);
+        if (!added && (it->second->type != t.type || it->second->whole != t.whole))
+          fail(fmt::format("stages read batch input {} differently: {}{} and {}{}", t.name, it->second->type.str(),
+                           it->second->whole ? " whole" : "", t.type.str(), t.whole ? " whole" : ""));
+      }
   }
 
   static const PlanTensor* find(const std::vector<PlanTensor>& list, const std::string& name, int peer) {

@@ -146,13 +146,7 @@ Runtime Runtime::load(const std::string& plan_path, const RuntimeOptions& option
       if (std::any_of(impl->inputs.begin(), impl->inputs.end(), [&](auto& p) { return p.first == t.name; }))
         continue;
       TensorType whole = t.type;
-      if (!t.whole) {  // a slice of the batch per micro-batch
-        if (whole.shape.empty())
-          throw Error(fmt::format("{}: batch input '{}' is a scalar; inputs are split into micro-batches along their "
-                                  "first axis unless marked whole",
-                                  plan_path, t.name));
-        whole.shape[0] *= plan.microbatches;
-      }
+      if (!t.whole) whole.shape[0] *= plan.microbatches;  // a slice per micro-batch (the plan has the axis: loading checked)
       impl->inputs.emplace_back(t.name, whole);
     }
   return Runtime(std::move(impl));

@@ -184,6 +184,28 @@ TEST(Plan, JsonIsReadable) {
     EXPECT_NE(text.find(line), std::string::npos) << line;
 }
 
+// A batch input read whole by every micro-batch says so; the others carry no
+// mark, as in plans written before the field.
+TEST(Plan, MarksBatchInputsReadWhole) {
+  Plan plan = two_stage_plan();
+  plan.stages[1].inputs[0].whole = true;
+  const std::string text = plan_to_json(plan);
+  EXPECT_NE(text.find(R"("inputs": [{"name": "x", "type": "f32[4,8]"}],)"), std::string::npos) << text;
+  EXPECT_NE(text.find(R"("inputs": [{"name": "y", "type": "f32[4,8]", "whole": true}],)"), std::string::npos) << text;
+  EXPECT_EQ(plan_from_json(text, "plan.json"), plan);
+  EXPECT_EQ(json_error([](Json& j) { j["stages"][0]["inputs"][0]["whole"] = "yes"; }),
+            "plan.json: stages[0].inputs[0].whole must be true or false");
+  EXPECT_EQ(plan_error([](Plan& p) {
+              p.stages[1].inputs[0] = p.stages[0].inputs[0];  // stage 1 reads x too, but whole
+              p.stages[1].inputs[0].whole = true;
+            }),
+            "plan.json: stages read batch input x differently: f32[4,8] and f32[4,8] whole");
+  EXPECT_EQ(plan_error([](Plan& p) { p.stages[0].inputs[0].type = TensorType{DType::f32, {}}; }),
+            "plan.json: stage 0 reads x f32[] split into micro-batches, but it has no axis to split; mark it whole");
+  EXPECT_EQ(json_error([](Json& j) { j["stages"][0]["send"][0]["whole"] = true; }),
+            "plan.json: stages[0].send[0] has an unknown field \"whole\"");
+}
+
 TEST(Plan, RecordsItsComputeDtype) {
   Plan plan = two_stage_plan();
   EXPECT_NE(plan_to_json(plan).find("\"dtype\": \"f32\","), std::string::npos);
