@@ -60,9 +60,9 @@ TEST_P(CudaEquivalence, CpuAndGpuStagesHandOverBothWays) {
   expect_same(ref, model, ScheduleKind::one_f_one_b, 2, 4, 1, mixed);
 }
 
-INSTANTIATE_TEST_SUITE_P(Models, CudaEquivalence, ::testing::Values(&kMlp, &kGpt),
+INSTANTIATE_TEST_SUITE_P(Models, CudaEquivalence, ::testing::Values(&kMlp, &kGpt, &kTables),
                          [](const ::testing::TestParamInfo<const Model*>& p) {
-                           return std::string(p.param == &kMlp ? "mlp" : "gpt");
+                           return std::string(p.param == &kMlp ? "mlp" : p.param == &kGpt ? "gpt" : "tables");
                          });
 
 TEST(CudaPipeline, Bf16TrainsTheTinyGptCloseToF32) {
