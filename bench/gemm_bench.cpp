@@ -160,7 +160,7 @@ int main(int argc, char** argv) {
     const double openblas = pf::bench::median(contenders[0].seconds);
     std::string row = fmt::format("| {} | {}{} | {}x{}x{} | {:.1f} |", p.what, p.trans_a ? 'T' : 'N',
                                   p.trans_b ? 'T' : 'N', p.m, p.n, p.k, flops / openblas / 1e9);
-    const SgemmKernel chosen = pf::cpu::sgemm_kernel_for(isa, p.m, p.n, p.k);
+    const SgemmKernel chosen = pf::cpu::sgemm_kernel_for(isa, p.n);
     double chosen_seconds = openblas;
     for (size_t i = 1; i < contenders.size(); ++i) {
       const double t = pf::bench::median(contenders[i].seconds), gflops = flops / t / 1e9;

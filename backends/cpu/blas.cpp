@@ -29,12 +29,12 @@ CBLAS_TRANSPOSE trans(bool t) { return t ? CblasTrans : CblasNoTrans; }
 
 std::atomic<bool> openblas_sgemm_only{false};
 
-// The kernel of an f32 product: decided once for the whole product, so that
+// The kernel of an f32 product `n` columns wide: decided once for the whole product, so that
 // the blocks it is split into on several threads all take the same kernel
 // and give the bits one thread would (sgemm.h).
-SgemmKernel sgemm_kernel_of(int64_t m, int64_t n, int64_t k) {
+SgemmKernel sgemm_kernel_of(int64_t n) {
   if (openblas_sgemm_only.load(std::memory_order_relaxed)) return SgemmKernel::openblas;
-  return sgemm_kernel_for(cpu_isa(), m, n, k);
+  return sgemm_kernel_for(cpu_isa(), n);
 }
 
 void blas_gemm(SgemmKernel kernel, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const float* a,
@@ -113,7 +113,7 @@ void gemm_with(Start start, bool trans_a, bool trans_b, int64_t m, int64_t n, in
     if (start == Start::bias) fill_rows(c, m, n, ldc, bias);
     return;
   }
-  const SgemmKernel kernel = std::is_same_v<T, float> ? sgemm_kernel_of(m, n, k) : SgemmKernel::openblas;
+  const SgemmKernel kernel = std::is_same_v<T, float> ? sgemm_kernel_of(n) : SgemmKernel::openblas;
   // OpenBLAS's sums depend on where a block's edges fall: the f64 products
   // (references and tests, never a training step's hot path) run whole, so
   // that they too give the same bits on any number of threads. Only the f32
@@ -173,7 +173,7 @@ void use_openblas_sgemm(bool openblas_only) { openblas_sgemm_only = openblas_onl
 
 const char* sgemm_kernel_name() {
   // The kernel of the step's typical product (wide enough for any tile).
-  return sgemm_kernel_label(sgemm_kernel_of(256, 4096, 4096));
+  return sgemm_kernel_label(sgemm_kernel_of(4096));
 }
 
 }  // namespace pf::cpu

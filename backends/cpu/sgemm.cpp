@@ -34,7 +34,7 @@ PackBuffers& pack_buffers() {
 float* sgemm_pack_a() { return pack_buffers().a.get(); }
 float* sgemm_pack_b() { return pack_buffers().b.get(); }
 
-SgemmKernel sgemm_kernel_for(CpuIsa isa, int64_t /*m*/, int64_t n, int64_t /*k*/) {
+SgemmKernel sgemm_kernel_for(CpuIsa isa, int64_t n) {
   switch (isa) {
     case CpuIsa::avx512: return n >= 48 ? SgemmKernel::avx512 : SgemmKernel::avx2;
     case CpuIsa::avx2: return SgemmKernel::avx2;

@@ -29,11 +29,11 @@ enum class SgemmKernel {
   openblas,  // cblas_sgemm, only when asked for (use_openblas_sgemm)
 };
 
-/// The own kernel for a product of this shape at this instruction-set
-/// level: the widest tile the level has, but AVX2's for products much
-/// narrower than AVX-512's 64-column tile (most of it would be padding).
-/// Never openblas.
-SgemmKernel sgemm_kernel_for(CpuIsa isa, int64_t m, int64_t n, int64_t k);
+/// The own kernel for a product `n` columns wide (of the whole product, not
+/// of a block of it) at this instruction-set level: the widest tile the
+/// level has, but AVX2's for products much narrower than AVX-512's 64-column
+/// tile (most of it would be padding). Never openblas.
+SgemmKernel sgemm_kernel_for(CpuIsa isa, int64_t n);
 
 /// "pipeforge-avx512", "pipeforge-avx2", "pipeforge-sse2" or "openblas".
 const char* sgemm_kernel_label(SgemmKernel kernel);
