@@ -29,9 +29,9 @@ CBLAS_TRANSPOSE trans(bool t) { return t ? CblasTrans : CblasNoTrans; }
 
 std::atomic<bool> openblas_sgemm_only{false};
 
-// The kernel of an f32 product `n` columns wide: decided once for the whole product, so that
-// the blocks it is split into on several threads all take the same kernel
-// and give the bits one thread would (sgemm.h).
+// The kernel of an f32 product `n` columns wide: decided once for the whole
+// product, so that the blocks it is split into on several threads all take
+// the same kernel and give the bits one thread would (sgemm.h).
 SgemmKernel sgemm_kernel_of(int64_t n) {
   if (openblas_sgemm_only.load(std::memory_order_relaxed)) return SgemmKernel::openblas;
   return sgemm_kernel_for(cpu_isa(), n);
