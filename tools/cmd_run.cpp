@@ -9,7 +9,6 @@
 #include <memory>
 
 #include "backends/cpu/blas.h"
-#include "ir/batch.h"
 #include "ir/plan.h"
 #include "ir/printer.h"
 #include "ir/units.h"
@@ -19,6 +18,7 @@
 #include "runtime/safetensors.h"
 #include "runtime/trainer.h"
 #include "tools/command.h"
+#include "tools/run_flags.h"
 
 namespace pf::tools {
 
@@ -141,89 +141,6 @@ RuntimeOptions runtime_options(const RunOptions& o) {
   return r;
 }
 
-// ---------------------------------------------------------------------------
-// Flags that mean something for a model or for a plan, not for both: given
-// where they mean nothing, they stop the run with what to do instead.
-
-/// The batch a plan was compiled for: a split input's leading dimension over
-/// all micro-batches (0 when every input is whole).
-int64_t plan_batch(const Plan& plan) {
-  for (const PlanStage& stage : plan.stages)
-    for (const PlanTensor& t : stage.inputs)
-      if (!t.whole && !t.type.shape.empty()) return t.type.shape[0] * plan.microbatches;
-  return 0;
-}
-
-/// The plan's devices as `--devices` takes them: runs of one kind, counted
-/// ("cpu:4", "a100:2,h100:2").
-std::string devices_flag(const Plan& plan) {
-  std::vector<std::pair<std::string, int>> runs;
-  for (const PlanDevice& d : plan.devices) {
-    const std::string kind = d.name.substr(0, d.name.find(':'));
-    if (runs.empty() || runs.back().first != kind) runs.emplace_back(kind, 0);
-    runs.back().second += 1;
-  }
-  std::string out;
-  for (const auto& [kind, count] : runs) out += fmt::format("{}{}:{}", out.empty() ? "" : ",", kind, count);
-  return out;
-}
-
-/// The command that compiles the plan's model again as it was compiled, but
-/// for batch `batch`: the dimensions the plan fixed where the model declares
-/// others (when the model file is still there to read), its devices, micro-
-/// batches and schedule.
-std::string recompile_command(const Plan& plan, const std::string& plan_path, int64_t batch) {
-  std::string bind;
-  try {
-    const LoadedModel model = load_model(plan.model_source, "", false);
-    const std::string batch_dim = batch_dimension(model.module.graph());
-    const DimBinding declared = model.module.binding({});
-    for (const auto& [dim, value] : plan.binding) {
-      auto it = declared.find(dim);
-      if (dim != batch_dim && (it == declared.end() || it->second != value))
-        bind += fmt::format("{}{}={}", bind.empty() ? " --bind " : ",", dim, value);
-    }
-  } catch (const Error&) {
-    bind = " --bind ...";  // the model changed or moved: the dimensions are the user's to give
-  }
-  std::string command = fmt::format("pipeforge compile {}{} --batch {} --devices {} --microbatches {} --schedule {}",
-                                    plan.model_source, bind, batch, devices_flag(plan), plan.microbatches,
-                                    plan.schedule);
-  if (plan.virtual_stages > 1) command += fmt::format(" --virtual {}", plan.virtual_stages);
-  if (plan.dtype != DType::f32) command += fmt::format(" --dtype {}", dtype_name(plan.dtype));
-  return command + " -o " + plan_path;
-}
-
-/// Flags of one device's training given with a plan: `--batch` other than
-/// the plan's, `--bind`, `--threads`.
-void check_plan_flags(const CLI::App& cmd, const RunOptions& o, const Plan& plan) {
-  const int64_t batch = plan_batch(plan);
-  if (cmd.count("--batch") > 0 && o.batch != batch)
-    throw Error(fmt::format("--batch {}: {} was compiled for batch {} ({} micro-batches of {}), and a plan's shapes "
-                            "are fixed when it is compiled; compile it again for batch {}: {}",
-                            o.batch, o.file, batch, plan.microbatches, batch / plan.microbatches, o.batch,
-                            recompile_command(plan, o.file, o.batch)));
-  if (cmd.count("--bind") > 0)
-    throw Error(fmt::format("--bind: {}'s dimensions were fixed when it was compiled; compile the model again with "
-                            "the ones you want, starting from the command that made it: {}",
-                            o.file, recompile_command(plan, o.file, batch)));
-  if (cmd.count("--threads") > 0)
-    throw Error(fmt::format("--threads sets the threads of the one device that trains a model (.pf); each of {}'s "
-                            "{} devices runs on one core: to use more cores, compile the model for more devices "
-                            "(--devices cpu:N)",
-                            o.file, plan.devices.size()));
-}
-
-/// Flags of a plan's run given with a model: `--trace`, `--timeout`,
-/// `--checkpoint`, `--resume`.
-void check_model_flags(const CLI::App& cmd, const RunOptions& o) {
-  for (const char* flag : {"--trace", "--timeout", "--checkpoint", "--resume"})
-    if (cmd.count(flag) > 0)
-      throw Error(fmt::format("{} applies to a plan (.json) trained across its devices, not to a model ({}); compile "
-                              "it first: pipeforge compile {} --devices cpu:N -o PLAN.json",
-                              flag, o.file, o.file));
-}
-
 // A pipeline from a plan: the same data, weights and outputs as one device,
 // plus the measured bubble, the activations each stage held, a trace, and
 // checkpoints. A failing step throws before anything is written, so the last
@@ -231,7 +148,7 @@ void check_model_flags(const CLI::App& cmd, const RunOptions& o) {
 void run_plan(const CLI::App& cmd, const RunOptions& o) {
   Runtime runtime = Runtime::load(o.file, runtime_options(o));
   const Plan& plan = runtime.plan();
-  check_plan_flags(cmd, o, plan);
+  check_plan_flags(cmd, plan, o.file);
   if (!o.resume.empty()) {
     runtime.load_checkpoint(o.resume);
     if (runtime.step() >= o.steps)
@@ -301,8 +218,9 @@ void run_plan(const CLI::App& cmd, const RunOptions& o) {
 }
 
 void run_model(const CLI::App& cmd, const RunOptions& o) {
+  check_optimizer_flags(cmd, o.train.optimizer);
   if (o.file.ends_with(".json")) return run_plan(cmd, o);
-  check_model_flags(cmd, o);
+  check_model_flags(cmd, o.file);
   cpu::set_cpu_threads(o.threads);
   LoadedModel model = load_model(o.file, o.bind, true);
   if (o.batch > 0) bind_batch(model, o.batch);
@@ -355,6 +273,8 @@ void add_run_command(CLI::App& app) {
       "run", "train a model (.pf) on one CPU device, or a plan (.json) across its devices; one line per step");
   cmd->add_option("file", o->file, "model file (.pf) or plan (.json)")->required();
   add_bind_option(*cmd, o->bind);
+  cmd->get_option("--bind")->description(
+      "override dimensions declared in the model, e.g. B=8,T=64; with a plan, only the values it was compiled with");
   cmd->add_option("--steps", o->steps, "training steps")->check(CLI::PositiveNumber);
   cmd->add_option("--batch", o->batch,
                   "batch size (binds the first input's leading dimension); with a plan, only the batch it was compiled "
@@ -363,7 +283,7 @@ void add_run_command(CLI::App& app) {
   cmd->add_option("--optimizer", o->train.optimizer, "sgd or adamw")->check(CLI::IsMember({"sgd", "adamw"}));
   cmd->add_option("--lr", o->train.lr, "learning rate (default 0.01 for sgd, 0.001 for adamw)")
       ->each([o](const std::string&) { o->lr_given = true; });
-  cmd->add_option("--momentum", o->train.momentum, "sgd momentum");
+  cmd->add_option("--momentum", o->train.momentum, "sgd momentum (with --optimizer sgd only)");
   cmd->add_option("--weight-decay", o->train.weight_decay, "decoupled weight decay (matrices only)");
   cmd->add_option("--clip", o->train.clip, "clip gradients to this global norm (0: off)");
   cmd->add_option("--warmup", o->train.warmup, "linear warm-up steps, then cosine decay to lr/10");
@@ -375,20 +295,22 @@ void add_run_command(CLI::App& app) {
   cmd->add_option("--data", o->data, "use this batch (safetensors, by input name) at every step");
   cmd->add_option("--save-grads", o->save_grads, "write the first step's gradients here (safetensors)");
   cmd->add_option("--save-weights", o->save_weights, "write the trained weights here (safetensors)");
-  cmd->add_option("--threads", o->threads, "threads of the device (a model only; each of a plan's devices takes one)")
+  cmd->add_option("--threads", o->threads,
+                  "threads of the device training a model (refused with a plan: each of its devices runs on one core)")
       ->check(CLI::PositiveNumber);
-  cmd->add_option("--trace", o->trace, "write a Chrome/Perfetto trace of every stage's actions (plans)");
+  cmd->add_option("--trace", o->trace, "write a Chrome/Perfetto trace of every stage's actions (plans only)");
   cmd->add_option("--timeout", o->timeout,
-                  "seconds a stage may wait for its peer, or spend in one computation, before the run stops (plans)")
+                  "seconds a stage may wait for its peer, or spend in one computation, before the run stops "
+                  "(plans only)")
       ->check(CLI::PositiveNumber);
   CLI::Option* checkpoint =
       cmd->add_option("--checkpoint", o->checkpoint,
-                      "write weights, optimizer state and step here after the last step (plans; safetensors)");
+                      "write weights, optimizer state and step here after the last step (plans only; safetensors)");
   cmd->add_option("--checkpoint-every", o->checkpoint_every, "also write the checkpoint every N steps")
       ->check(CLI::PositiveNumber)
       ->needs(checkpoint);
   cmd->add_option("--resume", o->resume,
-                  "go on from this checkpoint up to --steps (plans; same options as the run that wrote it)")
+                  "go on from this checkpoint up to --steps (plans only; same options as the run that wrote it)")
       ->excludes(init_from);
   cmd->callback([cmd, o] { run_model(*cmd, *o); });
 }
