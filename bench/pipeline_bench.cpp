@@ -20,7 +20,7 @@
 #include "partitioner/compile.h"
 #include "runtime/pipeline.h"
 #include "runtime/random_batch.h"
-#include "runtime/trainer.h"
+#include "trainer/trainer.h"
 
 namespace pf {
 namespace {

@@ -25,7 +25,7 @@
 #include "ir/parser.h"
 #include "ir/verifier.h"
 #include "runtime/random_batch.h"
-#include "runtime/trainer.h"
+#include "trainer/trainer.h"
 
 namespace {
 

@@ -11,6 +11,7 @@
 
 #include <fmt/format.h>
 
+#include <atomic>
 #include <cerrno>
 #include <charconv>
 #include <cmath>
@@ -462,7 +463,16 @@ class Parser {
 
 }  // namespace
 
-Module parse_module(std::shared_ptr<const SourceFile> file) { return Parser(std::move(file)).parse(); }
+namespace {
+std::atomic<int64_t> parsed{0};
+}  // namespace
+
+Module parse_module(std::shared_ptr<const SourceFile> file) {
+  parsed.fetch_add(1, std::memory_order_relaxed);
+  return Parser(std::move(file)).parse();
+}
+
+int64_t modules_parsed() { return parsed.load(std::memory_order_relaxed); }
 
 Module parse_module_text(std::string name, std::string text) {
   return parse_module(std::make_shared<SourceFile>(std::move(name), std::move(text)));

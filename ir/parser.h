@@ -1,6 +1,7 @@
 // Reads the textual IR into a Module.
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <string>
 
@@ -13,5 +14,9 @@ namespace pf {
 /// types and shapes by the verifier. Throws a located Error.
 Module parse_module(std::shared_ptr<const SourceFile> file);
 Module parse_module_text(std::string name, std::string text);
+
+/// How many modules this process has parsed: a count that lets tests see
+/// that loading a plan parses each stage program once.
+int64_t modules_parsed();
 
 }  // namespace pf

@@ -74,13 +74,14 @@ std::string JsonReader::at(std::string_view where, std::string_view key) {
 
 std::string JsonReader::at(std::string_view where, size_t index) { return fmt::format("{}[{}]", where, index); }
 
-void JsonReader::expect_keys(const Json& object, std::string_view where,
-                             std::initializer_list<std::string_view> keys) const {
+void JsonReader::expect_keys(const Json& object, std::string_view where, std::initializer_list<std::string_view> keys,
+                             std::initializer_list<std::string_view> optional) const {
   if (!object.is_object())
     fail(where.empty() ? "the document must be a JSON object" : fmt::format("{} must be an object", where));
   for (std::string_view key : keys) member(object, where, key);
   for (const auto& item : object.items()) {
     if (std::find(keys.begin(), keys.end(), item.key()) != keys.end()) continue;
+    if (std::find(optional.begin(), optional.end(), item.key()) != optional.end()) continue;
     fail(where.empty() ? fmt::format("unknown field \"{}\"", item.key())
                        : fmt::format("{} has an unknown field \"{}\"", where, item.key()));
   }
@@ -281,7 +282,7 @@ Json stage_json(const PlanStage& s) {
     params.push_back({{"name", p.name}, {"type", p.type.str()}, {"init", p.init}, {"shared_with", p.shared_with}});
   const PlanStage::Prediction& pr = s.predicted;
   std::string where = fmt::format("stage {}'s predicted ", s.index);
-  return Json{
+  Json j{
       {"index", s.index},
       {"device", s.device},
       {"layers", s.layers},
@@ -298,10 +299,16 @@ Json stage_json(const PlanStage& s) {
       {"inputs", tensors_json(s.inputs, false)},
       {"recv", tensors_json(s.recv, true)},
       {"send", tensors_json(s.send, true)},
-      {"stash", s.stash},
-      {"forward", program_lines(s.forward)},
-      {"backward", program_lines(s.backward)},
   };
+  if (s.gradients) {
+    const GradientProgram& g = *s.gradients;
+    j["gradients"] = {{"backward", g.backward},   {"results", g.original_results}, {"outputs", g.outputs},
+                      {"seeds", g.seeds},              {"stash", g.stash},
+                      {"input_grads", g.input_grads}, {"params", g.params}};
+  }
+  if (s.split) j["split"] = {{"input", s.split->input}, {"weight", s.split->weight}, {"deferred", s.split->deferred}};
+  j["program"] = program_lines(s.program);
+  return j;
 }
 
 }  // namespace
@@ -333,7 +340,7 @@ std::string plan_to_json(const Plan& plan) {
         {"bubble_fraction", finite(pr.bubble_fraction, "the predicted bubble_fraction")}}},
       {"stages", stages},
   };
-  return format_json(doc, {"forward", "backward"});
+  return format_json(doc, {"program"});
 }
 
 void save_plan(const Plan& plan, const std::string& path) { write_file_atomically(path, plan_to_json(plan)); }
@@ -418,7 +425,8 @@ class PlanReader {
   PlanStage stage(const Json& j, const std::string& where) const {
     r_.expect_keys(
         j, where,
-        {"index", "device", "layers", "predicted", "params", "inputs", "recv", "send", "stash", "forward", "backward"});
+        {"index", "device", "layers", "predicted", "params", "inputs", "recv", "send", "program"},
+        {"gradients", "split"});
     constexpr int64_t kMaxInt = std::numeric_limits<int>::max();
     PlanStage s;
     s.index = static_cast<int>(r_.integer(j, where, "index", 0, kMaxInt));
@@ -455,10 +463,38 @@ class PlanReader {
     s.inputs = tensors(j, where, "inputs", false);
     s.recv = tensors(j, where, "recv", true);
     s.send = tensors(j, where, "send", true);
-    s.stash = strings(j, where, "stash");
-    s.forward = program(j, where, "forward");
-    s.backward = program(j, where, "backward");
+    if (j.contains("gradients")) s.gradients = gradients(j, where);
+    if (j.contains("split")) {
+      const std::string at = JsonReader::at(where, "split");
+      const Json& split = r_.object(j, where, "split");
+      r_.expect_keys(split, at, {"input", "weight", "deferred"});
+      s.split = BackwardSplit{r_.string(split, at, "input"), r_.string(split, at, "weight"),
+                              strings(split, at, "deferred")};
+    }
+    s.program = program(j, where, "program");
     return s;
+  }
+
+  GradientProgram gradients(const Json& stage, const std::string& where) const {
+    const std::string at = JsonReader::at(where, "gradients");
+    const Json& j = r_.object(stage, where, "gradients");
+    r_.expect_keys(j, at, {"backward", "results", "outputs", "seeds", "stash", "input_grads", "params"});
+    GradientProgram g;
+    g.backward = r_.string(j, at, "backward");
+    g.original_results = static_cast<int>(r_.integer(j, at, "results", 0, std::numeric_limits<int>::max()));
+    const Json& outputs = r_.array(j, at, "outputs");
+    for (size_t i = 0; i < outputs.size(); ++i) {
+      if (!outputs[i].is_number_integer() || outputs[i].get<int64_t>() < 0 ||
+          outputs[i].get<int64_t>() >= g.original_results)
+        r_.fail(fmt::format("{} must be a result index below {}", JsonReader::at(JsonReader::at(at, "outputs"), i),
+                            g.original_results));
+      g.outputs.push_back(outputs[i].get<int>());
+    }
+    g.seeds = strings(j, at, "seeds");
+    g.stash = strings(j, at, "stash");
+    g.input_grads = strings(j, at, "input_grads");
+    g.params = strings(j, at, "params");
+    return g;
   }
 
   Plan plan(const Json& doc) const {
@@ -531,7 +567,8 @@ std::string tensor_text(const PlanTensor& t) { return t.name + " " + t.type.str(
 
 class PlanChecker {
  public:
-  PlanChecker(const Plan& plan, const JsonReader& r) : plan_(plan), r_(r) {}
+  PlanChecker(const Plan& plan, const JsonReader& r, std::vector<Module>* programs)
+      : plan_(plan), r_(r), programs_(programs) {}
 
   void check() {
     check_devices();
@@ -541,7 +578,10 @@ class PlanChecker {
     for (const PlanStage& s : plan_.stages) check_received(s);
     for (const PlanStage& s : plan_.stages) check_sent(s);
     check_tied_params();
-    for (const PlanStage& s : plan_.stages) check_programs(s);
+    for (const PlanStage& s : plan_.stages) {
+      Module m = check_programs(s);
+      if (programs_) programs_->push_back(std::move(m));
+    }
   }
 
  private:
@@ -705,15 +745,16 @@ class PlanChecker {
     }
   }
 
-  // Parses and verifies one program; its errors are located in the program's
-  // own text (line and column of the IR, the line quoted).
-  Module program(const PlanStage& s, std::string_view which) const {
+  // Parses and verifies a stage's program; its errors are located in the
+  // program's own text (line and column of the IR, the line quoted).
+  Module program(const PlanStage& s) const {
+    if (s.program.empty()) fail(fmt::format("stage {} has no program", s.index));
     try {
-      Module m = stage_program(plan_, s, which);
-      const Function& graph = m.graph();
-      for (const Op& op : graph.ops)
-        if (op.kind == OpKind::call)
-          throw Error(fmt::format("calls @{}; stage programs must be inlined", op.callee), op.loc);
+      Module m = stage_program(plan_, s);
+      for (const Function& f : m.functions)
+        for (const Op& op : f.ops)
+          if (op.kind == OpKind::call)
+            throw Error(fmt::format("calls @{}; stage programs must be inlined", op.callee), op.loc);
       return m;
     } catch (const Error& e) {
       std::string message = e.message();
@@ -725,20 +766,34 @@ class PlanChecker {
         if (!quote.empty() && quote.back() == '\n') quote.pop_back();
         message = fmt::format("{}:{}: {}\n{}", e.location().line, e.location().col, message, quote);
       }
-      fail(fmt::format("stage {}'s {} program: {}", s.index, which, message));
+      fail(fmt::format("stage {}'s program: {}", s.index, message));
     }
   }
 
-  static std::map<std::string, ValueId> returned(const Function& g) {
-    std::map<std::string, ValueId> out;
-    for (ValueId v : g.returns) out.emplace(g.values[v].name, v);
+  static std::vector<std::string> names(const Function& f, const std::vector<ValueId>& values) {
+    std::vector<std::string> out;
+    for (ValueId v : values) out.push_back(f.values[v].name);
     return out;
   }
 
-  void check_programs(const PlanStage& s) const {
-    if (s.forward.empty()) fail(fmt::format("stage {} has no forward program", s.index));
-    Module fm = program(s, "forward");
-    const Function& g = fm.graph();
+  /// `f`'s arguments or results (`what`) must be the names `want`, in order.
+  void check_names(const PlanStage& s, const Function& f, const char* what, const std::vector<ValueId>& values,
+                   const std::vector<std::string>& want, std::string_view meaning) const {
+    const std::vector<std::string> have = names(f, values);
+    if (have != want)
+      fail(fmt::format("stage {}'s program: @{} {} ({}); the stage's gradient table says {}: ({})", s.index, f.name,
+                       what, fmt::join(have, ", "), meaning, fmt::join(want, ", ")));
+  }
+
+  const Function& function(const PlanStage& s, const Module& m, const std::string& name, const char* role) const {
+    const Function* f = m.find_function(name);
+    if (!f) fail(fmt::format("stage {}'s program has no @{} ({})", s.index, name, role));
+    return *f;
+  }
+
+  Module check_programs(const PlanStage& s) const {
+    Module m = program(s);
+    const Function& g = m.graph();
 
     // Arguments: exactly the batch inputs and the received tensors.
     std::map<std::string, const PlanTensor*> takes;
@@ -748,27 +803,31 @@ class PlanChecker {
       const std::string& name = g.values[a].name;
       auto it = takes.find(name);
       if (it == takes.end())
-        fail(
-            fmt::format("stage {}'s forward program takes %{} {}, but the stage neither receives it nor reads it "
-                        "from the batch",
-                        s.index, name, g.type_of(a).str()));
+        fail(fmt::format("stage {}'s program takes %{} {}, but the stage neither receives it nor reads it from the "
+                         "batch",
+                         s.index, name, g.type_of(a).str()));
       if (it->second->type != g.type_of(a))
-        fail(fmt::format("stage {} takes {}, but its forward program takes %{} {}", s.index, tensor_text(*it->second),
-                         name, g.type_of(a).str()));
+        fail(fmt::format("stage {} takes {}, but its program takes %{} {}", s.index, tensor_text(*it->second), name,
+                         g.type_of(a).str()));
       takes.erase(it);
     }
     if (!takes.empty())
-      fail(fmt::format("stage {} takes {}, but its forward program has no argument %{}", s.index,
+      fail(fmt::format("stage {} takes {}, but its program has no argument %{}", s.index,
                        tensor_text(*takes.begin()->second), takes.begin()->first));
 
-    // Sent tensors: values the graph returns.
-    std::map<std::string, ValueId> results = returned(g);
+    // Sent tensors: values the graph returns as its own results (not the stash).
+    const size_t own = s.gradients ? static_cast<size_t>(s.gradients->original_results) : g.returns.size();
+    if (own > g.returns.size())
+      fail(fmt::format("stage {}'s gradient table counts {} results, but @{} returns {}", s.index, own, g.name,
+                       g.returns.size()));
+    std::map<std::string, ValueId> results;
+    for (size_t r = 0; r < own; ++r) results.emplace(g.values[g.returns[r]].name, g.returns[r]);
     for (const PlanTensor& t : s.send) {
       auto it = results.find(t.name);
       if (it == results.end())
-        fail(fmt::format("stage {} sends {}, but its forward program does not return %{}", s.index, t.name, t.name));
+        fail(fmt::format("stage {} sends {}, but its program does not return %{}", s.index, t.name, t.name));
       if (g.type_of(it->second) != t.type)
-        fail(fmt::format("stage {} sends {}, but its forward program returns %{} {}", s.index, tensor_text(t), t.name,
+        fail(fmt::format("stage {} sends {}, but its program returns %{} {}", s.index, tensor_text(t), t.name,
                          g.type_of(it->second).str()));
     }
 
@@ -777,8 +836,7 @@ class PlanChecker {
     if (s.index == stage_count() - 1 && !loss.empty()) {
       auto it = results.find(loss);
       if (it == results.end())
-        fail(fmt::format("the loss is %{}, but the forward program of the last stage ({}) does not return it", loss,
-                         s.index));
+        fail(fmt::format("the loss is %{}, but the program of the last stage ({}) does not return it", loss, s.index));
       const TensorType& type = g.type_of(it->second);
       if (!type.is_scalar() || !is_float(type.dtype))
         fail(fmt::format("the loss %{} is {}; it must be a float scalar", loss, type.str()));
@@ -791,73 +849,131 @@ class PlanChecker {
     for (const PlanParam& p : s.params) {
       auto it = param_ops.find(p.name);
       if (it == param_ops.end())
-        fail(fmt::format("stage {} lists parameter {}, but its forward program has no 'param' op %{}", s.index, p.name,
+        fail(fmt::format("stage {} lists parameter {}, but its program has no 'param' op %{}", s.index, p.name,
                          p.name));
       const TensorType& type = g.type_of(it->second->results[0]);
       if (type != p.type)
-        fail(fmt::format("stage {} lists parameter {} as {}, but its forward program declares it {}", s.index, p.name,
+        fail(fmt::format("stage {} lists parameter {} as {}, but its program declares it {}", s.index, p.name,
                          p.type.str(), type.str()));
       std::string init = it->second->attr("init")->init.str();
       if (init != p.init)
-        fail(fmt::format("stage {} lists parameter {} with init {}, but its forward program has init={}", s.index,
-                         p.name, p.init, init));
+        fail(fmt::format("stage {} lists parameter {} with init {}, but its program has init={}", s.index, p.name,
+                         p.init, init));
       param_ops.erase(it);
     }
     if (!param_ops.empty())
-      fail(fmt::format("stage {}'s forward program has parameter %{}, which the stage does not list", s.index,
+      fail(fmt::format("stage {}'s program has parameter %{}, which the stage does not list", s.index,
                        param_ops.begin()->first));
 
-    if (s.backward.empty()) {
-      if (!s.stash.empty()) fail(fmt::format("stage {} stashes values but has no backward program", s.index));
+    check_gradients(s, m);
+    return m;
+  }
+
+  // The layout of the backward functions, which the runtime binds buffers
+  // by: the graph returns its own results, then the stash; the backward
+  // takes the seeds, then the stash, and returns the input gradients, then
+  // the parameters'; its two parts likewise, with the deferred values
+  // between them.
+  void check_gradients(const PlanStage& s, const Module& m) const {
+    const bool training = !plan_.loss_stage_output.empty();
+    if (!s.gradients) {
+      if (training)
+        fail(fmt::format("stage {} has no gradients, but the plan trains (its loss is %{}); compile it again",
+                         s.index, plan_.loss_stage_output));
+      if (s.split) fail(fmt::format("stage {} splits a backward it does not have", s.index));
       return;
     }
-    Module bm = program(s, "backward");
-    const Function& bg = bm.graph();
-    if (!bm.find_function(bg.name + ".backward"))
-      fail(fmt::format("stage {}'s backward program has no @{}.backward", s.index, bg.name));
-    // The layout differentiation leaves, which the runtime relies on: the
-    // graph returns the forward's results, then the stash; the backward
-    // takes the seeds, then the stash.
-    const Function& bf = *bm.find_function(bg.name + ".backward");
-    std::vector<std::string> expected, actual, args;
-    for (ValueId v : g.returns) expected.push_back("%" + g.values[v].name);
-    for (const std::string& name : s.stash) expected.push_back("%" + name);
-    for (ValueId v : bg.returns) actual.push_back("%" + bg.values[v].name);
-    if (actual != expected)
-      fail(
-          fmt::format("stage {}'s backward program: @{} returns ({}); it must return the forward program's results, "
-                      "then the stash: ({})",
-                      s.index, bg.name, fmt::join(actual, ", "), fmt::join(expected, ", ")));
-    for (ValueId v : bf.args) args.push_back(bf.values[v].name);
-    if (args.size() < s.stash.size() || !std::equal(s.stash.begin(), s.stash.end(), args.end() - s.stash.size()))
-      fail(fmt::format("stage {}'s backward program: @{} takes ({}); it must take the seeds, then the stash ({})",
-                       s.index, bf.name, fmt::join(args, ", "), fmt::join(s.stash, ", ")));
+    if (!training) fail(fmt::format("stage {} has gradients, but the plan has no loss to train", s.index));
+    const GradientProgram& gp = *s.gradients;
+    const Function& g = m.graph();
+    if (gp.seeds.size() != gp.outputs.size())
+      fail(fmt::format("stage {}'s gradient table has {} seeds for {} differentiated results", s.index,
+                       gp.seeds.size(), gp.outputs.size()));
+    for (const std::string& name : gp.input_grads)
+      if (std::none_of(s.recv.begin(), s.recv.end(), [&](const PlanTensor& t) { return t.name == name; }))
+        fail(fmt::format("stage {}'s gradient table differentiates %{}, which the stage does not receive", s.index,
+                         name));
+    std::vector<std::string> declared;  // differentiation's order of the parameters' gradients
+    for (const Op& op : g.ops)
+      if (op.kind == OpKind::param) declared.push_back(g.values[op.results[0]].name);
+    if (gp.params != declared)
+      fail(fmt::format("stage {}'s gradient table lists parameters ({}); its program declares them in the order ({})",
+                       s.index, fmt::join(gp.params, ", "), fmt::join(declared, ", ")));
+    std::vector<std::string> returns = names(g, {g.returns.begin(), g.returns.begin() + gp.original_results});
+    returns.insert(returns.end(), gp.stash.begin(), gp.stash.end());
+    check_names(s, g, "returns", g.returns, returns, "its results, then the stash");
+
+    std::vector<std::string> args = gp.seeds;
+    args.insert(args.end(), gp.stash.begin(), gp.stash.end());
+    const Function& backward = function(s, m, gp.backward, "the backward");
+    check_names(s, backward, "takes", backward.args, args, "the seeds, then the stash");
+    check_param_grads(s, backward, gp.input_grads.size(), gp.params);
+
+    if (schedule_splits_backward(plan_.schedule) != s.split.has_value())
+      fail(fmt::format("stage {} {} its backward, but schedule {} runs it {}", s.index,
+                       s.split ? "splits" : "does not split", plan_.schedule, s.split ? "whole" : "in two parts"));
+    if (!s.split) return;
+    const BackwardSplit& split = *s.split;
+    const Function& input = function(s, m, split.input, "the backward's input part");
+    check_names(s, input, "takes", input.args, args, "the seeds, then the stash");
+    if (input.returns.size() != gp.input_grads.size() + split.deferred.size())
+      fail(fmt::format("stage {}'s program: @{} returns {} values; the stage's gradient table says {} input "
+                       "gradients, then {} deferred values",
+                       s.index, input.name, input.returns.size(), gp.input_grads.size(), split.deferred.size()));
+    std::vector<std::string> weight_args = args;
+    weight_args.insert(weight_args.end(), split.deferred.begin(), split.deferred.end());
+    const Function& weight = function(s, m, split.weight, "the backward's weight part");
+    check_names(s, weight, "takes", weight.args, weight_args, "the seeds, the stash, then the deferred values");
+    check_param_grads(s, weight, 0, gp.params);
+  }
+
+  /// `f`'s results from `first` on: one per parameter of `params`, of its type.
+  void check_param_grads(const PlanStage& s, const Function& f, size_t first,
+                         const std::vector<std::string>& params) const {
+    if (f.returns.size() != first + params.size())
+      fail(fmt::format("stage {}'s program: @{} returns {} values; the stage's gradient table says {}", s.index,
+                       f.name, f.returns.size(), first + params.size()));
+    for (size_t p = 0; p < params.size(); ++p) {
+      auto it = std::find_if(s.params.begin(), s.params.end(), [&](const PlanParam& q) { return q.name == params[p]; });
+      if (it == s.params.end())
+        fail(fmt::format("stage {}'s gradient table names parameter {}, which the stage does not list", s.index,
+                         params[p]));
+      const TensorType& type = f.type_of(f.returns[first + p]);
+      if (type.shape != it->type.shape)
+        fail(fmt::format("stage {}'s program: @{} returns {} as the gradient of {} {}", s.index, f.name, type.str(),
+                         params[p], it->type.str()));
+    }
   }
 
   const Plan& plan_;
   const JsonReader& r_;
+  std::vector<Module>* programs_;
 };
 
 }  // namespace
 
-Plan plan_from_json(const std::string& text, const std::string& path) {
+Plan plan_from_json(const std::string& text, const std::string& path, std::vector<Module>* programs) {
   Json doc = parse_json_document(text, path);
   JsonReader r(path);
   if (!doc.is_object() || !doc.contains("format") || doc["format"] != "pipeforge-plan")
     r.fail("not a pipeforge plan (no \"format\": \"pipeforge-plan\")");
   const Json& version = r.member(doc, "", "version");
   if (!version.is_number_integer()) r.fail("version must be an integer");
+  if (version.get<int64_t>() < Plan::kVersion)
+    r.fail(fmt::format("version {} was written by an older pipeforge (this one reads version {}); compile the model "
+                       "again",
+                       version.get<int64_t>(), Plan::kVersion));
   if (version.get<int64_t>() != Plan::kVersion)
     r.fail(fmt::format("version {} is not supported by this pipeforge (it reads version {})", version.get<int64_t>(),
                        Plan::kVersion));
   Plan plan = PlanReader(r).plan(doc);
-  PlanChecker(plan, r).check();
+  if (programs) programs->clear();
+  PlanChecker(plan, r, programs).check();
   return plan;
 }
 
-Module stage_program(const Plan& plan, const PlanStage& stage, std::string_view which) {
-  const std::string& text = which == "forward" ? stage.forward : stage.backward;
-  Module m = parse_module_text(fmt::format("stage {} {}", stage.index, which), text);
+Module stage_program(const Plan& plan, const PlanStage& stage) {
+  Module m = parse_module_text(fmt::format("stage {} program", stage.index), stage.program);
   DimBinding binding = m.binding();
   for (auto& [dim, value] : binding)
     if (auto it = plan.binding.find(dim); it != plan.binding.end()) value = it->second;
@@ -865,12 +981,16 @@ Module stage_program(const Plan& plan, const PlanStage& stage, std::string_view 
   return m;
 }
 
+bool schedule_splits_backward(std::string_view kind) { return kind == "zb1"; }
+
 DType parse_compute_dtype(std::string_view name, std::string_view what) {
   if (name == "f32") return DType::f32;
   if (name == "bf16") return DType::bf16;
   throw Error(fmt::format("{}: unknown compute dtype '{}'; use f32 or bf16", what, name));
 }
 
-Plan load_plan(const std::string& path) { return plan_from_json(read_source_file(path)->text(), path); }
+Plan load_plan(const std::string& path, std::vector<Module>* programs) {
+  return plan_from_json(read_source_file(path)->text(), path, programs);
+}
 
 }  // namespace pf

@@ -4,12 +4,14 @@
 #include <cstdint>
 #include <initializer_list>
 #include <limits>
+#include <optional>
 #include <nlohmann/json_fwd.hpp>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "ir/dim_expr.h"
+#include "ir/gradients.h"
 #include "ir/module.h"
 #include "ir/types.h"
 
@@ -17,7 +19,7 @@ namespace pf {
 
 /// A tensor that crosses a stage boundary or comes from the batch.
 struct PlanTensor {
-  std::string name;  // the value's name in the stage's forward program (without '%')
+  std::string name;  // the value's name in the stage's program (without '%')
   TensorType type;
   /// Stage index of the other end: the sender for `recv`, the receiver for
   /// `send`; -1 for a batch input.
@@ -44,25 +46,31 @@ struct PlanParam {
 
 /// One pipeline stage (one chunk of a device when stages are interleaved).
 ///
-/// Its programs and its tables must agree, which loading checks: the
-/// forward graph's arguments are exactly the names in `inputs` and `recv`,
-/// with their types; every `send` name is a value the forward graph returns;
-/// `params` lists exactly the forward graph's `param` ops, with their types
-/// and initializers. The programs are inlined (no `call`). The backward
-/// program is what differentiation leaves (see passes/autodiff.h): its
-/// graph returns the forward's results, then the `stash` in order, and
-/// `@<graph>.backward` takes the seeds, then the `stash`.
+/// `program` is everything the stage executes, compiled: the runtime parses
+/// it once and runs no pass. Its graph is the stage's forward; in a training
+/// plan the module also holds the backward that differentiation derived from
+/// it (laid out as `gradients` says), and, when the schedule runs a backward
+/// in two parts, those two functions (`split`). Program and tables must
+/// agree, which loading checks: the graph's arguments are exactly the names
+/// in `inputs` and `recv`, with their types; every `send` name is a value
+/// the graph returns; `params` lists exactly the graph's `param` ops, with
+/// their types and initializers; every function `gradients` and `split` name
+/// exists and takes and returns what they say. The program is inlined (no
+/// `call`).
 struct PlanStage {
   int index = 0;
   int device = 0;                   // index into Plan::devices
   std::vector<std::string> layers;  // in model order
-  std::string forward;              // IR text: a module with one graph
-  std::string backward;             // IR text: the graph and @<graph>.backward; empty for an inference plan
+  std::string program;              // IR text: the graph, then its backward functions in a training plan
   std::vector<PlanParam> params;
   std::vector<PlanTensor> inputs;  // from the batch (tokens, targets...), micro-batch types; `whole` ones unsplit
   std::vector<PlanTensor> recv;    // activations received (their gradients are sent back)
   std::vector<PlanTensor> send;    // activations sent (their gradients are received)
-  std::vector<std::string> stash;  // forward values kept per micro-batch for the backward
+  /// How the program's backward is laid out; absent in an inference plan.
+  std::optional<GradientProgram> gradients;
+  /// The backward's two parts, for schedules that run them apart (see
+  /// schedule_splits_backward); absent otherwise.
+  std::optional<BackwardSplit> split;
 
   /// What the cost model predicts for one micro-batch on this stage.
   struct Prediction {
@@ -92,7 +100,7 @@ struct PlanDevice {
 
 /// A compiled model: what `pipeforge compile` writes and the runtime loads.
 struct Plan {
-  static constexpr int kVersion = 1;
+  static constexpr int kVersion = 2;
 
   std::string model_name;    // the graph's name
   std::string model_source;  // the model file it was compiled from
@@ -130,20 +138,25 @@ std::string plan_to_json(const Plan& plan);
 /// Reads a plan and checks it whole: format and version, every field's type,
 /// stage numbering, device indices, that every tensor received is sent with
 /// the same type (and the other way round), tied parameters, and that each
-/// stage's programs parse, verify under the plan's binding and agree with its
-/// tables (see PlanStage). Throws pf::Error naming `path` and what is wrong.
-Plan plan_from_json(const std::string& text, const std::string& path);
+/// stage's program parses, verifies under the plan's binding and agrees with
+/// its tables (see PlanStage). Throws pf::Error naming `path` and what is
+/// wrong. Each program is parsed once; with `programs`, the parsed modules
+/// are kept there, in stage order, for the runtime to compile.
+Plan plan_from_json(const std::string& text, const std::string& path, std::vector<Module>* programs = nullptr);
 
-Plan load_plan(const std::string& path);
+Plan load_plan(const std::string& path, std::vector<Module>* programs = nullptr);
 /// Writes to `path`.tmp, then renames it over `path`, so that a crash leaves
 /// the old plan or the new one, never half of one.
 void save_plan(const Plan& plan, const std::string& path);
 
-/// One of a stage's programs (`which`: "forward" or "backward") parsed and
-/// verified under the plan's binding: the dimensions the program declares
-/// take the plan's values. Errors are located in the program's text, whose
-/// name is "stage N forward" (or backward).
-Module stage_program(const Plan& plan, const PlanStage& stage, std::string_view which);
+/// A stage's program parsed and verified under the plan's binding: the
+/// dimensions the program declares take the plan's values. Errors are
+/// located in the program's text, whose name is "stage N program".
+Module stage_program(const Plan& plan, const PlanStage& stage);
+
+/// Whether schedule `kind` runs each backward in two parts (the input
+/// gradients, then the weights'), so that its plans carry a BackwardSplit.
+bool schedule_splits_backward(std::string_view kind);
 
 /// The compute dtype a plan may name ("f32" or "bf16"); throws pf::Error
 /// naming `what` (the option or field it came from) for anything else.
@@ -171,9 +184,11 @@ class JsonReader {
   /// Throws pf::Error("<path>: <what>").
   [[noreturn]] void fail(const std::string& what) const;
 
-  /// `object` must be an object holding exactly `keys`: a missing key and an
-  /// unknown one (a misspelt field) are both errors.
-  void expect_keys(const Json& object, std::string_view where, std::initializer_list<std::string_view> keys) const;
+  /// `object` must be an object holding exactly `keys`, and any of
+  /// `optional`: a missing key and an unknown one (a misspelt field) are both
+  /// errors.
+  void expect_keys(const Json& object, std::string_view where, std::initializer_list<std::string_view> keys,
+                   std::initializer_list<std::string_view> optional = {}) const;
   const Json& member(const Json& object, std::string_view where, std::string_view key) const;
   std::string string(const Json& object, std::string_view where, std::string_view key) const;
   bool boolean(const Json& object, std::string_view where, std::string_view key) const;

@@ -10,8 +10,8 @@
 #include "ir/verifier.h"
 #include "partitioner/device_profile.h"
 #include "partitioner/model_cost_graph.h"
+#include "partitioner/plan_stages.h"
 #include "partitioner/stage_split.h"
-#include "passes/autodiff.h"
 #include "passes/pass.h"
 
 namespace pf {
@@ -114,39 +114,13 @@ CompileResult compile_plan(Module model, const DimBinding& binding, const std::s
   plan.dtype = dtype;
   plan.loss_stage_output = graph.values[graph.returns[0]].name;
 
-  std::vector<StageModule> stages = split_into_stages(model, result.chosen.cuts, unsplit);
-  std::map<std::string, std::vector<int>> holders;  // parameter -> stages
-  for (size_t s = 0; s < stages.size(); ++s)
-    for (const std::string& p : stages[s].params) holders[p].push_back(static_cast<int>(s));
-  for (size_t s = 0; s < stages.size(); ++s) {
-    StageModule& sm = stages[s];
+  std::vector<int> device_of;
+  for (const StagePlan& cost : result.chosen.stages) device_of.push_back(cost.device);
+  plan.stages = plan_stages(split_into_stages(model, result.chosen.cuts, unsplit), micro, device_of,
+                            /*training=*/true, schedule_splits_backward(options.schedule));
+  for (size_t s = 0; s < plan.stages.size(); ++s) {
+    PlanStage& ps = plan.stages[s];
     const StagePlan& cost = result.chosen.stages[s];
-    PlanStage ps;
-    ps.index = static_cast<int>(s);
-    ps.device = cost.device;
-    ps.layers = sm.layers;
-    ps.forward = print_module(sm.module);
-    const Function& g = sm.module.graph();
-    for (const Op& op : g.ops) {
-      if (op.kind != OpKind::param) continue;
-      std::string name = g.values[op.results[0]].name;
-      PlanParam pp{name, g.type_of(op.results[0]), op.attr("init")->init.str(), {}};
-      for (int other : holders[name])
-        if (other != static_cast<int>(s)) pp.shared_with.push_back(other);
-      ps.params.push_back(std::move(pp));
-    }
-    for (const std::string& n : sm.inputs) {
-      const bool whole = std::find(sm.whole_inputs.begin(), sm.whole_inputs.end(), n) != sm.whole_inputs.end();
-      ps.inputs.push_back({n, g.type_of(g.find_value(n)), -1, whole});
-    }
-    for (const std::string& n : sm.recv) ps.recv.push_back({n, g.type_of(g.find_value(n)), static_cast<int>(s) - 1});
-    for (const std::string& n : sm.send) ps.send.push_back({n, g.type_of(g.find_value(n)), static_cast<int>(s) + 1});
-
-    Module differentiated = sm.module;
-    GradientProgram gp = differentiate(differentiated, micro, stage_autodiff_options(sm));
-    ps.backward = print_module(differentiated);
-    ps.stash = gp.stash;
-
     ps.predicted.forward_s = 0;
     for (int i = cost.begin; i < cost.end; ++i) {
       ps.predicted.forward_s += cg.nodes[i].forward_s;
@@ -158,7 +132,6 @@ CompileResult compile_plan(Module model, const DimBinding& binding, const std::s
     ps.predicted.stash_bytes = cost.stash_bytes;
     ps.predicted.memory_bytes = cost.memory_bytes;
     ps.predicted.bytes_sent = cost.sent_bytes;
-    plan.stages.push_back(std::move(ps));
   }
   plan.predicted.period_s = result.chosen.period_s;
   plan.predicted.imbalance_pct = result.chosen.imbalance_pct;

@@ -204,6 +204,7 @@ GradientProgram differentiate(Module& m, const DimBinding& binding, const Autodi
   GradientProgram program;
   program.backward = fwd.name + ".backward";
   program.original_results = static_cast<int>(fwd.returns.size());
+  program.outputs = options.outputs;
   if (m.find_function(program.backward))
     throw Error(fmt::format("autodiff: @{} is already differentiated", fwd.name), fwd.loc);
 

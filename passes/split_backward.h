@@ -6,25 +6,10 @@
 #include <vector>
 
 #include "ir/module.h"
-#include "passes/autodiff.h"
+#include "ir/gradients.h"
 
 namespace pf {
 
-/// The two functions split_backward adds next to the backward function.
-struct BackwardSplit {
-  /// `@<backward>_input`: the backward's arguments (seeds, then stash);
-  /// returns the input gradients, then `deferred`. Only the ops that the
-  /// input gradients need.
-  std::string input;
-  /// `@<backward>_weight`: the backward's arguments, then `deferred`; returns
-  /// the parameter gradients. Only the ops that they need and the input part
-  /// did not already compute (a `param` or `constant` is declared again
-  /// rather than carried over).
-  std::string weight;
-  /// Values the input part computes and the weight part reads (typically the
-  /// gradient at each linear layer's output): held per micro-batch from B to W.
-  std::vector<std::string> deferred;
-};
 
 /// Splits `gradients.backward` of `m` (its first `gradients.input_grads.size()`
 /// results are input gradients, the rest parameter gradients) and adds the two

@@ -6,7 +6,7 @@
 #include "backends/cuda/check.h"
 #include "backends/cuda/optimizers.h"
 #include "ir/diagnostic.h"
-#include "runtime/trainer.h"
+#include "runtime/train_options.h"
 
 namespace pf {
 

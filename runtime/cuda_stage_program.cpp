@@ -41,7 +41,7 @@ CudaStageProgram::CudaStageProgram(Module module, const DimBinding& binding, Gra
   // CudaParameters says: both outside the arenas.
   int first_step = 0;
   programs_ = std::make_unique<StageExecutors<cuda::Executor>>(
-      module_, gradients_, binding, options.slots, /*caller_results=*/true, options.split, /*caller_grads=*/true,
+      module_, gradients_, options.split, options.slots, /*caller_results=*/true, /*caller_grads=*/true,
       kSlotAlignment, [&](const Function& f, std::vector<int> caller_outputs) {
         cuda::ExecutorOptions o;
         o.caller_outputs = std::move(caller_outputs);

@@ -11,8 +11,7 @@
 
 #include "backends/cuda/device.h"
 #include "backends/cuda/executor.h"
-#include "passes/autodiff.h"
-#include "passes/split_backward.h"
+#include "ir/gradients.h"
 #include "runtime/cuda_parameters.h"
 #include "runtime/parameters.h"
 #include "runtime/stage_runner.h"
@@ -27,7 +26,7 @@ struct CudaStageOptions {
   int stage = 0;                   ///< its index in the pipeline, for messages
   int microbatches = 1;            ///< per step: one hand-off event each
   int slots = 1;                   ///< stash slots (micro-batches in flight)
-  bool split = false;              ///< backward in two parts (zero-bubble schedules)
+  std::optional<BackwardSplit> split;  ///< the backward's two parts (zero-bubble schedules), or whole
   DType float_dtype = DType::f32;  ///< f32, or bf16 with f32 master weights
 };
 

@@ -13,8 +13,6 @@
 #include <set>
 #include <thread>
 
-#include "ir/printer.h"
-#include "ir/verifier.h"
 #include "runtime/safetensors.h"
 #include "runtime/stage_program.h"
 #ifdef PF_CUDA
@@ -204,12 +202,12 @@ struct Pipeline::StepState {
 };
 
 struct Pipeline::Stage {
-  StageModule spec;
-  std::string backward_text;  // the differentiated module, as the plan stores it
+  std::vector<std::string> inputs;                   // the model inputs it reads, as the plan lists them
+  bool has_loss = false;                             // the last stage of a training plan: result 0 is the loss
   ParameterSet params;
   std::unique_ptr<StageRunner> program;              // a StageProgram, or a CudaStageProgram on a GPU
   std::unique_ptr<Optimizer> optimizer;
-  std::vector<int> input_args;                       // per graph argument: index into spec.inputs, or -1
+  std::vector<int> input_args;                       // per graph argument: index into inputs, or -1
   std::vector<int64_t> input_stride_bytes;           // per model input the stage reads: bytes from one micro-batch to the next (0: whole)
   std::vector<TensorType> input_types;               // per model input the stage reads: its micro-batch type
   std::vector<int> float_outputs;                    // differentiated results
@@ -232,9 +230,11 @@ struct Pipeline::Stage {
   bool grads_written = false;  // this step: the first backward writes the gradients, later ones add to them
 };
 
-Pipeline::Pipeline(std::vector<StageModule> stages, const DimBinding& micro_binding, const PipelineOptions& options)
+Pipeline::Pipeline(const Plan& plan, std::vector<Module> programs, const PipelineOptions& options)
     : options_(options), shared_(std::make_unique<Shared>()) {
-  int n = static_cast<int>(stages.size());
+  const int n = static_cast<int>(plan.stages.size());
+  if (static_cast<int>(programs.size()) != n)
+    throw Error(fmt::format("{} stage programs for a plan of {} stages", programs.size(), n));
   if (n % options.virtual_stages != 0)
     throw Error(fmt::format("{} stages do not divide into {} virtual stages per device", n, options.virtual_stages));
   schedule_ = make_schedule(options.schedule, n / options.virtual_stages, options.microbatches, options.virtual_stages);
@@ -259,46 +259,50 @@ Pipeline::Pipeline(std::vector<StageModule> stages, const DimBinding& micro_bind
                             first_gpu - gpus.begin(), *first_gpu));
 #endif
   for (int s = 0; s < n; ++s) {
+    const PlanStage& ps = plan.stages[static_cast<size_t>(s)];
+    if (!ps.gradients) throw Error(fmt::format("plan stage {} has no backward to train with", s));
+    if (split && !ps.split)
+      throw Error(fmt::format("plan stage {} runs its backward whole, but schedule {} runs it in two parts; compile "
+                              "the plan again",
+                              s, plan.schedule));
     auto st = std::make_unique<Stage>();
-    st->spec = std::move(stages[s]);
-    const AutodiffOptions ad = stage_autodiff_options(st->spec);
-    Module module = std::move(st->spec.module);
-    st->float_outputs = ad.outputs;
-    GradientProgram gradients = differentiate(module, micro_binding, ad);
-    st->backward_text = print_module(module);
+    Module module = std::move(programs[static_cast<size_t>(s)]);
+    GradientProgram gradients = *ps.gradients;
+    for (const PlanTensor& t : ps.inputs) st->inputs.push_back(t.name);
+    st->has_loss = s == n - 1 && !plan.loss_stage_output.empty();
+    st->float_outputs = gradients.outputs;
     const Function& graph = module.graph();
-    int results = gradients.original_results;
     for (size_t a = 0; a < graph.args.size(); ++a) {
       const std::string& name = graph.values[graph.args[a]].name;
-      auto it = std::find(st->spec.inputs.begin(), st->spec.inputs.end(), name);
-      st->input_args.push_back(it == st->spec.inputs.end() ? -1 : static_cast<int>(it - st->spec.inputs.begin()));
-      if (it != st->spec.inputs.end()) {
+      auto it = std::find_if(ps.inputs.begin(), ps.inputs.end(), [&](const PlanTensor& t) { return t.name == name; });
+      st->input_args.push_back(it == ps.inputs.end() ? -1 : static_cast<int>(it - ps.inputs.begin()));
+      if (it != ps.inputs.end()) {
         // Micro-batch k reads bytes [k * stride, (k + 1) * stride) of a split
         // input, and all of a whole one.
-        const bool whole = std::find(st->spec.whole_inputs.begin(), st->spec.whole_inputs.end(), name) !=
-                           st->spec.whole_inputs.end();
-        st->input_stride_bytes.push_back(whole ? 0 : graph.type_of(graph.args[a]).bytes());
+        st->input_stride_bytes.push_back(it->whole ? 0 : graph.type_of(graph.args[a]).bytes());
         st->input_types.push_back(graph.type_of(graph.args[a]));
       }
     }
-    st->results = results;
-    for (const std::string& name : ad.wrt_inputs) st->send_grad_types.push_back(graph.type_of(graph.find_value(name)));
+    st->results = gradients.original_results;
+    for (const std::string& name : gradients.input_grads)
+      st->send_grad_types.push_back(graph.type_of(graph.find_value(name)));
     st->losses.assign(m, 0.0f);
     int slots = std::max(1, sim.peak_stashed[s]);
     for (int k = slots - 1; k >= 0; --k) st->free_slots.push_back(k);
     st->slot_of.assign(m, -1);
+    std::optional<BackwardSplit> parts = split ? ps.split : std::nullopt;
     const int gpu = gpus.empty() ? -1 : gpus[s];
     if (gpu < 0) {
-      st->program = std::make_unique<StageProgram>(std::move(module), micro_binding, std::move(gradients), st->params,
-                                                   slots, /*caller_results=*/true, split);
+      st->program = std::make_unique<StageProgram>(std::move(module), plan.binding, std::move(gradients),
+                                                   std::move(parts), st->params, slots, /*caller_results=*/true);
     } else {
 #ifdef PF_CUDA
       CudaStageOptions co;
       co.microbatches = m;
       co.slots = slots;
-      co.split = split;
+      co.split = std::move(parts);
       co.float_dtype = options.dtype;
-      st->program = cuda_stages->make(s, std::move(module), micro_binding, std::move(gradients), st->params, co);
+      st->program = cuda_stages->make(s, std::move(module), plan.binding, std::move(gradients), st->params, co);
 #endif
     }
     stages_.push_back(std::move(st));
@@ -355,7 +359,7 @@ void Pipeline::connect_stages() {
     Stage& st = *stages_[s];
     StageRunner& p = *st.program;
     st.send_bytes.clear();
-    for (int r = st.spec.has_loss ? 1 : 0; r < st.results; ++r) st.send_bytes.push_back(p.result_type(r).bytes());
+    for (int r = st.has_loss ? 1 : 0; r < st.results; ++r) st.send_bytes.push_back(p.result_type(r).bytes());
     st.send_grad_bytes.clear();
     for (const TensorType& t : st.send_grad_types) st.send_grad_bytes.push_back(stored_bytes(t, p.float_dtype()));
     // Every micro-batch's buffers, allocated (and touched) once.
@@ -366,7 +370,7 @@ void Pipeline::connect_stages() {
     for (auto& row : st.send_grads)
       for (int64_t bytes : st.send_grad_bytes) row.push_back(buffer(s, s - 1, bytes));
     st.loss_out.clear();
-    if (st.spec.has_loss) {
+    if (st.has_loss) {
       const int64_t bytes = p.result_type(0).bytes();
       auto* base = p.place().on_host() ? nullptr : static_cast<std::byte*>(p.allocate(bytes * m));
       for (int mb = 0; mb < m; ++mb)
@@ -462,6 +466,13 @@ std::vector<int> gpus_of_stages(const Plan& plan) {
 }  // namespace
 
 std::unique_ptr<Pipeline> Pipeline::from_plan(const Plan& plan, PipelineOptions options) {
+  std::vector<Module> programs;
+  for (const PlanStage& ps : plan.stages) programs.push_back(stage_program(plan, ps));
+  return from_plan(plan, std::move(programs), std::move(options));
+}
+
+std::unique_ptr<Pipeline> Pipeline::from_plan(const Plan& plan, std::vector<Module> programs,
+                                              PipelineOptions options) {
   auto kind = parse_schedule_kind(plan.schedule);
   if (!kind)
     throw Error(fmt::format("plan for @{}: unknown schedule '{}'; this pipeforge runs gpipe, 1f1b, interleaved and zb1",
@@ -472,34 +483,9 @@ std::unique_ptr<Pipeline> Pipeline::from_plan(const Plan& plan, PipelineOptions 
   options.microbatches = plan.microbatches;
   options.virtual_stages = plan.virtual_stages;
   options.dtype = plan.dtype;
-  options.stage_gpus = options.cpu_only ? std::vector<int>{} : gpus_of_stages(plan);
-  std::vector<StageModule> stages;
-  for (const PlanStage& ps : plan.stages) {
-    StageModule sm;
-    sm.module = stage_program(plan, ps, "forward");
-    sm.layers = ps.layers;
-    for (const PlanTensor& t : ps.inputs) {
-      sm.inputs.push_back(t.name);
-      if (t.whole) sm.whole_inputs.push_back(t.name);
-    }
-    for (const PlanTensor& t : ps.recv) sm.recv.push_back(t.name);
-    for (const PlanTensor& t : ps.send) sm.send.push_back(t.name);
-    for (const PlanParam& p : ps.params) sm.params.push_back(p.name);
-    sm.has_loss = ps.index + 1 == static_cast<int>(plan.stages.size());
-    stages.push_back(std::move(sm));
-  }
-  auto pipeline = std::make_unique<Pipeline>(std::move(stages), plan.binding, options);
-  for (size_t s = 0; s < plan.stages.size(); ++s) {
-    const std::string& want = plan.stages[s].backward;
-    if (!want.empty() && pipeline->backward_text(static_cast<int>(s)) != want)
-      throw Error(fmt::format("plan stage {}: its backward program is not the one this pipeforge derives from its "
-                              "forward program; compile the plan again",
-                              s));
-  }
-  return pipeline;
+  if (options.stage_gpus.empty() && !options.cpu_only) options.stage_gpus = gpus_of_stages(plan);
+  return std::unique_ptr<Pipeline>(new Pipeline(plan, std::move(programs), options));
 }
-
-std::string Pipeline::backward_text(int stage) const { return stages_.at(stage)->backward_text; }
 
 int Pipeline::stages() const { return static_cast<int>(stages_.size()); }
 int Pipeline::devices() const { return schedule_.devices; }
@@ -644,7 +630,7 @@ void Pipeline::run_device(StepState& w, int device, bool backward) {
           for (size_t i = 0; i < g.args.size(); ++i) {
             int model_input = st.input_args[i];
             if (model_input >= 0) {
-              const std::string& name = st.spec.inputs[model_input];
+              const std::string& name = st.inputs[model_input];
               auto it = std::find_if(inputs.begin(), inputs.end(), [&](auto& p) { return p.first == name; });
               if (it == inputs.end()) throw Error(fmt::format("the batch has no input '{}'", name));
               const int64_t bytes = st.input_stride_bytes[input_index];
@@ -657,7 +643,7 @@ void Pipeline::run_device(StepState& w, int device, bool backward) {
             }
           }
           std::vector<void*> results;
-          if (st.spec.has_loss) results.push_back(st.loss_out[a.microbatch]);
+          if (st.has_loss) results.push_back(st.loss_out[a.microbatch]);
           for (void* b : st.sends[a.microbatch]) results.push_back(b);
           if (st.free_slots.empty()) throw Error("no stash slot free: the schedule keeps more in flight than planned");
           int slot = st.free_slots.back();
@@ -680,7 +666,7 @@ void Pipeline::run_device(StepState& w, int device, bool backward) {
           std::vector<const void*> seeds;
           size_t send_index = 0;
           for (int r : st.float_outputs) {
-            if (st.spec.has_loss && r == 0) {
+            if (st.has_loss && r == 0) {
               seeds.push_back(st.loss_seed);
             } else {
               seeds.push_back(st.seeds_in[a.microbatch][send_index++]);
@@ -727,7 +713,7 @@ void Pipeline::run_device(StepState& w, int device, bool backward) {
     w.shared->enter(device, Action{ActionKind::step, -1, static_cast<int>(s), -1});
     try {
       st.program->finish();
-      if (st.spec.has_loss)
+      if (st.has_loss)
         st.program->read_floats(st.loss_out.front(), st.losses.data(), static_cast<int64_t>(st.losses.size()));
     } catch (...) {
       w.shared->fail_with_current_exception(static_cast<int>(s));

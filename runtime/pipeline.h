@@ -12,14 +12,14 @@
 #include <string>
 #include <vector>
 
+#include "backends/cpu/executor.h"
 #include "ir/plan.h"
-#include "partitioner/stage_split.h"
 #include "runtime/lr_schedule.h"
 #include "runtime/optimizer.h"
 #include "runtime/parameters.h"
 #include "runtime/schedule.h"
 #include "runtime/step_result.h"
-#include "runtime/trainer.h"
+#include "runtime/train_options.h"
 
 namespace pf {
 
@@ -41,9 +41,9 @@ struct PipelineOptions {
   bool trace = false;
 
   /// Per stage: the CUDA device (ordinal) it runs on, or -1 for a CPU
-  /// thread; empty: every stage on the CPU. from_plan fills it from the
-  /// plan's devices unless `cpu_only`. Several stages may share a GPU (each
-  /// gets its own stream).
+  /// thread; empty: every stage on the CPU. When it is empty, from_plan
+  /// fills it from the plan's devices unless `cpu_only`. Several stages may
+  /// share a GPU (each gets its own stream).
   std::vector<int> stage_gpus;
   /// from_plan: run every stage on the CPU whatever devices the plan names.
   bool cpu_only = false;
@@ -77,24 +77,23 @@ struct PipelineOptions {
 
 class Pipeline {
  public:
-  /// `stages` come from split_into_stages under `micro_binding`: the model's
-  /// binding with the batch dimension divided by the micro-batch count.
-  /// Stage s runs on device s % devices (devices = stages / virtual_stages),
-  /// a worker thread, placed on the CPU or on options.stage_gpus[s].
-  Pipeline(std::vector<StageModule> stages, const DimBinding& micro_binding, const PipelineOptions& options);
   ~Pipeline();
 
-  /// The pipeline a plan describes (its schedule, micro-batches, virtual
-  /// stages and dtype override those of `options`). Each stage's backward
-  /// program is derived again and must equal the plan's. A stage on a device
-  /// of kind "cuda" runs on a GPU: the plan's k-th CUDA device is GPU k % the
-  /// number visible. Throws pf::Error naming the stage and its device when
-  /// the plan names a GPU and none is visible, or this build has no CUDA.
+  /// The pipeline a plan describes: its schedule, micro-batches, virtual
+  /// stages and dtype override those of `options`, and each stage runs the
+  /// program the plan holds (no pass runs here). Stage s runs on device
+  /// s % devices, a worker thread. A stage on a device of kind "cuda" runs
+  /// on a GPU: the plan's k-th CUDA device is GPU k % the number visible,
+  /// unless `options.stage_gpus` places the stages already or `cpu_only`.
+  /// Throws pf::Error naming the stage and its device when the plan names a
+  /// GPU and none is visible, or this build has no CUDA.
   static std::unique_ptr<Pipeline> from_plan(const Plan& plan, PipelineOptions options);
+  /// The same with the stages' programs already parsed and verified, in
+  /// stage order (as load_plan hands them out): nothing is parsed again.
+  static std::unique_ptr<Pipeline> from_plan(const Plan& plan, std::vector<Module> programs,
+                                             PipelineOptions options);
 
   int stages() const;
-  /// Stage `stage`'s differentiated program as text (a plan's `backward`).
-  std::string backward_text(int stage) const;
   int devices() const;
   const Schedule& schedule() const;
   /// Every parameter of every stage (a tied one once per stage holding it).
@@ -145,6 +144,7 @@ class Pipeline {
   std::vector<cpu::OpTime> op_times(int stage) const;
 
  private:
+  Pipeline(const Plan& plan, std::vector<Module> programs, const PipelineOptions& options);
   struct Stage;
   PipelineStepResult run_step(const std::vector<std::pair<std::string, const void*>>& inputs, bool backward);
   struct StepState;

@@ -119,7 +119,8 @@ Runtime::~Runtime() = default;
 Runtime Runtime::load(const std::string& plan_path, const RuntimeOptions& options) {
   check_options(options);
   auto impl = std::make_unique<Impl>();
-  impl->plan = load_plan(plan_path);
+  std::vector<Module> programs;  // parsed once, while the plan is checked
+  impl->plan = load_plan(plan_path, &programs);
   impl->options = options;
   // Each device is one worker thread on one core; a multi-threaded BLAS
   // inside every worker would oversubscribe the cores.
@@ -136,7 +137,7 @@ Runtime Runtime::load(const std::string& plan_path, const RuntimeOptions& option
   po.train.seed = options.seed;
   po.timeout_s = options.timeout_s;
   po.trace = options.trace;
-  impl->pipeline = Pipeline::from_plan(impl->plan, po);
+  impl->pipeline = Pipeline::from_plan(impl->plan, std::move(programs), po);
   // The optimizers exist from the start (their state zero), so that a
   // checkpoint can be checked against them before any weights are set.
   impl->pipeline->start();

@@ -11,12 +11,13 @@
 #include <memory>
 #include <optional>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "backends/cpu/executor.h"
 #include "ir/diagnostic.h"
-#include "passes/autodiff.h"
-#include "passes/split_backward.h"
+#include "ir/gradients.h"
+#include "ir/module.h"
 
 namespace pf {
 
@@ -38,18 +39,21 @@ class StageExecutors {
 
   /// The forward of the module's graph (its own results left to the caller
   /// with `caller_results`; the stash always, into the slot) and its
-  /// backward `gradients.backward`, whole or, with `split`, as split_backward's
-  /// input and weight parts (the deferred values into the slot). With
+  /// backward `gradients.backward`, whole or, given a `split`, as its input
+  /// and weight parts (the deferred values into the slot). With
   /// `caller_grads` the parameters' gradients are left to the caller too.
   /// Values in a slot start at multiples of `align` bytes; `slots` slots.
-  StageExecutors(Module& module, const GradientProgram& gradients, const DimBinding& binding, int slots,
-                 bool caller_results, bool split, bool caller_grads, int64_t align, const Make& make)
+  StageExecutors(const Module& module, const GradientProgram& gradients, const std::optional<BackwardSplit>& split,
+                 int slots, bool caller_results, bool caller_grads, int64_t align, const Make& make)
       : input_grads_(static_cast<int>(gradients.input_grads.size())),
         stash_results_(gradients.original_results),
+        split_(split),
         seeds_(static_cast<size_t>(std::max(1, slots))) {
-    const Function* backward = module.find_function(gradients.backward);
-    if (!backward)
-      throw Error(fmt::format("@{} has no backward function @{}", module.graph().name, gradients.backward));
+    auto function = [&](const std::string& name) -> const Function& {
+      const Function* f = module.find_function(name);
+      if (!f) throw Error(fmt::format("@{} has no function @{}", module.graph().name, name));
+      return *f;
+    };
     auto aligned = [align](int64_t bytes) { return (bytes + align - 1) / align * align; };
     // The stash goes straight from the forward's kernels into the slot.
     std::vector<int> forward_outputs;
@@ -69,13 +73,12 @@ class StageExecutors {
         for (int p = 0; p < params; ++p) out.push_back(first + p);
       return out;
     };
-    if (!split) {
-      backward_ = make(*backward, grads_from(input_grads_));
+    if (!split_) {
+      backward_ = make(function(gradients.backward), grads_from(input_grads_));
       return;
     }
-    split_ = split_backward(module, gradients, binding);  // adds functions: `backward` is not used below
-    const Function& input_fn = *module.find_function(split_->input);
-    const Function& weight_fn = *module.find_function(split_->weight);
+    const Function& input_fn = function(split_->input);
+    const Function& weight_fn = function(split_->weight);
     // The deferred values go straight from the input part's kernels into the slot.
     if (!input_fn.returns.empty()) {
       std::vector<int> deferred;
@@ -173,9 +176,9 @@ class StageExecutors {
 
   int input_grads_;    // backward results before the parameters' gradients
   int stash_results_;  // the forward's first stash result
+  std::optional<BackwardSplit> split_;
   std::unique_ptr<Executor> forward_;
   std::unique_ptr<Executor> backward_;  // without split
-  std::optional<BackwardSplit> split_;
   std::unique_ptr<Executor> input_part_;  // null when the stage sends no gradient back
   std::unique_ptr<Executor> weight_part_;
   std::vector<int64_t> stash_offsets_;     // per stashed value, within a slot

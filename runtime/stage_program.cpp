@@ -9,19 +9,19 @@
 #include "backends/cpu/parallel.h"
 #include "ir/diagnostic.h"
 #include "runtime/stage_executors.h"
-#include "runtime/trainer.h"
+#include "runtime/train_options.h"
 
 namespace pf {
 
-StageProgram::StageProgram(Module module, const DimBinding& binding, GradientProgram gradients, ParameterSet& params,
-                           int slots, bool caller_results, bool split)
+StageProgram::StageProgram(Module module, const DimBinding& binding, GradientProgram gradients,
+                           std::optional<BackwardSplit> split, ParameterSet& params, int slots, bool caller_results)
     : params_(&params), module_(std::move(module)), gradients_(std::move(gradients)) {
   const Function& graph = module_.graph();
   for (const Op& op : graph.ops)
     if (op.kind == OpKind::param)
       params.add(graph.values[op.results[0]].name, graph.type_of(op.results[0]), op.attr("init")->init);
   programs_ = std::make_unique<StageExecutors<cpu::Executor>>(
-      module_, gradients_, binding, slots, caller_results, split, /*caller_grads=*/false, cpu::kArenaAlignment,
+      module_, gradients_, split, slots, caller_results, /*caller_grads=*/false, cpu::kArenaAlignment,
       [&](const Function& f, std::vector<int> caller_outputs) {
         cpu::ExecutorOptions options;
         options.caller_outputs = std::move(caller_outputs);

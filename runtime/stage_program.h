@@ -5,12 +5,12 @@
 
 #include <deque>
 #include <memory>
+#include <optional>
 #include <span>
 #include <vector>
 
 #include "backends/cpu/executor.h"
-#include "passes/autodiff.h"
-#include "passes/split_backward.h"
+#include "ir/gradients.h"
 #include "runtime/parameters.h"
 #include "runtime/stage_runner.h"
 
@@ -24,17 +24,17 @@ class StageExecutors;
 /// place and the hand-off methods have nothing to do.
 class StageProgram final : public StageRunner {
  public:
-  /// `module` holds the graph and its backward function, as `differentiate`
-  /// left them; its parameters are added to `params` (their buffers are
-  /// bound, so `params` must outlive the program). `slots` micro-batches may
-  /// be in flight at once (forward done, backward not yet).
-  /// With `caller_results`, every forward writes the graph's own results
-  /// (what a stage sends) into buffers the caller passes to forward(). With
-  /// `split`, the backward runs as two programs (split_backward): the input
-  /// gradients in backward_input(), the parameters' in backward_weight(),
-  /// and a slot stays in flight until the latter.
-  StageProgram(Module module, const DimBinding& binding, GradientProgram gradients, ParameterSet& params, int slots,
-               bool caller_results = false, bool split = false);
+  /// `module` holds the graph and its backward functions, laid out as
+  /// `gradients` and `split` say; its parameters are added to `params`
+  /// (their buffers are bound, so `params` must outlive the program).
+  /// `slots` micro-batches may be in flight at once (forward done, backward
+  /// not yet). With `caller_results`, every forward writes the graph's own
+  /// results (what a stage sends) into buffers the caller passes to
+  /// forward(). Given a `split`, the backward runs as its two parts: the
+  /// input gradients in backward_input(), the parameters' in
+  /// backward_weight(), and a slot stays in flight until the latter.
+  StageProgram(Module module, const DimBinding& binding, GradientProgram gradients,
+               std::optional<BackwardSplit> split, ParameterSet& params, int slots, bool caller_results = false);
   ~StageProgram() override;
 
   const Function& graph() const override;

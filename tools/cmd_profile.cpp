@@ -7,7 +7,7 @@
 #include "backends/cpu/blas.h"
 #include "partitioner/compile.h"
 #include "passes/pass.h"
-#include "runtime/profiler.h"
+#include "profiler/profiler.h"
 #include "tools/command.h"
 
 namespace pf::tools {

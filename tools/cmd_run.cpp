@@ -16,7 +16,7 @@
 #include "runtime/dataset.h"
 #include "runtime/runtime.h"
 #include "runtime/safetensors.h"
-#include "runtime/trainer.h"
+#include "trainer/trainer.h"
 #include "tools/command.h"
 #include "tools/run_flags.h"
 
@@ -163,7 +163,7 @@ void run_plan(const CLI::App& cmd, const RunOptions& o) {
 
   int64_t classes = 0;
   for (const PlanStage& stage : plan.stages) {
-    Module m = stage_program(plan, stage, "forward");
+    Module m = stage_program(plan, stage);
     if (int64_t c = classes_of(m.graph())) classes = c;
   }
   BatchSource source(o, runtime.batch_inputs(), classes, plan.model_name, o.train.seed);

@@ -151,7 +151,7 @@ class Drawing {
  public:
   Drawing(const Plan& plan, bool ops) : plan_(plan), ops_(ops) {
     for (const PlanStage& s : plan.stages) {
-      programs_.push_back(stage_program(plan, s, "forward"));
+      programs_.push_back(stage_program(plan, s));
       collect_layers(s);
     }
     add_edges();

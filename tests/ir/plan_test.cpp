@@ -22,7 +22,8 @@ using Json = nlohmann::ordered_json;
 
 // Two stages of a tiny model: stage 0 embeds x with the tied weight %wte,
 // stage 1 applies %w1, projects back through %wte and takes an MSE loss.
-// The backward programs are what autodiff writes, by hand.
+// The training programs are what autodiff writes, by hand; the forward
+// programs alone make an inference plan.
 constexpr const char* kForward0 = R"(dim B = 4
 
 graph @stage0(%x: f32[B,8]) -> f32[B,8] {
@@ -103,24 +104,23 @@ Plan two_stage_plan() {
   s0.index = 0;
   s0.device = 0;
   s0.layers = {"embed"};
-  s0.forward = kForward0;
-  s0.backward = kBackward0;
+  s0.program = kBackward0;
+  s0.gradients = GradientProgram{"stage0.backward", 1, {0}, {"h.grad"}, {"x"}, {}, {"wte"}};
   s0.params = {{"wte", kWeight, "normal(0.02)", {1}}};
   s0.inputs = {{"x", kAct, -1}};
   s0.send = {{"h", kAct, 1}};
-  s0.stash = {"x"};
   s0.predicted = {0.001, 0.002, 1.5e-6, 0.0030015, 256, 128, 1280, 128};
 
   PlanStage s1;
   s1.index = 1;
   s1.device = 1;
   s1.layers = {"l1", "head"};
-  s1.forward = kForward1;
-  s1.backward = kBackward1;
+  s1.program = kBackward1;
+  s1.gradients = GradientProgram{
+      "stage1.backward", 1, {0}, {"loss.grad"}, {"h", "a", "logits", "y"}, {"h"}, {"w1", "wte"}};
   s1.params = {{"w1", kWeight, "xavier", {}}, {"wte", kWeight, "normal(0.02)", {0}}};
   s1.inputs = {{"y", kAct, -1}};
   s1.recv = {{"h", kAct, 0}};
-  s1.stash = {"h", "a", "logits", "y"};
   s1.predicted = {0.0012, 0.0018, 1.5e-6, 0.0030015, 512, 512, 3584, 0};
 
   plan.stages = {s0, s1};
@@ -166,7 +166,7 @@ TEST(Plan, RoundTripsThroughJson) {
 
 TEST(Plan, JsonIsReadable) {
   std::string text = plan_to_json(two_stage_plan());
-  EXPECT_TRUE(text.starts_with("{\n  \"format\": \"pipeforge-plan\",\n  \"version\": 1,\n")) << text;
+  EXPECT_TRUE(text.starts_with("{\n  \"format\": \"pipeforge-plan\",\n  \"version\": 2,\n")) << text;
   // Small objects on one line; programs one IR line per JSON line.
   EXPECT_NE(text.find(R"(    "binding": {"B": 4}
   },)"),
@@ -176,11 +176,13 @@ TEST(Plan, JsonIsReadable) {
   EXPECT_NE(text.find(R"j({"name": "wte", "type": "f32[8,8]", "init": "normal(0.02)", "shared_with": [1]})j"),
             std::string::npos)
       << text;
-  EXPECT_NE(text.find("      \"forward\": [\n        \"dim B = 4\",\n        \"\",\n        \"graph @stage0(%x: "
-                      "f32[B,8]) -> f32[B,8] {\",\n"),
+  EXPECT_NE(text.find("      \"program\": [\n        \"dim B = 4\",\n        \"\",\n        \"graph @stage0(%x: "
+                      "f32[B,8]) -> (f32[B,8], f32[B,8]) {\",\n"),
             std::string::npos)
       << text;
-  for (std::string_view line : {"\"stash\": [\"x\"]", "\"layers\": [\"l1\", \"head\"]"})
+  for (std::string_view line : {"      \"gradients\": {\n        \"backward\": \"stage0.backward\",\n        "
+                                "\"results\": 1,\n        \"outputs\": [0],\n        \"seeds\": [\"h.grad\"],\n",
+                                "\"layers\": [\"l1\", \"head\"]"})
     EXPECT_NE(text.find(line), std::string::npos) << line;
 }
 
@@ -229,13 +231,18 @@ TEST(Plan, RecordsItsComputeDtype) {
 TEST(Plan, InferencePlanHasNoBackward) {
   Plan plan = two_stage_plan();
   plan.loss_stage_output.clear();
-  for (PlanStage& s : plan.stages) {
-    s.backward.clear();
-    s.stash.clear();
-  }
+  plan.stages[0].program = kForward0;
+  plan.stages[1].program = kForward1;
+  for (PlanStage& s : plan.stages) s.gradients.reset();
   std::string text = plan_to_json(plan);
-  EXPECT_NE(text.find("\"backward\": []"), std::string::npos);
+  EXPECT_EQ(text.find("\"gradients\""), std::string::npos);
   EXPECT_EQ(plan_from_json(text, "plan.json"), plan);
+  EXPECT_EQ(plan_error([](Plan& p) {
+              p.loss_stage_output.clear();
+              p.stages[1].program = kForward1;
+              p.stages[1].gradients.reset();
+            }),
+            "plan.json: stage 0 has gradients, but the plan has no loss to train");
 }
 
 TEST(Plan, RefusesToWriteWhatJsonCannotHold) {
@@ -292,8 +299,11 @@ TEST(Plan, RejectsOtherFilesAndVersions) {
   EXPECT_EQ(load_error("[1, 2]"), "plan.json: not a pipeforge plan (no \"format\": \"pipeforge-plan\")");
   EXPECT_EQ(json_error([](Json& j) { j["format"] = "pipeforge-profile"; }),
             "plan.json: not a pipeforge plan (no \"format\": \"pipeforge-plan\")");
-  EXPECT_EQ(json_error([](Json& j) { j["version"] = 2; }),
-            "plan.json: version 2 is not supported by this pipeforge (it reads version 1)");
+  EXPECT_EQ(json_error([](Json& j) { j["version"] = 3; }),
+            "plan.json: version 3 is not supported by this pipeforge (it reads version 2)");
+  EXPECT_EQ(json_error([](Json& j) { j["version"] = 1; }),
+            "plan.json: version 1 was written by an older pipeforge (this one reads version 2); compile the model "
+            "again");
   EXPECT_EQ(json_error([](Json& j) { j["version"] = "1"; }), "plan.json: version must be an integer");
   EXPECT_EQ(json_error([](Json& j) { j.erase("version"); }), "plan.json: no \"version\"");
 }
@@ -308,8 +318,8 @@ TEST(Plan, ChecksFieldsAndTheirTypes) {
             "plan.json: stages[1].recv[0].type: 'f32[4,x]' is not a tensor type such as f32[8,64]");
   EXPECT_EQ(json_error([](Json& j) { j["stages"][0]["send"][0]["type"] = "f32[4294967296,4294967296]"; }),
             "plan.json: stages[0].send[0].type: 'f32[4294967296,4294967296]' is not a tensor type such as f32[8,64]");
-  EXPECT_EQ(json_error([](Json& j) { j["stages"][0]["forward"][2] = 7; }),
-            "plan.json: stages[0].forward[2] must be a string");
+  EXPECT_EQ(json_error([](Json& j) { j["stages"][0]["program"][2] = 7; }),
+            "plan.json: stages[0].program[2] must be a string");
   EXPECT_EQ(json_error([](Json& j) { j["stages"][0]["predicted"]["time_s"] = -1; }),
             "plan.json: stages[0].predicted.time_s must be at least 0, got -1");
   EXPECT_EQ(json_error([](Json& j) { j["devices"][0]["kind"] = "tpu"; }),
@@ -376,59 +386,105 @@ TEST(Plan, TiedParametersAreSymmetric) {
 }
 
 TEST(Plan, ProgramsMustParseAndVerify) {
-  EXPECT_EQ(plan_error([](Plan& p) { replace_once(p.stages[1].forward, "matmul %h", "frobnicate %h"); }),
-            "plan.json: stage 1's forward program: 5:8: unknown op 'frobnicate'\n"
+  EXPECT_EQ(plan_error([](Plan& p) { replace_once(p.stages[1].program, "matmul %h", "frobnicate %h"); }),
+            "plan.json: stage 1's program: 5:8: unknown op 'frobnicate'\n"
             "  %a = frobnicate %h, %w1 layer=\"l1\" : f32[B,8]\n"
             "       ^");
-  EXPECT_EQ(plan_error([](Plan& p) { replace_once(p.stages[0].backward, "transpose_a=true", ""); }),
-            "plan.json: stage 0's backward program: 10:15: matmul: contraction sizes differ: f32[4,8] and f32[4,8] "
+  EXPECT_EQ(plan_error([](Plan& p) { replace_once(p.stages[0].program, "transpose_a=true", ""); }),
+            "plan.json: stage 0's program: 10:15: matmul: contraction sizes differ: f32[4,8] and f32[4,8] "
             "(8 vs 4)\n"
             "  %wte.grad = matmul %x, %h.grad  : f32[8,8]\n"
             "              ^");
-  EXPECT_EQ(plan_error([](Plan& p) { p.stages[0].forward.clear(); }), "plan.json: stage 0 has no forward program");
+  EXPECT_EQ(plan_error([](Plan& p) { p.stages[0].program.clear(); }), "plan.json: stage 0 has no program");
 }
 
 TEST(Plan, ProgramsAgreeWithTheStageTables) {
   EXPECT_EQ(plan_error([](Plan& p) { p.stages[1].inputs.clear(); }),
-            "plan.json: stage 1's forward program takes %y f32[4,8], but the stage neither receives it nor reads it "
-            "from the batch");
+            "plan.json: stage 1's program takes %y f32[4,8], but the stage neither receives it nor reads it from the "
+            "batch");
   EXPECT_EQ(plan_error([](Plan& p) {
               p.stages[1].inputs.push_back({"mask", kAct, -1});
             }),
-            "plan.json: stage 1 takes mask f32[4,8], but its forward program has no argument %mask");
+            "plan.json: stage 1 takes mask f32[4,8], but its program has no argument %mask");
   EXPECT_EQ(plan_error([](Plan& p) { p.stages[1].inputs[0].type.dtype = DType::i32; }),
-            "plan.json: stage 1 takes y i32[4,8], but its forward program takes %y f32[4,8]");
+            "plan.json: stage 1 takes y i32[4,8], but its program takes %y f32[4,8]");
   EXPECT_EQ(plan_error([](Plan& p) { p.stages[1].params.erase(p.stages[1].params.begin()); }),
-            "plan.json: stage 1's forward program has parameter %w1, which the stage does not list");
+            "plan.json: stage 1's program has parameter %w1, which the stage does not list");
   EXPECT_EQ(plan_error([](Plan& p) { p.stages[1].params[0].init = "kaiming"; }),
-            "plan.json: stage 1 lists parameter w1 with init kaiming, but its forward program has init=xavier");
+            "plan.json: stage 1 lists parameter w1 with init kaiming, but its program has init=xavier");
   EXPECT_EQ(plan_error([](Plan& p) {
-              p.stages[1].stash = {"a", "h", "logits", "y"};
+              p.stages[1].gradients->stash = {"a", "h", "logits", "y"};
             }),
-            "plan.json: stage 1's backward program: @stage1 returns (%loss, %h, %a, %logits, %y); it must return the "
-            "forward program's results, then the stash: (%loss, %a, %h, %logits, %y)");
+            "plan.json: stage 1's program: @stage1 returns (loss, h, a, logits, y); the stage's gradient table says its "
+            "results, then the stash: (loss, a, h, logits, y)");
   EXPECT_EQ(plan_error([](Plan& p) {
-              replace_once(p.stages[0].backward, "(%h.grad: f32[B,8], %x: f32[B,8])",
+              replace_once(p.stages[0].program, "(%h.grad: f32[B,8], %x: f32[B,8])",
                            "(%x: f32[B,8], %h.grad: f32[B,8])");
             }),
-            "plan.json: stage 0's backward program: @stage0.backward takes (x, h.grad); it must take the seeds, then "
-            "the stash (x)");
+            "plan.json: stage 0's program: @stage0.backward takes (x, h.grad); the stage's gradient table says the "
+            "seeds, then the stash: (h.grad, x)");
   EXPECT_EQ(plan_error([](Plan& p) {
-              p.stages[0].forward =
+              p.stages[0].gradients.reset();
+              p.loss_stage_output.clear();
+              p.stages[1].gradients.reset();
+              p.stages[1].program = kForward1;
+              p.stages[0].program =
                   "func @embed(%x: f32[4,8]) -> f32[4,8] {\n  %wte = param init=normal(0.02) : f32[8,8]\n"
                   "  %h = matmul %x, %wte : f32[4,8]\n  return %h\n}\n\n"
                   "graph @stage0(%x: f32[4,8]) -> f32[4,8] {\n  %h = call @embed(%x) scope=\"embed\" : f32[4,8]\n"
                   "  return %h\n}\n";
             }),
-            "plan.json: stage 0's forward program: 8:8: calls @embed; stage programs must be inlined\n"
+            "plan.json: stage 0's program: 8:8: calls @embed; stage programs must be inlined\n"
             "  %h = call @embed(%x) scope=\"embed\" : f32[4,8]\n"
             "       ^");
-  EXPECT_EQ(plan_error([](Plan& p) { replace_once(p.stages[0].backward, "@stage0.b", "@s0.b"); }),
-            "plan.json: stage 0's backward program has no @stage0.backward");
-  EXPECT_EQ(plan_error([](Plan& p) { p.stages[0].backward.clear(); }),
-            "plan.json: stage 0 stashes values but has no backward program");
+  EXPECT_EQ(plan_error([](Plan& p) { replace_once(p.stages[0].program, "@stage0.b", "@s0.b"); }),
+            "plan.json: stage 0's program has no @stage0.backward (the backward)");
+  EXPECT_EQ(plan_error([](Plan& p) { p.stages[0].gradients.reset(); }),
+            "plan.json: stage 0 has no gradients, but the plan trains (its loss is %loss); compile it again");
   EXPECT_EQ(plan_error([](Plan& p) { p.loss_stage_output = "logits"; }),
-            "plan.json: the loss is %logits, but the forward program of the last stage (1) does not return it");
+            "plan.json: the loss is %logits, but the program of the last stage (1) does not return it");
+}
+
+// The runtime binds buffers by the gradient table alone: every count, name
+// and order in it is checked against the program.
+TEST(Plan, GradientTablesAgreeWithTheProgram) {
+  EXPECT_EQ(json_error([](Json& j) { j["stages"][0]["gradients"]["outputs"] = {3}; }),
+            "plan.json: stages[0].gradients.outputs[0] must be a result index below 1");
+  EXPECT_EQ(json_error([](Json& j) { j["stages"][0]["gradients"].erase("seeds"); }),
+            "plan.json: stages[0].gradients has no \"seeds\"");
+  EXPECT_EQ(plan_error([](Plan& p) { p.stages[0].gradients->seeds.clear(); }),
+            "plan.json: stage 0's gradient table has 0 seeds for 1 differentiated results");
+  EXPECT_EQ(plan_error([](Plan& p) { p.stages[1].gradients->input_grads = {"y"}; }),
+            "plan.json: stage 1's gradient table differentiates %y, which the stage does not receive");
+  EXPECT_EQ(plan_error([](Plan& p) { p.stages[1].gradients->input_grads.clear(); }),
+            "plan.json: stage 1's program: @stage1.backward returns 3 values; the stage's gradient table says 2");
+  EXPECT_EQ(plan_error([](Plan& p) { p.stages[1].gradients->params = {"wte", "w1"}; }),
+            "plan.json: stage 1's gradient table lists parameters (wte, w1); its program declares them in the order "
+            "(w1, wte)");
+  EXPECT_EQ(plan_error([](Plan& p) { p.stages[1].gradients->original_results = 2; }),
+            "plan.json: stage 1's program: @stage1 returns (loss, h, a, logits, y); the stage's gradient table says its "
+            "results, then the stash: (loss, h, h, a, logits, y)");
+  EXPECT_EQ(plan_error([](Plan& p) { replace_once(p.stages[0].program, "-> f32[8,8] {", "-> f32[8,4] {"); }),
+            "plan.json: stage 0's program: 11:3: return: result 1 of @stage0.backward is declared f32[8,4], but "
+            "%wte.grad is f32[8,8]\n"
+            "  return %wte.grad\n"
+            "  ^");
+}
+
+// A zero-bubble schedule runs each backward in two parts, which the plan
+// must hold; no other schedule has them.
+TEST(Plan, SplitBackwardsGoWithTheSchedule) {
+  EXPECT_EQ(plan_error([](Plan& p) { p.schedule = "zb1"; }),
+            "plan.json: stage 0 does not split its backward, but schedule zb1 runs it in two parts");
+  EXPECT_EQ(plan_error([](Plan& p) { p.stages[0].split = BackwardSplit{"stage0.backward_input", "w", {}}; }),
+            "plan.json: stage 0 splits its backward, but schedule 1f1b runs it whole");
+  EXPECT_EQ(plan_error([](Plan& p) {
+              p.schedule = "zb1";
+              p.stages[0].split = BackwardSplit{"stage0.backward_input", "stage0.backward_weight", {}};
+            }),
+            "plan.json: stage 0's program has no @stage0.backward_input (the backward's input part)");
+  EXPECT_EQ(json_error([](Json& j) { j["stages"][0]["split"] = {{"input", "i"}, {"weight", "w"}}; }),
+            "plan.json: stages[0].split has no \"deferred\"");
 }
 
 TEST(Plan, SendsAreReturnedValues) {
@@ -437,7 +493,7 @@ TEST(Plan, SendsAreReturnedValues) {
               p.stages[0].send.push_back({"x", kAct, 1});
               p.stages[1].recv.push_back({"x", kAct, 0});
             }),
-            "plan.json: stage 0 sends x, but its forward program does not return %x");
+            "plan.json: stage 0 sends x, but its program does not return %x");
 }
 
 TEST(JsonFormat, KeepsShortContainersOnOneLine) {

@@ -13,6 +13,7 @@
 #include "ir/parser.h"
 #include "ir/verifier.h"
 #include "partitioner/model_cost_graph.h"
+#include "partitioner/plan_stages.h"
 #include "passes/pass.h"
 
 namespace pf::equivalence {
@@ -72,16 +73,15 @@ std::unique_ptr<Pipeline> make_pipeline(const Model& model, ScheduleKind kind, i
   std::vector<int> cuts;
   const auto& c = cg.cut_candidates;
   for (int k = 1; k < stages; ++k) cuts.push_back(c[(static_cast<size_t>(k) * (c.size() + 1)) / stages - 1]);
+  const Plan plan =
+      plan_for_cuts(m, b, cuts, whole, std::string(schedule_kind_name(kind)), micro, virt, setup.dtype);
   PipelineOptions options;
-  options.schedule = kind;
-  options.microbatches = micro;
-  options.virtual_stages = virt;
   options.train = sgd();
   options.timeout_s = 20;
-  options.dtype = setup.dtype;
+  options.cpu_only = !setup.gpu_of;
   if (setup.gpu_of)
     for (int s = 0; s < stages; ++s) options.stage_gpus.push_back(setup.gpu_of(s, devices));
-  auto p = std::make_unique<Pipeline>(split_into_stages(m, cuts, whole), b, options);
+  auto p = Pipeline::from_plan(plan, options);
   p->initialize(7);
   p->start();
   return p;

@@ -10,7 +10,7 @@
 #include "ir/module.h"
 #include "runtime/pipeline.h"
 #include "runtime/random_batch.h"
-#include "runtime/trainer.h"
+#include "trainer/trainer.h"
 
 namespace pf::equivalence {
 

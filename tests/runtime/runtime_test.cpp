@@ -111,6 +111,19 @@ RuntimeOptions adamw() {
   return o;
 }
 
+// The runtime executes what the plan holds: each stage's program is parsed
+// once, while the plan is checked, and no pass runs on it.
+TEST_F(RuntimeTest, LoadingAPlanParsesEachStageProgramOnce) {
+  for (const std::string schedule : {"1f1b", "zb1"}) {
+    SCOPED_TRACE(schedule);
+    const std::string plan = compile(schedule, 1);
+    const int64_t before = modules_parsed();
+    Runtime rt = Runtime::load(plan);
+    EXPECT_EQ(modules_parsed() - before, rt.stages());
+    EXPECT_EQ(rt.stages(), 2);
+  }
+}
+
 TEST_F(RuntimeTest, DescribesThePlanAndItsBatch) {
   Runtime rt = Runtime::load(compile());
   EXPECT_EQ(rt.stages(), 2);

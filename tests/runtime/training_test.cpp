@@ -8,7 +8,7 @@
 #include "ir/parser.h"
 #include "runtime/dataset.h"
 #include "runtime/random_batch.h"
-#include "runtime/trainer.h"
+#include "trainer/trainer.h"
 
 namespace pf {
 namespace {

@@ -1,9 +1,10 @@
 // Training a whole model on one CPU device.
-#include "runtime/trainer.h"
+#include "trainer/trainer.h"
 
 #include <cmath>
 
 #include "ir/verifier.h"
+#include "passes/autodiff.h"
 #include "passes/pass.h"
 
 namespace pf {
@@ -39,7 +40,7 @@ Trainer::Trainer(Module model, const DimBinding& binding, const TrainerOptions& 
     g.result_types.push_back(SymType::from(g.type_of(logits)));
   }
   GradientProgram gradients = differentiate(model, binding);
-  program_ = std::make_unique<StageProgram>(std::move(model), binding, std::move(gradients), params_, 1);
+  program_ = std::make_unique<StageProgram>(std::move(model), binding, std::move(gradients), std::nullopt, params_, 1);
 }
 
 void Trainer::start() {

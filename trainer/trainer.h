@@ -12,20 +12,9 @@
 #include "runtime/optimizer.h"
 #include "runtime/parameters.h"
 #include "runtime/stage_program.h"
+#include "runtime/train_options.h"
 
 namespace pf {
-
-struct TrainerOptions {
-  std::string optimizer = "sgd";  // sgd | adamw
-  double lr = 0.01;
-  double momentum = 0.9;          // sgd
-  double weight_decay = 0.0;
-  double clip = 0.0;              // max global gradient norm; 0 = off
-  int64_t warmup = 0;             // linear warm-up steps, then cosine to lr/10 at `steps`
-  bool cosine = false;
-  int64_t steps = 1;
-  uint64_t seed = 0;
-};
 
 struct StepResult {
   double loss = 0;
@@ -34,7 +23,9 @@ struct StepResult {
   std::optional<double> accuracy;  // for classifiers: argmax(logits) == target
 };
 
-/// Compiles a model (inline, shapes, autodiff) and trains it step by step.
+/// Compiles a model (inline, shapes, autodiff) and trains it step by step:
+/// the whole model as one program, without a plan. Pipelines match it number
+/// for number; it lives apart from the runtime, which never runs a pass.
 class Trainer {
  public:
   Trainer(Module model, const DimBinding& binding, const TrainerOptions& options);

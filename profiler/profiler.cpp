@@ -1,5 +1,5 @@
 // Measuring a model's ops on the CPU.
-#include "runtime/profiler.h"
+#include "profiler/profiler.h"
 
 #include <fmt/format.h>
 

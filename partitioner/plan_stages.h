@@ -1,0 +1,39 @@
+// A plan's stages from a model cut into pieces: each stage's tables and the
+// program the runtime executes, compiled here so that the runtime runs no pass.
+#pragma once
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "ir/module.h"
+#include "ir/plan.h"
+#include "partitioner/stage_split.h"
+
+namespace pf {
+
+/// Stage `index` of a plan, from split_into_stages' `stage` under the
+/// micro-batch binding `micro`, on device `device`: its tables (parameters,
+/// with `holders` naming every stage that holds each one, batch inputs,
+/// tensors received and sent) and its program. With `training`, the program
+/// holds the graph differentiated for the stage (stage_autodiff_options)
+/// and `gradients` describes it; with `split` too, the backward's input and
+/// weight parts (schedule_splits_backward). Predictions are left zero.
+PlanStage plan_stage(StageModule stage, int index, int device, const DimBinding& micro,
+                     const std::map<std::string, std::vector<int>>& holders, bool training, bool split);
+
+/// Every stage of a plan at once: which stages hold each parameter is taken
+/// from `stages` themselves; stage s goes on device `device_of[s]`.
+std::vector<PlanStage> plan_stages(std::vector<StageModule> stages, const DimBinding& micro,
+                                   const std::vector<int>& device_of, bool training, bool split);
+
+/// A plan of `model` (inlined and verified under `micro`, the binding of one
+/// micro-batch; its first result is the loss) cut at op positions `cuts`,
+/// without a cost model: `devices` CPU devices named cpu:0..., stage s on
+/// device s % devices, predictions zero. What tests and benchmarks build
+/// when they choose the cuts themselves.
+Plan plan_for_cuts(const Module& model, const DimBinding& micro, const std::vector<int>& cuts,
+                   const std::vector<std::string>& whole_inputs, const std::string& schedule, int microbatches,
+                   int virtual_stages, DType dtype = DType::f32);
+
+}  // namespace pf
