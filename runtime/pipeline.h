@@ -23,6 +23,10 @@
 
 namespace pf {
 
+class LocalWorld;
+class RankWorker;
+struct PipelineStage;
+
 struct PipelineOptions {
   ScheduleKind schedule = ScheduleKind::one_f_one_b;
   int microbatches = 1;
@@ -145,31 +149,23 @@ class Pipeline {
 
  private:
   Pipeline(const Plan& plan, std::vector<Module> programs, const PipelineOptions& options);
-  struct Stage;
-  PipelineStepResult run_step(const std::vector<std::pair<std::string, const void*>>& inputs, bool backward);
-  struct StepState;
-  /// One device's walk through its action list for one step; reads and
-  /// writes only `state` and what it points to (never the Pipeline itself).
-  static void run_device(StepState& state, int device, bool backward);
+  PipelineStepResult run_step(const std::vector<std::pair<std::string, const void*>>& inputs, bool backward,
+                              bool update);
   /// Allocates every hand-off buffer, each in the memory of the stage that
   /// writes it (pinned host memory when a GPU neighbour copies it), and
   /// decides how each stage reads its neighbours': in place, or through
   /// copies that receive() makes.
   void connect_stages();
-  void sum_tied_grads();
-  /// Waits for every worker of the step, as the watchdog: fails the step when
-  /// a computation outlives timeout_s, and gives up on workers that have not
-  /// returned timeout_s after a failure. Returns the devices given up on.
-  std::vector<int> watch_workers();
-  /// Runs fn(stage) for every stage, each device's stages on a thread of its own.
-  void for_each_device(const std::function<void(int stage)>& fn);
+  /// One rank per device over an in-process communicator, each with its
+  /// stages, its tied parameters and the parameters it counts in the norm.
+  void make_workers();
 
   PipelineOptions options_;
   Schedule schedule_;
-  std::vector<std::unique_ptr<Stage>> stages_;
+  std::vector<std::unique_ptr<PipelineStage>> stages_;
+  std::unique_ptr<LocalWorld> world_;
+  std::vector<std::unique_ptr<RankWorker>> workers_;
   std::optional<LrSchedule> lr_;
-  struct Shared;
-  std::unique_ptr<Shared> shared_;
   std::optional<std::string> stuck_;  // set when a worker was given up on: why
 };
 

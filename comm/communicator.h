@@ -1,0 +1,100 @@
+// How ranks talk: messages between two ranks and collectives over named
+// groups. A rank is one worker walking its part of a plan; the pipeline's
+// ranks are threads of one process today (LocalCommunicator), and the same
+// worker code runs over a communicator between processes.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace pf {
+
+/// Ranks that take part in a collective together: the whole world, the
+/// stages holding one tied parameter, the replicas of one stage. A group's
+/// name is the same on every member, so that a communicator between
+/// processes can set each group up once.
+struct CommGroup {
+  std::string name;        ///< "world", "tied:wte", ...
+  std::vector<int> ranks;  ///< increasing
+
+  bool contains(int rank) const;
+};
+
+/// Thrown by a wait that another rank's failure (Communicator::abort) ended:
+/// that failure is the step's error, so this one only unwinds the caller.
+struct CommAborted {};
+
+/// Thrown by a wait that timed out while no rank was computing: something
+/// that should have been sent never will be. The message names every rank
+/// waiting at that moment and what for.
+struct CommTimeout {
+  std::string message;
+};
+
+/// A receive posted ahead of its message (see Communicator::post).
+struct RecvRequest {
+  int peer = -1;           ///< the sender's rank
+  int64_t tag = 0;         ///< one message: sender and receiver agree on it
+  void* dst = nullptr;     ///< where the bytes go when they must be copied
+  int64_t bytes = 0;
+  /// For the watchdog's message: "stage 1 waits for the activations of
+  /// micro-batch 3 from stage 0".
+  std::string waiting;
+};
+
+/// What a receive got.
+struct Received {
+  /// Where the bytes are: the request's `dst`, or, when the communicator
+  /// shares memory with the sender (in process), the sender's own buffer,
+  /// read in place.
+  const void* data = nullptr;
+  /// What the sender attached to the message: in process, the object that
+  /// knows how to reach its device's memory (a GPU stage's events); null
+  /// between processes.
+  void* context = nullptr;
+};
+
+/// One rank's end of a communicator. Waits (receives and collectives) end
+/// early with CommAborted once any rank called abort(), and with
+/// CommTimeout after `timeout_s` during which no rank was computing (see
+/// set_busy). Collectives sum in rank order, so every member gets the same
+/// bits whatever order the ranks arrive in. One thread per rank.
+class Communicator {
+ public:
+  virtual ~Communicator() = default;
+
+  virtual int rank() const = 0;
+  virtual int size() const = 0;
+
+  /// Sends `bytes` at `data` to `peer` under `tag`, without waiting for the
+  /// receiver (`peer` may be this rank: a device holding neighbouring
+  /// interleaved stages). The buffer must stay unchanged until the next barrier of the
+  /// world: in process it is lent to the receiver, who reads it in place.
+  virtual void send(int peer, int64_t tag, const void* data, int64_t bytes, void* context = nullptr) = 0;
+  /// Posts a receive ahead of its message; wait() completes it. Returns a
+  /// handle for wait.
+  virtual int post(RecvRequest request) = 0;
+  /// Waits for the message of a posted receive.
+  virtual Received wait(int handle) = 0;
+
+  /// Sums `values` over the group's ranks, element by element, in rank
+  /// order; every member ends with the sum.
+  virtual void all_reduce(const CommGroup& group, std::span<double> values) = 0;
+  virtual void all_reduce(const CommGroup& group, std::span<float> values) = 0;
+  /// Copies `bytes` at `data` from the group's rank `root` to every member.
+  virtual void broadcast(const CommGroup& group, int root, void* data, int64_t bytes) = 0;
+  virtual void barrier(const CommGroup& group) = 0;
+
+  /// For the watchdog: `who` (e.g. "stage 1") is computing `what` (e.g.
+  /// "the forward of micro-batch 0"), or, with an empty `what`, no longer.
+  /// While any rank computes, no wait times out: its result may be what the
+  /// others wait for.
+  virtual void set_busy(const std::string& who, const std::string& what) = 0;
+  /// Ends every rank's waits with CommAborted; `message` says why (the
+  /// first one given is kept).
+  virtual void abort(const std::string& message) = 0;
+};
+
+}  // namespace pf

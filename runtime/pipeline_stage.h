@@ -1,0 +1,56 @@
+// One pipeline stage as the pipeline's ranks hold it: its program, its
+// parameters and optimizer, and the buffers of its hand-offs. Internal to
+// pipeline.cpp and rank_worker.cpp.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "runtime/optimizer.h"
+#include "runtime/parameters.h"
+#include "runtime/stage_runner.h"
+
+namespace pf {
+
+struct PipelineStage {
+  int index = 0;
+  int rank = 0;                                      // the device (worker) it runs on
+  std::vector<std::string> inputs;                   // the model inputs it reads, as the plan lists them
+  bool has_loss = false;                             // the last stage of a training plan: result 0 is the loss
+  ParameterSet params;
+  std::unique_ptr<StageRunner> program;              // a StageProgram, or a CudaStageProgram on a GPU
+  std::unique_ptr<Optimizer> optimizer;
+  std::vector<int> input_args;                       // per graph argument: index into inputs, or -1
+  std::vector<int64_t> input_stride_bytes;           // per model input the stage reads: bytes from one micro-batch to the next (0: whole)
+  std::vector<TensorType> input_types;               // per model input the stage reads: its micro-batch type
+  std::vector<int> float_outputs;                    // differentiated results
+  int results = 0;                                   // the graph's own results (the loss, then what it sends)
+  // Hand-offs, each buffer in the memory of the stage that writes it.
+  std::vector<std::vector<void*>> sends;             // [mb][send i]: activations its forward writes
+  std::vector<int64_t> send_bytes;                   // [send i]
+  std::vector<std::vector<void*>> send_grads;        // [mb][recv i]: gradients going back
+  std::vector<TensorType> send_grad_types;           // [recv i], as the model declares them
+  std::vector<int64_t> send_grad_bytes;              // [recv i], as the stage stores them
+  /// What it reads from its neighbours: [mb][tensor], the activations its
+  /// forward reads and the gradients its backward reads. Where both ends
+  /// share the host's memory the sender's buffers are read in place (set
+  /// when each message arrives); otherwise these are the stage's own
+  /// buffers, which StageRunner::receive fills (`*_copies`).
+  std::vector<std::vector<const void*>> recvs;
+  std::vector<std::vector<const void*>> seeds_in;
+  std::vector<int64_t> recv_bytes;                   // [recv i]: as the previous stage sends them
+  std::vector<int64_t> seed_bytes;                   // [send i]: as the next stage sends them back
+  bool recv_copies = false;
+  bool seed_copies = false;
+  std::vector<float> losses;                         // [mb]
+  std::vector<void*> loss_out;                       // [mb]: where the forward writes the loss (&losses[mb] on the CPU)
+  const void* loss_seed = nullptr;                   // the loss's gradient: 1/m (the step's loss is the mean)
+  std::vector<int> free_slots;
+  std::vector<int> slot_of;                          // [mb]
+  int inflight = 0, peak = 0;
+  bool grads_written = false;  // this step: the first backward writes the gradients, later ones add to them
+};
+
+}  // namespace pf

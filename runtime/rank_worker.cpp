@@ -1,0 +1,339 @@
+// One rank of a pipeline: its action list, its hand-offs, its share of the step.
+#include "runtime/rank_worker.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <new>
+#include <thread>
+
+#include "ir/diagnostic.h"
+
+namespace pf {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+std::string describe(const Action& a) {
+  switch (a.kind) {
+    case ActionKind::forward: return fmt::format("the forward of micro-batch {}", a.microbatch);
+    case ActionKind::backward: return fmt::format("the backward of micro-batch {}", a.microbatch);
+    case ActionKind::backward_input: return fmt::format("the input-gradient backward of micro-batch {}", a.microbatch);
+    case ActionKind::backward_weight:
+      return fmt::format("the weight-gradient backward of micro-batch {}", a.microbatch);
+    default: return fmt::format("an action of micro-batch {}", a.microbatch);
+  }
+}
+
+constexpr int kActivations = 0;
+constexpr int kGradients = 1;
+
+bool runs_in_forward_pass(ActionKind kind) {
+  return kind == ActionKind::forward || kind == ActionKind::send_act || kind == ActionKind::recv_act;
+}
+
+}  // namespace
+
+int64_t hand_off_tag(int receiver, int kind, int mb, int tensor, int microbatches) {
+  return ((static_cast<int64_t>(receiver) * 2 + kind) * microbatches + mb) * 65536 + tensor;
+}
+
+RankWorker::RankWorker(int rank, int microbatches, std::vector<Action> actions, std::vector<PipelineStage*> stages,
+                       Communicator& comm, CommGroup world, std::vector<TiedParam> tied,
+                       std::vector<std::vector<Param>> norm_params)
+    : rank_(rank),
+      microbatches_(microbatches),
+      actions_(std::move(actions)),
+      stages_(std::move(stages)),
+      comm_(comm),
+      world_(std::move(world)),
+      tied_(std::move(tied)),
+      norm_params_(std::move(norm_params)) {}
+
+PipelineStage& RankWorker::stage(int index) const {
+  for (PipelineStage* s : stages_)
+    if (s->index == index) return *s;
+  throw Error(fmt::format("rank {} holds no stage {}", rank_, index));
+}
+
+void RankWorker::run(const RankStep& step, RankOutcome& out) {
+  try {
+    post_receives(step);
+    walk(step, out);
+    finish_devices();
+    current_stage_ = -1;
+    out.loss = loss();
+    if (!step.backward) return;
+    sum_tied_grads();
+    out.grad_norm = grad_norm();
+    if (step.update) update(step, out.grad_norm);
+  } catch (const CommAborted&) {
+    // another rank failed first; its error is the step's
+  } catch (const CommTimeout&) {
+    // the communicator has failed the step with the watchdog's message
+  } catch (const Error& e) {
+    comm_.abort(current_stage_ >= 0 ? fmt::format("stage {}: {}", current_stage_, e.message())
+                                    : fmt::format("rank {}: {}", rank_, e.message()));
+  } catch (const std::bad_alloc&) {
+    comm_.abort(current_stage_ >= 0 ? fmt::format("stage {}: out of memory", current_stage_)
+                                    : fmt::format("rank {}: out of memory", rank_));
+  } catch (const std::exception& e) {
+    // Not a pf::Error: a defect rather than bad input, but it must still stop
+    // every rank instead of escaping the thread (std::terminate).
+    comm_.abort(fmt::format("stage {}: {}", std::max(current_stage_, 0), e.what()));
+  } catch (...) {
+    comm_.abort(fmt::format("stage {}: unknown exception", std::max(current_stage_, 0)));
+  }
+}
+
+// Every receive of the step is posted before the first action, so that a
+// communicator between processes can land each message where it belongs.
+void RankWorker::post_receives(const RankStep& step) {
+  posted_.assign(actions_.size(), {});
+  for (size_t k = 0; k < actions_.size(); ++k) {
+    const Action& a = actions_[k];
+    const bool act = a.kind == ActionKind::recv_act, grad = a.kind == ActionKind::recv_grad;
+    if (!act && !(grad && step.backward)) continue;
+    PipelineStage& st = stage(a.stage);
+    const int sender = act ? a.stage - 1 : a.stage + 1;
+    const std::string waiting = fmt::format("stage {} waits for the {} of micro-batch {} from stage {}", a.stage,
+                                            act ? "activations" : "gradients", a.microbatch, sender);
+    const auto& views = act ? st.recvs : st.seeds_in;
+    const bool copies = act ? st.recv_copies : st.seed_copies;
+    const std::vector<const void*>& row = views[static_cast<size_t>(a.microbatch)];
+    for (size_t i = 0; i < row.size(); ++i) {
+      RecvRequest r;
+      r.peer = a.peer;
+      r.tag = hand_off_tag(a.stage, act ? kActivations : kGradients, a.microbatch, static_cast<int>(i), microbatches_);
+      r.dst = copies ? const_cast<void*>(row[i]) : nullptr;
+      r.bytes = act ? st.recv_bytes[i] : st.seed_bytes[i];
+      r.waiting = waiting;
+      posted_[k].handles.push_back(comm_.post(std::move(r)));
+    }
+  }
+}
+
+void RankWorker::walk(const RankStep& step, RankOutcome& out) {
+  using Fault = PipelineOptions::Fault;
+  auto faulty = [&](const Action& a, Fault::Kind kind) {
+    return step.fault.kind == kind && step.fault.stage == a.stage && step.fault.microbatch == a.microbatch;
+  };
+  for (size_t k = 0; k < actions_.size(); ++k) {
+    const Action& a = actions_[k];
+    if (a.kind == ActionKind::step) break;
+    // A forward pass keeps the schedule's order of forwards and activation
+    // hand-offs; with the backward actions gone no wait can close a cycle.
+    if (!step.backward && !runs_in_forward_pass(a.kind)) continue;
+    current_stage_ = a.stage;
+    const double start = since(step.start);
+    const bool compute = is_compute(a.kind);
+    if (compute) comm_.set_busy(fmt::format("stage {}", a.stage), describe(a));
+    switch (a.kind) {
+      case ActionKind::recv_act:
+      case ActionKind::recv_grad: {
+        PipelineStage& st = stage(a.stage);
+        const bool act = a.kind == ActionKind::recv_act;
+        auto& views = act ? st.recvs : st.seeds_in;
+        std::vector<const void*>& row = views[static_cast<size_t>(a.microbatch)];
+        std::vector<HandOffCopy> copies;
+        void* sender = nullptr;
+        for (size_t i = 0; i < row.size(); ++i) {
+          const Received got = comm_.wait(posted_[k].handles[i]);
+          sender = got.context;
+          if (act ? st.recv_copies : st.seed_copies)
+            copies.push_back({const_cast<void*>(row[i]), got.data, act ? st.recv_bytes[i] : st.seed_bytes[i]});
+          else
+            row[i] = got.data;  // the sender's buffer, read in place
+        }
+        // A device on either end: the receiver's device copies (or only
+        // orders its reads after the sender's work) through the sender's
+        // runner, which the in-process message carries.
+        if (!copies.empty())
+          st.program->receive(*static_cast<StageRunner*>(sender),
+                              act ? HandOff::activations : HandOff::gradients, a.microbatch, copies);
+        break;
+      }
+      case ActionKind::send_act:
+        if (faulty(a, Fault::Kind::drop_send)) break;
+        send(a, step);
+        break;
+      case ActionKind::send_grad:
+        send(a, step);
+        break;
+      case ActionKind::forward:
+        if (faulty(a, Fault::Kind::throw_error)) throw Error("injected fault");
+        if (faulty(a, Fault::Kind::stall)) {
+          // A kernel that does not return: nothing here looks at the failure.
+          const auto until = Clock::now() + std::chrono::duration<double>(4 * step.timeout_s);
+          while (Clock::now() < until) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        }
+        forward(a, step);
+        break;
+      case ActionKind::backward:
+      case ActionKind::backward_input:
+        backward(a);
+        break;
+      case ActionKind::backward_weight: {
+        PipelineStage& st = stage(a.stage);
+        st.program->backward_weight(st.slot_of[static_cast<size_t>(a.microbatch)],
+                                    /*overwrite_grads=*/!st.grads_written);
+        st.grads_written = true;
+        st.free_slots.push_back(st.slot_of[static_cast<size_t>(a.microbatch)]);
+        break;
+      }
+      case ActionKind::step:
+        break;
+    }
+    if (compute) comm_.set_busy(fmt::format("stage {}", a.stage), "");
+    if (step.trace || compute) out.trace.push_back({rank_, a, start, since(step.start)});
+  }
+}
+
+void RankWorker::send(const Action& a, const RankStep&) {
+  PipelineStage& st = stage(a.stage);
+  const bool act = a.kind == ActionKind::send_act;
+  const int receiver = act ? a.stage + 1 : a.stage - 1;
+  const auto& row = (act ? st.sends : st.send_grads)[static_cast<size_t>(a.microbatch)];
+  const auto& bytes = act ? st.send_bytes : st.send_grad_bytes;
+  for (size_t i = 0; i < row.size(); ++i)
+    comm_.send(a.peer, hand_off_tag(receiver, act ? kActivations : kGradients, a.microbatch, static_cast<int>(i),
+                                    microbatches_),
+               row[i], bytes[i], st.program.get());
+}
+
+void RankWorker::forward(const Action& a, const RankStep& step) {
+  PipelineStage& st = stage(a.stage);
+  const Function& g = st.program->graph();
+  const auto mb = static_cast<size_t>(a.microbatch);
+  std::vector<const void*> args;
+  size_t recv_index = 0, input_index = 0;
+  for (size_t i = 0; i < g.args.size(); ++i) {
+    const int model_input = st.input_args[i];
+    if (model_input >= 0) {
+      const std::string& name = st.inputs[static_cast<size_t>(model_input)];
+      auto it = std::find_if(step.inputs.begin(), step.inputs.end(), [&](auto& p) { return p.first == name; });
+      if (it == step.inputs.end()) throw Error(fmt::format("the batch has no input '{}'", name));
+      const int64_t bytes = st.input_stride_bytes[input_index];
+      args.push_back(st.program->stage_input(static_cast<int>(i),
+                                             static_cast<const std::byte*>(it->second) + bytes * a.microbatch,
+                                             st.input_types[input_index]));
+      ++input_index;
+    } else {
+      args.push_back(st.recvs[mb][recv_index++]);
+    }
+  }
+  std::vector<void*> results;
+  if (st.has_loss) results.push_back(st.loss_out[mb]);
+  for (void* b : st.sends[mb]) results.push_back(b);
+  if (st.free_slots.empty()) throw Error("no stash slot free: the schedule keeps more in flight than planned");
+  const int slot = st.free_slots.back();
+  st.free_slots.pop_back();
+  st.slot_of[mb] = slot;
+  st.inflight += 1;
+  st.peak = std::max(st.peak, st.inflight);
+  st.program->forward(slot, args, results);
+  st.program->mark_produced(HandOff::activations, a.microbatch);
+  if (!step.backward) {
+    // No backward will read the stash: the slot is free again.
+    st.free_slots.push_back(slot);
+    st.inflight -= 1;
+  }
+}
+
+void RankWorker::backward(const Action& a) {
+  PipelineStage& st = stage(a.stage);
+  const auto mb = static_cast<size_t>(a.microbatch);
+  // Seeds live until the step ends: the weight part may read them later.
+  std::vector<const void*> seeds;
+  size_t send_index = 0;
+  for (int r : st.float_outputs) seeds.push_back(st.has_loss && r == 0 ? st.loss_seed : st.seeds_in[mb][send_index++]);
+  const int slot = st.slot_of[mb];
+  if (st.program->split()) {
+    st.program->backward_input(slot, seeds);
+  } else {
+    st.program->backward(slot, seeds, /*overwrite_grads=*/!st.grads_written);
+    st.grads_written = true;
+  }
+  for (size_t i = 0; i < st.send_grads[mb].size(); ++i)
+    st.program->copy_input_grad(static_cast<int>(i), st.send_grads[mb][i], st.send_grad_bytes[i]);
+  st.program->mark_produced(HandOff::gradients, a.microbatch);
+  st.inflight -= 1;
+  if (!st.program->split()) st.free_slots.push_back(slot);
+}
+
+// A CUDA stage's actions queue work and return: wait for it (watched like a
+// computation), so that the losses and gradients are there when the step
+// ends and bad data a kernel found fails the step. Nothing for CPU stages.
+void RankWorker::finish_devices() {
+  for (PipelineStage* st : stages_) {
+    if (st->program->place().on_host()) continue;
+    current_stage_ = st->index;
+    comm_.set_busy(fmt::format("stage {}", st->index), "the wait for its GPU work");
+    st->program->finish();
+    if (st->has_loss)
+      st->program->read_floats(st->loss_out.front(), st->losses.data(), static_cast<int64_t>(st->losses.size()));
+    comm_.set_busy(fmt::format("stage {}", st->index), "");
+  }
+}
+
+// The rank holding the last stage brings the losses; the sum reaches every
+// rank, and doubles as the barrier after which every lent buffer is free.
+double RankWorker::loss() {
+  std::vector<double> total = {0.0};
+  for (PipelineStage* st : stages_)
+    if (st->has_loss)
+      for (float l : st->losses) total[0] += l;
+  comm_.all_reduce(world_, total);
+  return total[0] / microbatches_;
+}
+
+// Each tied parameter's gradient: this rank's copies summed in stage order,
+// then over the ranks holding it in rank order; every copy gets the total.
+void RankWorker::sum_tied_grads() {
+  for (const TiedParam& tied : tied_) {
+    std::vector<float> total, part;
+    for (PipelineStage* st : stages_) {
+      if (!st->params.find(tied.name)) continue;
+      current_stage_ = st->index;
+      part.resize(st->params.at(tied.name).grad.size());
+      st->program->read_grad(tied.name, part.data());
+      if (total.empty()) {
+        total = part;
+      } else {
+        for (size_t i = 0; i < total.size(); ++i) total[i] += part[i];
+      }
+    }
+    if (tied.group.ranks.size() > 1) comm_.all_reduce(tied.group, total);
+    for (PipelineStage* st : stages_)
+      if (st->params.find(tied.name)) st->program->write_grad(tied.name, total.data());
+  }
+}
+
+double RankWorker::grad_norm() {
+  std::vector<double> sq = {0.0};
+  for (size_t k = 0; k < stages_.size(); ++k) {
+    current_stage_ = stages_[k]->index;
+    sq[0] += stages_[k]->program->grad_sq_norm(norm_params_[k]);
+  }
+  current_stage_ = -1;
+  comm_.all_reduce(world_, sq);
+  return std::sqrt(sq[0]);
+}
+
+// Every rank decides alike from the same norm: skip a non-finite step, or
+// clip, then step its own optimizers.
+void RankWorker::update(const RankStep& step, double norm) {
+  if (!std::isfinite(norm)) return;
+  const double factor = step.clip > 0 ? clip_factor(norm, step.clip) : 1.0;
+  for (PipelineStage* st : stages_) {
+    current_stage_ = st->index;
+    if (factor != 1.0) st->program->scale_grads(st->params.optimizer_params(), factor);
+    st->optimizer->step(step.lr);
+  }
+}
+
+}  // namespace pf
