@@ -456,7 +456,11 @@ PipelineStepResult Pipeline::run_step(const std::vector<std::pair<std::string, c
   double busy = 0;
   for (const TraceEvent& e : result.trace)
     if (is_compute(e.action.kind)) busy += e.end_s - e.start_s;
-  result.bubble = std::max(0.0, 1.0 - busy / (devices() * result.seconds));
+  // The bubble is the schedule's: idle time until the last rank's actions
+  // are done, not the collectives and the update after them.
+  double walked = 0;
+  for (const RankOutcome& o : state->outcomes) walked = std::max(walked, o.walked_s);
+  result.bubble = std::max(0.0, 1.0 - busy / (devices() * walked));
   for (auto& s : stages_) {
     result.peak_inflight.push_back(s->peak);
     result.peak_stash_bytes.push_back(s->peak * s->program->stash_bytes());

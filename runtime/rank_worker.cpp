@@ -65,6 +65,7 @@ void RankWorker::run(const RankStep& step, RankOutcome& out) {
     post_receives(step);
     walk(step, out);
     finish_devices();
+    out.walked_s = since(step.start);
     current_stage_ = -1;
     out.loss = loss();
     if (!step.backward) return;

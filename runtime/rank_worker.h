@@ -41,6 +41,7 @@ struct RankStep {
 struct RankOutcome {
   double loss = 0;  // mean over the micro-batches
   double grad_norm = 0;
+  double walked_s = 0;  // since the step's start: its actions done (a GPU's queued work too)
   std::vector<TraceEvent> trace;
 };
 
