@@ -1,6 +1,7 @@
 // Passes over the IR and the manager that runs them in a named order.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -50,6 +51,9 @@ struct PassRunOptions {
   /// Verify the module after every pass, so that a pass that breaks the IR is
   /// caught where it happens.
   bool verify_each = true;
+  /// Called after each pass with its name and whether it changed the module
+  /// (`opt --print-changed`), before the module is verified.
+  std::function<void(std::string_view pass, bool changed)> after_each = {};
 };
 
 /// Runs passes by name in the given order (`inline,shape,cost`); an unknown

@@ -1,4 +1,7 @@
 // `pipeforge opt`: run passes and print the IR (the tool lit tests drive).
+#include <fmt/format.h>
+
+#include <iostream>
 #include <memory>
 
 #include "ir/printer.h"
@@ -14,6 +17,7 @@ struct OptOptions {
   std::string bind;
   std::string output;
   bool no_verify = false;
+  bool print_changed = false;
   bool split = false;
   std::vector<std::string> wrt;
 };
@@ -33,14 +37,22 @@ void add_opt_command(CLI::App& app) {
                   "stage needs for what it received); split-backward puts them in @<graph>.backward_input")
       ->delimiter(',');
   cmd->add_flag("--no-verify", opts->no_verify, "do not verify the IR between passes");
+  cmd->add_flag("--print-changed", opts->print_changed,
+                "after each pass, write 'pass NAME: changed' or 'pass NAME: no change' to standard error (standard "
+                "output keeps only the IR)");
   add_split_option(*cmd, opts->split);
   cmd->callback([opts] {
     std::vector<std::string> passes;
     if (!opts->passes.empty()) passes = split_pass_list(opts->passes);
+    PassRunOptions run{!opts->no_verify};
+    if (opts->print_changed)
+      run.after_each = [](std::string_view pass, bool changed) {
+        std::cerr << fmt::format("pass {}: {}\n", pass, changed ? "changed" : "no change");
+      };
     std::string text = for_each_input(opts->file, opts->split, [&](std::shared_ptr<const SourceFile> source) {
       LoadedModel model = load_model(std::move(source), opts->bind, false);
       PassContext ctx{model.binding, opts->wrt};
-      run_passes(model.module, passes, ctx, PassRunOptions{!opts->no_verify});
+      run_passes(model.module, passes, ctx, run);
       return print_module(model.module);
     });
     write_output(opts->output, text);

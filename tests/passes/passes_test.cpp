@@ -44,6 +44,18 @@ TEST(PassManager, ReportsWhichPassesChangedTheModule) {
   EXPECT_EQ(changed, std::vector<std::string>{"inline"});
 }
 
+TEST(PassManager, TellsAfterEachPassWhetherItChangedTheModule) {
+  // The same pass twice: only the callback tells its two runs apart.
+  Loaded l = load(kModel);
+  std::vector<std::string> seen;
+  PassRunOptions options;
+  options.after_each = [&](std::string_view pass, bool changed) {
+    seen.push_back(std::string(pass) + (changed ? ": changed" : ": no change"));
+  };
+  run_passes(l.m, {"inline", "inline", "shape"}, l.ctx, options);
+  EXPECT_EQ(seen, (std::vector<std::string>{"inline: changed", "inline: no change", "shape: changed"}));
+}
+
 TEST(PassManager, UnknownPassIsAnErrorBeforeAnyPassRuns) {
   Loaded l = load(kModel);
   std::string before = print_module(l.m);
