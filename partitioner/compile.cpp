@@ -11,8 +11,7 @@
 #include "partitioner/device_profile.h"
 #include "partitioner/model_cost_graph.h"
 #include "partitioner/stage_split.h"
-#include "passes/autodiff.h"
-#include "passes/pass.h"
+#include "passes/pipeline.h"
 
 namespace pf {
 
@@ -53,7 +52,7 @@ CompileResult compile_plan(Module model, const DimBinding& binding, const std::s
   const std::vector<std::string> unsplit = whole_inputs(model.graph());  // before shapes become concrete
   PassContext ctx{micro};
   verify_module(model, micro, VerifyOptions{true});
-  run_passes(model, {"inline", "shape"}, ctx);
+  run_pipeline(model, Pipeline::model, ctx);
   const Function& graph = model.graph();
 
   DeviceProfile profile =
@@ -142,10 +141,14 @@ CompileResult compile_plan(Module model, const DimBinding& binding, const std::s
     for (const std::string& n : sm.recv) ps.recv.push_back({n, g.type_of(g.find_value(n)), static_cast<int>(s) - 1});
     for (const std::string& n : sm.send) ps.send.push_back({n, g.type_of(g.find_value(n)), static_cast<int>(s) + 1});
 
+    // Not split for zero-bubble schedules: the runtime splits the backward
+    // when it loads the plan, so plans do not depend on the schedule's kind.
     Module differentiated = sm.module;
-    GradientProgram gp = differentiate(differentiated, micro, stage_autodiff_options(sm));
+    const AutodiffOptions ad = stage_autodiff_options(sm);
+    PassContext stage_ctx{micro, ad.wrt_inputs, ad.outputs};
+    run_pipeline(differentiated, Pipeline::stage, stage_ctx);
     ps.backward = print_module(differentiated);
-    ps.stash = gp.stash;
+    ps.stash = stage_ctx.gradients->stash;
 
     ps.predicted.forward_s = 0;
     for (int i = cost.begin; i < cost.end; ++i) {

@@ -355,20 +355,23 @@ class AutodiffPass final : public Pass {
  public:
   std::string_view name() const override { return "autodiff"; }
   std::string_view summary() const override {
-    return "differentiate the graph's loss: the graph returns its stash, @<graph>.backward the gradients";
+    return "differentiate the graph's loss (a stage: the results it sends): the graph returns its stash, "
+           "@<graph>.backward the gradients";
   }
   bool run(Module& m, PassContext& ctx) override {
-    verify_module(m, ctx.binding, VerifyOptions{true});
+    // A model differentiates its loss, which it must have; a stage names the results it sends.
+    verify_module(m, ctx.binding, VerifyOptions{!ctx.outputs});
     // The backward is written in concrete types; make the forward concrete
     // too so that the printed module reads back under any binding.
     const bool reshaped = make_shape_pass()->run(m, ctx);
     AutodiffOptions options;
+    if (ctx.outputs) options.outputs = *ctx.outputs;
     options.wrt_inputs = ctx.wrt_inputs;
     if (!reshaped && m.find_function(m.graph().name + ".backward")) {
-      differentiated_already(m, ctx.binding, options);
+      ctx.gradients = differentiated_already(m, ctx.binding, options);
       return false;
     }
-    differentiate(m, ctx.binding, options);
+    ctx.gradients = differentiate(m, ctx.binding, options);
     return true;
   }
 };

@@ -121,7 +121,7 @@ class SplitBackwardPass final : public Pass {
     gradients.input_grads = ctx.wrt_inputs;
     const std::string input = input_part(gradients.backward), weight = weight_part(gradients.backward);
     if (!m.find_function(input) && !m.find_function(weight)) {
-      split_backward(m, gradients, ctx.binding);
+      ctx.split = split_backward(m, gradients, ctx.binding);
       return true;
     }
     // Split before: nothing changes if splitting the backward again gives
@@ -129,7 +129,7 @@ class SplitBackwardPass final : public Pass {
     // missing) are an error.
     Module unsplit = m;
     std::erase_if(unsplit.functions, [&](const Function& f) { return f.name == input || f.name == weight; });
-    split_backward(unsplit, gradients, ctx.binding);
+    ctx.split = split_backward(unsplit, gradients, ctx.binding);
     if (print_module(unsplit) != print_module(m))
       throw Error(fmt::format("split-backward: @{} or @{} exists already, and not as this split makes it", input, weight),
                   m.find_function(gradients.backward)->loc);

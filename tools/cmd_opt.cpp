@@ -1,11 +1,12 @@
 // `pipeforge opt`: run passes and print the IR (the tool lit tests drive).
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <iostream>
 #include <memory>
 
 #include "ir/printer.h"
-#include "passes/pass.h"
+#include "passes/pipeline.h"
 #include "tools/command.h"
 
 namespace pf::tools {
@@ -14,6 +15,7 @@ namespace {
 struct OptOptions {
   std::string file;
   std::string passes;
+  std::string pipeline;
   std::string bind;
   std::string output;
   bool no_verify = false;
@@ -29,7 +31,14 @@ void add_opt_command(CLI::App& app) {
   for (const PassInfo& p : known_passes()) pass_help += " " + std::string(p.name);
   CLI::App* cmd = app.add_subcommand("opt", "run passes over a model and print the resulting IR");
   cmd->add_option("file", opts->file, "model file (.pf), or - for standard input")->required();
-  cmd->add_option("--passes", opts->passes, pass_help);
+  CLI::Option* passes_option = cmd->add_option("--passes", opts->passes, pass_help);
+  std::string pipeline_help = "one of the compiler's pass pipelines, run instead of --passes:";
+  std::vector<std::string> pipeline_names;
+  for (const PipelineInfo& p : known_pipelines()) {
+    pipeline_help += fmt::format(" {} ({})", p.name, fmt::join(pipeline_passes(p.pipeline), ","));
+    pipeline_names.emplace_back(p.name);
+  }
+  cmd->add_option("--pipeline", opts->pipeline, pipeline_help)->check(CLI::IsMember(pipeline_names))->excludes(passes_option);
   add_bind_option(*cmd, opts->bind);
   cmd->add_option("-o,--output", opts->output, "write the IR here instead of standard output");
   cmd->add_option("--wrt", opts->wrt,
@@ -44,6 +53,8 @@ void add_opt_command(CLI::App& app) {
   cmd->callback([opts] {
     std::vector<std::string> passes;
     if (!opts->passes.empty()) passes = split_pass_list(opts->passes);
+    for (const PipelineInfo& p : known_pipelines())
+      if (p.name == opts->pipeline) passes = pipeline_passes(p.pipeline);
     PassRunOptions run{!opts->no_verify};
     if (opts->print_changed)
       run.after_each = [](std::string_view pass, bool changed) {
