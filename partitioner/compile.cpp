@@ -12,7 +12,7 @@
 #include "partitioner/model_cost_graph.h"
 #include "partitioner/plan_stages.h"
 #include "partitioner/stage_split.h"
-#include "passes/pass.h"
+#include "passes/pipeline.h"
 
 namespace pf {
 
@@ -53,7 +53,7 @@ CompileResult compile_plan(Module model, const DimBinding& binding, const std::s
   const std::vector<std::string> unsplit = whole_inputs(model.graph());  // before shapes become concrete
   PassContext ctx{micro};
   verify_module(model, micro, VerifyOptions{true});
-  run_passes(model, {"inline", "shape"}, ctx);
+  run_pipeline(model, PassPipeline::model, ctx);
   const Function& graph = model.graph();
 
   DeviceProfile profile =

@@ -9,7 +9,7 @@
 #include "ir/diagnostic.h"
 #include "ir/printer.h"
 #include "passes/autodiff.h"
-#include "passes/split_backward.h"
+#include "passes/pipeline.h"
 
 namespace pf {
 
@@ -38,8 +38,10 @@ PlanStage plan_stage(StageModule stage, int index, int device, const DimBinding&
 
   if (training) {
     const AutodiffOptions ad = stage_autodiff_options(stage);
-    ps.gradients = differentiate(stage.module, micro, ad);
-    if (split) ps.split = split_backward(stage.module, *ps.gradients, micro);
+    PassContext ctx{micro, ad.wrt_inputs, ad.outputs};
+    run_pipeline(stage.module, split ? PassPipeline::zero_bubble_stage : PassPipeline::stage, ctx);
+    ps.gradients = std::move(ctx.gradients);
+    ps.split = std::move(ctx.split);
   }
   ps.program = print_module(stage.module);
   return ps;

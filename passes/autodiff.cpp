@@ -8,10 +8,12 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <stdexcept>
 #include <unordered_map>
 #include <unordered_set>
 
+#include "ir/printer.h"
 #include "ir/verifier.h"
 #include "passes/grad_context.h"
 #include "passes/pass.h"
@@ -321,20 +323,56 @@ GradientProgram differentiate(Module& m, const DimBinding& binding, const Autodi
 
 namespace {
 
+// A module differentiated before is left as it is when differentiating it
+// again would give it back: its graph without the stash and without the
+// backward is differentiated anew and the two compared. Anything else (other
+// results, inputs or dimensions) is an error, as differentiating twice is.
+GradientProgram differentiated_already(const Module& m, const DimBinding& binding, const AutodiffOptions& options) {
+  const Function& fwd = m.graph();
+  const std::string backward = fwd.name + ".backward";
+  const Error otherwise(
+      fmt::format("autodiff: @{} is already differentiated, with other results, inputs or dimensions", fwd.name),
+      fwd.loc);
+  // The backward takes the seeds, then the stash the graph returns after its own results.
+  const size_t args = m.find_function(backward)->args.size(), seeds = options.outputs.size();
+  if (args < seeds || args - seeds > fwd.returns.size()) throw otherwise;
+  Module original = m;
+  auto at = std::find_if(original.functions.begin(), original.functions.end(),
+                         [&](const Function& f) { return f.name == backward; }) -
+            original.functions.begin();
+  original.functions.erase(original.functions.begin() + at);
+  Function& graph = original.graph();
+  graph.returns.resize(graph.returns.size() - (args - seeds));
+  graph.result_types.resize(graph.returns.size());
+  GradientProgram program = differentiate(original, binding, options);
+  // The new backward where the old one was: functions added after it (the
+  // parts split-backward makes) compare in their places.
+  std::rotate(original.functions.begin() + at, original.functions.end() - 1, original.functions.end());
+  if (print_module(original) != print_module(m)) throw otherwise;
+  return program;
+}
+
 class AutodiffPass final : public Pass {
  public:
   std::string_view name() const override { return "autodiff"; }
   std::string_view summary() const override {
-    return "differentiate the graph's loss: the graph returns its stash, @<graph>.backward the gradients";
+    return "differentiate the graph's loss (a stage: the results it sends): the graph returns its stash, "
+           "@<graph>.backward the gradients";
   }
   bool run(Module& m, PassContext& ctx) override {
-    verify_module(m, ctx.binding, VerifyOptions{true});
+    // A model differentiates its loss, which it must have; a stage names the results it sends.
+    verify_module(m, ctx.binding, VerifyOptions{!ctx.outputs});
     // The backward is written in concrete types; make the forward concrete
     // too so that the printed module reads back under any binding.
-    make_shape_pass()->run(m, ctx);
+    const bool reshaped = make_shape_pass()->run(m, ctx);
     AutodiffOptions options;
+    if (ctx.outputs) options.outputs = *ctx.outputs;
     options.wrt_inputs = ctx.wrt_inputs;
-    differentiate(m, ctx.binding, options);
+    if (!reshaped && m.find_function(m.graph().name + ".backward")) {
+      ctx.gradients = differentiated_already(m, ctx.binding, options);
+      return false;
+    }
+    ctx.gradients = differentiate(m, ctx.binding, options);
     return true;
   }
 };

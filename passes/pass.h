@@ -1,22 +1,35 @@
 // Passes over the IR and the manager that runs them in a named order.
 #pragma once
 
+#include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "ir/module.h"
+#include "passes/autodiff.h"
+#include "passes/split_backward.h"
 
 namespace pf {
 
 /// What every pass may read: the dimension binding that types are computed
-/// under (the model's declared defaults, overridden by --bind).
+/// under (the model's declared defaults, overridden by --bind), and what to
+/// differentiate; and what the stage passes leave for their caller.
 struct PassContext {
   DimBinding binding;
   /// Graph arguments whose gradients autodiff also returns, first (what a
   /// pipeline stage received); split-backward reads the same list.
   std::vector<std::string> wrt_inputs = {};
+  /// The graph results autodiff differentiates for a pipeline stage: every
+  /// float value it sends, and its loss if it has one. Unset for a model,
+  /// which differentiates its loss and must have one.
+  std::optional<std::vector<int>> outputs = {};
+  /// What autodiff and split-backward made, for the caller: the stash a
+  /// stage keeps per micro-batch, the values deferred from B to W.
+  std::optional<GradientProgram> gradients = {};
+  std::optional<BackwardSplit> split = {};
 };
 
 /// A transformation of a module. `run` returns whether it changed anything;
@@ -50,6 +63,9 @@ struct PassRunOptions {
   /// Verify the module after every pass, so that a pass that breaks the IR is
   /// caught where it happens.
   bool verify_each = true;
+  /// Called after each pass with its name and whether it changed the module
+  /// (`opt --print-changed`), before the module is verified.
+  std::function<void(std::string_view pass, bool changed)> after_each = {};
 };
 
 /// Runs passes by name in the given order (`inline,shape,cost`); an unknown

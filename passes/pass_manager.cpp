@@ -51,7 +51,9 @@ std::vector<std::string> run_passes(Module& m, const std::vector<std::string>& n
   }
   std::vector<std::string> changed;
   for (auto& pass : passes) {
-    if (pass->run(m, ctx)) changed.emplace_back(pass->name());
+    const bool pass_changed = pass->run(m, ctx);
+    if (pass_changed) changed.emplace_back(pass->name());
+    if (options.after_each) options.after_each(pass->name(), pass_changed);
     if (options.verify_each) {
       try {
         verify_module(m, ctx.binding);

@@ -3,6 +3,7 @@
 
 #include <fmt/format.h>
 
+#include "ir/printer.h"
 #include "ir/verifier.h"
 #include "passes/pass.h"
 #include "passes/rewrite.h"
@@ -14,6 +15,10 @@ namespace {
 // Ops that cost nothing to declare again and hold no per-micro-batch data:
 // the weight part repeats them instead of receiving their values.
 bool repeatable(const Op& op) { return op.kind == OpKind::param || op.kind == OpKind::constant; }
+
+// The names of the two parts of `backward`.
+std::string input_part(const std::string& backward) { return backward + "_input"; }
+std::string weight_part(const std::string& backward) { return backward + "_weight"; }
 
 // Which ops the values in `wanted` need, directly or not.
 std::vector<bool> needed_ops(const Function& f, const std::vector<ValueId>& wanted) {
@@ -51,7 +56,7 @@ BackwardSplit split_backward(Module& m, const GradientProgram& gradients, const 
   if (inputs > bwd.returns.size())
     throw Error(fmt::format("split-backward: @{} returns {} values, fewer than its {} input gradients", bwd.name,
                             bwd.returns.size(), inputs));
-  BackwardSplit split{bwd.name + "_input", bwd.name + "_weight", {}};
+  BackwardSplit split{input_part(bwd.name), weight_part(bwd.name), {}};
   for (const std::string& name : {split.input, split.weight})
     if (m.find_function(name)) throw Error(fmt::format("split-backward: @{} exists already", name), bwd.loc);
 
@@ -114,8 +119,21 @@ class SplitBackwardPass final : public Pass {
       throw Error(fmt::format("split-backward: @{} has no backward function; run autodiff first", m.graph().name),
                   m.graph().loc);
     gradients.input_grads = ctx.wrt_inputs;
-    split_backward(m, gradients, ctx.binding);
-    return true;
+    const std::string input = input_part(gradients.backward), weight = weight_part(gradients.backward);
+    if (!m.find_function(input) && !m.find_function(weight)) {
+      ctx.split = split_backward(m, gradients, ctx.binding);
+      return true;
+    }
+    // Split before: nothing changes if splitting the backward again gives
+    // the same two parts; other parts (other input gradients, or one part
+    // missing) are an error.
+    Module unsplit = m;
+    std::erase_if(unsplit.functions, [&](const Function& f) { return f.name == input || f.name == weight; });
+    ctx.split = split_backward(unsplit, gradients, ctx.binding);
+    if (print_module(unsplit) != print_module(m))
+      throw Error(fmt::format("split-backward: @{} or @{} exists already, and not as this split makes it", input, weight),
+                  m.find_function(gradients.backward)->loc);
+    return false;
   }
 };
 

@@ -6,7 +6,7 @@
 
 #include "ir/units.h"
 #include "passes/cost_summary.h"
-#include "passes/pass.h"
+#include "passes/pipeline.h"
 #include "tools/command.h"
 
 namespace pf::tools {
@@ -37,7 +37,7 @@ void add_check_command(CLI::App& app) {
     std::cout << for_each_input(opts->file, opts->split, [&](std::shared_ptr<const SourceFile> source) {
       LoadedModel model = load_model(std::move(source), opts->bind, !opts->inference);
       PassContext ctx{model.binding};
-      run_passes(model.module, {"inline"}, ctx);
+      run_pipeline(model.module, PassPipeline::model, ctx);
       const Function& graph = model.module.graph();
       ModelCost cost = summarize_cost(graph, model.binding);
       std::string out = fmt::format("{}: ok\n", opts->file);

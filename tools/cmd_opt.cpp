@@ -1,8 +1,12 @@
 // `pipeforge opt`: run passes and print the IR (the tool lit tests drive).
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <iostream>
 #include <memory>
 
 #include "ir/printer.h"
-#include "passes/pass.h"
+#include "passes/pipeline.h"
 #include "tools/command.h"
 
 namespace pf::tools {
@@ -11,9 +15,11 @@ namespace {
 struct OptOptions {
   std::string file;
   std::string passes;
+  std::string pipeline;
   std::string bind;
   std::string output;
   bool no_verify = false;
+  bool print_changed = false;
   bool split = false;
   std::vector<std::string> wrt;
 };
@@ -25,7 +31,14 @@ void add_opt_command(CLI::App& app) {
   for (const PassInfo& p : known_passes()) pass_help += " " + std::string(p.name);
   CLI::App* cmd = app.add_subcommand("opt", "run passes over a model and print the resulting IR");
   cmd->add_option("file", opts->file, "model file (.pf), or - for standard input")->required();
-  cmd->add_option("--passes", opts->passes, pass_help);
+  CLI::Option* passes_option = cmd->add_option("--passes", opts->passes, pass_help);
+  std::string pipeline_help = "one of the compiler's pass pipelines, run instead of --passes:";
+  std::vector<std::string> pipeline_names;
+  for (const PassPipelineInfo& p : known_pipelines()) {
+    pipeline_help += fmt::format(" {} ({})", p.name, fmt::join(pipeline_passes(p.pipeline), ","));
+    pipeline_names.emplace_back(p.name);
+  }
+  cmd->add_option("--pipeline", opts->pipeline, pipeline_help)->check(CLI::IsMember(pipeline_names))->excludes(passes_option);
   add_bind_option(*cmd, opts->bind);
   cmd->add_option("-o,--output", opts->output, "write the IR here instead of standard output");
   cmd->add_option("--wrt", opts->wrt,
@@ -33,14 +46,24 @@ void add_opt_command(CLI::App& app) {
                   "stage needs for what it received); split-backward puts them in @<graph>.backward_input")
       ->delimiter(',');
   cmd->add_flag("--no-verify", opts->no_verify, "do not verify the IR between passes");
+  cmd->add_flag("--print-changed", opts->print_changed,
+                "after each pass, write 'pass NAME: changed' or 'pass NAME: no change' to standard error (standard "
+                "output keeps only the IR)");
   add_split_option(*cmd, opts->split);
   cmd->callback([opts] {
     std::vector<std::string> passes;
     if (!opts->passes.empty()) passes = split_pass_list(opts->passes);
+    for (const PassPipelineInfo& p : known_pipelines())
+      if (p.name == opts->pipeline) passes = pipeline_passes(p.pipeline);
+    PassRunOptions run{!opts->no_verify};
+    if (opts->print_changed)
+      run.after_each = [](std::string_view pass, bool changed) {
+        std::cerr << fmt::format("pass {}: {}\n", pass, changed ? "changed" : "no change");
+      };
     std::string text = for_each_input(opts->file, opts->split, [&](std::shared_ptr<const SourceFile> source) {
       LoadedModel model = load_model(std::move(source), opts->bind, false);
       PassContext ctx{model.binding, opts->wrt};
-      run_passes(model.module, passes, ctx, PassRunOptions{!opts->no_verify});
+      run_passes(model.module, passes, ctx, run);
       return print_module(model.module);
     });
     write_output(opts->output, text);

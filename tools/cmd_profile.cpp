@@ -6,7 +6,7 @@
 
 #include "backends/cpu/blas.h"
 #include "partitioner/compile.h"
-#include "passes/pass.h"
+#include "passes/pipeline.h"
 #include "profiler/profiler.h"
 #include "tools/command.h"
 
@@ -42,7 +42,7 @@ void add_profile_command(CLI::App& app) {
     if (o->batch > 0) bind_batch(model, o->batch);
     DimBinding micro = microbatch_binding(model.module, model.binding, o->microbatches);
     PassContext ctx{micro};
-    run_passes(model.module, {"inline", "shape"}, ctx);
+    run_pipeline(model.module, PassPipeline::model, ctx);
     int count = 0;
     double total = 0;
     DeviceProfile profile = profile_model(model.module, micro, ProfileOptions{o->repeats},

@@ -6,7 +6,7 @@
 
 #include "ir/units.h"
 #include "passes/cost_summary.h"
-#include "passes/pass.h"
+#include "passes/pipeline.h"
 #include "tools/command.h"
 
 namespace pf::tools {
@@ -26,7 +26,7 @@ void add_stats_command(CLI::App& app) {
   cmd->callback([opts] {
     LoadedModel model = load_model(opts->file, opts->bind, false);
     PassContext ctx{model.binding};
-    run_passes(model.module, {"inline"}, ctx);
+    run_pipeline(model.module, PassPipeline::model, ctx);
     const Function& graph = model.module.graph();
     ModelCost cost = summarize_cost(graph, model.binding);
 

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "ir/module.h"
+#include "tools/exit_status.h"
 
 namespace pf::tools {
 
@@ -19,9 +20,6 @@ void add_profile_command(CLI::App& app);
 void add_run_command(CLI::App& app);
 void add_schedule_command(CLI::App& app);
 void add_stats_command(CLI::App& app);
-
-/// Thrown by a command whose errors are already printed: exit status 1.
-struct AlreadyReported {};
 
 /// A model parsed and verified under its declared dimensions overridden by
 /// `--bind`.

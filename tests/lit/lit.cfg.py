@@ -17,6 +17,9 @@ config.environment["PATH"] = os.pathsep.join([tools, config.llvm_tools_dir, conf
 config.substitutions.append(("%examples", os.path.join(config.pf_source_dir, "examples")))
 # FileCheck on diagnostics: the quoted line and the caret must match exactly.
 config.substitutions.append(("%diag", "FileCheck --strict-whitespace --match-full-lines"))
+# FileCheck on `opt --print-changed`: whole lines, and no line about a pass
+# that the test does not name (add --check-prefix).
+config.substitutions.append(("%changed", "FileCheck --match-full-lines --implicit-check-not='{{^pass }}'"))
 
 # Features: "cuda" where this build has the CUDA backend (PF_CUDA), and
 # "cuda-device" where a GPU is visible too, so that a test can say which

@@ -6,6 +6,7 @@
 #include "ir/verifier.h"
 #include "passes/cost_summary.h"
 #include "passes/pass.h"
+#include "passes/pipeline.h"
 
 namespace pf {
 namespace {
@@ -44,6 +45,18 @@ TEST(PassManager, ReportsWhichPassesChangedTheModule) {
   EXPECT_EQ(changed, std::vector<std::string>{"inline"});
 }
 
+TEST(PassManager, TellsAfterEachPassWhetherItChangedTheModule) {
+  // The same pass twice: only the callback tells its two runs apart.
+  Loaded l = load(kModel);
+  std::vector<std::string> seen;
+  PassRunOptions options;
+  options.after_each = [&](std::string_view pass, bool changed) {
+    seen.push_back(std::string(pass) + (changed ? ": changed" : ": no change"));
+  };
+  run_passes(l.m, {"inline", "inline", "shape"}, l.ctx, options);
+  EXPECT_EQ(seen, (std::vector<std::string>{"inline: changed", "inline: no change", "shape: changed"}));
+}
+
 TEST(PassManager, UnknownPassIsAnErrorBeforeAnyPassRuns) {
   Loaded l = load(kModel);
   std::string before = print_module(l.m);
@@ -54,6 +67,33 @@ TEST(PassManager, UnknownPassIsAnErrorBeforeAnyPassRuns) {
     EXPECT_EQ(e.message(), "unknown pass 'fold'; known passes: autodiff, cost, cse, dce, inline, shape, split-backward");
   }
   EXPECT_EQ(print_module(l.m), before);
+}
+
+TEST(Pipeline, AStageDifferentiatesTheResultsItNames) {
+  // kModel's graph returns an activation, as a pipeline's first stage does:
+  // no loss, so only as a stage that names the result it sends.
+  Loaded l = load(kModel);
+  EXPECT_EQ(run_pipeline(l.m, PassPipeline::model, l.ctx), (std::vector<std::string>{"inline", "shape"}));
+  Module model = l.m;
+  try {
+    run_pipeline(model, PassPipeline::stage, l.ctx);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_TRUE(e.message().starts_with("@g has no scalar loss")) << e.message();
+  }
+  l.ctx.outputs = {0};
+  EXPECT_EQ(run_pipeline(l.m, PassPipeline::zero_bubble_stage, l.ctx),
+            (std::vector<std::string>{"autodiff", "split-backward"}));
+  ASSERT_TRUE(l.ctx.gradients && l.ctx.split);
+  EXPECT_EQ(l.ctx.gradients->seeds, std::vector<std::string>{"h.grad"});
+  EXPECT_EQ(l.ctx.gradients->params, (std::vector<std::string>{"blk.0.w", "blk.1.w", "blk.2.w"}));
+  EXPECT_EQ(l.ctx.split->weight, "g.backward_weight");
+  // Again on its own output: nothing changes, and the results are the same.
+  const std::vector<std::string> stash = l.ctx.gradients->stash;
+  l.ctx.gradients.reset();
+  EXPECT_EQ(run_pipeline(l.m, PassPipeline::zero_bubble_stage, l.ctx), std::vector<std::string>{});
+  ASSERT_TRUE(l.ctx.gradients);
+  EXPECT_EQ(l.ctx.gradients->stash, stash);
 }
 
 TEST(Inline, RepeatedCallsGetScopedNamesAndLayers) {

@@ -1,0 +1,52 @@
+// The pass pipelines, each step with the reason it is there. Every command
+// that compiles a model or a stage runs them from here.
+#include "passes/pipeline.h"
+
+namespace pf {
+
+std::vector<std::string> pipeline_passes(PassPipeline pipeline) {
+  switch (pipeline) {
+    case PassPipeline::model:
+      return {
+          // The partitioner, autodiff and the executors read a call-free
+          // graph; the layer each inlined op is tagged with is where a stage
+          // may start.
+          "inline",
+          // Types in numbers under the binding (one micro-batch's when
+          // compiling a plan): the backward that autodiff writes is concrete,
+          // and the forward printed beside it must read back alike.
+          "shape",
+      };
+    case PassPipeline::stage:
+      return {
+          // The forward returns what its backward reads (the stash a stage
+          // keeps per micro-batch in flight); @<graph>.backward returns the
+          // gradients of what the stage received and of its parameters.
+          "autodiff",
+      };
+    case PassPipeline::zero_bubble_stage:
+      return {
+          "autodiff",
+          // B (the input gradients, which the previous stage waits for) and
+          // W (the parameters' gradients, run later in a bubble).
+          "split-backward",
+      };
+  }
+  return {};
+}
+
+std::vector<std::string> run_pipeline(Module& m, PassPipeline pipeline, PassContext& ctx,
+                                      const PassRunOptions& options) {
+  return run_passes(m, pipeline_passes(pipeline), ctx, options);
+}
+
+const std::vector<PassPipelineInfo>& known_pipelines() {
+  static const std::vector<PassPipelineInfo> pipelines = {
+      {"model", PassPipeline::model},
+      {"stage", PassPipeline::stage},
+      {"zero-bubble-stage", PassPipeline::zero_bubble_stage},
+  };
+  return pipelines;
+}
+
+}  // namespace pf
