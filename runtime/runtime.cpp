@@ -11,6 +11,7 @@
 #include "backends/cpu/blas.h"
 #include "ir/diagnostic.h"
 #include "ir/plan.h"
+#include "runtime/checkpoint.h"
 #include "runtime/pipeline.h"
 #include "runtime/safetensors.h"
 
@@ -23,7 +24,7 @@ namespace {
 constexpr const char* kFormatKey = "format";
 constexpr const char* kFormat = "pipeforge-checkpoint";
 constexpr const char* kVersionKey = "version";
-constexpr const char* kVersion = "1";
+constexpr const char* kVersion = "2";
 constexpr const char* kModelKey = "model";
 constexpr const char* kStepKey = "step";
 constexpr const char* kOptimizerKey = "optimizer";
@@ -161,7 +162,7 @@ void Runtime::initialize(uint64_t seed) {
 }
 
 void Runtime::load_weights(const std::string& safetensors_path) {
-  SafeTensors file = SafeTensors::read(safetensors_path);
+  SafeTensors file = read_weights(safetensors_path);
   // Every stage's parameters at once: a stage loading its part alone would
   // leave the earlier stages changed when a later one finds a problem.
   check_tensors(file, impl_->parameter_types(), safetensors_path, /*allow_unexpected=*/true);
@@ -201,26 +202,32 @@ int64_t Runtime::step() const { return impl_->step; }
 
 void Runtime::save_checkpoint(const std::string& path) const {
   if (!impl_->has_weights) throw Error(fmt::format("{}: the runtime has no weights to save yet", path));
-  SafeTensors file;
-  impl_->pipeline->copy_to_host();  // CUDA stages' weights and optimizer state
-  impl_->pipeline->save_values(file);
-  // A state buffer named like a parameter ("w.exp_avg" beside a parameter
-  // "w.exp_avg") makes add() throw: the checkpoint would be ambiguous.
-  for (const StateBuffer& b : impl_->state_buffers()) file.add(b.name, b.type, b.data);
-  Optimizer& first = *impl_->pipeline->optimizers().front();
-  file.metadata = {
-      {kFormatKey, kFormat},
-      {kVersionKey, kVersion},
-      {kModelKey, impl_->plan.model_name},
-      {kStepKey, std::to_string(impl_->step)},
-      {kOptimizerKey, std::string(first.kind())},
-      {kOptimizerStepKey, std::to_string(first.step_count())},
-  };
-  file.write(path);
+  Pipeline& pipeline = *impl_->pipeline;
+  pipeline.copy_to_host();  // CUDA stages' weights and optimizer state
+  // A shard per stage: its parameters and their optimizer state, by name
+  // (a tied parameter in every stage holding it).
+  const std::vector<ParameterSet*> sets = pipeline.parameter_sets();
+  const std::vector<Optimizer*> optimizers = pipeline.optimizers();
+  std::vector<SafeTensors> shards(sets.size());
+  for (size_t s = 0; s < sets.size(); ++s) {
+    for (const ParameterSet::Entry& e : sets[s]->entries()) shards[s].add(e.name, e.type, e.value.data());
+    // A state buffer named like a parameter ("w.exp_avg" beside a parameter
+    // "w.exp_avg") makes add() throw: the checkpoint would be ambiguous.
+    for (const StateBuffer& b : optimizers.at(s)->state()) shards[s].add(b.name, b.type, b.data);
+    shards[s].metadata = {{"stage", std::to_string(s)}};
+  }
+  Optimizer& first = *optimizers.front();
+  write_checkpoint(path, {{kFormatKey, kFormat},
+                          {kVersionKey, kVersion},
+                          {kModelKey, impl_->plan.model_name},
+                          {kStepKey, std::to_string(impl_->step)},
+                          {kOptimizerKey, std::string(first.kind())},
+                          {kOptimizerStepKey, std::to_string(first.step_count())}},
+                   shards);
 }
 
 void Runtime::load_checkpoint(const std::string& path) {
-  SafeTensors file = SafeTensors::read(path);
+  SafeTensors file = read_checkpoint(path);
   auto meta = [&](const char* key) -> std::string {
     auto it = file.metadata.find(key);
     return it == file.metadata.end() ? std::string() : it->second;

@@ -48,7 +48,7 @@ struct RuntimeOptions {
 ///     pf::Runtime rt = pf::Runtime::load("plan.json");
 ///     rt.initialize();
 ///     for (...) double loss = rt.train_step({{{"x", x}, {"labels", labels}}});
-///     rt.save_checkpoint("ck.safetensors");
+///     rt.save_checkpoint("ck");  // a folder
 class Runtime {
  public:
   /// Loads and validates a plan (pipeforge compile's output), builds every
@@ -67,9 +67,10 @@ class Runtime {
   /// starts from the same numbers.
   void initialize();
   void initialize(uint64_t seed);
-  /// Weights from a safetensors file holding every parameter by name (other
-  /// tensors are ignored, so a checkpoint also serves); fresh optimizer
-  /// state, step 0. Checks every tensor before changing anything.
+  /// Weights from a safetensors file holding every parameter by name, or
+  /// from a checkpoint folder (other tensors, such as optimizer state, are
+  /// ignored); fresh optimizer state, step 0. Checks every tensor before
+  /// changing anything.
   void load_weights(const std::string& safetensors_path);
   /// Every parameter's current values, by name, in one safetensors file.
   void save_weights(const std::string& safetensors_path) const;
@@ -98,12 +99,15 @@ class Runtime {
   /// by load_checkpoint().
   int64_t step() const;
 
-  /// Writes weights, optimizer state and step to one safetensors file: to
-  /// `path`.tmp first, then renamed over `path`, so that a crash leaves the
-  /// previous checkpoint whole. The weights are stored under the parameter
-  /// names, so a checkpoint is also a weights file.
+  /// Writes weights, optimizer state and step into the folder `path`: a
+  /// safetensors shard per stage (its parameters and their optimizer state,
+  /// by name) and an index.json naming them, written last by rename, so
+  /// that a crash leaves the previous checkpoint whole (runtime/checkpoint.h).
+  /// The weights are stored under the parameter names, so a checkpoint is
+  /// also a weights file, and a plan of the same model with another number
+  /// of stages loads it.
   void save_checkpoint(const std::string& path) const;
-  /// Restores what save_checkpoint wrote, all or nothing: the file, its
+  /// Restores what save_checkpoint wrote, all or nothing: the index, its
   /// model, optimizer kind and step, and every tensor's name, dtype and
   /// shape are checked before anything changes. Training on from here gives
   /// bit for bit the numbers of a run that never stopped.

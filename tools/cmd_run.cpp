@@ -15,6 +15,7 @@
 #include "ir/verifier.h"
 #include "runtime/dataset.h"
 #include "runtime/runtime.h"
+#include "runtime/checkpoint.h"
 #include "runtime/safetensors.h"
 #include "trainer/trainer.h"
 #include "tools/command.h"
@@ -229,7 +230,9 @@ void run_model(const CLI::App& cmd, const RunOptions& o) {
   if (!o.lr_given && train.optimizer == "adamw") train.lr = 1e-3;
   Trainer trainer(std::move(model.module), model.binding, train);
   if (!o.init_from.empty()) {
-    trainer.params().load_values(SafeTensors::read(o.init_from), o.init_from);
+    // A checkpoint's optimizer state is not a weight: it is left out.
+    trainer.params().load_values(read_weights(o.init_from), o.init_from,
+                                 /*allow_unexpected=*/is_checkpoint(o.init_from));
   } else {
     trainer.params().initialize(train.seed);
   }
@@ -291,7 +294,8 @@ void add_run_command(CLI::App& app) {
   cmd->add_option("--seed", o->train.seed, "seed of the initial weights and of the data");
   cmd->add_option("--text", o->text, "train a token model on the bytes of this file");
   CLI::Option* init_from =
-      cmd->add_option("--init-from", o->init_from, "load every parameter from this safetensors file");
+      cmd->add_option("--init-from", o->init_from,
+                      "load every parameter from this safetensors file or checkpoint folder");
   cmd->add_option("--data", o->data, "use this batch (safetensors, by input name) at every step");
   cmd->add_option("--save-grads", o->save_grads, "write the first step's gradients here (safetensors)");
   cmd->add_option("--save-weights", o->save_weights, "write the trained weights here (safetensors)");
@@ -305,7 +309,8 @@ void add_run_command(CLI::App& app) {
       ->check(CLI::PositiveNumber);
   CLI::Option* checkpoint =
       cmd->add_option("--checkpoint", o->checkpoint,
-                      "write weights, optimizer state and step here after the last step (plans only; safetensors)");
+                      "write weights, optimizer state and step into this folder after the last step (plans only; a "
+                      "safetensors shard per stage and an index)");
   cmd->add_option("--checkpoint-every", o->checkpoint_every, "also write the checkpoint every N steps")
       ->check(CLI::PositiveNumber)
       ->needs(checkpoint);

@@ -100,7 +100,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "STEPS must be a positive integer, not '%s'\n", argv[2]);
     return 2;
   }
-  std::string checkpoint = argc > 3 ? argv[3] : "embed_checkpoint.safetensors";
+  std::string checkpoint = argc > 3 ? argv[3] : "embed_checkpoint";
   try {
     return run(argv[1], steps, checkpoint);
   } catch (const pf::Error& e) {

@@ -50,7 +50,7 @@ step compile "$prefix/bin/pipeforge" compile "$source/examples/mlp.pf" --bind I=
   --devices cpu:2 --microbatches 4 -o "$work/plan.json"
 
 steps=5
-checkpoint=$work/embed.safetensors
+checkpoint=$work/embed_checkpoint
 step run "$work/build/embed" "$work/plan.json" "$steps" "$checkpoint"
 out=$work/run.log
 cat "$out"
@@ -66,6 +66,7 @@ last=$(echo "$losses" | tail -n 1)
 awk -v a="$first" -v b="$last" 'BEGIN { exit !(b < a) }' || fail "run: the loss did not fall ($first -> $last)"
 grep -q "^saved $checkpoint at step $steps\$" "$out" || fail "run: no 'saved ... at step $steps' line"
 grep -q "^checkpoint round trip: ok (step $((steps + 1))," "$out" || fail "run: the checkpoint round trip failed"
-[ -s "$checkpoint" ] || fail "run: $checkpoint is missing or empty"
-[ ! -e "$checkpoint.tmp" ] || fail "run: $checkpoint.tmp was left behind"
+[ -s "$checkpoint/index.json" ] || fail "run: $checkpoint/index.json is missing or empty"
+ls "$checkpoint"/stage-0.*.safetensors > /dev/null || fail "run: $checkpoint has no shard of stage 0"
+! ls "$checkpoint"/*.tmp > /dev/null 2>&1 || fail "run: a .tmp file was left behind in $checkpoint"
 echo "embed_package: ok"

@@ -2,6 +2,8 @@
 
     run_safetensors.py drop IN OUT NAME          OUT is IN without tensor NAME
     run_safetensors.py misshape IN OUT NAME      OUT is IN with NAME one element longer
+        IN and OUT are safetensors files, or checkpoint folders (index.json
+        and its shards), where every shard holding NAME is edited
     run_safetensors.py batch OUT NAME=DTYPE:D0,D1... [NAME[I]=V ...]
         a batch: f32 values in [-1, 1) from a fixed generator, i32 values
         i % 2; NAME[I]=V then sets element I of NAME (flat) to V.
@@ -11,6 +13,7 @@ length, a JSON header ("__metadata__" kept), the tensors' bytes in order.
 """
 
 import json
+import os
 import re
 import struct
 import sys
@@ -84,9 +87,16 @@ def main(argv):
     if len(argv) != 5 or argv[1] not in ("drop", "misshape"):
         sys.exit(__doc__)
     command, source, out, name = argv[1:]
+    if os.path.isdir(source):
+        return edit_checkpoint(command, source, out, name)
     tensors, meta = read(source)
     if name not in tensors:
         sys.exit(f"run_safetensors.py: {source} has no tensor {name}")
+    edit(command, tensors, name)
+    write(out, tensors, meta)
+
+
+def edit(command, tensors, name):
     if command == "drop":
         del tensors[name]
     else:
@@ -94,7 +104,26 @@ def main(argv):
         size = SIZES[dtype]
         count = len(data) // size
         tensors[name] = (dtype, [count + 1], data + bytes(size))
-    write(out, tensors, meta)
+
+
+def edit_checkpoint(command, source, out, name):
+    """Copies checkpoint folder SOURCE to OUT with NAME edited in every shard."""
+    with open(os.path.join(source, "index.json")) as f:
+        index = json.load(f)
+    os.makedirs(out, exist_ok=True)
+    found = False
+    for shard in index["shards"]:
+        tensors, meta = read(os.path.join(source, shard["file"]))
+        if name in tensors:
+            found = True
+            edit(command, tensors, name)
+            if command == "drop":
+                shard["tensors"].remove(name)
+        write(os.path.join(out, shard["file"]), tensors, meta)
+    if not found:
+        sys.exit(f"run_safetensors.py: {source} has no tensor {name}")
+    with open(os.path.join(out, "index.json"), "w") as f:
+        json.dump(index, f, indent=2)
 
 
 if __name__ == "__main__":
