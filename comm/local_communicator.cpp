@@ -176,8 +176,8 @@ class LocalWorld::Rank final : public Communicator {
     return {m.data, m.context};
   }
 
-  void all_reduce(const CommGroup& group, std::span<double> values) override { sum(group, values); }
-  void all_reduce(const CommGroup& group, std::span<float> values) override { sum(group, values); }
+  void all_reduce(const CommGroup& group, std::span<double> values) override { sum(group, values, f64_); }
+  void all_reduce(const CommGroup& group, std::span<float> values) override { sum(group, values, f32_); }
 
   void broadcast(const CommGroup& group, int root, void* data, int64_t bytes) override {
     if (!group.contains(root)) throw Error(fmt::format("broadcast root {} is not in group '{}'", root, group.name));
@@ -193,9 +193,10 @@ class LocalWorld::Rank final : public Communicator {
   }
 
   void set_busy(const std::string& who, const std::string& what) override {
+    // No one to wake: a waiter looks at the busy ranks when its wait times
+    // out, and the watchdog wakes within a timeout of any busy rank's start.
     std::lock_guard lock(state_->mutex);
     state_->busy[static_cast<size_t>(rank_)] = {who, what, Clock::now()};
-    state_->changed.notify_all();
   }
 
   void abort(const std::string& message) override {
@@ -212,25 +213,32 @@ class LocalWorld::Rank final : public Communicator {
       throw Error(fmt::format("rank {} cannot talk to rank {} in a world of {}", rank_, peer, size_));
   }
 
-  /// Every member sums the inputs itself, in rank order, into a copy and
-  /// then into `values`: each gets the same bits, and no input is changed
-  /// while another member may still read it.
+  /// Every member sums the inputs itself, in rank order, into a scratch
+  /// buffer and then, once all have read every input, into `values`: each
+  /// gets the same bits, and no input changes while another member reads it.
+  /// The scratch is kept from call to call: fresh pages cost a fault each on
+  /// first touch, which for a tied embedding's gradient is most of the sum.
   template <class T>
-  void sum(const CommGroup& group, std::span<T> values) {
-    std::vector<T> total(values.size(), T{0});
+  void sum(const CommGroup& group, std::span<T> values, std::vector<T>& scratch) {
+    if (scratch.size() < values.size()) scratch.resize(values.size());
+    T* total = scratch.data();
     state_->collective(group, rank_, values.data(), [&](const std::vector<const void*>& inputs) {
-      for (const void* input : inputs) {
-        const T* x = static_cast<const T*>(input);
-        for (size_t i = 0; i < total.size(); ++i) total[i] += x[i];
+      const T* first = static_cast<const T*>(inputs.front());
+      std::copy(first, first + values.size(), total);
+      for (size_t k = 1; k < inputs.size(); ++k) {
+        const T* x = static_cast<const T*>(inputs[k]);
+        for (size_t i = 0; i < values.size(); ++i) total[i] += x[i];
       }
     });
-    std::copy(total.begin(), total.end(), values.begin());
+    std::copy(total, total + values.size(), values.begin());
   }
 
   std::shared_ptr<State> state_;
   int rank_;
   int size_;
   std::vector<RecvRequest> posted_;
+  std::vector<float> f32_;  // sum()'s scratch
+  std::vector<double> f64_;
 };
 
 LocalWorld::LocalWorld(int size, double timeout_s) : state_(std::make_shared<State>(size, timeout_s)) {

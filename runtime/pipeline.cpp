@@ -228,7 +228,7 @@ void Pipeline::make_workers() {
           if (!group.contains(rank)) group.ranks.push_back(rank);
         }
         std::sort(group.ranks.begin(), group.ranks.end());
-        tied.push_back({e.name, std::move(group)});
+        tied.push_back({e.name, std::move(group), {}, {}});
       }
     }
     workers_.push_back(std::make_unique<RankWorker>(d, options_.microbatches, schedule_.per_device[d], std::move(own),

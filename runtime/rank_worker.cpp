@@ -294,23 +294,30 @@ double RankWorker::loss() {
 
 // Each tied parameter's gradient: this rank's copies summed in stage order,
 // then over the ranks holding it in rank order; every copy gets the total.
+// One copy on the host (the usual case) is summed where it lies.
 void RankWorker::sum_tied_grads() {
-  for (const TiedParam& tied : tied_) {
-    std::vector<float> total, part;
-    for (PipelineStage* st : stages_) {
-      if (!st->params.find(tied.name)) continue;
-      current_stage_ = st->index;
-      part.resize(st->params.at(tied.name).grad.size());
-      st->program->read_grad(tied.name, part.data());
-      if (total.empty()) {
-        total = part;
-      } else {
+  for (TiedParam& tied : tied_) {
+    std::vector<PipelineStage*> holders;
+    for (PipelineStage* st : stages_)
+      if (st->params.find(tied.name)) holders.push_back(st);
+    if (holders.size() == 1 && holders[0]->program->place().on_host()) {
+      current_stage_ = holders[0]->index;
+      std::vector<float>& grad = holders[0]->params.at(tied.name).grad;
+      comm_.all_reduce(tied.group, grad);
+      continue;
+    }
+    std::vector<float>& total = tied.buffer;
+    std::vector<float>& part = tied.part;
+    for (size_t k = 0; k < holders.size(); ++k) {
+      current_stage_ = holders[k]->index;
+      std::vector<float>& into = k == 0 ? total : part;
+      into.resize(holders[k]->params.at(tied.name).grad.size());
+      holders[k]->program->read_grad(tied.name, into.data());
+      if (k > 0)
         for (size_t i = 0; i < total.size(); ++i) total[i] += part[i];
-      }
     }
     if (tied.group.ranks.size() > 1) comm_.all_reduce(tied.group, total);
-    for (PipelineStage* st : stages_)
-      if (st->params.find(tied.name)) st->program->write_grad(tied.name, total.data());
+    for (PipelineStage* st : holders) st->program->write_grad(tied.name, total.data());
   }
 }
 

@@ -22,6 +22,7 @@ namespace pf {
 struct TiedParam {
   std::string name;
   CommGroup group;
+  std::vector<float> buffer, part;  // kept from step to step (first touch of fresh pages is slow)
 };
 
 /// What one step asks of every rank.
