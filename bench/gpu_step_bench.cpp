@@ -30,7 +30,7 @@
 #include "ir/diagnostic.h"
 #include "ir/op_table.h"
 #include "ir/parser.h"
-#include "ir/plan.h"
+#include "plan/plan.h"
 #include "ir/verifier.h"
 #include "partitioner/compile.h"
 #include "runtime/pipeline.h"

@@ -5,7 +5,7 @@
 #include <string>
 
 #include "ir/module.h"
-#include "ir/plan.h"
+#include "plan/plan.h"
 #include "partitioner/stage_search.h"
 
 namespace pf {

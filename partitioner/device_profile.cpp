@@ -8,7 +8,8 @@
 #include <nlohmann/json.hpp>
 
 #include "ir/diagnostic.h"
-#include "ir/plan.h"
+#include "support/atomic_file.h"
+#include "support/json.h"
 
 namespace pf {
 

@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "ir/module.h"
-#include "ir/plan.h"
+#include "plan/plan.h"
 #include "partitioner/stage_split.h"
 
 namespace pf {

@@ -10,7 +10,8 @@
 #include <system_error>
 
 #include "ir/diagnostic.h"
-#include "ir/plan.h"
+#include "support/atomic_file.h"
+#include "support/json.h"
 
 namespace pf {
 

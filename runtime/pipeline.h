@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "backends/cpu/executor.h"
-#include "ir/plan.h"
+#include "plan/plan.h"
 #include "runtime/lr_schedule.h"
 #include "runtime/optimizer.h"
 #include "runtime/parameters.h"

@@ -10,7 +10,7 @@
 
 #include "backends/cpu/blas.h"
 #include "ir/diagnostic.h"
-#include "ir/plan.h"
+#include "plan/plan.h"
 #include "runtime/checkpoint.h"
 #include "runtime/pipeline.h"
 #include "runtime/safetensors.h"

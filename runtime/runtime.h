@@ -113,7 +113,7 @@ class Runtime {
   /// bit for bit the numbers of a run that never stopped.
   void load_checkpoint(const std::string& path);
 
-  /// The plan as loaded (include "ir/plan.h" to read it).
+  /// The plan as loaded (include "plan/plan.h" to read it).
   const Plan& plan() const;
   int stages() const;
   int devices() const;

@@ -2,7 +2,7 @@
 #include <memory>
 
 #include "ir/diagnostic.h"
-#include "ir/plan.h"
+#include "plan/plan.h"
 #include "tools/command.h"
 #include "tools/plan_render.h"
 

@@ -9,7 +9,7 @@
 #include <memory>
 
 #include "backends/cpu/blas.h"
-#include "ir/plan.h"
+#include "plan/plan.h"
 #include "ir/printer.h"
 #include "ir/units.h"
 #include "ir/verifier.h"

@@ -3,7 +3,7 @@
 
 #include <string>
 
-#include "ir/plan.h"
+#include "plan/plan.h"
 
 namespace pf::tools {
 

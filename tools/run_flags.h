@@ -7,7 +7,7 @@
 
 #include <string>
 
-#include "ir/plan.h"
+#include "plan/plan.h"
 
 namespace pf::tools {
 

@@ -5,7 +5,7 @@
 #include <string>
 
 #include "ir/diagnostic.h"
-#include "ir/plan.h"
+#include "plan/plan.h"
 #include "ir/verifier.h"
 #include "partitioner/compile.h"
 #include "runtime/pipeline.h"

@@ -8,7 +8,7 @@
 #include <string>
 #include <utility>
 
-#include "ir/plan.h"
+#include "plan/plan.h"
 #include "ir/verifier.h"
 #include "partitioner/compile.h"
 #include "runtime/pipeline.h"

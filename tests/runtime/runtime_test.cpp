@@ -15,7 +15,7 @@
 #include <thread>
 
 #include "ir/parser.h"
-#include "ir/plan.h"
+#include "plan/plan.h"
 #include "ir/verifier.h"
 #include "partitioner/compile.h"
 #include "runtime/pipeline.h"

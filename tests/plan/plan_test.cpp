@@ -1,5 +1,5 @@
 // The plan file: JSON round trip, its layout, and each check made on load.
-#include "ir/plan.h"
+#include "plan/plan.h"
 
 #include <gtest/gtest.h>
 #include <unistd.h>
