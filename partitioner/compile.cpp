@@ -118,6 +118,7 @@ CompileResult compile_plan(Module model, const DimBinding& binding, const std::s
   for (const StagePlan& cost : result.chosen.stages) device_of.push_back(cost.device);
   plan.stages = plan_stages(split_into_stages(model, result.chosen.cuts, unsplit), micro, device_of,
                             /*training=*/true, schedule_splits_backward(options.schedule));
+  plan.ranks = one_replica_ranks(plan.stages, devices);
   for (size_t s = 0; s < plan.stages.size(); ++s) {
     PlanStage& ps = plan.stages[s];
     const StagePlan& cost = result.chosen.stages[s];

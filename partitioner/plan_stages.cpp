@@ -80,6 +80,7 @@ Plan plan_for_cuts(const Module& model, const DimBinding& micro, const std::vect
   for (int s = 0; s < stages; ++s) device_of.push_back(s % devices);
   plan.stages = plan_stages(split_into_stages(model, cuts, whole_inputs), micro, device_of, /*training=*/true,
                             schedule_splits_backward(schedule));
+  plan.ranks = one_replica_ranks(plan.stages, devices);
   return plan;
 }
 

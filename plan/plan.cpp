@@ -104,6 +104,9 @@ std::string plan_to_json(const Plan& plan) {
     devices.push_back({{"name", d.name}, {"kind", d.kind}, {"memory_bytes", d.memory_bytes}, {"threads", d.threads}});
   Json stages = Json::array();
   for (const PlanStage& s : plan.stages) stages.push_back(stage_json(s));
+  Json ranks = Json::array();
+  for (const PlanRank& r : plan.ranks)
+    ranks.push_back({{"rank", r.rank}, {"device", r.device}, {"replica", r.replica}, {"stages", r.stages}});
   const Plan::Summary& pr = plan.predicted;
   Json doc = {
       {"format", "pipeforge-plan"},
@@ -111,6 +114,7 @@ std::string plan_to_json(const Plan& plan) {
       {"model",
        {{"name", plan.model_name}, {"source", plan.model_source}, {"hash", plan.model_hash}, {"binding", binding}}},
       {"devices", devices},
+      {"ranks", ranks},
       {"schedule",
        {{"kind", plan.schedule}, {"microbatches", plan.microbatches}, {"virtual_stages", plan.virtual_stages}}},
       {"dtype", dtype_name(plan.dtype)},
@@ -284,9 +288,10 @@ class PlanReader {
     // "dtype" came later: a plan without it computes in f32.
     if (doc.is_object() && doc.contains("dtype"))
       r_.expect_keys(doc, "",
-                     {"format", "version", "model", "devices", "schedule", "dtype", "loss", "predicted", "stages"});
+                     {"format", "version", "model", "devices", "ranks", "schedule", "dtype", "loss", "predicted",
+                      "stages"});
     else
-      r_.expect_keys(doc, "", {"format", "version", "model", "devices", "schedule", "loss", "predicted", "stages"});
+      r_.expect_keys(doc, "", {"format", "version", "model", "devices", "ranks", "schedule", "loss", "predicted", "stages"});
     Plan plan;
     const Json& model = r_.object(doc, "", "model");
     r_.expect_keys(model, "model", {"name", "source", "hash", "binding"});
@@ -336,6 +341,24 @@ class PlanReader {
 
     const Json& stages = r_.array(doc, "", "stages");
     for (size_t i = 0; i < stages.size(); ++i) plan.stages.push_back(stage(stages[i], JsonReader::at("stages", i)));
+
+    const Json& ranks = r_.array(doc, "", "ranks");
+    for (size_t i = 0; i < ranks.size(); ++i) {
+      const std::string at = JsonReader::at("ranks", i);
+      r_.expect_keys(ranks[i], at, {"rank", "device", "replica", "stages"});
+      constexpr int64_t kMaxInt = std::numeric_limits<int>::max();
+      PlanRank rank;
+      rank.rank = static_cast<int>(r_.integer(ranks[i], at, "rank", 0, kMaxInt));
+      rank.device = static_cast<int>(r_.integer(ranks[i], at, "device", 0, kMaxInt));
+      rank.replica = static_cast<int>(r_.integer(ranks[i], at, "replica", 0, kMaxInt));
+      const Json& list = r_.array(ranks[i], at, "stages");
+      for (size_t k = 0; k < list.size(); ++k) {
+        if (!list[k].is_number_integer() || list[k].get<int64_t>() < 0 || list[k].get<int64_t>() > kMaxInt)
+          r_.fail(JsonReader::at(JsonReader::at(at, "stages"), k) + " must be a stage index");
+        rank.stages.push_back(list[k].get<int>());
+      }
+      plan.ranks.push_back(std::move(rank));
+    }
     return plan;
   }
 
@@ -356,6 +379,7 @@ class PlanChecker {
   void check() {
     check_devices();
     check_stage_numbers();
+    check_ranks();
     for (const PlanStage& s : plan_.stages) check_tensor_lists(s);
     check_batch_inputs();
     for (const PlanStage& s : plan_.stages) check_received(s);
@@ -391,6 +415,43 @@ class PlanChecker {
         fail(fmt::format("stage {} runs on device {}, but the plan has {} device{} (0..{})", i, s.device, devices,
                          devices == 1 ? "" : "s", devices - 1));
     }
+  }
+
+  // The topology: ranks 0.. in order, one replica, every stage in exactly
+  // one rank, which runs on the stage's device, and a device per rank.
+  void check_ranks() const {
+    if (plan_.ranks.empty()) fail("the plan has no ranks");
+    std::vector<int> rank_of(plan_.stages.size(), -1);
+    std::set<int> devices;
+    for (size_t i = 0; i < plan_.ranks.size(); ++i) {
+      const PlanRank& r = plan_.ranks[i];
+      if (r.rank != static_cast<int>(i))
+        fail(fmt::format("ranks[{}] has rank {}; ranks must be numbered 0..{} in order", i, r.rank,
+                         plan_.ranks.size() - 1));
+      if (r.replica != 0)
+        fail(fmt::format("rank {} belongs to replica {}; this pipeforge runs plans of one replica", r.rank, r.replica));
+      if (r.device >= static_cast<int>(plan_.devices.size()))
+        fail(fmt::format("rank {} runs device {}, but the plan has {} devices", r.rank, r.device,
+                         plan_.devices.size()));
+      if (!devices.insert(r.device).second)
+        fail(fmt::format("rank {} runs device {}, which another rank of its replica runs", r.rank, r.device));
+      if (r.stages.empty()) fail(fmt::format("rank {} runs no stage", r.rank));
+      for (size_t k = 0; k < r.stages.size(); ++k) {
+        const int s = r.stages[k];
+        if (s >= stage_count()) fail(fmt::format("rank {} runs stage {}, but the plan has {} stages", r.rank, s,
+                                                 stage_count()));
+        if (k > 0 && s <= r.stages[k - 1])
+          fail(fmt::format("rank {} lists its stages out of order: {} after {}", r.rank, s, r.stages[k - 1]));
+        if (rank_of[static_cast<size_t>(s)] >= 0)
+          fail(fmt::format("stage {} is run by ranks {} and {}", s, rank_of[static_cast<size_t>(s)], r.rank));
+        rank_of[static_cast<size_t>(s)] = r.rank;
+        if (plan_.stages[static_cast<size_t>(s)].device != r.device)
+          fail(fmt::format("rank {} runs device {}, but its stage {} is placed on device {}", r.rank, r.device, s,
+                           plan_.stages[static_cast<size_t>(s)].device));
+      }
+    }
+    for (size_t s = 0; s < rank_of.size(); ++s)
+      if (rank_of[s] < 0) fail(fmt::format("no rank runs stage {}", s));
   }
 
   void check_peer(const PlanStage& s, const PlanTensor& t, std::string_view verb, std::string_view dir) const {
@@ -765,6 +826,50 @@ Module stage_program(const Plan& plan, const PlanStage& stage) {
 }
 
 bool schedule_splits_backward(std::string_view kind) { return kind == "zb1"; }
+
+std::vector<PlanRank> one_replica_ranks(const std::vector<PlanStage>& stages, int devices) {
+  std::vector<PlanRank> ranks;
+  for (int d = 0; d < devices; ++d) {
+    PlanRank r{d, d, 0, {}};
+    for (const PlanStage& s : stages)
+      if (s.device == d) r.stages.push_back(s.index);
+    ranks.push_back(std::move(r));
+  }
+  return ranks;
+}
+
+int rank_of_stage(const Plan& plan, int stage, int replica) {
+  for (const PlanRank& r : plan.ranks)
+    if (r.replica == replica && std::find(r.stages.begin(), r.stages.end(), stage) != r.stages.end()) return r.rank;
+  throw Error(fmt::format("no rank of replica {} runs stage {}", replica, stage));
+}
+
+RankView rank_view(const Plan& plan, int rank) {
+  const PlanRank& r = plan.ranks.at(static_cast<size_t>(rank));
+  RankView view;
+  view.rank = r.rank;
+  view.device = r.device;
+  view.replica = r.replica;
+  view.stages = r.stages;
+  for (const PlanRank& other : plan.ranks) view.world.push_back(other.rank);
+  std::set<int> neighbours;
+  std::map<std::string, std::set<int>> tied;
+  const int n = static_cast<int>(plan.stages.size());
+  for (int s : r.stages) {
+    for (int next : {s - 1, s + 1})
+      if (next >= 0 && next < n && rank_of_stage(plan, next, r.replica) != rank)
+        neighbours.insert(rank_of_stage(plan, next, r.replica));
+    for (const PlanParam& p : plan.stages[static_cast<size_t>(s)].params) {
+      if (p.shared_with.empty()) continue;
+      std::set<int>& holders = tied[p.name];
+      holders.insert(rank);
+      for (int other : p.shared_with) holders.insert(rank_of_stage(plan, other, r.replica));
+    }
+  }
+  view.neighbours.assign(neighbours.begin(), neighbours.end());
+  for (const auto& [name, holders] : tied) view.tied.emplace_back(name, std::vector<int>(holders.begin(), holders.end()));
+  return view;
+}
 
 DType parse_compute_dtype(std::string_view name, std::string_view what) {
   if (name == "f32") return DType::f32;

@@ -99,6 +99,18 @@ struct PlanDevice {
   bool operator==(const PlanDevice&) const = default;
 };
 
+/// One worker of the plan, a thread or a process: it runs the stages on one
+/// device for one data-parallel replica. Ranks are numbered from 0; a plan
+/// has one replica today, whose rank r runs device r.
+struct PlanRank {
+  int rank = 0;
+  int device = 0;            // index into Plan::devices
+  int replica = 0;
+  std::vector<int> stages;   // the stages it runs, increasing
+
+  bool operator==(const PlanRank&) const = default;
+};
+
 /// A compiled model: what `pipeforge compile` writes and the runtime loads.
 struct Plan {
   static constexpr int kVersion = 2;
@@ -116,6 +128,7 @@ struct Plan {
   DType dtype = DType::f32;
   std::string loss_stage_output;  // the loss value's name, returned by the last stage; empty for inference
   std::vector<PlanStage> stages;
+  std::vector<PlanRank> ranks;  // every stage in one rank per replica, on the stage's device
 
   /// What the cost model predicts for the whole pipeline.
   struct Summary {
@@ -154,6 +167,30 @@ void save_plan(const Plan& plan, const std::string& path);
 /// dimensions the program declares take the plan's values. Errors are
 /// located in the program's text, whose name is "stage N program".
 Module stage_program(const Plan& plan, const PlanStage& stage);
+
+/// One ranks per device, in device order, each running the stages placed on
+/// its device: the topology of a plan with one replica.
+std::vector<PlanRank> one_replica_ranks(const std::vector<PlanStage>& stages, int devices);
+
+/// What one rank needs of the plan: its stages, the ranks it exchanges
+/// activations and gradients with, and the groups it joins in collectives.
+struct RankView {
+  int rank = 0;
+  int device = 0;
+  int replica = 0;
+  std::vector<int> stages;      // increasing
+  std::vector<int> neighbours;  // ranks running a stage next to one of its own, increasing, itself excluded
+  std::vector<int> world;       // every rank
+  /// Per tied parameter it holds (PlanParam::shared_with): the ranks holding
+  /// it, increasing; they sum its gradient.
+  std::vector<std::pair<std::string, std::vector<int>>> tied;
+};
+
+/// Rank `rank`'s view of `plan` (which loading checked).
+RankView rank_view(const Plan& plan, int rank);
+
+/// The rank running stage `stage` of replica `replica`.
+int rank_of_stage(const Plan& plan, int stage, int replica = 0);
 
 /// Whether schedule `kind` runs each backward in two parts (the input
 /// gradients, then the weights'), so that its plans carry a BackwardSplit.

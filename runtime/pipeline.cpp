@@ -68,7 +68,13 @@ Pipeline::Pipeline(const Plan& plan, std::vector<Module> programs, const Pipelin
                               s, plan.schedule));
     auto st = std::make_unique<PipelineStage>();
     st->index = s;
-    st->rank = s % (n / options.virtual_stages);
+    // The schedules place stage s on device s % devices; the plan's
+    // topology must agree.
+    st->rank = rank_of_stage(plan, s);
+    if (st->rank != s % (n / options.virtual_stages))
+      throw Error(fmt::format("plan stage {} runs on rank {}, but schedule {} runs it on device {}; compile the plan "
+                              "again",
+                              s, st->rank, plan.schedule, s % (n / options.virtual_stages)));
     Module module = std::move(programs[static_cast<size_t>(s)]);
     GradientProgram gradients = *ps.gradients;
     for (const PlanTensor& t : ps.inputs) st->inputs.push_back(t.name);
@@ -111,7 +117,7 @@ Pipeline::Pipeline(const Plan& plan, std::vector<Module> programs, const Pipelin
     stages_.push_back(std::move(st));
   }
   connect_stages();
-  make_workers();
+  make_workers(plan);
 }
 
 namespace {
@@ -197,42 +203,30 @@ void Pipeline::connect_stages() {
   }
 }
 
-void Pipeline::make_workers() {
-  const int n = stages(), p = devices();
+void Pipeline::make_workers(const Plan& plan) {
+  const int p = devices();
   world_ = std::make_unique<LocalWorld>(p, options_.timeout_s);
-  CommGroup world{"world", {}};
-  for (int d = 0; d < p; ++d) world.ranks.push_back(d);
-  // Which ranks hold each parameter; a tied one's gradient is summed over
-  // them, and it counts in the norm once, on its first stage.
-  std::map<std::string, std::vector<int>> holders;  // parameter -> stages, increasing
-  for (int s = 0; s < n; ++s)
-    for (const ParameterSet::Entry& e : stages_[s]->params.entries()) holders[e.name].push_back(s);
   for (int d = 0; d < p; ++d) {
+    const RankView view = rank_view(plan, d);
     std::vector<PipelineStage*> own;
     std::vector<std::vector<Param>> norm_params;
-    std::vector<TiedParam> tied;
-    for (int s = d; s < n; s += p) {
-      PipelineStage& st = *stages_[s];
+    for (int s : view.stages) {
+      PipelineStage& st = *stages_[static_cast<size_t>(s)];
       own.push_back(&st);
+      // A tied parameter counts in the norm once, on the first stage holding it.
       std::vector<Param> counted;
-      for (const Param& param : st.params.optimizer_params())
-        if (holders.at(param.name).front() == s) counted.push_back(param);
-      norm_params.push_back(std::move(counted));
-      for (const ParameterSet::Entry& e : st.params.entries()) {
-        const std::vector<int>& at = holders.at(e.name);
-        if (at.size() < 2 || std::any_of(tied.begin(), tied.end(), [&](auto& t) { return t.name == e.name; }))
-          continue;
-        CommGroup group{"tied:" + e.name, {}};
-        for (int holder : at) {
-          const int rank = stages_[holder]->rank;
-          if (!group.contains(rank)) group.ranks.push_back(rank);
-        }
-        std::sort(group.ranks.begin(), group.ranks.end());
-        tied.push_back({e.name, std::move(group), {}, {}});
+      for (const Param& param : st.params.optimizer_params()) {
+        const PlanParam& pp = *std::find_if(plan.stages[static_cast<size_t>(s)].params.begin(),
+                                            plan.stages[static_cast<size_t>(s)].params.end(),
+                                            [&](const PlanParam& q) { return q.name == param.name; });
+        if (pp.shared_with.empty() || pp.shared_with.front() > s) counted.push_back(param);
       }
+      norm_params.push_back(std::move(counted));
     }
+    std::vector<TiedParam> tied;
+    for (const auto& [name, ranks] : view.tied) tied.push_back({name, CommGroup{"tied:" + name, ranks}, {}, {}});
     workers_.push_back(std::make_unique<RankWorker>(d, options_.microbatches, schedule_.per_device[d], std::move(own),
-                                                    world_->rank(d), world, std::move(tied),
+                                                    world_->rank(d), CommGroup{"world", view.world}, std::move(tied),
                                                     std::move(norm_params)));
   }
 }

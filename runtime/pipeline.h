@@ -157,8 +157,9 @@ class Pipeline {
   /// copies that receive() makes.
   void connect_stages();
   /// One rank per device over an in-process communicator, each with its
-  /// stages, its tied parameters and the parameters it counts in the norm.
-  void make_workers();
+  /// stages, its tied parameters and the parameters it counts in the norm,
+  /// as the plan's view of the rank says.
+  void make_workers(const Plan& plan);
 
   PipelineOptions options_;
   Schedule schedule_;

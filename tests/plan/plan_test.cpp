@@ -124,6 +124,7 @@ Plan two_stage_plan() {
   s1.predicted = {0.0012, 0.0018, 1.5e-6, 0.0030015, 512, 512, 3584, 0};
 
   plan.stages = {s0, s1};
+  plan.ranks = {{0, 0, 0, {0}}, {1, 1, 0, {1}}};
   return plan;
 }
 
@@ -485,6 +486,36 @@ TEST(Plan, SplitBackwardsGoWithTheSchedule) {
             "plan.json: stage 0's program has no @stage0.backward_input (the backward's input part)");
   EXPECT_EQ(json_error([](Json& j) { j["stages"][0]["split"] = {{"input", "i"}, {"weight", "w"}}; }),
             "plan.json: stages[0].split has no \"deferred\"");
+}
+
+// The topology: every stage run by one rank of the one replica, on the
+// stage's device.
+TEST(Plan, RanksRunEveryStageOnItsDevice) {
+  EXPECT_EQ(plan_error([](Plan& p) { p.ranks.clear(); }), "plan.json: the plan has no ranks");
+  EXPECT_EQ(plan_error([](Plan& p) { p.ranks[1].rank = 2; }),
+            "plan.json: ranks[1] has rank 2; ranks must be numbered 0..1 in order");
+  EXPECT_EQ(plan_error([](Plan& p) { p.ranks[1].replica = 1; }),
+            "plan.json: rank 1 belongs to replica 1; this pipeforge runs plans of one replica");
+  EXPECT_EQ(plan_error([](Plan& p) { p.ranks[1].device = 0; }),
+            "plan.json: rank 1 runs device 0, which another rank of its replica runs");
+  EXPECT_EQ(plan_error([](Plan& p) { p.ranks[1].stages = {0, 1}; }), "plan.json: stage 0 is run by ranks 0 and 1");
+  EXPECT_EQ(plan_error([](Plan& p) { p.ranks[1].stages.clear(); }), "plan.json: rank 1 runs no stage");
+  EXPECT_EQ(plan_error([](Plan& p) {
+              std::swap(p.ranks[0].device, p.ranks[1].device);
+            }),
+            "plan.json: rank 0 runs device 1, but its stage 0 is placed on device 0");
+  EXPECT_EQ(json_error([](Json& j) { j["ranks"][0]["stages"][0] = "zero"; }),
+            "plan.json: ranks[0].stages[0] must be a stage index");
+  // Each rank's view: its neighbours and the ranks that share its tied weight.
+  const Plan plan = two_stage_plan();
+  const RankView view = rank_view(plan, 1);
+  EXPECT_EQ(view.stages, std::vector<int>{1});
+  EXPECT_EQ(view.neighbours, std::vector<int>{0});
+  EXPECT_EQ(view.world, (std::vector<int>{0, 1}));
+  ASSERT_EQ(view.tied.size(), 1u);
+  EXPECT_EQ(view.tied[0].first, "wte");
+  EXPECT_EQ(view.tied[0].second, (std::vector<int>{0, 1}));
+  EXPECT_EQ(rank_of_stage(plan, 1), 1);
 }
 
 TEST(Plan, SendsAreReturnedValues) {
