@@ -38,10 +38,6 @@ ValueId resolve_alias(const Function& f, std::span<const ValueId> alias_of, Valu
 
 }  // namespace
 
-int64_t stored_bytes(const TensorType& t, DType float_dtype) {
-  return t.numel() * dtype_size(is_float(t.dtype) ? float_dtype : t.dtype);
-}
-
 MemoryPlan plan_memory(const Function& f, DType float_dtype, const std::vector<bool>& external,
                        std::span<const ValueId> alias_of, std::span<const int> op_time) {
   const size_t n = f.values.size();
