@@ -74,14 +74,6 @@ int64_t saturate(double v, double lo, double hi_exclusive, int64_t lo_i, int64_t
   return static_cast<int64_t>(v);
 }
 
-uint16_t bf16_bits(float f) {
-  // Round to nearest even; NaN stays a (quiet) NaN.
-  uint32_t u;
-  std::memcpy(&u, &f, sizeof u);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40);
-  return static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-}
-
 // The bytes of `v` as dtype `t` (at most 8).
 void encode_value(double v, DType t, unsigned char* bytes) {
   switch (t) {
