@@ -16,13 +16,14 @@ set(PF_INSTALL_CMAKEDIR ${CMAKE_INSTALL_LIBDIR}/cmake/pipeforge)
 set_target_properties(pf_ir PROPERTIES EXPORT_NAME ir)
 set_target_properties(pf_passes PROPERTIES EXPORT_NAME passes)
 set_target_properties(pf_partitioner PROPERTIES EXPORT_NAME partitioner)
+set_target_properties(pf_backend_core PROPERTIES EXPORT_NAME backend_core)
 set_target_properties(pf_cpu PROPERTIES EXPORT_NAME cpu)
 set_target_properties(pf_runtime PROPERTIES EXPORT_NAME runtime)
 set_target_properties(pf_warnings PROPERTIES EXPORT_NAME warnings)
 # The headers need C++20; users get it with the library.
 target_compile_features(pf_ir INTERFACE cxx_std_20)
-set(pf_installed_libraries pf_ir pf_passes pf_partitioner pf_cpu pf_runtime pf_warnings)
-set(pf_installed_headers ir passes partitioner runtime backends/cpu)
+set(pf_installed_libraries pf_ir pf_passes pf_partitioner pf_backend_core pf_cpu pf_runtime pf_warnings)
+set(pf_installed_headers ir passes partitioner runtime backends/common backends/cpu)
 if(PF_CUDA)
   # The runtime places stages on GPUs through the CUDA backend: its library
   # comes along, and the config finds the CUDA toolkit for it.

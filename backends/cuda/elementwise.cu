@@ -27,21 +27,6 @@ __global__ void gather_kernel(const E* in, E* out, int64_t n, StridedPlan plan) 
   PF_GRID_STRIDE(i, n) out[i] = in[offset_of(plan, i)];
 }
 
-// Calls f(E{}) with E the unsigned integer as wide as one element of `t`.
-template <class F>
-void by_element_size(DType t, F&& f) {
-  switch (dtype_size(t)) {
-    case 1:
-      return f(uint8_t{});
-    case 2:
-      return f(uint16_t{});
-    case 4:
-      return f(uint32_t{});
-    default:
-      return f(uint64_t{});
-  }
-}
-
 void fill_bytes(void* out, int64_t n, DType t, const void* value, cudaStream_t stream) {
   if (n == 0) return;
   by_element_size(t, [&](auto e) {
