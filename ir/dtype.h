@@ -17,4 +17,10 @@ int64_t dtype_size(DType t);
 bool is_float(DType t);
 bool is_integer(DType t);
 
+/// The bf16 nearest to `f` as its bit pattern, ties to even (as a GPU's
+/// __float2bfloat16_rn rounds); a NaN stays a quiet NaN.
+uint16_t bf16_bits(float f);
+/// The float that bf16 bit pattern `b` stands for (exact).
+float bf16_to_float(uint16_t b);
+
 }  // namespace pf

@@ -11,6 +11,10 @@ int64_t TensorType::numel() const {
   return n;
 }
 
+int64_t stored_bytes(const TensorType& t, DType float_dtype) {
+  return t.numel() * dtype_size(is_float(t.dtype) ? float_dtype : t.dtype);
+}
+
 std::string shape_str(const Shape& shape) {
   std::string out = "[";
   for (size_t i = 0; i < shape.size(); ++i) {

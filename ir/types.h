@@ -25,6 +25,11 @@ struct TensorType {
   bool operator==(const TensorType&) const = default;
 };
 
+/// The bytes a tensor of type `t` takes when floats are stored as
+/// `float_dtype` (a bf16 stage's float tensors take half of f32's; integers
+/// and bools keep their own dtype).
+int64_t stored_bytes(const TensorType& t, DType float_dtype);
+
 /// A tensor type as written in the source: `f32[B,T,3*C]`.
 struct SymType {
   DType dtype = DType::f32;

@@ -1,8 +1,6 @@
 // A CUDA stage's memory and hand-offs: buffers from the caching allocator, batch inputs copied in, events and copies between stages.
 #include <fmt/format.h>
 
-#include <cstring>
-
 #include "backends/cuda/check.h"
 #include "backends/cuda/optimizers.h"
 #include "backends/cuda/transport.h"
@@ -12,20 +10,6 @@
 namespace pf {
 
 namespace {
-
-// As the device rounds (nearest even); the values here are finite.
-uint16_t bf16_bits(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, sizeof u);
-  return static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-}
-
-float from_bf16_bits(uint16_t b) {
-  const uint32_t u = static_cast<uint32_t>(b) << 16;
-  float f;
-  std::memcpy(&f, &u, sizeof f);
-  return f;
-}
 
 const char* what(HandOff kind) { return kind == HandOff::activations ? "activations" : "gradients"; }
 
@@ -94,7 +78,7 @@ void CudaStageProgram::read_floats(const void* src, float* dst, int64_t n) {
   PF_CUDA_CHECK(cudaMemcpyAsync(halves.data(), src, halves.size() * sizeof(uint16_t), cudaMemcpyDeviceToHost,
                                 stream()));
   PF_CUDA_CHECK(cudaStreamSynchronize(stream()));
-  for (size_t i = 0; i < halves.size(); ++i) dst[i] = from_bf16_bits(halves[i]);
+  for (size_t i = 0; i < halves.size(); ++i) dst[i] = bf16_to_float(halves[i]);
 }
 
 cuda::Event& CudaStageProgram::produced(HandOff kind, int mb) {

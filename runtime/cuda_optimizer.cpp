@@ -5,6 +5,7 @@
 
 #include "backends/cuda/check.h"
 #include "backends/cuda/optimizers.h"
+#include "ir/align.h"
 #include "ir/diagnostic.h"
 #include "runtime/train_options.h"
 
@@ -44,7 +45,7 @@ CudaOptimizer::CudaOptimizer(std::vector<Param> params, const TrainerOptions& op
   for (const Param& p : params_)
     for (size_t k = 0; k < slots_per_param_; ++k) {
       offsets.push_back(total);
-      total += (p.numel() + kAlignElements - 1) / kAlignElements * kAlignElements;
+      total += align_up(p.numel(), kAlignElements);
     }
   const auto bytes = static_cast<size_t>(std::max<int64_t>(total, 1)) * sizeof(float);
   block_ = device_->allocate(bytes, lane_);

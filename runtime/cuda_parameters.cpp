@@ -8,6 +8,7 @@
 
 #include "backends/cuda/check.h"
 #include "backends/cuda/optimizers.h"
+#include "ir/align.h"
 #include "ir/diagnostic.h"
 
 namespace pf {
@@ -25,7 +26,7 @@ CudaParameters::CudaParameters(ParameterSet& host, std::shared_ptr<cuda::CudaDev
   for (ParameterSet::Entry& e : host.entries()) {
     index_.emplace(e.name, slots_.size());
     slots_.push_back({&e, elements_});
-    elements_ += (static_cast<int64_t>(e.value.size()) + kAlignElements - 1) / kAlignElements * kAlignElements;
+    elements_ += align_up(static_cast<int64_t>(e.value.size()), kAlignElements);
   }
   values_ = static_cast<float*>(zeroed_block(elements_, DType::f32));
   grads_ = static_cast<float*>(zeroed_block(elements_, DType::f32));

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "backends/cpu/executor.h"
+#include "ir/align.h"
 #include "ir/diagnostic.h"
 #include "ir/gradients.h"
 #include "ir/module.h"
@@ -54,7 +55,6 @@ class StageExecutors {
       if (!f) throw Error(fmt::format("@{} has no function @{}", module.graph().name, name));
       return *f;
     };
-    auto aligned = [align](int64_t bytes) { return (bytes + align - 1) / align * align; };
     // The stash goes straight from the forward's kernels into the slot.
     std::vector<int> forward_outputs;
     if (caller_results)
@@ -64,7 +64,7 @@ class StageExecutors {
     forward_ = make(module.graph(), forward_outputs);
     for (size_t s = 0; s < gradients.stash.size(); ++s) {
       stash_offsets_.push_back(slot_bytes_);
-      slot_bytes_ += aligned(forward_->output_type(gradients.original_results + static_cast<int>(s)).bytes());
+      slot_bytes_ += align_up(forward_->output_type(gradients.original_results + static_cast<int>(s)).bytes(), align);
     }
     const int params = static_cast<int>(gradients.params.size());
     auto grads_from = [&](int first) {
@@ -86,7 +86,7 @@ class StageExecutors {
       input_part_ = make(input_fn, deferred);
       for (int r : deferred) {
         deferred_offsets_.push_back(slot_bytes_);
-        slot_bytes_ += aligned(input_part_->output_type(r).bytes());
+        slot_bytes_ += align_up(input_part_->output_type(r).bytes(), align);
       }
     }
     weight_part_ = make(weight_fn, grads_from(0));

@@ -142,9 +142,4 @@ class StageRunner {
   StageRunner() = default;
 };
 
-/// Bytes of `type` stored with floats as `float_dtype` (a bf16 stage's float tensors are half the size).
-inline int64_t stored_bytes(const TensorType& type, DType float_dtype) {
-  return is_float(type.dtype) ? type.numel() * dtype_size(float_dtype) : type.bytes();
-}
-
 }  // namespace pf

@@ -14,6 +14,7 @@
 #include "backends/cpu/kernels.h"
 #include "backends/cpu/memory_plan.h"
 #include "backends/cpu/parallel.h"
+#include "ir/align.h"
 #include "ir/diagnostic.h"
 #include "ir/printer.h"
 #include "ir/verifier.h"
@@ -23,8 +24,6 @@ namespace pf::cpu {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-int64_t align_up(int64_t bytes) { return (bytes + kArenaAlignment - 1) / kArenaAlignment * kArenaAlignment; }
 
 /// The arena: one aligned block, freed with the alignment it was allocated with.
 struct ArenaDeleter {
@@ -223,7 +222,7 @@ void Executor::Impl::allocate_arena(const MemoryPlan& plan) {
   for (int i : copied) {
     if (results[i].caller) continue;  // always copied into the caller's buffer
     copy_offset[i] = total;
-    total += align_up(type[results[i].value].bytes());
+    total += align_up(type[results[i].value].bytes(), kArenaAlignment);
   }
   arena_size = total;
   naive_size = plan.naive_bytes + (total - plan.arena_bytes);

@@ -1,32 +1,15 @@
 // The CPU kernel table and the per-family functions that fill it (internal to backends/cpu).
 #pragma once
 
-#include <array>
-
+#include "backends/common/kernel_table.h"
 #include "backends/cpu/kernels.h"
 
 namespace pf::cpu {
 
-/// One row per op: its f32 and f64 kernels, or a single kernel that reads the
-/// dtypes from its argument types when the op only produces or moves values.
-struct KernelRow {
-  Kernel f32 = nullptr;
-  Kernel f64 = nullptr;
-  Kernel any_dtype = nullptr;
-};
-
-/// The table that forward_kernel() reads. Each op family fills its own rows;
-/// filling a row twice is a programming error and throws std::logic_error.
-class KernelTable {
- public:
-  void set_float(OpKind op, Kernel f32, Kernel f64);
-  void set_any_dtype(OpKind op, Kernel kernel);
-  const KernelRow& row(OpKind op) const { return rows_[static_cast<size_t>(op)]; }
-
- private:
-  KernelRow& empty_row(OpKind op);
-  std::array<KernelRow, kNumOps> rows_{};
-};
+/// The table that forward_kernel() reads: per op, its f32 and f64 kernels
+/// (set_float) or one for every dtype (set_any_dtype). Each op family fills
+/// its own rows.
+using KernelTable = backend::KernelTable<Kernel, DType::f64>;
 
 // One function per family file; kernels.cpp calls them all.
 void add_source_kernels(KernelTable& table);     // sources.cpp: constant, dim_value, causal_mask

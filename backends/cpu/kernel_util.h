@@ -1,4 +1,4 @@
-// Helpers shared by the CPU kernels: broadcast plans, axis splits, row statistics, scratch memory (internal).
+// Helpers shared by the CPU kernels: broadcast plans, row statistics, scratch memory (internal).
 #pragma once
 
 #include <cstddef>
@@ -6,6 +6,7 @@
 #include <span>
 #include <vector>
 
+#include "backends/common/kernel_util.h"
 #include "ir/types.h"
 
 namespace pf::cpu {
@@ -48,16 +49,11 @@ class RowWalk {
   int64_t rows_ = 1;
 };
 
-/// A tensor seen as [outer, n, inner] around one axis.
-struct AxisSplit {
-  int64_t outer = 1;
-  int64_t n = 1;
-  int64_t inner = 1;
-};
-
-/// `axis` may be negative (counted from the end); the verifier has checked its range.
-int64_t normalize_axis(int64_t axis, int64_t rank);
-AxisSplit split_at_axis(const Shape& shape, int64_t axis);
+// Axes and element widths, as every backend's kernels see them.
+using backend::AxisSplit;
+using backend::by_element_size;
+using backend::normalize_axis;
+using backend::split_at_axis;
 
 /// Row-major strides in elements.
 std::vector<int64_t> contiguous_strides(const Shape& shape);

@@ -1,30 +1,10 @@
 // The CPU kernel table: built once from the op families, looked up by op and dtype.
 #include "backends/cpu/kernels.h"
 
-#include <fmt/format.h>
-
-#include <stdexcept>
-
 #include "backends/cpu/cpu_isa.h"
 #include "backends/cpu/kernel_table.h"
-#include "ir/diagnostic.h"
 
 namespace pf::cpu {
-
-KernelRow& KernelTable::empty_row(OpKind op) {
-  KernelRow& r = rows_[static_cast<size_t>(op)];
-  if (r.f32 || r.f64 || r.any_dtype)
-    throw std::logic_error(fmt::format("cpu kernel table: {} is filled twice", op_name(op)));
-  return r;
-}
-
-void KernelTable::set_float(OpKind op, Kernel f32, Kernel f64) {
-  KernelRow& r = empty_row(op);
-  r.f32 = f32;
-  r.f64 = f64;
-}
-
-void KernelTable::set_any_dtype(OpKind op, Kernel kernel) { empty_row(op).any_dtype = kernel; }
 
 namespace {
 
@@ -53,7 +33,7 @@ void add_dispatched_kernels(KernelTable& t) {
 
 const KernelTable& table() {
   static const KernelTable filled = [] {
-    KernelTable t;
+    KernelTable t("cpu");
     add_source_kernels(t);
     add_matmul_kernels(t);
     add_dropout_kernels(t);
@@ -70,31 +50,11 @@ const KernelTable& table() {
   return filled;
 }
 
-Kernel lookup(OpKind op, DType dtype) {
-  const KernelRow& r = table().row(op);
-  switch (dtype) {
-    case DType::f32:
-      return r.f32 ? r.f32 : r.any_dtype;
-    case DType::f64:
-      return r.f64 ? r.f64 : r.any_dtype;
-    case DType::i32:
-    case DType::i64:
-    case DType::boolean:
-      return r.any_dtype;
-    case DType::f16:
-    case DType::bf16:
-      return nullptr;  // the CPU backend stores no half types
-  }
-  return nullptr;
-}
-
 }  // namespace
 
-Kernel forward_kernel(OpKind op, DType dtype) {
-  if (Kernel k = lookup(op, dtype)) return k;
-  throw Error(fmt::format("no cpu kernel for {} in {}", op_name(op), dtype_name(dtype)));
-}
+// f16 and bf16 have no kernels: the CPU backend stores no half types.
+Kernel forward_kernel(OpKind op, DType dtype) { return table().get(op, dtype); }
 
-bool has_forward_kernel(OpKind op, DType dtype) { return lookup(op, dtype) != nullptr; }
+bool has_forward_kernel(OpKind op, DType dtype) { return table().find(op, dtype) != nullptr; }
 
 }  // namespace pf::cpu

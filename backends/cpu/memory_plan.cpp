@@ -6,13 +6,12 @@
 #include <algorithm>
 #include <limits>
 
+#include "ir/align.h"
 #include "ir/diagnostic.h"
 
 namespace pf::cpu {
 
 namespace {
-
-int64_t align_up(int64_t bytes) { return (bytes + kArenaAlignment - 1) / kArenaAlignment * kArenaAlignment; }
 
 /// A value that owns arena bytes, with its inclusive live interval in op
 /// indices (-1: before the first op; ops.size(): after the last).
@@ -37,10 +36,6 @@ ValueId resolve_alias(const Function& f, std::span<const ValueId> alias_of, Valu
 }
 
 }  // namespace
-
-int64_t stored_bytes(const TensorType& t, DType float_dtype) {
-  return t.numel() * dtype_size(is_float(t.dtype) ? float_dtype : t.dtype);
-}
 
 MemoryPlan plan_memory(const Function& f, DType float_dtype, const std::vector<bool>& external,
                        std::span<const ValueId> alias_of, std::span<const int> op_time) {
@@ -79,7 +74,7 @@ MemoryPlan plan_memory(const Function& f, DType float_dtype, const std::vector<b
     if (root[v] != static_cast<ValueId>(v) || external[v]) continue;
     const Value& value = f.values[v];
     if (!value.type) throw Error(fmt::format("memory plan of @{}: %{} has no type (verify first)", f.name, value.name));
-    plan.bytes[v] = align_up(stored_bytes(*value.type, float_dtype));
+    plan.bytes[v] = align_up(stored_bytes(*value.type, float_dtype), kArenaAlignment);
     plan.naive_bytes += plan.bytes[v];
     if (plan.bytes[v] == 0) {
       plan.offset[v] = 0;  // nothing is ever written: any aligned offset will do

@@ -30,10 +30,6 @@ struct MemoryPlan {
   int64_t naive_bytes = 0;
 };
 
-/// The bytes a value of type `t` takes when floats are stored as `float_dtype`
-/// (integers and bools keep their own dtype).
-int64_t stored_bytes(const TensorType& t, DType float_dtype);
-
 /// Plans a verified function's values into one arena.
 ///
 /// Liveness: a value is live from its defining op's time (an argument from

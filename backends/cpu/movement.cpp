@@ -14,21 +14,6 @@ namespace {
 
 size_t element_size(const TensorType& t) { return static_cast<size_t>(dtype_size(t.dtype)); }
 
-// Calls f(E{}) with E the unsigned integer as wide as one element of t.
-template <class F>
-void by_element_size(const TensorType& t, F f) {
-  switch (element_size(t)) {
-    case 1:
-      return f(uint8_t{});
-    case 2:
-      return f(uint16_t{});
-    case 4:
-      return f(uint32_t{});
-    default:
-      return f(uint64_t{});
-  }
-}
-
 void copy_bytes(void* dst, const void* src, int64_t bytes) {
   if (bytes > 0) std::memcpy(dst, src, static_cast<size_t>(bytes));
 }
@@ -106,7 +91,7 @@ void transpose(const KernelArgs& args) {
   const TensorType& t = args.in_types[0];
   if (t.numel() == 0) return;
   const BroadcastPlan plan = transpose_plan(t, args.attrs.get_ints("perm", {}));
-  by_element_size(t, [&](auto e) {
+  by_element_size(t.dtype, [&](auto e) {
     using E = decltype(e);
     transpose_elements(static_cast<const E*>(args.in[0]), static_cast<E*>(args.out[0]), plan);
   });
@@ -178,7 +163,7 @@ void broadcast_to(const KernelArgs& args) {
   if (t.numel() == 0) return;
   const Shape* operands[] = {&args.in_types[0].shape};
   const BroadcastPlan plan = plan_broadcast(t.shape, operands);
-  by_element_size(t, [&](auto e) {
+  by_element_size(t.dtype, [&](auto e) {
     using E = decltype(e);
     broadcast_elements(static_cast<const E*>(args.in[0]), static_cast<E*>(args.out[0]), plan);
   });

@@ -5,6 +5,7 @@
 
 #include <bit>
 
+#include "ir/align.h"
 #include "ir/diagnostic.h"
 
 namespace pf::cuda {
@@ -18,7 +19,7 @@ constexpr size_t kLargeStep = size_t{2} << 20;   // 2 MiB
 size_t CachingAllocator::size_class(size_t bytes) {
   if (bytes <= kMinBlock) return kMinBlock;
   if (bytes <= kSmallLimit) return std::bit_ceil(bytes);
-  return (bytes + kLargeStep - 1) / kLargeStep * kLargeStep;
+  return align_up(bytes, kLargeStep);
 }
 
 CachingAllocator::CachingAllocator(RawAllocator raw) : raw_(raw) {}

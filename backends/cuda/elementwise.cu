@@ -27,21 +27,6 @@ __global__ void gather_kernel(const E* in, E* out, int64_t n, StridedPlan plan) 
   PF_GRID_STRIDE(i, n) out[i] = in[offset_of(plan, i)];
 }
 
-// Calls f(E{}) with E the unsigned integer as wide as one element of `t`.
-template <class F>
-void by_element_size(DType t, F&& f) {
-  switch (dtype_size(t)) {
-    case 1:
-      return f(uint8_t{});
-    case 2:
-      return f(uint16_t{});
-    case 4:
-      return f(uint32_t{});
-    default:
-      return f(uint64_t{});
-  }
-}
-
 void fill_bytes(void* out, int64_t n, DType t, const void* value, cudaStream_t stream) {
   if (n == 0) return;
   by_element_size(t, [&](auto e) {
@@ -72,14 +57,6 @@ int64_t saturate(double v, double lo, double hi_exclusive, int64_t lo_i, int64_t
   if (v >= hi_exclusive) return hi_i;
   if (v <= lo) return lo_i;
   return static_cast<int64_t>(v);
-}
-
-uint16_t bf16_bits(float f) {
-  // Round to nearest even; NaN stays a (quiet) NaN.
-  uint32_t u;
-  std::memcpy(&u, &f, sizeof u);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40);
-  return static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
 }
 
 // The bytes of `v` as dtype `t` (at most 8).

@@ -11,19 +11,12 @@
 #include "backends/cuda/check.h"
 #include "backends/cuda/kernels.h"
 #include "backends/cuda/softmax_fusion.h"
+#include "ir/align.h"
 #include "ir/diagnostic.h"
 #include "ir/printer.h"
 #include "ir/verifier.h"
 
 namespace pf::cuda {
-
-namespace {
-
-int64_t align_up(int64_t bytes) {
-  return (bytes + cpu::kArenaAlignment - 1) / cpu::kArenaAlignment * cpu::kArenaAlignment;
-}
-
-}  // namespace
 
 struct Executor::Impl {
   struct Step {
@@ -209,7 +202,7 @@ void Executor::Impl::allocate_arena(const cpu::MemoryPlan& plan) {
   for (int i : copied) {
     if (results[i].caller) continue;
     copy_offset[i] = total;
-    total += align_up(type[results[i].value].bytes());
+    total += align_up(type[results[i].value].bytes(), cpu::kArenaAlignment);
   }
   arena_size = total;
   // The allocator's blocks are at least 256-byte aligned (cudaMalloc), so

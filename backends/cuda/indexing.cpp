@@ -128,17 +128,4 @@ bool is_flat(const StridedPlan& plan, int operands) {
   return true;
 }
 
-AxisSplit split_at_axis(const Shape& shape, int64_t axis) {
-  AxisSplit s;
-  for (int64_t d = 0; d < static_cast<int64_t>(shape.size()); ++d) {
-    if (d < axis)
-      s.outer *= shape[d];
-    else if (d == axis)
-      s.n = shape[d];
-    else
-      s.inner *= shape[d];
-  }
-  return s;
-}
-
 }  // namespace pf::cuda

@@ -6,6 +6,7 @@
 #include <span>
 #include <vector>
 
+#include "backends/common/kernel_util.h"
 #include "ir/types.h"
 
 namespace pf::cuda {
@@ -61,13 +62,10 @@ ReducePlan plan_reduce(const Shape& input, const std::vector<bool>& reduced);
 /// dimension of stride 1): the kernel can use the flat index directly.
 bool is_flat(const StridedPlan& plan, int operands);
 
-/// `axis` counted from the end when negative.
-inline int64_t normalize_axis(int64_t axis, int64_t rank) { return axis < 0 ? axis + rank : axis; }
-
-/// A tensor seen as [outer, n, inner] around one axis.
-struct AxisSplit {
-  int64_t outer = 1, n = 1, inner = 1;
-};
-AxisSplit split_at_axis(const Shape& shape, int64_t axis);
+// Axes and element widths, as every backend's kernels see them.
+using backend::AxisSplit;
+using backend::by_element_size;
+using backend::normalize_axis;
+using backend::split_at_axis;
 
 }  // namespace pf::cuda

@@ -1,31 +1,15 @@
 // The CUDA kernel table and the per-family functions that fill it (internal to backends/cuda).
 #pragma once
 
-#include <array>
-
+#include "backends/common/kernel_table.h"
 #include "backends/cuda/kernels.h"
 
 namespace pf::cuda {
 
-/// One row per op: its f32 and bf16 kernels, or one kernel that reads the
-/// dtypes from its argument types (ops that only move or produce values).
-struct KernelRow {
-  Kernel f32 = nullptr;
-  Kernel bf16 = nullptr;
-  Kernel any_dtype = nullptr;
-};
-
-/// Filled once by the families below; filling a row twice throws std::logic_error.
-class KernelTable {
- public:
-  void set_float(OpKind op, Kernel f32, Kernel bf16);
-  void set_any_dtype(OpKind op, Kernel kernel);
-  const KernelRow& row(OpKind op) const { return rows_[static_cast<size_t>(op)]; }
-
- private:
-  KernelRow& empty_row(OpKind op);
-  std::array<KernelRow, kNumOps> rows_{};
-};
+/// The table that forward_kernel() reads: per op, its f32 and bf16 kernels
+/// (set_float) or one for every dtype (set_any_dtype). Filled once by the
+/// families below.
+using KernelTable = backend::KernelTable<Kernel, DType::bf16>;
 
 // One function per family file; kernels.cpp calls them all.
 void add_elementwise_kernels(KernelTable& t);    // elementwise.cu: sources, binary, where, unary, dropout, cast,

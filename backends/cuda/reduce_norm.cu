@@ -7,6 +7,7 @@
 
 #include "backends/cuda/common.cuh"
 #include "backends/cuda/kernel_table.h"
+#include "ir/align.h"
 #include "ir/diagnostic.h"
 
 namespace pf::cuda {
@@ -213,7 +214,7 @@ void reduce_max_grad(const KernelArgs& args, const LaunchContext& ctx) {
   const std::vector<bool> reduced = reduced_axes(args, x);
   const ReducePlan p = plan_reduce(x.shape, reduced);
   // Scratch: the tie counts (outputs,), then the reduction's partial sums.
-  const int64_t ties_floats = (p.outputs + 63) / 64 * 64;
+  const int64_t ties_floats = align_up(p.outputs, int64_t{64});
   auto* ties = static_cast<float*>(
       ctx.scratch(static_cast<size_t>(ties_floats + reduce_scratch_floats(p)) * sizeof(float)));
   const auto* xp = static_cast<const T*>(args.in[1]);
@@ -637,7 +638,7 @@ struct NormGradScratch {
 NormGradScratch norm_grad_scratch(const LaunchContext& ctx, int64_t rows, int64_t c, int64_t row_floats, int sums) {
   NormGradScratch s;
   s.cut = chunk_groups(c, rows);
-  const int64_t head = (rows * row_floats + 63) / 64 * 64;
+  const int64_t head = align_up(rows * row_floats, int64_t{64});
   const int64_t each = s.cut.chunks > 1 ? s.cut.chunks * c : 0;
   s.rows = static_cast<float*>(ctx.scratch(static_cast<size_t>(head + sums * each) * sizeof(float)));
   if (each)

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "backends/cpu/kernels.h"
+#include "ir/align.h"
 #include "ir/diagnostic.h"
 #include "ir/parser.h"
 #include "ir/verifier.h"
@@ -28,7 +29,7 @@ void* counted_alloc(std::size_t n, std::size_t align) {
   if (g_counting.load(std::memory_order_relaxed)) g_allocations.fetch_add(1, std::memory_order_relaxed);
   if (n == 0) n = 1;
   void* p =
-      align <= alignof(std::max_align_t) ? std::malloc(n) : std::aligned_alloc(align, (n + align - 1) / align * align);
+      align <= alignof(std::max_align_t) ? std::malloc(n) : std::aligned_alloc(align, pf::align_up(n, align));
   if (!p) throw std::bad_alloc();
   return p;
 }

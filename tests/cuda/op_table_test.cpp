@@ -222,18 +222,6 @@ const std::set<OpKind> kBf16Ops = {
 // ---------------------------------------------------------------------------
 // Bytes.
 
-uint16_t to_bf16(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  return static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-}
-float from_bf16(uint16_t b) {
-  const uint32_t u = static_cast<uint32_t>(b) << 16;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
-
 std::vector<std::byte> encode(const Tensor& t, DType as) {
   const int64_t n = t.type.numel();
   std::vector<std::byte> bytes(static_cast<size_t>(std::max<int64_t>(n * dtype_size(as), 1)));
@@ -242,7 +230,7 @@ std::vector<std::byte> encode(const Tensor& t, DType as) {
     const double v = t.v[i];
     switch (as) {
       case DType::f32: put(static_cast<float>(v), i); break;
-      case DType::bf16: put(to_bf16(static_cast<float>(v)), i); break;
+      case DType::bf16: put(bf16_bits(static_cast<float>(v)), i); break;
       case DType::i32: put(static_cast<int32_t>(v), i); break;
       case DType::i64: put(static_cast<int64_t>(v), i); break;
       case DType::boolean: put(static_cast<uint8_t>(v != 0), i); break;
@@ -261,7 +249,7 @@ std::vector<double> decode(const TensorType& t, const std::vector<std::byte>& by
   for (size_t i = 0; i < v.size(); ++i) {
     switch (t.dtype) {
       case DType::f32: v[i] = get(float{}, i); break;
-      case DType::bf16: v[i] = from_bf16(get(uint16_t{}, i)); break;
+      case DType::bf16: v[i] = bf16_to_float(get(uint16_t{}, i)); break;
       case DType::i32: v[i] = get(int32_t{}, i); break;
       case DType::i64: v[i] = static_cast<double>(get(int64_t{}, i)); break;
       case DType::boolean: v[i] = get(uint8_t{}, i); break;
@@ -294,7 +282,7 @@ Outcome run_cpu(const Case& c, DType floats) {
   for (const Tensor& t : c.in) {
     Tensor r = t;
     if (floats == DType::bf16 && is_float(t.type.dtype))
-      for (double& v : r.v) v = from_bf16(to_bf16(static_cast<float>(v)));
+      for (double& v : r.v) v = bf16_to_float(bf16_bits(static_cast<float>(v)));
     in_types.push_back(r.type);
     in_bytes.push_back(encode(r, r.type.dtype));
   }
