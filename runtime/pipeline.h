@@ -142,7 +142,7 @@ class Pipeline {
   /// for each program they run, so steps take longer while it is on.
   void set_profile(bool on);
   void reset_profile();
-  std::vector<cpu::OpTime> op_times(int stage) const;
+  std::vector<backend::OpTime> op_times(int stage) const;
 
  private:
   struct Stage;
