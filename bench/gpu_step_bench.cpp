@@ -106,7 +106,7 @@ void profile_steps(pf::Pipeline& pipeline, const std::vector<std::pair<std::stri
   for (int i = 0; i < kProfiledSteps; ++i) pipeline.train_step(inputs);
   pipeline.set_profile(false);
   std::map<std::string, double> kinds, ops;
-  for (const pf::cpu::OpTime& t : pipeline.op_times(0)) {
+  for (const pf::backend::OpTime& t : pipeline.op_times(0)) {
     const double ms = t.seconds * 1e3 / kProfiledSteps;
     kinds[std::string(pf::op_name(t.kind))] += ms;
     ops[t.function + ": " + t.text] += ms;

@@ -104,7 +104,7 @@ struct Row {
   double gemm_ms = 0;      // per profiled step
   double loss_first = 0, loss_last = 0;
   std::vector<std::pair<std::string, double>> top;  // op kind -> ms per profiled step
-  std::vector<pf::cpu::OpTime> ops;                  // with --ops: each op of that kind, ms per profiled step
+  std::vector<pf::backend::OpTime> ops;                  // with --ops: each op of that kind, ms per profiled step
 };
 
 /// A trainer for one workload, SGD as torch_bench.py's, with random inputs bound.
@@ -163,7 +163,7 @@ void serve(const Workload& w, const std::string& examples, int threads, int warm
     std::cout << fmt::format("{:.6f} {:.6f}", seconds_since(start), loss) << std::endl;
   }
   if (!profile || steps == 0) return;
-  for (const pf::cpu::OpTime& t : program.op_times())
+  for (const pf::backend::OpTime& t : program.op_times())
     std::cerr << fmt::format("{:8.2f}  {}: {}\n", t.seconds / steps * 1e3, t.function, t.text);
   std::cerr << fmt::format("{:8.2f}  optimizer (gradient norm and SGD step)\n", optimizer / steps * 1e3);
 }
@@ -208,7 +208,7 @@ Row run(const Workload& w, const std::string& examples, int threads, int warmup,
     wall += seconds_since(start);
   }
   program.set_profile(false);
-  const pf::cpu::OpSeconds seconds = program.op_seconds();
+  const pf::backend::OpSeconds seconds = program.op_seconds();
   double kernels = 0;
   std::vector<std::pair<std::string, double>> kinds;
   for (int k = 0; k < pf::kNumOps; ++k) {
@@ -222,7 +222,7 @@ Row run(const Workload& w, const std::string& examples, int threads, int warmup,
   kinds.resize(std::min<size_t>(kinds.size(), static_cast<size_t>(top)));
   row.top = kinds;
   row.gemm_ms = seconds[static_cast<size_t>(pf::OpKind::matmul)] / profiled * 1e3;
-  for (pf::cpu::OpTime& t : program.op_times())
+  for (pf::backend::OpTime& t : program.op_times())
     if (pf::op_name(t.kind) == ops_of_kind) {
       t.seconds = t.seconds / profiled * 1e3;  // now ms per step
       row.ops.push_back(std::move(t));
@@ -313,7 +313,7 @@ int main(int argc, char** argv) {
                                "|---|---:|---|---:|\n",
                                r.model, r.threads, ops_of_kind);
       double total = 0;
-      for (const pf::cpu::OpTime& t : r.ops) {
+      for (const pf::backend::OpTime& t : r.ops) {
         std::cout << fmt::format("| {} | {} | {} | {:.2f} |\n", t.function, t.op, t.text, t.seconds);
         total += t.seconds;
       }

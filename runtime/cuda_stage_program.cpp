@@ -67,7 +67,7 @@ CudaStageProgram::~CudaStageProgram() {
 bool CudaStageProgram::split() const { return programs_->split(); }
 TensorType CudaStageProgram::result_type(int i) const { return programs_->forward().output_type(i); }
 void CudaStageProgram::set_profile(bool on) { programs_->set_profile(on); }
-std::vector<cpu::OpTime> CudaStageProgram::op_times() const { return programs_->op_times(); }
+std::vector<backend::OpTime> CudaStageProgram::op_times() const { return programs_->op_times(); }
 void CudaStageProgram::reset_profile() { programs_->reset_profile(); }
 
 int64_t CudaStageProgram::stash_bytes() const { return programs_->slot_bytes(); }

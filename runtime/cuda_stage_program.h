@@ -67,7 +67,7 @@ class CudaStageProgram final : public StageRunner {
   int64_t arena_bytes() const override;
   int64_t stash_bytes() const override;
   void set_profile(bool on) override;
-  std::vector<cpu::OpTime> op_times() const override;
+  std::vector<backend::OpTime> op_times() const override;
   void reset_profile() override;
 
   StagePlace place() const override { return {device_->ordinal()}; }

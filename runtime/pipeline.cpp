@@ -319,9 +319,9 @@ void Pipeline::reset_profile() {
     if (s->program) s->program->reset_profile();
 }
 
-std::vector<cpu::OpTime> Pipeline::op_times(int stage) const {
+std::vector<backend::OpTime> Pipeline::op_times(int stage) const {
   const PipelineStage& s = *stages_.at(static_cast<size_t>(stage));
-  return s.program ? s.program->op_times() : std::vector<cpu::OpTime>{};
+  return s.program ? s.program->op_times() : std::vector<backend::OpTime>{};
 }
 
 std::vector<ParameterSet*> Pipeline::parameter_sets() {

@@ -145,7 +145,7 @@ class Pipeline {
   /// for each program they run, so steps take longer while it is on.
   void set_profile(bool on);
   void reset_profile();
-  std::vector<cpu::OpTime> op_times(int stage) const;
+  std::vector<backend::OpTime> op_times(int stage) const;
 
  private:
   Pipeline(const Plan& plan, std::vector<Module> programs, const PipelineOptions& options);

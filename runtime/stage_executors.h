@@ -14,7 +14,7 @@
 #include <string>
 #include <vector>
 
-#include "backends/cpu/executor.h"
+#include "backends/common/op_time.h"
 #include "ir/align.h"
 #include "ir/diagnostic.h"
 #include "ir/gradients.h"
@@ -110,10 +110,10 @@ class StageExecutors {
   void set_profile(bool on) const {
     for (Executor* e : all()) e->set_profile(on);
   }
-  std::vector<cpu::OpTime> op_times() const {
-    std::vector<cpu::OpTime> out;
+  std::vector<backend::OpTime> op_times() const {
+    std::vector<backend::OpTime> out;
     for (const Executor* e : all()) {
-      std::vector<cpu::OpTime> part = e->op_times();
+      std::vector<backend::OpTime> part = e->op_times();
       out.insert(out.end(), std::make_move_iterator(part.begin()), std::make_move_iterator(part.end()));
     }
     return out;

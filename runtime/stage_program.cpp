@@ -5,7 +5,7 @@
 #include <cstring>
 #include <iterator>
 
-#include "backends/cpu/memory_plan.h"
+#include "backends/common/memory_plan.h"
 #include "backends/cpu/parallel.h"
 #include "ir/diagnostic.h"
 #include "runtime/stage_executors.h"
@@ -21,7 +21,7 @@ StageProgram::StageProgram(Module module, const DimBinding& binding, GradientPro
     if (op.kind == OpKind::param)
       params.add(graph.values[op.results[0]].name, graph.type_of(op.results[0]), op.attr("init")->init);
   programs_ = std::make_unique<StageExecutors<cpu::Executor>>(
-      module_, gradients_, split, slots, caller_results, /*caller_grads=*/false, cpu::kArenaAlignment,
+      module_, gradients_, split, slots, caller_results, /*caller_grads=*/false, backend::kArenaAlignment,
       [&](const Function& f, std::vector<int> caller_outputs) {
         cpu::ExecutorOptions options;
         options.caller_outputs = std::move(caller_outputs);
@@ -89,16 +89,16 @@ void StageProgram::backward_weight(int slot_index, bool overwrite_grads) {
 
 void StageProgram::set_profile(bool on) { programs_->set_profile(on); }
 
-cpu::OpSeconds StageProgram::op_seconds() const {
-  cpu::OpSeconds total{};
+backend::OpSeconds StageProgram::op_seconds() const {
+  backend::OpSeconds total{};
   for (const cpu::Executor* e : programs_->all()) {
-    const cpu::OpSeconds& part = e->op_seconds();
+    const backend::OpSeconds& part = e->op_seconds();
     for (size_t k = 0; k < total.size(); ++k) total[k] += part[k];
   }
   return total;
 }
 
-std::vector<cpu::OpTime> StageProgram::op_times() const { return programs_->op_times(); }
+std::vector<backend::OpTime> StageProgram::op_times() const { return programs_->op_times(); }
 
 void StageProgram::reset_profile() { programs_->reset_profile(); }
 

@@ -82,9 +82,9 @@ class StageProgram final : public StageRunner {
   /// Per-op-kind kernel time of the forward and backward executors (see
   /// cpu::ExecutorOptions::profile), summed; off until set_profile(true).
   void set_profile(bool on) override;
-  cpu::OpSeconds op_seconds() const;
+  backend::OpSeconds op_seconds() const;
   /// The same per op: the forward's ops, then the backward's (or its parts'), in run order.
-  std::vector<cpu::OpTime> op_times() const override;
+  std::vector<backend::OpTime> op_times() const override;
   void reset_profile() override;
 
   // Hand-offs: host memory, read in place.

@@ -6,7 +6,7 @@
 #include <span>
 #include <string_view>
 
-#include "backends/cpu/executor.h"
+#include "backends/common/op_time.h"
 #include "ir/module.h"
 #include "runtime/optimizer.h"
 
@@ -82,7 +82,7 @@ class StageRunner {
   /// until set_profile(true). A CUDA stage times its ops with events and
   /// waits for each program it runs while profiling.
   virtual void set_profile(bool on) = 0;
-  virtual std::vector<cpu::OpTime> op_times() const = 0;
+  virtual std::vector<backend::OpTime> op_times() const = 0;
   virtual void reset_profile() = 0;
 
   // ---- Memory and hand-offs.

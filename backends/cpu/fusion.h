@@ -34,7 +34,8 @@ struct GemmPair {
 
 /// The bias adds of `f` that can be folded: %mm has no use but the add and
 /// is not returned, %y has %mm's type, and %b is defined before the matmul.
-/// `alias_of` (as layout_results gives it) must not alias %mm or %y yet.
+/// `alias_of` (as CompiledFunction::reshape_aliases gives it) must not alias
+/// %mm or %y yet.
 std::vector<BiasFusion> find_bias_fusions(const Function& f, std::span<const ValueId> alias_of);
 
 /// Pairs of matmuls of `f` that may run at once: neither takes part in a bias

@@ -2,24 +2,14 @@
 #pragma once
 
 #include <cstdint>
-#include <span>
 
+#include "backends/common/kernel_args.h"
 #include "ir/op_table.h"
 #include "ir/types.h"
 
 namespace pf::cpu {
 
-/// What a kernel sees: its operands and results as contiguous row-major
-/// buffers with their concrete types, and the op's evaluated attributes.
-/// Results are preallocated by the caller; a kernel overwrites every element
-/// and never reads what was there before.
-struct KernelArgs {
-  std::span<const TensorType> in_types;
-  std::span<const void* const> in;  // operands, contiguous row-major
-  std::span<const TensorType> out_types;
-  std::span<void* const> out;  // results, preallocated, contiguous
-  const OpAttrs& attrs;
-};
+using backend::KernelArgs;
 
 /// A forward kernel: it runs one op of ops.def, the backward ops (relu_grad,
 /// conv2d_grad_input, ...) included. Kernels split their large loops and products over

@@ -1,4 +1,4 @@
-// The CUDA backend's kernels: one table, indexed by op, taking the CPU's KernelArgs (device pointers) and a launch context.
+// The CUDA backend's kernels: one table, indexed by op, taking KernelArgs (device pointers) and a launch context.
 #pragma once
 
 #include <cublas_v2.h>
@@ -9,12 +9,12 @@
 #include <cstdint>
 #include <string>
 
-#include "backends/cpu/kernels.h"
+#include "backends/common/kernel_args.h"
 #include "ir/op_table.h"
 
 namespace pf::cuda {
 
-using cpu::KernelArgs;
+using backend::KernelArgs;
 
 /// Bad data found by a kernel on the device (an index out of range), which
 /// the CPU kernels report by throwing. A kernel cannot throw: it records the

@@ -11,7 +11,7 @@
 
 #include "backends/cpu/blas.h"
 #include "backends/cpu/executor.h"
-#include "backends/cpu/memory_plan.h"
+#include "backends/common/memory_plan.h"
 #include "ir/parser.h"
 #include "ir/verifier.h"
 #include "tests/verified_module.h"
@@ -86,7 +86,7 @@ std::vector<std::pair<std::string, std::string>> paired(const std::string& text)
     if (op.kind == OpKind::reshape) alias_of[op.results[0]] = op.operands[0];
   std::vector<ValueId> root;
   std::vector<std::vector<ValueId>> members;
-  alias_groups(alias_of, root, members);
+  backend::alias_groups(alias_of, root, members);
   std::vector<std::pair<std::string, std::string>> names;
   for (const GemmPair& p : find_gemm_pairs(f, m.binding(), root, find_bias_fusions(f, alias_of)))
     names.emplace_back(f.values[f.ops[p.first].results[0]].name, f.values[f.ops[p.second].results[0]].name);
@@ -189,7 +189,7 @@ TEST_P(BiasFusionRun, MatchesAFloat64Sum) {
 
   // The adds ran inside the matmuls, which read the bias as a third operand.
   EXPECT_EQ(ex.op_seconds()[static_cast<size_t>(OpKind::add)], 0.0);
-  const std::vector<OpTime> ops = ex.op_times();
+  const std::vector<backend::OpTime> ops = ex.op_times();
   ASSERT_EQ(ops.size(), 3u);
   EXPECT_EQ(ops[0].text, "matmul f32[8,64,96] x f32[96,200] x f32[200]");
   EXPECT_EQ(ops[1].text, "matmul f32[4,8,64,96] x f32[96,200] x f32[200]");

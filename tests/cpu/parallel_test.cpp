@@ -85,7 +85,7 @@ graph @ops(%x: f32[8,64,512], %b: f32[512], %w: f32[512], %g: f32[8,64,512], %s:
 }
 )";
 
-std::vector<std::vector<std::byte>> run_ops(int threads, bool profile, OpSeconds* seconds = nullptr) {
+std::vector<std::vector<std::byte>> run_ops(int threads, bool profile, backend::OpSeconds* seconds = nullptr) {
   set_cpu_threads(threads);
   Module m = parse_module_text("ops.pf", kOps);
   verify_module(m, m.binding());
@@ -124,7 +124,7 @@ TEST_F(ParallelTest, KernelsGiveTheSameBitsOnOneAndTwoThreads) {
 }
 
 TEST_F(ParallelTest, ProfileTimesOpKindsOnlyWhenAsked) {
-  OpSeconds off{}, on{};
+  backend::OpSeconds off{}, on{};
   run_ops(1, false, &off);
   for (double s : off) EXPECT_EQ(s, 0.0);
   run_ops(1, true, &on);

@@ -116,10 +116,10 @@ TEST(CudaExecutor, AProfileTimesEveryOpOfEveryRun) {
   Executor ex(m.graph(), m.binding(), device, 0, DType::f32, options);
   const BoundMlp bound(ex);
   ex.run();
-  const std::vector<cpu::OpTime> once = ex.op_times();
+  const std::vector<backend::OpTime> once = ex.op_times();
   ex.run();
   ex.finish();
-  const std::vector<cpu::OpTime> twice = ex.op_times();
+  const std::vector<backend::OpTime> twice = ex.op_times();
   // The six ops after the parameters, in run order, each timed in both runs.
   const std::vector<std::string> texts = {"matmul f32[2,3] x f32[3,4]", "add f32[2,4] x f32[4]", "relu f32[2,4]",
                                           "matmul f32[2,4] x f32[4,3]", "add f32[2,3] x f32[3]",

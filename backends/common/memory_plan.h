@@ -3,12 +3,11 @@
 
 #include <cstdint>
 #include <span>
-#include <string_view>
 #include <vector>
 
 #include "ir/module.h"
 
-namespace pf::cpu {
+namespace pf::backend {
 
 /// Every planned byte range starts on this boundary (a cache line, and enough
 /// for any SIMD load a kernel may issue).
@@ -58,10 +57,6 @@ struct MemoryPlan {
 MemoryPlan plan_memory(const Function& f, DType float_dtype, const std::vector<bool>& external,
                        std::span<const ValueId> alias_of = {}, std::span<const int> op_time = {});
 
-/// The dtype an op's kernel is looked up with, on every backend: the float
-/// dtype when any operand or result is a float, else the first result's own.
-DType kernel_dtype(const Function& f, const Op& op, DType float_dtype);
-
 /// Alias groups from an `alias_of` as plan_memory takes it: root[v] is the
 /// value whose bytes v reads (v itself when it aliases nothing), and
 /// members[r] lists a root r first, then the values that read its bytes.
@@ -69,27 +64,4 @@ DType kernel_dtype(const Function& f, const Op& op, DType float_dtype);
 void alias_groups(const std::vector<ValueId>& alias_of, std::vector<ValueId>& root,
                   std::vector<std::vector<ValueId>>& members);
 
-/// A returned value as an executor keeps it (on every backend).
-struct ResultSlot {
-  ValueId value;
-  bool direct;            // written by its producing op (else copied at the end of a run)
-  bool caller = false;    // planned outside the arena: must be bound before a run
-  void* bound = nullptr;  // the caller's buffer, if bound
-  void* own = nullptr;    // executor-owned bytes used when not bound (nullptr for caller outputs)
-};
-
-/// What an executor decides from a function's returns before it plans memory.
-struct ResultLayout {
-  std::vector<ResultSlot> results;  // per return
-  std::vector<int> copied;          // results copied at the end of a run
-  std::vector<bool> external;       // per value: outside the arena (arguments, parameters, caller outputs)
-  std::vector<ValueId> alias_of;    // per value: an unreturned reshape reads its operand's bytes; else -1
-};
-
-/// The first return of a value an op computes is written in place; arguments,
-/// parameters and repeats are copied. `caller_outputs` are results the caller
-/// binds (an index out of range is an error naming `executor`, e.g. "cpu
-/// executor").
-ResultLayout layout_results(const Function& f, std::span<const int> caller_outputs, std::string_view executor);
-
-}  // namespace pf::cpu
+}  // namespace pf::backend

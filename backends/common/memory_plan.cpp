@@ -1,5 +1,5 @@
 // Static memory planning: live intervals over the op order, placed largest first into the best-fitting gap.
-#include "backends/cpu/memory_plan.h"
+#include "backends/common/memory_plan.h"
 
 #include <fmt/format.h>
 
@@ -9,7 +9,7 @@
 #include "ir/align.h"
 #include "ir/diagnostic.h"
 
-namespace pf::cpu {
+namespace pf::backend {
 
 namespace {
 
@@ -118,14 +118,6 @@ MemoryPlan plan_memory(const Function& f, DType float_dtype, const std::vector<b
   return plan;
 }
 
-DType kernel_dtype(const Function& f, const Op& op, DType float_dtype) {
-  for (ValueId v : op.operands)
-    if (is_float(f.type_of(v).dtype)) return float_dtype;
-  for (ValueId v : op.results)
-    if (is_float(f.type_of(v).dtype)) return float_dtype;
-  return f.type_of(op.results.at(0)).dtype;
-}
-
 void alias_groups(const std::vector<ValueId>& alias_of, std::vector<ValueId>& root,
                   std::vector<std::vector<ValueId>>& members) {
   const size_t n = alias_of.size();
@@ -148,36 +140,4 @@ void alias_groups(const std::vector<ValueId>& alias_of, std::vector<ValueId>& ro
   }
 }
 
-ResultLayout layout_results(const Function& f, std::span<const int> caller_outputs, std::string_view executor) {
-  ResultLayout out;
-  const size_t n = f.values.size();
-  std::vector<bool> returned(n, false);
-  for (ValueId v : f.returns) {
-    const int def = f.values[v].def_op;
-    const bool direct = def >= 0 && f.ops[def].kind != OpKind::param && !returned[v];
-    out.results.push_back({v, direct});
-    returned[v] = true;
-  }
-  for (int i : caller_outputs) {
-    if (i < 0 || static_cast<size_t>(i) >= out.results.size())
-      throw Error(fmt::format("{}: @{} has {} result{}, no result {} to leave to the caller", executor, f.name,
-                              out.results.size(), out.results.size() == 1 ? "" : "s", i),
-                  f.return_loc);
-    out.results[i].caller = true;
-  }
-  for (size_t i = 0; i < out.results.size(); ++i)
-    if (!out.results[i].direct) out.copied.push_back(static_cast<int>(i));
-
-  out.external.assign(n, false);
-  out.alias_of.assign(n, -1);
-  for (ValueId a : f.args) out.external[a] = true;
-  for (const ResultSlot& r : out.results)
-    if (r.caller && r.direct) out.external[r.value] = true;
-  for (const Op& op : f.ops) {
-    if (op.kind == OpKind::param) out.external[op.results.at(0)] = true;
-    if (op.kind == OpKind::reshape && !returned[op.results.at(0)]) out.alias_of[op.results[0]] = op.operands.at(0);
-  }
-  return out;
-}
-
-}  // namespace pf::cpu
+}  // namespace pf::backend

@@ -1,5 +1,5 @@
 // The memory planner: reuse on chains, returned and aliased live ranges, no two live values overlapping.
-#include "backends/cpu/memory_plan.h"
+#include "backends/common/memory_plan.h"
 
 #include <fmt/format.h>
 #include <gtest/gtest.h>
@@ -14,7 +14,7 @@
 #include "ir/verifier.h"
 #include "tests/verified_module.h"
 
-namespace pf::cpu {
+namespace pf::backend {
 namespace {
 
 /// Arguments and parameters: what an executor leaves outside the arena.
@@ -316,4 +316,4 @@ TEST(MemoryPlan, RandomProgramsNeverOverlapLiveValues) {
 }
 
 }  // namespace
-}  // namespace pf::cpu
+}  // namespace pf::backend
