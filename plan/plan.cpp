@@ -182,6 +182,19 @@ class PlanReader {
     return out;
   }
 
+  /// A list of stage indices (the stages range is checked later, with the stages).
+  std::vector<int> stage_indices(const Json& object, const std::string& where, std::string_view key) const {
+    std::vector<int> out;
+    const Json& list = r_.array(object, where, key);
+    for (size_t k = 0; k < list.size(); ++k) {
+      if (!list[k].is_number_integer() || list[k].get<int64_t>() < 0 ||
+          list[k].get<int64_t>() > std::numeric_limits<int>::max())
+        r_.fail(JsonReader::at(JsonReader::at(where, key), k) + " must be a stage index");
+      out.push_back(list[k].get<int>());
+    }
+    return out;
+  }
+
   std::string program(const Json& object, const std::string& where, std::string_view key) const {
     std::string text;
     for (const std::string& line : strings(object, where, key)) text += line + "\n";
@@ -239,12 +252,7 @@ class PlanReader {
       std::string at = JsonReader::at(JsonReader::at(where, "params"), i);
       r_.expect_keys(params[i], at, {"name", "type", "init", "shared_with"});
       PlanParam param{r_.string(params[i], at, "name"), type(params[i], at), r_.string(params[i], at, "init"), {}};
-      const Json& shared = r_.array(params[i], at, "shared_with");
-      for (size_t k = 0; k < shared.size(); ++k) {
-        if (!shared[k].is_number_integer() || shared[k].get<int64_t>() < 0 || shared[k].get<int64_t>() > kMaxInt)
-          r_.fail(JsonReader::at(JsonReader::at(at, "shared_with"), k) + " must be a stage index");
-        param.shared_with.push_back(shared[k].get<int>());
-      }
+      param.shared_with = stage_indices(params[i], at, "shared_with");
       s.params.push_back(std::move(param));
     }
     s.inputs = tensors(j, where, "inputs", false);
@@ -351,12 +359,7 @@ class PlanReader {
       rank.rank = static_cast<int>(r_.integer(ranks[i], at, "rank", 0, kMaxInt));
       rank.device = static_cast<int>(r_.integer(ranks[i], at, "device", 0, kMaxInt));
       rank.replica = static_cast<int>(r_.integer(ranks[i], at, "replica", 0, kMaxInt));
-      const Json& list = r_.array(ranks[i], at, "stages");
-      for (size_t k = 0; k < list.size(); ++k) {
-        if (!list[k].is_number_integer() || list[k].get<int64_t>() < 0 || list[k].get<int64_t>() > kMaxInt)
-          r_.fail(JsonReader::at(JsonReader::at(at, "stages"), k) + " must be a stage index");
-        rank.stages.push_back(list[k].get<int>());
-      }
+      rank.stages = stage_indices(ranks[i], at, "stages");
       plan.ranks.push_back(std::move(rank));
     }
     return plan;

@@ -5,12 +5,7 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cmath>
-#include <condition_variable>
-#include <functional>
 #include <map>
-#include <mutex>
-#include <set>
 #include <thread>
 
 #include "comm/local_communicator.h"

@@ -5,7 +5,6 @@
 // between GPUs, and through pinned host memory between a CPU and a GPU.
 #pragma once
 
-#include <functional>
 #include <memory>
 #include <optional>
 #include <span>

@@ -162,11 +162,9 @@ void run_plan(const CLI::App& cmd, const RunOptions& o) {
   }
   const int64_t first = runtime.step() + 1;
 
-  int64_t classes = 0;
-  for (const PlanStage& stage : plan.stages) {
-    Module m = stage_program(plan, stage);
-    if (int64_t c = classes_of(m.graph())) classes = c;
-  }
+  // A classifier's loss, and so its width, is in the last stage: only that
+  // program is read again (the runtime keeps its parsed programs to itself).
+  const int64_t classes = classes_of(stage_program(plan, plan.stages.back()).graph());
   BatchSource source(o, runtime.batch_inputs(), classes, plan.model_name, o.train.seed);
   // A resumed run reads the batches the uninterrupted run would have.
   source.seek(first - 1);

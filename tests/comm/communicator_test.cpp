@@ -170,9 +170,10 @@ TEST(LocalCommunicator, ABusyRankHoldsOffTheTimeout) {
   world.start_step();
   const float x = 3;
   const void* got = nullptr;
+  // Busy before any rank waits, however late its thread starts.
+  world.rank(0).set_busy("stage 0", "the forward of micro-batch 0");
   on_every_rank(world, [&](Communicator& c) {
     if (c.rank() == 0) {
-      c.set_busy("stage 0", "the forward of micro-batch 0");
       std::this_thread::sleep_for(400ms);
       c.set_busy("stage 0", "");
       c.send(1, 1, &x, 4);
