@@ -4,7 +4,8 @@
 // schedule's bubble on unit costs (m / (m + p - 1) of busy time for 1F1B), the
 // measured bubble against that theory, and the runtime's overhead per action.
 // The one-core throughput is the model computed micro-batch by micro-batch
-// as the stages compute it; the whole batch in one pass is shown beside it.
+// as the stages compute it (a plan of one device); the whole batch in one
+// pass is shown beside it.
 //
 //   scripts/build.sh --target pipeline_bench && build/bench/pipeline_bench [rounds [name filter]]
 #include <fmt/format.h>
@@ -20,7 +21,6 @@
 #include "partitioner/compile.h"
 #include "runtime/pipeline.h"
 #include "runtime/random_batch.h"
-#include "trainer/trainer.h"
 
 namespace pf {
 namespace {
@@ -44,36 +44,6 @@ Inputs make_inputs(const Function& g) { return random_batch(g, 3, 10); }
 
 Module load(const Workload& w) { return parse_module(read_source_file(std::string(PF_SOURCE_DIR) + "/" + w.file)); }
 
-// The whole model on one core: the whole batch in one pass, or (`microbatches`
-// > 1) as the pipeline computes it, micro-batch after micro-batch, then one
-// optimizer step. The latter is the baseline of pipeline efficiency: the same
-// GEMM shapes, no pipeline.
-class OneCore {
- public:
-  OneCore(const Workload& w, int microbatches) : microbatches_(microbatches) {
-    Module m = load(w);
-    DimBinding micro = m.binding(w.overrides);
-    micro["B"] /= microbatches;
-    trainer_ = std::make_unique<Trainer>(std::move(m), micro, TrainerOptions{});
-    trainer_->params().initialize(1);
-    trainer_->start();
-    inputs_ = make_inputs(trainer_->graph());
-  }
-  /// Seconds of one step.
-  double step() {
-    auto t0 = Clock::now();
-    StepResult r;
-    for (int k = 0; k < microbatches_; ++k) r = trainer_->compute_gradients(inputs_.pointers);
-    trainer_->apply(r);
-    return std::chrono::duration<double>(Clock::now() - t0).count();
-  }
-
- private:
-  int microbatches_;
-  std::unique_ptr<Trainer> trainer_;
-  Inputs inputs_;
-};
-
 // One pipelined step, measured.
 struct PipelinedStep {
   double seconds;      // wall time of train_step, the optimizer step included
@@ -84,6 +54,10 @@ struct PipelinedStep {
 
 class Pipelined {
  public:
+  /// With p = 1, the one-core baselines: the whole batch in one pass (m =
+  /// 1), or, the baseline of pipeline efficiency, micro-batch after
+  /// micro-batch as the stages compute it (the same GEMM shapes, no
+  /// pipeline), then one optimizer step.
   Pipelined(const Workload& w, const std::string& schedule, int p, int m) : p_(p) {
     Module model = load(w);
     DimBinding b = model.binding(w.overrides);
@@ -172,18 +146,18 @@ int main(int argc, char** argv) {
   const std::vector<std::string> schedules = {"1f1b", "zb1"};
   for (const Workload& w : workloads) {
     if (w.name.find(only) == std::string::npos) continue;
-    OneCore whole(w, 1), micro(w, m);
+    Pipelined whole(w, "1f1b", 1, 1), micro(w, "1f1b", 1, m);
     std::vector<std::unique_ptr<Pipelined>> pipelines;
     for (const std::string& s : schedules) pipelines.push_back(std::make_unique<Pipelined>(w, s, p, m));
     // A warm-up step each, then the rounds.
     whole.step();
     micro.step();
     for (auto& pl : pipelines) pl->step();
-    std::vector<double> whole_s, micro_s;
+    std::vector<double> whole_s, micro_s;  // step seconds
     std::vector<std::vector<PipelinedStep>> steps(pipelines.size());
     for (int r = 0; r < rounds; ++r) {
-      whole_s.push_back(whole.step());
-      micro_s.push_back(micro.step());
+      whole_s.push_back(whole.step().seconds);
+      micro_s.push_back(micro.step().seconds);
       for (size_t i = 0; i < pipelines.size(); ++i) steps[i].push_back(pipelines[i]->step());
     }
     const double batch = static_cast<double>(load(w).binding(w.overrides).at("B"));

@@ -1,5 +1,5 @@
-// Times one training step (forward + loss + backward + SGD step) of the reference MLP and GPT on one CPU device
-// and prints one markdown table: median step time, GFLOP/s against this machine's sgemm peak, the share of the
+// Times one training step (forward + loss + backward + SGD step) of the reference MLP and GPT on one CPU device,
+// as `pipeforge run MODEL.pf` trains it (a one-stage plan through the runtime), and prints one markdown table: median step time, GFLOP/s against this machine's sgemm peak, the share of the
 // step spent in GEMM and the five op kinds that take longest.
 //
 //   make -C build-perf train_step_bench && build-perf/bench/train_step_bench --threads 1,2
@@ -24,8 +24,9 @@
 #include "ir/diagnostic.h"
 #include "ir/parser.h"
 #include "ir/verifier.h"
+#include "partitioner/compile.h"
+#include "runtime/pipeline.h"
 #include "runtime/random_batch.h"
-#include "trainer/trainer.h"
 
 namespace {
 
@@ -107,9 +108,12 @@ struct Row {
   std::vector<pf::backend::OpTime> ops;                  // with --ops: each op of that kind, ms per profiled step
 };
 
-/// A trainer for one workload, SGD as torch_bench.py's, with random inputs bound.
+/// One workload as `pipeforge run MODEL.pf` trains it: a one-stage plan on one CPU device, compiled in memory,
+/// SGD as torch_bench.py's, with random inputs bound.
 struct Session {
-  std::unique_ptr<pf::Trainer> trainer;
+  pf::Plan plan;
+  pf::Module program;  // the stage's, for the FLOPs of its matmuls
+  std::unique_ptr<pf::Pipeline> pipeline;
   pf::RandomBatch batch;  // labels and tokens below the classifier's width
   pf::DimBinding binding;
 
@@ -118,24 +122,34 @@ struct Session {
     pf::Module module = pf::parse_module(pf::read_source_file(examples + "/" + w.file));
     binding = module.binding(pf::parse_binding(w.bind));
     pf::verify_module(module, binding, pf::VerifyOptions{true});
-    pf::TrainerOptions options;
-    options.optimizer = "sgd";
-    options.lr = 1e-3;
-    options.momentum = 0;  // torch.optim.SGD(lr=1e-3) as in torch_bench.py
-    trainer = std::make_unique<pf::Trainer>(std::move(module), binding, options);
-    trainer->params().initialize(0);
-    trainer->start();
-    const pf::Function& g = trainer->graph();
-    batch = pf::random_batch(g, 0, static_cast<int32_t>(classes_of(g)));
+    pf::CompileOptions co;
+    co.devices = "cpu:1";
+    co.microbatches = 1;
+    co.schedule = "gpipe";
+    co.optimizer = "sgd";
+    plan = pf::compile_plan(std::move(module), binding, w.file, co).plan;
+    program = pf::stage_program(plan, plan.stages[0]);
+    pf::PipelineOptions options;
+    options.train.optimizer = "sgd";
+    options.train.lr = 1e-3;
+    options.train.momentum = 0;  // torch.optim.SGD(lr=1e-3) as in torch_bench.py
+    pipeline = pf::Pipeline::from_plan(plan, options);
+    pipeline->initialize(0);
+    pipeline->start();
+    batch = pf::random_batch(program.graph(), 0, static_cast<int32_t>(classes_of(program.graph())));
   }
 
-  /// One training step; its loss. Adds the seconds of Trainer::apply (gradient
-  /// norm and SGD step) to `optimizer_seconds` when given.
+  int64_t params() const {
+    int64_t n = 0;
+    for (const pf::PlanParam& p : plan.stages[0].params) n += p.type.numel();
+    return n;
+  }
+
+  /// One training step; its loss. Adds the seconds after the schedule's
+  /// actions (gradient norm and SGD step) to `optimizer_seconds` when given.
   double step(double* optimizer_seconds = nullptr) {
-    pf::StepResult r = trainer->compute_gradients(batch.pointers);
-    const Clock::time_point applied = Clock::now();
-    trainer->apply(r);
-    if (optimizer_seconds) *optimizer_seconds += seconds_since(applied);
+    const pf::PipelineStepResult r = pipeline->train_step(batch.named);
+    if (optimizer_seconds) *optimizer_seconds += r.update_seconds;
     return r.loss;
   }
 };
@@ -149,9 +163,9 @@ struct Session {
 void serve(const Workload& w, const std::string& examples, int threads, int warmup, bool profile) {
   Session session(w, examples, threads);
   for (int i = 0; i < warmup; ++i) session.step();
-  pf::StageProgram& program = session.trainer->program();
-  program.set_profile(profile);
-  program.reset_profile();
+  pf::Pipeline& pipeline = *session.pipeline;
+  pipeline.set_profile(profile);
+  pipeline.reset_profile();
   std::cout << "ready" << std::endl;
   std::string line;
   int steps = 0;
@@ -163,7 +177,7 @@ void serve(const Workload& w, const std::string& examples, int threads, int warm
     std::cout << fmt::format("{:.6f} {:.6f}", seconds_since(start), loss) << std::endl;
   }
   if (!profile || steps == 0) return;
-  for (const pf::backend::OpTime& t : program.op_times())
+  for (const pf::backend::OpTime& t : pipeline.op_times(0))
     std::cerr << fmt::format("{:8.2f}  {}: {}\n", t.seconds / steps * 1e3, t.function, t.text);
   std::cerr << fmt::format("{:8.2f}  optimizer (gradient norm and SGD step)\n", optimizer / steps * 1e3);
 }
@@ -171,13 +185,13 @@ void serve(const Workload& w, const std::string& examples, int threads, int warm
 Row run(const Workload& w, const std::string& examples, int threads, int warmup, int steps, int top,
         const std::string& ops_of_kind) {
   Session session(w, examples, threads);
-  pf::Trainer& trainer = *session.trainer;
+  pf::Pipeline& pipeline = *session.pipeline;
   const pf::DimBinding& binding = session.binding;
 
   Row row;
   row.model = w.name;
   row.threads = threads;
-  row.params = trainer.params().numel();
+  row.params = session.params();
   row.loss_first = session.step();
   for (int i = 1; i < warmup; ++i) session.step();
   std::vector<double> times;
@@ -194,21 +208,22 @@ Row run(const Workload& w, const std::string& examples, int threads, int warmup,
   row.flops_attn = row.flops_6nt + static_cast<double>(w.attn_flops);
 
   // Shares come from separate profiled steps, so that the timed ones above read no clock per op. What the
-  // kernels do not cover is listed as "optimizer" (Trainer::apply: gradient norm and SGD step) and "other" (the
-  // executor's own loop, result copies, the classifier's accuracy).
-  pf::StageProgram& program = trainer.program();
-  row.gemm_flops = matmul_flops(program.module(), program.gradients().backward, binding);
+  // kernels do not cover is listed as "optimizer" (after the schedule's actions: gradient norm and SGD step) and
+  // "other" (the executors' and the rank worker's own work).
+  row.gemm_flops = matmul_flops(session.program, session.plan.stages[0].gradients->backward, binding);
   const int profiled = std::max(1, steps / 2);
-  program.set_profile(true);
-  program.reset_profile();
+  pipeline.set_profile(true);
+  pipeline.reset_profile();
   double wall = 0, optimizer = 0;
   for (int i = 0; i < profiled; ++i) {
     const Clock::time_point start = Clock::now();
     session.step(&optimizer);
     wall += seconds_since(start);
   }
-  program.set_profile(false);
-  const pf::backend::OpSeconds seconds = program.op_seconds();
+  pipeline.set_profile(false);
+  const std::vector<pf::backend::OpTime> op_times = pipeline.op_times(0);
+  pf::backend::OpSeconds seconds{};
+  for (const pf::backend::OpTime& t : op_times) seconds[static_cast<size_t>(t.kind)] += t.seconds;
   double kernels = 0;
   std::vector<std::pair<std::string, double>> kinds;
   for (int k = 0; k < pf::kNumOps; ++k) {
@@ -222,7 +237,7 @@ Row run(const Workload& w, const std::string& examples, int threads, int warmup,
   kinds.resize(std::min<size_t>(kinds.size(), static_cast<size_t>(top)));
   row.top = kinds;
   row.gemm_ms = seconds[static_cast<size_t>(pf::OpKind::matmul)] / profiled * 1e3;
-  for (pf::backend::OpTime& t : program.op_times())
+  for (pf::backend::OpTime t : op_times)
     if (pf::op_name(t.kind) == ops_of_kind) {
       t.seconds = t.seconds / profiled * 1e3;  // now ms per step
       row.ops.push_back(std::move(t));

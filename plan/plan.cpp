@@ -814,9 +814,13 @@ Plan plan_from_json(const std::string& text, const std::string& path, std::vecto
     r.fail(fmt::format("version {} is not supported by this pipeforge (it reads version {})", version.get<int64_t>(),
                        Plan::kVersion));
   Plan plan = PlanReader(r).plan(doc);
-  if (programs) programs->clear();
-  PlanChecker(plan, r, programs).check();
+  check_plan(plan, path, programs);
   return plan;
+}
+
+void check_plan(const Plan& plan, const std::string& path, std::vector<Module>* programs) {
+  if (programs) programs->clear();
+  PlanChecker(plan, JsonReader(path), programs).check();
 }
 
 Module stage_program(const Plan& plan, const PlanStage& stage) {

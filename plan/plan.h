@@ -159,6 +159,9 @@ std::string plan_to_json(const Plan& plan);
 Plan plan_from_json(const std::string& text, const std::string& path, std::vector<Module>* programs = nullptr);
 
 Plan load_plan(const std::string& path, std::vector<Module>* programs = nullptr);
+/// What plan_from_json checks once the JSON is read, for a plan made in
+/// memory; `path` names it in errors.
+void check_plan(const Plan& plan, const std::string& path, std::vector<Module>* programs = nullptr);
 /// Writes to `path`.tmp, then renames it over `path`, so that a crash leaves
 /// the old plan or the new one, never half of one.
 void save_plan(const Plan& plan, const std::string& path);

@@ -14,7 +14,7 @@ namespace pf {
 namespace {
 
 // The state buffers Sgd and AdamW keep per parameter (runtime/optimizer.cpp).
-std::vector<std::string> slot_names(const TrainerOptions& options) {
+std::vector<std::string> slot_names(const TrainingOptions& options) {
   if (options.optimizer == "sgd")
     return options.momentum > 0 ? std::vector<std::string>{"momentum_buffer"} : std::vector<std::string>{};
   if (options.optimizer == "adamw") return {"exp_avg", "exp_avg_sq"};
@@ -25,7 +25,7 @@ constexpr int64_t kAlignElements = 64;
 
 }  // namespace
 
-CudaOptimizer::CudaOptimizer(std::vector<Param> params, const TrainerOptions& options,
+CudaOptimizer::CudaOptimizer(std::vector<Param> params, const TrainingOptions& options,
                              std::shared_ptr<cuda::CudaDevice> device, int lane, std::string name,
                              std::function<void()> after_step)
     : Optimizer(std::move(params), slot_names(options)),

@@ -12,7 +12,7 @@
 
 namespace pf {
 
-struct TrainerOptions;
+struct TrainingOptions;
 
 /// The optimizer of a CUDA stage: Sgd's or AdamW's update (the kernels of
 /// backends/cuda/optimizers.h, same formulas and operation order) on device
@@ -29,7 +29,7 @@ class CudaOptimizer final : public Optimizer {
   /// for a CPU stage. `name` ("stage S on cuda:D") is what a failing CUDA
   /// call names. `after_step` runs after every step (a bf16 stage rounds its
   /// weights' bf16 copy).
-  CudaOptimizer(std::vector<Param> params, const TrainerOptions& options, std::shared_ptr<cuda::CudaDevice> device,
+  CudaOptimizer(std::vector<Param> params, const TrainingOptions& options, std::shared_ptr<cuda::CudaDevice> device,
                 int lane, std::string name, std::function<void()> after_step);
   ~CudaOptimizer() override;
 

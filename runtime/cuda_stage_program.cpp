@@ -131,7 +131,7 @@ int64_t CudaStageProgram::arena_bytes() const {
   return total;
 }
 
-std::unique_ptr<Optimizer> CudaStageProgram::make_optimizer(const TrainerOptions& options) {
+std::unique_ptr<Optimizer> CudaStageProgram::make_optimizer(const TrainingOptions& options) {
   std::function<void()> after_step;
   if (options_.float_dtype == DType::bf16) after_step = [p = params_.get()] { p->round_values(); };
   return std::make_unique<CudaOptimizer>(params_->device_params(), options, device_, lane_, name_,

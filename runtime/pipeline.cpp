@@ -370,7 +370,7 @@ void Pipeline::save_values(SafeTensors& file) const {
 }
 
 void Pipeline::start() {
-  const TrainerOptions& t = options_.train;
+  const TrainingOptions& t = options_.train;
   for (auto& s : stages_) s->optimizer = s->program->make_optimizer(t);
   lr_ = t.cosine || t.warmup > 0 ? LrSchedule::warmup_cosine(t.lr, t.lr / 10, t.warmup, t.steps)
                                  : LrSchedule::constant(t.lr);
@@ -450,6 +450,7 @@ PipelineStepResult Pipeline::run_step(const std::vector<std::pair<std::string, c
   double walked = 0;
   for (const RankOutcome& o : state->outcomes) walked = std::max(walked, o.walked_s);
   result.bubble = std::max(0.0, 1.0 - busy / (devices() * walked));
+  result.update_seconds = std::max(0.0, result.seconds - walked);
   for (auto& s : stages_) {
     result.peak_inflight.push_back(s->peak);
     result.peak_stash_bytes.push_back(s->peak * s->program->stash_bytes());

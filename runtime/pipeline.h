@@ -30,7 +30,7 @@ struct PipelineOptions {
   ScheduleKind schedule = ScheduleKind::one_f_one_b;
   int microbatches = 1;
   int virtual_stages = 1;
-  TrainerOptions train;
+  TrainingOptions train;
   /// The watchdog against hangs: a worker that waits longer than this for a
   /// peer while no stage is computing stops the step with one error naming
   /// every stage then waiting and what for; a computation (one stage's forward or backward of one

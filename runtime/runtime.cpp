@@ -31,17 +31,9 @@ constexpr const char* kOptimizerKey = "optimizer";
 constexpr const char* kOptimizerStepKey = "optimizer.step";
 
 void check_options(const RuntimeOptions& o) {
-  auto fail = [](const std::string& what) { throw Error("runtime options: " + what); };
-  if (o.optimizer != "adamw" && o.optimizer != "sgd")
-    fail(fmt::format("unknown optimizer '{}'; use sgd or adamw", o.optimizer));
-  if (!(o.lr >= 0) || !std::isfinite(o.lr)) fail(fmt::format("lr must be finite and not negative, not {}", o.lr));
-  if (!(o.momentum >= 0)) fail(fmt::format("momentum must not be negative, not {}", o.momentum));
-  if (!(o.weight_decay >= 0)) fail(fmt::format("weight_decay must not be negative, not {}", o.weight_decay));
-  if (!(o.clip >= 0)) fail(fmt::format("clip must not be negative, not {}", o.clip));
-  if (o.steps < 1) fail(fmt::format("steps must be positive, not {}", o.steps));
-  if (o.warmup < 0 || o.warmup > o.steps)
-    fail(fmt::format("warmup must be in [0, steps = {}], not {}", o.steps, o.warmup));
-  if (!(o.timeout_s > 0)) fail(fmt::format("timeout_s must be positive, not {}", o.timeout_s));
+  check_training_options(o.train, "runtime options");
+  if (!(o.timeout_s > 0)) throw Error(fmt::format("runtime options: timeout_s must be positive, not {}", o.timeout_s));
+  if (o.threads < 1) throw Error(fmt::format("runtime options: threads must be positive, not {}", o.threads));
 }
 
 /// A non-negative decimal integer, or nullopt.
@@ -119,42 +111,46 @@ Runtime::~Runtime() = default;
 
 Runtime Runtime::load(const std::string& plan_path, const RuntimeOptions& options) {
   check_options(options);
-  auto impl = std::make_unique<Impl>();
   std::vector<Module> programs;  // parsed once, while the plan is checked
-  impl->plan = load_plan(plan_path, &programs);
+  Plan plan = load_plan(plan_path, &programs);
+  return start(std::move(plan), std::move(programs), options);
+}
+
+Runtime Runtime::from_plan(Plan plan, const std::string& what, const RuntimeOptions& options) {
+  check_options(options);
+  std::vector<Module> programs;
+  check_plan(plan, what, &programs);
+  return start(std::move(plan), std::move(programs), options);
+}
+
+Runtime Runtime::start(Plan plan, std::vector<Module> programs, const RuntimeOptions& options) {
+  auto impl = std::make_unique<Impl>();
+  impl->plan = std::move(plan);
   impl->options = options;
-  // Each device is one worker thread on one core; a multi-threaded BLAS
-  // inside every worker would oversubscribe the cores.
-  cpu::set_cpu_threads(1);
+  // Each device is one worker thread; several threads in every worker's
+  // kernels would oversubscribe the cores, so more than one is the caller's
+  // choice (a plan with one device).
+  cpu::set_cpu_threads(options.threads);
   PipelineOptions po;
-  po.train.optimizer = options.optimizer;
-  po.train.lr = options.lr;
-  po.train.momentum = options.momentum;
-  po.train.weight_decay = options.weight_decay;
-  po.train.clip = options.clip;
-  po.train.warmup = options.warmup;
-  po.train.cosine = options.cosine;
-  po.train.steps = options.steps;
-  po.train.seed = options.seed;
+  po.train = options.train;
   po.timeout_s = options.timeout_s;
   po.trace = options.trace;
   impl->pipeline = Pipeline::from_plan(impl->plan, std::move(programs), po);
   // The optimizers exist from the start (their state zero), so that a
   // checkpoint can be checked against them before any weights are set.
   impl->pipeline->start();
-  const Plan& plan = impl->plan;
-  for (const PlanStage& stage : plan.stages)
+  for (const PlanStage& stage : impl->plan.stages)
     for (const PlanTensor& t : stage.inputs) {
       if (std::any_of(impl->inputs.begin(), impl->inputs.end(), [&](auto& p) { return p.first == t.name; }))
         continue;
       TensorType whole = t.type;
-      if (!t.whole) whole.shape[0] *= plan.microbatches;  // a slice per micro-batch (the plan has the axis: loading checked)
+      if (!t.whole) whole.shape[0] *= impl->plan.microbatches;  // a slice per micro-batch (the plan has the axis: loading checked)
       impl->inputs.emplace_back(t.name, whole);
     }
   return Runtime(std::move(impl));
 }
 
-void Runtime::initialize() { initialize(impl_->options.seed); }
+void Runtime::initialize() { initialize(impl_->options.train.seed); }
 
 void Runtime::initialize(uint64_t seed) {
   impl_->pipeline->initialize(seed);
@@ -242,9 +238,9 @@ void Runtime::load_checkpoint(const std::string& path) {
   const std::string& model = impl_->plan.model_name;
   if (meta(kModelKey) != model)
     throw Error(fmt::format("{}: a checkpoint of @{}, not of @{}", path, meta(kModelKey), model));
-  if (meta(kOptimizerKey) != impl_->options.optimizer)
+  if (meta(kOptimizerKey) != impl_->options.train.optimizer)
     throw Error(fmt::format("{}: the checkpoint holds {} state but this run trains with {}", path,
-                            meta(kOptimizerKey), impl_->options.optimizer));
+                            meta(kOptimizerKey), impl_->options.train.optimizer));
   std::optional<int64_t> step = parse_count(meta(kStepKey));
   if (!step) throw Error(fmt::format("{}: step is '{}', not a step count", path, meta(kStepKey)));
   if (!parse_count(meta(kOptimizerStepKey)))

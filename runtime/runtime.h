@@ -9,30 +9,25 @@
 
 #include "ir/types.h"
 #include "runtime/step_result.h"
+#include "runtime/train_options.h"
 
 namespace pf {
 
 struct Plan;
+struct Module;
 
-/// How a Runtime trains. The learning rate follows a schedule over `steps`:
-/// constant, or (with `cosine` or a `warmup`) linear warm-up for `warmup`
-/// steps, then cosine decay to lr/10 at `steps`.
+/// How a Runtime trains (TrainingOptions) and runs.
 struct RuntimeOptions {
-  std::string optimizer = "adamw";  ///< "adamw" or "sgd" (with momentum)
-  double lr = 1e-3;
-  double momentum = 0.9;     ///< sgd only
-  double weight_decay = 0;   ///< matrices and kernels only, not biases or norm gains
-  double clip = 0;           ///< clip gradients to this global norm; 0: off
-  int64_t warmup = 0;
-  int64_t steps = 1;         ///< length of the learning-rate schedule
-  bool cosine = false;
-  uint64_t seed = 0;         ///< of the initial weights, for initialize()
+  TrainingOptions train;
   /// The watchdog: a stage that waits longer than this for a peer's
   /// activations or gradients stops the step with an error naming both.
   double timeout_s = 60;
   /// Record every action of every step (last_step().trace) for a
   /// Chrome/Perfetto trace (see trace_json).
   bool trace = false;
+  /// Threads of each CPU device's kernels. Each device of a pipeline is one
+  /// core, so more than one only pays when the plan has a single device.
+  int threads = 1;
 };
 
 /// A plan loaded for training in this process: one worker thread per device
@@ -52,17 +47,21 @@ struct RuntimeOptions {
 class Runtime {
  public:
   /// Loads and validates a plan (pipeforge compile's output), builds every
-  /// stage's programs and one worker per device, and sets BLAS to one thread
-  /// (each device is one core). The weights are unset until initialize(),
+  /// stage's programs and one worker per device, and sets the CPU kernels'
+  /// threads (RuntimeOptions::threads). The weights are unset until initialize(),
   /// load_weights() or load_checkpoint().
   static Runtime load(const std::string& plan_path, const RuntimeOptions& options = {});
+  /// The same for a plan compiled in this process (a model trained on one
+  /// device compiles a one-stage plan in memory): it is checked as loading
+  /// checks a file, and `what` names it in errors.
+  static Runtime from_plan(Plan plan, const std::string& what, const RuntimeOptions& options = {});
 
   Runtime(Runtime&&) noexcept;
   Runtime& operator=(Runtime&&) noexcept;
   ~Runtime();
 
   /// Fresh weights from every parameter's initializer under `seed` (or
-  /// RuntimeOptions::seed), fresh optimizer state, step 0. A parameter's
+  /// TrainingOptions::seed), fresh optimizer state, step 0. A parameter's
   /// values depend only on the seed and its name, so any split of a model
   /// starts from the same numbers.
   void initialize();
@@ -121,6 +120,7 @@ class Runtime {
  private:
   struct Impl;
   explicit Runtime(std::unique_ptr<Impl> impl);
+  static Runtime start(Plan plan, std::vector<Module> programs, const RuntimeOptions& options);
   std::unique_ptr<Impl> impl_;
 };
 

@@ -128,7 +128,7 @@ void StageProgram::copy_to_host(HandOff, int, std::span<const HandOffCopy> copie
     if (c.dst != c.src) std::memcpy(c.dst, c.src, static_cast<size_t>(c.bytes));
 }
 
-std::unique_ptr<Optimizer> StageProgram::make_optimizer(const TrainerOptions& options) {
+std::unique_ptr<Optimizer> StageProgram::make_optimizer(const TrainingOptions& options) {
   return pf::make_optimizer(options.optimizer, params_->optimizer_params(), options.momentum, options.weight_decay);
 }
 

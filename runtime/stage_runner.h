@@ -12,7 +12,7 @@
 
 namespace pf {
 
-struct TrainerOptions;
+struct TrainingOptions;
 
 /// Where a stage keeps its buffers and runs its kernels.
 struct StagePlace {
@@ -121,7 +121,7 @@ class StageRunner {
   // a CUDA stage computes on device copies and brings them back on request.
 
   /// The optimizer of this stage's parameters (a CUDA stage's steps on its device).
-  virtual std::unique_ptr<Optimizer> make_optimizer(const TrainerOptions& options) = 0;
+  virtual std::unique_ptr<Optimizer> make_optimizer(const TrainingOptions& options) = 0;
   /// After the host values (and the state of `optimizer`, when not null)
   /// changed: copies them to where the kernels read them.
   virtual void upload(const Optimizer* optimizer) = 0;

@@ -23,6 +23,7 @@ struct PipelineStepResult {
   double grad_norm = 0;                 // before clipping; 0 for a forward pass
   double lr = 0;                        // of this step's update; 0 for a forward pass
   double seconds = 0;
+  double update_seconds = 0;            // after the schedule's actions: collectives, clipping, optimizer
   double bubble = 0;                    // 1 - busy compute / (devices * wall)
   std::vector<int> peak_inflight;       // per stage: micro-batches stashed at once
   std::vector<int64_t> peak_stash_bytes;  // per stage

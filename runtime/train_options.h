@@ -1,4 +1,7 @@
-// How a model trains: the optimizer, its learning-rate schedule and gradient clipping.
+// How a model trains: the optimizer, its learning-rate schedule, gradient
+// clipping and the seed. One struct for every way of training (a plan's
+// pipeline, the one-device run of a model, the test oracle), so that they
+// share their defaults.
 #pragma once
 
 #include <cstdint>
@@ -6,16 +9,26 @@
 
 namespace pf {
 
-struct TrainerOptions {
-  std::string optimizer = "sgd";  // sgd | adamw
-  double lr = 0.01;
-  double momentum = 0.9;          // sgd
-  double weight_decay = 0.0;
-  double clip = 0.0;              // max global gradient norm; 0 = off
-  int64_t warmup = 0;             // linear warm-up steps, then cosine to lr/10 at `steps`
+/// The learning rate follows a schedule over `steps`: constant, or (with
+/// `cosine` or a `warmup`) linear warm-up for `warmup` steps, then cosine
+/// decay to lr/10 at `steps`.
+struct TrainingOptions {
+  std::string optimizer = "adamw";  ///< "adamw" or "sgd" (with momentum)
+  double lr = 1e-3;
+  double momentum = 0.9;     ///< sgd only
+  double weight_decay = 0;   ///< decoupled; matrices and kernels only, not biases or norm gains
+  double clip = 0;           ///< clip gradients to this global norm; 0: off
+  int64_t warmup = 0;
   bool cosine = false;
-  int64_t steps = 1;
-  uint64_t seed = 0;
+  int64_t steps = 1;         ///< length of the learning-rate schedule
+  uint64_t seed = 0;         ///< of the initial weights (and of built-in data)
 };
+
+/// The learning rate a user means by not giving one: 1e-3 for adamw, 0.01
+/// for sgd.
+double default_lr(const std::string& optimizer);
+
+/// Throws pf::Error("<what>: ...") naming the first option out of range.
+void check_training_options(const TrainingOptions& options, const std::string& what);
 
 }  // namespace pf

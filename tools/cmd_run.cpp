@@ -1,23 +1,21 @@
-// `pipeforge run`: train a model on one CPU device, or a plan across its devices (with checkpoints).
+// `pipeforge run`: train a plan across its devices, or a model on one CPU device through a one-stage plan.
 #include <fmt/format.h>
 
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
+#include <set>
 #include <chrono>
 #include <iostream>
 #include <memory>
 
-#include "backends/cpu/blas.h"
-#include "plan/plan.h"
-#include "ir/printer.h"
 #include "ir/units.h"
-#include "ir/verifier.h"
+#include "partitioner/compile.h"
+#include "plan/plan.h"
 #include "runtime/dataset.h"
 #include "runtime/runtime.h"
-#include "runtime/checkpoint.h"
 #include "runtime/safetensors.h"
-#include "trainer/trainer.h"
 #include "tools/command.h"
 #include "tools/run_flags.h"
 
@@ -30,7 +28,7 @@ struct RunOptions {
   std::string bind;
   int64_t steps = 10;
   int64_t batch = 0;
-  TrainerOptions train;
+  TrainingOptions train;
   std::string text, init_from, data, save_grads, save_weights;
   int threads = 1;
   bool lr_given = false;
@@ -128,28 +126,44 @@ std::string rate(const BatchSource& source, double seconds) {
 
 RuntimeOptions runtime_options(const RunOptions& o) {
   RuntimeOptions r;
-  r.optimizer = o.train.optimizer;
-  r.lr = !o.lr_given && o.train.optimizer == "adamw" ? 1e-3 : o.train.lr;
-  r.momentum = o.train.momentum;
-  r.weight_decay = o.train.weight_decay;
-  r.clip = o.train.clip;
-  r.warmup = o.train.warmup;
-  r.cosine = o.train.cosine;
-  r.steps = o.steps;
-  r.seed = o.train.seed;
+  r.train = o.train;
+  if (!o.lr_given) r.train.lr = default_lr(o.train.optimizer);
+  r.train.steps = o.steps;
   r.timeout_s = o.timeout;
   r.trace = !o.trace.empty();
+  r.threads = o.threads;
   return r;
 }
 
-// A pipeline from a plan: the same data, weights and outputs as one device,
-// plus the measured bubble, the activations each stage held, a trace, and
-// checkpoints. A failing step throws before anything is written, so the last
-// checkpoint stays the one written before it.
-void run_plan(const CLI::App& cmd, const RunOptions& o) {
-  Runtime runtime = Runtime::load(o.file, runtime_options(o));
+/// Every parameter's element count, a tied one once.
+int64_t parameter_count(const Plan& plan) {
+  std::set<std::string> seen;
+  int64_t n = 0;
+  for (const PlanStage& stage : plan.stages)
+    for (const PlanParam& p : stage.params)
+      if (seen.insert(p.name).second) n += p.type.numel();
+  return n;
+}
+
+// A model trains on one CPU device as a plan of one stage, compiled here in
+// memory: the same runtime, step, checkpoints and trace as any plan.
+Plan one_stage_plan(const RunOptions& o) {
+  LoadedModel model = load_model(o.file, o.bind, true);
+  if (o.batch > 0) bind_batch(model, o.batch);
+  CompileOptions options;
+  options.devices = "cpu:1";
+  options.microbatches = 1;
+  options.schedule = "gpipe";
+  options.optimizer = o.train.optimizer;
+  return compile_plan(std::move(model.module), model.binding, o.file, options).plan;
+}
+
+// The same data, weights and outputs whatever the plan, plus the measured
+// bubble, the activations each stage held, a trace, and checkpoints. A
+// failing step throws before anything is written, so the last checkpoint
+// stays the one written before it.
+void train(const RunOptions& o, Runtime& runtime, const std::string& what) {
   const Plan& plan = runtime.plan();
-  check_plan_flags(cmd, plan, o.file);
   if (!o.resume.empty()) {
     runtime.load_checkpoint(o.resume);
     if (runtime.step() >= o.steps)
@@ -169,8 +183,10 @@ void run_plan(const CLI::App& cmd, const RunOptions& o) {
   // A resumed run reads the batches the uninterrupted run would have.
   source.seek(first - 1);
   bool terminal = isatty(STDOUT_FILENO);
-  std::cout << fmt::format("training @{} from {}: {} stages on {} devices, {}, {} micro-batches\n", plan.model_name,
-                           o.file, plan.stages.size(), plan.devices.size(), plan.schedule, plan.microbatches);
+  const RuntimeOptions options = runtime_options(o);
+  std::cout << fmt::format("training @{} from {}: {}, {} parameters, {} lr {}\n", plan.model_name, o.file, what,
+                           format_count(parameter_count(plan)), options.train.optimizer,
+                           format_real(options.train.lr));
   if (!o.resume.empty()) std::cout << fmt::format("resuming from {} at step {}\n", o.resume, first - 1);
   std::vector<TraceEvent> trace;
   double trace_offset = 0;
@@ -193,9 +209,10 @@ void run_plan(const CLI::App& cmd, const RunOptions& o) {
     std::string memory;
     for (size_t s = 0; s < r.peak_stash_bytes.size(); ++s)
       memory += fmt::format("{}{}", s ? " " : "", format_bytes(static_cast<double>(r.peak_stash_bytes[s])));
-    std::string line = fmt::format("step {:>5}  loss {:.6f}  |g| {:.4g}  {:.1f} ms  {}  bubble {:.1f}%  activations [{}]",
-                                   step, r.loss, r.grad_norm, r.seconds * 1e3, rate(source, r.seconds),
-                                   100 * r.bubble, memory);
+    std::string line = fmt::format(
+        "step {:>5}  loss {:.6f}  |g| {:.4g}  lr {:.3g}  {:.1f} ms  {}  bubble {:.1f}%  activations [{}]", step,
+        r.loss, r.grad_norm, r.lr, r.seconds * 1e3, rate(source, r.seconds), 100 * r.bubble, memory);
+    if (!std::isfinite(r.grad_norm)) line += "  (gradient not finite: step skipped)";
     if (checkpoint) line += fmt::format("  checkpoint {}", o.checkpoint);
     if (terminal) {
       int width = 20, done = static_cast<int>(width * step / o.steps);
@@ -216,54 +233,18 @@ void run_plan(const CLI::App& cmd, const RunOptions& o) {
   }
 }
 
-void run_model(const CLI::App& cmd, const RunOptions& o) {
+void run(const CLI::App& cmd, const RunOptions& o) {
   check_optimizer_flags(cmd, o.train.optimizer);
-  if (o.file.ends_with(".json")) return run_plan(cmd, o);
-  check_model_flags(cmd, o.file);
-  cpu::set_cpu_threads(o.threads);
-  LoadedModel model = load_model(o.file, o.bind, true);
-  if (o.batch > 0) bind_batch(model, o.batch);
-  TrainerOptions train = o.train;
-  train.steps = o.steps;
-  if (!o.lr_given && train.optimizer == "adamw") train.lr = 1e-3;
-  Trainer trainer(std::move(model.module), model.binding, train);
-  if (!o.init_from.empty()) {
-    // A checkpoint's optimizer state is not a weight: it is left out.
-    trainer.params().load_values(read_weights(o.init_from), o.init_from,
-                                 /*allow_unexpected=*/is_checkpoint(o.init_from));
-  } else {
-    trainer.params().initialize(train.seed);
+  if (o.file.ends_with(".json")) {
+    Runtime runtime = Runtime::load(o.file, runtime_options(o));
+    const Plan& plan = runtime.plan();
+    check_plan_flags(cmd, plan, o.file);
+    return train(o, runtime,
+                 fmt::format("{} stages on {} devices, {}, {} micro-batches", plan.stages.size(), plan.devices.size(),
+                             plan.schedule, plan.microbatches));
   }
-  trainer.start();
-  const Function& g = trainer.graph();
-  std::vector<std::pair<std::string, TensorType>> inputs;
-  for (ValueId a : g.args) inputs.emplace_back(g.values[a].name, g.type_of(a));
-  BatchSource source(o, inputs, classes_of(g), g.name, train.seed);
-  std::cout << fmt::format("training @{}: {} parameters, {} steps, {} lr {}, {} thread{}\n", trainer.graph().name,
-                           format_count(trainer.params().numel()), o.steps, train.optimizer, format_real(train.lr),
-                           o.threads, o.threads == 1 ? "" : "s");
-  for (int64_t step = 1; step <= o.steps; ++step) {
-    auto start = std::chrono::steady_clock::now();
-    std::vector<const void*> batch = source.next();
-    StepResult r = trainer.compute_gradients(batch);
-    if (step == 1 && !o.save_grads.empty()) {
-      SafeTensors grads;
-      trainer.params().save_grads(grads);
-      grads.write(o.save_grads);
-    }
-    trainer.apply(r);
-    double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    std::cout << fmt::format("step {:>5}  loss {:.6f}{}  |g| {:.4g}  lr {:.3g}  {:.1f} ms  {}\n", step, r.loss,
-                             r.accuracy ? fmt::format("  acc {:.3f}", *r.accuracy) : "", r.grad_norm, r.lr,
-                             seconds * 1e3, rate(source, seconds));
-    if (!std::isfinite(r.grad_norm)) std::cout << "  (gradient is not finite: step skipped)\n";
-  }
-  if (!o.save_weights.empty()) {
-    SafeTensors weights;
-    trainer.params().save_values(weights);
-    weights.write(o.save_weights);
-    std::cout << fmt::format("wrote {}\n", o.save_weights);
-  }
+  Runtime runtime = Runtime::from_plan(one_stage_plan(o), o.file + "'s one-stage plan", runtime_options(o));
+  train(o, runtime, fmt::format("one CPU device, {} thread{}", o.threads, o.threads == 1 ? "" : "s"));
 }
 
 }  // namespace
@@ -281,7 +262,7 @@ void add_run_command(CLI::App& app) {
                   "batch size (binds the first input's leading dimension); with a plan, only the batch it was compiled "
                   "for")
       ->check(CLI::PositiveNumber);
-  cmd->add_option("--optimizer", o->train.optimizer, "sgd or adamw")->check(CLI::IsMember({"sgd", "adamw"}));
+  cmd->add_option("--optimizer", o->train.optimizer, "adamw (the default) or sgd")->check(CLI::IsMember({"sgd", "adamw"}));
   cmd->add_option("--lr", o->train.lr, "learning rate (default 0.01 for sgd, 0.001 for adamw)")
       ->each([o](const std::string&) { o->lr_given = true; });
   cmd->add_option("--momentum", o->train.momentum, "sgd momentum (with --optimizer sgd only)");
@@ -298,24 +279,24 @@ void add_run_command(CLI::App& app) {
   cmd->add_option("--save-grads", o->save_grads, "write the first step's gradients here (safetensors)");
   cmd->add_option("--save-weights", o->save_weights, "write the trained weights here (safetensors)");
   cmd->add_option("--threads", o->threads,
-                  "threads of the device training a model (refused with a plan: each of its devices runs on one core)")
+                  "threads of the one device training a model or a one-device plan (refused with more devices: "
+                  "each runs on one core)")
       ->check(CLI::PositiveNumber);
-  cmd->add_option("--trace", o->trace, "write a Chrome/Perfetto trace of every stage's actions (plans only)");
+  cmd->add_option("--trace", o->trace, "write a Chrome/Perfetto trace of every stage's actions");
   cmd->add_option("--timeout", o->timeout,
-                  "seconds a stage may wait for its peer, or spend in one computation, before the run stops "
-                  "(plans only)")
+                  "seconds a stage may wait for its peer, or spend in one computation, before the run stops")
       ->check(CLI::PositiveNumber);
   CLI::Option* checkpoint =
       cmd->add_option("--checkpoint", o->checkpoint,
-                      "write weights, optimizer state and step into this folder after the last step (plans only; a "
+                      "write weights, optimizer state and step into this folder after the last step (a "
                       "safetensors shard per stage and an index)");
   cmd->add_option("--checkpoint-every", o->checkpoint_every, "also write the checkpoint every N steps")
       ->check(CLI::PositiveNumber)
       ->needs(checkpoint);
   cmd->add_option("--resume", o->resume,
-                  "go on from this checkpoint up to --steps (plans only; same options as the run that wrote it)")
+                  "go on from this checkpoint up to --steps (same options as the run that wrote it)")
       ->excludes(init_from);
-  cmd->callback([cmd, o] { run_model(*cmd, *o); });
+  cmd->callback([cmd, o] { run(*cmd, *o); });
 }
 
 }  // namespace pf::tools

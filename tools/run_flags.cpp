@@ -100,8 +100,8 @@ std::string recompile_command(const Plan& plan, const ModelFacts& model, const s
 void check_plan_flags(const CLI::App& run, const Plan& plan, const std::string& plan_path) {
   // The runtime could honour a thread budget per device only by giving each
   // worker its own BLAS pool; it runs every device on one core instead.
-  if (run.count("--threads") > 0)
-    throw Error(fmt::format("--threads sets the threads of the one device that trains a model (.pf); each of {}'s "
+  if (run.count("--threads") > 0 && plan.devices.size() > 1)
+    throw Error(fmt::format("--threads sets the threads of a run's one device; each of {}'s "
                             "{} devices runs on one core: to use more cores, compile the model for more devices "
                             "(--devices cpu:N)",
                             plan_path, plan.devices.size()));
@@ -159,14 +159,6 @@ void check_plan_flags(const CLI::App& run, const Plan& plan, const std::string& 
                           "again{}: {}",
                           given, plan_path, compiled_for, wanted,
                           recompile_command(plan, model, plan_path, wanted_batch, changed)));
-}
-
-void check_model_flags(const CLI::App& run, const std::string& model_path) {
-  for (const char* flag : {"--trace", "--timeout", "--checkpoint", "--resume"})
-    if (run.count(flag) > 0)
-      throw Error(fmt::format("{} applies to a plan (.json) trained across its devices, not to a model ({}); compile "
-                              "it first: pipeforge compile {} --devices cpu:N -o PLAN.json",
-                              flag, model_path, model_path));
 }
 
 void check_optimizer_flags(const CLI::App& run, const std::string& optimizer) {

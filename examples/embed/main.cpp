@@ -55,8 +55,8 @@ struct SyntheticBatch {
 
 int run(const std::string& plan, int steps, const std::string& checkpoint) {
   pf::RuntimeOptions options;
-  options.lr = 1e-3;
-  options.steps = steps + 1;
+  options.train.lr = 1e-3;
+  options.train.steps = steps + 1;
   pf::Runtime rt = pf::Runtime::load(plan, options);
   std::printf("loaded %s: %d stages on %d devices\n", plan.c_str(), rt.stages(), rt.devices());
   for (const auto& [name, type] : rt.batch_inputs()) std::printf("input %s: %s\n", name.c_str(), type.str().c_str());

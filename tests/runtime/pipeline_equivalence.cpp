@@ -32,8 +32,8 @@ DimBinding bind(const Module& m, const Model& model, int batch) {
 
 Batch make_batch(const Function& g, int step) { return random_batch(g, static_cast<uint32_t>(100 + step), 5); }
 
-TrainerOptions sgd() {
-  TrainerOptions o;
+TrainingOptions sgd() {
+  TrainingOptions o;
   o.optimizer = "sgd";
   o.lr = 0.1;
   o.momentum = 0.9;

@@ -10,7 +10,7 @@
 #include "ir/module.h"
 #include "runtime/pipeline.h"
 #include "runtime/random_batch.h"
-#include "trainer/trainer.h"
+#include "tests/oracle/trainer.h"
 
 namespace pf::equivalence {
 
@@ -37,7 +37,7 @@ using Batch = RandomBatch;
 Batch make_batch(const Function& g, int step);
 
 /// SGD with momentum over kSteps steps.
-TrainerOptions sgd();
+TrainingOptions sgd();
 
 /// Losses, first-step gradients and final weights of kSteps single-device steps.
 struct Reference {

@@ -118,12 +118,12 @@ Batch make_batch(const Runtime& rt, int seed, int32_t bad_label = -1) {
 
 RuntimeOptions adamw() {
   RuntimeOptions o;
-  o.lr = 3e-3;
-  o.weight_decay = 0.01;
-  o.clip = 1.0;
-  o.warmup = 2;
-  o.steps = 6;
-  o.cosine = true;
+  o.train.lr = 3e-3;
+  o.train.weight_decay = 0.01;
+  o.train.clip = 1.0;
+  o.train.warmup = 2;
+  o.train.steps = 6;
+  o.train.cosine = true;
   return o;
 }
 
@@ -320,7 +320,7 @@ TEST_F(RuntimeTest, BadCheckpointsChangeNothing) {
 
   // An sgd runtime reads none of the adamw state, and says why.
   RuntimeOptions plain;
-  plain.optimizer = "sgd";
+  plain.train.optimizer = "sgd";
   Runtime other = Runtime::load(plan, plain);
   EXPECT_EQ(error_of([&] { other.load_checkpoint(path("good")); }),
             path("good") + ": the checkpoint holds adamw state but this run trains with sgd");
@@ -344,11 +344,17 @@ TEST_F(RuntimeTest, RejectsBadBatchesAndOptions) {
   EXPECT_EQ(rt.step(), 0);
 
   RuntimeOptions bad;
-  bad.optimizer = "lion";
+  bad.train.optimizer = "lion";
   EXPECT_EQ(error_of([&] { Runtime::load(plan, bad); }), "runtime options: unknown optimizer 'lion'; use sgd or adamw");
   bad = {};
   bad.timeout_s = 0;
   EXPECT_EQ(error_of([&] { Runtime::load(plan, bad); }), "runtime options: timeout_s must be positive, not 0");
+  bad = {};
+  bad.train.warmup = 3;
+  EXPECT_EQ(error_of([&] { Runtime::load(plan, bad); }), "runtime options: warmup must be in [0, steps = 1], not 3");
+  bad = {};
+  bad.threads = 0;
+  EXPECT_EQ(error_of([&] { Runtime::load(plan, bad); }), "runtime options: threads must be positive, not 0");
 }
 
 // A stage that throws stops the step with its message; the runtime is as

@@ -8,7 +8,7 @@
 #include "ir/parser.h"
 #include "runtime/dataset.h"
 #include "runtime/random_batch.h"
-#include "trainer/trainer.h"
+#include "tests/oracle/trainer.h"
 
 namespace pf {
 namespace {
@@ -38,7 +38,7 @@ void next(Dataset& d, std::vector<std::vector<std::byte>>& buffers) {
 TEST(Training, MlpLearnsASeparableTask) {
   Module m = example("mlp.pf");
   DimBinding binding = m.binding({{"B", 64}, {"I", 32}, {"H", 64}, {"L", 1}, {"K", 4}});
-  TrainerOptions options;
+  TrainingOptions options;
   options.optimizer = "adamw";
   options.lr = 3e-3;
   options.steps = 1000;
@@ -63,7 +63,7 @@ TEST(Training, MlpLearnsASeparableTask) {
 TEST(Training, TinyGptLearnsBytesOfText) {
   Module m = example("gpt.pf");
   DimBinding binding = m.binding({{"B", 16}, {"T", 64}, {"S", 64}, {"C", 64}, {"H", 4}, {"L", 2}, {"V", 256}});
-  TrainerOptions options;
+  TrainingOptions options;
   options.optimizer = "adamw";
   options.lr = 2e-3;
   options.warmup = 20;
@@ -94,7 +94,7 @@ TEST(Training, TwoThreadsComputeTheBitsOfOne) {
     cpu::set_cpu_threads(threads);
     Module m = example("gpt.pf");
     DimBinding binding = m.binding({{"B", 4}, {"T", 128}, {"S", 128}, {"C", 128}, {"H", 4}, {"L", 2}, {"V", 512}});
-    TrainerOptions options;
+    TrainingOptions options;
     options.optimizer = "sgd";
     Trainer trainer(std::move(m), binding, options);
     trainer.params().initialize(3);

@@ -1,5 +1,6 @@
-// Training a whole model on one CPU device: the single-device baseline that
-// pipelined training must match number for number.
+// The tests' oracle: a whole model trained on one CPU device without a plan,
+// the single-device baseline that pipelined training must match number for
+// number. `pipeforge run MODEL.pf` trains through a one-stage plan instead.
 #pragma once
 
 #include <memory>
@@ -24,11 +25,12 @@ struct StepResult {
 };
 
 /// Compiles a model (inline, shapes, autodiff) and trains it step by step:
-/// the whole model as one program, without a plan. Pipelines match it number
-/// for number; it lives apart from the runtime, which never runs a pass.
+/// the whole model as one program, without a plan, and with its own
+/// clipping and update. Pipelines match it number for number; it lives with
+/// the tests, apart from the runtime, which never runs a pass.
 class Trainer {
  public:
-  Trainer(Module model, const DimBinding& binding, const TrainerOptions& options);
+  Trainer(Module model, const DimBinding& binding, const TrainingOptions& options);
 
   const Function& graph() const { return program_->graph(); }
   ParameterSet& params() { return params_; }
@@ -46,7 +48,7 @@ class Trainer {
   StageProgram& program() { return *program_; }
 
  private:
-  TrainerOptions options_;
+  TrainingOptions options_;
   ParameterSet params_;
   std::unique_ptr<StageProgram> program_;
   std::unique_ptr<Optimizer> optimizer_;

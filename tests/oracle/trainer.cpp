@@ -1,5 +1,5 @@
-// Training a whole model on one CPU device.
-#include "trainer/trainer.h"
+// The tests' oracle: a whole model trained on one CPU device.
+#include "tests/oracle/trainer.h"
 
 #include <cmath>
 
@@ -27,7 +27,7 @@ void find_classifier(const Function& g, int* logits_op_value, int* targets_arg) 
 
 }  // namespace
 
-Trainer::Trainer(Module model, const DimBinding& binding, const TrainerOptions& options) : options_(options) {
+Trainer::Trainer(Module model, const DimBinding& binding, const TrainingOptions& options) : options_(options) {
   PassContext ctx{binding};
   verify_module(model, binding, VerifyOptions{true});
   run_passes(model, {"inline", "shape"}, ctx);
