@@ -34,14 +34,20 @@ uint64_t text_hash(const std::string& text) {
 
 }  // namespace
 
-DimBinding microbatch_binding(const Module& model, const DimBinding& binding, int microbatches) {
+DimBinding microbatch_binding(const Module& model, const DimBinding& binding, int microbatches, int replicas) {
   const std::string batch = batch_dimension(model.graph());
   int64_t size = binding.at(batch);
-  if (microbatches < 1 || size % microbatches != 0)
-    throw Error(fmt::format("the batch {}={} does not split into {} micro-batches; choose a batch divisible by {}",
-                            batch, size, microbatches, microbatches));
+  const int64_t parts = static_cast<int64_t>(microbatches) * replicas;
+  if (microbatches < 1 || replicas < 1 || size % parts != 0) {
+    if (replicas == 1)
+      throw Error(fmt::format("the batch {}={} does not split into {} micro-batches; choose a batch divisible by {}",
+                              batch, size, microbatches, microbatches));
+    throw Error(fmt::format("the batch {}={} does not split into {} replicas of {} micro-batches; choose a batch "
+                            "divisible by {}",
+                            batch, size, replicas, microbatches, parts));
+  }
   DimBinding micro = binding;
-  micro[batch] = size / microbatches;
+  micro[batch] = size / parts;
   return micro;
 }
 
@@ -49,7 +55,9 @@ CompileResult compile_plan(Module model, const DimBinding& binding, const std::s
                            const CompileOptions& options) {
   CompileResult result;
   const DType dtype = parse_compute_dtype(options.dtype, "--dtype");
-  DimBinding micro = microbatch_binding(model, binding, options.microbatches);
+  if (options.data_parallel < 1)
+    throw Error(fmt::format("--data-parallel must be at least 1, not {}", options.data_parallel));
+  DimBinding micro = microbatch_binding(model, binding, options.microbatches, options.data_parallel);
   const std::vector<std::string> unsplit = whole_inputs(model.graph());  // before shapes become concrete
   PassContext ctx{micro};
   verify_module(model, micro, VerifyOptions{true});
@@ -84,6 +92,8 @@ CompileResult compile_plan(Module model, const DimBinding& binding, const std::s
     po.devices.push_back(e.spec);
   }
   po.link = pipeline_link(cluster, devices);
+  po.data_parallel = options.data_parallel;
+  po.replica_link = replica_link(cluster, devices, options.data_parallel);
   po.optimizer_state_factor = options.optimizer == "sgd" ? 1.0 : 2.0;
   int layers = static_cast<int>(cg.cut_candidates.size()) + 1;
   if (po.stages > layers)
@@ -106,8 +116,14 @@ CompileResult compile_plan(Module model, const DimBinding& binding, const std::s
   plan.model_source = source;
   plan.model_hash = model.source ? fmt::format("{:016x}", text_hash(model.source->text())) : "";
   plan.binding = micro;
-  for (const DeviceEntry& e : entries)
-    plan.devices.push_back({e.spec.name, e.profile.kind, e.spec.memory_bytes, 1});
+  // Replica k runs on devices k * devices ..: each device of the list once
+  // per replica, numbered on by kind ("cpu:4" for replica 1 of cpu:4).
+  for (int k = 0; k < options.data_parallel; ++k)
+    for (const DeviceEntry& e : entries) {
+      const std::string kind = e.spec.name.substr(0, e.spec.name.find(':'));
+      const int index = std::stoi(e.spec.name.substr(kind.size() + 1)) + k * devices;
+      plan.devices.push_back({fmt::format("{}:{}", kind, index), e.profile.kind, e.spec.memory_bytes, 1});
+    }
   plan.schedule = options.schedule;
   plan.microbatches = options.microbatches;
   plan.virtual_stages = options.virtual_stages;
@@ -118,7 +134,7 @@ CompileResult compile_plan(Module model, const DimBinding& binding, const std::s
   for (const StagePlan& cost : result.chosen.stages) device_of.push_back(cost.device);
   plan.stages = plan_stages(split_into_stages(model, result.chosen.cuts, unsplit), micro, device_of,
                             /*training=*/true, schedule_splits_backward(options.schedule));
-  plan.ranks = one_replica_ranks(plan.stages, devices);
+  plan.ranks = replicated_ranks(plan.stages, devices, options.data_parallel);
   for (size_t s = 0; s < plan.stages.size(); ++s) {
     PlanStage& ps = plan.stages[s];
     const StagePlan& cost = result.chosen.stages[s];
@@ -128,6 +144,7 @@ CompileResult compile_plan(Module model, const DimBinding& binding, const std::s
       ps.predicted.backward_s += cg.nodes[i].backward_s;
     }
     ps.predicted.comm_s = cost.comm_s;
+    ps.predicted.sync_s = cost.sync_s;
     ps.predicted.time_s = cost.time_s;
     ps.predicted.param_bytes = cost.param_bytes;
     ps.predicted.stash_bytes = cost.stash_bytes;

@@ -13,6 +13,7 @@ namespace pf {
 struct CompileOptions {
   std::string devices = "cpu:4";   // "cpu:4", "h100:8", "a100:2,h100:2"
   int microbatches = 8;
+  int data_parallel = 1;           // replicas of the pipeline, each on its own devices and 1/D of the batch
   std::string schedule = "1f1b";   // gpipe | 1f1b | interleaved | zb1
   int virtual_stages = 1;
   std::string precision = "fp32";
@@ -40,7 +41,8 @@ struct CompileResult {
 CompileResult compile_plan(Module model, const DimBinding& binding, const std::string& source,
                            const CompileOptions& options);
 
-/// The binding of one micro-batch: the batch dimension divided by `m`.
-DimBinding microbatch_binding(const Module& model, const DimBinding& binding, int microbatches);
+/// The binding of one micro-batch of one of `replicas` data-parallel
+/// replicas: the batch dimension divided by replicas * `m`.
+DimBinding microbatch_binding(const Module& model, const DimBinding& binding, int microbatches, int replicas = 1);
 
 }  // namespace pf

@@ -245,16 +245,29 @@ LinkSpec link_between(const Cluster& cluster, int a, int b) {
   return a / cluster.devices_per_node == b / cluster.devices_per_node ? cluster.intra : cluster.inter;
 }
 
+namespace {
+
+// Slowest for a transfer of any size: the lower bandwidth, then the higher
+// latency.
+void keep_slowest(LinkSpec& slowest, const LinkSpec& l) {
+  if (l.bandwidth_bytes_per_s < slowest.bandwidth_bytes_per_s ||
+      (l.bandwidth_bytes_per_s == slowest.bandwidth_bytes_per_s && l.latency_s > slowest.latency_s))
+    slowest = l;
+}
+
+}  // namespace
+
 LinkSpec pipeline_link(const Cluster& cluster, int devices) {
   LinkSpec slowest = cluster.intra;
-  for (int d = 0; d + 1 < devices; ++d) {
-    LinkSpec l = link_between(cluster, d, d + 1);
-    // Slowest for a transfer of any size: the lower bandwidth, then the
-    // higher latency.
-    if (l.bandwidth_bytes_per_s < slowest.bandwidth_bytes_per_s ||
-        (l.bandwidth_bytes_per_s == slowest.bandwidth_bytes_per_s && l.latency_s > slowest.latency_s))
-      slowest = l;
-  }
+  for (int d = 0; d + 1 < devices; ++d) keep_slowest(slowest, link_between(cluster, d, d + 1));
+  return slowest;
+}
+
+LinkSpec replica_link(const Cluster& cluster, int devices, int replicas) {
+  LinkSpec slowest = cluster.intra;
+  for (int d = 0; d < devices; ++d)
+    for (int k = 0; k < replicas && replicas > 1; ++k)
+      keep_slowest(slowest, link_between(cluster, k * devices + d, (k + 1) % replicas * devices + d));
   return slowest;
 }
 

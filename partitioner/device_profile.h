@@ -104,6 +104,10 @@ LinkSpec link_between(const Cluster& cluster, int a, int b);
 /// The slowest link between neighbours when `devices` devices form a
 /// pipeline in index order: what the partitioner's one LinkSpec should be.
 LinkSpec pipeline_link(const Cluster& cluster, int devices);
+/// The slowest link of the rings that join the copies of each device of a
+/// `devices`-long pipeline replicated `replicas` times (replica k on devices
+/// k * devices ..): what the gradient all-reduce of a stage crosses.
+LinkSpec replica_link(const Cluster& cluster, int devices, int replicas);
 
 /// A cluster as JSON:
 ///   {"format": "pipeforge-cluster", "version": 1, "devices_per_node": 8,

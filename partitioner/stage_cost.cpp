@@ -47,6 +47,15 @@ std::vector<StageSlot> stage_slots(const CostGraph& graph, const PartitionOption
                             options.link.bandwidth_bytes_per_s));
   if (!std::isfinite(options.link.latency_s) || options.link.latency_s < 0)
     throw Error(fmt::format("the link has latency {} s, expected a finite value >= 0", options.link.latency_s));
+  if (options.data_parallel < 1)
+    throw Error(fmt::format("data-parallel replicas must be at least 1, got {}", options.data_parallel));
+  if (options.data_parallel > 1 && (!std::isfinite(options.replica_link.bandwidth_bytes_per_s) ||
+                                    options.replica_link.bandwidth_bytes_per_s <= 0 ||
+                                    !std::isfinite(options.replica_link.latency_s) ||
+                                    options.replica_link.latency_s < 0))
+    throw Error(fmt::format("the link between replicas has bandwidth {} bytes/s and latency {} s, expected finite "
+                            "values > 0 and >= 0",
+                            options.replica_link.bandwidth_bytes_per_s, options.replica_link.latency_s));
   if (!std::isfinite(options.optimizer_state_factor) || options.optimizer_state_factor < 0)
     throw Error(
         fmt::format("optimizer_state_factor is {}, expected a finite value >= 0", options.optimizer_state_factor));
@@ -71,8 +80,9 @@ std::vector<StageSlot> uniform_slots(const PartitionOptions& options, int device
   return slots;
 }
 
-StageCosts::StageCosts(const CostGraph& graph, const LinkSpec& link, double optimizer_state_factor)
-    : ranges_(graph), optimizer_state_factor_(optimizer_state_factor) {
+StageCosts::StageCosts(const CostGraph& graph, const PartitionOptions& options)
+    : ranges_(graph), optimizer_state_factor_(options.optimizer_state_factor) {
+  const LinkSpec& link = options.link;
   const int n = ranges_.nodes();
   comm_.assign(n + 1, 0.0);
   for (int b = 0; b <= n; ++b) {
@@ -80,6 +90,15 @@ StageCosts::StageCosts(const CostGraph& graph, const LinkSpec& link, double opti
     // Twice: the activations go forward, their gradients come back.
     const double transfer = bytes > 0 ? 2.0 * static_cast<double>(bytes) / link.bandwidth_bytes_per_s : 0.0;
     comm_[b] = transfer + 2.0 * link.latency_s * ranges_.crossing_tensors(b);
+  }
+  // A ring all-reduce over d replicas sends and receives 2 (d - 1) / d of
+  // the gradient bytes per rank, in 2 (d - 1) latency-bound steps; it runs
+  // once per step, so each micro-batch carries 1/m of it.
+  const int d = options.data_parallel;
+  if (d > 1) {
+    const double m = options.microbatches;
+    sync_per_byte_s_ = 2.0 * (d - 1) / d / options.replica_link.bandwidth_bytes_per_s / m;
+    sync_fixed_s_ = 2.0 * (d - 1) * options.replica_link.latency_s / m;
   }
 }
 

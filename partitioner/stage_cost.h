@@ -31,14 +31,24 @@ std::vector<StageSlot> uniform_slots(const PartitionOptions& options, int device
 /// Prices a node range on a slot in O(1).
 class StageCosts {
  public:
-  StageCosts(const CostGraph& graph, const LinkSpec& link, double optimizer_state_factor);
+  /// Prices with the link, optimizer and replicas of `options`.
+  StageCosts(const CostGraph& graph, const PartitionOptions& options);
 
   const RangeCosts& ranges() const { return ranges_; }
 
   /// Transfer time across a boundary, paid by the stage on each side of it.
   double comm_s(int boundary) const { return comm_[boundary]; }
+  /// Per micro-batch: the range's share of the gradient all-reduce across
+  /// data-parallel replicas (0 with one replica or no parameters).
+  double sync_s(int begin, int end) const {
+    const int64_t bytes = ranges_.param_bytes(begin, end);
+    return bytes > 0 ? static_cast<double>(bytes) * sync_per_byte_s_ + sync_fixed_s_ : 0.0;
+  }
+  /// The work of one micro-batch on the slot's device: forward, backward and
+  /// the gradient all-reduce's share. It only grows as `begin` moves left,
+  /// which the search's early exits rely on.
   double compute_s(const StageSlot& slot, int begin, int end) const {
-    return ranges_.work_s(begin, end) * slot.inv_speed;
+    return ranges_.work_s(begin, end) * slot.inv_speed + sync_s(begin, end);
   }
   double time_s(const StageSlot& slot, int begin, int end) const {
     return compute_s(slot, begin, end) + comm_s(begin) + comm_s(end);
@@ -63,6 +73,7 @@ class StageCosts {
   RangeCosts ranges_;
   std::vector<double> comm_;  // (n + 1), per boundary
   double optimizer_state_factor_;
+  double sync_per_byte_s_ = 0, sync_fixed_s_ = 0;  // per micro-batch
 };
 
 }  // namespace pf

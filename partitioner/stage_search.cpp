@@ -67,7 +67,8 @@ PartitionResult price(const StageCosts& costs, const std::vector<StageSlot>& slo
     st.end = s == stages - 1 ? n : cuts[s];
     st.device = slot.device;
     st.chunk = slot.chunk;
-    st.compute_s = costs.compute_s(slot, st.begin, st.end);
+    st.sync_s = costs.sync_s(st.begin, st.end);
+    st.compute_s = costs.compute_s(slot, st.begin, st.end) - st.sync_s;
     st.comm_s = costs.comm_s(st.begin) + costs.comm_s(st.end);
     st.time_s = costs.time_s(slot, st.begin, st.end);
     st.param_bytes = r.param_bytes(st.begin, st.end);
@@ -249,7 +250,7 @@ PartitionResult evaluate(const CostGraph& graph, const PartitionOptions& options
   validate(graph);
   const std::vector<StageSlot> slots = stage_slots(graph, options);
   check_cuts(graph, options.stages, cuts);
-  const StageCosts costs(graph, options.link, options.optimizer_state_factor);
+  const StageCosts costs(graph, options);
   PartitionResult result = price(costs, slots, options, cuts);
   result.method = "fixed";
   result.search_s = seconds_since(start);
@@ -273,7 +274,7 @@ PartitionResult partition(const CostGraph& graph, const PartitionOptions& option
   validate(graph);
   const std::vector<StageSlot> slots = stage_slots(graph, options);
   const std::vector<int> bounds = stage_boundaries(graph);
-  const StageCosts costs(graph, options.link, options.optimizer_state_factor);
+  const StageCosts costs(graph, options);
   const std::optional<MinPeriod> best = min_period(costs, bounds, slots);
   if (!best) throw Error(infeasible_message(options, costs, bounds, slots));
   const std::vector<int> cuts = min_total_cuts(costs, bounds, slots, best->slowest_s, best->cuts);

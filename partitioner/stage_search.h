@@ -39,6 +39,12 @@ struct PartitionOptions {
   LinkSpec link;
   /// Bytes of optimizer state per parameter byte: 1 for SGD with momentum, 2 for AdamW.
   double optimizer_state_factor = 2.0;
+  /// Data-parallel replicas of the whole pipeline: after each step every
+  /// stage averages its gradients with its copies in the other replicas, a
+  /// ring all-reduce over `replica_link` (the slowest link between copies).
+  /// Its time is charged to the stage, 1/microbatches of it per micro-batch.
+  int data_parallel = 1;
+  LinkSpec replica_link;
   /// Manual split: exactly stages - 1 increasing positions (stage starts),
   /// each a cut candidate. When given, partition() only evaluates and places
   /// them, with no search, and fails if a device's stages together exceed its
@@ -53,8 +59,9 @@ struct StagePlan {
   int device = 0;        // index into PartitionOptions::devices
   int chunk = 0;         // which of the device's virtual stages (0 when v = 1)
   double compute_s = 0;  // forward + backward of one micro-batch, scaled by device speed
+  double sync_s = 0;     // its share of the step's gradient all-reduce across replicas
   double comm_s = 0;     // activations in and out, and their gradients back
-  double time_s = 0;     // compute_s + comm_s
+  double time_s = 0;     // compute_s + sync_s + comm_s
   int64_t param_bytes = 0;
   int64_t stash_bytes = 0;     // activations of its own nodes, per micro-batch
   int64_t received_bytes = 0;  // per micro-batch, forward direction

@@ -83,6 +83,8 @@ Json stage_json(const PlanStage& s) {
       {"recv", tensors_json(s.recv, true)},
       {"send", tensors_json(s.send, true)},
   };
+  // Only a plan of several replicas synchronises gradients.
+  if (pr.sync_s > 0) j["predicted"]["sync_s"] = finite(pr.sync_s, where + "sync_s");
   if (s.gradients) {
     const GradientProgram& g = *s.gradients;
     j["gradients"] = {{"backward", g.backward},   {"results", g.original_results}, {"outputs", g.outputs},
@@ -237,7 +239,9 @@ class PlanReader {
     const Json& p = r_.object(j, where, "predicted");
     r_.expect_keys(
         p, pw,
-        {"forward_s", "backward_s", "comm_s", "time_s", "param_bytes", "stash_bytes", "memory_bytes", "bytes_sent"});
+        {"forward_s", "backward_s", "comm_s", "time_s", "param_bytes", "stash_bytes", "memory_bytes", "bytes_sent"},
+        {"sync_s"});
+    if (p.contains("sync_s")) s.predicted.sync_s = r_.number(p, pw, "sync_s", 0);
     s.predicted.forward_s = r_.number(p, pw, "forward_s", 0);
     s.predicted.backward_s = r_.number(p, pw, "backward_s", 0);
     s.predicted.comm_s = r_.number(p, pw, "comm_s", 0);
@@ -420,41 +424,54 @@ class PlanChecker {
     }
   }
 
-  // The topology: ranks 0.. in order, one replica, every stage in exactly
-  // one rank, which runs on the stage's device, and a device per rank.
+  // The topology: ranks 0.. in order, replica after replica, each replica
+  // running every stage in exactly one rank; the k-th rank of every replica
+  // runs the same stages, those of replica 0 on the stages' own devices, and
+  // no two ranks share a device.
   void check_ranks() const {
     if (plan_.ranks.empty()) fail("the plan has no ranks");
-    std::vector<int> rank_of(plan_.stages.size(), -1);
+    const int replicas = replica_count(plan_);
+    if (plan_.ranks.size() % static_cast<size_t>(replicas) != 0)
+      fail(fmt::format("{} ranks do not make {} replicas of equal size", plan_.ranks.size(), replicas));
+    const size_t per_replica = plan_.ranks.size() / static_cast<size_t>(replicas);
+    std::vector<std::vector<int>> rank_of(static_cast<size_t>(replicas), std::vector<int>(plan_.stages.size(), -1));
     std::set<int> devices;
     for (size_t i = 0; i < plan_.ranks.size(); ++i) {
       const PlanRank& r = plan_.ranks[i];
       if (r.rank != static_cast<int>(i))
         fail(fmt::format("ranks[{}] has rank {}; ranks must be numbered 0..{} in order", i, r.rank,
                          plan_.ranks.size() - 1));
-      if (r.replica != 0)
-        fail(fmt::format("rank {} belongs to replica {}; this pipeforge runs plans of one replica", r.rank, r.replica));
+      if (r.replica != static_cast<int>(i / per_replica))
+        fail(fmt::format("rank {} belongs to replica {}, but with {} ranks per replica it is in replica {}; list "
+                         "the ranks replica after replica",
+                         r.rank, r.replica, per_replica, i / per_replica));
       if (r.device >= static_cast<int>(plan_.devices.size()))
         fail(fmt::format("rank {} runs device {}, but the plan has {} devices", r.rank, r.device,
                          plan_.devices.size()));
       if (!devices.insert(r.device).second)
-        fail(fmt::format("rank {} runs device {}, which another rank of its replica runs", r.rank, r.device));
+        fail(fmt::format("rank {} runs device {}, which another rank runs", r.rank, r.device));
       if (r.stages.empty()) fail(fmt::format("rank {} runs no stage", r.rank));
+      const PlanRank& first = plan_.ranks[i % per_replica];
+      if (r.stages != first.stages)
+        fail(fmt::format("rank {} of replica {} runs other stages than rank {} of replica 0", r.rank, r.replica,
+                         first.rank));
+      std::vector<int>& owner = rank_of[static_cast<size_t>(r.replica)];
       for (size_t k = 0; k < r.stages.size(); ++k) {
         const int s = r.stages[k];
         if (s >= stage_count()) fail(fmt::format("rank {} runs stage {}, but the plan has {} stages", r.rank, s,
                                                  stage_count()));
         if (k > 0 && s <= r.stages[k - 1])
           fail(fmt::format("rank {} lists its stages out of order: {} after {}", r.rank, s, r.stages[k - 1]));
-        if (rank_of[static_cast<size_t>(s)] >= 0)
-          fail(fmt::format("stage {} is run by ranks {} and {}", s, rank_of[static_cast<size_t>(s)], r.rank));
-        rank_of[static_cast<size_t>(s)] = r.rank;
-        if (plan_.stages[static_cast<size_t>(s)].device != r.device)
+        if (owner[static_cast<size_t>(s)] >= 0)
+          fail(fmt::format("stage {} is run by ranks {} and {}", s, owner[static_cast<size_t>(s)], r.rank));
+        owner[static_cast<size_t>(s)] = r.rank;
+        if (r.replica == 0 && plan_.stages[static_cast<size_t>(s)].device != r.device)
           fail(fmt::format("rank {} runs device {}, but its stage {} is placed on device {}", r.rank, r.device, s,
                            plan_.stages[static_cast<size_t>(s)].device));
       }
     }
-    for (size_t s = 0; s < rank_of.size(); ++s)
-      if (rank_of[s] < 0) fail(fmt::format("no rank runs stage {}", s));
+    for (size_t s = 0; s < plan_.stages.size(); ++s)
+      if (rank_of[0][s] < 0) fail(fmt::format("no rank runs stage {}", s));
   }
 
   void check_peer(const PlanStage& s, const PlanTensor& t, std::string_view verb, std::string_view dir) const {
@@ -835,14 +852,7 @@ Module stage_program(const Plan& plan, const PlanStage& stage) {
 bool schedule_splits_backward(std::string_view kind) { return kind == "zb1"; }
 
 std::vector<PlanRank> one_replica_ranks(const std::vector<PlanStage>& stages, int devices) {
-  std::vector<PlanRank> ranks;
-  for (int d = 0; d < devices; ++d) {
-    PlanRank r{d, d, 0, {}};
-    for (const PlanStage& s : stages)
-      if (s.device == d) r.stages.push_back(s.index);
-    ranks.push_back(std::move(r));
-  }
-  return ranks;
+  return replicated_ranks(stages, devices, 1);
 }
 
 int rank_of_stage(const Plan& plan, int stage, int replica) {
@@ -875,7 +885,32 @@ RankView rank_view(const Plan& plan, int rank) {
   }
   view.neighbours.assign(neighbours.begin(), neighbours.end());
   for (const auto& [name, holders] : tied) view.tied.emplace_back(name, std::vector<int>(holders.begin(), holders.end()));
+  for (const PlanRank& other : plan.ranks)
+    if (other.replica == r.replica) view.replica_ranks.push_back(other.rank);
+  for (int s : r.stages) {
+    std::vector<int> copies;
+    for (int k = 0; k < replica_count(plan); ++k) copies.push_back(rank_of_stage(plan, s, k));
+    view.stage_replicas.emplace_back(s, std::move(copies));
+  }
   return view;
+}
+
+int replica_count(const Plan& plan) {
+  int replicas = 1;
+  for (const PlanRank& r : plan.ranks) replicas = std::max(replicas, r.replica + 1);
+  return replicas;
+}
+
+std::vector<PlanRank> replicated_ranks(const std::vector<PlanStage>& stages, int devices, int replicas) {
+  std::vector<PlanRank> ranks;
+  for (int k = 0; k < replicas; ++k)
+    for (int d = 0; d < devices; ++d) {
+      PlanRank r{k * devices + d, k * devices + d, k, {}};
+      for (const PlanStage& s : stages)
+        if (s.device == d) r.stages.push_back(s.index);
+      ranks.push_back(std::move(r));
+    }
+  return ranks;
 }
 
 DType parse_compute_dtype(std::string_view name, std::string_view what) {

@@ -78,7 +78,8 @@ struct PlanStage {
     double forward_s = 0;
     double backward_s = 0;
     double comm_s = 0;
-    double time_s = 0;  // forward + backward + comm
+    double sync_s = 0;  // its share of the gradient all-reduce across replicas
+    double time_s = 0;  // forward + backward + sync + comm
     int64_t param_bytes = 0;
     int64_t stash_bytes = 0;
     int64_t memory_bytes = 0;  // peak: weights, gradients, optimizer state, activations in flight
@@ -100,8 +101,11 @@ struct PlanDevice {
 };
 
 /// One worker of the plan, a thread or a process: it runs the stages on one
-/// device for one data-parallel replica. Ranks are numbered from 0; a plan
-/// has one replica today, whose rank r runs device r.
+/// device for one data-parallel replica. Ranks are numbered from 0, replica
+/// after replica: with p ranks per replica, rank k * p + i of replica k runs
+/// the stages of rank i of replica 0 on a device of its own. Each replica
+/// trains on its share of the batch (`binding` is one micro-batch of one
+/// replica), and the replicas of a stage average their gradients.
 struct PlanRank {
   int rank = 0;
   int device = 0;            // index into Plan::devices
@@ -174,6 +178,11 @@ Module stage_program(const Plan& plan, const PlanStage& stage);
 /// One ranks per device, in device order, each running the stages placed on
 /// its device: the topology of a plan with one replica.
 std::vector<PlanRank> one_replica_ranks(const std::vector<PlanStage>& stages, int devices);
+/// The same for `replicas` replicas of the pipeline on `devices` devices
+/// each: replica k's rank i runs device k * devices + i.
+std::vector<PlanRank> replicated_ranks(const std::vector<PlanStage>& stages, int devices, int replicas);
+/// How many data-parallel replicas the plan's ranks form.
+int replica_count(const Plan& plan);
 
 /// What one rank needs of the plan: its stages, the ranks it exchanges
 /// activations and gradients with, and the groups it joins in collectives.
@@ -185,8 +194,12 @@ struct RankView {
   std::vector<int> neighbours;  // ranks running a stage next to one of its own, increasing, itself excluded
   std::vector<int> world;       // every rank
   /// Per tied parameter it holds (PlanParam::shared_with): the ranks holding
-  /// it, increasing; they sum its gradient.
+  /// it in its replica, increasing; they sum its gradient.
   std::vector<std::pair<std::string, std::vector<int>>> tied;
+  std::vector<int> replica_ranks;  // the ranks of its replica, increasing
+  /// Per stage it runs: the ranks running that stage in every replica, by
+  /// replica; they average its gradients.
+  std::vector<std::pair<int, std::vector<int>>> stage_replicas;
 };
 
 /// Rank `rank`'s view of `plan` (which loading checked).

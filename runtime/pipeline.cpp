@@ -54,62 +54,73 @@ Pipeline::Pipeline(const Plan& plan, std::vector<Module> programs, const Pipelin
     throw Error(fmt::format("stage {} is placed on CUDA device {}, but this pipeforge was built without CUDA",
                             first_gpu - gpus.begin(), *first_gpu));
 #endif
-  for (int s = 0; s < n; ++s) {
-    const PlanStage& ps = plan.stages[static_cast<size_t>(s)];
-    if (!ps.gradients) throw Error(fmt::format("plan stage {} has no backward to train with", s));
-    if (split && !ps.split)
-      throw Error(fmt::format("plan stage {} runs its backward whole, but schedule {} runs it in two parts; compile "
-                              "the plan again",
-                              s, plan.schedule));
-    auto st = std::make_unique<PipelineStage>();
-    st->index = s;
-    // The schedules place stage s on device s % devices; the plan's
-    // topology must agree.
-    st->rank = rank_of_stage(plan, s);
-    if (st->rank != s % (n / options.virtual_stages))
-      throw Error(fmt::format("plan stage {} runs on rank {}, but schedule {} runs it on device {}; compile the plan "
-                              "again",
-                              s, st->rank, plan.schedule, s % (n / options.virtual_stages)));
-    Module module = std::move(programs[static_cast<size_t>(s)]);
-    GradientProgram gradients = *ps.gradients;
-    for (const PlanTensor& t : ps.inputs) st->inputs.push_back(t.name);
-    st->has_loss = s == n - 1 && !plan.loss_stage_output.empty();
-    st->float_outputs = gradients.outputs;
-    const Function& graph = module.graph();
-    for (size_t a = 0; a < graph.args.size(); ++a) {
-      const std::string& name = graph.values[graph.args[a]].name;
-      auto it = std::find_if(ps.inputs.begin(), ps.inputs.end(), [&](const PlanTensor& t) { return t.name == name; });
-      st->input_args.push_back(it == ps.inputs.end() ? -1 : static_cast<int>(it - ps.inputs.begin()));
-      if (it != ps.inputs.end()) {
-        // Micro-batch k reads bytes [k * stride, (k + 1) * stride) of a split
-        // input, and all of a whole one.
-        st->input_stride_bytes.push_back(it->whole ? 0 : graph.type_of(graph.args[a]).bytes());
-        st->input_types.push_back(graph.type_of(graph.args[a]));
+  replicas_ = replica_count(plan);
+  if (replicas_ > 1 && first_gpu != gpus.end())
+    throw Error(fmt::format("plan stage {} is on a GPU, and this pipeforge runs the data-parallel replicas of a plan "
+                            "on CPU devices only; compile it without --data-parallel",
+                            first_gpu - gpus.begin()));
+  const int p = n / options.virtual_stages;
+  for (int replica = 0; replica < replicas_; ++replica) {
+    for (int s = 0; s < n; ++s) {
+      const PlanStage& ps = plan.stages[static_cast<size_t>(s)];
+      if (!ps.gradients) throw Error(fmt::format("plan stage {} has no backward to train with", s));
+      if (split && !ps.split)
+        throw Error(fmt::format("plan stage {} runs its backward whole, but schedule {} runs it in two parts; compile "
+                                "the plan again",
+                                s, plan.schedule));
+      auto st = std::make_unique<PipelineStage>();
+      st->index = s;
+      st->replica = replica;
+      // The schedules place stage s on device s % devices, and a replica's
+      // copy on rank replica * devices + that; the plan's topology must agree.
+      st->rank = rank_of_stage(plan, s, replica);
+      if (st->rank != replica * p + s % p)
+        throw Error(fmt::format("plan stage {} of replica {} runs on rank {}, but schedule {} runs it on rank {}; "
+                                "compile the plan again",
+                                s, replica, st->rank, plan.schedule, replica * p + s % p));
+      // Each replica compiles its own copy; the last takes the parsed module.
+      Module module =
+          replica + 1 < replicas_ ? programs[static_cast<size_t>(s)] : std::move(programs[static_cast<size_t>(s)]);
+      GradientProgram gradients = *ps.gradients;
+      for (const PlanTensor& t : ps.inputs) st->inputs.push_back(t.name);
+      st->has_loss = s == n - 1 && !plan.loss_stage_output.empty();
+      st->float_outputs = gradients.outputs;
+      const Function& graph = module.graph();
+      for (size_t a = 0; a < graph.args.size(); ++a) {
+        const std::string& name = graph.values[graph.args[a]].name;
+        auto it = std::find_if(ps.inputs.begin(), ps.inputs.end(), [&](const PlanTensor& t) { return t.name == name; });
+        st->input_args.push_back(it == ps.inputs.end() ? -1 : static_cast<int>(it - ps.inputs.begin()));
+        if (it != ps.inputs.end()) {
+          // Micro-batch k reads bytes [k * stride, (k + 1) * stride) of a split
+          // input, and all of a whole one.
+          st->input_stride_bytes.push_back(it->whole ? 0 : graph.type_of(graph.args[a]).bytes());
+          st->input_types.push_back(graph.type_of(graph.args[a]));
+        }
       }
+      st->results = gradients.original_results;
+      for (const std::string& name : gradients.input_grads)
+        st->send_grad_types.push_back(graph.type_of(graph.find_value(name)));
+      st->losses.assign(m, 0.0f);
+      int slots = std::max(1, sim.peak_stashed[s]);
+      for (int k = slots - 1; k >= 0; --k) st->free_slots.push_back(k);
+      st->slot_of.assign(m, -1);
+      std::optional<BackwardSplit> parts = split ? ps.split : std::nullopt;
+      const int gpu = gpus.empty() ? -1 : gpus[s];
+      if (gpu < 0) {
+        st->program = std::make_unique<StageProgram>(std::move(module), plan.binding, std::move(gradients),
+                                                     std::move(parts), st->params, slots, /*caller_results=*/true);
+      } else {
+  #ifdef PF_CUDA
+        CudaStageOptions co;
+        co.microbatches = m;
+        co.slots = slots;
+        co.split = std::move(parts);
+        co.float_dtype = options.dtype;
+        st->program = cuda_stages->make(s, std::move(module), plan.binding, std::move(gradients), st->params, co);
+  #endif
+      }
+      stages_.push_back(std::move(st));
     }
-    st->results = gradients.original_results;
-    for (const std::string& name : gradients.input_grads)
-      st->send_grad_types.push_back(graph.type_of(graph.find_value(name)));
-    st->losses.assign(m, 0.0f);
-    int slots = std::max(1, sim.peak_stashed[s]);
-    for (int k = slots - 1; k >= 0; --k) st->free_slots.push_back(k);
-    st->slot_of.assign(m, -1);
-    std::optional<BackwardSplit> parts = split ? ps.split : std::nullopt;
-    const int gpu = gpus.empty() ? -1 : gpus[s];
-    if (gpu < 0) {
-      st->program = std::make_unique<StageProgram>(std::move(module), plan.binding, std::move(gradients),
-                                                   std::move(parts), st->params, slots, /*caller_results=*/true);
-    } else {
-#ifdef PF_CUDA
-      CudaStageOptions co;
-      co.microbatches = m;
-      co.slots = slots;
-      co.split = std::move(parts);
-      co.float_dtype = options.dtype;
-      st->program = cuda_stages->make(s, std::move(module), plan.binding, std::move(gradients), st->params, co);
-#endif
-    }
-    stages_.push_back(std::move(st));
   }
   connect_stages();
   make_workers(plan);
@@ -142,9 +153,14 @@ bool link(StageRunner& receiver, StageRunner& sender, const std::vector<std::vec
 }  // namespace
 
 void Pipeline::connect_stages() {
+  for (int k = 0; k < replicas_; ++k) connect_replica(k);
+}
+
+void Pipeline::connect_replica(int k) {
   const int n = stages(), m = options_.microbatches;
+  auto at = [&](int s) -> PipelineStage& { return *stages_[static_cast<size_t>(k * n + s)]; };
   for (int s = 0; s + 1 < n; ++s) {
-    const StageRunner &a = *stages_[s]->program, &b = *stages_[s + 1]->program;
+    const StageRunner &a = *at(s).program, &b = *at(s + 1).program;
     if (a.float_dtype() != b.float_dtype())
       throw Error(fmt::format("stages {} and {} would hand over floats as {} and {}: a bf16 plan computes in bf16 on "
                               "CUDA devices and in f32 on CPU devices; place both on the same kind of device or "
@@ -155,13 +171,13 @@ void Pipeline::connect_stages() {
   // pinned (allocated by the reader) when s is on the CPU and the reader on
   // a GPU, so that the reader's copies run asynchronously at bus speed.
   auto buffer = [&](int s, int reader, int64_t bytes) -> void* {
-    StageRunner& own = *stages_[s]->program;
-    if (reader >= 0 && reader < n && own.place().on_host() && !stages_[reader]->program->place().on_host())
-      return stages_[reader]->program->allocate_host(bytes);
+    StageRunner& own = *at(s).program;
+    if (reader >= 0 && reader < n && own.place().on_host() && !at(reader).program->place().on_host())
+      return at(reader).program->allocate_host(bytes);
     return own.allocate(bytes);
   };
   for (int s = 0; s < n; ++s) {
-    PipelineStage& st = *stages_[s];
+    PipelineStage& st = at(s);
     StageRunner& p = *st.program;
     st.send_bytes.clear();
     for (int r = st.has_loss ? 1 : 0; r < st.results; ++r) st.send_bytes.push_back(p.result_type(r).bytes());
@@ -181,17 +197,20 @@ void Pipeline::connect_stages() {
       for (int mb = 0; mb < m; ++mb)
         st.loss_out.push_back(base ? static_cast<void*>(base + bytes * mb) : &st.losses[static_cast<size_t>(mb)]);
     }
-    st.loss_seed = p.scalar(1.0f / static_cast<float>(m));
+    // A micro-batch is 1/m of one replica's share of the batch: the seed
+    // divides by both, so that the replicas' summed gradients are the
+    // whole batch's mean.
+    st.loss_seed = p.scalar(1.0f / static_cast<float>(m * replicas_));
   }
   for (int s = 0; s < n; ++s) {
-    PipelineStage& st = *stages_[s];
+    PipelineStage& st = at(s);
     if (s > 0) {
-      const PipelineStage& prev = *stages_[s - 1];
+      const PipelineStage& prev = at(s - 1);
       st.recv_copies = link(*st.program, *prev.program, prev.sends, prev.send_bytes, st.recvs);
       st.recv_bytes = prev.send_bytes;
     }
     if (s + 1 < n) {
-      const PipelineStage& next = *stages_[s + 1];
+      const PipelineStage& next = at(s + 1);
       st.seed_copies = link(*st.program, *next.program, next.send_grads, next.send_grad_bytes, st.seeds_in);
       st.seed_bytes = next.send_grad_bytes;
     }
@@ -199,15 +218,22 @@ void Pipeline::connect_stages() {
 }
 
 void Pipeline::make_workers(const Plan& plan) {
-  const int p = devices();
-  world_ = std::make_unique<LocalWorld>(p, options_.timeout_s);
-  for (int d = 0; d < p; ++d) {
-    const RankView view = rank_view(plan, d);
+  const int ranks = static_cast<int>(plan.ranks.size());
+  const int n = stages(), p = schedule_.devices;
+  world_ = std::make_unique<LocalWorld>(ranks, options_.timeout_s);
+  for (int r = 0; r < ranks; ++r) {
+    const RankView view = rank_view(plan, r);
     std::vector<PipelineStage*> own;
     std::vector<std::vector<Param>> norm_params;
-    for (int s : view.stages) {
-      PipelineStage& st = *stages_[static_cast<size_t>(s)];
+    RankGroups groups;
+    groups.world = CommGroup{"world", view.world};
+    groups.replica = CommGroup{fmt::format("replica {}", view.replica), view.replica_ranks};
+    groups.replicas = replicas_;
+    for (size_t k = 0; k < view.stages.size(); ++k) {
+      const int s = view.stages[k];
+      PipelineStage& st = *stages_[static_cast<size_t>(view.replica * n + s)];
       own.push_back(&st);
+      groups.stage_replicas.push_back(CommGroup{fmt::format("stage {}", s), view.stage_replicas[k].second});
       // A tied parameter counts in the norm once, on the first stage holding it.
       std::vector<Param> counted;
       for (const Param& param : st.params.optimizer_params()) {
@@ -218,11 +244,16 @@ void Pipeline::make_workers(const Plan& plan) {
       }
       norm_params.push_back(std::move(counted));
     }
-    std::vector<TiedParam> tied;
-    for (const auto& [name, ranks] : view.tied) tied.push_back({name, CommGroup{"tied:" + name, ranks}, {}, {}});
-    workers_.push_back(std::make_unique<RankWorker>(d, options_.microbatches, schedule_.per_device[d], std::move(own),
-                                                    world_->rank(d), CommGroup{"world", view.world}, std::move(tied),
-                                                    std::move(norm_params)));
+    for (const auto& [name, holders] : view.tied)
+      groups.tied.push_back(
+          {name, CommGroup{fmt::format("tied {} of replica {}", name, view.replica), holders}, {}, {}});
+    // The schedule's list for this rank's place in its replica, its peers
+    // made ranks of the same replica.
+    std::vector<Action> actions = schedule_.per_device[static_cast<size_t>(r % p)];
+    for (Action& a : actions)
+      if (a.peer >= 0) a.peer += view.replica * p;
+    workers_.push_back(std::make_unique<RankWorker>(r, options_.microbatches, std::move(actions), std::move(own),
+                                                    world_->rank(r), std::move(groups), std::move(norm_params)));
   }
 }
 
@@ -293,8 +324,9 @@ std::unique_ptr<Pipeline> Pipeline::from_plan(const Plan& plan, std::vector<Modu
   return std::unique_ptr<Pipeline>(new Pipeline(plan, std::move(programs), options));
 }
 
-int Pipeline::stages() const { return static_cast<int>(stages_.size()); }
-int Pipeline::devices() const { return schedule_.devices; }
+int Pipeline::stages() const { return static_cast<int>(stages_.size()) / replicas_; }
+int Pipeline::devices() const { return static_cast<int>(workers_.size()); }
+int Pipeline::replicas() const { return replicas_; }
 const Schedule& Pipeline::schedule() const { return schedule_; }
 
 std::vector<Optimizer*> Pipeline::optimizers() {
@@ -315,7 +347,7 @@ void Pipeline::reset_profile() {
 }
 
 std::vector<backend::OpTime> Pipeline::op_times(int stage) const {
-  const PipelineStage& s = *stages_.at(static_cast<size_t>(stage));
+  const PipelineStage& s = *stages_.at(static_cast<size_t>(stage));  // replica 0's
   return s.program ? s.program->op_times() : std::vector<backend::OpTime>{};
 }
 
@@ -451,9 +483,13 @@ PipelineStepResult Pipeline::run_step(const std::vector<std::pair<std::string, c
   for (const RankOutcome& o : state->outcomes) walked = std::max(walked, o.walked_s);
   result.bubble = std::max(0.0, 1.0 - busy / (devices() * walked));
   result.update_seconds = std::max(0.0, result.seconds - walked);
+  // Per stage, its busiest copy.
+  result.peak_inflight.assign(static_cast<size_t>(stages()), 0);
+  result.peak_stash_bytes.assign(static_cast<size_t>(stages()), 0);
   for (auto& s : stages_) {
-    result.peak_inflight.push_back(s->peak);
-    result.peak_stash_bytes.push_back(s->peak * s->program->stash_bytes());
+    const auto i = static_cast<size_t>(s->index);
+    result.peak_inflight[i] = std::max(result.peak_inflight[i], s->peak);
+    result.peak_stash_bytes[i] = std::max(result.peak_stash_bytes[i], s->peak * s->program->stash_bytes());
   }
   return result;
 }

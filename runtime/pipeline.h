@@ -96,8 +96,12 @@ class Pipeline {
   static std::unique_ptr<Pipeline> from_plan(const Plan& plan, std::vector<Module> programs,
                                              PipelineOptions options);
 
+  /// The plan's stages (each replica runs a copy of every one).
   int stages() const;
+  /// Devices, one rank each: every replica's.
   int devices() const;
+  /// Data-parallel replicas of the pipeline.
+  int replicas() const;
   const Schedule& schedule() const;
   /// Every parameter of every stage (a tied one once per stage holding it).
   /// A CUDA stage's are host copies: see copy_to_host.
@@ -144,6 +148,7 @@ class Pipeline {
   /// for each program they run, so steps take longer while it is on.
   void set_profile(bool on);
   void reset_profile();
+  /// Stage `stage`'s op times (its copy in replica 0).
   std::vector<backend::OpTime> op_times(int stage) const;
 
  private:
@@ -155,6 +160,7 @@ class Pipeline {
   /// decides how each stage reads its neighbours': in place, or through
   /// copies that receive() makes.
   void connect_stages();
+  void connect_replica(int replica);
   /// One rank per device over an in-process communicator, each with its
   /// stages, its tied parameters and the parameters it counts in the norm,
   /// as the plan's view of the rank says.
@@ -162,6 +168,9 @@ class Pipeline {
 
   PipelineOptions options_;
   Schedule schedule_;
+  int replicas_ = 1;
+  /// Replica after replica, each in stage order: replica k's stage s is
+  /// stages_[k * stages() + s].
   std::vector<std::unique_ptr<PipelineStage>> stages_;
   std::unique_ptr<LocalWorld> world_;
   std::vector<std::unique_ptr<RankWorker>> workers_;

@@ -16,7 +16,8 @@ namespace pf {
 
 struct PipelineStage {
   int index = 0;
-  int rank = 0;                                      // the device (worker) it runs on
+  int replica = 0;                                   // the data-parallel replica it belongs to
+  int rank = 0;                                      // the worker that runs it
   std::vector<std::string> inputs;                   // the model inputs it reads, as the plan lists them
   bool has_loss = false;                             // the last stage of a training plan: result 0 is the loss
   ParameterSet params;

@@ -43,16 +43,18 @@ int64_t hand_off_tag(int receiver, int kind, int mb, int tensor, int microbatche
 }
 
 RankWorker::RankWorker(int rank, int microbatches, std::vector<Action> actions, std::vector<PipelineStage*> stages,
-                       Communicator& comm, CommGroup world, std::vector<TiedParam> tied,
-                       std::vector<std::vector<Param>> norm_params)
+                       Communicator& comm, RankGroups groups, std::vector<std::vector<Param>> norm_params)
     : rank_(rank),
       microbatches_(microbatches),
       actions_(std::move(actions)),
       stages_(std::move(stages)),
       comm_(comm),
-      world_(std::move(world)),
-      tied_(std::move(tied)),
-      norm_params_(std::move(norm_params)) {}
+      groups_(std::move(groups)),
+      norm_params_(std::move(norm_params)) {
+  if (groups_.stage_replicas.size() != stages_.size())
+    throw Error(fmt::format("rank {}: {} replica groups for {} stages", rank_, groups_.stage_replicas.size(),
+                            stages_.size()));
+}
 
 PipelineStage& RankWorker::stage(int index) const {
   for (PipelineStage* s : stages_)
@@ -69,6 +71,7 @@ void RankWorker::run(const RankStep& step, RankOutcome& out) {
     current_stage_ = -1;
     out.loss = loss();
     if (!step.backward) return;
+    sum_replica_grads();
     sum_tied_grads();
     out.grad_norm = grad_norm();
     if (step.update) update(step, out.grad_norm);
@@ -219,8 +222,11 @@ void RankWorker::forward(const Action& a, const RankStep& step) {
       auto it = std::find_if(step.inputs.begin(), step.inputs.end(), [&](auto& p) { return p.first == name; });
       if (it == step.inputs.end()) throw Error(fmt::format("the batch has no input '{}'", name));
       const int64_t bytes = st.input_stride_bytes[input_index];
+      // A replica's micro-batches are its share of the batch, after those
+      // of the replicas before it.
+      const int64_t slice = st.replica * microbatches_ + a.microbatch;
       args.push_back(st.program->stage_input(static_cast<int>(i),
-                                             static_cast<const std::byte*>(it->second) + bytes * a.microbatch,
+                                             static_cast<const std::byte*>(it->second) + bytes * slice,
                                              st.input_types[input_index]));
       ++input_index;
     } else {
@@ -281,29 +287,54 @@ void RankWorker::finish_devices() {
   }
 }
 
-// The rank holding the last stage brings the losses; the sum reaches every
+// The ranks holding the last stage bring the losses; the sum reaches every
 // rank, and doubles as the barrier after which every lent buffer is free.
 double RankWorker::loss() {
   std::vector<double> total = {0.0};
   for (PipelineStage* st : stages_)
     if (st->has_loss)
       for (float l : st->losses) total[0] += l;
-  comm_.all_reduce(world_, total);
-  return total[0] / microbatches_;
+  comm_.all_reduce(groups_.world, total);
+  return total[0] / (microbatches_ * groups_.replicas);
+}
+
+void RankWorker::all_reduce_grad(PipelineStage& st, const std::string& name, const CommGroup& group,
+                                 std::vector<float>& scratch) {
+  std::vector<float>& grad = st.params.at(name).grad;
+  if (st.program->place().on_host()) {
+    comm_.all_reduce(group, grad);
+    return;
+  }
+  scratch.resize(grad.size());
+  st.program->read_grad(name, scratch.data());
+  comm_.all_reduce(group, scratch);
+  st.program->write_grad(name, scratch.data());
+}
+
+// Each stage's gradients summed over its copies in the replicas, whose loss
+// seeds already divide by the number of replicas: every copy gets the
+// gradient of the whole batch, bit for bit the same, and steps alike.
+void RankWorker::sum_replica_grads() {
+  for (size_t k = 0; k < stages_.size(); ++k) {
+    const CommGroup& group = groups_.stage_replicas[k];
+    if (group.ranks.size() < 2) continue;
+    PipelineStage& st = *stages_[k];
+    current_stage_ = st.index;
+    for (const ParameterSet::Entry& e : st.params.entries()) all_reduce_grad(st, e.name, group, scratch_);
+  }
 }
 
 // Each tied parameter's gradient: this rank's copies summed in stage order,
 // then over the ranks holding it in rank order; every copy gets the total.
 // One copy on the host (the usual case) is summed where it lies.
 void RankWorker::sum_tied_grads() {
-  for (TiedParam& tied : tied_) {
+  for (TiedParam& tied : groups_.tied) {
     std::vector<PipelineStage*> holders;
     for (PipelineStage* st : stages_)
       if (st->params.find(tied.name)) holders.push_back(st);
-    if (holders.size() == 1 && holders[0]->program->place().on_host()) {
+    if (holders.size() == 1) {
       current_stage_ = holders[0]->index;
-      std::vector<float>& grad = holders[0]->params.at(tied.name).grad;
-      comm_.all_reduce(tied.group, grad);
+      all_reduce_grad(*holders[0], tied.name, tied.group, tied.buffer);
       continue;
     }
     std::vector<float>& total = tied.buffer;
@@ -328,7 +359,7 @@ double RankWorker::grad_norm() {
     sq[0] += stages_[k]->program->grad_sq_norm(norm_params_[k]);
   }
   current_stage_ = -1;
-  comm_.all_reduce(world_, sq);
+  comm_.all_reduce(groups_.replica, sq);
   return std::sqrt(sq[0]);
 }
 

@@ -1,6 +1,7 @@
 // One rank of a pipeline: walks its device's action list with its own stages
-// and its communicator, then sums tied gradients, takes the gradient norm and
-// steps its optimizers through collectives. It reads and writes nothing of
+// and its communicator, then averages its stages' gradients with their copies
+// in the other data-parallel replicas, sums tied gradients, takes the
+// gradient norm and steps its optimizers through collectives. It reads and writes nothing of
 // another rank's; everything between ranks goes through the communicator.
 #pragma once
 
@@ -23,6 +24,19 @@ struct TiedParam {
   std::string name;
   CommGroup group;
   std::vector<float> buffer, part;  // kept from step to step (first touch of fresh pages is slow)
+};
+
+/// Whom a rank joins in each collective of the step's epilogue (see
+/// RankView); a group's name is the same on all its members and unique in
+/// the world.
+struct RankGroups {
+  CommGroup world;    ///< every rank: the loss
+  CommGroup replica;  ///< the ranks of its replica: the gradient norm
+  /// Per stage it runs, in order: the stage's copies in every replica, which
+  /// sum their gradients (one member: no data parallelism).
+  std::vector<CommGroup> stage_replicas;
+  std::vector<TiedParam> tied;
+  int replicas = 1;
 };
 
 /// What one step asks of every rank.
@@ -48,14 +62,12 @@ struct RankOutcome {
 
 class RankWorker {
  public:
-  /// Rank `rank` walks `actions` (its device's list) on `stages` (its own,
-  /// by increasing index; every stage of the pipeline in `all_stages` only
-  /// to map stage indices to its own) with `microbatches` per step. `tied`:
-  /// the tied parameters it holds; `norm_params[k]`: the parameters of its
-  /// k-th stage that it counts in the global norm (a tied one once).
+  /// Rank `rank` walks `actions` (its device's list, peers as ranks) on
+  /// `stages` (its own, by increasing index) with `microbatches` per step
+  /// and replica. `norm_params[k]`: the parameters of its k-th stage that it
+  /// counts in the global norm (a tied one once).
   RankWorker(int rank, int microbatches, std::vector<Action> actions, std::vector<PipelineStage*> stages,
-             Communicator& comm, CommGroup world, std::vector<TiedParam> tied,
-             std::vector<std::vector<Param>> norm_params);
+             Communicator& comm, RankGroups groups, std::vector<std::vector<Param>> norm_params);
 
   /// One step. Never throws: a failure aborts the communicator with a
   /// message naming the stage ("stage 1: ..."), which ends every rank's step.
@@ -68,14 +80,19 @@ class RankWorker {
   PipelineStage& stage(int index) const;
   void post_receives(const RankStep& step);
   void walk(const RankStep& step, RankOutcome& out);
-  void receive(const Action& a);
   void send(const Action& a, const RankStep& step);
   void forward(const Action& a, const RankStep& step);
   void backward(const Action& a);
   /// Waits for the GPU stages' queued work and reads their losses.
   void finish_devices();
   double loss();
+  void sum_replica_grads();
   void sum_tied_grads();
+  /// Sums the gradient of `name` of stage `st` over `group`, every member
+  /// getting the total: in place when it lies in host memory, else through
+  /// `scratch`.
+  void all_reduce_grad(PipelineStage& st, const std::string& name, const CommGroup& group,
+                       std::vector<float>& scratch);
   double grad_norm();
   void update(const RankStep& step, double norm);
 
@@ -84,8 +101,8 @@ class RankWorker {
   std::vector<Action> actions_;
   std::vector<PipelineStage*> stages_;
   Communicator& comm_;
-  CommGroup world_;
-  std::vector<TiedParam> tied_;
+  RankGroups groups_;
+  std::vector<float> scratch_;  // a device's gradient on its way through a collective
   std::vector<std::vector<Param>> norm_params_;
   std::vector<Posted> posted_;  // per action: the receives posted for it
   int current_stage_ = -1;      // for a failure's message

@@ -144,7 +144,8 @@ Runtime Runtime::start(Plan plan, std::vector<Module> programs, const RuntimeOpt
       if (std::any_of(impl->inputs.begin(), impl->inputs.end(), [&](auto& p) { return p.first == t.name; }))
         continue;
       TensorType whole = t.type;
-      if (!t.whole) whole.shape[0] *= impl->plan.microbatches;  // a slice per micro-batch (the plan has the axis: loading checked)
+      // A slice per micro-batch of each replica (the plan has the axis: loading checked).
+      if (!t.whole) whole.shape[0] *= impl->plan.microbatches * replica_count(impl->plan);
       impl->inputs.emplace_back(t.name, whole);
     }
   return Runtime(std::move(impl));

@@ -39,6 +39,10 @@ void add_compile_command(CLI::App& app) {
   cmd->add_option("--devices", o->compile.devices, "devices, e.g. cpu:4, h100:8, a100:2,h100:2");
   cmd->add_option("--microbatches,-m", o->compile.microbatches, "micro-batches per step")
       ->check(CLI::PositiveNumber);
+  cmd->add_option("--data-parallel,-d", o->compile.data_parallel,
+                  "replicas of the pipeline, each on devices of its own and 1/D of the batch (world size: devices x "
+                  "D)")
+      ->check(CLI::PositiveNumber);
   cmd->add_option("--schedule", o->compile.schedule, "gpipe, 1f1b, interleaved or zb1")
       ->check(CLI::IsMember({"gpipe", "1f1b", "interleaved", "zb1"}));
   cmd->add_option("--virtual", o->compile.virtual_stages, "model chunks per device (interleaved)")

@@ -3,6 +3,7 @@
 
 #include <fcntl.h>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -67,8 +68,10 @@ std::string count(size_t n, std::string_view noun, std::string_view plural) {
 }
 
 std::string summary(const Plan& plan) {
-  return fmt::format("@{}: {} on {}, {}, {}", plan.model_name, count(plan.stages.size(), "stage", "stages"),
-                     count(plan.devices.size(), "device", "devices"), plan.schedule,
+  const int replicas = replica_count(plan);
+  return fmt::format("@{}: {} on {}, {}{}, {}", plan.model_name, count(plan.stages.size(), "stage", "stages"),
+                     count(plan.devices.size(), "device", "devices"),
+                     replicas > 1 ? fmt::format("{} data-parallel replicas, ", replicas) : "", plan.schedule,
                      count(static_cast<size_t>(plan.microbatches), "micro-batch", "micro-batches")) +
          (plan.virtual_stages > 1 ? fmt::format(", {} virtual stages", plan.virtual_stages) : "") +
          (plan.dtype != DType::f32 ? fmt::format(", {}", dtype_name(plan.dtype)) : "");
@@ -413,6 +416,20 @@ std::string render_plan_text(const Plan& plan) {
               (kLeft[c] ? fmt::format("{:<{}}", row[c], width[c]) : fmt::format("{:>{}}", row[c], width[c]));
     while (!line.empty() && line.back() == ' ') line.pop_back();
     out += line + "\n";
+  }
+  if (replica_count(plan) > 1) {
+    // Who runs what: each stage's copies average their gradients after the
+    // step (predicted: their share per micro-batch).
+    out += "\nranks (rank: device, replica, stages):\n";
+    for (const PlanRank& r : plan.ranks)
+      out += fmt::format("  {}: {}, replica {}, stage{} {}\n", r.rank, plan.devices[static_cast<size_t>(r.device)].name,
+                         r.replica, r.stages.size() == 1 ? "" : "s", fmt::join(r.stages, ","));
+    for (const PlanStage& s : plan.stages) {
+      std::vector<int> copies;
+      for (int k = 0; k < replica_count(plan); ++k) copies.push_back(rank_of_stage(plan, s.index, k));
+      out += fmt::format("  stage {} all-reduces its gradients over ranks {} ({:.3f} ms per micro-batch)\n", s.index,
+                         fmt::join(copies, ","), 1e3 * s.predicted.sync_s);
+    }
   }
   for (const PlanStage& s : plan.stages) {
     out += fmt::format("\nstage {} on {}:\n", s.index, device_name(plan, s));

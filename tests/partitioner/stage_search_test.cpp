@@ -415,6 +415,28 @@ TEST(StageSearch, FasterDeviceGetsMoreWork) {
   EXPECT_DOUBLE_EQ(r.stages[1].compute_s, 6.0);
 }
 
+// With data-parallel replicas each stage all-reduces its gradients once a
+// step: a ring over d replicas moves 2 (d - 1) / d of the bytes in 2 (d - 1)
+// latency steps, 1/m of it per micro-batch. A heavy first layer then gets
+// fewer layers beside it.
+TEST(StageSearch, GradientAllReduceIsChargedToItsStage) {
+  CostGraph g = chain(8);
+  g.nodes[0].param_bytes = 16000;
+  PartitionOptions o = roomy(2);
+  o.data_parallel = 4;
+  o.replica_link = {1000.0, 0.5};
+  const PartitionResult r = partition(g, o);
+  // Stage 0's sync: 16000 * 2 * 3/4 / 1000 / 8 + 2 * 3 * 0.5 / 8 = 3.375 s.
+  EXPECT_EQ(r.cuts, (std::vector<int>{3}));
+  EXPECT_DOUBLE_EQ(r.stages[0].sync_s, 3.375);
+  EXPECT_DOUBLE_EQ(r.stages[0].compute_s, 9.0);
+  EXPECT_DOUBLE_EQ(r.stages[0].time_s, 12.375);
+  EXPECT_DOUBLE_EQ(r.stages[1].sync_s, 0.0);  // no parameters: nothing to reduce
+  EXPECT_DOUBLE_EQ(r.period_s, 15.0);
+  o.data_parallel = 1;
+  EXPECT_EQ(partition(g, o).cuts, (std::vector<int>{4}));
+}
+
 TEST(StageSearch, MemoryLimitMovesTheCut) {
   // Node 0 carries most parameters; with little memory on device 0 the DP
   // gives it only node 0, unbalancing time rather than breaking memory.
@@ -581,6 +603,10 @@ TEST(StageSearch, RejectsBadOptions) {
             "in-flight micro-batches: the 1f1b rule has no form with 2 virtual stages; use 'interleaved' or 'gpipe'");
   o.virtual_stages = 3;
   EXPECT_EQ(error_of([&] { partition(chain(8), o); }), "4 stages are not a multiple of 3 virtual stages");
+  o = roomy(2);
+  o.data_parallel = 2;
+  EXPECT_EQ(error_of([&] { partition(chain(4), o); }),
+            "the link between replicas has bandwidth 0 bytes/s and latency 0 s, expected finite values > 0 and >= 0");
 }
 
 // The time it takes is measured by bench/partition_bench.cpp, not here.

@@ -488,16 +488,18 @@ TEST(Plan, SplitBackwardsGoWithTheSchedule) {
             "plan.json: stages[0].split has no \"deferred\"");
 }
 
-// The topology: every stage run by one rank of the one replica, on the
-// stage's device.
+// The topology: every stage run by one rank of each replica, on the stage's
+// device in replica 0, and no device shared.
 TEST(Plan, RanksRunEveryStageOnItsDevice) {
   EXPECT_EQ(plan_error([](Plan& p) { p.ranks.clear(); }), "plan.json: the plan has no ranks");
   EXPECT_EQ(plan_error([](Plan& p) { p.ranks[1].rank = 2; }),
             "plan.json: ranks[1] has rank 2; ranks must be numbered 0..1 in order");
   EXPECT_EQ(plan_error([](Plan& p) { p.ranks[1].replica = 1; }),
-            "plan.json: rank 1 belongs to replica 1; this pipeforge runs plans of one replica");
+            "plan.json: rank 1 of replica 1 runs other stages than rank 0 of replica 0");
+  EXPECT_EQ(plan_error([](Plan& p) { p.ranks[1].replica = 2; }),
+            "plan.json: 2 ranks do not make 3 replicas of equal size");
   EXPECT_EQ(plan_error([](Plan& p) { p.ranks[1].device = 0; }),
-            "plan.json: rank 1 runs device 0, which another rank of its replica runs");
+            "plan.json: rank 1 runs device 0, which another rank runs");
   EXPECT_EQ(plan_error([](Plan& p) { p.ranks[1].stages = {0, 1}; }), "plan.json: stage 0 is run by ranks 0 and 1");
   EXPECT_EQ(plan_error([](Plan& p) { p.ranks[1].stages.clear(); }), "plan.json: rank 1 runs no stage");
   EXPECT_EQ(plan_error([](Plan& p) {
@@ -516,6 +518,47 @@ TEST(Plan, RanksRunEveryStageOnItsDevice) {
   EXPECT_EQ(view.tied[0].first, "wte");
   EXPECT_EQ(view.tied[0].second, (std::vector<int>{0, 1}));
   EXPECT_EQ(rank_of_stage(plan, 1), 1);
+  EXPECT_EQ(view.replica_ranks, (std::vector<int>{0, 1}));
+  ASSERT_EQ(view.stage_replicas.size(), 1u);
+  EXPECT_EQ(view.stage_replicas[0].second, std::vector<int>{1});
+}
+
+// Two replicas of the two-stage pipeline: four ranks on four devices, replica
+// after replica; each stage's copies average their gradients, and a tied
+// weight is summed within a replica.
+TEST(Plan, ReplicasRunThePipelineOnDevicesOfTheirOwn) {
+  auto replicated = [](Plan& p) {
+    p.devices.push_back({"cpu:2", "cpu", 0, 1});
+    p.devices.push_back({"cpu:3", "cpu", 0, 1});
+    p.ranks = replicated_ranks(p.stages, 2, 2);
+  };
+  Plan plan = two_stage_plan();
+  replicated(plan);
+  EXPECT_EQ(plan_error(replicated), "ok");
+  EXPECT_EQ(replica_count(plan), 2);
+  const RankView view = rank_view(plan, 3);
+  EXPECT_EQ(view.device, 3);
+  EXPECT_EQ(view.replica_ranks, (std::vector<int>{2, 3}));
+  EXPECT_EQ(view.stages, std::vector<int>{1});
+  EXPECT_EQ(view.neighbours, std::vector<int>{2});
+  EXPECT_EQ(view.world, (std::vector<int>{0, 1, 2, 3}));
+  ASSERT_EQ(view.tied.size(), 1u);
+  EXPECT_EQ(view.tied[0].second, (std::vector<int>{2, 3}));
+  ASSERT_EQ(view.stage_replicas.size(), 1u);
+  EXPECT_EQ(view.stage_replicas[0].first, 1);
+  EXPECT_EQ(view.stage_replicas[0].second, (std::vector<int>{1, 3}));
+  EXPECT_EQ(rank_of_stage(plan, 0, 1), 2);
+
+  EXPECT_EQ(plan_error([&](Plan& p) {
+              replicated(p);
+              std::swap(p.ranks[2].stages, p.ranks[3].stages);
+            }),
+            "plan.json: rank 2 of replica 1 runs other stages than rank 0 of replica 0");
+  EXPECT_EQ(plan_error([&](Plan& p) {
+              replicated(p);
+              p.ranks[3].device = 1;
+            }),
+            "plan.json: rank 3 runs device 1, which another rank runs");
 }
 
 TEST(Plan, SendsAreReturnedValues) {

@@ -63,7 +63,7 @@ Reference single_device(const Model& model) {
 std::unique_ptr<Pipeline> make_pipeline(const Model& model, ScheduleKind kind, int devices, int micro, int virt,
                                         const Placement& setup) {
   Module m = load(model);
-  DimBinding b = bind(m, model, kBatch / micro);
+  DimBinding b = bind(m, model, kBatch / (micro * setup.replicas));
   const std::vector<std::string> whole = whole_inputs(m.graph());
   PassContext ctx{b};
   verify_module(m, b, VerifyOptions{true});
@@ -73,8 +73,10 @@ std::unique_ptr<Pipeline> make_pipeline(const Model& model, ScheduleKind kind, i
   std::vector<int> cuts;
   const auto& c = cg.cut_candidates;
   for (int k = 1; k < stages; ++k) cuts.push_back(c[(static_cast<size_t>(k) * (c.size() + 1)) / stages - 1]);
-  const Plan plan =
-      plan_for_cuts(m, b, cuts, whole, std::string(schedule_kind_name(kind)), micro, virt, setup.dtype);
+  Plan plan = plan_for_cuts(m, b, cuts, whole, std::string(schedule_kind_name(kind)), micro, virt, setup.dtype);
+  for (int d = devices; d < devices * setup.replicas; ++d)
+    plan.devices.push_back({fmt::format("cpu:{}", d), "cpu", 0, 1});
+  plan.ranks = replicated_ranks(plan.stages, devices, setup.replicas);
   PipelineOptions options;
   options.train = sgd();
   options.timeout_s = 20;
@@ -101,7 +103,8 @@ double largest(const std::vector<float>& v) {
 
 void expect_same(const Reference& ref, const Model& model, ScheduleKind kind, int devices, int micro, int virt,
                  const Placement& setup) {
-  SCOPED_TRACE(fmt::format("{} {} p={} m={} v={}", model.file, schedule_kind_name(kind), devices, micro, virt));
+  SCOPED_TRACE(fmt::format("{} {} p={} m={} v={} d={}", model.file, schedule_kind_name(kind), devices, micro, virt,
+                           setup.replicas));
   auto pipeline = make_pipeline(model, kind, devices, micro, virt, setup);
   Module full = load(model);
   DimBinding b = bind(full, model, kBatch);

@@ -52,6 +52,9 @@ struct Placement {
   /// the CPU. Empty: every stage on the CPU.
   std::function<int(int stage, int devices)> gpu_of;
   DType dtype = DType::f32;
+  /// Data-parallel replicas of the pipeline, each on devices of its own and
+  /// 1/replicas of the batch.
+  int replicas = 1;
   /// Loss, every gradient and every final weight, relative to the largest
   /// magnitude of the reference tensor.
   double tolerance = 1e-5;

@@ -34,6 +34,23 @@ TEST_P(Equivalence, EveryScheduleMatchesOneDevice) {
         }
 }
 
+// Replicas of the pipeline, each on 1/d of the batch, averaging their
+// gradients: still the numbers of one device, for every schedule.
+TEST_P(Equivalence, DataParallelReplicasMatchOneDevice) {
+  const Model& model = *GetParam();
+  Reference ref = single_device(model);
+  for (ScheduleKind kind : {ScheduleKind::gpipe, ScheduleKind::one_f_one_b, ScheduleKind::zb_h1,
+                            ScheduleKind::interleaved})
+    for (int replicas : {2, 3})
+      for (int devices : {1, 2})
+        for (int micro : {1, 4}) {
+          const int virt = kind == ScheduleKind::interleaved ? 2 : 1;
+          Placement setup;
+          setup.replicas = replicas;
+          expect_same(ref, model, kind, devices, micro, virt, setup);
+        }
+}
+
 INSTANTIATE_TEST_SUITE_P(Models, Equivalence, testing::Values(&kMlp, &kGpt, &kTables),
                          [](const testing::TestParamInfo<const Model*>& p) {
                            return std::string(p.param == &kMlp ? "mlp" : p.param == &kGpt ? "gpt" : "tables");
