@@ -103,7 +103,8 @@ class Pipeline {
   /// Data-parallel replicas of the pipeline.
   int replicas() const;
   const Schedule& schedule() const;
-  /// Every parameter of every stage (a tied one once per stage holding it).
+  /// Every parameter of every stage (a tied one once per stage holding it),
+  /// replica after replica: the first stages() sets are replica 0's.
   /// A CUDA stage's are host copies: see copy_to_host.
   std::vector<ParameterSet*> parameter_sets();
   void initialize(uint64_t seed);
@@ -137,8 +138,9 @@ class Pipeline {
   /// parameters' gradients are left as the last train_step left them.
   PipelineStepResult forward(const std::vector<std::pair<std::string, const void*>>& inputs);
 
-  /// Each stage's optimizer, in stage order (a tied parameter has state in
-  /// every stage holding it, equal in all); empty before start(). A CUDA
+  /// Each stage's optimizer, in stage order, replica after replica (a tied
+  /// or replicated parameter has state in every stage holding it, equal in
+  /// all); empty before start(). A CUDA
   /// stage's steps on its device; its state buffers are host copies (see
   /// copy_to_host).
   std::vector<Optimizer*> optimizers();

@@ -202,11 +202,12 @@ void Runtime::save_checkpoint(const std::string& path) const {
   Pipeline& pipeline = *impl_->pipeline;
   pipeline.copy_to_host();  // CUDA stages' weights and optimizer state
   // A shard per stage: its parameters and their optimizer state, by name
-  // (a tied parameter in every stage holding it).
+  // (a tied parameter in every stage holding it), from replica 0 (the
+  // replicas hold the same numbers).
   const std::vector<ParameterSet*> sets = pipeline.parameter_sets();
   const std::vector<Optimizer*> optimizers = pipeline.optimizers();
-  std::vector<SafeTensors> shards(sets.size());
-  for (size_t s = 0; s < sets.size(); ++s) {
+  std::vector<SafeTensors> shards(static_cast<size_t>(pipeline.stages()));
+  for (size_t s = 0; s < shards.size(); ++s) {
     for (const ParameterSet::Entry& e : sets[s]->entries()) shards[s].add(e.name, e.type, e.value.data());
     // A state buffer named like a parameter ("w.exp_avg" beside a parameter
     // "w.exp_avg") makes add() throw: the checkpoint would be ambiguous.
