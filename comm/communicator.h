@@ -95,6 +95,9 @@ class Communicator {
   /// Ends every rank's waits with CommAborted; `message` says why (the
   /// first one given is kept).
   virtual void abort(const std::string& message) = 0;
+  /// The message of the failure that ended the waits (this rank's abort or
+  /// another's, or the watchdog's); empty while there is none.
+  virtual std::string error() const = 0;
 };
 
 }  // namespace pf

@@ -204,6 +204,11 @@ class LocalWorld::Rank final : public Communicator {
     state_->fail(message);
   }
 
+  std::string error() const override {
+    std::lock_guard lock(state_->mutex);
+    return state_->error;
+  }
+
   /// Forgets the receives posted in the last step.
   void clear_posted() { posted_.clear(); }
 

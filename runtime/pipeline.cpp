@@ -60,8 +60,23 @@ Pipeline::Pipeline(const Plan& plan, std::vector<Module> programs, const Pipelin
                             "on CPU devices only; compile it without --data-parallel",
                             first_gpu - gpus.begin()));
   const int p = n / options.virtual_stages;
+  ranks_ = static_cast<int>(plan.ranks.size());
+  local_ranks_ = options.ranks;
+  if (local_ranks_.empty())
+    for (int r = 0; r < ranks_; ++r) local_ranks_.push_back(r);
+  std::sort(local_ranks_.begin(), local_ranks_.end());
+  for (int r : local_ranks_)
+    if (r < 0 || r >= ranks_) throw Error(fmt::format("rank {} is not one of the plan's {} ranks", r, ranks_));
+  if (options.comm && local_ranks_.size() != 1)
+    throw Error(fmt::format("a communicator to other processes serves one rank, not {}", local_ranks_.size()));
+  if (!options.comm && static_cast<int>(local_ranks_.size()) != ranks_)
+    throw Error(fmt::format("{} of the plan's {} ranks run here: the others need a communicator between processes",
+                            local_ranks_.size(), ranks_));
+  auto local = [&](int rank) { return std::binary_search(local_ranks_.begin(), local_ranks_.end(), rank); };
+  stages_.resize(static_cast<size_t>(replicas_ * n));
   for (int replica = 0; replica < replicas_; ++replica) {
     for (int s = 0; s < n; ++s) {
+      if (!local(rank_of_stage(plan, s, replica))) continue;
       const PlanStage& ps = plan.stages[static_cast<size_t>(s)];
       if (!ps.gradients) throw Error(fmt::format("plan stage {} has no backward to train with", s));
       if (split && !ps.split)
@@ -78,9 +93,8 @@ Pipeline::Pipeline(const Plan& plan, std::vector<Module> programs, const Pipelin
         throw Error(fmt::format("plan stage {} of replica {} runs on rank {}, but schedule {} runs it on rank {}; "
                                 "compile the plan again",
                                 s, replica, st->rank, plan.schedule, replica * p + s % p));
-      // Each replica compiles its own copy; the last takes the parsed module.
-      Module module =
-          replica + 1 < replicas_ ? programs[static_cast<size_t>(s)] : std::move(programs[static_cast<size_t>(s)]);
+      // Each copy compiles a module of its own.
+      Module module = programs[static_cast<size_t>(s)];
       GradientProgram gradients = *ps.gradients;
       for (const PlanTensor& t : ps.inputs) st->inputs.push_back(t.name);
       st->has_loss = s == n - 1 && !plan.loss_stage_output.empty();
@@ -119,109 +133,24 @@ Pipeline::Pipeline(const Plan& plan, std::vector<Module> programs, const Pipelin
         st->program = cuda_stages->make(s, std::move(module), plan.binding, std::move(gradients), st->params, co);
   #endif
       }
-      stages_.push_back(std::move(st));
+      stages_[static_cast<size_t>(replica * n + s)] = std::move(st);
     }
   }
   connect_stages();
   make_workers(plan);
 }
 
-namespace {
-
-/// How stage `receiver` reads `buffers` ([mb][tensor], `bytes` each), which
-/// `sender` writes: in place when both are on the host (`views` are set as
-/// each message arrives), else through buffers of the receiver's own, the
-/// same ones when both share a GPU, pinned host memory from a GPU sender,
-/// which StageRunner::receive fills. Returns whether it copies.
-bool link(StageRunner& receiver, StageRunner& sender, const std::vector<std::vector<void*>>& buffers,
-          const std::vector<int64_t>& bytes, std::vector<std::vector<const void*>>& views) {
-  const StagePlace r = receiver.place(), s = sender.place();
-  const bool copies = !(r.on_host() && s.on_host());
-  views.assign(buffers.size(), {});
-  for (size_t mb = 0; mb < buffers.size(); ++mb)
-    for (size_t i = 0; i < buffers[mb].size(); ++i) {
-      void* src = buffers[mb][i];
-      void* dst = !copies ? nullptr
-                  : r == s ? src
-                  : r.on_host() ? sender.allocate_host(bytes[i])
-                                : receiver.allocate(bytes[i]);
-      views[mb].push_back(dst);
-    }
-  return copies;
-}
-
-}  // namespace
-
-void Pipeline::connect_stages() {
-  for (int k = 0; k < replicas_; ++k) connect_replica(k);
-}
-
-void Pipeline::connect_replica(int k) {
-  const int n = stages(), m = options_.microbatches;
-  auto at = [&](int s) -> PipelineStage& { return *stages_[static_cast<size_t>(k * n + s)]; };
-  for (int s = 0; s + 1 < n; ++s) {
-    const StageRunner &a = *at(s).program, &b = *at(s + 1).program;
-    if (a.float_dtype() != b.float_dtype())
-      throw Error(fmt::format("stages {} and {} would hand over floats as {} and {}: a bf16 plan computes in bf16 on "
-                              "CUDA devices and in f32 on CPU devices; place both on the same kind of device or "
-                              "compile the plan with --dtype f32",
-                              s, s + 1, dtype_name(a.float_dtype()), dtype_name(b.float_dtype())));
-  }
-  // A buffer stage s writes and stage `reader` reads: in s's memory, but
-  // pinned (allocated by the reader) when s is on the CPU and the reader on
-  // a GPU, so that the reader's copies run asynchronously at bus speed.
-  auto buffer = [&](int s, int reader, int64_t bytes) -> void* {
-    StageRunner& own = *at(s).program;
-    if (reader >= 0 && reader < n && own.place().on_host() && !at(reader).program->place().on_host())
-      return at(reader).program->allocate_host(bytes);
-    return own.allocate(bytes);
-  };
-  for (int s = 0; s < n; ++s) {
-    PipelineStage& st = at(s);
-    StageRunner& p = *st.program;
-    st.send_bytes.clear();
-    for (int r = st.has_loss ? 1 : 0; r < st.results; ++r) st.send_bytes.push_back(p.result_type(r).bytes());
-    st.send_grad_bytes.clear();
-    for (const TensorType& t : st.send_grad_types) st.send_grad_bytes.push_back(stored_bytes(t, p.float_dtype()));
-    // Every micro-batch's buffers, allocated (and touched) once.
-    st.sends.assign(static_cast<size_t>(m), {});
-    st.send_grads.assign(static_cast<size_t>(m), {});
-    for (auto& row : st.sends)
-      for (int64_t bytes : st.send_bytes) row.push_back(buffer(s, s + 1, bytes));
-    for (auto& row : st.send_grads)
-      for (int64_t bytes : st.send_grad_bytes) row.push_back(buffer(s, s - 1, bytes));
-    st.loss_out.clear();
-    if (st.has_loss) {
-      const int64_t bytes = p.result_type(0).bytes();
-      auto* base = p.place().on_host() ? nullptr : static_cast<std::byte*>(p.allocate(bytes * m));
-      for (int mb = 0; mb < m; ++mb)
-        st.loss_out.push_back(base ? static_cast<void*>(base + bytes * mb) : &st.losses[static_cast<size_t>(mb)]);
-    }
-    // A micro-batch is 1/m of one replica's share of the batch: the seed
-    // divides by both, so that the replicas' summed gradients are the
-    // whole batch's mean.
-    st.loss_seed = p.scalar(1.0f / static_cast<float>(m * replicas_));
-  }
-  for (int s = 0; s < n; ++s) {
-    PipelineStage& st = at(s);
-    if (s > 0) {
-      const PipelineStage& prev = at(s - 1);
-      st.recv_copies = link(*st.program, *prev.program, prev.sends, prev.send_bytes, st.recvs);
-      st.recv_bytes = prev.send_bytes;
-    }
-    if (s + 1 < n) {
-      const PipelineStage& next = at(s + 1);
-      st.seed_copies = link(*st.program, *next.program, next.send_grads, next.send_grad_bytes, st.seeds_in);
-      st.seed_bytes = next.send_grad_bytes;
-    }
-  }
+std::vector<PipelineStage*> Pipeline::local_stages() const {
+  std::vector<PipelineStage*> out;
+  for (const auto& s : stages_)
+    if (s) out.push_back(s.get());
+  return out;
 }
 
 void Pipeline::make_workers(const Plan& plan) {
-  const int ranks = static_cast<int>(plan.ranks.size());
   const int n = stages(), p = schedule_.devices;
-  world_ = std::make_unique<LocalWorld>(ranks, options_.timeout_s);
-  for (int r = 0; r < ranks; ++r) {
+  if (!options_.comm) world_ = std::make_unique<LocalWorld>(ranks_, options_.timeout_s);
+  for (int r : local_ranks_) {
     const RankView view = rank_view(plan, r);
     std::vector<PipelineStage*> own;
     std::vector<std::vector<Param>> norm_params;
@@ -252,8 +181,9 @@ void Pipeline::make_workers(const Plan& plan) {
     std::vector<Action> actions = schedule_.per_device[static_cast<size_t>(r % p)];
     for (Action& a : actions)
       if (a.peer >= 0) a.peer += view.replica * p;
-    workers_.push_back(std::make_unique<RankWorker>(r, options_.microbatches, std::move(actions), std::move(own),
-                                                    world_->rank(r), std::move(groups), std::move(norm_params)));
+    Communicator& comm = options_.comm ? *options_.comm : world_->rank(r);
+    workers_.push_back(std::make_unique<RankWorker>(r, options_.microbatches, std::move(actions), std::move(own), comm,
+                                                    std::move(groups), std::move(norm_params)));
   }
 }
 
@@ -261,7 +191,7 @@ Pipeline::~Pipeline() {
   if (!stuck_) return;
   // A worker the watchdog gave up on may still be inside a kernel that reads
   // and writes the stages: they stay allocated until the process ends.
-  for (auto& s : stages_) (void)s.release();
+  for (auto& s : stages_) (void)s.release();  // null ones too: nothing to free
   for (auto& w : workers_) (void)w.release();
   (void)world_.release();
 }
@@ -325,140 +255,156 @@ std::unique_ptr<Pipeline> Pipeline::from_plan(const Plan& plan, std::vector<Modu
 }
 
 int Pipeline::stages() const { return static_cast<int>(stages_.size()) / replicas_; }
-int Pipeline::devices() const { return static_cast<int>(workers_.size()); }
+int Pipeline::devices() const { return ranks_; }
 int Pipeline::replicas() const { return replicas_; }
 const Schedule& Pipeline::schedule() const { return schedule_; }
 
 std::vector<Optimizer*> Pipeline::optimizers() {
   std::vector<Optimizer*> out;
-  for (auto& s : stages_)
+  for (PipelineStage* s : local_stages())
     if (s->optimizer) out.push_back(s->optimizer.get());
   return out;
 }
 
 void Pipeline::set_profile(bool on) {
-  for (auto& s : stages_)
-    if (s->program) s->program->set_profile(on);
+  for (PipelineStage* s : local_stages()) s->program->set_profile(on);
 }
 
 void Pipeline::reset_profile() {
-  for (auto& s : stages_)
-    if (s->program) s->program->reset_profile();
+  for (PipelineStage* s : local_stages()) s->program->reset_profile();
 }
 
 std::vector<backend::OpTime> Pipeline::op_times(int stage) const {
-  const PipelineStage& s = *stages_.at(static_cast<size_t>(stage));  // replica 0's
-  return s.program ? s.program->op_times() : std::vector<backend::OpTime>{};
+  const PipelineStage* s = stages_.at(static_cast<size_t>(stage)).get();  // replica 0's
+  return s ? s->program->op_times() : std::vector<backend::OpTime>{};
 }
 
 std::vector<ParameterSet*> Pipeline::parameter_sets() {
   std::vector<ParameterSet*> out;
-  for (auto& s : stages_) out.push_back(&s->params);
+  for (PipelineStage* s : local_stages()) out.push_back(&s->params);
   return out;
 }
 
 void Pipeline::initialize(uint64_t seed) {
-  for (auto& s : stages_) {
+  for (PipelineStage* s : local_stages()) {
     s->params.initialize(seed);
     s->program->upload(nullptr);
   }
 }
 
 void Pipeline::load(const SafeTensors& file, const std::string& what) {
-  for (auto& s : stages_) {
+  for (PipelineStage* s : local_stages()) {
     s->params.load_values(file, what, /*allow_unexpected=*/true);
     s->program->upload(nullptr);
   }
 }
 
 void Pipeline::copy_to_host() {
-  for (auto& s : stages_) s->program->download(s->optimizer.get());
+  for (PipelineStage* s : local_stages()) s->program->download(s->optimizer.get());
 }
 
 void Pipeline::copy_to_devices() {
-  for (auto& s : stages_) s->program->upload(s->optimizer.get());
+  for (PipelineStage* s : local_stages()) s->program->upload(s->optimizer.get());
 }
 
 void Pipeline::save_grads(SafeTensors& file) const {
-  for (const auto& s : stages_) s->program->download(nullptr);
   std::map<std::string, bool> seen;
-  for (const auto& s : stages_)
+  for (PipelineStage* s : local_stages()) {
+    s->program->download(nullptr);
     for (const auto& e : s->params.entries())
       if (!seen[e.name]) {
         seen[e.name] = true;
         file.add(e.name, e.type, e.grad.data());
       }
+  }
 }
 
 void Pipeline::save_values(SafeTensors& file) const {
-  for (const auto& s : stages_) s->program->download(nullptr);
   std::map<std::string, bool> seen;
-  for (const auto& s : stages_)
+  for (PipelineStage* s : local_stages()) {
+    s->program->download(nullptr);
     for (const auto& e : s->params.entries())
       if (!seen[e.name]) {
         seen[e.name] = true;
         file.add(e.name, e.type, e.value.data());
       }
+  }
 }
 
 void Pipeline::start() {
   const TrainingOptions& t = options_.train;
-  for (auto& s : stages_) s->optimizer = s->program->make_optimizer(t);
+  for (PipelineStage* s : local_stages()) s->optimizer = s->program->make_optimizer(t);
   lr_ = t.cosine || t.warmup > 0 ? LrSchedule::warmup_cosine(t.lr, t.lr / 10, t.warmup, t.steps)
                                  : LrSchedule::constant(t.lr);
 }
 
-PipelineStepResult Pipeline::run_step(const std::vector<std::pair<std::string, const void*>>& inputs, bool backward,
-                                      bool update) {
-  if (stuck_) throw Error(fmt::format("this pipeline cannot run again: {}", *stuck_));
-  if (update && !lr_) throw Error("Pipeline::start() was not called");
-  for (auto& s : stages_) {
-    s->grads_written = false;  // no zeroing pass: the first backward of the step writes them
-    s->peak = 0;
-  }
-  // What the workers read and write lives on the heap: a worker that the
-  // watchdog gives up on may still hold it after this call returns (and the
-  // stages, workers and world it points to are then never freed).
-  struct StepState {
-    RankStep step;
-    std::vector<RankOutcome> outcomes;
-  };
-  auto state = std::make_shared<StepState>();
-  RankStep& step = state->step;
-  step.inputs = inputs;
-  step.backward = backward;
-  step.update = update;
-  step.lr = update ? lr_->at(stages_[0]->optimizer->step_count()) : 0;
-  step.clip = options_.train.clip;
-  step.trace = options_.trace;
-  step.timeout_s = options_.timeout_s;
-  step.fault = options_.fault;
-  state->outcomes.resize(static_cast<size_t>(devices()));
+struct Pipeline::StepState {
+  RankStep step;
+  std::vector<RankOutcome> outcomes;  // per local rank
+};
+
+// Every rank here, each on a thread over the in-process world, this thread
+// the watchdog.
+std::string Pipeline::run_ranks(const std::shared_ptr<StepState>& state) {
   world_->start_step();
-  step.start = Clock::now();
   std::vector<std::thread> threads;
-  for (int d = 0; d < devices(); ++d) {
-    RankWorker* worker = workers_[static_cast<size_t>(d)].get();
+  for (size_t w = 0; w < workers_.size(); ++w) {
+    RankWorker* worker = workers_[w].get();
     LocalWorld* world = world_.get();
-    threads.emplace_back([state, worker, world, d] {
-      worker->run(state->step, state->outcomes[static_cast<size_t>(d)]);
-      world->finish(d);
+    const int rank = local_ranks_[w];
+    threads.emplace_back([state, worker, world, w, rank] {
+      worker->run(state->step, state->outcomes[w]);
+      world->finish(rank);
     });
   }
   const std::vector<int> stuck = world_->watch();
-  for (int d = 0; d < devices(); ++d) {
-    if (std::find(stuck.begin(), stuck.end(), d) == stuck.end())
-      threads[static_cast<size_t>(d)].join();
+  for (size_t w = 0; w < workers_.size(); ++w) {
+    if (std::find(stuck.begin(), stuck.end(), local_ranks_[w]) == stuck.end())
+      threads[w].join();
     else
-      threads[static_cast<size_t>(d)].detach();  // it cannot be interrupted; the pipeline is retired
+      threads[w].detach();  // it cannot be interrupted; the pipeline is retired
   }
   const std::string error = world_->error();
   if (!stuck.empty()) {
     stuck_ = error;
     throw Error(error);
   }
+  return error;
+}
+
+// The one rank here, on this thread, over a communicator to the other
+// processes, whose waits end on a failure anywhere.
+std::string Pipeline::run_rank(StepState& state) {
+  workers_.front()->run(state.step, state.outcomes.front());
+  return options_.comm->error();
+}
+
+PipelineStepResult Pipeline::run_step(const std::vector<std::pair<std::string, const void*>>& inputs, bool backward,
+                                      bool update) {
+  if (stuck_) throw Error(fmt::format("this pipeline cannot run again: {}", *stuck_));
+  if (update && !lr_) throw Error("Pipeline::start() was not called");
+  for (PipelineStage* s : local_stages()) {
+    s->grads_written = false;  // no zeroing pass: the first backward of the step writes them
+    s->peak = 0;
+  }
+  // What the workers read and write lives on the heap: a worker that the
+  // watchdog gives up on may still hold it after this call returns (and the
+  // stages, workers and world it points to are then never freed).
+  auto state = std::make_shared<StepState>();
+  RankStep& step = state->step;
+  step.inputs = inputs;
+  step.backward = backward;
+  step.update = update;
+  step.lr = update ? lr_->at(local_stages().front()->optimizer->step_count()) : 0;
+  step.clip = options_.train.clip;
+  step.trace = options_.trace;
+  step.timeout_s = options_.timeout_s;
+  step.fault = options_.fault;
+  state->outcomes.resize(workers_.size());
+  step.start = Clock::now();
+  const std::string error = options_.comm ? run_rank(*state) : run_ranks(state);
   if (!error.empty()) {
-    for (auto& s : stages_) {
+    for (PipelineStage* s : local_stages()) {
       s->free_slots.clear();
       for (int k = s->program->slots() - 1; k >= 0; --k) s->free_slots.push_back(k);
       s->inflight = 0;
@@ -467,7 +413,7 @@ PipelineStepResult Pipeline::run_step(const std::vector<std::pair<std::string, c
   }
   PipelineStepResult result;
   result.seconds = since(step.start);
-  result.loss = state->outcomes[0].loss;
+  result.loss = state->outcomes[0].loss;  // every rank's
   result.grad_norm = state->outcomes[0].grad_norm;
   result.lr = step.lr;
   for (RankOutcome& o : state->outcomes)
@@ -486,7 +432,7 @@ PipelineStepResult Pipeline::run_step(const std::vector<std::pair<std::string, c
   // Per stage, its busiest copy.
   result.peak_inflight.assign(static_cast<size_t>(stages()), 0);
   result.peak_stash_bytes.assign(static_cast<size_t>(stages()), 0);
-  for (auto& s : stages_) {
+  for (PipelineStage* s : local_stages()) {
     const auto i = static_cast<size_t>(s->index);
     result.peak_inflight[i] = std::max(result.peak_inflight[i], s->peak);
     result.peak_stash_bytes[i] = std::max(result.peak_stash_bytes[i], s->peak * s->program->stash_bytes());

@@ -22,6 +22,7 @@
 
 namespace pf {
 
+class Communicator;
 class LocalWorld;
 class RankWorker;
 struct PipelineStage;
@@ -42,6 +43,15 @@ struct PipelineOptions {
   double timeout_s = 60;
   /// Record every action's start and end for a Perfetto trace.
   bool trace = false;
+
+  /// The ranks this pipeline runs (see Plan::ranks); empty: all of them,
+  /// each on a thread, over an in-process communicator. Given one rank and
+  /// `comm` (its end of a communicator between processes, which must
+  /// outlive the pipeline), it builds only that rank's stages, receives its
+  /// neighbours' hand-offs into buffers of its own, and runs its steps on
+  /// the calling thread; the other ranks run the same plan elsewhere.
+  std::vector<int> ranks;
+  Communicator* comm = nullptr;
 
   /// Per stage: the CUDA device (ordinal) it runs on, or -1 for a CPU
   /// thread; empty: every stage on the CPU. When it is empty, from_plan
@@ -157,6 +167,12 @@ class Pipeline {
   Pipeline(const Plan& plan, std::vector<Module> programs, const PipelineOptions& options);
   PipelineStepResult run_step(const std::vector<std::pair<std::string, const void*>>& inputs, bool backward,
                               bool update);
+  struct StepState;
+  /// A step's walk: every rank here on threads, or the one rank over a
+  /// communicator between processes. Returns the step's failure, empty if
+  /// none; throws when the watchdog gave up on a rank.
+  std::string run_ranks(const std::shared_ptr<StepState>& state);
+  std::string run_rank(StepState& state);
   /// Allocates every hand-off buffer, each in the memory of the stage that
   /// writes it (pinned host memory when a GPU neighbour copies it), and
   /// decides how each stage reads its neighbours': in place, or through
@@ -172,10 +188,14 @@ class Pipeline {
   Schedule schedule_;
   int replicas_ = 1;
   /// Replica after replica, each in stage order: replica k's stage s is
-  /// stages_[k * stages() + s].
+  /// stages_[k * stages() + s]; null where another process runs it.
   std::vector<std::unique_ptr<PipelineStage>> stages_;
-  std::unique_ptr<LocalWorld> world_;
-  std::vector<std::unique_ptr<RankWorker>> workers_;
+  /// The stages this pipeline runs, in the order of stages_.
+  std::vector<PipelineStage*> local_stages() const;
+  std::vector<int> local_ranks_;  // increasing
+  std::unique_ptr<LocalWorld> world_;  // when every rank runs here
+  std::vector<std::unique_ptr<RankWorker>> workers_;  // per local rank
+  int ranks_ = 0;  // in the plan
   std::optional<LrSchedule> lr_;
   std::optional<std::string> stuck_;  // set when a worker was given up on: why
 };

@@ -43,6 +43,10 @@ struct PipelineStage {
   std::vector<std::vector<const void*>> seeds_in;
   std::vector<int64_t> recv_bytes;                   // [recv i]: as the previous stage sends them
   std::vector<int64_t> seed_bytes;                   // [send i]: as the next stage sends them back
+  /// [mb][tensor]: where a neighbour's messages land when it runs in another
+  /// process (empty otherwise); the views above then read these.
+  std::vector<std::vector<void*>> recv_landing;
+  std::vector<std::vector<void*>> seed_landing;
   bool recv_copies = false;
   bool seed_copies = false;
   std::vector<float> losses;                         // [mb]

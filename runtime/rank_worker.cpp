@@ -107,13 +107,17 @@ void RankWorker::post_receives(const RankStep& step) {
     const std::string waiting = fmt::format("stage {} waits for the {} of micro-batch {} from stage {}", a.stage,
                                             act ? "activations" : "gradients", a.microbatch, sender);
     const auto& views = act ? st.recvs : st.seeds_in;
+    const auto& landing = act ? st.recv_landing : st.seed_landing;
     const bool copies = act ? st.recv_copies : st.seed_copies;
-    const std::vector<const void*>& row = views[static_cast<size_t>(a.microbatch)];
+    const auto mb = static_cast<size_t>(a.microbatch);
+    const std::vector<const void*>& row = views[mb];
     for (size_t i = 0; i < row.size(); ++i) {
       RecvRequest r;
       r.peer = a.peer;
       r.tag = hand_off_tag(a.stage, act ? kActivations : kGradients, a.microbatch, static_cast<int>(i), microbatches_);
-      r.dst = copies ? const_cast<void*>(row[i]) : nullptr;
+      // Into the receiver's own buffer when it copies or the sender is in
+      // another process; lent (read in place) otherwise.
+      r.dst = copies ? const_cast<void*>(row[i]) : landing.empty() ? nullptr : landing[mb][i];
       r.bytes = act ? st.recv_bytes[i] : st.seed_bytes[i];
       r.waiting = waiting;
       posted_[k].handles.push_back(comm_.post(std::move(r)));

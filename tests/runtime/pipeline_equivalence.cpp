@@ -60,8 +60,7 @@ Reference single_device(const Model& model) {
   return ref;
 }
 
-std::unique_ptr<Pipeline> make_pipeline(const Model& model, ScheduleKind kind, int devices, int micro, int virt,
-                                        const Placement& setup) {
+Plan make_plan(const Model& model, ScheduleKind kind, int devices, int micro, int virt, const Placement& setup) {
   Module m = load(model);
   DimBinding b = bind(m, model, kBatch / (micro * setup.replicas));
   const std::vector<std::string> whole = whole_inputs(m.graph());
@@ -77,6 +76,13 @@ std::unique_ptr<Pipeline> make_pipeline(const Model& model, ScheduleKind kind, i
   for (int d = devices; d < devices * setup.replicas; ++d)
     plan.devices.push_back({fmt::format("cpu:{}", d), "cpu", 0, 1});
   plan.ranks = replicated_ranks(plan.stages, devices, setup.replicas);
+  return plan;
+}
+
+std::unique_ptr<Pipeline> make_pipeline(const Model& model, ScheduleKind kind, int devices, int micro, int virt,
+                                        const Placement& setup) {
+  const Plan plan = make_plan(model, kind, devices, micro, virt, setup);
+  const int stages = devices * virt;
   PipelineOptions options;
   options.train = sgd();
   options.timeout_s = 20;
@@ -101,6 +107,19 @@ double largest(const std::vector<float>& v) {
 
 }  // namespace
 
+void expect_tensors(Pipeline& pipeline, const std::map<std::string, std::vector<float>>& want, bool grads,
+                    double tolerance, const std::string& what) {
+  pipeline.copy_to_host();  // CUDA stages'
+  for (ParameterSet* set : pipeline.parameter_sets())
+    for (auto& e : set->entries()) {
+      const std::vector<float>& expected = want.at(e.name);
+      const std::vector<float>& got = grads ? e.grad : e.value;
+      const double scale = largest(expected);
+      for (size_t i = 0; i < expected.size(); ++i)
+        ASSERT_LT(rel(got[i], expected[i], scale), tolerance) << what << " " << e.name << "[" << i << "]";
+    }
+}
+
 void expect_same(const Reference& ref, const Model& model, ScheduleKind kind, int devices, int micro, int virt,
                  const Placement& setup) {
   SCOPED_TRACE(fmt::format("{} {} p={} m={} v={} d={}", model.file, schedule_kind_name(kind), devices, micro, virt,
@@ -115,14 +134,7 @@ void expect_same(const Reference& ref, const Model& model, ScheduleKind kind, in
     PipelineStepResult r = pipeline->train_step(batch.named);
     EXPECT_NEAR(r.loss, ref.losses[step], tol * std::fabs(ref.losses[step])) << "step " << step;
     if (step == 0) {
-      pipeline->copy_to_host();  // CUDA stages' gradients
-      for (ParameterSet* set : pipeline->parameter_sets())
-        for (auto& e : set->entries()) {
-          const std::vector<float>& want = ref.first_grads.at(e.name);
-          const double scale = largest(want);
-          for (size_t i = 0; i < want.size(); ++i)
-            ASSERT_LT(rel(e.grad[i], want[i], scale), tol) << "gradient of " << e.name << "[" << i << "]";
-        }
+      expect_tensors(*pipeline, ref.first_grads, true, tol, "gradient of");
       // Theory of the activations a stage holds at once.
       const Schedule& s = pipeline->schedule();
       for (int st = 0; st < pipeline->stages() && virt == 1; ++st) {
@@ -131,15 +143,7 @@ void expect_same(const Reference& ref, const Model& model, ScheduleKind kind, in
       }
     }
   }
-  pipeline->copy_to_host();
-  for (ParameterSet* set : pipeline->parameter_sets())
-    for (auto& e : set->entries()) {
-      const std::vector<float>& want = ref.weights.at(e.name);
-      const double scale = largest(want);
-      for (size_t i = 0; i < want.size(); ++i)
-        ASSERT_LT(rel(e.value[i], want[i], scale), tol) << "weight " << e.name << "[" << i << "] after " << kSteps
-                                                       << " steps";
-    }
+  expect_tensors(*pipeline, ref.weights, false, tol, fmt::format("after {} steps, weight", kSteps));
 }
 
 void expect_bad_token_reported(const Placement& setup) {

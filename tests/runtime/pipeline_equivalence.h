@@ -60,10 +60,18 @@ struct Placement {
   double tolerance = 1e-5;
 };
 
-/// The model cut into devices * virt stages of (about) equal layer counts,
-/// initialised with seed 7 and started.
+/// The plan of the model cut into devices * virt stages of (about) equal
+/// layer counts.
+Plan make_plan(const Model& model, ScheduleKind kind, int devices, int micro, int virt, const Placement& setup = {});
+
+/// The pipeline of make_plan's plan, initialised with seed 7 and started.
 std::unique_ptr<Pipeline> make_pipeline(const Model& model, ScheduleKind kind, int devices, int micro, int virt,
                                         const Placement& setup = {});
+
+/// Every weight (or, with `grads`, gradient) of `pipeline` against `want`,
+/// relative to the largest magnitude of each reference tensor.
+void expect_tensors(Pipeline& pipeline, const std::map<std::string, std::vector<float>>& want, bool grads,
+                    double tolerance, const std::string& what);
 
 /// Trains kSteps steps and compares the losses, the first step's gradients,
 /// the final weights and each stage's peak micro-batches in flight with the

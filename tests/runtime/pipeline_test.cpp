@@ -1,13 +1,16 @@
 // Pipelined training computes the numbers of one device: every schedule,
 // stage count and micro-batch count, over several steps; and each stage keeps
 // as many micro-batches in flight as its schedule's theory says.
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <map>
 #include <string>
+#include <thread>
 #include <utility>
 
+#include "comm/local_communicator.h"
 #include "plan/plan.h"
 #include "ir/verifier.h"
 #include "partitioner/compile.h"
@@ -49,6 +52,67 @@ TEST_P(Equivalence, DataParallelReplicasMatchOneDevice) {
           setup.replicas = replicas;
           expect_same(ref, model, kind, devices, micro, virt, setup);
         }
+}
+
+// Each rank a pipeline of its own, as a process would hold it: only its
+// stages, receiving its neighbours' hand-offs into buffers of its own, over
+// its end of a communicator. Together they compute one device's numbers.
+TEST_P(Equivalence, RanksHoldingOnlyTheirOwnStagesMatchOneDevice) {
+  const Model& model = *GetParam();
+  Reference ref = single_device(model);
+  struct Config {
+    ScheduleKind kind;
+    int devices, micro, virt, replicas;
+  };
+  for (const Config& c : {Config{ScheduleKind::one_f_one_b, 3, 4, 1, 1}, Config{ScheduleKind::zb_h1, 2, 4, 1, 2},
+                          Config{ScheduleKind::interleaved, 2, 4, 2, 1}, Config{ScheduleKind::gpipe, 1, 2, 1, 3}}) {
+    SCOPED_TRACE(fmt::format("{} p={} m={} v={} d={}", schedule_kind_name(c.kind), c.devices, c.micro, c.virt,
+                             c.replicas));
+    Placement setup;
+    setup.replicas = c.replicas;
+    const Plan plan = make_plan(model, c.kind, c.devices, c.micro, c.virt, setup);
+    const int ranks = static_cast<int>(plan.ranks.size());
+    LocalWorld world(ranks, 20);
+    std::vector<std::unique_ptr<Pipeline>> pipelines;
+    for (int r = 0; r < ranks; ++r) {
+      PipelineOptions options;
+      options.train = sgd();
+      options.ranks = {r};
+      options.comm = &world.rank(r);
+      pipelines.push_back(Pipeline::from_plan(plan, options));
+      pipelines.back()->initialize(7);
+      pipelines.back()->start();
+    }
+    Module full = load(model);
+    verify_module(full, bind(full, model, kBatch));
+    for (int step = 0; step < kSteps; ++step) {
+      Batch batch = make_batch(full.graph(), step);
+      std::vector<double> losses(static_cast<size_t>(ranks), -1);
+      std::vector<std::string> errors(static_cast<size_t>(ranks));
+      world.start_step();
+      std::vector<std::thread> threads;
+      for (int r = 0; r < ranks; ++r)
+        threads.emplace_back([&, r] {
+          try {
+            losses[static_cast<size_t>(r)] = pipelines[static_cast<size_t>(r)]->train_step(batch.named).loss;
+          } catch (const Error& e) {
+            errors[static_cast<size_t>(r)] = e.message();
+          }
+          world.finish(r);
+        });
+      EXPECT_TRUE(world.watch().empty());
+      for (auto& t : threads) t.join();
+      for (int r = 0; r < ranks; ++r) {
+        ASSERT_EQ(errors[static_cast<size_t>(r)], "") << "rank " << r;
+        EXPECT_NEAR(losses[static_cast<size_t>(r)], ref.losses[static_cast<size_t>(step)],
+                    1e-5 * std::fabs(ref.losses[static_cast<size_t>(step)]))
+            << "rank " << r << ", step " << step;
+      }
+      if (step == 0)
+        for (auto& p : pipelines) expect_tensors(*p, ref.first_grads, true, 1e-5, "gradient of");
+    }
+    for (auto& p : pipelines) expect_tensors(*p, ref.weights, false, 1e-5, "final weight");
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Models, Equivalence, testing::Values(&kMlp, &kGpt, &kTables),
