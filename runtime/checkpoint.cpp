@@ -57,30 +57,43 @@ uint64_t content_hash(const SafeTensors& shard) {
 
 }  // namespace
 
-void write_checkpoint(const std::string& dir, const CheckpointMeta& meta, const std::vector<SafeTensors>& shards) {
+std::string write_shard(const std::string& dir, int stage, const SafeTensors& shard) {
   std::error_code ec;
   fs::create_directories(dir, ec);
   if (ec) throw Error(fmt::format("cannot write '{}': cannot create the folder: {}", dir, ec.message()));
+  const std::string file = fmt::format("{}{}.{:016x}{}", kShardPrefix, stage, content_hash(shard), kShardSuffix);
+  // The same content under the same name: a file already there is this one.
+  if (!fs::exists(fs::path(dir) / file)) shard.write((fs::path(dir) / file).string());
+  Json entry = {{"stage", stage}, {"file", file}, {"tensors", shard.names()}};
+  return entry.dump();
+}
+
+void write_index(const std::string& dir, const CheckpointMeta& meta, const std::vector<std::string>& entries) {
   Json index = Json::object();
   for (const auto& [key, value] : meta) index[key] = value;
   Json list = Json::array();
   std::set<std::string> named = {kIndex};
-  for (size_t k = 0; k < shards.size(); ++k) {
-    const std::string file = fmt::format("{}{}.{:016x}{}", kShardPrefix, k, content_hash(shards[k]), kShardSuffix);
-    // The same content under the same name: a file already there is this one.
-    if (!fs::exists(fs::path(dir) / file)) shards[k].write((fs::path(dir) / file).string());
-    list.push_back({{"stage", k}, {"file", file}, {"tensors", shards[k].names()}});
-    named.insert(file);
+  for (const std::string& text : entries) {
+    Json entry = Json::parse(text);
+    named.insert(entry["file"].get<std::string>());
+    list.push_back(std::move(entry));
   }
   index["shards"] = list;
   write_file_atomically((fs::path(dir) / kIndex).string(), format_json(index, {"tensors"}));
   // The new index is in place: what it does not name belongs to older
   // checkpoints (or to writes a crash cut short).
+  std::error_code ec;
   for (const fs::directory_entry& e : fs::directory_iterator(dir, ec)) {
     const std::string name = e.path().filename().string();
     const bool ours = name.starts_with(kShardPrefix) || name.ends_with(".tmp");
     if (ours && !named.count(name)) fs::remove(e.path(), ec);
   }
+}
+
+void write_checkpoint(const std::string& dir, const CheckpointMeta& meta, const std::vector<SafeTensors>& shards) {
+  std::vector<std::string> entries;
+  for (size_t k = 0; k < shards.size(); ++k) entries.push_back(write_shard(dir, static_cast<int>(k), shards[k]));
+  write_index(dir, meta, entries);
 }
 
 bool is_checkpoint(const std::string& path) {

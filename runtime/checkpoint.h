@@ -23,6 +23,13 @@ using CheckpointMeta = std::map<std::string, std::string>;
 /// names intact; writing the same checkpoint twice gives the same files.
 void write_checkpoint(const std::string& dir, const CheckpointMeta& meta, const std::vector<SafeTensors>& shards);
 
+/// write_checkpoint in two halves, for processes that each hold some
+/// stages: each writes its stages' shards (a file named after its content,
+/// in `dir`, created if missing), whose index entries (JSON text) one of
+/// them then writes as the index, removing the files it does not name.
+std::string write_shard(const std::string& dir, int stage, const SafeTensors& shard);
+void write_index(const std::string& dir, const CheckpointMeta& meta, const std::vector<std::string>& entries);
+
 /// Whether `path` is a checkpoint folder (it holds an index.json).
 bool is_checkpoint(const std::string& path);
 

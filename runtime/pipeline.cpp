@@ -331,6 +331,21 @@ void Pipeline::save_values(SafeTensors& file) const {
   }
 }
 
+std::vector<std::pair<int, SafeTensors>> Pipeline::checkpoint_shards() const {
+  std::vector<std::pair<int, SafeTensors>> out;
+  for (PipelineStage* s : local_stages()) {
+    if (s->replica != 0) continue;  // the replicas hold the same numbers
+    SafeTensors shard;
+    for (const ParameterSet::Entry& e : s->params.entries()) shard.add(e.name, e.type, e.value.data());
+    // A state buffer named like a parameter ("w.exp_avg" beside a parameter
+    // "w.exp_avg") makes add() throw: the checkpoint would be ambiguous.
+    for (const StateBuffer& b : s->optimizer->state()) shard.add(b.name, b.type, b.data);
+    shard.metadata = {{"stage", std::to_string(s->index)}};
+    out.emplace_back(s->index, std::move(shard));
+  }
+  return out;
+}
+
 void Pipeline::start() {
   const TrainingOptions& t = options_.train;
   for (PipelineStage* s : local_stages()) s->optimizer = s->program->make_optimizer(t);
@@ -420,22 +435,39 @@ PipelineStepResult Pipeline::run_step(const std::vector<std::pair<std::string, c
     result.trace.insert(result.trace.end(), o.trace.begin(), o.trace.end());
   std::stable_sort(result.trace.begin(), result.trace.end(),
                    [](const TraceEvent& a, const TraceEvent& b) { return a.start_s < b.start_s; });
-  double busy = 0;
+  // What every rank measured, summed over the processes when the ranks are
+  // in several: [busy seconds, walked seconds per rank, then per copy of
+  // each stage its peak micro-batches in flight and stash bytes].
+  const int n = stages(), copies = replicas_ * n;
+  std::vector<double> stats(static_cast<size_t>(1 + ranks_ + 2 * copies), 0.0);
   for (const TraceEvent& e : result.trace)
-    if (is_compute(e.action.kind)) busy += e.end_s - e.start_s;
+    if (is_compute(e.action.kind)) stats[0] += e.end_s - e.start_s;
+  for (size_t w = 0; w < workers_.size(); ++w)
+    stats[static_cast<size_t>(1 + local_ranks_[w])] = state->outcomes[w].walked_s;
+  for (PipelineStage* s : local_stages()) {
+    const auto copy = static_cast<size_t>(1 + ranks_ + s->replica * n + s->index);
+    stats[copy] = s->peak;
+    stats[copy + static_cast<size_t>(copies)] = static_cast<double>(s->peak * s->program->stash_bytes());
+  }
+  if (options_.comm) {
+    CommGroup world{"world", {}};
+    for (int r = 0; r < ranks_; ++r) world.ranks.push_back(r);
+    options_.comm->all_reduce(world, stats);
+  }
   // The bubble is the schedule's: idle time until the last rank's actions
   // are done, not the collectives and the update after them.
-  double walked = 0;
-  for (const RankOutcome& o : state->outcomes) walked = std::max(walked, o.walked_s);
-  result.bubble = std::max(0.0, 1.0 - busy / (devices() * walked));
+  const double walked = *std::max_element(stats.begin() + 1, stats.begin() + 1 + ranks_);
+  result.bubble = std::max(0.0, 1.0 - stats[0] / (ranks_ * walked));
   result.update_seconds = std::max(0.0, result.seconds - walked);
   // Per stage, its busiest copy.
-  result.peak_inflight.assign(static_cast<size_t>(stages()), 0);
-  result.peak_stash_bytes.assign(static_cast<size_t>(stages()), 0);
-  for (PipelineStage* s : local_stages()) {
-    const auto i = static_cast<size_t>(s->index);
-    result.peak_inflight[i] = std::max(result.peak_inflight[i], s->peak);
-    result.peak_stash_bytes[i] = std::max(result.peak_stash_bytes[i], s->peak * s->program->stash_bytes());
+  result.peak_inflight.assign(static_cast<size_t>(n), 0);
+  result.peak_stash_bytes.assign(static_cast<size_t>(n), 0);
+  for (int c = 0; c < copies; ++c) {
+    const auto s = static_cast<size_t>(c % n);
+    const auto copy = static_cast<size_t>(1 + ranks_ + c);
+    result.peak_inflight[s] = std::max(result.peak_inflight[s], static_cast<int>(stats[copy]));
+    result.peak_stash_bytes[s] =
+        std::max(result.peak_stash_bytes[s], static_cast<int64_t>(stats[copy + static_cast<size_t>(copies)]));
   }
   return result;
 }

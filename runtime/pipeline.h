@@ -123,6 +123,9 @@ class Pipeline {
   /// The gradients of the last step, one per parameter (tied ones summed).
   void save_grads(SafeTensors& file) const;
   void save_values(SafeTensors& file) const;
+  /// Per stage of replica 0 held here, its index and a checkpoint shard: its
+  /// parameters and their optimizer state by name (see copy_to_host).
+  std::vector<std::pair<int, SafeTensors>> checkpoint_shards() const;
   /// CUDA stages keep their parameters, gradients and optimizer state on
   /// their devices: copies them into the host ParameterSets and the
   /// optimizers' state buffers (what parameter_sets() and optimizers()

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <set>
 
@@ -13,6 +14,7 @@
 #include "plan/plan.h"
 #include "runtime/checkpoint.h"
 #include "runtime/pipeline.h"
+#include "runtime/rank_gather.h"
 #include "runtime/safetensors.h"
 
 namespace pf {
@@ -34,6 +36,14 @@ void check_options(const RuntimeOptions& o) {
   check_training_options(o.train, "runtime options");
   if (!(o.timeout_s > 0)) throw Error(fmt::format("runtime options: timeout_s must be positive, not {}", o.timeout_s));
   if (o.threads < 1) throw Error(fmt::format("runtime options: threads must be positive, not {}", o.threads));
+}
+
+using Json = nlohmann::ordered_json;
+
+CommGroup world_of(const Plan& plan) {
+  CommGroup world{"world", {}};
+  for (const PlanRank& r : plan.ranks) world.ranks.push_back(r.rank);
+  return world;
 }
 
 /// A non-negative decimal integer, or nullopt.
@@ -96,6 +106,14 @@ struct Runtime::Impl {
     return batch.inputs;
   }
 
+  /// Writes what this process's stages hold by name: between processes,
+  /// rank 0 writes what every rank's stages hold.
+  void write_gathered(const SafeTensors& local, const std::string& path) const {
+    if (!options.comm) return local.write(path);
+    const SafeTensors all = gather_parameters(*options.comm, plan, 0, local);
+    if (options.comm->rank() == 0) all.write(path);
+  }
+
   /// Starts training afresh from the current weights: new optimizer state.
   void restart() {
     pipeline->start();
@@ -135,6 +153,14 @@ Runtime Runtime::start(Plan plan, std::vector<Module> programs, const RuntimeOpt
   po.train = options.train;
   po.timeout_s = options.timeout_s;
   po.trace = options.trace;
+  if (options.comm) {
+    const int ranks = static_cast<int>(impl->plan.ranks.size());
+    if (options.comm->size() != ranks || options.comm->rank() != options.rank)
+      throw Error(fmt::format("the communicator is rank {} of {}, but this process runs rank {} of a plan of {} ranks",
+                              options.comm->rank(), options.comm->size(), options.rank, ranks));
+    po.ranks = {options.rank};
+    po.comm = options.comm;
+  }
   impl->pipeline = Pipeline::from_plan(impl->plan, std::move(programs), po);
   // The optimizers exist from the start (their state zero), so that a
   // checkpoint can be checked against them before any weights are set.
@@ -170,13 +196,13 @@ void Runtime::load_weights(const std::string& safetensors_path) {
 void Runtime::save_weights(const std::string& safetensors_path) const {
   SafeTensors file;
   impl_->pipeline->save_values(file);
-  file.write(safetensors_path);
+  impl_->write_gathered(file, safetensors_path);
 }
 
 void Runtime::save_gradients(const std::string& safetensors_path) const {
   SafeTensors file;
   impl_->pipeline->save_grads(file);
-  file.write(safetensors_path);
+  impl_->write_gathered(file, safetensors_path);
 }
 
 std::vector<std::pair<std::string, TensorType>> Runtime::batch_inputs() const { return impl_->inputs; }
@@ -201,27 +227,31 @@ void Runtime::save_checkpoint(const std::string& path) const {
   if (!impl_->has_weights) throw Error(fmt::format("{}: the runtime has no weights to save yet", path));
   Pipeline& pipeline = *impl_->pipeline;
   pipeline.copy_to_host();  // CUDA stages' weights and optimizer state
-  // A shard per stage: its parameters and their optimizer state, by name
-  // (a tied parameter in every stage holding it), from replica 0 (the
-  // replicas hold the same numbers).
-  const std::vector<ParameterSet*> sets = pipeline.parameter_sets();
-  const std::vector<Optimizer*> optimizers = pipeline.optimizers();
-  std::vector<SafeTensors> shards(static_cast<size_t>(pipeline.stages()));
-  for (size_t s = 0; s < shards.size(); ++s) {
-    for (const ParameterSet::Entry& e : sets[s]->entries()) shards[s].add(e.name, e.type, e.value.data());
-    // A state buffer named like a parameter ("w.exp_avg" beside a parameter
-    // "w.exp_avg") makes add() throw: the checkpoint would be ambiguous.
-    for (const StateBuffer& b : optimizers.at(s)->state()) shards[s].add(b.name, b.type, b.data);
-    shards[s].metadata = {{"stage", std::to_string(s)}};
+  // A shard per stage (a tied parameter in every stage holding it).
+  Json entries = Json::array();
+  for (const auto& [stage, shard] : pipeline.checkpoint_shards())
+    entries.push_back(Json::parse(write_shard(path, stage, shard)));
+  if (Communicator* comm = impl_->options.comm) {
+    // Rank 0 writes the index once every shard is written.
+    const std::vector<std::string> texts = gather_text(*comm, world_of(impl_->plan), 0, entries.dump());
+    if (comm->rank() != 0) return;
+    entries = Json::array();
+    for (const std::string& text : texts)
+      for (Json& e : Json::parse(text)) entries.push_back(std::move(e));
   }
-  Optimizer& first = *optimizers.front();
-  write_checkpoint(path, {{kFormatKey, kFormat},
-                          {kVersionKey, kVersion},
-                          {kModelKey, impl_->plan.model_name},
-                          {kStepKey, std::to_string(impl_->step)},
-                          {kOptimizerKey, std::string(first.kind())},
-                          {kOptimizerStepKey, std::to_string(first.step_count())}},
-                   shards);
+  std::sort(entries.begin(), entries.end(),
+            [](const Json& a, const Json& b) { return a["stage"].get<int>() < b["stage"].get<int>(); });
+  std::vector<std::string> texts;
+  for (const Json& e : entries) texts.push_back(e.dump());
+  const Optimizer& first = *pipeline.optimizers().front();
+  write_index(path,
+              {{kFormatKey, kFormat},
+               {kVersionKey, kVersion},
+               {kModelKey, impl_->plan.model_name},
+               {kStepKey, std::to_string(impl_->step)},
+               {kOptimizerKey, std::string(first.kind())},
+               {kOptimizerStepKey, std::to_string(first.step_count())}},
+              texts);
 }
 
 void Runtime::load_checkpoint(const std::string& path) {
@@ -251,7 +281,8 @@ void Runtime::load_checkpoint(const std::string& path) {
   // Every tensor, weights and optimizer state, before anything changes.
   std::vector<std::pair<std::string, TensorType>> expected = impl_->parameter_types();
   for (const StateBuffer& b : impl_->state_buffers()) expected.emplace_back(b.name, b.type);
-  check_tensors(file, expected, path);
+  // Between processes, the other ranks' stages' tensors are theirs to check.
+  check_tensors(file, expected, path, /*allow_unexpected=*/impl_->options.comm != nullptr);
 
   // Nothing below can fail: the checks above are the ones these loaders make.
   impl_->pipeline->load(file, path);

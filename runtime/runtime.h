@@ -13,6 +13,7 @@
 
 namespace pf {
 
+class Communicator;
 struct Plan;
 struct Module;
 
@@ -28,6 +29,13 @@ struct RuntimeOptions {
   /// Threads of each CPU device's kernels. Each device of a pipeline is one
   /// core, so more than one only pays when the plan has a single device.
   int threads = 1;
+  /// With `comm`: this process runs rank `rank` of the plan alone, and the
+  /// other ranks, in other processes (or hosts), run the same plan with the
+  /// same options; `comm` (its end of their communicator) must outlive the
+  /// runtime. Every call is then collective: each process makes the same
+  /// calls in the same order. Without: every rank here, as threads.
+  int rank = -1;
+  Communicator* comm = nullptr;
 };
 
 /// A plan loaded for training in this process: one worker thread per device
@@ -71,10 +79,11 @@ class Runtime {
   /// ignored); fresh optimizer state, step 0. Checks every tensor before
   /// changing anything.
   void load_weights(const std::string& safetensors_path);
-  /// Every parameter's current values, by name, in one safetensors file.
+  /// Every parameter's current values, by name, in one safetensors file
+  /// (between processes, rank 0 writes it).
   void save_weights(const std::string& safetensors_path) const;
   /// The gradients of the last train_step (tied parameters' summed, after
-  /// clipping), by parameter name.
+  /// clipping), by parameter name (between processes, rank 0 writes them).
   void save_gradients(const std::string& safetensors_path) const;
 
   /// One whole batch: each model input by name, pointing at its bytes
@@ -100,8 +109,10 @@ class Runtime {
 
   /// Writes weights, optimizer state and step into the folder `path`: a
   /// safetensors shard per stage (its parameters and their optimizer state,
-  /// by name) and an index.json naming them, written last by rename, so
-  /// that a crash leaves the previous checkpoint whole (runtime/checkpoint.h).
+  /// by name; between processes, each written by the rank holding the stage
+  /// in replica 0, into a folder all of them see) and an index.json naming
+  /// them, written last by rename, so that a crash leaves the previous
+  /// checkpoint whole (runtime/checkpoint.h).
   /// The weights are stored under the parameter names, so a checkpoint is
   /// also a weights file, and a plan of the same model with another number
   /// of stages loads it.

@@ -14,9 +14,10 @@
 #include <random>
 #include <thread>
 
+#include "comm/local_communicator.h"
 #include "ir/parser.h"
-#include "plan/plan.h"
 #include "ir/verifier.h"
+#include "plan/plan.h"
 #include "partitioner/compile.h"
 #include "runtime/pipeline.h"
 #include "runtime/checkpoint.h"
@@ -211,6 +212,67 @@ TEST_F(RuntimeTest, CheckpointContinuesBitForBit) {
 // cut into three stages instead of two takes up the weights, the AdamW
 // moments and the step, and trains on as the two-stage runtime does (to
 // rounding: the stages sum their gradients in other orders).
+// Each rank a runtime of its own, as processes run a plan: every call is
+// collective, and together they write what one runtime of all the ranks
+// writes, byte for byte (checkpoint shards by their owners, the index, the
+// gradients and the weights gathered to rank 0).
+TEST_F(RuntimeTest, RanksOfTheirOwnWriteWhatOneRuntimeWrites) {
+  const std::string plan = compile("1f1b", 1, 3);
+  Runtime whole = Runtime::load(plan, adamw());
+  whole.initialize(5);
+  for (int step = 0; step < 2; ++step) whole.train_step(make_batch(whole, step).named);
+  whole.save_checkpoint(path("whole"));
+  whole.save_gradients(path("whole_grads.safetensors"));
+  whole.save_weights(path("whole_weights.safetensors"));
+
+  LocalWorld world(3, 20);
+  std::vector<std::unique_ptr<Runtime>> ranks;
+  for (int r = 0; r < 3; ++r) {
+    RuntimeOptions options = adamw();
+    options.rank = r;
+    options.comm = &world.rank(r);
+    ranks.push_back(std::make_unique<Runtime>(Runtime::load(plan, options)));
+  }
+  // One phase: every rank's call on a thread of its own.
+  auto on_ranks = [&](const std::function<void(Runtime&)>& call) {
+    world.start_step();
+    std::vector<std::thread> threads;
+    std::vector<std::string> errors(3);
+    for (int r = 0; r < 3; ++r)
+      threads.emplace_back([&, r] {
+        try {
+          call(*ranks[static_cast<size_t>(r)]);
+        } catch (const Error& e) {
+          errors[static_cast<size_t>(r)] = e.message();
+        }
+        world.finish(r);
+      });
+    EXPECT_TRUE(world.watch().empty());
+    for (auto& t : threads) t.join();
+    for (const std::string& e : errors) EXPECT_EQ(e, "");
+  };
+  on_ranks([](Runtime& rt) { rt.initialize(5); });
+  for (int step = 0; step < 2; ++step)
+    on_ranks([&](Runtime& rt) { rt.train_step(make_batch(rt, step).named); });
+  EXPECT_EQ(ranks[2]->last_step().loss, whole.last_step().loss);
+  EXPECT_EQ(ranks[1]->last_step().grad_norm, whole.last_step().grad_norm);
+  EXPECT_EQ(ranks[0]->last_step().peak_stash_bytes, whole.last_step().peak_stash_bytes);
+  on_ranks([&](Runtime& rt) {
+    rt.save_checkpoint(path("split"));
+    rt.save_gradients(path("split_grads.safetensors"));
+    rt.save_weights(path("split_weights.safetensors"));
+  });
+  EXPECT_EQ(folder_bytes(path("split")), folder_bytes(path("whole")));
+  EXPECT_EQ(read_bytes(path("split_grads.safetensors")), read_bytes(path("whole_grads.safetensors")));
+  EXPECT_EQ(read_bytes(path("split_weights.safetensors")), read_bytes(path("whole_weights.safetensors")));
+
+  // And each resumes from it as one runtime does.
+  on_ranks([&](Runtime& rt) { rt.load_checkpoint(path("whole")); });
+  on_ranks([&](Runtime& rt) { rt.train_step(make_batch(rt, 2).named); });
+  whole.train_step(make_batch(whole, 2).named);
+  EXPECT_EQ(ranks[0]->last_step().loss, whole.last_step().loss);
+}
+
 TEST_F(RuntimeTest, ACheckpointLoadsIntoAPlanWithOtherStages) {
   std::vector<Batch> batches;
   Runtime two = Runtime::load(compile("1f1b", 1, 2), adamw());

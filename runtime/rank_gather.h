@@ -1,0 +1,26 @@
+// Bringing what ranks in other processes hold to one of them: the text of
+// checkpoint index entries, and the parameters or their gradients by name.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "comm/communicator.h"
+#include "plan/plan.h"
+#include "runtime/safetensors.h"
+
+namespace pf {
+
+/// Every rank of `group` calls it with its `text`: rank `root` gets all of
+/// them in the group's rank order (its own included), the others an empty
+/// vector. Ends with a barrier of the group, so the texts may change after.
+std::vector<std::string> gather_text(Communicator& comm, const CommGroup& group, int root, const std::string& text);
+
+/// Every rank of the plan's world calls it with what its own stages hold by
+/// name (`local`: a tied parameter once, as Pipeline::save_values writes
+/// it): rank `root` gets every parameter of the plan by name, each from the
+/// rank running the first stage that holds it in replica 0, the others an
+/// empty set. Shapes come from the plan: no sizes are exchanged.
+SafeTensors gather_parameters(Communicator& comm, const Plan& plan, int root, const SafeTensors& local);
+
+}  // namespace pf
