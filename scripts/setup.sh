@@ -7,6 +7,7 @@ packages=(
   build-essential cmake ccache pkg-config python3
   libfmt-dev nlohmann-json3-dev libcli11-dev
   libopenblas-dev
+  libgloo-dev  # collectives and point-to-point between processes over TCP
   googletest libgtest-dev libbenchmark-dev
   llvm-14-tools
   graphviz

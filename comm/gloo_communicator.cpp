@@ -1,0 +1,517 @@
+// The communicator between processes over Gloo, and its watchdog.
+#include "comm/gloo_communicator.h"
+
+#include <fmt/format.h>
+#include <gloo/common/error.h>
+#include <gloo/rendezvous/context.h>
+#include <gloo/rendezvous/store.h>
+#include <gloo/transport/tcp/device.h>
+#include <gloo/transport/unbound_buffer.h>
+
+#include <algorithm>
+#include <chrono>
+#include <condition_variable>
+#include <map>
+#include <mutex>
+#include <thread>
+
+#include "ir/diagnostic.h"
+
+namespace pf {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using gloo::transport::UnboundBuffer;
+
+// Collectives' own messages, apart from every tag a caller uses.
+constexpr uint64_t kCollectiveTag = uint64_t{1} << 62;
+// Gloo gives up on a wait after its own timeout and then breaks every
+// connection: the watchdog ends waits instead, so Gloo's never comes.
+constexpr auto kForever = std::chrono::hours(24 * 365);
+
+double seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
+
+/// Gloo's rendezvous over our store.
+class GlooStore final : public gloo::rendezvous::Store {
+ public:
+  GlooStore(pf::Store& store, std::string prefix, std::chrono::milliseconds timeout)
+      : store_(store), prefix_(std::move(prefix)), timeout_(timeout) {}
+
+  void set(const std::string& key, const std::vector<char>& data) override {
+    store_.set(prefix_ + key, std::string(data.begin(), data.end()));
+  }
+  std::vector<char> get(const std::string& key) override {
+    const std::string value = store_.get(prefix_ + key);
+    return {value.begin(), value.end()};
+  }
+  void wait(const std::vector<std::string>& keys) override { wait(keys, timeout_); }
+  void wait(const std::vector<std::string>& keys, const std::chrono::milliseconds& timeout) override {
+    std::vector<std::string> full;
+    for (const std::string& k : keys) full.push_back(prefix_ + k);
+    const auto deadline = Clock::now() + timeout;
+    auto pause = std::chrono::milliseconds(1);
+    while (!store_.check(full)) {
+      if (Clock::now() >= deadline)
+        throw Error(fmt::format("the ranks did not all arrive within {:.0f} s; has every rank started?",
+                                std::chrono::duration<double>(timeout).count()));
+      std::this_thread::sleep_for(pause);
+      pause = std::min(pause * 2, std::chrono::milliseconds(50));
+    }
+  }
+
+ private:
+  pf::Store& store_;
+  std::string prefix_;
+  std::chrono::milliseconds timeout_;
+};
+
+uint64_t group_id(const std::string& name) {
+  uint64_t h = 0xcbf29ce484222325ULL;
+  for (char c : name) h = (h ^ static_cast<unsigned char>(c)) * 0x100000001b3ULL;
+  return h & 0x3fffffff;
+}
+
+/// A peer's heartbeat: "<count>\n<ms busy, or -1>\n<what it computes>".
+struct Beat {
+  int64_t busy_ms = -1;
+  std::string what;
+};
+
+Beat parse_beat(const std::string& text) {
+  Beat b;
+  const size_t first = text.find('\n');
+  const size_t second = first == std::string::npos ? std::string::npos : text.find('\n', first + 1);
+  if (second == std::string::npos) return b;
+  b.busy_ms = std::stoll(text.substr(first + 1, second - first - 1));
+  b.what = text.substr(second + 1);
+  return b;
+}
+
+}  // namespace
+
+struct GlooCommunicator::Impl {
+  pf::Store& store;
+  int rank, size;
+  GlooOptions options;
+  std::shared_ptr<gloo::transport::Device> device;
+  std::shared_ptr<gloo::rendezvous::Context> context;
+
+  struct Posted {
+    RecvRequest request;
+    std::unique_ptr<UnboundBuffer> buffer;  // null for a message to itself
+    bool waited = false;
+  };
+  std::vector<Posted> posted;
+  /// In flight until the next world collective, with their receivers.
+  std::vector<std::pair<std::unique_ptr<UnboundBuffer>, int>> sends;
+  std::map<int64_t, std::pair<const void*, int64_t>> own_messages;
+  std::map<std::string, uint64_t> rounds;  // collectives so far, per group
+  std::vector<double> f64;
+  std::vector<float> f32;
+
+  // Shared with the watchdog thread.
+  mutable std::mutex mutex;
+  std::condition_variable wake;
+  bool stopping = false;
+  std::string failure;     // the job's, once known
+  bool timed_out = false;  // the current wait ended by the timeout
+  UnboundBuffer* waiting_on = nullptr;
+  bool waiting_to_send = false;
+  std::string waiting_for;
+  Clock::time_point wait_start, last_busy_seen;
+  bool busy = false;
+  std::string busy_text;
+  Clock::time_point busy_since;
+  std::map<int, std::pair<std::string, Clock::time_point>> beats;  // per peer: last text and when it changed
+  std::thread watchdog;
+
+  Impl(pf::Store& s, int r, int n, GlooOptions o) : store(s), rank(r), size(n), options(std::move(o)) {}
+
+  std::string key(const std::string& k) const { return options.prefix + "/" + k; }
+
+  /// Publishes `message` as the job's failure unless one came first; this
+  /// rank's failure is then whichever did. Ends the current wait.
+  void fail(const std::string& message, bool timeout = false) {
+    std::string first = message;
+    try {
+      if (store.add(key("abort/count"), 1) == 1)
+        store.set(key("abort"), message);
+      else
+        first = store.get(key("abort"));
+    } catch (const Error&) {
+      // the store is gone: this rank's own message stands
+    }
+    std::lock_guard lock(mutex);
+    if (failure.empty()) {
+      failure = first;
+      timed_out = timeout && first == message;
+    }
+    end_wait();
+  }
+
+  void end_wait() {
+    if (!waiting_on) return;
+    if (waiting_to_send)
+      waiting_on->abortWaitSend();
+    else
+      waiting_on->abortWaitRecv();
+  }
+
+  /// Waits for `buffer`'s receive (or send) to complete, ended early by a
+  /// failure anywhere: CommAborted, or CommTimeout when it timed out.
+  void await(UnboundBuffer& buffer, bool send, const std::string& what, int peer) {
+    {
+      std::lock_guard lock(mutex);
+      if (!failure.empty()) throw CommAborted{};
+      waiting_on = &buffer;
+      waiting_to_send = send;
+      waiting_for = what;
+      wait_start = last_busy_seen = Clock::now();
+    }
+    bool done = false;
+    std::string broken;
+    try {
+      done = send ? buffer.waitSend(nullptr, kForever) : buffer.waitRecv(nullptr, kForever);
+    } catch (const std::exception& e) {
+      broken = e.what();
+    }
+    {
+      std::lock_guard lock(mutex);
+      waiting_on = nullptr;
+    }
+    if (!broken.empty()) fail(gone(peer, broken));
+    if (done) return;
+    std::lock_guard lock(mutex);
+    if (timed_out) throw CommTimeout{failure};
+    throw CommAborted{};
+  }
+
+  std::string gone(int peer, const std::string& why) const {
+    return fmt::format("rank {} is gone: its connection to rank {} broke (its process died?): {}", peer, rank, why);
+  }
+
+  /// Starts `buffer`'s send to (or receive from) `peer`; a connection
+  /// already broken fails the job.
+  void start(UnboundBuffer& buffer, bool send, int peer, uint64_t tag) {
+    try {
+      if (send)
+        buffer.send(peer, tag);
+      else
+        buffer.recv(peer, tag);
+    } catch (const std::exception& e) {
+      fail(gone(peer, e.what()));
+      throw CommAborted{};
+    }
+  }
+
+  void check_failure() {
+    std::lock_guard lock(mutex);
+    if (!failure.empty()) throw CommAborted{};
+  }
+
+  std::unique_ptr<UnboundBuffer> buffer(const void* data, int64_t bytes) {
+    return context->createUnboundBuffer(const_cast<void*>(data), static_cast<size_t>(bytes));
+  }
+
+  // ---- The watchdog.
+
+  void beat(uint64_t count) {
+    std::string text;
+    {
+      std::lock_guard lock(mutex);
+      const int64_t busy_ms =
+          busy ? std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - busy_since).count() : -1;
+      text = fmt::format("{}\n{}\n{}", count, busy_ms, busy ? busy_text : "");
+    }
+    store.set(key(fmt::format("beat/{}", rank)), text);
+  }
+
+  /// While this rank waits: another rank silent or computing one thing for
+  /// longer than the timeout fails the job; so does this wait, when no rank
+  /// has computed for that long.
+  void look_at_peers() {
+    const double timeout = options.timeout_s;
+    const auto now = Clock::now();
+    bool someone_busy = false;
+    int silent = -1;  // the peer silent the longest, if any is
+    double silent_for = 3 * options.heartbeat_s;
+    std::string silent_was;
+    for (int peer = 0; peer < size; ++peer) {
+      if (peer == rank) continue;
+      const std::string k = key(fmt::format("beat/{}", peer));
+      if (!store.check({k})) continue;  // still in the rendezvous, which has a timeout of its own
+      const std::string text = store.get(k);
+      auto& [last, since] = beats[peer];
+      if (text != last) {
+        last = text;
+        since = now;
+      }
+      const Beat b = parse_beat(text);
+      if (seconds(now - since) > silent_for) {
+        silent = peer;
+        silent_for = seconds(now - since);
+        silent_was = b.what;
+      }
+      if (b.busy_ms > timeout * 1000)
+        return fail(fmt::format("rank {} has been {} for more than {:.0f} s (the timeout): it seems stuck", peer,
+                                b.what, timeout));
+      someone_busy = someone_busy || b.busy_ms >= 0;
+    }
+    const auto fail_silent = [&] {
+      fail(fmt::format("rank {} stopped responding: no heartbeat for {:.0f} s (its process died or is stopped){}",
+                       silent, timeout, silent_was.empty() ? "" : "; it was last seen " + silent_was));
+    };
+    if (silent >= 0 && silent_for > timeout) return fail_silent();
+    std::string why;
+    {
+      std::lock_guard lock(mutex);
+      if (someone_busy) last_busy_seen = now;
+      if (seconds(now - last_busy_seen) <= timeout) return;
+      why = fmt::format("timed out after {:.0f} s with no rank computing: {}", timeout, waiting_for);
+    }
+    // A silent rank explains the wait better than the wait itself.
+    if (silent >= 0) return fail_silent();
+    fail(why, /*timeout=*/true);
+  }
+
+  void watch() {
+    uint64_t count = 0;
+    for (;;) {
+      {
+        std::unique_lock lock(mutex);
+        wake.wait_for(lock, std::chrono::duration<double>(options.heartbeat_s), [&] { return stopping; });
+        if (stopping) return;
+      }
+      try {
+        beat(++count);
+        bool known, waiting;
+        {
+          std::lock_guard lock(mutex);
+          known = !failure.empty();
+          waiting = waiting_on != nullptr;
+        }
+        if (!known && store.check({key("abort")})) {
+          fail(store.get(key("abort")));
+        } else if (!known && waiting) {
+          look_at_peers();
+        }
+      } catch (const Error& e) {
+        // Rank 0 serves the store: it is gone, and so is rank 0.
+        std::lock_guard lock(mutex);
+        if (failure.empty()) failure = e.message();
+        end_wait();
+      } catch (const std::exception& e) {
+        std::lock_guard lock(mutex);
+        if (failure.empty()) failure = fmt::format("rank {}'s watchdog failed: {}", rank, e.what());
+        end_wait();
+      }
+    }
+  }
+
+  // ---- Collectives, through the group's first rank.
+
+  void check_member(const CommGroup& group) const {
+    if (!group.contains(rank)) throw Error(fmt::format("rank {} is not a member of group '{}'", rank, group.name));
+  }
+
+  /// A collective over every rank: every message sent before it has been
+  /// received, so the senders' buffers are free again.
+  void settle(const CommGroup& group) {
+    if (static_cast<int>(group.ranks.size()) != size) return;
+    for (auto& [b, peer] : sends)
+      await(*b, true, fmt::format("rank {} waits for rank {} to receive its messages", rank, peer), peer);
+    sends.clear();
+    if (std::all_of(posted.begin(), posted.end(), [](const Posted& p) { return p.waited; })) posted.clear();
+    own_messages.clear();
+  }
+
+  uint64_t next_tag(const CommGroup& group) {
+    return kCollectiveTag | (group_id(group.name) << 32) | (rounds[group.name]++ & 0xffffffffu);
+  }
+
+  template <class T>
+  void reduce(const CommGroup& group, std::span<T> values, std::vector<T>& scratch) {
+    check_member(group);
+    check_failure();
+    if (group.ranks.size() < 2) return;
+    settle(group);
+    const uint64_t tag = next_tag(group);
+    const int root = group.ranks.front();
+    const auto bytes = static_cast<int64_t>(values.size_bytes());
+    const std::string what = fmt::format("rank {} waits in collective '{}'", rank, group.name);
+    if (bytes == 0) return;
+    if (rank == root) {
+      const size_t n = values.size(), members = group.ranks.size();
+      scratch.resize(n * (members - 1));
+      std::vector<std::unique_ptr<UnboundBuffer>> inputs;
+      for (size_t k = 1; k < members; ++k) {
+        inputs.push_back(buffer(scratch.data() + (k - 1) * n, bytes));
+        start(*inputs.back(), false, group.ranks[k], tag);
+      }
+      // In rank order: the root's own values first, then each member's.
+      for (size_t k = 1; k < members; ++k) {
+        await(*inputs[k - 1], false, what, group.ranks[k]);
+        const T* x = scratch.data() + (k - 1) * n;
+        for (size_t i = 0; i < n; ++i) values[i] += x[i];
+      }
+      std::vector<std::unique_ptr<UnboundBuffer>> outputs;
+      for (size_t k = 1; k < members; ++k) {
+        outputs.push_back(buffer(values.data(), bytes));
+        start(*outputs.back(), true, group.ranks[k], tag);
+      }
+      for (size_t k = 1; k < members; ++k) await(*outputs[k - 1], true, what, group.ranks[k]);
+    } else {
+      check_failure();
+      auto out = buffer(values.data(), bytes);
+      start(*out, true, root, tag);
+      auto in = buffer(values.data(), bytes);
+      start(*in, false, root, tag);
+      await(*in, false, what, root);
+      await(*out, true, what, root);
+    }
+  }
+};
+
+GlooCommunicator::GlooCommunicator(Store& store, int rank, int size, GlooOptions options)
+    : impl_(std::make_unique<Impl>(store, rank, size, std::move(options))) {
+  if (size < 1 || rank < 0 || rank >= size)
+    throw Error(fmt::format("rank {} is not within a world of {}", rank, size));
+  Impl& m = *impl_;
+  const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(m.options.timeout_s * 1000));
+  gloo::transport::tcp::attr attr;
+  attr.hostname = m.options.address.empty() ? "127.0.0.1" : m.options.address;
+  try {
+    m.device = gloo::transport::tcp::CreateDevice(attr);
+    m.context = std::make_shared<gloo::rendezvous::Context>(rank, size);
+    m.context->setTimeout(timeout);
+    GlooStore rendezvous(store, m.key("gloo/"), timeout);
+    m.context->connectFullMesh(rendezvous, m.device);
+  } catch (const Error&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw Error(fmt::format("rank {} cannot connect to the other ranks at {}: {}", rank, attr.hostname, e.what()));
+  }
+  // A first heartbeat before any message: every rank past the rendezvous
+  // has one, so silence from the start counts too.
+  m.beat(0);
+  m.watchdog = std::thread([&m] { m.watch(); });
+}
+
+GlooCommunicator::~GlooCommunicator() {
+  Impl& m = *impl_;
+  {
+    std::lock_guard lock(m.mutex);
+    m.stopping = true;
+    m.wake.notify_all();
+  }
+  m.watchdog.join();
+}
+
+int GlooCommunicator::rank() const { return impl_->rank; }
+int GlooCommunicator::size() const { return impl_->size; }
+
+void GlooCommunicator::send(int peer, int64_t tag, const void* data, int64_t bytes, void*) {
+  Impl& m = *impl_;
+  if (peer < 0 || peer >= m.size)
+    throw Error(fmt::format("rank {} cannot send to rank {} in a world of {}", m.rank, peer, m.size));
+  m.check_failure();
+  if (peer == m.rank) {
+    m.own_messages[tag] = {data, bytes};
+    return;
+  }
+  if (bytes == 0) return;
+  auto b = m.buffer(data, bytes);
+  m.start(*b, true, peer, static_cast<uint64_t>(tag));
+  m.sends.emplace_back(std::move(b), peer);
+}
+
+int GlooCommunicator::post(RecvRequest request) {
+  Impl& m = *impl_;
+  if (request.peer < 0 || request.peer >= m.size)
+    throw Error(fmt::format("rank {} cannot receive from rank {} in a world of {}", m.rank, request.peer, m.size));
+  Impl::Posted p;
+  if (request.peer != m.rank && request.bytes > 0) {
+    if (!request.dst)
+      throw Error(fmt::format("rank {}: a receive from another process needs a buffer ({})", m.rank,
+                              request.waiting));
+    p.buffer = m.buffer(request.dst, request.bytes);
+    m.start(*p.buffer, false, request.peer, static_cast<uint64_t>(request.tag));
+  }
+  p.request = std::move(request);
+  m.posted.push_back(std::move(p));
+  return static_cast<int>(m.posted.size()) - 1;
+}
+
+Received GlooCommunicator::wait(int handle) {
+  Impl& m = *impl_;
+  Impl::Posted& p = m.posted.at(static_cast<size_t>(handle));
+  p.waited = true;
+  if (p.request.peer == m.rank) {
+    // Sent before, by this very thread: the schedule orders a rank's own
+    // hand-offs.
+    auto it = m.own_messages.find(p.request.tag);
+    if (it == m.own_messages.end())
+      throw Error(fmt::format("rank {} waits for a message it has not sent itself: {}", m.rank, p.request.waiting));
+    return {it->second.first, nullptr};
+  }
+  if (p.buffer) m.await(*p.buffer, false, p.request.waiting, p.request.peer);
+  return {p.request.dst, nullptr};
+}
+
+void GlooCommunicator::all_reduce(const CommGroup& group, std::span<double> values) {
+  impl_->reduce(group, values, impl_->f64);
+}
+
+void GlooCommunicator::all_reduce(const CommGroup& group, std::span<float> values) {
+  impl_->reduce(group, values, impl_->f32);
+}
+
+void GlooCommunicator::broadcast(const CommGroup& group, int root, void* data, int64_t bytes) {
+  Impl& m = *impl_;
+  m.check_member(group);
+  m.check_failure();
+  if (!group.contains(root)) throw Error(fmt::format("broadcast root {} is not in group '{}'", root, group.name));
+  if (group.ranks.size() < 2) return;
+  m.settle(group);
+  const uint64_t tag = m.next_tag(group);
+  if (bytes == 0) return;
+  const std::string what = fmt::format("rank {} waits in broadcast '{}'", m.rank, group.name);
+  if (m.rank == root) {
+    std::vector<std::pair<std::unique_ptr<UnboundBuffer>, int>> outputs;
+    for (int r : group.ranks)
+      if (r != root) {
+        outputs.emplace_back(m.buffer(data, bytes), r);
+        m.start(*outputs.back().first, true, r, tag);
+      }
+    for (auto& [b, r] : outputs) m.await(*b, true, what, r);
+  } else {
+    auto in = m.buffer(data, bytes);
+    m.start(*in, false, root, tag);
+    m.await(*in, false, what, root);
+  }
+}
+
+void GlooCommunicator::barrier(const CommGroup& group) {
+  double token = 0;
+  all_reduce(group, std::span<double>(&token, 1));
+}
+
+void GlooCommunicator::set_busy(const std::string& who, const std::string& what) {
+  Impl& m = *impl_;
+  std::lock_guard lock(m.mutex);
+  m.busy = !what.empty();
+  if (m.busy) {
+    m.busy_text = fmt::format("{} computing {}", who, what);
+    m.busy_since = Clock::now();
+  }
+}
+
+void GlooCommunicator::abort(const std::string& message) { impl_->fail(message); }
+
+std::string GlooCommunicator::error() const {
+  std::lock_guard lock(impl_->mutex);
+  return impl_->failure;
+}
+
+}  // namespace pf

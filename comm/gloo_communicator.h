@@ -1,0 +1,63 @@
+// The communicator between processes (and hosts): Gloo's TCP transport for
+// the messages, a shared Store for the rendezvous, the failures and each
+// rank's heartbeat.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "comm/communicator.h"
+#include "comm/store.h"
+
+namespace pf {
+
+struct GlooOptions {
+  /// A wait ends with CommTimeout after this long without a message while
+  /// no rank computes; a rank computing one thing longer, or silent (no
+  /// heartbeat) this long, fails the job.
+  double timeout_s = 60;
+  /// The address other ranks reach this one at (an interface of this host):
+  /// by default, the one this process reaches the store through.
+  std::string address;
+  /// How often each rank publishes its heartbeat and looks at the others'.
+  double heartbeat_s = 0.2;
+  /// Keys in the store start with this, so that jobs sharing one do not meet.
+  std::string prefix = "pf";
+};
+
+/// Rank `rank` of `size` processes meeting through `store` (which must
+/// outlive it): connects to every other rank (a full mesh, through Gloo's
+/// rendezvous), then serves the Communicator interface. Messages are
+/// Gloo unbound-buffer sends and receives matched by (sender, tag), so a
+/// receive lands in the request's own buffer; a send to this rank itself is
+/// lent. Collectives go through the group's first rank, which sums in rank
+/// order: every member gets the bits the in-process communicator gives. A
+/// background thread publishes this rank's heartbeat (and what it computes)
+/// and ends this rank's wait when another rank aborted, went silent, or
+/// computed one thing too long, or when the wait itself timed out.
+class GlooCommunicator final : public Communicator {
+ public:
+  GlooCommunicator(Store& store, int rank, int size, GlooOptions options = {});
+  ~GlooCommunicator() override;
+  GlooCommunicator(const GlooCommunicator&) = delete;
+  GlooCommunicator& operator=(const GlooCommunicator&) = delete;
+
+  int rank() const override;
+  int size() const override;
+  void send(int peer, int64_t tag, const void* data, int64_t bytes, void* context = nullptr) override;
+  int post(RecvRequest request) override;
+  Received wait(int handle) override;
+  void all_reduce(const CommGroup& group, std::span<double> values) override;
+  void all_reduce(const CommGroup& group, std::span<float> values) override;
+  void broadcast(const CommGroup& group, int root, void* data, int64_t bytes) override;
+  void barrier(const CommGroup& group) override;
+  void set_busy(const std::string& who, const std::string& what) override;
+  void abort(const std::string& message) override;
+  std::string error() const override;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace pf

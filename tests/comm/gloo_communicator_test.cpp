@@ -1,0 +1,296 @@
+// The communicator between processes: the TCP rendezvous store, and Gloo
+// messages and collectives between ranks as threads and as processes, with
+// the failures a job must survive to report.
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <climits>
+#include <cstdlib>
+#include <functional>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "comm/gloo_communicator.h"
+#include "comm/tcp_store.h"
+#include "ir/diagnostic.h"
+
+namespace pf {
+namespace {
+
+using namespace std::chrono_literals;
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.message();
+  }
+  return "(no error)";
+}
+
+TEST(TcpStore, SetsGetsChecksAndCounts) {
+  TcpStoreServer server(0);
+  TcpStore a("127.0.0.1", server.port(), 2s), b("127.0.0.1", server.port(), 2s);
+  a.set("k", std::string("v\0w", 3));
+  EXPECT_EQ(b.get("k"), std::string("v\0w", 3));
+  EXPECT_TRUE(b.check({"k"}));
+  EXPECT_FALSE(b.check({"k", "missing"}));
+  EXPECT_EQ(a.add("n", 2), 2);
+  EXPECT_EQ(b.add("n", 3), 5);
+}
+
+TEST(TcpStore, GetWaitsOnTheServerForAnotherClient) {
+  TcpStoreServer server(0);
+  TcpStore a("127.0.0.1", server.port(), 5s);
+  std::thread late([&] {
+    std::this_thread::sleep_for(50ms);
+    TcpStore("127.0.0.1", server.port(), 5s).set("late", "here");
+  });
+  EXPECT_EQ(a.get("late"), "here");
+  late.join();
+}
+
+TEST(TcpStore, SaysWhatItWaitedForAndWhere) {
+  TcpStoreServer server(0);
+  TcpStore a("127.0.0.1", server.port(), 100ms);
+  EXPECT_EQ(error_of([&] { a.get("never"); }),
+            fmt::format("rendezvous store at 127.0.0.1:{}: no value for 'never' after 0 s (has every rank started?)",
+                        server.port()));
+  int port = 0;
+  {
+    TcpStoreServer gone(0);
+    port = gone.port();
+  }
+  EXPECT_EQ(error_of([&] { TcpStore("127.0.0.1", port, 200ms); }),
+            fmt::format("cannot reach the rendezvous store at 127.0.0.1:{} after 0 s (Connection refused); is rank 0 "
+                        "running there?",
+                        port));
+}
+
+TEST(TcpStore, ADeadClientLeavesTheServerServing) {
+  TcpStoreServer server(0);
+  { TcpStore("127.0.0.1", server.port(), 1s).set("a", "1"); }
+  TcpStore b("127.0.0.1", server.port(), 1s);
+  EXPECT_EQ(b.get("a"), "1");
+}
+
+CommGroup everyone(int size) {
+  CommGroup g{"world", {}};
+  for (int r = 0; r < size; ++r) g.ranks.push_back(r);
+  return g;
+}
+
+/// `size` ranks as threads, each with its own store client and communicator.
+void on_ranks(int size, double timeout_s, const std::function<void(GlooCommunicator&)>& fn) {
+  TcpStoreServer server(0);
+  std::vector<std::thread> threads;
+  for (int r = 0; r < size; ++r)
+    threads.emplace_back([&, r] {
+      TcpStore store("127.0.0.1", server.port(), 10s);
+      GlooOptions options;
+      options.timeout_s = timeout_s;
+      options.heartbeat_s = 0.05;
+      GlooCommunicator comm(store, r, size, options);
+      fn(comm);
+      try {
+        comm.barrier(everyone(size));  // nobody leaves while another still talks
+      } catch (const CommAborted&) {
+        // a failed job: leaving is all that is left
+      } catch (const CommTimeout&) {
+      }
+    });
+  for (auto& t : threads) t.join();
+}
+
+TEST(GlooCommunicator, MessagesLandInTheReceiversBufferByTag) {
+  std::vector<double> got(2, 0);
+  on_ranks(2, 10, [&](GlooCommunicator& c) {
+    const double a = 1.5, b = 2.5;
+    if (c.rank() == 0) {
+      c.send(1, 2, &b, 8);
+      c.send(1, 1, &a, 8);
+      c.barrier(everyone(2));
+    } else {
+      const int h1 = c.post({0, 1, &got[0], 8, "rank 1 waits for a"});
+      const int h2 = c.post({0, 2, &got[1], 8, "rank 1 waits for b"});
+      EXPECT_EQ(c.wait(h1).data, &got[0]);
+      EXPECT_EQ(c.wait(h2).data, &got[1]);
+      c.barrier(everyone(2));
+    }
+  });
+  EXPECT_EQ(got, (std::vector<double>{1.5, 2.5}));
+}
+
+TEST(GlooCommunicator, AMessageToItselfIsLent) {
+  on_ranks(1, 10, [&](GlooCommunicator& c) {
+    const float x = 3;
+    c.send(0, 7, &x, 4);
+    float dst = 0;
+    EXPECT_EQ(c.wait(c.post({0, 7, &dst, 4, ""})).data, &x);
+  });
+}
+
+// 1e8 + 1 - 1e8 is 0 in floats summed in rank order and 1 the other way:
+// every rank gets 0, the bits the in-process communicator gives.
+TEST(GlooCommunicator, AllReduceSumsInRankOrderOnEveryRank) {
+  std::vector<std::vector<float>> result(3);
+  on_ranks(3, 10, [&](GlooCommunicator& c) {
+    const float mine[] = {1e8f, 1.0f, -1e8f};
+    std::vector<float> values = {mine[c.rank()], static_cast<float>(c.rank())};
+    if (c.rank() == 0) std::this_thread::sleep_for(20ms);
+    c.all_reduce(everyone(3), values);
+    if (c.rank() > 0) {
+      std::vector<double> one = {1.0};
+      c.all_reduce(CommGroup{"pair", {1, 2}}, one);  // a group apart from the world
+      EXPECT_EQ(one[0], 2.0);
+    }
+    result[static_cast<size_t>(c.rank())] = values;
+  });
+  for (const auto& r : result) EXPECT_EQ(r, (std::vector<float>{0.0f, 3.0f}));
+}
+
+TEST(GlooCommunicator, BroadcastsFromAnyRoot) {
+  std::vector<int64_t> got(3, 0);
+  on_ranks(3, 10, [&](GlooCommunicator& c) {
+    int64_t v = c.rank() == 2 ? 42 : -1;
+    c.broadcast(everyone(3), 2, &v, sizeof v);
+    got[static_cast<size_t>(c.rank())] = v;
+  });
+  EXPECT_EQ(got, (std::vector<int64_t>{42, 42, 42}));
+}
+
+TEST(GlooCommunicator, AnAbortEndsEveryOtherRanksWait) {
+  std::vector<std::string> errors(3);
+  on_ranks(3, 10, [&](GlooCommunicator& c) {
+    if (c.rank() == 1) {
+      c.abort("stage 1: injected");
+    } else {
+      double x = 0;
+      const int h = c.post({1, 9, &x, 8, "waits for stage 1"});
+      EXPECT_THROW(c.wait(h), CommAborted);
+    }
+    errors[static_cast<size_t>(c.rank())] = c.error();
+    // A collective after it also ends at once.
+    EXPECT_THROW(c.barrier(everyone(3)), CommAborted) << "rank " << c.rank();
+  });
+  for (const std::string& e : errors) EXPECT_EQ(e, "stage 1: injected");
+}
+
+// Both ranks wait for a message never sent, while neither computes: the
+// first wait to time out fails the job with what it waited for, and the
+// other rank's wait ends with that message.
+TEST(GlooCommunicator, AMissingMessageTimesOutNamingTheWait) {
+  std::vector<std::string> errors(2);
+  std::vector<int> timeouts(2, 0);
+  on_ranks(2, 0.5, [&](GlooCommunicator& c) {
+    double x = 0;
+    const int h = c.post({1 - c.rank(), 9, &x, 8, fmt::format("stage {} waits for micro-batch 0", c.rank())});
+    try {
+      c.wait(h);
+      ADD_FAILURE() << "no timeout";
+    } catch (const CommTimeout& t) {
+      EXPECT_EQ(t.message, c.error());
+      timeouts[static_cast<size_t>(c.rank())] = 1;
+    } catch (const CommAborted&) {
+    }
+    errors[static_cast<size_t>(c.rank())] = c.error();
+  });
+  EXPECT_EQ(timeouts[0] + timeouts[1], 1);
+  EXPECT_EQ(errors[0], errors[1]);
+  const int first = timeouts[0] ? 0 : 1;
+  EXPECT_EQ(errors[0],
+            fmt::format("timed out after 0 s with no rank computing: stage {} waits for micro-batch 0", first));
+}
+
+// ---- Ranks as processes: this test program started again as rank 1.
+
+std::string self_path() {
+  char buffer[PATH_MAX];
+  const ssize_t n = ::readlink("/proc/self/exe", buffer, sizeof buffer - 1);
+  return std::string(buffer, static_cast<size_t>(std::max<ssize_t>(n, 0)));
+}
+
+pid_t start_rank_one(int port, const char* mode) {
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::setenv("PF_TEST_STORE_PORT", std::to_string(port).c_str(), 1);
+    ::setenv("PF_TEST_MODE", mode, 1);
+    const std::string self = self_path();
+    ::execl(self.c_str(), self.c_str(), "--gtest_filter=GlooChild.RankOne", nullptr);
+    ::_exit(127);
+  }
+  return pid;
+}
+
+// Rank 1, when started by a test below (skipped otherwise).
+TEST(GlooChild, RankOne) {
+  const char* port = std::getenv("PF_TEST_STORE_PORT");
+  if (!port) GTEST_SKIP() << "started by the process tests only";
+  TcpStore store("127.0.0.1", std::atoi(port), 10s);
+  GlooOptions options;
+  options.timeout_s = 1;
+  options.heartbeat_s = 0.05;
+  GlooCommunicator comm(store, 1, 2, options);
+  const double x = 7;
+  comm.send(0, 5, &x, 8);
+  if (std::string(std::getenv("PF_TEST_MODE")) == "hang") ::pause();  // until killed
+  comm.barrier(everyone(2));
+}
+
+TEST(GlooProcesses, TwoProcessesExchangeAMessage) {
+  TcpStoreServer server(0);
+  const pid_t child = start_rank_one(server.port(), "talk");
+  TcpStore store("127.0.0.1", server.port(), 10s);
+  GlooCommunicator comm(store, 0, 2, GlooOptions{5, "", 0.05, "pf"});
+  double x = 0;
+  comm.wait(comm.post({1, 5, &x, 8, "rank 0 waits"}));
+  EXPECT_EQ(x, 7);
+  comm.barrier(everyone(2));
+  int status = 0;
+  ::waitpid(child, &status, 0);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
+// A rank killed with SIGKILL: the survivor stops within the timeout and
+// names it.
+TEST(GlooProcesses, AKilledRankIsNamed) {
+  TcpStoreServer server(0);
+  const pid_t child = start_rank_one(server.port(), "hang");
+  TcpStore store("127.0.0.1", server.port(), 10s);
+  GlooCommunicator comm(store, 0, 2, GlooOptions{1, "", 0.05, "pf"});
+  double x = 0;
+  comm.wait(comm.post({1, 5, &x, 8, "rank 0 waits"}));
+  ::kill(child, SIGKILL);
+  ::waitpid(child, nullptr, 0);
+  const auto start = std::chrono::steady_clock::now();
+  EXPECT_ANY_THROW(comm.barrier(everyone(2)));
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 5s);
+  // Its connection breaks first; a rank that hangs instead is named by its
+  // silence (see the heartbeat).
+  EXPECT_TRUE(comm.error().starts_with("rank 1 is gone: its connection to rank 0 broke (its process died?)"))
+      << comm.error();
+}
+
+// A rank that stops (SIGSTOP) keeps its connections open but goes silent:
+// its missing heartbeat names it within the timeout.
+TEST(GlooProcesses, ASilentRankIsNamed) {
+  TcpStoreServer server(0);
+  const pid_t child = start_rank_one(server.port(), "hang");
+  TcpStore store("127.0.0.1", server.port(), 10s);
+  GlooCommunicator comm(store, 0, 2, GlooOptions{1, "", 0.05, "pf"});
+  double x = 0;
+  comm.wait(comm.post({1, 5, &x, 8, "rank 0 waits"}));
+  ::kill(child, SIGSTOP);
+  EXPECT_ANY_THROW(comm.barrier(everyone(2)));
+  EXPECT_EQ(comm.error(), "rank 1 stopped responding: no heartbeat for 1 s (its process died or is stopped)");
+  ::kill(child, SIGKILL);
+  ::waitpid(child, nullptr, 0);
+}
+
+}  // namespace
+}  // namespace pf
