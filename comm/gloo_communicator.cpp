@@ -187,8 +187,16 @@ struct GlooCommunicator::Impl {
     throw CommAborted{};
   }
 
-  std::string gone(int peer, const std::string& why) const {
-    return fmt::format("rank {} is gone: its connection to rank {} broke (its process died?): {}", peer, rank, why);
+  std::vector<std::string> names;  // set_rank_names'
+
+  std::string name(int r) const {
+    std::lock_guard lock(mutex);
+    return r < static_cast<int>(names.size()) ? names[static_cast<size_t>(r)] : fmt::format("rank {}", r);
+  }
+
+  /// The same words whichever rank notices, so that the job reports it once.
+  std::string gone(int peer, const std::string&) const {
+    return fmt::format("{} is gone: a connection to it broke (its process died?)", name(peer));
   }
 
   /// Starts `buffer`'s send to (or receive from) `peer`; a connection
@@ -254,13 +262,13 @@ struct GlooCommunicator::Impl {
         silent_was = b.what;
       }
       if (b.busy_ms > timeout * 1000)
-        return fail(fmt::format("rank {} has been {} for more than {:.0f} s (the timeout): it seems stuck", peer,
+        return fail(fmt::format("{} has been {} for more than {:.0f} s (the timeout): it seems stuck", name(peer),
                                 b.what, timeout));
       someone_busy = someone_busy || b.busy_ms >= 0;
     }
     const auto fail_silent = [&] {
-      fail(fmt::format("rank {} stopped responding: no heartbeat for {:.0f} s (its process died or is stopped){}",
-                       silent, timeout, silent_was.empty() ? "" : "; it was last seen " + silent_was));
+      fail(fmt::format("{} stopped responding: no heartbeat for {:.0f} s (its process died or is stopped){}",
+                       name(silent), timeout, silent_was.empty() ? "" : "; it was last seen " + silent_was));
     };
     if (silent >= 0 && silent_for > timeout) return fail_silent();
     std::string why;
@@ -508,6 +516,11 @@ void GlooCommunicator::set_busy(const std::string& who, const std::string& what)
 }
 
 void GlooCommunicator::abort(const std::string& message) { impl_->fail(message); }
+
+void GlooCommunicator::set_rank_names(std::vector<std::string> names) {
+  std::lock_guard lock(impl_->mutex);
+  impl_->names = std::move(names);
+}
 
 std::string GlooCommunicator::error() const {
   std::lock_guard lock(impl_->mutex);

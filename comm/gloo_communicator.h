@@ -5,6 +5,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "comm/communicator.h"
 #include "comm/store.h"
@@ -54,6 +55,10 @@ class GlooCommunicator final : public Communicator {
   void set_busy(const std::string& who, const std::string& what) override;
   void abort(const std::string& message) override;
   std::string error() const override;
+
+  /// How its messages name each rank, e.g. "rank 1 (stage 1, replica 0)"
+  /// once the plan is known; "rank 1" until then.
+  void set_rank_names(std::vector<std::string> names);
 
  private:
   struct Impl;

@@ -9,6 +9,7 @@
 #include "comm/tcp_store.h"
 
 #include <fmt/format.h>
+#include <arpa/inet.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -227,6 +228,16 @@ TcpStore::TcpStore(const std::string& host, int port, std::chrono::milliseconds 
 
 TcpStore::~TcpStore() {
   if (fd_ >= 0) ::close(fd_);
+}
+
+std::string TcpStore::local_address() const {
+  sockaddr_in addr{};
+  socklen_t len = sizeof addr;
+  char text[INET_ADDRSTRLEN] = {};
+  if (::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len) != 0 ||
+      !::inet_ntop(AF_INET, &addr.sin_addr, text, sizeof text))
+    throw Error(fmt::format("cannot tell this host's address on the connection to {}", where()));
+  return text;
 }
 
 std::string TcpStore::where() const { return fmt::format("{}:{}", host_, port_); }

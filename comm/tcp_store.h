@@ -46,6 +46,10 @@ class TcpStore final : public Store {
   bool check(const std::vector<std::string>& keys) override;
   int64_t add(const std::string& key, int64_t delta) override;
 
+  /// The address of this host that the connection to the server leaves
+  /// from: one the other ranks can reach this one at.
+  std::string local_address() const;
+
  private:
   /// Sends one request and returns the reply's payload; `op` as the server
   /// reads it.

@@ -895,6 +895,12 @@ RankView rank_view(const Plan& plan, int rank) {
   return view;
 }
 
+std::string rank_name(const Plan& plan, int rank) {
+  const PlanRank& r = plan.ranks.at(static_cast<size_t>(rank));
+  return fmt::format("rank {} (stage{} {}, replica {})", rank, r.stages.size() == 1 ? "" : "s",
+                     fmt::join(r.stages, ","), r.replica);
+}
+
 int replica_count(const Plan& plan) {
   int replicas = 1;
   for (const PlanRank& r : plan.ranks) replicas = std::max(replicas, r.replica + 1);

@@ -183,6 +183,8 @@ std::vector<PlanRank> one_replica_ranks(const std::vector<PlanStage>& stages, in
 std::vector<PlanRank> replicated_ranks(const std::vector<PlanStage>& stages, int devices, int replicas);
 /// How many data-parallel replicas the plan's ranks form.
 int replica_count(const Plan& plan);
+/// How messages name rank `rank`: "rank 3 (stage 1, replica 1)".
+std::string rank_name(const Plan& plan, int rank);
 
 /// What one rank needs of the plan: its stages, the ranks it exchanges
 /// activations and gradients with, and the groups it joins in collectives.

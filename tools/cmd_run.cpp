@@ -6,10 +6,12 @@
 #include <algorithm>
 #include <cmath>
 #include <set>
+#include <sstream>
 #include <chrono>
 #include <iostream>
 #include <memory>
 
+#include "comm/process_group.h"
 #include "ir/units.h"
 #include "partitioner/compile.h"
 #include "plan/plan.h"
@@ -135,6 +137,16 @@ RuntimeOptions runtime_options(const RunOptions& o) {
   return r;
 }
 
+/// Where rank `rank` writes a file that rank 0 writes at `path`:
+/// "trace.json" -> "trace.rank1.json".
+std::string rank_file(const std::string& path, int rank) {
+  const size_t slash = path.find_last_of('/');
+  const size_t dot = path.find_last_of('.');
+  const bool has_ext = dot != std::string::npos && (slash == std::string::npos || dot > slash);
+  return has_ext ? fmt::format("{}.rank{}{}", path.substr(0, dot), rank, path.substr(dot))
+                 : fmt::format("{}.rank{}", path, rank);
+}
+
 /// Every parameter's element count, a tied one once.
 int64_t parameter_count(const Plan& plan) {
   std::set<std::string> seen;
@@ -162,8 +174,11 @@ Plan one_stage_plan(const RunOptions& o) {
 // bubble, the activations each stage held, a trace, and checkpoints. A
 // failing step throws before anything is written, so the last checkpoint
 // stays the one written before it.
-void train(const RunOptions& o, Runtime& runtime, const std::string& what) {
+void train(const RunOptions& o, Runtime& runtime, const std::string& what, int rank = 0, int processes = 1) {
   const Plan& plan = runtime.plan();
+  // Between processes rank 0 speaks for all: the step figures are everyone's.
+  std::ostringstream muted;
+  std::ostream& out = rank == 0 ? std::cout : muted;
   if (!o.resume.empty()) {
     runtime.load_checkpoint(o.resume);
     if (runtime.step() >= o.steps)
@@ -182,12 +197,12 @@ void train(const RunOptions& o, Runtime& runtime, const std::string& what) {
   BatchSource source(o, runtime.batch_inputs(), classes, plan.model_name, o.train.seed);
   // A resumed run reads the batches the uninterrupted run would have.
   source.seek(first - 1);
-  bool terminal = isatty(STDOUT_FILENO);
+  bool terminal = rank == 0 && isatty(STDOUT_FILENO);
   const RuntimeOptions options = runtime_options(o);
-  std::cout << fmt::format("training @{} from {}: {}, {} parameters, {} lr {}\n", plan.model_name, o.file, what,
+  out << fmt::format("training @{} from {}: {}, {} parameters, {} lr {}\n", plan.model_name, o.file, what,
                            format_count(parameter_count(plan)), options.train.optimizer,
                            format_real(options.train.lr));
-  if (!o.resume.empty()) std::cout << fmt::format("resuming from {} at step {}\n", o.resume, first - 1);
+  if (!o.resume.empty()) out << fmt::format("resuming from {} at step {}\n", o.resume, first - 1);
   std::vector<TraceEvent> trace;
   double trace_offset = 0;
   for (int64_t step = first; step <= o.steps; ++step) {
@@ -216,25 +231,56 @@ void train(const RunOptions& o, Runtime& runtime, const std::string& what) {
     if (checkpoint) line += fmt::format("  checkpoint {}", o.checkpoint);
     if (terminal) {
       int width = 20, done = static_cast<int>(width * step / o.steps);
-      std::cout << "\r" << line << "  [" << std::string(done, '#') << std::string(width - done, '.') << "]"
+      out << "\r" << line << "  [" << std::string(done, '#') << std::string(width - done, '.') << "]"
                 << (step == o.steps ? "\n" : "") << std::flush;
-      if (step % std::max<int64_t>(1, o.steps / 10) == 0 && step != o.steps) std::cout << "\n";
+      if (step % std::max<int64_t>(1, o.steps / 10) == 0 && step != o.steps) out << "\n";
     } else {
-      std::cout << line << "\n";
+      out << line << "\n";
     }
   }
   if (!o.trace.empty()) {
-    write_output(o.trace, trace_json(trace, runtime.devices()));
-    std::cout << fmt::format("wrote {} (open it in https://ui.perfetto.dev)\n", o.trace);
+    // Each process traces its own ranks.
+    write_output(rank == 0 ? o.trace : rank_file(o.trace, rank), trace_json(trace, runtime.devices()));
+    out << fmt::format("wrote {} (open it in https://ui.perfetto.dev){}\n", o.trace,
+                       processes > 1 ? fmt::format("; the other ranks' beside it, as {}", rank_file(o.trace, 1)) : "");
   }
   if (!o.save_weights.empty()) {
     runtime.save_weights(o.save_weights);
-    std::cout << fmt::format("wrote {}\n", o.save_weights);
+    out << fmt::format("wrote {}\n", o.save_weights);
   }
+}
+
+// One rank of a plan run as processes (pipeforge launch, or a scheduler
+// that sets the same variables): the same run, its steps printed by rank 0.
+void run_rank(const CLI::App& cmd, const RunOptions& o, const Rendezvous& rendezvous) {
+  if (!o.file.ends_with(".json"))
+    throw Error(fmt::format("PF_RANK is set, but {} is a model: processes run a plan; compile it first: pipeforge "
+                            "compile {} --devices cpu:N -o PLAN.json",
+                            o.file, o.file));
+  ProcessGroup group(rendezvous, o.timeout);
+  RuntimeOptions options = runtime_options(o);
+  options.rank = rendezvous.rank;
+  options.comm = &group.comm();
+  Runtime runtime = Runtime::load(o.file, options);
+  const Plan& plan = runtime.plan();
+  std::vector<std::string> names;
+  for (const PlanRank& r : plan.ranks) names.push_back(rank_name(plan, r.rank));
+  group.name_ranks(std::move(names));
+  check_plan_flags(cmd, plan, o.file);
+  train(o, runtime,
+        fmt::format("{} stages on {} devices, {}, {} micro-batches, {} processes", plan.stages.size(),
+                    plan.devices.size(), plan.schedule, plan.microbatches, rendezvous.world),
+        rendezvous.rank, rendezvous.world);
+  // Nobody leaves (taking rank 0's store with it) while another still works.
+  CommGroup world{"world", {}};
+  for (int r = 0; r < rendezvous.world; ++r) world.ranks.push_back(r);
+  group.comm().barrier(world);
 }
 
 void run(const CLI::App& cmd, const RunOptions& o) {
   check_optimizer_flags(cmd, o.train.optimizer);
+  if (const std::optional<Rendezvous> rendezvous = rendezvous_from_environment())
+    return run_rank(cmd, o, *rendezvous);
   if (o.file.ends_with(".json")) {
     Runtime runtime = Runtime::load(o.file, runtime_options(o));
     const Plan& plan = runtime.plan();

@@ -7,6 +7,10 @@
     run_safetensors.py batch OUT NAME=DTYPE:D0,D1... [NAME[I]=V ...]
         a batch: f32 values in [-1, 1) from a fixed generator, i32 values
         i % 2; NAME[I]=V then sets element I of NAME (flat) to V.
+    run_safetensors.py compare A B TOL
+        every f32 tensor of B is in A, with max |a - b| <= TOL * max |b|
+        (each tensor against its own largest magnitude): prints "same within
+        TOL: N tensors", else one line per tensor that differs, exit 1.
 
 The layout is the one runtime/safetensors.h describes: an 8-byte header
 length, a JSON header ("__metadata__" kept), the tensors' bytes in order.
@@ -81,9 +85,40 @@ def batch(out, specs):
     write(out, tensors, None)
 
 
+def floats(dtype, raw):
+    if dtype != "F32":
+        sys.exit(f"run_safetensors.py: compare reads F32 tensors, not {dtype}")
+    return struct.unpack(f"<{len(raw) // 4}f", raw)
+
+
+def compare(a_path, b_path, tol):
+    a, _ = read(a_path)
+    b, _ = read(b_path)
+    bad = []
+    for name, (dtype, shape, raw) in sorted(b.items()):
+        if name not in a:
+            bad.append(f"{name}: missing from {a_path}")
+            continue
+        if a[name][1] != shape:
+            bad.append(f"{name}: shape {a[name][1]} against {shape}")
+            continue
+        x, y = floats(a[name][0], a[name][2]), floats(dtype, raw)
+        scale = max([abs(v) for v in y] + [1e-6])
+        worst = max([abs(p - q) for p, q in zip(x, y)] + [0.0]) / scale
+        if worst > tol:
+            bad.append(f"{name}: max |a - b| / max |b| = {worst:.3g}")
+    for line in bad:
+        print(line)
+    if bad:
+        sys.exit(1)
+    print(f"same within {tol:g}: {len(b)} tensors")
+
+
 def main(argv):
     if len(argv) >= 3 and argv[1] == "batch":
         return batch(argv[2], argv[3:])
+    if len(argv) == 5 and argv[1] == "compare":
+        return compare(argv[2], argv[3], float(argv[4]))
     if len(argv) != 5 or argv[1] not in ("drop", "misshape"):
         sys.exit(__doc__)
     command, source, out, name = argv[1:]

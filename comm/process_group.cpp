@@ -1,0 +1,63 @@
+// Joining a job of several processes.
+#include "comm/process_group.h"
+
+#include <fmt/format.h>
+
+#include <charconv>
+#include <chrono>
+#include <cstdlib>
+
+#include "comm/gloo_communicator.h"
+#include "comm/tcp_store.h"
+#include "ir/diagnostic.h"
+
+namespace pf {
+
+namespace {
+
+int env_int(const char* name, int min, int max) {
+  const char* text = std::getenv(name);
+  if (!text || !*text)
+    throw Error(fmt::format("{} is not set; a rank started by hand needs PF_RANK, PF_WORLD_SIZE, PF_MASTER_ADDR and "
+                            "PF_MASTER_PORT (pipeforge launch sets them)",
+                            name));
+  int value = 0;
+  const char* end = text + std::char_traits<char>::length(text);
+  const auto [p, ec] = std::from_chars(text, end, value);
+  if (ec != std::errc() || p != end || value < min || value > max)
+    throw Error(fmt::format("{}={} is not a whole number in [{}, {}]", name, text, min, max));
+  return value;
+}
+
+}  // namespace
+
+std::optional<Rendezvous> rendezvous_from_environment() {
+  if (!std::getenv("PF_RANK")) return std::nullopt;
+  Rendezvous r;
+  r.world = env_int("PF_WORLD_SIZE", 1, 1 << 20);
+  r.rank = env_int("PF_RANK", 0, r.world - 1);
+  if (const char* addr = std::getenv("PF_MASTER_ADDR"); addr && *addr) r.master_addr = addr;
+  r.master_port = env_int("PF_MASTER_PORT", 1, 65535);
+  return r;
+}
+
+ProcessGroup::ProcessGroup(const Rendezvous& r, double timeout_s) {
+  const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000));
+  if (r.rank == 0) server_ = std::make_unique<TcpStoreServer>(r.master_port);
+  store_ = std::make_unique<TcpStore>(r.master_addr, r.master_port, timeout);
+  GlooOptions options;
+  options.timeout_s = timeout_s;
+  options.address = store_->local_address();
+  comm_ = std::make_unique<GlooCommunicator>(*store_, r.rank, r.world, options);
+}
+
+ProcessGroup::~ProcessGroup() {
+  comm_.reset();  // its watchdog uses the store
+  store_.reset();
+}
+
+Communicator& ProcessGroup::comm() { return *comm_; }
+
+void ProcessGroup::name_ranks(std::vector<std::string> names) { comm_->set_rank_names(std::move(names)); }
+
+}  // namespace pf

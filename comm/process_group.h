@@ -1,0 +1,55 @@
+// This process's part in a job of several: where the ranks meet, read from
+// the environment a launcher (or a cluster's scheduler) sets, and the
+// communicator over it.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "comm/communicator.h"
+
+namespace pf {
+
+/// How this process joins the others: rank and world size, and rank 0's
+/// store (rank 0 serves it on `master_port` of every interface; the others
+/// reach it at `master_addr`).
+struct Rendezvous {
+  int rank = 0;
+  int world = 1;
+  std::string master_addr = "127.0.0.1";
+  int master_port = 0;
+};
+
+/// The rendezvous that PF_RANK, PF_WORLD_SIZE, PF_MASTER_ADDR and
+/// PF_MASTER_PORT describe (as `pipeforge launch` sets them); nullopt when
+/// PF_RANK is unset. A variable missing or malformed throws pf::Error naming
+/// it.
+std::optional<Rendezvous> rendezvous_from_environment();
+
+class TcpStoreServer;
+class TcpStore;
+class GlooCommunicator;
+
+/// Joins the job: rank 0 starts the store, every rank connects to it and
+/// then to every other rank. Waits, messages and the watchdog use
+/// `timeout_s`, and so does the rendezvous.
+class ProcessGroup {
+ public:
+  ProcessGroup(const Rendezvous& rendezvous, double timeout_s);
+  ~ProcessGroup();
+  ProcessGroup(const ProcessGroup&) = delete;
+  ProcessGroup& operator=(const ProcessGroup&) = delete;
+
+  Communicator& comm();
+  /// How failures name each rank (GlooCommunicator::set_rank_names).
+  void name_ranks(std::vector<std::string> names);
+
+ private:
+  std::unique_ptr<TcpStoreServer> server_;  // rank 0's
+  std::unique_ptr<TcpStore> store_;
+  std::unique_ptr<GlooCommunicator> comm_;
+};
+
+}  // namespace pf
