@@ -2,11 +2,13 @@
 #include "comm/process_group.h"
 
 #include <fmt/format.h>
+#include <unistd.h>
 
 #include <charconv>
 #include <chrono>
 #include <cstdlib>
 
+#include "comm/file_store.h"
 #include "comm/gloo_communicator.h"
 #include "comm/tcp_store.h"
 #include "ir/diagnostic.h"
@@ -36,18 +38,41 @@ std::optional<Rendezvous> rendezvous_from_environment() {
   Rendezvous r;
   r.world = env_int("PF_WORLD_SIZE", 1, 1 << 20);
   r.rank = env_int("PF_RANK", 0, r.world - 1);
-  if (const char* addr = std::getenv("PF_MASTER_ADDR"); addr && *addr) r.master_addr = addr;
-  r.master_port = env_int("PF_MASTER_PORT", 1, 65535);
+  if (const char* rdzv = std::getenv("PF_RDZV"); rdzv && *rdzv) {
+    r.store = rdzv;
+    if (!r.store.starts_with("file:") || r.store.size() == 5)
+      throw Error(fmt::format("PF_RDZV={}: the rendezvous is file:FOLDER (or unset, for rank 0's TCP store)", rdzv));
+  } else {
+    if (const char* addr = std::getenv("PF_MASTER_ADDR"); addr && *addr) r.master_addr = addr;
+    r.master_port = env_int("PF_MASTER_PORT", 1, 65535);
+  }
+  if (const char* addr = std::getenv("PF_ADDR"); addr && *addr) r.address = addr;
   return r;
 }
 
+namespace {
+
+std::string host_name() {
+  char name[256] = {};
+  return ::gethostname(name, sizeof name - 1) == 0 && name[0] ? name : "127.0.0.1";
+}
+
+}  // namespace
+
 ProcessGroup::ProcessGroup(const Rendezvous& r, double timeout_s) {
   const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000));
-  if (r.rank == 0) server_ = std::make_unique<TcpStoreServer>(r.master_port);
-  store_ = std::make_unique<TcpStore>(r.master_addr, r.master_port, timeout);
   GlooOptions options;
   options.timeout_s = timeout_s;
-  options.address = store_->local_address();
+  options.address = r.address;
+  if (r.store.starts_with("file:")) {
+    store_ = std::make_unique<FileStore>(r.store.substr(5), timeout);
+    if (options.address.empty()) options.address = host_name();
+  } else {
+    if (r.rank == 0) server_ = std::make_unique<TcpStoreServer>(r.master_port);
+    auto tcp = std::make_unique<TcpStore>(r.master_addr, r.master_port, timeout);
+    if (options.address.empty()) options.address = tcp->local_address();
+    store_ = std::move(tcp);
+  }
   comm_ = std::make_unique<GlooCommunicator>(*store_, r.rank, r.world, options);
 }
 

@@ -20,16 +20,24 @@ struct Rendezvous {
   int world = 1;
   std::string master_addr = "127.0.0.1";
   int master_port = 0;
+  /// Instead of rank 0's TCP store: "file:FOLDER", a FileStore in a folder
+  /// every rank sees (fresh for each job).
+  std::string store;
+  /// The address the other ranks reach this one at; empty: the one this
+  /// process reaches rank 0's store through (or, with a file store, this
+  /// host's name).
+  std::string address;
 };
 
 /// The rendezvous that PF_RANK, PF_WORLD_SIZE, PF_MASTER_ADDR and
-/// PF_MASTER_PORT describe (as `pipeforge launch` sets them); nullopt when
-/// PF_RANK is unset. A variable missing or malformed throws pf::Error naming
-/// it.
+/// PF_MASTER_PORT describe (as `pipeforge launch` sets them), with PF_RDZV
+/// ("file:FOLDER") and PF_ADDR (this rank's address) where set; nullopt
+/// when PF_RANK is unset. A variable missing or malformed throws pf::Error
+/// naming it.
 std::optional<Rendezvous> rendezvous_from_environment();
 
 class TcpStoreServer;
-class TcpStore;
+class Store;
 class GlooCommunicator;
 
 /// Joins the job: rank 0 starts the store, every rank connects to it and
@@ -48,7 +56,7 @@ class ProcessGroup {
 
  private:
   std::unique_ptr<TcpStoreServer> server_;  // rank 0's
-  std::unique_ptr<TcpStore> store_;
+  std::unique_ptr<Store> store_;
   std::unique_ptr<GlooCommunicator> comm_;
 };
 

@@ -8,6 +8,7 @@ packages=(
   libfmt-dev nlohmann-json3-dev libcli11-dev
   libopenblas-dev
   libgloo-dev  # collectives and point-to-point between processes over TCP
+  iproute2     # network namespaces: two "hosts" on one machine in the tests
   googletest libgtest-dev libbenchmark-dev
   llvm-14-tools
   graphviz

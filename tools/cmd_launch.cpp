@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <climits>
+#include <filesystem>
 #include <cstdlib>
 #include <iostream>
 #include <memory>
@@ -66,7 +67,16 @@ int launch(const LaunchOptions& o) {
     throw Error(fmt::format("--node-rank {} is not in [0, {})", o.node_rank, o.nnodes));
   if (o.nnodes > 1 && o.master_port == 0 && o.rdzv.empty())
     throw Error("with several nodes, give the rendezvous: --master-addr (rank 0's host) and --master-port");
-  const int port = o.master_port > 0 ? o.master_port : free_port();
+  if (!o.rdzv.empty()) {
+    if (!o.rdzv.starts_with("file:") || o.rdzv.size() == 5)
+      throw Error(fmt::format("--rdzv {}: give file:FOLDER (or leave it out, for rank 0's TCP store)", o.rdzv));
+    // Keys left by another job would be taken for this one's.
+    std::error_code ec;
+    const std::string folder = o.rdzv.substr(5);
+    if (std::filesystem::exists(folder, ec) && !std::filesystem::is_empty(folder, ec))
+      throw Error(fmt::format("--rdzv {}: {} is not empty; give each job a fresh folder", o.rdzv, folder));
+  }
+  const int port = o.master_port > 0 ? o.master_port : o.rdzv.empty() ? free_port() : 0;
   const std::string self = self_path();
   std::vector<WorkerSpec> workers;
   for (int local = 0; local < nproc; ++local) {
@@ -79,7 +89,7 @@ int launch(const LaunchOptions& o) {
              {"PF_WORLD_SIZE", std::to_string(world)},
              {"PF_MASTER_ADDR", o.master_addr},
              {"PF_MASTER_PORT", std::to_string(port)}};
-    if (!o.rdzv.empty()) w.env.emplace_back("PF_RDZV", o.rdzv);
+    w.env.emplace_back("PF_RDZV", o.rdzv);  // empty: rank 0's TCP store, not one the caller's environment names
     w.name = rank_name(plan, rank);
     workers.push_back(std::move(w));
   }
@@ -105,7 +115,8 @@ void add_launch_command(CLI::App& app) {
       ->envname("PF_MASTER_ADDR");
   cmd->add_option("--master-port", o->master_port, "port of the rendezvous store (default: a free one, on one node)")
       ->envname("PF_MASTER_PORT");
-  cmd->add_option("--rdzv", o->rdzv, "rendezvous other than rank 0's TCP store: file:FOLDER (shared by every host)");
+  cmd->add_option("--rdzv", o->rdzv,
+                  "rendezvous other than rank 0's TCP store: file:FOLDER, a fresh folder every host sees");
   cmd->add_option("--grace", o->grace, "seconds the other workers get to stop when one fails, before SIGKILL")
       ->check(CLI::NonNegativeNumber);
   cmd->callback([o] {

@@ -1,5 +1,6 @@
 // `pipeforge run`: train a plan across its devices, or a model on one CPU device through a one-stage plan.
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <unistd.h>
 
@@ -258,6 +259,26 @@ void run_rank(const CLI::App& cmd, const RunOptions& o, const Rendezvous& rendez
                             "compile {} --devices cpu:N -o PLAN.json",
                             o.file, o.file));
   ProcessGroup group(rendezvous, o.timeout);
+  CommGroup world{"world", {}};
+  for (int r = 0; r < rendezvous.world; ++r) world.ranks.push_back(r);
+  // Every call is collective from here: a rank with other flags would wait
+  // for calls that never come.
+  std::string flags;  // "steps=3 optimizer=\"sgd\"": the flags given, on one line
+  std::istringstream lines(cmd.config_to_str(false, false));
+  for (std::string line; std::getline(lines, line);)
+    if (!line.empty() && !line.starts_with("file=")) flags += (flags.empty() ? "" : " ") + line;
+  uint64_t mine = std::hash<std::string>{}(o.file + '\n' + flags), first = mine;
+  group.comm().broadcast(world, 0, &first, sizeof first);
+  std::vector<double> differs(static_cast<size_t>(rendezvous.world), 0.0);
+  differs[static_cast<size_t>(rendezvous.rank)] = first != mine;
+  group.comm().all_reduce(world, differs);
+  std::vector<int> others;
+  for (int r = 0; r < rendezvous.world; ++r)
+    if (differs[static_cast<size_t>(r)] != 0) others.push_back(r);
+  if (!others.empty())
+    throw Error(fmt::format("rank{} {} run{} {} with other flags than rank 0; give every rank the same{}",
+                            others.size() == 1 ? "" : "s", fmt::join(others, ", "), others.size() == 1 ? "s" : "",
+                            o.file, first != mine ? fmt::format(" (rank {}: {})", rendezvous.rank, flags) : ""));
   RuntimeOptions options = runtime_options(o);
   options.rank = rendezvous.rank;
   options.comm = &group.comm();
@@ -272,8 +293,6 @@ void run_rank(const CLI::App& cmd, const RunOptions& o, const Rendezvous& rendez
                     plan.devices.size(), plan.schedule, plan.microbatches, rendezvous.world),
         rendezvous.rank, rendezvous.world);
   // Nobody leaves (taking rank 0's store with it) while another still works.
-  CommGroup world{"world", {}};
-  for (int r = 0; r < rendezvous.world; ++r) world.ranks.push_back(r);
   group.comm().barrier(world);
 }
 

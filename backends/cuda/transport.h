@@ -1,13 +1,13 @@
-// Moving activations between GPUs: peer copies inside one process, NCCL send/recv between processes (rendezvous through a shared directory).
+// Moving activations between GPUs: peer copies inside one process, NCCL send/recv between processes (rendezvous through a store).
 #pragma once
 
 #include <cuda_runtime_api.h>
 #include <nccl.h>
 
-#include <chrono>
 #include <cstddef>
 #include <string>
-#include <string_view>
+
+#include "comm/store.h"
 
 namespace pf::cuda {
 
@@ -23,33 +23,15 @@ bool enable_peer_access(int from, int to);
 /// twice is a plain device-to-device copy.
 void copy_peer_async(void* dst, int dst_device, const void* src, int src_device, size_t bytes, cudaStream_t stream);
 
-/// A key-value rendezvous in a directory that every process sees (a local or
-/// network file system): set() writes a file under a temporary name and
-/// renames it, so get() never reads half a value; get() polls until the key
-/// exists or the timeout passes (then pf::Error names the key and the
-/// directory). Keys are file names: letters, digits, '.', '_' and '-'. Use a
-/// fresh directory (or fresh keys) for each run.
-class FileStore {
- public:
-  FileStore(std::string directory, std::chrono::milliseconds timeout);
-  void set(std::string_view key, std::string_view value) const;
-  std::string get(std::string_view key) const;
-  const std::string& directory() const { return directory_; }
-
- private:
-  std::string path_of(std::string_view key) const;
-  std::string directory_;
-  std::chrono::milliseconds timeout_;
-};
-
 /// One rank of an NCCL communicator of `world` ranks, one GPU each (NCCL
 /// rejects two ranks on one GPU). Rank 0 makes the ncclUniqueId and
-/// publishes it under `key` in the store; the others read it. send() and
+/// publishes it under `key` in the rendezvous store (comm/store.h: a file or
+/// TCP store); the others read it. send() and
 /// recv() queue point-to-point transfers on a stream; a send to rank r must
 /// be matched by a recv on r of the same size, in the same order.
 class NcclTransport {
  public:
-  NcclTransport(const FileStore& store, std::string_view key, int rank, int world, int device);
+  NcclTransport(Store& store, const std::string& key, int rank, int world, int device);
   ~NcclTransport();
   NcclTransport(const NcclTransport&) = delete;
   NcclTransport& operator=(const NcclTransport&) = delete;

@@ -10,8 +10,10 @@
 #include <thread>
 #include <vector>
 
+#include "comm/file_store.h"
 #include "ir/diagnostic.h"
 #include "tests/cuda/cuda_test_util.h"
+#include "tests/temp_dir.h"
 
 namespace pf::cuda {
 namespace {
@@ -19,60 +21,7 @@ namespace {
 using namespace std::chrono_literals;
 using testing::DeviceBuffer;
 
-// A fresh directory per test, removed at the end.
-class TempDir {
- public:
-  TempDir() {
-    path_ = std::filesystem::temp_directory_path() /
-            ("pf_cuda_store_" + std::to_string(::testing::UnitTest::GetInstance()->random_seed()) + "_" +
-             ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    std::filesystem::remove_all(path_);
-  }
-  ~TempDir() { std::filesystem::remove_all(path_); }
-  std::string str() const { return path_.string(); }
-
- private:
-  std::filesystem::path path_;
-};
-
-TEST(FileStore, AValueSetIsReadBackWhole) {
-  TempDir dir;
-  FileStore store(dir.str(), 1000ms);
-  const std::string value("\0binary\xff", 8);
-  store.set("nccl.id", value);
-  EXPECT_EQ(store.get("nccl.id"), value);
-}
-
-TEST(FileStore, GetWaitsForAnotherThread) {
-  TempDir dir;
-  FileStore store(dir.str(), 5000ms);
-  std::thread writer([&] {
-    std::this_thread::sleep_for(50ms);
-    FileStore(dir.str(), 5000ms).set("late", "here");
-  });
-  EXPECT_EQ(store.get("late"), "here");
-  writer.join();
-}
-
-TEST(FileStore, AMissingKeyTimesOutWithAClearMessage) {
-  TempDir dir;
-  FileStore store(dir.str(), 30ms);
-  try {
-    store.get("never");
-    FAIL() << "expected an error";
-  } catch (const Error& e) {
-    EXPECT_EQ(e.message(), "file store: no value for 'never' in " + dir.str() +
-                               " after 30 ms (has the other rank started?)");
-  }
-}
-
-TEST(FileStore, KeysMustBePlainFileNames) {
-  TempDir dir;
-  FileStore store(dir.str(), 30ms);
-  EXPECT_THROW(store.set("../escape", "x"), Error);
-  EXPECT_THROW(store.set(".hidden", "x"), Error);
-  EXPECT_THROW(store.set("", "x"), Error);
-}
+using testing_support::TempDir;
 
 TEST(PeerCopy, OneDeviceIsASameDeviceCopy) {
   PF_REQUIRE_CUDA();
@@ -113,7 +62,7 @@ TEST(NcclTransport, TwoRanksSendAndReceive) {
   if (device_count() < 2) GTEST_SKIP() << "needs 2 CUDA devices (NCCL allows one rank per GPU), " << device_count()
                                        << " visible";
   TempDir dir;
-  FileStore store(dir.str(), 30000ms);
+  pf::FileStore store(dir.str(), 30000ms);
   constexpr size_t kCount = 1 << 16;
   std::vector<float> received(kCount);
   auto rank = [&](int r) {
