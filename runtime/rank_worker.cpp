@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <deque>
 #include <new>
 #include <thread>
 
@@ -317,14 +318,45 @@ void RankWorker::all_reduce_grad(PipelineStage& st, const std::string& name, con
 
 // Each stage's gradients summed over its copies in the replicas, whose loss
 // seeds already divide by the number of replicas: every copy gets the
-// gradient of the whole batch, bit for bit the same, and steps alike.
+// gradient of the whole batch, bit for bit the same, and steps alike. The
+// gradients travel in buckets of whole parameters (one collective for many:
+// fewer messages between processes), each summed element by element as a
+// tensor of its own would be.
 void RankWorker::sum_replica_grads() {
+  constexpr size_t kBucketFloats = size_t{8} << 20;  // 32 MiB
   for (size_t k = 0; k < stages_.size(); ++k) {
     const CommGroup& group = groups_.stage_replicas[k];
     if (group.ranks.size() < 2) continue;
     PipelineStage& st = *stages_[k];
     current_stage_ = st.index;
-    for (const ParameterSet::Entry& e : st.params.entries()) all_reduce_grad(st, e.name, group, scratch_);
+    const bool host = st.program->place().on_host();
+    std::deque<ParameterSet::Entry>& entries = st.params.entries();
+    for (size_t first = 0; first < entries.size();) {
+      size_t last = first, floats = 0;
+      while (last < entries.size() && (last == first || floats + entries[last].grad.size() <= kBucketFloats))
+        floats += entries[last++].grad.size();
+      bucket_.resize(floats);
+      float* at = bucket_.data();
+      for (size_t e = first; e < last; ++e) {
+        std::vector<float>& grad = entries[e].grad;
+        if (host)
+          std::copy(grad.begin(), grad.end(), at);
+        else
+          st.program->read_grad(entries[e].name, at);
+        at += grad.size();
+      }
+      comm_.all_reduce(group, std::span<float>(bucket_.data(), floats));
+      at = bucket_.data();
+      for (size_t e = first; e < last; ++e) {
+        std::vector<float>& grad = entries[e].grad;
+        if (host)
+          std::copy(at, at + grad.size(), grad.begin());
+        else
+          st.program->write_grad(entries[e].name, at);
+        at += grad.size();
+      }
+      first = last;
+    }
   }
 }
 

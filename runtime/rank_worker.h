@@ -103,6 +103,7 @@ class RankWorker {
   Communicator& comm_;
   RankGroups groups_;
   std::vector<float> scratch_;  // a device's gradient on its way through a collective
+  std::vector<float> bucket_;   // gradients on their way to the other replicas (kept: fresh pages fault)
   std::vector<std::vector<Param>> norm_params_;
   std::vector<Posted> posted_;  // per action: the receives posted for it
   int current_stage_ = -1;      // for a failure's message
