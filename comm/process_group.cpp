@@ -10,6 +10,7 @@
 
 #include "comm/file_store.h"
 #include "comm/gloo_communicator.h"
+#include "comm/redis_store.h"
 #include "comm/tcp_store.h"
 #include "ir/diagnostic.h"
 
@@ -33,6 +34,30 @@ int env_int(const char* name, int min, int max) {
 
 }  // namespace
 
+StoreSpec parse_store(const std::string& spec, const std::string& what) {
+  StoreSpec s;
+  const auto bad = [&] {
+    return Error(fmt::format("{} {}: give file:FOLDER or redis:HOST:PORT (or nothing, for rank 0's TCP store)", what,
+                             spec));
+  };
+  if (spec.starts_with("file:") && spec.size() > 5) {
+    s.kind = "file";
+    s.path = spec.substr(5);
+  } else if (spec.starts_with("redis:")) {
+    const size_t colon = spec.rfind(':');
+    if (colon <= 6) throw bad();
+    s.kind = "redis";
+    s.host = spec.substr(6, colon - 6);
+    const std::string port = spec.substr(colon + 1);
+    const auto [p, ec] = std::from_chars(port.data(), port.data() + port.size(), s.port);
+    if (ec != std::errc() || p != port.data() + port.size() || s.port < 1 || s.port > 65535 || s.host.empty())
+      throw bad();
+  } else {
+    throw bad();
+  }
+  return s;
+}
+
 std::optional<Rendezvous> rendezvous_from_environment() {
   if (!std::getenv("PF_RANK")) return std::nullopt;
   Rendezvous r;
@@ -40,13 +65,13 @@ std::optional<Rendezvous> rendezvous_from_environment() {
   r.rank = env_int("PF_RANK", 0, r.world - 1);
   if (const char* rdzv = std::getenv("PF_RDZV"); rdzv && *rdzv) {
     r.store = rdzv;
-    if (!r.store.starts_with("file:") || r.store.size() == 5)
-      throw Error(fmt::format("PF_RDZV={}: the rendezvous is file:FOLDER (or unset, for rank 0's TCP store)", rdzv));
+    parse_store(r.store, "PF_RDZV");
   } else {
     if (const char* addr = std::getenv("PF_MASTER_ADDR"); addr && *addr) r.master_addr = addr;
     r.master_port = env_int("PF_MASTER_PORT", 1, 65535);
   }
   if (const char* addr = std::getenv("PF_ADDR"); addr && *addr) r.address = addr;
+  if (const char* job = std::getenv("PF_JOB_ID"); job && *job) r.job = job;
   return r;
 }
 
@@ -64,9 +89,15 @@ ProcessGroup::ProcessGroup(const Rendezvous& r, double timeout_s) {
   GlooOptions options;
   options.timeout_s = timeout_s;
   options.address = r.address;
-  if (r.store.starts_with("file:")) {
-    store_ = std::make_unique<FileStore>(r.store.substr(5), timeout);
+  options.prefix = r.job;
+  const StoreSpec spec = r.store.empty() ? StoreSpec{} : parse_store(r.store, "the rendezvous");
+  if (spec.kind == "file") {
+    store_ = std::make_unique<FileStore>(spec.path, timeout);
     if (options.address.empty()) options.address = host_name();
+  } else if (spec.kind == "redis") {
+    auto redis = std::make_unique<RedisStore>(spec.host, spec.port, timeout);
+    if (options.address.empty()) options.address = redis->local_address();
+    store_ = std::move(redis);
   } else {
     if (r.rank == 0) server_ = std::make_unique<TcpStoreServer>(r.master_port);
     auto tcp = std::make_unique<TcpStore>(r.master_addr, r.master_port, timeout);

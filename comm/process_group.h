@@ -21,17 +21,33 @@ struct Rendezvous {
   std::string master_addr = "127.0.0.1";
   int master_port = 0;
   /// Instead of rank 0's TCP store: "file:FOLDER", a FileStore in a folder
-  /// every rank sees (fresh for each job).
+  /// every rank sees (fresh for each job), or "redis:HOST:PORT", a Redis
+  /// server's.
   std::string store;
+  /// Prefixes every key this job puts in the store, so that jobs sharing a
+  /// Redis server do not meet.
+  std::string job = "pf";
   /// The address the other ranks reach this one at; empty: the one this
   /// process reaches rank 0's store through (or, with a file store, this
   /// host's name).
   std::string address;
 };
 
+/// A rendezvous store other than rank 0's TCP one: "file:FOLDER" or
+/// "redis:HOST:PORT"; pf::Error naming `what` (the flag or variable it came
+/// from) for anything else.
+struct StoreSpec {
+  std::string kind;  // "file", "redis"; empty: rank 0's TCP store
+  std::string path;
+  std::string host;
+  int port = 0;
+};
+StoreSpec parse_store(const std::string& spec, const std::string& what);
+
 /// The rendezvous that PF_RANK, PF_WORLD_SIZE, PF_MASTER_ADDR and
 /// PF_MASTER_PORT describe (as `pipeforge launch` sets them), with PF_RDZV
-/// ("file:FOLDER") and PF_ADDR (this rank's address) where set; nullopt
+/// ("file:FOLDER" or "redis:HOST:PORT"), PF_JOB_ID (the prefix of the job's
+/// keys) and PF_ADDR (this rank's address) where set; nullopt
 /// when PF_RANK is unset. A variable missing or malformed throws pf::Error
 /// naming it.
 std::optional<Rendezvous> rendezvous_from_environment();

@@ -9,7 +9,6 @@
 #include "comm/tcp_store.h"
 
 #include <fmt/format.h>
-#include <arpa/inet.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -23,6 +22,7 @@
 #include <thread>
 #include <vector>
 
+#include "comm/socket_address.h"
 #include "ir/diagnostic.h"
 
 namespace pf {
@@ -230,15 +230,7 @@ TcpStore::~TcpStore() {
   if (fd_ >= 0) ::close(fd_);
 }
 
-std::string TcpStore::local_address() const {
-  sockaddr_in addr{};
-  socklen_t len = sizeof addr;
-  char text[INET_ADDRSTRLEN] = {};
-  if (::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len) != 0 ||
-      !::inet_ntop(AF_INET, &addr.sin_addr, text, sizeof text))
-    throw Error(fmt::format("cannot tell this host's address on the connection to {}", where()));
-  return text;
-}
+std::string TcpStore::local_address() const { return pf::local_address(fd_, where()); }
 
 std::string TcpStore::where() const { return fmt::format("{}:{}", host_, port_); }
 

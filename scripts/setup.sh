@@ -9,6 +9,7 @@ packages=(
   libopenblas-dev
   libgloo-dev  # collectives and point-to-point between processes over TCP
   iproute2     # network namespaces: two "hosts" on one machine in the tests
+  libhiredis-dev redis-server  # a Redis server as the rendezvous store (pipeforge launch --rdzv redis:)
   googletest libgtest-dev libbenchmark-dev
   llvm-14-tools
   graphviz

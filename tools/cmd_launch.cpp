@@ -7,11 +7,13 @@
 #include <unistd.h>
 
 #include <climits>
+#include <ctime>
 #include <filesystem>
 #include <cstdlib>
 #include <iostream>
 #include <memory>
 
+#include "comm/process_group.h"
 #include "ir/diagnostic.h"
 #include "plan/plan.h"
 #include "tools/command.h"
@@ -30,6 +32,7 @@ struct LaunchOptions {
   std::string master_addr = "127.0.0.1";
   int master_port = 0;  // 0: a free port, when there is one node
   std::string rdzv;
+  std::string job_id;
   double grace = 5;
 };
 
@@ -67,15 +70,19 @@ int launch(const LaunchOptions& o) {
     throw Error(fmt::format("--node-rank {} is not in [0, {})", o.node_rank, o.nnodes));
   if (o.nnodes > 1 && o.master_port == 0 && o.rdzv.empty())
     throw Error("with several nodes, give the rendezvous: --master-addr (rank 0's host) and --master-port");
-  if (!o.rdzv.empty()) {
-    if (!o.rdzv.starts_with("file:") || o.rdzv.size() == 5)
-      throw Error(fmt::format("--rdzv {}: give file:FOLDER (or leave it out, for rank 0's TCP store)", o.rdzv));
+  const StoreSpec store = o.rdzv.empty() ? StoreSpec{} : parse_store(o.rdzv, "--rdzv");
+  if (store.kind == "file") {
     // Keys left by another job would be taken for this one's.
     std::error_code ec;
-    const std::string folder = o.rdzv.substr(5);
-    if (std::filesystem::exists(folder, ec) && !std::filesystem::is_empty(folder, ec))
-      throw Error(fmt::format("--rdzv {}: {} is not empty; give each job a fresh folder", o.rdzv, folder));
+    if (std::filesystem::exists(store.path, ec) && !std::filesystem::is_empty(store.path, ec))
+      throw Error(fmt::format("--rdzv {}: {} is not empty; give each job a fresh folder", o.rdzv, store.path));
   }
+  // A Redis server keeps earlier jobs' keys: each job gets a prefix of its
+  // own, which the launchers of several hosts must be told.
+  std::string job = o.job_id;
+  if (job.empty() && store.kind == "redis" && o.nnodes > 1)
+    throw Error("--rdzv redis: with several nodes, give every host's launcher the same --job-id");
+  if (job.empty()) job = o.nnodes == 1 ? fmt::format("pf-{:x}-{:x}", ::getpid(), ::time(nullptr)) : "pf";
   const int port = o.master_port > 0 ? o.master_port : o.rdzv.empty() ? free_port() : 0;
   const std::string self = self_path();
   std::vector<WorkerSpec> workers;
@@ -90,6 +97,7 @@ int launch(const LaunchOptions& o) {
              {"PF_MASTER_ADDR", o.master_addr},
              {"PF_MASTER_PORT", std::to_string(port)}};
     w.env.emplace_back("PF_RDZV", o.rdzv);  // empty: rank 0's TCP store, not one the caller's environment names
+    w.env.emplace_back("PF_JOB_ID", job);
     w.name = rank_name(plan, rank);
     workers.push_back(std::move(w));
   }
@@ -116,7 +124,12 @@ void add_launch_command(CLI::App& app) {
   cmd->add_option("--master-port", o->master_port, "port of the rendezvous store (default: a free one, on one node)")
       ->envname("PF_MASTER_PORT");
   cmd->add_option("--rdzv", o->rdzv,
-                  "rendezvous other than rank 0's TCP store: file:FOLDER, a fresh folder every host sees");
+                  "rendezvous other than rank 0's TCP store: file:FOLDER (a fresh folder every host sees) or "
+                  "redis:HOST:PORT");
+  cmd->add_option("--job-id", o->job_id,
+                  "prefix of the job's keys in the store (default: one of its own on one node; with Redis and "
+                  "several nodes, give every host the same)")
+      ->envname("PF_JOB_ID");
   cmd->add_option("--grace", o->grace, "seconds the other workers get to stop when one fails, before SIGKILL")
       ->check(CLI::NonNegativeNumber);
   cmd->callback([o] {
