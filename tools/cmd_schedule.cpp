@@ -3,7 +3,10 @@
 
 #include <iostream>
 #include <memory>
+#include <optional>
 
+#include "ir/diagnostic.h"
+#include "plan/plan.h"
 #include "runtime/schedule.h"
 #include "tools/command.h"
 
@@ -11,6 +14,7 @@ namespace pf::tools {
 
 namespace {
 struct ScheduleOptions {
+  std::string plan;
   int stages = 4;
   int microbatches = 8;
   std::string kind = "1f1b";
@@ -24,6 +28,9 @@ void add_schedule_command(CLI::App& app) {
   auto opts = std::make_shared<ScheduleOptions>();
   CLI::App* cmd = app.add_subcommand(
       "schedule", "draw a pipeline schedule (F/B/W per micro-batch) and its bubble on unit costs");
+  cmd->add_option("plan", opts->plan,
+                  "a plan (.json): draw its schedule, with the ranks that run each device's list (the flags below "
+                  "then come from the plan)");
   cmd->add_option("--stages,-p", opts->stages, "pipeline devices")->check(CLI::PositiveNumber);
   cmd->add_option("--microbatches,-m", opts->microbatches, "micro-batches per step")->check(CLI::PositiveNumber);
   cmd->add_option("--schedule,-s", opts->kind, "gpipe, 1f1b, interleaved or zb1")
@@ -32,11 +39,35 @@ void add_schedule_command(CLI::App& app) {
       ->check(CLI::PositiveNumber);
   cmd->add_option("--format", opts->format, "text or svg")->check(CLI::IsMember({"text", "svg"}));
   cmd->add_option("-o,--output", opts->output, "write the drawing here instead of standard output");
-  cmd->callback([opts] {
+  cmd->callback([cmd, opts] {
+    std::optional<Plan> plan;
+    if (!opts->plan.empty()) {
+      plan = load_plan(opts->plan);
+      for (const char* flag : {"--stages", "--microbatches", "--schedule", "--virtual"})
+        if (cmd->count(flag) > 0)
+          throw Error(fmt::format("{}: the schedule comes from {}; drop the flag, or compile the plan again",
+                                  flag, opts->plan));
+      opts->kind = plan->schedule;
+      opts->microbatches = plan->microbatches;
+      opts->virtual_stages = plan->virtual_stages;
+      opts->stages = static_cast<int>(plan->stages.size()) / plan->virtual_stages;
+    }
     Schedule schedule =
         make_schedule(*parse_schedule_kind(opts->kind), opts->stages, opts->microbatches, opts->virtual_stages);
     Simulation sim = simulate(schedule);
     std::string out = opts->format == "svg" ? render_schedule_svg(schedule, sim) : render_schedule_text(schedule, sim);
+    if (plan && opts->format == "text") {
+      // Each device's list runs on one rank per replica.
+      out += "\nranks:\n";
+      for (int d = 0; d < schedule.devices; ++d) {
+        std::string ranks;
+        for (const PlanRank& r : plan->ranks)
+          if (r.rank % schedule.devices == d)
+            ranks += fmt::format("{}rank {} on {} (replica {})", ranks.empty() ? "" : ", ", r.rank,
+                                 plan->devices[static_cast<size_t>(r.device)].name, r.replica);
+        out += fmt::format("dev {}: {}\n", d, ranks);
+      }
+    }
     write_output(opts->output, out);
     if (opts->format == "svg" && !opts->output.empty())
       std::cout << fmt::format("wrote {}; bubble {:.1f}%\n", opts->output, 100 * sim.bubble_fraction);
