@@ -5,12 +5,10 @@
 
 #include <algorithm>
 #include <chrono>
-#include <map>
 #include <thread>
 
 #include "comm/local_communicator.h"
 #include "runtime/rank_worker.h"
-#include "runtime/safetensors.h"
 #include "runtime/stage_program.h"
 #ifdef PF_CUDA
 #include "runtime/cuda_stage_program.h"
@@ -258,100 +256,6 @@ int Pipeline::stages() const { return static_cast<int>(stages_.size()) / replica
 int Pipeline::devices() const { return ranks_; }
 int Pipeline::replicas() const { return replicas_; }
 const Schedule& Pipeline::schedule() const { return schedule_; }
-
-std::vector<Optimizer*> Pipeline::optimizers() {
-  std::vector<Optimizer*> out;
-  for (PipelineStage* s : local_stages())
-    if (s->optimizer) out.push_back(s->optimizer.get());
-  return out;
-}
-
-void Pipeline::set_profile(bool on) {
-  for (PipelineStage* s : local_stages()) s->program->set_profile(on);
-}
-
-void Pipeline::reset_profile() {
-  for (PipelineStage* s : local_stages()) s->program->reset_profile();
-}
-
-std::vector<backend::OpTime> Pipeline::op_times(int stage) const {
-  const PipelineStage* s = stages_.at(static_cast<size_t>(stage)).get();  // replica 0's
-  return s ? s->program->op_times() : std::vector<backend::OpTime>{};
-}
-
-std::vector<ParameterSet*> Pipeline::parameter_sets() {
-  std::vector<ParameterSet*> out;
-  for (PipelineStage* s : local_stages()) out.push_back(&s->params);
-  return out;
-}
-
-void Pipeline::initialize(uint64_t seed) {
-  for (PipelineStage* s : local_stages()) {
-    s->params.initialize(seed);
-    s->program->upload(nullptr);
-  }
-}
-
-void Pipeline::load(const SafeTensors& file, const std::string& what) {
-  for (PipelineStage* s : local_stages()) {
-    s->params.load_values(file, what, /*allow_unexpected=*/true);
-    s->program->upload(nullptr);
-  }
-}
-
-void Pipeline::copy_to_host() {
-  for (PipelineStage* s : local_stages()) s->program->download(s->optimizer.get());
-}
-
-void Pipeline::copy_to_devices() {
-  for (PipelineStage* s : local_stages()) s->program->upload(s->optimizer.get());
-}
-
-void Pipeline::save_grads(SafeTensors& file) const {
-  std::map<std::string, bool> seen;
-  for (PipelineStage* s : local_stages()) {
-    s->program->download(nullptr);
-    for (const auto& e : s->params.entries())
-      if (!seen[e.name]) {
-        seen[e.name] = true;
-        file.add(e.name, e.type, e.grad.data());
-      }
-  }
-}
-
-void Pipeline::save_values(SafeTensors& file) const {
-  std::map<std::string, bool> seen;
-  for (PipelineStage* s : local_stages()) {
-    s->program->download(nullptr);
-    for (const auto& e : s->params.entries())
-      if (!seen[e.name]) {
-        seen[e.name] = true;
-        file.add(e.name, e.type, e.value.data());
-      }
-  }
-}
-
-std::vector<std::pair<int, SafeTensors>> Pipeline::checkpoint_shards() const {
-  std::vector<std::pair<int, SafeTensors>> out;
-  for (PipelineStage* s : local_stages()) {
-    if (s->replica != 0) continue;  // the replicas hold the same numbers
-    SafeTensors shard;
-    for (const ParameterSet::Entry& e : s->params.entries()) shard.add(e.name, e.type, e.value.data());
-    // A state buffer named like a parameter ("w.exp_avg" beside a parameter
-    // "w.exp_avg") makes add() throw: the checkpoint would be ambiguous.
-    for (const StateBuffer& b : s->optimizer->state()) shard.add(b.name, b.type, b.data);
-    shard.metadata = {{"stage", std::to_string(s->index)}};
-    out.emplace_back(s->index, std::move(shard));
-  }
-  return out;
-}
-
-void Pipeline::start() {
-  const TrainingOptions& t = options_.train;
-  for (PipelineStage* s : local_stages()) s->optimizer = s->program->make_optimizer(t);
-  lr_ = t.cosine || t.warmup > 0 ? LrSchedule::warmup_cosine(t.lr, t.lr / 10, t.warmup, t.steps)
-                                 : LrSchedule::constant(t.lr);
-}
 
 struct Pipeline::StepState {
   RankStep step;
