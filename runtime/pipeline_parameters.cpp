@@ -56,29 +56,27 @@ void Pipeline::copy_to_devices() {
   for (PipelineStage* s : local_stages()) s->program->upload(s->optimizer.get());
 }
 
-void Pipeline::save_grads(SafeTensors& file) const {
+namespace {
+
+/// Every parameter the stages hold, a tied or replicated one once (its
+/// copies are equal): its values, or its gradients.
+void save_parameters(const std::vector<PipelineStage*>& stages, bool grads, SafeTensors& file) {
   std::map<std::string, bool> seen;
-  for (PipelineStage* s : local_stages()) {
+  for (PipelineStage* s : stages) {
     s->program->download(nullptr);
     for (const auto& e : s->params.entries())
       if (!seen[e.name]) {
         seen[e.name] = true;
-        file.add(e.name, e.type, e.grad.data());
+        file.add(e.name, e.type, grads ? e.grad.data() : e.value.data());
       }
   }
 }
 
-void Pipeline::save_values(SafeTensors& file) const {
-  std::map<std::string, bool> seen;
-  for (PipelineStage* s : local_stages()) {
-    s->program->download(nullptr);
-    for (const auto& e : s->params.entries())
-      if (!seen[e.name]) {
-        seen[e.name] = true;
-        file.add(e.name, e.type, e.value.data());
-      }
-  }
-}
+}  // namespace
+
+void Pipeline::save_grads(SafeTensors& file) const { save_parameters(local_stages(), true, file); }
+
+void Pipeline::save_values(SafeTensors& file) const { save_parameters(local_stages(), false, file); }
 
 std::vector<std::pair<int, SafeTensors>> Pipeline::checkpoint_shards() const {
   std::vector<std::pair<int, SafeTensors>> out;
