@@ -2,6 +2,7 @@
 #include "comm/gloo_communicator.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <gloo/common/error.h>
 #include <gloo/rendezvous/context.h>
 #include <gloo/rendezvous/store.h>
@@ -52,9 +53,16 @@ class GlooStore final : public gloo::rendezvous::Store {
     const auto deadline = Clock::now() + timeout;
     auto pause = std::chrono::milliseconds(1);
     while (!store_.check(full)) {
-      if (Clock::now() >= deadline)
-        throw Error(fmt::format("the ranks did not all arrive within {:.0f} s; has every rank started?",
+      if (Clock::now() >= deadline) {
+        // Gloo's keys are the ranks' numbers.
+        std::vector<std::string> missing;
+        for (size_t k = 0; k < keys.size(); ++k)
+          if (!store_.check({full[k]})) missing.push_back(keys[k]);
+        throw Error(fmt::format("rank{} {} did not join within {:.0f} s: not started, or cannot reach the "
+                                "rendezvous store",
+                                missing.size() == 1 ? "" : "s", fmt::join(missing, ", "),
                                 std::chrono::duration<double>(timeout).count()));
+      }
       std::this_thread::sleep_for(pause);
       pause = std::min(pause * 2, std::chrono::milliseconds(50));
     }

@@ -85,6 +85,14 @@ std::string host_name() {
 }  // namespace
 
 ProcessGroup::ProcessGroup(const Rendezvous& r, double timeout_s) {
+  try {
+    join(r, timeout_s);
+  } catch (const Error& e) {
+    throw Error(fmt::format("rank {}: {}", r.rank, e.message()));
+  }
+}
+
+void ProcessGroup::join(const Rendezvous& r, double timeout_s) {
   const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000));
   GlooOptions options;
   options.timeout_s = timeout_s;

@@ -58,7 +58,7 @@ class GlooCommunicator;
 
 /// Joins the job: rank 0 starts the store, every rank connects to it and
 /// then to every other rank. Waits, messages and the watchdog use
-/// `timeout_s`, and so does the rendezvous.
+/// `timeout_s`, and so does the rendezvous, whose errors name this rank.
 class ProcessGroup {
  public:
   ProcessGroup(const Rendezvous& rendezvous, double timeout_s);
@@ -71,6 +71,8 @@ class ProcessGroup {
   void name_ranks(std::vector<std::string> names);
 
  private:
+  void join(const Rendezvous& rendezvous, double timeout_s);
+
   std::unique_ptr<TcpStoreServer> server_;  // rank 0's
   std::unique_ptr<Store> store_;
   std::unique_ptr<GlooCommunicator> comm_;

@@ -356,7 +356,13 @@ PipelineStepResult Pipeline::run_step(const std::vector<std::pair<std::string, c
   if (options_.comm) {
     CommGroup world{"world", {}};
     for (int r = 0; r < ranks_; ++r) world.ranks.push_back(r);
-    options_.comm->all_reduce(world, stats);
+    try {
+      options_.comm->all_reduce(world, stats);
+    } catch (const CommAborted&) {
+      throw Error(options_.comm->error());  // another rank failed after its walk
+    } catch (const CommTimeout& t) {
+      throw Error(t.message);
+    }
   }
   // The bubble is the schedule's: idle time until the last rank's actions
   // are done, not the collectives and the update after them.

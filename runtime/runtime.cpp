@@ -106,11 +106,24 @@ struct Runtime::Impl {
     return batch.inputs;
   }
 
+  /// Runs a collective between processes; one that another rank's failure
+  /// ends throws that failure as a pf::Error.
+  template <class F>
+  auto collective(F&& f) const {
+    try {
+      return f();
+    } catch (const CommAborted&) {
+      throw Error(options.comm->error());
+    } catch (const CommTimeout& t) {
+      throw Error(t.message);
+    }
+  }
+
   /// Writes what this process's stages hold by name: between processes,
   /// rank 0 writes what every rank's stages hold.
   void write_gathered(const SafeTensors& local, const std::string& path) const {
     if (!options.comm) return local.write(path);
-    const SafeTensors all = gather_parameters(*options.comm, plan, 0, local);
+    const SafeTensors all = collective([&] { return gather_parameters(*options.comm, plan, 0, local); });
     if (options.comm->rank() == 0) all.write(path);
   }
 
@@ -233,7 +246,9 @@ void Runtime::save_checkpoint(const std::string& path) const {
     entries.push_back(Json::parse(write_shard(path, stage, shard)));
   if (Communicator* comm = impl_->options.comm) {
     // Rank 0 writes the index once every shard is written.
-    const std::vector<std::string> texts = gather_text(*comm, world_of(impl_->plan), 0, entries.dump());
+    const std::string mine = entries.dump();
+    const std::vector<std::string> texts =
+        impl_->collective([&] { return gather_text(*comm, world_of(impl_->plan), 0, mine); });
     if (comm->rank() != 0) return;
     entries = Json::array();
     for (const std::string& text : texts)

@@ -251,14 +251,8 @@ void train(const RunOptions& o, Runtime& runtime, const std::string& what, int r
   }
 }
 
-// One rank of a plan run as processes (pipeforge launch, or a scheduler
-// that sets the same variables): the same run, its steps printed by rank 0.
-void run_rank(const CLI::App& cmd, const RunOptions& o, const Rendezvous& rendezvous) {
-  if (!o.file.ends_with(".json"))
-    throw Error(fmt::format("PF_RANK is set, but {} is a model: processes run a plan; compile it first: pipeforge "
-                            "compile {} --devices cpu:N -o PLAN.json",
-                            o.file, o.file));
-  ProcessGroup group(rendezvous, o.timeout);
+// One rank's run in a job of processes, once it has joined.
+void train_rank(const CLI::App& cmd, const RunOptions& o, const Rendezvous& rendezvous, ProcessGroup& group) {
   CommGroup world{"world", {}};
   for (int r = 0; r < rendezvous.world; ++r) world.ranks.push_back(r);
   // Every call is collective from here: a rank with other flags would wait
@@ -294,6 +288,24 @@ void run_rank(const CLI::App& cmd, const RunOptions& o, const Rendezvous& rendez
         rendezvous.rank, rendezvous.world);
   // Nobody leaves (taking rank 0's store with it) while another still works.
   group.comm().barrier(world);
+}
+
+// One rank of a plan run as processes (pipeforge launch, or a scheduler
+// that sets the same variables): the same run, its steps printed by rank 0.
+// A collective that another rank's failure ends reports that failure.
+void run_rank(const CLI::App& cmd, const RunOptions& o, const Rendezvous& rendezvous) {
+  if (!o.file.ends_with(".json"))
+    throw Error(fmt::format("PF_RANK is set, but {} is a model: processes run a plan; compile it first: pipeforge "
+                            "compile {} --devices cpu:N -o PLAN.json",
+                            o.file, o.file));
+  ProcessGroup group(rendezvous, o.timeout);
+  try {
+    train_rank(cmd, o, rendezvous, group);
+  } catch (const CommAborted&) {
+    throw Error(group.comm().error());
+  } catch (const CommTimeout& t) {
+    throw Error(t.message);
+  }
 }
 
 void run(const CLI::App& cmd, const RunOptions& o) {
