@@ -250,8 +250,10 @@ struct GlooCommunicator::Impl {
     const double timeout = options.timeout_s;
     const auto now = Clock::now();
     bool someone_busy = false;
-    int silent = -1;  // the peer silent the longest, if any is
-    double silent_for = 3 * options.heartbeat_s;
+    // The peer silent the longest, if any has missed its heartbeats for
+    // half the timeout: a loaded machine delays a beat, not that many.
+    int silent = -1;
+    double silent_for = std::max(3 * options.heartbeat_s, timeout / 2);
     std::string silent_was;
     for (int peer = 0; peer < size; ++peer) {
       if (peer == rank) continue;

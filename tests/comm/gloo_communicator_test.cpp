@@ -187,7 +187,7 @@ TEST(GlooCommunicator, AnAbortEndsEveryOtherRanksWait) {
 TEST(GlooCommunicator, AMissingMessageTimesOutNamingTheWait) {
   std::vector<std::string> errors(2);
   std::vector<int> timeouts(2, 0);
-  on_ranks(2, 0.5, [&](GlooCommunicator& c) {
+  on_ranks(2, 1, [&](GlooCommunicator& c) {
     double x = 0;
     const int h = c.post({1 - c.rank(), 9, &x, 8, fmt::format("stage {} waits for micro-batch 0", c.rank())});
     try {
@@ -204,7 +204,7 @@ TEST(GlooCommunicator, AMissingMessageTimesOutNamingTheWait) {
   EXPECT_EQ(errors[0], errors[1]);
   const int first = timeouts[0] ? 0 : 1;
   EXPECT_EQ(errors[0],
-            fmt::format("timed out after 0 s with no rank computing: stage {} waits for micro-batch 0", first));
+            fmt::format("timed out after 1 s with no rank computing: stage {} waits for micro-batch 0", first));
 }
 
 // ---- Ranks as processes: this test program started again as rank 1.
