@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <climits>
 #include <cstdlib>
@@ -162,6 +163,51 @@ TEST(GlooCommunicator, BroadcastsFromAnyRoot) {
     got[static_cast<size_t>(c.rank())] = v;
   });
   EXPECT_EQ(got, (std::vector<int64_t>{42, 42, 42}));
+}
+
+TEST(GlooCommunicator, ABarrierHoldsEveryRankUntilTheLastArrives) {
+  std::atomic<bool> last_arrived{false};
+  std::vector<int> saw(3, 0);
+  on_ranks(3, 10, [&](GlooCommunicator& c) {
+    if (c.rank() == 2) {
+      std::this_thread::sleep_for(50ms);
+      last_arrived = true;
+    }
+    c.barrier(everyone(3));
+    saw[static_cast<size_t>(c.rank())] = last_arrived ? 1 : 0;
+  });
+  EXPECT_EQ(saw, (std::vector<int>{1, 1, 1}));
+}
+
+// Rank 1 computes one thing after another for longer than the timeout in
+// all, each shorter than it: rank 0's wait for its result does not time out.
+TEST(GlooCommunicator, ABusyRankHoldsOffTheTimeout) {
+  std::string error = "(not waited)";
+  on_ranks(2, 1, [&](GlooCommunicator& c) {
+    double x = 0;
+    if (c.rank() == 1) {
+      for (int mb = 0; mb < 4; ++mb) {
+        c.set_busy("stage 1", fmt::format("forward of micro-batch {}", mb));
+        std::this_thread::sleep_for(350ms);
+      }
+      c.set_busy("stage 1", "");
+      x = 4;
+      try {
+        c.send(0, 3, &x, 8);
+      } catch (const CommAborted&) {
+        // rank 0 timed out after all: its error says so below
+      }
+    } else {
+      try {
+        c.wait(c.post({1, 3, &x, 8, "stage 0 waits for stage 1"}));
+        EXPECT_EQ(x, 4);
+      } catch (const CommTimeout&) {
+      } catch (const CommAborted&) {
+      }
+      error = c.error();
+    }
+  });
+  EXPECT_EQ(error, "");
 }
 
 TEST(GlooCommunicator, AnAbortEndsEveryOtherRanksWait) {
