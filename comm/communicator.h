@@ -19,6 +19,9 @@ struct CommGroup {
   std::string name;        ///< "world", "tied:wte", ...
   std::vector<int> ranks;  ///< increasing
 
+  /// Every rank of a world of `size`, named "world".
+  static CommGroup world(int size);
+
   bool contains(int rank) const;
 };
 
@@ -83,6 +86,15 @@ class Communicator {
   /// order; every member ends with the sum.
   virtual void all_reduce(const CommGroup& group, std::span<double> values) = 0;
   virtual void all_reduce(const CommGroup& group, std::span<float> values) = 0;
+  /// Starts an all_reduce of `values` that finish_all_reduce(handle)
+  /// completes, so that this rank computes on meanwhile where the
+  /// communicator can move the bytes by itself (between processes);
+  /// `values` stay untouched by the caller until then. A rank finishes its
+  /// reductions in the order it started them, and starts them in the same
+  /// order as the other members. By default the whole all_reduce happens
+  /// here and finishing has nothing left to do.
+  virtual int start_all_reduce(const CommGroup& group, std::span<float> values);
+  virtual void finish_all_reduce(int handle);
   /// Copies `bytes` at `data` from the group's rank `root` to every member.
   virtual void broadcast(const CommGroup& group, int root, void* data, int64_t bytes) = 0;
   virtual void barrier(const CommGroup& group) = 0;

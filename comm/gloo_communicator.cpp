@@ -348,47 +348,90 @@ struct GlooCommunicator::Impl {
     return kCollectiveTag | (group_id(group.name) << 32) | (rounds[group.name]++ & 0xffffffffu);
   }
 
+  /// One all-reduce between its start and its end: the root receives every
+  /// member's values, sums them in rank order and sends the total back.
   template <class T>
-  void reduce(const CommGroup& group, std::span<T> values, std::vector<T>& scratch) {
+  struct Reduction {
+    std::span<T> values;
+    std::vector<int> ranks;  // the group's; empty: nothing to do
+    std::string what;        // for the watchdog
+    std::vector<T>* scratch = nullptr;  // the root's: every other member's values
+    std::vector<std::unique_ptr<UnboundBuffer>> in, out;
+    uint64_t tag = 0;
+  };
+
+  /// Posts the reduction's messages: a member's values go to the root at
+  /// once, and the root's receives wait for them.
+  template <class T>
+  Reduction<T> begin_reduce(const CommGroup& group, std::span<T> values, std::vector<T>& scratch) {
     check_member(group);
     check_failure();
-    if (group.ranks.size() < 2) return;
+    Reduction<T> r;
+    if (group.ranks.size() < 2) return r;
     settle(group);
     const uint64_t tag = next_tag(group);
-    const int root = group.ranks.front();
     const auto bytes = static_cast<int64_t>(values.size_bytes());
-    const std::string what = fmt::format("rank {} waits in collective '{}'", rank, group.name);
-    if (bytes == 0) return;
+    if (bytes == 0) return r;
+    r.values = values;
+    r.ranks = group.ranks;
+    r.what = fmt::format("rank {} waits in collective '{}'", rank, group.name);
+    r.scratch = &scratch;
+    const int root = group.ranks.front();
     if (rank == root) {
       const size_t n = values.size(), members = group.ranks.size();
       scratch.resize(n * (members - 1));
-      std::vector<std::unique_ptr<UnboundBuffer>> inputs;
       for (size_t k = 1; k < members; ++k) {
-        inputs.push_back(buffer(scratch.data() + (k - 1) * n, bytes));
-        start(*inputs.back(), false, group.ranks[k], tag);
+        r.in.push_back(buffer(scratch.data() + (k - 1) * n, bytes));
+        start(*r.in.back(), false, group.ranks[k], tag);
       }
+      // The root's answers go out under the same tag, once summed.
+      for (size_t k = 1; k < members; ++k) r.out.push_back(buffer(values.data(), bytes));
+    } else {
+      // The total lands where the values were: the root answers only once it
+      // has received all of them.
+      r.out.push_back(buffer(values.data(), bytes));
+      start(*r.out.back(), true, root, tag);
+      r.in.push_back(buffer(values.data(), bytes));
+      start(*r.in.back(), false, root, tag);
+    }
+    r.tag = tag;
+    return r;
+  }
+
+  template <class T>
+  void end_reduce(Reduction<T>& r) {
+    if (r.ranks.empty()) return;
+    const int root = r.ranks.front();
+    if (rank == root) {
+      const size_t n = r.values.size(), members = r.ranks.size();
       // In rank order: the root's own values first, then each member's.
       for (size_t k = 1; k < members; ++k) {
-        await(*inputs[k - 1], false, what, group.ranks[k]);
-        const T* x = scratch.data() + (k - 1) * n;
-        for (size_t i = 0; i < n; ++i) values[i] += x[i];
+        await(*r.in[k - 1], false, r.what, r.ranks[k]);
+        const T* x = r.scratch->data() + (k - 1) * n;
+        for (size_t i = 0; i < n; ++i) r.values[i] += x[i];
       }
-      std::vector<std::unique_ptr<UnboundBuffer>> outputs;
-      for (size_t k = 1; k < members; ++k) {
-        outputs.push_back(buffer(values.data(), bytes));
-        start(*outputs.back(), true, group.ranks[k], tag);
-      }
-      for (size_t k = 1; k < members; ++k) await(*outputs[k - 1], true, what, group.ranks[k]);
+      for (size_t k = 1; k < members; ++k) start(*r.out[k - 1], true, r.ranks[k], r.tag);
+      for (size_t k = 1; k < members; ++k) await(*r.out[k - 1], true, r.what, r.ranks[k]);
     } else {
-      check_failure();
-      auto out = buffer(values.data(), bytes);
-      start(*out, true, root, tag);
-      auto in = buffer(values.data(), bytes);
-      start(*in, false, root, tag);
-      await(*in, false, what, root);
-      await(*out, true, what, root);
+      await(*r.in.front(), false, r.what, root);
+      await(*r.out.front(), true, r.what, root);
     }
+    r.ranks.clear();
   }
+
+  template <class T>
+  void reduce(const CommGroup& group, std::span<T> values, std::vector<T>& scratch) {
+    Reduction<T> r = begin_reduce(group, values, scratch);
+    end_reduce(r);
+  }
+
+  /// Reductions started and not yet finished, by handle, each with its own
+  /// scratch; forgotten once all have finished.
+  struct Started {
+    Reduction<float> reduction;
+    std::vector<float> scratch;
+  };
+  std::vector<std::unique_ptr<Started>> started;
 };
 
 GlooCommunicator::GlooCommunicator(Store& store, int rank, int size, GlooOptions options)
@@ -483,6 +526,23 @@ void GlooCommunicator::all_reduce(const CommGroup& group, std::span<double> valu
 
 void GlooCommunicator::all_reduce(const CommGroup& group, std::span<float> values) {
   impl_->reduce(group, values, impl_->f32);
+}
+
+int GlooCommunicator::start_all_reduce(const CommGroup& group, std::span<float> values) {
+  Impl& m = *impl_;
+  auto s = std::make_unique<Impl::Started>();
+  s->reduction = m.begin_reduce(group, values, s->scratch);
+  m.started.push_back(std::move(s));
+  return static_cast<int>(m.started.size()) - 1;
+}
+
+void GlooCommunicator::finish_all_reduce(int handle) {
+  Impl& m = *impl_;
+  if (handle < 0 || handle >= static_cast<int>(m.started.size()) || !m.started[static_cast<size_t>(handle)])
+    throw Error(fmt::format("rank {} finishes all-reduce {}, which it did not start", m.rank, handle));
+  m.end_reduce(m.started[static_cast<size_t>(handle)]->reduction);
+  m.started[static_cast<size_t>(handle)].reset();
+  if (std::all_of(m.started.begin(), m.started.end(), [](auto& s) { return !s; })) m.started.clear();
 }
 
 void GlooCommunicator::broadcast(const CommGroup& group, int root, void* data, int64_t bytes) {

@@ -50,6 +50,10 @@ class GlooCommunicator final : public Communicator {
   Received wait(int handle) override;
   void all_reduce(const CommGroup& group, std::span<double> values) override;
   void all_reduce(const CommGroup& group, std::span<float> values) override;
+  /// The members' values travel to the group's first rank while every
+  /// member computes on; that rank sums them when it finishes.
+  int start_all_reduce(const CommGroup& group, std::span<float> values) override;
+  void finish_all_reduce(int handle) override;
   void broadcast(const CommGroup& group, int root, void* data, int64_t bytes) override;
   void barrier(const CommGroup& group) override;
   void set_busy(const std::string& who, const std::string& what) override;

@@ -16,8 +16,6 @@
 
 namespace pf {
 
-bool CommGroup::contains(int rank) const { return std::find(ranks.begin(), ranks.end(), rank) != ranks.end(); }
-
 namespace {
 
 using Clock = std::chrono::steady_clock;

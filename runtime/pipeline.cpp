@@ -354,10 +354,8 @@ PipelineStepResult Pipeline::run_step(const std::vector<std::pair<std::string, c
     stats[copy + static_cast<size_t>(copies)] = static_cast<double>(s->peak * s->program->stash_bytes());
   }
   if (options_.comm) {
-    CommGroup world{"world", {}};
-    for (int r = 0; r < ranks_; ++r) world.ranks.push_back(r);
     try {
-      options_.comm->all_reduce(world, stats);
+      options_.comm->all_reduce(CommGroup::world(ranks_), stats);
     } catch (const CommAborted&) {
       throw Error(options_.comm->error());  // another rank failed after its walk
     } catch (const CommTimeout& t) {

@@ -18,12 +18,6 @@ namespace {
 constexpr int64_t kTextTag = int64_t{1} << 48;
 constexpr int64_t kParameterTag = int64_t{2} << 48;
 
-CommGroup world_of(const Plan& plan) {
-  CommGroup world{"world", {}};
-  for (const PlanRank& r : plan.ranks) world.ranks.push_back(r.rank);
-  return world;
-}
-
 }  // namespace
 
 std::vector<std::string> gather_text(Communicator& comm, const CommGroup& group, int root, const std::string& text) {
@@ -104,7 +98,7 @@ SafeTensors gather_parameters(Communicator& comm, const Plan& plan, int root, co
       }
       out.add(p.name, p.type, comm.wait(handles[k]).data);
     }
-  comm.barrier(world_of(plan));  // the lent buffers are free again
+  comm.barrier(CommGroup::world(static_cast<int>(plan.ranks.size())));  // the lent buffers are free again
   return out;
 }
 

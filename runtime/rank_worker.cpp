@@ -55,6 +55,15 @@ RankWorker::RankWorker(int rank, int microbatches, std::vector<Action> actions, 
   if (groups_.stage_replicas.size() != stages_.size())
     throw Error(fmt::format("rank {}: {} replica groups for {} stages", rank_, groups_.stage_replicas.size(),
                             stages_.size()));
+  replica_buffers_.resize(stages_.size());
+  last_grad_action_.assign(stages_.size(), -1);
+  for (size_t i = 0; i < actions_.size(); ++i) {
+    const Action& a = actions_[i];
+    // A split backward's input part writes no weight gradient.
+    if (a.kind != ActionKind::backward && a.kind != ActionKind::backward_weight) continue;
+    for (size_t k = 0; k < stages_.size(); ++k)
+      if (stages_[k]->index == a.stage) last_grad_action_[k] = static_cast<int>(i);
+  }
 }
 
 PipelineStage& RankWorker::stage(int index) const {
@@ -65,14 +74,17 @@ PipelineStage& RankWorker::stage(int index) const {
 
 void RankWorker::run(const RankStep& step, RankOutcome& out) {
   try {
+    in_flight_.clear();  // a failed step's
     post_receives(step);
     walk(step, out);
     finish_devices();
     out.walked_s = since(step.start);
     current_stage_ = -1;
+    // The replicas' sums before the loss's collective, which waits for the
+    // whole world: a stage done early has its sum done before the others end.
+    if (step.backward) finish_replica_grads();
     out.loss = loss();
     if (!step.backward) return;
-    sum_replica_grads();
     sum_tied_grads();
     out.grad_norm = grad_norm();
     if (step.update) update(step, out.grad_norm);
@@ -131,12 +143,21 @@ void RankWorker::walk(const RankStep& step, RankOutcome& out) {
   auto faulty = [&](const Action& a, Fault::Kind kind) {
     return step.fault.kind == kind && step.fault.stage == a.stage && step.fault.microbatch == a.microbatch;
   };
+  // The stages whose gradients are final, waiting for the sends that follow
+  // their last backward before their replicas' sums start: a neighbour
+  // waits for those.
+  std::vector<size_t> done;
+  const auto start_done = [&] {
+    for (size_t d : done) start_replica_grads(d);
+    done.clear();
+  };
   for (size_t k = 0; k < actions_.size(); ++k) {
     const Action& a = actions_[k];
     if (a.kind == ActionKind::step) break;
     // A forward pass keeps the schedule's order of forwards and activation
     // hand-offs; with the backward actions gone no wait can close a cycle.
     if (!step.backward && !runs_in_forward_pass(a.kind)) continue;
+    if (a.kind != ActionKind::send_act && a.kind != ActionKind::send_grad) start_done();
     current_stage_ = a.stage;
     const double start = since(step.start);
     const bool compute = is_compute(a.kind);
@@ -199,7 +220,11 @@ void RankWorker::walk(const RankStep& step, RankOutcome& out) {
     }
     if (compute) comm_.set_busy(fmt::format("stage {}", a.stage), "");
     if (step.trace || compute) out.trace.push_back({rank_, a, start, since(step.start)});
+    if (step.backward)
+      for (size_t d = 0; d < stages_.size(); ++d)
+        if (last_grad_action_[d] == static_cast<int>(k)) done.push_back(d);
   }
+  start_done();
 }
 
 void RankWorker::send(const Action& a, const RankStep&) {
@@ -318,46 +343,64 @@ void RankWorker::all_reduce_grad(PipelineStage& st, const std::string& name, con
 
 // Each stage's gradients summed over its copies in the replicas, whose loss
 // seeds already divide by the number of replicas: every copy gets the
-// gradient of the whole batch, bit for bit the same, and steps alike. The
-// gradients travel in buckets of whole parameters (one collective for many:
-// fewer messages between processes), each summed element by element as a
-// tensor of its own would be.
-void RankWorker::sum_replica_grads() {
+// gradient of the whole batch, bit for bit the same, and steps alike. A
+// stage's sum starts as soon as its last backward is done (and sent on), so
+// that between processes the bytes travel while this rank works on its other
+// stages and the other ranks finish theirs. The gradients travel in buckets
+// of whole parameters (one collective for many: fewer messages between
+// processes), each summed element by element as a tensor of its own would
+// be; the buckets of a stage lie end to end in one buffer, kept from step to
+// step (fresh pages fault on first touch).
+void RankWorker::start_replica_grads(size_t k) {
   constexpr size_t kBucketFloats = size_t{8} << 20;  // 32 MiB
-  for (size_t k = 0; k < stages_.size(); ++k) {
-    const CommGroup& group = groups_.stage_replicas[k];
-    if (group.ranks.size() < 2) continue;
-    PipelineStage& st = *stages_[k];
+  const CommGroup& group = groups_.stage_replicas[k];
+  if (group.ranks.size() < 2) return;
+  PipelineStage& st = *stages_[k];
+  current_stage_ = st.index;
+  const bool host = st.program->place().on_host();
+  std::deque<ParameterSet::Entry>& entries = st.params.entries();
+  size_t total = 0;
+  for (const ParameterSet::Entry& e : entries) total += e.grad.size();
+  std::vector<float>& buffer = replica_buffers_[k];
+  buffer.resize(total);
+  float* at = buffer.data();
+  for (size_t first = 0; first < entries.size();) {
+    size_t last = first, floats = 0;
+    while (last < entries.size() && (last == first || floats + entries[last].grad.size() <= kBucketFloats))
+      floats += entries[last++].grad.size();
+    float* bucket = at;
+    for (size_t e = first; e < last; ++e) {
+      std::vector<float>& grad = entries[e].grad;
+      if (host)
+        std::copy(grad.begin(), grad.end(), at);
+      else
+        st.program->read_grad(entries[e].name, at);
+      at += grad.size();
+    }
+    const int handle = comm_.start_all_reduce(group, std::span<float>(bucket, floats));
+    in_flight_.push_back({k, first, last, static_cast<size_t>(bucket - buffer.data()), handle});
+    first = last;
+  }
+}
+
+void RankWorker::finish_replica_grads() {
+  for (const Bucket& b : in_flight_) {
+    PipelineStage& st = *stages_[b.stage];
     current_stage_ = st.index;
+    comm_.finish_all_reduce(b.handle);
     const bool host = st.program->place().on_host();
+    const float* at = replica_buffers_[b.stage].data() + b.offset;
     std::deque<ParameterSet::Entry>& entries = st.params.entries();
-    for (size_t first = 0; first < entries.size();) {
-      size_t last = first, floats = 0;
-      while (last < entries.size() && (last == first || floats + entries[last].grad.size() <= kBucketFloats))
-        floats += entries[last++].grad.size();
-      bucket_.resize(floats);
-      float* at = bucket_.data();
-      for (size_t e = first; e < last; ++e) {
-        std::vector<float>& grad = entries[e].grad;
-        if (host)
-          std::copy(grad.begin(), grad.end(), at);
-        else
-          st.program->read_grad(entries[e].name, at);
-        at += grad.size();
-      }
-      comm_.all_reduce(group, std::span<float>(bucket_.data(), floats));
-      at = bucket_.data();
-      for (size_t e = first; e < last; ++e) {
-        std::vector<float>& grad = entries[e].grad;
-        if (host)
-          std::copy(at, at + grad.size(), grad.begin());
-        else
-          st.program->write_grad(entries[e].name, at);
-        at += grad.size();
-      }
-      first = last;
+    for (size_t e = b.first; e < b.last; ++e) {
+      std::vector<float>& grad = entries[e].grad;
+      if (host)
+        std::copy(at, at + grad.size(), grad.begin());
+      else
+        st.program->write_grad(entries[e].name, at);
+      at += grad.size();
     }
   }
+  in_flight_.clear();
 }
 
 // Each tied parameter's gradient: this rank's copies summed in stage order,

@@ -86,7 +86,10 @@ class RankWorker {
   /// Waits for the GPU stages' queued work and reads their losses.
   void finish_devices();
   double loss();
-  void sum_replica_grads();
+  /// Starts summing the gradients of its k-th stage over the stage's replicas.
+  void start_replica_grads(size_t k);
+  /// Waits for every sum started and puts the totals back as the gradients.
+  void finish_replica_grads();
   void sum_tied_grads();
   /// Sums the gradient of `name` of stage `st` over `group`, every member
   /// getting the total: in place when it lies in host memory, else through
@@ -103,7 +106,18 @@ class RankWorker {
   Communicator& comm_;
   RankGroups groups_;
   std::vector<float> scratch_;  // a device's gradient on its way through a collective
-  std::vector<float> bucket_;   // gradients on their way to the other replicas (kept: fresh pages fault)
+  /// A run of whole parameters of one stage summed over the replicas in one
+  /// collective.
+  struct Bucket {
+    size_t stage;         // index into stages_
+    size_t first, last;   // its parameters: the stage's entries [first, last)
+    size_t offset;        // in the stage's replica buffer
+    int handle;           // of its all-reduce
+  };
+  std::vector<std::vector<float>> replica_buffers_;  // per stage: its gradients on their way
+  std::vector<Bucket> in_flight_;
+  /// Per stage: the last action writing its weight gradients (-1: none).
+  std::vector<int> last_grad_action_;
   std::vector<std::vector<Param>> norm_params_;
   std::vector<Posted> posted_;  // per action: the receives posted for it
   int current_stage_ = -1;      // for a failure's message

@@ -40,12 +40,6 @@ void check_options(const RuntimeOptions& o) {
 
 using Json = nlohmann::ordered_json;
 
-CommGroup world_of(const Plan& plan) {
-  CommGroup world{"world", {}};
-  for (const PlanRank& r : plan.ranks) world.ranks.push_back(r.rank);
-  return world;
-}
-
 /// A non-negative decimal integer, or nullopt.
 std::optional<int64_t> parse_count(const std::string& text) {
   bool digits = std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; });
@@ -248,7 +242,7 @@ void Runtime::save_checkpoint(const std::string& path) const {
     // Rank 0 writes the index once every shard is written.
     const std::string mine = entries.dump();
     const std::vector<std::string> texts =
-        impl_->collective([&] { return gather_text(*comm, world_of(impl_->plan), 0, mine); });
+        impl_->collective([&] { return gather_text(*comm, CommGroup::world(static_cast<int>(impl_->plan.ranks.size())), 0, mine); });
     if (comm->rank() != 0) return;
     entries = Json::array();
     for (const std::string& text : texts)

@@ -253,8 +253,7 @@ void train(const RunOptions& o, Runtime& runtime, const std::string& what, int r
 
 // One rank's run in a job of processes, once it has joined.
 void train_rank(const CLI::App& cmd, const RunOptions& o, const Rendezvous& rendezvous, ProcessGroup& group) {
-  CommGroup world{"world", {}};
-  for (int r = 0; r < rendezvous.world; ++r) world.ranks.push_back(r);
+  const CommGroup world = CommGroup::world(rendezvous.world);
   // Every call is collective from here: a rank with other flags would wait
   // for calls that never come.
   std::string flags;  // "steps=3 optimizer=\"sgd\"": the flags given, on one line

@@ -23,12 +23,6 @@ void on_every_rank(LocalWorld& world, const std::function<void(Communicator&)>& 
   for (auto& t : threads) t.join();
 }
 
-CommGroup everyone(int size) {
-  CommGroup g{"world", {}};
-  for (int r = 0; r < size; ++r) g.ranks.push_back(r);
-  return g;
-}
-
 TEST(LocalCommunicator, AReceivePostedAheadGetsTheSendersBufferItself) {
   LocalWorld world(2, 5);
   const std::vector<float> sent = {1, 2, 3};
@@ -71,7 +65,7 @@ TEST(LocalCommunicator, MessagesAreMatchedByTagNotByOrder) {
 // however late rank 0 arrives, every rank gets 0.
 TEST(LocalCommunicator, AllReduceSumsInRankOrderOnEveryRank) {
   LocalWorld world(3, 5);
-  const CommGroup all = everyone(3);
+  const CommGroup all = CommGroup::world(3);
   std::vector<std::vector<float>> result(3);
   on_every_rank(world, [&](Communicator& c) {
     const float mine[] = {1e8f, 1.0f, -1e8f};
@@ -85,7 +79,7 @@ TEST(LocalCommunicator, AllReduceSumsInRankOrderOnEveryRank) {
 
 TEST(LocalCommunicator, GroupsRunCollectivesApartAndRoundAfterRound) {
   LocalWorld world(4, 5);
-  const CommGroup low{"low", {0, 1}}, high{"high", {2, 3}}, all = everyone(4);
+  const CommGroup low{"low", {0, 1}}, high{"high", {2, 3}}, all = CommGroup::world(4);
   std::vector<double> last(4);
   on_every_rank(world, [&](Communicator& c) {
     const CommGroup& mine = c.rank() < 2 ? low : high;
@@ -108,7 +102,7 @@ TEST(LocalCommunicator, GroupsRunCollectivesApartAndRoundAfterRound) {
 
 TEST(LocalCommunicator, BroadcastCopiesTheRootsBytes) {
   LocalWorld world(3, 5);
-  const CommGroup all = everyone(3);
+  const CommGroup all = CommGroup::world(3);
   std::vector<int> got(3);
   on_every_rank(world, [&](Communicator& c) {
     int value = c.rank() == 1 ? 99 : -1;
@@ -122,7 +116,7 @@ TEST(LocalCommunicator, AbortEndsEveryWait) {
   LocalWorld world(3, 30);
   world.start_step();
   std::vector<int> aborted(3, 0);
-  const CommGroup all = everyone(3);
+  const CommGroup all = CommGroup::world(3);
   on_every_rank(world, [&](Communicator& c) {
     try {
       if (c.rank() == 0) {

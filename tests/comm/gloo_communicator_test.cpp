@@ -80,12 +80,6 @@ TEST(TcpStore, ADeadClientLeavesTheServerServing) {
   EXPECT_EQ(b.get("a"), "1");
 }
 
-CommGroup everyone(int size) {
-  CommGroup g{"world", {}};
-  for (int r = 0; r < size; ++r) g.ranks.push_back(r);
-  return g;
-}
-
 /// `size` ranks as threads, each with its own store client and communicator.
 void on_ranks(int size, double timeout_s, const std::function<void(GlooCommunicator&)>& fn) {
   TcpStoreServer server(0);
@@ -99,7 +93,7 @@ void on_ranks(int size, double timeout_s, const std::function<void(GlooCommunica
       GlooCommunicator comm(store, r, size, options);
       fn(comm);
       try {
-        comm.barrier(everyone(size));  // nobody leaves while another still talks
+        comm.barrier(CommGroup::world(size));  // nobody leaves while another still talks
       } catch (const CommAborted&) {
         // a failed job: leaving is all that is left
       } catch (const CommTimeout&) {
@@ -115,13 +109,13 @@ TEST(GlooCommunicator, MessagesLandInTheReceiversBufferByTag) {
     if (c.rank() == 0) {
       c.send(1, 2, &b, 8);
       c.send(1, 1, &a, 8);
-      c.barrier(everyone(2));
+      c.barrier(CommGroup::world(2));
     } else {
       const int h1 = c.post({0, 1, &got[0], 8, "rank 1 waits for a"});
       const int h2 = c.post({0, 2, &got[1], 8, "rank 1 waits for b"});
       EXPECT_EQ(c.wait(h1).data, &got[0]);
       EXPECT_EQ(c.wait(h2).data, &got[1]);
-      c.barrier(everyone(2));
+      c.barrier(CommGroup::world(2));
     }
   });
   EXPECT_EQ(got, (std::vector<double>{1.5, 2.5}));
@@ -144,7 +138,7 @@ TEST(GlooCommunicator, AllReduceSumsInRankOrderOnEveryRank) {
     const float mine[] = {1e8f, 1.0f, -1e8f};
     std::vector<float> values = {mine[c.rank()], static_cast<float>(c.rank())};
     if (c.rank() == 0) std::this_thread::sleep_for(20ms);
-    c.all_reduce(everyone(3), values);
+    c.all_reduce(CommGroup::world(3), values);
     if (c.rank() > 0) {
       std::vector<double> one = {1.0};
       c.all_reduce(CommGroup{"pair", {1, 2}}, one);  // a group apart from the world
@@ -155,11 +149,45 @@ TEST(GlooCommunicator, AllReduceSumsInRankOrderOnEveryRank) {
   for (const auto& r : result) EXPECT_EQ(r, (std::vector<float>{0.0f, 3.0f}));
 }
 
+// Two sums of one group started before a message between the same ranks and
+// a collective of the whole world: the members' values are on their way
+// while the ranks go on, and each sum ends with the blocking one's bits.
+TEST(GlooCommunicator, StartedAllReducesFinishAfterOtherTraffic) {
+  std::vector<std::vector<float>> first(3), second(3);
+  on_ranks(3, 10, [&](GlooCommunicator& c) {
+    const auto r = static_cast<size_t>(c.rank());
+    const CommGroup pair{"pair", {0, 2}};
+    if (c.rank() == 1) {
+      std::vector<double> one = {1.0};
+      c.all_reduce(CommGroup::world(3), one);
+      return;
+    }
+    const float big[] = {1e8f, 0.0f, -1e8f};
+    first[r] = {big[r], 0.5f};
+    second[r] = {static_cast<float>(c.rank()), 3.0f};
+    const int a = c.start_all_reduce(pair, first[r]);
+    const int b = c.start_all_reduce(pair, second[r]);
+    double x = 5;
+    if (c.rank() == 0) c.send(2, 9, &x, sizeof x);
+    if (c.rank() == 2) c.wait(c.post({0, 9, &x, sizeof x, "rank 2 waits"}));
+    std::vector<double> one = {1.0};
+    c.all_reduce(CommGroup::world(3), one);
+    EXPECT_EQ(one[0], 3.0);
+    c.finish_all_reduce(a);
+    c.finish_all_reduce(b);
+    EXPECT_THROW(c.finish_all_reduce(a), Error);
+  });
+  for (size_t r : {0u, 2u}) {
+    EXPECT_EQ(first[r], (std::vector<float>{0.0f, 1.0f}));
+    EXPECT_EQ(second[r], (std::vector<float>{2.0f, 6.0f}));
+  }
+}
+
 TEST(GlooCommunicator, BroadcastsFromAnyRoot) {
   std::vector<int64_t> got(3, 0);
   on_ranks(3, 10, [&](GlooCommunicator& c) {
     int64_t v = c.rank() == 2 ? 42 : -1;
-    c.broadcast(everyone(3), 2, &v, sizeof v);
+    c.broadcast(CommGroup::world(3), 2, &v, sizeof v);
     got[static_cast<size_t>(c.rank())] = v;
   });
   EXPECT_EQ(got, (std::vector<int64_t>{42, 42, 42}));
@@ -173,7 +201,7 @@ TEST(GlooCommunicator, ABarrierHoldsEveryRankUntilTheLastArrives) {
       std::this_thread::sleep_for(50ms);
       last_arrived = true;
     }
-    c.barrier(everyone(3));
+    c.barrier(CommGroup::world(3));
     saw[static_cast<size_t>(c.rank())] = last_arrived ? 1 : 0;
   });
   EXPECT_EQ(saw, (std::vector<int>{1, 1, 1}));
@@ -222,7 +250,7 @@ TEST(GlooCommunicator, AnAbortEndsEveryOtherRanksWait) {
     }
     errors[static_cast<size_t>(c.rank())] = c.error();
     // A collective after it also ends at once.
-    EXPECT_THROW(c.barrier(everyone(3)), CommAborted) << "rank " << c.rank();
+    EXPECT_THROW(c.barrier(CommGroup::world(3)), CommAborted) << "rank " << c.rank();
   });
   for (const std::string& e : errors) EXPECT_EQ(e, "stage 1: injected");
 }
@@ -285,56 +313,71 @@ TEST(GlooChild, RankOne) {
   const double x = 7;
   comm.send(0, 5, &x, 8);
   if (std::string(std::getenv("PF_TEST_MODE")) == "hang") ::pause();  // until killed
-  comm.barrier(everyone(2));
+  comm.barrier(CommGroup::world(2));
 }
 
+/// Rank 0 here, rank 1 a child process (see GlooChild.RankOne) whose first
+/// message has arrived.
+struct TwoProcesses {
+  TcpStoreServer server{0};
+  pid_t child;
+  TcpStore store;
+  GlooCommunicator comm;
+  bool reaped = false;
+
+  TwoProcesses(const char* mode, double timeout_s)
+      : child(start_rank_one(server.port(), mode)),
+        store("127.0.0.1", server.port(), 10s),
+        comm(store, 0, 2, GlooOptions{timeout_s, "", 0.05, "pf"}) {
+    double x = 0;
+    comm.wait(comm.post({1, 5, &x, 8, "rank 0 waits"}));
+    EXPECT_EQ(x, 7);
+  }
+  ~TwoProcesses() {
+    if (!reaped) stop(SIGKILL);
+  }
+  /// Sends `signal` to the child; waits for it to end unless it only stops.
+  /// Returns its wait status.
+  int stop(int signal) {
+    ::kill(child, signal);
+    int status = 0;
+    if (signal != SIGSTOP) {
+      ::waitpid(child, &status, 0);
+      reaped = true;
+    }
+    return status;
+  }
+};
+
 TEST(GlooProcesses, TwoProcessesExchangeAMessage) {
-  TcpStoreServer server(0);
-  const pid_t child = start_rank_one(server.port(), "talk");
-  TcpStore store("127.0.0.1", server.port(), 10s);
-  GlooCommunicator comm(store, 0, 2, GlooOptions{5, "", 0.05, "pf"});
-  double x = 0;
-  comm.wait(comm.post({1, 5, &x, 8, "rank 0 waits"}));
-  EXPECT_EQ(x, 7);
-  comm.barrier(everyone(2));
+  TwoProcesses job("talk", 5);
+  job.comm.barrier(CommGroup::world(2));
   int status = 0;
-  ::waitpid(child, &status, 0);
+  ::waitpid(job.child, &status, 0);
+  job.reaped = true;
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 }
 
 // A rank killed with SIGKILL: the survivor stops within the timeout and
 // names it.
 TEST(GlooProcesses, AKilledRankIsNamed) {
-  TcpStoreServer server(0);
-  const pid_t child = start_rank_one(server.port(), "hang");
-  TcpStore store("127.0.0.1", server.port(), 10s);
-  GlooCommunicator comm(store, 0, 2, GlooOptions{1, "", 0.05, "pf"});
-  double x = 0;
-  comm.wait(comm.post({1, 5, &x, 8, "rank 0 waits"}));
-  ::kill(child, SIGKILL);
-  ::waitpid(child, nullptr, 0);
+  TwoProcesses job("hang", 1);
+  job.stop(SIGKILL);
   const auto start = std::chrono::steady_clock::now();
-  EXPECT_ANY_THROW(comm.barrier(everyone(2)));
+  EXPECT_ANY_THROW(job.comm.barrier(CommGroup::world(2)));
   EXPECT_LT(std::chrono::steady_clock::now() - start, 5s);
   // Its connection breaks first; a rank that hangs instead is named by its
   // silence (see the heartbeat).
-  EXPECT_EQ(comm.error(), "rank 1 is gone: a connection to it broke (its process died?)");
+  EXPECT_EQ(job.comm.error(), "rank 1 is gone: a connection to it broke (its process died?)");
 }
 
 // A rank that stops (SIGSTOP) keeps its connections open but goes silent:
 // its missing heartbeat names it within the timeout.
 TEST(GlooProcesses, ASilentRankIsNamed) {
-  TcpStoreServer server(0);
-  const pid_t child = start_rank_one(server.port(), "hang");
-  TcpStore store("127.0.0.1", server.port(), 10s);
-  GlooCommunicator comm(store, 0, 2, GlooOptions{1, "", 0.05, "pf"});
-  double x = 0;
-  comm.wait(comm.post({1, 5, &x, 8, "rank 0 waits"}));
-  ::kill(child, SIGSTOP);
-  EXPECT_ANY_THROW(comm.barrier(everyone(2)));
-  EXPECT_EQ(comm.error(), "rank 1 stopped responding: no heartbeat for 1 s (its process died or is stopped)");
-  ::kill(child, SIGKILL);
-  ::waitpid(child, nullptr, 0);
+  TwoProcesses job("hang", 1);
+  job.stop(SIGSTOP);
+  EXPECT_ANY_THROW(job.comm.barrier(CommGroup::world(2)));
+  EXPECT_EQ(job.comm.error(), "rank 1 stopped responding: no heartbeat for 1 s (its process died or is stopped)");
 }
 
 }  // namespace
