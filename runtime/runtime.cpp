@@ -241,8 +241,8 @@ void Runtime::save_checkpoint(const std::string& path) const {
   if (Communicator* comm = impl_->options.comm) {
     // Rank 0 writes the index once every shard is written.
     const std::string mine = entries.dump();
-    const std::vector<std::string> texts =
-        impl_->collective([&] { return gather_text(*comm, CommGroup::world(static_cast<int>(impl_->plan.ranks.size())), 0, mine); });
+    const CommGroup world = CommGroup::world(static_cast<int>(impl_->plan.ranks.size()));
+    const std::vector<std::string> texts = impl_->collective([&] { return gather_text(*comm, world, 0, mine); });
     if (comm->rank() != 0) return;
     entries = Json::array();
     for (const std::string& text : texts)
