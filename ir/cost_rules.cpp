@@ -57,6 +57,8 @@ OpCost cost_sigmoid(Types in, Types out, const OpAttrs&) { return streaming(in, 
 OpCost cost_relu(Types in, Types out, const OpAttrs&) { return streaming(in, out, 1); }
 // gelu(x) = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
 OpCost cost_gelu(Types in, Types out, const OpAttrs&) { return streaming(in, out, 14); }
+// gelu_erf(x) = 0.5 x (1 + erf(x / sqrt(2))); erf as a polynomial and an exp.
+OpCost cost_gelu_erf(Types in, Types out, const OpAttrs&) { return streaming(in, out, 20); }
 // A counter-based hash per element, a compare and a scale.
 OpCost cost_dropout(Types in, Types out, const OpAttrs&) { return streaming(in, out, 4); }
 OpCost cost_cast(Types in, Types out, const OpAttrs&) { return streaming(in, out, 0); }
@@ -111,6 +113,7 @@ OpCost cost_sum_to(Types in, Types out, const OpAttrs&) { return {in[0].numel(),
 OpCost cost_relu_grad(Types in, Types out, const OpAttrs&) { return streaming(in, out, 1); }
 // The derivative of the tanh form: one exp, a polynomial and a few products.
 OpCost cost_gelu_grad(Types in, Types out, const OpAttrs&) { return streaming(in, out, 18); }
+OpCost cost_gelu_erf_grad(Types in, Types out, const OpAttrs&) { return streaming(in, out, 24); }
 // A product and sum along the axis, then a subtract and a multiply.
 OpCost cost_softmax_grad(Types in, Types out, const OpAttrs&) { return streaming(in, out, 4); }
 // A sum along the axis, an exp, a multiply and a subtract.

@@ -273,6 +273,7 @@ Types shape_tanh(const ShapeContext& ctx) { return unary_float(ctx); }
 Types shape_sigmoid(const ShapeContext& ctx) { return unary_float(ctx); }
 Types shape_relu(const ShapeContext& ctx) { return unary_float(ctx); }
 Types shape_gelu(const ShapeContext& ctx) { return unary_float(ctx); }
+Types shape_gelu_erf(const ShapeContext& ctx) { return unary_float(ctx); }
 
 Types shape_dropout(const ShapeContext& ctx) {
   double p = ctx.attrs.get_real("p", 0);
@@ -476,6 +477,7 @@ Types shape_sum_to(const ShapeContext& ctx) {
 
 Types shape_relu_grad(const ShapeContext& ctx) { return activation_grad(ctx); }
 Types shape_gelu_grad(const ShapeContext& ctx) { return activation_grad(ctx); }
+Types shape_gelu_erf_grad(const ShapeContext& ctx) { return activation_grad(ctx); }
 Types shape_softmax_grad(const ShapeContext& ctx) { return softmax_grad_like(ctx, "softmax"); }
 Types shape_log_softmax_grad(const ShapeContext& ctx) { return softmax_grad_like(ctx, "log_softmax"); }
 Types shape_layernorm_grad(const ShapeContext& ctx) { return norm_grad(ctx, 1e-5, 2); }

@@ -14,6 +14,8 @@ packages=(
   llvm-14-tools
   graphviz
   python3-torch python3-numpy
+  libonnx-dev libprotobuf-dev python3-onnx  # pipeforge import: ONNX models, and the tests' exports from PyTorch
+  pybind11-dev python3-dev python3-pytest  # the Python module and its tests
   libtcmalloc-minimal4  # bench/compare_torch.sh: PyTorch as fast as it gets here
 )
 

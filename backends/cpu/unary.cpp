@@ -36,6 +36,12 @@ constexpr auto kGelu = [](auto x) {
   return x / (T(1) + std::exp(-k2 * (x + T(0.044715) * x * x * x)));
 };
 
+// PyTorch's default nn.GELU(): x times the normal distribution's CDF.
+constexpr auto kGeluErf = [](auto x) {
+  using T = decltype(x);
+  return T(0.5) * x * (T(1) + std::erf(x * T(0.7071067811865476)));
+};
+
 // Split over the device's threads; every element is computed alone, so the
 // split never changes a result.
 template <class T, class F>
@@ -87,6 +93,7 @@ void add_unary_kernels(KernelTable& table) {
   table.set_float(OpKind::sigmoid, unary<float, decltype(kSigmoid)>, unary<double, decltype(kSigmoid)>);
   table.set_float(OpKind::relu, unary<float, decltype(kRelu)>, unary<double, decltype(kRelu)>);
   table.set_float(OpKind::gelu, unary<float, decltype(kGelu)>, unary<double, decltype(kGelu)>);
+  table.set_float(OpKind::gelu_erf, unary<float, decltype(kGeluErf)>, unary<double, decltype(kGeluErf)>);
 }
 
 }  // namespace pf::cpu::PF_KERNEL_ISA

@@ -31,6 +31,14 @@ constexpr auto kGeluGrad = [](auto g, auto x) {
   return g * (slope == T(0) ? s : s + x * slope * du2);
 };
 
+// d/dx of x Phi(x) = Phi(x) + x phi(x), the normal CDF and density.
+constexpr auto kGeluErfGrad = [](auto g, auto x) {
+  using T = decltype(x);
+  const T cdf = T(0.5) * (T(1) + std::erf(x * T(0.7071067811865476)));
+  const T pdf = T(0.3989422804014327) * std::exp(T(-0.5) * x * x);
+  return g * (cdf + x * pdf);
+};
+
 template <class T, class F>
 void activation_grad(const KernelArgs& args) {
   const auto* g = static_cast<const T*>(args.in[0]);
@@ -50,6 +58,8 @@ void add_unary_grad_kernels(KernelTable& table) {
                   activation_grad<double, decltype(kReluGrad)>);
   table.set_float(OpKind::gelu_grad, activation_grad<float, decltype(kGeluGrad)>,
                   activation_grad<double, decltype(kGeluGrad)>);
+  table.set_float(OpKind::gelu_erf_grad, activation_grad<float, decltype(kGeluErfGrad)>,
+                  activation_grad<double, decltype(kGeluErfGrad)>);
 }
 
 }  // namespace pf::cpu::PF_KERNEL_ISA

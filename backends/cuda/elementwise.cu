@@ -13,6 +13,15 @@ namespace pf::cuda {
 
 namespace {
 
+struct GeluErfGradOp {
+  // Phi(x) + x phi(x), as the CPU computes it.
+  __device__ float operator()(float g, float x) const {
+    const float cdf = 0.5f * (1.f + erff(x * 0.7071067811865476f));
+    const float pdf = 0.3989422804014327f * expf(-0.5f * x * x);
+    return g * (cdf + x * pdf);
+  }
+};
+
 // ---------------------------------------------------------------------------
 // Element-size kernels: fill, gather through a strided plan. Only bytes move,
 // so one instantiation per element width serves every dtype.
@@ -234,6 +243,9 @@ struct GeluOp {
     return x / (1.f + expf(-k2 * (x + 0.044715f * x * x * x)));
   }
 };
+struct GeluErfOp {
+  __device__ float operator()(float x) const { return 0.5f * x * (1.f + erff(x * 0.7071067811865476f)); }
+};
 struct PowOp {
   float e;
   // The exponents models use most are exact products, as on the CPU.
@@ -439,11 +451,13 @@ void add_elementwise_kernels(KernelTable& t) {
   t.set_float(OpKind::sigmoid, unary<float, SigmoidOp>, unary<bf16, SigmoidOp>);
   t.set_float(OpKind::relu, unary<float, ReluOp>, unary<bf16, ReluOp>);
   t.set_float(OpKind::gelu, unary<float, GeluOp>, unary<bf16, GeluOp>);
+  t.set_float(OpKind::gelu_erf, unary<float, GeluErfOp>, unary<bf16, GeluErfOp>);
   t.set_float(OpKind::dropout, dropout<float>, dropout<bf16>);
   t.set_any_dtype(OpKind::cast, cast);
 
   t.set_float(OpKind::relu_grad, binary<float, ReluGradOp>, binary<bf16, ReluGradOp>);
   t.set_float(OpKind::gelu_grad, binary<float, GeluGradOp>, binary<bf16, GeluGradOp>);
+  t.set_float(OpKind::gelu_erf_grad, binary<float, GeluErfGradOp>, binary<bf16, GeluErfGradOp>);
 
   t.set_any_dtype(OpKind::transpose, transpose);
   t.set_any_dtype(OpKind::broadcast_to, broadcast_to);

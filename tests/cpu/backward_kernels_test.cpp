@@ -227,6 +227,12 @@ TEST(BackwardKernels, GeluGradMatchesFiniteDifferences) {
   expect_fd(run1(OpKind::gelu_grad, {gbar, x}), OpKind::gelu, {x}, {}, 0, gbar, "gelu_grad");
 }
 
+TEST(BackwardKernels, GeluErfGradMatchesFiniteDifferences) {
+  Gen g(3);
+  const Tensor x = g.uniform({4, 9}, -6, 6), gbar = g.uniform({4, 9});
+  expect_fd(run1(OpKind::gelu_erf_grad, {gbar, x}), OpKind::gelu_erf, {x}, {}, 0, gbar, "gelu_erf_grad");
+}
+
 TEST(BackwardKernels, GeluGradIsFiniteInTheFarTails) {
   // The slope is 0 and 1 far out; x^3 overflowing to inf must not turn 0 * inf into NaN.
   const double inf = std::numeric_limits<double>::infinity();
@@ -621,7 +627,8 @@ TEST(BackwardShapeRules, ResultTypes) {
 }
 
 TEST(BackwardOps, ArePure) {
-  for (OpKind op : {OpKind::broadcast_to, OpKind::sum_to, OpKind::relu_grad, OpKind::gelu_grad, OpKind::softmax_grad,
+  for (OpKind op : {OpKind::broadcast_to, OpKind::sum_to, OpKind::relu_grad, OpKind::gelu_grad,
+                    OpKind::gelu_erf_grad, OpKind::softmax_grad,
                     OpKind::log_softmax_grad, OpKind::layernorm_grad, OpKind::rmsnorm_grad, OpKind::embedding_grad,
                     OpKind::slice_grad, OpKind::reduce_max_grad, OpKind::conv2d_grad_input, OpKind::conv2d_grad_weight,
                     OpKind::max_pool2d_grad, OpKind::avg_pool2d_grad, OpKind::cross_entropy_grad})

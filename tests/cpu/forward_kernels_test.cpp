@@ -911,7 +911,8 @@ std::vector<OpCase> all_cases() {
             [](double x) {
               return 0.5 * x * (1 + std::tanh(std::sqrt(2 / std::numbers::pi) * (x + 0.044715 * x * x * x)));
             },
-            false}}) {
+            false},
+           {OpKind::gelu_erf, [](double x) { return 0.5 * x * (1 + std::erf(x / std::numbers::sqrt2)); }, false}}) {
     add(u.op, {"3x7", {u.positive ? g.uniform({3, 7}, 0.1, 3) : g.uniform({3, 7}, -4, 4)}, {}, {}, unary_ref(u.f)});
   }
   for (double e : {2.0, 3.0, 0.5, -1.0, 1.0, -1.5, 2.5})
@@ -1138,6 +1139,10 @@ std::vector<OpCase> all_cases() {
        })});
   const Reference gelu_grad_ref = binary_ref([](double gv, double x) { return gv * gelu_derivative(x); });
   add(OpKind::gelu_grad, {"3x7", {g.uniform({3, 7}), g.uniform({3, 7}, -4, 4)}, {}, {}, gelu_grad_ref});
+  add(OpKind::gelu_erf_grad,
+      {"3x7", {g.uniform({3, 7}), g.uniform({3, 7}, -4, 4)}, {}, {}, binary_ref([](double gv, double x) {
+         return gv * (0.5 * (1 + std::erf(x / std::numbers::sqrt2)) + x * std::exp(-0.5 * x * x) / std::sqrt(2 * std::numbers::pi));
+       })});
   add(OpKind::gelu_grad, {"far tails (x^3 overflows f32 at 1e20)",
                           {g.uniform({10}), values(f64, {10}, {-1e20, -40, -12, -9, -6, 6, 9, 12, 40, 1e20})},
                           {},

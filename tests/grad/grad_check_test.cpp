@@ -60,6 +60,7 @@ std::map<OpKind, GradCase> cases() {
   m[OpKind::sigmoid] = {"%a: f32[4]", "  %r = sigmoid %a : f32[4]\n", "f32[4]"};
   m[OpKind::relu] = {"%a: f32[6]", "  %r = relu %a : f32[6]\n", "f32[6]"};
   m[OpKind::gelu] = {"%a: f32[6]", "  %r = gelu %a : f32[6]\n", "f32[6]"};
+  m[OpKind::gelu_erf] = {"%a: f32[6]", "  %r = gelu_erf %a : f32[6]\n", "f32[6]"};
   m[OpKind::dropout] = {"%a: f32[16]", "  %r = dropout %a p=0.5 seed=3 : f32[16]\n", "f32[16]"};
   m[OpKind::cast] = {"%a: f32[4]", "  %c = cast %a to=f64 : f64[4]\n  %r = cast %c to=f32 : f32[4]\n", "f32[4]"};
   m[OpKind::softmax] = {"%a: f32[2,5]", "  %r = softmax %a axis=1 : f32[2,5]\n", "f32[2,5]"};
@@ -238,7 +239,7 @@ TEST(GradRules, EveryDifferentiableOpHasACaseAndTheRestAreKnown) {
   // Sources, parameters, calls (inlined first) and the backward ops.
   std::vector<std::string> expected = {
       "param", "constant", "dim_value", "causal_mask", "call", "broadcast_to", "sum_to", "relu_grad", "gelu_grad",
-      "softmax_grad", "log_softmax_grad", "layernorm_grad", "rmsnorm_grad", "embedding_grad", "slice_grad",
+      "gelu_erf_grad", "softmax_grad", "log_softmax_grad", "layernorm_grad", "rmsnorm_grad", "embedding_grad", "slice_grad",
       "reduce_max_grad", "conv2d_grad_input", "conv2d_grad_weight", "max_pool2d_grad", "avg_pool2d_grad",
       "cross_entropy_grad"};
   EXPECT_EQ(without_rule, expected);

@@ -21,6 +21,13 @@ config.substitutions.append(("%diag", "FileCheck --strict-whitespace --match-ful
 # that the test does not name (add --check-prefix).
 config.substitutions.append(("%changed", "FileCheck --match-full-lines --implicit-check-not='{{^pass }}'"))
 
+# Debian's interpreter, which has python3-onnx and python3-torch (the first
+# python3 on PATH may be another); "onnx" where it can build ONNX files.
+system_python = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else "python3"
+config.substitutions.append(("%python", system_python))
+if subprocess.run([system_python, "-c", "import onnx, numpy"], capture_output=True).returncode == 0:
+    config.available_features.add("onnx")
+
 # Features: "cuda" where this build has the CUDA backend (PF_CUDA), and
 # "cuda-device" where a GPU is visible too, so that a test can say which
 # message `pipeforge run` gives for a plan that names GPUs.
