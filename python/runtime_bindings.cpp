@@ -3,6 +3,8 @@
 #include <fmt/ranges.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
