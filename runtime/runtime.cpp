@@ -2,9 +2,11 @@
 #include "runtime/runtime.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <set>
@@ -210,6 +212,45 @@ void Runtime::save_gradients(const std::string& safetensors_path) const {
   SafeTensors file;
   impl_->pipeline->save_grads(file);
   impl_->write_gathered(file, safetensors_path);
+}
+
+std::vector<std::pair<std::string, TensorType>> Runtime::parameters() const { return impl_->parameter_types(); }
+
+void Runtime::read_parameters(const std::vector<std::pair<std::string, float*>>& out) const {
+  // A tied or replicated parameter's copies are equal: the first one serves.
+  std::map<std::string, const ParameterSet::Entry*, std::less<>> held;
+  for (ParameterSet* set : impl_->pipeline->parameter_sets())
+    for (const ParameterSet::Entry& e : set->entries()) held.emplace(e.name, &e);
+  for (const auto& [name, data] : out)
+    if (!held.contains(name))
+      throw Error(fmt::format("read_parameters: @{} has no parameter '{}'", impl_->plan.model_name, name));
+  impl_->pipeline->copy_to_host();  // CUDA stages' values
+  for (const auto& [name, data] : out) {
+    const std::vector<float>& value = held.at(name)->value;
+    std::copy(value.begin(), value.end(), data);
+  }
+}
+
+void Runtime::load_parameters(const std::vector<std::pair<std::string, const float*>>& values) {
+  std::map<std::string, const float*, std::less<>> given;
+  std::vector<std::string> problems;
+  for (const auto& [name, data] : values)
+    if (!given.emplace(name, data).second) problems.push_back(fmt::format("'{}' given twice", name));
+  std::set<std::string> known;
+  for (const auto& [name, type] : impl_->parameter_types()) {
+    known.insert(name);
+    if (!given.contains(name)) problems.push_back(fmt::format("missing '{}' ({})", name, type.str()));
+  }
+  for (const auto& [name, data] : given) {
+    if (!known.contains(name)) problems.push_back(fmt::format("@{} has no parameter '{}'", impl_->plan.model_name, name));
+    else if (data == nullptr) problems.push_back(fmt::format("'{}' is null", name));
+  }
+  if (!problems.empty()) throw Error(fmt::format("load_parameters: {}", fmt::join(problems, "; ")));
+  // Every stage holding a parameter gets its values.
+  for (ParameterSet* set : impl_->pipeline->parameter_sets())
+    for (ParameterSet::Entry& e : set->entries()) std::copy_n(given.at(e.name), e.value.size(), e.value.begin());
+  impl_->pipeline->copy_to_devices();  // CUDA stages' values
+  impl_->restart();
 }
 
 std::vector<std::pair<std::string, TensorType>> Runtime::batch_inputs() const { return impl_->inputs; }

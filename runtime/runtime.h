@@ -86,6 +86,19 @@ class Runtime {
   /// clipping), by parameter name (between processes, rank 0 writes them).
   void save_gradients(const std::string& safetensors_path) const;
 
+  /// Every parameter this process holds, once (a tied one is held by
+  /// several stages), by name, with its type (always f32), in stage order.
+  std::vector<std::pair<std::string, TensorType>> parameters() const;
+  /// Copies the current values of each named parameter into its buffer
+  /// (its type's elements, row-major). The values live in the stages (on
+  /// the device for a CUDA stage), so this is a copy. Throws Error naming
+  /// an unknown parameter before copying anything.
+  void read_parameters(const std::vector<std::pair<std::string, float*>>& out) const;
+  /// Sets every parameter from a buffer of its type's elements, as
+  /// load_weights does from a file: every parameter once and nothing else,
+  /// checked before anything changes; fresh optimizer state, step 0.
+  void load_parameters(const std::vector<std::pair<std::string, const float*>>& values);
+
   /// One whole batch: each model input by name, pointing at its bytes
   /// (little-endian, row-major, of the type batch_inputs() gives: every
   /// micro-batch back to back along the first axis). Not copied.

@@ -9,6 +9,7 @@
 
 #include "ir/module.h"
 #include "tools/exit_status.h"
+#include "tools/model_loading.h"
 
 namespace pf::tools {
 
@@ -23,15 +24,6 @@ void add_run_command(CLI::App& app);
 void add_schedule_command(CLI::App& app);
 void add_stats_command(CLI::App& app);
 
-/// A model parsed and verified under its declared dimensions overridden by
-/// `--bind`.
-struct LoadedModel {
-  Module module;
-  DimBinding binding;
-};
-LoadedModel load_model(std::shared_ptr<const SourceFile> source, const std::string& bind, bool require_loss);
-LoadedModel load_model(const std::string& path, const std::string& bind, bool require_loss);
-
 /// Reads `path` ("-" is standard input) and calls `fn` on it; with `split`,
 /// calls `fn` on each part between `// -----` lines (line numbers stay those
 /// of the file), reporting each part's error and going on, then throws
@@ -42,10 +34,6 @@ std::string for_each_input(const std::string& path, bool split,
 
 /// The common `--split-input-file` flag.
 void add_split_option(CLI::App& cmd, bool& split);
-
-/// --batch: binds the leading dimension of the graph's first input to
-/// `batch` and verifies again.
-void bind_batch(LoadedModel& model, int64_t batch);
 
 /// "4,8,12" -> {4, 8, 12}; throws Error naming `option` on anything else.
 std::vector<int> parse_int_list(std::string_view text, const char* option);

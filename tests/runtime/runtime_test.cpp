@@ -208,6 +208,60 @@ TEST_F(RuntimeTest, CheckpointContinuesBitForBit) {
   EXPECT_EQ(read_bytes(path("c_weights")), read_bytes(path("b_weights")));
 }
 
+// The parameters by name in memory: what save_weights writes, read without
+// a file; setting them is load_weights without the file.
+TEST_F(RuntimeTest, ParametersAreReadAndSetByName) {
+  const std::string plan = compile();
+  Runtime a = Runtime::load(plan, adamw());
+  a.initialize(5);
+  Batch b = make_batch(a, 1);
+  a.train_step(b.named);
+  a.save_weights(path("a.safetensors"));
+  const SafeTensors file = SafeTensors::read(path("a.safetensors"));
+  const std::vector<std::pair<std::string, TensorType>> params = a.parameters();
+  ASSERT_EQ(params.size(), file.size());
+  std::vector<std::vector<float>> values;
+  std::vector<std::pair<std::string, float*>> out;
+  for (const auto& [name, type] : params) values.emplace_back(static_cast<size_t>(type.numel()));
+  for (size_t i = 0; i < params.size(); ++i) out.emplace_back(params[i].first, values[i].data());
+  a.read_parameters(out);
+  for (size_t i = 0; i < params.size(); ++i) {
+    const TensorData& t = file.at(params[i].first);
+    EXPECT_EQ(params[i].second, t.type) << params[i].first;
+    EXPECT_EQ(std::memcmp(values[i].data(), t.bytes.data(), t.bytes.size()), 0) << params[i].first;
+  }
+
+  // Set on a runtime elsewhere in its training: it then trains as one that
+  // loaded the weights file does, bit for bit.
+  std::vector<std::pair<std::string, const float*>> in;
+  for (size_t i = 0; i < params.size(); ++i) in.emplace_back(params[i].first, values[i].data());
+  Runtime c = Runtime::load(plan, adamw());
+  c.initialize(9);
+  c.train_step(b.named);
+  c.load_parameters(in);
+  EXPECT_EQ(c.step(), 0);
+  Runtime d = Runtime::load(plan, adamw());
+  d.load_weights(path("a.safetensors"));
+  EXPECT_EQ(c.train_step(b.named), d.train_step(b.named));
+  c.save_weights(path("c.safetensors"));
+  d.save_weights(path("d.safetensors"));
+  EXPECT_EQ(read_bytes(path("c.safetensors")), read_bytes(path("d.safetensors")));
+
+  // Every problem at once, before anything changes.
+  float x = 0;
+  EXPECT_EQ(error_of([&] { a.read_parameters({{params[0].first, &x}, {"nope", &x}}); }),
+            "read_parameters: @mlp has no parameter 'nope'");
+  std::vector<std::pair<std::string, const float*>> bad(in.begin(), in.end() - 1);
+  bad.emplace_back("nope", &x);
+  bad.push_back(in[0]);
+  EXPECT_EQ(error_of([&] { c.load_parameters(bad); }),
+            fmt::format("load_parameters: '{}' given twice; missing '{}' ({}); @mlp has no parameter 'nope'",
+                        in[0].first, params.back().first, params.back().second.str()));
+  EXPECT_EQ(c.step(), 1);
+  c.save_weights(path("c2.safetensors"));
+  EXPECT_EQ(read_bytes(path("c.safetensors")), read_bytes(path("c2.safetensors")));
+}
+
 // A checkpoint is a shard per stage found by name: a plan of the same model
 // cut into three stages instead of two takes up the weights, the AdamW
 // moments and the step, and trains on as the two-stage runtime does (to

@@ -1,0 +1,22 @@
+"""Pipeforge from Python: compile a model into a pipeline plan and train it.
+
+    import numpy as np
+    import pipeforge
+
+    plan = pipeforge.compile("examples/mlp.pf", devices="cpu:2", microbatches=4,
+                             bind={"B": 32, "I": 64, "H": 64, "L": 1, "K": 10})
+    runtime = pipeforge.Runtime(plan, optimizer="adamw", lr=1e-3)
+    runtime.initialize(seed=0)
+    batch = {"x": np.random.randn(32, 64).astype(np.float32),
+             "labels": np.random.randint(0, 10, size=32)}  # int64: converted to int32
+    loss = runtime.train_step(batch)
+
+The compiler and the runtime are the C++ ones (`pipeforge compile`,
+`pipeforge run`): the same plan, data, seed and options give the same losses
+and weights, bit for bit. Errors they report raise pipeforge.Error; wrong
+arguments (a batch of the wrong shape) raise ValueError.
+"""
+
+from pipeforge._pipeforge import Error, Plan, Runtime, compile
+
+__all__ = ["Error", "Plan", "Runtime", "compile"]

@@ -1,0 +1,135 @@
+// pipeforge.compile and pipeforge.Plan: a model cut into pipeline stages, saved, loaded and drawn.
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <pybind11/stl.h>
+
+#include <algorithm>
+#include <array>
+#include <memory>
+#include <string>
+
+#include "partitioner/compile.h"
+#include "plan/plan.h"
+#include "python/bindings.h"
+#include "tools/model_loading.h"
+#include "tools/plan_render.h"
+
+namespace pf::python {
+
+namespace {
+
+/// `bind` as --bind takes it: None, "B=32,T=64", or {"B": 32, "T": 64}.
+std::string bind_text(py::handle bind) {
+  if (bind.is_none()) return "";
+  if (py::isinstance<py::str>(bind)) return bind.cast<std::string>();
+  if (!py::isinstance<py::dict>(bind))
+    throw py::type_error(fmt::format("bind: expected a str such as \"B=32,T=64\" or a dict of int, not {}",
+                                     type_name_of(bind)));
+  std::string text;
+  for (auto [dim, value] : bind.cast<py::dict>())
+    text += fmt::format("{}{}={}", text.empty() ? "" : ",", str_of(dim), value.cast<int64_t>());
+  return text;
+}
+
+void check_choice(const char* what, const std::string& value, std::initializer_list<const char*> choices) {
+  if (std::none_of(choices.begin(), choices.end(), [&](const char* c) { return value == c; }))
+    throw py::value_error(fmt::format("{} must be one of {}, not '{}'", what, fmt::join(choices, ", "), value));
+}
+
+void check_positive(const char* what, int64_t value) {
+  if (value < 1) throw py::value_error(fmt::format("{} must be positive, not {}", what, value));
+}
+
+Plan compile(py::handle model, const std::string& devices, int microbatches, const std::string& schedule,
+             int data_parallel, std::optional<int64_t> batch, py::handle bind, int virtual_stages,
+             const std::string& optimizer) {
+  check_positive("microbatches", microbatches);
+  check_positive("data_parallel", data_parallel);
+  check_positive("virtual_stages", virtual_stages);
+  if (batch) check_positive("batch", *batch);
+  check_choice("schedule", schedule, {"gpipe", "1f1b", "interleaved", "zb1"});
+  check_choice("optimizer", optimizer, {"sgd", "adamw"});
+  // IR text has lines; a path has none.
+  const bool is_text = py::isinstance<py::str>(model) && model.cast<std::string>().find('\n') != std::string::npos;
+  const std::string source = is_text ? "<string>" : path_of(model);
+  const std::string text = is_text ? model.cast<std::string>() : "";
+  const std::string binding = bind_text(bind);
+  CompileOptions options;
+  options.devices = devices;
+  options.microbatches = microbatches;
+  options.schedule = schedule;
+  options.data_parallel = data_parallel;
+  options.virtual_stages = virtual_stages;
+  options.optimizer = optimizer;
+  py::gil_scoped_release release;
+  tools::LoadedModel loaded = is_text ? tools::load_model(std::make_shared<SourceFile>(source, text), binding, true)
+                                      : tools::load_model(source, binding, true);
+  if (batch) tools::bind_batch(loaded, *batch);
+  return compile_plan(std::move(loaded.module), loaded.binding, source, options).plan;
+}
+
+std::string dump(const Plan& plan, const std::string& format, bool ops) {
+  check_choice("format", format, {"text", "dot", "svg"});
+  if (ops && format == "text") throw py::value_error("ops draws ops; it needs format 'dot' or 'svg'");
+  if (format == "text") return tools::render_plan_text(plan);
+  std::string dot = tools::render_plan_dot(plan, ops);
+  if (format == "dot") return dot;
+  py::gil_scoped_release release;  // Graphviz may take a while
+  return tools::dot_to_svg(dot);
+}
+
+std::vector<std::string> device_names(const Plan& plan) {
+  std::vector<std::string> out;
+  for (const PlanDevice& d : plan.devices) out.push_back(d.name);
+  return out;
+}
+
+}  // namespace
+
+void bind_plan(py::module_& m) {
+  py::class_<Plan>(m, "Plan",
+                   "A compiled pipeline plan: the model cut into stages, each stage's programs, its devices, "
+                   "schedule and micro-batches (what `pipeforge compile` writes).")
+      .def_static(
+          "load", [](py::handle path) { return load_plan(path_of(path)); }, py::arg("path"),
+          "Reads a plan file and checks it whole (every stage program parses and verifies).")
+      .def(
+          "save", [](const Plan& plan, py::handle path) { save_plan(plan, path_of(path)); }, py::arg("path"),
+          "Writes the plan as JSON (by rename: a crash leaves the old file or the new one).")
+      .def("dump", &dump, py::arg("format") = "text", py::arg("ops") = false,
+           "The plan as `pipeforge dump --format` draws it: 'text' (the stage table), 'dot' (Graphviz) or 'svg' "
+           "(through Graphviz's dot, which must be on the PATH); ops=True draws one node per op (dot and svg).")
+      .def_property_readonly(
+          "stages", [](const Plan& plan) { return plan.stages.size(); }, "The number of pipeline stages.")
+      .def_readonly("microbatches", &Plan::microbatches)
+      .def_readonly("schedule", &Plan::schedule, "'gpipe', '1f1b', 'interleaved' or 'zb1'.")
+      .def_readonly("virtual_stages", &Plan::virtual_stages)
+      .def_property_readonly("devices", &device_names, "Device names, one per rank: ['cpu:0', 'cpu:1'].")
+      .def_property_readonly(
+          "data_parallel", [](const Plan& plan) { return replica_count(plan); },
+          "Replicas of the pipeline.")
+      .def_readonly("model", &Plan::model_name, "The graph's name.")
+      .def_readonly("binding", &Plan::binding, "Every dimension's value for one micro-batch.")
+      .def("__repr__", [](const Plan& plan) {
+        return fmt::format("<pipeforge.Plan @{}: {} stages on {}, {}, {} micro-batches>", plan.model_name,
+                           plan.stages.size(), fmt::join(device_names(plan), ", "), plan.schedule,
+                           plan.microbatches);
+      });
+
+  m.def("compile", &compile, py::arg("model"), py::arg("devices") = "cpu:4", py::arg("microbatches") = 8,
+        py::arg("schedule") = "1f1b", py::arg("data_parallel") = 1, py::arg("batch") = py::none(),
+        py::arg("bind") = py::none(), py::arg("virtual_stages") = 1, py::arg("optimizer") = "adamw",
+        R"(Compiles a model into a pipeline plan, as `pipeforge compile` does.
+
+model: a path (str or os.PathLike) to a .pf file, or the model's IR text
+itself: a str holding a newline is text (named "<string>" in errors), any
+other str a path. bind: dimensions to override, "B=32,T=64" or
+{"B": 32, "T": 64} (--bind); batch binds the first input's leading
+dimension (--batch). devices, microbatches, schedule ('gpipe', '1f1b',
+'interleaved', 'zb1'), data_parallel, virtual_stages and optimizer ('sgd',
+'adamw': sizes the optimizer state) are compile's options of those names.
+Raises pipeforge.Error for a model that does not parse or verify, or a plan
+that cannot be made.)");
+}
+
+}  // namespace pf::python

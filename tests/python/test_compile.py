@@ -1,0 +1,113 @@
+"""pipeforge.compile and pipeforge.Plan against `pipeforge compile` and `pipeforge dump`."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+import pipeforge
+from conftest import MLP, MLP_BIND, run_command
+
+
+def compile_mlp(**options):
+    return pipeforge.compile(MLP, **{"devices": "cpu:2", "microbatches": 4, "schedule": "1f1b", "bind": MLP_BIND,
+                                     **options})
+
+
+@pytest.fixture
+def cli_plan(pipeforge_exe, tmp_path):
+    """The plan `pipeforge compile` writes for the small mlp."""
+    path = tmp_path / "cli.json"
+    run_command(pipeforge_exe, "compile", MLP, "--bind", MLP_BIND, "--devices", "cpu:2", "--microbatches", 4,
+                "--schedule", "1f1b", "-o", path)
+    return path
+
+
+def test_compiles_the_plan_the_command_compiles(cli_plan, tmp_path):
+    compile_mlp().save(tmp_path / "py.json")
+    assert (tmp_path / "py.json").read_bytes() == cli_plan.read_bytes()
+    # bind as a dict, and the path as a pathlib.Path, are the same.
+    bind = dict(item.split("=") for item in MLP_BIND.split(","))
+    pipeforge.compile(Path(MLP), devices="cpu:2", microbatches=4, bind={k: int(v) for k, v in bind.items()}).save(
+        tmp_path / "dict.json")
+    assert (tmp_path / "dict.json").read_bytes() == cli_plan.read_bytes()
+
+
+def test_batch_binds_the_first_inputs_leading_dimension(pipeforge_exe, tmp_path):
+    run_command(pipeforge_exe, "compile", MLP, "--bind", MLP_BIND, "--batch", 64, "--devices", "cpu:2",
+                "--microbatches", 4, "-o", tmp_path / "cli.json")
+    compile_mlp(batch=64).save(tmp_path / "py.json")
+    assert (tmp_path / "py.json").read_bytes() == (tmp_path / "cli.json").read_bytes()
+    assert pipeforge.Plan.load(tmp_path / "py.json").binding["B"] == 16  # per micro-batch
+
+
+def test_model_text_compiles_as_its_file():
+    text = Path(MLP).read_text()
+    from_text, from_file = pipeforge.compile(text, devices="cpu:2", microbatches=4, bind=MLP_BIND), compile_mlp()
+    assert from_text.dump() == from_file.dump()
+    assert from_text.binding == from_file.binding
+
+
+def test_plan_properties(cli_plan):
+    plan = pipeforge.Plan.load(cli_plan)
+    assert plan.stages == 2
+    assert plan.microbatches == 4
+    assert plan.schedule == "1f1b"
+    assert plan.devices == ["cpu:0", "cpu:1"]
+    assert plan.data_parallel == 1
+    assert plan.virtual_stages == 1
+    assert plan.model == "mlp"
+    assert plan.binding == {"B": 8, "H": 64, "I": 64, "K": 10, "L": 1}
+    assert repr(plan) == "<pipeforge.Plan @mlp: 2 stages on cpu:0, cpu:1, 1f1b, 4 micro-batches>"
+
+
+def test_load_and_save_round_trip(cli_plan, tmp_path):
+    pipeforge.Plan.load(cli_plan).save(tmp_path / "again.json")
+    assert (tmp_path / "again.json").read_bytes() == cli_plan.read_bytes()
+
+
+@pytest.mark.parametrize("fmt,ops", [("text", False), ("dot", False), ("dot", True), ("svg", False)])
+def test_dump_draws_what_the_command_draws(pipeforge_exe, cli_plan, fmt, ops):
+    if fmt == "svg" and shutil.which("dot") is None:
+        pytest.skip("Graphviz's dot is not on the PATH")
+    expected = run_command(pipeforge_exe, "dump", cli_plan, "--format", fmt, *(["--ops"] if ops else [])).stdout
+    assert pipeforge.Plan.load(cli_plan).dump(fmt, ops=ops) == expected
+
+
+def test_a_syntax_error_is_the_commands_error(pipeforge_exe, tmp_path):
+    bad = tmp_path / "bad.pf"
+    bad.write_text("dim B = 4\n\ngraph @g(%x: f32[B]) -> f32[] {\n  %y = frobnicate %x : f32[]\n  return %y\n}\n")
+    done = run_command(pipeforge_exe, "compile", bad, "-o", tmp_path / "plan.json", ok=False)
+    assert done.returncode == 1
+    with pytest.raises(pipeforge.Error) as caught:
+        pipeforge.compile(str(bad), devices="cpu:1", microbatches=1)
+    assert str(caught.value) == done.stderr.rstrip("\n")
+    assert caught.value.message == "unknown op 'frobnicate'"
+    assert str(caught.value) == (f"{bad}:4:8: error: unknown op 'frobnicate'\n"
+                                 "  %y = frobnicate %x : f32[]\n"
+                                 "       ^")
+    assert isinstance(caught.value, RuntimeError)
+    # Text is named <string>.
+    with pytest.raises(pipeforge.Error) as caught:
+        pipeforge.compile(bad.read_text(), devices="cpu:1", microbatches=1)
+    assert str(caught.value).startswith("<string>:4:8: error: unknown op 'frobnicate'\n")
+
+
+def test_a_missing_plan_is_the_commands_error(pipeforge_exe, tmp_path):
+    missing = tmp_path / "missing.json"
+    done = run_command(pipeforge_exe, "dump", missing, ok=False)
+    with pytest.raises(pipeforge.Error) as caught:
+        pipeforge.Plan.load(missing)
+    assert str(caught.value) == f"cannot open '{missing}'"
+    assert done.stderr == f"error: {caught.value}\n"
+
+
+def test_bad_arguments_raise_value_error(cli_plan):
+    with pytest.raises(ValueError, match=r"^schedule must be one of gpipe, 1f1b, interleaved, zb1, not 'nope'$"):
+        compile_mlp(schedule="nope")
+    with pytest.raises(ValueError, match=r"^microbatches must be positive, not 0$"):
+        pipeforge.compile(MLP, microbatches=0)
+    with pytest.raises(ValueError, match=r"^format must be one of text, dot, svg, not 'png'$"):
+        pipeforge.Plan.load(cli_plan).dump("png")
+    with pytest.raises(ValueError, match=r"^ops draws ops; it needs format 'dot' or 'svg'$"):
+        pipeforge.Plan.load(cli_plan).dump("text", ops=True)
