@@ -13,6 +13,8 @@ namespace py = pybind11;
 void bind_plan(py::module_& m);
 /// pipeforge.Runtime (runtime_bindings.cpp).
 void bind_runtime(py::module_& m);
+/// pipeforge.import_onnx (import_bindings.cpp).
+void bind_import(py::module_& m);
 
 /// str(value), as Python prints it.
 inline std::string str_of(py::handle value) { return py::str(value).cast<std::string>(); }

@@ -61,4 +61,5 @@ PYBIND11_MODULE(_pipeforge, m) {
   pf::python::bind_errors(m);
   pf::python::bind_plan(m);
   pf::python::bind_runtime(m);
+  pf::python::bind_import(m);
 }

@@ -15,8 +15,16 @@ The compiler and the runtime are the C++ ones (`pipeforge compile`,
 `pipeforge run`): the same plan, data, seed and options give the same losses
 and weights, bit for bit. Errors they report raise pipeforge.Error; wrong
 arguments (a batch of the wrong shape) raise ValueError.
+
+A PyTorch model comes in through ONNX:
+
+    torch.onnx.export(model, example, "model.onnx", training=torch.onnx.TrainingMode.TRAINING,
+                      opset_version=17, input_names=["x"], dynamic_axes={"x": {0: "batch"}})
+    ir, weights = pipeforge.import_onnx("model.onnx", loss="cross_entropy:labels")
+    runtime = pipeforge.Runtime(pipeforge.compile(ir, devices="cpu:2", microbatches=4, batch=32))
+    runtime.load_state_dict(weights)
 """
 
-from pipeforge._pipeforge import Error, Plan, Runtime, compile
+from pipeforge._pipeforge import Error, Plan, Runtime, compile, import_onnx
 
-__all__ = ["Error", "Plan", "Runtime", "compile"]
+__all__ = ["Error", "Plan", "Runtime", "compile", "import_onnx"]
