@@ -111,8 +111,25 @@ std::unique_ptr<RuntimeHandle> make_runtime(py::handle plan, const std::string& 
   return std::make_unique<RuntimeHandle>(Runtime::load(path, options));
 }
 
-py::dict state_dict(RuntimeHandle& h) {
+// Views of the weights themselves where the stages compute on the CPU (as
+// PyTorch's state_dict shares its parameters' storage), read-only: a tied
+// parameter has other copies that a write would miss.
+py::dict state_dict(py::object self, bool copy) {
+  RuntimeHandle& h = self.cast<RuntimeHandle&>();
   py::dict out;
+  if (!copy) {
+    const std::vector<std::pair<std::string, const float*>> held = h.runtime.host_parameters();
+    if (!held.empty()) {
+      for (size_t i = 0; i < held.size(); ++i) {
+        if (held[i].first != h.parameters.at(i).first) throw std::logic_error("parameters out of order");
+        const Shape& shape = h.parameters[i].second.shape;
+        py::array_t<float> view(std::vector<py::ssize_t>(shape.begin(), shape.end()), held[i].second, self);
+        view.attr("setflags")(py::arg("write") = false);
+        out[py::str(held[i].first)] = std::move(view);
+      }
+      return out;
+    }
+  }
   std::vector<std::pair<std::string, float*>> buffers;
   for (const auto& [name, type] : h.parameters) {
     py::array_t<float> array(std::vector<py::ssize_t>(type.shape.begin(), type.shape.end()));
@@ -201,9 +218,11 @@ initialize(), load_weights(), load_state_dict() or load_checkpoint().)")
           py::arg("batch"), "The loss of `batch` without gradients or an update.")
       .def("batch_inputs", &inputs_of,
            "The inputs a batch holds: {name: (shape, numpy dtype)} for the whole batch, in the model's order.")
-      .def("state_dict", &state_dict,
-           "Every parameter's current values, {name: float32 array}. The arrays are copies (the runtime keeps "
-           "its own, on the device for a CUDA stage): changing them changes nothing until load_state_dict().")
+      .def("state_dict", &state_dict, py::arg("copy") = false,
+           "Every parameter's current values, {name: float32 array}. Where every stage computes on the CPU the "
+           "arrays are read-only views of the weights themselves (no copy; like PyTorch's state_dict, they change "
+           "with every step: np.array(a) keeps a snapshot); copies otherwise, or with copy=True. Weights change "
+           "through load_state_dict().")
       .def("load_state_dict", &load_state_dict, py::arg("state_dict"),
            "Sets every parameter (all of them, nothing else; arrays checked and converted as a batch's are), as "
            "load_weights does from a file: fresh optimizer state, step 0. Optimizer state and step travel in "

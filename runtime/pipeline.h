@@ -117,6 +117,9 @@ class Pipeline {
   /// replica after replica: the first stages() sets are replica 0's.
   /// A CUDA stage's are host copies: see copy_to_host.
   std::vector<ParameterSet*> parameter_sets();
+  /// Whether every stage here computes on the CPU: then the parameter sets'
+  /// values are the weights themselves, not copies of a device's.
+  bool parameters_on_host() const;
   void initialize(uint64_t seed);
   /// Loads each stage's parameters from one file holding the whole model's.
   void load(const SafeTensors& file, const std::string& what);

@@ -1,5 +1,6 @@
 // A pipeline's parameters, optimizers and per-op profiles, over the stages
 // this process holds: initialised, loaded, saved and checkpointed by name.
+#include <algorithm>
 #include <map>
 
 #include "runtime/pipeline.h"
@@ -32,6 +33,11 @@ std::vector<ParameterSet*> Pipeline::parameter_sets() {
   std::vector<ParameterSet*> out;
   for (PipelineStage* s : local_stages()) out.push_back(&s->params);
   return out;
+}
+
+bool Pipeline::parameters_on_host() const {
+  const std::vector<PipelineStage*> stages = local_stages();
+  return std::all_of(stages.begin(), stages.end(), [](const PipelineStage* s) { return s->program->place().on_host(); });
 }
 
 void Pipeline::initialize(uint64_t seed) {

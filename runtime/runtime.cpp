@@ -231,6 +231,16 @@ void Runtime::read_parameters(const std::vector<std::pair<std::string, float*>>&
   }
 }
 
+std::vector<std::pair<std::string, const float*>> Runtime::host_parameters() const {
+  std::vector<std::pair<std::string, const float*>> out;
+  if (!impl_->pipeline->parameters_on_host()) return out;
+  std::set<std::string, std::less<>> seen;
+  for (ParameterSet* set : impl_->pipeline->parameter_sets())
+    for (const ParameterSet::Entry& e : set->entries())
+      if (seen.insert(e.name).second) out.emplace_back(e.name, e.value.data());
+  return out;
+}
+
 void Runtime::load_parameters(const std::vector<std::pair<std::string, const float*>>& values) {
   std::map<std::string, const float*, std::less<>> given;
   std::vector<std::string> problems;

@@ -94,6 +94,11 @@ class Runtime {
   /// the device for a CUDA stage), so this is a copy. Throws Error naming
   /// an unknown parameter before copying anything.
   void read_parameters(const std::vector<std::pair<std::string, float*>>& out) const;
+  /// Where every parameter's values lie, by name, when all the stages here
+  /// compute on the CPU (empty otherwise): the weights themselves, not a
+  /// copy, valid while the runtime lives and changed by every step and
+  /// load. A tied parameter's first copy.
+  std::vector<std::pair<std::string, const float*>> host_parameters() const;
   /// Sets every parameter from a buffer of its type's elements, as
   /// load_weights does from a file: every parameter once and nothing else,
   /// checked before anything changes; fresh optimizer state, step 0.

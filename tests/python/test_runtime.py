@@ -150,11 +150,18 @@ def test_state_dict_round_trip(plan, tmp_path):
     assert [b.train_step(batch) for _ in range(2)] == [a.train_step(batch) for _ in range(2)]
     assert_same_state(b.state_dict(), a.state_dict())
 
-    # The arrays are copies: changing one changes nothing until it is loaded.
-    state = a.state_dict()
-    held = state["fc_in.w"][0, 0]
-    state["fc_in.w"][0, 0] = held + 1
-    assert a.state_dict()["fc_in.w"][0, 0] == held
+    # On CPU stages the arrays are the weights themselves, read-only: a step
+    # changes them; copy=True gives a snapshot, which changes nothing.
+    view, snapshot = a.state_dict(), a.state_dict(copy=True)
+    assert not view["fc_in.w"].flags.writeable and not view["fc_in.w"].flags.owndata
+    with pytest.raises(ValueError):
+        view["fc_in.w"][0, 0] = 1.0
+    a.train_step(batch)
+    assert_same_state(view, a.state_dict(copy=True))
+    assert not np.array_equal(view["fc_in.w"], snapshot["fc_in.w"])
+    held = snapshot["fc_in.w"][0, 0]
+    snapshot["fc_in.w"][0, 0] = held + 1
+    assert a.state_dict()["fc_in.w"][0, 0] != held + 1
 
     # Loading is load_weights without the file: fresh AdamW state, step 0.
     c, _ = trained(plan, 2, batch, seed=1)

@@ -230,6 +230,15 @@ TEST_F(RuntimeTest, ParametersAreReadAndSetByName) {
     EXPECT_EQ(params[i].second, t.type) << params[i].first;
     EXPECT_EQ(std::memcmp(values[i].data(), t.bytes.data(), t.bytes.size()), 0) << params[i].first;
   }
+  // On CPU stages, the same values where they lie, and a step changes them there.
+  const std::vector<std::pair<std::string, const float*>> held = a.host_parameters();
+  ASSERT_EQ(held.size(), params.size());
+  for (size_t i = 0; i < params.size(); ++i) {
+    EXPECT_EQ(held[i].first, params[i].first);
+    EXPECT_EQ(std::memcmp(held[i].second, values[i].data(), values[i].size() * sizeof(float)), 0) << held[i].first;
+  }
+  a.train_step(b.named);
+  EXPECT_NE(std::memcmp(held[0].second, values[0].data(), values[0].size() * sizeof(float)), 0);
 
   // Set on a runtime elsewhere in its training: it then trains as one that
   // loaded the weights file does, bit for bit.
