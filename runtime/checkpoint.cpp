@@ -3,6 +3,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <nlohmann/json.hpp>
@@ -120,9 +121,18 @@ SafeTensors read_checkpoint(const std::string& dir) {
     const std::string at = JsonReader::at("shards", k);
     r.expect_keys(shards[k], at, {"stage", "file", "tensors"});
     const std::string file = r.string(shards[k], at, "file");
-    if (file.find('/') != std::string::npos || !file.starts_with(kShardPrefix))
+    // "stage-<k>.<hash of the content>.safetensors".
+    const size_t hash_at = file.size() - std::min(file.size(), std::strlen(kShardSuffix) + 16);
+    if (file.find('/') != std::string::npos || !file.starts_with(kShardPrefix) || !file.ends_with(kShardSuffix) ||
+        hash_at <= std::strlen(kShardPrefix) || file[hash_at - 1] != '.')
       r.fail(fmt::format("{}.file '{}' is not a shard of this folder", at, file));
     const SafeTensors shard = SafeTensors::read((fs::path(dir) / file).string());
+    // The name is the shard's checksum: a file changed or torn after it was
+    // written does not load.
+    if (fmt::format("{:016x}", content_hash(shard)) != file.substr(hash_at, 16))
+      throw Error(fmt::format("{}: shard {} does not match its checksum (the file was changed or damaged after it "
+                              "was written); load an older checkpoint",
+                              dir, file));
     const Json& tensors = r.array(shards[k], at, "tensors");
     for (size_t i = 0; i < tensors.size(); ++i) {
       if (!tensors[i].is_string()) r.fail(JsonReader::at(JsonReader::at(at, "tensors"), i) + " must be a string");

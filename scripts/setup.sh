@@ -12,6 +12,7 @@ packages=(
   libhiredis-dev redis-server  # a Redis server as the rendezvous store (pipeforge launch --rdzv redis:)
   googletest libgtest-dev libbenchmark-dev
   llvm-14-tools
+  clang-14 libclang-rt-14-dev  # the fuzzers (libFuzzer with AddressSanitizer)
   graphviz
   python3-torch python3-numpy
   libonnx-dev libprotobuf-dev python3-onnx  # pipeforge import: ONNX models, and the tests' exports from PyTorch

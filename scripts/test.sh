@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up, builds and runs every test: the GoogleTest suites, the lit suite,
 # the broken-model corpus and the PyTorch reference (ctest), then the parser
-# tests and the corpus again under AddressSanitizer + UndefinedBehaviorSanitizer.
+# tests and the corpus again under AddressSanitizer + UndefinedBehaviorSanitizer,
+# then every file reader under libFuzzer for a bounded time (scripts/fuzz.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,3 +17,6 @@ PF_BUILD_DIR=build-asan PF_CMAKE_ARGS="-DPF_SANITIZE=ON -DPF_BUILD_BENCH=OFF -DP
   scripts/build.sh --target ir_test corpus_test
 build-asan/tests/ir/ir_test --gtest_brief=1
 build-asan/tests/passes/corpus_test --gtest_brief=1
+
+echo "== fuzzers: the IR, plan, safetensors, profile and cluster readers, 45 s each =="
+scripts/fuzz.sh 45

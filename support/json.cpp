@@ -46,6 +46,13 @@ Json parse_json_document(const std::string& text, const std::string& path) {
       }
     auto file = std::make_shared<SourceFile>(path, text);
     throw Error("not valid JSON: " + reason, Location{file, line, static_cast<int>(offset - line_start) + 1});
+  } catch (const nlohmann::json::out_of_range& e) {
+    // A number beyond a double or a 64-bit integer: "[json.exception.
+    // out_of_range.406] number overflow parsing '1e999'".
+    const std::string what = e.what();
+    const size_t tag = what.find("] ");
+    const std::string reason = tag == std::string::npos ? what : what.substr(tag + 2);
+    throw Error(fmt::format("{}: not valid JSON: {}", path, reason));
   }
 }
 

@@ -208,6 +208,15 @@ TEST(Cluster, Defaults) {
   EXPECT_EQ(pipeline_link(cpu, 64).bandwidth_bytes_per_s, 10e9);
 }
 
+// Found by fuzzing: a number no double holds was an exception of the JSON
+// library's, not an error of ours.
+TEST(Cluster, ANumberBeyondADoubleIsAnError) {
+  EXPECT_EQ(error_of([] { cluster_from_json("{\"devices_per_node\": 1e99999}", "c.json"); }),
+            "c.json: not valid JSON: number overflow parsing '1e99999'");
+  EXPECT_EQ(error_of([] { profile_from_json("{\"version\": 3.21e55555555}", "p.json"); }),
+            "p.json: not valid JSON: number overflow parsing '3.21e55555555'");
+}
+
 TEST(Cluster, JsonFiles) {
   Cluster c{4, {200e9, 4e-6}, {50e9, 8e-6}};
   std::string text = cluster_to_json(c);

@@ -410,6 +410,21 @@ TEST_F(RuntimeTest, BadCheckpointsChangeNothing) {
   for (const auto& e : fs::directory_iterator(truncated))
     if (e.path().extension() == ".safetensors") fs::resize_file(e.path(), fs::file_size(e.path()) - 100);
 
+  // A shard whole in size but with one byte of a tensor flipped (a disk, or
+  // a hand, changed it): its checksum, the hash in its name, catches it.
+  std::string flipped = path("flipped");
+  fs::copy(path("good"), flipped);
+  std::string flipped_shard;
+  for (const auto& e : fs::directory_iterator(flipped))
+    if (e.path().extension() == ".safetensors" && flipped_shard.empty()) {
+      flipped_shard = e.path().filename().string();
+      std::fstream f(e.path(), std::ios::in | std::ios::out | std::ios::binary);
+      f.seekg(-1, std::ios::end);
+      const char last = static_cast<char>(f.get());
+      f.seekp(-1, std::ios::end);
+      f.put(static_cast<char>(last ^ 0x10));
+    }
+
   // Move the runtime on, so that a load that changed anything would show.
   rt.train_step(b.named);
   rt.save_checkpoint(path("state"));
@@ -425,6 +440,10 @@ TEST_F(RuntimeTest, BadCheckpointsChangeNothing) {
             weights_only +
                 ": not a pipeforge checkpoint (a folder with an index.json); a weights file loads with --init-from "
                 "(load_weights)");
+  EXPECT_EQ(error_of([&] { rt.load_checkpoint(flipped); }),
+            flipped + ": shard " + flipped_shard +
+                " does not match its checksum (the file was changed or damaged after it was written); load an older "
+                "checkpoint");
   std::string corrupt = error_of([&] { rt.load_checkpoint(truncated); });
   EXPECT_EQ(corrupt.rfind(truncated + "/stage-", 0), 0u) << corrupt;
   EXPECT_EQ(error_of([&] { rt.load_checkpoint(path("absent")); }),
