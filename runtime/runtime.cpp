@@ -11,8 +11,11 @@
 #include <optional>
 #include <set>
 
+#include <unistd.h>
+
 #include "backends/cpu/blas.h"
 #include "ir/diagnostic.h"
+#include "ir/units.h"
 #include "plan/plan.h"
 #include "runtime/checkpoint.h"
 #include "runtime/pipeline.h"
@@ -136,10 +139,37 @@ Runtime::Runtime(Runtime&&) noexcept = default;
 Runtime& Runtime::operator=(Runtime&&) noexcept = default;
 Runtime::~Runtime() = default;
 
+namespace {
+
+// A plan compiled for devices with more memory than this machine has would
+// page for minutes before anything failed: refused at once instead, by the
+// peak the compiler predicted for the CPU stages this process runs.
+void check_host_memory(const Plan& plan, const std::string& what, int rank) {
+  int64_t need = 0;
+  for (const PlanRank& r : plan.ranks) {
+    if (rank >= 0 && r.rank != rank) continue;
+    if (plan.devices.at(static_cast<size_t>(r.device)).kind != "cpu") continue;
+    for (int s : r.stages) need += plan.stages.at(static_cast<size_t>(s)).predicted.memory_bytes;
+  }
+  const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGESIZE);
+  if (pages <= 0 || page <= 0) return;
+  const double have = static_cast<double>(pages) * static_cast<double>(page);
+  if (static_cast<double>(need) <= have) return;
+  throw Error(fmt::format("{}: the plan needs {} of memory here (the predicted peak of {}: weights, gradients, "
+                          "optimizer state and activations in flight), but this machine has {}; compile it for more "
+                          "devices, fewer samples per micro-batch or a smaller model",
+                          what, format_bytes(static_cast<double>(need)),
+                          rank >= 0 ? fmt::format("rank {}'s CPU stages", rank) : "its CPU stages",
+                          format_bytes(have)));
+}
+
+}  // namespace
+
 Runtime Runtime::load(const std::string& plan_path, const RuntimeOptions& options) {
   check_options(options);
   std::vector<Module> programs;  // parsed once, while the plan is checked
   Plan plan = load_plan(plan_path, &programs);
+  check_host_memory(plan, plan_path, options.comm ? options.rank : -1);
   return start(std::move(plan), std::move(programs), options);
 }
 
@@ -147,6 +177,7 @@ Runtime Runtime::from_plan(Plan plan, const std::string& what, const RuntimeOpti
   check_options(options);
   std::vector<Module> programs;
   check_plan(plan, what, &programs);
+  check_host_memory(plan, what, options.comm ? options.rank : -1);
   return start(std::move(plan), std::move(programs), options);
 }
 
