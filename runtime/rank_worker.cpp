@@ -157,6 +157,9 @@ void RankWorker::walk(const RankStep& step, RankOutcome& out) {
     // A forward pass keeps the schedule's order of forwards and activation
     // hand-offs; with the backward actions gone no wait can close a cycle.
     if (!step.backward && !runs_in_forward_pass(a.kind)) continue;
+    // A rank given up while it computed (the step has failed and returned)
+    // stops at the next action instead of reading the caller's batch.
+    if (!comm_.error().empty()) throw CommAborted{};
     if (a.kind != ActionKind::send_act && a.kind != ActionKind::send_grad) start_done();
     current_stage_ = a.stage;
     const double start = since(step.start);
@@ -200,6 +203,7 @@ void RankWorker::walk(const RankStep& step, RankOutcome& out) {
           // A kernel that does not return: nothing here looks at the failure.
           const auto until = Clock::now() + std::chrono::duration<double>(4 * step.timeout_s);
           while (Clock::now() < until) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+          if (!comm_.error().empty()) throw CommAborted{};  // given up meanwhile: the batch may be gone
         }
         forward(a, step);
         break;
