@@ -48,11 +48,18 @@ Json parse_json_document(const std::string& text, const std::string& path) {
     throw Error("not valid JSON: " + reason, Location{file, line, static_cast<int>(offset - line_start) + 1});
   } catch (const nlohmann::json::out_of_range& e) {
     // A number beyond a double or a 64-bit integer: "[json.exception.
-    // out_of_range.406] number overflow parsing '1e999'".
+    // out_of_range.406] number overflow parsing '1e999'". The library gives
+    // no position: the number's first occurrence is it.
     const std::string what = e.what();
     const size_t tag = what.find("] ");
     const std::string reason = tag == std::string::npos ? what : what.substr(tag + 2);
-    throw Error(fmt::format("{}: not valid JSON: {}", path, reason));
+    const size_t open = reason.find('\''), close = reason.rfind('\'');
+    const size_t at = open < close ? text.find(reason.substr(open + 1, close - open - 1)) : std::string::npos;
+    if (at == std::string::npos) throw Error(fmt::format("{}: not valid JSON: {}", path, reason));
+    const size_t line_start = text.rfind('\n', at) == std::string::npos ? 0 : text.rfind('\n', at) + 1;
+    const int line = 1 + static_cast<int>(std::count(text.begin(), text.begin() + static_cast<std::ptrdiff_t>(at), '\n'));
+    throw Error("not valid JSON: " + reason, Location{std::make_shared<SourceFile>(path, text), line,
+                                                      static_cast<int>(at - line_start) + 1});
   }
 }
 
