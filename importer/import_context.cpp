@@ -53,12 +53,21 @@ std::optional<DType> dtype_of(int32_t t) {
 
 namespace {
 
-template <class T>
-void copy_raw(const std::string& raw, size_t n, std::vector<T>& out, const std::string& where) {
+/// A tensor's elements: its raw bytes (little-endian, as ONNX stores them)
+/// when it has them, else its typed field.
+template <class T, class Field>
+std::vector<T> values_of(const TensorProto& t, const Field& typed, size_t n, const std::string& where) {
+  std::vector<T> out;
+  if (!t.has_raw_data()) {
+    out.assign(typed.begin(), typed.end());
+    return out;
+  }
+  const std::string& raw = t.raw_data();
   if (raw.size() != n * sizeof(T))
     throw Error(fmt::format("{}: {} bytes of data for {} elements of {} bytes", where, raw.size(), n, sizeof(T)));
   out.resize(n);
   std::memcpy(out.data(), raw.data(), raw.size());
+  return out;
 }
 
 }  // namespace
@@ -75,53 +84,26 @@ Known read_tensor(const TensorProto& t, const std::string& where) {
     k.shape.push_back(d);
   }
   const auto n = static_cast<size_t>(k.size());
-  const std::string& raw = t.raw_data();
-  const bool has_raw = t.has_raw_data();
   switch (t.data_type()) {
     case TensorProto::FLOAT: {
-      std::vector<float> v;
-      if (has_raw)
-        copy_raw(raw, n, v, where);
-      else
-        v.assign(t.float_data().begin(), t.float_data().end());
+      const std::vector<float> v = values_of<float>(t, t.float_data(), n, where);
       k.reals.assign(v.begin(), v.end());
       break;
     }
-    case TensorProto::DOUBLE: {
-      if (has_raw)
-        copy_raw(raw, n, k.reals, where);
-      else
-        k.reals.assign(t.double_data().begin(), t.double_data().end());
+    case TensorProto::DOUBLE:
+      k.reals = values_of<double>(t, t.double_data(), n, where);
       break;
-    }
-    case TensorProto::INT64: {
-      std::vector<int64_t> v;
-      if (has_raw)
-        copy_raw(raw, n, v, where);
-      else
-        v.assign(t.int64_data().begin(), t.int64_data().end());
-      for (int64_t x : v) k.ints.push_back(SymDim::of(x));
+    case TensorProto::INT64:
+      for (int64_t x : values_of<int64_t>(t, t.int64_data(), n, where)) k.ints.push_back(SymDim::of(x));
       break;
-    }
-    case TensorProto::INT32: {
-      std::vector<int32_t> v;
-      if (has_raw)
-        copy_raw(raw, n, v, where);
-      else
-        v.assign(t.int32_data().begin(), t.int32_data().end());
-      for (int32_t x : v) k.ints.push_back(SymDim::of(x));
+    case TensorProto::INT32:
+      for (int32_t x : values_of<int32_t>(t, t.int32_data(), n, where)) k.ints.push_back(SymDim::of(x));
       break;
-    }
     case TensorProto::BOOL:
-    case TensorProto::UINT8: {
-      std::vector<uint8_t> v;
-      if (has_raw)
-        copy_raw(raw, n, v, where);
-      else
-        for (int32_t x : t.int32_data()) v.push_back(static_cast<uint8_t>(x));
-      for (uint8_t x : v) k.ints.push_back(SymDim::of(x != 0 && t.data_type() == TensorProto::BOOL ? 1 : x));
+    case TensorProto::UINT8:
+      for (uint8_t x : values_of<uint8_t>(t, t.int32_data(), n, where))
+        k.ints.push_back(SymDim::of(x != 0 && t.data_type() == TensorProto::BOOL ? 1 : x));
       break;
-    }
     default:
       throw Error(fmt::format("{}: element type {} is not supported (float, double, int64, int32, bool are)", where,
                               TensorProto::DataType_Name(static_cast<TensorProto::DataType>(t.data_type()))));
@@ -162,8 +144,11 @@ std::string number_text(double v) {
 Importer::Importer(const onnx::GraphProto& graph, std::string source) : graph_(graph), source_(std::move(source)) {
   for (const onnx::NodeProto& n : graph.node()) {
     for (const std::string& out : n.output()) producers_[out] = &n;
-    for (const std::string& in : n.input())
-      if (!in.empty()) uses_[in] += 1;
+    for (int i = 0; i < n.input_size(); ++i)
+      if (!n.input(i).empty()) {
+        uses_[n.input(i)] += 1;
+        readers_[n.input(i)].emplace_back(&n, i);
+      }
   }
   for (const onnx::ValueInfoProto& out : graph.output()) uses_[out.name()] += 1;
   std::set<std::string> inputs;
@@ -199,6 +184,12 @@ std::optional<double> Importer::constant_number(const std::string& value) const 
     if (a.name() == "value_int") return static_cast<double>(a.i());
   }
   return std::nullopt;
+}
+
+const std::vector<std::pair<const onnx::NodeProto*, int>>& Importer::readers(const std::string& value) const {
+  static const std::vector<std::pair<const onnx::NodeProto*, int>> none;
+  auto it = readers_.find(value);
+  return it == readers_.end() ? none : it->second;
 }
 
 const Known* Importer::known(const std::string& value) const {

@@ -5,6 +5,7 @@
 #include <onnx/onnx_pb.h>
 
 #include <map>
+#include <utility>
 #include <optional>
 #include <set>
 #include <string>
@@ -49,6 +50,8 @@ class Importer {
   const onnx::NodeProto* producer(const std::string& value) const;
   /// How many node inputs (and graph outputs) read `value`.
   int uses(const std::string& value) const;
+  /// The nodes reading `value`, each with the input slot it reads it in.
+  const std::vector<std::pair<const onnx::NodeProto*, int>>& readers(const std::string& value) const;
   /// The number a one-element Constant node or initializer holds.
   std::optional<double> constant_number(const std::string& value) const;
 
@@ -102,6 +105,7 @@ class Importer {
   std::string source_;
   std::map<std::string, const onnx::NodeProto*> producers_;
   std::map<std::string, int> uses_;
+  std::map<std::string, std::vector<std::pair<const onnx::NodeProto*, int>>> readers_;
   std::map<std::string, Known> known_;
   std::map<std::string, Tensor> tensors_;
   std::map<std::string, const onnx::TensorProto*> pending_params_;

@@ -18,10 +18,7 @@ class Matcher {
  public:
   explicit Matcher(const Importer& im) : im_(im) {
     const auto& nodes = im.graph().node();
-    for (int i = 0; i < nodes.size(); ++i) {
-      index_[&nodes[i]] = i;
-      for (const std::string& in : nodes[i].input()) consumers_[in].push_back(&nodes[i]);
-    }
+    for (int i = 0; i < nodes.size(); ++i) index_[&nodes[i]] = i;
   }
 
   /// The node of type `op` producing `value`, or null.
@@ -31,9 +28,9 @@ class Matcher {
   }
   /// The only node reading `value` when it is of type `op`, or null.
   const NodeProto* only_user(const std::string& value, const char* op) const {
-    auto it = consumers_.find(value);
-    if (it == consumers_.end() || it->second.size() != 1 || im_.uses(value) != 1) return nullptr;
-    return it->second.front()->op_type() == op ? it->second.front() : nullptr;
+    const auto& readers = im_.readers(value);
+    if (readers.size() != 1 || im_.uses(value) != 1) return nullptr;
+    return readers.front().first->op_type() == op ? readers.front().first : nullptr;
   }
   bool near(const std::string& value, double c) const {
     const std::optional<double> v = im_.constant_number(value);
@@ -60,7 +57,6 @@ class Matcher {
  private:
   const Importer& im_;
   std::map<const NodeProto*, int> index_;
-  std::map<std::string, std::vector<const NodeProto*>> consumers_;
 };
 
 /// x * x * x, as Pow(x, 3) or two Muls.
@@ -169,9 +165,9 @@ std::optional<std::pair<Fusion, std::vector<const NodeProto*>>> layer_norm_at(co
   if (m.importer().uses(d) != 2) return std::nullopt;
   const NodeProto* square = nullptr;
   const NodeProto* divide = nullptr;
-  for (const onnx::NodeProto& n : m.importer().graph().node()) {
-    if (n.op_type() == "Pow" && n.input(0) == d) square = &n;
-    if (n.op_type() == "Div" && n.input_size() == 2 && n.input(0) == d) divide = &n;
+  for (const auto& [n, slot] : m.importer().readers(d)) {
+    if (n->op_type() == "Pow" && slot == 0) square = n;
+    if (n->op_type() == "Div" && n->input_size() == 2 && slot == 0) divide = n;
   }
   if (!square || !divide || !m.near(square->input(1), 2)) return std::nullopt;
   const NodeProto* variance = m.only_user(square->output(0), "ReduceMean");

@@ -240,10 +240,11 @@ void translate_transpose(Importer& im) {
   const std::string& in = im.node().input(0);
   const std::optional<std::vector<int64_t>> perm_attr = im.ints_attr("perm");
   if (im.is_param(in) && perm_attr && *perm_attr == std::vector<int64_t>{1, 0}) {
-    bool only_matmuls = im.uses(out0(im)) > 0;
-    for (const onnx::NodeProto& n : im.graph().node())
-      for (int i = 0; i < n.input_size(); ++i)
-        if (n.input(i) == out0(im)) only_matmuls = only_matmuls && n.op_type() == "MatMul" && i == 1;
+    const auto& readers = im.readers(out0(im));
+    const bool only_matmuls = !readers.empty() && static_cast<int>(readers.size()) == im.uses(out0(im)) &&
+                              std::all_of(readers.begin(), readers.end(), [](const auto& r) {
+                                return r.first->op_type() == "MatMul" && r.second == 1;
+                              });
     if (only_matmuls) {
       im.transposed[out0(im)] = in;
       return;

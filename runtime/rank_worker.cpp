@@ -157,9 +157,6 @@ void RankWorker::walk(const RankStep& step, RankOutcome& out) {
     // A forward pass keeps the schedule's order of forwards and activation
     // hand-offs; with the backward actions gone no wait can close a cycle.
     if (!step.backward && !runs_in_forward_pass(a.kind)) continue;
-    // A rank given up while it computed (the step has failed and returned)
-    // stops at the next action instead of reading the caller's batch.
-    if (!comm_.error().empty()) throw CommAborted{};
     if (a.kind != ActionKind::send_act && a.kind != ActionKind::send_grad) start_done();
     current_stage_ = a.stage;
     const double start = since(step.start);
@@ -222,7 +219,12 @@ void RankWorker::walk(const RankStep& step, RankOutcome& out) {
       case ActionKind::step:
         break;
     }
-    if (compute) comm_.set_busy(fmt::format("stage {}", a.stage), "");
+    if (compute) {
+      comm_.set_busy(fmt::format("stage {}", a.stage), "");
+      // A rank given up while it computed (the step has failed and returned)
+      // stops here instead of reading the caller's batch in a later action.
+      if (!comm_.error().empty()) throw CommAborted{};
+    }
     if (step.trace || compute) out.trace.push_back({rank_, a, start, since(step.start)});
     if (step.backward)
       for (size_t d = 0; d < stages_.size(); ++d)
