@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <optional>
 
 #include "ir/batch.h"
 #include "ir/printer.h"
@@ -76,7 +77,11 @@ CompileResult compile_plan(Module model, const DimBinding& binding, const std::s
   OpTimer timer = [&](const Function& f, const Op& op, const OpCost& cost) {
     return estimate_timing(profile, op_timing_key(f, op, micro), cost, OpCost{2 * cost.flops, 2 * cost.bytes});
   };
-  CostGraph cg = build_cost_graph(graph, micro, timer);
+  if (options.cuts != "auto" && options.cuts != "layers" && options.cuts != "any")
+    throw Error(fmt::format("unknown --cuts '{}'; use layers, any or auto", options.cuts));
+  CostGraph cg = build_cost_graph(graph, micro, timer, CutPoints::any);
+  const std::vector<int> inside = cg.cut_candidates;
+  const std::vector<int> at_layers = cut_candidates(graph, CutPoints::layers);
   for (size_t i = 0; i < graph.ops.size(); ++i) {
     std::string layer = graph.ops[i].layer();
     if (result.layer_names.empty() || result.layer_names.back() != layer) result.layer_names.push_back(layer);
@@ -95,20 +100,64 @@ CompileResult compile_plan(Module model, const DimBinding& binding, const std::s
   po.data_parallel = options.data_parallel;
   po.replica_link = replica_link(cluster, devices, options.data_parallel);
   po.optimizer_state_factor = options.optimizer == "sgd" ? 1.0 : 2.0;
-  int layers = static_cast<int>(cg.cut_candidates.size()) + 1;
-  if (po.stages > layers)
-    throw Error(fmt::format("cannot cut {} layers into {} stages; use at most {} devices{}", layers, po.stages,
-                            layers / options.virtual_stages,
-                            options.virtual_stages > 1 ? " or fewer virtual stages" : ""));
-  if (!options.split_layers.empty()) {
+  const int layers = static_cast<int>(at_layers.size()) + 1;
+  const bool manual = !options.split_layers.empty();
+  if (manual) {
     for (int l : options.split_layers) {
       if (l < 1 || l >= layers) throw Error(fmt::format("--split: layer index {} is not in 1..{}", l, layers - 1));
-      po.fixed_cuts.push_back(cg.cut_candidates[l - 1]);
+      po.fixed_cuts.push_back(at_layers[l - 1]);
     }
   }
-  result.chosen = partition(cg, po);
-  result.equal_layers = equal_layers(cg, po);
-  result.equal_params = equal_params(cg, po);
+  if ((manual || options.cuts == "layers") && po.stages > layers)
+    throw Error(fmt::format("cannot cut {} layers into {} stages; use at most {} devices{}{}", layers, po.stages,
+                            layers / options.virtual_stages,
+                            options.virtual_stages > 1 ? " or fewer virtual stages" : "",
+                            manual ? "" : ", or --cuts any to cut inside layers"));
+  // The search at layer boundaries, then (unless told otherwise) inside
+  // layers too: "auto" keeps the layer cuts unless cutting inside layers is
+  // clearly faster, or is the only split that fits.
+  const bool layers_only = manual || options.cuts == "layers";
+  std::optional<PartitionResult> by_layers;
+  std::optional<Error> layers_error;
+  cg.cut_candidates = at_layers;
+  if (options.cuts != "any" && po.stages <= layers) {
+    try {
+      by_layers = partition(cg, po);
+      result.layer_cuts_period_s = by_layers->period_s;
+    } catch (const Error& e) {
+      if (layers_only) throw;
+      layers_error = e;
+    }
+  }
+  result.cuts = "layers";
+  if (layers_only) {
+    result.chosen = *by_layers;
+  } else {
+    if (po.stages > static_cast<int>(inside.size()) + 1)
+      throw Error(fmt::format("cannot cut {} layers into {} stages, even inside layers; use at most {} devices", layers,
+                              po.stages, (static_cast<int>(inside.size()) + 1) / options.virtual_stages));
+    cg.cut_candidates = inside;
+    std::optional<PartitionResult> any;
+    try {
+      any = partition(cg, po);
+    } catch (const Error&) {
+      if (layers_error) throw *layers_error;
+      throw;
+    }
+    if (!by_layers || options.cuts == "any" || any->period_s < (1 - kSubLayerGain) * by_layers->period_s) {
+      result.chosen = std::move(*any);
+      result.cuts = "any";
+    } else {
+      result.chosen = std::move(*by_layers);
+    }
+  }
+  // The baselines split at layer boundaries, as their users would; with
+  // more stages than layers they have nothing to offer.
+  cg.cut_candidates = at_layers;
+  if (po.stages <= layers) {
+    result.equal_layers = equal_layers(cg, po);
+    result.equal_params = equal_params(cg, po);
+  }
 
   // The plan: every stage's programs and tables.
   Plan& plan = result.plan;

@@ -23,7 +23,17 @@ struct CompileOptions {
   int64_t memory_limit = 0;        // per device, overriding the profile's
   std::string optimizer = "adamw"; // sizes the optimizer state in the memory model
   std::vector<int> split_layers;   // manual split: stage starts, as indices of layers
+  /// Where stages may begin: "layers" (layer boundaries only), "any" (inside
+  /// layers too), or "auto": inside layers when that shortens the predicted
+  /// period by at least kSubLayerGain, else at layer boundaries.
+  std::string cuts = "auto";
 };
+
+/// How much shorter (as a fraction) a period with cuts inside layers must be
+/// for "auto" to choose it: a layer split between stages is harder to read
+/// in a plan and sends what the layer's inside carries, so a gain within the
+/// cost model's own error is not worth it.
+inline constexpr double kSubLayerGain = 0.01;
 
 struct CompileResult {
   Plan plan;
@@ -31,6 +41,10 @@ struct CompileResult {
   PartitionResult equal_layers;
   PartitionResult equal_params;
   std::vector<std::string> layer_names;  // layers in model order
+  /// The cut points the plan uses ("layers" or "any"), and the best period at
+  /// layer boundaries only (0 when none fits), to compare with.
+  std::string cuts;
+  double layer_cuts_period_s = 0;
 };
 
 /// Compiles `model` (parsed; verified under `binding`, the full batch) from

@@ -185,7 +185,8 @@ std::string profile_to_json(const DeviceProfile& profile) {
         {"flops", profile.flops},
         {"bandwidth", profile.bandwidth},
         {"memory_bytes", profile.memory_bytes},
-        {"launch_s", profile.launch_s}}},
+        {"launch_s", profile.launch_s},
+        {"concurrent", profile.concurrent}}},
       {"ops", ops},
   };
   return format_json(doc);
@@ -197,7 +198,8 @@ DeviceProfile profile_from_json(const std::string& text, const std::string& path
   check_format(doc, r, "pipeforge-profile", "profile");
   r.expect_keys(doc, "", {"format", "version", "device", "ops"});
   const Json& d = r.object(doc, "", "device");
-  r.expect_keys(d, "device", {"name", "kind", "precision", "flops", "bandwidth", "memory_bytes", "launch_s"});
+  r.expect_keys(d, "device", {"name", "kind", "precision", "flops", "bandwidth", "memory_bytes", "launch_s"},
+                {"concurrent"});
   DeviceProfile p;
   p.path = path;
   p.name = r.string(d, "device", "name");
@@ -212,6 +214,7 @@ DeviceProfile profile_from_json(const std::string& text, const std::string& path
   p.bandwidth = positive(r, d, "device", "bandwidth");
   p.memory_bytes = r.integer(d, "device", "memory_bytes", 1);
   p.launch_s = r.number(d, "device", "launch_s", 0);
+  if (d.contains("concurrent")) p.concurrent = static_cast<int>(r.integer(d, "device", "concurrent", 1, 1 << 16));
   const Json& ops = r.array(doc, "", "ops");
   std::map<std::string, size_t> first;  // key -> index of the entry that has it
   for (size_t i = 0; i < ops.size(); ++i) {

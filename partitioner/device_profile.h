@@ -33,6 +33,10 @@ struct DeviceProfile {
   double bandwidth = 0;   // memory bytes/s
   int64_t memory_bytes = 0;
   double launch_s = 0;                       // fixed cost of every op that does any work: a kernel launch, a dispatch
+  /// How many cores computed at once while `measured` was timed (`pipeforge
+  /// profile --concurrent`): above 1, the times include what stages side by
+  /// side on one machine cost each other.
+  int concurrent = 1;
   std::map<std::string, OpTiming> measured;  // keyed by op_timing_key()
   std::string path;                          // the file it was loaded from; "" for a built-in profile
 };
@@ -73,7 +77,8 @@ OpTiming estimate_timing(const DeviceProfile& profile, const std::string& key, O
 
 /// A profile as JSON:
 ///   {"format": "pipeforge-profile", "version": 1,
-///    "device": {"name", "kind", "precision", "flops", "bandwidth", "memory_bytes", "launch_s"},
+///    "device": {"name", "kind", "precision", "flops", "bandwidth", "memory_bytes", "launch_s",
+///               "concurrent" (optional, 1 when absent)},
 ///    "ops": [{"key": "...", "forward_s": ..., "backward_s": ...}, ...]}
 std::string profile_to_json(const DeviceProfile& profile);
 /// Reads and checks a profile (format, version, every field, no key twice);

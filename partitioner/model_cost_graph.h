@@ -14,14 +14,27 @@ namespace pf {
 /// micro-batch on a device of speed 1 (a roofline or a measured profile).
 using OpTimer = std::function<OpTiming(const Function& graph, const Op& op, const OpCost& cost)>;
 
+/// Where stages may begin.
+enum class CutPoints {
+  layers,  ///< only where the `layer` tag changes
+  any,     ///< before any op, inside layers too (but never between a parameter,
+           ///< constant or mask and the op after it, which would separate nothing)
+};
+
 /// Builds the cost graph of `graph` (inlined and verified under `binding`).
 /// Values made by ops without operands (parameters, constants, masks) never
 /// cross a cut: every stage that uses them holds its own copy, a tied
-/// parameter included. Stages may start only where the `layer` tag changes.
-/// An op is charged the share of its backward time that belongs to operands
-/// a gradient reaches (computed from a parameter): a model's first layer
-/// computes no gradient of its input.
-CostGraph build_cost_graph(const Function& graph, const DimBinding& binding, const OpTimer& timer);
+/// parameter included; a parameter's bytes are charged to the node of its
+/// first reader, the stage that holds it wherever it is declared. An op is
+/// charged the share of its backward time that belongs to operands a
+/// gradient reaches (computed from a parameter): a model's first layer
+/// computes no gradient of its input. `cut_candidates` follows `cuts`.
+CostGraph build_cost_graph(const Function& graph, const DimBinding& binding, const OpTimer& timer,
+                           CutPoints cuts = CutPoints::layers);
+
+/// The cut candidates of `graph` under `cuts` (what build_cost_graph puts in
+/// CostGraph::cut_candidates).
+std::vector<int> cut_candidates(const Function& graph, CutPoints cuts);
 
 /// Whether an op is copied into every stage that uses its value instead of
 /// sending it: it has no operands.

@@ -4,6 +4,9 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <barrier>
+#include <memory>
+#include <thread>
 #include <chrono>
 #include <random>
 
@@ -86,10 +89,50 @@ struct Buffers {
   }
 };
 
-double time_runs(cpu::Executor& e, int repeats) {
+// One op's forward, and backward where it has one, ready to run on buffers
+// of its own.
+struct OpRunner {
+  Module module;
+  Module diff;
+  Buffers buffers;
+  std::unique_ptr<cpu::Executor> forward, backward;
+};
+
+std::unique_ptr<OpRunner> make_runner(const Function& g, const Op& op, const DimBinding& binding) {
+  auto r = std::make_unique<OpRunner>();
+  r->module = single_op_module(g, op);
+  verify_module(r->module, binding);
+  std::mt19937 rng(1);
+  const Function& f = r->module.graph();
+  r->forward = std::make_unique<cpu::Executor>(f, binding, DType::f32);
+  for (size_t a = 0; a < f.args.size(); ++a)
+    r->forward->bind_input(static_cast<int>(a), r->buffers.make(f.type_of(f.args[a]), rng));
+  for (const std::string& p : r->forward->param_names())
+    r->forward->bind_param(p, r->buffers.make(r->forward->param_type(p), rng));
+  const TensorType& loss = f.type_of(f.returns[0]);
+  if (!loss.is_scalar() || !is_float(loss.dtype) || !has_grad_rule(op.kind)) return r;
+  AutodiffOptions ad;
+  for (size_t a = 0; a < f.args.size(); ++a)
+    if (is_float(f.type_of(f.args[a]).dtype)) ad.wrt_inputs.push_back(f.values[f.args[a]].name);
+  r->diff = r->module;
+  GradientProgram gp = differentiate(r->diff, binding, ad);
+  const Function& bwd = *r->diff.find_function(gp.backward);
+  r->backward = std::make_unique<cpu::Executor>(bwd, binding, DType::f32);
+  for (size_t a = 0; a < bwd.args.size(); ++a)
+    r->backward->bind_input(static_cast<int>(a), r->buffers.make(bwd.type_of(bwd.args[a]), rng));
+  for (const std::string& p : r->backward->param_names())
+    r->backward->bind_param(p, r->buffers.make(r->backward->param_type(p), rng));
+  return r;
+}
+
+// The median of `repeats` timed runs of `e` after one warm-up. With other
+// threads at `sync`, every run starts together with theirs, so that each
+// is timed while the others compete for the caches and memory.
+double time_runs(cpu::Executor& e, int repeats, std::barrier<>* sync) {
   e.run();  // warm-up: caches, scratch buffers
   std::vector<double> times;
   for (int i = 0; i < repeats; ++i) {
+    if (sync) sync->arrive_and_wait();
     auto t0 = Clock::now();
     e.run();
     times.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
@@ -97,31 +140,28 @@ double time_runs(cpu::Executor& e, int repeats) {
   return median(times);
 }
 
-OpTiming measure(const Function& g, const Op& op, const DimBinding& binding, int repeats) {
-  Module m = single_op_module(g, op);
-  verify_module(m, binding);
-  std::mt19937 rng(1);
-  Buffers buffers;
-  const Function& f = m.graph();
-  cpu::Executor fwd(f, binding, DType::f32);
-  for (size_t a = 0; a < f.args.size(); ++a) fwd.bind_input(static_cast<int>(a), buffers.make(f.type_of(f.args[a]), rng));
-  for (const std::string& p : fwd.param_names()) fwd.bind_param(p, buffers.make(fwd.param_type(p), rng));
-  OpTiming t;
-  t.forward_s = time_runs(fwd, repeats);
-  const TensorType& loss = f.type_of(f.returns[0]);
-  if (!loss.is_scalar() || !is_float(loss.dtype) || !has_grad_rule(op.kind)) return t;
-  AutodiffOptions ad;
-  for (size_t a = 0; a < f.args.size(); ++a)
-    if (is_float(f.type_of(f.args[a]).dtype)) ad.wrt_inputs.push_back(f.values[f.args[a]].name);
-  Module diff = m;
-  GradientProgram gp = differentiate(diff, binding, ad);
-  const Function& bwd = *diff.find_function(gp.backward);
-  cpu::Executor back(bwd, binding, DType::f32);
-  for (size_t a = 0; a < bwd.args.size(); ++a)
-    back.bind_input(static_cast<int>(a), buffers.make(bwd.type_of(bwd.args[a]), rng));
-  for (const std::string& p : back.param_names()) back.bind_param(p, buffers.make(back.param_type(p), rng));
-  t.backward_s = time_runs(back, repeats);
-  return t;
+OpTiming measure(const Function& g, const Op& op, const DimBinding& binding, const ProfileOptions& options) {
+  const int threads = std::max(1, options.concurrent);
+  std::vector<std::unique_ptr<OpRunner>> runners;
+  for (int t = 0; t < threads; ++t) runners.push_back(make_runner(g, op, binding));
+  std::vector<OpTiming> timings(static_cast<size_t>(threads));
+  std::barrier<> sync(threads);
+  auto work = [&](size_t t) {
+    OpRunner& r = *runners[t];
+    timings[t].forward_s = time_runs(*r.forward, options.repeats, threads > 1 ? &sync : nullptr);
+    if (r.backward) timings[t].backward_s = time_runs(*r.backward, options.repeats, threads > 1 ? &sync : nullptr);
+  };
+  std::vector<std::thread> others;
+  for (size_t t = 1; t < runners.size(); ++t) others.emplace_back(work, t);
+  work(0);
+  for (std::thread& t : others) t.join();
+  // The median over the copies of each one's median.
+  std::vector<double> forward, backward;
+  for (const OpTiming& t : timings) {
+    forward.push_back(t.forward_s);
+    backward.push_back(t.backward_s);
+  }
+  return OpTiming{median(forward), median(backward)};
 }
 
 }  // namespace
@@ -130,12 +170,13 @@ DeviceProfile profile_model(const Module& model, const DimBinding& binding, cons
                             const std::function<void(const std::string&, const OpTiming&)>& progress) {
   DeviceProfile profile = builtin_profile("cpu");
   profile.name = "cpu-measured";
+  profile.concurrent = std::max(1, options.concurrent);
   const Function& g = model.graph();
   for (const Op& op : g.ops) {
     if (op.operands.empty()) continue;  // sources cost nothing at run time
     std::string key = op_timing_key(g, op, binding);
     if (profile.measured.count(key)) continue;
-    OpTiming t = measure(g, op, binding, options.repeats);
+    OpTiming t = measure(g, op, binding, options);
     profile.measured[key] = t;
     if (progress) progress(key, t);
   }

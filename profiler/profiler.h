@@ -12,12 +12,18 @@ namespace pf {
 
 struct ProfileOptions {
   int repeats = 5;  // timed runs per op after one warm-up; the median is kept
+  /// Cores busy at once: each op runs on this many threads together, each
+  /// on buffers of its own, so that its time includes what the pipeline's
+  /// stages cost each other when they compute side by side (shared
+  /// last-level cache and memory bandwidth). 1 times it alone.
+  int concurrent = 1;
 };
 
 /// Times each op of `model` (inlined and verified under `binding`, the
 /// shapes the partitioner will price: one micro-batch) alone on the CPU:
 /// forward as the op itself, backward as the backward program of
-/// sum(op(...)) minus that of sum alone. Ops with the same timing key are
+/// sum(op(...)) minus that of sum alone (see ProfileOptions::concurrent for
+/// the load around it). Ops with the same timing key are
 /// measured once. The returned profile is the CPU roofline with these
 /// measurements; `progress` is told each op as it is measured.
 DeviceProfile profile_model(const Module& model, const DimBinding& binding, const ProfileOptions& options,

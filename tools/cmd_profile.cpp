@@ -18,6 +18,7 @@ struct ProfileCommandOptions {
   int64_t batch = 0;
   int microbatches = 8;
   int repeats = 5;
+  int concurrent = 1;
   bool verbose = false;
 };
 }  // namespace
@@ -34,6 +35,11 @@ void add_profile_command(CLI::App& app) {
       ->check(CLI::PositiveNumber);
   cmd->add_option("--device", o->device, "the backend to measure (cpu)")->check(CLI::IsMember({"cpu"}));
   cmd->add_option("--repeats", o->repeats, "timed runs per op (the median is kept)")->check(CLI::PositiveNumber);
+  cmd->add_option("--concurrent", o->concurrent,
+                  "cores computing at once while each op is timed (one copy of the op each): the number of CPU "
+                  "stages that will share this machine, so that the times include what they cost each other")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
   cmd->add_flag("-v,--verbose", o->verbose, "print every op's times");
   cmd->add_option("-o,--output", o->output, "write the profile here (JSON)")->required();
   cmd->callback([o] {
@@ -45,7 +51,7 @@ void add_profile_command(CLI::App& app) {
     run_pipeline(model.module, PassPipeline::model, ctx);
     int count = 0;
     double total = 0;
-    DeviceProfile profile = profile_model(model.module, micro, ProfileOptions{o->repeats},
+    DeviceProfile profile = profile_model(model.module, micro, ProfileOptions{o->repeats, o->concurrent},
                                           [&](const std::string& key, const OpTiming& t) {
                                             ++count;
                                             total += t.forward_s + t.backward_s;
@@ -54,8 +60,10 @@ void add_profile_command(CLI::App& app) {
                                                                        t.forward_s * 1e3, t.backward_s * 1e3, key);
                                           });
     save_profile(profile, o->output);
-    std::cout << fmt::format("measured {} distinct ops of @{} ({:.1f} ms forward+backward for one of each); wrote {}\n",
-                             count, model.module.graph().name, total * 1e3, o->output);
+    std::cout << fmt::format("measured {} distinct ops of @{} ({:.1f} ms forward+backward for one of each{}); wrote {}\n",
+                             count, model.module.graph().name, total * 1e3,
+                             o->concurrent > 1 ? fmt::format(", {} cores busy at once", o->concurrent) : "",
+                             o->output);
   });
 }
 

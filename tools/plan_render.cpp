@@ -32,10 +32,29 @@ namespace {
 // ---------------------------------------------------------------------------
 // What the table and the text show per stage.
 
-std::string layer_range(const PlanStage& s) {
+// Whether stage `s` begins inside a layer that the stage before it began:
+// the compiler cut between two ops of that layer.
+bool begins_inside_layer(const Plan& plan, size_t s) {
+  if (s == 0 || s >= plan.stages.size()) return false;
+  const PlanStage &before = plan.stages[s - 1], &stage = plan.stages[s];
+  return !before.layers.empty() && !stage.layers.empty() && before.layers.back() == stage.layers.front() &&
+         !stage.layers.front().empty();
+}
+
+// "embed..h.2", with the part of a layer split between stages marked:
+// "embed..part of h.2", "rest of h.2..head".
+std::string layer_range(const Plan& plan, size_t index) {
+  const PlanStage& s = plan.stages[index];
   if (s.layers.empty()) return "-";
-  if (s.layers.size() == 1) return s.layers[0];
-  return s.layers.front() + ".." + s.layers.back();
+  std::string first = s.layers.front(), last = s.layers.back();
+  const bool rest = begins_inside_layer(plan, index), part = begins_inside_layer(plan, index + 1);
+  if (s.layers.size() == 1) {
+    if (rest && part) return "middle of " + first;
+    return (rest ? "rest of " : part ? "part of " : "") + first;
+  }
+  if (rest) first.insert(0, "rest of ");
+  if (part) last.insert(0, "part of ");
+  return first + ".." + last;
 }
 
 int64_t param_count(const PlanStage& s) {
@@ -339,7 +358,7 @@ class Drawing {
     for (const PlanStage& s : plan_.stages) {
       rows += fmt::format("<tr><td bgcolor=\"{}\">{}</td>", stage_fill(s.index), s.index);
       for (const std::string& cell :
-           {device_name(plan_, s), layer_range(s), format_count(param_count(s)), compute_ms(s),
+           {device_name(plan_, s), layer_range(plan_, static_cast<size_t>(s.index)), format_count(param_count(s)), compute_ms(s),
             bytes(s.predicted.memory_bytes), bytes(s.predicted.bytes_sent), imbalance(plan_, s)})
         rows += "<td>" + html(cell) + "</td>";
       rows += "</tr>";
@@ -401,7 +420,8 @@ std::string render_plan_text(const Plan& plan) {
   std::vector<std::vector<std::string>> rows = {
       {"stage", "device", "layers", "params", "fwd+bwd ms", "peak mem", "sent", "imbalance"}};
   for (const PlanStage& s : plan.stages)
-    rows.push_back({std::to_string(s.index), device_name(plan, s), layer_range(s), format_count(param_count(s)),
+    rows.push_back({std::to_string(s.index), device_name(plan, s), layer_range(plan, static_cast<size_t>(s.index)),
+                    format_count(param_count(s)),
                     compute_ms(s), bytes(s.predicted.memory_bytes), bytes(s.predicted.bytes_sent), imbalance(plan, s)});
   std::vector<size_t> width(rows[0].size());
   for (const auto& row : rows)
@@ -417,6 +437,13 @@ std::string render_plan_text(const Plan& plan) {
     while (!line.empty() && line.back() == ' ') line.pop_back();
     out += line + "\n";
   }
+  for (size_t s = 1; s < plan.stages.size(); ++s)
+    if (begins_inside_layer(plan, s)) {
+      std::vector<std::string> sent;
+      for (const PlanTensor& t : plan.stages[s - 1].send) sent.push_back(t.name);
+      out += fmt::format("layer {} is cut between stages {} and {}, which hand over {}\n", plan.stages[s].layers.front(),
+                         s - 1, s, fmt::join(sent, ", "));
+    }
   if (replica_count(plan) > 1) {
     // Who runs what: each stage's copies average their gradients after the
     // step (predicted: their share per micro-batch).

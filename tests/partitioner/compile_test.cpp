@@ -67,6 +67,61 @@ graph @g(%x: f32[4,3], %t: i32[4]) -> f32[] {
   EXPECT_EQ(backward.at("loss"), 6.0);  // the targets are integers: no share of their own
 }
 
+TEST(CostGraph, CutsInsideLayersNeverRightAfterASourceAndParametersAreChargedToTheirReader) {
+  // Parameters declared up front (as an imported model has them): their
+  // bytes belong to the op that reads them, and no cut falls right after
+  // one (it would separate nothing).
+  Module m = parse_module_text("t.pf", R"(
+graph @g(%x: f32[4,3], %t: i32[4]) -> f32[] {
+  %w1 = param init=xavier layer="a" : f32[3,5]
+  %w2 = param init=xavier layer="b" : f32[5,2]
+  %h = matmul %x, %w1 layer="a" : f32[4,5]
+  %r = relu %h layer="a" : f32[4,5]
+  %logits = matmul %r, %w2 layer="b" : f32[4,2]
+  %loss = cross_entropy %logits, %t layer="b" : f32[]
+  return %loss
+}
+)");
+  verify_module(m, m.binding());
+  const Function& g = m.graph();
+  EXPECT_EQ(cut_candidates(g, CutPoints::layers), (std::vector<int>{1, 2, 4}));
+  EXPECT_EQ(cut_candidates(g, CutPoints::any), (std::vector<int>{3, 4, 5}));
+  CostGraph cg = build_cost_graph(g, m.binding(), [](const Function&, const Op&, const OpCost&) { return OpTiming{}; },
+                                  CutPoints::any);
+  EXPECT_EQ(cg.cut_candidates, (std::vector<int>{3, 4, 5}));
+  std::map<std::string, int64_t> params;
+  for (const CostNode& n : cg.nodes) params[n.name] = n.param_bytes;
+  EXPECT_EQ(params.at("w1"), 0);
+  EXPECT_EQ(params.at("w2"), 0);
+  EXPECT_EQ(params.at("h"), 3 * 5 * 4);
+  EXPECT_EQ(params.at("logits"), 5 * 2 * 4);
+}
+
+TEST(Compile, CutsInsideALayerWhenThatBalancesTheStages) {
+  // The 4-block GPT's best split at layer boundaries leaves the halves 17 %
+  // apart; inside a block the compiler finds a split within 5 %, keeps
+  // every stage's program valid, and says which it chose.
+  auto compile = [](const std::string& cuts) {
+    Module m = example("gpt.pf");
+    DimBinding b = m.binding({{"B", 8}, {"L", 4}, {"C", 512}, {"H", 8}, {"T", 128}, {"S", 128}, {"V", 8192}});
+    CompileOptions o;
+    o.devices = "cpu:2";
+    o.cuts = cuts;
+    return compile_plan(std::move(m), b, "gpt.pf", o);
+  };
+  CompileResult layers = compile("layers"), any = compile("auto");
+  EXPECT_EQ(layers.cuts, "layers");
+  EXPECT_GT(layers.chosen.imbalance_pct, 15.0);
+  EXPECT_EQ(any.cuts, "any");
+  EXPECT_LT(any.chosen.imbalance_pct, 5.0);
+  EXPECT_EQ(any.layer_cuts_period_s, layers.chosen.period_s);
+  EXPECT_LT(any.chosen.period_s, (1 - kSubLayerGain) * layers.chosen.period_s);
+  // The cut layer is the last of stage 0 and the first of stage 1.
+  EXPECT_EQ(any.plan.stages[0].layers.back(), any.plan.stages[1].layers.front());
+  Plan again = plan_from_json(plan_to_json(any.plan), "gpt_plan.json");
+  EXPECT_EQ(again, any.plan);
+}
+
 TEST(Compile, ManualSplitIsOnlyPlaced) {
   Module m = example("mlp.pf");
   DimBinding b = m.binding({{"I", 32}, {"H", 64}, {"L", 4}, {"K", 10}, {"B", 16}});

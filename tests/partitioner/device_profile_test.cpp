@@ -134,6 +134,7 @@ TEST(DeviceProfile, JsonRoundTrip) {
   EXPECT_EQ(back.bandwidth, 3.35e12);
   EXPECT_EQ(back.memory_bytes, 80 * kGiB);
   EXPECT_EQ(back.launch_s, 5e-6);
+  EXPECT_EQ(back.concurrent, 1);
   EXPECT_EQ(back.measured, p.measured);
   EXPECT_EQ(profile_to_json(back), text);
 
@@ -156,6 +157,15 @@ std::string profile_error(const std::function<void(Json&)>& edit) {
   return error_of([&] { profile_from_json(doc.dump(), "P.json"); });
 }
 
+TEST(DeviceProfile, HowManyCoresWereBusyWhileTimingIsKeptAndOneWhenAbsent) {
+  DeviceProfile p = measured_profile();
+  p.concurrent = 2;
+  EXPECT_EQ(profile_from_json(profile_to_json(p), "P.json").concurrent, 2);
+  Json doc = Json::parse(profile_to_json(p));
+  doc["device"].erase("concurrent");  // a profile written before the field
+  EXPECT_EQ(profile_from_json(doc.dump(), "P.json").concurrent, 1);
+}
+
 TEST(DeviceProfile, BadProfileFiles) {
   EXPECT_EQ(profile_error([](Json& j) { j["format"] = "pipeforge-plan"; }),
             "P.json: not a pipeforge profile (no \"format\": \"pipeforge-profile\")");
@@ -176,6 +186,8 @@ TEST(DeviceProfile, BadProfileFiles) {
   EXPECT_EQ(profile_error([](Json& j) { j["ops"][1]["backward_s"] = -1e-6; }),
             "P.json: ops[1].backward_s must be at least 0, got -1e-06");
   EXPECT_EQ(profile_error([](Json& j) { j["ops"][0]["time"] = 1; }), "P.json: ops[0] has an unknown field \"time\"");
+  EXPECT_EQ(profile_error([](Json& j) { j["device"]["concurrent"] = 0; }),
+            "P.json: device.concurrent must be at least 1, got 0");
   try {
     profile_from_json("{\"format\": \"pipeforge-profile\"\n  \"version\": 1}", "P.json");
     FAIL();
