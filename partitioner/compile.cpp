@@ -8,23 +8,14 @@
 #include "ir/batch.h"
 #include "ir/printer.h"
 #include "ir/verifier.h"
-#include "partitioner/device_profile.h"
-#include "partitioner/model_cost_graph.h"
+#include "partitioner/compile_layout.h"
 #include "partitioner/plan_stages.h"
 #include "partitioner/stage_split.h"
-#include "passes/pipeline.h"
+#include "partitioner/step_time.h"
 
 namespace pf {
 
 namespace {
-
-MemoryRule memory_rule_of(const std::string& schedule, int virtual_stages) {
-  if (schedule == "gpipe") return MemoryRule::gpipe;
-  if (schedule == "zb1") return MemoryRule::zero_bubble;
-  if (schedule == "interleaved" && virtual_stages > 1) return MemoryRule::interleaved;
-  if (schedule == "1f1b" || schedule == "interleaved") return MemoryRule::one_f_one_b;
-  throw Error(fmt::format("unknown schedule '{}'; use gpipe, 1f1b, interleaved or zb1", schedule));
-}
 
 uint64_t text_hash(const std::string& text) {
   uint64_t h = 0xcbf29ce484222325ULL;
@@ -55,50 +46,35 @@ CompileResult compile_plan(Module model, const DimBinding& binding, const std::s
                            const CompileOptions& options) {
   CompileResult result;
   const DType dtype = parse_compute_dtype(options.dtype, "--dtype");
-  if (options.data_parallel < 1)
+  if (options.data_parallel < 0)
     throw Error(fmt::format("--data-parallel must be at least 1, not {}", options.data_parallel));
-  DimBinding micro = microbatch_binding(model, binding, options.microbatches, options.data_parallel);
+  const Hardware hardware = load_hardware(options);
+  // The layout: as given, or the best the cost model finds.
+  std::optional<Layout> given = fixed_layout(options, hardware, binding.at(batch_dimension(model.graph())));
+  if (!given) {
+    result.layouts = search_layouts(model, binding, hardware, options);
+    if (result.layouts.best < 0)
+      throw Error("no layout fits in memory:\n" + render_layout_table(result.layouts));
+  }
+  const Layout layout = given ? *given : result.layouts.candidates[result.layouts.best].layout;
+  check_cluster_size(hardware.cluster, layout.gpus());
+  DimBinding micro = microbatch_binding(model, binding, layout.microbatches, layout.data);
   const std::vector<std::string> unsplit = whole_inputs(model.graph());  // before shapes become concrete
-  PassContext ctx{micro};
-  verify_module(model, micro, VerifyOptions{true});
-  run_pipeline(model, PassPipeline::model, ctx);
+  PricedModel priced = price_model(std::move(model), micro, hardware, options);
+  model = std::move(priced.module);
   const Function& graph = model.graph();
-
-  DeviceProfile profile =
-      options.profile.empty() ? builtin_profile(options.devices.substr(0, options.devices.find(':')), options.precision)
-                              : load_profile(options.profile);
-  std::vector<DeviceEntry> entries = parse_device_entries(options.devices, profile);
-  int devices = static_cast<int>(entries.size());
-  Cluster cluster = options.cluster.empty() ? default_cluster(profile.kind) : load_cluster(options.cluster);
-
-  // Each op priced on the profile: measured where the profile has it, else
-  // the roofline; a backward costs about twice its forward.
-  OpTimer timer = [&](const Function& f, const Op& op, const OpCost& cost) {
-    return estimate_timing(profile, op_timing_key(f, op, micro), cost, OpCost{2 * cost.flops, 2 * cost.bytes});
-  };
-  CostGraph cg = build_cost_graph(graph, micro, timer);
+  const CostGraph& cg = priced.cost;
   for (size_t i = 0; i < graph.ops.size(); ++i) {
     std::string layer = graph.ops[i].layer();
     if (result.layer_names.empty() || result.layer_names.back() != layer) result.layer_names.push_back(layer);
   }
 
-  PartitionOptions po;
-  po.virtual_stages = options.virtual_stages;
-  po.stages = devices * options.virtual_stages;
-  po.microbatches = options.microbatches;
-  po.rule = memory_rule_of(options.schedule, options.virtual_stages);
-  for (DeviceEntry& e : entries) {
-    if (options.memory_limit > 0) e.spec.memory_bytes = options.memory_limit;
-    po.devices.push_back(e.spec);
-  }
-  po.link = pipeline_link(cluster, devices);
-  po.data_parallel = options.data_parallel;
-  po.replica_link = replica_link(cluster, devices, options.data_parallel);
-  po.optimizer_state_factor = options.optimizer == "sgd" ? 1.0 : 2.0;
+  PartitionOptions po = layout_partition_options(options, hardware, layout);
+  const int devices = layout.pipeline;
   int layers = static_cast<int>(cg.cut_candidates.size()) + 1;
   if (po.stages > layers)
     throw Error(fmt::format("cannot cut {} layers into {} stages; use at most {} devices{}", layers, po.stages,
-                            layers / options.virtual_stages,
+                            layers / options.virtual_stages * layout.tensor,
                             options.virtual_stages > 1 ? " or fewer virtual stages" : ""));
   if (!options.split_layers.empty()) {
     for (int l : options.split_layers) {
@@ -117,15 +93,18 @@ CompileResult compile_plan(Module model, const DimBinding& binding, const std::s
   plan.model_hash = model.source ? fmt::format("{:016x}", text_hash(model.source->text())) : "";
   plan.binding = micro;
   // Replica k runs on devices k * devices ..: each device of the list once
-  // per replica, numbered on by kind ("cpu:4" for replica 1 of cpu:4).
-  for (int k = 0; k < options.data_parallel; ++k)
-    for (const DeviceEntry& e : entries) {
+  // per replica, numbered on by kind ("cpu:4" for replica 1 of cpu:4). A
+  // tensor-parallel device is named after the first GPU of its group.
+  for (int k = 0; k < layout.data; ++k)
+    for (int i = 0; i < devices; ++i) {
+      const DeviceEntry& e = hardware.gpus[static_cast<size_t>(i) * layout.tensor];
       const std::string kind = e.spec.name.substr(0, e.spec.name.find(':'));
-      const int index = std::stoi(e.spec.name.substr(kind.size() + 1)) + k * devices;
-      plan.devices.push_back({fmt::format("{}:{}", kind, index), e.profile.kind, e.spec.memory_bytes, 1});
+      const int index = std::stoi(e.spec.name.substr(kind.size() + 1)) + k * devices * layout.tensor;
+      plan.devices.push_back({fmt::format("{}:{}", kind, index), e.profile.kind, po.devices[i].memory_bytes, 1});
     }
   plan.schedule = options.schedule;
-  plan.microbatches = options.microbatches;
+  plan.microbatches = layout.microbatches;
+  plan.tensor_parallel = layout.tensor;
   plan.virtual_stages = options.virtual_stages;
   plan.dtype = dtype;
   plan.loss_stage_output = graph.values[graph.returns[0]].name;
@@ -134,7 +113,7 @@ CompileResult compile_plan(Module model, const DimBinding& binding, const std::s
   for (const StagePlan& cost : result.chosen.stages) device_of.push_back(cost.device);
   plan.stages = plan_stages(split_into_stages(model, result.chosen.cuts, unsplit), micro, device_of,
                             /*training=*/true, schedule_splits_backward(options.schedule));
-  plan.ranks = replicated_ranks(plan.stages, devices, options.data_parallel);
+  plan.ranks = replicated_ranks(plan.stages, devices, layout.data);
   for (size_t s = 0; s < plan.stages.size(); ++s) {
     PlanStage& ps = plan.stages[s];
     const StagePlan& cost = result.chosen.stages[s];
@@ -158,8 +137,13 @@ CompileResult compile_plan(Module model, const DimBinding& binding, const std::s
   };
   plan.predicted.speedup_vs_equal_layers = speedup(result.equal_layers);
   plan.predicted.speedup_vs_equal_params = speedup(result.equal_params);
-  int m = options.microbatches, p = devices;
-  plan.predicted.bubble_fraction = static_cast<double>(p - 1) / (m * options.virtual_stages + p - 1);
+  // The step: the schedule simulated on the stage costs, the all-reduce it
+  // leaves exposed, the optimizer; utilisation of the model's arithmetic.
+  const StepPrediction step = predict_step(cg, result.chosen, layout_step_options(options, hardware, layout));
+  plan.predicted.bubble_fraction = step.bubble_fraction;
+  plan.predicted.step_s = step.step_s;
+  plan.predicted.mfu = flop_utilisation(graph_flops(cg) * layout.microbatches * layout.data, step.step_s, layout.gpus(),
+                                        hardware.profile.flops);
   return result;
 }
 

@@ -9,13 +9,22 @@ namespace pf {
 
 bool is_replicated_source(const Op& op) { return op.operands.empty() && op.kind != OpKind::call; }
 
+std::vector<bool> gradient_carriers(const Function& graph) {
+  std::vector<bool> carries(graph.values.size(), false);
+  for (const Op& op : graph.ops) {
+    bool any = op.kind == OpKind::param;
+    for (ValueId u : op.operands) any = any || (carries[u] && is_float(graph.type_of(u).dtype));
+    for (ValueId r : op.results) carries[r] = any;
+  }
+  return carries;
+}
+
 CostGraph build_cost_graph(const Function& graph, const DimBinding& binding, const OpTimer& timer) {
   CostGraph cg;
-  // The values a backward pass carries a gradient to: parameters and what is
-  // computed from one. An op's backward computes only those operands'
-  // gradients (a model's first matmul: its weight's, not its input's), so
-  // it is charged that share of its float operands' backward time.
-  std::vector<bool> carries_grad(graph.values.size(), false);
+  // An op's backward computes only the gradients of the operands a gradient
+  // reaches (a model's first matmul: its weight's, not its input's), so it
+  // is charged that share of its float operands' backward time.
+  const std::vector<bool> carries_grad = gradient_carriers(graph);
   // Which values the backward pass reads: conservatively, every activation
   // an op produces (what autodiff stashes is a subset of these).
   for (size_t i = 0; i < graph.ops.size(); ++i) {
@@ -31,10 +40,12 @@ CostGraph build_cost_graph(const Function& graph, const DimBinding& binding, con
         ++float_operands;
         with_grad += carries_grad[u] ? 1 : 0;
       }
-    const bool carries = op.kind == OpKind::param || with_grad > 0;
-    for (ValueId r : op.results) carries_grad[r] = carries;
     node.forward_s = t.forward_s;
     node.backward_s = float_operands > 0 ? t.backward_s * with_grad / float_operands : t.backward_s;
+    // A backward does about twice its forward's arithmetic (as the timer
+    // assumes), for the share of operands that get a gradient.
+    const double backward_share = float_operands > 0 ? static_cast<double>(with_grad) / float_operands : 1.0;
+    node.flops = static_cast<double>(cost.flops) * (1.0 + 2.0 * backward_share);
     for (ValueId r : op.results) {
       const TensorType& type = graph.type_of(r);
       if (op.kind == OpKind::param) node.param_bytes += type.bytes();

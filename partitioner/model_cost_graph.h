@@ -3,6 +3,7 @@
 #pragma once
 
 #include <functional>
+#include <vector>
 
 #include "ir/module.h"
 #include "partitioner/cost_graph.h"
@@ -22,6 +23,10 @@ using OpTimer = std::function<OpTiming(const Function& graph, const Op& op, cons
 /// a gradient reaches (computed from a parameter): a model's first layer
 /// computes no gradient of its input.
 CostGraph build_cost_graph(const Function& graph, const DimBinding& binding, const OpTimer& timer);
+
+/// Per value of `graph`: whether the backward pass carries a gradient to it
+/// (a parameter, or a value computed from one).
+std::vector<bool> gradient_carriers(const Function& graph);
 
 /// Whether an op is copied into every stage that uses its value instead of
 /// sending it: it has no operands.
