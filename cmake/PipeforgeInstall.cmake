@@ -21,11 +21,12 @@ set_target_properties(pf_partitioner PROPERTIES EXPORT_NAME partitioner)
 set_target_properties(pf_backend_core PROPERTIES EXPORT_NAME backend_core)
 set_target_properties(pf_cpu PROPERTIES EXPORT_NAME cpu)
 set_target_properties(pf_comm PROPERTIES EXPORT_NAME comm)
+set_target_properties(pf_schedule PROPERTIES EXPORT_NAME schedule)
 set_target_properties(pf_runtime PROPERTIES EXPORT_NAME runtime)
 set_target_properties(pf_warnings PROPERTIES EXPORT_NAME warnings)
 # The headers need C++20; users get it with the library.
 target_compile_features(pf_ir INTERFACE cxx_std_20)
-set(pf_installed_libraries pf_ir pf_support pf_plan pf_passes pf_partitioner pf_backend_core pf_cpu pf_comm pf_runtime
+set(pf_installed_libraries pf_ir pf_support pf_plan pf_passes pf_partitioner pf_backend_core pf_cpu pf_comm pf_schedule pf_runtime
                            pf_warnings)
 set(pf_installed_headers ir support plan passes partitioner comm runtime backends/common backends/cpu)
 if(PF_CUDA)

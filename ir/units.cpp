@@ -40,6 +40,10 @@ std::string format_flops(double flops) {
   return unit == 0 ? fmt::format("{:.0f} FLOP", flops) : fmt::format("{:.1f} {}", flops, kUnits[unit]);
 }
 
+std::string format_seconds(double s) {
+  return std::fabs(s) >= 1 ? fmt::format("{:.3f} s", s) : fmt::format("{:.3f} ms", s * 1e3);
+}
+
 int64_t parse_bytes(std::string_view text) {
   std::string s(text);
   char* end = nullptr;

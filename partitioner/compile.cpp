@@ -9,28 +9,88 @@
 #include "ir/batch.h"
 #include "ir/printer.h"
 #include "ir/verifier.h"
-#include "partitioner/device_profile.h"
-#include "partitioner/model_cost_graph.h"
+#include "partitioner/compile_layout.h"
 #include "partitioner/plan_stages.h"
 #include "partitioner/stage_split.h"
-#include "passes/pipeline.h"
+#include "partitioner/step_time.h"
 
 namespace pf {
 
 namespace {
 
-MemoryRule memory_rule_of(const std::string& schedule, int virtual_stages) {
-  if (schedule == "gpipe") return MemoryRule::gpipe;
-  if (schedule == "zb1") return MemoryRule::zero_bubble;
-  if (schedule == "interleaved" && virtual_stages > 1) return MemoryRule::interleaved;
-  if (schedule == "1f1b" || schedule == "interleaved") return MemoryRule::one_f_one_b;
-  throw Error(fmt::format("unknown schedule '{}'; use gpipe, 1f1b, interleaved or zb1", schedule));
-}
-
 uint64_t text_hash(const std::string& text) {
   uint64_t h = 0xcbf29ce484222325ULL;
   for (char c : text) h = (h ^ static_cast<unsigned char>(c)) * 0x100000001b3ULL;
   return h;
+}
+
+// The split: at layer boundaries (the cut candidates `cg` comes with), or
+// inside layers (`inside`) as --cuts says; "auto" keeps the layer cuts
+// unless cutting inside layers is clearly faster or the only split that
+// fits. Fills result.chosen, cuts, layer_cuts_period_s and the baselines;
+// leaves `cg` with the candidates of the split chosen.
+void choose_cuts(CostGraph& cg, const std::vector<int>& inside, PartitionOptions po, const CompileOptions& options,
+                 int tensor, CompileResult& result) {
+  if (options.cuts != "auto" && options.cuts != "layers" && options.cuts != "any")
+    throw Error(fmt::format("unknown --cuts '{}'; use layers, any or auto", options.cuts));
+  const std::vector<int> at_layers = cg.cut_candidates;
+  const int layers = static_cast<int>(at_layers.size()) + 1;
+  const int v = options.virtual_stages;
+  const bool manual = !options.split_layers.empty();
+  if (manual) {
+    for (int l : options.split_layers) {
+      if (l < 1 || l >= layers) throw Error(fmt::format("--split: layer index {} is not in 1..{}", l, layers - 1));
+      po.fixed_cuts.push_back(at_layers[l - 1]);
+    }
+  }
+  const bool layers_only = manual || options.cuts == "layers";
+  if (layers_only && po.stages > layers)
+    throw Error(fmt::format("cannot cut {} layers into {} stages; use at most {} devices{}{}", layers, po.stages,
+                            layers / v * tensor, v > 1 ? " or fewer virtual stages" : "",
+                            manual ? "" : ", or --cuts any to cut inside layers"));
+  std::optional<PartitionResult> by_layers;
+  std::optional<Error> layers_error;
+  if (options.cuts != "any" && po.stages <= layers) {
+    try {
+      by_layers = partition(cg, po);
+      result.layer_cuts_period_s = by_layers->period_s;
+    } catch (const Error& e) {
+      if (layers_only) throw;
+      layers_error = e;
+    }
+  }
+  result.cuts = "layers";
+  if (layers_only) {
+    result.chosen = std::move(*by_layers);
+  } else {
+    const int pieces = static_cast<int>(inside.size()) + 1;
+    if (po.stages > pieces)
+      throw Error(fmt::format("cannot cut {} layers into {} stages, even inside layers; use at most {} devices", layers,
+                              po.stages, pieces / v * tensor));
+    cg.cut_candidates = inside;
+    std::optional<PartitionResult> any;
+    try {
+      any = partition(cg, po);
+    } catch (const Error&) {
+      if (layers_error) throw *layers_error;
+      throw;
+    }
+    if (!by_layers || options.cuts == "any" || any->period_s < (1 - kSubLayerGain) * by_layers->period_s) {
+      result.chosen = std::move(*any);
+      result.cuts = "any";
+    } else {
+      result.chosen = std::move(*by_layers);
+      cg.cut_candidates = at_layers;
+    }
+  }
+  // The baselines split at layer boundaries, as their users would; with
+  // more stages than layers they have nothing to offer.
+  if (po.stages <= layers) {
+    CostGraph by_layer = cg;
+    by_layer.cut_candidates = at_layers;
+    result.equal_layers = equal_layers(by_layer, po);
+    result.equal_params = equal_params(by_layer, po);
+  }
 }
 
 }  // namespace
@@ -56,108 +116,32 @@ CompileResult compile_plan(Module model, const DimBinding& binding, const std::s
                            const CompileOptions& options) {
   CompileResult result;
   const DType dtype = parse_compute_dtype(options.dtype, "--dtype");
-  if (options.data_parallel < 1)
+  if (options.data_parallel < 0)
     throw Error(fmt::format("--data-parallel must be at least 1, not {}", options.data_parallel));
-  DimBinding micro = microbatch_binding(model, binding, options.microbatches, options.data_parallel);
+  const Hardware hardware = load_hardware(options);
+  // The layout: as given, or the best the cost model finds.
+  std::optional<Layout> given = fixed_layout(options, hardware, binding.at(batch_dimension(model.graph())));
+  if (!given) {
+    result.layouts = search_layouts(model, binding, hardware, options);
+    if (result.layouts.best < 0)
+      throw Error("no layout fits in memory:\n" + render_layout_table(result.layouts));
+  }
+  const Layout layout = given ? *given : result.layouts.candidates[result.layouts.best].layout;
+  check_cluster_size(hardware.cluster, layout.gpus());
+  DimBinding micro = microbatch_binding(model, binding, layout.microbatches, layout.data);
   const std::vector<std::string> unsplit = whole_inputs(model.graph());  // before shapes become concrete
-  PassContext ctx{micro};
-  verify_module(model, micro, VerifyOptions{true});
-  run_pipeline(model, PassPipeline::model, ctx);
+  PricedModel priced = price_model(std::move(model), micro, hardware, options);
+  model = std::move(priced.module);
   const Function& graph = model.graph();
-
-  DeviceProfile profile =
-      options.profile.empty() ? builtin_profile(options.devices.substr(0, options.devices.find(':')), options.precision)
-                              : load_profile(options.profile);
-  std::vector<DeviceEntry> entries = parse_device_entries(options.devices, profile);
-  int devices = static_cast<int>(entries.size());
-  Cluster cluster = options.cluster.empty() ? default_cluster(profile.kind) : load_cluster(options.cluster);
-
-  // Each op priced on the profile: measured where the profile has it, else
-  // the roofline; a backward costs about twice its forward.
-  OpTimer timer = [&](const Function& f, const Op& op, const OpCost& cost) {
-    return estimate_timing(profile, op_timing_key(f, op, micro), cost, OpCost{2 * cost.flops, 2 * cost.bytes});
-  };
-  if (options.cuts != "auto" && options.cuts != "layers" && options.cuts != "any")
-    throw Error(fmt::format("unknown --cuts '{}'; use layers, any or auto", options.cuts));
-  CostGraph cg = build_cost_graph(graph, micro, timer, CutPoints::any);
-  const std::vector<int> inside = cg.cut_candidates;
-  const std::vector<int> at_layers = cut_candidates(graph, CutPoints::layers);
+  CostGraph& cg = priced.cost;
   for (size_t i = 0; i < graph.ops.size(); ++i) {
     std::string layer = graph.ops[i].layer();
     if (result.layer_names.empty() || result.layer_names.back() != layer) result.layer_names.push_back(layer);
   }
 
-  PartitionOptions po;
-  po.virtual_stages = options.virtual_stages;
-  po.stages = devices * options.virtual_stages;
-  po.microbatches = options.microbatches;
-  po.rule = memory_rule_of(options.schedule, options.virtual_stages);
-  for (DeviceEntry& e : entries) {
-    if (options.memory_limit > 0) e.spec.memory_bytes = options.memory_limit;
-    po.devices.push_back(e.spec);
-  }
-  po.link = pipeline_link(cluster, devices);
-  po.data_parallel = options.data_parallel;
-  po.replica_link = replica_link(cluster, devices, options.data_parallel);
-  po.optimizer_state_factor = options.optimizer == "sgd" ? 1.0 : 2.0;
-  const int layers = static_cast<int>(at_layers.size()) + 1;
-  const bool manual = !options.split_layers.empty();
-  if (manual) {
-    for (int l : options.split_layers) {
-      if (l < 1 || l >= layers) throw Error(fmt::format("--split: layer index {} is not in 1..{}", l, layers - 1));
-      po.fixed_cuts.push_back(at_layers[l - 1]);
-    }
-  }
-  if ((manual || options.cuts == "layers") && po.stages > layers)
-    throw Error(fmt::format("cannot cut {} layers into {} stages; use at most {} devices{}{}", layers, po.stages,
-                            layers / options.virtual_stages,
-                            options.virtual_stages > 1 ? " or fewer virtual stages" : "",
-                            manual ? "" : ", or --cuts any to cut inside layers"));
-  // The search at layer boundaries, then (unless told otherwise) inside
-  // layers too: "auto" keeps the layer cuts unless cutting inside layers is
-  // clearly faster, or is the only split that fits.
-  const bool layers_only = manual || options.cuts == "layers";
-  std::optional<PartitionResult> by_layers;
-  std::optional<Error> layers_error;
-  cg.cut_candidates = at_layers;
-  if (options.cuts != "any" && po.stages <= layers) {
-    try {
-      by_layers = partition(cg, po);
-      result.layer_cuts_period_s = by_layers->period_s;
-    } catch (const Error& e) {
-      if (layers_only) throw;
-      layers_error = e;
-    }
-  }
-  result.cuts = "layers";
-  if (layers_only) {
-    result.chosen = *by_layers;
-  } else {
-    if (po.stages > static_cast<int>(inside.size()) + 1)
-      throw Error(fmt::format("cannot cut {} layers into {} stages, even inside layers; use at most {} devices", layers,
-                              po.stages, (static_cast<int>(inside.size()) + 1) / options.virtual_stages));
-    cg.cut_candidates = inside;
-    std::optional<PartitionResult> any;
-    try {
-      any = partition(cg, po);
-    } catch (const Error&) {
-      if (layers_error) throw *layers_error;
-      throw;
-    }
-    if (!by_layers || options.cuts == "any" || any->period_s < (1 - kSubLayerGain) * by_layers->period_s) {
-      result.chosen = std::move(*any);
-      result.cuts = "any";
-    } else {
-      result.chosen = std::move(*by_layers);
-    }
-  }
-  // The baselines split at layer boundaries, as their users would; with
-  // more stages than layers they have nothing to offer.
-  cg.cut_candidates = at_layers;
-  if (po.stages <= layers) {
-    result.equal_layers = equal_layers(cg, po);
-    result.equal_params = equal_params(cg, po);
-  }
+  PartitionOptions po = layout_partition_options(options, hardware, layout);
+  const int devices = layout.pipeline;
+  choose_cuts(cg, priced.inside_layers, po, options, layout.tensor, result);
 
   // The plan: every stage's programs and tables.
   Plan& plan = result.plan;
@@ -166,15 +150,18 @@ CompileResult compile_plan(Module model, const DimBinding& binding, const std::s
   plan.model_hash = model.source ? fmt::format("{:016x}", text_hash(model.source->text())) : "";
   plan.binding = micro;
   // Replica k runs on devices k * devices ..: each device of the list once
-  // per replica, numbered on by kind ("cpu:4" for replica 1 of cpu:4).
-  for (int k = 0; k < options.data_parallel; ++k)
-    for (const DeviceEntry& e : entries) {
+  // per replica, numbered on by kind ("cpu:4" for replica 1 of cpu:4). A
+  // tensor-parallel device is named after the first GPU of its group.
+  for (int k = 0; k < layout.data; ++k)
+    for (int i = 0; i < devices; ++i) {
+      const DeviceEntry& e = hardware.gpus[static_cast<size_t>(i) * layout.tensor];
       const std::string kind = e.spec.name.substr(0, e.spec.name.find(':'));
-      const int index = std::stoi(e.spec.name.substr(kind.size() + 1)) + k * devices;
-      plan.devices.push_back({fmt::format("{}:{}", kind, index), e.profile.kind, e.spec.memory_bytes, 1});
+      const int index = std::stoi(e.spec.name.substr(kind.size() + 1)) + k * devices * layout.tensor;
+      plan.devices.push_back({fmt::format("{}:{}", kind, index), e.profile.kind, po.devices[i].memory_bytes, 1});
     }
   plan.schedule = options.schedule;
-  plan.microbatches = options.microbatches;
+  plan.microbatches = layout.microbatches;
+  plan.tensor_parallel = layout.tensor;
   plan.virtual_stages = options.virtual_stages;
   plan.dtype = dtype;
   plan.loss_stage_output = graph.values[graph.returns[0]].name;
@@ -183,7 +170,7 @@ CompileResult compile_plan(Module model, const DimBinding& binding, const std::s
   for (const StagePlan& cost : result.chosen.stages) device_of.push_back(cost.device);
   plan.stages = plan_stages(split_into_stages(model, result.chosen.cuts, unsplit), micro, device_of,
                             /*training=*/true, schedule_splits_backward(options.schedule));
-  plan.ranks = replicated_ranks(plan.stages, devices, options.data_parallel);
+  plan.ranks = replicated_ranks(plan.stages, devices, layout.data);
   for (size_t s = 0; s < plan.stages.size(); ++s) {
     PlanStage& ps = plan.stages[s];
     const StagePlan& cost = result.chosen.stages[s];
@@ -207,8 +194,13 @@ CompileResult compile_plan(Module model, const DimBinding& binding, const std::s
   };
   plan.predicted.speedup_vs_equal_layers = speedup(result.equal_layers);
   plan.predicted.speedup_vs_equal_params = speedup(result.equal_params);
-  int m = options.microbatches, p = devices;
-  plan.predicted.bubble_fraction = static_cast<double>(p - 1) / (m * options.virtual_stages + p - 1);
+  // The step: the schedule simulated on the stage costs, the all-reduce it
+  // leaves exposed, the optimizer; utilisation of the model's arithmetic.
+  const StepPrediction step = predict_step(cg, result.chosen, layout_step_options(options, hardware, layout));
+  plan.predicted.bubble_fraction = step.bubble_fraction;
+  plan.predicted.step_s = step.step_s;
+  plan.predicted.mfu = flop_utilisation(graph_flops(cg) * layout.microbatches * layout.data, step.step_s, layout.gpus(),
+                                        hardware.profile.flops);
   return result;
 }
 

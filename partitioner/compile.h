@@ -6,14 +6,16 @@
 
 #include "ir/module.h"
 #include "plan/plan.h"
+#include "partitioner/layout_search.h"
 #include "partitioner/stage_search.h"
 
 namespace pf {
 
 struct CompileOptions {
-  std::string devices = "cpu:4";   // "cpu:4", "h100:8", "a100:2,h100:2"
-  int microbatches = 8;
-  int data_parallel = 1;           // replicas of the pipeline, each on its own devices and 1/D of the batch
+  std::string devices = "cpu:4";   // "cpu:4", "h100:8", "a100:2,h100:2"; with data_parallel 0, every replica's
+  int microbatches = 8;            // 0: chosen by cost (micro-batches of 1, 2, 4 or 8 samples)
+  int data_parallel = 1;           // replicas of the pipeline, each on its own devices and 1/D of the batch; 0: chosen
+  int tensor_parallel = 1;         // GPUs per pipeline device, in one node; modelled, not executed
   std::string schedule = "1f1b";   // gpipe | 1f1b | interleaved | zb1
   int virtual_stages = 1;
   std::string precision = "fp32";
@@ -45,13 +47,16 @@ struct CompileResult {
   /// layer boundaries only (0 when none fits), to compare with.
   std::string cuts;
   double layer_cuts_period_s = 0;
+  LayoutChoice layouts;                  // the layouts priced when some were left to choose, else empty
 };
 
 /// Compiles `model` (parsed; verified under `binding`, the full batch) from
 /// file `source`: micro-batches of batch/m along the first input's leading
 /// dimension, inline and shapes, the cost graph priced on the device
-/// profile, the stage search and its baselines, then each stage's forward
-/// and backward programs.
+/// profile (for one GPU of a tensor-parallel group), the stage search and
+/// its baselines, then each stage's forward and backward programs. With
+/// data_parallel or microbatches 0, the layout is chosen first
+/// (search_layouts).
 CompileResult compile_plan(Module model, const DimBinding& binding, const std::string& source,
                            const CompileOptions& options);
 

@@ -16,6 +16,7 @@ struct CostNode {
   double backward_s = 0;
   int64_t param_bytes = 0;
   int64_t stash_bytes = 0;  // activations the backward pass needs, per micro-batch
+  double flops = 0;         // arithmetic of its forward and backward, per micro-batch (for utilisation)
 };
 
 /// A tensor flowing between nodes, per micro-batch. A graph input (producer

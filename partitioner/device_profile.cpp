@@ -276,11 +276,11 @@ LinkSpec replica_link(const Cluster& cluster, int devices, int replicas) {
 
 std::string cluster_to_json(const Cluster& cluster) {
   auto link = [](const LinkSpec& l) { return Json{{"bandwidth", l.bandwidth_bytes_per_s}, {"latency", l.latency_s}}; };
-  Json doc = {{"format", "pipeforge-cluster"},
-              {"version", 1},
-              {"devices_per_node", cluster.devices_per_node},
-              {"intra", link(cluster.intra)},
-              {"inter", link(cluster.inter)}};
+  Json doc = {{"format", "pipeforge-cluster"}, {"version", 1}};
+  if (cluster.nodes > 0) doc["nodes"] = cluster.nodes;
+  doc["devices_per_node"] = cluster.devices_per_node;
+  doc["intra"] = link(cluster.intra);
+  doc["inter"] = link(cluster.inter);
   return format_json(doc);
 }
 
@@ -288,12 +288,21 @@ Cluster cluster_from_json(const std::string& text, const std::string& path) {
   Json doc = parse_json_document(text, path);
   JsonReader r(path);
   check_format(doc, r, "pipeforge-cluster", "cluster");
-  r.expect_keys(doc, "", {"format", "version", "devices_per_node", "intra", "inter"});
+  r.expect_keys(doc, "", {"format", "version", "devices_per_node", "intra", "inter"}, {"nodes"});
   Cluster c;
+  if (doc.contains("nodes")) c.nodes = static_cast<int>(r.integer(doc, "", "nodes", 1, 1 << 20));
   c.devices_per_node = static_cast<int>(r.integer(doc, "", "devices_per_node", 1, 1 << 20));
   c.intra = read_link(r, doc, "intra");
   c.inter = read_link(r, doc, "inter");
   return c;
+}
+
+void check_cluster_size(const Cluster& cluster, int64_t devices) {
+  if (cluster.nodes == 0) return;
+  const int64_t has = static_cast<int64_t>(cluster.nodes) * cluster.devices_per_node;
+  if (devices > has)
+    throw Error(fmt::format("the cluster has {} node{} of {} devices ({}); the plan needs {}", cluster.nodes,
+                            cluster.nodes == 1 ? "" : "s", cluster.devices_per_node, has, devices));
 }
 
 Cluster load_cluster(const std::string& path) { return cluster_from_json(read_source_file(path)->text(), path); }

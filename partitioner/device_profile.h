@@ -90,12 +90,18 @@ void save_profile(const DeviceProfile& profile, const std::string& path);
 
 /// How devices are connected: `devices_per_node` devices share a node and
 /// talk over `intra`; devices of different nodes over `inter`. Device i is on
-/// node i / devices_per_node.
+/// node i / devices_per_node. `nodes` bounds the devices a plan may use
+/// (nodes * devices_per_node); 0 leaves them unbounded.
 struct Cluster {
   int devices_per_node = 1;
   LinkSpec intra;
   LinkSpec inter;
+  int nodes = 0;
 };
+
+/// Throws pf::Error when a plan of `devices` devices does not fit in the
+/// cluster: "the cluster has 2 nodes of 8 devices (16); the plan needs 32".
+void check_cluster_size(const Cluster& cluster, int64_t devices);
 
 /// The default cluster for a device kind. "cpu": CPU devices are threads of
 /// one process handing tensors over through memory (10 GB/s, 1 us), up to
@@ -114,8 +120,9 @@ LinkSpec pipeline_link(const Cluster& cluster, int devices);
 /// k * devices ..): what the gradient all-reduce of a stage crosses.
 LinkSpec replica_link(const Cluster& cluster, int devices, int replicas);
 
-/// A cluster as JSON:
-///   {"format": "pipeforge-cluster", "version": 1, "devices_per_node": 8,
+/// A cluster as JSON; bandwidths in bytes/s per device (one direction),
+/// latencies in seconds; "nodes" is optional (absent: unbounded):
+///   {"format": "pipeforge-cluster", "version": 1, "nodes": 128, "devices_per_node": 8,
 ///    "intra": {"bandwidth": 3e11, "latency": 5e-06}, "inter": {...}}
 std::string cluster_to_json(const Cluster& cluster);
 Cluster cluster_from_json(const std::string& text, const std::string& path);

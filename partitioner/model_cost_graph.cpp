@@ -10,6 +10,21 @@ namespace pf {
 
 bool is_replicated_source(const Op& op) { return op.operands.empty() && op.kind != OpKind::call; }
 
+std::vector<bool> gradient_carriers(const Function& graph) {
+  std::vector<bool> carries(graph.values.size(), false);
+  for (const Op& op : graph.ops) {
+    bool any = op.kind == OpKind::param;
+    for (ValueId u : op.operands) any = any || (carries[u] && is_float(graph.type_of(u).dtype));
+    for (ValueId r : op.results) carries[r] = any;
+  }
+  return carries;
+}
+
+size_t parameter_holder(const std::vector<std::vector<int>>& users, const Op& param, int index) {
+  const std::vector<int>& readers = users[param.results[0]];
+  return static_cast<size_t>(readers.empty() ? index : *std::min_element(readers.begin(), readers.end()));
+}
+
 std::vector<int> cut_candidates(const Function& graph, CutPoints cuts) {
   std::vector<int> candidates;
   for (size_t i = 1; i < graph.ops.size(); ++i) {
@@ -23,12 +38,11 @@ std::vector<int> cut_candidates(const Function& graph, CutPoints cuts) {
 CostGraph build_cost_graph(const Function& graph, const DimBinding& binding, const OpTimer& timer, CutPoints cuts) {
   CostGraph cg;
   cg.cut_candidates = cut_candidates(graph, cuts);
-  auto users = graph.users();
-  // The values a backward pass carries a gradient to: parameters and what is
-  // computed from one. An op's backward computes only those operands'
-  // gradients (a model's first matmul: its weight's, not its input's), so
-  // it is charged that share of its float operands' backward time.
-  std::vector<bool> carries_grad(graph.values.size(), false);
+  const auto users = graph.users();
+  // An op's backward computes only the gradients of the operands a gradient
+  // reaches (a model's first matmul: its weight's, not its input's), so it
+  // is charged that share of its float operands' backward time.
+  const std::vector<bool> carries_grad = gradient_carriers(graph);
   // Which values the backward pass reads: conservatively, every activation
   // an op produces (what autodiff stashes is a subset of these).
   for (size_t i = 0; i < graph.ops.size(); ++i) {
@@ -44,22 +58,22 @@ CostGraph build_cost_graph(const Function& graph, const DimBinding& binding, con
         ++float_operands;
         with_grad += carries_grad[u] ? 1 : 0;
       }
-    const bool carries = op.kind == OpKind::param || with_grad > 0;
-    for (ValueId r : op.results) carries_grad[r] = carries;
     node.forward_s = t.forward_s;
     node.backward_s = float_operands > 0 ? t.backward_s * with_grad / float_operands : t.backward_s;
+    // A backward does about twice its forward's arithmetic (as the timer
+    // assumes), for the share of operands that get a gradient.
+    const double backward_share = float_operands > 0 ? static_cast<double>(with_grad) / float_operands : 1.0;
+    node.flops = static_cast<double>(cost.flops) * (1.0 + 2.0 * backward_share);
     for (ValueId r : op.results)
-      if (op.kind != OpKind::param && !is_replicated_source(op)) node.stash_bytes += graph.type_of(r).bytes();
+      if (!is_replicated_source(op)) node.stash_bytes += graph.type_of(r).bytes();
     cg.nodes.push_back(std::move(node));
   }
-  for (size_t i = 0; i < graph.ops.size(); ++i) {
-    const Op& op = graph.ops[i];
-    if (op.kind != OpKind::param) continue;
-    const ValueId r = op.results[0];
-    const std::vector<int>& readers = users[r];
-    const size_t holder = readers.empty() ? i : static_cast<size_t>(*std::min_element(readers.begin(), readers.end()));
-    cg.nodes[holder].param_bytes += graph.type_of(r).bytes();
-  }
+  // A parameter's bytes go to its first reader: the stage holding it,
+  // wherever the model declares it.
+  for (size_t i = 0; i < graph.ops.size(); ++i)
+    if (graph.ops[i].kind == OpKind::param)
+      cg.nodes[parameter_holder(users, graph.ops[i], static_cast<int>(i))].param_bytes +=
+          graph.type_of(graph.ops[i].results[0]).bytes();
   for (size_t v = 0; v < graph.values.size(); ++v) {
     const Value& value = graph.values[v];
     if (value.def_op < 0 || is_replicated_source(graph.ops[value.def_op])) continue;

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <functional>
+#include <vector>
 
 #include "ir/module.h"
 #include "partitioner/cost_graph.h"
@@ -32,9 +33,18 @@ enum class CutPoints {
 CostGraph build_cost_graph(const Function& graph, const DimBinding& binding, const OpTimer& timer,
                            CutPoints cuts = CutPoints::layers);
 
+/// The node build_cost_graph charges parameter op `param` (op `index` of a
+/// graph whose users() are `users`) to: its first reader, or itself when
+/// nothing reads it.
+size_t parameter_holder(const std::vector<std::vector<int>>& users, const Op& param, int index);
+
 /// The cut candidates of `graph` under `cuts` (what build_cost_graph puts in
 /// CostGraph::cut_candidates).
 std::vector<int> cut_candidates(const Function& graph, CutPoints cuts);
+
+/// Per value of `graph`: whether the backward pass carries a gradient to it
+/// (a parameter, or a value computed from one).
+std::vector<bool> gradient_carriers(const Function& graph);
 
 /// Whether an op is copied into every stage that uses its value instead of
 /// sending it: it has no operands.

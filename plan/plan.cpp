@@ -120,13 +120,16 @@ std::string plan_to_json(const Plan& plan) {
       {"schedule",
        {{"kind", plan.schedule}, {"microbatches", plan.microbatches}, {"virtual_stages", plan.virtual_stages}}},
       {"dtype", dtype_name(plan.dtype)},
+      {"tensor_parallel", plan.tensor_parallel},
       {"loss", plan.loss_stage_output},
       {"predicted",
        {{"period_s", finite(pr.period_s, "the predicted period_s")},
         {"imbalance_pct", finite(pr.imbalance_pct, "the predicted imbalance_pct")},
         {"speedup_vs_equal_layers", finite(pr.speedup_vs_equal_layers, "the predicted speedup_vs_equal_layers")},
         {"speedup_vs_equal_params", finite(pr.speedup_vs_equal_params, "the predicted speedup_vs_equal_params")},
-        {"bubble_fraction", finite(pr.bubble_fraction, "the predicted bubble_fraction")}}},
+        {"bubble_fraction", finite(pr.bubble_fraction, "the predicted bubble_fraction")},
+        {"step_s", finite(pr.step_s, "the predicted step_s")},
+        {"mfu", finite(pr.mfu, "the predicted mfu")}}},
       {"stages", stages},
   };
   return format_json(doc, {"program"});
@@ -297,13 +300,10 @@ class PlanReader {
   }
 
   Plan plan(const Json& doc) const {
-    // "dtype" came later: a plan without it computes in f32.
-    if (doc.is_object() && doc.contains("dtype"))
-      r_.expect_keys(doc, "",
-                     {"format", "version", "model", "devices", "ranks", "schedule", "dtype", "loss", "predicted",
-                      "stages"});
-    else
-      r_.expect_keys(doc, "", {"format", "version", "model", "devices", "ranks", "schedule", "loss", "predicted", "stages"});
+    // "dtype" came later: a plan without it computes in f32; "tensor_parallel"
+    // later still: a plan without it has 1.
+    r_.expect_keys(doc, "", {"format", "version", "model", "devices", "ranks", "schedule", "loss", "predicted", "stages"},
+                   {"dtype", "tensor_parallel"});
     Plan plan;
     const Json& model = r_.object(doc, "", "model");
     r_.expect_keys(model, "model", {"name", "source", "hash", "binding"});
@@ -340,16 +340,22 @@ class PlanReader {
         r_.fail(fmt::format("dtype must be \"f32\" or \"bf16\", got \"{}\"", dtype));
       plan.dtype = *parse_dtype(dtype);
     }
+    if (doc.contains("tensor_parallel"))
+      plan.tensor_parallel = static_cast<int>(r_.integer(doc, "", "tensor_parallel", 1, 1 << 20));
 
     const Json& predicted = r_.object(doc, "", "predicted");
-    r_.expect_keys(
-        predicted, "predicted",
-        {"period_s", "imbalance_pct", "speedup_vs_equal_layers", "speedup_vs_equal_params", "bubble_fraction"});
+    // "step_s" and "mfu" came later: older plans read them as 0.
+    r_.expect_keys(predicted, "predicted",
+                   {"period_s", "imbalance_pct", "speedup_vs_equal_layers", "speedup_vs_equal_params",
+                    "bubble_fraction"},
+                   {"step_s", "mfu"});
     plan.predicted.period_s = r_.number(predicted, "predicted", "period_s", 0);
     plan.predicted.imbalance_pct = r_.number(predicted, "predicted", "imbalance_pct", 0);
     plan.predicted.speedup_vs_equal_layers = r_.number(predicted, "predicted", "speedup_vs_equal_layers", 0);
     plan.predicted.speedup_vs_equal_params = r_.number(predicted, "predicted", "speedup_vs_equal_params", 0);
     plan.predicted.bubble_fraction = r_.number(predicted, "predicted", "bubble_fraction", 0);
+    if (predicted.contains("step_s")) plan.predicted.step_s = r_.number(predicted, "predicted", "step_s", 0);
+    if (predicted.contains("mfu")) plan.predicted.mfu = r_.number(predicted, "predicted", "mfu", 0);
 
     const Json& stages = r_.array(doc, "", "stages");
     for (size_t i = 0; i < stages.size(); ++i) plan.stages.push_back(stage(stages[i], JsonReader::at("stages", i)));

@@ -127,6 +127,10 @@ struct Plan {
   std::string schedule;  // "gpipe", "1f1b", "interleaved", "zb1"
   int microbatches = 1;
   int virtual_stages = 1;
+  /// GPUs per device, splitting each layer Megatron-style: the compiler
+  /// models it (tensor_parallel.h), the runtime does not execute it and
+  /// refuses a plan with more than 1. Plans written before the field read as 1.
+  int tensor_parallel = 1;
   /// How stages compute: f32, or bf16 (CUDA stages in bf16 with f32 master
   /// weights; CPU stages in f32). Plans written before the field read as f32.
   DType dtype = DType::f32;
@@ -141,6 +145,8 @@ struct Plan {
     double speedup_vs_equal_layers = 0;  // baseline period / this period
     double speedup_vs_equal_params = 0;
     double bubble_fraction = 0;  // of the schedule, on these stage times
+    double step_s = 0;           // one training step: schedule, exposed all-reduce, optimizer (0: older plans)
+    double mfu = 0;              // model FLOPs of a step / (step_s x GPUs x peak FLOP/s) (0: older plans)
     bool operator==(const Summary&) const = default;
   } predicted;
 

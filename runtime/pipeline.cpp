@@ -236,8 +236,16 @@ std::unique_ptr<Pipeline> Pipeline::from_plan(const Plan& plan, PipelineOptions 
   return from_plan(plan, std::move(programs), std::move(options));
 }
 
+void check_executable(const Plan& plan) {
+  if (plan.tensor_parallel > 1)
+    throw Error(fmt::format("this plan models tensor parallelism (T={}), which the runtime does not execute; compile "
+                            "without --tensor-parallel to run it",
+                            plan.tensor_parallel));
+}
+
 std::unique_ptr<Pipeline> Pipeline::from_plan(const Plan& plan, std::vector<Module> programs,
                                               PipelineOptions options) {
+  check_executable(plan);
   auto kind = parse_schedule_kind(plan.schedule);
   if (!kind)
     throw Error(fmt::format("plan for @{}: unknown schedule '{}'; this pipeforge runs gpipe, 1f1b, interleaved and zb1",

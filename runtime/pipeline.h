@@ -88,6 +88,11 @@ struct PipelineOptions {
   Fault fault;
 };
 
+/// Throws pf::Error when `plan` models what the runtime does not execute:
+/// tensor parallelism ("this plan models tensor parallelism (T=8), which the
+/// runtime does not execute; compile without --tensor-parallel to run it").
+void check_executable(const Plan& plan);
+
 class Pipeline {
  public:
   ~Pipeline();
@@ -99,7 +104,8 @@ class Pipeline {
   /// on a GPU: the plan's k-th CUDA device is GPU k % the number visible,
   /// unless `options.stage_gpus` places the stages already or `cpu_only`.
   /// Throws pf::Error naming the stage and its device when the plan names a
-  /// GPU and none is visible, or this build has no CUDA.
+  /// GPU and none is visible, or this build has no CUDA, and when the plan
+  /// is one the runtime does not execute (check_executable).
   static std::unique_ptr<Pipeline> from_plan(const Plan& plan, PipelineOptions options);
   /// The same with the stages' programs already parsed and verified, in
   /// stage order (as load_plan hands them out): nothing is parsed again.

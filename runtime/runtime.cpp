@@ -169,6 +169,7 @@ Runtime Runtime::load(const std::string& plan_path, const RuntimeOptions& option
   check_options(options);
   std::vector<Module> programs;  // parsed once, while the plan is checked
   Plan plan = load_plan(plan_path, &programs);
+  check_executable(plan);
   check_host_memory(plan, plan_path, options.comm ? options.rank : -1);
   return start(std::move(plan), std::move(programs), options);
 }
@@ -177,6 +178,7 @@ Runtime Runtime::from_plan(Plan plan, const std::string& what, const RuntimeOpti
   check_options(options);
   std::vector<Module> programs;
   check_plan(plan, what, &programs);
+  check_executable(plan);
   check_host_memory(plan, what, options.comm ? options.rank : -1);
   return start(std::move(plan), std::move(programs), options);
 }

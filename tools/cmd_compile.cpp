@@ -15,7 +15,7 @@ namespace pf::tools {
 namespace {
 
 struct CompileCommandOptions {
-  std::string file, bind, output, memory_limit, split;
+  std::string file, bind, output, memory_limit, split, microbatches = "8", data_parallel = "1";
   int64_t batch = 0;
   CompileOptions compile;
 };
@@ -25,6 +25,21 @@ std::string period_line(const char* name, const PartitionResult& r, double chose
   std::string fits = r.fits_memory ? "" : "  (does not fit in memory)";
   return fmt::format("  {:<14} {:>9.3f} ms  x{:.2f}{}\n", name, r.period_s * 1e3,
                      chosen > 0 ? r.period_s / chosen : 0.0, fits);
+}
+
+/// A positive count, or "auto" as 0.
+int count_or_auto(const std::string& text, const char* option) {
+  if (text == "auto") return 0;
+  size_t used = 0;
+  int value = 0;
+  try {
+    value = std::stoi(text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used != text.size() || value < 1)
+    throw Error(fmt::format("{} must be a positive number or auto, not '{}'", option, text));
+  return value;
 }
 
 }  // namespace
@@ -37,11 +52,15 @@ void add_compile_command(CLI::App& app) {
   cmd->add_option("--batch", o->batch, "batch size (binds the first input's leading dimension)")
       ->check(CLI::PositiveNumber);
   cmd->add_option("--devices", o->compile.devices, "devices, e.g. cpu:4, h100:8, a100:2,h100:2");
-  cmd->add_option("--microbatches,-m", o->compile.microbatches, "micro-batches per step")
-      ->check(CLI::PositiveNumber);
-  cmd->add_option("--data-parallel,-d", o->compile.data_parallel,
+  cmd->add_option("--microbatches,-m", o->microbatches,
+                  "micro-batches per step, or auto: chosen by predicted step time among micro-batches of 1, 2, 4 or 8 "
+                  "samples");
+  cmd->add_option("--data-parallel,-d", o->data_parallel,
                   "replicas of the pipeline, each on devices of its own and 1/D of the batch (world size: devices x "
-                  "D)")
+                  "D), or auto: --devices are all the GPUs, and P x D is chosen by predicted step time");
+  cmd->add_option("--tensor-parallel,-t", o->compile.tensor_parallel,
+                  "GPUs of one node per pipeline device, each layer split over them Megatron-style; modelled by the "
+                  "cost model, not executed by the runtime")
       ->check(CLI::PositiveNumber);
   cmd->add_option("--schedule", o->compile.schedule, "gpipe, 1f1b, interleaved or zb1")
       ->check(CLI::IsMember({"gpipe", "1f1b", "interleaved", "zb1"}));
@@ -64,6 +83,8 @@ void add_compile_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("-o,--output", o->output, "write the plan here")->required();
   cmd->callback([o] {
+    o->compile.microbatches = count_or_auto(o->microbatches, "--microbatches");
+    o->compile.data_parallel = count_or_auto(o->data_parallel, "--data-parallel");
     if (!o->memory_limit.empty()) o->compile.memory_limit = parse_bytes(o->memory_limit);
     if (!o->split.empty()) {
       o->compile.split_layers = parse_int_list(o->split, "--split");
@@ -73,7 +94,12 @@ void add_compile_command(CLI::App& app) {
     if (o->batch > 0) bind_batch(model, o->batch);
     CompileResult r = compile_plan(std::move(model.module), model.binding, o->file, o->compile);
     save_plan(r.plan, o->output);
-    std::string out = render_plan_text(r.plan);
+    std::string out;
+    if (!r.layouts.candidates.empty())
+      out += fmt::format("layouts of {} GPUs (P pipeline devices x D replicas x T GPUs each, m micro-batches of mb "
+                         "samples; * chosen):\n{}\n",
+                         r.layouts.candidates[0].layout.gpus(), render_layout_table(r.layouts));
+    out += render_plan_text(r.plan);
     out += fmt::format("\npredicted period per micro-batch (and relative to the chosen split):\n");
     out += period_line("cost DP", r.chosen, r.chosen.period_s);
     out += period_line("equal layers", r.equal_layers, r.chosen.period_s);

@@ -93,15 +93,20 @@ std::string summary(const Plan& plan) {
                      replicas > 1 ? fmt::format("{} data-parallel replicas, ", replicas) : "", plan.schedule,
                      count(static_cast<size_t>(plan.microbatches), "micro-batch", "micro-batches")) +
          (plan.virtual_stages > 1 ? fmt::format(", {} virtual stages", plan.virtual_stages) : "") +
+         (plan.tensor_parallel > 1 ? fmt::format(", {} GPUs per device (tensor parallel, modelled)",
+                                                 plan.tensor_parallel)
+                                   : "") +
          (plan.dtype != DType::f32 ? fmt::format(", {}", dtype_name(plan.dtype)) : "");
 }
 
 std::string prediction(const Plan& plan) {
   const Plan::Summary& p = plan.predicted;
-  return fmt::format(
-      "period {:.3f} ms per micro-batch, imbalance {:.1f}%, bubble {:.1f}%, speedup {:.2f}x vs "
-      "equal layers, {:.2f}x vs equal params",
-      1e3 * p.period_s, p.imbalance_pct, 100 * p.bubble_fraction, p.speedup_vs_equal_layers, p.speedup_vs_equal_params);
+  return fmt::format("period {:.3f} ms per micro-batch, imbalance {:.1f}%, bubble {:.1f}%, speedup {:.2f}x vs "
+                     "equal layers, {:.2f}x vs equal params",
+             1e3 * p.period_s, p.imbalance_pct, 100 * p.bubble_fraction, p.speedup_vs_equal_layers,
+             p.speedup_vs_equal_params) +
+         // Plans written before these were predicted have zeros.
+         (p.step_s > 0 ? fmt::format("; step {}, MFU {:.1f}%", format_seconds(p.step_s), 100 * p.mfu) : "");
 }
 
 // ---------------------------------------------------------------------------

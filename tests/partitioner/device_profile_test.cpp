@@ -261,6 +261,32 @@ TEST(Cluster, JsonFiles) {
   EXPECT_EQ(error_of([] { load_cluster("/no/such/cluster.json"); }), "cannot open '/no/such/cluster.json'");
 }
 
+// A node count bounds the devices; without one (older files) there is no bound.
+TEST(Cluster, NodeCount) {
+  Cluster c{8, {300e9, 5e-6}, {25e9, 10e-6}, 128};
+  std::string text = cluster_to_json(c);
+  EXPECT_NE(text.find("\"version\": 1,\n  \"nodes\": 128,\n  \"devices_per_node\": 8,"), std::string::npos) << text;
+  Cluster back = cluster_from_json(text, "c.json");
+  EXPECT_EQ(back.nodes, 128);
+  EXPECT_EQ(back.devices_per_node, 8);
+  EXPECT_EQ(cluster_from_json(cluster_to_json(Cluster{4, {1e9, 0}, {1e9, 0}}), "c.json").nodes, 0);
+  Json doc = Json::parse(text);
+  doc["nodes"] = 0;
+  EXPECT_EQ(error_of([&] { cluster_from_json(doc.dump(), "c.json"); }), "c.json: nodes must be at least 1, got 0");
+
+  check_cluster_size(c, 1024);
+  EXPECT_EQ(error_of([&] { check_cluster_size(c, 1032); }),
+            "the cluster has 128 nodes of 8 devices (1024); the plan needs 1032");
+  check_cluster_size(default_cluster("cuda"), 1 << 20);
+
+  // The example: 128 nodes of 8 A100s, NVLink inside a node (300 GB/s each
+  // way per GPU), one 200 Gb/s InfiniBand port per GPU between nodes.
+  Cluster selene = load_cluster(PF_SOURCE_DIR "/examples/clusters/a100_1024.json");
+  EXPECT_EQ(selene.nodes * selene.devices_per_node, 1024);
+  EXPECT_EQ(selene.intra.bandwidth_bytes_per_s, 300e9);
+  EXPECT_EQ(selene.inter.bandwidth_bytes_per_s, 200e9 / 8);
+}
+
 TEST(Devices, OneKind) {
   std::vector<DeviceSpec> cpus = parse_devices("cpu:4", builtin_profile("cpu"));
   ASSERT_EQ(cpus.size(), 4u);

@@ -229,6 +229,29 @@ TEST(Plan, RecordsItsComputeDtype) {
   }
 }
 
+// Tensor parallelism is recorded (the runtime refuses it); the predicted
+// step time and utilisation too. Plans written before them read 1 and 0.
+TEST(Plan, RecordsTensorParallelismAndThePredictedStep) {
+  Plan plan = two_stage_plan();
+  plan.tensor_parallel = 8;
+  plan.predicted.step_s = 12.5;
+  plan.predicted.mfu = 0.25;
+  const std::string text = plan_to_json(plan);
+  EXPECT_NE(text.find("\"tensor_parallel\": 8,"), std::string::npos) << text;
+  EXPECT_NE(text.find("\"step_s\": 12.5,\n    \"mfu\": 0.25\n"), std::string::npos) << text;
+  EXPECT_EQ(plan_from_json(text, "plan.json"), plan);
+  Json old = Json::parse(text);
+  old.erase("tensor_parallel");
+  old["predicted"].erase("step_s");
+  old["predicted"].erase("mfu");
+  Plan back = plan_from_json(old.dump(), "plan.json");
+  EXPECT_EQ(back.tensor_parallel, 1);
+  EXPECT_EQ(back.predicted.step_s, 0.0);
+  EXPECT_EQ(back.predicted.mfu, 0.0);
+  EXPECT_EQ(json_error([](Json& j) { j["tensor_parallel"] = 0; }), "plan.json: tensor_parallel must be at least 1, got 0");
+  EXPECT_EQ(json_error([](Json& j) { j["predicted"]["mfu"] = -1; }), "plan.json: predicted.mfu must be at least 0, got -1");
+}
+
 TEST(Plan, InferencePlanHasNoBackward) {
   Plan plan = two_stage_plan();
   plan.loss_stage_output.clear();

@@ -130,6 +130,20 @@ RuntimeOptions adamw() {
 
 // The runtime executes what the plan holds: each stage's program is parsed
 // once, while the plan is checked, and no pass runs on it.
+// A plan that models tensor parallelism is refused with one message, by
+// Runtime::load and by the pipeline itself.
+TEST_F(RuntimeTest, RefusesAPlanThatModelsTensorParallelism) {
+  const std::string file = compile();
+  Plan plan = load_plan(file);
+  plan.tensor_parallel = 8;
+  save_plan(plan, path("tp.json"));
+  const std::string message =
+      "this plan models tensor parallelism (T=8), which the runtime does not execute; compile without "
+      "--tensor-parallel to run it";
+  EXPECT_EQ(error_of([&] { Runtime::load(path("tp.json")); }), message);
+  EXPECT_EQ(error_of([&] { Pipeline::from_plan(plan, PipelineOptions{}); }), message);
+}
+
 TEST_F(RuntimeTest, LoadingAPlanParsesEachStageProgramOnce) {
   for (const std::string schedule : {"1f1b", "zb1"}) {
     SCOPED_TRACE(schedule);

@@ -1,0 +1,159 @@
+// The hardware, cost graphs and partitioner options of compile, per layout.
+#include "partitioner/compile_layout.h"
+
+#include <fmt/format.h>
+
+#include <map>
+
+#include "ir/batch.h"
+#include "ir/diagnostic.h"
+#include "ir/verifier.h"
+#include "partitioner/model_cost_graph.h"
+#include "partitioner/tensor_parallel.h"
+#include "passes/pipeline.h"
+#include "plan/plan.h"
+
+namespace pf {
+
+Hardware load_hardware(const CompileOptions& options) {
+  Hardware hw;
+  hw.profile = options.profile.empty()
+                   ? builtin_profile(options.devices.substr(0, options.devices.find(':')), options.precision)
+                   : load_profile(options.profile);
+  hw.gpus = parse_device_entries(options.devices, hw.profile);
+  hw.cluster = options.cluster.empty() ? default_cluster(hw.profile.kind) : load_cluster(options.cluster);
+  const int t = options.tensor_parallel;
+  if (t < 1) throw Error(fmt::format("--tensor-parallel must be at least 1, not {}", t));
+  if (t == 1) return hw;
+  if (hw.cluster.devices_per_node % t != 0)
+    throw Error(fmt::format("--tensor-parallel {} does not divide the {} devices of a node; a tensor-parallel group "
+                            "stays inside one node",
+                            t, hw.cluster.devices_per_node));
+  if (hw.gpus.size() % t != 0)
+    throw Error(fmt::format("--tensor-parallel {} does not divide the {} devices of --devices {}", t, hw.gpus.size(),
+                            options.devices));
+  for (const DeviceEntry& e : hw.gpus)
+    if (e.profile.name != hw.gpus[0].profile.name)
+      throw Error(fmt::format("--tensor-parallel needs devices of one kind; --devices {} mixes {} and {}",
+                              options.devices, hw.gpus[0].profile.name, e.profile.name));
+  return hw;
+}
+
+MemoryRule memory_rule_of(const std::string& schedule, int virtual_stages) {
+  if (schedule == "gpipe") return MemoryRule::gpipe;
+  if (schedule == "zb1") return MemoryRule::zero_bubble;
+  if (schedule == "interleaved" && virtual_stages > 1) return MemoryRule::interleaved;
+  if (schedule == "1f1b" || schedule == "interleaved") return MemoryRule::one_f_one_b;
+  throw Error(fmt::format("unknown schedule '{}'; use gpipe, 1f1b, interleaved or zb1", schedule));
+}
+
+PricedModel price_model(Module model, const DimBinding& micro, const Hardware& hardware,
+                        const CompileOptions& options) {
+  PassContext ctx{micro};
+  verify_module(model, micro, VerifyOptions{true});
+  run_pipeline(model, PassPipeline::model, ctx);
+  const Function& graph = model.graph();
+  const DeviceProfile& profile = hardware.profile;
+  OpTimer timer = [&](const Function& f, const Op& op, const OpCost& cost) {
+    return estimate_timing(profile, op_timing_key(f, op, micro), cost, OpCost{2 * cost.flops, 2 * cost.bytes});
+  };
+  CostGraph cg = build_cost_graph(graph, micro, timer);
+  TensorParallel tp;
+  tp.degree = options.tensor_parallel;
+  tp.link = hardware.cluster.intra;
+  tp.element_bytes = dtype_size(parse_compute_dtype(options.dtype, "--dtype"));
+  apply_tensor_parallel(cg, graph, tp);
+  std::vector<int> inside = cut_candidates(graph, CutPoints::any);
+  return {std::move(model), std::move(cg), std::move(inside)};
+}
+
+PartitionOptions layout_partition_options(const CompileOptions& options, const Hardware& hardware,
+                                          const Layout& layout) {
+  const int t = layout.tensor, p = layout.pipeline;
+  PartitionOptions po;
+  po.virtual_stages = options.virtual_stages;
+  po.stages = p * options.virtual_stages;
+  po.microbatches = layout.microbatches;
+  po.rule = memory_rule_of(options.schedule, options.virtual_stages);
+  for (int i = 0; i < p; ++i) {
+    DeviceSpec spec = hardware.gpus.at(static_cast<size_t>(i) * t).spec;
+    if (options.memory_limit > 0) spec.memory_bytes = options.memory_limit;
+    po.devices.push_back(spec);
+  }
+  po.link = pipeline_link(grouped_cluster(hardware.cluster, t, t), p);
+  po.data_parallel = layout.data;
+  po.replica_link = replica_link(grouped_cluster(hardware.cluster, t, 1), p, layout.data);
+  po.optimizer_state_factor = options.optimizer == "sgd" ? 1.0 : 2.0;
+  return po;
+}
+
+StepOptions layout_step_options(const CompileOptions& options, const Hardware& hardware, const Layout& layout) {
+  StepOptions so;
+  std::optional<ScheduleKind> kind = parse_schedule_kind(options.schedule);
+  if (!kind) throw Error(fmt::format("unknown schedule '{}'; use gpipe, 1f1b, interleaved or zb1", options.schedule));
+  so.schedule = *kind;
+  so.microbatches = layout.microbatches;
+  so.virtual_stages = options.virtual_stages;
+  so.data_parallel = layout.data;
+  so.replica_link = replica_link(grouped_cluster(hardware.cluster, layout.tensor, 1), layout.pipeline, layout.data);
+  so.optimizer_state_factor = options.optimizer == "sgd" ? 1.0 : 2.0;
+  so.memory_bandwidth = hardware.profile.bandwidth;
+  return so;
+}
+
+std::optional<Layout> fixed_layout(const CompileOptions& options, const Hardware& hardware, int64_t batch) {
+  if (options.data_parallel == 0 || options.microbatches == 0) return std::nullopt;
+  Layout l;
+  l.tensor = options.tensor_parallel;
+  l.pipeline = static_cast<int>(hardware.gpus.size()) / l.tensor;
+  l.data = options.data_parallel;
+  l.microbatches = options.microbatches;
+  l.microbatch_size = batch / (int64_t{l.data} * l.microbatches);
+  return l;
+}
+
+LayoutChoice search_layouts(const Module& model, const DimBinding& binding, const Hardware& hardware,
+                            const CompileOptions& options) {
+  const int64_t gpus = static_cast<int64_t>(hardware.gpus.size());
+  LayoutSpace space;
+  space.tensor = options.tensor_parallel;
+  space.gpus = options.data_parallel == 0 ? gpus : gpus * options.data_parallel;
+  space.data = options.data_parallel;
+  space.microbatches = options.microbatches;
+  const std::string batch_dim = batch_dimension(model.graph());
+  space.batch = binding.at(batch_dim);
+  check_cluster_size(hardware.cluster, space.gpus);
+
+  // One priced model per micro-batch size; the layouts share them.
+  std::map<int64_t, PricedModel> priced;
+  auto priced_for = [&](int64_t size) -> const PricedModel& {
+    auto it = priced.find(size);
+    if (it != priced.end()) return it->second;
+    DimBinding micro = binding;
+    micro[batch_dim] = size;
+    return priced.emplace(size, price_model(model, micro, hardware, options)).first->second;
+  };
+  // The most stages the model can be cut into, from any micro-batch size.
+  space.max_pipeline = 1 << 20;
+  std::vector<Layout> layouts = candidate_layouts(space);
+  if (layouts.empty())
+    throw Error(fmt::format("no layout of {} devices as P x D x {} (tensor parallel) splits the batch {}={} into D "
+                            "replicas of m micro-batches",
+                            space.gpus, space.tensor, batch_dim, space.batch));
+  const int pieces = static_cast<int>(priced_for(layouts[0].microbatch_size).cost.cut_candidates.size()) + 1;
+  space.max_pipeline = pieces / options.virtual_stages;
+  layouts = candidate_layouts(space);
+  if (layouts.empty())
+    throw Error(fmt::format("no layout of {} devices as P x D x {} (tensor parallel) with at most {} pipeline "
+                            "devices (one layer each) splits the batch {}={} into D replicas of m micro-batches",
+                            space.gpus, space.tensor, space.max_pipeline, batch_dim, space.batch));
+  std::vector<LayoutCandidate> candidates;
+  for (const Layout& layout : layouts) {
+    const PricedModel& pm = priced_for(layout.microbatch_size);
+    candidates.push_back(price_layout(layout, pm.cost, layout_partition_options(options, hardware, layout),
+                                      layout_step_options(options, hardware, layout), hardware.profile.flops));
+  }
+  return choose_layout(std::move(candidates));
+}
+
+}  // namespace pf

@@ -1,0 +1,76 @@
+// A step's predicted time from the schedule simulator and the stage costs.
+#include "partitioner/step_time.h"
+
+#include <algorithm>
+
+#include "partitioner/tensor_parallel.h"
+
+namespace pf {
+
+namespace {
+
+/// Costs must be positive for the simulator; a stage of views only is not free
+/// but nearly so.
+constexpr double kLeast = 1e-12;
+
+}  // namespace
+
+StepPrediction predict_step(const CostGraph& graph, const PartitionResult& result, const StepOptions& options) {
+  // The slowest stage, as the schedule sees it: compute and transfers.
+  UnitCosts costs;
+  double slowest = -1;
+  for (const StagePlan& s : result.stages) {
+    double forward = 0, backward = 0;
+    for (int i = s.begin; i < s.end; ++i) {
+      forward += graph.nodes[i].forward_s;
+      backward += graph.nodes[i].backward_s;
+    }
+    // compute_s is scaled by the device's speed; keep its forward share.
+    const double unscaled = forward + backward;
+    const double scale = unscaled > 0 ? s.compute_s / unscaled : 0.0;
+    if (s.compute_s + s.comm_s <= slowest) continue;
+    slowest = s.compute_s + s.comm_s;
+    costs.forward = std::max(forward * scale + s.comm_s / 2, kLeast);
+    costs.backward = std::max(backward * scale + s.comm_s / 2, kLeast);
+  }
+  costs.backward_input = costs.backward_weight = std::max(costs.backward / 2, kLeast);
+  const int devices = static_cast<int>(result.devices.size());
+  const Schedule schedule = make_schedule(options.schedule, devices, options.microbatches, options.virtual_stages);
+  const Simulation sim = simulate(schedule, costs);
+
+  std::vector<int64_t> param_bytes(devices, 0);
+  for (const StagePlan& s : result.stages) param_bytes[s.device] += s.param_bytes;
+  StepPrediction p;
+  p.pipeline_s = sim.makespan;
+  p.bubble_fraction = sim.bubble_fraction;
+  double synced = sim.makespan;
+  for (int d = 0; d < devices; ++d) {
+    double last = 0;  // the end of the device's last computation
+    for (const TimedAction& a : sim.per_device[d])
+      if (is_compute(a.action.kind)) last = std::max(last, a.end);
+    const double bytes = static_cast<double>(param_bytes[d]);
+    const double sync = ring_all_reduce_s(bytes, options.data_parallel, options.replica_link);
+    // Read weights, gradients and state; write weights and state.
+    const double traffic = (3.0 + 2.0 * options.optimizer_state_factor) * bytes;
+    const double optimizer = options.memory_bandwidth > 0 ? traffic / options.memory_bandwidth : 0.0;
+    synced = std::max(synced, last + sync);
+    p.step_s = std::max(p.step_s, last + sync + optimizer);
+  }
+  p.step_s = std::max(p.step_s, sim.makespan);
+  p.sync_s = synced - sim.makespan;
+  p.optimizer_s = p.step_s - synced;
+  return p;
+}
+
+double graph_flops(const CostGraph& graph) {
+  double flops = 0;
+  for (const CostNode& n : graph.nodes) flops += n.flops;
+  return flops;
+}
+
+double flop_utilisation(double flops, double step_s, int64_t gpus, double peak_flops) {
+  if (step_s <= 0 || gpus <= 0 || peak_flops <= 0) return 0.0;
+  return flops / (step_s * static_cast<double>(gpus) * peak_flops);
+}
+
+}  // namespace pf

@@ -1,0 +1,51 @@
+// The predicted time of one training step of a partitioned pipeline: its
+// schedule simulated on the stages' costs, the data-parallel all-reduce the
+// schedule leaves exposed, and the optimizer step.
+#pragma once
+
+#include "partitioner/cost_graph.h"
+#include "partitioner/stage_search.h"
+#include "runtime/schedule.h"
+
+namespace pf {
+
+/// How the pipeline of a PartitionResult runs a step.
+struct StepOptions {
+  ScheduleKind schedule = ScheduleKind::one_f_one_b;
+  int microbatches = 1;
+  int virtual_stages = 1;
+  int data_parallel = 1;
+  LinkSpec replica_link;                 // what each stage's gradient all-reduce crosses
+  double optimizer_state_factor = 2.0;   // as PartitionOptions
+  double memory_bandwidth = 0;           // bytes/s of one device: the optimizer step's pace; 0: free
+};
+
+/// A step's predicted time and where it goes.
+struct StepPrediction {
+  double pipeline_s = 0;       // the schedule's makespan
+  double sync_s = 0;           // the gradient all-reduce past the makespan (what the schedule does not hide)
+  double optimizer_s = 0;      // the optimizer step after it
+  double step_s = 0;           // the whole step
+  double bubble_fraction = 0;  // idle share of the simulated schedule
+};
+
+/// Simulates `options.schedule` (runtime/schedule.h) with every stage taking
+/// the forward and backward of the slowest stage of `result` (its compute,
+/// and half of its transfers each way; a split backward is half input, half
+/// weight gradient), so the bubble is the schedule's own: 1F1B's (p - 1) /
+/// (m + p - 1), less for zb1. Each device then all-reduces its stages'
+/// gradients over the replicas (ring_all_reduce_s over the replica link),
+/// starting at its last backward, and steps its optimizer, reading and
+/// writing weights, gradients and state once at `memory_bandwidth`; the
+/// step ends when the last device is done. `graph` is the graph `result`
+/// partitions.
+StepPrediction predict_step(const CostGraph& graph, const PartitionResult& result, const StepOptions& options);
+
+/// The arithmetic of one micro-batch through `graph`: its nodes' FLOPs.
+double graph_flops(const CostGraph& graph);
+
+/// Model FLOP utilisation: `flops` done in `step_s` by `gpus` GPUs of peak
+/// `peak_flops` each; 0 when the step takes no time.
+double flop_utilisation(double flops, double step_s, int64_t gpus, double peak_flops);
+
+}  // namespace pf

@@ -1,0 +1,62 @@
+// A step's predicted time and bubble depend on the schedule (simulated), and
+// add the all-reduce the schedule leaves exposed and the optimizer step.
+#include <gtest/gtest.h>
+
+#include "partitioner/step_time.h"
+
+namespace pf {
+namespace {
+
+/// Two stages of one node each: 1 s forward, 2 s backward, 100 bytes of weights.
+struct TwoStages {
+  CostGraph graph;
+  PartitionResult result;
+  TwoStages() {
+    graph.nodes = {{"a", "a", 1.0, 2.0, 100, 0, 30}, {"b", "b", 1.0, 2.0, 100, 0, 30}};
+    for (int s = 0; s < 2; ++s) {
+      StagePlan st;
+      st.begin = s;
+      st.end = s + 1;
+      st.device = s;
+      st.compute_s = 3.0;
+      st.time_s = 3.0;
+      st.param_bytes = 100;
+      result.stages.push_back(st);
+      result.devices.push_back({"d", 3.0, 0, 0, true});
+    }
+  }
+};
+
+TEST(StepTime, BubbleIsTheSchedules) {
+  TwoStages t;
+  StepOptions o;
+  o.microbatches = 8;
+  StepPrediction one_f_one_b = predict_step(t.graph, t.result, o);
+  EXPECT_NEAR(one_f_one_b.bubble_fraction, 1.0 / 9, 1e-12);  // (p - 1) / (m + p - 1)
+  EXPECT_DOUBLE_EQ(one_f_one_b.step_s, 9 * 3.0);
+  o.schedule = ScheduleKind::zb_h1;
+  StepPrediction zb = predict_step(t.graph, t.result, o);
+  EXPECT_NEAR(zb.bubble_fraction, 1.0 / 25, 1e-12);  // (p - 1) / (3m + p - 1): F = B = W
+  EXPECT_LT(zb.step_s, one_f_one_b.step_s);
+}
+
+TEST(StepTime, AddsTheExposedAllReduceAndTheOptimizer) {
+  TwoStages t;
+  StepOptions o;
+  o.microbatches = 4;
+  o.data_parallel = 2;
+  o.replica_link = {10, 0};     // 100 bytes all-reduced over 2: 100 / 10 = 10 s
+  o.memory_bandwidth = 700;     // AdamW: 7 x 100 bytes: 1 s
+  StepPrediction p = predict_step(t.graph, t.result, o);
+  EXPECT_DOUBLE_EQ(p.pipeline_s, 5 * 3.0);
+  // Device 1 ends 2 s before device 0 (its last backward is earlier), so
+  // device 0's all-reduce is the one exposed: 10 s, then 1 s of optimizer.
+  EXPECT_DOUBLE_EQ(p.sync_s, 10.0);
+  EXPECT_DOUBLE_EQ(p.optimizer_s, 1.0);
+  EXPECT_DOUBLE_EQ(p.step_s, 26.0);
+  // 2 nodes x 30 FLOPs x 4 micro-batches x 2 replicas in 26 s on 4 GPUs of 1 FLOP/s.
+  EXPECT_DOUBLE_EQ(flop_utilisation(graph_flops(t.graph) * 4 * 2, p.step_s, 4, 1.0), 480.0 / (26 * 4));
+}
+
+}  // namespace
+}  // namespace pf
