@@ -57,11 +57,17 @@ PricedModel price_model(Module model, const DimBinding& micro, const Hardware& h
   OpTimer timer = [&](const Function& f, const Op& op, const OpCost& cost) {
     return estimate_timing(profile, op_timing_key(f, op, micro), cost, OpCost{2 * cost.flops, 2 * cost.bytes});
   };
-  CostGraph cg = build_cost_graph(graph, micro, timer);
+  // Activations as the stages hold them: what the backward reads, in the
+  // dtype the stages store (bf16 on CUDA stages computing in it).
+  CostGraphOptions cgo;
+  cgo.stashed = stashed_values(model, micro);
+  const DType compute = parse_compute_dtype(options.dtype, "--dtype");
+  if (compute == DType::bf16 && profile.kind == "cuda") cgo.float_activation_bytes = dtype_size(DType::bf16);
+  CostGraph cg = build_cost_graph(graph, micro, timer, cgo);
   TensorParallel tp;
   tp.degree = options.tensor_parallel;
   tp.link = hardware.cluster.intra;
-  tp.element_bytes = dtype_size(parse_compute_dtype(options.dtype, "--dtype"));
+  tp.element_bytes = dtype_size(compute);
   apply_tensor_parallel(cg, graph, tp);
   std::vector<int> inside = cut_candidates(graph, CutPoints::any);
   return {std::move(model), std::move(cg), std::move(inside)};

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "passes/autodiff.h"
 #include "passes/cost_summary.h"
 
 namespace pf {
@@ -35,16 +36,33 @@ std::vector<int> cut_candidates(const Function& graph, CutPoints cuts) {
   return candidates;
 }
 
-CostGraph build_cost_graph(const Function& graph, const DimBinding& binding, const OpTimer& timer, CutPoints cuts) {
+std::vector<bool> stashed_values(const Module& model, const DimBinding& binding) {
+  Module copy = model;
+  const GradientProgram gp = differentiate(copy, binding);
+  const Function& graph = model.graph();
+  std::vector<bool> stashed(graph.values.size(), false);
+  for (const std::string& name : gp.stash) {
+    const ValueId v = graph.find_value(name);
+    if (v >= 0) stashed[static_cast<size_t>(v)] = true;
+  }
+  return stashed;
+}
+
+CostGraph build_cost_graph(const Function& graph, const DimBinding& binding, const OpTimer& timer,
+                           const CostGraphOptions& options) {
   CostGraph cg;
-  cg.cut_candidates = cut_candidates(graph, cuts);
+  cg.cut_candidates = cut_candidates(graph, options.cuts);
+  // What an activation takes as stored and sent.
+  auto activation_bytes = [&](ValueId v) {
+    const TensorType& type = graph.type_of(v);
+    if (options.float_activation_bytes > 0 && is_float(type.dtype)) return type.numel() * options.float_activation_bytes;
+    return type.bytes();
+  };
   const auto users = graph.users();
   // An op's backward computes only the gradients of the operands a gradient
   // reaches (a model's first matmul: its weight's, not its input's), so it
   // is charged that share of its float operands' backward time.
   const std::vector<bool> carries_grad = gradient_carriers(graph);
-  // Which values the backward pass reads: conservatively, every activation
-  // an op produces (what autodiff stashes is a subset of these).
   for (size_t i = 0; i < graph.ops.size(); ++i) {
     const Op& op = graph.ops[i];
     OpCost cost = op_cost(graph, op, binding);
@@ -64,8 +82,10 @@ CostGraph build_cost_graph(const Function& graph, const DimBinding& binding, con
     // assumes), for the share of operands that get a gradient.
     const double backward_share = float_operands > 0 ? static_cast<double>(with_grad) / float_operands : 1.0;
     node.flops = static_cast<double>(cost.flops) * (1.0 + 2.0 * backward_share);
+    // What the backward reads of the op's results (all of them when unknown).
     for (ValueId r : op.results)
-      if (!is_replicated_source(op)) node.stash_bytes += graph.type_of(r).bytes();
+      if (!is_replicated_source(op) && (options.stashed.empty() || options.stashed[static_cast<size_t>(r)]))
+        node.stash_bytes += activation_bytes(r);
     cg.nodes.push_back(std::move(node));
   }
   // A parameter's bytes go to its first reader: the stage holding it,
@@ -80,7 +100,7 @@ CostGraph build_cost_graph(const Function& graph, const DimBinding& binding, con
     CostTensor t;
     t.producer = value.def_op;
     t.name = value.name;
-    t.bytes = graph.type_of(static_cast<ValueId>(v)).bytes();
+    t.bytes = activation_bytes(static_cast<ValueId>(v));
     for (int u : users[v])
       if (t.consumers.empty() || t.consumers.back() != u) t.consumers.push_back(u);
     if (!t.consumers.empty()) cg.tensors.push_back(std::move(t));

@@ -29,9 +29,24 @@ enum class CutPoints {
 /// first reader, the stage that holds it wherever it is declared. An op is
 /// charged the share of its backward time that belongs to operands a
 /// gradient reaches (computed from a parameter): a model's first layer
-/// computes no gradient of its input. `cut_candidates` follows `cuts`.
+/// computes no gradient of its input. `cut_candidates` follows `options.cuts`.
+struct CostGraphOptions {
+  CutPoints cuts = CutPoints::layers;
+  /// Per value of the graph: whether the backward reads it, so that a stage
+  /// holds it per micro-batch in flight (stashed_values). Empty: every
+  /// activation, an upper bound.
+  std::vector<bool> stashed;
+  /// Bytes per element of a float activation as the stages store and send
+  /// it (2 for CUDA stages computing in bf16); 0: as the graph types it.
+  int64_t float_activation_bytes = 0;
+};
 CostGraph build_cost_graph(const Function& graph, const DimBinding& binding, const OpTimer& timer,
-                           CutPoints cuts = CutPoints::layers);
+                           const CostGraphOptions& options = {});
+
+/// Which values of `model`'s graph (inlined, verified under `binding`, its
+/// result 0 the loss) its backward reads: the stash autodiff keeps from the
+/// forward, per value.
+std::vector<bool> stashed_values(const Module& model, const DimBinding& binding);
 
 /// The node build_cost_graph charges parameter op `param` (op `index` of a
 /// graph whose users() are `users`) to: its first reader, or itself when

@@ -95,8 +95,14 @@ void apply_tensor_parallel(CostGraph& cg, const Function& graph, const TensorPar
       const ValueId r = op.results[0];
       cg.nodes[parameter_holder(users, op, static_cast<int>(i))].param_bytes -= graph.type_of(r).bytes() - share(r);
     } else if (node.stash_bytes > 0) {
-      node.stash_bytes = 0;
-      for (ValueId r : op.results) node.stash_bytes += share(r);
+      // The share of what the node stashes (as the cost graph sized it).
+      int64_t whole = 0, kept = 0;
+      for (ValueId r : op.results) {
+        whole += graph.type_of(r).bytes();
+        kept += share(r);
+      }
+      node.stash_bytes = static_cast<int64_t>(static_cast<double>(node.stash_bytes) * static_cast<double>(kept) /
+                                              static_cast<double>(whole));
     }
     const double element = static_cast<double>(tp.element_bytes);
     node.forward_s += ring_all_reduce_s(static_cast<double>(split.forward_reduced[i]) * element, t, tp.link);

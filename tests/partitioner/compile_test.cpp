@@ -86,8 +86,10 @@ graph @g(%x: f32[4,3], %t: i32[4]) -> f32[] {
   const Function& g = m.graph();
   EXPECT_EQ(cut_candidates(g, CutPoints::layers), (std::vector<int>{1, 2, 4}));
   EXPECT_EQ(cut_candidates(g, CutPoints::any), (std::vector<int>{3, 4, 5}));
-  CostGraph cg = build_cost_graph(g, m.binding(), [](const Function&, const Op&, const OpCost&) { return OpTiming{}; },
-                                  CutPoints::any);
+  CostGraphOptions any;
+  any.cuts = CutPoints::any;
+  CostGraph cg =
+      build_cost_graph(g, m.binding(), [](const Function&, const Op&, const OpCost&) { return OpTiming{}; }, any);
   EXPECT_EQ(cg.cut_candidates, (std::vector<int>{3, 4, 5}));
   std::map<std::string, int64_t> params;
   for (const CostNode& n : cg.nodes) params[n.name] = n.param_bytes;
@@ -95,6 +97,38 @@ graph @g(%x: f32[4,3], %t: i32[4]) -> f32[] {
   EXPECT_EQ(params.at("w2"), 0);
   EXPECT_EQ(params.at("h"), 3 * 5 * 4);
   EXPECT_EQ(params.at("logits"), 5 * 2 * 4);
+}
+
+TEST(CostGraph, StashesWhatTheBackwardReadsInTheDtypeTheStagesStore) {
+  Module m = parse_module_text("t.pf", R"(
+graph @g(%x: f32[4,3], %t: i32[4]) -> f32[] {
+  %w1 = param init=xavier : f32[3,5]
+  %h = matmul %x, %w1 : f32[4,5]
+  %r = relu %h : f32[4,5]
+  %w2 = param init=xavier : f32[5,2]
+  %logits = matmul %r, %w2 : f32[4,2]
+  %loss = cross_entropy %logits, %t : f32[]
+  return %loss
+}
+)");
+  verify_module(m, m.binding());
+  auto none = [](const Function&, const Op&, const OpCost&) { return OpTiming{}; };
+  auto stash_of = [&](const CostGraphOptions& o) {
+    std::map<std::string, int64_t> stash;
+    for (const CostNode& n : build_cost_graph(m.graph(), m.binding(), none, o).nodes) stash[n.name] = n.stash_bytes;
+    return stash;
+  };
+  // Unknown: every activation.
+  EXPECT_EQ(stash_of({}), (std::map<std::string, int64_t>{
+                              {"w1", 0}, {"h", 80}, {"r", 80}, {"w2", 0}, {"logits", 32}, {"loss", 4}}));
+  // Autodiff keeps what the rules read: relu's output (its own mask and the
+  // second product's input) and the logits; not %h, not the loss.
+  CostGraphOptions known;
+  known.stashed = stashed_values(m, m.binding());
+  EXPECT_EQ(stash_of(known), (std::map<std::string, int64_t>{
+                                 {"w1", 0}, {"h", 0}, {"r", 80}, {"w2", 0}, {"logits", 32}, {"loss", 0}}));
+  known.float_activation_bytes = 2;  // stored in bf16
+  EXPECT_EQ(stash_of(known).at("r"), 40);
 }
 
 TEST(Compile, CutsInsideALayerWhenThatBalancesTheStages) {
