@@ -1,6 +1,7 @@
 // From a model graph to the partitioner's cost graph.
 #include "partitioner/model_cost_graph.h"
 
+#include <string>
 #include <vector>
 
 #include "passes/cost_summary.h"
@@ -9,13 +10,16 @@ namespace pf {
 
 bool is_replicated_source(const Op& op) { return op.operands.empty() && op.kind != OpKind::call; }
 
-CostGraph build_cost_graph(const Function& graph, const DimBinding& binding, const OpTimer& timer) {
+CostGraph build_cost_graph(const Function& graph, const DimBinding& binding, const OpTimer& timer,
+                           const std::vector<std::string>& grad_args) {
   CostGraph cg;
   // The values a backward pass carries a gradient to: parameters and what is
   // computed from one. An op's backward computes only those operands'
   // gradients (a model's first matmul: its weight's, not its input's), so
   // it is charged that share of its float operands' backward time.
   std::vector<bool> carries_grad(graph.values.size(), false);
+  for (const std::string& name : grad_args)
+    if (const ValueId v = graph.find_value(name); v >= 0) carries_grad[v] = true;
   // Which values the backward pass reads: conservatively, every activation
   // an op produces (what autodiff stashes is a subset of these).
   for (size_t i = 0; i < graph.ops.size(); ++i) {

@@ -20,8 +20,11 @@ using OpTimer = std::function<OpTiming(const Function& graph, const Op& op, cons
 /// parameter included. Stages may start only where the `layer` tag changes.
 /// An op is charged the share of its backward time that belongs to operands
 /// a gradient reaches (computed from a parameter): a model's first layer
-/// computes no gradient of its input.
-CostGraph build_cost_graph(const Function& graph, const DimBinding& binding, const OpTimer& timer);
+/// computes no gradient of its input. `grad_args` names the graph's
+/// arguments that carry a gradient too (a stage's received activations,
+/// whose gradients it sends back).
+CostGraph build_cost_graph(const Function& graph, const DimBinding& binding, const OpTimer& timer,
+                           const std::vector<std::string>& grad_args = {});
 
 /// Whether an op is copied into every stage that uses its value instead of
 /// sending it: it has no operands.

@@ -6,6 +6,7 @@
 #include "backends/common/memory_plan.h"
 #include "ir/align.h"
 #include "ir/diagnostic.h"
+#include "partitioner/model_cost_graph.h"
 #include "passes/cost_summary.h"
 
 namespace pf {
@@ -57,19 +58,23 @@ StagePrice price_stage(const Module& program, const PlanStage& stage, const DimB
                        const DeviceProfile& profile) {
   StagePrice price;
   const Function& graph = program.graph();
-  // The forward as the compiler prices it; the measured backward of its ops
-  // where the profile has every one of them.
+  // Forward and measured backward as the compiler prices the stage's ops,
+  // each backward charged for the operands a gradient reaches (the received
+  // activations included); whether the profile measured every op.
   bool all_measured = !profile.measured.empty();
-  double measured_backward = 0;
-  for (const Op& op : graph.ops) {
-    const OpCost cost = op_cost(graph, op, binding);
-    price.forward_flops += cost.flops;
-    const std::string key = op_timing_key(graph, op, binding);
-    const OpTiming t = estimate_timing(profile, key, cost, OpCost{2 * cost.flops, 2 * cost.bytes});
-    price.forward_s += t.forward_s;
-    measured_backward += t.backward_s;
+  const OpTimer timer = [&](const Function& f, const Op& op, const OpCost& cost) {
+    const std::string key = op_timing_key(f, op, binding);
     if (!op.operands.empty() && !find_timing(profile, key)) all_measured = false;
+    return estimate_timing(profile, key, cost, OpCost{2 * cost.flops, 2 * cost.bytes});
+  };
+  const CostGraph cg = build_cost_graph(graph, binding, timer,
+                                        stage.gradients ? stage.gradients->input_grads : std::vector<std::string>{});
+  double measured_backward = 0;
+  for (const CostNode& node : cg.nodes) {
+    price.forward_s += node.forward_s;
+    measured_backward += node.backward_s;
   }
+  for (const Op& op : graph.ops) price.forward_flops += op_cost(graph, op, binding).flops;
   for (const PlanParam& p : stage.params) price.param_bytes += p.type.bytes();
   for (const PlanTensor& t : stage.send) price.send_act_bytes += t.type.bytes();
   if (!stage.gradients) return price;  // an inference stage
