@@ -2,6 +2,7 @@
 #include "partitioner/model_cost_graph.h"
 
 #include <algorithm>
+#include <string>
 #include <vector>
 
 #include "passes/autodiff.h"
@@ -11,8 +12,10 @@ namespace pf {
 
 bool is_replicated_source(const Op& op) { return op.operands.empty() && op.kind != OpKind::call; }
 
-std::vector<bool> gradient_carriers(const Function& graph) {
+std::vector<bool> gradient_carriers(const Function& graph, const std::vector<std::string>& grad_args) {
   std::vector<bool> carries(graph.values.size(), false);
+  for (const std::string& name : grad_args)
+    if (const ValueId v = graph.find_value(name); v >= 0) carries[static_cast<size_t>(v)] = true;
   for (const Op& op : graph.ops) {
     bool any = op.kind == OpKind::param;
     for (ValueId u : op.operands) any = any || (carries[u] && is_float(graph.type_of(u).dtype));
@@ -62,7 +65,7 @@ CostGraph build_cost_graph(const Function& graph, const DimBinding& binding, con
   // An op's backward computes only the gradients of the operands a gradient
   // reaches (a model's first matmul: its weight's, not its input's), so it
   // is charged that share of its float operands' backward time.
-  const std::vector<bool> carries_grad = gradient_carriers(graph);
+  const std::vector<bool> carries_grad = gradient_carriers(graph, options.grad_args);
   for (size_t i = 0; i < graph.ops.size(); ++i) {
     const Op& op = graph.ops[i];
     OpCost cost = op_cost(graph, op, binding);

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <functional>
+#include <string>
 #include <vector>
 
 #include "ir/module.h"
@@ -39,6 +40,9 @@ struct CostGraphOptions {
   /// Bytes per element of a float activation as the stages store and send
   /// it (2 for CUDA stages computing in bf16); 0: as the graph types it.
   int64_t float_activation_bytes = 0;
+  /// Graph arguments that carry a gradient too (a stage's received
+  /// activations, whose gradients it sends back).
+  std::vector<std::string> grad_args;
 };
 CostGraph build_cost_graph(const Function& graph, const DimBinding& binding, const OpTimer& timer,
                            const CostGraphOptions& options = {});
@@ -58,8 +62,8 @@ size_t parameter_holder(const std::vector<std::vector<int>>& users, const Op& pa
 std::vector<int> cut_candidates(const Function& graph, CutPoints cuts);
 
 /// Per value of `graph`: whether the backward pass carries a gradient to it
-/// (a parameter, or a value computed from one).
-std::vector<bool> gradient_carriers(const Function& graph);
+/// (a parameter, an argument named in `grad_args`, or a value computed from one).
+std::vector<bool> gradient_carriers(const Function& graph, const std::vector<std::string>& grad_args = {});
 
 /// Whether an op is copied into every stage that uses its value instead of
 /// sending it: it has no operands.

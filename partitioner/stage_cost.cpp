@@ -91,14 +91,13 @@ StageCosts::StageCosts(const CostGraph& graph, const PartitionOptions& options)
     const double transfer = bytes > 0 ? 2.0 * static_cast<double>(bytes) / link.bandwidth_bytes_per_s : 0.0;
     comm_[b] = transfer + 2.0 * link.latency_s * ranges_.crossing_tensors(b);
   }
-  // A ring all-reduce over d replicas sends and receives 2 (d - 1) / d of
-  // the gradient bytes per rank, in 2 (d - 1) latency-bound steps; it runs
-  // once per step, so each micro-batch carries 1/m of it.
-  const int d = options.data_parallel;
-  if (d > 1) {
+  // The gradient all-reduce runs once per step, so each micro-batch carries
+  // 1/m of it.
+  if (options.data_parallel > 1) {
+    const RingAllReduce ring(options.data_parallel, options.replica_link);
     const double m = options.microbatches;
-    sync_per_byte_s_ = 2.0 * (d - 1) / d / options.replica_link.bandwidth_bytes_per_s / m;
-    sync_fixed_s_ = 2.0 * (d - 1) * options.replica_link.latency_s / m;
+    sync_per_byte_s_ = ring.per_byte_s / m;
+    sync_fixed_s_ = ring.fixed_s / m;
   }
 }
 

@@ -25,6 +25,22 @@ struct LinkSpec {
   double latency_s = 0;
 };
 
+/// A ring all-reduce over `replicas` copies joined by `link`: each copy sends
+/// and receives 2 (d - 1) / d of the bytes, in 2 (d - 1) latency-bound steps.
+struct RingAllReduce {
+  double per_byte_s = 0;
+  double fixed_s = 0;
+
+  RingAllReduce() = default;
+  RingAllReduce(int replicas, const LinkSpec& link)
+      : per_byte_s(replicas > 1 ? 2.0 * (replicas - 1) / replicas / link.bandwidth_bytes_per_s : 0.0),
+        fixed_s(replicas > 1 ? 2.0 * (replicas - 1) * link.latency_s : 0.0) {}
+  /// Seconds to sum `bytes` of gradients; 0 without bytes or replicas.
+  double seconds(int64_t bytes) const {
+    return bytes > 0 && per_byte_s + fixed_s > 0 ? static_cast<double>(bytes) * per_byte_s + fixed_s : 0.0;
+  }
+};
+
 /// What to partition for.
 ///
 /// `stages` counts stages including virtual ones: with `virtual_stages` v,

@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "comm/local_communicator.h"
+#include "runtime/plan_schedule.h"
 #include "runtime/rank_worker.h"
 #include "runtime/stage_program.h"
 #ifdef PF_CUDA
@@ -246,13 +247,10 @@ void check_executable(const Plan& plan) {
 std::unique_ptr<Pipeline> Pipeline::from_plan(const Plan& plan, std::vector<Module> programs,
                                               PipelineOptions options) {
   check_executable(plan);
-  auto kind = parse_schedule_kind(plan.schedule);
-  if (!kind)
-    throw Error(fmt::format("plan for @{}: unknown schedule '{}'; this pipeforge runs gpipe, 1f1b, interleaved and zb1",
-                            plan.model_name, plan.schedule));
+  const ScheduleKind kind = plan_schedule_kind(plan);
   if (plan.loss_stage_output.empty())
     throw Error(fmt::format("plan for @{} is an inference plan: it has no loss to train", plan.model_name));
-  options.schedule = *kind;
+  options.schedule = kind;
   options.microbatches = plan.microbatches;
   options.virtual_stages = plan.virtual_stages;
   options.dtype = plan.dtype;

@@ -80,6 +80,19 @@ struct UnitCosts {
   double comm = 0;  ///< latency from a send to its receive becoming ready
 };
 
+/// Durations that differ by model stage, for simulating a priced plan: what
+/// each compute action of a stage takes on its device, and how long each
+/// hand-off it sends travels before the receive at the other end is ready.
+/// Every value is finite and >= 0 (a first stage's input part may be empty).
+struct ActionCosts {
+  struct Stage {
+    double forward = 0, backward = 0, backward_input = 0, backward_weight = 0;
+    double send_act = 0;   ///< from its send_act to recv_act of the next stage being ready
+    double send_grad = 0;  ///< from its send_grad to recv_grad of the previous stage being ready
+  };
+  std::vector<Stage> stages;  ///< one per model stage
+};
+
 /// An action placed in time by the simulator; start == end for sends, and
 /// for a receive the interval is the time the device spent waiting for it.
 struct TimedAction {
@@ -108,6 +121,9 @@ struct Simulation {
 /// Proves the schedule complete and deadlock-free; throws Error naming the
 /// device and action otherwise, or the stuck devices on a deadlock.
 Simulation simulate(const Schedule& schedule, const UnitCosts& costs = {});
+/// The same with costs per model stage (Simulation::costs is left at its
+/// defaults); throws Error for a table of the wrong size or a negative cost.
+Simulation simulate(const Schedule& schedule, const ActionCosts& costs);
 /// simulate() on unit costs, result discarded: throws Error on a bad schedule.
 void validate(const Schedule& schedule);
 

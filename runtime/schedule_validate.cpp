@@ -178,7 +178,7 @@ void check_lists(const Schedule& schedule) {
   check_complete(schedule, seen);
 }
 
-double cost_of(ActionKind kind, const UnitCosts& costs) {
+double cost_of(ActionKind kind, const ActionCosts::Stage& costs) {
   switch (kind) {
     case ActionKind::forward: return costs.forward;
     case ActionKind::backward: return costs.backward;
@@ -203,11 +203,36 @@ void check_costs(const UnitCosts& costs) {
         fmt::format("simulate: comm cost must be non-negative and finite, got {}", costs.comm));
 }
 
+void check_costs(const ActionCosts& costs, int stages) {
+  if (costs.stages.size() != static_cast<size_t>(stages))
+    throw Error(fmt::format("simulate: costs for {} stages, but the schedule has {}", costs.stages.size(), stages));
+  for (size_t s = 0; s < costs.stages.size(); ++s) {
+    const ActionCosts::Stage& c = costs.stages[s];
+    const std::pair<std::string_view, double> named[] = {
+        {"forward", c.forward},   {"backward", c.backward}, {"backward_input", c.backward_input},
+        {"backward_weight", c.backward_weight}, {"send_act", c.send_act}, {"send_grad", c.send_grad}};
+    for (const auto& [name, value] : named)
+      if (!(value >= 0) || !std::isfinite(value))
+        throw Error(fmt::format("simulate: stage {} {} cost must be non-negative and finite, got {}", s, name, value));
+  }
+}
+
 }  // namespace
 
 Simulation simulate(const Schedule& schedule, const UnitCosts& costs) {
   check_costs(costs);
+  ActionCosts staged;
+  staged.stages.assign(static_cast<size_t>(std::max(0, schedule.model_stages())),
+                       {costs.forward, costs.backward, costs.backward_input, costs.backward_weight, costs.comm,
+                        costs.comm});
+  Simulation sim = simulate(schedule, staged);
+  sim.costs = costs;
+  return sim;
+}
+
+Simulation simulate(const Schedule& schedule, const ActionCosts& costs) {
   check_lists(schedule);
+  check_costs(costs, schedule.model_stages());
 
   const int p = schedule.devices, stages = schedule.model_stages();
   // When the data a receive waits for arrives, indexed by the receiving
@@ -217,7 +242,6 @@ Simulation simulate(const Schedule& schedule, const UnitCosts& costs) {
   auto slot = [&](int mb, int stage) { return static_cast<size_t>(mb) * stages + stage; };
 
   Simulation sim{};
-  sim.costs = costs;
   sim.per_device.resize(p);
   sim.peak_inflight.assign(stages, 0);
   sim.peak_stashed.assign(stages, 0);
@@ -245,16 +269,16 @@ Simulation simulate(const Schedule& schedule, const UnitCosts& costs) {
         break;
       }
       case ActionKind::send_act:
-        act_arrival[slot(a.microbatch, a.stage + 1)] = start + costs.comm;
+        act_arrival[slot(a.microbatch, a.stage + 1)] = start + costs.stages[a.stage].send_act;
         break;
       case ActionKind::send_grad:
-        grad_arrival[slot(a.microbatch, a.stage - 1)] = start + costs.comm;
+        grad_arrival[slot(a.microbatch, a.stage - 1)] = start + costs.stages[a.stage].send_grad;
         break;
       case ActionKind::forward:
       case ActionKind::backward:
       case ActionKind::backward_input:
       case ActionKind::backward_weight: {
-        const double duration = cost_of(a.kind, costs);
+        const double duration = cost_of(a.kind, costs.stages[a.stage]);
         clock[d] += duration;
         busy[d] += duration;
         if (a.kind == ActionKind::forward) {
@@ -295,7 +319,7 @@ Simulation simulate(const Schedule& schedule, const UnitCosts& costs) {
   sim.makespan = *std::max_element(clock.begin(), clock.end());
   double total_busy = 0;
   for (double b : busy) total_busy += b;
-  sim.bubble_fraction = 1 - total_busy / (p * sim.makespan);
+  sim.bubble_fraction = sim.makespan > 0 ? 1 - total_busy / (p * sim.makespan) : 0;
   return sim;
 }
 

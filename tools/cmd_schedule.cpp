@@ -7,7 +7,7 @@
 
 #include "ir/diagnostic.h"
 #include "plan/plan.h"
-#include "runtime/schedule.h"
+#include "runtime/plan_schedule.h"
 #include "tools/command.h"
 
 namespace pf::tools {
@@ -47,13 +47,10 @@ void add_schedule_command(CLI::App& app) {
         if (cmd->count(flag) > 0)
           throw Error(fmt::format("{}: the schedule comes from {}; drop the flag, or compile the plan again",
                                   flag, opts->plan));
-      opts->kind = plan->schedule;
-      opts->microbatches = plan->microbatches;
-      opts->virtual_stages = plan->virtual_stages;
-      opts->stages = static_cast<int>(plan->stages.size()) / plan->virtual_stages;
     }
     Schedule schedule =
-        make_schedule(*parse_schedule_kind(opts->kind), opts->stages, opts->microbatches, opts->virtual_stages);
+        plan ? plan_schedule(*plan)
+             : make_schedule(*parse_schedule_kind(opts->kind), opts->stages, opts->microbatches, opts->virtual_stages);
     Simulation sim = simulate(schedule);
     std::string out = opts->format == "svg" ? render_schedule_svg(schedule, sim) : render_schedule_text(schedule, sim);
     if (plan && opts->format == "text") {

@@ -22,6 +22,7 @@ void add_opt_command(CLI::App& app);
 void add_profile_command(CLI::App& app);
 void add_run_command(CLI::App& app);
 void add_schedule_command(CLI::App& app);
+void add_simulate_command(CLI::App& app);
 void add_stats_command(CLI::App& app);
 
 /// Reads `path` ("-" is standard input) and calls `fn` on it; with `split`,

@@ -26,6 +26,7 @@ int main(int argc, char** argv) {
         add_profile_command(app);
         add_run_command(app);
         add_schedule_command(app);
+        add_simulate_command(app);
         add_stats_command(app);
         try {
           app.parse(argc, argv);

@@ -1,0 +1,17 @@
+// The schedule a plan runs: its kind, devices, micro-batches and chunks as action lists.
+#pragma once
+
+#include "plan/plan.h"
+#include "runtime/schedule.h"
+
+namespace pf {
+
+/// The plan's schedule kind; throws pf::Error naming the model for a name
+/// this pipeforge does not run.
+ScheduleKind plan_schedule_kind(const Plan& plan);
+
+/// The action lists the runtime walks for `plan`: one list per device of a
+/// replica (stages / virtual stages), the plan's micro-batches and chunks.
+Schedule plan_schedule(const Plan& plan);
+
+}  // namespace pf

@@ -1,0 +1,86 @@
+// `pipeforge simulate`: a plan's training step predicted on a cost model.
+#include <fmt/format.h>
+
+#include <iostream>
+#include <memory>
+
+#include "ir/units.h"
+#include "plan/plan.h"
+#include "simulator/simulator.h"
+#include "tools/command.h"
+
+namespace pf::tools {
+
+namespace {
+struct SimulateCommandOptions {
+  std::string plan, profile, cluster, trace, precision, optimizer = "adamw";
+};
+
+std::string ms(double seconds) { return fmt::format("{:.3f}", seconds * 1e3); }
+std::string bytes(int64_t n) { return format_bytes(static_cast<double>(n)); }
+
+std::string render(const Plan& plan, const PlanSimulation& sim, const DeviceProfile& profile,
+                   const std::string& optimizer) {
+  std::string out = fmt::format(
+      "simulated @{}: {} stages on {} devices{}, {}, {} micro-batches, profile {}, {}\n", plan.model_name,
+      plan.stages.size(), sim.devices.size(),
+      sim.replicas > 1 ? fmt::format(" x {} replicas", sim.replicas) : std::string(), plan.schedule,
+      plan.microbatches, profile.path.empty() ? profile.name : profile.path, optimizer);
+  out += fmt::format("{:>5}  {:<8}  {:>9}  {:>9}  {:>9}  {:>9}  {:>10}  {:>10}\n", "stage", "device", "fwd ms",
+                     "bwd ms", "busy ms", "idle ms", "peak mem", "mem limit");
+  for (size_t s = 0; s < sim.stages.size(); ++s) {
+    const SimulatedStage& st = sim.stages[s];
+    const double idle = sim.walk_s - sim.devices[static_cast<size_t>(st.device)].busy_s;
+    out += fmt::format("{:>5}  {:<8}  {:>9}  {:>9}  {:>9}  {:>9}  {:>10}  {:>10}\n", s,
+                       plan.devices[static_cast<size_t>(st.device)].name, ms(st.forward_s), ms(st.backward_s),
+                       ms(st.busy_s), ms(idle), bytes(st.peak_memory_bytes), bytes(st.memory_limit_bytes));
+  }
+  if (sim.replicas > 1) {
+    double longest = 0;
+    for (const SimulatedStage& st : sim.stages) longest = std::max(longest, st.all_reduce_s);
+    out += fmt::format("all-reduce over {} replicas: {} ms for the largest stage\n", sim.replicas, ms(longest));
+  }
+  out.append(fmt::format("step {} ms (schedule {} ms)  bubble {:.1f}%", ms(sim.step_s), ms(sim.walk_s),
+                         100 * sim.bubble));
+  if (sim.theory_bubble) out.append(fmt::format(" (theory {:.1f}%)", 100 * *sim.theory_bubble));
+  out.append(fmt::format("  {:.1f} samples/s  MFU {:.1f}% ({:.3g} TFLOP per step)\n", sim.samples_per_s(),
+                         100 * sim.mfu(), sim.flops / 1e12));
+  return out;
+}
+}  // namespace
+
+void add_simulate_command(CLI::App& app) {
+  auto o = std::make_shared<SimulateCommandOptions>();
+  CLI::App* cmd = app.add_subcommand(
+      "simulate", "predict a plan's training step on a cost model: per-stage times, bubble, memory, MFU, a trace");
+  cmd->add_option("plan", o->plan, "the plan (.json)")->required();
+  cmd->add_option("--profile", o->profile,
+                  "a device profile (JSON, e.g. from 'pipeforge profile'); default: the built-in roofline of the "
+                  "plan's first device");
+  cmd->add_option("--precision", o->precision,
+                  "the built-in roofline's matmul precision (fp32, tf32, bf16); default: the plan's dtype");
+  cmd->add_option("--cluster", o->cluster, "links inside and between nodes (JSON); default: the device kind's");
+  cmd->add_option("--optimizer", o->optimizer, "adamw or sgd: its state and its pass over the parameters")
+      ->check(CLI::IsMember({"adamw", "sgd"}));
+  cmd->add_option("--trace", o->trace, "write the predicted timeline as a Perfetto trace (JSON), as run --trace does");
+  cmd->callback([cmd, o] {
+    if (!o->profile.empty() && cmd->count("--precision") > 0)
+      throw Error(fmt::format("--precision: the profile {} names its own precision; drop the flag", o->profile));
+    std::vector<Module> programs;
+    const Plan plan = load_plan(o->plan, &programs);
+    const std::string& first = plan.devices.front().name;
+    const std::string precision =
+        !o->precision.empty() ? o->precision : (plan.dtype == DType::bf16 ? "bf16" : "fp32");
+    const DeviceProfile profile =
+        o->profile.empty() ? builtin_profile(first.substr(0, first.find(':')), precision) : load_profile(o->profile);
+    const Cluster cluster = o->cluster.empty() ? default_cluster(profile.kind) : load_cluster(o->cluster);
+    const PlanSimulation sim = simulate_plan(plan, programs, profile, cluster, SimulateOptions{o->optimizer});
+    std::cout << render(plan, sim, profile, o->optimizer);
+    if (!o->trace.empty()) {
+      write_output(o->trace, trace_json(simulation_trace(sim), static_cast<int>(sim.devices.size())));
+      std::cout << fmt::format("wrote {}\n", o->trace);
+    }
+  });
+}
+
+}  // namespace pf::tools
