@@ -5,9 +5,11 @@
 // measured bubble against that theory, and the runtime's overhead per action.
 // The one-core throughput is the model computed micro-batch by micro-batch
 // as the stages compute it (a plan of one device); the whole batch in one
-// pass is shown beside it.
+// pass is shown beside it. The plans are what `pipeforge compile` gives
+// without a profile (the built-in roofline, cuts inside layers where they
+// help); a profile path as third argument compiles them on it instead.
 //
-//   scripts/build.sh --target pipeline_bench && build/bench/pipeline_bench [rounds [name filter]]
+//   scripts/build.sh --target pipeline_bench && build/bench/pipeline_bench [rounds [name filter [profile]]]
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -16,6 +18,7 @@
 #include <vector>
 
 #include "backends/cpu/blas.h"
+#include "bench/pipeline_workloads.h"
 #include "ir/parser.h"
 #include "ir/verifier.h"
 #include "partitioner/compile.h"
@@ -32,17 +35,12 @@ double median(std::vector<double> v) {
   return v[v.size() / 2];
 }
 
-struct Workload {
-  std::string name;
-  std::string file;
-  DimBinding overrides;
-};
+using bench::load_workload;
+using bench::Workload;
 
 using Inputs = RandomBatch;
 
 Inputs make_inputs(const Function& g) { return random_batch(g, 3, 10); }
-
-Module load(const Workload& w) { return parse_module(read_source_file(std::string(PF_SOURCE_DIR) + "/" + w.file)); }
 
 // One pipelined step, measured.
 struct PipelinedStep {
@@ -58,14 +56,15 @@ class Pipelined {
   /// 1), or, the baseline of pipeline efficiency, micro-batch after
   /// micro-batch as the stages compute it (the same GEMM shapes, no
   /// pipeline), then one optimizer step.
-  Pipelined(const Workload& w, const std::string& schedule, int p, int m) : p_(p) {
-    Module model = load(w);
+  Pipelined(const Workload& w, const std::string& schedule, int p, int m, const std::string& profile) : p_(p) {
+    Module model = load_workload(w);
     DimBinding b = model.binding(w.overrides);
     verify_module(model, b, VerifyOptions{true});
     CompileOptions co;
     co.devices = fmt::format("cpu:{}", p);
     co.microbatches = m;
     co.schedule = schedule;
+    co.profile = profile;
     CompileResult compiled = compile_plan(std::move(model), b, w.file, co);
     PipelineOptions po;
     po.trace = true;  // receives too: their waits are not overhead
@@ -76,7 +75,7 @@ class Pipelined {
     pipeline_ = Pipeline::from_plan(compiled.plan, po);
     pipeline_->initialize(1);
     pipeline_->start();
-    Module full = load(w);
+    Module full = load_workload(w);
     verify_module(full, b);
     inputs_ = make_inputs(full.graph());
     for (const PlanStage& s : compiled.plan.stages)
@@ -130,18 +129,10 @@ int main(int argc, char** argv) {
   // drifts by tens of percent over minutes); the table gives medians.
   const int rounds = argc > 1 ? std::stoi(argv[1]) : 5;
   const std::string only = argc > 2 ? argv[2] : "";  // run the workloads whose name contains this
+  const std::string profile = argc > 3 ? argv[3] : "";  // compile on this profile instead of the roofline
   cpu::set_cpu_threads(1);
-  // The single-device benchmark's models, whose layers do not split evenly in
-  // two (4 blocks and a heavy head; 784->4096 + 4096->4096 | 4096->4096 + a
-  // 10-way head, where the first layer computes no input gradient), and a
-  // deeper GPT with 4 sequences per micro-batch, which splits within 8 %.
-  std::vector<Workload> workloads = {
-      {"gpt L=8 C=512 T=128 V=8192 B=32", "examples/gpt.pf",
-       {{"B", 32}, {"L", 8}, {"C", 512}, {"H", 8}, {"T", 128}, {"S", 128}, {"V", 8192}}},
-      {"gpt L=4 C=512 T=128 V=8192 B=8", "examples/gpt.pf",
-       {{"B", 8}, {"L", 4}, {"C", 512}, {"H", 8}, {"T", 128}, {"S", 128}, {"V", 8192}}},
-      {"mlp 784-4096x3-10 B=256", "examples/mlp.pf", {{"B", 256}}},
-  };
+  const std::vector<Workload> workloads = bench::pipeline_workloads();
+
   fmt::print("| model | schedule | p | m | one core, whole batch (samples/s) | one core, m micro-batches (samples/s) | "
              "pipelined (samples/s) | ideal (samples/s) | of ideal | bubble measured | bubble theory | "
              "overhead per action | busy per device (ms) | split |\n");
@@ -150,9 +141,9 @@ int main(int argc, char** argv) {
   const std::vector<std::string> schedules = {"1f1b", "zb1"};
   for (const Workload& w : workloads) {
     if (w.name.find(only) == std::string::npos) continue;
-    Pipelined whole(w, "1f1b", 1, 1), micro(w, "1f1b", 1, m);
+    Pipelined whole(w, "1f1b", 1, 1, profile), micro(w, "1f1b", 1, m, profile);
     std::vector<std::unique_ptr<Pipelined>> pipelines;
-    for (const std::string& s : schedules) pipelines.push_back(std::make_unique<Pipelined>(w, s, p, m));
+    for (const std::string& s : schedules) pipelines.push_back(std::make_unique<Pipelined>(w, s, p, m, profile));
     // A warm-up step each, then the rounds.
     whole.step();
     micro.step();
@@ -164,7 +155,7 @@ int main(int argc, char** argv) {
       micro_s.push_back(micro.step().seconds);
       for (size_t i = 0; i < pipelines.size(); ++i) steps[i].push_back(pipelines[i]->step());
     }
-    const double batch = static_cast<double>(load(w).binding(w.overrides).at("B"));
+    const double batch = static_cast<double>(load_workload(w).binding(w.overrides).at("B"));
     for (size_t i = 0; i < pipelines.size(); ++i) {
       const Pipelined& pl = *pipelines[i];
       // The ideal: p devices at the one-core rate, idle for the schedule's

@@ -10,6 +10,8 @@
 //   scripts/build.sh --target simulate_bench && build/bench/simulate_bench [rounds [name filter]]
 #include <fmt/format.h>
 
+#include <unistd.h>
+
 #include <chrono>
 #include <cmath>
 #include <string>
@@ -17,6 +19,7 @@
 
 #include "backends/cpu/blas.h"
 #include "bench/median.h"
+#include "bench/pipeline_workloads.h"
 #include "ir/parser.h"
 #include "ir/verifier.h"
 #include "partitioner/compile.h"
@@ -31,13 +34,8 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-struct Workload {
-  std::string name;
-  std::string file;
-  DimBinding overrides;
-};
-
-Module load(const Workload& w) { return parse_module(read_source_file(std::string(PF_SOURCE_DIR) + "/" + w.file)); }
+using bench::load_workload;
+using bench::Workload;
 
 double error(double predicted, double measured) { return std::abs(predicted - measured) / measured; }
 
@@ -49,28 +47,21 @@ int main(int argc, char** argv) {
   const int rounds = argc > 1 ? std::stoi(argv[1]) : 5;
   const std::string only = argc > 2 ? argv[2] : "";
   cpu::set_cpu_threads(1);  // a CPU device is one core
-  const std::vector<Workload> workloads = {
-      {"gpt L=8 C=512 T=128 V=8192 B=32", "examples/gpt.pf",
-       {{"B", 32}, {"L", 8}, {"C", 512}, {"H", 8}, {"T", 128}, {"S", 128}, {"V", 8192}}},
-      {"gpt L=4 C=512 T=128 V=8192 B=8", "examples/gpt.pf",
-       {{"B", 8}, {"L", 4}, {"C", 512}, {"H", 8}, {"T", 128}, {"S", 128}, {"V", 8192}}},
-      {"mlp 784-4096x3-10 B=256", "examples/mlp.pf", {{"B", 256}}},
-  };
+  const std::vector<Workload> workloads = bench::pipeline_workloads();
+
   const int p = 2, m = 8;
   fmt::print("| model | schedule | step predicted (ms) | step measured (ms) | error | step on the roofline (ms) | "
              "peak memory predicted (MiB, per stage) | measured | worst error |\n");
   fmt::print("|---|---|---:|---:|---:|---:|---|---|---:|\n");
   for (const Workload& w : workloads) {
     if (w.name.find(only) == std::string::npos) continue;
-    // The profile: every op of the model timed at one micro-batch.
-    Module model = load(w);
+    // The profile: every op of the model timed at one micro-batch, both
+    // cores busy (as the two stages will keep them).
+    Module model = load_workload(w);
     const DimBinding b = model.binding(w.overrides);
     verify_module(model, b, VerifyOptions{true});
-    const DimBinding micro = microbatch_binding(model, b, m);
-    Module inlined = model;
-    PassContext ctx{micro};
-    run_pipeline(inlined, PassPipeline::model, ctx);
-    const DeviceProfile measured = profile_model(inlined, micro, ProfileOptions{});
+    const std::string profile_path = fmt::format("/tmp/pf_simulate_bench_{}.json", ::getpid());
+    const DeviceProfile measured = bench::measure_workload(w, m, p, profile_path);
     for (const std::string schedule : {"1f1b", "zb1"}) {
       CompileOptions co;
       co.devices = fmt::format("cpu:{}", p);
@@ -91,7 +82,7 @@ int main(int argc, char** argv) {
       std::unique_ptr<Pipeline> pipeline = Pipeline::from_plan(plan, programs, po);
       pipeline->initialize(1);
       pipeline->start();
-      Module full = load(w);
+      Module full = load_workload(w);
       verify_module(full, b);
       const RandomBatch inputs = random_batch(full.graph(), 3, 10);
       pipeline->train_step(inputs.named);  // warm-up

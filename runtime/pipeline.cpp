@@ -311,6 +311,7 @@ PipelineStepResult Pipeline::run_step(const std::vector<std::pair<std::string, c
   for (PipelineStage* s : local_stages()) {
     s->grads_written = false;  // no zeroing pass: the first backward of the step writes them
     s->peak = 0;
+    s->peak_held = 0;
   }
   // What the workers read and write lives on the heap: a worker that the
   // watchdog gives up on may still hold it after this call returns (and the
@@ -357,7 +358,7 @@ PipelineStepResult Pipeline::run_step(const std::vector<std::pair<std::string, c
   for (PipelineStage* s : local_stages()) {
     const auto copy = static_cast<size_t>(1 + ranks_ + s->replica * n + s->index);
     stats[copy] = s->peak;
-    stats[copy + static_cast<size_t>(copies)] = static_cast<double>(s->peak * s->program->stash_bytes());
+    stats[copy + static_cast<size_t>(copies)] = static_cast<double>(s->peak_held * s->program->stash_bytes());
   }
   if (options_.comm) {
     try {

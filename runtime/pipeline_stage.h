@@ -54,7 +54,8 @@ struct PipelineStage {
   const void* loss_seed = nullptr;                   // the loss's gradient: 1/m (the step's loss is the mean)
   std::vector<int> free_slots;
   std::vector<int> slot_of;                          // [mb]
-  int inflight = 0, peak = 0;
+  int inflight = 0, peak = 0;  // micro-batches between forward and backward (its input part), and their most
+  int peak_held = 0;            // the most stash slots in use at once: until the weight part where it is split
   bool grads_written = false;  // this step: the first backward writes the gradients, later ones add to them
 };
 

@@ -278,6 +278,7 @@ void RankWorker::forward(const Action& a, const RankStep& step) {
   st.slot_of[mb] = slot;
   st.inflight += 1;
   st.peak = std::max(st.peak, st.inflight);
+  st.peak_held = std::max(st.peak_held, st.program->slots() - static_cast<int>(st.free_slots.size()));
   st.program->forward(slot, args, results);
   st.program->mark_produced(HandOff::activations, a.microbatch);
   if (!step.backward) {

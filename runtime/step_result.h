@@ -26,7 +26,7 @@ struct PipelineStepResult {
   double update_seconds = 0;            // after the schedule's actions: collectives, clipping, optimizer
   double bubble = 0;                    // 1 - busy compute / (devices * wall)
   std::vector<int> peak_inflight;       // per stage: micro-batches stashed at once
-  std::vector<int64_t> peak_stash_bytes;  // per stage
+  std::vector<int64_t> peak_stash_bytes;  // per stage: its stash slots in use at once (until the weight part where split)
   std::vector<TraceEvent> trace;        // when PipelineOptions::trace (compute actions always)
 };
 

@@ -63,11 +63,11 @@ TEST_P(RunAgreement, ComputeActionsRunInTheSimulatorsOrder) {
       EXPECT_EQ(format_action(real[static_cast<size_t>(d)][i]), format_action(predicted[static_cast<size_t>(d)][i]))
           << "device " << d << ", compute action " << i;
   }
-  // The run's stash: the micro-batches it held at once, each a slot of the
-  // simulator's size (held until the backward's input part: a split
-  // backward keeps the slot to W, which the run's count leaves out).
+  // The run's stash: the slots it held at once (a split backward keeps its
+  // slot until W), each of the simulator's size; and the micro-batches
+  // between forward and backward (its input part).
   for (size_t s = 0; s < plan.stages.size(); ++s) {
-    EXPECT_EQ(r.peak_stash_bytes[s], r.peak_inflight[s] * sim.stages[s].price.slot_bytes) << "stage " << s;
+    EXPECT_EQ(r.peak_stash_bytes[s], sim.timeline.peak_stashed[s] * sim.stages[s].price.slot_bytes) << "stage " << s;
     EXPECT_EQ(r.peak_inflight[s], sim.timeline.peak_inflight[s]) << "stage " << s;
   }
 }
