@@ -7,6 +7,7 @@
 
 #include "ir/diagnostic.h"
 #include "partitioner/stage_search.h"
+#include "partitioner/tensor_parallel.h"
 #include "runtime/plan_schedule.h"
 #include "simulator/memory_peaks.h"
 #include "simulator/plan_devices.h"
@@ -55,6 +56,17 @@ PlanSimulation simulate_plan(const Plan& plan, const std::vector<Module>& progra
   const std::vector<DeviceEntry> entries = plan_device_entries(plan, profile);
   const int64_t m = plan.microbatches;
 
+  // One GPU's view of a device: its share of a tensor-parallel group (the
+  // links between groups carry T GPUs' transfers at once), activations in
+  // the dtype the stages store.
+  const int tensor = std::max(1, plan.tensor_parallel);
+  const Cluster links = tensor > 1 ? grouped_cluster(cluster, tensor, tensor) : cluster;
+  const Cluster replica_links = tensor > 1 ? grouped_cluster(cluster, tensor, 1) : cluster;
+  GpuShare share;
+  share.tensor_parallel = tensor;
+  share.tensor_link = cluster.intra;
+  if (plan.dtype == DType::bf16 && profile.kind == "cuda") share.activation_bytes = dtype_size(DType::bf16);
+
   // Every stage priced once, on its device.
   std::vector<int> chunks(static_cast<size_t>(p), 0);  // stages per device
   ActionCosts costs;
@@ -68,15 +80,16 @@ PlanSimulation simulate_plan(const Plan& plan, const std::vector<Module>& progra
                               s, ps.device, plan.schedule, sim.schedule.device_of(static_cast<int>(s))));
     SimulatedStage& st = sim.stages[s];
     st.device = ps.device;
-    st.price = price_stage(programs[s], ps, plan.binding, profile);
+    st.price = share_per_gpu(price_stage(programs[s], ps, plan.binding, profile), programs[s], ps, plan.binding,
+                             profile, share);
     const double speed = entries[static_cast<size_t>(ps.device)].spec.speed;
     ActionCosts::Stage& c = costs.stages.emplace_back();
     c.forward = st.price.forward_s / speed;
     c.backward = st.price.backward_s / speed;
     c.backward_input = st.price.backward_input_s / speed;
     c.backward_weight = st.price.backward_weight_s / speed;
-    if (s + 1 < n) c.send_act = hand_off_s(cluster, ps.device, plan.stages[s + 1].device, st.price.send_act_bytes);
-    if (s > 0) c.send_grad = hand_off_s(cluster, ps.device, plan.stages[s - 1].device, st.price.send_grad_bytes);
+    if (s + 1 < n) c.send_act = hand_off_s(links, ps.device, plan.stages[s + 1].device, st.price.send_act_bytes);
+    if (s > 0) c.send_grad = hand_off_s(links, ps.device, plan.stages[s - 1].device, st.price.send_grad_bytes);
     st.forward_s = c.forward;
     st.backward_s = ps.split ? c.backward_input + c.backward_weight : c.backward;
     st.optimizer_s = op_time(entries[static_cast<size_t>(ps.device)].profile, 0,
@@ -105,7 +118,7 @@ PlanSimulation simulate_plan(const Plan& plan, const std::vector<Module>& progra
 
   // The replicas' gradient sums overlap what is left of the step; the
   // optimizer steps once the last of them and every device are done.
-  const RingAllReduce ring(sim.replicas, replica_link(cluster, p, sim.replicas));
+  const RingAllReduce ring(sim.replicas, replica_link(replica_links, p, sim.replicas));
   double done = sim.walk_s;
   std::vector<double> optimizer_s(static_cast<size_t>(p), 0.0);
   for (size_t s = 0; s < n; ++s) {
@@ -148,7 +161,7 @@ PlanSimulation simulate_plan(const Plan& plan, const std::vector<Module>& progra
     flops += static_cast<double>(st.price.forward_flops + st.price.backward_flops);
   for (int d = 0; d < p; ++d) peak += entries[static_cast<size_t>(d)].spec.speed * profile.flops;
   sim.flops = flops * static_cast<double>(m) * sim.replicas;
-  sim.peak_flops = peak * sim.replicas;
+  sim.peak_flops = peak * sim.replicas * tensor;
   return sim;
 }
 

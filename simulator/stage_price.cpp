@@ -7,6 +7,7 @@
 #include "ir/align.h"
 #include "ir/diagnostic.h"
 #include "partitioner/model_cost_graph.h"
+#include "partitioner/tensor_parallel.h"
 #include "passes/cost_summary.h"
 
 namespace pf {
@@ -101,6 +102,55 @@ StagePrice price_stage(const Module& program, const PlanStage& stage, const DimB
       price.backward_input_s = in.seconds;
       price.backward_weight_s = weight.seconds;
     }
+  }
+  return price;
+}
+
+StagePrice share_per_gpu(StagePrice price, const Module& program, const PlanStage& stage, const DimBinding& binding,
+                         const DeviceProfile& profile, const GpuShare& share) {
+  if (share.tensor_parallel <= 1 && share.activation_bytes <= 0) return price;
+  const Function& graph = program.graph();
+  const OpTimer timer = [&](const Function& f, const Op& op, const OpCost& cost) {
+    return estimate_timing(profile, op_timing_key(f, op, binding), cost, OpCost{2 * cost.flops, 2 * cost.bytes});
+  };
+  // The stage's cost graph whole and as one GPU holds it; their ratios
+  // scale what price_stage found from the program itself.
+  CostGraphOptions whole;
+  if (stage.gradients) {
+    whole.grad_args = stage.gradients->input_grads;
+    whole.stashed.assign(graph.values.size(), false);
+    for (const std::string& name : stage.gradients->stash)
+      if (const ValueId v = graph.find_value(name); v >= 0) whole.stashed[static_cast<size_t>(v)] = true;
+  }
+  CostGraphOptions gpu = whole;
+  gpu.float_activation_bytes = share.activation_bytes;
+  const CostGraph before = build_cost_graph(graph, binding, timer, whole);
+  CostGraph after = build_cost_graph(graph, binding, timer, gpu);
+  TensorParallel tp;
+  tp.degree = share.tensor_parallel;
+  tp.link = share.tensor_link;
+  tp.element_bytes = share.activation_bytes > 0 ? share.activation_bytes : 4;
+  apply_tensor_parallel(after, graph, tp);
+  double fwd[2] = {0, 0}, bwd[2] = {0, 0}, stash[2] = {0, 0}, params[2] = {0, 0};
+  for (size_t k = 0; k < 2; ++k)
+    for (const CostNode& node : (k == 0 ? before : after).nodes) {
+      fwd[k] += node.forward_s;
+      bwd[k] += node.backward_s;
+      stash[k] += static_cast<double>(node.stash_bytes);
+      params[k] += static_cast<double>(node.param_bytes);
+    }
+  auto scaled = [](double value, const double (&ratio)[2]) { return ratio[0] > 0 ? value * ratio[1] / ratio[0] : value; };
+  price.forward_s = scaled(price.forward_s, fwd);
+  price.backward_s = scaled(price.backward_s, bwd);
+  price.backward_input_s = scaled(price.backward_input_s, bwd);
+  price.backward_weight_s = scaled(price.backward_weight_s, bwd);
+  price.slot_bytes = static_cast<int64_t>(scaled(static_cast<double>(price.slot_bytes), stash));
+  price.param_bytes = static_cast<int64_t>(scaled(static_cast<double>(price.param_bytes), params));
+  // Sends leave the group over its T GPUs' links at once (the links' share
+  // is the caller's); what each carries is the activation in its dtype.
+  if (share.activation_bytes > 0) {
+    price.send_act_bytes = price.send_act_bytes * share.activation_bytes / 4;
+    price.send_grad_bytes = price.send_grad_bytes * share.activation_bytes / 4;
   }
   return price;
 }

@@ -7,6 +7,7 @@
 #include "ir/module.h"
 #include "partitioner/device_profile.h"
 #include "plan/plan.h"
+#include "partitioner/stage_search.h"
 
 namespace pf {
 
@@ -40,5 +41,20 @@ struct StagePrice {
 /// the arena's 64-byte alignment.
 StagePrice price_stage(const Module& program, const PlanStage& stage, const DimBinding& binding,
                        const DeviceProfile& profile);
+
+/// How one GPU of a stage's device holds and computes it, where that differs
+/// from the program's f32 types on one device.
+struct GpuShare {
+  int tensor_parallel = 1;      // the plan's T: each device is T GPUs (modelled, see tensor_parallel.h)
+  LinkSpec tensor_link;         // between them
+  int64_t activation_bytes = 0;  // bytes a float activation takes as stored and sent (2 in bf16); 0: its type's
+};
+
+/// `price` (from price_stage) as one GPU of the group sees it: the compiler's
+/// tensor-parallel split of the stage's graph (its share of the work plus the
+/// all-reduces, of the parameters and of the stash) and activations in the
+/// dtype the stage stores. FLOPs stay the model's.
+StagePrice share_per_gpu(StagePrice price, const Module& program, const PlanStage& stage, const DimBinding& binding,
+                         const DeviceProfile& profile, const GpuShare& share);
 
 }  // namespace pf
