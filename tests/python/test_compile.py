@@ -102,9 +102,25 @@ def test_a_missing_plan_is_the_commands_error(pipeforge_exe, tmp_path):
     assert done.stderr == f"error: {caught.value}\n"
 
 
+def test_cuts_inside_layers_as_the_command_does(pipeforge_exe, tmp_path):
+    # Three layers make at most three stages at layer boundaries; cutting
+    # inside them makes four, the plan `pipeforge compile --cuts any` writes.
+    with pytest.raises(pipeforge.Error, match=r"cannot cut 3 layers into 4 stages; use at most 3 devices, "
+                                              r"or --cuts any to cut inside layers"):
+        compile_mlp(devices="cpu:4", cuts="layers")
+    run_command(pipeforge_exe, "compile", MLP, "--bind", MLP_BIND, "--devices", "cpu:4", "--microbatches", 4,
+                "--cuts", "any", "-o", tmp_path / "cli.json")
+    plan = compile_mlp(devices="cpu:4", cuts="any")
+    assert plan.stages == 4
+    plan.save(tmp_path / "py.json")
+    assert (tmp_path / "py.json").read_bytes() == (tmp_path / "cli.json").read_bytes()
+
+
 def test_bad_arguments_raise_value_error(cli_plan):
     with pytest.raises(ValueError, match=r"^schedule must be one of gpipe, 1f1b, interleaved, zb1, not 'nope'$"):
         compile_mlp(schedule="nope")
+    with pytest.raises(ValueError, match=r"^cuts must be one of auto, layers, any, not 'ops'$"):
+        compile_mlp(cuts="ops")
     with pytest.raises(ValueError, match=r"^microbatches must be positive, not 0$"):
         pipeforge.compile(MLP, microbatches=0)
     with pytest.raises(ValueError, match=r"^format must be one of text, dot, svg, not 'png'$"):
