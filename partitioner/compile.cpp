@@ -28,7 +28,7 @@ uint64_t text_hash(const std::string& text) {
 // inside layers (`inside`) as --cuts says; "auto" keeps the layer cuts
 // unless cutting inside layers is clearly faster or the only split that
 // fits. Fills result.chosen, cuts, layer_cuts_period_s and the baselines;
-// leaves `cg` with the candidates of the split chosen.
+// leaves `cg` with its layer cut candidates.
 void choose_cuts(CostGraph& cg, const std::vector<int>& inside, PartitionOptions po, const CompileOptions& options,
                  int tensor, CompileResult& result) {
   if (options.cuts != "auto" && options.cuts != "layers" && options.cuts != "any")
@@ -80,16 +80,14 @@ void choose_cuts(CostGraph& cg, const std::vector<int>& inside, PartitionOptions
       result.cuts = "any";
     } else {
       result.chosen = std::move(*by_layers);
-      cg.cut_candidates = at_layers;
     }
+    cg.cut_candidates = at_layers;
   }
   // The baselines split at layer boundaries, as their users would; with
   // more stages than layers they have nothing to offer.
   if (po.stages <= layers) {
-    CostGraph by_layer = cg;
-    by_layer.cut_candidates = at_layers;
-    result.equal_layers = equal_layers(by_layer, po);
-    result.equal_params = equal_params(by_layer, po);
+    result.equal_layers = equal_layers(cg, po);
+    result.equal_params = equal_params(cg, po);
   }
 }
 
@@ -121,8 +119,9 @@ CompileResult compile_plan(Module model, const DimBinding& binding, const std::s
   const Hardware hardware = load_hardware(options);
   // The layout: as given, or the best the cost model finds.
   std::optional<Layout> given = fixed_layout(options, hardware, binding.at(batch_dimension(model.graph())));
+  PricedModels searched;  // the models the search priced, by micro-batch size
   if (!given) {
-    result.layouts = search_layouts(model, binding, hardware, options);
+    result.layouts = search_layouts(model, binding, hardware, options, searched);
     if (result.layouts.best < 0)
       throw Error("no layout fits in memory:\n" + render_layout_table(result.layouts));
   }
@@ -130,7 +129,9 @@ CompileResult compile_plan(Module model, const DimBinding& binding, const std::s
   check_cluster_size(hardware.cluster, layout.gpus());
   DimBinding micro = microbatch_binding(model, binding, layout.microbatches, layout.data);
   const std::vector<std::string> unsplit = whole_inputs(model.graph());  // before shapes become concrete
-  PricedModel priced = price_model(std::move(model), micro, hardware, options);
+  auto found = searched.find(layout.microbatch_size);
+  PricedModel priced =
+      found != searched.end() ? std::move(found->second) : price_model(std::move(model), micro, hardware, options);
   model = std::move(priced.module);
   const Function& graph = model.graph();
   CostGraph& cg = priced.cost;
@@ -196,7 +197,7 @@ CompileResult compile_plan(Module model, const DimBinding& binding, const std::s
   plan.predicted.speedup_vs_equal_params = speedup(result.equal_params);
   // The step: the schedule simulated on the stage costs, the all-reduce it
   // leaves exposed, the optimizer; utilisation of the model's arithmetic.
-  const StepPrediction step = predict_step(cg, result.chosen, layout_step_options(options, hardware, layout));
+  const StepPrediction step = predict_step(cg, result.chosen, layout_step_options(options, hardware, po));
   plan.predicted.bubble_fraction = step.bubble_fraction;
   plan.predicted.step_s = step.step_s;
   plan.predicted.mfu = flop_utilisation(graph_flops(cg) * layout.microbatches * layout.data, step.step_s, layout.gpus(),

@@ -93,16 +93,17 @@ PartitionOptions layout_partition_options(const CompileOptions& options, const H
   return po;
 }
 
-StepOptions layout_step_options(const CompileOptions& options, const Hardware& hardware, const Layout& layout) {
+StepOptions layout_step_options(const CompileOptions& options, const Hardware& hardware,
+                                const PartitionOptions& partition) {
   StepOptions so;
   std::optional<ScheduleKind> kind = parse_schedule_kind(options.schedule);
   if (!kind) throw Error(fmt::format("unknown schedule '{}'; use gpipe, 1f1b, interleaved or zb1", options.schedule));
   so.schedule = *kind;
-  so.microbatches = layout.microbatches;
-  so.virtual_stages = options.virtual_stages;
-  so.data_parallel = layout.data;
-  so.replica_link = replica_link(grouped_cluster(hardware.cluster, layout.tensor, 1), layout.pipeline, layout.data);
-  so.optimizer_state_factor = options.optimizer == "sgd" ? 1.0 : 2.0;
+  so.microbatches = partition.microbatches;
+  so.virtual_stages = partition.virtual_stages;
+  so.data_parallel = partition.data_parallel;
+  so.replica_link = partition.replica_link;
+  so.optimizer_state_factor = partition.optimizer_state_factor;
   so.memory_bandwidth = hardware.profile.bandwidth;
   return so;
 }
@@ -119,7 +120,7 @@ std::optional<Layout> fixed_layout(const CompileOptions& options, const Hardware
 }
 
 LayoutChoice search_layouts(const Module& model, const DimBinding& binding, const Hardware& hardware,
-                            const CompileOptions& options) {
+                            const CompileOptions& options, PricedModels& priced) {
   const int64_t gpus = static_cast<int64_t>(hardware.gpus.size());
   LayoutSpace space;
   space.tensor = options.tensor_parallel;
@@ -131,7 +132,6 @@ LayoutChoice search_layouts(const Module& model, const DimBinding& binding, cons
   check_cluster_size(hardware.cluster, space.gpus);
 
   // One priced model per micro-batch size; the layouts share them.
-  std::map<int64_t, PricedModel> priced;
   auto priced_for = [&](int64_t size) -> const PricedModel& {
     auto it = priced.find(size);
     if (it != priced.end()) return it->second;
@@ -156,8 +156,9 @@ LayoutChoice search_layouts(const Module& model, const DimBinding& binding, cons
   std::vector<LayoutCandidate> candidates;
   for (const Layout& layout : layouts) {
     const PricedModel& pm = priced_for(layout.microbatch_size);
-    candidates.push_back(price_layout(layout, pm.cost, layout_partition_options(options, hardware, layout),
-                                      layout_step_options(options, hardware, layout), hardware.profile.flops));
+    const PartitionOptions po = layout_partition_options(options, hardware, layout);
+    candidates.push_back(
+        price_layout(layout, pm.cost, po, layout_step_options(options, hardware, po), hardware.profile.flops));
   }
   return choose_layout(std::move(candidates));
 }

@@ -4,6 +4,7 @@
 // layouts that --data-parallel auto and --microbatches auto leave open.
 #pragma once
 
+#include <map>
 #include <vector>
 
 #include "ir/module.h"
@@ -47,18 +48,24 @@ PricedModel price_model(Module model, const DimBinding& micro, const Hardware& h
 /// a stage's gradient all-reduce runs as T rings, one per GPU of the group.
 PartitionOptions layout_partition_options(const CompileOptions& options, const Hardware& hardware,
                                           const Layout& layout);
-/// How the pipeline of `layout` runs a step, for predict_step.
-StepOptions layout_step_options(const CompileOptions& options, const Hardware& hardware, const Layout& layout);
+/// How the pipeline partitioned with `partition` (layout_partition_options)
+/// runs a step, for predict_step.
+StepOptions layout_step_options(const CompileOptions& options, const Hardware& hardware,
+                                const PartitionOptions& partition);
 
 /// The layout the options fix (P = devices / T, their D and m), or nullopt
 /// when --data-parallel or --microbatches is auto (0).
 std::optional<Layout> fixed_layout(const CompileOptions& options, const Hardware& hardware, int64_t batch);
 
+/// The models search_layouts priced, by micro-batch size (samples).
+using PricedModels = std::map<int64_t, PricedModel>;
+
 /// Prices every layout the options leave open (candidate_layouts: with
 /// --data-parallel auto the devices are all the GPUs, P x D x T of them) and
-/// chooses one (choose_layout). `binding` is the whole batch's. Throws
+/// chooses one (choose_layout). `binding` is the whole batch's; the models
+/// it priced are left in `priced`, for the chosen layout's plan. Throws
 /// pf::Error when there is no layout to price.
 LayoutChoice search_layouts(const Module& model, const DimBinding& binding, const Hardware& hardware,
-                            const CompileOptions& options);
+                            const CompileOptions& options, PricedModels& priced);
 
 }  // namespace pf

@@ -66,9 +66,7 @@ TensorParallelSplit tensor_parallel_split(const Function& graph) {
 }
 
 double ring_all_reduce_s(double bytes, int ranks, const LinkSpec& link) {
-  if (ranks <= 1 || bytes <= 0) return 0.0;
-  const double steps = 2.0 * (ranks - 1);
-  return steps / ranks * bytes / link.bandwidth_bytes_per_s + steps * link.latency_s;
+  return RingAllReduce(ranks, link).seconds(bytes);
 }
 
 void apply_tensor_parallel(CostGraph& cg, const Function& graph, const TensorParallel& tp) {

@@ -45,9 +45,8 @@ struct TensorParallelSplit {
 /// The split of `graph` (inlined and typed, one op per cost-graph node).
 TensorParallelSplit tensor_parallel_split(const Function& graph);
 
-/// A ring all-reduce of `bytes` over `ranks` ranks joined by `link`: each
-/// rank sends and receives 2 (ranks - 1) / ranks of the bytes in 2 (ranks - 1)
-/// latency-bound steps. Zero for one rank or no bytes.
+/// A ring all-reduce of `bytes` over `ranks` ranks joined by `link`
+/// (RingAllReduce). Zero for one rank or no bytes.
 double ring_all_reduce_s(double bytes, int ranks, const LinkSpec& link);
 
 /// Prices `cg` (built from `graph`, node i = op i) for one GPU of a group of

@@ -124,7 +124,7 @@ PlanSimulation simulate_plan(const Plan& plan, const std::vector<Module>& progra
   for (size_t s = 0; s < n; ++s) {
     SimulatedStage& st = sim.stages[s];
     st.all_reduce_start_s = last_grad[s];
-    st.all_reduce_s = ring.seconds(st.price.param_bytes);
+    st.all_reduce_s = ring.seconds(static_cast<double>(st.price.param_bytes));
     done = std::max(done, st.all_reduce_start_s + st.all_reduce_s);
     optimizer_s[static_cast<size_t>(st.device)] += st.optimizer_s;
   }
