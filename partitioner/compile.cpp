@@ -158,7 +158,7 @@ CompileResult compile_plan(Module model, const DimBinding& binding, const std::s
       const DeviceEntry& e = hardware.gpus[static_cast<size_t>(i) * layout.tensor];
       const std::string kind = e.spec.name.substr(0, e.spec.name.find(':'));
       const int index = std::stoi(e.spec.name.substr(kind.size() + 1)) + k * devices * layout.tensor;
-      plan.devices.push_back({fmt::format("{}:{}", kind, index), e.profile.kind, po.devices[i].memory_bytes, 1});
+      plan.devices.push_back({fmt::format("{}:{}", kind, index), e.profile.kind, po.devices[i].memory_bytes, e.threads});
     }
   plan.schedule = options.schedule;
   plan.microbatches = layout.microbatches;
@@ -172,14 +172,12 @@ CompileResult compile_plan(Module model, const DimBinding& binding, const std::s
   plan.stages = plan_stages(split_into_stages(model, result.chosen.cuts, unsplit), micro, device_of,
                             /*training=*/true, schedule_splits_backward(options.schedule));
   plan.ranks = replicated_ranks(plan.stages, devices, layout.data);
+  const std::vector<StageTime> times = stage_times(cg, result.chosen);
   for (size_t s = 0; s < plan.stages.size(); ++s) {
     PlanStage& ps = plan.stages[s];
     const StagePlan& cost = result.chosen.stages[s];
-    ps.predicted.forward_s = 0;
-    for (int i = cost.begin; i < cost.end; ++i) {
-      ps.predicted.forward_s += cg.nodes[i].forward_s;
-      ps.predicted.backward_s += cg.nodes[i].backward_s;
-    }
+    ps.predicted.forward_s = times[s].forward_s;
+    ps.predicted.backward_s = times[s].backward_s;
     ps.predicted.comm_s = cost.comm_s;
     ps.predicted.sync_s = cost.sync_s;
     ps.predicted.time_s = cost.time_s;

@@ -312,7 +312,15 @@ Cluster load_cluster(const std::string& path) { return cluster_from_json(read_so
 
 std::vector<DeviceEntry> parse_device_entries(std::string_view spec, const DeviceProfile& reference) {
   auto bad = [&](std::string_view item) {
-    return Error(fmt::format("bad device list '{}' at '{}'; write it like cpu:4 or a100:2,h100:2", spec, item));
+    return Error(
+        fmt::format("bad device list '{}' at '{}'; write it like cpu:4, cpu:2x4 (threads each) or a100:2,h100:2",
+                    spec, item));
+  };
+  auto number = [&](std::string_view digits, std::string_view item, int most) {
+    int n = 0;
+    auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), n);
+    if (ec != std::errc() || end != digits.data() + digits.size() || n < 1 || n > most) throw bad(item);
+    return n;
   };
   std::vector<DeviceEntry> out;
   size_t pos = 0;
@@ -322,11 +330,12 @@ std::vector<DeviceEntry> parse_device_entries(std::string_view spec, const Devic
     pos = comma + 1;
     size_t colon = item.find(':');
     std::string_view kind = item.substr(0, colon);
-    int count = 1;
+    int count = 1, threads = 1;
     if (colon != std::string_view::npos) {
       std::string_view digits = item.substr(colon + 1);
-      auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), count);
-      if (ec != std::errc() || end != digits.data() + digits.size() || count < 1 || count > 65536) throw bad(item);
+      const size_t x = digits.find('x');
+      count = number(digits.substr(0, x), item, 65536);
+      if (x != std::string_view::npos) threads = number(digits.substr(x + 1), item, 4096);
     }
     if (kind.empty()) throw bad(item);
     DeviceProfile profile;
@@ -340,9 +349,12 @@ std::vector<DeviceEntry> parse_device_entries(std::string_view spec, const Devic
       }
       profile = builtin_profile(kind, reference.precision);
     }
+    if (threads > 1 && profile.kind != "cpu")
+      throw Error(fmt::format("{}: threads are counted for CPU devices; a {} device is one GPU", item, kind));
     for (int i = 0; i < count; ++i) {
-      DeviceSpec device{fmt::format("{}:{}", kind, out.size()), profile.flops / reference.flops, profile.memory_bytes};
-      out.push_back({std::move(device), profile});
+      DeviceSpec device{fmt::format("{}:{}", kind, out.size()), threads * profile.flops / reference.flops,
+                        profile.memory_bytes};
+      out.push_back({std::move(device), profile, threads});
     }
   }
   return out;

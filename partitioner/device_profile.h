@@ -132,11 +132,14 @@ Cluster load_cluster(const std::string& path);
 struct DeviceEntry {
   DeviceSpec spec;
   DeviceProfile profile;
+  int threads = 1;  // the compute threads of a CPU device
 };
 
 /// Parses a --devices list: "cpu:4", "h100:8", "a100:2,h100:2" (a kind
-/// without a count is one device). Devices are named "<kind>:<index in the
-/// list>". A device of `reference`'s name is priced by `reference` itself
+/// without a count is one device); "cpu:2x4" is two CPU devices of 4
+/// threads each, whose speed is 4 times one thread's (the profile times one
+/// core: the partitioner then counts the cores it will be given). Devices
+/// are named "<kind>:<index in the list>". A device of `reference`'s name is priced by `reference` itself
 /// (measured times included); any other kind by its built-in roofline at
 /// `reference`'s precision. The cost graph is priced on `reference`, so a
 /// device's speed is its matmul rate over `reference`'s: exact for

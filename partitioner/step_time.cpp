@@ -7,36 +7,26 @@
 
 namespace pf {
 
-namespace {
-
-/// Costs must be positive for the simulator; a stage of views only is not free
-/// but nearly so.
-constexpr double kLeast = 1e-12;
-
-}  // namespace
-
-StepPrediction predict_step(const CostGraph& graph, const PartitionResult& result, const StepOptions& options) {
-  // The slowest stage, as the schedule sees it: compute and transfers.
-  UnitCosts costs;
-  double slowest = -1;
+std::vector<StageTime> stage_times(const CostGraph& graph, const PartitionResult& result) {
+  std::vector<StageTime> out;
   for (const StagePlan& s : result.stages) {
     double forward = 0, backward = 0;
     for (int i = s.begin; i < s.end; ++i) {
       forward += graph.nodes[i].forward_s;
       backward += graph.nodes[i].backward_s;
     }
-    // compute_s is scaled by the device's speed; keep its forward share.
+    // compute_s is the nodes' time on the stage's device: keep the forward share.
     const double unscaled = forward + backward;
     const double scale = unscaled > 0 ? s.compute_s / unscaled : 0.0;
-    if (s.compute_s + s.comm_s <= slowest) continue;
-    slowest = s.compute_s + s.comm_s;
-    costs.forward = std::max(forward * scale + s.comm_s / 2, kLeast);
-    costs.backward = std::max(backward * scale + s.comm_s / 2, kLeast);
+    out.push_back({forward * scale, backward * scale, s.comm_s});
   }
-  costs.backward_input = costs.backward_weight = std::max(costs.backward / 2, kLeast);
+  return out;
+}
+
+StepPrediction predict_step(const CostGraph& graph, const PartitionResult& result, const StepOptions& options) {
   const int devices = static_cast<int>(result.devices.size());
   const Schedule schedule = make_schedule(options.schedule, devices, options.microbatches, options.virtual_stages);
-  const Simulation sim = simulate(schedule, costs);
+  const Simulation sim = simulate(schedule, stage_action_costs(stage_times(graph, result)));
 
   std::vector<int64_t> param_bytes(devices, 0);
   for (const StagePlan& s : result.stages) param_bytes[s.device] += s.param_bytes;

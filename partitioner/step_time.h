@@ -29,12 +29,15 @@ struct StepPrediction {
   double bubble_fraction = 0;  // idle share of the simulated schedule
 };
 
-/// Simulates `options.schedule` (runtime/schedule.h) with every stage taking
-/// the forward and backward of the slowest stage of `result` (its compute,
-/// and half of its transfers each way; a split backward is half input, half
-/// weight gradient), so the bubble is the schedule's own: 1F1B's (p - 1) /
-/// (m + p - 1), less for zb1. Each device then all-reduces its stages'
-/// gradients over the replicas (ring_all_reduce_s over the replica link),
+/// Each stage's forward, backward and transfers per micro-batch on its device
+/// (the nodes' times scaled to the stage's compute_s).
+std::vector<StageTime> stage_times(const CostGraph& graph, const PartitionResult& result);
+
+/// Simulates `options.schedule` (runtime/schedule.h) on each stage's own
+/// costs (stage_action_costs of stage_times), so the bubble is the
+/// schedule's on these stages: 1F1B's (p - 1) / (m + p - 1) for equal ones,
+/// more where they differ, less for zb1. Each device then all-reduces its
+/// stages' gradients over the replicas (ring_all_reduce_s over the replica link),
 /// starting at its last backward, and steps its optimizer, reading and
 /// writing weights, gradients and state once at `memory_bandwidth`; the
 /// step ends when the last device is done. `graph` is the graph `result`

@@ -75,7 +75,7 @@ struct PlanStage {
 
   /// What the cost model predicts for one micro-batch on this stage.
   struct Prediction {
-    double forward_s = 0;
+    double forward_s = 0;   // on its device
     double backward_s = 0;
     double comm_s = 0;
     double sync_s = 0;  // its share of the gradient all-reduce across replicas

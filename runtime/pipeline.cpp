@@ -181,8 +181,11 @@ void Pipeline::make_workers(const Plan& plan) {
     for (Action& a : actions)
       if (a.peer >= 0) a.peer += view.replica * p;
     Communicator& comm = options_.comm ? *options_.comm : world_->rank(r);
+    const PlanRank& placed = *std::find_if(plan.ranks.begin(), plan.ranks.end(), [&](auto& x) { return x.rank == r; });
+    const int threads =
+        options_.cpu_threads > 0 ? options_.cpu_threads : plan.devices.at(static_cast<size_t>(placed.device)).threads;
     workers_.push_back(std::make_unique<RankWorker>(r, options_.microbatches, std::move(actions), std::move(own), comm,
-                                                    std::move(groups), std::move(norm_params)));
+                                                    std::move(groups), std::move(norm_params), threads));
   }
 }
 

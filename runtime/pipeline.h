@@ -43,6 +43,9 @@ struct PipelineOptions {
   double timeout_s = 60;
   /// Record every action's start and end for a Perfetto trace.
   bool trace = false;
+  /// The kernel threads of each rank's CPU stages: 0 takes its device's
+  /// from the plan (PlanDevice::threads); n > 0 gives every device n.
+  int cpu_threads = 0;
 
   /// The ranks this pipeline runs (see Plan::ranks); empty: all of them,
   /// each on a thread, over an in-process communicator. Given one rank and
@@ -86,6 +89,20 @@ struct PipelineOptions {
     int microbatch = 0;
   };
   Fault fault;
+};
+
+/// What one stage holds, in bytes, as allocated when the pipeline starts:
+/// nothing grows during a step, so this is its peak.
+struct StageMemory {
+  int stage = 0;
+  int rank = 0;               // the worker running it, on its own device
+  int64_t weights = 0;
+  int64_t gradients = 0;
+  int64_t optimizer_state = 0;
+  int64_t activations = 0;    // its stash slots: `slots` micro-batches in flight
+  int slots = 0;
+  int64_t workspace = 0;      // its executors' arenas and hand-off buffers
+  int64_t total() const { return weights + gradients + optimizer_state + activations + workspace; }
 };
 
 /// Throws pf::Error when `plan` models what the runtime does not execute:
@@ -166,6 +183,9 @@ class Pipeline {
   /// stage's steps on its device; its state buffers are host copies (see
   /// copy_to_host).
   std::vector<Optimizer*> optimizers();
+
+  /// What each stage held here holds (every replica's copy), after start().
+  std::vector<StageMemory> memory() const;
 
   /// Per-op kernel times of every stage's programs (StageRunner::set_profile):
   /// summed over the steps since reset_profile(). Profiled CUDA stages wait

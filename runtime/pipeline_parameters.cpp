@@ -16,6 +16,26 @@ std::vector<Optimizer*> Pipeline::optimizers() {
   return out;
 }
 
+std::vector<StageMemory> Pipeline::memory() const {
+  std::vector<StageMemory> out;
+  for (const PipelineStage* s : local_stages()) {
+    StageMemory m;
+    m.stage = s->index;
+    m.rank = s->rank;
+    const int64_t param_bytes = s->params.numel() * static_cast<int64_t>(sizeof(float));
+    m.weights = m.gradients = param_bytes;
+    if (s->optimizer)
+      for (const StateBuffer& b : s->optimizer->state()) m.optimizer_state += b.type.bytes();
+    m.slots = s->program->slots();
+    m.activations = m.slots * s->program->stash_bytes();
+    m.workspace = s->program->arena_bytes();
+    for (const auto& per_mb : {s->send_bytes, s->send_grad_bytes})
+      for (int64_t b : per_mb) m.workspace += b * static_cast<int64_t>(s->sends.size());
+    out.push_back(m);
+  }
+  return out;
+}
+
 void Pipeline::set_profile(bool on) {
   for (PipelineStage* s : local_stages()) s->program->set_profile(on);
 }

@@ -44,9 +44,11 @@ int64_t hand_off_tag(int receiver, int kind, int mb, int tensor, int microbatche
 }
 
 RankWorker::RankWorker(int rank, int microbatches, std::vector<Action> actions, std::vector<PipelineStage*> stages,
-                       Communicator& comm, RankGroups groups, std::vector<std::vector<Param>> norm_params)
+                       Communicator& comm, RankGroups groups, std::vector<std::vector<Param>> norm_params,
+                       int threads)
     : rank_(rank),
       microbatches_(microbatches),
+      kernels_(threads),
       actions_(std::move(actions)),
       stages_(std::move(stages)),
       comm_(comm),
@@ -73,6 +75,7 @@ PipelineStage& RankWorker::stage(int index) const {
 }
 
 void RankWorker::run(const RankStep& step, RankOutcome& out) {
+  const cpu::KernelPoolScope device_threads(&kernels_);
   try {
     in_flight_.clear();  // a failed step's
     post_receives(step);

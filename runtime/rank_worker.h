@@ -10,6 +10,7 @@
 #include <utility>
 #include <vector>
 
+#include "backends/cpu/parallel.h"
 #include "comm/communicator.h"
 #include "runtime/pipeline.h"
 #include "runtime/pipeline_stage.h"
@@ -66,8 +67,9 @@ class RankWorker {
   /// `stages` (its own, by increasing index) with `microbatches` per step
   /// and replica. `norm_params[k]`: the parameters of its k-th stage that it
   /// counts in the global norm (a tied one once).
+  /// `threads`: the kernel threads of its device's CPU stages.
   RankWorker(int rank, int microbatches, std::vector<Action> actions, std::vector<PipelineStage*> stages,
-             Communicator& comm, RankGroups groups, std::vector<std::vector<Param>> norm_params);
+             Communicator& comm, RankGroups groups, std::vector<std::vector<Param>> norm_params, int threads);
 
   /// One step. Never throws: a failure aborts the communicator with a
   /// message naming the stage ("stage 1: ..."), which ends every rank's step.
@@ -101,6 +103,7 @@ class RankWorker {
 
   int rank_;
   int microbatches_;
+  cpu::KernelPool kernels_;  // what its CPU stages' loops split over
   std::vector<Action> actions_;
   std::vector<PipelineStage*> stages_;
   Communicator& comm_;

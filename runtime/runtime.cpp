@@ -40,7 +40,8 @@ constexpr const char* kOptimizerStepKey = "optimizer.step";
 void check_options(const RuntimeOptions& o) {
   check_training_options(o.train, "runtime options");
   if (!(o.timeout_s > 0)) throw Error(fmt::format("runtime options: timeout_s must be positive, not {}", o.timeout_s));
-  if (o.threads < 1) throw Error(fmt::format("runtime options: threads must be positive, not {}", o.threads));
+  if (o.threads < 0)
+    throw Error(fmt::format("runtime options: threads must be 0 (each device's own) or positive, not {}", o.threads));
 }
 
 using Json = nlohmann::ordered_json;
@@ -163,6 +164,37 @@ void check_host_memory(const Plan& plan, const std::string& what, int rank) {
                           format_bytes(have)));
 }
 
+/// Throws pf::Error when the stages a rank holds take more memory than its
+/// device's `memory_bytes` says it has: naming the device, each of its
+/// stages with what it holds, and the flags that lower it.
+void check_device_memory(const Plan& plan, const std::vector<StageMemory>& stages, const std::string& what,
+                         const std::string& optimizer) {
+  std::map<int, std::vector<const StageMemory*>> by_rank;
+  for (const StageMemory& m : stages) by_rank[m.rank].push_back(&m);
+  for (const auto& [rank, held] : by_rank) {
+    const int device = plan.ranks.at(static_cast<size_t>(rank)).device;
+    const PlanDevice& d = plan.devices.at(static_cast<size_t>(device));
+    int64_t total = 0;
+    for (const StageMemory* m : held) total += m->total();
+    if (d.memory_bytes <= 0 || total <= d.memory_bytes) continue;
+    auto bytes = [](int64_t b) { return format_bytes(static_cast<double>(b)); };
+    std::vector<std::string> parts;
+    for (const StageMemory* m : held)
+      parts.push_back(fmt::format("stage {} holds {} (weights {}, gradients {}, optimizer state {}, activations of {} "
+                                  "micro-batch{} in flight {}, workspace {})",
+                                  m->stage, bytes(m->total()), bytes(m->weights), bytes(m->gradients),
+                                  bytes(m->optimizer_state), m->slots, m->slots == 1 ? "" : "es",
+                                  bytes(m->activations), bytes(m->workspace)));
+    throw Error(fmt::format("{}: {} needs {}, more than the {} the plan gives it (devices[{}].memory_bytes): {}; "
+                            "lower it by compiling for more devices (--devices), more and smaller micro-batches "
+                            "(--microbatches){}{}",
+                            what, d.name, bytes(total), bytes(d.memory_bytes), device, fmt::join(parts, "; "),
+                            plan.schedule == "gpipe" ? ", the 1f1b schedule (fewer in flight)" : "",
+                            optimizer == "adamw" ? ", or training with --optimizer sgd (one state buffer, not two)"
+                                                 : ""));
+  }
+}
+
 }  // namespace
 
 Runtime Runtime::load(const std::string& plan_path, const RuntimeOptions& options) {
@@ -171,7 +203,7 @@ Runtime Runtime::load(const std::string& plan_path, const RuntimeOptions& option
   Plan plan = load_plan(plan_path, &programs);
   check_executable(plan);
   check_host_memory(plan, plan_path, options.comm ? options.rank : -1);
-  return start(std::move(plan), std::move(programs), options);
+  return start(std::move(plan), std::move(programs), options, plan_path);
 }
 
 Runtime Runtime::from_plan(Plan plan, const std::string& what, const RuntimeOptions& options) {
@@ -180,18 +212,19 @@ Runtime Runtime::from_plan(Plan plan, const std::string& what, const RuntimeOpti
   check_plan(plan, what, &programs);
   check_executable(plan);
   check_host_memory(plan, what, options.comm ? options.rank : -1);
-  return start(std::move(plan), std::move(programs), options);
+  return start(std::move(plan), std::move(programs), options, what);
 }
 
-Runtime Runtime::start(Plan plan, std::vector<Module> programs, const RuntimeOptions& options) {
+Runtime Runtime::start(Plan plan, std::vector<Module> programs, const RuntimeOptions& options,
+                       const std::string& what) {
   auto impl = std::make_unique<Impl>();
   impl->plan = std::move(plan);
   impl->options = options;
-  // Each device is one worker thread; several threads in every worker's
-  // kernels would oversubscribe the cores, so more than one is the caller's
-  // choice (a plan with one device).
-  cpu::set_cpu_threads(options.threads);
+  // Each device's worker splits its kernels over a pool of its own, of the
+  // device's threads; the process-wide budget stays one thread.
+  cpu::set_cpu_threads(1);
   PipelineOptions po;
+  po.cpu_threads = options.threads;
   po.train = options.train;
   po.timeout_s = options.timeout_s;
   po.trace = options.trace;
@@ -207,6 +240,7 @@ Runtime Runtime::start(Plan plan, std::vector<Module> programs, const RuntimeOpt
   // The optimizers exist from the start (their state zero), so that a
   // checkpoint can be checked against them before any weights are set.
   impl->pipeline->start();
+  check_device_memory(impl->plan, impl->pipeline->memory(), what, options.train.optimizer);
   for (const PlanStage& stage : impl->plan.stages)
     for (const PlanTensor& t : stage.inputs) {
       if (std::any_of(impl->inputs.begin(), impl->inputs.end(), [&](auto& p) { return p.first == t.name; }))

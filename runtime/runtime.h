@@ -26,9 +26,10 @@ struct RuntimeOptions {
   /// Record every action of every step (last_step().trace) for a
   /// Chrome/Perfetto trace (see trace_json).
   bool trace = false;
-  /// Threads of each CPU device's kernels. Each device of a pipeline is one
-  /// core, so more than one only pays when the plan has a single device.
-  int threads = 1;
+  /// Threads of each CPU device's kernels: 0 (the default) takes each
+  /// device's from the plan (`compile --devices cpu:2x4` gives every device
+  /// 4); n > 0 gives every CPU device n.
+  int threads = 0;
   /// With `comm`: this process runs rank `rank` of the plan alone, and the
   /// other ranks, in other processes (or hosts), run the same plan with the
   /// same options; `comm` (its end of their communicator) must outlive the
@@ -149,7 +150,8 @@ class Runtime {
  private:
   struct Impl;
   explicit Runtime(std::unique_ptr<Impl> impl);
-  static Runtime start(Plan plan, std::vector<Module> programs, const RuntimeOptions& options);
+  static Runtime start(Plan plan, std::vector<Module> programs, const RuntimeOptions& options,
+                       const std::string& what);
   std::unique_ptr<Impl> impl_;
 };
 

@@ -171,6 +171,17 @@ std::vector<Work> zb_h1_order(int devices, int microbatches, int device) {
 
 }  // namespace
 
+ActionCosts stage_action_costs(const std::vector<StageTime>& stages) {
+  ActionCosts costs;
+  for (const StageTime& t : stages) {
+    ActionCosts::Stage& c = costs.stages.emplace_back();
+    c.forward = t.forward_s + t.comm_s / 2;
+    c.backward = t.backward_s + t.comm_s / 2;
+    c.backward_input = c.backward_weight = c.backward / 2;
+  }
+  return costs;
+}
+
 Schedule make_schedule(ScheduleKind kind, int devices, int microbatches, int virtual_stages) {
   if (devices < 1) throw Error(fmt::format("schedule needs at least 1 device, got {}", devices));
   if (microbatches < 1)

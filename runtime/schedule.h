@@ -93,6 +93,20 @@ struct ActionCosts {
   std::vector<Stage> stages;  ///< one per model stage
 };
 
+/// What the cost model predicts for one stage and one micro-batch on its
+/// device: its forward and backward compute, and its transfers (in and out,
+/// activations and gradients together).
+struct StageTime {
+  double forward_s = 0, backward_s = 0, comm_s = 0;
+};
+
+/// The costs a compiled plan's prediction runs its schedule on, one entry
+/// per model stage: each direction carries its compute and half the
+/// stage's transfers (so sends take no time of their own), and a split
+/// backward is half input, half weight gradient. The compiler's predicted
+/// bubble and `pipeforge schedule PLAN.json` both simulate these.
+ActionCosts stage_action_costs(const std::vector<StageTime>& stages);
+
 /// An action placed in time by the simulator; start == end for sends, and
 /// for a receive the interval is the time the device spent waiting for it.
 struct TimedAction {
@@ -135,11 +149,13 @@ std::optional<double> theoretical_bubble(const Schedule& schedule, const UnitCos
 
 /// Time across, one row per device, one column per shortest compute action:
 /// cells "F3", "B3", "W3" (with a chunk suffix "F3c1" when virtual_stages > 1),
-/// "." when idle; then "bubble: 25.0% (theory 25.0%)".
-std::string render_schedule_text(const Schedule& schedule, const Simulation& sim);
+/// "." when idle; then "bubble: 25.0% (theory 25.0%)". `unit` names the
+/// simulation's time unit ("ms"); empty: abstract time units.
+std::string render_schedule_text(const Schedule& schedule, const Simulation& sim, std::string_view unit = "");
 /// A standalone SVG document: a row per device, a rect per compute action
 /// colored by kind and shaded by chunk, labeled with its micro-batch; time
-/// axis, legend, and a title with kind, p, m, v and the bubble.
-std::string render_schedule_svg(const Schedule& schedule, const Simulation& sim);
+/// axis (in `unit` when given), legend, and a title with kind, p, m, v and
+/// the bubble.
+std::string render_schedule_svg(const Schedule& schedule, const Simulation& sim, std::string_view unit = "");
 
 }  // namespace pf

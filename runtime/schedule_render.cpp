@@ -64,7 +64,7 @@ std::string title(const Schedule& schedule) {
 
 }  // namespace
 
-std::string render_schedule_text(const Schedule& schedule, const Simulation& sim) {
+std::string render_schedule_text(const Schedule& schedule, const Simulation& sim, std::string_view unit_name) {
   check_matches(schedule, sim);
   const double unit = shortest_compute(sim);
   // Tolerance so that a makespan of exactly k units gives k columns, not k+1.
@@ -88,8 +88,9 @@ std::string render_schedule_text(const Schedule& schedule, const Simulation& sim
     }
   }
 
-  std::string out = fmt::format("{}, one column = {:g} time unit{}\n", title(schedule), unit,
-                                unit == 1 ? "" : "s");
+  std::string out = unit_name.empty() ? fmt::format("{}, one column = {:g} time unit{}\n", title(schedule), unit,
+                                                    unit == 1 ? "" : "s")
+                                      : fmt::format("{}, one column = {:.3g} {}\n", title(schedule), unit, unit_name);
   const size_t name_width = std::to_string(schedule.devices - 1).size();
   for (int d = 0; d < schedule.devices; ++d) {
     std::string row = fmt::format("dev {:>{}}:", d, name_width);
@@ -142,7 +143,7 @@ double tick_step(double scale, double min_px) {
 
 }  // namespace
 
-std::string render_schedule_svg(const Schedule& schedule, const Simulation& sim) {
+std::string render_schedule_svg(const Schedule& schedule, const Simulation& sim, std::string_view unit_name) {
   check_matches(schedule, sim);
   // The shortest action gets 28 px, unless that would make the picture wider
   // than 1600 px; labels are dropped from rects too narrow to hold them.
@@ -198,7 +199,8 @@ std::string render_schedule_svg(const Schedule& schedule, const Simulation& sim)
     out += fmt::format("<text x=\"{:.2f}\" y=\"{:.1f}\" text-anchor=\"middle\">{:g}</text>\n", x,
                        axis_y + 18, i * step);
   }
-  out += fmt::format("<text x=\"8\" y=\"{:.1f}\">time</text>\n", axis_y + 18);
+  out += fmt::format("<text x=\"8\" y=\"{:.1f}\">time{}</text>\n", axis_y + 18,
+                     unit_name.empty() ? "" : fmt::format(" ({})", unit_name));
 
   // Legend: the kinds this schedule uses, then what the shading means.
   const bool split = schedule.kind == ScheduleKind::zb_h1;

@@ -33,7 +33,7 @@ struct RunOptions {
   int64_t batch = 0;
   TrainingOptions train;
   std::string text, init_from, data, save_grads, save_weights;
-  int threads = 1;
+  int threads = 0;  // 0: the plan's (one for a model)
   bool lr_given = false;
   std::string trace;
   double timeout = 60;
@@ -148,6 +148,20 @@ std::string rank_file(const std::string& path, int rank) {
                  : fmt::format("{}.rank{}", path, rank);
 }
 
+/// "2 devices", or "2 devices of 4 threads" where the plan gives them more.
+std::string devices_text(const Plan& plan) {
+  std::string out = fmt::format("{} device{}", plan.devices.size(), plan.devices.size() == 1 ? "" : "s");
+  const bool same = std::all_of(plan.devices.begin(), plan.devices.end(),
+                                [&](const PlanDevice& d) { return d.threads == plan.devices.front().threads; });
+  if (same && plan.devices.front().threads > 1) return out + fmt::format(" of {} threads", plan.devices.front().threads);
+  if (!same) {
+    std::vector<int> threads;
+    for (const PlanDevice& d : plan.devices) threads.push_back(d.threads);
+    return out + fmt::format(" of {} threads", fmt::join(threads, "/"));
+  }
+  return out;
+}
+
 /// Every parameter's element count, a tied one once.
 int64_t parameter_count(const Plan& plan) {
   std::set<std::string> seen;
@@ -164,7 +178,7 @@ Plan one_stage_plan(const RunOptions& o) {
   LoadedModel model = load_model(o.file, o.bind, true);
   if (o.batch > 0) bind_batch(model, o.batch);
   CompileOptions options;
-  options.devices = "cpu:1";
+  options.devices = fmt::format("cpu:1x{}", std::max(1, o.threads));
   options.microbatches = 1;
   options.schedule = "gpipe";
   options.optimizer = o.train.optimizer;
@@ -282,8 +296,8 @@ void train_rank(const CLI::App& cmd, const RunOptions& o, const Rendezvous& rend
   group.name_ranks(std::move(names));
   check_plan_flags(cmd, plan, o.file);
   train(o, runtime,
-        fmt::format("{} stages on {} devices, {}, {} micro-batches, {} processes", plan.stages.size(),
-                    plan.devices.size(), plan.schedule, plan.microbatches, rendezvous.world),
+        fmt::format("{} stages on {}, {}, {} micro-batches, {} processes", plan.stages.size(),
+                    devices_text(plan), plan.schedule, plan.microbatches, rendezvous.world),
         rendezvous.rank, rendezvous.world);
   // Nobody leaves (taking rank 0's store with it) while another still works.
   group.comm().barrier(world);
@@ -316,11 +330,12 @@ void run(const CLI::App& cmd, const RunOptions& o) {
     const Plan& plan = runtime.plan();
     check_plan_flags(cmd, plan, o.file);
     return train(o, runtime,
-                 fmt::format("{} stages on {} devices, {}, {} micro-batches", plan.stages.size(), plan.devices.size(),
+                 fmt::format("{} stages on {}, {}, {} micro-batches", plan.stages.size(), devices_text(plan),
                              plan.schedule, plan.microbatches));
   }
   Runtime runtime = Runtime::from_plan(one_stage_plan(o), o.file + "'s one-stage plan", runtime_options(o));
-  train(o, runtime, fmt::format("one CPU device, {} thread{}", o.threads, o.threads == 1 ? "" : "s"));
+  const int threads = runtime.plan().devices.front().threads;
+  train(o, runtime, fmt::format("one CPU device, {} thread{}", threads, threads == 1 ? "" : "s"));
 }
 
 }  // namespace
@@ -355,8 +370,8 @@ void add_run_command(CLI::App& app) {
   cmd->add_option("--save-grads", o->save_grads, "write the first step's gradients here (safetensors)");
   cmd->add_option("--save-weights", o->save_weights, "write the trained weights here (safetensors)");
   cmd->add_option("--threads", o->threads,
-                  "threads of the one device training a model or a one-device plan (refused with more devices: "
-                  "each runs on one core)")
+                  "threads of the one device training a model (default 1) or a one-device plan (default: the "
+                  "plan's); a plan of several devices runs the threads it was compiled for (--devices cpu:NxT)")
       ->check(CLI::PositiveNumber);
   cmd->add_option("--trace", o->trace, "write a Chrome/Perfetto trace of every stage's actions");
   cmd->add_option("--timeout", o->timeout,

@@ -1,4 +1,4 @@
-// `pipeforge schedule`: draw a pipeline schedule and its bubble on unit costs.
+// `pipeforge schedule`: draw a pipeline schedule and its bubble, on unit costs or a plan's own.
 #include <fmt/format.h>
 
 #include <iostream>
@@ -6,8 +6,10 @@
 #include <optional>
 
 #include "ir/diagnostic.h"
+#include "partitioner/device_profile.h"
 #include "plan/plan.h"
 #include "runtime/plan_schedule.h"
+#include "simulator/simulator.h"
 #include "tools/command.h"
 
 namespace pf::tools {
@@ -21,16 +23,49 @@ struct ScheduleOptions {
   int virtual_stages = 1;
   std::string format = "text";
   std::string output;
+  std::string profile;
 };
+
+/// `sim` with its times in milliseconds instead of seconds.
+Simulation in_milliseconds(Simulation sim) {
+  for (auto& row : sim.per_device)
+    for (TimedAction& t : row) {
+      t.start *= 1e3;
+      t.end *= 1e3;
+    }
+  sim.makespan *= 1e3;
+  return sim;
+}
+
+/// The plan's schedule on its own costs, in milliseconds: each stage as the
+/// compiler priced it (what its predicted bubble was simulated on), or as
+/// `profile` prices it with the simulator; unit costs for a plan without
+/// predictions.
+Simulation plan_simulation(const Plan& plan, const std::vector<Module>& programs, const std::string& profile,
+                           const Schedule& schedule) {
+  if (!profile.empty()) {
+    const DeviceProfile p = load_profile(profile);
+    return in_milliseconds(simulate_plan(plan, programs, p, default_cluster(p.kind)).timeline);
+  }
+  std::vector<StageTime> times;
+  bool priced = false;
+  for (const PlanStage& s : plan.stages) {
+    times.push_back({s.predicted.forward_s, s.predicted.backward_s, s.predicted.comm_s});
+    priced = priced || s.predicted.forward_s > 0;
+  }
+  return priced ? in_milliseconds(simulate(schedule, stage_action_costs(times))) : simulate(schedule);
+}
+
 }  // namespace
 
 void add_schedule_command(CLI::App& app) {
   auto opts = std::make_shared<ScheduleOptions>();
   CLI::App* cmd = app.add_subcommand(
-      "schedule", "draw a pipeline schedule (F/B/W per micro-batch) and its bubble on unit costs");
+      "schedule",
+      "draw a pipeline schedule (F/B/W per micro-batch) and its bubble on unit costs, or a plan's on its own costs");
   cmd->add_option("plan", opts->plan,
-                  "a plan (.json): draw its schedule, with the ranks that run each device's list (the flags below "
-                  "then come from the plan)");
+                  "a plan (.json): draw its action lists on the costs the compiler predicted for its stages, with "
+                  "the ranks that run each device's list (the flags below then come from the plan)");
   cmd->add_option("--stages,-p", opts->stages, "pipeline devices")->check(CLI::PositiveNumber);
   cmd->add_option("--microbatches,-m", opts->microbatches, "micro-batches per step")->check(CLI::PositiveNumber);
   cmd->add_option("--schedule,-s", opts->kind, "gpipe, 1f1b, interleaved or zb1")
@@ -39,10 +74,16 @@ void add_schedule_command(CLI::App& app) {
       ->check(CLI::PositiveNumber);
   cmd->add_option("--format", opts->format, "text or svg")->check(CLI::IsMember({"text", "svg"}));
   cmd->add_option("-o,--output", opts->output, "write the drawing here instead of standard output");
+  cmd->add_option(
+      "--profile", opts->profile,
+      "with a plan: price its stages on this device profile (pipeforge profile) as pipeforge simulate does");
   cmd->callback([cmd, opts] {
     std::optional<Plan> plan;
+    std::vector<Module> programs;  // parsed only to price them on a profile
+    if (opts->plan.empty() && !opts->profile.empty())
+      throw Error("--profile prices a plan's stages: give the plan (pipeforge schedule PLAN.json --profile P)");
     if (!opts->plan.empty()) {
-      plan = load_plan(opts->plan);
+      plan = load_plan(opts->plan, opts->profile.empty() ? nullptr : &programs);
       for (const char* flag : {"--stages", "--microbatches", "--schedule", "--virtual"})
         if (cmd->count(flag) > 0)
           throw Error(fmt::format("{}: the schedule comes from {}; drop the flag, or compile the plan again",
@@ -51,8 +92,12 @@ void add_schedule_command(CLI::App& app) {
     Schedule schedule =
         plan ? plan_schedule(*plan)
              : make_schedule(*parse_schedule_kind(opts->kind), opts->stages, opts->microbatches, opts->virtual_stages);
-    Simulation sim = simulate(schedule);
-    std::string out = opts->format == "svg" ? render_schedule_svg(schedule, sim) : render_schedule_text(schedule, sim);
+    Simulation sim = plan ? plan_simulation(*plan, programs, opts->profile, schedule) : simulate(schedule);
+    // A plan's costs are times; unit costs have no unit.
+    const bool timed = plan && (!opts->profile.empty() || plan->stages.front().predicted.forward_s > 0);
+    const std::string_view unit = timed ? "ms" : "";
+    std::string out = opts->format == "svg" ? render_schedule_svg(schedule, sim, unit)
+                                            : render_schedule_text(schedule, sim, unit);
     if (plan && opts->format == "text") {
       // Each device's list runs on one rank per replica.
       out += "\nranks:\n";

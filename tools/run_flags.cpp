@@ -98,13 +98,15 @@ std::string recompile_command(const Plan& plan, const ModelFacts& model, const s
 }  // namespace
 
 void check_plan_flags(const CLI::App& run, const Plan& plan, const std::string& plan_path) {
-  // The runtime could honour a thread budget per device only by giving each
-  // worker its own BLAS pool; it runs every device on one core instead.
-  if (run.count("--threads") > 0 && plan.devices.size() > 1)
-    throw Error(fmt::format("--threads sets the threads of a run's one device; each of {}'s "
-                            "{} devices runs on one core: to use more cores, compile the model for more devices "
-                            "(--devices cpu:N)",
-                            plan_path, plan.devices.size()));
+  // The partitioner balanced the stages for the threads the plan gives each
+  // device: other counts would unbalance them.
+  if (run.count("--threads") > 0 && plan.devices.size() > 1) {
+    const int threads = run.get_option("--threads")->as<int>();
+    throw Error(fmt::format("--threads sets the threads of a run's one device; {}'s {} devices run the threads it was "
+                            "compiled for (its stages are balanced for them): to give each {}, compile it with "
+                            "--devices cpu:{}x{}",
+                            plan_path, plan.devices.size(), threads, plan.devices.size(), threads));
+  }
   const bool batch_given = run.count("--batch") > 0, bind_given = run.count("--bind") > 0;
   if (!batch_given && !bind_given) return;
 

@@ -1,4 +1,4 @@
-// A small pool of sleeping worker threads that splits the kernels' large loops over the device's thread budget.
+// Pools of sleeping worker threads that split the kernels' large loops over a device's thread budget.
 #include "backends/cpu/parallel.h"
 
 #include <algorithm>
@@ -14,6 +14,8 @@ namespace pf::cpu {
 namespace {
 
 std::atomic<int> g_threads{1};
+// The pool of the device the calling thread computes for (KernelPoolScope).
+thread_local KernelPool* t_pool = nullptr;
 // Set on a thread while it runs a chunk: a loop started inside a chunk runs
 // inline (the pool is busy with the outer loop, and a std::mutex may not be
 // tried again by the thread that holds it).
@@ -25,15 +27,16 @@ void run_chunk(void (*fn)(void*, int64_t, int64_t), void* ctx, int64_t begin, in
   t_in_chunk = false;
 }
 
+}  // namespace
+
 /// One loop at a time. Each worker sleeps on its own `go` counter (a futex
 /// wait, not a spin); the caller writes a worker's chunk, then bumps its
 /// counter, and waits on `pending` reaching 0. A worker reads its chunk only
 /// after seeing its counter move, and the caller writes the next loop only
 /// after every worker of this one has finished, so nothing is read while it
 /// is written. Workers a loop does not need are not woken.
-class Pool {
- public:
-  ~Pool() {
+struct KernelPool::Workers {
+  ~Workers() {
     for (auto& w : workers_) {
       w->stop.store(true);
       w->go.fetch_add(1);
@@ -93,14 +96,22 @@ class Pool {
   void* ctx_ = nullptr;
 };
 
-Pool& pool() {
-  static Pool p;
+namespace {
+
+KernelPool::Workers& process_pool() {
+  static KernelPool::Workers p;
   return p;
 }
 
 }  // namespace
 
-int kernel_threads() { return g_threads.load(std::memory_order_relaxed); }
+KernelPool::KernelPool(int threads) : threads_(std::max(1, threads)), workers_(std::make_unique<Workers>()) {}
+KernelPool::~KernelPool() = default;
+
+KernelPoolScope::KernelPoolScope(KernelPool* pool) : previous_(t_pool) { t_pool = pool; }
+KernelPoolScope::~KernelPoolScope() { t_pool = previous_; }
+
+int kernel_threads() { return t_pool ? t_pool->threads() : g_threads.load(std::memory_order_relaxed); }
 
 void set_kernel_threads(int threads) { g_threads.store(std::max(1, threads), std::memory_order_relaxed); }
 
@@ -108,7 +119,9 @@ void run_parallel(int64_t n, int64_t grain, void (*fn)(void* ctx, int64_t begin,
   if (n <= 0) return;
   const int64_t by_size = n / std::max<int64_t>(grain, 1);
   const int chunks = static_cast<int>(std::min<int64_t>(kernel_threads(), by_size));
-  if (chunks <= 1 || t_in_chunk || !pool().run(chunks, n, fn, ctx)) fn(ctx, 0, n);
+  if (chunks <= 1 || t_in_chunk) return fn(ctx, 0, n);
+  KernelPool::Workers& workers = t_pool ? *t_pool->workers_ : process_pool();
+  if (!workers.run(chunks, n, fn, ctx)) fn(ctx, 0, n);
 }
 
 }  // namespace pf::cpu

@@ -2,15 +2,51 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <type_traits>
 
 namespace pf::cpu {
 
-/// The threads a loop or a GEMM may be split over: the CPU device's budget
+/// The threads a loop or a GEMM may be split over: the budget of the pool the
+/// calling thread computes on (KernelPoolScope), or else the process-wide one
 /// (1 until set_cpu_threads is called).
 int kernel_threads();
 /// Called by set_cpu_threads.
 void set_kernel_threads(int threads);
+
+/// One CPU device's kernel threads: a budget and the sleeping workers a
+/// loop is split over. Each worker of a pipeline owns the pool of its
+/// device, so that stages computing at once each split their loops over
+/// their own threads instead of contending for one pool.
+class KernelPool {
+ public:
+  explicit KernelPool(int threads);
+  ~KernelPool();
+  KernelPool(const KernelPool&) = delete;
+  KernelPool& operator=(const KernelPool&) = delete;
+
+  int threads() const { return threads_; }
+
+  struct Workers;  // internal to parallel.cpp
+
+ private:
+  friend void run_parallel(int64_t, int64_t, void (*)(void*, int64_t, int64_t), void*);
+  int threads_;
+  std::unique_ptr<Workers> workers_;
+};
+
+/// While it lives, the calling thread's kernels split over `pool` (nullptr:
+/// over the process-wide budget); the previous pool is restored after.
+class KernelPoolScope {
+ public:
+  explicit KernelPoolScope(KernelPool* pool);
+  ~KernelPoolScope();
+  KernelPoolScope(const KernelPoolScope&) = delete;
+  KernelPoolScope& operator=(const KernelPoolScope&) = delete;
+
+ private:
+  KernelPool* previous_;
+};
 
 /// Runs `fn(ctx, begin, end)` over [0, n) in contiguous chunks of at least
 /// `grain` items, at most one per thread of the budget; the calling thread

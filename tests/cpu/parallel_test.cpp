@@ -4,9 +4,11 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstring>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "backends/cpu/blas.h"
@@ -48,6 +50,44 @@ TEST_F(ParallelTest, NestedLoopsRunInline) {
       parallel_for(1000, 10, [&](int64_t b, int64_t e) { total.fetch_add(e - b); });
   });
   EXPECT_EQ(total.load(), 4000);
+}
+
+// A pipeline's workers each split over their own device's pool: the budget
+// follows the pool in scope, every chunk runs, and two workers splitting at
+// once both get their threads (a shared pool would run one of them inline).
+TEST_F(ParallelTest, EachWorkerSplitsOverItsOwnPool) {
+  EXPECT_EQ(kernel_threads(), 1);
+  auto chunks_of_a_split = [](KernelPool* pool, std::atomic<int>& arrived) {
+    KernelPoolScope scope(pool);
+    std::atomic<int> chunks{0};
+    parallel_for(1000, 10, [&](int64_t, int64_t) {
+      chunks.fetch_add(1);
+      // Every chunk waits (a while at most) until both workers' loops are
+      // split, so that the two loops overlap.
+      arrived.fetch_add(1);
+      const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+      while (arrived.load() < 4 && std::chrono::steady_clock::now() < until) std::this_thread::yield();
+    });
+    return chunks.load();
+  };
+  KernelPool a(2), b(2);
+  std::atomic<int> arrived{0};
+  int chunks_a = 0, chunks_b = 0;
+  std::thread other([&] { chunks_b = chunks_of_a_split(&b, arrived); });
+  chunks_a = chunks_of_a_split(&a, arrived);
+  other.join();
+  EXPECT_EQ(chunks_a, 2);
+  EXPECT_EQ(chunks_b, 2);
+  {
+    KernelPoolScope scope(&a);
+    EXPECT_EQ(kernel_threads(), 2);
+    {
+      KernelPoolScope inner(nullptr);
+      EXPECT_EQ(kernel_threads(), 1);
+    }
+    EXPECT_EQ(kernel_threads(), 2);
+  }
+  EXPECT_EQ(kernel_threads(), 1);
 }
 
 // Every kernel that splits its loops or products, on shapes above the grain:

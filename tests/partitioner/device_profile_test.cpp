@@ -327,13 +327,27 @@ TEST(Devices, BadLists) {
   EXPECT_EQ(error_of([&] { parse_devices("tpu", measured_profile()); }),
             "unknown device kind 'tpu'; known: cpu, a100, h100, h100-lab");
   EXPECT_EQ(error_of([&] { parse_devices("h100:", cpu); }),
-            "bad device list 'h100:' at 'h100:'; write it like cpu:4 or a100:2,h100:2");
+            "bad device list 'h100:' at 'h100:'; write it like cpu:4, cpu:2x4 (threads each) or a100:2,h100:2");
   EXPECT_EQ(error_of([&] { parse_devices("cpu:2,,cpu:1", cpu); }),
-            "bad device list 'cpu:2,,cpu:1' at ''; write it like cpu:4 or a100:2,h100:2");
-  for (std::string_view spec : {"cpu:0", "cpu:-1", ":2", "cpu:4,", "cpu:x", "cpu:2x", ""})
+            "bad device list 'cpu:2,,cpu:1' at ''; write it like cpu:4, cpu:2x4 (threads each) or a100:2,h100:2");
+  for (std::string_view spec : {"cpu:0", "cpu:-1", ":2", "cpu:4,", "cpu:x", "cpu:2x", "cpu:2x0", "cpu:x4", "cpu:2x4x", ""})
     EXPECT_NE(error_of([&] { parse_devices(spec, cpu); }).find("bad device list"), std::string::npos) << spec;
   EXPECT_EQ(error_of([&] { parse_devices("cpu:1,h100:1", builtin_profile("h100", "bf16")); }),
             "cpu has no bf16 matmul rate; it has fp32 only");
+  EXPECT_EQ(error_of([&] { parse_devices("h100:2x4", builtin_profile("h100")); }),
+            "h100:2x4: threads are counted for CPU devices; a h100 device is one GPU");
+}
+
+// cpu:NxT: N devices of T threads, each T times as fast as one thread (the
+// profile times one core).
+TEST(Devices, CpuDevicesCarryTheirThreads) {
+  std::vector<DeviceEntry> entries = parse_device_entries("cpu:2x4,cpu:1", builtin_profile("cpu"));
+  ASSERT_EQ(entries.size(), 3u);
+  EXPECT_EQ(entries[1].spec.name, "cpu:1");
+  EXPECT_EQ(entries[1].threads, 4);
+  EXPECT_EQ(entries[1].spec.speed, 4.0);
+  EXPECT_EQ(entries[2].threads, 1);
+  EXPECT_EQ(entries[2].spec.speed, 1.0);
 }
 
 }  // namespace

@@ -40,6 +40,36 @@ TEST(StepTime, BubbleIsTheSchedules) {
   EXPECT_LT(zb.step_s, one_f_one_b.step_s);
 }
 
+// Each stage runs on its own costs: a slower second stage holds the first
+// back, and the bubble is that of these stages, above the textbook one.
+TEST(StepTime, UnevenStagesWidenTheBubble) {
+  TwoStages t;
+  t.graph.nodes[1].forward_s = 2.0;
+  t.graph.nodes[1].backward_s = 4.0;
+  t.result.stages[1].compute_s = 6.0;
+  const std::vector<StageTime> times = stage_times(t.graph, t.result);
+  ASSERT_EQ(times.size(), 2u);
+  EXPECT_DOUBLE_EQ(times[1].forward_s, 2.0);
+  EXPECT_DOUBLE_EQ(times[1].backward_s, 4.0);
+  StepOptions o;
+  o.microbatches = 8;
+  StepPrediction p = predict_step(t.graph, t.result, o);
+  // The slow stage never waits once the first forward has reached it; the
+  // first stage's last backward follows its last: 1 + 8 x 6 + 2.
+  EXPECT_DOUBLE_EQ(p.pipeline_s, 51.0);
+  EXPECT_NEAR(p.bubble_fraction, 1.0 - (8 * 3.0 + 8 * 6.0) / (2 * 51.0), 1e-12);
+  EXPECT_GT(p.bubble_fraction, 1.0 / 9);
+}
+
+// A device twice as fast (compute_s half the nodes' time) halves both directions.
+TEST(StepTime, StageTimesAreOnTheStagesDevice) {
+  TwoStages t;
+  t.result.stages[0].compute_s = 1.5;
+  const std::vector<StageTime> times = stage_times(t.graph, t.result);
+  EXPECT_DOUBLE_EQ(times[0].forward_s, 0.5);
+  EXPECT_DOUBLE_EQ(times[0].backward_s, 1.0);
+}
+
 TEST(StepTime, AddsTheExposedAllReduceAndTheOptimizer) {
   TwoStages t;
   StepOptions o;

@@ -188,6 +188,56 @@ TEST_F(RuntimeTest, ForwardIsTheTrainingLossWithoutAnUpdate) {
   }
 }
 
+// Each CPU device splits its kernels over the threads the plan gives it
+// (cpu:2x2), and splitting changes no bit of the training.
+TEST_F(RuntimeTest, DevicesRunTheirThreadsWithTheBitsOfOne) {
+  auto train = [&](const std::string& devices) {
+    Module m = parse_module(read_source_file(std::string(PF_SOURCE_DIR) + "/examples/mlp.pf"));
+    // Products large enough to be split over two threads.
+    DimBinding binding = m.binding({{"I", 256}, {"H", 512}, {"L", 2}, {"K", 10}, {"B", 256}});
+    verify_module(m, binding, VerifyOptions{true});
+    CompileOptions options;
+    options.devices = devices;
+    options.microbatches = 2;
+    Plan plan = compile_plan(std::move(m), binding, "mlp.pf", options).plan;
+    Runtime rt = Runtime::from_plan(plan, devices, adamw());
+    EXPECT_EQ(rt.plan().devices.back().threads, devices == "cpu:2x2" ? 2 : 1);
+    rt.initialize(5);
+    std::vector<double> losses;
+    for (int s = 0; s < 2; ++s) losses.push_back(rt.train_step(make_batch(rt, 20 + s).named));
+    rt.save_weights(path(devices + ".safetensors"));
+    return losses;
+  };
+  EXPECT_EQ(train("cpu:2x2"), train("cpu:2"));
+  EXPECT_EQ(read_bytes(path("cpu:2x2.safetensors")), read_bytes(path("cpu:2.safetensors")));
+}
+
+// What a stage holds, as the memory limit counts it: its parameters three
+// or four times over (weights, gradients, one or two optimizer states) and a
+// stash slot per micro-batch it may hold.
+TEST_F(RuntimeTest, StagesCountWhatTheyHold) {
+  const Plan plan = load_plan(compile("gpipe"));
+  for (const char* optimizer : {"adamw", "sgd"}) {
+    PipelineOptions options;
+    options.train.optimizer = optimizer;
+    auto pipeline = Pipeline::from_plan(plan, options);
+    pipeline->start();
+    const std::vector<StageMemory> memory = pipeline->memory();
+    ASSERT_EQ(memory.size(), 2u);
+    for (const StageMemory& m : memory) {
+      int64_t numel = 0;
+      for (const PlanParam& p : plan.stages[static_cast<size_t>(m.stage)].params) numel += p.type.numel();
+      EXPECT_EQ(m.rank, m.stage);
+      EXPECT_EQ(m.weights, 4 * numel);
+      EXPECT_EQ(m.gradients, 4 * numel);
+      EXPECT_EQ(m.optimizer_state, (optimizer == std::string("adamw") ? 8 : 4) * numel) << optimizer;
+      EXPECT_EQ(m.slots, 4);  // gpipe: every micro-batch in flight
+      EXPECT_GT(m.activations, 0);
+      EXPECT_EQ(m.total(), m.weights + m.gradients + m.optimizer_state + m.activations + m.workspace);
+    }
+  }
+}
+
 TEST_F(RuntimeTest, CheckpointContinuesBitForBit) {
   std::string plan = compile();
   std::vector<Batch> batches;
@@ -511,8 +561,9 @@ TEST_F(RuntimeTest, RejectsBadBatchesAndOptions) {
   bad.train.warmup = 3;
   EXPECT_EQ(error_of([&] { Runtime::load(plan, bad); }), "runtime options: warmup must be in [0, steps = 1], not 3");
   bad = {};
-  bad.threads = 0;
-  EXPECT_EQ(error_of([&] { Runtime::load(plan, bad); }), "runtime options: threads must be positive, not 0");
+  bad.threads = -1;
+  EXPECT_EQ(error_of([&] { Runtime::load(plan, bad); }),
+            "runtime options: threads must be 0 (each device's own) or positive, not -1");
 }
 
 // A stage that throws stops the step with its message; the runtime is as
