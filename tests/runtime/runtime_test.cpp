@@ -222,6 +222,24 @@ TEST_F(RuntimeTest, CheckpointContinuesBitForBit) {
   EXPECT_EQ(read_bytes(path("c_weights")), read_bytes(path("b_weights")));
 }
 
+// A caller's notes (pipeforge run's place in its data set) travel in the
+// checkpoint's index and come back from load_checkpoint; the index's own keys
+// are refused before anything is written.
+TEST_F(RuntimeTest, CheckpointNotesComeBackFromLoad) {
+  const std::string plan = compile();
+  Runtime a = Runtime::load(plan, adamw());
+  a.initialize(3);
+  a.train_step(make_batch(a, 1).named);
+  a.save_checkpoint(path("ck"), {{"data.epoch", "2"}, {"data.batch", "5"}});
+  Runtime b = Runtime::load(plan, adamw());
+  EXPECT_EQ(b.load_checkpoint(path("ck")), (CheckpointNotes{{"data.batch", "5"}, {"data.epoch", "2"}}));
+  a.save_checkpoint(path("plain"));
+  EXPECT_EQ(b.load_checkpoint(path("plain")), CheckpointNotes{});
+  EXPECT_EQ(error_of([&] { a.save_checkpoint(path("bad"), {{"step", "7"}}); }),
+            path("bad") + ": a checkpoint note may not be called 'step': the index uses that key");
+  EXPECT_FALSE(fs::exists(path("bad")));
+}
+
 // The parameters by name in memory: what save_weights writes, read without
 // a file; setting them is load_weights without the file.
 TEST_F(RuntimeTest, ParametersAreReadAndSetByName) {
