@@ -289,6 +289,8 @@ std::unique_ptr<SampleDataset> SampleDataset::open(const std::string& path, cons
   for (const DataInput& in : inputs)
     if (in.per_sample && (in.type.rank() == 0 || in.type.shape[0] != batch))
       throw Error(fmt::format("{}: input '{}' is {}, not a batch of {}", path, in.name, in.type.str(), batch));
+  if (::access(path.c_str(), R_OK) != 0)
+    throw Error(fmt::format("{}: cannot read it: {}", path, std::strerror(errno)));
   if (token_dtype || path.ends_with(".bin") || has_llmc_header(path))
     return std::make_unique<TokenSamples>(path, inputs, batch, model, token_dtype);
   return std::make_unique<SafeTensorsSamples>(path, inputs, batch, model);
