@@ -56,7 +56,7 @@ void evaluate_weights(const CLI::App& cmd, const EvalOptions& o) {
                            plan.devices.size() == 1 ? "" : "s");
   std::cout << "data: " << source.describe() << "\n";
   const Evaluation e = evaluate(runtime, source, batches);
-  std::cout << fmt::format("eval  loss {:.6f}  ({} batch{})\n", e.loss, e.batches, e.batches == 1 ? "" : "es");
+  std::cout << "eval" << e.summary() << "\n";
 }
 
 }  // namespace

@@ -170,8 +170,7 @@ void train(const RunOptions& o, Runtime& runtime, const std::string& what, int r
     }
     if (eval && ((o.eval_every > 0 && step % o.eval_every == 0) || step == o.steps)) {
       const Evaluation e = evaluate(runtime, *eval, eval_batches);
-      out << fmt::format("eval  step {}  loss {:.6f}  ({} batch{})\n", step, e.loss, e.batches,
-                         e.batches == 1 ? "" : "es");
+      out << fmt::format("eval  step {}{}\n", step, e.summary());
     }
   }
   if (!o.trace.empty()) {

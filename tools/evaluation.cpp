@@ -7,6 +7,12 @@
 
 namespace pf::tools {
 
+std::string Evaluation::summary() const {
+  const double percent = predicted > 0 ? 100.0 * static_cast<double>(correct) / static_cast<double>(predicted) : 0;
+  const std::string accuracy = predicted > 0 ? fmt::format("  accuracy {:.2f}%", percent) : "";
+  return fmt::format("  loss {:.6f}{}  ({} batch{})", loss, accuracy, batches, batches == 1 ? "" : "es");
+}
+
 int64_t eval_batches(const BatchSource& source, int64_t asked, const std::string& flag) {
   const int64_t have = source.batches_per_epoch();
   if (asked == 0) return have;
@@ -20,7 +26,11 @@ Evaluation evaluate(Runtime& runtime, BatchSource& source, int64_t batches) {
   source.seek(0);
   Evaluation out;
   double sum = 0;
-  for (int64_t k = 0; k < batches; ++k) sum += runtime.forward(source.next());
+  for (int64_t k = 0; k < batches; ++k) {
+    sum += runtime.forward(source.next());
+    out.correct += runtime.last_step().correct;
+    out.predicted += runtime.last_step().predicted;
+  }
   out.batches = batches;
   out.loss = batches > 0 ? sum / static_cast<double>(batches) : 0;
   return out;

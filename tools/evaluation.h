@@ -12,6 +12,12 @@ namespace pf::tools {
 struct Evaluation {
   double loss = 0;      // the mean of the batches' losses (each the mean over its samples)
   int64_t batches = 0;
+  /// A classifier's predictions (PipelineStepResult::correct): right, of
+  /// how many; 0 of 0 when the model has none or its logits are on a GPU.
+  int64_t correct = 0, predicted = 0;
+
+  /// "  loss 1.234567  accuracy 87.50%  (8 batches)": what an eval line says.
+  std::string summary() const;
 };
 
 /// The number of batches an evaluation reads: `asked` (> 0), or every whole

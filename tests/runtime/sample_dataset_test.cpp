@@ -342,15 +342,17 @@ TEST(BatchPrefetcher, RethrowsWhatTheFillThrewAtTheBatchItFailed) {
 }
 
 TEST(BatchPrefetcher, DestructionWaitsForTheBatchBeingPrepared) {
-  std::atomic<int> done{0};
+  std::atomic<int> started{0}, done{0};
   {
     BatchPrefetcher ahead({4}, [&](std::span<void* const>) {
+      started += 1;
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
       done += 1;
     });
     ahead.next();  // the second batch starts now
+    while (started.load() < 2) std::this_thread::yield();
   }
-  EXPECT_EQ(done.load(), 2);
+  EXPECT_EQ(done.load(), 2);  // the second, begun, was finished before the thread was joined
 }
 
 }  // namespace
