@@ -344,6 +344,8 @@ PipelineStepResult Pipeline::run_step(const std::vector<std::pair<std::string, c
   result.seconds = since(step.start);
   result.loss = state->outcomes[0].loss;  // every rank's
   result.grad_norm = state->outcomes[0].grad_norm;
+  result.correct = state->outcomes[0].correct;  // every rank's
+  result.predicted = state->outcomes[0].predicted;
   result.lr = step.lr;
   for (RankOutcome& o : state->outcomes)
     result.trace.insert(result.trace.end(), o.trace.begin(), o.trace.end());

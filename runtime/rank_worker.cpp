@@ -54,6 +54,25 @@ RankWorker::RankWorker(int rank, int microbatches, std::vector<Action> actions, 
       comm_(comm),
       groups_(std::move(groups)),
       norm_params_(std::move(norm_params)) {
+  for (PipelineStage* st : stages_) {
+    classifiers_.emplace_back();
+    if (!st->has_loss) continue;
+    const Function& g = st->program->graph();
+    for (const Op& op : g.ops) {
+      if (op.kind != OpKind::cross_entropy) continue;
+      const TensorType logits = g.type_of(op.operands[0]), targets = g.type_of(op.operands[1]);
+      Classifier c;
+      c.logits = g.values[op.operands[0]].name;
+      c.targets = g.values[op.operands[1]].name;
+      c.classes = logits.shape.empty() ? 0 : logits.shape.back();
+      c.rows = targets.numel();
+      if (const Attr* ignore = op.attr("ignore_index"); ignore && ignore->dim.is_constant())
+        c.ignore_index = ignore->dim.constant();
+      if (logits.dtype == DType::f32 && targets.dtype == DType::i32 && c.classes > 0 &&
+          logits.numel() == c.rows * c.classes)
+        classifiers_.back() = std::move(c);
+    }
+  }
   if (groups_.stage_replicas.size() != stages_.size())
     throw Error(fmt::format("rank {}: {} replica groups for {} stages", rank_, groups_.stage_replicas.size(),
                             stages_.size()));
@@ -78,6 +97,8 @@ void RankWorker::run(const RankStep& step, RankOutcome& out) {
   const cpu::KernelPoolScope device_threads(&kernels_);
   try {
     in_flight_.clear();  // a failed step's
+    correct_ = predicted_ = 0;
+    unclassified_ = false;
     post_receives(step);
     walk(step, out);
     finish_devices();
@@ -86,7 +107,7 @@ void RankWorker::run(const RankStep& step, RankOutcome& out) {
     // The replicas' sums before the loss's collective, which waits for the
     // whole world: a stage done early has its sum done before the others end.
     if (step.backward) finish_replica_grads();
-    out.loss = loss();
+    loss(step, out);
     if (!step.backward) return;
     sum_tied_grads();
     out.grad_norm = grad_norm();
@@ -285,6 +306,7 @@ void RankWorker::forward(const Action& a, const RankStep& step) {
   st.program->forward(slot, args, results);
   st.program->mark_produced(HandOff::activations, a.microbatch);
   if (!step.backward) {
+    classify(st, slot);
     // No backward will read the stash: the slot is free again.
     st.free_slots.push_back(slot);
     st.inflight -= 1;
@@ -329,13 +351,40 @@ void RankWorker::finish_devices() {
 
 // The ranks holding the last stage bring the losses; the sum reaches every
 // rank, and doubles as the barrier after which every lent buffer is free.
-double RankWorker::loss() {
+void RankWorker::loss(const RankStep& step, RankOutcome& out) {
+  // A forward pass also sums the classifications (exact in a double below
+  // 2^53), and whether some rank could not read its classifier's stash.
   std::vector<double> total = {0.0};
+  if (!step.backward)
+    total = {0.0, static_cast<double>(correct_), static_cast<double>(predicted_), unclassified_ ? 1.0 : 0.0};
   for (PipelineStage* st : stages_)
     if (st->has_loss)
       for (float l : st->losses) total[0] += l;
   comm_.all_reduce(groups_.world, total);
-  return total[0] / (microbatches_ * groups_.replicas);
+  out.loss = total[0] / (microbatches_ * groups_.replicas);
+  if (!step.backward && total[3] == 0) {
+    out.correct = static_cast<int64_t>(total[1]);
+    out.predicted = static_cast<int64_t>(total[2]);
+  }
+}
+
+// The prediction is the first largest logit of each row, as torch.argmax.
+void RankWorker::classify(const PipelineStage& st, int slot) {
+  const size_t k = static_cast<size_t>(std::find(stages_.begin(), stages_.end(), &st) - stages_.begin());
+  const std::optional<Classifier>& c = classifiers_.at(k);
+  if (!c) return;
+  const auto* logits = static_cast<const float*>(st.program->stashed_on_host(slot, c->logits));
+  const auto* targets = static_cast<const int32_t*>(st.program->stashed_on_host(slot, c->targets));
+  if (!logits || !targets) {
+    unclassified_ = true;
+    return;
+  }
+  for (int64_t r = 0; r < c->rows; ++r) {
+    if (targets[r] == c->ignore_index) continue;
+    const float* row = logits + r * c->classes;
+    predicted_ += 1;
+    if (std::max_element(row, row + c->classes) - row == targets[r]) correct_ += 1;
+  }
 }
 
 void RankWorker::all_reduce_grad(PipelineStage& st, const std::string& name, const CommGroup& group,

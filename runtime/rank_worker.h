@@ -6,6 +6,7 @@
 #pragma once
 
 #include <chrono>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -57,6 +58,7 @@ struct RankStep {
 struct RankOutcome {
   double loss = 0;  // mean over the micro-batches
   double grad_norm = 0;
+  int64_t correct = 0, predicted = 0;  // a forward pass's classifications (every rank's; PipelineStepResult)
   double walked_s = 0;  // since the step's start: its actions done (a GPU's queued work too)
   std::vector<TraceEvent> trace;
 };
@@ -87,7 +89,12 @@ class RankWorker {
   void backward(const Action& a);
   /// Waits for the GPU stages' queued work and reads their losses.
   void finish_devices();
-  double loss();
+  /// The step's loss, and in a forward pass its classifications, summed
+  /// over every rank.
+  void loss(const RankStep& step, RankOutcome& out);
+  /// In a forward pass: counts the predictions of the classifier in stage
+  /// `st` for the micro-batch in `slot`, from its stash.
+  void classify(const PipelineStage& st, int slot);
   /// Starts summing the gradients of its k-th stage over the stage's replicas.
   void start_replica_grads(size_t k);
   /// Waits for every sum started and puts the totals back as the gradients.
@@ -124,6 +131,17 @@ class RankWorker {
   std::vector<std::vector<Param>> norm_params_;
   std::vector<Posted> posted_;  // per action: the receives posted for it
   int current_stage_ = -1;      // for a failure's message
+  /// A stage whose loss is a cross_entropy: its logits (..., C) and integer
+  /// targets, which its backward needs and so its stash holds.
+  struct Classifier {
+    std::string logits, targets;
+    int64_t classes = 0;
+    int64_t rows = 0;  // targets per micro-batch
+    int64_t ignore_index = -100;
+  };
+  std::vector<std::optional<Classifier>> classifiers_;  // per stage
+  int64_t correct_ = 0, predicted_ = 0;   // this step's, on this rank
+  bool unclassified_ = false;             // a classifier here whose stash is not in host memory
 };
 
 /// The tag of tensor `tensor` of `kind` (0: activations, 1: gradients) of

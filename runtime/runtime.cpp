@@ -348,8 +348,21 @@ double Runtime::forward(const Batch& batch) {
 const PipelineStepResult& Runtime::last_step() const { return impl_->last; }
 int64_t Runtime::step() const { return impl_->step; }
 
-void Runtime::save_checkpoint(const std::string& path) const {
+namespace {
+
+bool is_index_key(const std::string& key) {
+  for (const char* own : {kFormatKey, kVersionKey, kModelKey, kStepKey, kOptimizerKey, kOptimizerStepKey, "shards"})
+    if (key == own) return true;
+  return false;
+}
+
+}  // namespace
+
+void Runtime::save_checkpoint(const std::string& path, const CheckpointNotes& notes) const {
   if (!impl_->has_weights) throw Error(fmt::format("{}: the runtime has no weights to save yet", path));
+  for (const auto& [key, value] : notes)
+    if (is_index_key(key) || key.empty())
+      throw Error(fmt::format("{}: a checkpoint note may not be called '{}': the index uses that key", path, key));
   Pipeline& pipeline = *impl_->pipeline;
   pipeline.copy_to_host();  // CUDA stages' weights and optimizer state
   // A shard per stage (a tied parameter in every stage holding it).
@@ -371,17 +384,17 @@ void Runtime::save_checkpoint(const std::string& path) const {
   std::vector<std::string> texts;
   for (const Json& e : entries) texts.push_back(e.dump());
   const Optimizer& first = *pipeline.optimizers().front();
-  write_index(path,
-              {{kFormatKey, kFormat},
-               {kVersionKey, kVersion},
-               {kModelKey, impl_->plan.model_name},
-               {kStepKey, std::to_string(impl_->step)},
-               {kOptimizerKey, std::string(first.kind())},
-               {kOptimizerStepKey, std::to_string(first.step_count())}},
-              texts);
+  CheckpointMeta meta = {{kFormatKey, kFormat},
+                         {kVersionKey, kVersion},
+                         {kModelKey, impl_->plan.model_name},
+                         {kStepKey, std::to_string(impl_->step)},
+                         {kOptimizerKey, std::string(first.kind())},
+                         {kOptimizerStepKey, std::to_string(first.step_count())}};
+  meta.insert(notes.begin(), notes.end());  // checked above: no key of the index's own
+  write_index(path, meta, texts);
 }
 
-void Runtime::load_checkpoint(const std::string& path) {
+CheckpointNotes Runtime::load_checkpoint(const std::string& path) {
   SafeTensors file = read_checkpoint(path);
   auto meta = [&](const char* key) -> std::string {
     auto it = file.metadata.find(key);
@@ -417,6 +430,10 @@ void Runtime::load_checkpoint(const std::string& path) {
   impl_->pipeline->copy_to_devices();  // CUDA stages' optimizer state
   impl_->step = *step;
   impl_->has_weights = true;
+  CheckpointNotes notes;
+  for (const auto& [key, value] : file.metadata)
+    if (!is_index_key(key)) notes.emplace(key, value);
+  return notes;
 }
 
 const Plan& Runtime::plan() const { return impl_->plan; }

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <utility>
@@ -38,6 +39,12 @@ struct RuntimeOptions {
   int rank = -1;
   Communicator* comm = nullptr;
 };
+
+/// What a caller keeps beside the weights in a checkpoint, as text by key
+/// (`pipeforge run` keeps its place in the data set: "data.epoch",
+/// "data.batch"). A key may not be one of the index's own ("format",
+/// "version", "model", "step", "optimizer", "optimizer.step", "shards").
+using CheckpointNotes = std::map<std::string, std::string>;
 
 /// A plan loaded for training in this process: one worker thread per device
 /// walks the plan's schedule, each stage on the CPU or, where the plan names
@@ -134,13 +141,14 @@ class Runtime {
   /// checkpoint whole (runtime/checkpoint.h).
   /// The weights are stored under the parameter names, so a checkpoint is
   /// also a weights file, and a plan of the same model with another number
-  /// of stages loads it.
-  void save_checkpoint(const std::string& path) const;
+  /// of stages loads it. `notes` go into the index.
+  void save_checkpoint(const std::string& path, const CheckpointNotes& notes = {}) const;
   /// Restores what save_checkpoint wrote, all or nothing: the index, its
   /// model, optimizer kind and step, and every tensor's name, dtype and
   /// shape are checked before anything changes. Training on from here gives
-  /// bit for bit the numbers of a run that never stopped.
-  void load_checkpoint(const std::string& path);
+  /// bit for bit the numbers of a run that never stopped. Returns the notes
+  /// save_checkpoint was given.
+  CheckpointNotes load_checkpoint(const std::string& path);
 
   /// The plan as loaded (include "plan/plan.h" to read it).
   const Plan& plan() const;

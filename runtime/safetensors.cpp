@@ -256,9 +256,18 @@ void TensorData::check_view(size_t element_size, Kind kind) const {
   }
 }
 
-SafeTensors SafeTensors::read(const std::string& path) {
-  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (fd.get() < 0) throw Error(fmt::format("cannot open '{}': {}", path, errno_text()));
+namespace {
+
+// The header of an open file, validated; `entries` are the tensors in the
+// order of their bytes, each offset counted from the start of the data.
+struct Header {
+  std::vector<Entry> entries;
+  std::map<std::string, std::string> metadata;
+  uint64_t data_start = 0;
+  uint64_t file_size = 0;
+};
+
+Header read_header(const std::string& path, const Fd& fd) {
   struct stat st {};
   if (::fstat(fd.get(), &st) != 0) throw Error(fmt::format("cannot stat '{}': {}", path, errno_text()));
   if (!S_ISREG(st.st_mode)) throw Error(fmt::format("{}: not a regular file", path));
@@ -280,11 +289,10 @@ SafeTensors SafeTensors::read(const std::string& path) {
   if (!read_at(fd.get(), text.data(), header_size, 8)) throw Error(fmt::format("{}: cannot read the header", path));
   nlohmann::json header = parse_header(path, text);
 
-  SafeTensors out;
-  out.source_ = path;
-  const uint64_t data_start = 8 + header_size;
-  const uint64_t data_size = file_size - data_start;
-  std::vector<Entry> entries;
+  Header out;
+  out.file_size = file_size;
+  out.data_start = 8 + header_size;
+  const uint64_t data_size = file_size - out.data_start;
   for (const auto& [name, info] : header.items()) {
     if (name == "__metadata__") {
       if (!info.is_object()) throw Error(fmt::format("{}: __metadata__ must be an object, got {}", path, info.dump()));
@@ -295,18 +303,45 @@ SafeTensors SafeTensors::read(const std::string& path) {
       }
       continue;
     }
-    entries.push_back(parse_entry(path, name, info, data_size));
+    out.entries.push_back(parse_entry(path, name, info, data_size));
   }
-  check_layout(path, entries, data_size);
+  check_layout(path, out.entries, data_size);
+  return out;
+}
 
-  for (const Entry& e : entries) {
+// A descriptor open for reading, or an error naming the file.
+int open_for_reading(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw Error(fmt::format("cannot open '{}': {}", path, errno_text()));
+  return fd;
+}
+
+}  // namespace
+
+SafeTensors SafeTensors::read(const std::string& path) {
+  const Fd fd(open_for_reading(path));
+  Header header = read_header(path, fd);
+  SafeTensors out;
+  out.source_ = path;
+  out.metadata = std::move(header.metadata);
+  for (const Entry& e : header.entries) {
     TensorData t;
     t.type = e.type;
     t.bytes.resize(e.end - e.begin);
-    if (!read_at(fd.get(), t.bytes.data(), t.bytes.size(), data_start + e.begin))
+    if (!read_at(fd.get(), t.bytes.data(), t.bytes.size(), header.data_start + e.begin))
       throw Error(fmt::format("{}: tensor '{}': cannot read its {} bytes", path, e.name, t.bytes.size()));
     out.tensors_.emplace(e.name, std::move(t));
   }
+  return out;
+}
+
+SafeTensorsLayout SafeTensorsLayout::read(const std::string& path) {
+  const Fd fd(open_for_reading(path));
+  Header header = read_header(path, fd);
+  SafeTensorsLayout out;
+  out.file_size = header.file_size;
+  out.metadata = std::move(header.metadata);
+  for (const Entry& e : header.entries) out.tensors.emplace(e.name, TensorPlace{e.type, header.data_start + e.begin});
   return out;
 }
 

@@ -96,6 +96,24 @@ class SafeTensors {
   std::string source_ = "<memory>";
 };
 
+/// Where one tensor of a safetensors file lies: its type and its first
+/// byte, counted from the start of the file.
+struct TensorPlace {
+  TensorType type;
+  uint64_t offset = 0;
+};
+
+/// A safetensors file's header, read and validated as SafeTensors::read
+/// validates the whole file, without reading any tensor: for a reader that
+/// maps the file instead (a data set larger than memory).
+struct SafeTensorsLayout {
+  std::map<std::string, TensorPlace, std::less<>> tensors;
+  std::map<std::string, std::string> metadata;
+  uint64_t file_size = 0;
+
+  static SafeTensorsLayout read(const std::string& path);
+};
+
 /// Checks that `file` holds exactly the `expected` tensors and throws one
 /// Error listing every problem at once, prefixed by `what`, e.g.
 /// "w.safetensors: missing h.0.attn.w; h.1.mlp.b is f32[3] here but the model

@@ -97,6 +97,8 @@ class StageExecutors {
   int slots() const { return static_cast<int>(seeds_.size()); }
   /// Bytes of one slot: the stash, then the deferred values.
   int64_t slot_bytes() const { return slot_bytes_; }
+  /// Where stashed value `s` (in the gradient program's stash order) begins within a slot.
+  int64_t stash_offset(size_t s) const { return stash_offsets_.at(s); }
   Executor& forward() const { return *forward_; }
   /// Forward, then backward or its parts.
   std::vector<Executor*> all() const {

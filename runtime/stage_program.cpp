@@ -43,6 +43,13 @@ bool StageProgram::split() const { return programs_->split(); }
 const BackwardSplit& StageProgram::backward_split() const { return programs_->backward_split(); }
 int64_t StageProgram::stash_bytes() const { return programs_->slot_bytes(); }
 
+const void* StageProgram::stashed_on_host(int slot_index, std::string_view name) const {
+  const auto it = std::find(gradients_.stash.begin(), gradients_.stash.end(), name);
+  if (it == gradients_.stash.end()) return nullptr;
+  const auto s = static_cast<size_t>(it - gradients_.stash.begin());
+  return stash_.at(static_cast<size_t>(slot_index)).data() + programs_->stash_offset(s);
+}
+
 void StageProgram::forward(int slot_index, std::span<const void* const> inputs, std::span<void* const> results) {
   programs_->run_forward(slot(slot_index), inputs, results);
 }

@@ -93,6 +93,7 @@ class StageProgram final : public StageRunner {
   void* allocate(int64_t bytes) override;
   void* allocate_host(int64_t bytes) override { return allocate(bytes); }
   const void* stage_input(int, const void* host, const TensorType&) override { return host; }
+  const void* stashed_on_host(int slot, std::string_view name) const override;
   const void* scalar(float value) override;
   void read_floats(const void* src, float* dst, int64_t n) override;
   void mark_produced(HandOff, int) override {}

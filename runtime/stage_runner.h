@@ -58,6 +58,10 @@ class StageRunner {
   virtual int slots() const = 0;
   /// Whether the backward runs as backward_input, then backward_weight.
   virtual bool split() const = 0;
+  /// The value `name` that the forward of the micro-batch in `slot` kept for
+  /// the backward, where it lies in host memory (until the slot's next
+  /// forward); null when the stash does not hold it, or holds it on a device.
+  virtual const void* stashed_on_host(int /*slot*/, std::string_view /*name*/) const { return nullptr; }
   /// The forward of one micro-batch into stash slot `slot`; `inputs` are the
   /// graph's arguments and `results` the buffers its own results are written to.
   virtual void forward(int slot, std::span<const void* const> inputs, std::span<void* const> results) = 0;

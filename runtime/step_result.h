@@ -21,6 +21,11 @@ struct TraceEvent {
 struct PipelineStepResult {
   double loss = 0;                      // mean over the micro-batches
   double grad_norm = 0;                 // before clipping; 0 for a forward pass
+  /// A forward pass of a classifier (a cross_entropy loss over f32 logits
+  /// (..., C) and i32 targets): the targets (other than ignore_index) whose
+  /// logits' first largest entry is the target, of how many. Both 0 for a
+  /// training step, a model without one, or a stage holding it on a GPU.
+  int64_t correct = 0, predicted = 0;
   double lr = 0;                        // of this step's update; 0 for a forward pass
   double seconds = 0;
   double update_seconds = 0;            // after the schedule's actions: collectives, clipping, optimizer

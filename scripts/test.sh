@@ -19,12 +19,12 @@ PF_BUILD_DIR=build-asan PF_CMAKE_ARGS="-DPF_SANITIZE=ON -DPF_BUILD_BENCH=OFF -DP
 build-asan/tests/ir/ir_test --gtest_brief=1
 build-asan/tests/passes/corpus_test --gtest_brief=1
 
-echo "== thread sanitizer: the communicators, the runtime (checkpoints, watchdog, failures), the pipelines =="
+echo "== thread sanitizer: the communicators, the runtime (checkpoints, watchdog, failures), the pipelines, the data-set prefetcher =="
 # Without -Werror: GCC 12 warns falsely (free-nonheap-object) in std::vector
 # code under -fsanitize=thread.
 PF_BUILD_DIR=build-tsan PF_CMAKE_ARGS="-DPF_TSAN=ON -DPF_WERROR=OFF -DPF_BUILD_BENCH=OFF -DPF_CUDA=OFF -DPF_PYTHON=OFF" \
-  scripts/build.sh --target communicator_test gloo_communicator_test runtime_test pipeline_test >/dev/null
-for t in comm/communicator_test comm/gloo_communicator_test runtime/runtime_test runtime/pipeline_test; do
+  scripts/build.sh --target communicator_test gloo_communicator_test runtime_test pipeline_test sample_dataset_test >/dev/null
+for t in comm/communicator_test comm/gloo_communicator_test runtime/runtime_test runtime/pipeline_test runtime/sample_dataset_test; do
   TSAN_OPTIONS="halt_on_error=1" build-tsan/tests/$t --gtest_brief=1
 done
 

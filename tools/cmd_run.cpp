@@ -14,12 +14,11 @@
 
 #include "comm/process_group.h"
 #include "ir/units.h"
-#include "partitioner/compile.h"
 #include "plan/plan.h"
-#include "runtime/dataset.h"
 #include "runtime/runtime.h"
-#include "runtime/safetensors.h"
+#include "tools/batch_source.h"
 #include "tools/command.h"
+#include "tools/evaluation.h"
 #include "tools/run_flags.h"
 
 namespace pf::tools {
@@ -32,7 +31,10 @@ struct RunOptions {
   int64_t steps = 10;
   int64_t batch = 0;
   TrainingOptions train;
-  std::string text, init_from, data, save_grads, save_weights;
+  DataFlags data;
+  std::string init_from, save_grads, save_weights;
+  std::string eval_data;
+  int64_t eval_every = 0, eval_batches = 0;  // 0: never; every whole batch of --eval-data
   int threads = 0;  // 0: the plan's (one for a model)
   bool lr_given = false;
   std::string trace;
@@ -40,86 +42,6 @@ struct RunOptions {
   std::string checkpoint, resume;
   int64_t checkpoint_every = 0;  // 0: only after the last step
 };
-
-/// Where a step's inputs come from: a fixed batch from a file, or a dataset.
-class BatchSource {
- public:
-  /// `inputs` are the model's inputs for a whole batch; `classes` the
-  /// width of a classifier's logits (0 if none); `model` names it in errors.
-  BatchSource(const RunOptions& o, const std::vector<std::pair<std::string, TensorType>>& inputs, int64_t classes,
-              const std::string& model, uint64_t seed) {
-    for (const auto& [name, type] : inputs) {
-      types_.push_back(type);
-      names_.push_back(name);
-    }
-    for (const TensorType& t : types_) buffers_.emplace_back(static_cast<size_t>(t.bytes()));
-    if (!o.data.empty()) {
-      SafeTensors file = SafeTensors::read(o.data);
-      std::vector<std::pair<std::string, TensorType>> expected;
-      for (size_t i = 0; i < types_.size(); ++i) expected.emplace_back(names_[i], types_[i]);
-      check_tensors(file, expected, o.data);
-      for (size_t i = 0; i < types_.size(); ++i) {
-        const TensorData& t = file.at(names_[i]);
-        std::copy(t.bytes.begin(), t.bytes.end(), buffers_[i].begin());
-      }
-      return;
-    }
-    auto is = [&](size_t i, DType dt, size_t rank) {
-      return i < types_.size() && types_[i].dtype == dt && types_[i].rank() == static_cast<int64_t>(rank);
-    };
-    if (types_.size() == 2 && is(0, DType::i32, 2) && is(1, DType::i32, 2)) {
-      if (o.text.empty())
-        throw Error(fmt::format("@{} reads tokens: give it a text file with --text FILE (or a batch with --data)",
-                                model));
-      const Shape& s = types_[0].shape;
-      dataset_ = std::make_unique<ByteTextDataset>(o.text, s[0], s[1], seed);
-      tokens_per_batch_ = s[0] * s[1];
-    } else if (types_.size() == 2 && is(0, DType::f32, 2) && is(1, DType::i32, 1)) {
-      dataset_ = std::make_unique<SeparableDataset>(types_[0].shape[1], classes, types_[0].shape[0], seed);
-    } else if (types_.size() == 2 && is(0, DType::f32, 4) && is(1, DType::i32, 1) &&
-               types_[0].shape == Shape{types_[0].shape[0], 3, 32, 32}) {
-      dataset_ = std::make_unique<GratingImageDataset>(types_[0].shape[0], seed);
-    } else {
-      throw Error(fmt::format("no built-in data fits @{}'s inputs; give a batch with --data D.safetensors", model));
-    }
-    if (!o.text.empty() && tokens_per_batch_ == 0)
-      throw Error(fmt::format("--text: @{} does not read tokens (two i32[B,T] inputs)", model));
-  }
-
-  const std::vector<std::string>& names() const { return names_; }
-
-  std::vector<const void*> next() {
-    if (dataset_) {
-      std::vector<void*> out;
-      for (auto& b : buffers_) out.push_back(b.data());
-      dataset_->next_batch(out);
-    }
-    std::vector<const void*> in;
-    for (auto& b : buffers_) in.push_back(b.data());
-    return in;
-  }
-
-  /// Makes batch `index` (0-based) the next one.
-  void seek(int64_t index) {
-    if (dataset_) dataset_->seek(index);
-  }
-
-  int64_t samples() const { return types_.empty() || types_[0].shape.empty() ? 1 : types_[0].shape[0]; }
-  int64_t tokens() const { return tokens_per_batch_; }
-
- private:
-  std::vector<TensorType> types_;
-  std::vector<std::string> names_;
-  std::vector<std::vector<std::byte>> buffers_;
-  std::unique_ptr<Dataset> dataset_;
-  int64_t tokens_per_batch_ = 0;
-};
-
-int64_t classes_of(const Function& g) {
-  for (const Op& op : g.ops)
-    if (op.kind == OpKind::cross_entropy) return g.type_of(op.operands[0]).shape.back();
-  return 0;
-}
 
 std::string rate(const BatchSource& source, double seconds) {
   return source.tokens() > 0
@@ -172,19 +94,6 @@ int64_t parameter_count(const Plan& plan) {
   return n;
 }
 
-// A model trains on one CPU device as a plan of one stage, compiled here in
-// memory: the same runtime, step, checkpoints and trace as any plan.
-Plan one_stage_plan(const RunOptions& o) {
-  LoadedModel model = load_model(o.file, o.bind, true);
-  if (o.batch > 0) bind_batch(model, o.batch);
-  CompileOptions options;
-  options.devices = fmt::format("cpu:1x{}", std::max(1, o.threads));
-  options.microbatches = 1;
-  options.schedule = "gpipe";
-  options.optimizer = o.train.optimizer;
-  return compile_plan(std::move(model.module), model.binding, o.file, options).plan;
-}
-
 // The same data, weights and outputs whatever the plan, plus the measured
 // bubble, the activations each stage held, a trace, and checkpoints. A
 // failing step throws before anything is written, so the last checkpoint
@@ -194,8 +103,9 @@ void train(const RunOptions& o, Runtime& runtime, const std::string& what, int r
   // Between processes rank 0 speaks for all: the step figures are everyone's.
   std::ostringstream muted;
   std::ostream& out = rank == 0 ? std::cout : muted;
+  CheckpointNotes notes;
   if (!o.resume.empty()) {
-    runtime.load_checkpoint(o.resume);
+    notes = runtime.load_checkpoint(o.resume);
     if (runtime.step() >= o.steps)
       throw Error(fmt::format("{}: the checkpoint is at step {} and --steps is {}: nothing left to train", o.resume,
                               runtime.step(), o.steps));
@@ -206,30 +116,35 @@ void train(const RunOptions& o, Runtime& runtime, const std::string& what, int r
   }
   const int64_t first = runtime.step() + 1;
 
-  // A classifier's loss, and so its width, is in the last stage: only that
-  // program is read again (the runtime keeps its parsed programs to itself).
-  const int64_t classes = classes_of(stage_program(plan, plan.stages.back()).graph());
-  BatchSource source(o, runtime.batch_inputs(), classes, plan.model_name, o.train.seed);
+  // Between processes each rank reads its replica's share of every batch.
+  const int data_rank = processes > 1 ? rank : -1;
+  BatchSource source(o.data, runtime, o.train.seed, /*shuffle=*/true, data_rank);
   // A resumed run reads the batches the uninterrupted run would have.
-  source.seek(first - 1);
+  source.resume(notes, first - 1, o.resume);
+  std::unique_ptr<BatchSource> eval;
+  int64_t eval_batches = 0;
+  if (!o.eval_data.empty()) {
+    eval = std::make_unique<BatchSource>(DataFlags{o.eval_data, o.data.data_dtype, "", "--eval-data"}, runtime,
+                                         o.train.seed, /*shuffle=*/false, data_rank);
+    eval_batches = tools::eval_batches(*eval, o.eval_batches, "--eval-batches");
+  }
   bool terminal = rank == 0 && isatty(STDOUT_FILENO);
   const RuntimeOptions options = runtime_options(o);
   out << fmt::format("training @{} from {}: {}, {} parameters, {} lr {}\n", plan.model_name, o.file, what,
                            format_count(parameter_count(plan)), options.train.optimizer,
                            format_real(options.train.lr));
+  if (source.has_data_set()) out << "data: " << source.describe() << "\n";
+  if (eval) out << "eval data: " << eval->describe() << "\n";
   if (!o.resume.empty()) out << fmt::format("resuming from {} at step {}\n", o.resume, first - 1);
   std::vector<TraceEvent> trace;
   double trace_offset = 0;
   for (int64_t step = first; step <= o.steps; ++step) {
-    std::vector<const void*> batch = source.next();
-    Runtime::Batch named;
-    for (size_t i = 0; i < batch.size(); ++i) named.inputs.emplace_back(source.names()[i], batch[i]);
-    runtime.train_step(named);
+    runtime.train_step(source.next());
     const PipelineStepResult& r = runtime.last_step();
     if (step == first && !o.save_grads.empty()) runtime.save_gradients(o.save_grads);
     bool checkpoint = !o.checkpoint.empty() &&
                       (step == o.steps || (o.checkpoint_every > 0 && step % o.checkpoint_every == 0));
-    if (checkpoint) runtime.save_checkpoint(o.checkpoint);
+    if (checkpoint) runtime.save_checkpoint(o.checkpoint, source.notes());
     for (TraceEvent e : r.trace) {
       e.start_s += trace_offset;
       e.end_s += trace_offset;
@@ -240,8 +155,9 @@ void train(const RunOptions& o, Runtime& runtime, const std::string& what, int r
     for (size_t s = 0; s < r.peak_stash_bytes.size(); ++s)
       memory += fmt::format("{}{}", s ? " " : "", format_bytes(static_cast<double>(r.peak_stash_bytes[s])));
     std::string line = fmt::format(
-        "step {:>5}  loss {:.6f}  |g| {:.4g}  lr {:.3g}  {:.1f} ms  {}  bubble {:.1f}%  activations [{}]", step,
-        r.loss, r.grad_norm, r.lr, r.seconds * 1e3, rate(source, r.seconds), 100 * r.bubble, memory);
+        "step {:>5}  loss {:.6f}{}  |g| {:.4g}  lr {:.3g}  {:.1f} ms  {}  bubble {:.1f}%  activations [{}]", step,
+        r.loss, source.epoch_text(), r.grad_norm, r.lr, r.seconds * 1e3, rate(source, r.seconds), 100 * r.bubble,
+        memory);
     if (!std::isfinite(r.grad_norm)) line += "  (gradient not finite: step skipped)";
     if (checkpoint) line += fmt::format("  checkpoint {}", o.checkpoint);
     if (terminal) {
@@ -251,6 +167,10 @@ void train(const RunOptions& o, Runtime& runtime, const std::string& what, int r
       if (step % std::max<int64_t>(1, o.steps / 10) == 0 && step != o.steps) out << "\n";
     } else {
       out << line << "\n";
+    }
+    if (eval && ((o.eval_every > 0 && step % o.eval_every == 0) || step == o.steps)) {
+      const Evaluation e = evaluate(runtime, *eval, eval_batches);
+      out << fmt::format("eval  step {}{}\n", step, e.summary());
     }
   }
   if (!o.trace.empty()) {
@@ -333,7 +253,7 @@ void run(const CLI::App& cmd, const RunOptions& o) {
                  fmt::format("{} stages on {}, {}, {} micro-batches", plan.stages.size(), devices_text(plan),
                              plan.schedule, plan.microbatches));
   }
-  Runtime runtime = Runtime::from_plan(one_stage_plan(o), o.file + "'s one-stage plan", runtime_options(o));
+  Runtime runtime = Runtime::from_plan(one_stage_plan(o.file, o.bind, o.batch, o.threads, o.train.optimizer), o.file + "'s one-stage plan", runtime_options(o));
   const int threads = runtime.plan().devices.front().threads;
   train(o, runtime, fmt::format("one CPU device, {} thread{}", threads, threads == 1 ? "" : "s"));
 }
@@ -362,11 +282,28 @@ void add_run_command(CLI::App& app) {
   cmd->add_option("--warmup", o->train.warmup, "linear warm-up steps, then cosine decay to lr/10");
   cmd->add_flag("--cosine", o->train.cosine, "cosine decay to lr/10 over the run");
   cmd->add_option("--seed", o->train.seed, "seed of the initial weights and of the data");
-  cmd->add_option("--text", o->text, "train a token model on the bytes of this file");
+  cmd->add_option("--text", o->data.text, "train a token model on the bytes of this file");
   CLI::Option* init_from =
       cmd->add_option("--init-from", o->init_from,
                       "load every parameter from this safetensors file or checkpoint folder");
-  cmd->add_option("--data", o->data, "use this batch (safetensors, by input name) at every step");
+  cmd->add_option("--data", o->data.data,
+                  "train on this data set: safetensors, a tensor per input holding N samples along the first axis "
+                  "(N = the batch: that batch at every step), or token ids for a model reading tokens and targets "
+                  "(a .bin of uint16 as nanoGPT writes, or llm.c's with its header); shuffled per epoch from --seed, "
+                  "the last partial batch of an epoch left out");
+  cmd->add_option("--data-dtype", o->data.data_dtype,
+                  "read --data (and --eval-data) as a flat file of token ids of this type, whatever its name")
+      ->check(CLI::IsMember({"uint16", "int32", "uint32"}));
+  CLI::Option* eval_data = cmd->add_option(
+      "--eval-data", o->eval_data, "evaluate on this data set (same formats as --data, read in order, never shuffled)");
+  cmd->add_option("--eval-every", o->eval_every,
+                  "print the loss on --eval-data every N steps (forward only); without it, after the last step only")
+      ->check(CLI::PositiveNumber)
+      ->needs(eval_data);
+  cmd->add_option("--eval-batches", o->eval_batches,
+                  "batches of --eval-data each evaluation reads (default: every whole batch)")
+      ->check(CLI::PositiveNumber)
+      ->needs(eval_data);
   cmd->add_option("--save-grads", o->save_grads, "write the first step's gradients here (safetensors)");
   cmd->add_option("--save-weights", o->save_weights, "write the trained weights here (safetensors)");
   cmd->add_option("--threads", o->threads,

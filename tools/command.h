@@ -16,6 +16,7 @@ namespace pf::tools {
 void add_check_command(CLI::App& app);
 void add_compile_command(CLI::App& app);
 void add_dump_command(CLI::App& app);
+void add_eval_command(CLI::App& app);
 void add_import_command(CLI::App& app);
 void add_launch_command(CLI::App& app);
 void add_opt_command(CLI::App& app);

@@ -20,6 +20,7 @@ int main(int argc, char** argv) {
         add_check_command(app);
         add_compile_command(app);
         add_dump_command(app);
+        add_eval_command(app);
         add_import_command(app);
         add_launch_command(app);
         add_opt_command(app);

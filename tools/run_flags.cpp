@@ -3,10 +3,12 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <optional>
 #include <vector>
 
 #include "ir/batch.h"
+#include "partitioner/compile.h"
 #include "tools/command.h"
 
 namespace pf::tools {
@@ -161,6 +163,18 @@ void check_plan_flags(const CLI::App& run, const Plan& plan, const std::string& 
                           "again{}: {}",
                           given, plan_path, compiled_for, wanted,
                           recompile_command(plan, model, plan_path, wanted_batch, changed)));
+}
+
+Plan one_stage_plan(const std::string& file, const std::string& bind, int64_t batch, int threads,
+                    const std::string& optimizer) {
+  LoadedModel model = load_model(file, bind, true);
+  if (batch > 0) bind_batch(model, batch);
+  CompileOptions options;
+  options.devices = fmt::format("cpu:1x{}", std::max(1, threads));
+  options.microbatches = 1;
+  options.schedule = "gpipe";
+  options.optimizer = optimizer;
+  return compile_plan(std::move(model.module), model.binding, file, options).plan;
 }
 
 void check_optimizer_flags(const CLI::App& run, const std::string& optimizer) {

@@ -17,8 +17,14 @@ namespace pf::tools {
 /// the plan, and otherwise throw Error naming what the plan was compiled for
 /// and the `pipeforge compile` command that makes the plan they ask for;
 /// `--threads` is refused with more than one device, since each of them
-/// runs on one core.
+/// runs the threads it was compiled for.
 void check_plan_flags(const CLI::App& run, const Plan& plan, const std::string& plan_path);
+
+/// A model (.pf, `--bind` and `--batch` applied) on one CPU device of
+/// `threads` threads: a plan of one stage compiled here in memory, so that
+/// it trains and evaluates through the same runtime as any plan.
+Plan one_stage_plan(const std::string& file, const std::string& bind, int64_t batch, int threads,
+                    const std::string& optimizer);
 
 /// `--momentum` given to a run that does not train with sgd
 /// throws Error.

@@ -272,6 +272,54 @@ TEST_F(RuntimeTest, CheckpointContinuesBitForBit) {
   EXPECT_EQ(read_bytes(path("c_weights")), read_bytes(path("b_weights")));
 }
 
+// A forward pass counts a classifier's predictions from the loss stage's
+// stash, over every micro-batch and schedule. Weights whose logits are the
+// output bias, 1 for class 3, predict 3 for every sample: the count is that
+// of the labels that are 3. A training step counts nothing.
+TEST_F(RuntimeTest, ForwardCountsAClassifiersPredictions) {
+  for (auto [schedule, chunks] : {std::pair{"1f1b", 1}, {"zb1", 1}, {"interleaved", 2}}) {
+    SCOPED_TRACE(schedule);
+    Runtime rt = Runtime::load(compile(schedule, chunks), adamw());
+    std::vector<std::vector<float>> values;
+    std::vector<std::pair<std::string, const float*>> in;
+    for (const auto& [name, type] : rt.parameters()) {
+      values.emplace_back(static_cast<size_t>(type.numel()), 0.0f);
+      if (name == "fc_out.b") values.back()[3] = 1.0f;
+    }
+    for (size_t i = 0; i < values.size(); ++i) in.emplace_back(rt.parameters()[i].first, values[i].data());
+    rt.load_parameters(in);
+    Batch b = make_batch(rt, 4);
+    const auto* labels = reinterpret_cast<const int32_t*>(b.data[1].data());
+    ASSERT_EQ(rt.batch_inputs()[1].first, "labels");
+    const int64_t threes = std::count(labels, labels + 16, 3);
+    ASSERT_GT(threes, 0);
+    rt.forward(b.named);
+    EXPECT_EQ(rt.last_step().predicted, 16);
+    EXPECT_EQ(rt.last_step().correct, threes);
+    rt.train_step(b.named);
+    EXPECT_EQ(rt.last_step().predicted, 0);
+    EXPECT_EQ(rt.last_step().correct, 0);
+  }
+}
+
+// A caller's notes (pipeforge run's place in its data set) travel in the
+// checkpoint's index and come back from load_checkpoint; the index's own keys
+// are refused before anything is written.
+TEST_F(RuntimeTest, CheckpointNotesComeBackFromLoad) {
+  const std::string plan = compile();
+  Runtime a = Runtime::load(plan, adamw());
+  a.initialize(3);
+  a.train_step(make_batch(a, 1).named);
+  a.save_checkpoint(path("ck"), {{"data.epoch", "2"}, {"data.batch", "5"}});
+  Runtime b = Runtime::load(plan, adamw());
+  EXPECT_EQ(b.load_checkpoint(path("ck")), (CheckpointNotes{{"data.batch", "5"}, {"data.epoch", "2"}}));
+  a.save_checkpoint(path("plain"));
+  EXPECT_EQ(b.load_checkpoint(path("plain")), CheckpointNotes{});
+  EXPECT_EQ(error_of([&] { a.save_checkpoint(path("bad"), {{"step", "7"}}); }),
+            path("bad") + ": a checkpoint note may not be called 'step': the index uses that key");
+  EXPECT_FALSE(fs::exists(path("bad")));
+}
+
 // The parameters by name in memory: what save_weights writes, read without
 // a file; setting them is load_weights without the file.
 TEST_F(RuntimeTest, ParametersAreReadAndSetByName) {
