@@ -76,7 +76,7 @@ using Kernel = void (*)(const KernelArgs& args, const LaunchContext& ctx);
 
 /// The kernel of `op` for float dtype `dtype`: f32 for every op the CPU
 /// backend runs, bf16 for every op but the convolutions and pools (matmul,
-/// the elementwise ops, reductions, softmax, the norms, embedding, the
+/// the elementwise ops, reductions, softmax, the norms, attention, embedding, the
 /// losses and all their gradients, and every op that only moves or produces
 /// values: cast, constant, reshape, transpose, slice, concat, split,
 /// broadcast_to, slice_grad); bf16 kernels compute in f32 and round once.
