@@ -4,7 +4,10 @@
 //   %s3 = where %mask, %s2, %minus_inf           (causal_mask, constant -inf; or absent)
 //   %p = softmax %s3 axis=-1
 //   %y = matmul %p, %v
-// into `%y, %y.lse = attention %q, %k, %v causal=true scale=...`. The scale
+// into `%y, %y.lse = attention %q, %k, %v causal=true scale=...`. k may
+// also come transposed, `%kt = transpose %x perm=[...]` (single use) read by
+// `matmul %q, %kt` as the ONNX importer writes it: the transpose's last two
+// axes are then swapped back so that it makes k itself. The scale
 // must be known when compiling: a constant, or (r)sqrt of a constant or a
 // dim_value. Only chains whose intermediate values have no other user (and
 // are not returned) are fused; the mask, -inf and scale ops that nothing
@@ -39,6 +42,7 @@ class FuseAttentionPass final : public Pass {
  private:
   struct Match {
     ValueId q, k, v;
+    int k_transpose = -1;  // the op making k^T, to turn into one making k
     double scale;
     bool causal;
     std::vector<int> chain;    // the ops replaced (the final matmul's index is the last)
@@ -142,14 +146,18 @@ class FuseAttentionPass final : public Pass {
     }
     // q k^T.
     const Op* qk = def(raw);
-    if (!qk || qk->kind != OpKind::matmul || flag(*qk, "transpose_a") || !flag(*qk, "transpose_b") ||
-        !single_use(raw))
-      return std::nullopt;
+    if (!qk || qk->kind != OpKind::matmul || flag(*qk, "transpose_a") || !single_use(raw)) return std::nullopt;
     mt.q = qk->operands[0];
     mt.k = qk->operands[1];
+    TensorType k_type = f_->type_of(mt.k);
+    if (!flag(*qk, "transpose_b")) {
+      const Op* kt = def(mt.k);
+      if (!kt || kt->kind != OpKind::transpose || !single_use(mt.k) || k_type.rank() < 2) return std::nullopt;
+      mt.k_transpose = f_->values[mt.k].def_op;
+      std::swap(k_type.shape[k_type.rank() - 1], k_type.shape[k_type.rank() - 2]);
+    }
     const TensorType& q_type = f_->type_of(mt.q);
-    if (!is_float(q_type.dtype) || q_type.rank() < 2 || f_->type_of(mt.k) != q_type ||
-        f_->type_of(mt.v) != q_type)
+    if (!is_float(q_type.dtype) || q_type.rank() < 2 || k_type != q_type || f_->type_of(mt.v) != q_type)
       return std::nullopt;
     // No broadcasting anywhere in the chain: every score tensor is [..., T, T].
     for (ValueId s : {raw, scores, softmax->operands[0], probs})
@@ -157,6 +165,20 @@ class FuseAttentionPass final : public Pass {
     mt.chain.push_back(f_->values[raw].def_op);
     mt.chain.insert(mt.chain.begin(), pv_index);
     return mt;
+  }
+
+  // A transpose made to write its last two axes the other way round: perm,
+  // written type and value type.
+  static void swap_last_axes(Function& f, Op& t) {
+    std::vector<DimExpr> perm = t.attr("perm")->dims;
+    std::swap(perm[perm.size() - 1], perm[perm.size() - 2]);
+    t.set_attr("perm", Attr::of_dims(std::move(perm)));
+    if (!t.declared.empty()) {
+      std::vector<DimExpr>& dims = t.declared[0].dims;
+      std::swap(dims[dims.size() - 1], dims[dims.size() - 2]);
+    }
+    Shape& shape = f.values[t.results[0]].type->shape;
+    std::swap(shape[shape.size() - 1], shape[shape.size() - 2]);
   }
 
   // A value name not yet taken in `f`, from `base`.
@@ -177,6 +199,7 @@ class FuseAttentionPass final : public Pass {
     for (size_t i = 0; i < f.ops.size(); ++i) {
       std::optional<Match> mt = match(static_cast<int>(i), binding);
       if (!mt) continue;
+      if (mt->k_transpose >= 0) swap_last_axes(f, f.ops[mt->k_transpose]);
       Op& pv = f.ops[i];
       const ValueId out = pv.results[0];
       const TensorType& q_type = f.type_of(mt->q);
