@@ -349,6 +349,42 @@ TEST(ModelGradient, FusedAttentionGivesTheUnfusedChainsGradients) {
   }
 }
 
+// dq, dk and dv themselves: q, k, v as inputs of the op-by-op chain (70
+// rows: two of the kernels' tiles), fused or not.
+TEST(ModelGradient, FusedAttentionGivesTheChainsDqDkDv) {
+  const std::string chain = R"(
+graph @attn(%q: f32[2,2,70,8], %k: f32[2,2,70,8], %v: f32[2,2,70,8], %wt: f32[2,2,70,8]) -> f32[] {
+  %s = matmul %q, %k transpose_b=true : f32[2,2,70,70]
+  %d = dim_value value=8 : f32[]
+  %r = rsqrt %d : f32[]
+  %ss = mul %s, %r : f32[2,2,70,70]
+  %m = causal_mask : bool[70,70]
+  %ninf = constant value=-inf : f32[]
+  %sm = where %m, %ss, %ninf : f32[2,2,70,70]
+  %p = softmax %sm axis=-1 : f32[2,2,70,70]
+  %o = matmul %p, %v : f32[2,2,70,8]
+  %ow = mul %o, %wt : f32[2,2,70,8]
+  %loss = reduce_sum %ow axes=[0,1,2,3] : f32[]
+  return %loss
+}
+)";
+  GradCheck unfused(parse_module_text("chain.pf", chain), {});
+  GradCheck fused(parse_module_text("chain.pf", chain), {}, false, {"inline", "shape", "fuse-attention"});
+  ASSERT_EQ(fused.module().graph().ops[0].kind, OpKind::attention) << fused.text();
+  EXPECT_NEAR(fused.loss(), unfused.loss(), 1e-12);
+  for (DType dtype : {DType::f64, DType::f32}) {
+    auto want = unfused.analytic(dtype), got = fused.analytic(dtype);
+    ASSERT_EQ(got.size(), 3u);  // dq, dk, dv (the weighting %wt is not checked)
+    ASSERT_EQ(want.size(), 3u);
+    for (size_t t = 0; t < 3; ++t) {
+      double scale = 1e-30, worst = 0;
+      for (double g : want[t]) scale = std::max(scale, std::fabs(g));
+      for (size_t i = 0; i < want[t].size(); ++i) worst = std::max(worst, std::fabs(got[t][i] - want[t][i]));
+      EXPECT_LE(worst, (dtype == DType::f64 ? 1e-12 : 1e-5) * scale) << dtype_name(dtype) << " d" << "qkv"[t];
+    }
+  }
+}
+
 TEST(ModelGradient, TinyGptWithFusedAttentionMatchesFiniteDifferences) {
   GradCheck check(gpt_module(), {{"B", 2}, {"T", 8}, {"S", 8}, {"C", 16}, {"H", 2}, {"L", 2}, {"V", 11}}, false,
                   {"inline", "shape", "fuse-attention"});
