@@ -9,6 +9,7 @@
 #include "backends/cpu/kernel_table.h"
 #include "backends/cpu/kernel_util.h"
 #include "backends/cpu/parallel.h"
+#include "backends/cpu/vector_math.h"
 
 namespace pf::cpu {
 
@@ -52,17 +53,13 @@ void forward_rows(const T* q, const T* k, const T* v, T* o, T* lse, const Heads&
       T* sr = s + r * kCols;
       // Keys after the row's own position are masked out (they come only in the diagonal tile).
       const int64_t visible = causal ? std::clamp<int64_t>(i0 + r + 1 - j0, 0, cols) : cols;
-      T row_max = m[r];
-      for (int64_t c = 0; c < visible; ++c) {
-        sr[c] *= sc;
-        row_max = std::max(row_max, sr[c]);
-      }
+      for (int64_t c = 0; c < visible; ++c) sr[c] *= sc;
+      const T row_max = visible > 0 ? std::max(m[r], max_of(sr, visible)) : m[r];
       const T alpha = m[r] == minus_inf ? T(0) : std::exp(m[r] - row_max);
+      // Vectorised (libmvec's exp); the masked keys are past `visible`, so no -inf reaches it.
       T sum = 0;
-      for (int64_t c = 0; c < visible; ++c) {
-        sr[c] = std::exp(sr[c] - row_max);
-        sum += sr[c];
-      }
+      for (int64_t c = 0; c < visible; ++c) sr[c] = std::exp(sr[c] - row_max);
+      for (int64_t c = 0; c < visible; ++c) sum += sr[c];
       for (int64_t c = visible; c < cols; ++c) sr[c] = 0;
       m[r] = row_max;
       l[r] = l[r] * alpha + sum;
@@ -136,10 +133,8 @@ void backward_head(const T* g, const T* q, const T* k, const T* v, const T* o, c
         T* dpr = dp + r * kCols;
         const int64_t visible = causal ? std::clamp<int64_t>(i0 + r + 1 - j0, 0, cols) : cols;
         const T row_lse = lse[i0 + r], row_delta = delta[i0 + r];
-        for (int64_t c = 0; c < visible; ++c) {
-          pr[c] = std::exp(pr[c] * sc - row_lse);         // p
-          dpr[c] = pr[c] * (dpr[c] - row_delta) * sc;     // ds, with the scale of s = q k^T * scale
-        }
+        for (int64_t c = 0; c < visible; ++c) pr[c] = std::exp(pr[c] * sc - row_lse);           // p
+        for (int64_t c = 0; c < visible; ++c) dpr[c] = pr[c] * (dpr[c] - row_delta) * sc;  // ds (s = q k^T * scale)
         for (int64_t c = visible; c < cols; ++c) pr[c] = dpr[c] = 0;
       }
       gemm_accumulate(true, false, cols, d, rows, p, kCols, g + i0 * d, d, dv + j0 * d, d);   // dv += p^T g
