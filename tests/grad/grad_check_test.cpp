@@ -287,8 +287,10 @@ TEST_P(OpGradient, MatchesFiniteDifferences) {
 // Whole models: a sample of every parameter's gradient (plus the inputs')
 // against finite differences, so that the rules compose (tied weights,
 // residuals, attention) as well as they work alone.
-void check_model(const char* file, const DimBinding& overrides, size_t samples_per_tensor) {
-  GradCheck check(parse_module(read_source_file(std::string(PF_SOURCE_DIR) + "/examples/" + file)), overrides);
+void check_model(const char* file, const DimBinding& overrides, size_t samples_per_tensor,
+                 const std::vector<std::string>& passes = {"inline", "shape"}) {
+  GradCheck check(parse_module(read_source_file(std::string(PF_SOURCE_DIR) + "/examples/" + file)), overrides, false,
+                  passes);
   auto grads = check.analytic();
   auto targets = check.targets();
   ASSERT_EQ(grads.size(), targets.size());
@@ -325,15 +327,13 @@ TEST(ModelGradient, TinyGptMatchesFiniteDifferences) {
 // attention op per layer, the same loss and gradients as the op-by-op chain
 // (f64: to rounding; f32: to f32 precision), and finite differences agree.
 const DimBinding kTinyGpt = {{"B", 2}, {"T", 70}, {"S", 70}, {"C", 16}, {"H", 2}, {"L", 2}, {"V", 11}};
+const std::vector<std::string> kFused = {"inline", "shape", "fuse-attention"};
 
 Module gpt_module() { return parse_module(read_source_file(std::string(PF_SOURCE_DIR) + "/examples/gpt.pf")); }
 
-TEST(ModelGradient, FusedAttentionGivesTheUnfusedChainsGradients) {
-  GradCheck unfused(gpt_module(), kTinyGpt);
-  GradCheck fused(gpt_module(), kTinyGpt, false, {"inline", "shape", "fuse-attention"});
-  int attention_ops = 0;
-  for (const Op& op : fused.module().graph().ops) attention_ops += op.kind == OpKind::attention;
-  EXPECT_EQ(attention_ops, 2);
+// The same loss, and the same analytic gradients in f64 and in f32, of a
+// module differentiated op by op and with its attention fused.
+void expect_same_gradients(GradCheck& unfused, GradCheck& fused) {
   EXPECT_NEAR(fused.loss(), unfused.loss(), 1e-12);
   for (DType dtype : {DType::f64, DType::f32}) {
     auto want = unfused.analytic(dtype), got = fused.analytic(dtype);
@@ -347,6 +347,15 @@ TEST(ModelGradient, FusedAttentionGivesTheUnfusedChainsGradients) {
           << dtype_name(dtype) << " gradient " << t << " differs from the unfused chain's";
     }
   }
+}
+
+TEST(ModelGradient, FusedAttentionGivesTheUnfusedChainsGradients) {
+  GradCheck unfused(gpt_module(), kTinyGpt);
+  GradCheck fused(gpt_module(), kTinyGpt, false, kFused);
+  int attention_ops = 0;
+  for (const Op& op : fused.module().graph().ops) attention_ops += op.kind == OpKind::attention;
+  EXPECT_EQ(attention_ops, 2);
+  expect_same_gradients(unfused, fused);
 }
 
 // dq, dk and dv themselves: q, k, v as inputs of the op-by-op chain (70
@@ -369,42 +378,14 @@ graph @attn(%q: f32[2,2,70,8], %k: f32[2,2,70,8], %v: f32[2,2,70,8], %wt: f32[2,
 }
 )";
   GradCheck unfused(parse_module_text("chain.pf", chain), {});
-  GradCheck fused(parse_module_text("chain.pf", chain), {}, false, {"inline", "shape", "fuse-attention"});
+  GradCheck fused(parse_module_text("chain.pf", chain), {}, false, kFused);
   ASSERT_EQ(fused.module().graph().ops[0].kind, OpKind::attention) << fused.text();
-  EXPECT_NEAR(fused.loss(), unfused.loss(), 1e-12);
-  for (DType dtype : {DType::f64, DType::f32}) {
-    auto want = unfused.analytic(dtype), got = fused.analytic(dtype);
-    ASSERT_EQ(got.size(), 3u);  // dq, dk, dv (the weighting %wt is not checked)
-    ASSERT_EQ(want.size(), 3u);
-    for (size_t t = 0; t < 3; ++t) {
-      double scale = 1e-30, worst = 0;
-      for (double g : want[t]) scale = std::max(scale, std::fabs(g));
-      for (size_t i = 0; i < want[t].size(); ++i) worst = std::max(worst, std::fabs(got[t][i] - want[t][i]));
-      EXPECT_LE(worst, (dtype == DType::f64 ? 1e-12 : 1e-5) * scale) << dtype_name(dtype) << " d" << "qkv"[t];
-    }
-  }
+  ASSERT_EQ(fused.targets().size(), 3u);  // dq, dk, dv (the weighting %wt is not checked)
+  expect_same_gradients(unfused, fused);
 }
 
 TEST(ModelGradient, TinyGptWithFusedAttentionMatchesFiniteDifferences) {
-  GradCheck check(gpt_module(), {{"B", 2}, {"T", 8}, {"S", 8}, {"C", 16}, {"H", 2}, {"L", 2}, {"V", 11}}, false,
-                  {"inline", "shape", "fuse-attention"});
-  auto grads = check.analytic();
-  auto targets = check.targets();
-  ASSERT_EQ(grads.size(), targets.size());
-  for (size_t t = 0; t < targets.size(); ++t) {
-    std::vector<double>& x = *targets[t];
-    const size_t stride = std::max<size_t>(1, x.size() / 6);
-    for (size_t i = t % stride; i < x.size(); i += stride) {
-      const double saved = x[i], h = 1e-6;
-      x[i] = saved + h;
-      const double up = check.loss();
-      x[i] = saved - h;
-      const double down = check.loss();
-      x[i] = saved;
-      const double numeric = (up - down) / (2 * h);
-      EXPECT_NEAR(grads[t][i], numeric, 1e-4 * std::max(1.0, std::fabs(numeric))) << "gradient " << t << "[" << i << "]";
-    }
-  }
+  check_model("gpt.pf", {{"B", 2}, {"T", 8}, {"S", 8}, {"C", 16}, {"H", 2}, {"L", 2}, {"V", 11}}, 6, kFused);
 }
 
 TEST(ModelGradient, SmallMlpMatchesFiniteDifferences) {
