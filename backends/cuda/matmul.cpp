@@ -4,6 +4,7 @@
 
 #include <climits>
 #include <cstdint>
+#include <span>
 #include <vector>
 
 #include "backends/cuda/check.h"
@@ -39,6 +40,8 @@ struct Gemm {
                                              CUBLAS_GEMM_DEFAULT));
   }
 };
+
+void matmul(const KernelArgs& args, const LaunchContext& ctx);
 
 // A cuBLASLt descriptor destroyed with its owner.
 template <class H, cublasStatus_t (*Destroy)(H)>
@@ -89,9 +92,21 @@ void matmul_epilogue(const KernelArgs& args, const LaunchContext& ctx, bool gelu
   int found = 0;
   PF_CUDA_CHECK(cublasLtMatmulAlgoGetHeuristic(ctx.cublaslt, op.h, wl.h, xl.h, yl.h, yl.h, pref.h, 1, &heuristic,
                                                &found));
-  if (found == 0)
-    throw Error(fmt::format("cuda matmul: cuBLASLt has no algorithm for {} x {} with a bias{}", x.str(), w.str(),
-                            gelu ? " and gelu" : ""));
+  if (found == 0) {
+    // No epilogue algorithm for these sizes: the plain GEMM, then the bias
+    // add and the GELU in place, as the unfused ops would run.
+    const std::span<const TensorType> xw = args.in_types.first(2);
+    matmul(KernelArgs{xw, args.in.first(2), args.out_types, args.out, args.attrs}, ctx);
+    const TensorType both[] = {out, args.in_types[2]};
+    const void* add_in[] = {args.out[0], args.in[2]};
+    const OpAttrs none;
+    forward_kernel(OpKind::add, out.dtype)(KernelArgs{both, add_in, args.out_types, args.out, none}, ctx);
+    if (gelu) {
+      const void* gelu_in[] = {args.out[0]};
+      forward_kernel(OpKind::gelu, out.dtype)(KernelArgs{args.out_types, gelu_in, args.out_types, args.out, none}, ctx);
+    }
+    return;
+  }
   void* workspace = ctx.scratch(kLtWorkspace);
   const float alpha = 1.f, beta = 0.f;
   PF_CUDA_CHECK(cublasLtMatmul(ctx.cublaslt, op.h, &alpha, args.in[1], wl.h, args.in[0], xl.h, &beta, args.out[0],
