@@ -1,6 +1,7 @@
 // Cost rules: FLOPs and bytes moved by one execution of each op, from its
 // concrete types. These feed the roofline estimate of the partitioner; a
 // measured profile replaces them where one is given.
+#include <algorithm>
 #include <numeric>
 
 #include "ir/op_table.h"
@@ -70,6 +71,22 @@ OpCost cost_log_softmax(Types in, Types out, const OpAttrs&) { return streaming(
 OpCost cost_layernorm(Types in, Types out, const OpAttrs&) { return streaming(in, out, 8); }
 OpCost cost_rmsnorm(Types in, Types out, const OpAttrs&) { return streaming(in, out, 5); }
 
+// Attention counts its products as matmul does (2 FLOPs per multiply-add):
+// q k^T and p v are 2 T*T*D each per head; a causal mask skips half of
+// every product (the upper triangle). The exps and the online softmax's
+// rescaling are not counted, and no T x T score matrix reaches memory:
+// q, k, v are read and o and lse written once.
+namespace {
+int64_t attention_products(const TensorType& q, const OpAttrs& attrs) {
+  const int64_t t = q.shape[q.rank() - 2], heads = q.numel() / std::max<int64_t>(t * q.shape.back(), 1);
+  const int64_t full = 2 * heads * t * t * q.shape.back();
+  return attrs.get_bool("causal", false) ? full / 2 : full;
+}
+}  // namespace
+OpCost cost_attention(Types in, Types out, const OpAttrs& attrs) {
+  return {2 * attention_products(in[0], attrs), bytes_of(in) + bytes_of(out)};
+}
+
 // A gather: reads the selected rows (as many bytes as it writes), not the table.
 OpCost cost_embedding(Types in, Types out, const OpAttrs&) {
   return {0, in[1].bytes() + 2 * out[0].bytes()};
@@ -126,6 +143,12 @@ OpCost cost_layernorm_grad(Types in, Types out, const OpAttrs&) {
 }
 OpCost cost_rmsnorm_grad(Types in, Types out, const OpAttrs&) {
   return {11 * in[1].numel(), bytes_of(in) + bytes_of(out)};
+}
+
+// The flash-attention backward: q k^T recomputed, then dv = p^T g,
+// dp = g v^T, dq = ds k and dk = ds^T q: five products of the forward's two.
+OpCost cost_attention_grad(Types in, Types out, const OpAttrs& attrs) {
+  return {5 * attention_products(in[1], attrs), bytes_of(in) + bytes_of(out)};
 }
 
 // A scatter-add: reads g and the ids, writes the whole table (zeroed first).

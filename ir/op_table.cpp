@@ -1,7 +1,9 @@
 // The op table: operands and attributes of every op, tied to its rules.
 #include "ir/op_table.h"
 
+#include <algorithm>
 #include <array>
+#include <cmath>
 #include <stdexcept>
 
 namespace pf {
@@ -45,6 +47,7 @@ const std::array<OpInfo, kNumOps>& table() {
       {OpKind::log_softmax, "log_softmax", 1, 1, {{"axis", K::dim, opt}}, RULES(log_softmax)},
       {OpKind::layernorm, "layernorm", 3, 3, {{"eps", K::real, opt}}, RULES(layernorm)},
       {OpKind::rmsnorm, "rmsnorm", 2, 2, {{"eps", K::real, opt}}, RULES(rmsnorm)},
+      {OpKind::attention, "attention", 3, 3, {{"causal", K::boolean, opt}, {"scale", K::real, opt}}, RULES(attention)},
       {OpKind::embedding, "embedding", 2, 2, {}, RULES(embedding)},
       {OpKind::reshape, "reshape", 1, 1, {{"shape", K::dims, req}}, RULES(reshape)},
       {OpKind::transpose, "transpose", 1, 1, {{"perm", K::dims, req}}, RULES(transpose)},
@@ -75,6 +78,8 @@ const std::array<OpInfo, kNumOps>& table() {
       {OpKind::log_softmax_grad, "log_softmax_grad", 2, 2, {{"axis", K::dim, opt}}, RULES(log_softmax_grad)},
       {OpKind::layernorm_grad, "layernorm_grad", 3, 3, {{"eps", K::real, opt}}, RULES(layernorm_grad)},
       {OpKind::rmsnorm_grad, "rmsnorm_grad", 3, 3, {{"eps", K::real, opt}}, RULES(rmsnorm_grad)},
+      {OpKind::attention_grad, "attention_grad", 6, 6, {{"causal", K::boolean, opt}, {"scale", K::real, opt}},
+       RULES(attention_grad)},
       {OpKind::embedding_grad, "embedding_grad", 2, 2, {{"rows", K::dim, req}}, RULES(embedding_grad)},
       {OpKind::slice_grad, "slice_grad", 1, 1,
        {{"axis", K::dim, req}, {"start", K::dim, req}, {"size", K::dim, req}}, RULES(slice_grad)},
@@ -128,6 +133,11 @@ const AttrSpec* find_attr_spec(OpKind kind, std::string_view name) {
   for (const AttrSpec& spec : kCommonAttrs)
     if (spec.name == name) return &spec;
   return nullptr;
+}
+
+double attention_scale(const OpAttrs& attrs, const TensorType& q) {
+  const int64_t d = q.rank() > 0 ? q.shape.back() : 1;
+  return attrs.get_real("scale", 1.0 / std::sqrt(static_cast<double>(std::max<int64_t>(d, 1))));
 }
 
 const OpAttrs::Entry* OpAttrs::find(std::string_view name) const {

@@ -108,6 +108,10 @@ class OpAttrs {
   std::vector<Entry> entries_;
 };
 
+/// The scale of attention and attention_grad: the `scale` attribute, or
+/// 1/sqrt(D) for q of [..., T, D] when it is not written.
+double attention_scale(const OpAttrs& attrs, const TensorType& q);
+
 // Shape and cost rules, defined in shape_rules.cpp and cost_rules.cpp.
 namespace rules {
 #define PF_OP(name)                                               \

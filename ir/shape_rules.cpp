@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cmath>
 #include <numeric>
 
 #include "ir/diagnostic.h"
@@ -173,6 +174,19 @@ TensorType forward_result(const ShapeContext& ctx, ShapeRule rule, std::span<con
   return rule(ShapeContext{ctx.op, operands, ctx.attrs, {}})[0];
 }
 
+// attention: q, k, v [..., T, D] of one float type; results o [..., T, D]
+// and lse [..., T] (the log-sum-exp of each row of the scaled, masked scores,
+// which the backward reads instead of recomputing it).
+Types attention_like(const ShapeContext& ctx) {
+  const TensorType &q = ctx.operands[0], &k = ctx.operands[1], &v = ctx.operands[2];
+  require_float(q, "q");
+  if (q.rank() < 2) fail(fmt::format("q must be [..., T, D], got {}", q.str()));
+  if (k != q || v != q) fail(fmt::format("q, k and v must have one type, got {}, {} and {}", q.str(), k.str(), v.str()));
+  const double scale = ctx.attrs.get_real("scale", 1.0);
+  if (!(scale > 0) || !std::isfinite(scale)) fail(fmt::format("scale must be positive and finite, got {}", scale));
+  return {q, {q.dtype, Shape(q.shape.begin(), q.shape.end() - 1)}};
+}
+
 // relu_grad, gelu_grad: (g, x) -> x's type.
 Types activation_grad(const ShapeContext& ctx) {
   const TensorType &g = ctx.operands[0], &x = ctx.operands[1];
@@ -307,6 +321,8 @@ Types shape_rmsnorm(const ShapeContext& ctx) {
   if (!(ctx.attrs.get_real("eps", 1e-6) > 0)) fail("eps must be positive");
   return {x};
 }
+
+Types shape_attention(const ShapeContext& ctx) { return attention_like(ctx); }
 
 Types shape_embedding(const ShapeContext& ctx) {
   const TensorType &table = ctx.operands[0], &ids = ctx.operands[1];
@@ -482,6 +498,17 @@ Types shape_softmax_grad(const ShapeContext& ctx) { return softmax_grad_like(ctx
 Types shape_log_softmax_grad(const ShapeContext& ctx) { return softmax_grad_like(ctx, "log_softmax"); }
 Types shape_layernorm_grad(const ShapeContext& ctx) { return norm_grad(ctx, 1e-5, 2); }
 Types shape_rmsnorm_grad(const ShapeContext& ctx) { return norm_grad(ctx, 1e-6, 1); }
+
+// attention_grad: (g, q, k, v, o, lse) -> dq, dk, dv, with o and lse the
+// forward's results for q, k, v under the same attributes.
+Types shape_attention_grad(const ShapeContext& ctx) {
+  const TensorType &g = ctx.operands[0], &o = ctx.operands[4], &lse = ctx.operands[5];
+  const Types fwd = attention_like(ShapeContext{ctx.op, ctx.operands.subspan(1, 3), ctx.attrs, {}});
+  if (o != fwd[0]) fail(fmt::format("o {} must have the type {} of q", o.str(), fwd[0].str()));
+  if (lse != fwd[1]) fail(fmt::format("lse {} must be {} for q {}", lse.str(), fwd[1].str(), fwd[0].str()));
+  require_gradient_of(g, fwd[0], "the attention output");
+  return {fwd[0], fwd[0], fwd[0]};
+}
 
 Types shape_embedding_grad(const ShapeContext& ctx) {
   const TensorType &g = ctx.operands[0], &ids = ctx.operands[1];

@@ -151,6 +151,21 @@ void grad_rmsnorm(Ctx& c) {
   c.accumulate(1, d[1]);
 }
 
+// The flash-attention backward: attention_grad recomputes the scores from
+// q, k and the forward's lse row by row, so no T x T matrix is stashed; it
+// reads the output o for the row sums of g * o. lse is a by-product for
+// the backward: a gradient reaching it is an error.
+void grad_attention(Ctx& c) {
+  if (c.grad(1) >= 0)
+    throw Error("attention: its lse result is not differentiable; only the output may reach the loss", c.op().loc);
+  auto d = c.emit_multi(OpKind::attention_grad,
+                        {c.grad(), c.operand(0), c.operand(1), c.operand(2), c.result(0), c.result(1)},
+                        c.forward_attrs({"causal", "scale"}));
+  c.accumulate(0, d[0]);
+  c.accumulate(1, d[1]);
+  c.accumulate(2, d[2]);
+}
+
 void grad_embedding(Ctx& c) {
   c.accumulate(0, c.emit(OpKind::embedding_grad, {c.grad(), c.operand(1)},
                          {attr_int("rows", c.operand_type(0).shape[0])}));
@@ -311,6 +326,7 @@ std::array<Entry, kNumOps> build_table() {
   rule(OpKind::log_softmax, grad_log_softmax);
   rule(OpKind::layernorm, grad_layernorm);
   rule(OpKind::rmsnorm, grad_rmsnorm);
+  rule(OpKind::attention, grad_attention);
   rule(OpKind::embedding, grad_embedding);
   rule(OpKind::reshape, grad_reshape);
   rule(OpKind::transpose, grad_transpose);
@@ -328,8 +344,8 @@ std::array<Entry, kNumOps> build_table() {
   // The backward ops are what gradients are made of; they are not
   // differentiated again.
   for (OpKind k : {OpKind::broadcast_to, OpKind::sum_to, OpKind::relu_grad, OpKind::gelu_grad, OpKind::gelu_erf_grad, OpKind::softmax_grad,
-                   OpKind::log_softmax_grad, OpKind::layernorm_grad, OpKind::rmsnorm_grad, OpKind::embedding_grad,
-                   OpKind::slice_grad, OpKind::reduce_max_grad, OpKind::conv2d_grad_input,
+                   OpKind::log_softmax_grad, OpKind::layernorm_grad, OpKind::rmsnorm_grad, OpKind::attention_grad,
+                   OpKind::embedding_grad, OpKind::slice_grad, OpKind::reduce_max_grad, OpKind::conv2d_grad_input,
                    OpKind::conv2d_grad_weight, OpKind::max_pool2d_grad, OpKind::avg_pool2d_grad,
                    OpKind::cross_entropy_grad})
     none(k);

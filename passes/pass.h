@@ -49,6 +49,7 @@ std::unique_ptr<Pass> make_shape_pass();
 std::unique_ptr<Pass> make_dce_pass();
 std::unique_ptr<Pass> make_cse_pass();
 std::unique_ptr<Pass> make_cost_pass();
+std::unique_ptr<Pass> make_fuse_attention_pass();
 std::unique_ptr<Pass> make_split_backward_pass();
 
 struct PassInfo {

@@ -16,6 +16,12 @@ std::vector<std::string> pipeline_passes(PassPipeline pipeline) {
           // compiling a plan): the backward that autodiff writes is concrete,
           // and the forward printed beside it must read back alike.
           "shape",
+          // One attention op in place of q k^T, scale, causal mask, softmax
+          // and p v: no T x T scores in memory, and a backward (added by
+          // autodiff, which comes after this on each stage) that recomputes
+          // them instead of stashing them. After shape, so the scale and the
+          // mask's size are numbers.
+          "fuse-attention",
       };
     case PassPipeline::stage:
       return {

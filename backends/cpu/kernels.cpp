@@ -42,6 +42,7 @@ const KernelTable& table() {
     add_movement_kernels(t);
     add_conv_kernels(t);
     add_pool_kernels(t);
+    add_attention_kernels(t);
     add_conv_grad_kernels(t);
     add_pool_grad_kernels(t);
     add_dispatched_kernels(t);

@@ -143,6 +143,7 @@ class StreamWorkspace final : public Workspace {
 struct CudaDevice::Lane {
   cudaStream_t stream = nullptr;
   cublasHandle_t cublas = nullptr;
+  cublasLtHandle_t cublaslt = nullptr;
   cudnnHandle_t cudnn = nullptr;
   DeviceErrorSlot* errors = nullptr;  // mapped pinned host memory
   std::unique_ptr<StreamWorkspace> workspace;
@@ -150,6 +151,7 @@ struct CudaDevice::Lane {
   ~Lane() {
     workspace.reset();
     if (cudnn) (void)cudnnDestroy(cudnn);
+    if (cublaslt) (void)cublasLtDestroy(cublaslt);
     if (cublas) (void)cublasDestroy(cublas);
     if (stream) (void)cudaStreamDestroy(stream);
     if (errors) (void)cudaFreeHost(errors);
@@ -170,6 +172,7 @@ CudaDevice::CudaDevice(int ordinal, int stages) : ordinal_(ordinal) {
     PF_CUDA_CHECK(cudaStreamCreateWithFlags(&lane->stream, cudaStreamNonBlocking));
     PF_CUDA_CHECK(cublasCreate(&lane->cublas));
     PF_CUDA_CHECK(cublasSetStream(lane->cublas, lane->stream));
+    PF_CUDA_CHECK(cublasLtCreate(&lane->cublaslt));  // its calls take the stream
     PF_CUDA_CHECK(cudnnCreate(&lane->cudnn));
     PF_CUDA_CHECK(cudnnSetStream(lane->cudnn, lane->stream));
     void* slot = nullptr;
@@ -197,6 +200,7 @@ LaunchContext CudaDevice::context(int stage) const {
   LaunchContext ctx;
   ctx.stream = lane.stream;
   ctx.cublas = lane.cublas;
+  ctx.cublaslt = lane.cublaslt;
   ctx.cudnn = lane.cudnn;
   ctx.workspace = lane.workspace.get();
   // With unified addressing (every 64-bit platform CUDA 13 supports) the

@@ -9,6 +9,7 @@
 
 #include "backends/cuda/check.h"
 #include "backends/cuda/kernels.h"
+#include "backends/cuda/gemm_fusion.h"
 #include "backends/cuda/softmax_fusion.h"
 
 namespace pf::cuda {
@@ -53,6 +54,11 @@ Executor::Executor(const Function& f, const DimBinding& binding, CudaDevice& dev
   // planner, so nothing they read shares bytes with what they write.
   const std::vector<SoftmaxChain> chains = find_softmax_chains(f, binding);
   std::vector<ValueId> alias_of = reshape_aliases();
+  // A linear layer's GEMM writes its bias add's (or GELU's) result through a
+  // cuBLASLt epilogue: the values before it are that result's bytes.
+  const std::vector<GemmEpilogue> gemms = find_gemm_epilogues(f, chains);
+  for (const GemmEpilogue& e : gemms)
+    for (ValueId v : e.intermediates) alias_of[v] = e.result;
   std::vector<int> op_time(f.ops.size());
   for (size_t i = 0; i < op_time.size(); ++i) op_time[i] = static_cast<int>(i);
   for (const SoftmaxChain& c : chains) {
@@ -63,7 +69,13 @@ Executor::Executor(const Function& f, const DimBinding& binding, CudaDevice& dev
   const backend::MemoryPlan plan = backend::plan_memory(f, float_dtype, external(), alias_of, op_time);
 
   std::vector<const SoftmaxChain*> chain_ending(f.ops.size(), nullptr);
+  std::vector<const GemmEpilogue*> epilogue_of(f.ops.size(), nullptr);
   std::vector<bool> fused(f.ops.size(), false);
+  for (const GemmEpilogue& e : gemms) {
+    epilogue_of[static_cast<size_t>(e.matmul)] = &e;
+    fused[static_cast<size_t>(e.add)] = true;
+    if (e.gelu >= 0) fused[static_cast<size_t>(e.gelu)] = true;
+  }
   for (const SoftmaxChain& c : chains) {
     for (int k : c.ops) fused[static_cast<size_t>(k)] = true;
     chain_ending[static_cast<size_t>(c.ops.back())] = &c;
@@ -73,7 +85,20 @@ Executor::Executor(const Function& f, const DimBinding& binding, CudaDevice& dev
     const int index = static_cast<int>(i);
     if (runs_no_kernel(op)) continue;
     const SoftmaxChain* chain = chain_ending[i];
-    if (fused[i] && !chain) continue;  // runs in its chain's kernel
+    if (fused[i] && !chain) continue;  // runs in its chain's kernel (or its GEMM's epilogue)
+    if (const GemmEpilogue* e = epilogue_of[i]) {
+      const Kernel kernel = compiling(index, [&] {
+        return e->gelu >= 0 ? matmul_bias_gelu_kernel(float_dtype) : forward_kernel(OpKind::matmul, float_dtype);
+      });
+      const std::vector<ValueId> gemm_operands = {op.operands[0], op.operands[1], e->bias};
+      const std::vector<ValueId> gemm_results = {e->result};
+      add_call(op, index, OpKind::matmul, gemm_operands, gemm_results, binding);
+      impl_->kernels.push_back(kernel);
+      impl_->step_names.push_back(e->gelu >= 0 ? fmt::format("{}; {}; {}", op_text(index), op_text(e->add),
+                                                             op_text(e->gelu))
+                                               : fmt::format("{}; {}", op_text(index), op_text(e->add)));
+      continue;
+    }
     // A fused chain is profiled as its softmax (or softmax_grad) with the chain's operands.
     const OpKind kind = chain ? (chain->gradient ? OpKind::softmax_grad : OpKind::softmax) : op.kind;
     const std::vector<ValueId>& operands = chain ? chain->operands : op.operands;

@@ -18,6 +18,7 @@ void add_reduce_norm_kernels(KernelTable& t);    // reduce_norm.cu: reductions, 
                                                  //   log_softmax, layernorm, rmsnorm and their gradients
 void add_movement_loss_kernels(KernelTable& t);  // movement_loss.cu: reshape, slice, concat, split, slice_grad,
                                                  //   embedding(+grad), cross_entropy(+grad), mse_loss
+void add_attention_kernels(KernelTable& t);      // attention.cu: attention, attention_grad (flash-attention style)
 void add_pool_kernels(KernelTable& t);           // pool.cu: max_pool2d, avg_pool2d and their gradients
 void add_matmul_kernels(KernelTable& t);         // matmul.cpp: cuBLAS
 void add_conv_kernels(KernelTable& t);           // conv.cpp: conv2d and its gradients through cuDNN

@@ -16,6 +16,7 @@ const KernelTable& table() {
     add_reduce_norm_kernels(t);
     add_movement_loss_kernels(t);
     add_pool_kernels(t);
+    add_attention_kernels(t);
     add_matmul_kernels(t);
     add_conv_kernels(t);
     return t;

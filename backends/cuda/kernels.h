@@ -1,6 +1,7 @@
 // The CUDA backend's kernels: one table, indexed by op, taking KernelArgs (device pointers) and a launch context.
 #pragma once
 
+#include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 #include <cudnn.h>
@@ -56,6 +57,7 @@ class Workspace {
 struct LaunchContext {
   cudaStream_t stream = nullptr;
   cublasHandle_t cublas = nullptr;
+  cublasLtHandle_t cublaslt = nullptr;  // the GEMMs with epilogues (gemm_fusion.h)
   cudnnHandle_t cudnn = nullptr;
   Workspace* workspace = nullptr;
   DeviceErrorSlot* errors = nullptr;  // device-visible (mapped)
@@ -76,7 +78,7 @@ using Kernel = void (*)(const KernelArgs& args, const LaunchContext& ctx);
 
 /// The kernel of `op` for float dtype `dtype`: f32 for every op the CPU
 /// backend runs, bf16 for every op but the convolutions and pools (matmul,
-/// the elementwise ops, reductions, softmax, the norms, embedding, the
+/// the elementwise ops, reductions, softmax, the norms, attention, embedding, the
 /// losses and all their gradients, and every op that only moves or produces
 /// values: cast, constant, reshape, transpose, slice, concat, split,
 /// broadcast_to, slice_grad); bf16 kernels compute in f32 and round once.
@@ -92,6 +94,12 @@ bool has_forward_kernel(OpKind op, DType dtype);
 ///   masked_softmax:      operands x, scale, mask, fill; y = softmax(where(mask, x * scale, fill))
 ///   masked_softmax_grad: operands g, y, mask, fill, scale; dx = where(mask, softmax_grad(g, y), fill) * scale
 Kernel masked_softmax_kernel(DType dtype);
+
+/// The kernels of the linear layers the executor fuses (gemm_fusion.h), f32
+/// or bf16, through cuBLASLt: operands x [..., K], w [K, N], bias [N]; the
+/// result [..., N] is x w + bias, or gelu (tanh form) of it. matmul's own
+/// kernel takes the bias-only form when given a third operand.
+Kernel matmul_bias_gelu_kernel(DType dtype);
 Kernel masked_softmax_grad_kernel(DType dtype);
 
 }  // namespace pf::cuda

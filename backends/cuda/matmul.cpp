@@ -1,8 +1,10 @@
-// matmul through cuBLAS (cublasGemmStridedBatchedEx): transposes passed through, NumPy batch broadcasting, f32 (TF32 optional) and bf16.
+// matmul through cuBLAS (cublasGemmStridedBatchedEx): transposes passed through, NumPy batch broadcasting, f32 (TF32 optional) and bf16;
+// a linear layer with its bias (and GELU) through cuBLASLt epilogues.
 #include <fmt/format.h>
 
 #include <climits>
 #include <cstdint>
+#include <span>
 #include <vector>
 
 #include "backends/cuda/check.h"
@@ -39,9 +41,88 @@ struct Gemm {
   }
 };
 
+void matmul(const KernelArgs& args, const LaunchContext& ctx);
+
+// A cuBLASLt descriptor destroyed with its owner.
+template <class H, cublasStatus_t (*Destroy)(H)>
+struct LtHandle {
+  H h = nullptr;
+  ~LtHandle() {
+    if (h) (void)Destroy(h);
+  }
+};
+
+// Bytes of scratch cuBLASLt may use for its algorithms.
+constexpr size_t kLtWorkspace = size_t{32} << 20;
+
+// x [..., K] times w [K, N] plus bias [N] (and GELU, tanh form), as one
+// cuBLASLt GEMM whose epilogue adds the bias (and applies the GELU) where
+// it writes the result [..., N]. Column-major, as for cuBLAS above: the
+// result's transpose [N, rows] is w^T [N, K] times x^T [K, rows], and the
+// bias runs along its rows.
+void matmul_epilogue(const KernelArgs& args, const LaunchContext& ctx, bool gelu) {
+  const TensorType &x = args.in_types[0], &w = args.in_types[1], &out = args.out_types[0];
+  if (w.rank() != 2 || args.attrs.get_bool("transpose_a", false) || args.attrs.get_bool("transpose_b", false))
+    throw Error(fmt::format("cuda matmul with a bias: needs x [..., K] and w [K, N] untransposed, got {} and {}",
+                            x.str(), w.str()));
+  if (out.numel() == 0) return;
+  const int k = to_int(w.shape[0], "K"), n = to_int(w.shape[1], "N");
+  const int rows = to_int(out.numel() / out.shape.back(), "rows");
+  const bool bf16 = out.dtype == DType::bf16;
+  const cudaDataType type = bf16 ? CUDA_R_16BF : CUDA_R_32F;
+  const cublasComputeType_t compute = bf16 || !ctx.allow_tf32 ? CUBLAS_COMPUTE_32F : CUBLAS_COMPUTE_32F_FAST_TF32;
+
+  LtHandle<cublasLtMatmulDesc_t, cublasLtMatmulDescDestroy> op;
+  PF_CUDA_CHECK(cublasLtMatmulDescCreate(&op.h, compute, CUDA_R_32F));
+  const cublasLtEpilogue_t epilogue = gelu ? CUBLASLT_EPILOGUE_GELU_BIAS : CUBLASLT_EPILOGUE_BIAS;
+  const void* bias = args.in[2];
+  PF_CUDA_CHECK(cublasLtMatmulDescSetAttribute(op.h, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof epilogue));
+  PF_CUDA_CHECK(cublasLtMatmulDescSetAttribute(op.h, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
+  PF_CUDA_CHECK(cublasLtMatmulDescSetAttribute(op.h, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &type, sizeof type));
+  LtHandle<cublasLtMatrixLayout_t, cublasLtMatrixLayoutDestroy> wl, xl, yl;
+  PF_CUDA_CHECK(cublasLtMatrixLayoutCreate(&wl.h, type, n, k, n));     // w^T: [N, K], column-major
+  PF_CUDA_CHECK(cublasLtMatrixLayoutCreate(&xl.h, type, k, rows, k));  // x^T: [K, rows]
+  PF_CUDA_CHECK(cublasLtMatrixLayoutCreate(&yl.h, type, n, rows, n));  // result^T: [N, rows]
+  LtHandle<cublasLtMatmulPreference_t, cublasLtMatmulPreferenceDestroy> pref;
+  PF_CUDA_CHECK(cublasLtMatmulPreferenceCreate(&pref.h));
+  const size_t workspace_bytes = kLtWorkspace;
+  PF_CUDA_CHECK(cublasLtMatmulPreferenceSetAttribute(pref.h, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                                     &workspace_bytes, sizeof workspace_bytes));
+  cublasLtMatmulHeuristicResult_t heuristic{};
+  int found = 0;
+  PF_CUDA_CHECK(cublasLtMatmulAlgoGetHeuristic(ctx.cublaslt, op.h, wl.h, xl.h, yl.h, yl.h, pref.h, 1, &heuristic,
+                                               &found));
+  if (found == 0) {
+    // No epilogue algorithm for these sizes: the plain GEMM, then the bias
+    // add and the GELU in place, as the unfused ops would run.
+    const std::span<const TensorType> xw = args.in_types.first(2);
+    matmul(KernelArgs{xw, args.in.first(2), args.out_types, args.out, args.attrs}, ctx);
+    const TensorType both[] = {out, args.in_types[2]};
+    const void* add_in[] = {args.out[0], args.in[2]};
+    const OpAttrs none;
+    forward_kernel(OpKind::add, out.dtype)(KernelArgs{both, add_in, args.out_types, args.out, none}, ctx);
+    if (gelu) {
+      const void* gelu_in[] = {args.out[0]};
+      forward_kernel(OpKind::gelu, out.dtype)(KernelArgs{args.out_types, gelu_in, args.out_types, args.out, none}, ctx);
+    }
+    return;
+  }
+  void* workspace = ctx.scratch(kLtWorkspace);
+  const float alpha = 1.f, beta = 0.f;
+  PF_CUDA_CHECK(cublasLtMatmul(ctx.cublaslt, op.h, &alpha, args.in[1], wl.h, args.in[0], xl.h, &beta, args.out[0],
+                               yl.h, args.out[0], yl.h, &heuristic.algo, workspace, kLtWorkspace, ctx.stream));
+}
+
+void matmul_bias_gelu(const KernelArgs& args, const LaunchContext& ctx) { matmul_epilogue(args, ctx, true); }
+
 // a: [...a, M, K] ([..., K, M] with transpose_a), b: [...b, K, N] ([..., N, K]
-// with transpose_b), result: [broadcast(...a, ...b), M, N].
+// with transpose_b), result: [broadcast(...a, ...b), M, N]. A third operand
+// is a bias [N] the executor folded in (gemm_fusion.h): cuBLASLt adds it.
 void matmul(const KernelArgs& args, const LaunchContext& ctx) {
+  if (args.in.size() > 2) {
+    matmul_epilogue(args, ctx, false);
+    return;
+  }
   const TensorType &ta_type = args.in_types[0], &tb_type = args.in_types[1];
   const TensorType& out = args.out_types[0];
   const bool ta = args.attrs.get_bool("transpose_a", false), tb = args.attrs.get_bool("transpose_b", false);
@@ -110,5 +191,10 @@ void matmul(const KernelArgs& args, const LaunchContext& ctx) {
 }  // namespace
 
 void add_matmul_kernels(KernelTable& t) { t.set_float(OpKind::matmul, matmul, matmul); }
+
+Kernel matmul_bias_gelu_kernel(DType dtype) {
+  if (dtype == DType::f32 || dtype == DType::bf16) return matmul_bias_gelu;
+  throw Error(fmt::format("no cuda kernel for matmul with bias and gelu in {}", dtype_name(dtype)));
+}
 
 }  // namespace pf::cuda

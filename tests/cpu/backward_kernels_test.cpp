@@ -629,8 +629,9 @@ TEST(BackwardShapeRules, ResultTypes) {
 TEST(BackwardOps, ArePure) {
   for (OpKind op : {OpKind::broadcast_to, OpKind::sum_to, OpKind::relu_grad, OpKind::gelu_grad,
                     OpKind::gelu_erf_grad, OpKind::softmax_grad,
-                    OpKind::log_softmax_grad, OpKind::layernorm_grad, OpKind::rmsnorm_grad, OpKind::embedding_grad,
-                    OpKind::slice_grad, OpKind::reduce_max_grad, OpKind::conv2d_grad_input, OpKind::conv2d_grad_weight,
+                    OpKind::log_softmax_grad, OpKind::layernorm_grad, OpKind::rmsnorm_grad, OpKind::attention_grad,
+                    OpKind::embedding_grad, OpKind::slice_grad, OpKind::reduce_max_grad, OpKind::conv2d_grad_input,
+                    OpKind::conv2d_grad_weight,
                     OpKind::max_pool2d_grad, OpKind::avg_pool2d_grad, OpKind::cross_entropy_grad})
     EXPECT_TRUE(op_info(op).pure) << op_name(op);
 }
@@ -653,6 +654,28 @@ TEST(BackwardCostRules, FollowTheForward) {
   const std::vector<TensorType> e_in = {g, ids}, e_out = {table};
   EXPECT_EQ(op_info(OpKind::embedding_grad).cost(e_in, e_out, OpAttrs{}).bytes,
             g.bytes() + ids.bytes() + table.bytes());
+}
+
+// Attention counts its products as matmul does: q k^T and p v, 2 T*T*D
+// FLOPs each per head, half of them under a causal mask; the backward five
+// such products. Its bytes are its operands and results: no T x T scores.
+TEST(BackwardCostRules, AttentionCountsItsProductsAsMatmulDoes) {
+  const DType f = DType::f32;
+  const TensorType q{f, {2, 3, 16, 8}}, lse{f, {2, 3, 16}}, scores{f, {2, 3, 16, 16}};
+  const std::vector<TensorType> in = {q, q, q}, out = {q, lse};
+  const std::vector<TensorType> qk_in = {q, q}, qk_out = {scores}, pv_in = {scores, q}, pv_out = {q};
+  const OpAttrs tb = make_attrs({bool_attr("transpose_b", true)});
+  const int64_t products = op_info(OpKind::matmul).cost(qk_in, qk_out, tb).flops +
+                           op_info(OpKind::matmul).cost(pv_in, pv_out, OpAttrs{}).flops;
+  ASSERT_EQ(products, 4 * 2 * 3 * 16 * 16 * 8);
+  const OpCost full = op_info(OpKind::attention).cost(in, out, OpAttrs{});
+  EXPECT_EQ(full.flops, products);
+  EXPECT_EQ(full.bytes, 4 * q.bytes() + lse.bytes());
+  const OpAttrs causal = make_attrs({bool_attr("causal", true)});
+  EXPECT_EQ(op_info(OpKind::attention).cost(in, out, causal).flops, products / 2);
+  const std::vector<TensorType> g_in = {q, q, q, q, q, lse}, g_out = {q, q, q};
+  EXPECT_EQ(op_info(OpKind::attention_grad).cost(g_in, g_out, causal).flops, 5 * products / 4);
+  EXPECT_EQ(op_info(OpKind::attention_grad).cost(g_in, g_out, causal).bytes, 8 * q.bytes() + lse.bytes());
 }
 
 }  // namespace

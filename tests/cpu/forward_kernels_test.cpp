@@ -814,6 +814,98 @@ Reference cross_entropy_grad_ref(int64_t ignore) {
 }
 
 // ---------------------------------------------------------------------------
+// attention: the whole T x T score matrix of each head, in plain loops.
+
+struct AttentionRef {
+  int64_t heads, t, d;
+  double scale;
+  bool causal;
+  bool visible(int64_t i, int64_t j) const { return !causal || j <= i; }
+};
+
+AttentionRef attention_geometry(const TensorType& q, const std::vector<OpAttrs::Entry>& attrs) {
+  AttentionRef a{0, q.shape[q.rank() - 2], q.shape.back(), 1 / std::sqrt(static_cast<double>(q.shape.back())), false};
+  a.heads = q.numel() / (a.t * a.d);
+  for (const OpAttrs::Entry& e : attrs) {
+    if (e.name == "scale") a.scale = e.real;
+    if (e.name == "causal") a.causal = e.boolean;
+  }
+  return a;
+}
+
+// o and lse of softmax(q k^T * scale, masked) v.
+std::pair<std::vector<double>, std::vector<double>> attention_of(const AttentionRef& a, const std::vector<double>& q,
+                                                                 const std::vector<double>& k,
+                                                                 const std::vector<double>& v) {
+  const int64_t t = a.t, d = a.d;
+  std::vector<double> o(q.size()), lse(static_cast<size_t>(a.heads * t)), s(static_cast<size_t>(t));
+  for (int64_t n = 0; n < a.heads; ++n) {
+    const int64_t base = n * t * d;
+    for (int64_t i = 0; i < t; ++i) {
+      double mx = -INFINITY;
+      for (int64_t j = 0; j < t; ++j) {
+        double dot = 0;
+        for (int64_t x = 0; x < d; ++x) dot += q[base + i * d + x] * k[base + j * d + x];
+        s[j] = a.visible(i, j) ? dot * a.scale : -INFINITY;
+        mx = std::max(mx, s[j]);
+      }
+      double sum = 0;
+      for (int64_t j = 0; j < t; ++j) sum += std::exp(s[j] - mx);
+      for (int64_t x = 0; x < d; ++x) {
+        double acc = 0;
+        for (int64_t j = 0; j < t; ++j) acc += std::exp(s[j] - mx) / sum * v[base + j * d + x];
+        o[base + i * d + x] = acc;
+      }
+      lse[n * t + i] = mx + std::log(sum);
+    }
+  }
+  return {o, lse};
+}
+
+Reference attention_ref(std::vector<OpAttrs::Entry> attrs) {
+  return [attrs](const std::vector<Tensor>& in, const std::vector<TensorType>&) {
+    const AttentionRef a = attention_geometry(in[0].type, attrs);
+    auto [o, lse] = attention_of(a, in[0].v, in[1].v, in[2].v);
+    return Outputs{o, lse};
+  };
+}
+
+// dq, dk, dv from g, q, k, v and the forward's o and lse (p = exp(s - lse),
+// delta_i = g_i . o_i): dv = p^T g, ds = p (g v^T - delta), dq = scale ds k,
+// dk = scale ds^T q.
+Reference attention_grad_ref(std::vector<OpAttrs::Entry> attrs) {
+  return [attrs](const std::vector<Tensor>& in, const std::vector<TensorType>&) {
+    const AttentionRef a = attention_geometry(in[1].type, attrs);
+    const std::vector<double>&g = in[0].v, &q = in[1].v, &k = in[2].v, &v = in[3].v, &o = in[4].v, &lse = in[5].v;
+    const int64_t t = a.t, d = a.d;
+    std::vector<double> dq(q.size(), 0.0), dk(q.size(), 0.0), dv(q.size(), 0.0);
+    for (int64_t n = 0; n < a.heads; ++n) {
+      const int64_t base = n * t * d;
+      for (int64_t i = 0; i < t; ++i) {
+        double delta = 0;
+        for (int64_t x = 0; x < d; ++x) delta += g[base + i * d + x] * o[base + i * d + x];
+        for (int64_t j = 0; j < t; ++j) {
+          if (!a.visible(i, j)) continue;
+          double s = 0, dp = 0;
+          for (int64_t x = 0; x < d; ++x) {
+            s += q[base + i * d + x] * k[base + j * d + x];
+            dp += g[base + i * d + x] * v[base + j * d + x];
+          }
+          const double p = std::exp(s * a.scale - lse[n * t + i]);
+          const double ds = p * (dp - delta) * a.scale;
+          for (int64_t x = 0; x < d; ++x) {
+            dv[base + j * d + x] += p * g[base + i * d + x];
+            dq[base + i * d + x] += ds * k[base + j * d + x];
+            dk[base + j * d + x] += ds * q[base + i * d + x];
+          }
+        }
+      }
+    }
+    return Outputs{dq, dk, dv};
+  };
+}
+
+// ---------------------------------------------------------------------------
 // The cases, per op. Shapes are small but chosen to reach every path of the
 // kernels: broadcasting of each kind, transposes, batch dims, keepdims, groups,
 // padding, ignore_index, tails longer than a vector register.
@@ -960,6 +1052,29 @@ std::vector<OpCase> all_cases() {
                           layernorm_ref(1e-3)});
   add(OpKind::rmsnorm, {"default eps", {g.uniform({3, 12}), g.uniform({12})}, {}, {}, rmsnorm_ref(1e-6)});
   add(OpKind::rmsnorm, {"eps", {g.uniform({2, 2, 5}), g.uniform({5})}, {real_attr("eps", 0.1)}, {}, rmsnorm_ref(0.1)});
+
+  struct Att {
+    const char* name;
+    Shape shape;
+    std::vector<OpAttrs::Entry> attrs;
+  };
+  // T = 70 crosses the kernels' 64-row tiles; T = 1 has one key.
+  for (const Att& a : std::vector<Att>{
+           {"causal, two batch axes, rows past a tile", {2, 2, 70, 5}, {bool_attr("causal", true), real_attr("scale", 0.3)}},
+           {"not causal, default scale", {3, 9, 4}, {}},
+           {"causal, one row", {2, 1, 3}, {bool_attr("causal", true)}}}) {
+    add(OpKind::attention, {a.name, {g.uniform(a.shape), g.uniform(a.shape), g.uniform(a.shape)}, a.attrs, {},
+                            attention_ref(a.attrs)});
+    Tensor q = g.uniform(a.shape), k = g.uniform(a.shape), v = g.uniform(a.shape);
+    const auto forward = attention_of(attention_geometry(q.type, a.attrs), q.v, k.v, v.v);
+    const Shape rows(a.shape.begin(), a.shape.end() - 1);
+    add(OpKind::attention_grad, {a.name,
+                                 {g.uniform(a.shape), q, k, v, values(f64, a.shape, forward.first),
+                                  values(f64, rows, forward.second)},
+                                 a.attrs,
+                                 {},
+                                 attention_grad_ref(a.attrs)});
+  }
 
   add(OpKind::embedding,
       {"i32 ids", {g.uniform({10, 4}), values(DType::i32, {2, 3}, {0, 9, 3, 3, 1, 9})}, {}, {}, embedding_ref});

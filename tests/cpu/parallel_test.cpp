@@ -92,10 +92,11 @@ TEST_F(ParallelTest, EachWorkerSplitsOverItsOwnPool) {
 
 // Every kernel that splits its loops or products, on shapes above the grain:
 // the GPT block's ops forward and backward (GEMMs split by columns, by rows,
-// and batched attention products one matrix per thread), the
+// batched attention products one matrix per thread, the fused attention's
+// row blocks and heads), the
 // optimizer-sized flat loops aside.
 const char* kOps = R"(
-graph @ops(%x: f32[8,64,512], %b: f32[512], %w: f32[512], %g: f32[8,64,512], %s: f32[8,8,64,64], %t: i32[512]) -> (f32[8,64,512], f32[8,64,512], f32[8,8,64,64], f32[8,8,64,64], f32[8,64,512], f32[8,64,512], f32[512], f32[512], f32[8,64,512], f32[512], f32[], f32[512,512], f32[8,64], f32[8,8,64,64], f32[8,64,512], f32[512,512], f32[8,8,64,64], f32[2048,100]) {
+graph @ops(%x: f32[8,64,512], %b: f32[512], %w: f32[512], %g: f32[8,64,512], %s: f32[8,8,64,64], %t: i32[512]) -> (f32[8,64,512], f32[8,64,512], f32[8,8,64,64], f32[8,8,64,64], f32[8,64,512], f32[8,64,512], f32[512], f32[512], f32[8,64,512], f32[512], f32[], f32[512,512], f32[8,64], f32[8,8,64,64], f32[8,64,512], f32[512,512], f32[8,8,64,64], f32[2048,100], f32[4,4,256,64], f32[4,4,256], f32[4,4,256,64], f32[4,4,256,64], f32[4,4,256,64]) {
   %sum = add %x, %g : f32[8,64,512]
   %biased = add %x, %b : f32[8,64,512]
   %two = constant value=2 : f32[]
@@ -121,7 +122,11 @@ graph @ops(%x: f32[8,64,512], %b: f32[512], %w: f32[512], %g: f32[8,64,512], %s:
   %top = slice %logits axis=0 start=0 end=128 : f32[128,512]
   %narrow = slice %top axis=1 start=0 end=100 : f32[128,100]
   %rows_split = matmul %tall, %narrow : f32[2048,100]
-  return %sum, %biased, %scaled, %probs, %ln, %dx, %dw, %db, %act.grad, %bias.grad, %loss, %dlogits, %rows, %dprobs, %linear, %weight.grad, %context, %rows_split
+  %xq = reshape %x shape=[4,4,256,64] : f32[4,4,256,64]
+  %gq = reshape %g shape=[4,4,256,64] : f32[4,4,256,64]
+  %att, %att.lse = attention %xq, %gq, %xq causal=true : f32[4,4,256,64], f32[4,4,256]
+  %dq, %dk, %dv = attention_grad %gq, %xq, %gq, %xq, %att, %att.lse causal=true : f32[4,4,256,64], f32[4,4,256,64], f32[4,4,256,64]
+  return %sum, %biased, %scaled, %probs, %ln, %dx, %dw, %db, %act.grad, %bias.grad, %loss, %dlogits, %rows, %dprobs, %linear, %weight.grad, %context, %rows_split, %att, %att.lse, %dq, %dk, %dv
 }
 )";
 

@@ -201,6 +201,21 @@ std::vector<Case> all_cases() {
   std::vector<OpAttrs::Entry> avg = pool;
   avg.push_back(dims("input_shape", {1, 2, 5, 5}));
   c.push_back({OpKind::avg_pool2d_grad, "padded", {g.uniform({1, 2, 3, 3})}, avg});
+  // Attention: rows past one block of 8 query rows and one tile of 32 keys,
+  // a head size past one lane's share (D = 40), causal and not, and the
+  // default scale. The gradient's o and lse need not come from q, k, v: both
+  // sides run the same formula on them.
+  for (bool causal : {true, false}) {
+    const Shape s = {2, 3, 37, 40};
+    std::vector<OpAttrs::Entry> att = {boolean("causal", causal)};
+    if (causal) att.push_back(real("scale", 0.2));
+    const char* name = causal ? "causal_tiles" : "full_default_scale";
+    c.push_back({OpKind::attention, name, {g.uniform(s, -1, 1), g.uniform(s, -1, 1), g.uniform(s, -1, 1)}, att});
+    c.push_back({OpKind::attention_grad, name,
+                 {g.uniform(s, -1, 1), g.uniform(s, -1, 1), g.uniform(s, -1, 1), g.uniform(s, -1, 1),
+                  g.uniform(s, -1, 1), g.uniform({2, 3, 37}, 2, 4)},
+                 att});
+  }
   c.push_back({OpKind::cross_entropy_grad, "ignored_target", {g.uniform({}, 0.5, 2), g.uniform({4, 5}), targets}});
   return c;
 }
@@ -218,6 +233,7 @@ const std::set<OpKind> kBf16Ops = {
     OpKind::reduce_mean,    OpKind::reduce_max,    OpKind::sum_to,       OpKind::reduce_max_grad,
     OpKind::softmax,        OpKind::log_softmax,   OpKind::softmax_grad, OpKind::log_softmax_grad,
     OpKind::layernorm,      OpKind::rmsnorm,       OpKind::layernorm_grad, OpKind::rmsnorm_grad,
+    OpKind::attention,      OpKind::attention_grad,
     OpKind::embedding,      OpKind::embedding_grad, OpKind::cross_entropy, OpKind::cross_entropy_grad,
     OpKind::mse_loss};
 
@@ -423,6 +439,21 @@ TEST(CudaKernelTable, UnknownCombinationsThrowANamedError) {
     FAIL() << "expected an error";
   } catch (const Error& e) {
     EXPECT_EQ(e.message(), "no cuda kernel for conv2d in bf16");
+  }
+}
+
+TEST(CudaKernelTable, AttentionRejectsHeadsLargerThan128BeforeTouchingTheDevice) {
+  const std::vector<TensorType> in = {{DType::f32, {1, 2, 4, 160}}, {DType::f32, {1, 2, 4, 160}},
+                                      {DType::f32, {1, 2, 4, 160}}};
+  const std::vector<TensorType> out = {in[0], {DType::f32, {1, 2, 4}}};
+  const std::vector<const void*> in_ptrs(3, nullptr);
+  const std::vector<void*> out_ptrs(2, nullptr);
+  const OpAttrs attrs;
+  try {
+    forward_kernel(OpKind::attention, DType::f32)(KernelArgs{in, in_ptrs, out, out_ptrs, attrs}, LaunchContext{});
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.message(), "attention: the cuda kernels take head sizes up to 128, got 160 in f32[1,2,4,160]");
   }
 }
 

@@ -67,6 +67,10 @@ std::map<OpKind, GradCase> cases() {
   m[OpKind::log_softmax] = {"%a: f32[3,4]", "  %r = log_softmax %a axis=0 : f32[3,4]\n", "f32[3,4]"};
   m[OpKind::layernorm] = {"%a: f32[2,3,4], %w: f32[4], %b: f32[4]", "  %r = layernorm %a, %w, %b eps=1e-5 : f32[2,3,4]\n", "f32[2,3,4]"};
   m[OpKind::rmsnorm] = {"%a: f32[3,4], %w: f32[4]", "  %r = rmsnorm %a, %w eps=1e-6 : f32[3,4]\n", "f32[3,4]"};
+  // T = 5 rows of a causal head, and a second head: dq, dk and dv all reach the loss.
+  m[OpKind::attention] = {"%q: f32[1,2,5,3], %k: f32[1,2,5,3], %v: f32[1,2,5,3]",
+                          "  %r, %l = attention %q, %k, %v causal=true scale=0.7 : f32[1,2,5,3], f32[1,2,5]\n",
+                          "f32[1,2,5,3]"};
   m[OpKind::embedding] = {"%ids: i32[2,3]", "  %t = param init=normal(1) : f32[5,4]\n  %r = embedding %t, %ids : f32[2,3,4]\n", "f32[2,3,4]"};
   m[OpKind::reshape] = {"%a: f32[2,6]", "  %r = reshape %a shape=[3,-1] : f32[3,4]\n", "f32[3,4]"};
   m[OpKind::transpose] = {"%a: f32[2,3,4]", "  %r = transpose %a perm=[2,0,1] : f32[4,2,3]\n", "f32[4,2,3]"};
@@ -95,12 +99,14 @@ class GradCheck {
  public:
   explicit GradCheck(const GradCase& c) : GradCheck(parse_module_text("case.pf", graph_text(c)), {}, c.positive) {}
 
-  /// A whole model: inlined, under `overrides`; every float input is checked.
-  GradCheck(Module m, const DimBinding& overrides, bool positive = false) : module_(std::move(m)), positive_(positive) {
+  /// A whole model: run through `passes` under `overrides`; every float input is checked.
+  GradCheck(Module m, const DimBinding& overrides, bool positive = false,
+            const std::vector<std::string>& passes = {"inline", "shape"})
+      : module_(std::move(m)), positive_(positive) {
     binding_ = module_.binding(overrides);
     verify_module(module_, binding_, VerifyOptions{true});
     PassContext ctx{binding_};
-    run_passes(module_, {"inline", "shape"}, ctx);
+    run_passes(module_, passes, ctx);
     const Function& g = module_.graph();
     AutodiffOptions options;
     for (ValueId a : g.args)
@@ -197,6 +203,7 @@ class GradCheck {
   }
 
   std::string text() const { return print_module(module_); }
+  const Module& module() const { return module_; }
 
  private:
   void bind_inputs(cpu::Executor& e, const Function& g) {
@@ -239,7 +246,7 @@ TEST(GradRules, EveryDifferentiableOpHasACaseAndTheRestAreKnown) {
   // Sources, parameters, calls (inlined first) and the backward ops.
   std::vector<std::string> expected = {
       "param", "constant", "dim_value", "causal_mask", "call", "broadcast_to", "sum_to", "relu_grad", "gelu_grad",
-      "gelu_erf_grad", "softmax_grad", "log_softmax_grad", "layernorm_grad", "rmsnorm_grad", "embedding_grad", "slice_grad",
+      "gelu_erf_grad", "softmax_grad", "log_softmax_grad", "layernorm_grad", "rmsnorm_grad", "attention_grad", "embedding_grad", "slice_grad",
       "reduce_max_grad", "conv2d_grad_input", "conv2d_grad_weight", "max_pool2d_grad", "avg_pool2d_grad",
       "cross_entropy_grad"};
   EXPECT_EQ(without_rule, expected);
@@ -280,8 +287,10 @@ TEST_P(OpGradient, MatchesFiniteDifferences) {
 // Whole models: a sample of every parameter's gradient (plus the inputs')
 // against finite differences, so that the rules compose (tied weights,
 // residuals, attention) as well as they work alone.
-void check_model(const char* file, const DimBinding& overrides, size_t samples_per_tensor) {
-  GradCheck check(parse_module(read_source_file(std::string(PF_SOURCE_DIR) + "/examples/" + file)), overrides);
+void check_model(const char* file, const DimBinding& overrides, size_t samples_per_tensor,
+                 const std::vector<std::string>& passes = {"inline", "shape"}) {
+  GradCheck check(parse_module(read_source_file(std::string(PF_SOURCE_DIR) + "/examples/" + file)), overrides, false,
+                  passes);
   auto grads = check.analytic();
   auto targets = check.targets();
   ASSERT_EQ(grads.size(), targets.size());
@@ -312,6 +321,71 @@ void check_model(const char* file, const DimBinding& overrides, size_t samples_p
 
 TEST(ModelGradient, TinyGptMatchesFiniteDifferences) {
   check_model("gpt.pf", {{"B", 2}, {"T", 8}, {"S", 8}, {"C", 16}, {"H", 2}, {"L", 2}, {"V", 11}}, 6);
+}
+
+// The GPT example with its attention fused (what compile runs): one
+// attention op per layer, the same loss and gradients as the op-by-op chain
+// (f64: to rounding; f32: to f32 precision), and finite differences agree.
+const DimBinding kTinyGpt = {{"B", 2}, {"T", 70}, {"S", 70}, {"C", 16}, {"H", 2}, {"L", 2}, {"V", 11}};
+const std::vector<std::string> kFused = {"inline", "shape", "fuse-attention"};
+
+Module gpt_module() { return parse_module(read_source_file(std::string(PF_SOURCE_DIR) + "/examples/gpt.pf")); }
+
+// The same loss, and the same analytic gradients in f64 and in f32, of a
+// module differentiated op by op and with its attention fused.
+void expect_same_gradients(GradCheck& unfused, GradCheck& fused) {
+  EXPECT_NEAR(fused.loss(), unfused.loss(), 1e-12);
+  for (DType dtype : {DType::f64, DType::f32}) {
+    auto want = unfused.analytic(dtype), got = fused.analytic(dtype);
+    ASSERT_EQ(got.size(), want.size());
+    for (size_t t = 0; t < want.size(); ++t) {
+      double scale = 1e-30, worst = 0;
+      for (double g : want[t]) scale = std::max(scale, std::fabs(g));
+      ASSERT_EQ(got[t].size(), want[t].size());
+      for (size_t i = 0; i < want[t].size(); ++i) worst = std::max(worst, std::fabs(got[t][i] - want[t][i]));
+      EXPECT_LE(worst, (dtype == DType::f64 ? 1e-12 : 1e-5) * scale)
+          << dtype_name(dtype) << " gradient " << t << " differs from the unfused chain's";
+    }
+  }
+}
+
+TEST(ModelGradient, FusedAttentionGivesTheUnfusedChainsGradients) {
+  GradCheck unfused(gpt_module(), kTinyGpt);
+  GradCheck fused(gpt_module(), kTinyGpt, false, kFused);
+  int attention_ops = 0;
+  for (const Op& op : fused.module().graph().ops) attention_ops += op.kind == OpKind::attention;
+  EXPECT_EQ(attention_ops, 2);
+  expect_same_gradients(unfused, fused);
+}
+
+// dq, dk and dv themselves: q, k, v as inputs of the op-by-op chain (70
+// rows: two of the kernels' tiles), fused or not.
+TEST(ModelGradient, FusedAttentionGivesTheChainsDqDkDv) {
+  const std::string chain = R"(
+graph @attn(%q: f32[2,2,70,8], %k: f32[2,2,70,8], %v: f32[2,2,70,8], %wt: f32[2,2,70,8]) -> f32[] {
+  %s = matmul %q, %k transpose_b=true : f32[2,2,70,70]
+  %d = dim_value value=8 : f32[]
+  %r = rsqrt %d : f32[]
+  %ss = mul %s, %r : f32[2,2,70,70]
+  %m = causal_mask : bool[70,70]
+  %ninf = constant value=-inf : f32[]
+  %sm = where %m, %ss, %ninf : f32[2,2,70,70]
+  %p = softmax %sm axis=-1 : f32[2,2,70,70]
+  %o = matmul %p, %v : f32[2,2,70,8]
+  %ow = mul %o, %wt : f32[2,2,70,8]
+  %loss = reduce_sum %ow axes=[0,1,2,3] : f32[]
+  return %loss
+}
+)";
+  GradCheck unfused(parse_module_text("chain.pf", chain), {});
+  GradCheck fused(parse_module_text("chain.pf", chain), {}, false, kFused);
+  ASSERT_EQ(fused.module().graph().ops[0].kind, OpKind::attention) << fused.text();
+  ASSERT_EQ(fused.targets().size(), 3u);  // dq, dk, dv (the weighting %wt is not checked)
+  expect_same_gradients(unfused, fused);
+}
+
+TEST(ModelGradient, TinyGptWithFusedAttentionMatchesFiniteDifferences) {
+  check_model("gpt.pf", {{"B", 2}, {"T", 8}, {"S", 8}, {"C", 16}, {"H", 2}, {"L", 2}, {"V", 11}}, 6, kFused);
 }
 
 TEST(ModelGradient, SmallMlpMatchesFiniteDifferences) {

@@ -2,6 +2,7 @@
 // stage program of a plan verifies and agrees with its tables.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <map>
 #include <string>
 
@@ -17,7 +18,11 @@ Module example(const char* name) {
   return parse_module(read_source_file(std::string(PF_SOURCE_DIR) + "/examples/" + name));
 }
 
-TEST(Compile, Gpt2SmallOnFourDevicesIsWithinFivePercentOfPerfectBalance) {
+// With the attention fused, a block's forward is 129 GFLOP per batch of 8
+// and the tied head's 636: the head alone is more than a quarter of the
+// work, so no cut into 4 stages comes within 5% of perfect balance. The DP
+// gives the head a stage of its own, which sets the period.
+TEST(Compile, Gpt2SmallOnFourDevicesIsBoundOnlyByItsHead) {
   Module m = example("gpt.pf");
   DimBinding b = m.binding();
   CompileOptions o;
@@ -25,7 +30,11 @@ TEST(Compile, Gpt2SmallOnFourDevicesIsWithinFivePercentOfPerfectBalance) {
   o.microbatches = 8;
   CompileResult r = compile_plan(std::move(m), b, "gpt.pf", o);
   ASSERT_EQ(r.plan.stages.size(), 4u);
-  EXPECT_LT(r.chosen.imbalance_pct, 5.0);
+  EXPECT_LT(r.chosen.imbalance_pct, 12.0);
+  double slowest = 0;
+  for (const StagePlan& s : r.chosen.stages) slowest = std::max(slowest, s.time_s);
+  EXPECT_EQ(slowest, r.chosen.stages.back().time_s);
+  EXPECT_DOUBLE_EQ(r.chosen.period_s, r.chosen.stages.back().time_s);
   // The DP never loses to a baseline that fits.
   for (const PartitionResult* base : {&r.equal_layers, &r.equal_params})
     if (base->fits_memory) {

@@ -1,0 +1,176 @@
+// attention and attention_grad: softmax(q k^T * scale [causal]) v tiled over keys with an online softmax, and the
+// flash-attention backward that recomputes the scores from the forward's lse.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include "backends/cpu/blas.h"
+#include "backends/cpu/kernel_table.h"
+#include "backends/cpu/kernel_util.h"
+#include "backends/cpu/parallel.h"
+#include "backends/cpu/vector_math.h"
+
+namespace pf::cpu {
+
+namespace {
+
+// Rows of queries and of keys per tile: a tile of scores (kRows x kCols) and
+// the q, k, v rows it reads stay in L2 for head sizes up to 128.
+constexpr int64_t kRows = 64;
+constexpr int64_t kCols = 64;
+
+// q, k, v, o: N heads of [T, D], contiguous; lse: [N, T].
+struct Heads {
+  int64_t n, t, d;
+};
+
+Heads heads_of(const TensorType& q) {
+  const int64_t t = q.shape[q.rank() - 2], d = q.shape.back();
+  return {t * d == 0 ? 0 : q.numel() / (t * d), t, d};
+}
+
+// The keys a query row block [i0, i1) sees: all T, or under a causal mask
+// those up to its last row.
+int64_t key_end(bool causal, int64_t i1, int64_t t) { return causal ? std::min(i1, t) : t; }
+
+// One block of query rows [i0, i0 + rows) of one head: o and lse written.
+// s: scratch of kRows x kCols scores; m, l: the running maximum and sum.
+template <class T>
+void forward_rows(const T* q, const T* k, const T* v, T* o, T* lse, const Heads& h, int64_t i0, int64_t rows,
+                  double scale, bool causal, T* s, T* m, T* l) {
+  const int64_t d = h.d;
+  const T sc = static_cast<T>(scale);
+  const T minus_inf = -std::numeric_limits<T>::infinity();
+  std::fill(o, o + rows * d, T(0));  // (rows, D)
+  std::fill(m, m + rows, minus_inf);
+  std::fill(l, l + rows, T(0));
+  const int64_t end = key_end(causal, i0 + rows, h.t);
+  for (int64_t j0 = 0; j0 < end; j0 += kCols) {
+    const int64_t cols = std::min(kCols, end - j0);
+    gemm(false, true, rows, cols, d, q, d, k + j0 * d, d, s, kCols);  // (rows, cols) = q k^T
+    for (int64_t r = 0; r < rows; ++r) {
+      T* sr = s + r * kCols;
+      // Keys after the row's own position are masked out (they come only in the diagonal tile).
+      const int64_t visible = causal ? std::clamp<int64_t>(i0 + r + 1 - j0, 0, cols) : cols;
+      for (int64_t c = 0; c < visible; ++c) sr[c] *= sc;
+      const T row_max = visible > 0 ? std::max(m[r], max_of(sr, visible)) : m[r];
+      const T alpha = m[r] == minus_inf ? T(0) : std::exp(m[r] - row_max);
+      // Vectorised (libmvec's exp); the masked keys are past `visible`, so no -inf reaches it.
+      T sum = 0;
+      for (int64_t c = 0; c < visible; ++c) sr[c] = std::exp(sr[c] - row_max);
+      for (int64_t c = 0; c < visible; ++c) sum += sr[c];
+      for (int64_t c = visible; c < cols; ++c) sr[c] = 0;
+      m[r] = row_max;
+      l[r] = l[r] * alpha + sum;
+      if (alpha != T(1)) {
+        T* orow = o + r * d;
+        for (int64_t x = 0; x < d; ++x) orow[x] *= alpha;
+      }
+    }
+    gemm_accumulate(false, false, rows, d, cols, s, kCols, v + j0 * d, d, o, d);  // o += p v
+  }
+  for (int64_t r = 0; r < rows; ++r) {
+    const T inv = T(1) / l[r];
+    T* orow = o + r * d;
+    for (int64_t x = 0; x < d; ++x) orow[x] *= inv;
+    lse[r] = m[r] + std::log(l[r]);
+  }
+}
+
+// operands q, k, v [..., T, D]; results o [..., T, D], lse [..., T].
+template <class T>
+void attention(const KernelArgs& args) {
+  const Heads h = heads_of(args.in_types[0]);
+  const bool causal = args.attrs.get_bool("causal", false);
+  const double scale = attention_scale(args.attrs, args.in_types[0]);
+  const auto* q = static_cast<const T*>(args.in[0]);
+  const auto* k = static_cast<const T*>(args.in[1]);
+  const auto* v = static_cast<const T*>(args.in[2]);
+  auto* o = static_cast<T*>(args.out[0]);
+  auto* lse = static_cast<T*>(args.out[1]);
+  const int64_t blocks = (h.t + kRows - 1) / kRows;
+  const int64_t hd = h.t * h.d;
+  // Tasks are (head, row block): each writes its own rows, in the same order on any number of threads.
+  parallel_for(h.n * blocks, 1, [&](int64_t begin, int64_t end) {
+    T* s = static_cast<T*>(scratch(static_cast<size_t>(kRows * kCols + 2 * kRows) * sizeof(T)));
+    T* m = s + kRows * kCols;  // (kRows,)
+    T* l = m + kRows;          // (kRows,)
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t n = task / blocks, i0 = (task % blocks) * kRows, rows = std::min(kRows, h.t - i0);
+      forward_rows(q + n * hd + i0 * h.d, k + n * hd, v + n * hd, o + n * hd + i0 * h.d, lse + n * h.t + i0, h, i0,
+                   rows, scale, causal, s, m, l);
+    }
+  });
+}
+
+// One head's gradients, key block by key block (the outer loop) and query
+// block by query block within it; dq, dk, dv are zeroed first and summed into.
+// scratch: delta (T,), p and dp (kRows x kCols each).
+template <class T>
+void backward_head(const T* g, const T* q, const T* k, const T* v, const T* o, const T* lse, T* dq, T* dk, T* dv,
+                   const Heads& h, double scale, bool causal, T* delta, T* p, T* dp) {
+  const int64_t t = h.t, d = h.d;
+  const T sc = static_cast<T>(scale);
+  // delta_i = sum_x g[i,x] o[i,x]: the row sums of softmax_grad.
+  for (int64_t i = 0; i < t; ++i) {
+    T sum = 0;
+    for (int64_t x = 0; x < d; ++x) sum += g[i * d + x] * o[i * d + x];
+    delta[i] = sum;
+  }
+  std::fill(dq, dq + t * d, T(0));
+  std::fill(dk, dk + t * d, T(0));
+  std::fill(dv, dv + t * d, T(0));
+  for (int64_t j0 = 0; j0 < t; j0 += kCols) {
+    const int64_t cols = std::min(kCols, t - j0);
+    const int64_t first = causal ? j0 / kRows * kRows : 0;  // the first query block that sees these keys
+    for (int64_t i0 = first; i0 < t; i0 += kRows) {
+      const int64_t rows = std::min(kRows, t - i0);
+      gemm(false, true, rows, cols, d, q + i0 * d, d, k + j0 * d, d, p, kCols);         // s = q k^T
+      gemm(false, true, rows, cols, d, g + i0 * d, d, v + j0 * d, d, dp, kCols);        // dp = g v^T
+      for (int64_t r = 0; r < rows; ++r) {
+        T* pr = p + r * kCols;
+        T* dpr = dp + r * kCols;
+        const int64_t visible = causal ? std::clamp<int64_t>(i0 + r + 1 - j0, 0, cols) : cols;
+        const T row_lse = lse[i0 + r], row_delta = delta[i0 + r];
+        for (int64_t c = 0; c < visible; ++c) pr[c] = std::exp(pr[c] * sc - row_lse);           // p
+        for (int64_t c = 0; c < visible; ++c) dpr[c] = pr[c] * (dpr[c] - row_delta) * sc;  // ds (s = q k^T * scale)
+        for (int64_t c = visible; c < cols; ++c) pr[c] = dpr[c] = 0;
+      }
+      gemm_accumulate(true, false, cols, d, rows, p, kCols, g + i0 * d, d, dv + j0 * d, d);   // dv += p^T g
+      gemm_accumulate(false, false, rows, d, cols, dp, kCols, k + j0 * d, d, dq + i0 * d, d);  // dq += ds k
+      gemm_accumulate(true, false, cols, d, rows, dp, kCols, q + i0 * d, d, dk + j0 * d, d);   // dk += ds^T q
+    }
+  }
+}
+
+// operands g, q, k, v, o, lse; results dq, dk, dv.
+template <class T>
+void attention_grad(const KernelArgs& args) {
+  const Heads h = heads_of(args.in_types[1]);
+  const bool causal = args.attrs.get_bool("causal", false);
+  const double scale = attention_scale(args.attrs, args.in_types[1]);
+  const T* in[6];
+  for (int i = 0; i < 6; ++i) in[i] = static_cast<const T*>(args.in[i]);
+  T* out[3];
+  for (int i = 0; i < 3; ++i) out[i] = static_cast<T*>(args.out[i]);
+  const int64_t hd = h.t * h.d;
+  // One task per head: its dq sums over key blocks in a fixed order, whatever the threads.
+  parallel_for(h.n, 1, [&](int64_t begin, int64_t end) {
+    T* delta = static_cast<T*>(scratch(static_cast<size_t>(h.t + 2 * kRows * kCols) * sizeof(T)));
+    T* p = delta + h.t;
+    T* dp = p + kRows * kCols;
+    for (int64_t n = begin; n < end; ++n)
+      backward_head(in[0] + n * hd, in[1] + n * hd, in[2] + n * hd, in[3] + n * hd, in[4] + n * hd, in[5] + n * h.t,
+                    out[0] + n * hd, out[1] + n * hd, out[2] + n * hd, h, scale, causal, delta, p, dp);
+  });
+}
+
+}  // namespace
+
+void add_attention_kernels(KernelTable& table) {
+  table.set_float(OpKind::attention, attention<float>, attention<double>);
+  table.set_float(OpKind::attention_grad, attention_grad<float>, attention_grad<double>);
+}
+
+}  // namespace pf::cpu
