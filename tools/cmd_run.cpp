@@ -327,6 +327,7 @@ void run(const CLI::App& cmd, const RunOptions& o) {
 
 void add_run_command(CLI::App& app) {
   auto o = std::make_shared<RunOptions>();
+  o->train.clip = default_clip();
   CLI::App* cmd = app.add_subcommand(
       "run", "train a model (.pf) on one CPU device, or a plan (.json) across its devices; one line per step");
   cmd->add_option("file", o->file, "model file (.pf) or plan (.json)")->required();
@@ -339,7 +340,7 @@ void add_run_command(CLI::App& app) {
                   "for")
       ->check(CLI::PositiveNumber);
   cmd->add_option("--optimizer", o->train.optimizer, "adamw (the default) or sgd")->check(CLI::IsMember({"sgd", "adamw"}));
-  cmd->add_option("--lr", o->train.lr, "learning rate (default 0.01 for sgd, 0.001 for adamw)")
+  cmd->add_option("--lr", o->train.lr, "learning rate (default 0.01 for sgd, 0.0003 for adamw)")
       ->each([o](const std::string&) { o->lr_given = true; });
   cmd->add_option("--momentum", o->train.momentum, "sgd momentum (with --optimizer sgd only)");
   cmd->add_option("--weight-decay", o->train.weight_decay, "decoupled weight decay (matrices only)");
