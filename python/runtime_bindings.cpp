@@ -180,13 +180,13 @@ integer input when every value fits (int64 labels to int32), bool to bool. A
 wrong shape or another kind of dtype raises ValueError naming the input and
 both shapes; errors of the runtime raise pipeforge.Error.)")
       .def(py::init(&make_runtime), py::arg("plan"), py::arg("optimizer") = "adamw", py::arg("lr") = py::none(),
-           py::arg("momentum") = py::none(), py::arg("weight_decay") = 0.0, py::arg("clip") = 0.0,
+           py::arg("momentum") = py::none(), py::arg("weight_decay") = 0.0, py::arg("clip") = default_clip(),
            py::arg("warmup") = 0, py::arg("cosine") = false, py::arg("steps") = 1, py::arg("seed") = 0,
            py::arg("threads") = 0, py::arg("timeout") = 60.0,
            R"(Loads `plan` (a Plan, or the path of a plan file) with `pipeforge run`'s options of the same names:
-optimizer 'adamw' or 'sgd'; lr (default 0.001 for adamw, 0.01 for sgd);
+optimizer 'adamw' or 'sgd'; lr (default 0.0003 for adamw, 0.01 for sgd);
 momentum (sgd only, default 0.9); weight_decay; clip (global gradient norm,
-0: off); warmup and cosine over `steps` steps (the learning-rate schedule's
+default 1; 0: off); warmup and cosine over `steps` steps (the learning-rate schedule's
 length); seed (of initialize()); threads (of each CPU device's kernels; 0: the plan's
 devices' own);
 timeout (seconds a stage may wait or compute). The weights are unset until

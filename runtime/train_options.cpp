@@ -9,7 +9,9 @@
 
 namespace pf {
 
-double default_lr(const std::string& optimizer) { return optimizer == "sgd" ? 0.01 : 1e-3; }
+double default_lr(const std::string& optimizer) { return optimizer == "sgd" ? 0.01 : 3e-4; }
+
+double default_clip() { return 1.0; }
 
 void check_training_options(const TrainingOptions& o, const std::string& what) {
   auto fail = [&](const std::string& why) { throw Error(fmt::format("{}: {}", what, why)); };

@@ -8,6 +8,7 @@
 #include "ir/units.h"
 #include "partitioner/compile.h"
 #include "tools/command.h"
+#include "tools/option_checks.h"
 #include "tools/plan_render.h"
 
 namespace pf::tools {
@@ -49,8 +50,10 @@ void add_compile_command(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand("compile", "cut a model into pipeline stages by cost and write a plan");
   cmd->add_option("file", o->file, "model file (.pf)")->required();
   add_bind_option(*cmd, o->bind);
-  cmd->add_option("--batch", o->batch, "batch size (binds the first input's leading dimension)")
-      ->check(CLI::PositiveNumber);
+  at_least(cmd->add_option("--batch", o->batch,
+                           "batch size (binds the first input's leading dimension; default: the model's)"),
+           1)
+      ->default_str("");  // 0 in the options: the model's own
   cmd->add_option("--devices", o->compile.devices, "devices, e.g. cpu:4, h100:8, a100:2,h100:2");
   cmd->add_option("--microbatches,-m", o->microbatches,
                   "micro-batches per step, or auto: chosen by predicted step time among micro-batches of 1, 2, 4 or 8 "
@@ -58,14 +61,13 @@ void add_compile_command(CLI::App& app) {
   cmd->add_option("--data-parallel,-d", o->data_parallel,
                   "replicas of the pipeline, each on devices of its own and 1/D of the batch (world size: devices x "
                   "D), or auto: --devices are all the GPUs, and P x D is chosen by predicted step time");
-  cmd->add_option("--tensor-parallel,-t", o->compile.tensor_parallel,
-                  "GPUs of one node per pipeline device, each layer split over them Megatron-style; modelled by the "
-                  "cost model, not executed by the runtime")
-      ->check(CLI::PositiveNumber);
+  at_least(cmd->add_option("--tensor-parallel,-t", o->compile.tensor_parallel,
+                           "GPUs of one node per pipeline device, each layer split over them Megatron-style; modelled "
+                           "by the cost model, not executed by the runtime"),
+           1);
   cmd->add_option("--schedule", o->compile.schedule, "gpipe, 1f1b, interleaved or zb1")
       ->check(CLI::IsMember({"gpipe", "1f1b", "interleaved", "zb1"}));
-  cmd->add_option("--virtual", o->compile.virtual_stages, "model chunks per device (interleaved)")
-      ->check(CLI::PositiveNumber);
+  at_least(cmd->add_option("--virtual", o->compile.virtual_stages, "model chunks per device (interleaved)"), 1);
   cmd->add_option("--precision", o->compile.precision, "matmul precision of the roofline: fp32, tf32 or bf16");
   cmd->add_option("--dtype", o->compile.dtype,
                   "how the stages compute: f32 (default) or bf16; CUDA stages then run their kernels in bf16 with f32 "

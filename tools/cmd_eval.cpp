@@ -9,6 +9,7 @@
 #include "tools/batch_source.h"
 #include "tools/command.h"
 #include "tools/evaluation.h"
+#include "tools/option_checks.h"
 #include "tools/run_flags.h"
 
 namespace pf::tools {
@@ -55,10 +56,10 @@ void add_eval_command(CLI::App& app) {
               "devices, forward only");
   cmd->add_option("file", o->file, "model file (.pf) or plan (.json)")->required();
   add_bind_option(*cmd, o->bind);
-  cmd->add_option("--batch", o->batch,
-                  "batch size (binds the first input's leading dimension); with a plan, only the batch it was compiled "
-                  "for")
-      ->check(CLI::PositiveNumber);
+  at_least(cmd->add_option("--batch", o->batch,
+                           "batch size (binds the first input's leading dimension); with a plan, only the batch it "
+                           "was compiled for"),
+           1);
   cmd->add_option("--weights", o->weights, "the weights: a safetensors file or a checkpoint folder")->required();
   cmd->add_option("--data", o->data.data,
                   "the data set, as `pipeforge run --data` reads it (safetensors by input name, or token ids), in its "
@@ -66,13 +67,14 @@ void add_eval_command(CLI::App& app) {
       ->required();
   cmd->add_option("--data-dtype", o->data.data_dtype, "read --data as a flat file of token ids of this type")
       ->check(CLI::IsMember({"uint16", "int32", "uint32"}));
-  cmd->add_option("--batches", o->batches, "evaluate the first K batches (default: every whole batch)")
-      ->check(CLI::PositiveNumber);
-  cmd->add_option("--threads", o->threads, "threads of the one device evaluating a model (default 1) or a one-device plan (default: the "
-                  "plan's)")
-      ->check(CLI::PositiveNumber);
-  cmd->add_option("--timeout", o->timeout, "seconds a stage may wait for its peer before the evaluation stops")
-      ->check(CLI::PositiveNumber);
+  at_least(cmd->add_option("--batches", o->batches, "evaluate the first K batches (default: every whole batch)"), 1);
+  at_least(cmd->add_option("--threads", o->threads,
+                           "threads of the one device evaluating a model (default 1) or a one-device plan (default: "
+                           "the plan's)"),
+           1)
+      ->default_str("");  // 0 in the options: the plan's
+  more_than(cmd->add_option("--timeout", o->timeout, "seconds a stage may wait for its peer before the evaluation stops"),
+            0);
   cmd->callback([cmd, o] { evaluate_weights(*cmd, *o); });
 }
 

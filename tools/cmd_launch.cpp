@@ -17,6 +17,7 @@
 #include "ir/diagnostic.h"
 #include "plan/plan.h"
 #include "tools/command.h"
+#include "tools/option_checks.h"
 #include "tools/worker_processes.h"
 
 namespace pf::tools {
@@ -114,15 +115,17 @@ void add_launch_command(CLI::App& app) {
       "supervise them; rank 0 prints the steps");
   cmd->add_option("plan", o->plan, "plan (.json)")->required();
   cmd->add_option("run_flags", o->run_args, "flags of pipeforge run, after --");
-  cmd->add_option("--nproc", o->nproc, "processes on this host (default: every rank of the plan, on one node)")
-      ->check(CLI::PositiveNumber);
-  cmd->add_option("--nnodes", o->nnodes, "hosts taking part, each with its own pipeforge launch")
-      ->check(CLI::PositiveNumber);
+  at_least(cmd->add_option("--nproc", o->nproc,
+                           "processes on this host (default: every rank of the plan, on one node)"),
+           1)
+      ->default_str("");  // 0 in the options: unset
+  at_least(cmd->add_option("--nnodes", o->nnodes, "hosts taking part, each with its own pipeforge launch"), 1);
   cmd->add_option("--node-rank", o->node_rank, "this host's index among them (its ranks: node-rank x nproc ..)");
   cmd->add_option("--master-addr", o->master_addr, "address of node 0, where rank 0 serves the rendezvous store")
       ->envname("PF_MASTER_ADDR");
   cmd->add_option("--master-port", o->master_port, "port of the rendezvous store (default: a free one, on one node)")
-      ->envname("PF_MASTER_PORT");
+      ->envname("PF_MASTER_PORT")
+      ->default_str("");  // 0 in the options: unset
   cmd->add_option("--rdzv", o->rdzv,
                   "rendezvous other than rank 0's TCP store: file:FOLDER (a fresh folder every host sees) or "
                   "redis:HOST:PORT");
@@ -130,8 +133,9 @@ void add_launch_command(CLI::App& app) {
                   "prefix of the job's keys in the store (default: one of its own on one node; with Redis and "
                   "several nodes, give every host the same)")
       ->envname("PF_JOB_ID");
-  cmd->add_option("--grace", o->grace, "seconds the other workers get to stop when one fails, before SIGKILL")
-      ->check(CLI::NonNegativeNumber);
+  at_least(cmd->add_option("--grace", o->grace,
+                           "seconds the other workers get to stop when one fails, before SIGKILL"),
+           0);
   cmd->callback([o] {
     const int status = launch(*o);
     if (status != 0) throw AlreadyReported();

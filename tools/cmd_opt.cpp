@@ -44,7 +44,8 @@ void add_opt_command(CLI::App& app) {
   cmd->add_option("--wrt", opts->wrt,
                   "graph arguments whose gradients autodiff returns too, before the parameters' (as a pipeline "
                   "stage needs for what it received); split-backward puts them in @<graph>.backward_input")
-      ->delimiter(',');
+      ->delimiter(',')
+      ->default_str("");
   cmd->add_flag("--no-verify", opts->no_verify, "do not verify the IR between passes");
   cmd->add_flag("--print-changed", opts->print_changed,
                 "after each pass, write 'pass NAME: changed' or 'pass NAME: no change' to standard error (standard "

@@ -9,6 +9,7 @@
 #include "passes/pipeline.h"
 #include "profiler/profiler.h"
 #include "tools/command.h"
+#include "tools/option_checks.h"
 
 namespace pf::tools {
 
@@ -29,17 +30,20 @@ void add_profile_command(CLI::App& app) {
       "profile", "time each op of a model, forward and backward, on the real backend; write a device profile");
   cmd->add_option("file", o->file, "model file (.pf)")->required();
   add_bind_option(*cmd, o->bind);
-  cmd->add_option("--batch", o->batch, "batch size (binds the first input's leading dimension)")
-      ->check(CLI::PositiveNumber);
-  cmd->add_option("--microbatches,-m", o->microbatches, "time the ops at the micro-batch size compile will use")
-      ->check(CLI::PositiveNumber);
+  at_least(cmd->add_option("--batch", o->batch,
+                           "batch size (binds the first input's leading dimension; default: the model's)"),
+           1)
+      ->default_str("");  // 0 in the options: the model's own
+  at_least(cmd->add_option("--microbatches,-m", o->microbatches,
+                           "time the ops at the micro-batch size compile will use"),
+           1);
   cmd->add_option("--device", o->device, "the backend to measure (cpu)")->check(CLI::IsMember({"cpu"}));
-  cmd->add_option("--repeats", o->repeats, "timed runs per op (the median is kept)")->check(CLI::PositiveNumber);
-  cmd->add_option("--concurrent", o->concurrent,
-                  "cores computing at once while each op is timed (one copy of the op each): the number of CPU "
-                  "stages that will share this machine, so that the times include what they cost each other")
-      ->check(CLI::PositiveNumber)
-      ->capture_default_str();
+  at_least(cmd->add_option("--repeats", o->repeats, "timed runs per op (the median is kept)"), 1);
+  at_least(cmd->add_option("--concurrent", o->concurrent,
+                           "cores computing at once while each op is timed (one copy of the op each): the number of "
+                           "CPU stages that will share this machine, so that the times include what they cost each "
+                           "other"),
+           1);
   cmd->add_flag("-v,--verbose", o->verbose, "print every op's times");
   cmd->add_option("-o,--output", o->output, "write the profile here (JSON)")->required();
   cmd->callback([o] {

@@ -19,7 +19,10 @@
 #include "tools/batch_source.h"
 #include "tools/command.h"
 #include "tools/evaluation.h"
+#include "tools/metrics_log.h"
+#include "tools/option_checks.h"
 #include "tools/run_flags.h"
+#include "tools/stale_files.h"
 
 namespace pf::tools {
 
@@ -41,6 +44,7 @@ struct RunOptions {
   double timeout = 60;
   std::string checkpoint, resume;
   int64_t checkpoint_every = 0;  // 0: only after the last step
+  std::string log;               // --log: a JSON line per step
 };
 
 std::string rate(const BatchSource& source, double seconds) {
@@ -136,6 +140,13 @@ void train(const RunOptions& o, Runtime& runtime, const std::string& what, int r
   if (source.has_data_set()) out << "data: " << source.describe() << "\n";
   if (eval) out << "eval data: " << eval->describe() << "\n";
   if (!o.resume.empty()) out << fmt::format("resuming from {} at step {}\n", o.resume, first - 1);
+  // Rank 0 tidies and logs for all; no rank writes a checkpoint before the
+  // first step, which waits for rank 0.
+  if (rank == 0)
+    for (const std::string& note : remove_partial_writes({o.save_weights}, {o.checkpoint})) out << note << "\n";
+  MetricsLog log(rank == 0 ? o.log : "", !o.resume.empty());
+  EtaEstimate eta(o.steps - first + 1);
+  const auto started = std::chrono::steady_clock::now();
   std::vector<TraceEvent> trace;
   double trace_offset = 0;
   for (int64_t step = first; step <= o.steps; ++step) {
@@ -160,6 +171,10 @@ void train(const RunOptions& o, Runtime& runtime, const std::string& what, int r
         memory);
     if (!std::isfinite(r.grad_norm)) line += "  (gradient not finite: step skipped)";
     if (checkpoint) line += fmt::format("  checkpoint {}", o.checkpoint);
+    log.step(step_metrics(step, r, source.samples(), source.tokens()));
+    const std::string left =
+        eta.after_step(std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
+    if (!left.empty()) line += "  " + left;
     if (terminal) {
       int width = 20, done = static_cast<int>(width * step / o.steps);
       out << "\r" << line << "  [" << std::string(done, '#') << std::string(width - done, '.') << "]"
@@ -171,6 +186,8 @@ void train(const RunOptions& o, Runtime& runtime, const std::string& what, int r
     if (eval && ((o.eval_every > 0 && step % o.eval_every == 0) || step == o.steps)) {
       const Evaluation e = evaluate(runtime, *eval, eval_batches);
       out << fmt::format("eval  step {}{}\n", step, e.summary());
+      log.eval(step, e.loss,
+               e.predicted > 0 ? std::optional<double>(static_cast<double>(e.correct) / e.predicted) : std::nullopt);
     }
   }
   if (!o.trace.empty()) {
@@ -262,20 +279,26 @@ void run(const CLI::App& cmd, const RunOptions& o) {
 
 void add_run_command(CLI::App& app) {
   auto o = std::make_shared<RunOptions>();
+  o->train.clip = default_clip();
   CLI::App* cmd = app.add_subcommand(
       "run", "train a model (.pf) on one CPU device, or a plan (.json) across its devices; one line per step");
   cmd->add_option("file", o->file, "model file (.pf) or plan (.json)")->required();
   add_bind_option(*cmd, o->bind);
   cmd->get_option("--bind")->description(
       "override dimensions declared in the model, e.g. B=8,T=64; with a plan, only the values it was compiled with");
-  cmd->add_option("--steps", o->steps, "training steps")->check(CLI::PositiveNumber);
-  cmd->add_option("--batch", o->batch,
-                  "batch size (binds the first input's leading dimension); with a plan, only the batch it was compiled "
-                  "for")
-      ->check(CLI::PositiveNumber);
+  at_least(cmd->add_option("--steps", o->steps, "training steps"), 1);
+  at_least(cmd->add_option("--batch", o->batch,
+                           "batch size (binds the first input's leading dimension; default: the model's); with a "
+                           "plan, only the batch it was compiled for"),
+           1)
+      ->default_str("");  // 0 in the options: the model's own
   cmd->add_option("--optimizer", o->train.optimizer, "adamw (the default) or sgd")->check(CLI::IsMember({"sgd", "adamw"}));
-  cmd->add_option("--lr", o->train.lr, "learning rate (default 0.01 for sgd, 0.001 for adamw)")
-      ->each([o](const std::string&) { o->lr_given = true; });
+  // The default depends on the optimizer: the description gives both.
+  cmd->add_option("--lr", o->train.lr,
+                  fmt::format("learning rate (default {} for adamw, {} for sgd)", format_real(default_lr("adamw")),
+                              format_real(default_lr("sgd"))))
+      ->each([o](const std::string&) { o->lr_given = true; })
+      ->default_str("");
   cmd->add_option("--momentum", o->train.momentum, "sgd momentum (with --optimizer sgd only)");
   cmd->add_option("--weight-decay", o->train.weight_decay, "decoupled weight decay (matrices only)");
   cmd->add_option("--clip", o->train.clip, "clip gradients to this global norm (0: off)");
@@ -296,30 +319,35 @@ void add_run_command(CLI::App& app) {
       ->check(CLI::IsMember({"uint16", "int32", "uint32"}));
   CLI::Option* eval_data = cmd->add_option(
       "--eval-data", o->eval_data, "evaluate on this data set (same formats as --data, read in order, never shuffled)");
-  cmd->add_option("--eval-every", o->eval_every,
-                  "print the loss on --eval-data every N steps (forward only); without it, after the last step only")
-      ->check(CLI::PositiveNumber)
+  at_least(cmd->add_option("--eval-every", o->eval_every,
+                           "print the loss on --eval-data every N steps (forward only); without it, after the last "
+                           "step only"),
+           1)
       ->needs(eval_data);
-  cmd->add_option("--eval-batches", o->eval_batches,
-                  "batches of --eval-data each evaluation reads (default: every whole batch)")
-      ->check(CLI::PositiveNumber)
+  at_least(cmd->add_option("--eval-batches", o->eval_batches,
+                           "batches of --eval-data each evaluation reads (default: every whole batch)"),
+           1)
       ->needs(eval_data);
   cmd->add_option("--save-grads", o->save_grads, "write the first step's gradients here (safetensors)");
   cmd->add_option("--save-weights", o->save_weights, "write the trained weights here (safetensors)");
-  cmd->add_option("--threads", o->threads,
-                  "threads of the one device training a model (default 1) or a one-device plan (default: the "
-                  "plan's); a plan of several devices runs the threads it was compiled for (--devices cpu:NxT)")
-      ->check(CLI::PositiveNumber);
+  at_least(cmd->add_option("--threads", o->threads,
+                           "threads of the one device training a model (default 1) or a one-device plan (default: "
+                           "the plan's); a plan of several devices runs the threads it was compiled for (--devices "
+                           "cpu:NxT)"),
+           1)
+      ->default_str("");  // 0 in the options: the plan's
   cmd->add_option("--trace", o->trace, "write a Chrome/Perfetto trace of every stage's actions");
-  cmd->add_option("--timeout", o->timeout,
-                  "seconds a stage may wait for its peer, or spend in one computation, before the run stops")
-      ->check(CLI::PositiveNumber);
+  cmd->add_option("--log", o->log,
+                  "write a JSON line per step here (loss, lr, gradient norm, time, throughput, bubble, activations "
+                  "per stage), flushed as it goes; pipeforge plot draws it");
+  more_than(cmd->add_option("--timeout", o->timeout,
+                            "seconds a stage may wait for its peer, or spend in one computation, before the run stops"),
+            0);
   CLI::Option* checkpoint =
       cmd->add_option("--checkpoint", o->checkpoint,
                       "write weights, optimizer state and step into this folder after the last step (a "
                       "safetensors shard per stage and an index)");
-  cmd->add_option("--checkpoint-every", o->checkpoint_every, "also write the checkpoint every N steps")
-      ->check(CLI::PositiveNumber)
+  at_least(cmd->add_option("--checkpoint-every", o->checkpoint_every, "also write the checkpoint every N steps"), 1)
       ->needs(checkpoint);
   cmd->add_option("--resume", o->resume,
                   "go on from this checkpoint up to --steps (same options as the run that wrote it)")

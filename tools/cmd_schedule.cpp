@@ -11,6 +11,7 @@
 #include "runtime/plan_schedule.h"
 #include "simulator/simulator.h"
 #include "tools/command.h"
+#include "tools/option_checks.h"
 
 namespace pf::tools {
 
@@ -66,12 +67,11 @@ void add_schedule_command(CLI::App& app) {
   cmd->add_option("plan", opts->plan,
                   "a plan (.json): draw its action lists on the costs the compiler predicted for its stages, with "
                   "the ranks that run each device's list (the flags below then come from the plan)");
-  cmd->add_option("--stages,-p", opts->stages, "pipeline devices")->check(CLI::PositiveNumber);
-  cmd->add_option("--microbatches,-m", opts->microbatches, "micro-batches per step")->check(CLI::PositiveNumber);
+  at_least(cmd->add_option("--stages,-p", opts->stages, "pipeline devices"), 1);
+  at_least(cmd->add_option("--microbatches,-m", opts->microbatches, "micro-batches per step"), 1);
   cmd->add_option("--schedule,-s", opts->kind, "gpipe, 1f1b, interleaved or zb1")
       ->check(CLI::IsMember({"gpipe", "1f1b", "interleaved", "zb1"}));
-  cmd->add_option("--virtual,-v", opts->virtual_stages, "model chunks per device (interleaved)")
-      ->check(CLI::PositiveNumber);
+  at_least(cmd->add_option("--virtual,-v", opts->virtual_stages, "model chunks per device (interleaved)"), 1);
   cmd->add_option("--format", opts->format, "text or svg")->check(CLI::IsMember({"text", "svg"}));
   cmd->add_option("-o,--output", opts->output, "write the drawing here instead of standard output");
   cmd->add_option(

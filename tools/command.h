@@ -20,6 +20,7 @@ void add_eval_command(CLI::App& app);
 void add_import_command(CLI::App& app);
 void add_launch_command(CLI::App& app);
 void add_opt_command(CLI::App& app);
+void add_plot_command(CLI::App& app);
 void add_profile_command(CLI::App& app);
 void add_run_command(CLI::App& app);
 void add_schedule_command(CLI::App& app);

@@ -7,6 +7,7 @@
 
 #include "tools/command.h"
 #include "tools/exit_status.h"
+#include "tools/version.h"
 
 int main(int argc, char** argv) {
   using namespace pf::tools;
@@ -17,6 +18,11 @@ int main(int argc, char** argv) {
         CLI::App app{"pipeforge: compile models into pipeline-parallel plans and train them"};
         app.require_subcommand(1);
         app.set_help_all_flag("--help-all", "print help for every command");
+        app.set_version_flag("--version", version_text,
+                             "print the version, the commit it was built from, CUDA and the CPU kernels, and exit");
+        // Every command's help shows its options' defaults; the commands
+        // inherit this from the app.
+        app.option_defaults()->always_capture_default();
         add_check_command(app);
         add_compile_command(app);
         add_dump_command(app);
@@ -24,6 +30,7 @@ int main(int argc, char** argv) {
         add_import_command(app);
         add_launch_command(app);
         add_opt_command(app);
+        add_plot_command(app);
         add_profile_command(app);
         add_run_command(app);
         add_schedule_command(app);
@@ -34,6 +41,8 @@ int main(int argc, char** argv) {
         } catch (const CLI::CallForHelp& e) {
           return app.exit(e);
         } catch (const CLI::CallForAllHelp& e) {
+          return app.exit(e);
+        } catch (const CLI::CallForVersion& e) {
           return app.exit(e);
         } catch (const CLI::ParseError& e) {
           app.exit(e);

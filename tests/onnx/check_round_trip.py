@@ -115,7 +115,7 @@ def check(pipeforge, name, work):
             for n, t in batch.items()}
     safetensors_io.save(work / "data.safetensors", data)
     train = ["--init-from", work / "weights.safetensors", "--data", work / "data.safetensors", "--steps", STEPS,
-             "--optimizer", "sgd", "--lr", LR, "--momentum", MOMENTUM]
+             "--optimizer", "sgd", "--lr", LR, "--momentum", MOMENTUM, "--clip", "0"]
 
     problems, summary = [], []
     out = run(pipeforge + ["run", work / "model.pf"] + train + ["--save-grads", work / "one.safetensors"])

@@ -8,7 +8,7 @@ torch_reference.py (mlp: examples/mlp.pf, gpt: examples/gpt.pf, bound to
 small dimensions). For each case it writes the reference fixture into a
 temporary directory (torch_reference.generate), runs
 
-    PIPEFORGE run MODEL.pf --steps 1 --batch B --bind ... --optimizer sgd --lr 0
+    PIPEFORGE run MODEL.pf --steps 1 --batch B --bind ... --optimizer sgd --lr 0 --clip 0
         --init-from W.safetensors --data D.safetensors
         --save-grads G.safetensors --threads 1
 

@@ -38,6 +38,7 @@ def main(argv):
     parser.add_argument("--bind", default="")
     parser.add_argument("--optimizer", required=True)
     parser.add_argument("--lr", type=float, required=True)
+    parser.add_argument("--clip", type=float, default=0)
     parser.add_argument("--init-from", required=True)
     parser.add_argument("--data", required=True)
     parser.add_argument("--save-grads", required=True)

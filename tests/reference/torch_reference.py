@@ -94,6 +94,8 @@ class Case:
             "--batch", str(self.dims["B"]),
             "--bind", self.bind_text(include_batch=False),
             "--optimizer", "sgd", "--lr", "0",
+            # The gradients as computed: the command line clips by default.
+            "--clip", "0",
             "--init-from", str(out_dir / "W.safetensors"),
             "--data", str(out_dir / "D.safetensors"),
             "--save-grads", str(out_dir / "G.safetensors"),
