@@ -67,7 +67,8 @@ void add_eval_command(CLI::App& app) {
       ->required();
   cmd->add_option("--data-dtype", o->data.data_dtype, "read --data as a flat file of token ids of this type")
       ->check(CLI::IsMember({"uint16", "int32", "uint32"}));
-  at_least(cmd->add_option("--batches", o->batches, "evaluate the first K batches (default: every whole batch)"), 1);
+  at_least(cmd->add_option("--batches", o->batches, "evaluate the first K batches (default: every whole batch)"), 1)
+      ->default_str("");  // 0 in the options: every whole batch
   at_least(cmd->add_option("--threads", o->threads,
                            "threads of the one device evaluating a model (default 1) or a one-device plan (default: "
                            "the plan's)"),

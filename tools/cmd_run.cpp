@@ -323,10 +323,12 @@ void add_run_command(CLI::App& app) {
                            "print the loss on --eval-data every N steps (forward only); without it, after the last "
                            "step only"),
            1)
+      ->default_str("")  // 0 in the options: after the last step only
       ->needs(eval_data);
   at_least(cmd->add_option("--eval-batches", o->eval_batches,
                            "batches of --eval-data each evaluation reads (default: every whole batch)"),
            1)
+      ->default_str("")  // 0 in the options: every whole batch
       ->needs(eval_data);
   cmd->add_option("--save-grads", o->save_grads, "write the first step's gradients here (safetensors)");
   cmd->add_option("--save-weights", o->save_weights, "write the trained weights here (safetensors)");
