@@ -22,7 +22,7 @@ echo "== compile: cut it into 4 stages by cost, 8 micro-batches, 1F1B =="
 # shellcheck disable=SC2086
 $pf compile examples/gpt.pf $gpt --devices cpu:4 --microbatches 8 --schedule 1f1b -o "$out/gpt_plan.json"
 $pf dump "$out/gpt_plan.json" --format svg -o "$out/gpt_plan.svg"
-$pf schedule --stages 4 --microbatches 8 --schedule 1f1b --format svg -o "$out/schedule.svg"
+$pf schedule "$out/gpt_plan.json" --format svg -o "$out/schedule.svg"
 echo
 echo "== train: 4 pipeline stages as 4 CPU devices (threads), on $text =="
 $pf run "$out/gpt_plan.json" --steps 300 --optimizer adamw --lr 2e-3 --warmup 20 --text "$text" \
