@@ -10,11 +10,13 @@
 
 #include "comm/local_communicator.h"
 #include "ir/diagnostic.h"
+#include "tests/error_of.h"
 
 namespace pf {
 namespace {
 
 using namespace std::chrono_literals;
+using testing_support::error_of;
 
 /// Runs fn(rank) on a thread per rank of `world`; returns once all returned.
 void on_every_rank(LocalWorld& world, const std::function<void(Communicator&)>& fn) {
@@ -199,14 +201,6 @@ TEST(LocalCommunicator, WatchFailsAComputationThatDoesNotReturn) {
 TEST(LocalCommunicator, MisuseIsAnError) {
   LocalWorld world(2, 1);
   Communicator& c = world.rank(0);
-  auto error_of = [](const std::function<void()>& fn) -> std::string {
-    try {
-      fn();
-    } catch (const Error& e) {
-      return e.message();
-    }
-    return "no error";
-  };
   EXPECT_EQ(error_of([&] { c.send(-1, 1, nullptr, 0); }), "rank 0 cannot talk to rank -1 in a world of 2");
   EXPECT_EQ(error_of([&] { c.post({2, 1, nullptr, 0, ""}); }), "rank 0 cannot talk to rank 2 in a world of 2");
   EXPECT_EQ(error_of([&] { c.barrier({"other", {1}}); }), "rank 0 is not a member of group 'other'");

@@ -19,20 +19,14 @@
 #include "comm/gloo_communicator.h"
 #include "comm/tcp_store.h"
 #include "ir/diagnostic.h"
+#include "tests/error_of.h"
 
 namespace pf {
 namespace {
 
-using namespace std::chrono_literals;
+using testing_support::error_of;
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.message();
-  }
-  return "(no error)";
-}
+using namespace std::chrono_literals;
 
 TEST(TcpStore, SetsGetsChecksAndCounts) {
   TcpStoreServer server(0);

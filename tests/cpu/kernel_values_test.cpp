@@ -5,7 +5,6 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
-#include <functional>
 #include <limits>
 #include <numbers>
 #include <string>
@@ -14,9 +13,12 @@
 #include "backends/cpu/kernels.h"
 #include "ir/diagnostic.h"
 #include "ir/op_table.h"
+#include "tests/error_of.h"
 
 namespace pf::cpu {
 namespace {
+
+using testing_support::error_of;
 
 constexpr double kInf = std::numeric_limits<double>::infinity();
 
@@ -256,15 +258,6 @@ TEST(Dropout, WithPZeroIsTheIdentity) {
 
 // ---------------------------------------------------------------------------
 // Lookup and errors
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.message();
-  }
-  return "no error";
-}
 
 TEST(KernelTable, NamesTheMissingKernel) {
   EXPECT_EQ(error_of([] { forward_kernel(OpKind::param, DType::f32); }), "no cpu kernel for param in f32");

@@ -29,7 +29,7 @@ graph @rope(%x: f32[B,T,D], %cos: f32[T,D], %targets: i32[B,T], %scale: f32[]) -
 }
 
 /// `whole_inputs` on the model's graph, its error rendered.
-std::string error_of(const std::string& text) {
+std::string whole_inputs_error(const std::string& text) {
   try {
     whole_inputs(parsed(text).graph());
   } catch (const Error& e) {
@@ -39,7 +39,7 @@ std::string error_of(const std::string& text) {
 }
 
 TEST(Batch, AFirstInputWithoutASymbolicLeadingDimensionHasNoBatch) {
-  EXPECT_EQ(error_of(R"(graph @fixed(%x: f32[4,2], %t: f32[2]) -> f32[] {
+  EXPECT_EQ(whole_inputs_error(R"(graph @fixed(%x: f32[4,2], %t: f32[2]) -> f32[] {
   %y = mul %x, %t : f32[4,2]
   %loss = reduce_mean %y axes=[0,1] : f32[]
   return %loss
@@ -51,7 +51,7 @@ TEST(Batch, AFirstInputWithoutASymbolicLeadingDimensionHasNoBatch) {
 }
 
 TEST(Batch, TheBatchAtAnotherAxisOrInAnExpressionIsAnError) {
-  EXPECT_EQ(error_of(R"(dim B = 4
+  EXPECT_EQ(whole_inputs_error(R"(dim B = 4
 dim T = 3
 
 graph @m(%x: f32[B,T], %bias: f32[T,B]) -> f32[] {
@@ -63,7 +63,7 @@ graph @m(%x: f32[B,T], %bias: f32[T,B]) -> f32[] {
             "the batch as its first axis, or does not name it at all\n"
             "graph @m(%x: f32[B,T], %bias: f32[T,B]) -> f32[] {\n"
             "                       ^\n");
-  const std::string flat = error_of(R"(dim B = 4
+  const std::string flat = whole_inputs_error(R"(dim B = 4
 dim T = 3
 
 graph @m(%x: f32[B,T], %flat: f32[B*T]) -> f32[] {

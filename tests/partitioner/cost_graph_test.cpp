@@ -8,9 +8,12 @@
 #include <limits>
 
 #include "ir/diagnostic.h"
+#include "tests/error_of.h"
 
 namespace pf {
 namespace {
+
+using testing_support::error_of;
 
 CostGraph three_nodes() {
   CostGraph g;
@@ -19,53 +22,46 @@ CostGraph three_nodes() {
   return g;
 }
 
-std::string error_of(const CostGraph& g) {
-  try {
-    validate(g);
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+std::string validation_error(const CostGraph& g) { return error_of([&] { validate(g); }); }
 
-TEST(CostGraph, AcceptsAValidGraph) { EXPECT_EQ(error_of(three_nodes()), "(no error)"); }
+TEST(CostGraph, AcceptsAValidGraph) { EXPECT_EQ(validation_error(three_nodes()), "(no error)"); }
 
 TEST(CostGraph, RejectsBadNodes) {
-  EXPECT_EQ(error_of(CostGraph{}), "cost graph has no nodes");
+  EXPECT_EQ(validation_error(CostGraph{}), "cost graph has no nodes");
   CostGraph g = three_nodes();
   g.nodes[1].forward_s = -1;
-  EXPECT_EQ(error_of(g), "cost graph: node 1 'b' has forward_s -1, expected a finite time >= 0");
+  EXPECT_EQ(validation_error(g), "cost graph: node 1 'b' has forward_s -1, expected a finite time >= 0");
   g = three_nodes();
   g.nodes[2].backward_s = std::numeric_limits<double>::quiet_NaN();
-  EXPECT_EQ(error_of(g), "cost graph: node 2 'c' has backward_s nan, expected a finite time >= 0");
+  EXPECT_EQ(validation_error(g), "cost graph: node 2 'c' has backward_s nan, expected a finite time >= 0");
   g = three_nodes();
   g.nodes[0].param_bytes = -5;
-  EXPECT_EQ(error_of(g), "cost graph: node 0 'a' has param_bytes -5, expected >= 0");
+  EXPECT_EQ(validation_error(g), "cost graph: node 0 'a' has param_bytes -5, expected >= 0");
 }
 
 TEST(CostGraph, RejectsBadTensors) {
   CostGraph g = three_nodes();
   g.tensors.push_back({2, {1}, 8, "back"});
-  EXPECT_EQ(error_of(g),
+  EXPECT_EQ(validation_error(g),
             "cost graph: tensor 'back' is produced by node 2 'c' but consumed by node 1 'b', which is "
             "not after it");
   g = three_nodes();
   g.tensors.push_back({7, {1}, 8, "x"});
-  EXPECT_EQ(error_of(g), "cost graph: tensor 'x' has producer 7, expected -1 (a graph input) or a node in 0..2");
+  EXPECT_EQ(validation_error(g), "cost graph: tensor 'x' has producer 7, expected -1 (a graph input) or a node in 0..2");
   g = three_nodes();
   g.tensors.push_back({0, {3}, 8, "x"});
-  EXPECT_EQ(error_of(g), "cost graph: tensor 'x' has consumer 3, expected a node in 0..2");
+  EXPECT_EQ(validation_error(g), "cost graph: tensor 'x' has consumer 3, expected a node in 0..2");
   g = three_nodes();
   g.tensors[0].bytes = -1;
-  EXPECT_EQ(error_of(g), "cost graph: tensor 'ab' has bytes -1, expected >= 0");
+  EXPECT_EQ(validation_error(g), "cost graph: tensor 'ab' has bytes -1, expected >= 0");
 }
 
 TEST(CostGraph, RejectsBadCandidates) {
   CostGraph g = three_nodes();
   g.cut_candidates = {3};
-  EXPECT_EQ(error_of(g), "cost graph: cut candidate 3 is outside 1..2");
+  EXPECT_EQ(validation_error(g), "cost graph: cut candidate 3 is outside 1..2");
   g.cut_candidates = {2, 1};
-  EXPECT_EQ(error_of(g), "cost graph: cut candidates must increase, got 1 after 2");
+  EXPECT_EQ(validation_error(g), "cost graph: cut candidates must increase, got 1 after 2");
 }
 
 TEST(CostGraph, StageBoundaries) {

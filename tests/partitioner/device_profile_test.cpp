@@ -11,23 +11,16 @@
 #include "ir/diagnostic.h"
 #include "ir/parser.h"
 #include "ir/verifier.h"
+#include "tests/error_of.h"
 
 namespace pf {
 namespace {
 
+using testing_support::error_of;
+
 using Json = nlohmann::ordered_json;
 
 constexpr int64_t kGiB = int64_t{1} << 30;
-
-template <typename Fn>
-std::string error_of(Fn&& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.message();
-  }
-  return "ok";
-}
 
 TEST(DeviceProfile, BuiltinRooflines) {
   DeviceProfile cpu = builtin_profile("cpu");

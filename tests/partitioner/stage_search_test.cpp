@@ -13,9 +13,12 @@
 
 #include "ir/diagnostic.h"
 #include "ir/units.h"
+#include "tests/error_of.h"
 
 namespace pf {
 namespace {
+
+using testing_support::error_of;
 
 constexpr int64_t kMiB = int64_t{1} << 20;
 constexpr int64_t kGiB = int64_t{1} << 30;
@@ -318,15 +321,6 @@ PartitionOptions roomy(int devices, MemoryRule rule = MemoryRule::one_f_one_b) {
   for (int d = 0; d < devices; ++d) o.devices.push_back({fmt::format("gpu{}", d), 1.0, 80 * kGiB});
   o.link = {1e9, 0.0};
   return o;
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
 }
 
 TEST(StageSearch, EqualChainSplitsEvenly) {

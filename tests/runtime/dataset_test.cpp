@@ -10,11 +10,11 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <functional>
 #include <new>
 #include <numbers>
 
 #include "ir/diagnostic.h"
+#include "tests/error_of.h"
 
 // Counts heap allocations so that a test can prove next_batch() makes none.
 namespace {
@@ -36,17 +36,9 @@ void operator delete(void* p, size_t) noexcept { std::free(p); }
 namespace pf {
 namespace {
 
-namespace fs = std::filesystem;
+using testing_support::error_of;
 
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.message();
-  }
-  ADD_FAILURE() << "no error was thrown";
-  return "";
-}
+namespace fs = std::filesystem;
 
 // A temporary file removed when the test ends.
 class TempFile {

@@ -8,13 +8,13 @@
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
-#include <functional>
 #include <new>
 #include <numbers>
 
 #include "ir/diagnostic.h"
 #include "runtime/lr_schedule.h"
 #include "runtime/safetensors.h"
+#include "tests/error_of.h"
 
 // Counts heap allocations so that a test can prove step() makes none.
 namespace {
@@ -36,15 +36,7 @@ void operator delete(void* p, size_t) noexcept { std::free(p); }
 namespace pf {
 namespace {
 
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.message();
-  }
-  ADD_FAILURE() << "no error was thrown";
-  return "";
-}
+using testing_support::error_of;
 
 // A parameter with its own storage, handed to optimizers as a Param view.
 struct Tensor {

@@ -23,21 +23,14 @@
 #include "runtime/checkpoint.h"
 #include "runtime/runtime.h"
 #include "runtime/safetensors.h"
+#include "tests/error_of.h"
 
 namespace pf {
 namespace {
 
-namespace fs = std::filesystem;
+using testing_support::error_of;
 
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.message();
-  }
-  ADD_FAILURE() << "no error was thrown";
-  return "";
-}
+namespace fs = std::filesystem;
 
 std::string read_bytes(const std::string& path) {
   std::ifstream in(path, std::ios::binary);

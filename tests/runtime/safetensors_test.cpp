@@ -9,13 +9,15 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <functional>
 #include <sstream>
 
 #include "ir/diagnostic.h"
+#include "tests/error_of.h"
 
 namespace pf {
 namespace {
+
+using testing_support::error_of;
 
 namespace fs = std::filesystem;
 
@@ -41,17 +43,6 @@ std::string u64_le(uint64_t v) {
 // `length` overrides it), the header text and the data section.
 std::string raw_file(const std::string& header, const std::string& data, std::optional<uint64_t> length = {}) {
   return u64_le(length.value_or(header.size())) + header + data;
-}
-
-// Runs `fn` and returns the message of the pf::Error it must throw.
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.message();
-  }
-  ADD_FAILURE() << "no error was thrown";
-  return "";
 }
 
 class SafeTensorsTest : public ::testing::Test {

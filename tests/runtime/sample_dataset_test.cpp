@@ -15,11 +15,13 @@
 #include "ir/diagnostic.h"
 #include "runtime/batch_prefetcher.h"
 #include "runtime/safetensors.h"
+#include "tests/error_of.h"
 #include "tests/temp_dir.h"
 
 namespace pf {
 namespace {
 
+using testing_support::error_of;
 using testing_support::TempDir;
 
 TensorType f32(Shape s) { return {DType::f32, std::move(s)}; }
@@ -44,15 +46,6 @@ std::string write_samples(const TempDir& dir, int64_t n, const std::string& name
 }
 
 std::vector<DataInput> mlp_inputs(int64_t batch) { return {{"x", f32({batch, 3}), true}, {"y", i32({batch}), true}}; }
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.message();
-  }
-  return "(no error)";
-}
 
 // The y values (sample numbers) of the next batch.
 std::vector<int32_t> next_labels(DataSetBatches& batches, int64_t batch) {

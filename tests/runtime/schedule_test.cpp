@@ -9,9 +9,12 @@
 #include <gtest/gtest.h>
 
 #include "ir/diagnostic.h"
+#include "tests/error_of.h"
 
 namespace pf {
 namespace {
+
+using testing_support::error_of;
 
 constexpr ScheduleKind kAllKinds[] = {ScheduleKind::gpipe, ScheduleKind::one_f_one_b,
                                       ScheduleKind::interleaved, ScheduleKind::zb_h1};
@@ -21,17 +24,6 @@ UnitCosts costs_for(ScheduleKind kind) {
   UnitCosts costs;
   if (kind == ScheduleKind::zb_h1) costs.forward = costs.backward_input = costs.backward_weight = 1;
   return costs;
-}
-
-/// The message of the Error `f` throws, or "" when it throws none.
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    std::forward<F>(f)();
-  } catch (const Error& e) {
-    return e.message();
-  }
-  return "";
 }
 
 size_t count(const std::string& text, const std::string& needle) {
