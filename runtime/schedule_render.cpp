@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 
 #include "ir/diagnostic.h"
+#include "support/svg.h"
 
 namespace pf {
 namespace {
@@ -154,12 +155,7 @@ std::string render_schedule_svg(const Schedule& schedule, const Simulation& sim,
   const double rows_bottom = top + schedule.devices * (row_height + row_gap);
   const double width = left + plot_width + 20, height = rows_bottom + 70;
 
-  std::string out = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n";
-  out += fmt::format(
-      "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{0:.0f}\" height=\"{1:.0f}\" "
-      "viewBox=\"0 0 {0:.0f} {1:.0f}\" font-family=\"sans-serif\" font-size=\"12\">\n",
-      width, height);
-  out += "<rect width=\"100%\" height=\"100%\" fill=\"#ffffff\"/>\n";
+  std::string out = svg_header(width, height);
   const std::string heading = title(schedule) + ", " + bubble_summary(schedule, sim);
   out += fmt::format("<text x=\"{:.0f}\" y=\"24\" font-size=\"15\">{}</text>\n", left, heading);
 

@@ -8,6 +8,8 @@
 #include <cmath>
 #include <limits>
 
+#include "support/svg.h"
+
 namespace pf::tools {
 
 namespace {
@@ -84,12 +86,7 @@ std::string render_line_chart_svg(const LineChart& chart) {
   auto py = [&](double y) { return kTop + plot_h - (y - y_min) / (y_max - y_min) * plot_h; };
   const double height = kPlotHeight + kLegendLine * static_cast<double>(chart.series.size()) + 12;
 
-  std::string out = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n";
-  out += fmt::format(
-      "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{0:.0f}\" height=\"{1:.0f}\" viewBox=\"0 0 {0:.0f} "
-      "{1:.0f}\" font-family=\"sans-serif\" font-size=\"12\">\n",
-      kWidth, height);
-  out += "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n";
+  std::string out = svg_header(kWidth, height);
   out += fmt::format("<text x=\"{:.0f}\" y=\"24\" font-size=\"15\">{}</text>\n", kLeft, xml_escape(chart.title));
   out += fmt::format("<clipPath id=\"plot\"><rect x=\"{:.1f}\" y=\"{:.1f}\" width=\"{:.1f}\" height=\"{:.1f}\"/>"
                      "</clipPath>\n",
