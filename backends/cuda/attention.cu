@@ -37,12 +37,14 @@ Geometry geometry_of(const KernelArgs& args, const TensorType& q) {
           static_cast<float>(attention_scale(args.attrs, q)), args.attrs.get_bool("causal", false)};
 }
 
-// Tile rows [j0, j0 + kTile) of a [T, D] matrix into shared rows of kStride, zero past T.
-template <class T>
-__device__ void load_tile(const T* src, int j0, const Geometry& g, float* tile) {
-  for (int i = threadIdx.x; i < kTile * g.d; i += blockDim.x) {
+// Rows [first, first + kRows) of a [T, D] matrix into shared rows of kRowStride floats, zero past T: key and
+// value tiles (kTile rows of kStride) and kWarps rows of queries or of the output's gradient (kMaxHead). The
+// whole block loads, so a __syncthreads() comes before anything reads them.
+template <int kRows, int kRowStride, class T>
+__device__ void load_rows(const T* src, int first, const Geometry& g, float* rows) {
+  for (int i = threadIdx.x; i < kRows * g.d; i += blockDim.x) {
     const int r = i / g.d, x = i - r * g.d;
-    tile[r * kStride + x] = j0 + r < g.t ? to_float(src[int64_t{j0 + r} * g.d + x]) : 0.f;
+    rows[r * kRowStride + x] = first + r < g.t ? to_float(src[int64_t{first + r} * g.d + x]) : 0.f;
   }
 }
 
@@ -55,14 +57,14 @@ __global__ void __launch_bounds__(kWarps * kWarp) forward_kernel(const T* q, con
   const int64_t base = blockIdx.y * int64_t{g.t} * g.d;
   const int row0 = blockIdx.x * kWarps, row = row0 + warp;
   const bool active = row < g.t;
-  for (int x = lane; x < g.d; x += kWarp) qs[warp * kMaxHead + x] = active ? to_float(q[base + int64_t{row} * g.d + x]) : 0.f;
+  load_rows<kWarps, kMaxHead>(q + base, row0, g, qs);
   float acc[kPerLane] = {};
   float m = -INFINITY, l = 0.f;
   const int end = g.causal ? min(g.t, row0 + kWarps) : g.t;  // the block's last row sees keys below this
   for (int j0 = 0; j0 < end; j0 += kTile) {
-    __syncthreads();  // the previous tile is read by every warp
-    load_tile(k + base, j0, g, ks);
-    load_tile(v + base, j0, g, vs);
+    __syncthreads();  // the query rows are loaded; the previous tile is read by every warp
+    load_rows<kTile, kStride>(k + base, j0, g, ks);
+    load_rows<kTile, kStride>(v + base, j0, g, vs);
     __syncthreads();
     const int j = j0 + lane;
     const bool visible = active && j < g.t && (!g.causal || j <= row);
@@ -121,18 +123,16 @@ __global__ void __launch_bounds__(kWarps * kWarp) dq_kernel(const T* grad, const
   const int64_t base = blockIdx.y * int64_t{g.t} * g.d;
   const int row0 = blockIdx.x * kWarps, row = row0 + warp;
   const bool active = row < g.t;
-  for (int x = lane; x < g.d; x += kWarp) {
-    qs[warp * kMaxHead + x] = active ? to_float(q[base + int64_t{row} * g.d + x]) : 0.f;
-    gs[warp * kMaxHead + x] = active ? to_float(grad[base + int64_t{row} * g.d + x]) : 0.f;
-  }
+  load_rows<kWarps, kMaxHead>(q + base, row0, g, qs);
+  load_rows<kWarps, kMaxHead>(grad + base, row0, g, gs);
   const int64_t stat = blockIdx.y * int64_t{g.t} + row;
   const float row_lse = active ? to_float(lse[stat]) : 0.f, row_delta = active ? delta[stat] : 0.f;
   float acc[kPerLane] = {};
   const int end = g.causal ? min(g.t, row0 + kWarps) : g.t;
   for (int j0 = 0; j0 < end; j0 += kTile) {
     __syncthreads();
-    load_tile(k + base, j0, g, ks);
-    load_tile(v + base, j0, g, vs);
+    load_rows<kTile, kStride>(k + base, j0, g, ks);
+    load_rows<kTile, kStride>(v + base, j0, g, vs);
     __syncthreads();
     const int j = j0 + lane;
     float ds = 0.f;
@@ -188,12 +188,8 @@ __global__ void __launch_bounds__(kWarps * kWarp) dkv_kernel(const T* grad, cons
   const int start = g.causal ? j0 / kWarps * kWarps : 0;  // rows before the tile's first key see none of it
   for (int i0 = start; i0 < g.t; i0 += kWarps) {
     __syncthreads();
-    for (int i = threadIdx.x; i < kWarps * g.d; i += blockDim.x) {
-      const int r = i / g.d, x = i - r * g.d;
-      const bool in = i0 + r < g.t;
-      qs[r * kMaxHead + x] = in ? to_float(q[base + int64_t{i0 + r} * g.d + x]) : 0.f;
-      gs[r * kMaxHead + x] = in ? to_float(grad[base + int64_t{i0 + r} * g.d + x]) : 0.f;
-    }
+    load_rows<kWarps, kMaxHead>(q + base, i0, g, qs);
+    load_rows<kWarps, kMaxHead>(grad + base, i0, g, gs);
     if (threadIdx.x < kWarps && i0 + static_cast<int>(threadIdx.x) < g.t) {
       const int64_t stat = blockIdx.y * int64_t{g.t} + i0 + threadIdx.x;
       stats[threadIdx.x] = to_float(lse[stat]);
