@@ -29,8 +29,8 @@ std::vector<StageMemory> Pipeline::memory() const {
     m.slots = s->program->slots();
     m.activations = m.slots * s->program->stash_bytes();
     m.workspace = s->program->arena_bytes();
-    for (const auto& per_mb : {s->send_bytes, s->send_grad_bytes})
-      for (int64_t b : per_mb) m.workspace += b * static_cast<int64_t>(s->sends.size());
+    for (const std::vector<int64_t>* per_mb : {&s->send_bytes, &s->send_grad_bytes})
+      for (int64_t b : *per_mb) m.workspace += b * static_cast<int64_t>(s->sends.size());
     out.push_back(m);
   }
   return out;
