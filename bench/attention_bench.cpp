@@ -1,6 +1,9 @@
-// Times causal attention on the CPU backend, f32, as the op-by-op chain of examples/gpt.pf (matmul, scale, mask,
-// softmax, matmul) and as the fused attention op, forward and forward + backward (autodiff of a weighted sum of
-// the output), and prints one markdown table. Both forms are checked against each other before any timing.
+// Times causal attention on the CPU backend, f32, forward and forward + backward (autodiff of a weighted sum of the
+// output), in four forms: on q, k, v of [B,H,T,D], the op-by-op chain of examples/gpt.pf (matmul, scale, mask,
+// softmax, matmul) and the fused attention op; on q, k, v of [B,T,H,D] (as the qkv projection writes them), the
+// fused op between head transposes (q, k, v to [B,H,T,D] and o back) and the fused op reading and writing
+// [B,T,H,D] itself (layout="bthd"). Prints one markdown table; the chain and the fused op, and the transposes and
+// the bthd op, are checked against each other before any timing.
 //
 //   make -C build-perf attention_bench && build-perf/bench/attention_bench --reps 5 --threads 2
 #include <CLI/CLI.hpp>
@@ -32,14 +35,30 @@ struct Shape4 {
   int64_t b, h, t, d;
 };
 
-// loss = sum(attention(q, k, v) * w) over [B,H,T,D], spelled out op by op
-// (`fused` false) or as one attention op.
-std::string model_text(const Shape4& s, bool fused) {
+enum class Form { chain, fused, transposed, bthd };
+
+// loss = sum(attention(q, k, v) * w), spelled out op by op, as one attention
+// op, as one between head transposes or as one of layout "bthd".
+std::string model_text(const Shape4& s, Form form) {
   const std::string t = fmt::format("f32[{},{},{},{}]", s.b, s.h, s.t, s.d);
+  const std::string rows = fmt::format("f32[{},{},{},{}]", s.b, s.t, s.h, s.d);  // [B,T,H,D]
+  const std::string lse = fmt::format("f32[{},{},{}]", s.b, s.h, s.t);
   const std::string scores = fmt::format("f32[{},{},{},{}]", s.b, s.h, s.t, s.t);
   std::string body;
-  if (fused) {
-    body = fmt::format("  %o, %lse = attention %q, %k, %v causal=true : {}, f32[{},{},{}]\n", t, s.b, s.h, s.t);
+  std::string io = t;  // the type of q, k, v, o and w
+  if (form == Form::fused) {
+    body = fmt::format("  %o, %lse = attention %q, %k, %v causal=true : {}, {}\n", t, lse);
+  } else if (form == Form::transposed) {
+    io = rows;
+    body = fmt::format(
+        "  %qt = transpose %q perm=[0,2,1,3] : {0}\n  %kt = transpose %k perm=[0,2,1,3] : {0}\n"
+        "  %vt = transpose %v perm=[0,2,1,3] : {0}\n"
+        "  %ot, %lse = attention %qt, %kt, %vt causal=true : {0}, {1}\n"
+        "  %o = transpose %ot perm=[0,2,1,3] : {2}\n",
+        t, lse, rows);
+  } else if (form == Form::bthd) {
+    io = rows;
+    body = fmt::format("  %o, %lse = attention %q, %k, %v causal=true layout=\"bthd\" : {}, {}\n", rows, lse);
   } else {
     body = fmt::format(
         "  %s = matmul %q, %k transpose_b=true : {1}\n"
@@ -56,7 +75,7 @@ std::string model_text(const Shape4& s, bool fused) {
   return fmt::format(
       "graph @attn(%q: {0}, %k: {0}, %v: {0}, %w: {0}) -> f32[] {{\n{1}"
       "  %ow = mul %o, %w : {0}\n  %loss = reduce_sum %ow axes=[0,1,2,3] : f32[]\n  return %loss\n}}\n",
-      t, body);
+      io, body);
 }
 
 /// One form of the model, compiled once: its forward and backward executors.
@@ -66,8 +85,8 @@ struct Compiled {
   std::unique_ptr<pf::cpu::Executor> fwd, bwd;
   float seed = 1;
 
-  Compiled(const Shape4& s, bool fused, std::vector<std::vector<float>>& inputs)
-      : module(pf::parse_module_text("attn.pf", model_text(s, fused))) {
+  Compiled(const Shape4& s, Form form, std::vector<std::vector<float>>& inputs)
+      : module(pf::parse_module_text("attn.pf", model_text(s, form))) {
     pf::verify_module(module, {}, pf::VerifyOptions{true});
     pf::AutodiffOptions options;
     options.wrt_inputs = {"q", "k", "v"};
@@ -88,6 +107,18 @@ struct Compiled {
   const float* grad(int i) const { return static_cast<const float*>(bwd->output(i)); }
 };
 
+// The largest difference between the gradients of q, k and v of two forms, relative to the largest of `want`'s.
+double worst_difference(const Compiled& want, const Compiled& got, int64_t n) {
+  double worst = 0;
+  for (int g = 0; g < 3; ++g) {
+    double scale = 1e-30;
+    for (int64_t i = 0; i < n; ++i) scale = std::max(scale, std::fabs(static_cast<double>(want.grad(g)[i])));
+    for (int64_t i = 0; i < n; ++i)
+      worst = std::max(worst, std::fabs(static_cast<double>(got.grad(g)[i]) - want.grad(g)[i]) / scale);
+  }
+  return worst;
+}
+
 double seconds(const std::function<void()>& f, int reps) {
   std::vector<double> t;
   for (int r = 0; r < reps; ++r) {
@@ -101,7 +132,7 @@ double seconds(const std::function<void()>& f, int reps) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"CPU attention: the op-by-op chain against the fused op"};
+  CLI::App app{"CPU attention: the op-by-op chain against the fused op, and head transposes against layout bthd"};
   int reps = 5, threads = 1;
   app.add_option("--reps", reps, "timed runs per row (the median is printed)")->check(CLI::PositiveNumber);
   app.add_option("--threads", threads, "the CPU device's thread budget")->check(CLI::PositiveNumber);
@@ -109,9 +140,10 @@ int main(int argc, char** argv) {
   pf::cpu::set_cpu_threads(threads);
 
   const std::vector<Shape4> shapes = {{1, 12, 256, 64}, {1, 12, 1024, 64}, {4, 12, 512, 64}};
-  fmt::print("| B,H,T,D | chain fwd ms | fused fwd ms | fwd speed-up | chain fwd+bwd ms | fused fwd+bwd ms | "
-             "fwd+bwd speed-up | max rel. diff |\n");
-  fmt::print("|---|---|---|---|---|---|---|---|\n");
+  fmt::print("| B,H,T,D | chain fwd ms | fused fwd ms | transposes + fused fwd ms | bthd fwd ms | bthd fwd speed-up | "
+             "chain fwd+bwd ms | fused fwd+bwd ms | transposes + fused fwd+bwd ms | bthd fwd+bwd ms | "
+             "bthd fwd+bwd speed-up | max rel. diff fused | max rel. diff bthd |\n");
+  fmt::print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
   for (const Shape4& s : shapes) {
     const int64_t n = s.b * s.h * s.t * s.d;
     std::mt19937 rng(7);
@@ -119,31 +151,30 @@ int main(int argc, char** argv) {
     std::vector<std::vector<float>> inputs(4, std::vector<float>(static_cast<size_t>(n)));
     for (auto& v : inputs)
       for (float& x : v) x = u(rng);
-    Compiled chain(s, false, inputs), fused(s, true, inputs);
-    // The reference check: loss and the three gradients agree before anything is timed.
-    chain.forward();
-    chain.backward();
-    fused.forward();
-    fused.backward();
-    double worst = 0;
-    for (int g = 0; g < 3; ++g) {
-      double scale = 1e-30;
-      for (int64_t i = 0; i < n; ++i) scale = std::max(scale, std::fabs(static_cast<double>(chain.grad(g)[i])));
-      for (int64_t i = 0; i < n; ++i)
-        worst = std::max(worst, std::fabs(static_cast<double>(fused.grad(g)[i]) - chain.grad(g)[i]) / scale);
+    Compiled chain(s, Form::chain, inputs), fused(s, Form::fused, inputs), transposed(s, Form::transposed, inputs),
+        bthd(s, Form::bthd, inputs);
+    // The reference check: the three gradients agree before anything is timed (the transposes and bthd: to the bit).
+    for (Compiled* c : {&chain, &fused, &transposed, &bthd}) {
+      c->forward();
+      c->backward();
     }
-    if (!(worst < 1e-4)) {
-      std::cerr << fmt::format("attention_bench: fused and chain gradients differ by {:.3g} at {},{},{},{}\n", worst,
-                               s.b, s.h, s.t, s.d);
+    const double worst = worst_difference(chain, fused, n), worst_bthd = worst_difference(transposed, bthd, n);
+    if (!(worst < 1e-4) || !(worst_bthd < 1e-6)) {
+      std::cerr << fmt::format("attention_bench: gradients differ by {:.3g} (fused) and {:.3g} (bthd) at {},{},{},{}\n",
+                               worst, worst_bthd, s.b, s.h, s.t, s.d);
       return 1;
     }
-    const double chain_fwd = seconds([&] { chain.forward(); }, reps);
-    const double fused_fwd = seconds([&] { fused.forward(); }, reps);
-    const double chain_all = seconds([&] { chain.forward(); chain.backward(); }, reps);
-    const double fused_all = seconds([&] { fused.forward(); fused.backward(); }, reps);
-    fmt::print("| {},{},{},{} | {:.1f} | {:.1f} | {:.2f}x | {:.1f} | {:.1f} | {:.2f}x | {:.1e} |\n", s.b, s.h, s.t, s.d,
-               chain_fwd * 1e3, fused_fwd * 1e3, chain_fwd / fused_fwd, chain_all * 1e3, fused_all * 1e3,
-               chain_all / fused_all, worst);
+    // One form's reps run back to back: its forward alone, then its forward and backward.
+    double fwd[4], all[4];
+    int f = 0;
+    for (Compiled* c : {&chain, &fused, &transposed, &bthd}) {
+      fwd[f] = seconds([&] { c->forward(); }, reps);
+      all[f++] = seconds([&] { c->forward(); c->backward(); }, reps);
+    }
+    fmt::print("| {},{},{},{} | {:.1f} | {:.1f} | {:.1f} | {:.1f} | {:.2f}x | {:.1f} | {:.1f} | {:.1f} | {:.1f} | {:.2f}x | "
+               "{:.1e} | {:.1e} |\n",
+               s.b, s.h, s.t, s.d, fwd[0] * 1e3, fwd[1] * 1e3, fwd[2] * 1e3, fwd[3] * 1e3, fwd[2] / fwd[3],
+               all[0] * 1e3, all[1] * 1e3, all[2] * 1e3, all[3] * 1e3, all[2] / all[3], worst, worst_bthd);
   }
   fmt::print("\n{} thread(s), f32 products by {}\n", threads, pf::cpu::sgemm_kernel_name());
   return 0;

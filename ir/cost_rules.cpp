@@ -78,8 +78,8 @@ OpCost cost_rmsnorm(Types in, Types out, const OpAttrs&) { return streaming(in, 
 // q, k, v are read and o and lse written once.
 namespace {
 int64_t attention_products(const TensorType& q, const OpAttrs& attrs) {
-  const int64_t t = q.shape[q.rank() - 2], heads = q.numel() / std::max<int64_t>(t * q.shape.back(), 1);
-  const int64_t full = 2 * heads * t * t * q.shape.back();
+  const AttentionHeads h = attention_heads(attrs, q);  // either layout: the same products
+  const int64_t full = 2 * h.n * h.t * h.t * h.d;
   return attrs.get_bool("causal", false) ? full / 2 : full;
 }
 }  // namespace

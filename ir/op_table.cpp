@@ -6,6 +6,8 @@
 #include <cmath>
 #include <stdexcept>
 
+#include "ir/diagnostic.h"
+
 namespace pf {
 
 namespace {
@@ -47,7 +49,8 @@ const std::array<OpInfo, kNumOps>& table() {
       {OpKind::log_softmax, "log_softmax", 1, 1, {{"axis", K::dim, opt}}, RULES(log_softmax)},
       {OpKind::layernorm, "layernorm", 3, 3, {{"eps", K::real, opt}}, RULES(layernorm)},
       {OpKind::rmsnorm, "rmsnorm", 2, 2, {{"eps", K::real, opt}}, RULES(rmsnorm)},
-      {OpKind::attention, "attention", 3, 3, {{"causal", K::boolean, opt}, {"scale", K::real, opt}}, RULES(attention)},
+      {OpKind::attention, "attention", 3, 3,
+       {{"causal", K::boolean, opt}, {"scale", K::real, opt}, {"layout", K::string, opt}}, RULES(attention)},
       {OpKind::embedding, "embedding", 2, 2, {}, RULES(embedding)},
       {OpKind::reshape, "reshape", 1, 1, {{"shape", K::dims, req}}, RULES(reshape)},
       {OpKind::transpose, "transpose", 1, 1, {{"perm", K::dims, req}}, RULES(transpose)},
@@ -78,8 +81,8 @@ const std::array<OpInfo, kNumOps>& table() {
       {OpKind::log_softmax_grad, "log_softmax_grad", 2, 2, {{"axis", K::dim, opt}}, RULES(log_softmax_grad)},
       {OpKind::layernorm_grad, "layernorm_grad", 3, 3, {{"eps", K::real, opt}}, RULES(layernorm_grad)},
       {OpKind::rmsnorm_grad, "rmsnorm_grad", 3, 3, {{"eps", K::real, opt}}, RULES(rmsnorm_grad)},
-      {OpKind::attention_grad, "attention_grad", 6, 6, {{"causal", K::boolean, opt}, {"scale", K::real, opt}},
-       RULES(attention_grad)},
+      {OpKind::attention_grad, "attention_grad", 6, 6,
+       {{"causal", K::boolean, opt}, {"scale", K::real, opt}, {"layout", K::string, opt}}, RULES(attention_grad)},
       {OpKind::embedding_grad, "embedding_grad", 2, 2, {{"rows", K::dim, req}}, RULES(embedding_grad)},
       {OpKind::slice_grad, "slice_grad", 1, 1,
        {{"axis", K::dim, req}, {"start", K::dim, req}, {"size", K::dim, req}}, RULES(slice_grad)},
@@ -140,6 +143,20 @@ double attention_scale(const OpAttrs& attrs, const TensorType& q) {
   return attrs.get_real("scale", 1.0 / std::sqrt(static_cast<double>(std::max<int64_t>(d, 1))));
 }
 
+bool attention_bthd(const OpAttrs& attrs) {
+  const std::string_view layout = attrs.get_string("layout", "bhtd");
+  if (layout != "bhtd" && layout != "bthd")
+    throw Error("layout must be \"bhtd\" or \"bthd\", got " + quote(std::string(layout)));
+  return layout == "bthd";
+}
+
+AttentionHeads attention_heads(const OpAttrs& attrs, const TensorType& q) {
+  const bool bthd = attention_bthd(attrs);
+  const int64_t t = q.shape[q.rank() - (bthd ? 3 : 2)], d = q.shape.back();
+  const int64_t inner = bthd ? q.shape[q.rank() - 2] : 1;
+  return {t * d == 0 ? 0 : q.numel() / (t * d), inner, t, d};
+}
+
 const OpAttrs::Entry* OpAttrs::find(std::string_view name) const {
   for (const Entry& e : entries_)
     if (e.name == name) return &e;
@@ -169,6 +186,11 @@ bool OpAttrs::get_bool(std::string_view name, bool fallback) const {
 DType OpAttrs::get_dtype(std::string_view name, DType fallback) const {
   const Entry* e = find(name);
   return e ? e->dtype : fallback;
+}
+
+std::string_view OpAttrs::get_string(std::string_view name, std::string_view fallback) const {
+  const Entry* e = find(name);
+  return e ? std::string_view(e->string) : fallback;
 }
 
 }  // namespace pf

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <optional>
 #include <span>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -93,6 +94,7 @@ class OpAttrs {
     double real = 0;
     bool boolean = false;
     DType dtype = DType::f32;
+    std::string string;  // string
   };
 
   void add(Entry e) { entries_.push_back(std::move(e)); }
@@ -102,6 +104,7 @@ class OpAttrs {
   double get_real(std::string_view name, double fallback) const;
   bool get_bool(std::string_view name, bool fallback) const;
   DType get_dtype(std::string_view name, DType fallback) const;
+  std::string_view get_string(std::string_view name, std::string_view fallback) const;
 
  private:
   const Entry* find(std::string_view name) const;
@@ -111,6 +114,26 @@ class OpAttrs {
 /// The scale of attention and attention_grad: the `scale` attribute, or
 /// 1/sqrt(D) for q of [..., T, D] when it is not written.
 double attention_scale(const OpAttrs& attrs, const TensorType& q);
+
+/// Where attention's heads sit in q, k, v and o: [..., H, T, D] under
+/// `layout="bhtd"` (the default), or [..., T, H, D] under `layout="bthd"`,
+/// as a qkv projection writes them, so that no transpose is needed (flash
+/// attention's layout). lse is [..., H, T] in both.
+struct AttentionHeads {
+  int64_t n;      // heads in all: the product of every axis but T and D
+  int64_t inner;  // heads between two rows of one head: H for "bthd", 1 for "bhtd"
+  int64_t t, d;
+  /// Where head `head`'s first row starts; its rows are row_stride() apart.
+  int64_t offset(int64_t head) const { return head / inner * t * inner * d + head % inner * d; }
+  int64_t row_stride() const { return inner * d; }
+};
+
+/// True for `layout="bthd"`, false for "bhtd" or none; another value throws
+/// pf::Error (the shape rule reports it first).
+bool attention_bthd(const OpAttrs& attrs);
+
+/// The heads of q (which the shape rule has checked) under the op's layout.
+AttentionHeads attention_heads(const OpAttrs& attrs, const TensorType& q);
 
 // Shape and cost rules, defined in shape_rules.cpp and cost_rules.cpp.
 namespace rules {

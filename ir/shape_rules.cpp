@@ -174,17 +174,22 @@ TensorType forward_result(const ShapeContext& ctx, ShapeRule rule, std::span<con
   return rule(ShapeContext{ctx.op, operands, ctx.attrs, {}})[0];
 }
 
-// attention: q, k, v [..., T, D] of one float type; results o [..., T, D]
-// and lse [..., T] (the log-sum-exp of each row of the scaled, masked scores,
-// which the backward reads instead of recomputing it).
+// attention: q, k, v [..., H, T, D] (layout "bhtd", the default) or
+// [..., T, H, D] ("bthd") of one float type; results o of q's type and
+// lse [..., H, T] (the log-sum-exp of each row of the scaled, masked scores,
+// which the backward reads instead of recomputing it) in either layout.
 Types attention_like(const ShapeContext& ctx) {
   const TensorType &q = ctx.operands[0], &k = ctx.operands[1], &v = ctx.operands[2];
+  const bool bthd = attention_bthd(ctx.attrs);
   require_float(q, "q");
-  if (q.rank() < 2) fail(fmt::format("q must be [..., T, D], got {}", q.str()));
+  if (q.rank() < (bthd ? 3 : 2))
+    fail(fmt::format("q must be {}, got {}", bthd ? "[..., T, H, D] under layout \"bthd\"" : "[..., T, D]", q.str()));
   if (k != q || v != q) fail(fmt::format("q, k and v must have one type, got {}, {} and {}", q.str(), k.str(), v.str()));
   const double scale = ctx.attrs.get_real("scale", 1.0);
   if (!(scale > 0) || !std::isfinite(scale)) fail(fmt::format("scale must be positive and finite, got {}", scale));
-  return {q, {q.dtype, Shape(q.shape.begin(), q.shape.end() - 1)}};
+  Shape rows(q.shape.begin(), q.shape.end() - 1);  // [..., H, T] or [..., T, H]
+  if (bthd) std::swap(rows[rows.size() - 1], rows[rows.size() - 2]);
+  return {q, {q.dtype, std::move(rows)}};
 }
 
 // relu_grad, gelu_grad: (g, x) -> x's type.

@@ -181,6 +181,8 @@ OpAttrs evaluate_attrs(const Op& op, const DimBinding& binding) {
         e.dtype = a.value.dtype;
         break;
       case AttrKind::string:
+        e.string = a.value.string;
+        break;
       case AttrKind::init:
         break;
     }

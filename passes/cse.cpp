@@ -46,9 +46,7 @@ class CsePass final : public Pass {
       changed = true;
     }
     if (!changed) return false;
-    size_t index = 0;
-    std::erase_if(f.ops, [&](const Op&) { return dead[index++]; });
-    compact_values(f);
+    erase_ops(f, dead);
     return true;
   }
 };

@@ -12,6 +12,14 @@
 // dim_value. Only chains whose intermediate values have no other user (and
 // are not returned) are fused; the mask, -inf and scale ops that nothing
 // else reads go with them.
+//
+// Then an attention whose q, k and v are each made by a transpose that swaps
+// the heads and rows axes ([..., T, H, D] -> [..., H, T, D], perm [0,2,1,3]
+// at rank 4) and whose o is read only by the transpose back, as a model
+// splits a qkv projection into heads, reads and writes [..., T, H, D]
+// directly (`layout="bthd"`), and the four transposes go: o becomes the
+// value the transpose back made. Each transposed value must have no other
+// user and not be returned; otherwise nothing changes.
 #include <algorithm>
 #include <cmath>
 #include <functional>
@@ -52,6 +60,14 @@ class FuseAttentionPass final : public Pass {
   const Function* f_ = nullptr;
   std::vector<std::vector<int>> users_;
   std::vector<bool> returned_;
+
+  // Reads `f`'s ops and who uses each value.
+  void index_uses(const Function& f) {
+    f_ = &f;
+    users_ = f.users();
+    returned_.assign(f.values.size(), false);
+    for (ValueId r : f.returns) returned_[r] = true;
+  }
 
   const Op* def(ValueId v) const {
     const int i = f_->values[v].def_op;
@@ -181,6 +197,67 @@ class FuseAttentionPass final : public Pass {
     std::swap(shape[shape.size() - 1], shape[shape.size() - 2]);
   }
 
+  // A transpose that swaps the two axes before the last and keeps the others:
+  // [..., T, H, D] <-> [..., H, T, D].
+  static bool swaps_heads_and_rows(const Op& t, const DimBinding& binding) {
+    if (t.kind != OpKind::transpose) return false;
+    const std::vector<DimExpr>& perm = t.attr("perm")->dims;
+    const int64_t rank = static_cast<int64_t>(perm.size());
+    if (rank < 3) return false;
+    for (int64_t i = 0; i < rank; ++i) {
+      std::optional<int64_t> p = perm[i].evaluate(binding);
+      if (!p) return false;
+      if (*p < 0) *p += rank;
+      const int64_t want = i == rank - 3 ? rank - 2 : i == rank - 2 ? rank - 3 : i;
+      if (*p != want) return false;
+    }
+    return true;
+  }
+
+  // The op index of the head transpose that makes `v` for op `reader` alone
+  // (q, k and v may be one value), or -1.
+  int head_transpose(ValueId v, int reader, const DimBinding& binding) const {
+    const Op* t = def(v);
+    if (!t || returned_[v] || !swaps_heads_and_rows(*t, binding)) return -1;
+    for (int user : users_[v])
+      if (user != reader) return -1;
+    return f_->values[v].def_op;
+  }
+
+  // Folds the head transposes around each attention op of layout "bhtd"
+  // into `layout="bthd"`; true when any were.
+  bool fold_head_transposes(Function& f, const DimBinding& binding) {
+    index_uses(f);
+    std::vector<bool> dead(f.ops.size(), false);
+    bool changed = false;
+    for (size_t i = 0; i < f.ops.size(); ++i) {
+      Op& att = f.ops[i];
+      if (att.kind != OpKind::attention) continue;
+      if (const Attr* layout = att.attr("layout"); layout && layout->string != "bhtd") continue;
+      const ValueId o = att.results[0];
+      if (users_[o].size() != 1 || returned_[o]) continue;
+      const int back = users_[o][0];
+      if (!swaps_heads_and_rows(f.ops[back], binding)) continue;
+      int ins[3];
+      for (int x = 0; x < 3; ++x) ins[x] = head_transpose(att.operands[x], static_cast<int>(i), binding);
+      if (ins[0] < 0 || ins[1] < 0 || ins[2] < 0) continue;
+      for (int x = 0; x < 3; ++x) {
+        att.operands[x] = f.ops[ins[x]].operands[0];
+        dead[ins[x]] = true;
+      }
+      const Op& out = f.ops[back];
+      att.results[0] = out.results[0];
+      if (!att.declared.empty())
+        att.declared[0] = out.declared.empty() ? SymType::from(*f.values[out.results[0]].type) : out.declared[0];
+      att.set_attr("layout", Attr::of_string("bthd"));
+      dead[back] = true;
+      changed = true;
+    }
+    if (!changed) return false;
+    erase_ops(f, dead);
+    return true;
+  }
+
   // A value name not yet taken in `f`, from `base`.
   static std::string fresh_name(const Function& f, const std::string& base) {
     std::string name = base;
@@ -189,10 +266,13 @@ class FuseAttentionPass final : public Pass {
   }
 
   bool run_on(Function& f, const DimBinding& binding) {
-    f_ = &f;
-    users_ = f.users();
-    returned_.assign(f.values.size(), false);
-    for (ValueId r : f.returns) returned_[r] = true;
+    const bool fused = fuse_chains(f, binding);
+    return fold_head_transposes(f, binding) || fused;
+  }
+
+  // Fuses each matching op chain into one attention op; true when any was.
+  bool fuse_chains(Function& f, const DimBinding& binding) {
+    index_uses(f);
     std::vector<bool> dead(f.ops.size(), false);
     std::vector<int> sources;
     bool changed = false;
@@ -242,9 +322,7 @@ class FuseAttentionPass final : public Pass {
       dead[s] = true;
       for (ValueId v : op.operands) --uses[v];
     }
-    size_t index = 0;
-    std::erase_if(f.ops, [&](const Op&) { return dead[index++]; });
-    compact_values(f);
+    erase_ops(f, dead);
     return true;
   }
 };

@@ -160,7 +160,7 @@ void grad_attention(Ctx& c) {
     throw Error("attention: its lse result is not differentiable; only the output may reach the loss", c.op().loc);
   auto d = c.emit_multi(OpKind::attention_grad,
                         {c.grad(), c.operand(0), c.operand(1), c.operand(2), c.result(0), c.result(1)},
-                        c.forward_attrs({"causal", "scale"}));
+                        c.forward_attrs({"causal", "scale", "layout"}));
   c.accumulate(0, d[0]);
   c.accumulate(1, d[1]);
   c.accumulate(2, d[2]);

@@ -1,6 +1,8 @@
 // Shared in-place editing of functions.
 #include "passes/rewrite.h"
 
+#include <vector>
+
 namespace pf {
 
 void replace_all_uses(Function& f, ValueId from, ValueId to) {
@@ -35,6 +37,12 @@ void compact_values(Function& f) {
     }
   }
   for (ValueId a : f.args) f.values[a].def_op = -1;
+}
+
+void erase_ops(Function& f, const std::vector<bool>& dead) {
+  size_t index = 0;
+  std::erase_if(f.ops, [&](const Op&) { return dead[index++]; });
+  compact_values(f);
 }
 
 }  // namespace pf

@@ -1,6 +1,8 @@
 // Small tools that passes share for editing a function in place.
 #pragma once
 
+#include <vector>
+
 #include "ir/module.h"
 
 namespace pf {
@@ -12,5 +14,9 @@ void replace_all_uses(Function& f, ValueId from, ValueId to);
 /// behind when ops are deleted or values replaced), renumbers the rest and
 /// recomputes every value's defining op.
 void compact_values(Function& f);
+
+/// Removes the ops marked in `dead` (one flag per op) and the values they
+/// leave behind (compact_values).
+void erase_ops(Function& f, const std::vector<bool>& dead);
 
 }  // namespace pf

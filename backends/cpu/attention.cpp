@@ -20,14 +20,14 @@ namespace {
 constexpr int64_t kRows = 64;
 constexpr int64_t kCols = 64;
 
-// q, k, v, o: N heads of [T, D], contiguous; lse: [N, T].
-struct Heads {
-  int64_t n, t, d;
-};
+// q, k, v, o: N heads of [T, D] rows h.row_stride() apart (contiguous under
+// layout "bhtd", interleaved with the other heads' under "bthd"); lse: [N, T].
+using Heads = AttentionHeads;
 
-Heads heads_of(const TensorType& q) {
-  const int64_t t = q.shape[q.rank() - 2], d = q.shape.back();
-  return {t * d == 0 ? 0 : q.numel() / (t * d), t, d};
+// Zeroes `rows` rows of d values, ld apart.
+template <class T>
+void zero_rows(T* x, int64_t rows, int64_t d, int64_t ld) {
+  for (int64_t r = 0; r < rows; ++r) std::fill(x + r * ld, x + r * ld + d, T(0));
 }
 
 // The keys a query row block [i0, i1) sees: all T, or under a causal mask
@@ -39,16 +39,16 @@ int64_t key_end(bool causal, int64_t i1, int64_t t) { return causal ? std::min(i
 template <class T>
 void forward_rows(const T* q, const T* k, const T* v, T* o, T* lse, const Heads& h, int64_t i0, int64_t rows,
                   double scale, bool causal, T* s, T* m, T* l) {
-  const int64_t d = h.d;
+  const int64_t d = h.d, ld = h.row_stride();
   const T sc = static_cast<T>(scale);
   const T minus_inf = -std::numeric_limits<T>::infinity();
-  std::fill(o, o + rows * d, T(0));  // (rows, D)
+  zero_rows(o, rows, d, ld);  // (rows, D)
   std::fill(m, m + rows, minus_inf);
   std::fill(l, l + rows, T(0));
   const int64_t end = key_end(causal, i0 + rows, h.t);
   for (int64_t j0 = 0; j0 < end; j0 += kCols) {
     const int64_t cols = std::min(kCols, end - j0);
-    gemm(false, true, rows, cols, d, q, d, k + j0 * d, d, s, kCols);  // (rows, cols) = q k^T
+    gemm(false, true, rows, cols, d, q, ld, k + j0 * ld, ld, s, kCols);  // (rows, cols) = q k^T
     for (int64_t r = 0; r < rows; ++r) {
       T* sr = s + r * kCols;
       // Keys after the row's own position are masked out (they come only in the diagonal tile).
@@ -64,24 +64,25 @@ void forward_rows(const T* q, const T* k, const T* v, T* o, T* lse, const Heads&
       m[r] = row_max;
       l[r] = l[r] * alpha + sum;
       if (alpha != T(1)) {
-        T* orow = o + r * d;
+        T* orow = o + r * ld;
         for (int64_t x = 0; x < d; ++x) orow[x] *= alpha;
       }
     }
-    gemm_accumulate(false, false, rows, d, cols, s, kCols, v + j0 * d, d, o, d);  // o += p v
+    gemm_accumulate(false, false, rows, d, cols, s, kCols, v + j0 * ld, ld, o, ld);  // o += p v
   }
   for (int64_t r = 0; r < rows; ++r) {
     const T inv = T(1) / l[r];
-    T* orow = o + r * d;
+    T* orow = o + r * ld;
     for (int64_t x = 0; x < d; ++x) orow[x] *= inv;
     lse[r] = m[r] + std::log(l[r]);
   }
 }
 
-// operands q, k, v [..., T, D]; results o [..., T, D], lse [..., T].
+// operands q, k, v [..., H, T, D] or [..., T, H, D] (layout); results o of
+// their type, lse [..., H, T].
 template <class T>
 void attention(const KernelArgs& args) {
-  const Heads h = heads_of(args.in_types[0]);
+  const Heads h = attention_heads(args.attrs, args.in_types[0]);
   const bool causal = args.attrs.get_bool("causal", false);
   const double scale = attention_scale(args.attrs, args.in_types[0]);
   const auto* q = static_cast<const T*>(args.in[0]);
@@ -90,7 +91,6 @@ void attention(const KernelArgs& args) {
   auto* o = static_cast<T*>(args.out[0]);
   auto* lse = static_cast<T*>(args.out[1]);
   const int64_t blocks = (h.t + kRows - 1) / kRows;
-  const int64_t hd = h.t * h.d;
   // Tasks are (head, row block): each writes its own rows, in the same order on any number of threads.
   parallel_for(h.n * blocks, 1, [&](int64_t begin, int64_t end) {
     T* s = static_cast<T*>(scratch(static_cast<size_t>(kRows * kCols + 2 * kRows) * sizeof(T)));
@@ -98,8 +98,8 @@ void attention(const KernelArgs& args) {
     T* l = m + kRows;          // (kRows,)
     for (int64_t task = begin; task < end; ++task) {
       const int64_t n = task / blocks, i0 = (task % blocks) * kRows, rows = std::min(kRows, h.t - i0);
-      forward_rows(q + n * hd + i0 * h.d, k + n * hd, v + n * hd, o + n * hd + i0 * h.d, lse + n * h.t + i0, h, i0,
-                   rows, scale, causal, s, m, l);
+      const int64_t head = h.offset(n), first = head + i0 * h.row_stride();
+      forward_rows(q + first, k + head, v + head, o + first, lse + n * h.t + i0, h, i0, rows, scale, causal, s, m, l);
     }
   });
 }
@@ -110,24 +110,24 @@ void attention(const KernelArgs& args) {
 template <class T>
 void backward_head(const T* g, const T* q, const T* k, const T* v, const T* o, const T* lse, T* dq, T* dk, T* dv,
                    const Heads& h, double scale, bool causal, T* delta, T* p, T* dp) {
-  const int64_t t = h.t, d = h.d;
+  const int64_t t = h.t, d = h.d, ld = h.row_stride();
   const T sc = static_cast<T>(scale);
   // delta_i = sum_x g[i,x] o[i,x]: the row sums of softmax_grad.
   for (int64_t i = 0; i < t; ++i) {
     T sum = 0;
-    for (int64_t x = 0; x < d; ++x) sum += g[i * d + x] * o[i * d + x];
+    for (int64_t x = 0; x < d; ++x) sum += g[i * ld + x] * o[i * ld + x];
     delta[i] = sum;
   }
-  std::fill(dq, dq + t * d, T(0));
-  std::fill(dk, dk + t * d, T(0));
-  std::fill(dv, dv + t * d, T(0));
+  zero_rows(dq, t, d, ld);
+  zero_rows(dk, t, d, ld);
+  zero_rows(dv, t, d, ld);
   for (int64_t j0 = 0; j0 < t; j0 += kCols) {
     const int64_t cols = std::min(kCols, t - j0);
     const int64_t first = causal ? j0 / kRows * kRows : 0;  // the first query block that sees these keys
     for (int64_t i0 = first; i0 < t; i0 += kRows) {
       const int64_t rows = std::min(kRows, t - i0);
-      gemm(false, true, rows, cols, d, q + i0 * d, d, k + j0 * d, d, p, kCols);         // s = q k^T
-      gemm(false, true, rows, cols, d, g + i0 * d, d, v + j0 * d, d, dp, kCols);        // dp = g v^T
+      gemm(false, true, rows, cols, d, q + i0 * ld, ld, k + j0 * ld, ld, p, kCols);   // s = q k^T
+      gemm(false, true, rows, cols, d, g + i0 * ld, ld, v + j0 * ld, ld, dp, kCols);  // dp = g v^T
       for (int64_t r = 0; r < rows; ++r) {
         T* pr = p + r * kCols;
         T* dpr = dp + r * kCols;
@@ -137,32 +137,33 @@ void backward_head(const T* g, const T* q, const T* k, const T* v, const T* o, c
         for (int64_t c = 0; c < visible; ++c) dpr[c] = pr[c] * (dpr[c] - row_delta) * sc;  // ds (s = q k^T * scale)
         for (int64_t c = visible; c < cols; ++c) pr[c] = dpr[c] = 0;
       }
-      gemm_accumulate(true, false, cols, d, rows, p, kCols, g + i0 * d, d, dv + j0 * d, d);   // dv += p^T g
-      gemm_accumulate(false, false, rows, d, cols, dp, kCols, k + j0 * d, d, dq + i0 * d, d);  // dq += ds k
-      gemm_accumulate(true, false, cols, d, rows, dp, kCols, q + i0 * d, d, dk + j0 * d, d);   // dk += ds^T q
+      gemm_accumulate(true, false, cols, d, rows, p, kCols, g + i0 * ld, ld, dv + j0 * ld, ld);    // dv += p^T g
+      gemm_accumulate(false, false, rows, d, cols, dp, kCols, k + j0 * ld, ld, dq + i0 * ld, ld);  // dq += ds k
+      gemm_accumulate(true, false, cols, d, rows, dp, kCols, q + i0 * ld, ld, dk + j0 * ld, ld);   // dk += ds^T q
     }
   }
 }
 
-// operands g, q, k, v, o, lse; results dq, dk, dv.
+// operands g, q, k, v, o, lse; results dq, dk, dv (all but lse in q's layout).
 template <class T>
 void attention_grad(const KernelArgs& args) {
-  const Heads h = heads_of(args.in_types[1]);
+  const Heads h = attention_heads(args.attrs, args.in_types[1]);
   const bool causal = args.attrs.get_bool("causal", false);
   const double scale = attention_scale(args.attrs, args.in_types[1]);
   const T* in[6];
   for (int i = 0; i < 6; ++i) in[i] = static_cast<const T*>(args.in[i]);
   T* out[3];
   for (int i = 0; i < 3; ++i) out[i] = static_cast<T*>(args.out[i]);
-  const int64_t hd = h.t * h.d;
   // One task per head: its dq sums over key blocks in a fixed order, whatever the threads.
   parallel_for(h.n, 1, [&](int64_t begin, int64_t end) {
     T* delta = static_cast<T*>(scratch(static_cast<size_t>(h.t + 2 * kRows * kCols) * sizeof(T)));
     T* p = delta + h.t;
     T* dp = p + kRows * kCols;
-    for (int64_t n = begin; n < end; ++n)
-      backward_head(in[0] + n * hd, in[1] + n * hd, in[2] + n * hd, in[3] + n * hd, in[4] + n * hd, in[5] + n * h.t,
-                    out[0] + n * hd, out[1] + n * hd, out[2] + n * hd, h, scale, causal, delta, p, dp);
+    for (int64_t n = begin; n < end; ++n) {
+      const int64_t head = h.offset(n);
+      backward_head(in[0] + head, in[1] + head, in[2] + head, in[3] + head, in[4] + head, in[5] + n * h.t,
+                    out[0] + head, out[1] + head, out[2] + head, h, scale, causal, delta, p, dp);
+    }
   });
 }
 

@@ -20,31 +20,44 @@ constexpr int kTile = kWarp;              // keys per shared-memory tile: one pe
 constexpr int kStride = kMaxHead + 1;     // padded row: lane c reads row c without bank conflicts
 constexpr int kKeysPerWarp = kTile / kWarps;
 
+// Head n's rows start at base(n) and lie `stride` apart: [..., H, T, D]
+// (layout "bhtd": inner = 1, stride = D) or [..., T, H, D] ("bthd": inner =
+// H, stride = H * D), as AttentionHeads (ir/op_table.h) has it; lse and
+// delta are [N, T] in both.
 struct Geometry {
-  int64_t heads;  // N: the product of the batch dimensions
+  int64_t heads;  // N: the product of every axis but T and D
   int t, d;
+  int64_t inner;   // heads between two rows of one head
+  int64_t stride;  // elements from one row of a head to its next
   float scale;
   bool causal;
+  __host__ __device__ int64_t base(int64_t n) const { return n / inner * t * stride + n % inner * d; }
 };
 
 Geometry geometry_of(const KernelArgs& args, const TensorType& q) {
-  const int64_t t = q.shape[q.rank() - 2], d = q.shape.back();
+  const AttentionHeads h = attention_heads(args.attrs, q);
+  const int64_t t = h.t, d = h.d;
   if (d > kMaxHead)
     throw Error("attention: the cuda kernels take head sizes up to " + std::to_string(kMaxHead) + ", got " + std::to_string(d) +
                 " in " + q.str());
   if (t > (int64_t{1} << 30)) throw Error("attention: sequence length " + std::to_string(t) + " is too long for cuda");
-  return {t * d == 0 ? 0 : q.numel() / (t * d), static_cast<int>(t), static_cast<int>(d),
-          static_cast<float>(attention_scale(args.attrs, q)), args.attrs.get_bool("causal", false)};
+  return {h.n,
+          static_cast<int>(t),
+          static_cast<int>(d),
+          h.inner,
+          h.row_stride(),
+          static_cast<float>(attention_scale(args.attrs, q)),
+          args.attrs.get_bool("causal", false)};
 }
 
-// Rows [first, first + kRows) of a [T, D] matrix into shared rows of kRowStride floats, zero past T: key and
+// Rows [first, first + kRows) of one head's [T, D] (rows g.stride apart) into shared rows of kRowStride floats, zero past T: key and
 // value tiles (kTile rows of kStride) and kWarps rows of queries or of the output's gradient (kMaxHead). The
 // whole block loads, so a __syncthreads() comes before anything reads them.
 template <int kRows, int kRowStride, class T>
 __device__ void load_rows(const T* src, int first, const Geometry& g, float* rows) {
   for (int i = threadIdx.x; i < kRows * g.d; i += blockDim.x) {
     const int r = i / g.d, x = i - r * g.d;
-    rows[r * kRowStride + x] = first + r < g.t ? to_float(src[int64_t{first + r} * g.d + x]) : 0.f;
+    rows[r * kRowStride + x] = first + r < g.t ? to_float(src[int64_t{first + r} * g.stride + x]) : 0.f;
   }
 }
 
@@ -54,7 +67,7 @@ __global__ void __launch_bounds__(kWarps * kWarp) forward_kernel(const T* q, con
                                                                  Geometry g) {
   __shared__ float ks[kTile * kStride], vs[kTile * kStride], qs[kWarps * kMaxHead];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int64_t base = blockIdx.y * int64_t{g.t} * g.d;
+  const int64_t base = g.base(blockIdx.y);
   const int row0 = blockIdx.x * kWarps, row = row0 + warp;
   const bool active = row < g.t;
   load_rows<kWarps, kMaxHead>(q + base, row0, g, qs);
@@ -95,19 +108,21 @@ __global__ void __launch_bounds__(kWarps * kWarp) forward_kernel(const T* q, con
 #pragma unroll
   for (int u = 0; u < kPerLane; ++u) {
     const int x = lane + u * kWarp;
-    if (x < g.d) o[base + int64_t{row} * g.d + x] = from_float<T>(acc[u] / l);
+    if (x < g.d) o[base + row * g.stride + x] = from_float<T>(acc[u] / l);
   }
   if (lane == 0) lse[blockIdx.y * int64_t{g.t} + row] = from_float<T>(m + logf(l));
 }
 
 // delta[n, i] = sum_x g[n, i, x] o[n, i, x]: a warp per row.
 template <class T>
-__global__ void delta_kernel(const T* grad, const T* o, float* delta, int64_t rows, int d) {
+__global__ void delta_kernel(const T* grad, const T* o, float* delta, Geometry g) {
   const int lane = threadIdx.x & 31;
+  const int64_t rows = g.heads * g.t;
   for (int64_t r = (blockIdx.x * int64_t{blockDim.x} + threadIdx.x) / kWarp; r < rows;
        r += int64_t{gridDim.x} * blockDim.x / kWarp) {
+    const int64_t at = g.base(r / g.t) + r % g.t * g.stride;
     float s = 0.f;
-    for (int x = lane; x < d; x += kWarp) s += to_float(grad[r * d + x]) * to_float(o[r * d + x]);
+    for (int x = lane; x < g.d; x += kWarp) s += to_float(grad[at + x]) * to_float(o[at + x]);
     s = warp_sum(s);
     if (lane == 0) delta[r] = s;
   }
@@ -120,7 +135,7 @@ __global__ void __launch_bounds__(kWarps * kWarp) dq_kernel(const T* grad, const
                                                             const T* lse, const float* delta, T* dq, Geometry g) {
   __shared__ float ks[kTile * kStride], vs[kTile * kStride], qs[kWarps * kMaxHead], gs[kWarps * kMaxHead];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int64_t base = blockIdx.y * int64_t{g.t} * g.d;
+  const int64_t base = g.base(blockIdx.y);
   const int row0 = blockIdx.x * kWarps, row = row0 + warp;
   const bool active = row < g.t;
   load_rows<kWarps, kMaxHead>(q + base, row0, g, qs);
@@ -158,7 +173,7 @@ __global__ void __launch_bounds__(kWarps * kWarp) dq_kernel(const T* grad, const
 #pragma unroll
   for (int u = 0; u < kPerLane; ++u) {
     const int x = lane + u * kWarp;
-    if (x < g.d) dq[base + int64_t{row} * g.d + x] = from_float<T>(acc[u]);
+    if (x < g.d) dq[base + row * g.stride + x] = from_float<T>(acc[u]);
   }
 }
 
@@ -172,7 +187,7 @@ __global__ void __launch_bounds__(kWarps * kWarp) dkv_kernel(const T* grad, cons
                                                              Geometry g) {
   __shared__ float qs[kWarps * kMaxHead], gs[kWarps * kMaxHead], stats[2 * kWarps];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int64_t base = blockIdx.y * int64_t{g.t} * g.d;
+  const int64_t base = g.base(blockIdx.y);
   const int j0 = blockIdx.x * kTile, first_key = j0 + warp * kKeysPerWarp;
   float kr[kKeysPerWarp][kPerLane], vr[kKeysPerWarp][kPerLane], dkr[kKeysPerWarp][kPerLane] = {},
                                                                  dvr[kKeysPerWarp][kPerLane] = {};
@@ -182,8 +197,8 @@ __global__ void __launch_bounds__(kWarps * kWarp) dkv_kernel(const T* grad, cons
     for (int u = 0; u < kPerLane; ++u) {
       const int j = first_key + e, x = lane + u * kWarp;
       const bool in = j < g.t && x < g.d;
-      kr[e][u] = in ? to_float(k[base + int64_t{j} * g.d + x]) : 0.f;
-      vr[e][u] = in ? to_float(v[base + int64_t{j} * g.d + x]) : 0.f;
+      kr[e][u] = in ? to_float(k[base + j * g.stride + x]) : 0.f;
+      vr[e][u] = in ? to_float(v[base + j * g.stride + x]) : 0.f;
     }
   const int start = g.causal ? j0 / kWarps * kWarps : 0;  // rows before the tile's first key see none of it
   for (int i0 = start; i0 < g.t; i0 += kWarps) {
@@ -233,8 +248,8 @@ __global__ void __launch_bounds__(kWarps * kWarp) dkv_kernel(const T* grad, cons
     for (int u = 0; u < kPerLane; ++u) {
       const int j = first_key + e, x = lane + u * kWarp;
       if (j < g.t && x < g.d) {
-        dk[base + int64_t{j} * g.d + x] = from_float<T>(dkr[e][u]);
-        dv[base + int64_t{j} * g.d + x] = from_float<T>(dvr[e][u]);
+        dk[base + j * g.stride + x] = from_float<T>(dkr[e][u]);
+        dv[base + j * g.stride + x] = from_float<T>(dvr[e][u]);
       }
     }
 }
@@ -245,7 +260,7 @@ void check_grid(const Geometry& g) {
   if (g.heads > 65535) throw Error("attention: " + std::to_string(g.heads) + " heads exceed the cuda grid (65535)");
 }
 
-// operands q, k, v [..., T, D]; results o [..., T, D], lse [..., T].
+// operands q, k, v [..., H, T, D] or [..., T, H, D] (layout); results o of their type, lse [..., H, T].
 template <class T>
 void attention(const KernelArgs& args, const LaunchContext& ctx) {
   const Geometry g = geometry_of(args, args.in_types[0]);
@@ -268,7 +283,7 @@ void attention_grad(const KernelArgs& args, const LaunchContext& ctx) {
   for (int i = 0; i < 6; ++i) in[i] = static_cast<const T*>(args.in[i]);
   const int64_t rows = g.heads * g.t;
   auto* delta = static_cast<float*>(ctx.scratch(static_cast<size_t>(rows) * sizeof(float)));  // (N, T)
-  delta_kernel<T><<<blocks_for(rows * kWarp), kThreads, 0, ctx.stream>>>(in[0], in[4], delta, rows, g.d);
+  delta_kernel<T><<<blocks_for(rows * kWarp), kThreads, 0, ctx.stream>>>(in[0], in[4], delta, g);
   PF_CUDA_CHECK_LAUNCH();
   dq_kernel<T><<<dim3(row_blocks(g.t, kWarps), static_cast<unsigned>(g.heads)), kWarps * kWarp, 0, ctx.stream>>>(
       in[0], in[1], in[2], in[3], in[5], delta, static_cast<T*>(args.out[0]), g);

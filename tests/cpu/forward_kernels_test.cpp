@@ -123,6 +123,12 @@ OpAttrs::Entry dtype_attr(std::string_view name, DType v) {
   return e;
 }
 
+OpAttrs::Entry string_attr(std::string_view name, std::string v) {
+  OpAttrs::Entry e = attr(name, AttrKind::string);
+  e.string = std::move(v);
+  return e;
+}
+
 // ---------------------------------------------------------------------------
 // A case: operands, attributes, declared result types (source ops) and the
 // reference, which maps the f64 operands and the result types to the values.
@@ -815,16 +821,24 @@ Reference cross_entropy_grad_ref(int64_t ignore) {
 
 // ---------------------------------------------------------------------------
 // attention: the whole T x T score matrix of each head, in plain loops.
+// Element (n, i, x) of head n's [T, D] is at(n, i, x): q [..., H, T, D], or
+// [..., T, H, D] under layout "bthd"; lse is [..., H, T] either way.
 
 struct AttentionRef {
   int64_t heads, t, d;
+  int64_t inner;  // H under "bthd", else 1
   double scale;
   bool causal;
   bool visible(int64_t i, int64_t j) const { return !causal || j <= i; }
+  int64_t at(int64_t n, int64_t i, int64_t x) const { return ((n / inner * t + i) * inner + n % inner) * d + x; }
 };
 
 AttentionRef attention_geometry(const TensorType& q, const std::vector<OpAttrs::Entry>& attrs) {
-  AttentionRef a{0, q.shape[q.rank() - 2], q.shape.back(), 1 / std::sqrt(static_cast<double>(q.shape.back())), false};
+  bool bthd = false;
+  for (const OpAttrs::Entry& e : attrs) bthd = bthd || (e.name == "layout" && e.string == "bthd");
+  const int64_t r = q.rank();
+  AttentionRef a{0, q.shape[r - (bthd ? 3 : 2)], q.shape.back(), bthd ? q.shape[r - 2] : 1,
+                 1 / std::sqrt(static_cast<double>(q.shape.back())), false};
   a.heads = q.numel() / (a.t * a.d);
   for (const OpAttrs::Entry& e : attrs) {
     if (e.name == "scale") a.scale = e.real;
@@ -840,12 +854,11 @@ std::pair<std::vector<double>, std::vector<double>> attention_of(const Attention
   const int64_t t = a.t, d = a.d;
   std::vector<double> o(q.size()), lse(static_cast<size_t>(a.heads * t)), s(static_cast<size_t>(t));
   for (int64_t n = 0; n < a.heads; ++n) {
-    const int64_t base = n * t * d;
     for (int64_t i = 0; i < t; ++i) {
       double mx = -INFINITY;
       for (int64_t j = 0; j < t; ++j) {
         double dot = 0;
-        for (int64_t x = 0; x < d; ++x) dot += q[base + i * d + x] * k[base + j * d + x];
+        for (int64_t x = 0; x < d; ++x) dot += q[a.at(n, i, x)] * k[a.at(n, j, x)];
         s[j] = a.visible(i, j) ? dot * a.scale : -INFINITY;
         mx = std::max(mx, s[j]);
       }
@@ -853,8 +866,8 @@ std::pair<std::vector<double>, std::vector<double>> attention_of(const Attention
       for (int64_t j = 0; j < t; ++j) sum += std::exp(s[j] - mx);
       for (int64_t x = 0; x < d; ++x) {
         double acc = 0;
-        for (int64_t j = 0; j < t; ++j) acc += std::exp(s[j] - mx) / sum * v[base + j * d + x];
-        o[base + i * d + x] = acc;
+        for (int64_t j = 0; j < t; ++j) acc += std::exp(s[j] - mx) / sum * v[a.at(n, j, x)];
+        o[a.at(n, i, x)] = acc;
       }
       lse[n * t + i] = mx + std::log(sum);
     }
@@ -880,23 +893,22 @@ Reference attention_grad_ref(std::vector<OpAttrs::Entry> attrs) {
     const int64_t t = a.t, d = a.d;
     std::vector<double> dq(q.size(), 0.0), dk(q.size(), 0.0), dv(q.size(), 0.0);
     for (int64_t n = 0; n < a.heads; ++n) {
-      const int64_t base = n * t * d;
       for (int64_t i = 0; i < t; ++i) {
         double delta = 0;
-        for (int64_t x = 0; x < d; ++x) delta += g[base + i * d + x] * o[base + i * d + x];
+        for (int64_t x = 0; x < d; ++x) delta += g[a.at(n, i, x)] * o[a.at(n, i, x)];
         for (int64_t j = 0; j < t; ++j) {
           if (!a.visible(i, j)) continue;
           double s = 0, dp = 0;
           for (int64_t x = 0; x < d; ++x) {
-            s += q[base + i * d + x] * k[base + j * d + x];
-            dp += g[base + i * d + x] * v[base + j * d + x];
+            s += q[a.at(n, i, x)] * k[a.at(n, j, x)];
+            dp += g[a.at(n, i, x)] * v[a.at(n, j, x)];
           }
           const double p = std::exp(s * a.scale - lse[n * t + i]);
           const double ds = p * (dp - delta) * a.scale;
           for (int64_t x = 0; x < d; ++x) {
-            dv[base + j * d + x] += p * g[base + i * d + x];
-            dq[base + i * d + x] += ds * k[base + j * d + x];
-            dk[base + j * d + x] += ds * q[base + i * d + x];
+            dv[a.at(n, j, x)] += p * g[a.at(n, i, x)];
+            dq[a.at(n, i, x)] += ds * k[a.at(n, j, x)];
+            dk[a.at(n, j, x)] += ds * q[a.at(n, i, x)];
           }
         }
       }
@@ -1058,16 +1070,21 @@ std::vector<OpCase> all_cases() {
     Shape shape;
     std::vector<OpAttrs::Entry> attrs;
   };
-  // T = 70 crosses the kernels' 64-row tiles; T = 1 has one key.
+  // T = 70 crosses the kernels' 64-row tiles; T = 1 has one key. Under
+  // layout "bthd" q is [B, T, H, D]: rows of a head lie H * D apart.
   for (const Att& a : std::vector<Att>{
            {"causal, two batch axes, rows past a tile", {2, 2, 70, 5}, {bool_attr("causal", true), real_attr("scale", 0.3)}},
            {"not causal, default scale", {3, 9, 4}, {}},
-           {"causal, one row", {2, 1, 3}, {bool_attr("causal", true)}}}) {
+           {"causal, one row", {2, 1, 3}, {bool_attr("causal", true)}},
+           {"bthd, causal, rows past a tile", {2, 70, 3, 5}, {bool_attr("causal", true), string_attr("layout", "bthd")}},
+           {"bthd, not causal, no batch axis", {9, 2, 4}, {real_attr("scale", 0.6), string_attr("layout", "bthd")}},
+           {"bhtd written", {2, 5, 3}, {string_attr("layout", "bhtd")}}}) {
     add(OpKind::attention, {a.name, {g.uniform(a.shape), g.uniform(a.shape), g.uniform(a.shape)}, a.attrs, {},
                             attention_ref(a.attrs)});
     Tensor q = g.uniform(a.shape), k = g.uniform(a.shape), v = g.uniform(a.shape);
     const auto forward = attention_of(attention_geometry(q.type, a.attrs), q.v, k.v, v.v);
-    const Shape rows(a.shape.begin(), a.shape.end() - 1);
+    Shape rows(a.shape.begin(), a.shape.end() - 1);  // lse: [..., H, T]
+    if (attention_geometry(q.type, a.attrs).inner > 1) std::swap(rows[rows.size() - 1], rows[rows.size() - 2]);
     add(OpKind::attention_grad, {a.name,
                                  {g.uniform(a.shape), q, k, v, values(f64, a.shape, forward.first),
                                   values(f64, rows, forward.second)},
@@ -1442,6 +1459,52 @@ TEST_P(EveryOp, MatchesTheFloat64Reference) {
     check_case(op, c.c);
   }
   EXPECT_GT(n, 0) << "no test case for " << op_name(op) << "; add one to all_cases()";
+}
+
+// ---------------------------------------------------------------------------
+// attention's layouts: under "bthd" the kernels read q, k, v [B, T, H, D]
+// where "bhtd" reads them transposed to [B, H, T, D]. A head's rows meet the
+// same products in the same order (gemm's sums do not depend on the rows'
+// stride), so o, lse, dq, dk and dv are the same bits, transposed back.
+
+// [a, b, c, d] -> [a, c, b, d].
+Tensor swap_middle_axes(const Tensor& t) {
+  const Shape& s = t.type.shape;
+  Tensor out = values(t.type.dtype, {s[0], s[2], s[1], s[3]}, std::vector<double>(t.v.size()));
+  for (int64_t i = 0; i < t.type.numel(); ++i) {
+    const Index idx = unravel(i, s);
+    out.v[ravel({idx[0], idx[2], idx[1], idx[3]}, out.type.shape)] = t.v[i];
+  }
+  return out;
+}
+
+TEST(AttentionLayout, BthdGivesTheBitsOfBhtdOnTransposedOperands) {
+  Gen g(11);
+  for (const bool causal : {true, false}) {
+    for (const Shape& shape : {Shape{2, 70, 3, 8}, Shape{1, 65, 2, 4}}) {
+      const std::vector<OpAttrs::Entry> bhtd = {bool_attr("causal", causal)};
+      const std::vector<OpAttrs::Entry> bthd = {bool_attr("causal", causal), string_attr("layout", "bthd")};
+      const Tensor q = g.uniform(shape), k = g.uniform(shape), v = g.uniform(shape), grad = g.uniform(shape);
+      const Shape rows = {shape[0], shape[2], shape[1]};  // lse [B, H, T]
+      for (DType dtype : {DType::f64, DType::f32}) {
+        SCOPED_TRACE((std::string(dtype_name(dtype)) + (causal ? ", causal " : ", ") + TensorType{dtype, shape}.str()));
+        const auto t = [](const Tensor& x) { return swap_middle_axes(x); };
+        const Result want = run_kernel(OpKind::attention, dtype, Case{"bhtd", {t(q), t(k), t(v)}, bhtd, {}, {}});
+        const Result got = run_kernel(OpKind::attention, dtype, Case{"bthd", {q, k, v}, bthd, {}, {}});
+        const Tensor o = values(DType::f64, want.types[0].shape, want.values[0]);
+        EXPECT_EQ(got.values[0], t(o).v) << "o";
+        EXPECT_EQ(got.values[1], want.values[1]) << "lse";
+        const Tensor lse = values(DType::f64, rows, want.values[1]);
+        const Result dwant =
+            run_kernel(OpKind::attention_grad, dtype, Case{"bhtd", {t(grad), t(q), t(k), t(v), o, lse}, bhtd, {}, {}});
+        const Result dgot =
+            run_kernel(OpKind::attention_grad, dtype, Case{"bthd", {grad, q, k, v, t(o), lse}, bthd, {}, {}});
+        for (int r = 0; r < 3; ++r)
+          EXPECT_EQ(dgot.values[r], t(values(DType::f64, dwant.types[r].shape, dwant.values[r])).v)
+              << "gradient " << r;
+      }
+    }
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(ForwardKernels, EveryOp, testing::Range(0, kNumOps), [](const testing::TestParamInfo<int>& p) {

@@ -93,10 +93,10 @@ TEST_F(ParallelTest, EachWorkerSplitsOverItsOwnPool) {
 // Every kernel that splits its loops or products, on shapes above the grain:
 // the GPT block's ops forward and backward (GEMMs split by columns, by rows,
 // batched attention products one matrix per thread, the fused attention's
-// row blocks and heads), the
+// row blocks and heads in both layouts), the
 // optimizer-sized flat loops aside.
 const char* kOps = R"(
-graph @ops(%x: f32[8,64,512], %b: f32[512], %w: f32[512], %g: f32[8,64,512], %s: f32[8,8,64,64], %t: i32[512]) -> (f32[8,64,512], f32[8,64,512], f32[8,8,64,64], f32[8,8,64,64], f32[8,64,512], f32[8,64,512], f32[512], f32[512], f32[8,64,512], f32[512], f32[], f32[512,512], f32[8,64], f32[8,8,64,64], f32[8,64,512], f32[512,512], f32[8,8,64,64], f32[2048,100], f32[4,4,256,64], f32[4,4,256], f32[4,4,256,64], f32[4,4,256,64], f32[4,4,256,64]) {
+graph @ops(%x: f32[8,64,512], %b: f32[512], %w: f32[512], %g: f32[8,64,512], %s: f32[8,8,64,64], %t: i32[512]) -> (f32[8,64,512], f32[8,64,512], f32[8,8,64,64], f32[8,8,64,64], f32[8,64,512], f32[8,64,512], f32[512], f32[512], f32[8,64,512], f32[512], f32[], f32[512,512], f32[8,64], f32[8,8,64,64], f32[8,64,512], f32[512,512], f32[8,8,64,64], f32[2048,100], f32[4,4,256,64], f32[4,4,256], f32[4,4,256,64], f32[4,4,256,64], f32[4,4,256,64], f32[4,256,4,64], f32[4,4,256], f32[4,256,4,64], f32[4,256,4,64], f32[4,256,4,64]) {
   %sum = add %x, %g : f32[8,64,512]
   %biased = add %x, %b : f32[8,64,512]
   %two = constant value=2 : f32[]
@@ -126,7 +126,11 @@ graph @ops(%x: f32[8,64,512], %b: f32[512], %w: f32[512], %g: f32[8,64,512], %s:
   %gq = reshape %g shape=[4,4,256,64] : f32[4,4,256,64]
   %att, %att.lse = attention %xq, %gq, %xq causal=true : f32[4,4,256,64], f32[4,4,256]
   %dq, %dk, %dv = attention_grad %gq, %xq, %gq, %xq, %att, %att.lse causal=true : f32[4,4,256,64], f32[4,4,256,64], f32[4,4,256,64]
-  return %sum, %biased, %scaled, %probs, %ln, %dx, %dw, %db, %act.grad, %bias.grad, %loss, %dlogits, %rows, %dprobs, %linear, %weight.grad, %context, %rows_split, %att, %att.lse, %dq, %dk, %dv
+  %xt = reshape %x shape=[4,256,4,64] : f32[4,256,4,64]
+  %gt = reshape %g shape=[4,256,4,64] : f32[4,256,4,64]
+  %att.t, %att.t.lse = attention %xt, %gt, %xt causal=true layout="bthd" : f32[4,256,4,64], f32[4,4,256]
+  %dq.t, %dk.t, %dv.t = attention_grad %gt, %xt, %gt, %xt, %att.t, %att.t.lse causal=true layout="bthd" : f32[4,256,4,64], f32[4,256,4,64], f32[4,256,4,64]
+  return %sum, %biased, %scaled, %probs, %ln, %dx, %dw, %db, %act.grad, %bias.grad, %loss, %dlogits, %rows, %dprobs, %linear, %weight.grad, %context, %rows_split, %att, %att.lse, %dq, %dk, %dv, %att.t, %att.t.lse, %dq.t, %dk.t, %dv.t
 }
 )";
 

@@ -203,18 +203,27 @@ std::vector<Case> all_cases() {
   c.push_back({OpKind::avg_pool2d_grad, "padded", {g.uniform({1, 2, 3, 3})}, avg});
   // Attention: rows past one block of 8 query rows and one tile of 32 keys,
   // a head size past one lane's share (D = 40), causal and not, and the
-  // default scale. The gradient's o and lse need not come from q, k, v: both
+  // default scale, in both layouts ("bthd": q [B, T, H, D], lse still
+  // [B, H, T]). The gradient's o and lse need not come from q, k, v: both
   // sides run the same formula on them.
-  for (bool causal : {true, false}) {
-    const Shape s = {2, 3, 37, 40};
-    std::vector<OpAttrs::Entry> att = {boolean("causal", causal)};
-    if (causal) att.push_back(real("scale", 0.2));
-    const char* name = causal ? "causal_tiles" : "full_default_scale";
-    c.push_back({OpKind::attention, name, {g.uniform(s, -1, 1), g.uniform(s, -1, 1), g.uniform(s, -1, 1)}, att});
-    c.push_back({OpKind::attention_grad, name,
-                 {g.uniform(s, -1, 1), g.uniform(s, -1, 1), g.uniform(s, -1, 1), g.uniform(s, -1, 1),
-                  g.uniform(s, -1, 1), g.uniform({2, 3, 37}, 2, 4)},
-                 att});
+  for (bool bthd : {false, true}) {
+    for (bool causal : {true, false}) {
+      const Shape s = bthd ? Shape{2, 37, 3, 40} : Shape{2, 3, 37, 40};
+      std::vector<OpAttrs::Entry> att = {boolean("causal", causal)};
+      if (causal) att.push_back(real("scale", 0.2));
+      if (bthd) {
+        OpAttrs::Entry layout = entry("layout", AttrKind::string);
+        layout.string = "bthd";
+        att.push_back(layout);
+      }
+      const char* name = bthd ? (causal ? "bthd_causal_tiles" : "bthd_full_default_scale")
+                              : (causal ? "causal_tiles" : "full_default_scale");
+      c.push_back({OpKind::attention, name, {g.uniform(s, -1, 1), g.uniform(s, -1, 1), g.uniform(s, -1, 1)}, att});
+      c.push_back({OpKind::attention_grad, name,
+                   {g.uniform(s, -1, 1), g.uniform(s, -1, 1), g.uniform(s, -1, 1), g.uniform(s, -1, 1),
+                    g.uniform(s, -1, 1), g.uniform({2, 3, 37}, 2, 4)},
+                   att});
+    }
   }
   c.push_back({OpKind::cross_entropy_grad, "ignored_target", {g.uniform({}, 0.5, 2), g.uniform({4, 5}), targets}});
   return c;

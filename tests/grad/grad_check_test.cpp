@@ -254,12 +254,9 @@ TEST(GradRules, EveryDifferentiableOpHasACaseAndTheRestAreKnown) {
 
 class OpGradient : public testing::TestWithParam<int> {};
 
-TEST_P(OpGradient, MatchesFiniteDifferences) {
-  OpKind kind = static_cast<OpKind>(GetParam());
-  auto all = cases();
-  auto it = all.find(kind);
-  ASSERT_NE(it, all.end()) << op_name(kind) << " has a gradient rule but no case in grad_check_test.cpp";
-  GradCheck check(it->second);
+// Every analytic gradient of case `c` of op `kind` against central differences.
+void check_finite_differences(OpKind kind, const GradCase& c) {
+  GradCheck check(c);
   auto grads = check.analytic();
   auto targets = check.targets();
   ASSERT_EQ(grads.size(), targets.size()) << check.text();
@@ -281,7 +278,24 @@ TEST_P(OpGradient, MatchesFiniteDifferences) {
                            << ", numeric " << numeric << "\n" << check.text();
     }
   }
-  RecordProperty("worst_relative_error", std::to_string(worst));
+  testing::Test::RecordProperty("worst_relative_error", std::to_string(worst));
+}
+
+TEST_P(OpGradient, MatchesFiniteDifferences) {
+  OpKind kind = static_cast<OpKind>(GetParam());
+  auto all = cases();
+  auto it = all.find(kind);
+  ASSERT_NE(it, all.end()) << op_name(kind) << " has a gradient rule but no case in grad_check_test.cpp";
+  check_finite_differences(kind, it->second);
+}
+
+// attention reading q, k, v as [B, T, H, D] (two heads between a head's rows).
+TEST(AttentionGradient, BthdLayoutMatchesFiniteDifferences) {
+  check_finite_differences(
+      OpKind::attention,
+      {"%q: f32[1,5,2,3], %k: f32[1,5,2,3], %v: f32[1,5,2,3]",
+       "  %r, %l = attention %q, %k, %v causal=true scale=0.7 layout=\"bthd\" : f32[1,5,2,3], f32[1,2,5]\n",
+       "f32[1,5,2,3]"});
 }
 
 // Whole models: a sample of every parameter's gradient (plus the inputs')
@@ -352,9 +366,14 @@ void expect_same_gradients(GradCheck& unfused, GradCheck& fused) {
 TEST(ModelGradient, FusedAttentionGivesTheUnfusedChainsGradients) {
   GradCheck unfused(gpt_module(), kTinyGpt);
   GradCheck fused(gpt_module(), kTinyGpt, false, kFused);
-  int attention_ops = 0;
-  for (const Op& op : fused.module().graph().ops) attention_ops += op.kind == OpKind::attention;
-  EXPECT_EQ(attention_ops, 2);
+  // Each reads q, k, v as the qkv projection writes them: no head transposes left.
+  int attention_ops = 0, transposes = 0;
+  for (const Op& op : fused.module().graph().ops) {
+    attention_ops += op.kind == OpKind::attention && op.attr("layout") && op.attr("layout")->string == "bthd";
+    transposes += op.kind == OpKind::transpose;
+  }
+  EXPECT_EQ(attention_ops, 2) << fused.text();
+  EXPECT_EQ(transposes, 0) << fused.text();
   expect_same_gradients(unfused, fused);
 }
 
