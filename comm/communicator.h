@@ -62,8 +62,9 @@ struct Received {
 /// One rank's end of a communicator. Waits (receives and collectives) end
 /// early with CommAborted once any rank called abort(), and with
 /// CommTimeout after `timeout_s` during which no rank was computing (see
-/// set_busy). Collectives sum in rank order, so every member gets the same
-/// bits whatever order the ranks arrive in. One thread per rank.
+/// set_busy). Every member of a collective gets the same bits whatever
+/// order the ranks arrive in: the in-process and Gloo communicators sum in
+/// rank order, NCCL in its own. One thread per rank.
 class Communicator {
  public:
   virtual ~Communicator() = default;
@@ -71,10 +72,18 @@ class Communicator {
   virtual int rank() const = 0;
   virtual int size() const = 0;
 
+  /// Whether messages move between device memories by themselves (NCCL
+  /// between GPU processes): a GPU stage then sends from and receives into
+  /// its own device buffers, and a send's `context` is the device event
+  /// after which its bytes are ready (a cudaEvent_t; null: ready now).
+  virtual bool device_messages() const { return false; }
+
   /// Sends `bytes` at `data` to `peer` under `tag`, without waiting for the
   /// receiver (`peer` may be this rank: a device holding neighbouring
   /// interleaved stages). The buffer must stay unchanged until the next barrier of the
   /// world: in process it is lent to the receiver, who reads it in place.
+  /// `context` goes to the receiver in process (see Received), and orders
+  /// the transfer with device_messages().
   virtual void send(int peer, int64_t tag, const void* data, int64_t bytes, void* context = nullptr) = 0;
   /// Posts a receive ahead of its message; wait() completes it. Returns a
   /// handle for wait.
@@ -82,8 +91,8 @@ class Communicator {
   /// Waits for the message of a posted receive.
   virtual Received wait(int handle) = 0;
 
-  /// Sums `values` over the group's ranks, element by element, in rank
-  /// order; every member ends with the sum.
+  /// Sums `values` over the group's ranks, element by element; every member
+  /// ends with the same sum (see the class comment for the order).
   virtual void all_reduce(const CommGroup& group, std::span<double> values) = 0;
   virtual void all_reduce(const CommGroup& group, std::span<float> values) = 0;
   /// Starts an all_reduce of `values` that finish_all_reduce(handle)

@@ -1,4 +1,4 @@
-// The communicator between processes over Gloo, and its watchdog.
+// The communicator between processes over Gloo (its watchdog is a JobWatch).
 #include "comm/gloo_communicator.h"
 
 #include <fmt/format.h>
@@ -11,11 +11,10 @@
 
 #include <algorithm>
 #include <chrono>
-#include <condition_variable>
 #include <map>
-#include <mutex>
 #include <thread>
 
+#include "comm/job_watch.h"
 #include "ir/diagnostic.h"
 
 namespace pf {
@@ -30,8 +29,6 @@ constexpr uint64_t kCollectiveTag = uint64_t{1} << 62;
 // Gloo gives up on a wait after its own timeout and then breaks every
 // connection: the watchdog ends waits instead, so Gloo's never comes.
 constexpr auto kForever = std::chrono::hours(24 * 365);
-
-double seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
 
 /// Gloo's rendezvous over our store.
 class GlooStore final : public gloo::rendezvous::Store {
@@ -80,22 +77,6 @@ uint64_t group_id(const std::string& name) {
   return h & 0x3fffffff;
 }
 
-/// A peer's heartbeat: "<count>\n<ms busy, or -1>\n<what it computes>".
-struct Beat {
-  int64_t busy_ms = -1;
-  std::string what;
-};
-
-Beat parse_beat(const std::string& text) {
-  Beat b;
-  const size_t first = text.find('\n');
-  const size_t second = first == std::string::npos ? std::string::npos : text.find('\n', first + 1);
-  if (second == std::string::npos) return b;
-  b.busy_ms = std::stoll(text.substr(first + 1, second - first - 1));
-  b.what = text.substr(second + 1);
-  return b;
-}
-
 }  // namespace
 
 struct GlooCommunicator::Impl {
@@ -118,65 +99,22 @@ struct GlooCommunicator::Impl {
   std::vector<double> f64;
   std::vector<float> f32;
 
-  // Shared with the watchdog thread.
-  mutable std::mutex mutex;
-  std::condition_variable wake;
-  bool stopping = false;
-  std::string failure;     // the job's, once known
-  bool timed_out = false;  // the current wait ended by the timeout
-  UnboundBuffer* waiting_on = nullptr;
-  bool waiting_to_send = false;
-  std::string waiting_for;
-  Clock::time_point wait_start, last_busy_seen;
-  bool busy = false;
-  std::string busy_text;
-  Clock::time_point busy_since;
-  std::map<int, std::pair<std::string, Clock::time_point>> beats;  // per peer: last text and when it changed
-  std::thread watchdog;
+  JobWatch watch;
 
-  Impl(pf::Store& s, int r, int n, GlooOptions o) : store(s), rank(r), size(n), options(std::move(o)) {}
+  Impl(pf::Store& s, int r, int n, GlooOptions o)
+      : store(s), rank(r), size(n), options(std::move(o)), watch(s, r, n, {options.timeout_s, options.heartbeat_s, options.prefix}) {}
 
-  std::string key(const std::string& k) const { return options.prefix + "/" + k; }
-
-  /// Publishes `message` as the job's failure unless one came first; this
-  /// rank's failure is then whichever did. Ends the current wait.
-  void fail(const std::string& message, bool timeout = false) {
-    std::string first = message;
-    try {
-      if (store.add(key("abort/count"), 1) == 1)
-        store.set(key("abort"), message);
-      else
-        first = store.get(key("abort"));
-    } catch (const Error&) {
-      // the store is gone: this rank's own message stands
-    }
-    std::lock_guard lock(mutex);
-    if (failure.empty()) {
-      failure = first;
-      timed_out = timeout && first == message;
-    }
-    end_wait();
-  }
-
-  void end_wait() {
-    if (!waiting_on) return;
-    if (waiting_to_send)
-      waiting_on->abortWaitSend();
-    else
-      waiting_on->abortWaitRecv();
-  }
+  std::string key(const std::string& k) const { return watch.key(k); }
 
   /// Waits for `buffer`'s receive (or send) to complete, ended early by a
   /// failure anywhere: CommAborted, or CommTimeout when it timed out.
   void await(UnboundBuffer& buffer, bool send, const std::string& what, int peer) {
-    {
-      std::lock_guard lock(mutex);
-      if (!failure.empty()) throw CommAborted{};
-      waiting_on = &buffer;
-      waiting_to_send = send;
-      waiting_for = what;
-      wait_start = last_busy_seen = Clock::now();
-    }
+    watch.begin_wait(what, [&buffer, send] {
+      if (send)
+        buffer.abortWaitSend();
+      else
+        buffer.abortWaitRecv();
+    });
     bool done = false;
     std::string broken;
     try {
@@ -184,27 +122,15 @@ struct GlooCommunicator::Impl {
     } catch (const std::exception& e) {
       broken = e.what();
     }
-    {
-      std::lock_guard lock(mutex);
-      waiting_on = nullptr;
-    }
-    if (!broken.empty()) fail(gone(peer, broken));
+    watch.end_wait();
+    if (!broken.empty()) watch.fail(gone(peer));
     if (done) return;
-    std::lock_guard lock(mutex);
-    if (timed_out) throw CommTimeout{failure};
-    throw CommAborted{};
-  }
-
-  std::vector<std::string> names;  // set_rank_names'
-
-  std::string name(int r) const {
-    std::lock_guard lock(mutex);
-    return r < static_cast<int>(names.size()) ? names[static_cast<size_t>(r)] : fmt::format("rank {}", r);
+    watch.throw_failure();
   }
 
   /// The same words whichever rank notices, so that the job reports it once.
-  std::string gone(int peer, const std::string&) const {
-    return fmt::format("{} is gone: a connection to it broke (its process died?)", name(peer));
+  std::string gone(int peer) const {
+    return fmt::format("{} is gone: a connection to it broke (its process died?)", watch.name(peer));
   }
 
   /// Starts `buffer`'s send to (or receive from) `peer`; a connection
@@ -215,116 +141,16 @@ struct GlooCommunicator::Impl {
         buffer.send(peer, tag);
       else
         buffer.recv(peer, tag);
-    } catch (const std::exception& e) {
-      fail(gone(peer, e.what()));
+    } catch (const std::exception&) {
+      watch.fail(gone(peer));
       throw CommAborted{};
     }
   }
 
-  void check_failure() {
-    std::lock_guard lock(mutex);
-    if (!failure.empty()) throw CommAborted{};
-  }
+  void check_failure() { watch.check(); }
 
   std::unique_ptr<UnboundBuffer> buffer(const void* data, int64_t bytes) {
     return context->createUnboundBuffer(const_cast<void*>(data), static_cast<size_t>(bytes));
-  }
-
-  // ---- The watchdog.
-
-  void beat(uint64_t count) {
-    std::string text;
-    {
-      std::lock_guard lock(mutex);
-      const int64_t busy_ms =
-          busy ? std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - busy_since).count() : -1;
-      text = fmt::format("{}\n{}\n{}", count, busy_ms, busy ? busy_text : "");
-    }
-    store.set(key(fmt::format("beat/{}", rank)), text);
-  }
-
-  /// While this rank waits: another rank silent or computing one thing for
-  /// longer than the timeout fails the job; so does this wait, when no rank
-  /// has computed for that long.
-  void look_at_peers() {
-    const double timeout = options.timeout_s;
-    const auto now = Clock::now();
-    bool someone_busy = false;
-    // The peer silent the longest, if any has missed its heartbeats for
-    // half the timeout: a loaded machine delays a beat, not that many.
-    int silent = -1;
-    double silent_for = std::max(3 * options.heartbeat_s, timeout / 2);
-    std::string silent_was;
-    for (int peer = 0; peer < size; ++peer) {
-      if (peer == rank) continue;
-      const std::string k = key(fmt::format("beat/{}", peer));
-      if (!store.check({k})) continue;  // still in the rendezvous, which has a timeout of its own
-      const std::string text = store.get(k);
-      auto& [last, since] = beats[peer];
-      if (text != last) {
-        last = text;
-        since = now;
-      }
-      const Beat b = parse_beat(text);
-      if (seconds(now - since) > silent_for) {
-        silent = peer;
-        silent_for = seconds(now - since);
-        silent_was = b.what;
-      }
-      if (b.busy_ms > timeout * 1000)
-        return fail(fmt::format("{} has been {} for more than {:.0f} s (the timeout): it seems stuck", name(peer),
-                                b.what, timeout));
-      someone_busy = someone_busy || b.busy_ms >= 0;
-    }
-    const auto fail_silent = [&] {
-      fail(fmt::format("{} stopped responding: no heartbeat for {:.0f} s (its process died or is stopped){}",
-                       name(silent), timeout, silent_was.empty() ? "" : "; it was last seen " + silent_was));
-    };
-    if (silent >= 0 && silent_for > timeout) return fail_silent();
-    std::string why;
-    {
-      std::lock_guard lock(mutex);
-      if (someone_busy) last_busy_seen = now;
-      if (seconds(now - last_busy_seen) <= timeout) return;
-      why = fmt::format("timed out after {:.0f} s with no rank computing: {}", timeout, waiting_for);
-    }
-    // A silent rank explains the wait better than the wait itself.
-    if (silent >= 0) return fail_silent();
-    fail(why, /*timeout=*/true);
-  }
-
-  void watch() {
-    uint64_t count = 0;
-    for (;;) {
-      {
-        std::unique_lock lock(mutex);
-        wake.wait_for(lock, std::chrono::duration<double>(options.heartbeat_s), [&] { return stopping; });
-        if (stopping) return;
-      }
-      try {
-        beat(++count);
-        bool known, waiting;
-        {
-          std::lock_guard lock(mutex);
-          known = !failure.empty();
-          waiting = waiting_on != nullptr;
-        }
-        if (!known && store.check({key("abort")})) {
-          fail(store.get(key("abort")));
-        } else if (!known && waiting) {
-          look_at_peers();
-        }
-      } catch (const Error& e) {
-        // Rank 0 serves the store: it is gone, and so is rank 0.
-        std::lock_guard lock(mutex);
-        if (failure.empty()) failure = e.message();
-        end_wait();
-      } catch (const std::exception& e) {
-        std::lock_guard lock(mutex);
-        if (failure.empty()) failure = fmt::format("rank {}'s watchdog failed: {}", rank, e.what());
-        end_wait();
-      }
-    }
   }
 
   // ---- Collectives, through the group's first rank.
@@ -453,21 +279,10 @@ GlooCommunicator::GlooCommunicator(Store& store, int rank, int size, GlooOptions
   } catch (const std::exception& e) {
     throw Error(fmt::format("rank {} cannot connect to the other ranks at {}: {}", rank, attr.hostname, e.what()));
   }
-  // A first heartbeat before any message: every rank past the rendezvous
-  // has one, so silence from the start counts too.
-  m.beat(0);
-  m.watchdog = std::thread([&m] { m.watch(); });
+  m.watch.start();
 }
 
-GlooCommunicator::~GlooCommunicator() {
-  Impl& m = *impl_;
-  {
-    std::lock_guard lock(m.mutex);
-    m.stopping = true;
-    m.wake.notify_all();
-  }
-  m.watchdog.join();
-}
+GlooCommunicator::~GlooCommunicator() = default;
 
 int GlooCommunicator::rank() const { return impl_->rank; }
 int GlooCommunicator::size() const { return impl_->size; }
@@ -575,26 +390,12 @@ void GlooCommunicator::barrier(const CommGroup& group) {
   all_reduce(group, std::span<double>(&token, 1));
 }
 
-void GlooCommunicator::set_busy(const std::string& who, const std::string& what) {
-  Impl& m = *impl_;
-  std::lock_guard lock(m.mutex);
-  m.busy = !what.empty();
-  if (m.busy) {
-    m.busy_text = fmt::format("{} computing {}", who, what);
-    m.busy_since = Clock::now();
-  }
-}
+void GlooCommunicator::set_busy(const std::string& who, const std::string& what) { impl_->watch.set_busy(who, what); }
 
-void GlooCommunicator::abort(const std::string& message) { impl_->fail(message); }
+void GlooCommunicator::abort(const std::string& message) { impl_->watch.fail(message); }
 
-void GlooCommunicator::set_rank_names(std::vector<std::string> names) {
-  std::lock_guard lock(impl_->mutex);
-  impl_->names = std::move(names);
-}
+void GlooCommunicator::set_rank_names(std::vector<std::string> names) { impl_->watch.set_rank_names(std::move(names)); }
 
-std::string GlooCommunicator::error() const {
-  std::lock_guard lock(impl_->mutex);
-  return impl_->failure;
-}
+std::string GlooCommunicator::error() const { return impl_->watch.error(); }
 
 }  // namespace pf

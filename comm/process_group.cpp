@@ -10,6 +10,7 @@
 
 #include "comm/file_store.h"
 #include "comm/gloo_communicator.h"
+#include "comm/nccl_communicator.h"
 #include "comm/redis_store.h"
 #include "comm/tcp_store.h"
 #include "ir/diagnostic.h"
@@ -84,15 +85,15 @@ std::string host_name() {
 
 }  // namespace
 
-ProcessGroup::ProcessGroup(const Rendezvous& r, double timeout_s) {
+ProcessGroup::ProcessGroup(const Rendezvous& r, double timeout_s, int gpu) {
   try {
-    join(r, timeout_s);
+    join(r, timeout_s, gpu);
   } catch (const Error& e) {
     throw Error(fmt::format("rank {}: {}", r.rank, e.message()));
   }
 }
 
-void ProcessGroup::join(const Rendezvous& r, double timeout_s) {
+void ProcessGroup::join(const Rendezvous& r, double timeout_s, int gpu) {
   const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000));
   GlooOptions options;
   options.timeout_s = timeout_s;
@@ -112,16 +113,35 @@ void ProcessGroup::join(const Rendezvous& r, double timeout_s) {
     if (options.address.empty()) options.address = tcp->local_address();
     store_ = std::move(tcp);
   }
-  comm_ = std::make_unique<GlooCommunicator>(*store_, r.rank, r.world, options);
+  if (gpu < 0) {
+    gloo_ = std::make_unique<GlooCommunicator>(*store_, r.rank, r.world, options);
+    return;
+  }
+#ifdef PF_CUDA
+  nccl_ = std::make_unique<NcclCommunicator>(
+      *store_, r.rank, r.world, NcclOptions{gpu, {options.timeout_s, options.heartbeat_s, options.prefix}});
+#else
+  throw Error(fmt::format("this rank computes on CUDA device {}, but this pipeforge was built without CUDA", gpu));
+#endif
 }
 
 ProcessGroup::~ProcessGroup() {
-  comm_.reset();  // its watchdog uses the store
+  // Their watchdogs use the store.
+  gloo_.reset();
+  nccl_.reset();
   store_.reset();
 }
 
-Communicator& ProcessGroup::comm() { return *comm_; }
+Communicator& ProcessGroup::comm() {
+  if (gloo_) return *gloo_;
+  return *nccl_;
+}
 
-void ProcessGroup::name_ranks(std::vector<std::string> names) { comm_->set_rank_names(std::move(names)); }
+void ProcessGroup::name_ranks(std::vector<std::string> names) {
+  if (gloo_) return gloo_->set_rank_names(std::move(names));
+#ifdef PF_CUDA
+  static_cast<NcclCommunicator&>(*nccl_).set_rank_names(std::move(names));
+#endif
+}
 
 }  // namespace pf

@@ -59,9 +59,12 @@ class GlooCommunicator;
 /// Joins the job: rank 0 starts the store, every rank connects to it and
 /// then to every other rank. Waits, messages and the watchdog use
 /// `timeout_s`, and so does the rendezvous, whose errors name this rank.
+/// The ranks talk over Gloo (TCP), or, where `gpu` is a CUDA device (every
+/// rank of the job computes on a GPU), over NCCL from that device; a
+/// pipeforge built without CUDA refuses a GPU.
 class ProcessGroup {
  public:
-  ProcessGroup(const Rendezvous& rendezvous, double timeout_s);
+  ProcessGroup(const Rendezvous& rendezvous, double timeout_s, int gpu = -1);
   ~ProcessGroup();
   ProcessGroup(const ProcessGroup&) = delete;
   ProcessGroup& operator=(const ProcessGroup&) = delete;
@@ -71,11 +74,12 @@ class ProcessGroup {
   void name_ranks(std::vector<std::string> names);
 
  private:
-  void join(const Rendezvous& rendezvous, double timeout_s);
+  void join(const Rendezvous& rendezvous, double timeout_s, int gpu);
 
   std::unique_ptr<TcpStoreServer> server_;  // rank 0's
   std::unique_ptr<Store> store_;
-  std::unique_ptr<GlooCommunicator> comm_;
+  std::unique_ptr<GlooCommunicator> gloo_;  // one of the two
+  std::unique_ptr<Communicator> nccl_;      // a NcclCommunicator, with CUDA
 };
 
 }  // namespace pf

@@ -78,6 +78,7 @@ class CudaStageProgram final : public StageRunner {
   const void* scalar(float value) override;
   void read_floats(const void* src, float* dst, int64_t n) override;
   void mark_produced(HandOff kind, int mb) override;
+  void* hand_off_event(HandOff kind, int mb) override { return produced(kind, mb).get(); }
   void receive(StageRunner& sender, HandOff kind, int mb, std::span<const HandOffCopy> copies) override;
   void copy_to_host(HandOff kind, int mb, std::span<const HandOffCopy> copies) override;
 

@@ -184,7 +184,8 @@ void Pipeline::make_workers(const Plan& plan) {
     const PlanRank& placed = *std::find_if(plan.ranks.begin(), plan.ranks.end(), [&](auto& x) { return x.rank == r; });
     const int threads =
         options_.cpu_threads > 0 ? options_.cpu_threads : plan.devices.at(static_cast<size_t>(placed.device)).threads;
-    workers_.push_back(std::make_unique<RankWorker>(r, options_.microbatches, std::move(actions), std::move(own), comm,
+    workers_.push_back(std::make_unique<RankWorker>(r, options_.microbatches, std::move(actions),
+                                                    receive_order(schedule_, r % p), std::move(own), comm,
                                                     std::move(groups), std::move(norm_params), threads));
   }
 }
@@ -233,6 +234,15 @@ std::vector<int> gpus_of_stages(const Plan& plan) {
 }
 
 }  // namespace
+
+int nccl_device(const Plan& plan, int rank) {
+  for (const PlanRank& r : plan.ranks)
+    if (plan.devices.at(static_cast<size_t>(r.device)).kind != "cuda" || r.stages.empty()) return -1;
+  const std::vector<int> gpus = gpus_of_stages(plan);
+  for (const PlanRank& r : plan.ranks)
+    if (r.rank == rank) return gpus.at(static_cast<size_t>(r.stages.front()));
+  throw Error(fmt::format("rank {} is not one of the plan's {} ranks", rank, plan.ranks.size()));
+}
 
 std::unique_ptr<Pipeline> Pipeline::from_plan(const Plan& plan, PipelineOptions options) {
   std::vector<Module> programs;

@@ -110,6 +110,12 @@ struct StageMemory {
 /// runtime does not execute; compile without --tensor-parallel to run it").
 void check_executable(const Plan& plan);
 
+/// The CUDA device that rank `rank` of `plan` computes on when every rank
+/// of the plan computes on a GPU, so that its processes talk over NCCL
+/// (ProcessGroup); -1 when some rank is on the CPU (they talk over Gloo).
+/// Throws, as loading would, when the plan names a GPU this process cannot use.
+int nccl_device(const Plan& plan, int rank);
+
 class Pipeline {
  public:
   ~Pipeline();

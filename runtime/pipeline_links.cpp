@@ -2,6 +2,7 @@
 // is written to and read from, in this process or across processes.
 #include <fmt/format.h>
 
+#include "comm/communicator.h"
 #include "runtime/pipeline.h"
 #include "runtime/pipeline_stage.h"
 
@@ -31,13 +32,24 @@ bool link(StageRunner& receiver, StageRunner& sender, const std::vector<std::vec
   return copies;
 }
 
+/// Why a GPU stage cannot hand over to a neighbour in another process when
+/// the communicator moves only host memory (Gloo).
+Error no_device_messages(int stage, int neighbour) {
+  return Error(fmt::format("stage {} on a GPU exchanges hand-offs with stage {} in another process, which only NCCL "
+                           "does, and it runs only when every rank of the job is on a GPU; place the neighbouring "
+                           "stages in one process, or every rank on a GPU",
+                           stage, neighbour));
+}
+
 /// A neighbour in another process: its messages land in buffers of the
-/// receiver's own, `m` micro-batches of `bytes`, which the views then read.
-void land(StageRunner& receiver, int m, const std::vector<int64_t>& bytes, std::vector<std::vector<void*>>& landing,
-          std::vector<std::vector<const void*>>& views) {
-  if (!receiver.place().on_host())
-    throw Error("a stage on a GPU exchanges hand-offs with another process only through NCCL, which this pipeline "
-                "does not run; place the neighbouring stages in one process");
+/// receiver's own, `m` micro-batches of `bytes`, which the views then read;
+/// on a GPU, device buffers that the communicator (`device_messages`)
+/// writes itself.
+void land(const PipelineStage& st, int neighbour, bool device_messages, int m, const std::vector<int64_t>& bytes,
+          std::vector<std::vector<void*>>& landing, std::vector<std::vector<const void*>>& views) {
+  StageRunner& receiver = *st.program;
+  const bool gpu = !receiver.place().on_host();
+  if (gpu && !device_messages) throw no_device_messages(st.index, neighbour);
   landing.assign(static_cast<size_t>(m), {});
   views.assign(static_cast<size_t>(m), {});
   for (int mb = 0; mb < m; ++mb)
@@ -45,6 +57,9 @@ void land(StageRunner& receiver, int m, const std::vector<int64_t>& bytes, std::
       landing[static_cast<size_t>(mb)].push_back(receiver.allocate(b));
       views[static_cast<size_t>(mb)].push_back(landing[static_cast<size_t>(mb)].back());
     }
+  // A GPU stage clears new buffers on its own stream, which the
+  // communicator's receives do not wait for: the clearing is done first.
+  if (gpu) receiver.finish();
 }
 
 /// What stage `st` receives from its neighbours, by its own program (the
@@ -87,8 +102,11 @@ void Pipeline::connect_replica(int k) {
   // pinned (allocated by the reader) when s is on the CPU and the reader on
   // a GPU of this process, so that the reader's copies run asynchronously at
   // bus speed.
+  const bool device_messages = options_.comm && options_.comm->device_messages();
   auto buffer = [&](int s, int reader, int64_t bytes) -> void* {
     StageRunner& own = *at(s)->program;
+    if (!at(reader) && reader >= 0 && reader < n && !own.place().on_host() && !device_messages)
+      throw no_device_messages(s, reader);
     if (at(reader) && own.place().on_host() && !at(reader)->program->place().on_host())
       return at(reader)->program->allocate_host(bytes);
     return own.allocate(bytes);
@@ -130,14 +148,14 @@ void Pipeline::connect_replica(int k) {
       if (const PipelineStage* prev = at(s - 1))
         st.recv_copies = link(*st.program, *prev->program, prev->sends, prev->send_bytes, st.recvs);
       else
-        land(*st.program, m, activations, st.recv_landing, st.recvs);
+        land(st, s - 1, device_messages, m, activations, st.recv_landing, st.recvs);
     }
     if (s + 1 < n) {
       st.seed_bytes = gradients;
       if (const PipelineStage* next = at(s + 1))
         st.seed_copies = link(*st.program, *next->program, next->send_grads, next->send_grad_bytes, st.seeds_in);
       else
-        land(*st.program, m, gradients, st.seed_landing, st.seeds_in);
+        land(st, s + 1, device_messages, m, gradients, st.seed_landing, st.seeds_in);
     }
   }
 }

@@ -43,13 +43,14 @@ int64_t hand_off_tag(int receiver, int kind, int mb, int tensor, int microbatche
   return ((static_cast<int64_t>(receiver) * 2 + kind) * microbatches + mb) * 65536 + tensor;
 }
 
-RankWorker::RankWorker(int rank, int microbatches, std::vector<Action> actions, std::vector<PipelineStage*> stages,
-                       Communicator& comm, RankGroups groups, std::vector<std::vector<Param>> norm_params,
-                       int threads)
+RankWorker::RankWorker(int rank, int microbatches, std::vector<Action> actions, std::vector<size_t> receive_order,
+                       std::vector<PipelineStage*> stages, Communicator& comm, RankGroups groups,
+                       std::vector<std::vector<Param>> norm_params, int threads)
     : rank_(rank),
       microbatches_(microbatches),
       kernels_(threads),
       actions_(std::move(actions)),
+      receive_order_(std::move(receive_order)),
       stages_(std::move(stages)),
       comm_(comm),
       groups_(std::move(groups)),
@@ -132,11 +133,12 @@ void RankWorker::run(const RankStep& step, RankOutcome& out) {
 }
 
 // Every receive of the step is posted before the first action, so that a
-// communicator between processes can land each message where it belongs.
+// communicator between processes can land each message where it belongs; in
+// the senders' order, in which a communicator without tags (NCCL) matches them.
 void RankWorker::post_receives(const RankStep& step) {
   posted_.assign(actions_.size(), {});
-  for (size_t k = 0; k < actions_.size(); ++k) {
-    const Action& a = actions_[k];
+  for (size_t k : receive_order_) {
+    const Action& a = actions_.at(k);
     const bool act = a.kind == ActionKind::recv_act, grad = a.kind == ActionKind::recv_grad;
     if (!act && !(grad && step.backward)) continue;
     PipelineStage& st = stage(a.stage);
@@ -263,10 +265,15 @@ void RankWorker::send(const Action& a, const RankStep&) {
   const int receiver = act ? a.stage + 1 : a.stage - 1;
   const auto& row = (act ? st.sends : st.send_grads)[static_cast<size_t>(a.microbatch)];
   const auto& bytes = act ? st.send_bytes : st.send_grad_bytes;
+  // In process the receiver reaches the sender's memory through its runner;
+  // a communicator moving device memory itself orders after its event.
+  void* context = comm_.device_messages()
+                      ? st.program->hand_off_event(act ? HandOff::activations : HandOff::gradients, a.microbatch)
+                      : st.program.get();
   for (size_t i = 0; i < row.size(); ++i)
     comm_.send(a.peer, hand_off_tag(receiver, act ? kActivations : kGradients, a.microbatch, static_cast<int>(i),
                                     microbatches_),
-               row[i], bytes[i], st.program.get());
+               row[i], bytes[i], context);
 }
 
 void RankWorker::forward(const Action& a, const RankStep& step) {

@@ -70,8 +70,11 @@ class RankWorker {
   /// and replica. `norm_params[k]`: the parameters of its k-th stage that it
   /// counts in the global norm (a tied one once).
   /// `threads`: the kernel threads of its device's CPU stages.
-  RankWorker(int rank, int microbatches, std::vector<Action> actions, std::vector<PipelineStage*> stages,
-             Communicator& comm, RankGroups groups, std::vector<std::vector<Param>> norm_params, int threads);
+  /// `receive_order`: its receive actions (indices into `actions`) in the
+  /// order it posts them, the senders' (receive_order in schedule.h).
+  RankWorker(int rank, int microbatches, std::vector<Action> actions, std::vector<size_t> receive_order,
+             std::vector<PipelineStage*> stages, Communicator& comm, RankGroups groups,
+             std::vector<std::vector<Param>> norm_params, int threads);
 
   /// One step. Never throws: a failure aborts the communicator with a
   /// message naming the stage ("stage 1: ..."), which ends every rank's step.
@@ -112,6 +115,7 @@ class RankWorker {
   int microbatches_;
   cpu::KernelPool kernels_;  // what its CPU stages' loops split over
   std::vector<Action> actions_;
+  std::vector<size_t> receive_order_;
   std::vector<PipelineStage*> stages_;
   Communicator& comm_;
   RankGroups groups_;

@@ -215,4 +215,28 @@ Schedule make_schedule(ScheduleKind kind, int devices, int microbatches, int vir
   return schedule;
 }
 
+std::vector<size_t> receive_order(const Schedule& schedule, int device) {
+  const std::vector<Action>& mine = schedule.per_device.at(static_cast<size_t>(device));
+  std::vector<size_t> order;
+  std::vector<bool> taken(mine.size(), false);
+  for (int from = 0; from < schedule.devices; ++from)
+    for (const Action& a : schedule.per_device[static_cast<size_t>(from)]) {
+      if ((a.kind != ActionKind::send_act && a.kind != ActionKind::send_grad) || a.peer != device) continue;
+      const bool act = a.kind == ActionKind::send_act;
+      const Action want{act ? ActionKind::recv_act : ActionKind::recv_grad, a.microbatch,
+                        act ? a.stage + 1 : a.stage - 1, from};
+      for (size_t k = 0; k < mine.size(); ++k)
+        if (!taken[k] && mine[k] == want) {
+          taken[k] = true;
+          order.push_back(k);
+          break;
+        }
+    }
+  // A receive no send matches (a list the simulator would reject) keeps its place after them.
+  for (size_t k = 0; k < mine.size(); ++k)
+    if (!taken[k] && (mine[k].kind == ActionKind::recv_act || mine[k].kind == ActionKind::recv_grad))
+      order.push_back(k);
+  return order;
+}
+
 }  // namespace pf

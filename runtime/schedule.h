@@ -74,6 +74,15 @@ struct Schedule {
 /// virtual_stages > 1 only for interleaved. Throws Error on bad arguments.
 Schedule make_schedule(ScheduleKind kind, int devices, int microbatches, int virtual_stages = 1);
 
+/// The receive actions of `device`'s list (indices into it) in the order
+/// their messages are sent: each sender's in its own list's order, one
+/// sender after another. A communicator without tags (NCCL) matches the
+/// messages between two devices in sending order, which a device's own list
+/// does not always keep (interleaved on 2 devices, each the other's
+/// neighbour on both sides, with an odd number of micro-batches), so the
+/// runtime posts its receives in this order.
+std::vector<size_t> receive_order(const Schedule& schedule, int device);
+
 /// Durations used by the simulator, per action on one model stage.
 struct UnitCosts {
   double forward = 1, backward = 2, backward_input = 1, backward_weight = 1;

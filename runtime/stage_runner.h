@@ -112,6 +112,11 @@ class StageRunner {
   /// order their reads after it. Called before the pipeline marks the
   /// hand-off ready.
   virtual void mark_produced(HandOff kind, int mb) = 0;
+  /// For a communicator that moves device memory itself
+  /// (Communicator::device_messages): the device event mark_produced
+  /// recorded for (kind, mb), a cudaEvent_t; null where the bytes are
+  /// ready once written (the CPU).
+  virtual void* hand_off_event(HandOff /*kind*/, int /*mb*/) { return nullptr; }
   /// Makes `sender`'s `kind` of micro-batch `mb` (marked produced and ready)
   /// readable by this stage's next work: each copy brings a buffer of the
   /// sender's into this stage's memory, or only orders the reads (dst == src).

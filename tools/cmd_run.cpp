@@ -15,6 +15,7 @@
 #include "comm/process_group.h"
 #include "ir/units.h"
 #include "plan/plan.h"
+#include "runtime/pipeline.h"
 #include "runtime/runtime.h"
 #include "tools/batch_source.h"
 #include "tools/command.h"
@@ -248,7 +249,9 @@ void run_rank(const CLI::App& cmd, const RunOptions& o, const Rendezvous& rendez
     throw Error(fmt::format("PF_RANK is set, but {} is a model: processes run a plan; compile it first: pipeforge "
                             "compile {} --devices cpu:N -o PLAN.json",
                             o.file, o.file));
-  ProcessGroup group(rendezvous, o.timeout);
+  // GPU ranks talk over NCCL when every rank of the plan is on a GPU, over
+  // Gloo otherwise.
+  ProcessGroup group(rendezvous, o.timeout, nccl_device(load_plan(o.file), rendezvous.rank));
   try {
     train_rank(cmd, o, rendezvous, group);
   } catch (const CommAborted&) {

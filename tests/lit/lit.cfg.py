@@ -30,10 +30,15 @@ if subprocess.run([system_python, "-c", "import onnx, numpy"], capture_output=Tr
 
 # Features: "cuda" where this build has the CUDA backend (PF_CUDA), and
 # "cuda-device" where a GPU is visible too, so that a test can say which
-# message `pipeforge run` gives for a plan that names GPUs.
+# message `pipeforge run` gives for a plan that names GPUs; "cuda-2-devices"
+# where two are (ranks over NCCL).
 if config.pf_cuda.upper() in ("ON", "1", "TRUE", "YES"):
     config.available_features.add("cuda")
     visible = os.environ.get("CUDA_VISIBLE_DEVICES", "0") not in ("", "-1")
     smi = shutil.which("nvidia-smi")
-    if visible and smi and subprocess.run([smi, "-L"], capture_output=True).returncode == 0:
+    listed = subprocess.run([smi, "-L"], capture_output=True, text=True) if visible and smi else None
+    if listed and listed.returncode == 0:
         config.available_features.add("cuda-device")
+        # Two ranks over NCCL need two GPUs.
+        if listed.stdout.count("GPU ") >= 2:
+            config.available_features.add("cuda-2-devices")

@@ -2,6 +2,9 @@
 #include "runtime/schedule.h"
 
 #include <algorithm>
+#include <map>
+#include <tuple>
+#include <vector>
 #include <string>
 #include <utility>
 
@@ -137,6 +140,53 @@ TEST(Validate, InterleavedAnyMicrobatchCount) {
       for (int v = 2; v <= 4; ++v)
         EXPECT_NO_THROW(validate(make_schedule(ScheduleKind::interleaved, p, m, v)))
             << "p=" << p << " m=" << m << " v=" << v;
+}
+
+// A communicator without tags (NCCL) matches the messages from one device to
+// another in the order they are sent; the runtime posts each step's
+// receives in receive_order. The two orders agree for every pair, and every
+// receive is posted once.
+TEST(ReceiveOrder, MessagesBetweenTwoDevicesArriveInTheOrderPosted) {
+  for (ScheduleKind kind : kAllKinds) {
+    const int max_v = kind == ScheduleKind::interleaved ? 4 : 1;
+    for (int p = 2; p <= 8; ++p)
+      for (int m = 1; m <= 16; ++m)
+        for (int v = 1; v <= max_v; ++v) {
+          SCOPED_TRACE(fmt::format("{} p={} m={} v={}", schedule_kind_name(kind), p, m, v));
+          const Schedule s = make_schedule(kind, p, m, v);
+          // Per (from, to): the messages as (receiving stage, gradients?, micro-batch).
+          std::map<std::pair<int, int>, std::vector<std::tuple<int, bool, int>>> sent, posted;
+          for (int d = 0; d < p; ++d) {
+            const std::vector<Action>& list = s.per_device[static_cast<size_t>(d)];
+            for (const Action& a : list) {
+              if (a.kind == ActionKind::send_act) sent[{d, a.peer}].emplace_back(a.stage + 1, false, a.microbatch);
+              if (a.kind == ActionKind::send_grad) sent[{d, a.peer}].emplace_back(a.stage - 1, true, a.microbatch);
+            }
+            const std::vector<size_t> order = receive_order(s, d);
+            EXPECT_EQ(order.size(), static_cast<size_t>(std::count_if(list.begin(), list.end(), [](const Action& a) {
+                        return a.kind == ActionKind::recv_act || a.kind == ActionKind::recv_grad;
+                      })));
+            for (size_t k : order) {
+              const Action& a = list.at(k);
+              posted[{a.peer, d}].emplace_back(a.stage, a.kind == ActionKind::recv_grad, a.microbatch);
+            }
+          }
+          EXPECT_EQ(sent, posted);
+        }
+  }
+}
+
+// Interleaved on 2 devices with 5 micro-batches: a device receives from the
+// other (its only sender) in another order than the other sends, so
+// receive_order is not the list's order there.
+TEST(ReceiveOrder, DiffersFromTheListWhereTheSenderOrdersOtherwise) {
+  const Schedule s = make_schedule(ScheduleKind::interleaved, 2, 5, 2);
+  bool differs = false;
+  for (int d = 0; d < 2; ++d) {
+    const std::vector<size_t> order = receive_order(s, d);
+    differs = differs || !std::is_sorted(order.begin(), order.end());
+  }
+  EXPECT_TRUE(differs);
 }
 
 TEST(Simulate, GPipeMatchesTheory) {
