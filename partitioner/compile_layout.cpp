@@ -55,7 +55,7 @@ PricedModel price_model(Module model, const DimBinding& micro, const Hardware& h
   const Function& graph = model.graph();
   const DeviceProfile& profile = hardware.profile;
   OpTimer timer = [&](const Function& f, const Op& op, const OpCost& cost) {
-    return estimate_timing(profile, op_timing_key(f, op, micro), cost, OpCost{2 * cost.flops, 2 * cost.bytes});
+    return estimate_op_timing(profile, f, op, micro, cost);
   };
   // Activations as the stages hold them: what the backward reads, in the
   // dtype the stages store (bf16 on CUDA stages computing in it).

@@ -27,6 +27,9 @@ struct Builtin {
   double bandwidth;         // bytes/s
   double memory_gib;
   double launch_s;
+  // Fused attention's arithmetic, forward and backward, as a fraction of the
+  // fp32 matmul rate.
+  double attention_fp32, attention_grad_fp32;
 };
 
 constexpr Builtin kBuiltins[] = {
@@ -35,14 +38,19 @@ constexpr Builtin kBuiltins[] = {
     // core. Its AVX-512 kernel reaches about 200, but only when forced with
     // OPENBLAS_CORETYPE, so the default run is what we price. No tf32 or
     // bf16 GEMM is used on the CPU. One core streams about 10 GB/s; a CPU
-    // device gets 8 GiB; dispatching an op costs about 2 us.
-    {"cpu", "cpu", 100e9, 0, 0, 10e9, 8, 2e-6},
+    // device gets 8 GiB; dispatching an op costs about 2 us. Fused attention
+    // (64 x 64 tiles, head size 64, causal) ran at 0.34 (forward) and 0.44
+    // (backward) of the GEMMs' rate beside them (`pipeforge profile` of a
+    // GPT at T = 128 on an AMD EPYC Zen 5: 61 and 85 GFLOP/s against 180-190).
+    {"cpu", "cpu", 100e9, 0, 0, 10e9, 8, 2e-6, 0.35, 0.45},
     // A100 SXM 80 GB: 19.5 TFLOP/s fp32 (no tensor cores), 156 tf32 and 312
     // bf16 on tensor cores (dense, no sparsity); HBM2e at about 2.0 TB/s.
-    {"a100", "cuda", 19.5e12, 156e12, 312e12, 2.0e12, 80, 5e-6},
+    // The fused attention kernels run on CUDA cores, not tensor cores: priced
+    // at half the fp32 rate until measured on the device.
+    {"a100", "cuda", 19.5e12, 156e12, 312e12, 2.0e12, 80, 5e-6, 0.5, 0.5},
     // H100 SXM: 67 TFLOP/s fp32, 495 tf32 and 989 bf16 (dense); HBM3 at
     // 3.35 TB/s.
-    {"h100", "cuda", 67e12, 495e12, 989e12, 3.35e12, 80, 5e-6},
+    {"h100", "cuda", 67e12, 495e12, 989e12, 3.35e12, 80, 5e-6, 0.5, 0.5},
 };
 
 constexpr std::string_view kPrecisions[] = {"fp32", "tf32", "bf16"};
@@ -84,12 +92,22 @@ DeviceProfile builtin_profile(std::string_view name, std::string_view precision)
   p.bandwidth = found->bandwidth;
   p.memory_bytes = static_cast<int64_t>(found->memory_gib * kGiB);
   p.launch_s = found->launch_s;
+  p.efficiency[std::string(op_name(OpKind::attention))] = found->attention_fp32 * found->fp32 / rate;
+  p.efficiency[std::string(op_name(OpKind::attention_grad))] = found->attention_grad_fp32 * found->fp32 / rate;
   return p;
 }
 
 double op_time(const DeviceProfile& profile, int64_t flops, int64_t bytes) {
   if (flops == 0 && bytes == 0) return 0;
   return std::max(static_cast<double>(flops) / profile.flops, static_cast<double>(bytes) / profile.bandwidth) +
+         profile.launch_s;
+}
+
+double op_time(const DeviceProfile& profile, OpKind kind, int64_t flops, int64_t bytes) {
+  if (flops == 0 && bytes == 0) return 0;
+  const auto it = profile.efficiency.find(op_name(kind));
+  const double rate = profile.flops * (it == profile.efficiency.end() ? 1.0 : it->second);
+  return std::max(static_cast<double>(flops) / rate, static_cast<double>(bytes) / profile.bandwidth) +
          profile.launch_s;
 }
 
@@ -143,6 +161,16 @@ OpTiming estimate_timing(const DeviceProfile& profile, const std::string& key, O
   return {op_time(profile, forward.flops, forward.bytes), op_time(profile, backward.flops, backward.bytes)};
 }
 
+OpTiming estimate_op_timing(const DeviceProfile& profile, const Function& f, const Op& op, const DimBinding& binding,
+                            const OpCost& forward) {
+  if (std::optional<OpTiming> t = find_timing(profile, op_timing_key(f, op, binding))) return *t;
+  if (op.kind == OpKind::attention)
+    return {op_time(profile, op.kind, forward.flops, forward.bytes),
+            op_time(profile, OpKind::attention_grad, forward.flops * 5 / 2, 2 * forward.bytes)};
+  return {op_time(profile, op.kind, forward.flops, forward.bytes),
+          op_time(profile, op.kind, 2 * forward.flops, 2 * forward.bytes)};
+}
+
 // ---------------------------------------------------------------------------
 // Files.
 
@@ -189,6 +217,7 @@ std::string profile_to_json(const DeviceProfile& profile) {
         {"concurrent", profile.concurrent}}},
       {"ops", ops},
   };
+  if (!profile.efficiency.empty()) doc["device"]["efficiency"] = profile.efficiency;
   return format_json(doc);
 }
 
@@ -199,7 +228,7 @@ DeviceProfile profile_from_json(const std::string& text, const std::string& path
   r.expect_keys(doc, "", {"format", "version", "device", "ops"});
   const Json& d = r.object(doc, "", "device");
   r.expect_keys(d, "device", {"name", "kind", "precision", "flops", "bandwidth", "memory_bytes", "launch_s"},
-                {"concurrent"});
+                {"concurrent", "efficiency"});
   DeviceProfile p;
   p.path = path;
   p.name = r.string(d, "device", "name");
@@ -215,6 +244,13 @@ DeviceProfile profile_from_json(const std::string& text, const std::string& path
   p.memory_bytes = r.integer(d, "device", "memory_bytes", 1);
   p.launch_s = r.number(d, "device", "launch_s", 0);
   if (d.contains("concurrent")) p.concurrent = static_cast<int>(r.integer(d, "device", "concurrent", 1, 1 << 16));
+  if (d.contains("efficiency")) {
+    const Json& e = r.object(d, "device", "efficiency");
+    for (const auto& [name, value] : e.items()) {
+      if (!find_op(name)) r.fail(fmt::format("device.efficiency names no op: '{}'", name));
+      p.efficiency[name] = positive(r, e, "device.efficiency", name);
+    }
+  }
   const Json& ops = r.array(doc, "", "ops");
   std::map<std::string, size_t> first;  // key -> index of the entry that has it
   for (size_t i = 0; i < ops.size(); ++i) {

@@ -37,6 +37,10 @@ struct DeviceProfile {
   /// profile --concurrent`): above 1, the times include what stages side by
   /// side on one machine cost each other.
   int concurrent = 1;
+  /// Per op name: the fraction of `flops` its arithmetic reaches where its
+  /// kernel runs below the matmul rate (fused attention's tiles of a few
+  /// dozen columns, its exps); 1 for any op not listed.
+  std::map<std::string, double, std::less<>> efficiency;
   std::map<std::string, OpTiming> measured;  // keyed by op_timing_key()
   std::string path;                          // the file it was loaded from; "" for a built-in profile
 };
@@ -56,6 +60,9 @@ DeviceProfile builtin_profile(std::string_view name, std::string_view precision 
 /// launch overhead. An op that does neither (a parameter read, a view) costs
 /// nothing: no kernel runs.
 double op_time(const DeviceProfile& profile, int64_t flops, int64_t bytes);
+/// The same for an op of `kind`: its arithmetic at the profile's efficiency
+/// for that kind.
+double op_time(const DeviceProfile& profile, OpKind kind, int64_t flops, int64_t bytes);
 
 /// The key measured times are stored under: the op's name, its operand
 /// types and its attributes as canonical text, e.g.
@@ -74,6 +81,13 @@ OpTiming require_timing(const DeviceProfile& profile, const std::string& key);
 /// The measured timing under `key` when the profile has one, else the
 /// roofline of the forward and backward costs.
 OpTiming estimate_timing(const DeviceProfile& profile, const std::string& key, OpCost forward, OpCost backward);
+/// The timing of `op` of `f` (forward cost `forward` under `binding`): as
+/// measured, or else its roofline with the backward estimated from the
+/// forward: twice its work (an input and a weight gradient), except for
+/// attention, whose gradient recomputes the scores (five products against
+/// the forward's two) at attention_grad's efficiency.
+OpTiming estimate_op_timing(const DeviceProfile& profile, const Function& f, const Op& op, const DimBinding& binding,
+                            const OpCost& forward);
 
 /// A profile as JSON:
 ///   {"format": "pipeforge-profile", "version": 1,

@@ -58,25 +58,21 @@ const void* StageProgram::result(int i) const { return programs_->forward().outp
 TensorType StageProgram::result_type(int i) const { return programs_->forward().output_type(i); }
 
 void StageProgram::run_into_grads(cpu::Executor& e, int first_param, bool overwrite_grads) {
-  // Rebinding moves a kernel's writes (not only a final copy), so it is done
-  // only when the mode changes, not per micro-batch.
-  if (overwrite_grads != grads_bound_) {
-    for (size_t p = 0; p < grad_targets_.size(); ++p) {
-      float* target = overwrite_grads ? grad_targets_[p]->grad.data() : nullptr;
-      e.bind_output(first_param + static_cast<int>(p), target);
-    }
-    grads_bound_ = overwrite_grads;
+  // The gradients are written straight into the parameter set's buffers: the
+  // first micro-batch of a step overwrites them, later ones add (in the GEMM
+  // itself where it can). Binding and mode change only between steps.
+  GradMode& mode = grad_modes_[&e];
+  if (!mode.bound) {
+    for (size_t p = 0; p < grad_targets_.size(); ++p)
+      e.bind_output(first_param + static_cast<int>(p), grad_targets_[p]->grad.data());
+    mode.bound = true;
+  }
+  if (mode.accumulating == overwrite_grads) {
+    for (size_t p = 0; p < grad_targets_.size(); ++p)
+      e.accumulate_output(first_param + static_cast<int>(p), !overwrite_grads);
+    mode.accumulating = !overwrite_grads;
   }
   e.run();
-  if (overwrite_grads) return;
-  for (size_t p = 0; p < grad_targets_.size(); ++p) {
-    const float* g = static_cast<const float*>(e.output(first_param + static_cast<int>(p)));
-    float* acc = grad_targets_[p]->grad.data();
-    const auto n = static_cast<int64_t>(grad_targets_[p]->grad.size());
-    cpu::parallel_for(n, cpu::kElementwiseGrain, [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) acc[i] += g[i];
-    });
-  }
 }
 
 void StageProgram::backward(int slot_index, std::span<const void* const> seeds, bool overwrite_grads) {

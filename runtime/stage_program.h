@@ -4,6 +4,7 @@
 #pragma once
 
 #include <deque>
+#include <map>
 #include <memory>
 #include <optional>
 #include <span>
@@ -117,7 +118,13 @@ class StageProgram final : public StageRunner {
   std::unique_ptr<StageExecutors<cpu::Executor>> programs_;
   std::vector<std::vector<std::byte>> stash_;       // per slot: the stash, then the deferred values
   std::vector<ParameterSet::Entry*> grad_targets_;  // per backward parameter result
-  bool grads_bound_ = false;                        // parameter results bound to grad_targets_' buffers
+  /// Per backward executor: its parameter results bound to grad_targets_'
+  /// buffers, and whether its runs add into them.
+  struct GradMode {
+    bool bound = false;
+    bool accumulating = false;
+  };
+  std::map<const cpu::Executor*, GradMode> grad_modes_;
   std::deque<std::vector<std::byte>> buffers_;      // allocate()'s
   std::deque<float> scalars_;                       // scalar()'s
 

@@ -31,7 +31,7 @@ Priced price_ops(const Function& f, const DimBinding& binding, const DeviceProfi
   Priced out;
   for (const Op& op : f.ops) {
     const OpCost cost = op_cost(f, op, binding);
-    const double roofline = op_time(profile, cost.flops, cost.bytes);
+    const double roofline = op_time(profile, op.kind, cost.flops, cost.bytes);
     const std::optional<OpTiming> measured =
         profile.measured.empty() ? std::nullopt : find_timing(profile, op_timing_key(f, op, binding));
     out.seconds += measured ? measured->forward_s : roofline;
@@ -64,9 +64,8 @@ StagePrice price_stage(const Module& program, const PlanStage& stage, const DimB
   // activations included); whether the profile measured every op.
   bool all_measured = !profile.measured.empty();
   const OpTimer timer = [&](const Function& f, const Op& op, const OpCost& cost) {
-    const std::string key = op_timing_key(f, op, binding);
-    if (!op.operands.empty() && !find_timing(profile, key)) all_measured = false;
-    return estimate_timing(profile, key, cost, OpCost{2 * cost.flops, 2 * cost.bytes});
+    if (!op.operands.empty() && !find_timing(profile, op_timing_key(f, op, binding))) all_measured = false;
+    return estimate_op_timing(profile, f, op, binding, cost);
   };
   CostGraphOptions cgo;
   if (stage.gradients) cgo.grad_args = stage.gradients->input_grads;
@@ -111,7 +110,7 @@ StagePrice share_per_gpu(StagePrice price, const Module& program, const PlanStag
   if (share.tensor_parallel <= 1 && share.activation_bytes <= 0) return price;
   const Function& graph = program.graph();
   const OpTimer timer = [&](const Function& f, const Op& op, const OpCost& cost) {
-    return estimate_timing(profile, op_timing_key(f, op, binding), cost, OpCost{2 * cost.flops, 2 * cost.bytes});
+    return estimate_op_timing(profile, f, op, binding, cost);
   };
   // The stage's cost graph whole and as one GPU holds it; their ratios
   // scale what price_stage found from the program itself.

@@ -29,6 +29,8 @@ struct CompiledFunction::State {
     bool caller = false;    // planned outside the arena: must be bound before a run
     void* bound = nullptr;  // the caller's buffer, if bound
     void* own = nullptr;    // executor-owned bytes used when not bound (nullptr for caller outputs)
+    bool accumulate = false;    // runs add it into `bound` (accumulate_output)
+    bool added_at_end = false;  // ... after the last call, rather than by its kernel
   };
   /// A `param` op: its result is bound by the caller, by name.
   struct Param {
@@ -67,6 +69,8 @@ struct CompiledFunction::State {
   std::vector<const void*> in_ptrs;
   std::vector<void*> out_ptrs;
   std::vector<std::vector<size_t>> in_slots, out_slots;  // per root: its positions in in_ptrs / out_ptrs
+  std::vector<int> writer;                               // per root: the call writing it, or -1
+  std::vector<bool> call_accumulates;                    // per call: its kernel can add into its result
   std::vector<OpAttrs> attrs;                            // per call
   std::vector<KernelArgs> kernel_args;                   // per call, built once the arrays are final
 
@@ -105,6 +109,10 @@ struct CompiledFunction::State {
     return args[i];
   }
 
+  /// Where result `r`'s producer writes and whether its kernel adds, from
+  /// its binding and accumulation; for a directly written result.
+  void route(Result& r);
+
   void describe(const Function& f, DType float_dtype);
   /// The first return of a value an op computes is written in place;
   /// arguments, parameters and repeats are copied.
@@ -130,6 +138,7 @@ CompiledFunction::CompiledFunction(const Function& f, std::string_view backend, 
   s.lay_out_results(f, options.caller_outputs);
   s.in_slots.resize(f.values.size());
   s.out_slots.resize(f.values.size());
+  s.writer.assign(f.values.size(), -1);
 }
 
 void CompiledFunction::State::describe(const Function& f, DType float_dtype) {
@@ -219,10 +228,16 @@ void CompiledFunction::add_call(const Op& op, int index, OpKind kind, std::span<
     s.in_ptrs.push_back(nullptr);
   }
   for (ValueId r : results) {
+    s.writer[s.root[r]] = static_cast<int>(s.calls.size() - 1);
     s.out_slots[s.root[r]].push_back(s.out_ptrs.size());  // e.g. a fused product writes its add's bytes
     s.out_types.push_back(s.type[r]);
     s.out_ptrs.push_back(nullptr);
   }
+}
+
+void CompiledFunction::mark_accumulating(size_t k) {
+  s_->call_accumulates.resize(s_->calls.size(), false);
+  s_->call_accumulates.at(k) = true;
 }
 
 void CompiledFunction::place(const MemoryPlan& plan, const std::function<std::byte*(int64_t bytes)>& allocate) {
@@ -290,7 +305,16 @@ size_t CompiledFunction::num_copied() const { return s_->copied.size(); }
 
 CompiledFunction::Copy CompiledFunction::copied(size_t i) const {
   const State::Result& r = s_->results[static_cast<size_t>(s_->copied[i])];
+  if (r.accumulate) return {nullptr, nullptr, 0};  // added instead
   return {r.bound ? r.bound : r.own, s_->ptr[r.value], static_cast<size_t>(s_->type[r.value].bytes())};
+}
+
+size_t CompiledFunction::num_added() const { return s_->results.size(); }
+
+CompiledFunction::Added CompiledFunction::added(size_t i) const {
+  const State::Result& r = s_->results[i];
+  if (!r.accumulate || (r.direct && !r.added_at_end)) return {nullptr, nullptr, nullptr};
+  return {r.bound, s_->ptr[r.value], &s_->type[r.value]};
 }
 
 Error CompiledFunction::compile_error(int op, const Error& cause) const {
@@ -331,14 +355,45 @@ const TensorType& CompiledFunction::input_type(int arg) const { return s_->type[
 
 void CompiledFunction::bind_output(int result, void* data) {
   State::Result& r = s_->results[s_->result_index(result)];
+  if (r.accumulate && !data)
+    throw Error(fmt::format("{} executor: @{}: result {} is accumulated into its buffer and cannot be unbound",
+                            s_->backend, s_->function_name, result));
   r.bound = data;
   // A directly written result moves its producer's writes (and its readers)
   // to the caller's buffer; a copied one only changes where the copy goes.
-  if (r.direct) s_->set_storage(r.value, data ? data : r.own);
+  if (r.direct) s_->route(r);
+}
+
+void CompiledFunction::accumulate_output(int result, bool on) {
+  State& s = *s_;
+  State::Result& r = s.results[s.result_index(result)];
+  auto refuse = [&](std::string_view why) {
+    return Error(fmt::format("{} executor: @{}: result {} (%{}) cannot be accumulated: {}", s.backend,
+                             s.function_name, result, s.value_name[r.value], why));
+  };
+  if (on && !r.bound) throw refuse("it is not bound");
+  if (on && !is_float(s.type[r.value].dtype)) throw refuse("it is no float");
+  if (on && r.caller) throw refuse("it is left to the caller");
+  r.accumulate = on;
+  if (r.direct) s.route(r);
+}
+
+void CompiledFunction::State::route(Result& r) {
+  const ValueId v = r.value;
+  const int k = writer[root[v]];
+  // The kernel adds into the caller's buffer only where it alone touches
+  // those bytes: a later reader would see the running sum.
+  const bool in_kernel = r.accumulate && k >= 0 && static_cast<size_t>(k) < call_accumulates.size() &&
+                         call_accumulates[k] && root[v] == v && members[v].size() == 1 && in_slots[v].empty() &&
+                         calls[k].out_count == 1;
+  if (k >= 0 && static_cast<size_t>(k) < kernel_args.size()) kernel_args[k].accumulate = in_kernel;
+  r.added_at_end = r.accumulate && !in_kernel;
+  set_storage(v, r.bound && !r.added_at_end ? r.bound : r.own);
 }
 
 const void* CompiledFunction::output(int result) const {
   const State::Result& r = s_->results[s_->result_index(result)];
+  if (r.accumulate) return r.bound;  // the sum so far
   if (r.direct) return s_->ptr[r.value];
   return r.bound ? r.bound : r.own;
 }

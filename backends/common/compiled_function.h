@@ -83,6 +83,16 @@ class CompiledFunction {
   /// except for a caller output, which must be bound again before a run.
   void bind_output(int result, void* data);
 
+  /// With `on`, the next runs add result `result` into the buffer bound to
+  /// it instead of overwriting it (gradients summed over micro-batches);
+  /// with `off`, they overwrite it again. Where the op computing the result
+  /// can add as it writes (a GEMM with beta = 1: mark_accumulating) and
+  /// nothing else reads it, its kernel adds into the buffer; otherwise the
+  /// result is computed in the executor's memory and added at the end of
+  /// the run. Throws pf::Error for a result that is not bound, is no float,
+  /// or is left to the caller.
+  void accumulate_output(int result, bool on);
+
   /// Result `result` of the last run: the bound buffer, or executor-owned
   /// memory valid until the next run.
   const void* output(int result) const;
@@ -181,6 +191,10 @@ class CompiledFunction {
       throw run_error(k, e.what());
     }
   }
+  /// Call k's kernel can add its result into the bytes it writes rather
+  /// than overwrite them, when KernelArgs::accumulate says so (see
+  /// accumulate_output). Called while compiling, after add_call(k).
+  void mark_accumulating(size_t k);
   /// Calls copy(dst, src, bytes) for each result the run copies at its end
   /// (pass-through and repeated results) and that is not already in place.
   template <class F>
@@ -188,6 +202,15 @@ class CompiledFunction {
     for (size_t i = 0; i < num_copied(); ++i) {
       const Copy c = copied(i);
       if (c.bytes > 0 && c.dst != c.src) copy(c.dst, c.src, c.bytes);
+    }
+  }
+  /// Calls add(dst, src, type) for each accumulated result that the run adds
+  /// at its end (accumulate_output): dst += src, element by element.
+  template <class F>
+  void for_each_added(F&& add) const {
+    for (size_t i = 0; i < num_added(); ++i) {
+      const Added a = added(i);
+      if (a.type) add(a.dst, a.src, *a.type);
     }
   }
   bool profiling() const;
@@ -200,8 +223,15 @@ class CompiledFunction {
     const void* src;
     size_t bytes;
   };
+  struct Added {
+    void* dst;
+    const void* src;
+    const TensorType* type;
+  };
   size_t num_copied() const;
   Copy copied(size_t i) const;
+  size_t num_added() const;
+  Added added(size_t i) const;
   Error compile_error(int op, const Error& cause) const;
   Error run_error(size_t k, std::string_view cause) const;
 

@@ -12,13 +12,16 @@ namespace pf::backend {
 /// buffers with their concrete types (host memory on the CPU, the device's
 /// memory on a GPU), and the op's evaluated attributes. Results are
 /// preallocated by the caller; a kernel overwrites every element and never
-/// reads what was there before.
+/// reads what was there before, unless `accumulate` is set: then it adds
+/// its result to what is there (only kernels an executor marked as able to
+/// see it set).
 struct KernelArgs {
   std::span<const TensorType> in_types;
   std::span<const void* const> in;  // operands, contiguous row-major
   std::span<const TensorType> out_types;
   std::span<void* const> out;  // results, preallocated, contiguous
   const OpAttrs& attrs;
+  bool accumulate = false;
 };
 
 }  // namespace pf::backend

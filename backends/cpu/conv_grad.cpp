@@ -45,7 +45,8 @@ void conv2d_grad_input(const KernelArgs& args) {
 
 // g: (N, O, OH, OW), x: (N, C, H, W) -> dw: (O, C/groups, kh, kw) of
 // attribute weight_shape. Per group, dw_g (O/groups, K) is the sum over the
-// images of g_g (O/groups, OH*OW) x col^T (OH*OW, K), accumulated by BLAS.
+// images of g_g (O/groups, OH*OW) x col^T (OH*OW, K), accumulated by BLAS
+// (into what dw holds when the kernel is asked to accumulate).
 template <class T>
 void conv2d_grad_weight(const KernelArgs& args) {
   const Shape &gs = args.in_types[0].shape, &xs = args.in_types[1].shape, &ws = args.out_types[0].shape;
@@ -56,7 +57,7 @@ void conv2d_grad_weight(const KernelArgs& args) {
   const int64_t n = xs[0], c = xs[1], o = ws[0], og = o / groups;
   const ConvGeometry g = conv_geometry(xs, ws, gs, args.attrs);
   const int64_t k = g.rows(), plane = g.plane();
-  std::fill_n(dw, args.out_types[0].numel(), T(0));  // no images: no gradient
+  if (!args.accumulate) std::fill_n(dw, args.out_types[0].numel(), T(0));  // no images: no gradient
   if (args.out_types[0].numel() == 0) return;
   const bool direct = g.direct();
   T* col = direct ? nullptr : static_cast<T*>(scratch(static_cast<size_t>(k * plane) * sizeof(T)));

@@ -42,10 +42,11 @@ void embedding(const KernelArgs& args) {
 }
 
 // The adjoint of gather: every row of g is added into the row of its id, so
-// an id that repeats collects the sum of its rows; rows no id names stay 0.
+// an id that repeats collects the sum of its rows; rows no id names stay 0
+// (or, accumulating, as they were).
 template <class T, class Id>
-void scatter_add(const T* g, int64_t c, const Id* ids, int64_t n, int64_t vocab, T* table) {
-  std::fill_n(table, vocab * c, T(0));
+void scatter_add(const T* g, int64_t c, const Id* ids, int64_t n, int64_t vocab, bool accumulate, T* table) {
+  if (!accumulate) std::fill_n(table, vocab * c, T(0));
   for (int64_t i = 0; i < n; ++i) {
     T* row = table + checked_id("embedding_grad", ids, i, vocab) * c;
     const T* gr = g + i * c;
@@ -61,9 +62,9 @@ void embedding_grad(const KernelArgs& args) {
   const int64_t n = args.in_types[1].numel();
   auto* table = static_cast<T*>(args.out[0]);
   if (args.in_types[1].dtype == DType::i32)
-    scatter_add(g, c, static_cast<const int32_t*>(args.in[1]), n, vocab, table);
+    scatter_add(g, c, static_cast<const int32_t*>(args.in[1]), n, vocab, args.accumulate, table);
   else
-    scatter_add(g, c, static_cast<const int64_t*>(args.in[1]), n, vocab, table);
+    scatter_add(g, c, static_cast<const int64_t*>(args.in[1]), n, vocab, args.accumulate, table);
 }
 
 }  // namespace

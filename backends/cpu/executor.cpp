@@ -28,6 +28,22 @@ struct ArenaDeleter {
 };
 using ArenaPtr = std::unique_ptr<std::byte, ArenaDeleter>;
 
+/// The kernels that honour KernelArgs::accumulate: GEMMs add their product
+/// with beta = 1 (a weight's gradient summed over micro-batches costs no
+/// pass of its own), a scatter-add skips clearing its table.
+bool adds_into_result(OpKind kind) {
+  return kind == OpKind::matmul || kind == OpKind::conv2d_grad_weight || kind == OpKind::embedding_grad;
+}
+
+template <class T>
+void add_into(void* dst, const void* src, int64_t n) {
+  auto* d = static_cast<T*>(dst);
+  const auto* s = static_cast<const T*>(src);
+  parallel_for(n, kElementwiseGrain, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) d[i] += s[i];
+  });
+}
+
 }  // namespace
 
 struct Executor::Impl {
@@ -69,6 +85,7 @@ Executor::Executor(const Function& f, const DimBinding& binding, DType float_dty
     std::vector<ValueId> operands = op.operands;
     if (bias_of[i] >= 0) operands.push_back(bias_of[i]);
     add_call(op, index, op.kind, operands, op.results, binding);
+    if (adds_into_result(op.kind) && bias_of[i] < 0) mark_accumulating(impl_->calls.size());
     impl_->calls.push_back({kernel, paired_with_next[i]});
   }
 
@@ -130,6 +147,12 @@ void Executor::run() {
     if (profiling()) record(k, seconds);
   }
   for_each_copy([](void* dst, const void* src, size_t bytes) { std::memcpy(dst, src, bytes); });
+  for_each_added([](void* dst, const void* src, const TensorType& type) {
+    if (type.dtype == DType::f64)
+      add_into<double>(dst, src, type.numel());
+    else
+      add_into<float>(dst, src, type.numel());
+  });
 }
 
 }  // namespace pf::cpu

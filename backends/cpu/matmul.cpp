@@ -11,10 +11,22 @@ namespace pf::cpu {
 
 namespace {
 
+// C = bias + op(A) op(B), or, for a kernel asked to accumulate (never with a
+// bias), C += op(A) op(B).
+template <class T>
+void product(bool accumulate, bool ta, bool tb, int64_t m, int64_t n, int64_t k, const T* a, int64_t lda, const T* b,
+             int64_t ldb, const T* bias, T* c, int64_t ldc) {
+  if (accumulate)
+    gemm_accumulate(ta, tb, m, n, k, a, lda, b, ldb, c, ldc);
+  else
+    gemm_bias(ta, tb, m, n, k, a, lda, b, ldb, bias, c, ldc);
+}
+
 // a: [...a, M, K] ([..., K, M] with transpose_a), b: [...b, K, N] ([..., N, K]
 // with transpose_b), result: [broadcast(...a, ...b), M, N]. A third operand,
 // bias [N], is the executor's fusion of a following add (fusion.h): it starts
-// every row of the result.
+// every row of the result. Asked to accumulate, the product is added to the
+// result (beta = 1).
 template <class T>
 void matmul(const KernelArgs& args) {
   const TensorType &ta_type = args.in_types[0], &tb_type = args.in_types[1];
@@ -41,7 +53,7 @@ void matmul(const KernelArgs& args) {
   // of [batches * M, K] x [K, N] (a linear layer on [B, T, C]), which BLAS
   // runs far better than many small ones.
   if (TensorType{tb_type.dtype, batch_b}.numel() == 1 && !ta) {
-    gemm_bias(false, tb, batches * m, n, k, a, lda, b, ldb, bias, c, n);
+    product(args.accumulate, false, tb, batches * m, n, k, a, lda, b, ldb, bias, c, n);
     return;
   }
 
@@ -57,8 +69,8 @@ void matmul(const KernelArgs& args) {
   // Whole matrices per thread: small GEMMs split no further.
   parallel_for(batches, 1, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i)
-      gemm_bias(ta, tb, m, n, k, a + offsets[i].first * size_a, lda, b + offsets[i].second * size_b, ldb, bias,
-                c + i * size_c, n);
+      product(args.accumulate, ta, tb, m, n, k, a + offsets[i].first * size_a, lda, b + offsets[i].second * size_b,
+              ldb, bias, c + i * size_c, n);
   });
 }
 

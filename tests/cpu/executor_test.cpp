@@ -303,6 +303,82 @@ TEST(Executor, BoundIntermediateResultIsReadFromTheCallerBuffer) {
   EXPECT_NEAR(read<double>(ex, 0)[0], loss, 1e-14);
 }
 
+// Gradients as a backward program returns them: a GEMM's (%dw, added by the
+// GEMM itself), a scatter-add's (%dt, also by its kernel), a bias gradient
+// (%db: sum_to cannot add, so the run adds it at its end), a product that a
+// later op reads (%p: its kernel must not write the running sum), and a
+// pass-through (%x, copied results are added too).
+const char* kGradients = R"(
+graph @grads(%x: f32[2,3], %g: f32[2,4], %ids: i32[2]) -> (f32[3,4], f32[5,4], f32[4], f32[2,4], f32[2,4], f32[2,3]) {
+  %dw = matmul %x, %g transpose_a=true : f32[3,4]
+  %dt = embedding_grad %g, %ids rows=5 : f32[5,4]
+  %db = sum_to %g shape=[4] : f32[4]
+  %w = param init=zeros : f32[3,4]
+  %p = matmul %x, %w : f32[2,4]
+  %q = relu %p : f32[2,4]
+  return %dw, %dt, %db, %p, %q, %x
+}
+)";
+
+TEST(Executor, AccumulatedOutputsAddEachRunIntoTheirBuffers) {
+  Module m = verified_module(kGradients);
+  Executor ex(m.graph(), m.binding(), DType::f64);
+  std::vector<double> x = {1, 2, 0, 0, 1, -1}, g = {1, -2, 0.5, 3, 0, 1, -1, 2}, w(12);
+  for (size_t i = 0; i < w.size(); ++i) w[i] = static_cast<double>(i) - 5;
+  std::vector<int32_t> ids = {3, 3};
+  ex.bind_input(0, x.data());
+  ex.bind_input(1, g.data());
+  ex.bind_input(2, ids.data());
+  ex.bind_param("w", w.data());
+  ex.run();
+  std::vector<std::vector<double>> once;
+  for (int r = 0; r < 6; ++r) once.push_back(read<double>(ex, r));
+  EXPECT_EQ(once[1][12], 1.0);  // both ids are 3: row 3 holds g's two rows summed
+  EXPECT_EQ(once[1][0], 0.0);
+
+  // Buffers that start at 100: two accumulated runs add twice the values
+  // (and %q, relu of %p, read %p's own value, not the running sum).
+  std::vector<std::vector<double>> acc;
+  for (int r = 0; r < 6; ++r) acc.emplace_back(once[static_cast<size_t>(r)].size(), 100.0);
+  for (int r = 0; r < 6; ++r) {
+    ex.bind_output(r, acc[static_cast<size_t>(r)].data());
+    ex.accumulate_output(r, true);
+  }
+  ex.run();
+  ex.run();
+  for (size_t r = 0; r < 6; ++r) {
+    std::vector<double> want = once[r];
+    for (double& v : want) v = 100 + 2 * v;
+    EXPECT_EQ(acc[r], want) << "result " << r;
+    EXPECT_EQ(ex.output(static_cast<int>(r)), acc[r].data());
+  }
+
+  // Switched off, the next run overwrites.
+  for (int r = 0; r < 6; ++r) ex.accumulate_output(r, false);
+  ex.run();
+  for (size_t r = 0; r < 6; ++r) EXPECT_EQ(acc[r], once[r]) << "result " << r;
+}
+
+TEST(Executor, OnlyBoundFloatResultsAccumulate) {
+  Module m = verified_module(kGradients);
+  Executor ex(m.graph(), m.binding(), DType::f32);
+  try {
+    ex.accumulate_output(0, true);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.message(), "cpu executor: @grads: result 0 (%dw) cannot be accumulated: it is not bound");
+  }
+  std::vector<float> dw(12);
+  ex.bind_output(0, dw.data());
+  ex.accumulate_output(0, true);
+  try {
+    ex.bind_output(0, nullptr);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.message(), "cpu executor: @grads: result 0 is accumulated into its buffer and cannot be unbound");
+  }
+}
+
 TEST(Executor, CallerOutputsCostNoArenaBytes) {
   const char* text = R"(
 graph @g(%x: f32[16,16]) -> (f32[16,16], f32[16,16]) {

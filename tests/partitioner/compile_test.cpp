@@ -21,8 +21,10 @@ Module example(const char* name) {
 // With the attention fused, a block's forward is 129 GFLOP per batch of 8
 // and the tied head's 636: the head alone is more than a quarter of the
 // work, so no cut into 4 stages comes within 5% of perfect balance. The DP
-// gives the head a stage of its own, which sets the period.
-TEST(Compile, Gpt2SmallOnFourDevicesIsBoundOnlyByItsHead) {
+// gives the head a stage of its own and the twelve blocks three of four;
+// priced at its kernel's rate, attention makes a block stage (not the head)
+// the slowest, by under 2%.
+TEST(Compile, Gpt2SmallOnFourDevicesGivesTheHeadAStageOfItsOwn) {
   Module m = example("gpt.pf");
   DimBinding b = m.binding();
   CompileOptions o;
@@ -31,10 +33,12 @@ TEST(Compile, Gpt2SmallOnFourDevicesIsBoundOnlyByItsHead) {
   CompileResult r = compile_plan(std::move(m), b, "gpt.pf", o);
   ASSERT_EQ(r.plan.stages.size(), 4u);
   EXPECT_LT(r.chosen.imbalance_pct, 12.0);
+  EXPECT_EQ(r.plan.stages.back().layers, std::vector<std::string>{"head"});
   double slowest = 0;
   for (const StagePlan& s : r.chosen.stages) slowest = std::max(slowest, s.time_s);
-  EXPECT_EQ(slowest, r.chosen.stages.back().time_s);
-  EXPECT_DOUBLE_EQ(r.chosen.period_s, r.chosen.stages.back().time_s);
+  EXPECT_DOUBLE_EQ(r.chosen.period_s, slowest);
+  EXPECT_LT(r.chosen.stages.back().time_s, slowest);
+  EXPECT_GT(r.chosen.stages.back().time_s, 0.98 * slowest);
   // The DP never loses to a baseline that fits.
   for (const PartitionResult* base : {&r.equal_layers, &r.equal_params})
     if (base->fits_memory) {

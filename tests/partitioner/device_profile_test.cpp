@@ -11,6 +11,7 @@
 #include "ir/diagnostic.h"
 #include "ir/parser.h"
 #include "ir/verifier.h"
+#include "passes/cost_summary.h"
 #include "tests/error_of.h"
 
 namespace pf {
@@ -67,6 +68,33 @@ TEST(DeviceProfile, RooflineTime) {
   EXPECT_NEAR(op_time(cpu, flops, bytes), 0.018119 + 2e-6, 1e-6);
   // No work, no kernel.
   EXPECT_EQ(op_time(cpu, 0, 0), 0);
+}
+
+TEST(DeviceProfile, AttentionIsPricedAtItsKernelsRate) {
+  Module m = parse_module_text("a.pf",
+                               "graph @g(%q: f32[1,8,128,64], %k: f32[1,8,128,64], %v: f32[1,8,128,64]) -> "
+                               "f32[1,8,128,64] {\n"
+                               "  %o, %lse = attention %q, %k, %v causal=true scale=0.125 : f32[1,8,128,64], "
+                               "f32[1,8,128]\n  return %o\n}\n");
+  const DimBinding binding = m.binding();
+  verify_module(m, binding);
+  const Function& g = m.graph();
+  const Op& op = g.ops.at(0);
+  ASSERT_EQ(op.kind, OpKind::attention);
+  // q k^T and p v over the lower triangle: 2 * 2 * 8 * 128 * 128 * 64 / 2 FLOPs.
+  const OpCost cost = op_cost(g, op, binding);
+  ASSERT_EQ(cost.flops, int64_t{16777216});
+  const DeviceProfile cpu = builtin_profile("cpu");
+  const OpTiming t = estimate_op_timing(cpu, g, op, binding, cost);
+  EXPECT_DOUBLE_EQ(t.forward_s, 16777216 / (100e9 * 0.35) + 2e-6);
+  // The backward recomputes the scores: five products against two.
+  EXPECT_DOUBLE_EQ(t.backward_s, 41943040 / (100e9 * 0.45) + 2e-6);
+  // A GEMM keeps the matmul rate, and so does an op of a kind not listed.
+  EXPECT_DOUBLE_EQ(op_time(cpu, OpKind::matmul, 16777216, 0), 16777216 / 100e9 + 2e-6);
+  // On a GPU the kernel runs on CUDA cores: half the fp32 rate whatever the
+  // matmul precision.
+  const DeviceProfile h100 = builtin_profile("h100", "bf16");
+  EXPECT_DOUBLE_EQ(op_time(h100, OpKind::attention, 16777216, 0), 16777216 / (67e12 * 0.5) + 5e-6);
 }
 
 TEST(DeviceProfile, TimingKeys) {
@@ -129,6 +157,7 @@ TEST(DeviceProfile, JsonRoundTrip) {
   EXPECT_EQ(back.launch_s, 5e-6);
   EXPECT_EQ(back.concurrent, 1);
   EXPECT_EQ(back.measured, p.measured);
+  EXPECT_EQ(back.efficiency, p.efficiency);
   EXPECT_EQ(profile_to_json(back), text);
 
   std::filesystem::path dir =
@@ -181,6 +210,10 @@ TEST(DeviceProfile, BadProfileFiles) {
   EXPECT_EQ(profile_error([](Json& j) { j["ops"][0]["time"] = 1; }), "P.json: ops[0] has an unknown field \"time\"");
   EXPECT_EQ(profile_error([](Json& j) { j["device"]["concurrent"] = 0; }),
             "P.json: device.concurrent must be at least 1, got 0");
+  EXPECT_EQ(profile_error([](Json& j) { j["device"]["efficiency"]["flash"] = 0.5; }),
+            "P.json: device.efficiency names no op: 'flash'");
+  EXPECT_EQ(profile_error([](Json& j) { j["device"]["efficiency"]["attention"] = 0; }),
+            "P.json: device.efficiency.attention must be positive, got 0");
   try {
     profile_from_json("{\"format\": \"pipeforge-profile\"\n  \"version\": 1}", "P.json");
     FAIL();

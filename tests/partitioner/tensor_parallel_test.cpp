@@ -35,10 +35,10 @@ TEST(TensorParallel, SplitsAGptBlockLikeMegatron) {
   const Function& g = m.graph();
   const TensorParallelSplit split = tensor_parallel_split(g);
   auto sharded = [&](const char* name) { return static_cast<bool>(split.sharded[g.find_value(name)]); };
-  // Column-parallel projections, attention by heads (one fused op, its
-  // output and lse), the MLP's inner width.
-  for (const char* name : {"h.0.attn.c_attn.w", "h.0.attn.c_attn.b", "h.0.qkv", "h.0.q", "h.0.y.heads",
-                           "h.0.y.heads.lse", "h.0.y", "h.0.mlp.c_fc.w", "h.0.mlp.c_fc.b", "h.0.act", "h.0.attn.c_proj.w",
+  // Column-parallel projections, attention by heads (one fused op reading
+  // the heads in place, its output and lse), the MLP's inner width.
+  for (const char* name : {"h.0.attn.c_attn.w", "h.0.attn.c_attn.b", "h.0.qkv", "h.0.q.flat", "h.0.q.heads",
+                           "h.0.y.t", "h.0.y.heads.lse", "h.0.y", "h.0.mlp.c_fc.w", "h.0.mlp.c_fc.b", "h.0.act", "h.0.attn.c_proj.w",
                            "h.0.mlp.c_proj.w", "wte", "logits"})
     EXPECT_TRUE(sharded(name)) << name;
   // Whole on every GPU: norms, residual stream, row-parallel biases, positions.
@@ -56,7 +56,7 @@ TEST(TensorParallel, SplitsAGptBlockLikeMegatron) {
   }
   EXPECT_EQ(forward, (std::map<std::string, int64_t>{{"h.0.attn.mm", 64}, {"h.0.mlp.mm", 64}, {"tok", 64}}));
   EXPECT_EQ(backward, (std::map<std::string, int64_t>{{"h.0.qkv.mm", 64}, {"h.0.fc.mm", 64}, {"logits", 64}}));
-  EXPECT_TRUE(split.divided[at.at("h.0.y.heads")]);
+  EXPECT_TRUE(split.divided[at.at("h.0.y.t")]);
   EXPECT_FALSE(split.divided[at.at("h.0.a")]);  // a layer norm runs whole on each GPU
 }
 
