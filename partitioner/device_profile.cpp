@@ -97,18 +97,25 @@ DeviceProfile builtin_profile(std::string_view name, std::string_view precision)
   return p;
 }
 
-double op_time(const DeviceProfile& profile, int64_t flops, int64_t bytes) {
+namespace {
+
+// The longer of the arithmetic at `rate` and the traffic at the bandwidth,
+// plus the launch; nothing for an op that does neither.
+double roofline_s(const DeviceProfile& profile, double rate, int64_t flops, int64_t bytes) {
   if (flops == 0 && bytes == 0) return 0;
-  return std::max(static_cast<double>(flops) / profile.flops, static_cast<double>(bytes) / profile.bandwidth) +
+  return std::max(static_cast<double>(flops) / rate, static_cast<double>(bytes) / profile.bandwidth) +
          profile.launch_s;
 }
 
+}  // namespace
+
+double op_time(const DeviceProfile& profile, int64_t flops, int64_t bytes) {
+  return roofline_s(profile, profile.flops, flops, bytes);
+}
+
 double op_time(const DeviceProfile& profile, OpKind kind, int64_t flops, int64_t bytes) {
-  if (flops == 0 && bytes == 0) return 0;
   const auto it = profile.efficiency.find(op_name(kind));
-  const double rate = profile.flops * (it == profile.efficiency.end() ? 1.0 : it->second);
-  return std::max(static_cast<double>(flops) / rate, static_cast<double>(bytes) / profile.bandwidth) +
-         profile.launch_s;
+  return roofline_s(profile, profile.flops * (it == profile.efficiency.end() ? 1.0 : it->second), flops, bytes);
 }
 
 std::string op_timing_key(OpKind kind, std::span<const TensorType> operands, std::string_view attrs) {

@@ -222,6 +222,7 @@ void CompiledFunction::add_call(const Op& op, int index, OpKind kind, std::span<
   State& s = *s_;
   s.attrs.push_back(compiling(index, [&] { return evaluate_attrs(op, binding); }));
   s.calls.push_back({index, kind, s.in_ptrs.size(), operands.size(), s.out_ptrs.size(), results.size()});
+  s.call_accumulates.push_back(false);
   for (ValueId u : operands) {
     s.in_slots[s.root[u]].push_back(s.in_ptrs.size());
     s.in_types.push_back(s.type[u]);
@@ -235,10 +236,7 @@ void CompiledFunction::add_call(const Op& op, int index, OpKind kind, std::span<
   }
 }
 
-void CompiledFunction::mark_accumulating(size_t k) {
-  s_->call_accumulates.resize(s_->calls.size(), false);
-  s_->call_accumulates.at(k) = true;
-}
+void CompiledFunction::mark_accumulating(size_t k) { s_->call_accumulates.at(k) = true; }
 
 void CompiledFunction::place(const MemoryPlan& plan, const std::function<std::byte*(int64_t bytes)>& allocate) {
   State& s = *s_;
@@ -383,9 +381,8 @@ void CompiledFunction::State::route(Result& r) {
   const int k = writer[root[v]];
   // The kernel adds into the caller's buffer only where it alone touches
   // those bytes: a later reader would see the running sum.
-  const bool in_kernel = r.accumulate && k >= 0 && static_cast<size_t>(k) < call_accumulates.size() &&
-                         call_accumulates[k] && root[v] == v && members[v].size() == 1 && in_slots[v].empty() &&
-                         calls[k].out_count == 1;
+  const bool in_kernel = r.accumulate && k >= 0 && call_accumulates[k] && root[v] == v && members[v].size() == 1 &&
+                         in_slots[v].empty() && calls[k].out_count == 1;
   if (k >= 0 && static_cast<size_t>(k) < kernel_args.size()) kernel_args[k].accumulate = in_kernel;
   r.added_at_end = r.accumulate && !in_kernel;
   set_storage(v, r.bound && !r.added_at_end ? r.bound : r.own);
