@@ -20,7 +20,9 @@ constexpr bool opt = false;
 
 const std::array<OpInfo, kNumOps>& table() {
   static const std::array<OpInfo, kNumOps> rows = {{
-      {OpKind::param, "param", 0, 0, {{"init", K::init, req}}, RULES(param), true, false},
+      {OpKind::param, "param", 0, 0,
+       {{"init", K::init, req}, {"piece_of", K::string, opt}, {"rows", K::dims, opt}, {"whole_rows", K::dim, opt}},
+       RULES(param), true, false},
       {OpKind::constant, "constant", 0, 0, {{"value", K::real, req}}, RULES(constant), true},
       {OpKind::dim_value, "dim_value", 0, 0, {{"value", K::dim, req}}, RULES(dim_value), true},
       {OpKind::causal_mask, "causal_mask", 0, 0, {}, RULES(causal_mask), true},

@@ -227,6 +227,19 @@ Types norm_grad(const ShapeContext& ctx, double default_eps, int params) {
 Types shape_param(const ShapeContext& ctx) {
   Types t = declared_type(ctx);
   require_float(t[0], "a parameter");
+  // A piece: rows [begin, end) of a whole parameter of whole_rows rows.
+  const bool piece = ctx.attrs.has("piece_of"), rows = ctx.attrs.has("rows"), whole = ctx.attrs.has("whole_rows");
+  if (piece != rows || piece != whole) fail("a parameter piece needs piece_of, rows=[begin,end] and whole_rows");
+  if (piece) {
+    const std::vector<int64_t> r = ctx.attrs.get_ints("rows", {});
+    const int64_t total = ctx.attrs.get_int("whole_rows", 0);
+    if (ctx.attrs.get_string("piece_of", "").empty()) fail("piece_of must name the whole parameter");
+    if (r.size() != 2 || r[0] < 0 || r[0] >= r[1] || r[1] > total)
+      fail(fmt::format("rows must be [begin,end] with 0 <= begin < end <= whole_rows ({})", total));
+    if (t[0].rank() < 1 || t[0].shape[0] != r[1] - r[0])
+      fail(fmt::format("a piece of rows [{},{}) has {} rows, not the {} of its type {}", r[0], r[1], r[1] - r[0],
+                       t[0].rank() < 1 ? 0 : t[0].shape[0], t[0].str()));
+  }
   return t;
 }
 Types shape_constant(const ShapeContext& ctx) { return declared_type(ctx); }

@@ -11,6 +11,7 @@
 #include "ir/verifier.h"
 #include "partitioner/compile_layout.h"
 #include "partitioner/plan_stages.h"
+#include "partitioner/product_split.h"
 #include "partitioner/stage_split.h"
 #include "partitioner/step_time.h"
 
@@ -31,8 +32,9 @@ uint64_t text_hash(const std::string& text) {
 // leaves `cg` with its layer cut candidates.
 void choose_cuts(CostGraph& cg, const std::vector<int>& inside, PartitionOptions po, const CompileOptions& options,
                  int tensor, CompileResult& result) {
-  if (options.cuts != "auto" && options.cuts != "layers" && options.cuts != "any")
-    throw Error(fmt::format("unknown --cuts '{}'; use layers, any or auto", options.cuts));
+  if (options.cuts != "auto" && options.cuts != "layers" && options.cuts != "any" && options.cuts != "products")
+    throw Error(fmt::format("unknown --cuts '{}'; use layers, any, products or auto", options.cuts));
+  const bool inside_only = options.cuts == "any" || options.cuts == "products";
   const std::vector<int> at_layers = cg.cut_candidates;
   const int layers = static_cast<int>(at_layers.size()) + 1;
   const int v = options.virtual_stages;
@@ -50,7 +52,7 @@ void choose_cuts(CostGraph& cg, const std::vector<int>& inside, PartitionOptions
                             manual ? "" : ", or --cuts any to cut inside layers"));
   std::optional<PartitionResult> by_layers;
   std::optional<Error> layers_error;
-  if (options.cuts != "any" && po.stages <= layers) {
+  if (!inside_only && po.stages <= layers) {
     try {
       by_layers = partition(cg, po);
       result.layer_cuts_period_s = by_layers->period_s;
@@ -75,7 +77,7 @@ void choose_cuts(CostGraph& cg, const std::vector<int>& inside, PartitionOptions
       if (layers_error) throw *layers_error;
       throw;
     }
-    if (!by_layers || options.cuts == "any" || any->period_s < (1 - kSubLayerGain) * by_layers->period_s) {
+    if (!by_layers || inside_only || any->period_s < (1 - kSubLayerGain) * by_layers->period_s) {
       result.chosen = std::move(*any);
       result.cuts = "any";
     } else {
@@ -88,6 +90,37 @@ void choose_cuts(CostGraph& cg, const std::vector<int>& inside, PartitionOptions
   if (po.stages <= layers) {
     result.equal_layers = equal_layers(cg, po);
     result.equal_params = equal_params(cg, po);
+  }
+}
+
+// Splits a product's weight between two stages (product_split.h) while one
+// more split shortens the period (by kSubLayerGain for "auto"), at most once
+// per stage boundary: cuts between whole ops leave a model of few large
+// layers uneven.
+void split_products(PricedModel& priced, const DimBinding& micro, const Hardware& hardware,
+                    const PartitionOptions& po, const CompileOptions& options, CompileResult& result) {
+  CompileOptions inside = options;
+  inside.cuts = "any";  // a split product pays only with a cut inside it
+  const double gain = options.cuts == "auto" ? kSubLayerGain : 0;
+  for (int round = 0; round + 1 < po.stages; ++round) {
+    std::optional<std::pair<PricedModel, CompileResult>> best;
+    for (const ProductSplit& p : propose_product_splits(priced.module.graph(), priced.cost, result.chosen)) {
+      Module trial = priced.module;
+      if (!split_product_rows(trial.graph(), p.op, p.rows)) continue;
+      PricedModel candidate = price_model(std::move(trial), micro, hardware, inside);
+      CompileResult r;
+      try {
+        choose_cuts(candidate.cost, candidate.inside_layers, po, inside, 1, r);
+      } catch (const Error&) {
+        continue;  // it does not fit where the split would put it
+      }
+      const double to_beat = best ? best->second.chosen.period_s : (1 - gain) * result.chosen.period_s;
+      if (r.chosen.period_s < to_beat) best.emplace(std::move(candidate), std::move(r));
+    }
+    if (!best) return;
+    priced = std::move(best->first);
+    result.chosen = std::move(best->second.chosen);
+    result.cuts = "products";
   }
 }
 
@@ -132,6 +165,11 @@ CompileResult compile_plan(Module model, const DimBinding& binding, const std::s
   auto found = searched.find(layout.microbatch_size);
   PricedModel priced =
       found != searched.end() ? std::move(found->second) : price_model(std::move(model), micro, hardware, options);
+  PartitionOptions po = layout_partition_options(options, hardware, layout);
+  const int devices = layout.pipeline;
+  choose_cuts(priced.cost, priced.inside_layers, po, options, layout.tensor, result);
+  if ((options.cuts == "auto" || options.cuts == "products") && options.split_layers.empty() && layout.tensor == 1)
+    split_products(priced, micro, hardware, po, options, result);
   model = std::move(priced.module);
   const Function& graph = model.graph();
   CostGraph& cg = priced.cost;
@@ -139,10 +177,6 @@ CompileResult compile_plan(Module model, const DimBinding& binding, const std::s
     std::string layer = graph.ops[i].layer();
     if (result.layer_names.empty() || result.layer_names.back() != layer) result.layer_names.push_back(layer);
   }
-
-  PartitionOptions po = layout_partition_options(options, hardware, layout);
-  const int devices = layout.pipeline;
-  choose_cuts(cg, priced.inside_layers, po, options, layout.tensor, result);
 
   // The plan: every stage's programs and tables.
   Plan& plan = result.plan;

@@ -26,8 +26,10 @@ struct CompileOptions {
   std::string optimizer = "adamw"; // sizes the optimizer state in the memory model
   std::vector<int> split_layers;   // manual split: stage starts, as indices of layers
   /// Where stages may begin: "layers" (layer boundaries only), "any" (inside
-  /// layers too), or "auto": inside layers when that shortens the predicted
-  /// period by at least kSubLayerGain, else at layer boundaries.
+  /// layers too, between ops), "products" (also inside a matmul by a weight,
+  /// whose rows the two stages then share: product_split.h), or "auto":
+  /// each finer kind when it shortens the predicted period by at least
+  /// kSubLayerGain, else the coarser.
   std::string cuts = "auto";
 };
 
@@ -43,7 +45,7 @@ struct CompileResult {
   PartitionResult equal_layers;
   PartitionResult equal_params;
   std::vector<std::string> layer_names;  // layers in model order
-  /// The cut points the plan uses ("layers" or "any"), and the best period at
+  /// The cut points the plan uses ("layers", "any" or "products"), and the best period at
   /// layer boundaries only (0 when none fits), to compare with.
   std::string cuts;
   double layer_cuts_period_s = 0;

@@ -23,7 +23,7 @@ PlanStage plan_stage(StageModule stage, int index, int device, const DimBinding&
   for (const Op& op : g.ops) {
     if (op.kind != OpKind::param) continue;
     std::string name = g.values[op.results[0]].name;
-    PlanParam pp{name, g.type_of(op.results[0]), op.attr("init")->init.str(), {}};
+    PlanParam pp{name, g.type_of(op.results[0]), op.attr("init")->init.str(), {}, param_piece(op)};
     if (auto it = holders.find(name); it != holders.end())
       for (int other : it->second)
         if (other != index) pp.shared_with.push_back(other);

@@ -61,8 +61,15 @@ Json tensors_json(const std::vector<PlanTensor>& tensors, bool with_peer) {
 
 Json stage_json(const PlanStage& s) {
   Json params = Json::array();
-  for (const PlanParam& p : s.params)
-    params.push_back({{"name", p.name}, {"type", p.type.str()}, {"init", p.init}, {"shared_with", p.shared_with}});
+  for (const PlanParam& p : s.params) {
+    Json param = {{"name", p.name}, {"type", p.type.str()}, {"init", p.init}, {"shared_with", p.shared_with}};
+    if (p.piece) {
+      param["piece_of"] = p.piece->whole;
+      param["rows"] = {p.piece->begin, p.piece->end};
+      param["whole_rows"] = p.piece->whole_rows;
+    }
+    params.push_back(std::move(param));
+  }
   const PlanStage::Prediction& pr = s.predicted;
   std::string where = fmt::format("stage {}'s predicted ", s.index);
   Json j{
@@ -200,6 +207,22 @@ class PlanReader {
     return out;
   }
 
+  /// A parameter's piece_of, rows and whole_rows (rows within the whole's).
+  ParamPiece piece(const Json& object, const std::string& where) const {
+    ParamPiece p;
+    p.whole = r_.string(object, where, "piece_of");
+    p.whole_rows = r_.integer(object, where, "whole_rows", 1);
+    const Json& rows = r_.array(object, where, "rows");
+    if (rows.size() != 2 || !rows[0].is_number_integer() || !rows[1].is_number_integer() ||
+        rows[0].get<int64_t>() < 0 || rows[0].get<int64_t>() >= rows[1].get<int64_t>() ||
+        rows[1].get<int64_t>() > p.whole_rows)
+      r_.fail(fmt::format("{}.rows must be [begin, end] with 0 <= begin < end <= whole_rows ({})", where,
+                          p.whole_rows));
+    p.begin = rows[0].get<int64_t>();
+    p.end = rows[1].get<int64_t>();
+    return p;
+  }
+
   std::string program(const Json& object, const std::string& where, std::string_view key) const {
     std::string text;
     for (const std::string& line : strings(object, where, key)) text += line + "\n";
@@ -257,9 +280,10 @@ class PlanReader {
     const Json& params = r_.array(j, where, "params");
     for (size_t i = 0; i < params.size(); ++i) {
       std::string at = JsonReader::at(JsonReader::at(where, "params"), i);
-      r_.expect_keys(params[i], at, {"name", "type", "init", "shared_with"});
-      PlanParam param{r_.string(params[i], at, "name"), type(params[i], at), r_.string(params[i], at, "init"), {}};
+      r_.expect_keys(params[i], at, {"name", "type", "init", "shared_with"}, {"piece_of", "rows", "whole_rows"});
+      PlanParam param{r_.string(params[i], at, "name"), type(params[i], at), r_.string(params[i], at, "init"), {}, {}};
       param.shared_with = stage_indices(params[i], at, "shared_with");
+      if (params[i].contains("piece_of")) param.piece = piece(params[i], at);
       s.params.push_back(std::move(param));
     }
     s.inputs = tensors(j, where, "inputs", false);
@@ -729,6 +753,9 @@ class PlanChecker {
       if (init != p.init)
         fail(fmt::format("stage {} lists parameter {} with init {}, but its program has init={}", s.index, p.name,
                          p.init, init));
+      if (param_piece(*it->second) != p.piece)
+        fail(fmt::format("stage {} lists parameter {} {}, but its program declares it {}", s.index, p.name,
+                         p.piece ? "as a piece" : "whole", p.piece ? "otherwise" : "as a piece"));
       param_ops.erase(it);
     }
     if (!param_ops.empty())

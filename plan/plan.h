@@ -12,6 +12,7 @@
 #include "ir/dim_expr.h"
 #include "ir/gradients.h"
 #include "ir/module.h"
+#include "ir/param_piece.h"
 #include "ir/types.h"
 #include "support/atomic_file.h"
 #include "support/json.h"
@@ -41,6 +42,7 @@ struct PlanParam {
   TensorType type;
   std::string init;              // canonical initializer text, e.g. "normal(0.02)"
   std::vector<int> shared_with;  // other stages holding the same parameter, increasing
+  std::optional<ParamPiece> piece;  // rows of a whole parameter split between stages
 
   bool operator==(const PlanParam&) const = default;
 };

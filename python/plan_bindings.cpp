@@ -49,7 +49,7 @@ Plan compile(py::handle model, const std::string& devices, int microbatches, con
   if (batch) check_positive("batch", *batch);
   check_choice("schedule", schedule, {"gpipe", "1f1b", "interleaved", "zb1"});
   check_choice("optimizer", optimizer, {"sgd", "adamw"});
-  check_choice("cuts", cuts, {"auto", "layers", "any"});
+  check_choice("cuts", cuts, {"auto", "layers", "any", "products"});
   // IR text has lines; a path has none.
   const bool is_text = py::isinstance<py::str>(model) && model.cast<std::string>().find('\n') != std::string::npos;
   const std::string source = is_text ? "<string>" : path_of(model);
@@ -129,7 +129,7 @@ other str a path. bind: dimensions to override, "B=32,T=64" or
 {"B": 32, "T": 64} (--bind); batch binds the first input's leading
 dimension (--batch). devices, microbatches, schedule ('gpipe', '1f1b',
 'interleaved', 'zb1'), data_parallel, virtual_stages, optimizer ('sgd',
-'adamw': sizes the optimizer state) and cuts ('auto', 'layers', 'any':
+'adamw': sizes the optimizer state) and cuts ('auto', 'layers', 'any', 'products':
 where stages may begin) are compile's options of those names.
 Raises pipeforge.Error for a model that does not parse or verify, or a plan
 that cannot be made.)");

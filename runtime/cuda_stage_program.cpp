@@ -33,7 +33,7 @@ CudaStageProgram::CudaStageProgram(Module module, const DimBinding& binding, Gra
   const Function& graph = module_.graph();
   for (const Op& op : graph.ops)
     if (op.kind == OpKind::param)
-      params.add(graph.values[op.results[0]].name, graph.type_of(op.results[0]), op.attr("init")->init);
+      params.add_declared(graph, op);
   params_ = std::make_unique<CudaParameters>(params, device_, lane_, options.float_dtype, name_);
   // Executors sharing the stream number their ops apart, so that bad data a
   // kernel reports names the right op (see finish()). The forward's own

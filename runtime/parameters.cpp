@@ -63,11 +63,12 @@ void initialize_tensor(const Init& init, const TensorType& type, uint64_t seed, 
   }
 }
 
-ParameterSet::Entry& ParameterSet::add(const std::string& name, const TensorType& type, const Init& init) {
+ParameterSet::Entry& ParameterSet::add(const std::string& name, const TensorType& type, const Init& init,
+                                       const std::optional<ParamPiece>& piece) {
   if (type.dtype != DType::f32)
     throw Error(fmt::format("parameter {} is {}; parameters are trained in f32", name, type.str()));
   if (Entry* e = find(name)) {
-    if (e->type != type || !(e->init == init))
+    if (e->type != type || !(e->init == init) || e->piece != piece)
       throw Error(fmt::format("parameter {} is declared twice, as {} init={} and as {} init={}", name, e->type.str(),
                               e->init.str(), type.str(), init.str()));
     return *e;
@@ -76,9 +77,15 @@ ParameterSet::Entry& ParameterSet::add(const std::string& name, const TensorType
   e.name = name;
   e.type = type;
   e.init = init;
+  e.piece = piece;
   e.value.assign(static_cast<size_t>(type.numel()), 0.0f);
   e.grad.assign(static_cast<size_t>(type.numel()), 0.0f);
   return e;
+}
+
+ParameterSet::Entry& ParameterSet::add_declared(const Function& graph, const Op& param) {
+  const ValueId v = param.results[0];
+  return add(graph.values[v].name, graph.type_of(v), param.attr("init")->init, param_piece(param));
 }
 
 ParameterSet::Entry* ParameterSet::find(std::string_view name) {
@@ -104,7 +111,18 @@ int64_t ParameterSet::numel() const {
 }
 
 void ParameterSet::initialize(uint64_t seed) {
-  for (Entry& e : entries_) initialize_tensor(e.init, e.type, splitmix64(seed ^ fnv1a(e.name)), e.value.data());
+  std::vector<float> whole;
+  for (Entry& e : entries_) {
+    if (!e.piece) {
+      initialize_tensor(e.init, e.type, splitmix64(seed ^ fnv1a(e.name)), e.value.data());
+      continue;
+    }
+    const TensorType type = e.piece->whole_type(e.type);
+    whole.resize(static_cast<size_t>(type.numel()));
+    initialize_tensor(e.init, type, splitmix64(seed ^ fnv1a(e.piece->whole)), whole.data());
+    const int64_t row = e.type.numel() / e.type.shape[0];
+    std::copy_n(whole.begin() + e.piece->begin * row, e.value.size(), e.value.begin());
+  }
 }
 
 void ParameterSet::zero_grads() {

@@ -4,10 +4,12 @@
 
 #include <cstdint>
 #include <deque>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "ir/attr.h"
+#include "ir/param_piece.h"
 #include "ir/types.h"
 #include "runtime/optimizer.h"
 
@@ -23,12 +25,16 @@ class ParameterSet {
     Init init;
     std::vector<float> value;  // (numel)
     std::vector<float> grad;   // (numel), accumulated over micro-batches
+    std::optional<ParamPiece> piece;  // rows of a whole parameter that stages share out
   };
 
   /// Adds a parameter (f32). Adding a name twice is an error unless the
   /// type and initializer agree (a tied weight seen from two programs), in
   /// which case the existing entry is kept.
-  Entry& add(const std::string& name, const TensorType& type, const Init& init);
+  Entry& add(const std::string& name, const TensorType& type, const Init& init,
+             const std::optional<ParamPiece>& piece = std::nullopt);
+  /// Adds the parameter a `param` op of `graph` declares.
+  Entry& add_declared(const Function& graph, const Op& param);
   Entry* find(std::string_view name);
   const Entry* find(std::string_view name) const;
   Entry& at(std::string_view name);
@@ -38,7 +44,8 @@ class ParameterSet {
 
   /// Fills every value from its initializer. A parameter's values depend
   /// only on `seed` and its name, so a model split into stages starts from
-  /// exactly the numbers the whole model would.
+  /// exactly the numbers the whole model would; a piece takes its rows of
+  /// the whole parameter's values.
   void initialize(uint64_t seed);
   void zero_grads();
 

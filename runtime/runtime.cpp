@@ -19,6 +19,7 @@
 #include "plan/plan.h"
 #include "runtime/checkpoint.h"
 #include "runtime/pipeline.h"
+#include "runtime/parameter_pieces.h"
 #include "runtime/rank_gather.h"
 #include "runtime/safetensors.h"
 
@@ -36,6 +37,7 @@ constexpr const char* kModelKey = "model";
 constexpr const char* kStepKey = "step";
 constexpr const char* kOptimizerKey = "optimizer";
 constexpr const char* kOptimizerStepKey = "optimizer.step";
+constexpr const char* kPiecesKey = "pieces";  // the split parameters' pieces, when the plan has any
 
 void check_options(const RuntimeOptions& o) {
   check_training_options(o.train, "runtime options");
@@ -121,10 +123,13 @@ struct Runtime::Impl {
 
   /// Writes what this process's stages hold by name: between processes,
   /// rank 0 writes what every rank's stages hold.
-  void write_gathered(const SafeTensors& local, const std::string& path) const {
-    if (!options.comm) return local.write(path);
-    const SafeTensors all = collective([&] { return gather_parameters(*options.comm, plan, 0, local); });
-    if (options.comm->rank() == 0) all.write(path);
+  /// A parameter that the plan splits between stages is written whole.
+  void write_gathered(SafeTensors local, const std::string& path) const {
+    SafeTensors all = options.comm ? collective([&] { return gather_parameters(*options.comm, plan, 0, local); })
+                                   : std::move(local);
+    if (options.comm && options.comm->rank() != 0) return;
+    join_pieces(all, plan_pieces(plan));
+    all.write(path);
   }
 
   /// Starts training afresh from the current weights: new optimizer state.
@@ -262,6 +267,7 @@ void Runtime::initialize(uint64_t seed) {
 
 void Runtime::load_weights(const std::string& safetensors_path) {
   SafeTensors file = read_weights(safetensors_path);
+  cut_pieces(file, plan_pieces(impl_->plan));
   // Every stage's parameters at once: a stage loading its part alone would
   // leave the earlier stages changed when a later one finds a problem.
   check_tensors(file, impl_->parameter_types(), safetensors_path, /*allow_unexpected=*/true);
@@ -272,13 +278,13 @@ void Runtime::load_weights(const std::string& safetensors_path) {
 void Runtime::save_weights(const std::string& safetensors_path) const {
   SafeTensors file;
   impl_->pipeline->save_values(file);
-  impl_->write_gathered(file, safetensors_path);
+  impl_->write_gathered(std::move(file), safetensors_path);
 }
 
 void Runtime::save_gradients(const std::string& safetensors_path) const {
   SafeTensors file;
   impl_->pipeline->save_grads(file);
-  impl_->write_gathered(file, safetensors_path);
+  impl_->write_gathered(std::move(file), safetensors_path);
 }
 
 std::vector<std::pair<std::string, TensorType>> Runtime::parameters() const { return impl_->parameter_types(); }
@@ -351,7 +357,8 @@ int64_t Runtime::step() const { return impl_->step; }
 namespace {
 
 bool is_index_key(const std::string& key) {
-  for (const char* own : {kFormatKey, kVersionKey, kModelKey, kStepKey, kOptimizerKey, kOptimizerStepKey, "shards"})
+  for (const char* own :
+       {kFormatKey, kVersionKey, kModelKey, kStepKey, kOptimizerKey, kOptimizerStepKey, kPiecesKey, "shards"})
     if (key == own) return true;
   return false;
 }
@@ -390,6 +397,9 @@ void Runtime::save_checkpoint(const std::string& path, const CheckpointNotes& no
                          {kStepKey, std::to_string(impl_->step)},
                          {kOptimizerKey, std::string(first.kind())},
                          {kOptimizerStepKey, std::to_string(first.step_count())}};
+  // The shards hold a split parameter in pieces; a reader joins them by this.
+  if (const ParameterPieces pieces = plan_pieces(impl_->plan); !pieces.empty())
+    meta[kPiecesKey] = pieces_to_text(pieces);
   meta.insert(notes.begin(), notes.end());  // checked above: no key of the index's own
   write_index(path, meta, texts);
 }
@@ -417,6 +427,10 @@ CheckpointNotes Runtime::load_checkpoint(const std::string& path) {
   if (!step) throw Error(fmt::format("{}: step is '{}', not a step count", path, meta(kStepKey)));
   if (!parse_count(meta(kOptimizerStepKey)))
     throw Error(fmt::format("{}: optimizer.step is '{}', not a step count", path, meta(kOptimizerStepKey)));
+  // Parameters split between stages: whole as the writer's plan split them,
+  // then cut as this plan splits them.
+  if (!meta(kPiecesKey).empty()) join_pieces(file, pieces_from_text(meta(kPiecesKey), path));
+  cut_pieces(file, plan_pieces(impl_->plan));
 
   // Every tensor, weights and optimizer state, before anything changes.
   std::vector<std::pair<std::string, TensorType>> expected = impl_->parameter_types();

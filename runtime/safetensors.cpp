@@ -392,6 +392,10 @@ void SafeTensors::write(const std::string& path) const {
     throw Error(fmt::format("cannot write '{}': syncing its directory failed: {}", path, errno_text()));
 }
 
+void SafeTensors::remove(std::string_view name) {
+  if (auto it = tensors_.find(name); it != tensors_.end()) tensors_.erase(it);
+}
+
 void SafeTensors::add(std::string name, TensorType type, const void* data) {
   if (name.empty()) throw Error("safetensors: tensor names must not be empty");
   if (name == "__metadata__") throw Error("safetensors: '__metadata__' is reserved and cannot name a tensor");

@@ -80,6 +80,8 @@ class SafeTensors {
   /// The tensor `name`; the error for a missing one lists a few that exist.
   const TensorData& at(std::string_view name) const;
   bool contains(std::string_view name) const;
+  /// Removes the tensor `name`, if there is one.
+  void remove(std::string_view name);
   /// Every tensor name, sorted.
   std::vector<std::string> names() const;
   size_t size() const { return tensors_.size(); }

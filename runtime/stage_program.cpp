@@ -19,7 +19,7 @@ StageProgram::StageProgram(Module module, const DimBinding& binding, GradientPro
   const Function& graph = module_.graph();
   for (const Op& op : graph.ops)
     if (op.kind == OpKind::param)
-      params.add(graph.values[op.results[0]].name, graph.type_of(op.results[0]), op.attr("init")->init);
+      params.add_declared(graph, op);
   programs_ = std::make_unique<StageExecutors<cpu::Executor>>(
       module_, gradients_, split, slots, caller_results, /*caller_grads=*/false, backend::kArenaAlignment,
       [&](const Function& f, std::vector<int> caller_outputs) {

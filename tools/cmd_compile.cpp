@@ -79,9 +79,10 @@ void add_compile_command(CLI::App& app) {
       ->check(CLI::IsMember({"sgd", "adamw"}));
   cmd->add_option("--split", o->split, "manual split: the layer indices where stages 2.. begin, e.g. 4,8,12");
   cmd->add_option("--cuts", o->compile.cuts,
-                  "where stages may begin: layers (layer boundaries), any (inside layers too), or auto (inside layers "
-                  "when that shortens the period by 1% or more)")
-      ->check(CLI::IsMember({"auto", "layers", "any"}))
+                  "where stages may begin: layers (layer boundaries), any (inside layers too), products (inside a "
+                  "matmul too: two stages hold rows of its weight), or auto (each finer kind when that shortens the "
+                  "period by 1% or more)")
+      ->check(CLI::IsMember({"auto", "layers", "any", "products"}))
       ->capture_default_str();
   cmd->add_option("-o,--output", o->output, "write the plan here")->required();
   cmd->callback([o] {
@@ -106,7 +107,7 @@ void add_compile_command(CLI::App& app) {
     out += period_line("cost DP", r.chosen, r.chosen.period_s);
     out += period_line("equal layers", r.equal_layers, r.chosen.period_s);
     out += period_line("equal params", r.equal_params, r.chosen.period_s);
-    if (r.cuts == "any" && r.layer_cuts_period_s > 0)
+    if (r.cuts != "layers" && r.layer_cuts_period_s > 0)
       out += fmt::format("  {:<14} {:>9.3f} ms  x{:.2f}\n", "layer cuts only", r.layer_cuts_period_s * 1e3,
                          r.layer_cuts_period_s / r.chosen.period_s);
     double best_baseline = 0;

@@ -449,6 +449,15 @@ std::string render_plan_text(const Plan& plan) {
       out += fmt::format("layer {} is cut between stages {} and {}, which hand over {}\n", plan.stages[s].layers.front(),
                          s - 1, s, fmt::join(sent, ", "));
     }
+  // A product split between stages: which rows of its weight each holds.
+  std::map<std::string, std::vector<std::string>> pieces;
+  for (const PlanStage& s : plan.stages)
+    for (const PlanParam& p : s.params)
+      if (p.piece)
+        pieces[p.piece->whole].push_back(
+            fmt::format("rows {}..{} on stage {}", p.piece->begin, p.piece->end, s.index));
+  for (const auto& [whole, where] : pieces)
+    out += fmt::format("parameter {} is split by rows: {}\n", whole, fmt::join(where, ", "));
   if (replica_count(plan) > 1) {
     // Who runs what: each stage's copies average their gradients after the
     // step (predicted: their share per micro-batch).

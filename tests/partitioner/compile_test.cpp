@@ -7,15 +7,27 @@
 #include <string>
 
 #include "ir/parser.h"
+#include "ir/printer.h"
 #include "ir/verifier.h"
 #include "partitioner/compile.h"
 #include "partitioner/model_cost_graph.h"
+#include "partitioner/product_split.h"
 
 namespace pf {
 namespace {
 
 Module example(const char* name) {
   return parse_module(read_source_file(std::string(PF_SOURCE_DIR) + "/examples/" + name));
+}
+
+// An example compiled for two CPU devices with its dimensions overridden.
+CompileResult on_two_cpus(const char* file, const DimBinding& overrides, const std::string& cuts) {
+  Module m = example(file);
+  DimBinding b = m.binding(overrides);
+  CompileOptions o;
+  o.devices = "cpu:2";
+  o.cuts = cuts;
+  return compile_plan(std::move(m), b, file, o);
 }
 
 // With the attention fused, a block's forward is 129 GFLOP per batch of 8
@@ -149,24 +161,88 @@ TEST(Compile, CutsInsideALayerWhenThatBalancesTheStages) {
   // apart; inside a block the compiler finds a split within 5 %, keeps
   // every stage's program valid, and says which it chose.
   auto compile = [](const std::string& cuts) {
-    Module m = example("gpt.pf");
-    DimBinding b = m.binding({{"B", 8}, {"L", 4}, {"C", 512}, {"H", 8}, {"T", 128}, {"S", 128}, {"V", 8192}});
-    CompileOptions o;
-    o.devices = "cpu:2";
-    o.cuts = cuts;
-    return compile_plan(std::move(m), b, "gpt.pf", o);
+    return on_two_cpus("gpt.pf", {{"B", 8}, {"L", 4}, {"C", 512}, {"H", 8}, {"T", 128}, {"S", 128}, {"V", 8192}}, cuts);
   };
-  CompileResult layers = compile("layers"), any = compile("auto");
+  CompileResult layers = compile("layers"), any = compile("any");
   EXPECT_EQ(layers.cuts, "layers");
   EXPECT_GT(layers.chosen.imbalance_pct, 15.0);
   EXPECT_EQ(any.cuts, "any");
   EXPECT_LT(any.chosen.imbalance_pct, 5.0);
-  EXPECT_EQ(any.layer_cuts_period_s, layers.chosen.period_s);
   EXPECT_LT(any.chosen.period_s, (1 - kSubLayerGain) * layers.chosen.period_s);
   // The cut layer is the last of stage 0 and the first of stage 1.
   EXPECT_EQ(any.plan.stages[0].layers.back(), any.plan.stages[1].layers.front());
   Plan again = plan_from_json(plan_to_json(any.plan), "gpt_plan.json");
   EXPECT_EQ(again, any.plan);
+  // auto goes further: the block's first MLP product split between the stages.
+  CompileResult chosen = compile("auto");
+  EXPECT_EQ(chosen.cuts, "products");
+  EXPECT_LT(chosen.chosen.imbalance_pct, 1.0);
+  EXPECT_EQ(chosen.layer_cuts_period_s, layers.chosen.period_s);
+}
+
+TEST(Compile, SplitsAProductBetweenStagesWhenWholeOpsLeaveThemUneven) {
+  // 784 -> 4096 -> 4096 -> 4096 -> 10 on two stages: between ops the best
+  // split leaves the halves 9 % apart (a 4096 x 4096 product is 30 % of the
+  // work); giving stage 1 the last rows of fc.0's weight evens them.
+  CompileResult any = on_two_cpus("mlp.pf", {{"B", 256}}, "any"), products = on_two_cpus("mlp.pf", {{"B", 256}}, "auto");
+  EXPECT_EQ(any.cuts, "any");
+  EXPECT_GT(any.chosen.imbalance_pct, 4.0);
+  EXPECT_EQ(products.cuts, "products");
+  EXPECT_LT(products.chosen.imbalance_pct, 1.0);
+  EXPECT_LT(products.chosen.period_s, (1 - kSubLayerGain) * any.chosen.period_s);
+  // Rows [0, k) on stage 0 and [k, 4096) on stage 1, k a multiple of 32.
+  std::vector<std::pair<int, ParamPiece>> pieces;
+  for (const PlanStage& s : products.plan.stages)
+    for (const PlanParam& p : s.params)
+      if (p.piece) pieces.emplace_back(s.index, *p.piece);
+  ASSERT_EQ(pieces.size(), 2u);
+  EXPECT_EQ(pieces[0].first, 0);
+  EXPECT_EQ(pieces[1].first, 1);
+  EXPECT_EQ(pieces[0].second.whole, "fc.0.w");
+  EXPECT_EQ(pieces[0].second.begin, 0);
+  EXPECT_EQ(pieces[0].second.end, pieces[1].second.begin);
+  EXPECT_EQ(pieces[1].second.end, 4096);
+  EXPECT_EQ(pieces[0].second.end % 32, 0);
+  Plan again = plan_from_json(plan_to_json(products.plan), "mlp_plan.json");
+  EXPECT_EQ(again, products.plan);
+}
+
+TEST(ProductSplit, RewritesOnlyAProductByAWeightOfItsOwn) {
+  Module m = parse_module_text("t.pf", R"(
+graph @g(%x: f32[4,6]) -> f32[] {
+  %w = param init=xavier : f32[6,6]
+  %t = param init=xavier : f32[6,6]
+  %a = matmul %x, %w : f32[4,6]
+  %b = matmul %a, %t : f32[4,6]
+  %c = matmul %b, %t transpose_b=true : f32[4,6]
+  %loss = reduce_sum %c axes=[0,1] : f32[]
+  return %loss
+}
+)");
+  const DimBinding b = m.binding();
+  verify_module(m, b, VerifyOptions{true});
+  Function& g = m.graph();
+  const Function before = g;
+  EXPECT_FALSE(split_product_rows(g, 3, 2));  // %t is read twice (a tied weight)
+  EXPECT_FALSE(split_product_rows(g, 2, 0));  // no rows in the first piece
+  EXPECT_FALSE(split_product_rows(g, 2, 6));  // all of them
+  EXPECT_EQ(g.ops.size(), before.ops.size());
+  ASSERT_TRUE(split_product_rows(g, 2, 2));
+  verify_module(m, b, VerifyOptions{true});
+  EXPECT_EQ(print_function(g), R"(graph @g(%x: f32[4,6]) -> f32[] {
+  %t = param init=xavier : f32[6,6]
+  %a.in_a, %a.in_b = split %x axis=1 sizes=[2,4] : f32[4,2], f32[4,4]
+  %w_rows0_2 = param init=xavier piece_of="w" rows=[0,2] whole_rows=6 : f32[2,6]
+  %a.part_a = matmul %a.in_a, %w_rows0_2 : f32[4,6]
+  %w_rows2_6 = param init=xavier piece_of="w" rows=[2,6] whole_rows=6 : f32[4,6]
+  %a.part_b = matmul %a.in_b, %w_rows2_6 : f32[4,6]
+  %a = add %a.part_a, %a.part_b : f32[4,6]
+  %b = matmul %a, %t : f32[4,6]
+  %c = matmul %b, %t transpose_b=true : f32[4,6]
+  %loss = reduce_sum %c axes=[0,1] : f32[]
+  return %loss
+}
+)");
 }
 
 TEST(Compile, ManualSplitIsOnlyPlaced) {

@@ -106,7 +106,7 @@ Plan two_stage_plan() {
   s0.layers = {"embed"};
   s0.program = kBackward0;
   s0.gradients = GradientProgram{"stage0.backward", 1, {0}, {"h.grad"}, {"x"}, {}, {"wte"}};
-  s0.params = {{"wte", kWeight, "normal(0.02)", {1}}};
+  s0.params = {{"wte", kWeight, "normal(0.02)", {1}, {}}};
   s0.inputs = {{"x", kAct, -1}};
   s0.send = {{"h", kAct, 1}};
   s0.predicted = {0.001, 0.002, 1.5e-6, 0.0030015, 256, 128, 1280, 128};
@@ -118,7 +118,7 @@ Plan two_stage_plan() {
   s1.program = kBackward1;
   s1.gradients = GradientProgram{
       "stage1.backward", 1, {0}, {"loss.grad"}, {"h", "a", "logits", "y"}, {"h"}, {"w1", "wte"}};
-  s1.params = {{"w1", kWeight, "xavier", {}}, {"wte", kWeight, "normal(0.02)", {0}}};
+  s1.params = {{"w1", kWeight, "xavier", {}, {}}, {"wte", kWeight, "normal(0.02)", {0}, {}}};
   s1.inputs = {{"y", kAct, -1}};
   s1.recv = {{"h", kAct, 0}};
   s1.predicted = {0.0012, 0.0018, 1.5e-6, 0.0030015, 512, 512, 3584, 0};
