@@ -6,8 +6,11 @@
 // The one-core throughput is the model computed micro-batch by micro-batch
 // as the stages compute it (a plan of one device); the whole batch in one
 // pass is shown beside it. The plans are what `pipeforge compile` gives
-// without a profile (the built-in roofline, cuts inside layers where they
-// help); a profile path as third argument compiles them on it instead.
+// without a profile (the built-in roofline, cuts inside layers and inside
+// products where they help); a profile path as third argument compiles them
+// on it instead. A last row per model runs 1F1B on the plan cut between
+// whole ops only (`--cuts any`), in the same rounds, to show what cutting
+// inside a product gives on this machine's noise.
 //
 //   scripts/build.sh --target pipeline_bench && build/bench/pipeline_bench [rounds [name filter [profile]]]
 #include <fmt/format.h>
@@ -56,7 +59,9 @@ class Pipelined {
   /// 1), or, the baseline of pipeline efficiency, micro-batch after
   /// micro-batch as the stages compute it (the same GEMM shapes, no
   /// pipeline), then one optimizer step.
-  Pipelined(const Workload& w, const std::string& schedule, int p, int m, const std::string& profile) : p_(p) {
+  Pipelined(const Workload& w, const std::string& schedule, int p, int m, const std::string& profile,
+            const std::string& cuts = "auto")
+      : p_(p) {
     Module model = load_workload(w);
     DimBinding b = model.binding(w.overrides);
     verify_module(model, b, VerifyOptions{true});
@@ -65,6 +70,7 @@ class Pipelined {
     co.microbatches = m;
     co.schedule = schedule;
     co.profile = profile;
+    co.cuts = cuts;
     CompileResult compiled = compile_plan(std::move(model), b, w.file, co);
     PipelineOptions po;
     po.trace = true;  // receives too: their waits are not overhead
@@ -138,12 +144,14 @@ int main(int argc, char** argv) {
              "overhead per action | busy per device (ms) | split |\n");
   fmt::print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
   const int p = 2, m = 8;
-  const std::vector<std::string> schedules = {"1f1b", "zb1"};
+  // (schedule, cuts) per row.
+  const std::vector<std::pair<std::string, std::string>> configs = {{"1f1b", "auto"}, {"zb1", "auto"}, {"1f1b", "any"}};
   for (const Workload& w : workloads) {
     if (w.name.find(only) == std::string::npos) continue;
     Pipelined whole(w, "1f1b", 1, 1, profile), micro(w, "1f1b", 1, m, profile);
     std::vector<std::unique_ptr<Pipelined>> pipelines;
-    for (const std::string& s : schedules) pipelines.push_back(std::make_unique<Pipelined>(w, s, p, m, profile));
+    for (const auto& [schedule, cuts] : configs)
+      pipelines.push_back(std::make_unique<Pipelined>(w, schedule, p, m, profile, cuts));
     // A warm-up step each, then the rounds.
     whole.step();
     micro.step();
@@ -177,7 +185,8 @@ int main(int argc, char** argv) {
       const double base = batch / median(micro_s);
       fmt::print("| {} | {} | {} | {} | {:.1f} | {:.1f} | {:.1f} | {:.1f} | {:.1f}% | {:.1f}% | {:.1f}% | {:.0f} us | {} | "
                  "{} |\n",
-                 w.name, schedules[i], p, m, batch / median(whole_s), base, batch / median(seconds),
+                 w.name,
+                 configs[i].second == "auto" ? configs[i].first : configs[i].first + ", cuts " + configs[i].second, p, m, batch / median(whole_s), base, batch / median(seconds),
                  p * base * (1 - pl.theory()), 100 * median(of_ideal), 100 * median(bubble), 100 * pl.theory(),
                  median(overhead), busy, pl.split());
     }

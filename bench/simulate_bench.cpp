@@ -7,7 +7,7 @@
 // step time and peak memory per stage (the stash a run measures plus the
 // parameters' weights, gradients and SGD momentum).
 //
-//   scripts/build.sh --target simulate_bench && build/bench/simulate_bench [rounds [name filter]]
+//   scripts/build.sh --target simulate_bench && build/bench/simulate_bench [rounds [name filter [cuts]]]
 #include <fmt/format.h>
 
 #include <unistd.h>
@@ -46,6 +46,7 @@ int main(int argc, char** argv) {
   using namespace pf;
   const int rounds = argc > 1 ? std::stoi(argv[1]) : 5;
   const std::string only = argc > 2 ? argv[2] : "";
+  const std::string cuts = argc > 3 ? argv[3] : "auto";  // compile's --cuts
   cpu::set_cpu_threads(1);  // a CPU device is one core
   const std::vector<Workload> workloads = bench::pipeline_workloads();
 
@@ -67,6 +68,7 @@ int main(int argc, char** argv) {
       co.devices = fmt::format("cpu:{}", p);
       co.microbatches = m;
       co.schedule = schedule;
+      co.cuts = cuts;
       Plan plan = compile_plan(model, b, w.file, co).plan;
       std::vector<Module> programs;
       check_plan(plan, w.name, &programs);

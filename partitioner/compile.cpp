@@ -94,14 +94,14 @@ void choose_cuts(CostGraph& cg, const std::vector<int>& inside, PartitionOptions
 }
 
 // Splits a product's weight between two stages (product_split.h) while one
-// more split shortens the period (by kSubLayerGain for "auto"), at most once
+// more split shortens the period (by kProductGain for "auto"), at most once
 // per stage boundary: cuts between whole ops leave a model of few large
 // layers uneven.
 void split_products(PricedModel& priced, const DimBinding& micro, const Hardware& hardware,
                     const PartitionOptions& po, const CompileOptions& options, CompileResult& result) {
   CompileOptions inside = options;
   inside.cuts = "any";  // a split product pays only with a cut inside it
-  const double gain = options.cuts == "auto" ? kSubLayerGain : 0;
+  const double gain = options.cuts == "auto" ? kProductGain : 0;
   for (int round = 0; round + 1 < po.stages; ++round) {
     std::optional<std::pair<PricedModel, CompileResult>> best;
     for (const ProductSplit& p : propose_product_splits(priced.module.graph(), priced.cost, result.chosen)) {

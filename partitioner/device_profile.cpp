@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "ir/diagnostic.h"
+#include "ir/param_piece.h"
 #include "support/atomic_file.h"
 #include "support/json.h"
 
@@ -125,10 +126,11 @@ std::string op_timing_key(OpKind kind, std::span<const TensorType> operands, std
   return key;
 }
 
-std::string op_timing_key(const Function& f, const Op& op, const DimBinding& binding) {
-  std::vector<TensorType> operands;
-  for (ValueId v : op.operands) operands.push_back(f.type_of(v));
-  // Dimensions as numbers: the same op under another binding is another key.
+namespace {
+
+// An op's attributes as a timing key writes them: dimensions as numbers
+// (the same op under another binding is another key).
+std::string attrs_text(const Op& op, const DimBinding& binding) {
   auto value = [&](const DimExpr& d) {
     std::optional<int64_t> v = d.evaluate(binding);
     return v ? std::to_string(*v) : d.str();
@@ -148,7 +150,59 @@ std::string op_timing_key(const Function& f, const Op& op, const DimBinding& bin
     }
     attrs += fmt::format("{}{}={}", attrs.empty() ? "" : " ", spec.name, text);
   }
-  return op_timing_key(op.kind, operands, attrs);
+  return attrs;
+}
+
+// A product by a row block of a weight split between stages
+// (partitioner/product_split.h), which a profile of the unsplit model did
+// not time: its rows' share of the whole product's measured time.
+std::optional<OpTiming> piece_share(const DeviceProfile& profile, const Function& f, const Op& op,
+                                    const DimBinding& binding) {
+  if (op.kind != OpKind::matmul || op.operands.size() != 2) return std::nullopt;
+  const int def = f.values[op.operands[1]].def_op;
+  const std::optional<ParamPiece> piece = def >= 0 ? param_piece(f.ops[def]) : std::nullopt;
+  if (!piece) return std::nullopt;
+  std::vector<TensorType> whole = {f.type_of(op.operands[0]), piece->whole_type(f.type_of(op.operands[1]))};
+  whole[0].shape.back() = piece->whole_rows;
+  std::optional<OpTiming> t = find_timing(profile, op_timing_key(op.kind, whole, attrs_text(op, binding)));
+  if (!t) return std::nullopt;
+  const double share = static_cast<double>(piece->end - piece->begin) / static_cast<double>(piece->whole_rows);
+  return OpTiming{t->forward_s * share, t->backward_s * share};
+}
+
+// Whether `v` is the result of a product by a row block of a split weight.
+bool is_piece_product(const Function& f, ValueId v) {
+  const int def = f.values[v].def_op;
+  if (def < 0 || f.ops[def].kind != OpKind::matmul || f.ops[def].operands.size() != 2) return false;
+  const int weight = f.values[f.ops[def].operands[1]].def_op;
+  return weight >= 0 && param_piece(f.ops[weight]).has_value();
+}
+
+}  // namespace
+
+bool timed_by_profile(const DeviceProfile& profile, const Function& f, const Op& op, const DimBinding& binding) {
+  if (find_timing(profile, op_timing_key(f, op, binding)) || piece_share(profile, f, op, binding)) return true;
+  // In a stage's program one half may be another stage's: its product
+  // arrives as an argument, its part of the split leaves as a result.
+  if (op.kind == OpKind::add) return is_piece_product(f, op.operands[0]) || is_piece_product(f, op.operands[1]);
+  if (op.kind != OpKind::split) return false;
+  // Every op reading a part of the split is a product by a row block.
+  std::vector<bool> part(f.values.size(), false);
+  for (ValueId r : op.results) part[static_cast<size_t>(r)] = true;
+  bool feeds = false;
+  for (const Op& user : f.ops)
+    for (size_t i = 0; i < user.operands.size(); ++i)
+      if (part[static_cast<size_t>(user.operands[i])]) {
+        if (i != 0 || !is_piece_product(f, user.results[0])) return false;
+        feeds = true;
+      }
+  return feeds;
+}
+
+std::string op_timing_key(const Function& f, const Op& op, const DimBinding& binding) {
+  std::vector<TensorType> operands;
+  for (ValueId v : op.operands) operands.push_back(f.type_of(v));
+  return op_timing_key(op.kind, operands, attrs_text(op, binding));
 }
 
 std::optional<OpTiming> find_timing(const DeviceProfile& profile, const std::string& key) {
@@ -171,6 +225,7 @@ OpTiming estimate_timing(const DeviceProfile& profile, const std::string& key, O
 OpTiming estimate_op_timing(const DeviceProfile& profile, const Function& f, const Op& op, const DimBinding& binding,
                             const OpCost& forward) {
   if (std::optional<OpTiming> t = find_timing(profile, op_timing_key(f, op, binding))) return *t;
+  if (std::optional<OpTiming> t = piece_share(profile, f, op, binding)) return *t;
   if (op.kind == OpKind::attention)
     return {op_time(profile, op.kind, forward.flops, forward.bytes),
             op_time(profile, OpKind::attention_grad, forward.flops * 5 / 2, 2 * forward.bytes)};

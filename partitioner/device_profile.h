@@ -82,12 +82,19 @@ OpTiming require_timing(const DeviceProfile& profile, const std::string& key);
 /// roofline of the forward and backward costs.
 OpTiming estimate_timing(const DeviceProfile& profile, const std::string& key, OpCost forward, OpCost backward);
 /// The timing of `op` of `f` (forward cost `forward` under `binding`): as
-/// measured, or else its roofline with the backward estimated from the
-/// forward: twice its work (an input and a weight gradient), except for
-/// attention, whose gradient recomputes the scores (five products against
-/// the forward's two) at attention_grad's efficiency.
+/// measured (a product by a row block of a split weight as its share of the
+/// whole product's measurement), or else its roofline with the backward
+/// estimated from the forward: twice its work (an input and a weight
+/// gradient), except for attention, whose gradient recomputes the scores
+/// (five products against the forward's two) at attention_grad's efficiency.
 OpTiming estimate_op_timing(const DeviceProfile& profile, const Function& f, const Op& op, const DimBinding& binding,
                             const OpCost& forward);
+
+/// Whether the profile prices `op` from measurements: its own key, its share
+/// of a split product's, or the split and sum a product split adds around
+/// its two halves (small next to them: priced by the roofline). A stage all
+/// of whose ops are priced so can take its backward from the profile too.
+bool timed_by_profile(const DeviceProfile& profile, const Function& f, const Op& op, const DimBinding& binding);
 
 /// A profile as JSON:
 ///   {"format": "pipeforge-profile", "version": 1,

@@ -64,7 +64,7 @@ StagePrice price_stage(const Module& program, const PlanStage& stage, const DimB
   // activations included); whether the profile measured every op.
   bool all_measured = !profile.measured.empty();
   const OpTimer timer = [&](const Function& f, const Op& op, const OpCost& cost) {
-    if (!op.operands.empty() && !find_timing(profile, op_timing_key(f, op, binding))) all_measured = false;
+    if (!op.operands.empty() && !timed_by_profile(profile, f, op, binding)) all_measured = false;
     return estimate_op_timing(profile, f, op, binding, cost);
   };
   CostGraphOptions cgo;

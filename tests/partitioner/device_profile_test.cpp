@@ -140,6 +140,35 @@ TEST(DeviceProfile, MeasuredTimesOverrideTheRoofline) {
             "model");
 }
 
+TEST(DeviceProfile, ARowBlockOfASplitWeightTakesItsShareOfTheWholeProductsTime) {
+  // The product of measured_profile's matmul, its weight's 768 rows split
+  // 512 | 256 between two stages (product_split.h).
+  Module m = parse_module_text("s.pf", R"(
+graph @g(%x: f32[8,64,768]) -> f32[8,64,2304] {
+  %x.a, %x.b = split %x axis=2 sizes=[512,256] : f32[8,64,512], f32[8,64,256]
+  %w.a = param init=xavier piece_of="w" rows=[0,512] whole_rows=768 : f32[512,2304]
+  %y.a = matmul %x.a, %w.a : f32[8,64,2304]
+  %w.b = param init=xavier piece_of="w" rows=[512,768] whole_rows=768 : f32[256,2304]
+  %y.b = matmul %x.b, %w.b : f32[8,64,2304]
+  %y = add %y.a, %y.b : f32[8,64,2304]
+  %z = relu %y : f32[8,64,2304]
+  return %z
+}
+)");
+  const DimBinding b = m.binding();
+  verify_module(m, b);
+  const Function& g = m.graph();
+  const DeviceProfile p = measured_profile();
+  auto timing = [&](int op) { return estimate_op_timing(p, g, g.ops[static_cast<size_t>(op)], b, op_cost(g, g.ops[static_cast<size_t>(op)], b)); };
+  EXPECT_DOUBLE_EQ(timing(2).forward_s, 3.5e-5 * 2 / 3);
+  EXPECT_DOUBLE_EQ(timing(4).backward_s, 7.25e-5 / 3);
+  // The split and the sum around the halves count as priced; an op the
+  // profile never saw does not.
+  std::vector<bool> timed;
+  for (const Op& op : g.ops) timed.push_back(timed_by_profile(p, g, op, b));
+  EXPECT_EQ(timed, (std::vector<bool>{true, false, true, false, true, true, false}));
+}
+
 TEST(DeviceProfile, JsonRoundTrip) {
   DeviceProfile p = measured_profile();
   std::string text = profile_to_json(p);
