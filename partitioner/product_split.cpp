@@ -84,7 +84,8 @@ bool split_product_rows(Function& f, int index, int64_t rows) {
     p.declared = {SymType::from(piece_type)};
     set_param_piece(p, {w_name, begin, end, k_total});
     ops.push_back(std::move(p));
-    ops.push_back(op_like(mm, OpKind::matmul, {ids[static_cast<size_t>(part)], piece}, {ids[2 + static_cast<size_t>(part)]}));
+    const auto k = static_cast<size_t>(part);
+    ops.push_back(op_like(mm, OpKind::matmul, {ids[k], piece}, {ids[2 + k]}));
   }
   Op sum = op_like(mm, OpKind::add, {y_a, y_b}, {y});
   sum.declared = mm.declared;
@@ -116,7 +117,10 @@ std::vector<ProductSplit> propose_product_splits(const Function& f, const CostGr
   for (size_t i = 1; i < stages.size(); ++i)
     if (stages[i].time_s > stages[s].time_s) s = i;
   const auto users = f.users();
-  auto work = [&](int node) { return cg.nodes[static_cast<size_t>(node)].forward_s + cg.nodes[static_cast<size_t>(node)].backward_s; };
+  auto work = [&](int node) {
+    const CostNode& n = cg.nodes[static_cast<size_t>(node)];
+    return n.forward_s + n.backward_s;
+  };
   const StagePlan& slow = stages[s];
   double stage_work = 0;
   for (int j = slow.begin; j < slow.end; ++j) stage_work += work(j);
@@ -140,7 +144,8 @@ std::vector<ProductSplit> propose_product_splits(const Function& f, const CostGr
     const int64_t k = product_rows(f, product, users);
     const int64_t granule = std::clamp<int64_t>(k / 16, 1, 32);
     const double fraction = (share - between) / work(product);
-    const int64_t moved = static_cast<int64_t>(std::llround(fraction * static_cast<double>(k) / static_cast<double>(granule))) * granule;
+    const double granules = fraction * static_cast<double>(k) / static_cast<double>(granule);
+    const int64_t moved = static_cast<int64_t>(std::llround(granules)) * granule;
     if (moved < granule || moved > k - granule) continue;
     out.push_back({product, step > 0 ? k - moved : moved});
   }

@@ -29,7 +29,8 @@ std::optional<std::string> suffix_after(const std::string& name, const std::stri
 int64_t row_bytes(const TensorType& type) { return type.bytes() / std::max<int64_t>(type.shape.at(0), 1); }
 
 bool same_rows(const TensorType& a, const TensorType& b) {
-  return a.dtype == b.dtype && a.rank() == b.rank() && std::equal(a.shape.begin() + 1, a.shape.end(), b.shape.begin() + 1);
+  return a.dtype == b.dtype && a.rank() == b.rank() &&
+         std::equal(a.shape.begin() + 1, a.shape.end(), b.shape.begin() + 1);
 }
 
 }  // namespace
@@ -47,7 +48,8 @@ void join_pieces(SafeTensors& file, const ParameterPieces& pieces) {
   for (const auto& entry : pieces) by_whole[entry.second.piece.whole].push_back(&entry);
   const std::vector<std::string> names = file.names();
   for (auto& [whole, parts] : by_whole) {
-    std::sort(parts.begin(), parts.end(), [](auto* a, auto* b) { return a->second.piece.begin < b->second.piece.begin; });
+    std::sort(parts.begin(), parts.end(),
+              [](auto* a, auto* b) { return a->second.piece.begin < b->second.piece.begin; });
     // The pieces must tile the whole's rows.
     int64_t next = 0;
     for (auto* part : parts) {

@@ -28,5 +28,5 @@ for t in comm/communicator_test comm/gloo_communicator_test runtime/runtime_test
   TSAN_OPTIONS="halt_on_error=1" build-tsan/tests/$t --gtest_brief=1
 done
 
-echo "== fuzzers: the IR, plan, safetensors, profile and cluster readers, 30 s each =="
-scripts/fuzz.sh 30
+echo "== fuzzers: the IR, plan, safetensors, profile and cluster readers, 45 s each =="
+scripts/fuzz.sh 45

@@ -5,6 +5,7 @@
 
 #include <string_view>
 
+#include "backends/cuda/cublas_api.h"
 #include "ir/diagnostic.h"
 
 namespace pf::cuda {
@@ -51,7 +52,8 @@ void check(cudaError_t status, const char* call, const char* file, int line) {
 
 void check(cublasStatus_t status, const char* call, const char* file, int line) {
   if (status == CUBLAS_STATUS_SUCCESS) return;
-  fail("cublas", call, file, line, fmt::format("{} ({})", cublasGetStatusString(status), cublasGetStatusName(status)));
+  fail("cublas", call, file, line,
+       fmt::format("{} ({})", cublas().status_string(status), cublas().status_name(status)));
 }
 
 void check(cudnnStatus_t status, const char* call, const char* file, int line) {

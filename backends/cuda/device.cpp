@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "backends/cuda/check.h"
+#include "backends/cuda/cublas_api.h"
 #include "ir/diagnostic.h"
 
 namespace pf::cuda {
@@ -151,8 +152,8 @@ struct CudaDevice::Lane {
   ~Lane() {
     workspace.reset();
     if (cudnn) (void)cudnnDestroy(cudnn);
-    if (cublaslt) (void)cublasLtDestroy(cublaslt);
-    if (cublas) (void)cublasDestroy(cublas);
+    if (cublaslt) (void)cuda::cublas().lt_destroy(cublaslt);
+    if (cublas) (void)cuda::cublas().destroy(cublas);
     if (stream) (void)cudaStreamDestroy(stream);
     if (errors) (void)cudaFreeHost(errors);
   }
@@ -170,9 +171,9 @@ CudaDevice::CudaDevice(int ordinal, int stages) : ordinal_(ordinal) {
     // Non-blocking: the stage streams must not synchronise with the legacy
     // default stream that other code (or a library) might use.
     PF_CUDA_CHECK(cudaStreamCreateWithFlags(&lane->stream, cudaStreamNonBlocking));
-    PF_CUDA_CHECK(cublasCreate(&lane->cublas));
-    PF_CUDA_CHECK(cublasSetStream(lane->cublas, lane->stream));
-    PF_CUDA_CHECK(cublasLtCreate(&lane->cublaslt));  // its calls take the stream
+    PF_CUDA_CHECK(cuda::cublas().create(&lane->cublas));
+    PF_CUDA_CHECK(cuda::cublas().set_stream(lane->cublas, lane->stream));
+    PF_CUDA_CHECK(cuda::cublas().lt_create(&lane->cublaslt));  // its calls take the stream
     PF_CUDA_CHECK(cudnnCreate(&lane->cudnn));
     PF_CUDA_CHECK(cudnnSetStream(lane->cudnn, lane->stream));
     void* slot = nullptr;

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "backends/cuda/check.h"
+#include "backends/cuda/cublas_api.h"
 #include "backends/cuda/indexing.h"
 #include "backends/cuda/kernel_table.h"
 #include "ir/diagnostic.h"
@@ -35,21 +36,25 @@ struct Gemm {
   void run(const LaunchContext& ctx, const void* a, long long stride_a, const void* b, long long stride_b, void* c,
            long long stride_c, int batches) const {
     const float alpha = 1.f, beta = 0.f;
-    PF_CUDA_CHECK(cublasGemmStridedBatchedEx(ctx.cublas, op_b, op_a, n, m, k, &alpha, b, type, ldb, stride_b, a, type,
-                                             lda, stride_a, &beta, c, type, n, stride_c, batches, compute,
-                                             CUBLAS_GEMM_DEFAULT));
+    PF_CUDA_CHECK(cublas().gemm_strided_batched(ctx.cublas, op_b, op_a, n, m, k, &alpha, b, type, ldb, stride_b, a,
+                                                type, lda, stride_a, &beta, c, type, n, stride_c, batches, compute,
+                                                CUBLAS_GEMM_DEFAULT));
   }
 };
 
 void matmul(const KernelArgs& args, const LaunchContext& ctx);
 
 // A cuBLASLt descriptor destroyed with its owner.
-template <class H, cublasStatus_t (*Destroy)(H)>
+template <class H>
 struct LtHandle {
-  H h = nullptr;
+  explicit LtHandle(cublasStatus_t (*destroy_with)(H)) : destroy(destroy_with) {}
+  LtHandle(const LtHandle&) = delete;
+  LtHandle& operator=(const LtHandle&) = delete;
   ~LtHandle() {
-    if (h) (void)Destroy(h);
+    if (h) (void)destroy(h);
   }
+  H h = nullptr;
+  cublasStatus_t (*destroy)(H);
 };
 
 // Bytes of scratch cuBLASLt may use for its algorithms.
@@ -72,26 +77,26 @@ void matmul_epilogue(const KernelArgs& args, const LaunchContext& ctx, bool gelu
   const cudaDataType type = bf16 ? CUDA_R_16BF : CUDA_R_32F;
   const cublasComputeType_t compute = bf16 || !ctx.allow_tf32 ? CUBLAS_COMPUTE_32F : CUBLAS_COMPUTE_32F_FAST_TF32;
 
-  LtHandle<cublasLtMatmulDesc_t, cublasLtMatmulDescDestroy> op;
-  PF_CUDA_CHECK(cublasLtMatmulDescCreate(&op.h, compute, CUDA_R_32F));
+  const CublasApi& lt = cublas();
+  LtHandle<cublasLtMatmulDesc_t> op(lt.lt_desc_destroy);
+  PF_CUDA_CHECK(lt.lt_desc_create(&op.h, compute, CUDA_R_32F));
   const cublasLtEpilogue_t epilogue = gelu ? CUBLASLT_EPILOGUE_GELU_BIAS : CUBLASLT_EPILOGUE_BIAS;
   const void* bias = args.in[2];
-  PF_CUDA_CHECK(cublasLtMatmulDescSetAttribute(op.h, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof epilogue));
-  PF_CUDA_CHECK(cublasLtMatmulDescSetAttribute(op.h, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
-  PF_CUDA_CHECK(cublasLtMatmulDescSetAttribute(op.h, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &type, sizeof type));
-  LtHandle<cublasLtMatrixLayout_t, cublasLtMatrixLayoutDestroy> wl, xl, yl;
-  PF_CUDA_CHECK(cublasLtMatrixLayoutCreate(&wl.h, type, n, k, n));     // w^T: [N, K], column-major
-  PF_CUDA_CHECK(cublasLtMatrixLayoutCreate(&xl.h, type, k, rows, k));  // x^T: [K, rows]
-  PF_CUDA_CHECK(cublasLtMatrixLayoutCreate(&yl.h, type, n, rows, n));  // result^T: [N, rows]
-  LtHandle<cublasLtMatmulPreference_t, cublasLtMatmulPreferenceDestroy> pref;
-  PF_CUDA_CHECK(cublasLtMatmulPreferenceCreate(&pref.h));
+  PF_CUDA_CHECK(lt.lt_desc_set(op.h, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof epilogue));
+  PF_CUDA_CHECK(lt.lt_desc_set(op.h, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
+  PF_CUDA_CHECK(lt.lt_desc_set(op.h, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &type, sizeof type));
+  LtHandle<cublasLtMatrixLayout_t> wl(lt.lt_layout_destroy), xl(lt.lt_layout_destroy), yl(lt.lt_layout_destroy);
+  PF_CUDA_CHECK(lt.lt_layout_create(&wl.h, type, n, k, n));     // w^T: [N, K], column-major
+  PF_CUDA_CHECK(lt.lt_layout_create(&xl.h, type, k, rows, k));  // x^T: [K, rows]
+  PF_CUDA_CHECK(lt.lt_layout_create(&yl.h, type, n, rows, n));  // result^T: [N, rows]
+  LtHandle<cublasLtMatmulPreference_t> pref(lt.lt_pref_destroy);
+  PF_CUDA_CHECK(lt.lt_pref_create(&pref.h));
   const size_t workspace_bytes = kLtWorkspace;
-  PF_CUDA_CHECK(cublasLtMatmulPreferenceSetAttribute(pref.h, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
-                                                     &workspace_bytes, sizeof workspace_bytes));
+  PF_CUDA_CHECK(
+      lt.lt_pref_set(pref.h, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace_bytes, sizeof workspace_bytes));
   cublasLtMatmulHeuristicResult_t heuristic{};
   int found = 0;
-  PF_CUDA_CHECK(cublasLtMatmulAlgoGetHeuristic(ctx.cublaslt, op.h, wl.h, xl.h, yl.h, yl.h, pref.h, 1, &heuristic,
-                                               &found));
+  PF_CUDA_CHECK(lt.lt_heuristic(ctx.cublaslt, op.h, wl.h, xl.h, yl.h, yl.h, pref.h, 1, &heuristic, &found));
   if (found == 0) {
     // No epilogue algorithm for these sizes: the plain GEMM, then the bias
     // add and the GELU in place, as the unfused ops would run.
@@ -109,8 +114,8 @@ void matmul_epilogue(const KernelArgs& args, const LaunchContext& ctx, bool gelu
   }
   void* workspace = ctx.scratch(kLtWorkspace);
   const float alpha = 1.f, beta = 0.f;
-  PF_CUDA_CHECK(cublasLtMatmul(ctx.cublaslt, op.h, &alpha, args.in[1], wl.h, args.in[0], xl.h, &beta, args.out[0],
-                               yl.h, args.out[0], yl.h, &heuristic.algo, workspace, kLtWorkspace, ctx.stream));
+  PF_CUDA_CHECK(lt.lt_matmul(ctx.cublaslt, op.h, &alpha, args.in[1], wl.h, args.in[0], xl.h, &beta, args.out[0], yl.h,
+                             args.out[0], yl.h, &heuristic.algo, workspace, kLtWorkspace, ctx.stream));
 }
 
 void matmul_bias_gelu(const KernelArgs& args, const LaunchContext& ctx) { matmul_epilogue(args, ctx, true); }

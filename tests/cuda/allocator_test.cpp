@@ -8,6 +8,7 @@
 #include <string>
 
 #include "backends/cuda/check.h"
+#include "backends/cuda/cublas_api.h"
 #include "ir/diagnostic.h"
 #include "tests/cuda/cuda_test_util.h"
 
@@ -150,6 +151,32 @@ TEST(CudaCheck, AFailedCallNamesItselfWhereAndWhat) {
     EXPECT_EQ(m.rfind("cuda: cudaErrorInvalidValue failed at tests/cuda/allocator_test.cpp:", 0), 0u) << m;
     EXPECT_NE(m.find("(cudaErrorInvalidValue)"), std::string::npos) << m;
   }
+}
+
+TEST(CudaCheck, CublasIsLoadedOnFirstUseWithEveryEntryPoint) {
+  // No GPU needed: the libraries load, and every entry point is found.
+  const CublasApi& api = cublas();
+  const bool found[] = {api.create != nullptr,
+                        api.destroy != nullptr,
+                        api.set_stream != nullptr,
+                        api.status_string != nullptr,
+                        api.status_name != nullptr,
+                        api.gemm_strided_batched != nullptr,
+                        api.lt_create != nullptr,
+                        api.lt_destroy != nullptr,
+                        api.lt_matmul != nullptr,
+                        api.lt_heuristic != nullptr,
+                        api.lt_desc_create != nullptr,
+                        api.lt_desc_destroy != nullptr,
+                        api.lt_desc_set != nullptr,
+                        api.lt_pref_create != nullptr,
+                        api.lt_pref_destroy != nullptr,
+                        api.lt_pref_set != nullptr,
+                        api.lt_layout_create != nullptr,
+                        api.lt_layout_destroy != nullptr};
+  for (bool f : found) EXPECT_TRUE(f);
+  EXPECT_STREQ(api.status_name(CUBLAS_STATUS_NOT_SUPPORTED), "CUBLAS_STATUS_NOT_SUPPORTED");
+  EXPECT_EQ(&cublas(), &api);  // loaded once
 }
 
 TEST(CudaCheck, ScopesNameTheStageAndTheOp) {

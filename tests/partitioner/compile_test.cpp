@@ -186,7 +186,8 @@ TEST(Compile, SplitsAProductBetweenStagesWhenWholeOpsLeaveThemUneven) {
   // 784 -> 4096 -> 4096 -> 4096 -> 10 on two stages: between ops the best
   // split leaves the halves 9 % apart (a 4096 x 4096 product is 30 % of the
   // work); giving stage 1 the last rows of fc.0's weight evens them.
-  CompileResult any = on_two_cpus("mlp.pf", {{"B", 256}}, "any"), products = on_two_cpus("mlp.pf", {{"B", 256}}, "auto");
+  CompileResult any = on_two_cpus("mlp.pf", {{"B", 256}}, "any");
+  CompileResult products = on_two_cpus("mlp.pf", {{"B", 256}}, "auto");
   EXPECT_EQ(any.cuts, "any");
   EXPECT_GT(any.chosen.imbalance_pct, 4.0);
   EXPECT_EQ(products.cuts, "products");

@@ -83,7 +83,8 @@ TEST(ProductSplit, TrainsTheNumbersOfOneDeviceUnderEverySchedule) {
         equivalence::Batch batch = equivalence::make_batch(full.graph(), step);
         const double loss = pipeline->train_step(batch.named).loss;
         EXPECT_NEAR(loss, ref.losses[step], 1e-5 * std::fabs(ref.losses[step])) << "step " << step;
-        if (step == 0) equivalence::expect_tensors(*pipeline, as_pieces(ref.first_grads, plan), true, 1e-5, "gradient of");
+        if (step == 0)
+          equivalence::expect_tensors(*pipeline, as_pieces(ref.first_grads, plan), true, 1e-5, "gradient of");
       }
       equivalence::expect_tensors(*pipeline, as_pieces(ref.weights, plan), false, 1e-5, "weight");
       // Saved, the weight is whole again: the reference's.
