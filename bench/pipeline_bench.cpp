@@ -183,10 +183,11 @@ int main(int argc, char** argv) {
         busy += fmt::format("{}{:.0f}", d ? " / " : "", median(of_device) * 1e3);
       }
       const double base = batch / median(micro_s);
+      const auto& [schedule, cuts] = configs[i];
+      const std::string label = cuts == "auto" ? schedule : schedule + ", cuts " + cuts;
       fmt::print("| {} | {} | {} | {} | {:.1f} | {:.1f} | {:.1f} | {:.1f} | {:.1f}% | {:.1f}% | {:.1f}% | {:.0f} us | {} | "
                  "{} |\n",
-                 w.name,
-                 configs[i].second == "auto" ? configs[i].first : configs[i].first + ", cuts " + configs[i].second, p, m, batch / median(whole_s), base, batch / median(seconds),
+                 w.name, label, p, m, batch / median(whole_s), base, batch / median(seconds),
                  p * base * (1 - pl.theory()), 100 * median(of_ideal), 100 * median(bubble), 100 * pl.theory(),
                  median(overhead), busy, pl.split());
     }

@@ -153,14 +153,19 @@ std::string attrs_text(const Op& op, const DimBinding& binding) {
   return attrs;
 }
 
-// A product by a row block of a weight split between stages
-// (partitioner/product_split.h), which a profile of the unsplit model did
-// not time: its rows' share of the whole product's measured time.
-std::optional<OpTiming> piece_share(const DeviceProfile& profile, const Function& f, const Op& op,
-                                    const DimBinding& binding) {
+// The row block `op` multiplies by, when it is a product by a piece of a
+// weight split between stages (partitioner/product_split.h).
+std::optional<ParamPiece> weight_piece(const Function& f, const Op& op) {
   if (op.kind != OpKind::matmul || op.operands.size() != 2) return std::nullopt;
   const int def = f.values[op.operands[1]].def_op;
-  const std::optional<ParamPiece> piece = def >= 0 ? param_piece(f.ops[def]) : std::nullopt;
+  return def >= 0 ? param_piece(f.ops[def]) : std::nullopt;
+}
+
+// A product by a row block, which a profile of the unsplit model did not
+// time: its rows' share of the whole product's measured time.
+std::optional<OpTiming> piece_share(const DeviceProfile& profile, const Function& f, const Op& op,
+                                    const DimBinding& binding) {
+  const std::optional<ParamPiece> piece = weight_piece(f, op);
   if (!piece) return std::nullopt;
   std::vector<TensorType> whole = {f.type_of(op.operands[0]), piece->whole_type(f.type_of(op.operands[1]))};
   whole[0].shape.back() = piece->whole_rows;
@@ -173,9 +178,7 @@ std::optional<OpTiming> piece_share(const DeviceProfile& profile, const Function
 // Whether `v` is the result of a product by a row block of a split weight.
 bool is_piece_product(const Function& f, ValueId v) {
   const int def = f.values[v].def_op;
-  if (def < 0 || f.ops[def].kind != OpKind::matmul || f.ops[def].operands.size() != 2) return false;
-  const int weight = f.values[f.ops[def].operands[1]].def_op;
-  return weight >= 0 && param_piece(f.ops[weight]).has_value();
+  return def >= 0 && weight_piece(f, f.ops[def]).has_value();
 }
 
 }  // namespace

@@ -133,15 +133,16 @@ std::vector<ProductSplit> propose_product_splits(const Function& f, const CostGr
     // The product nearest the neighbour, and the work between it and the boundary.
     double between = 0;
     int product = -1;
+    int64_t k = 0;  // its weight's rows
     for (int j = step > 0 ? slow.end - 1 : slow.begin; step > 0 ? j >= slow.begin : j < slow.end; j -= step) {
-      if (product_rows(f, j, users) > 0) {
+      k = product_rows(f, j, users);
+      if (k > 0) {
         product = j;
         break;
       }
       between += work(j);
     }
     if (product < 0 || !(work(product) > 0)) continue;
-    const int64_t k = product_rows(f, product, users);
     const int64_t granule = std::clamp<int64_t>(k / 16, 1, 32);
     const double fraction = (share - between) / work(product);
     const double granules = fraction * static_cast<double>(k) / static_cast<double>(granule);

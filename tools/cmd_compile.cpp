@@ -80,8 +80,8 @@ void add_compile_command(CLI::App& app) {
   cmd->add_option("--split", o->split, "manual split: the layer indices where stages 2.. begin, e.g. 4,8,12");
   cmd->add_option("--cuts", o->compile.cuts,
                   "where stages may begin: layers (layer boundaries), any (inside layers too), products (inside a "
-                  "matmul too: two stages hold rows of its weight), or auto (each finer kind when that shortens the "
-                  "period by 1% or more)")
+                  "matmul too: two stages hold rows of its weight), or auto (inside layers when that shortens the "
+                  "period by 1% or more, inside a matmul when by 3% more)")
       ->check(CLI::IsMember({"auto", "layers", "any", "products"}))
       ->capture_default_str();
   cmd->add_option("-o,--output", o->output, "write the plan here")->required();
