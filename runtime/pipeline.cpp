@@ -427,6 +427,7 @@ std::string trace_json(const std::vector<TraceEvent>& events, int devices) {
       case ActionKind::backward: name = fmt::format("B{}", e.action.microbatch); break;
       case ActionKind::backward_input: name = fmt::format("B{}", e.action.microbatch); break;
       case ActionKind::backward_weight: name = fmt::format("W{}", e.action.microbatch); break;
+      case ActionKind::step: name = "optimizer"; break;
       default: name = std::string(action_kind_name(e.action.kind)); break;
     }
     out += fmt::format(",\n{{\"name\": \"{}\", \"cat\": \"{}\", \"ph\": \"X\", \"pid\": 0, \"tid\": {}, "

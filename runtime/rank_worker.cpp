@@ -112,7 +112,13 @@ void RankWorker::run(const RankStep& step, RankOutcome& out) {
     if (!step.backward) return;
     sum_tied_grads();
     out.grad_norm = grad_norm();
-    if (step.update) update(step, out.grad_norm);
+    if (step.update) {
+      // On a trace, the optimizer's own time (clipping and the update), after
+      // the collectives that a rank done early spends waiting in.
+      const double begin = since(step.start);
+      update(step, out.grad_norm);
+      if (step.trace) out.trace.push_back({rank_, Action{ActionKind::step, -1, -1, -1}, begin, since(step.start)});
+    }
   } catch (const CommAborted&) {
     // another rank failed first; its error is the step's
   } catch (const CommTimeout&) {

@@ -120,15 +120,17 @@ PlanSimulation simulate_plan(const Plan& plan, const std::vector<Module>& progra
   // optimizer steps once the last of them and every device are done.
   const RingAllReduce ring(sim.replicas, replica_link(replica_links, p, sim.replicas));
   double done = sim.walk_s;
-  std::vector<double> optimizer_s(static_cast<size_t>(p), 0.0);
   for (size_t s = 0; s < n; ++s) {
     SimulatedStage& st = sim.stages[s];
     st.all_reduce_start_s = last_grad[s];
     st.all_reduce_s = ring.seconds(static_cast<double>(st.price.param_bytes));
     done = std::max(done, st.all_reduce_start_s + st.all_reduce_s);
-    optimizer_s[static_cast<size_t>(st.device)] += st.optimizer_s;
+    sim.devices[static_cast<size_t>(st.device)].optimizer_s += st.optimizer_s;
   }
-  sim.step_s = done + *std::max_element(optimizer_s.begin(), optimizer_s.end());
+  sim.update_start_s = done;
+  double slowest = 0;
+  for (const SimulatedDevice& d : sim.devices) slowest = std::max(slowest, d.optimizer_s);
+  sim.step_s = done + slowest;
 
   // Memory: what each stage holds all step, and a slot per micro-batch in flight.
   std::vector<StageMemory> memory;

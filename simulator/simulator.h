@@ -40,6 +40,7 @@ struct SimulatedStage {
 /// One device of replica 0 (every replica runs the same).
 struct SimulatedDevice {
   double busy_s = 0;
+  double optimizer_s = 0;  // its stages' optimizer passes, which start when the step's last collective ends
   int64_t peak_memory_bytes = 0;
   int64_t memory_limit_bytes = 0;
 };
@@ -52,6 +53,7 @@ struct PlanSimulation {
   std::vector<SimulatedDevice> devices;  // replica 0's: one per action list
   int replicas = 1;
   double walk_s = 0;       // until every device's last action
+  double update_start_s = 0;  // when the last all-reduce is done and the optimizers start
   double step_s = 0;       // + the all-reduces still running, then the optimizer step
   double bubble = 0;       // 1 - busy compute / (devices * walk_s), as a run measures it
   std::optional<double> theory_bubble;  // the schedule's textbook bubble (theoretical_bubble)

@@ -1,6 +1,7 @@
 // The simulator and a real run agree: per device, the compute actions of a
 // traced training step, in the order they started, are the simulator's, for
-// every schedule; and the stash a run measures is the simulator's slots.
+// every schedule; both end a device's step with its optimizer; and the stash a
+// run measures is the simulator's slots.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -62,6 +63,23 @@ TEST_P(RunAgreement, ComputeActionsRunInTheSimulatorsOrder) {
     for (size_t i = 0; i < real[static_cast<size_t>(d)].size(); ++i)
       EXPECT_EQ(format_action(real[static_cast<size_t>(d)][i]), format_action(predicted[static_cast<size_t>(d)][i]))
           << "device " << d << ", compute action " << i;
+  }
+  // Both end each device's step with one optimizer slice, after its last action.
+  for (const auto& [events, who] : {std::pair{r.trace, "run"}, std::pair{simulation_trace(sim), "simulator"}}) {
+    for (int d = 0; d < devices; ++d) {
+      double last_action_end = 0;
+      std::vector<const TraceEvent*> updates;
+      for (const TraceEvent& e : events) {
+        if (e.device != d) continue;
+        if (e.action.kind == ActionKind::step)
+          updates.push_back(&e);
+        else
+          last_action_end = std::max(last_action_end, e.end_s);
+      }
+      ASSERT_EQ(updates.size(), 1u) << who << ", device " << d;
+      EXPECT_GE(updates[0]->start_s, last_action_end) << who << ", device " << d;
+      EXPECT_GT(updates[0]->end_s, updates[0]->start_s) << who << ", device " << d;
+    }
   }
   // The run's stash: the slots it held at once (a split backward keeps its
   // slot until W), each of the simulator's size; and the micro-batches

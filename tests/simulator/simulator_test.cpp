@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <chrono>
 
 #include "simulator/simulator.h"
@@ -190,7 +191,17 @@ TEST(Simulator, TraceIsEveryActionInTheRunsFormat) {
   const std::vector<TraceEvent> events = simulation_trace(s.sim);
   size_t actions = 0;
   for (const auto& list : s.sim.schedule.per_device) actions += list.size() - 1;  // all but the step
-  EXPECT_EQ(events.size(), actions);
+  EXPECT_EQ(events.size(), actions + 2);  // and an optimizer slice per device, when the step's collectives end
+  for (int d = 0; d < 2; ++d) {
+    const auto update = std::find_if(events.begin(), events.end(), [&](const TraceEvent& e) {
+      return e.device == d && e.action.kind == ActionKind::step;
+    });
+    ASSERT_NE(update, events.end()) << "device " << d;
+    EXPECT_DOUBLE_EQ(update->start_s, s.sim.update_start_s);
+    EXPECT_DOUBLE_EQ(update->end_s, s.sim.update_start_s + s.sim.devices[static_cast<size_t>(d)].optimizer_s);
+  }
+  EXPECT_DOUBLE_EQ(s.sim.step_s, s.sim.update_start_s + std::max(s.sim.devices[0].optimizer_s,
+                                                                  s.sim.devices[1].optimizer_s));
   for (size_t i = 1; i < events.size(); ++i) EXPECT_LE(events[i - 1].start_s, events[i].start_s);
   const nlohmann::json doc = nlohmann::json::parse(trace_json(events, 2));
   EXPECT_TRUE(doc.contains("traceEvents"));
