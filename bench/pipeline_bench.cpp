@@ -99,6 +99,7 @@ class Pipelined {
     std::vector<double> first(static_cast<size_t>(p_), 1e30), last(static_cast<size_t>(p_), 0.0),
         accounted(static_cast<size_t>(p_), 0.0);
     for (const TraceEvent& e : r.trace) {
+      if (e.action.kind == ActionKind::step) continue;  // the optimizer, after the walk and its collectives
       const auto d = static_cast<size_t>(e.device);
       first[d] = std::min(first[d], e.start_s);
       last[d] = std::max(last[d], e.end_s);

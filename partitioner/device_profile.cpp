@@ -283,6 +283,7 @@ std::string profile_to_json(const DeviceProfile& profile) {
       {"ops", ops},
   };
   if (!profile.efficiency.empty()) doc["device"]["efficiency"] = profile.efficiency;
+  if (!profile.update_s_per_param.empty()) doc["device"]["update_s_per_param"] = profile.update_s_per_param;
   return format_json(doc);
 }
 
@@ -293,7 +294,7 @@ DeviceProfile profile_from_json(const std::string& text, const std::string& path
   r.expect_keys(doc, "", {"format", "version", "device", "ops"});
   const Json& d = r.object(doc, "", "device");
   r.expect_keys(d, "device", {"name", "kind", "precision", "flops", "bandwidth", "memory_bytes", "launch_s"},
-                {"concurrent", "efficiency"});
+                {"concurrent", "efficiency", "update_s_per_param"});
   DeviceProfile p;
   p.path = path;
   p.name = r.string(d, "device", "name");
@@ -314,6 +315,14 @@ DeviceProfile profile_from_json(const std::string& text, const std::string& path
     for (const auto& [name, value] : e.items()) {
       if (!find_op(name)) r.fail(fmt::format("device.efficiency names no op: '{}'", name));
       p.efficiency[name] = positive(r, e, "device.efficiency", name);
+    }
+  }
+  if (d.contains("update_s_per_param")) {
+    const Json& u = r.object(d, "device", "update_s_per_param");
+    for (const auto& [name, value] : u.items()) {
+      if (name != "adamw" && name != "sgd")
+        r.fail(fmt::format("device.update_s_per_param names no optimizer: '{}' (adamw or sgd)", name));
+      p.update_s_per_param[name] = positive(r, u, "device.update_s_per_param", name);
     }
   }
   const Json& ops = r.array(doc, "", "ops");

@@ -42,6 +42,12 @@ struct DeviceProfile {
   /// dozen columns, its exps); 1 for any op not listed.
   std::map<std::string, double, std::less<>> efficiency;
   std::map<std::string, OpTiming> measured;  // keyed by op_timing_key()
+  /// Per optimizer ("adamw", "sgd"): seconds per parameter of its step, the
+  /// gradient norm included, measured by `pipeforge profile` with
+  /// `concurrent` cores updating at once. Where the plan's optimizer is
+  /// listed, a stage's update is priced by it instead of its bytes at
+  /// `bandwidth` (which AdamW's square roots and divisions do not reach).
+  std::map<std::string, double, std::less<>> update_s_per_param;
   std::string path;                          // the file it was loaded from; "" for a built-in profile
 };
 
@@ -99,7 +105,8 @@ bool timed_by_profile(const DeviceProfile& profile, const Function& f, const Op&
 /// A profile as JSON:
 ///   {"format": "pipeforge-profile", "version": 1,
 ///    "device": {"name", "kind", "precision", "flops", "bandwidth", "memory_bytes", "launch_s",
-///               "concurrent" (optional, 1 when absent)},
+///               "concurrent" (optional, 1 when absent), "efficiency" (optional, {op: fraction}),
+///               "update_s_per_param" (optional, {"adamw" or "sgd": seconds})},
 ///    "ops": [{"key": "...", "forward_s": ..., "backward_s": ...}, ...]}
 std::string profile_to_json(const DeviceProfile& profile);
 /// Reads and checks a profile (format, version, every field, no key twice);

@@ -8,12 +8,14 @@
 #include <memory>
 #include <thread>
 #include <chrono>
+#include <functional>
 #include <random>
 
 #include "backends/cpu/executor.h"
 #include "ir/printer.h"
 #include "ir/verifier.h"
 #include "passes/autodiff.h"
+#include "runtime/optimizer.h"
 
 namespace pf {
 
@@ -140,21 +142,26 @@ double time_runs(cpu::Executor& e, int repeats, std::barrier<>* sync) {
   return median(times);
 }
 
+// Runs work(t) for t in [0, threads) on as many threads at once, t = 0 on
+// the caller's.
+void on_threads(int threads, const std::function<void(size_t)>& work) {
+  std::vector<std::thread> others;
+  for (int t = 1; t < threads; ++t) others.emplace_back(work, static_cast<size_t>(t));
+  work(0);
+  for (std::thread& t : others) t.join();
+}
+
 OpTiming measure(const Function& g, const Op& op, const DimBinding& binding, const ProfileOptions& options) {
   const int threads = std::max(1, options.concurrent);
   std::vector<std::unique_ptr<OpRunner>> runners;
   for (int t = 0; t < threads; ++t) runners.push_back(make_runner(g, op, binding));
   std::vector<OpTiming> timings(static_cast<size_t>(threads));
   std::barrier<> sync(threads);
-  auto work = [&](size_t t) {
+  on_threads(threads, [&](size_t t) {
     OpRunner& r = *runners[t];
     timings[t].forward_s = time_runs(*r.forward, options.repeats, threads > 1 ? &sync : nullptr);
     if (r.backward) timings[t].backward_s = time_runs(*r.backward, options.repeats, threads > 1 ? &sync : nullptr);
-  };
-  std::vector<std::thread> others;
-  for (size_t t = 1; t < runners.size(); ++t) others.emplace_back(work, t);
-  work(0);
-  for (std::thread& t : others) t.join();
+  });
   // The median over the copies of each one's median.
   std::vector<double> forward, backward;
   for (const OpTiming& t : timings) {
@@ -162,6 +169,36 @@ OpTiming measure(const Function& g, const Op& op, const DimBinding& binding, con
     backward.push_back(t.backward_s);
   }
   return OpTiming{median(forward), median(backward)};
+}
+
+// Seconds per parameter of one step of `optimizer` with its gradient norm,
+// the runtime's own code, on arrays larger than the caches (as a stage's
+// weights are), with one copy per concurrent core.
+double measure_update(const std::string& optimizer, const ProfileOptions& options) {
+  constexpr int64_t kParams = int64_t{1} << 22;  // 16 MiB an array
+  const int threads = std::max(1, options.concurrent);
+  std::vector<double> seconds(static_cast<size_t>(threads));
+  std::barrier<> sync(threads);
+  on_threads(threads, [&](size_t t) {
+    std::vector<float> value(kParams, 0.5f), grad(kParams, 1e-3f);
+    const std::vector<Param> params = {Param{"w", {kParams}, value.data(), grad.data(), true}};
+    // SGD as `pipeforge run --optimizer sgd` steps it, with momentum.
+    const std::unique_ptr<Optimizer> step = make_optimizer(optimizer, params, 0.9, 0.0);
+    auto update = [&] {
+      grad_sq_norm(params);
+      step->step(1e-4);
+    };
+    update();  // warm-up: the optimizer's state arrays
+    std::vector<double> times;
+    for (int i = 0; i < options.repeats; ++i) {
+      if (threads > 1) sync.arrive_and_wait();
+      const auto t0 = Clock::now();
+      update();
+      times.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
+    }
+    seconds[t] = median(times);
+  });
+  return median(seconds) / static_cast<double>(kParams);
 }
 
 }  // namespace
@@ -180,6 +217,8 @@ DeviceProfile profile_model(const Module& model, const DimBinding& binding, cons
     profile.measured[key] = t;
     if (progress) progress(key, t);
   }
+  for (const char* optimizer : {"adamw", "sgd"})
+    profile.update_s_per_param[optimizer] = measure_update(optimizer, options);
   return profile;
 }
 

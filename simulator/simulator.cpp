@@ -32,6 +32,16 @@ OptimizerModel optimizer_model(const std::string& name) {
   throw Error(fmt::format("unknown optimizer '{}'; use adamw or sgd", name));
 }
 
+/// A stage's update: measured per parameter where the profile has its
+/// optimizer's rate (parameters are f32 master weights), else its bytes at
+/// the profile's bandwidth.
+double update_time(const DeviceProfile& profile, std::string_view name, const OptimizerModel& model,
+                   int64_t param_bytes) {
+  if (const auto rate = profile.update_s_per_param.find(name); rate != profile.update_s_per_param.end())
+    return rate->second * static_cast<double>(param_bytes) / 4.0;
+  return op_time(profile, 0, model.bytes_per_param_byte * param_bytes);
+}
+
 /// From a send on `from` to its receive on `to` being ready.
 double hand_off_s(const Cluster& cluster, int from, int to, int64_t bytes) {
   if (from == to) return 0;  // the receiver reads the sender's buffer in place
@@ -92,8 +102,12 @@ PlanSimulation simulate_plan(const Plan& plan, const std::vector<Module>& progra
     if (s > 0) c.send_grad = hand_off_s(links, ps.device, plan.stages[s - 1].device, st.price.send_grad_bytes);
     st.forward_s = c.forward;
     st.backward_s = ps.split ? c.backward_input + c.backward_weight : c.backward;
-    st.optimizer_s = op_time(entries[static_cast<size_t>(ps.device)].profile, 0,
-                             optimizer.bytes_per_param_byte * st.price.param_bytes);
+    // A measured profile prices the devices of its kind (the entries carry
+    // their built-in roofline); a CPU device splits the update over its threads.
+    const DeviceEntry& device = entries[static_cast<size_t>(ps.device)];
+    st.optimizer_s = update_time(device.profile.kind == profile.kind ? profile : device.profile, options.optimizer,
+                                 optimizer, st.price.param_bytes) /
+                     device.threads;
     chunks[static_cast<size_t>(ps.device)] += 1;
   }
 

@@ -217,6 +217,15 @@ TEST(DeviceProfile, HowManyCoresWereBusyWhileTimingIsKeptAndOneWhenAbsent) {
   EXPECT_EQ(profile_from_json(doc.dump(), "P.json").concurrent, 1);
 }
 
+TEST(DeviceProfile, MeasuredOptimizerRatesAreKeptAndOptional) {
+  DeviceProfile p = measured_profile();
+  p.update_s_per_param = {{"adamw", 1.25e-9}, {"sgd", 5e-10}};
+  const std::string text = profile_to_json(p);
+  EXPECT_NE(text.find(R"("update_s_per_param": {"adamw": 1.25e-09, "sgd": 5e-10})"), std::string::npos) << text;
+  EXPECT_EQ(profile_from_json(text, "P.json").update_s_per_param, p.update_s_per_param);
+  EXPECT_TRUE(profile_from_json(profile_to_json(measured_profile()), "P.json").update_s_per_param.empty());
+}
+
 TEST(DeviceProfile, BadProfileFiles) {
   EXPECT_EQ(profile_error([](Json& j) { j["format"] = "pipeforge-plan"; }),
             "P.json: not a pipeforge profile (no \"format\": \"pipeforge-profile\")");
@@ -243,6 +252,10 @@ TEST(DeviceProfile, BadProfileFiles) {
             "P.json: device.efficiency names no op: 'flash'");
   EXPECT_EQ(profile_error([](Json& j) { j["device"]["efficiency"]["attention"] = 0; }),
             "P.json: device.efficiency.attention must be positive, got 0");
+  EXPECT_EQ(profile_error([](Json& j) { j["device"]["update_s_per_param"]["lamb"] = 1e-9; }),
+            "P.json: device.update_s_per_param names no optimizer: 'lamb' (adamw or sgd)");
+  EXPECT_EQ(profile_error([](Json& j) { j["device"]["update_s_per_param"]["adamw"] = -1e-9; }),
+            "P.json: device.update_s_per_param.adamw must be positive, got -1e-09");
   try {
     profile_from_json("{\"format\": \"pipeforge-profile\"\n  \"version\": 1}", "P.json");
     FAIL();

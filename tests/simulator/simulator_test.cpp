@@ -74,6 +74,19 @@ TEST(Simulator, StepIsTheScheduleThenTheOptimizerPass) {
   EXPECT_NEAR(sgd.sim.step_s, sgd.sim.walk_s + op_time(cpu, 0, 6 * bytes), 1e-15);
 }
 
+TEST(Simulator, AMeasuredOptimizerRatePricesTheUpdatePerParameter) {
+  Simulated s{chain_plan(2, "1f1b", 4), {}, {}};
+  check_plan(s.plan, "chain plan", &s.programs);
+  DeviceProfile profile = matmul_profile(s.plan, s.programs, F, B);
+  profile.update_s_per_param = {{"adamw", 2e-9}};
+  const PlanSimulation adamw = simulate_plan(s.plan, s.programs, profile, instant_cluster(), SimulateOptions{"adamw"});
+  EXPECT_NEAR(adamw.step_s, adamw.walk_s + (16 * 16 + 16) * 2e-9, 1e-15);  // stage 0's parameters
+  EXPECT_NEAR(adamw.devices[1].optimizer_s, 16 * 16 * 2e-9, 1e-15);
+  // An optimizer the profile did not time: its bytes at the bandwidth.
+  const PlanSimulation sgd = simulate_plan(s.plan, s.programs, profile, instant_cluster(), SimulateOptions{"sgd"});
+  EXPECT_NEAR(sgd.step_s, sgd.walk_s + op_time(profile, 0, 6 * (16 * 16 + 16) * 4), 1e-15);
+}
+
 TEST(Simulator, ZeroBubbleBeatsOneFOneBWithTheSameWork) {
   const Simulated zb = run(chain_plan(4, "zb1", 8));
   const Simulated ofob = run(chain_plan(4, "1f1b", 8));
