@@ -105,6 +105,9 @@ StepOptions layout_step_options(const CompileOptions& options, const Hardware& h
   so.replica_link = partition.replica_link;
   so.optimizer_state_factor = partition.optimizer_state_factor;
   so.memory_bandwidth = hardware.profile.bandwidth;
+  if (const auto rate = hardware.profile.update_s_per_param.find(options.optimizer);
+      rate != hardware.profile.update_s_per_param.end())
+    so.update_s_per_param = rate->second;
   return so;
 }
 

@@ -42,7 +42,9 @@ StepPrediction predict_step(const CostGraph& graph, const PartitionResult& resul
     const double sync = ring_all_reduce_s(bytes, options.data_parallel, options.replica_link);
     // Read weights, gradients and state; write weights and state.
     const double traffic = (3.0 + 2.0 * options.optimizer_state_factor) * bytes;
-    const double optimizer = options.memory_bandwidth > 0 ? traffic / options.memory_bandwidth : 0.0;
+    const double optimizer = options.update_s_per_param > 0 ? options.update_s_per_param * bytes / 4.0
+                             : options.memory_bandwidth > 0 ? traffic / options.memory_bandwidth
+                                                             : 0.0;
     synced = std::max(synced, last + sync);
     p.step_s = std::max(p.step_s, last + sync + optimizer);
   }

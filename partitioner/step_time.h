@@ -18,6 +18,7 @@ struct StepOptions {
   LinkSpec replica_link;                 // what each stage's gradient all-reduce crosses
   double optimizer_state_factor = 2.0;   // as PartitionOptions
   double memory_bandwidth = 0;           // bytes/s of one device: the optimizer step's pace; 0: free
+  double update_s_per_param = 0;         // measured (DeviceProfile::update_s_per_param); 0: its bytes at the bandwidth
 };
 
 /// A step's predicted time and where it goes.
@@ -38,8 +39,9 @@ std::vector<StageTime> stage_times(const CostGraph& graph, const PartitionResult
 /// schedule's on these stages: 1F1B's (p - 1) / (m + p - 1) for equal ones,
 /// more where they differ, less for zb1. Each device then all-reduces its
 /// stages' gradients over the replicas (ring_all_reduce_s over the replica link),
-/// starting at its last backward, and steps its optimizer, reading and
-/// writing weights, gradients and state once at `memory_bandwidth`; the
+/// starting at its last backward, and steps its optimizer at its measured
+/// rate per parameter (f32 master weights), or else reading and writing
+/// weights, gradients and state once at `memory_bandwidth`; the
 /// step ends when the last device is done. `graph` is the graph `result`
 /// partitions.
 StepPrediction predict_step(const CostGraph& graph, const PartitionResult& result, const StepOptions& options);

@@ -86,6 +86,9 @@ TEST(StepTime, AddsTheExposedAllReduceAndTheOptimizer) {
   EXPECT_DOUBLE_EQ(p.step_s, 26.0);
   // 2 nodes x 30 FLOPs x 4 micro-batches x 2 replicas in 26 s on 4 GPUs of 1 FLOP/s.
   EXPECT_DOUBLE_EQ(flop_utilisation(graph_flops(t.graph) * 4 * 2, p.step_s, 4, 1.0), 480.0 / (26 * 4));
+  // A measured rate per parameter (25 f32 parameters here) replaces the bandwidth's.
+  o.update_s_per_param = 0.2;
+  EXPECT_DOUBLE_EQ(predict_step(t.graph, t.result, o).optimizer_s, 5.0);
 }
 
 }  // namespace
