@@ -21,6 +21,9 @@ struct GradientProgram {
   std::vector<std::string> stash;        // forward values returned after the results; backward arguments after the seeds
   std::vector<std::string> input_grads;  // graph arguments whose gradients the backward returns first
   std::vector<std::string> params;       // backward results after the input gradients: one per parameter
+  /// Forward values the backward computes again from the stash instead of
+  /// keeping them (Recompute::layers), in the order it computes them.
+  std::vector<std::string> recomputed;
 
   bool operator==(const GradientProgram&) const = default;
 };

@@ -126,6 +126,11 @@ void split_products(PricedModel& priced, const DimBinding& micro, const Hardware
 
 }  // namespace
 
+Recompute recompute_of(const CompileOptions& options) {
+  if (const std::optional<Recompute> r = parse_recompute(options.recompute)) return *r;
+  throw Error(fmt::format("unknown --recompute '{}'; use none or layers", options.recompute));
+}
+
 DimBinding microbatch_binding(const Module& model, const DimBinding& binding, int microbatches, int replicas) {
   const std::string batch = batch_dimension(model.graph());
   int64_t size = binding.at(batch);
@@ -204,7 +209,7 @@ CompileResult compile_plan(Module model, const DimBinding& binding, const std::s
   std::vector<int> device_of;
   for (const StagePlan& cost : result.chosen.stages) device_of.push_back(cost.device);
   plan.stages = plan_stages(split_into_stages(model, result.chosen.cuts, unsplit), micro, device_of,
-                            /*training=*/true, schedule_splits_backward(options.schedule));
+                            /*training=*/true, schedule_splits_backward(options.schedule), recompute_of(options));
   plan.ranks = replicated_ranks(plan.stages, devices, layout.data);
   const std::vector<StageTime> times = stage_times(cg, result.chosen);
   for (size_t s = 0; s < plan.stages.size(); ++s) {

@@ -5,9 +5,10 @@
 #include <string>
 
 #include "ir/module.h"
-#include "plan/plan.h"
 #include "partitioner/layout_search.h"
 #include "partitioner/stage_search.h"
+#include "passes/autodiff.h"
+#include "plan/plan.h"
 
 namespace pf {
 
@@ -32,7 +33,15 @@ struct CompileOptions {
   /// kSubLayerGain, inside a product when that shortens it by kProductGain
   /// more.
   std::string cuts = "auto";
+  /// What each stage's backward computes again instead of stashing: "none",
+  /// or "layers" (all but what crosses a layer boundary: less memory per
+  /// micro-batch in flight, about one more forward of compute).
+  std::string recompute = "none";
 };
+
+/// The Recompute `options.recompute` names; throws pf::Error("unknown
+/// --recompute 'x'; use none or layers") for another.
+Recompute recompute_of(const CompileOptions& options);
 
 /// How much shorter (as a fraction) a period with cuts inside layers must be
 /// for "auto" to choose it: a layer split between stages is harder to read

@@ -60,7 +60,9 @@ PricedModel price_model(Module model, const DimBinding& micro, const Hardware& h
   // Activations as the stages hold them: what the backward reads, in the
   // dtype the stages store (bf16 on CUDA stages computing in it).
   CostGraphOptions cgo;
-  cgo.stashed = stashed_values(model, micro);
+  BackwardReads reads = backward_reads(model, micro, recompute_of(options));
+  cgo.stashed = std::move(reads.stashed);
+  cgo.recomputed = std::move(reads.recomputed);
   const DType compute = parse_compute_dtype(options.dtype, "--dtype");
   if (compute == DType::bf16 && profile.kind == "cuda") cgo.float_activation_bytes = dtype_size(DType::bf16);
   CostGraph cg = build_cost_graph(graph, micro, timer, cgo);

@@ -39,16 +39,19 @@ std::vector<int> cut_candidates(const Function& graph, CutPoints cuts) {
   return candidates;
 }
 
-std::vector<bool> stashed_values(const Module& model, const DimBinding& binding) {
+BackwardReads backward_reads(const Module& model, const DimBinding& binding, Recompute recompute) {
   Module copy = model;
-  const GradientProgram gp = differentiate(copy, binding);
+  AutodiffOptions options;
+  options.recompute = recompute;
+  const GradientProgram gp = differentiate(copy, binding, options);
   const Function& graph = model.graph();
-  std::vector<bool> stashed(graph.values.size(), false);
-  for (const std::string& name : gp.stash) {
-    const ValueId v = graph.find_value(name);
-    if (v >= 0) stashed[static_cast<size_t>(v)] = true;
-  }
-  return stashed;
+  auto marked = [&](const std::vector<std::string>& names) {
+    std::vector<bool> out(graph.values.size(), false);
+    for (const std::string& name : names)
+      if (const ValueId v = graph.find_value(name); v >= 0) out[static_cast<size_t>(v)] = true;
+    return out;
+  };
+  return {marked(gp.stash), marked(gp.recomputed)};
 }
 
 CostGraph build_cost_graph(const Function& graph, const DimBinding& binding, const OpTimer& timer,
@@ -85,6 +88,13 @@ CostGraph build_cost_graph(const Function& graph, const DimBinding& binding, con
     // assumes), for the share of operands that get a gradient.
     const double backward_share = float_operands > 0 ? static_cast<double>(with_grad) / float_operands : 1.0;
     node.flops = static_cast<double>(cost.flops) * (1.0 + 2.0 * backward_share);
+    // A forward the backward computes again (Recompute::layers) is its work too.
+    if (!options.recomputed.empty() &&
+        std::any_of(op.results.begin(), op.results.end(),
+                    [&](ValueId r) { return options.recomputed[static_cast<size_t>(r)]; })) {
+      node.backward_s += node.forward_s;
+      node.flops += static_cast<double>(cost.flops);
+    }
     // What the backward reads of the op's results (all of them when unknown).
     for (ValueId r : op.results)
       if (!is_replicated_source(op) && (options.stashed.empty() || options.stashed[static_cast<size_t>(r)]))

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "ir/module.h"
+#include "passes/autodiff.h"
 #include "partitioner/cost_graph.h"
 #include "partitioner/device_profile.h"
 
@@ -37,6 +38,9 @@ struct CostGraphOptions {
   /// holds it per micro-batch in flight (stashed_values). Empty: every
   /// activation, an upper bound.
   std::vector<bool> stashed;
+  /// Per value: whether the backward computes it again (Recompute::layers),
+  /// so that its op's forward time and arithmetic are the backward's too.
+  std::vector<bool> recomputed;
   /// Bytes per element of a float activation as the stages store and send
   /// it (2 for CUDA stages computing in bf16); 0: as the graph types it.
   int64_t float_activation_bytes = 0;
@@ -47,10 +51,13 @@ struct CostGraphOptions {
 CostGraph build_cost_graph(const Function& graph, const DimBinding& binding, const OpTimer& timer,
                            const CostGraphOptions& options = {});
 
-/// Which values of `model`'s graph (inlined, verified under `binding`, its
-/// result 0 the loss) its backward reads: the stash autodiff keeps from the
-/// forward, per value.
-std::vector<bool> stashed_values(const Module& model, const DimBinding& binding);
+/// What the backward of `model`'s graph (inlined, verified under `binding`,
+/// its result 0 the loss) takes from its forward, per value: the stash
+/// autodiff keeps, and what it computes again under `recompute`.
+struct BackwardReads {
+  std::vector<bool> stashed, recomputed;
+};
+BackwardReads backward_reads(const Module& model, const DimBinding& binding, Recompute recompute = Recompute::none);
 
 /// The node build_cost_graph charges parameter op `param` (op `index` of a
 /// graph whose users() are `users`) to: its first reader, or itself when

@@ -14,7 +14,8 @@
 namespace pf {
 
 PlanStage plan_stage(StageModule stage, int index, int device, const DimBinding& micro,
-                     const std::map<std::string, std::vector<int>>& holders, bool training, bool split) {
+                     const std::map<std::string, std::vector<int>>& holders, bool training, bool split,
+                     Recompute recompute) {
   PlanStage ps;
   ps.index = index;
   ps.device = device;
@@ -39,6 +40,7 @@ PlanStage plan_stage(StageModule stage, int index, int device, const DimBinding&
   if (training) {
     const AutodiffOptions ad = stage_autodiff_options(stage);
     PassContext ctx{micro, ad.wrt_inputs, ad.outputs};
+    ctx.recompute = recompute;
     run_pipeline(stage.module, split ? PassPipeline::zero_bubble_stage : PassPipeline::stage, ctx);
     ps.gradients = std::move(ctx.gradients);
     ps.split = std::move(ctx.split);
@@ -48,20 +50,21 @@ PlanStage plan_stage(StageModule stage, int index, int device, const DimBinding&
 }
 
 std::vector<PlanStage> plan_stages(std::vector<StageModule> stages, const DimBinding& micro,
-                                   const std::vector<int>& device_of, bool training, bool split) {
+                                   const std::vector<int>& device_of, bool training, bool split,
+                                   Recompute recompute) {
   std::map<std::string, std::vector<int>> holders;  // parameter -> stages
   for (size_t s = 0; s < stages.size(); ++s)
     for (const std::string& p : stages[s].params) holders[p].push_back(static_cast<int>(s));
   std::vector<PlanStage> out;
   for (size_t s = 0; s < stages.size(); ++s)
     out.push_back(plan_stage(std::move(stages[s]), static_cast<int>(s), device_of.at(s), micro, holders, training,
-                             split));
+                             split, recompute));
   return out;
 }
 
 Plan plan_for_cuts(const Module& model, const DimBinding& micro, const std::vector<int>& cuts,
                    const std::vector<std::string>& whole_inputs, const std::string& schedule, int microbatches,
-                   int virtual_stages, DType dtype) {
+                   int virtual_stages, DType dtype, Recompute recompute) {
   const int stages = static_cast<int>(cuts.size()) + 1;
   if (virtual_stages < 1 || stages % virtual_stages != 0)
     throw Error(fmt::format("{} stages do not divide into {} virtual stages per device", stages, virtual_stages));
@@ -79,7 +82,7 @@ Plan plan_for_cuts(const Module& model, const DimBinding& micro, const std::vect
   std::vector<int> device_of;
   for (int s = 0; s < stages; ++s) device_of.push_back(s % devices);
   plan.stages = plan_stages(split_into_stages(model, cuts, whole_inputs), micro, device_of, /*training=*/true,
-                            schedule_splits_backward(schedule));
+                            schedule_splits_backward(schedule), recompute);
   plan.ranks = one_replica_ranks(plan.stages, devices);
   return plan;
 }

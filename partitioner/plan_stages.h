@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "ir/module.h"
+#include "passes/autodiff.h"
 #include "plan/plan.h"
 #include "partitioner/stage_split.h"
 
@@ -18,14 +19,17 @@ namespace pf {
 /// tensors received and sent) and its program. With `training`, the program
 /// holds the graph differentiated for the stage (stage_autodiff_options)
 /// and `gradients` describes it; with `split` too, the backward's input and
-/// weight parts (schedule_splits_backward). Predictions are left zero.
+/// weight parts (schedule_splits_backward); `recompute` says what the
+/// backward computes again instead of stashing. Predictions are left zero.
 PlanStage plan_stage(StageModule stage, int index, int device, const DimBinding& micro,
-                     const std::map<std::string, std::vector<int>>& holders, bool training, bool split);
+                     const std::map<std::string, std::vector<int>>& holders, bool training, bool split,
+                     Recompute recompute = Recompute::none);
 
 /// Every stage of a plan at once: which stages hold each parameter is taken
 /// from `stages` themselves; stage s goes on device `device_of[s]`.
 std::vector<PlanStage> plan_stages(std::vector<StageModule> stages, const DimBinding& micro,
-                                   const std::vector<int>& device_of, bool training, bool split);
+                                   const std::vector<int>& device_of, bool training, bool split,
+                                   Recompute recompute = Recompute::none);
 
 /// A plan of `model` (inlined and verified under `micro`, the binding of one
 /// micro-batch; its first result is the loss) cut at op positions `cuts`,
@@ -34,6 +38,6 @@ std::vector<PlanStage> plan_stages(std::vector<StageModule> stages, const DimBin
 /// when they choose the cuts themselves.
 Plan plan_for_cuts(const Module& model, const DimBinding& micro, const std::vector<int>& cuts,
                    const std::vector<std::string>& whole_inputs, const std::string& schedule, int microbatches,
-                   int virtual_stages, DType dtype = DType::f32);
+                   int virtual_stages, DType dtype = DType::f32, Recompute recompute = Recompute::none);
 
 }  // namespace pf

@@ -3,7 +3,8 @@
 // the backward needs become explicit: the graph returns them (the stash a
 // pipeline stage keeps per micro-batch) and the backward takes them as
 // arguments. Parameters are re-declared in the backward, not stashed, and
-// source ops (constants, masks) are recomputed there.
+// source ops (constants, masks) are recomputed there; with Recompute::layers
+// so is everything a layer computes that does not leave it.
 #include "passes/autodiff.h"
 
 #include <fmt/format.h>
@@ -23,9 +24,11 @@ namespace pf {
 /// Builds the backward function while the rules run.
 class BackwardBuilder {
  public:
-  BackwardBuilder(const Function& forward, Function& backward, const DimBinding& binding, DType float_dtype)
+  BackwardBuilder(const Function& forward, Function& backward, const DimBinding& binding, DType float_dtype,
+                  Recompute recompute)
       : fwd_(forward), bwd_(backward), binding_(binding), float_dtype_(float_dtype) {
     for (const Value& v : forward.values) used_.insert(v.name);
+    if (recompute == Recompute::layers) recomputable_ = recomputable_within_layers(forward);
   }
 
   std::string fresh_name(const std::string& base) {
@@ -94,11 +97,53 @@ class BackwardBuilder {
       copy.results = {id};
       if (copy.declared.empty()) copy.declared.push_back(SymType::from(*value.type));
       bwd_.ops.push_back(std::move(copy));
+    } else if (def && !recomputable_.empty() && recomputable_[static_cast<size_t>(v)]) {
+      id = recompute(*def, v);
     } else {
       id = add_stash(v);
     }
     imported_[v] = id;
     return id;
+  }
+
+  /// Emits a copy of `def` (which defines `v`) on imported operands, so that
+  /// a layer's chain is computed again back to what it stashed, where its
+  /// backward first reads it.
+  ValueId recompute(const Op& def, ValueId v) {
+    Op copy = def;
+    copy.erase_attr("flops");
+    copy.erase_attr("bytes");
+    for (ValueId& operand : copy.operands) operand = import(operand);
+    const int index = static_cast<int>(bwd_.ops.size());
+    copy.results.clear();
+    for (ValueId r : def.results) {
+      const ValueId id = bwd_.add_value(fwd_.values[r].name, fwd_.values[r].loc);
+      bwd_.values[id].type = fwd_.values[r].type;
+      bwd_.values[id].def_op = index;
+      copy.results.push_back(id);
+      imported_[r] = id;
+      recomputed_.push_back(r);
+    }
+    bwd_.ops.push_back(std::move(copy));
+    return imported_.at(v);
+  }
+
+  /// Per forward value, whether Recompute::layers computes it again: defined
+  /// by an op of a named layer that draws no random numbers, read only by
+  /// ops of that layer, and not a result of the graph.
+  static std::vector<bool> recomputable_within_layers(const Function& f) {
+    std::vector<bool> out(f.values.size(), false);
+    for (const Op& op : f.ops) {
+      if (op.layer().empty() || op.kind == OpKind::dropout || op.kind == OpKind::call) continue;
+      for (ValueId r : op.results) out[static_cast<size_t>(r)] = true;
+    }
+    for (const Op& op : f.ops)
+      for (ValueId u : op.operands) {
+        const int def = f.values[u].def_op;
+        if (def >= 0 && f.ops[def].layer() != op.layer()) out[static_cast<size_t>(u)] = false;
+      }
+    for (ValueId r : f.returns) out[static_cast<size_t>(r)] = false;
+    return out;
   }
 
   ValueId add_stash(ValueId v) {
@@ -110,6 +155,7 @@ class BackwardBuilder {
   }
 
   const std::vector<ValueId>& stash() const { return stash_; }
+  const std::vector<ValueId>& recomputed() const { return recomputed_; }
   const std::vector<ValueId>& stash_ids() const { return stash_ids_; }
   const TensorType& type(ValueId b) const { return *bwd_.values[b].type; }
   DType float_dtype() const { return float_dtype_; }
@@ -128,6 +174,8 @@ class BackwardBuilder {
   std::unordered_map<ValueId, ValueId> imported_;
   std::vector<ValueId> stash_;
   std::vector<ValueId> stash_ids_;
+  std::vector<bool> recomputable_;  // per forward value; empty: nothing is recomputed
+  std::vector<ValueId> recomputed_;
 };
 
 // ---- GradContext ----
@@ -197,6 +245,14 @@ bool is_trainable(const Function& f, const Op& op) {
 
 bool has_grad_rule(OpKind kind) { return grad_rule(kind) != nullptr; }
 
+std::string_view recompute_name(Recompute recompute) { return recompute == Recompute::layers ? "layers" : "none"; }
+
+std::optional<Recompute> parse_recompute(std::string_view name) {
+  if (name == "none") return Recompute::none;
+  if (name == "layers") return Recompute::layers;
+  return std::nullopt;
+}
+
 GradientProgram differentiate(Module& m, const DimBinding& binding, const AutodiffOptions& options) {
   Function& fwd = m.graph();
   for (const Op& op : fwd.ops)
@@ -245,7 +301,7 @@ GradientProgram differentiate(Module& m, const DimBinding& binding, const Autodi
   bwd.loc = fwd.loc;
   DType float_dtype = DType::f32;
   if (!options.outputs.empty()) float_dtype = fwd.type_of(fwd.returns[options.outputs[0]]).dtype;
-  BackwardBuilder b(fwd, bwd, binding, float_dtype);
+  BackwardBuilder b(fwd, bwd, binding, float_dtype, options.recompute);
   b.needs_grad.resize(fwd.values.size());
   for (size_t v = 0; v < fwd.values.size(); ++v) b.needs_grad[v] = from_source[v] && to_output[v];
 
@@ -316,6 +372,7 @@ GradientProgram differentiate(Module& m, const DimBinding& binding, const Autodi
     bwd.arg_types.push_back(SymType::from(fwd.type_of(v)));
     program.stash.push_back(fwd.values[v].name);
   }
+  for (ValueId v : b.recomputed()) program.recomputed.push_back(fwd.values[v].name);
   m.functions.push_back(std::move(bwd));
   verify_module(m, binding);
   return program;
@@ -368,6 +425,7 @@ class AutodiffPass final : public Pass {
     AutodiffOptions options;
     if (ctx.outputs) options.outputs = *ctx.outputs;
     options.wrt_inputs = ctx.wrt_inputs;
+    options.recompute = ctx.recompute;
     if (!reshaped && m.find_function(m.graph().name + ".backward")) {
       ctx.gradients = differentiated_already(m, ctx.binding, options);
       return false;

@@ -26,6 +26,8 @@ struct PassContext {
   /// float value it sends, and its loss if it has one. Unset for a model,
   /// which differentiates its loss and must have one.
   std::optional<std::vector<int>> outputs = {};
+  /// What autodiff computes again in the backward instead of stashing.
+  Recompute recompute = Recompute::none;
   /// What autodiff and split-backward made, for the caller: the stash a
   /// stage keeps per micro-batch, the values deferred from B to W.
   std::optional<GradientProgram> gradients = {};

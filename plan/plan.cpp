@@ -97,6 +97,7 @@ Json stage_json(const PlanStage& s) {
     j["gradients"] = {{"backward", g.backward},   {"results", g.original_results}, {"outputs", g.outputs},
                       {"seeds", g.seeds},              {"stash", g.stash},
                       {"input_grads", g.input_grads}, {"params", g.params}};
+    if (!g.recomputed.empty()) j["gradients"]["recomputed"] = g.recomputed;
   }
   if (s.split) j["split"] = {{"input", s.split->input}, {"weight", s.split->weight}, {"deferred", s.split->deferred}};
   j["program"] = program_lines(s.program);
@@ -304,7 +305,8 @@ class PlanReader {
   GradientProgram gradients(const Json& stage, const std::string& where) const {
     const std::string at = JsonReader::at(where, "gradients");
     const Json& j = r_.object(stage, where, "gradients");
-    r_.expect_keys(j, at, {"backward", "results", "outputs", "seeds", "stash", "input_grads", "params"});
+    r_.expect_keys(j, at, {"backward", "results", "outputs", "seeds", "stash", "input_grads", "params"},
+                   {"recomputed"});
     GradientProgram g;
     g.backward = r_.string(j, at, "backward");
     g.original_results = static_cast<int>(r_.integer(j, at, "results", 0, std::numeric_limits<int>::max()));
@@ -320,6 +322,7 @@ class PlanReader {
     g.stash = strings(j, at, "stash");
     g.input_grads = strings(j, at, "input_grads");
     g.params = strings(j, at, "params");
+    if (j.contains("recomputed")) g.recomputed = strings(j, at, "recomputed");
     return g;
   }
 
@@ -805,6 +808,10 @@ class PlanChecker {
     const Function& backward = function(s, m, gp.backward, "the backward");
     check_names(s, backward, "takes", backward.args, args, "the seeds, then the stash");
     check_param_grads(s, backward, gp.input_grads.size(), gp.params);
+    for (const std::string& name : gp.recomputed)
+      if (g.find_value(name) < 0 || backward.find_value(name) < 0)
+        fail(fmt::format("stage {}'s gradient table recomputes %{}, which its forward and backward do not both compute",
+                         s.index, name));
 
     if (schedule_splits_backward(plan_.schedule) != s.split.has_value())
       fail(fmt::format("stage {} {} its backward, but schedule {} runs it {}", s.index,

@@ -68,7 +68,13 @@ StagePrice price_stage(const Module& program, const PlanStage& stage, const DimB
     return estimate_op_timing(profile, f, op, binding, cost);
   };
   CostGraphOptions cgo;
-  if (stage.gradients) cgo.grad_args = stage.gradients->input_grads;
+  if (stage.gradients) {
+    cgo.grad_args = stage.gradients->input_grads;
+    // What the backward computes again costs it its forward time too.
+    cgo.recomputed.assign(graph.values.size(), false);
+    for (const std::string& name : stage.gradients->recomputed)
+      if (const ValueId v = graph.find_value(name); v >= 0) cgo.recomputed[static_cast<size_t>(v)] = true;
+  }
   const CostGraph cg = build_cost_graph(graph, binding, timer, cgo);
   double measured_backward = 0;
   for (const CostNode& node : cg.nodes) {

@@ -84,6 +84,11 @@ void add_compile_command(CLI::App& app) {
                   "period by 1% or more, inside a matmul when by 3% more)")
       ->check(CLI::IsMember({"auto", "layers", "any", "products"}))
       ->capture_default_str();
+  cmd->add_option("--recompute", o->compile.recompute,
+                  "what each stage's backward computes again instead of stashing: none, or layers (everything but "
+                  "what crosses a layer boundary; about one more forward of compute for a fraction of the memory)")
+      ->check(CLI::IsMember({"none", "layers"}))
+      ->capture_default_str();
   cmd->add_option("-o,--output", o->output, "write the plan here")->required();
   cmd->callback([o] {
     o->compile.microbatches = count_or_auto(o->microbatches, "--microbatches");

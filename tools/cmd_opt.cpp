@@ -22,6 +22,7 @@ struct OptOptions {
   bool print_changed = false;
   bool split = false;
   std::vector<std::string> wrt;
+  std::string recompute = "none";
 };
 }  // namespace
 
@@ -46,6 +47,11 @@ void add_opt_command(CLI::App& app) {
                   "stage needs for what it received); split-backward puts them in @<graph>.backward_input")
       ->delimiter(',')
       ->default_str("");
+  cmd->add_option("--recompute", opts->recompute,
+                  "what autodiff computes again in the backward instead of stashing: none, or layers (all but "
+                  "what crosses a layer boundary)")
+      ->check(CLI::IsMember({"none", "layers"}))
+      ->default_str("none");
   cmd->add_flag("--no-verify", opts->no_verify, "do not verify the IR between passes");
   cmd->add_flag("--print-changed", opts->print_changed,
                 "after each pass, write 'pass NAME: changed' or 'pass NAME: no change' to standard error (standard "
@@ -64,6 +70,7 @@ void add_opt_command(CLI::App& app) {
     std::string text = for_each_input(opts->file, opts->split, [&](std::shared_ptr<const SourceFile> source) {
       LoadedModel model = load_model(std::move(source), opts->bind, false);
       PassContext ctx{model.binding, opts->wrt};
+      ctx.recompute = *parse_recompute(opts->recompute);
       run_passes(model.module, passes, ctx, run);
       return print_module(model.module);
     });

@@ -458,6 +458,14 @@ std::string render_plan_text(const Plan& plan) {
             fmt::format("rows {}..{} on stage {}", p.piece->begin, p.piece->end, s.index));
   for (const auto& [whole, where] : pieces)
     out += fmt::format("parameter {} is split by rows: {}\n", whole, fmt::join(where, ", "));
+  // Recomputation: what each stage's backward computes again instead of stashing.
+  std::vector<std::string> recomputed;
+  for (const PlanStage& s : plan.stages)
+    if (s.gradients && !s.gradients->recomputed.empty())
+      recomputed.push_back(fmt::format("stage {}: {}", s.index, s.gradients->recomputed.size()));
+  if (!recomputed.empty())
+    out += fmt::format("the backward computes forward values again instead of stashing them ({})\n",
+                       fmt::join(recomputed, ", "));
   if (replica_count(plan) > 1) {
     // Who runs what: each stage's copies average their gradients after the
     // step (predicted: their share per micro-batch).

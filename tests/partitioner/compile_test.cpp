@@ -12,9 +12,12 @@
 #include "partitioner/compile.h"
 #include "partitioner/model_cost_graph.h"
 #include "partitioner/product_split.h"
+#include "tests/error_of.h"
 
 namespace pf {
 namespace {
+
+using testing_support::error_of;
 
 Module example(const char* name) {
   return parse_module(read_source_file(std::string(PF_SOURCE_DIR) + "/examples/" + name));
@@ -149,7 +152,7 @@ graph @g(%x: f32[4,3], %t: i32[4]) -> f32[] {
   // Autodiff keeps what the rules read: relu's output (its own mask and the
   // second product's input) and the logits; not %h, not the loss.
   CostGraphOptions known;
-  known.stashed = stashed_values(m, m.binding());
+  known.stashed = backward_reads(m, m.binding()).stashed;
   EXPECT_EQ(stash_of(known), (std::map<std::string, int64_t>{
                                  {"w1", 0}, {"h", 0}, {"r", 80}, {"w2", 0}, {"logits", 32}, {"loss", 0}}));
   known.float_activation_bytes = 2;  // stored in bf16
@@ -246,6 +249,41 @@ graph @g(%x: f32[4,6]) -> f32[] {
   return %loss
 }
 )");
+}
+
+// Recomputing layers: each stage stashes less per micro-batch and its
+// backward is priced with the forward it computes again; the plan's gradient
+// tables say what is recomputed. An unknown choice is refused by name.
+TEST(Compile, RecomputingLayersTradesStashForBackwardTime) {
+  const DimBinding dims = {{"B", 8}, {"L", 4}, {"C", 64}, {"H", 4}, {"T", 32}, {"S", 32}, {"V", 128}};
+  auto compiled = [&](const std::string& recompute) {
+    Module m = example("gpt.pf");
+    DimBinding b = m.binding(dims);
+    CompileOptions o;
+    o.devices = "cpu:2";
+    o.cuts = "layers";
+    o.split_layers = {3};  // embed, h.0, h.1 | h.2, h.3, head: the same stages either way
+    o.recompute = recompute;
+    return compile_plan(std::move(m), b, "gpt.pf", o).plan;
+  };
+  const Plan kept = compiled("none"), recomputed = compiled("layers");
+  ASSERT_EQ(kept.stages.size(), 2u);
+  ASSERT_EQ(recomputed.stages.size(), 2u);
+  for (size_t s = 0; s < 2; ++s) {
+    const PlanStage& k = kept.stages[s];
+    const PlanStage& r = recomputed.stages[s];
+    EXPECT_EQ(r.layers, k.layers);
+    EXPECT_LT(r.predicted.stash_bytes, k.predicted.stash_bytes / 2) << "stage " << s;
+    EXPECT_LT(r.gradients->stash.size(), k.gradients->stash.size()) << "stage " << s;
+    EXPECT_TRUE(k.gradients->recomputed.empty());
+    EXPECT_FALSE(r.gradients->recomputed.empty()) << "stage " << s;
+    EXPECT_DOUBLE_EQ(r.predicted.forward_s, k.predicted.forward_s);
+    // Every recomputed op's forward once more, at most the stage's whole forward.
+    EXPECT_GT(r.predicted.backward_s, k.predicted.backward_s) << "stage " << s;
+    EXPECT_LE(r.predicted.backward_s, k.predicted.backward_s + k.predicted.forward_s * (1 + 1e-9)) << "stage " << s;
+  }
+  EXPECT_EQ(plan_from_json(plan_to_json(recomputed), "p.json"), recomputed);
+  EXPECT_EQ(error_of([&] { compiled("all"); }), "unknown --recompute 'all'; use none or layers");
 }
 
 TEST(Compile, ManualSplitIsOnlyPlaced) {

@@ -105,7 +105,7 @@ Plan two_stage_plan() {
   s0.device = 0;
   s0.layers = {"embed"};
   s0.program = kBackward0;
-  s0.gradients = GradientProgram{"stage0.backward", 1, {0}, {"h.grad"}, {"x"}, {}, {"wte"}};
+  s0.gradients = GradientProgram{"stage0.backward", 1, {0}, {"h.grad"}, {"x"}, {}, {"wte"}, {}};
   s0.params = {{"wte", kWeight, "normal(0.02)", {1}, {}}};
   s0.inputs = {{"x", kAct, -1}};
   s0.send = {{"h", kAct, 1}};
@@ -117,7 +117,7 @@ Plan two_stage_plan() {
   s1.layers = {"l1", "head"};
   s1.program = kBackward1;
   s1.gradients = GradientProgram{
-      "stage1.backward", 1, {0}, {"loss.grad"}, {"h", "a", "logits", "y"}, {"h"}, {"w1", "wte"}};
+      "stage1.backward", 1, {0}, {"loss.grad"}, {"h", "a", "logits", "y"}, {"h"}, {"w1", "wte"}, {}};
   s1.params = {{"w1", kWeight, "xavier", {}, {}}, {"wte", kWeight, "normal(0.02)", {0}, {}}};
   s1.inputs = {{"y", kAct, -1}};
   s1.recv = {{"h", kAct, 0}};
@@ -485,6 +485,8 @@ TEST(Plan, GradientTablesAgreeWithTheProgram) {
   EXPECT_EQ(plan_error([](Plan& p) { p.stages[1].gradients->params = {"wte", "w1"}; }),
             "plan.json: stage 1's gradient table lists parameters (wte, w1); its program declares them in the order "
             "(w1, wte)");
+  EXPECT_EQ(plan_error([](Plan& p) { p.stages[1].gradients->recomputed = {"q"}; }),
+            "plan.json: stage 1's gradient table recomputes %q, which its forward and backward do not both compute");
   EXPECT_EQ(plan_error([](Plan& p) { p.stages[1].gradients->original_results = 2; }),
             "plan.json: stage 1's program: @stage1 returns (loss, h, a, logits, y); the stage's gradient table says its "
             "results, then the stash: (loss, h, h, a, logits, y)");

@@ -72,7 +72,8 @@ Plan make_plan(const Model& model, ScheduleKind kind, int devices, int micro, in
   std::vector<int> cuts;
   const auto& c = cg.cut_candidates;
   for (int k = 1; k < stages; ++k) cuts.push_back(c[(static_cast<size_t>(k) * (c.size() + 1)) / stages - 1]);
-  Plan plan = plan_for_cuts(m, b, cuts, whole, std::string(schedule_kind_name(kind)), micro, virt, setup.dtype);
+  Plan plan = plan_for_cuts(m, b, cuts, whole, std::string(schedule_kind_name(kind)), micro, virt, setup.dtype,
+                            setup.recompute);
   for (int d = devices; d < devices * setup.replicas; ++d)
     plan.devices.push_back({fmt::format("cpu:{}", d), "cpu", 0, 1});
   plan.ranks = replicated_ranks(plan.stages, devices, setup.replicas);
@@ -122,8 +123,8 @@ void expect_tensors(Pipeline& pipeline, const std::map<std::string, std::vector<
 
 void expect_same(const Reference& ref, const Model& model, ScheduleKind kind, int devices, int micro, int virt,
                  const Placement& setup) {
-  SCOPED_TRACE(fmt::format("{} {} p={} m={} v={} d={}", model.file, schedule_kind_name(kind), devices, micro, virt,
-                           setup.replicas));
+  SCOPED_TRACE(fmt::format("{} {} p={} m={} v={} d={} recompute {}", model.file, schedule_kind_name(kind), devices,
+                           micro, virt, setup.replicas, recompute_name(setup.recompute)));
   auto pipeline = make_pipeline(model, kind, devices, micro, virt, setup);
   Module full = load(model);
   DimBinding b = bind(full, model, kBatch);

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "ir/module.h"
+#include "passes/autodiff.h"
 #include "runtime/pipeline.h"
 #include "runtime/random_batch.h"
 #include "tests/oracle/trainer.h"
@@ -55,6 +56,8 @@ struct Placement {
   /// Data-parallel replicas of the pipeline, each on devices of its own and
   /// 1/replicas of the batch.
   int replicas = 1;
+  /// What each stage's backward computes again instead of stashing.
+  Recompute recompute = Recompute::none;
   /// Loss, every gradient and every final weight, relative to the largest
   /// magnitude of the reference tensor.
   double tolerance = 1e-5;
