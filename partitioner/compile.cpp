@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <exception>
 #include <optional>
 
 #include "ir/batch.h"
@@ -51,14 +52,14 @@ void choose_cuts(CostGraph& cg, const std::vector<int>& inside, PartitionOptions
                             layers / v * tensor, v > 1 ? " or fewer virtual stages" : "",
                             manual ? "" : ", or --cuts any to cut inside layers"));
   std::optional<PartitionResult> by_layers;
-  std::optional<Error> layers_error;
+  std::exception_ptr layers_error;  // rethrown as it was (a DoesNotFit stays one)
   if (!inside_only && po.stages <= layers) {
     try {
       by_layers = partition(cg, po);
       result.layer_cuts_period_s = by_layers->period_s;
-    } catch (const Error& e) {
+    } catch (const Error&) {
       if (layers_only) throw;
-      layers_error = e;
+      layers_error = std::current_exception();
     }
   }
   result.cuts = "layers";
@@ -74,7 +75,7 @@ void choose_cuts(CostGraph& cg, const std::vector<int>& inside, PartitionOptions
     try {
       any = partition(cg, po);
     } catch (const Error&) {
-      if (layers_error) throw *layers_error;
+      if (layers_error) std::rethrow_exception(layers_error);
       throw;
     }
     if (!by_layers || inside_only || any->period_s < (1 - kSubLayerGain) * by_layers->period_s) {
@@ -128,7 +129,7 @@ void split_products(PricedModel& priced, const DimBinding& micro, const Hardware
 
 Recompute recompute_of(const CompileOptions& options) {
   if (const std::optional<Recompute> r = parse_recompute(options.recompute)) return *r;
-  throw Error(fmt::format("unknown --recompute '{}'; use none or layers", options.recompute));
+  throw Error(fmt::format("unknown --recompute '{}'; use none, layers or auto", options.recompute));
 }
 
 DimBinding microbatch_binding(const Module& model, const DimBinding& binding, int microbatches, int replicas) {
@@ -148,7 +149,10 @@ DimBinding microbatch_binding(const Module& model, const DimBinding& binding, in
   return micro;
 }
 
-CompileResult compile_plan(Module model, const DimBinding& binding, const std::string& source,
+namespace {
+
+// One compile with options.recompute "none" or "layers".
+CompileResult compile_once(Module model, const DimBinding& binding, const std::string& source,
                            const CompileOptions& options) {
   CompileResult result;
   const DType dtype = parse_compute_dtype(options.dtype, "--dtype");
@@ -161,7 +165,7 @@ CompileResult compile_plan(Module model, const DimBinding& binding, const std::s
   if (!given) {
     result.layouts = search_layouts(model, binding, hardware, options, searched);
     if (result.layouts.best < 0)
-      throw Error("no layout fits in memory:\n" + render_layout_table(result.layouts));
+      throw DoesNotFit("no layout fits in memory:\n" + render_layout_table(result.layouts));
   }
   const Layout layout = given ? *given : result.layouts.candidates[result.layouts.best].layout;
   check_cluster_size(hardware.cluster, layout.gpus());
@@ -240,6 +244,35 @@ CompileResult compile_plan(Module model, const DimBinding& binding, const std::s
   plan.predicted.mfu = flop_utilisation(graph_flops(cg) * layout.microbatches * layout.data, step.step_s, layout.gpus(),
                                         hardware.profile.flops);
   return result;
+}
+
+}  // namespace
+
+CompileResult compile_plan(Module model, const DimBinding& binding, const std::string& source,
+                           const CompileOptions& options) {
+  if (options.recompute != "none" && options.recompute != "auto")
+    return compile_once(std::move(model), binding, source, options);
+  // Stash everything the backward reads when that fits. When it does not,
+  // auto recomputes layers; none says whether that would fit.
+  CompileOptions kept = options, recomputed = options;
+  kept.recompute = "none";
+  recomputed.recompute = "layers";
+  try {
+    return compile_once(model, binding, source, kept);
+  } catch (const DoesNotFit& e) {
+    std::optional<CompileResult> r;
+    try {
+      r = compile_once(std::move(model), binding, source, recomputed);
+    } catch (const DoesNotFit&) {
+      throw e;
+    }
+    if (options.recompute == "none")
+      throw DoesNotFit(e.message() + "\nit fits with --recompute layers (each stage computes its layers' activations "
+                                     "again in the backward instead of keeping them)");
+    const std::string& why = e.message();
+    r->recompute_reason = why.substr(0, why.find('\n'));
+    return std::move(*r);
+  }
 }
 
 }  // namespace pf

@@ -34,13 +34,15 @@ struct CompileOptions {
   /// more.
   std::string cuts = "auto";
   /// What each stage's backward computes again instead of stashing: "none",
-  /// or "layers" (all but what crosses a layer boundary: less memory per
-  /// micro-batch in flight, about one more forward of compute).
+  /// "layers" (all but what crosses a layer boundary: less memory per
+  /// micro-batch in flight, about one more forward of compute), or "auto"
+  /// (layers only when no plan fits the memory without it).
   std::string recompute = "none";
 };
 
-/// The Recompute `options.recompute` names; throws pf::Error("unknown
-/// --recompute 'x'; use none or layers") for another.
+/// The Recompute `options.recompute` names ("auto" is decided by
+/// compile_plan before this is asked); throws pf::Error("unknown
+/// --recompute 'x'; use none, layers or auto") for another.
 Recompute recompute_of(const CompileOptions& options);
 
 /// How much shorter (as a fraction) a period with cuts inside layers must be
@@ -67,6 +69,9 @@ struct CompileResult {
   std::string cuts;
   double layer_cuts_period_s = 0;
   LayoutChoice layouts;                  // the layouts priced when some were left to choose, else empty
+  /// With recompute "auto" where the plan recomputes layers: why it must
+  /// (the first line of the search's message without it); else empty.
+  std::string recompute_reason;
 };
 
 /// Compiles `model` (parsed; verified under `binding`, the full batch) from

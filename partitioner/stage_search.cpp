@@ -264,9 +264,9 @@ PartitionResult partition(const CostGraph& graph, const PartitionOptions& option
     for (size_t d = 0; d < result.devices.size(); ++d) {
       const DevicePlan& dev = result.devices[d];
       if (!dev.fits)
-        throw Error(fmt::format("the fixed cuts do not fit: device {} '{}' needs {} but has {}", d, dev.name,
-                                format_bytes_up(dev.memory_bytes),
-                                format_bytes(static_cast<double>(dev.memory_limit))));
+        throw DoesNotFit(fmt::format("the fixed cuts do not fit: device {} '{}' needs {} but has {}", d, dev.name,
+                                     format_bytes_up(dev.memory_bytes),
+                                     format_bytes(static_cast<double>(dev.memory_limit))));
     }
     result.search_s = seconds_since(start);
     return result;
@@ -276,7 +276,7 @@ PartitionResult partition(const CostGraph& graph, const PartitionOptions& option
   const std::vector<int> bounds = stage_boundaries(graph);
   const StageCosts costs(graph, options);
   const std::optional<MinPeriod> best = min_period(costs, bounds, slots);
-  if (!best) throw Error(infeasible_message(options, costs, bounds, slots));
+  if (!best) throw DoesNotFit(infeasible_message(options, costs, bounds, slots));
   const std::vector<int> cuts = min_total_cuts(costs, bounds, slots, best->slowest_s, best->cuts);
   PartitionResult result = price(costs, slots, options, cuts);
   result.method = "dp";

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "ir/diagnostic.h"
 #include "partitioner/cost_graph.h"
 #include "partitioner/memory_rule.h"
 
@@ -110,6 +111,14 @@ struct PartitionResult {
   /// the baselines report false instead of failing.
   bool fits_memory = true;
   double search_s = 0;  // wall time spent planning
+};
+
+/// The error of a search in which no split fits the devices' memory (the
+/// message says how much is needed); `--recompute auto` catches it to try
+/// again with less stashed.
+class DoesNotFit : public Error {
+ public:
+  using Error::Error;
 };
 
 /// Finds the cuts that minimise the period, exactly, by dynamic programming

@@ -42,7 +42,7 @@ void check_positive(const char* what, int64_t value) {
 
 Plan compile(py::handle model, const std::string& devices, int microbatches, const std::string& schedule,
              int data_parallel, std::optional<int64_t> batch, py::handle bind, int virtual_stages,
-             const std::string& optimizer, const std::string& cuts) {
+             const std::string& optimizer, const std::string& cuts, const std::string& recompute) {
   check_positive("microbatches", microbatches);
   check_positive("data_parallel", data_parallel);
   check_positive("virtual_stages", virtual_stages);
@@ -50,6 +50,7 @@ Plan compile(py::handle model, const std::string& devices, int microbatches, con
   check_choice("schedule", schedule, {"gpipe", "1f1b", "interleaved", "zb1"});
   check_choice("optimizer", optimizer, {"sgd", "adamw"});
   check_choice("cuts", cuts, {"auto", "layers", "any", "products"});
+  check_choice("recompute", recompute, {"none", "layers", "auto"});
   // IR text has lines; a path has none.
   const bool is_text = py::isinstance<py::str>(model) && model.cast<std::string>().find('\n') != std::string::npos;
   const std::string source = is_text ? "<string>" : path_of(model);
@@ -63,6 +64,7 @@ Plan compile(py::handle model, const std::string& devices, int microbatches, con
   options.virtual_stages = virtual_stages;
   options.optimizer = optimizer;
   options.cuts = cuts;
+  options.recompute = recompute;
   py::gil_scoped_release release;
   tools::LoadedModel loaded = is_text ? tools::load_model(std::make_shared<SourceFile>(source, text), binding, true)
                                       : tools::load_model(source, binding, true);
@@ -121,7 +123,7 @@ void bind_plan(py::module_& m) {
   m.def("compile", &compile, py::arg("model"), py::arg("devices") = "cpu:4", py::arg("microbatches") = 8,
         py::arg("schedule") = "1f1b", py::arg("data_parallel") = 1, py::arg("batch") = py::none(),
         py::arg("bind") = py::none(), py::arg("virtual_stages") = 1, py::arg("optimizer") = "adamw",
-        py::arg("cuts") = "auto", R"(Compiles a model into a pipeline plan, as `pipeforge compile` does.
+        py::arg("cuts") = "auto", py::arg("recompute") = "none", R"(Compiles a model into a pipeline plan, as `pipeforge compile` does.
 
 model: a path (str or os.PathLike) to a .pf file, or the model's IR text
 itself: a str holding a newline is text (named "<string>" in errors), any
@@ -129,8 +131,10 @@ other str a path. bind: dimensions to override, "B=32,T=64" or
 {"B": 32, "T": 64} (--bind); batch binds the first input's leading
 dimension (--batch). devices, microbatches, schedule ('gpipe', '1f1b',
 'interleaved', 'zb1'), data_parallel, virtual_stages, optimizer ('sgd',
-'adamw': sizes the optimizer state) and cuts ('auto', 'layers', 'any', 'products':
-where stages may begin) are compile's options of those names.
+adamw': sizes the optimizer state), cuts ('auto', 'layers', 'any', 'products':
+where stages may begin) and recompute ('none', 'layers', 'auto': what the
+backward computes again instead of stashing) are compile's options of those
+names.
 Raises pipeforge.Error for a model that does not parse or verify, or a plan
 that cannot be made.)");
 }

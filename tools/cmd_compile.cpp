@@ -85,9 +85,10 @@ void add_compile_command(CLI::App& app) {
       ->check(CLI::IsMember({"auto", "layers", "any", "products"}))
       ->capture_default_str();
   cmd->add_option("--recompute", o->compile.recompute,
-                  "what each stage's backward computes again instead of stashing: none, or layers (everything but "
-                  "what crosses a layer boundary; about one more forward of compute for a fraction of the memory)")
-      ->check(CLI::IsMember({"none", "layers"}))
+                  "what each stage's backward computes again instead of stashing: none, layers (everything but "
+                  "what crosses a layer boundary; about one more forward of compute for a fraction of the memory), "
+                  "or auto (layers only when the plan does not fit in memory without it)")
+      ->check(CLI::IsMember({"none", "layers", "auto"}))
       ->capture_default_str();
   cmd->add_option("-o,--output", o->output, "write the plan here")->required();
   cmd->callback([o] {
@@ -107,6 +108,8 @@ void add_compile_command(CLI::App& app) {
       out += fmt::format("layouts of {} GPUs (P pipeline devices x D replicas x T GPUs each, m micro-batches of mb "
                          "samples; * chosen):\n{}\n",
                          r.layouts.candidates[0].layout.gpus(), render_layout_table(r.layouts));
+    if (!r.recompute_reason.empty())
+      out += fmt::format("recomputing layers in the backward: without it, {}\n", r.recompute_reason);
     out += render_plan_text(r.plan);
     out += fmt::format("\npredicted period per micro-batch (and relative to the chosen split):\n");
     out += period_line("cost DP", r.chosen, r.chosen.period_s);

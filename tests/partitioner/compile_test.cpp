@@ -283,7 +283,36 @@ TEST(Compile, RecomputingLayersTradesStashForBackwardTime) {
     EXPECT_LE(r.predicted.backward_s, k.predicted.backward_s + k.predicted.forward_s * (1 + 1e-9)) << "stage " << s;
   }
   EXPECT_EQ(plan_from_json(plan_to_json(recomputed), "p.json"), recomputed);
-  EXPECT_EQ(error_of([&] { compiled("all"); }), "unknown --recompute 'all'; use none or layers");
+  EXPECT_EQ(error_of([&] { compiled("all"); }), "unknown --recompute 'all'; use none, layers or auto");
+}
+
+// auto stashes everything where that fits, and recomputes layers where
+// only that fits; none says so in its error.
+TEST(Compile, AutoRecomputesOnlyWhereNothingElseFits) {
+  auto compiled = [](const std::string& recompute, int64_t memory_limit) {
+    Module m = example("gpt.pf");
+    DimBinding b = m.binding({{"B", 16}, {"L", 4}, {"C", 128}, {"H", 4}, {"T", 64}, {"S", 64}, {"V", 256}});
+    CompileOptions o;
+    o.devices = "cpu:2";
+    o.microbatches = 8;
+    o.memory_limit = memory_limit;
+    o.recompute = recompute;
+    return compile_plan(std::move(m), b, "gpt.pf", o);
+  };
+  const CompileResult roomy = compiled("auto", 0);
+  EXPECT_EQ(roomy.recompute_reason, "");
+  EXPECT_TRUE(roomy.plan.stages[0].gradients->recomputed.empty());
+  const CompileResult tight = compiled("auto", int64_t{8} << 20);
+  EXPECT_EQ(tight.recompute_reason, "the model needs at least 5 devices of 8.0 MiB, or 11.1 MiB per device with 2 "
+                                    "devices");
+  for (const PlanStage& s : tight.plan.stages) {
+    EXPECT_FALSE(s.gradients->recomputed.empty()) << "stage " << s.index;
+    EXPECT_LE(s.predicted.memory_bytes, int64_t{8} << 20) << "stage " << s.index;
+  }
+  EXPECT_EQ(error_of([&] { compiled("none", int64_t{8} << 20); }),
+            "the model needs at least 5 devices of 8.0 MiB, or 11.1 MiB per device with 2 devices\nit fits with "
+            "--recompute layers (each stage computes its layers' activations again in the backward instead of keeping "
+            "them)");
 }
 
 TEST(Compile, ManualSplitIsOnlyPlaced) {

@@ -116,6 +116,17 @@ def test_cuts_inside_layers_as_the_command_does(pipeforge_exe, tmp_path):
     assert (tmp_path / "py.json").read_bytes() == (tmp_path / "cli.json").read_bytes()
 
 
+def test_recompute_as_the_command_does(pipeforge_exe, tmp_path):
+    run_command(pipeforge_exe, "compile", MLP, "--bind", MLP_BIND, "--devices", "cpu:2", "--microbatches", 4,
+                "--recompute", "layers", "-o", tmp_path / "cli.json")
+    plan = compile_mlp(devices="cpu:2", recompute="layers")
+    plan.save(tmp_path / "py.json")
+    assert (tmp_path / "py.json").read_bytes() == (tmp_path / "cli.json").read_bytes()
+    assert b'"recomputed"' in (tmp_path / "py.json").read_bytes()
+    with pytest.raises(ValueError, match=r"^recompute must be one of none, layers, auto, not 'all'$"):
+        compile_mlp(recompute="all")
+
+
 def test_bad_arguments_raise_value_error(cli_plan):
     with pytest.raises(ValueError, match=r"^schedule must be one of gpipe, 1f1b, interleaved, zb1, not 'nope'$"):
         compile_mlp(schedule="nope")
