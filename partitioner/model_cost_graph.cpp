@@ -88,13 +88,12 @@ CostGraph build_cost_graph(const Function& graph, const DimBinding& binding, con
     // assumes), for the share of operands that get a gradient.
     const double backward_share = float_operands > 0 ? static_cast<double>(with_grad) / float_operands : 1.0;
     node.flops = static_cast<double>(cost.flops) * (1.0 + 2.0 * backward_share);
-    // A forward the backward computes again (Recompute::layers) is its work too.
+    // A forward the backward computes again (Recompute::layers) takes its
+    // time too; `flops` stays the model's (MFU does not count the repeat).
     if (!options.recomputed.empty() &&
         std::any_of(op.results.begin(), op.results.end(),
-                    [&](ValueId r) { return options.recomputed[static_cast<size_t>(r)]; })) {
+                    [&](ValueId r) { return options.recomputed[static_cast<size_t>(r)]; }))
       node.backward_s += node.forward_s;
-      node.flops += static_cast<double>(cost.flops);
-    }
     // What the backward reads of the op's results (all of them when unknown).
     for (ValueId r : op.results)
       if (!is_replicated_source(op) && (options.stashed.empty() || options.stashed[static_cast<size_t>(r)]))

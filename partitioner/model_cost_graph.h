@@ -39,7 +39,7 @@ struct CostGraphOptions {
   /// activation, an upper bound.
   std::vector<bool> stashed;
   /// Per value: whether the backward computes it again (Recompute::layers),
-  /// so that its op's forward time and arithmetic are the backward's too.
+  /// so that its op's forward time is the backward's too.
   std::vector<bool> recomputed;
   /// Bytes per element of a float activation as the stages store and send
   /// it (2 for CUDA stages computing in bf16); 0: as the graph types it.

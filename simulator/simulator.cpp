@@ -174,7 +174,7 @@ PlanSimulation simulate_plan(const Plan& plan, const std::vector<Module>& progra
   sim.samples = per_microbatch * m * sim.replicas;
   double flops = 0, peak = 0;
   for (const SimulatedStage& st : sim.stages)
-    flops += static_cast<double>(st.price.forward_flops + st.price.backward_flops);
+    flops += static_cast<double>(st.price.forward_flops + st.price.backward_flops - st.price.recomputed_flops);
   for (int d = 0; d < p; ++d) peak += entries[static_cast<size_t>(d)].spec.speed * profile.flops;
   sim.flops = flops * static_cast<double>(m) * sim.replicas;
   sim.peak_flops = peak * sim.replicas * tensor;

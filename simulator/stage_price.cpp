@@ -74,6 +74,9 @@ StagePrice price_stage(const Module& program, const PlanStage& stage, const DimB
     cgo.recomputed.assign(graph.values.size(), false);
     for (const std::string& name : stage.gradients->recomputed)
       if (const ValueId v = graph.find_value(name); v >= 0) cgo.recomputed[static_cast<size_t>(v)] = true;
+    for (const Op& op : graph.ops)
+      if (!op.results.empty() && cgo.recomputed[static_cast<size_t>(op.results[0])])
+        price.recomputed_flops += op_cost(graph, op, binding).flops;
   }
   const CostGraph cg = build_cost_graph(graph, binding, timer, cgo);
   double measured_backward = 0;

@@ -20,6 +20,7 @@ struct StagePrice {
   double backward_weight_s = 0;  // its weight part W
   int64_t forward_flops = 0;
   int64_t backward_flops = 0;    // B + W when the backward is split: the same ops
+  int64_t recomputed_flops = 0;  // of backward_flops: the forward ops it computes again (not model FLOPs)
   int64_t param_bytes = 0;       // the stage's parameters (a tied one on each stage holding it)
   int64_t slot_bytes = 0;        // one micro-batch's stash slot: the stash, then the deferred values
   int64_t send_act_bytes = 0;    // activations sent to the next stage

@@ -282,6 +282,10 @@ TEST(Compile, RecomputingLayersTradesStashForBackwardTime) {
     EXPECT_GT(r.predicted.backward_s, k.predicted.backward_s) << "stage " << s;
     EXPECT_LE(r.predicted.backward_s, k.predicted.backward_s + k.predicted.forward_s * (1 + 1e-9)) << "stage " << s;
   }
+  // MFU counts the model's FLOPs, not the repeat: the same FLOPs over a longer step.
+  EXPECT_GT(recomputed.predicted.step_s, kept.predicted.step_s);
+  EXPECT_NEAR(recomputed.predicted.mfu * recomputed.predicted.step_s, kept.predicted.mfu * kept.predicted.step_s,
+              1e-9 * kept.predicted.mfu * kept.predicted.step_s);
   EXPECT_EQ(plan_from_json(plan_to_json(recomputed), "p.json"), recomputed);
   EXPECT_EQ(error_of([&] { compiled("all"); }), "unknown --recompute 'all'; use none, layers or auto");
 }
