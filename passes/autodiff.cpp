@@ -121,8 +121,8 @@ class BackwardBuilder {
       bwd_.values[id].type = fwd_.values[r].type;
       bwd_.values[id].def_op = index;
       copy.results.push_back(id);
-      imported_[r] = id;
-      recomputed_.push_back(r);
+      // A sibling result the backward already took from the stash keeps it.
+      if (imported_.emplace(r, id).second) recomputed_.push_back(r);
     }
     bwd_.ops.push_back(std::move(copy));
     return imported_.at(v);

@@ -40,6 +40,7 @@ struct RunOptions {
   std::string eval_data;
   int64_t eval_every = 0, eval_batches = 0;  // 0: never; every whole batch of --eval-data
   int threads = 0;  // 0: the plan's (one for a model)
+  std::string recompute = "none";
   bool lr_given = false;
   std::string trace;
   double timeout = 60;
@@ -273,7 +274,7 @@ void run(const CLI::App& cmd, const RunOptions& o) {
                  fmt::format("{} stages on {}, {}, {} micro-batches", plan.stages.size(), devices_text(plan),
                              plan.schedule, plan.microbatches));
   }
-  Runtime runtime = Runtime::from_plan(one_stage_plan(o.file, o.bind, o.batch, o.threads, o.train.optimizer), o.file + "'s one-stage plan", runtime_options(o));
+  Runtime runtime = Runtime::from_plan(one_stage_plan(o.file, o.bind, o.batch, o.threads, o.train.optimizer, o.recompute), o.file + "'s one-stage plan", runtime_options(o));
   const int threads = runtime.plan().devices.front().threads;
   train(o, runtime, fmt::format("one CPU device, {} thread{}", threads, threads == 1 ? "" : "s"));
 }
@@ -341,6 +342,11 @@ void add_run_command(CLI::App& app) {
                            "cpu:NxT)"),
            1)
       ->default_str("");  // 0 in the options: the plan's
+  cmd->add_option("--recompute", o->recompute,
+                  "what the backward computes again instead of keeping: none, or layers (all but each layer's "
+                  "boundaries); a plan's is compiled in (compile --recompute), and the flag must agree with it")
+      ->check(CLI::IsMember({"none", "layers"}))
+      ->default_str("none");
   cmd->add_option("--trace", o->trace, "write a Chrome/Perfetto trace of every stage's actions");
   cmd->add_option("--log", o->log,
                   "write a JSON line per step here (loss, lr, gradient norm, time, throughput, bubble, activations "

@@ -77,9 +77,9 @@ ModelFacts model_facts(const Plan& plan, int64_t batch) {
 /// for batch `batch` and with the dimensions in `changed`: the dimensions
 /// that differ from the model's own (all of them when the model cannot be
 /// read), its devices, micro-batches,
-/// schedule, virtual stages and dtype.
+/// schedule, virtual stages and dtype, recomputing layers with `recompute`.
 std::string recompile_command(const Plan& plan, const ModelFacts& model, const std::string& plan_path, int64_t batch,
-                              const DimBinding& changed) {
+                              const DimBinding& changed, bool recompute) {
   DimBinding bind;
   for (const auto& [dim, value] : plan.binding) {
     if (dim == model.batch_dim) continue;
@@ -94,12 +94,32 @@ std::string recompile_command(const Plan& plan, const ModelFacts& model, const s
                          plan.microbatches, plan.schedule);
   if (plan.virtual_stages > 1) command += fmt::format(" --virtual {}", plan.virtual_stages);
   if (plan.dtype != DType::f32) command += fmt::format(" --dtype {}", dtype_name(plan.dtype));
+  if (recompute) command += " --recompute layers";
   return command + " -o " + plan_path;
+}
+
+/// Whether any stage's backward computes forward values again.
+bool recomputes(const Plan& plan) {
+  return std::any_of(plan.stages.begin(), plan.stages.end(), [](const PlanStage& s) {
+    return s.gradients && !s.gradients->recomputed.empty();
+  });
 }
 
 }  // namespace
 
 void check_plan_flags(const CLI::App& run, const Plan& plan, const std::string& plan_path) {
+  // What the backward recomputes is in the stage programs (eval has no such flag).
+  if (const CLI::Option* flag = run.get_option_no_throw("--recompute"); flag && flag->count() > 0) {
+    const std::string wanted = flag->as<std::string>();
+    if ((wanted == "layers") != recomputes(plan)) {
+      const int64_t batch = plan_batch(plan);
+      throw Error(fmt::format("--recompute {}: {} was compiled {} recomputing layers, which a plan fixes when it is "
+                              "compiled; compile it again: {}",
+                              wanted, plan_path, recomputes(plan) ? "with" : "without",
+                              recompile_command(plan, model_facts(plan, batch), plan_path, batch, {},
+                                                wanted == "layers")));
+    }
+  }
   // The partitioner balanced the stages for the threads the plan gives each
   // device: other counts would unbalance them.
   if (run.count("--threads") > 0 && plan.devices.size() > 1) {
@@ -162,11 +182,11 @@ void check_plan_flags(const CLI::App& run, const Plan& plan, const std::string& 
   throw Error(fmt::format("{}: {} was compiled{}, and a plan's shapes are fixed when it is compiled; compile it "
                           "again{}: {}",
                           given, plan_path, compiled_for, wanted,
-                          recompile_command(plan, model, plan_path, wanted_batch, changed)));
+                          recompile_command(plan, model, plan_path, wanted_batch, changed, recomputes(plan))));
 }
 
 Plan one_stage_plan(const std::string& file, const std::string& bind, int64_t batch, int threads,
-                    const std::string& optimizer) {
+                    const std::string& optimizer, const std::string& recompute) {
   LoadedModel model = load_model(file, bind, true);
   if (batch > 0) bind_batch(model, batch);
   CompileOptions options;
@@ -174,6 +194,7 @@ Plan one_stage_plan(const std::string& file, const std::string& bind, int64_t ba
   options.microbatches = 1;
   options.schedule = "gpipe";
   options.optimizer = optimizer;
+  options.recompute = recompute;
   return compile_plan(std::move(model.module), model.binding, file, options).plan;
 }
 
