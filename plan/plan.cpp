@@ -891,6 +891,11 @@ Module stage_program(const Plan& plan, const PlanStage& stage) {
 
 bool schedule_splits_backward(std::string_view kind) { return kind == "zb1"; }
 
+bool plan_recomputes(const Plan& plan) {
+  return std::any_of(plan.stages.begin(), plan.stages.end(),
+                     [](const PlanStage& s) { return s.gradients && !s.gradients->recomputed.empty(); });
+}
+
 std::vector<PlanRank> one_replica_ranks(const std::vector<PlanStage>& stages, int devices) {
   return replicated_ranks(stages, devices, 1);
 }

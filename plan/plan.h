@@ -222,6 +222,10 @@ int rank_of_stage(const Plan& plan, int stage, int replica = 0);
 /// gradients, then the weights'), so that its plans carry a BackwardSplit.
 bool schedule_splits_backward(std::string_view kind);
 
+/// Whether any stage's backward computes forward values again (compiled
+/// with --recompute layers and something to recompute).
+bool plan_recomputes(const Plan& plan);
+
 /// The compute dtype a plan may name ("f32" or "bf16"); throws pf::Error
 /// naming `what` (the option or field it came from) for anything else.
 DType parse_compute_dtype(std::string_view name, std::string_view what);

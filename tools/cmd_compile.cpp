@@ -111,6 +111,9 @@ void add_compile_command(CLI::App& app) {
     if (!r.recompute_reason.empty())
       out += fmt::format("recomputing layers in the backward: without it, {}\n", r.recompute_reason);
     out += render_plan_text(r.plan);
+    if (o->compile.recompute == "layers" && !plan_recomputes(r.plan))
+      out += "--recompute layers: nothing to recompute (no op of a named layer has a value only its own layer "
+             "reads)\n";
     out += fmt::format("\npredicted period per micro-batch (and relative to the chosen split):\n");
     out += period_line("cost DP", r.chosen, r.chosen.period_s);
     out += period_line("equal layers", r.equal_layers, r.chosen.period_s);

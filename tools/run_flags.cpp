@@ -98,24 +98,17 @@ std::string recompile_command(const Plan& plan, const ModelFacts& model, const s
   return command + " -o " + plan_path;
 }
 
-/// Whether any stage's backward computes forward values again.
-bool recomputes(const Plan& plan) {
-  return std::any_of(plan.stages.begin(), plan.stages.end(), [](const PlanStage& s) {
-    return s.gradients && !s.gradients->recomputed.empty();
-  });
-}
-
 }  // namespace
 
 void check_plan_flags(const CLI::App& run, const Plan& plan, const std::string& plan_path) {
   // What the backward recomputes is in the stage programs (eval has no such flag).
   if (const CLI::Option* flag = run.get_option_no_throw("--recompute"); flag && flag->count() > 0) {
     const std::string wanted = flag->as<std::string>();
-    if ((wanted == "layers") != recomputes(plan)) {
+    if ((wanted == "layers") != plan_recomputes(plan)) {
       const int64_t batch = plan_batch(plan);
       throw Error(fmt::format("--recompute {}: {} was compiled {} recomputing layers, which a plan fixes when it is "
                               "compiled; compile it again: {}",
-                              wanted, plan_path, recomputes(plan) ? "with" : "without",
+                              wanted, plan_path, plan_recomputes(plan) ? "with" : "without",
                               recompile_command(plan, model_facts(plan, batch), plan_path, batch, {},
                                                 wanted == "layers")));
     }
@@ -182,7 +175,7 @@ void check_plan_flags(const CLI::App& run, const Plan& plan, const std::string& 
   throw Error(fmt::format("{}: {} was compiled{}, and a plan's shapes are fixed when it is compiled; compile it "
                           "again{}: {}",
                           given, plan_path, compiled_for, wanted,
-                          recompile_command(plan, model, plan_path, wanted_batch, changed, recomputes(plan))));
+                          recompile_command(plan, model, plan_path, wanted_batch, changed, plan_recomputes(plan))));
 }
 
 Plan one_stage_plan(const std::string& file, const std::string& bind, int64_t batch, int threads,
