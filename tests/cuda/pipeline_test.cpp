@@ -1,4 +1,4 @@
-// Pipelines with stages on CUDA devices: the numbers of one CPU device for every schedule, hand-offs between CPU and GPU stages, bf16 plans, and plans naming GPUs where none is visible.
+// Pipelines with stages on CUDA devices: the numbers of one CPU device for every schedule (recomputing layers too), hand-offs between CPU and GPU stages, bf16 plans, and plans naming GPUs where none is visible.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -43,6 +43,18 @@ TEST_P(CudaEquivalence, EveryScheduleOnGpusMatchesOneCpuDevice) {
           if ((virt == 2) != (kind == ScheduleKind::interleaved)) continue;
           expect_same(ref, model, kind, devices, micro, virt, on_gpus());
         }
+}
+
+// Layers recomputed in the backward on the GPU (the backward programs hold
+// forward ops again; the GEMM epilogues and fused softmax see other chains).
+TEST_P(CudaEquivalence, RecomputingLayersOnGpusMatchesOneCpuDevice) {
+  PF_REQUIRE_CUDA();
+  const Model& model = *GetParam();
+  const Reference ref = single_device(model);
+  Placement setup = on_gpus();
+  setup.recompute = Recompute::layers;
+  for (ScheduleKind kind : {ScheduleKind::one_f_one_b, ScheduleKind::zb_h1, ScheduleKind::interleaved})
+    expect_same(ref, model, kind, 2, 4, kind == ScheduleKind::interleaved ? 2 : 1, setup);
 }
 
 TEST_P(CudaEquivalence, CpuAndGpuStagesHandOverBothWays) {
