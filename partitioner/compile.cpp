@@ -129,7 +129,7 @@ void split_products(PricedModel& priced, const DimBinding& micro, const Hardware
 
 Recompute recompute_of(const CompileOptions& options) {
   if (const std::optional<Recompute> r = parse_recompute(options.recompute)) return *r;
-  throw Error(fmt::format("unknown --recompute '{}'; use none, layers or auto", options.recompute));
+  throw Error(fmt::format("unknown --recompute '{}'; use none, selective, layers or auto", options.recompute));
 }
 
 DimBinding microbatch_binding(const Module& model, const DimBinding& binding, int microbatches, int replicas) {
@@ -208,6 +208,7 @@ CompileResult compile_once(Module model, const DimBinding& binding, const std::s
   plan.tensor_parallel = layout.tensor;
   plan.virtual_stages = options.virtual_stages;
   plan.dtype = dtype;
+  plan.recompute = std::string(recompute_name(recompute_of(options)));
   plan.loss_stage_output = graph.values[graph.returns[0]].name;
 
   std::vector<int> device_of;
@@ -253,25 +254,34 @@ CompileResult compile_plan(Module model, const DimBinding& binding, const std::s
   if (options.recompute != "none" && options.recompute != "auto")
     return compile_once(std::move(model), binding, source, options);
   // Stash everything the backward reads when that fits. When it does not,
-  // auto recomputes layers; none says whether that would fit.
-  CompileOptions kept = options, recomputed = options;
+  // auto recomputes the cheap ops between products, then whole layers;
+  // none says which of them would fit.
+  CompileOptions kept = options;
   kept.recompute = "none";
-  recomputed.recompute = "layers";
   try {
     return compile_once(model, binding, source, kept);
   } catch (const DoesNotFit& e) {
-    std::optional<CompileResult> r;
-    try {
-      r = compile_once(std::move(model), binding, source, recomputed);
-    } catch (const DoesNotFit&) {
-      throw e;
+    for (const char* recompute : {"selective", "layers"}) {
+      CompileOptions recomputed = options;
+      recomputed.recompute = recompute;
+      std::optional<CompileResult> r;
+      try {
+        r = compile_once(model, binding, source, recomputed);
+      } catch (const DoesNotFit&) {
+        continue;
+      }
+      if (options.recompute == "none")
+        throw DoesNotFit(fmt::format("{}\nit fits with --recompute {} (each stage computes {} again in the backward "
+                                     "instead of keeping them)",
+                                     e.message(), recompute,
+                                     std::string_view(recompute) == "layers"
+                                         ? "its layers' activations"
+                                         : "the activations between its layers' products"));
+      const std::string& why = e.message();
+      r->recompute_reason = why.substr(0, why.find('\n'));
+      return std::move(*r);
     }
-    if (options.recompute == "none")
-      throw DoesNotFit(e.message() + "\nit fits with --recompute layers (each stage computes its layers' activations "
-                                     "again in the backward instead of keeping them)");
-    const std::string& why = e.message();
-    r->recompute_reason = why.substr(0, why.find('\n'));
-    return std::move(*r);
+    throw;
   }
 }
 

@@ -35,14 +35,16 @@ struct CompileOptions {
   std::string cuts = "auto";
   /// What each stage's backward computes again instead of stashing: "none",
   /// "layers" (all but what crosses a layer boundary: less memory per
-  /// micro-batch in flight, about one more forward of compute), or "auto"
-  /// (layers only when no plan fits the memory without it).
+  /// micro-batch in flight, about one more forward of compute), "selective"
+  /// (the same but the products' results: a part of the saving for a few
+  /// percent of compute), or "auto" (selective, then layers, only when no
+  /// plan fits the memory without).
   std::string recompute = "none";
 };
 
 /// The Recompute `options.recompute` names ("auto" is decided by
 /// compile_plan before this is asked); throws pf::Error("unknown
-/// --recompute 'x'; use none, layers or auto") for another.
+/// --recompute 'x'; use none, selective, layers or auto") for another.
 Recompute recompute_of(const CompileOptions& options);
 
 /// How much shorter (as a fraction) a period with cuts inside layers must be
@@ -69,7 +71,7 @@ struct CompileResult {
   std::string cuts;
   double layer_cuts_period_s = 0;
   LayoutChoice layouts;                  // the layouts priced when some were left to choose, else empty
-  /// With recompute "auto" where the plan recomputes layers: why it must
+  /// With recompute "auto" where the plan recomputes: why it must
   /// (the first line of the search's message without it); else empty.
   std::string recompute_reason;
 };

@@ -78,6 +78,7 @@ Plan plan_for_cuts(const Module& model, const DimBinding& micro, const std::vect
   plan.microbatches = microbatches;
   plan.virtual_stages = virtual_stages;
   plan.dtype = dtype;
+  plan.recompute = std::string(recompute_name(recompute));
   plan.loss_stage_output = graph.values[graph.returns.at(0)].name;
   std::vector<int> device_of;
   for (int s = 0; s < stages; ++s) device_of.push_back(s % devices);

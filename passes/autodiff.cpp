@@ -4,7 +4,8 @@
 // pipeline stage keeps per micro-batch) and the backward takes them as
 // arguments. Parameters are re-declared in the backward, not stashed, and
 // source ops (constants, masks) are recomputed there; with Recompute::layers
-// so is everything a layer computes that does not leave it.
+// so is everything a layer computes that does not leave it, with
+// Recompute::selective all of that but the products' results.
 #include "passes/autodiff.h"
 
 #include <fmt/format.h>
@@ -28,7 +29,8 @@ class BackwardBuilder {
                   Recompute recompute)
       : fwd_(forward), bwd_(backward), binding_(binding), float_dtype_(float_dtype) {
     for (const Value& v : forward.values) used_.insert(v.name);
-    if (recompute == Recompute::layers) recomputable_ = recomputable_within_layers(forward);
+    if (recompute != Recompute::none)
+      recomputable_ = recomputable_within_layers(forward, /*products=*/recompute == Recompute::layers);
   }
 
   std::string fresh_name(const std::string& base) {
@@ -128,13 +130,16 @@ class BackwardBuilder {
     return imported_.at(v);
   }
 
-  /// Per forward value, whether Recompute::layers computes it again: defined
-  /// by an op of a named layer that draws no random numbers, read only by
-  /// ops of that layer, and not a result of the graph.
-  static std::vector<bool> recomputable_within_layers(const Function& f) {
+  /// Per forward value, whether Recompute::layers (or, without `products`,
+  /// selective) computes it again: defined by an op of a named layer that
+  /// draws no random numbers (and is not a product), read only by ops of
+  /// that layer, and not a result of the graph.
+  static std::vector<bool> recomputable_within_layers(const Function& f, bool products) {
     std::vector<bool> out(f.values.size(), false);
     for (const Op& op : f.ops) {
       if (op.layer().empty() || op.kind == OpKind::dropout || op.kind == OpKind::call) continue;
+      if (!products && (op.kind == OpKind::matmul || op.kind == OpKind::attention || op.kind == OpKind::conv2d))
+        continue;
       for (ValueId r : op.results) out[static_cast<size_t>(r)] = true;
     }
     for (const Op& op : f.ops)
@@ -245,11 +250,18 @@ bool is_trainable(const Function& f, const Op& op) {
 
 bool has_grad_rule(OpKind kind) { return grad_rule(kind) != nullptr; }
 
-std::string_view recompute_name(Recompute recompute) { return recompute == Recompute::layers ? "layers" : "none"; }
+std::string_view recompute_name(Recompute recompute) {
+  switch (recompute) {
+    case Recompute::none: return "none";
+    case Recompute::layers: return "layers";
+    case Recompute::selective: return "selective";
+  }
+  return "none";
+}
 
 std::optional<Recompute> parse_recompute(std::string_view name) {
-  if (name == "none") return Recompute::none;
-  if (name == "layers") return Recompute::layers;
+  for (Recompute r : {Recompute::none, Recompute::layers, Recompute::selective})
+    if (name == recompute_name(r)) return r;
   return std::nullopt;
 }
 

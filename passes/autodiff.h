@@ -19,9 +19,14 @@ enum class Recompute {
   /// draws); the rest of a layer is computed again when its backward starts:
   /// one layer's activations live at a time instead of every layer's.
   layers,
+  /// As layers, but the products (matmul, attention, conv2d) keep their
+  /// results: only the cheap ops between them (norms, activations, adds,
+  /// reshapes) are computed again, for a part of layers' saving at a few
+  /// percent of its extra compute.
+  selective,
 };
 
-/// "none" or "layers".
+/// "none", "layers" or "selective".
 std::string_view recompute_name(Recompute recompute);
 /// The Recompute a name gives, or nullopt.
 std::optional<Recompute> parse_recompute(std::string_view name);

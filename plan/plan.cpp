@@ -130,6 +130,7 @@ std::string plan_to_json(const Plan& plan) {
       {"dtype", dtype_name(plan.dtype)},
       {"tensor_parallel", plan.tensor_parallel},
       {"loss", plan.loss_stage_output},
+      {"recompute", plan.recompute},
       {"predicted",
        {{"period_s", finite(pr.period_s, "the predicted period_s")},
         {"imbalance_pct", finite(pr.imbalance_pct, "the predicted imbalance_pct")},
@@ -328,9 +329,9 @@ class PlanReader {
 
   Plan plan(const Json& doc) const {
     // "dtype" came later: a plan without it computes in f32; "tensor_parallel"
-    // later still: a plan without it has 1.
+    // later still: a plan without it has 1; "recompute" last: none.
     r_.expect_keys(doc, "", {"format", "version", "model", "devices", "ranks", "schedule", "loss", "predicted", "stages"},
-                   {"dtype", "tensor_parallel"});
+                   {"dtype", "tensor_parallel", "recompute"});
     Plan plan;
     const Json& model = r_.object(doc, "", "model");
     r_.expect_keys(model, "model", {"name", "source", "hash", "binding"});
@@ -369,6 +370,11 @@ class PlanReader {
     }
     if (doc.contains("tensor_parallel"))
       plan.tensor_parallel = static_cast<int>(r_.integer(doc, "", "tensor_parallel", 1, 1 << 20));
+    if (doc.contains("recompute")) {
+      plan.recompute = r_.string(doc, "", "recompute");
+      if (plan.recompute != "none" && plan.recompute != "layers" && plan.recompute != "selective")
+        r_.fail(fmt::format("recompute must be \"none\", \"layers\" or \"selective\", got \"{}\"", plan.recompute));
+    }
 
     const Json& predicted = r_.object(doc, "", "predicted");
     // "step_s" and "mfu" came later: older plans read them as 0.
@@ -808,6 +814,9 @@ class PlanChecker {
     const Function& backward = function(s, m, gp.backward, "the backward");
     check_names(s, backward, "takes", backward.args, args, "the seeds, then the stash");
     check_param_grads(s, backward, gp.input_grads.size(), gp.params);
+    if (plan_.recompute == "none" && !gp.recomputed.empty())
+      fail(fmt::format("stage {}'s gradient table recomputes {} values, but the plan recomputes none", s.index,
+                       gp.recomputed.size()));
     for (const std::string& name : gp.recomputed)
       if (g.find_value(name) < 0 || backward.find_value(name) < 0)
         fail(fmt::format("stage {}'s gradient table recomputes %{}, which its forward and backward do not both compute",

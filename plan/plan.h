@@ -136,6 +136,10 @@ struct Plan {
   /// How stages compute: f32, or bf16 (CUDA stages in bf16 with f32 master
   /// weights; CPU stages in f32). Plans written before the field read as f32.
   DType dtype = DType::f32;
+  /// What the stages' backwards compute again instead of stashing ("none",
+  /// "layers", "selective"); each stage's gradient table lists the values.
+  /// Plans written before the field read as "none".
+  std::string recompute = "none";
   std::string loss_stage_output;  // the loss value's name, returned by the last stage; empty for inference
   std::vector<PlanStage> stages;
   std::vector<PlanRank> ranks;  // every stage in one rank per replica, on the stage's device
@@ -223,7 +227,7 @@ int rank_of_stage(const Plan& plan, int stage, int replica = 0);
 bool schedule_splits_backward(std::string_view kind);
 
 /// Whether any stage's backward computes forward values again (compiled
-/// with --recompute layers and something to recompute).
+/// with --recompute layers or selective, and something to recompute).
 bool plan_recomputes(const Plan& plan);
 
 /// The compute dtype a plan may name ("f32" or "bf16"); throws pf::Error

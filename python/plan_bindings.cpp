@@ -50,7 +50,7 @@ Plan compile(py::handle model, const std::string& devices, int microbatches, con
   check_choice("schedule", schedule, {"gpipe", "1f1b", "interleaved", "zb1"});
   check_choice("optimizer", optimizer, {"sgd", "adamw"});
   check_choice("cuts", cuts, {"auto", "layers", "any", "products"});
-  check_choice("recompute", recompute, {"none", "layers", "auto"});
+  check_choice("recompute", recompute, {"none", "selective", "layers", "auto"});
   // IR text has lines; a path has none.
   const bool is_text = py::isinstance<py::str>(model) && model.cast<std::string>().find('\n') != std::string::npos;
   const std::string source = is_text ? "<string>" : path_of(model);
@@ -132,8 +132,8 @@ other str a path. bind: dimensions to override, "B=32,T=64" or
 dimension (--batch). devices, microbatches, schedule ('gpipe', '1f1b',
 'interleaved', 'zb1'), data_parallel, virtual_stages, optimizer ('sgd',
 adamw': sizes the optimizer state), cuts ('auto', 'layers', 'any', 'products':
-where stages may begin) and recompute ('none', 'layers', 'auto': what the
-backward computes again instead of stashing) are compile's options of those
+where stages may begin) and recompute ('none', 'selective', 'layers', 'auto':
+what the backward computes again instead of stashing) are compile's options of those
 names.
 Raises pipeforge.Error for a model that does not parse or verify, or a plan
 that cannot be made.)");

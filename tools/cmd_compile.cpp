@@ -87,8 +87,9 @@ void add_compile_command(CLI::App& app) {
   cmd->add_option("--recompute", o->compile.recompute,
                   "what each stage's backward computes again instead of stashing: none, layers (everything but "
                   "what crosses a layer boundary; about one more forward of compute for a fraction of the memory), "
-                  "or auto (layers only when the plan does not fit in memory without it)")
-      ->check(CLI::IsMember({"none", "layers", "auto"}))
+                  "selective (the same but the products' results: a part of the saving for a few percent of "
+                  "compute), or auto (selective, then layers, only when the plan does not fit in memory without)")
+      ->check(CLI::IsMember({"none", "selective", "layers", "auto"}))
       ->capture_default_str();
   cmd->add_option("-o,--output", o->output, "write the plan here")->required();
   cmd->callback([o] {
@@ -109,11 +110,13 @@ void add_compile_command(CLI::App& app) {
                          "samples; * chosen):\n{}\n",
                          r.layouts.candidates[0].layout.gpus(), render_layout_table(r.layouts));
     if (!r.recompute_reason.empty())
-      out += fmt::format("recomputing layers in the backward: without it, {}\n", r.recompute_reason);
+      out += fmt::format("recomputing in the backward (--recompute {}): without it, {}\n", r.plan.recompute,
+                         r.recompute_reason);
     out += render_plan_text(r.plan);
-    if (o->compile.recompute == "layers" && !plan_recomputes(r.plan))
-      out += "--recompute layers: nothing to recompute (no op of a named layer has a value only its own layer "
-             "reads)\n";
+    if (r.plan.recompute != "none" && !plan_recomputes(r.plan))
+      out += fmt::format("--recompute {}: nothing to recompute (no op of a named layer has a value only its own "
+                         "layer reads)\n",
+                         r.plan.recompute);
     out += fmt::format("\npredicted period per micro-batch (and relative to the chosen split):\n");
     out += period_line("cost DP", r.chosen, r.chosen.period_s);
     out += period_line("equal layers", r.equal_layers, r.chosen.period_s);

@@ -48,9 +48,9 @@ void add_opt_command(CLI::App& app) {
       ->delimiter(',')
       ->default_str("");
   cmd->add_option("--recompute", opts->recompute,
-                  "what autodiff computes again in the backward instead of stashing: none, or layers (all but "
-                  "what crosses a layer boundary)")
-      ->check(CLI::IsMember({"none", "layers"}))
+                  "what autodiff computes again in the backward instead of stashing: none, layers (all but "
+                  "what crosses a layer boundary), or selective (the same but the products' results)")
+      ->check(CLI::IsMember({"none", "layers", "selective"}))
       ->default_str("none");
   cmd->add_flag("--no-verify", opts->no_verify, "do not verify the IR between passes");
   cmd->add_flag("--print-changed", opts->print_changed,

@@ -343,9 +343,10 @@ void add_run_command(CLI::App& app) {
            1)
       ->default_str("");  // 0 in the options: the plan's
   cmd->add_option("--recompute", o->recompute,
-                  "what the backward computes again instead of keeping: none, or layers (all but each layer's "
-                  "boundaries); a plan's is compiled in (compile --recompute), and the flag must agree with it")
-      ->check(CLI::IsMember({"none", "layers"}))
+                  "what the backward computes again instead of keeping: none, layers (all but each layer's "
+                  "boundaries) or selective (the same but the products' results); a plan's is compiled in "
+                  "(compile --recompute), and the flag must agree with it")
+      ->check(CLI::IsMember({"none", "layers", "selective"}))
       ->default_str("none");
   cmd->add_option("--trace", o->trace, "write a Chrome/Perfetto trace of every stage's actions");
   cmd->add_option("--log", o->log,

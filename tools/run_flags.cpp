@@ -77,9 +77,9 @@ ModelFacts model_facts(const Plan& plan, int64_t batch) {
 /// for batch `batch` and with the dimensions in `changed`: the dimensions
 /// that differ from the model's own (all of them when the model cannot be
 /// read), its devices, micro-batches,
-/// schedule, virtual stages and dtype, recomputing layers with `recompute`.
+/// schedule, virtual stages, dtype and `recompute`.
 std::string recompile_command(const Plan& plan, const ModelFacts& model, const std::string& plan_path, int64_t batch,
-                              const DimBinding& changed, bool recompute) {
+                              const DimBinding& changed, const std::string& recompute) {
   DimBinding bind;
   for (const auto& [dim, value] : plan.binding) {
     if (dim == model.batch_dim) continue;
@@ -94,7 +94,7 @@ std::string recompile_command(const Plan& plan, const ModelFacts& model, const s
                          plan.microbatches, plan.schedule);
   if (plan.virtual_stages > 1) command += fmt::format(" --virtual {}", plan.virtual_stages);
   if (plan.dtype != DType::f32) command += fmt::format(" --dtype {}", dtype_name(plan.dtype));
-  if (recompute) command += " --recompute layers";
+  if (recompute != "none") command += " --recompute " + recompute;
   return command + " -o " + plan_path;
 }
 
@@ -104,13 +104,12 @@ void check_plan_flags(const CLI::App& run, const Plan& plan, const std::string& 
   // What the backward recomputes is in the stage programs (eval has no such flag).
   if (const CLI::Option* flag = run.get_option_no_throw("--recompute"); flag && flag->count() > 0) {
     const std::string wanted = flag->as<std::string>();
-    if ((wanted == "layers") != plan_recomputes(plan)) {
+    if (wanted != plan.recompute) {
       const int64_t batch = plan_batch(plan);
-      throw Error(fmt::format("--recompute {}: {} was compiled {} recomputing layers, which a plan fixes when it is "
+      throw Error(fmt::format("--recompute {}: {} was compiled with --recompute {}, which a plan fixes when it is "
                               "compiled; compile it again: {}",
-                              wanted, plan_path, plan_recomputes(plan) ? "with" : "without",
-                              recompile_command(plan, model_facts(plan, batch), plan_path, batch, {},
-                                                wanted == "layers")));
+                              wanted, plan_path, plan.recompute,
+                              recompile_command(plan, model_facts(plan, batch), plan_path, batch, {}, wanted)));
     }
   }
   // The partitioner balanced the stages for the threads the plan gives each
@@ -175,7 +174,7 @@ void check_plan_flags(const CLI::App& run, const Plan& plan, const std::string& 
   throw Error(fmt::format("{}: {} was compiled{}, and a plan's shapes are fixed when it is compiled; compile it "
                           "again{}: {}",
                           given, plan_path, compiled_for, wanted,
-                          recompile_command(plan, model, plan_path, wanted_batch, changed, plan_recomputes(plan))));
+                          recompile_command(plan, model, plan_path, wanted_batch, changed, plan.recompute)));
 }
 
 Plan one_stage_plan(const std::string& file, const std::string& bind, int64_t batch, int threads,

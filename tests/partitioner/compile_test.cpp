@@ -282,12 +282,26 @@ TEST(Compile, RecomputingLayersTradesStashForBackwardTime) {
     EXPECT_GT(r.predicted.backward_s, k.predicted.backward_s) << "stage " << s;
     EXPECT_LE(r.predicted.backward_s, k.predicted.backward_s + k.predicted.forward_s * (1 + 1e-9)) << "stage " << s;
   }
+  // Selective: between the two, stash and backward alike.
+  const Plan selective = compiled("selective");
+  EXPECT_EQ(selective.recompute, "selective");
+  EXPECT_EQ(recomputed.recompute, "layers");
+  EXPECT_EQ(kept.recompute, "none");
+  for (size_t s = 0; s < 2; ++s) {
+    const PlanStage& k = kept.stages[s];
+    const PlanStage& m = selective.stages[s];
+    const PlanStage& r = recomputed.stages[s];
+    EXPECT_LT(m.predicted.stash_bytes, k.predicted.stash_bytes) << "stage " << s;
+    EXPECT_GT(m.predicted.stash_bytes, r.predicted.stash_bytes) << "stage " << s;
+    EXPECT_GT(m.predicted.backward_s, k.predicted.backward_s) << "stage " << s;
+    EXPECT_LT(m.predicted.backward_s, r.predicted.backward_s) << "stage " << s;
+  }
   // MFU counts the model's FLOPs, not the repeat: the same FLOPs over a longer step.
   EXPECT_GT(recomputed.predicted.step_s, kept.predicted.step_s);
   EXPECT_NEAR(recomputed.predicted.mfu * recomputed.predicted.step_s, kept.predicted.mfu * kept.predicted.step_s,
               1e-9 * kept.predicted.mfu * kept.predicted.step_s);
   EXPECT_EQ(plan_from_json(plan_to_json(recomputed), "p.json"), recomputed);
-  EXPECT_EQ(error_of([&] { compiled("all"); }), "unknown --recompute 'all'; use none, layers or auto");
+  EXPECT_EQ(error_of([&] { compiled("all"); }), "unknown --recompute 'all'; use none, selective, layers or auto");
 }
 
 // auto stashes everything where that fits, and recomputes layers where

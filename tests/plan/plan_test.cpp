@@ -486,7 +486,14 @@ TEST(Plan, GradientTablesAgreeWithTheProgram) {
             "plan.json: stage 1's gradient table lists parameters (wte, w1); its program declares them in the order "
             "(w1, wte)");
   EXPECT_EQ(plan_error([](Plan& p) { p.stages[1].gradients->recomputed = {"q"}; }),
+            "plan.json: stage 1's gradient table recomputes 1 values, but the plan recomputes none");
+  EXPECT_EQ(plan_error([](Plan& p) {
+              p.recompute = "layers";
+              p.stages[1].gradients->recomputed = {"q"};
+            }),
             "plan.json: stage 1's gradient table recomputes %q, which its forward and backward do not both compute");
+  EXPECT_EQ(json_error([](Json& j) { j["recompute"] = "all"; }),
+            "plan.json: recompute must be \"none\", \"layers\" or \"selective\", got \"all\"");
   EXPECT_EQ(plan_error([](Plan& p) { p.stages[1].gradients->original_results = 2; }),
             "plan.json: stage 1's program: @stage1 returns (loss, h, a, logits, y); the stage's gradient table says its "
             "results, then the stash: (loss, h, h, a, logits, y)");

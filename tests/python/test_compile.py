@@ -123,7 +123,7 @@ def test_recompute_as_the_command_does(pipeforge_exe, tmp_path):
     plan.save(tmp_path / "py.json")
     assert (tmp_path / "py.json").read_bytes() == (tmp_path / "cli.json").read_bytes()
     assert b'"recomputed"' in (tmp_path / "py.json").read_bytes()
-    with pytest.raises(ValueError, match=r"^recompute must be one of none, layers, auto, not 'all'$"):
+    with pytest.raises(ValueError, match=r"^recompute must be one of none, selective, layers, auto, not 'all'$"):
         compile_mlp(recompute="all")
 
 
