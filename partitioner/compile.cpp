@@ -151,7 +151,7 @@ DimBinding microbatch_binding(const Module& model, const DimBinding& binding, in
 
 namespace {
 
-// One compile with options.recompute "none" or "layers".
+// One compile with options.recompute "none", "selective" or "layers".
 CompileResult compile_once(Module model, const DimBinding& binding, const std::string& source,
                            const CompileOptions& options) {
   CompileResult result;

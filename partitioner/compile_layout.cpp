@@ -107,9 +107,7 @@ StepOptions layout_step_options(const CompileOptions& options, const Hardware& h
   so.replica_link = partition.replica_link;
   so.optimizer_state_factor = partition.optimizer_state_factor;
   so.memory_bandwidth = hardware.profile.bandwidth;
-  if (const auto rate = hardware.profile.update_s_per_param.find(options.optimizer);
-      rate != hardware.profile.update_s_per_param.end())
-    so.update_s_per_param = rate->second;
+  so.update_s_per_param = measured_update_rate(hardware.profile, options.optimizer).value_or(0.0);
   return so;
 }
 

@@ -208,6 +208,12 @@ std::string op_timing_key(const Function& f, const Op& op, const DimBinding& bin
   return op_timing_key(op.kind, operands, attrs_text(op, binding));
 }
 
+std::optional<double> measured_update_rate(const DeviceProfile& profile, std::string_view optimizer) {
+  const auto rate = profile.update_s_per_param.find(optimizer);
+  if (rate == profile.update_s_per_param.end()) return std::nullopt;
+  return rate->second;
+}
+
 std::optional<OpTiming> find_timing(const DeviceProfile& profile, const std::string& key) {
   auto it = profile.measured.find(key);
   if (it == profile.measured.end()) return std::nullopt;

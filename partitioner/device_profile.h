@@ -96,6 +96,10 @@ OpTiming estimate_timing(const DeviceProfile& profile, const std::string& key, O
 OpTiming estimate_op_timing(const DeviceProfile& profile, const Function& f, const Op& op, const DimBinding& binding,
                             const OpCost& forward);
 
+/// The seconds per parameter a step of `optimizer` ("adamw", "sgd") took
+/// when the profile was measured (update_s_per_param), or nullopt.
+std::optional<double> measured_update_rate(const DeviceProfile& profile, std::string_view optimizer);
+
 /// Whether the profile prices `op` from measurements: its own key, its share
 /// of a split product's, or the split and sum a product split adds around
 /// its two halves (small next to them: priced by the roofline). A stage all

@@ -39,19 +39,19 @@ std::vector<int> cut_candidates(const Function& graph, CutPoints cuts) {
   return candidates;
 }
 
+std::vector<bool> values_named(const Function& graph, const std::vector<std::string>& names) {
+  std::vector<bool> out(graph.values.size(), false);
+  for (const std::string& name : names)
+    if (const ValueId v = graph.find_value(name); v >= 0) out[static_cast<size_t>(v)] = true;
+  return out;
+}
+
 BackwardReads backward_reads(const Module& model, const DimBinding& binding, Recompute recompute) {
   Module copy = model;
   AutodiffOptions options;
   options.recompute = recompute;
   const GradientProgram gp = differentiate(copy, binding, options);
-  const Function& graph = model.graph();
-  auto marked = [&](const std::vector<std::string>& names) {
-    std::vector<bool> out(graph.values.size(), false);
-    for (const std::string& name : names)
-      if (const ValueId v = graph.find_value(name); v >= 0) out[static_cast<size_t>(v)] = true;
-    return out;
-  };
-  return {marked(gp.stash), marked(gp.recomputed)};
+  return {values_named(model.graph(), gp.stash), values_named(model.graph(), gp.recomputed)};
 }
 
 CostGraph build_cost_graph(const Function& graph, const DimBinding& binding, const OpTimer& timer,
@@ -88,7 +88,7 @@ CostGraph build_cost_graph(const Function& graph, const DimBinding& binding, con
     // assumes), for the share of operands that get a gradient.
     const double backward_share = float_operands > 0 ? static_cast<double>(with_grad) / float_operands : 1.0;
     node.flops = static_cast<double>(cost.flops) * (1.0 + 2.0 * backward_share);
-    // A forward the backward computes again (Recompute::layers) takes its
+    // A forward the backward computes again (Recompute) takes its
     // time too; `flops` stays the model's (MFU does not count the repeat).
     if (!options.recomputed.empty() &&
         std::any_of(op.results.begin(), op.results.end(),

@@ -35,11 +35,11 @@ enum class CutPoints {
 struct CostGraphOptions {
   CutPoints cuts = CutPoints::layers;
   /// Per value of the graph: whether the backward reads it, so that a stage
-  /// holds it per micro-batch in flight (stashed_values). Empty: every
+  /// holds it per micro-batch in flight (backward_reads). Empty: every
   /// activation, an upper bound.
   std::vector<bool> stashed;
-  /// Per value: whether the backward computes it again (Recompute::layers),
-  /// so that its op's forward time is the backward's too.
+  /// Per value: whether the backward computes it again (Recompute), so that
+  /// its op's forward time is the backward's too.
   std::vector<bool> recomputed;
   /// Bytes per element of a float activation as the stages store and send
   /// it (2 for CUDA stages computing in bf16); 0: as the graph types it.
@@ -50,6 +50,9 @@ struct CostGraphOptions {
 };
 CostGraph build_cost_graph(const Function& graph, const DimBinding& binding, const OpTimer& timer,
                            const CostGraphOptions& options = {});
+
+/// Per value of `graph`: whether `names` names it (names it lacks are skipped).
+std::vector<bool> values_named(const Function& graph, const std::vector<std::string>& names);
 
 /// What the backward of `model`'s graph (inlined, verified under `binding`,
 /// its result 0 the loss) takes from its forward, per value: the stash

@@ -137,7 +137,7 @@ class BackwardBuilder {
   static std::vector<bool> recomputable_within_layers(const Function& f, bool products) {
     std::vector<bool> out(f.values.size(), false);
     for (const Op& op : f.ops) {
-      if (op.layer().empty() || op.kind == OpKind::dropout || op.kind == OpKind::call) continue;
+      if (op.layer().empty() || op.kind == OpKind::dropout) continue;
       if (!products && (op.kind == OpKind::matmul || op.kind == OpKind::attention || op.kind == OpKind::conv2d))
         continue;
       for (ValueId r : op.results) out[static_cast<size_t>(r)] = true;

@@ -127,16 +127,17 @@ std::unique_ptr<OpRunner> make_runner(const Function& g, const Op& op, const Dim
   return r;
 }
 
-// The median of `repeats` timed runs of `e` after one warm-up. With other
-// threads at `sync`, every run starts together with theirs, so that each
-// is timed while the others compete for the caches and memory.
-double time_runs(cpu::Executor& e, int repeats, std::barrier<>* sync) {
-  e.run();  // warm-up: caches, scratch buffers
+// The median of `repeats` timed runs of `run` after one warm-up (caches,
+// scratch buffers, an optimizer's state). With other threads at `sync`,
+// every run starts together with theirs, so that each is timed while the
+// others compete for the caches and memory.
+double time_runs(const std::function<void()>& run, int repeats, std::barrier<>* sync) {
+  run();
   std::vector<double> times;
   for (int i = 0; i < repeats; ++i) {
     if (sync) sync->arrive_and_wait();
     auto t0 = Clock::now();
-    e.run();
+    run();
     times.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
   }
   return median(times);
@@ -159,8 +160,9 @@ OpTiming measure(const Function& g, const Op& op, const DimBinding& binding, con
   std::barrier<> sync(threads);
   on_threads(threads, [&](size_t t) {
     OpRunner& r = *runners[t];
-    timings[t].forward_s = time_runs(*r.forward, options.repeats, threads > 1 ? &sync : nullptr);
-    if (r.backward) timings[t].backward_s = time_runs(*r.backward, options.repeats, threads > 1 ? &sync : nullptr);
+    std::barrier<>* together = threads > 1 ? &sync : nullptr;
+    timings[t].forward_s = time_runs([&] { r.forward->run(); }, options.repeats, together);
+    if (r.backward) timings[t].backward_s = time_runs([&] { r.backward->run(); }, options.repeats, together);
   });
   // The median over the copies of each one's median.
   std::vector<double> forward, backward;
@@ -184,19 +186,12 @@ double measure_update(const std::string& optimizer, const ProfileOptions& option
     const std::vector<Param> params = {Param{"w", {kParams}, value.data(), grad.data(), true}};
     // SGD as `pipeforge run --optimizer sgd` steps it, with momentum.
     const std::unique_ptr<Optimizer> step = make_optimizer(optimizer, params, 0.9, 0.0);
-    auto update = [&] {
-      grad_sq_norm(params);
-      step->step(1e-4);
-    };
-    update();  // warm-up: the optimizer's state arrays
-    std::vector<double> times;
-    for (int i = 0; i < options.repeats; ++i) {
-      if (threads > 1) sync.arrive_and_wait();
-      const auto t0 = Clock::now();
-      update();
-      times.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
-    }
-    seconds[t] = median(times);
+    seconds[t] = time_runs(
+        [&] {
+          grad_sq_norm(params);
+          step->step(1e-4);
+        },
+        options.repeats, threads > 1 ? &sync : nullptr);
   });
   return median(seconds) / static_cast<double>(kParams);
 }

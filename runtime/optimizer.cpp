@@ -88,7 +88,6 @@ void adamw_elements(float* __restrict w, const float* __restrict g, float* __res
   }
 }
 
-
 }  // namespace
 
 int64_t Param::numel() const {

@@ -37,8 +37,8 @@ OptimizerModel optimizer_model(const std::string& name) {
 /// the profile's bandwidth.
 double update_time(const DeviceProfile& profile, std::string_view name, const OptimizerModel& model,
                    int64_t param_bytes) {
-  if (const auto rate = profile.update_s_per_param.find(name); rate != profile.update_s_per_param.end())
-    return rate->second * static_cast<double>(param_bytes) / 4.0;
+  if (const std::optional<double> rate = measured_update_rate(profile, name))
+    return *rate * static_cast<double>(param_bytes) / 4.0;
   return op_time(profile, 0, model.bytes_per_param_byte * param_bytes);
 }
 

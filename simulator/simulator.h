@@ -58,7 +58,8 @@ struct PlanSimulation {
   double bubble = 0;       // 1 - busy compute / (devices * walk_s), as a run measures it
   std::optional<double> theory_bubble;  // the schedule's textbook bubble (theoretical_bubble)
   int64_t samples = 0;     // per step, every replica
-  double flops = 0;        // model FLOPs of a step: every forward and backward op executed but what recomputation repeats, every replica
+  double flops = 0;        // model FLOPs of a step: every forward and backward op executed, every replica,
+                           // but the forward ops a recomputing backward runs again
   double peak_flops = 0;   // FLOP/s of every device of every replica together
   double samples_per_s() const { return step_s > 0 ? static_cast<double>(samples) / step_s : 0; }
   double mfu() const { return step_s > 0 && peak_flops > 0 ? flops / (step_s * peak_flops) : 0; }

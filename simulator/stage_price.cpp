@@ -71,9 +71,7 @@ StagePrice price_stage(const Module& program, const PlanStage& stage, const DimB
   if (stage.gradients) {
     cgo.grad_args = stage.gradients->input_grads;
     // What the backward computes again costs it its forward time too.
-    cgo.recomputed.assign(graph.values.size(), false);
-    for (const std::string& name : stage.gradients->recomputed)
-      if (const ValueId v = graph.find_value(name); v >= 0) cgo.recomputed[static_cast<size_t>(v)] = true;
+    cgo.recomputed = values_named(graph, stage.gradients->recomputed);
     for (const Op& op : graph.ops)
       if (!op.results.empty() && cgo.recomputed[static_cast<size_t>(op.results[0])])
         price.recomputed_flops += op_cost(graph, op, binding).flops;
