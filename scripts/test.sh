@@ -25,7 +25,7 @@ echo "== thread sanitizer: the communicators, the runtime (checkpoints, watchdog
 PF_BUILD_DIR=build-tsan PF_CMAKE_ARGS="-DPF_TSAN=ON -DPF_WERROR=OFF -DPF_BUILD_BENCH=OFF -DPF_CUDA=OFF -DPF_PYTHON=OFF" \
   scripts/build.sh --target communicator_test gloo_communicator_test runtime_test pipeline_test sample_dataset_test >/dev/null
 for t in comm/communicator_test comm/gloo_communicator_test runtime/runtime_test runtime/pipeline_test runtime/sample_dataset_test; do
-  TSAN_OPTIONS="halt_on_error=1" build-tsan/tests/$t --gtest_brief=1
+  TSAN_OPTIONS="halt_on_error=1 suppressions=$PWD/tests/tsan.supp" build-tsan/tests/$t --gtest_brief=1
 done
 
 echo "== fuzzers: the IR, plan, safetensors, profile and cluster readers, 45 s each =="
