@@ -15,6 +15,7 @@
 #include "partitioner/product_split.h"
 #include "partitioner/stage_split.h"
 #include "partitioner/step_time.h"
+#include "runtime/schedule.h"
 
 namespace pf {
 
@@ -250,7 +251,10 @@ CompileResult compile_once(Module model, const DimBinding& binding, const std::s
 }  // namespace
 
 CompileResult compile_plan(Module model, const DimBinding& binding, const std::string& source,
-                           const CompileOptions& options) {
+                           const CompileOptions& given) {
+  CompileOptions options = given;
+  if (std::optional<ScheduleKind> kind = parse_schedule_kind(options.schedule))
+    options.virtual_stages = chunks_per_device(*kind, options.virtual_stages);
   if (options.recompute != "none" && options.recompute != "auto")
     return compile_once(std::move(model), binding, source, options);
   // Stash everything the backward reads when that fits. When it does not,

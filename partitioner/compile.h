@@ -17,7 +17,7 @@ struct CompileOptions {
   int microbatches = 8;            // 0: chosen by cost (micro-batches of 1, 2, 4 or 8 samples)
   int data_parallel = 1;           // replicas of the pipeline, each on its own devices and 1/D of the batch; 0: chosen
   int tensor_parallel = 1;         // GPUs per pipeline device, in one node; modelled, not executed
-  std::string schedule = "1f1b";   // gpipe | 1f1b | interleaved | zb1
+  std::string schedule = "1f1b";   // gpipe | 1f1b | interleaved | zb1 | zbv
   int virtual_stages = 1;
   std::string precision = "fp32";
   std::string dtype = "f32";       // how the stages compute: f32, or bf16 (on CUDA devices; CPU stages use f32)

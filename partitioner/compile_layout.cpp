@@ -12,6 +12,7 @@
 #include "partitioner/tensor_parallel.h"
 #include "passes/pipeline.h"
 #include "plan/plan.h"
+#include "runtime/schedule.h"
 
 namespace pf {
 
@@ -42,9 +43,10 @@ Hardware load_hardware(const CompileOptions& options) {
 MemoryRule memory_rule_of(const std::string& schedule, int virtual_stages) {
   if (schedule == "gpipe") return MemoryRule::gpipe;
   if (schedule == "zb1") return MemoryRule::zero_bubble;
+  if (schedule == "zbv") return MemoryRule::zero_bubble_v;
   if (schedule == "interleaved" && virtual_stages > 1) return MemoryRule::interleaved;
   if (schedule == "1f1b" || schedule == "interleaved") return MemoryRule::one_f_one_b;
-  throw Error(fmt::format("unknown schedule '{}'; use gpipe, 1f1b, interleaved or zb1", schedule));
+  throw Error(fmt::format("unknown schedule '{}'; use {}", schedule, schedule_kind_choices()));
 }
 
 PricedModel price_model(Module model, const DimBinding& micro, const Hardware& hardware,
@@ -83,6 +85,7 @@ PartitionOptions layout_partition_options(const CompileOptions& options, const H
   po.stages = p * options.virtual_stages;
   po.microbatches = layout.microbatches;
   po.rule = memory_rule_of(options.schedule, options.virtual_stages);
+  po.placement = stage_placement(parse_schedule_kind(options.schedule).value());
   for (int i = 0; i < p; ++i) {
     DeviceSpec spec = hardware.gpus.at(static_cast<size_t>(i) * t).spec;
     if (options.memory_limit > 0) spec.memory_bytes = options.memory_limit;
@@ -99,7 +102,7 @@ StepOptions layout_step_options(const CompileOptions& options, const Hardware& h
                                 const PartitionOptions& partition) {
   StepOptions so;
   std::optional<ScheduleKind> kind = parse_schedule_kind(options.schedule);
-  if (!kind) throw Error(fmt::format("unknown schedule '{}'; use gpipe, 1f1b, interleaved or zb1", options.schedule));
+  if (!kind) throw Error(fmt::format("unknown schedule '{}'; use {}", options.schedule, schedule_kind_choices()));
   so.schedule = *kind;
   so.microbatches = partition.microbatches;
   so.virtual_stages = partition.virtual_stages;

@@ -6,6 +6,7 @@
 #include <algorithm>
 
 #include "ir/diagnostic.h"
+#include "runtime/schedule.h"
 
 namespace pf {
 
@@ -21,6 +22,7 @@ constexpr RuleName kRuleNames[] = {
     {MemoryRule::one_f_one_b, "1f1b"},
     {MemoryRule::interleaved, "interleaved"},
     {MemoryRule::zero_bubble, "zero-bubble"},
+    {MemoryRule::zero_bubble_v, "zero-bubble-v"},
 };
 
 }  // namespace
@@ -37,17 +39,40 @@ std::optional<MemoryRule> parse_memory_rule(std::string_view name) {
   return std::nullopt;
 }
 
-int inflight_microbatches(MemoryRule rule, int stage, int stages, int microbatches, int virtual_stages) {
+namespace {
+
+void check_counts(MemoryRule rule, int stages, int microbatches, int virtual_stages) {
   if (stages < 1 || microbatches < 1 || virtual_stages < 1)
     throw Error(
         fmt::format("in-flight micro-batches: stages ({}), micro-batches ({}) and virtual stages ({}) "
                     "must be at least 1",
                     stages, microbatches, virtual_stages));
-  if (stage < 0 || stage >= stages)
-    throw Error(fmt::format("in-flight micro-batches: stage {} is outside 0..{}", stage, stages - 1));
   if (stages % virtual_stages != 0)
     throw Error(fmt::format("in-flight micro-batches: {} stages are not a multiple of {} virtual stages", stages,
                             virtual_stages));
+  if (rule == MemoryRule::zero_bubble_v && virtual_stages != 2)
+    throw Error(fmt::format("in-flight micro-batches: the zero-bubble-v rule places 2 chunks per device, not {}",
+                            virtual_stages));
+}
+
+std::vector<int> zero_bubble_v_peaks(int stages, int microbatches) {
+  return simulate(make_schedule(ScheduleKind::zb_v, stages / 2, microbatches, 2)).peak_stashed;
+}
+
+}  // namespace
+
+std::vector<int> inflight_per_stage(MemoryRule rule, int stages, int microbatches, int virtual_stages) {
+  check_counts(rule, stages, microbatches, virtual_stages);
+  if (rule == MemoryRule::zero_bubble_v) return zero_bubble_v_peaks(stages, microbatches);
+  std::vector<int> out;
+  for (int s = 0; s < stages; ++s) out.push_back(inflight_microbatches(rule, s, stages, microbatches, virtual_stages));
+  return out;
+}
+
+int inflight_microbatches(MemoryRule rule, int stage, int stages, int microbatches, int virtual_stages) {
+  check_counts(rule, stages, microbatches, virtual_stages);
+  if (stage < 0 || stage >= stages)
+    throw Error(fmt::format("in-flight micro-batches: stage {} is outside 0..{}", stage, stages - 1));
   const int m = microbatches;
   const int v = virtual_stages;
   const int p = stages / v;
@@ -62,6 +87,8 @@ int inflight_microbatches(MemoryRule rule, int stage, int stages, int microbatch
     case MemoryRule::one_f_one_b:
     case MemoryRule::zero_bubble:
       return std::min(p - stage, m);
+    case MemoryRule::zero_bubble_v:
+      return zero_bubble_v_peaks(stages, m).at(static_cast<size_t>(stage));
     case MemoryRule::interleaved: {
       if (v == 1) return std::min(p - stage, m);
       const int device = stage % p;

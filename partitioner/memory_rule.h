@@ -3,6 +3,7 @@
 
 #include <optional>
 #include <string_view>
+#include <vector>
 
 namespace pf {
 
@@ -14,9 +15,10 @@ enum class MemoryRule {
   one_f_one_b,  // stage s of p holds min(p - s, m)
   interleaved,  // Megatron's interleaved 1F1B over v chunks per device
   zero_bubble,  // ZB-H1: same peak as 1F1B (B and W split, W deferred within the same bound)
+  zero_bubble_v,  // ZB-V: two chunks per device in a V; each chunk's peak read off the schedule itself
 };
 
-/// "gpipe", "1f1b", "interleaved", "zero-bubble".
+/// "gpipe", "1f1b", "interleaved", "zero-bubble", "zero-bubble-v".
 std::string_view memory_rule_name(MemoryRule rule);
 /// The inverse of memory_rule_name; nullopt for anything else.
 std::optional<MemoryRule> parse_memory_rule(std::string_view name);
@@ -30,9 +32,14 @@ std::optional<MemoryRule> parse_memory_rule(std::string_view name);
 ///  - interleaved, v > 1: Megatron's warm-up makes device r hold
 ///    F = min(2 (p - r - 1) + (v - 1) p + 1, m v) chunk-micro-batches at its
 ///    peak; each of its v chunks is charged ceil(F / v). On device 0 that is
-///    ceil(p (1 + (p - 1) / (p v))), Megatron's own in-flight estimate.
+///    ceil(p (1 + (p - 1) / (p v))), Megatron's own in-flight estimate;
+///  - zero_bubble_v (v = 2, stage s on its device's V): the peak the zbv
+///    schedule's simulation counts for the stage, forward run and W not
+///    (at most 2p chunks per device together, 1F1B's peak of p full stages).
 /// Throws pf::Error on an out-of-range stage, counts below 1, `stages` not a
-/// multiple of v, or v > 1 with a rule that has no chunked form.
+/// multiple of v, or v with no form in the rule.
 int inflight_microbatches(MemoryRule rule, int stage, int stages, int microbatches, int virtual_stages = 1);
+/// The same for every stage at once (zero_bubble_v builds its schedule once).
+std::vector<int> inflight_per_stage(MemoryRule rule, int stages, int microbatches, int virtual_stages = 1);
 
 }  // namespace pf

@@ -5,11 +5,13 @@
 
 #include <algorithm>
 #include <map>
+#include <optional>
 
 #include "ir/diagnostic.h"
 #include "ir/printer.h"
 #include "passes/autodiff.h"
 #include "passes/pipeline.h"
+#include "runtime/schedule.h"
 
 namespace pf {
 
@@ -81,7 +83,9 @@ Plan plan_for_cuts(const Module& model, const DimBinding& micro, const std::vect
   plan.recompute = std::string(recompute_name(recompute));
   plan.loss_stage_output = graph.values[graph.returns.at(0)].name;
   std::vector<int> device_of;
-  for (int s = 0; s < stages; ++s) device_of.push_back(s % devices);
+  const std::optional<ScheduleKind> kind = parse_schedule_kind(schedule);
+  if (!kind) throw Error(fmt::format("unknown schedule '{}'; use {}", schedule, schedule_kind_choices()));
+  for (int s = 0; s < stages; ++s) device_of.push_back(placed_device(stage_placement(*kind), s, devices));
   plan.stages = plan_stages(split_into_stages(model, cuts, whole_inputs), micro, device_of, /*training=*/true,
                             schedule_splits_backward(schedule), recompute);
   plan.ranks = one_replica_ranks(plan.stages, devices);

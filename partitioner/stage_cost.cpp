@@ -62,9 +62,11 @@ std::vector<StageSlot> stage_slots(const CostGraph& graph, const PartitionOption
   check_stage_count(graph, stages);
 
   std::vector<StageSlot> slots(stages);
+  const std::vector<int> inflight = inflight_per_stage(options.rule, stages, options.microbatches, v);
   for (int s = 0; s < stages; ++s) {
-    const DeviceSpec& d = options.devices[s % p];
-    slots[s] = {s % p, s / p, 1.0 / d.speed, inflight_microbatches(options.rule, s, stages, options.microbatches, v),
+    const int device = placed_device(options.placement, s, p);
+    const DeviceSpec& d = options.devices[static_cast<size_t>(device)];
+    slots[s] = {device, placed_chunk(options.placement, s, p), 1.0 / d.speed, inflight[static_cast<size_t>(s)],
                 d.memory_bytes / v};
   }
   return slots;
@@ -74,9 +76,10 @@ std::vector<StageSlot> uniform_slots(const PartitionOptions& options, int device
   const int v = options.virtual_stages;
   const int stages = devices * v;
   std::vector<StageSlot> slots(stages);
+  const std::vector<int> inflight = inflight_per_stage(options.rule, stages, options.microbatches, v);
   for (int s = 0; s < stages; ++s)
-    slots[s] = {s % devices, s / devices, 1.0, inflight_microbatches(options.rule, s, stages, options.microbatches, v),
-                memory_bytes / v};
+    slots[s] = {placed_device(options.placement, s, devices), placed_chunk(options.placement, s, devices), 1.0,
+                inflight[static_cast<size_t>(s)], memory_bytes / v};
   return slots;
 }
 

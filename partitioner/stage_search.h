@@ -9,6 +9,7 @@
 #include "ir/diagnostic.h"
 #include "partitioner/cost_graph.h"
 #include "partitioner/memory_rule.h"
+#include "runtime/schedule.h"
 
 namespace pf {
 
@@ -43,13 +44,15 @@ struct RingAllReduce {
 /// What to partition for.
 ///
 /// `stages` counts stages including virtual ones: with `virtual_stages` v,
-/// `devices` holds p = stages / v devices and stage (chunk) c runs on device
-/// c % p, Megatron's round-robin placement.
+/// `devices` holds p = stages / v devices and `placement` says which device
+/// runs each stage: round robin (Megatron: stage s on device s % p) or, for
+/// zbv, a V (stages d and 2p - 1 - d on device d).
 struct PartitionOptions {
   int stages = 1;
   int microbatches = 1;
   MemoryRule rule = MemoryRule::one_f_one_b;
   int virtual_stages = 1;
+  StagePlacement placement = StagePlacement::round_robin;
   std::vector<DeviceSpec> devices;
   LinkSpec link;
   /// Bytes of optimizer state per parameter byte: 1 for SGD with momentum, 2 for AdamW.

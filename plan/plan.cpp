@@ -898,7 +898,7 @@ Module stage_program(const Plan& plan, const PlanStage& stage) {
   return m;
 }
 
-bool schedule_splits_backward(std::string_view kind) { return kind == "zb1"; }
+bool schedule_splits_backward(std::string_view kind) { return kind == "zb1" || kind == "zbv"; }
 
 bool plan_recomputes(const Plan& plan) {
   return std::any_of(plan.stages.begin(), plan.stages.end(),

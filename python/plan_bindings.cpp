@@ -7,10 +7,12 @@
 #include <array>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "partitioner/compile.h"
 #include "plan/plan.h"
 #include "python/bindings.h"
+#include "runtime/schedule.h"
 #include "tools/model_loading.h"
 #include "tools/plan_render.h"
 
@@ -31,8 +33,8 @@ std::string bind_text(py::handle bind) {
   return text;
 }
 
-void check_choice(const char* what, const std::string& value, std::initializer_list<const char*> choices) {
-  if (std::none_of(choices.begin(), choices.end(), [&](const char* c) { return value == c; }))
+void check_choice(const char* what, const std::string& value, const std::vector<std::string>& choices) {
+  if (std::none_of(choices.begin(), choices.end(), [&](const std::string& c) { return value == c; }))
     throw py::value_error(fmt::format("{} must be one of {}, not '{}'", what, fmt::join(choices, ", "), value));
 }
 
@@ -47,7 +49,7 @@ Plan compile(py::handle model, const std::string& devices, int microbatches, con
   check_positive("data_parallel", data_parallel);
   check_positive("virtual_stages", virtual_stages);
   if (batch) check_positive("batch", *batch);
-  check_choice("schedule", schedule, {"gpipe", "1f1b", "interleaved", "zb1"});
+  check_choice("schedule", schedule, schedule_kind_names());
   check_choice("optimizer", optimizer, {"sgd", "adamw"});
   check_choice("cuts", cuts, {"auto", "layers", "any", "products"});
   check_choice("recompute", recompute, {"none", "selective", "layers", "auto"});
@@ -106,7 +108,7 @@ void bind_plan(py::module_& m) {
       .def_property_readonly(
           "stages", [](const Plan& plan) { return plan.stages.size(); }, "The number of pipeline stages.")
       .def_readonly("microbatches", &Plan::microbatches)
-      .def_readonly("schedule", &Plan::schedule, "'gpipe', '1f1b', 'interleaved' or 'zb1'.")
+      .def_readonly("schedule", &Plan::schedule, "'gpipe', '1f1b', 'interleaved', 'zb1' or 'zbv'.")
       .def_readonly("virtual_stages", &Plan::virtual_stages)
       .def_property_readonly("devices", &device_names, "Device names, one per rank: ['cpu:0', 'cpu:1'].")
       .def_property_readonly(
@@ -130,7 +132,7 @@ itself: a str holding a newline is text (named "<string>" in errors), any
 other str a path. bind: dimensions to override, "B=32,T=64" or
 {"B": 32, "T": 64} (--bind); batch binds the first input's leading
 dimension (--batch). devices, microbatches, schedule ('gpipe', '1f1b',
-'interleaved', 'zb1'), data_parallel, virtual_stages, optimizer ('sgd',
+'interleaved', 'zb1', 'zbv'), data_parallel, virtual_stages, optimizer ('sgd',
 adamw': sizes the optimizer state), cuts ('auto', 'layers', 'any', 'products':
 where stages may begin) and recompute ('none', 'selective', 'layers', 'auto':
 what the backward computes again instead of stashing) are compile's options of those

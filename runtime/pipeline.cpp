@@ -85,13 +85,15 @@ Pipeline::Pipeline(const Plan& plan, std::vector<Module> programs, const Pipelin
       auto st = std::make_unique<PipelineStage>();
       st->index = s;
       st->replica = replica;
-      // The schedules place stage s on device s % devices, and a replica's
-      // copy on rank replica * devices + that; the plan's topology must agree.
+      // The schedule places stage s on a device (stage_placement), and a
+      // replica's copy on rank replica * devices + that; the plan's topology
+      // must agree.
       st->rank = rank_of_stage(plan, s, replica);
-      if (st->rank != replica * p + s % p)
+      const int scheduled = replica * p + schedule_.device_of(s);
+      if (st->rank != scheduled)
         throw Error(fmt::format("plan stage {} of replica {} runs on rank {}, but schedule {} runs it on rank {}; "
                                 "compile the plan again",
-                                s, replica, st->rank, plan.schedule, replica * p + s % p));
+                                s, replica, st->rank, plan.schedule, scheduled));
       // Each copy compiles a module of its own.
       Module module = programs[static_cast<size_t>(s)];
       GradientProgram gradients = *ps.gradients;

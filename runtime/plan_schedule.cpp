@@ -10,8 +10,8 @@ namespace pf {
 ScheduleKind plan_schedule_kind(const Plan& plan) {
   auto kind = parse_schedule_kind(plan.schedule);
   if (!kind)
-    throw Error(fmt::format("plan for @{}: unknown schedule '{}'; this pipeforge runs gpipe, 1f1b, interleaved and zb1",
-                            plan.model_name, plan.schedule));
+    throw Error(fmt::format("plan for @{}: unknown schedule '{}'; this pipeforge runs {}", plan.model_name,
+                            plan.schedule, schedule_kind_choices()));
   return *kind;
 }
 

@@ -1,4 +1,4 @@
-// Schedule generators: GPipe, 1F1B, interleaved 1F1B and ZB-H1 as per-device action lists.
+// Schedule generators: GPipe, 1F1B, interleaved 1F1B and ZB-H1 as per-device action lists; placement.
 #include "runtime/schedule.h"
 
 #include <algorithm>
@@ -6,14 +6,65 @@
 #include <fmt/format.h>
 
 #include "ir/diagnostic.h"
+#include "runtime/schedule_orders.h"
 
 namespace pf {
 
+namespace {
+
+constexpr ScheduleKind kKinds[] = {ScheduleKind::gpipe, ScheduleKind::one_f_one_b, ScheduleKind::interleaved,
+                                   ScheduleKind::zb_h1, ScheduleKind::zb_v};
+
+}  // namespace
+
 std::optional<ScheduleKind> parse_schedule_kind(std::string_view name) {
-  for (ScheduleKind kind : {ScheduleKind::gpipe, ScheduleKind::one_f_one_b,
-                            ScheduleKind::interleaved, ScheduleKind::zb_h1})
+  for (ScheduleKind kind : kKinds)
     if (schedule_kind_name(kind) == name) return kind;
   return std::nullopt;
+}
+
+std::vector<std::string> schedule_kind_names() {
+  std::vector<std::string> names;
+  for (ScheduleKind kind : kKinds) names.emplace_back(schedule_kind_name(kind));
+  return names;
+}
+
+std::string schedule_kind_choices() {
+  const std::vector<std::string> names = schedule_kind_names();
+  std::string out;
+  for (size_t i = 0; i < names.size(); ++i)
+    out += (i == 0 ? "" : i + 1 == names.size() ? " or " : ", ") + names[i];
+  return out;
+}
+
+bool splits_backward(ScheduleKind kind) { return kind == ScheduleKind::zb_h1 || kind == ScheduleKind::zb_v; }
+
+int chunks_per_device(ScheduleKind kind, int requested) {
+  if (kind != ScheduleKind::zb_v) return requested;
+  if (requested > 2)
+    throw Error(fmt::format("zbv places 2 chunks on each device (the arms of its V), not {}; more chunks per device "
+                            "are interleaved's",
+                            requested));
+  return 2;
+}
+
+StagePlacement stage_placement(ScheduleKind kind) {
+  return kind == ScheduleKind::zb_v ? StagePlacement::v_shape : StagePlacement::round_robin;
+}
+
+int placed_device(StagePlacement placement, int stage, int devices) {
+  if (placement == StagePlacement::round_robin) return stage % devices;
+  return stage < devices ? stage : 2 * devices - 1 - stage;
+}
+
+int placed_chunk(StagePlacement placement, int stage, int devices) {
+  if (placement == StagePlacement::round_robin) return stage / devices;
+  return stage < devices ? 0 : 1;
+}
+
+int placed_stage(StagePlacement placement, int device, int chunk, int devices) {
+  if (placement == StagePlacement::round_robin) return chunk * devices + device;
+  return chunk == 0 ? device : 2 * devices - 1 - device;
 }
 
 std::string_view schedule_kind_name(ScheduleKind kind) {
@@ -22,6 +73,7 @@ std::string_view schedule_kind_name(ScheduleKind kind) {
     case ScheduleKind::one_f_one_b: return "1f1b";
     case ScheduleKind::interleaved: return "interleaved";
     case ScheduleKind::zb_h1: return "zb1";
+    case ScheduleKind::zb_v: return "zbv";
   }
   return "?";
 }
@@ -57,19 +109,14 @@ std::string format_action(const Action& action) {
 
 namespace {
 
-/// A compute action before placement: which chunk of this device it runs.
-struct Work {
-  ActionKind kind;
-  int microbatch;
-  int chunk;
-};
+using schedule_orders::Work;
 
 /// Appends `work` to device `device`'s list with the transfers it implies: the
 /// receive of its input right before it, the send of its output right after.
 /// Receives sit next to their consumer so the list states the dependency; the
 /// runtime is free to post them earlier.
 void emit(const Schedule& schedule, int device, const Work& work, std::vector<Action>& out) {
-  const int stage = work.chunk * schedule.devices + device;
+  const int stage = schedule.stage_at(device, work.chunk);
   const int last = schedule.model_stages() - 1;
   const int mb = work.microbatch;
   const bool is_backward =
@@ -189,17 +236,19 @@ Schedule make_schedule(ScheduleKind kind, int devices, int microbatches, int vir
   if (virtual_stages < 1)
     throw Error(
         fmt::format("schedule needs at least 1 virtual stage per device, got {}", virtual_stages));
-  if (kind != ScheduleKind::interleaved && virtual_stages != 1)
+  if (kind == ScheduleKind::zb_v && virtual_stages != 2)
+    throw Error(fmt::format("zbv places 2 chunks on each device, got {} virtual stages", virtual_stages));
+  if (kind != ScheduleKind::interleaved && kind != ScheduleKind::zb_v && virtual_stages != 1)
     throw Error(
         fmt::format("{} takes 1 virtual stage per device, got {}; only interleaved takes more",
                     schedule_kind_name(kind), virtual_stages));
 
-  Schedule schedule{kind, devices, microbatches, virtual_stages, {}};
-  schedule.per_device.resize(devices);
+  if (kind == ScheduleKind::zb_v) return schedule_orders::zero_bubble_v(devices, microbatches);
+  schedule_orders::DeviceOrders orders(static_cast<size_t>(devices));
   // The (micro-batch, chunk) running order of 1f1b and interleaved, shared by all devices.
   const ChunkOrder chunk_order = interleaved_order(devices, microbatches, virtual_stages);
   for (int d = 0; d < devices; ++d) {
-    std::vector<Work> order;
+    std::vector<Work>& order = orders[static_cast<size_t>(d)];
     switch (kind) {
       case ScheduleKind::gpipe: order = gpipe_order(microbatches); break;
       case ScheduleKind::one_f_one_b:  // interleaved with one chunk per device
@@ -207,13 +256,27 @@ Schedule make_schedule(ScheduleKind kind, int devices, int microbatches, int vir
         order = interleaved_device_order(chunk_order, devices, virtual_stages, d);
         break;
       case ScheduleKind::zb_h1: order = zb_h1_order(devices, microbatches, d); break;
+      case ScheduleKind::zb_v: break;
     }
-    std::vector<Action>& list = schedule.per_device[d];
-    for (const Work& work : order) emit(schedule, d, work, list);
+  }
+  return schedule_orders::schedule_from_orders(kind, devices, microbatches, virtual_stages, orders);
+}
+
+namespace schedule_orders {
+
+Schedule schedule_from_orders(ScheduleKind kind, int devices, int microbatches, int virtual_stages,
+                              const DeviceOrders& orders) {
+  Schedule schedule{kind, devices, microbatches, virtual_stages, {}};
+  schedule.per_device.resize(static_cast<size_t>(devices));
+  for (int d = 0; d < devices; ++d) {
+    std::vector<Action>& list = schedule.per_device[static_cast<size_t>(d)];
+    for (const Work& work : orders.at(static_cast<size_t>(d))) emit(schedule, d, work, list);
     list.push_back({ActionKind::step, -1, -1, -1});
   }
   return schedule;
 }
+
+}  // namespace schedule_orders
 
 std::vector<size_t> receive_order(const Schedule& schedule, int device) {
   const std::vector<Action>& mine = schedule.per_device.at(static_cast<size_t>(device));

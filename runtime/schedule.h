@@ -14,12 +14,39 @@ enum class ScheduleKind {
   one_f_one_b,  ///< PipeDream-flush: warm-up forwards, then one forward per backward
   interleaved,  ///< Megatron interleaved 1F1B: several model chunks per device
   zb_h1,        ///< zero bubble H1 (Qi et al.): backward split into B and W, 1F1B memory
+  zb_v,         ///< zero bubble V (Qi et al.): two chunks per device in a V, B and W split, 1F1B memory
 };
 
-/// "gpipe", "1f1b", "interleaved" or "zb1"; nullopt for anything else.
+/// "gpipe", "1f1b", "interleaved", "zb1" or "zbv"; nullopt for anything else.
 std::optional<ScheduleKind> parse_schedule_kind(std::string_view name);
 /// The name parse_schedule_kind accepts for `kind`.
 std::string_view schedule_kind_name(ScheduleKind kind);
+/// Every name parse_schedule_kind accepts, in the order messages list them.
+std::vector<std::string> schedule_kind_names();
+/// Those names for a message: "gpipe, 1f1b, interleaved, zb1 or zbv".
+std::string schedule_kind_choices();
+/// True for the kinds whose actions split each backward into B and W.
+bool splits_backward(ScheduleKind kind);
+/// The model chunks each device holds under `kind` when the user asked for
+/// `requested` (1 unless given): zbv always holds 2 and accepts 1 or 2 (a V
+/// has two arms); the others hold what was asked. Throws Error for a zbv
+/// request of more than 2.
+int chunks_per_device(ScheduleKind kind, int requested);
+
+/// Where a schedule puts its model stages. Round robin (Megatron): stage s
+/// on device s % p as its chunk s / p. V (zbv): chunk 0 of device d is stage
+/// d and chunk 1 is stage 2p - 1 - d, so the micro-batch goes down the
+/// devices and back up, the turn (stages p - 1 and p) stays on device p - 1,
+/// and device 0 holds the first and the last stage (a tied embedding and
+/// head share a device).
+enum class StagePlacement { round_robin, v_shape };
+StagePlacement stage_placement(ScheduleKind kind);
+/// The device holding model stage `stage` of `devices` * chunks.
+int placed_device(StagePlacement placement, int stage, int devices);
+/// Which of its device's chunks model stage `stage` is.
+int placed_chunk(StagePlacement placement, int stage, int devices);
+/// The model stage that is chunk `chunk` of device `device`.
+int placed_stage(StagePlacement placement, int device, int chunk, int devices);
 
 /// One step of a device's list.
 enum class ActionKind {
@@ -55,23 +82,27 @@ struct Action {
 std::string format_action(const Action& action);
 
 /// Per-device action lists for one training step (one batch of micro-batches).
-/// Model stage s lives on device s % devices (Megatron placement), so device d
-/// holds chunks d, d + devices, d + 2 * devices, ...
+/// Model stages are placed as stage_placement(kind) says.
 struct Schedule {
   ScheduleKind kind;
   int devices;
   int microbatches;
-  int virtual_stages;  ///< model chunks per device; 1 except for interleaved
+  int virtual_stages;  ///< model chunks per device; 1 except for interleaved and zbv
   std::vector<std::vector<Action>> per_device;
 
   /// devices * virtual_stages.
   int model_stages() const { return devices * virtual_stages; }
   /// The device holding model stage `stage`.
-  int device_of(int stage) const { return stage % devices; }
+  int device_of(int stage) const { return placed_device(stage_placement(kind), stage, devices); }
+  /// Which of its device's chunks model stage `stage` is.
+  int chunk_of(int stage) const { return placed_chunk(stage_placement(kind), stage, devices); }
+  /// The model stage that is chunk `chunk` of device `device`.
+  int stage_at(int device, int chunk) const { return placed_stage(stage_placement(kind), device, chunk, devices); }
 };
 
 /// Builds the action lists of `kind`. Any devices, microbatches >= 1 work;
-/// virtual_stages > 1 only for interleaved. Throws Error on bad arguments.
+/// virtual_stages > 1 only for interleaved, exactly 2 for zbv (see
+/// chunks_per_device). Throws Error on bad arguments.
 Schedule make_schedule(ScheduleKind kind, int devices, int microbatches, int virtual_stages = 1);
 
 /// The receive actions of `device`'s list (indices into it) in the order
@@ -153,7 +184,10 @@ void validate(const Schedule& schedule);
 /// The textbook bubble fraction of `schedule` on `costs`, where one is known
 /// and the generator reaches it: gpipe and 1f1b (p-1)/(m+p-1); interleaved
 /// (p-1)/(v*m+p-1) for m a multiple of p; zb1 (p-1)/(3m+p-1) for F = B = W
-/// and m >= p. nullopt otherwise (and whenever comm > 0).
+/// and m >= p; zbv (p-1)/(6m+p-1) for F = B = W per chunk and m = p or
+/// m >= 2p - 2 (device p - 1 cannot start before p - 1 hops of the first
+/// forward, nor the others end before its last backward comes back: the
+/// least any order reaches). nullopt otherwise (and whenever comm > 0).
 std::optional<double> theoretical_bubble(const Schedule& schedule, const UnitCosts& costs);
 
 /// Time across, one row per device, one column per shortest compute action:

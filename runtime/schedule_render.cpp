@@ -29,9 +29,7 @@ char kind_letter(ActionKind kind) {
   }
 }
 
-int chunk_of(const Schedule& schedule, const Action& action) {
-  return action.stage / schedule.devices;
-}
+int chunk_of(const Schedule& schedule, const Action& action) { return schedule.chunk_of(action.stage); }
 
 /// "F3", or "F3c1" for chunk 1 when devices hold several chunks.
 std::string cell_label(const Schedule& schedule, const Action& action) {
@@ -199,7 +197,7 @@ std::string render_schedule_svg(const Schedule& schedule, const Simulation& sim,
                      unit_name.empty() ? "" : fmt::format(" ({})", unit_name));
 
   // Legend: the kinds this schedule uses, then what the shading means.
-  const bool split = schedule.kind == ScheduleKind::zb_h1;
+  const bool split = splits_backward(schedule.kind);
   std::vector<std::pair<ActionKind, std::string_view>> legend = {
       {ActionKind::forward, "F forward"},
       {split ? ActionKind::backward_input : ActionKind::backward,

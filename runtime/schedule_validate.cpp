@@ -121,7 +121,7 @@ void check_order(const Schedule& schedule, int device, const Action& a, Seen& se
 /// micro-batch would need them.
 void check_complete(const Schedule& schedule, const Seen& seen) {
   const int stages = schedule.model_stages();
-  const bool split = schedule.kind == ScheduleKind::zb_h1;
+  const bool split = splits_backward(schedule.kind);
   for (int s = 0; s < stages; ++s) {
     const int device = schedule.device_of(s);
     for (int mb = 0; mb < schedule.microbatches; ++mb) {
@@ -339,6 +339,11 @@ std::optional<double> theoretical_bubble(const Schedule& schedule, const UnitCos
           schedule.microbatches < schedule.devices)
         return std::nullopt;
       return (p - 1) / (3 * m + p - 1);
+    case ScheduleKind::zb_v:
+      if (costs.forward != costs.backward_input || costs.forward != costs.backward_weight ||
+          (schedule.microbatches != schedule.devices && schedule.microbatches < 2 * schedule.devices - 2))
+        return std::nullopt;
+      return (p - 1) / (6 * m + p - 1);
   }
   return std::nullopt;
 }

@@ -7,6 +7,7 @@
 
 #include "ir/units.h"
 #include "partitioner/compile.h"
+#include "runtime/schedule.h"
 #include "tools/command.h"
 #include "tools/option_checks.h"
 #include "tools/plan_render.h"
@@ -65,9 +66,10 @@ void add_compile_command(CLI::App& app) {
                            "GPUs of one node per pipeline device, each layer split over them Megatron-style; modelled "
                            "by the cost model, not executed by the runtime"),
            1);
-  cmd->add_option("--schedule", o->compile.schedule, "gpipe, 1f1b, interleaved or zb1")
-      ->check(CLI::IsMember({"gpipe", "1f1b", "interleaved", "zb1"}));
-  at_least(cmd->add_option("--virtual", o->compile.virtual_stages, "model chunks per device (interleaved)"), 1);
+  cmd->add_option("--schedule", o->compile.schedule, schedule_kind_choices())
+      ->check(CLI::IsMember(schedule_kind_names()));
+  at_least(cmd->add_option("--virtual", o->compile.virtual_stages, "model chunks per device (interleaved; zbv has 2)"),
+           1);
   cmd->add_option("--precision", o->compile.precision, "matmul precision of the roofline: fp32, tf32 or bf16");
   cmd->add_option("--dtype", o->compile.dtype,
                   "how the stages compute: f32 (default) or bf16; CUDA stages then run their kernels in bf16 with f32 "

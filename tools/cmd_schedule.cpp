@@ -69,9 +69,9 @@ void add_schedule_command(CLI::App& app) {
                   "the ranks that run each device's list (the flags below then come from the plan)");
   at_least(cmd->add_option("--stages,-p", opts->stages, "pipeline devices"), 1);
   at_least(cmd->add_option("--microbatches,-m", opts->microbatches, "micro-batches per step"), 1);
-  cmd->add_option("--schedule,-s", opts->kind, "gpipe, 1f1b, interleaved or zb1")
-      ->check(CLI::IsMember({"gpipe", "1f1b", "interleaved", "zb1"}));
-  at_least(cmd->add_option("--virtual,-v", opts->virtual_stages, "model chunks per device (interleaved)"), 1);
+  cmd->add_option("--schedule,-s", opts->kind, schedule_kind_choices())->check(CLI::IsMember(schedule_kind_names()));
+  at_least(cmd->add_option("--virtual,-v", opts->virtual_stages, "model chunks per device (interleaved; zbv has 2)"),
+           1);
   cmd->add_option("--format", opts->format, "text or svg")->check(CLI::IsMember({"text", "svg"}));
   cmd->add_option("-o,--output", opts->output, "write the drawing here instead of standard output");
   cmd->add_option(
@@ -91,7 +91,8 @@ void add_schedule_command(CLI::App& app) {
     }
     Schedule schedule =
         plan ? plan_schedule(*plan)
-             : make_schedule(*parse_schedule_kind(opts->kind), opts->stages, opts->microbatches, opts->virtual_stages);
+             : make_schedule(*parse_schedule_kind(opts->kind), opts->stages, opts->microbatches,
+                             chunks_per_device(*parse_schedule_kind(opts->kind), opts->virtual_stages));
     Simulation sim = plan ? plan_simulation(*plan, programs, opts->profile, schedule) : simulate(schedule);
     // A plan's costs are times; unit costs have no unit.
     const bool timed = plan && (!opts->profile.empty() || plan->stages.front().predicted.forward_s > 0);

@@ -17,7 +17,8 @@ std::vector<int> counts(MemoryRule rule, int stages, int microbatches, int virtu
 }
 
 TEST(MemoryRule, NamesRoundTrip) {
-  for (MemoryRule rule : {MemoryRule::gpipe, MemoryRule::one_f_one_b, MemoryRule::interleaved, MemoryRule::zero_bubble})
+  for (MemoryRule rule : {MemoryRule::gpipe, MemoryRule::one_f_one_b, MemoryRule::interleaved, MemoryRule::zero_bubble,
+                          MemoryRule::zero_bubble_v})
     EXPECT_EQ(parse_memory_rule(memory_rule_name(rule)), rule);
   EXPECT_EQ(memory_rule_name(MemoryRule::one_f_one_b), "1f1b");
   EXPECT_FALSE(parse_memory_rule("pipedream"));
@@ -43,6 +44,23 @@ TEST(MemoryRule, InterleavedFollowsMegatron) {
   EXPECT_EQ(inflight_microbatches(MemoryRule::interleaved, 0, 32, 16, 4), 10);  // ceil(8 * 1.21875)
   // Never more than the micro-batches there are.
   EXPECT_EQ(counts(MemoryRule::interleaved, 8, 2, 2), (std::vector<int>{2, 2, 2, 2, 2, 2, 2, 2}));
+}
+
+// Two devices, the V's stages 0 1 | 2 3 on devices 0 1 | 1 0: device 0 runs
+// three forwards of stage 0 before the first comes back and one more before
+// its W, device 1 three of stage 1; stage 2 takes a second forward before
+// its first W, and the last stage runs each backward right after its forward.
+TEST(MemoryRule, ZeroBubbleVReadsItsSchedule) {
+  EXPECT_EQ(counts(MemoryRule::zero_bubble_v, 4, 8, 2), (std::vector<int>{4, 3, 2, 1}));
+  EXPECT_EQ(inflight_per_stage(MemoryRule::zero_bubble_v, 4, 8, 2), (std::vector<int>{4, 3, 2, 1}));
+  EXPECT_EQ(inflight_per_stage(MemoryRule::zero_bubble_v, 4, 1, 2), (std::vector<int>{1, 1, 1, 1}));
+  EXPECT_EQ(inflight_per_stage(MemoryRule::one_f_one_b, 4, 8), (std::vector<int>{4, 3, 2, 1}));
+  try {
+    inflight_per_stage(MemoryRule::zero_bubble_v, 6, 8, 3);
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_STREQ(e.what(), "in-flight micro-batches: the zero-bubble-v rule places 2 chunks per device, not 3");
+  }
 }
 
 TEST(MemoryRule, RejectsWhatHasNoMeaning) {

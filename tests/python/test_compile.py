@@ -61,6 +61,15 @@ def test_plan_properties(cli_plan):
     assert repr(plan) == "<pipeforge.Plan @mlp: 2 stages on cpu:0, cpu:1, 1f1b, 4 micro-batches>"
 
 
+def test_zbv_places_two_stages_per_device_as_a_v(pipeforge_exe, tmp_path):
+    plan = pipeforge.compile(MLP, devices="cpu:2", microbatches=4, schedule="zbv", bind="I=64,H=64,L=2,K=10,B=32")
+    assert (plan.schedule, plan.stages, plan.virtual_stages) == ("zbv", 4, 2)
+    plan.save(tmp_path / "py.json")
+    run_command(pipeforge_exe, "compile", MLP, "--bind", "I=64,H=64,L=2,K=10,B=32", "--devices", "cpu:2",
+                "--microbatches", 4, "--schedule", "zbv", "-o", tmp_path / "cli.json")
+    assert (tmp_path / "py.json").read_bytes() == (tmp_path / "cli.json").read_bytes()
+
+
 def test_load_and_save_round_trip(cli_plan, tmp_path):
     pipeforge.Plan.load(cli_plan).save(tmp_path / "again.json")
     assert (tmp_path / "again.json").read_bytes() == cli_plan.read_bytes()
@@ -128,7 +137,7 @@ def test_recompute_as_the_command_does(pipeforge_exe, tmp_path):
 
 
 def test_bad_arguments_raise_value_error(cli_plan):
-    with pytest.raises(ValueError, match=r"^schedule must be one of gpipe, 1f1b, interleaved, zb1, not 'nope'$"):
+    with pytest.raises(ValueError, match=r"^schedule must be one of gpipe, 1f1b, interleaved, zb1, zbv, not 'nope'$"):
         compile_mlp(schedule="nope")
     with pytest.raises(ValueError, match=r"^cuts must be one of auto, layers, any, products, not 'ops'$"):
         compile_mlp(cuts="ops")

@@ -28,11 +28,11 @@ TEST_P(Equivalence, EveryScheduleMatchesOneDevice) {
   const Model& model = *GetParam();
   Reference ref = single_device(model);
   for (ScheduleKind kind : {ScheduleKind::gpipe, ScheduleKind::one_f_one_b, ScheduleKind::zb_h1,
-                            ScheduleKind::interleaved})
+                            ScheduleKind::interleaved, ScheduleKind::zb_v})
     for (int devices : {1, 2, 3, 4})
       for (int micro : {1, 2, 3, 4, 8})
         for (int virt : {1, 2}) {
-          if (virt == 2 && kind != ScheduleKind::interleaved) continue;
+          if (kind != ScheduleKind::interleaved && virt != chunks_per_device(kind, 1)) continue;
           expect_same(ref, model, kind, devices, micro, virt);
         }
 }
@@ -43,11 +43,11 @@ TEST_P(Equivalence, DataParallelReplicasMatchOneDevice) {
   const Model& model = *GetParam();
   Reference ref = single_device(model);
   for (ScheduleKind kind : {ScheduleKind::gpipe, ScheduleKind::one_f_one_b, ScheduleKind::zb_h1,
-                            ScheduleKind::interleaved})
+                            ScheduleKind::interleaved, ScheduleKind::zb_v})
     for (int replicas : {2, 3})
       for (int devices : {1, 2})
         for (int micro : {1, 4}) {
-          const int virt = kind == ScheduleKind::interleaved ? 2 : 1;
+          const int virt = chunks_per_device(kind, kind == ScheduleKind::interleaved ? 2 : 1);
           Placement setup;
           setup.replicas = replicas;
           expect_same(ref, model, kind, devices, micro, virt, setup);
@@ -65,10 +65,10 @@ TEST_P(Equivalence, RecomputingLayersMatchesOneDevice) {
     Placement setup;
     setup.recompute = recompute;
     for (ScheduleKind kind : {ScheduleKind::gpipe, ScheduleKind::one_f_one_b, ScheduleKind::zb_h1,
-                              ScheduleKind::interleaved})
+                              ScheduleKind::interleaved, ScheduleKind::zb_v})
       for (int devices : {1, 2, 3})
         for (int micro : {1, 4}) {
-          const int virt = kind == ScheduleKind::interleaved ? 2 : 1;
+          const int virt = chunks_per_device(kind, kind == ScheduleKind::interleaved ? 2 : 1);
           expect_same(ref, model, kind, devices, micro, virt, setup);
           const Plan kept = make_plan(model, kind, devices, micro, virt);
           const Plan recomputed = make_plan(model, kind, devices, micro, virt, setup);
@@ -104,7 +104,8 @@ TEST_P(Equivalence, RanksHoldingOnlyTheirOwnStagesMatchOneDevice) {
     int devices, micro, virt, replicas;
   };
   for (const Config& c : {Config{ScheduleKind::one_f_one_b, 3, 4, 1, 1}, Config{ScheduleKind::zb_h1, 2, 4, 1, 2},
-                          Config{ScheduleKind::interleaved, 2, 4, 2, 1}, Config{ScheduleKind::gpipe, 1, 2, 1, 3}}) {
+                          Config{ScheduleKind::interleaved, 2, 4, 2, 1}, Config{ScheduleKind::gpipe, 1, 2, 1, 3},
+                          Config{ScheduleKind::zb_v, 2, 4, 2, 1}}) {
     SCOPED_TRACE(fmt::format("{} p={} m={} v={} d={}", schedule_kind_name(c.kind), c.devices, c.micro, c.virt,
                              c.replicas));
     Placement setup;

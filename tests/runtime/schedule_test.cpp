@@ -19,13 +19,13 @@ namespace {
 
 using testing_support::error_of;
 
-constexpr ScheduleKind kAllKinds[] = {ScheduleKind::gpipe, ScheduleKind::one_f_one_b,
-                                      ScheduleKind::interleaved, ScheduleKind::zb_h1};
+constexpr ScheduleKind kAllKinds[] = {ScheduleKind::gpipe, ScheduleKind::one_f_one_b, ScheduleKind::interleaved,
+                                      ScheduleKind::zb_h1, ScheduleKind::zb_v};
 
 /// The costs each kind is judged on: F=1, B=2 fused; F=B=W=1 split.
 UnitCosts costs_for(ScheduleKind kind) {
   UnitCosts costs;
-  if (kind == ScheduleKind::zb_h1) costs.forward = costs.backward_input = costs.backward_weight = 1;
+  if (splits_backward(kind)) costs.forward = costs.backward_input = costs.backward_weight = 1;
   return costs;
 }
 
@@ -48,6 +48,8 @@ TEST(ScheduleNames, RoundTrip) {
     EXPECT_EQ(parse_schedule_kind(schedule_kind_name(kind)), kind);
   EXPECT_EQ(schedule_kind_name(ScheduleKind::one_f_one_b), "1f1b");
   EXPECT_EQ(schedule_kind_name(ScheduleKind::zb_h1), "zb1");
+  EXPECT_EQ(schedule_kind_name(ScheduleKind::zb_v), "zbv");
+  EXPECT_EQ(schedule_kind_choices(), "gpipe, 1f1b, interleaved, zb1 or zbv");
   EXPECT_EQ(parse_schedule_kind("zb-h1"), std::nullopt);
   EXPECT_EQ(parse_schedule_kind(""), std::nullopt);
 }
@@ -114,11 +116,11 @@ TEST(Validate, EveryKindEveryShape) {
     const int max_v = kind == ScheduleKind::interleaved ? 3 : 1;
     for (int p = 1; p <= 6; ++p)
       for (int m = 1; m <= 10; ++m)
-        for (int v = 1; v <= max_v; ++v) {
+        for (int v = chunks_per_device(kind, 1); v <= chunks_per_device(kind, max_v); ++v) {
           SCOPED_TRACE(fmt::format("{} p={} m={} v={}", schedule_kind_name(kind), p, m, v));
           const Schedule s = make_schedule(kind, p, m, v);
           ASSERT_NO_THROW(validate(s));
-          const int passes = kind == ScheduleKind::zb_h1 ? 3 : 2;
+          const int passes = splits_backward(kind) ? 3 : 2;
           for (const auto& list : s.per_device) {
             EXPECT_EQ(std::count_if(list.begin(), list.end(),
                                     [](const Action& a) { return is_compute(a.kind); }),
@@ -151,7 +153,7 @@ TEST(ReceiveOrder, MessagesBetweenTwoDevicesArriveInTheOrderPosted) {
     const int max_v = kind == ScheduleKind::interleaved ? 4 : 1;
     for (int p = 2; p <= 8; ++p)
       for (int m = 1; m <= 16; ++m)
-        for (int v = 1; v <= max_v; ++v) {
+        for (int v = chunks_per_device(kind, 1); v <= chunks_per_device(kind, max_v); ++v) {
           SCOPED_TRACE(fmt::format("{} p={} m={} v={}", schedule_kind_name(kind), p, m, v));
           const Schedule s = make_schedule(kind, p, m, v);
           // Per (from, to): the messages as (receiving stage, gradients?, micro-batch).
@@ -481,7 +483,7 @@ TEST(RenderText, ChunksAndSplitBackward) {
 
 TEST(RenderSvg, OneRectPerComputeAction) {
   for (ScheduleKind kind : kAllKinds) {
-    const int v = kind == ScheduleKind::interleaved ? 2 : 1;
+    const int v = chunks_per_device(kind, kind == ScheduleKind::interleaved ? 2 : 1);
     const Schedule s = make_schedule(kind, 4, 8, v);
     const Simulation sim = simulate(s, costs_for(kind));
     const std::string svg = render_schedule_svg(s, sim);
@@ -497,7 +499,7 @@ TEST(RenderSvg, OneRectPerComputeAction) {
     EXPECT_EQ(count(svg, "<text"), count(svg, "</text>"));
     EXPECT_NE(svg.find(fmt::format("{} p=4 m=8 v={}, bubble: ", schedule_kind_name(kind), v)),
               std::string::npos);
-    EXPECT_EQ(count(svg, "W weight gradient"), kind == ScheduleKind::zb_h1 ? 1u : 0u);
+    EXPECT_EQ(count(svg, "W weight gradient"), splits_backward(kind) ? 1u : 0u);
   }
 }
 
