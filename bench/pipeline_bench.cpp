@@ -146,7 +146,8 @@ int main(int argc, char** argv) {
   fmt::print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
   const int p = 2, m = 8;
   // (schedule, cuts) per row.
-  const std::vector<std::pair<std::string, std::string>> configs = {{"1f1b", "auto"}, {"zb1", "auto"}, {"1f1b", "any"}};
+  const std::vector<std::pair<std::string, std::string>> configs = {
+      {"1f1b", "auto"}, {"zb1", "auto"}, {"zbv", "auto"}, {"1f1b", "any"}};
   for (const Workload& w : workloads) {
     if (w.name.find(only) == std::string::npos) continue;
     Pipelined whole(w, "1f1b", 1, 1, profile), micro(w, "1f1b", 1, m, profile);

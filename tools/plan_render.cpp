@@ -63,14 +63,19 @@ int64_t param_count(const PlanStage& s) {
   return n;
 }
 
-// How far a stage's time is from the mean, in percent: the plan's imbalance
-// is the largest of these.
+// How far the time of a stage's device (its stages together) is from the
+// mean device's, in percent: the plan's imbalance is the largest of these.
+// With one stage per device, the stage's own time against the mean stage's.
 std::string imbalance(const Plan& plan, const PlanStage& s) {
-  double mean = 0;
-  for (const PlanStage& t : plan.stages) mean += t.predicted.time_s;
-  mean /= static_cast<double>(plan.stages.size());
+  std::map<int, double> busy;
+  double total = 0;
+  for (const PlanStage& t : plan.stages) {
+    busy[t.device] += t.predicted.time_s;
+    total += t.predicted.time_s;
+  }
+  const double mean = total / static_cast<double>(busy.size());
   if (mean <= 0) return "-";
-  return fmt::format("{:+.1f}%", 100 * (s.predicted.time_s - mean) / mean);
+  return fmt::format("{:+.1f}%", 100 * (busy[s.device] - mean) / mean);
 }
 
 std::string device_name(const Plan& plan, const PlanStage& s) { return plan.devices[s.device].name; }
