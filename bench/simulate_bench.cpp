@@ -63,7 +63,7 @@ int main(int argc, char** argv) {
     verify_module(model, b, VerifyOptions{true});
     const std::string profile_path = fmt::format("/tmp/pf_simulate_bench_{}.json", ::getpid());
     const DeviceProfile measured = bench::measure_workload(w, m, p, profile_path);
-    for (const std::string schedule : {"1f1b", "zb1"}) {
+    for (const std::string schedule : {"1f1b", "zb1", "zbv"}) {
       CompileOptions co;
       co.devices = fmt::format("cpu:{}", p);
       co.microbatches = m;

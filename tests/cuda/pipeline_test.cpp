@@ -25,7 +25,7 @@ constexpr double kGpuTolerance = 1e-4;
 Placement on_gpus() {
   Placement setup;
   setup.tolerance = kGpuTolerance;
-  setup.gpu_of = [](int stage, int devices) { return (stage % devices) % cuda::device_count(); };
+  setup.gpu_of = [](int, int device) { return device % cuda::device_count(); };
   return setup;
 }
 
@@ -35,12 +35,12 @@ TEST_P(CudaEquivalence, EveryScheduleOnGpusMatchesOneCpuDevice) {
   PF_REQUIRE_CUDA();
   const Model& model = *GetParam();
   const Reference ref = single_device(model);
-  for (ScheduleKind kind :
-       {ScheduleKind::gpipe, ScheduleKind::one_f_one_b, ScheduleKind::zb_h1, ScheduleKind::interleaved})
+  for (ScheduleKind kind : {ScheduleKind::gpipe, ScheduleKind::one_f_one_b, ScheduleKind::zb_h1,
+                            ScheduleKind::interleaved, ScheduleKind::zb_v})
     for (int devices : {1, 2, 4})
       for (int micro : {1, 4})
         for (int virt : {1, 2}) {
-          if ((virt == 2) != (kind == ScheduleKind::interleaved)) continue;
+          if ((virt == 2) != (kind == ScheduleKind::interleaved || kind == ScheduleKind::zb_v)) continue;
           expect_same(ref, model, kind, devices, micro, virt, on_gpus());
         }
 }

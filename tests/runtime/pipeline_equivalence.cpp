@@ -89,7 +89,8 @@ std::unique_ptr<Pipeline> make_pipeline(const Model& model, ScheduleKind kind, i
   options.timeout_s = 20;
   options.cpu_only = !setup.gpu_of;
   if (setup.gpu_of)
-    for (int s = 0; s < stages; ++s) options.stage_gpus.push_back(setup.gpu_of(s, devices));
+    for (int s = 0; s < stages; ++s)
+      options.stage_gpus.push_back(setup.gpu_of(s, plan.stages[static_cast<size_t>(s)].device));
   auto p = Pipeline::from_plan(plan, options);
   p->initialize(7);
   p->start();

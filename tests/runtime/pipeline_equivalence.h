@@ -49,9 +49,9 @@ Reference single_device(const Model& model);
 
 /// How the pipeline under test is placed, and how close it must come.
 struct Placement {
-  /// The GPU of stage `stage` when the pipeline has `devices` devices; -1:
-  /// the CPU. Empty: every stage on the CPU.
-  std::function<int(int stage, int devices)> gpu_of;
+  /// The GPU of stage `stage`, which the plan places on pipeline device
+  /// `device`; -1: the CPU. Empty: every stage on the CPU.
+  std::function<int(int stage, int device)> gpu_of;
   DType dtype = DType::f32;
   /// Data-parallel replicas of the pipeline, each on devices of its own and
   /// 1/replicas of the batch.
