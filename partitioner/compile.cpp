@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <exception>
+#include <map>
 #include <optional>
 
 #include "ir/batch.h"
@@ -250,8 +251,52 @@ CompileResult compile_once(Module model, const DimBinding& binding, const std::s
 
 }  // namespace
 
+std::vector<std::string> auto_schedules(const CompileOptions& options) {
+  std::vector<std::string> out = {"1f1b", "zb1", "zbv"};
+  if (options.virtual_stages > 1) out.push_back("interleaved");
+  return out;
+}
+
+namespace {
+
+int64_t busiest_device_memory(const Plan& plan) {
+  std::map<int, int64_t> held;
+  for (const PlanStage& s : plan.stages) held[s.device] += s.predicted.memory_bytes;
+  int64_t most = 0;
+  for (const auto& [device, bytes] : held) most = std::max(most, bytes);
+  return most;
+}
+
+CompileResult compile_fastest_schedule(const Module& model, const DimBinding& binding, const std::string& source,
+                                       const CompileOptions& options) {
+  std::optional<CompileResult> best;
+  std::vector<CompileResult::ScheduleCandidate> tried;
+  std::exception_ptr first_error;
+  for (const std::string& schedule : auto_schedules(options)) {
+    CompileOptions o = options;
+    o.schedule = schedule;
+    if (schedule != "interleaved") o.virtual_stages = 1;
+    try {
+      CompileResult r = compile_plan(model, binding, source, o);
+      const Plan::Summary& p = r.plan.predicted;
+      tried.push_back({schedule, p.step_s, p.bubble_fraction, busiest_device_memory(r.plan), ""});
+      if (!best || p.step_s < best->plan.predicted.step_s) best = std::move(r);
+    } catch (const Error& e) {
+      const std::string& why = e.message();
+      tried.push_back({schedule, 0, 0, 0, why.substr(0, why.find('\n'))});
+      if (!first_error) first_error = std::current_exception();
+    }
+  }
+  if (!best) std::rethrow_exception(first_error);
+  best->schedules = std::move(tried);
+  return std::move(*best);
+}
+
+}  // namespace
+
 CompileResult compile_plan(Module model, const DimBinding& binding, const std::string& source,
                            const CompileOptions& given) {
+  if (given.schedule == "auto") return compile_fastest_schedule(model, binding, source, given);
   CompileOptions options = given;
   if (std::optional<ScheduleKind> kind = parse_schedule_kind(options.schedule))
     options.virtual_stages = chunks_per_device(*kind, options.virtual_stages);

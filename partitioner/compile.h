@@ -17,7 +17,7 @@ struct CompileOptions {
   int microbatches = 8;            // 0: chosen by cost (micro-batches of 1, 2, 4 or 8 samples)
   int data_parallel = 1;           // replicas of the pipeline, each on its own devices and 1/D of the batch; 0: chosen
   int tensor_parallel = 1;         // GPUs per pipeline device, in one node; modelled, not executed
-  std::string schedule = "1f1b";   // gpipe | 1f1b | interleaved | zb1 | zbv
+  std::string schedule = "1f1b";   // gpipe | 1f1b | interleaved | zb1 | zbv | auto (the fastest predicted)
   int virtual_stages = 1;
   std::string precision = "fp32";
   std::string dtype = "f32";       // how the stages compute: f32, or bf16 (on CUDA devices; CPU stages use f32)
@@ -74,6 +74,15 @@ struct CompileResult {
   /// With recompute "auto" where the plan recomputes: why it must
   /// (the first line of the search's message without it); else empty.
   std::string recompute_reason;
+  /// With schedule "auto": each schedule compiled, in the order tried; the
+  /// plan is the one of the shortest predicted step.
+  struct ScheduleCandidate {
+    std::string schedule;
+    double step_s = 0, bubble = 0;
+    int64_t device_memory_bytes = 0;  // the most any device holds
+    std::string error;                // the first line of why it could not be compiled; "" if it was
+  };
+  std::vector<ScheduleCandidate> schedules;
 };
 
 /// Compiles `model` (parsed; verified under `binding`, the full batch) from
@@ -82,9 +91,16 @@ struct CompileResult {
 /// profile (for one GPU of a tensor-parallel group), the stage search and
 /// its baselines, then each stage's forward and backward programs. With
 /// data_parallel or microbatches 0, the layout is chosen first
-/// (search_layouts).
+/// (search_layouts). With schedule "auto", every schedule of
+/// auto_schedules is compiled and the plan of the shortest predicted step
+/// kept (the first on a tie); the first one's error is thrown if none can be.
 CompileResult compile_plan(Module model, const DimBinding& binding, const std::string& source,
                            const CompileOptions& options);
+
+/// The schedules "auto" compares: 1f1b, zb1 and zbv (gpipe holds more for
+/// the same bubble as 1f1b), and interleaved when `virtual_stages` > 1 asks
+/// for chunks.
+std::vector<std::string> auto_schedules(const CompileOptions& options);
 
 /// The binding of one micro-batch of one of `replicas` data-parallel
 /// replicas: the batch dimension divided by replicas * `m`.

@@ -65,6 +65,7 @@ PricedModel price_model(Module model, const DimBinding& micro, const Hardware& h
   BackwardReads reads = backward_reads(model, micro, recompute_of(options));
   cgo.stashed = std::move(reads.stashed);
   cgo.recomputed = std::move(reads.recomputed);
+  cgo.split_backward = schedule_splits_backward(options.schedule);
   const DType compute = parse_compute_dtype(options.dtype, "--dtype");
   if (compute == DType::bf16 && profile.kind == "cuda") cgo.float_activation_bytes = dtype_size(DType::bf16);
   CostGraph cg = build_cost_graph(graph, micro, timer, cgo);

@@ -37,6 +37,7 @@ void validate(const CostGraph& graph) {
     check_time(graph, i, "backward_s", node.backward_s);
     check_bytes(node_label(graph, i), "param_bytes", node.param_bytes);
     check_bytes(node_label(graph, i), "stash_bytes", node.stash_bytes);
+    check_bytes(node_label(graph, i), "deferred_bytes", node.deferred_bytes);
   }
   for (const CostTensor& t : graph.tensors) {
     std::string what = fmt::format("tensor '{}'", t.name);
@@ -81,11 +82,13 @@ RangeCosts::RangeCosts(const CostGraph& graph) {
   work_.assign(n + 1, 0.0);
   params_.assign(n + 1, 0);
   stash_.assign(n + 1, 0);
+  deferred_.assign(n + 1, 0);
   for (int i = 0; i < n; ++i) {
     const CostNode& node = graph.nodes[i];
     work_[i + 1] = work_[i] + node.forward_s + node.backward_s;
     params_[i + 1] = params_[i] + node.param_bytes;
     stash_[i + 1] = stash_[i] + node.stash_bytes;
+    deferred_[i + 1] = deferred_[i] + node.deferred_bytes;
   }
   // A tensor produced by p and last consumed by L crosses boundaries p+1..L:
   // mark the interval with a difference array, then integrate.

@@ -17,6 +17,12 @@ struct CostNode {
   int64_t param_bytes = 0;
   int64_t stash_bytes = 0;  // activations the backward pass needs, per micro-batch
   double flops = 0;         // arithmetic of its forward and backward, per micro-batch (for utilisation)
+  /// With the backward split (zero bubble): what its input-gradient part
+  /// computes and its weight-gradient part reads (a product's output
+  /// gradient), held from one to the other, per micro-batch. Only a stage
+  /// after the first holds it: the first has no input gradient, so its
+  /// weight part does its whole backward.
+  int64_t deferred_bytes = 0;
 };
 
 /// A tensor flowing between nodes, per micro-batch. A graph input (producer
@@ -57,6 +63,7 @@ class RangeCosts {
   double work_s(int begin, int end) const { return work_[end] - work_[begin]; }
   int64_t param_bytes(int begin, int end) const { return params_[end] - params_[begin]; }
   int64_t stash_bytes(int begin, int end) const { return stash_[end] - stash_[begin]; }
+  int64_t deferred_bytes(int begin, int end) const { return deferred_[end] - deferred_[begin]; }
   /// Bytes of the tensors produced before `boundary` and consumed at or after
   /// it: what a stage beginning there receives and a stage ending there sends.
   /// A tensor that skips several stages crosses each boundary in between,
@@ -69,6 +76,7 @@ class RangeCosts {
   std::vector<double> work_;             // (n + 1) prefix sums
   std::vector<int64_t> params_;          // (n + 1)
   std::vector<int64_t> stash_;           // (n + 1)
+  std::vector<int64_t> deferred_;        // (n + 1)
   std::vector<int64_t> crossing_bytes_;  // (n + 1), indexed by boundary
   std::vector<int> crossing_tensors_;    // (n + 1)
 };

@@ -5,15 +5,17 @@
 #include <functional>
 #include <limits>
 #include <map>
+#include <utility>
 
 namespace pf {
 
 namespace {
 
-/// For every stage start a and a number f of micro-batches in flight, the
+/// For every stage start a, a number f of micro-batches in flight and
+/// whether the stage holds deferred values (StageSlot::holds_deferred), the
 /// last boundary b such that the stage [a, b) fits `limit` (a itself when
 /// not even one piece does). For a fixed start, memory only grows with the
-/// end, so each entry is a binary search; rows are cached per f.
+/// end, so each entry is a binary search; rows are cached per (f, deferred).
 class ReachTable {
  public:
   ReachTable(const StageCosts& costs, const std::vector<int>& bounds, int64_t limit)
@@ -21,11 +23,11 @@ class ReachTable {
 
   int pieces() const { return static_cast<int>(bounds_.size()) - 1; }
 
-  const std::vector<int>& furthest(int inflight) {
-    auto it = rows_.find(inflight);
+  const std::vector<int>& furthest(int inflight, bool holds_deferred = false) {
+    auto it = rows_.find({inflight, holds_deferred});
     if (it != rows_.end()) return it->second;
     const int K = pieces();
-    const StageSlot slot{0, 0, 1.0, inflight, limit_};
+    const StageSlot slot{0, 0, 1.0, inflight, limit_, holds_deferred};
     std::vector<int> row(K);
     for (int a = 0; a < K; ++a) {
       int lo = a, hi = K;
@@ -38,14 +40,14 @@ class ReachTable {
       }
       row[a] = lo;
     }
-    return rows_.emplace(inflight, std::move(row)).first->second;
+    return rows_.emplace(std::pair{inflight, holds_deferred}, std::move(row)).first->second;
   }
 
  private:
   const StageCosts& costs_;
   const std::vector<int>& bounds_;
   int64_t limit_;
-  std::map<int, std::vector<int>> rows_;
+  std::map<std::pair<int, bool>, std::vector<int>> rows_;
 };
 
 /// Whether some split onto `slots` fits, stage by stage from the front: the
@@ -58,7 +60,7 @@ bool fits_from_front(ReachTable& table, const std::vector<StageSlot>& slots) {
   std::vector<char> reach(K + 1, 0), next(K + 1, 0);
   reach[0] = 1;
   for (int s = 0; s < S; ++s) {
-    const std::vector<int>& furthest = table.furthest(slots[s].inflight);
+    const std::vector<int>& furthest = table.furthest(slots[s].inflight, slots[s].holds_deferred);
     const int b_hi = K - (S - 1 - s);  // leave a piece for every later stage
     std::fill(next.begin(), next.end(), 0);
     int reach_end = -1;
@@ -142,14 +144,21 @@ int smallest_device_count(const StageCosts& costs, const std::vector<int>& bound
   if (options.rule == MemoryRule::gpipe)
     return smallest_count_from_back(
         table, [m](int) { return m; }, v, 1);
-  if (v == 1)  // 1F1B, zero-bubble H1, and interleaved with one chunk
+  const int K = table.pieces();
+  if (splits_backward(options.rule)) {
+    // Each device count has a schedule of its own, and a split backward
+    // holds more than the stash: try the counts in turn.
+    for (int q = 1; q * v <= K; ++q)
+      if (fits_from_front(table, uniform_slots(options, q, memory_bytes))) return q;
+    return 0;
+  }
+  if (v == 1)  // 1F1B, and interleaved with one chunk
     return smallest_count_from_back(
         table, [m](int d) { return std::min(d + 1, m); }, v, 1);
   // Interleaved: device r of q holds min(2 (q - r - 1) + (v - 1) q + 1, m v)
   // chunk-micro-batches, which depends on q itself until (v - 1) q + 1 >= m v;
   // from that count on, every chunk holds all m micro-batches.
   const int64_t saturated = (static_cast<int64_t>(m) * v - 1 + (v - 2)) / (v - 1);
-  const int K = table.pieces();
   for (int q = 1; q < saturated && static_cast<int64_t>(q) * v <= K; ++q)
     if (fits_from_front(table, uniform_slots(options, q, memory_bytes))) return q;
   if (saturated * v > K) return 0;

@@ -33,6 +33,8 @@ std::string_view memory_rule_name(MemoryRule rule) {
   return "unknown";
 }
 
+bool splits_backward(MemoryRule rule) { return rule == MemoryRule::zero_bubble || rule == MemoryRule::zero_bubble_v; }
+
 std::optional<MemoryRule> parse_memory_rule(std::string_view name) {
   for (const RuleName& r : kRuleNames)
     if (r.name == name) return r.rule;
@@ -55,15 +57,19 @@ void check_counts(MemoryRule rule, int stages, int microbatches, int virtual_sta
                             virtual_stages));
 }
 
-std::vector<int> zero_bubble_v_peaks(int stages, int microbatches) {
-  return simulate(make_schedule(ScheduleKind::zb_v, stages / 2, microbatches, 2)).peak_stashed;
+/// The stash slots each stage of a zero-bubble schedule holds at once, as
+/// the runtime sizes them.
+std::vector<int> schedule_peaks(ScheduleKind kind, int stages, int microbatches, int virtual_stages) {
+  return simulate(make_schedule(kind, stages / virtual_stages, microbatches, virtual_stages)).peak_stashed;
 }
 
 }  // namespace
 
 std::vector<int> inflight_per_stage(MemoryRule rule, int stages, int microbatches, int virtual_stages) {
   check_counts(rule, stages, microbatches, virtual_stages);
-  if (rule == MemoryRule::zero_bubble_v) return zero_bubble_v_peaks(stages, microbatches);
+  if (rule == MemoryRule::zero_bubble_v) return schedule_peaks(ScheduleKind::zb_v, stages, microbatches, 2);
+  if (rule == MemoryRule::zero_bubble && virtual_stages == 1)
+    return schedule_peaks(ScheduleKind::zb_h1, stages, microbatches, 1);
   std::vector<int> out;
   for (int s = 0; s < stages; ++s) out.push_back(inflight_microbatches(rule, s, stages, microbatches, virtual_stages));
   return out;
@@ -85,10 +91,11 @@ int inflight_microbatches(MemoryRule rule, int stage, int stages, int microbatch
     case MemoryRule::gpipe:
       return m;
     case MemoryRule::one_f_one_b:
-    case MemoryRule::zero_bubble:
       return std::min(p - stage, m);
+    case MemoryRule::zero_bubble:
+      return schedule_peaks(ScheduleKind::zb_h1, stages, m, 1).at(static_cast<size_t>(stage));
     case MemoryRule::zero_bubble_v:
-      return zero_bubble_v_peaks(stages, m).at(static_cast<size_t>(stage));
+      return schedule_peaks(ScheduleKind::zb_v, stages, m, 2).at(static_cast<size_t>(stage));
     case MemoryRule::interleaved: {
       if (v == 1) return std::min(p - stage, m);
       const int device = stage % p;

@@ -14,12 +14,14 @@ enum class MemoryRule {
   gpipe,        // all forwards, then all backwards: every stage holds all m
   one_f_one_b,  // stage s of p holds min(p - s, m)
   interleaved,  // Megatron's interleaved 1F1B over v chunks per device
-  zero_bubble,  // ZB-H1: same peak as 1F1B (B and W split, W deferred within the same bound)
+  zero_bubble,  // ZB-H1: B and W split; each stage's peak read off the schedule (a deferred W holds its slot)
   zero_bubble_v,  // ZB-V: two chunks per device in a V; each chunk's peak read off the schedule itself
 };
 
 /// "gpipe", "1f1b", "interleaved", "zero-bubble", "zero-bubble-v".
 std::string_view memory_rule_name(MemoryRule rule);
+/// True for the zero-bubble rules, whose stages split each backward.
+bool splits_backward(MemoryRule rule);
 /// The inverse of memory_rule_name; nullopt for anything else.
 std::optional<MemoryRule> parse_memory_rule(std::string_view name);
 
@@ -27,7 +29,10 @@ std::optional<MemoryRule> parse_memory_rule(std::string_view name);
 /// `stages`) keeps. With `virtual_stages` v > 1, `stages` counts chunks
 /// (p devices * v), chunk c runs on device c % p, and the answer is per chunk:
 ///  - gpipe: m, whatever v (the looped breadth-first order keeps everything);
-///  - one_f_one_b, zero_bubble: min(p - s, m); v must be 1;
+///  - one_f_one_b: min(p - s, m); v must be 1;
+///  - zero_bubble (v = 1): the peak the zb1 schedule's simulation counts for
+///    the stage, forward run and W not: up to one more than 1F1B's, where a
+///    W waits behind the next forward;
 ///  - interleaved, v = 1: as 1F1B (Megatron falls back to the plain schedule);
 ///  - interleaved, v > 1: Megatron's warm-up makes device r hold
 ///    F = min(2 (p - r - 1) + (v - 1) p + 1, m v) chunk-micro-batches at its

@@ -98,6 +98,16 @@ CostGraph build_cost_graph(const Function& graph, const DimBinding& binding, con
     for (ValueId r : op.results)
       if (!is_replicated_source(op) && (options.stashed.empty() || options.stashed[static_cast<size_t>(r)]))
         node.stash_bytes += activation_bytes(r);
+    // The weight part of a split backward reads the output gradient of each
+    // op whose weight it differentiates; the other ops' parameter gradients
+    // (biases, norms) read one of those or are no larger than their weights.
+    const bool weighted = std::any_of(op.operands.begin(), op.operands.end(), [&](ValueId u) {
+      const int def = graph.values[static_cast<size_t>(u)].def_op;
+      return def >= 0 && graph.ops[static_cast<size_t>(def)].kind == OpKind::param;
+    });
+    if (options.split_backward && weighted &&
+        (op.kind == OpKind::matmul || op.kind == OpKind::conv2d || op.kind == OpKind::embedding))
+      node.deferred_bytes = activation_bytes(op.results[0]);
     cg.nodes.push_back(std::move(node));
   }
   // A parameter's bytes go to its first reader: the stage holding it,

@@ -47,6 +47,10 @@ struct CostGraphOptions {
   /// Graph arguments that carry a gradient too (a stage's received
   /// activations, whose gradients it sends back).
   std::vector<std::string> grad_args;
+  /// The schedule splits each backward (zero bubble): a product or lookup
+  /// reading a parameter holds its output's gradient from B to W
+  /// (CostNode::deferred_bytes).
+  bool split_backward = false;
 };
 CostGraph build_cost_graph(const Function& graph, const DimBinding& binding, const OpTimer& timer,
                            const CostGraphOptions& options = {});

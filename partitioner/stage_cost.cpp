@@ -67,7 +67,7 @@ std::vector<StageSlot> stage_slots(const CostGraph& graph, const PartitionOption
     const int device = placed_device(options.placement, s, p);
     const DeviceSpec& d = options.devices[static_cast<size_t>(device)];
     slots[s] = {device, placed_chunk(options.placement, s, p), 1.0 / d.speed, inflight[static_cast<size_t>(s)],
-                d.memory_bytes / v};
+                d.memory_bytes / v, s > 0 && splits_backward(options.rule)};
   }
   return slots;
 }
@@ -79,7 +79,7 @@ std::vector<StageSlot> uniform_slots(const PartitionOptions& options, int device
   const std::vector<int> inflight = inflight_per_stage(options.rule, stages, options.microbatches, v);
   for (int s = 0; s < stages; ++s)
     slots[s] = {placed_device(options.placement, s, devices), placed_chunk(options.placement, s, devices), 1.0,
-                inflight[static_cast<size_t>(s)], memory_bytes / v};
+                inflight[static_cast<size_t>(s)], memory_bytes / v, s > 0 && splits_backward(options.rule)};
   return slots;
 }
 

@@ -17,6 +17,7 @@ struct StageSlot {
   double inv_speed = 1.0;    // 1 / device speed: the search multiplies rather than divides
   int inflight = 1;          // micro-batches stashed at the peak
   int64_t memory_limit = 0;  // floor(device memory / v)
+  bool holds_deferred = false;  // a stage after the first under a split backward (CostNode::deferred_bytes)
 };
 
 /// Checks `options` against `graph` (device count, speeds, memories, link,
@@ -62,7 +63,9 @@ class StageCosts {
   /// The memory of the range's own nodes; it only grows as `begin` moves
   /// left, which lets the search stop early.
   int64_t own_memory(const StageSlot& slot, int begin, int end) const {
-    return weight_bytes(ranges_.param_bytes(begin, end)) + ranges_.stash_bytes(begin, end) * slot.inflight;
+    const int64_t slot_bytes =
+        ranges_.stash_bytes(begin, end) + (slot.holds_deferred ? ranges_.deferred_bytes(begin, end) : 0);
+    return weight_bytes(ranges_.param_bytes(begin, end)) + slot_bytes * slot.inflight;
   }
   /// own_memory plus the received activations, which are stashed too.
   int64_t memory_bytes(const StageSlot& slot, int begin, int end) const {

@@ -49,7 +49,9 @@ Plan compile(py::handle model, const std::string& devices, int microbatches, con
   check_positive("data_parallel", data_parallel);
   check_positive("virtual_stages", virtual_stages);
   if (batch) check_positive("batch", *batch);
-  check_choice("schedule", schedule, schedule_kind_names());
+  std::vector<std::string> schedules = schedule_kind_names();
+  schedules.push_back("auto");
+  check_choice("schedule", schedule, schedules);
   check_choice("optimizer", optimizer, {"sgd", "adamw"});
   check_choice("cuts", cuts, {"auto", "layers", "any", "products"});
   check_choice("recompute", recompute, {"none", "selective", "layers", "auto"});
@@ -132,7 +134,7 @@ itself: a str holding a newline is text (named "<string>" in errors), any
 other str a path. bind: dimensions to override, "B=32,T=64" or
 {"B": 32, "T": 64} (--bind); batch binds the first input's leading
 dimension (--batch). devices, microbatches, schedule ('gpipe', '1f1b',
-'interleaved', 'zb1', 'zbv'), data_parallel, virtual_stages, optimizer ('sgd',
+'interleaved', 'zb1', 'zbv', 'auto'), data_parallel, virtual_stages, optimizer ('sgd',
 adamw': sizes the optimizer state), cuts ('auto', 'layers', 'any', 'products':
 where stages may begin) and recompute ('none', 'selective', 'layers', 'auto':
 what the backward computes again instead of stashing) are compile's options of those

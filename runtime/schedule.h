@@ -13,8 +13,8 @@ enum class ScheduleKind {
   gpipe,        ///< all forwards, then all backwards (Huang et al.)
   one_f_one_b,  ///< PipeDream-flush: warm-up forwards, then one forward per backward
   interleaved,  ///< Megatron interleaved 1F1B: several model chunks per device
-  zb_h1,        ///< zero bubble H1 (Qi et al.): backward split into B and W, 1F1B memory
-  zb_v,         ///< zero bubble V (Qi et al.): two chunks per device in a V, B and W split, 1F1B memory
+  zb_h1,        ///< zero bubble H1 (Qi et al.): backward split into B and W, W deferred on later devices
+  zb_v,         ///< zero bubble V (Qi et al.): two chunks per device in a V, B and W split, 1F1B peak memory
 };
 
 /// "gpipe", "1f1b", "interleaved", "zb1" or "zbv"; nullopt for anything else.

@@ -66,8 +66,12 @@ void add_compile_command(CLI::App& app) {
                            "GPUs of one node per pipeline device, each layer split over them Megatron-style; modelled "
                            "by the cost model, not executed by the runtime"),
            1);
-  cmd->add_option("--schedule", o->compile.schedule, schedule_kind_choices())
-      ->check(CLI::IsMember(schedule_kind_names()));
+  std::vector<std::string> schedules = schedule_kind_names();
+  schedules.push_back("auto");
+  cmd->add_option("--schedule", o->compile.schedule,
+                  schedule_kind_choices() + ", or auto: each of 1f1b, zb1 and zbv (and interleaved with --virtual) "
+                                            "compiled, the one of the shortest predicted step kept")
+      ->check(CLI::IsMember(schedules));
   at_least(cmd->add_option("--virtual", o->compile.virtual_stages, "model chunks per device (interleaved; zbv has 2)"),
            1);
   cmd->add_option("--precision", o->compile.precision, "matmul precision of the roofline: fp32, tf32 or bf16");
@@ -111,6 +115,17 @@ void add_compile_command(CLI::App& app) {
       out += fmt::format("layouts of {} GPUs (P pipeline devices x D replicas x T GPUs each, m micro-batches of mb "
                          "samples; * chosen):\n{}\n",
                          r.layouts.candidates[0].layout.gpus(), render_layout_table(r.layouts));
+    if (!r.schedules.empty()) {
+      out += "schedules (--schedule auto; * chosen: the shortest predicted step):\n";
+      for (const CompileResult::ScheduleCandidate& c : r.schedules) {
+        const char* mark = c.schedule == r.plan.schedule ? "*" : " ";
+        out += c.error.empty() ? fmt::format("{} {:<12} step {:>10}  bubble {:>5.1f}%  busiest device holds {}\n", mark,
+                                             c.schedule, format_seconds(c.step_s), 100 * c.bubble,
+                                             format_bytes(static_cast<double>(c.device_memory_bytes)))
+                               : fmt::format("{} {:<12} {}\n", mark, c.schedule, c.error);
+      }
+      out += "\n";
+    }
     if (!r.recompute_reason.empty())
       out += fmt::format("recomputing in the backward (--recompute {}): without it, {}\n", r.plan.recompute,
                          r.recompute_reason);

@@ -304,18 +304,24 @@ TEST(Compile, RecomputingLayersTradesStashForBackwardTime) {
   EXPECT_EQ(error_of([&] { compiled("all"); }), "unknown --recompute 'all'; use none, selective, layers or auto");
 }
 
+// The README tour's 4-block GPT on two CPU devices, 8 micro-batches.
+CompileResult small_gpt_on_two_cpus(const std::string& schedule, const std::string& recompute, int64_t memory_limit) {
+  Module m = example("gpt.pf");
+  DimBinding b = m.binding({{"B", 16}, {"L", 4}, {"C", 128}, {"H", 4}, {"T", 64}, {"S", 64}, {"V", 256}});
+  CompileOptions o;
+  o.devices = "cpu:2";
+  o.microbatches = 8;
+  o.schedule = schedule;
+  o.recompute = recompute;
+  o.memory_limit = memory_limit;
+  return compile_plan(std::move(m), b, "gpt.pf", o);
+}
+
 // auto stashes everything where that fits, and recomputes layers where
 // only that fits; none says so in its error.
 TEST(Compile, AutoRecomputesOnlyWhereNothingElseFits) {
   auto compiled = [](const std::string& recompute, int64_t memory_limit) {
-    Module m = example("gpt.pf");
-    DimBinding b = m.binding({{"B", 16}, {"L", 4}, {"C", 128}, {"H", 4}, {"T", 64}, {"S", 64}, {"V", 256}});
-    CompileOptions o;
-    o.devices = "cpu:2";
-    o.microbatches = 8;
-    o.memory_limit = memory_limit;
-    o.recompute = recompute;
-    return compile_plan(std::move(m), b, "gpt.pf", o);
+    return small_gpt_on_two_cpus("1f1b", recompute, memory_limit);
   };
   const CompileResult roomy = compiled("auto", 0);
   EXPECT_EQ(roomy.recompute_reason, "");
@@ -331,6 +337,36 @@ TEST(Compile, AutoRecomputesOnlyWhereNothingElseFits) {
             "the model needs at least 5 devices of 8.0 MiB, or 11.1 MiB per device with 2 devices\nit fits with "
             "--recompute layers (each stage computes its layers' activations again in the backward instead of keeping "
             "them)");
+}
+
+// --schedule auto compiles 1f1b, zb1 and zbv and keeps the shortest
+// predicted step among those that fit: the zero-bubble ones while memory
+// allows their extra slots, 1f1b when only it fits.
+TEST(Compile, AutoScheduleKeepsTheShortestPredictedStepThatFits) {
+  auto compiled = [](const std::string& schedule, int64_t memory_limit) {
+    return small_gpt_on_two_cpus(schedule, "none", memory_limit);
+  };
+  const CompileResult roomy = compiled("auto", 0);
+  ASSERT_EQ(roomy.schedules.size(), 3u);
+  const CompileResult::ScheduleCandidate* fastest = nullptr;
+  for (const CompileResult::ScheduleCandidate& c : roomy.schedules) {
+    SCOPED_TRACE(c.schedule);
+    EXPECT_EQ(c.error, "");
+    const CompileResult alone = compiled(c.schedule, 0);
+    EXPECT_EQ(c.step_s, alone.plan.predicted.step_s);
+    EXPECT_EQ(c.bubble, alone.plan.predicted.bubble_fraction);
+    if (!fastest || c.step_s < fastest->step_s) fastest = &c;
+  }
+  EXPECT_EQ(roomy.schedules[0].schedule, "1f1b");
+  EXPECT_EQ(roomy.plan.schedule, fastest->schedule);
+  EXPECT_NE(roomy.plan.schedule, "1f1b");  // a zero-bubble schedule wins with room to spare
+  // Exactly what 1F1B needs: the zero-bubble schedules hold more.
+  const int64_t tight_limit = roomy.schedules[0].device_memory_bytes;
+  const CompileResult tight = compiled("auto", tight_limit);
+  EXPECT_EQ(tight.plan.schedule, "1f1b");
+  for (size_t k = 1; k < tight.schedules.size(); ++k)
+    EXPECT_TRUE(tight.schedules[k].error.starts_with("the model needs")) << tight.schedules[k].error;
+  EXPECT_EQ(error_of([&] { compiled("auto", int64_t{1} << 20); }), error_of([&] { compiled("1f1b", int64_t{1} << 20); }));
 }
 
 TEST(Compile, ManualSplitIsOnlyPlaced) {

@@ -137,7 +137,7 @@ def test_recompute_as_the_command_does(pipeforge_exe, tmp_path):
 
 
 def test_bad_arguments_raise_value_error(cli_plan):
-    with pytest.raises(ValueError, match=r"^schedule must be one of gpipe, 1f1b, interleaved, zb1, zbv, not 'nope'$"):
+    with pytest.raises(ValueError, match=r"^schedule must be one of gpipe, 1f1b, interleaved, zb1, zbv, auto, not 'nope'$"):
         compile_mlp(schedule="nope")
     with pytest.raises(ValueError, match=r"^cuts must be one of auto, layers, any, products, not 'ops'$"):
         compile_mlp(cuts="ops")
