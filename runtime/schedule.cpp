@@ -200,7 +200,10 @@ std::vector<Work> interleaved_device_order(const ChunkOrder& order, int devices,
 /// after B(k+d) instead of fused into B(k). Deferring W lets the B chain run
 /// back to device 0 at one B per hop, and the d Ws still pending on device d
 /// fill its cool-down; on F = B = W and m >= p this reaches (p-1)/(3m+p-1),
-/// the paper's third of 1F1B's bubble time.
+/// the paper's third of 1F1B's bubble time. A W keeps its micro-batch's
+/// stash slot, so each device holds p slots at most (1F1B's device 0): the
+/// W goes before the next forward, which would otherwise take a slot while
+/// it still holds one (p + 1), at no cost on equal costs.
 std::vector<Work> zb_h1_order(int devices, int microbatches, int device) {
   std::vector<Work> order;
   int next_forward = std::min(devices - device, microbatches);
@@ -208,8 +211,8 @@ std::vector<Work> zb_h1_order(int devices, int microbatches, int device) {
   int next_weight = 0;
   for (int mb = 0; mb < microbatches; ++mb) {
     order.push_back({ActionKind::backward_input, mb, 0});
-    if (next_forward < microbatches) order.push_back({ActionKind::forward, next_forward++, 0});
     if (mb >= device) order.push_back({ActionKind::backward_weight, next_weight++, 0});
+    if (next_forward < microbatches) order.push_back({ActionKind::forward, next_forward++, 0});
   }
   while (next_weight < microbatches)
     order.push_back({ActionKind::backward_weight, next_weight++, 0});

@@ -35,11 +35,11 @@ TEST(MemoryRule, OneFOneBKeepsWhatIsAhead) {
   EXPECT_EQ(counts(MemoryRule::interleaved, 4, 8, 1), (std::vector<int>{4, 3, 2, 1}));
 }
 
-// ZB-H1 runs the next forward between a B and its W, and defers device d's
-// Ws by d more: a W keeps its micro-batch's slot, so every stage holds p + 1.
+// ZB-H1 defers device d's Ws by d micro-batches, and a W keeps its
+// micro-batch's slot: every stage holds p, 1F1B's device 0's peak.
 TEST(MemoryRule, ZeroBubbleH1ReadsItsSchedule) {
-  EXPECT_EQ(counts(MemoryRule::zero_bubble, 4, 8), (std::vector<int>{5, 5, 5, 5}));
-  EXPECT_EQ(counts(MemoryRule::zero_bubble, 2, 8), (std::vector<int>{3, 3}));
+  EXPECT_EQ(counts(MemoryRule::zero_bubble, 4, 8), (std::vector<int>{4, 4, 4, 4}));
+  EXPECT_EQ(counts(MemoryRule::zero_bubble, 2, 8), (std::vector<int>{2, 2}));
   EXPECT_EQ(inflight_per_stage(MemoryRule::zero_bubble, 4, 2), (std::vector<int>{2, 2, 2, 2}));
   EXPECT_TRUE(splits_backward(MemoryRule::zero_bubble));
   EXPECT_TRUE(splits_backward(MemoryRule::zero_bubble_v));

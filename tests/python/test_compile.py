@@ -70,6 +70,16 @@ def test_zbv_places_two_stages_per_device_as_a_v(pipeforge_exe, tmp_path):
     assert (tmp_path / "py.json").read_bytes() == (tmp_path / "cli.json").read_bytes()
 
 
+def test_schedule_auto_keeps_one_of_the_schedules_it_compares(tmp_path):
+    bind = "I=64,H=64,L=2,K=10,B=32"
+    chosen = pipeforge.compile(MLP, devices="cpu:2", microbatches=4, schedule="auto", bind=bind)
+    assert chosen.schedule in ("1f1b", "zb1", "zbv")
+    alone = pipeforge.compile(MLP, devices="cpu:2", microbatches=4, schedule=chosen.schedule, bind=bind)
+    chosen.save(tmp_path / "auto.json")
+    alone.save(tmp_path / "alone.json")
+    assert (tmp_path / "auto.json").read_bytes() == (tmp_path / "alone.json").read_bytes()
+
+
 def test_load_and_save_round_trip(cli_plan, tmp_path):
     pipeforge.Plan.load(cli_plan).save(tmp_path / "again.json")
     assert (tmp_path / "again.json").read_bytes() == cli_plan.read_bytes()
