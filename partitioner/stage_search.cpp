@@ -245,36 +245,46 @@ std::vector<int> balance_devices(const StageCosts& costs, const std::vector<int>
     if (own + r.crossing_bytes(i) * slot.inflight > slot.memory_limit) return kInfTime;
     return costs.time_s(slot, i, j);
   };
-  // (busiest device, total) of the split `at`.
-  auto score = [&](const std::vector<int>& starts) {
-    std::vector<double> busy(static_cast<size_t>(devices), 0.0);
-    double total = 0;
-    for (int s = 0; s < S; ++s) {
-      const double t = stage_time(s, starts[s], starts[s + 1]);
-      busy[static_cast<size_t>(slots[s].device)] += t;
-      total += t;
-    }
-    return std::pair{*std::max_element(busy.begin(), busy.end()), total};
-  };
-  std::pair<double, double> best = score(at);
-  // Each accepted move lowers the score, so this ends; the bound keeps a
-  // long chain of tiny gains from taking long.
+  // The split's stage times, its devices' busy times and their total; a
+  // move of cut k changes stages k - 1 and k only.
+  std::vector<double> times(static_cast<size_t>(S)), busy(static_cast<size_t>(devices), 0.0);
+  double total = 0;
+  for (int s = 0; s < S; ++s) {
+    times[static_cast<size_t>(s)] = stage_time(s, at[s], at[s + 1]);
+    busy[static_cast<size_t>(slots[s].device)] += times[static_cast<size_t>(s)];
+    total += times[static_cast<size_t>(s)];
+  }
+  auto busiest = [](const std::vector<double>& b) { return *std::max_element(b.begin(), b.end()); };
+  std::pair<double, double> best{busiest(busy), total};
+  // Each accepted move lowers (busiest, total), so this ends; the bound
+  // keeps a long chain of tiny gains from taking long.
   for (int round = 0; round < 16 * S; ++round) {
-    std::vector<int> best_at;
+    int best_k = -1, best_b = -1;
     for (int k = 1; k < S; ++k) {
-      std::vector<int> trial = at;
+      const size_t left = static_cast<size_t>(k - 1), right = static_cast<size_t>(k);
       for (int b = at[k - 1] + 1; b < at[k + 1]; ++b) {
         if (b == at[k]) continue;
-        trial[k] = b;
-        const std::pair<double, double> sc = score(trial);
-        if (sc < best) {
-          best = sc;
-          best_at = trial;
+        const double t_left = stage_time(k - 1, at[k - 1], b), t_right = stage_time(k, b, at[k + 1]);
+        std::vector<double> trial = busy;
+        trial[static_cast<size_t>(slots[left].device)] += t_left - times[left];
+        trial[static_cast<size_t>(slots[right].device)] += t_right - times[right];
+        const std::pair<double, double> score{busiest(trial), total + t_left - times[left] + t_right - times[right]};
+        if (score < best) {
+          best = score;
+          best_k = k;
+          best_b = b;
         }
       }
     }
-    if (best_at.empty()) break;
-    at = std::move(best_at);
+    if (best_k < 0) break;
+    const size_t left = static_cast<size_t>(best_k - 1), right = static_cast<size_t>(best_k);
+    at[best_k] = best_b;
+    for (size_t s : {left, right}) {
+      const double t = stage_time(static_cast<int>(s), at[s], at[s + 1]);
+      busy[static_cast<size_t>(slots[s].device)] += t - times[s];
+      total += t - times[s];
+      times[s] = t;
+    }
   }
   for (int k = 1; k < S; ++k) cuts[static_cast<size_t>(k - 1)] = bounds[at[k]];
   return cuts;
