@@ -19,6 +19,11 @@ void check_stage_count(const CostGraph& graph, int stages) {
                             graph.cut_candidates.empty() ? "nodes" : "layers", stages));
 }
 
+void mark_local_hand_offs(std::vector<StageSlot>& slots) {
+  for (size_t s = 1; s < slots.size(); ++s)
+    slots[s - 1].local_out = slots[s].local_in = slots[s - 1].device == slots[s].device;
+}
+
 }  // namespace
 
 std::vector<StageSlot> stage_slots(const CostGraph& graph, const PartitionOptions& options) {
@@ -69,6 +74,7 @@ std::vector<StageSlot> stage_slots(const CostGraph& graph, const PartitionOption
     slots[s] = {device, placed_chunk(options.placement, s, p), 1.0 / d.speed, inflight[static_cast<size_t>(s)],
                 d.memory_bytes / v, s > 0 && splits_backward(options.rule)};
   }
+  mark_local_hand_offs(slots);
   return slots;
 }
 
@@ -80,6 +86,7 @@ std::vector<StageSlot> uniform_slots(const PartitionOptions& options, int device
   for (int s = 0; s < stages; ++s)
     slots[s] = {placed_device(options.placement, s, devices), placed_chunk(options.placement, s, devices), 1.0,
                 inflight[static_cast<size_t>(s)], memory_bytes / v, s > 0 && splits_backward(options.rule)};
+  mark_local_hand_offs(slots);
   return slots;
 }
 

@@ -18,6 +18,10 @@ struct StageSlot {
   int inflight = 1;          // micro-batches stashed at the peak
   int64_t memory_limit = 0;  // floor(device memory / v)
   bool holds_deferred = false;  // a stage after the first under a split backward (CostNode::deferred_bytes)
+  /// The previous (next) stage runs on the same device, so what crosses
+  /// that boundary is handed over in memory, not sent: zbv's turn, or
+  /// every boundary of chunks on one device.
+  bool local_in = false, local_out = false;
 };
 
 /// Checks `options` against `graph` (device count, speeds, memories, link,
@@ -51,8 +55,13 @@ class StageCosts {
   double compute_s(const StageSlot& slot, int begin, int end) const {
     return ranges_.work_s(begin, end) * slot.inv_speed + sync_s(begin, end);
   }
+  /// The transfers the slot's stage pays: each boundary's, unless the stage
+  /// on the other side shares its device.
+  double transfer_s(const StageSlot& slot, int begin, int end) const {
+    return (slot.local_in ? 0.0 : comm_s(begin)) + (slot.local_out ? 0.0 : comm_s(end));
+  }
   double time_s(const StageSlot& slot, int begin, int end) const {
-    return compute_s(slot, begin, end) + comm_s(begin) + comm_s(end);
+    return compute_s(slot, begin, end) + transfer_s(slot, begin, end);
   }
   /// Weights, their gradients and the optimizer state, rounded to the
   /// nearest byte (by truncating x + 0.5, as x >= 0: llround is a library

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <limits>
 #include <optional>
+#include <utility>
 
 #include "ir/diagnostic.h"
 #include "ir/units.h"
@@ -69,7 +70,7 @@ PartitionResult price(const StageCosts& costs, const std::vector<StageSlot>& slo
     st.chunk = slot.chunk;
     st.sync_s = costs.sync_s(st.begin, st.end);
     st.compute_s = costs.compute_s(slot, st.begin, st.end) - st.sync_s;
-    st.comm_s = costs.comm_s(st.begin) + costs.comm_s(st.end);
+    st.comm_s = costs.transfer_s(slot, st.begin, st.end);
     st.time_s = costs.time_s(slot, st.begin, st.end);
     st.param_bytes = r.param_bytes(st.begin, st.end);
     st.stash_bytes = r.stash_bytes(st.begin, st.end);
@@ -130,7 +131,6 @@ std::optional<MinPeriod> min_period(const StageCosts& costs, const std::vector<i
     const double* prev_row = &best[static_cast<size_t>(s - 1) * W];
     for (int b = b_lo; b <= b_hi; ++b) {
       const int j = bounds[b];
-      const double comm_j = costs.comm_s(j);
       double cur = kInfTime;
       int arg = -1;
       // Walk the start leftwards: compute time and own memory only grow, so
@@ -139,7 +139,7 @@ std::optional<MinPeriod> min_period(const StageCosts& costs, const std::vector<i
         const int i = bounds[a];
         const double compute = costs.compute_s(slot, i, j);
         if (compute >= cur) break;
-        const double value = std::max(prev_row[a], compute + costs.comm_s(i) + comm_j);
+        const double value = std::max(prev_row[a], compute + costs.transfer_s(slot, i, j));
         if (value >= cur) continue;
         // Memory last: it is the dearest test, and only a start that would
         // improve on the best so far needs it.
@@ -189,7 +189,6 @@ std::vector<int> min_total_cuts(const StageCosts& costs, const std::vector<int>&
     const double* prev_row = &total[static_cast<size_t>(s - 1) * W];
     for (int b = b_lo; b <= b_hi; ++b) {
       const int j = bounds[b];
-      const double comm_j = costs.comm_s(j);
       double cur = kInfTime;
       int arg = -1;
       for (int a = s == 1 ? 0 : b - 1; a >= s - 1; --a) {
@@ -197,7 +196,7 @@ std::vector<int> min_total_cuts(const StageCosts& costs, const std::vector<int>&
         const double compute = costs.compute_s(slot, i, j);
         if (compute > cap) break;
         if (prev_row[a] == kInfTime) continue;
-        const double time = compute + costs.comm_s(i) + comm_j;
+        const double time = compute + costs.transfer_s(slot, i, j);
         if (time > cap) continue;
         const int64_t own = costs.own_memory(slot, i, j);
         if (own > slot.memory_limit) break;
@@ -229,8 +228,14 @@ std::vector<int> min_total_cuts(const StageCosts& costs, const std::vector<int>&
 /// gets less busy (or as busy and the stages' total shorter) and every stage
 /// still fits its memory share, evens the devices out (the 784-4096x3 MLP
 /// as a V on two devices: 33.6 -> 20.0 M multiply-adds on the busier one).
-std::vector<int> balance_devices(const StageCosts& costs, const std::vector<int>& bounds,
-                                 const std::vector<StageSlot>& slots, int devices, std::vector<int> cuts) {
+/// partition() runs it from the DP's split and from the baselines'.
+struct Balanced {
+  std::pair<double, double> score;  // (busiest device, sum of stage times); infinite where a stage does not fit
+  std::vector<int> cuts;
+};
+
+Balanced balance_devices(const StageCosts& costs, const std::vector<int>& bounds, const std::vector<StageSlot>& slots,
+                         int devices, std::vector<int> cuts) {
   const int K = static_cast<int>(bounds.size()) - 1;
   const int S = static_cast<int>(slots.size());
   const RangeCosts& r = costs.ranges();
@@ -256,6 +261,9 @@ std::vector<int> balance_devices(const StageCosts& costs, const std::vector<int>
   }
   auto busiest = [](const std::vector<double>& b) { return *std::max_element(b.begin(), b.end()); };
   std::pair<double, double> best{busiest(busy), total};
+  // A start where some stage does not fit its share (a baseline's) is not
+  // searched from: it scores infinite and is never chosen.
+  if (best.second == kInfTime) return {best, std::move(cuts)};
   // Each accepted move lowers (busiest, total), so this ends; the bound
   // keeps a long chain of tiny gains from taking long.
   for (int round = 0; round < 16 * S; ++round) {
@@ -287,7 +295,7 @@ std::vector<int> balance_devices(const StageCosts& costs, const std::vector<int>
     }
   }
   for (int k = 1; k < S; ++k) cuts[static_cast<size_t>(k - 1)] = bounds[at[k]];
-  return cuts;
+  return {best, std::move(cuts)};
 }
 
 /// The message for a graph that fits nowhere: what memory per device the best
@@ -350,8 +358,27 @@ PartitionResult partition(const CostGraph& graph, const PartitionOptions& option
   const std::optional<MinPeriod> best = min_period(costs, bounds, slots);
   if (!best) throw DoesNotFit(infeasible_message(options, costs, bounds, slots));
   std::vector<int> cuts = min_total_cuts(costs, bounds, slots, best->slowest_s, best->cuts);
-  if (options.virtual_stages > 1)
-    cuts = balance_devices(costs, bounds, slots, static_cast<int>(options.devices.size()), std::move(cuts));
+  if (options.virtual_stages > 1) {
+    // The local search from the DP's split and from each baseline's (a
+    // different valley: the DP's bound can favour a split that no single
+    // move makes even), keeping the best.
+    std::vector<std::vector<int>> starts = {cuts};
+    for (PartitionResult (*baseline)(const CostGraph&, const PartitionOptions&) : {&equal_layers, &equal_params}) {
+      try {
+        std::vector<int> c = baseline(graph, options).cuts;
+        if (std::all_of(c.begin(), c.end(), [&](int x) { return std::binary_search(bounds.begin(), bounds.end(), x); }))
+          starts.push_back(std::move(c));
+      } catch (const Error&) {
+        // No such baseline here (fewer layers than stages): the DP's start alone.
+      }
+    }
+    std::optional<Balanced> chosen;
+    for (std::vector<int>& from : starts) {
+      Balanced b = balance_devices(costs, bounds, slots, static_cast<int>(options.devices.size()), std::move(from));
+      if (!chosen || b.score < chosen->score) chosen = std::move(b);
+    }
+    cuts = std::move(chosen->cuts);
+  }
   PartitionResult result = price(costs, slots, options, cuts);
   result.method = "dp";
   result.search_s = seconds_since(start);

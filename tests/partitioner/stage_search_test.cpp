@@ -36,7 +36,12 @@ struct NaiveStage {
 
 NaiveStage naive_stage(const CostGraph& g, const PartitionOptions& o, int stage, int begin, int end) {
   const int v = o.virtual_stages;
-  const DeviceSpec& device = o.devices[static_cast<size_t>(placed_device(o.placement, stage, o.stages / v))];
+  const int p = o.stages / v;
+  const int here = placed_device(o.placement, stage, p);
+  const DeviceSpec& device = o.devices[static_cast<size_t>(here)];
+  // A neighbour on the same device takes its hand-off in memory: no transfer.
+  const bool local_in = stage > 0 && placed_device(o.placement, stage - 1, p) == here;
+  const bool local_out = stage + 1 < o.stages && placed_device(o.placement, stage + 1, p) == here;
   double work = 0;
   int64_t params = 0, stash = 0;
   for (int k = begin; k < end; ++k) {
@@ -45,22 +50,24 @@ NaiveStage naive_stage(const CostGraph& g, const PartitionOptions& o, int stage,
     stash += g.nodes[k].stash_bytes;
   }
   int64_t received = 0, sent = 0;
-  int transfers = 0;
+  int transfers_in = 0, transfers_out = 0;
   for (const CostTensor& t : g.tensors) {
     if (t.producer < 0 || t.consumers.empty()) continue;
     const int last = *std::max_element(t.consumers.begin(), t.consumers.end());
     if (t.producer < begin && last >= begin) {
       received += t.bytes;
-      ++transfers;
+      ++transfers_in;
     }
     if (t.producer < end && last >= end) {
       sent += t.bytes;
-      ++transfers;
+      ++transfers_out;
     }
   }
   NaiveStage s;
-  const double comm =
-      2.0 * static_cast<double>(received + sent) / o.link.bandwidth_bytes_per_s + 2.0 * o.link.latency_s * transfers;
+  auto comm_of = [&](int64_t bytes, int transfers) {
+    return 2.0 * static_cast<double>(bytes) / o.link.bandwidth_bytes_per_s + 2.0 * o.link.latency_s * transfers;
+  };
+  const double comm = (local_in ? 0.0 : comm_of(received, transfers_in)) + (local_out ? 0.0 : comm_of(sent, transfers_out));
   s.time_s = work / device.speed + comm;
   const int inflight = inflight_microbatches(o.rule, stage, o.stages, o.microbatches, v);
   s.memory_bytes = 2 * params + std::llround(params * o.optimizer_state_factor) + (stash + received) * inflight;
@@ -525,6 +532,24 @@ TEST(StageSearch, ZeroBubbleVEvensOutItsDevices) {
   EXPECT_NEAR(r.devices[0].busy_s, 3.0 + 17.0 + 0.04, 1e-12);
   EXPECT_NEAR(r.devices[1].busy_s, 0.01 + 17.0 + 0.01, 1e-12);
   EXPECT_NEAR(r.period_s, 20.04, 1e-12);
+}
+
+// A V on two devices: stages 1 and 2 share device 1, so the activation
+// between them is handed over in memory and costs neither a transfer.
+TEST(StageSearch, AHandOffWithinADeviceCostsNoTransfer) {
+  PartitionOptions o = roomy(2, MemoryRule::zero_bubble_v);
+  o.stages = 4;
+  o.virtual_stages = 2;
+  o.placement = StagePlacement::v_shape;
+  o.link = {100.0, 0.0};  // 100 bytes of a tensor: 2 s each way per boundary
+  const PartitionResult r = partition(chain(8, 100), o);
+  ASSERT_EQ(r.cuts, (std::vector<int>{2, 4, 6}));
+  const double per_boundary = 2.0 * 100 / 100.0;
+  EXPECT_DOUBLE_EQ(r.stages[0].comm_s, per_boundary);
+  EXPECT_DOUBLE_EQ(r.stages[1].comm_s, per_boundary);  // its end is the turn
+  EXPECT_DOUBLE_EQ(r.stages[2].comm_s, per_boundary);  // its start is the turn
+  EXPECT_DOUBLE_EQ(r.stages[3].comm_s, per_boundary);
+  EXPECT_DOUBLE_EQ(r.devices[1].busy_s, 2 * (2 * 3.0 + per_boundary));
 }
 
 TEST(StageSearch, InterleavedChunksShareTheirDevicesMemory) {
