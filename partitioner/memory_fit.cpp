@@ -145,25 +145,15 @@ int smallest_device_count(const StageCosts& costs, const std::vector<int>& bound
     return smallest_count_from_back(
         table, [m](int) { return m; }, v, 1);
   const int K = table.pieces();
-  if (splits_backward(options.rule)) {
-    // Each device count has a schedule of its own, and a split backward
-    // holds more than the stash: try the counts in turn.
+  if (counts_from_schedule(options.rule, v)) {
+    // Each device count has a schedule of its own: try the counts in turn.
     for (int q = 1; q * v <= K; ++q)
       if (fits_from_front(table, uniform_slots(options, q, memory_bytes))) return q;
     return 0;
   }
-  if (v == 1)  // 1F1B, and interleaved with one chunk
-    return smallest_count_from_back(
-        table, [m](int d) { return std::min(d + 1, m); }, v, 1);
-  // Interleaved: device r of q holds min(2 (q - r - 1) + (v - 1) q + 1, m v)
-  // chunk-micro-batches, which depends on q itself until (v - 1) q + 1 >= m v;
-  // from that count on, every chunk holds all m micro-batches.
-  const int64_t saturated = (static_cast<int64_t>(m) * v - 1 + (v - 2)) / (v - 1);
-  for (int q = 1; q < saturated && static_cast<int64_t>(q) * v <= K; ++q)
-    if (fits_from_front(table, uniform_slots(options, q, memory_bytes))) return q;
-  if (saturated * v > K) return 0;
+  // 1F1B, and interleaved with one chunk.
   return smallest_count_from_back(
-      table, [m](int) { return m; }, v, static_cast<int>(saturated));
+      table, [m](int d) { return std::min(d + 1, m); }, v, 1);
 }
 
 }  // namespace pf

@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <optional>
 
 #include "ir/diagnostic.h"
 #include "runtime/schedule.h"
@@ -57,19 +58,33 @@ void check_counts(MemoryRule rule, int stages, int microbatches, int virtual_sta
                             virtual_stages));
 }
 
-/// The stash slots each stage of a zero-bubble schedule holds at once, as
-/// the runtime sizes them.
+/// The stash slots each stage holds at once under `kind`, as the runtime
+/// sizes them: its schedule's own simulation.
 std::vector<int> schedule_peaks(ScheduleKind kind, int stages, int microbatches, int virtual_stages) {
   return simulate(make_schedule(kind, stages / virtual_stages, microbatches, virtual_stages)).peak_stashed;
 }
 
+std::optional<ScheduleKind> simulated_schedule(MemoryRule rule, int virtual_stages) {
+  switch (rule) {
+    case MemoryRule::zero_bubble: return ScheduleKind::zb_h1;
+    case MemoryRule::zero_bubble_v: return ScheduleKind::zb_v;
+    case MemoryRule::interleaved:
+      if (virtual_stages > 1) return ScheduleKind::interleaved;
+      return std::nullopt;
+    default: return std::nullopt;
+  }
+}
+
 }  // namespace
+
+bool counts_from_schedule(MemoryRule rule, int virtual_stages) {
+  return simulated_schedule(rule, virtual_stages).has_value();
+}
 
 std::vector<int> inflight_per_stage(MemoryRule rule, int stages, int microbatches, int virtual_stages) {
   check_counts(rule, stages, microbatches, virtual_stages);
-  if (rule == MemoryRule::zero_bubble_v) return schedule_peaks(ScheduleKind::zb_v, stages, microbatches, 2);
-  if (rule == MemoryRule::zero_bubble && virtual_stages == 1)
-    return schedule_peaks(ScheduleKind::zb_h1, stages, microbatches, 1);
+  if (const std::optional<ScheduleKind> kind = simulated_schedule(rule, virtual_stages))
+    return schedule_peaks(*kind, stages, microbatches, virtual_stages);
   std::vector<int> out;
   for (int s = 0; s < stages; ++s) out.push_back(inflight_microbatches(rule, s, stages, microbatches, virtual_stages));
   return out;
@@ -87,26 +102,10 @@ int inflight_microbatches(MemoryRule rule, int stage, int stages, int microbatch
         fmt::format("in-flight micro-batches: the {} rule has no form with {} virtual stages; use "
                     "'interleaved' or 'gpipe'",
                     memory_rule_name(rule), v));
-  switch (rule) {
-    case MemoryRule::gpipe:
-      return m;
-    case MemoryRule::one_f_one_b:
-      return std::min(p - stage, m);
-    case MemoryRule::zero_bubble:
-      return schedule_peaks(ScheduleKind::zb_h1, stages, m, 1).at(static_cast<size_t>(stage));
-    case MemoryRule::zero_bubble_v:
-      return schedule_peaks(ScheduleKind::zb_v, stages, m, 2).at(static_cast<size_t>(stage));
-    case MemoryRule::interleaved: {
-      if (v == 1) return std::min(p - stage, m);
-      const int device = stage % p;
-      // Megatron-LM's warm-up length for the interleaved schedule, plus the
-      // one forward of the steady state that runs before the first backward.
-      const int64_t warmup = 2LL * (p - device - 1) + static_cast<int64_t>(v - 1) * p;
-      const int64_t peak = std::min<int64_t>(warmup + 1, static_cast<int64_t>(m) * v);
-      return static_cast<int>((peak + v - 1) / v);
-    }
-  }
-  throw Error("in-flight micro-batches: unknown memory rule");
+  if (const std::optional<ScheduleKind> kind = simulated_schedule(rule, v))
+    return schedule_peaks(*kind, stages, m, v).at(static_cast<size_t>(stage));
+  if (rule == MemoryRule::gpipe) return m;
+  return std::min(p - stage, m);  // 1F1B, and interleaved with one chunk (Megatron falls back to it)
 }
 
 }  // namespace pf

@@ -34,17 +34,20 @@ std::optional<MemoryRule> parse_memory_rule(std::string_view name);
 ///    the stage, forward run and W not: up to one more than 1F1B's, where a
 ///    W waits behind the next forward;
 ///  - interleaved, v = 1: as 1F1B (Megatron falls back to the plain schedule);
-///  - interleaved, v > 1: Megatron's warm-up makes device r hold
-///    F = min(2 (p - r - 1) + (v - 1) p + 1, m v) chunk-micro-batches at its
-///    peak; each of its v chunks is charged ceil(F / v). On device 0 that is
-///    ceil(p (1 + (p - 1) / (p v))), Megatron's own in-flight estimate;
+///  - interleaved, v > 1: the peak the interleaved schedule's simulation
+///    counts for the stage (a device's first chunk holds the most: its
+///    warm-up runs ahead on it; device 0 holds about p (1 + (p - 1) / (p v))
+///    stages' worth in all, Megatron's own in-flight estimate);
 ///  - zero_bubble_v (v = 2, stage s on its device's V): the peak the zbv
 ///    schedule's simulation counts for the stage, forward run and W not
 ///    (at most 2p chunks per device together, 1F1B's peak of p full stages).
 /// Throws pf::Error on an out-of-range stage, counts below 1, `stages` not a
 /// multiple of v, or v with no form in the rule.
 int inflight_microbatches(MemoryRule rule, int stage, int stages, int microbatches, int virtual_stages = 1);
-/// The same for every stage at once (zero_bubble_v builds its schedule once).
+/// True where the counts come from simulating the schedule (zero bubble,
+/// interleaved with chunks): they depend on the device count as a whole.
+bool counts_from_schedule(MemoryRule rule, int virtual_stages);
+/// The same for every stage at once (a schedule simulated once).
 std::vector<int> inflight_per_stage(MemoryRule rule, int stages, int microbatches, int virtual_stages = 1);
 
 }  // namespace pf
