@@ -39,6 +39,13 @@ void validate(const CostGraph& graph) {
     check_bytes(node_label(graph, i), "stash_bytes", node.stash_bytes);
     check_bytes(node_label(graph, i), "deferred_bytes", node.deferred_bytes);
   }
+  for (const SharedParam& p : graph.shared_params) {
+    check_bytes(fmt::format("shared parameter of node {}", p.param), "bytes", p.bytes);
+    if (p.readers.size() < 2 || !std::is_sorted(p.readers.begin(), p.readers.end()) || p.readers.front() < 0 ||
+        p.readers.back() >= n || std::adjacent_find(p.readers.begin(), p.readers.end()) != p.readers.end())
+      throw Error(fmt::format("cost graph: shared parameter of node {} needs two or more increasing readers in 0..{}",
+                              p.param, n - 1));
+  }
   for (const CostTensor& t : graph.tensors) {
     std::string what = fmt::format("tensor '{}'", t.name);
     check_bytes(what, "bytes", t.bytes);
@@ -77,7 +84,7 @@ std::vector<int> stage_boundaries(const CostGraph& graph) {
   return bounds;
 }
 
-RangeCosts::RangeCosts(const CostGraph& graph) {
+RangeCosts::RangeCosts(const CostGraph& graph) : shared_params_(graph.shared_params) {
   const int n = static_cast<int>(graph.nodes.size());
   work_.assign(n + 1, 0.0);
   params_.assign(n + 1, 0);

@@ -1,6 +1,7 @@
 // The partitioner's input: an abstract DAG of costed nodes in topological order.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -34,6 +35,16 @@ struct CostTensor {
   std::string name;
 };
 
+/// A parameter read by several nodes (a tied embedding and its head): every
+/// stage holding one of them holds a copy, with its gradient and optimizer
+/// state. Its bytes are in the first reader's `param_bytes`; the copies of
+/// later stages are added by RangeCosts::param_bytes.
+struct SharedParam {
+  int param = -1;            // the node of the parameter itself
+  int64_t bytes = 0;
+  std::vector<int> readers;  // node indices, increasing, at least two
+};
+
 /// A stage is a contiguous range [begin, end) of `nodes`; it may start only at
 /// a position listed in `cut_candidates` (1..n-1, increasing), or anywhere
 /// when that list is empty.
@@ -41,6 +52,7 @@ struct CostGraph {
   std::vector<CostNode> nodes;
   std::vector<CostTensor> tensors;
   std::vector<int> cut_candidates;
+  std::vector<SharedParam> shared_params;
 };
 
 /// Throws pf::Error naming the first node, tensor or candidate that breaks the
@@ -61,7 +73,18 @@ class RangeCosts {
   int nodes() const { return static_cast<int>(work_.size()) - 1; }
   /// Forward plus backward seconds of the nodes in [begin, end), at speed 1.
   double work_s(int begin, int end) const { return work_[end] - work_[begin]; }
-  int64_t param_bytes(int begin, int end) const { return params_[end] - params_[begin]; }
+  /// The parameters a stage of [begin, end) holds: those whose first reader
+  /// is in it, and a copy of each shared one first read before it and read
+  /// in it again.
+  int64_t param_bytes(int begin, int end) const {
+    int64_t bytes = params_[end] - params_[begin];
+    for (const SharedParam& p : shared_params_)
+      if (p.readers.front() < begin) {
+        auto next = std::lower_bound(p.readers.begin(), p.readers.end(), begin);
+        if (next != p.readers.end() && *next < end) bytes += p.bytes;
+      }
+    return bytes;
+  }
   int64_t stash_bytes(int begin, int end) const { return stash_[end] - stash_[begin]; }
   int64_t deferred_bytes(int begin, int end) const { return deferred_[end] - deferred_[begin]; }
   /// Bytes of the tensors produced before `boundary` and consumed at or after
@@ -77,6 +100,7 @@ class RangeCosts {
   std::vector<int64_t> params_;          // (n + 1)
   std::vector<int64_t> stash_;           // (n + 1)
   std::vector<int64_t> deferred_;        // (n + 1)
+  std::vector<SharedParam> shared_params_;
   std::vector<int64_t> crossing_bytes_;  // (n + 1), indexed by boundary
   std::vector<int> crossing_tensors_;    // (n + 1)
 };

@@ -113,9 +113,14 @@ CostGraph build_cost_graph(const Function& graph, const DimBinding& binding, con
   // A parameter's bytes go to its first reader: the stage holding it,
   // wherever the model declares it.
   for (size_t i = 0; i < graph.ops.size(); ++i)
-    if (graph.ops[i].kind == OpKind::param)
-      cg.nodes[parameter_holder(users, graph.ops[i], static_cast<int>(i))].param_bytes +=
-          graph.type_of(graph.ops[i].results[0]).bytes();
+    if (graph.ops[i].kind == OpKind::param) {
+      const int64_t bytes = graph.type_of(graph.ops[i].results[0]).bytes();
+      cg.nodes[parameter_holder(users, graph.ops[i], static_cast<int>(i))].param_bytes += bytes;
+      std::vector<int> readers = users[graph.ops[i].results[0]];
+      std::sort(readers.begin(), readers.end());
+      readers.erase(std::unique(readers.begin(), readers.end()), readers.end());
+      if (readers.size() > 1) cg.shared_params.push_back({static_cast<int>(i), bytes, std::move(readers)});
+    }
   for (size_t v = 0; v < graph.values.size(); ++v) {
     const Value& value = graph.values[v];
     if (value.def_op < 0 || is_replicated_source(graph.ops[value.def_op])) continue;

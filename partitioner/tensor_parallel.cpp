@@ -92,6 +92,8 @@ void apply_tensor_parallel(CostGraph& cg, const Function& graph, const TensorPar
       // Charged to its first reader (build_cost_graph): only a 1/T share stays.
       const ValueId r = op.results[0];
       cg.nodes[parameter_holder(users, op, static_cast<int>(i))].param_bytes -= graph.type_of(r).bytes() - share(r);
+      for (SharedParam& p : cg.shared_params)
+        if (p.param == static_cast<int>(i)) p.bytes = share(r);
     } else if (node.stash_bytes > 0) {
       // The share of what the node stashes (as the cost graph sized it).
       int64_t whole = 0, kept = 0;

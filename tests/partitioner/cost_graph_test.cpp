@@ -92,5 +92,24 @@ TEST(CostGraph, RangeCostsCountEveryCrossing) {
   EXPECT_EQ(r.stash_bytes(0, 5), 10);
 }
 
+// A parameter read by nodes 1 and 4 (a tied embedding and its head): its
+// bytes count once in a stage holding both readers, and again in a stage
+// that reads it after another stage's first read.
+TEST(CostGraph, EveryStageReadingASharedParameterHoldsACopy) {
+  CostGraph g = three_nodes();
+  for (int i = 3; i < 6; ++i) g.nodes.push_back({fmt::format("n{}", i), "", 1, 2, 0, 0});
+  g.nodes[1].param_bytes += 1000;  // charged to its first reader, as build_cost_graph does
+  g.shared_params.push_back({0, 1000, {1, 4}});
+  validate(g);
+  const RangeCosts r(g);
+  EXPECT_EQ(r.param_bytes(0, 6), 1060);       // both readers: one copy
+  EXPECT_EQ(r.param_bytes(1, 2), 1020);       // the first reader alone
+  EXPECT_EQ(r.param_bytes(2, 6), 30 + 1000);  // a later stage reading it again
+  EXPECT_EQ(r.param_bytes(2, 4), 30);         // a stage between the readers
+  EXPECT_EQ(r.param_bytes(5, 6), 0);
+  g.shared_params[0].readers = {4, 1};
+  EXPECT_EQ(validation_error(g), "cost graph: shared parameter of node 0 needs two or more increasing readers in 0..5");
+}
+
 }  // namespace
 }  // namespace pf
