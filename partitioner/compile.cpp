@@ -257,6 +257,12 @@ std::vector<std::string> auto_schedules(const CompileOptions& options) {
   return out;
 }
 
+std::vector<std::string> compile_schedule_names() {
+  std::vector<std::string> names = schedule_kind_names();
+  names.push_back("auto");
+  return names;
+}
+
 namespace {
 
 int64_t busiest_device_memory(const Plan& plan) {

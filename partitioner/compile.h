@@ -101,6 +101,8 @@ CompileResult compile_plan(Module model, const DimBinding& binding, const std::s
 /// the same bubble as 1f1b), and interleaved when `virtual_stages` > 1 asks
 /// for chunks.
 std::vector<std::string> auto_schedules(const CompileOptions& options);
+/// What CompileOptions::schedule accepts: every schedule's name, and "auto".
+std::vector<std::string> compile_schedule_names();
 
 /// The binding of one micro-batch of one of `replicas` data-parallel
 /// replicas: the batch dimension divided by replicas * `m`.

@@ -259,8 +259,18 @@ Balanced balance_devices(const StageCosts& costs, const std::vector<int>& bounds
     busy[static_cast<size_t>(slots[s].device)] += times[static_cast<size_t>(s)];
     total += times[static_cast<size_t>(s)];
   }
-  auto busiest = [](const std::vector<double>& b) { return *std::max_element(b.begin(), b.end()); };
-  std::pair<double, double> best{busiest(busy), total};
+  // The busiest device once `left`'s stage takes `dl` longer and `right`'s `dr`.
+  auto busiest = [&](size_t left = 0, double dl = 0, size_t right = 0, double dr = 0) {
+    double most = 0;
+    for (size_t d = 0; d < busy.size(); ++d) {
+      double b = busy[d];
+      if (d == static_cast<size_t>(slots[left].device)) b += dl;
+      if (d == static_cast<size_t>(slots[right].device)) b += dr;
+      most = std::max(most, b);
+    }
+    return most;
+  };
+  std::pair<double, double> best{busiest(), total};
   // A start where some stage does not fit its share (a baseline's) is not
   // searched from: it scores infinite and is never chosen.
   if (best.second == kInfTime) return {best, std::move(cuts)};
@@ -272,11 +282,9 @@ Balanced balance_devices(const StageCosts& costs, const std::vector<int>& bounds
       const size_t left = static_cast<size_t>(k - 1), right = static_cast<size_t>(k);
       for (int b = at[k - 1] + 1; b < at[k + 1]; ++b) {
         if (b == at[k]) continue;
-        const double t_left = stage_time(k - 1, at[k - 1], b), t_right = stage_time(k, b, at[k + 1]);
-        std::vector<double> trial = busy;
-        trial[static_cast<size_t>(slots[left].device)] += t_left - times[left];
-        trial[static_cast<size_t>(slots[right].device)] += t_right - times[right];
-        const std::pair<double, double> score{busiest(trial), total + t_left - times[left] + t_right - times[right]};
+        const double dl = stage_time(k - 1, at[k - 1], b) - times[left];
+        const double dr = stage_time(k, b, at[k + 1]) - times[right];
+        const std::pair<double, double> score{busiest(left, dl, right, dr), total + dl + dr};
         if (score < best) {
           best = score;
           best_k = k;

@@ -12,7 +12,6 @@
 #include "partitioner/compile.h"
 #include "plan/plan.h"
 #include "python/bindings.h"
-#include "runtime/schedule.h"
 #include "tools/model_loading.h"
 #include "tools/plan_render.h"
 
@@ -49,9 +48,7 @@ Plan compile(py::handle model, const std::string& devices, int microbatches, con
   check_positive("data_parallel", data_parallel);
   check_positive("virtual_stages", virtual_stages);
   if (batch) check_positive("batch", *batch);
-  std::vector<std::string> schedules = schedule_kind_names();
-  schedules.push_back("auto");
-  check_choice("schedule", schedule, schedules);
+  check_choice("schedule", schedule, compile_schedule_names());
   check_choice("optimizer", optimizer, {"sgd", "adamw"});
   check_choice("cuts", cuts, {"auto", "layers", "any", "products"});
   check_choice("recompute", recompute, {"none", "selective", "layers", "auto"});

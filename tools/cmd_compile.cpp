@@ -66,12 +66,10 @@ void add_compile_command(CLI::App& app) {
                            "GPUs of one node per pipeline device, each layer split over them Megatron-style; modelled "
                            "by the cost model, not executed by the runtime"),
            1);
-  std::vector<std::string> schedules = schedule_kind_names();
-  schedules.push_back("auto");
   cmd->add_option("--schedule", o->compile.schedule,
                   schedule_kind_choices() + ", or auto: each of 1f1b, zb1 and zbv (and interleaved with --virtual) "
                                             "compiled, the one of the shortest predicted step kept")
-      ->check(CLI::IsMember(schedules));
+      ->check(CLI::IsMember(compile_schedule_names()));
   at_least(cmd->add_option("--virtual", o->compile.virtual_stages, "model chunks per device (interleaved; zbv has 2)"),
            1);
   cmd->add_option("--precision", o->compile.precision, "matmul precision of the roofline: fp32, tf32 or bf16");
