@@ -160,6 +160,9 @@ CompileResult compile_once(Module model, const DimBinding& binding, const std::s
   const DType dtype = parse_compute_dtype(options.dtype, "--dtype");
   if (options.data_parallel < 0)
     throw Error(fmt::format("--data-parallel must be at least 1, not {}", options.data_parallel));
+  if (options.shard_optimizer && options.data_parallel == 1)
+    throw Error("--shard-optimizer shares the optimizer state out between data-parallel replicas, and this plan has "
+                "one; give --data-parallel 2 or more (or auto)");
   const Hardware hardware = load_hardware(options);
   // The layout: as given, or the best the cost model finds.
   std::optional<Layout> given = fixed_layout(options, hardware, binding.at(batch_dimension(model.graph())));
@@ -211,6 +214,7 @@ CompileResult compile_once(Module model, const DimBinding& binding, const std::s
   plan.virtual_stages = options.virtual_stages;
   plan.dtype = dtype;
   plan.recompute = std::string(recompute_name(recompute_of(options)));
+  plan.shard_optimizer = options.shard_optimizer && layout.data > 1;
   plan.loss_stage_output = graph.values[graph.returns[0]].name;
 
   std::vector<int> device_of;

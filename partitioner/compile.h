@@ -25,6 +25,9 @@ struct CompileOptions {
   std::string cluster;             // links inside and between nodes (JSON)
   int64_t memory_limit = 0;        // per device, overriding the profile's
   std::string optimizer = "adamw"; // sizes the optimizer state in the memory model
+  /// The replicas of a stage share its optimizer state out between them
+  /// (Plan::shard_optimizer): each holds 1/D of it. Needs data_parallel != 1.
+  bool shard_optimizer = false;
   std::vector<int> split_layers;   // manual split: stage starts, as indices of layers
   /// Where stages may begin: "layers" (layer boundaries only), "any" (inside
   /// layers too, between ops), "products" (also inside a matmul by a weight,

@@ -95,7 +95,8 @@ PartitionOptions layout_partition_options(const CompileOptions& options, const H
   po.link = pipeline_link(grouped_cluster(hardware.cluster, t, t), p);
   po.data_parallel = layout.data;
   po.replica_link = replica_link(grouped_cluster(hardware.cluster, t, 1), p, layout.data);
-  po.optimizer_state_factor = options.optimizer == "sgd" ? 1.0 : 2.0;
+  // A sharded optimizer's state: 1/D of it on each replica.
+  po.optimizer_state_factor = (options.optimizer == "sgd" ? 1.0 : 2.0) / (options.shard_optimizer ? layout.data : 1);
   return po;
 }
 
@@ -108,6 +109,7 @@ StepOptions layout_step_options(const CompileOptions& options, const Hardware& h
   so.microbatches = partition.microbatches;
   so.virtual_stages = partition.virtual_stages;
   so.data_parallel = partition.data_parallel;
+  so.shard_optimizer = options.shard_optimizer && partition.data_parallel > 1;
   so.replica_link = partition.replica_link;
   so.optimizer_state_factor = partition.optimizer_state_factor;
   so.memory_bandwidth = hardware.profile.bandwidth;

@@ -40,13 +40,20 @@ StepPrediction predict_step(const CostGraph& graph, const PartitionResult& resul
       if (is_compute(a.action.kind)) last = std::max(last, a.end);
     const double bytes = static_cast<double>(param_bytes[d]);
     const double sync = ring_all_reduce_s(bytes, options.data_parallel, options.replica_link);
-    // Read weights, gradients and state; write weights and state.
-    const double traffic = (3.0 + 2.0 * options.optimizer_state_factor) * bytes;
-    const double optimizer = options.update_s_per_param > 0 ? options.update_s_per_param * bytes / 4.0
+    // What this replica steps: all of its parameters, or a 1/D share, whose
+    // updates it then sends to the others and receives theirs (an
+    // all-gather: half a ring all-reduce).
+    const bool shared = options.shard_optimizer && options.data_parallel > 1;
+    const double stepped = shared ? bytes / options.data_parallel : bytes;
+    const double gather = shared ? ring_all_reduce_s(bytes, options.data_parallel, options.replica_link) / 2 : 0.0;
+    // Read weights, gradients and state; write weights and state (the
+    // state factor is already a share's).
+    const double traffic = 3.0 * stepped + 2.0 * options.optimizer_state_factor * bytes;
+    const double optimizer = options.update_s_per_param > 0 ? options.update_s_per_param * stepped / 4.0
                              : options.memory_bandwidth > 0 ? traffic / options.memory_bandwidth
                                                              : 0.0;
     synced = std::max(synced, last + sync);
-    p.step_s = std::max(p.step_s, last + sync + optimizer);
+    p.step_s = std::max(p.step_s, last + sync + optimizer + gather);
   }
   p.step_s = std::max(p.step_s, sim.makespan);
   p.sync_s = synced - sim.makespan;

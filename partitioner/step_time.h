@@ -16,7 +16,10 @@ struct StepOptions {
   int virtual_stages = 1;
   int data_parallel = 1;
   LinkSpec replica_link;                 // what each stage's gradient all-reduce crosses
-  double optimizer_state_factor = 2.0;   // as PartitionOptions
+  double optimizer_state_factor = 2.0;   // as PartitionOptions (a replica's share where it is sharded)
+  /// Each replica steps 1/D of a stage's parameters (Plan::shard_optimizer),
+  /// then the replicas gather the updated shares.
+  bool shard_optimizer = false;
   double memory_bandwidth = 0;           // bytes/s of one device: the optimizer step's pace; 0: free
   double update_s_per_param = 0;         // measured (DeviceProfile::update_s_per_param); 0: its bytes at the bandwidth
 };
@@ -25,7 +28,7 @@ struct StepOptions {
 struct StepPrediction {
   double pipeline_s = 0;       // the schedule's makespan
   double sync_s = 0;           // the gradient all-reduce past the makespan (what the schedule does not hide)
-  double optimizer_s = 0;      // the optimizer step after it
+  double optimizer_s = 0;      // the optimizer step after it (and, where it is sharded, the gathering of the shares)
   double step_s = 0;           // the whole step
   double bubble_fraction = 0;  // idle share of the simulated schedule
 };

@@ -140,6 +140,13 @@ struct Plan {
   /// "layers", "selective"); each stage's gradient table lists the values.
   /// Plans written before the field read as "none".
   std::string recompute = "none";
+  /// Whether the data-parallel replicas of a stage share its optimizer state
+  /// out between them (ZeRO stage 1: each keeps the state of, and steps, a
+  /// 1/D share of the parameters, then they copy each other their updated
+  /// shares) instead of each holding all of it. Written "optimizer_state":
+  /// "sharded" or "replicated"; plans written before the field read as
+  /// replicated.
+  bool shard_optimizer = false;
   std::string loss_stage_output;  // the loss value's name, returned by the last stage; empty for inference
   std::vector<PlanStage> stages;
   std::vector<PlanRank> ranks;  // every stage in one rank per replica, on the stage's device

@@ -114,6 +114,8 @@ class PlanChecker {
     }
     for (size_t s = 0; s < plan_.stages.size(); ++s)
       if (rank_of[0][s] < 0) fail(fmt::format("no rank runs stage {}", s));
+    if (plan_.shard_optimizer && replicas == 1)
+      fail("the optimizer state is sharded over the data-parallel replicas, but the plan has one replica");
   }
 
   void check_peer(const PlanStage& s, const PlanTensor& t, std::string_view verb, std::string_view dir) const {

@@ -194,9 +194,10 @@ class PlanReader {
 
   Plan plan(const Json& doc) const {
     // "dtype" came later: a plan without it computes in f32; "tensor_parallel"
-    // later still: a plan without it has 1; "recompute" last: none.
+    // later still: a plan without it has 1; "recompute": none;
+    // "optimizer_state" last: replicated.
     r_.expect_keys(doc, "", {"format", "version", "model", "devices", "ranks", "schedule", "loss", "predicted", "stages"},
-                   {"dtype", "tensor_parallel", "recompute"});
+                   {"dtype", "tensor_parallel", "recompute", "optimizer_state"});
     Plan plan;
     const Json& model = r_.object(doc, "", "model");
     r_.expect_keys(model, "model", {"name", "source", "hash", "binding"});
@@ -239,6 +240,12 @@ class PlanReader {
       plan.recompute = r_.string(doc, "", "recompute");
       if (plan.recompute != "none" && plan.recompute != "layers" && plan.recompute != "selective")
         r_.fail(fmt::format("recompute must be \"none\", \"layers\" or \"selective\", got \"{}\"", plan.recompute));
+    }
+    if (doc.contains("optimizer_state")) {
+      const std::string state = r_.string(doc, "", "optimizer_state");
+      if (state != "sharded" && state != "replicated")
+        r_.fail(fmt::format("optimizer_state must be \"sharded\" or \"replicated\", got \"{}\"", state));
+      plan.shard_optimizer = state == "sharded";
     }
 
     const Json& predicted = r_.object(doc, "", "predicted");

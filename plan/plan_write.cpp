@@ -118,6 +118,7 @@ std::string plan_to_json(const Plan& plan) {
       {"tensor_parallel", plan.tensor_parallel},
       {"loss", plan.loss_stage_output},
       {"recompute", plan.recompute},
+      {"optimizer_state", plan.shard_optimizer ? "sharded" : "replicated"},
       {"predicted",
        {{"period_s", finite(pr.period_s, "the predicted period_s")},
         {"imbalance_pct", finite(pr.imbalance_pct, "the predicted imbalance_pct")},

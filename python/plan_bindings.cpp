@@ -43,7 +43,8 @@ void check_positive(const char* what, int64_t value) {
 
 Plan compile(py::handle model, const std::string& devices, int microbatches, const std::string& schedule,
              int data_parallel, std::optional<int64_t> batch, py::handle bind, int virtual_stages,
-             const std::string& optimizer, const std::string& cuts, const std::string& recompute) {
+             const std::string& optimizer, const std::string& cuts, const std::string& recompute,
+             bool shard_optimizer) {
   check_positive("microbatches", microbatches);
   check_positive("data_parallel", data_parallel);
   check_positive("virtual_stages", virtual_stages);
@@ -66,6 +67,7 @@ Plan compile(py::handle model, const std::string& devices, int microbatches, con
   options.optimizer = optimizer;
   options.cuts = cuts;
   options.recompute = recompute;
+  options.shard_optimizer = shard_optimizer;
   py::gil_scoped_release release;
   tools::LoadedModel loaded = is_text ? tools::load_model(std::make_shared<SourceFile>(source, text), binding, true)
                                       : tools::load_model(source, binding, true);
@@ -113,6 +115,8 @@ void bind_plan(py::module_& m) {
       .def_property_readonly(
           "data_parallel", [](const Plan& plan) { return replica_count(plan); },
           "Replicas of the pipeline.")
+      .def_readonly("shard_optimizer", &Plan::shard_optimizer,
+                    "Whether the replicas share each stage's optimizer state out between them.")
       .def_readonly("model", &Plan::model_name, "The graph's name.")
       .def_readonly("binding", &Plan::binding, "Every dimension's value for one micro-batch.")
       .def("__repr__", [](const Plan& plan) {
@@ -124,7 +128,8 @@ void bind_plan(py::module_& m) {
   m.def("compile", &compile, py::arg("model"), py::arg("devices") = "cpu:4", py::arg("microbatches") = 8,
         py::arg("schedule") = "1f1b", py::arg("data_parallel") = 1, py::arg("batch") = py::none(),
         py::arg("bind") = py::none(), py::arg("virtual_stages") = 1, py::arg("optimizer") = "adamw",
-        py::arg("cuts") = "auto", py::arg("recompute") = "none", R"(Compiles a model into a pipeline plan, as `pipeforge compile` does.
+        py::arg("cuts") = "auto", py::arg("recompute") = "none", py::arg("shard_optimizer") = false,
+        R"(Compiles a model into a pipeline plan, as `pipeforge compile` does.
 
 model: a path (str or os.PathLike) to a .pf file, or the model's IR text
 itself: a str holding a newline is text (named "<string>" in errors), any
@@ -133,9 +138,10 @@ other str a path. bind: dimensions to override, "B=32,T=64" or
 dimension (--batch). devices, microbatches, schedule ('gpipe', '1f1b',
 'interleaved', 'zb1', 'zbv', 'auto'), data_parallel, virtual_stages, optimizer ('sgd',
 adamw': sizes the optimizer state), cuts ('auto', 'layers', 'any', 'products':
-where stages may begin) and recompute ('none', 'selective', 'layers', 'auto':
-what the backward computes again instead of stashing) are compile's options of those
-names.
+where stages may begin), recompute ('none', 'selective', 'layers', 'auto':
+what the backward computes again instead of stashing) and shard_optimizer
+(--shard-optimizer: the replicas share each stage's optimizer state out)
+are compile's options of those names.
 Raises pipeforge.Error for a model that does not parse or verify, or a plan
 that cannot be made.)");
 }

@@ -14,7 +14,7 @@ namespace pf {
 namespace {
 
 // The state buffers Sgd and AdamW keep per parameter (runtime/optimizer.cpp).
-std::vector<std::string> slot_names(const TrainingOptions& options) {
+std::vector<std::string> state_slots(const TrainingOptions& options) {
   if (options.optimizer == "sgd")
     return options.momentum > 0 ? std::vector<std::string>{"momentum_buffer"} : std::vector<std::string>{};
   if (options.optimizer == "adamw") return {"exp_avg", "exp_avg_sq"};
@@ -28,7 +28,7 @@ constexpr int64_t kAlignElements = 64;
 CudaOptimizer::CudaOptimizer(std::vector<Param> params, const TrainingOptions& options,
                              std::shared_ptr<cuda::CudaDevice> device, int lane, std::string name,
                              std::function<void()> after_step)
-    : Optimizer(std::move(params), slot_names(options)),
+    : Optimizer(std::move(params), state_slots(options)),
       kind_(options.optimizer),
       momentum_(options.momentum),
       weight_decay_(options.weight_decay),
@@ -39,7 +39,7 @@ CudaOptimizer::CudaOptimizer(std::vector<Param> params, const TrainingOptions& o
   if (!(momentum_ >= 0)) throw Error(fmt::format("sgd: momentum must be >= 0, got {}", momentum_));
   if (!(weight_decay_ >= 0)) throw Error(fmt::format("{}: weight_decay must be >= 0, got {}", kind_, weight_decay_));
   adam_.weight_decay = weight_decay_;
-  slots_per_param_ = slot_names(options).size();
+  slots_per_param_ = state_slots(options).size();
   std::vector<int64_t> offsets;
   int64_t total = 0;
   for (const Param& p : params_)

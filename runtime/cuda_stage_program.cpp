@@ -10,6 +10,7 @@
 #include "backends/cuda/transport.h"
 #include "ir/diagnostic.h"
 #include "runtime/cuda_optimizer.h"
+#include "runtime/optimizer_shard.h"
 #include "runtime/stage_executors.h"
 
 namespace pf {
@@ -131,11 +132,12 @@ int64_t CudaStageProgram::arena_bytes() const {
   return total;
 }
 
-std::unique_ptr<Optimizer> CudaStageProgram::make_optimizer(const TrainingOptions& options) {
+std::unique_ptr<Optimizer> CudaStageProgram::make_optimizer(const TrainingOptions& options, int replica,
+                                                            int replicas) {
   std::function<void()> after_step;
   if (options_.float_dtype == DType::bf16) after_step = [p = params_.get()] { p->round_values(); };
-  return std::make_unique<CudaOptimizer>(params_->device_params(), options, device_, lane_, name_,
-                                         std::move(after_step));
+  return std::make_unique<CudaOptimizer>(shard_params(params_->device_params(), replica, replicas), options, device_,
+                                         lane_, name_, std::move(after_step));
 }
 
 namespace {

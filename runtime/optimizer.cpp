@@ -105,6 +105,10 @@ Optimizer::Optimizer(std::vector<Param> params, std::vector<std::string> slots)
     for (int64_t d : p.shape)
       if (d < 0)
         throw Error(fmt::format("optimizer: parameter '{}' has negative shape {}", p.name, shape_str(p.shape)));
+    const int64_t whole = TensorType{DType::f32, p.whole_shape()}.numel();
+    if (p.is_piece() && (p.shape.size() != 1 || p.offset < 0 || p.offset + p.numel() > whole))
+      throw Error(fmt::format("optimizer: the piece of '{}' ({} at {}) is not a run of its {} elements", p.name,
+                              shape_str(p.shape), p.offset, whole));
     if (p.numel() > 0 && (p.value == nullptr || p.grad == nullptr))
       throw Error(fmt::format("optimizer: parameter '{}' has no {} array", p.name, p.value ? "gradient" : "value"));
   }
@@ -117,12 +121,18 @@ std::vector<StateBuffer> Optimizer::state() {
   std::vector<StateBuffer> out;
   out.reserve(state_.size());
   for (size_t p = 0; p < params_.size(); ++p)
-    for (size_t k = 0; k < slots_.size(); ++k)
-      out.push_back({params_[p].name + "." + slots_[k], TensorType{DType::f32, params_[p].shape}, slot(p, k)});
+    for (size_t k = 0; k < slots_.size(); ++k) {
+      const Param& param = params_[p];
+      out.push_back({param.name + "." + slots_[k], TensorType{DType::f32, param.shape}, slot(p, k),
+                     TensorType{DType::f32, param.whole_shape()}, param.offset});
+    }
   return out;
 }
 
 void Optimizer::save_state(SafeTensors& out) const {
+  for (const Param& p : params_)
+    if (p.is_piece())
+      throw Error(fmt::format("optimizer: it steps a piece of '{}', so its state is part of a checkpoint's", p.name));
   for (size_t p = 0; p < params_.size(); ++p)
     for (size_t k = 0; k < slots_.size(); ++k)
       out.add(params_[p].name + "." + slots_[k], TensorType{DType::f32, params_[p].shape},
@@ -154,12 +164,13 @@ void Optimizer::load_state(const SafeTensors& in) {
 
   std::vector<StateBuffer> buffers = state();
   std::vector<std::pair<std::string, TensorType>> expected;
-  for (const StateBuffer& b : buffers) expected.emplace_back(b.name, b.type);
+  for (const StateBuffer& b : buffers) expected.emplace_back(b.name, b.whole);
   // Check everything before copying anything, so that a bad file leaves the
   // optimizer as it was.
   check_tensors(in, expected, in.source(), /*allow_unexpected=*/true);
   for (const StateBuffer& b : buffers) {
-    std::span<const float> src = in.at(b.name).view<float>();
+    const std::span<const float> src = in.at(b.name).view<float>().subspan(static_cast<size_t>(b.offset),
+                                                                             static_cast<size_t>(b.type.numel()));
     std::copy(src.begin(), src.end(), b.data);
   }
   steps_ = steps;

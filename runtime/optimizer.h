@@ -24,16 +24,30 @@ struct Param {
   float* grad = nullptr;   // (numel); read by step(), scaled by clipping
   /// Whether weight decay applies; biases and norm gains usually opt out.
   bool decay = true;
+  /// A view of part of a parameter, for an optimizer that steps only its
+  /// share of each (state sharded over data-parallel replicas): elements
+  /// [offset, offset + numel()) of the parameter laid out flat, whose own
+  /// shape is `whole`. Empty `whole`: the view is the whole parameter.
+  int64_t offset = 0;
+  Shape whole = {};
 
   int64_t numel() const;
+  bool is_piece() const { return !whole.empty(); }
+  /// The parameter's own shape, whether this views all of it or a piece.
+  const Shape& whole_shape() const { return is_piece() ? whole : shape; }
 };
 
 /// A named view of one optimizer state buffer, for checkpoints: named
-/// "<param>.<slot>" (e.g. "h.0.attn.w.exp_avg"), f32 of the parameter's shape.
+/// "<param>.<slot>" (e.g. "h.0.attn.w.exp_avg"), f32 of the parameter's shape
+/// (`whole`); where the optimizer steps a piece of the parameter (Param::
+/// whole), the buffer holds that piece: `type` is f32[numel], elements
+/// [offset, offset + numel) of the whole buffer.
 struct StateBuffer {
   std::string name;
   TensorType type;
   float* data = nullptr;
+  TensorType whole;
+  int64_t offset = 0;
 };
 
 /// The common part of every optimizer: the parameters, the step count and
@@ -59,11 +73,15 @@ class Optimizer {
   /// slot within a parameter. The views are writable so that a loader can
   /// fill them; the storage never moves.
   std::vector<StateBuffer> state();
+  /// The names of a parameter's state buffers ("exp_avg", "exp_avg_sq").
+  const std::vector<std::string>& slot_names() const { return slots_; }
 
   /// Adds every state buffer to `out`, and records the kind and step count in
-  /// its metadata ("optimizer", "optimizer.step").
+  /// its metadata ("optimizer", "optimizer.step"). Throws Error for an
+  /// optimizer of pieces: its buffers are parts of tensors.
   void save_state(SafeTensors& out) const;
-  /// Restores what save_state() wrote. Throws Error listing every missing or
+  /// Restores what save_state() wrote (an optimizer of pieces takes its
+  /// elements of each whole buffer). Throws Error listing every missing or
   /// mismatched buffer, or when the kind or step count disagree or are absent;
   /// other tensors in `in` (the parameters themselves) are ignored.
   void load_state(const SafeTensors& in);

@@ -54,6 +54,7 @@ Pipeline::Pipeline(const Plan& plan, std::vector<Module> programs, const Pipelin
                             first_gpu - gpus.begin(), *first_gpu));
 #endif
   replicas_ = replica_count(plan);
+  shard_optimizer_ = plan.shard_optimizer && replicas_ > 1;
   if (replicas_ > 1 && first_gpu != gpus.end())
     throw Error(fmt::format("plan stage {} is on a GPU, and this pipeforge runs the data-parallel replicas of a plan "
                             "on CPU devices only; compile it without --data-parallel",
@@ -159,6 +160,7 @@ void Pipeline::make_workers(const Plan& plan) {
     groups.world = CommGroup{"world", view.world};
     groups.replica = CommGroup{fmt::format("replica {}", view.replica), view.replica_ranks};
     groups.replicas = replicas_;
+    groups.shard_optimizer = shard_optimizer_;
     for (size_t k = 0; k < view.stages.size(); ++k) {
       const int s = view.stages[k];
       PipelineStage& st = *stages_[static_cast<size_t>(view.replica * n + s)];

@@ -156,8 +156,14 @@ class Pipeline {
   void save_grads(SafeTensors& file) const;
   void save_values(SafeTensors& file) const;
   /// Per stage of replica 0 held here, its index and a checkpoint shard: its
-  /// parameters and their optimizer state by name (see copy_to_host).
+  /// parameters and their optimizer state by name (see copy_to_host). With
+  /// the optimizer state sharded over the replicas, each stage's state is
+  /// put together from every replica's share; between processes every rank
+  /// calls it, and sends its shares to the ranks of replica 0.
   std::vector<std::pair<int, SafeTensors>> checkpoint_shards() const;
+  /// Whether each replica of a stage keeps the optimizer state of a share
+  /// of its parameters only (Plan::shard_optimizer).
+  bool optimizer_sharded() const { return shard_optimizer_; }
   /// CUDA stages keep their parameters, gradients and optimizer state on
   /// their devices: copies them into the host ParameterSets and the
   /// optimizers' state buffers (what parameter_sets() and optimizers()
@@ -234,6 +240,12 @@ class Pipeline {
   std::unique_ptr<LocalWorld> world_;  // when every rank runs here
   std::vector<std::unique_ptr<RankWorker>> workers_;  // per local rank
   int ranks_ = 0;  // in the plan
+  bool shard_optimizer_ = false;  // the plan's, with more than one replica
+  /// The rank running stage `stage`'s copy in `replica`, and the copy when it runs here.
+  int copy_rank(int stage, int replica) const;
+  PipelineStage* copy_here(int stage, int replica) const;
+  /// Stage `stage`'s whole optimizer state, from every replica's share, into `shard`.
+  void add_whole_state(int stage, SafeTensors& shard) const;
   std::optional<LrSchedule> lr_;
   std::optional<std::string> stuck_;  // set when a worker was given up on: why
 };

@@ -1,7 +1,15 @@
 // A pipeline's parameters, optimizers and per-op profiles, over the stages
-// this process holds: initialised, loaded, saved and checkpointed by name.
+// this process holds: initialised, loaded, saved and checkpointed by name
+// (a sharded optimizer's state put together from the replicas' shares).
+#include <fmt/format.h>
+
 #include <algorithm>
+#include <cstring>
 #include <map>
+
+#include "ir/diagnostic.h"
+#include "runtime/optimizer_shard.h"
+#include "runtime/rank_gather.h"
 
 #include "runtime/pipeline.h"
 #include "runtime/pipeline_stage.h"
@@ -104,7 +112,79 @@ void Pipeline::save_grads(SafeTensors& file) const { save_parameters(local_stage
 
 void Pipeline::save_values(SafeTensors& file) const { save_parameters(local_stages(), false, file); }
 
+int Pipeline::copy_rank(int stage, int replica) const {
+  return replica * schedule_.devices + schedule_.device_of(stage);
+}
+
+PipelineStage* Pipeline::copy_here(int stage, int replica) const {
+  return stages_[static_cast<size_t>(replica * stages() + stage)].get();
+}
+
+namespace {
+
+/// A replica's share of a stage's optimizer state as one run of floats: its
+/// state buffers in order (piece by piece, slot by slot within a piece).
+std::vector<float> packed_state(Optimizer& optimizer) {
+  std::vector<float> out;
+  for (const StateBuffer& b : optimizer.state()) out.insert(out.end(), b.data, b.data + b.type.numel());
+  return out;
+}
+
+int64_t state_tag(int stage, int replica) { return kGatherStateTag + int64_t{stage} * 65536 + replica; }
+
+}  // namespace
+
+void Pipeline::add_whole_state(int stage, SafeTensors& shard) const {
+  PipelineStage& writer = *copy_here(stage, 0);
+  const std::vector<Param> params = writer.params.optimizer_params();
+  const std::vector<std::string>& slots = writer.optimizer->slot_names();
+  std::vector<std::vector<float>> whole;  // [param * slots + slot]
+  for (const Param& p : params)
+    for (size_t k = 0; k < slots.size(); ++k) whole.emplace_back(static_cast<size_t>(p.numel()));
+  const std::vector<ShardPiece> pieces = shard_pieces(params, replicas_);
+  for (int r = 0; r < replicas_; ++r) {
+    int64_t floats = 0;
+    for (const ShardPiece& piece : pieces)
+      if (piece.replica == r) floats += piece.count * static_cast<int64_t>(slots.size());
+    std::vector<float> packed;
+    if (PipelineStage* copy = copy_here(stage, r)) {
+      packed = packed_state(*copy->optimizer);
+    } else {
+      packed.resize(static_cast<size_t>(floats));
+      const int64_t bytes = floats * static_cast<int64_t>(sizeof(float));
+      const int h = options_.comm->post({copy_rank(stage, r), state_tag(stage, r), packed.data(), bytes,
+                                         fmt::format("stage {} waits for replica {}'s share of its optimizer state",
+                                                     stage, r)});
+      const Received got = options_.comm->wait(h);
+      if (got.data != packed.data()) std::memcpy(packed.data(), got.data, static_cast<size_t>(bytes));
+    }
+    if (static_cast<int64_t>(packed.size()) != floats)
+      throw Error(fmt::format("stage {}: replica {} holds {} floats of optimizer state, not its share's {}", stage, r,
+                              packed.size(), floats));
+    const float* at = packed.data();
+    for (const ShardPiece& piece : pieces) {
+      if (piece.replica != r) continue;
+      for (size_t k = 0; k < slots.size(); ++k, at += piece.count)
+        std::copy(at, at + piece.count, whole[piece.param * slots.size() + k].begin() + piece.offset);
+    }
+  }
+  for (size_t p = 0; p < params.size(); ++p)
+    for (size_t k = 0; k < slots.size(); ++k)
+      shard.add(params[p].name + "." + slots[k], TensorType{DType::f32, params[p].shape},
+                whole[p * slots.size() + k].data());
+}
+
 std::vector<std::pair<int, SafeTensors>> Pipeline::checkpoint_shards() const {
+  // Between processes, a replica's share of a sharded optimizer goes to the
+  // rank writing its stage, from a buffer kept until the barrier below.
+  std::vector<std::vector<float>> sent;
+  if (shard_optimizer_)
+    for (PipelineStage* s : local_stages()) {
+      if (s->replica == 0 || copy_here(s->index, 0)) continue;
+      std::vector<float>& packed = sent.emplace_back(packed_state(*s->optimizer));
+      options_.comm->send(copy_rank(s->index, 0), state_tag(s->index, s->replica), packed.data(),
+                          static_cast<int64_t>(packed.size() * sizeof(float)));
+    }
   std::vector<std::pair<int, SafeTensors>> out;
   for (PipelineStage* s : local_stages()) {
     if (s->replica != 0) continue;  // the replicas hold the same numbers
@@ -112,16 +192,22 @@ std::vector<std::pair<int, SafeTensors>> Pipeline::checkpoint_shards() const {
     for (const ParameterSet::Entry& e : s->params.entries()) shard.add(e.name, e.type, e.value.data());
     // A state buffer named like a parameter ("w.exp_avg" beside a parameter
     // "w.exp_avg") makes add() throw: the checkpoint would be ambiguous.
-    for (const StateBuffer& b : s->optimizer->state()) shard.add(b.name, b.type, b.data);
+    if (shard_optimizer_)
+      add_whole_state(s->index, shard);
+    else
+      for (const StateBuffer& b : s->optimizer->state()) shard.add(b.name, b.type, b.data);
     shard.metadata = {{"stage", std::to_string(s->index)}};
     out.emplace_back(s->index, std::move(shard));
   }
+  if (shard_optimizer_ && options_.comm) options_.comm->barrier(CommGroup::world(ranks_));
   return out;
 }
 
 void Pipeline::start() {
   const TrainingOptions& t = options_.train;
-  for (PipelineStage* s : local_stages()) s->optimizer = s->program->make_optimizer(t);
+  for (PipelineStage* s : local_stages())
+    s->optimizer = shard_optimizer_ ? s->program->make_optimizer(t, s->replica, replicas_)
+                                    : s->program->make_optimizer(t, 0, 1);
   lr_ = t.cosine || t.warmup > 0 ? LrSchedule::warmup_cosine(t.lr, t.lr / 10, t.warmup, t.steps)
                                  : LrSchedule::constant(t.lr);
 }

@@ -11,29 +11,20 @@
 
 namespace pf {
 
-namespace {
-
-// Above every hand-off's tag (runtime/rank_worker.h), so that a gather never
-// takes a hand-off's message.
-constexpr int64_t kTextTag = int64_t{1} << 48;
-constexpr int64_t kParameterTag = int64_t{2} << 48;
-
-}  // namespace
-
 std::vector<std::string> gather_text(Communicator& comm, const CommGroup& group, int root, const std::string& text) {
   const int me = comm.rank();
   const int64_t length = static_cast<int64_t>(text.size());
   std::vector<std::string> out;
   if (me != root) {
     // The length first: the root posts the text's receive knowing its size.
-    comm.send(root, kTextTag + 2 * me, &length, sizeof length);
-    if (length > 0) comm.send(root, kTextTag + 2 * me + 1, text.data(), length);
+    comm.send(root, kGatherTextTag + 2 * me, &length, sizeof length);
+    if (length > 0) comm.send(root, kGatherTextTag + 2 * me + 1, text.data(), length);
   } else {
     std::vector<int64_t> lengths(group.ranks.size(), 0);
     std::vector<int> handles(group.ranks.size(), -1);
     for (size_t k = 0; k < group.ranks.size(); ++k)
       if (group.ranks[k] != root)
-        handles[k] = comm.post({group.ranks[k], kTextTag + 2 * group.ranks[k], &lengths[k], sizeof(int64_t),
+        handles[k] = comm.post({group.ranks[k], kGatherTextTag + 2 * group.ranks[k], &lengths[k], sizeof(int64_t),
                                 fmt::format("rank {} waits for rank {}'s text", root, group.ranks[k])});
     out.resize(group.ranks.size());
     for (size_t k = 0; k < group.ranks.size(); ++k) {
@@ -45,7 +36,7 @@ std::vector<std::string> gather_text(Communicator& comm, const CommGroup& group,
       std::memcpy(&lengths[k], comm.wait(handles[k]).data, sizeof(int64_t));
       if (lengths[k] == 0) continue;
       out[k].resize(static_cast<size_t>(lengths[k]));
-      const int h = comm.post({from, kTextTag + 2 * from + 1, out[k].data(), lengths[k],
+      const int h = comm.post({from, kGatherTextTag + 2 * from + 1, out[k].data(), lengths[k],
                                fmt::format("rank {} waits for rank {}'s text", root, from)});
       const Received got = comm.wait(h);
       if (got.data != out[k].data()) std::memcpy(out[k].data(), got.data, static_cast<size_t>(lengths[k]));
@@ -76,7 +67,7 @@ SafeTensors gather_parameters(Communicator& comm, const Plan& plan, int root, co
   for (size_t k = 0; k < wanted.size(); ++k) {
     const PlanParam& p = *wanted[k].param;
     const int64_t bytes = p.type.bytes();
-    const int64_t tag = kParameterTag + static_cast<int64_t>(k);
+    const int64_t tag = kGatherParameterTag + static_cast<int64_t>(k);
     if (wanted[k].owner == me && me != root) {
       const TensorData& t = local.at(p.name);
       if (static_cast<int64_t>(t.bytes.size()) != bytes)

@@ -11,6 +11,12 @@
 
 namespace pf {
 
+/// Message tags of the gathers, above every hand-off's (runtime/rank_worker.h),
+/// so that a gather never takes a hand-off's message.
+inline constexpr int64_t kGatherTextTag = int64_t{1} << 48;
+inline constexpr int64_t kGatherParameterTag = int64_t{2} << 48;
+inline constexpr int64_t kGatherStateTag = int64_t{3} << 48;  // a replica's share of a sharded optimizer
+
 /// Every rank of `group` calls it with its `text`: rank `root` gets all of
 /// them in the group's rank order (its own included), the others an empty
 /// vector. Ends with a barrier of the group, so the texts may change after.

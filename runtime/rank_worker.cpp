@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "ir/diagnostic.h"
+#include "runtime/optimizer_shard.h"
 
 namespace pf {
 
@@ -521,9 +522,28 @@ void RankWorker::update(const RankStep& step, double norm) {
   const double factor = step.clip > 0 ? clip_factor(norm, step.clip) : 1.0;
   for (PipelineStage* st : stages_) {
     current_stage_ = st->index;
+    // Every gradient, not only a sharded optimizer's share: the gradients
+    // a run saves are the clipped ones, whoever steps them.
     if (factor != 1.0) st->program->scale_grads(st->params.optimizer_params(), factor);
     st->optimizer->step(step.lr);
   }
+  if (groups_.shard_optimizer) share_updates();
+}
+
+// Replicas run on CPU devices only (Pipeline refuses others), so every
+// share lies in host memory, where the collective reads and writes it.
+void RankWorker::share_updates() {
+  for (size_t k = 0; k < stages_.size(); ++k) {
+    const CommGroup& group = groups_.stage_replicas[k];
+    if (group.ranks.size() < 2) continue;
+    PipelineStage& st = *stages_[k];
+    current_stage_ = st.index;
+    const std::vector<Param> params = st.params.optimizer_params();
+    for (const ShardPiece& piece : shard_pieces(params, static_cast<int>(group.ranks.size())))
+      comm_.broadcast(group, group.ranks[static_cast<size_t>(piece.replica)], params[piece.param].value + piece.offset,
+                      piece.count * static_cast<int64_t>(sizeof(float)));
+  }
+  current_stage_ = -1;
 }
 
 }  // namespace pf

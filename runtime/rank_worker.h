@@ -39,6 +39,9 @@ struct RankGroups {
   std::vector<CommGroup> stage_replicas;
   std::vector<TiedParam> tied;
   int replicas = 1;
+  /// Each replica of a stage steps a share of its parameters
+  /// (Plan::shard_optimizer): after the update the shares go round.
+  bool shard_optimizer = false;
 };
 
 /// What one step asks of every rank.
@@ -110,6 +113,9 @@ class RankWorker {
                        std::vector<float>& scratch);
   double grad_norm();
   void update(const RankStep& step, double norm);
+  /// With the optimizer sharded: each replica's updated share of every
+  /// stage's parameters to the other replicas.
+  void share_updates();
 
   int rank_;
   int microbatches_;

@@ -374,7 +374,7 @@ void Runtime::save_checkpoint(const std::string& path, const CheckpointNotes& no
   pipeline.copy_to_host();  // CUDA stages' weights and optimizer state
   // A shard per stage (a tied parameter in every stage holding it).
   Json entries = Json::array();
-  for (const auto& [stage, shard] : pipeline.checkpoint_shards())
+  for (const auto& [stage, shard] : impl_->collective([&] { return pipeline.checkpoint_shards(); }))
     entries.push_back(Json::parse(write_shard(path, stage, shard)));
   if (Communicator* comm = impl_->options.comm) {
     // Rank 0 writes the index once every shard is written.
@@ -434,7 +434,7 @@ CheckpointNotes Runtime::load_checkpoint(const std::string& path) {
 
   // Every tensor, weights and optimizer state, before anything changes.
   std::vector<std::pair<std::string, TensorType>> expected = impl_->parameter_types();
-  for (const StateBuffer& b : impl_->state_buffers()) expected.emplace_back(b.name, b.type);
+  for (const StateBuffer& b : impl_->state_buffers()) expected.emplace_back(b.name, b.whole);
   // Between processes, the other ranks' stages' tensors are theirs to check.
   check_tensors(file, expected, path, /*allow_unexpected=*/impl_->options.comm != nullptr);
 

@@ -8,6 +8,7 @@
 #include "backends/common/memory_plan.h"
 #include "backends/cpu/parallel.h"
 #include "ir/diagnostic.h"
+#include "runtime/optimizer_shard.h"
 #include "runtime/stage_executors.h"
 #include "runtime/train_options.h"
 
@@ -131,8 +132,9 @@ void StageProgram::copy_to_host(HandOff, int, std::span<const HandOffCopy> copie
     if (c.dst != c.src) std::memcpy(c.dst, c.src, static_cast<size_t>(c.bytes));
 }
 
-std::unique_ptr<Optimizer> StageProgram::make_optimizer(const TrainingOptions& options) {
-  return pf::make_optimizer(options.optimizer, params_->optimizer_params(), options.momentum, options.weight_decay);
+std::unique_ptr<Optimizer> StageProgram::make_optimizer(const TrainingOptions& options, int replica, int replicas) {
+  return pf::make_optimizer(options.optimizer, shard_params(params_->optimizer_params(), replica, replicas),
+                            options.momentum, options.weight_decay);
 }
 
 void StageProgram::read_grad(std::string_view name, float* host) {

@@ -129,8 +129,10 @@ class StageRunner {
   // ---- Parameters. The host ParameterSet holds every value and gradient;
   // a CUDA stage computes on device copies and brings them back on request.
 
-  /// The optimizer of this stage's parameters (a CUDA stage's steps on its device).
-  virtual std::unique_ptr<Optimizer> make_optimizer(const TrainingOptions& options) = 0;
+  /// The optimizer of this stage's parameters (a CUDA stage's steps on its
+  /// device): of all of them, or, with `replicas` > 1, of replica
+  /// `replica`'s share (shard_params: the state sharded over the replicas).
+  virtual std::unique_ptr<Optimizer> make_optimizer(const TrainingOptions& options, int replica, int replicas) = 0;
   /// After the host values (and the state of `optimizer`, when not null)
   /// changed: copies them to where the kernels read them.
   virtual void upload(const Optimizer* optimizer) = 0;

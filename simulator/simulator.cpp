@@ -62,6 +62,8 @@ PlanSimulation simulate_plan(const Plan& plan, const std::vector<Module>& progra
   PlanSimulation sim;
   sim.schedule = plan_schedule(plan);
   sim.replicas = replica_count(plan);
+  // A sharded optimizer: each replica keeps and steps 1/D of a stage's state.
+  const int state_share = plan.shard_optimizer ? sim.replicas : 1;
   const int p = sim.schedule.devices;
   const std::vector<DeviceEntry> entries = plan_device_entries(plan, profile);
   const int64_t m = plan.microbatches;
@@ -107,7 +109,7 @@ PlanSimulation simulate_plan(const Plan& plan, const std::vector<Module>& progra
     const DeviceEntry& device = entries[static_cast<size_t>(ps.device)];
     st.optimizer_s = update_time(device.profile.kind == profile.kind ? profile : device.profile, options.optimizer,
                                  optimizer, st.price.param_bytes) /
-                     device.threads;
+                     device.threads / state_share;
     chunks[static_cast<size_t>(ps.device)] += 1;
   }
 
@@ -139,6 +141,9 @@ PlanSimulation simulate_plan(const Plan& plan, const std::vector<Module>& progra
     st.all_reduce_start_s = last_grad[s];
     st.all_reduce_s = ring.seconds(static_cast<double>(st.price.param_bytes));
     done = std::max(done, st.all_reduce_start_s + st.all_reduce_s);
+    // Sharded, the replicas then gather each other's updated shares: half
+    // a ring all-reduce's traffic.
+    if (state_share > 1) st.optimizer_s += st.all_reduce_s / 2;
     sim.devices[static_cast<size_t>(st.device)].optimizer_s += st.optimizer_s;
   }
   sim.update_start_s = done;
@@ -150,7 +155,8 @@ PlanSimulation simulate_plan(const Plan& plan, const std::vector<Module>& progra
   std::vector<StageMemory> memory;
   for (const SimulatedStage& st : sim.stages)
     memory.push_back({2 * st.price.param_bytes + static_cast<int64_t>(optimizer.state_copies *
-                                                                          static_cast<double>(st.price.param_bytes)),
+                                                                          static_cast<double>(st.price.param_bytes) /
+                                                                          state_share),
                       st.price.slot_bytes});
   const MemoryPeaks peaks = memory_peaks(sim.schedule, sim.timeline, memory);
   for (size_t s = 0; s < n; ++s) {

@@ -32,7 +32,8 @@ struct SimulatedStage {
   double busy_s = 0;         // computing in the step
   double all_reduce_start_s = 0;  // its gradients' sum across replicas: after its last weight gradient
   double all_reduce_s = 0;        // 0 with one replica
-  double optimizer_s = 0;    // its optimizer's pass over its parameters
+  double optimizer_s = 0;    // its optimizer's pass over its parameters (a 1/D share, and the gathering of the
+                             // shares, where the plan shards the optimizer state)
   int64_t peak_memory_bytes = 0;
   int64_t memory_limit_bytes = 0;  // its device's memory over the stages the device holds
 };

@@ -81,6 +81,9 @@ void add_compile_command(CLI::App& app) {
   cmd->add_option("--memory-limit", o->memory_limit, "memory per device, e.g. 2GiB");
   cmd->add_option("--optimizer", o->compile.optimizer, "sgd or adamw (sizes the optimizer state)")
       ->check(CLI::IsMember({"sgd", "adamw"}));
+  cmd->add_flag("--shard-optimizer", o->compile.shard_optimizer,
+                "share each stage's optimizer state out between its data-parallel replicas (ZeRO stage 1): each "
+                "keeps and updates 1/D of it, then they exchange the updated weights");
   cmd->add_option("--split", o->split, "manual split: the layer indices where stages 2.. begin, e.g. 4,8,12");
   cmd->add_option("--cuts", o->compile.cuts,
                   "where stages may begin: layers (layer boundaries), any (inside layers too), products (inside a "

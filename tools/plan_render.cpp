@@ -95,7 +95,10 @@ std::string summary(const Plan& plan) {
   const int replicas = replica_count(plan);
   return fmt::format("@{}: {} on {}, {}{}, {}", plan.model_name, count(plan.stages.size(), "stage", "stages"),
                      count(plan.devices.size(), "device", "devices"),
-                     replicas > 1 ? fmt::format("{} data-parallel replicas, ", replicas) : "", plan.schedule,
+                     replicas > 1 ? fmt::format("{} data-parallel replicas{}, ", replicas,
+                                                plan.shard_optimizer ? " sharing the optimizer state" : "")
+                                  : "",
+                     plan.schedule,
                      count(static_cast<size_t>(plan.microbatches), "micro-batch", "micro-batches")) +
          (plan.virtual_stages > 1 ? fmt::format(", {} virtual stages", plan.virtual_stages) : "") +
          (plan.tensor_parallel > 1 ? fmt::format(", {} GPUs per device (tensor parallel, modelled)",

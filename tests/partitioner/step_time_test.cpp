@@ -89,6 +89,16 @@ TEST(StepTime, AddsTheExposedAllReduceAndTheOptimizer) {
   // A measured rate per parameter (25 f32 parameters here) replaces the bandwidth's.
   o.update_s_per_param = 0.2;
   EXPECT_DOUBLE_EQ(predict_step(t.graph, t.result, o).optimizer_s, 5.0);
+  // The state shared out between the 2 replicas: each updates half (2.5 s),
+  // then they gather the halves, half a ring all-reduce: 5 s.
+  o.shard_optimizer = true;
+  EXPECT_DOUBLE_EQ(predict_step(t.graph, t.result, o).optimizer_s, 2.5 + 5.0);
+  // At the bandwidth: half of the weights and gradients read, the weights
+  // written, and the state (a replica's share: AdamW's factor 2 / 2 = 1)
+  // read and written: (3 x 50 + 2 x 1 x 100) / 700.
+  o.update_s_per_param = 0;
+  o.optimizer_state_factor = 1.0;
+  EXPECT_DOUBLE_EQ(predict_step(t.graph, t.result, o).optimizer_s, 350.0 / 700 + 5.0);
 }
 
 }  // namespace

@@ -591,6 +591,22 @@ TEST(Plan, ReplicasRunThePipelineOnDevicesOfTheirOwn) {
               p.ranks[3].device = 1;
             }),
             "plan.json: rank 3 runs device 1, which another rank runs");
+
+  // The replicas may share the optimizer state out; the plan says so, and
+  // one replica has no one to share it with.
+  Plan shared = plan;
+  shared.shard_optimizer = true;
+  const std::string text = plan_to_json(shared);
+  EXPECT_NE(text.find("\"optimizer_state\": \"sharded\""), std::string::npos);
+  EXPECT_EQ(plan_from_json(text, "plan.json"), shared);
+  EXPECT_NE(plan_to_json(plan).find("\"optimizer_state\": \"replicated\""), std::string::npos);
+  EXPECT_EQ(plan_error([](Plan& p) { p.shard_optimizer = true; }),
+            "plan.json: the optimizer state is sharded over the data-parallel replicas, but the plan has one replica");
+  EXPECT_EQ(json_error([](Json& j) { j["optimizer_state"] = "zero3"; }),
+            "plan.json: optimizer_state must be \"sharded\" or \"replicated\", got \"zero3\"");
+  Json old = Json::parse(text);
+  old.erase("optimizer_state");  // a plan written before the field: replicated
+  EXPECT_FALSE(plan_from_json(old.dump(), "plan.json").shard_optimizer);
 }
 
 TEST(Plan, SendsAreReturnedValues) {

@@ -157,3 +157,15 @@ def test_bad_arguments_raise_value_error(cli_plan):
         pipeforge.Plan.load(cli_plan).dump("png")
     with pytest.raises(ValueError, match=r"^ops draws ops; it needs format 'dot' or 'svg'$"):
         pipeforge.Plan.load(cli_plan).dump("text", ops=True)
+
+
+def test_shard_optimizer_is_the_commands_flag(pipeforge_exe, tmp_path):
+    sharded = compile_mlp(data_parallel=2, shard_optimizer=True)
+    assert sharded.shard_optimizer and sharded.data_parallel == 2
+    assert not compile_mlp(data_parallel=2).shard_optimizer
+    sharded.save(tmp_path / "py.json")
+    run_command(pipeforge_exe, "compile", MLP, "--bind", MLP_BIND, "--devices", "cpu:2", "--microbatches", 4,
+                "--data-parallel", 2, "--shard-optimizer", "-o", tmp_path / "cli.json")
+    assert (tmp_path / "py.json").read_bytes() == (tmp_path / "cli.json").read_bytes()
+    with pytest.raises(pipeforge.Error, match="--shard-optimizer shares the optimizer state out"):
+        compile_mlp(shard_optimizer=True)

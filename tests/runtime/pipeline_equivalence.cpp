@@ -77,6 +77,7 @@ Plan make_plan(const Model& model, ScheduleKind kind, int devices, int micro, in
   for (int d = devices; d < devices * setup.replicas; ++d)
     plan.devices.push_back({fmt::format("cpu:{}", d), "cpu", 0, 1});
   plan.ranks = replicated_ranks(plan.stages, devices, setup.replicas);
+  plan.shard_optimizer = setup.shard_optimizer;
   return plan;
 }
 
@@ -124,8 +125,9 @@ void expect_tensors(Pipeline& pipeline, const std::map<std::string, std::vector<
 
 void expect_same(const Reference& ref, const Model& model, ScheduleKind kind, int devices, int micro, int virt,
                  const Placement& setup) {
-  SCOPED_TRACE(fmt::format("{} {} p={} m={} v={} d={} recompute {}", model.file, schedule_kind_name(kind), devices,
-                           micro, virt, setup.replicas, recompute_name(setup.recompute)));
+  SCOPED_TRACE(fmt::format("{} {} p={} m={} v={} d={}{} recompute {}", model.file, schedule_kind_name(kind), devices,
+                           micro, virt, setup.replicas, setup.shard_optimizer ? " (optimizer sharded)" : "",
+                           recompute_name(setup.recompute)));
   auto pipeline = make_pipeline(model, kind, devices, micro, virt, setup);
   Module full = load(model);
   DimBinding b = bind(full, model, kBatch);

@@ -56,6 +56,8 @@ struct Placement {
   /// Data-parallel replicas of the pipeline, each on devices of its own and
   /// 1/replicas of the batch.
   int replicas = 1;
+  /// The replicas share each stage's optimizer state out (Plan::shard_optimizer).
+  bool shard_optimizer = false;
   /// What each stage's backward computes again instead of stashing.
   Recompute recompute = Recompute::none;
   /// Loss, every gradient and every final weight, relative to the largest

@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <map>
 #include <string>
@@ -52,6 +53,40 @@ TEST_P(Equivalence, DataParallelReplicasMatchOneDevice) {
           setup.replicas = replicas;
           expect_same(ref, model, kind, devices, micro, virt, setup);
         }
+}
+
+// The replicas share each stage's optimizer state out, each stepping its
+// share and handing it to the others: the same numbers as one device, and
+// each replica holds its share of the state only (every replica of a stage
+// together: one copy's worth).
+TEST_P(Equivalence, ShardedOptimizerMatchesOneDevice) {
+  const Model& model = *GetParam();
+  Reference ref = single_device(model);
+  for (ScheduleKind kind : {ScheduleKind::one_f_one_b, ScheduleKind::zb_h1, ScheduleKind::interleaved,
+                            ScheduleKind::zb_v})
+    for (int replicas : {2, 3})
+      for (int devices : {1, 2}) {
+        const int virt = chunks_per_device(kind, kind == ScheduleKind::interleaved ? 2 : 1);
+        Placement setup;
+        setup.replicas = replicas;
+        setup.shard_optimizer = true;
+        expect_same(ref, model, kind, devices, 4, virt, setup);
+        const int64_t param_bytes = [&] {
+          int64_t total = 0;
+          for (const PlanStage& s : make_plan(model, kind, devices, 4, virt, setup).stages)
+            for (const PlanParam& p : s.params) total += p.type.bytes();
+          return total;
+        }();
+        const std::unique_ptr<Pipeline> pipeline = make_pipeline(model, kind, devices, 4, virt, setup);
+        ASSERT_TRUE(pipeline->optimizer_sharded());
+        int64_t state = 0, largest_share = 0;
+        for (const StageMemory& m : pipeline->memory()) {
+          state += m.optimizer_state;
+          largest_share = std::max(largest_share, m.optimizer_state);
+        }
+        EXPECT_EQ(state, param_bytes) << "momentum: one copy of every stage's parameters in all";
+        EXPECT_LT(largest_share, param_bytes / replicas + 64 * devices * virt) << "no replica holds more than its share";
+      }
 }
 
 // Layers computed again in the backward instead of stashed, whole or
@@ -110,6 +145,7 @@ TEST_P(Equivalence, RanksHoldingOnlyTheirOwnStagesMatchOneDevice) {
                              c.replicas));
     Placement setup;
     setup.replicas = c.replicas;
+    setup.shard_optimizer = c.replicas > 1;  // each rank steps its share, then the ranks trade them
     const Plan plan = make_plan(model, c.kind, c.devices, c.micro, c.virt, setup);
     const int ranks = static_cast<int>(plan.ranks.size());
     LocalWorld world(ranks, 20);

@@ -147,6 +147,19 @@ TEST(Simulator, ReplicasAddTheirGradientAllReduce) {
   EXPECT_NEAR(two.sim.stages[0].all_reduce_start_s, two.sim.walk_s, 1e-15);
   EXPECT_NEAR(two.sim.step_s - one4.sim.step_s, ring, 1e-12);
   EXPECT_EQ(one4.sim.stages[0].all_reduce_s, 0);
+
+  // The replicas sharing the optimizer state: each holds and steps half of
+  // AdamW's two moments, then gathers the other half of the weights (half
+  // a ring all-reduce).
+  Plan sharded_plan = chain_plan(2, "1f1b", 4, 2);
+  sharded_plan.shard_optimizer = true;
+  const Simulated sharded = run(sharded_plan, cluster);
+  for (size_t s = 0; s < 2; ++s) {
+    const SimulatedStage& whole = two.sim.stages[s];
+    const SimulatedStage& half = sharded.sim.stages[s];
+    EXPECT_EQ(whole.peak_memory_bytes - half.peak_memory_bytes, whole.price.param_bytes) << "stage " << s;
+    EXPECT_NEAR(half.optimizer_s, (whole.optimizer_s) / 2 + whole.all_reduce_s / 2, 1e-15) << "stage " << s;
+  }
 }
 
 TEST(Simulator, PeakMemoryIsParametersTimesCopiesPlusStashInFlight) {

@@ -1,12 +1,14 @@
 """Trains plans of the mlp example as processes and compares them with one device.
 
-    launch_matrix.py OUT_DIR PF CONFIG...     CONFIG: pp=P,dp=D,SCHEDULE[,v=V]
+    launch_matrix.py OUT_DIR PF CONFIG...     CONFIG: pp=P,dp=D,SCHEDULE[,v=V][,shard]
 
 For each configuration: compiles the plan (P devices x D replicas, 4
-micro-batches, the schedule, V virtual stages), trains it 2 steps with
-`pipeforge launch` (one process per rank) and as threads with `pipeforge run`,
-and prints one line: "pp=2 dp=2 zb1: processes = threads, and = one device
-within 1e-05", or what differs. One device is `pipeforge run mlp.pf` itself.
+micro-batches, the schedule, V virtual stages, the optimizer state shared out
+between the replicas with `shard`), trains it 2 steps with `pipeforge launch`
+(one process per rank) and as threads with `pipeforge run`, and prints one
+line: "pp=2 dp=2 zb1: processes = threads, and = one device within 1e-05"
+(the first step's gradients and the trained weights), or what differs. One
+device is `pipeforge run mlp.pf` itself.
 """
 
 import os
@@ -35,24 +37,36 @@ def same(a, b, tol):
 def main(argv):
     out, pf = argv[1], argv[2]
     mlp = os.path.join(EXAMPLES, "mlp.pf")
-    one = os.path.join(out, "one.safetensors")
-    run([pf, "run", mlp] + BIND + TRAIN + ["--save-grads", one])
+    one = os.path.join(out, "one")
+    run([pf, "run", mlp] + BIND + TRAIN + ["--save-grads", one + ".safetensors", "--save-weights", one + ".weights"])
     for config in argv[3:]:
-        fields = dict(f.split("=") if "=" in f else ("schedule", f) for f in config.split(","))
+        words = config.split(",")
+        fields = dict(f.split("=") if "=" in f else ("schedule", f) for f in words if f != "shard")
+        shard = "shard" in words
         p, d, v = int(fields["pp"]), int(fields["dp"]), int(fields.get("v", "1"))
-        name = f"pp={p} dp={d} {fields['schedule']}" + (f" v={v}" if v > 1 else "")
+        name = f"pp={p} dp={d} {fields['schedule']}" + (f" v={v}" if v > 1 else "") + (" shard" if shard else "")
         plan = os.path.join(out, config.replace(",", "_").replace("=", "") + ".json")
         run([pf, "compile", mlp] + BIND + ["--devices", f"cpu:{p}", "--data-parallel", str(d), "--microbatches", "4",
-                                          "--schedule", fields["schedule"], "--virtual", str(v), "-o", plan])
-        procs, threads = plan + ".procs.safetensors", plan + ".threads.safetensors"
-        run([pf, "launch", plan, "--"] + TRAIN + ["--save-grads", procs])
-        run([pf, "run", plan] + TRAIN + ["--save-grads", threads])
-        bitwise, why = same(procs, threads, 0)
-        close, why_one = same(procs, one, 1e-5)
-        if bitwise and close:
+                                          "--schedule", fields["schedule"], "--virtual", str(v), "-o", plan]
+            + (["--shard-optimizer"] if shard else []))
+        procs, threads = plan + ".procs", plan + ".threads"
+        run([pf, "launch", plan, "--"] + TRAIN + ["--save-grads", procs + ".safetensors", "--save-weights",
+                                                   procs + ".weights"])
+        run([pf, "run", plan] + TRAIN + ["--save-grads", threads + ".safetensors", "--save-weights",
+                                         threads + ".weights"])
+        why = []
+        for kind in (".safetensors", ".weights"):
+            bitwise, against_threads = same(procs + kind, threads + kind, 0)
+            close, against_one = same(procs + kind, one + kind, 1e-5)
+            what = "gradients" if kind == ".safetensors" else "weights"
+            if not bitwise:
+                why.append(f"{what} of processes against threads: {against_threads}")
+            if not close:
+                why.append(f"{what} against one device: {against_one}")
+        if not why:
             print(f"{name}: processes = threads, and = one device within 1e-05")
         else:
-            print(f"{name}: processes against threads: {why}; against one device: {why_one}")
+            print(f"{name}: " + "; ".join(why))
 
 
 if __name__ == "__main__":
