@@ -123,7 +123,7 @@ struct Session {
     binding = module.binding(pf::parse_binding(w.bind));
     pf::verify_module(module, binding, pf::VerifyOptions{true});
     pf::CompileOptions co;
-    co.devices = "cpu:1";
+    co.devices = fmt::format("cpu:1x{}", threads);  // the device runs its kernels on `threads` (run --threads)
     co.microbatches = 1;
     co.schedule = "gpipe";
     co.optimizer = "sgd";

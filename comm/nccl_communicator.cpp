@@ -13,105 +13,21 @@
 
 #include "backends/cuda/check.h"
 #include "comm/job_watch.h"
+#include "comm/nccl_staging.h"
 #include "ir/diagnostic.h"
 
 namespace pf {
 
 namespace {
 
+using nccl_staging::BlockPool;
+using nccl_staging::on_device;
+using nccl_staging::Transfer;
+
 // A message's header (tag, bytes) leads its staging blocks; a staged
 // payload follows at kPayload, aligned for any dtype.
 constexpr size_t kHeader = 2 * sizeof(int64_t);
 constexpr size_t kPayload = 256;
-
-/// Blocks of pinned host or device memory, reused: freeing either would
-/// synchronise the device, which may be waiting on another rank.
-class BlockPool {
- public:
-  explicit BlockPool(bool device) : device_(device) {}
-  ~BlockPool() {
-    for (const Block& b : blocks_) (void)(device_ ? cudaFree(b.p) : cudaFreeHost(b.p));
-  }
-  BlockPool(const BlockPool&) = delete;
-  BlockPool& operator=(const BlockPool&) = delete;
-
-  std::byte* acquire(size_t bytes) {
-    for (Block& b : blocks_)
-      if (!b.used && b.bytes >= bytes) {
-        b.used = true;
-        return b.p;
-      }
-    const size_t size = std::max<size_t>(bytes, 4096);
-    void* p = nullptr;
-    if (device_)
-      PF_CUDA_CHECK(cudaMalloc(&p, size));
-    else
-      PF_CUDA_CHECK(cudaMallocHost(&p, size));
-    blocks_.push_back({static_cast<std::byte*>(p), size, true});
-    return blocks_.back().p;
-  }
-  void release(std::byte* p) {
-    for (Block& b : blocks_)
-      if (b.p == p) b.used = false;
-  }
-
- private:
-  struct Block {
-    std::byte* p;
-    size_t bytes;
-    bool used;
-  };
-  bool device_;
-  std::vector<Block> blocks_;
-};
-
-/// One operation on a stream: its staging blocks (a pinned and a device one
-/// of `bytes`, or none) and the event after its last step. Its blocks go
-/// back to the pools only once it completed: after a failure a copy into
-/// them may still come, so they stay taken.
-class Transfer {
- public:
-  Transfer(BlockPool& host_pool, BlockPool& device_pool, cudaStream_t stream, size_t bytes)
-      : host_pool_(host_pool), device_pool_(device_pool), stream_(stream) {
-    PF_CUDA_CHECK(cudaEventCreateWithFlags(&done_, cudaEventDisableTiming));
-    if (bytes == 0) return;
-    host = host_pool.acquire(bytes);
-    device = device_pool.acquire(bytes);
-  }
-  ~Transfer() {
-    if (done_) (void)cudaEventDestroy(done_);
-    if (!complete) return;
-    if (host) host_pool_.release(host);
-    if (device) device_pool_.release(device);
-  }
-  Transfer(const Transfer&) = delete;
-  Transfer& operator=(const Transfer&) = delete;
-
-  void record() { PF_CUDA_CHECK(cudaEventRecord(done_, stream_)); }
-  cudaEvent_t done() const { return done_; }
-  cudaStream_t stream() const { return stream_; }
-
-  std::byte* host = nullptr;
-  std::byte* device = nullptr;
-  bool complete = false;
-
- private:
-  BlockPool& host_pool_;
-  BlockPool& device_pool_;
-  cudaStream_t stream_;
-  cudaEvent_t done_ = nullptr;
-};
-
-/// Whether NCCL may read or write `p` in place: device (or managed) memory.
-/// Host memory, pinned or not, is staged.
-bool on_device(const void* p) {
-  cudaPointerAttributes a{};
-  if (cudaPointerGetAttributes(&a, p) != cudaSuccess) {
-    (void)cudaGetLastError();  // an unknown pointer: host memory
-    return false;
-  }
-  return a.type == cudaMemoryTypeDevice || a.type == cudaMemoryTypeManaged;
-}
 
 template <class T>
 ncclDataType_t nccl_type();

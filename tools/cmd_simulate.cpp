@@ -38,7 +38,11 @@ std::string render(const Plan& plan, const PlanSimulation& sim, const DeviceProf
   if (sim.replicas > 1) {
     double longest = 0;
     for (const SimulatedStage& st : sim.stages) longest = std::max(longest, st.all_reduce_s);
-    out += fmt::format("all-reduce over {} replicas: {} ms for the largest stage\n", sim.replicas, ms(longest));
+    out += fmt::format("all-reduce over {} replicas: {} ms for the largest stage{}\n", sim.replicas, ms(longest),
+                       plan.shard_optimizer ? fmt::format("; each replica holds and updates 1/{} of the optimizer "
+                                                          "state, then gathers the updated weights",
+                                                          sim.replicas)
+                                            : "");
   }
   out.append(fmt::format("step {} ms (schedule {} ms)  bubble {:.1f}%", ms(sim.step_s), ms(sim.walk_s),
                          100 * sim.bubble));
