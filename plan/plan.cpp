@@ -9,10 +9,14 @@
 #include <set>
 
 #include "ir/diagnostic.h"
+#include "runtime/schedule.h"
 
 namespace pf {
 
-bool schedule_splits_backward(std::string_view kind) { return kind == "zb1" || kind == "zbv"; }
+bool schedule_splits_backward(std::string_view kind) {
+  const std::optional<ScheduleKind> parsed = parse_schedule_kind(kind);
+  return parsed && splits_backward(*parsed);
+}
 
 bool plan_recomputes(const Plan& plan) {
   return std::any_of(plan.stages.begin(), plan.stages.end(),
