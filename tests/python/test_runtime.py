@@ -203,3 +203,21 @@ def test_checkpoint_round_trip(plan, tmp_path):
     with pytest.raises(pipeforge.Error) as caught:
         pipeforge.Runtime(plan, optimizer="sgd").load_checkpoint(tmp_path / "ck")
     assert str(caught.value) == f"{tmp_path / 'ck'}: the checkpoint holds adamw state but this run trains with sgd"
+
+
+def test_a_sharded_optimizer_trains_and_checkpoints_as_a_replicated_one(tmp_path):
+    # Two replicas of two stages; sharing the optimizer state out changes
+    # neither the losses nor the weights, and either resumes from the other.
+    batch, later = mlp_batch(seed=8), mlp_batch(seed=9)
+    whole = pipeforge.compile(MLP, devices="cpu:2", microbatches=2, data_parallel=2, bind=MLP_BIND)
+    shared = pipeforge.compile(MLP, devices="cpu:2", microbatches=2, data_parallel=2, bind=MLP_BIND,
+                               shard_optimizer=True)
+    a, losses_a = trained(whole, 2, batch)
+    b, losses_b = trained(shared, 2, batch)
+    assert losses_a == losses_b
+    assert_same_state(a.state_dict(), b.state_dict())
+    b.save_checkpoint(tmp_path / "shared")
+    c = pipeforge.Runtime(whole, seed=99)
+    c.load_checkpoint(tmp_path / "shared")
+    assert [c.train_step(later)] == [a.train_step(later)]
+    assert_same_state(c.state_dict(), a.state_dict())
