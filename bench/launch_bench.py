@@ -25,7 +25,8 @@ import tempfile
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL = os.path.join(ROOT, "examples", "gpt.pf")
 BIND = ["--bind", "L=4,C=256,H=4,T=64,S=64,V=2048", "--batch", "16"]
-LAYOUTS = [("pp=2 dp=1", ["--devices", "cpu:2"]), ("pp=1 dp=2", ["--devices", "cpu:1", "--data-parallel", "2"])]
+LAYOUTS = [("pp=2 dp=1", ["--devices", "cpu:2"]), ("pp=1 dp=2", ["--devices", "cpu:1", "--data-parallel", "2"]),
+           ("pp=1 dp=2 sharded", ["--devices", "cpu:1", "--data-parallel", "2", "--shard-optimizer"])]
 STEP = re.compile(r"^step +(\d+) .* ([0-9.]+) ms ")
 
 

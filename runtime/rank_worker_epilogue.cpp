@@ -179,8 +179,12 @@ void RankWorker::update(const RankStep& step, double norm) {
   if (groups_.shard_optimizer) share_updates();
 }
 
-// Replicas run on CPU devices only (Pipeline refuses others), so every
-// share lies in host memory, where the collective reads and writes it.
+// Each replica's updated share goes to the others in one collective: its
+// pieces laid end to end in the stage's replica buffer (which the gradients'
+// sum is done with by now), then copied back into place. Replicas run on
+// CPU devices only (Pipeline refuses others), so every share lies in host
+// memory. One broadcast per piece instead cost 20 % of a 2-replica GPT step
+// between processes, a collective's latency per parameter.
 void RankWorker::share_updates() {
   for (size_t k = 0; k < stages_.size(); ++k) {
     const CommGroup& group = groups_.stage_replicas[k];
@@ -188,9 +192,30 @@ void RankWorker::share_updates() {
     PipelineStage& st = *stages_[k];
     current_stage_ = st.index;
     const std::vector<Param> params = st.params.optimizer_params();
-    for (const ShardPiece& piece : shard_pieces(params, static_cast<int>(group.ranks.size())))
-      comm_.broadcast(group, group.ranks[static_cast<size_t>(piece.replica)], params[piece.param].value + piece.offset,
-                      piece.count * static_cast<int64_t>(sizeof(float)));
+    const std::vector<ShardPiece> pieces = shard_pieces(params, static_cast<int>(group.ranks.size()));
+    std::vector<float>& packed = replica_buffers_[k];
+    for (size_t r = 0; r < group.ranks.size(); ++r) {
+      const bool mine = group.ranks[r] == rank_;
+      size_t floats = 0;
+      for (const ShardPiece& piece : pieces)
+        if (piece.replica == static_cast<int>(r)) floats += static_cast<size_t>(piece.count);
+      if (floats == 0) continue;
+      packed.resize(std::max(packed.size(), floats));
+      float* at = packed.data();
+      for (const ShardPiece& piece : pieces)
+        if (piece.replica == static_cast<int>(r) && mine) {
+          const float* from = params[piece.param].value + piece.offset;
+          at = std::copy(from, from + piece.count, at);
+        }
+      comm_.broadcast(group, group.ranks[r], packed.data(), static_cast<int64_t>(floats * sizeof(float)));
+      if (mine) continue;
+      const float* from = packed.data();
+      for (const ShardPiece& piece : pieces)
+        if (piece.replica == static_cast<int>(r)) {
+          std::copy(from, from + piece.count, params[piece.param].value + piece.offset);
+          from += piece.count;
+        }
+    }
   }
   current_stage_ = -1;
 }
