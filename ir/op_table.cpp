@@ -145,6 +145,11 @@ double attention_scale(const OpAttrs& attrs, const TensorType& q) {
   return attrs.get_real("scale", 1.0 / std::sqrt(static_cast<double>(std::max<int64_t>(d, 1))));
 }
 
+DType attention_lse_dtype(DType q) { return q == DType::bf16 || q == DType::f16 ? DType::f32 : q; }
+
+bool keeps_f32_operand(OpKind op, size_t operand) { return op == OpKind::attention_grad && operand == 5; }
+bool keeps_f32_result(OpKind op, size_t result) { return op == OpKind::attention && result == 1; }
+
 bool attention_bthd(const OpAttrs& attrs) {
   const std::string_view layout = attrs.get_string("layout", "bhtd");
   if (layout != "bhtd" && layout != "bthd")

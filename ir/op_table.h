@@ -135,6 +135,17 @@ bool attention_bthd(const OpAttrs& attrs);
 /// The heads of q (which the shape rule has checked) under the op's layout.
 AttentionHeads attention_heads(const OpAttrs& attrs, const TensorType& q);
 
+/// The element type of attention's lse for q of type `q`: f32 for the half
+/// types (the backward computes exp(s - lse), and a bf16 lse near 8 is off by
+/// up to 0.03, every probability of its row by 3 %), q's own otherwise.
+DType attention_lse_dtype(DType q);
+
+/// The float operands and results that an executor storing floats in a half
+/// type keeps in f32, for the same reason: attention's lse (its result 1,
+/// and attention_grad's operand 5, where a backward reads it from the stash).
+bool keeps_f32_operand(OpKind op, size_t operand);
+bool keeps_f32_result(OpKind op, size_t result);
+
 // Shape and cost rules, defined in shape_rules.cpp and cost_rules.cpp.
 namespace rules {
 #define PF_OP(name)                                               \

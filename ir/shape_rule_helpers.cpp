@@ -184,7 +184,7 @@ Types attention_like(const ShapeContext& ctx) {
   if (!(scale > 0) || !std::isfinite(scale)) fail(fmt::format("scale must be positive and finite, got {}", scale));
   Shape rows(q.shape.begin(), q.shape.end() - 1);  // [..., H, T] or [..., T, H]
   if (bthd) std::swap(rows[rows.size() - 1], rows[rows.size() - 2]);
-  return {q, {q.dtype, std::move(rows)}};
+  return {q, {attention_lse_dtype(q.dtype), std::move(rows)}};
 }
 
 }  // namespace pf::rules

@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "ir/op_table.h"
 #include "passes/autodiff.h"
 #include "passes/cost_summary.h"
 
@@ -58,10 +59,12 @@ CostGraph build_cost_graph(const Function& graph, const DimBinding& binding, con
                            const CostGraphOptions& options) {
   CostGraph cg;
   cg.cut_candidates = cut_candidates(graph, options.cuts);
-  // What an activation takes as stored and sent.
-  auto activation_bytes = [&](ValueId v) {
+  // What an activation takes as stored and sent (the few results a half
+  // type keeps in f32 at their own size).
+  auto activation_bytes = [&](ValueId v, bool keeps_f32 = false) {
     const TensorType& type = graph.type_of(v);
-    if (options.float_activation_bytes > 0 && is_float(type.dtype)) return type.numel() * options.float_activation_bytes;
+    if (options.float_activation_bytes > 0 && is_float(type.dtype) && !keeps_f32)
+      return type.numel() * options.float_activation_bytes;
     return type.bytes();
   };
   const auto users = graph.users();
@@ -95,9 +98,11 @@ CostGraph build_cost_graph(const Function& graph, const DimBinding& binding, con
                     [&](ValueId r) { return options.recomputed[static_cast<size_t>(r)]; }))
       node.backward_s += node.forward_s;
     // What the backward reads of the op's results (all of them when unknown).
-    for (ValueId r : op.results)
+    for (size_t k = 0; k < op.results.size(); ++k) {
+      const ValueId r = op.results[k];
       if (!is_replicated_source(op) && (options.stashed.empty() || options.stashed[static_cast<size_t>(r)]))
-        node.stash_bytes += activation_bytes(r);
+        node.stash_bytes += activation_bytes(r, keeps_f32_result(op.kind, k));
+    }
     // The weight part of a split backward reads the output gradient of each
     // op whose weight it differentiates; the other ops' parameter gradients
     // (biases, norms) read one of those or are no larger than their weights.

@@ -283,13 +283,14 @@ class FuseAttentionPass final : public Pass {
       Op& pv = f.ops[i];
       const ValueId out = pv.results[0];
       const TensorType& q_type = f.type_of(mt->q);
-      const TensorType lse_type{q_type.dtype, Shape(q_type.shape.begin(), q_type.shape.end() - 1)};
+      const TensorType lse_type{attention_lse_dtype(q_type.dtype), Shape(q_type.shape.begin(), q_type.shape.end() - 1)};
       const ValueId lse = f.add_value(fresh_name(f, f.values[out].name + ".lse"), pv.loc);
       f.values[lse].type = lse_type;
       f.values[lse].def_op = static_cast<int>(i);
       SymType o_sym = pv.declared.empty() ? SymType::from(*f.values[out].type) : pv.declared[0];
       SymType lse_sym = o_sym;
       lse_sym.dims.pop_back();
+      lse_sym.dtype = lse_type.dtype;
       Op fused;
       fused.kind = OpKind::attention;
       fused.operands = {mt->q, mt->k, mt->v};

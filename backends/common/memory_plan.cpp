@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <limits>
 
+#include "backends/common/compiled_function.h"
 #include "ir/align.h"
 #include "ir/diagnostic.h"
 
@@ -66,6 +67,7 @@ MemoryPlan plan_memory(const Function& f, DType float_dtype, const std::vector<b
     for (ValueId u : f.ops[i].operands) last[root[u]] = std::max(last[root[u]], time_of(i));
   for (ValueId r : f.returns) last[root[r]] = end;
 
+  const std::vector<DType> stored = stored_dtypes(f, float_dtype);
   MemoryPlan plan;
   plan.offset.assign(n, -1);
   plan.bytes.assign(n, 0);
@@ -74,7 +76,7 @@ MemoryPlan plan_memory(const Function& f, DType float_dtype, const std::vector<b
     if (root[v] != static_cast<ValueId>(v) || external[v]) continue;
     const Value& value = f.values[v];
     if (!value.type) throw Error(fmt::format("memory plan of @{}: %{} has no type (verify first)", f.name, value.name));
-    plan.bytes[v] = align_up(stored_bytes(*value.type, float_dtype), kArenaAlignment);
+    plan.bytes[v] = align_up(value.type->numel() * dtype_size(stored[v]), kArenaAlignment);
     plan.naive_bytes += plan.bytes[v];
     if (plan.bytes[v] == 0) {
       plan.offset[v] = 0;  // nothing is ever written: any aligned offset will do

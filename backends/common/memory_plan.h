@@ -29,7 +29,8 @@ struct MemoryPlan {
   int64_t naive_bytes = 0;
 };
 
-/// Plans a verified function's values into one arena.
+/// Plans a verified function's values into one arena, each of the size an
+/// executor storing floats as `float_dtype` gives it (stored_dtypes).
 ///
 /// Liveness: a value is live from its defining op's time (an argument from
 /// before the first op) to its last use's; a returned value stays live to the end of

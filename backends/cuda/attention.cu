@@ -63,7 +63,7 @@ __device__ void load_rows(const T* src, int first, const Geometry& g, float* row
 
 // One block: kWarps query rows of one head (blockIdx.y); warp w owns row blockIdx.x * kWarps + w.
 template <class T>
-__global__ void __launch_bounds__(kWarps * kWarp) forward_kernel(const T* q, const T* k, const T* v, T* o, T* lse,
+__global__ void __launch_bounds__(kWarps * kWarp) forward_kernel(const T* q, const T* k, const T* v, T* o, float* lse,
                                                                  Geometry g) {
   __shared__ float ks[kTile * kStride], vs[kTile * kStride], qs[kWarps * kMaxHead];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -110,7 +110,7 @@ __global__ void __launch_bounds__(kWarps * kWarp) forward_kernel(const T* q, con
     const int x = lane + u * kWarp;
     if (x < g.d) o[base + row * g.stride + x] = from_float<T>(acc[u] / l);
   }
-  if (lane == 0) lse[blockIdx.y * int64_t{g.t} + row] = from_float<T>(m + logf(l));
+  if (lane == 0) lse[blockIdx.y * int64_t{g.t} + row] = m + logf(l);
 }
 
 // delta[n, i] = sum_x g[n, i, x] o[n, i, x]: a warp per row.
@@ -132,7 +132,7 @@ __global__ void delta_kernel(const T* grad, const T* o, float* delta, Geometry g
 // running maximum: dq_i = scale * sum_j p_ij (dp_ij - delta_i) k_j.
 template <class T>
 __global__ void __launch_bounds__(kWarps * kWarp) dq_kernel(const T* grad, const T* q, const T* k, const T* v,
-                                                            const T* lse, const float* delta, T* dq, Geometry g) {
+                                                            const float* lse, const float* delta, T* dq, Geometry g) {
   __shared__ float ks[kTile * kStride], vs[kTile * kStride], qs[kWarps * kMaxHead], gs[kWarps * kMaxHead];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int64_t base = g.base(blockIdx.y);
@@ -141,7 +141,7 @@ __global__ void __launch_bounds__(kWarps * kWarp) dq_kernel(const T* grad, const
   load_rows<kWarps, kMaxHead>(q + base, row0, g, qs);
   load_rows<kWarps, kMaxHead>(grad + base, row0, g, gs);
   const int64_t stat = blockIdx.y * int64_t{g.t} + row;
-  const float row_lse = active ? to_float(lse[stat]) : 0.f, row_delta = active ? delta[stat] : 0.f;
+  const float row_lse = active ? lse[stat] : 0.f, row_delta = active ? delta[stat] : 0.f;
   float acc[kPerLane] = {};
   const int end = g.causal ? min(g.t, row0 + kWarps) : g.t;
   for (int j0 = 0; j0 < end; j0 += kTile) {
@@ -183,7 +183,7 @@ __global__ void __launch_bounds__(kWarps * kWarp) dq_kernel(const T* grad, const
 //   dv_j = sum_i p_ij g_i,  dk_j = scale * sum_i p_ij (dp_ij - delta_i) q_i.
 template <class T>
 __global__ void __launch_bounds__(kWarps * kWarp) dkv_kernel(const T* grad, const T* q, const T* k, const T* v,
-                                                             const T* lse, const float* delta, T* dk, T* dv,
+                                                             const float* lse, const float* delta, T* dk, T* dv,
                                                              Geometry g) {
   __shared__ float qs[kWarps * kMaxHead], gs[kWarps * kMaxHead], stats[2 * kWarps];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -207,7 +207,7 @@ __global__ void __launch_bounds__(kWarps * kWarp) dkv_kernel(const T* grad, cons
     load_rows<kWarps, kMaxHead>(grad + base, i0, g, gs);
     if (threadIdx.x < kWarps && i0 + static_cast<int>(threadIdx.x) < g.t) {
       const int64_t stat = blockIdx.y * int64_t{g.t} + i0 + threadIdx.x;
-      stats[threadIdx.x] = to_float(lse[stat]);
+      stats[threadIdx.x] = lse[stat];
       stats[kWarps + threadIdx.x] = delta[stat];
     }
     __syncthreads();
@@ -260,7 +260,7 @@ void check_grid(const Geometry& g) {
   if (g.heads > 65535) throw Error("attention: " + std::to_string(g.heads) + " heads exceed the cuda grid (65535)");
 }
 
-// operands q, k, v [..., H, T, D] or [..., T, H, D] (layout); results o of their type, lse [..., H, T].
+// operands q, k, v [..., H, T, D] or [..., T, H, D] (layout); results o of their type, lse [..., H, T] in f32.
 template <class T>
 void attention(const KernelArgs& args, const LaunchContext& ctx) {
   const Geometry g = geometry_of(args, args.in_types[0]);
@@ -269,7 +269,7 @@ void attention(const KernelArgs& args, const LaunchContext& ctx) {
   const dim3 grid(row_blocks(g.t, kWarps), static_cast<unsigned>(g.heads));
   forward_kernel<T><<<grid, kWarps * kWarp, 0, ctx.stream>>>(
       static_cast<const T*>(args.in[0]), static_cast<const T*>(args.in[1]), static_cast<const T*>(args.in[2]),
-      static_cast<T*>(args.out[0]), static_cast<T*>(args.out[1]), g);
+      static_cast<T*>(args.out[0]), static_cast<float*>(args.out[1]), g);
   PF_CUDA_CHECK_LAUNCH();
 }
 
@@ -279,17 +279,18 @@ void attention_grad(const KernelArgs& args, const LaunchContext& ctx) {
   const Geometry g = geometry_of(args, args.in_types[1]);
   if (g.heads == 0 || g.t == 0) return;
   check_grid(g);
-  const T* in[6];
-  for (int i = 0; i < 6; ++i) in[i] = static_cast<const T*>(args.in[i]);
+  const T* in[5];
+  for (int i = 0; i < 5; ++i) in[i] = static_cast<const T*>(args.in[i]);
+  const auto* lse = static_cast<const float*>(args.in[5]);  // f32 for either T
   const int64_t rows = g.heads * g.t;
   auto* delta = static_cast<float*>(ctx.scratch(static_cast<size_t>(rows) * sizeof(float)));  // (N, T)
   delta_kernel<T><<<blocks_for(rows * kWarp), kThreads, 0, ctx.stream>>>(in[0], in[4], delta, g);
   PF_CUDA_CHECK_LAUNCH();
   dq_kernel<T><<<dim3(row_blocks(g.t, kWarps), static_cast<unsigned>(g.heads)), kWarps * kWarp, 0, ctx.stream>>>(
-      in[0], in[1], in[2], in[3], in[5], delta, static_cast<T*>(args.out[0]), g);
+      in[0], in[1], in[2], in[3], lse, delta, static_cast<T*>(args.out[0]), g);
   PF_CUDA_CHECK_LAUNCH();
   dkv_kernel<T><<<dim3(row_blocks(g.t, kTile), static_cast<unsigned>(g.heads)), kWarps * kWarp, 0, ctx.stream>>>(
-      in[0], in[1], in[2], in[3], in[5], delta, static_cast<T*>(args.out[1]), static_cast<T*>(args.out[2]), g);
+      in[0], in[1], in[2], in[3], lse, delta, static_cast<T*>(args.out[1]), static_cast<T*>(args.out[2]), g);
   PF_CUDA_CHECK_LAUNCH();
 }
 

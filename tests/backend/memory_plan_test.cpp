@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "backends/common/compiled_function.h"
 #include "ir/diagnostic.h"
 #include "ir/parser.h"
 #include "ir/verifier.h"
@@ -170,6 +171,33 @@ graph @g(%x: f32[3], %ids: i64[5]) -> (f32[3], i64[5], bool[4,4]) {
   EXPECT_EQ(stored_bytes(f.type_of(f.find_value("j")), DType::f32), 40);
   EXPECT_EQ(plan.arena_bytes, 3 * 64);
   expect_no_overlap(f, plan, DType::f64, external);
+}
+
+// attention's lse stays in f32 under a half float dtype, in the forward that
+// writes it and in a backward that reads it from the stash; f64 keeps f64.
+TEST(MemoryPlan, AttentionLseKeepsF32UnderBf16) {
+  const char* text = R"(
+func @fwd(%q: f32[2,16,8]) -> (f32[2,16,8], f32[2,16]) {
+  %o, %lse = attention %q, %q, %q causal=true : f32[2,16,8], f32[2,16]
+  return %o, %lse
+}
+graph @bwd(%g: f32[2,16,8], %q: f32[2,16,8], %o: f32[2,16,8], %lse: f32[2,16]) -> f32[2,16,8] {
+  %dq, %dk, %dv = attention_grad %g, %q, %q, %q, %o, %lse causal=true : f32[2,16,8], f32[2,16,8], f32[2,16,8]
+  return %dq
+}
+)";
+  Module m = verified_module(text);
+  const Function& fwd = *m.find_function("fwd");
+  const Function& bwd = *m.find_function("bwd");
+  const std::vector<DType> stored = stored_dtypes(fwd, DType::bf16);
+  EXPECT_EQ(stored[fwd.find_value("o")], DType::bf16);
+  EXPECT_EQ(stored[fwd.find_value("lse")], DType::f32);
+  EXPECT_EQ(stored_dtypes(bwd, DType::bf16)[bwd.find_value("lse")], DType::f32);
+  EXPECT_EQ(stored_dtypes(bwd, DType::bf16)[bwd.find_value("o")], DType::bf16);
+  EXPECT_EQ(stored_dtypes(fwd, DType::f64)[fwd.find_value("lse")], DType::f64);
+  const MemoryPlan plan = plan_memory(fwd, DType::bf16, args_and_params(fwd));
+  EXPECT_EQ(plan.bytes[fwd.find_value("o")], 2 * 16 * 8 * 2);
+  EXPECT_EQ(plan.bytes[fwd.find_value("lse")], 2 * 16 * 4);  // 64 in bf16
 }
 
 TEST(MemoryPlan, AliasesShareTheirTargetsBytesAndExtendItsLife) {

@@ -302,13 +302,21 @@ OpAttrs attrs_of(const Case& c, DType floats) {
   return attrs;
 }
 
+// How operand `i` of `c` is stored when floats are stored as `floats`: an
+// executor keeps attention's lse in f32 under bf16.
+DType operand_dtype(const Case& c, size_t i, DType floats) {
+  const DType t = c.in[i].type.dtype;
+  return is_float(t) && keeps_f32_operand(c.op, i) ? DType::f32 : retype(t, floats);
+}
+
 // The CPU kernel in f32 on values rounded to `floats` (f32 or bf16).
 Outcome run_cpu(const Case& c, DType floats) {
   std::vector<TensorType> in_types, declared;
   std::vector<std::vector<std::byte>> in_bytes;
-  for (const Tensor& t : c.in) {
+  for (size_t i = 0; i < c.in.size(); ++i) {
+    const Tensor& t = c.in[i];
     Tensor r = t;
-    if (floats == DType::bf16 && is_float(t.type.dtype))
+    if (operand_dtype(c, i, floats) == DType::bf16)
       for (double& v : r.v) v = bf16_to_float(bf16_bits(static_cast<float>(v)));
     in_types.push_back(r.type);
     in_bytes.push_back(encode(r, r.type.dtype));
@@ -333,8 +341,9 @@ Outcome run_cuda(CudaDevice& device, const Case& c, DType floats) {
   using testing::DeviceBuffer;
   std::vector<TensorType> in_types, declared;
   std::vector<DeviceBuffer> ins, outs;
-  for (const Tensor& t : c.in) {
-    const DType dt = retype(t.type.dtype, floats);
+  for (size_t i = 0; i < c.in.size(); ++i) {
+    const Tensor& t = c.in[i];
+    const DType dt = operand_dtype(c, i, floats);
     in_types.push_back({dt, t.type.shape});
     const std::vector<std::byte> bytes = encode(t, dt);
     ins.emplace_back(bytes.data(), bytes.size());

@@ -159,6 +159,22 @@ graph @g(%x: f32[4,3], %t: i32[4]) -> f32[] {
   EXPECT_EQ(stash_of(known).at("r"), 40);
 }
 
+TEST(CostGraph, AttentionsLseIsStashedInF32UnderBf16) {
+  Module m = parse_module_text("t.pf", R"(
+graph @g(%q: f32[2,4,8]) -> f32[2,4,8] {
+  %o, %lse = attention %q, %q, %q causal=true : f32[2,4,8], f32[2,4]
+  return %o
+}
+)");
+  verify_module(m, m.binding());
+  CostGraphOptions bf16;
+  bf16.float_activation_bytes = 2;
+  const CostGraph cg = build_cost_graph(
+      m.graph(), m.binding(), [](const Function&, const Op&, const OpCost&) { return OpTiming{}; }, bf16);
+  ASSERT_EQ(cg.nodes.size(), 1u);
+  EXPECT_EQ(cg.nodes[0].stash_bytes, 2 * 4 * 8 * 2 + 2 * 4 * 4);  // o in bf16, lse in f32
+}
+
 TEST(Compile, CutsInsideALayerWhenThatBalancesTheStages) {
   // The 4-block GPT's best split at layer boundaries leaves the halves 17 %
   // apart; inside a block the compiler finds a split within 5 %, keeps
