@@ -1,5 +1,6 @@
 // Pipelined training on this machine's cores against the ideal pipeline:
-// p = 2 stages of one core each, 1F1B and ZB-H1, m = 8 micro-batches. Prints
+// p = 2 stages of one core each, 1F1B, ZB-H1, ZB-V and zbi over 4 chunks
+// per core, m = 8 micro-batches. Prints
 // one table: throughput against p * (one-core throughput) * (1 - bubble), the
 // schedule's bubble on unit costs (m / (m + p - 1) of busy time for 1F1B), the
 // measured bubble against that theory, and the runtime's overhead per action.
@@ -60,7 +61,7 @@ class Pipelined {
   /// micro-batch as the stages compute it (the same GEMM shapes, no
   /// pipeline), then one optimizer step.
   Pipelined(const Workload& w, const std::string& schedule, int p, int m, const std::string& profile,
-            const std::string& cuts = "auto")
+            const std::string& cuts = "auto", int virtual_stages = 1)
       : p_(p) {
     Module model = load_workload(w);
     DimBinding b = model.binding(w.overrides);
@@ -71,6 +72,7 @@ class Pipelined {
     co.schedule = schedule;
     co.profile = profile;
     co.cuts = cuts;
+    co.virtual_stages = virtual_stages;
     CompileResult compiled = compile_plan(std::move(model), b, w.file, co);
     PipelineOptions po;
     po.trace = true;  // receives too: their waits are not overhead
@@ -145,15 +147,18 @@ int main(int argc, char** argv) {
              "overhead per action | busy per device (ms) | split |\n");
   fmt::print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
   const int p = 2, m = 8;
-  // (schedule, cuts) per row.
-  const std::vector<std::pair<std::string, std::string>> configs = {
-      {"1f1b", "auto"}, {"zb1", "auto"}, {"zbv", "auto"}, {"1f1b", "any"}};
+  struct Config {
+    std::string schedule, cuts;
+    int virtual_stages;
+  };
+  const std::vector<Config> configs = {
+      {"1f1b", "auto", 1}, {"zb1", "auto", 1}, {"zbv", "auto", 2}, {"zbi", "auto", 4}, {"1f1b", "any", 1}};
   for (const Workload& w : workloads) {
     if (w.name.find(only) == std::string::npos) continue;
     Pipelined whole(w, "1f1b", 1, 1, profile), micro(w, "1f1b", 1, m, profile);
     std::vector<std::unique_ptr<Pipelined>> pipelines;
-    for (const auto& [schedule, cuts] : configs)
-      pipelines.push_back(std::make_unique<Pipelined>(w, schedule, p, m, profile, cuts));
+    for (const Config& c : configs)
+      pipelines.push_back(std::make_unique<Pipelined>(w, c.schedule, p, m, profile, c.cuts, c.virtual_stages));
     // A warm-up step each, then the rounds.
     whole.step();
     micro.step();
@@ -185,8 +190,10 @@ int main(int argc, char** argv) {
         busy += fmt::format("{}{:.0f}", d ? " / " : "", median(of_device) * 1e3);
       }
       const double base = batch / median(micro_s);
-      const auto& [schedule, cuts] = configs[i];
-      const std::string label = cuts == "auto" ? schedule : schedule + ", cuts " + cuts;
+      const Config& c = configs[i];
+      std::string label = c.schedule;
+      if (c.schedule == "zbi" || c.schedule == "interleaved") label += fmt::format(" v={}", c.virtual_stages);
+      if (c.cuts != "auto") label += ", cuts " + c.cuts;
       fmt::print("| {} | {} | {} | {} | {:.1f} | {:.1f} | {:.1f} | {:.1f} | {:.1f}% | {:.1f}% | {:.1f}% | {:.0f} us | {} | "
                  "{} |\n",
                  w.name, label, p, m, batch / median(whole_s), base, batch / median(seconds),

@@ -257,7 +257,10 @@ CompileResult compile_once(Module model, const DimBinding& binding, const std::s
 
 std::vector<std::string> auto_schedules(const CompileOptions& options) {
   std::vector<std::string> out = {"1f1b", "zb1", "zbv"};
-  if (options.virtual_stages > 1) out.push_back("interleaved");
+  if (options.virtual_stages > 1) {
+    out.push_back("interleaved");
+    out.push_back("zbi");
+  }
   return out;
 }
 
@@ -285,7 +288,7 @@ CompileResult compile_fastest_schedule(const Module& model, const DimBinding& bi
   for (const std::string& schedule : auto_schedules(options)) {
     CompileOptions o = options;
     o.schedule = schedule;
-    if (schedule != "interleaved") o.virtual_stages = 1;
+    if (schedule != "interleaved" && schedule != "zbi") o.virtual_stages = 1;
     try {
       CompileResult r = compile_plan(model, binding, source, o);
       const Plan::Summary& p = r.plan.predicted;

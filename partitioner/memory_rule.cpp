@@ -24,6 +24,7 @@ constexpr RuleName kRuleNames[] = {
     {MemoryRule::interleaved, "interleaved"},
     {MemoryRule::zero_bubble, "zero-bubble"},
     {MemoryRule::zero_bubble_v, "zero-bubble-v"},
+    {MemoryRule::zero_bubble_interleaved, "zero-bubble-interleaved"},
 };
 
 }  // namespace
@@ -34,7 +35,10 @@ std::string_view memory_rule_name(MemoryRule rule) {
   return "unknown";
 }
 
-bool splits_backward(MemoryRule rule) { return rule == MemoryRule::zero_bubble || rule == MemoryRule::zero_bubble_v; }
+bool splits_backward(MemoryRule rule) {
+  return rule == MemoryRule::zero_bubble || rule == MemoryRule::zero_bubble_v ||
+         rule == MemoryRule::zero_bubble_interleaved;
+}
 
 std::optional<MemoryRule> parse_memory_rule(std::string_view name) {
   for (const RuleName& r : kRuleNames)
@@ -55,6 +59,10 @@ void check_counts(MemoryRule rule, int stages, int microbatches, int virtual_sta
                             virtual_stages));
   if (rule == MemoryRule::zero_bubble_v && virtual_stages != 2)
     throw Error(fmt::format("in-flight micro-batches: the zero-bubble-v rule places 2 chunks per device, not {}",
+                            virtual_stages));
+  if (rule == MemoryRule::zero_bubble_interleaved && virtual_stages < 2)
+    throw Error(fmt::format("in-flight micro-batches: the zero-bubble-interleaved rule places 2 or more chunks per "
+                            "device, not {}",
                             virtual_stages));
 }
 
@@ -78,7 +86,7 @@ std::optional<ScheduleKind> simulated_schedule(MemoryRule rule, int virtual_stag
 }  // namespace
 
 bool counts_from_schedule(MemoryRule rule, int virtual_stages) {
-  return simulated_schedule(rule, virtual_stages).has_value();
+  return rule == MemoryRule::zero_bubble_interleaved || simulated_schedule(rule, virtual_stages).has_value();
 }
 
 std::vector<int> inflight_per_stage(MemoryRule rule, int stages, int microbatches, int virtual_stages) {
@@ -104,6 +112,7 @@ int inflight_microbatches(MemoryRule rule, int stage, int stages, int microbatch
                     memory_rule_name(rule), v));
   if (const std::optional<ScheduleKind> kind = simulated_schedule(rule, v))
     return schedule_peaks(*kind, stages, m, v).at(static_cast<size_t>(stage));
+  if (rule == MemoryRule::zero_bubble_interleaved) return zbi_stage_cap(stage, p, m, v);
   if (rule == MemoryRule::gpipe) return m;
   return std::min(p - stage, m);  // 1F1B, and interleaved with one chunk (Megatron falls back to it)
 }

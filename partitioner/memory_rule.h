@@ -16,9 +16,10 @@ enum class MemoryRule {
   interleaved,  // Megatron's interleaved 1F1B over v chunks per device
   zero_bubble,  // ZB-H1: B and W split; each stage's peak read off the schedule (a deferred W holds its slot)
   zero_bubble_v,  // ZB-V: two chunks per device in a V; each chunk's peak read off the schedule itself
+  zero_bubble_interleaved,  // zbi: v >= 2 round-robin chunks, B and W split; each chunk at its cap (zbi_stage_cap)
 };
 
-/// "gpipe", "1f1b", "interleaved", "zero-bubble", "zero-bubble-v".
+/// "gpipe", "1f1b", "interleaved", "zero-bubble", "zero-bubble-v", "zero-bubble-interleaved".
 std::string_view memory_rule_name(MemoryRule rule);
 /// True for the zero-bubble rules, whose stages split each backward.
 bool splits_backward(MemoryRule rule);
@@ -40,12 +41,16 @@ std::optional<MemoryRule> parse_memory_rule(std::string_view name);
 ///    stages' worth in all, Megatron's own in-flight estimate);
 ///  - zero_bubble_v (v = 2, stage s on its device's V): the peak the zbv
 ///    schedule's simulation counts for the stage, forward run and W not
-///    (at most 2p chunks per device together, 1F1B's peak of p full stages).
+///    (at most 2p chunks per device together, 1F1B's peak of p full stages);
+///  - zero_bubble_interleaved (v >= 2, round robin): the cap zbi's orders
+///    keep, zbi_stage_cap (runtime/schedule.h): min(m, p + (v - 1 - c)
+///    ceil(p / 2)) for chunk c, and p v chunks per device together; the
+///    order a plan runs may hold fewer.
 /// Throws pf::Error on an out-of-range stage, counts below 1, `stages` not a
 /// multiple of v, or v with no form in the rule.
 int inflight_microbatches(MemoryRule rule, int stage, int stages, int microbatches, int virtual_stages = 1);
-/// True where the counts come from simulating the schedule (zero bubble,
-/// interleaved with chunks): they depend on the device count as a whole.
+/// True where the counts depend on the device count as a whole (read off a
+/// simulated schedule: zero bubble, interleaved with chunks; or zbi's caps).
 bool counts_from_schedule(MemoryRule rule, int virtual_stages);
 /// The same for every stage at once (a schedule simulated once).
 std::vector<int> inflight_per_stage(MemoryRule rule, int stages, int microbatches, int virtual_stages = 1);

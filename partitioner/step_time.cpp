@@ -25,8 +25,11 @@ std::vector<StageTime> stage_times(const CostGraph& graph, const PartitionResult
 
 StepPrediction predict_step(const CostGraph& graph, const PartitionResult& result, const StepOptions& options) {
   const int devices = static_cast<int>(result.devices.size());
-  const Schedule schedule = make_schedule(options.schedule, devices, options.microbatches, options.virtual_stages);
-  const Simulation sim = simulate(schedule, stage_action_costs(stage_times(graph, result)));
+  // The order of a cost-driven schedule (zbi) is chosen on these costs, as
+  // the runtime chooses it on the plan's (plan_action_costs).
+  const ActionCosts costs = stage_action_costs(stage_times(graph, result));
+  const Schedule schedule = make_schedule(options.schedule, devices, options.microbatches, options.virtual_stages, costs);
+  const Simulation sim = simulate(schedule, costs);
 
   std::vector<int64_t> param_bytes(devices, 0);
   for (const StagePlan& s : result.stages) param_bytes[s.device] += s.param_bytes;

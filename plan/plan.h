@@ -126,7 +126,7 @@ struct Plan {
   std::string model_hash;    // of the model text, to tell a stale plan
   DimBinding binding;        // every dimension's value
   std::vector<PlanDevice> devices;
-  std::string schedule;  // "gpipe", "1f1b", "interleaved", "zb1", "zbv"
+  std::string schedule;  // "gpipe", "1f1b", "interleaved", "zb1", "zbv", "zbi"
   int microbatches = 1;
   int virtual_stages = 1;
   /// GPUs per device, splitting each layer Megatron-style: the compiler

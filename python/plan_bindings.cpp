@@ -109,7 +109,7 @@ void bind_plan(py::module_& m) {
       .def_property_readonly(
           "stages", [](const Plan& plan) { return plan.stages.size(); }, "The number of pipeline stages.")
       .def_readonly("microbatches", &Plan::microbatches)
-      .def_readonly("schedule", &Plan::schedule, "'gpipe', '1f1b', 'interleaved', 'zb1' or 'zbv'.")
+      .def_readonly("schedule", &Plan::schedule, "'gpipe', '1f1b', 'interleaved', 'zb1', 'zbv' or 'zbi'.")
       .def_readonly("virtual_stages", &Plan::virtual_stages)
       .def_property_readonly("devices", &device_names, "Device names, one per rank: ['cpu:0', 'cpu:1'].")
       .def_property_readonly(
@@ -136,7 +136,7 @@ itself: a str holding a newline is text (named "<string>" in errors), any
 other str a path. bind: dimensions to override, "B=32,T=64" or
 {"B": 32, "T": 64} (--bind); batch binds the first input's leading
 dimension (--batch). devices, microbatches, schedule ('gpipe', '1f1b',
-'interleaved', 'zb1', 'zbv', 'auto'), data_parallel, virtual_stages, optimizer ('sgd',
+'interleaved', 'zb1', 'zbv', 'zbi', 'auto'), data_parallel, virtual_stages, optimizer ('sgd',
 adamw': sizes the optimizer state), cuts ('auto', 'layers', 'any', 'products':
 where stages may begin), recompute ('none', 'selective', 'layers', 'auto':
 what the backward computes again instead of stashing) and shard_optimizer

@@ -32,7 +32,8 @@ Pipeline::Pipeline(const Plan& plan, std::vector<Module> programs, const Pipelin
     throw Error(fmt::format("{} stage programs for a plan of {} stages", programs.size(), n));
   if (n % options.virtual_stages != 0)
     throw Error(fmt::format("{} stages do not divide into {} virtual stages per device", n, options.virtual_stages));
-  schedule_ = make_schedule(options.schedule, n / options.virtual_stages, options.microbatches, options.virtual_stages);
+  schedule_ = make_schedule(options.schedule, n / options.virtual_stages, options.microbatches, options.virtual_stages,
+                            plan_action_costs(plan));
   Simulation sim = simulate(schedule_);
   int m = options.microbatches;
   // Schedules with a weight-gradient action run each backward in two parts.

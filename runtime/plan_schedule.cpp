@@ -15,13 +15,20 @@ ScheduleKind plan_schedule_kind(const Plan& plan) {
   return *kind;
 }
 
+ActionCosts plan_action_costs(const Plan& plan) {
+  std::vector<StageTime> times;
+  for (const PlanStage& s : plan.stages)
+    times.push_back({s.predicted.forward_s, s.predicted.backward_s, s.predicted.comm_s});
+  return stage_action_costs(times);
+}
+
 Schedule plan_schedule(const Plan& plan) {
   const int stages = static_cast<int>(plan.stages.size());
   if (plan.virtual_stages < 1 || stages % plan.virtual_stages != 0)
     throw Error(fmt::format("plan for @{}: {} stages do not divide into {} virtual stages per device", plan.model_name,
                             stages, plan.virtual_stages));
   return make_schedule(plan_schedule_kind(plan), stages / plan.virtual_stages, plan.microbatches,
-                       plan.virtual_stages);
+                       plan.virtual_stages, plan_action_costs(plan));
 }
 
 }  // namespace pf

@@ -10,8 +10,15 @@ namespace pf {
 /// this pipeforge does not run.
 ScheduleKind plan_schedule_kind(const Plan& plan);
 
+/// The costs the compiler predicted for the plan's stages, as its step
+/// prediction simulates them (stage_action_costs of each stage's forward,
+/// backward and transfer time).
+ActionCosts plan_action_costs(const Plan& plan);
+
 /// The action lists the runtime walks for `plan`: one list per device of a
-/// replica (stages / virtual stages), the plan's micro-batches and chunks.
+/// replica (stages / virtual stages), the plan's micro-batches and chunks,
+/// in the order the compiler chose on plan_action_costs where the kind's
+/// order depends on costs (zbi): every rank reads the same.
 Schedule plan_schedule(const Plan& plan);
 
 }  // namespace pf

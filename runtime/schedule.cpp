@@ -1,4 +1,5 @@
-// Schedule generators: GPipe, 1F1B, interleaved 1F1B and ZB-H1 as per-device action lists; placement.
+// Schedule generators: GPipe, 1F1B, interleaved 1F1B and ZB-H1 as per-device action lists (ZB-V and ZB over
+// interleaved chunks: schedule_zero_bubble_*.cpp); placement.
 #include "runtime/schedule.h"
 
 #include <algorithm>
@@ -13,7 +14,7 @@ namespace pf {
 namespace {
 
 constexpr ScheduleKind kKinds[] = {ScheduleKind::gpipe, ScheduleKind::one_f_one_b, ScheduleKind::interleaved,
-                                   ScheduleKind::zb_h1, ScheduleKind::zb_v};
+                                   ScheduleKind::zb_h1, ScheduleKind::zb_v, ScheduleKind::zb_interleaved};
 
 }  // namespace
 
@@ -37,9 +38,12 @@ std::string schedule_kind_choices() {
   return out;
 }
 
-bool splits_backward(ScheduleKind kind) { return kind == ScheduleKind::zb_h1 || kind == ScheduleKind::zb_v; }
+bool splits_backward(ScheduleKind kind) {
+  return kind == ScheduleKind::zb_h1 || kind == ScheduleKind::zb_v || kind == ScheduleKind::zb_interleaved;
+}
 
 int chunks_per_device(ScheduleKind kind, int requested) {
+  if (kind == ScheduleKind::zb_interleaved) return std::max(2, requested);
   if (kind != ScheduleKind::zb_v) return requested;
   if (requested > 2)
     throw Error(fmt::format("zbv places 2 chunks on each device (the arms of its V), not {}; more chunks per device "
@@ -74,6 +78,7 @@ std::string_view schedule_kind_name(ScheduleKind kind) {
     case ScheduleKind::interleaved: return "interleaved";
     case ScheduleKind::zb_h1: return "zb1";
     case ScheduleKind::zb_v: return "zbv";
+    case ScheduleKind::zb_interleaved: return "zbi";
   }
   return "?";
 }
@@ -233,6 +238,18 @@ ActionCosts stage_action_costs(const std::vector<StageTime>& stages) {
 }
 
 Schedule make_schedule(ScheduleKind kind, int devices, int microbatches, int virtual_stages) {
+  return schedule_orders::build_schedule(kind, devices, microbatches, virtual_stages, nullptr);
+}
+
+Schedule make_schedule(ScheduleKind kind, int devices, int microbatches, int virtual_stages,
+                       const ActionCosts& costs) {
+  return schedule_orders::build_schedule(kind, devices, microbatches, virtual_stages, &costs);
+}
+
+namespace schedule_orders {
+
+Schedule build_schedule(ScheduleKind kind, int devices, int microbatches, int virtual_stages,
+                        const ActionCosts* costs) {
   if (devices < 1) throw Error(fmt::format("schedule needs at least 1 device, got {}", devices));
   if (microbatches < 1)
     throw Error(fmt::format("schedule needs at least 1 micro-batch, got {}", microbatches));
@@ -241,15 +258,34 @@ Schedule make_schedule(ScheduleKind kind, int devices, int microbatches, int vir
         fmt::format("schedule needs at least 1 virtual stage per device, got {}", virtual_stages));
   if (kind == ScheduleKind::zb_v && virtual_stages != 2)
     throw Error(fmt::format("zbv places 2 chunks on each device, got {} virtual stages", virtual_stages));
-  if (kind != ScheduleKind::interleaved && kind != ScheduleKind::zb_v && virtual_stages != 1)
+  if (kind == ScheduleKind::zb_interleaved && virtual_stages < 2)
+    throw Error(fmt::format("zbi interleaves 2 or more chunks on each device, got {} virtual stage{}", virtual_stages,
+                            virtual_stages == 1 ? "" : "s"));
+  if (kind != ScheduleKind::interleaved && kind != ScheduleKind::zb_v && kind != ScheduleKind::zb_interleaved &&
+      virtual_stages != 1)
     throw Error(
-        fmt::format("{} takes 1 virtual stage per device, got {}; only interleaved takes more",
+        fmt::format("{} takes 1 virtual stage per device, got {}; only interleaved and zbi take more",
                     schedule_kind_name(kind), virtual_stages));
 
-  if (kind == ScheduleKind::zb_v) return schedule_orders::zero_bubble_v(devices, microbatches);
-  schedule_orders::DeviceOrders orders(static_cast<size_t>(devices));
+  if (kind == ScheduleKind::zb_v) return zero_bubble_v(devices, microbatches);
+  DeviceOrders orders(static_cast<size_t>(devices));
   // The (micro-batch, chunk) running order of 1f1b and interleaved, shared by all devices.
   const ChunkOrder chunk_order = interleaved_order(devices, microbatches, virtual_stages);
+  if (kind == ScheduleKind::zb_interleaved) {
+    // Interleaved 1F1B with each backward split, W right after its B: one
+    // of the orders zbi chooses from.
+    for (int d = 0; d < devices; ++d)
+      for (const Work& w : interleaved_device_order(chunk_order, devices, virtual_stages, d)) {
+        std::vector<Work>& order = orders[static_cast<size_t>(d)];
+        if (w.kind != ActionKind::backward) {
+          order.push_back(w);
+          continue;
+        }
+        order.push_back({ActionKind::backward_input, w.microbatch, w.chunk});
+        order.push_back({ActionKind::backward_weight, w.microbatch, w.chunk});
+      }
+    return zero_bubble_interleaved(devices, microbatches, virtual_stages, costs, orders);
+  }
   for (int d = 0; d < devices; ++d) {
     std::vector<Work>& order = orders[static_cast<size_t>(d)];
     switch (kind) {
@@ -259,13 +295,12 @@ Schedule make_schedule(ScheduleKind kind, int devices, int microbatches, int vir
         order = interleaved_device_order(chunk_order, devices, virtual_stages, d);
         break;
       case ScheduleKind::zb_h1: order = zb_h1_order(devices, microbatches, d); break;
-      case ScheduleKind::zb_v: break;
+      case ScheduleKind::zb_v:
+      case ScheduleKind::zb_interleaved: break;
     }
   }
-  return schedule_orders::schedule_from_orders(kind, devices, microbatches, virtual_stages, orders);
+  return schedule_from_orders(kind, devices, microbatches, virtual_stages, orders);
 }
-
-namespace schedule_orders {
 
 Schedule schedule_from_orders(ScheduleKind kind, int devices, int microbatches, int virtual_stages,
                               const DeviceOrders& orders) {

@@ -15,22 +15,26 @@ enum class ScheduleKind {
   interleaved,  ///< Megatron interleaved 1F1B: several model chunks per device
   zb_h1,        ///< zero bubble H1 (Qi et al.): backward split into B and W, W deferred on later devices
   zb_v,         ///< zero bubble V (Qi et al.): two chunks per device in a V, B and W split, 1F1B peak memory
+  /// zero bubble over interleaved chunks: Megatron's round-robin placement
+  /// of v >= 2 chunks per device, B and W split, in a list schedule's order
+  /// chosen on the stages' costs (zbi_stage_cap bounds each stage's memory)
+  zb_interleaved,
 };
 
-/// "gpipe", "1f1b", "interleaved", "zb1" or "zbv"; nullopt for anything else.
+/// "gpipe", "1f1b", "interleaved", "zb1", "zbv" or "zbi"; nullopt for anything else.
 std::optional<ScheduleKind> parse_schedule_kind(std::string_view name);
 /// The name parse_schedule_kind accepts for `kind`.
 std::string_view schedule_kind_name(ScheduleKind kind);
 /// Every name parse_schedule_kind accepts, in the order messages list them.
 std::vector<std::string> schedule_kind_names();
-/// Those names for a message: "gpipe, 1f1b, interleaved, zb1 or zbv".
+/// Those names for a message: "gpipe, 1f1b, interleaved, zb1, zbv or zbi".
 std::string schedule_kind_choices();
 /// True for the kinds whose actions split each backward into B and W.
 bool splits_backward(ScheduleKind kind);
 /// The model chunks each device holds under `kind` when the user asked for
 /// `requested` (1 unless given): zbv always holds 2 and accepts 1 or 2 (a V
-/// has two arms); the others hold what was asked. Throws Error for a zbv
-/// request of more than 2.
+/// has two arms); zbi holds at least 2 (1 asked means 2); the others hold
+/// what was asked. Throws Error for a zbv request of more than 2.
 int chunks_per_device(ScheduleKind kind, int requested);
 
 /// Where a schedule puts its model stages. Round robin (Megatron): stage s
@@ -87,7 +91,7 @@ struct Schedule {
   ScheduleKind kind;
   int devices;
   int microbatches;
-  int virtual_stages;  ///< model chunks per device; 1 except for interleaved and zbv
+  int virtual_stages;  ///< model chunks per device; 1 except for interleaved, zbv and zbi
   std::vector<std::vector<Action>> per_device;
 
   /// devices * virtual_stages.
@@ -101,8 +105,10 @@ struct Schedule {
 };
 
 /// Builds the action lists of `kind`. Any devices, microbatches >= 1 work;
-/// virtual_stages > 1 only for interleaved, exactly 2 for zbv (see
-/// chunks_per_device). Throws Error on bad arguments.
+/// virtual_stages > 1 only for interleaved and zbi (which needs 2 or more),
+/// exactly 2 for zbv (see chunks_per_device). zbi's order is the one for
+/// unit costs here (see the overload taking costs). Throws Error on bad
+/// arguments.
 Schedule make_schedule(ScheduleKind kind, int devices, int microbatches, int virtual_stages = 1);
 
 /// The receive actions of `device`'s list (indices into it) in the order
@@ -146,6 +152,17 @@ struct StageTime {
 /// backward is half input, half weight gradient. The compiler's predicted
 /// bubble and `pipeforge schedule PLAN.json` both simulate these.
 ActionCosts stage_action_costs(const std::vector<StageTime>& stages);
+
+/// The most micro-batches model stage `stage` of zbi holds at once (forward
+/// run, W not) over `devices` devices, `microbatches` and `chunks` per
+/// device: min(m, p + (v - 1 - c) ceil(p / 2)) for its chunk c, the earlier
+/// chunks more (their warm-up runs ahead), the last p, as 1F1B's first stage.
+int zbi_stage_cap(int stage, int devices, int microbatches, int chunks);
+
+/// make_schedule for a priced plan: the same lists for every kind but zbi,
+/// whose order is chosen on `costs` (one entry per model stage).
+Schedule make_schedule(ScheduleKind kind, int devices, int microbatches, int virtual_stages,
+                       const ActionCosts& costs);
 
 /// An action placed in time by the simulator; start == end for sends, and
 /// for a receive the interval is the time the device spent waiting for it.

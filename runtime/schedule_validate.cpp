@@ -344,6 +344,7 @@ std::optional<double> theoretical_bubble(const Schedule& schedule, const UnitCos
           (schedule.microbatches != schedule.devices && schedule.microbatches < 2 * schedule.devices - 2))
         return std::nullopt;
       return (p - 1) / (6 * m + p - 1);
+    case ScheduleKind::zb_interleaved: return std::nullopt;  // a greedy order: no closed form
   }
   return std::nullopt;
 }

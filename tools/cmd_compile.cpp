@@ -67,10 +67,10 @@ void add_compile_command(CLI::App& app) {
                            "by the cost model, not executed by the runtime"),
            1);
   cmd->add_option("--schedule", o->compile.schedule,
-                  schedule_kind_choices() + ", or auto: each of 1f1b, zb1 and zbv (and interleaved with --virtual) "
+                  schedule_kind_choices() + ", or auto: each of 1f1b, zb1 and zbv (and interleaved and zbi with --virtual) "
                                             "compiled, the one of the shortest predicted step kept")
       ->check(CLI::IsMember(compile_schedule_names()));
-  at_least(cmd->add_option("--virtual", o->compile.virtual_stages, "model chunks per device (interleaved; zbv has 2)"),
+  at_least(cmd->add_option("--virtual", o->compile.virtual_stages, "model chunks per device (interleaved, zbi: 2 or more; zbv has 2)"),
            1);
   cmd->add_option("--precision", o->compile.precision, "matmul precision of the roofline: fp32, tf32 or bf16");
   cmd->add_option("--dtype", o->compile.dtype,

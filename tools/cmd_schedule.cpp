@@ -70,7 +70,7 @@ void add_schedule_command(CLI::App& app) {
   at_least(cmd->add_option("--stages,-p", opts->stages, "pipeline devices"), 1);
   at_least(cmd->add_option("--microbatches,-m", opts->microbatches, "micro-batches per step"), 1);
   cmd->add_option("--schedule,-s", opts->kind, schedule_kind_choices())->check(CLI::IsMember(schedule_kind_names()));
-  at_least(cmd->add_option("--virtual,-v", opts->virtual_stages, "model chunks per device (interleaved; zbv has 2)"),
+  at_least(cmd->add_option("--virtual,-v", opts->virtual_stages, "model chunks per device (interleaved, zbi: 2 or more; zbv has 2)"),
            1);
   cmd->add_option("--format", opts->format, "text or svg")->check(CLI::IsMember({"text", "svg"}));
   cmd->add_option("-o,--output", opts->output, "write the drawing here instead of standard output");

@@ -36,11 +36,13 @@ TEST_P(CudaEquivalence, EveryScheduleOnGpusMatchesOneCpuDevice) {
   const Model& model = *GetParam();
   const Reference ref = single_device(model);
   for (ScheduleKind kind : {ScheduleKind::gpipe, ScheduleKind::one_f_one_b, ScheduleKind::zb_h1,
-                            ScheduleKind::interleaved, ScheduleKind::zb_v})
+                            ScheduleKind::interleaved, ScheduleKind::zb_v, ScheduleKind::zb_interleaved})
     for (int devices : {1, 2, 4})
       for (int micro : {1, 4})
         for (int virt : {1, 2}) {
-          if ((virt == 2) != (kind == ScheduleKind::interleaved || kind == ScheduleKind::zb_v)) continue;
+          if ((virt == 2) != (kind == ScheduleKind::interleaved || kind == ScheduleKind::zb_v ||
+                              kind == ScheduleKind::zb_interleaved))
+            continue;
           expect_same(ref, model, kind, devices, micro, virt, on_gpus());
         }
 }

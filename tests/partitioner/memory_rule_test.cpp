@@ -6,9 +6,13 @@
 #include <vector>
 
 #include "ir/diagnostic.h"
+#include "runtime/schedule.h"
+#include "tests/error_of.h"
 
 namespace pf {
 namespace {
+
+using testing_support::error_of;
 
 std::vector<int> counts(MemoryRule rule, int stages, int microbatches, int virtual_stages = 1) {
   std::vector<int> out;
@@ -18,7 +22,7 @@ std::vector<int> counts(MemoryRule rule, int stages, int microbatches, int virtu
 
 TEST(MemoryRule, NamesRoundTrip) {
   for (MemoryRule rule : {MemoryRule::gpipe, MemoryRule::one_f_one_b, MemoryRule::interleaved, MemoryRule::zero_bubble,
-                          MemoryRule::zero_bubble_v})
+                          MemoryRule::zero_bubble_v, MemoryRule::zero_bubble_interleaved})
     EXPECT_EQ(parse_memory_rule(memory_rule_name(rule)), rule);
   EXPECT_EQ(memory_rule_name(MemoryRule::one_f_one_b), "1f1b");
   EXPECT_FALSE(parse_memory_rule("pipedream"));
@@ -43,7 +47,23 @@ TEST(MemoryRule, ZeroBubbleH1ReadsItsSchedule) {
   EXPECT_EQ(inflight_per_stage(MemoryRule::zero_bubble, 4, 2), (std::vector<int>{2, 2, 2, 2}));
   EXPECT_TRUE(splits_backward(MemoryRule::zero_bubble));
   EXPECT_TRUE(splits_backward(MemoryRule::zero_bubble_v));
+  EXPECT_TRUE(splits_backward(MemoryRule::zero_bubble_interleaved));
   EXPECT_FALSE(splits_backward(MemoryRule::one_f_one_b));
+}
+
+// Zero bubble over interleaved chunks: each chunk's count is the cap zbi's
+// orders keep (a closed form: the earlier chunks hold more), which the
+// order on unit costs reaches on some stages; it needs two chunks or more.
+TEST(MemoryRule, ZeroBubbleInterleavedCountsItsCaps) {
+  const std::vector<int> counted = inflight_per_stage(MemoryRule::zero_bubble_interleaved, 8, 8, 2);
+  EXPECT_EQ(counted, (std::vector<int>{6, 6, 6, 6, 4, 4, 4, 4}));
+  const std::vector<int> held = simulate(make_schedule(ScheduleKind::zb_interleaved, 4, 8, 2)).peak_stashed;
+  EXPECT_EQ(held, (std::vector<int>{6, 5, 5, 6, 4, 4, 4, 4}));
+  EXPECT_EQ(inflight_per_stage(MemoryRule::zero_bubble_interleaved, 16, 8, 4),
+            (std::vector<int>{8, 8, 8, 8, 8, 8, 8, 8, 6, 6, 6, 6, 4, 4, 4, 4}));
+  EXPECT_TRUE(counts_from_schedule(MemoryRule::zero_bubble_interleaved, 2));
+  EXPECT_EQ(error_of([] { inflight_per_stage(MemoryRule::zero_bubble_interleaved, 4, 8, 1); }),
+            "in-flight micro-batches: the zero-bubble-interleaved rule places 2 or more chunks per device, not 1");
 }
 
 // Interleaved, p = 4, v = 2: the warm-up runs ahead on each device's first

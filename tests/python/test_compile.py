@@ -70,6 +70,16 @@ def test_zbv_places_two_stages_per_device_as_a_v(pipeforge_exe, tmp_path):
     assert (tmp_path / "py.json").read_bytes() == (tmp_path / "cli.json").read_bytes()
 
 
+def test_zbi_interleaves_chunks_round_robin(pipeforge_exe, tmp_path):
+    plan = pipeforge.compile(MLP, devices="cpu:2", microbatches=4, schedule="zbi", virtual_stages=2,
+                             bind="I=64,H=64,L=4,K=10,B=32")
+    assert (plan.schedule, plan.stages, plan.virtual_stages) == ("zbi", 4, 2)
+    plan.save(tmp_path / "py.json")
+    run_command(pipeforge_exe, "compile", MLP, "--bind", "I=64,H=64,L=4,K=10,B=32", "--devices", "cpu:2",
+                "--microbatches", 4, "--schedule", "zbi", "--virtual", 2, "-o", tmp_path / "cli.json")
+    assert (tmp_path / "py.json").read_bytes() == (tmp_path / "cli.json").read_bytes()
+
+
 def test_schedule_auto_keeps_one_of_the_schedules_it_compares(tmp_path):
     bind = "I=64,H=64,L=2,K=10,B=32"
     chosen = pipeforge.compile(MLP, devices="cpu:2", microbatches=4, schedule="auto", bind=bind)
@@ -147,7 +157,7 @@ def test_recompute_as_the_command_does(pipeforge_exe, tmp_path):
 
 
 def test_bad_arguments_raise_value_error(cli_plan):
-    with pytest.raises(ValueError, match=r"^schedule must be one of gpipe, 1f1b, interleaved, zb1, zbv, auto, not 'nope'$"):
+    with pytest.raises(ValueError, match=r"^schedule must be one of gpipe, 1f1b, interleaved, zb1, zbv, zbi, auto, not 'nope'$"):
         compile_mlp(schedule="nope")
     with pytest.raises(ValueError, match=r"^cuts must be one of auto, layers, any, products, not 'ops'$"):
         compile_mlp(cuts="ops")

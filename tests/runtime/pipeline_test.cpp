@@ -29,7 +29,7 @@ TEST_P(Equivalence, EveryScheduleMatchesOneDevice) {
   const Model& model = *GetParam();
   Reference ref = single_device(model);
   for (ScheduleKind kind : {ScheduleKind::gpipe, ScheduleKind::one_f_one_b, ScheduleKind::zb_h1,
-                            ScheduleKind::interleaved, ScheduleKind::zb_v})
+                            ScheduleKind::interleaved, ScheduleKind::zb_v, ScheduleKind::zb_interleaved})
     for (int devices : {1, 2, 3, 4})
       for (int micro : {1, 2, 3, 4, 8})
         for (int virt : {1, 2}) {
@@ -44,7 +44,7 @@ TEST_P(Equivalence, DataParallelReplicasMatchOneDevice) {
   const Model& model = *GetParam();
   Reference ref = single_device(model);
   for (ScheduleKind kind : {ScheduleKind::gpipe, ScheduleKind::one_f_one_b, ScheduleKind::zb_h1,
-                            ScheduleKind::interleaved, ScheduleKind::zb_v})
+                            ScheduleKind::interleaved, ScheduleKind::zb_v, ScheduleKind::zb_interleaved})
     for (int replicas : {2, 3})
       for (int devices : {1, 2})
         for (int micro : {1, 4}) {
@@ -63,7 +63,7 @@ TEST_P(Equivalence, ShardedOptimizerMatchesOneDevice) {
   const Model& model = *GetParam();
   Reference ref = single_device(model);
   for (ScheduleKind kind : {ScheduleKind::one_f_one_b, ScheduleKind::zb_h1, ScheduleKind::interleaved,
-                            ScheduleKind::zb_v})
+                            ScheduleKind::zb_v, ScheduleKind::zb_interleaved})
     for (int replicas : {2, 3})
       for (int devices : {1, 2}) {
         const int virt = chunks_per_device(kind, kind == ScheduleKind::interleaved ? 2 : 1);
@@ -100,7 +100,7 @@ TEST_P(Equivalence, RecomputingLayersMatchesOneDevice) {
     Placement setup;
     setup.recompute = recompute;
     for (ScheduleKind kind : {ScheduleKind::gpipe, ScheduleKind::one_f_one_b, ScheduleKind::zb_h1,
-                              ScheduleKind::interleaved, ScheduleKind::zb_v})
+                              ScheduleKind::interleaved, ScheduleKind::zb_v, ScheduleKind::zb_interleaved})
       for (int devices : {1, 2, 3})
         for (int micro : {1, 4}) {
           const int virt = chunks_per_device(kind, kind == ScheduleKind::interleaved ? 2 : 1);
@@ -140,7 +140,7 @@ TEST_P(Equivalence, RanksHoldingOnlyTheirOwnStagesMatchOneDevice) {
   };
   for (const Config& c : {Config{ScheduleKind::one_f_one_b, 3, 4, 1, 1}, Config{ScheduleKind::zb_h1, 2, 4, 1, 2},
                           Config{ScheduleKind::interleaved, 2, 4, 2, 1}, Config{ScheduleKind::gpipe, 1, 2, 1, 3},
-                          Config{ScheduleKind::zb_v, 2, 4, 2, 1}}) {
+                          Config{ScheduleKind::zb_v, 2, 4, 2, 1}, Config{ScheduleKind::zb_interleaved, 2, 4, 2, 2}}) {
     SCOPED_TRACE(fmt::format("{} p={} m={} v={} d={}", schedule_kind_name(c.kind), c.devices, c.micro, c.virt,
                              c.replicas));
     Placement setup;

@@ -20,7 +20,7 @@ namespace {
 using testing_support::error_of;
 
 constexpr ScheduleKind kAllKinds[] = {ScheduleKind::gpipe, ScheduleKind::one_f_one_b, ScheduleKind::interleaved,
-                                      ScheduleKind::zb_h1, ScheduleKind::zb_v};
+                                      ScheduleKind::zb_h1, ScheduleKind::zb_v, ScheduleKind::zb_interleaved};
 
 /// The costs each kind is judged on: F=1, B=2 fused; F=B=W=1 split.
 UnitCosts costs_for(ScheduleKind kind) {
@@ -49,7 +49,8 @@ TEST(ScheduleNames, RoundTrip) {
   EXPECT_EQ(schedule_kind_name(ScheduleKind::one_f_one_b), "1f1b");
   EXPECT_EQ(schedule_kind_name(ScheduleKind::zb_h1), "zb1");
   EXPECT_EQ(schedule_kind_name(ScheduleKind::zb_v), "zbv");
-  EXPECT_EQ(schedule_kind_choices(), "gpipe, 1f1b, interleaved, zb1 or zbv");
+  EXPECT_EQ(schedule_kind_name(ScheduleKind::zb_interleaved), "zbi");
+  EXPECT_EQ(schedule_kind_choices(), "gpipe, 1f1b, interleaved, zb1, zbv or zbi");
   EXPECT_EQ(parse_schedule_kind("zb-h1"), std::nullopt);
   EXPECT_EQ(parse_schedule_kind(""), std::nullopt);
 }
@@ -68,9 +69,9 @@ TEST(MakeSchedule, RejectsBadArguments) {
   EXPECT_EQ(error_of([] { make_schedule(ScheduleKind::interleaved, 2, 4, 0); }),
             "schedule needs at least 1 virtual stage per device, got 0");
   EXPECT_EQ(error_of([] { make_schedule(ScheduleKind::one_f_one_b, 2, 4, 2); }),
-            "1f1b takes 1 virtual stage per device, got 2; only interleaved takes more");
+            "1f1b takes 1 virtual stage per device, got 2; only interleaved and zbi take more");
   EXPECT_EQ(error_of([] { make_schedule(ScheduleKind::zb_h1, 2, 4, 3); }),
-            "zb1 takes 1 virtual stage per device, got 3; only interleaved takes more");
+            "zb1 takes 1 virtual stage per device, got 3; only interleaved and zbi take more");
 }
 
 TEST(MakeSchedule, ExplicitCommunication) {

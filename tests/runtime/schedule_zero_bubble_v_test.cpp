@@ -11,29 +11,14 @@
 #include "ir/diagnostic.h"
 #include "runtime/schedule.h"
 #include "tests/error_of.h"
+#include "tests/runtime/schedule_test_util.h"
 
 namespace pf {
 namespace {
 
 using testing_support::error_of;
-
-/// F = B = W = 1 per chunk.
-UnitCosts split_costs() {
-  UnitCosts costs;
-  costs.forward = costs.backward_input = costs.backward_weight = 1;
-  return costs;
-}
-
-/// The most chunk-micro-batches of activations `device` holds at once: a
-/// forward adds one, its W frees it.
-int held_at_peak(const Schedule& s, int device) {
-  int held = 0, peak = 0;
-  for (const Action& a : s.per_device[static_cast<size_t>(device)]) {
-    if (a.kind == ActionKind::forward) peak = std::max(peak, ++held);
-    if (a.kind == ActionKind::backward_weight) --held;
-  }
-  return peak;
-}
+using testing_support::held_at_peak;
+using testing_support::split_costs;
 
 TEST(ZeroBubbleV, PlacesStagesAsAV) {
   const Schedule s = make_schedule(ScheduleKind::zb_v, 3, 3, 2);
