@@ -19,10 +19,11 @@ int64_t divided_bytes(int64_t bytes, int degree) { return (bytes + degree - 1) /
 
 }  // namespace
 
-TensorParallelSplit tensor_parallel_split(const Function& graph) {
+TensorParallelSplit tensor_parallel_split(const Function& graph, const std::vector<bool>& sharded_args) {
   TensorParallelSplit split;
   const size_t ops = graph.ops.size();
-  split.sharded.assign(graph.values.size(), false);
+  split.sharded = sharded_args;
+  split.sharded.resize(graph.values.size(), false);
   split.divided.assign(ops, false);
   split.forward_reduced.assign(ops, 0);
   split.backward_reduced.assign(ops, 0);
@@ -69,13 +70,14 @@ double ring_all_reduce_s(double bytes, int ranks, const LinkSpec& link) {
   return RingAllReduce(ranks, link).seconds(bytes);
 }
 
-void apply_tensor_parallel(CostGraph& cg, const Function& graph, const TensorParallel& tp) {
+void apply_tensor_parallel(CostGraph& cg, const Function& graph, const TensorParallel& tp,
+                           const std::vector<bool>& sharded_args) {
   const int t = tp.degree;
   if (t == 1) return;
   if (cg.nodes.size() != graph.ops.size())
     throw Error(fmt::format("tensor parallelism: the cost graph has {} nodes for {} ops", cg.nodes.size(),
                             graph.ops.size()));
-  const TensorParallelSplit split = tensor_parallel_split(graph);
+  const TensorParallelSplit split = tensor_parallel_split(graph, sharded_args);
   const auto users = graph.users();
   for (size_t i = 0; i < graph.ops.size(); ++i) {
     const Op& op = graph.ops[i];

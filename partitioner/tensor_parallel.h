@@ -43,7 +43,11 @@ struct TensorParallelSplit {
 };
 
 /// The split of `graph` (inlined and typed, one op per cost-graph node).
-TensorParallelSplit tensor_parallel_split(const Function& graph);
+/// `sharded_args` (empty, or one flag per value) marks the values that
+/// arrive sharded: a stage's inputs that the split of the stages before it
+/// holds so, such as the output of a column-parallel product cut from the
+/// row-parallel one that reads it.
+TensorParallelSplit tensor_parallel_split(const Function& graph, const std::vector<bool>& sharded_args = {});
 
 /// A ring all-reduce of `bytes` over `ranks` ranks joined by `link`
 /// (RingAllReduce). Zero for one rank or no bytes.
@@ -56,7 +60,8 @@ double ring_all_reduce_s(double bytes, int ranks, const LinkSpec& link);
 /// added to its forward or backward time. FLOPs are left whole (they are the
 /// model's). Tensors crossing a cut keep their whole size: every GPU of the
 /// group holds the activation it receives. Degree 1 changes nothing.
-void apply_tensor_parallel(CostGraph& cg, const Function& graph, const TensorParallel& tp);
+void apply_tensor_parallel(CostGraph& cg, const Function& graph, const TensorParallel& tp,
+                           const std::vector<bool>& sharded_args = {});
 
 /// `cluster` seen as groups of `degree` devices: a node holds
 /// devices_per_node / degree of them (degree must divide it), and each link's

@@ -2,6 +2,9 @@
 // profile and its FLOPs, priced from the stage's own compiled program.
 #pragma once
 
+#include <string>
+#include <vector>
+
 #include <cstdint>
 
 #include "ir/module.h"
@@ -49,6 +52,9 @@ struct GpuShare {
   int tensor_parallel = 1;      // the plan's T: each device is T GPUs (modelled, see tensor_parallel.h)
   LinkSpec tensor_link;         // between them
   int64_t activation_bytes = 0;  // bytes a float activation takes as stored and sent (2 in bf16); 0: its type's
+  /// The activations the stage receives that the split of the stages
+  /// before it holds sharded (sharded_sends of its senders).
+  std::vector<std::string> sharded_received;
 };
 
 /// `price` (from price_stage) as one GPU of the group sees it: the compiler's
@@ -57,5 +63,10 @@ struct GpuShare {
 /// dtype the stage stores. FLOPs stay the model's.
 StagePrice share_per_gpu(StagePrice price, const Module& program, const PlanStage& stage, const DimBinding& binding,
                          const DeviceProfile& profile, const GpuShare& share);
+
+/// The activations `stage` sends that its tensor-parallel split holds
+/// sharded, given those it receives so (GpuShare::sharded_received).
+std::vector<std::string> sharded_sends(const Module& program, const PlanStage& stage,
+                                       const std::vector<std::string>& sharded_received);
 
 }  // namespace pf

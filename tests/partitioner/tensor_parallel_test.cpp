@@ -60,6 +60,33 @@ TEST(TensorParallel, SplitsAGptBlockLikeMegatron) {
   EXPECT_FALSE(split.divided[at.at("h.0.a")]);  // a layer norm runs whole on each GPU
 }
 
+// A stage cut between the MLP's two products receives the first one's
+// sharded output: told so, its split keeps the GELU divided and makes the
+// second product row-parallel, as the whole model's split does; not told,
+// it would run the GELU whole and split the product by columns.
+TEST(TensorParallel, AStageCutInsideTheMlpReceivesItsInputSharded) {
+  Module m = parse_module_text("stage.pf", R"(
+graph @g(%h: f32[4,32]) -> f32[4,8] {
+  %w = param init=xavier : f32[32,8]
+  %a = gelu %h : f32[4,32]
+  %y = matmul %a, %w : f32[4,8]
+  return %y
+}
+)");
+  verify_module(m, m.binding());
+  const Function& g = m.graph();
+  const std::map<std::string, int> at = op_index(g);
+  std::vector<bool> received(g.values.size(), false);
+  received[g.find_value("h")] = true;
+  const TensorParallelSplit told = tensor_parallel_split(g, received), not_told = tensor_parallel_split(g);
+  EXPECT_TRUE(told.divided[at.at("a")]);
+  EXPECT_EQ(told.forward_reduced[at.at("y")], 4 * 8);
+  EXPECT_FALSE(told.sharded[g.find_value("y")]);
+  EXPECT_FALSE(not_told.divided[at.at("a")]);
+  EXPECT_EQ(not_told.forward_reduced[at.at("y")], 0);
+  EXPECT_TRUE(not_told.sharded[g.find_value("y")]);
+}
+
 TEST(TensorParallel, RingAllReduce) {
   // 2 (T - 1) / T of the bytes at the link's bandwidth, 2 (T - 1) latencies.
   EXPECT_DOUBLE_EQ(ring_all_reduce_s(128, 2, {1e9, 1e-6}), 128e-9 + 2e-6);
