@@ -223,11 +223,17 @@ CompileResult compile_once(Module model, const DimBinding& binding, const std::s
                             /*training=*/true, schedule_splits_backward(options.schedule), recompute_of(options));
   plan.ranks = replicated_ranks(plan.stages, devices, layout.data);
   const std::vector<StageTime> times = stage_times(cg, result.chosen);
+  // How a split backward divides between B and W, from the stages' own
+  // split programs: the zbi order is chosen on it, here and at run time.
+  StepOptions step_options = layout_step_options(options, hardware, po);
+  if (schedule_splits_backward(options.schedule)) step_options.weight_shares = weight_shares(plan, hardware.profile);
   for (size_t s = 0; s < plan.stages.size(); ++s) {
     PlanStage& ps = plan.stages[s];
     const StagePlan& cost = result.chosen.stages[s];
     ps.predicted.forward_s = times[s].forward_s;
     ps.predicted.backward_s = times[s].backward_s;
+    if (!step_options.weight_shares.empty())
+      ps.predicted.backward_weight_s = times[s].backward_s * step_options.weight_shares[s];
     ps.predicted.comm_s = cost.comm_s;
     ps.predicted.sync_s = cost.sync_s;
     ps.predicted.time_s = cost.time_s;
@@ -245,7 +251,7 @@ CompileResult compile_once(Module model, const DimBinding& binding, const std::s
   plan.predicted.speedup_vs_equal_params = speedup(result.equal_params);
   // The step: the schedule simulated on the stage costs, the all-reduce it
   // leaves exposed, the optimizer; utilisation of the model's arithmetic.
-  const StepPrediction step = predict_step(cg, result.chosen, layout_step_options(options, hardware, po));
+  const StepPrediction step = predict_step(cg, result.chosen, step_options);
   plan.predicted.bubble_fraction = step.bubble_fraction;
   plan.predicted.step_s = step.step_s;
   plan.predicted.mfu = flop_utilisation(graph_flops(cg) * layout.microbatches * layout.data, step.step_s, layout.gpus(),

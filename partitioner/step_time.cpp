@@ -1,11 +1,40 @@
 // A step's predicted time from the schedule simulator and the stage costs.
 #include "partitioner/step_time.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 
+#include "ir/parser.h"
+#include "ir/verifier.h"
 #include "partitioner/tensor_parallel.h"
+#include "passes/cost_summary.h"
 
 namespace pf {
+
+std::vector<double> weight_shares(const Plan& plan, const DeviceProfile& profile) {
+  std::vector<double> out;
+  for (const PlanStage& stage : plan.stages) {
+    double share = 0.5;
+    if (stage.split) {
+      Module program = parse_module_text(fmt::format("stage {}", stage.index), stage.program);
+      verify_module(program, plan.binding);
+      auto seconds = [&](const std::string& name) {
+        double total = 0;
+        if (const Function* f = program.find_function(name))
+          for (const Op& op : f->ops) {
+            const OpCost cost = op_cost(*f, op, plan.binding);
+            total += op_time(profile, op.kind, cost.flops, cost.bytes);
+          }
+        return total;
+      };
+      const double input = seconds(stage.split->input), weight = seconds(stage.split->weight);
+      if (input + weight > 0) share = weight / (input + weight);
+    }
+    out.push_back(share);
+  }
+  return out;
+}
 
 std::vector<StageTime> stage_times(const CostGraph& graph, const PartitionResult& result) {
   std::vector<StageTime> out;
@@ -27,7 +56,10 @@ StepPrediction predict_step(const CostGraph& graph, const PartitionResult& resul
   const int devices = static_cast<int>(result.devices.size());
   // The order of a cost-driven schedule (zbi) is chosen on these costs, as
   // the runtime chooses it on the plan's (plan_action_costs).
-  const ActionCosts costs = stage_action_costs(stage_times(graph, result));
+  std::vector<StageTime> times = stage_times(graph, result);
+  if (options.weight_shares.size() == times.size())
+    for (size_t s = 0; s < times.size(); ++s) times[s].weight_share = options.weight_shares[s];
+  const ActionCosts costs = stage_action_costs(times);
   const Schedule schedule = make_schedule(options.schedule, devices, options.microbatches, options.virtual_stages, costs);
   const Simulation sim = simulate(schedule, costs);
 

@@ -4,7 +4,9 @@
 #pragma once
 
 #include "partitioner/cost_graph.h"
+#include "partitioner/device_profile.h"
 #include "partitioner/stage_search.h"
+#include "plan/plan.h"
 #include "runtime/schedule.h"
 
 namespace pf {
@@ -22,6 +24,9 @@ struct StepOptions {
   bool shard_optimizer = false;
   double memory_bandwidth = 0;           // bytes/s of one device: the optimizer step's pace; 0: free
   double update_s_per_param = 0;         // measured (DeviceProfile::update_s_per_param); 0: its bytes at the bandwidth
+  /// Per stage, the share of its backward a split backward's W takes
+  /// (weight_shares); empty: half each.
+  std::vector<double> weight_shares;
 };
 
 /// A step's predicted time and where it goes.
@@ -32,6 +37,12 @@ struct StepPrediction {
   double step_s = 0;           // the whole step
   double bubble_fraction = 0;  // idle share of the simulated schedule
 };
+
+/// Per stage of `plan` whose backward is split (PlanStage::split), the
+/// share of it the weight part W takes: its ops' roofline on `profile`
+/// against the input part's (B, which holds a recomputed forward, the
+/// attention's gradient and every norm's). 0.5 for a stage not split.
+std::vector<double> weight_shares(const Plan& plan, const DeviceProfile& profile);
 
 /// Each stage's forward, backward and transfers per micro-batch on its device
 /// (the nodes' times scaled to the stage's compute_s).

@@ -119,12 +119,18 @@ class BackwardBuilder {
     const int index = static_cast<int>(bwd_.ops.size());
     copy.results.clear();
     for (ValueId r : def.results) {
-      const ValueId id = bwd_.add_value(fwd_.values[r].name, fwd_.values[r].loc);
+      // A sibling result the backward already took from the stash keeps it;
+      // the copy computed here beside it goes unread, under a name of its own.
+      const bool stashed = imported_.count(r) > 0;
+      const std::string& name = fwd_.values[r].name;
+      const ValueId id = bwd_.add_value(stashed ? fresh_name(name + ".again") : name, fwd_.values[r].loc);
       bwd_.values[id].type = fwd_.values[r].type;
       bwd_.values[id].def_op = index;
       copy.results.push_back(id);
-      // A sibling result the backward already took from the stash keeps it.
-      if (imported_.emplace(r, id).second) recomputed_.push_back(r);
+      if (!stashed) {
+        imported_.emplace(r, id);
+        recomputed_.push_back(r);
+      }
     }
     bwd_.ops.push_back(std::move(copy));
     return imported_.at(v);

@@ -81,6 +81,9 @@ struct PlanStage {
     double backward_s = 0;
     double comm_s = 0;
     double sync_s = 0;  // its share of the gradient all-reduce across replicas
+    /// Of backward_s, its weight part W where the schedule splits the
+    /// backward (the rest is B); 0: unknown, half (a plan from before).
+    double backward_weight_s = 0;
     double time_s = 0;  // forward + backward + sync + comm
     int64_t param_bytes = 0;
     int64_t stash_bytes = 0;

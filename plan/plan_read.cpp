@@ -133,8 +133,9 @@ class PlanReader {
     r_.expect_keys(
         p, pw,
         {"forward_s", "backward_s", "comm_s", "time_s", "param_bytes", "stash_bytes", "memory_bytes", "bytes_sent"},
-        {"sync_s"});
+        {"sync_s", "backward_weight_s"});
     if (p.contains("sync_s")) s.predicted.sync_s = r_.number(p, pw, "sync_s", 0);
+    if (p.contains("backward_weight_s")) s.predicted.backward_weight_s = r_.number(p, pw, "backward_weight_s", 0);
     s.predicted.forward_s = r_.number(p, pw, "forward_s", 0);
     s.predicted.backward_s = r_.number(p, pw, "backward_s", 0);
     s.predicted.comm_s = r_.number(p, pw, "comm_s", 0);

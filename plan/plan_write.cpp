@@ -79,6 +79,8 @@ Json stage_json(const PlanStage& s) {
   };
   // Only a plan of several replicas synchronises gradients.
   if (pr.sync_s > 0) j["predicted"]["sync_s"] = finite(pr.sync_s, where + "sync_s");
+  if (pr.backward_weight_s > 0)
+    j["predicted"]["backward_weight_s"] = finite(pr.backward_weight_s, where + "backward_weight_s");
   if (s.gradients) {
     const GradientProgram& g = *s.gradients;
     j["gradients"] = {{"backward", g.backward},   {"results", g.original_results}, {"outputs", g.outputs},

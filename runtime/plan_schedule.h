@@ -12,7 +12,7 @@ ScheduleKind plan_schedule_kind(const Plan& plan);
 
 /// The costs the compiler predicted for the plan's stages, as its step
 /// prediction simulates them (stage_action_costs of each stage's forward,
-/// backward and transfer time).
+/// backward and transfer time, and its backward's weight share).
 ActionCosts plan_action_costs(const Plan& plan);
 
 /// The action lists the runtime walks for `plan`: one list per device of a

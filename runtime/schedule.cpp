@@ -232,7 +232,8 @@ ActionCosts stage_action_costs(const std::vector<StageTime>& stages) {
     ActionCosts::Stage& c = costs.stages.emplace_back();
     c.forward = t.forward_s + t.comm_s / 2;
     c.backward = t.backward_s + t.comm_s / 2;
-    c.backward_input = c.backward_weight = c.backward / 2;
+    c.backward_weight = c.backward * t.weight_share;
+    c.backward_input = c.backward - c.backward_weight;
   }
   return costs;
 }

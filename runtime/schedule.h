@@ -144,12 +144,15 @@ struct ActionCosts {
 /// activations and gradients together).
 struct StageTime {
   double forward_s = 0, backward_s = 0, comm_s = 0;
+  /// Of the backward, the share a split backward's weight part W takes.
+  double weight_share = 0.5;
 };
 
 /// The costs a compiled plan's prediction runs its schedule on, one entry
 /// per model stage: each direction carries its compute and half the
 /// stage's transfers (so sends take no time of their own), and a split
-/// backward is half input, half weight gradient. The compiler's predicted
+/// backward's weight part W takes weight_share of it, the input part B the
+/// rest. The compiler's predicted
 /// bubble and `pipeforge schedule PLAN.json` both simulate these.
 ActionCosts stage_action_costs(const std::vector<StageTime>& stages);
 

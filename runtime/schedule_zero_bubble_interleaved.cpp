@@ -22,6 +22,7 @@
 // (a head or an embedding weighs on one), so the order is chosen on the
 // plan's own predicted costs, which every rank reads alike from the plan.
 #include <algorithm>
+#include <cmath>
 #include <deque>
 #include <limits>
 #include <optional>
@@ -66,8 +67,9 @@ std::optional<DeviceOrders> list_schedule(const Schedule& shape, const ActionCos
   DeviceOrders orders(static_cast<size_t>(p));
 
   // Ready forwards and Bs of device d, each at the time it could start.
-  auto candidates = [&](int d) {
-    std::vector<Proposal> out;
+  std::vector<Proposal> ready;
+  auto collect = [&](int d) {
+    ready.clear();
     const double t = free[static_cast<size_t>(d)];
     const bool room = device_held[static_cast<size_t>(d)] < p * v;
     for (int c = 0; c < v; ++c) {
@@ -75,15 +77,14 @@ std::optional<DeviceOrders> list_schedule(const Schedule& shape, const ActionCos
       const auto si = static_cast<size_t>(s);
       if (const int mb = next_forward[si]; room && mb < m && held[si] < o.stage_cap[si] && (s > 0 || admitted < p)) {
         const double in = s == 0 ? 0.0 : at(forward_end, s - 1, mb);
-        if (in != kUnset) out.push_back({std::max(t, s == 0 ? 0.0 : in + cost(s - 1).send_act), Work{F, mb, c}});
+        if (in != kUnset) ready.push_back({std::max(t, s == 0 ? 0.0 : in + cost(s - 1).send_act), Work{F, mb, c}});
       }
       if (const int mb = next_input[si]; mb < m && at(forward_end, s, mb) != kUnset) {
         const double in = s + 1 == stages ? at(forward_end, s, mb) : at(input_end, s + 1, mb);
         if (in != kUnset)
-          out.push_back({std::max(t, s + 1 == stages ? in : in + cost(s + 1).send_grad), Work{B, mb, c}});
+          ready.push_back({std::max(t, s + 1 == stages ? in : in + cost(s + 1).send_grad), Work{B, mb, c}});
       }
     }
-    return out;
   };
   // Earlier start, then B before a forward before a W, then the preferred
   // chunk, then the older micro-batch.
@@ -94,19 +95,29 @@ std::optional<DeviceOrders> list_schedule(const Schedule& shape, const ActionCos
     if (a.work.chunk != b.work.chunk) return o.deeper_first ? a.work.chunk > b.work.chunk : a.work.chunk < b.work.chunk;
     return a.work.microbatch < b.work.microbatch;
   };
+  // What device d would run next: a forward or B ready within the wait,
+  // else its oldest W, else the earliest forward or B to become ready.
+  auto propose = [&](int d) -> std::optional<Proposal> {
+    collect(d);
+    const double t = free[static_cast<size_t>(d)];
+    std::optional<Proposal> pick;
+    for (const Proposal& c : ready)
+      if (c.start <= t + o.wait && (!pick || before(c, *pick))) pick = c;
+    const std::deque<Work>& deferred = weights[static_cast<size_t>(d)];
+    if (!pick && !deferred.empty()) pick = Proposal{t, deferred.front()};
+    for (const Proposal& c : ready)
+      if (!pick || (pick->work.kind != W && before(c, *pick))) pick = c;
+    return pick;
+  };
+  // A commit changes only its own device's proposal and its neighbours' in
+  // model order (the next stage's forward, the previous stage's B).
+  std::vector<std::optional<Proposal>> proposals(static_cast<size_t>(p));
+  for (int d = 0; d < p; ++d) proposals[static_cast<size_t>(d)] = propose(d);
 
   for (int left = 3 * stages * m; left > 0; --left) {
     std::optional<std::pair<Proposal, int>> chosen;  // the proposal and its device
     for (int d = 0; d < p; ++d) {
-      const double t = free[static_cast<size_t>(d)];
-      const std::vector<Proposal> ready = candidates(d);
-      std::optional<Proposal> pick;
-      for (const Proposal& c : ready)
-        if (c.start <= t + o.wait && (!pick || before(c, *pick))) pick = c;
-      const std::deque<Work>& deferred = weights[static_cast<size_t>(d)];
-      if (!pick && !deferred.empty()) pick = Proposal{t, deferred.front()};
-      for (const Proposal& c : ready)
-        if (!pick || (pick->work.kind != W && before(c, *pick))) pick = c;
+      const std::optional<Proposal>& pick = proposals[static_cast<size_t>(d)];
       if (pick && (!chosen || pick->start < chosen->first.start ||
                    (pick->start == chosen->first.start && rank(pick->work.kind) < rank(chosen->first.work.kind))))
         chosen = std::make_pair(*pick, d);
@@ -136,6 +147,12 @@ std::optional<DeviceOrders> list_schedule(const Schedule& shape, const ActionCos
       --device_held[static_cast<size_t>(d)];
     }
     orders[static_cast<size_t>(d)].push_back(w);
+    for (const int neighbour : {s - 1, s + 1})
+      if (neighbour >= 0 && neighbour < stages) {
+        const int e = shape.device_of(neighbour);
+        proposals[static_cast<size_t>(e)] = propose(e);
+      }
+    proposals[static_cast<size_t>(d)] = propose(d);
   }
   return orders;
 }
@@ -147,11 +164,13 @@ ActionCosts unit_costs(int stages) {
   return costs;
 }
 
-/// Costs a list schedule can order by: every stage's three actions priced.
+/// Costs a list schedule can order by: one per stage, the plan's stages
+/// priced (a first stage's B may be empty: no input gradient).
 bool priced(const ActionCosts* costs, int stages) {
   if (!costs || static_cast<int>(costs->stages.size()) != stages) return false;
   return std::all_of(costs->stages.begin(), costs->stages.end(), [](const ActionCosts::Stage& s) {
-    return s.forward > 0 && s.backward_input > 0 && s.backward_weight > 0;
+    return s.forward > 0 && s.backward_input >= 0 && s.backward_weight >= 0 &&
+           s.backward_input + s.backward_weight > 0;
   });
 }
 
@@ -188,7 +207,9 @@ Schedule zero_bubble_interleaved(int devices, int microbatches, int chunks, cons
   if (within_caps(shape, interleaved, options.stage_cap)) tried.push_back(interleaved);
   auto try_lists = [&](const ActionCosts& costs_, std::initializer_list<double> waits) {
     double shortest_weight = std::numeric_limits<double>::infinity();
-    for (const ActionCosts::Stage& s : costs_.stages) shortest_weight = std::min(shortest_weight, s.backward_weight);
+    for (const ActionCosts::Stage& s : costs_.stages)
+      if (s.backward_weight > 0) shortest_weight = std::min(shortest_weight, s.backward_weight);
+    if (!std::isfinite(shortest_weight)) shortest_weight = 0;
     for (const double wait : waits)
       for (const bool deeper_first : {true, false}) {
         options.wait = wait * shortest_weight;
