@@ -225,15 +225,18 @@ CompileResult compile_once(Module model, const DimBinding& binding, const std::s
   const std::vector<StageTime> times = stage_times(cg, result.chosen);
   // How a split backward divides between B and W, from the stages' own
   // split programs: the zbi order is chosen on it, here and at run time.
+  // The prediction takes the share back from the plan's seconds, as the
+  // runtime will, so that both choose on the same bits.
   StepOptions step_options = layout_step_options(options, hardware, po);
-  if (schedule_splits_backward(options.schedule)) step_options.weight_shares = weight_shares(plan, hardware.profile);
+  const std::vector<double> shares =
+      schedule_splits_backward(options.schedule) ? weight_shares(plan, hardware.profile) : std::vector<double>{};
   for (size_t s = 0; s < plan.stages.size(); ++s) {
     PlanStage& ps = plan.stages[s];
     const StagePlan& cost = result.chosen.stages[s];
     ps.predicted.forward_s = times[s].forward_s;
     ps.predicted.backward_s = times[s].backward_s;
-    if (!step_options.weight_shares.empty())
-      ps.predicted.backward_weight_s = times[s].backward_s * step_options.weight_shares[s];
+    if (!shares.empty()) ps.predicted.backward_weight_s = times[s].backward_s * shares[s];
+    step_options.weight_shares.push_back(ps.predicted.weight_share());
     ps.predicted.comm_s = cost.comm_s;
     ps.predicted.sync_s = cost.sync_s;
     ps.predicted.time_s = cost.time_s;

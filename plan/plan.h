@@ -84,6 +84,11 @@ struct PlanStage {
     /// Of backward_s, its weight part W where the schedule splits the
     /// backward (the rest is B); 0: unknown, half (a plan from before).
     double backward_weight_s = 0;
+    /// backward_weight_s / backward_s, or 0.5 where either is 0: the share
+    /// the compiler's prediction and the runtime's zbi order both use.
+    double weight_share() const {
+      return backward_weight_s > 0 && backward_s > 0 ? backward_weight_s / backward_s : 0.5;
+    }
     double time_s = 0;  // forward + backward + sync + comm
     int64_t param_bytes = 0;
     int64_t stash_bytes = 0;

@@ -17,11 +17,8 @@ ScheduleKind plan_schedule_kind(const Plan& plan) {
 
 ActionCosts plan_action_costs(const Plan& plan) {
   std::vector<StageTime> times;
-  for (const PlanStage& s : plan.stages) {
-    const PlanStage::Prediction& p = s.predicted;
-    const bool known = p.backward_weight_s > 0 && p.backward_s > 0;
-    times.push_back({p.forward_s, p.backward_s, p.comm_s, known ? p.backward_weight_s / p.backward_s : 0.5});
-  }
+  for (const PlanStage& s : plan.stages)
+    times.push_back({s.predicted.forward_s, s.predicted.backward_s, s.predicted.comm_s, s.predicted.weight_share()});
   return stage_action_costs(times);
 }
 
