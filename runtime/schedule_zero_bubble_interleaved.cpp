@@ -205,16 +205,16 @@ Schedule zero_bubble_interleaved(int devices, int microbatches, int chunks, cons
   // costs given wins.
   std::vector<DeviceOrders> tried;
   if (within_caps(shape, interleaved, options.stage_cap)) tried.push_back(interleaved);
-  auto try_lists = [&](const ActionCosts& costs_, std::initializer_list<double> waits) {
+  auto try_lists = [&](const ActionCosts& on, std::initializer_list<double> waits) {
     double shortest_weight = std::numeric_limits<double>::infinity();
-    for (const ActionCosts::Stage& s : costs_.stages)
+    for (const ActionCosts::Stage& s : on.stages)
       if (s.backward_weight > 0) shortest_weight = std::min(shortest_weight, s.backward_weight);
     if (!std::isfinite(shortest_weight)) shortest_weight = 0;
     for (const double wait : waits)
       for (const bool deeper_first : {true, false}) {
         options.wait = wait * shortest_weight;
         options.deeper_first = deeper_first;
-        if (std::optional<DeviceOrders> orders = list_schedule(shape, costs_, options)) tried.push_back(*orders);
+        if (std::optional<DeviceOrders> orders = list_schedule(shape, on, options)) tried.push_back(*orders);
       }
   };
   try_lists(unit, {0.0});

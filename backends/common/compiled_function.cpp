@@ -21,20 +21,6 @@ DType kernel_dtype(const Function& f, const Op& op, DType float_dtype) {
   return f.type_of(op.results.at(0)).dtype;
 }
 
-std::vector<DType> stored_dtypes(const Function& f, DType float_dtype) {
-  std::vector<DType> out;
-  out.reserve(f.values.size());
-  for (const Value& v : f.values) out.push_back(v.type && !is_float(v.type->dtype) ? v.type->dtype : float_dtype);
-  if (float_dtype != DType::bf16 && float_dtype != DType::f16) return out;
-  for (const Op& op : f.ops) {
-    for (size_t i = 0; i < op.operands.size(); ++i)
-      if (keeps_f32_operand(op.kind, i)) out[static_cast<size_t>(op.operands[i])] = DType::f32;
-    for (size_t i = 0; i < op.results.size(); ++i)
-      if (keeps_f32_result(op.kind, i)) out[static_cast<size_t>(op.results[i])] = DType::f32;
-  }
-  return out;
-}
-
 struct CompiledFunction::State {
   /// One entry of the function's returns.
   struct Result {

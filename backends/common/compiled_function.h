@@ -35,11 +35,6 @@ struct ExecutorOptions {
 /// dtype when any operand or result is a float, else the first result's own.
 DType kernel_dtype(const Function& f, const Op& op, DType float_dtype);
 
-/// How an executor storing floats as `float_dtype` stores each value of `f`:
-/// integers and bools as their own type, floats in the float dtype, except
-/// those a half float dtype keeps in f32 (keeps_f32_operand / _result).
-std::vector<DType> stored_dtypes(const Function& f, DType float_dtype);
-
 /// A verified, call-free function compiled for a device, as far as the
 /// device does not matter: the base of cpu::Executor and cuda::Executor.
 ///

@@ -6,9 +6,9 @@
 #include <algorithm>
 #include <limits>
 
-#include "backends/common/compiled_function.h"
 #include "ir/align.h"
 #include "ir/diagnostic.h"
+#include "ir/op_table.h"
 
 namespace pf::backend {
 
@@ -37,6 +37,20 @@ ValueId resolve_alias(const Function& f, std::span<const ValueId> alias_of, Valu
 }
 
 }  // namespace
+
+std::vector<DType> stored_dtypes(const Function& f, DType float_dtype) {
+  std::vector<DType> out;
+  out.reserve(f.values.size());
+  for (const Value& v : f.values) out.push_back(v.type && !is_float(v.type->dtype) ? v.type->dtype : float_dtype);
+  if (float_dtype != DType::bf16 && float_dtype != DType::f16) return out;
+  for (const Op& op : f.ops) {
+    for (size_t i = 0; i < op.operands.size(); ++i)
+      if (keeps_f32_operand(op.kind, i)) out[static_cast<size_t>(op.operands[i])] = DType::f32;
+    for (size_t i = 0; i < op.results.size(); ++i)
+      if (keeps_f32_result(op.kind, i)) out[static_cast<size_t>(op.results[i])] = DType::f32;
+  }
+  return out;
+}
 
 MemoryPlan plan_memory(const Function& f, DType float_dtype, const std::vector<bool>& external,
                        std::span<const ValueId> alias_of, std::span<const int> op_time) {

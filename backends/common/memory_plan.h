@@ -29,6 +29,11 @@ struct MemoryPlan {
   int64_t naive_bytes = 0;
 };
 
+/// How an executor storing floats as `float_dtype` stores each value of `f`:
+/// integers and bools as their own type, floats in the float dtype, except
+/// those a half float dtype keeps in f32 (keeps_f32_operand / _result).
+std::vector<DType> stored_dtypes(const Function& f, DType float_dtype);
+
 /// Plans a verified function's values into one arena, each of the size an
 /// executor storing floats as `float_dtype` gives it (stored_dtypes).
 ///

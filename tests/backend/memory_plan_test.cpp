@@ -9,7 +9,6 @@
 #include <string>
 #include <vector>
 
-#include "backends/common/compiled_function.h"
 #include "ir/diagnostic.h"
 #include "ir/parser.h"
 #include "ir/verifier.h"
