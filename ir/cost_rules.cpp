@@ -92,6 +92,12 @@ OpCost cost_embedding(Types in, Types out, const OpAttrs&) {
   return {0, in[1].bytes() + 2 * out[0].bytes()};
 }
 
+// tp_copy hands its operand on unchanged (a view); tp_reduce's sum over the
+// group is priced here as one pass over the values, its traffic by the cost
+// model's tensor parallelism (ring_all_reduce_s).
+OpCost cost_tp_copy(Types, Types, const OpAttrs&) { return {}; }
+OpCost cost_tp_reduce(Types in, Types out, const OpAttrs&) { return streaming(in, out, 1); }
+
 // A reshape is a view: nothing moves.
 OpCost cost_reshape(Types, Types, const OpAttrs&) { return {}; }
 OpCost cost_transpose(Types in, Types out, const OpAttrs&) { return streaming(in, out, 0); }

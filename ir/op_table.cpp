@@ -21,7 +21,8 @@ constexpr bool opt = false;
 const std::array<OpInfo, kNumOps>& table() {
   static const std::array<OpInfo, kNumOps> rows = {{
       {OpKind::param, "param", 0, 0,
-       {{"init", K::init, req}, {"piece_of", K::string, opt}, {"rows", K::dims, opt}, {"whole_rows", K::dim, opt}},
+       {{"init", K::init, req}, {"piece_of", K::string, opt}, {"rows", K::dims, opt}, {"whole_rows", K::dim, opt},
+        {"axis", K::dim, opt}, {"segments", K::dim, opt}},
        RULES(param), true, false},
       {OpKind::constant, "constant", 0, 0, {{"value", K::real, req}}, RULES(constant), true},
       {OpKind::dim_value, "dim_value", 0, 0, {{"value", K::dim, req}}, RULES(dim_value), true},
@@ -60,6 +61,8 @@ const std::array<OpInfo, kNumOps>& table() {
        {{"axis", K::dim, req}, {"start", K::dim, req}, {"end", K::dim, req}}, RULES(slice)},
       {OpKind::concat, "concat", 1, -1, {{"axis", K::dim, req}}, RULES(concat)},
       {OpKind::split, "split", 1, 1, {{"axis", K::dim, req}, {"sizes", K::dims, req}}, RULES(split)},
+      {OpKind::tp_copy, "tp_copy", 1, 1, {}, RULES(tp_copy), false, false},
+      {OpKind::tp_reduce, "tp_reduce", 1, 1, {}, RULES(tp_reduce), false, false},
       {OpKind::reduce_sum, "reduce_sum", 1, 1, {{"axes", K::dims, req}, {"keepdims", K::boolean, opt}},
        RULES(reduce_sum)},
       {OpKind::reduce_mean, "reduce_mean", 1, 1, {{"axes", K::dims, req}, {"keepdims", K::boolean, opt}},

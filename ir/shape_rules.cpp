@@ -12,18 +12,33 @@ namespace pf::rules {
 Types shape_param(const ShapeContext& ctx) {
   Types t = declared_type(ctx);
   require_float(t[0], "a parameter");
-  // A piece: rows [begin, end) of a whole parameter of whole_rows rows.
+  // A piece: indices [begin, end) along `axis` of each of `segments` equal
+  // blocks of a whole parameter of whole_rows indices there.
   const bool piece = ctx.attrs.has("piece_of"), rows = ctx.attrs.has("rows"), whole = ctx.attrs.has("whole_rows");
   if (piece != rows || piece != whole) fail("a parameter piece needs piece_of, rows=[begin,end] and whole_rows");
+  if (!piece && (ctx.attrs.has("axis") || ctx.attrs.has("segments")))
+    fail("axis and segments describe a parameter piece; add piece_of, rows=[begin,end] and whole_rows");
   if (piece) {
     const std::vector<int64_t> r = ctx.attrs.get_ints("rows", {});
     const int64_t total = ctx.attrs.get_int("whole_rows", 0);
+    const int64_t axis = ctx.attrs.get_int("axis", 0), segments = ctx.attrs.get_int("segments", 1);
     if (ctx.attrs.get_string("piece_of", "").empty()) fail("piece_of must name the whole parameter");
-    if (r.size() != 2 || r[0] < 0 || r[0] >= r[1] || r[1] > total)
-      fail(fmt::format("rows must be [begin,end] with 0 <= begin < end <= whole_rows ({})", total));
-    if (t[0].rank() < 1 || t[0].shape[0] != r[1] - r[0])
-      fail(fmt::format("a piece of rows [{},{}) has {} rows, not the {} of its type {}", r[0], r[1], r[1] - r[0],
-                       t[0].rank() < 1 ? 0 : t[0].shape[0], t[0].str()));
+    if (axis < 0 || axis >= t[0].rank())
+      fail(fmt::format("axis must name a dimension of {}, got {}", t[0].str(), axis));
+    if (segments < 1 || total % segments != 0)
+      fail(fmt::format("segments must divide whole_rows ({}) into equal blocks, got {}", total, segments));
+    if (r.size() != 2 || r[0] < 0 || r[0] >= r[1] || r[1] > total / segments)
+      fail(segments == 1
+               ? fmt::format("rows must be [begin,end] with 0 <= begin < end <= whole_rows ({})", total)
+               : fmt::format("rows must be [begin,end] with 0 <= begin < end <= whole_rows / segments ({})",
+                             total / segments));
+    const int64_t size = (r[1] - r[0]) * segments, have = t[0].shape[static_cast<size_t>(axis)];
+    if (have != size)
+      fail(axis == 0 && segments == 1
+               ? fmt::format("a piece of rows [{},{}) has {} rows, not the {} of its type {}", r[0], r[1], size, have,
+                             t[0].str())
+               : fmt::format("a piece of [{},{}) of {} blocks along axis {} has {} there, not the {} of its type {}",
+                             r[0], r[1], segments, axis, size, have, t[0].str()));
   }
   return t;
 }
@@ -101,6 +116,9 @@ Types shape_dropout(const ShapeContext& ctx) {
 Types shape_cast(const ShapeContext& ctx) {
   return one(ctx.attrs.get_dtype("to", DType::f32), ctx.operands[0].shape);
 }
+
+Types shape_tp_copy(const ShapeContext& ctx) { return unary_float(ctx); }
+Types shape_tp_reduce(const ShapeContext& ctx) { return unary_float(ctx); }
 
 Types shape_softmax(const ShapeContext& ctx) { return softmax_like(ctx); }
 Types shape_log_softmax(const ShapeContext& ctx) { return softmax_like(ctx); }

@@ -168,11 +168,10 @@ std::optional<OpTiming> piece_share(const DeviceProfile& profile, const Function
   const std::optional<ParamPiece> piece = weight_piece(f, op);
   if (!piece) return std::nullopt;
   std::vector<TensorType> whole = {f.type_of(op.operands[0]), piece->whole_type(f.type_of(op.operands[1]))};
-  whole[0].shape.back() = piece->whole_rows;
+  if (piece->axis == 0) whole[0].shape.back() = piece->whole_rows;  // rows of the weight: columns of the activation
   std::optional<OpTiming> t = find_timing(profile, op_timing_key(op.kind, whole, attrs_text(op, binding)));
   if (!t) return std::nullopt;
-  const double share = static_cast<double>(piece->end - piece->begin) / static_cast<double>(piece->whole_rows);
-  return OpTiming{t->forward_s * share, t->backward_s * share};
+  return OpTiming{t->forward_s * piece->share(), t->backward_s * piece->share()};
 }
 
 // Whether `v` is the result of a product by a row block of a split weight.

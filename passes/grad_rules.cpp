@@ -232,6 +232,16 @@ ValueId spread(Ctx& c, ValueId g) {
   return c.emit(OpKind::broadcast_to, {g}, {attr_ints("shape", x.shape)});
 }
 
+// ---- tensor parallelism ----
+
+// Megatron's conjugate pair. tp_copy gives every rank the whole activation,
+// and each rank's shared products send back a partial gradient of it: the
+// ranks' sum is the gradient. tp_reduce sums partial products into the
+// whole, which every rank then holds: each rank's gradient of its partial
+// is the whole gradient, unchanged.
+void grad_tp_copy(Ctx& c) { c.accumulate(0, c.emit(OpKind::tp_reduce, {c.grad()})); }
+void grad_tp_reduce(Ctx& c) { c.accumulate(0, c.grad()); }
+
 void grad_reduce_sum(Ctx& c) { c.accumulate(0, spread(c, c.grad())); }
 
 void grad_reduce_mean(Ctx& c) {
@@ -333,6 +343,8 @@ std::array<Entry, kNumOps> build_table() {
   rule(OpKind::slice, grad_slice);
   rule(OpKind::concat, grad_concat);
   rule(OpKind::split, grad_split);
+  rule(OpKind::tp_copy, grad_tp_copy);
+  rule(OpKind::tp_reduce, grad_tp_reduce);
   rule(OpKind::reduce_sum, grad_reduce_sum);
   rule(OpKind::reduce_mean, grad_reduce_mean);
   rule(OpKind::reduce_max, grad_reduce_max);

@@ -42,7 +42,7 @@ struct PlanParam {
   TensorType type;
   std::string init;              // canonical initializer text, e.g. "normal(0.02)"
   std::vector<int> shared_with;  // other stages holding the same parameter, increasing
-  std::optional<ParamPiece> piece;  // rows of a whole parameter split between stages
+  std::optional<ParamPiece> piece;  // a block of a whole parameter split between stages or ranks
 
   bool operator==(const PlanParam&) const = default;
 };

@@ -74,17 +74,26 @@ class PlanReader {
     return out;
   }
 
-  /// A parameter's piece_of, rows and whole_rows (rows within the whole's).
+  /// A parameter's piece_of, rows, whole_rows and, where they are not 0
+  /// and 1, axis and segments (see ParamPiece).
   ParamPiece piece(const Json& object, const std::string& where) const {
     ParamPiece p;
     p.whole = r_.string(object, where, "piece_of");
     p.whole_rows = r_.integer(object, where, "whole_rows", 1);
+    if (object.contains("axis")) p.axis = static_cast<int>(r_.integer(object, where, "axis", 0, 7));
+    if (object.contains("segments")) p.segments = r_.integer(object, where, "segments", 1, p.whole_rows);
+    if (p.whole_rows % p.segments != 0)
+      r_.fail(fmt::format("{}.segments ({}) must divide whole_rows ({})", where, p.segments, p.whole_rows));
+    const int64_t segment = p.whole_rows / p.segments;
     const Json& rows = r_.array(object, where, "rows");
     if (rows.size() != 2 || !rows[0].is_number_integer() || !rows[1].is_number_integer() ||
         rows[0].get<int64_t>() < 0 || rows[0].get<int64_t>() >= rows[1].get<int64_t>() ||
-        rows[1].get<int64_t>() > p.whole_rows)
-      r_.fail(fmt::format("{}.rows must be [begin, end] with 0 <= begin < end <= whole_rows ({})", where,
-                          p.whole_rows));
+        rows[1].get<int64_t>() > segment)
+      r_.fail(p.segments == 1
+                  ? fmt::format("{}.rows must be [begin, end] with 0 <= begin < end <= whole_rows ({})", where,
+                                p.whole_rows)
+                  : fmt::format("{}.rows must be [begin, end] with 0 <= begin < end <= whole_rows / segments ({})",
+                                where, segment));
     p.begin = rows[0].get<int64_t>();
     p.end = rows[1].get<int64_t>();
     return p;
@@ -148,7 +157,7 @@ class PlanReader {
     const Json& params = r_.array(j, where, "params");
     for (size_t i = 0; i < params.size(); ++i) {
       std::string at = JsonReader::at(JsonReader::at(where, "params"), i);
-      r_.expect_keys(params[i], at, {"name", "type", "init", "shared_with"}, {"piece_of", "rows", "whole_rows"});
+      r_.expect_keys(params[i], at, {"name", "type", "init", "shared_with"}, {"piece_of", "rows", "whole_rows", "axis", "segments"});
       PlanParam param{r_.string(params[i], at, "name"), type(params[i], at), r_.string(params[i], at, "init"), {}, {}};
       param.shared_with = stage_indices(params[i], at, "shared_with");
       if (params[i].contains("piece_of")) param.piece = piece(params[i], at);

@@ -54,6 +54,8 @@ Json stage_json(const PlanStage& s) {
       param["piece_of"] = p.piece->whole;
       param["rows"] = {p.piece->begin, p.piece->end};
       param["whole_rows"] = p.piece->whole_rows;
+      if (p.piece->axis != 0) param["axis"] = p.piece->axis;
+      if (p.piece->segments != 1) param["segments"] = p.piece->segments;
     }
     params.push_back(std::move(param));
   }

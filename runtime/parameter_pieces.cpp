@@ -25,12 +25,27 @@ std::optional<std::string> suffix_after(const std::string& name, const std::stri
   return name.substr(prefix.size());
 }
 
-/// Bytes of one row of a piece's type (everything after the first axis).
-int64_t row_bytes(const TensorType& type) { return type.bytes() / std::max<int64_t>(type.shape.at(0), 1); }
+/// Whether `a` and `b` differ at most along `axis`.
+bool same_but_axis(const TensorType& a, const TensorType& b, int axis) {
+  if (a.dtype != b.dtype || a.rank() != b.rank()) return false;
+  for (int d = 0; d < a.rank(); ++d)
+    if (d != axis && a.shape[static_cast<size_t>(d)] != b.shape[static_cast<size_t>(d)]) return false;
+  return true;
+}
 
-bool same_rows(const TensorType& a, const TensorType& b) {
-  return a.dtype == b.dtype && a.rank() == b.rank() &&
-         std::equal(a.shape.begin() + 1, a.shape.end(), b.shape.begin() + 1);
+/// Whether `parts` (sorted by begin) cut one whole the same way and cover
+/// each of its segments exactly once.
+template <class Part>
+bool tile_the_whole(const std::vector<Part*>& parts) {
+  const ParamPiece& first = parts.front()->second.piece;
+  int64_t next = 0;
+  for (const Part* part : parts) {
+    const ParamPiece& p = part->second.piece;
+    if (p.begin != next || p.axis != first.axis || p.segments != first.segments || p.whole_rows != first.whole_rows)
+      return false;
+    next = p.end;
+  }
+  return next * first.segments == first.whole_rows;
 }
 
 }  // namespace
@@ -50,33 +65,27 @@ void join_pieces(SafeTensors& file, const ParameterPieces& pieces) {
   for (auto& [whole, parts] : by_whole) {
     std::sort(parts.begin(), parts.end(),
               [](auto* a, auto* b) { return a->second.piece.begin < b->second.piece.begin; });
-    // The pieces must tile the whole's rows.
-    int64_t next = 0;
-    for (auto* part : parts) {
-      if (part->second.piece.begin != next) break;
-      next = part->second.piece.end;
-    }
-    if (next != parts.front()->second.piece.whole_rows) continue;
+    if (!tile_the_whole(parts)) continue;
+    const ParamPiece& first_piece = parts.front()->second.piece;
+    const int axis = first_piece.axis;
     for (const std::string& name : names) {
       const std::optional<std::string> suffix = suffix_after(name, parts.front()->first);
       if (!suffix || file.contains(whole + *suffix)) continue;
       const TensorType& first = file.at(name).type;
+      if (first.rank() <= axis) continue;
       bool complete = true;
       for (auto* part : parts) {
         const std::string piece_name = part->first + *suffix;
         complete = complete && file.contains(piece_name) &&
-                   file.at(piece_name).type.shape.at(0) == part->second.piece.end - part->second.piece.begin &&
-                   same_rows(file.at(piece_name).type, first);
+                   file.at(piece_name).type.shape.at(static_cast<size_t>(axis)) == part->second.piece.size() &&
+                   same_but_axis(file.at(piece_name).type, first, axis);
       }
       if (!complete) continue;
-      TensorType type = first;
-      type.shape[0] = parts.front()->second.piece.whole_rows;
+      const TensorType type = first_piece.whole_type(first);
       std::vector<std::byte> bytes(static_cast<size_t>(type.bytes()));
-      size_t at = 0;
       for (auto* part : parts) {
-        const std::vector<std::byte>& b = file.at(part->first + *suffix).bytes;
-        std::memcpy(bytes.data() + at, b.data(), b.size());
-        at += b.size();
+        const TensorData& piece = file.at(part->first + *suffix);
+        part->second.piece.place(piece.type, piece.bytes.data(), bytes.data(), dtype_size(type.dtype));
       }
       for (auto* part : parts) file.remove(part->first + *suffix);
       file.add(whole + *suffix, type, bytes.data());
@@ -94,15 +103,18 @@ void cut_pieces(SafeTensors& file, const ParameterPieces& pieces) {
       if (!suffix || file.contains(piece_name + *suffix)) continue;
       const TensorData& whole = file.at(name);
       const TensorType expected = p.whole_type(part.type);
-      if (whole.type.rank() < 1 || whole.type.shape[0] != p.whole_rows || !same_rows(whole.type, expected)) {
+      if (whole.type.rank() <= p.axis || whole.type.shape[static_cast<size_t>(p.axis)] != p.whole_rows ||
+          !same_but_axis(whole.type, expected, p.axis)) {
         if (suffix->empty())
-          throw Error(fmt::format("{}: {} is {} here, but the plan holds rows [{}, {}) of it as a {}", file.source(),
-                                  name, whole.type.str(), p.begin, p.end, expected.str()));
+          throw Error(fmt::format("{}: {} is {} here, but the plan holds {} of it as a {}", file.source(), name,
+                                  whole.type.str(), p.str(), expected.str()));
         continue;  // another tensor whose name extends the whole's
       }
       TensorType type = whole.type;
-      type.shape[0] = p.end - p.begin;
-      file.add(piece_name + *suffix, type, whole.bytes.data() + p.begin * row_bytes(whole.type));
+      type.shape[static_cast<size_t>(p.axis)] = p.size();
+      std::vector<std::byte> bytes(static_cast<size_t>(type.bytes()));
+      p.cut(type, whole.bytes.data(), bytes.data(), dtype_size(type.dtype));
+      file.add(piece_name + *suffix, type, bytes.data());
       cut.insert(name);
     }
   }
@@ -111,10 +123,13 @@ void cut_pieces(SafeTensors& file, const ParameterPieces& pieces) {
 
 std::string pieces_to_text(const ParameterPieces& pieces) {
   Json j = Json::object();
-  for (const auto& [name, part] : pieces)
-    j[name] = {{"piece_of", part.piece.whole},
-               {"rows", {part.piece.begin, part.piece.end}},
-               {"whole_rows", part.piece.whole_rows}};
+  for (const auto& [name, part] : pieces) {
+    Json& piece = j[name] = {{"piece_of", part.piece.whole},
+                             {"rows", {part.piece.begin, part.piece.end}},
+                             {"whole_rows", part.piece.whole_rows}};
+    if (part.piece.axis != 0) piece["axis"] = part.piece.axis;
+    if (part.piece.segments != 1) piece["segments"] = part.piece.segments;
+  }
   return j.dump();
 }
 
@@ -128,7 +143,11 @@ ParameterPieces pieces_from_text(const std::string& text, const std::string& wha
       part.piece.begin = v.at("rows").at(0).get<int64_t>();
       part.piece.end = v.at("rows").at(1).get<int64_t>();
       part.piece.whole_rows = v.at("whole_rows").get<int64_t>();
-      if (part.piece.begin < 0 || part.piece.end <= part.piece.begin || part.piece.end > part.piece.whole_rows)
+      part.piece.axis = v.value("axis", 0);
+      part.piece.segments = v.value("segments", int64_t{1});
+      const ParamPiece& p = part.piece;
+      if (p.axis < 0 || p.segments < 1 || p.whole_rows % p.segments != 0 || p.begin < 0 || p.end <= p.begin ||
+          p.end > p.whole_rows / p.segments)
         throw Error("");
       out[name] = std::move(part);
     }

@@ -120,8 +120,8 @@ void ParameterSet::initialize(uint64_t seed) {
     const TensorType type = e.piece->whole_type(e.type);
     whole.resize(static_cast<size_t>(type.numel()));
     initialize_tensor(e.init, type, splitmix64(seed ^ fnv1a(e.piece->whole)), whole.data());
-    const int64_t row = e.type.numel() / e.type.shape[0];
-    std::copy_n(whole.begin() + e.piece->begin * row, e.value.size(), e.value.begin());
+    e.piece->cut(e.type, reinterpret_cast<const std::byte*>(whole.data()), reinterpret_cast<std::byte*>(e.value.data()),
+                 sizeof(float));
   }
 }
 

@@ -77,6 +77,7 @@ struct CompiledFunction::State {
   int64_t arena_size = 0;
   int64_t naive_size = 0;
   bool profile = false;
+  TensorParallelGroup* tensor_parallel = nullptr;
   OpSeconds op_seconds{};
   std::vector<double> call_seconds;  // per call, with profile
 
@@ -127,6 +128,7 @@ CompiledFunction::CompiledFunction(const Function& f, std::string_view backend, 
   s.function_name = f.name;
   s.args = f.args;
   s.profile = options.profile;
+  s.tensor_parallel = options.tensor_parallel;
   if (std::find(float_dtypes.begin(), float_dtypes.end(), float_dtype) == float_dtypes.end()) {
     std::vector<std::string_view> names;
     for (DType t : float_dtypes) names.push_back(dtype_name(t));
@@ -250,6 +252,7 @@ void CompiledFunction::place(const MemoryPlan& plan, const std::function<std::by
                                        std::span<const TensorType>(s.out_types.data() + c.out_begin, c.out_count),
                                        std::span<void* const>(s.out_ptrs.data() + c.out_begin, c.out_count),
                                        s.attrs[k]});
+    s.kernel_args.back().group = s.tensor_parallel;
   }
 
   // The planned values, then bytes of their own for copied results that the
@@ -297,6 +300,11 @@ size_t CompiledFunction::num_calls() const { return s_->calls.size(); }
 int CompiledFunction::call_op(size_t k) const { return s_->calls[k].op; }
 
 const KernelArgs& CompiledFunction::call_args(size_t k) const { return s_->kernel_args[k]; }
+
+void CompiledFunction::set_tensor_parallel(TensorParallelGroup* group) {
+  s_->tensor_parallel = group;
+  for (KernelArgs& args : s_->kernel_args) args.group = group;
+}
 
 const std::string& CompiledFunction::op_text(int op) const { return s_->op_text[static_cast<size_t>(op)]; }
 

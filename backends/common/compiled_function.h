@@ -29,6 +29,9 @@ struct ExecutorOptions {
   /// Times every kernel call and adds its seconds to its op (op_times()) and
   /// its op kind (op_seconds()). Off by default: a run then reads no clock.
   bool profile = false;
+  /// The ranks whose partial products tp_reduce sums (see KernelArgs::group);
+  /// it outlives the executor. Null: a function with tp_reduce cannot run.
+  TensorParallelGroup* tensor_parallel = nullptr;
 };
 
 /// The dtype an op's kernel is looked up with, on every backend: the float
@@ -114,6 +117,8 @@ class CompiledFunction {
   void reset_profile();
   /// Turns per-op timing on or off for the next runs (ExecutorOptions::profile).
   void set_profile(bool on);
+  /// The group the next runs' tp_reduce calls sum over (ExecutorOptions::tensor_parallel).
+  void set_tensor_parallel(TensorParallelGroup* group);
 
  protected:
   /// Describes `f` for an executor of `backend` ("cpu", "cuda": errors say

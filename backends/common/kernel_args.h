@@ -8,6 +8,24 @@
 
 namespace pf::backend {
 
+/// The ranks that share a stage's layers under tensor parallelism, as the
+/// tp_reduce kernels see them: each call sums a buffer over the group in
+/// place, every rank calling in the same order (they run the same program).
+class TensorParallelGroup {
+ public:
+  virtual ~TensorParallelGroup() = default;
+  virtual void all_reduce(std::span<float> values) = 0;
+  virtual void all_reduce(std::span<double> values) = 0;
+};
+
+/// A group of one rank, whose sums leave every value as it is: a
+/// tensor-parallel function run alone, as its own reference.
+class SingleRankGroup final : public TensorParallelGroup {
+ public:
+  void all_reduce(std::span<float>) override {}
+  void all_reduce(std::span<double>) override {}
+};
+
 /// A kernel's arguments: its operands and results as contiguous row-major
 /// buffers with their concrete types (host memory on the CPU, the device's
 /// memory on a GPU), and the op's evaluated attributes. Results are
@@ -22,6 +40,8 @@ struct KernelArgs {
   std::span<void* const> out;  // results, preallocated, contiguous
   const OpAttrs& attrs;
   bool accumulate = false;
+  /// The group tp_reduce sums over; null where the function runs alone.
+  TensorParallelGroup* group = nullptr;
 };
 
 }  // namespace pf::backend

@@ -19,6 +19,7 @@ const KernelTable& table() {
     add_attention_kernels(t);
     add_matmul_kernels(t);
     add_conv_kernels(t);
+    add_tensor_parallel_kernels(t);
     return t;
   }();
   return filled;

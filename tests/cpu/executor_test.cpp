@@ -4,12 +4,14 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <barrier>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <new>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "backends/cpu/kernels.h"
@@ -751,6 +753,84 @@ TEST(Executor, RunAllocatesNoMoreThanItsKernels) {
   const int64_t in_kernels = allocations_in(call_all);
   EXPECT_LE(in_run, in_kernels);
   RecordProperty("allocations_per_run", std::to_string(in_run));
+}
+
+// Two ranks of a tensor-parallel stage, one thread each: every rank's
+// tp_reduce gets the sum of both ranks' partial values, added in rank order.
+class TwoThreadGroup {
+ public:
+  class Rank final : public backend::TensorParallelGroup {
+   public:
+    Rank(TwoThreadGroup& g, int rank) : g_(g), rank_(rank) {}
+    void all_reduce(std::span<float> values) override {
+      g_.parts_[rank_] = values;
+      g_.sync_.arrive_and_wait();
+      std::vector<float> sum(values.size());
+      for (size_t i = 0; i < sum.size(); ++i) sum[i] = g_.parts_[0][i] + g_.parts_[1][i];
+      g_.sync_.arrive_and_wait();  // both have read both parts
+      std::copy(sum.begin(), sum.end(), values.begin());
+    }
+    void all_reduce(std::span<double>) override { FAIL() << "the test runs in f32"; }
+
+   private:
+    TwoThreadGroup& g_;
+    int rank_;
+  };
+
+ private:
+  std::barrier<> sync_{2};
+  std::span<float> parts_[2];
+};
+
+TEST(Executor, TpReduceSumsThePartialValuesOfEveryRank) {
+  const char* text = R"(
+graph @g(%x: f32[2,3], %scale: f32[]) -> f32[2,3] {
+  %shared = tp_copy %x : f32[2,3]
+  %part = mul %shared, %scale : f32[2,3]
+  %y = tp_reduce %part : f32[2,3]
+  return %y
+}
+)";
+  Module m = verified_module(text);
+  TwoThreadGroup group;
+  TwoThreadGroup::Rank ranks[2] = {{group, 0}, {group, 1}};
+  const std::vector<float> x = {1, 2, 3, 4, 5, 6};
+  std::vector<float> y[2];
+  std::thread threads[2];
+  for (int r = 0; r < 2; ++r)
+    threads[r] = std::thread([&, r] {
+      ExecutorOptions options;
+      options.tensor_parallel = &ranks[r];
+      Executor ex(m.graph(), m.binding(), DType::f32, options);
+      const float scale = r == 0 ? 1.0f : 10.0f;
+      ex.bind_input(0, x.data());
+      ex.bind_input(1, &scale);
+      ex.run();
+      const auto* out = static_cast<const float*>(ex.output(0));
+      y[r].assign(out, out + 6);
+    });
+  for (std::thread& t : threads) t.join();
+  for (const std::vector<float>& got : y) EXPECT_EQ(got, (std::vector<float>{11, 22, 33, 44, 55, 66}));
+}
+
+TEST(Executor, TpReduceWithoutAGroupSaysWhereItRuns) {
+  Module m = verified_module(R"(
+graph @g(%x: f32[4]) -> f32[4] {
+  %y = tp_reduce %x : f32[4]
+  return %y
+}
+)");
+  Executor ex(m.graph(), m.binding(), DType::f32);
+  const std::vector<float> x = {1, 2, 3, 4};
+  ex.bind_input(0, x.data());
+  try {
+    ex.run();
+    FAIL() << "ran without a group";
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()),
+              "running %y = tp_reduce %x : f32[4]: tp_reduce sums over the ranks of a tensor-parallel stage, and this "
+              "function runs on no such rank; run it from a plan compiled with --tensor-parallel");
+  }
 }
 
 }  // namespace

@@ -243,7 +243,10 @@ Result run_kernel(OpKind op, DType run, const Case& c) {
   std::vector<void*> out_ptrs;
   for (auto& b : in_bytes) in_ptrs.push_back(b.data());
   for (auto& b : out_bytes) out_ptrs.push_back(b.data());
-  forward_kernel(op, run)(KernelArgs{in_types, in_ptrs, result.types, out_ptrs, attrs});
+  static backend::SingleRankGroup alone;  // tp_reduce over a group of one rank
+  KernelArgs args{in_types, in_ptrs, result.types, out_ptrs, attrs};
+  args.group = &alone;
+  forward_kernel(op, run)(args);
   for (size_t i = 0; i < result.types.size(); ++i) result.values.push_back(decode(result.types[i], out_bytes[i]));
   return result;
 }
@@ -1104,6 +1107,10 @@ std::vector<OpCase> all_cases() {
   };
   add(OpKind::reshape, {"f64", {g.uniform({2, 3, 4})}, {dims_attr("shape", {4, -1})}, {}, same_values});
   add(OpKind::reshape, {"i32", {g.ints(DType::i32, {2, 6}, -9, 9)}, {dims_attr("shape", {12})}, {}, same_values});
+  // Over a group of one rank, both meeting points of tensor parallelism hand
+  // their operand on.
+  add(OpKind::tp_copy, {"one rank", {g.uniform({3, 5})}, {}, {}, same_values});
+  add(OpKind::tp_reduce, {"one rank", {g.uniform({2, 3, 4})}, {}, {}, same_values});
   struct Tr {
     const char* name;
     Shape s;

@@ -20,6 +20,12 @@
 namespace pf::cuda {
 namespace {
 
+/// tp_reduce over a group of one rank: on either backend, its operand.
+backend::TensorParallelGroup& alone() {
+  static backend::SingleRankGroup group;
+  return group;
+}
+
 // A case is run by the CPU's f32 kernel and by the CUDA kernel on the same
 // bytes; results are compared with a tolerance by dtype. CUDA results are
 // poisoned first (all bytes 0xFF) so that an element a kernel forgets shows
@@ -137,6 +143,8 @@ std::vector<Case> all_cases() {
   c.push_back({OpKind::embedding, "i32_ids", {g.uniform({10, 6}), g.ints(DType::i32, {2, 3}, 0, 9)}});
   c.push_back({OpKind::embedding, "i64_ids", {g.uniform({10, 6}), g.ints(DType::i64, {4}, 0, 9)}});
   c.push_back({OpKind::reshape, "flat", {g.uniform({2, 6})}, {dims("shape", {3, 4})}});
+  c.push_back({OpKind::tp_copy, "one rank", {g.uniform({2, 6})}});
+  c.push_back({OpKind::tp_reduce, "one rank", {g.uniform({3, 5})}});
   c.push_back({OpKind::transpose, "rotate", {g.uniform({2, 3, 4})}, {dims("perm", {2, 0, 1})}});
   c.push_back({OpKind::transpose, "i64_swap", {g.ints(DType::i64, {3, 5}, -9, 9)}, {dims("perm", {1, 0})}});
   c.push_back({OpKind::slice, "middle", {g.uniform({2, 4, 3})}, {dim("axis", 1), dim("start", 1), dim("end", 3)}});
@@ -331,7 +339,9 @@ Outcome run_cpu(const Case& c, DType floats) {
   std::vector<void*> out_ptrs;
   for (auto& b : in_bytes) in_ptrs.push_back(b.data());
   for (auto& b : out_bytes) out_ptrs.push_back(b.data());
-  cpu::forward_kernel(c.op, DType::f32)(cpu::KernelArgs{in_types, in_ptrs, run.types, out_ptrs, attrs});
+  cpu::KernelArgs args{in_types, in_ptrs, run.types, out_ptrs, attrs};
+  args.group = &alone();
+  cpu::forward_kernel(c.op, DType::f32)(args);
   for (size_t i = 0; i < run.types.size(); ++i) run.values.push_back(decode(run.types[i], out_bytes[i]));
   return run;
 }
@@ -369,7 +379,9 @@ Outcome run_cuda(CudaDevice& device, const Case& c, DType floats) {
     if (is_float(t.dtype)) kernel_dtype = floats;
   LaunchContext ctx = device.context(0);
   ctx.step = 0;
-  forward_kernel(c.op, kernel_dtype)(cpu::KernelArgs{in_types, in_ptrs, run.types, out_ptrs, attrs}, ctx);
+  cpu::KernelArgs args{in_types, in_ptrs, run.types, out_ptrs, attrs};
+  args.group = &alone();
+  forward_kernel(c.op, kernel_dtype)(args, ctx);
   device.synchronize(0);
   for (size_t i = 0; i < run.types.size(); ++i) run.values.push_back(decode(run.types[i], outs[i].read()));
   return run;

@@ -17,6 +17,17 @@
 namespace pf {
 namespace {
 
+/// Executors whose tp_reduce sums over a group of one rank (the identity).
+const cpu::ExecutorOptions& alone() {
+  static backend::SingleRankGroup group;
+  static const cpu::ExecutorOptions options = [] {
+    cpu::ExecutorOptions o;
+    o.tensor_parallel = &group;
+    return o;
+  }();
+  return options;
+}
+
 /// A small graph whose scalar loss depends on the op under test through a
 /// fixed random weighting, so that every element of its result matters.
 struct GradCase {
@@ -77,6 +88,8 @@ std::map<OpKind, GradCase> cases() {
   m[OpKind::slice] = {"%a: f32[3,5]", "  %r = slice %a axis=-1 start=1 end=4 : f32[3,3]\n", "f32[3,3]"};
   m[OpKind::concat] = {"%a: f32[2,2], %b: f32[2,3]", "  %r = concat %a, %b, %a axis=1 : f32[2,7]\n", "f32[2,7]"};
   m[OpKind::split] = {"%a: f32[2,6]", "  %x, %y, %z = split %a axis=1 sizes=[1,2,3] : f32[2,1], f32[2,2], f32[2,3]\n  %r = mul %x, %z : f32[2,3]\n", "f32[2,3]"};
+  m[OpKind::tp_copy] = {"%a: f32[3,4]", "  %r = tp_copy %a : f32[3,4]\n", "f32[3,4]"};
+  m[OpKind::tp_reduce] = {"%a: f32[3,4]", "  %r = tp_reduce %a : f32[3,4]\n", "f32[3,4]"};
   m[OpKind::reduce_sum] = {"%a: f32[2,3,4]", "  %r = reduce_sum %a axes=[0,2] : f32[3]\n", "f32[3]"};
   m[OpKind::reduce_mean] = {"%a: f32[2,3,4]", "  %r = reduce_mean %a axes=[1] keepdims=true : f32[2,1,4]\n", "f32[2,1,4]"};
   m[OpKind::reduce_max] = {"%a: f32[3,4]", "  %r = reduce_max %a axes=[1] : f32[3]\n", "f32[3]"};
@@ -137,7 +150,7 @@ class GradCheck {
   }
 
   double loss() {
-    cpu::Executor fwd(module_.graph(), binding_, DType::f64);
+    cpu::Executor fwd(module_.graph(), binding_, DType::f64, alone());
     bind_inputs(fwd, module_.graph());
     for (size_t i = 0; i < params_.size(); ++i) fwd.bind_param(program_.params[i], params_[i].data());
     fwd.run();
@@ -157,7 +170,7 @@ class GradCheck {
     auto ptr = [&](std::vector<std::vector<double>>& d, std::vector<std::vector<float>>& f, size_t i) -> void* {
       return dtype == DType::f64 ? static_cast<void*>(d[i].data()) : static_cast<void*>(f[i].data());
     };
-    cpu::Executor fwd(graph, binding_, dtype);
+    cpu::Executor fwd(graph, binding_, dtype, alone());
     for (size_t a = 0; a < graph.args.size(); ++a) {
       DType dt = graph.type_of(graph.args[a]).dtype;
       fwd.bind_input(static_cast<int>(a), is_float(dt) ? ptr(inputs_, f_inputs, a)
@@ -167,7 +180,7 @@ class GradCheck {
     for (size_t i = 0; i < params_.size(); ++i) fwd.bind_param(program_.params[i], ptr(params_, f_params, i));
     fwd.run();
     const Function& bwd = *module_.find_function(program_.backward);
-    cpu::Executor back(bwd, binding_, dtype);
+    cpu::Executor back(bwd, binding_, dtype, alone());
     double seed = 1;
     float seed32 = 1;
     back.bind_input(0, dtype == DType::f64 ? static_cast<const void*>(&seed) : &seed32);

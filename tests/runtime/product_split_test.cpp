@@ -141,6 +141,32 @@ TEST(ParameterPieces, CutAndJoinAreInverseForWeightsAndOptimizerState) {
   EXPECT_EQ(pieces_from_text(pieces_to_text(pieces), "ck").at("w_rows1_3").piece, (ParamPiece{"w", 1, 3, 3}));
 }
 
+TEST(ParameterPieces, ColumnsOfEachBlockAreCutAndJoinedInPlace) {
+  // w is 2 x 6: three blocks of two columns (q, k and v side by side), and
+  // each of two ranks holds one column of every block, as a fused q, k, v
+  // projection is shared out under tensor parallelism.
+  ParameterPieces pieces;
+  for (int64_t r = 0; r < 2; ++r) {
+    PieceOfParameter part;
+    part.piece = ParamPiece{"w", r, r + 1, 6, 1, 3};
+    part.type = TensorType{DType::f32, {2, 3}};
+    pieces.emplace(fmt::format("w.tp{}", r), part);
+  }
+  SafeTensors file = weights_of({{"w", {{2, 6}, {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}}}});
+  cut_pieces(file, pieces);
+  const auto values = [&](const std::string& name) {
+    const std::span<const float> v = file.at(name).view<float>();
+    return std::vector<float>(v.begin(), v.end());
+  };
+  EXPECT_EQ(values("w.tp0"), (std::vector<float>{1, 3, 5, 7, 9, 11}));
+  EXPECT_EQ(values("w.tp1"), (std::vector<float>{2, 4, 6, 8, 10, 12}));
+  join_pieces(file, pieces);
+  EXPECT_EQ(file.names(), (std::vector<std::string>{"w"}));
+  EXPECT_EQ(values("w"), (std::vector<float>{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}));
+  EXPECT_EQ(pieces_from_text(pieces_to_text(pieces), "ck").at("w.tp1").piece, (ParamPiece{"w", 1, 2, 6, 1, 3}));
+  EXPECT_EQ(pieces.at("w.tp1").piece.str(), "columns [1, 2) of each of 3 blocks");
+}
+
 TEST(ParameterPieces, JoinLeavesPiecesWithoutAllTheirRows) {
   const ParameterPieces pieces = pieces_of_w();
   SafeTensors file = weights_of({{"w_rows0_1", {{1, 2}, {1, 2}}}});

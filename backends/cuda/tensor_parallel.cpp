@@ -1,0 +1,43 @@
+// tp_copy and tp_reduce on a GPU stage: the whole activation copied on the
+// stream, and partial products summed over the group in device memory.
+#include <cuda_runtime.h>
+
+#include <span>
+
+#include "backends/cuda/check.h"
+#include "backends/cuda/kernel_table.h"
+#include "ir/diagnostic.h"
+
+namespace pf::cuda {
+
+namespace {
+
+void copy_operand(const KernelArgs& args, const LaunchContext& ctx) {
+  const int64_t bytes = args.out_types[0].bytes();
+  if (bytes > 0 && args.out[0] != args.in[0])
+    PF_CUDA_CHECK(cudaMemcpyAsync(args.out[0], args.in[0], static_cast<size_t>(bytes), cudaMemcpyDeviceToDevice,
+                                  ctx.stream));
+}
+
+void tp_copy(const KernelArgs& args, const LaunchContext& ctx) { copy_operand(args, ctx); }
+
+// The group reads the device buffer once the copy has landed: a group of
+// GPU ranks (NCCL) sums device memory on a stream of its own.
+void tp_reduce(const KernelArgs& args, const LaunchContext& ctx) {
+  if (!args.group)
+    throw Error("tp_reduce sums over the ranks of a tensor-parallel stage, and this function runs on no such "
+                "rank; run it from a plan compiled with --tensor-parallel");
+  copy_operand(args, ctx);
+  PF_CUDA_CHECK(cudaStreamSynchronize(ctx.stream));
+  args.group->all_reduce(
+      std::span<float>(static_cast<float*>(args.out[0]), static_cast<size_t>(args.out_types[0].numel())));
+}
+
+}  // namespace
+
+void add_tensor_parallel_kernels(KernelTable& t) {
+  t.set_any_dtype(OpKind::tp_copy, tp_copy);
+  t.set_float(OpKind::tp_reduce, tp_reduce, nullptr);  // f32 only: the group sums floats
+}
+
+}  // namespace pf::cuda
