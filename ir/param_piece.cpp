@@ -48,7 +48,9 @@ void ParamPiece::place(const TensorType& piece, const std::byte* piece_data, std
 
 std::string ParamPiece::str() const {
   const std::string range = fmt::format("[{}, {})", begin, end);
-  std::string out = axis == 0 ? "rows " + range : axis == 1 ? "columns " + range : range + fmt::format(" along axis {}", axis);
+  std::string out = axis == 0   ? "rows " + range
+                    : axis == 1 ? "columns " + range
+                                : range + fmt::format(" along axis {}", axis);
   if (segments != 1) out += fmt::format(" of each of {} blocks", segments);
   return out;
 }

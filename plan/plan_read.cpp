@@ -157,7 +157,8 @@ class PlanReader {
     const Json& params = r_.array(j, where, "params");
     for (size_t i = 0; i < params.size(); ++i) {
       std::string at = JsonReader::at(JsonReader::at(where, "params"), i);
-      r_.expect_keys(params[i], at, {"name", "type", "init", "shared_with"}, {"piece_of", "rows", "whole_rows", "axis", "segments"});
+      r_.expect_keys(params[i], at, {"name", "type", "init", "shared_with"},
+                     {"piece_of", "rows", "whole_rows", "axis", "segments"});
       PlanParam param{r_.string(params[i], at, "name"), type(params[i], at), r_.string(params[i], at, "init"), {}, {}};
       param.shared_with = stage_indices(params[i], at, "shared_with");
       if (params[i].contains("piece_of")) param.piece = piece(params[i], at);

@@ -5,7 +5,6 @@
 #include <span>
 
 #include "backends/cpu/kernel_table.h"
-#include "ir/diagnostic.h"
 
 namespace pf::cpu {
 
@@ -20,9 +19,7 @@ void tp_copy(const KernelArgs& args) { copy_operand(args); }
 
 template <class T>
 void tp_reduce(const KernelArgs& args) {
-  if (!args.group)
-    throw Error("tp_reduce sums over the ranks of a tensor-parallel stage, and this function runs on no such "
-                "rank; run it from a plan compiled with --tensor-parallel");
+  if (!args.group) backend::throw_no_tensor_parallel_group();
   copy_operand(args);
   args.group->all_reduce(std::span<T>(static_cast<T*>(args.out[0]), static_cast<size_t>(args.out_types[0].numel())));
 }

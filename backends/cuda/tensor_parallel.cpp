@@ -6,7 +6,6 @@
 
 #include "backends/cuda/check.h"
 #include "backends/cuda/kernel_table.h"
-#include "ir/diagnostic.h"
 
 namespace pf::cuda {
 
@@ -24,9 +23,7 @@ void tp_copy(const KernelArgs& args, const LaunchContext& ctx) { copy_operand(ar
 // The group reads the device buffer once the copy has landed: a group of
 // GPU ranks (NCCL) sums device memory on a stream of its own.
 void tp_reduce(const KernelArgs& args, const LaunchContext& ctx) {
-  if (!args.group)
-    throw Error("tp_reduce sums over the ranks of a tensor-parallel stage, and this function runs on no such "
-                "rank; run it from a plan compiled with --tensor-parallel");
+  if (!args.group) backend::throw_no_tensor_parallel_group();
   copy_operand(args, ctx);
   PF_CUDA_CHECK(cudaStreamSynchronize(ctx.stream));
   args.group->all_reduce(
