@@ -5,79 +5,67 @@
 
 #include "ir/diagnostic.h"
 #include "partitioner/model_cost_graph.h"
+#include "passes/tensor_parallel_layout.h"
 
 namespace pf {
 
 namespace {
 
-bool is_param(const Function& graph, ValueId v) {
-  const int def = graph.values[v].def_op;
-  return def >= 0 && graph.ops[def].kind == OpKind::param;
-}
-
 int64_t divided_bytes(int64_t bytes, int degree) { return (bytes + degree - 1) / degree; }
 
 }  // namespace
 
-TensorParallelSplit tensor_parallel_split(const Function& graph, const std::vector<bool>& sharded_args) {
+TensorParallelSplit tensor_parallel_split(const Function& graph, int degree, int whole_results) {
+  const TensorParallelLayout layout = tensor_parallel_layout(graph, degree, whole_results);
   TensorParallelSplit split;
   const size_t ops = graph.ops.size();
-  split.sharded = sharded_args;
-  split.sharded.resize(graph.values.size(), false);
+  split.sharded.resize(graph.values.size());
+  for (size_t v = 0; v < graph.values.size(); ++v) split.sharded[v] = layout.values[v].sharded();
   split.divided.assign(ops, false);
   split.forward_reduced.assign(ops, 0);
   split.backward_reduced.assign(ops, 0);
   const std::vector<bool> carries_grad = gradient_carriers(graph);
   for (size_t i = 0; i < ops; ++i) {
     const Op& op = graph.ops[i];
-    if (op.kind == OpKind::param || op.operands.empty()) continue;
-    const bool weighted = op.kind == OpKind::matmul && op.operands.size() == 2 && is_param(graph, op.operands[1]) &&
-                          graph.type_of(op.operands[1]).rank() == 2;
-    if (weighted) {
-      const ValueId input = op.operands[0];
-      split.sharded[op.operands[1]] = true;
-      split.divided[i] = true;
-      if (split.sharded[input]) {
-        // Row-parallel: partial sums of the whole output, summed after the forward.
-        split.forward_reduced[i] = graph.type_of(op.results[0]).numel();
-      } else {
-        // Column-parallel: a slice of the output; the input's gradient is a
-        // partial sum, summed in the backward.
-        for (ValueId r : op.results) split.sharded[r] = true;
-        if (carries_grad[input]) split.backward_reduced[i] = graph.type_of(input).numel();
-      }
-      continue;
-    }
-    if (op.kind == OpKind::embedding && is_param(graph, op.operands[0])) {
-      // Vocabulary-parallel: each GPU looks up its rows, the sum completes it.
-      split.sharded[op.operands[0]] = true;
-      split.divided[i] = true;
-      split.forward_reduced[i] = graph.type_of(op.results[0]).numel();
-      continue;
-    }
-    bool sharded = false;
-    for (ValueId u : op.operands) sharded = sharded || (!is_param(graph, u) && split.sharded[u]);
-    if (!sharded) continue;
-    split.divided[i] = true;
-    for (ValueId r : op.results) split.sharded[r] = true;
-    for (ValueId u : op.operands)
-      if (is_param(graph, u)) split.sharded[u] = true;  // a column-parallel layer's bias
+    split.divided[i] = layout.ops[i] != ShardRole::whole;
+    if (layout.ops[i] == ShardRole::row) split.forward_reduced[i] = graph.type_of(op.results[0]).numel();
+    if (layout.ops[i] == ShardRole::column && carries_grad[op.operands[0]])
+      split.backward_reduced[i] = graph.type_of(op.operands[0]).numel();
   }
   return split;
+}
+
+std::vector<int> cuts_between_shares(const Function& graph, const TensorParallelSplit& split,
+                                     std::vector<int> candidates) {
+  const int n = static_cast<int>(graph.ops.size());
+  if (candidates.empty())
+    for (int i = 1; i < n; ++i) candidates.push_back(i);
+  // A share defined by op d and last read by op u crosses the cuts d+1..u.
+  std::vector<bool> crossed(static_cast<size_t>(n) + 1, false);
+  const auto users = graph.users();
+  for (size_t v = 0; v < graph.values.size(); ++v) {
+    const int def = graph.values[v].def_op;
+    if (!split.sharded[v] || def < 0 || graph.ops[def].kind == OpKind::param || users[v].empty()) continue;
+    for (int cut = def + 1; cut <= users[v].back(); ++cut) crossed[static_cast<size_t>(cut)] = true;
+  }
+  std::erase_if(candidates, [&](int cut) { return crossed[static_cast<size_t>(cut)]; });
+  if (candidates.empty() && n > 1)
+    throw Error("tensor parallelism leaves no cut between stages: every cut of the graph falls between a "
+                "column-parallel product and its row-parallel one");
+  return candidates;
 }
 
 double ring_all_reduce_s(double bytes, int ranks, const LinkSpec& link) {
   return RingAllReduce(ranks, link).seconds(bytes);
 }
 
-void apply_tensor_parallel(CostGraph& cg, const Function& graph, const TensorParallel& tp,
-                           const std::vector<bool>& sharded_args) {
+void apply_tensor_parallel(CostGraph& cg, const Function& graph, const TensorParallel& tp, int whole_results) {
   const int t = tp.degree;
   if (t == 1) return;
   if (cg.nodes.size() != graph.ops.size())
     throw Error(fmt::format("tensor parallelism: the cost graph has {} nodes for {} ops", cg.nodes.size(),
                             graph.ops.size()));
-  const TensorParallelSplit split = tensor_parallel_split(graph, sharded_args);
+  const TensorParallelSplit split = tensor_parallel_split(graph, t, whole_results);
   const auto users = graph.users();
   for (size_t i = 0; i < graph.ops.size(); ++i) {
     const Op& op = graph.ops[i];

@@ -1,5 +1,6 @@
 // Tensor parallelism as the cost model sees it: Megatron-LM's split of each
-// layer's matmuls over the GPUs of one node. Modelled, never executed.
+// layer's matmuls over the GPUs of one node, priced as the tensor-parallel
+// pass writes each rank's program.
 #pragma once
 
 #include <cstdint>
@@ -19,22 +20,14 @@ struct TensorParallel {
   int64_t element_bytes = 4;   // bytes an all-reduce moves per element: the compute dtype's
 };
 
-/// Where Megatron's split puts each value of a graph, and its all-reduces.
-///
-/// A matmul whose second operand is a parameter (a weight) is split along
-/// the weight: column-parallel when its activation operand is whole (each GPU
-/// computes a slice of the output columns; the output is sharded), and
-/// row-parallel when that operand is already sharded (each GPU computes a
-/// partial sum of the whole output, which an all-reduce completes). An
-/// embedding of a parameter table is vocabulary-parallel: each GPU looks up
-/// its rows and an all-reduce completes the output. Every other op's result
-/// is sharded when one of its operands is, and whole otherwise (layer norms,
-/// residual adds, a row-parallel layer's bias). A parameter is sharded when
-/// a split matmul or embedding uses it, or when it joins a sharded value (a
-/// column-parallel layer's bias). In a GPT block that is Megatron's two
-/// all-reduces of the (b, s, h) activation in the forward (after attention's
-/// and the MLP's output projections) and two in the backward (the gradients
-/// at the inputs of the QKV and first MLP projections).
+/// Where Megatron's split (tensor_parallel_layout, which the tensor-parallel
+/// pass executes) puts each value of a graph, and its all-reduces: a
+/// column-parallel product's input gradient is summed over the group in the
+/// backward, a row-parallel product's partial output in the forward. In a GPT
+/// block that is Megatron's two all-reduces of the (b, s, h) activation in
+/// the forward (after attention's and the MLP's output projections) and two
+/// in the backward (the gradients at the inputs of the QKV and first MLP
+/// projections). Embeddings and the vocabulary projection run whole.
 struct TensorParallelSplit {
   std::vector<bool> sharded;               // per value: each GPU holds 1/degree of it
   std::vector<bool> divided;               // per op: each GPU does 1/degree of its work
@@ -42,12 +35,17 @@ struct TensorParallelSplit {
   std::vector<int64_t> backward_reduced;   // per op: elements all-reduced in its backward
 };
 
-/// The split of `graph` (inlined and typed, one op per cost-graph node).
-/// `sharded_args` (empty, or one flag per value) marks the values that
-/// arrive sharded: a stage's inputs that the split of the stages before it
-/// holds so, such as the output of a column-parallel product cut from the
-/// row-parallel one that reads it.
-TensorParallelSplit tensor_parallel_split(const Function& graph, const std::vector<bool>& sharded_args = {});
+/// The split of `graph` (inlined and typed, one op per cost-graph node) over
+/// `degree` GPUs; its first `whole_results` results (all when negative) are
+/// whole (tensor_parallel_layout).
+TensorParallelSplit tensor_parallel_split(const Function& graph, int degree, int whole_results = -1);
+
+/// The positions of `candidates` (cuts before op i, as CostGraph's; empty
+/// meaning 1..n-1) where no share crosses from one stage to the next: the
+/// tensor-parallel pass splits each stage's program alone, so a region of
+/// the split stays within a stage. Throws if none is left.
+std::vector<int> cuts_between_shares(const Function& graph, const TensorParallelSplit& split,
+                                     std::vector<int> candidates);
 
 /// A ring all-reduce of `bytes` over `ranks` ranks joined by `link`
 /// (RingAllReduce). Zero for one rank or no bytes.
@@ -58,10 +56,9 @@ double ring_all_reduce_s(double bytes, int ranks, const LinkSpec& link);
 /// value's stash or parameter bytes, are divided by the degree; each op's
 /// all-reduces (ring over `tp.link`, in `tp.element_bytes` per element) are
 /// added to its forward or backward time. FLOPs are left whole (they are the
-/// model's). Tensors crossing a cut keep their whole size: every GPU of the
-/// group holds the activation it receives. Degree 1 changes nothing.
-void apply_tensor_parallel(CostGraph& cg, const Function& graph, const TensorParallel& tp,
-                           const std::vector<bool>& sharded_args = {});
+/// model's). Tensors crossing a cut are whole: every GPU of the group holds
+/// the activation it receives. Degree 1 changes nothing.
+void apply_tensor_parallel(CostGraph& cg, const Function& graph, const TensorParallel& tp, int whole_results = -1);
 
 /// `cluster` seen as groups of `degree` devices: a node holds
 /// devices_per_node / degree of them (degree must divide it), and each link's

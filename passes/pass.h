@@ -32,6 +32,10 @@ struct PassContext {
   /// stage keeps per micro-batch, the values deferred from B to W.
   std::optional<GradientProgram> gradients = {};
   std::optional<BackwardSplit> split = {};
+  /// The tensor-parallel group the tensor-parallel pass writes one rank's
+  /// program for: its size, and the rank.
+  int tensor_parallel = 1;
+  int tensor_parallel_rank = 0;
 };
 
 /// A transformation of a module. `run` returns whether it changed anything;
@@ -53,6 +57,7 @@ std::unique_ptr<Pass> make_cse_pass();
 std::unique_ptr<Pass> make_cost_pass();
 std::unique_ptr<Pass> make_fuse_attention_pass();
 std::unique_ptr<Pass> make_split_backward_pass();
+std::unique_ptr<Pass> make_tensor_parallel_pass();
 
 struct PassInfo {
   std::string_view name;

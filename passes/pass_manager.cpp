@@ -16,6 +16,7 @@ const std::vector<PassInfo>& known_passes() {
       {"inline", make_inline_pass},
       {"shape", make_shape_pass},
       {"split-backward", make_split_backward_pass},
+      {"tensor-parallel", make_tensor_parallel_pass},
   };
   return passes;
 }

@@ -79,9 +79,7 @@ PlanSimulation simulate_plan(const Plan& plan, const std::vector<Module>& progra
   share.tensor_link = cluster.intra;
   if (plan.dtype == DType::bf16 && profile.kind == "cuda") share.activation_bytes = dtype_size(DType::bf16);
 
-  // Every stage priced once, on its device, in model order (a stage learns
-  // from its senders which of its inputs arrive sharded).
-  std::vector<std::vector<std::string>> sharded_sent(n);
+  // Every stage priced once, on its device.
   std::vector<int> chunks(static_cast<size_t>(p), 0);  // stages per device
   ActionCosts costs;
   sim.stages.resize(n);
@@ -94,13 +92,6 @@ PlanSimulation simulate_plan(const Plan& plan, const std::vector<Module>& progra
                               s, ps.device, plan.schedule, sim.schedule.device_of(static_cast<int>(s))));
     SimulatedStage& st = sim.stages[s];
     st.device = ps.device;
-    // What this stage receives sharded: what its senders' splits hold so.
-    share.sharded_received.clear();
-    for (const PlanTensor& t : ps.recv)
-      if (t.peer >= 0 && std::count(sharded_sent[static_cast<size_t>(t.peer)].begin(),
-                                    sharded_sent[static_cast<size_t>(t.peer)].end(), t.name))
-        share.sharded_received.push_back(t.name);
-    if (tensor > 1) sharded_sent[s] = sharded_sends(programs[s], ps, share.sharded_received);
     st.price = share_per_gpu(price_stage(programs[s], ps, plan.binding, profile), programs[s], ps, plan.binding,
                              profile, share);
     const double speed = entries[static_cast<size_t>(ps.device)].spec.speed;

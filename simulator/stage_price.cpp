@@ -53,26 +53,7 @@ int64_t aligned_bytes(const Function& f, const std::vector<std::string>& names) 
   return bytes;
 }
 
-/// Per value of the stage's forward graph: received sharded.
-std::vector<bool> sharded_args(const Function& graph, const std::vector<std::string>& names) {
-  std::vector<bool> out(graph.values.size(), false);
-  for (const std::string& name : names)
-    if (const ValueId v = graph.find_value(name); v >= 0) out[static_cast<size_t>(v)] = true;
-  return out;
-}
-
 }  // namespace
-
-std::vector<std::string> sharded_sends(const Module& program, const PlanStage& stage,
-                                       const std::vector<std::string>& sharded_received) {
-  const Function& graph = program.graph();
-  const TensorParallelSplit split = tensor_parallel_split(graph, sharded_args(graph, sharded_received));
-  std::vector<std::string> out;
-  for (const PlanTensor& t : stage.send)
-    if (const ValueId v = graph.find_value(t.name); v >= 0 && split.sharded[static_cast<size_t>(v)])
-      out.push_back(t.name);
-  return out;
-}
 
 StagePrice price_stage(const Module& program, const PlanStage& stage, const DimBinding& binding,
                        const DeviceProfile& profile) {
@@ -155,7 +136,8 @@ StagePrice share_per_gpu(StagePrice price, const Module& program, const PlanStag
   tp.degree = share.tensor_parallel;
   tp.link = share.tensor_link;
   tp.element_bytes = share.activation_bytes > 0 ? share.activation_bytes : 4;
-  apply_tensor_parallel(after, graph, tp, sharded_args(graph, share.sharded_received));
+  // The stash its forward returns stays with the stage: it may be shares.
+  apply_tensor_parallel(after, graph, tp, stage.gradients ? stage.gradients->original_results : -1);
   double fwd[2] = {0, 0}, bwd[2] = {0, 0}, stash[2] = {0, 0}, params[2] = {0, 0};
   for (size_t k = 0; k < 2; ++k)
     for (const CostNode& node : (k == 0 ? before : after).nodes) {

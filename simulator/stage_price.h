@@ -52,9 +52,6 @@ struct GpuShare {
   int tensor_parallel = 1;      // the plan's T: each device is T GPUs (modelled, see tensor_parallel.h)
   LinkSpec tensor_link;         // between them
   int64_t activation_bytes = 0;  // bytes a float activation takes as stored and sent (2 in bf16); 0: its type's
-  /// The activations the stage receives that the split of the stages
-  /// before it holds sharded (sharded_sends of its senders).
-  std::vector<std::string> sharded_received;
 };
 
 /// `price` (from price_stage) as one GPU of the group sees it: the compiler's
@@ -63,10 +60,5 @@ struct GpuShare {
 /// dtype the stage stores. FLOPs stay the model's.
 StagePrice share_per_gpu(StagePrice price, const Module& program, const PlanStage& stage, const DimBinding& binding,
                          const DeviceProfile& profile, const GpuShare& share);
-
-/// The activations `stage` sends that its tensor-parallel split holds
-/// sharded, given those it receives so (GpuShare::sharded_received).
-std::vector<std::string> sharded_sends(const Module& program, const PlanStage& stage,
-                                       const std::vector<std::string>& sharded_received);
 
 }  // namespace pf

@@ -23,6 +23,8 @@ struct OptOptions {
   bool split = false;
   std::vector<std::string> wrt;
   std::string recompute = "none";
+  int tensor_parallel = 1;
+  int tp_rank = 0;
 };
 }  // namespace
 
@@ -52,6 +54,13 @@ void add_opt_command(CLI::App& app) {
                   "what crosses a layer boundary), or selective (the same but the products' results)")
       ->check(CLI::IsMember({"none", "layers", "selective"}))
       ->default_str("none");
+  cmd->add_option("--tensor-parallel", opts->tensor_parallel,
+                  "the tensor-parallel pass writes the program of one rank of a group of this many")
+      ->check(CLI::Range(1, 4096))
+      ->default_str("1");
+  cmd->add_option("--tp-rank", opts->tp_rank, "which rank of the tensor-parallel group (0 to --tensor-parallel - 1)")
+      ->check(CLI::NonNegativeNumber)
+      ->default_str("0");
   cmd->add_flag("--no-verify", opts->no_verify, "do not verify the IR between passes");
   cmd->add_flag("--print-changed", opts->print_changed,
                 "after each pass, write 'pass NAME: changed' or 'pass NAME: no change' to standard error (standard "
@@ -71,6 +80,8 @@ void add_opt_command(CLI::App& app) {
       LoadedModel model = load_model(std::move(source), opts->bind, false);
       PassContext ctx{model.binding, opts->wrt};
       ctx.recompute = *parse_recompute(opts->recompute);
+      ctx.tensor_parallel = opts->tensor_parallel;
+      ctx.tensor_parallel_rank = opts->tp_rank;
       run_passes(model.module, passes, ctx, run);
       return print_module(model.module);
     });

@@ -4,7 +4,6 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
-#include <barrier>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -19,6 +18,7 @@
 #include "ir/diagnostic.h"
 #include "ir/parser.h"
 #include "ir/verifier.h"
+#include "tests/thread_group.h"
 #include "tests/verified_module.h"
 
 // Counts every global allocation while `g_counting` is set, so that a test can
@@ -756,32 +756,7 @@ TEST(Executor, RunAllocatesNoMoreThanItsKernels) {
 }
 
 // Two ranks of a tensor-parallel stage, one thread each: every rank's
-// tp_reduce gets the sum of both ranks' partial values, added in rank order.
-class TwoThreadGroup {
- public:
-  class Rank final : public backend::TensorParallelGroup {
-   public:
-    Rank(TwoThreadGroup& g, int rank) : g_(g), rank_(rank) {}
-    void all_reduce(std::span<float> values) override {
-      g_.parts_[rank_] = values;
-      g_.sync_.arrive_and_wait();
-      std::vector<float> sum(values.size());
-      for (size_t i = 0; i < sum.size(); ++i) sum[i] = g_.parts_[0][i] + g_.parts_[1][i];
-      g_.sync_.arrive_and_wait();  // both have read both parts
-      std::copy(sum.begin(), sum.end(), values.begin());
-    }
-    void all_reduce(std::span<double>) override { FAIL() << "the test runs in f32"; }
-
-   private:
-    TwoThreadGroup& g_;
-    int rank_;
-  };
-
- private:
-  std::barrier<> sync_{2};
-  std::span<float> parts_[2];
-};
-
+// tp_reduce gets the sum of both ranks' partial values.
 TEST(Executor, TpReduceSumsThePartialValuesOfEveryRank) {
   const char* text = R"(
 graph @g(%x: f32[2,3], %scale: f32[]) -> f32[2,3] {
@@ -792,8 +767,8 @@ graph @g(%x: f32[2,3], %scale: f32[]) -> f32[2,3] {
 }
 )";
   Module m = verified_module(text);
-  TwoThreadGroup group;
-  TwoThreadGroup::Rank ranks[2] = {{group, 0}, {group, 1}};
+  ThreadGroup group(2);
+  ThreadGroup::Rank ranks[2] = {{group, 0}, {group, 1}};
   const std::vector<float> x = {1, 2, 3, 4, 5, 6};
   std::vector<float> y[2];
   std::thread threads[2];

@@ -33,58 +33,49 @@ std::map<std::string, int> op_index(const Function& g) {
 TEST(TensorParallel, SplitsAGptBlockLikeMegatron) {
   Module m = tiny_gpt();
   const Function& g = m.graph();
-  const TensorParallelSplit split = tensor_parallel_split(g);
+  const TensorParallelSplit split = tensor_parallel_split(g, 2);
   auto sharded = [&](const char* name) { return static_cast<bool>(split.sharded[g.find_value(name)]); };
   // Column-parallel projections, attention by heads (one fused op reading
   // the heads in place, its output and lse), the MLP's inner width.
   for (const char* name : {"h.0.attn.c_attn.w", "h.0.attn.c_attn.b", "h.0.qkv", "h.0.q.flat", "h.0.q.heads",
                            "h.0.y.t", "h.0.y.heads.lse", "h.0.y", "h.0.mlp.c_fc.w", "h.0.mlp.c_fc.b", "h.0.act", "h.0.attn.c_proj.w",
-                           "h.0.mlp.c_proj.w", "wte", "logits"})
+                           "h.0.mlp.c_proj.w"})
     EXPECT_TRUE(sharded(name)) << name;
-  // Whole on every GPU: norms, residual stream, row-parallel biases, positions.
+  // Whole on every GPU: norms, residual stream, row-parallel biases, the
+  // embeddings and the vocabulary projection.
   for (const char* name : {"h.0.ln_1.w", "h.0.a", "h.0.attn.mm", "h.0.attn.c_proj.b", "h.0.attn.out", "h.0.x1",
-                           "h.0.m", "h.0.mlp.out", "h.0.out", "wpe", "x", "xf"})
+                           "h.0.m", "h.0.mlp.out", "h", "wpe", "wte", "tok", "x", "xf", "logits"})
     EXPECT_FALSE(sharded(name)) << name;
 
-  // Megatron's two all-reduces of the (b, s, h) activation each way per
-  // block, the embedding's in the forward, the head's in the backward.
+  // Megatron's two all-reduces of the (b, s, h) activation each way per block.
   const std::map<std::string, int> at = op_index(g);
   std::map<std::string, int64_t> forward, backward;
   for (const auto& [name, i] : at) {
     if (split.forward_reduced[i] > 0) forward[name] = split.forward_reduced[i];
     if (split.backward_reduced[i] > 0) backward[name] = split.backward_reduced[i];
   }
-  EXPECT_EQ(forward, (std::map<std::string, int64_t>{{"h.0.attn.mm", 64}, {"h.0.mlp.mm", 64}, {"tok", 64}}));
-  EXPECT_EQ(backward, (std::map<std::string, int64_t>{{"h.0.qkv.mm", 64}, {"h.0.fc.mm", 64}, {"logits", 64}}));
+  EXPECT_EQ(forward, (std::map<std::string, int64_t>{{"h.0.attn.mm", 64}, {"h.0.mlp.mm", 64}}));
+  EXPECT_EQ(backward, (std::map<std::string, int64_t>{{"h.0.qkv.mm", 64}, {"h.0.fc.mm", 64}}));
   EXPECT_TRUE(split.divided[at.at("h.0.y.t")]);
   EXPECT_FALSE(split.divided[at.at("h.0.a")]);  // a layer norm runs whole on each GPU
 }
 
-// A stage cut between the MLP's two products receives the first one's
-// sharded output: told so, its split keeps the GELU divided and makes the
-// second product row-parallel, as the whole model's split does; not told,
-// it would run the GELU whole and split the product by columns.
-TEST(TensorParallel, AStageCutInsideTheMlpReceivesItsInputSharded) {
-  Module m = parse_module_text("stage.pf", R"(
-graph @g(%h: f32[4,32]) -> f32[4,8] {
-  %w = param init=xavier : f32[32,8]
-  %a = gelu %h : f32[4,32]
-  %y = matmul %a, %w : f32[4,8]
-  return %y
-}
-)");
-  verify_module(m, m.binding());
+// Each stage's program is split alone, so a stage may not begin between a
+// column-parallel product and the row-parallel one that reads its shares.
+TEST(TensorParallel, NoShareCrossesACut) {
+  Module m = tiny_gpt();
   const Function& g = m.graph();
   const std::map<std::string, int> at = op_index(g);
-  std::vector<bool> received(g.values.size(), false);
-  received[g.find_value("h")] = true;
-  const TensorParallelSplit told = tensor_parallel_split(g, received), not_told = tensor_parallel_split(g);
-  EXPECT_TRUE(told.divided[at.at("a")]);
-  EXPECT_EQ(told.forward_reduced[at.at("y")], 4 * 8);
-  EXPECT_FALSE(told.sharded[g.find_value("y")]);
-  EXPECT_FALSE(not_told.divided[at.at("a")]);
-  EXPECT_EQ(not_told.forward_reduced[at.at("y")], 0);
-  EXPECT_TRUE(not_told.sharded[g.find_value("y")]);
+  const std::vector<int> cuts = cuts_between_shares(g, tensor_parallel_split(g, 2), {});
+  auto allowed = [&](const char* first_op) { return std::count(cuts.begin(), cuts.end(), at.at(first_op)) == 1; };
+  EXPECT_TRUE(allowed("h.0.ln_1.w"));      // the block's start
+  EXPECT_TRUE(allowed("h.0.attn.out"));    // after attention's all-reduce
+  EXPECT_TRUE(allowed("h.0.ln_2.w"));      // between attention and the MLP
+  EXPECT_FALSE(allowed("h.0.q.heads"));    // inside attention
+  EXPECT_FALSE(allowed("h.0.act"));        // between the MLP's products
+  EXPECT_FALSE(allowed("h.0.mlp.mm"));
+  // A split that shares nothing leaves every cut.
+  EXPECT_EQ(cuts_between_shares(g, tensor_parallel_split(g, 1), {}).size(), g.ops.size() - 1);
 }
 
 TEST(TensorParallel, RingAllReduce) {

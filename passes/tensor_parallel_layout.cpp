@@ -1,0 +1,395 @@
+// Megatron's split, found by following the shares of each column-parallel
+// product forward until row-parallel products make them whole again. A
+// region (the column products whose shares meet, and everything between
+// them and their row products) is kept or left whole as one: a round that
+// finds a region it cannot split leaves its column products whole and runs
+// again, until a round splits every region it starts.
+#include "passes/tensor_parallel_layout.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <numeric>
+#include <optional>
+
+namespace pf {
+
+namespace {
+
+bool is_unary_elementwise(OpKind kind) {
+  switch (kind) {
+    case OpKind::neg:
+    case OpKind::exp:
+    case OpKind::log:
+    case OpKind::sqrt:
+    case OpKind::rsqrt:
+    case OpKind::pow:
+    case OpKind::tanh:
+    case OpKind::sigmoid:
+    case OpKind::relu:
+    case OpKind::gelu:
+    case OpKind::gelu_erf:
+    case OpKind::cast:
+      return true;
+    default:
+      return false;
+  }
+}
+
+bool is_elementwise(OpKind kind) {
+  return is_unary_elementwise(kind) || kind == OpKind::add || kind == OpKind::sub || kind == OpKind::mul ||
+         kind == OpKind::div || kind == OpKind::where;
+}
+
+/// A dimension attribute in numbers; the split reads shapes, so the graph
+/// must have been through the shape pass.
+const Attr* numeric_attr(const Op& op, std::string_view name) {
+  const Attr* a = op.attr(name);
+  if (a == nullptr) return nullptr;
+  bool constant = a->kind != AttrKind::dim || a->dim.is_constant();
+  if (a->kind == AttrKind::dims)
+    for (const DimExpr& d : a->dims) constant = constant && d.is_constant();
+  if (!constant)
+    throw Error(fmt::format("{}: tensor parallelism needs shapes in numbers; run the shape pass first",
+                            op_name(op.kind)),
+                op.loc);
+  return a;
+}
+
+int64_t int_attr(const Op& op, std::string_view name, int64_t fallback) {
+  const Attr* a = numeric_attr(op, name);
+  return a ? a->dim.constant() : fallback;
+}
+
+std::vector<int64_t> ints_attr(const Op& op, std::string_view name) {
+  std::vector<int64_t> out;
+  if (const Attr* a = numeric_attr(op, name))
+    for (const DimExpr& d : a->dims) out.push_back(d.constant());
+  return out;
+}
+
+bool bool_attr(const Op& op, std::string_view name) {
+  const Attr* a = op.attr(name);
+  return a != nullptr && a->boolean;
+}
+
+int normalized(int64_t axis, int rank) { return static_cast<int>(axis < 0 ? axis + rank : axis); }
+
+struct Request {
+  ValueId param;
+  ShardLayout layout;
+};
+
+/// One round of the split, with the products in `whole_products` left whole.
+class Round {
+ public:
+  Round(const Function& g, int degree, int whole_results, const std::vector<bool>& whole_products)
+      : g_(g), degree_(degree), whole_results_(whole_results), whole_products_(whole_products), users_(g.users()) {
+    layout_.assign(g.values.size(), ShardLayout{});
+    region_.assign(g.values.size(), -1);
+    requests_.assign(g.values.size(), 0);
+    uses_.assign(g.values.size(), 0);
+    roles_.assign(g.ops.size(), ShardRole::whole);
+    parent_.resize(g.ops.size());
+    std::iota(parent_.begin(), parent_.end(), 0);
+    failed_.assign(g.ops.size(), false);
+    for (const Op& op : g.ops)
+      for (ValueId u : op.operands) ++uses_[u];
+  }
+
+  /// Splits the graph; returns the column-parallel products of the regions
+  /// that could not be split (none: the layout is final).
+  std::vector<int> run() {
+    for (size_t i = 0; i < g_.ops.size(); ++i) visit(static_cast<int>(i));
+    // A parameter cut for some readers must be cut for all of them.
+    for (size_t v = 0; v < g_.values.size(); ++v)
+      if (layout_[v].sharded() && is_param(static_cast<ValueId>(v)) && requests_[v] != uses_[v]) fail(region_[v]);
+    for (size_t k = 0; k < g_.returns.size(); ++k)
+      if ((whole_results_ < 0 || static_cast<int>(k) < whole_results_) && layout_[g_.returns[k]].sharded())
+        fail(region_[g_.returns[k]]);
+    std::vector<int> undone;
+    for (size_t i = 0; i < g_.ops.size(); ++i)
+      if (roles_[i] == ShardRole::column && failed_[find(static_cast<int>(i))]) undone.push_back(static_cast<int>(i));
+    return undone;
+  }
+
+  TensorParallelLayout layout() const { return {degree_, layout_, roles_}; }
+
+ private:
+  bool is_param(ValueId v) const {
+    const int def = g_.values[v].def_op;
+    return def >= 0 && g_.ops[def].kind == OpKind::param;
+  }
+  int rank(ValueId v) const { return g_.type_of(v).rank(); }
+  int64_t dim(ValueId v, int axis) const { return g_.type_of(v).shape.at(static_cast<size_t>(axis)); }
+  bool sharded_value(ValueId v) const { return !is_param(v) && layout_[v].sharded(); }
+  /// Whether `n` falls into `segments` blocks that each cut into the group's parts.
+  bool divides(int64_t n, int64_t segments) const { return n % (segments * degree_) == 0; }
+
+  int find(int i) const {
+    while (parent_[i] != i) i = parent_[i] = parent_[parent_[i]];
+    return i;
+  }
+  int unite(int a, int b) {
+    if (a < 0 || b < 0) return a < 0 ? b : a;
+    a = find(a);
+    b = find(b);
+    if (a != b) {
+      parent_[b] = a;
+      failed_[a] = failed_[a] || failed_[b];
+    }
+    return a;
+  }
+  void fail(int region) {
+    if (region >= 0) failed_[find(region)] = true;
+  }
+
+  /// A product by a whole 2-D parameter: the candidates for column and row
+  /// parallelism. Pieces (of a product already split between stages) stay.
+  bool is_weight_product(const Op& op) const {
+    if (op.kind != OpKind::matmul || bool_attr(op, "transpose_a") || !is_param(op.operands[1])) return false;
+    const Op& w = g_.ops[g_.values[op.operands[1]].def_op];
+    return rank(op.operands[1]) == 2 && rank(op.operands[0]) >= 1 && w.attr("piece_of") == nullptr;
+  }
+
+  /// How many blocks a column product's output falls into: the parts of an
+  /// equal split of its last axis, reached through elementwise ops (its bias).
+  int64_t segments_of(ValueId v) const {
+    for (;;) {
+      for (int u : users_[v]) {
+        const Op& op = g_.ops[u];
+        if (op.kind != OpKind::split || normalized(int_attr(op, "axis", 0), rank(v)) != rank(v) - 1) continue;
+        const std::vector<int64_t> sizes = ints_attr(op, "sizes");
+        if (sizes.size() > 1 && std::all_of(sizes.begin(), sizes.end(), [&](int64_t s) { return s == sizes[0]; }))
+          return static_cast<int64_t>(sizes.size());
+      }
+      if (users_[v].size() != 1 || !is_elementwise(g_.ops[users_[v][0]].kind)) return 1;
+      v = g_.ops[users_[v][0]].results[0];
+    }
+  }
+
+  /// Asks for `q.param` to be cut as `q.layout` by an op of `region`;
+  /// returns the region, joined with the parameter's other readers'.
+  int request(const Request& q, int region) {
+    ShardLayout& have = layout_[q.param];
+    if (g_.ops[g_.values[q.param].def_op].attr("piece_of") != nullptr || (have.sharded() && have != q.layout)) {
+      fail(region);
+      fail(region_[q.param]);
+      return region;
+    }
+    region = unite(region, region_[q.param]);
+    have = q.layout;
+    region_[q.param] = region;
+    ++requests_[q.param];
+    return region;
+  }
+
+  void visit(int i) {
+    const Op& op = g_.ops[i];
+    if (op.kind == OpKind::param) return;
+    if (is_weight_product(op) && !whole_products_[i]) return product(i);
+    int region = -1;
+    bool any = false;
+    for (ValueId u : op.operands)
+      if (sharded_value(u)) {
+        region = unite(region, region_[u]);
+        any = true;
+      }
+    if (!any) return;
+    std::vector<Request> requests;
+    const std::optional<std::vector<ShardLayout>> results = follow(op, requests);
+    for (const Request& q : requests) region = request(q, region);
+    if (!results) return fail(region);
+    roles_[i] = ShardRole::sharded;
+    for (size_t k = 0; k < op.results.size(); ++k) {
+      layout_[op.results[k]] = (*results)[k];
+      region_[op.results[k]] = region;
+    }
+  }
+
+  void product(int i) {
+    const Op& op = g_.ops[i];
+    const ValueId x = op.operands[0], w = op.operands[1], y = op.results[0];
+    const bool transposed = bool_attr(op, "transpose_b");
+    const ShardLayout in = is_param(x) ? ShardLayout{} : layout_[x];
+    if (!in.sharded()) {
+      const int64_t segments = segments_of(y);
+      if (!divides(dim(y, rank(y) - 1), segments)) return;  // stays whole
+      roles_[i] = ShardRole::column;
+      layout_[y] = {rank(y) - 1, segments};
+      region_[y] = request({w, {transposed ? 0 : 1, segments}}, i);
+      return;
+    }
+    if (in.axis != rank(x) - 1) return fail(region_[x]);
+    roles_[i] = ShardRole::row;
+    request({w, {transposed ? 1 : 0, in.segments}}, region_[x]);
+  }
+
+  /// The shares of an op's results, given its operands' (at least one
+  /// sharded), and the parameters it needs cut alike; nullopt where the op
+  /// needs a whole value.
+  std::optional<std::vector<ShardLayout>> follow(const Op& op, std::vector<Request>& requests) const {
+    if (is_elementwise(op.kind)) {
+      std::optional<ShardLayout> out = elementwise(op, requests);
+      if (!out) return std::nullopt;
+      return std::vector<ShardLayout>{*out};
+    }
+    const ValueId x = op.operands[0];
+    const ShardLayout in = layout_[x];
+    const int r = rank(x);
+    if (op.kind == OpKind::attention) return attention(op);
+    if (op.kind == OpKind::matmul) {
+      // Products of two shares along a batch axis (q k^T, p v by heads).
+      const ValueId b = op.operands[1];
+      if (!sharded_value(x) || !sharded_value(b) || layout_[b] != in || rank(b) != r || in.axis >= r - 2)
+        return std::nullopt;
+      return std::vector<ShardLayout>{in};
+    }
+    if (op.kind == OpKind::concat) {
+      for (ValueId u : op.operands)
+        if (!sharded_value(u) || layout_[u] != in) return std::nullopt;
+      if (normalized(int_attr(op, "axis", 0), r) == in.axis) return std::nullopt;
+      return std::vector<ShardLayout>{in};
+    }
+    // The rest read one share, operand 0 (a norm's weights are whole).
+    if (!sharded_value(x)) return std::nullopt;
+    for (size_t k = 1; k < op.operands.size(); ++k)
+      if (sharded_value(op.operands[k])) return std::nullopt;
+    std::optional<ShardLayout> out;
+    switch (op.kind) {
+      case OpKind::softmax:
+      case OpKind::log_softmax:
+        if (normalized(int_attr(op, "axis", -1), r) != in.axis) out = in;
+        break;
+      case OpKind::layernorm:
+      case OpKind::rmsnorm:
+        if (in.axis != r - 1) out = in;
+        break;
+      case OpKind::slice:
+        if (normalized(int_attr(op, "axis", 0), r) != in.axis) out = in;
+        break;
+      case OpKind::transpose: {
+        const std::vector<int64_t> perm = ints_attr(op, "perm");
+        const auto at = std::find(perm.begin(), perm.end(), in.axis);
+        if (at != perm.end()) out = ShardLayout{static_cast<int>(at - perm.begin()), in.segments};
+        break;
+      }
+      case OpKind::reshape:
+        ints_attr(op, "shape");  // the rank's program divides it: it must be in numbers
+        out = reshaped(x, op.results[0]);
+        break;
+      case OpKind::reduce_sum:
+      case OpKind::reduce_mean:
+      case OpKind::reduce_max: {
+        int before = 0;
+        for (int64_t a : ints_attr(op, "axes")) {
+          const int axis = normalized(a, r);
+          if (axis == in.axis) return std::nullopt;
+          before += axis < in.axis;
+        }
+        out = ShardLayout{bool_attr(op, "keepdims") ? in.axis : in.axis - before, in.segments};
+        break;
+      }
+      case OpKind::split: {
+        const std::vector<int64_t> sizes = ints_attr(op, "sizes");
+        if (normalized(int_attr(op, "axis", 0), r) != in.axis)
+          return std::vector<ShardLayout>(op.results.size(), in);
+        // Each block of the split is one of the segments: each rank keeps its part of every one.
+        if (static_cast<int64_t>(sizes.size()) != in.segments ||
+            std::any_of(sizes.begin(), sizes.end(), [&](int64_t s) { return s != sizes[0]; }))
+          return std::nullopt;
+        return std::vector<ShardLayout>(op.results.size(), ShardLayout{in.axis, 1});
+      }
+      default:
+        break;
+    }
+    if (!out) return std::nullopt;
+    return std::vector<ShardLayout>{*out};
+  }
+
+  /// Elementwise ops broadcast: every share must sit on the same axis of the
+  /// result, and an operand that spans that axis whole must be a parameter,
+  /// which is then cut like the shares (a bias).
+  std::optional<ShardLayout> elementwise(const Op& op, std::vector<Request>& requests) const {
+    const int out = rank(op.results[0]);
+    std::optional<ShardLayout> at;
+    for (ValueId u : op.operands) {
+      if (!sharded_value(u)) continue;
+      const ShardLayout mapped{layout_[u].axis + out - rank(u), layout_[u].segments};
+      if ((at && *at != mapped) || dim(u, layout_[u].axis) != dim(op.results[0], mapped.axis)) return std::nullopt;
+      at = mapped;
+    }
+    for (ValueId u : op.operands) {
+      if (sharded_value(u)) continue;
+      const int axis = at->axis - (out - rank(u));
+      if (axis < 0 || dim(u, axis) == 1) continue;  // broadcast over the shares
+      if (!is_param(u)) return std::nullopt;        // a whole activation beside shares
+      requests.push_back({u, {axis, at->segments}});
+    }
+    return at;
+  }
+
+  /// Attention runs head by head (or batch by batch): q, k and v must hold
+  /// the same heads.
+  std::optional<std::vector<ShardLayout>> attention(const Op& op) const {
+    const ShardLayout in = layout_[op.operands[0]];
+    for (ValueId u : op.operands)
+      if (!sharded_value(u) || layout_[u] != in) return std::nullopt;
+    const int r = rank(op.operands[0]);
+    const Attr* layout = op.attr("layout");
+    const bool bthd = layout != nullptr && layout->string == "bthd";
+    // lse is [..., T] (or [..., H, T] under bthd, its heads before T).
+    int lse_axis = -1;
+    if (bthd && in.axis == r - 2) lse_axis = r - 3;
+    if (in.axis < (bthd ? r - 3 : r - 2)) lse_axis = in.axis;
+    if (lse_axis < 0) return std::nullopt;
+    return std::vector<ShardLayout>{in, {lse_axis, in.segments}};
+  }
+
+  /// A reshape keeps the shares where the axes before the shared one hold
+  /// as many elements in and out: then each rank's block of every outer
+  /// index is the same run of elements on both sides ([B,T,C] -> [B,T,H,D]
+  /// shares C as heads), provided both axes divide into the parts.
+  std::optional<ShardLayout> reshaped(ValueId x, ValueId y) const {
+    const ShardLayout in = layout_[x];
+    const Shape& out = g_.type_of(y).shape;
+    int64_t before = 1, prefix = 1;
+    for (int a = 0; a < in.axis; ++a) before *= dim(x, a);
+    for (size_t b = 0; b < out.size() && prefix <= before; prefix *= out[b], ++b) {
+      if (prefix != before || out[b] == 1) continue;
+      if (!divides(out[b], in.segments) || !divides(dim(x, in.axis), in.segments)) return std::nullopt;
+      return ShardLayout{static_cast<int>(b), in.segments};
+    }
+    return std::nullopt;
+  }
+
+  const Function& g_;
+  const int degree_;
+  const int whole_results_;
+  const std::vector<bool>& whole_products_;
+  const std::vector<std::vector<int>> users_;
+  std::vector<ShardLayout> layout_;
+  std::vector<int> region_;    // per value: a column product of its region, -1 if none
+  std::vector<int> requests_;  // per parameter: the operands that ask for it cut
+  std::vector<int> uses_;      // per value: the operands it is
+  std::vector<ShardRole> roles_;
+  mutable std::vector<int> parent_;  // regions: union-find over the column products
+  std::vector<bool> failed_;
+};
+
+}  // namespace
+
+TensorParallelLayout tensor_parallel_layout(const Function& graph, int degree, int whole_results) {
+  if (degree <= 1)
+    return {1, std::vector<ShardLayout>(graph.values.size()),
+            std::vector<ShardRole>(graph.ops.size(), ShardRole::whole)};
+  std::vector<bool> whole_products(graph.ops.size(), false);
+  for (;;) {
+    Round round(graph, degree, whole_results, whole_products);
+    const std::vector<int> undone = round.run();
+    if (undone.empty()) return round.layout();
+    for (int i : undone) whole_products[static_cast<size_t>(i)] = true;
+  }
+}
+
+}  // namespace pf

@@ -1,0 +1,61 @@
+// Megatron-LM's tensor-parallel split of a graph: which products run
+// column- or row-parallel over the ranks of a group, and how each rank holds
+// every value. The tensor-parallel pass rewrites a rank's program from it and
+// the cost model prices one rank by it, so what is priced is what runs.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "ir/module.h"
+
+namespace pf {
+
+/// How each rank of a group holds a value: whole (axis -1), or a share of
+/// `axis`: along it the value falls into `segments` equal blocks, each cut
+/// into `degree` parts, and rank r holds part r of every block. A fused q, k,
+/// v projection's output (3 blocks) so keeps each rank's heads of q, of k and
+/// of v. For a parameter, the block of the whole each rank declares.
+struct ShardLayout {
+  int axis = -1;
+  int64_t segments = 1;
+
+  bool sharded() const { return axis >= 0; }
+  bool operator==(const ShardLayout&) const = default;
+};
+
+enum class ShardRole : uint8_t {
+  whole,    // every rank runs it on whole values
+  column,   // a product by a weight's columns: whole input, output sharded on its last axis
+  row,      // a product by a weight's rows: input sharded on its last axis, a partial sum of the output
+  sharded,  // runs on every rank's shares
+};
+
+struct TensorParallelLayout {
+  int degree = 1;
+  std::vector<ShardLayout> values;  // per value
+  std::vector<ShardRole> ops;       // per op
+};
+
+/// The split of `graph` (inlined, shapes in numbers) over `degree` ranks.
+/// Its first `whole_results` results (all when negative) leave it whole:
+/// what a stage sends and its loss. The rest may be shares: the stash that
+/// autodiff returned for the stage's own backward.
+///
+/// A product by a 2-D parameter is column-parallel when its input is whole
+/// and row-parallel when the input is sharded along the contracted axis;
+/// between the two, elementwise ops, softmax and norms over another axis,
+/// reshapes, transposes, splits, reductions and attention run on the ranks'
+/// shares (a bias of the columns is cut like them). A column-parallel
+/// product is kept only when everything its output reaches can run so until
+/// row-parallel products make it whole again: a share that would reach an
+/// op that needs the whole value (a loss, a norm over the sharded axis, the
+/// graph's results), a shape that does not divide, or a parameter that some
+/// other op reads whole leaves that region whole on every rank. In a GPT
+/// block that is Megatron's split: the QKV projection by columns (each rank
+/// its heads of q, k and v), attention by heads, the output projection by
+/// rows; the MLP's first product by columns, its second by rows. Embeddings
+/// and the vocabulary projection stay whole.
+TensorParallelLayout tensor_parallel_layout(const Function& graph, int degree, int whole_results = -1);
+
+}  // namespace pf

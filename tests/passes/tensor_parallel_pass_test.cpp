@@ -1,0 +1,185 @@
+// The tensor-parallel pass against the whole model, in float64: T ranks,
+// each running the program the pass writes for it (and the backward autodiff
+// derives from that) on a thread of its own and summing through a group,
+// compute the whole model's loss, and each rank the gradients of its blocks
+// of the parameters, which tile the whole model's gradients.
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <map>
+#include <random>
+#include <thread>
+
+#include "backends/cpu/executor.h"
+#include "ir/param_piece.h"
+#include "ir/parser.h"
+#include "ir/verifier.h"
+#include "passes/autodiff.h"
+#include "passes/pipeline.h"
+#include "passes/tensor_parallel_layout.h"
+#include "tests/thread_group.h"
+
+namespace pf {
+namespace {
+
+/// A model through the model pipeline (inlined, typed, attention fused).
+Module prepared(const std::string& example, const std::string& bind, DimBinding& binding) {
+  Module m = parse_module(read_source_file(std::string(PF_SOURCE_DIR) + "/examples/" + example));
+  binding = m.binding(parse_binding(bind));
+  verify_module(m, binding, VerifyOptions{true});
+  PassContext ctx{binding};
+  run_pipeline(m, PassPipeline::model, ctx);
+  return m;
+}
+
+struct Gradients {
+  double loss = 0;
+  std::map<std::string, std::vector<double>> params;  // by the program's parameter names
+  std::map<std::string, std::optional<ParamPiece>> pieces;
+};
+
+using Values = std::map<std::string, std::vector<double>>;
+
+/// Forward and backward of `m` (the whole model, or one rank's program) on
+/// `inputs`, its parameters taken from (or cut out of) the whole's `whole`.
+using Inputs = std::vector<std::vector<std::byte>>;  // one buffer per graph argument
+
+Gradients run(Module m, const DimBinding& binding, const Inputs& inputs,
+              const Values& whole, backend::TensorParallelGroup* group) {
+  const GradientProgram program = differentiate(m, binding);
+  const Function& g = m.graph();
+  cpu::ExecutorOptions options;
+  options.tensor_parallel = group;
+  Gradients out;
+  std::vector<std::vector<double>> params;
+  for (const std::string& name : program.params) {
+    const Op& op = g.ops[g.values[g.find_value(name)].def_op];
+    const std::optional<ParamPiece> piece = param_piece(op);
+    const TensorType& type = g.type_of(op.results[0]);
+    std::vector<double> values(type.numel());
+    const std::vector<double>& from = whole.at(piece ? piece->whole : name);
+    if (piece)
+      piece->cut(type, reinterpret_cast<const std::byte*>(from.data()), reinterpret_cast<std::byte*>(values.data()),
+                 sizeof(double));
+    else
+      values = from;
+    params.push_back(std::move(values));
+    out.pieces[name] = piece;
+  }
+  cpu::Executor fwd(g, binding, DType::f64, options);
+  for (size_t a = 0; a < inputs.size(); ++a) fwd.bind_input(static_cast<int>(a), inputs[a].data());
+  for (size_t i = 0; i < params.size(); ++i) fwd.bind_param(program.params[i], params[i].data());
+  fwd.run();
+  out.loss = *static_cast<const double*>(fwd.output(0));
+  cpu::Executor back(*m.find_function(program.backward), binding, DType::f64, options);
+  const double seed = 1;
+  back.bind_input(0, &seed);
+  for (size_t s = 0; s < program.stash.size(); ++s)
+    back.bind_input(static_cast<int>(1 + s), fwd.output(program.original_results + static_cast<int>(s)));
+  for (size_t i = 0; i < params.size(); ++i)
+    if (m.find_function(program.backward)->find_value(program.params[i]) >= 0)
+      back.bind_param(program.params[i], params[i].data());
+  back.run();
+  for (size_t i = 0; i < program.params.size(); ++i) {
+    const auto* p = static_cast<const double*>(back.output(static_cast<int>(i)));
+    out.params[program.params[i]].assign(p, p + back.output_type(static_cast<int>(i)).numel());
+  }
+  return out;
+}
+
+void expect_near(const std::vector<double>& got, const std::vector<double>& want, const std::string& what) {
+  ASSERT_EQ(got.size(), want.size()) << what;
+  for (size_t i = 0; i < got.size(); ++i)
+    ASSERT_NEAR(got[i], want[i], 1e-12 + 1e-9 * std::abs(want[i])) << what << " at " << i;
+}
+
+/// Runs `m` whole and as `degree` ranks, and compares.
+void expect_ranks_compute_the_whole(const Module& m, const DimBinding& binding, int degree, int classes) {
+  const Function& g = m.graph();
+  std::mt19937_64 rng(7);
+  std::normal_distribution<double> normal(0.0, 0.5);
+  Inputs inputs;
+  for (ValueId a : g.args) {
+    const TensorType& type = g.type_of(a);
+    std::vector<std::byte>& bytes = inputs.emplace_back(static_cast<size_t>(type.numel()) * 8);
+    for (int64_t i = 0; i < type.numel(); ++i) {
+      if (is_float(type.dtype))
+        reinterpret_cast<double*>(bytes.data())[i] = normal(rng);
+      else
+        reinterpret_cast<int32_t*>(bytes.data())[i] = static_cast<int32_t>(rng() % static_cast<uint64_t>(classes));
+    }
+  }
+  Values whole;
+  for (const Op& op : g.ops)
+    if (op.kind == OpKind::param) {
+      std::vector<double>& v = whole[g.values[op.results[0]].name];
+      v.resize(g.type_of(op.results[0]).numel());
+      for (double& x : v) x = normal(rng);
+    }
+  const Gradients reference = run(m, binding, inputs, whole, nullptr);
+
+  ThreadGroup group(degree);
+  std::vector<ThreadGroup::Rank> ranks;
+  for (int r = 0; r < degree; ++r) ranks.emplace_back(group, r);
+  std::vector<Gradients> got(static_cast<size_t>(degree));
+  std::vector<std::thread> threads;
+  for (int r = 0; r < degree; ++r)
+    threads.emplace_back([&, r] {
+      Module program = m;
+      PassContext ctx{binding};
+      ctx.tensor_parallel = degree;
+      ctx.tensor_parallel_rank = r;
+      run_passes(program, {"tensor-parallel"}, ctx);
+      got[static_cast<size_t>(r)] = run(std::move(program), binding, inputs, whole, &ranks[static_cast<size_t>(r)]);
+    });
+  for (std::thread& t : threads) t.join();
+
+  // Every rank's loss is the whole model's; a whole parameter's gradient is
+  // the whole model's on every rank; the blocks' gradients, placed where
+  // their blocks sit in the whole, give the whole model's.
+  Values joined;
+  int pieces = 0;
+  for (int r = 0; r < degree; ++r) {
+    const Gradients& rank = got[static_cast<size_t>(r)];
+    EXPECT_NEAR(rank.loss, reference.loss, 1e-12) << "rank " << r;
+    for (const auto& [name, grad] : rank.params) {
+      const std::optional<ParamPiece>& piece = rank.pieces.at(name);
+      if (!piece) {
+        expect_near(grad, reference.params.at(name), fmt::format("rank {}: {}", r, name));
+        continue;
+      }
+      ++pieces;
+      std::vector<double>& into = joined[piece->whole];
+      into.resize(reference.params.at(piece->whole).size(), std::nan(""));
+      const TensorType type{DType::f64, [&] {
+                              TensorType whole_type = g.type_of(g.find_value(piece->whole));
+                              Shape s = whole_type.shape;
+                              s[static_cast<size_t>(piece->axis)] = piece->size();
+                              return s;
+                            }()};
+      piece->place(type, reinterpret_cast<const std::byte*>(grad.data()), reinterpret_cast<std::byte*>(into.data()),
+                   sizeof(double));
+    }
+  }
+  EXPECT_GT(pieces, 0) << "nothing was split";
+  for (const auto& [name, grad] : joined) expect_near(grad, reference.params.at(name), "joined " + name);
+}
+
+TEST(TensorParallelPass, GptRanksComputeTheWholeModel) {
+  DimBinding binding;
+  const Module m = prepared("gpt.pf", "B=2,T=4,S=4,C=16,H=4,L=2,V=11", binding);
+  for (int degree : {2, 4}) {
+    SCOPED_TRACE(fmt::format("{} ranks", degree));
+    expect_ranks_compute_the_whole(m, binding, degree, 11);
+  }
+}
+
+TEST(TensorParallelPass, MlpRanksComputeTheWholeModel) {
+  DimBinding binding;
+  const Module m = prepared("mlp.pf", "B=4,I=6,H=8,L=2,K=5", binding);
+  expect_ranks_compute_the_whole(m, binding, 2, 5);
+}
+
+}  // namespace
+}  // namespace pf
