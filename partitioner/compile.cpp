@@ -220,7 +220,8 @@ CompileResult compile_once(Module model, const DimBinding& binding, const std::s
   std::vector<int> device_of;
   for (const StagePlan& cost : result.chosen.stages) device_of.push_back(cost.device);
   plan.stages = plan_stages(split_into_stages(model, result.chosen.cuts, unsplit), micro, device_of,
-                            /*training=*/true, schedule_splits_backward(options.schedule), recompute_of(options));
+                            /*training=*/true, schedule_splits_backward(options.schedule), recompute_of(options),
+                            layout.tensor);
   plan.ranks = replicated_ranks(plan.stages, devices, layout.data);
   const std::vector<StageTime> times = stage_times(cg, result.chosen);
   // How a split backward divides between B and W, from the stages' own

@@ -15,14 +15,22 @@
 
 namespace pf {
 
-PlanStage plan_stage(StageModule stage, int index, int device, const DimBinding& micro,
-                     const std::map<std::string, std::vector<int>>& holders, bool training, bool split,
-                     Recompute recompute) {
-  PlanStage ps;
-  ps.index = index;
-  ps.device = device;
-  ps.layers = stage.layers;
-  const Function& g = stage.module.graph();
+namespace {
+
+/// `module` (a stage's forward) compiled for rank `rank` of a tensor-parallel
+/// group of `degree` (the whole stage for 1): its parameters, and for
+/// training its backward.
+PlanShard compile_part(Module module, const StageModule& stage, int index, const DimBinding& micro,
+                       const std::map<std::string, std::vector<int>>& holders, bool training, bool split,
+                       Recompute recompute, int degree, int rank) {
+  PlanShard part;
+  const AutodiffOptions ad = stage_autodiff_options(stage);
+  PassContext ctx{micro, ad.wrt_inputs, ad.outputs};
+  ctx.recompute = recompute;
+  ctx.tensor_parallel = degree;
+  ctx.tensor_parallel_rank = rank;
+  if (degree > 1) run_passes(module, {"tensor-parallel"}, ctx);
+  const Function& g = module.graph();
   for (const Op& op : g.ops) {
     if (op.kind != OpKind::param) continue;
     std::string name = g.values[op.results[0]].name;
@@ -30,37 +38,54 @@ PlanStage plan_stage(StageModule stage, int index, int device, const DimBinding&
     if (auto it = holders.find(name); it != holders.end())
       for (int other : it->second)
         if (other != index) pp.shared_with.push_back(other);
-    ps.params.push_back(std::move(pp));
+    part.params.push_back(std::move(pp));
   }
+  if (training) {
+    run_pipeline(module, split ? PassPipeline::zero_bubble_stage : PassPipeline::stage, ctx);
+    part.gradients = std::move(ctx.gradients);
+    part.split = std::move(ctx.split);
+  }
+  part.program = print_module(module);
+  return part;
+}
+
+}  // namespace
+
+PlanStage plan_stage(StageModule stage, int index, int device, const DimBinding& micro,
+                     const std::map<std::string, std::vector<int>>& holders, bool training, bool split,
+                     Recompute recompute, int tensor_parallel) {
+  PlanStage ps;
+  ps.index = index;
+  ps.device = device;
+  ps.layers = stage.layers;
+  const Function& g = stage.module.graph();
   for (const std::string& n : stage.inputs) {
     const bool whole = std::find(stage.whole_inputs.begin(), stage.whole_inputs.end(), n) != stage.whole_inputs.end();
     ps.inputs.push_back({n, g.type_of(g.find_value(n)), -1, whole});
   }
   for (const std::string& n : stage.recv) ps.recv.push_back({n, g.type_of(g.find_value(n)), index - 1});
   for (const std::string& n : stage.send) ps.send.push_back({n, g.type_of(g.find_value(n)), index + 1});
-
-  if (training) {
-    const AutodiffOptions ad = stage_autodiff_options(stage);
-    PassContext ctx{micro, ad.wrt_inputs, ad.outputs};
-    ctx.recompute = recompute;
-    run_pipeline(stage.module, split ? PassPipeline::zero_bubble_stage : PassPipeline::stage, ctx);
-    ps.gradients = std::move(ctx.gradients);
-    ps.split = std::move(ctx.split);
-  }
-  ps.program = print_module(stage.module);
+  for (int r = 0; r < tensor_parallel && tensor_parallel > 1; ++r)
+    ps.shards.push_back(
+        compile_part(stage.module, stage, index, micro, holders, training, split, recompute, tensor_parallel, r));
+  PlanShard whole = compile_part(stage.module, stage, index, micro, holders, training, split, recompute, 1, 0);
+  ps.program = std::move(whole.program);
+  ps.params = std::move(whole.params);
+  ps.gradients = std::move(whole.gradients);
+  ps.split = std::move(whole.split);
   return ps;
 }
 
 std::vector<PlanStage> plan_stages(std::vector<StageModule> stages, const DimBinding& micro,
                                    const std::vector<int>& device_of, bool training, bool split,
-                                   Recompute recompute) {
+                                   Recompute recompute, int tensor_parallel) {
   std::map<std::string, std::vector<int>> holders;  // parameter -> stages
   for (size_t s = 0; s < stages.size(); ++s)
     for (const std::string& p : stages[s].params) holders[p].push_back(static_cast<int>(s));
   std::vector<PlanStage> out;
   for (size_t s = 0; s < stages.size(); ++s)
     out.push_back(plan_stage(std::move(stages[s]), static_cast<int>(s), device_of.at(s), micro, holders, training,
-                             split, recompute));
+                             split, recompute, tensor_parallel));
   return out;
 }
 

@@ -20,16 +20,19 @@ namespace pf {
 /// holds the graph differentiated for the stage (stage_autodiff_options)
 /// and `gradients` describes it; with `split` too, the backward's input and
 /// weight parts (schedule_splits_backward); `recompute` says what the
-/// backward computes again instead of stashing. Predictions are left zero.
+/// backward computes again instead of stashing. With `tensor_parallel` T >
+/// 1, the stage also holds the part of each of the T ranks of its group
+/// (PlanStage::shards: the tensor-parallel pass's program for the rank,
+/// differentiated alike). Predictions are left zero.
 PlanStage plan_stage(StageModule stage, int index, int device, const DimBinding& micro,
                      const std::map<std::string, std::vector<int>>& holders, bool training, bool split,
-                     Recompute recompute = Recompute::none);
+                     Recompute recompute = Recompute::none, int tensor_parallel = 1);
 
 /// Every stage of a plan at once: which stages hold each parameter is taken
 /// from `stages` themselves; stage s goes on device `device_of[s]`.
 std::vector<PlanStage> plan_stages(std::vector<StageModule> stages, const DimBinding& micro,
                                    const std::vector<int>& device_of, bool training, bool split,
-                                   Recompute recompute = Recompute::none);
+                                   Recompute recompute = Recompute::none, int tensor_parallel = 1);
 
 /// A plan of `model` (inlined and verified under `micro`, the binding of one
 /// micro-batch; its first result is the loss) cut at op positions `cuts`,

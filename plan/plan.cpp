@@ -23,6 +23,20 @@ bool plan_recomputes(const Plan& plan) {
                      [](const PlanStage& s) { return s.gradients && !s.gradients->recomputed.empty(); });
 }
 
+PlanStage shard_stage(const PlanStage& stage, int shard) {
+  if (shard < 0 || shard >= static_cast<int>(stage.shards.size()))
+    throw Error(fmt::format("stage {} has no part for rank {} of a tensor-parallel group of {}", stage.index, shard,
+                            stage.shards.size()));
+  PlanStage out = stage;
+  PlanShard& part = out.shards[static_cast<size_t>(shard)];
+  out.program = std::move(part.program);
+  out.params = std::move(part.params);
+  out.gradients = std::move(part.gradients);
+  out.split = std::move(part.split);
+  out.shards.clear();
+  return out;
+}
+
 std::vector<PlanRank> one_replica_ranks(const std::vector<PlanStage>& stages, int devices) {
   return replicated_ranks(stages, devices, 1);
 }

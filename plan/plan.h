@@ -47,6 +47,20 @@ struct PlanParam {
   bool operator==(const PlanParam&) const = default;
 };
 
+/// One rank's part of a stage split over a tensor-parallel group: the program
+/// the tensor-parallel pass wrote for that rank (its blocks of the split
+/// weights, tp_copy and tp_reduce where the ranks meet) and the tables that
+/// differ from the whole stage's. Inputs, receives and sends are the whole
+/// stage's: every rank of the group receives and sends whole activations.
+struct PlanShard {
+  std::string program;
+  std::vector<PlanParam> params;
+  std::optional<GradientProgram> gradients;
+  std::optional<BackwardSplit> split;
+
+  bool operator==(const PlanShard&) const = default;
+};
+
 /// One pipeline stage (one chunk of a device when stages are interleaved).
 ///
 /// `program` is everything the stage executes, compiled: the runtime parses
@@ -74,6 +88,10 @@ struct PlanStage {
   /// The backward's two parts, for schedules that run them apart (see
   /// schedule_splits_backward); absent otherwise.
   std::optional<BackwardSplit> split;
+  /// With Plan::tensor_parallel T > 1: each rank's part, by rank in the
+  /// group (T of them); the fields above stay the whole stage, which the
+  /// simulator prices. Empty otherwise.
+  std::vector<PlanShard> shards;
 
   /// What the cost model predicts for one micro-batch on this stage.
   struct Prediction {
@@ -137,8 +155,9 @@ struct Plan {
   std::string schedule;  // "gpipe", "1f1b", "interleaved", "zb1", "zbv", "zbi"
   int microbatches = 1;
   int virtual_stages = 1;
-  /// GPUs per device, splitting each layer Megatron-style: the compiler
-  /// models it (tensor_parallel.h), the runtime does not execute it and
+  /// GPUs per device, splitting each layer Megatron-style: each stage holds
+  /// the program of each of them (PlanStage::shards), the cost model prices
+  /// one (tensor_parallel.h); the runtime does not execute it yet and
   /// refuses a plan with more than 1. Plans written before the field read as 1.
   int tensor_parallel = 1;
   /// How stages compute: f32, or bf16 (CUDA stages in bf16 with f32 master
@@ -196,6 +215,10 @@ void check_plan(const Plan& plan, const std::string& path, std::vector<Module>* 
 /// Writes to `path`.tmp, then renames it over `path`, so that a crash leaves
 /// the old plan or the new one, never half of one.
 void save_plan(const Plan& plan, const std::string& path);
+
+/// Stage `stage` as rank `shard` of its tensor-parallel group runs it: its
+/// shard's program and tables in place of the whole stage's.
+PlanStage shard_stage(const PlanStage& stage, int shard);
 
 /// A stage's program parsed and verified under the plan's binding: the
 /// dimensions the program declares take the plan's values. Errors are

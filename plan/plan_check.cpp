@@ -37,6 +37,7 @@ class PlanChecker {
     for (const PlanStage& s : plan_.stages) {
       Module m = check_programs(s);
       if (programs_) programs_->push_back(std::move(m));
+      check_shards(s);
     }
   }
 
@@ -297,6 +298,23 @@ class PlanChecker {
     const Function* f = m.find_function(name);
     if (!f) fail(fmt::format("stage {}'s program has no @{} ({})", s.index, name, role));
     return *f;
+  }
+
+  /// A tensor-parallel stage's parts: one per rank of the group (or none, in
+  /// a plan written before they were), each program agreeing with its tables.
+  void check_shards(const PlanStage& s) const {
+    const size_t t = static_cast<size_t>(plan_.tensor_parallel);
+    if (s.shards.empty()) return;
+    if (s.shards.size() != t)
+      fail(fmt::format("stage {} holds the parts of {} tensor-parallel ranks, but the plan's tensor_parallel is {}",
+                       s.index, s.shards.size(), t));
+    for (size_t r = 0; r < t; ++r) {
+      try {
+        check_programs(shard_stage(s, static_cast<int>(r)));
+      } catch (const Error& e) {
+        throw Error(fmt::format("{} (in the part of rank {} of its tensor-parallel group)", e.message(), r));
+      }
+    }
   }
 
   Module check_programs(const PlanStage& s) const {

@@ -130,7 +130,7 @@ class PlanReader {
     r_.expect_keys(
         j, where,
         {"index", "device", "layers", "predicted", "params", "inputs", "recv", "send", "program"},
-        {"gradients", "split"});
+        {"gradients", "split", "shards"});
     constexpr int64_t kMaxInt = std::numeric_limits<int>::max();
     PlanStage s;
     s.index = static_cast<int>(r_.integer(j, where, "index", 0, kMaxInt));
@@ -154,29 +154,51 @@ class PlanReader {
     s.predicted.memory_bytes = r_.integer(p, pw, "memory_bytes", 0);
     s.predicted.bytes_sent = r_.integer(p, pw, "bytes_sent", 0);
 
-    const Json& params = r_.array(j, where, "params");
-    for (size_t i = 0; i < params.size(); ++i) {
-      std::string at = JsonReader::at(JsonReader::at(where, "params"), i);
-      r_.expect_keys(params[i], at, {"name", "type", "init", "shared_with"},
-                     {"piece_of", "rows", "whole_rows", "axis", "segments"});
-      PlanParam param{r_.string(params[i], at, "name"), type(params[i], at), r_.string(params[i], at, "init"), {}, {}};
-      param.shared_with = stage_indices(params[i], at, "shared_with");
-      if (params[i].contains("piece_of")) param.piece = piece(params[i], at);
-      s.params.push_back(std::move(param));
-    }
+    s.params = params(j, where);
     s.inputs = tensors(j, where, "inputs", false);
     s.recv = tensors(j, where, "recv", true);
     s.send = tensors(j, where, "send", true);
-    if (j.contains("gradients")) s.gradients = gradients(j, where);
-    if (j.contains("split")) {
-      const std::string at = JsonReader::at(where, "split");
-      const Json& split = r_.object(j, where, "split");
-      r_.expect_keys(split, at, {"input", "weight", "deferred"});
-      s.split = BackwardSplit{r_.string(split, at, "input"), r_.string(split, at, "weight"),
-                              strings(split, at, "deferred")};
-    }
+    s.gradients = gradients_of(j, where);
+    s.split = split_of(j, where);
     s.program = program(j, where, "program");
+    if (j.contains("shards")) {
+      const Json& shards = r_.array(j, where, "shards");
+      for (size_t i = 0; i < shards.size(); ++i) {
+        const std::string at = JsonReader::at(JsonReader::at(where, "shards"), i);
+        r_.expect_keys(shards[i], at, {"params", "program"}, {"gradients", "split"});
+        s.shards.push_back({program(shards[i], at, "program"), params(shards[i], at), gradients_of(shards[i], at),
+                            split_of(shards[i], at)});
+      }
+    }
     return s;
+  }
+
+  std::vector<PlanParam> params(const Json& j, const std::string& where) const {
+    std::vector<PlanParam> out;
+    const Json& list = r_.array(j, where, "params");
+    for (size_t i = 0; i < list.size(); ++i) {
+      std::string at = JsonReader::at(JsonReader::at(where, "params"), i);
+      r_.expect_keys(list[i], at, {"name", "type", "init", "shared_with"},
+                     {"piece_of", "rows", "whole_rows", "axis", "segments"});
+      PlanParam param{r_.string(list[i], at, "name"), type(list[i], at), r_.string(list[i], at, "init"), {}, {}};
+      param.shared_with = stage_indices(list[i], at, "shared_with");
+      if (list[i].contains("piece_of")) param.piece = piece(list[i], at);
+      out.push_back(std::move(param));
+    }
+    return out;
+  }
+
+  std::optional<GradientProgram> gradients_of(const Json& j, const std::string& where) const {
+    if (!j.contains("gradients")) return std::nullopt;
+    return gradients(j, where);
+  }
+
+  std::optional<BackwardSplit> split_of(const Json& j, const std::string& where) const {
+    if (!j.contains("split")) return std::nullopt;
+    const std::string at = JsonReader::at(where, "split");
+    const Json& split = r_.object(j, where, "split");
+    r_.expect_keys(split, at, {"input", "weight", "deferred"});
+    return BackwardSplit{r_.string(split, at, "input"), r_.string(split, at, "weight"), strings(split, at, "deferred")};
   }
 
   GradientProgram gradients(const Json& stage, const std::string& where) const {

@@ -46,9 +46,9 @@ Json tensors_json(const std::vector<PlanTensor>& tensors, bool with_peer) {
   return j;
 }
 
-Json stage_json(const PlanStage& s) {
+Json params_json(const std::vector<PlanParam>& list) {
   Json params = Json::array();
-  for (const PlanParam& p : s.params) {
+  for (const PlanParam& p : list) {
     Json param = {{"name", p.name}, {"type", p.type.str()}, {"init", p.init}, {"shared_with", p.shared_with}};
     if (p.piece) {
       param["piece_of"] = p.piece->whole;
@@ -59,6 +59,25 @@ Json stage_json(const PlanStage& s) {
     }
     params.push_back(std::move(param));
   }
+  return params;
+}
+
+/// What a stage and each of its shards hold of their own: the backward's
+/// layout, its two parts, the program.
+void add_program(Json& j, const std::optional<GradientProgram>& gradients, const std::optional<BackwardSplit>& split,
+                 const std::string& program) {
+  if (gradients) {
+    const GradientProgram& g = *gradients;
+    j["gradients"] = {{"backward", g.backward},   {"results", g.original_results}, {"outputs", g.outputs},
+                      {"seeds", g.seeds},              {"stash", g.stash},
+                      {"input_grads", g.input_grads}, {"params", g.params}};
+    if (!g.recomputed.empty()) j["gradients"]["recomputed"] = g.recomputed;
+  }
+  if (split) j["split"] = {{"input", split->input}, {"weight", split->weight}, {"deferred", split->deferred}};
+  j["program"] = program_lines(program);
+}
+
+Json stage_json(const PlanStage& s) {
   const PlanStage::Prediction& pr = s.predicted;
   std::string where = fmt::format("stage {}'s predicted ", s.index);
   Json j{
@@ -74,7 +93,7 @@ Json stage_json(const PlanStage& s) {
         {"stash_bytes", pr.stash_bytes},
         {"memory_bytes", pr.memory_bytes},
         {"bytes_sent", pr.bytes_sent}}},
-      {"params", params},
+      {"params", params_json(s.params)},
       {"inputs", tensors_json(s.inputs, false)},
       {"recv", tensors_json(s.recv, true)},
       {"send", tensors_json(s.send, true)},
@@ -83,15 +102,16 @@ Json stage_json(const PlanStage& s) {
   if (pr.sync_s > 0) j["predicted"]["sync_s"] = finite(pr.sync_s, where + "sync_s");
   if (pr.backward_weight_s > 0)
     j["predicted"]["backward_weight_s"] = finite(pr.backward_weight_s, where + "backward_weight_s");
-  if (s.gradients) {
-    const GradientProgram& g = *s.gradients;
-    j["gradients"] = {{"backward", g.backward},   {"results", g.original_results}, {"outputs", g.outputs},
-                      {"seeds", g.seeds},              {"stash", g.stash},
-                      {"input_grads", g.input_grads}, {"params", g.params}};
-    if (!g.recomputed.empty()) j["gradients"]["recomputed"] = g.recomputed;
+  add_program(j, s.gradients, s.split, s.program);
+  if (!s.shards.empty()) {
+    Json shards = Json::array();
+    for (const PlanShard& part : s.shards) {
+      Json shard = {{"params", params_json(part.params)}};
+      add_program(shard, part.gradients, part.split, part.program);
+      shards.push_back(std::move(shard));
+    }
+    j["shards"] = std::move(shards);
   }
-  if (s.split) j["split"] = {{"input", s.split->input}, {"weight", s.split->weight}, {"deferred", s.split->deferred}};
-  j["program"] = program_lines(s.program);
   return j;
 }
 

@@ -252,6 +252,35 @@ TEST(Plan, RecordsTensorParallelismAndThePredictedStep) {
   EXPECT_EQ(json_error([](Json& j) { j["predicted"]["mfu"] = -1; }), "plan.json: predicted.mfu must be at least 0, got -1");
 }
 
+// A tensor-parallel plan's stages hold each rank's part (its program and
+// the tables that go with it), checked like the stage's own.
+TEST(Plan, TensorParallelStagesHoldEachRanksPart) {
+  Plan plan = two_stage_plan();
+  plan.tensor_parallel = 2;
+  for (PlanStage& s : plan.stages)
+    for (int r = 0; r < 2; ++r) s.shards.push_back({s.program, s.params, s.gradients, s.split});
+  plan.stages[1].shards[1].params[0].init = "kaiming";
+  replace_once(plan.stages[1].shards[1].program, "%w1 = param init=xavier", "%w1 = param init=kaiming");
+  const std::string text = plan_to_json(plan);
+  EXPECT_EQ(plan_from_json(text, "plan.json"), plan);
+  const PlanStage part = shard_stage(plan.stages[1], 1);
+  EXPECT_EQ(part.program, plan.stages[1].shards[1].program);
+  EXPECT_EQ(part.params[0].init, "kaiming");
+  EXPECT_TRUE(part.shards.empty());
+  EXPECT_EQ(part.send, plan.stages[1].send);
+  EXPECT_EQ(plan_error([](Plan& p) {
+              p.tensor_parallel = 2;
+              p.stages[0].shards.push_back({p.stages[0].program, p.stages[0].params, p.stages[0].gradients, {}});
+            }),
+            "plan.json: stage 0 holds the parts of 1 tensor-parallel ranks, but the plan's tensor_parallel is 2");
+  EXPECT_EQ(plan_error([](Plan& p) {
+              p.tensor_parallel = 2;
+              for (int r = 0; r < 2; ++r) p.stages[1].shards.push_back({p.stages[1].program, {}, p.stages[1].gradients, {}});
+            }),
+            "plan.json: stage 1's program has parameter %w1, which the stage does not list (in the part of rank 0 of "
+            "its tensor-parallel group)");
+}
+
 TEST(Plan, InferencePlanHasNoBackward) {
   Plan plan = two_stage_plan();
   plan.loss_stage_output.clear();
