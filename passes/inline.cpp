@@ -62,20 +62,42 @@ class InlinePass final : public Pass {
     compact_values(f);
   }
 
-  // Expands calls in `f` until none is left (callees may call further funcs;
-  // the verifier has ruled out recursion).
+  // Expands every call in `f`, and the calls in what it inlines, in one
+  // pass over its ops: a model of thousands of layers inlines in linear time.
   bool inline_calls(const Module& m, Function& f) {
-    bool changed = false;
-    for (;;) {
-      auto it = std::find_if(f.ops.begin(), f.ops.end(), [](const Op& op) { return op.kind == OpKind::call; });
-      if (it == f.ops.end()) return changed;
-      expand(m, f, static_cast<size_t>(it - f.ops.begin()));
-      changed = true;
-    }
+    if (std::none_of(f.ops.begin(), f.ops.end(), [](const Op& op) { return op.kind == OpKind::call; })) return false;
+    used_.clear();
+    for (const Value& v : f.values) used_.insert(v.name);
+    alias_.assign(f.values.size(), -1);
+    std::vector<Op> ops;
+    ops.reserve(f.ops.size());
+    for (Op& op : f.ops) emit(m, f, std::move(op), ops);
+    f.ops = std::move(ops);
+    auto resolve = [&](ValueId v) {
+      while (static_cast<size_t>(v) < alias_.size() && alias_[v] >= 0) v = alias_[v];
+      return v;
+    };
+    for (Op& op : f.ops)
+      for (ValueId& v : op.operands) v = resolve(v);
+    for (ValueId& v : f.returns) v = resolve(v);
+    compact_values(f);
+    return true;
   }
 
-  void expand(const Module& m, Function& f, size_t index) {
-    Op call = f.ops[index];
+  std::string fresh_name(const std::string& base) {
+    std::string name = base;
+    for (int i = 1; used_.count(name); ++i) name = base + "." + std::to_string(i);
+    used_.insert(name);
+    return name;
+  }
+
+  // Appends `op` to `out`, or for a call, the callee's ops (their own calls
+  // expanded in turn).
+  void emit(const Module& m, Function& f, Op call, std::vector<Op>& out) {
+    if (call.kind != OpKind::call) {
+      out.push_back(std::move(call));
+      return;
+    }
     const Function* callee = m.find_function(call.callee);
     if (!callee) throw Error("call: no function named @" + call.callee, call.loc);
     const Attr* scope_attr = call.attr("scope");
@@ -93,15 +115,6 @@ class InlinePass final : public Pass {
       ValueId r = callee->returns[i];
       if (callee->values[r].def_op >= 0 && result_for[r] < 0) result_for[r] = static_cast<int>(i);
     }
-
-    std::unordered_set<std::string> used;
-    for (const Value& v : f.values) used.insert(v.name);
-    auto fresh_name = [&](const std::string& base) {
-      std::string name = base;
-      for (int i = 1; used.count(name); ++i) name = base + "." + std::to_string(i);
-      used.insert(name);
-      return name;
-    };
 
     std::vector<Op> body;
     for (const Op& inner : callee->ops) {
@@ -127,15 +140,18 @@ class InlinePass final : public Pass {
       op.set_attr("layer", Attr::of_string(layer));
       body.push_back(std::move(op));
     }
-    // Results that are arguments passed straight through (or returned twice).
+    // Results that are arguments passed straight through (or returned twice):
+    // their uses read the value itself, once every op is emitted.
+    alias_.resize(f.values.size(), -1);
     for (size_t i = 0; i < callee->returns.size(); ++i) {
       ValueId inner = callee->returns[i];
-      if (result_for[inner] != static_cast<int>(i)) replace_all_uses(f, call.results[i], map[inner]);
+      if (result_for[inner] != static_cast<int>(i)) alias_[call.results[i]] = map[inner];
     }
-    f.ops.erase(f.ops.begin() + static_cast<std::ptrdiff_t>(index));
-    f.ops.insert(f.ops.begin() + static_cast<std::ptrdiff_t>(index), body.begin(), body.end());
-    compact_values(f);
+    for (Op& op : body) emit(m, f, std::move(op), out);
   }
+
+  std::unordered_set<std::string> used_;  // the names of the function being inlined into
+  std::vector<ValueId> alias_;            // per value: the value its uses read instead, -1: itself
 };
 
 }  // namespace
