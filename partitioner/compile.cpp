@@ -222,7 +222,7 @@ CompileResult compile_once(Module model, const DimBinding& binding, const std::s
   plan.stages = plan_stages(split_into_stages(model, result.chosen.cuts, unsplit), micro, device_of,
                             /*training=*/true, schedule_splits_backward(options.schedule), recompute_of(options),
                             layout.tensor);
-  plan.ranks = replicated_ranks(plan.stages, devices, layout.data);
+  plan.ranks = replicated_ranks(plan.stages, devices, layout.data, layout.tensor);
   const std::vector<StageTime> times = stage_times(cg, result.chosen);
   // How a split backward divides between B and W, from the stages' own
   // split programs: the zbi order is chosen on it, here and at run time.

@@ -41,10 +41,13 @@ std::vector<PlanRank> one_replica_ranks(const std::vector<PlanStage>& stages, in
   return replicated_ranks(stages, devices, 1);
 }
 
-int rank_of_stage(const Plan& plan, int stage, int replica) {
+int rank_of_stage(const Plan& plan, int stage, int replica, int shard) {
   for (const PlanRank& r : plan.ranks)
-    if (r.replica == replica && std::find(r.stages.begin(), r.stages.end(), stage) != r.stages.end()) return r.rank;
-  throw Error(fmt::format("no rank of replica {} runs stage {}", replica, stage));
+    if (r.replica == replica && r.shard == shard &&
+        std::find(r.stages.begin(), r.stages.end(), stage) != r.stages.end())
+      return r.rank;
+  throw Error(fmt::format("no rank of replica {} runs stage {}{}", replica, stage,
+                          shard > 0 ? fmt::format(" at place {} of its tensor-parallel group", shard) : ""));
 }
 
 RankView rank_view(const Plan& plan, int rank) {
@@ -53,6 +56,7 @@ RankView rank_view(const Plan& plan, int rank) {
   view.rank = r.rank;
   view.device = r.device;
   view.replica = r.replica;
+  view.shard = r.shard;
   view.stages = r.stages;
   for (const PlanRank& other : plan.ranks) view.world.push_back(other.rank);
   std::set<int> neighbours;
@@ -60,13 +64,13 @@ RankView rank_view(const Plan& plan, int rank) {
   const int n = static_cast<int>(plan.stages.size());
   for (int s : r.stages) {
     for (int next : {s - 1, s + 1})
-      if (next >= 0 && next < n && rank_of_stage(plan, next, r.replica) != rank)
-        neighbours.insert(rank_of_stage(plan, next, r.replica));
+      if (next >= 0 && next < n && rank_of_stage(plan, next, r.replica, r.shard) != rank)
+        neighbours.insert(rank_of_stage(plan, next, r.replica, r.shard));
     for (const PlanParam& p : plan.stages[static_cast<size_t>(s)].params) {
       if (p.shared_with.empty()) continue;
       std::set<int>& holders = tied[p.name];
       holders.insert(rank);
-      for (int other : p.shared_with) holders.insert(rank_of_stage(plan, other, r.replica));
+      for (int other : p.shared_with) holders.insert(rank_of_stage(plan, other, r.replica, r.shard));
     }
   }
   view.neighbours.assign(neighbours.begin(), neighbours.end());
@@ -75,16 +79,19 @@ RankView rank_view(const Plan& plan, int rank) {
     if (other.replica == r.replica) view.replica_ranks.push_back(other.rank);
   for (int s : r.stages) {
     std::vector<int> copies;
-    for (int k = 0; k < replica_count(plan); ++k) copies.push_back(rank_of_stage(plan, s, k));
+    for (int k = 0; k < replica_count(plan); ++k) copies.push_back(rank_of_stage(plan, s, k, r.shard));
     view.stage_replicas.emplace_back(s, std::move(copies));
   }
+  for (int t = 0; t < std::max(1, plan.tensor_parallel); ++t)
+    view.tensor_group.push_back(rank_of_stage(plan, r.stages.front(), r.replica, t));
   return view;
 }
 
 std::string rank_name(const Plan& plan, int rank) {
   const PlanRank& r = plan.ranks.at(static_cast<size_t>(rank));
-  return fmt::format("rank {} (stage{} {}, replica {})", rank, r.stages.size() == 1 ? "" : "s",
-                     fmt::join(r.stages, ","), r.replica);
+  return fmt::format("rank {} (stage{} {}, replica {}{})", rank, r.stages.size() == 1 ? "" : "s",
+                     fmt::join(r.stages, ","), r.replica,
+                     plan.tensor_parallel > 1 ? fmt::format(", tensor-parallel place {}", r.shard) : "");
 }
 
 int replica_count(const Plan& plan) {
@@ -93,15 +100,17 @@ int replica_count(const Plan& plan) {
   return replicas;
 }
 
-std::vector<PlanRank> replicated_ranks(const std::vector<PlanStage>& stages, int devices, int replicas) {
+std::vector<PlanRank> replicated_ranks(const std::vector<PlanStage>& stages, int devices, int replicas,
+                                       int tensor) {
   std::vector<PlanRank> ranks;
   for (int k = 0; k < replicas; ++k)
-    for (int d = 0; d < devices; ++d) {
-      PlanRank r{k * devices + d, k * devices + d, k, {}};
-      for (const PlanStage& s : stages)
-        if (s.device == d) r.stages.push_back(s.index);
-      ranks.push_back(std::move(r));
-    }
+    for (int t = 0; t < tensor; ++t)
+      for (int d = 0; d < devices; ++d) {
+        PlanRank r{static_cast<int>(ranks.size()), k * devices + d, k, t, {}};
+        for (const PlanStage& s : stages)
+          if (s.device == d) r.stages.push_back(s.index);
+        ranks.push_back(std::move(r));
+      }
   return ranks;
 }
 

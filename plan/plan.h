@@ -129,15 +129,20 @@ struct PlanDevice {
 };
 
 /// One worker of the plan, a thread or a process: it runs the stages on one
-/// device for one data-parallel replica. Ranks are numbered from 0, replica
-/// after replica: with p ranks per replica, rank k * p + i of replica k runs
-/// the stages of rank i of replica 0 on a device of its own. Each replica
-/// trains on its share of the batch (`binding` is one micro-batch of one
-/// replica), and the replicas of a stage average their gradients.
+/// device for one data-parallel replica, as one rank of the device's
+/// tensor-parallel group. Ranks are numbered from 0, replica after replica,
+/// and within a replica by their place in the group: with p devices per
+/// replica and T ranks per group, rank (k * T + t) * p + i is place t of
+/// device i of replica k, and runs the stages of rank i (place 0, replica
+/// 0) on device k * p + i. Each replica trains on its share of the batch
+/// (`binding` is one micro-batch of one replica), and the replicas of a
+/// stage average their gradients; the ranks of a group all read the same
+/// micro-batches.
 struct PlanRank {
   int rank = 0;
   int device = 0;            // index into Plan::devices
   int replica = 0;
+  int shard = 0;             // its place in its device's tensor-parallel group: the stages' shards it runs
   std::vector<int> stages;   // the stages it runs, increasing
 
   bool operator==(const PlanRank&) const = default;
@@ -229,8 +234,9 @@ Module stage_program(const Plan& plan, const PlanStage& stage);
 /// its device: the topology of a plan with one replica.
 std::vector<PlanRank> one_replica_ranks(const std::vector<PlanStage>& stages, int devices);
 /// The same for `replicas` replicas of the pipeline on `devices` devices
-/// each: replica k's rank i runs device k * devices + i.
-std::vector<PlanRank> replicated_ranks(const std::vector<PlanStage>& stages, int devices, int replicas);
+/// each, each device a tensor-parallel group of `tensor` ranks (PlanRank).
+std::vector<PlanRank> replicated_ranks(const std::vector<PlanStage>& stages, int devices, int replicas,
+                                       int tensor = 1);
 /// How many data-parallel replicas the plan's ranks form.
 int replica_count(const Plan& plan);
 /// How messages name rank `rank`: "rank 3 (stage 1, replica 1)".
@@ -242,23 +248,28 @@ struct RankView {
   int rank = 0;
   int device = 0;
   int replica = 0;
+  int shard = 0;                // its place in its tensor-parallel group
   std::vector<int> stages;      // increasing
-  std::vector<int> neighbours;  // ranks running a stage next to one of its own, increasing, itself excluded
+  std::vector<int> neighbours;  // ranks of its place running a stage next to one of its own, increasing, itself excluded
   std::vector<int> world;       // every rank
   /// Per tied parameter it holds (PlanParam::shared_with): the ranks holding
   /// it in its replica, increasing; they sum its gradient.
   std::vector<std::pair<std::string, std::vector<int>>> tied;
   std::vector<int> replica_ranks;  // the ranks of its replica, increasing
-  /// Per stage it runs: the ranks running that stage in every replica, by
-  /// replica; they average its gradients.
+  /// Per stage it runs: the ranks of its place running that stage in every
+  /// replica, by replica; they average its gradients.
   std::vector<std::pair<int, std::vector<int>>> stage_replicas;
+  /// Its tensor-parallel group: the ranks running its stages in its replica,
+  /// by place (itself alone without tensor parallelism).
+  std::vector<int> tensor_group;
 };
 
 /// Rank `rank`'s view of `plan` (which loading checked).
 RankView rank_view(const Plan& plan, int rank);
 
-/// The rank running stage `stage` of replica `replica`.
-int rank_of_stage(const Plan& plan, int stage, int replica = 0);
+/// The rank running stage `stage` of replica `replica`, at place `shard` of
+/// its tensor-parallel group.
+int rank_of_stage(const Plan& plan, int stage, int replica = 0, int shard = 0);
 
 /// Whether schedule `kind` runs each backward in two parts (the input
 /// gradients, then the weights'), so that its plans carry a BackwardSplit.

@@ -74,11 +74,16 @@ class PlanChecker {
   void check_ranks() const {
     if (plan_.ranks.empty()) fail("the plan has no ranks");
     const int replicas = replica_count(plan_);
-    if (plan_.ranks.size() % static_cast<size_t>(replicas) != 0)
-      fail(fmt::format("{} ranks do not make {} replicas of equal size", plan_.ranks.size(), replicas));
+    const size_t places = static_cast<size_t>(plan_.tensor_parallel);
+    if (plan_.ranks.size() % (static_cast<size_t>(replicas) * places) != 0)
+      fail(fmt::format("{} ranks do not make {} replicas{} of equal size", plan_.ranks.size(), replicas,
+                       places > 1 ? fmt::format(" of {} tensor-parallel places", places) : ""));
     const size_t per_replica = plan_.ranks.size() / static_cast<size_t>(replicas);
-    std::vector<std::vector<int>> rank_of(static_cast<size_t>(replicas), std::vector<int>(plan_.stages.size(), -1));
-    std::set<int> devices;
+    const size_t per_place = per_replica / places;
+    // Per (replica, place): the rank running each stage.
+    std::vector<std::vector<int>> rank_of(per_replica / per_place * static_cast<size_t>(replicas),
+                                          std::vector<int>(plan_.stages.size(), -1));
+    std::set<std::pair<int, int>> devices;  // (device, place)
     for (size_t i = 0; i < plan_.ranks.size(); ++i) {
       const PlanRank& r = plan_.ranks[i];
       if (r.rank != static_cast<int>(i))
@@ -88,17 +93,21 @@ class PlanChecker {
         fail(fmt::format("rank {} belongs to replica {}, but with {} ranks per replica it is in replica {}; list "
                          "the ranks replica after replica",
                          r.rank, r.replica, per_replica, i / per_replica));
+      if (r.shard != static_cast<int>(i % per_replica / per_place))
+        fail(fmt::format("rank {} has place {} in its tensor-parallel group, but with {} ranks per place it has "
+                         "place {}; list the ranks place after place",
+                         r.rank, r.shard, per_place, i % per_replica / per_place));
       if (r.device >= static_cast<int>(plan_.devices.size()))
         fail(fmt::format("rank {} runs device {}, but the plan has {} devices", r.rank, r.device,
                          plan_.devices.size()));
-      if (!devices.insert(r.device).second)
+      if (!devices.insert({r.device, r.shard}).second)
         fail(fmt::format("rank {} runs device {}, which another rank runs", r.rank, r.device));
       if (r.stages.empty()) fail(fmt::format("rank {} runs no stage", r.rank));
-      const PlanRank& first = plan_.ranks[i % per_replica];
+      const PlanRank& first = plan_.ranks[i % per_place];
       if (r.stages != first.stages)
         fail(fmt::format("rank {} of replica {} runs other stages than rank {} of replica 0", r.rank, r.replica,
                          first.rank));
-      std::vector<int>& owner = rank_of[static_cast<size_t>(r.replica)];
+      std::vector<int>& owner = rank_of[i / per_place];
       for (size_t k = 0; k < r.stages.size(); ++k) {
         const int s = r.stages[k];
         if (s >= stage_count()) fail(fmt::format("rank {} runs stage {}, but the plan has {} stages", r.rank, s,

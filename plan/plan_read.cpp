@@ -301,12 +301,13 @@ class PlanReader {
     const Json& ranks = r_.array(doc, "", "ranks");
     for (size_t i = 0; i < ranks.size(); ++i) {
       const std::string at = JsonReader::at("ranks", i);
-      r_.expect_keys(ranks[i], at, {"rank", "device", "replica", "stages"});
+      r_.expect_keys(ranks[i], at, {"rank", "device", "replica", "stages"}, {"shard"});
       constexpr int64_t kMaxInt = std::numeric_limits<int>::max();
       PlanRank rank;
       rank.rank = static_cast<int>(r_.integer(ranks[i], at, "rank", 0, kMaxInt));
       rank.device = static_cast<int>(r_.integer(ranks[i], at, "device", 0, kMaxInt));
       rank.replica = static_cast<int>(r_.integer(ranks[i], at, "replica", 0, kMaxInt));
+      if (ranks[i].contains("shard")) rank.shard = static_cast<int>(r_.integer(ranks[i], at, "shard", 0, kMaxInt));
       rank.stages = stage_indices(ranks[i], at, "stages");
       plan.ranks.push_back(std::move(rank));
     }

@@ -126,8 +126,12 @@ std::string plan_to_json(const Plan& plan) {
   Json stages = Json::array();
   for (const PlanStage& s : plan.stages) stages.push_back(stage_json(s));
   Json ranks = Json::array();
-  for (const PlanRank& r : plan.ranks)
-    ranks.push_back({{"rank", r.rank}, {"device", r.device}, {"replica", r.replica}, {"stages", r.stages}});
+  for (const PlanRank& r : plan.ranks) {
+    Json rank = {{"rank", r.rank}, {"device", r.device}, {"replica", r.replica}};
+    if (plan.tensor_parallel > 1) rank["shard"] = r.shard;  // plans without tensor parallelism read as before
+    rank["stages"] = r.stages;
+    ranks.push_back(std::move(rank));
+  }
   const Plan::Summary& pr = plan.predicted;
   Json doc = {
       {"format", "pipeforge-plan"},

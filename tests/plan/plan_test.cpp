@@ -124,7 +124,7 @@ Plan two_stage_plan() {
   s1.predicted = {0.0012, 0.0018, 1.5e-6, 0.0030015, 512, 512, 3584, 0};
 
   plan.stages = {s0, s1};
-  plan.ranks = {{0, 0, 0, {0}}, {1, 1, 0, {1}}};
+  plan.ranks = {{0, 0, 0, 0, {0}}, {1, 1, 0, 0, {1}}};
   return plan;
 }
 
@@ -234,6 +234,7 @@ TEST(Plan, RecordsItsComputeDtype) {
 TEST(Plan, RecordsTensorParallelismAndThePredictedStep) {
   Plan plan = two_stage_plan();
   plan.tensor_parallel = 8;
+  plan.ranks = replicated_ranks(plan.stages, 2, 1, 8);
   plan.predicted.step_s = 12.5;
   plan.predicted.mfu = 0.25;
   const std::string text = plan_to_json(plan);
@@ -242,6 +243,8 @@ TEST(Plan, RecordsTensorParallelismAndThePredictedStep) {
   EXPECT_EQ(plan_from_json(text, "plan.json"), plan);
   Json old = Json::parse(text);
   old.erase("tensor_parallel");
+  for (Json& rank : old["ranks"]) rank.erase("shard");
+  old["ranks"].erase(old["ranks"].begin() + 2, old["ranks"].end());  // one place: the ranks of place 0
   old["predicted"].erase("step_s");
   old["predicted"].erase("mfu");
   Plan back = plan_from_json(old.dump(), "plan.json");
@@ -257,6 +260,7 @@ TEST(Plan, RecordsTensorParallelismAndThePredictedStep) {
 TEST(Plan, TensorParallelStagesHoldEachRanksPart) {
   Plan plan = two_stage_plan();
   plan.tensor_parallel = 2;
+  plan.ranks = replicated_ranks(plan.stages, 2, 1, 2);
   for (PlanStage& s : plan.stages)
     for (int r = 0; r < 2; ++r) s.shards.push_back({s.program, s.params, s.gradients, s.split});
   plan.stages[1].shards[1].params[0].init = "kaiming";
@@ -270,11 +274,13 @@ TEST(Plan, TensorParallelStagesHoldEachRanksPart) {
   EXPECT_EQ(part.send, plan.stages[1].send);
   EXPECT_EQ(plan_error([](Plan& p) {
               p.tensor_parallel = 2;
+              p.ranks = replicated_ranks(p.stages, 2, 1, 2);
               p.stages[0].shards.push_back({p.stages[0].program, p.stages[0].params, p.stages[0].gradients, {}});
             }),
             "plan.json: stage 0 holds the parts of 1 tensor-parallel ranks, but the plan's tensor_parallel is 2");
   EXPECT_EQ(plan_error([](Plan& p) {
               p.tensor_parallel = 2;
+              p.ranks = replicated_ranks(p.stages, 2, 1, 2);
               for (int r = 0; r < 2; ++r) p.stages[1].shards.push_back({p.stages[1].program, {}, p.stages[1].gradients, {}});
             }),
             "plan.json: stage 1's program has parameter %w1, which the stage does not list (in the part of rank 0 of "
@@ -582,6 +588,41 @@ TEST(Plan, RanksRunEveryStageOnItsDevice) {
   EXPECT_EQ(view.replica_ranks, (std::vector<int>{0, 1}));
   ASSERT_EQ(view.stage_replicas.size(), 1u);
   EXPECT_EQ(view.stage_replicas[0].second, std::vector<int>{1});
+}
+
+// Each device a tensor-parallel group of two, in two replicas: eight ranks,
+// replica after replica and within a replica place after place. A rank's
+// pipeline neighbours, tied weights and stage copies are those of its
+// place; its group is the places of its device.
+TEST(Plan, TensorParallelGroupsPairTheirPlaces) {
+  auto grouped = [](Plan& p) {
+    p.tensor_parallel = 2;
+    p.devices.push_back({"cpu:2", "cpu", 0, 1});
+    p.devices.push_back({"cpu:3", "cpu", 0, 1});
+    p.ranks = replicated_ranks(p.stages, 2, 2, 2);
+  };
+  Plan plan = two_stage_plan();
+  grouped(plan);
+  EXPECT_EQ(plan_error(grouped), "ok");
+  const RankView view = rank_view(plan, 7);  // replica 1, place 1, stage 1
+  EXPECT_EQ(view.device, 3);
+  EXPECT_EQ(view.shard, 1);
+  EXPECT_EQ(view.neighbours, std::vector<int>{6});
+  EXPECT_EQ(view.tensor_group, (std::vector<int>{5, 7}));
+  EXPECT_EQ(view.replica_ranks, (std::vector<int>{4, 5, 6, 7}));
+  ASSERT_EQ(view.tied.size(), 1u);
+  EXPECT_EQ(view.tied[0].second, (std::vector<int>{6, 7}));
+  ASSERT_EQ(view.stage_replicas.size(), 1u);
+  EXPECT_EQ(view.stage_replicas[0].second, (std::vector<int>{3, 7}));
+  EXPECT_EQ(rank_of_stage(plan, 0, 1, 1), 6);
+  EXPECT_EQ(rank_name(plan, 7), "rank 7 (stage 1, replica 1, tensor-parallel place 1)");
+  EXPECT_EQ(plan_from_json(plan_to_json(plan), "plan.json"), plan);
+  EXPECT_EQ(plan_error([&](Plan& p) {
+              grouped(p);
+              std::swap(p.ranks[2].shard, p.ranks[0].shard);
+            }),
+            "plan.json: rank 0 has place 1 in its tensor-parallel group, but with 2 ranks per place it has place 0; "
+            "list the ranks place after place");
 }
 
 // Two replicas of the two-stage pipeline: four ranks on four devices, replica

@@ -129,6 +129,7 @@ TEST_F(RuntimeTest, RefusesAPlanThatModelsTensorParallelism) {
   const std::string file = compile();
   Plan plan = load_plan(file);
   plan.tensor_parallel = 8;
+  plan.ranks = replicated_ranks(plan.stages, static_cast<int>(plan.devices.size()), 1, 8);
   save_plan(plan, path("tp.json"));
   const std::string message =
       "this plan models tensor parallelism (T=8), which the runtime does not execute; compile without "
