@@ -91,7 +91,8 @@ std::vector<PlanStage> plan_stages(std::vector<StageModule> stages, const DimBin
 
 Plan plan_for_cuts(const Module& model, const DimBinding& micro, const std::vector<int>& cuts,
                    const std::vector<std::string>& whole_inputs, const std::string& schedule, int microbatches,
-                   int virtual_stages, DType dtype, Recompute recompute) {
+                   int virtual_stages, DType dtype, Recompute recompute,
+                   int tensor_parallel) {
   const int stages = static_cast<int>(cuts.size()) + 1;
   if (virtual_stages < 1 || stages % virtual_stages != 0)
     throw Error(fmt::format("{} stages do not divide into {} virtual stages per device", stages, virtual_stages));
@@ -106,14 +107,15 @@ Plan plan_for_cuts(const Module& model, const DimBinding& micro, const std::vect
   plan.virtual_stages = virtual_stages;
   plan.dtype = dtype;
   plan.recompute = std::string(recompute_name(recompute));
+  plan.tensor_parallel = tensor_parallel;
   plan.loss_stage_output = graph.values[graph.returns.at(0)].name;
   std::vector<int> device_of;
   const std::optional<ScheduleKind> kind = parse_schedule_kind(schedule);
   if (!kind) throw Error(fmt::format("unknown schedule '{}'; use {}", schedule, schedule_kind_choices()));
   for (int s = 0; s < stages; ++s) device_of.push_back(placed_device(stage_placement(*kind), s, devices));
   plan.stages = plan_stages(split_into_stages(model, cuts, whole_inputs), micro, device_of, /*training=*/true,
-                            schedule_splits_backward(schedule), recompute);
-  plan.ranks = one_replica_ranks(plan.stages, devices);
+                            schedule_splits_backward(schedule), recompute, tensor_parallel);
+  plan.ranks = replicated_ranks(plan.stages, devices, 1, tensor_parallel);
   return plan;
 }
 

@@ -37,10 +37,12 @@ std::vector<PlanStage> plan_stages(std::vector<StageModule> stages, const DimBin
 /// A plan of `model` (inlined and verified under `micro`, the binding of one
 /// micro-batch; its first result is the loss) cut at op positions `cuts`,
 /// without a cost model: `devices` CPU devices named cpu:0..., stage s on
-/// device s % devices, predictions zero. What tests and benchmarks build
-/// when they choose the cuts themselves.
+/// device s % devices, predictions zero; each device a tensor-parallel
+/// group of `tensor_parallel` ranks. What tests and benchmarks build when
+/// they choose the cuts themselves.
 Plan plan_for_cuts(const Module& model, const DimBinding& micro, const std::vector<int>& cuts,
                    const std::vector<std::string>& whole_inputs, const std::string& schedule, int microbatches,
-                   int virtual_stages, DType dtype = DType::f32, Recompute recompute = Recompute::none);
+                   int virtual_stages, DType dtype = DType::f32, Recompute recompute = Recompute::none,
+                   int tensor_parallel = 1);
 
 }  // namespace pf

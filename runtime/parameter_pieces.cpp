@@ -52,9 +52,15 @@ bool tile_the_whole(const std::vector<Part*>& parts) {
 
 ParameterPieces plan_pieces(const Plan& plan) {
   ParameterPieces out;
-  for (const PlanStage& s : plan.stages)
-    for (const PlanParam& p : s.params)
-      if (p.piece) out[p.name] = {*p.piece, p.type};
+  for (const PlanStage& s : plan.stages) {
+    // A tensor-parallel stage runs as its ranks' parts, never whole.
+    auto add = [&](const std::vector<PlanParam>& params) {
+      for (const PlanParam& p : params)
+        if (p.piece) out[p.name] = {*p.piece, p.type};
+    };
+    if (s.shards.empty()) add(s.params);
+    for (const PlanShard& part : s.shards) add(part.params);
+  }
   return out;
 }
 

@@ -20,7 +20,8 @@ struct PieceOfParameter {
 };
 using ParameterPieces = std::map<std::string, PieceOfParameter>;  // by the piece's name
 
-/// Every piece of every stage of `plan`.
+/// Every piece of every stage of `plan` (of every rank's part of a
+/// tensor-parallel stage).
 ParameterPieces plan_pieces(const Plan& plan);
 
 /// Replaces each piece's tensors in `file` (the piece's own, and a tensor

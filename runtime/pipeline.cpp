@@ -55,6 +55,7 @@ Pipeline::Pipeline(const Plan& plan, std::vector<Module> programs, const Pipelin
                             first_gpu - gpus.begin(), *first_gpu));
 #endif
   replicas_ = replica_count(plan);
+  tensor_ = std::max(1, plan.tensor_parallel);
   shard_optimizer_ = plan.shard_optimizer && replicas_ > 1;
   if (replicas_ > 1 && first_gpu != gpus.end())
     throw Error(fmt::format("plan stage {} is on a GPU, and this pipeforge runs the data-parallel replicas of a plan "
@@ -68,17 +69,25 @@ Pipeline::Pipeline(const Plan& plan, std::vector<Module> programs, const Pipelin
   std::sort(local_ranks_.begin(), local_ranks_.end());
   for (int r : local_ranks_)
     if (r < 0 || r >= ranks_) throw Error(fmt::format("rank {} is not one of the plan's {} ranks", r, ranks_));
+  if (options.comm && tensor_ > 1)
+    throw Error("this pipeforge runs the ranks of a tensor-parallel plan as threads of one process; run it with "
+                "pipeforge run, not launched as processes");
   if (options.comm && local_ranks_.size() != 1)
     throw Error(fmt::format("a communicator to other processes serves one rank, not {}", local_ranks_.size()));
   if (!options.comm && static_cast<int>(local_ranks_.size()) != ranks_)
     throw Error(fmt::format("{} of the plan's {} ranks run here: the others need a communicator between processes",
                             local_ranks_.size(), ranks_));
   auto local = [&](int rank) { return std::binary_search(local_ranks_.begin(), local_ranks_.end(), rank); };
-  stages_.resize(static_cast<size_t>(replicas_ * n));
-  for (int replica = 0; replica < replicas_; ++replica) {
+  // One copy of the pipeline per replica and place in the tensor-parallel
+  // groups: copy q = replica * T + place runs on ranks q * p...
+  stages_.resize(static_cast<size_t>(replicas_ * tensor_ * n));
+  for (int q = 0; q < replicas_ * tensor_; ++q) {
+    const int replica = q / tensor_, shard = q % tensor_;
     for (int s = 0; s < n; ++s) {
-      if (!local(rank_of_stage(plan, s, replica))) continue;
-      const PlanStage& ps = plan.stages[static_cast<size_t>(s)];
+      if (!local(rank_of_stage(plan, s, replica, shard))) continue;
+      // A tensor-parallel stage runs as the part of its rank's place.
+      const PlanStage ps =
+          tensor_ > 1 ? shard_stage(plan.stages[static_cast<size_t>(s)], shard) : plan.stages[static_cast<size_t>(s)];
       if (!ps.gradients) throw Error(fmt::format("plan stage {} has no backward to train with", s));
       if (split && !ps.split)
         throw Error(fmt::format("plan stage {} runs its backward whole, but schedule {} runs it in two parts; compile "
@@ -87,17 +96,23 @@ Pipeline::Pipeline(const Plan& plan, std::vector<Module> programs, const Pipelin
       auto st = std::make_unique<PipelineStage>();
       st->index = s;
       st->replica = replica;
+      st->shard = shard;
       // The schedule places stage s on a device (stage_placement), and a
-      // replica's copy on rank replica * devices + that; the plan's topology
-      // must agree.
-      st->rank = rank_of_stage(plan, s, replica);
-      const int scheduled = replica * p + schedule_.device_of(s);
+      // copy on rank q * devices + that; the plan's topology must agree.
+      st->rank = rank_of_stage(plan, s, replica, shard);
+      const int scheduled = q * p + schedule_.device_of(s);
       if (st->rank != scheduled)
         throw Error(fmt::format("plan stage {} of replica {} runs on rank {}, but schedule {} runs it on rank {}; "
                                 "compile the plan again",
                                 s, replica, st->rank, plan.schedule, scheduled));
       // Each copy compiles a module of its own.
-      Module module = programs[static_cast<size_t>(s)];
+      Module module = tensor_ > 1 ? stage_program(plan, ps) : programs[static_cast<size_t>(s)];
+      if (tensor_ > 1) {
+        std::vector<int> group;
+        for (int t = 0; t < tensor_; ++t) group.push_back(rank_of_stage(plan, s, replica, t));
+        st->tensor_group = std::make_unique<CommTensorParallelGroup>(
+            CommGroup{fmt::format("tensor-parallel group of stage {} in replica {}", s, replica), group});
+      }
       GradientProgram gradients = *ps.gradients;
       for (const PlanTensor& t : ps.inputs) st->inputs.push_back(t.name);
       st->has_loss = s == n - 1 && !plan.loss_stage_output.empty();
@@ -125,7 +140,8 @@ Pipeline::Pipeline(const Plan& plan, std::vector<Module> programs, const Pipelin
       const int gpu = gpus.empty() ? -1 : gpus[s];
       if (gpu < 0) {
         st->program = std::make_unique<StageProgram>(std::move(module), plan.binding, std::move(gradients),
-                                                     std::move(parts), st->params, slots, /*caller_results=*/true);
+                                                     std::move(parts), st->params, slots, /*caller_results=*/true,
+                                                     st->tensor_group.get());
       } else {
   #ifdef PF_CUDA
         CudaStageOptions co;
@@ -136,7 +152,7 @@ Pipeline::Pipeline(const Plan& plan, std::vector<Module> programs, const Pipelin
         st->program = cuda_stages->make(s, std::move(module), plan.binding, std::move(gradients), st->params, co);
   #endif
       }
-      stages_[static_cast<size_t>(replica * n + s)] = std::move(st);
+      stages_[static_cast<size_t>(q * n + s)] = std::move(st);
     }
   }
   connect_stages();
@@ -162,30 +178,41 @@ void Pipeline::make_workers(const Plan& plan) {
     groups.replica = CommGroup{fmt::format("replica {}", view.replica), view.replica_ranks};
     groups.replicas = replicas_;
     groups.shard_optimizer = shard_optimizer_;
+    // The places of a tensor-parallel group compute the same loss: the
+    // first counts it.
+    groups.counts_loss = view.shard == 0;
+    const int q = view.replica * tensor_ + view.shard;  // its copy of the pipeline
+    const std::string place = tensor_ > 1 ? fmt::format(" place {}", view.shard) : "";
+    Communicator& comm = options_.comm ? *options_.comm : world_->rank(r);
     for (size_t k = 0; k < view.stages.size(); ++k) {
       const int s = view.stages[k];
-      PipelineStage& st = *stages_[static_cast<size_t>(view.replica * n + s)];
+      PipelineStage& st = *stages_[static_cast<size_t>(q * n + s)];
+      if (st.tensor_group) st.tensor_group->attach(comm);
       own.push_back(&st);
-      groups.stage_replicas.push_back(CommGroup{fmt::format("stage {}", s), view.stage_replicas[k].second});
-      // A tied parameter counts in the norm once, on the first stage holding it.
+      groups.stage_replicas.push_back(CommGroup{fmt::format("stage {}{}", s, place), view.stage_replicas[k].second});
+      // A tied parameter counts in the norm once, on the first stage holding
+      // it; a whole parameter of a tensor-parallel stage once, on the first
+      // place (every place holds it), and each place's block of a split one.
+      const std::vector<PlanParam>& listed =
+          tensor_ > 1 ? plan.stages[static_cast<size_t>(s)].shards[static_cast<size_t>(view.shard)].params
+                      : plan.stages[static_cast<size_t>(s)].params;
       std::vector<Param> counted;
       for (const Param& param : st.params.optimizer_params()) {
-        const PlanParam& pp = *std::find_if(plan.stages[static_cast<size_t>(s)].params.begin(),
-                                            plan.stages[static_cast<size_t>(s)].params.end(),
-                                            [&](const PlanParam& q) { return q.name == param.name; });
-        if (pp.shared_with.empty() || pp.shared_with.front() > s) counted.push_back(param);
+        const PlanParam& pp =
+            *std::find_if(listed.begin(), listed.end(), [&](const PlanParam& x) { return x.name == param.name; });
+        const bool once = pp.shared_with.empty() || pp.shared_with.front() > s;
+        if (once && (view.shard == 0 || pp.piece)) counted.push_back(param);
       }
       norm_params.push_back(std::move(counted));
     }
     for (const auto& [name, holders] : view.tied)
       groups.tied.push_back(
-          {name, CommGroup{fmt::format("tied {} of replica {}", name, view.replica), holders}, {}, {}});
+          {name, CommGroup{fmt::format("tied {} of replica {}{}", name, view.replica, place), holders}, {}, {}});
     // The schedule's list for this rank's place in its replica, its peers
-    // made ranks of the same replica.
+    // made ranks of the same copy.
     std::vector<Action> actions = schedule_.per_device[static_cast<size_t>(r % p)];
     for (Action& a : actions)
-      if (a.peer >= 0) a.peer += view.replica * p;
-    Communicator& comm = options_.comm ? *options_.comm : world_->rank(r);
+      if (a.peer >= 0) a.peer += q * p;
     const PlanRank& placed = *std::find_if(plan.ranks.begin(), plan.ranks.end(), [&](auto& x) { return x.rank == r; });
     const int threads =
         options_.cpu_threads > 0 ? options_.cpu_threads : plan.devices.at(static_cast<size_t>(placed.device)).threads;
@@ -256,10 +283,23 @@ std::unique_ptr<Pipeline> Pipeline::from_plan(const Plan& plan, PipelineOptions 
 }
 
 void check_executable(const Plan& plan) {
-  if (plan.tensor_parallel > 1)
-    throw Error(fmt::format("this plan models tensor parallelism (T={}), which the runtime does not execute; compile "
-                            "without --tensor-parallel to run it",
-                            plan.tensor_parallel));
+  if (plan.tensor_parallel <= 1) return;
+  const int t = plan.tensor_parallel;
+  for (const PlanStage& s : plan.stages)
+    if (s.shards.empty())
+      throw Error(fmt::format("this plan models tensor parallelism (T={}) without each rank's part of its stages (a "
+                              "plan written before they were); compile it again to run it",
+                              t));
+  for (const PlanDevice& d : plan.devices)
+    if (d.kind != "cpu")
+      throw Error(fmt::format("this plan splits its stages over tensor-parallel groups of {} on {}, and this "
+                              "pipeforge runs tensor parallelism on cpu devices only; compile it for cpu devices or "
+                              "without --tensor-parallel",
+                              t, d.name));
+  if (plan.shard_optimizer)
+    throw Error("this plan shards the optimizer state over data-parallel replicas and splits its stages over "
+                "tensor-parallel groups, which this pipeforge does not combine; compile it without one of "
+                "--shard-optimizer and --tensor-parallel");
 }
 
 std::unique_ptr<Pipeline> Pipeline::from_plan(const Plan& plan, std::vector<Module> programs,
@@ -276,7 +316,7 @@ std::unique_ptr<Pipeline> Pipeline::from_plan(const Plan& plan, std::vector<Modu
   return std::unique_ptr<Pipeline>(new Pipeline(plan, std::move(programs), options));
 }
 
-int Pipeline::stages() const { return static_cast<int>(stages_.size()) / replicas_; }
+int Pipeline::stages() const { return static_cast<int>(stages_.size()) / (replicas_ * tensor_); }
 int Pipeline::devices() const { return ranks_; }
 int Pipeline::replicas() const { return replicas_; }
 const Schedule& Pipeline::schedule() const { return schedule_; }

@@ -231,8 +231,11 @@ class Pipeline {
   PipelineOptions options_;
   Schedule schedule_;
   int replicas_ = 1;
-  /// Replica after replica, each in stage order: replica k's stage s is
-  /// stages_[k * stages() + s]; null where another process runs it.
+  int tensor_ = 1;  // ranks per tensor-parallel group
+  /// Copy after copy of the pipeline, each in stage order: the copy of
+  /// replica k at place t of the tensor-parallel groups is q = k * T + t,
+  /// and its stage s is stages_[q * stages() + s]; null where another
+  /// process runs it.
   std::vector<std::unique_ptr<PipelineStage>> stages_;
   /// The stages this pipeline runs, in the order of stages_.
   std::vector<PipelineStage*> local_stages() const;

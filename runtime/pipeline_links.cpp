@@ -80,7 +80,7 @@ void received_bytes(const PipelineStage& st, std::vector<int64_t>& activations, 
 }  // namespace
 
 void Pipeline::connect_stages() {
-  for (int k = 0; k < replicas_; ++k) connect_replica(k);
+  for (int k = 0; k < replicas_ * tensor_; ++k) connect_replica(k);
 }
 
 void Pipeline::connect_replica(int k) {

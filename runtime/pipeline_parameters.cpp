@@ -113,11 +113,11 @@ void Pipeline::save_grads(SafeTensors& file) const { save_parameters(local_stage
 void Pipeline::save_values(SafeTensors& file) const { save_parameters(local_stages(), false, file); }
 
 int Pipeline::copy_rank(int stage, int replica) const {
-  return replica * schedule_.devices + schedule_.device_of(stage);
+  return replica * tensor_ * schedule_.devices + schedule_.device_of(stage);
 }
 
 PipelineStage* Pipeline::copy_here(int stage, int replica) const {
-  return stages_[static_cast<size_t>(replica * stages() + stage)].get();
+  return stages_[static_cast<size_t>(replica * tensor_ * stages() + stage)].get();
 }
 
 namespace {
@@ -186,18 +186,26 @@ std::vector<std::pair<int, SafeTensors>> Pipeline::checkpoint_shards() const {
                           static_cast<int64_t>(packed.size() * sizeof(float)));
     }
   std::vector<std::pair<int, SafeTensors>> out;
+  std::map<int, size_t> at;  // stage -> its shard in `out`
   for (PipelineStage* s : local_stages()) {
     if (s->replica != 0) continue;  // the replicas hold the same numbers
-    SafeTensors shard;
-    for (const ParameterSet::Entry& e : s->params.entries()) shard.add(e.name, e.type, e.value.data());
+    // The places of a tensor-parallel group write one shard: the first its
+    // whole parameters and their state, each its blocks of the split ones.
+    auto [it, fresh] = at.try_emplace(s->index, out.size());
+    if (fresh) out.emplace_back(s->index, SafeTensors{});
+    SafeTensors& shard = out[it->second].second;
+    const bool whole_too = s->shard == 0;
+    auto wanted = [&](const std::string& param) { return whole_too || s->params.at(param).piece.has_value(); };
+    for (const ParameterSet::Entry& e : s->params.entries())
+      if (wanted(e.name)) shard.add(e.name, e.type, e.value.data());
     // A state buffer named like a parameter ("w.exp_avg" beside a parameter
     // "w.exp_avg") makes add() throw: the checkpoint would be ambiguous.
     if (shard_optimizer_)
       add_whole_state(s->index, shard);
     else
-      for (const StateBuffer& b : s->optimizer->state()) shard.add(b.name, b.type, b.data);
+      for (const StateBuffer& b : s->optimizer->state())
+        if (whole_too || !shard.contains(b.name)) shard.add(b.name, b.type, b.data);
     shard.metadata = {{"stage", std::to_string(s->index)}};
-    out.emplace_back(s->index, std::move(shard));
   }
   if (shard_optimizer_ && options_.comm) options_.comm->barrier(CommGroup::world(ranks_));
   return out;

@@ -11,6 +11,7 @@
 #include "runtime/optimizer.h"
 #include "runtime/parameters.h"
 #include "runtime/stage_runner.h"
+#include "runtime/tensor_parallel_group.h"
 
 namespace pf {
 
@@ -18,6 +19,10 @@ struct PipelineStage {
   int index = 0;
   int replica = 0;                                   // the data-parallel replica it belongs to
   int rank = 0;                                      // the worker that runs it
+  int shard = 0;                                     // its place in its tensor-parallel group
+  /// Its tensor-parallel group (null without one); declared before the
+  /// program, whose kernels reach it, so that it outlives them.
+  std::unique_ptr<CommTensorParallelGroup> tensor_group;
   std::vector<std::string> inputs;                   // the model inputs it reads, as the plan lists them
   bool has_loss = false;                             // the last stage of a training plan: result 0 is the loss
   ParameterSet params;

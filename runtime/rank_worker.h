@@ -39,6 +39,9 @@ struct RankGroups {
   std::vector<CommGroup> stage_replicas;
   std::vector<TiedParam> tied;
   int replicas = 1;
+  /// Whether its stages' losses (and classifications) count: the places of
+  /// a tensor-parallel group compute the same ones, and only the first counts.
+  bool counts_loss = true;
   /// Each replica of a stage steps a share of its parameters
   /// (Plan::shard_optimizer): after the update the shares go round.
   bool shard_optimizer = false;

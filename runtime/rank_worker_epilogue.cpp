@@ -20,8 +20,9 @@ void RankWorker::loss(const RankStep& step, RankOutcome& out) {
   std::vector<double> total = {0.0};
   if (!step.backward)
     total = {0.0, static_cast<double>(correct_), static_cast<double>(predicted_), unclassified_ ? 1.0 : 0.0};
+  if (!groups_.counts_loss) std::fill(total.begin(), total.begin() + std::min<size_t>(total.size(), 3), 0.0);
   for (PipelineStage* st : stages_)
-    if (st->has_loss)
+    if (st->has_loss && groups_.counts_loss)
       for (float l : st->losses) total[0] += l;
   comm_.all_reduce(groups_.world, total);
   out.loss = total[0] / (microbatches_ * groups_.replicas);

@@ -15,7 +15,8 @@
 namespace pf {
 
 StageProgram::StageProgram(Module module, const DimBinding& binding, GradientProgram gradients,
-                           std::optional<BackwardSplit> split, ParameterSet& params, int slots, bool caller_results)
+                           std::optional<BackwardSplit> split, ParameterSet& params, int slots, bool caller_results,
+                           backend::TensorParallelGroup* tensor_parallel)
     : params_(&params), module_(std::move(module)), gradients_(std::move(gradients)) {
   const Function& graph = module_.graph();
   for (const Op& op : graph.ops)
@@ -26,6 +27,7 @@ StageProgram::StageProgram(Module module, const DimBinding& binding, GradientPro
       [&](const Function& f, std::vector<int> caller_outputs) {
         cpu::ExecutorOptions options;
         options.caller_outputs = std::move(caller_outputs);
+        options.tensor_parallel = tensor_parallel;
         return std::make_unique<cpu::Executor>(f, binding, DType::f32, options);
       });
   for (cpu::Executor* e : programs_->all())

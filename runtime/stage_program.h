@@ -33,9 +33,12 @@ class StageProgram final : public StageRunner {
   /// results (what a stage sends) into buffers the caller passes to
   /// forward(). Given a `split`, the backward runs as its two parts: the
   /// input gradients in backward_input(), the parameters' in
-  /// backward_weight(), and a slot stays in flight until the latter.
+  /// backward_weight(), and a slot stays in flight until the latter. A
+  /// stage split over a tensor-parallel group sums its tp_reduce ops over
+  /// `tensor_parallel`, which must outlive the program.
   StageProgram(Module module, const DimBinding& binding, GradientProgram gradients,
-               std::optional<BackwardSplit> split, ParameterSet& params, int slots, bool caller_results = false);
+               std::optional<BackwardSplit> split, ParameterSet& params, int slots, bool caller_results = false,
+               backend::TensorParallelGroup* tensor_parallel = nullptr);
   ~StageProgram() override;
 
   const Function& graph() const override;

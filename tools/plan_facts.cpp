@@ -78,7 +78,7 @@ std::string summary(const Plan& plan) {
                      plan.schedule,
                      count(static_cast<size_t>(plan.microbatches), "micro-batch", "micro-batches")) +
          (plan.virtual_stages > 1 ? fmt::format(", {} virtual stages", plan.virtual_stages) : "") +
-         (plan.tensor_parallel > 1 ? fmt::format(", {} GPUs per device (tensor parallel, modelled)",
+         (plan.tensor_parallel > 1 ? fmt::format(", {} ranks per device (tensor parallel)",
                                                  plan.tensor_parallel)
                                    : "") +
          (plan.dtype != DType::f32 ? fmt::format(", {}", dtype_name(plan.dtype)) : "");

@@ -73,10 +73,10 @@ Plan make_plan(const Model& model, ScheduleKind kind, int devices, int micro, in
   const auto& c = cg.cut_candidates;
   for (int k = 1; k < stages; ++k) cuts.push_back(c[(static_cast<size_t>(k) * (c.size() + 1)) / stages - 1]);
   Plan plan = plan_for_cuts(m, b, cuts, whole, std::string(schedule_kind_name(kind)), micro, virt, setup.dtype,
-                            setup.recompute);
+                            setup.recompute, setup.tensor);
   for (int d = devices; d < devices * setup.replicas; ++d)
     plan.devices.push_back({fmt::format("cpu:{}", d), "cpu", 0, 1});
-  plan.ranks = replicated_ranks(plan.stages, devices, setup.replicas);
+  plan.ranks = replicated_ranks(plan.stages, devices, setup.replicas, setup.tensor);
   plan.shard_optimizer = setup.shard_optimizer;
   return plan;
 }
@@ -115,7 +115,14 @@ void expect_tensors(Pipeline& pipeline, const std::map<std::string, std::vector<
   pipeline.copy_to_host();  // CUDA stages'
   for (ParameterSet* set : pipeline.parameter_sets())
     for (auto& e : set->entries()) {
-      const std::vector<float>& expected = want.at(e.name);
+      // A rank's block of a split parameter: the block of the whole.
+      std::vector<float> expected = want.at(e.piece ? e.piece->whole : e.name);
+      if (e.piece) {
+        std::vector<float> block(static_cast<size_t>(e.type.numel()));
+        e.piece->cut(e.type, reinterpret_cast<const std::byte*>(expected.data()),
+                     reinterpret_cast<std::byte*>(block.data()), sizeof(float));
+        expected = std::move(block);
+      }
       const std::vector<float>& got = grads ? e.grad : e.value;
       const double scale = largest(expected);
       for (size_t i = 0; i < expected.size(); ++i)
@@ -125,9 +132,9 @@ void expect_tensors(Pipeline& pipeline, const std::map<std::string, std::vector<
 
 void expect_same(const Reference& ref, const Model& model, ScheduleKind kind, int devices, int micro, int virt,
                  const Placement& setup) {
-  SCOPED_TRACE(fmt::format("{} {} p={} m={} v={} d={}{} recompute {}", model.file, schedule_kind_name(kind), devices,
-                           micro, virt, setup.replicas, setup.shard_optimizer ? " (optimizer sharded)" : "",
-                           recompute_name(setup.recompute)));
+  SCOPED_TRACE(fmt::format("{} {} p={} m={} v={} d={} t={}{} recompute {}", model.file, schedule_kind_name(kind),
+                           devices, micro, virt, setup.replicas, setup.tensor,
+                           setup.shard_optimizer ? " (optimizer sharded)" : "", recompute_name(setup.recompute)));
   auto pipeline = make_pipeline(model, kind, devices, micro, virt, setup);
   Module full = load(model);
   DimBinding b = bind(full, model, kBatch);

@@ -58,6 +58,9 @@ struct Placement {
   int replicas = 1;
   /// The replicas share each stage's optimizer state out (Plan::shard_optimizer).
   bool shard_optimizer = false;
+  /// Each device a tensor-parallel group of this many ranks, each running
+  /// its part of the device's stages.
+  int tensor = 1;
   /// What each stage's backward computes again instead of stashing.
   Recompute recompute = Recompute::none;
   /// Loss, every gradient and every final weight, relative to the largest

@@ -55,6 +55,35 @@ TEST_P(Equivalence, DataParallelReplicasMatchOneDevice) {
         }
 }
 
+// Each device a tensor-parallel group of two ranks, each running its part
+// of the device's stages (its blocks of the split weights, summing partial
+// products with the other): the numbers of one device, for every schedule,
+// alone and with data-parallel replicas.
+TEST_P(Equivalence, TensorParallelGroupsMatchOneDevice) {
+  const Model& model = *GetParam();
+  Reference ref = single_device(model);
+  for (ScheduleKind kind : {ScheduleKind::gpipe, ScheduleKind::one_f_one_b, ScheduleKind::zb_h1,
+                            ScheduleKind::interleaved, ScheduleKind::zb_v, ScheduleKind::zb_interleaved})
+    for (int replicas : {1, 2})
+      for (int devices : {1, 2})
+        for (int micro : {1, 4}) {
+          const int virt = chunks_per_device(kind, kind == ScheduleKind::interleaved ? 2 : 1);
+          Placement setup;
+          setup.replicas = replicas;
+          setup.tensor = 2;
+          expect_same(ref, model, kind, devices, micro, virt, setup);
+        }
+  // Something was split (the tables' model has no product to split).
+  if (model.file == kTables.file) return;
+  int pieces = 0;
+  Placement setup;
+  setup.tensor = 2;
+  for (const PlanStage& s : make_plan(model, ScheduleKind::one_f_one_b, 2, 4, 1, setup).stages)
+    for (const PlanShard& part : s.shards)
+      for (const PlanParam& p : part.params) pieces += p.piece ? 1 : 0;
+  EXPECT_GT(pieces, 0);
+}
+
 // The replicas share each stage's optimizer state out, each stepping its
 // share and handing it to the others: the same numbers as one device, and
 // each replica holds its share of the state only (every replica of a stage

@@ -132,8 +132,8 @@ TEST_F(RuntimeTest, RefusesAPlanThatModelsTensorParallelism) {
   plan.ranks = replicated_ranks(plan.stages, static_cast<int>(plan.devices.size()), 1, 8);
   save_plan(plan, path("tp.json"));
   const std::string message =
-      "this plan models tensor parallelism (T=8), which the runtime does not execute; compile without "
-      "--tensor-parallel to run it";
+      "this plan models tensor parallelism (T=8) without each rank's part of its stages (a plan written before they "
+      "were); compile it again to run it";
   EXPECT_EQ(error_of([&] { Runtime::load(path("tp.json")); }), message);
   EXPECT_EQ(error_of([&] { Pipeline::from_plan(plan, PipelineOptions{}); }), message);
 }
