@@ -29,6 +29,10 @@ PlanShard compile_part(Module module, const StageModule& stage, int index, const
   ctx.recompute = recompute;
   ctx.tensor_parallel = degree;
   ctx.tensor_parallel_rank = rank;
+  // A weight tied to another stage's copy stays whole: the stages sum its
+  // gradient under its name.
+  for (const auto& [name, stages] : holders)
+    if (stages.size() > 1) ctx.tensor_parallel_whole.push_back(name);
   if (degree > 1) run_passes(module, {"tensor-parallel"}, ctx);
   const Function& g = module.graph();
   for (const Op& op : g.ops) {

@@ -36,6 +36,9 @@ struct PassContext {
   /// program for: its size, and the rank.
   int tensor_parallel = 1;
   int tensor_parallel_rank = 0;
+  /// Parameters the tensor-parallel pass keeps whole (tied to another
+  /// stage's copy).
+  std::vector<std::string> tensor_parallel_whole = {};
 };
 
 /// A transformation of a module. `run` returns whether it changed anything;

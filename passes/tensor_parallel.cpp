@@ -140,7 +140,7 @@ class TensorParallelPass final : public Pass {
     for (const Op& op : g.ops)
       if (op.kind == OpKind::call)
         throw Error("tensor-parallel: the graph still calls functions; run inline and shape first", op.loc);
-    const TensorParallelLayout split = tensor_parallel_layout(g, degree);
+    const TensorParallelLayout split = tensor_parallel_layout(g, degree, -1, ctx.tensor_parallel_whole);
     if (std::all_of(split.ops.begin(), split.ops.end(), [](ShardRole r) { return r == ShardRole::whole; }))
       return false;
     shard(g, split, rank);

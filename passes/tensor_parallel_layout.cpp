@@ -83,8 +83,14 @@ struct Request {
 /// One round of the split, with the products in `whole_products` left whole.
 class Round {
  public:
-  Round(const Function& g, int degree, int whole_results, const std::vector<bool>& whole_products)
-      : g_(g), degree_(degree), whole_results_(whole_results), whole_products_(whole_products), users_(g.users()) {
+  Round(const Function& g, int degree, int whole_results, const std::vector<std::string>& whole_params,
+        const std::vector<bool>& whole_products)
+      : g_(g),
+        degree_(degree),
+        whole_results_(whole_results),
+        whole_params_(whole_params),
+        whole_products_(whole_products),
+        users_(g.users()) {
     layout_.assign(g.values.size(), ShardLayout{});
     region_.assign(g.values.size(), -1);
     requests_.assign(g.values.size(), 0);
@@ -172,7 +178,10 @@ class Round {
   /// returns the region, joined with the parameter's other readers'.
   int request(const Request& q, int region) {
     ShardLayout& have = layout_[q.param];
-    if (g_.ops[g_.values[q.param].def_op].attr("piece_of") != nullptr || (have.sharded() && have != q.layout)) {
+    const bool kept_whole = std::find(whole_params_.begin(), whole_params_.end(), g_.values[q.param].name) !=
+                            whole_params_.end();
+    if (kept_whole || g_.ops[g_.values[q.param].def_op].attr("piece_of") != nullptr ||
+        (have.sharded() && have != q.layout)) {
       fail(region);
       fail(region_[q.param]);
       return region;
@@ -366,6 +375,7 @@ class Round {
   const Function& g_;
   const int degree_;
   const int whole_results_;
+  const std::vector<std::string>& whole_params_;
   const std::vector<bool>& whole_products_;
   const std::vector<std::vector<int>> users_;
   std::vector<ShardLayout> layout_;
@@ -379,13 +389,14 @@ class Round {
 
 }  // namespace
 
-TensorParallelLayout tensor_parallel_layout(const Function& graph, int degree, int whole_results) {
+TensorParallelLayout tensor_parallel_layout(const Function& graph, int degree, int whole_results,
+                                            const std::vector<std::string>& whole_params) {
   if (degree <= 1)
     return {1, std::vector<ShardLayout>(graph.values.size()),
             std::vector<ShardRole>(graph.ops.size(), ShardRole::whole)};
   std::vector<bool> whole_products(graph.ops.size(), false);
   for (;;) {
-    Round round(graph, degree, whole_results, whole_products);
+    Round round(graph, degree, whole_results, whole_params, whole_products);
     const std::vector<int> undone = round.run();
     if (undone.empty()) return round.layout();
     for (int i : undone) whole_products[static_cast<size_t>(i)] = true;

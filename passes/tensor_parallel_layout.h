@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "ir/module.h"
@@ -40,7 +41,9 @@ struct TensorParallelLayout {
 /// The split of `graph` (inlined, shapes in numbers) over `degree` ranks.
 /// Its first `whole_results` results (all when negative) leave it whole:
 /// what a stage sends and its loss. The rest may be shares: the stash that
-/// autodiff returned for the stage's own backward.
+/// autodiff returned for the stage's own backward. The parameters named in
+/// `whole_params` stay whole, and so do the regions that would cut them (a
+/// weight tied to another stage's copy, whose gradients the two stages sum).
 ///
 /// A product by a 2-D parameter is column-parallel when its input is whole
 /// and row-parallel when the input is sharded along the contracted axis;
@@ -56,6 +59,7 @@ struct TensorParallelLayout {
 /// its heads of q, k and v), attention by heads, the output projection by
 /// rows; the MLP's first product by columns, its second by rows. Embeddings
 /// and the vocabulary projection stay whole.
-TensorParallelLayout tensor_parallel_layout(const Function& graph, int degree, int whole_results = -1);
+TensorParallelLayout tensor_parallel_layout(const Function& graph, int degree, int whole_results = -1,
+                                            const std::vector<std::string>& whole_params = {});
 
 }  // namespace pf
