@@ -11,6 +11,7 @@
 #include <functional>
 #include <random>
 
+#include "backends/cpu/blas.h"
 #include "backends/cpu/executor.h"
 #include "ir/printer.h"
 #include "ir/verifier.h"
@@ -196,6 +197,39 @@ double measure_update(const std::string& optimizer, const ProfileOptions& option
   return median(seconds) / static_cast<double>(kParams);
 }
 
+/// A core's f32 product rate: a 512^3 product (the sgemm kernel this CPU
+/// dispatches to, on one thread), `concurrent` cores at it at once.
+double measure_gemm_flops(const ProfileOptions& options) {
+  constexpr int64_t n = 512;
+  const int threads = std::max(1, options.concurrent);
+  std::vector<double> seconds(static_cast<size_t>(threads));
+  std::barrier<> sync(threads);
+  on_threads(threads, [&](size_t t) {
+    std::vector<float> a(n * n, 0.5f), b(n * n, 0.25f), c(n * n);
+    seconds[t] = time_runs([&] { cpu::gemm(false, false, n, n, n, a.data(), n, b.data(), n, c.data(), n); },
+                           options.repeats, threads > 1 ? &sync : nullptr);
+  });
+  return 2.0 * n * n * n / median(seconds);
+}
+
+/// A core's memory bandwidth: y += x over arrays well past the last-level
+/// cache (two reads and a write per element), `concurrent` cores at once.
+double measure_bandwidth(const ProfileOptions& options) {
+  constexpr int64_t kFloats = int64_t{1} << 24;  // 64 MiB an array
+  const int threads = std::max(1, options.concurrent);
+  std::vector<double> seconds(static_cast<size_t>(threads));
+  std::barrier<> sync(threads);
+  on_threads(threads, [&](size_t t) {
+    std::vector<float> x(kFloats, 1.0f), y(kFloats, 0.0f);
+    seconds[t] = time_runs(
+        [&] {
+          for (int64_t i = 0; i < kFloats; ++i) y[i] += x[i];
+        },
+        options.repeats, threads > 1 ? &sync : nullptr);
+  });
+  return 3.0 * sizeof(float) * kFloats / median(seconds);
+}
+
 }  // namespace
 
 DeviceProfile profile_model(const Module& model, const DimBinding& binding, const ProfileOptions& options,
@@ -203,6 +237,10 @@ DeviceProfile profile_model(const Module& model, const DimBinding& binding, cons
   DeviceProfile profile = builtin_profile("cpu");
   profile.name = "cpu-measured";
   profile.concurrent = std::max(1, options.concurrent);
+  // The roofline of the ops it does not time, and the peak a run's MFU is
+  // measured against: this CPU's, not the built-in guess.
+  profile.flops = measure_gemm_flops(options);
+  profile.bandwidth = measure_bandwidth(options);
   const Function& g = model.graph();
   for (const Op& op : g.ops) {
     if (op.operands.empty()) continue;  // sources cost nothing at run time

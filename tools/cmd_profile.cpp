@@ -70,6 +70,8 @@ void add_profile_command(CLI::App& app) {
                              o->output);
     std::cout << fmt::format("an optimizer step (gradient norm included): adamw {:.2f} ns, sgd {:.2f} ns per parameter\n",
                              profile.update_s_per_param.at("adamw") * 1e9, profile.update_s_per_param.at("sgd") * 1e9);
+    std::cout << fmt::format("a core: {:.1f} GFLOP/s in a 512^3 f32 product, {:.1f} GB/s of memory\n",
+                             profile.flops / 1e9, profile.bandwidth / 1e9);
   });
 }
 
