@@ -58,7 +58,7 @@ TEST_P(Equivalence, DataParallelReplicasMatchOneDevice) {
 // Each device a tensor-parallel group of two ranks, each running its part
 // of the device's stages (its blocks of the split weights, summing partial
 // products with the other): the numbers of one device, for every schedule,
-// alone and with data-parallel replicas.
+// alone, with data-parallel replicas and with recomputation.
 TEST_P(Equivalence, TensorParallelGroupsMatchOneDevice) {
   const Model& model = *GetParam();
   Reference ref = single_device(model);
@@ -73,6 +73,14 @@ TEST_P(Equivalence, TensorParallelGroupsMatchOneDevice) {
           setup.tensor = 2;
           expect_same(ref, model, kind, devices, micro, virt, setup);
         }
+  // With layers computed again in the backward (the row-parallel sums too).
+  for (Recompute recompute : {Recompute::layers, Recompute::selective})
+    for (ScheduleKind kind : {ScheduleKind::one_f_one_b, ScheduleKind::zb_h1}) {
+      Placement setup;
+      setup.tensor = 2;
+      setup.recompute = recompute;
+      expect_same(ref, model, kind, 2, 4, 1, setup);
+    }
   // Something was split (the tables' model has no product to split).
   if (model.file == kTables.file) return;
   int pieces = 0;
