@@ -69,9 +69,6 @@ Pipeline::Pipeline(const Plan& plan, std::vector<Module> programs, const Pipelin
   std::sort(local_ranks_.begin(), local_ranks_.end());
   for (int r : local_ranks_)
     if (r < 0 || r >= ranks_) throw Error(fmt::format("rank {} is not one of the plan's {} ranks", r, ranks_));
-  if (options.comm && tensor_ > 1)
-    throw Error("this pipeforge runs the ranks of a tensor-parallel plan as threads of one process; run it with "
-                "pipeforge run, not launched as processes");
   if (options.comm && local_ranks_.size() != 1)
     throw Error(fmt::format("a communicator to other processes serves one rank, not {}", local_ranks_.size()));
   if (!options.comm && static_cast<int>(local_ranks_.size()) != ranks_)

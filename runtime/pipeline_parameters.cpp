@@ -195,16 +195,22 @@ std::vector<std::pair<int, SafeTensors>> Pipeline::checkpoint_shards() const {
     if (fresh) out.emplace_back(s->index, SafeTensors{});
     SafeTensors& shard = out[it->second].second;
     const bool whole_too = s->shard == 0;
-    auto wanted = [&](const std::string& param) { return whole_too || s->params.at(param).piece.has_value(); };
+    std::vector<std::string> blocks;  // its split parameters' names, each with the dot its state's names add
     for (const ParameterSet::Entry& e : s->params.entries())
-      if (wanted(e.name)) shard.add(e.name, e.type, e.value.data());
+      if (whole_too || e.piece) {
+        shard.add(e.name, e.type, e.value.data());
+        if (e.piece) blocks.push_back(e.name + ".");
+      }
+    auto of_a_block = [&](const std::string& state) {
+      return std::any_of(blocks.begin(), blocks.end(), [&](const std::string& b) { return state.starts_with(b); });
+    };
     // A state buffer named like a parameter ("w.exp_avg" beside a parameter
     // "w.exp_avg") makes add() throw: the checkpoint would be ambiguous.
     if (shard_optimizer_)
       add_whole_state(s->index, shard);
     else
       for (const StateBuffer& b : s->optimizer->state())
-        if (whole_too || !shard.contains(b.name)) shard.add(b.name, b.type, b.data);
+        if (whole_too || of_a_block(b.name)) shard.add(b.name, b.type, b.data);
     shard.metadata = {{"stage", std::to_string(s->index)}};
   }
   if (shard_optimizer_ && options_.comm) options_.comm->barrier(CommGroup::world(ranks_));

@@ -54,12 +54,19 @@ SafeTensors gather_parameters(Communicator& comm, const Plan& plan, int root, co
   };
   std::vector<Wanted> wanted;
   std::map<std::string, bool> seen;
-  for (const PlanStage& stage : plan.stages)
-    for (const PlanParam& p : stage.params)
+  auto want = [&](const PlanStage& stage, const std::vector<PlanParam>& params, int place) {
+    for (const PlanParam& p : params)
       if (!seen[p.name]) {
         seen[p.name] = true;
-        wanted.push_back({&p, rank_of_stage(plan, stage.index, 0)});
+        wanted.push_back({&p, rank_of_stage(plan, stage.index, 0, place)});
       }
+  };
+  // A tensor-parallel stage's whole parameters from its first place, each
+  // place's blocks from that place.
+  for (const PlanStage& stage : plan.stages) {
+    if (stage.shards.empty()) want(stage, stage.params, 0);
+    for (size_t t = 0; t < stage.shards.size(); ++t) want(stage, stage.shards[t].params, static_cast<int>(t));
+  }
   const int me = comm.rank();
   SafeTensors out;
   std::vector<std::vector<std::byte>> buffers(wanted.size());
