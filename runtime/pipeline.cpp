@@ -406,14 +406,14 @@ PipelineStepResult Pipeline::run_step(const std::vector<std::pair<std::string, c
   // What every rank measured, summed over the processes when the ranks are
   // in several: [busy seconds, walked seconds per rank, then per copy of
   // each stage its peak micro-batches in flight and stash bytes].
-  const int n = stages(), copies = replicas_ * n;
+  const int n = stages(), copies = replicas_ * tensor_ * n;  // every copy of every stage
   std::vector<double> stats(static_cast<size_t>(1 + ranks_ + 2 * copies), 0.0);
   for (const TraceEvent& e : result.trace)
     if (is_compute(e.action.kind)) stats[0] += e.end_s - e.start_s;
   for (size_t w = 0; w < workers_.size(); ++w)
     stats[static_cast<size_t>(1 + local_ranks_[w])] = state->outcomes[w].walked_s;
   for (PipelineStage* s : local_stages()) {
-    const auto copy = static_cast<size_t>(1 + ranks_ + s->replica * n + s->index);
+    const auto copy = static_cast<size_t>(1 + ranks_ + (s->replica * tensor_ + s->shard) * n + s->index);
     stats[copy] = s->peak;
     stats[copy + static_cast<size_t>(copies)] = static_cast<double>(s->peak_held * s->program->stash_bytes());
   }
