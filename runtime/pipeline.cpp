@@ -83,8 +83,9 @@ Pipeline::Pipeline(const Plan& plan, std::vector<Module> programs, const Pipelin
     for (int s = 0; s < n; ++s) {
       if (!local(rank_of_stage(plan, s, replica, shard))) continue;
       // A tensor-parallel stage runs as the part of its rank's place.
-      const PlanStage ps =
-          tensor_ > 1 ? shard_stage(plan.stages[static_cast<size_t>(s)], shard) : plan.stages[static_cast<size_t>(s)];
+      std::optional<PlanStage> part;
+      if (tensor_ > 1) part = shard_stage(plan.stages[static_cast<size_t>(s)], shard);
+      const PlanStage& ps = part ? *part : plan.stages[static_cast<size_t>(s)];
       if (!ps.gradients) throw Error(fmt::format("plan stage {} has no backward to train with", s));
       if (split && !ps.split)
         throw Error(fmt::format("plan stage {} runs its backward whole, but schedule {} runs it in two parts; compile "
