@@ -52,6 +52,27 @@ std::string render_plan_text(const Plan& plan) {
             fmt::format("rows {}..{} on stage {}", p.piece->begin, p.piece->end, s.index));
   for (const auto& [whole, where] : pieces)
     out += fmt::format("parameter {} is split by rows: {}\n", whole, fmt::join(where, ", "));
+  // Tensor parallelism: how much of the model a rank holds a block of.
+  if (plan.tensor_parallel > 1 && !plan.stages.front().shards.empty()) {
+    std::map<std::string, std::pair<int64_t, bool>> params;  // whole name -> (elements, split)
+    for (const PlanStage& s : plan.stages)
+      for (const PlanParam& p : s.shards.front().params)
+        params[p.piece ? p.piece->whole : p.name] = {p.piece ? p.piece->whole_type(p.type).numel() : p.type.numel(),
+                                                     p.piece.has_value()};
+    int64_t split = 0, total = 0;
+    int split_count = 0;
+    for (const auto& [name, entry] : params) {
+      total += entry.first;
+      if (entry.second) {
+        split += entry.first;
+        ++split_count;
+      }
+    }
+    const double share = total > 0 ? 100.0 * static_cast<double>(split) / static_cast<double>(total) : 0.0;
+    out += fmt::format("each of a device's {} tensor-parallel ranks holds a block of {} of the {} parameters "
+                       "({:.1f}% of the elements) and the other {} whole\n",
+                       plan.tensor_parallel, split_count, params.size(), share, params.size() - split_count);
+  }
   // Recomputation: what each stage's backward computes again instead of stashing.
   std::vector<std::string> recomputed;
   for (const PlanStage& s : plan.stages)
