@@ -16,7 +16,7 @@ struct CompileOptions {
   std::string devices = "cpu:4";   // "cpu:4", "h100:8", "a100:2,h100:2"; with data_parallel 0, every replica's
   int microbatches = 8;            // 0: chosen by cost (micro-batches of 1, 2, 4 or 8 samples)
   int data_parallel = 1;           // replicas of the pipeline, each on its own devices and 1/D of the batch; 0: chosen
-  int tensor_parallel = 1;         // GPUs per pipeline device, in one node; modelled, not executed
+  int tensor_parallel = 1;         // ranks per pipeline device (GPUs of one node), splitting each layer
   std::string schedule = "1f1b";   // gpipe | 1f1b | interleaved | zb1 | zbv | auto (the fastest predicted)
   int virtual_stages = 1;
   std::string precision = "fp32";

@@ -63,8 +63,9 @@ void add_compile_command(CLI::App& app) {
                   "replicas of the pipeline, each on devices of its own and 1/D of the batch (world size: devices x "
                   "D), or auto: --devices are all the GPUs, and P x D is chosen by predicted step time");
   at_least(cmd->add_option("--tensor-parallel,-t", o->compile.tensor_parallel,
-                           "GPUs of one node per pipeline device, each layer split over them Megatron-style; modelled "
-                           "by the cost model, not executed by the runtime"),
+                           "ranks per pipeline device (GPUs of one node), each layer split over them Megatron-style; "
+                           "the plan holds each rank's program, run on cpu devices (threads, or processes with "
+                           "launch) and priced on GPUs"),
            1);
   cmd->add_option("--schedule", o->compile.schedule,
                   schedule_kind_choices() + ", or auto: each of 1f1b, zb1 and zbv (and interleaved and zbi with --virtual) "
