@@ -74,11 +74,10 @@ PricedModel price_model(Module model, const DimBinding& micro, const Hardware& h
   tp.degree = options.tensor_parallel;
   tp.link = hardware.cluster.intra;
   tp.element_bytes = dtype_size(compute);
-  apply_tensor_parallel(cg, graph, tp);
+  const TensorParallelSplit split = apply_tensor_parallel(cg, graph, tp);
   std::vector<int> inside = cut_candidates(graph, CutPoints::any);
   if (tp.degree > 1) {
     // Each stage's program is split alone: no share may cross a cut.
-    const TensorParallelSplit split = tensor_parallel_split(graph, tp.degree);
     cg.cut_candidates = cuts_between_shares(graph, split, std::move(cg.cut_candidates));
     inside = cuts_between_shares(graph, split, std::move(inside));
   }

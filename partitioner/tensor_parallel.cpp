@@ -59,9 +59,10 @@ double ring_all_reduce_s(double bytes, int ranks, const LinkSpec& link) {
   return RingAllReduce(ranks, link).seconds(bytes);
 }
 
-void apply_tensor_parallel(CostGraph& cg, const Function& graph, const TensorParallel& tp, int whole_results) {
+TensorParallelSplit apply_tensor_parallel(CostGraph& cg, const Function& graph, const TensorParallel& tp,
+                                          int whole_results) {
   const int t = tp.degree;
-  if (t == 1) return;
+  if (t == 1) return {};
   if (cg.nodes.size() != graph.ops.size())
     throw Error(fmt::format("tensor parallelism: the cost graph has {} nodes for {} ops", cg.nodes.size(),
                             graph.ops.size()));
@@ -98,6 +99,7 @@ void apply_tensor_parallel(CostGraph& cg, const Function& graph, const TensorPar
     node.forward_s += ring_all_reduce_s(static_cast<double>(split.forward_reduced[i]) * element, t, tp.link);
     node.backward_s += ring_all_reduce_s(static_cast<double>(split.backward_reduced[i]) * element, t, tp.link);
   }
+  return split;
 }
 
 Cluster grouped_cluster(const Cluster& cluster, int degree, double bandwidth_scale) {

@@ -57,8 +57,10 @@ double ring_all_reduce_s(double bytes, int ranks, const LinkSpec& link);
 /// all-reduces (ring over `tp.link`, in `tp.element_bytes` per element) are
 /// added to its forward or backward time. FLOPs are left whole (they are the
 /// model's). Tensors crossing a cut are whole: every GPU of the group holds
-/// the activation it receives. Degree 1 changes nothing.
-void apply_tensor_parallel(CostGraph& cg, const Function& graph, const TensorParallel& tp, int whole_results = -1);
+/// the activation it receives. Degree 1 changes nothing. Returns the split
+/// it priced (tensor_parallel_split; empty for degree 1).
+TensorParallelSplit apply_tensor_parallel(CostGraph& cg, const Function& graph, const TensorParallel& tp,
+                                          int whole_results = -1);
 
 /// `cluster` seen as groups of `degree` devices: a node holds
 /// devices_per_node / degree of them (degree must divide it), and each link's

@@ -19,6 +19,7 @@
 #include "ir/verifier.h"
 #include "passes/grad_context.h"
 #include "passes/pass.h"
+#include "passes/rewrite.h"
 
 namespace pf {
 
@@ -27,18 +28,12 @@ class BackwardBuilder {
  public:
   BackwardBuilder(const Function& forward, Function& backward, const DimBinding& binding, DType float_dtype,
                   Recompute recompute)
-      : fwd_(forward), bwd_(backward), binding_(binding), float_dtype_(float_dtype) {
-    for (const Value& v : forward.values) used_.insert(v.name);
+      : fwd_(forward), bwd_(backward), binding_(binding), float_dtype_(float_dtype), fresh_names_(forward) {
     if (recompute != Recompute::none)
       recomputable_ = recomputable_within_layers(forward, /*products=*/recompute == Recompute::layers);
   }
 
-  std::string fresh_name(const std::string& base) {
-    std::string name = base;
-    for (int i = 1; used_.count(name); ++i) name = base + "." + std::to_string(i);
-    used_.insert(name);
-    return name;
-  }
+  std::string fresh_name(const std::string& base) { return fresh_names_(base); }
 
   ValueId add_arg(const std::string& name, const TensorType& type) {
     ValueId id = bwd_.add_value(name);
@@ -181,7 +176,7 @@ class BackwardBuilder {
   Function& bwd_;
   const DimBinding& binding_;
   DType float_dtype_;
-  std::unordered_set<std::string> used_;
+  FreshNames fresh_names_;  // the forward's names, and the backward's new ones
   std::unordered_map<ValueId, ValueId> imported_;
   std::vector<ValueId> stash_;
   std::vector<ValueId> stash_ids_;

@@ -258,13 +258,6 @@ class FuseAttentionPass final : public Pass {
     return true;
   }
 
-  // A value name not yet taken in `f`, from `base`.
-  static std::string fresh_name(const Function& f, const std::string& base) {
-    std::string name = base;
-    for (int i = 1; f.find_value(name) >= 0; ++i) name = base + "." + std::to_string(i);
-    return name;
-  }
-
   bool run_on(Function& f, const DimBinding& binding) {
     const bool fused = fuse_chains(f, binding);
     return fold_head_transposes(f, binding) || fused;
@@ -276,6 +269,7 @@ class FuseAttentionPass final : public Pass {
     std::vector<bool> dead(f.ops.size(), false);
     std::vector<int> sources;
     bool changed = false;
+    FreshNames fresh_name(f);
     for (size_t i = 0; i < f.ops.size(); ++i) {
       std::optional<Match> mt = match(static_cast<int>(i), binding);
       if (!mt) continue;
@@ -284,7 +278,7 @@ class FuseAttentionPass final : public Pass {
       const ValueId out = pv.results[0];
       const TensorType& q_type = f.type_of(mt->q);
       const TensorType lse_type{attention_lse_dtype(q_type.dtype), Shape(q_type.shape.begin(), q_type.shape.end() - 1)};
-      const ValueId lse = f.add_value(fresh_name(f, f.values[out].name + ".lse"), pv.loc);
+      const ValueId lse = f.add_value(fresh_name(f.values[out].name + ".lse"), pv.loc);
       f.values[lse].type = lse_type;
       f.values[lse].def_op = static_cast<int>(i);
       SymType o_sym = pv.declared.empty() ? SymType::from(*f.values[out].type) : pv.declared[0];

@@ -4,7 +4,7 @@
 // outermost call's scope as its `layer`, the boundary hint the partitioner
 // cuts along. Functions that are no longer called are removed.
 #include <algorithm>
-#include <unordered_set>
+#include <optional>
 
 #include "passes/pass.h"
 #include "passes/rewrite.h"
@@ -66,8 +66,7 @@ class InlinePass final : public Pass {
   // pass over its ops: a model of thousands of layers inlines in linear time.
   bool inline_calls(const Module& m, Function& f) {
     if (std::none_of(f.ops.begin(), f.ops.end(), [](const Op& op) { return op.kind == OpKind::call; })) return false;
-    used_.clear();
-    for (const Value& v : f.values) used_.insert(v.name);
+    fresh_names_.emplace(f);
     alias_.assign(f.values.size(), -1);
     std::vector<Op> ops;
     ops.reserve(f.ops.size());
@@ -82,13 +81,6 @@ class InlinePass final : public Pass {
     for (ValueId& v : f.returns) v = resolve(v);
     compact_values(f);
     return true;
-  }
-
-  std::string fresh_name(const std::string& base) {
-    std::string name = base;
-    for (int i = 1; used_.count(name); ++i) name = base + "." + std::to_string(i);
-    used_.insert(name);
-    return name;
   }
 
   // Appends `op` to `out`, or for a call, the callee's ops (their own calls
@@ -126,7 +118,7 @@ class InlinePass final : public Pass {
         if (result_for[r] >= 0) {
           id = call.results[result_for[r]];
         } else {
-          id = f.add_value(fresh_name(scope + "." + callee->values[r].name), callee->values[r].loc);
+          id = f.add_value((*fresh_names_)(scope + "." + callee->values[r].name), callee->values[r].loc);
           f.values[id].type = callee->values[r].type;
         }
         map[r] = id;
@@ -150,8 +142,8 @@ class InlinePass final : public Pass {
     for (Op& op : body) emit(m, f, std::move(op), out);
   }
 
-  std::unordered_set<std::string> used_;  // the names of the function being inlined into
-  std::vector<ValueId> alias_;            // per value: the value its uses read instead, -1: itself
+  std::optional<FreshNames> fresh_names_;  // of the function being inlined into
+  std::vector<ValueId> alias_;             // per value: the value its uses read instead, -1: itself
 };
 
 }  // namespace

@@ -5,6 +5,17 @@
 
 namespace pf {
 
+FreshNames::FreshNames(const Function& f) {
+  for (const Value& v : f.values) used_.insert(v.name);
+}
+
+std::string FreshNames::operator()(const std::string& base) {
+  std::string name = base;
+  for (int i = 1; used_.count(name); ++i) name = base + "." + std::to_string(i);
+  used_.insert(name);
+  return name;
+}
+
 void replace_all_uses(Function& f, ValueId from, ValueId to) {
   for (Op& op : f.ops)
     for (ValueId& v : op.operands)

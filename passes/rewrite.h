@@ -1,11 +1,24 @@
 // Small tools that passes share for editing a function in place.
 #pragma once
 
+#include <string>
+#include <unordered_set>
 #include <vector>
 
 #include "ir/module.h"
 
 namespace pf {
+
+/// Names for new values that no value of a function has yet: `base`, else
+/// `base.1`, `base.2`... Each name it gives is taken from then on.
+class FreshNames {
+ public:
+  explicit FreshNames(const Function& f);
+  std::string operator()(const std::string& base);
+
+ private:
+  std::unordered_set<std::string> used_;
+};
 
 /// Replaces every use of `from` (operands and returns) with `to`.
 void replace_all_uses(Function& f, ValueId from, ValueId to);

@@ -20,12 +20,6 @@ namespace pf {
 
 namespace {
 
-std::string fresh_name(const Function& g, const std::string& base) {
-  std::string name = base;
-  for (int i = 1; g.find_value(name) >= 0; ++i) name = fmt::format("{}.{}", base, i);
-  return name;
-}
-
 /// A tp_copy or tp_reduce from `in` to `out`, in `like`'s layer.
 Op group_op(OpKind kind, ValueId in, ValueId out, const Op& like) {
   Op op;
@@ -39,7 +33,7 @@ Op group_op(OpKind kind, ValueId in, ValueId out, const Op& like) {
 
 /// The rank's block of a parameter the split cuts: a piece of the whole,
 /// named for the rank, initialised and saved as its part of the whole.
-void cut_parameter(Function& g, Op& param, const ShardLayout& layout, int degree, int rank) {
+void cut_parameter(Function& g, Op& param, const ShardLayout& layout, int degree, int rank, FreshNames& fresh_name) {
   Value& value = g.values[param.results[0]];
   TensorType type = *value.type;
   const int64_t whole = type.shape.at(static_cast<size_t>(layout.axis));
@@ -47,7 +41,7 @@ void cut_parameter(Function& g, Op& param, const ShardLayout& layout, int degree
   set_param_piece(param, {value.name, rank * part, (rank + 1) * part, whole, layout.axis, layout.segments});
   type.shape[static_cast<size_t>(layout.axis)] = whole / degree;
   param.declared = {SymType::from(type)};
-  value.name = fresh_name(g, fmt::format("{}.tp{}", value.name, rank));
+  value.name = fresh_name(fmt::format("{}.tp{}", value.name, rank));
 }
 
 Attr& attr_of(Op& op, std::string_view name) {
@@ -74,6 +68,7 @@ void resize(const Function& g, Op& op, const TensorParallelLayout& split) {
 void shard(Function& g, const TensorParallelLayout& split, int rank) {
   std::vector<Op> ops;
   std::map<ValueId, ValueId> copies;  // a column product's whole input -> its tp_copy
+  FreshNames fresh_name(g);
   for (size_t i = 0; i < g.ops.size(); ++i) {
     Op op = g.ops[i];
     switch (split.ops[i]) {
@@ -81,7 +76,7 @@ void shard(Function& g, const TensorParallelLayout& split, int rank) {
         const ValueId x = op.operands[0];
         auto [copy, fresh] = copies.try_emplace(x, -1);
         if (fresh) {
-          copy->second = g.add_value(fresh_name(g, g.values[x].name + ".tp"), op.loc);
+          copy->second = g.add_value(fresh_name(g.values[x].name + ".tp"), op.loc);
           ops.push_back(group_op(OpKind::tp_copy, x, copy->second, op));
         }
         op.operands[0] = copy->second;
@@ -90,7 +85,7 @@ void shard(Function& g, const TensorParallelLayout& split, int rank) {
       case ShardRole::row: {
         // The partial product takes a new name; the sum keeps the product's.
         const ValueId y = op.results[0];
-        const ValueId partial = g.add_value(fresh_name(g, g.values[y].name + ".partial"), op.loc);
+        const ValueId partial = g.add_value(fresh_name(g.values[y].name + ".partial"), op.loc);
         op.results[0] = partial;
         ops.push_back(op);
         ops.push_back(group_op(OpKind::tp_reduce, partial, y, op));
@@ -101,7 +96,7 @@ void shard(Function& g, const TensorParallelLayout& split, int rank) {
         break;
       case ShardRole::whole:
         if (op.kind == OpKind::param && split.values[op.results[0]].sharded())
-          cut_parameter(g, op, split.values[op.results[0]], split.degree, rank);
+          cut_parameter(g, op, split.values[op.results[0]], split.degree, rank, fresh_name);
         break;
     }
     ops.push_back(std::move(op));

@@ -160,10 +160,11 @@ struct Plan {
   std::string schedule;  // "gpipe", "1f1b", "interleaved", "zb1", "zbv", "zbi"
   int microbatches = 1;
   int virtual_stages = 1;
-  /// GPUs per device, splitting each layer Megatron-style: each stage holds
-  /// the program of each of them (PlanStage::shards), the cost model prices
-  /// one (tensor_parallel.h); the runtime does not execute it yet and
-  /// refuses a plan with more than 1. Plans written before the field read as 1.
+  /// Ranks per device (GPUs of one node), splitting each layer
+  /// Megatron-style: each stage holds the program of each of them
+  /// (PlanStage::shards), the cost model prices one (tensor_parallel.h),
+  /// the runtime runs them on cpu devices. Plans written before the field
+  /// read as 1.
   int tensor_parallel = 1;
   /// How stages compute: f32, or bf16 (CUDA stages in bf16 with f32 master
   /// weights; CPU stages in f32). Plans written before the field read as f32.
@@ -210,7 +211,8 @@ std::string plan_to_json(const Plan& plan);
 /// stage's program parses, verifies under the plan's binding and agrees with
 /// its tables (see PlanStage). Throws pf::Error naming `path` and what is
 /// wrong. Each program is parsed once; with `programs`, the parsed modules
-/// are kept there, in stage order, for the runtime to compile.
+/// are kept there, in stage order, for the runtime to compile, followed by
+/// the tensor-parallel stages' parts (stage after stage, rank after rank).
 Plan plan_from_json(const std::string& text, const std::string& path, std::vector<Module>* programs = nullptr);
 
 Plan load_plan(const std::string& path, std::vector<Module>* programs = nullptr);

@@ -34,11 +34,14 @@ class PlanChecker {
     for (const PlanStage& s : plan_.stages) check_received(s);
     for (const PlanStage& s : plan_.stages) check_sent(s);
     check_tied_params();
+    std::vector<Module> parts;  // the tensor-parallel stages' parts, kept after every stage's program
     for (const PlanStage& s : plan_.stages) {
       Module m = check_programs(s);
       if (programs_) programs_->push_back(std::move(m));
-      check_shards(s);
+      for (Module& part : check_shards(s))
+        if (programs_) parts.push_back(std::move(part));
     }
+    if (programs_) std::move(parts.begin(), parts.end(), std::back_inserter(*programs_));
   }
 
  private:
@@ -311,19 +314,21 @@ class PlanChecker {
 
   /// A tensor-parallel stage's parts: one per rank of the group (or none, in
   /// a plan written before they were), each program agreeing with its tables.
-  void check_shards(const PlanStage& s) const {
+  std::vector<Module> check_shards(const PlanStage& s) const {
     const size_t t = static_cast<size_t>(plan_.tensor_parallel);
-    if (s.shards.empty()) return;
+    std::vector<Module> modules;
+    if (s.shards.empty()) return modules;
     if (s.shards.size() != t)
       fail(fmt::format("stage {} holds the parts of {} tensor-parallel ranks, but the plan's tensor_parallel is {}",
                        s.index, s.shards.size(), t));
     for (size_t r = 0; r < t; ++r) {
       try {
-        check_programs(shard_stage(s, static_cast<int>(r)));
+        modules.push_back(check_programs(shard_stage(s, static_cast<int>(r))));
       } catch (const Error& e) {
         throw Error(fmt::format("{} (in the part of rank {} of its tensor-parallel group)", e.message(), r));
       }
     }
+    return modules;
   }
 
   Module check_programs(const PlanStage& s) const {

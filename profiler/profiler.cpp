@@ -153,6 +153,17 @@ void on_threads(int threads, const std::function<void(size_t)>& work) {
   for (std::thread& t : others) t.join();
 }
 
+// Runs `timed` on options.concurrent threads at once, each on buffers of
+// its own and timing its runs with time_runs(..., sync): the median of the
+// seconds they report.
+double median_over_cores(const ProfileOptions& options, const std::function<double(std::barrier<>* sync)>& timed) {
+  const int threads = std::max(1, options.concurrent);
+  std::vector<double> seconds(static_cast<size_t>(threads));
+  std::barrier<> sync(threads);
+  on_threads(threads, [&](size_t t) { seconds[t] = timed(threads > 1 ? &sync : nullptr); });
+  return median(seconds);
+}
+
 OpTiming measure(const Function& g, const Op& op, const DimBinding& binding, const ProfileOptions& options) {
   const int threads = std::max(1, options.concurrent);
   std::vector<std::unique_ptr<OpRunner>> runners;
@@ -179,55 +190,46 @@ OpTiming measure(const Function& g, const Op& op, const DimBinding& binding, con
 // weights are), with one copy per concurrent core.
 double measure_update(const std::string& optimizer, const ProfileOptions& options) {
   constexpr int64_t kParams = int64_t{1} << 22;  // 16 MiB an array
-  const int threads = std::max(1, options.concurrent);
-  std::vector<double> seconds(static_cast<size_t>(threads));
-  std::barrier<> sync(threads);
-  on_threads(threads, [&](size_t t) {
+  const double seconds = median_over_cores(options, [&](std::barrier<>* sync) {
     std::vector<float> value(kParams, 0.5f), grad(kParams, 1e-3f);
     const std::vector<Param> params = {Param{"w", {kParams}, value.data(), grad.data(), true}};
     // SGD as `pipeforge run --optimizer sgd` steps it, with momentum.
     const std::unique_ptr<Optimizer> step = make_optimizer(optimizer, params, 0.9, 0.0);
-    seconds[t] = time_runs(
+    return time_runs(
         [&] {
           grad_sq_norm(params);
           step->step(1e-4);
         },
-        options.repeats, threads > 1 ? &sync : nullptr);
+        options.repeats, sync);
   });
-  return median(seconds) / static_cast<double>(kParams);
+  return seconds / static_cast<double>(kParams);
 }
 
 /// A core's f32 product rate: a 512^3 product (the sgemm kernel this CPU
 /// dispatches to, on one thread), `concurrent` cores at it at once.
 double measure_gemm_flops(const ProfileOptions& options) {
   constexpr int64_t n = 512;
-  const int threads = std::max(1, options.concurrent);
-  std::vector<double> seconds(static_cast<size_t>(threads));
-  std::barrier<> sync(threads);
-  on_threads(threads, [&](size_t t) {
+  const double seconds = median_over_cores(options, [&](std::barrier<>* sync) {
     std::vector<float> a(n * n, 0.5f), b(n * n, 0.25f), c(n * n);
-    seconds[t] = time_runs([&] { cpu::gemm(false, false, n, n, n, a.data(), n, b.data(), n, c.data(), n); },
-                           options.repeats, threads > 1 ? &sync : nullptr);
+    return time_runs([&] { cpu::gemm(false, false, n, n, n, a.data(), n, b.data(), n, c.data(), n); },
+                     options.repeats, sync);
   });
-  return 2.0 * n * n * n / median(seconds);
+  return 2.0 * n * n * n / seconds;
 }
 
 /// A core's memory bandwidth: y += x over arrays well past the last-level
 /// cache (two reads and a write per element), `concurrent` cores at once.
 double measure_bandwidth(const ProfileOptions& options) {
   constexpr int64_t kFloats = int64_t{1} << 24;  // 64 MiB an array
-  const int threads = std::max(1, options.concurrent);
-  std::vector<double> seconds(static_cast<size_t>(threads));
-  std::barrier<> sync(threads);
-  on_threads(threads, [&](size_t t) {
+  const double seconds = median_over_cores(options, [&](std::barrier<>* sync) {
     std::vector<float> x(kFloats, 1.0f), y(kFloats, 0.0f);
-    seconds[t] = time_runs(
+    return time_runs(
         [&] {
           for (int64_t i = 0; i < kFloats; ++i) y[i] += x[i];
         },
-        options.repeats, threads > 1 ? &sync : nullptr);
+        options.repeats, sync);
   });
-  return 3.0 * sizeof(float) * kFloats / median(seconds);
+  return 3.0 * sizeof(float) * kFloats / seconds;
 }
 
 }  // namespace

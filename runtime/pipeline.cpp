@@ -28,8 +28,12 @@ double since(Clock::time_point t0) { return std::chrono::duration<double>(Clock:
 Pipeline::Pipeline(const Plan& plan, std::vector<Module> programs, const PipelineOptions& options)
     : options_(options) {
   const int n = static_cast<int>(plan.stages.size());
-  if (static_cast<int>(programs.size()) != n)
-    throw Error(fmt::format("{} stage programs for a plan of {} stages", programs.size(), n));
+  tensor_ = std::max(1, plan.tensor_parallel);
+  // Every stage's program, then with tensor parallelism each stage's parts.
+  const int expected = tensor_ > 1 ? n * (1 + tensor_) : n;
+  if (static_cast<int>(programs.size()) != expected)
+    throw Error(fmt::format("{} stage programs for a plan of {} stages{}", programs.size(), n,
+                            tensor_ > 1 ? fmt::format(" and their parts for {} ranks each", tensor_) : ""));
   if (n % options.virtual_stages != 0)
     throw Error(fmt::format("{} stages do not divide into {} virtual stages per device", n, options.virtual_stages));
   schedule_ = make_schedule(options.schedule, n / options.virtual_stages, options.microbatches, options.virtual_stages,
@@ -55,7 +59,6 @@ Pipeline::Pipeline(const Plan& plan, std::vector<Module> programs, const Pipelin
                             first_gpu - gpus.begin(), *first_gpu));
 #endif
   replicas_ = replica_count(plan);
-  tensor_ = std::max(1, plan.tensor_parallel);
   shard_optimizer_ = plan.shard_optimizer && replicas_ > 1;
   if (replicas_ > 1 && first_gpu != gpus.end())
     throw Error(fmt::format("plan stage {} is on a GPU, and this pipeforge runs the data-parallel replicas of a plan "
@@ -104,13 +107,11 @@ Pipeline::Pipeline(const Plan& plan, std::vector<Module> programs, const Pipelin
                                 "compile the plan again",
                                 s, replica, st->rank, plan.schedule, scheduled));
       // Each copy compiles a module of its own.
-      Module module = tensor_ > 1 ? stage_program(plan, ps) : programs[static_cast<size_t>(s)];
-      if (tensor_ > 1) {
-        std::vector<int> group;
-        for (int t = 0; t < tensor_; ++t) group.push_back(rank_of_stage(plan, s, replica, t));
+      Module module = programs[static_cast<size_t>(tensor_ > 1 ? n + s * tensor_ + shard : s)];
+      if (tensor_ > 1)
         st->tensor_group = std::make_unique<CommTensorParallelGroup>(
-            CommGroup{fmt::format("tensor-parallel group of stage {} in replica {}", s, replica), group});
-      }
+            CommGroup{fmt::format("tensor-parallel group of stage {} in replica {}", s, replica),
+                      rank_view(plan, st->rank).tensor_group});
       GradientProgram gradients = *ps.gradients;
       for (const PlanTensor& t : ps.inputs) st->inputs.push_back(t.name);
       st->has_loss = s == n - 1 && !plan.loss_stage_output.empty();
@@ -277,6 +278,9 @@ int nccl_device(const Plan& plan, int rank) {
 std::unique_ptr<Pipeline> Pipeline::from_plan(const Plan& plan, PipelineOptions options) {
   std::vector<Module> programs;
   for (const PlanStage& ps : plan.stages) programs.push_back(stage_program(plan, ps));
+  for (const PlanStage& ps : plan.stages)
+    for (int t = 0; t < static_cast<int>(ps.shards.size()); ++t)
+      programs.push_back(stage_program(plan, shard_stage(ps, t)));
   return from_plan(plan, std::move(programs), std::move(options));
 }
 

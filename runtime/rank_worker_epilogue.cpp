@@ -17,12 +17,13 @@ namespace pf {
 void RankWorker::loss(const RankStep& step, RankOutcome& out) {
   // A forward pass also sums the classifications (exact in a double below
   // 2^53), and whether some rank could not read its classifier's stash.
+  const bool counts = groups_.counts_loss;
   std::vector<double> total = {0.0};
   if (!step.backward)
-    total = {0.0, static_cast<double>(correct_), static_cast<double>(predicted_), unclassified_ ? 1.0 : 0.0};
-  if (!groups_.counts_loss) std::fill(total.begin(), total.begin() + std::min<size_t>(total.size(), 3), 0.0);
+    total = {0.0, counts ? static_cast<double>(correct_) : 0.0, counts ? static_cast<double>(predicted_) : 0.0,
+             unclassified_ ? 1.0 : 0.0};
   for (PipelineStage* st : stages_)
-    if (st->has_loss && groups_.counts_loss)
+    if (st->has_loss && counts)
       for (float l : st->losses) total[0] += l;
   comm_.all_reduce(groups_.world, total);
   out.loss = total[0] / (microbatches_ * groups_.replicas);

@@ -80,7 +80,9 @@ struct PlanSimulation {
 ///    slowest device's optimizer pass (a roofline of its bytes);
 ///  - memory per stage: parameters x (weights, gradients, optimizer state)
 ///    plus one stash slot per micro-batch in flight (memory_peaks).
-/// Throws pf::Error for an inference plan or programs that do not match.
+/// `programs` as load_plan keeps them (a tensor-parallel plan's parts after
+/// the stages' programs are not read). Throws pf::Error for an inference
+/// plan or programs that do not match.
 PlanSimulation simulate_plan(const Plan& plan, const std::vector<Module>& programs, const DeviceProfile& profile,
                              const Cluster& cluster, const SimulateOptions& options = {});
 
