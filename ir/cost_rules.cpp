@@ -97,6 +97,7 @@ OpCost cost_embedding(Types in, Types out, const OpAttrs&) {
 // model's tensor parallelism (ring_all_reduce_s).
 OpCost cost_tp_copy(Types, Types, const OpAttrs&) { return {}; }
 OpCost cost_tp_reduce(Types in, Types out, const OpAttrs&) { return streaming(in, out, 1); }
+OpCost cost_tp_max(Types in, Types out, const OpAttrs&) { return streaming(in, out, 1); }
 
 // A reshape is a view: nothing moves.
 OpCost cost_reshape(Types, Types, const OpAttrs&) { return {}; }
@@ -125,6 +126,14 @@ OpCost cost_avg_pool2d(Types in, Types out, const OpAttrs& attrs) { return cost_
 // log-softmax over the classes, then a gather and a mean.
 OpCost cost_cross_entropy(Types in, Types out, const OpAttrs&) {
   return {8 * in[0].numel(), bytes_of(in) + bytes_of(out)};
+}
+// An exponential, a sum and a pick per class: the softmax half of cross_entropy.
+OpCost cost_cross_entropy_parts(Types in, Types out, const OpAttrs&) {
+  return {4 * in[0].numel(), bytes_of(in) + bytes_of(out)};
+}
+// A log and a difference per row.
+OpCost cost_cross_entropy_total(Types in, Types out, const OpAttrs&) {
+  return {2 * in[1].numel(), bytes_of(in) + bytes_of(out)};
 }
 OpCost cost_mse_loss(Types in, Types out, const OpAttrs&) { return {3 * in[0].numel(), bytes_of(in) + bytes_of(out)}; }
 
@@ -189,6 +198,14 @@ OpCost cost_avg_pool2d_grad(Types in, Types out, const OpAttrs& attrs) { return 
 // softmax over the classes, minus the one-hot target, scaled.
 OpCost cost_cross_entropy_grad(Types in, Types out, const OpAttrs&) {
   return {10 * in[1].numel(), bytes_of(in) + bytes_of(out)};
+}
+
+// The exponentials again, scaled, and the target's class.
+OpCost cost_cross_entropy_parts_grad(Types in, Types out, const OpAttrs&) {
+  return {4 * in[1].numel(), bytes_of(in) + bytes_of(out)};
+}
+OpCost cost_cross_entropy_total_grad(Types in, Types out, const OpAttrs&) {
+  return {2 * in[2].numel(), bytes_of(in) + bytes_of(out)};
 }
 
 }  // namespace pf::rules

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <utility>
 
 #include "ir/diagnostic.h"
@@ -165,6 +166,16 @@ bool broadcasts_to(const Shape& from, const Shape& to) {
 
 // The result type of forward rule `rule` on `operands` under the same
 // attributes: backward ops check their gradient against it.
+void require_vocabulary_range(const ShapeContext& ctx, int64_t rows, std::string_view what) {
+  const int64_t offset = ctx.attrs.get_int("offset", 0);
+  if (offset < 0) fail(fmt::format("offset must not be negative, got {}", offset));
+  if (offset > std::numeric_limits<int64_t>::max() - rows) fail(fmt::format("offset {} is too large", offset));
+  const int64_t vocab = ctx.attrs.get_int("vocab", offset + rows);
+  if (offset + rows > vocab)
+    fail(fmt::format("{} {}..{} do not fit in a vocabulary of {}: offset + rows may not exceed vocab", what, offset,
+                     offset + rows, vocab));
+}
+
 TensorType forward_result(const ShapeContext& ctx, ShapeRule rule, std::span<const TensorType> operands) {
   return rule(ShapeContext{ctx.op, operands, ctx.attrs, {}})[0];
 }

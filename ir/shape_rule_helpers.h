@@ -37,6 +37,11 @@ Shape bounded_shape(Shape shape, const std::string& what);
 Shape shape_attr(const ShapeContext& ctx, std::string_view name);
 Shape four_dims_attr(const ShapeContext& ctx, std::string_view name, std::string_view layout);
 bool broadcasts_to(const Shape& from, const Shape& to);
+/// The `offset` and `vocab` attributes of an op that holds `rows` classes of a
+/// vocabulary shared over a tensor-parallel group (embedding, the parts of a
+/// cross-entropy): its classes are offset..offset+rows of vocab (by default
+/// offset 0 and vocab offset + rows, the whole vocabulary).
+void require_vocabulary_range(const ShapeContext& ctx, int64_t rows, std::string_view what);
 TensorType forward_result(const ShapeContext& ctx, ShapeRule rule, std::span<const TensorType> operands);
 Types attention_like(const ShapeContext& ctx);
 

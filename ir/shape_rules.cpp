@@ -119,6 +119,7 @@ Types shape_cast(const ShapeContext& ctx) {
 
 Types shape_tp_copy(const ShapeContext& ctx) { return unary_float(ctx); }
 Types shape_tp_reduce(const ShapeContext& ctx) { return unary_float(ctx); }
+Types shape_tp_max(const ShapeContext& ctx) { return unary_float(ctx); }
 
 Types shape_softmax(const ShapeContext& ctx) { return softmax_like(ctx); }
 Types shape_log_softmax(const ShapeContext& ctx) { return softmax_like(ctx); }
@@ -150,6 +151,7 @@ Types shape_embedding(const ShapeContext& ctx) {
   require_float(table, "the table");
   if (table.rank() != 2) fail(fmt::format("the table must be [V,C], got {}", table.str()));
   if (!is_integer(ids.dtype)) fail(fmt::format("the indices must be i32 or i64, got {}", ids.str()));
+  require_vocabulary_range(ctx, table.shape[0], "table rows");
   Shape out = ids.shape;
   out.push_back(table.shape[1]);
   return one(table.dtype, out);
@@ -284,6 +286,37 @@ Types shape_cross_entropy(const ShapeContext& ctx) {
     fail(fmt::format("targets {} must have the shape of the logits {} without the class axis, {}", targets.str(),
                      logits.str(), shape_str(expect)));
   return one(logits.dtype, {});
+}
+
+// logits [..., v] (the classes offset..offset+v of `vocab`), the rows'
+// maximum [...] and the targets [...] -> [..., 2]: per row, the sum of
+// exp(logit - maximum) and the target's logit - maximum (0 where the target
+// is another rank's class).
+Types shape_cross_entropy_parts(const ShapeContext& ctx) {
+  const TensorType &logits = ctx.operands[0], &max = ctx.operands[1], &targets = ctx.operands[2];
+  const TensorType loss = shape_cross_entropy(ShapeContext{ctx.op, std::array{logits, targets}, ctx.attrs, {}})[0];
+  require_same_dtype(logits, max);
+  Shape rows(logits.shape.begin(), logits.shape.end() - 1);
+  if (max.shape != rows)
+    fail(fmt::format("the maximum {} must have the shape of the logits {} without the class axis, {}", max.str(),
+                     logits.str(), shape_str(rows)));
+  require_vocabulary_range(ctx, logits.shape.back(), "classes");
+  rows.push_back(2);
+  return one(loss.dtype, rows);
+}
+
+// parts [..., 2] summed over the group, targets [...] -> the mean over the
+// counted targets of log(sum) - target logit.
+Types shape_cross_entropy_total(const ShapeContext& ctx) {
+  const TensorType &parts = ctx.operands[0], &targets = ctx.operands[1];
+  require_float(parts, "the parts");
+  if (!is_integer(targets.dtype)) fail(fmt::format("the targets must be i32 or i64, got {}", targets.str()));
+  Shape expect = targets.shape;
+  expect.push_back(2);
+  if (parts.shape != expect)
+    fail(fmt::format("parts {} must have the targets' shape {} and a last axis of 2, {}", parts.str(),
+                     targets.str(), shape_str(expect)));
+  return one(parts.dtype, {});
 }
 
 Types shape_mse_loss(const ShapeContext& ctx) {

@@ -87,6 +87,7 @@ Types shape_embedding_grad(const ShapeContext& ctx) {
                      shape_str(expect)));
   int64_t rows = ctx.attrs.get_int("rows", 0);
   if (rows < 0) fail(fmt::format("rows must not be negative, got {}", rows));
+  require_vocabulary_range(ctx, rows, "rows");
   return one(g.dtype, bounded_shape({rows, g.shape.back()}, "the result"));
 }
 
@@ -152,6 +153,20 @@ Types shape_cross_entropy_grad(const ShapeContext& ctx) {
   const TensorType loss = forward_result(ctx, shape_cross_entropy, ctx.operands.subspan(1));
   require_gradient_of(g, loss, "the loss");
   return {logits};
+}
+
+Types shape_cross_entropy_parts_grad(const ShapeContext& ctx) {
+  const TensorType& g = ctx.operands[0];
+  const TensorType parts = forward_result(ctx, shape_cross_entropy_parts, ctx.operands.subspan(1));
+  require_gradient_of(g, parts, "the parts");
+  return {ctx.operands[1]};
+}
+
+Types shape_cross_entropy_total_grad(const ShapeContext& ctx) {
+  const TensorType& g = ctx.operands[0];
+  const TensorType loss = forward_result(ctx, shape_cross_entropy_total, ctx.operands.subspan(1));
+  require_gradient_of(g, loss, "the loss");
+  return {ctx.operands[1]};
 }
 
 }  // namespace pf::rules

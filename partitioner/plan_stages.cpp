@@ -9,8 +9,10 @@
 
 #include "ir/diagnostic.h"
 #include "ir/printer.h"
+#include "ir/verifier.h"
 #include "passes/autodiff.h"
 #include "passes/pipeline.h"
+#include "passes/tensor_parallel_layout.h"
 #include "runtime/schedule.h"
 
 namespace pf {
@@ -21,25 +23,24 @@ namespace {
 /// group of `degree` (the whole stage for 1): its parameters, and for
 /// training its backward.
 PlanShard compile_part(Module module, const StageModule& stage, int index, const DimBinding& micro,
-                       const std::map<std::string, std::vector<int>>& holders, bool training, bool split,
-                       Recompute recompute, int degree, int rank) {
+                       const std::map<std::string, std::vector<int>>& holders,
+                       const std::vector<std::string>& whole_tied, bool training, bool split, Recompute recompute,
+                       int degree, int rank) {
   PlanShard part;
   const AutodiffOptions ad = stage_autodiff_options(stage);
   PassContext ctx{micro, ad.wrt_inputs, ad.outputs};
   ctx.recompute = recompute;
   ctx.tensor_parallel = degree;
   ctx.tensor_parallel_rank = rank;
-  // A weight tied to another stage's copy stays whole: the stages sum its
-  // gradient under its name.
-  for (const auto& [name, stages] : holders)
-    if (stages.size() > 1) ctx.tensor_parallel_whole.push_back(name);
+  ctx.tensor_parallel_whole = whole_tied;
   if (degree > 1) run_passes(module, {"tensor-parallel"}, ctx);
   const Function& g = module.graph();
   for (const Op& op : g.ops) {
     if (op.kind != OpKind::param) continue;
     std::string name = g.values[op.results[0]].name;
     PlanParam pp{name, g.type_of(op.results[0]), op.attr("init")->init.str(), {}, param_piece(op)};
-    if (auto it = holders.find(name); it != holders.end())
+    // A tied block is tied to the same block on the other holders' same rank.
+    if (auto it = holders.find(pp.piece ? pp.piece->whole : name); it != holders.end())
       for (int other : it->second)
         if (other != index) pp.shared_with.push_back(other);
     part.params.push_back(std::move(pp));
@@ -53,11 +54,48 @@ PlanShard compile_part(Module module, const StageModule& stage, int index, const
   return part;
 }
 
+/// How each stage's ranks would hold each tied parameter it holds, with the
+/// parameters in `whole` kept whole.
+std::map<std::string, std::vector<ShardLayout>> tied_layouts(const std::vector<StageModule>& stages,
+                                                             const std::map<std::string, std::vector<int>>& holders,
+                                                             const DimBinding& micro, int degree,
+                                                             const std::vector<std::string>& whole) {
+  std::map<std::string, std::vector<ShardLayout>> layouts;
+  for (const StageModule& stage : stages) {
+    Module m = stage.module;
+    verify_module(m, micro);
+    const Function& g = m.graph();
+    const TensorParallelLayout split = tensor_parallel_layout(g, degree, -1, whole);
+    for (const std::string& name : stage.params)
+      if (holders.at(name).size() > 1) layouts[name].push_back(split.values[g.find_value(name)]);
+  }
+  return layouts;
+}
+
 }  // namespace
 
+std::vector<std::string> whole_tied_params(const std::vector<StageModule>& stages,
+                                           const std::map<std::string, std::vector<int>>& holders,
+                                           const DimBinding& micro, int degree) {
+  std::vector<std::string> whole;
+  if (degree <= 1) return whole;
+  // Keeping one whole can leave another uncut: until no more change.
+  for (bool changed = true; changed;) {
+    changed = false;
+    for (const auto& [name, held] : tied_layouts(stages, holders, micro, degree, whole)) {
+      const bool alike = std::all_of(held.begin(), held.end(), [&](const ShardLayout& l) { return l == held[0]; });
+      if ((alike && held[0].sharded()) || std::find(whole.begin(), whole.end(), name) != whole.end()) continue;
+      whole.push_back(name);
+      changed = true;
+    }
+  }
+  return whole;
+}
+
 PlanStage plan_stage(StageModule stage, int index, int device, const DimBinding& micro,
-                     const std::map<std::string, std::vector<int>>& holders, bool training, bool split,
-                     Recompute recompute, int tensor_parallel) {
+                     const std::map<std::string, std::vector<int>>& holders,
+                     const std::vector<std::string>& whole_tied, bool training, bool split, Recompute recompute,
+                     int tensor_parallel) {
   PlanStage ps;
   ps.index = index;
   ps.device = device;
@@ -70,9 +108,10 @@ PlanStage plan_stage(StageModule stage, int index, int device, const DimBinding&
   for (const std::string& n : stage.recv) ps.recv.push_back({n, g.type_of(g.find_value(n)), index - 1});
   for (const std::string& n : stage.send) ps.send.push_back({n, g.type_of(g.find_value(n)), index + 1});
   for (int r = 0; r < tensor_parallel && tensor_parallel > 1; ++r)
-    ps.shards.push_back(
-        compile_part(stage.module, stage, index, micro, holders, training, split, recompute, tensor_parallel, r));
-  PlanShard whole = compile_part(stage.module, stage, index, micro, holders, training, split, recompute, 1, 0);
+    ps.shards.push_back(compile_part(stage.module, stage, index, micro, holders, whole_tied, training, split,
+                                     recompute, tensor_parallel, r));
+  PlanShard whole =
+      compile_part(stage.module, stage, index, micro, holders, whole_tied, training, split, recompute, 1, 0);
   ps.program = std::move(whole.program);
   ps.params = std::move(whole.params);
   ps.gradients = std::move(whole.gradients);
@@ -86,10 +125,11 @@ std::vector<PlanStage> plan_stages(std::vector<StageModule> stages, const DimBin
   std::map<std::string, std::vector<int>> holders;  // parameter -> stages
   for (size_t s = 0; s < stages.size(); ++s)
     for (const std::string& p : stages[s].params) holders[p].push_back(static_cast<int>(s));
+  const std::vector<std::string> whole_tied = whole_tied_params(stages, holders, micro, tensor_parallel);
   std::vector<PlanStage> out;
   for (size_t s = 0; s < stages.size(); ++s)
-    out.push_back(plan_stage(std::move(stages[s]), static_cast<int>(s), device_of.at(s), micro, holders, training,
-                             split, recompute, tensor_parallel));
+    out.push_back(plan_stage(std::move(stages[s]), static_cast<int>(s), device_of.at(s), micro, holders, whole_tied,
+                             training, split, recompute, tensor_parallel));
   return out;
 }
 

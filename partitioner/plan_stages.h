@@ -13,6 +13,17 @@
 
 namespace pf {
 
+/// The tied parameters (held by several of `stages`, as `holders` lists)
+/// that a split over tensor-parallel groups of `degree` keeps whole. The
+/// stages sum a tied parameter's gradient block by block, rank by rank, so
+/// it is cut only where every holder cuts it alike: an embedding table cut
+/// by vocabulary rows on the first stage and as the vocabulary projection's
+/// columns on the last. The others stay whole on every holder, and so do
+/// the products whose split would cut them.
+std::vector<std::string> whole_tied_params(const std::vector<StageModule>& stages,
+                                           const std::map<std::string, std::vector<int>>& holders,
+                                           const DimBinding& micro, int degree);
+
 /// Stage `index` of a plan, from split_into_stages' `stage` under the
 /// micro-batch binding `micro`, on device `device`: its tables (parameters,
 /// with `holders` naming every stage that holds each one, batch inputs,
@@ -23,9 +34,11 @@ namespace pf {
 /// backward computes again instead of stashing. With `tensor_parallel` T >
 /// 1, the stage also holds the part of each of the T ranks of its group
 /// (PlanStage::shards: the tensor-parallel pass's program for the rank,
-/// differentiated alike). Predictions are left zero.
+/// differentiated alike), the tied parameters in `whole_tied` kept whole
+/// (whole_tied_params). Predictions are left zero.
 PlanStage plan_stage(StageModule stage, int index, int device, const DimBinding& micro,
-                     const std::map<std::string, std::vector<int>>& holders, bool training, bool split,
+                     const std::map<std::string, std::vector<int>>& holders,
+                     const std::vector<std::string>& whole_tied, bool training, bool split,
                      Recompute recompute = Recompute::none, int tensor_parallel = 1);
 
 /// Every stage of a plan at once: which stages hold each parameter is taken

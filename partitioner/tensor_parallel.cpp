@@ -29,6 +29,9 @@ TensorParallelSplit tensor_parallel_split(const Function& graph, int degree, int
     const Op& op = graph.ops[i];
     split.divided[i] = layout.ops[i] != ShardRole::whole;
     if (layout.ops[i] == ShardRole::row) split.forward_reduced[i] = graph.type_of(op.results[0]).numel();
+    // A loss over the ranks' classes meets them twice per row: its maximum, then its two parts.
+    if (layout.ops[i] == ShardRole::sharded && op.kind == OpKind::cross_entropy)
+      split.forward_reduced[i] = 3 * graph.type_of(op.operands[1]).numel();
     if (layout.ops[i] == ShardRole::column && carries_grad[op.operands[0]])
       split.backward_reduced[i] = graph.type_of(op.operands[0]).numel();
   }

@@ -167,8 +167,9 @@ void grad_attention(Ctx& c) {
 }
 
 void grad_embedding(Ctx& c) {
-  c.accumulate(0, c.emit(OpKind::embedding_grad, {c.grad(), c.operand(1)},
-                         {attr_int("rows", c.operand_type(0).shape[0])}));
+  std::vector<NamedAttr> attrs = c.forward_attrs({"offset", "vocab"});
+  attrs.push_back(attr_int("rows", c.operand_type(0).shape[0]));
+  c.accumulate(0, c.emit(OpKind::embedding_grad, {c.grad(), c.operand(1)}, std::move(attrs)));
 }
 
 // ---- data movement ----
@@ -293,6 +294,23 @@ void grad_cross_entropy(Ctx& c) {
                          c.forward_attrs({"ignore_index"})));
 }
 
+// The maximum only steadies the exponentials: the loss that the parts add
+// up to does not depend on it, so it takes no gradient (tp_max, which
+// gives it, has none either).
+void grad_cross_entropy_parts(Ctx& c) {
+  if (c.needs(1))
+    throw Error("cross_entropy_parts: the maximum steadies the exponentials and takes no gradient; give it through "
+                "tp_max",
+                c.op().loc);
+  c.accumulate(0, c.emit(OpKind::cross_entropy_parts_grad, {c.grad(), c.operand(0), c.operand(1), c.operand(2)},
+                         c.forward_attrs({"offset", "vocab", "ignore_index"})));
+}
+
+void grad_cross_entropy_total(Ctx& c) {
+  c.accumulate(0, c.emit(OpKind::cross_entropy_total_grad, {c.grad(), c.operand(0), c.operand(1)},
+                         c.forward_attrs({"ignore_index"})));
+}
+
 // loss = mean((a - b)^2): da = 2 (a - b) g / n, db = -da.
 void grad_mse_loss(Ctx& c) {
   double n = static_cast<double>(c.operand_type(0).numel());
@@ -352,6 +370,8 @@ std::array<Entry, kNumOps> build_table() {
   rule(OpKind::max_pool2d, grad_max_pool2d);
   rule(OpKind::avg_pool2d, grad_avg_pool2d);
   rule(OpKind::cross_entropy, grad_cross_entropy);
+  rule(OpKind::cross_entropy_parts, grad_cross_entropy_parts);
+  rule(OpKind::cross_entropy_total, grad_cross_entropy_total);
   rule(OpKind::mse_loss, grad_mse_loss);
   // The backward ops are what gradients are made of; they are not
   // differentiated again.
@@ -359,8 +379,10 @@ std::array<Entry, kNumOps> build_table() {
                    OpKind::log_softmax_grad, OpKind::layernorm_grad, OpKind::rmsnorm_grad, OpKind::attention_grad,
                    OpKind::embedding_grad, OpKind::slice_grad, OpKind::reduce_max_grad, OpKind::conv2d_grad_input,
                    OpKind::conv2d_grad_weight, OpKind::max_pool2d_grad, OpKind::avg_pool2d_grad,
-                   OpKind::cross_entropy_grad})
+                   OpKind::cross_entropy_grad, OpKind::cross_entropy_parts_grad, OpKind::cross_entropy_total_grad})
     none(k);
+  // A maximum over the group steadies a softmax of shares: constant to autodiff.
+  none(OpKind::tp_max);
   return t;
 }
 

@@ -65,6 +65,40 @@ void resize(const Function& g, Op& op, const TensorParallelLayout& split) {
   }
 }
 
+/// A cross-entropy of logits whose classes the ranks share, as Megatron's
+/// vocabulary-parallel loss: the group's maximum of each row steadies the
+/// exponentials; each rank sums its exponentials and picks the target's
+/// logit where it holds the target; the group sums both parts, and the loss
+/// is the mean of log(sum) - target logit. No rank ever holds a whole row.
+void cross_entropy_over_classes(Function& g, const Op& loss, int degree, int rank, FreshNames& fresh_name,
+                                std::vector<Op>& ops) {
+  const ValueId logits = loss.operands[0], targets = loss.operands[1];
+  const std::string name = g.values[loss.results[0]].name;  // a copy: new values move the names
+  const int64_t classes = g.type_of(logits).shape.back();
+  auto emit = [&](OpKind kind, std::vector<ValueId> operands, const std::string& result) {
+    Op op;
+    op.kind = kind;
+    op.operands = std::move(operands);
+    op.results = {g.add_value(fresh_name(result), loss.loc)};
+    op.loc = loss.loc;
+    if (const Attr* layer = loss.attr("layer")) op.set_attr("layer", *layer);
+    ops.push_back(op);
+    return op.results[0];
+  };
+  const ValueId local = emit(OpKind::reduce_max, {logits}, name + ".max.local");
+  ops.back().set_attr("axes", Attr::of_dims({DimExpr(-1)}));
+  const ValueId max = emit(OpKind::tp_max, {local}, name + ".max");
+  const ValueId partial = emit(OpKind::cross_entropy_parts, {logits, max, targets}, name + ".parts.partial");
+  ops.back().set_attr("offset", Attr::of_dim(DimExpr(rank * classes / degree)));
+  ops.back().set_attr("vocab", Attr::of_dim(DimExpr(classes)));
+  if (const Attr* ignore = loss.attr("ignore_index")) ops.back().set_attr("ignore_index", *ignore);
+  const ValueId parts = emit(OpKind::tp_reduce, {partial}, name + ".parts");
+  Op total = loss;
+  total.kind = OpKind::cross_entropy_total;
+  total.operands = {parts, targets};
+  ops.push_back(std::move(total));
+}
+
 void shard(Function& g, const TensorParallelLayout& split, int rank) {
   std::vector<Op> ops;
   std::map<ValueId, ValueId> copies;  // a column product's whole input -> its tp_copy
@@ -83,6 +117,12 @@ void shard(Function& g, const TensorParallelLayout& split, int rank) {
         break;
       }
       case ShardRole::row: {
+        if (op.kind == OpKind::embedding) {
+          // The rank's rows of the table: the ids it holds, zeros for the rest.
+          const int64_t rows = g.type_of(op.operands[0]).shape[0];
+          op.set_attr("offset", Attr::of_dim(DimExpr(rank * (rows / split.degree))));
+          op.set_attr("vocab", Attr::of_dim(DimExpr(rows)));
+        }
         // The partial product takes a new name; the sum keeps the product's.
         const ValueId y = op.results[0];
         const ValueId partial = g.add_value(fresh_name(g.values[y].name + ".partial"), op.loc);
@@ -92,6 +132,10 @@ void shard(Function& g, const TensorParallelLayout& split, int rank) {
         continue;
       }
       case ShardRole::sharded:
+        if (op.kind == OpKind::cross_entropy) {
+          cross_entropy_over_classes(g, op, split.degree, rank, fresh_name, ops);
+          continue;
+        }
         resize(g, op, split);
         break;
       case ShardRole::whole:

@@ -115,7 +115,7 @@ class Round {
         fail(region_[g_.returns[k]]);
     std::vector<int> undone;
     for (size_t i = 0; i < g_.ops.size(); ++i)
-      if (roles_[i] == ShardRole::column && failed_[find(static_cast<int>(i))]) undone.push_back(static_cast<int>(i));
+      if (starts_region(static_cast<int>(i)) && failed_[find(static_cast<int>(i))]) undone.push_back(static_cast<int>(i));
     return undone;
   }
 
@@ -148,6 +148,12 @@ class Round {
   }
   void fail(int region) {
     if (region >= 0) failed_[find(region)] = true;
+  }
+
+  /// The ops a region grows from: column-parallel products, and lookups in
+  /// a table cut by vocabulary rows.
+  bool starts_region(int i) const {
+    return roles_[i] == ShardRole::column || (roles_[i] == ShardRole::row && g_.ops[i].kind == OpKind::embedding);
   }
 
   /// A product by a whole 2-D parameter: the candidates for column and row
@@ -197,6 +203,7 @@ class Round {
     const Op& op = g_.ops[i];
     if (op.kind == OpKind::param) return;
     if (is_weight_product(op) && !whole_products_[i]) return product(i);
+    if (op.kind == OpKind::embedding && !whole_products_[i]) return lookup(i);
     int region = -1;
     bool any = false;
     for (ValueId u : op.operands)
@@ -232,6 +239,19 @@ class Round {
     if (in.axis != rank(x) - 1) return fail(region_[x]);
     roles_[i] = ShardRole::row;
     request({w, {transposed ? 1 : 0, in.segments}}, region_[x]);
+  }
+
+  /// Megatron's vocabulary-parallel embedding: each rank holds a block of
+  /// the table's rows, looks up the ids it holds (zeros for the others), and
+  /// the ranks' lookups sum to the whole one, as a row-parallel product's
+  /// partial sums do. A table tied to the vocabulary projection is cut by
+  /// the same rows there, which is what that column-parallel product asks.
+  void lookup(int i) {
+    const Op& op = g_.ops[i];
+    const ValueId table = op.operands[0];
+    if (!is_param(table) || !divides(dim(table, 0), 1)) return;
+    roles_[i] = ShardRole::row;
+    request({table, {0, 1}}, i);
   }
 
   /// The shares of an op's results, given its operands' (at least one
@@ -273,6 +293,10 @@ class Round {
       case OpKind::layernorm:
       case OpKind::rmsnorm:
         if (in.axis != r - 1) out = in;
+        break;
+      case OpKind::cross_entropy:
+        // Over the classes each rank holds, in parts the group sums (Megatron's vocabulary-parallel loss).
+        if (in.axis == r - 1 && in.segments == 1) out = ShardLayout{};
         break;
       case OpKind::slice:
         if (normalized(int_attr(op, "axis", 0), r) != in.axis) out = in;

@@ -57,8 +57,10 @@ struct TensorParallelLayout {
 /// other op reads whole leaves that region whole on every rank. In a GPT
 /// block that is Megatron's split: the QKV projection by columns (each rank
 /// its heads of q, k and v), attention by heads, the output projection by
-/// rows; the MLP's first product by columns, its second by rows. Embeddings
-/// and the vocabulary projection stay whole.
+/// rows; the MLP's first product by columns, its second by rows. Embedding
+/// tables are cut by vocabulary rows (each rank looks up the ids it holds,
+/// the lookups summed), and a vocabulary projection by columns feeds a
+/// cross-entropy computed over each rank's classes.
 TensorParallelLayout tensor_parallel_layout(const Function& graph, int degree, int whole_results = -1,
                                             const std::vector<std::string>& whole_params = {});
 

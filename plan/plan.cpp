@@ -66,7 +66,11 @@ RankView rank_view(const Plan& plan, int rank) {
     for (int next : {s - 1, s + 1})
       if (next >= 0 && next < n && rank_of_stage(plan, next, r.replica, r.shard) != rank)
         neighbours.insert(rank_of_stage(plan, next, r.replica, r.shard));
-    for (const PlanParam& p : plan.stages[static_cast<size_t>(s)].params) {
+    // The rank's own parameters: its place's blocks of a tensor-parallel stage.
+    const PlanStage& stage = plan.stages[static_cast<size_t>(s)];
+    const std::vector<PlanParam>& params =
+        stage.shards.empty() ? stage.params : stage.shards.at(static_cast<size_t>(r.shard)).params;
+    for (const PlanParam& p : params) {
       if (p.shared_with.empty()) continue;
       std::set<int>& holders = tied[p.name];
       holders.insert(rank);

@@ -9,13 +9,16 @@
 namespace pf::backend {
 
 /// The ranks that share a stage's layers under tensor parallelism, as the
-/// tp_reduce kernels see them: each call sums a buffer over the group in
-/// place, every rank calling in the same order (they run the same program).
+/// tp_reduce and tp_max kernels see them: each call sums (or takes the
+/// maximum of) a buffer over the group in place, every rank calling in the
+/// same order (they run the same program).
 class TensorParallelGroup {
  public:
   virtual ~TensorParallelGroup() = default;
   virtual void all_reduce(std::span<float> values) = 0;
   virtual void all_reduce(std::span<double> values) = 0;
+  virtual void all_reduce_max(std::span<float> values) = 0;
+  virtual void all_reduce_max(std::span<double> values) = 0;
 };
 
 /// A group of one rank, whose sums leave every value as it is: a
@@ -24,6 +27,8 @@ class SingleRankGroup final : public TensorParallelGroup {
  public:
   void all_reduce(std::span<float>) override {}
   void all_reduce(std::span<double>) override {}
+  void all_reduce_max(std::span<float>) override {}
+  void all_reduce_max(std::span<double>) override {}
 };
 
 /// A kernel's arguments: its operands and results as contiguous row-major

@@ -18,8 +18,8 @@ void throw_no_kernel(std::string_view backend, OpKind op, DType dtype) {
 }
 
 void throw_no_tensor_parallel_group() {
-  throw Error("tp_reduce sums over the ranks of a tensor-parallel stage, and this function runs on no such rank; run "
-              "it from a plan compiled with --tensor-parallel");
+  throw Error("tp_reduce and tp_max combine values over the ranks of a tensor-parallel stage, and this function "
+              "runs on no such rank; run it from a plan compiled with --tensor-parallel");
 }
 
 }  // namespace pf::backend

@@ -17,11 +17,12 @@ void add_elementwise_kernels(KernelTable& t);    // elementwise.cu: sources, bin
 void add_reduce_norm_kernels(KernelTable& t);    // reduce_norm.cu: reductions, sum_to, reduce_max_grad, softmax,
                                                  //   log_softmax, layernorm, rmsnorm and their gradients
 void add_movement_loss_kernels(KernelTable& t);  // movement_loss.cu: reshape, slice, concat, split, slice_grad,
-                                                 //   embedding(+grad), cross_entropy(+grad), mse_loss
+                                                 //   embedding(+grad), cross_entropy(+grad), mse_loss,
+                                                 //   cross_entropy_parts and _total (+grad)
 void add_attention_kernels(KernelTable& t);      // attention.cu: attention, attention_grad (flash-attention style)
 void add_pool_kernels(KernelTable& t);           // pool.cu: max_pool2d, avg_pool2d and their gradients
 void add_matmul_kernels(KernelTable& t);         // matmul.cpp: cuBLAS
 void add_conv_kernels(KernelTable& t);           // conv.cpp: conv2d and its gradients through cuDNN
-void add_tensor_parallel_kernels(KernelTable& t);  // tensor_parallel.cpp: tp_copy, tp_reduce
+void add_tensor_parallel_kernels(KernelTable& t);  // tensor_parallel.cpp: tp_copy, tp_reduce, tp_max
 
 }  // namespace pf::cuda

@@ -45,6 +45,10 @@ std::string describe(const DeviceErrorSlot& e) {
       return range("cross_entropy", "target");
     case kCrossEntropyGradTarget:
       return range("cross_entropy_grad", "target");
+    case kCrossEntropyPartsTarget:
+      return range("cross_entropy_parts", "target");
+    case kCrossEntropyPartsGradTarget:
+      return range("cross_entropy_parts_grad", "target");
     default:
       return fmt::format("unknown device error code {}", e.code);
   }

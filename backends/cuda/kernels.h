@@ -35,6 +35,9 @@ enum DeviceErrorCode : unsigned long long {
   kEmbeddingGradIndex = 2,   // the same for embedding_grad
   kCrossEntropyTarget = 3,   // "cross_entropy: target V at position P is out of range [0, B)"
   kCrossEntropyGradTarget = 4,
+  // The same for cross_entropy_parts and its gradient, whose bound is the vocabulary that the rank's classes belong to.
+  kCrossEntropyPartsTarget = 5,
+  kCrossEntropyPartsGradTarget = 6,
 };
 
 /// The message the CPU kernel would throw for the same data.

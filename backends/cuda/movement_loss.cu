@@ -116,43 +116,66 @@ void slice_grad(const KernelArgs& args, const LaunchContext& ctx) {
 // bit for bit). An id out of range is reported and its row left 0. The
 // losses and embedding_grad below read and write T (float or bf16) and
 // compute in float.
+//
+// Under tensor parallelism a table (or a rank's logits) holds only the rows
+// offset..offset+held of the vocabulary: ids are checked against the whole
+// vocabulary, and those another rank holds gather zeros and scatter nowhere.
+
+struct VocabShare {
+  int64_t offset, held, vocab;
+
+  // The row of a checked id here, or -1 where another rank holds it.
+  __device__ int64_t local(int64_t id) const {
+    const int64_t k = id - offset;
+    return k >= 0 && k < held ? k : -1;
+  }
+};
+
+// By default (no attributes) the rows are the whole vocabulary.
+VocabShare vocab_share(const OpAttrs& attrs, int64_t held) {
+  const int64_t offset = attrs.get_int("offset", 0);
+  return {offset, held, attrs.get_int("vocab", offset + held)};
+}
 
 template <class T>
-__global__ void embedding_kernel(const T* table, int64_t vocab, int64_t c, const void* ids, bool ids64, int64_t n,
+__global__ void embedding_kernel(const T* table, VocabShare share, int64_t c, const void* ids, bool ids64, int64_t n,
                                  T* out, DeviceErrorSlot* errors, int step) {
   PF_GRID_STRIDE(f, n * c) {
     const int64_t i = f / c, j = f - i * c;
     const int64_t id = load_index(ids, ids64, i);
-    if (id < 0 || id >= vocab) {
-      if (j == 0) report_error(errors, kEmbeddingIndex, step, i, id, vocab);
+    if (id < 0 || id >= share.vocab) {
+      if (j == 0) report_error(errors, kEmbeddingIndex, step, i, id, share.vocab);
       out[f] = from_float<T>(0.f);
     } else {
-      out[f] = table[id * c + j];
+      const int64_t k = share.local(id);
+      out[f] = k < 0 ? from_float<T>(0.f) : table[k * c + j];
     }
   }
 }
 
 template <class T>
 void embedding(const KernelArgs& args, const LaunchContext& ctx) {
-  const int64_t vocab = args.in_types[0].shape[0], c = args.in_types[0].shape[1];
+  const VocabShare share = vocab_share(args.attrs, args.in_types[0].shape[0]);
+  const int64_t c = args.in_types[0].shape[1];
   const int64_t n = args.in_types[1].numel();
   if (n * c == 0) return;
   embedding_kernel<T><<<blocks_for(n * c), kThreads, 0, ctx.stream>>>(
-      static_cast<const T*>(args.in[0]), vocab, c, args.in[1], args.in_types[1].dtype == DType::i64, n,
+      static_cast<const T*>(args.in[0]), share, c, args.in[1], args.in_types[1].dtype == DType::i64, n,
       static_cast<T*>(args.out[0]), ctx.errors, ctx.step);
   PF_CUDA_CHECK_LAUNCH();
 }
 
 template <class T>
-__global__ void embedding_grad_kernel(const T* g, int64_t c, const void* ids, bool ids64, int64_t n, int64_t vocab,
+__global__ void embedding_grad_kernel(const T* g, int64_t c, const void* ids, bool ids64, int64_t n, VocabShare share,
                                       float* table, DeviceErrorSlot* errors, int step) {
   PF_GRID_STRIDE(f, n * c) {
     const int64_t i = f / c, j = f - i * c;
     const int64_t id = load_index(ids, ids64, i);
-    if (id < 0 || id >= vocab) {
-      if (j == 0) report_error(errors, kEmbeddingGradIndex, step, i, id, vocab);
+    if (id < 0 || id >= share.vocab) {
+      if (j == 0) report_error(errors, kEmbeddingGradIndex, step, i, id, share.vocab);
     } else {
-      atomicAdd(table + id * c + j, to_float(g[f]));
+      const int64_t k = share.local(id);
+      if (k >= 0) atomicAdd(table + k * c + j, to_float(g[f]));
     }
   }
 }
@@ -166,17 +189,18 @@ __global__ void store_floats_kernel(const float* x, T* y, int64_t n) {
 // end: bf16 atomics would round after every addition into a row.
 template <class T>
 void embedding_grad(const KernelArgs& args, const LaunchContext& ctx) {
-  const int64_t vocab = args.out_types[0].shape[0], c = args.out_types[0].shape[1];
+  const VocabShare share = vocab_share(args.attrs, args.out_types[0].shape[0]);
+  const int64_t c = args.out_types[0].shape[1];
   const int64_t n = args.in_types[1].numel();
-  const int64_t elements = vocab * c;
+  const int64_t elements = share.held * c;
   constexpr bool kFloat = std::is_same_v<T, float>;
   auto* table = kFloat ? reinterpret_cast<float*>(args.out[0])
-                       : static_cast<float*>(ctx.scratch(static_cast<size_t>(elements) * sizeof(float)));  // (V, C)
+                       : static_cast<float*>(ctx.scratch(static_cast<size_t>(elements) * sizeof(float)));  // (held, C)
   if (elements > 0)
     PF_CUDA_CHECK(cudaMemsetAsync(table, 0, static_cast<size_t>(elements) * sizeof(float), ctx.stream));
   if (n * c > 0) {
     embedding_grad_kernel<T><<<blocks_for(n * c), kThreads, 0, ctx.stream>>>(
-        static_cast<const T*>(args.in[0]), c, args.in[1], args.in_types[1].dtype == DType::i64, n, vocab, table,
+        static_cast<const T*>(args.in[0]), c, args.in[1], args.in_types[1].dtype == DType::i64, n, share, table,
         ctx.errors, ctx.step);
     PF_CUDA_CHECK_LAUNCH();
   }
@@ -267,16 +291,18 @@ void cross_entropy(const KernelArgs& args, const LaunchContext& ctx) {
 }
 
 // The number of counted targets (as a float, exact to 2^24 rows), with
-// targets out of range reported.
+// targets out of range [0, v) reported as `range_error`; kNoDeviceError
+// counts every target but ignore_index unchecked (cross_entropy_total's
+// gradient, which knows no vocabulary).
 __global__ void count_targets_kernel(const void* targets, bool t64, int64_t rows, int64_t v, int64_t ignore,
-                                     float* count, DeviceErrorSlot* errors, int step) {
+                                     unsigned long long range_error, float* count, DeviceErrorSlot* errors, int step) {
   __shared__ float shared[32];
   float c = 0.f;
   for (int64_t r = threadIdx.x; r < rows; r += blockDim.x) {
     const int64_t t = load_index(targets, t64, r);
     if (t == ignore) continue;
-    if (t < 0 || t >= v)
-      report_error(errors, kCrossEntropyGradTarget, step, r, t, v);
+    if (range_error != kNoDeviceError && (t < 0 || t >= v))
+      report_error(errors, range_error, step, r, t, v);
     else
       c += 1.f;
   }
@@ -317,10 +343,144 @@ void cross_entropy_grad(const KernelArgs& args, const LaunchContext& ctx) {
   const int64_t ignore = args.attrs.get_int("ignore_index", -100);
   const bool t64 = args.in_types[2].dtype == DType::i64;
   auto* count = static_cast<float*>(ctx.scratch(sizeof(float)));
-  count_targets_kernel<<<1, kThreads, 0, ctx.stream>>>(args.in[2], t64, rows, v, ignore, count, ctx.errors, ctx.step);
+  count_targets_kernel<<<1, kThreads, 0, ctx.stream>>>(args.in[2], t64, rows, v, ignore, kCrossEntropyGradTarget, count,
+                                                       ctx.errors, ctx.step);
   PF_CUDA_CHECK_LAUNCH();
   cross_entropy_grad_kernel<T><<<row_blocks(rows), kThreads, 0, ctx.stream>>>(
       static_cast<const T*>(args.in[0]), count, static_cast<const T*>(args.in[1]), args.in[2], t64, rows, v, ignore,
+      static_cast<T*>(args.out[0]));
+  PF_CUDA_CHECK_LAUNCH();
+}
+
+// ---------------------------------------------------------------------------
+// The cross-entropy of logits whose classes are shared over a tensor-parallel
+// group, in the halves that meet around the group's sum (ir/ops.def):
+// cross_entropy_parts gives per row [sum exp(logit - max), target logit -
+// max] over this rank's classes, with max the group's (tp_max), and
+// cross_entropy_total the mean of log(sum) - target logit over the counted
+// rows of the summed parts.
+
+// Per row (one block): the sum of exponentials and the target's shifted
+// logit, 0 where another rank holds the target or it is ignored. A target
+// outside the vocabulary is reported; its row still gets a sum.
+template <class T>
+__global__ void cross_entropy_parts_kernel(const T* logits, const T* max, const void* targets, bool t64, int64_t rows,
+                                           VocabShare share, int64_t ignore, T* out, DeviceErrorSlot* errors,
+                                           int step) {
+  __shared__ float shared[32];
+  for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
+    const T* row = logits + r * share.held;
+    const float m = to_float(max[r]);
+    float s = 0.f;
+    for (int64_t i = threadIdx.x; i < share.held; i += blockDim.x) s += expf(to_float(row[i]) - m);
+    s = block_sum(s, shared);
+    if (threadIdx.x == 0) {
+      const int64_t t = load_index(targets, t64, r);
+      const bool checked = t != ignore && t >= 0 && t < share.vocab;
+      if (t != ignore && !checked) report_error(errors, kCrossEntropyPartsTarget, step, r, t, share.vocab);
+      const int64_t k = checked ? share.local(t) : -1;
+      out[2 * r] = from_float<T>(s);
+      out[2 * r + 1] = from_float<T>(k < 0 ? 0.f : to_float(row[k]) - m);
+    }
+  }
+}
+
+template <class T>
+void cross_entropy_parts(const KernelArgs& args, const LaunchContext& ctx) {
+  const VocabShare share = vocab_share(args.attrs, args.in_types[0].shape.back());
+  const int64_t rows = args.in_types[2].numel();
+  if (rows == 0) return;
+  cross_entropy_parts_kernel<T><<<row_blocks(rows), kThreads, 0, ctx.stream>>>(
+      static_cast<const T*>(args.in[0]), static_cast<const T*>(args.in[1]), args.in[2],
+      args.in_types[2].dtype == DType::i64, rows, share, args.attrs.get_int("ignore_index", -100),
+      static_cast<T*>(args.out[0]), ctx.errors, ctx.step);
+  PF_CUDA_CHECK_LAUNCH();
+}
+
+// dlogits = g[r, 0] * exp(logit - max), plus g[r, 1] at the target's class
+// where this rank holds it; one thread per logit (no reduction to share).
+template <class T>
+__global__ void cross_entropy_parts_grad_kernel(const T* g, const T* logits, const T* max, const void* targets,
+                                                bool t64, int64_t rows, VocabShare share, int64_t ignore, T* dx,
+                                                DeviceErrorSlot* errors, int step) {
+  PF_GRID_STRIDE(f, rows * share.held) {
+    const int64_t r = f / share.held, j = f - r * share.held;
+    const int64_t t = load_index(targets, t64, r);
+    const bool checked = t != ignore && t >= 0 && t < share.vocab;
+    if (j == 0 && t != ignore && !checked) report_error(errors, kCrossEntropyPartsGradTarget, step, r, t, share.vocab);
+    float d = to_float(g[2 * r]) * expf(to_float(logits[f]) - to_float(max[r]));
+    if (checked && share.local(t) == j) d += to_float(g[2 * r + 1]);
+    dx[f] = from_float<T>(d);
+  }
+}
+
+template <class T>
+void cross_entropy_parts_grad(const KernelArgs& args, const LaunchContext& ctx) {
+  const VocabShare share = vocab_share(args.attrs, args.in_types[1].shape.back());
+  const int64_t rows = args.in_types[3].numel();
+  if (rows * share.held == 0) return;
+  cross_entropy_parts_grad_kernel<T><<<blocks_for(rows * share.held), kThreads, 0, ctx.stream>>>(
+      static_cast<const T*>(args.in[0]), static_cast<const T*>(args.in[1]), static_cast<const T*>(args.in[2]),
+      args.in[3], args.in_types[3].dtype == DType::i64, rows, share, args.attrs.get_int("ignore_index", -100),
+      static_cast<T*>(args.out[0]), ctx.errors, ctx.step);
+  PF_CUDA_CHECK_LAUNCH();
+}
+
+// Per row: log(sum) - target logit (in double, as the CPU) and whether it
+// counts. The parts carry no vocabulary, so any target but ignore_index counts.
+template <class T>
+__global__ void cross_entropy_total_rows_kernel(const T* parts, const void* targets, bool t64, int64_t rows,
+                                                int64_t ignore, float* nll, float* counted) {
+  PF_GRID_STRIDE(r, rows) {
+    const bool counts = load_index(targets, t64, r) != ignore;
+    nll[r] = counts ? static_cast<float>(log(static_cast<double>(to_float(parts[2 * r]))) -
+                                         static_cast<double>(to_float(parts[2 * r + 1])))
+                    : 0.f;
+    counted[r] = counts ? 1.f : 0.f;
+  }
+}
+
+template <class T>
+void cross_entropy_total(const KernelArgs& args, const LaunchContext& ctx) {
+  const int64_t rows = args.in_types[1].numel();
+  auto* per_row = static_cast<float*>(ctx.scratch(static_cast<size_t>(2 * rows) * sizeof(float)));  // nll, counted
+  if (rows > 0) {
+    cross_entropy_total_rows_kernel<T><<<blocks_for(rows), kThreads, 0, ctx.stream>>>(
+        static_cast<const T*>(args.in[0]), args.in[1], args.in_types[1].dtype == DType::i64, rows,
+        args.attrs.get_int("ignore_index", -100), per_row, per_row + rows);
+    PF_CUDA_CHECK_LAUNCH();
+  }
+  mean_of_sums_kernel<T><<<1, kSumThreads, 0, ctx.stream>>>(per_row, per_row + rows, rows, 0,
+                                                            static_cast<T*>(args.out[0]));
+  PF_CUDA_CHECK_LAUNCH();
+}
+
+// Per counted row: [g / (count * sum), -g / count]; other rows 0 (all of
+// them when none counts).
+template <class T>
+__global__ void cross_entropy_total_grad_kernel(const T* g, const float* count, const T* parts, const void* targets,
+                                                bool t64, int64_t rows, int64_t ignore, T* dparts) {
+  const float scale =
+      *count == 0.f ? 0.f : static_cast<float>(static_cast<double>(to_float(*g)) / static_cast<double>(*count));
+  PF_GRID_STRIDE(r, rows) {
+    const bool counts = load_index(targets, t64, r) != ignore;
+    dparts[2 * r] = from_float<T>(counts ? scale / to_float(parts[2 * r]) : 0.f);
+    dparts[2 * r + 1] = from_float<T>(counts ? -scale : 0.f);
+  }
+}
+
+template <class T>
+void cross_entropy_total_grad(const KernelArgs& args, const LaunchContext& ctx) {
+  const int64_t rows = args.in_types[2].numel();
+  if (rows == 0) return;
+  const int64_t ignore = args.attrs.get_int("ignore_index", -100);
+  const bool t64 = args.in_types[2].dtype == DType::i64;
+  auto* count = static_cast<float*>(ctx.scratch(sizeof(float)));
+  count_targets_kernel<<<1, kThreads, 0, ctx.stream>>>(args.in[2], t64, rows, 0, ignore, kNoDeviceError, count,
+                                                       ctx.errors, ctx.step);
+  PF_CUDA_CHECK_LAUNCH();
+  cross_entropy_total_grad_kernel<T><<<blocks_for(rows), kThreads, 0, ctx.stream>>>(
+      static_cast<const T*>(args.in[0]), count, static_cast<const T*>(args.in[1]), args.in[2], t64, rows, ignore,
       static_cast<T*>(args.out[0]));
   PF_CUDA_CHECK_LAUNCH();
 }
@@ -367,6 +527,10 @@ void add_movement_loss_kernels(KernelTable& t) {
   t.set_float(OpKind::embedding_grad, embedding_grad<float>, embedding_grad<bf16>);
   t.set_float(OpKind::cross_entropy, cross_entropy<float>, cross_entropy<bf16>);
   t.set_float(OpKind::cross_entropy_grad, cross_entropy_grad<float>, cross_entropy_grad<bf16>);
+  t.set_float(OpKind::cross_entropy_parts, cross_entropy_parts<float>, cross_entropy_parts<bf16>);
+  t.set_float(OpKind::cross_entropy_parts_grad, cross_entropy_parts_grad<float>, cross_entropy_parts_grad<bf16>);
+  t.set_float(OpKind::cross_entropy_total, cross_entropy_total<float>, cross_entropy_total<bf16>);
+  t.set_float(OpKind::cross_entropy_total_grad, cross_entropy_total_grad<float>, cross_entropy_total_grad<bf16>);
   t.set_float(OpKind::mse_loss, mse_loss<float>, mse_loss<bf16>);
 }
 

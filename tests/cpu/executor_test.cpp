@@ -803,8 +803,9 @@ graph @g(%x: f32[4]) -> f32[4] {
     FAIL() << "ran without a group";
   } catch (const Error& e) {
     EXPECT_EQ(std::string(e.what()),
-              "running %y = tp_reduce %x : f32[4]: tp_reduce sums over the ranks of a tensor-parallel stage, and this "
-              "function runs on no such rank; run it from a plan compiled with --tensor-parallel");
+              "running %y = tp_reduce %x : f32[4]: tp_reduce and tp_max combine values over the ranks of a "
+              "tensor-parallel stage, and this function runs on no such rank; run it from a plan compiled with "
+              "--tensor-parallel");
   }
 }
 

@@ -398,6 +398,22 @@ Outputs embedding_ref(const std::vector<Tensor>& in, const std::vector<TensorTyp
   return {y};
 }
 
+// A table holding rows offset.. of the vocabulary: the ids it holds gather
+// their row, the others zeros.
+Reference embedding_share_ref(int64_t offset) {
+  return [=](const std::vector<Tensor>& in, const std::vector<TensorType>& out) {
+    const Tensor &table = in[0], &ids = in[1];
+    const int64_t rows = table.type.shape[0], c = table.type.shape[1];
+    std::vector<double> y(static_cast<size_t>(out[0].numel()), 0.0);
+    for (size_t i = 0; i < ids.v.size(); ++i) {
+      const int64_t row = static_cast<int64_t>(ids.v[i]) - offset;
+      if (row >= 0 && row < rows)
+        for (int64_t j = 0; j < c; ++j) y[i * c + j] = table.v[row * c + j];
+    }
+    return Outputs{y};
+  };
+}
+
 Reference transpose_ref(std::vector<int64_t> perm) {
   return [=](const std::vector<Tensor>& in, const std::vector<TensorType>& out) {
     const Tensor& x = in[0];
@@ -528,6 +544,65 @@ Reference pool_ref(std::vector<int64_t> kernel, std::vector<int64_t> stride, std
       y[f] = max ? acc : acc / static_cast<double>(kernel[0] * kernel[1]);
     }
     return Outputs{y};
+  };
+}
+
+// The classes offset.. of each row: the sum of exp(logit - max) and the
+// target's logit - max where the row's target is one of them.
+Reference cross_entropy_parts_ref(int64_t offset) {
+  return [=](const std::vector<Tensor>& in, const std::vector<TensorType>&) {
+    const Tensor &logits = in[0], &max = in[1], &targets = in[2];
+    const int64_t v = logits.type.shape.back();
+    std::vector<double> parts(2 * targets.v.size(), 0.0);
+    for (size_t r = 0; r < targets.v.size(); ++r) {
+      for (int64_t j = 0; j < v; ++j) parts[2 * r] += std::exp(logits.v[r * v + j] - max.v[r]);
+      const int64_t k = static_cast<int64_t>(targets.v[r]) - offset;
+      if (k >= 0 && k < v) parts[2 * r + 1] = logits.v[r * v + k] - max.v[r];
+    }
+    return Outputs{parts};
+  };
+}
+
+Reference cross_entropy_parts_grad_ref(int64_t offset) {
+  return [=](const std::vector<Tensor>& in, const std::vector<TensorType>&) {
+    const Tensor &g = in[0], &logits = in[1], &max = in[2], &targets = in[3];
+    const int64_t v = logits.type.shape.back();
+    std::vector<double> dx(logits.v.size());
+    for (size_t r = 0; r < targets.v.size(); ++r) {
+      for (int64_t j = 0; j < v; ++j) dx[r * v + j] = g.v[2 * r] * std::exp(logits.v[r * v + j] - max.v[r]);
+      const int64_t k = static_cast<int64_t>(targets.v[r]) - offset;
+      if (k >= 0 && k < v) dx[r * v + k] += g.v[2 * r + 1];
+    }
+    return Outputs{dx};
+  };
+}
+
+Reference cross_entropy_total_ref(int64_t ignore) {
+  return [=](const std::vector<Tensor>& in, const std::vector<TensorType>&) {
+    const Tensor &parts = in[0], &targets = in[1];
+    double total = 0;
+    int64_t counted = 0;
+    for (size_t r = 0; r < targets.v.size(); ++r) {
+      if (static_cast<int64_t>(targets.v[r]) == ignore) continue;
+      total += std::log(parts.v[2 * r]) - parts.v[2 * r + 1];
+      ++counted;
+    }
+    return Outputs{{counted ? total / static_cast<double>(counted) : 0.0}};
+  };
+}
+
+Reference cross_entropy_total_grad_ref(int64_t ignore) {
+  return [=](const std::vector<Tensor>& in, const std::vector<TensorType>&) {
+    const Tensor &g = in[0], &parts = in[1], &targets = in[2];
+    int64_t counted = 0;
+    for (double t : targets.v) counted += static_cast<int64_t>(t) != ignore;
+    std::vector<double> d(parts.v.size(), 0.0);
+    for (size_t r = 0; r < targets.v.size(); ++r) {
+      if (static_cast<int64_t>(targets.v[r]) == ignore) continue;
+      d[2 * r] = g.v[0] / static_cast<double>(counted) / parts.v[2 * r];
+      d[2 * r + 1] = -g.v[0] / static_cast<double>(counted);
+    }
+    return Outputs{d};
   };
 }
 
@@ -686,6 +761,20 @@ Outputs embedding_grad_ref(const std::vector<Tensor>& in, const std::vector<Tens
   for (size_t i = 0; i < ids.v.size(); ++i)
     for (int64_t j = 0; j < c; ++j) table[static_cast<int64_t>(ids.v[i]) * c + j] += g.v[i * c + j];
   return {table};
+}
+
+Reference embedding_share_grad_ref(int64_t offset) {
+  return [=](const std::vector<Tensor>& in, const std::vector<TensorType>& out) {
+    const Tensor &g = in[0], &ids = in[1];
+    const int64_t rows = out[0].shape[0], c = out[0].shape[1];
+    std::vector<double> table(static_cast<size_t>(out[0].numel()), 0.0);
+    for (size_t i = 0; i < ids.v.size(); ++i) {
+      const int64_t row = static_cast<int64_t>(ids.v[i]) - offset;
+      if (row >= 0 && row < rows)
+        for (int64_t j = 0; j < c; ++j) table[row * c + j] += g.v[i * c + j];
+    }
+    return Outputs{table};
+  };
 }
 
 Reference slice_grad_ref(int64_t axis, int64_t start) {
@@ -1099,6 +1188,11 @@ std::vector<OpCase> all_cases() {
   add(OpKind::embedding,
       {"i32 ids", {g.uniform({10, 4}), values(DType::i32, {2, 3}, {0, 9, 3, 3, 1, 9})}, {}, {}, embedding_ref});
   add(OpKind::embedding, {"i64 ids", {g.uniform({6, 3}), g.ints(DType::i64, {5}, 0, 5)}, {}, {}, embedding_ref});
+  add(OpKind::embedding, {"rows 4..8 of 12: ids below, inside, above",
+                          {g.uniform({4, 3}), values(DType::i32, {2, 3}, {0, 4, 7, 8, 11, 5})},
+                          {dim_attr("offset", 4), dim_attr("vocab", 12)},
+                          {},
+                          embedding_share_ref(4)});
 
   // Movement.
   // A reshape keeps the row-major order of the values.
@@ -1111,6 +1205,7 @@ std::vector<OpCase> all_cases() {
   // their operand on.
   add(OpKind::tp_copy, {"one rank", {g.uniform({3, 5})}, {}, {}, same_values});
   add(OpKind::tp_reduce, {"one rank", {g.uniform({2, 3, 4})}, {}, {}, same_values});
+  add(OpKind::tp_max, {"one rank", {g.uniform({4, 3})}, {}, {}, same_values});
   struct Tr {
     const char* name;
     Shape s;
@@ -1241,6 +1336,27 @@ std::vector<OpCase> all_cases() {
     for (size_t i = 0; i < in[0].v.size(); ++i) s += (in[0].v[i] - in[1].v[i]) * (in[0].v[i] - in[1].v[i]);
     return Outputs{{s / static_cast<double>(in[0].v.size())}};
   };
+  add(OpKind::cross_entropy_parts,
+      {"classes 5..10 of 15, targets inside, outside and ignored",
+       {g.uniform({2, 3, 5}, -4, 4), g.uniform({2, 3}, -1, 1), values(DType::i64, {2, 3}, {5, 9, 0, 14, -100, 7})},
+       {dim_attr("offset", 5), dim_attr("vocab", 15)},
+       {},
+       cross_entropy_parts_ref(5)});
+  add(OpKind::cross_entropy_parts, {"the whole vocabulary, i32",
+                                    {g.uniform({4, 7}, -4, 4), g.uniform({4}), values(DType::i32, {4}, {2, 6, 0, 2})},
+                                    {},
+                                    {},
+                                    cross_entropy_parts_ref(0)});
+  add(OpKind::cross_entropy_total, {"ignore_index 2",
+                                    {g.uniform({4, 2}, 0.5, 3), values(DType::i32, {4}, {2, 6, 0, 2})},
+                                    {dim_attr("ignore_index", 2)},
+                                    {},
+                                    cross_entropy_total_ref(2)});
+  add(OpKind::cross_entropy_total, {"every target ignored",
+                                    {g.uniform({2, 2}, 0.5, 3), values(DType::i64, {2}, {-100, -100})},
+                                    {},
+                                    {},
+                                    cross_entropy_total_ref(-100)});
   add(OpKind::mse_loss, {"3x5", {g.uniform({3, 5}), g.uniform({3, 5})}, {}, {}, mse_ref});
   add(OpKind::mse_loss, {"scalar", {g.uniform({}), g.uniform({})}, {}, {}, mse_ref});
 
@@ -1329,6 +1445,11 @@ std::vector<OpCase> all_cases() {
                                embedding_grad_ref});
   add(OpKind::embedding_grad,
       {"i64 ids", {g.uniform({5, 3}), g.ints(DType::i64, {5}, 0, 5)}, {dim_attr("rows", 6)}, {}, embedding_grad_ref});
+  add(OpKind::embedding_grad, {"rows 3..6 of 9, repeated ids inside",
+                               {g.uniform({2, 3, 4}), values(DType::i64, {2, 3}, {3, 0, 5, 5, 8, 6})},
+                               {dim_attr("rows", 3), dim_attr("offset", 3), dim_attr("vocab", 9)},
+                               {},
+                               embedding_share_grad_ref(3)});
 
   add(OpKind::slice_grad, {"middle axis",
                            {g.uniform({3, 3, 4})},
@@ -1436,6 +1557,22 @@ std::vector<OpCase> all_cases() {
                                    cross_entropy_grad_ref(-100)});
   add(OpKind::cross_entropy_grad,
       {"one row", {g.uniform({}), g.uniform({6}), values(DType::i64, {}, {5})}, {}, {}, cross_entropy_grad_ref(-100)});
+  add(OpKind::cross_entropy_parts_grad,
+      {"classes 5..10 of 15",
+       {g.uniform({2, 3, 2}), g.uniform({2, 3, 5}, -4, 4), g.uniform({2, 3}, -1, 1),
+        values(DType::i32, {2, 3}, {5, 9, 0, 14, -100, 7})},
+       {dim_attr("offset", 5), dim_attr("vocab", 15)},
+       {},
+       cross_entropy_parts_grad_ref(5)});
+  add(OpKind::cross_entropy_total_grad,
+      {"ignore_index 2",
+       {g.uniform({}), g.uniform({4, 2}, 0.5, 3), values(DType::i64, {4}, {2, 6, 0, 2})},
+       {dim_attr("ignore_index", 2)},
+       {},
+       cross_entropy_total_grad_ref(2)});
+  add(OpKind::cross_entropy_total_grad,
+      {"every target ignored", {g.uniform({}), g.uniform({2, 2}, 0.5, 3), values(DType::i32, {2}, {-100, -100})}, {},
+       {}, cross_entropy_total_grad_ref(-100)});
   return cs;
 }
 

@@ -227,6 +227,53 @@ graph @g(%ids: i32[3]) -> f32[3,2] {
   }
 }
 
+// A table or logits that hold a rank's share of a vocabulary check ids
+// against the whole vocabulary: 5 is another rank's id, 6 none at all.
+TEST(CudaExecutor, AnIdOutsideTheVocabularyNamesTheVocabulary) {
+  PF_REQUIRE_CUDA();
+  CudaDevice device(0, 1);
+  auto expect_error = [](Executor& ex, const std::string& message, const std::string& op) {
+    ex.run();
+    try {
+      ex.finish();
+      FAIL() << "expected an error";
+    } catch (const Error& e) {
+      EXPECT_NE(e.message().find(message), std::string::npos) << e.message();
+      EXPECT_NE(e.message().find(op), std::string::npos) << e.message();
+    }
+  };
+  const std::vector<int32_t> ids = {5, 6, 2};
+  DeviceBuffer ib = upload(ids);
+  {
+    Module m = verified_module(R"(
+graph @g(%ids: i32[3]) -> f32[3,2] {
+  %table = param init=zeros : f32[2,2]
+  %e = embedding %table, %ids offset=2 vocab=6 : f32[3,2]
+  return %e
+}
+)");
+    Executor ex(m.graph(), m.binding(), device, 0);
+    DeviceBuffer tb = upload(std::vector<float>(4, 1.f));
+    ex.bind_param("table", tb.get());
+    ex.bind_input(0, ib.get());
+    expect_error(ex, "embedding: index 6 at position 1 is out of range [0, 6)", "%e = embedding");
+  }
+  {
+    Module m = verified_module(R"(
+graph @g(%logits: f32[3,2], %max: f32[3], %targets: i32[3]) -> f32[3,2] {
+  %p = cross_entropy_parts %logits, %max, %targets offset=2 vocab=6 : f32[3,2]
+  return %p
+}
+)");
+    Executor ex(m.graph(), m.binding(), device, 0);
+    DeviceBuffer lb = upload(std::vector<float>(6, 0.5f)), mb = upload(std::vector<float>(3, 1.f));
+    ex.bind_input(0, lb.get());
+    ex.bind_input(1, mb.get());
+    ex.bind_input(2, ib.get());
+    expect_error(ex, "cross_entropy_parts: target 6 at position 1 is out of range [0, 6)", "%p = cross_entropy_parts");
+  }
+}
+
 TEST(CudaDevice, ADeviceThatDoesNotExistIsAClearError) {
   // Runs with or without a GPU: the ordinal one past the last device.
   const int count = device_count();

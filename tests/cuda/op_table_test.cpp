@@ -67,6 +67,9 @@ class Gen {
   std::mt19937_64 rng_;
 };
 
+// Chosen values (ids, targets) where drawn ones would miss the edges.
+Tensor listed(DType dt, Shape s, std::vector<double> v) { return {{dt, std::move(s)}, std::move(v)}; }
+
 OpAttrs::Entry entry(std::string_view name, AttrKind kind) {
   OpAttrs::Entry e;
   e.name = name;
@@ -142,9 +145,14 @@ std::vector<Case> all_cases() {
   c.push_back({OpKind::rmsnorm, "rows", {g.uniform({4, 96}), g.uniform({96})}, {real("eps", 1e-6)}});
   c.push_back({OpKind::embedding, "i32_ids", {g.uniform({10, 6}), g.ints(DType::i32, {2, 3}, 0, 9)}});
   c.push_back({OpKind::embedding, "i64_ids", {g.uniform({10, 6}), g.ints(DType::i64, {4}, 0, 9)}});
+  // A rank's share of a vocabulary of 12, rows 3..7: ids below, inside
+  // (both ends) and above it; those of other ranks gather zeros.
+  const Tensor share_ids = listed(DType::i64, {2, 4}, {0, 3, 6, 7, 11, 4, 5, 2});
+  c.push_back({OpKind::embedding, "vocab_share", {g.uniform({4, 6}), share_ids}, {dim("offset", 3), dim("vocab", 12)}});
   c.push_back({OpKind::reshape, "flat", {g.uniform({2, 6})}, {dims("shape", {3, 4})}});
   c.push_back({OpKind::tp_copy, "one rank", {g.uniform({2, 6})}});
   c.push_back({OpKind::tp_reduce, "one rank", {g.uniform({3, 5})}});
+  c.push_back({OpKind::tp_max, "one rank", {g.uniform({3, 5})}});
   c.push_back({OpKind::transpose, "rotate", {g.uniform({2, 3, 4})}, {dims("perm", {2, 0, 1})}});
   c.push_back({OpKind::transpose, "i64_swap", {g.ints(DType::i64, {3, 5}, -9, 9)}, {dims("perm", {1, 0})}});
   c.push_back({OpKind::slice, "middle", {g.uniform({2, 4, 3})}, {dim("axis", 1), dim("start", 1), dim("end", 3)}});
@@ -164,6 +172,60 @@ std::vector<Case> all_cases() {
   Tensor targets = g.ints(DType::i32, {4}, 0, 4);
   targets.v[2] = -100;
   c.push_back({OpKind::cross_entropy, "ignored_target", {g.uniform({4, 5}), targets}});
+  // A rank's classes 5..10 of a vocabulary of 15 (so rows of 5 logits): its
+  // targets, another rank's below and above, and ignored ones. The maximum
+  // is the group's: at least each row's own, and above it where another
+  // rank holds a larger logit.
+  const std::vector<OpAttrs::Entry> share = {dim("offset", 5), dim("vocab", 15)};
+  const Tensor share_targets = listed(DType::i64, {2, 3}, {5, 9, -100, 0, 14, 7});
+  auto group_max = [&](const Tensor& logits, double above) {
+    const int64_t v = logits.type.shape.back();
+    Shape rows(logits.type.shape.begin(), logits.type.shape.end() - 1);
+    Tensor m{{DType::f32, rows}, {}};
+    for (int64_t r = 0; r < logits.type.numel() / v; ++r)
+      m.v.push_back(static_cast<float>(*std::max_element(logits.v.begin() + r * v, logits.v.begin() + (r + 1) * v) +
+                                       (r % 2 ? above : 0)));
+    return m;
+  };
+  {
+    const Tensor logits = g.uniform({2, 3, 5});
+    c.push_back({OpKind::cross_entropy_parts, "vocab_share", {logits, group_max(logits, 0.75), share_targets}, share});
+    c.push_back({OpKind::cross_entropy_parts_grad, "vocab_share",
+                 {g.uniform({2, 3, 2}), logits, group_max(logits, 0.75), share_targets}, share});
+    // Rows longer than a block, the whole vocabulary on one rank, i32
+    // targets and another ignore_index.
+    Tensor long_targets = g.ints(DType::i32, {3}, 0, 699);
+    long_targets.v[1] = 3;
+    const Tensor long_logits = g.uniform({3, 700}, -5, 5);
+    c.push_back({OpKind::cross_entropy_parts, "long_rows", {long_logits, group_max(long_logits, 0), long_targets},
+                 {dim("ignore_index", 3)}});
+    c.push_back({OpKind::cross_entropy_parts_grad, "long_rows",
+                 {g.uniform({3, 2}), long_logits, group_max(long_logits, 0), long_targets}, {dim("ignore_index", 3)}});
+  }
+  // Parts as the group's sum leaves them: a sum of exponentials that holds
+  // the maximum's exp(0) = 1, and a target logit at most that maximum.
+  auto summed_parts = [&](const Shape& rows) {
+    const Tensor sums = g.uniform(rows, 1, 8), picks = g.uniform(rows, -3, 0);
+    Shape shape = rows;
+    shape.push_back(2);
+    Tensor p{{DType::f32, shape}, {}};
+    for (size_t r = 0; r < sums.v.size(); ++r) {
+      p.v.push_back(sums.v[r]);
+      p.v.push_back(picks.v[r]);
+    }
+    return p;
+  };
+  {
+    const Tensor parts = summed_parts({2, 3});
+    c.push_back({OpKind::cross_entropy_total, "ignored_target", {parts, share_targets}});
+    c.push_back({OpKind::cross_entropy_total_grad, "ignored_target", {g.uniform({}, 0.5, 2), parts, share_targets}});
+    // No row counts: a loss of 0 and no gradient.
+    const Tensor none = listed(DType::i32, {4}, {7, 7, 7, 7});
+    const Tensor none_parts = summed_parts({4});
+    c.push_back({OpKind::cross_entropy_total, "all_ignored", {none_parts, none}, {dim("ignore_index", 7)}});
+    c.push_back({OpKind::cross_entropy_total_grad, "all_ignored", {g.uniform({}, 0.5, 2), none_parts, none},
+                 {dim("ignore_index", 7)}});
+  }
   c.push_back({OpKind::mse_loss, "plain", {g.uniform({3, 4}), g.uniform({3, 4})}});
   c.push_back({OpKind::broadcast_to, "two_axes", {g.uniform({3, 1})}, {dims("shape", {2, 3, 4})}});
   c.push_back({OpKind::sum_to, "two_axes", {g.uniform({2, 3, 4})}, {dims("shape", {3, 1})}});
@@ -182,6 +244,10 @@ std::vector<Case> all_cases() {
   c.push_back({OpKind::rmsnorm_grad, "many_rows", {g.uniform({600, 24}), g.uniform({600, 24}), g.uniform({24})}});
   c.push_back({OpKind::embedding_grad, "repeated_ids", {g.uniform({2, 3, 6}), g.ints(DType::i32, {2, 3}, 0, 3)},
                {dim("rows", 10)}});
+  // Rows 4..7 of a vocabulary of 9, one named twice: ids of other ranks add nothing.
+  const Tensor grad_share_ids = listed(DType::i32, {2, 4}, {0, 4, 4, 6, 8, 3, 7, 5});
+  c.push_back({OpKind::embedding_grad, "vocab_share", {g.uniform({2, 4, 6}), grad_share_ids},
+               {dim("rows", 3), dim("offset", 4), dim("vocab", 9)}});
   c.push_back({OpKind::slice_grad, "middle", {g.uniform({2, 2, 3})}, {dim("axis", 1), dim("start", 1), dim("size", 4)}});
   {
     // y must be x's maximum for the ties to mean anything: computed here.
@@ -252,7 +318,8 @@ const std::set<OpKind> kBf16Ops = {
     OpKind::layernorm,      OpKind::rmsnorm,       OpKind::layernorm_grad, OpKind::rmsnorm_grad,
     OpKind::attention,      OpKind::attention_grad,
     OpKind::embedding,      OpKind::embedding_grad, OpKind::cross_entropy, OpKind::cross_entropy_grad,
-    OpKind::mse_loss};
+    OpKind::cross_entropy_parts, OpKind::cross_entropy_parts_grad, OpKind::cross_entropy_total,
+    OpKind::cross_entropy_total_grad, OpKind::mse_loss};
 
 // ---------------------------------------------------------------------------
 // Bytes.

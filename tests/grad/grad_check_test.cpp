@@ -98,6 +98,16 @@ std::map<OpKind, GradCase> cases() {
   m[OpKind::max_pool2d] = {"%x: f32[1,2,4,4]", "  %r = max_pool2d %x kernel=[2,2] stride=[1,2] padding=[1,0] : f32[1,2,5,2]\n", "f32[1,2,5,2]"};
   m[OpKind::avg_pool2d] = {"%x: f32[1,2,4,4]", "  %r = avg_pool2d %x kernel=[3,3] stride=[1,1] padding=[1,1] : f32[1,2,4,4]\n", "f32[1,2,4,4]"};
   m[OpKind::cross_entropy] = {"%l: f32[2,3,5], %t: i32[2,3]", "  %r = cross_entropy %l, %t ignore_index=4 : f32[]\n", "f32[]"};
+  // The parts only through the loss they add up to: the maximum steadies them and takes no gradient.
+  m[OpKind::cross_entropy_parts] = {"%l: f32[2,3,5], %t: i32[2,3]",
+                                    "  %m.local = reduce_max %l axes=[-1] : f32[2,3]\n"
+                                    "  %m = tp_max %m.local : f32[2,3]\n"
+                                    "  %p.partial = cross_entropy_parts %l, %m, %t ignore_index=4 : f32[2,3,2]\n"
+                                    "  %p = tp_reduce %p.partial : f32[2,3,2]\n"
+                                    "  %r = cross_entropy_total %p, %t ignore_index=4 : f32[]\n",
+                                    "f32[]"};
+  m[OpKind::cross_entropy_total] = {"%p: f32[2,3,2], %t: i32[2,3]",
+                                    "  %r = cross_entropy_total %p, %t ignore_index=4 : f32[]\n", "f32[]", true};
   m[OpKind::mse_loss] = {"%a: f32[2,3], %b: f32[2,3]", "  %r = mse_loss %a, %b : f32[]\n", "f32[]"};
   return m;
 }
@@ -258,10 +268,10 @@ TEST(GradRules, EveryDifferentiableOpHasACaseAndTheRestAreKnown) {
   }
   // Sources, parameters, calls (inlined first) and the backward ops.
   std::vector<std::string> expected = {
-      "param", "constant", "dim_value", "causal_mask", "call", "broadcast_to", "sum_to", "relu_grad", "gelu_grad",
+      "param", "constant", "dim_value", "causal_mask", "call", "tp_max", "broadcast_to", "sum_to", "relu_grad", "gelu_grad",
       "gelu_erf_grad", "softmax_grad", "log_softmax_grad", "layernorm_grad", "rmsnorm_grad", "attention_grad", "embedding_grad", "slice_grad",
       "reduce_max_grad", "conv2d_grad_input", "conv2d_grad_weight", "max_pool2d_grad", "avg_pool2d_grad",
-      "cross_entropy_grad"};
+      "cross_entropy_grad", "cross_entropy_parts_grad", "cross_entropy_total_grad"};
   EXPECT_EQ(without_rule, expected);
 }
 

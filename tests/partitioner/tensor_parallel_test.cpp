@@ -39,23 +39,27 @@ TEST(TensorParallel, SplitsAGptBlockLikeMegatron) {
   // the heads in place, its output and lse), the MLP's inner width.
   for (const char* name : {"h.0.attn.c_attn.w", "h.0.attn.c_attn.b", "h.0.qkv", "h.0.q.flat", "h.0.q.heads",
                            "h.0.y.t", "h.0.y.heads.lse", "h.0.y", "h.0.mlp.c_fc.w", "h.0.mlp.c_fc.b", "h.0.act", "h.0.attn.c_proj.w",
-                           "h.0.mlp.c_proj.w"})
+                           "h.0.mlp.c_proj.w", "wte", "logits"})
     EXPECT_TRUE(sharded(name)) << name;
   // Whole on every GPU: norms, residual stream, row-parallel biases, the
-  // embeddings and the vocabulary projection.
+  // position table (a slice, not a lookup), the lookups and the loss.
   for (const char* name : {"h.0.ln_1.w", "h.0.a", "h.0.attn.mm", "h.0.attn.c_proj.b", "h.0.attn.out", "h.0.x1",
-                           "h.0.m", "h.0.mlp.out", "h", "wpe", "wte", "tok", "x", "xf", "logits"})
+                           "h.0.m", "h.0.mlp.out", "h", "wpe", "tok", "x", "xf", "loss"})
     EXPECT_FALSE(sharded(name)) << name;
 
-  // Megatron's two all-reduces of the (b, s, h) activation each way per block.
+  // Megatron's two all-reduces of the (b, s, h) activation each way per
+  // block; the token lookups summed over the ranks holding the table's rows;
+  // the vocabulary projection's input gradient summed in the backward; the
+  // loss's maximum and parts per position (b s = 8 rows: 1 + 2 each).
   const std::map<std::string, int> at = op_index(g);
   std::map<std::string, int64_t> forward, backward;
   for (const auto& [name, i] : at) {
     if (split.forward_reduced[i] > 0) forward[name] = split.forward_reduced[i];
     if (split.backward_reduced[i] > 0) backward[name] = split.backward_reduced[i];
   }
-  EXPECT_EQ(forward, (std::map<std::string, int64_t>{{"h.0.attn.mm", 64}, {"h.0.mlp.mm", 64}}));
-  EXPECT_EQ(backward, (std::map<std::string, int64_t>{{"h.0.qkv.mm", 64}, {"h.0.fc.mm", 64}}));
+  EXPECT_EQ(forward,
+            (std::map<std::string, int64_t>{{"h.0.attn.mm", 64}, {"h.0.mlp.mm", 64}, {"tok", 64}, {"loss", 24}}));
+  EXPECT_EQ(backward, (std::map<std::string, int64_t>{{"h.0.qkv.mm", 64}, {"h.0.fc.mm", 64}, {"logits", 64}}));
   EXPECT_TRUE(split.divided[at.at("h.0.y.t")]);
   EXPECT_FALSE(split.divided[at.at("h.0.a")]);  // a layer norm runs whole on each GPU
 }

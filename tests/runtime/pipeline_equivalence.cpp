@@ -19,7 +19,7 @@
 namespace pf::equivalence {
 
 const Model kMlp = {"examples/mlp.pf", {{"I", 6}, {"H", 8}, {"L", 6}, {"K", 5}}};
-const Model kGpt = {"examples/gpt.pf", {{"T", 4}, {"S", 4}, {"C", 8}, {"H", 2}, {"L", 6}, {"V", 13}}};
+const Model kGpt = {"examples/gpt.pf", {{"T", 4}, {"S", 4}, {"C", 8}, {"H", 2}, {"L", 6}, {"V", 14}}};
 const Model kTables = {"tests/runtime/models/tables.pf", {}};
 
 Module load(const Model& model) { return parse_module(read_source_file(std::string(PF_SOURCE_DIR) + "/" + model.file)); }
