@@ -22,11 +22,9 @@ model=(--bind L=4,C=256,H=8,T=128,S=128,V=256,B=16 -m 4)
 "$pf" compile "$here/examples/gpt.pf" "${model[@]}" --devices cpu:2 --tensor-parallel 2 -o "$work/tensor.json" > /dev/null
 "$pf" compile "$here/examples/gpt.pf" "${model[@]}" --devices cpu:2 -o "$work/pipeline.json" > /dev/null
 
-median_ms() {
-  "$pf" run "$work/$1.json" --steps 12 --text "$here/DESIGN.md" --seed 1 | grep '^step' | tail -n +3 |
-    awk '{for (i = 1; i <= NF; i++) if ($i == "ms") print $(i - 1)}' | sort -n |
-    awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'
-}
+# shellcheck source=bench/step_median.sh
+source "$here/bench/step_median.sh"
+median_ms() { median_step_ms "$pf" "$work/$1.json" "$here/DESIGN.md"; }
 
 echo "| round | 1 thread ms | 1 device x 2 threads ms | TP 2 x 1 thread ms | PP 2 (1F1B) ms | 2 threads / 1 | TP 2 / 1 | PP 2 / 1 |"
 echo "|---|---|---|---|---|---|---|---|"

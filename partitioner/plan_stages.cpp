@@ -72,6 +72,19 @@ std::map<std::string, std::vector<ShardLayout>> tied_layouts(const std::vector<S
   return layouts;
 }
 
+/// What the stage's split keeps whole and why, as PlanStage::kept_whole says it.
+std::vector<std::string> kept_whole_notes(Module module, const DimBinding& micro, int degree,
+                                          const std::vector<std::string>& whole_tied) {
+  verify_module(module, micro);
+  const Function& g = module.graph();
+  std::vector<std::string> notes;
+  for (const KeptWhole& k : tensor_parallel_layout(g, degree, -1, whole_tied).kept_whole) {
+    const Op& op = g.ops[static_cast<size_t>(k.op)];
+    notes.push_back(fmt::format("%{} = {}: {}", g.values[op.results[0]].name, op_name(op.kind), k.why));
+  }
+  return notes;
+}
+
 }  // namespace
 
 std::vector<std::string> whole_tied_params(const std::vector<StageModule>& stages,
@@ -83,8 +96,9 @@ std::vector<std::string> whole_tied_params(const std::vector<StageModule>& stage
   for (bool changed = true; changed;) {
     changed = false;
     for (const auto& [name, held] : tied_layouts(stages, holders, micro, degree, whole)) {
-      const bool alike = std::all_of(held.begin(), held.end(), [&](const ShardLayout& l) { return l == held[0]; });
-      if ((alike && held[0].sharded()) || std::find(whole.begin(), whole.end(), name) != whole.end()) continue;
+      const ShardLayout first = held.front();
+      const bool alike = std::all_of(held.begin(), held.end(), [&](const ShardLayout& l) { return l == first; });
+      if ((alike && first.sharded()) || std::find(whole.begin(), whole.end(), name) != whole.end()) continue;
       whole.push_back(name);
       changed = true;
     }
@@ -107,6 +121,7 @@ PlanStage plan_stage(StageModule stage, int index, int device, const DimBinding&
   }
   for (const std::string& n : stage.recv) ps.recv.push_back({n, g.type_of(g.find_value(n)), index - 1});
   for (const std::string& n : stage.send) ps.send.push_back({n, g.type_of(g.find_value(n)), index + 1});
+  if (tensor_parallel > 1) ps.kept_whole = kept_whole_notes(stage.module, micro, tensor_parallel, whole_tied);
   for (int r = 0; r < tensor_parallel && tensor_parallel > 1; ++r)
     ps.shards.push_back(compile_part(stage.module, stage, index, micro, holders, whole_tied, training, split,
                                      recompute, tensor_parallel, r));

@@ -15,8 +15,9 @@ int64_t divided_bytes(int64_t bytes, int degree) { return (bytes + degree - 1) /
 
 }  // namespace
 
-TensorParallelSplit tensor_parallel_split(const Function& graph, int degree, int whole_results) {
-  const TensorParallelLayout layout = tensor_parallel_layout(graph, degree, whole_results);
+TensorParallelSplit tensor_parallel_split(const Function& graph, int degree, int whole_results,
+                                          const std::vector<std::string>& whole_params) {
+  const TensorParallelLayout layout = tensor_parallel_layout(graph, degree, whole_results, whole_params);
   TensorParallelSplit split;
   const size_t ops = graph.ops.size();
   split.sharded.resize(graph.values.size());
@@ -63,13 +64,13 @@ double ring_all_reduce_s(double bytes, int ranks, const LinkSpec& link) {
 }
 
 TensorParallelSplit apply_tensor_parallel(CostGraph& cg, const Function& graph, const TensorParallel& tp,
-                                          int whole_results) {
+                                          int whole_results, const std::vector<std::string>& whole_params) {
   const int t = tp.degree;
   if (t == 1) return {};
   if (cg.nodes.size() != graph.ops.size())
     throw Error(fmt::format("tensor parallelism: the cost graph has {} nodes for {} ops", cg.nodes.size(),
                             graph.ops.size()));
-  const TensorParallelSplit split = tensor_parallel_split(graph, t, whole_results);
+  const TensorParallelSplit split = tensor_parallel_split(graph, t, whole_results, whole_params);
   const auto users = graph.users();
   for (size_t i = 0; i < graph.ops.size(); ++i) {
     const Op& op = graph.ops[i];

@@ -27,7 +27,9 @@ struct TensorParallel {
 /// block that is Megatron's two all-reduces of the (b, s, h) activation in
 /// the forward (after attention's and the MLP's output projections) and two
 /// in the backward (the gradients at the inputs of the QKV and first MLP
-/// projections). Embeddings and the vocabulary projection run whole.
+/// projections). A token table cut by vocabulary rows sums its lookups in
+/// the forward, and a loss over each GPU's classes exchanges 3 floats per
+/// position (the row's maximum, then its two parts).
 struct TensorParallelSplit {
   std::vector<bool> sharded;               // per value: each GPU holds 1/degree of it
   std::vector<bool> divided;               // per op: each GPU does 1/degree of its work
@@ -37,8 +39,9 @@ struct TensorParallelSplit {
 
 /// The split of `graph` (inlined and typed, one op per cost-graph node) over
 /// `degree` GPUs; its first `whole_results` results (all when negative) are
-/// whole (tensor_parallel_layout).
-TensorParallelSplit tensor_parallel_split(const Function& graph, int degree, int whole_results = -1);
+/// whole, and so are the parameters in `whole_params` (tensor_parallel_layout).
+TensorParallelSplit tensor_parallel_split(const Function& graph, int degree, int whole_results = -1,
+                                          const std::vector<std::string>& whole_params = {});
 
 /// The positions of `candidates` (cuts before op i, as CostGraph's; empty
 /// meaning 1..n-1) where no share crosses from one stage to the next: the
@@ -58,9 +61,10 @@ double ring_all_reduce_s(double bytes, int ranks, const LinkSpec& link);
 /// added to its forward or backward time. FLOPs are left whole (they are the
 /// model's). Tensors crossing a cut are whole: every GPU of the group holds
 /// the activation it receives. Degree 1 changes nothing. Returns the split
-/// it priced (tensor_parallel_split; empty for degree 1).
+/// it priced (tensor_parallel_split with `whole_results` and `whole_params`;
+/// empty for degree 1).
 TensorParallelSplit apply_tensor_parallel(CostGraph& cg, const Function& graph, const TensorParallel& tp,
-                                          int whole_results = -1);
+                                          int whole_results = -1, const std::vector<std::string>& whole_params = {});
 
 /// `cluster` seen as groups of `degree` devices: a node holds
 /// devices_per_node / degree of them (degree must divide it), and each link's

@@ -99,27 +99,31 @@ class Round {
     parent_.resize(g.ops.size());
     std::iota(parent_.begin(), parent_.end(), 0);
     failed_.assign(g.ops.size(), false);
+    why_.assign(g.ops.size(), std::string());
     for (const Op& op : g.ops)
       for (ValueId u : op.operands) ++uses_[u];
   }
 
   /// Splits the graph; returns the column-parallel products of the regions
-  /// that could not be split (none: the layout is final).
-  std::vector<int> run() {
+  /// that could not be split, and why (none: the layout is final).
+  std::vector<KeptWhole> run() {
     for (size_t i = 0; i < g_.ops.size(); ++i) visit(static_cast<int>(i));
     // A parameter cut for some readers must be cut for all of them.
     for (size_t v = 0; v < g_.values.size(); ++v)
-      if (layout_[v].sharded() && is_param(static_cast<ValueId>(v)) && requests_[v] != uses_[v]) fail(region_[v]);
+      if (layout_[v].sharded() && is_param(static_cast<ValueId>(v)) && requests_[v] != uses_[v])
+        fail(region_[v], fmt::format("%{} is also read whole", name(static_cast<ValueId>(v))));
     for (size_t k = 0; k < g_.returns.size(); ++k)
       if ((whole_results_ < 0 || static_cast<int>(k) < whole_results_) && layout_[g_.returns[k]].sharded())
-        fail(region_[g_.returns[k]]);
-    std::vector<int> undone;
-    for (size_t i = 0; i < g_.ops.size(); ++i)
-      if (starts_region(static_cast<int>(i)) && failed_[find(static_cast<int>(i))]) undone.push_back(static_cast<int>(i));
+        fail(region_[g_.returns[k]], fmt::format("its shares would reach the result %{}", name(g_.returns[k])));
+    std::vector<KeptWhole> undone;
+    for (size_t i = 0; i < g_.ops.size(); ++i) {
+      const int root = find(static_cast<int>(i));
+      if (starts_region(static_cast<int>(i)) && failed_[root]) undone.push_back({static_cast<int>(i), why_[root]});
+    }
     return undone;
   }
 
-  TensorParallelLayout layout() const { return {degree_, layout_, roles_}; }
+  TensorParallelLayout layout() const { return {degree_, layout_, roles_, uneven_}; }
 
  private:
   bool is_param(ValueId v) const {
@@ -127,6 +131,7 @@ class Round {
     return def >= 0 && g_.ops[def].kind == OpKind::param;
   }
   int rank(ValueId v) const { return g_.type_of(v).rank(); }
+  const std::string& name(ValueId v) const { return g_.values[v].name; }
   int64_t dim(ValueId v, int axis) const { return g_.type_of(v).shape.at(static_cast<size_t>(axis)); }
   bool sharded_value(ValueId v) const { return !is_param(v) && layout_[v].sharded(); }
   /// Whether `n` falls into `segments` blocks that each cut into the group's parts.
@@ -143,11 +148,16 @@ class Round {
     if (a != b) {
       parent_[b] = a;
       failed_[a] = failed_[a] || failed_[b];
+      if (why_[a].empty()) why_[a] = why_[b];
     }
     return a;
   }
-  void fail(int region) {
-    if (region >= 0) failed_[find(region)] = true;
+  /// Leaves `region` whole, for the first reason given.
+  void fail(int region, const std::string& why) {
+    if (region < 0) return;
+    region = find(region);
+    failed_[region] = true;
+    if (why_[region].empty()) why_[region] = why;
   }
 
   /// The ops a region grows from: column-parallel products, and lookups in
@@ -186,10 +196,13 @@ class Round {
     ShardLayout& have = layout_[q.param];
     const bool kept_whole = std::find(whole_params_.begin(), whole_params_.end(), g_.values[q.param].name) !=
                             whole_params_.end();
-    if (kept_whole || g_.ops[g_.values[q.param].def_op].attr("piece_of") != nullptr ||
-        (have.sharded() && have != q.layout)) {
-      fail(region);
-      fail(region_[q.param]);
+    const bool piece = g_.ops[g_.values[q.param].def_op].attr("piece_of") != nullptr;
+    if (kept_whole || piece || (have.sharded() && have != q.layout)) {
+      const std::string why = kept_whole ? fmt::format("%{} is tied to a stage that cuts it otherwise", name(q.param))
+                              : piece    ? fmt::format("%{} is split between stages already", name(q.param))
+                                         : fmt::format("%{} would be cut two ways", name(q.param));
+      fail(region, why);
+      fail(region_[q.param], why);
       return region;
     }
     region = unite(region, region_[q.param]);
@@ -215,7 +228,8 @@ class Round {
     std::vector<Request> requests;
     const std::optional<std::vector<ShardLayout>> results = follow(op, requests);
     for (const Request& q : requests) region = request(q, region);
-    if (!results) return fail(region);
+    if (!results) return fail(region, fmt::format("%{} = {} needs its operands whole", name(op.results[0]),
+                                                  op_name(op.kind)));
     roles_[i] = ShardRole::sharded;
     for (size_t k = 0; k < op.results.size(); ++k) {
       layout_[op.results[k]] = (*results)[k];
@@ -230,13 +244,24 @@ class Round {
     const ShardLayout in = is_param(x) ? ShardLayout{} : layout_[x];
     if (!in.sharded()) {
       const int64_t segments = segments_of(y);
-      if (!divides(dim(y, rank(y) - 1), segments)) return;  // stays whole
+      if (!divides(dim(y, rank(y) - 1), segments)) {
+        const int64_t columns = dim(y, rank(y) - 1);
+        uneven_.push_back(
+            {i, segments == 1
+                    ? fmt::format("its {} columns do not divide over {} ranks (pad them to a multiple of {})", columns,
+                                  degree_, degree_)
+                    : fmt::format("its {} columns in {} blocks do not divide over {} ranks (pad each block to a "
+                                  "multiple of {})",
+                                  columns, segments, degree_, degree_)});
+        return;
+      }
       roles_[i] = ShardRole::column;
       layout_[y] = {rank(y) - 1, segments};
       region_[y] = request({w, {transposed ? 0 : 1, segments}}, i);
       return;
     }
-    if (in.axis != rank(x) - 1) return fail(region_[x]);
+    if (in.axis != rank(x) - 1)
+      return fail(region_[x], fmt::format("%{} is read by a product along an axis it does not contract", name(x)));
     roles_[i] = ShardRole::row;
     request({w, {transposed ? 1 : 0, in.segments}}, region_[x]);
   }
@@ -249,7 +274,13 @@ class Round {
   void lookup(int i) {
     const Op& op = g_.ops[i];
     const ValueId table = op.operands[0];
-    if (!is_param(table) || !divides(dim(table, 0), 1)) return;
+    if (!is_param(table)) return;
+    if (!divides(dim(table, 0), 1)) {
+      uneven_.push_back({i, fmt::format("the {} rows of %{} do not divide over {} ranks (pad the vocabulary to a "
+                                        "multiple of {})",
+                                        dim(table, 0), name(table), degree_, degree_)});
+      return;
+    }
     roles_[i] = ShardRole::row;
     request({table, {0, 1}}, i);
   }
@@ -409,6 +440,8 @@ class Round {
   std::vector<ShardRole> roles_;
   mutable std::vector<int> parent_;  // regions: union-find over the column products
   std::vector<bool> failed_;
+  std::vector<std::string> why_;     // per region: why it stays whole
+  std::vector<KeptWhole> uneven_;    // products whose shape does not divide
 };
 
 }  // namespace
@@ -417,13 +450,21 @@ TensorParallelLayout tensor_parallel_layout(const Function& graph, int degree, i
                                             const std::vector<std::string>& whole_params) {
   if (degree <= 1)
     return {1, std::vector<ShardLayout>(graph.values.size()),
-            std::vector<ShardRole>(graph.ops.size(), ShardRole::whole)};
+            std::vector<ShardRole>(graph.ops.size(), ShardRole::whole), {}};
   std::vector<bool> whole_products(graph.ops.size(), false);
+  std::vector<KeptWhole> kept;
   for (;;) {
     Round round(graph, degree, whole_results, whole_params, whole_products);
-    const std::vector<int> undone = round.run();
-    if (undone.empty()) return round.layout();
-    for (int i : undone) whole_products[static_cast<size_t>(i)] = true;
+    const std::vector<KeptWhole> undone = round.run();
+    if (undone.empty()) {
+      TensorParallelLayout layout = round.layout();
+      layout.kept_whole.insert(layout.kept_whole.end(), kept.begin(), kept.end());
+      std::sort(layout.kept_whole.begin(), layout.kept_whole.end(),
+                [](const KeptWhole& a, const KeptWhole& b) { return a.op < b.op; });
+      return layout;
+    }
+    for (const KeptWhole& k : undone) whole_products[static_cast<size_t>(k.op)] = true;
+    kept.insert(kept.end(), undone.begin(), undone.end());
   }
 }
 

@@ -32,10 +32,18 @@ enum class ShardRole : uint8_t {
   sharded,  // runs on every rank's shares
 };
 
+/// A product (or a table lookup) that the split could have cut but keeps
+/// whole on every rank, and why: what a user reads to see what stops it.
+struct KeptWhole {
+  int op;
+  std::string why;  // e.g. "its 50257 columns do not divide over 2 ranks"
+};
+
 struct TensorParallelLayout {
   int degree = 1;
   std::vector<ShardLayout> values;  // per value
   std::vector<ShardRole> ops;       // per op
+  std::vector<KeptWhole> kept_whole;  // in op order
 };
 
 /// The split of `graph` (inlined, shapes in numbers) over `degree` ranks.

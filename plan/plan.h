@@ -92,6 +92,10 @@ struct PlanStage {
   /// group (T of them); the fields above stay the whole stage, which the
   /// simulator prices. Empty otherwise.
   std::vector<PlanShard> shards;
+  /// With shards: the products (and table lookups) that every rank of the
+  /// group runs whole although the split could cut them, each with why
+  /// ("%logits = matmul: its 50257 columns do not divide over 2 ranks").
+  std::vector<std::string> kept_whole;
 
   /// What the cost model predicts for one micro-batch on this stage.
   struct Prediction {

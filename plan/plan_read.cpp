@@ -130,7 +130,7 @@ class PlanReader {
     r_.expect_keys(
         j, where,
         {"index", "device", "layers", "predicted", "params", "inputs", "recv", "send", "program"},
-        {"gradients", "split", "shards"});
+        {"gradients", "split", "shards", "kept_whole"});
     constexpr int64_t kMaxInt = std::numeric_limits<int>::max();
     PlanStage s;
     s.index = static_cast<int>(r_.integer(j, where, "index", 0, kMaxInt));
@@ -161,6 +161,7 @@ class PlanReader {
     s.gradients = gradients_of(j, where);
     s.split = split_of(j, where);
     s.program = program(j, where, "program");
+    if (j.contains("kept_whole")) s.kept_whole = strings(j, where, "kept_whole");
     if (j.contains("shards")) {
       const Json& shards = r_.array(j, where, "shards");
       for (size_t i = 0; i < shards.size(); ++i) {

@@ -103,6 +103,7 @@ Json stage_json(const PlanStage& s) {
   if (pr.backward_weight_s > 0)
     j["predicted"]["backward_weight_s"] = finite(pr.backward_weight_s, where + "backward_weight_s");
   add_program(j, s.gradients, s.split, s.program);
+  if (!s.kept_whole.empty()) j["kept_whole"] = s.kept_whole;
   if (!s.shards.empty()) {
     Json shards = Json::array();
     for (const PlanShard& part : s.shards) {

@@ -298,10 +298,6 @@ void check_executable(const Plan& plan) {
                               "pipeforge runs tensor parallelism on cpu devices only; compile it for cpu devices or "
                               "without --tensor-parallel",
                               t, d.name));
-  if (plan.shard_optimizer)
-    throw Error("this plan shards the optimizer state over data-parallel replicas and splits its stages over "
-                "tensor-parallel groups, which this pipeforge does not combine; compile it without one of "
-                "--shard-optimizer and --tensor-parallel");
 }
 
 std::unique_ptr<Pipeline> Pipeline::from_plan(const Plan& plan, std::vector<Module> programs,

@@ -244,11 +244,14 @@ class Pipeline {
   std::vector<std::unique_ptr<RankWorker>> workers_;  // per local rank
   int ranks_ = 0;  // in the plan
   bool shard_optimizer_ = false;  // the plan's, with more than one replica
-  /// The rank running stage `stage`'s copy in `replica`, and the copy when it runs here.
-  int copy_rank(int stage, int replica) const;
-  PipelineStage* copy_here(int stage, int replica) const;
-  /// Stage `stage`'s whole optimizer state, from every replica's share, into `shard`.
-  void add_whole_state(int stage, SafeTensors& shard) const;
+  /// The rank running stage `stage`'s copy in `replica` at `place` of its
+  /// tensor-parallel group, and the copy when it runs here.
+  int copy_rank(int stage, int replica, int place) const;
+  PipelineStage* copy_here(int stage, int replica, int place) const;
+  /// Stage `stage`'s optimizer state at `place`, from every replica's share,
+  /// into `shard`: all of it at place 0, its blocks of the split parameters
+  /// at the others (as the places write their parameters).
+  void add_whole_state(int stage, int place, SafeTensors& shard) const;
   std::optional<LrSchedule> lr_;
   std::optional<std::string> stuck_;  // set when a worker was given up on: why
 };

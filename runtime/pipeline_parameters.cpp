@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstring>
 #include <map>
+#include <set>
 
 #include "ir/diagnostic.h"
 #include "runtime/optimizer_shard.h"
@@ -112,12 +113,12 @@ void Pipeline::save_grads(SafeTensors& file) const { save_parameters(local_stage
 
 void Pipeline::save_values(SafeTensors& file) const { save_parameters(local_stages(), false, file); }
 
-int Pipeline::copy_rank(int stage, int replica) const {
-  return replica * tensor_ * schedule_.devices + schedule_.device_of(stage);
+int Pipeline::copy_rank(int stage, int replica, int place) const {
+  return (replica * tensor_ + place) * schedule_.devices + schedule_.device_of(stage);
 }
 
-PipelineStage* Pipeline::copy_here(int stage, int replica) const {
-  return stages_[static_cast<size_t>(replica * tensor_ * stages() + stage)].get();
+PipelineStage* Pipeline::copy_here(int stage, int replica, int place) const {
+  return stages_[static_cast<size_t>((replica * tensor_ + place) * stages() + stage)].get();
 }
 
 namespace {
@@ -130,13 +131,17 @@ std::vector<float> packed_state(Optimizer& optimizer) {
   return out;
 }
 
-int64_t state_tag(int stage, int replica) { return kGatherStateTag + int64_t{stage} * 65536 + replica; }
+/// The message of one copy's share (copy q = replica * T + place).
+int64_t state_tag(int stage, int copy) { return kGatherStateTag + int64_t{stage} * 65536 + copy; }
 
 }  // namespace
 
-void Pipeline::add_whole_state(int stage, SafeTensors& shard) const {
-  PipelineStage& writer = *copy_here(stage, 0);
+void Pipeline::add_whole_state(int stage, int place, SafeTensors& shard) const {
+  PipelineStage& writer = *copy_here(stage, 0, place);
   const std::vector<Param> params = writer.params.optimizer_params();
+  std::set<std::string> blocks;  // the parameters split over the group: each place writes its own
+  for (const ParameterSet::Entry& e : writer.params.entries())
+    if (e.piece) blocks.insert(e.name);
   const std::vector<std::string>& slots = writer.optimizer->slot_names();
   std::vector<std::vector<float>> whole;  // [param * slots + slot]
   for (const Param& p : params)
@@ -147,12 +152,13 @@ void Pipeline::add_whole_state(int stage, SafeTensors& shard) const {
     for (const ShardPiece& piece : pieces)
       if (piece.replica == r) floats += piece.count * static_cast<int64_t>(slots.size());
     std::vector<float> packed;
-    if (PipelineStage* copy = copy_here(stage, r)) {
+    if (PipelineStage* copy = copy_here(stage, r, place)) {
       packed = packed_state(*copy->optimizer);
     } else {
       packed.resize(static_cast<size_t>(floats));
       const int64_t bytes = floats * static_cast<int64_t>(sizeof(float));
-      const int h = options_.comm->post({copy_rank(stage, r), state_tag(stage, r), packed.data(), bytes,
+      const int h = options_.comm->post({copy_rank(stage, r, place), state_tag(stage, r * tensor_ + place),
+                                         packed.data(), bytes,
                                          fmt::format("stage {} waits for replica {}'s share of its optimizer state",
                                                      stage, r)});
       const Received got = options_.comm->wait(h);
@@ -169,9 +175,10 @@ void Pipeline::add_whole_state(int stage, SafeTensors& shard) const {
     }
   }
   for (size_t p = 0; p < params.size(); ++p)
-    for (size_t k = 0; k < slots.size(); ++k)
-      shard.add(params[p].name + "." + slots[k], TensorType{DType::f32, params[p].shape},
-                whole[p * slots.size() + k].data());
+    if (place == 0 || blocks.count(params[p].name))
+      for (size_t k = 0; k < slots.size(); ++k)
+        shard.add(params[p].name + "." + slots[k], TensorType{DType::f32, params[p].shape},
+                  whole[p * slots.size() + k].data());
 }
 
 std::vector<std::pair<int, SafeTensors>> Pipeline::checkpoint_shards() const {
@@ -180,9 +187,10 @@ std::vector<std::pair<int, SafeTensors>> Pipeline::checkpoint_shards() const {
   std::vector<std::vector<float>> sent;
   if (shard_optimizer_)
     for (PipelineStage* s : local_stages()) {
-      if (s->replica == 0 || copy_here(s->index, 0)) continue;
+      if (s->replica == 0 || copy_here(s->index, 0, s->shard)) continue;
       std::vector<float>& packed = sent.emplace_back(packed_state(*s->optimizer));
-      options_.comm->send(copy_rank(s->index, 0), state_tag(s->index, s->replica), packed.data(),
+      options_.comm->send(copy_rank(s->index, 0, s->shard), state_tag(s->index, s->replica * tensor_ + s->shard),
+                          packed.data(),
                           static_cast<int64_t>(packed.size() * sizeof(float)));
     }
   std::vector<std::pair<int, SafeTensors>> out;
@@ -207,7 +215,7 @@ std::vector<std::pair<int, SafeTensors>> Pipeline::checkpoint_shards() const {
     // A state buffer named like a parameter ("w.exp_avg" beside a parameter
     // "w.exp_avg") makes add() throw: the checkpoint would be ambiguous.
     if (shard_optimizer_)
-      add_whole_state(s->index, shard);
+      add_whole_state(s->index, s->shard, shard);
     else
       for (const StateBuffer& b : s->optimizer->state())
         if (whole_too || of_a_block(b.name)) shard.add(b.name, b.type, b.data);

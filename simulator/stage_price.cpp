@@ -137,7 +137,13 @@ StagePrice share_per_gpu(StagePrice price, const Module& program, const PlanStag
   tp.link = share.tensor_link;
   tp.element_bytes = share.activation_bytes > 0 ? share.activation_bytes : 4;
   // The stash its forward returns stays with the stage: it may be shares.
-  apply_tensor_parallel(after, graph, tp, stage.gradients ? stage.gradients->original_results : -1);
+  // A tied weight the plan keeps whole (its holders would cut it apart) is
+  // priced whole, as its ranks hold it.
+  std::vector<std::string> whole_tied;
+  if (!stage.shards.empty())
+    for (const PlanParam& p : stage.shards.front().params)
+      if (!p.shared_with.empty() && !p.piece) whole_tied.push_back(p.name);
+  apply_tensor_parallel(after, graph, tp, stage.gradients ? stage.gradients->original_results : -1, whole_tied);
   double fwd[2] = {0, 0}, bwd[2] = {0, 0}, stash[2] = {0, 0}, params[2] = {0, 0};
   for (size_t k = 0; k < 2; ++k)
     for (const CostNode& node : (k == 0 ? before : after).nodes) {

@@ -72,6 +72,15 @@ std::string render_plan_text(const Plan& plan) {
     out += fmt::format("each of a device's {} tensor-parallel ranks holds a block of {} of the {} parameters "
                        "({:.1f}% of the elements) and the other {} whole\n",
                        plan.tensor_parallel, split_count, params.size(), share, params.size() - split_count);
+    // "%logits = matmul: why" -> "stage 1 runs %logits = matmul whole on every rank: why".
+    for (const PlanStage& s : plan.stages)
+      for (const std::string& note : s.kept_whole) {
+        const size_t colon = note.find(": ");
+        out += colon == std::string::npos
+                   ? fmt::format("  stage {} runs {} whole on every rank\n", s.index, note)
+                   : fmt::format("  stage {} runs {} whole on every rank: {}\n", s.index, note.substr(0, colon),
+                                 note.substr(colon + 2));
+      }
   }
   // Recomputation: what each stage's backward computes again instead of stashing.
   std::vector<std::string> recomputed;

@@ -124,6 +124,16 @@ TEST_P(Equivalence, ShardedOptimizerMatchesOneDevice) {
         EXPECT_EQ(state, param_bytes) << "momentum: one copy of every stage's parameters in all";
         EXPECT_LT(largest_share, param_bytes / replicas + 64 * devices * virt) << "no replica holds more than its share";
       }
+  // Each place of the tensor-parallel groups shares its own parameters' state
+  // (its blocks and the whole ones) over its replicas.
+  for (ScheduleKind kind : {ScheduleKind::one_f_one_b, ScheduleKind::zb_h1})
+    for (int devices : {1, 2}) {
+      Placement setup;
+      setup.replicas = 2;
+      setup.tensor = 2;
+      setup.shard_optimizer = true;
+      expect_same(ref, model, kind, devices, 4, 1, setup);
+    }
 }
 
 // Layers computed again in the backward instead of stashed, whole or
