@@ -27,12 +27,12 @@ done
 source "$here/bench/step_median.sh"
 median_ms() { median_step_ms "$pf" "$work/$1.json" "$here/DESIGN.md"; }
 
-echo "| round | V | vocabulary on the group | 1 thread ms | TP 2 x 1 thread ms | TP 2 / 1 |"
+echo "| round | V | classes per rank | 1 thread ms | TP 2 x 1 thread ms | TP 2 / 1 |"
 echo "|---|---|---|---|---|---|"
 for r in $(seq 1 "$rounds"); do
   for v in 8191 8192; do
     one=$(median_ms "one_$v"); tp=$(median_ms "tp_$v")
-    how=$([ "$v" = 8192 ] && echo "split by rows and classes" || echo "whole on each rank")
+    how=$([ "$v" = 8192 ] && echo "4096 + 4096" || echo "4095 + 4096")
     awk -v r="$r" -v v="$v" -v h="$how" -v a="$one" -v b="$tp" \
       'BEGIN {printf "| %d | %d | %s | %.1f | %.1f | %.2f |\n", r, v, h, a, b, b / a}'
   done

@@ -37,9 +37,10 @@ void cut_parameter(Function& g, Op& param, const ShardLayout& layout, int degree
   Value& value = g.values[param.results[0]];
   TensorType type = *value.type;
   const int64_t whole = type.shape.at(static_cast<size_t>(layout.axis));
-  const int64_t part = whole / (layout.segments * degree);
-  set_param_piece(param, {value.name, rank * part, (rank + 1) * part, whole, layout.axis, layout.segments});
-  type.shape[static_cast<size_t>(layout.axis)] = whole / degree;
+  const int64_t block = whole / layout.segments;  // several blocks cut evenly; one may not
+  const int64_t begin = part_begin(block, degree, rank), end = part_begin(block, degree, rank + 1);
+  set_param_piece(param, {value.name, begin, end, whole, layout.axis, layout.segments});
+  type.shape[static_cast<size_t>(layout.axis)] = (end - begin) * layout.segments;
   param.declared = {SymType::from(type)};
   value.name = fresh_name(fmt::format("{}.tp{}", value.name, rank));
 }
@@ -89,7 +90,7 @@ void cross_entropy_over_classes(Function& g, const Op& loss, int degree, int ran
   ops.back().set_attr("axes", Attr::of_dims({DimExpr(-1)}));
   const ValueId max = emit(OpKind::tp_max, {local}, name + ".max");
   const ValueId partial = emit(OpKind::cross_entropy_parts, {logits, max, targets}, name + ".parts.partial");
-  ops.back().set_attr("offset", Attr::of_dim(DimExpr(rank * classes / degree)));
+  ops.back().set_attr("offset", Attr::of_dim(DimExpr(part_begin(classes, degree, rank))));
   ops.back().set_attr("vocab", Attr::of_dim(DimExpr(classes)));
   if (const Attr* ignore = loss.attr("ignore_index")) ops.back().set_attr("ignore_index", *ignore);
   const ValueId parts = emit(OpKind::tp_reduce, {partial}, name + ".parts");
@@ -120,7 +121,7 @@ void shard(Function& g, const TensorParallelLayout& split, int rank) {
         if (op.kind == OpKind::embedding) {
           // The rank's rows of the table: the ids it holds, zeros for the rest.
           const int64_t rows = g.type_of(op.operands[0]).shape[0];
-          op.set_attr("offset", Attr::of_dim(DimExpr(rank * (rows / split.degree))));
+          op.set_attr("offset", Attr::of_dim(DimExpr(part_begin(rows, split.degree, rank))));
           op.set_attr("vocab", Attr::of_dim(DimExpr(rows)));
         }
         // The partial product takes a new name; the sum keeps the product's.

@@ -125,6 +125,13 @@ class Round {
 
   TensorParallelLayout layout() const { return {degree_, layout_, roles_, uneven_}; }
 
+  /// Per op: whether a region grows from it in this round.
+  std::vector<bool> starters() const {
+    std::vector<bool> out(g_.ops.size());
+    for (size_t i = 0; i < g_.ops.size(); ++i) out[i] = starts_region(static_cast<int>(i));
+    return out;
+  }
+
  private:
   bool is_param(ValueId v) const {
     const int def = g_.values[v].def_op;
@@ -136,6 +143,11 @@ class Round {
   bool sharded_value(ValueId v) const { return !is_param(v) && layout_[v].sharded(); }
   /// Whether `n` falls into `segments` blocks that each cut into the group's parts.
   bool divides(int64_t n, int64_t segments) const { return n % (segments * degree_) == 0; }
+  /// Whether a product's `n` columns (or a table's rows) in `segments` blocks
+  /// can be cut over the group: one block cuts into parts of sizes that
+  /// differ by one at most (a vocabulary of 50257 over 2 ranks), several
+  /// blocks must divide evenly (each rank's heads of q, k and v).
+  bool cuts(int64_t n, int64_t segments) const { return segments == 1 ? n >= degree_ : divides(n, segments); }
 
   int find(int i) const {
     while (parent_[i] != i) i = parent_[i] = parent_[parent_[i]];
@@ -228,8 +240,12 @@ class Round {
     std::vector<Request> requests;
     const std::optional<std::vector<ShardLayout>> results = follow(op, requests);
     for (const Request& q : requests) region = request(q, region);
-    if (!results) return fail(region, fmt::format("%{} = {} needs its operands whole", name(op.results[0]),
-                                                  op_name(op.kind)));
+    if (!results)
+      return fail(region, op.kind == OpKind::reshape
+                              ? fmt::format("%{} = reshape cannot keep the shares: its axes do not divide over {} ranks",
+                                            name(op.results[0]), degree_)
+                              : fmt::format("%{} = {} needs its operands whole", name(op.results[0]),
+                                            op_name(op.kind)));
     roles_[i] = ShardRole::sharded;
     for (size_t k = 0; k < op.results.size(); ++k) {
       layout_[op.results[k]] = (*results)[k];
@@ -244,12 +260,11 @@ class Round {
     const ShardLayout in = is_param(x) ? ShardLayout{} : layout_[x];
     if (!in.sharded()) {
       const int64_t segments = segments_of(y);
-      if (!divides(dim(y, rank(y) - 1), segments)) {
+      if (!cuts(dim(y, rank(y) - 1), segments)) {
         const int64_t columns = dim(y, rank(y) - 1);
         uneven_.push_back(
             {i, segments == 1
-                    ? fmt::format("its {} columns do not divide over {} ranks (pad them to a multiple of {})", columns,
-                                  degree_, degree_)
+                    ? fmt::format("its {} columns are fewer than the {} ranks", columns, degree_)
                     : fmt::format("its {} columns in {} blocks do not divide over {} ranks (pad each block to a "
                                   "multiple of {})",
                                   columns, segments, degree_, degree_)});
@@ -275,10 +290,9 @@ class Round {
     const Op& op = g_.ops[i];
     const ValueId table = op.operands[0];
     if (!is_param(table)) return;
-    if (!divides(dim(table, 0), 1)) {
-      uneven_.push_back({i, fmt::format("the {} rows of %{} do not divide over {} ranks (pad the vocabulary to a "
-                                        "multiple of {})",
-                                        dim(table, 0), name(table), degree_, degree_)});
+    if (!cuts(dim(table, 0), 1)) {
+      uneven_.push_back(
+          {i, fmt::format("the {} rows of %{} are fewer than the {} ranks", dim(table, 0), name(table), degree_)});
       return;
     }
     roles_[i] = ShardRole::row;
@@ -453,9 +467,14 @@ TensorParallelLayout tensor_parallel_layout(const Function& graph, int degree, i
             std::vector<ShardRole>(graph.ops.size(), ShardRole::whole), {}};
   std::vector<bool> whole_products(graph.ops.size(), false);
   std::vector<KeptWhole> kept;
+  // What a user expects split is what the first round cuts: a product that
+  // only turns column-parallel once another is left whole (an output
+  // projection whose input is now whole) is not worth a note.
+  std::vector<bool> expected;
   for (;;) {
     Round round(graph, degree, whole_results, whole_params, whole_products);
     const std::vector<KeptWhole> undone = round.run();
+    if (expected.empty()) expected = round.starters();
     if (undone.empty()) {
       TensorParallelLayout layout = round.layout();
       layout.kept_whole.insert(layout.kept_whole.end(), kept.begin(), kept.end());
@@ -463,8 +482,10 @@ TensorParallelLayout tensor_parallel_layout(const Function& graph, int degree, i
                 [](const KeptWhole& a, const KeptWhole& b) { return a.op < b.op; });
       return layout;
     }
-    for (const KeptWhole& k : undone) whole_products[static_cast<size_t>(k.op)] = true;
-    kept.insert(kept.end(), undone.begin(), undone.end());
+    for (const KeptWhole& k : undone) {
+      whole_products[static_cast<size_t>(k.op)] = true;
+      if (expected[static_cast<size_t>(k.op)]) kept.push_back(k);
+    }
   }
 }
 

@@ -16,7 +16,9 @@ namespace pf {
 /// `axis`: along it the value falls into `segments` equal blocks, each cut
 /// into `degree` parts, and rank r holds part r of every block. A fused q, k,
 /// v projection's output (3 blocks) so keeps each rank's heads of q, of k and
-/// of v. For a parameter, the block of the whole each rank declares.
+/// of v. One block may cut unevenly (part_begin: a vocabulary of 50257 over
+/// 2 ranks holds 25128 and 25129 classes); several cut evenly. For a
+/// parameter, the block of the whole each rank declares.
 struct ShardLayout {
   int axis = -1;
   int64_t segments = 1;
@@ -45,6 +47,12 @@ struct TensorParallelLayout {
   std::vector<ShardRole> ops;       // per op
   std::vector<KeptWhole> kept_whole;  // in op order
 };
+
+/// Where rank `rank`'s part of `n` elements begins when a group of `degree`
+/// cuts them: n * rank / degree, so that parts differ by one at most (and
+/// are n / degree each when that divides). Its part ends where rank + 1's
+/// begins.
+inline int64_t part_begin(int64_t n, int degree, int rank) { return n * rank / degree; }
 
 /// The split of `graph` (inlined, shapes in numbers) over `degree` ranks.
 /// Its first `whole_results` results (all when negative) leave it whole:
