@@ -187,10 +187,15 @@ TEST(TensorParallelPass, GptRanksComputeTheWholeModel) {
   }
 }
 
+// Hidden widths that divide (8) and that do not (7: 3 and 4 columns per
+// rank, the next product's rows cut alike); 5 classes as 2 and 3.
 TEST(TensorParallelPass, MlpRanksComputeTheWholeModel) {
-  DimBinding binding;
-  const Module m = prepared("mlp.pf", "B=4,I=6,H=8,L=2,K=5", binding);
-  expect_ranks_compute_the_whole(m, binding, 2, 5);
+  for (const int hidden : {8, 7}) {
+    SCOPED_TRACE(fmt::format("hidden width {}", hidden));
+    DimBinding binding;
+    const Module m = prepared("mlp.pf", fmt::format("B=4,I=6,H={},L=2,K=5", hidden), binding);
+    EXPECT_EQ(expect_ranks_compute_the_whole(m, binding, 2, 5).size(), 6u);
+  }
 }
 
 }  // namespace
