@@ -38,7 +38,7 @@ enum class ShardRole : uint8_t {
 /// whole on every rank, and why: what a user reads to see what stops it.
 struct KeptWhole {
   int op;
-  std::string why;  // e.g. "its 50257 columns do not divide over 2 ranks"
+  std::string why;  // e.g. "%w is tied to a stage that cuts it otherwise"
 };
 
 struct TensorParallelLayout {

@@ -94,7 +94,8 @@ struct PlanStage {
   std::vector<PlanShard> shards;
   /// With shards: the products (and table lookups) that every rank of the
   /// group runs whole although the split could cut them, each with why
-  /// ("%logits = matmul: its 50257 columns do not divide over 2 ranks").
+  /// ("%h.0.qkv.mm = matmul: %h.0.q.heads = reshape cannot keep the
+  /// shares: its axes do not divide over 2 ranks").
   std::vector<std::string> kept_whole;
 
   /// What the cost model predicts for one micro-batch on this stage.
