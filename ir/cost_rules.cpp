@@ -98,6 +98,12 @@ OpCost cost_embedding(Types in, Types out, const OpAttrs&) {
 OpCost cost_tp_copy(Types, Types, const OpAttrs&) { return {}; }
 OpCost cost_tp_reduce(Types in, Types out, const OpAttrs&) { return streaming(in, out, 1); }
 OpCost cost_tp_max(Types in, Types out, const OpAttrs&) { return streaming(in, out, 1); }
+// The sequence-parallel ops copy the part in or out of the whole; their
+// traffic is priced with tensor parallelism's (ring_all_reduce_s).
+OpCost cost_tp_reduce_scatter(Types in, Types out, const OpAttrs&) { return streaming(in, out, 1); }
+OpCost cost_tp_all_gather(Types in, Types out, const OpAttrs&) { return streaming(in, out, 1); }
+OpCost cost_tp_scatter(Types in, Types out, const OpAttrs&) { return streaming(in, out, 1); }
+OpCost cost_tp_gather(Types in, Types out, const OpAttrs&) { return streaming(in, out, 1); }
 
 // A reshape is a view: nothing moves.
 OpCost cost_reshape(Types, Types, const OpAttrs&) { return {}; }

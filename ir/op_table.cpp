@@ -17,6 +17,8 @@ constexpr bool req = true;
 constexpr bool opt = false;
 
 #define RULES(name) rules::shape_##name, rules::cost_##name
+// A rank's part of the tokens: along `axis`, `size` in all, cut over `ranks` ranks.
+#define TOKEN_SHARE_ATTRS {{"axis", K::dim, req}, {"size", K::dim, req}, {"rank", K::dim, req}, {"ranks", K::dim, req}}
 
 const std::array<OpInfo, kNumOps>& table() {
   static const std::array<OpInfo, kNumOps> rows = {{
@@ -64,6 +66,11 @@ const std::array<OpInfo, kNumOps>& table() {
       {OpKind::tp_copy, "tp_copy", 1, 1, {}, RULES(tp_copy), false, false},
       {OpKind::tp_reduce, "tp_reduce", 1, 1, {}, RULES(tp_reduce), false, false},
       {OpKind::tp_max, "tp_max", 1, 1, {}, RULES(tp_max), false, false},
+      {OpKind::tp_reduce_scatter, "tp_reduce_scatter", 1, 1, TOKEN_SHARE_ATTRS, RULES(tp_reduce_scatter), false,
+       false},
+      {OpKind::tp_all_gather, "tp_all_gather", 1, 1, TOKEN_SHARE_ATTRS, RULES(tp_all_gather), false, false},
+      {OpKind::tp_scatter, "tp_scatter", 1, 1, TOKEN_SHARE_ATTRS, RULES(tp_scatter), false, false},
+      {OpKind::tp_gather, "tp_gather", 1, 1, TOKEN_SHARE_ATTRS, RULES(tp_gather), false, false},
       {OpKind::reduce_sum, "reduce_sum", 1, 1, {{"axes", K::dims, req}, {"keepdims", K::boolean, opt}},
        RULES(reduce_sum)},
       {OpKind::reduce_mean, "reduce_mean", 1, 1, {{"axes", K::dims, req}, {"keepdims", K::boolean, opt}},

@@ -15,6 +15,12 @@
 
 namespace pf {
 
+/// Where rank `rank`'s part of `n` elements begins when a group of `degree`
+/// cuts them: n * rank / degree, so that parts differ by one at most (and
+/// are n / degree each when that divides). Its part ends where rank + 1's
+/// begins.
+inline int64_t part_begin(int64_t n, int64_t degree, int64_t rank) { return n * rank / degree; }
+
 /// Along `axis`, the whole's `whole_rows` indices fall into `segments` equal
 /// blocks (three where one product computes q, k and v side by side), and
 /// the piece holds indices [begin, end) of every block, blocks in order.

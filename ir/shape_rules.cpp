@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 
 #include "ir/diagnostic.h"
+#include "ir/param_piece.h"
 #include "ir/shape_rule_helpers.h"
 
 namespace pf::rules {
@@ -120,6 +121,38 @@ Types shape_cast(const ShapeContext& ctx) {
 Types shape_tp_copy(const ShapeContext& ctx) { return unary_float(ctx); }
 Types shape_tp_reduce(const ShapeContext& ctx) { return unary_float(ctx); }
 Types shape_tp_max(const ShapeContext& ctx) { return unary_float(ctx); }
+
+namespace {
+
+/// The sequence-parallel ops: `size` along `axis` in all, of which rank
+/// `rank` of `ranks` holds [part_begin(rank), part_begin(rank + 1)). The
+/// operand is the whole (`to_part`) or the rank's part, the result the other.
+Types token_share(const ShapeContext& ctx, bool to_part) {
+  const TensorType& x = ctx.operands[0];
+  require_float(x, "the operand");
+  const int64_t axis = normalize_axis(ctx.attrs.get_int("axis", 0), x.rank());
+  const int64_t size = ctx.attrs.get_int("size", 0), ranks = ctx.attrs.get_int("ranks", 1),
+                rank = ctx.attrs.get_int("rank", 0);
+  if (ranks < 1) fail(fmt::format("ranks must be at least 1, got {}", ranks));
+  if (rank < 0 || rank >= ranks) fail(fmt::format("rank {} is not one of {} ranks", rank, ranks));
+  if (size < ranks) fail(fmt::format("size {} leaves some of the {} ranks no part", size, ranks));
+  const int64_t part = part_begin(size, ranks, rank + 1) - part_begin(size, ranks, rank);
+  const int64_t in = to_part ? size : part;
+  if (x.shape[axis] != in)
+    fail(fmt::format("axis {} of {} must be {} ({} of size {}), got {}", axis, x.str(), in,
+                     to_part ? "the whole" : fmt::format("rank {}'s part of {} ranks", rank, ranks), size,
+                     x.shape[axis]));
+  Shape out = x.shape;
+  out[axis] = to_part ? part : size;
+  return one(x.dtype, out);
+}
+
+}  // namespace
+
+Types shape_tp_reduce_scatter(const ShapeContext& ctx) { return token_share(ctx, true); }
+Types shape_tp_all_gather(const ShapeContext& ctx) { return token_share(ctx, false); }
+Types shape_tp_scatter(const ShapeContext& ctx) { return token_share(ctx, true); }
+Types shape_tp_gather(const ShapeContext& ctx) { return token_share(ctx, false); }
 
 Types shape_softmax(const ShapeContext& ctx) { return softmax_like(ctx); }
 Types shape_log_softmax(const ShapeContext& ctx) { return softmax_like(ctx); }

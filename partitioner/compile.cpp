@@ -211,6 +211,7 @@ CompileResult compile_once(Module model, const DimBinding& binding, const std::s
   plan.schedule = options.schedule;
   plan.microbatches = layout.microbatches;
   plan.tensor_parallel = layout.tensor;
+  plan.sequence_parallel = options.sequence_parallel;
   plan.virtual_stages = options.virtual_stages;
   plan.dtype = dtype;
   plan.recompute = std::string(recompute_name(recompute_of(options)));
@@ -221,7 +222,7 @@ CompileResult compile_once(Module model, const DimBinding& binding, const std::s
   for (const StagePlan& cost : result.chosen.stages) device_of.push_back(cost.device);
   plan.stages = plan_stages(split_into_stages(model, result.chosen.cuts, unsplit), micro, device_of,
                             /*training=*/true, schedule_splits_backward(options.schedule), recompute_of(options),
-                            layout.tensor);
+                            layout.tensor, options.sequence_parallel);
   plan.ranks = replicated_ranks(plan.stages, devices, layout.data, layout.tensor);
   const std::vector<StageTime> times = stage_times(cg, result.chosen);
   // How a split backward divides between B and W, from the stages' own

@@ -17,6 +17,7 @@ struct CompileOptions {
   int microbatches = 8;            // 0: chosen by cost (micro-batches of 1, 2, 4 or 8 samples)
   int data_parallel = 1;           // replicas of the pipeline, each on its own devices and 1/D of the batch; 0: chosen
   int tensor_parallel = 1;         // ranks per pipeline device (GPUs of one node), splitting each layer
+  bool sequence_parallel = false;  // with tensor_parallel: norms and residuals on each rank's part of the tokens
   std::string schedule = "1f1b";   // gpipe | 1f1b | interleaved | zb1 | zbv | auto (the fastest predicted)
   int virtual_stages = 1;
   std::string precision = "fp32";

@@ -25,6 +25,8 @@ Hardware load_hardware(const CompileOptions& options) {
   hw.cluster = options.cluster.empty() ? default_cluster(hw.profile.kind) : load_cluster(options.cluster);
   const int t = options.tensor_parallel;
   if (t < 1) throw Error(fmt::format("--tensor-parallel must be at least 1, not {}", t));
+  if (options.sequence_parallel && t == 1)
+    throw Error("--sequence-parallel cuts the tokens over a tensor-parallel group; add --tensor-parallel 2 or more");
   if (t == 1) return hw;
   if (hw.cluster.devices_per_node % t != 0)
     throw Error(fmt::format("--tensor-parallel {} does not divide the {} devices of a node; a tensor-parallel group "
@@ -74,6 +76,7 @@ PricedModel price_model(Module model, const DimBinding& micro, const Hardware& h
   tp.degree = options.tensor_parallel;
   tp.link = hardware.cluster.intra;
   tp.element_bytes = dtype_size(compute);
+  tp.sequence = options.sequence_parallel;
   const TensorParallelSplit split = apply_tensor_parallel(cg, graph, tp);
   std::vector<int> inside = cut_candidates(graph, CutPoints::any);
   if (tp.degree > 1) {

@@ -25,7 +25,7 @@ namespace {
 PlanShard compile_part(Module module, const StageModule& stage, int index, const DimBinding& micro,
                        const std::map<std::string, std::vector<int>>& holders,
                        const std::vector<std::string>& whole_tied, bool training, bool split, Recompute recompute,
-                       int degree, int rank) {
+                       int degree, int rank, bool sequence_parallel) {
   PlanShard part;
   const AutodiffOptions ad = stage_autodiff_options(stage);
   PassContext ctx{micro, ad.wrt_inputs, ad.outputs};
@@ -33,6 +33,7 @@ PlanShard compile_part(Module module, const StageModule& stage, int index, const
   ctx.tensor_parallel = degree;
   ctx.tensor_parallel_rank = rank;
   ctx.tensor_parallel_whole = whole_tied;
+  ctx.sequence_parallel = sequence_parallel;
   if (degree > 1) run_passes(module, {"tensor-parallel"}, ctx);
   const Function& g = module.graph();
   for (const Op& op : g.ops) {
@@ -109,7 +110,7 @@ std::vector<std::string> whole_tied_params(const std::vector<StageModule>& stage
 PlanStage plan_stage(StageModule stage, int index, int device, const DimBinding& micro,
                      const std::map<std::string, std::vector<int>>& holders,
                      const std::vector<std::string>& whole_tied, bool training, bool split, Recompute recompute,
-                     int tensor_parallel) {
+                     int tensor_parallel, bool sequence_parallel) {
   PlanStage ps;
   ps.index = index;
   ps.device = device;
@@ -124,9 +125,9 @@ PlanStage plan_stage(StageModule stage, int index, int device, const DimBinding&
   if (tensor_parallel > 1) ps.kept_whole = kept_whole_notes(stage.module, micro, tensor_parallel, whole_tied);
   for (int r = 0; r < tensor_parallel && tensor_parallel > 1; ++r)
     ps.shards.push_back(compile_part(stage.module, stage, index, micro, holders, whole_tied, training, split,
-                                     recompute, tensor_parallel, r));
+                                     recompute, tensor_parallel, r, sequence_parallel));
   PlanShard whole =
-      compile_part(stage.module, stage, index, micro, holders, whole_tied, training, split, recompute, 1, 0);
+      compile_part(stage.module, stage, index, micro, holders, whole_tied, training, split, recompute, 1, 0, false);
   ps.program = std::move(whole.program);
   ps.params = std::move(whole.params);
   ps.gradients = std::move(whole.gradients);
@@ -136,7 +137,7 @@ PlanStage plan_stage(StageModule stage, int index, int device, const DimBinding&
 
 std::vector<PlanStage> plan_stages(std::vector<StageModule> stages, const DimBinding& micro,
                                    const std::vector<int>& device_of, bool training, bool split,
-                                   Recompute recompute, int tensor_parallel) {
+                                   Recompute recompute, int tensor_parallel, bool sequence_parallel) {
   std::map<std::string, std::vector<int>> holders;  // parameter -> stages
   for (size_t s = 0; s < stages.size(); ++s)
     for (const std::string& p : stages[s].params) holders[p].push_back(static_cast<int>(s));
@@ -144,14 +145,14 @@ std::vector<PlanStage> plan_stages(std::vector<StageModule> stages, const DimBin
   std::vector<PlanStage> out;
   for (size_t s = 0; s < stages.size(); ++s)
     out.push_back(plan_stage(std::move(stages[s]), static_cast<int>(s), device_of.at(s), micro, holders, whole_tied,
-                             training, split, recompute, tensor_parallel));
+                             training, split, recompute, tensor_parallel, sequence_parallel));
   return out;
 }
 
 Plan plan_for_cuts(const Module& model, const DimBinding& micro, const std::vector<int>& cuts,
                    const std::vector<std::string>& whole_inputs, const std::string& schedule, int microbatches,
                    int virtual_stages, DType dtype, Recompute recompute,
-                   int tensor_parallel) {
+                   int tensor_parallel, bool sequence_parallel) {
   const int stages = static_cast<int>(cuts.size()) + 1;
   if (virtual_stages < 1 || stages % virtual_stages != 0)
     throw Error(fmt::format("{} stages do not divide into {} virtual stages per device", stages, virtual_stages));
@@ -167,13 +168,14 @@ Plan plan_for_cuts(const Module& model, const DimBinding& micro, const std::vect
   plan.dtype = dtype;
   plan.recompute = std::string(recompute_name(recompute));
   plan.tensor_parallel = tensor_parallel;
+  plan.sequence_parallel = sequence_parallel;
   plan.loss_stage_output = graph.values[graph.returns.at(0)].name;
   std::vector<int> device_of;
   const std::optional<ScheduleKind> kind = parse_schedule_kind(schedule);
   if (!kind) throw Error(fmt::format("unknown schedule '{}'; use {}", schedule, schedule_kind_choices()));
   for (int s = 0; s < stages; ++s) device_of.push_back(placed_device(stage_placement(*kind), s, devices));
   plan.stages = plan_stages(split_into_stages(model, cuts, whole_inputs), micro, device_of, /*training=*/true,
-                            schedule_splits_backward(schedule), recompute, tensor_parallel);
+                            schedule_splits_backward(schedule), recompute, tensor_parallel, sequence_parallel);
   plan.ranks = replicated_ranks(plan.stages, devices, 1, tensor_parallel);
   return plan;
 }

@@ -16,12 +16,13 @@ int64_t divided_bytes(int64_t bytes, int degree) { return (bytes + degree - 1) /
 }  // namespace
 
 TensorParallelSplit tensor_parallel_split(const Function& graph, int degree, int whole_results,
-                                          const std::vector<std::string>& whole_params) {
-  const TensorParallelLayout layout = tensor_parallel_layout(graph, degree, whole_results, whole_params);
+                                          const std::vector<std::string>& whole_params, bool sequence) {
+  const TensorParallelLayout layout = tensor_parallel_layout(graph, degree, whole_results, whole_params, sequence);
   TensorParallelSplit split;
   const size_t ops = graph.ops.size();
   split.sharded.resize(graph.values.size());
   for (size_t v = 0; v < graph.values.size(); ++v) split.sharded[v] = layout.values[v].sharded();
+  split.tokens = layout.tokens;
   split.divided.assign(ops, false);
   split.forward_reduced.assign(ops, 0);
   split.backward_reduced.assign(ops, 0);
@@ -29,13 +30,32 @@ TensorParallelSplit tensor_parallel_split(const Function& graph, int degree, int
   for (size_t i = 0; i < ops; ++i) {
     const Op& op = graph.ops[i];
     split.divided[i] = layout.ops[i] != ShardRole::whole;
-    if (layout.ops[i] == ShardRole::row) split.forward_reduced[i] = graph.type_of(op.results[0]).numel();
+    if (layout.ops[i] == ShardRole::row) {
+      split.forward_reduced[i] = graph.type_of(op.results[0]).numel();
+      // A reduce-scatter's gradient: the parts gathered.
+      if (layout.tokens[op.results[0]] && carries_grad[op.results[0]])
+        split.backward_reduced[i] = graph.type_of(op.results[0]).numel();
+    }
     // A loss over the ranks' classes meets them twice per row: its maximum, then its two parts.
     if (layout.ops[i] == ShardRole::sharded && op.kind == OpKind::cross_entropy)
       split.forward_reduced[i] = 3 * graph.type_of(op.operands[1]).numel();
     if (layout.ops[i] == ShardRole::column && carries_grad[op.operands[0]])
       split.backward_reduced[i] = graph.type_of(op.operands[0]).numel();
+    // A gathered input is gathered again for the weight's gradient (autodiff keeps the part).
+    if (layout.ops[i] == ShardRole::column && layout.tokens[op.operands[0]])
+      split.backward_reduced[i] += graph.type_of(op.operands[0]).numel();
+    // Where a part of the tokens is gathered (for a column product, or whole
+    // for another reader) and, in the backward, where a whole value's
+    // gradient is gathered from the parts read of it.
+    for (ValueId u : op.operands) {
+      const int64_t n = graph.type_of(u).numel();
+      if (layout.tokens[u] && layout.ops[i] != ShardRole::tokens) split.forward_reduced[i] += n;
+      if (!layout.tokens[u] && layout.ops[i] == ShardRole::tokens && carries_grad[u]) split.backward_reduced[i] += n;
+    }
   }
+  for (size_t k = 0; k < graph.returns.size(); ++k)
+    if (layout.tokens[graph.returns[k]] && !graph.ops.empty())
+      split.forward_reduced.back() += graph.type_of(graph.returns[k]).numel();
   return split;
 }
 
@@ -70,7 +90,7 @@ TensorParallelSplit apply_tensor_parallel(CostGraph& cg, const Function& graph, 
   if (cg.nodes.size() != graph.ops.size())
     throw Error(fmt::format("tensor parallelism: the cost graph has {} nodes for {} ops", cg.nodes.size(),
                             graph.ops.size()));
-  const TensorParallelSplit split = tensor_parallel_split(graph, t, whole_results, whole_params);
+  const TensorParallelSplit split = tensor_parallel_split(graph, t, whole_results, whole_params, tp.sequence);
   const auto users = graph.users();
   for (size_t i = 0; i < graph.ops.size(); ++i) {
     const Op& op = graph.ops[i];
@@ -81,7 +101,7 @@ TensorParallelSplit apply_tensor_parallel(CostGraph& cg, const Function& graph, 
     }
     auto share = [&](ValueId r) {
       const int64_t bytes = graph.type_of(r).bytes();
-      return split.sharded[r] ? divided_bytes(bytes, t) : bytes;
+      return split.sharded[r] || split.tokens[r] ? divided_bytes(bytes, t) : bytes;
     };
     if (op.kind == OpKind::param) {
       // Charged to its first reader (build_cost_graph): only a 1/T share stays.

@@ -18,6 +18,7 @@ struct TensorParallel {
   int degree = 1;
   LinkSpec link;               // between the GPUs of the group (inside a node)
   int64_t element_bytes = 4;   // bytes an all-reduce moves per element: the compute dtype's
+  bool sequence = false;       // sequence parallelism on top (tensor_parallel_layout)
 };
 
 /// Where Megatron's split (tensor_parallel_layout, which the tensor-parallel
@@ -29,9 +30,16 @@ struct TensorParallel {
 /// in the backward (the gradients at the inputs of the QKV and first MLP
 /// projections). A token table cut by vocabulary rows sums its lookups in
 /// the forward, and a loss over each GPU's classes exchanges 3 floats per
-/// position (the row's maximum, then its two parts).
+/// position (the row's maximum, then its two parts). Under sequence
+/// parallelism each all-reduce becomes a reduce-scatter and the column
+/// products' inputs are all-gathered in the forward and their gradients
+/// reduce-scattered in the backward; each of those is priced as an
+/// all-reduce of the whole, which is how the communicators run them today
+/// (through their sum), and so are the gathers of the stage's results and of
+/// the gradients of its inputs.
 struct TensorParallelSplit {
   std::vector<bool> sharded;               // per value: each GPU holds 1/degree of it
+  std::vector<bool> tokens;                // per value: ... as its part of the tokens (whole between stages)
   std::vector<bool> divided;               // per op: each GPU does 1/degree of its work
   std::vector<int64_t> forward_reduced;    // per op: elements all-reduced after its forward
   std::vector<int64_t> backward_reduced;   // per op: elements all-reduced in its backward
@@ -41,7 +49,7 @@ struct TensorParallelSplit {
 /// `degree` GPUs; its first `whole_results` results (all when negative) are
 /// whole, and so are the parameters in `whole_params` (tensor_parallel_layout).
 TensorParallelSplit tensor_parallel_split(const Function& graph, int degree, int whole_results = -1,
-                                          const std::vector<std::string>& whole_params = {});
+                                          const std::vector<std::string>& whole_params = {}, bool sequence = false);
 
 /// The positions of `candidates` (cuts before op i, as CostGraph's; empty
 /// meaning 1..n-1) where no share crosses from one stage to the next: the

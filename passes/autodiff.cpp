@@ -5,7 +5,8 @@
 // arguments. Parameters are re-declared in the backward, not stashed, and
 // source ops (constants, masks) are recomputed there; with Recompute::layers
 // so is everything a layer computes that does not leave it, with
-// Recompute::selective all of that but the products' results.
+// Recompute::selective all of that but the products' results. A
+// sequence-parallel all-gather is always done again from the rank's part.
 #include "passes/autodiff.h"
 
 #include <fmt/format.h>
@@ -94,7 +95,10 @@ class BackwardBuilder {
       copy.results = {id};
       if (copy.declared.empty()) copy.declared.push_back(SymType::from(*value.type));
       bwd_.ops.push_back(std::move(copy));
-    } else if (def && !recomputable_.empty() && recomputable_[static_cast<size_t>(v)]) {
+    } else if (def && ((!recomputable_.empty() && recomputable_[static_cast<size_t>(v)]) ||
+                       def->kind == OpKind::tp_all_gather)) {
+      // A gathered input of a sequence-parallel group's column products is
+      // gathered again rather than kept whole: the rank keeps its part.
       id = recompute(*def, v);
     } else {
       id = add_stash(v);

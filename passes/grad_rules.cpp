@@ -243,6 +243,20 @@ ValueId spread(Ctx& c, ValueId g) {
 void grad_tp_copy(Ctx& c) { c.accumulate(0, c.emit(OpKind::tp_reduce, {c.grad()})); }
 void grad_tp_reduce(Ctx& c) { c.accumulate(0, c.grad()); }
 
+// Sequence parallelism's two pairs. A reduce-scatter's gradient is every
+// rank's whole gradient of its partial product: the parts gathered. An
+// all-gather for column-parallel products gets partial gradients back, which
+// the ranks sum, each keeping its part. tp_scatter and tp_gather pass whole
+// gradients that every rank holds alike: the parts gathered, or the rank's
+// part taken.
+void token_share_grad(Ctx& c, OpKind conjugate) {
+  c.accumulate(0, c.emit(conjugate, {c.grad()}, c.forward_attrs({"axis", "size", "rank", "ranks"})));
+}
+void grad_tp_reduce_scatter(Ctx& c) { token_share_grad(c, OpKind::tp_all_gather); }
+void grad_tp_all_gather(Ctx& c) { token_share_grad(c, OpKind::tp_reduce_scatter); }
+void grad_tp_scatter(Ctx& c) { token_share_grad(c, OpKind::tp_gather); }
+void grad_tp_gather(Ctx& c) { token_share_grad(c, OpKind::tp_scatter); }
+
 void grad_reduce_sum(Ctx& c) { c.accumulate(0, spread(c, c.grad())); }
 
 void grad_reduce_mean(Ctx& c) {
@@ -363,6 +377,10 @@ std::array<Entry, kNumOps> build_table() {
   rule(OpKind::split, grad_split);
   rule(OpKind::tp_copy, grad_tp_copy);
   rule(OpKind::tp_reduce, grad_tp_reduce);
+  rule(OpKind::tp_reduce_scatter, grad_tp_reduce_scatter);
+  rule(OpKind::tp_all_gather, grad_tp_all_gather);
+  rule(OpKind::tp_scatter, grad_tp_scatter);
+  rule(OpKind::tp_gather, grad_tp_gather);
   rule(OpKind::reduce_sum, grad_reduce_sum);
   rule(OpKind::reduce_mean, grad_reduce_mean);
   rule(OpKind::reduce_max, grad_reduce_max);

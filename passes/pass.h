@@ -39,6 +39,9 @@ struct PassContext {
   /// Parameters the tensor-parallel pass keeps whole (tied to another
   /// stage's copy).
   std::vector<std::string> tensor_parallel_whole = {};
+  /// Sequence parallelism on top: the ops between the group's row- and
+  /// column-parallel products run on each rank's part of the tokens.
+  bool sequence_parallel = false;
 };
 
 /// A transformation of a module. `run` returns whether it changed anything;

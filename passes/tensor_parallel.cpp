@@ -4,7 +4,10 @@
 // product reads its input through tp_copy (whose gradient sums the ranks'
 // partial input gradients), a row-parallel product's partial sum goes
 // through tp_reduce, and the reshapes and splits between them are resized
-// to the rank's share. Autodiff, run after it, derives the rank's backward.
+// to the rank's share. Under sequence parallelism the sum is reduce-scattered
+// over the tokens instead, the ops after it run on the rank's part, and the
+// next column product reads it through tp_all_gather. Autodiff, run after
+// it, derives the rank's backward.
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -100,55 +103,126 @@ void cross_entropy_over_classes(Function& g, const Op& loss, int degree, int ran
   ops.push_back(std::move(total));
 }
 
-void shard(Function& g, const TensorParallelLayout& split, int rank) {
-  std::vector<Op> ops;
-  std::map<ValueId, ValueId> copies;  // a column product's whole input -> its tp_copy
-  FreshNames fresh_name(g);
-  for (size_t i = 0; i < g.ops.size(); ++i) {
-    Op op = g.ops[i];
-    switch (split.ops[i]) {
+/// What the rewrite of one rank's program keeps track of: the ops it has
+/// written, and the values it has already copied, gathered or cut, which
+/// later readers share.
+class RankRewrite {
+ public:
+  RankRewrite(Function& g, const TensorParallelLayout& split, int rank)
+      : g_(g), split_(split), rank_(rank), fresh_name_(g) {}
+
+  void run() {
+    for (size_t i = 0; i < g_.ops.size(); ++i) rewrite(g_.ops[i], split_.ops[i]);
+    for (ValueId& r : g_.returns)
+      if (split_.tokens[r]) r = gathered(r, g_.ops.back());
+    g_.ops = std::move(ops_);
+    compact_values(g_);
+  }
+
+ private:
+  void rewrite(Op op, ShardRole role) {
+    // An op outside the token regions reads their parts gathered.
+    if (role != ShardRole::tokens && role != ShardRole::column)
+      for (ValueId& u : op.operands)
+        if (split_.tokens[u]) u = gathered(u, op);
+    switch (role) {
       case ShardRole::column: {
-        const ValueId x = op.operands[0];
-        auto [copy, fresh] = copies.try_emplace(x, -1);
-        if (fresh) {
-          copy->second = g.add_value(fresh_name(g.values[x].name + ".tp"), op.loc);
-          ops.push_back(group_op(OpKind::tp_copy, x, copy->second, op));
-        }
-        op.operands[0] = copy->second;
+        ValueId& x = op.operands[0];
+        x = split_.tokens[x] ? once(all_gathers_, x, op, OpKind::tp_all_gather, ".tp")
+                             : once(copies_, x, op, OpKind::tp_copy, ".tp");
         break;
       }
       case ShardRole::row: {
         if (op.kind == OpKind::embedding) {
           // The rank's rows of the table: the ids it holds, zeros for the rest.
-          const int64_t rows = g.type_of(op.operands[0]).shape[0];
-          op.set_attr("offset", Attr::of_dim(DimExpr(part_begin(rows, split.degree, rank))));
+          const int64_t rows = g_.type_of(op.operands[0]).shape[0];
+          op.set_attr("offset", Attr::of_dim(DimExpr(part_begin(rows, split_.degree, rank_))));
           op.set_attr("vocab", Attr::of_dim(DimExpr(rows)));
         }
         // The partial product takes a new name; the sum keeps the product's.
         const ValueId y = op.results[0];
-        const ValueId partial = g.add_value(fresh_name(g.values[y].name + ".partial"), op.loc);
+        const ValueId partial = g_.add_value(fresh_name_(g_.values[y].name + ".partial"), op.loc);
         op.results[0] = partial;
-        ops.push_back(op);
-        ops.push_back(group_op(OpKind::tp_reduce, partial, y, op));
-        continue;
+        ops_.push_back(op);
+        ops_.push_back(split_.tokens[y] ? token_op(OpKind::tp_reduce_scatter, partial, y, op, g_.type_of(y))
+                                        : group_op(OpKind::tp_reduce, partial, y, op));
+        return;
+      }
+      case ShardRole::tokens: {
+        const TensorType& y = g_.type_of(op.results[0]);
+        for (ValueId& u : op.operands) {
+          if (split_.tokens[u]) continue;
+          const TensorType& t = g_.type_of(u);
+          if (t.rank() >= 2 && t.shape[static_cast<size_t>(token_axis(t.rank()))] ==
+                                   y.shape[static_cast<size_t>(token_axis(y.rank()))])
+            u = once(parts_, u, op, OpKind::tp_scatter, ".part");  // the rank's tokens of a whole value
+          else if (is_float(t.dtype))
+            u = once(copies_, u, op, OpKind::tp_copy, ".tp");  // broadcast over the tokens: its gradient summed
+        }
+        break;
       }
       case ShardRole::sharded:
         if (op.kind == OpKind::cross_entropy) {
-          cross_entropy_over_classes(g, op, split.degree, rank, fresh_name, ops);
-          continue;
+          cross_entropy_over_classes(g_, op, split_.degree, rank_, fresh_name_, ops_);
+          return;
         }
-        resize(g, op, split);
+        resize(g_, op, split_);
         break;
       case ShardRole::whole:
-        if (op.kind == OpKind::param && split.values[op.results[0]].sharded())
-          cut_parameter(g, op, split.values[op.results[0]], split.degree, rank, fresh_name);
+        if (op.kind == OpKind::param && split_.values[op.results[0]].sharded())
+          cut_parameter(g_, op, split_.values[op.results[0]], split_.degree, rank_, fresh_name_);
         break;
     }
-    ops.push_back(std::move(op));
+    ops_.push_back(std::move(op));
   }
-  g.ops = std::move(ops);
-  compact_values(g);
-}
+
+  /// An op of `kind` that moves the rank's part of the tokens of `whole`
+  /// (the whole operand's or result's type) from `in` to `out`.
+  Op token_op(OpKind kind, ValueId in, ValueId out, const Op& like, const TensorType& whole) const {
+    Op op = group_op(kind, in, out, like);
+    const int axis = token_axis(whole.rank());
+    op.set_attr("axis", Attr::of_dim(DimExpr(axis)));
+    op.set_attr("size", Attr::of_dim(DimExpr(whole.shape[static_cast<size_t>(axis)])));
+    op.set_attr("rank", Attr::of_dim(DimExpr(rank_)));
+    op.set_attr("ranks", Attr::of_dim(DimExpr(split_.degree)));
+    return op;
+  }
+
+  /// `x` as `kind` hands it on, made once for all of its readers.
+  ValueId once(std::map<ValueId, ValueId>& made, ValueId x, const Op& reader, OpKind kind, const char* suffix) {
+    auto [at, fresh] = made.try_emplace(x, -1);
+    if (fresh) {
+      at->second = g_.add_value(fresh_name_(g_.values[x].name + suffix), reader.loc);
+      // x's type is the whole one still: the rank's types come when the rewrite is done.
+      ops_.push_back(kind == OpKind::tp_copy ? group_op(kind, x, at->second, reader)
+                                             : token_op(kind, x, at->second, reader, g_.type_of(x)));
+    }
+    return at->second;
+  }
+
+  /// A part of the tokens gathered whole for a reader outside the token
+  /// regions: the whole takes the value's name, the part becomes <name>.part.
+  ValueId gathered(ValueId part, const Op& reader) {
+    auto [at, fresh] = gathers_.try_emplace(part, -1);
+    if (fresh) {
+      std::string name = g_.values[part].name;
+      g_.values[part].name = fresh_name_(name + ".part");
+      at->second = g_.add_value(std::move(name), reader.loc);
+      ops_.push_back(token_op(OpKind::tp_gather, part, at->second, reader, g_.type_of(part)));
+    }
+    return at->second;
+  }
+
+  Function& g_;
+  const TensorParallelLayout& split_;
+  const int rank_;
+  FreshNames fresh_name_;
+  std::vector<Op> ops_;
+  std::map<ValueId, ValueId> copies_;       // a whole value -> its tp_copy
+  std::map<ValueId, ValueId> all_gathers_;  // a part of the tokens -> gathered for column products
+  std::map<ValueId, ValueId> gathers_;      // a part of the tokens -> gathered whole for other readers
+  std::map<ValueId, ValueId> parts_;        // a whole value -> the rank's part of its tokens
+};
 
 /// Types every value again and writes the result types in, as the shape
 /// pass leaves them. Sources keep what they declare (a piece its new type).
@@ -180,10 +254,11 @@ class TensorParallelPass final : public Pass {
     for (const Op& op : g.ops)
       if (op.kind == OpKind::call)
         throw Error("tensor-parallel: the graph still calls functions; run inline and shape first", op.loc);
-    const TensorParallelLayout split = tensor_parallel_layout(g, degree, -1, ctx.tensor_parallel_whole);
+    const TensorParallelLayout split =
+        tensor_parallel_layout(g, degree, -1, ctx.tensor_parallel_whole, ctx.sequence_parallel);
     if (std::all_of(split.ops.begin(), split.ops.end(), [](ShardRole r) { return r == ShardRole::whole; }))
       return false;
-    shard(g, split, rank);
+    RankRewrite(g, split, rank).run();
     retype(m, ctx.binding);
     return true;
   }

@@ -123,7 +123,7 @@ class Round {
     return undone;
   }
 
-  TensorParallelLayout layout() const { return {degree_, layout_, roles_, uneven_}; }
+  TensorParallelLayout layout() const { return {degree_, layout_, roles_, uneven_, {}}; }
 
   /// Per op: whether a region grows from it in this round.
   std::vector<bool> starters() const {
@@ -458,13 +458,75 @@ class Round {
   std::vector<KeptWhole> uneven_;    // products whose shape does not divide
 };
 
+/// Ops that compute each token from the same token of their operands, and
+/// so run on a rank's part of the tokens as they do on the whole.
+bool is_token_wise(const Op& op, int rank) {
+  switch (op.kind) {
+    case OpKind::layernorm:
+    case OpKind::rmsnorm:
+      return true;
+    case OpKind::softmax:
+    case OpKind::log_softmax:
+      return normalized(int_attr(op, "axis", -1), rank) == rank - 1;
+    default:
+      return is_elementwise(op.kind);
+  }
+}
+
+/// Sequence parallelism over the split: which whole values each rank holds
+/// only its part of the tokens of, growing forward from the row-parallel
+/// products' sums through token-wise ops.
+void split_tokens(const Function& g, TensorParallelLayout& layout) {
+  const int degree = layout.degree;
+  const auto users = g.users();
+  std::vector<bool>& tokens = layout.tokens;
+  tokens.assign(g.values.size(), false);
+  auto rank_of = [&](ValueId v) { return g.type_of(v).rank(); };
+  auto token_count = [&](ValueId v) {
+    return rank_of(v) >= 2 ? g.type_of(v).shape[static_cast<size_t>(token_axis(rank_of(v)))] : int64_t{1};
+  };
+  // A value that can be cut by tokens: float, with a token axis each rank gets a part of.
+  auto cuttable = [&](ValueId v) { return is_float(g.type_of(v).dtype) && rank_of(v) >= 2 && token_count(v) >= degree; };
+  // Where a part goes on to something other than a gather: a token-wise op or a column product.
+  auto worth_cutting = [&](ValueId v) {
+    for (int u : users[v]) {
+      const Op& user = g.ops[u];
+      if (layout.ops[u] == ShardRole::column ||
+          (layout.ops[u] == ShardRole::whole && is_token_wise(user, rank_of(user.results[0]))))
+        return true;
+    }
+    return false;
+  };
+  for (size_t i = 0; i < g.ops.size(); ++i) {
+    const Op& op = g.ops[i];
+    if (op.results.size() != 1) continue;
+    const ValueId y = op.results[0];
+    if (layout.ops[i] == ShardRole::row) {
+      tokens[y] = cuttable(y) && worth_cutting(y);
+      continue;
+    }
+    if (layout.ops[i] != ShardRole::whole || !cuttable(y) || !is_token_wise(op, rank_of(y))) continue;
+    bool any = false, fits = true;
+    for (ValueId u : op.operands) {
+      any = any || tokens[u];
+      // Every operand that spans the tokens is cut alike (a mask would be cut too: it stays whole).
+      const bool spans = rank_of(u) >= 2 && token_count(u) == token_count(y) && token_count(u) > 1;
+      fits = fits && (tokens[u] || !spans || is_float(g.type_of(u).dtype));
+    }
+    if (!any || !fits) continue;
+    tokens[y] = true;
+    layout.ops[i] = ShardRole::tokens;
+  }
+}
+
 }  // namespace
 
 TensorParallelLayout tensor_parallel_layout(const Function& graph, int degree, int whole_results,
-                                            const std::vector<std::string>& whole_params) {
+                                            const std::vector<std::string>& whole_params, bool sequence_parallel) {
   if (degree <= 1)
     return {1, std::vector<ShardLayout>(graph.values.size()),
-            std::vector<ShardRole>(graph.ops.size(), ShardRole::whole), {}};
+            std::vector<ShardRole>(graph.ops.size(), ShardRole::whole), {},
+            std::vector<bool>(graph.values.size(), false)};
   std::vector<bool> whole_products(graph.ops.size(), false);
   std::vector<KeptWhole> kept;
   // What a user expects split is what the first round cuts: a product that
@@ -480,6 +542,10 @@ TensorParallelLayout tensor_parallel_layout(const Function& graph, int degree, i
       layout.kept_whole.insert(layout.kept_whole.end(), kept.begin(), kept.end());
       std::sort(layout.kept_whole.begin(), layout.kept_whole.end(),
                 [](const KeptWhole& a, const KeptWhole& b) { return a.op < b.op; });
+      if (sequence_parallel)
+        split_tokens(graph, layout);
+      else
+        layout.tokens.assign(graph.values.size(), false);
       return layout;
     }
     for (const KeptWhole& k : undone) {

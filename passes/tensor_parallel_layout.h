@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "ir/module.h"
+#include "ir/param_piece.h"  // part_begin
 
 namespace pf {
 
@@ -32,6 +33,7 @@ enum class ShardRole : uint8_t {
   column,   // a product by a weight's columns: whole input, output sharded on its last axis
   row,      // a product by a weight's rows: input sharded on its last axis, a partial sum of the output
   sharded,  // runs on every rank's shares
+  tokens,   // runs on every rank's part of the tokens (sequence parallelism)
 };
 
 /// A product (or a table lookup) that the split could have cut but keeps
@@ -46,13 +48,14 @@ struct TensorParallelLayout {
   std::vector<ShardLayout> values;  // per value
   std::vector<ShardRole> ops;       // per op
   std::vector<KeptWhole> kept_whole;  // in op order
+  /// Per value, under sequence parallelism: each rank holds its part of the
+  /// tokens, the axis before the last (token_axis), cut as part_begin.
+  std::vector<bool> tokens;
 };
 
-/// Where rank `rank`'s part of `n` elements begins when a group of `degree`
-/// cuts them: n * rank / degree, so that parts differ by one at most (and
-/// are n / degree each when that divides). Its part ends where rank + 1's
-/// begins.
-inline int64_t part_begin(int64_t n, int degree, int rank) { return n * rank / degree; }
+/// The axis a value of `rank` dimensions holds its tokens on under sequence
+/// parallelism: the one before the features ([B, T, C]: T; [N, C]: N).
+inline int token_axis(int rank) { return rank - 2; }
 
 /// The split of `graph` (inlined, shapes in numbers) over `degree` ranks.
 /// Its first `whole_results` results (all when negative) leave it whole:
@@ -77,7 +80,18 @@ inline int64_t part_begin(int64_t n, int degree, int rank) { return n * rank / d
 /// tables are cut by vocabulary rows (each rank looks up the ids it holds,
 /// the lookups summed), and a vocabulary projection by columns feeds a
 /// cross-entropy computed over each rank's classes.
+///
+/// With `sequence_parallel`, Megatron-LM's sequence parallelism on top: the
+/// ops a row-parallel product's sum flows into before the next column-parallel
+/// product (its bias, the residual add, the norm), which would otherwise run
+/// on the whole activation on every rank, run on each rank's part of the
+/// tokens (ShardRole::tokens). The row product's sum becomes a
+/// reduce-scatter, and the column product reads its input gathered. A whole
+/// value such an op reads along the tokens (the stage's input) is cut to the
+/// rank's part, one broadcast over them (a norm's weights) is read whole, and
+/// an op outside these regions (the stage's results) reads a part gathered.
 TensorParallelLayout tensor_parallel_layout(const Function& graph, int degree, int whole_results = -1,
-                                            const std::vector<std::string>& whole_params = {});
+                                            const std::vector<std::string>& whole_params = {},
+                                            bool sequence_parallel = false);
 
 }  // namespace pf

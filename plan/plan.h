@@ -171,6 +171,11 @@ struct Plan {
   /// the runtime runs them on cpu devices. Plans written before the field
   /// read as 1.
   int tensor_parallel = 1;
+  /// Sequence parallelism on top (Megatron-LM's): the ops between the
+  /// group's products run on each rank's part of the tokens. It is in the
+  /// ranks' programs already; the field says how they were compiled. Plans
+  /// written before the field read as false.
+  bool sequence_parallel = false;
   /// How stages compute: f32, or bf16 (CUDA stages in bf16 with f32 master
   /// weights; CPU stages in f32). Plans written before the field read as f32.
   DType dtype = DType::f32;

@@ -76,6 +76,8 @@ class PlanChecker {
   // no two ranks share a device.
   void check_ranks() const {
     if (plan_.ranks.empty()) fail("the plan has no ranks");
+    if (plan_.sequence_parallel && plan_.tensor_parallel < 2)
+      fail("sequence_parallel cuts the tokens over a tensor-parallel group, but the plan's tensor_parallel is 1");
     const int replicas = replica_count(plan_);
     const size_t places = static_cast<size_t>(plan_.tensor_parallel);
     if (plan_.ranks.size() % (static_cast<size_t>(replicas) * places) != 0)
@@ -451,9 +453,14 @@ class PlanChecker {
     const Function& backward = function(s, m, gp.backward, "the backward");
     check_names(s, backward, "takes", backward.args, args, "the seeds, then the stash");
     check_param_grads(s, backward, gp.input_grads.size(), gp.params);
-    if (plan_.recompute == "none" && !gp.recomputed.empty())
+    // Sequence parallelism gathers a column product's input again under every setting.
+    const auto chosen = std::count_if(gp.recomputed.begin(), gp.recomputed.end(), [&](const std::string& name) {
+      const ValueId v = g.find_value(name);
+      return v < 0 || g.values[v].def_op < 0 || g.ops[g.values[v].def_op].kind != OpKind::tp_all_gather;
+    });
+    if (plan_.recompute == "none" && chosen > 0)
       fail(fmt::format("stage {}'s gradient table recomputes {} values, but the plan recomputes none", s.index,
-                       gp.recomputed.size()));
+                       chosen));
     for (const std::string& name : gp.recomputed)
       if (g.find_value(name) < 0 || backward.find_value(name) < 0)
         fail(fmt::format("stage {}'s gradient table recomputes %{}, which its forward and backward do not both compute",

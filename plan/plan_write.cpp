@@ -158,6 +158,7 @@ std::string plan_to_json(const Plan& plan) {
         {"mfu", finite(pr.mfu, "the predicted mfu")}}},
       {"stages", stages},
   };
+  if (plan.sequence_parallel) doc["sequence_parallel"] = true;  // plans without it read as before
   return format_json(doc, {"program"});
 }
 

@@ -1,6 +1,7 @@
 // A stage's tensor-parallel group as its kernels see it: tp_reduce sums and
 // tp_max takes the maximum over the ranks of the group through the rank's
-// communicator.
+// communicator (the sequence-parallel gathers and reduce-scatters through
+// its sum too).
 #pragma once
 
 #include <fmt/format.h>
@@ -24,6 +25,8 @@ class CommTensorParallelGroup final : public backend::TensorParallelGroup {
   void attach(Communicator& comm) { comm_ = &comm; }
   const CommGroup& group() const { return group_; }
 
+  int rank() const override { return place(); }
+  int size() const override { return static_cast<int>(group_.ranks.size()); }
   void all_reduce(std::span<float> values) override { comm().all_reduce(group_, values); }
   void all_reduce(std::span<double> values) override { comm().all_reduce(group_, values); }
   void all_reduce_max(std::span<float> values) override { gathered_max(values); }
@@ -40,12 +43,17 @@ class CommTensorParallelGroup final : public backend::TensorParallelGroup {
   /// rank's (adding zeros changes no value), and each rank takes the
   /// maximum of the slots. The values are the rows of a softmax over
   /// shares, so the buffer of group-size times their count stays small.
-  template <class T>
-  void gathered_max(std::span<T> values) {
+  /// The rank's place in the group: its slot.
+  int place() const {
     const auto at = std::find(group_.ranks.begin(), group_.ranks.end(), comm().rank());
     if (at == group_.ranks.end())
       throw Error(fmt::format("rank {} is not in tensor-parallel group '{}'", comm().rank(), group_.name));
-    const size_t n = values.size(), slot = static_cast<size_t>(at - group_.ranks.begin());
+    return static_cast<int>(at - group_.ranks.begin());
+  }
+
+  template <class T>
+  void gathered_max(std::span<T> values) {
+    const size_t n = values.size(), slot = static_cast<size_t>(place());
     std::vector<T> slots(n * group_.ranks.size(), T(0));
     std::copy(values.begin(), values.end(), slots.begin() + static_cast<std::ptrdiff_t>(slot * n));
     comm().all_reduce(group_, std::span<T>(slots));

@@ -76,6 +76,7 @@ PlanSimulation simulate_plan(const Plan& plan, const std::vector<Module>& progra
   const Cluster replica_links = tensor > 1 ? grouped_cluster(cluster, tensor, 1) : cluster;
   GpuShare share;
   share.tensor_parallel = tensor;
+  share.sequence_parallel = plan.sequence_parallel;
   share.tensor_link = cluster.intra;
   if (plan.dtype == DType::bf16 && profile.kind == "cuda") share.activation_bytes = dtype_size(DType::bf16);
 

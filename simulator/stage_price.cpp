@@ -136,6 +136,7 @@ StagePrice share_per_gpu(StagePrice price, const Module& program, const PlanStag
   tp.degree = share.tensor_parallel;
   tp.link = share.tensor_link;
   tp.element_bytes = share.activation_bytes > 0 ? share.activation_bytes : 4;
+  tp.sequence = share.sequence_parallel;
   // The stash its forward returns stays with the stage: it may be shares.
   // A tied weight the plan keeps whole (its holders would cut it apart) is
   // priced whole, as its ranks hold it.

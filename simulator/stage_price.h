@@ -50,6 +50,7 @@ StagePrice price_stage(const Module& program, const PlanStage& stage, const DimB
 /// from the program's f32 types on one device.
 struct GpuShare {
   int tensor_parallel = 1;      // the plan's T: each device is T GPUs (modelled, see tensor_parallel.h)
+  bool sequence_parallel = false;  // the plan's
   LinkSpec tensor_link;         // between them
   int64_t activation_bytes = 0;  // bytes a float activation takes as stored and sent (2 in bf16); 0: its type's
 };

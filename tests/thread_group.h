@@ -19,6 +19,8 @@ class ThreadGroup {
   class Rank final : public backend::TensorParallelGroup {
    public:
     Rank(ThreadGroup& group, int rank) : group_(group), rank_(static_cast<size_t>(rank)) {}
+    int rank() const override { return static_cast<int>(rank_); }
+    int size() const override { return static_cast<int>(group_.floats_.size()); }
     void all_reduce(std::span<float> values) override { group_.combine(group_.floats_, rank_, values, false); }
     void all_reduce(std::span<double> values) override { group_.combine(group_.doubles_, rank_, values, false); }
     void all_reduce_max(std::span<float> values) override { group_.combine(group_.floats_, rank_, values, true); }

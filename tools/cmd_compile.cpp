@@ -67,6 +67,9 @@ void add_compile_command(CLI::App& app) {
                            "the plan holds each rank's program, run on cpu devices (threads, or processes with "
                            "launch) and priced on GPUs"),
            1);
+  cmd->add_flag("--sequence-parallel", o->compile.sequence_parallel,
+                "with --tensor-parallel: the norms, biases and residual adds between a layer's split products run on "
+                "each rank's part of the tokens (Megatron-LM's sequence parallelism: less activation memory)");
   cmd->add_option("--schedule", o->compile.schedule,
                   schedule_kind_choices() + ", or auto: each of 1f1b, zb1 and zbv (and interleaved and zbi with --virtual) "
                                             "compiled, the one of the shortest predicted step kept")

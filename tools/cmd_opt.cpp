@@ -25,6 +25,7 @@ struct OptOptions {
   std::string recompute = "none";
   int tensor_parallel = 1;
   int tp_rank = 0;
+  bool sequence_parallel = false;
 };
 }  // namespace
 
@@ -61,6 +62,9 @@ void add_opt_command(CLI::App& app) {
   cmd->add_option("--tp-rank", opts->tp_rank, "which rank of the tensor-parallel group (0 to --tensor-parallel - 1)")
       ->check(CLI::NonNegativeNumber)
       ->default_str("0");
+  cmd->add_flag("--sequence-parallel", opts->sequence_parallel,
+               "with --tensor-parallel: the ops between row- and column-parallel products run on the rank's part "
+               "of the tokens");
   cmd->add_flag("--no-verify", opts->no_verify, "do not verify the IR between passes");
   cmd->add_flag("--print-changed", opts->print_changed,
                 "after each pass, write 'pass NAME: changed' or 'pass NAME: no change' to standard error (standard "
@@ -82,6 +86,7 @@ void add_opt_command(CLI::App& app) {
       ctx.recompute = *parse_recompute(opts->recompute);
       ctx.tensor_parallel = opts->tensor_parallel;
       ctx.tensor_parallel_rank = opts->tp_rank;
+      ctx.sequence_parallel = opts->sequence_parallel;
       run_passes(model.module, passes, ctx, run);
       return print_module(model.module);
     });

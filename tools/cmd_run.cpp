@@ -79,7 +79,9 @@ std::string rank_file(const std::string& path, int rank) {
 /// "2 devices", or "2 devices of 4 threads" where the plan gives them more.
 std::string devices_text(const Plan& plan) {
   std::string out = fmt::format("{} device{}", plan.devices.size(), plan.devices.size() == 1 ? "" : "s");
-  if (plan.tensor_parallel > 1) out += fmt::format(" of {} tensor-parallel ranks each", plan.tensor_parallel);
+  if (plan.tensor_parallel > 1)
+    out += fmt::format(" of {} {}-parallel ranks each", plan.tensor_parallel,
+                       plan.sequence_parallel ? "tensor- and sequence" : "tensor");
   const bool same = std::all_of(plan.devices.begin(), plan.devices.end(),
                                 [&](const PlanDevice& d) { return d.threads == plan.devices.front().threads; });
   if (same && plan.devices.front().threads > 1) return out + fmt::format(" of {} threads", plan.devices.front().threads);

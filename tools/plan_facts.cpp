@@ -78,8 +78,8 @@ std::string summary(const Plan& plan) {
                      plan.schedule,
                      count(static_cast<size_t>(plan.microbatches), "micro-batch", "micro-batches")) +
          (plan.virtual_stages > 1 ? fmt::format(", {} virtual stages", plan.virtual_stages) : "") +
-         (plan.tensor_parallel > 1 ? fmt::format(", {} ranks per device (tensor parallel)",
-                                                 plan.tensor_parallel)
+         (plan.tensor_parallel > 1 ? fmt::format(", {} ranks per device (tensor parallel{})", plan.tensor_parallel,
+                                                 plan.sequence_parallel ? ", sequence parallel" : "")
                                    : "") +
          (plan.dtype != DType::f32 ? fmt::format(", {}", dtype_name(plan.dtype)) : "");
 }

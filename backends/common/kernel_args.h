@@ -9,12 +9,15 @@
 namespace pf::backend {
 
 /// The ranks that share a stage's layers under tensor parallelism, as the
-/// tp_reduce and tp_max kernels see them: each call sums (or takes the
-/// maximum of) a buffer over the group in place, every rank calling in the
-/// same order (they run the same program).
+/// kernels of the tp_ ops see them: each call sums (or takes the maximum of)
+/// a buffer over the group in place, every rank calling in the same order
+/// (they run the same program).
 class TensorParallelGroup {
  public:
   virtual ~TensorParallelGroup() = default;
+  /// This rank's place in the group, and the group's size.
+  virtual int rank() const = 0;
+  virtual int size() const = 0;
   virtual void all_reduce(std::span<float> values) = 0;
   virtual void all_reduce(std::span<double> values) = 0;
   virtual void all_reduce_max(std::span<float> values) = 0;
@@ -25,6 +28,8 @@ class TensorParallelGroup {
 /// tensor-parallel function run alone, as its own reference.
 class SingleRankGroup final : public TensorParallelGroup {
  public:
+  int rank() const override { return 0; }
+  int size() const override { return 1; }
   void all_reduce(std::span<float>) override {}
   void all_reduce(std::span<double>) override {}
   void all_reduce_max(std::span<float>) override {}

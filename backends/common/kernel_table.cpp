@@ -17,9 +17,4 @@ void throw_no_kernel(std::string_view backend, OpKind op, DType dtype) {
   throw Error(fmt::format("no {} kernel for {} in {}", backend, op_name(op), dtype_name(dtype)));
 }
 
-void throw_no_tensor_parallel_group() {
-  throw Error("tp_reduce and tp_max combine values over the ranks of a tensor-parallel stage, and this function "
-              "runs on no such rank; run it from a plan compiled with --tensor-parallel");
-}
-
 }  // namespace pf::backend

@@ -16,9 +16,6 @@ namespace pf::backend {
 /// CUDA kernels include it through nvcc).
 [[noreturn]] void throw_filled_twice(std::string_view backend, OpKind op);
 [[noreturn]] void throw_no_kernel(std::string_view backend, OpKind op, DType dtype);
-/// Throws the pf::Error of a tp_reduce or tp_max kernel that runs on no rank of a
-/// tensor-parallel stage (KernelArgs::group is null), on every backend.
-[[noreturn]] void throw_no_tensor_parallel_group();
 
 /// The table a backend's forward_kernel() reads, filled once by its op
 /// families. A row holds an op's kernels for f32 and for the backend's other

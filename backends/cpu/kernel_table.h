@@ -21,7 +21,7 @@ void add_movement_kernels(KernelTable& table);   // movement.cpp: reshape ... sp
 void add_conv_kernels(KernelTable& table);       // conv.cpp: conv2d
 void add_pool_kernels(KernelTable& table);       // pool.cpp: max_pool2d, avg_pool2d
 void add_attention_kernels(KernelTable& table);  // attention.cpp: attention, attention_grad
-void add_tensor_parallel_kernels(KernelTable& table);  // tensor_parallel.cpp: tp_copy, tp_reduce, tp_max
+void add_tensor_parallel_kernels(KernelTable& table);  // tensor_parallel.cpp: the tp_ ops
 // vocab_parallel_loss.cpp: cross_entropy_parts, cross_entropy_total and their gradients
 void add_vocab_parallel_loss_kernels(KernelTable& table);
 // The backward ops' families, apart from those compiled per instruction set.

@@ -1,35 +1,78 @@
 // The ops where the ranks of a tensor-parallel stage meet: tp_copy (the whole
 // activation, unchanged), tp_reduce (partial products summed over the group
-// through KernelArgs::group) and tp_max (the group's maximum).
+// through KernelArgs::group), tp_max (the group's maximum), and the
+// sequence-parallel ops, which gather and reduce-scatter the tokens through
+// the group's sum.
+#include <algorithm>
+#include <cstddef>
 #include <cstring>
 #include <span>
+#include <vector>
 
+#include "backends/common/tensor_parallel_args.h"
 #include "backends/cpu/kernel_table.h"
 
 namespace pf::cpu {
 
 namespace {
 
+using backend::group_of;
+using backend::token_part;
+
 void copy_operand(const KernelArgs& args) {
   const auto bytes = static_cast<size_t>(args.out_types[0].bytes());
   if (bytes > 0 && args.out[0] != args.in[0]) std::memcpy(args.out[0], args.in[0], bytes);
+}
+
+template <class T>
+std::span<T> result(const KernelArgs& args) {
+  return {static_cast<T*>(args.out[0]), static_cast<size_t>(args.out_types[0].numel())};
 }
 
 void tp_copy(const KernelArgs& args) { copy_operand(args); }
 
 template <class T>
 void tp_reduce(const KernelArgs& args) {
-  if (!args.group) backend::throw_no_tensor_parallel_group();
+  backend::TensorParallelGroup& group = group_of(args, OpKind::tp_reduce);
   copy_operand(args);
-  args.group->all_reduce(std::span<T>(static_cast<T*>(args.out[0]), static_cast<size_t>(args.out_types[0].numel())));
+  group.all_reduce(result<T>(args));
 }
 
 template <class T>
 void tp_max(const KernelArgs& args) {
-  if (!args.group) backend::throw_no_tensor_parallel_group();
+  backend::TensorParallelGroup& group = group_of(args, OpKind::tp_max);
   copy_operand(args);
-  args.group->all_reduce_max(
-      std::span<T>(static_cast<T*>(args.out[0]), static_cast<size_t>(args.out_types[0].numel())));
+  group.all_reduce_max(result<T>(args));
+}
+
+/// The partial products summed over the group; the rank keeps its part.
+template <class T>
+void tp_reduce_scatter(const KernelArgs& args) {
+  const ParamPiece part = token_part(args, OpKind::tp_reduce_scatter, args.in_types[0]);
+  const auto* in = static_cast<const T*>(args.in[0]);
+  std::vector<T> sum(in, in + args.in_types[0].numel());
+  args.group->all_reduce(std::span<T>(sum));
+  part.cut(args.out_types[0], reinterpret_cast<const std::byte*>(sum.data()), static_cast<std::byte*>(args.out[0]),
+           sizeof(T));
+}
+
+/// Every rank's part gathered: each writes its part into a zeroed whole and
+/// the group's sum fills in the others' (adding zeros changes no value).
+template <class T, OpKind kKind>
+void gather(const KernelArgs& args) {
+  const ParamPiece part = token_part(args, kKind, args.out_types[0]);
+  const std::span<T> whole = result<T>(args);
+  std::fill(whole.begin(), whole.end(), T(0));
+  part.place(args.in_types[0], static_cast<const std::byte*>(args.in[0]), reinterpret_cast<std::byte*>(whole.data()),
+             sizeof(T));
+  args.group->all_reduce(whole);
+}
+
+template <class T>
+void tp_scatter(const KernelArgs& args) {
+  const ParamPiece part = token_part(args, OpKind::tp_scatter, args.in_types[0]);
+  part.cut(args.out_types[0], static_cast<const std::byte*>(args.in[0]), static_cast<std::byte*>(args.out[0]),
+           sizeof(T));
 }
 
 }  // namespace
@@ -38,6 +81,10 @@ void add_tensor_parallel_kernels(KernelTable& table) {
   table.set_any_dtype(OpKind::tp_copy, tp_copy);
   table.set_float(OpKind::tp_reduce, tp_reduce<float>, tp_reduce<double>);
   table.set_float(OpKind::tp_max, tp_max<float>, tp_max<double>);
+  table.set_float(OpKind::tp_reduce_scatter, tp_reduce_scatter<float>, tp_reduce_scatter<double>);
+  table.set_float(OpKind::tp_all_gather, gather<float, OpKind::tp_all_gather>, gather<double, OpKind::tp_all_gather>);
+  table.set_float(OpKind::tp_scatter, tp_scatter<float>, tp_scatter<double>);
+  table.set_float(OpKind::tp_gather, gather<float, OpKind::tp_gather>, gather<double, OpKind::tp_gather>);
 }
 
 }  // namespace pf::cpu

@@ -23,6 +23,6 @@ void add_attention_kernels(KernelTable& t);      // attention.cu: attention, att
 void add_pool_kernels(KernelTable& t);           // pool.cu: max_pool2d, avg_pool2d and their gradients
 void add_matmul_kernels(KernelTable& t);         // matmul.cpp: cuBLAS
 void add_conv_kernels(KernelTable& t);           // conv.cpp: conv2d and its gradients through cuDNN
-void add_tensor_parallel_kernels(KernelTable& t);  // tensor_parallel.cpp: tp_copy, tp_reduce, tp_max
+void add_tensor_parallel_kernels(KernelTable& t);  // tensor_parallel.cpp: the tp_ ops
 
 }  // namespace pf::cuda

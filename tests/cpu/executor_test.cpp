@@ -1,9 +1,12 @@
 // The CPU executor: hand-computed results, result binding, buffer reuse, errors, and no allocation in run().
 #include "backends/cpu/executor.h"
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
+#include <array>
 #include <atomic>
+#include <functional>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -755,25 +758,20 @@ TEST(Executor, RunAllocatesNoMoreThanItsKernels) {
   RecordProperty("allocations_per_run", std::to_string(in_run));
 }
 
-// Two ranks of a tensor-parallel stage, one thread each: every rank's
-// tp_reduce gets the sum of both ranks' partial values.
-TEST(Executor, TpReduceSumsThePartialValuesOfEveryRank) {
-  const char* text = R"(
-graph @g(%x: f32[2,3], %scale: f32[]) -> f32[2,3] {
-  %shared = tp_copy %x : f32[2,3]
-  %part = mul %shared, %scale : f32[2,3]
-  %y = tp_reduce %part : f32[2,3]
-  return %y
-}
-)";
-  Module m = verified_module(text);
+using RankResults = std::vector<std::vector<float>>;
+
+/// Runs rank r's program (`program(r)`, taking %x and a scale) on two ranks
+/// of a tensor-parallel stage, one thread each, rank 0 with scale 1 and
+/// rank 1 with 10; returns each rank's results.
+std::array<RankResults, 2> on_two_ranks(const std::function<std::string(int rank)>& program,
+                                        const std::vector<float>& x) {
   ThreadGroup group(2);
   ThreadGroup::Rank ranks[2] = {{group, 0}, {group, 1}};
-  const std::vector<float> x = {1, 2, 3, 4, 5, 6};
-  std::vector<float> y[2];
+  std::array<RankResults, 2> got;
   std::thread threads[2];
   for (int r = 0; r < 2; ++r)
     threads[r] = std::thread([&, r] {
+      Module m = verified_module(program(r));
       ExecutorOptions options;
       options.tensor_parallel = &ranks[r];
       Executor ex(m.graph(), m.binding(), DType::f32, options);
@@ -781,11 +779,84 @@ graph @g(%x: f32[2,3], %scale: f32[]) -> f32[2,3] {
       ex.bind_input(0, x.data());
       ex.bind_input(1, &scale);
       ex.run();
-      const auto* out = static_cast<const float*>(ex.output(0));
-      y[r].assign(out, out + 6);
+      for (int i = 0; i < static_cast<int>(m.graph().returns.size()); ++i) {
+        const auto* out = static_cast<const float*>(ex.output(i));
+        got[static_cast<size_t>(r)].emplace_back(out, out + ex.output_type(i).numel());
+      }
     });
   for (std::thread& t : threads) t.join();
-  for (const std::vector<float>& got : y) EXPECT_EQ(got, (std::vector<float>{11, 22, 33, 44, 55, 66}));
+  return got;
+}
+
+// Every rank's tp_reduce gets the sum of both ranks' partial values.
+TEST(Executor, TpReduceSumsThePartialValuesOfEveryRank) {
+  const auto got = on_two_ranks(
+      [](int) {
+        return R"(
+graph @g(%x: f32[2,3], %scale: f32[]) -> f32[2,3] {
+  %shared = tp_copy %x : f32[2,3]
+  %part = mul %shared, %scale : f32[2,3]
+  %y = tp_reduce %part : f32[2,3]
+  return %y
+}
+)";
+      },
+      {1, 2, 3, 4, 5, 6});
+  for (const RankResults& rank : got) EXPECT_EQ(rank[0], (std::vector<float>{11, 22, 33, 44, 55, 66}));
+}
+
+// Sequence parallelism's ops over 3 tokens on the middle axis (rank 0 holds
+// token 0, rank 1 tokens 1 and 2): a part taken and gathered back is the
+// whole; partial values reduce-scattered and gathered are the ranks' sum.
+TEST(Executor, SequenceParallelOpsMoveEachRanksPartOfTheTokens) {
+  const std::vector<float> x = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};  // [2, 3, 2]
+  const auto got = on_two_ranks(
+      [](int r) {
+        return fmt::format(R"(
+graph @g(%x: f32[2,3,2], %scale: f32[]) -> (f32[2,3,2], f32[2,3,2], {1}) {{
+  %part = tp_scatter %x {0} : {1}
+  %back = tp_gather %part {0} : f32[2,3,2]
+  %partial = mul %x, %scale : f32[2,3,2]
+  %sum.part = tp_reduce_scatter %partial {0} : {1}
+  %sum = tp_all_gather %sum.part {0} : f32[2,3,2]
+  return %back, %sum, %sum.part
+}}
+)",
+                           fmt::format("axis=1 size=3 rank={} ranks=2", r), r == 0 ? "f32[2,1,2]" : "f32[2,2,2]");
+      },
+      x);
+  std::vector<float> eleven;
+  for (float v : x) eleven.push_back(11 * v);
+  for (int r = 0; r < 2; ++r) {
+    EXPECT_EQ(got[r][0], x) << "rank " << r;
+    EXPECT_EQ(got[r][1], eleven) << "rank " << r;
+  }
+  EXPECT_EQ(got[0][2], (std::vector<float>{11, 22, 77, 88}));
+  EXPECT_EQ(got[1][2], (std::vector<float>{33, 44, 55, 66, 99, 110, 121, 132}));
+}
+
+// An op compiled for one rank refuses to run as another.
+TEST(Executor, SequenceParallelOpsCheckTheirRank) {
+  Module m = verified_module(R"(
+graph @g(%x: f32[4,2]) -> f32[2,2] {
+  %y = tp_scatter %x axis=0 size=4 rank=1 ranks=2 : f32[2,2]
+  return %y
+}
+)");
+  backend::SingleRankGroup alone;
+  ExecutorOptions options;
+  options.tensor_parallel = &alone;
+  Executor ex(m.graph(), m.binding(), DType::f32, options);
+  const std::vector<float> x(8, 1.0f);
+  ex.bind_input(0, x.data());
+  try {
+    ex.run();
+    FAIL() << "ran as the wrong rank";
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()),
+              "running %y = tp_scatter %x axis=0 size=4 rank=1 ranks=2 : f32[2,2]: tp_scatter was compiled for rank 1 "
+              "of 2 and runs as rank 0 of 1");
+  }
 }
 
 TEST(Executor, TpReduceWithoutAGroupSaysWhereItRuns) {
@@ -803,7 +874,7 @@ graph @g(%x: f32[4]) -> f32[4] {
     FAIL() << "ran without a group";
   } catch (const Error& e) {
     EXPECT_EQ(std::string(e.what()),
-              "running %y = tp_reduce %x : f32[4]: tp_reduce and tp_max combine values over the ranks of a "
+              "running %y = tp_reduce %x : f32[4]: tp_reduce needs the ranks of a "
               "tensor-parallel stage, and this function runs on no such rank; run it from a plan compiled with "
               "--tensor-parallel");
   }

@@ -1206,6 +1206,13 @@ std::vector<OpCase> all_cases() {
   add(OpKind::tp_copy, {"one rank", {g.uniform({3, 5})}, {}, {}, same_values});
   add(OpKind::tp_reduce, {"one rank", {g.uniform({2, 3, 4})}, {}, {}, same_values});
   add(OpKind::tp_max, {"one rank", {g.uniform({4, 3})}, {}, {}, same_values});
+  // A group of one rank holds all the tokens: every sequence-parallel op hands them on.
+  for (OpKind op : {OpKind::tp_reduce_scatter, OpKind::tp_all_gather, OpKind::tp_scatter, OpKind::tp_gather})
+    add(op, {"one rank",
+             {g.uniform({2, 3, 4})},
+             {dim_attr("axis", 1), dim_attr("size", 3), dim_attr("rank", 0), dim_attr("ranks", 1)},
+             {},
+             same_values});
   struct Tr {
     const char* name;
     Shape s;

@@ -153,6 +153,8 @@ std::vector<Case> all_cases() {
   c.push_back({OpKind::tp_copy, "one rank", {g.uniform({2, 6})}});
   c.push_back({OpKind::tp_reduce, "one rank", {g.uniform({3, 5})}});
   c.push_back({OpKind::tp_max, "one rank", {g.uniform({3, 5})}});
+  for (OpKind op : {OpKind::tp_reduce_scatter, OpKind::tp_all_gather, OpKind::tp_scatter, OpKind::tp_gather})
+    c.push_back({op, "one rank", {g.uniform({2, 3, 4})}, {dim("axis", 1), dim("size", 3), dim("rank", 0), dim("ranks", 1)}});
   c.push_back({OpKind::transpose, "rotate", {g.uniform({2, 3, 4})}, {dims("perm", {2, 0, 1})}});
   c.push_back({OpKind::transpose, "i64_swap", {g.ints(DType::i64, {3, 5}, -9, 9)}, {dims("perm", {1, 0})}});
   c.push_back({OpKind::slice, "middle", {g.uniform({2, 4, 3})}, {dim("axis", 1), dim("start", 1), dim("end", 3)}});

@@ -1,6 +1,7 @@
 // Every differentiable op's gradient rule against central finite differences
 // in float64, through autodiff and the CPU executor: an op without a rule or
 // without a case here fails.
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -90,6 +91,10 @@ std::map<OpKind, GradCase> cases() {
   m[OpKind::split] = {"%a: f32[2,6]", "  %x, %y, %z = split %a axis=1 sizes=[1,2,3] : f32[2,1], f32[2,2], f32[2,3]\n  %r = mul %x, %z : f32[2,3]\n", "f32[2,3]"};
   m[OpKind::tp_copy] = {"%a: f32[3,4]", "  %r = tp_copy %a : f32[3,4]\n", "f32[3,4]"};
   m[OpKind::tp_reduce] = {"%a: f32[3,4]", "  %r = tp_reduce %a : f32[3,4]\n", "f32[3,4]"};
+  // Over a group of one rank, which holds every token.
+  for (const char* op : {"tp_reduce_scatter", "tp_all_gather", "tp_scatter", "tp_gather"})
+    m[*find_op(op)] = {"%a: f32[2,3,4]",
+                       fmt::format("  %r = {} %a axis=1 size=3 rank=0 ranks=1 : f32[2,3,4]\n", op), "f32[2,3,4]"};
   m[OpKind::reduce_sum] = {"%a: f32[2,3,4]", "  %r = reduce_sum %a axes=[0,2] : f32[3]\n", "f32[3]"};
   m[OpKind::reduce_mean] = {"%a: f32[2,3,4]", "  %r = reduce_mean %a axes=[1] keepdims=true : f32[2,1,4]\n", "f32[2,1,4]"};
   m[OpKind::reduce_max] = {"%a: f32[3,4]", "  %r = reduce_max %a axes=[1] : f32[3]\n", "f32[3]"};

@@ -64,6 +64,62 @@ TEST(TensorParallel, SplitsAGptBlockLikeMegatron) {
   EXPECT_FALSE(split.divided[at.at("h.0.a")]);  // a layer norm runs whole on each GPU
 }
 
+// Sequence parallelism: what the split left whole between the products
+// (norms, residual stream, row-parallel sums and biases) is each GPU's part
+// of the tokens; the gathers and reduce-scatters priced as all-reduces.
+TEST(TensorParallel, SplitsTheTokensOfAGptBlockUnderSequenceParallelism) {
+  Module m = tiny_gpt();
+  const Function& g = m.graph();
+  const TensorParallelSplit split = tensor_parallel_split(g, 2, -1, {}, true);
+  auto tokens = [&](const char* name) { return static_cast<bool>(split.tokens[g.find_value(name)]); };
+  for (const char* name : {"tok", "x", "h.0.a", "h.0.attn.mm", "h.0.attn.out", "h.0.x1", "h.0.m", "h.0.mlp.mm",
+                           "h.0.mlp.out", "h", "xf"})
+    EXPECT_TRUE(tokens(name)) << name;
+  for (const char* name : {"wpe", "pos", "h.0.ln_1.w", "h.0.attn.c_proj.b", "h.0.qkv", "logits", "loss"})
+    EXPECT_FALSE(tokens(name)) << name;
+  // Forward: each row product's sum reduce-scattered and each column
+  // product's input gathered (64 elements each), the loss as before.
+  // Backward: each column product's input gradient reduce-scattered and its
+  // input gathered again (2 x 64), each reduce-scatter's gradient gathered
+  // (64); the norms' weights and biases (16 per norm, 8 per bias) summed;
+  // the position table's gradient gathered from the parts (4 x 8).
+  const std::map<std::string, int> at = op_index(g);
+  std::map<std::string, int64_t> forward, backward;
+  for (const auto& [name, i] : at) {
+    if (split.forward_reduced[i] > 0) forward[name] = split.forward_reduced[i];
+    if (split.backward_reduced[i] > 0) backward[name] = split.backward_reduced[i];
+  }
+  EXPECT_EQ(forward, (std::map<std::string, int64_t>{{"h.0.attn.mm", 64},
+                                                     {"h.0.mlp.mm", 64},
+                                                     {"tok", 64},
+                                                     {"h.0.qkv.mm", 64},
+                                                     {"h.0.fc.mm", 64},
+                                                     {"logits", 64},
+                                                     {"loss", 24}}));
+  EXPECT_EQ(backward, (std::map<std::string, int64_t>{{"h.0.qkv.mm", 128},
+                                                      {"h.0.fc.mm", 128},
+                                                      {"logits", 128},
+                                                      {"h.0.attn.mm", 64},
+                                                      {"h.0.mlp.mm", 64},
+                                                      {"tok", 64},
+                                                      {"x", 32},
+                                                      {"h.0.a", 16},
+                                                      {"h.0.attn.out", 8},
+                                                      {"h.0.m", 16},
+                                                      {"h.0.mlp.out", 8},
+                                                      {"xf", 16}}));
+  EXPECT_TRUE(split.divided[at.at("h.0.a")]);  // the layer norm on each GPU's tokens
+  // Stashed parts are half the size; the cuts between stages are as before
+  // (stages hand whole values on).
+  auto timer = [](const Function&, const Op&, const OpCost&) { return OpTiming{1.0, 2.0}; };
+  const DimBinding b = m.binding(parse_binding("B=2,T=4,S=4,C=8,H=2,L=1,V=16"));
+  CostGraph plain = build_cost_graph(g, b, timer), sequence = plain;
+  apply_tensor_parallel(plain, g, TensorParallel{2, {1e9, 0}, 2});
+  apply_tensor_parallel(sequence, g, TensorParallel{2, {1e9, 0}, 2, true});
+  EXPECT_EQ(sequence.nodes[at.at("h.0.attn.mm")].stash_bytes * 2, plain.nodes[at.at("h.0.attn.mm")].stash_bytes);
+  EXPECT_EQ(cuts_between_shares(g, split, {}), cuts_between_shares(g, tensor_parallel_split(g, 2), {}));
+}
+
 // Each stage's program is split alone, so a stage may not begin between a
 // column-parallel product and the row-parallel one that reads its shares.
 TEST(TensorParallel, NoShareCrossesACut) {

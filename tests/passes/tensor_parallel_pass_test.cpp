@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <map>
 #include <random>
@@ -95,8 +96,10 @@ void expect_near(const std::vector<double>& got, const std::vector<double>& want
     ASSERT_NEAR(got[i], want[i], 1e-12 + 1e-9 * std::abs(want[i])) << what << " at " << i;
 }
 
-/// Runs `m` whole and as `degree` ranks, and compares.
-std::set<std::string> expect_ranks_compute_the_whole(const Module& m, const DimBinding& binding, int degree, int classes) {
+/// Runs `m` whole and as `degree` ranks (under sequence parallelism with
+/// `sequence`), and compares. Returns the parameters the ranks split.
+std::set<std::string> expect_ranks_compute_the_whole(const Module& m, const DimBinding& binding, int degree, int classes,
+                                                     bool sequence = false) {
   const Function& g = m.graph();
   std::mt19937_64 rng(7);
   std::normal_distribution<double> normal(0.0, 0.5);
@@ -131,7 +134,14 @@ std::set<std::string> expect_ranks_compute_the_whole(const Module& m, const DimB
       PassContext ctx{binding};
       ctx.tensor_parallel = degree;
       ctx.tensor_parallel_rank = r;
+      ctx.sequence_parallel = sequence;
       run_passes(program, {"tensor-parallel"}, ctx);
+      if (sequence) {
+        const std::vector<Op>& ops = program.graph().ops;
+        EXPECT_TRUE(std::any_of(ops.begin(), ops.end(),
+                                [](const Op& op) { return op.kind == OpKind::tp_reduce_scatter; }))
+            << "rank " << r << " holds no part of the tokens";
+      }
       got[static_cast<size_t>(r)] = run(std::move(program), binding, inputs, whole, &ranks[static_cast<size_t>(r)]);
     });
   for (std::thread& t : threads) t.join();
@@ -195,6 +205,33 @@ TEST(TensorParallelPass, MlpRanksComputeTheWholeModel) {
     DimBinding binding;
     const Module m = prepared("mlp.pf", fmt::format("B=4,I=6,H={},L=2,K=5", hidden), binding);
     EXPECT_EQ(expect_ranks_compute_the_whole(m, binding, 2, 5).size(), 6u);
+  }
+}
+
+// Sequence parallelism: the norms, biases and residual adds run on each
+// rank's part of the tokens, evenly (4 tokens over 2 and 4 ranks) and not
+// (5 over 2: 2 and 3; 3 over 2: 1 and 2), the layer norms' weights summed
+// over the ranks' tokens.
+TEST(TensorParallelPass, GptRanksOnPartsOfTheTokensComputeTheWholeModel) {
+  for (const int tokens : {4, 5, 3}) {
+    DimBinding binding;
+    const Module m = prepared("gpt.pf", fmt::format("B=2,T={},S=8,C=16,H=4,L=2,V=11", tokens), binding);
+    for (int degree : {2, 4}) {
+      if (tokens < degree) continue;
+      SCOPED_TRACE(fmt::format("{} tokens, {} ranks", tokens, degree));
+      EXPECT_EQ(expect_ranks_compute_the_whole(m, binding, degree, 11, true).count("wte"), 1);
+    }
+  }
+}
+
+// In an MLP the tokens are the batch's rows ([B, H]): 4 rows over 2 ranks,
+// and 3 over 2.
+TEST(TensorParallelPass, MlpRanksOnPartsOfTheRowsComputeTheWholeModel) {
+  for (const int batch : {4, 3}) {
+    SCOPED_TRACE(fmt::format("{} rows", batch));
+    DimBinding binding;
+    const Module m = prepared("mlp.pf", fmt::format("B={},I=6,H=8,L=2,K=5", batch), binding);
+    EXPECT_EQ(expect_ranks_compute_the_whole(m, binding, 2, 5, true).size(), 6u);
   }
 }
 

@@ -226,14 +226,19 @@ def test_a_sharded_optimizer_trains_and_checkpoints_as_a_replicated_one(tmp_path
 def test_a_tensor_parallel_plan_trains_as_the_unsplit_one(tmp_path):
     # Each device a group of two ranks splitting every layer (the MLP's
     # products by columns then rows, the loss over each rank's classes):
-    # the unsplit plan's losses, and a checkpoint either one resumes.
+    # the unsplit plan's losses, with the rows between the products cut over
+    # the ranks too (sequence parallelism), and a checkpoint either one resumes.
     batch, later = mlp_batch(seed=8), mlp_batch(seed=9)
     whole = pipeforge.compile(MLP, devices="cpu:2", microbatches=2, bind=MLP_BIND)
     split = pipeforge.compile(MLP, devices="cpu:4", microbatches=2, bind=MLP_BIND, tensor_parallel=2)
+    rows = pipeforge.compile(MLP, devices="cpu:4", microbatches=2, bind=MLP_BIND, tensor_parallel=2,
+                             sequence_parallel=True)
     assert split.tensor_parallel == 2 and whole.tensor_parallel == 1
+    assert rows.sequence_parallel and not split.sequence_parallel
     a, losses_a = trained(whole, 2, batch)
     b, losses_b = trained(split, 2, batch)
     assert losses_b == pytest.approx(losses_a, rel=1e-5)
+    assert trained(rows, 2, batch)[1] == pytest.approx(losses_a, rel=1e-5)
     b.save_checkpoint(tmp_path / "split")
     c = pipeforge.Runtime(whole, seed=99)
     c.load_checkpoint(tmp_path / "split")

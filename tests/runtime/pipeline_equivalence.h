@@ -61,6 +61,8 @@ struct Placement {
   /// Each device a tensor-parallel group of this many ranks, each running
   /// its part of the device's stages.
   int tensor = 1;
+  /// ... and the ops between its split products on each rank's part of the tokens.
+  bool sequence = false;
   /// What each stage's backward computes again instead of stashing.
   Recompute recompute = Recompute::none;
   /// Loss, every gradient and every final weight, relative to the largest

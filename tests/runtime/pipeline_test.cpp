@@ -81,6 +81,15 @@ TEST_P(Equivalence, TensorParallelGroupsMatchOneDevice) {
       setup.recompute = recompute;
       expect_same(ref, model, kind, 2, 4, 1, setup);
     }
+  // With the ops between the split products on each rank's part of the tokens.
+  for (ScheduleKind kind : {ScheduleKind::gpipe, ScheduleKind::one_f_one_b, ScheduleKind::zb_h1,
+                            ScheduleKind::interleaved, ScheduleKind::zb_v, ScheduleKind::zb_interleaved}) {
+    Placement setup;
+    setup.tensor = 2;
+    setup.sequence = true;
+    setup.replicas = kind == ScheduleKind::one_f_one_b ? 2 : 1;
+    expect_same(ref, model, kind, 2, 4, chunks_per_device(kind, kind == ScheduleKind::interleaved ? 2 : 1), setup);
+  }
   // Something was split (the tables' model has no product to split).
   if (model.file == kTables.file) return;
   int pieces = 0;
