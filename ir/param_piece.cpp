@@ -26,6 +26,17 @@ void for_each_run(const ParamPiece& p, const TensorType& piece, size_t element_b
 
 }  // namespace
 
+bool cuts_into_token_parts(const TensorType& type, int degree) {
+  return is_float(type.dtype) && type.rank() >= 2 &&
+         type.shape[static_cast<size_t>(token_axis(type.rank()))] >= degree;
+}
+
+TensorType token_part_type(TensorType type, int degree, int rank) {
+  int64_t& tokens = type.shape[static_cast<size_t>(token_axis(type.rank()))];
+  tokens = part_begin(tokens, degree, rank + 1) - part_begin(tokens, degree, rank);
+  return type;
+}
+
 TensorType ParamPiece::whole_type(const TensorType& piece) const {
   TensorType type = piece;
   type.shape.at(static_cast<size_t>(axis)) = whole_rows;

@@ -21,6 +21,18 @@ namespace pf {
 /// begins.
 inline int64_t part_begin(int64_t n, int64_t degree, int64_t rank) { return n * rank / degree; }
 
+/// The axis a value of `rank` dimensions holds its tokens on under sequence
+/// parallelism: the one before the features ([B, T, C]: T; [N, C]: N).
+inline int token_axis(int rank) { return rank - 2; }
+
+/// Whether sequence parallelism can cut a value of `type` into the parts of
+/// the tokens of `degree` ranks: a float with a token axis each rank gets a
+/// part of. Such values are also what stages hand on in parts.
+bool cuts_into_token_parts(const TensorType& type, int degree);
+
+/// Rank `rank`'s part of the tokens of a value of `type` (part_begin).
+TensorType token_part_type(TensorType type, int degree, int rank);
+
 /// Along `axis`, the whole's `whole_rows` indices fall into `segments` equal
 /// blocks (three where one product computes q, k and v side by side), and
 /// the piece holds indices [begin, end) of every block, blocks in order.

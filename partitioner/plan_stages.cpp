@@ -34,6 +34,13 @@ PlanShard compile_part(Module module, const StageModule& stage, int index, const
   ctx.tensor_parallel_rank = rank;
   ctx.tensor_parallel_whole = whole_tied;
   ctx.sequence_parallel = sequence_parallel;
+  // Stages hand what sequence parallelism can cut on in parts, as Megatron-LM does.
+  if (sequence_parallel && degree > 1) {
+    const Function& g = module.graph();
+    for (const std::vector<std::string>* list : {&stage.recv, &stage.send})
+      for (const std::string& name : *list)
+        if (cuts_into_token_parts(g.type_of(g.find_value(name)), degree)) ctx.hand_offs_in_parts.push_back(name);
+  }
   if (degree > 1) run_passes(module, {"tensor-parallel"}, ctx);
   const Function& g = module.graph();
   for (const Op& op : g.ops) {

@@ -42,6 +42,9 @@ struct PassContext {
   /// Sequence parallelism on top: the ops between the group's row- and
   /// column-parallel products run on each rank's part of the tokens.
   bool sequence_parallel = false;
+  /// Under sequence parallelism, the graph's arguments and results (by name)
+  /// that a stage receives or sends as each rank's part of their tokens.
+  std::vector<std::string> hand_offs_in_parts = {};
 };
 
 /// A transformation of a module. `run` returns whether it changed anything;

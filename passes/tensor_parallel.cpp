@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <map>
+#include <set>
 
 #include "ir/param_piece.h"
 #include "ir/verifier.h"
@@ -108,13 +109,29 @@ void cross_entropy_over_classes(Function& g, const Op& loss, int degree, int ran
 /// later readers share.
 class RankRewrite {
  public:
-  RankRewrite(Function& g, const TensorParallelLayout& split, int rank)
-      : g_(g), split_(split), rank_(rank), fresh_name_(g) {}
+  RankRewrite(Function& g, const TensorParallelLayout& split, int rank, const std::vector<std::string>& in_parts)
+      : g_(g), split_(split), rank_(rank), fresh_name_(g) {
+    for (const std::string& name : in_parts) in_parts_.insert(g.find_value(name));
+  }
 
   void run() {
     for (size_t i = 0; i < g_.ops.size(); ++i) rewrite(g_.ops[i], split_.ops[i]);
-    for (ValueId& r : g_.returns)
-      if (split_.tokens[r]) r = gathered(r, g_.ops.back());
+    // A result handed on in parts leaves as the rank's part, the rest whole.
+    for (size_t k = 0; k < g_.returns.size(); ++k) {
+      ValueId& r = g_.returns[k];
+      if (in_parts_.count(r)) {
+        g_.result_types[k] = SymType::from(token_part_type(g_.type_of(r), split_.degree, rank_));
+        if (!split_.tokens[r]) r = sent_part(r);
+      } else if (split_.tokens[r]) {
+        r = gathered(r, g_.ops.back());
+      }
+    }
+    for (size_t k = 0; k < g_.args.size(); ++k) {
+      const ValueId a = g_.args[k];
+      if (!in_parts_.count(a)) continue;
+      g_.values[a].type = token_part_type(g_.type_of(a), split_.degree, rank_);
+      g_.arg_types[k] = SymType::from(*g_.values[a].type);
+    }
     g_.ops = std::move(ops_);
     compact_values(g_);
   }
@@ -200,13 +217,31 @@ class RankRewrite {
     return at->second;
   }
 
+  /// The rank's part of a whole result the stage sends in parts: the part
+  /// takes the result's name, the whole becomes <name>.whole.
+  ValueId sent_part(ValueId whole) {
+    const std::string name = g_.values[whole].name;
+    if (g_.values[whole].def_op < 0)  // stages read the model's inputs themselves and pass on only what they receive
+      throw Error(fmt::format("tensor-parallel: %{} arrives whole and would leave in parts", name));
+    const ValueId part = once(parts_, whole, g_.ops.back(), OpKind::tp_scatter, ".part");
+    g_.values[whole].name = fresh_name_(name + ".whole");
+    g_.values[part].name = name;
+    return part;
+  }
+
   /// A part of the tokens gathered whole for a reader outside the token
-  /// regions: the whole takes the value's name, the part becomes <name>.part.
+  /// regions: the whole takes the value's name, the part becomes <name>.part,
+  /// unless the part is what the stage receives or sends (the whole is
+  /// <name>.whole then).
   ValueId gathered(ValueId part, const Op& reader) {
     auto [at, fresh] = gathers_.try_emplace(part, -1);
     if (fresh) {
       std::string name = g_.values[part].name;
-      g_.values[part].name = fresh_name_(name + ".part");
+      if (in_parts_.count(part)) {
+        name = fresh_name_(name + ".whole");
+      } else {
+        g_.values[part].name = fresh_name_(name + ".part");
+      }
       at->second = g_.add_value(std::move(name), reader.loc);
       ops_.push_back(token_op(OpKind::tp_gather, part, at->second, reader, g_.type_of(part)));
     }
@@ -222,6 +257,7 @@ class RankRewrite {
   std::map<ValueId, ValueId> all_gathers_;  // a part of the tokens -> gathered for column products
   std::map<ValueId, ValueId> gathers_;      // a part of the tokens -> gathered whole for other readers
   std::map<ValueId, ValueId> parts_;        // a whole value -> the rank's part of its tokens
+  std::set<ValueId> in_parts_;              // arguments and results handed between stages in parts
 };
 
 /// Types every value again and writes the result types in, as the shape
@@ -254,11 +290,14 @@ class TensorParallelPass final : public Pass {
     for (const Op& op : g.ops)
       if (op.kind == OpKind::call)
         throw Error("tensor-parallel: the graph still calls functions; run inline and shape first", op.loc);
-    const TensorParallelLayout split =
-        tensor_parallel_layout(g, degree, -1, ctx.tensor_parallel_whole, ctx.sequence_parallel);
-    if (std::all_of(split.ops.begin(), split.ops.end(), [](ShardRole r) { return r == ShardRole::whole; }))
+    if (!ctx.hand_offs_in_parts.empty() && !ctx.sequence_parallel)
+      throw Error("tensor-parallel: stages hand values on in parts only under sequence parallelism");
+    const TensorParallelLayout split = tensor_parallel_layout(g, degree, -1, ctx.tensor_parallel_whole,
+                                                              ctx.sequence_parallel, ctx.hand_offs_in_parts);
+    if (std::all_of(split.ops.begin(), split.ops.end(), [](ShardRole r) { return r == ShardRole::whole; }) &&
+        ctx.hand_offs_in_parts.empty())
       return false;
-    RankRewrite(g, split, rank).run();
+    RankRewrite(g, split, rank, ctx.hand_offs_in_parts).run();
     retype(m, ctx.binding);
     return true;
   }

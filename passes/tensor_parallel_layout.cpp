@@ -476,7 +476,7 @@ bool is_token_wise(const Op& op, int rank) {
 /// Sequence parallelism over the split: which whole values each rank holds
 /// only its part of the tokens of, growing forward from the row-parallel
 /// products' sums through token-wise ops.
-void split_tokens(const Function& g, TensorParallelLayout& layout) {
+void split_tokens(const Function& g, TensorParallelLayout& layout, const std::vector<std::string>& in_parts) {
   const int degree = layout.degree;
   const auto users = g.users();
   std::vector<bool>& tokens = layout.tokens;
@@ -485,10 +485,21 @@ void split_tokens(const Function& g, TensorParallelLayout& layout) {
   auto token_count = [&](ValueId v) {
     return rank_of(v) >= 2 ? g.type_of(v).shape[static_cast<size_t>(token_axis(rank_of(v)))] : int64_t{1};
   };
-  // A value that can be cut by tokens: float, with a token axis each rank gets a part of.
-  auto cuttable = [&](ValueId v) { return is_float(g.type_of(v).dtype) && rank_of(v) >= 2 && token_count(v) >= degree; };
-  // Where a part goes on to something other than a gather: a token-wise op or a column product.
+  auto cuttable = [&](ValueId v) { return cuts_into_token_parts(g.type_of(v), degree); };
+  std::vector<bool> sent_in_parts(g.values.size(), false);
+  for (const std::string& name : in_parts) {
+    const ValueId v = g.find_value(name);
+    const bool arg = std::find(g.args.begin(), g.args.end(), v) != g.args.end();
+    if (v < 0 || (!arg && std::find(g.returns.begin(), g.returns.end(), v) == g.returns.end()) || !cuttable(v))
+      throw Error(fmt::format("%{} is neither an argument nor a result of @{} whose tokens {} ranks can share", name,
+                              g.name, degree));
+    if (arg) tokens[v] = true;
+    sent_in_parts[v] = !arg;
+  }
+  // Where a part goes on to something other than a gather: a token-wise op,
+  // a column product, or the next stage.
   auto worth_cutting = [&](ValueId v) {
+    if (sent_in_parts[v]) return true;
     for (int u : users[v]) {
       const Op& user = g.ops[u];
       if (layout.ops[u] == ShardRole::column ||
@@ -522,7 +533,8 @@ void split_tokens(const Function& g, TensorParallelLayout& layout) {
 }  // namespace
 
 TensorParallelLayout tensor_parallel_layout(const Function& graph, int degree, int whole_results,
-                                            const std::vector<std::string>& whole_params, bool sequence_parallel) {
+                                            const std::vector<std::string>& whole_params, bool sequence_parallel,
+                                            const std::vector<std::string>& hand_offs_in_parts) {
   if (degree <= 1)
     return {1, std::vector<ShardLayout>(graph.values.size()),
             std::vector<ShardRole>(graph.ops.size(), ShardRole::whole), {},
@@ -543,7 +555,7 @@ TensorParallelLayout tensor_parallel_layout(const Function& graph, int degree, i
       std::sort(layout.kept_whole.begin(), layout.kept_whole.end(),
                 [](const KeptWhole& a, const KeptWhole& b) { return a.op < b.op; });
       if (sequence_parallel)
-        split_tokens(graph, layout);
+        split_tokens(graph, layout, hand_offs_in_parts);
       else
         layout.tokens.assign(graph.values.size(), false);
       return layout;

@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "ir/module.h"
-#include "ir/param_piece.h"  // part_begin
+#include "ir/param_piece.h"  // part_begin, token_axis
 
 namespace pf {
 
@@ -53,9 +53,6 @@ struct TensorParallelLayout {
   std::vector<bool> tokens;
 };
 
-/// The axis a value of `rank` dimensions holds its tokens on under sequence
-/// parallelism: the one before the features ([B, T, C]: T; [N, C]: N).
-inline int token_axis(int rank) { return rank - 2; }
 
 /// The split of `graph` (inlined, shapes in numbers) over `degree` ranks.
 /// Its first `whole_results` results (all when negative) leave it whole:
@@ -89,9 +86,13 @@ inline int token_axis(int rank) { return rank - 2; }
 /// reduce-scatter, and the column product reads its input gathered. A whole
 /// value such an op reads along the tokens (the stage's input) is cut to the
 /// rank's part, one broadcast over them (a norm's weights) is read whole, and
-/// an op outside these regions (the stage's results) reads a part gathered.
+/// an op outside these regions reads a part gathered. The arguments and
+/// results named in `hand_offs_in_parts` (what a stage receives from the one
+/// before and sends to the next) arrive and leave as each rank's part of
+/// their tokens.
 TensorParallelLayout tensor_parallel_layout(const Function& graph, int degree, int whole_results = -1,
                                             const std::vector<std::string>& whole_params = {},
-                                            bool sequence_parallel = false);
+                                            bool sequence_parallel = false,
+                                            const std::vector<std::string>& hand_offs_in_parts = {});
 
 }  // namespace pf

@@ -9,6 +9,7 @@
 #include <set>
 
 #include "ir/diagnostic.h"
+#include "ir/param_piece.h"
 #include "runtime/schedule.h"
 
 namespace pf {
@@ -23,7 +24,7 @@ bool plan_recomputes(const Plan& plan) {
                      [](const PlanStage& s) { return s.gradients && !s.gradients->recomputed.empty(); });
 }
 
-PlanStage shard_stage(const PlanStage& stage, int shard) {
+PlanStage shard_stage(const PlanStage& stage, int shard, bool sequence_parallel) {
   if (shard < 0 || shard >= static_cast<int>(stage.shards.size()))
     throw Error(fmt::format("stage {} has no part for rank {} of a tensor-parallel group of {}", stage.index, shard,
                             stage.shards.size()));
@@ -33,6 +34,11 @@ PlanStage shard_stage(const PlanStage& stage, int shard) {
   out.params = std::move(part.params);
   out.gradients = std::move(part.gradients);
   out.split = std::move(part.split);
+  const int degree = static_cast<int>(stage.shards.size());
+  if (sequence_parallel)
+    for (std::vector<PlanTensor>* list : {&out.recv, &out.send})
+      for (PlanTensor& t : *list)
+        if (cuts_into_token_parts(t.type, degree)) t.type = token_part_type(t.type, degree, shard);
   out.shards.clear();
   return out;
 }

@@ -234,8 +234,10 @@ void check_plan(const Plan& plan, const std::string& path, std::vector<Module>* 
 void save_plan(const Plan& plan, const std::string& path);
 
 /// Stage `stage` as rank `shard` of its tensor-parallel group runs it: its
-/// shard's program and tables in place of the whole stage's.
-PlanStage shard_stage(const PlanStage& stage, int shard);
+/// shard's program and tables in place of the whole stage's. Under
+/// `sequence_parallel`, what it receives and sends that the tokens can be cut
+/// of (cuts_into_token_parts) travels as the rank's part.
+PlanStage shard_stage(const PlanStage& stage, int shard, bool sequence_parallel = false);
 
 /// A stage's program parsed and verified under the plan's binding: the
 /// dimensions the program declares take the plan's values. Errors are

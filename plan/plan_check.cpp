@@ -325,7 +325,7 @@ class PlanChecker {
                        s.index, s.shards.size(), t));
     for (size_t r = 0; r < t; ++r) {
       try {
-        modules.push_back(check_programs(shard_stage(s, static_cast<int>(r))));
+        modules.push_back(check_programs(shard_stage(s, static_cast<int>(r), plan_.sequence_parallel)));
       } catch (const Error& e) {
         throw Error(fmt::format("{} (in the part of rank {} of its tensor-parallel group)", e.message(), r));
       }

@@ -87,7 +87,7 @@ Pipeline::Pipeline(const Plan& plan, std::vector<Module> programs, const Pipelin
       if (!local(rank_of_stage(plan, s, replica, shard))) continue;
       // A tensor-parallel stage runs as the part of its rank's place.
       std::optional<PlanStage> part;
-      if (tensor_ > 1) part = shard_stage(plan.stages[static_cast<size_t>(s)], shard);
+      if (tensor_ > 1) part = shard_stage(plan.stages[static_cast<size_t>(s)], shard, plan.sequence_parallel);
       const PlanStage& ps = part ? *part : plan.stages[static_cast<size_t>(s)];
       if (!ps.gradients) throw Error(fmt::format("plan stage {} has no backward to train with", s));
       if (split && !ps.split)
@@ -280,7 +280,7 @@ std::unique_ptr<Pipeline> Pipeline::from_plan(const Plan& plan, PipelineOptions 
   for (const PlanStage& ps : plan.stages) programs.push_back(stage_program(plan, ps));
   for (const PlanStage& ps : plan.stages)
     for (int t = 0; t < static_cast<int>(ps.shards.size()); ++t)
-      programs.push_back(stage_program(plan, shard_stage(ps, t)));
+      programs.push_back(stage_program(plan, shard_stage(ps, t, plan.sequence_parallel)));
   return from_plan(plan, std::move(programs), std::move(options));
 }
 
