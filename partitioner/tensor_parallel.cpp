@@ -3,6 +3,8 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+
 #include "ir/diagnostic.h"
 #include "partitioner/model_cost_graph.h"
 #include "passes/tensor_parallel_layout.h"
@@ -16,8 +18,10 @@ int64_t divided_bytes(int64_t bytes, int degree) { return (bytes + degree - 1) /
 }  // namespace
 
 TensorParallelSplit tensor_parallel_split(const Function& graph, int degree, int whole_results,
-                                          const std::vector<std::string>& whole_params, bool sequence) {
-  const TensorParallelLayout layout = tensor_parallel_layout(graph, degree, whole_results, whole_params, sequence);
+                                          const std::vector<std::string>& whole_params, bool sequence,
+                                          const std::vector<std::string>& hand_offs_in_parts) {
+  const TensorParallelLayout layout =
+      tensor_parallel_layout(graph, degree, whole_results, whole_params, sequence, hand_offs_in_parts);
   TensorParallelSplit split;
   const size_t ops = graph.ops.size();
   split.sharded.resize(graph.values.size());
@@ -53,9 +57,12 @@ TensorParallelSplit tensor_parallel_split(const Function& graph, int degree, int
       if (!layout.tokens[u] && layout.ops[i] == ShardRole::tokens && carries_grad[u]) split.backward_reduced[i] += n;
     }
   }
-  for (size_t k = 0; k < graph.returns.size(); ++k)
-    if (layout.tokens[graph.returns[k]] && !graph.ops.empty())
-      split.forward_reduced.back() += graph.type_of(graph.returns[k]).numel();
+  // Results leave whole (gathered) unless they are handed on in parts.
+  for (ValueId r : graph.returns)
+    if (layout.tokens[r] && !graph.ops.empty() &&
+        std::find(hand_offs_in_parts.begin(), hand_offs_in_parts.end(), graph.values[r].name) ==
+            hand_offs_in_parts.end())
+      split.forward_reduced.back() += graph.type_of(r).numel();
   return split;
 }
 
@@ -90,7 +97,8 @@ TensorParallelSplit apply_tensor_parallel(CostGraph& cg, const Function& graph, 
   if (cg.nodes.size() != graph.ops.size())
     throw Error(fmt::format("tensor parallelism: the cost graph has {} nodes for {} ops", cg.nodes.size(),
                             graph.ops.size()));
-  const TensorParallelSplit split = tensor_parallel_split(graph, t, whole_results, whole_params, tp.sequence);
+  const TensorParallelSplit split =
+      tensor_parallel_split(graph, t, whole_results, whole_params, tp.sequence, tp.hand_offs_in_parts);
   const auto users = graph.users();
   for (size_t i = 0; i < graph.ops.size(); ++i) {
     const Op& op = graph.ops[i];

@@ -19,6 +19,9 @@ struct TensorParallel {
   LinkSpec link;               // between the GPUs of the group (inside a node)
   int64_t element_bytes = 4;   // bytes an all-reduce moves per element: the compute dtype's
   bool sequence = false;       // sequence parallelism on top (tensor_parallel_layout)
+  /// Under it, the graph's arguments and results (a stage's) that arrive
+  /// and leave in each GPU's part of the tokens.
+  std::vector<std::string> hand_offs_in_parts = {};
 };
 
 /// Where Megatron's split (tensor_parallel_layout, which the tensor-parallel
@@ -49,7 +52,8 @@ struct TensorParallelSplit {
 /// `degree` GPUs; its first `whole_results` results (all when negative) are
 /// whole, and so are the parameters in `whole_params` (tensor_parallel_layout).
 TensorParallelSplit tensor_parallel_split(const Function& graph, int degree, int whole_results = -1,
-                                          const std::vector<std::string>& whole_params = {}, bool sequence = false);
+                                          const std::vector<std::string>& whole_params = {}, bool sequence = false,
+                                          const std::vector<std::string>& hand_offs_in_parts = {});
 
 /// The positions of `candidates` (cuts before op i, as CostGraph's; empty
 /// meaning 1..n-1) where no share crosses from one stage to the next: the
