@@ -1,7 +1,13 @@
 // What every communicator shares.
 #include "comm/communicator.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
+#include <numeric>
+#include <vector>
+
+#include "ir/diagnostic.h"
 
 namespace pf {
 
@@ -19,5 +25,59 @@ int Communicator::start_all_reduce(const CommGroup& group, std::span<float> valu
 }
 
 void Communicator::finish_all_reduce(int) {}
+
+namespace {
+
+/// Where this rank's block begins among the members' `counts`, checked
+/// against the buffers.
+int64_t block_offset(const Communicator& comm, const CommGroup& group, std::span<const int64_t> counts, size_t part,
+                     size_t whole) {
+  const auto at = std::find(group.ranks.begin(), group.ranks.end(), comm.rank());
+  if (at == group.ranks.end()) throw Error(fmt::format("rank {} is not in group '{}'", comm.rank(), group.name));
+  const auto place = static_cast<size_t>(at - group.ranks.begin());
+  if (counts.size() != group.ranks.size() || std::accumulate(counts.begin(), counts.end(), int64_t{0}) !=
+                                                 static_cast<int64_t>(whole) ||
+      counts[place] != static_cast<int64_t>(part))
+    throw Error(fmt::format("group '{}': blocks of {} values for {} members do not tile {} values with this rank's {}",
+                            group.name, counts.size(), group.ranks.size(), whole, part));
+  return std::accumulate(counts.begin(), counts.begin() + static_cast<std::ptrdiff_t>(place), int64_t{0});
+}
+
+template <class T>
+void gather_through_sum(Communicator& comm, const CommGroup& group, std::span<const T> part, std::span<T> whole,
+                        std::span<const int64_t> counts) {
+  const int64_t offset = block_offset(comm, group, counts, part.size(), whole.size());
+  std::fill(whole.begin(), whole.end(), T(0));
+  std::copy(part.begin(), part.end(), whole.begin() + offset);
+  comm.all_reduce(group, whole);
+}
+
+template <class T>
+void scatter_through_sum(Communicator& comm, const CommGroup& group, std::span<const T> whole, std::span<T> part,
+                         std::span<const int64_t> counts) {
+  const int64_t offset = block_offset(comm, group, counts, part.size(), whole.size());
+  std::vector<T> sum(whole.begin(), whole.end());
+  comm.all_reduce(group, std::span<T>(sum));
+  std::copy(sum.begin() + offset, sum.begin() + offset + static_cast<int64_t>(part.size()), part.begin());
+}
+
+}  // namespace
+
+void Communicator::all_gather(const CommGroup& group, std::span<const float> part, std::span<float> whole,
+                              std::span<const int64_t> counts) {
+  gather_through_sum(*this, group, part, whole, counts);
+}
+void Communicator::all_gather(const CommGroup& group, std::span<const double> part, std::span<double> whole,
+                              std::span<const int64_t> counts) {
+  gather_through_sum(*this, group, part, whole, counts);
+}
+void Communicator::reduce_scatter(const CommGroup& group, std::span<const float> whole, std::span<float> part,
+                                  std::span<const int64_t> counts) {
+  scatter_through_sum(*this, group, whole, part, counts);
+}
+void Communicator::reduce_scatter(const CommGroup& group, std::span<const double> whole, std::span<double> part,
+                                  std::span<const int64_t> counts) {
+  scatter_through_sum(*this, group, whole, part, counts);
+}
 
 }  // namespace pf

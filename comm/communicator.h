@@ -104,6 +104,21 @@ class Communicator {
   /// here and finishing has nothing left to do.
   virtual int start_all_reduce(const CommGroup& group, std::span<float> values);
   virtual void finish_all_reduce(int handle);
+  /// Gathers the members' parts: the k-th member's `counts[k]` values land
+  /// in `whole` after those of the members before it, on every member;
+  /// `part` is this rank's. By default through all_reduce: each part placed
+  /// in a zeroed whole, which the sum fills in (twice the bytes of a ring).
+  virtual void all_gather(const CommGroup& group, std::span<const float> part, std::span<float> whole,
+                          std::span<const int64_t> counts);
+  virtual void all_gather(const CommGroup& group, std::span<const double> part, std::span<double> whole,
+                          std::span<const int64_t> counts);
+  /// Sums `whole` over the members, each keeping its block in `part` (the
+  /// k-th member's: `counts[k]` values after those of the members before
+  /// it), with all_reduce's bits. By default through all_reduce of a copy.
+  virtual void reduce_scatter(const CommGroup& group, std::span<const float> whole, std::span<float> part,
+                              std::span<const int64_t> counts);
+  virtual void reduce_scatter(const CommGroup& group, std::span<const double> whole, std::span<double> part,
+                              std::span<const int64_t> counts);
   /// Copies `bytes` at `data` from the group's rank `root` to every member.
   virtual void broadcast(const CommGroup& group, int root, void* data, int64_t bytes) = 0;
   virtual void barrier(const CommGroup& group) = 0;

@@ -177,6 +177,23 @@ class LocalWorld::Rank final : public Communicator {
   void all_reduce(const CommGroup& group, std::span<double> values) override { sum(group, values, f64_); }
   void all_reduce(const CommGroup& group, std::span<float> values) override { sum(group, values, f32_); }
 
+  void all_gather(const CommGroup& group, std::span<const float> part, std::span<float> whole,
+                  std::span<const int64_t> counts) override {
+    gather(group, part, whole, counts);
+  }
+  void all_gather(const CommGroup& group, std::span<const double> part, std::span<double> whole,
+                  std::span<const int64_t> counts) override {
+    gather(group, part, whole, counts);
+  }
+  void reduce_scatter(const CommGroup& group, std::span<const float> whole, std::span<float> part,
+                      std::span<const int64_t> counts) override {
+    scatter(group, whole, part, counts);
+  }
+  void reduce_scatter(const CommGroup& group, std::span<const double> whole, std::span<double> part,
+                      std::span<const int64_t> counts) override {
+    scatter(group, whole, part, counts);
+  }
+
   void broadcast(const CommGroup& group, int root, void* data, int64_t bytes) override {
     if (!group.contains(root)) throw Error(fmt::format("broadcast root {} is not in group '{}'", root, group.name));
     const auto root_index = static_cast<size_t>(std::find(group.ranks.begin(), group.ranks.end(), root) -
@@ -234,6 +251,53 @@ class LocalWorld::Rank final : public Communicator {
       }
     });
     std::copy(total, total + values.size(), values.begin());
+  }
+
+  /// Where the k-th member's block begins, from `counts`, checked against
+  /// the buffers (this rank's block is `part` values of `whole`).
+  std::vector<int64_t> offsets(const CommGroup& group, std::span<const int64_t> counts, size_t part,
+                               size_t whole) const {
+    std::vector<int64_t> at(counts.size() + 1, 0);
+    for (size_t k = 0; k < counts.size(); ++k) at[k + 1] = at[k] + counts[k];
+    const size_t own = place(group);
+    if (counts.size() != group.ranks.size() || at.back() != static_cast<int64_t>(whole) || own == counts.size() ||
+        counts[own] != static_cast<int64_t>(part))
+      throw Error(fmt::format("group '{}': blocks of {} values for {} members do not tile {} values with rank {}'s {}",
+                              group.name, counts.size(), group.ranks.size(), whole, rank_, part));
+    return at;
+  }
+
+  size_t place(const CommGroup& group) const {
+    return static_cast<size_t>(std::find(group.ranks.begin(), group.ranks.end(), rank_) - group.ranks.begin());
+  }
+
+  /// Every member copies each member's part into its own whole.
+  template <class T>
+  void gather(const CommGroup& group, std::span<const T> part, std::span<T> whole, std::span<const int64_t> counts) {
+    const std::vector<int64_t> at = offsets(group, counts, part.size(), whole.size());
+    state_->collective(group, rank_, part.data(), [&](const std::vector<const void*>& inputs) {
+      for (size_t k = 0; k < inputs.size(); ++k) {
+        const T* from = static_cast<const T*>(inputs[k]);
+        std::copy(from, from + counts[k], whole.begin() + at[k]);
+      }
+    });
+  }
+
+  /// Every member sums its own block of the members' wholes, in rank order
+  /// as sum() does, so that the bits are all_reduce's.
+  template <class T>
+  void scatter(const CommGroup& group, std::span<const T> whole, std::span<T> part, std::span<const int64_t> counts) {
+    const std::vector<int64_t> at = offsets(group, counts, part.size(), whole.size());
+    const size_t own = place(group);
+    state_->collective(group, rank_, whole.data(), [&](const std::vector<const void*>& inputs) {
+      const int64_t begin = at[own], n = counts[own];
+      const T* first = static_cast<const T*>(inputs.front()) + begin;
+      std::copy(first, first + n, part.begin());
+      for (size_t k = 1; k < inputs.size(); ++k) {
+        const T* x = static_cast<const T*>(inputs[k]) + begin;
+        for (int64_t i = 0; i < n; ++i) part[static_cast<size_t>(i)] += x[i];
+      }
+    });
   }
 
   std::shared_ptr<State> state_;

@@ -30,31 +30,50 @@ TensorParallelSplit tensor_parallel_split(const Function& graph, int degree, int
   split.divided.assign(ops, false);
   split.forward_reduced.assign(ops, 0);
   split.backward_reduced.assign(ops, 0);
+  split.forward_gathered.assign(ops, 0);
+  split.backward_gathered.assign(ops, 0);
   const std::vector<bool> carries_grad = gradient_carriers(graph);
+  auto numel = [&](ValueId v) { return graph.type_of(v).numel(); };
   for (size_t i = 0; i < ops; ++i) {
     const Op& op = graph.ops[i];
-    split.divided[i] = layout.ops[i] != ShardRole::whole;
-    if (layout.ops[i] == ShardRole::row) {
-      split.forward_reduced[i] = graph.type_of(op.results[0]).numel();
-      // A reduce-scatter's gradient: the parts gathered.
-      if (layout.tokens[op.results[0]] && carries_grad[op.results[0]])
-        split.backward_reduced[i] = graph.type_of(op.results[0]).numel();
+    const ShardRole role = layout.ops[i];
+    split.divided[i] = role != ShardRole::whole;
+    if (role == ShardRole::row) {
+      const ValueId y = op.results[0];
+      if (!layout.tokens[y]) {
+        split.forward_reduced[i] = numel(y);
+      } else {
+        // Reduce-scattered over the tokens; its gradient, the parts gathered.
+        split.forward_gathered[i] = numel(y);
+        if (carries_grad[y]) split.backward_gathered[i] = numel(y);
+      }
     }
     // A loss over the ranks' classes meets them twice per row: its maximum, then its two parts.
-    if (layout.ops[i] == ShardRole::sharded && op.kind == OpKind::cross_entropy)
-      split.forward_reduced[i] = 3 * graph.type_of(op.operands[1]).numel();
-    if (layout.ops[i] == ShardRole::column && carries_grad[op.operands[0]])
-      split.backward_reduced[i] = graph.type_of(op.operands[0]).numel();
-    // A gathered input is gathered again for the weight's gradient (autodiff keeps the part).
-    if (layout.ops[i] == ShardRole::column && layout.tokens[op.operands[0]])
-      split.backward_reduced[i] += graph.type_of(op.operands[0]).numel();
-    // Where a part of the tokens is gathered (for a column product, or whole
-    // for another reader) and, in the backward, where a whole value's
-    // gradient is gathered from the parts read of it.
+    if (role == ShardRole::sharded && op.kind == OpKind::cross_entropy)
+      split.forward_reduced[i] = 3 * numel(op.operands[1]);
+    if (role == ShardRole::column) {
+      const ValueId x = op.operands[0];
+      if (!layout.tokens[x]) {
+        if (carries_grad[x]) split.backward_reduced[i] = numel(x);
+      } else {
+        // Gathered for the product, gathered again for the weight's gradient
+        // (autodiff keeps the part), its gradient reduce-scattered.
+        split.forward_gathered[i] = numel(x);
+        split.backward_gathered[i] = (carries_grad[x] ? 2 : 1) * numel(x);
+      }
+    }
+    // A part gathered whole for an op outside the token regions; a whole
+    // value read along the tokens by one inside, its gradient gathered from
+    // the parts; a weight broadcast over the tokens, its gradient summed.
     for (ValueId u : op.operands) {
-      const int64_t n = graph.type_of(u).numel();
-      if (layout.tokens[u] && layout.ops[i] != ShardRole::tokens) split.forward_reduced[i] += n;
-      if (!layout.tokens[u] && layout.ops[i] == ShardRole::tokens && carries_grad[u]) split.backward_reduced[i] += n;
+      if (layout.tokens[u] && role != ShardRole::tokens && role != ShardRole::column)
+        split.forward_gathered[i] += numel(u);
+      if (layout.tokens[u] || role != ShardRole::tokens || !carries_grad[u]) continue;
+      const TensorType& t = graph.type_of(u);
+      const TensorType& y = graph.type_of(op.results[0]);
+      const bool spans = t.rank() >= 2 && t.shape[static_cast<size_t>(token_axis(t.rank()))] ==
+                                              y.shape[static_cast<size_t>(token_axis(y.rank()))];
+      (spans ? split.backward_gathered : split.backward_reduced)[i] += numel(u);
     }
   }
   // Results leave whole (gathered) unless they are handed on in parts.
@@ -62,7 +81,7 @@ TensorParallelSplit tensor_parallel_split(const Function& graph, int degree, int
     if (layout.tokens[r] && !graph.ops.empty() &&
         std::find(hand_offs_in_parts.begin(), hand_offs_in_parts.end(), graph.values[r].name) ==
             hand_offs_in_parts.end())
-      split.forward_reduced.back() += graph.type_of(r).numel();
+      split.forward_gathered.back() += numel(r);
   return split;
 }
 
@@ -130,6 +149,9 @@ TensorParallelSplit apply_tensor_parallel(CostGraph& cg, const Function& graph, 
     const double element = static_cast<double>(tp.element_bytes);
     node.forward_s += ring_all_reduce_s(static_cast<double>(split.forward_reduced[i]) * element, t, tp.link);
     node.backward_s += ring_all_reduce_s(static_cast<double>(split.backward_reduced[i]) * element, t, tp.link);
+    // A ring all-gather or reduce-scatter is half a ring all-reduce: one pass around instead of two.
+    node.forward_s += ring_all_reduce_s(static_cast<double>(split.forward_gathered[i]) * element, t, tp.link) / 2;
+    node.backward_s += ring_all_reduce_s(static_cast<double>(split.backward_gathered[i]) * element, t, tp.link) / 2;
   }
   return split;
 }

@@ -34,18 +34,20 @@ struct TensorParallel {
 /// projections). A token table cut by vocabulary rows sums its lookups in
 /// the forward, and a loss over each GPU's classes exchanges 3 floats per
 /// position (the row's maximum, then its two parts). Under sequence
-/// parallelism each all-reduce becomes a reduce-scatter and the column
-/// products' inputs are all-gathered in the forward and their gradients
-/// reduce-scattered in the backward; each of those is priced as an
-/// all-reduce of the whole, which is how the communicators run them today
-/// (through their sum), and so are the gathers of the stage's results and of
-/// the gradients of its inputs.
+/// parallelism each of those all-reduces becomes a reduce-scatter, and a
+/// column product's input is all-gathered in the forward and again in the
+/// backward, its gradient reduce-scattered: each priced as a ring moves it,
+/// half an all-reduce (NCCL's own collectives; the in-process communicator
+/// moves only the parts too, while Pipeforge's Gloo and NCCL communicators
+/// still go through their sum).
 struct TensorParallelSplit {
   std::vector<bool> sharded;               // per value: each GPU holds 1/degree of it
   std::vector<bool> tokens;                // per value: ... as its part of the tokens (whole between stages)
   std::vector<bool> divided;               // per op: each GPU does 1/degree of its work
   std::vector<int64_t> forward_reduced;    // per op: elements all-reduced after its forward
   std::vector<int64_t> backward_reduced;   // per op: elements all-reduced in its backward
+  std::vector<int64_t> forward_gathered;   // per op: elements all-gathered or reduce-scattered (sequence parallel)
+  std::vector<int64_t> backward_gathered;
 };
 
 /// The split of `graph` (inlined and typed, one op per cost-graph node) over

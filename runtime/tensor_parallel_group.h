@@ -31,6 +31,19 @@ class CommTensorParallelGroup final : public backend::TensorParallelGroup {
   void all_reduce(std::span<double> values) override { comm().all_reduce(group_, values); }
   void all_reduce_max(std::span<float> values) override { gathered_max(values); }
   void all_reduce_max(std::span<double> values) override { gathered_max(values); }
+  void all_gather(std::span<const float> part, std::span<float> whole, std::span<const int64_t> counts) override {
+    comm().all_gather(group_, part, whole, counts);
+  }
+  void all_gather(std::span<const double> part, std::span<double> whole, std::span<const int64_t> counts) override {
+    comm().all_gather(group_, part, whole, counts);
+  }
+  void reduce_scatter(std::span<const float> whole, std::span<float> part, std::span<const int64_t> counts) override {
+    comm().reduce_scatter(group_, whole, part, counts);
+  }
+  void reduce_scatter(std::span<const double> whole, std::span<double> part,
+                      std::span<const int64_t> counts) override {
+    comm().reduce_scatter(group_, whole, part, counts);
+  }
 
  private:
   Communicator& comm() const {

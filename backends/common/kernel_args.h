@@ -1,6 +1,7 @@
 // What a kernel sees on every backend: its operands and results with their types, and the op's evaluated attributes.
 #pragma once
 
+#include <cstdint>
 #include <span>
 
 #include "ir/op_table.h"
@@ -22,6 +23,14 @@ class TensorParallelGroup {
   virtual void all_reduce(std::span<double> values) = 0;
   virtual void all_reduce_max(std::span<float> values) = 0;
   virtual void all_reduce_max(std::span<double> values) = 0;
+  /// Sequence parallelism's collectives over blocks of `counts[k]` values
+  /// per place k, in place order (Communicator::all_gather and
+  /// reduce_scatter). By default through all_reduce.
+  virtual void all_gather(std::span<const float> part, std::span<float> whole, std::span<const int64_t> counts);
+  virtual void all_gather(std::span<const double> part, std::span<double> whole, std::span<const int64_t> counts);
+  virtual void reduce_scatter(std::span<const float> whole, std::span<float> part, std::span<const int64_t> counts);
+  virtual void reduce_scatter(std::span<const double> whole, std::span<double> part,
+                              std::span<const int64_t> counts);
 };
 
 /// A group of one rank, whose sums leave every value as it is: a

@@ -3,6 +3,8 @@
 // sequence-parallel ops' rank holds.
 #pragma once
 
+#include <vector>
+
 #include "backends/common/kernel_args.h"
 #include "ir/param_piece.h"
 
@@ -17,5 +19,18 @@ TensorParallelGroup& group_of(const KernelArgs& args, OpKind kind);
 /// [part_begin(rank), part_begin(rank + 1)) of `size`. Throws where the
 /// group the kernel runs in is not the one the op was compiled for.
 ParamPiece token_part(const KernelArgs& args, OpKind kind, const TensorType& whole);
+
+/// Every place's part of `whole` along the op's axis (`own` is one of them,
+/// from token_part), and how many values each part holds, in place order:
+/// what the group's all_gather and reduce_scatter move.
+struct TokenParts {
+  std::vector<ParamPiece> pieces;
+  std::vector<TensorType> types;
+  std::vector<int64_t> counts;
+  /// Whether the parts lie in the whole one after the other (nothing before
+  /// the axis but size-1 dimensions), so the collectives can work in place.
+  bool contiguous = false;
+};
+TokenParts token_parts(const ParamPiece& own, const TensorType& whole, int places);
 
 }  // namespace pf::backend

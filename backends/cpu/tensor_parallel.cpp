@@ -46,26 +46,43 @@ void tp_max(const KernelArgs& args) {
 }
 
 /// The partial products summed over the group; the rank keeps its part.
+/// Where the parts interleave in the whole (tokens after a batch axis), the
+/// group's reduce-scatter takes them one place after the other.
 template <class T>
 void tp_reduce_scatter(const KernelArgs& args) {
-  const ParamPiece part = token_part(args, OpKind::tp_reduce_scatter, args.in_types[0]);
+  const TensorType& whole = args.in_types[0];
+  const ParamPiece own = token_part(args, OpKind::tp_reduce_scatter, whole);
+  const backend::TokenParts parts = backend::token_parts(own, whole, args.group->size());
   const auto* in = static_cast<const T*>(args.in[0]);
-  std::vector<T> sum(in, in + args.in_types[0].numel());
-  args.group->all_reduce(std::span<T>(sum));
-  part.cut(args.out_types[0], reinterpret_cast<const std::byte*>(sum.data()), static_cast<std::byte*>(args.out[0]),
-           sizeof(T));
+  std::vector<T> by_place;
+  if (!parts.contiguous) {
+    by_place.resize(static_cast<size_t>(whole.numel()));
+    auto* to = reinterpret_cast<std::byte*>(by_place.data());
+    for (size_t k = 0; k < parts.pieces.size(); ++k) {
+      parts.pieces[k].cut(parts.types[k], reinterpret_cast<const std::byte*>(in), to, sizeof(T));
+      to += parts.counts[k] * static_cast<int64_t>(sizeof(T));
+    }
+    in = by_place.data();
+  }
+  args.group->reduce_scatter(std::span<const T>(in, static_cast<size_t>(whole.numel())), result<T>(args), parts.counts);
 }
 
-/// Every rank's part gathered: each writes its part into a zeroed whole and
-/// the group's sum fills in the others' (adding zeros changes no value).
+/// Every rank's part gathered, one place after the other, and laid out in
+/// the whole where the parts interleave.
 template <class T, OpKind kKind>
 void gather(const KernelArgs& args) {
-  const ParamPiece part = token_part(args, kKind, args.out_types[0]);
-  const std::span<T> whole = result<T>(args);
-  std::fill(whole.begin(), whole.end(), T(0));
-  part.place(args.in_types[0], static_cast<const std::byte*>(args.in[0]), reinterpret_cast<std::byte*>(whole.data()),
-             sizeof(T));
-  args.group->all_reduce(whole);
+  const TensorType& whole = args.out_types[0];
+  const ParamPiece own = token_part(args, kKind, whole);
+  const backend::TokenParts parts = backend::token_parts(own, whole, args.group->size());
+  const std::span<const T> part(static_cast<const T*>(args.in[0]), static_cast<size_t>(args.in_types[0].numel()));
+  if (parts.contiguous) return args.group->all_gather(part, result<T>(args), parts.counts);
+  std::vector<T> by_place(static_cast<size_t>(whole.numel()));
+  args.group->all_gather(part, std::span<T>(by_place), parts.counts);
+  const auto* from = reinterpret_cast<const std::byte*>(by_place.data());
+  for (size_t k = 0; k < parts.pieces.size(); ++k) {
+    parts.pieces[k].place(parts.types[k], from, static_cast<std::byte*>(args.out[0]), sizeof(T));
+    from += parts.counts[k] * static_cast<int64_t>(sizeof(T));
+  }
 }
 
 template <class T>

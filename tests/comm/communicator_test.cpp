@@ -79,6 +79,33 @@ TEST(LocalCommunicator, AllReduceSumsInRankOrderOnEveryRank) {
   for (const auto& r : result) EXPECT_EQ(r, (std::vector<float>{0.0f, 3.0f}));
 }
 
+// Blocks of 1, 2 and 0 values: every rank gathers all of them in rank
+// order; reduce-scattered, each keeps its block of the sum, with the bits of
+// the all-reduce (1e8 + 1 - 1e8 is 0 in rank order).
+TEST(LocalCommunicator, AllGatherAndReduceScatterMoveEachRanksBlock) {
+  LocalWorld world(3, 5);
+  const CommGroup all = CommGroup::world(3);
+  const std::vector<int64_t> counts = {1, 2, 0};
+  std::vector<std::vector<double>> gathered(3);
+  std::vector<std::vector<float>> kept(3);
+  on_every_rank(world, [&](Communicator& c) {
+    const auto r = static_cast<size_t>(c.rank());
+    const std::vector<std::vector<double>> parts = {{10}, {20, 21}, {}};
+    std::vector<double> whole(3);
+    c.all_gather(all, std::span<const double>(parts[r]), whole, counts);
+    gathered[r] = whole;
+    const float mine[] = {1e8f, 1.0f, -1e8f};
+    const std::vector<float> sums = {mine[r], static_cast<float>(r), 1.0f};
+    std::vector<float> part(static_cast<size_t>(counts[r]));
+    c.reduce_scatter(all, std::span<const float>(sums), part, counts);
+    kept[r] = part;
+  });
+  for (const auto& g : gathered) EXPECT_EQ(g, (std::vector<double>{10, 20, 21}));
+  EXPECT_EQ(kept[0], (std::vector<float>{0.0f}));
+  EXPECT_EQ(kept[1], (std::vector<float>{3.0f, 3.0f}));
+  EXPECT_TRUE(kept[2].empty());
+}
+
 TEST(LocalCommunicator, GroupsRunCollectivesApartAndRoundAfterRound) {
   LocalWorld world(4, 5);
   const CommGroup low{"low", {0, 1}}, high{"high", {2, 3}}, all = CommGroup::world(4);

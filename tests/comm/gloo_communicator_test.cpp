@@ -143,6 +143,29 @@ TEST(GlooCommunicator, AllReduceSumsInRankOrderOnEveryRank) {
   for (const auto& r : result) EXPECT_EQ(r, (std::vector<float>{0.0f, 3.0f}));
 }
 
+// The gather and reduce-scatter of sequence parallelism through Gloo's sum:
+// the in-process communicator's results (blocks of 1, 2 and 0 values).
+TEST(GlooCommunicator, AllGatherAndReduceScatterMoveEachRanksBlock) {
+  const std::vector<int64_t> counts = {1, 2, 0};
+  std::vector<std::vector<float>> gathered(3), kept(3);
+  on_ranks(3, 10, [&](GlooCommunicator& c) {
+    const auto r = static_cast<size_t>(c.rank());
+    const std::vector<std::vector<float>> parts = {{10}, {20, 21}, {}};
+    std::vector<float> whole(3);
+    c.all_gather(CommGroup::world(3), std::span<const float>(parts[r]), whole, counts);
+    gathered[r] = whole;
+    const float mine[] = {1e8f, 1.0f, -1e8f};
+    const std::vector<float> sums = {mine[r], static_cast<float>(r), 1.0f};
+    std::vector<float> part(static_cast<size_t>(counts[r]));
+    c.reduce_scatter(CommGroup::world(3), std::span<const float>(sums), part, counts);
+    kept[r] = part;
+  });
+  for (const auto& g : gathered) EXPECT_EQ(g, (std::vector<float>{10, 20, 21}));
+  EXPECT_EQ(kept[0], (std::vector<float>{0.0f}));
+  EXPECT_EQ(kept[1], (std::vector<float>{3.0f, 3.0f}));
+  EXPECT_TRUE(kept[2].empty());
+}
+
 // Two sums of one group started before a message between the same ranks and
 // a collective of the whole world: the members' values are on their way
 // while the ranks go on, and each sum ends with the blocking one's bits.

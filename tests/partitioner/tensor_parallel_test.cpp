@@ -77,37 +77,36 @@ TEST(TensorParallel, SplitsTheTokensOfAGptBlockUnderSequenceParallelism) {
     EXPECT_TRUE(tokens(name)) << name;
   for (const char* name : {"wpe", "pos", "h.0.ln_1.w", "h.0.attn.c_proj.b", "h.0.qkv", "logits", "loss"})
     EXPECT_FALSE(tokens(name)) << name;
-  // Forward: each row product's sum reduce-scattered and each column
-  // product's input gathered (64 elements each), the loss as before.
-  // Backward: each column product's input gradient reduce-scattered and its
-  // input gathered again (2 x 64), each reduce-scatter's gradient gathered
-  // (64); the norms' weights and biases (16 per norm, 8 per bias) summed;
-  // the position table's gradient gathered from the parts (4 x 8).
+  // All-gathered or reduce-scattered (a ring's half of an all-reduce each):
+  // forward, each row product's sum over the tokens and each column
+  // product's input (64 elements each); backward, each column product's
+  // input again and its gradient (2 x 64), each reduce-scatter's gradient
+  // (64) and the position table's (4 x 8). All-reduced: the loss's parts as
+  // before, and the norms' weights and biases (16 per norm, 8 per bias).
   const std::map<std::string, int> at = op_index(g);
-  std::map<std::string, int64_t> forward, backward;
-  for (const auto& [name, i] : at) {
-    if (split.forward_reduced[i] > 0) forward[name] = split.forward_reduced[i];
-    if (split.backward_reduced[i] > 0) backward[name] = split.backward_reduced[i];
-  }
-  EXPECT_EQ(forward, (std::map<std::string, int64_t>{{"h.0.attn.mm", 64},
-                                                     {"h.0.mlp.mm", 64},
-                                                     {"tok", 64},
-                                                     {"h.0.qkv.mm", 64},
-                                                     {"h.0.fc.mm", 64},
-                                                     {"logits", 64},
-                                                     {"loss", 24}}));
-  EXPECT_EQ(backward, (std::map<std::string, int64_t>{{"h.0.qkv.mm", 128},
-                                                      {"h.0.fc.mm", 128},
-                                                      {"logits", 128},
-                                                      {"h.0.attn.mm", 64},
-                                                      {"h.0.mlp.mm", 64},
-                                                      {"tok", 64},
-                                                      {"x", 32},
-                                                      {"h.0.a", 16},
-                                                      {"h.0.attn.out", 8},
-                                                      {"h.0.m", 16},
-                                                      {"h.0.mlp.out", 8},
-                                                      {"xf", 16}}));
+  auto nonzero = [&](const std::vector<int64_t>& per_op) {
+    std::map<std::string, int64_t> out;
+    for (const auto& [name, i] : at)
+      if (per_op[i] > 0) out[name] = per_op[i];
+    return out;
+  };
+  EXPECT_EQ(nonzero(split.forward_gathered), (std::map<std::string, int64_t>{{"h.0.attn.mm", 64},
+                                                                             {"h.0.mlp.mm", 64},
+                                                                             {"tok", 64},
+                                                                             {"h.0.qkv.mm", 64},
+                                                                             {"h.0.fc.mm", 64},
+                                                                             {"logits", 64}}));
+  EXPECT_EQ(nonzero(split.backward_gathered), (std::map<std::string, int64_t>{{"h.0.qkv.mm", 128},
+                                                                              {"h.0.fc.mm", 128},
+                                                                              {"logits", 128},
+                                                                              {"h.0.attn.mm", 64},
+                                                                              {"h.0.mlp.mm", 64},
+                                                                              {"tok", 64},
+                                                                              {"x", 32}}));
+  EXPECT_EQ(nonzero(split.forward_reduced), (std::map<std::string, int64_t>{{"loss", 24}}));
+  EXPECT_EQ(nonzero(split.backward_reduced), (std::map<std::string, int64_t>{
+                                                 {"h.0.a", 16}, {"h.0.attn.out", 8}, {"h.0.m", 16}, {"h.0.mlp.out", 8},
+                                                 {"xf", 16}}));
   EXPECT_TRUE(split.divided[at.at("h.0.a")]);  // the layer norm on each GPU's tokens
   // Stashed parts are half the size; the cuts between stages are as before
   // (stages hand whole values on).
