@@ -147,6 +147,36 @@ const OpInfo& op_info(OpKind kind) {
 
 std::string_view op_name(OpKind kind) { return op_info(kind).name; }
 
+namespace {
+
+bool is_unary_elementwise(OpKind kind) {
+  switch (kind) {
+    case OpKind::neg:
+    case OpKind::exp:
+    case OpKind::log:
+    case OpKind::sqrt:
+    case OpKind::rsqrt:
+    case OpKind::pow:
+    case OpKind::tanh:
+    case OpKind::sigmoid:
+    case OpKind::relu:
+    case OpKind::gelu:
+    case OpKind::gelu_erf:
+    case OpKind::cast:
+      return true;
+    default:
+      return false;
+  }
+}
+
+}  // namespace
+
+bool is_elementwise(OpKind kind) {
+  return is_unary_elementwise(kind) || kind == OpKind::add || kind == OpKind::sub || kind == OpKind::mul ||
+         kind == OpKind::div || kind == OpKind::where;
+}
+
+
 std::optional<OpKind> find_op(std::string_view name) {
   for (const OpInfo& info : table())
     if (info.name == name) return info.kind;

@@ -54,6 +54,13 @@ struct TensorParallelLayout {
 };
 
 
+/// Sequence parallelism over `layout` (tensor_parallel_layout's split of
+/// `graph`): fills layout.tokens, and marks the ops that run on the ranks'
+/// parts ShardRole::tokens. What `hand_offs_in_parts` names arrives or
+/// leaves in parts.
+void split_tokens(const Function& graph, TensorParallelLayout& layout,
+                  const std::vector<std::string>& hand_offs_in_parts);
+
 /// The split of `graph` (inlined, shapes in numbers) over `degree` ranks.
 /// Its first `whole_results` results (all when negative) leave it whole:
 /// what a stage sends and its loss. The rest may be shares: the stash that
