@@ -176,7 +176,6 @@ bool is_elementwise(OpKind kind) {
          kind == OpKind::div || kind == OpKind::where;
 }
 
-
 std::optional<OpKind> find_op(std::string_view name) {
   for (const OpInfo& info : table())
     if (info.name == name) return info.kind;

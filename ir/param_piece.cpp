@@ -31,6 +31,12 @@ bool cuts_into_token_parts(const TensorType& type, int degree) {
          type.shape[static_cast<size_t>(token_axis(type.rank()))] >= degree;
 }
 
+bool spans_tokens(const TensorType& operand, const TensorType& result) {
+  if (operand.rank() < 2 || result.rank() < 2) return false;
+  const int64_t tokens = operand.shape[static_cast<size_t>(token_axis(operand.rank()))];
+  return tokens > 1 && tokens == result.shape[static_cast<size_t>(token_axis(result.rank()))];
+}
+
 TensorType token_part_type(TensorType type, int degree, int rank) {
   int64_t& tokens = type.shape[static_cast<size_t>(token_axis(type.rank()))];
   tokens = part_begin(tokens, degree, rank + 1) - part_begin(tokens, degree, rank);

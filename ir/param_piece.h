@@ -30,6 +30,11 @@ inline int token_axis(int rank) { return rank - 2; }
 /// part of. Such values are also what stages hand on in parts.
 bool cuts_into_token_parts(const TensorType& type, int degree);
 
+/// Whether an operand of `operand` type spans the tokens of an elementwise
+/// result of `result` type (rather than broadcasting over them), so that a
+/// rank reads its part of it.
+bool spans_tokens(const TensorType& operand, const TensorType& result);
+
 /// Rank `rank`'s part of the tokens of a value of `type` (part_begin).
 TensorType token_part_type(TensorType type, int degree, int rank);
 

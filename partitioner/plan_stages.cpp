@@ -25,7 +25,8 @@ namespace {
 PlanShard compile_part(Module module, const StageModule& stage, int index, const DimBinding& micro,
                        const std::map<std::string, std::vector<int>>& holders,
                        const std::vector<std::string>& whole_tied, bool training, bool split, Recompute recompute,
-                       int degree, int rank, bool sequence_parallel) {
+                       int degree, int rank, bool sequence_parallel,
+                       const std::vector<std::string>& hand_offs_in_parts) {
   PlanShard part;
   const AutodiffOptions ad = stage_autodiff_options(stage);
   PassContext ctx{micro, ad.wrt_inputs, ad.outputs};
@@ -34,13 +35,7 @@ PlanShard compile_part(Module module, const StageModule& stage, int index, const
   ctx.tensor_parallel_rank = rank;
   ctx.tensor_parallel_whole = whole_tied;
   ctx.sequence_parallel = sequence_parallel;
-  // Stages hand what sequence parallelism can cut on in parts, as Megatron-LM does.
-  if (sequence_parallel && degree > 1) {
-    const Function& g = module.graph();
-    for (const std::vector<std::string>* list : {&stage.recv, &stage.send})
-      for (const std::string& name : *list)
-        if (cuts_into_token_parts(g.type_of(g.find_value(name)), degree)) ctx.hand_offs_in_parts.push_back(name);
-  }
+  ctx.hand_offs_in_parts = hand_offs_in_parts;
   if (degree > 1) run_passes(module, {"tensor-parallel"}, ctx);
   const Function& g = module.graph();
   for (const Op& op : g.ops) {
@@ -130,11 +125,14 @@ PlanStage plan_stage(StageModule stage, int index, int device, const DimBinding&
   for (const std::string& n : stage.recv) ps.recv.push_back({n, g.type_of(g.find_value(n)), index - 1});
   for (const std::string& n : stage.send) ps.send.push_back({n, g.type_of(g.find_value(n)), index + 1});
   if (tensor_parallel > 1) ps.kept_whole = kept_whole_notes(stage.module, micro, tensor_parallel, whole_tied);
+  // Stages hand what sequence parallelism can cut on in parts, as Megatron-LM does.
+  const std::vector<std::string> in_parts =
+      sequence_parallel && tensor_parallel > 1 ? hand_offs_in_parts(ps, tensor_parallel) : std::vector<std::string>{};
   for (int r = 0; r < tensor_parallel && tensor_parallel > 1; ++r)
     ps.shards.push_back(compile_part(stage.module, stage, index, micro, holders, whole_tied, training, split,
-                                     recompute, tensor_parallel, r, sequence_parallel));
-  PlanShard whole =
-      compile_part(stage.module, stage, index, micro, holders, whole_tied, training, split, recompute, 1, 0, false);
+                                     recompute, tensor_parallel, r, sequence_parallel, in_parts));
+  PlanShard whole = compile_part(stage.module, stage, index, micro, holders, whole_tied, training, split, recompute, 1,
+                                 0, false, {});
   ps.program = std::move(whole.program);
   ps.params = std::move(whole.params);
   ps.gradients = std::move(whole.gradients);

@@ -69,10 +69,7 @@ TensorParallelSplit tensor_parallel_split(const Function& graph, int degree, int
       if (layout.tokens[u] && role != ShardRole::tokens && role != ShardRole::column)
         split.forward_gathered[i] += numel(u);
       if (layout.tokens[u] || role != ShardRole::tokens || !carries_grad[u]) continue;
-      const TensorType& t = graph.type_of(u);
-      const TensorType& y = graph.type_of(op.results[0]);
-      const bool spans = t.rank() >= 2 && t.shape[static_cast<size_t>(token_axis(t.rank()))] ==
-                                              y.shape[static_cast<size_t>(token_axis(y.rank()))];
+      const bool spans = spans_tokens(graph.type_of(u), graph.type_of(op.results[0]));
       (spans ? split.backward_gathered : split.backward_reduced)[i] += numel(u);
     }
   }

@@ -42,7 +42,7 @@ struct TensorParallel {
 /// still go through their sum).
 struct TensorParallelSplit {
   std::vector<bool> sharded;               // per value: each GPU holds 1/degree of it
-  std::vector<bool> tokens;                // per value: ... as its part of the tokens (whole between stages)
+  std::vector<bool> tokens;                // per value: ... as its part of the tokens (sequence parallel)
   std::vector<bool> divided;               // per op: each GPU does 1/degree of its work
   std::vector<int64_t> forward_reduced;    // per op: elements all-reduced after its forward
   std::vector<int64_t> backward_reduced;   // per op: elements all-reduced in its backward

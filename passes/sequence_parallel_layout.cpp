@@ -44,9 +44,6 @@ void split_tokens(const Function& g, TensorParallelLayout& layout, const std::ve
   std::vector<bool>& tokens = layout.tokens;
   tokens.assign(g.values.size(), false);
   auto rank_of = [&](ValueId v) { return g.type_of(v).rank(); };
-  auto token_count = [&](ValueId v) {
-    return rank_of(v) >= 2 ? g.type_of(v).shape[static_cast<size_t>(token_axis(rank_of(v)))] : int64_t{1};
-  };
   auto cuttable = [&](ValueId v) { return cuts_into_token_parts(g.type_of(v), degree); };
   std::vector<bool> sent_in_parts(g.values.size(), false);
   for (const std::string& name : in_parts) {
@@ -83,8 +80,7 @@ void split_tokens(const Function& g, TensorParallelLayout& layout, const std::ve
     for (ValueId u : op.operands) {
       any = any || tokens[u];
       // Every operand that spans the tokens is cut alike (a mask would be cut too: it stays whole).
-      const bool spans = rank_of(u) >= 2 && token_count(u) == token_count(y) && token_count(u) > 1;
-      fits = fits && (tokens[u] || !spans || is_float(g.type_of(u).dtype));
+      fits = fits && (tokens[u] || !spans_tokens(g.type_of(u), g.type_of(y)) || is_float(g.type_of(u).dtype));
     }
     if (!any || !fits) continue;
     tokens[y] = true;

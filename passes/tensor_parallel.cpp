@@ -170,8 +170,7 @@ class RankRewrite {
         for (ValueId& u : op.operands) {
           if (split_.tokens[u]) continue;
           const TensorType& t = g_.type_of(u);
-          if (t.rank() >= 2 && t.shape[static_cast<size_t>(token_axis(t.rank()))] ==
-                                   y.shape[static_cast<size_t>(token_axis(y.rank()))])
+          if (spans_tokens(t, y))
             u = once(parts_, u, op, OpKind::tp_scatter, ".part");  // the rank's tokens of a whole value
           else if (is_float(t.dtype))
             u = once(copies_, u, op, OpKind::tp_copy, ".tp");  // broadcast over the tokens: its gradient summed

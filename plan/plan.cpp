@@ -43,6 +43,14 @@ PlanStage shard_stage(const PlanStage& stage, int shard, bool sequence_parallel)
   return out;
 }
 
+std::vector<std::string> hand_offs_in_parts(const PlanStage& stage, int degree) {
+  std::vector<std::string> names;
+  for (const std::vector<PlanTensor>* list : {&stage.recv, &stage.send})
+    for (const PlanTensor& t : *list)
+      if (cuts_into_token_parts(t.type, degree)) names.push_back(t.name);
+  return names;
+}
+
 std::vector<PlanRank> one_replica_ranks(const std::vector<PlanStage>& stages, int devices) {
   return replicated_ranks(stages, devices, 1);
 }

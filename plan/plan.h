@@ -239,6 +239,10 @@ void save_plan(const Plan& plan, const std::string& path);
 /// of (cuts_into_token_parts) travels as the rank's part.
 PlanStage shard_stage(const PlanStage& stage, int shard, bool sequence_parallel = false);
 
+/// Under sequence parallelism over `degree` ranks, the names of what `stage`
+/// receives and sends in each rank's part of the tokens.
+std::vector<std::string> hand_offs_in_parts(const PlanStage& stage, int degree);
+
 /// A stage's program parsed and verified under the plan's binding: the
 /// dimensions the program declares take the plan's values. Errors are
 /// located in the program's text, whose name is "stage N program".

@@ -6,7 +6,6 @@
 #include "backends/common/memory_plan.h"
 #include "ir/align.h"
 #include "ir/diagnostic.h"
-#include "ir/param_piece.h"
 #include "partitioner/model_cost_graph.h"
 #include "partitioner/tensor_parallel.h"
 #include "passes/cost_summary.h"
@@ -138,10 +137,7 @@ StagePrice share_per_gpu(StagePrice price, const Module& program, const PlanStag
   tp.link = share.tensor_link;
   tp.element_bytes = share.activation_bytes > 0 ? share.activation_bytes : 4;
   tp.sequence = share.sequence_parallel;
-  if (tp.sequence)
-    for (const std::vector<PlanTensor>* list : {&stage.recv, &stage.send})
-      for (const PlanTensor& t : *list)
-        if (cuts_into_token_parts(t.type, tp.degree)) tp.hand_offs_in_parts.push_back(t.name);
+  if (tp.sequence) tp.hand_offs_in_parts = hand_offs_in_parts(stage, tp.degree);
   // The stash its forward returns stays with the stage: it may be shares.
   // A tied weight the plan keeps whole (its holders would cut it apart) is
   // priced whole, as its ranks hold it.

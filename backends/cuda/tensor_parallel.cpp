@@ -93,6 +93,8 @@ void tp_reduce_scatter(const KernelArgs& args, const LaunchContext& ctx) {
 }
 
 // The rank's part placed in a zeroed whole; the group's sum adds the others'.
+// (The group's all_gather and reduce_scatter work on host memory; its sum is
+// the collective a GPU group runs on device memory.)
 template <OpKind kKind>
 void gather(const KernelArgs& args, const LaunchContext& ctx) {
   const ParamPiece part = token_part(args, kKind, args.out_types[0]);
