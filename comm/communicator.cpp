@@ -4,7 +4,6 @@
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <numeric>
 #include <vector>
 
 #include "ir/diagnostic.h"
@@ -26,27 +25,28 @@ int Communicator::start_all_reduce(const CommGroup& group, std::span<float> valu
 
 void Communicator::finish_all_reduce(int) {}
 
-namespace {
-
-/// Where this rank's block begins among the members' `counts`, checked
-/// against the buffers.
-int64_t block_offset(const Communicator& comm, const CommGroup& group, std::span<const int64_t> counts, size_t part,
-                     size_t whole) {
-  const auto at = std::find(group.ranks.begin(), group.ranks.end(), comm.rank());
-  if (at == group.ranks.end()) throw Error(fmt::format("rank {} is not in group '{}'", comm.rank(), group.name));
-  const auto place = static_cast<size_t>(at - group.ranks.begin());
-  if (counts.size() != group.ranks.size() || std::accumulate(counts.begin(), counts.end(), int64_t{0}) !=
-                                                 static_cast<int64_t>(whole) ||
-      counts[place] != static_cast<int64_t>(part))
-    throw Error(fmt::format("group '{}': blocks of {} values for {} members do not tile {} values with this rank's {}",
-                            group.name, counts.size(), group.ranks.size(), whole, part));
-  return std::accumulate(counts.begin(), counts.begin() + static_cast<std::ptrdiff_t>(place), int64_t{0});
+GroupBlocks group_blocks(const CommGroup& group, int rank, std::span<const int64_t> counts, size_t part,
+                         size_t whole) {
+  const auto at = std::find(group.ranks.begin(), group.ranks.end(), rank);
+  if (at == group.ranks.end()) throw Error(fmt::format("rank {} is not in group '{}'", rank, group.name));
+  GroupBlocks blocks;
+  blocks.place = static_cast<size_t>(at - group.ranks.begin());
+  blocks.begin.assign(counts.size() + 1, 0);
+  for (size_t k = 0; k < counts.size(); ++k) blocks.begin[k + 1] = blocks.begin[k] + counts[k];
+  if (counts.size() != group.ranks.size() || blocks.begin.back() != static_cast<int64_t>(whole) ||
+      counts[blocks.place] != static_cast<int64_t>(part))
+    throw Error(fmt::format("group '{}': blocks of {} values for {} members do not tile {} values with rank {}'s {}",
+                            group.name, counts.size(), group.ranks.size(), whole, rank, part));
+  return blocks;
 }
+
+namespace {
 
 template <class T>
 void gather_through_sum(Communicator& comm, const CommGroup& group, std::span<const T> part, std::span<T> whole,
                         std::span<const int64_t> counts) {
-  const int64_t offset = block_offset(comm, group, counts, part.size(), whole.size());
+  const GroupBlocks blocks = group_blocks(group, comm.rank(), counts, part.size(), whole.size());
+  const int64_t offset = blocks.begin[blocks.place];
   std::fill(whole.begin(), whole.end(), T(0));
   std::copy(part.begin(), part.end(), whole.begin() + offset);
   comm.all_reduce(group, whole);
@@ -55,7 +55,8 @@ void gather_through_sum(Communicator& comm, const CommGroup& group, std::span<co
 template <class T>
 void scatter_through_sum(Communicator& comm, const CommGroup& group, std::span<const T> whole, std::span<T> part,
                          std::span<const int64_t> counts) {
-  const int64_t offset = block_offset(comm, group, counts, part.size(), whole.size());
+  const GroupBlocks blocks = group_blocks(group, comm.rank(), counts, part.size(), whole.size());
+  const int64_t offset = blocks.begin[blocks.place];
   std::vector<T> sum(whole.begin(), whole.end());
   comm.all_reduce(group, std::span<T>(sum));
   std::copy(sum.begin() + offset, sum.begin() + offset + static_cast<int64_t>(part.size()), part.begin());

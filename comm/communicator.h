@@ -25,6 +25,20 @@ struct CommGroup {
   bool contains(int rank) const;
 };
 
+/// The members' blocks in a gather or a reduce-scatter: the k-th member's
+/// covers [begin[k], begin[k + 1]) of the whole, and `place` is the rank's k.
+struct GroupBlocks {
+  std::vector<int64_t> begin;
+  size_t place = 0;
+
+  int64_t count(size_t k) const { return begin[k + 1] - begin[k]; }
+};
+
+/// The blocks of `counts` values each, checked: `rank` is a member, and the
+/// counts tile a whole of `whole` values with `part` at the rank's place.
+GroupBlocks group_blocks(const CommGroup& group, int rank, std::span<const int64_t> counts, size_t part,
+                         size_t whole);
+
 /// Thrown by a wait that another rank's failure (Communicator::abort) ended:
 /// that failure is the step's error, so this one only unwinds the caller.
 struct CommAborted {};

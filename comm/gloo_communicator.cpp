@@ -12,7 +12,9 @@
 #include <algorithm>
 #include <chrono>
 #include <map>
+#include <optional>
 #include <thread>
+#include <type_traits>
 
 #include "comm/job_watch.h"
 #include "ir/diagnostic.h"
@@ -174,80 +176,203 @@ struct GlooCommunicator::Impl {
     return kCollectiveTag | (group_id(group.name) << 32) | (rounds[group.name]++ & 0xffffffffu);
   }
 
-  /// One all-reduce between its start and its end: the root receives every
-  /// member's values, sums them in rank order and sends the total back.
+  using Messages = std::vector<std::pair<std::unique_ptr<UnboundBuffer>, int>>;  // with each one's peer
+
+  /// Starts a send (or a receive) of `count` values at `data` to (from)
+  /// `peer`, kept in `messages` until awaited.
+  template <class T>
+  void transfer(Messages& messages, bool send, const T* data, int64_t count, int peer, uint64_t tag) {
+    if (count == 0) return;
+    messages.emplace_back(buffer(data, count * static_cast<int64_t>(sizeof(T))), peer);
+    start(*messages.back().first, send, peer, tag);
+  }
+
+  void await_all(Messages& messages, bool send, const std::string& what) {
+    for (auto& [b, peer] : messages) await(*b, send, what, peer);
+    messages.clear();
+  }
+
+  std::string collective_wait(const CommGroup& group) const {
+    return fmt::format("rank {} waits in collective '{}'", rank, group.name);
+  }
+
+  template <class T>
+  std::vector<T>& scratch() {
+    if constexpr (std::is_same_v<T, float>)
+      return f32;
+    else
+      return f64;
+  }
+
+  /// `total` = the members' blocks of `n` values summed in rank order, the
+  /// order of a sum through the group's first rank: this rank's block is
+  /// `own` at `place`, the others' lie in `received` one after another.
+  /// `total` may be `own` at place 0, or `received`.
+  template <class T>
+  static void sum_in_rank_order(size_t members, size_t place, const T* own, const T* received, int64_t n,
+                                T* total) {
+    const auto block = [&](size_t k) {
+      return k == place ? own : received + static_cast<int64_t>(k < place ? k : k - 1) * n;
+    };
+    if (total != block(0)) std::copy(block(0), block(0) + n, total);
+    for (size_t k = 1; k < members; ++k) {
+      const T* x = block(k);
+      for (int64_t i = 0; i < n; ++i) total[i] += x[i];
+    }
+  }
+
+  /// Sends each member its block of `whole` and receives every member's
+  /// version of this rank's block into `received`, as sum_in_rank_order
+  /// reads them.
+  template <class T>
+  void swap_blocks(const std::vector<int>& ranks, const GroupBlocks& b, const T* whole, T* received, uint64_t tag,
+                   Messages& in, Messages& out) {
+    const int64_t n = b.count(b.place);
+    for (size_t k = 0, slot = 0; k < ranks.size(); ++k) {
+      if (k == b.place) continue;
+      transfer(in, false, received + static_cast<int64_t>(slot++) * n, n, ranks[k], tag);
+      transfer(out, true, whole + b.begin[k], b.count(k), ranks[k], tag);
+    }
+  }
+
+  /// Sends this rank's block of `whole` to every member and receives theirs
+  /// into their places.
+  template <class T>
+  void share_blocks(const std::vector<int>& ranks, const GroupBlocks& b, const T* own, T* whole, uint64_t tag,
+                    Messages& in, Messages& out) {
+    for (size_t k = 0; k < ranks.size(); ++k) {
+      if (k == b.place) continue;
+      transfer(in, false, whole + b.begin[k], b.count(k), ranks[k], tag);
+      transfer(out, true, own, b.count(b.place), ranks[k], tag);
+    }
+  }
+
+  template <class T>
+  void gather(const CommGroup& group, std::span<const T> part, std::span<T> whole, std::span<const int64_t> counts) {
+    check_member(group);
+    check_failure();
+    const GroupBlocks b = group_blocks(group, rank, counts, part.size(), whole.size());
+    std::copy(part.begin(), part.end(), whole.begin() + b.begin[b.place]);
+    if (group.ranks.size() < 2) return;
+    settle(group);
+    Messages in, out;
+    share_blocks(group.ranks, b, part.data(), whole.data(), next_tag(group), in, out);
+    await_all(in, false, collective_wait(group));
+    await_all(out, true, collective_wait(group));
+  }
+
+  template <class T>
+  void reduce_scatter(const CommGroup& group, std::span<const T> whole, std::span<T> part,
+                      std::span<const int64_t> counts) {
+    check_member(group);
+    check_failure();
+    const GroupBlocks b = group_blocks(group, rank, counts, part.size(), whole.size());
+    const T* own = whole.data() + b.begin[b.place];
+    const size_t members = group.ranks.size();
+    if (members < 2) {
+      std::copy(own, own + part.size(), part.begin());
+      return;
+    }
+    settle(group);
+    const int64_t n = b.count(b.place);
+    std::vector<T>& received = scratch<T>();
+    received.resize(static_cast<size_t>(n) * (members - 1));
+    Messages in, out;
+    swap_blocks(group.ranks, b, whole.data(), received.data(), next_tag(group), in, out);
+    await_all(in, false, collective_wait(group));
+    sum_in_rank_order(members, b.place, own, received.data(), n, part.data());
+    await_all(out, true, collective_wait(group));
+  }
+
+  /// One all-reduce between its start and its end, in one of two ways with
+  /// the same bits. Through the root: every member's values go to the
+  /// group's first rank, which sums them in rank order and sends the total
+  /// back ((N - 1) times the bytes in and out of the root: cheapest for a
+  /// few values). In blocks: a reduce-scatter, each member summing its
+  /// block in rank order, then an all-gather (2 (N - 1) / N of the bytes in
+  /// and out of every member, the sums shared out).
   template <class T>
   struct Reduction {
     std::span<T> values;
     std::vector<int> ranks;  // the group's; empty: nothing to do
     std::string what;        // for the watchdog
-    std::vector<T>* scratch = nullptr;  // the root's: every other member's values
-    std::vector<std::unique_ptr<UnboundBuffer>> in, out;
+    std::vector<T>* scratch = nullptr;  // what this rank receives to sum
+    Messages in, out;
     uint64_t tag = 0;
+    std::optional<GroupBlocks> blocks;  // set when in blocks
+    uint64_t gather_tag = 0;
   };
 
-  /// Posts the reduction's messages: a member's values go to the root at
-  /// once, and the root's receives wait for them.
+  /// Posts the reduction's first messages: what each member sends goes at
+  /// once, and the receives wait for it.
   template <class T>
   Reduction<T> begin_reduce(const CommGroup& group, std::span<T> values, std::vector<T>& scratch) {
     check_member(group);
     check_failure();
     Reduction<T> r;
-    if (group.ranks.size() < 2) return r;
+    const size_t members = group.ranks.size();
+    if (members < 2) return r;
     settle(group);
-    const uint64_t tag = next_tag(group);
-    const auto bytes = static_cast<int64_t>(values.size_bytes());
-    if (bytes == 0) return r;
+    r.tag = next_tag(group);
+    if (values.empty()) return r;
     r.values = values;
     r.ranks = group.ranks;
-    r.what = fmt::format("rank {} waits in collective '{}'", rank, group.name);
+    r.what = collective_wait(group);
     r.scratch = &scratch;
+    if (static_cast<int64_t>(values.size_bytes()) >= options.blocks_from_bytes && values.size() >= members) {
+      // Blocks as even as the values allow, none empty.
+      GroupBlocks& b = r.blocks.emplace();
+      b.place = static_cast<size_t>(std::find(group.ranks.begin(), group.ranks.end(), rank) - group.ranks.begin());
+      for (size_t k = 0; k <= members; ++k) b.begin.push_back(static_cast<int64_t>(values.size() * k / members));
+      r.gather_tag = next_tag(group);
+      scratch.resize(static_cast<size_t>(b.count(b.place)) * (members - 1));
+      swap_blocks(group.ranks, b, values.data(), scratch.data(), r.tag, r.in, r.out);
+      return r;
+    }
     const int root = group.ranks.front();
     if (rank == root) {
-      const size_t n = values.size(), members = group.ranks.size();
-      scratch.resize(n * (members - 1));
-      for (size_t k = 1; k < members; ++k) {
-        r.in.push_back(buffer(scratch.data() + (k - 1) * n, bytes));
-        start(*r.in.back(), false, group.ranks[k], tag);
-      }
-      // The root's answers go out under the same tag, once summed.
-      for (size_t k = 1; k < members; ++k) r.out.push_back(buffer(values.data(), bytes));
+      scratch.resize(values.size() * (members - 1));
+      for (size_t k = 1; k < members; ++k)
+        transfer(r.in, false, scratch.data() + (k - 1) * values.size(), static_cast<int64_t>(values.size()),
+             group.ranks[k], r.tag);
     } else {
       // The total lands where the values were: the root answers only once it
       // has received all of them.
-      r.out.push_back(buffer(values.data(), bytes));
-      start(*r.out.back(), true, root, tag);
-      r.in.push_back(buffer(values.data(), bytes));
-      start(*r.in.back(), false, root, tag);
+      transfer(r.out, true, values.data(), static_cast<int64_t>(values.size()), root, r.tag);
+      transfer(r.in, false, values.data(), static_cast<int64_t>(values.size()), root, r.tag);
     }
-    r.tag = tag;
     return r;
   }
 
   template <class T>
   void end_reduce(Reduction<T>& r) {
     if (r.ranks.empty()) return;
-    const int root = r.ranks.front();
-    if (rank == root) {
-      const size_t n = r.values.size(), members = r.ranks.size();
-      // In rank order: the root's own values first, then each member's.
-      for (size_t k = 1; k < members; ++k) {
-        await(*r.in[k - 1], false, r.what, r.ranks[k]);
-        const T* x = r.scratch->data() + (k - 1) * n;
-        for (size_t i = 0; i < n; ++i) r.values[i] += x[i];
-      }
-      for (size_t k = 1; k < members; ++k) start(*r.out[k - 1], true, r.ranks[k], r.tag);
-      for (size_t k = 1; k < members; ++k) await(*r.out[k - 1], true, r.what, r.ranks[k]);
-    } else {
-      await(*r.in.front(), false, r.what, root);
-      await(*r.out.front(), true, r.what, root);
+    const size_t members = r.ranks.size();
+    if (r.blocks) {
+      const GroupBlocks& b = *r.blocks;
+      const int64_t n = b.count(b.place);
+      T* own = r.values.data() + b.begin[b.place];
+      await_all(r.in, false, r.what);
+      T* total = b.place == 0 ? own : r.scratch->data();
+      sum_in_rank_order(members, b.place, own, r.scratch->data(), n, total);
+      if (total != own) std::copy(total, total + n, own);
+      // The other blocks were on their way from `values`: the totals land there.
+      await_all(r.out, true, r.what);
+      share_blocks(r.ranks, b, own, r.values.data(), r.gather_tag, r.in, r.out);
+    } else if (rank == r.ranks.front()) {
+      const int64_t n = static_cast<int64_t>(r.values.size());
+      await_all(r.in, false, r.what);
+      sum_in_rank_order(members, 0, r.values.data(), r.scratch->data(), n, r.values.data());
+      for (size_t k = 1; k < members; ++k) transfer(r.out, true, r.values.data(), n, r.ranks[k], r.tag);
     }
+    await_all(r.in, false, r.what);
+    await_all(r.out, true, r.what);
     r.ranks.clear();
   }
 
   template <class T>
-  void reduce(const CommGroup& group, std::span<T> values, std::vector<T>& scratch) {
-    Reduction<T> r = begin_reduce(group, values, scratch);
+  void reduce(const CommGroup& group, std::span<T> values) {
+    Reduction<T> r = begin_reduce(group, values, scratch<T>());
     end_reduce(r);
   }
 
@@ -336,11 +461,31 @@ Received GlooCommunicator::wait(int handle) {
 }
 
 void GlooCommunicator::all_reduce(const CommGroup& group, std::span<double> values) {
-  impl_->reduce(group, values, impl_->f64);
+  impl_->reduce(group, values);
 }
 
 void GlooCommunicator::all_reduce(const CommGroup& group, std::span<float> values) {
-  impl_->reduce(group, values, impl_->f32);
+  impl_->reduce(group, values);
+}
+
+void GlooCommunicator::all_gather(const CommGroup& group, std::span<const float> part, std::span<float> whole,
+                                  std::span<const int64_t> counts) {
+  impl_->gather(group, part, whole, counts);
+}
+
+void GlooCommunicator::all_gather(const CommGroup& group, std::span<const double> part, std::span<double> whole,
+                                  std::span<const int64_t> counts) {
+  impl_->gather(group, part, whole, counts);
+}
+
+void GlooCommunicator::reduce_scatter(const CommGroup& group, std::span<const float> whole, std::span<float> part,
+                                      std::span<const int64_t> counts) {
+  impl_->reduce_scatter(group, whole, part, counts);
+}
+
+void GlooCommunicator::reduce_scatter(const CommGroup& group, std::span<const double> whole, std::span<double> part,
+                                      std::span<const int64_t> counts) {
+  impl_->reduce_scatter(group, whole, part, counts);
 }
 
 int GlooCommunicator::start_all_reduce(const CommGroup& group, std::span<float> values) {

@@ -24,6 +24,15 @@ struct GlooOptions {
   double heartbeat_s = 0.2;
   /// Keys in the store start with this, so that jobs sharing one do not meet.
   std::string prefix = "pf";
+  /// An all_reduce of at least this many bytes goes as a reduce-scatter and
+  /// an all-gather between every pair of members (each member moving
+  /// 2 (N - 1) / N of the bytes, the sums shared out), a smaller one
+  /// through the group's first rank (fewer messages; that rank moves
+  /// N - 1 times the bytes each way). The bits are the same either way;
+  /// every rank must be given the same value. Over loopback on 2 cores,
+  /// blocks win from about 4 MiB (bench/collective_bench); across hosts,
+  /// where each rank has a link of its own, they would win sooner.
+  int64_t blocks_from_bytes = int64_t{4} << 20;
 };
 
 /// Rank `rank` of `size` processes meeting through `store` (which must
@@ -31,8 +40,11 @@ struct GlooOptions {
 /// rendezvous), then serves the Communicator interface. Messages are
 /// Gloo unbound-buffer sends and receives matched by (sender, tag), so a
 /// receive lands in the request's own buffer; a send to this rank itself is
-/// lent. Collectives go through the group's first rank, which sums in rank
-/// order: every member gets the bits the in-process communicator gives. A
+/// lent. Gathers and reduce-scatters move each member's block straight to
+/// the members that need it; all_reduce goes in blocks too or, when small,
+/// through the group's first rank (see GlooOptions::blocks_from_bytes).
+/// Every sum is in rank order, so every member gets the bits the in-process
+/// communicator gives. A
 /// background thread publishes this rank's heartbeat (and what it computes)
 /// and ends this rank's wait when another rank aborted, went silent, or
 /// computed one thing too long, or when the wait itself timed out.
@@ -50,10 +62,18 @@ class GlooCommunicator final : public Communicator {
   Received wait(int handle) override;
   void all_reduce(const CommGroup& group, std::span<double> values) override;
   void all_reduce(const CommGroup& group, std::span<float> values) override;
-  /// The members' values travel to the group's first rank while every
-  /// member computes on; that rank sums them when it finishes.
+  /// The members' values (or blocks) travel while every member computes
+  /// on; they are summed when it finishes.
   int start_all_reduce(const CommGroup& group, std::span<float> values) override;
   void finish_all_reduce(int handle) override;
+  void all_gather(const CommGroup& group, std::span<const float> part, std::span<float> whole,
+                  std::span<const int64_t> counts) override;
+  void all_gather(const CommGroup& group, std::span<const double> part, std::span<double> whole,
+                  std::span<const int64_t> counts) override;
+  void reduce_scatter(const CommGroup& group, std::span<const float> whole, std::span<float> part,
+                      std::span<const int64_t> counts) override;
+  void reduce_scatter(const CommGroup& group, std::span<const double> whole, std::span<double> part,
+                      std::span<const int64_t> counts) override;
   void broadcast(const CommGroup& group, int root, void* data, int64_t bytes) override;
   void barrier(const CommGroup& group) override;
   void set_busy(const std::string& who, const std::string& what) override;

@@ -253,32 +253,14 @@ class LocalWorld::Rank final : public Communicator {
     std::copy(total, total + values.size(), values.begin());
   }
 
-  /// Where the k-th member's block begins, from `counts`, checked against
-  /// the buffers (this rank's block is `part` values of `whole`).
-  std::vector<int64_t> offsets(const CommGroup& group, std::span<const int64_t> counts, size_t part,
-                               size_t whole) const {
-    std::vector<int64_t> at(counts.size() + 1, 0);
-    for (size_t k = 0; k < counts.size(); ++k) at[k + 1] = at[k] + counts[k];
-    const size_t own = place(group);
-    if (counts.size() != group.ranks.size() || at.back() != static_cast<int64_t>(whole) || own == counts.size() ||
-        counts[own] != static_cast<int64_t>(part))
-      throw Error(fmt::format("group '{}': blocks of {} values for {} members do not tile {} values with rank {}'s {}",
-                              group.name, counts.size(), group.ranks.size(), whole, rank_, part));
-    return at;
-  }
-
-  size_t place(const CommGroup& group) const {
-    return static_cast<size_t>(std::find(group.ranks.begin(), group.ranks.end(), rank_) - group.ranks.begin());
-  }
-
   /// Every member copies each member's part into its own whole.
   template <class T>
   void gather(const CommGroup& group, std::span<const T> part, std::span<T> whole, std::span<const int64_t> counts) {
-    const std::vector<int64_t> at = offsets(group, counts, part.size(), whole.size());
+    const GroupBlocks blocks = group_blocks(group, rank_, counts, part.size(), whole.size());
     state_->collective(group, rank_, part.data(), [&](const std::vector<const void*>& inputs) {
       for (size_t k = 0; k < inputs.size(); ++k) {
         const T* from = static_cast<const T*>(inputs[k]);
-        std::copy(from, from + counts[k], whole.begin() + at[k]);
+        std::copy(from, from + blocks.count(k), whole.begin() + blocks.begin[k]);
       }
     });
   }
@@ -287,10 +269,9 @@ class LocalWorld::Rank final : public Communicator {
   /// as sum() does, so that the bits are all_reduce's.
   template <class T>
   void scatter(const CommGroup& group, std::span<const T> whole, std::span<T> part, std::span<const int64_t> counts) {
-    const std::vector<int64_t> at = offsets(group, counts, part.size(), whole.size());
-    const size_t own = place(group);
+    const GroupBlocks blocks = group_blocks(group, rank_, counts, part.size(), whole.size());
     state_->collective(group, rank_, whole.data(), [&](const std::vector<const void*>& inputs) {
-      const int64_t begin = at[own], n = counts[own];
+      const int64_t begin = blocks.begin[blocks.place], n = blocks.count(blocks.place);
       const T* first = static_cast<const T*>(inputs.front()) + begin;
       std::copy(first, first + n, part.begin());
       for (size_t k = 1; k < inputs.size(); ++k) {

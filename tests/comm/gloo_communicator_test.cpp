@@ -75,7 +75,8 @@ TEST(TcpStore, ADeadClientLeavesTheServerServing) {
 }
 
 /// `size` ranks as threads, each with its own store client and communicator.
-void on_ranks(int size, double timeout_s, const std::function<void(GlooCommunicator&)>& fn) {
+void on_ranks(int size, double timeout_s, const std::function<void(GlooCommunicator&)>& fn,
+              int64_t blocks_from_bytes = GlooOptions{}.blocks_from_bytes) {
   TcpStoreServer server(0);
   std::vector<std::thread> threads;
   for (int r = 0; r < size; ++r)
@@ -84,6 +85,7 @@ void on_ranks(int size, double timeout_s, const std::function<void(GlooCommunica
       GlooOptions options;
       options.timeout_s = timeout_s;
       options.heartbeat_s = 0.05;
+      options.blocks_from_bytes = blocks_from_bytes;
       GlooCommunicator comm(store, r, size, options);
       fn(comm);
       try {
@@ -124,23 +126,48 @@ TEST(GlooCommunicator, AMessageToItselfIsLent) {
   });
 }
 
-// 1e8 + 1 - 1e8 is 0 in floats summed in rank order and 1 the other way:
-// every rank gets 0, the bits the in-process communicator gives.
+constexpr int64_t kThroughTheRoot = int64_t{1} << 40;  // blocks_from_bytes: never in blocks
+constexpr int64_t kInBlocks = 0;                       // always, where every block gets a value
+
+// Floats summed in rank order: 1e8 + 1 - 1e8 is 0 and -1e8 + 1e8 + 1 is 1.
+std::vector<float> rank_order_sum(const std::vector<std::vector<float>>& values) {
+  std::vector<float> total = values.front();
+  for (size_t r = 1; r < values.size(); ++r)
+    for (size_t i = 0; i < total.size(); ++i) total[i] += values[r][i];
+  return total;
+}
+
+// Every rank gets the in-process communicator's bits, the sum in rank order,
+// whether the sum goes through the first rank or in blocks (7 values over 3
+// ranks: blocks of 2, 2 and 3 values; 2 values: fewer than the ranks, so
+// through the first rank whatever the size).
 TEST(GlooCommunicator, AllReduceSumsInRankOrderOnEveryRank) {
-  std::vector<std::vector<float>> result(3);
-  on_ranks(3, 10, [&](GlooCommunicator& c) {
-    const float mine[] = {1e8f, 1.0f, -1e8f};
-    std::vector<float> values = {mine[c.rank()], static_cast<float>(c.rank())};
-    if (c.rank() == 0) std::this_thread::sleep_for(20ms);
-    c.all_reduce(CommGroup::world(3), values);
-    if (c.rank() > 0) {
-      std::vector<double> one = {1.0};
-      c.all_reduce(CommGroup{"pair", {1, 2}}, one);  // a group apart from the world
-      EXPECT_EQ(one[0], 2.0);
+  const float mine[] = {1e8f, 1.0f, -1e8f};
+  for (const size_t n : {2u, 7u}) {
+    std::vector<std::vector<float>> values(3, std::vector<float>(n));
+    for (size_t r = 0; r < 3; ++r)
+      for (size_t i = 0; i < n; ++i) values[r][i] = mine[(r + i) % 3];
+    const std::vector<float> expected = rank_order_sum(values);
+    for (const int64_t blocks_from : {kThroughTheRoot, kInBlocks}) {
+      std::vector<std::vector<float>> result(3);
+      on_ranks(
+          3, 10,
+          [&](GlooCommunicator& c) {
+            std::vector<float> v = values[static_cast<size_t>(c.rank())];
+            if (c.rank() == 0) std::this_thread::sleep_for(20ms);
+            c.all_reduce(CommGroup::world(3), v);
+            if (c.rank() > 0) {
+              std::vector<double> one = {1.0, 2.0};
+              c.all_reduce(CommGroup{"pair", {1, 2}}, one);  // a group apart from the world
+              EXPECT_EQ(one, (std::vector<double>{2.0, 4.0}));
+            }
+            result[static_cast<size_t>(c.rank())] = v;
+          },
+          blocks_from);
+      for (const auto& r : result) EXPECT_EQ(r, expected) << n << " values, blocks from " << blocks_from << " bytes";
     }
-    result[static_cast<size_t>(c.rank())] = values;
-  });
-  for (const auto& r : result) EXPECT_EQ(r, (std::vector<float>{0.0f, 3.0f}));
+  }
+  EXPECT_EQ(rank_order_sum({{1e8f}, {1.0f}, {-1e8f}}), (std::vector<float>{0.0f}));  // not 1: the order shows
 }
 
 // The gather and reduce-scatter of sequence parallelism through Gloo's sum:
@@ -168,10 +195,13 @@ TEST(GlooCommunicator, AllGatherAndReduceScatterMoveEachRanksBlock) {
 
 // Two sums of one group started before a message between the same ranks and
 // a collective of the whole world: the members' values are on their way
-// while the ranks go on, and each sum ends with the blocking one's bits.
-TEST(GlooCommunicator, StartedAllReducesFinishAfterOtherTraffic) {
+// while the ranks go on, and each sum ends with the blocking one's bits,
+// through the first rank or in blocks.
+class StartedAllReduces : public testing::TestWithParam<int64_t> {};
+
+TEST_P(StartedAllReduces, FinishAfterOtherTraffic) {
   std::vector<std::vector<float>> first(3), second(3);
-  on_ranks(3, 10, [&](GlooCommunicator& c) {
+  const auto rank = [&](GlooCommunicator& c) {
     const auto r = static_cast<size_t>(c.rank());
     const CommGroup pair{"pair", {0, 2}};
     if (c.rank() == 1) {
@@ -193,12 +223,18 @@ TEST(GlooCommunicator, StartedAllReducesFinishAfterOtherTraffic) {
     c.finish_all_reduce(a);
     c.finish_all_reduce(b);
     EXPECT_THROW(c.finish_all_reduce(a), Error);
-  });
+  };
+  on_ranks(3, 10, rank, GetParam());
   for (size_t r : {0u, 2u}) {
     EXPECT_EQ(first[r], (std::vector<float>{0.0f, 1.0f}));
     EXPECT_EQ(second[r], (std::vector<float>{2.0f, 6.0f}));
   }
 }
+
+INSTANTIATE_TEST_SUITE_P(GlooCommunicator, StartedAllReduces, testing::Values(kThroughTheRoot, kInBlocks),
+                         [](const testing::TestParamInfo<int64_t>& p) {
+                           return p.param == kInBlocks ? std::string("InBlocks") : std::string("ThroughTheRoot");
+                         });
 
 TEST(GlooCommunicator, BroadcastsFromAnyRoot) {
   std::vector<int64_t> got(3, 0);

@@ -1,11 +1,11 @@
 """Trains plans of the mlp example as processes and compares them with one device.
 
-    launch_matrix.py OUT_DIR PF CONFIG...     CONFIG: pp=P,dp=D,SCHEDULE[,v=V][,tp=T][,shard]
+    launch_matrix.py OUT_DIR PF CONFIG...     CONFIG: pp=P,dp=D,SCHEDULE[,v=V][,tp=T][,sp][,shard]
 
 For each configuration: compiles the plan (P devices x D replicas, 4
 micro-batches, the schedule, V virtual stages, each device a tensor-parallel
-group of T ranks, the optimizer state shared out between the replicas with
-`shard`), trains it 2 steps with `pipeforge launch`
+group of T ranks, with `sp` its tokens too, the optimizer state shared out
+between the replicas with `shard`), trains it 2 steps with `pipeforge launch`
 (one process per rank) and as threads with `pipeforge run`, and prints one
 line: "pp=2 dp=2 zb1: processes = threads, and = one device within 1e-05"
 (the first step's gradients and the trained weights), or what differs. One
@@ -42,15 +42,17 @@ def main(argv):
     run([pf, "run", mlp] + BIND + TRAIN + ["--save-grads", one + ".safetensors", "--save-weights", one + ".weights"])
     for config in argv[3:]:
         words = config.split(",")
-        fields = dict(f.split("=") if "=" in f else ("schedule", f) for f in words if f != "shard")
-        shard = "shard" in words
+        flags = {"shard", "sp"}
+        fields = dict(f.split("=") if "=" in f else ("schedule", f) for f in words if f not in flags)
+        shard, sequence = "shard" in words, "sp" in words
         p, d, v, t = int(fields["pp"]), int(fields["dp"]), int(fields.get("v", "1")), int(fields.get("tp", "1"))
         name = (f"pp={p} dp={d} {fields['schedule']}" + (f" v={v}" if v > 1 else "") + (f" tp={t}" if t > 1 else "")
-                + (" shard" if shard else ""))
+                + (" sp" if sequence else "") + (" shard" if shard else ""))
         plan = os.path.join(out, config.replace(",", "_").replace("=", "") + ".json")
         run([pf, "compile", mlp] + BIND + ["--devices", f"cpu:{p * t}", "--data-parallel", str(d), "--microbatches", "4",
                                           "--schedule", fields["schedule"], "--virtual", str(v), "-o", plan]
-            + (["--tensor-parallel", str(t)] if t > 1 else []) + (["--shard-optimizer"] if shard else []))
+            + (["--tensor-parallel", str(t)] if t > 1 else []) + (["--sequence-parallel"] if sequence else [])
+            + (["--shard-optimizer"] if shard else []))
         procs, threads = plan + ".procs", plan + ".threads"
         run([pf, "launch", plan, "--"] + TRAIN + ["--save-grads", procs + ".safetensors", "--save-weights",
                                                    procs + ".weights"])
