@@ -1,7 +1,8 @@
 // Times the f32 GEMMs of the reference MLP and GPT steps through OpenBLAS and through each of Pipeforge's own
-// sgemms this CPU runs (AVX-512, AVX2, SSE2), calling them in turn product by product, and prints one markdown
-// table: GFLOP/s of each, the chosen kernel's time over OpenBLAS's, and each own kernel against the FMA peak of its
-// instruction set measured in the same run (register-only loops of fused multiply-adds).
+// sgemms this CPU runs (AVX-512, AVX2, SSE2, and the bf16 products' AVX-512 BF16 kernel), calling them in turn
+// product by product, and prints one markdown table: GFLOP/s of each, the chosen f32 kernel's time over OpenBLAS's,
+// and each own kernel against the peak of its instruction set measured in the same run (register-only loops of
+// fused multiply-adds, or of bf16 dot products).
 //
 //   make -C build-perf gemm_bench && build-perf/bench/gemm_bench --reps 9
 //   PF_CPU_ISA=avx2 build-perf/bench/gemm_bench   (as if the CPU lacked AVX-512)
@@ -75,6 +76,26 @@ __attribute__((target("avx512f"), noinline)) double avx512_fma_peak_gflops() {
   return 2.0 * 16 * kRegs * static_cast<double>(kPeakIters) / seconds / 1e9;
 }
 
+// Each dot-product instruction: 16 lanes, each two products and their sums.
+__attribute__((target("avx512f,avx512bf16"), noinline)) double bf16_dot_peak_gflops() {
+  constexpr int kRegs = 24;  // as many as the bf16 tile's accumulators
+  __m512 acc[kRegs];
+  for (int i = 0; i < kRegs; ++i) acc[i] = _mm512_set1_ps(1e-3f * static_cast<float>(i));
+  const __m512bh x = (__m512bh)_mm512_set1_epi16(0x3f80), y = (__m512bh)_mm512_set1_epi16(0x3580);  // 1, 2^-20
+  const Clock::time_point start = Clock::now();
+  for (int64_t it = 0; it < kPeakIters; ++it)
+#pragma GCC unroll 24
+    for (int i = 0; i < kRegs; ++i) acc[i] = _mm512_dpbf16_ps(acc[i], x, y);
+  const double seconds = seconds_since(start);
+  __m512 sum = acc[0];
+  for (int i = 1; i < kRegs; ++i) sum = _mm512_add_ps(sum, acc[i]);
+  alignas(64) float lanes[16];
+  _mm512_store_ps(lanes, sum);
+  volatile float sink = lanes[0];
+  (void)sink;
+  return 4.0 * 16 * kRegs * static_cast<double>(kPeakIters) / seconds / 1e9;
+}
+
 __attribute__((target("avx2,fma"), noinline)) double avx2_fma_peak_gflops() {
   constexpr int kRegs = 12;  // as many as the AVX2 tile's accumulators
   __m256 acc[kRegs];
@@ -112,6 +133,9 @@ void run(pf::cpu::SgemmKernel kernel, const Product& p, const float* a, int64_t 
     case SgemmKernel::avx512: pf::cpu::sgemm_avx512(p.trans_a, p.trans_b, p.m, p.n, p.k, a, lda, b, ldb, false, c, p.n); return;
     case SgemmKernel::avx2: pf::cpu::sgemm_avx2(p.trans_a, p.trans_b, p.m, p.n, p.k, a, lda, b, ldb, false, c, p.n); return;
     case SgemmKernel::sse2: pf::cpu::sgemm_sse2(p.trans_a, p.trans_b, p.m, p.n, p.k, a, lda, b, ldb, false, c, p.n); return;
+    case SgemmKernel::avx512_bf16:
+      pf::cpu::sgemm_bf16(p.trans_a, p.trans_b, p.m, p.n, p.k, a, lda, b, ldb, false, c, p.n);
+      return;
   }
 }
 
@@ -133,7 +157,8 @@ int main(int argc, char** argv) {
   for (SgemmKernel k : {SgemmKernel::avx512, SgemmKernel::avx2, SgemmKernel::sse2})
     if (pf::cpu::sgemm_kernel_isa(k) <= isa && (k != SgemmKernel::sse2 || sse2 || isa == CpuIsa::sse2))
       contenders.push_back({k, {}});
-  std::vector<double> peak512, peak256;
+  if (pf::cpu::cpu_has_bf16_dot()) contenders.push_back({SgemmKernel::avx512_bf16, {}});
+  std::vector<double> peak512, peak256, peak_bf16;
   std::cout << fmt::format("instruction set {} (PF_CPU_ISA caps it); OpenBLAS {} kernel; 1 thread; {} calls of each, "
                            "in turn\n\n",
                            pf::cpu::isa_name(isa), pf::cpu::blas_core_name(), reps);
@@ -156,6 +181,7 @@ int main(int argc, char** argv) {
       }
     if (isa >= CpuIsa::avx512) peak512.push_back(avx512_fma_peak_gflops());
     if (isa >= CpuIsa::avx2) peak256.push_back(avx2_fma_peak_gflops());
+    if (pf::cpu::cpu_has_bf16_dot()) peak_bf16.push_back(bf16_dot_peak_gflops());
     const double flops = 2.0 * static_cast<double>(p.m * p.n * p.k);
     const double openblas = pf::bench::median(contenders[0].seconds);
     std::string row = fmt::format("| {} | {}{} | {}x{}x{} | {:.1f} |", p.what, p.trans_a ? 'T' : 'N',
@@ -165,7 +191,10 @@ int main(int argc, char** argv) {
     for (size_t i = 1; i < contenders.size(); ++i) {
       const double t = pf::bench::median(contenders[i].seconds), gflops = flops / t / 1e9;
       const SgemmKernel k = contenders[i].kernel;
-      const double peak = k == SgemmKernel::avx512 ? peak512.back() : k == SgemmKernel::avx2 ? peak256.back() : 0;
+      const double peak = k == SgemmKernel::avx512        ? peak512.back()
+                          : k == SgemmKernel::avx2        ? peak256.back()
+                          : k == SgemmKernel::avx512_bf16 ? peak_bf16.back()
+                                                          : 0;
       row += peak > 0 ? fmt::format(" {:.1f} | {:.0f}% |", gflops, 100 * gflops / peak) : fmt::format(" {:.1f} | - |", gflops);
       if (k == chosen) chosen_seconds = t;
     }
@@ -174,5 +203,7 @@ int main(int argc, char** argv) {
   std::cout << "\nFMA peak of one core, measured after each product (median):";
   if (!peak512.empty()) std::cout << fmt::format(" AVX-512 {:.1f} GFLOP/s;", pf::bench::median(peak512));
   if (!peak256.empty()) std::cout << fmt::format(" AVX2 {:.1f} GFLOP/s;", pf::bench::median(peak256));
+  if (!peak_bf16.empty())
+    std::cout << fmt::format(" AVX-512 BF16 dot products {:.1f} GFLOP/s;", pf::bench::median(peak_bf16));
   std::cout << " \"chosen\" is the kernel gemm() takes for the product at this instruction set\n";
 }

@@ -1,13 +1,15 @@
 #!/usr/bin/python3
 """PyTorch's side of bench/lockstep.py: the reference training step, one step per request.
 
-    /usr/bin/python3 bench/torch_step_server.py TORCH_BENCH --model mlp --threads 1 [--openblas-threads 2]
+    /usr/bin/python3 bench/torch_step_server.py TORCH_BENCH --model mlp --threads 1 [--openblas-threads 2] [--bf16]
 
 TORCH_BENCH is the reference script (../shared/bench/torch_bench.py); the models, the batch and the
 step (zero_grad, forward, cross-entropy, backward, SGD at lr 1e-3) are built from its module, so that
 both benchmarks time the same thing. After --warmup steps the server prints "ready", then runs one step
 per line read from stdin and answers "<seconds> <loss>". With --profile, torch.profiler records the
 served steps and at the end stderr gets one line per op and input shapes ("<ms per step> <op> <shapes>").
+With --bf16, the forward runs under torch.autocast("cpu", dtype=torch.bfloat16): the products (and what
+autocast lists with them) in bf16, as a Pipeforge plan compiled with --dtype bf16 runs its CPU products.
 """
 import argparse
 import importlib.util
@@ -30,6 +32,7 @@ def main():
     ap.add_argument("--openblas-threads", type=int, default=None)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--profile", action="store_true", help="per-op milliseconds per served step on stderr")
+    ap.add_argument("--bf16", action="store_true", help="the forward under CPU autocast to bfloat16")
     a = ap.parse_args()
 
     ref = load_reference(a.torch_bench)
@@ -54,7 +57,11 @@ def main():
 
     def step():
         opt.zero_grad(set_to_none=True)
-        loss = loss_fn()
+        if a.bf16:
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                loss = loss_fn()
+        else:
+            loss = loss_fn()
         loss.backward()
         opt.step()
         return loss.item()

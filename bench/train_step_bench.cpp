@@ -108,6 +108,12 @@ struct Row {
   std::vector<pf::backend::OpTime> ops;                  // with --ops: each op of that kind, ms per profiled step
 };
 
+/// Where the models are, and how the stages compute (the plan's --dtype: f32, or bf16 products).
+struct Setup {
+  std::string examples;
+  std::string dtype;
+};
+
 /// One workload as `pipeforge run MODEL.pf` trains it: a one-stage plan on one CPU device, compiled in memory,
 /// SGD as torch_bench.py's, with random inputs bound.
 struct Session {
@@ -117,9 +123,9 @@ struct Session {
   pf::RandomBatch batch;  // labels and tokens below the classifier's width
   pf::DimBinding binding;
 
-  Session(const Workload& w, const std::string& examples, int threads) {
+  Session(const Workload& w, const Setup& setup, int threads) {
     pf::cpu::set_cpu_threads(threads);
-    pf::Module module = pf::parse_module(pf::read_source_file(examples + "/" + w.file));
+    pf::Module module = pf::parse_module(pf::read_source_file(setup.examples + "/" + w.file));
     binding = module.binding(pf::parse_binding(w.bind));
     pf::verify_module(module, binding, pf::VerifyOptions{true});
     pf::CompileOptions co;
@@ -127,6 +133,7 @@ struct Session {
     co.microbatches = 1;
     co.schedule = "gpipe";
     co.optimizer = "sgd";
+    co.dtype = setup.dtype;
     plan = pf::compile_plan(std::move(module), binding, w.file, co).plan;
     program = pf::stage_program(plan, plan.stages[0]);
     pf::PipelineOptions options;
@@ -160,8 +167,8 @@ struct Session {
 /// With `profile`, the served steps time every op, and at the end stderr gets
 /// one line per op ("<ms per step> <op and operand types>") and one for the
 /// optimizer, to set beside bench/torch_step_server.py --profile.
-void serve(const Workload& w, const std::string& examples, int threads, int warmup, bool profile) {
-  Session session(w, examples, threads);
+void serve(const Workload& w, const Setup& setup, int threads, int warmup, bool profile) {
+  Session session(w, setup, threads);
   for (int i = 0; i < warmup; ++i) session.step();
   pf::Pipeline& pipeline = *session.pipeline;
   pipeline.set_profile(profile);
@@ -182,9 +189,9 @@ void serve(const Workload& w, const std::string& examples, int threads, int warm
   std::cerr << fmt::format("{:8.2f}  optimizer (gradient norm and SGD step)\n", optimizer / steps * 1e3);
 }
 
-Row run(const Workload& w, const std::string& examples, int threads, int warmup, int steps, int top,
+Row run(const Workload& w, const Setup& setup, int threads, int warmup, int steps, int top,
         const std::string& ops_of_kind) {
-  Session session(w, examples, threads);
+  Session session(w, setup, threads);
   pf::Pipeline& pipeline = *session.pipeline;
   const pf::DimBinding& binding = session.binding;
 
@@ -250,13 +257,15 @@ Row run(const Workload& w, const std::string& examples, int threads, int warmup,
 
 int main(int argc, char** argv) {
   CLI::App app{"Times one training step of the reference MLP and GPT on one CPU device"};
-  std::string examples = PF_SOURCE_DIR "/examples";
+  Setup setup{PF_SOURCE_DIR "/examples", "f32"};
   std::vector<int> thread_counts{1, 2};
   std::vector<std::string> models{"mlp", "gpt"};
   int warmup = 3, steps = 10, top_kinds = 5;
   std::string ops_of_kind;
   bool json = false, serve_steps = false, profile = false, openblas_sgemm = false;
-  app.add_option("--examples", examples, "folder holding mlp.pf and gpt.pf");
+  app.add_option("--examples", setup.examples, "folder holding mlp.pf and gpt.pf");
+  app.add_option("--dtype", setup.dtype, "how the stage computes: f32, or bf16 (its products on operands rounded to bf16)")
+      ->check(CLI::IsMember({"f32", "bf16"}));
   app.add_option("--threads", thread_counts, "thread counts (of the device: GEMMs and kernels)")->delimiter(',');
   app.add_option("--models", models, "mlp, gpt")->delimiter(',');
   app.add_option("--warmup", warmup, "untimed steps first")->check(CLI::PositiveNumber);
@@ -276,7 +285,7 @@ int main(int argc, char** argv) {
     if (serve_steps) {
       if (models.size() != 1 || thread_counts.size() != 1)
         throw pf::Error("--serve: give one model (--models) and one thread count (--threads)");
-      serve(find_workload(workloads(), models[0]), examples, thread_counts[0], warmup, profile);
+      serve(find_workload(workloads(), models[0]), setup, thread_counts[0], warmup, profile);
       return 0;
     }
     std::vector<Row> rows;
@@ -285,7 +294,7 @@ int main(int argc, char** argv) {
     const std::vector<Workload> all = workloads();
     for (const std::string& name : models)
       for (int t : thread_counts)
-        rows.push_back(run(find_workload(all, name), examples, t, warmup, steps, top_kinds, ops_of_kind));
+        rows.push_back(run(find_workload(all, name), setup, t, warmup, steps, top_kinds, ops_of_kind));
     auto peak_of = [&](int t) {
       for (auto& [threads, gflops] : peaks)
         if (threads == t) return gflops;
@@ -307,8 +316,10 @@ int main(int argc, char** argv) {
     for (auto& [t, g] : peaks) peak_text.push_back(fmt::format("{:.0f} GFLOP/s on {}", g, t));
     std::cout << fmt::format(
         "f32 GEMM: {} (OpenBLAS {} kernel for the rest); sgemm peak (2048^3, best of 6): {}; {} warm-up + {} timed "
-        "steps\n\n",
-        pf::cpu::sgemm_kernel_name(), pf::cpu::blas_core_name(), fmt::join(peak_text, ", "), warmup, steps);
+        "steps{}\n\n",
+        pf::cpu::sgemm_kernel_name(), pf::cpu::blas_core_name(), fmt::join(peak_text, ", "), warmup, steps,
+        setup.dtype == "bf16" ? fmt::format("; --dtype bf16: every product through {}", pf::cpu::bf16_kernel_name())
+                              : "");
     std::cout << "| model | threads | median ms (min-max) | GFLOP/s 6NT | GFLOP/s with attn | of sgemm peak | GEMM "
                  "share | GEMM GFLOP/s | top op kinds, ms per step |\n";
     std::cout << "|---|---|---|---|---|---|---|---|---|\n";

@@ -21,7 +21,7 @@ struct CompileOptions {
   std::string schedule = "1f1b";   // gpipe | 1f1b | interleaved | zb1 | zbv | auto (the fastest predicted)
   int virtual_stages = 1;
   std::string precision = "fp32";
-  std::string dtype = "f32";       // how the stages compute: f32, or bf16 (on CUDA devices; CPU stages use f32)
+  std::string dtype = "f32";       // how the stages compute: f32, or bf16 (CUDA: values; CPU: products only)
   std::string profile;             // a measured profile (JSON) instead of the roofline
   std::string cluster;             // links inside and between nodes (JSON)
   int64_t memory_limit = 0;        // per device, overriding the profile's

@@ -140,7 +140,7 @@ Pipeline::Pipeline(const Plan& plan, std::vector<Module> programs, const Pipelin
       if (gpu < 0) {
         st->program = std::make_unique<StageProgram>(std::move(module), plan.binding, std::move(gradients),
                                                      std::move(parts), st->params, slots, /*caller_results=*/true,
-                                                     st->tensor_group.get());
+                                                     st->tensor_group.get(), options.dtype == DType::bf16);
       } else {
   #ifdef PF_CUDA
         CudaStageOptions co;

@@ -66,7 +66,9 @@ struct PipelineOptions {
   /// How CUDA stages store and compute floats: f32, or bf16 with f32 master
   /// weights (the optimizer steps f32 weights, the kernels read a bf16 copy,
   /// bf16 gradients are summed into f32 ones; no loss scaling). CPU stages
-  /// compute in f32 either way. from_plan takes the plan's dtype.
+  /// store f32 either way; with bf16 their products round the operands to
+  /// bf16 and sum in f32 (cpu::Bf16Products). from_plan takes the plan's
+  /// dtype.
   DType dtype = DType::f32;
   /// CUDA stages in f32: let cuBLAS and cuDNN use TF32 tensor cores (about
   /// 1e-3 relative error instead of 1e-6). Off: a CUDA stage computes what a

@@ -35,10 +35,12 @@ class StageProgram final : public StageRunner {
   /// input gradients in backward_input(), the parameters' in
   /// backward_weight(), and a slot stays in flight until the latter. A
   /// stage split over a tensor-parallel group sums its tp_reduce ops over
-  /// `tensor_parallel`, which must outlive the program.
+  /// `tensor_parallel`, which must outlive the program. With
+  /// `bf16_products` (a plan compiled with --dtype bf16), every product
+  /// rounds its operands to bf16 and sums in f32 (cpu::Bf16Products).
   StageProgram(Module module, const DimBinding& binding, GradientProgram gradients,
                std::optional<BackwardSplit> split, ParameterSet& params, int slots, bool caller_results = false,
-               backend::TensorParallelGroup* tensor_parallel = nullptr);
+               backend::TensorParallelGroup* tensor_parallel = nullptr, bool bf16_products = false);
   ~StageProgram() override;
 
   const Function& graph() const override;

@@ -79,7 +79,8 @@ void add_compile_command(CLI::App& app) {
   cmd->add_option("--precision", o->compile.precision, "matmul precision of the roofline: fp32, tf32 or bf16");
   cmd->add_option("--dtype", o->compile.dtype,
                   "how the stages compute: f32 (default) or bf16; CUDA stages then run their kernels in bf16 with f32 "
-                  "master weights (no loss scaling), CPU stages compute in f32 anyway (their kernels store no bf16)");
+                  "master weights (no loss scaling); CPU stages keep their values in f32 and run every product on "
+                  "operands rounded to bf16, summed in f32 (AVX-512 BF16 dot products where the CPU has them)");
   cmd->add_option("--profile", o->compile.profile, "measured device profile (from pipeforge profile)");
   cmd->add_option("--cluster", o->compile.cluster, "cluster description: links inside and between nodes");
   cmd->add_option("--memory-limit", o->memory_limit, "memory per device, e.g. 2GiB");

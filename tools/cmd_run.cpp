@@ -103,6 +103,11 @@ int64_t parameter_count(const Plan& plan) {
   return n;
 }
 
+// How a plan's stages compute, where not in f32 alone.
+std::string dtype_note(const Plan& plan) {
+  return plan.dtype == DType::f32 ? "" : fmt::format(", {}", dtype_name(plan.dtype));
+}
+
 // The same data, weights and outputs whatever the plan, plus the measured
 // bubble, the activations each stage held, a trace, and checkpoints. A
 // failing step throws before anything is written, so the last checkpoint
@@ -238,8 +243,8 @@ void train_rank(const CLI::App& cmd, const RunOptions& o, const Rendezvous& rend
   group.name_ranks(std::move(names));
   check_plan_flags(cmd, plan, o.file);
   train(o, runtime,
-        fmt::format("{} stages on {}, {}, {} micro-batches, {} processes", plan.stages.size(),
-                    devices_text(plan), plan.schedule, plan.microbatches, rendezvous.world),
+        fmt::format("{} stages on {}, {}, {} micro-batches{}, {} processes", plan.stages.size(),
+                    devices_text(plan), plan.schedule, plan.microbatches, dtype_note(plan), rendezvous.world),
         rendezvous.rank, rendezvous.world);
   // Nobody leaves (taking rank 0's store with it) while another still works.
   group.comm().barrier(world);
@@ -274,8 +279,8 @@ void run(const CLI::App& cmd, const RunOptions& o) {
     const Plan& plan = runtime.plan();
     check_plan_flags(cmd, plan, o.file);
     return train(o, runtime,
-                 fmt::format("{} stages on {}, {}, {} micro-batches", plan.stages.size(), devices_text(plan),
-                             plan.schedule, plan.microbatches));
+                 fmt::format("{} stages on {}, {}, {} micro-batches{}", plan.stages.size(), devices_text(plan),
+                             plan.schedule, plan.microbatches, dtype_note(plan)));
   }
   Runtime runtime = Runtime::from_plan(one_stage_plan(o.file, o.bind, o.batch, o.threads, o.train.optimizer, o.recompute), o.file + "'s one-stage plan", runtime_options(o));
   const int threads = runtime.plan().devices.front().threads;

@@ -32,6 +32,11 @@ struct ExecutorOptions {
   /// The ranks whose partial products tp_reduce sums (see KernelArgs::group);
   /// it outlives the executor. Null: a function with tp_reduce cannot run.
   TensorParallelGroup* tensor_parallel = nullptr;
+  /// CPU: every f32 product rounds its operands to bf16 and sums their
+  /// exact products in f32 (cpu::Bf16Products), as a stage compiled with
+  /// --dtype bf16 computes; every value stays f32. (A CUDA executor's float
+  /// dtype says how it computes.)
+  bool bf16_products = false;
 };
 
 /// The dtype an op's kernel is looked up with, on every backend: the float

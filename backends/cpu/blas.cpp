@@ -6,8 +6,10 @@
 
 #include <algorithm>
 #include <atomic>
+#include <bit>
 #include <limits>
 #include <type_traits>
+#include <vector>
 
 #include "backends/cpu/parallel.h"
 #include "backends/cpu/sgemm.h"
@@ -29,6 +31,9 @@ CBLAS_TRANSPOSE trans(bool t) { return t ? CblasTrans : CblasNoTrans; }
 
 std::atomic<bool> openblas_sgemm_only{false};
 
+// Whether the calling thread's f32 products are bf16 products (Bf16Products).
+thread_local bool bf16_products_here = false;
+
 // The kernel of an f32 product `n` columns wide: decided once for the whole
 // product, so that the blocks it is split into on several threads all take
 // the same kernel and give the bits one thread would (sgemm.h).
@@ -44,6 +49,7 @@ void blas_gemm(SgemmKernel kernel, bool trans_a, bool trans_b, int64_t m, int64_
     case SgemmKernel::avx512: sgemm_avx512(trans_a, trans_b, m, n, k, a, lda, b, ldb, accumulate, c, ldc); return;
     case SgemmKernel::avx2: sgemm_avx2(trans_a, trans_b, m, n, k, a, lda, b, ldb, accumulate, c, ldc); return;
     case SgemmKernel::sse2: sgemm_sse2(trans_a, trans_b, m, n, k, a, lda, b, ldb, accumulate, c, ldc); return;
+    case SgemmKernel::avx512_bf16: sgemm_bf16(trans_a, trans_b, m, n, k, a, lda, b, ldb, accumulate, c, ldc); return;
     case SgemmKernel::openblas: break;
   }
   cblas_sgemm(CblasRowMajor, trans(trans_a), trans(trans_b), blas_int(m), blas_int(n), blas_int(k), 1.0f, a,
@@ -101,8 +107,32 @@ void split_gemm(SgemmKernel kernel, Start start, bool trans_a, bool trans_b, int
   });
 }
 
+// `rows` x `cols` of x (row stride ld) rounded to bf16, into `out` with row
+// stride cols: a bf16 product's operand where the CPU has no bf16 dot
+// products. The calling thread's buffer, reused by its later products.
+const float* rounded_to_bf16(const float* x, int64_t rows, int64_t cols, int64_t ld, std::vector<float>& out) {
+  out.resize(static_cast<size_t>(rows * cols));
+  float* dst = out.data();
+  parallel_for(rows, std::max<int64_t>(1, kElementwiseGrain / std::max<int64_t>(cols, 1)), [&](int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi; ++i)
+      for (int64_t j = 0; j < cols; ++j) {
+        // bf16_bits' rounding (to nearest, ties to even; a NaN stays quiet), in a form the loop vectorises.
+        uint32_t u = std::bit_cast<uint32_t>(x[i * ld + j]);
+        u = (u & 0x7fffffffu) > 0x7f800000u ? u | 0x00400000u : u + 0x7fffu + ((u >> 16) & 1u);
+        dst[i * cols + j] = std::bit_cast<float>(u & 0xffff0000u);
+      }
+  });
+  return dst;
+}
+
+struct RoundedOperands {
+  std::vector<float> a, b;
+};
+
 // Handles what BLAS cannot: an empty result, and an empty contraction (BLAS
-// would reject lda = 0), whose product is all zeros.
+// would reject lda = 0), whose product is all zeros. A bf16 product takes
+// the bf16 kernel, or rounded copies of its operands into the f32 one,
+// before it is split, so that every block computes alike.
 template <class T>
 void gemm_with(Start start, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const T* a, int64_t lda,
                const T* b, int64_t ldb, const T* bias, T* c, int64_t ldc) {
@@ -113,7 +143,20 @@ void gemm_with(Start start, bool trans_a, bool trans_b, int64_t m, int64_t n, in
     if (start == Start::bias) fill_rows(c, m, n, ldc, bias);
     return;
   }
-  const SgemmKernel kernel = std::is_same_v<T, float> ? sgemm_kernel_of(n) : SgemmKernel::openblas;
+  SgemmKernel kernel = std::is_same_v<T, float> ? sgemm_kernel_of(n) : SgemmKernel::openblas;
+  if constexpr (std::is_same_v<T, float>) {
+    if (bf16_products_here) {
+      if (kernel != SgemmKernel::openblas && cpu_has_bf16_dot()) {
+        kernel = SgemmKernel::avx512_bf16;
+      } else {
+        thread_local RoundedOperands rounded;
+        a = rounded_to_bf16(a, trans_a ? k : m, trans_a ? m : k, lda, rounded.a);
+        lda = trans_a ? m : k;
+        b = rounded_to_bf16(b, trans_b ? n : k, trans_b ? k : n, ldb, rounded.b);
+        ldb = trans_b ? k : n;
+      }
+    }
+  }
   // OpenBLAS's sums depend on where a block's edges fall: the f64 products
   // (references and tests, never a training step's hot path) run whole, so
   // that they too give the same bits on any number of threads. Only the f32
@@ -170,6 +213,16 @@ void set_cpu_threads(int threads) {
 const char* blas_core_name() { return openblas_get_corename(); }
 
 void use_openblas_sgemm(bool openblas_only) { openblas_sgemm_only = openblas_only; }
+
+Bf16Products::Bf16Products(bool on) : before_(bf16_products_here) { bf16_products_here = on; }
+Bf16Products::~Bf16Products() { bf16_products_here = before_; }
+bool bf16_products() { return bf16_products_here; }
+
+const char* bf16_kernel_name() {
+  return cpu_has_bf16_dot() && !openblas_sgemm_only.load(std::memory_order_relaxed)
+             ? sgemm_kernel_label(SgemmKernel::avx512_bf16)
+             : "rounded operands, then the f32 kernel";
+}
 
 const char* sgemm_kernel_name() {
   // The kernel of the step's typical product (wide enough for any tile).

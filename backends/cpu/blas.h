@@ -53,6 +53,30 @@ void set_cpu_threads(int threads);
 /// they agree within float rounding.
 void use_openblas_sgemm(bool openblas_only);
 
+/// While one lives, the calling thread's f32 products are bf16 products:
+/// their operands rounded to bf16 (to nearest, ties to even), the exact
+/// products of those summed in f32, as the products of a stage compiled
+/// with --dtype bf16 compute (its values stay f32). The AVX-512 BF16 dot
+/// products where the CPU has them (cpu_has_bf16_dot), else rounded copies
+/// of the operands through the f32 kernel; either way on every thread
+/// budget with the same bits. Scopes nest; the previous setting returns.
+class Bf16Products {
+ public:
+  explicit Bf16Products(bool on);
+  ~Bf16Products();
+  Bf16Products(const Bf16Products&) = delete;
+  Bf16Products& operator=(const Bf16Products&) = delete;
+
+ private:
+  bool before_;
+};
+
+/// Whether the calling thread's f32 products are bf16 products now.
+bool bf16_products();
+
+/// What runs the bf16 products, for benchmark reports.
+const char* bf16_kernel_name();
+
 /// What runs a step's f32 products, for benchmark reports:
 /// "pipeforge-avx512", "pipeforge-avx2", "pipeforge-sse2" or "openblas".
 const char* sgemm_kernel_name();

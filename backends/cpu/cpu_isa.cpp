@@ -52,6 +52,11 @@ CpuIsa cpu_isa() {
   return choice.isa;
 }
 
+bool cpu_has_bf16_dot() {
+  static const bool supported = __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512bf16");
+  return supported && cpu_isa() == CpuIsa::avx512;
+}
+
 const char* isa_name(CpuIsa isa) {
   switch (isa) {
     case CpuIsa::sse2: return "sse2";

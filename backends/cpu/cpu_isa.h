@@ -24,6 +24,12 @@ enum class CpuIsa {
 /// call, naming the accepted ones.
 CpuIsa cpu_isa();
 
+/// Whether the bf16 products may use the CPU's AVX-512 BF16 dot products
+/// (Cooper Lake, Sapphire Rapids, Zen 4 and later): cpu_isa() is avx512 and
+/// the CPU has AVX-512 BW and BF16. Elsewhere a bf16 product rounds its
+/// operands first and runs the f32 kernel.
+bool cpu_has_bf16_dot();
+
 /// The widest level this CPU supports, whatever PF_CPU_ISA says.
 CpuIsa cpu_isa_supported();
 

@@ -10,6 +10,7 @@
 #include <exception>
 #include <new>
 
+#include "backends/cpu/blas.h"
 #include "backends/cpu/fusion.h"
 #include "backends/cpu/kernels.h"
 #include "backends/cpu/parallel.h"
@@ -55,10 +56,12 @@ struct Executor::Impl {
   };
   std::vector<Call> calls;
   ArenaPtr arena;
+  bool bf16_products = false;  // ExecutorOptions::bf16_products
 };
 
 Executor::Executor(const Function& f, const DimBinding& binding, DType float_dtype, const ExecutorOptions& options)
     : CompiledFunction(f, "cpu", float_dtype, kFloatDtypes, options), impl_(std::make_unique<Impl>()) {
+  impl_->bf16_products = options.bf16_products;
   std::vector<ValueId> alias_of = reshape_aliases();
   const std::vector<BiasFusion> fusions = find_bias_fusions(f, alias_of);
   for (const BiasFusion& fused : fusions)
@@ -117,6 +120,7 @@ double Executor::call(size_t k) {
 
 void Executor::run() {
   check_bound();
+  const Bf16Products products(impl_->bf16_products);
   for (size_t k = 0; k < num_calls(); ++k) {
     if (impl_->calls[k].with_next && kernel_threads() == 2) {
       // One GEMM per thread; their own BLAS calls run whole on it (a loop

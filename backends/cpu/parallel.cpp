@@ -9,6 +9,8 @@
 #include <thread>
 #include <vector>
 
+#include "backends/cpu/blas.h"
+
 namespace pf::cpu {
 
 namespace {
@@ -56,6 +58,7 @@ struct KernelPool::Workers {
     }
     fn_ = fn;
     ctx_ = ctx;
+    bf16_products_ = bf16_products();
     pending_.store(chunks - 1);
     for (int c = 1; c < chunks; ++c) {
       Worker& w = *workers_[c - 1];
@@ -83,6 +86,7 @@ struct KernelPool::Workers {
       w.go.wait(seen);
       seen = w.go.load();
       if (w.stop.load()) return;
+      const Bf16Products as_the_caller(bf16_products_);
       run_chunk(fn_, ctx_, w.begin, w.end);
       if (pending_.fetch_sub(1) == 1) pending_.notify_one();
     }
@@ -91,9 +95,12 @@ struct KernelPool::Workers {
   std::mutex busy_;
   std::vector<std::unique_ptr<Worker>> workers_;
   std::atomic<int> pending_{0};
-  // The current loop's function; written before any worker is woken.
+  // The current loop's function, and its caller's product precision (a
+  // chunk's GEMMs compute as the caller's would); written before any worker
+  // is woken.
   void (*fn_)(void*, int64_t, int64_t) = nullptr;
   void* ctx_ = nullptr;
+  bool bf16_products_ = false;
 };
 
 namespace {

@@ -49,13 +49,15 @@ const char* sgemm_kernel_label(SgemmKernel kernel) {
     case SgemmKernel::avx2: return "pipeforge-avx2";
     case SgemmKernel::sse2: return "pipeforge-sse2";
     case SgemmKernel::openblas: return "openblas";
+    case SgemmKernel::avx512_bf16: return "pipeforge-avx512-bf16";
   }
   return "openblas";
 }
 
 CpuIsa sgemm_kernel_isa(SgemmKernel kernel) {
   switch (kernel) {
-    case SgemmKernel::avx512: return CpuIsa::avx512;
+    case SgemmKernel::avx512:
+    case SgemmKernel::avx512_bf16: return CpuIsa::avx512;
     case SgemmKernel::avx2: return CpuIsa::avx2;
     case SgemmKernel::sse2:
     case SgemmKernel::openblas: return CpuIsa::sse2;

@@ -27,6 +27,7 @@ enum class SgemmKernel {
   avx2,      // 6 x 16 tile of 256-bit vectors with fused multiply-adds
   sse2,      // 6 x 8 tile of 128-bit vectors, for any x86-64 CPU
   openblas,  // cblas_sgemm, only when asked for (use_openblas_sgemm)
+  avx512_bf16,  // operands rounded to bf16, 6 x 64 tile of AVX-512 BF16 dot products (bf16 products only)
 };
 
 /// The own kernel for a product `n` columns wide (of the whole product, not
@@ -35,10 +36,12 @@ enum class SgemmKernel {
 /// tile (most of it would be padding). Never openblas.
 SgemmKernel sgemm_kernel_for(CpuIsa isa, int64_t n);
 
-/// "pipeforge-avx512", "pipeforge-avx2", "pipeforge-sse2" or "openblas".
+/// "pipeforge-avx512", "pipeforge-avx2", "pipeforge-sse2", "openblas" or
+/// "pipeforge-avx512-bf16".
 const char* sgemm_kernel_label(SgemmKernel kernel);
 
-/// The level a kernel needs (openblas: sse2).
+/// The level a kernel needs (openblas: sse2; avx512_bf16: avx512, and
+/// cpu_has_bf16_dot()).
 CpuIsa sgemm_kernel_isa(SgemmKernel kernel);
 
 /// C[m,n] = op(A)[m,k] * op(B)[k,n] (+ C when accumulate), row-major, op(X)
@@ -51,6 +54,13 @@ void sgemm_avx512(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, c
 void sgemm_avx2(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
                 const float* b, int64_t ldb, bool accumulate, float* c, int64_t ldc);
 void sgemm_sse2(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
+                const float* b, int64_t ldb, bool accumulate, float* c, int64_t ldc);
+/// The same product with A's and B's elements rounded to bf16 (to nearest,
+/// ties to even; subnormals to zero) as they are packed, and each pair of
+/// neighbouring steps of k multiplied exactly and added to C's f32 sums by
+/// the CPU's dot-product instruction (which also flushes subnormal sums).
+/// Requires cpu_has_bf16_dot().
+void sgemm_bf16(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
                 const float* b, int64_t ldb, bool accumulate, float* c, int64_t ldc);
 
 /// The calling thread's packing buffers, 64-byte aligned, large enough for

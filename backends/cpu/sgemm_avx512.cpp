@@ -18,33 +18,20 @@
 #pragma GCC diagnostic ignored "-Wuninitialized"
 
 #include "backends/cpu/sgemm_blocking.h"
+#include "backends/cpu/sgemm_avx512_common.h"
 
 namespace pf::cpu {
 
 namespace {
 namespace avx512_tile {  // named, so that the portability check (tests/portable) knows these are AVX-512 code
 
-// The register tile: kMr rows of C by kNr columns, four 16-float vectors per
-// row. 24 accumulators; each step of k loads four vectors of B and
-// broadcasts six scalars of A.
-constexpr int64_t kMr = 6;
-constexpr int64_t kNr = 64;
-
 // c[kMr x kNr] (row stride ldc) = (accumulate ? c : 0) + the product of an
-// A micro-panel (a[kk * kMr + r]) and a B micro-panel (b[kk * kNr + j]).
+// A micro-panel (a[kk * kMr + r]) and a B micro-panel (b[kk * kNr + j]):
+// each step of k loads four vectors of B and broadcasts six scalars of A.
 void micro_kernel(int64_t kc, const float* __restrict a, const float* __restrict b, float* c, int64_t ldc,
                   bool accumulate) {
-  // C's lines are wanted only at the end: ask for them now, so that they
-  // arrive while the products run.
-#pragma GCC unroll 6
-  for (int64_t r = 0; r < kMr; ++r)
-#pragma GCC unroll 4
-    for (int64_t q = 0; q < 4; ++q) _mm_prefetch(reinterpret_cast<const char*>(c + r * ldc + 16 * q), _MM_HINT_T0);
-  __m512 acc[kMr][4];
-#pragma GCC unroll 6
-  for (int64_t r = 0; r < kMr; ++r)
-#pragma GCC unroll 4
-    for (int64_t q = 0; q < 4; ++q) acc[r][q] = _mm512_setzero_ps();
+  Accumulators acc;
+  start_tile(c, ldc, acc);
   for (int64_t kk = 0; kk < kc; ++kk) {
     const __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16), b2 = _mm512_load_ps(b + 32),
                  b3 = _mm512_load_ps(b + 48);
@@ -59,13 +46,7 @@ void micro_kernel(int64_t kc, const float* __restrict a, const float* __restrict
     a += kMr;
     b += kNr;
   }
-#pragma GCC unroll 6
-  for (int64_t r = 0; r < kMr; ++r)
-#pragma GCC unroll 4
-    for (int64_t q = 0; q < 4; ++q) {
-      float* out = c + r * ldc + 16 * q;
-      _mm512_storeu_ps(out, accumulate ? _mm512_add_ps(_mm512_loadu_ps(out), acc[r][q]) : acc[r][q]);
-    }
+  finish_tile(acc, c, ldc, accumulate);
 }
 
 // Where interleave_rows takes each 64-bit lane of its six outputs from: the
@@ -112,33 +93,6 @@ void interleave_rows(const float* a, int64_t lda, float* out) {
     __m512d v = _mm512_permutex2var_pd(pairs[0][half], first_two, pairs[1][half]);
     v = _mm512_mask_permutexvar_pd(v, kInterleave.from_third[o], third, pairs[2][half]);
     _mm512_storeu_pd(reinterpret_cast<double*>(out + 16 * o), v);
-  }
-}
-
-// Transposes a 16 x 16 block held as 16 row vectors, in place.
-void transpose16(__m512 v[16]) {
-  __m512 t[16];
-  for (int i = 0; i < 8; ++i) {
-    t[2 * i] = _mm512_unpacklo_ps(v[2 * i], v[2 * i + 1]);
-    t[2 * i + 1] = _mm512_unpackhi_ps(v[2 * i], v[2 * i + 1]);
-  }
-  for (int i = 0; i < 4; ++i) {
-    const __m512d t0 = _mm512_castps_pd(t[4 * i]), t1 = _mm512_castps_pd(t[4 * i + 1]),
-                  t2 = _mm512_castps_pd(t[4 * i + 2]), t3 = _mm512_castps_pd(t[4 * i + 3]);
-    v[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(t0, t2));
-    v[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(t0, t2));
-    v[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(t1, t3));
-    v[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(t1, t3));
-  }
-  // v[4i + q] now holds, in 128-bit lane l, column 4l + q of rows 4i..4i+3.
-  for (int i = 0; i < 2; ++i)
-    for (int q = 0; q < 4; ++q) {
-      t[8 * i + q] = _mm512_shuffle_f32x4(v[8 * i + q], v[8 * i + 4 + q], 0x88);
-      t[8 * i + q + 4] = _mm512_shuffle_f32x4(v[8 * i + q], v[8 * i + 4 + q], 0xdd);
-    }
-  for (int q = 0; q < 8; ++q) {
-    v[q] = _mm512_shuffle_f32x4(t[q], t[q + 8], 0x88);
-    v[q + 8] = _mm512_shuffle_f32x4(t[q], t[q + 8], 0xdd);
   }
 }
 

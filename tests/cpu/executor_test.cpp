@@ -235,6 +235,34 @@ graph @g(%x: f32[2,2]) -> (f32[2,2], f32[3], f32[2,2], f32[2,2]) {
 }
 )";
 
+// A stage compiled with --dtype bf16: its products round their operands to
+// bf16 (1 + 2^-8 ties to 1, 1 + 3 * 2^-8 to 1 + 2^-6), its values stay f32
+// (the bias added in the product's GEMM is not rounded: + 2^-10 survives).
+TEST(Executor, Bf16ProductsRoundTheOperandsAndKeepF32Values) {
+  Module m = verified_module(R"(
+graph @linear(%x: f32[2,1]) -> (f32[2,1]) {
+  %w = param init=ones : f32[1,1]
+  %b = param init=zeros : f32[1]
+  %y.mm = matmul %x, %w : f32[2,1]
+  %y = add %y.mm, %b : f32[2,1]
+  return %y
+}
+)");
+  std::vector<float> x = {1.0f + 0x1p-8f, 1.0f + 0x3p-8f}, w = {1.0f}, b = {0x1p-10f};
+  for (const bool bf16 : {false, true}) {
+    ExecutorOptions options;
+    options.bf16_products = bf16;
+    Executor ex(m.graph(), m.binding(), DType::f32, options);
+    ex.bind_input(0, x.data());
+    ex.bind_param("w", w.data());
+    ex.bind_param("b", b.data());
+    ex.run();
+    const std::vector<double> expected = bf16 ? std::vector<double>{1.0f + 0x1p-10f, 1.0f + 0x1p-6f + 0x1p-10f}
+                                              : std::vector<double>{x[0] + 0x1p-10f, x[1] + 0x1p-10f};
+    EXPECT_EQ(read<float>(ex, 0), expected) << (bf16 ? "bf16 products" : "f32 products");
+  }
+}
+
 TEST(Executor, ReturnsCopiesOfAnArgumentAParameterAndARepeatedValue) {
   Module m = verified_module(kPassThrough);
   Executor ex(m.graph(), m.binding(), DType::f64);

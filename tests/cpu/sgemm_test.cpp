@@ -1,6 +1,6 @@
 // Pipeforge's own sgemms (AVX-512, AVX2, SSE2) against a float64 product: every transpose, edges of every block,
 // strided operands, accumulation; gemm() giving the same numbers whichever kernel runs it, and the same bits on one
-// and two threads.
+// and two threads. The bf16 products likewise, against the float64 product of the operands rounded to bf16.
 #include "backends/cpu/sgemm.h"
 
 #include <gtest/gtest.h>
@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "backends/cpu/blas.h"
+#include "ir/dtype.h"
 
 namespace pf::cpu {
 namespace {
@@ -102,8 +103,9 @@ const Shape kShapes[] = {{1, 1, 1},     {5, 7, 3},     {6, 8, 4},     {6, 16, 8}
                          {7, 65, 17},   {12, 128, 64}, {13, 130, 513}, {7, 300, 257}, {30, 1100, 40},
                          {100, 48, 1030}, {3075, 70, 20}};
 
-TEST_P(OwnSgemmTest, MatchesFloat64ForEveryTransposeAndEdge) {
-  uint32_t seed = 1;
+/// `fn` on every shape, layout and padding, against the float64 product of
+/// the operands as `exact` gives them (what the kernel multiplies exactly).
+void expect_every_transpose_and_edge(SgemmFn fn, uint32_t seed, Operands (*exact)(Operands)) {
   for (const Shape& s : kShapes)
     for (bool ta : {false, true})
       for (bool tb : {false, true})
@@ -111,9 +113,15 @@ TEST_P(OwnSgemmTest, MatchesFloat64ForEveryTransposeAndEdge) {
           const Operands o(ta, tb, s, pad, seed++);
           // Overwriting must not read C: it starts as NaN.
           std::vector<float> c(static_cast<size_t>(s.m * o.ldc), std::numeric_limits<float>::quiet_NaN());
-          GetParam().fn(ta, tb, s.m, s.n, s.k, o.a.data(), o.lda, o.b.data(), o.ldb, false, c.data(), o.ldc);
-          expect_product(o, {}, c);
+          fn(ta, tb, s.m, s.n, s.k, o.a.data(), o.lda, o.b.data(), o.ldb, false, c.data(), o.ldc);
+          expect_product(exact(o), {}, c);
         }
+}
+
+Operands as_they_are(Operands o) { return o; }
+
+TEST_P(OwnSgemmTest, MatchesFloat64ForEveryTransposeAndEdge) {
+  expect_every_transpose_and_edge(GetParam().fn, 1, as_they_are);
 }
 
 TEST_P(OwnSgemmTest, AccumulatesIntoC) {
@@ -198,6 +206,86 @@ TEST(SgemmKernelTest, DoubleProductsGiveOneThreadsBitsOnTwo) {
   gemm(false, true, 64, 300, 500, a.data(), o.lda, b.data(), o.ldb, two.data(), 300);
   set_cpu_threads(1);
   for (size_t i = 0; i < one.size(); ++i) ASSERT_EQ(one[i], two[i]) << "element " << i;
+}
+
+// ---- bf16 products: operands rounded to bf16, their exact products summed in f32.
+
+Operands rounded_to_bf16(Operands o) {
+  for (float& x : o.a) x = bf16_to_float(bf16_bits(x));
+  for (float& x : o.b) x = bf16_to_float(bf16_bits(x));
+  return o;
+}
+
+TEST(Bf16SgemmTest, MatchesFloat64OfTheRoundedOperandsForEveryTransposeAndEdge) {
+  if (!cpu_has_bf16_dot())
+    GTEST_SKIP() << "this CPU has no AVX-512 BF16 dot products (or PF_CPU_ISA caps it below avx512): sgemm_bf16 is "
+                    "never called here";
+  expect_every_transpose_and_edge(sgemm_bf16, 200, rounded_to_bf16);
+}
+
+TEST(Bf16SgemmTest, AccumulatesIntoC) {
+  if (!cpu_has_bf16_dot()) GTEST_SKIP() << "this CPU has no AVX-512 BF16 dot products: sgemm_bf16 is never called here";
+  uint32_t seed = 300;
+  for (bool ta : {false, true})
+    for (bool tb : {false, true}) {
+      const Operands o(ta, tb, Shape{13, 130, 513}, 2, seed++);
+      std::vector<float> start(static_cast<size_t>(o.s.m * o.ldc));
+      for (size_t i = 0; i < start.size(); ++i) start[i] = 0.25f * static_cast<float>(i % 7) - 0.5f;
+      std::vector<float> c = start;
+      sgemm_bf16(ta, tb, o.s.m, o.s.n, o.s.k, o.a.data(), o.lda, o.b.data(), o.ldb, true, c.data(), o.ldc);
+      expect_product(rounded_to_bf16(o), start, c);
+    }
+}
+
+// Through gemm(), on the path this CPU takes (the dot products, or rounded
+// copies through the f32 kernel: CI runs this file as an AVX2 CPU too).
+// bf16 keeps 7 bits after the point: 1 + 2^-8 lies halfway between 1 and
+// 1 + 2^-7 and goes to the even one, 1; 1 + 3 * 2^-8, halfway between
+// 1 + 2^-7 and 1 + 2^-6, goes to 1 + 2^-6. Outside the scope, f32 again.
+TEST(Bf16ProductsTest, GemmRoundsTheOperandsToNearestEvenWithinTheScope) {
+  const float a[] = {1.0f + 0x1p-8f, 1.0f + 0x3p-8f}, b[] = {1.0f};
+  float c[2] = {};
+  {
+    const Bf16Products bf16(true);
+    EXPECT_TRUE(bf16_products());
+    gemm(false, false, 2, 1, 1, a, 1, b, 1, c, 1);
+  }
+  EXPECT_EQ(c[0], 1.0f) << bf16_kernel_name();
+  EXPECT_EQ(c[1], 1.0f + 0x1p-6f) << bf16_kernel_name();
+  EXPECT_FALSE(bf16_products());
+  gemm(false, false, 2, 1, 1, a, 1, b, 1, c, 1);
+  EXPECT_EQ(c[0], a[0]);
+  EXPECT_EQ(c[1], a[1]);
+}
+
+TEST(Bf16ProductsTest, GemmMatchesFloat64OfTheRoundedOperands) {
+  const Bf16Products bf16(true);
+  uint32_t seed = 400;
+  for (const Shape& s : {Shape{7, 65, 17}, Shape{40, 200, 300}, Shape{100, 48, 1030}})
+    for (bool ta : {false, true})
+      for (bool tb : {false, true}) {
+        const Operands o(ta, tb, s, 3, seed++);
+        std::vector<float> c(static_cast<size_t>(s.m * o.ldc), std::numeric_limits<float>::quiet_NaN());
+        gemm(ta, tb, s.m, s.n, s.k, o.a.data(), o.lda, o.b.data(), o.ldb, c.data(), o.ldc);
+        expect_product(rounded_to_bf16(o), {}, c);
+      }
+}
+
+// The workers of a split product compute as its caller does: a half done
+// in f32 would change the bits.
+TEST(Bf16ProductsTest, TwoThreadsGiveOneThreadsBits) {
+  const Bf16Products bf16(true);
+  uint32_t seed = 500;
+  for (const Shape& s : {Shape{40, 80, 1000}, Shape{200, 40, 300}})
+    for (bool ta : {false, true})
+      for (bool tb : {false, true}) {
+        const Operands o(ta, tb, s, 0, seed++);
+        const ThreadRuns runs = on_one_and_two_threads(o);
+        expect_product(rounded_to_bf16(o), {}, runs.one);
+        for (size_t i = 0; i < runs.one.size(); ++i)
+          ASSERT_EQ(runs.one[i], runs.two[i]) << bf16_kernel_name() << ", element " << i << " of " << s.m << "x"
+                                              << s.n << "x" << s.k << (ta ? " A^T" : "") << (tb ? " B^T" : "");
+      }
 }
 
 }  // namespace
