@@ -20,7 +20,7 @@ struct CompileOptions {
   bool sequence_parallel = false;  // with tensor_parallel: norms and residuals on each rank's part of the tokens
   std::string schedule = "1f1b";   // gpipe | 1f1b | interleaved | zb1 | zbv | auto (the fastest predicted)
   int virtual_stages = 1;
-  std::string precision = "fp32";
+  std::string precision;           // the roofline's matmul precision; empty: the dtype's (bf16 or fp32)
   std::string dtype = "f32";       // how the stages compute: f32, or bf16 (CUDA: values; CPU: products only)
   std::string profile;             // a measured profile (JSON) instead of the roofline
   std::string cluster;             // links inside and between nodes (JSON)

@@ -18,9 +18,10 @@ namespace pf {
 
 Hardware load_hardware(const CompileOptions& options) {
   Hardware hw;
-  hw.profile = options.profile.empty()
-                   ? builtin_profile(options.devices.substr(0, options.devices.find(':')), options.precision)
-                   : load_profile(options.profile);
+  const std::string precision =
+      !options.precision.empty() ? options.precision : options.dtype == "bf16" ? "bf16" : "fp32";
+  hw.profile = options.profile.empty() ? builtin_profile(options.devices.substr(0, options.devices.find(':')), precision)
+                                       : load_profile(options.profile);
   hw.gpus = parse_device_entries(options.devices, hw.profile);
   hw.cluster = options.cluster.empty() ? default_cluster(hw.profile.kind) : load_cluster(options.cluster);
   const int t = options.tensor_parallel;

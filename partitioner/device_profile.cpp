@@ -37,13 +37,16 @@ constexpr Builtin kBuiltins[] = {
     // One core of the development machine. OpenBLAS as packaged here runs its
     // Haswell (AVX2 + FMA) sgemm kernel by default: about 100 GFLOP/s on one
     // core. Its AVX-512 kernel reaches about 200, but only when forced with
-    // OPENBLAS_CORETYPE, so the default run is what we price. No tf32 or
-    // bf16 GEMM is used on the CPU. One core streams about 10 GB/s; a CPU
+    // OPENBLAS_CORETYPE, so the default run is what we price. The bf16
+    // products of a --dtype bf16 plan run on AVX-512 BF16's dot products at
+    // twice the f32 rate where the CPU has them (Zen 4 and 5, Sapphire
+    // Rapids; elsewhere at the f32 rate: a measured profile says which). No
+    // tf32 GEMM is used on the CPU. One core streams about 10 GB/s; a CPU
     // device gets 8 GiB; dispatching an op costs about 2 us. Fused attention
     // (64 x 64 tiles, head size 64, causal) ran at 0.34 (forward) and 0.44
     // (backward) of the GEMMs' rate beside them (`pipeforge profile` of a
     // GPT at T = 128 on an AMD EPYC Zen 5: 61 and 85 GFLOP/s against 180-190).
-    {"cpu", "cpu", 100e9, 0, 0, 10e9, 8, 2e-6, 0.35, 0.45},
+    {"cpu", "cpu", 100e9, 0, 200e9, 10e9, 8, 2e-6, 0.35, 0.45},
     // A100 SXM 80 GB: 19.5 TFLOP/s fp32 (no tensor cores), 156 tf32 and 312
     // bf16 on tensor cores (dense, no sparsity); HBM2e at about 2.0 TB/s.
     // The fused attention kernels run on CUDA cores, not tensor cores: priced
@@ -84,7 +87,12 @@ DeviceProfile builtin_profile(std::string_view name, std::string_view precision)
   if (!known_precision(precision))
     throw Error(fmt::format("unknown precision '{}'; known: {}", precision, precision_list()));
   double rate = precision == "fp32" ? found->fp32 : precision == "tf32" ? found->tf32 : found->bf16;
-  if (rate == 0) throw Error(fmt::format("{} has no {} matmul rate; it has fp32 only", name, precision));
+  if (rate == 0) {
+    std::vector<std::string_view> rates;
+    for (std::string_view p : kPrecisions)
+      if ((p == "fp32" ? found->fp32 : p == "tf32" ? found->tf32 : found->bf16) > 0) rates.push_back(p);
+    throw Error(fmt::format("{} has no {} matmul rate; it has {}", name, precision, join(rates)));
+  }
   DeviceProfile p;
   p.name = found->name;
   p.kind = found->kind;

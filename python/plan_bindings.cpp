@@ -44,7 +44,7 @@ void check_positive(const char* what, int64_t value) {
 Plan compile(py::handle model, const std::string& devices, int microbatches, const std::string& schedule,
              int data_parallel, std::optional<int64_t> batch, py::handle bind, int virtual_stages,
              const std::string& optimizer, const std::string& cuts, const std::string& recompute,
-             bool shard_optimizer, int tensor_parallel, bool sequence_parallel) {
+             bool shard_optimizer, int tensor_parallel, bool sequence_parallel, const std::string& dtype) {
   check_positive("microbatches", microbatches);
   check_positive("data_parallel", data_parallel);
   check_positive("tensor_parallel", tensor_parallel);
@@ -54,6 +54,7 @@ Plan compile(py::handle model, const std::string& devices, int microbatches, con
   check_choice("optimizer", optimizer, {"sgd", "adamw"});
   check_choice("cuts", cuts, {"auto", "layers", "any", "products"});
   check_choice("recompute", recompute, {"none", "selective", "layers", "auto"});
+  check_choice("dtype", dtype, {"f32", "bf16"});
   // IR text has lines; a path has none.
   const bool is_text = py::isinstance<py::str>(model) && model.cast<std::string>().find('\n') != std::string::npos;
   const std::string source = is_text ? "<string>" : path_of(model);
@@ -71,6 +72,7 @@ Plan compile(py::handle model, const std::string& devices, int microbatches, con
   options.shard_optimizer = shard_optimizer;
   options.tensor_parallel = tensor_parallel;
   options.sequence_parallel = sequence_parallel;
+  options.dtype = dtype;
   py::gil_scoped_release release;
   tools::LoadedModel loaded = is_text ? tools::load_model(std::make_shared<SourceFile>(source, text), binding, true)
                                       : tools::load_model(source, binding, true);
@@ -124,6 +126,9 @@ void bind_plan(py::module_& m) {
                     "Ranks per pipeline device, splitting each layer between them (1: none).")
       .def_readonly("sequence_parallel", &Plan::sequence_parallel,
                     "Whether the ops between a layer's split products run on each rank's part of the tokens.")
+      .def_property_readonly(
+          "dtype", [](const Plan& plan) { return std::string(dtype_name(plan.dtype)); },
+          "How the stages compute: 'f32', or 'bf16' (CPU stages: their products on operands rounded to bf16).")
       .def_readonly("model", &Plan::model_name, "The graph's name.")
       .def_readonly("binding", &Plan::binding, "Every dimension's value for one micro-batch.")
       .def("__repr__", [](const Plan& plan) {
@@ -136,7 +141,7 @@ void bind_plan(py::module_& m) {
         py::arg("schedule") = "1f1b", py::arg("data_parallel") = 1, py::arg("batch") = py::none(),
         py::arg("bind") = py::none(), py::arg("virtual_stages") = 1, py::arg("optimizer") = "adamw",
         py::arg("cuts") = "auto", py::arg("recompute") = "none", py::arg("shard_optimizer") = false,
-        py::arg("tensor_parallel") = 1, py::arg("sequence_parallel") = false,
+        py::arg("tensor_parallel") = 1, py::arg("sequence_parallel") = false, py::arg("dtype") = "f32",
         R"(Compiles a model into a pipeline plan, as `pipeforge compile` does.
 
 model: a path (str or os.PathLike) to a .pf file, or the model's IR text
@@ -150,9 +155,11 @@ where stages may begin), recompute ('none', 'selective', 'layers', 'auto':
 what the backward computes again instead of stashing), shard_optimizer
 (--shard-optimizer: the replicas share each stage's optimizer state out)
 tensor_parallel (--tensor-parallel: ranks per device, splitting each
-layer as Megatron-LM does) and sequence_parallel (--sequence-parallel: the
-norms and residual adds between on each rank's part of the tokens) are
-compile's options of those names.
+layer as Megatron-LM does), sequence_parallel (--sequence-parallel: the
+norms and residual adds between on each rank's part of the tokens) and
+dtype ('f32' or 'bf16': CPU stages run their products on operands rounded
+to bf16, CUDA stages everything in bf16) are compile's options of those
+names.
 Raises pipeforge.Error for a model that does not parse or verify, or a plan
 that cannot be made.)");
 }

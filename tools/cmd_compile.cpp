@@ -76,7 +76,8 @@ void add_compile_command(CLI::App& app) {
       ->check(CLI::IsMember(compile_schedule_names()));
   at_least(cmd->add_option("--virtual", o->compile.virtual_stages, "model chunks per device (interleaved, zbi: 2 or more; zbv has 2)"),
            1);
-  cmd->add_option("--precision", o->compile.precision, "matmul precision of the roofline: fp32, tf32 or bf16");
+  cmd->add_option("--precision", o->compile.precision,
+                  "matmul precision of the roofline: fp32, tf32 or bf16; default: the --dtype's (bf16 or fp32)");
   cmd->add_option("--dtype", o->compile.dtype,
                   "how the stages compute: f32 (default) or bf16; CUDA stages then run their kernels in bf16 with f32 "
                   "master weights (no loss scaling); CPU stages keep their values in f32 and run every product on "

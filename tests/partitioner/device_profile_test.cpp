@@ -32,6 +32,7 @@ TEST(DeviceProfile, BuiltinRooflines) {
   EXPECT_EQ(cpu.memory_bytes, 8 * kGiB);
   EXPECT_EQ(cpu.launch_s, 2e-6);
   EXPECT_TRUE(cpu.path.empty());
+  EXPECT_EQ(builtin_profile("cpu", "bf16").flops, 200e9);  // AVX-512 BF16's dot products
 
   EXPECT_EQ(builtin_profile("a100").flops, 19.5e12);
   EXPECT_EQ(builtin_profile("a100", "tf32").flops, 156e12);
@@ -52,7 +53,7 @@ TEST(DeviceProfile, BuiltinRooflines) {
 TEST(DeviceProfile, UnknownNamesAndPrecisions) {
   EXPECT_EQ(error_of([] { builtin_profile("tpu"); }), "unknown device kind 'tpu'; known: cpu, a100, h100");
   EXPECT_EQ(error_of([] { builtin_profile("h100", "fp8"); }), "unknown precision 'fp8'; known: fp32, tf32, bf16");
-  EXPECT_EQ(error_of([] { builtin_profile("cpu", "bf16"); }), "cpu has no bf16 matmul rate; it has fp32 only");
+  EXPECT_EQ(error_of([] { builtin_profile("cpu", "tf32"); }), "cpu has no tf32 matmul rate; it has fp32, bf16");
 }
 
 TEST(DeviceProfile, RooflineTime) {
@@ -400,8 +401,8 @@ TEST(Devices, BadLists) {
             "bad device list 'cpu:2,,cpu:1' at ''; write it like cpu:4, cpu:2x4 (threads each) or a100:2,h100:2");
   for (std::string_view spec : {"cpu:0", "cpu:-1", ":2", "cpu:4,", "cpu:x", "cpu:2x", "cpu:2x0", "cpu:x4", "cpu:2x4x", ""})
     EXPECT_NE(error_of([&] { parse_devices(spec, cpu); }).find("bad device list"), std::string::npos) << spec;
-  EXPECT_EQ(error_of([&] { parse_devices("cpu:1,h100:1", builtin_profile("h100", "bf16")); }),
-            "cpu has no bf16 matmul rate; it has fp32 only");
+  EXPECT_EQ(error_of([&] { parse_devices("cpu:1,h100:1", builtin_profile("h100", "tf32")); }),
+            "cpu has no tf32 matmul rate; it has fp32, bf16");
   EXPECT_EQ(error_of([&] { parse_devices("h100:2x4", builtin_profile("h100")); }),
             "h100:2x4: threads are counted for CPU devices; a h100 device is one GPU");
 }

@@ -243,3 +243,20 @@ def test_a_tensor_parallel_plan_trains_as_the_unsplit_one(tmp_path):
     c = pipeforge.Runtime(whole, seed=99)
     c.load_checkpoint(tmp_path / "split")
     assert c.train_step(later) == pytest.approx(a.train_step(later), rel=1e-5)
+
+
+def test_a_bf16_plan_rounds_only_its_products(tmp_path):
+    # dtype="bf16" on CPU devices: the products take operands rounded to
+    # bf16, so the losses move off the f32 plan's by bf16's rounding (8
+    # significant bits), not by float32's; the weights stay float32.
+    batch = mlp_batch(seed=10)
+    f32 = pipeforge.compile(MLP, devices="cpu:2", microbatches=2, bind=MLP_BIND)
+    bf16 = pipeforge.compile(MLP, devices="cpu:2", microbatches=2, bind=MLP_BIND, dtype="bf16")
+    assert (f32.dtype, bf16.dtype) == ("f32", "bf16")
+    a, losses_a = trained(f32, 3, batch)
+    b, losses_b = trained(bf16, 3, batch)
+    assert losses_b != losses_a
+    assert losses_b == pytest.approx(losses_a, rel=2e-2)
+    assert all(v.dtype == np.float32 for v in b.state_dict().values())
+    with pytest.raises(ValueError, match="dtype must be one of f32, bf16, not .f16."):
+        pipeforge.compile(MLP, devices="cpu:2", bind=MLP_BIND, dtype="f16")
