@@ -22,6 +22,7 @@ Hardware load_hardware(const CompileOptions& options) {
       !options.precision.empty() ? options.precision : options.dtype == "bf16" ? "bf16" : "fp32";
   hw.profile = options.profile.empty() ? builtin_profile(options.devices.substr(0, options.devices.find(':')), precision)
                                        : load_profile(options.profile);
+  if (!options.profile.empty()) check_profile_dtype(hw.profile, options.profile, options.dtype, "compile");
   hw.gpus = parse_device_entries(options.devices, hw.profile);
   hw.cluster = options.cluster.empty() ? default_cluster(hw.profile.kind) : load_cluster(options.cluster);
   const int t = options.tensor_parallel;

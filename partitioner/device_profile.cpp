@@ -79,6 +79,15 @@ std::vector<std::string_view> builtin_profile_names() {
   return names;
 }
 
+void check_profile_dtype(const DeviceProfile& profile, const std::string& path, std::string_view dtype,
+                         std::string_view command) {
+  const std::string_view measured = profile.precision == "bf16" ? "bf16" : "f32";
+  if (profile.kind == "cpu" && measured != dtype)
+    throw Error(fmt::format("{} timed {} products, and this plan's CPU stages run {} ones: profile again with "
+                            "--dtype {}, or {} with --dtype {}",
+                            path, measured, dtype, dtype, command, measured));
+}
+
 DeviceProfile builtin_profile(std::string_view name, std::string_view precision) {
   const Builtin* found = nullptr;
   for (const Builtin& b : kBuiltins)

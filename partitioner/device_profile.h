@@ -55,6 +55,13 @@ struct DeviceProfile {
 /// "cpu", "a100", "h100".
 std::vector<std::string_view> builtin_profile_names();
 
+/// Throws unless a measured CPU profile (read from `path`) timed the
+/// products as stages of `dtype` ("f32" or "bf16") run them (profile
+/// --dtype); `command` ("compile", "simulate") is what to run again with the
+/// profile's dtype. Other profiles price any dtype.
+void check_profile_dtype(const DeviceProfile& profile, const std::string& path, std::string_view dtype,
+                         std::string_view command);
+
 /// A built-in roofline at `precision` ("fp32", "tf32" or "bf16"). Throws
 /// pf::Error for an unknown name ("unknown device kind 'tpu'; known: cpu,
 /// a100, h100"), an unknown precision, or one the device has no rate for

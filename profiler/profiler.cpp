@@ -101,13 +101,14 @@ struct OpRunner {
   std::unique_ptr<cpu::Executor> forward, backward;
 };
 
-std::unique_ptr<OpRunner> make_runner(const Function& g, const Op& op, const DimBinding& binding) {
+std::unique_ptr<OpRunner> make_runner(const Function& g, const Op& op, const DimBinding& binding,
+                                      const cpu::ExecutorOptions& options) {
   auto r = std::make_unique<OpRunner>();
   r->module = single_op_module(g, op);
   verify_module(r->module, binding);
   std::mt19937 rng(1);
   const Function& f = r->module.graph();
-  r->forward = std::make_unique<cpu::Executor>(f, binding, DType::f32);
+  r->forward = std::make_unique<cpu::Executor>(f, binding, DType::f32, options);
   for (size_t a = 0; a < f.args.size(); ++a)
     r->forward->bind_input(static_cast<int>(a), r->buffers.make(f.type_of(f.args[a]), rng));
   for (const std::string& p : r->forward->param_names())
@@ -120,7 +121,7 @@ std::unique_ptr<OpRunner> make_runner(const Function& g, const Op& op, const Dim
   r->diff = r->module;
   GradientProgram gp = differentiate(r->diff, binding, ad);
   const Function& bwd = *r->diff.find_function(gp.backward);
-  r->backward = std::make_unique<cpu::Executor>(bwd, binding, DType::f32);
+  r->backward = std::make_unique<cpu::Executor>(bwd, binding, DType::f32, options);
   for (size_t a = 0; a < bwd.args.size(); ++a)
     r->backward->bind_input(static_cast<int>(a), r->buffers.make(bwd.type_of(bwd.args[a]), rng));
   for (const std::string& p : r->backward->param_names())
@@ -167,7 +168,9 @@ double median_over_cores(const ProfileOptions& options, const std::function<doub
 OpTiming measure(const Function& g, const Op& op, const DimBinding& binding, const ProfileOptions& options) {
   const int threads = std::max(1, options.concurrent);
   std::vector<std::unique_ptr<OpRunner>> runners;
-  for (int t = 0; t < threads; ++t) runners.push_back(make_runner(g, op, binding));
+  cpu::ExecutorOptions executor;
+  executor.bf16_products = options.bf16_products;
+  for (int t = 0; t < threads; ++t) runners.push_back(make_runner(g, op, binding, executor));
   std::vector<OpTiming> timings(static_cast<size_t>(threads));
   std::barrier<> sync(threads);
   on_threads(threads, [&](size_t t) {
@@ -205,11 +208,13 @@ double measure_update(const std::string& optimizer, const ProfileOptions& option
   return seconds / static_cast<double>(kParams);
 }
 
-/// A core's f32 product rate: a 512^3 product (the sgemm kernel this CPU
-/// dispatches to, on one thread), `concurrent` cores at it at once.
+/// A core's product rate: a 512^3 product (the sgemm kernel this CPU
+/// dispatches to, on one thread; with bf16 products, theirs), `concurrent`
+/// cores at it at once.
 double measure_gemm_flops(const ProfileOptions& options) {
   constexpr int64_t n = 512;
   const double seconds = median_over_cores(options, [&](std::barrier<>* sync) {
+    const cpu::Bf16Products products(options.bf16_products);
     std::vector<float> a(n * n, 0.5f), b(n * n, 0.25f), c(n * n);
     return time_runs([&] { cpu::gemm(false, false, n, n, n, a.data(), n, b.data(), n, c.data(), n); },
                      options.repeats, sync);
@@ -236,7 +241,7 @@ double measure_bandwidth(const ProfileOptions& options) {
 
 DeviceProfile profile_model(const Module& model, const DimBinding& binding, const ProfileOptions& options,
                             const std::function<void(const std::string&, const OpTiming&)>& progress) {
-  DeviceProfile profile = builtin_profile("cpu");
+  DeviceProfile profile = builtin_profile("cpu", options.bf16_products ? "bf16" : "fp32");
   profile.name = "cpu-measured";
   profile.concurrent = std::max(1, options.concurrent);
   // The roofline of the ops it does not time, and the peak a run's MFU is

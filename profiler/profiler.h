@@ -17,6 +17,9 @@ struct ProfileOptions {
   /// stages cost each other when they compute side by side (shared
   /// last-level cache and memory bandwidth). 1 times it alone.
   int concurrent = 1;
+  /// Times the products as a stage of a --dtype bf16 plan runs them
+  /// (cpu::Bf16Products); the profile's precision is then "bf16".
+  bool bf16_products = false;
 };
 
 /// Times each op of `model` (inlined and verified under `binding`, the

@@ -15,7 +15,7 @@ namespace pf::tools {
 
 namespace {
 struct ProfileCommandOptions {
-  std::string file, bind, device = "cpu", output;
+  std::string file, bind, device = "cpu", output, dtype = "f32";
   int64_t batch = 0;
   int microbatches = 8;
   int repeats = 5;
@@ -44,6 +44,10 @@ void add_profile_command(CLI::App& app) {
                            "CPU stages that will share this machine, so that the times include what they cost each "
                            "other"),
            1);
+  cmd->add_option("--dtype", o->dtype,
+                  "time the products as a plan of this dtype runs them: f32, or bf16 (operands rounded to bf16); "
+                  "the profile's precision says which")
+      ->check(CLI::IsMember({"f32", "bf16"}));
   cmd->add_flag("-v,--verbose", o->verbose, "print every op's times");
   cmd->add_option("-o,--output", o->output, "write the profile here (JSON)")->required();
   cmd->callback([o] {
@@ -55,7 +59,8 @@ void add_profile_command(CLI::App& app) {
     run_pipeline(model.module, PassPipeline::model, ctx);
     int count = 0;
     double total = 0;
-    DeviceProfile profile = profile_model(model.module, micro, ProfileOptions{o->repeats, o->concurrent},
+    DeviceProfile profile = profile_model(model.module, micro,
+                                          ProfileOptions{o->repeats, o->concurrent, o->dtype == "bf16"},
                                           [&](const std::string& key, const OpTiming& t) {
                                             ++count;
                                             total += t.forward_s + t.backward_s;
@@ -70,8 +75,8 @@ void add_profile_command(CLI::App& app) {
                              o->output);
     std::cout << fmt::format("an optimizer step (gradient norm included): adamw {:.2f} ns, sgd {:.2f} ns per parameter\n",
                              profile.update_s_per_param.at("adamw") * 1e9, profile.update_s_per_param.at("sgd") * 1e9);
-    std::cout << fmt::format("a core: {:.1f} GFLOP/s in a 512^3 f32 product, {:.1f} GB/s of memory\n",
-                             profile.flops / 1e9, profile.bandwidth / 1e9);
+    std::cout << fmt::format("a core: {:.1f} GFLOP/s in a 512^3 {} product, {:.1f} GB/s of memory\n",
+                             profile.flops / 1e9, o->dtype, profile.bandwidth / 1e9);
   });
 }
 

@@ -77,6 +77,7 @@ void add_simulate_command(CLI::App& app) {
         !o->precision.empty() ? o->precision : (plan.dtype == DType::bf16 ? "bf16" : "fp32");
     const DeviceProfile profile =
         o->profile.empty() ? builtin_profile(first.substr(0, first.find(':')), precision) : load_profile(o->profile);
+    if (!o->profile.empty()) check_profile_dtype(profile, o->profile, dtype_name(plan.dtype), "compile the plan");
     const Cluster cluster = o->cluster.empty() ? default_cluster(profile.kind) : load_cluster(o->cluster);
     const PlanSimulation sim = simulate_plan(plan, programs, profile, cluster, SimulateOptions{o->optimizer});
     std::cout << render(plan, sim, profile, o->optimizer);
