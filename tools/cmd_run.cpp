@@ -41,6 +41,7 @@ struct RunOptions {
   int64_t eval_every = 0, eval_batches = 0;  // 0: never; every whole batch of --eval-data
   int threads = 0;  // 0: the plan's (one for a model)
   std::string recompute = "none";
+  std::string dtype = "f32";
   bool lr_given = false;
   std::string trace;
   double timeout = 60;
@@ -282,9 +283,12 @@ void run(const CLI::App& cmd, const RunOptions& o) {
                  fmt::format("{} stages on {}, {}, {} micro-batches{}", plan.stages.size(), devices_text(plan),
                              plan.schedule, plan.microbatches, dtype_note(plan)));
   }
-  Runtime runtime = Runtime::from_plan(one_stage_plan(o.file, o.bind, o.batch, o.threads, o.train.optimizer, o.recompute), o.file + "'s one-stage plan", runtime_options(o));
+  Runtime runtime = Runtime::from_plan(
+      one_stage_plan(o.file, o.bind, o.batch, o.threads, o.train.optimizer, o.recompute, o.dtype),
+      o.file + "'s one-stage plan", runtime_options(o));
   const int threads = runtime.plan().devices.front().threads;
-  train(o, runtime, fmt::format("one CPU device, {} thread{}", threads, threads == 1 ? "" : "s"));
+  train(o, runtime,
+        fmt::format("one CPU device, {} thread{}{}", threads, threads == 1 ? "" : "s", dtype_note(runtime.plan())));
 }
 
 }  // namespace
@@ -356,6 +360,11 @@ void add_run_command(CLI::App& app) {
                   "(compile --recompute), and the flag must agree with it")
       ->check(CLI::IsMember({"none", "layers", "selective"}))
       ->default_str("none");
+  cmd->add_option("--dtype", o->dtype,
+                  "how the device computes: f32, or bf16 (its products on operands rounded to bf16, summed in f32); "
+                  "a plan's is compiled in (compile --dtype), and the flag must agree with it")
+      ->check(CLI::IsMember({"f32", "bf16"}))
+      ->default_str("f32");
   cmd->add_option("--trace", o->trace, "write a Chrome/Perfetto trace of every stage's actions");
   cmd->add_option("--log", o->log,
                   "write a JSON line per step here (loss, lr, gradient norm, time, throughput, bubble, activations "

@@ -77,9 +77,9 @@ ModelFacts model_facts(const Plan& plan, int64_t batch) {
 /// for batch `batch` and with the dimensions in `changed`: the dimensions
 /// that differ from the model's own (all of them when the model cannot be
 /// read), its devices, micro-batches,
-/// schedule, virtual stages, dtype and `recompute`.
+/// schedule, virtual stages, and `recompute` and `dtype`.
 std::string recompile_command(const Plan& plan, const ModelFacts& model, const std::string& plan_path, int64_t batch,
-                              const DimBinding& changed, const std::string& recompute) {
+                              const DimBinding& changed, const std::string& recompute, DType dtype) {
   DimBinding bind;
   for (const auto& [dim, value] : plan.binding) {
     if (dim == model.batch_dim) continue;
@@ -93,7 +93,7 @@ std::string recompile_command(const Plan& plan, const ModelFacts& model, const s
   command += fmt::format(" --batch {} --devices {} --microbatches {} --schedule {}", batch, devices_flag(plan),
                          plan.microbatches, plan.schedule);
   if (plan.virtual_stages > 1) command += fmt::format(" --virtual {}", plan.virtual_stages);
-  if (plan.dtype != DType::f32) command += fmt::format(" --dtype {}", dtype_name(plan.dtype));
+  if (dtype != DType::f32) command += fmt::format(" --dtype {}", dtype_name(dtype));
   if (recompute != "none") command += " --recompute " + recompute;
   return command + " -o " + plan_path;
 }
@@ -109,7 +109,20 @@ void check_plan_flags(const CLI::App& run, const Plan& plan, const std::string& 
       throw Error(fmt::format("--recompute {}: {} was compiled with --recompute {}, which a plan fixes when it is "
                               "compiled; compile it again: {}",
                               wanted, plan_path, plan.recompute,
-                              recompile_command(plan, model_facts(plan, batch), plan_path, batch, {}, wanted)));
+                              recompile_command(plan, model_facts(plan, batch), plan_path, batch, {}, wanted,
+                                                plan.dtype)));
+    }
+  }
+  // So is how the stages compute.
+  if (const CLI::Option* flag = run.get_option_no_throw("--dtype"); flag && flag->count() > 0) {
+    const DType wanted = *parse_dtype(flag->as<std::string>());
+    if (wanted != plan.dtype) {
+      const int64_t batch = plan_batch(plan);
+      throw Error(fmt::format("--dtype {}: {} was compiled with --dtype {}, which a plan fixes when it is compiled; "
+                              "compile it again: {}",
+                              dtype_name(wanted), plan_path, dtype_name(plan.dtype),
+                              recompile_command(plan, model_facts(plan, batch), plan_path, batch, {}, plan.recompute,
+                                                wanted)));
     }
   }
   // The partitioner balanced the stages for the threads the plan gives each
@@ -174,11 +187,12 @@ void check_plan_flags(const CLI::App& run, const Plan& plan, const std::string& 
   throw Error(fmt::format("{}: {} was compiled{}, and a plan's shapes are fixed when it is compiled; compile it "
                           "again{}: {}",
                           given, plan_path, compiled_for, wanted,
-                          recompile_command(plan, model, plan_path, wanted_batch, changed, plan.recompute)));
+                          recompile_command(plan, model, plan_path, wanted_batch, changed, plan.recompute,
+                                            plan.dtype)));
 }
 
 Plan one_stage_plan(const std::string& file, const std::string& bind, int64_t batch, int threads,
-                    const std::string& optimizer, const std::string& recompute) {
+                    const std::string& optimizer, const std::string& recompute, const std::string& dtype) {
   LoadedModel model = load_model(file, bind, true);
   if (batch > 0) bind_batch(model, batch);
   CompileOptions options;
@@ -187,6 +201,7 @@ Plan one_stage_plan(const std::string& file, const std::string& bind, int64_t ba
   options.schedule = "gpipe";
   options.optimizer = optimizer;
   options.recompute = recompute;
+  options.dtype = dtype;
   return compile_plan(std::move(model.module), model.binding, file, options).plan;
 }
 

@@ -17,17 +17,18 @@ namespace pf::tools {
 /// the plan, and otherwise throw Error naming what the plan was compiled for
 /// and the `pipeforge compile` command that makes the plan they ask for;
 /// `--threads` is refused with more than one device, since each of them
-/// runs the threads it was compiled for; `--recompute` is accepted when it
-/// says what the plan's programs do, and otherwise throws Error with the
-/// command that compiles the plan so.
+/// runs the threads it was compiled for; `--recompute` and `--dtype` are
+/// accepted when they say what the plan's programs do, and otherwise throw
+/// Error with the command that compiles the plan so.
 void check_plan_flags(const CLI::App& run, const Plan& plan, const std::string& plan_path);
 
 /// A model (.pf, `--bind` and `--batch` applied) on one CPU device of
 /// `threads` threads: a plan of one stage compiled here in memory, so that
 /// it trains and evaluates through the same runtime as any plan;
-/// `recompute` as compile's --recompute.
+/// `recompute` and `dtype` as compile's --recompute and --dtype.
 Plan one_stage_plan(const std::string& file, const std::string& bind, int64_t batch, int threads,
-                    const std::string& optimizer, const std::string& recompute = "none");
+                    const std::string& optimizer, const std::string& recompute = "none",
+                    const std::string& dtype = "f32");
 
 /// `--momentum` given to a run that does not train with sgd
 /// throws Error.
