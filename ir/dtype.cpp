@@ -1,8 +1,6 @@
 // Element types of tensors.
 #include "ir/dtype.h"
 
-#include <cstring>
-
 namespace pf {
 
 namespace {
@@ -31,22 +29,5 @@ bool is_float(DType t) {
   return t == DType::f32 || t == DType::f16 || t == DType::bf16 || t == DType::f64;
 }
 bool is_integer(DType t) { return t == DType::i32 || t == DType::i64; }
-
-uint16_t bf16_bits(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, sizeof u);
-  // A NaN whose payload sits in the low bits would round to an infinity (or
-  // carry into the sign): keep the top bits and set the quiet bit instead.
-  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40);
-  // Adding 0x7fff, plus the lowest kept bit, rounds to nearest with ties to even.
-  return static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-}
-
-float bf16_to_float(uint16_t b) {
-  const uint32_t u = static_cast<uint32_t>(b) << 16;
-  float f;
-  std::memcpy(&f, &u, sizeof f);
-  return f;
-}
 
 }  // namespace pf

@@ -6,7 +6,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <bit>
 #include <limits>
 #include <type_traits>
 #include <vector>
@@ -14,6 +13,7 @@
 #include "backends/cpu/parallel.h"
 #include "backends/cpu/sgemm.h"
 #include "ir/diagnostic.h"
+#include "ir/dtype.h"
 
 namespace pf::cpu {
 
@@ -115,12 +115,7 @@ const float* rounded_to_bf16(const float* x, int64_t rows, int64_t cols, int64_t
   float* dst = out.data();
   parallel_for(rows, std::max<int64_t>(1, kElementwiseGrain / std::max<int64_t>(cols, 1)), [&](int64_t lo, int64_t hi) {
     for (int64_t i = lo; i < hi; ++i)
-      for (int64_t j = 0; j < cols; ++j) {
-        // bf16_bits' rounding (to nearest, ties to even; a NaN stays quiet), in a form the loop vectorises.
-        uint32_t u = std::bit_cast<uint32_t>(x[i * ld + j]);
-        u = (u & 0x7fffffffu) > 0x7f800000u ? u | 0x00400000u : u + 0x7fffu + ((u >> 16) & 1u);
-        dst[i * cols + j] = std::bit_cast<float>(u & 0xffff0000u);
-      }
+      for (int64_t j = 0; j < cols; ++j) dst[i * cols + j] = round_to_bf16(x[i * ld + j]);
   });
   return dst;
 }
