@@ -1,5 +1,6 @@
 // The Python module pipeforge: its errors, and the parts bound in plan_bindings.cpp and runtime_bindings.cpp.
 #include <Python.h>
+#include <fmt/format.h>
 
 #include <exception>
 #include <string>
@@ -54,6 +55,27 @@ std::string path_of(py::handle path) {
   return text.cast<std::string>();
 }
 
+std::shared_ptr<const SourceFile> model_source(py::handle model) {
+  // IR text has lines; a path has none.
+  if (py::isinstance<py::str>(model)) {
+    std::string text = model.cast<std::string>();
+    if (text.find('\n') != std::string::npos) return std::make_shared<SourceFile>("<string>", std::move(text));
+  }
+  return read_source_file(path_of(model));
+}
+
+std::string bind_text(py::handle bind) {
+  if (bind.is_none()) return "";
+  if (py::isinstance<py::str>(bind)) return bind.cast<std::string>();
+  if (!py::isinstance<py::dict>(bind))
+    throw py::type_error(fmt::format("bind: expected a str such as \"B=32,T=64\" or a dict of int, not {}",
+                                     type_name_of(bind)));
+  std::string text;
+  for (auto [dim, value] : bind.cast<py::dict>())
+    text += fmt::format("{}{}={}", text.empty() ? "" : ",", str_of(dim), value.cast<int64_t>());
+  return text;
+}
+
 }  // namespace pf::python
 
 PYBIND11_MODULE(_pipeforge, m) {
@@ -62,4 +84,5 @@ PYBIND11_MODULE(_pipeforge, m) {
   pf::python::bind_plan(m);
   pf::python::bind_runtime(m);
   pf::python::bind_import(m);
+  pf::python::bind_language_model(m);
 }

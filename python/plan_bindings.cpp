@@ -19,19 +19,6 @@ namespace pf::python {
 
 namespace {
 
-/// `bind` as --bind takes it: None, "B=32,T=64", or {"B": 32, "T": 64}.
-std::string bind_text(py::handle bind) {
-  if (bind.is_none()) return "";
-  if (py::isinstance<py::str>(bind)) return bind.cast<std::string>();
-  if (!py::isinstance<py::dict>(bind))
-    throw py::type_error(fmt::format("bind: expected a str such as \"B=32,T=64\" or a dict of int, not {}",
-                                     type_name_of(bind)));
-  std::string text;
-  for (auto [dim, value] : bind.cast<py::dict>())
-    text += fmt::format("{}{}={}", text.empty() ? "" : ",", str_of(dim), value.cast<int64_t>());
-  return text;
-}
-
 void check_choice(const char* what, const std::string& value, const std::vector<std::string>& choices) {
   if (std::none_of(choices.begin(), choices.end(), [&](const std::string& c) { return value == c; }))
     throw py::value_error(fmt::format("{} must be one of {}, not '{}'", what, fmt::join(choices, ", "), value));
@@ -55,10 +42,7 @@ Plan compile(py::handle model, const std::string& devices, int microbatches, con
   check_choice("cuts", cuts, {"auto", "layers", "any", "products"});
   check_choice("recompute", recompute, {"none", "selective", "layers", "auto"});
   check_choice("dtype", dtype, {"f32", "bf16"});
-  // IR text has lines; a path has none.
-  const bool is_text = py::isinstance<py::str>(model) && model.cast<std::string>().find('\n') != std::string::npos;
-  const std::string source = is_text ? "<string>" : path_of(model);
-  const std::string text = is_text ? model.cast<std::string>() : "";
+  const std::shared_ptr<const SourceFile> source = model_source(model);
   const std::string binding = bind_text(bind);
   CompileOptions options;
   options.devices = devices;
@@ -74,10 +58,9 @@ Plan compile(py::handle model, const std::string& devices, int microbatches, con
   options.sequence_parallel = sequence_parallel;
   options.dtype = dtype;
   py::gil_scoped_release release;
-  tools::LoadedModel loaded = is_text ? tools::load_model(std::make_shared<SourceFile>(source, text), binding, true)
-                                      : tools::load_model(source, binding, true);
+  tools::LoadedModel loaded = tools::load_model(source, binding, true);
   if (batch) tools::bind_batch(loaded, *batch);
-  return compile_plan(std::move(loaded.module), loaded.binding, source, options).plan;
+  return compile_plan(std::move(loaded.module), loaded.binding, source->name(), options).plan;
 }
 
 std::string dump(const Plan& plan, const std::string& format, bool ops) {

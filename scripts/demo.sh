@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up, builds and runs the main demo: compile a small GPT over 4 CPU
 # devices, print the stage table, train it with 1F1B on a text file while the
-# loss falls, and write the placement picture, the schedule and a trace.
+# loss falls, sample text from what it learnt, and write the placement
+# picture, the schedule and a trace.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,6 +27,11 @@ $pf schedule "$out/gpt_plan.json" --format svg -o "$out/schedule.svg"
 echo
 echo "== train: 4 pipeline stages as 4 CPU devices (threads), on $text =="
 $pf run "$out/gpt_plan.json" --steps 300 --optimizer adamw --lr 2e-3 --warmup 20 --text "$text" \
-  --trace "$out/gpt_trace.json" | awk 'NR <= 4 || NR % 25 == 1 || /wrote/'
+  --trace "$out/gpt_trace.json" --checkpoint "$out/gpt_checkpoint" | awk 'NR <= 4 || NR % 25 == 1 || /wrote/'
+echo
+echo "== sample: the trained weights go on from a prompt, a byte at a time =="
+# shellcheck disable=SC2086
+$pf sample examples/gpt.pf $gpt --weights "$out/gpt_checkpoint" --prompt "The licenses " --tokens 200 \
+  --temperature 0.8 --seed 1
 echo
 echo "pictures: $out/gpt_plan.svg (stages), $out/schedule.svg (1F1B); trace: $out/gpt_trace.json (ui.perfetto.dev)"

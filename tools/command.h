@@ -23,6 +23,7 @@ void add_opt_command(CLI::App& app);
 void add_plot_command(CLI::App& app);
 void add_profile_command(CLI::App& app);
 void add_run_command(CLI::App& app);
+void add_sample_command(CLI::App& app);
 void add_schedule_command(CLI::App& app);
 void add_simulate_command(CLI::App& app);
 void add_stats_command(CLI::App& app);

@@ -33,6 +33,7 @@ int main(int argc, char** argv) {
         add_plot_command(app);
         add_profile_command(app);
         add_run_command(app);
+        add_sample_command(app);
         add_schedule_command(app);
         add_simulate_command(app);
         add_stats_command(app);

@@ -16,6 +16,12 @@ The compiler and the runtime are the C++ ones (`pipeforge compile`,
 and weights, bit for bit. Errors they report raise pipeforge.Error; wrong
 arguments (a batch of the wrong shape) raise ValueError.
 
+A trained language model (one reading token ids, as examples/gpt.pf) goes
+on from a prompt, as `pipeforge sample` does:
+
+    lm = pipeforge.LanguageModel("examples/gpt.pf", "w.safetensors", bind={"L": 4, "C": 128})
+    text = bytes(lm.generate("The ", tokens=200, temperature=0.8, seed=1)).decode(errors="replace")
+
 A PyTorch model comes in through ONNX:
 
     torch.onnx.export(model, example, "model.onnx", training=torch.onnx.TrainingMode.TRAINING,
@@ -25,6 +31,6 @@ A PyTorch model comes in through ONNX:
     runtime.load_state_dict(weights)
 """
 
-from pipeforge._pipeforge import Error, Plan, Runtime, compile, import_onnx
+from pipeforge._pipeforge import Error, LanguageModel, Plan, Runtime, compile, import_onnx
 
-__all__ = ["Error", "Plan", "Runtime", "compile", "import_onnx"]
+__all__ = ["Error", "LanguageModel", "Plan", "Runtime", "compile", "import_onnx"]

@@ -1,0 +1,106 @@
+// pipeforge.LanguageModel: a trained language model's next-token logits and the tokens drawn from them.
+#include <fmt/format.h>
+#include <pybind11/numpy.h>
+#include <pybind11/stl.h>
+
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "python/bindings.h"
+#include "tools/language_model.h"
+
+namespace pf::python {
+
+namespace {
+
+/// A LanguageModel, one caller at a time: it runs without the GIL.
+struct LanguageModelHandle {
+  explicit LanguageModelHandle(tools::LanguageModel m) : model(std::move(m)) {}
+  tools::LanguageModel model;
+  std::mutex busy;
+};
+
+/// Token ids from Python: a sequence of int, or str / bytes as their (UTF-8) bytes.
+std::vector<int32_t> token_ids(py::handle tokens, const char* what) {
+  std::string bytes;
+  if (py::isinstance<py::str>(tokens)) bytes = tokens.cast<std::string>();
+  else if (py::isinstance<py::bytes>(tokens)) bytes = tokens.cast<std::string>();
+  else if (!py::isinstance<py::sequence>(tokens))
+    throw py::type_error(fmt::format("{}: expected a sequence of token ids, or str or bytes, not {}", what,
+                                     type_name_of(tokens)));
+  std::vector<int32_t> out;
+  if (py::isinstance<py::str>(tokens) || py::isinstance<py::bytes>(tokens)) {
+    for (char c : bytes) out.push_back(static_cast<unsigned char>(c));
+    return out;
+  }
+  for (py::handle t : tokens.cast<py::sequence>()) out.push_back(t.cast<int32_t>());
+  return out;
+}
+
+std::unique_ptr<LanguageModelHandle> open(py::handle model, py::handle weights, py::handle bind) {
+  const std::shared_ptr<const SourceFile> source = model_source(model);
+  const std::string binding = bind_text(bind), weights_path = path_of(weights);
+  py::gil_scoped_release release;
+  return std::make_unique<LanguageModelHandle>(
+      tools::LanguageModel(tools::load_model(source, binding, /*require_loss=*/true), weights_path));
+}
+
+py::array_t<float> logits(LanguageModelHandle& h, py::handle tokens) {
+  const std::vector<int32_t> ids = token_ids(tokens, "tokens");
+  std::vector<float> out;
+  {
+    py::gil_scoped_release release;
+    std::lock_guard lock(h.busy);
+    const std::span<const float> row = h.model.next(ids);
+    out.assign(row.begin(), row.end());
+  }
+  py::array_t<float> array(static_cast<py::ssize_t>(out.size()));
+  std::copy(out.begin(), out.end(), array.mutable_data());
+  return array;
+}
+
+std::vector<int32_t> generate(LanguageModelHandle& h, py::handle prompt, int64_t tokens, double temperature,
+                              int64_t top_k, uint64_t seed) {
+  if (tokens < 0) throw py::value_error(fmt::format("tokens must be 0 or more, not {}", tokens));
+  const std::vector<int32_t> ids = token_ids(prompt, "prompt");
+  py::gil_scoped_release release;
+  std::lock_guard lock(h.busy);
+  return h.model.generate(ids, tokens, tools::Sampling{temperature, top_k}, seed);
+}
+
+}  // namespace
+
+void bind_language_model(py::module_& m) {
+  py::class_<LanguageModelHandle>(m, "LanguageModel", R"(A trained language model on one CPU device, for sampling.
+
+    lm = pipeforge.LanguageModel("examples/gpt.pf", "w.safetensors", bind="L=1,C=32,H=2,T=16,S=16,V=256")
+    ids = lm.generate("the c", tokens=40, temperature=0.8, top_k=40, seed=1)
+    text = bytes(ids).decode(errors="replace")
+
+The model reads token ids (its first input, i32[B,T]) and trains on the
+cross_entropy of its logits at every position, as examples/gpt.pf; it runs
+forward up to those logits for one sequence (B = 1), with weights from a
+safetensors file or a checkpoint folder. It reads the latest T tokens with
+padding after a shorter sequence, so it must be causal, which loading
+checks. `pipeforge sample` is the same, with the same draws for a seed.)")
+      .def(py::init(&open), py::arg("model"), py::arg("weights"), py::arg("bind") = py::none(),
+           "model: IR text or a path; weights: a safetensors file or a checkpoint folder; bind: dimensions to "
+           "override, \"L=4,C=128\" or {\"L\": 4, \"C\": 128} (the batch is bound to one sequence)")
+      .def_property_readonly("name", [](const LanguageModelHandle& h) { return h.model.name(); },
+                             "the model's graph name")
+      .def_property_readonly("context", [](const LanguageModelHandle& h) { return h.model.context(); },
+                             "T: the most tokens it reads at once")
+      .def_property_readonly("vocabulary", [](const LanguageModelHandle& h) { return h.model.vocabulary(); },
+                             "V: token ids are 0 .. V - 1")
+      .def("logits", &logits, py::arg("tokens"),
+           "the logits (float32, V) of the token after `tokens`: 1 to T ids, or str / bytes as their bytes")
+      .def("generate", &generate, py::arg("prompt"), py::arg("tokens"), py::arg("temperature") = 1.0,
+           py::arg("top_k") = 0, py::arg("seed") = 0,
+           "`tokens` ids drawn one after another after `prompt` (ids, or str / bytes as their bytes), each from "
+           "the softmax of the logits divided by `temperature` (0: the most likely) among the `top_k` most likely "
+           "(0: all), from std::mt19937_64(seed); returns the drawn ids");
+}
+
+}  // namespace pf::python

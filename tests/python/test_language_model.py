@@ -1,0 +1,63 @@
+"""pipeforge.LanguageModel against `pipeforge sample`: a model trained on a
+repeated sentence goes on with it; the same draws as the command for the same
+weights, prompt and seed; and errors that say what is wrong."""
+
+import numpy as np
+import pytest
+
+import pipeforge
+from conftest import MLP, SOURCE_DIR, run_command
+
+GPT = str(SOURCE_DIR / "examples" / "gpt.pf")
+BIND = "L=1,C=32,H=2,T=16,S=16,V=256"
+
+
+@pytest.fixture(scope="module")
+def weights(pipeforge_exe, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("language_model")
+    text = folder / "cat.txt"
+    text.write_text("the cat sat on the mat. " * 60)
+    run_command(pipeforge_exe, "run", GPT, "--bind", "B=8," + BIND, "--text", text, "--steps", 150, "--lr", 1e-2,
+                "--save-weights", folder / "w.safetensors")
+    return folder / "w.safetensors"
+
+
+@pytest.fixture(scope="module")
+def lm(weights):
+    return pipeforge.LanguageModel(GPT, weights, bind=BIND)
+
+
+def test_goes_on_with_what_it_learnt(lm):
+    assert (lm.name, lm.context, lm.vocabulary) == ("gpt", 16, 256)
+    logits = lm.logits("on the m")
+    assert logits.dtype == np.float32 and logits.shape == (256,)
+    assert int(np.argmax(logits)) == ord("a")
+    assert lm.logits(b"on the m").tolist() == logits.tolist()
+    assert lm.logits([ord(c) for c in "on the m"]).tolist() == logits.tolist()
+    assert bytes(lm.generate("the c", 46, temperature=0)) == b"at sat on the mat. the cat sat on the mat. the"
+
+
+def test_draws_as_the_command_does(pipeforge_exe, lm, weights):
+    done = run_command(pipeforge_exe, "sample", GPT, "--bind", BIND, "--weights", weights, "--ids", "--prompt",
+                       "116,104,101", "--tokens", 30, "--temperature", 1.5, "--top-k", 5, "--seed", 9)
+    printed = [int(t) for t in done.stdout.split()]
+    drawn = lm.generate([116, 104, 101], 30, temperature=1.5, top_k=5, seed=9)
+    assert printed == [116, 104, 101] + drawn
+    assert lm.generate([116, 104, 101], 30, temperature=1.5, top_k=5, seed=10) != drawn
+
+
+def test_says_what_it_cannot_read(lm, weights):
+    with pytest.raises(pipeforge.Error, match=r"^@gpt reads 1 to 16 tokens at once, not 17$"):
+        lm.logits(list(range(17)))
+    with pytest.raises(pipeforge.Error, match=r"^@gpt reads 1 to 16 tokens at once, not 0$"):
+        lm.logits([])
+    with pytest.raises(pipeforge.Error, match=r"^token 300 is not in @gpt's vocabulary of 256 ids$"):
+        lm.logits([1, 300])
+    with pytest.raises(pipeforge.Error, match=r"^the prompt is empty: give the model at least one token"):
+        lm.generate("", 5)
+    with pytest.raises(ValueError, match=r"^tokens must be 0 or more, not -1$"):
+        lm.generate("a", -1)
+    with pytest.raises(TypeError, match=r"^tokens: expected a sequence of token ids, or str or bytes, not float$"):
+        lm.logits(3.5)
+    with pytest.raises(pipeforge.Error, match=r"^@mlp does not read tokens: its first input %x is f32\[B,I\]"):
+        pipeforge.LanguageModel(MLP, weights)

@@ -1,0 +1,104 @@
+// `pipeforge sample`: text from a trained language model, one token at a time, on one CPU device.
+#include <fmt/format.h>
+
+#include <iostream>
+#include <memory>
+#include <vector>
+
+#include "backends/cpu/blas.h"
+#include "ir/diagnostic.h"
+#include "tools/command.h"
+#include "tools/language_model.h"
+#include "tools/option_checks.h"
+
+namespace pf::tools {
+
+namespace {
+
+struct SampleOptions {
+  std::string file;
+  std::string bind;
+  std::string weights;
+  std::string prompt = "\n";
+  bool ids = false;
+  int64_t tokens = 200;
+  Sampling sampling;
+  uint64_t seed = 0;
+  int threads = 1;
+};
+
+/// The prompt as token ids: its bytes, or with --ids the ids it lists.
+std::vector<int32_t> prompt_tokens(const SampleOptions& o, int64_t vocabulary, const std::string& model) {
+  std::vector<int32_t> out;
+  if (o.ids) {
+    for (int id : parse_int_list(o.prompt, "--prompt")) out.push_back(id);
+  } else {
+    for (char c : o.prompt) out.push_back(static_cast<unsigned char>(c));
+  }
+  if (out.empty()) throw Error("--prompt is empty: give the model at least one token to go on from");
+  for (size_t i = 0; i < out.size(); ++i)
+    if (out[i] < 0 || out[i] >= vocabulary)
+      throw Error(fmt::format("--prompt: {} {} (at {}) is not in @{}'s vocabulary of {} ids{}", o.ids ? "id" : "byte",
+                              out[i], i, model, vocabulary,
+                              o.ids ? "" : "; a model of token ids other than bytes takes --ids"));
+  return out;
+}
+
+void print_token(int64_t token, bool ids, bool first) {
+  if (ids)
+    std::cout << (first ? "" : " ") << token;
+  else
+    std::cout.put(static_cast<char>(token));
+}
+
+void sample(const SampleOptions& o) {
+  if (o.file.ends_with(".json"))
+    throw Error(fmt::format("{}: sample runs a model (.pf) on one CPU device; give the model the plan was compiled "
+                            "from, with the plan's --bind",
+                            o.file));
+  cpu::set_cpu_threads(o.threads);
+  LanguageModel lm(load_model(o.file, o.bind, /*require_loss=*/true), o.weights);
+  if (!o.ids && lm.vocabulary() > 256)
+    throw Error(fmt::format("@{} has {} token ids, more than the 256 bytes: give --ids, with --prompt as ids",
+                            lm.name(), lm.vocabulary()));
+  const std::vector<int32_t> prompt = prompt_tokens(o, lm.vocabulary(), lm.name());
+
+  std::cerr << fmt::format("sampling @{} with {}: {} tokens after a prompt of {}, context {}, temperature {}, {}, seed "
+                           "{}\n",
+                           lm.name(), o.weights, o.tokens, prompt.size(), lm.context(), o.sampling.temperature,
+                           o.sampling.top_k > 0 ? fmt::format("top-k {}", o.sampling.top_k) : "every token", o.seed);
+  for (size_t i = 0; i < prompt.size(); ++i) print_token(prompt[i], o.ids, i == 0);
+  lm.generate(prompt, o.tokens, o.sampling, o.seed, [&](int32_t token) {
+    print_token(token, o.ids, false);
+    std::cout.flush();
+  });
+  std::cout << "\n";
+}
+
+}  // namespace
+
+void add_sample_command(CLI::App& app) {
+  auto o = std::make_shared<SampleOptions>();
+  CLI::App* cmd = app.add_subcommand(
+      "sample", "text from a trained language model (.pf, reading token ids and trained on their cross_entropy), a "
+                "token at a time on one CPU device");
+  cmd->add_option("file", o->file, "model file (.pf)")->required();
+  add_bind_option(*cmd, o->bind);
+  cmd->add_option("--weights", o->weights, "the trained weights: a safetensors file or a checkpoint folder")
+      ->required();
+  cmd->add_option("--prompt", o->prompt, "the text to go on from, a token per byte (default: a new line)");
+  cmd->add_flag("--ids", o->ids, "tokens are ids, not bytes: --prompt lists them (3,17,5) and so does the output");
+  at_least(cmd->add_option("--tokens", o->tokens, "tokens to draw"), 1)->capture_default_str();
+  at_least(cmd->add_option("--temperature", o->sampling.temperature,
+                           "divides the logits before the softmax: below 1 sharper, above 1 flatter; 0 takes the "
+                           "most likely token"),
+           0)
+      ->capture_default_str();
+  at_least(cmd->add_option("--top-k", o->sampling.top_k, "draw among the k most likely tokens only (0: among all)"), 0)
+      ->capture_default_str();
+  cmd->add_option("--seed", o->seed, "seed of the draws")->capture_default_str();
+  at_least(cmd->add_option("--threads", o->threads, "threads of the CPU kernels"), 1)->capture_default_str();
+  cmd->callback([o] { sample(*o); });
+}
+
+}  // namespace pf::tools

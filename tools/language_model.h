@@ -1,0 +1,60 @@
+// A trained language model run forward on one CPU device for sampling: its graph up to the logits its loss reads.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "tools/model_loading.h"
+#include "tools/token_sampling.h"
+
+namespace pf::tools {
+
+/// A model that reads token ids (its first input, i32[B,T]) and trains on
+/// the cross_entropy of logits over a vocabulary of V ids at each of the T
+/// positions (as examples/gpt.pf), compiled for one sequence (B = 1) up to
+/// those logits, with saved weights, on the CPU kernels' threads.
+///
+/// A shorter sequence than T is read from position 0 with padding after it,
+/// which only a causal model ignores: the constructor checks that the logits
+/// at a position do not change with the tokens after it.
+class LanguageModel {
+ public:
+  /// `model` as load_model gives it (its batch is bound to one sequence
+  /// here); `weights` a safetensors file or a
+  /// checkpoint folder holding every parameter by name (more is ignored).
+  /// Throws Error when the model reads no tokens, reads other inputs, has a
+  /// batch of a fixed size or a loss that is no such cross_entropy, or is
+  /// not causal, and when the weights lack a parameter or hold one of
+  /// another type.
+  LanguageModel(LoadedModel model, const std::string& weights);
+  ~LanguageModel();
+  LanguageModel(LanguageModel&&) noexcept;
+  LanguageModel& operator=(LanguageModel&&) noexcept;
+
+  const std::string& name() const;
+  /// T: the most tokens the model reads at once.
+  int64_t context() const;
+  /// V: the token ids are 0 .. V - 1.
+  int64_t vocabulary() const;
+
+  /// The logits of the token after `tokens` (1 to T ids, each below V),
+  /// valid until the next call.
+  std::span<const float> next(std::span<const int32_t> tokens);
+
+  /// `count` tokens drawn one after another as `how` says, each after the
+  /// latest T tokens of `prompt` and those drawn before it, from
+  /// std::mt19937_64(seed); `on_token`, if given, sees each as it is drawn.
+  /// Throws Error for an empty prompt or an id outside the vocabulary.
+  std::vector<int32_t> generate(std::span<const int32_t> prompt, int64_t count, const Sampling& how, uint64_t seed,
+                                const std::function<void(int32_t)>& on_token = {});
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace pf::tools
