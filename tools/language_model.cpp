@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 #include <random>
 #include <vector>
 
@@ -30,30 +31,134 @@ ValueId logits_of_loss(const Function& g) {
   return op->operands[0];
 }
 
+/// The graph cut at its logits, compiled for sequences of one length.
+struct LogitsProgram {
+  int64_t length = 0;  // T of this program
+  std::unique_ptr<cpu::Executor> forward;
+  std::vector<int32_t> tokens;                        // its first input, [1, T]
+  std::vector<std::vector<std::byte>> unread_inputs;  // the targets: bound, never read
+};
+
+/// `model` (its batch bound to 1) through the model pipeline, its graph
+/// returning the logits its loss reads instead of the loss, on the CPU.
+/// Sets `vocabulary` from the logits.
+LogitsProgram compile_logits(LoadedModel model, int64_t& vocabulary) {
+  PassContext ctx{model.binding};
+  run_pipeline(model.module, PassPipeline::model, ctx);
+  Function& g = model.module.graph();
+  LogitsProgram out;
+  out.length = g.type_of(g.args[0]).shape[1];
+  const ValueId logits = logits_of_loss(g);
+  const TensorType& logits_type = g.type_of(logits);
+  vocabulary = logits_type.rank() > 0 ? logits_type.shape.back() : 0;
+  if (logits_type.dtype != DType::f32 || vocabulary <= 0 || logits_type.numel() != out.length * vocabulary)
+    throw Error(fmt::format("@{}'s logits %{} are {}: sampling reads f32 logits of every one of its {} positions",
+                            g.name, g.values[static_cast<size_t>(logits)].name, logits_type.str(), out.length));
+
+  // The graph up to the logits: the loss and whatever only it read go.
+  g.returns = {logits};
+  g.result_types = {SymType::from(logits_type)};
+  make_dce_pass()->run(model.module, ctx);
+  verify_module(model.module, model.binding);
+  const std::vector<std::vector<int>> users = g.users();
+  for (size_t i = 1; i < g.args.size(); ++i)
+    if (!users[static_cast<size_t>(g.args[i])].empty())
+      throw Error(fmt::format("@{} reads %{} besides its tokens on the way to its logits: sampling gives a model its "
+                              "tokens only",
+                              g.name, g.values[static_cast<size_t>(g.args[i])].name));
+  out.forward = std::make_unique<cpu::Executor>(g, model.binding, DType::f32);
+  out.tokens.resize(static_cast<size_t>(out.length));
+  out.forward->bind_input(0, out.tokens.data());
+  for (int i = 1; i < static_cast<int>(g.args.size()); ++i) {
+    out.unread_inputs.emplace_back(static_cast<size_t>(out.forward->input_type(i).bytes()));
+    out.forward->bind_input(i, out.unread_inputs.back().data());
+  }
+  return out;
+}
+
+// The shortest program sampling compiles: below it a forward costs little
+// more than its overheads.
+constexpr int64_t kShortestProgram = 16;
+
+/// Every parameter's type in `m` as verified, in op order.
+std::vector<TensorType> parameter_types(const Module& m) {
+  std::vector<TensorType> out;
+  for (const Function& f : m.functions)
+    for (const Op& op : f.ops)
+      if (op.kind == OpKind::param) out.push_back(f.type_of(op.results[0]));
+  return out;
+}
+
+/// The dimension that T, the sequence's length, binds in `model` when a
+/// shorter binding of it verifies and changes no parameter's type (a causal
+/// model then computes a position's logits alike at any length); "" when T
+/// is a number, or a sum of dimensions, or shapes the weights.
+std::string shortenable_length(const LoadedModel& model) {
+  const Function& g = model.module.graph();
+  const DimExpr& length = g.arg_types[0].dims[1];
+  if (length.kind() != DimExpr::Kind::symbol) return "";
+  LoadedModel shorter = model;
+  shorter.binding[length.name()] = std::min<int64_t>(kShortestProgram, model.binding.at(length.name()));
+  try {
+    verify_module(shorter.module, shorter.binding, VerifyOptions{true});
+  } catch (const Error&) {
+    return "";
+  }
+  return parameter_types(shorter.module) == parameter_types(model.module) ? length.name() : "";
+}
+
 }  // namespace
 
 struct LanguageModel::Impl {
   std::string name;
   int64_t context = 0, vocabulary = 0;
-  std::vector<std::vector<float>> weights;  // bound to the executor's parameters
-  std::vector<int32_t> tokens;              // its first input, [1, T]
-  std::vector<std::vector<std::byte>> unread_inputs;  // the targets: bound, never read
-  std::unique_ptr<cpu::Executor> forward;
+  LoadedModel model;       // as loaded, its batch bound to 1: compiled for each length
+  std::string length_dim;  // the dimension T binds, where shorter programs are possible
+  std::vector<std::pair<std::string, std::vector<float>>> weights;  // by parameter name
+  std::vector<LogitsProgram> programs;                             // compiled as first needed
 
-  const float* run(std::span<const int32_t> ids, int32_t padding) {
-    std::fill(tokens.begin(), tokens.end(), padding);
-    std::copy(ids.begin(), ids.end(), tokens.begin());
-    forward->run();
-    return static_cast<const float*>(forward->output(0));
+  /// The program for sequences of up to `n` tokens: compiled for the
+  /// shortest power of two that holds them (at least kShortestProgram), so
+  /// that a short sequence does not pay for T positions (a causal model's
+  /// logits at a position are the same whatever comes after it; only the
+  /// rounding of longer sums may differ); for T where T cannot change.
+  LogitsProgram& program_for(int64_t n) {
+    int64_t length = kShortestProgram;
+    while (length < n) length *= 2;
+    if (length >= context || length_dim.empty()) length = context;
+    for (LogitsProgram& p : programs)
+      if (p.length == length) return p;
+    LoadedModel at_length = model;
+    if (length != context) {
+      at_length.binding[length_dim] = length;
+      try {
+        verify_module(at_length.module, at_length.binding, VerifyOptions{true});
+      } catch (const Error&) {
+        length_dim.clear();  // this length does not verify (shortenable_length tried only the shortest)
+        return program_for(n);
+      }
+    }
+    programs.push_back(compile_logits(std::move(at_length), vocabulary));
+    for (auto& [p, values] : weights) programs.back().forward->bind_param(p, values.data());
+    return programs.back();
   }
 
-  /// The logits at position 0 must not change with the tokens after it.
+  const float* run(LogitsProgram& p, std::span<const int32_t> ids, int32_t padding) {
+    std::fill(p.tokens.begin(), p.tokens.end(), padding);
+    std::copy(ids.begin(), ids.end(), p.tokens.begin());
+    p.forward->run();
+    return static_cast<const float*>(p.forward->output(0));
+  }
+
+  /// The logits at position 0 must not change with the tokens after it (in
+  /// the shortest program: the same ops as T's, for less work).
   void check_causal() {
     if (context < 2) return;
     const int32_t first[] = {0};
-    const float* row = run(first, 0);
+    LogitsProgram& shortest = program_for(1);
+    const float* row = run(shortest, first, 0);
     const std::vector<float> with_zeros(row, row + vocabulary);
-    row = run(first, static_cast<int32_t>(vocabulary - 1));
+    row = run(shortest, first, static_cast<int32_t>(vocabulary - 1));
     float scale = 0, change = 0;
     for (int64_t v = 0; v < vocabulary; ++v) {
       scale = std::max(scale, std::abs(with_zeros[static_cast<size_t>(v)]));
@@ -81,47 +186,26 @@ LanguageModel::LanguageModel(LoadedModel model, const std::string& weights) : im
       throw Error(fmt::format("@{} reads a batch of {} sequences: declare its batch as a dimension (dim B = ...), "
                               "which sampling binds to one sequence",
                               g.name, g.arg_types[0].dims[0].str()));
+    m.name = g.name;
   }
   bind_batch(model, 1);
-  PassContext ctx{model.binding};
-  run_pipeline(model.module, PassPipeline::model, ctx);
-  Function& g = model.module.graph();
-  m.name = g.name;
+  const Function& g = model.module.graph();
   m.context = g.type_of(g.args[0]).shape[1];
-  const ValueId logits = logits_of_loss(g);
-  const TensorType& logits_type = g.type_of(logits);
-  m.vocabulary = logits_type.rank() > 0 ? logits_type.shape.back() : 0;
-  if (logits_type.dtype != DType::f32 || m.vocabulary <= 0 || logits_type.numel() != m.context * m.vocabulary)
-    throw Error(fmt::format("@{}'s logits %{} are {}: sampling reads f32 logits of every one of its {} positions",
-                            g.name, g.values[static_cast<size_t>(logits)].name, logits_type.str(), m.context));
+  m.length_dim = shortenable_length(model);
+  m.model = std::move(model);
 
-  // The graph up to the logits: the loss and whatever only it read go.
-  g.returns = {logits};
-  g.result_types = {SymType::from(logits_type)};
-  make_dce_pass()->run(model.module, ctx);
-  verify_module(model.module, model.binding);
-  const std::vector<std::vector<int>> users = g.users();
-  for (size_t i = 1; i < g.args.size(); ++i)
-    if (!users[static_cast<size_t>(g.args[i])].empty())
-      throw Error(fmt::format("@{} reads %{} besides its tokens on the way to its logits: sampling gives a model its "
-                              "tokens only",
-                              g.name, g.values[static_cast<size_t>(g.args[i])].name));
-  m.forward = std::make_unique<cpu::Executor>(g, model.binding, DType::f32);
-
+  // The weights are checked against the first program's parameters (the
+  // same at every length) before they are bound to it.
+  cpu::Executor& forward = *m.program_for(1).forward;
   SafeTensors file = read_weights(weights);
   std::vector<std::pair<std::string, TensorType>> expected;
-  for (const std::string& p : m.forward->param_names()) expected.emplace_back(p, m.forward->param_type(p));
+  for (const std::string& p : forward.param_names()) expected.emplace_back(p, forward.param_type(p));
   check_tensors(file, expected, weights, /*allow_unexpected=*/true);
+  m.weights.reserve(expected.size());
   for (const auto& [p, type] : expected) {
     const std::span<const float> values = file.at(p).view<float>();
-    m.weights.emplace_back(values.begin(), values.end());
-    m.forward->bind_param(p, m.weights.back().data());
-  }
-  m.tokens.resize(static_cast<size_t>(m.context));
-  m.forward->bind_input(0, m.tokens.data());
-  for (int i = 1; i < static_cast<int>(g.args.size()); ++i) {
-    m.unread_inputs.emplace_back(static_cast<size_t>(m.forward->input_type(i).bytes()));
-    m.forward->bind_input(i, m.unread_inputs.back().data());
+    m.weights.emplace_back(p, std::vector<float>(values.begin(), values.end()));
+    forward.bind_param(p, m.weights.back().second.data());
   }
   m.check_causal();
 }
@@ -141,7 +225,7 @@ std::span<const float> LanguageModel::next(std::span<const int32_t> tokens) {
   for (int32_t t : tokens)
     if (t < 0 || t >= impl_->vocabulary)
       throw Error(fmt::format("token {} is not in @{}'s vocabulary of {} ids", t, impl_->name, impl_->vocabulary));
-  const float* logits = impl_->run(tokens, 0);
+  const float* logits = impl_->run(impl_->program_for(n), tokens, 0);
   return {logits + (n - 1) * impl_->vocabulary, static_cast<size_t>(impl_->vocabulary)};
 }
 

@@ -2,6 +2,9 @@
 repeated sentence goes on with it; the same draws as the command for the same
 weights, prompt and seed; and errors that say what is wrong."""
 
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -44,6 +47,25 @@ def test_draws_as_the_command_does(pipeforge_exe, lm, weights):
     drawn = lm.generate([116, 104, 101], 30, temperature=1.5, top_k=5, seed=9)
     assert printed == [116, 104, 101] + drawn
     assert lm.generate([116, 104, 101], 30, temperature=1.5, top_k=5, seed=10) != drawn
+
+
+def test_a_short_sequence_gets_the_logits_of_the_whole_context(pipeforge_exe, tmp_path):
+    # A sequence shorter than T runs a program compiled for fewer positions;
+    # the same model with T written as a number runs every sequence at T.
+    bind = "L=1,C=32,H=2,S=64,V=256"
+    text = tmp_path / "cat.txt"
+    text.write_text("the cat sat on the mat. " * 60)
+    run_command(pipeforge_exe, "run", GPT, "--bind", "B=4,T=64," + bind, "--text", text, "--steps", 20, "--lr", 1e-2,
+                "--save-weights", tmp_path / "w.safetensors")
+    shortened = pipeforge.LanguageModel(GPT, tmp_path / "w.safetensors", bind="T=64," + bind)
+    at_64 = re.sub(r"\bT\b", "64", re.sub(r"^dim T = .*$", "", Path(GPT).read_text(), flags=re.M))
+    whole = pipeforge.LanguageModel(at_64, tmp_path / "w.safetensors", bind=bind)
+    assert shortened.context == whole.context == 64
+    rng = np.random.default_rng(0)
+    for n in (1, 5, 16, 17, 40, 64):
+        tokens = rng.integers(32, 127, size=n).tolist()
+        np.testing.assert_allclose(shortened.logits(tokens), whole.logits(tokens), rtol=1e-5, atol=1e-5,
+                                   err_msg=f"{n} tokens")
 
 
 def test_says_what_it_cannot_read(lm, weights):
