@@ -39,12 +39,34 @@ std::vector<int32_t> token_ids(py::handle tokens, const char* what) {
   return out;
 }
 
+/// A dict of arrays by parameter name (a Runtime's state_dict()) as
+/// safetensors in memory, each converted to float32.
+SafeTensors weights_of(const py::dict& state) {
+  SafeTensors out;
+  for (auto [key, value] : state) {
+    const auto array = py::array_t<float, py::array::c_style | py::array::forcecast>::ensure(value);
+    if (!array)
+      throw py::type_error(fmt::format("weights '{}': expected an array of numbers, not {}", str_of(key),
+                                       type_name_of(value)));
+    Shape shape(array.shape(), array.shape() + array.ndim());
+    out.add(str_of(key), TensorType{DType::f32, shape}, array.data());
+  }
+  return out;
+}
+
 std::unique_ptr<LanguageModelHandle> open(py::handle model, py::handle weights, py::handle bind) {
   const std::shared_ptr<const SourceFile> source = model_source(model);
-  const std::string binding = bind_text(bind), weights_path = path_of(weights);
+  const std::string binding = bind_text(bind);
+  if (py::isinstance<py::dict>(weights)) {
+    const SafeTensors arrays = weights_of(weights.cast<py::dict>());
+    py::gil_scoped_release release;
+    return std::make_unique<LanguageModelHandle>(
+        tools::LanguageModel(tools::load_model(source, binding, /*require_loss=*/true), arrays, "weights"));
+  }
+  const std::string path = path_of(weights);
   py::gil_scoped_release release;
   return std::make_unique<LanguageModelHandle>(
-      tools::LanguageModel(tools::load_model(source, binding, /*require_loss=*/true), weights_path));
+      tools::LanguageModel(tools::load_model(source, binding, /*require_loss=*/true), path));
 }
 
 py::array_t<float> logits(LanguageModelHandle& h, py::handle tokens) {
@@ -62,12 +84,12 @@ py::array_t<float> logits(LanguageModelHandle& h, py::handle tokens) {
 }
 
 std::vector<int32_t> generate(LanguageModelHandle& h, py::handle prompt, int64_t tokens, double temperature,
-                              int64_t top_k, uint64_t seed) {
+                              int64_t top_k, double top_p, uint64_t seed) {
   if (tokens < 0) throw py::value_error(fmt::format("tokens must be 0 or more, not {}", tokens));
   const std::vector<int32_t> ids = token_ids(prompt, "prompt");
   py::gil_scoped_release release;
   std::lock_guard lock(h.busy);
-  return h.model.generate(ids, tokens, tools::Sampling{temperature, top_k}, seed);
+  return h.model.generate(ids, tokens, tools::Sampling{temperature, top_k, top_p}, seed);
 }
 
 }  // namespace
@@ -86,8 +108,9 @@ safetensors file or a checkpoint folder. It reads the latest T tokens with
 padding after a shorter sequence, so it must be causal, which loading
 checks. `pipeforge sample` is the same, with the same draws for a seed.)")
       .def(py::init(&open), py::arg("model"), py::arg("weights"), py::arg("bind") = py::none(),
-           "model: IR text or a path; weights: a safetensors file or a checkpoint folder; bind: dimensions to "
-           "override, \"L=4,C=128\" or {\"L\": 4, \"C\": 128} (the batch is bound to one sequence)")
+           "model: IR text or a path; weights: a safetensors file, a checkpoint folder, or a dict of arrays by "
+           "parameter name (a Runtime's state_dict()); bind: dimensions to override, \"L=4,C=128\" or "
+           "{\"L\": 4, \"C\": 128} (the batch is bound to one sequence)")
       .def_property_readonly("name", [](const LanguageModelHandle& h) { return h.model.name(); },
                              "the model's graph name")
       .def_property_readonly("context", [](const LanguageModelHandle& h) { return h.model.context(); },
@@ -97,10 +120,11 @@ checks. `pipeforge sample` is the same, with the same draws for a seed.)")
       .def("logits", &logits, py::arg("tokens"),
            "the logits (float32, V) of the token after `tokens`: 1 to T ids, or str / bytes as their bytes")
       .def("generate", &generate, py::arg("prompt"), py::arg("tokens"), py::arg("temperature") = 1.0,
-           py::arg("top_k") = 0, py::arg("seed") = 0,
+           py::arg("top_k") = 0, py::arg("top_p") = 1.0, py::arg("seed") = 0,
            "`tokens` ids drawn one after another after `prompt` (ids, or str / bytes as their bytes), each from "
            "the softmax of the logits divided by `temperature` (0: the most likely) among the `top_k` most likely "
-           "(0: all), from std::mt19937_64(seed); returns the drawn ids");
+           "(0: all), then among the fewest most likely whose probabilities add up to `top_p` (1: all), from "
+           "std::mt19937_64(seed); returns the drawn ids");
 }
 
 }  // namespace pf::python

@@ -20,6 +20,7 @@ struct SampleOptions {
   std::string bind;
   std::string weights;
   std::string prompt = "\n";
+  bool prompt_given = false;
   bool ids = false;
   int64_t tokens = 200;
   Sampling sampling;
@@ -30,6 +31,7 @@ struct SampleOptions {
 /// The prompt as token ids: its bytes, or with --ids the ids it lists.
 std::vector<int32_t> prompt_tokens(const SampleOptions& o, int64_t vocabulary, const std::string& model) {
   std::vector<int32_t> out;
+  if (o.ids && !o.prompt_given) throw Error("--ids needs --prompt: the ids to go on from, such as --prompt 3,17,5");
   if (o.ids) {
     for (int id : parse_int_list(o.prompt, "--prompt")) out.push_back(id);
   } else {
@@ -63,10 +65,12 @@ void sample(const SampleOptions& o) {
                             lm.name(), lm.vocabulary()));
   const std::vector<int32_t> prompt = prompt_tokens(o, lm.vocabulary(), lm.name());
 
+  std::string among = o.sampling.top_k > 0 ? fmt::format("top-k {}", o.sampling.top_k) : "";
+  if (o.sampling.top_p < 1) among += fmt::format("{}top-p {}", among.empty() ? "" : ", ", o.sampling.top_p);
   std::cerr << fmt::format("sampling @{} with {}: {} tokens after a prompt of {}, context {}, temperature {}, {}, seed "
                            "{}\n",
                            lm.name(), o.weights, o.tokens, prompt.size(), lm.context(), o.sampling.temperature,
-                           o.sampling.top_k > 0 ? fmt::format("top-k {}", o.sampling.top_k) : "every token", o.seed);
+                           among.empty() ? "every token" : among, o.seed);
   for (size_t i = 0; i < prompt.size(); ++i) print_token(prompt[i], o.ids, i == 0);
   lm.generate(prompt, o.tokens, o.sampling, o.seed, [&](int32_t token) {
     print_token(token, o.ids, false);
@@ -86,7 +90,8 @@ void add_sample_command(CLI::App& app) {
   add_bind_option(*cmd, o->bind);
   cmd->add_option("--weights", o->weights, "the trained weights: a safetensors file or a checkpoint folder")
       ->required();
-  cmd->add_option("--prompt", o->prompt, "the text to go on from, a token per byte (default: a new line)");
+  CLI::Option* prompt =
+      cmd->add_option("--prompt", o->prompt, "the text to go on from, a token per byte (default: a new line)");
   cmd->add_flag("--ids", o->ids, "tokens are ids, not bytes: --prompt lists them (3,17,5) and so does the output");
   at_least(cmd->add_option("--tokens", o->tokens, "tokens to draw"), 1)->capture_default_str();
   at_least(cmd->add_option("--temperature", o->sampling.temperature,
@@ -96,9 +101,16 @@ void add_sample_command(CLI::App& app) {
       ->capture_default_str();
   at_least(cmd->add_option("--top-k", o->sampling.top_k, "draw among the k most likely tokens only (0: among all)"), 0)
       ->capture_default_str();
+  fraction(cmd->add_option("--top-p", o->sampling.top_p,
+                           "then among the fewest most likely tokens whose probabilities add up to p or more (1: "
+                           "among all)"))
+      ->capture_default_str();
   cmd->add_option("--seed", o->seed, "seed of the draws")->capture_default_str();
   at_least(cmd->add_option("--threads", o->threads, "threads of the CPU kernels"), 1)->capture_default_str();
-  cmd->callback([o] { sample(*o); });
+  cmd->callback([o, prompt] {
+    o->prompt_given = prompt->count() > 0;
+    sample(*o);
+  });
 }
 
 }  // namespace pf::tools

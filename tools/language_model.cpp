@@ -172,7 +172,11 @@ struct LanguageModel::Impl {
   }
 };
 
-LanguageModel::LanguageModel(LoadedModel model, const std::string& weights) : impl_(std::make_unique<Impl>()) {
+LanguageModel::LanguageModel(LoadedModel model, const std::string& weights)
+    : LanguageModel(std::move(model), read_weights(weights), weights) {}
+
+LanguageModel::LanguageModel(LoadedModel model, const SafeTensors& weights, const std::string& what)
+    : impl_(std::make_unique<Impl>()) {
   Impl& m = *impl_;
   {
     const Function& g = model.module.graph();
@@ -197,13 +201,12 @@ LanguageModel::LanguageModel(LoadedModel model, const std::string& weights) : im
   // The weights are checked against the first program's parameters (the
   // same at every length) before they are bound to it.
   cpu::Executor& forward = *m.program_for(1).forward;
-  SafeTensors file = read_weights(weights);
   std::vector<std::pair<std::string, TensorType>> expected;
   for (const std::string& p : forward.param_names()) expected.emplace_back(p, forward.param_type(p));
-  check_tensors(file, expected, weights, /*allow_unexpected=*/true);
+  check_tensors(weights, expected, what, /*allow_unexpected=*/true);
   m.weights.reserve(expected.size());
   for (const auto& [p, type] : expected) {
-    const std::span<const float> values = file.at(p).view<float>();
+    const std::span<const float> values = weights.at(p).view<float>();
     m.weights.emplace_back(p, std::vector<float>(values.begin(), values.end()));
     forward.bind_param(p, m.weights.back().second.data());
   }

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "runtime/safetensors.h"
 #include "tools/model_loading.h"
 #include "tools/token_sampling.h"
 
@@ -31,6 +32,8 @@ class LanguageModel {
   /// not causal, and when the weights lack a parameter or hold one of
   /// another type.
   LanguageModel(LoadedModel model, const std::string& weights);
+  /// The same with the weights in memory; `what` names them in errors.
+  LanguageModel(LoadedModel model, const SafeTensors& weights, const std::string& what);
   ~LanguageModel();
   LanguageModel(LanguageModel&&) noexcept;
   LanguageModel& operator=(LanguageModel&&) noexcept;

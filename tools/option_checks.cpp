@@ -56,4 +56,17 @@ CLI::Option* at_least(CLI::Option* option, double min) { return check(option, mi
 
 CLI::Option* more_than(CLI::Option* option, double bound) { return check(option, bound, false); }
 
+CLI::Option* fraction(CLI::Option* option) {
+  const std::string name = option->get_name();
+  option->check(CLI::Validator(
+      [name](std::string& text) {
+        double value = 0;
+        if (number(text, value) && !(value > 0 && value <= 1))
+          throw OutOfRange(fmt::format("{} must be more than 0 and at most 1, not {}", name, text));
+        return std::string();
+      },
+      "(0,1]"));
+  return option;
+}
+
 }  // namespace pf::tools

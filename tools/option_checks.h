@@ -16,4 +16,8 @@ CLI::Option* at_least(CLI::Option* option, double min);
 /// timeout): "--NAME must be more than BOUND, not VALUE".
 CLI::Option* more_than(CLI::Option* option, double bound);
 
+/// `option`'s value must be a fraction: more than 0 and at most 1 (such as
+/// a probability to keep): "--NAME must be more than 0 and at most 1, not VALUE".
+CLI::Option* fraction(CLI::Option* option);
+
 }  // namespace pf::tools

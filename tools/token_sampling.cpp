@@ -16,6 +16,8 @@ int64_t draw_token(std::span<const float> logits, const Sampling& how, std::mt19
   if (how.temperature < 0 || !std::isfinite(how.temperature))
     throw Error(fmt::format("temperature {} is not a number of 0 or more", how.temperature));
   if (how.top_k < 0) throw Error(fmt::format("top-k {} is negative (0 keeps every token)", how.top_k));
+  if (!(how.top_p > 0 && how.top_p <= 1))
+    throw Error(fmt::format("top-p {} is not in (0, 1] (1 keeps every token)", how.top_p));
   if (logits.empty()) throw Error("no logits to draw a token from");
   const auto largest = std::max_element(logits.begin(), logits.end(), [](float x, float y) {
     return x < y || std::isnan(y);  // a NaN is the largest, so that it is seen
@@ -44,11 +46,16 @@ int64_t draw_token(std::span<const float> logits, const Sampling& how, std::mt19
     total += std::exp((static_cast<double>(logits[static_cast<size_t>(order[i])]) - *largest) / how.temperature);
     cumulative[i] = total;
   }
-  // 53 random bits as a number in [0, 1), scaled to the total.
-  const double u = static_cast<double>(rng() >> 11) * 0x1p-53 * total;
-  const size_t pick = static_cast<size_t>(std::upper_bound(cumulative.begin(), cumulative.end(), u) -
-                                          cumulative.begin());
-  return order[std::min(pick, order.size() - 1)];
+  // Top-p: the fewest most likely tokens holding p of the probability.
+  auto kept_end = cumulative.end();
+  if (how.top_p < 1) {
+    const auto last = std::lower_bound(cumulative.begin(), cumulative.end(), how.top_p * total);
+    if (last != cumulative.end()) kept_end = last + 1;  // (p * total may round above the total)
+  }
+  // 53 random bits as a number in [0, 1), scaled to what is kept.
+  const double u = static_cast<double>(rng() >> 11) * 0x1p-53 * *(kept_end - 1);
+  const auto pick = std::min(std::upper_bound(cumulative.begin(), kept_end, u), kept_end - 1);
+  return order[static_cast<size_t>(pick - cumulative.begin())];
 }
 
 }  // namespace pf::tools

@@ -19,7 +19,7 @@ arguments (a batch of the wrong shape) raise ValueError.
 A trained language model (one reading token ids, as examples/gpt.pf) goes
 on from a prompt, as `pipeforge sample` does:
 
-    lm = pipeforge.LanguageModel("examples/gpt.pf", "w.safetensors", bind={"L": 4, "C": 128})
+    lm = pipeforge.LanguageModel("examples/gpt.pf", "w.safetensors", bind={"L": 4, "C": 128})  # or a state_dict()
     text = bytes(lm.generate("The ", tokens=200, temperature=0.8, seed=1)).decode(errors="replace")
 
 A PyTorch model comes in through ONNX:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import pipeforge
-from conftest import MLP, SOURCE_DIR, run_command
+from conftest import MLP, SOURCE_DIR, read_safetensors, run_command
 
 GPT = str(SOURCE_DIR / "examples" / "gpt.pf")
 BIND = "L=1,C=32,H=2,T=16,S=16,V=256"
@@ -40,13 +40,30 @@ def test_goes_on_with_what_it_learnt(lm):
     assert bytes(lm.generate("the c", 46, temperature=0)) == b"at sat on the mat. the cat sat on the mat. the"
 
 
+def test_takes_a_runtimes_weights_in_memory(lm, weights):
+    plan = pipeforge.compile(GPT, devices="cpu:1", microbatches=2, bind="B=8," + BIND)
+    runtime = pipeforge.Runtime(plan)
+    runtime.load_state_dict(read_safetensors(weights))
+    in_memory = pipeforge.LanguageModel(GPT, runtime.state_dict(), bind=BIND)
+    assert in_memory.logits("the cat").tolist() == lm.logits("the cat").tolist()
+    state = read_safetensors(weights)
+    state["wte"] = state["wte"][:, :16]
+    shapes = r"^weights: wte is f32\[256,16\] here but the model expects f32\[256,32\]$"
+    with pytest.raises(pipeforge.Error, match=shapes):
+        pipeforge.LanguageModel(GPT, state, bind=BIND)
+    state["wte"] = "not an array"
+    with pytest.raises(TypeError, match=r"^weights 'wte': expected an array of numbers, not str$"):
+        pipeforge.LanguageModel(GPT, state, bind=BIND)
+
+
 def test_draws_as_the_command_does(pipeforge_exe, lm, weights):
     done = run_command(pipeforge_exe, "sample", GPT, "--bind", BIND, "--weights", weights, "--ids", "--prompt",
-                       "116,104,101", "--tokens", 30, "--temperature", 1.5, "--top-k", 5, "--seed", 9)
+                       "116,104,101", "--tokens", 30, "--temperature", 1.5, "--top-k", 5, "--top-p", 0.95, "--seed",
+                       9)
     printed = [int(t) for t in done.stdout.split()]
-    drawn = lm.generate([116, 104, 101], 30, temperature=1.5, top_k=5, seed=9)
+    drawn = lm.generate([116, 104, 101], 30, temperature=1.5, top_k=5, top_p=0.95, seed=9)
     assert printed == [116, 104, 101] + drawn
-    assert lm.generate([116, 104, 101], 30, temperature=1.5, top_k=5, seed=10) != drawn
+    assert lm.generate([116, 104, 101], 30, temperature=1.5, top_k=5, top_p=0.95, seed=10) != drawn
 
 
 def test_a_short_sequence_gets_the_logits_of_the_whole_context(pipeforge_exe, tmp_path):

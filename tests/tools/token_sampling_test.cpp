@@ -66,6 +66,29 @@ TEST(TokenSampling, TopKDrawsAmongTheKMostLikelyRenormalised) {
   EXPECT_EQ(f[3], 0.0);
 }
 
+TEST(TokenSampling, TopPDrawsAmongTheFewestTokensHoldingP) {
+  const std::vector<float> logits = log_of({0.5, 0.3, 0.15, 0.05});
+  // 0.5 + 0.3 hold 0.7: the two, renormalised.
+  std::vector<double> f = frequencies(logits, {1.0, 0, 0.7}, 40000);
+  EXPECT_NEAR(f[0], 0.5 / 0.8, 0.01);
+  EXPECT_NEAR(f[1], 0.3 / 0.8, 0.01);
+  EXPECT_EQ(f[2] + f[3], 0.0);
+  // The most likely token alone holds more than 0.45.
+  f = frequencies(logits, {1.0, 0, 0.45}, 1000);
+  EXPECT_EQ(f[1] + f[2] + f[3], 0.0);
+  // After top-k 3, p is of what the three hold: 0.9 of 0.95 needs all three.
+  f = frequencies(logits, {1.0, 3, 0.9}, 40000);
+  EXPECT_NEAR(f[0], 0.5 / 0.95, 0.01);
+  EXPECT_NEAR(f[2], 0.15 / 0.95, 0.01);
+  EXPECT_EQ(f[3], 0.0);
+}
+
+TEST(TokenSampling, TopPOfOneDrawsWhatNoTopPDraws) {
+  const std::vector<float> logits = {0.1f, 1.5f, -0.3f, 0.7f, 0.0f};
+  std::mt19937_64 a(3), b(3);
+  for (int i = 0; i < 64; ++i) EXPECT_EQ(draw_token(logits, {0.8, 0, 1.0}, a), draw_token(logits, {0.8, 0}, b));
+}
+
 TEST(TokenSampling, ASeedGivesTheSameTokens) {
   const std::vector<float> logits = log_of({0.25, 0.25, 0.25, 0.25});
   std::mt19937_64 a(42), b(42), c(43);
@@ -85,6 +108,9 @@ TEST(TokenSampling, RejectsWhatItCannotDrawFrom) {
   EXPECT_EQ(error_of([&] { draw_token(ok, {-0.5, 0}, rng); }), "temperature -0.5 is not a number of 0 or more");
   EXPECT_EQ(error_of([&] { draw_token(ok, {1.0, -1}, rng); }), "top-k -1 is negative (0 keeps every token)");
   EXPECT_EQ(error_of([&] { draw_token({}, {}, rng); }), "no logits to draw a token from");
+  EXPECT_EQ(error_of([&] { draw_token(ok, {1.0, 0, 0.0}, rng); }), "top-p 0 is not in (0, 1] (1 keeps every token)");
+  EXPECT_EQ(error_of([&] { draw_token(ok, {1.0, 0, 1.5}, rng); }),
+            "top-p 1.5 is not in (0, 1] (1 keeps every token)");
   const std::vector<float> nan = {1.0f, std::numeric_limits<float>::quiet_NaN(), 3.0f};
   EXPECT_EQ(error_of([&] { draw_token(nan, {}, rng); }),
             "the logits hold nan (token 1): the weights do not give finite numbers");
