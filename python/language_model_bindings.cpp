@@ -24,17 +24,14 @@ struct LanguageModelHandle {
 
 /// Token ids from Python: a sequence of int, or str / bytes as their (UTF-8) bytes.
 std::vector<int32_t> token_ids(py::handle tokens, const char* what) {
-  std::string bytes;
-  if (py::isinstance<py::str>(tokens)) bytes = tokens.cast<std::string>();
-  else if (py::isinstance<py::bytes>(tokens)) bytes = tokens.cast<std::string>();
-  else if (!py::isinstance<py::sequence>(tokens))
-    throw py::type_error(fmt::format("{}: expected a sequence of token ids, or str or bytes, not {}", what,
-                                     type_name_of(tokens)));
   std::vector<int32_t> out;
   if (py::isinstance<py::str>(tokens) || py::isinstance<py::bytes>(tokens)) {
-    for (char c : bytes) out.push_back(static_cast<unsigned char>(c));
+    for (char c : tokens.cast<std::string>()) out.push_back(static_cast<unsigned char>(c));
     return out;
   }
+  if (!py::isinstance<py::sequence>(tokens))
+    throw py::type_error(fmt::format("{}: expected a sequence of token ids, or str or bytes, not {}", what,
+                                     type_name_of(tokens)));
   for (py::handle t : tokens.cast<py::sequence>()) out.push_back(t.cast<int32_t>());
   return out;
 }

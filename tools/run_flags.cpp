@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <optional>
+#include <string>
+#include <string_view>
 #include <vector>
 
 #include "ir/batch.h"
@@ -101,29 +103,26 @@ std::string recompile_command(const Plan& plan, const ModelFacts& model, const s
 }  // namespace
 
 void check_plan_flags(const CLI::App& run, const Plan& plan, const std::string& plan_path) {
-  // What the backward recomputes is in the stage programs (eval has no such flag).
-  if (const CLI::Option* flag = run.get_option_no_throw("--recompute"); flag && flag->count() > 0) {
+  // What the backward recomputes and how the stages compute are in the
+  // stage programs (eval has neither flag).
+  struct Compiled {
+    const char* flag;
+    std::string value;
+  };
+  for (const Compiled& compiled : {Compiled{"--recompute", plan.recompute},
+                                   Compiled{"--dtype", std::string(dtype_name(plan.dtype))}}) {
+    const CLI::Option* flag = run.get_option_no_throw(compiled.flag);
+    if (!flag || flag->count() == 0) continue;
     const std::string wanted = flag->as<std::string>();
-    if (wanted != plan.recompute) {
-      const int64_t batch = plan_batch(plan);
-      throw Error(fmt::format("--recompute {}: {} was compiled with --recompute {}, which a plan fixes when it is "
-                              "compiled; compile it again: {}",
-                              wanted, plan_path, plan.recompute,
-                              recompile_command(plan, model_facts(plan, batch), plan_path, batch, {}, wanted,
-                                                plan.dtype)));
-    }
-  }
-  // So is how the stages compute.
-  if (const CLI::Option* flag = run.get_option_no_throw("--dtype"); flag && flag->count() > 0) {
-    const DType wanted = *parse_dtype(flag->as<std::string>());
-    if (wanted != plan.dtype) {
-      const int64_t batch = plan_batch(plan);
-      throw Error(fmt::format("--dtype {}: {} was compiled with --dtype {}, which a plan fixes when it is compiled; "
-                              "compile it again: {}",
-                              dtype_name(wanted), plan_path, dtype_name(plan.dtype),
-                              recompile_command(plan, model_facts(plan, batch), plan_path, batch, {}, plan.recompute,
-                                                wanted)));
-    }
+    if (wanted == compiled.value) continue;
+    const bool recompute = std::string_view(compiled.flag) == "--recompute";
+    const int64_t batch = plan_batch(plan);
+    throw Error(fmt::format("{} {}: {} was compiled with {} {}, which a plan fixes when it is compiled; compile it "
+                            "again: {}",
+                            compiled.flag, wanted, plan_path, compiled.flag, compiled.value,
+                            recompile_command(plan, model_facts(plan, batch), plan_path, batch, {},
+                                              recompute ? wanted : plan.recompute,
+                                              recompute ? plan.dtype : *parse_dtype(wanted))));
   }
   // The partitioner balanced the stages for the threads the plan gives each
   // device: other counts would unbalance them.
