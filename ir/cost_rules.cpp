@@ -87,6 +87,13 @@ OpCost cost_attention(Types in, Types out, const OpAttrs& attrs) {
   return {2 * attention_products(in[0], attrs), bytes_of(in) + bytes_of(out)};
 }
 
+// New positions' queries over a cache of S positions: q k^T and p v of
+// N x S x D per head at most (a full cache), and the caches read once.
+OpCost cost_cached_attention(Types in, Types out, const OpAttrs& attrs) {
+  const AttentionHeads h = attention_heads(attrs, in[0]), cache = attention_heads(attrs, in[3]);
+  return {4 * h.n * h.t * cache.t * h.d, bytes_of(in) + bytes_of(out)};
+}
+
 // A gather: reads the selected rows (as many bytes as it writes), not the table.
 OpCost cost_embedding(Types in, Types out, const OpAttrs&) {
   return {0, in[1].bytes() + 2 * out[0].bytes()};

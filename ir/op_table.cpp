@@ -56,6 +56,8 @@ const std::array<OpInfo, kNumOps>& table() {
       {OpKind::rmsnorm, "rmsnorm", 2, 2, {{"eps", K::real, opt}}, RULES(rmsnorm)},
       {OpKind::attention, "attention", 3, 3,
        {{"causal", K::boolean, opt}, {"scale", K::real, opt}, {"layout", K::string, opt}}, RULES(attention)},
+      {OpKind::cached_attention, "cached_attention", 6, 6, {{"scale", K::real, opt}, {"layout", K::string, opt}},
+       RULES(cached_attention)},
       {OpKind::embedding, "embedding", 2, 2, {{"offset", K::dim, opt}, {"vocab", K::dim, opt}}, RULES(embedding)},
       {OpKind::reshape, "reshape", 1, 1, {{"shape", K::dims, req}}, RULES(reshape)},
       {OpKind::transpose, "transpose", 1, 1, {{"perm", K::dims, req}}, RULES(transpose)},

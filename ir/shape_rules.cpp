@@ -179,6 +179,27 @@ Types shape_rmsnorm(const ShapeContext& ctx) {
 
 Types shape_attention(const ShapeContext& ctx) { return attention_like(ctx); }
 
+// cached_attention: q, k, v as attention's (N new positions) and the caches
+// k_cache, v_cache of their type with S positions in place of N; positions
+// [N] integers, the first of which says how many cache rows are filled.
+Types shape_cached_attention(const ShapeContext& ctx) {
+  const Types fresh = attention_like(ShapeContext{ctx.op, ctx.operands.subspan(0, 3), ctx.attrs, {}});
+  const TensorType &q = ctx.operands[0], &k_cache = ctx.operands[3], &v_cache = ctx.operands[4];
+  const TensorType& positions = ctx.operands[5];
+  const size_t axis = q.rank() - (attention_bthd(ctx.attrs) ? 3 : 2);  // the positions' axis
+  if (v_cache != k_cache)
+    fail(fmt::format("k_cache and v_cache must have one type, got {} and {}", k_cache.str(), v_cache.str()));
+  Shape expected = k_cache.shape;
+  if (k_cache.rank() == q.rank()) expected[axis] = q.shape[axis];
+  if (k_cache.dtype != q.dtype || expected != q.shape || k_cache.shape[axis] < q.shape[axis])
+    fail(fmt::format("the caches must be q's type with at least as many positions (axis {}), got {} for q {}", axis,
+                     k_cache.str(), q.str()));
+  if (!is_integer(positions.dtype) || positions.shape != Shape{q.shape[axis]})
+    fail(fmt::format("positions must be i32[{}] or i64[{}] (one per new position), got {}", q.shape[axis],
+                     q.shape[axis], positions.str()));
+  return {fresh[0]};
+}
+
 Types shape_embedding(const ShapeContext& ctx) {
   const TensorType &table = ctx.operands[0], &ids = ctx.operands[1];
   require_float(table, "the table");

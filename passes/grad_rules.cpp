@@ -399,6 +399,8 @@ std::array<Entry, kNumOps> build_table() {
                    OpKind::conv2d_grad_weight, OpKind::max_pool2d_grad, OpKind::avg_pool2d_grad,
                    OpKind::cross_entropy_grad, OpKind::cross_entropy_parts_grad, OpKind::cross_entropy_total_grad})
     none(k);
+  // Decoding reads a trained model step by step; nothing trains through it.
+  none(OpKind::cached_attention);
   // A maximum over the group steadies a softmax of shares: constant to autodiff.
   none(OpKind::tp_max);
   return t;

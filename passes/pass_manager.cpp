@@ -12,6 +12,7 @@ const std::vector<PassInfo>& known_passes() {
       {"cost", make_cost_pass},
       {"cse", make_cse_pass},
       {"dce", make_dce_pass},
+      {"decode-step", make_decode_step_pass},
       {"fuse-attention", make_fuse_attention_pass},
       {"inline", make_inline_pass},
       {"shape", make_shape_pass},

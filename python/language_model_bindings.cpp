@@ -81,12 +81,20 @@ py::array_t<float> logits(LanguageModelHandle& h, py::handle tokens) {
 }
 
 std::vector<int32_t> generate(LanguageModelHandle& h, py::handle prompt, int64_t tokens, double temperature,
-                              int64_t top_k, double top_p, uint64_t seed) {
+                              int64_t top_k, double top_p, uint64_t seed, bool cache) {
   if (tokens < 0) throw py::value_error(fmt::format("tokens must be 0 or more, not {}", tokens));
   const std::vector<int32_t> ids = token_ids(prompt, "prompt");
   py::gil_scoped_release release;
   std::lock_guard lock(h.busy);
+  h.model.use_cache(cache);
   return h.model.generate(ids, tokens, tools::Sampling{temperature, top_k, top_p}, seed);
+}
+
+// Why generate() reads every token again, or None where it reads each drawn one alone over a cache.
+py::object why_uncached(const LanguageModelHandle& h) {
+  const std::string& why = h.model.why_uncached();
+  if (why.empty()) return py::none();
+  return py::str(why);
 }
 
 }  // namespace
@@ -103,7 +111,9 @@ cross_entropy of its logits at every position, as examples/gpt.pf; it runs
 forward up to those logits for one sequence (B = 1), with weights from a
 safetensors file or a checkpoint folder. It reads the latest T tokens with
 padding after a shorter sequence, so it must be causal, which loading
-checks. `pipeforge sample` is the same, with the same draws for a seed.)")
+checks. generate() reads each drawn token alone, over a cache of the keys
+and values of those before it, where the model allows (`uncached` says why
+not). `pipeforge sample` is the same, with the same draws for a seed.)")
       .def(py::init(&open), py::arg("model"), py::arg("weights"), py::arg("bind") = py::none(),
            "model: IR text or a path; weights: a safetensors file, a checkpoint folder, or a dict of arrays by "
            "parameter name (a Runtime's state_dict()); bind: dimensions to override, \"L=4,C=128\" or "
@@ -114,14 +124,18 @@ checks. `pipeforge sample` is the same, with the same draws for a seed.)")
                              "T: the most tokens it reads at once")
       .def_property_readonly("vocabulary", [](const LanguageModelHandle& h) { return h.model.vocabulary(); },
                              "V: token ids are 0 .. V - 1")
+      .def_property_readonly("uncached", &why_uncached,
+                             "None where generate() reads each drawn token alone, over a cache of the keys and values "
+                             "before it; else why it reads the latest tokens all again for each")
       .def("logits", &logits, py::arg("tokens"),
            "the logits (float32, V) of the token after `tokens`: 1 to T ids, or str / bytes as their bytes")
       .def("generate", &generate, py::arg("prompt"), py::arg("tokens"), py::arg("temperature") = 1.0,
-           py::arg("top_k") = 0, py::arg("top_p") = 1.0, py::arg("seed") = 0,
+           py::arg("top_k") = 0, py::arg("top_p") = 1.0, py::arg("seed") = 0, py::arg("cache") = true,
            "`tokens` ids drawn one after another after `prompt` (ids, or str / bytes as their bytes), each from "
            "the softmax of the logits divided by `temperature` (0: the most likely) among the `top_k` most likely "
            "(0: all), then among the fewest most likely whose probabilities add up to `top_p` (1: all), from "
-           "std::mt19937_64(seed); returns the drawn ids");
+           "std::mt19937_64(seed); returns the drawn ids. cache=False reads the latest tokens all again for each "
+           "(the same draws, slower)");
 }
 
 }  // namespace pf::python

@@ -26,6 +26,7 @@ struct OptOptions {
   int tensor_parallel = 1;
   int tp_rank = 0;
   bool sequence_parallel = false;
+  int64_t decode_context = 0;
 };
 }  // namespace
 
@@ -65,6 +66,9 @@ void add_opt_command(CLI::App& app) {
   cmd->add_flag("--sequence-parallel", opts->sequence_parallel,
                "with --tensor-parallel: the ops between row- and column-parallel products run on the rank's part "
                "of the tokens");
+  cmd->add_option("--decode-context", opts->decode_context,
+                  "the positions decode-step sizes its caches of keys and values for (the model's context)")
+      ->check(CLI::PositiveNumber);
   cmd->add_flag("--no-verify", opts->no_verify, "do not verify the IR between passes");
   cmd->add_flag("--print-changed", opts->print_changed,
                 "after each pass, write 'pass NAME: changed' or 'pass NAME: no change' to standard error (standard "
@@ -87,6 +91,7 @@ void add_opt_command(CLI::App& app) {
       ctx.tensor_parallel = opts->tensor_parallel;
       ctx.tensor_parallel_rank = opts->tp_rank;
       ctx.sequence_parallel = opts->sequence_parallel;
+      ctx.decode_context = opts->decode_context;
       run_passes(model.module, passes, ctx, run);
       return print_module(model.module);
     });

@@ -1,6 +1,7 @@
 // `pipeforge sample`: text from a trained language model, one token at a time, on one CPU device.
 #include <fmt/format.h>
 
+#include <chrono>
 #include <iostream>
 #include <memory>
 #include <vector>
@@ -26,6 +27,7 @@ struct SampleOptions {
   Sampling sampling;
   uint64_t seed = 0;
   int threads = 1;
+  bool no_cache = false;
 };
 
 /// The prompt as token ids: its bytes, or with --ids the ids it lists.
@@ -60,6 +62,7 @@ void sample(const SampleOptions& o) {
                             o.file));
   cpu::set_cpu_threads(o.threads);
   LanguageModel lm(load_model(o.file, o.bind, /*require_loss=*/true), o.weights);
+  lm.use_cache(!o.no_cache);
   if (!o.ids && lm.vocabulary() > 256)
     throw Error(fmt::format("@{} has {} token ids, more than the 256 bytes: give --ids, with --prompt as ids",
                             lm.name(), lm.vocabulary()));
@@ -71,12 +74,26 @@ void sample(const SampleOptions& o) {
                            "{}\n",
                            lm.name(), o.weights, o.tokens, prompt.size(), lm.context(), o.sampling.temperature,
                            among.empty() ? "every token" : among, o.seed);
+  if (lm.cached())
+    std::cerr << "each drawn token read alone, over a cache of the keys and values before it\n";
+  else
+    std::cerr << fmt::format("each drawn token read with the latest {} before it, all again{}\n", lm.context() - 1,
+                             o.no_cache ? " (--no-cache)" : ": " + lm.why_uncached());
   for (size_t i = 0; i < prompt.size(); ++i) print_token(prompt[i], o.ids, i == 0);
+  // The first token waits for the prompt to be read; the others show the pace.
+  const auto start = std::chrono::steady_clock::now();
+  auto first = start;
+  int64_t drawn = 0;
   lm.generate(prompt, o.tokens, o.sampling, o.seed, [&](int32_t token) {
+    if (drawn++ == 0) first = std::chrono::steady_clock::now();
     print_token(token, o.ids, false);
     std::cout.flush();
   });
   std::cout << "\n";
+  const auto end = std::chrono::steady_clock::now();
+  const auto ms = [](auto d) { return std::chrono::duration<double, std::milli>(d).count(); };
+  std::cerr << fmt::format("{} tokens in {:.2f} s: the first after {:.1f} ms, then {:.2f} ms per token\n", drawn,
+                           ms(end - start) / 1e3, ms(first - start), drawn > 1 ? ms(end - first) / double(drawn - 1) : 0.0);
 }
 
 }  // namespace
@@ -107,6 +124,9 @@ void add_sample_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--seed", o->seed, "seed of the draws")->capture_default_str();
   at_least(cmd->add_option("--threads", o->threads, "threads of the CPU kernels"), 1)->capture_default_str();
+  cmd->add_flag("--no-cache", o->no_cache,
+                "read the latest tokens all again for each one drawn, instead of the one drawn over a cache of the "
+                "keys and values before it");
   cmd->callback([o, prompt] {
     o->prompt_given = prompt->count() > 0;
     sample(*o);

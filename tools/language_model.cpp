@@ -114,8 +114,11 @@ struct LanguageModel::Impl {
   int64_t context = 0, vocabulary = 0;
   LoadedModel model;       // as loaded, its batch bound to 1: compiled for each length
   std::string length_dim;  // the dimension T binds, where shorter programs are possible
-  std::vector<std::pair<std::string, std::vector<float>>> weights;  // by parameter name
-  std::vector<LogitsProgram> programs;                             // compiled as first needed
+  NamedWeights weights;                  // by parameter name
+  std::vector<LogitsProgram> programs;   // compiled as first needed
+  std::unique_ptr<KvCacheDecoder> decoder;  // where the model reads token by token alike
+  std::string why_uncached;
+  bool use_cache = true;
 
   /// The program for sequences of up to `n` tokens: compiled for the
   /// shortest power of two that holds them (at least kShortestProgram), so
@@ -170,6 +173,40 @@ struct LanguageModel::Impl {
                               "attention with causal_mask, as examples/gpt.pf does",
                               name, change));
   }
+
+  /// The decoder, where the model compiles into decode steps whose logits,
+  /// read two tokens at once and then one by one, are the whole sequence's
+  /// (the pass cannot see every op that mixes positions; this catches them).
+  void make_decoder() {
+    if (length_dim.empty()) {
+      why_uncached = "its sequence's length is a number, not a dimension that a step of one token can rebind";
+      return;
+    }
+    try {
+      decoder = std::make_unique<KvCacheDecoder>(model, length_dim, context, weights);
+    } catch (const Error& e) {
+      why_uncached = e.what();
+      return;
+    }
+    std::vector<int32_t> ids(static_cast<size_t>(std::min<int64_t>(context, 6)));
+    for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int32_t>((7 * i + 3) % static_cast<size_t>(vocabulary));
+    const float* whole = run(program_for(static_cast<int64_t>(ids.size())), ids, 0);
+    float scale = 0, change = 0;
+    for (size_t i = 1; i < ids.size(); ++i) {
+      const std::span<const float> step = i == 1 ? decoder->start({ids.data(), 2}) : decoder->next(ids[i]);
+      const float* row = whole + static_cast<int64_t>(i) * vocabulary;
+      for (int64_t v = 0; v < vocabulary; ++v) {
+        scale = std::max(scale, std::abs(row[v]));
+        change = std::max(change, std::abs(step[static_cast<size_t>(v)] - row[v]));
+      }
+    }
+    if (!(change <= 1e-4f * std::max(scale, 1.0f))) {
+      why_uncached = fmt::format("its logits read token by token differ from the whole sequence's by {:.3g}: an op "
+                                 "besides attention mixes positions",
+                                 change);
+      decoder.reset();
+    }
+  }
 };
 
 LanguageModel::LanguageModel(LoadedModel model, const std::string& weights)
@@ -211,6 +248,7 @@ LanguageModel::LanguageModel(LoadedModel model, const SafeTensors& weights, cons
     forward.bind_param(p, m.weights.back().second.data());
   }
   m.check_causal();
+  m.make_decoder();
 }
 
 LanguageModel::~LanguageModel() = default;
@@ -220,14 +258,20 @@ LanguageModel& LanguageModel::operator=(LanguageModel&&) noexcept = default;
 const std::string& LanguageModel::name() const { return impl_->name; }
 int64_t LanguageModel::context() const { return impl_->context; }
 int64_t LanguageModel::vocabulary() const { return impl_->vocabulary; }
+bool LanguageModel::cached() const { return impl_->decoder && impl_->use_cache; }
+const std::string& LanguageModel::why_uncached() const { return impl_->why_uncached; }
+void LanguageModel::use_cache(bool on) { impl_->use_cache = on; }
+
+void LanguageModel::check_token(int32_t t) const {
+  if (t < 0 || t >= impl_->vocabulary)
+    throw Error(fmt::format("token {} is not in @{}'s vocabulary of {} ids", t, impl_->name, impl_->vocabulary));
+}
 
 std::span<const float> LanguageModel::next(std::span<const int32_t> tokens) {
   const int64_t n = static_cast<int64_t>(tokens.size());
   if (n < 1 || n > impl_->context)
     throw Error(fmt::format("@{} reads 1 to {} tokens at once, not {}", impl_->name, impl_->context, n));
-  for (int32_t t : tokens)
-    if (t < 0 || t >= impl_->vocabulary)
-      throw Error(fmt::format("token {} is not in @{}'s vocabulary of {} ids", t, impl_->name, impl_->vocabulary));
+  for (int32_t t : tokens) check_token(t);
   const float* logits = impl_->run(impl_->program_for(n), tokens, 0);
   return {logits + (n - 1) * impl_->vocabulary, static_cast<size_t>(impl_->vocabulary)};
 }
@@ -235,12 +279,22 @@ std::span<const float> LanguageModel::next(std::span<const int32_t> tokens) {
 std::vector<int32_t> LanguageModel::generate(std::span<const int32_t> prompt, int64_t count, const Sampling& how,
                                              uint64_t seed, const std::function<void(int32_t)>& on_token) {
   if (prompt.empty()) throw Error("the prompt is empty: give the model at least one token to go on from");
+  for (int32_t t : prompt) check_token(t);
   std::vector<int32_t> history(prompt.begin(), prompt.end());
   std::mt19937_64 rng(seed);
+  const auto context = static_cast<size_t>(impl_->context);
+  KvCacheDecoder* decoder = cached() ? impl_->decoder.get() : nullptr;
   for (int64_t n = 0; n < count; ++n) {
-    // The model reads at most its context: the latest tokens.
-    const size_t seen = std::min(history.size(), static_cast<size_t>(impl_->context));
-    const auto token = static_cast<int32_t>(draw_token(next({history.data() + history.size() - seen, seen}), how, rng));
+    std::span<const float> logits;
+    if (decoder && history.size() <= context) {
+      // The prompt at once, then each drawn token on its own.
+      logits = n == 0 ? decoder->start(history) : decoder->next(history.back());
+    } else {
+      // The model reads at most its context: the latest tokens, all again.
+      const size_t seen = std::min(history.size(), context);
+      logits = next({history.data() + history.size() - seen, seen});
+    }
+    const auto token = static_cast<int32_t>(draw_token(logits, how, rng));
     history.push_back(token);
     if (on_token) on_token(token);
   }

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "runtime/safetensors.h"
+#include "tools/kv_cache_decoder.h"
 #include "tools/model_loading.h"
 #include "tools/token_sampling.h"
 
@@ -22,6 +23,12 @@ namespace pf::tools {
 /// A shorter sequence than T is read from position 0 with padding after it,
 /// which only a causal model ignores: the constructor checks that the logits
 /// at a position do not change with the tokens after it.
+///
+/// generate() reads each drawn token at the work of one position, over a
+/// cache of the keys and values of those before it (KvCacheDecoder), where
+/// the model allows: its sequence's length is a dimension, and its logits
+/// read that way, compared with the whole sequence's at construction,
+/// agree. Otherwise, and past T tokens, each token reads the latest T again.
 class LanguageModel {
  public:
   /// `model` as load_model gives it (its batch is bound to one sequence
@@ -48,6 +55,14 @@ class LanguageModel {
   /// valid until the next call.
   std::span<const float> next(std::span<const int32_t> tokens);
 
+  /// Whether generate() reads tokens over a cache of keys and values.
+  bool cached() const;
+  /// Why the model cannot be read over a cache; "" where it can.
+  const std::string& why_uncached() const;
+  /// Turns the cache off (generate() then reads the latest T tokens for each
+  /// one, as it does without a cache) or on again where the model allows.
+  void use_cache(bool on);
+
   /// `count` tokens drawn one after another as `how` says, each after the
   /// latest T tokens of `prompt` and those drawn before it, from
   /// std::mt19937_64(seed); `on_token`, if given, sees each as it is drawn.
@@ -56,6 +71,9 @@ class LanguageModel {
                                 const std::function<void(int32_t)>& on_token = {});
 
  private:
+  /// Throws Error for an id outside the vocabulary.
+  void check_token(int32_t t) const;
+
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

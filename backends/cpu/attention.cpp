@@ -1,5 +1,8 @@
 // attention and attention_grad: softmax(q k^T * scale [causal]) v tiled over keys with an online softmax, and the
-// flash-attention backward that recomputes the scores from the forward's lse.
+// flash-attention backward that recomputes the scores from the forward's lse; cached_attention, the same online
+// softmax over a cache of earlier keys and values, then the new ones.
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -10,6 +13,7 @@
 #include "backends/cpu/kernel_util.h"
 #include "backends/cpu/parallel.h"
 #include "backends/cpu/vector_math.h"
+#include "ir/diagnostic.h"
 
 namespace pf::cpu {
 
@@ -34,48 +38,74 @@ void zero_rows(T* x, int64_t rows, int64_t d, int64_t ld) {
 // those up to its last row.
 int64_t key_end(bool causal, int64_t i1, int64_t t) { return causal ? std::min(i1, t) : t; }
 
-// One block of query rows [i0, i0 + rows) of one head: o and lse written.
-// s: scratch of kRows x kCols scores; m, l: the running maximum and sum.
+// The online softmax of one block of `rows` query rows of one head, its
+// keys taken in tiles of `tile` keys: m, l the running maximum and sum of
+// each row, o the running sum of its values (row stride ld). s: scratch of
+// rows x tile scores.
 template <class T>
-void forward_rows(const T* q, const T* k, const T* v, T* o, T* lse, const Heads& h, int64_t i0, int64_t rows,
-                  double scale, bool causal, T* s, T* m, T* l) {
-  const int64_t d = h.d, ld = h.row_stride();
-  const T sc = static_cast<T>(scale);
-  const T minus_inf = -std::numeric_limits<T>::infinity();
-  zero_rows(o, rows, d, ld);  // (rows, D)
-  std::fill(m, m + rows, minus_inf);
-  std::fill(l, l + rows, T(0));
-  const int64_t end = key_end(causal, i0 + rows, h.t);
-  for (int64_t j0 = 0; j0 < end; j0 += kCols) {
-    const int64_t cols = std::min(kCols, end - j0);
-    gemm(false, true, rows, cols, d, q, ld, k + j0 * ld, ld, s, kCols);  // (rows, cols) = q k^T
-    for (int64_t r = 0; r < rows; ++r) {
-      T* sr = s + r * kCols;
-      // Keys after the row's own position are masked out (they come only in the diagonal tile).
-      const int64_t visible = causal ? std::clamp<int64_t>(i0 + r + 1 - j0, 0, cols) : cols;
-      for (int64_t c = 0; c < visible; ++c) sr[c] *= sc;
-      const T row_max = visible > 0 ? std::max(m[r], max_of(sr, visible)) : m[r];
-      const T alpha = m[r] == minus_inf ? T(0) : std::exp(m[r] - row_max);
-      // Vectorised (libmvec's exp); the masked keys are past `visible`, so no -inf reaches it.
-      T sum = 0;
-      for (int64_t c = 0; c < visible; ++c) sr[c] = std::exp(sr[c] - row_max);
-      for (int64_t c = 0; c < visible; ++c) sum += sr[c];
-      for (int64_t c = visible; c < cols; ++c) sr[c] = 0;
-      m[r] = row_max;
-      l[r] = l[r] * alpha + sum;
-      if (alpha != T(1)) {
-        T* orow = o + r * ld;
-        for (int64_t x = 0; x < d; ++x) orow[x] *= alpha;
+struct OnlineSoftmax {
+  const T* q;
+  T* o;
+  int64_t rows, d, ld, tile;
+  T scale;
+  T *s, *m, *l;
+
+  void begin() {
+    zero_rows(o, rows, d, ld);  // (rows, D)
+    std::fill(m, m + rows, -std::numeric_limits<T>::infinity());
+    std::fill(l, l + rows, T(0));
+  }
+
+  // Keys and values [0, keys) (row stride ld) seen by every row, or, when
+  // `diagonal` >= 0, key j by row r only where j <= diagonal + r (a causal
+  // mask whose first row sits at position `diagonal` of these keys).
+  void add_keys(const T* k, const T* v, int64_t keys, int64_t diagonal) {
+    const T minus_inf = -std::numeric_limits<T>::infinity();
+    for (int64_t j0 = 0; j0 < keys; j0 += tile) {
+      const int64_t cols = std::min(tile, keys - j0);
+      gemm(false, true, rows, cols, d, q, ld, k + j0 * ld, ld, s, tile);  // (rows, cols) = q k^T
+      for (int64_t r = 0; r < rows; ++r) {
+        T* sr = s + r * tile;
+        // Keys after the row's own position are masked out (they come only in the diagonal tile).
+        const int64_t visible = diagonal >= 0 ? std::clamp<int64_t>(diagonal + r + 1 - j0, 0, cols) : cols;
+        for (int64_t c = 0; c < visible; ++c) sr[c] *= scale;
+        const T row_max = visible > 0 ? std::max(m[r], max_of(sr, visible)) : m[r];
+        const T alpha = m[r] == minus_inf ? T(0) : std::exp(m[r] - row_max);
+        // Vectorised (libmvec's exp); the masked keys are past `visible`, so no -inf reaches it.
+        T sum = 0;
+        for (int64_t c = 0; c < visible; ++c) sr[c] = std::exp(sr[c] - row_max);
+        for (int64_t c = 0; c < visible; ++c) sum += sr[c];
+        for (int64_t c = visible; c < cols; ++c) sr[c] = 0;
+        m[r] = row_max;
+        l[r] = l[r] * alpha + sum;
+        if (alpha != T(1)) {
+          T* orow = o + r * ld;
+          for (int64_t x = 0; x < d; ++x) orow[x] *= alpha;
+        }
       }
+      gemm_accumulate(false, false, rows, d, cols, s, tile, v + j0 * ld, ld, o, ld);  // o += p v
     }
-    gemm_accumulate(false, false, rows, d, cols, s, kCols, v + j0 * ld, ld, o, ld);  // o += p v
   }
-  for (int64_t r = 0; r < rows; ++r) {
-    const T inv = T(1) / l[r];
-    T* orow = o + r * ld;
-    for (int64_t x = 0; x < d; ++x) orow[x] *= inv;
-    lse[r] = m[r] + std::log(l[r]);
+
+  // o normalised; each row's log-sum-exp into lse, if given.
+  void finish(T* lse) {
+    for (int64_t r = 0; r < rows; ++r) {
+      const T inv = T(1) / l[r];
+      T* orow = o + r * ld;
+      for (int64_t x = 0; x < d; ++x) orow[x] *= inv;
+      if (lse) lse[r] = m[r] + std::log(l[r]);
+    }
   }
+};
+
+// An OnlineSoftmax over the calling thread's scratch: s (kRows x kCols), m and l (kRows each). Training's
+// attention takes keys kCols at a time; `wide` tiles fill s with the rows there are (a token or a few read over a
+// cache: one tile of a few thousand keys instead of many small products).
+template <class T>
+OnlineSoftmax<T> online_softmax(const T* q, T* o, const Heads& h, int64_t rows, double scale, bool wide = false) {
+  T* s = static_cast<T*>(scratch(static_cast<size_t>(kRows * kCols + 2 * kRows) * sizeof(T)));
+  const int64_t tile = wide ? kRows * kCols / rows / kCols * kCols : kCols;
+  return {q, o, rows, h.d, h.row_stride(), tile, static_cast<T>(scale), s, s + kRows * kCols, s + kRows * kCols + kRows};
 }
 
 // operands q, k, v [..., H, T, D] or [..., T, H, D] (layout); results o of
@@ -93,13 +123,47 @@ void attention(const KernelArgs& args) {
   const int64_t blocks = (h.t + kRows - 1) / kRows;
   // Tasks are (head, row block): each writes its own rows, in the same order on any number of threads.
   parallel_for(h.n * blocks, 1, [&](int64_t begin, int64_t end) {
-    T* s = static_cast<T*>(scratch(static_cast<size_t>(kRows * kCols + 2 * kRows) * sizeof(T)));
-    T* m = s + kRows * kCols;  // (kRows,)
-    T* l = m + kRows;          // (kRows,)
     for (int64_t task = begin; task < end; ++task) {
       const int64_t n = task / blocks, i0 = (task % blocks) * kRows, rows = std::min(kRows, h.t - i0);
       const int64_t head = h.offset(n), first = head + i0 * h.row_stride();
-      forward_rows(q + first, k + head, v + head, o + first, lse + n * h.t + i0, h, i0, rows, scale, causal, s, m, l);
+      OnlineSoftmax<T> softmax = online_softmax(q + first, o + first, h, rows, scale);
+      softmax.begin();
+      softmax.add_keys(k + head, v + head, key_end(causal, i0 + rows, h.t), causal ? i0 : -1);
+      softmax.finish(lse + n * h.t + i0);
+    }
+  });
+}
+
+// operands q, k, v (N new positions, attention's layouts), k_cache, v_cache
+// (S positions), positions [N]; result o of q's type. Row r of the new
+// queries sees the first positions[0] rows of the caches and the new keys
+// up to its own.
+template <class T>
+void cached_attention(const KernelArgs& args) {
+  const Heads h = attention_heads(args.attrs, args.in_types[0]);
+  const Heads cache = attention_heads(args.attrs, args.in_types[3]);
+  const double scale = attention_scale(args.attrs, args.in_types[0]);
+  const int64_t filled = args.in_types[5].dtype == DType::i64 ? *static_cast<const int64_t*>(args.in[5])
+                                                                : *static_cast<const int32_t*>(args.in[5]);
+  if (filled < 0 || filled + h.t > cache.t)
+    throw Error(fmt::format("cached_attention: {} new positions after {} cached ones do not fit in a cache of {}", h.t,
+                            filled, cache.t));
+  const auto* q = static_cast<const T*>(args.in[0]);
+  const auto* k = static_cast<const T*>(args.in[1]);
+  const auto* v = static_cast<const T*>(args.in[2]);
+  const auto* k_cache = static_cast<const T*>(args.in[3]);
+  const auto* v_cache = static_cast<const T*>(args.in[4]);
+  auto* o = static_cast<T*>(args.out[0]);
+  const int64_t blocks = (h.t + kRows - 1) / kRows;
+  parallel_for(h.n * blocks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t n = task / blocks, i0 = (task % blocks) * kRows, rows = std::min(kRows, h.t - i0);
+      const int64_t head = h.offset(n), first = head + i0 * h.row_stride(), cached = cache.offset(n);
+      OnlineSoftmax<T> softmax = online_softmax(q + first, o + first, h, rows, scale, /*wide=*/true);
+      softmax.begin();
+      softmax.add_keys(k_cache + cached, v_cache + cached, filled, -1);
+      softmax.add_keys(k + head, v + head, i0 + rows, i0);
+      softmax.finish(nullptr);
     }
   });
 }
@@ -172,6 +236,7 @@ void attention_grad(const KernelArgs& args) {
 void add_attention_kernels(KernelTable& table) {
   table.set_float(OpKind::attention, attention<float>, attention<double>);
   table.set_float(OpKind::attention_grad, attention_grad<float>, attention_grad<double>);
+  table.set_float(OpKind::cached_attention, cached_attention<float>, cached_attention<double>);
 }
 
 }  // namespace pf::cpu

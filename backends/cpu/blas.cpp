@@ -42,9 +42,24 @@ SgemmKernel sgemm_kernel_of(int64_t n) {
   return sgemm_kernel_for(cpu_isa(), n);
 }
 
-void blas_gemm(SgemmKernel kernel, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const float* a,
-               int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+// How a product of few rows runs: decided once for the whole product, as
+// the kernel is, since its sums differ from the blocked kernels'.
+enum class Rows { many, few };
+
+void blas_gemm(SgemmKernel kernel, Rows rows, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
+               const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
   const bool accumulate = beta != 0.0f;
+  if (rows == Rows::few) {
+    switch (kernel) {
+      case SgemmKernel::avx512:
+        sgemm_few_rows_avx512(trans_a, trans_b, m, n, k, a, lda, b, ldb, accumulate, c, ldc);
+        return;
+      case SgemmKernel::avx2: sgemm_few_rows_avx2(trans_a, trans_b, m, n, k, a, lda, b, ldb, accumulate, c, ldc); return;
+      case SgemmKernel::sse2: sgemm_few_rows_sse2(trans_a, trans_b, m, n, k, a, lda, b, ldb, accumulate, c, ldc); return;
+      case SgemmKernel::openblas:
+      case SgemmKernel::avx512_bf16: break;  // never chosen with Rows::few
+    }
+  }
   switch (kernel) {
     case SgemmKernel::avx512: sgemm_avx512(trans_a, trans_b, m, n, k, a, lda, b, ldb, accumulate, c, ldc); return;
     case SgemmKernel::avx2: sgemm_avx2(trans_a, trans_b, m, n, k, a, lda, b, ldb, accumulate, c, ldc); return;
@@ -56,7 +71,7 @@ void blas_gemm(SgemmKernel kernel, bool trans_a, bool trans_b, int64_t m, int64_
               blas_int(lda), b, blas_int(ldb), beta, c, blas_int(ldc));
 }
 
-void blas_gemm(SgemmKernel /*f32 only*/, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
+void blas_gemm(SgemmKernel /*f32 only*/, Rows /*f32 only*/, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
                const double* a, int64_t lda, const double* b, int64_t ldb, double beta, double* c, int64_t ldc) {
   cblas_dgemm(CblasRowMajor, trans(trans_a), trans(trans_b), blas_int(m), blas_int(n), blas_int(k), 1.0, a,
               blas_int(lda), b, blas_int(ldb), beta, c, blas_int(ldc));
@@ -78,10 +93,10 @@ void fill_rows(T* c, int64_t rows, int64_t cols, int64_t ldc, const T* bias) {
 // One BLAS call on the block of C it is given: a bias start fills the block
 // first (where it is about to be read), then the product is accumulated.
 template <class T>
-void block_gemm(SgemmKernel kernel, Start start, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const T* a,
-                int64_t lda, const T* b, int64_t ldb, const T* bias, T* c, int64_t ldc) {
+void block_gemm(SgemmKernel kernel, Rows rows, Start start, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
+                const T* a, int64_t lda, const T* b, int64_t ldb, const T* bias, T* c, int64_t ldc) {
   if (start == Start::bias) fill_rows(c, m, n, ldc, bias);
-  blas_gemm(kernel, trans_a, trans_b, m, n, k, a, lda, b, ldb, start == Start::zero ? T(0) : T(1), c, ldc);
+  blas_gemm(kernel, rows, trans_a, trans_b, m, n, k, a, lda, b, ldb, start == Start::zero ? T(0) : T(1), c, ldc);
 }
 
 // Splits C into one block of whole rows or columns per thread of the budget
@@ -91,19 +106,19 @@ void block_gemm(SgemmKernel kernel, Start start, bool trans_a, bool trans_b, int
 // last partial tile separately, and their bits do not depend on where
 // blocks end.
 template <class T>
-void split_gemm(SgemmKernel kernel, Start start, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const T* a,
-                int64_t lda, const T* b, int64_t ldb, const T* bias, T* c, int64_t ldc) {
+void split_gemm(SgemmKernel kernel, Rows rows, Start start, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
+                const T* a, int64_t lda, const T* b, int64_t ldb, const T* bias, T* c, int64_t ldc) {
   constexpr int64_t kAlign = 16;
   const bool by_cols = n >= m;
   const int64_t units = ((by_cols ? n : m) + kAlign - 1) / kAlign;
   parallel_for(units, 1, [&](int64_t begin, int64_t end) {
     const int64_t lo = begin * kAlign, hi = std::min(end * kAlign, by_cols ? n : m);
     if (by_cols)
-      block_gemm(kernel, start, trans_a, trans_b, m, hi - lo, k, a, lda, trans_b ? b + lo * ldb : b + lo, ldb,
+      block_gemm(kernel, rows, start, trans_a, trans_b, m, hi - lo, k, a, lda, trans_b ? b + lo * ldb : b + lo, ldb,
                  bias ? bias + lo : nullptr, c + lo, ldc);
     else
-      block_gemm(kernel, start, trans_a, trans_b, hi - lo, n, k, trans_a ? a + lo : a + lo * lda, lda, b, ldb, bias,
-                 c + lo * ldc, ldc);
+      block_gemm(kernel, rows, start, trans_a, trans_b, hi - lo, n, k, trans_a ? a + lo : a + lo * lda, lda, b, ldb,
+                 bias, c + lo * ldc, ldc);
   });
 }
 
@@ -157,11 +172,14 @@ void gemm_with(Start start, bool trans_a, bool trans_b, int64_t m, int64_t n, in
   // that they too give the same bits on any number of threads. Only the f32
   // products of a comparison run (use_openblas_sgemm) are split through it.
   const bool splittable = std::is_same_v<T, float>;
+  // A few rows (a token at a time) read B once instead of packing it.
+  const bool own_f32 = kernel == SgemmKernel::avx512 || kernel == SgemmKernel::avx2 || kernel == SgemmKernel::sse2;
+  const Rows rows = own_f32 && m <= kSgemmFewRows && m * k <= kSgemmPackA ? Rows::few : Rows::many;
   if (splittable && kernel_threads() > 1 && m * n * k >= kSplitWork) {
-    split_gemm(kernel, start, trans_a, trans_b, m, n, k, a, lda, b, ldb, bias, c, ldc);
+    split_gemm(kernel, rows, start, trans_a, trans_b, m, n, k, a, lda, b, ldb, bias, c, ldc);
     return;
   }
-  block_gemm(kernel, start, trans_a, trans_b, m, n, k, a, lda, b, ldb, bias, c, ldc);
+  block_gemm(kernel, rows, start, trans_a, trans_b, m, n, k, a, lda, b, ldb, bias, c, ldc);
 }
 
 }  // namespace

@@ -63,6 +63,18 @@ void sgemm_sse2(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, con
 void sgemm_bf16(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
                 const float* b, int64_t ldb, bool accumulate, float* c, int64_t ldc);
 
+/// The same product for m <= kSgemmFewRows rows of op(A), with m * k <=
+/// kSgemmPackA: B read once from memory, not packed (sgemm_few_rows.h).
+/// Elements of C get other bits than the blocked kernels give them (their
+/// sums run in another order), so a product takes one or the other whole.
+inline constexpr int64_t kSgemmFewRows = 4;
+void sgemm_few_rows_avx512(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
+                           const float* b, int64_t ldb, bool accumulate, float* c, int64_t ldc);
+void sgemm_few_rows_avx2(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
+                         const float* b, int64_t ldb, bool accumulate, float* c, int64_t ldc);
+void sgemm_few_rows_sse2(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
+                         const float* b, int64_t ldb, bool accumulate, float* c, int64_t ldc);
+
 /// The calling thread's packing buffers, 64-byte aligned, large enough for
 /// every kernel's blocks (kSgemmPackA and kSgemmPackB floats).
 inline constexpr int64_t kSgemmPackA = int64_t{3072} * 512;

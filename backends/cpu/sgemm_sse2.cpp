@@ -9,6 +9,7 @@
 
 #include "backends/cpu/sgemm.h"
 #include "backends/cpu/sgemm_blocking.h"
+#include "backends/cpu/sgemm_few_rows.h"
 
 namespace pf::cpu {
 
@@ -70,6 +71,12 @@ void sgemm_sse2(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, con
                 const float* b, int64_t ldb, bool accumulate, float* c, int64_t ldc) {
   blocked_sgemm<Sse2Tile>(trans_a, trans_b, m, n, k, a, lda, b, ldb, accumulate, c, ldc, sgemm_pack_a(),
                           sgemm_pack_b());
+}
+
+void sgemm_few_rows_sse2(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
+                         const float* b, int64_t ldb, bool accumulate, float* c, int64_t ldc) {
+  typedef float Vec __attribute__((vector_size(16)));
+  few_rows_sgemm<Vec>(trans_a, trans_b, m, n, k, a, lda, b, ldb, accumulate, c, ldc, sgemm_pack_a());
 }
 
 }  // namespace pf::cpu

@@ -975,6 +975,39 @@ Reference attention_ref(std::vector<OpAttrs::Entry> attrs) {
   };
 }
 
+// cached_attention: N new queries at positions P .. P + N - 1 over the first
+// P cached keys and values and the new ones are rows P .. P + N - 1 of a
+// causal attention over the whole sequence of P + N positions (whose first P
+// queries are never read: zeros here).
+Reference cached_attention_ref(std::vector<OpAttrs::Entry> attrs) {
+  return [attrs](const std::vector<Tensor>& in, const std::vector<TensorType>&) {
+    const AttentionRef fresh = attention_geometry(in[0].type, attrs);
+    const AttentionRef cache = attention_geometry(in[3].type, attrs);
+    const auto filled = static_cast<int64_t>(in[5].v[0]);
+    const int64_t n = fresh.t, whole_t = filled + n;
+    AttentionRef whole = fresh;
+    whole.t = whole_t;
+    whole.causal = true;
+    const size_t whole_size = static_cast<size_t>(fresh.heads * whole_t * fresh.d);
+    std::vector<double> q(whole_size, 0.0), k(whole_size), v(whole_size);
+    for (int64_t h = 0; h < fresh.heads; ++h)
+      for (int64_t i = 0; i < whole_t; ++i)
+        for (int64_t x = 0; x < fresh.d; ++x) {
+          const bool cached = i < filled;
+          const int64_t from = cached ? cache.at(h, i, x) : fresh.at(h, i - filled, x);
+          k[whole.at(h, i, x)] = (cached ? in[3] : in[1]).v[from];
+          v[whole.at(h, i, x)] = (cached ? in[4] : in[2]).v[from];
+          if (!cached) q[whole.at(h, i, x)] = in[0].v[from];
+        }
+    const std::vector<double> o_whole = attention_of(whole, q, k, v).first;
+    std::vector<double> o(in[0].v.size());
+    for (int64_t h = 0; h < fresh.heads; ++h)
+      for (int64_t i = 0; i < n; ++i)
+        for (int64_t x = 0; x < fresh.d; ++x) o[fresh.at(h, i, x)] = o_whole[whole.at(h, filled + i, x)];
+    return Outputs{o};
+  };
+}
+
 // dq, dk, dv from g, q, k, v and the forward's o and lse (p = exp(s - lse),
 // delta_i = g_i . o_i): dv = p^T g, ds = p (g v^T - delta), dq = scale ds k,
 // dk = scale ds^T q.
@@ -1183,6 +1216,36 @@ std::vector<OpCase> all_cases() {
                                  a.attrs,
                                  {},
                                  attention_grad_ref(a.attrs)});
+  }
+
+  // cached_attention: one token after 69 cached, a prompt read into an empty
+  // cache, and several tokens after some (forty: the cache read in several
+  // tiles), in both layouts; the cache's rows past the filled ones are never
+  // read.
+  struct Cached {
+    const char* name;
+    Shape fresh, cache;
+    int64_t filled;
+    std::vector<OpAttrs::Entry> attrs;
+  };
+  Gen cached_inputs(29);  // its own stream: the cases after these keep their inputs
+  for (const Cached& c : std::vector<Cached>{
+           {"one token after a tile and more", {2, 2, 1, 5}, {2, 2, 80, 5}, 69, {real_attr("scale", 0.3)}},
+           {"a prompt into an empty cache", {2, 70, 4}, {2, 72, 4}, 0, {}},
+           {"bthd, three tokens after five", {1, 3, 2, 4}, {1, 16, 2, 4}, 5, {string_attr("layout", "bthd")}},
+           {"bthd, the last positions", {2, 4, 3, 2}, {2, 9, 3, 2}, 5, {string_attr("layout", "bthd")}},
+           {"bthd, forty tokens after a hundred: the cache in tiles", {1, 40, 2, 3}, {1, 150, 2, 3}, 100,
+            {string_attr("layout", "bthd")}}}) {
+    const int64_t n = attention_geometry({f64, c.fresh}, c.attrs).t;
+    std::vector<double> positions(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) positions[static_cast<size_t>(i)] = static_cast<double>(c.filled + i);
+    Gen& r = cached_inputs;
+    add(OpKind::cached_attention, {c.name,
+                                   {r.uniform(c.fresh), r.uniform(c.fresh), r.uniform(c.fresh), r.uniform(c.cache),
+                                    r.uniform(c.cache), values(DType::i32, {n}, positions)},
+                                   c.attrs,
+                                   {},
+                                   cached_attention_ref(c.attrs)});
   }
 
   add(OpKind::embedding,

@@ -1,5 +1,5 @@
-// Pipeforge's own sgemms (AVX-512, AVX2, SSE2) against a float64 product: every transpose, edges of every block,
-// strided operands, accumulation; gemm() giving the same numbers whichever kernel runs it, and the same bits on one
+// Pipeforge's own sgemms (AVX-512, AVX2, SSE2) and their products of a few rows against a float64 product: every
+// transpose, edges of every block, strided operands, accumulation; gemm() giving the same numbers whichever kernel runs it, and the same bits on one
 // and two threads. The bf16 products likewise, against the float64 product of the operands rounded to bf16.
 #include "backends/cpu/sgemm.h"
 
@@ -138,6 +138,35 @@ TEST_P(OwnSgemmTest, AccumulatesIntoC) {
       }
 }
 
+// The products of a few rows (a token at a time), each instruction set's,
+// on shapes around their vector widths (4, 8, 16 floats) and their groups
+// of four rows of a transposed B.
+class FewRowsTest : public OwnSgemmTest {};
+
+INSTANTIATE_TEST_SUITE_P(Kernels, FewRowsTest,
+                         ::testing::Values(KernelCase{SgemmKernel::avx512, sgemm_few_rows_avx512},
+                                           KernelCase{SgemmKernel::avx2, sgemm_few_rows_avx2},
+                                           KernelCase{SgemmKernel::sse2, sgemm_few_rows_sse2}),
+                         [](const auto& param_info) { return std::string(isa_name(sgemm_kernel_isa(param_info.param.kernel))); });
+
+TEST_P(FewRowsTest, MatchesFloat64ForEveryTransposeAndEdge) {
+  uint32_t seed = 300;
+  for (int64_t m = 1; m <= kSgemmFewRows; ++m)
+    for (const Shape& nk : {Shape{0, 1, 1}, Shape{0, 7, 15}, Shape{0, 17, 33}, Shape{0, 65, 3}, Shape{0, 300, 513}})
+      for (bool ta : {false, true})
+        for (bool tb : {false, true})
+          for (bool accumulate : {false, true}) {
+            const Shape shape{m, nk.n, nk.k};
+            const Operands o(ta, tb, shape, 3, seed++);
+            std::vector<float> start(static_cast<size_t>(m * o.ldc), std::numeric_limits<float>::quiet_NaN());
+            if (accumulate)
+              for (size_t i = 0; i < start.size(); ++i) start[i] = 0.25f * static_cast<float>(i % 7) - 0.5f;
+            std::vector<float> c = start;
+            GetParam().fn(ta, tb, m, nk.n, nk.k, o.a.data(), o.lda, o.b.data(), o.ldb, accumulate, c.data(), o.ldc);
+            expect_product(o, accumulate ? start : std::vector<float>{}, c);
+          }
+}
+
 TEST(SgemmKernelTest, GemmGivesTheSameProductWithEitherKernel) {
   const Shape s{40, 200, 300};
   const Operands o(false, true, s, 0, 7);
@@ -179,6 +208,25 @@ TEST(SgemmKernelTest, TwoThreadsGiveOneThreadsBits) {
       for (bool tb : {false, true}) {
         const Operands o(ta, tb, s, 0, seed++);
         const ThreadRuns runs = on_one_and_two_threads(o);
+        for (size_t i = 0; i < runs.one.size(); ++i)
+          ASSERT_EQ(runs.one[i], runs.two[i]) << sgemm_kernel_name() << ", element " << i << " of " << s.m << "x"
+                                              << s.n << "x" << s.k << (ta ? " A^T" : "") << (tb ? " B^T" : "");
+      }
+}
+
+// A product of a few rows reads B unpacked (sgemm_few_rows_*), with other
+// sums than the blocked kernels': split into column blocks on two threads
+// (1 and 3 rows), each block must still take it; and a product of 17 rows
+// (blocked), split into rows 0-15 and row 16, must not send its last row
+// that way.
+TEST(SgemmKernelTest, FewRowsOnTwoThreadsGiveOneThreadsBits) {
+  uint32_t seed = 31;
+  for (const Shape& s : {Shape{1, 3000, 800}, Shape{3, 1000, 900}, Shape{17, 16, 8000}})
+    for (bool ta : {false, true})
+      for (bool tb : {false, true}) {
+        const Operands o(ta, tb, s, 0, seed++);
+        const ThreadRuns runs = on_one_and_two_threads(o);
+        expect_product(o, {}, runs.one);
         for (size_t i = 0; i < runs.one.size(); ++i)
           ASSERT_EQ(runs.one[i], runs.two[i]) << sgemm_kernel_name() << ", element " << i << " of " << s.m << "x"
                                               << s.n << "x" << s.k << (ta ? " A^T" : "") << (tb ? " B^T" : "");

@@ -503,11 +503,13 @@ TEST_P(CudaOp, MatchesTheCpuKernel) {
   EXPECT_GT(cases, 0) << "no case for " << op_name(GetParam());
 }
 
+// Every op the CPU runs in training and evaluation; cached_attention runs
+// only in sampling, which reads a language model on the CPU.
 std::vector<OpKind> ops_the_cpu_runs() {
   std::vector<OpKind> ops;
   for (int i = 0; i < kNumOps; ++i) {
     const auto op = static_cast<OpKind>(i);
-    if (cpu::has_forward_kernel(op, DType::f32)) ops.push_back(op);
+    if (cpu::has_forward_kernel(op, DType::f32) && op != OpKind::cached_attention) ops.push_back(op);
   }
   return ops;
 }

@@ -40,6 +40,20 @@ def test_goes_on_with_what_it_learnt(lm):
     assert bytes(lm.generate("the c", 46, temperature=0)) == b"at sat on the mat. the cat sat on the mat. the"
 
 
+def test_reads_each_drawn_token_alone_over_a_cache(lm, pipeforge_exe, tmp_path):
+    assert lm.uncached is None
+    for prompt, seed in (("the mat", 3), ("t", 4), ("at on the mat. t", 5)):  # 7, 1 and 16 = T tokens
+        cached = lm.generate(prompt, 9, temperature=3, seed=seed)
+        assert lm.generate(prompt, 9, temperature=3, seed=seed, cache=False) == cached
+    text = tmp_path / "cat.txt"
+    text.write_text("the cat sat on the mat. " * 10)
+    shift = SOURCE_DIR / "tests" / "lit" / "commands" / "Inputs" / "token_shift_lm.pf"
+    run_command(pipeforge_exe, "run", shift, "--text", text, "--steps", 1, "--save-weights", tmp_path / "s.safetensors")
+    uncached = pipeforge.LanguageModel(str(shift), tmp_path / "s.safetensors").uncached
+    assert re.fullmatch(r"its logits read token by token differ from the whole sequence's by \S+: an op besides "
+                        r"attention mixes positions", uncached)
+
+
 def test_takes_a_runtimes_weights_in_memory(lm, weights):
     plan = pipeforge.compile(GPT, devices="cpu:1", microbatches=2, bind="B=8," + BIND)
     runtime = pipeforge.Runtime(plan)

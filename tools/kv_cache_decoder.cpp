@@ -1,0 +1,163 @@
+// A causal language model read one token at a time over a cache of its keys and values.
+#include "tools/kv_cache_decoder.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <numeric>
+
+#include "backends/cpu/executor.h"
+#include "passes/pipeline.h"
+
+namespace pf::tools {
+
+namespace {
+
+// Beyond one token, the fewest positions a program reads at once: a prompt
+// is read by the program for the next power of two at or above its length.
+constexpr int64_t kShortestPrompt = 16;
+
+/// The decode-step program for `fresh` new tokens: its inputs are the
+/// tokens, their positions and the caches; its results the logits and each
+/// cache's new rows, in the caches' order.
+struct StepProgram {
+  int64_t fresh = 0;
+  std::unique_ptr<cpu::Executor> step;
+  std::vector<int32_t> tokens, positions;
+};
+
+/// One attention's keys or values for every position: `outer` blocks of
+/// `context` rows of `inner` elements (the positions' axis splits the shape
+/// there, in either attention layout).
+struct Cache {
+  int64_t outer = 0, inner = 0;
+  std::vector<float> rows;
+};
+
+constexpr int kCachesFirstInput = 2;
+constexpr int kCachesFirstOutput = 1;
+
+int64_t product(const Shape& s, size_t begin, size_t end) {
+  return std::accumulate(s.begin() + static_cast<std::ptrdiff_t>(begin), s.begin() + static_cast<std::ptrdiff_t>(end),
+                         int64_t{1}, std::multiplies<>());
+}
+
+}  // namespace
+
+struct KvCacheDecoder::Impl {
+  LoadedModel model;
+  std::string length_dim;
+  int64_t context = 0, vocabulary = 0, filled = 0;
+  NamedWeights& weights;
+  std::vector<StepProgram> programs;  // compiled as first needed
+  std::vector<Cache> caches;
+
+  Impl(const LoadedModel& m, std::string dim, int64_t positions, NamedWeights& w)
+      : model(m), length_dim(std::move(dim)), context(positions), weights(w) {}
+
+  StepProgram compile(int64_t fresh) {
+    LoadedModel at_length = model;
+    at_length.binding[length_dim] = fresh;
+    PassContext ctx{at_length.binding};
+    ctx.decode_context = context;
+    run_pipeline(at_length.module, PassPipeline::model, ctx);
+    run_passes(at_length.module, {"decode-step"}, ctx);
+    StepProgram p;
+    p.fresh = fresh;
+    p.step = std::make_unique<cpu::Executor>(at_length.module.graph(), at_length.binding, DType::f32);
+    p.tokens.resize(static_cast<size_t>(fresh));
+    p.positions.resize(static_cast<size_t>(fresh));
+    p.step->bind_input(0, p.tokens.data());
+    p.step->bind_input(1, p.positions.data());
+    for (auto& [name, values] : weights) p.step->bind_param(name, values.data());
+    return p;
+  }
+
+  /// The caches, shaped after the first program's inputs and results (one
+  /// token: each cache's positions' axis is the one where they differ).
+  void make_caches(const StepProgram& p) {
+    const int count = p.step->num_outputs() - kCachesFirstOutput;
+    for (int c = 0; c < count; ++c) {
+      const Shape& cache = p.step->input_type(kCachesFirstInput + c).shape;
+      const Shape& fresh = p.step->output_type(kCachesFirstOutput + c).shape;
+      size_t axis = 0;
+      while (axis < cache.size() && cache[axis] == fresh[axis]) ++axis;
+      if (axis == cache.size())
+        throw Error(fmt::format("the cache of keys and values {} holds no more positions than a step reads",
+                                p.step->input_type(kCachesFirstInput + c).str()));
+      caches.push_back({product(cache, 0, axis), product(cache, axis + 1, cache.size()),
+                        std::vector<float>(static_cast<size_t>(product(cache, 0, cache.size())))});
+    }
+    vocabulary = p.step->output_type(0).shape.back();
+  }
+
+  StepProgram& program_for(int64_t n) {
+    int64_t fresh = 1;
+    if (n > 1) {
+      fresh = kShortestPrompt;
+      while (fresh < n) fresh *= 2;
+      fresh = std::min(fresh, context);
+    }
+    for (StepProgram& p : programs)
+      if (p.fresh == fresh) return p;
+    programs.push_back(compile(fresh));
+    StepProgram& p = programs.back();
+    if (caches.empty()) make_caches(p);
+    for (size_t c = 0; c < caches.size(); ++c)
+      p.step->bind_input(kCachesFirstInput + static_cast<int>(c), caches[c].rows.data());
+    return p;
+  }
+
+  /// Reads `tokens` at positions filled, filled + 1, ...; their keys and
+  /// values join the caches. Returns the logits after the last.
+  std::span<const float> read(std::span<const int32_t> tokens) {
+    const auto n = static_cast<int64_t>(tokens.size());
+    StepProgram& p = program_for(n);
+    std::fill(p.tokens.begin(), p.tokens.end(), 0);
+    std::copy(tokens.begin(), tokens.end(), p.tokens.begin());
+    // The padding after the tokens reads positions of its own (below the
+    // context, so inside any position table); no token sees it.
+    std::iota(p.positions.begin(), p.positions.end(), static_cast<int32_t>(filled));
+    p.step->run();
+    for (size_t c = 0; c < caches.size(); ++c) {
+      Cache& cache = caches[c];
+      const auto* fresh_rows = static_cast<const float*>(p.step->output(kCachesFirstOutput + static_cast<int>(c)));
+      for (int64_t o = 0; o < cache.outer; ++o)
+        std::copy_n(fresh_rows + o * p.fresh * cache.inner, n * cache.inner,
+                    cache.rows.data() + (o * context + filled) * cache.inner);
+    }
+    filled += n;
+    const auto* logits = static_cast<const float*>(p.step->output(0));
+    return {logits + (n - 1) * vocabulary, static_cast<size_t>(vocabulary)};
+  }
+};
+
+KvCacheDecoder::KvCacheDecoder(const LoadedModel& model, std::string length_dim, int64_t context,
+                               NamedWeights& weights)
+    : impl_(std::make_unique<Impl>(model, std::move(length_dim), context, weights)) {
+  if (context < 2) throw Error(fmt::format("a context of {} position leaves nothing to cache", context));
+  impl_->program_for(1);
+}
+
+KvCacheDecoder::~KvCacheDecoder() = default;
+KvCacheDecoder::KvCacheDecoder(KvCacheDecoder&&) noexcept = default;
+KvCacheDecoder& KvCacheDecoder::operator=(KvCacheDecoder&&) noexcept = default;
+
+int64_t KvCacheDecoder::context() const { return impl_->context; }
+int64_t KvCacheDecoder::filled() const { return impl_->filled; }
+
+std::span<const float> KvCacheDecoder::start(std::span<const int32_t> tokens) {
+  if (tokens.empty() || static_cast<int64_t>(tokens.size()) > impl_->context)
+    throw Error(fmt::format("the cache reads 1 to {} tokens at once, not {}", impl_->context, tokens.size()));
+  impl_->filled = 0;
+  return impl_->read(tokens);
+}
+
+std::span<const float> KvCacheDecoder::next(int32_t token) {
+  if (impl_->filled >= impl_->context)
+    throw Error(fmt::format("the cache holds {} positions, all filled: start again from the latest tokens",
+                            impl_->context));
+  return impl_->read({&token, 1});
+}
+
+}  // namespace pf::tools

@@ -1,0 +1,53 @@
+// A causal language model read one token at a time over a cache of its keys and values.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "tools/model_loading.h"
+
+namespace pf::tools {
+
+/// Parameters' values by name.
+using NamedWeights = std::vector<std::pair<std::string, std::vector<float>>>;
+
+/// Incremental decoding: the keys and values each attention computed for
+/// the tokens read so far stay in a cache of `context` positions, so the
+/// next token costs the work of one position (the decode-step pass's
+/// programs, on the CPU executor) instead of all of them again.
+class KvCacheDecoder {
+ public:
+  /// `model` with its batch bound to one sequence and `length_dim` the
+  /// dimension the sequence's length binds (the programs rebind it to the
+  /// tokens read at once); `weights` every parameter, bound to the programs
+  /// (never written) and kept by the caller for the decoder's lifetime.
+  /// Throws Error where the decode-step pass or the verifier refuses the
+  /// model.
+  KvCacheDecoder(const LoadedModel& model, std::string length_dim, int64_t context, NamedWeights& weights);
+  ~KvCacheDecoder();
+  KvCacheDecoder(KvCacheDecoder&&) noexcept;
+  KvCacheDecoder& operator=(KvCacheDecoder&&) noexcept;
+
+  /// The positions the cache holds.
+  int64_t context() const;
+  /// The tokens read since the last start(): the cache's filled positions.
+  int64_t filled() const;
+
+  /// Empties the cache and reads `tokens` (1 to context ids, each below the
+  /// vocabulary) from position 0; returns the logits after the last of them,
+  /// valid until the next call.
+  std::span<const float> start(std::span<const int32_t> tokens);
+  /// Reads one more token at position filled() (below context()); returns
+  /// the logits after it.
+  std::span<const float> next(int32_t token);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace pf::tools
