@@ -14,7 +14,8 @@
 #             own kernel for this CPU and tcmalloc.
 # Each cell is the command's own figure: the time from the first drawn token
 # to the last over the tokens between (the prompt, loading and compiling
-# left out); 33 tokens, or as many as stay within T.
+# left out); 33 tokens, or as many as stay within T. Cached and PyTorch:
+# the median of three runs each, taken in turn.
 #
 #   bench/sample_bench.sh [build dir] [threads]
 set -euo pipefail
@@ -38,16 +39,25 @@ ms_per_token() {  # prompt length, extra flags
 }
 calc() { /usr/bin/python3 -c "print($1)"; }
 
-torch=$(env -u OPENBLAS_CORETYPE LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 \
-  /usr/bin/python3 "$here/bench/torch_sample.py" --threads "$threads" \
-  --prompts "$(IFS=,; echo "${prompts[*]}")" --tokens 33)
+torch_ms() {  # prompt length
+  env -u OPENBLAS_CORETYPE LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 \
+    /usr/bin/python3 "$here/bench/torch_sample.py" --threads "$threads" --prompts "$1" --tokens 33 |
+    /usr/bin/python3 -c "import json, sys; print(json.load(sys.stdin)['$1'])"
+}
+median() { /usr/bin/python3 -c "import statistics, sys; print(statistics.median(map(float, sys.argv[1:])))" "$@"; }
 
 echo "| prompt tokens | cached | no cache | PyTorch, cached | cached / no cache | cached / PyTorch |"
 echo "|---:|---:|---:|---:|---:|---:|"
 for n in "${prompts[@]}"; do
-  cached=$(ms_per_token "$n")
+  # Ours and PyTorch's in turn, three rounds: the median of each.
+  ours=() theirs=()
+  for round in 1 2 3; do
+    ours+=("$(ms_per_token "$n")")
+    theirs+=("$(torch_ms "$n")")
+  done
+  cached=$(median "${ours[@]}")
+  reference=$(median "${theirs[@]}")
   whole=$(ms_per_token "$n" --no-cache)
-  reference=$(/usr/bin/python3 -c "import json, sys; print(json.loads(sys.argv[1])['$n'])" "$torch")
   printf "| %d | %.1f | %.1f | %.1f | %.3f | %.2f |\n" "$n" "$cached" "$whole" "$reference" \
     "$(calc "$cached / $whole")" "$(calc "$cached / $reference")"
 done

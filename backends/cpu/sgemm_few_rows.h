@@ -23,6 +23,13 @@
 namespace pf::cpu {
 namespace {
 
+// Rows of B asked for ahead, a cache line at a time while the first row of A
+// meets them (the others find them in L1), not to be kept (prefetchnta):
+// with the hardware's prefetcher alone the products ran at 70-79 % of a
+// plain read of the same bytes, with this at 84-88 % (decode_gemm_bench).
+constexpr int64_t kFewRowsAhead = 4;
+constexpr int64_t kFloatsPerLine = 16;
+
 template <class Vec>
 inline Vec few_rows_load(const float* p) {
   Vec v;
@@ -50,8 +57,10 @@ void few_rows_b_stored(int64_t m, int64_t n, int64_t k, const float* a, const fl
       const Vec sv = Vec{} + s;
       float* out = c + r * ldc;
       int64_t j = 0;
-      for (; j + kW <= n; j += kW)
+      for (; j + kW <= n; j += kW) {
+        if (r == 0 && j % kFloatsPerLine == 0) __builtin_prefetch(row + kFewRowsAhead * ldb + j, 0, 0);
         few_rows_store(out + j, few_rows_load<Vec>(out + j) + sv * few_rows_load<Vec>(row + j));
+      }
       for (; j < n; ++j) out[j] = out[j] + s * row[j];
     }
   }
@@ -72,6 +81,8 @@ void few_rows_b_transposed(int64_t m, int64_t n, int64_t k, const float* a, cons
       int64_t kk = 0;
       for (; kk + kW <= k; kk += kW) {
         const Vec xv = few_rows_load<Vec>(x + kk);
+        if (r == 0 && kk % kFloatsPerLine == 0)  // the next group's rows are the next kRows of B
+          for (int64_t q = 0; q < kRows; ++q) __builtin_prefetch(rows[q] + kRows * ldb + kk, 0, 0);
         for (int64_t q = 0; q < kRows; ++q) acc[q] += xv * few_rows_load<Vec>(rows[q] + kk);
       }
       float tail[kRows] = {};
