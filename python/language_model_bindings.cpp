@@ -55,10 +55,10 @@ std::unique_ptr<LanguageModelHandle> open(py::handle model, py::handle weights, 
   const std::shared_ptr<const SourceFile> source = model_source(model);
   const std::string binding = bind_text(bind);
   if (py::isinstance<py::dict>(weights)) {
-    const SafeTensors arrays = weights_of(weights.cast<py::dict>());
+    SafeTensors arrays = weights_of(weights.cast<py::dict>());
     py::gil_scoped_release release;
     return std::make_unique<LanguageModelHandle>(
-        tools::LanguageModel(tools::load_model(source, binding, /*require_loss=*/true), arrays, "weights"));
+        tools::LanguageModel(tools::load_model(source, binding, /*require_loss=*/true), std::move(arrays), "weights"));
   }
   const std::string path = path_of(weights);
   py::gil_scoped_release release;

@@ -429,6 +429,10 @@ const TensorData& SafeTensors::at(std::string_view name) const {
   throw Error(fmt::format("{}: no tensor '{}'; present: {}", source_, name, present));
 }
 
+TensorData& SafeTensors::at(std::string_view name) {
+  return const_cast<TensorData&>(std::as_const(*this).at(name));
+}
+
 bool SafeTensors::contains(std::string_view name) const { return tensors_.find(name) != tensors_.end(); }
 
 std::vector<std::string> SafeTensors::names() const {

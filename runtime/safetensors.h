@@ -79,6 +79,7 @@ class SafeTensors {
 
   /// The tensor `name`; the error for a missing one lists a few that exist.
   const TensorData& at(std::string_view name) const;
+  TensorData& at(std::string_view name);
   bool contains(std::string_view name) const;
   /// Removes the tensor `name`, if there is one.
   void remove(std::string_view name);

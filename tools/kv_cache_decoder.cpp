@@ -48,12 +48,12 @@ struct KvCacheDecoder::Impl {
   LoadedModel model;
   std::string length_dim;
   int64_t context = 0, vocabulary = 0, filled = 0;
-  NamedWeights& weights;
+  NamedWeights weights;
   std::vector<StepProgram> programs;  // compiled as first needed
   std::vector<Cache> caches;
 
-  Impl(const LoadedModel& m, std::string dim, int64_t positions, NamedWeights& w)
-      : model(m), length_dim(std::move(dim)), context(positions), weights(w) {}
+  Impl(const LoadedModel& m, std::string dim, int64_t positions, NamedWeights w)
+      : model(m), length_dim(std::move(dim)), context(positions), weights(std::move(w)) {}
 
   StepProgram compile(int64_t fresh) {
     LoadedModel at_length = model;
@@ -69,7 +69,7 @@ struct KvCacheDecoder::Impl {
     p.positions.resize(static_cast<size_t>(fresh));
     p.step->bind_input(0, p.tokens.data());
     p.step->bind_input(1, p.positions.data());
-    for (auto& [name, values] : weights) p.step->bind_param(name, values.data());
+    for (const auto& [name, values] : weights) p.step->bind_param(name, values);
     return p;
   }
 
@@ -133,7 +133,7 @@ struct KvCacheDecoder::Impl {
 };
 
 KvCacheDecoder::KvCacheDecoder(const LoadedModel& model, std::string length_dim, int64_t context,
-                               NamedWeights& weights)
+                               const NamedWeights& weights)
     : impl_(std::make_unique<Impl>(model, std::move(length_dim), context, weights)) {
   if (context < 2) throw Error(fmt::format("a context of {} position leaves nothing to cache", context));
   impl_->program_for(1);

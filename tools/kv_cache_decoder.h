@@ -12,8 +12,8 @@
 
 namespace pf::tools {
 
-/// Parameters' values by name.
-using NamedWeights = std::vector<std::pair<std::string, std::vector<float>>>;
+/// Parameters' values by name, held elsewhere.
+using NamedWeights = std::vector<std::pair<std::string, float*>>;
 
 /// Incremental decoding: the keys and values each attention computed for
 /// the tokens read so far stay in a cache of `context` positions, so the
@@ -27,7 +27,7 @@ class KvCacheDecoder {
   /// (never written) and kept by the caller for the decoder's lifetime.
   /// Throws Error where the decode-step pass or the verifier refuses the
   /// model.
-  KvCacheDecoder(const LoadedModel& model, std::string length_dim, int64_t context, NamedWeights& weights);
+  KvCacheDecoder(const LoadedModel& model, std::string length_dim, int64_t context, const NamedWeights& weights);
   ~KvCacheDecoder();
   KvCacheDecoder(KvCacheDecoder&&) noexcept;
   KvCacheDecoder& operator=(KvCacheDecoder&&) noexcept;

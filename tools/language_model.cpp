@@ -114,7 +114,8 @@ struct LanguageModel::Impl {
   int64_t context = 0, vocabulary = 0;
   LoadedModel model;       // as loaded, its batch bound to 1: compiled for each length
   std::string length_dim;  // the dimension T binds, where shorter programs are possible
-  NamedWeights weights;                  // by parameter name
+  SafeTensors weights_file;              // every parameter, as loaded
+  NamedWeights weights;                  // where each is in weights_file
   std::vector<LogitsProgram> programs;   // compiled as first needed
   std::unique_ptr<KvCacheDecoder> decoder;  // where the model reads token by token alike
   std::string why_uncached;
@@ -142,7 +143,7 @@ struct LanguageModel::Impl {
       }
     }
     programs.push_back(compile_logits(std::move(at_length), vocabulary));
-    for (auto& [p, values] : weights) programs.back().forward->bind_param(p, values.data());
+    for (const auto& [p, values] : weights) programs.back().forward->bind_param(p, values);
     return programs.back();
   }
 
@@ -212,7 +213,7 @@ struct LanguageModel::Impl {
 LanguageModel::LanguageModel(LoadedModel model, const std::string& weights)
     : LanguageModel(std::move(model), read_weights(weights), weights) {}
 
-LanguageModel::LanguageModel(LoadedModel model, const SafeTensors& weights, const std::string& what)
+LanguageModel::LanguageModel(LoadedModel model, SafeTensors weights, const std::string& what)
     : impl_(std::make_unique<Impl>()) {
   Impl& m = *impl_;
   {
@@ -241,11 +242,17 @@ LanguageModel::LanguageModel(LoadedModel model, const SafeTensors& weights, cons
   std::vector<std::pair<std::string, TensorType>> expected;
   for (const std::string& p : forward.param_names()) expected.emplace_back(p, forward.param_type(p));
   check_tensors(weights, expected, what, /*allow_unexpected=*/true);
+  // The programs read the weights where they were loaded (no copy of a few
+  // hundred megabytes to touch first); the rest (a checkpoint's optimizer
+  // state) goes.
+  for (const std::string& name : weights.names())
+    if (std::none_of(expected.begin(), expected.end(), [&](const auto& e) { return e.first == name; }))
+      weights.remove(name);
+  m.weights_file = std::move(weights);
   m.weights.reserve(expected.size());
   for (const auto& [p, type] : expected) {
-    const std::span<const float> values = weights.at(p).view<float>();
-    m.weights.emplace_back(p, std::vector<float>(values.begin(), values.end()));
-    forward.bind_param(p, m.weights.back().second.data());
+    m.weights.emplace_back(p, m.weights_file.at(p).view<float>().data());
+    forward.bind_param(p, m.weights.back().second);
   }
   m.check_causal();
   m.make_decoder();

@@ -39,8 +39,9 @@ class LanguageModel {
   /// not causal, and when the weights lack a parameter or hold one of
   /// another type.
   LanguageModel(LoadedModel model, const std::string& weights);
-  /// The same with the weights in memory; `what` names them in errors.
-  LanguageModel(LoadedModel model, const SafeTensors& weights, const std::string& what);
+  /// The same with the weights in memory, which the model keeps and reads
+  /// in place; `what` names them in errors.
+  LanguageModel(LoadedModel model, SafeTensors weights, const std::string& what);
   ~LanguageModel();
   LanguageModel(LanguageModel&&) noexcept;
   LanguageModel& operator=(LanguageModel&&) noexcept;
