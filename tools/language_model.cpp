@@ -112,13 +112,13 @@ std::string shortenable_length(const LoadedModel& model) {
 struct LanguageModel::Impl {
   std::string name;
   int64_t context = 0, vocabulary = 0;
-  LoadedModel model;       // as loaded, its batch bound to 1: compiled for each length
-  std::string length_dim;  // the dimension T binds, where shorter programs are possible
-  SafeTensors weights_file;              // every parameter, as loaded
-  NamedWeights weights;                  // where each is in weights_file
-  std::vector<LogitsProgram> programs;   // compiled as first needed
+  LoadedModel model;                        // as loaded, its batch bound to 1: compiled for each length
+  std::string length_dim;                   // the dimension T binds, where shorter programs are possible
+  SafeTensors weights_file;                 // every parameter, as loaded
+  NamedWeights weights;                     // where each is in weights_file
+  std::vector<LogitsProgram> programs;      // compiled as first needed
   std::unique_ptr<KvCacheDecoder> decoder;  // where the model reads token by token alike
-  std::string why_uncached;
+  std::string why_uncached;                 // where it does not
   bool use_cache = true;
 
   /// The program for sequences of up to `n` tokens: compiled for the
