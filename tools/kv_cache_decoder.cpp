@@ -13,10 +13,6 @@ namespace pf::tools {
 
 namespace {
 
-// Beyond one token, the fewest positions a program reads at once: a prompt
-// is read by the program for the next power of two at or above its length.
-constexpr int64_t kShortestPrompt = 16;
-
 /// The decode-step program for `fresh` new tokens: its inputs are the
 /// tokens, their positions and the caches; its results the logits and each
 /// cache's new rows, in the caches' order.
@@ -92,12 +88,7 @@ struct KvCacheDecoder::Impl {
   }
 
   StepProgram& program_for(int64_t n) {
-    int64_t fresh = 1;
-    if (n > 1) {
-      fresh = kShortestPrompt;
-      while (fresh < n) fresh *= 2;
-      fresh = std::min(fresh, context);
-    }
+    const int64_t fresh = n == 1 ? 1 : program_length(n, context);  // a drawn token, or a prompt
     for (StepProgram& p : programs)
       if (p.fresh == fresh) return p;
     programs.push_back(compile(fresh));
@@ -131,6 +122,12 @@ struct KvCacheDecoder::Impl {
     return {logits + (n - 1) * vocabulary, static_cast<size_t>(vocabulary)};
   }
 };
+
+int64_t program_length(int64_t n, int64_t context) {
+  int64_t length = kShortestProgram;
+  while (length < n) length *= 2;
+  return std::min(length, context);
+}
 
 KvCacheDecoder::KvCacheDecoder(const LoadedModel& model, std::string length_dim, int64_t context,
                                const NamedWeights& weights)

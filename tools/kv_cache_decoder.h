@@ -12,6 +12,13 @@
 
 namespace pf::tools {
 
+/// The positions of the program that reads `n` tokens (1 to context) at
+/// once: the next power of two that holds them, at least
+/// kShortestProgram (below it a forward costs little more than its
+/// overheads), at most `context`.
+inline constexpr int64_t kShortestProgram = 16;
+int64_t program_length(int64_t n, int64_t context);
+
 /// Parameters' values by name, held elsewhere.
 using NamedWeights = std::vector<std::pair<std::string, float*>>;
 

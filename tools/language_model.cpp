@@ -5,7 +5,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <optional>
 #include <random>
 #include <vector>
 
@@ -76,10 +75,6 @@ LogitsProgram compile_logits(LoadedModel model, int64_t& vocabulary) {
   return out;
 }
 
-// The shortest program sampling compiles: below it a forward costs little
-// more than its overheads.
-constexpr int64_t kShortestProgram = 16;
-
 /// Every parameter's type in `m` as verified, in op order.
 std::vector<TensorType> parameter_types(const Module& m) {
   std::vector<TensorType> out;
@@ -127,9 +122,7 @@ struct LanguageModel::Impl {
   /// logits at a position are the same whatever comes after it; only the
   /// rounding of longer sums may differ); for T where T cannot change.
   LogitsProgram& program_for(int64_t n) {
-    int64_t length = kShortestProgram;
-    while (length < n) length *= 2;
-    if (length >= context || length_dim.empty()) length = context;
+    const int64_t length = length_dim.empty() ? context : program_length(n, context);
     for (LogitsProgram& p : programs)
       if (p.length == length) return p;
     LoadedModel at_length = model;
@@ -154,6 +147,15 @@ struct LanguageModel::Impl {
     return static_cast<const float*>(p.forward->output(0));
   }
 
+  /// Raises `scale` to the largest magnitude of a row of logits `want` and
+  /// `change` to the largest difference of `got` from it.
+  void compare_logits(const float* want, const float* got, float& scale, float& change) const {
+    for (int64_t v = 0; v < vocabulary; ++v) {
+      scale = std::max(scale, std::abs(want[v]));
+      change = std::max(change, std::abs(got[v] - want[v]));
+    }
+  }
+
   /// The logits at position 0 must not change with the tokens after it (in
   /// the shortest program: the same ops as T's, for less work).
   void check_causal() {
@@ -164,10 +166,7 @@ struct LanguageModel::Impl {
     const std::vector<float> with_zeros(row, row + vocabulary);
     row = run(shortest, first, static_cast<int32_t>(vocabulary - 1));
     float scale = 0, change = 0;
-    for (int64_t v = 0; v < vocabulary; ++v) {
-      scale = std::max(scale, std::abs(with_zeros[static_cast<size_t>(v)]));
-      change = std::max(change, std::abs(row[v] - with_zeros[static_cast<size_t>(v)]));
-    }
+    compare_logits(with_zeros.data(), row, scale, change);
     if (!(change <= 1e-5f * std::max(scale, 1.0f)))
       throw Error(fmt::format("@{} is not causal: the logits at a position change with the tokens after it (by "
                               "{:.3g}), and sampling reads a shorter sequence with padding after it; mask the "
@@ -195,11 +194,7 @@ struct LanguageModel::Impl {
     float scale = 0, change = 0;
     for (size_t i = 1; i < ids.size(); ++i) {
       const std::span<const float> step = i == 1 ? decoder->start({ids.data(), 2}) : decoder->next(ids[i]);
-      const float* row = whole + static_cast<int64_t>(i) * vocabulary;
-      for (int64_t v = 0; v < vocabulary; ++v) {
-        scale = std::max(scale, std::abs(row[v]));
-        change = std::max(change, std::abs(step[static_cast<size_t>(v)] - row[v]));
-      }
+      compare_logits(whole + static_cast<int64_t>(i) * vocabulary, step.data(), scale, change);
     }
     if (!(change <= 1e-4f * std::max(scale, 1.0f))) {
       why_uncached = fmt::format("its logits read token by token differ from the whole sequence's by {:.3g}: an op "
