@@ -1,10 +1,11 @@
 // The products of one drawn token of a GPT-2 small-shaped model (one row against each weight matrix of 12 blocks
 // of width 768, then a tied 50,257-token head): gemm() as sampling calls it (the own kernel's products of a few
 // rows, reading the weights unpacked) against OpenBLAS's sgemm, and against reading the same bytes with nothing
-// else done (a streaming sum). The weights (0.5 GB) do not fit any cache, as in sampling. Prints one table: median
-// ms per token, the weights' GB/s, and the share of the streaming rate.
+// else done (a streaming sum). The weights (0.5 GB) do not fit any cache, as in sampling. With --rows m, m
+// tokens side by side (samples decoded together): m rows against each weight. Prints one table: median ms per
+// step, the weights' GB/s, and the share of the streaming rate.
 //
-//   make -C build decode_gemm_bench && build/bench/decode_gemm_bench --reps 9 [--threads 2]
+//   make -C build decode_gemm_bench && build/bench/decode_gemm_bench --reps 9 [--threads 2] [--rows 4]
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
@@ -15,6 +16,7 @@
 #include <vector>
 
 #include "backends/cpu/blas.h"
+#include "backends/cpu/sgemm.h"
 #include "bench/median.h"
 
 namespace {
@@ -40,11 +42,11 @@ std::vector<Weight> gpt2_small_weights() {
   return out;
 }
 
-/// One token's products: every weight once, a row of 768 (or 3072) against it.
-double token_seconds(const std::vector<Weight>& weights, std::vector<float>& x, std::vector<float>& y) {
+/// One step's products: every weight once, `rows` rows of 768 (or 3072) against it.
+double step_seconds(const std::vector<Weight>& weights, int64_t rows, std::vector<float>& x, std::vector<float>& y) {
   const auto start = Clock::now();
   for (const Weight& w : weights)
-    pf::cpu::gemm(false, w.transposed, 1, w.n, w.k, x.data(), w.k, w.values.data(), w.transposed ? w.k : w.n,
+    pf::cpu::gemm(false, w.transposed, rows, w.n, w.k, x.data(), w.k, w.values.data(), w.transposed ? w.k : w.n,
                   y.data(), w.n);
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
@@ -71,23 +73,25 @@ double streaming_seconds(const std::vector<Weight>& weights) {
 int main(int argc, char** argv) {
   CLI::App app{"one drawn token's products of a GPT-2 small shape: the own kernel, OpenBLAS and a streaming read"};
   int reps = 9, threads = 1;
+  int64_t rows = 1;
   app.add_option("--reps", reps, "tokens timed per way (the median is printed)")->check(CLI::PositiveNumber);
   app.add_option("--threads", threads, "threads of the CPU kernels")->check(CLI::PositiveNumber);
+  app.add_option("--rows", rows, "tokens side by side: rows against each weight")->check(CLI::Range(1, 64));
   CLI11_PARSE(app, argc, argv);
   pf::cpu::set_cpu_threads(threads);
 
   const std::vector<Weight> weights = gpt2_small_weights();
   double bytes = 0;
   for (const Weight& w : weights) bytes += 4.0 * static_cast<double>(w.values.size());
-  std::vector<float> x(4 * kWidth, 0.5f), y(kVocabulary);
+  std::vector<float> x(static_cast<size_t>(rows * 4 * kWidth), 0.5f), y(static_cast<size_t>(rows * kVocabulary));
 
   // The ways in turn, token by token, so that the machine's load falls on all alike.
   std::vector<double> own, openblas, stream;
   for (int r = 0; r < reps + 1; ++r) {
     pf::cpu::use_openblas_sgemm(false);
-    const double a = token_seconds(weights, x, y);
+    const double a = step_seconds(weights, rows, x, y);
     pf::cpu::use_openblas_sgemm(true);
-    const double b = token_seconds(weights, x, y);
+    const double b = step_seconds(weights, rows, x, y);
     const double c = streaming_seconds(weights);
     if (r == 0) continue;  // the first touches every page
     own.push_back(a), openblas.push_back(b), stream.push_back(c);
@@ -95,10 +99,11 @@ int main(int argc, char** argv) {
   pf::cpu::use_openblas_sgemm(false);
 
   const double limit = pf::bench::median(stream);
-  fmt::print("{:.0f} MB of weights a token, {} thread(s), median of {}\n\n", bytes / 1e6, threads, reps);
-  fmt::print("| way | ms per token | GB/s | of the streaming read |\n|---|---:|---:|---:|\n");
+  fmt::print("{:.0f} MB of weights a step of {} token(s), {} thread(s), median of {}\n\n", bytes / 1e6, rows, threads,
+             reps);
+  fmt::print("| way | ms per step | GB/s | of the streaming read |\n|---|---:|---:|---:|\n");
   for (const auto& [way, samples] : {std::pair<std::string, const std::vector<double>*>{
-                                         std::string("pipeforge ") + pf::cpu::sgemm_kernel_name() + ", few rows", &own},
+                                         std::string("pipeforge ") + pf::cpu::sgemm_kernel_name() + (rows <= pf::cpu::kSgemmFewRows ? ", few rows" : ", blocked"), &own},
                                      {"openblas sgemm", &openblas},
                                      {"streaming read (the limit)", &stream}}) {
     const double s = pf::bench::median(*samples);

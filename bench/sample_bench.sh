@@ -21,30 +21,9 @@
 set -euo pipefail
 build=${1:-build}
 threads=${2:-1}
-pf="$build/tools/pipeforge"
 here=$(cd "$(dirname "$0")/.." && pwd)
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-bind="T=1024,L=12,C=768,H=12,S=1024,V=256"
+source "$here/bench/sample_common.sh"
 prompts=(8 100 500 1000)
-/usr/bin/python3 -c "open('$work/text.txt', 'w').write('pipeforge samples text. ' * 100)"
-"$pf" run "$here/examples/gpt.pf" --bind "B=1,$bind" --text "$work/text.txt" --steps 1 \
-  --save-weights "$work/w.safetensors" > /dev/null
-
-draws() { echo $(($1 + 33 > 1024 ? 1024 - $1 : 33)); }
-ms_per_token() {  # prompt length, extra flags
-  "$pf" sample "$here/examples/gpt.pf" --bind "$bind" --weights "$work/w.safetensors" --threads "$threads" \
-    --prompt "$(head -c "$1" "$work/text.txt")" --tokens "$(draws "$1")" "${@:2}" 2>&1 > /dev/null |
-    sed -n 's/.* then \([0-9.]*\) ms per token$/\1/p'
-}
-calc() { /usr/bin/python3 -c "print($1)"; }
-
-torch_ms() {  # prompt length
-  env -u OPENBLAS_CORETYPE LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 \
-    /usr/bin/python3 "$here/bench/torch_sample.py" --threads "$threads" --prompts "$1" --tokens 33 |
-    /usr/bin/python3 -c "import json, sys; print(json.load(sys.stdin)['$1'])"
-}
-median() { /usr/bin/python3 -c "import statistics, sys; print(statistics.median(map(float, sys.argv[1:])))" "$@"; }
 
 echo "| prompt tokens | cached | no cache | PyTorch, cached | cached / no cache | cached / PyTorch |"
 echo "|---:|---:|---:|---:|---:|---:|"

@@ -6,9 +6,11 @@ past_key_values: the prompt in one forward, then each token alone,
 attending to the cached keys and values.
 
 Prints milliseconds per drawn token (after the first, which reads the
-prompt) for each prompt length, as JSON: {"8": 11.2, "100": ...}.
+prompt) for each prompt length, as JSON: {"8": 11.2, "100": ...}. With
+--batch k, k samples of the prompt are drawn side by side (generate()'s
+num_return_sequences): the milliseconds are then per step, a token of each.
 
-    /usr/bin/python3 bench/torch_sample.py --threads 1 --prompts 8,100,500,1000 --tokens 17
+    /usr/bin/python3 bench/torch_sample.py --threads 1 --prompts 8,100,500,1000 --tokens 17 [--batch 4]
 """
 import argparse
 import json
@@ -32,10 +34,10 @@ class Block(torch.nn.Module):
         self.mlp_proj = torch.nn.Linear(4 * C, C)
 
     def forward(self, x, cache, filled):
-        """x: [1, n, C] at positions filled .. filled + n - 1; cache: (k, v) of [1, H, T, C/H], written here."""
-        n = x.shape[1]
+        """x: [b, n, C] at positions filled .. filled + n - 1; cache: (k, v) of [b, H, T, C/H], written here."""
+        b, n = x.shape[0], x.shape[1]
         q, k, v = self.c_attn(self.ln_1(x)).split(C, dim=2)
-        q, k, v = (t.view(1, n, H, C // H).transpose(1, 2) for t in (q, k, v))
+        q, k, v = (t.view(b, n, H, C // H).transpose(1, 2) for t in (q, k, v))
         cache[0][:, :, filled:filled + n] = k
         cache[1][:, :, filled:filled + n] = v
         keys, values = cache[0][:, :, :filled + n], cache[1][:, :, :filled + n]
@@ -43,7 +45,7 @@ class Block(torch.nn.Module):
         if n > 1:  # the prompt: each position sees those up to its own
             mask = torch.ones(n, filled + n, dtype=torch.bool).tril(diagonal=filled)
             att = att.masked_fill(~mask, float("-inf"))
-        y = torch.matmul(F.softmax(att, dim=-1), values).transpose(1, 2).reshape(1, n, C)
+        y = torch.matmul(F.softmax(att, dim=-1), values).transpose(1, 2).reshape(b, n, C)
         x = x + self.c_proj(y)
         return x + self.mlp_proj(F.gelu(self.c_fc(self.ln_2(x)), approximate="tanh"))
 
@@ -64,10 +66,10 @@ class GPT(torch.nn.Module):
         return torch.matmul(self.ln_f(x[:, -1]), self.wte.weight.t())  # the last position's logits
 
 
-def ms_per_token(model, prompt, tokens):
-    caches = [(torch.zeros(1, H, T, C // H), torch.zeros(1, H, T, C // H)) for _ in range(L)]
+def ms_per_token(model, prompt, tokens, batch):
+    caches = [(torch.zeros(batch, H, T, C // H), torch.zeros(batch, H, T, C // H)) for _ in range(L)]
     generator = torch.Generator().manual_seed(0)
-    ids = torch.tensor([prompt])
+    ids = torch.tensor([prompt] * batch)
     logits = model(ids, caches, 0)
     filled = len(prompt)
     start = None
@@ -86,6 +88,7 @@ def main():
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--prompts", default="8,100,500,1000")
     parser.add_argument("--tokens", type=int, default=17)
+    parser.add_argument("--batch", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -94,7 +97,7 @@ def main():
     out = {}
     with torch.inference_mode():
         for n in (int(p) for p in args.prompts.split(",")):
-            out[n] = round(ms_per_token(model, text[:n], min(args.tokens, T - n)), 3)
+            out[n] = round(ms_per_token(model, text[:n], min(args.tokens, T - n), args.batch), 3)
     print(json.dumps(out))
 
 

@@ -5,6 +5,7 @@
 
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -80,14 +81,20 @@ py::array_t<float> logits(LanguageModelHandle& h, py::handle tokens) {
   return array;
 }
 
-std::vector<int32_t> generate(LanguageModelHandle& h, py::handle prompt, int64_t tokens, double temperature,
-                              int64_t top_k, double top_p, uint64_t seed, bool cache) {
+py::object generate(LanguageModelHandle& h, py::handle prompt, int64_t tokens, double temperature, int64_t top_k,
+                    double top_p, uint64_t seed, bool cache, std::optional<int64_t> samples) {
   if (tokens < 0) throw py::value_error(fmt::format("tokens must be 0 or more, not {}", tokens));
+  if (samples && *samples < 1) throw py::value_error(fmt::format("samples must be 1 or more, not {}", *samples));
   const std::vector<int32_t> ids = token_ids(prompt, "prompt");
-  py::gil_scoped_release release;
-  std::lock_guard lock(h.busy);
-  h.model.use_cache(cache);
-  return h.model.generate(ids, tokens, tools::Sampling{temperature, top_k, top_p}, seed);
+  std::vector<std::vector<int32_t>> drawn;
+  {
+    py::gil_scoped_release release;
+    std::lock_guard lock(h.busy);
+    h.model.use_cache(cache);
+    drawn = h.model.generate(ids, tokens, tools::Sampling{temperature, top_k, top_p}, seed, samples.value_or(1));
+  }
+  if (!samples) return py::cast(drawn[0]);
+  return py::cast(drawn);
 }
 
 // Why generate() reads every token again, or None where it reads each drawn one alone over a cache.
@@ -131,11 +138,13 @@ not). `pipeforge sample` is the same, with the same draws for a seed.)")
            "the logits (float32, V) of the token after `tokens`: 1 to T ids, or str / bytes as their bytes")
       .def("generate", &generate, py::arg("prompt"), py::arg("tokens"), py::arg("temperature") = 1.0,
            py::arg("top_k") = 0, py::arg("top_p") = 1.0, py::arg("seed") = 0, py::arg("cache") = true,
+           py::arg("samples") = py::none(),
            "`tokens` ids drawn one after another after `prompt` (ids, or str / bytes as their bytes), each from "
            "the softmax of the logits divided by `temperature` (0: the most likely) among the `top_k` most likely "
            "(0: all), then among the fewest most likely whose probabilities add up to `top_p` (1: all), from "
            "std::mt19937_64(seed); returns the drawn ids. cache=False reads the latest tokens all again for each "
-           "(the same draws, slower)");
+           "(the same draws, slower). samples=k returns k such lists, the s-th drawn from seed + s, decoded side by "
+           "side over the cache");
 }
 
 }  // namespace pf::python

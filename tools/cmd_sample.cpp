@@ -28,6 +28,7 @@ struct SampleOptions {
   uint64_t seed = 0;
   int threads = 1;
   bool no_cache = false;
+  int64_t samples = 1;
 };
 
 /// The prompt as token ids: its bytes, or with --ids the ids it lists.
@@ -70,30 +71,54 @@ void sample(const SampleOptions& o) {
 
   std::string among = o.sampling.top_k > 0 ? fmt::format("top-k {}", o.sampling.top_k) : "";
   if (o.sampling.top_p < 1) among += fmt::format("{}top-p {}", among.empty() ? "" : ", ", o.sampling.top_p);
-  std::cerr << fmt::format("sampling @{} with {}: {} tokens after a prompt of {}, context {}, temperature {}, {}, seed "
-                           "{}\n",
-                           lm.name(), o.weights, o.tokens, prompt.size(), lm.context(), o.sampling.temperature,
-                           among.empty() ? "every token" : among, o.seed);
+  const int64_t k = o.samples;
+  std::cerr << fmt::format("sampling @{} with {}: {}{} tokens after a prompt of {}, context {}, temperature {}, {}, {}\n",
+                           lm.name(), o.weights, k > 1 ? fmt::format("{} samples of ", k) : "", o.tokens,
+                           prompt.size(), lm.context(), o.sampling.temperature, among.empty() ? "every token" : among,
+                           k > 1 ? fmt::format("seeds {} to {}", o.seed, o.seed + static_cast<uint64_t>(k - 1))
+                                 : fmt::format("seed {}", o.seed));
+  const bool side_by_side = lm.cached() && lm.why_not_side_by_side(k).empty();
+  std::string samples_line;
+  if (k > 1)
+    samples_line = side_by_side ? fmt::format("; the {} samples side by side", k)
+                   : lm.cached() ? fmt::format("; the {} samples one after another: {}", k, lm.why_not_side_by_side(k))
+                                 : fmt::format("; each of the {} samples on its own", k);
   if (lm.cached())
-    std::cerr << "each drawn token read alone, over a cache of the keys and values before it\n";
+    std::cerr << "each drawn token read alone, over a cache of the keys and values before it" << samples_line << "\n";
   else
-    std::cerr << fmt::format("each drawn token read with the latest {} before it, all again{}\n", lm.context() - 1,
-                             o.no_cache ? " (--no-cache)" : ": " + lm.why_uncached());
-  for (size_t i = 0; i < prompt.size(); ++i) print_token(prompt[i], o.ids, i == 0);
-  // The first token waits for the prompt to be read; the others show the pace.
+    std::cerr << fmt::format("each drawn token read with the latest {} before it, all again{}{}\n", lm.context() - 1,
+                             o.no_cache ? " (--no-cache)" : ": " + lm.why_uncached(), samples_line);
+  // One sample is printed as it is drawn; several, each whole at the end.
+  if (k == 1)
+    for (size_t i = 0; i < prompt.size(); ++i) print_token(prompt[i], o.ids, i == 0);
+  // The first tokens wait for the prompt to be read; the others show the pace.
   const auto start = std::chrono::steady_clock::now();
   auto first = start;
   int64_t drawn = 0;
-  lm.generate(prompt, o.tokens, o.sampling, o.seed, [&](int32_t token) {
-    if (drawn++ == 0) first = std::chrono::steady_clock::now();
-    print_token(token, o.ids, false);
-    std::cout.flush();
-  });
-  std::cout << "\n";
+  const std::vector<std::vector<int32_t>> texts =
+      lm.generate(prompt, o.tokens, o.sampling, o.seed, k, [&](int64_t, int32_t token) {
+        if (drawn++ == 0) first = std::chrono::steady_clock::now();
+        if (k > 1) return;
+        print_token(token, o.ids, false);
+        std::cout.flush();
+      });
+  if (k == 1) std::cout << "\n";
+  for (int64_t s = 0; s < k && k > 1; ++s) {
+    if (!o.ids) std::cout << fmt::format("=== sample {} of {}, seed {} ===\n", s + 1, k, o.seed + static_cast<uint64_t>(s));
+    for (size_t i = 0; i < prompt.size(); ++i) print_token(prompt[i], o.ids, i == 0);
+    for (int32_t token : texts[static_cast<size_t>(s)]) print_token(token, o.ids, false);
+    std::cout << "\n";
+  }
   const auto end = std::chrono::steady_clock::now();
   const auto ms = [](auto d) { return std::chrono::duration<double, std::milli>(d).count(); };
-  std::cerr << fmt::format("{} tokens in {:.2f} s: the first after {:.1f} ms, then {:.2f} ms per token\n", drawn,
-                           ms(end - start) / 1e3, ms(first - start), drawn > 1 ? ms(end - first) / double(drawn - 1) : 0.0);
+  // Side by side, the first step draws a token of every sample at once.
+  const int64_t at_first = side_by_side ? k : 1, after = drawn - at_first;
+  const double per_token = after > 0 ? ms(end - first) / double(after) : 0.0;
+  std::cerr << fmt::format("{} tokens in {:.2f} s: the first {}after {:.1f} ms, then {:.2f} ms per token{}\n", drawn,
+                           ms(end - start) / 1e3, at_first > 1 ? fmt::format("{} ", at_first) : "", ms(first - start),
+                           per_token,
+                           side_by_side && k > 1 ? fmt::format(" ({:.2f} ms per step of {})", per_token * double(k), k)
+                                                 : "");
 }
 
 }  // namespace
@@ -127,6 +152,11 @@ void add_sample_command(CLI::App& app) {
   cmd->add_flag("--no-cache", o->no_cache,
                 "read the latest tokens all again for each one drawn, instead of the one drawn over a cache of the "
                 "keys and values before it");
+  at_least(cmd->add_option("--samples", o->samples,
+                           "continuations of the prompt to draw, sample s from seed + s; over a cache they are "
+                           "decoded side by side, a step reading one token of each"),
+           1)
+      ->capture_default_str();
   cmd->callback([o, prompt] {
     o->prompt_given = prompt->count() > 0;
     sample(*o);

@@ -26,31 +26,41 @@ using NamedWeights = std::vector<std::pair<std::string, float*>>;
 /// the tokens read so far stay in a cache of `context` positions, so the
 /// next token costs the work of one position (the decode-step pass's
 /// programs, on the CPU executor) instead of all of them again.
+///
+/// It decodes `sequences` sequences side by side from one prompt: the
+/// prompt is read once and its cache rows copied to each, then every step
+/// reads one token per sequence in one program of batch `sequences`, whose
+/// products read each weight once for all of them.
 class KvCacheDecoder {
  public:
-  /// `model` with its batch bound to one sequence and `length_dim` the
-  /// dimension the sequence's length binds (the programs rebind it to the
-  /// tokens read at once); `weights` every parameter, bound to the programs
-  /// (never written) and kept by the caller for the decoder's lifetime.
-  /// Throws Error where the decode-step pass or the verifier refuses the
-  /// model.
-  KvCacheDecoder(const LoadedModel& model, std::string length_dim, int64_t context, const NamedWeights& weights);
+  /// `model` with `length_dim` the dimension the sequence's length binds
+  /// (the programs rebind it to the tokens read at once, and the batch to
+  /// one sequence for the prompt, to `sequences` for the steps); `weights`
+  /// every parameter, bound to the programs (never written) and kept by the
+  /// caller for the decoder's lifetime. Throws Error where the decode-step
+  /// pass or the verifier refuses the model.
+  KvCacheDecoder(const LoadedModel& model, std::string length_dim, int64_t context, const NamedWeights& weights,
+                 int64_t sequences = 1);
   ~KvCacheDecoder();
   KvCacheDecoder(KvCacheDecoder&&) noexcept;
   KvCacheDecoder& operator=(KvCacheDecoder&&) noexcept;
 
   /// The positions the cache holds.
   int64_t context() const;
+  /// The sequences decoded side by side.
+  int64_t sequences() const;
   /// The tokens read since the last start(): the cache's filled positions.
   int64_t filled() const;
 
   /// Empties the cache and reads `tokens` (1 to context ids, each below the
-  /// vocabulary) from position 0; returns the logits after the last of them,
-  /// valid until the next call.
+  /// vocabulary) from position 0 as the start of every sequence; returns the
+  /// logits after the last of them (one row: every sequence's), valid until
+  /// the next call.
   std::span<const float> start(std::span<const int32_t> tokens);
-  /// Reads one more token at position filled() (below context()); returns
-  /// the logits after it.
-  std::span<const float> next(int32_t token);
+  /// Reads one more token per sequence (`tokens`, one id each) at position
+  /// filled() (below context()); returns the logits after each, a row of
+  /// the vocabulary's size per sequence.
+  std::span<const float> next(std::span<const int32_t> tokens);
 
  private:
   struct Impl;

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 #include <random>
 #include <vector>
 
@@ -116,6 +117,13 @@ struct LanguageModel::Impl {
   std::string why_uncached;                 // where it does not
   bool use_cache = true;
 
+  /// The decoder of a number of samples side by side, or why there is none.
+  struct SideBySide {
+    std::unique_ptr<KvCacheDecoder> decoder;
+    std::string why_not;
+  };
+  std::map<int64_t, SideBySide> side_by_side;  // by the number of samples, made as first asked for
+
   /// The program for sequences of up to `n` tokens: compiled for the
   /// shortest power of two that holds them (at least kShortestProgram), so
   /// that a short sequence does not pay for T positions (a causal model's
@@ -193,7 +201,7 @@ struct LanguageModel::Impl {
     const float* whole = run(program_for(static_cast<int64_t>(ids.size())), ids, 0);
     float scale = 0, change = 0;
     for (size_t i = 1; i < ids.size(); ++i) {
-      const std::span<const float> step = i == 1 ? decoder->start({ids.data(), 2}) : decoder->next(ids[i]);
+      const std::span<const float> step = i == 1 ? decoder->start({ids.data(), 2}) : decoder->next({&ids[i], 1});
       compare_logits(whole + static_cast<int64_t>(i) * vocabulary, step.data(), scale, change);
     }
     if (!(change <= 1e-4f * std::max(scale, 1.0f))) {
@@ -202,6 +210,91 @@ struct LanguageModel::Impl {
                                  change);
       decoder.reset();
     }
+  }
+
+  /// The decoder of `samples` sequences side by side, made the first time
+  /// and checked against the one-sequence decoder: the same prompt, then
+  /// another token for each sequence, twice, must give each sequence the
+  /// logits it has alone (an op that mixes the batch's sequences would not).
+  SideBySide& side_by_side_for(int64_t samples) {
+    auto [it, made] = side_by_side.try_emplace(samples);
+    SideBySide& out = it->second;
+    if (!made || !decoder || samples == 1) return out;
+    try {
+      out.decoder = std::make_unique<KvCacheDecoder>(model, length_dim, context, weights, samples);
+    } catch (const Error& e) {
+      out.why_not = e.what();
+      return out;
+    }
+    const int32_t first[] = {1};
+    const int64_t steps = std::min<int64_t>(context - 1, 2);
+    std::vector<int32_t> tokens(static_cast<size_t>(samples * steps));
+    for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = static_cast<int32_t>((5 * i + 2) % static_cast<size_t>(vocabulary));
+    std::vector<float> together;
+    out.decoder->start(first);
+    for (int64_t step = 0; step < steps; ++step) {
+      const std::span<const float> rows = out.decoder->next({tokens.data() + step * samples, static_cast<size_t>(samples)});
+      together.insert(together.end(), rows.begin(), rows.end());
+    }
+    float scale = 0, change = 0;
+    for (int64_t s = 0; s < samples; ++s) {
+      decoder->start(first);
+      for (int64_t step = 0; step < steps; ++step) {
+        const std::span<const float> alone = decoder->next({&tokens[static_cast<size_t>(step * samples + s)], 1});
+        compare_logits(alone.data(), together.data() + (step * samples + s) * vocabulary, scale, change);
+      }
+    }
+    if (!(change <= 1e-4f * std::max(scale, 1.0f))) {
+      out.why_not = fmt::format("its sequences read side by side differ from each read alone by {:.3g}: an op mixes "
+                                "the batch's sequences",
+                                change);
+      out.decoder.reset();
+    }
+    return out;
+  }
+
+  /// The logits after `tokens` (1 to T ids), read whole.
+  std::span<const float> read_whole(std::span<const int32_t> tokens) {
+    const auto n = static_cast<int64_t>(tokens.size());
+    const float* logits = run(program_for(n), tokens, 0);
+    return {logits + (n - 1) * vocabulary, static_cast<size_t>(vocabulary)};
+  }
+
+  /// `samples` continuations of `prompt` (checked), the first from
+  /// mt19937_64(seed), side by side over `cache` where given and the tokens
+  /// fit in it, else each read whole.
+  std::vector<std::vector<int32_t>> draw(std::span<const int32_t> prompt, int64_t count, const Sampling& how,
+                                         uint64_t seed, int64_t samples, KvCacheDecoder* cache,
+                                         const TokenSink& on_token) {
+    std::vector<std::vector<int32_t>> histories(static_cast<size_t>(samples),
+                                                std::vector<int32_t>(prompt.begin(), prompt.end()));
+    std::vector<std::mt19937_64> rngs;
+    for (int64_t s = 0; s < samples; ++s) rngs.emplace_back(seed + static_cast<uint64_t>(s));
+    std::vector<int32_t> drawn(static_cast<size_t>(samples));
+    const auto whole = static_cast<size_t>(context);
+    for (int64_t n = 0; n < count; ++n) {
+      const size_t length = prompt.size() + static_cast<size_t>(n);
+      // Over the cache, the prompt once (a row for every sample), then each
+      // sample's drawn token on its own (a row each).
+      std::span<const float> rows;
+      if (cache && length <= whole) rows = n == 0 ? cache->start(prompt) : cache->next(drawn);
+      for (size_t s = 0; s < histories.size(); ++s) {
+        std::vector<int32_t>& history = histories[s];
+        std::span<const float> logits;
+        if (rows.empty()) {
+          // The model reads at most its context: the latest tokens, all again.
+          const size_t seen = std::min(length, whole);
+          logits = read_whole({history.data() + length - seen, seen});
+        } else {
+          logits = rows.size() == static_cast<size_t>(vocabulary) ? rows : rows.subspan(s * static_cast<size_t>(vocabulary), static_cast<size_t>(vocabulary));
+        }
+        drawn[s] = static_cast<int32_t>(draw_token(logits, how, rngs[s]));
+        history.push_back(drawn[s]);
+        if (on_token) on_token(static_cast<int64_t>(s), drawn[s]);
+      }
+    }
+    for (std::vector<int32_t>& history : histories) history.erase(history.begin(), history.begin() + static_cast<std::ptrdiff_t>(prompt.size()));
+    return histories;
   }
 };
 
@@ -274,33 +367,42 @@ std::span<const float> LanguageModel::next(std::span<const int32_t> tokens) {
   if (n < 1 || n > impl_->context)
     throw Error(fmt::format("@{} reads 1 to {} tokens at once, not {}", impl_->name, impl_->context, n));
   for (int32_t t : tokens) check_token(t);
-  const float* logits = impl_->run(impl_->program_for(n), tokens, 0);
-  return {logits + (n - 1) * impl_->vocabulary, static_cast<size_t>(impl_->vocabulary)};
+  return impl_->read_whole(tokens);
+}
+
+const std::string& LanguageModel::why_not_side_by_side(int64_t samples) {
+  static const std::string kNone;
+  if (samples < 2 || !cached()) return kNone;
+  return impl_->side_by_side_for(samples).why_not;
+}
+
+std::vector<std::vector<int32_t>> LanguageModel::generate(std::span<const int32_t> prompt, int64_t count,
+                                                          const Sampling& how, uint64_t seed, int64_t samples,
+                                                          const TokenSink& on_token) {
+  if (prompt.empty()) throw Error("the prompt is empty: give the model at least one token to go on from");
+  if (samples < 1) throw Error(fmt::format("{} samples draw nothing: ask for one or more", samples));
+  for (int32_t t : prompt) check_token(t);
+  if (!cached()) return impl_->draw(prompt, count, how, seed, samples, nullptr, on_token);
+  if (samples == 1) return impl_->draw(prompt, count, how, seed, 1, impl_->decoder.get(), on_token);
+  if (KvCacheDecoder* together = impl_->side_by_side_for(samples).decoder.get())
+    return impl_->draw(prompt, count, how, seed, samples, together, on_token);
+  // The samples one after another, each over the one-sequence cache.
+  std::vector<std::vector<int32_t>> out;
+  for (int64_t s = 0; s < samples; ++s) {
+    const TokenSink this_sample = [&](int64_t, int32_t token) {
+      if (on_token) on_token(s, token);
+    };
+    out.push_back(std::move(impl_->draw(prompt, count, how, seed + static_cast<uint64_t>(s), 1,
+                                        impl_->decoder.get(), this_sample)[0]));
+  }
+  return out;
 }
 
 std::vector<int32_t> LanguageModel::generate(std::span<const int32_t> prompt, int64_t count, const Sampling& how,
                                              uint64_t seed, const std::function<void(int32_t)>& on_token) {
-  if (prompt.empty()) throw Error("the prompt is empty: give the model at least one token to go on from");
-  for (int32_t t : prompt) check_token(t);
-  std::vector<int32_t> history(prompt.begin(), prompt.end());
-  std::mt19937_64 rng(seed);
-  const auto context = static_cast<size_t>(impl_->context);
-  KvCacheDecoder* decoder = cached() ? impl_->decoder.get() : nullptr;
-  for (int64_t n = 0; n < count; ++n) {
-    std::span<const float> logits;
-    if (decoder && history.size() <= context) {
-      // The prompt at once, then each drawn token on its own.
-      logits = n == 0 ? decoder->start(history) : decoder->next(history.back());
-    } else {
-      // The model reads at most its context: the latest tokens, all again.
-      const size_t seen = std::min(history.size(), context);
-      logits = next({history.data() + history.size() - seen, seen});
-    }
-    const auto token = static_cast<int32_t>(draw_token(logits, how, rng));
-    history.push_back(token);
-    if (on_token) on_token(token);
-  }
-  return {history.begin() + static_cast<std::ptrdiff_t>(prompt.size()), history.end()};
+  TokenSink sink;
+  if (on_token) sink = [&](int64_t, int32_t token) { on_token(token); };
+  return std::move(generate(prompt, count, how, seed, 1, sink)[0]);
 }
 
 }  // namespace pf::tools

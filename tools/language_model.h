@@ -64,10 +64,27 @@ class LanguageModel {
   /// one, as it does without a cache) or on again where the model allows.
   void use_cache(bool on);
 
-  /// `count` tokens drawn one after another as `how` says, each after the
-  /// latest T tokens of `prompt` and those drawn before it, from
-  /// std::mt19937_64(seed); `on_token`, if given, sees each as it is drawn.
-  /// Throws Error for an empty prompt or an id outside the vocabulary.
+  /// Why `samples` samples cannot be decoded side by side in one batch over
+  /// the cache ("" where they can, or where there is no cache); generate()
+  /// then draws them one after another, the same tokens more slowly.
+  /// Compiles (and checks) the batch's decoder the first time.
+  const std::string& why_not_side_by_side(int64_t samples);
+
+  /// Called with each token as it is drawn: the sample it goes on, the token.
+  using TokenSink = std::function<void(int64_t sample, int32_t token)>;
+
+  /// `samples` continuations of `prompt`, `count` tokens each, drawn one
+  /// after another as `how` says, each after the latest T tokens of the
+  /// prompt and those drawn before it; sample s draws from
+  /// std::mt19937_64(seed + s), so it is the same as a single sample of that
+  /// seed. Over a cache the samples are decoded side by side (a step reads
+  /// one token of each, at little more than the cost of one), else one
+  /// after another. `on_token`, if given, sees each token as it is drawn.
+  /// Throws Error for an empty prompt, an id outside the vocabulary or
+  /// fewer than one sample.
+  std::vector<std::vector<int32_t>> generate(std::span<const int32_t> prompt, int64_t count, const Sampling& how,
+                                             uint64_t seed, int64_t samples, const TokenSink& on_token = {});
+  /// One sample.
   std::vector<int32_t> generate(std::span<const int32_t> prompt, int64_t count, const Sampling& how, uint64_t seed,
                                 const std::function<void(int32_t)>& on_token = {});
 

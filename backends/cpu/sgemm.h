@@ -67,7 +67,7 @@ void sgemm_bf16(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, con
 /// kSgemmPackA: B read once from memory, not packed (sgemm_few_rows.h).
 /// Elements of C get other bits than the blocked kernels give them (their
 /// sums run in another order), so a product takes one or the other whole.
-inline constexpr int64_t kSgemmFewRows = 4;
+inline constexpr int64_t kSgemmFewRows = 8;
 void sgemm_few_rows_avx512(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
                            const float* b, int64_t ldb, bool accumulate, float* c, int64_t ldc);
 void sgemm_few_rows_avx2(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,

@@ -21,7 +21,7 @@ import sys
 # Functions reached only where cpu_isa() allows their instruction set.
 ALLOWED = re.compile(r"isa_avx2::|isa_avx512::|Avx2Tile|Avx512Tile|avx512_tile::|bf16_tile::|"
                      r"sgemm_avx2\(|sgemm_avx512\(|sgemm_bf16\(|sgemm_few_rows_avx2\(|sgemm_few_rows_avx512\(|"
-                     r"few_rows_[a-z_]+<float __vector\((8|16)\)>")
+                     r"few_rows_[a-z_]+<float __vector\((8|16)\)[,>]")
 BEYOND_BASELINE = re.compile(r"^(v[a-z0-9]+|k(mov|and|or|xor|not|shift|test|unpck|add)[a-z0-9]*|"
                              r"andn|bextr|blsi|blsmsk|blsr|bzhi|pdep|pext|rorx|sarx|shlx|shrx)$")
 

@@ -54,6 +54,17 @@ def test_reads_each_drawn_token_alone_over_a_cache(lm, pipeforge_exe, tmp_path):
                         r"attention mixes positions", uncached)
 
 
+def test_draws_several_samples_side_by_side(lm):
+    # 7 + 20 tokens: past T = 16 the samples are read whole, each on its own.
+    together = lm.generate("the mat", 20, temperature=3, seed=7, samples=3)
+    assert together == [lm.generate("the mat", 20, temperature=3, seed=s) for s in (7, 8, 9)]
+    assert together == lm.generate("the mat", 20, temperature=3, seed=7, samples=3, cache=False)
+    assert len(set(map(tuple, together))) == 3
+    assert lm.generate("the mat", 4, temperature=0, samples=1) == [list(b". th")]
+    with pytest.raises(ValueError, match=r"^samples must be 1 or more, not 0$"):
+        lm.generate("the mat", 4, samples=0)
+
+
 def test_takes_a_runtimes_weights_in_memory(lm, weights):
     plan = pipeforge.compile(GPT, devices="cpu:1", microbatches=2, bind="B=8," + BIND)
     runtime = pipeforge.Runtime(plan)
