@@ -72,7 +72,8 @@ void sample(const SampleOptions& o) {
   std::string among = o.sampling.top_k > 0 ? fmt::format("top-k {}", o.sampling.top_k) : "";
   if (o.sampling.top_p < 1) among += fmt::format("{}top-p {}", among.empty() ? "" : ", ", o.sampling.top_p);
   const int64_t k = o.samples;
-  std::cerr << fmt::format("sampling @{} with {}: {}{} tokens after a prompt of {}, context {}, temperature {}, {}, {}\n",
+  std::cerr << fmt::format("sampling @{} with {}: {}{} tokens after a prompt of {}, context {}, temperature {}, {}, "
+                           "{}\n",
                            lm.name(), o.weights, k > 1 ? fmt::format("{} samples of ", k) : "", o.tokens,
                            prompt.size(), lm.context(), o.sampling.temperature, among.empty() ? "every token" : among,
                            k > 1 ? fmt::format("seeds {} to {}", o.seed, o.seed + static_cast<uint64_t>(k - 1))
@@ -104,7 +105,8 @@ void sample(const SampleOptions& o) {
       });
   if (k == 1) std::cout << "\n";
   for (int64_t s = 0; s < k && k > 1; ++s) {
-    if (!o.ids) std::cout << fmt::format("=== sample {} of {}, seed {} ===\n", s + 1, k, o.seed + static_cast<uint64_t>(s));
+    if (!o.ids)
+      std::cout << fmt::format("=== sample {} of {}, seed {} ===\n", s + 1, k, o.seed + static_cast<uint64_t>(s));
     for (size_t i = 0; i < prompt.size(); ++i) print_token(prompt[i], o.ids, i == 0);
     for (int32_t token : texts[static_cast<size_t>(s)]) print_token(token, o.ids, false);
     std::cout << "\n";

@@ -197,7 +197,8 @@ struct LanguageModel::Impl {
       return;
     }
     std::vector<int32_t> ids(static_cast<size_t>(std::min<int64_t>(context, 6)));
-    for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int32_t>((7 * i + 3) % static_cast<size_t>(vocabulary));
+    for (size_t i = 0; i < ids.size(); ++i)
+      ids[i] = static_cast<int32_t>((7 * i + 3) % static_cast<size_t>(vocabulary));
     const float* whole = run(program_for(static_cast<int64_t>(ids.size())), ids, 0);
     float scale = 0, change = 0;
     for (size_t i = 1; i < ids.size(); ++i) {
@@ -229,11 +230,13 @@ struct LanguageModel::Impl {
     const int32_t first[] = {1};
     const int64_t steps = std::min<int64_t>(context - 1, 2);
     std::vector<int32_t> tokens(static_cast<size_t>(samples * steps));
-    for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = static_cast<int32_t>((5 * i + 2) % static_cast<size_t>(vocabulary));
+    for (size_t i = 0; i < tokens.size(); ++i)
+      tokens[i] = static_cast<int32_t>((5 * i + 2) % static_cast<size_t>(vocabulary));
     std::vector<float> together;
     out.decoder->start(first);
     for (int64_t step = 0; step < steps; ++step) {
-      const std::span<const float> rows = out.decoder->next({tokens.data() + step * samples, static_cast<size_t>(samples)});
+      const std::span<const float> rows =
+          out.decoder->next({tokens.data() + step * samples, static_cast<size_t>(samples)});
       together.insert(together.end(), rows.begin(), rows.end());
     }
     float scale = 0, change = 0;
@@ -286,14 +289,16 @@ struct LanguageModel::Impl {
           const size_t seen = std::min(length, whole);
           logits = read_whole({history.data() + length - seen, seen});
         } else {
-          logits = rows.size() == static_cast<size_t>(vocabulary) ? rows : rows.subspan(s * static_cast<size_t>(vocabulary), static_cast<size_t>(vocabulary));
+          const auto v = static_cast<size_t>(vocabulary);
+          logits = rows.size() == v ? rows : rows.subspan(s * v, v);
         }
         drawn[s] = static_cast<int32_t>(draw_token(logits, how, rngs[s]));
         history.push_back(drawn[s]);
         if (on_token) on_token(static_cast<int64_t>(s), drawn[s]);
       }
     }
-    for (std::vector<int32_t>& history : histories) history.erase(history.begin(), history.begin() + static_cast<std::ptrdiff_t>(prompt.size()));
+    for (std::vector<int32_t>& history : histories)
+      history.erase(history.begin(), history.begin() + static_cast<std::ptrdiff_t>(prompt.size()));
     return histories;
   }
 };

@@ -1,15 +1,17 @@
 // Products of a few rows of A against a large B (internal to backends/cpu/sgemm_*.cpp).
 //
-// Reading a language model one token at a time multiplies one row by each
-// weight matrix: the blocked kernels would pack all of B to use a sixth of
-// their register tile once, so the time would go to copying the weights.
+// Reading a language model one token at a time multiplies one row (a row
+// per sample decoded side by side) by each weight matrix: the blocked
+// kernels would pack all of B to use a sixth of their register tile once,
+// so the time would go to copying the weights.
 // Here B is read once, straight from memory, and the few rows of A (copied
 // into the thread's packing buffer) stay in L1 beside a slice of it:
 //   B as stored (b[kk * ldb + j]): a tile of C (every row, a few vectors of
 //     columns) stays in registers while a block of rows of B, scaled by A's
 //     elements, is added into it;
 //   B transposed (b[j * ldb + kk]): each element of C is a dot product of a
-//     row of A and a row of B, four rows of B at a time.
+//     row of A and a row of B, every row of A against up to four rows of B
+//     at a time in registers.
 //
 // Every element of C is computed by the same operations whichever block of
 // columns or rows it falls in (no operation depends on where a block
@@ -24,12 +26,6 @@
 namespace pf::cpu {
 namespace {
 
-// B transposed: rows of B asked for ahead, a cache line at a time while the
-// first row of A meets them (the others find them in L1), not to be kept
-// (prefetchnta):
-// with the hardware's prefetcher alone the products ran at 70-79 % of a
-// plain read of the same bytes, with this at 84-88 % (decode_gemm_bench).
-constexpr int64_t kFewRowsAhead = 4;
 constexpr int64_t kFloatsPerLine = 16;
 
 template <class Vec>
@@ -42,6 +38,14 @@ inline Vec few_rows_load(const float* p) {
 template <class Vec>
 inline void few_rows_store(float* p, Vec v) {
   __builtin_memcpy(p, &v, sizeof v);
+}
+
+// Accumulators that leave registers for B's vectors and a broadcast or a
+// row of A: 16 of 32 (AVX-512), 8 of 16 (AVX2, SSE), shared by M rows of C.
+template <class Vec, int M>
+constexpr int few_rows_tile_columns() {
+  constexpr int kAccumulators = sizeof(Vec) == 64 ? 16 : 8;
+  return kAccumulators / M < 1 ? 1 : kAccumulators / M < 4 ? kAccumulators / M : 4;
 }
 
 // Rows of B a tile of C meets while it stays in registers: C goes through
@@ -87,10 +91,7 @@ template <class Vec, int M>
 void few_rows_b_stored_rows(int64_t n, int64_t k, const float* a, const float* b, int64_t ldb, float* c,
                             int64_t ldc) {
   constexpr int64_t kW = sizeof(Vec) / sizeof(float);
-  // Accumulators that leave registers for B's vectors and the broadcast: 16
-  // of 32 (AVX-512), 8 of 16 (AVX2, SSE).
-  constexpr int kAccumulators = sizeof(Vec) == 64 ? 16 : 8;
-  constexpr int kCols = kAccumulators / M < 4 ? kAccumulators / M : 4;
+  constexpr int kCols = few_rows_tile_columns<Vec, M>();
   constexpr int64_t kBlockK = few_rows_block_k<M>();
   for (int64_t k0 = 0; k0 < k; k0 += kBlockK) {
     const int64_t k1 = k0 + kBlockK < k ? k0 + kBlockK : k;
@@ -113,6 +114,9 @@ void few_rows_b_stored(int64_t m, int64_t n, int64_t k, const float* a, const fl
   if (!accumulate)
     for (int64_t r = 0; r < m; ++r)
       for (int64_t j = 0; j < n; ++j) c[r * ldc + j] = 0.0f;
+  // The kernels are written for a number of rows known when compiled, so
+  // that a tile of C stays in registers.
+  static_assert(kSgemmFewRows == 8, "a case per number of rows");
   switch (m) {
     case 1: few_rows_b_stored_rows<Vec, 1>(n, k, a, b, ldb, c, ldc); return;
     case 2: few_rows_b_stored_rows<Vec, 2>(n, k, a, b, ldb, c, ldc); return;
@@ -125,36 +129,61 @@ void few_rows_b_stored(int64_t m, int64_t n, int64_t k, const float* a, const fl
   }
 }
 
+// C[M, n] (+)= A[M, k] B^T, a few rows of B at a time, each the dot
+// product of every row of A with it in registers; a: M rows of k. The next
+// group's rows of B are asked for a cache line at a time as this group's
+// are read, not to be kept (prefetchnta): with the hardware's prefetcher
+// alone one row ran at 70-79 % of a plain read of the same bytes, with this
+// at 84-88 % (decode_gemm_bench).
+template <class Vec, int M>
+void few_rows_b_transposed_rows(int64_t n, int64_t k, const float* a, const float* b, int64_t ldb, bool accumulate,
+                                float* c, int64_t ldc) {
+  constexpr int64_t kW = sizeof(Vec) / sizeof(float);
+  constexpr int kRowsB = few_rows_tile_columns<Vec, M>();
+  for (int64_t j0 = 0; j0 < n; j0 += kRowsB) {
+    // The last group repeats its last row rather than computing another way.
+    const float* rows[kRowsB];
+    for (int q = 0; q < kRowsB; ++q) rows[q] = b + (j0 + q < n ? j0 + q : n - 1) * ldb;
+    Vec acc[M][kRowsB] = {};
+    int64_t kk = 0;
+    for (; kk + kW <= k; kk += kW) {
+      if (kk % kFloatsPerLine == 0)  // the next group's rows are the next kRowsB of B
+        for (int q = 0; q < kRowsB; ++q) __builtin_prefetch(rows[q] + kRowsB * ldb + kk, 0, 0);
+      Vec bv[kRowsB];
+      for (int q = 0; q < kRowsB; ++q) bv[q] = few_rows_load<Vec>(rows[q] + kk);
+      for (int r = 0; r < M; ++r) {
+        const Vec xv = few_rows_load<Vec>(a + r * k + kk);
+        for (int q = 0; q < kRowsB; ++q) acc[r][q] = acc[r][q] + xv * bv[q];
+      }
+    }
+    float tail[M][kRowsB] = {};
+    for (; kk < k; ++kk)
+      for (int r = 0; r < M; ++r)
+        for (int q = 0; q < kRowsB; ++q) tail[r][q] = tail[r][q] + a[r * k + kk] * rows[q][kk];
+    for (int r = 0; r < M; ++r)
+      for (int q = 0; q < kRowsB && j0 + q < n; ++q) {
+        float sum = 0.0f;
+        for (int64_t lane = 0; lane < kW; ++lane) sum += acc[r][q][lane];
+        sum += tail[r][q];
+        float& out = c[r * ldc + j0 + q];
+        out = accumulate ? out + sum : sum;
+      }
+  }
+}
+
 // C[m, n] (+)= A[m, k] B^T with B [n, k] as stored; a: m rows of k, contiguous.
 template <class Vec>
 void few_rows_b_transposed(int64_t m, int64_t n, int64_t k, const float* a, const float* b, int64_t ldb,
                            bool accumulate, float* c, int64_t ldc) {
-  constexpr int64_t kW = sizeof(Vec) / sizeof(float), kRows = 4;
-  for (int64_t j0 = 0; j0 < n; j0 += kRows) {
-    // The last group repeats its last row rather than computing another way.
-    const float* rows[kRows];
-    for (int64_t q = 0; q < kRows; ++q) rows[q] = b + (j0 + q < n ? j0 + q : n - 1) * ldb;
-    for (int64_t r = 0; r < m; ++r) {
-      const float* x = a + r * k;
-      Vec acc[kRows] = {};
-      int64_t kk = 0;
-      for (; kk + kW <= k; kk += kW) {
-        const Vec xv = few_rows_load<Vec>(x + kk);
-        if (r == 0 && kk % kFloatsPerLine == 0)  // the next group's rows are the next kRows of B
-          for (int64_t q = 0; q < kRows; ++q) __builtin_prefetch(rows[q] + kRows * ldb + kk, 0, 0);
-        for (int64_t q = 0; q < kRows; ++q) acc[q] += xv * few_rows_load<Vec>(rows[q] + kk);
-      }
-      float tail[kRows] = {};
-      for (; kk < k; ++kk)
-        for (int64_t q = 0; q < kRows; ++q) tail[q] += x[kk] * rows[q][kk];
-      for (int64_t q = 0; q < kRows && j0 + q < n; ++q) {
-        float sum = 0.0f;
-        for (int64_t lane = 0; lane < kW; ++lane) sum += acc[q][lane];
-        sum += tail[q];
-        float& out = c[r * ldc + j0 + q];
-        out = accumulate ? out + sum : sum;
-      }
-    }
+  switch (m) {
+    case 1: few_rows_b_transposed_rows<Vec, 1>(n, k, a, b, ldb, accumulate, c, ldc); return;
+    case 2: few_rows_b_transposed_rows<Vec, 2>(n, k, a, b, ldb, accumulate, c, ldc); return;
+    case 3: few_rows_b_transposed_rows<Vec, 3>(n, k, a, b, ldb, accumulate, c, ldc); return;
+    case 4: few_rows_b_transposed_rows<Vec, 4>(n, k, a, b, ldb, accumulate, c, ldc); return;
+    case 5: few_rows_b_transposed_rows<Vec, 5>(n, k, a, b, ldb, accumulate, c, ldc); return;
+    case 6: few_rows_b_transposed_rows<Vec, 6>(n, k, a, b, ldb, accumulate, c, ldc); return;
+    case 7: few_rows_b_transposed_rows<Vec, 7>(n, k, a, b, ldb, accumulate, c, ldc); return;
+    default: few_rows_b_transposed_rows<Vec, 8>(n, k, a, b, ldb, accumulate, c, ldc); return;
   }
 }
 
