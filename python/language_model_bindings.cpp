@@ -82,16 +82,30 @@ py::array_t<float> logits(LanguageModelHandle& h, py::handle tokens) {
 }
 
 py::object generate(LanguageModelHandle& h, py::handle prompt, int64_t tokens, double temperature, int64_t top_k,
-                    double top_p, uint64_t seed, bool cache, std::optional<int64_t> samples) {
+                    double top_p, uint64_t seed, bool cache, std::optional<int64_t> samples, py::handle stop) {
   if (tokens < 0) throw py::value_error(fmt::format("tokens must be 0 or more, not {}", tokens));
   if (samples && *samples < 1) throw py::value_error(fmt::format("samples must be 1 or more, not {}", *samples));
   const std::vector<int32_t> ids = token_ids(prompt, "prompt");
+  tools::Generation what{tokens, tools::Sampling{temperature, top_k, top_p}, seed, samples.value_or(1), {}};
+  if (!stop.is_none()) {
+    // One stop sequence (str, bytes) or a list of them (str, bytes, lists of
+    // ids, or ids: each a sequence of one, as an end-of-text id).
+    if (py::isinstance<py::str>(stop) || py::isinstance<py::bytes>(stop)) {
+      what.stop.push_back(token_ids(stop, "stop"));
+    } else {
+      if (!py::isinstance<py::sequence>(stop))
+        throw py::type_error(fmt::format("stop: expected str, bytes or a list of them, not {}", type_name_of(stop)));
+      for (py::handle s : stop.cast<py::sequence>())
+        what.stop.push_back(py::isinstance<py::int_>(s) ? std::vector<int32_t>{s.cast<int32_t>()}
+                                                        : token_ids(s, "stop"));
+    }
+  }
   std::vector<std::vector<int32_t>> drawn;
   {
     py::gil_scoped_release release;
     std::lock_guard lock(h.busy);
     h.model.use_cache(cache);
-    drawn = h.model.generate(ids, tokens, tools::Sampling{temperature, top_k, top_p}, seed, samples.value_or(1));
+    drawn = h.model.generate(ids, what);
   }
   if (!samples) return py::cast(drawn[0]);
   return py::cast(drawn);
@@ -138,13 +152,14 @@ not). `pipeforge sample` is the same, with the same draws for a seed.)")
            "the logits (float32, V) of the token after `tokens`: 1 to T ids, or str / bytes as their bytes")
       .def("generate", &generate, py::arg("prompt"), py::arg("tokens"), py::arg("temperature") = 1.0,
            py::arg("top_k") = 0, py::arg("top_p") = 1.0, py::arg("seed") = 0, py::arg("cache") = true,
-           py::arg("samples") = py::none(),
+           py::arg("samples") = py::none(), py::arg("stop") = py::none(),
            "`tokens` ids drawn one after another after `prompt` (ids, or str / bytes as their bytes), each from "
            "the softmax of the logits divided by `temperature` (0: the most likely) among the `top_k` most likely "
            "(0: all), then among the fewest most likely whose probabilities add up to `top_p` (1: all), from "
            "std::mt19937_64(seed); returns the drawn ids. cache=False reads the latest tokens all again for each "
            "(the same draws, slower). samples=k returns k such lists, the s-th drawn from seed + s, decoded side by "
-           "side over the cache");
+           "side over the cache. stop: a str / bytes, or a list of them, of lists of ids or of ids: a sample ends "
+           "after the token that completes one (kept)");
 }
 
 }  // namespace pf::python

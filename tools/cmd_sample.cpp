@@ -23,29 +23,29 @@ struct SampleOptions {
   std::string prompt = "\n";
   bool prompt_given = false;
   bool ids = false;
-  int64_t tokens = 200;
-  Sampling sampling;
-  uint64_t seed = 0;
+  Generation generation;  // --tokens 200 unless given
+  std::vector<std::string> stop;
   int threads = 1;
   bool no_cache = false;
-  int64_t samples = 1;
 };
 
-/// The prompt as token ids: its bytes, or with --ids the ids it lists.
-std::vector<int32_t> prompt_tokens(const SampleOptions& o, int64_t vocabulary, const std::string& model) {
+/// `text` given to `flag` as token ids: its bytes, or with --ids the ids it
+/// lists; each checked against the vocabulary, and `if_empty` said where
+/// there are none.
+std::vector<int32_t> token_ids(const std::string& text, const char* flag, const char* if_empty, bool ids,
+                               int64_t vocabulary, const std::string& model) {
   std::vector<int32_t> out;
-  if (o.ids && !o.prompt_given) throw Error("--ids needs --prompt: the ids to go on from, such as --prompt 3,17,5");
-  if (o.ids) {
-    for (int id : parse_int_list(o.prompt, "--prompt")) out.push_back(id);
+  if (ids) {
+    for (int id : parse_int_list(text, flag)) out.push_back(id);
   } else {
-    for (char c : o.prompt) out.push_back(static_cast<unsigned char>(c));
+    for (char c : text) out.push_back(static_cast<unsigned char>(c));
   }
-  if (out.empty()) throw Error("--prompt is empty: give the model at least one token to go on from");
+  if (out.empty()) throw Error(fmt::format("{} is empty: {}", flag, if_empty));
   for (size_t i = 0; i < out.size(); ++i)
     if (out[i] < 0 || out[i] >= vocabulary)
-      throw Error(fmt::format("--prompt: {} {} (at {}) is not in @{}'s vocabulary of {} ids{}", o.ids ? "id" : "byte",
+      throw Error(fmt::format("{}: {} {} (at {}) is not in @{}'s vocabulary of {} ids{}", flag, ids ? "id" : "byte",
                               out[i], i, model, vocabulary,
-                              o.ids ? "" : "; a model of token ids other than bytes takes --ids"));
+                              ids ? "" : "; a model of token ids other than bytes takes --ids"));
   return out;
 }
 
@@ -67,17 +67,26 @@ void sample(const SampleOptions& o) {
   if (!o.ids && lm.vocabulary() > 256)
     throw Error(fmt::format("@{} has {} token ids, more than the 256 bytes: give --ids, with --prompt as ids",
                             lm.name(), lm.vocabulary()));
-  const std::vector<int32_t> prompt = prompt_tokens(o, lm.vocabulary(), lm.name());
+  if (o.ids && !o.prompt_given) throw Error("--ids needs --prompt: the ids to go on from, such as --prompt 3,17,5");
+  const std::vector<int32_t> prompt = token_ids(o.prompt, "--prompt", "give the model at least one token to go on from",
+                                                o.ids, lm.vocabulary(), lm.name());
+  Generation generation = o.generation;
+  for (const std::string& text : o.stop)
+    generation.stop.push_back(
+        token_ids(text, "--stop", "a sample would end before its first token", o.ids, lm.vocabulary(), lm.name()));
+  const Sampling& how = generation.sampling;
 
-  std::string among = o.sampling.top_k > 0 ? fmt::format("top-k {}", o.sampling.top_k) : "";
-  if (o.sampling.top_p < 1) among += fmt::format("{}top-p {}", among.empty() ? "" : ", ", o.sampling.top_p);
-  const int64_t k = o.samples;
+  std::string among = how.top_k > 0 ? fmt::format("top-k {}", how.top_k) : "";
+  if (how.top_p < 1) among += fmt::format("{}top-p {}", among.empty() ? "" : ", ", how.top_p);
+  const int64_t k = generation.samples;
+  const uint64_t seed = generation.seed;
   std::cerr << fmt::format("sampling @{} with {}: {}{} tokens after a prompt of {}, context {}, temperature {}, {}, "
                            "{}\n",
-                           lm.name(), o.weights, k > 1 ? fmt::format("{} samples of ", k) : "", o.tokens,
-                           prompt.size(), lm.context(), o.sampling.temperature, among.empty() ? "every token" : among,
-                           k > 1 ? fmt::format("seeds {} to {}", o.seed, o.seed + static_cast<uint64_t>(k - 1))
-                                 : fmt::format("seed {}", o.seed));
+                           lm.name(), o.weights, k > 1 ? fmt::format("{} samples of ", k) : "",
+                           generation.tokens, prompt.size(), lm.context(), how.temperature,
+                           among.empty() ? "every token" : among,
+                           k > 1 ? fmt::format("seeds {} to {}", seed, seed + static_cast<uint64_t>(k - 1))
+                                 : fmt::format("seed {}", seed));
   const bool side_by_side = lm.cached() && lm.why_not_side_by_side(k).empty();
   std::string samples_line;
   if (k > 1)
@@ -97,7 +106,7 @@ void sample(const SampleOptions& o) {
   auto first = start;
   int64_t drawn = 0;
   const std::vector<std::vector<int32_t>> texts =
-      lm.generate(prompt, o.tokens, o.sampling, o.seed, k, [&](int64_t, int32_t token) {
+      lm.generate(prompt, generation, [&](int64_t, int32_t token) {
         if (drawn++ == 0) first = std::chrono::steady_clock::now();
         if (k > 1) return;
         print_token(token, o.ids, false);
@@ -106,7 +115,7 @@ void sample(const SampleOptions& o) {
   if (k == 1) std::cout << "\n";
   for (int64_t s = 0; s < k && k > 1; ++s) {
     if (!o.ids)
-      std::cout << fmt::format("=== sample {} of {}, seed {} ===\n", s + 1, k, o.seed + static_cast<uint64_t>(s));
+      std::cout << fmt::format("=== sample {} of {}, seed {} ===\n", s + 1, k, seed + static_cast<uint64_t>(s));
     for (size_t i = 0; i < prompt.size(); ++i) print_token(prompt[i], o.ids, i == 0);
     for (int32_t token : texts[static_cast<size_t>(s)]) print_token(token, o.ids, false);
     std::cout << "\n";
@@ -127,6 +136,7 @@ void sample(const SampleOptions& o) {
 
 void add_sample_command(CLI::App& app) {
   auto o = std::make_shared<SampleOptions>();
+  o->generation.tokens = 200;
   CLI::App* cmd = app.add_subcommand(
       "sample", "text from a trained language model (.pf, reading token ids and trained on their cross_entropy), a "
                 "token at a time on one CPU device");
@@ -137,28 +147,34 @@ void add_sample_command(CLI::App& app) {
   CLI::Option* prompt =
       cmd->add_option("--prompt", o->prompt, "the text to go on from, a token per byte (default: a new line)");
   cmd->add_flag("--ids", o->ids, "tokens are ids, not bytes: --prompt lists them (3,17,5) and so does the output");
-  at_least(cmd->add_option("--tokens", o->tokens, "tokens to draw"), 1)->capture_default_str();
-  at_least(cmd->add_option("--temperature", o->sampling.temperature,
+  at_least(cmd->add_option("--tokens", o->generation.tokens, "tokens to draw (per sample, at most)"), 1)
+      ->capture_default_str();
+  at_least(cmd->add_option("--temperature", o->generation.sampling.temperature,
                            "divides the logits before the softmax: below 1 sharper, above 1 flatter; 0 takes the "
                            "most likely token"),
            0)
       ->capture_default_str();
-  at_least(cmd->add_option("--top-k", o->sampling.top_k, "draw among the k most likely tokens only (0: among all)"), 0)
+  at_least(cmd->add_option("--top-k", o->generation.sampling.top_k,
+                           "draw among the k most likely tokens only (0: among all)"),
+           0)
       ->capture_default_str();
-  fraction(cmd->add_option("--top-p", o->sampling.top_p,
+  fraction(cmd->add_option("--top-p", o->generation.sampling.top_p,
                            "then among the fewest most likely tokens whose probabilities add up to p or more (1: "
                            "among all)"))
       ->capture_default_str();
-  cmd->add_option("--seed", o->seed, "seed of the draws")->capture_default_str();
+  cmd->add_option("--seed", o->generation.seed, "seed of the draws")->capture_default_str();
   at_least(cmd->add_option("--threads", o->threads, "threads of the CPU kernels"), 1)->capture_default_str();
   cmd->add_flag("--no-cache", o->no_cache,
                 "read the latest tokens all again for each one drawn, instead of the one drawn over a cache of the "
                 "keys and values before it");
-  at_least(cmd->add_option("--samples", o->samples,
+  at_least(cmd->add_option("--samples", o->generation.samples,
                            "continuations of the prompt to draw, sample s from seed + s; over a cache they are "
                            "decoded side by side, a step reading one token of each"),
            1)
       ->capture_default_str();
+  cmd->add_option("--stop", o->stop,
+                  "end a sample after the token that completes this text (bytes, or ids with --ids: 46,10), kept "
+                  "in its output; repeat for several, such as --stop . --stop $'\\n'");
   cmd->callback([o, prompt] {
     o->prompt_given = prompt->count() > 0;
     sample(*o);

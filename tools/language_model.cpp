@@ -103,6 +103,13 @@ std::string shortenable_length(const LoadedModel& model) {
   return parameter_types(shorter.module) == parameter_types(model.module) ? length.name() : "";
 }
 
+/// Whether `history` ends with one of `stop`.
+bool ends_with_stop(const std::vector<int32_t>& history, const std::vector<std::vector<int32_t>>& stop) {
+  return std::any_of(stop.begin(), stop.end(), [&](const std::vector<int32_t>& ids) {
+    return ids.size() <= history.size() && std::equal(ids.rbegin(), ids.rend(), history.rbegin());
+  });
+}
+
 }  // namespace
 
 struct LanguageModel::Impl {
@@ -263,25 +270,28 @@ struct LanguageModel::Impl {
     return {logits + (n - 1) * vocabulary, static_cast<size_t>(vocabulary)};
   }
 
-  /// `samples` continuations of `prompt` (checked), the first from
-  /// mt19937_64(seed), side by side over `cache` where given and the tokens
-  /// fit in it, else each read whole.
-  std::vector<std::vector<int32_t>> draw(std::span<const int32_t> prompt, int64_t count, const Sampling& how,
-                                         uint64_t seed, int64_t samples, KvCacheDecoder* cache,
-                                         const TokenSink& on_token) {
-    std::vector<std::vector<int32_t>> histories(static_cast<size_t>(samples),
-                                                std::vector<int32_t>(prompt.begin(), prompt.end()));
+  /// `what.samples` continuations of `prompt` (checked) from `what.seed`
+  /// on, side by side over `cache` where given and the tokens fit in it,
+  /// else each read whole.
+  std::vector<std::vector<int32_t>> draw(std::span<const int32_t> prompt, const Generation& what,
+                                         KvCacheDecoder* cache, const TokenSink& on_token) {
+    const auto samples = static_cast<size_t>(what.samples);
+    std::vector<std::vector<int32_t>> histories(samples, std::vector<int32_t>(prompt.begin(), prompt.end()));
     std::vector<std::mt19937_64> rngs;
-    for (int64_t s = 0; s < samples; ++s) rngs.emplace_back(seed + static_cast<uint64_t>(s));
-    std::vector<int32_t> drawn(static_cast<size_t>(samples));
-    const auto whole = static_cast<size_t>(context);
-    for (int64_t n = 0; n < count; ++n) {
+    for (size_t s = 0; s < samples; ++s) rngs.emplace_back(what.seed + s);
+    std::vector<int32_t> drawn(samples);
+    std::vector<bool> stopped(samples, false);
+    size_t running = samples;
+    const auto whole = static_cast<size_t>(context), v = static_cast<size_t>(vocabulary);
+    for (int64_t n = 0; n < what.tokens && running > 0; ++n) {
       const size_t length = prompt.size() + static_cast<size_t>(n);
       // Over the cache, the prompt once (a row for every sample), then each
-      // sample's drawn token on its own (a row each).
+      // sample's drawn token on its own (a row each; a stopped sample's,
+      // its last token again, is not read).
       std::span<const float> rows;
       if (cache && length <= whole) rows = n == 0 ? cache->start(prompt) : cache->next(drawn);
-      for (size_t s = 0; s < histories.size(); ++s) {
+      for (size_t s = 0; s < samples; ++s) {
+        if (stopped[s]) continue;
         std::vector<int32_t>& history = histories[s];
         std::span<const float> logits;
         if (rows.empty()) {
@@ -289,12 +299,15 @@ struct LanguageModel::Impl {
           const size_t seen = std::min(length, whole);
           logits = read_whole({history.data() + length - seen, seen});
         } else {
-          const auto v = static_cast<size_t>(vocabulary);
           logits = rows.size() == v ? rows : rows.subspan(s * v, v);
         }
-        drawn[s] = static_cast<int32_t>(draw_token(logits, how, rngs[s]));
+        drawn[s] = static_cast<int32_t>(draw_token(logits, what.sampling, rngs[s]));
         history.push_back(drawn[s]);
         if (on_token) on_token(static_cast<int64_t>(s), drawn[s]);
+        if (ends_with_stop(history, what.stop)) {
+          stopped[s] = true;
+          --running;
+        }
       }
     }
     for (std::vector<int32_t>& history : histories)
@@ -381,33 +394,31 @@ const std::string& LanguageModel::why_not_side_by_side(int64_t samples) {
   return impl_->side_by_side_for(samples).why_not;
 }
 
-std::vector<std::vector<int32_t>> LanguageModel::generate(std::span<const int32_t> prompt, int64_t count,
-                                                          const Sampling& how, uint64_t seed, int64_t samples,
+std::vector<std::vector<int32_t>> LanguageModel::generate(std::span<const int32_t> prompt, const Generation& what,
                                                           const TokenSink& on_token) {
   if (prompt.empty()) throw Error("the prompt is empty: give the model at least one token to go on from");
-  if (samples < 1) throw Error(fmt::format("{} samples draw nothing: ask for one or more", samples));
+  if (what.samples < 1) throw Error(fmt::format("{} samples draw nothing: ask for one or more", what.samples));
   for (int32_t t : prompt) check_token(t);
-  if (!cached()) return impl_->draw(prompt, count, how, seed, samples, nullptr, on_token);
-  if (samples == 1) return impl_->draw(prompt, count, how, seed, 1, impl_->decoder.get(), on_token);
-  if (KvCacheDecoder* together = impl_->side_by_side_for(samples).decoder.get())
-    return impl_->draw(prompt, count, how, seed, samples, together, on_token);
+  for (const std::vector<int32_t>& ids : what.stop) {
+    if (ids.empty()) throw Error("a stop sequence is empty: it would end a sample before its first token");
+    for (int32_t t : ids) check_token(t);
+  }
+  if (!cached()) return impl_->draw(prompt, what, nullptr, on_token);
+  if (what.samples == 1) return impl_->draw(prompt, what, impl_->decoder.get(), on_token);
+  if (KvCacheDecoder* together = impl_->side_by_side_for(what.samples).decoder.get())
+    return impl_->draw(prompt, what, together, on_token);
   // The samples one after another, each over the one-sequence cache.
   std::vector<std::vector<int32_t>> out;
-  for (int64_t s = 0; s < samples; ++s) {
+  for (int64_t s = 0; s < what.samples; ++s) {
+    Generation one = what;
+    one.samples = 1;
+    one.seed = what.seed + static_cast<uint64_t>(s);
     const TokenSink this_sample = [&](int64_t, int32_t token) {
       if (on_token) on_token(s, token);
     };
-    out.push_back(std::move(impl_->draw(prompt, count, how, seed + static_cast<uint64_t>(s), 1,
-                                        impl_->decoder.get(), this_sample)[0]));
+    out.push_back(std::move(impl_->draw(prompt, one, impl_->decoder.get(), this_sample)[0]));
   }
   return out;
-}
-
-std::vector<int32_t> LanguageModel::generate(std::span<const int32_t> prompt, int64_t count, const Sampling& how,
-                                             uint64_t seed, const std::function<void(int32_t)>& on_token) {
-  TokenSink sink;
-  if (on_token) sink = [&](int64_t, int32_t token) { on_token(token); };
-  return std::move(generate(prompt, count, how, seed, 1, sink)[0]);
 }
 
 }  // namespace pf::tools

@@ -15,6 +15,19 @@
 
 namespace pf::tools {
 
+/// What LanguageModel::generate draws.
+struct Generation {
+  /// Tokens drawn per sample, at most.
+  int64_t tokens = 0;
+  Sampling sampling;
+  /// Sample s draws from std::mt19937_64(seed + s).
+  uint64_t seed = 0;
+  int64_t samples = 1;
+  /// A sample ends after the drawn token that completes one of these
+  /// sequences of ids (which may begin in the prompt).
+  std::vector<std::vector<int32_t>> stop;
+};
+
 /// A model that reads token ids (its first input, i32[B,T]) and trains on
 /// the cross_entropy of logits over a vocabulary of V ids at each of the T
 /// positions (as examples/gpt.pf), compiled for one sequence (B = 1) up to
@@ -73,20 +86,19 @@ class LanguageModel {
   /// Called with each token as it is drawn: the sample it goes on, the token.
   using TokenSink = std::function<void(int64_t sample, int32_t token)>;
 
-  /// `samples` continuations of `prompt`, `count` tokens each, drawn one
-  /// after another as `how` says, each after the latest T tokens of the
-  /// prompt and those drawn before it; sample s draws from
-  /// std::mt19937_64(seed + s), so it is the same as a single sample of that
-  /// seed. Over a cache the samples are decoded side by side (a step reads
-  /// one token of each, at little more than the cost of one), else one
-  /// after another. `on_token`, if given, sees each token as it is drawn.
-  /// Throws Error for an empty prompt, an id outside the vocabulary or
-  /// fewer than one sample.
-  std::vector<std::vector<int32_t>> generate(std::span<const int32_t> prompt, int64_t count, const Sampling& how,
-                                             uint64_t seed, int64_t samples, const TokenSink& on_token = {});
-  /// One sample.
-  std::vector<int32_t> generate(std::span<const int32_t> prompt, int64_t count, const Sampling& how, uint64_t seed,
-                                const std::function<void(int32_t)>& on_token = {});
+  /// `what.samples` continuations of `prompt`, each of up to `what.tokens`
+  /// tokens drawn one after another as `what.sampling` says, each after the
+  /// latest T tokens of the prompt and those drawn before it; sample s draws
+  /// from std::mt19937_64(what.seed + s), so it is the same as a single
+  /// sample of that seed. A sample ends early after the token that
+  /// completes one of `what.stop` (kept in its tokens). Over a cache the
+  /// samples are decoded side by side (a step reads one token of each, at
+  /// little more than the cost of one), else one after another. `on_token`,
+  /// if given, sees each token as it is drawn. Throws Error for an empty
+  /// prompt or stop sequence, an id outside the vocabulary or fewer than one
+  /// sample.
+  std::vector<std::vector<int32_t>> generate(std::span<const int32_t> prompt, const Generation& what,
+                                             const TokenSink& on_token = {});
 
  private:
   /// Throws Error for an id outside the vocabulary.

@@ -65,6 +65,21 @@ def test_draws_several_samples_side_by_side(lm):
         lm.generate("the mat", 4, samples=0)
 
 
+def test_stops_after_a_stop_sequence(lm):
+    assert bytes(lm.generate("the c", 46, temperature=0, stop="mat")) == b"at sat on the mat"
+    assert bytes(lm.generate("the c", 46, temperature=0, stop=[b"xyz", "on"])) == b"at sat on"
+    assert bytes(lm.generate("the c", 46, temperature=0, stop=[ord(".")])) == b"at sat on the mat."
+    assert bytes(lm.generate("th", 46, temperature=0, stop=[[116, 104, 101]])) == b"e"  # begun in the prompt
+    hot = lm.generate("the c", 30, temperature=3, seed=4, samples=3, stop=[" ", "."])
+    assert hot == [lm.generate("the c", 30, temperature=3, seed=s, stop=[" ", "."]) for s in (4, 5, 6)]
+    assert all(bytes(h).endswith((b" ", b".")) and len(h) < 30 for h in hot)
+    with pytest.raises(pipeforge.Error, match=r"^a stop sequence is empty: it would end a sample before its first "
+                                              r"token$"):
+        lm.generate("the c", 4, stop="")
+    with pytest.raises(TypeError, match=r"^stop: expected str, bytes or a list of them, not float$"):
+        lm.generate("the c", 4, stop=1.5)
+
+
 def test_takes_a_runtimes_weights_in_memory(lm, weights):
     plan = pipeforge.compile(GPT, devices="cpu:1", microbatches=2, bind="B=8," + BIND)
     runtime = pipeforge.Runtime(plan)
