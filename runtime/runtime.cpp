@@ -11,8 +11,6 @@
 #include <optional>
 #include <set>
 
-#include <unistd.h>
-
 #include "backends/cpu/blas.h"
 #include "ir/diagnostic.h"
 #include "ir/units.h"
@@ -22,6 +20,7 @@
 #include "runtime/parameter_pieces.h"
 #include "runtime/rank_gather.h"
 #include "runtime/safetensors.h"
+#include "support/host_memory.h"
 
 namespace pf {
 
@@ -157,10 +156,8 @@ void check_host_memory(const Plan& plan, const std::string& what, int rank) {
     if (plan.devices.at(static_cast<size_t>(r.device)).kind != "cpu") continue;
     for (int s : r.stages) need += plan.stages.at(static_cast<size_t>(s)).predicted.memory_bytes;
   }
-  const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGESIZE);
-  if (pages <= 0 || page <= 0) return;
-  const double have = static_cast<double>(pages) * static_cast<double>(page);
-  if (static_cast<double>(need) <= have) return;
+  const double have = host_memory_bytes();
+  if (have <= 0 || static_cast<double>(need) <= have) return;
   throw Error(fmt::format("{}: the plan needs {} of memory here (the predicted peak of {}: weights, gradients, "
                           "optimizer state and activations in flight), but this machine has {}; compile it for more "
                           "devices, fewer samples per micro-batch or a smaller model",

@@ -7,7 +7,9 @@
 #include <numeric>
 
 #include "backends/cpu/executor.h"
+#include "ir/units.h"
 #include "passes/pipeline.h"
+#include "support/host_memory.h"
 
 namespace pf::tools {
 
@@ -78,6 +80,8 @@ struct KvCacheDecoder::Impl {
   /// they differ).
   void make_caches(const StepProgram& p) {
     const int count = p.step->num_outputs() - kCachesFirstOutput;
+    std::vector<Cache> shapes;
+    double bytes = 0;
     for (int c = 0; c < count; ++c) {
       const TensorType& type = p.step->input_type(kCachesFirstInput + c);
       const Shape& cache = type.shape;
@@ -90,9 +94,18 @@ struct KvCacheDecoder::Impl {
       if (axis == 0 || cache[0] != sequences)
         throw Error(fmt::format("the cache of keys and values {} does not lead with the batch of {} sequences",
                                 type.str(), sequences));
-      caches.push_back({product(cache, 0, axis), product(cache, axis + 1, cache.size()),
-                        std::vector<float>(static_cast<size_t>(product(cache, 0, cache.size())))});
+      shapes.push_back({product(cache, 0, axis), product(cache, axis + 1, cache.size()), {}});
+      bytes += static_cast<double>(type.bytes());
     }
+    // Refused before a float is touched: zeroing more than the machine holds
+    // would page for minutes or be killed.
+    const double have = host_memory_bytes();
+    if (have > 0 && bytes > have)
+      throw Error(fmt::format("the caches of keys and values of {} sequences of {} positions take {}, more than this "
+                              "machine's {}: decode fewer sequences at once",
+                              sequences, context, format_bytes(bytes), format_bytes(have)));
+    for (Cache& c : shapes) c.rows.resize(static_cast<size_t>(c.outer * context * c.inner));
+    caches = std::move(shapes);
     vocabulary = p.step->output_type(0).shape.back();
   }
 

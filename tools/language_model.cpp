@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <map>
+#include <new>
 #include <random>
 #include <vector>
 
@@ -232,6 +233,9 @@ struct LanguageModel::Impl {
       out.decoder = std::make_unique<KvCacheDecoder>(model, length_dim, context, weights, samples);
     } catch (const Error& e) {
       out.why_not = e.what();
+      return out;
+    } catch (const std::bad_alloc&) {
+      out.why_not = fmt::format("decoding {} sequences at once needs more memory than this machine gives", samples);
       return out;
     }
     const int32_t first[] = {1};
