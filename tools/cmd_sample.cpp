@@ -113,13 +113,14 @@ void sample(const SampleOptions& o) {
         std::cout.flush();
       });
   if (k == 1) std::cout << "\n";
-  for (int64_t s = 0; s < k && k > 1; ++s) {
-    if (!o.ids)
-      std::cout << fmt::format("=== sample {} of {}, seed {} ===\n", s + 1, k, seed + static_cast<uint64_t>(s));
-    for (size_t i = 0; i < prompt.size(); ++i) print_token(prompt[i], o.ids, i == 0);
-    for (int32_t token : texts[static_cast<size_t>(s)]) print_token(token, o.ids, false);
-    std::cout << "\n";
-  }
+  if (k > 1)
+    for (int64_t s = 0; s < k; ++s) {
+      if (!o.ids)
+        std::cout << fmt::format("=== sample {} of {}, seed {} ===\n", s + 1, k, seed + static_cast<uint64_t>(s));
+      for (size_t i = 0; i < prompt.size(); ++i) print_token(prompt[i], o.ids, i == 0);
+      for (int32_t token : texts[static_cast<size_t>(s)]) print_token(token, o.ids, false);
+      std::cout << "\n";
+    }
   const auto end = std::chrono::steady_clock::now();
   const auto ms = [](auto d) { return std::chrono::duration<double, std::milli>(d).count(); };
   // Side by side, the first step draws a token of every sample at once.

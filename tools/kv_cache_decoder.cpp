@@ -171,7 +171,6 @@ KvCacheDecoder::KvCacheDecoder(KvCacheDecoder&&) noexcept = default;
 KvCacheDecoder& KvCacheDecoder::operator=(KvCacheDecoder&&) noexcept = default;
 
 int64_t KvCacheDecoder::context() const { return impl_->context; }
-int64_t KvCacheDecoder::sequences() const { return impl_->sequences; }
 int64_t KvCacheDecoder::filled() const { return impl_->filled; }
 
 std::span<const float> KvCacheDecoder::start(std::span<const int32_t> tokens) {

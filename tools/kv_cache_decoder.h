@@ -47,8 +47,6 @@ class KvCacheDecoder {
 
   /// The positions the cache holds.
   int64_t context() const;
-  /// The sequences decoded side by side.
-  int64_t sequences() const;
   /// The tokens read since the last start(): the cache's filled positions.
   int64_t filled() const;
 

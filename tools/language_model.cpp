@@ -104,6 +104,10 @@ std::string shortenable_length(const LoadedModel& model) {
   return parameter_types(shorter.module) == parameter_types(model.module) ? length.name() : "";
 }
 
+/// Whether logits that differ by at most `change` where the largest is
+/// `scale` agree within `tolerance` of that scale (false for NaN).
+bool agree(float change, float scale, float tolerance) { return change <= tolerance * std::max(scale, 1.0f); }
+
 /// Whether `history` ends with one of `stop`.
 bool ends_with_stop(const std::vector<int32_t>& history, const std::vector<std::vector<int32_t>>& stop) {
   return std::any_of(stop.begin(), stop.end(), [&](const std::vector<int32_t>& ids) {
@@ -183,7 +187,7 @@ struct LanguageModel::Impl {
     row = run(shortest, first, static_cast<int32_t>(vocabulary - 1));
     float scale = 0, change = 0;
     compare_logits(with_zeros.data(), row, scale, change);
-    if (!(change <= 1e-5f * std::max(scale, 1.0f)))
+    if (!agree(change, scale, 1e-5f))
       throw Error(fmt::format("@{} is not causal: the logits at a position change with the tokens after it (by "
                               "{:.3g}), and sampling reads a shorter sequence with padding after it; mask the "
                               "attention with causal_mask, as examples/gpt.pf does",
@@ -213,7 +217,7 @@ struct LanguageModel::Impl {
       const std::span<const float> step = i == 1 ? decoder->start({ids.data(), 2}) : decoder->next({&ids[i], 1});
       compare_logits(whole + static_cast<int64_t>(i) * vocabulary, step.data(), scale, change);
     }
-    if (!(change <= 1e-4f * std::max(scale, 1.0f))) {
+    if (!agree(change, scale, 1e-4f)) {
       why_uncached = fmt::format("its logits read token by token differ from the whole sequence's by {:.3g}: an op "
                                  "besides attention mixes positions",
                                  change);
@@ -258,7 +262,7 @@ struct LanguageModel::Impl {
         compare_logits(alone.data(), together.data() + (step * samples + s) * vocabulary, scale, change);
       }
     }
-    if (!(change <= 1e-4f * std::max(scale, 1.0f))) {
+    if (!agree(change, scale, 1e-4f)) {
       out.why_not = fmt::format("its sequences read side by side differ from each read alone by {:.3g}: an op mixes "
                                 "the batch's sequences",
                                 change);
