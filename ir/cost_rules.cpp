@@ -70,6 +70,9 @@ OpCost cost_log_softmax(Types in, Types out, const OpAttrs&) { return streaming(
 // mean, variance, normalise, scale, shift.
 OpCost cost_layernorm(Types in, Types out, const OpAttrs&) { return streaming(in, out, 8); }
 OpCost cost_rmsnorm(Types in, Types out, const OpAttrs&) { return streaming(in, out, 5); }
+// Two products and an add per element; the angles' sines and cosines, one
+// pair per position and feature pair, are few beside them.
+OpCost cost_rope(Types in, Types out, const OpAttrs&) { return streaming(in, out, 3); }
 
 // Attention counts its products as matmul does (2 FLOPs per multiply-add):
 // q k^T and p v are 2 T*T*D each per head; a causal mask skips half of

@@ -54,6 +54,8 @@ const std::array<OpInfo, kNumOps>& table() {
       {OpKind::log_softmax, "log_softmax", 1, 1, {{"axis", K::dim, opt}}, RULES(log_softmax)},
       {OpKind::layernorm, "layernorm", 3, 3, {{"eps", K::real, opt}}, RULES(layernorm)},
       {OpKind::rmsnorm, "rmsnorm", 2, 2, {{"eps", K::real, opt}}, RULES(rmsnorm)},
+      {OpKind::rope, "rope", 1, 2, {{"theta", K::real, opt}, {"axis", K::dim, opt}, {"inverse", K::boolean, opt}},
+       RULES(rope)},
       {OpKind::attention, "attention", 3, 3,
        {{"causal", K::boolean, opt}, {"scale", K::real, opt}, {"layout", K::string, opt}}, RULES(attention)},
       {OpKind::cached_attention, "cached_attention", 6, 6, {{"scale", K::real, opt}, {"layout", K::string, opt}},
@@ -214,6 +216,22 @@ AttentionHeads attention_heads(const OpAttrs& attrs, const TensorType& q) {
   const int64_t t = q.shape[q.rank() - (bthd ? 3 : 2)], d = q.shape.back();
   const int64_t inner = bthd ? q.shape[q.rank() - 2] : 1;
   return {t * d == 0 ? 0 : q.numel() / (t * d), inner, t, d};
+}
+
+RopeLayout rope_layout(const OpAttrs& attrs, const TensorType& x) {
+  const int64_t rank = x.rank();
+  int64_t axis = attrs.get_int("axis", -2);
+  if (axis < 0) axis += rank;
+  RopeLayout l{1, x.shape[static_cast<size_t>(axis)], 1, x.shape.back()};
+  for (int64_t a = 0; a < axis; ++a) l.outer *= x.shape[static_cast<size_t>(a)];
+  for (int64_t a = axis + 1; a < rank - 1; ++a) l.rows *= x.shape[static_cast<size_t>(a)];
+  return l;
+}
+
+double rope_theta(const OpAttrs& attrs) { return attrs.get_real("theta", 10000.0); }
+
+double rope_frequency(double theta, int64_t pair, int64_t features) {
+  return std::pow(theta, -2.0 * static_cast<double>(pair) / static_cast<double>(features));
 }
 
 const OpAttrs::Entry* OpAttrs::find(std::string_view name) const {

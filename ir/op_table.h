@@ -139,6 +139,23 @@ bool attention_bthd(const OpAttrs& attrs);
 /// The heads of q (which the shape rule has checked) under the op's layout.
 AttentionHeads attention_heads(const OpAttrs& attrs, const TensorType& q);
 
+/// rope turns each position's features in pairs (i, i + D/2) of D, as
+/// Llama and GPT-NeoX do (their "rotate half"): pair i by position x
+/// rope_frequency(theta, i, D) radians, the position being the index along
+/// the op's `axis` (by default the one before the features) or, given a
+/// second operand, the integer it holds there. x is walked as [outer,
+/// positions, rows, D]: the rows between the positions' axis and the
+/// features share each position's angles.
+struct RopeLayout {
+  int64_t outer, positions, rows, features;
+};
+RopeLayout rope_layout(const OpAttrs& attrs, const TensorType& x);
+/// The `theta` attribute, 10000 when not written.
+double rope_theta(const OpAttrs& attrs);
+/// theta^(-2i/d): pair i's angle per position, from 1 for the first pair
+/// down to nearly 1/theta for the last.
+double rope_frequency(double theta, int64_t pair, int64_t features);
+
 /// The element type of attention's lse for q of type `q`: f32 for the half
 /// types (the backward computes exp(s - lse), and a bf16 lse near 8 is off by
 /// up to 0.03, every probability of its row by 3 %), q's own otherwise.

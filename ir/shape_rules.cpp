@@ -177,6 +177,27 @@ Types shape_rmsnorm(const ShapeContext& ctx) {
   return {x};
 }
 
+// rope: x [..., P, ..., D] with its positions at `axis` (by default the one
+// before the last) and D even, and optionally the positions, i32[P] or i64[P].
+Types shape_rope(const ShapeContext& ctx) {
+  const TensorType& x = ctx.operands[0];
+  require_float(x, "the input");
+  if (x.rank() < 2) fail("the input must have rank >= 2 (positions, then features), got " + x.str());
+  const int64_t axis = normalize_axis(ctx.attrs.get_int("axis", -2), x.rank());
+  if (axis == x.rank() - 1) fail("axis must be the positions' axis, not the last one (the features)");
+  if (x.shape.back() % 2 != 0)
+    fail(fmt::format("the features (the last axis, {}) must be even: rope turns them in pairs", x.shape.back()));
+  if (!(rope_theta(ctx.attrs) > 1)) fail("theta must be greater than 1");
+  if (ctx.operands.size() == 2) {
+    const TensorType& positions = ctx.operands[1];
+    const int64_t p = x.shape[static_cast<size_t>(axis)];
+    if (!is_integer(positions.dtype) || positions.shape != Shape{p})
+      fail(fmt::format("positions must be i32[{}] or i64[{}] (one per position of axis {}), got {}", p, p, axis,
+                       positions.str()));
+  }
+  return {x};
+}
+
 Types shape_attention(const ShapeContext& ctx) { return attention_like(ctx); }
 
 // cached_attention: q, k, v as attention's (N new positions) and the caches

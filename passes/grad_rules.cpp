@@ -151,6 +151,16 @@ void grad_rmsnorm(Ctx& c) {
   c.accumulate(1, d[1]);
 }
 
+// A rotation's transpose turns by the opposite angles: the same positions,
+// `inverse` flipped. The positions are integers and get no gradient.
+void grad_rope(Ctx& c) {
+  std::vector<ValueId> operands = {c.grad()};
+  if (c.op().operands.size() == 2) operands.push_back(c.operand(1));
+  std::vector<NamedAttr> attrs = c.forward_attrs({"theta", "axis"});
+  attrs.push_back(attr_bool("inverse", !c.attrs().get_bool("inverse", false)));
+  c.accumulate(0, c.emit(OpKind::rope, std::move(operands), std::move(attrs)));
+}
+
 // The flash-attention backward: attention_grad recomputes the scores from
 // q, k and the forward's lse row by row, so no T x T matrix is stashed; it
 // reads the output o for the row sums of g * o. lse is a by-product for
@@ -368,6 +378,7 @@ std::array<Entry, kNumOps> build_table() {
   rule(OpKind::log_softmax, grad_log_softmax);
   rule(OpKind::layernorm, grad_layernorm);
   rule(OpKind::rmsnorm, grad_rmsnorm);
+  rule(OpKind::rope, grad_rope);
   rule(OpKind::attention, grad_attention);
   rule(OpKind::embedding, grad_embedding);
   rule(OpKind::reshape, grad_reshape);

@@ -314,6 +314,10 @@ class Round {
       case OpKind::rmsnorm:
         if (in.axis != r - 1) out = in;
         break;
+      case OpKind::rope:
+        // Each position's pairs turn alike on every head: shares of heads stay shares.
+        if (in.axis != r - 1 && in.axis != normalized(int_attr(op, "axis", -2), r)) out = in;
+        break;
       case OpKind::cross_entropy:
         // Over the classes each rank holds, in parts the group sums (Megatron's vocabulary-parallel loss).
         if (in.axis == r - 1 && in.segments == 1) out = ShardLayout{};

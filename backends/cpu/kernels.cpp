@@ -43,6 +43,7 @@ const KernelTable& table() {
     add_conv_kernels(t);
     add_pool_kernels(t);
     add_attention_kernels(t);
+    add_rotary_kernels(t);
     add_tensor_parallel_kernels(t);
     add_vocab_parallel_loss_kernels(t);
     add_conv_grad_kernels(t);

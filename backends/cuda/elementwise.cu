@@ -1,4 +1,4 @@
-// Elementwise kernels: sources, binary ops with broadcasting, where, unary ops, dropout, cast, activation gradients, transpose, broadcast_to.
+// Elementwise kernels: sources, binary ops with broadcasting, where, unary ops, rope, dropout, cast, activation gradients, transpose, broadcast_to.
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -284,6 +284,41 @@ void pow_kernel(const KernelArgs& args, const LaunchContext& ctx) {
 }
 
 // ---------------------------------------------------------------------------
+// rope: a thread per feature pair. Angles and their cosines and sines in
+// double, rounded once, as the CPU computes them (rotary.cpp).
+
+template <class T>
+__global__ void rope_kernel(const T* x, T* y, int64_t pairs, RopeLayout l, const void* positions, bool i64,
+                            double theta, double sign) {
+  const int64_t half = l.features / 2;
+  PF_GRID_STRIDE(k, pairs) {
+    const int64_t r = k / half, i = k % half, p = r / l.rows % l.positions;
+    const double position = positions == nullptr ? static_cast<double>(p)
+                            : i64 ? static_cast<double>(static_cast<const int64_t*>(positions)[p])
+                                  : static_cast<double>(static_cast<const int32_t*>(positions)[p]);
+    const double angle = position * pow(theta, -2.0 * static_cast<double>(i) / static_cast<double>(l.features));
+    const float c = static_cast<float>(cos(angle)), s = static_cast<float>(sign * sin(angle));
+    const T* xr = x + r * l.features;
+    const float a = to_float(xr[i]), b = to_float(xr[half + i]);
+    y[r * l.features + i] = from_float<T>(a * c - b * s);
+    y[r * l.features + half + i] = from_float<T>(b * c + a * s);
+  }
+}
+
+template <class T>
+void rope(const KernelArgs& args, const LaunchContext& ctx) {
+  const RopeLayout l = rope_layout(args.attrs, args.in_types[0]);
+  const int64_t pairs = args.in_types[0].numel() / 2;
+  if (pairs == 0) return;
+  const bool given = args.in.size() > 1;
+  rope_kernel<T><<<blocks_for(pairs), kThreads, 0, ctx.stream>>>(
+      static_cast<const T*>(args.in[0]), static_cast<T*>(args.out[0]), pairs, l, given ? args.in[1] : nullptr,
+      given && args.in_types[1].dtype == DType::i64, rope_theta(args.attrs),
+      args.attrs.get_bool("inverse", false) ? -1.0 : 1.0);
+  PF_CUDA_CHECK_LAUNCH();
+}
+
+// ---------------------------------------------------------------------------
 // dropout: the CPU's counter-based mask (backends/cpu/dropout.cpp): element i
 // is kept iff splitmix64(seed, i) >> 11 >= ceil(p * 2^53).
 
@@ -449,6 +484,7 @@ void add_elementwise_kernels(KernelTable& t) {
   t.set_float(OpKind::pow, pow_kernel<float>, pow_kernel<bf16>);
   t.set_float(OpKind::tanh, unary<float, TanhOp>, unary<bf16, TanhOp>);
   t.set_float(OpKind::sigmoid, unary<float, SigmoidOp>, unary<bf16, SigmoidOp>);
+  t.set_float(OpKind::rope, rope<float>, rope<bf16>);
   t.set_float(OpKind::relu, unary<float, ReluOp>, unary<bf16, ReluOp>);
   t.set_float(OpKind::gelu, unary<float, GeluOp>, unary<bf16, GeluOp>);
   t.set_float(OpKind::gelu_erf, unary<float, GeluErfOp>, unary<bf16, GeluErfOp>);

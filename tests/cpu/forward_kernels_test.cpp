@@ -389,6 +389,31 @@ Reference rmsnorm_ref(double eps) {
   };
 }
 
+// rope: feature d of D at position p (its index along the positions' axis,
+// or the positions operand there) pairs with d +- D/2 and turns by
+// p * theta^(-2 (d mod D/2) / D), backwards under `inverse`.
+Reference rope_ref(int64_t axis, double theta, bool inverse) {
+  return [=](const std::vector<Tensor>& in, const std::vector<TensorType>&) {
+    const Tensor& x = in[0];
+    const Shape& s = x.type.shape;
+    const auto rank = static_cast<int64_t>(s.size());
+    const auto at = static_cast<size_t>(axis < 0 ? axis + rank : axis);
+    const int64_t d = s.back(), half = d / 2;
+    std::vector<double> y(x.v.size());
+    for (int64_t f = 0; f < x.type.numel(); ++f) {
+      const Index idx = unravel(f, s);
+      const double p = in.size() > 1 ? in[1].v[static_cast<size_t>(idx[at])] : static_cast<double>(idx[at]);
+      const int64_t i = idx.back() % half;
+      const double angle = (inverse ? -1 : 1) * p * std::pow(theta, -2.0 * static_cast<double>(i) / d);
+      const bool first = idx.back() < half;
+      const double partner = x.v[static_cast<size_t>(first ? f + half : f - half)];
+      y[static_cast<size_t>(f)] = x.v[static_cast<size_t>(f)] * std::cos(angle) +
+                                  (first ? -partner : partner) * std::sin(angle);
+    }
+    return Outputs{y};
+  };
+}
+
 Outputs embedding_ref(const std::vector<Tensor>& in, const std::vector<TensorType>& out) {
   const Tensor &table = in[0], &ids = in[1];
   const int64_t c = table.type.shape[1];
@@ -1189,6 +1214,28 @@ std::vector<OpCase> all_cases() {
                           layernorm_ref(1e-3)});
   add(OpKind::rmsnorm, {"default eps", {g.uniform({3, 12}), g.uniform({12})}, {}, {}, rmsnorm_ref(1e-6)});
   add(OpKind::rmsnorm, {"eps", {g.uniform({2, 2, 5}), g.uniform({5})}, {real_attr("eps", 0.1)}, {}, rmsnorm_ref(0.1)});
+
+  // rope: heads before positions (the default axis), positions before
+  // heads (axis 1), and given positions far along, in i32 and i64.
+  Gen rope_inputs(31);  // its own stream: the cases after these keep their inputs
+  add(OpKind::rope, {"[B, H, T, D]", {rope_inputs.uniform({2, 3, 5, 8})}, {}, {}, rope_ref(-2, 10000, false)});
+  add(OpKind::rope, {"[B, T, H, D], axis 1, theta 500",
+                     {rope_inputs.uniform({2, 6, 3, 4})},
+                     {dim_attr("axis", 1), real_attr("theta", 500)},
+                     {},
+                     rope_ref(1, 500, false)});
+  add(OpKind::rope, {"inverse", {rope_inputs.uniform({3, 4, 6})}, {bool_attr("inverse", true)}, {},
+                     rope_ref(-2, 10000, true)});
+  add(OpKind::rope, {"i32 positions after a cache",
+                     {rope_inputs.uniform({2, 4, 6}), values(DType::i32, {4}, {7, 8, 9, 10})},
+                     {},
+                     {},
+                     rope_ref(-2, 10000, false)});
+  add(OpKind::rope, {"i64 positions, far along",
+                     {rope_inputs.uniform({1, 2, 4, 10}), values(DType::i64, {4}, {4000, 1, 0, 250})},
+                     {},
+                     {},
+                     rope_ref(-2, 10000, false)});
 
   struct Att {
     const char* name;

@@ -143,6 +143,9 @@ std::vector<Case> all_cases() {
   c.push_back({OpKind::layernorm, "rows", {g.uniform({4, 96}, 1, 3), g.uniform({96}), g.uniform({96})},
                {real("eps", 1e-5)}});
   c.push_back({OpKind::rmsnorm, "rows", {g.uniform({4, 96}), g.uniform({96})}, {real("eps", 1e-6)}});
+  c.push_back({OpKind::rope, "bhtd", {g.uniform({2, 3, 7, 8})}, {real("theta", 500)}});
+  c.push_back({OpKind::rope, "bthd_inverse", {g.uniform({2, 7, 3, 4})}, {dim("axis", 1), boolean("inverse", true)}});
+  c.push_back({OpKind::rope, "i64_positions", {g.uniform({2, 4, 6}), g.ints(DType::i64, {4}, 0, 5000)}});
   c.push_back({OpKind::embedding, "i32_ids", {g.uniform({10, 6}), g.ints(DType::i32, {2, 3}, 0, 9)}});
   c.push_back({OpKind::embedding, "i64_ids", {g.uniform({10, 6}), g.ints(DType::i64, {4}, 0, 9)}});
   // A rank's share of a vocabulary of 12, rows 3..7: ids below, inside
@@ -318,6 +321,7 @@ const std::set<OpKind> kBf16Ops = {
     OpKind::reduce_mean,    OpKind::reduce_max,    OpKind::sum_to,       OpKind::reduce_max_grad,
     OpKind::softmax,        OpKind::log_softmax,   OpKind::softmax_grad, OpKind::log_softmax_grad,
     OpKind::layernorm,      OpKind::rmsnorm,       OpKind::layernorm_grad, OpKind::rmsnorm_grad,
+    OpKind::rope,
     OpKind::attention,      OpKind::attention_grad,
     OpKind::embedding,      OpKind::embedding_grad, OpKind::cross_entropy, OpKind::cross_entropy_grad,
     OpKind::cross_entropy_parts, OpKind::cross_entropy_parts_grad, OpKind::cross_entropy_total,

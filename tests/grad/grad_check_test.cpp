@@ -78,6 +78,7 @@ std::map<OpKind, GradCase> cases() {
   m[OpKind::softmax] = {"%a: f32[2,5]", "  %r = softmax %a axis=1 : f32[2,5]\n", "f32[2,5]"};
   m[OpKind::log_softmax] = {"%a: f32[3,4]", "  %r = log_softmax %a axis=0 : f32[3,4]\n", "f32[3,4]"};
   m[OpKind::layernorm] = {"%a: f32[2,3,4], %w: f32[4], %b: f32[4]", "  %r = layernorm %a, %w, %b eps=1e-5 : f32[2,3,4]\n", "f32[2,3,4]"};
+  m[OpKind::rope] = {"%a: f32[2,3,4]", "  %r = rope %a theta=100 : f32[2,3,4]\n", "f32[2,3,4]"};
   m[OpKind::rmsnorm] = {"%a: f32[3,4], %w: f32[4]", "  %r = rmsnorm %a, %w eps=1e-6 : f32[3,4]\n", "f32[3,4]"};
   // T = 5 rows of a causal head, and a second head: dq, dk and dv all reach the loss.
   m[OpKind::attention] = {"%q: f32[1,2,5,3], %k: f32[1,2,5,3], %v: f32[1,2,5,3]",

@@ -141,6 +141,8 @@ def check_safetensors():
 FD_PARAMS = {
     "mlp": ["fc_in.w", "fc.1.b", "fc_out.w", "fc_out.b"],
     "gpt": ["wte", "wpe", "h.0.attn.c_attn.w", "h.1.attn.c_proj.b", "h.1.ln_2.w", "h.0.mlp.c_fc.w", "ln_f.b"],
+    "llama": ["tok_embeddings", "layers.0.attention.wq", "layers.1.attention.wk", "layers.0.feed_forward.w1",
+              "layers.1.ffn_norm.w", "norm.w", "output"],
 }
 FD_STEP = 1e-6  # float64: truncation error ~ step^2, rounding ~ 1e-16 / step
 
@@ -236,7 +238,45 @@ def numpy_gpt_loss(w, d, dims):
     return numpy_cross_entropy(logits.reshape(-1, logits.shape[-1]), d["targets"].reshape(-1))
 
 
-NUMPY_LOSS = {"mlp": numpy_mlp_loss, "gpt": numpy_gpt_loss}
+def numpy_llama_loss(w, d, dims):
+    heads, theta = dims["H"], 10000.0
+
+    def rmsnorm(x, g):
+        return x / np.sqrt((x**2).mean(axis=-1, keepdims=True) + 1e-5) * g
+
+    def rotate(x):
+        # Each pair (x[i], x[i + D/2]) as the complex number x[i] + j x[i + D/2],
+        # times e^(j t theta^(-2i/D)) at position t.
+        T, D = x.shape[-2], x.shape[-1]
+        z = x[..., :D // 2] + 1j * x[..., D // 2:]
+        turn = np.exp(1j * np.arange(T)[:, None] * theta**(-2 * np.arange(D // 2) / D))
+        z = z * turn
+        return np.concatenate([z.real, z.imag], axis=-1)
+
+    tokens = d["tokens"].astype(np.int64)
+    B, T = tokens.shape
+    x = w["tok_embeddings"][tokens]  # (B, T, C)
+    C = x.shape[-1]
+    hd = C // heads
+    future = np.triu(np.ones((T, T), dtype=bool), k=1)
+    for i in range(dims["L"]):
+        h = f"layers.{i}."
+        a = rmsnorm(x, w[h + "attention_norm.w"])
+        q, k, v = (
+            (a @ w[h + "attention." + n]).reshape(B, T, heads, hd).transpose(0, 2, 1, 3) for n in ("wq", "wk", "wv"))
+        scores = np.einsum("bhid,bhjd->bhij", rotate(q), rotate(k)) / math.sqrt(hd)
+        scores[..., future] = -np.inf
+        probs = np.exp(scores - scores.max(axis=-1, keepdims=True))
+        probs /= probs.sum(axis=-1, keepdims=True)
+        x = x + np.einsum("bhij,bhjd->bhid", probs, v).transpose(0, 2, 1, 3).reshape(B, T, C) @ w[h + "attention.wo"]
+        m = rmsnorm(x, w[h + "ffn_norm.w"])
+        gate = m @ w[h + "feed_forward.w1"]
+        x = x + (gate / (1 + np.exp(-gate)) * (m @ w[h + "feed_forward.w3"])) @ w[h + "feed_forward.w2"]
+    logits = rmsnorm(x, w["norm.w"]) @ w["output"]
+    return numpy_cross_entropy(logits.reshape(-1, logits.shape[-1]), d["targets"].reshape(-1))
+
+
+NUMPY_LOSS = {"mlp": numpy_mlp_loss, "gpt": numpy_gpt_loss, "llama": numpy_llama_loss}
 
 
 def check_numpy_forward(case_name, work_dir):
@@ -279,7 +319,8 @@ def run_checker(pipeforge, cases, bug=None, hide_torch=False):
 def check_checker():
     stand_in = HERE / "stand_in_pipeforge.py"
     status, output = run_checker(stand_in, [])
-    expect(status == 0 and "2 passed, 0 failed" in output, f"the float32 stand-in did not pass:\n{output}")
+    expect(status == 0 and f"{len(torch_reference.CASES)} passed, 0 failed" in output,
+           f"the float32 stand-in did not pass:\n{output}")
     worst = re.findall(r"worst \S+ (\S+)", output)
     for bug in ["loss", "grad", "missing", "shape", "nan", "crash"]:
         status, output = run_checker(stand_in, ["mlp"], bug=bug)

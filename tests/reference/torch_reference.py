@@ -1,4 +1,4 @@
-"""PyTorch reference values for examples/mlp.pf and examples/gpt.pf.
+"""PyTorch reference values for examples/mlp.pf, examples/gpt.pf and examples/llama.pf.
 
 Run with /usr/bin/python3: it needs Debian's python3-torch (1.13) and
 python3-numpy, and the first python3 on PATH may be another interpreter
@@ -234,6 +234,71 @@ def gpt_loss(p, batch, d, relu_inputs=None):
     return F.cross_entropy(logits.reshape(-1, d["V"]), batch["targets"].long().reshape(-1))
 
 
+# ---------------------------------------------------------------- llama
+
+
+def llama_parameters(d, gen):
+    """The parameters of examples/llama.pf after inlining, in declaration
+    order, [in, out]. RMSNorm weights random near 1; attention weights large
+    enough that the rotated scores matter (see the module docstring)."""
+    V, C, F_, L = d["V"], d["C"], d["F"], d["L"]
+    p = {"tok_embeddings": _normal(gen, (V, C), 0.5)}
+    for i in range(L):
+        h = f"layers.{i}."
+        p[h + "attention_norm.w"] = _normal(gen, (C,), 0.1, mean=1.0)
+        for w in ("wq", "wk", "wv"):
+            p[h + "attention." + w] = _normal(gen, (C, C), 1 / math.sqrt(C))
+        p[h + "attention.wo"] = _normal(gen, (C, C), 1 / math.sqrt(C))
+        p[h + "ffn_norm.w"] = _normal(gen, (C,), 0.1, mean=1.0)
+        p[h + "feed_forward.w1"] = _normal(gen, (C, F_), 1 / math.sqrt(C))
+        p[h + "feed_forward.w3"] = _normal(gen, (C, F_), 1 / math.sqrt(C))
+        p[h + "feed_forward.w2"] = _normal(gen, (F_, C), 1 / math.sqrt(F_))
+    p["norm.w"] = _normal(gen, (C,), 0.1, mean=1.0)
+    p["output"] = _normal(gen, (C, V), 1 / math.sqrt(C))
+    return p
+
+
+def _rmsnorm(x, w):
+    return x * torch.rsqrt((x * x).mean(dim=-1, keepdim=True) + 1e-5) * w
+
+
+def _rotary(x, theta=10000.0):
+    """Hugging Face Llama's apply_rotary_pos_emb on x (B, H, T, D): the
+    halves rotated ("rotate_half") by position t times theta^(-2i/D)."""
+    T, D = x.shape[-2], x.shape[-1]
+    inv_freq = 1.0 / (theta**(torch.arange(0, D, 2, dtype=torch.float64) / D))  # (D/2,)
+    angles = torch.outer(torch.arange(T, dtype=torch.float64), inv_freq)  # (T, D/2)
+    emb = torch.cat([angles, angles], dim=-1).to(x.dtype)  # (T, D)
+    rotated = torch.cat([-x[..., D // 2:], x[..., :D // 2]], dim=-1)
+    return x * emb.cos() + rotated * emb.sin()
+
+
+def _llama_block(x, p, h, n_head):
+    """func @block of examples/llama.pf with the parameters prefixed `h`."""
+    B, T, C = x.shape
+    hd = C // n_head
+    a = _rmsnorm(x, p[h + "attention_norm.w"])
+    q, k, v = ((a @ p[h + "attention." + w]).reshape(B, T, n_head, hd).permute(0, 2, 1, 3) for w in ("wq", "wk", "wv"))
+    q, k = _rotary(q), _rotary(k)
+    scores = (q @ k.transpose(-2, -1)) / math.sqrt(hd)  # (B, H, T, T)
+    causal = torch.ones(T, T, dtype=torch.bool).tril()
+    scores = torch.where(causal, scores, torch.tensor(-math.inf, dtype=x.dtype))
+    y = (torch.softmax(scores, dim=-1) @ v).permute(0, 2, 1, 3).reshape(B, T, C)
+    x1 = x + y @ p[h + "attention.wo"]
+    m = _rmsnorm(x1, p[h + "ffn_norm.w"])
+    hidden = F.silu(m @ p[h + "feed_forward.w1"]) * (m @ p[h + "feed_forward.w3"])  # SwiGLU
+    return x1 + hidden @ p[h + "feed_forward.w2"]
+
+
+def llama_loss(p, batch, d, relu_inputs=None):
+    """graph @llama of examples/llama.pf. No relu: relu_inputs stays empty."""
+    x = F.embedding(batch["tokens"].long(), p["tok_embeddings"])  # (B, T, C)
+    for i in range(d["L"]):  # call @block scope="layers" repeat=L
+        x = _llama_block(x, p, f"layers.{i}.", d["H"])
+    logits = _rmsnorm(x, p["norm.w"]) @ p["output"]  # (B, T, V)
+    return F.cross_entropy(logits.reshape(-1, d["V"]), batch["targets"].long().reshape(-1))
+
+
 CASES = {
     c.name: c
     for c in [
@@ -241,6 +306,8 @@ CASES = {
              mlp_parameters, mlp_batch, mlp_loss),
         Case("gpt", "examples/gpt.pf", {"B": 2, "T": 16, "S": 16, "C": 64, "H": 4, "L": 2, "V": 256}, 5678,
              gpt_parameters, gpt_batch, gpt_loss),
+        Case("llama", "examples/llama.pf", {"B": 2, "T": 16, "C": 64, "H": 4, "F": 96, "L": 2, "V": 256}, 4321,
+             llama_parameters, gpt_batch, llama_loss),
     ]
 }
 

@@ -23,11 +23,12 @@ struct Model {
   DimBinding overrides;
 };
 
-/// Tiny bindings of examples/mlp.pf and examples/gpt.pf, and
+/// Tiny bindings of examples/mlp.pf, examples/gpt.pf and examples/llama.pf, and
 /// tests/runtime/models/tables.pf, whose inputs include tables without the
 /// batch dimension (one read by its first layer, one by its sixth).
 extern const Model kMlp;
 extern const Model kGpt;
+extern const Model kLlama;
 extern const Model kTables;
 
 Module load(const Model& model);

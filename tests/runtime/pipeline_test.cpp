@@ -247,9 +247,12 @@ TEST_P(Equivalence, RanksHoldingOnlyTheirOwnStagesMatchOneDevice) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Models, Equivalence, testing::Values(&kMlp, &kGpt, &kTables),
+INSTANTIATE_TEST_SUITE_P(Models, Equivalence, testing::Values(&kMlp, &kGpt, &kLlama, &kTables),
                          [](const testing::TestParamInfo<const Model*>& p) {
-                           return std::string(p.param == &kMlp ? "mlp" : p.param == &kGpt ? "gpt" : "tables");
+                           return std::string(p.param == &kMlp    ? "mlp"
+                                             : p.param == &kGpt   ? "gpt"
+                                             : p.param == &kLlama ? "llama"
+                                                                  : "tables");
                          });
 
 TEST(PipelineFailure, AStageErrorStopsEveryWorkerWithOneMessage) { expect_bad_token_reported(); }
