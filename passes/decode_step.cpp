@@ -14,7 +14,8 @@
 //     positions[0] cached rows and the new keys up to their own;
 //   - a slice of the rows [0, N) of a table computed from parameters alone
 //     (a learned position embedding: `slice %wpe axis=0 start=0 end=T`)
-//     becomes `embedding %wpe, %positions`, the rows at the new positions.
+//     becomes `embedding %wpe, %positions`, the rows at the new positions;
+//   - each `rope %x` turns its rows by the new positions: `rope %x, %positions`.
 // The caller keeps the caches: it writes each step's new keys and values at
 // their positions before the next step.
 //
@@ -57,6 +58,7 @@ class DecodeStepPass final : public Pass {
     const ValueId positions =
         add_arg(g, fresh_name("positions"), {DType::i32, {g.arg_types[0].dims.at(1)}}, ctx.binding);
     read_position_rows(g, positions, fresh, ctx.decode_context, ctx.binding);
+    rotate_at_positions(g, positions, fresh, ctx.binding);
     attend_to_caches(g, positions, ctx.decode_context, fresh_name, ctx.binding);
     compact_values(g);
     return true;
@@ -138,6 +140,24 @@ class DecodeStepPass final : public Pass {
       op.kind = OpKind::embedding;
       op.operands = {op.operands[0], positions};
       std::erase_if(op.attrs, [](const NamedAttr& a) { return a.name != "layer"; });
+    }
+  }
+
+  // Rotary embeddings turn each new row by its position in the sequence,
+  // not by its index among the new rows.
+  static void rotate_at_positions(Function& g, ValueId positions, int64_t fresh, const DimBinding& binding) {
+    for (Op& op : g.ops) {
+      if (op.kind != OpKind::rope || op.operands.size() != 1) continue;
+      const TensorType& x = g.type_of(op.operands[0]);
+      const Attr* a = op.attr("axis");
+      int64_t axis = a ? a->dim.evaluate(binding).value_or(-2) : -2;
+      if (axis < 0) axis += x.rank();
+      if (x.shape[static_cast<size_t>(axis)] != fresh)
+        throw Error(fmt::format("decode-step: %{} turns along axis {} of {} rows, which are not the {} new positions",
+                                g.values[static_cast<size_t>(op.results[0])].name, axis,
+                                x.shape[static_cast<size_t>(axis)], fresh),
+                    op.loc);
+      op.operands.push_back(positions);
     }
   }
 

@@ -155,14 +155,17 @@ void rmsnorm(const KernelArgs& args) {
   if (c == 0) return;
   const int64_t rows = args.in_types[0].numel() / c;
   const double eps = args.attrs.get_real("eps", 1e-6);
-  for (int64_t r = 0; r < rows; ++r) {
-    const T* xr = x + r * c;
-    T* yr = y + r * c;
-    double sq = 0;
-    for (int64_t i = 0; i < c; ++i) sq += static_cast<double>(xr[i]) * xr[i];
-    const T rms = static_cast<T>(1 / std::sqrt(sq / static_cast<double>(c) + eps));
-    for (int64_t i = 0; i < c; ++i) yr[i] = xr[i] * rms * w[i];
-  }
+  // Rows are independent: split over the device's threads.
+  parallel_for(rows, std::max<int64_t>(1, kElementwiseGrain / c), [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const T* xr = x + r * c;
+      T* yr = y + r * c;
+      double sq = 0;
+      for (int64_t i = 0; i < c; ++i) sq += static_cast<double>(xr[i]) * xr[i];
+      const T rms = static_cast<T>(1 / std::sqrt(sq / static_cast<double>(c) + eps));
+      for (int64_t i = 0; i < c; ++i) yr[i] = xr[i] * rms * w[i];
+    }
+  });
 }
 
 }  // namespace

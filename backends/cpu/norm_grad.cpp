@@ -144,23 +144,32 @@ void rmsnorm_grad(const KernelArgs& args) {
   if (c == 0) return;
   const int64_t rows = args.in_types[1].numel() / c;
   const double eps = args.attrs.get_real("eps", 1e-6);
-  std::fill_n(dw, c, T(0));
-  for (int64_t r = 0; r < rows; ++r) {
-    const T* xr = x + r * c;
-    const T* gr = g + r * c;
-    T* dxr = dx + r * c;
-    double sq = 0;
-    for (int64_t i = 0; i < c; ++i) sq += static_cast<double>(xr[i]) * xr[i];
-    const T rms = static_cast<T>(1 / std::sqrt(sq / static_cast<double>(c) + eps));
-    double sum_gw_xhat = 0;
-    for (int64_t i = 0; i < c; ++i) {
-      const T xhat = xr[i] * rms;
-      sum_gw_xhat += gr[i] * w[i] * xhat;
-      dw[i] += gr[i] * xhat;
+  T* rms = static_cast<T*>(scratch(static_cast<size_t>(rows) * sizeof(T)));  // (rows,)
+  parallel_for(rows, std::max<int64_t>(1, kElementwiseGrain / c), [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const T* xr = x + r * c;
+      const T* gr = g + r * c;
+      T* dxr = dx + r * c;
+      double sq = 0;
+      for (int64_t i = 0; i < c; ++i) sq += static_cast<double>(xr[i]) * xr[i];
+      const T rs = static_cast<T>(1 / std::sqrt(sq / static_cast<double>(c) + eps));
+      rms[r] = rs;
+      double sum_gw_xhat = 0;
+      for (int64_t i = 0; i < c; ++i) sum_gw_xhat += gr[i] * w[i] * (xr[i] * rs);
+      const T b = static_cast<T>(sum_gw_xhat / static_cast<double>(c));
+      for (int64_t i = 0; i < c; ++i) dxr[i] = rs * (gr[i] * w[i] - xr[i] * rs * b);
     }
-    const T b = static_cast<T>(sum_gw_xhat / static_cast<double>(c));
-    for (int64_t i = 0; i < c; ++i) dxr[i] = rms * (gr[i] * w[i] - xr[i] * rms * b);
-  }
+  });
+  // Each column sums its rows in order, whatever the split.
+  parallel_for(c, std::max<int64_t>(64, kElementwiseGrain / rows), [&](int64_t begin, int64_t end) {
+    std::fill(dw + begin, dw + end, T(0));
+    for (int64_t r = 0; r < rows; ++r) {
+      const T* xr = x + r * c;
+      const T* gr = g + r * c;
+      const T rs = rms[r];
+      for (int64_t i = begin; i < end; ++i) dw[i] += gr[i] * (xr[i] * rs);
+    }
+  });
 }
 
 }  // namespace
