@@ -1,11 +1,12 @@
 #!/usr/bin/python3
 """PyTorch's side of bench/lockstep.py: the reference training step, one step per request.
 
-    /usr/bin/python3 bench/torch_step_server.py TORCH_BENCH --model mlp --threads 1 [--openblas-threads 2] [--bf16]
+    /usr/bin/python3 bench/torch_step_server.py TORCH_BENCH --model mlp|gpt|llama --threads 1 [--openblas-threads 2] [--bf16]
 
 TORCH_BENCH is the reference script (../shared/bench/torch_bench.py); the models, the batch and the
-step (zero_grad, forward, cross-entropy, backward, SGD at lr 1e-3) are built from its module, so that
-both benchmarks time the same thing. After --warmup steps the server prints "ready", then runs one step
+step (zero_grad, forward, cross-entropy, backward, SGD at lr 1e-3) are built from its module (the
+Llama-style decoder from bench/torch_llama.py, at the GPT's sizes), so that both benchmarks time the
+same thing. After --warmup steps the server prints "ready", then runs one step
 per line read from stdin and answers "<seconds> <loss>". With --profile, torch.profiler records the
 served steps and at the end stderr gets one line per op and input shapes ("<ms per step> <op> <shapes>").
 With --bf16, the forward runs under torch.autocast("cpu", dtype=torch.bfloat16): the products (and what
@@ -13,6 +14,7 @@ autocast lists with them) in bf16, as a Pipeforge plan compiled with --dtype bf1
 """
 import argparse
 import importlib.util
+import pathlib
 import sys
 import time
 
@@ -27,7 +29,7 @@ def load_reference(path):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("torch_bench")
-    ap.add_argument("--model", choices=["mlp", "gpt"], required=True)
+    ap.add_argument("--model", choices=["mlp", "gpt", "llama"], required=True)
     ap.add_argument("--threads", type=int, required=True)
     ap.add_argument("--openblas-threads", type=int, default=None)
     ap.add_argument("--warmup", type=int, default=3)
@@ -47,6 +49,13 @@ def main():
         model = ref.make_mlp()
         x, y = torch.randn(256, 784), torch.randint(0, 10, (256,))
         loss_fn = lambda: F.cross_entropy(model(x), y)  # noqa: E731
+    elif a.model == "llama":
+        sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+        import torch_llama  # noqa: E402  (bench/, put on the path just above)
+        vocab, seq = 8192, 128
+        model = torch_llama.Llama(n_layer=4, dim=512, n_head=8, hidden=1536, seq=seq, vocab=vocab)
+        idx, tgt = torch.randint(0, vocab, (8, seq)), torch.randint(0, vocab, (8, seq))
+        loss_fn = lambda: F.cross_entropy(model(idx).view(-1, vocab), tgt.view(-1))  # noqa: E731
     else:
         vocab, seq = 8192, 128
         model = ref.GPT(n_layer=4, n_embd=512, n_head=8, seq=seq, vocab=vocab, tied=True)

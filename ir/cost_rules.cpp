@@ -60,6 +60,8 @@ OpCost cost_relu(Types in, Types out, const OpAttrs&) { return streaming(in, out
 OpCost cost_gelu(Types in, Types out, const OpAttrs&) { return streaming(in, out, 14); }
 // gelu_erf(x) = 0.5 x (1 + erf(x / sqrt(2))); erf as a polynomial and an exp.
 OpCost cost_gelu_erf(Types in, Types out, const OpAttrs&) { return streaming(in, out, 20); }
+// silu(x) = x sigmoid(x): an exp, an add and a division.
+OpCost cost_silu(Types in, Types out, const OpAttrs&) { return streaming(in, out, 7); }
 // A counter-based hash per element, a compare and a scale.
 OpCost cost_dropout(Types in, Types out, const OpAttrs&) { return streaming(in, out, 4); }
 OpCost cost_cast(Types in, Types out, const OpAttrs&) { return streaming(in, out, 0); }
@@ -162,6 +164,8 @@ OpCost cost_relu_grad(Types in, Types out, const OpAttrs&) { return streaming(in
 // The derivative of the tanh form: one exp, a polynomial and a few products.
 OpCost cost_gelu_grad(Types in, Types out, const OpAttrs&) { return streaming(in, out, 18); }
 OpCost cost_gelu_erf_grad(Types in, Types out, const OpAttrs&) { return streaming(in, out, 24); }
+// The sigmoid again, then g (s + x s (1 - s)).
+OpCost cost_silu_grad(Types in, Types out, const OpAttrs&) { return streaming(in, out, 11); }
 // A product and sum along the axis, then a subtract and a multiply.
 OpCost cost_softmax_grad(Types in, Types out, const OpAttrs&) { return streaming(in, out, 4); }
 // A sum along the axis, an exp, a multiply and a subtract.

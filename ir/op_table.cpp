@@ -48,6 +48,7 @@ const std::array<OpInfo, kNumOps>& table() {
       {OpKind::relu, "relu", 1, 1, {}, RULES(relu)},
       {OpKind::gelu, "gelu", 1, 1, {}, RULES(gelu)},
       {OpKind::gelu_erf, "gelu_erf", 1, 1, {}, RULES(gelu_erf)},
+      {OpKind::silu, "silu", 1, 1, {}, RULES(silu)},
       {OpKind::dropout, "dropout", 1, 1, {{"p", K::real, req}, {"seed", K::dim, req}}, RULES(dropout)},
       {OpKind::cast, "cast", 1, 1, {{"to", K::dtype, req}}, RULES(cast)},
       {OpKind::softmax, "softmax", 1, 1, {{"axis", K::dim, opt}}, RULES(softmax)},
@@ -98,6 +99,7 @@ const std::array<OpInfo, kNumOps>& table() {
       {OpKind::relu_grad, "relu_grad", 2, 2, {}, RULES(relu_grad)},
       {OpKind::gelu_grad, "gelu_grad", 2, 2, {}, RULES(gelu_grad)},
       {OpKind::gelu_erf_grad, "gelu_erf_grad", 2, 2, {}, RULES(gelu_erf_grad)},
+      {OpKind::silu_grad, "silu_grad", 2, 2, {}, RULES(silu_grad)},
       {OpKind::softmax_grad, "softmax_grad", 2, 2, {{"axis", K::dim, opt}}, RULES(softmax_grad)},
       {OpKind::log_softmax_grad, "log_softmax_grad", 2, 2, {{"axis", K::dim, opt}}, RULES(log_softmax_grad)},
       {OpKind::layernorm_grad, "layernorm_grad", 3, 3, {{"eps", K::real, opt}}, RULES(layernorm_grad)},
@@ -166,6 +168,7 @@ bool is_unary_elementwise(OpKind kind) {
     case OpKind::relu:
     case OpKind::gelu:
     case OpKind::gelu_erf:
+    case OpKind::silu:
     case OpKind::cast:
       return true;
     default:
@@ -232,6 +235,33 @@ double rope_theta(const OpAttrs& attrs) { return attrs.get_real("theta", 10000.0
 
 double rope_frequency(double theta, int64_t pair, int64_t features) {
   return std::pow(theta, -2.0 * static_cast<double>(pair) / static_cast<double>(features));
+}
+
+bool attention_groups_keys(const TensorType& q, const TensorType& k) {
+  if (k.dtype != q.dtype || k.rank() != q.rank() || q.rank() < 3 || k == q) return false;
+  const size_t lead = q.shape.size() - 2;
+  for (size_t a = 0; a < q.shape.size(); ++a)
+    if (k.shape[a] != q.shape[a] && (a >= lead || k.shape[a] != 1)) return false;
+  return true;
+}
+
+std::vector<int64_t> attention_key_heads(const TensorType& q, const TensorType& k) {
+  const size_t lead = q.rank() >= 2 ? q.shape.size() - 2 : 0;
+  int64_t heads = 1;
+  for (size_t a = 0; a < lead; ++a) heads *= q.shape[a];
+  std::vector<int64_t> key(static_cast<size_t>(heads));
+  for (int64_t n = 0; n < heads; ++n) {
+    // n's index along each leading axis of q, mapped to k's (0 where k has size 1), innermost first.
+    int64_t rest = n, flat = 0, stride = 1;
+    for (size_t a = lead; a-- > 0;) {
+      const int64_t i = rest % q.shape[a];
+      rest /= q.shape[a];
+      if (k.shape[a] != 1) flat += i * stride;
+      stride *= k.shape[a];
+    }
+    key[static_cast<size_t>(n)] = flat;
+  }
+  return key;
 }
 
 const OpAttrs::Entry* OpAttrs::find(std::string_view name) const {

@@ -156,6 +156,17 @@ double rope_theta(const OpAttrs& attrs);
 /// down to nearly 1/theta for the last.
 double rope_frequency(double theta, int64_t pair, int64_t features);
 
+/// Grouped-query attention (layout "bhtd"): k of q's type but for axes
+/// before [T, D] where it has size 1, each of its heads shared by the heads
+/// of q along them (q [B, G, R, T, D] over k and v [B, G, 1, T, D]: R query
+/// heads per key head).
+bool attention_groups_keys(const TensorType& q, const TensorType& k);
+
+/// The key head that each of q's heads reads (flat indices over the axes
+/// before [T, D]): itself, or under grouped-query attention the one it
+/// shares.
+std::vector<int64_t> attention_key_heads(const TensorType& q, const TensorType& k);
+
 /// The element type of attention's lse for q of type `q`: f32 for the half
 /// types (the backward computes exp(s - lse), and a bf16 lse near 8 is off by
 /// up to 0.03, every probability of its row by 3 %), q's own otherwise.

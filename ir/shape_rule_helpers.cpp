@@ -190,7 +190,10 @@ Types attention_like(const ShapeContext& ctx) {
   require_float(q, "q");
   if (q.rank() < (bthd ? 3 : 2))
     fail(fmt::format("q must be {}, got {}", bthd ? "[..., T, H, D] under layout \"bthd\"" : "[..., T, D]", q.str()));
-  if (k != q || v != q) fail(fmt::format("q, k and v must have one type, got {}, {} and {}", q.str(), k.str(), v.str()));
+  if (v != k || (k != q && (bthd || !attention_groups_keys(q, k))))
+    fail(fmt::format("q, k and v must have one type (or k and v size 1 on axes before [T, D] where q has heads that "
+                     "share them, under layout \"bhtd\"), got {}, {} and {}",
+                     q.str(), k.str(), v.str()));
   const double scale = ctx.attrs.get_real("scale", 1.0);
   if (!(scale > 0) || !std::isfinite(scale)) fail(fmt::format("scale must be positive and finite, got {}", scale));
   Shape rows(q.shape.begin(), q.shape.end() - 1);  // [..., H, T] or [..., T, H]

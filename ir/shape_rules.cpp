@@ -107,6 +107,7 @@ Types shape_sigmoid(const ShapeContext& ctx) { return unary_float(ctx); }
 Types shape_relu(const ShapeContext& ctx) { return unary_float(ctx); }
 Types shape_gelu(const ShapeContext& ctx) { return unary_float(ctx); }
 Types shape_gelu_erf(const ShapeContext& ctx) { return unary_float(ctx); }
+Types shape_silu(const ShapeContext& ctx) { return unary_float(ctx); }
 
 Types shape_dropout(const ShapeContext& ctx) {
   double p = ctx.attrs.get_real("p", 0);
@@ -205,16 +206,16 @@ Types shape_attention(const ShapeContext& ctx) { return attention_like(ctx); }
 // [N] integers, the first of which says how many cache rows are filled.
 Types shape_cached_attention(const ShapeContext& ctx) {
   const Types fresh = attention_like(ShapeContext{ctx.op, ctx.operands.subspan(0, 3), ctx.attrs, {}});
-  const TensorType &q = ctx.operands[0], &k_cache = ctx.operands[3], &v_cache = ctx.operands[4];
+  const TensorType &q = ctx.operands[0], &k = ctx.operands[1], &k_cache = ctx.operands[3], &v_cache = ctx.operands[4];
   const TensorType& positions = ctx.operands[5];
   const size_t axis = q.rank() - (attention_bthd(ctx.attrs) ? 3 : 2);  // the positions' axis
   if (v_cache != k_cache)
     fail(fmt::format("k_cache and v_cache must have one type, got {} and {}", k_cache.str(), v_cache.str()));
   Shape expected = k_cache.shape;
-  if (k_cache.rank() == q.rank()) expected[axis] = q.shape[axis];
-  if (k_cache.dtype != q.dtype || expected != q.shape || k_cache.shape[axis] < q.shape[axis])
-    fail(fmt::format("the caches must be q's type with at least as many positions (axis {}), got {} for q {}", axis,
-                     k_cache.str(), q.str()));
+  if (k_cache.rank() == k.rank()) expected[axis] = k.shape[axis];
+  if (k_cache.dtype != k.dtype || expected != k.shape || k_cache.shape[axis] < k.shape[axis])
+    fail(fmt::format("the caches must be k's type with at least as many positions (axis {}), got {} for k {}", axis,
+                     k_cache.str(), k.str()));
   if (!is_integer(positions.dtype) || positions.shape != Shape{q.shape[axis]})
     fail(fmt::format("positions must be i32[{}] or i64[{}] (one per new position), got {}", q.shape[axis],
                      q.shape[axis], positions.str()));

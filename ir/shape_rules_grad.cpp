@@ -9,7 +9,7 @@ namespace pf::rules {
 
 namespace {
 
-// relu_grad, gelu_grad: (g, x) -> x's type.
+// relu_grad, gelu_grad, gelu_erf_grad, silu_grad: (g, x) -> x's type.
 Types activation_grad(const ShapeContext& ctx) {
   const TensorType &g = ctx.operands[0], &x = ctx.operands[1];
   require_float(x, "the input");
@@ -60,6 +60,7 @@ Types shape_sum_to(const ShapeContext& ctx) {
 Types shape_relu_grad(const ShapeContext& ctx) { return activation_grad(ctx); }
 Types shape_gelu_grad(const ShapeContext& ctx) { return activation_grad(ctx); }
 Types shape_gelu_erf_grad(const ShapeContext& ctx) { return activation_grad(ctx); }
+Types shape_silu_grad(const ShapeContext& ctx) { return activation_grad(ctx); }
 Types shape_softmax_grad(const ShapeContext& ctx) { return softmax_grad_like(ctx, "softmax"); }
 Types shape_log_softmax_grad(const ShapeContext& ctx) { return softmax_grad_like(ctx, "log_softmax"); }
 Types shape_layernorm_grad(const ShapeContext& ctx) { return norm_grad(ctx, 1e-5, 2); }
@@ -73,7 +74,7 @@ Types shape_attention_grad(const ShapeContext& ctx) {
   if (o != fwd[0]) fail(fmt::format("o {} must have the type {} of q", o.str(), fwd[0].str()));
   if (lse != fwd[1]) fail(fmt::format("lse {} must be {} for q {}", lse.str(), fwd[1].str(), fwd[0].str()));
   require_gradient_of(g, fwd[0], "the attention output");
-  return {fwd[0], fwd[0], fwd[0]};
+  return {fwd[0], ctx.operands[2], ctx.operands[3]};
 }
 
 Types shape_embedding_grad(const ShapeContext& ctx) {

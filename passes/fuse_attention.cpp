@@ -172,10 +172,13 @@ class FuseAttentionPass final : public Pass {
       mt.k_transpose = f_->values[mt.k].def_op;
       std::swap(k_type.shape[k_type.rank() - 1], k_type.shape[k_type.rank() - 2]);
     }
+    // k and v of q's type, or with size 1 on heads axes of q that share them
+    // (grouped-query attention, the products broadcasting over those axes).
     const TensorType& q_type = f_->type_of(mt.q);
-    if (!is_float(q_type.dtype) || q_type.rank() < 2 || k_type != q_type || f_->type_of(mt.v) != q_type)
+    if (!is_float(q_type.dtype) || q_type.rank() < 2 || f_->type_of(mt.v) != k_type ||
+        (k_type != q_type && !attention_groups_keys(q_type, k_type)))
       return std::nullopt;
-    // No broadcasting anywhere in the chain: every score tensor is [..., T, T].
+    // No other broadcasting in the chain: every score tensor is q's [..., T, T].
     for (ValueId s : {raw, scores, softmax->operands[0], probs})
       if (f_->type_of(s) != f_->type_of(raw)) return std::nullopt;
     mt.chain.push_back(f_->values[raw].def_op);
@@ -238,6 +241,7 @@ class FuseAttentionPass final : public Pass {
       if (users_[o].size() != 1 || returned_[o]) continue;
       const int back = users_[o][0];
       if (!swaps_heads_and_rows(f.ops[back], binding)) continue;
+      if (f.type_of(att.operands[1]) != f.type_of(att.operands[0])) continue;  // grouped: "bhtd" only
       int ins[3];
       for (int x = 0; x < 3; ++x) ins[x] = head_transpose(att.operands[x], static_cast<int>(i), binding);
       if (ins[0] < 0 || ins[1] < 0 || ins[2] < 0) continue;

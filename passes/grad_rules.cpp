@@ -119,6 +119,7 @@ void grad_sigmoid(Ctx& c) {
 void grad_relu(Ctx& c) { c.accumulate(0, c.emit(OpKind::relu_grad, {c.grad(), c.result(0)})); }
 void grad_gelu(Ctx& c) { c.accumulate(0, c.emit(OpKind::gelu_grad, {c.grad(), c.operand(0)})); }
 void grad_gelu_erf(Ctx& c) { c.accumulate(0, c.emit(OpKind::gelu_erf_grad, {c.grad(), c.operand(0)})); }
+void grad_silu(Ctx& c) { c.accumulate(0, c.emit(OpKind::silu_grad, {c.grad(), c.operand(0)})); }
 
 // The mask is a pure function of (seed, index): dropping the gradient with
 // the same seed and p drops exactly the same elements and scales the same.
@@ -372,6 +373,7 @@ std::array<Entry, kNumOps> build_table() {
   rule(OpKind::relu, grad_relu);
   rule(OpKind::gelu, grad_gelu);
   rule(OpKind::gelu_erf, grad_gelu_erf);
+  rule(OpKind::silu, grad_silu);
   rule(OpKind::dropout, grad_dropout);
   rule(OpKind::cast, grad_cast);
   rule(OpKind::softmax, grad_softmax);
@@ -404,7 +406,7 @@ std::array<Entry, kNumOps> build_table() {
   rule(OpKind::mse_loss, grad_mse_loss);
   // The backward ops are what gradients are made of; they are not
   // differentiated again.
-  for (OpKind k : {OpKind::broadcast_to, OpKind::sum_to, OpKind::relu_grad, OpKind::gelu_grad, OpKind::gelu_erf_grad, OpKind::softmax_grad,
+  for (OpKind k : {OpKind::broadcast_to, OpKind::sum_to, OpKind::relu_grad, OpKind::gelu_grad, OpKind::gelu_erf_grad, OpKind::silu_grad, OpKind::softmax_grad,
                    OpKind::log_softmax_grad, OpKind::layernorm_grad, OpKind::rmsnorm_grad, OpKind::attention_grad,
                    OpKind::embedding_grad, OpKind::slice_grad, OpKind::reduce_max_grad, OpKind::conv2d_grad_input,
                    OpKind::conv2d_grad_weight, OpKind::max_pool2d_grad, OpKind::avg_pool2d_grad,

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <vector>
 
 #include "backends/cpu/blas.h"
 #include "backends/cpu/kernel_table.h"
@@ -108,11 +109,22 @@ OnlineSoftmax<T> online_softmax(const T* q, T* o, const Heads& h, int64_t rows, 
   return {q, o, rows, h.d, h.row_stride(), tile, static_cast<T>(scale), s, s + kRows * kCols, s + kRows * kCols + kRows};
 }
 
-// operands q, k, v [..., H, T, D] or [..., T, H, D] (layout); results o of
-// their type, lse [..., H, T].
+// The key head each query head reads: its own, or under grouped-query
+// attention the one it shares with the other heads of its group.
+std::vector<int64_t> key_heads(const TensorType& q, const TensorType& k, const Heads& h) {
+  if (k != q) return attention_key_heads(q, k);
+  std::vector<int64_t> same(static_cast<size_t>(h.n));
+  for (int64_t n = 0; n < h.n; ++n) same[static_cast<size_t>(n)] = n;
+  return same;
+}
+
+// operands q, k, v [..., H, T, D] or [..., T, H, D] (layout; k and v may
+// have fewer heads, see attention_groups_keys); results o of q's type, lse
+// [..., H, T].
 template <class T>
 void attention(const KernelArgs& args) {
-  const Heads h = attention_heads(args.attrs, args.in_types[0]);
+  const Heads h = attention_heads(args.attrs, args.in_types[0]), kv = attention_heads(args.attrs, args.in_types[1]);
+  const std::vector<int64_t> key_head = key_heads(args.in_types[0], args.in_types[1], h);
   const bool causal = args.attrs.get_bool("causal", false);
   const double scale = attention_scale(args.attrs, args.in_types[0]);
   const auto* q = static_cast<const T*>(args.in[0]);
@@ -126,9 +138,10 @@ void attention(const KernelArgs& args) {
     for (int64_t task = begin; task < end; ++task) {
       const int64_t n = task / blocks, i0 = (task % blocks) * kRows, rows = std::min(kRows, h.t - i0);
       const int64_t head = h.offset(n), first = head + i0 * h.row_stride();
+      const int64_t keys = kv.offset(key_head[static_cast<size_t>(n)]);
       OnlineSoftmax<T> softmax = online_softmax(q + first, o + first, h, rows, scale);
       softmax.begin();
-      softmax.add_keys(k + head, v + head, key_end(causal, i0 + rows, h.t), causal ? i0 : -1);
+      softmax.add_keys(k + keys, v + keys, key_end(causal, i0 + rows, h.t), causal ? i0 : -1);
       softmax.finish(lse + n * h.t + i0);
     }
   });
@@ -140,8 +153,9 @@ void attention(const KernelArgs& args) {
 // up to its own.
 template <class T>
 void cached_attention(const KernelArgs& args) {
-  const Heads h = attention_heads(args.attrs, args.in_types[0]);
+  const Heads h = attention_heads(args.attrs, args.in_types[0]), kv = attention_heads(args.attrs, args.in_types[1]);
   const Heads cache = attention_heads(args.attrs, args.in_types[3]);
+  const std::vector<int64_t> key_head = key_heads(args.in_types[0], args.in_types[1], h);
   const double scale = attention_scale(args.attrs, args.in_types[0]);
   const int64_t filled = args.in_types[5].dtype == DType::i64 ? *static_cast<const int64_t*>(args.in[5])
                                                                 : *static_cast<const int32_t*>(args.in[5]);
@@ -158,18 +172,20 @@ void cached_attention(const KernelArgs& args) {
   parallel_for(h.n * blocks, 1, [&](int64_t begin, int64_t end) {
     for (int64_t task = begin; task < end; ++task) {
       const int64_t n = task / blocks, i0 = (task % blocks) * kRows, rows = std::min(kRows, h.t - i0);
-      const int64_t head = h.offset(n), first = head + i0 * h.row_stride(), cached = cache.offset(n);
+      const int64_t head = h.offset(n), first = head + i0 * h.row_stride();
+      const int64_t m = key_head[static_cast<size_t>(n)], keys = kv.offset(m), cached = cache.offset(m);
       OnlineSoftmax<T> softmax = online_softmax(q + first, o + first, h, rows, scale, /*wide=*/true);
       softmax.begin();
       softmax.add_keys(k_cache + cached, v_cache + cached, filled, -1);
-      softmax.add_keys(k + head, v + head, i0 + rows, i0);
+      softmax.add_keys(k + keys, v + keys, i0 + rows, i0);
       softmax.finish(nullptr);
     }
   });
 }
 
-// One head's gradients, key block by key block (the outer loop) and query
-// block by query block within it; dq, dk, dv are zeroed first and summed into.
+// One query head's gradients, key block by key block (the outer loop) and
+// query block by query block within it; dq is zeroed first, and all three
+// summed into (dk and dv also take the other heads of a group's).
 // scratch: delta (T,), p and dp (kRows x kCols each).
 template <class T>
 void backward_head(const T* g, const T* q, const T* k, const T* v, const T* o, const T* lse, T* dq, T* dk, T* dv,
@@ -183,8 +199,6 @@ void backward_head(const T* g, const T* q, const T* k, const T* v, const T* o, c
     delta[i] = sum;
   }
   zero_rows(dq, t, d, ld);
-  zero_rows(dk, t, d, ld);
-  zero_rows(dv, t, d, ld);
   for (int64_t j0 = 0; j0 < t; j0 += kCols) {
     const int64_t cols = std::min(kCols, t - j0);
     const int64_t first = causal ? j0 / kRows * kRows : 0;  // the first query block that sees these keys
@@ -211,22 +225,31 @@ void backward_head(const T* g, const T* q, const T* k, const T* v, const T* o, c
 // operands g, q, k, v, o, lse; results dq, dk, dv (all but lse in q's layout).
 template <class T>
 void attention_grad(const KernelArgs& args) {
-  const Heads h = attention_heads(args.attrs, args.in_types[1]);
+  const Heads h = attention_heads(args.attrs, args.in_types[1]), kv = attention_heads(args.attrs, args.in_types[2]);
+  const std::vector<int64_t> key_head = key_heads(args.in_types[1], args.in_types[2], h);
+  std::vector<std::vector<int64_t>> readers(static_cast<size_t>(kv.n));  // each key head's query heads, in order
+  for (int64_t n = 0; n < h.n; ++n) readers[static_cast<size_t>(key_head[static_cast<size_t>(n)])].push_back(n);
   const bool causal = args.attrs.get_bool("causal", false);
   const double scale = attention_scale(args.attrs, args.in_types[1]);
   const T* in[6];
   for (int i = 0; i < 6; ++i) in[i] = static_cast<const T*>(args.in[i]);
   T* out[3];
   for (int i = 0; i < 3; ++i) out[i] = static_cast<T*>(args.out[i]);
-  // One task per head: its dq sums over key blocks in a fixed order, whatever the threads.
-  parallel_for(h.n, 1, [&](int64_t begin, int64_t end) {
+  // One task per key head, its query heads in order: dq sums over key blocks
+  // and dk, dv over the group's heads in a fixed order, whatever the threads.
+  parallel_for(kv.n, 1, [&](int64_t begin, int64_t end) {
     T* delta = static_cast<T*>(scratch(static_cast<size_t>(h.t + 2 * kRows * kCols) * sizeof(T)));
     T* p = delta + h.t;
     T* dp = p + kRows * kCols;
-    for (int64_t n = begin; n < end; ++n) {
-      const int64_t head = h.offset(n);
-      backward_head(in[0] + head, in[1] + head, in[2] + head, in[3] + head, in[4] + head, in[5] + n * h.t,
-                    out[0] + head, out[1] + head, out[2] + head, h, scale, causal, delta, p, dp);
+    for (int64_t m = begin; m < end; ++m) {
+      const int64_t keys = kv.offset(m);
+      zero_rows(out[1] + keys, kv.t, kv.d, kv.row_stride());
+      zero_rows(out[2] + keys, kv.t, kv.d, kv.row_stride());
+      for (int64_t n : readers[static_cast<size_t>(m)]) {
+        const int64_t head = h.offset(n);
+        backward_head(in[0] + head, in[1] + head, in[2] + keys, in[3] + keys, in[4] + head, in[5] + n * h.t,
+                      out[0] + head, out[1] + keys, out[2] + keys, h, scale, causal, delta, p, dp);
+      }
     }
   });
 }

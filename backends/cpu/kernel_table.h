@@ -34,7 +34,7 @@ void add_pool_grad_kernels(KernelTable& table);  // pool_grad.cpp: max_pool2d_gr
 // isa_avx512 has its own add_<family>_kernels, and kernels.cpp adds the
 // ones cpu_isa() names.
 //   binary.cpp: add, sub, mul, div, where      unary.cpp: neg ... gelu
-//   unary_grad.cpp: relu_grad, gelu_grad       norm.cpp: softmax, log_softmax, layernorm, rmsnorm
+//   unary_grad.cpp: relu_grad ... silu_grad    norm.cpp: softmax, log_softmax, layernorm, rmsnorm
 //   norm_grad.cpp: softmax_grad ... rmsnorm_grad
 //   reduce.cpp: reduce_sum ... reduce_max, sum_to, reduce_max_grad
 //   loss.cpp: cross_entropy, mse_loss          loss_grad.cpp: cross_entropy_grad

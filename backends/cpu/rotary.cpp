@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <vector>
 
 #include "backends/cpu/kernel_table.h"
 #include "backends/cpu/kernel_util.h"
@@ -20,50 +21,84 @@ int64_t position_at(const KernelArgs& args, int64_t p) {
   return static_cast<const int32_t*>(args.in[1])[p];
 }
 
-// The angles are computed in double and rounded once to T, so every
-// position's cosines and sines are the correctly rounded values whatever
-// its size (an angle of 4000 radians in float would be off by 2e-4).
+// Each position's cosines and sines, [positions][cos of each pair, then
+// sin], computed in double and rounded once to T, so every angle's values
+// are the correctly rounded ones whatever the position (an angle of 4000
+// radians in float would be off by 2e-4). Without a positions operand every
+// call of one shape turns by the same angles (each layer's q and k, forward
+// and backward): the calling thread keeps the last table and reuses it.
 template <class T>
-void rope(const KernelArgs& args) {
-  const auto* x = static_cast<const T*>(args.in[0]);
-  auto* y = static_cast<T*>(args.out[0]);
-  const RopeLayout l = rope_layout(args.attrs, args.in_types[0]);
-  const int64_t half = l.features / 2;
-  if (l.outer * l.positions * l.rows * half == 0) return;
-  const double theta = rope_theta(args.attrs), sign = args.attrs.get_bool("inverse", false) ? -1.0 : 1.0;
+const T* angle_table(const KernelArgs& args, const RopeLayout& l, double theta) {
+  struct Key {
+    double theta = 0;
+    int64_t positions = -1, features = -1;
+    bool operator==(const Key&) const = default;
+  };
+  thread_local Key kept_key;
+  thread_local std::vector<T> kept;
+  const bool given = args.in.size() > 1;
+  const Key key{theta, l.positions, l.features};
+  if (!given && kept_key == key) return kept.data();
 
-  // Each position's cosines and sines, shared by every row that has it.
-  auto* table = static_cast<T*>(scratch(sizeof(T) * 2 * static_cast<size_t>(l.positions * half)));
-  parallel_for(l.positions, std::max<int64_t>(1, kElementwiseGrain / (8 * half)), [&](int64_t begin, int64_t end) {
+  const int64_t half = l.features / 2;
+  std::vector<double> frequency(static_cast<size_t>(half));
+  for (int64_t i = 0; i < half; ++i) frequency[static_cast<size_t>(i)] = rope_frequency(theta, i, l.features);
+  const size_t size = 2 * static_cast<size_t>(l.positions * half);
+  T* table = nullptr;
+  if (given) {
+    table = static_cast<T*>(scratch(sizeof(T) * size));
+  } else {
+    kept_key = Key{};  // not valid until filled
+    kept.resize(size);
+    table = kept.data();
+  }
+  parallel_for(l.positions, std::max<int64_t>(1, kElementwiseGrain / (16 * half)), [&](int64_t begin, int64_t end) {
     for (int64_t p = begin; p < end; ++p) {
       const auto position = static_cast<double>(position_at(args, p));
-      T* cos_row = table + 2 * p * half;
-      T* sin_row = cos_row + half;
+      T* row = table + 2 * p * half;
       for (int64_t i = 0; i < half; ++i) {
-        const double angle = position * rope_frequency(theta, i, l.features);
-        cos_row[i] = static_cast<T>(std::cos(angle));
-        sin_row[i] = static_cast<T>(sign * std::sin(angle));
+        const double angle = position * frequency[static_cast<size_t>(i)];
+        row[i] = static_cast<T>(std::cos(angle));
+        row[half + i] = static_cast<T>(std::sin(angle));
       }
     }
   });
+  if (!given) kept_key = key;
+  return table;
+}
 
-  // Rows of [outer, positions, rows]; each reads both halves before writing,
-  // so x and y may be one buffer.
-  const int64_t rows = l.outer * l.positions * l.rows;
+// Rows of [outer, positions, rows], each turned by its position's angles
+// (backwards under kInverse: the sines negated, which is exact). Each pair is
+// read before it is written, so x and y may be one buffer.
+template <class T, bool kInverse>
+void turn_rows(const T* x, T* y, const T* table, const RopeLayout& l) {
+  const int64_t half = l.features / 2, rows = l.outer * l.positions * l.rows;
   parallel_for(rows, std::max<int64_t>(1, kElementwiseGrain / l.features), [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
-      const int64_t p = r / l.rows % l.positions;
-      const T* cos_row = table + 2 * p * half;
+      const T* cos_row = table + 2 * (r / l.rows % l.positions) * half;
       const T* sin_row = cos_row + half;
       const T* xr = x + r * l.features;
       T* yr = y + r * l.features;
       for (int64_t i = 0; i < half; ++i) {
-        const T a = xr[i], b = xr[half + i];
-        yr[i] = a * cos_row[i] - b * sin_row[i];
-        yr[half + i] = b * cos_row[i] + a * sin_row[i];
+        const T a = xr[i], b = xr[half + i], c = cos_row[i], s = kInverse ? -sin_row[i] : sin_row[i];
+        yr[i] = a * c - b * s;
+        yr[half + i] = b * c + a * s;
       }
     }
   });
+}
+
+template <class T>
+void rope(const KernelArgs& args) {
+  const RopeLayout l = rope_layout(args.attrs, args.in_types[0]);
+  if (l.outer * l.positions * l.rows * l.features == 0) return;
+  const T* table = angle_table<T>(args, l, rope_theta(args.attrs));
+  const auto* x = static_cast<const T*>(args.in[0]);
+  auto* y = static_cast<T*>(args.out[0]);
+  if (args.attrs.get_bool("inverse", false))
+    turn_rows<T, true>(x, y, table, l);
+  else
+    turn_rows<T, false>(x, y, table, l);
 }
 
 }  // namespace

@@ -1,4 +1,4 @@
-// Elementwise unary kernels: neg, exp, log, sqrt, rsqrt, pow, tanh, sigmoid, relu, gelu.
+// Elementwise unary kernels: neg, exp, log, sqrt, rsqrt, pow, tanh, sigmoid, relu, gelu, gelu_erf, silu.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -41,6 +41,10 @@ constexpr auto kGeluErf = [](auto x) {
   using T = decltype(x);
   return T(0.5) * x * (T(1) + std::erf(x * T(0.7071067811865476)));
 };
+
+// x sigmoid(x) (Llama's SwiGLU gate): for very negative x, exp(-x) overflows
+// to inf and x / inf is 0.
+constexpr auto kSilu = [](auto x) { return x / (decltype(x)(1) + std::exp(-x)); };
 
 // Split over the device's threads; every element is computed alone, so the
 // split never changes a result.
@@ -94,6 +98,7 @@ void add_unary_kernels(KernelTable& table) {
   table.set_float(OpKind::relu, unary<float, decltype(kRelu)>, unary<double, decltype(kRelu)>);
   table.set_float(OpKind::gelu, unary<float, decltype(kGelu)>, unary<double, decltype(kGelu)>);
   table.set_float(OpKind::gelu_erf, unary<float, decltype(kGeluErf)>, unary<double, decltype(kGeluErf)>);
+  table.set_float(OpKind::silu, unary<float, decltype(kSilu)>, unary<double, decltype(kSilu)>);
 }
 
 }  // namespace pf::cpu::PF_KERNEL_ISA

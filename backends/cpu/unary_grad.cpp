@@ -1,4 +1,4 @@
-// Gradients of elementwise activations: relu_grad and gelu_grad, from the incoming gradient and the forward's input.
+// Gradients of elementwise activations: relu_grad, gelu_grad, gelu_erf_grad and silu_grad, from the incoming gradient and the forward's input.
 #include <cmath>
 #include <cstdint>
 
@@ -39,6 +39,15 @@ constexpr auto kGeluErfGrad = [](auto g, auto x) {
   return g * (cdf + x * pdf);
 };
 
+// d/dx of x s, s = sigmoid(x): s + x s (1 - s). Where s (1 - s) is 0 (|x|
+// past ~17 in f32, or infinite) the second term is 0, not 0 * inf.
+constexpr auto kSiluGrad = [](auto g, auto x) {
+  using T = decltype(x);
+  const T s = T(1) / (T(1) + std::exp(-x));
+  const T slope = s * (T(1) - s);
+  return g * (slope == T(0) ? s : s + x * slope);
+};
+
 template <class T, class F>
 void activation_grad(const KernelArgs& args) {
   const auto* g = static_cast<const T*>(args.in[0]);
@@ -60,6 +69,8 @@ void add_unary_grad_kernels(KernelTable& table) {
                   activation_grad<double, decltype(kGeluGrad)>);
   table.set_float(OpKind::gelu_erf_grad, activation_grad<float, decltype(kGeluErfGrad)>,
                   activation_grad<double, decltype(kGeluErfGrad)>);
+  table.set_float(OpKind::silu_grad, activation_grad<float, decltype(kSiluGrad)>,
+                  activation_grad<double, decltype(kSiluGrad)>);
 }
 
 }  // namespace pf::cpu::PF_KERNEL_ISA

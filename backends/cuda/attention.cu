@@ -254,6 +254,14 @@ __global__ void __launch_bounds__(kWarps * kWarp) dkv_kernel(const T* grad, cons
     }
 }
 
+// Every query head reads its own keys here: grouped-query attention (k and v
+// shared by several heads of q) runs on CPU stages only.
+void refuse_shared_keys(const TensorType& q, const TensorType& k) {
+  if (k != q)
+    throw Error("attention: k " + k.str() + " shared by the heads of q " + q.str() +
+                " (grouped-query attention) has no cuda kernel yet; place the stage on a cpu device");
+}
+
 unsigned row_blocks(int t, int per_block) { return static_cast<unsigned>((t + per_block - 1) / per_block); }
 
 void check_grid(const Geometry& g) {
@@ -263,6 +271,7 @@ void check_grid(const Geometry& g) {
 // operands q, k, v [..., H, T, D] or [..., T, H, D] (layout); results o of their type, lse [..., H, T] in f32.
 template <class T>
 void attention(const KernelArgs& args, const LaunchContext& ctx) {
+  refuse_shared_keys(args.in_types[0], args.in_types[1]);
   const Geometry g = geometry_of(args, args.in_types[0]);
   if (g.heads == 0 || g.t == 0) return;
   check_grid(g);
@@ -276,6 +285,7 @@ void attention(const KernelArgs& args, const LaunchContext& ctx) {
 // operands g, q, k, v, o, lse; results dq, dk, dv.
 template <class T>
 void attention_grad(const KernelArgs& args, const LaunchContext& ctx) {
+  refuse_shared_keys(args.in_types[1], args.in_types[2]);
   const Geometry g = geometry_of(args, args.in_types[1]);
   if (g.heads == 0 || g.t == 0) return;
   check_grid(g);

@@ -13,6 +13,14 @@ namespace pf::cuda {
 
 namespace {
 
+struct SiluGradOp {
+  // s + x s (1 - s), s = sigmoid(x), as the CPU computes it.
+  __device__ float operator()(float g, float x) const {
+    const float s = 1.f / (1.f + expf(-x)), slope = s * (1.f - s);
+    return g * (slope == 0.f ? s : s + x * slope);
+  }
+};
+
 struct GeluErfGradOp {
   // Phi(x) + x phi(x), as the CPU computes it.
   __device__ float operator()(float g, float x) const {
@@ -245,6 +253,9 @@ struct GeluOp {
 };
 struct GeluErfOp {
   __device__ float operator()(float x) const { return 0.5f * x * (1.f + erff(x * 0.7071067811865476f)); }
+};
+struct SiluOp {
+  __device__ float operator()(float x) const { return x / (1.f + expf(-x)); }
 };
 struct PowOp {
   float e;
@@ -488,12 +499,14 @@ void add_elementwise_kernels(KernelTable& t) {
   t.set_float(OpKind::relu, unary<float, ReluOp>, unary<bf16, ReluOp>);
   t.set_float(OpKind::gelu, unary<float, GeluOp>, unary<bf16, GeluOp>);
   t.set_float(OpKind::gelu_erf, unary<float, GeluErfOp>, unary<bf16, GeluErfOp>);
+  t.set_float(OpKind::silu, unary<float, SiluOp>, unary<bf16, SiluOp>);
   t.set_float(OpKind::dropout, dropout<float>, dropout<bf16>);
   t.set_any_dtype(OpKind::cast, cast);
 
   t.set_float(OpKind::relu_grad, binary<float, ReluGradOp>, binary<bf16, ReluGradOp>);
   t.set_float(OpKind::gelu_grad, binary<float, GeluGradOp>, binary<bf16, GeluGradOp>);
   t.set_float(OpKind::gelu_erf_grad, binary<float, GeluErfGradOp>, binary<bf16, GeluErfGradOp>);
+  t.set_float(OpKind::silu_grad, binary<float, SiluGradOp>, binary<bf16, SiluGradOp>);
 
   t.set_any_dtype(OpKind::transpose, transpose);
   t.set_any_dtype(OpKind::broadcast_to, broadcast_to);

@@ -13,7 +13,7 @@ using KernelTable = backend::KernelTable<Kernel, DType::bf16>;
 
 // One function per family file; kernels.cpp calls them all.
 void add_elementwise_kernels(KernelTable& t);    // elementwise.cu: sources, binary, where, unary, dropout, cast,
-                                                 //   relu_grad, gelu_grad, transpose, broadcast_to
+                                                 //   relu_grad ... silu_grad, rope, transpose, broadcast_to
 void add_reduce_norm_kernels(KernelTable& t);    // reduce_norm.cu: reductions, sum_to, reduce_max_grad, softmax,
                                                  //   log_softmax, layernorm, rmsnorm and their gradients
 void add_movement_loss_kernels(KernelTable& t);  // movement_loss.cu: reshape, slice, concat, split, slice_grad,

@@ -233,6 +233,20 @@ TEST(BackwardKernels, GeluErfGradMatchesFiniteDifferences) {
   expect_fd(run1(OpKind::gelu_erf_grad, {gbar, x}), OpKind::gelu_erf, {x}, {}, 0, gbar, "gelu_erf_grad");
 }
 
+TEST(BackwardKernels, SiluGradMatchesFiniteDifferences) {
+  Gen g(4);
+  const Tensor x = g.uniform({4, 9}, -8, 8), gbar = g.uniform({4, 9});
+  expect_fd(run1(OpKind::silu_grad, {gbar, x}), OpKind::silu, {x}, {}, 0, gbar, "silu_grad");
+}
+
+TEST(BackwardKernels, SiluGradIsFiniteInTheFarTails) {
+  // Far out the slope is 0 and the gradient 0 or g: never 0 * inf.
+  const double inf = std::numeric_limits<double>::infinity();
+  const Tensor x = values(DType::f64, {6}, {-inf, -1e200, -800, 800, 1e200, inf});
+  const Tensor gbar = values(DType::f64, {6}, {2, 2, 2, 2, 2, 2});
+  EXPECT_EQ(run1(OpKind::silu_grad, {gbar, x}).v, (std::vector<double>{0, 0, 0, 2, 2, 2}));
+}
+
 TEST(BackwardKernels, GeluGradIsFiniteInTheFarTails) {
   // The slope is 0 and 1 far out; x^3 overflowing to inf must not turn 0 * inf into NaN.
   const double inf = std::numeric_limits<double>::infinity();
@@ -628,7 +642,7 @@ TEST(BackwardShapeRules, ResultTypes) {
 
 TEST(BackwardOps, ArePure) {
   for (OpKind op : {OpKind::broadcast_to, OpKind::sum_to, OpKind::relu_grad, OpKind::gelu_grad,
-                    OpKind::gelu_erf_grad, OpKind::softmax_grad,
+                    OpKind::gelu_erf_grad, OpKind::silu_grad, OpKind::softmax_grad,
                     OpKind::log_softmax_grad, OpKind::layernorm_grad, OpKind::rmsnorm_grad, OpKind::attention_grad,
                     OpKind::embedding_grad, OpKind::slice_grad, OpKind::reduce_max_grad, OpKind::conv2d_grad_input,
                     OpKind::conv2d_grad_weight,

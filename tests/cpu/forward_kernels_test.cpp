@@ -992,10 +992,34 @@ std::pair<std::vector<double>, std::vector<double>> attention_of(const Attention
   return {o, lse};
 }
 
+// Grouped-query attention's k or v (size 1 on axes where q has several
+// heads) copied to every head that shares it, as Hugging Face's repeat_kv
+// does: `to` is q's type with k's positions. Without groups, a copy.
+std::vector<double> repeat_keys(const Tensor& k, Shape to) {
+  to[to.size() - 2] = k.type.shape[k.type.rank() - 2];
+  std::vector<double> out(static_cast<size_t>(TensorType{DType::f64, to}.numel()));
+  for (size_t f = 0; f < out.size(); ++f) out[f] = broadcast_at(k, unravel(static_cast<int64_t>(f), to));
+  return out;
+}
+
+// The gradient of repeat_keys: every copy's rows summed into the head they
+// came from.
+std::vector<double> sum_repeats(const std::vector<double>& grad, const Shape& from, const TensorType& k) {
+  std::vector<double> out(static_cast<size_t>(k.numel()), 0.0);
+  for (size_t f = 0; f < grad.size(); ++f) {
+    Index idx = unravel(static_cast<int64_t>(f), from);
+    for (size_t a = 0; a < idx.size(); ++a)
+      if (k.shape[a] == 1) idx[a] = 0;
+    out[static_cast<size_t>(ravel(idx, k.shape))] += grad[f];
+  }
+  return out;
+}
+
 Reference attention_ref(std::vector<OpAttrs::Entry> attrs) {
   return [attrs](const std::vector<Tensor>& in, const std::vector<TensorType>&) {
     const AttentionRef a = attention_geometry(in[0].type, attrs);
-    auto [o, lse] = attention_of(a, in[0].v, in[1].v, in[2].v);
+    const Shape& to = in[0].type.shape;
+    auto [o, lse] = attention_of(a, in[0].v, repeat_keys(in[1], to), repeat_keys(in[2], to));
     return Outputs{o, lse};
   };
 }
@@ -1007,7 +1031,13 @@ Reference attention_ref(std::vector<OpAttrs::Entry> attrs) {
 Reference cached_attention_ref(std::vector<OpAttrs::Entry> attrs) {
   return [attrs](const std::vector<Tensor>& in, const std::vector<TensorType>&) {
     const AttentionRef fresh = attention_geometry(in[0].type, attrs);
-    const AttentionRef cache = attention_geometry(in[3].type, attrs);
+    const Shape& to = in[0].type.shape;
+    Shape cache_shape = to;  // the caches repeated to every query head, as k and v
+    cache_shape[cache_shape.size() - (fresh.inner > 1 ? 3 : 2)] = in[3].type.shape[in[3].type.rank() - (fresh.inner > 1 ? 3 : 2)];
+    const AttentionRef cache = attention_geometry(TensorType{DType::f64, cache_shape}, attrs);
+    const std::vector<double> k_new = repeat_keys(in[1], to), v_new = repeat_keys(in[2], to);
+    const std::vector<double> k_cache = fresh.inner > 1 ? in[3].v : repeat_keys(in[3], to);
+    const std::vector<double> v_cache = fresh.inner > 1 ? in[4].v : repeat_keys(in[4], to);
     const auto filled = static_cast<int64_t>(in[5].v[0]);
     const int64_t n = fresh.t, whole_t = filled + n;
     AttentionRef whole = fresh;
@@ -1020,8 +1050,8 @@ Reference cached_attention_ref(std::vector<OpAttrs::Entry> attrs) {
         for (int64_t x = 0; x < fresh.d; ++x) {
           const bool cached = i < filled;
           const int64_t from = cached ? cache.at(h, i, x) : fresh.at(h, i - filled, x);
-          k[whole.at(h, i, x)] = (cached ? in[3] : in[1]).v[from];
-          v[whole.at(h, i, x)] = (cached ? in[4] : in[2]).v[from];
+          k[whole.at(h, i, x)] = (cached ? k_cache : k_new)[static_cast<size_t>(from)];
+          v[whole.at(h, i, x)] = (cached ? v_cache : v_new)[static_cast<size_t>(from)];
           if (!cached) q[whole.at(h, i, x)] = in[0].v[from];
         }
     const std::vector<double> o_whole = attention_of(whole, q, k, v).first;
@@ -1039,7 +1069,9 @@ Reference cached_attention_ref(std::vector<OpAttrs::Entry> attrs) {
 Reference attention_grad_ref(std::vector<OpAttrs::Entry> attrs) {
   return [attrs](const std::vector<Tensor>& in, const std::vector<TensorType>&) {
     const AttentionRef a = attention_geometry(in[1].type, attrs);
-    const std::vector<double>&g = in[0].v, &q = in[1].v, &k = in[2].v, &v = in[3].v, &o = in[4].v, &lse = in[5].v;
+    const Shape& to = in[1].type.shape;
+    const std::vector<double> k = repeat_keys(in[2], to), v = repeat_keys(in[3], to);
+    const std::vector<double>&g = in[0].v, &q = in[1].v, &o = in[4].v, &lse = in[5].v;
     const int64_t t = a.t, d = a.d;
     std::vector<double> dq(q.size(), 0.0), dk(q.size(), 0.0), dv(q.size(), 0.0);
     for (int64_t n = 0; n < a.heads; ++n) {
@@ -1063,7 +1095,7 @@ Reference attention_grad_ref(std::vector<OpAttrs::Entry> attrs) {
         }
       }
     }
-    return Outputs{dq, dk, dv};
+    return Outputs{dq, sum_repeats(dk, to, in[2].type), sum_repeats(dv, to, in[3].type)};
   };
 }
 
@@ -1166,7 +1198,8 @@ std::vector<OpCase> all_cases() {
               return 0.5 * x * (1 + std::tanh(std::sqrt(2 / std::numbers::pi) * (x + 0.044715 * x * x * x)));
             },
             false},
-           {OpKind::gelu_erf, [](double x) { return 0.5 * x * (1 + std::erf(x / std::numbers::sqrt2)); }, false}}) {
+           {OpKind::gelu_erf, [](double x) { return 0.5 * x * (1 + std::erf(x / std::numbers::sqrt2)); }, false},
+           {OpKind::silu, [](double x) { return x / (1 + std::exp(-x)); }, false}}) {
     add(u.op, {"3x7", {u.positive ? g.uniform({3, 7}, 0.1, 3) : g.uniform({3, 7}, -4, 4)}, {}, {}, unary_ref(u.f)});
   }
   for (double e : {2.0, 3.0, 0.5, -1.0, 1.0, -1.5, 2.5})
@@ -1265,6 +1298,31 @@ std::vector<OpCase> all_cases() {
                                  attention_grad_ref(a.attrs)});
   }
 
+  // Grouped-query attention: k and v with size 1 on a heads axis of q (two
+  // groups of three heads; one key head for all, as multi-query attention),
+  // rows past a tile.
+  struct Grouped {
+    const char* name;
+    Shape q, k;
+    std::vector<OpAttrs::Entry> attrs;
+  };
+  Gen grouped_inputs(37);  // its own stream: the cases after these keep their inputs
+  for (const Grouped& c : std::vector<Grouped>{
+           {"grouped, causal", {2, 2, 3, 6, 4}, {2, 2, 1, 6, 4}, {bool_attr("causal", true)}},
+           {"multi-query, not causal", {1, 4, 5, 3}, {1, 1, 5, 3}, {real_attr("scale", 0.7)}},
+           {"grouped, causal, rows past a tile", {1, 2, 2, 70, 3}, {1, 2, 1, 70, 3}, {bool_attr("causal", true)}}}) {
+    Gen& r = grouped_inputs;
+    add(OpKind::attention, {c.name, {r.uniform(c.q), r.uniform(c.k), r.uniform(c.k)}, c.attrs, {}, attention_ref(c.attrs)});
+    const Tensor q = r.uniform(c.q), k = r.uniform(c.k), v = r.uniform(c.k);
+    const auto forward = attention_of(attention_geometry(q.type, c.attrs), q.v, repeat_keys(k, c.q), repeat_keys(v, c.q));
+    add(OpKind::attention_grad, {c.name,
+                                 {r.uniform(c.q), q, k, v, values(f64, c.q, forward.first),
+                                  values(f64, Shape(c.q.begin(), c.q.end() - 1), forward.second)},
+                                 c.attrs,
+                                 {},
+                                 attention_grad_ref(c.attrs)});
+  }
+
   // cached_attention: one token after 69 cached, a prompt read into an empty
   // cache, and several tokens after some (forty: the cache read in several
   // tiles), in both layouts; the cache's rows past the filled ones are never
@@ -1274,6 +1332,7 @@ std::vector<OpCase> all_cases() {
     Shape fresh, cache;
     int64_t filled;
     std::vector<OpAttrs::Entry> attrs;
+    Shape keys = {};  // k and v where they are fewer heads than q's (grouped)
   };
   Gen cached_inputs(29);  // its own stream: the cases after these keep their inputs
   for (const Cached& c : std::vector<Cached>{
@@ -1282,13 +1341,15 @@ std::vector<OpCase> all_cases() {
            {"bthd, three tokens after five", {1, 3, 2, 4}, {1, 16, 2, 4}, 5, {string_attr("layout", "bthd")}},
            {"bthd, the last positions", {2, 4, 3, 2}, {2, 9, 3, 2}, 5, {string_attr("layout", "bthd")}},
            {"bthd, forty tokens after a hundred: the cache in tiles", {1, 40, 2, 3}, {1, 150, 2, 3}, 100,
-            {string_attr("layout", "bthd")}}}) {
+            {string_attr("layout", "bthd")}},
+           {"grouped, two tokens after nine", {1, 2, 3, 2, 4}, {1, 2, 1, 20, 4}, 9, {}, {1, 2, 1, 2, 4}}}) {
     const int64_t n = attention_geometry({f64, c.fresh}, c.attrs).t;
+    const Shape keys = c.keys.empty() ? c.fresh : c.keys;
     std::vector<double> positions(static_cast<size_t>(n));
     for (int64_t i = 0; i < n; ++i) positions[static_cast<size_t>(i)] = static_cast<double>(c.filled + i);
     Gen& r = cached_inputs;
     add(OpKind::cached_attention, {c.name,
-                                   {r.uniform(c.fresh), r.uniform(c.fresh), r.uniform(c.fresh), r.uniform(c.cache),
+                                   {r.uniform(c.fresh), r.uniform(keys), r.uniform(keys), r.uniform(c.cache),
                                     r.uniform(c.cache), values(DType::i32, {n}, positions)},
                                    c.attrs,
                                    {},
@@ -1515,6 +1576,11 @@ std::vector<OpCase> all_cases() {
       {"3x7", {g.uniform({3, 7}), g.uniform({3, 7}, -4, 4)}, {}, {}, binary_ref([](double gv, double x) {
          return gv * (0.5 * (1 + std::erf(x / std::numbers::sqrt2)) + x * std::exp(-0.5 * x * x) / std::sqrt(2 * std::numbers::pi));
        })});
+  const Reference silu_grad_ref = binary_ref([](double gv, double x) {
+    const double s = 1 / (1 + std::exp(-x));
+    return gv * (s + x * s * (1 - s));
+  });
+  add(OpKind::silu_grad, {"3x7", {g.uniform({3, 7}), g.uniform({3, 7}, -8, 8)}, {}, {}, silu_grad_ref});
   add(OpKind::gelu_grad, {"far tails (x^3 overflows f32 at 1e20)",
                           {g.uniform({10}), values(f64, {10}, {-1e20, -40, -12, -9, -6, 6, 9, 12, 40, 1e20})},
                           {},

@@ -127,7 +127,8 @@ std::vector<Case> all_cases() {
   c.push_back({OpKind::mul, "same_shape", {g.uniform({3, 5}), g.uniform({3, 5})}});
   c.push_back({OpKind::div, "scalar", {g.uniform({3, 5}), g.uniform({}, 0.5, 2)}});
   c.push_back({OpKind::where, "three_way", {g.bools({2, 3, 1}), g.uniform({3, 4}), g.uniform({1})}});
-  for (OpKind op : {OpKind::neg, OpKind::exp, OpKind::tanh, OpKind::sigmoid, OpKind::relu, OpKind::gelu, OpKind::gelu_erf})
+  for (OpKind op : {OpKind::neg, OpKind::exp, OpKind::tanh, OpKind::sigmoid, OpKind::relu, OpKind::gelu, OpKind::gelu_erf,
+                    OpKind::silu})
     c.push_back({op, "signed", {g.uniform({3, 17}, -6, 6)}});
   for (OpKind op : {OpKind::log, OpKind::sqrt, OpKind::rsqrt}) c.push_back({op, "positive", {g.uniform({3, 17}, 0.1, 4)}});
   c.push_back({OpKind::pow, "cube", {g.uniform({3, 5})}, {real("exponent", 3)}});
@@ -240,6 +241,7 @@ std::vector<Case> all_cases() {
   c.push_back({OpKind::relu_grad, "signed", {g.uniform({3, 5}), g.uniform({3, 5})}});
   c.push_back({OpKind::gelu_grad, "signed", {g.uniform({3, 5}), g.uniform({3, 5}, -6, 6)}});
   c.push_back({OpKind::gelu_erf_grad, "signed", {g.uniform({3, 5}), g.uniform({3, 5}, -6, 6)}});
+  c.push_back({OpKind::silu_grad, "signed", {g.uniform({3, 5}), g.uniform({3, 5}, -6, 6)}});
   c.push_back({OpKind::softmax_grad, "last_axis", {g.uniform({3, 7}), g.uniform({3, 7}, 0, 1)}, {dim("axis", -1)}});
   c.push_back({OpKind::softmax_grad, "middle_axis", {g.uniform({2, 5, 3}), g.uniform({2, 5, 3}, 0, 1)}, {dim("axis", 1)}});
   c.push_back({OpKind::log_softmax_grad, "last_axis", {g.uniform({3, 7}), g.uniform({3, 7}, -3, 0)}, {dim("axis", -1)}});
@@ -316,7 +318,7 @@ const std::set<OpKind> kBf16Ops = {
     OpKind::div,            OpKind::where,         OpKind::neg,          OpKind::exp,
     OpKind::log,            OpKind::sqrt,          OpKind::rsqrt,        OpKind::pow,
     OpKind::tanh,           OpKind::sigmoid,       OpKind::relu,         OpKind::gelu,
-    OpKind::gelu_erf,       OpKind::gelu_erf_grad,
+    OpKind::gelu_erf,       OpKind::gelu_erf_grad, OpKind::silu,         OpKind::silu_grad,
     OpKind::dropout,        OpKind::relu_grad,     OpKind::gelu_grad,    OpKind::reduce_sum,
     OpKind::reduce_mean,    OpKind::reduce_max,    OpKind::sum_to,       OpKind::reduce_max_grad,
     OpKind::softmax,        OpKind::log_softmax,   OpKind::softmax_grad, OpKind::log_softmax_grad,

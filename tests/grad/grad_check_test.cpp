@@ -73,6 +73,7 @@ std::map<OpKind, GradCase> cases() {
   m[OpKind::relu] = {"%a: f32[6]", "  %r = relu %a : f32[6]\n", "f32[6]"};
   m[OpKind::gelu] = {"%a: f32[6]", "  %r = gelu %a : f32[6]\n", "f32[6]"};
   m[OpKind::gelu_erf] = {"%a: f32[6]", "  %r = gelu_erf %a : f32[6]\n", "f32[6]"};
+  m[OpKind::silu] = {"%a: f32[6]", "  %r = silu %a : f32[6]\n", "f32[6]"};
   m[OpKind::dropout] = {"%a: f32[16]", "  %r = dropout %a p=0.5 seed=3 : f32[16]\n", "f32[16]"};
   m[OpKind::cast] = {"%a: f32[4]", "  %c = cast %a to=f64 : f64[4]\n  %r = cast %c to=f32 : f32[4]\n", "f32[4]"};
   m[OpKind::softmax] = {"%a: f32[2,5]", "  %r = softmax %a axis=1 : f32[2,5]\n", "f32[2,5]"};
@@ -276,7 +277,7 @@ TEST(GradRules, EveryDifferentiableOpHasACaseAndTheRestAreKnown) {
   // (never trained through) and the backward ops.
   std::vector<std::string> expected = {
       "param", "constant", "dim_value", "causal_mask", "call", "cached_attention", "tp_max", "broadcast_to", "sum_to", "relu_grad", "gelu_grad",
-      "gelu_erf_grad", "softmax_grad", "log_softmax_grad", "layernorm_grad", "rmsnorm_grad", "attention_grad", "embedding_grad", "slice_grad",
+      "gelu_erf_grad", "silu_grad", "softmax_grad", "log_softmax_grad", "layernorm_grad", "rmsnorm_grad", "attention_grad", "embedding_grad", "slice_grad",
       "reduce_max_grad", "conv2d_grad_input", "conv2d_grad_weight", "max_pool2d_grad", "avg_pool2d_grad",
       "cross_entropy_grad", "cross_entropy_parts_grad", "cross_entropy_total_grad"};
   EXPECT_EQ(without_rule, expected);
@@ -326,6 +327,16 @@ TEST(AttentionGradient, BthdLayoutMatchesFiniteDifferences) {
       {"%q: f32[1,5,2,3], %k: f32[1,5,2,3], %v: f32[1,5,2,3]",
        "  %r, %l = attention %q, %k, %v causal=true scale=0.7 layout=\"bthd\" : f32[1,5,2,3], f32[1,2,5]\n",
        "f32[1,5,2,3]"});
+}
+
+// Grouped-query attention: two groups of two query heads, each over one key
+// and value head, whose gradients sum the group's.
+TEST(AttentionGradient, GroupedKeysMatchFiniteDifferences) {
+  check_finite_differences(
+      OpKind::attention,
+      {"%q: f32[1,2,2,5,3], %k: f32[1,2,1,5,3], %v: f32[1,2,1,5,3]",
+       "  %r, %l = attention %q, %k, %v causal=true scale=0.7 : f32[1,2,2,5,3], f32[1,2,2,5]\n",
+       "f32[1,2,2,5,3]"});
 }
 
 // Whole models: a sample of every parameter's gradient (plus the inputs')
@@ -430,6 +441,35 @@ graph @attn(%q: f32[2,2,70,8], %k: f32[2,2,70,8], %v: f32[2,2,70,8], %wt: f32[2,
   GradCheck fused(parse_module_text("chain.pf", chain), {}, false, kFused);
   ASSERT_EQ(fused.module().graph().ops[0].kind, OpKind::attention) << fused.text();
   ASSERT_EQ(fused.targets().size(), 3u);  // dq, dk, dv (the weighting %wt is not checked)
+  expect_same_gradients(unfused, fused);
+}
+
+// Grouped-query attention written as the products broadcast it (q [B, G,
+// R, T, D] over k and v [B, G, 1, T, D]): fused into one attention op whose
+// k and v keep their single heads, with the chain's gradients.
+TEST(ModelGradient, FusedGroupedAttentionGivesTheChainsDqDkDv) {
+  const std::string chain = R"(
+graph @attn(%q: f32[1,2,3,70,4], %k: f32[1,2,1,70,4], %v: f32[1,2,1,70,4], %wt: f32[1,2,3,70,4]) -> f32[] {
+  %s = matmul %q, %k transpose_b=true : f32[1,2,3,70,70]
+  %d = dim_value value=4 : f32[]
+  %r = rsqrt %d : f32[]
+  %ss = mul %s, %r : f32[1,2,3,70,70]
+  %m = causal_mask : bool[70,70]
+  %ninf = constant value=-inf : f32[]
+  %sm = where %m, %ss, %ninf : f32[1,2,3,70,70]
+  %p = softmax %sm axis=-1 : f32[1,2,3,70,70]
+  %o = matmul %p, %v : f32[1,2,3,70,4]
+  %ow = mul %o, %wt : f32[1,2,3,70,4]
+  %loss = reduce_sum %ow axes=[0,1,2,3,4] : f32[]
+  return %loss
+}
+)";
+  GradCheck unfused(parse_module_text("chain.pf", chain), {});
+  GradCheck fused(parse_module_text("chain.pf", chain), {}, false, kFused);
+  const Op& att = fused.module().graph().ops[0];
+  ASSERT_EQ(att.kind, OpKind::attention) << fused.text();
+  EXPECT_EQ(fused.module().graph().type_of(att.operands[1]).str(), "f32[1,2,1,70,4]");
+  ASSERT_EQ(fused.targets().size(), 3u);
   expect_same_gradients(unfused, fused);
 }
 

@@ -239,7 +239,7 @@ def numpy_gpt_loss(w, d, dims):
 
 
 def numpy_llama_loss(w, d, dims):
-    heads, theta = dims["H"], 10000.0
+    heads, groups, theta = dims["H"], dims["H"] // dims["R"], 10000.0
 
     def rmsnorm(x, g):
         return x / np.sqrt((x**2).mean(axis=-1, keepdims=True) + 1e-5) * g
@@ -262,13 +262,15 @@ def numpy_llama_loss(w, d, dims):
     for i in range(dims["L"]):
         h = f"layers.{i}."
         a = rmsnorm(x, w[h + "attention_norm.w"])
-        q, k, v = (
-            (a @ w[h + "attention." + n]).reshape(B, T, heads, hd).transpose(0, 2, 1, 3) for n in ("wq", "wk", "wv"))
-        scores = np.einsum("bhid,bhjd->bhij", rotate(q), rotate(k)) / math.sqrt(hd)
+        # Query head j of group g reads key and value head g: [B, G, H/G, T, D] against [B, G, T, D].
+        q = (a @ w[h + "attention.wq"]).reshape(B, T, groups, heads // groups, hd).transpose(0, 2, 3, 1, 4)
+        k, v = ((a @ w[h + "attention." + n]).reshape(B, T, groups, hd).transpose(0, 2, 1, 3) for n in ("wk", "wv"))
+        scores = np.einsum("bgrid,bgjd->bgrij", rotate(q), rotate(k)) / math.sqrt(hd)
         scores[..., future] = -np.inf
         probs = np.exp(scores - scores.max(axis=-1, keepdims=True))
         probs /= probs.sum(axis=-1, keepdims=True)
-        x = x + np.einsum("bhij,bhjd->bhid", probs, v).transpose(0, 2, 1, 3).reshape(B, T, C) @ w[h + "attention.wo"]
+        y = np.einsum("bgrij,bgjd->bgrid", probs, v).transpose(0, 3, 1, 2, 4).reshape(B, T, C)
+        x = x + y @ w[h + "attention.wo"]
         m = rmsnorm(x, w[h + "ffn_norm.w"])
         gate = m @ w[h + "feed_forward.w1"]
         x = x + (gate / (1 + np.exp(-gate)) * (m @ w[h + "feed_forward.w3"])) @ w[h + "feed_forward.w2"]

@@ -242,12 +242,14 @@ def llama_parameters(d, gen):
     order, [in, out]. RMSNorm weights random near 1; attention weights large
     enough that the rotated scores matter (see the module docstring)."""
     V, C, F_, L = d["V"], d["C"], d["F"], d["L"]
+    kv = d["H"] // d["R"] * (C // d["H"])  # the key and value heads' width
     p = {"tok_embeddings": _normal(gen, (V, C), 0.5)}
     for i in range(L):
         h = f"layers.{i}."
         p[h + "attention_norm.w"] = _normal(gen, (C,), 0.1, mean=1.0)
-        for w in ("wq", "wk", "wv"):
-            p[h + "attention." + w] = _normal(gen, (C, C), 1 / math.sqrt(C))
+        p[h + "attention.wq"] = _normal(gen, (C, C), 1 / math.sqrt(C))
+        p[h + "attention.wk"] = _normal(gen, (C, kv), 1 / math.sqrt(C))
+        p[h + "attention.wv"] = _normal(gen, (C, kv), 1 / math.sqrt(C))
         p[h + "attention.wo"] = _normal(gen, (C, C), 1 / math.sqrt(C))
         p[h + "ffn_norm.w"] = _normal(gen, (C,), 0.1, mean=1.0)
         p[h + "feed_forward.w1"] = _normal(gen, (C, F_), 1 / math.sqrt(C))
@@ -273,13 +275,22 @@ def _rotary(x, theta=10000.0):
     return x * emb.cos() + rotated * emb.sin()
 
 
-def _llama_block(x, p, h, n_head):
+def _repeat_kv(x, n_rep):
+    """Hugging Face Llama's repeat_kv: each of x's key or value heads (B, G, T, D)
+    copied to the n_rep query heads that share it, (B, G * n_rep, T, D)."""
+    B, G, T, D = x.shape
+    return x[:, :, None, :, :].expand(B, G, n_rep, T, D).reshape(B, G * n_rep, T, D)
+
+
+def _llama_block(x, p, h, n_head, n_kv_head):
     """func @block of examples/llama.pf with the parameters prefixed `h`."""
     B, T, C = x.shape
     hd = C // n_head
     a = _rmsnorm(x, p[h + "attention_norm.w"])
-    q, k, v = ((a @ p[h + "attention." + w]).reshape(B, T, n_head, hd).permute(0, 2, 1, 3) for w in ("wq", "wk", "wv"))
+    q = (a @ p[h + "attention.wq"]).reshape(B, T, n_head, hd).permute(0, 2, 1, 3)
+    k, v = ((a @ p[h + "attention." + w]).reshape(B, T, n_kv_head, hd).permute(0, 2, 1, 3) for w in ("wk", "wv"))
     q, k = _rotary(q), _rotary(k)
+    k, v = _repeat_kv(k, n_head // n_kv_head), _repeat_kv(v, n_head // n_kv_head)
     scores = (q @ k.transpose(-2, -1)) / math.sqrt(hd)  # (B, H, T, T)
     causal = torch.ones(T, T, dtype=torch.bool).tril()
     scores = torch.where(causal, scores, torch.tensor(-math.inf, dtype=x.dtype))
@@ -294,7 +305,7 @@ def llama_loss(p, batch, d, relu_inputs=None):
     """graph @llama of examples/llama.pf. No relu: relu_inputs stays empty."""
     x = F.embedding(batch["tokens"].long(), p["tok_embeddings"])  # (B, T, C)
     for i in range(d["L"]):  # call @block scope="layers" repeat=L
-        x = _llama_block(x, p, f"layers.{i}.", d["H"])
+        x = _llama_block(x, p, f"layers.{i}.", d["H"], d["H"] // d["R"])
     logits = _rmsnorm(x, p["norm.w"]) @ p["output"]  # (B, T, V)
     return F.cross_entropy(logits.reshape(-1, d["V"]), batch["targets"].long().reshape(-1))
 
@@ -306,7 +317,7 @@ CASES = {
              mlp_parameters, mlp_batch, mlp_loss),
         Case("gpt", "examples/gpt.pf", {"B": 2, "T": 16, "S": 16, "C": 64, "H": 4, "L": 2, "V": 256}, 5678,
              gpt_parameters, gpt_batch, gpt_loss),
-        Case("llama", "examples/llama.pf", {"B": 2, "T": 16, "C": 64, "H": 4, "F": 96, "L": 2, "V": 256}, 4321,
+        Case("llama", "examples/llama.pf", {"B": 2, "T": 16, "C": 64, "H": 4, "R": 2, "F": 96, "L": 2, "V": 256}, 4321,
              llama_parameters, gpt_batch, llama_loss),
     ]
 }
