@@ -141,12 +141,12 @@ const OpRule* find_rule(const std::string& onnx_op);
 
 // ---- Fusions (onnx_fusions.cpp): several nodes that make one IR op.
 struct Fusion {
-  std::string op;                    // "gelu", "gelu_erf", "layernorm"
+  std::string op;                    // "gelu", "gelu_erf", "layernorm", "rmsnorm", "silu"
   std::vector<std::string> inputs;   // ONNX values
   std::string output;                // the last node's output
   double eps = 0;
 };
-/// Finds GELU (both forms) and decomposed layer norm subgraphs: per node
+/// Finds GELU (both forms), decomposed layer and RMS norm and SiLU subgraphs: per node
 /// index, the fusion anchored there (at its last node), and the other nodes
 /// it absorbs.
 struct Fusions {

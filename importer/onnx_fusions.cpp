@@ -1,5 +1,6 @@
 // Subgraphs that several ONNX nodes spell out and the IR has as one op:
-// GELU (its erf and tanh forms) and layer norm decomposed (exports before opset 17).
+// GELU (its erf and tanh forms), layer norm decomposed (exports before opset
+// 17), RMSNorm and SiLU (x * sigmoid(x)) as PyTorch exports them.
 // Each is matched on the ONNX graph before the walk; unmatched, the same
 // nodes still translate one by one into the IR's elementwise ops.
 #include <fmt/format.h>
@@ -190,6 +191,42 @@ std::optional<std::pair<Fusion, std::vector<const NodeProto*>>> layer_norm_at(co
                                                       shift});
 }
 
+// x * sigmoid(x), anchored at the sigmoid: F.silu.
+std::optional<std::pair<Fusion, std::vector<const NodeProto*>>> silu_at(const Matcher& m, const NodeProto& sigmoid) {
+  const std::string& x = sigmoid.input(0);
+  const NodeProto* product = m.only_user(sigmoid.output(0), "Mul");
+  if (!product || Matcher::other(*product, sigmoid.output(0)) != x) return std::nullopt;
+  return std::make_pair(Fusion{"silu", {x}, product->output(0), 0},
+                        std::vector<const NodeProto*>{&sigmoid, product});
+}
+
+// w * (x * 1 / sqrt(mean(x^2) + eps)), anchored at the mean: Llama's RMSNorm
+// (torch.rsqrt exported as a division of 1, or a Reciprocal, of a Sqrt).
+std::optional<std::pair<Fusion, std::vector<const NodeProto*>>> rms_norm_at(const Matcher& m, const NodeProto& mean) {
+  if (!mean_of_last_axis(mean)) return std::nullopt;
+  const NodeProto* square = m.made_by(mean.input(0), "Pow");
+  if (!square || !m.near(square->input(1), 2) || !m.single_use(mean.input(0))) return std::nullopt;
+  const std::string x = square->input(0);
+  const NodeProto* plus_eps = m.only_user(mean.output(0), "Add");
+  if (!plus_eps) return std::nullopt;
+  const std::optional<double> eps = m.importer().constant_number(Matcher::other(*plus_eps, mean.output(0)));
+  const NodeProto* root = m.only_user(plus_eps->output(0), "Sqrt");
+  if (!eps || !root) return std::nullopt;
+  const NodeProto* inverse = m.only_user(root->output(0), "Reciprocal");
+  if (!inverse) {
+    inverse = m.only_user(root->output(0), "Div");
+    if (!inverse || inverse->input(1) != root->output(0) || !m.near(inverse->input(0), 1)) return std::nullopt;
+  }
+  const NodeProto* normed = m.only_user(inverse->output(0), "Mul");
+  if (!normed || Matcher::other(*normed, inverse->output(0)) != x) return std::nullopt;
+  const NodeProto* scale = m.only_user(normed->output(0), "Mul");
+  if (!scale) return std::nullopt;
+  const std::string w = Matcher::other(*scale, normed->output(0));
+  if (!m.importer().is_param(w)) return std::nullopt;
+  return std::make_pair(Fusion{"rmsnorm", {x, w}, scale->output(0), *eps},
+                        std::vector<const NodeProto*>{square, &mean, plus_eps, root, inverse, normed, scale});
+}
+
 }  // namespace
 
 Fusions find_fusions(const Importer& im) {
@@ -206,7 +243,11 @@ Fusions find_fusions(const Importer& im) {
   for (const onnx::NodeProto& n : im.graph().node()) {
     if (n.op_type() == "Tanh") take(gelu_at(m, n));
     if (n.op_type() == "Erf") take(gelu_erf_at(m, n));
-    if (n.op_type() == "ReduceMean") take(layer_norm_at(m, n));
+    if (n.op_type() == "ReduceMean") {
+      take(layer_norm_at(m, n));
+      take(rms_norm_at(m, n));
+    }
+    if (n.op_type() == "Sigmoid") take(silu_at(m, n));
   }
   return out;
 }
@@ -215,7 +256,7 @@ void translate_fusion(Importer& im, const Fusion& f) {
   std::vector<Tensor> args;
   for (const std::string& in : f.inputs) args.push_back(im.tensor(in));
   std::string text = fmt::format("{} {}", f.op, Importer::operands(args));
-  if (f.op == "layernorm") text += " eps=" + number_text(f.eps);
+  if (f.op == "layernorm" || f.op == "rmsnorm") text += " eps=" + number_text(f.eps);
   im.emit(f.output, text, args.front().dtype, args.front().shape);
 }
 

@@ -1,7 +1,8 @@
-"""The PyTorch models the ONNX round trip exports: an MLP, a CNN and a small
-GPT, each with a deterministic batch and its loss, written as a user would
-write them (nn.Linear, nn.Conv2d, nn.LayerNorm, nn.GELU, a registered causal
-mask, a head tied to the embedding)."""
+"""The PyTorch models the ONNX round trip exports: an MLP, a CNN, a small
+GPT and a Llama-style decoder, each with a deterministic batch and its loss,
+written as a user would write them (nn.Linear, nn.Conv2d, nn.LayerNorm,
+nn.GELU, a registered causal mask, a head tied to the embedding; Llama's
+RMSNorm and SwiGLU as Hugging Face writes them)."""
 
 import math
 
@@ -71,6 +72,55 @@ class GPT(nn.Module):
             x = block(x)
         return self.ln_f(x) @ self.wte.weight.t()  # the head shares the embedding
 
+class RMSNorm(nn.Module):
+    """Hugging Face's LlamaRMSNorm."""
+
+    def __init__(self, width, eps=1e-5):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(width) + 0.1 * torch.randn(width))
+        self.eps = eps
+
+    def forward(self, x):
+        return self.weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps))
+
+class LlamaBlock(nn.Module):
+    """RMSNorm, causal attention without biases, RMSNorm, a SwiGLU MLP (no
+    rotary embeddings: their cos and sin buffers would import as weights)."""
+
+    def __init__(self, width, heads, context):
+        super().__init__()
+        self.heads = heads
+        self.attention_norm = RMSNorm(width)
+        self.wq, self.wk, self.wv, self.wo = (nn.Linear(width, width, bias=False) for _ in range(4))
+        self.ffn_norm = RMSNorm(width)
+        self.w1, self.w3 = nn.Linear(width, 2 * width, bias=False), nn.Linear(width, 2 * width, bias=False)
+        self.w2 = nn.Linear(2 * width, width, bias=False)
+        self.register_buffer("mask", torch.tril(torch.ones(context, context, dtype=torch.bool)))
+
+    def forward(self, x):
+        b, t, c = x.shape
+        a = self.attention_norm(x)
+        q, k, v = (w(a).view(b, t, self.heads, c // self.heads).transpose(1, 2) for w in (self.wq, self.wk, self.wv))
+        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(c // self.heads))
+        att = att.masked_fill(~self.mask[:t, :t], float("-inf"))
+        x = x + self.wo((F.softmax(att, dim=-1) @ v).transpose(1, 2).reshape(b, t, c))
+        m = self.ffn_norm(x)
+        return x + self.w2(F.silu(self.w1(m)) * self.w3(m))
+
+class Llama(nn.Module):
+    def __init__(self, vocab=64, width=32, heads=4, context=8, layers=2):
+        super().__init__()
+        self.tok_embeddings = nn.Embedding(vocab, width)
+        self.layers = nn.ModuleList([LlamaBlock(width, heads, context) for _ in range(layers)])
+        self.norm = RMSNorm(width)
+        self.output = nn.Linear(width, vocab, bias=False)
+
+    def forward(self, tokens):
+        x = self.tok_embeddings(tokens)
+        for layer in self.layers:
+            x = layer(x)
+        return self.output(self.norm(x))
+
 class Case:
     """One model: how to build it, its batch (by input name), its loss, and
     how the export and the import see it."""
@@ -96,4 +146,6 @@ CASES = {
     "gpt": Case(GPT, ["tokens"], _gpt_batch, _cross_entropy, 17, "targets"),
     # Before opset 17 layer norm is exported as its arithmetic: the importer fuses it back.
     "gpt_opset13": Case(GPT, ["tokens"], _gpt_batch, _cross_entropy, 13, "targets"),
+    # RMSNorm and SiLU arrive as their arithmetic and are fused back into rmsnorm and silu.
+    "llama": Case(Llama, ["tokens"], _gpt_batch, _cross_entropy, 17, "targets"),
 }

@@ -82,6 +82,27 @@ def layernorm():
     return model(nodes, [x_input()], ("batch", 8), [w, b], opset=13)
 
 
+def rmsnorm_silu(reciprocal=False):
+    """Llama's RMSNorm then F.silu, as torch.onnx.export (1.13, opset 17) writes them: rsqrt as 1 / Sqrt
+    (or, with `reciprocal`, a Reciprocal node)."""
+    w = numpy_helper.from_array(np.ones(8, np.float32), "norm.weight")
+    if reciprocal:
+        inverse = [helper.make_node("Reciprocal", ["root"], ["inv"], name="/norm/Reciprocal")]
+    else:
+        inverse = [const("one", 1.0), helper.make_node("Div", ["one", "root"], ["inv"], name="/norm/Div")]
+    nodes = [const("two", 2.0),
+             helper.make_node("Pow", ["x", "two"], ["sq"], name="/norm/Pow"),
+             helper.make_node("ReduceMean", ["sq"], ["ms"], axes=[-1], name="/norm/ReduceMean"),
+             const("eps", 1e-5),
+             helper.make_node("Add", ["ms", "eps"], ["mse"], name="/norm/Add"),
+             helper.make_node("Sqrt", ["mse"], ["root"], name="/norm/Sqrt")] + inverse + [
+             helper.make_node("Mul", ["x", "inv"], ["h"], name="/norm/Mul"),
+             helper.make_node("Mul", ["norm.weight", "h"], ["n"], name="/norm/Mul_1"),
+             helper.make_node("Sigmoid", ["n"], ["s"], name="/act/Sigmoid"),
+             helper.make_node("Mul", ["n", "s"], ["y"], name="/act/Mul")]
+    return model(nodes, [x_input()], ("batch", 8), [w])
+
+
 def shapes():
     # x.view(x.size(0), 2, 4): the batch read off at run time.
     nodes = [helper.make_node("Shape", ["x"], ["s"], name="/Shape"),
@@ -111,6 +132,7 @@ def unsupported():
 
 
 MODELS = {"linear": linear, "gelu_tanh": gelu_tanh, "gelu_tanh_shared": lambda: gelu_tanh(True), "gelu_erf": gelu_erf,
+          "rmsnorm_silu": rmsnorm_silu, "rmsnorm_reciprocal": lambda: rmsnorm_silu(True),
           "layernorm": layernorm, "shapes": shapes, "causal": causal, "unsupported": unsupported}
 
 if __name__ == "__main__":
