@@ -178,6 +178,10 @@ class RankRewrite {
         break;
       }
       case ShardRole::sharded:
+        if (op.kind == OpKind::attention || op.kind == OpKind::matmul)
+          for (size_t k = 1; k < op.operands.size(); ++k)
+            if (!split_.values[op.operands[k]].sharded())  // a key or value head every rank's queries share
+              op.operands[k] = once(copies_, op.operands[k], op, OpKind::tp_copy, ".tp");
         if (op.kind == OpKind::cross_entropy) {
           cross_entropy_over_classes(g_, op, split_.degree, rank_, fresh_name_, ops_);
           return;

@@ -206,11 +206,16 @@ class Round {
     if (op.kind == OpKind::embedding && !whole_products_[i]) return lookup(i);
     int region = -1;
     bool any = false;
-    for (ValueId u : op.operands)
-      if (sharded_value(u)) {
-        region = unite(region, region_[u]);
-        any = true;
+    for (size_t k = 0; k < op.operands.size(); ++k) {
+      const ValueId u = op.operands[k];
+      if (!sharded_value(u)) continue;
+      if (reads_shared_keys(op, k)) {
+        fail(region_[u], fmt::format("%{} is one key or value head shared by every rank's query heads",  name(u)));
+        continue;
       }
+      region = unite(region, region_[u]);
+      any = true;
+    }
     if (!any) return;
     std::vector<Request> requests;
     const std::optional<std::vector<ShardLayout>> results = follow(op, requests);
@@ -288,8 +293,10 @@ class Round {
     const int r = rank(x);
     if (op.kind == OpKind::attention) return attention(op);
     if (op.kind == OpKind::matmul) {
-      // Products of two shares along a batch axis (q k^T, p v by heads).
+      // Products of two shares along a batch axis (q k^T, p v by heads), or
+      // of shares with one head they all read (a multi-query k or v).
       const ValueId b = op.operands[1];
+      if (reads_shared_keys(op, 1)) return std::vector<ShardLayout>{in};
       if (!sharded_value(x) || !sharded_value(b) || layout_[b] != in || rank(b) != r || in.axis >= r - 2)
         return std::nullopt;
       return std::vector<ShardLayout>{in};
@@ -386,12 +393,30 @@ class Round {
     return at;
   }
 
+  /// Whether operand `k` of `op` is a grouped attention's key or value head
+  /// that q's shares all read (size 1 on the axis q is cut along), in the
+  /// fused op or in its products (q k^T, p v): it is read whole on every
+  /// rank, through tp_copy (its gradient the sum of the ranks'), as Megatron
+  /// shares a multi-query head.
+  bool reads_shared_keys(const Op& op, size_t k) const {
+    if (k == 0 || !(op.kind == OpKind::attention || (op.kind == OpKind::matmul && !is_weight_product(op))))
+      return false;
+    const ValueId q = op.operands[0], u = op.operands[k];
+    if (!sharded_value(q) || rank(u) != rank(q)) return false;
+    const int axis = layout_[q].axis;
+    return axis < rank(q) - 2 && dim(u, axis) == 1 && dim(q, axis) > 1;
+  }
+
   /// Attention runs head by head (or batch by batch): q, k and v must hold
-  /// the same heads.
+  /// the same heads, or k and v one head that every rank reads whole.
   std::optional<std::vector<ShardLayout>> attention(const Op& op) const {
     const ShardLayout in = layout_[op.operands[0]];
-    for (ValueId u : op.operands)
-      if (!sharded_value(u) || layout_[u] != in) return std::nullopt;
+    if (!sharded_value(op.operands[0])) return std::nullopt;
+    for (size_t k = 1; k < op.operands.size(); ++k) {
+      const ValueId u = op.operands[k];
+      // A shared head cut this round fails its own region, and is whole in the next.
+      if (!reads_shared_keys(op, k) && (!sharded_value(u) || layout_[u] != in)) return std::nullopt;
+    }
     const int r = rank(op.operands[0]);
     const Attr* layout = op.attr("layout");
     const bool bthd = layout != nullptr && layout->string == "bthd";

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <map>
+#include <set>
 #include <string>
 #include <thread>
 #include <utility>
@@ -254,6 +255,28 @@ INSTANTIATE_TEST_SUITE_P(Models, Equivalence, testing::Values(&kMlp, &kGpt, &kLl
                                              : p.param == &kLlama ? "llama"
                                                                   : "tables");
                          });
+
+// Multi-query attention (one key and value head for the four query heads)
+// over 2 tensor-parallel ranks: each rank its query heads, the shared head
+// read whole through tp_copy, its projections' gradients summed.
+TEST(TensorParallel, ASharedKeyHeadMatchesOneDevice) {
+  Model multi_query = kLlama;
+  multi_query.overrides["R"] = 4;
+  const Reference ref = single_device(multi_query);
+  for (ScheduleKind kind : {ScheduleKind::one_f_one_b, ScheduleKind::zb_h1}) {
+    Placement setup;
+    setup.tensor = 2;
+    // The query projections are cut between the ranks, the shared key and value ones not.
+    std::set<std::string> cut;
+    for (const PlanStage& s : make_plan(multi_query, kind, 2, 4, 1, setup).stages)
+      for (const PlanShard& part : s.shards)
+        for (const PlanParam& p : part.params)
+          if (p.piece) cut.insert(p.piece->whole);
+    EXPECT_TRUE(cut.count("layers.0.attention.wq") && cut.count("layers.5.attention.wo"));
+    EXPECT_FALSE(cut.count("layers.0.attention.wk") || cut.count("layers.0.attention.wv"));
+    expect_same(ref, multi_query, kind, 2, 4, 1, setup);
+  }
+}
 
 TEST(PipelineFailure, AStageErrorStopsEveryWorkerWithOneMessage) { expect_bad_token_reported(); }
 
