@@ -187,6 +187,21 @@ OpCost cost_attention_grad(Types in, Types out, const OpAttrs& attrs) {
 }
 
 // A scatter-add: reads g and the ids, writes the whole table (zeroed first).
+// A router's choice: each token's top_k of E logits, a comparison each.
+OpCost cost_moe_route(Types in, Types out, const OpAttrs& attrs) {
+  return {in[0].numel() * attrs.get_int("top_k", 1), bytes_of(in) + bytes_of(out)};
+}
+// A softmax per slot over the token's logits.
+OpCost cost_moe_gates(Types in, Types out, const OpAttrs&) {
+  return {out[0].numel() * 4 * in[0].shape[1], bytes_of(in) + bytes_of(out)};
+}
+// Moves rows: each slot's (dispatch) or each token's (combine) written once,
+// the rows read once.
+OpCost cost_moe_dispatch(Types in, Types out, const OpAttrs&) { return {0, 2 * out[0].bytes() + in[1].bytes()}; }
+OpCost cost_moe_combine(Types in, Types out, const OpAttrs&) { return streaming(in, out, 2); }
+OpCost cost_moe_gates_grad(Types in, Types out, const OpAttrs&) {
+  return {out[0].numel() * 8, bytes_of(in) + bytes_of(out)};
+}
 OpCost cost_embedding_grad(Types in, Types out, const OpAttrs&) {
   return {in[0].numel(), in[0].bytes() + in[1].bytes() + out[0].bytes()};
 }

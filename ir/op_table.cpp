@@ -62,6 +62,12 @@ const std::array<OpInfo, kNumOps>& table() {
       {OpKind::cached_attention, "cached_attention", 6, 6, {{"scale", K::real, opt}, {"layout", K::string, opt}},
        RULES(cached_attention)},
       {OpKind::embedding, "embedding", 2, 2, {{"offset", K::dim, opt}, {"vocab", K::dim, opt}}, RULES(embedding)},
+      {OpKind::moe_route, "moe_route", 1, 1, {{"top_k", K::dim, req}, {"capacity_factor", K::real, opt}},
+       RULES(moe_route)},
+      {OpKind::moe_gates, "moe_gates", 2, 2, {{"top_k", K::dim, req}, {"renormalize", K::boolean, opt}},
+       RULES(moe_gates)},
+      {OpKind::moe_dispatch, "moe_dispatch", 2, 2, {}, RULES(moe_dispatch)},
+      {OpKind::moe_combine, "moe_combine", 2, 3, {{"tokens", K::dim, req}}, RULES(moe_combine)},
       {OpKind::reshape, "reshape", 1, 1, {{"shape", K::dims, req}}, RULES(reshape)},
       {OpKind::transpose, "transpose", 1, 1, {{"perm", K::dims, req}}, RULES(transpose)},
       {OpKind::slice, "slice", 1, 1,
@@ -108,6 +114,8 @@ const std::array<OpInfo, kNumOps>& table() {
        {{"causal", K::boolean, opt}, {"scale", K::real, opt}, {"layout", K::string, opt}}, RULES(attention_grad)},
       {OpKind::embedding_grad, "embedding_grad", 2, 2,
        {{"rows", K::dim, req}, {"offset", K::dim, opt}, {"vocab", K::dim, opt}}, RULES(embedding_grad)},
+      {OpKind::moe_gates_grad, "moe_gates_grad", 3, 3, {{"top_k", K::dim, req}, {"renormalize", K::boolean, opt}},
+       RULES(moe_gates_grad)},
       {OpKind::slice_grad, "slice_grad", 1, 1,
        {{"axis", K::dim, req}, {"start", K::dim, req}, {"size", K::dim, req}}, RULES(slice_grad)},
       {OpKind::reduce_max_grad, "reduce_max_grad", 3, 3, {{"axes", K::dims, req}, {"keepdims", K::boolean, opt}},
@@ -236,6 +244,17 @@ double rope_theta(const OpAttrs& attrs) { return attrs.get_real("theta", 10000.0
 double rope_frequency(double theta, int64_t pair, int64_t features) {
   return std::pow(theta, -2.0 * static_cast<double>(pair) / static_cast<double>(features));
 }
+
+int64_t moe_capacity(const OpAttrs& attrs, int64_t tokens, int64_t experts) {
+  if (!attrs.has("capacity_factor") || experts <= 0) return tokens;
+  const double fair = static_cast<double>(tokens) * static_cast<double>(attrs.get_int("top_k", 1)) /
+                      static_cast<double>(experts);
+  const double slots = std::ceil(attrs.get_real("capacity_factor", 1.0) * fair);
+  return std::clamp<int64_t>(slots >= static_cast<double>(tokens) ? tokens : static_cast<int64_t>(slots), 1,
+                             std::max<int64_t>(tokens, 1));
+}
+
+bool moe_renormalize(const OpAttrs& attrs) { return attrs.get_bool("renormalize", true); }
 
 bool attention_groups_keys(const TensorType& q, const TensorType& k) {
   if (k.dtype != q.dtype || k.rank() != q.rank() || q.rank() < 3 || k == q) return false;

@@ -178,6 +178,15 @@ DType attention_lse_dtype(DType q);
 bool keeps_f32_operand(OpKind op, size_t operand);
 bool keeps_f32_result(OpKind op, size_t result);
 
+/// moe_route's slots per expert, for `tokens` tokens (the rows of its
+/// logits) over `experts`: every token (none is ever dropped) without a
+/// `capacity_factor`, else ceil(factor x tokens x top_k / experts), at least
+/// 1 and at most `tokens`.
+int64_t moe_capacity(const OpAttrs& attrs, int64_t tokens, int64_t experts);
+/// Whether moe_gates' softmax runs over the token's top_k logits (true, the
+/// default: Mixtral's and GShard's gate) or over every expert's (Switch's).
+bool moe_renormalize(const OpAttrs& attrs);
+
 // Shape and cost rules, defined in shape_rules.cpp and cost_rules.cpp.
 namespace rules {
 #define PF_OP(name)                                               \

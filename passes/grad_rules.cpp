@@ -183,6 +183,38 @@ void grad_embedding(Ctx& c) {
   c.accumulate(0, c.emit(OpKind::embedding_grad, {c.grad(), c.operand(1)}, std::move(attrs)));
 }
 
+// ---- mixture of experts ----
+
+// The route is a choice (integers) and takes no gradient; the logits get
+// theirs through the gates, the tokens through the slots they were sent to.
+void grad_moe_gates(Ctx& c) {
+  c.accumulate(0, c.emit(OpKind::moe_gates_grad, {c.grad(), c.operand(0), c.operand(1)},
+                         c.forward_attrs({"top_k", "renormalize"})));
+}
+
+// A slot's row is its token's: the token's gradient sums its slots'.
+void grad_moe_dispatch(Ctx& c) {
+  c.accumulate(0, c.emit(OpKind::moe_combine, {c.grad(), c.operand(1)},
+                         {attr_int("tokens", c.operand_type(0).shape[0])}));
+}
+
+// out[n] = sum over n's slots s of gate[s] y[s]: with D the gradient sent
+// back to the slots, dy = gate D and dgate = the row sum of D y.
+void grad_moe_combine(Ctx& c) {
+  const ValueId slots = c.emit(OpKind::moe_dispatch, {c.grad(), c.operand(1)});
+  if (c.op().operands.size() < 3) {
+    c.accumulate(0, slots);
+    return;
+  }
+  if (c.needs(0)) {
+    Shape per_slot = c.operand_type(2).shape;
+    per_slot.push_back(1);
+    c.accumulate(0, mul(c, slots, c.emit(OpKind::reshape, {c.operand(2)}, {attr_ints("shape", per_slot)})));
+  }
+  if (c.needs(2))
+    c.accumulate(2, c.emit(OpKind::reduce_sum, {mul(c, slots, c.operand(0))}, {attr_ints("axes", {2})}));
+}
+
 // ---- data movement ----
 
 void grad_reshape(Ctx& c) {
@@ -383,6 +415,11 @@ std::array<Entry, kNumOps> build_table() {
   rule(OpKind::rope, grad_rope);
   rule(OpKind::attention, grad_attention);
   rule(OpKind::embedding, grad_embedding);
+  // Which expert takes a token is a choice, constant to autodiff (as Switch and GShard treat it).
+  none(OpKind::moe_route);
+  rule(OpKind::moe_gates, grad_moe_gates);
+  rule(OpKind::moe_dispatch, grad_moe_dispatch);
+  rule(OpKind::moe_combine, grad_moe_combine);
   rule(OpKind::reshape, grad_reshape);
   rule(OpKind::transpose, grad_transpose);
   rule(OpKind::slice, grad_slice);
@@ -410,7 +447,8 @@ std::array<Entry, kNumOps> build_table() {
                    OpKind::log_softmax_grad, OpKind::layernorm_grad, OpKind::rmsnorm_grad, OpKind::attention_grad,
                    OpKind::embedding_grad, OpKind::slice_grad, OpKind::reduce_max_grad, OpKind::conv2d_grad_input,
                    OpKind::conv2d_grad_weight, OpKind::max_pool2d_grad, OpKind::avg_pool2d_grad,
-                   OpKind::cross_entropy_grad, OpKind::cross_entropy_parts_grad, OpKind::cross_entropy_total_grad})
+                   OpKind::cross_entropy_grad, OpKind::cross_entropy_parts_grad, OpKind::cross_entropy_total_grad,
+                   OpKind::moe_gates_grad})
     none(k);
   // Decoding reads a trained model step by step; nothing trains through it.
   none(OpKind::cached_attention);

@@ -44,6 +44,7 @@ const KernelTable& table() {
     add_pool_kernels(t);
     add_attention_kernels(t);
     add_rotary_kernels(t);
+    add_moe_kernels(t);
     add_tensor_parallel_kernels(t);
     add_vocab_parallel_loss_kernels(t);
     add_conv_grad_kernels(t);

@@ -423,6 +423,99 @@ Outputs embedding_ref(const std::vector<Tensor>& in, const std::vector<TensorTyp
   return {y};
 }
 
+// Mixture of experts. A token's experts ranked by logit, the larger first
+// and the lower index first among equal logits (a stable sort).
+std::vector<int64_t> ranked_experts(const Tensor& logits, int64_t n) {
+  const int64_t e = logits.type.shape[1];
+  std::vector<int64_t> order(static_cast<size_t>(e));
+  for (int64_t j = 0; j < e; ++j) order[j] = j;
+  std::stable_sort(order.begin(), order.end(),
+                   [&](int64_t a, int64_t b) { return logits.v[n * e + a] > logits.v[n * e + b]; });
+  return order;
+}
+
+// The route for `capacity` slots: choice 0 of every token in token order,
+// then choice 1, ..., each into its expert's next free slot while there is one.
+Tensor moe_route_of(const Tensor& logits, int64_t top_k, int64_t capacity) {
+  const int64_t n = logits.type.shape[0], e = logits.type.shape[1];
+  Tensor route = values(DType::i32, {e, capacity}, std::vector<double>(static_cast<size_t>(e * capacity), -1.0));
+  std::vector<int64_t> used(static_cast<size_t>(e), 0);
+  for (int64_t k = 0; k < top_k; ++k)
+    for (int64_t t = 0; t < n; ++t) {
+      const int64_t x = ranked_experts(logits, t)[k];
+      if (used[x] < capacity) route.v[x * capacity + used[x]++] = static_cast<double>(t);
+    }
+  return route;
+}
+
+Reference moe_route_ref(int64_t top_k) {
+  return [=](const std::vector<Tensor>& in, const std::vector<TensorType>& out) {
+    return Outputs{moe_route_of(in[0], top_k, out[0].shape[1]).v};
+  };
+}
+
+// Token n's gate weights per expert: softmax over its top_k logits or over all.
+std::vector<double> moe_weights(const Tensor& logits, int64_t n, int64_t top_k, bool renormalize) {
+  const int64_t e = logits.type.shape[1];
+  const std::vector<int64_t> order = ranked_experts(logits, n);
+  const int64_t taking_part = renormalize ? top_k : e;
+  std::vector<double> w(static_cast<size_t>(e), 0.0);
+  double sum = 0;
+  for (int64_t k = 0; k < taking_part; ++k) sum += std::exp(logits.v[n * e + order[k]]);
+  for (int64_t k = 0; k < taking_part; ++k) w[order[k]] = std::exp(logits.v[n * e + order[k]]) / sum;
+  return w;
+}
+
+Reference moe_gates_ref(int64_t top_k, bool renormalize) {
+  return [=](const std::vector<Tensor>& in, const std::vector<TensorType>& out) {
+    const Tensor &logits = in[0], &route = in[1];
+    const int64_t capacity = route.type.shape[1];
+    std::vector<double> gates(static_cast<size_t>(out[0].numel()), 0.0);
+    for (size_t s = 0; s < route.v.size(); ++s)
+      if (route.v[s] >= 0)
+        gates[s] = moe_weights(logits, static_cast<int64_t>(route.v[s]), top_k, renormalize)[s / capacity];
+    return Outputs{gates};
+  };
+}
+
+// dlogits by the chain rule through the softmax's Jacobian, written out:
+// d w_x / d l_j = w_x (delta_xj - w_j) over the experts taking part.
+Reference moe_gates_grad_ref(int64_t top_k, bool renormalize) {
+  return [=](const std::vector<Tensor>& in, const std::vector<TensorType>& out) {
+    const Tensor &g = in[0], &logits = in[1], &route = in[2];
+    const int64_t e = logits.type.shape[1], capacity = route.type.shape[1];
+    std::vector<double> d(static_cast<size_t>(out[0].numel()), 0.0);
+    for (size_t s = 0; s < route.v.size(); ++s) {
+      if (route.v[s] < 0) continue;
+      const auto n = static_cast<int64_t>(route.v[s]);
+      const auto x = static_cast<int64_t>(s) / capacity;
+      const std::vector<double> w = moe_weights(logits, n, top_k, renormalize);
+      for (int64_t j = 0; j < e; ++j)
+        if (w[j] > 0) d[n * e + j] += g.v[s] * w[x] * ((x == j ? 1.0 : 0.0) - w[j]);
+    }
+    return Outputs{d};
+  };
+}
+
+Outputs moe_dispatch_ref(const std::vector<Tensor>& in, const std::vector<TensorType>& out) {
+  const Tensor &x = in[0], &route = in[1];
+  const int64_t c = x.type.shape[1];
+  std::vector<double> y(static_cast<size_t>(out[0].numel()), 0.0);
+  for (size_t s = 0; s < route.v.size(); ++s)
+    for (int64_t j = 0; route.v[s] >= 0 && j < c; ++j) y[s * c + j] = x.v[static_cast<int64_t>(route.v[s]) * c + j];
+  return {y};
+}
+
+Outputs moe_combine_ref(const std::vector<Tensor>& in, const std::vector<TensorType>& out) {
+  const Tensor &y = in[0], &route = in[1];
+  const int64_t c = y.type.shape[2];
+  std::vector<double> x(static_cast<size_t>(out[0].numel()), 0.0);
+  for (size_t s = 0; s < route.v.size(); ++s)
+    for (int64_t j = 0; route.v[s] >= 0 && j < c; ++j)
+      x[static_cast<int64_t>(route.v[s]) * c + j] += (in.size() > 2 ? in[2].v[s] : 1.0) * y.v[s * c + j];
+  return {x};
+}
+
 // A table holding rows offset.. of the vocabulary: the ids it holds gather
 // their row, the others zeros.
 Reference embedding_share_ref(int64_t offset) {
@@ -1365,6 +1458,42 @@ std::vector<OpCase> all_cases() {
                           {},
                           embedding_share_ref(4)});
 
+  // Mixture of experts: 7 tokens over 4 experts. Every slot for every token
+  // (no drops), 3 slots (the second choices of the last tokens dropped),
+  // equal logits (ties to the lower expert), all experts per token, and the
+  // Switch gate (a softmax over every expert).
+  const Tensor router = g.uniform({7, 4}, -3, 3);
+  const Tensor tied = values(f64, {3, 4}, {1, 2, 2, 0, 0.5, 0.5, 0.5, 0.5, -1, 3, -1, 3});
+  add(OpKind::moe_route, {"top 2, dropless", {router}, {dim_attr("top_k", 2)}, {}, moe_route_ref(2)});
+  add(OpKind::moe_route, {"top 2, capacity factor 0.6: 3 slots",
+                          {router},
+                          {dim_attr("top_k", 2), real_attr("capacity_factor", 0.6)},
+                          {},
+                          moe_route_ref(2)});
+  add(OpKind::moe_route, {"equal logits", {tied}, {dim_attr("top_k", 3)}, {}, moe_route_ref(3)});
+  add(OpKind::moe_route, {"top 1 of 4, 1 slot", {router}, {dim_attr("top_k", 1), real_attr("capacity_factor", 0.1)},
+                          {}, moe_route_ref(1)});
+  const Tensor dropless = moe_route_of(router, 2, 7), dropping = moe_route_of(router, 2, 3);
+  const Tensor switched = moe_route_of(router, 1, 3), every = moe_route_of(router, 4, 7);
+  add(OpKind::moe_gates, {"top 2, dropless", {router, dropless}, {dim_attr("top_k", 2)}, {}, moe_gates_ref(2, true)});
+  add(OpKind::moe_gates,
+      {"top 2, dropped choices", {router, dropping}, {dim_attr("top_k", 2)}, {}, moe_gates_ref(2, true)});
+  add(OpKind::moe_gates, {"top 4 of 4", {router, every}, {dim_attr("top_k", 4)}, {}, moe_gates_ref(4, true)});
+  add(OpKind::moe_gates, {"switch: top 1, softmax over all",
+                          {router, switched},
+                          {dim_attr("top_k", 1), bool_attr("renormalize", false)},
+                          {},
+                          moe_gates_ref(1, false)});
+  add(OpKind::moe_dispatch, {"dropless", {g.uniform({7, 5}), dropless}, {}, {}, moe_dispatch_ref});
+  add(OpKind::moe_dispatch, {"empty slots", {g.uniform({7, 3}), dropping}, {}, {}, moe_dispatch_ref});
+  add(OpKind::moe_combine,
+      {"weighed", {g.uniform({4, 7, 5}), dropless, g.uniform({4, 7})}, {dim_attr("tokens", 7)}, {}, moe_combine_ref});
+  add(OpKind::moe_combine, {"unweighed, empty slots, a token in none",
+                            {g.uniform({4, 3, 2}), dropping},
+                            {dim_attr("tokens", 7)},
+                            {},
+                            moe_combine_ref});
+
   // Movement.
   // A reshape keeps the row-major order of the values.
   const Reference same_values = [](const std::vector<Tensor>& in, const std::vector<TensorType>&) {
@@ -1633,6 +1762,22 @@ std::vector<OpCase> all_cases() {
                                {dim_attr("rows", 3), dim_attr("offset", 3), dim_attr("vocab", 9)},
                                {},
                                embedding_share_grad_ref(3)});
+
+  add(OpKind::moe_gates_grad, {"top 2, dropless",
+                               {g.uniform({4, 7}), router, dropless},
+                               {dim_attr("top_k", 2)},
+                               {},
+                               moe_gates_grad_ref(2, true)});
+  add(OpKind::moe_gates_grad, {"top 2, dropped choices",
+                               {g.uniform({4, 3}), router, dropping},
+                               {dim_attr("top_k", 2)},
+                               {},
+                               moe_gates_grad_ref(2, true)});
+  add(OpKind::moe_gates_grad, {"switch",
+                               {g.uniform({4, 3}), router, switched},
+                               {dim_attr("top_k", 1), bool_attr("renormalize", false)},
+                               {},
+                               moe_gates_grad_ref(1, false)});
 
   add(OpKind::slice_grad, {"middle axis",
                            {g.uniform({3, 3, 4})},

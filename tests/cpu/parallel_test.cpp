@@ -93,10 +93,10 @@ TEST_F(ParallelTest, EachWorkerSplitsOverItsOwnPool) {
 // Every kernel that splits its loops or products, on shapes above the grain:
 // the GPT block's ops forward and backward (GEMMs split by columns, by rows,
 // batched attention products one matrix per thread, the fused attention's
-// row blocks and heads in both layouts), the
-// optimizer-sized flat loops aside.
+// row blocks and heads in both layouts), a mixture of experts' routing,
+// dispatch and combine, the optimizer-sized flat loops aside.
 const char* kOps = R"(
-graph @ops(%x: f32[8,64,512], %b: f32[512], %w: f32[512], %g: f32[8,64,512], %s: f32[8,8,64,64], %t: i32[512]) -> (f32[8,64,512], f32[8,64,512], f32[8,8,64,64], f32[8,8,64,64], f32[8,64,512], f32[8,64,512], f32[512], f32[512], f32[8,64,512], f32[512], f32[], f32[512,512], f32[8,64], f32[8,8,64,64], f32[8,64,512], f32[512,512], f32[8,8,64,64], f32[2048,100], f32[4,4,256,64], f32[4,4,256], f32[4,4,256,64], f32[4,4,256,64], f32[4,4,256,64], f32[4,256,4,64], f32[4,4,256], f32[4,256,4,64], f32[4,256,4,64], f32[4,256,4,64]) {
+graph @ops(%x: f32[8,64,512], %b: f32[512], %w: f32[512], %g: f32[8,64,512], %s: f32[8,8,64,64], %t: i32[512]) -> (f32[8,64,512], f32[8,64,512], f32[8,8,64,64], f32[8,8,64,64], f32[8,64,512], f32[8,64,512], f32[512], f32[512], f32[8,64,512], f32[512], f32[], f32[512,512], f32[8,64], f32[8,8,64,64], f32[8,64,512], f32[512,512], f32[8,8,64,64], f32[2048,100], f32[4,4,256,64], f32[4,4,256], f32[4,4,256,64], f32[4,4,256,64], f32[4,4,256,64], f32[4,256,4,64], f32[4,4,256], f32[4,256,4,64], f32[4,256,4,64], f32[4,256,4,64], i32[8,128], f32[8,128], f32[8,128,512], f32[512,512], f32[512,8]) {
   %sum = add %x, %g : f32[8,64,512]
   %biased = add %x, %b : f32[8,64,512]
   %two = constant value=2 : f32[]
@@ -130,7 +130,13 @@ graph @ops(%x: f32[8,64,512], %b: f32[512], %w: f32[512], %g: f32[8,64,512], %s:
   %gt = reshape %g shape=[4,256,4,64] : f32[4,256,4,64]
   %att.t, %att.t.lse = attention %xt, %gt, %xt causal=true layout="bthd" : f32[4,256,4,64], f32[4,4,256]
   %dq.t, %dk.t, %dv.t = attention_grad %gt, %xt, %gt, %xt, %att.t, %att.t.lse causal=true layout="bthd" : f32[4,256,4,64], f32[4,256,4,64], f32[4,256,4,64]
-  return %sum, %biased, %scaled, %probs, %ln, %dx, %dw, %db, %act.grad, %bias.grad, %loss, %dlogits, %rows, %dprobs, %linear, %weight.grad, %context, %rows_split, %att, %att.lse, %dq, %dk, %dv, %att.t, %att.t.lse, %dq.t, %dk.t, %dv.t
+  %router = slice %logits axis=1 start=0 end=8 : f32[512,8]
+  %route = moe_route %router top_k=2 capacity_factor=1 : i32[8,128]
+  %gates = moe_gates %router, %route top_k=2 : f32[8,128]
+  %slots = moe_dispatch %logits, %route : f32[8,128,512]
+  %combined = moe_combine %slots, %route, %gates tokens=512 : f32[512,512]
+  %drouter = moe_gates_grad %gates, %router, %route top_k=2 : f32[512,8]
+  return %sum, %biased, %scaled, %probs, %ln, %dx, %dw, %db, %act.grad, %bias.grad, %loss, %dlogits, %rows, %dprobs, %linear, %weight.grad, %context, %rows_split, %att, %att.lse, %dq, %dk, %dv, %att.t, %att.t.lse, %dq.t, %dk.t, %dv.t, %route, %gates, %slots, %combined, %drouter
 }
 )";
 

@@ -85,6 +85,15 @@ std::map<OpKind, GradCase> cases() {
   m[OpKind::attention] = {"%q: f32[1,2,5,3], %k: f32[1,2,5,3], %v: f32[1,2,5,3]",
                           "  %r, %l = attention %q, %k, %v causal=true scale=0.7 : f32[1,2,5,3], f32[1,2,5]\n",
                           "f32[1,2,5,3]"};
+  // Three slots per expert for six tokens' two choices: some second choices dropped.
+  const std::string route = "  %l = param init=normal(1) : f32[6,4]\n"
+                            "  %route = moe_route %l top_k=2 capacity_factor=0.75 : i32[4,3]\n";
+  m[OpKind::moe_gates] = {"", route + "  %r = moe_gates %l, %route top_k=2 : f32[4,3]\n", "f32[4,3]"};
+  m[OpKind::moe_dispatch] = {"%a: f32[6,3]", route + "  %r = moe_dispatch %a, %route : f32[4,3,3]\n", "f32[4,3,3]"};
+  m[OpKind::moe_combine] = {"%a: f32[4,3,2]",
+                            route + "  %gt = moe_gates %l, %route top_k=2 : f32[4,3]\n"
+                                    "  %r = moe_combine %a, %route, %gt tokens=6 : f32[6,2]\n",
+                            "f32[6,2]"};
   m[OpKind::embedding] = {"%ids: i32[2,3]", "  %t = param init=normal(1) : f32[5,4]\n  %r = embedding %t, %ids : f32[2,3,4]\n", "f32[2,3,4]"};
   m[OpKind::reshape] = {"%a: f32[2,6]", "  %r = reshape %a shape=[3,-1] : f32[3,4]\n", "f32[3,4]"};
   m[OpKind::transpose] = {"%a: f32[2,3,4]", "  %r = transpose %a perm=[2,0,1] : f32[4,2,3]\n", "f32[4,2,3]"};
@@ -276,8 +285,8 @@ TEST(GradRules, EveryDifferentiableOpHasACaseAndTheRestAreKnown) {
   // Sources, parameters, calls (inlined first), decoding's cached attention
   // (never trained through) and the backward ops.
   std::vector<std::string> expected = {
-      "param", "constant", "dim_value", "causal_mask", "call", "cached_attention", "tp_max", "broadcast_to", "sum_to", "relu_grad", "gelu_grad",
-      "gelu_erf_grad", "silu_grad", "softmax_grad", "log_softmax_grad", "layernorm_grad", "rmsnorm_grad", "attention_grad", "embedding_grad", "slice_grad",
+      "param", "constant", "dim_value", "causal_mask", "call", "cached_attention", "moe_route", "tp_max", "broadcast_to", "sum_to", "relu_grad", "gelu_grad",
+      "gelu_erf_grad", "silu_grad", "softmax_grad", "log_softmax_grad", "layernorm_grad", "rmsnorm_grad", "attention_grad", "embedding_grad", "moe_gates_grad", "slice_grad",
       "reduce_max_grad", "conv2d_grad_input", "conv2d_grad_weight", "max_pool2d_grad", "avg_pool2d_grad",
       "cross_entropy_grad", "cross_entropy_parts_grad", "cross_entropy_total_grad"};
   EXPECT_EQ(without_rule, expected);

@@ -143,6 +143,8 @@ FD_PARAMS = {
     "gpt": ["wte", "wpe", "h.0.attn.c_attn.w", "h.1.attn.c_proj.b", "h.1.ln_2.w", "h.0.mlp.c_fc.w", "ln_f.b"],
     "llama": ["tok_embeddings", "layers.0.attention.wq", "layers.1.attention.wk", "layers.0.feed_forward.w1",
               "layers.1.ffn_norm.w", "norm.w", "output"],
+    "moe": ["layers.0.router.w", "layers.1.router.w", "layers.0.experts.w1", "layers.1.experts.w2",
+            "layers.0.experts.w3", "layers.0.attention.wq"],
 }
 FD_STEP = 1e-6  # float64: truncation error ~ step^2, rounding ~ 1e-16 / step
 
@@ -238,7 +240,28 @@ def numpy_gpt_loss(w, d, dims):
     return numpy_cross_entropy(logits.reshape(-1, logits.shape[-1]), d["targets"].reshape(-1))
 
 
-def numpy_llama_loss(w, d, dims):
+def numpy_swiglu(w, h, m, dims):
+    gate = m @ w[h + "feed_forward.w1"]
+    return (gate / (1 + np.exp(-gate)) * (m @ w[h + "feed_forward.w3"])) @ w[h + "feed_forward.w2"]
+
+
+def numpy_moe(w, h, m, dims):
+    """Each token through each of its top K experts by the router's logits, the
+    outputs weighed by a softmax over those K logits: token by token."""
+    out = np.zeros_like(m)
+    for b in range(m.shape[0]):
+        for t in range(m.shape[1]):
+            x = m[b, t]
+            logits = x @ w[h + "router.w"]
+            top = np.argsort(-logits, kind="stable")[:dims["K"]]
+            gates = np.exp(logits[top] - logits[top].max())
+            for e, g in zip(top, gates / gates.sum()):
+                gate = x @ w[h + "experts.w1"][e]
+                out[b, t] += g * ((gate / (1 + np.exp(-gate)) * (x @ w[h + "experts.w3"][e])) @ w[h + "experts.w2"][e])
+    return out
+
+
+def numpy_llama_loss(w, d, dims, mlp=numpy_swiglu):
     heads, groups, theta = dims["H"], dims["H"] // dims["R"], 10000.0
 
     def rmsnorm(x, g):
@@ -271,14 +294,17 @@ def numpy_llama_loss(w, d, dims):
         probs /= probs.sum(axis=-1, keepdims=True)
         y = np.einsum("bgrij,bgjd->bgrid", probs, v).transpose(0, 3, 1, 2, 4).reshape(B, T, C)
         x = x + y @ w[h + "attention.wo"]
-        m = rmsnorm(x, w[h + "ffn_norm.w"])
-        gate = m @ w[h + "feed_forward.w1"]
-        x = x + (gate / (1 + np.exp(-gate)) * (m @ w[h + "feed_forward.w3"])) @ w[h + "feed_forward.w2"]
+        x = x + mlp(w, h, rmsnorm(x, w[h + "ffn_norm.w"]), dims)
     logits = rmsnorm(x, w["norm.w"]) @ w["output"]
     return numpy_cross_entropy(logits.reshape(-1, logits.shape[-1]), d["targets"].reshape(-1))
 
 
-NUMPY_LOSS = {"mlp": numpy_mlp_loss, "gpt": numpy_gpt_loss, "llama": numpy_llama_loss}
+NUMPY_LOSS = {
+    "mlp": numpy_mlp_loss,
+    "gpt": numpy_gpt_loss,
+    "llama": numpy_llama_loss,
+    "moe": lambda w, d, dims: numpy_llama_loss(w, d, dims, numpy_moe),
+}
 
 
 def check_numpy_forward(case_name, work_dir):

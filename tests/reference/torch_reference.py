@@ -1,4 +1,4 @@
-"""PyTorch reference values for examples/mlp.pf, examples/gpt.pf and examples/llama.pf.
+"""PyTorch reference values for examples/mlp.pf, gpt.pf, llama.pf and moe.pf.
 
 Run with /usr/bin/python3: it needs Debian's python3-torch (1.13) and
 python3-numpy, and the first python3 on PATH may be another interpreter
@@ -282,8 +282,10 @@ def _repeat_kv(x, n_rep):
     return x[:, :, None, :, :].expand(B, G, n_rep, T, D).reshape(B, G * n_rep, T, D)
 
 
-def _llama_block(x, p, h, n_head, n_kv_head):
-    """func @block of examples/llama.pf with the parameters prefixed `h`."""
+def _llama_block(x, p, h, n_head, n_kv_head, mlp=None):
+    """func @block of examples/llama.pf with the parameters prefixed `h`; `mlp`
+    (m, p, h) -> the MLP's output, SwiGLU by default."""
+    mlp = mlp or _swiglu
     B, T, C = x.shape
     hd = C // n_head
     a = _rmsnorm(x, p[h + "attention_norm.w"])
@@ -296,18 +298,63 @@ def _llama_block(x, p, h, n_head, n_kv_head):
     scores = torch.where(causal, scores, torch.tensor(-math.inf, dtype=x.dtype))
     y = (torch.softmax(scores, dim=-1) @ v).permute(0, 2, 1, 3).reshape(B, T, C)
     x1 = x + y @ p[h + "attention.wo"]
-    m = _rmsnorm(x1, p[h + "ffn_norm.w"])
-    hidden = F.silu(m @ p[h + "feed_forward.w1"]) * (m @ p[h + "feed_forward.w3"])  # SwiGLU
-    return x1 + hidden @ p[h + "feed_forward.w2"]
+    return x1 + mlp(_rmsnorm(x1, p[h + "ffn_norm.w"]), p, h)
 
 
-def llama_loss(p, batch, d, relu_inputs=None):
+def _swiglu(m, p, h):
+    return (F.silu(m @ p[h + "feed_forward.w1"]) * (m @ p[h + "feed_forward.w3"])) @ p[h + "feed_forward.w2"]
+
+
+def llama_loss(p, batch, d, relu_inputs=None, mlp=None):
     """graph @llama of examples/llama.pf. No relu: relu_inputs stays empty."""
     x = F.embedding(batch["tokens"].long(), p["tok_embeddings"])  # (B, T, C)
     for i in range(d["L"]):  # call @block scope="layers" repeat=L
-        x = _llama_block(x, p, f"layers.{i}.", d["H"], d["H"] // d["R"])
+        x = _llama_block(x, p, f"layers.{i}.", d["H"], d["H"] // d["R"], mlp)
     logits = _rmsnorm(x, p["norm.w"]) @ p["output"]  # (B, T, V)
     return F.cross_entropy(logits.reshape(-1, d["V"]), batch["targets"].long().reshape(-1))
+
+
+# ---------------------------------------------------------------- moe
+
+
+def moe_parameters(d, gen):
+    """The parameters of examples/moe.pf: llama's, with a router and E experts
+    stacked ([E, in, out]) in place of the MLP. The router's weights are
+    large enough that the gates are far from equal."""
+    p = llama_parameters(d, gen)
+    C, F_, E = d["C"], d["F"], d["E"]
+    for i in range(d["L"]):
+        h = f"layers.{i}."
+        for w in ("w1", "w3", "w2"):
+            del p[h + "feed_forward." + w]
+        p[h + "router.w"] = _normal(gen, (C, E), 2 / math.sqrt(C))
+        p[h + "experts.w1"] = _normal(gen, (E, C, F_), 1 / math.sqrt(C))
+        p[h + "experts.w3"] = _normal(gen, (E, C, F_), 1 / math.sqrt(C))
+        p[h + "experts.w2"] = _normal(gen, (E, F_, C), 1 / math.sqrt(F_))
+    return p
+
+
+def _mixtral_moe(m, p, h, top_k):
+    """Hugging Face Mixtral's sparse MoE block (MixtralSparseMoeBlock): the
+    router's softmax, each token's top_k of it renormalised, and each expert
+    run on the tokens that chose it, its output added into their rows."""
+    B, T, C = m.shape
+    tokens = m.reshape(-1, C)
+    probs = torch.softmax(tokens @ p[h + "router.w"], dim=-1)  # (N, E)
+    weights, chosen = torch.topk(probs, top_k, dim=-1)
+    weights = weights / weights.sum(dim=-1, keepdim=True)
+    out = torch.zeros_like(tokens)
+    for e in range(probs.shape[-1]):
+        rows, slot = torch.where(chosen == e)
+        x = tokens[rows]
+        y = (F.silu(x @ p[h + "experts.w1"][e]) * (x @ p[h + "experts.w3"][e])) @ p[h + "experts.w2"][e]
+        out = out.index_add(0, rows, y * weights[rows, slot, None])
+    return out.reshape(B, T, C)
+
+
+def moe_loss(p, batch, d, relu_inputs=None):
+    """graph @mixtral of examples/moe.pf: llama's with the MoE block."""
+    return llama_loss(p, batch, d, relu_inputs, mlp=lambda m, p, h: _mixtral_moe(m, p, h, d["K"]))
 
 
 CASES = {
@@ -319,6 +366,9 @@ CASES = {
              gpt_parameters, gpt_batch, gpt_loss),
         Case("llama", "examples/llama.pf", {"B": 2, "T": 16, "C": 64, "H": 4, "R": 2, "F": 96, "L": 2, "V": 256}, 4321,
              llama_parameters, gpt_batch, llama_loss),
+        Case("moe", "examples/moe.pf",
+             {"B": 2, "T": 16, "C": 32, "H": 4, "R": 2, "F": 48, "L": 2, "V": 256, "E": 4, "K": 2}, 8765,
+             moe_parameters, gpt_batch, moe_loss),
     ]
 }
 

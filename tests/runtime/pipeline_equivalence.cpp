@@ -21,6 +21,8 @@ namespace pf::equivalence {
 const Model kMlp = {"examples/mlp.pf", {{"I", 6}, {"H", 8}, {"L", 6}, {"K", 5}}};
 const Model kGpt = {"examples/gpt.pf", {{"T", 4}, {"S", 4}, {"C", 8}, {"H", 2}, {"L", 6}, {"V", 14}}};
 const Model kLlama = {"examples/llama.pf", {{"T", 4}, {"C", 8}, {"H", 4}, {"R", 2}, {"F", 12}, {"L", 6}, {"V", 14}}};
+const Model kMoe = {"examples/moe.pf",
+                    {{"T", 4}, {"C", 8}, {"H", 4}, {"R", 2}, {"F", 12}, {"L", 6}, {"V", 14}, {"E", 4}, {"K", 2}}};
 const Model kTables = {"tests/runtime/models/tables.pf", {}};
 
 Module load(const Model& model) { return parse_module(read_source_file(std::string(PF_SOURCE_DIR) + "/" + model.file)); }

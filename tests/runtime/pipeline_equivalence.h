@@ -23,12 +23,14 @@ struct Model {
   DimBinding overrides;
 };
 
-/// Tiny bindings of examples/mlp.pf, examples/gpt.pf and examples/llama.pf, and
+/// Tiny bindings of examples/mlp.pf, examples/gpt.pf, examples/llama.pf and
+/// examples/moe.pf (a mixture of 4 experts, 2 per token, none dropped), and
 /// tests/runtime/models/tables.pf, whose inputs include tables without the
 /// batch dimension (one read by its first layer, one by its sixth).
 extern const Model kMlp;
 extern const Model kGpt;
 extern const Model kLlama;
+extern const Model kMoe;
 extern const Model kTables;
 
 Module load(const Model& model);

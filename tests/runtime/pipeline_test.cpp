@@ -248,11 +248,12 @@ TEST_P(Equivalence, RanksHoldingOnlyTheirOwnStagesMatchOneDevice) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Models, Equivalence, testing::Values(&kMlp, &kGpt, &kLlama, &kTables),
+INSTANTIATE_TEST_SUITE_P(Models, Equivalence, testing::Values(&kMlp, &kGpt, &kLlama, &kMoe, &kTables),
                          [](const testing::TestParamInfo<const Model*>& p) {
                            return std::string(p.param == &kMlp    ? "mlp"
                                              : p.param == &kGpt   ? "gpt"
                                              : p.param == &kLlama ? "llama"
+                                             : p.param == &kMoe   ? "moe"
                                                                   : "tables");
                          });
 
