@@ -199,6 +199,7 @@ OpCost cost_moe_gates(Types in, Types out, const OpAttrs&) {
 // the rows read once.
 OpCost cost_moe_dispatch(Types in, Types out, const OpAttrs&) { return {0, 2 * out[0].bytes() + in[1].bytes()}; }
 OpCost cost_moe_combine(Types in, Types out, const OpAttrs&) { return streaming(in, out, 2); }
+OpCost cost_moe_load(Types in, Types out, const OpAttrs& attrs) { return cost_moe_route(in, out, attrs); }
 OpCost cost_moe_gates_grad(Types in, Types out, const OpAttrs&) {
   return {out[0].numel() * 8, bytes_of(in) + bytes_of(out)};
 }

@@ -104,6 +104,14 @@ Types shape_moe_combine(const ShapeContext& ctx) {
   return one(y.dtype, bounded_shape({tokens, y.shape[2]}, "the result"));
 }
 
+// moe_load: logits [N, E] -> [E], the share of the tokens choosing each expert.
+Types shape_moe_load(const ShapeContext& ctx) {
+  const TensorType& logits = ctx.operands[0];
+  require_logits(logits);
+  require_top_k(ctx, logits.shape[1]);
+  return one(logits.dtype, {logits.shape[1]});
+}
+
 // moe_gates_grad: g [E, capacity], logits [N, E], route -> [N, E].
 Types shape_moe_gates_grad(const ShapeContext& ctx) {
   const TensorType &g = ctx.operands[0], &logits = ctx.operands[1], &route = ctx.operands[2];

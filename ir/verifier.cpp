@@ -92,8 +92,13 @@ void verify_function(const Module& m, Function& f, const DimBinding& binding) {
       if (attrs.has("repeat")) {
         int64_t repeat = attrs.get_int("repeat", 1);
         if (repeat < 1) throw Error(fmt::format("call: repeat must be at least 1, got {}", repeat), op.loc);
-        if (operands.size() != 1 || results.size() != 1 || operands[0] != results[0])
-          throw Error(fmt::format("call: repeat needs @{} to map one value to one of the same type", op.callee),
+        // Each result feeds the next copy's operand of the same place: the
+        // layer's activation, and any values the layers carry along (a sum
+        // of their auxiliary losses).
+        if (operands.empty() || operands != results)
+          throw Error(fmt::format("call: repeat needs @{} to map its arguments to results of the same types, in "
+                                  "order, so that each copy feeds the next; it maps ({}) to ({})",
+                                  op.callee, types_str(operands), types_str(results)),
                       op.loc);
       }
     } else {

@@ -417,6 +417,7 @@ std::array<Entry, kNumOps> build_table() {
   rule(OpKind::embedding, grad_embedding);
   // Which expert takes a token is a choice, constant to autodiff (as Switch and GShard treat it).
   none(OpKind::moe_route);
+  none(OpKind::moe_load);
   rule(OpKind::moe_gates, grad_moe_gates);
   rule(OpKind::moe_dispatch, grad_moe_dispatch);
   rule(OpKind::moe_combine, grad_moe_combine);

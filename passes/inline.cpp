@@ -21,7 +21,7 @@ class InlinePass final : public Pass {
   bool run(Module& m, PassContext& ctx) override {
     bool changed = false;
     for (Function& f : m.functions) {
-      unroll_repeats(f, ctx.binding);
+      unroll_repeats(m, f, ctx.binding);
       changed |= inline_calls(m, f);
     }
     if (changed) {
@@ -33,7 +33,10 @@ class InlinePass final : public Pass {
  private:
   // `%y = call @block(%x) scope="h" repeat=3` becomes three chained calls with
   // scopes h.0, h.1, h.2; the intermediate values are named after the scopes.
-  static void unroll_repeats(Function& f, const DimBinding& binding) {
+  // A block of several values (an activation and what the layers carry
+  // along, such as a sum of auxiliary losses) chains each result into the
+  // operand of its place; the others are named h.0.<the callee's result>.
+  static void unroll_repeats(const Module& m, Function& f, const DimBinding& binding) {
     for (size_t i = 0; i < f.ops.size(); ++i) {
       const Attr* repeat = f.ops[i].attr("repeat");
       if (f.ops[i].kind != OpKind::call || !repeat) continue;
@@ -41,17 +44,22 @@ class InlinePass final : public Pass {
       Op call = f.ops[i];
       call.erase_attr("repeat");
       std::string scope = call.attr("scope")->string;
+      const Function* callee = m.find_function(call.callee);
       std::vector<Op> chain;
-      ValueId input = call.operands[0];
+      std::vector<ValueId> inputs = call.operands;
       for (int64_t k = 0; k < n; ++k) {
         Op step = call;
-        step.operands = {input};
-        step.set_attr("scope", Attr::of_string(scope + "." + std::to_string(k)));
+        step.operands = inputs;
+        const std::string name = scope + "." + std::to_string(k);
+        step.set_attr("scope", Attr::of_string(name));
         if (k + 1 < n) {
-          ValueId out = f.add_value(scope + "." + std::to_string(k), call.loc);
-          f.values[out].type = f.values[call.results[0]].type;
-          step.results = {out};
-          input = out;
+          for (size_t r = 0; r < call.results.size(); ++r) {
+            const std::string carried = callee->values[callee->returns[r]].name;
+            ValueId out = f.add_value(r == 0 ? name : name + "." + carried, call.loc);
+            f.values[out].type = f.values[call.results[r]].type;
+            step.results[r] = out;
+            inputs[r] = out;
+          }
         }
         chain.push_back(std::move(step));
       }

@@ -20,15 +20,31 @@ namespace pf::tools {
 
 namespace {
 
+/// The cross_entropy that `v` is, or is a term of through sums (a language
+/// model's loss plus an auxiliary one, such as a mixture of experts' load
+/// balancing loss); nullptr when there is none.
+const Op* cross_entropy_in(const Function& g, ValueId v) {
+  const Value& value = g.values[static_cast<size_t>(v)];
+  if (value.def_op < 0) return nullptr;
+  const Op& op = g.ops[static_cast<size_t>(value.def_op)];
+  if (op.kind == OpKind::cross_entropy) return &op;
+  if (op.kind != OpKind::add) return nullptr;
+  for (ValueId term : op.operands)
+    if (const Op* found = cross_entropy_in(g, term)) return found;
+  return nullptr;
+}
+
 /// The value the graph's loss takes its logits from: the first operand of
-/// the cross_entropy that computes the loss.
+/// the cross_entropy that computes the loss (or a term of it).
 ValueId logits_of_loss(const Function& g) {
   const Value& loss = g.values[static_cast<size_t>(g.returns.at(0))];
-  const Op* op = loss.def_op >= 0 ? &g.ops[static_cast<size_t>(loss.def_op)] : nullptr;
-  if (!op || op->kind != OpKind::cross_entropy)
+  const Op* op = cross_entropy_in(g, g.returns.at(0));
+  if (!op) {
+    const Op* def = loss.def_op >= 0 ? &g.ops[static_cast<size_t>(loss.def_op)] : nullptr;
     throw Error(fmt::format("@{} is not a language model: its loss %{} is {}, not the cross_entropy of logits over a "
-                            "vocabulary",
-                            g.name, loss.name, op ? std::string(op_name(op->kind)) : "an input"));
+                            "vocabulary (or a sum of one and other terms)",
+                            g.name, loss.name, def ? std::string(op_name(def->kind)) : "an input"));
+  }
   return op->operands[0];
 }
 

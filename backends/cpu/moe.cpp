@@ -1,5 +1,5 @@
-// Mixture of experts: the route (each expert's slots, the tokens in them), the gates and their gradient, and the
-// dispatch and combine of token rows through the slots. Every result is the same bits on any number of threads:
+// Mixture of experts: the route (each expert's slots, the tokens in them), the gates and their gradient, the
+// dispatch and combine of token rows through the slots, and each expert's load. Every result is the same bits on any number of threads:
 // the route is filled in one fixed order, and each token's sum over its slots runs in expert order.
 #include <fmt/format.h>
 
@@ -207,6 +207,23 @@ void moe_combine(const KernelArgs& args) {
                });
 }
 
+// [E]: the share of the tokens whose top_k holds each expert (whether or not
+// its slots took them): K over E each when the load is even.
+template <class T>
+void moe_load(const KernelArgs& args) {
+  const auto* logits = static_cast<const T*>(args.in[0]);
+  const int64_t tokens = args.in_types[0].shape[0], experts = args.in_types[0].shape[1];
+  const int64_t top_k = args.attrs.get_int("top_k", 1);
+  std::vector<int64_t> count(static_cast<size_t>(experts), 0), chosen(static_cast<size_t>(top_k));
+  for (int64_t n = 0; n < tokens; ++n) {
+    top_experts(logits + n * experts, experts, top_k, chosen.data());
+    for (int64_t e : chosen) ++count[e];
+  }
+  auto* load = static_cast<T*>(args.out[0]);
+  for (int64_t e = 0; e < experts; ++e)
+    load[e] = tokens == 0 ? T(0) : static_cast<T>(static_cast<double>(count[e]) / static_cast<double>(tokens));
+}
+
 }  // namespace
 
 void add_moe_kernels(KernelTable& table) {
@@ -215,6 +232,7 @@ void add_moe_kernels(KernelTable& table) {
   table.set_float(OpKind::moe_gates_grad, moe_gates_grad<float>, moe_gates_grad<double>);
   table.set_float(OpKind::moe_dispatch, moe_dispatch<float>, moe_dispatch<double>);
   table.set_float(OpKind::moe_combine, moe_combine<float>, moe_combine<double>);
+  table.set_float(OpKind::moe_load, moe_load<float>, moe_load<double>);
 }
 
 }  // namespace pf::cpu

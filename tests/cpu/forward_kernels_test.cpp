@@ -497,6 +497,17 @@ Reference moe_gates_grad_ref(int64_t top_k, bool renormalize) {
   };
 }
 
+// Each expert's share of the tokens: those whose top_k holds it, over all.
+Reference moe_load_ref(int64_t top_k) {
+  return [=](const std::vector<Tensor>& in, const std::vector<TensorType>& out) {
+    const int64_t n = in[0].type.shape[0];
+    std::vector<double> load(static_cast<size_t>(out[0].numel()), 0.0);
+    for (int64_t t = 0; t < n; ++t)
+      for (int64_t k = 0; k < top_k; ++k) load[ranked_experts(in[0], t)[k]] += 1.0 / static_cast<double>(n);
+    return Outputs{load};
+  };
+}
+
 Outputs moe_dispatch_ref(const std::vector<Tensor>& in, const std::vector<TensorType>& out) {
   const Tensor &x = in[0], &route = in[1];
   const int64_t c = x.type.shape[1];
@@ -1473,6 +1484,8 @@ std::vector<OpCase> all_cases() {
   add(OpKind::moe_route, {"equal logits", {tied}, {dim_attr("top_k", 3)}, {}, moe_route_ref(3)});
   add(OpKind::moe_route, {"top 1 of 4, 1 slot", {router}, {dim_attr("top_k", 1), real_attr("capacity_factor", 0.1)},
                           {}, moe_route_ref(1)});
+  add(OpKind::moe_load, {"top 2", {router}, {dim_attr("top_k", 2)}, {}, moe_load_ref(2)});
+  add(OpKind::moe_load, {"equal logits, top 3", {tied}, {dim_attr("top_k", 3)}, {}, moe_load_ref(3)});
   const Tensor dropless = moe_route_of(router, 2, 7), dropping = moe_route_of(router, 2, 3);
   const Tensor switched = moe_route_of(router, 1, 3), every = moe_route_of(router, 4, 7);
   add(OpKind::moe_gates, {"top 2, dropless", {router, dropless}, {dim_attr("top_k", 2)}, {}, moe_gates_ref(2, true)});

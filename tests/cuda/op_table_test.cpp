@@ -521,6 +521,7 @@ bool cpu_only(OpKind op) {
     case OpKind::moe_gates_grad:
     case OpKind::moe_dispatch:
     case OpKind::moe_combine:
+    case OpKind::moe_load:
       return true;
     default:
       return false;

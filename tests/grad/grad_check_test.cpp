@@ -285,7 +285,7 @@ TEST(GradRules, EveryDifferentiableOpHasACaseAndTheRestAreKnown) {
   // Sources, parameters, calls (inlined first), decoding's cached attention
   // (never trained through) and the backward ops.
   std::vector<std::string> expected = {
-      "param", "constant", "dim_value", "causal_mask", "call", "cached_attention", "moe_route", "tp_max", "broadcast_to", "sum_to", "relu_grad", "gelu_grad",
+      "param", "constant", "dim_value", "causal_mask", "call", "cached_attention", "moe_route", "moe_load", "tp_max", "broadcast_to", "sum_to", "relu_grad", "gelu_grad",
       "gelu_erf_grad", "silu_grad", "softmax_grad", "log_softmax_grad", "layernorm_grad", "rmsnorm_grad", "attention_grad", "embedding_grad", "moe_gates_grad", "slice_grad",
       "reduce_max_grad", "conv2d_grad_input", "conv2d_grad_weight", "max_pool2d_grad", "avg_pool2d_grad",
       "cross_entropy_grad", "cross_entropy_parts_grad", "cross_entropy_total_grad"};

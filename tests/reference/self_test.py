@@ -245,20 +245,34 @@ def numpy_swiglu(w, h, m, dims):
     return (gate / (1 + np.exp(-gate)) * (m @ w[h + "feed_forward.w3"])) @ w[h + "feed_forward.w2"]
 
 
-def numpy_moe(w, h, m, dims):
+def numpy_moe(w, h, m, dims, balance):
     """Each token through each of its top K experts by the router's logits, the
-    outputs weighed by a softmax over those K logits: token by token."""
+    outputs weighed by a softmax over those K logits: token by token. The
+    layer's load balancing loss, E sum_e (share of the tokens choosing e) x
+    (mean probability of e), is appended to `balance`."""
     out = np.zeros_like(m)
+    experts = w[h + "router.w"].shape[1]
+    chosen, probs = np.zeros(experts), np.zeros(experts)
     for b in range(m.shape[0]):
         for t in range(m.shape[1]):
             x = m[b, t]
             logits = x @ w[h + "router.w"]
             top = np.argsort(-logits, kind="stable")[:dims["K"]]
+            chosen[top] += 1
+            probs += np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
             gates = np.exp(logits[top] - logits[top].max())
             for e, g in zip(top, gates / gates.sum()):
                 gate = x @ w[h + "experts.w1"][e]
                 out[b, t] += g * ((gate / (1 + np.exp(-gate)) * (x @ w[h + "experts.w3"][e])) @ w[h + "experts.w2"][e])
+    n = m.shape[0] * m.shape[1]
+    balance.append(experts * np.sum(chosen / n * probs / n))
     return out
+
+
+def numpy_moe_loss(w, d, dims):
+    balance = []
+    ce = numpy_llama_loss(w, d, dims, lambda w, h, m, dims: numpy_moe(w, h, m, dims, balance))
+    return ce + dims["A"] / 100 * sum(balance)
 
 
 def numpy_llama_loss(w, d, dims, mlp=numpy_swiglu):
@@ -303,7 +317,7 @@ NUMPY_LOSS = {
     "mlp": numpy_mlp_loss,
     "gpt": numpy_gpt_loss,
     "llama": numpy_llama_loss,
-    "moe": lambda w, d, dims: numpy_llama_loss(w, d, dims, numpy_moe),
+    "moe": numpy_moe_loss,
 }
 
 

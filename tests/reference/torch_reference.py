@@ -334,10 +334,13 @@ def moe_parameters(d, gen):
     return p
 
 
-def _mixtral_moe(m, p, h, top_k):
+def _mixtral_moe(m, p, h, top_k, balance):
     """Hugging Face Mixtral's sparse MoE block (MixtralSparseMoeBlock): the
     router's softmax, each token's top_k of it renormalised, and each expert
-    run on the tokens that chose it, its output added into their rows."""
+    run on the tokens that chose it, its output added into their rows. Its
+    load balancing loss (load_balancing_loss_func on this layer's logits:
+    E times the sum over experts of the share of the tokens choosing each and
+    its mean probability) is appended to `balance`."""
     B, T, C = m.shape
     tokens = m.reshape(-1, C)
     probs = torch.softmax(tokens @ p[h + "router.w"], dim=-1)  # (N, E)
@@ -349,12 +352,17 @@ def _mixtral_moe(m, p, h, top_k):
         x = tokens[rows]
         y = (F.silu(x @ p[h + "experts.w1"][e]) * (x @ p[h + "experts.w3"][e])) @ p[h + "experts.w2"][e]
         out = out.index_add(0, rows, y * weights[rows, slot, None])
+    tokens_per_expert = F.one_hot(chosen, probs.shape[-1]).to(probs.dtype).mean(dim=0)  # (K, E)
+    balance.append(torch.sum(tokens_per_expert * probs.mean(dim=0)[None, :]) * probs.shape[-1])
     return out.reshape(B, T, C)
 
 
 def moe_loss(p, batch, d, relu_inputs=None):
-    """graph @mixtral of examples/moe.pf: llama's with the MoE block."""
-    return llama_loss(p, batch, d, relu_inputs, mlp=lambda m, p, h: _mixtral_moe(m, p, h, d["K"]))
+    """graph @mixtral of examples/moe.pf: llama's with the MoE block, plus A/100
+    times the layers' load balancing losses."""
+    balance = []
+    ce = llama_loss(p, batch, d, relu_inputs, mlp=lambda m, p, h: _mixtral_moe(m, p, h, d["K"], balance))
+    return ce + d["A"] / 100 * sum(balance)
 
 
 CASES = {
@@ -367,7 +375,7 @@ CASES = {
         Case("llama", "examples/llama.pf", {"B": 2, "T": 16, "C": 64, "H": 4, "R": 2, "F": 96, "L": 2, "V": 256}, 4321,
              llama_parameters, gpt_batch, llama_loss),
         Case("moe", "examples/moe.pf",
-             {"B": 2, "T": 16, "C": 32, "H": 4, "R": 2, "F": 48, "L": 2, "V": 256, "E": 4, "K": 2}, 8765,
+             {"B": 2, "T": 16, "C": 32, "H": 4, "R": 2, "F": 48, "L": 2, "V": 256, "E": 4, "K": 2, "A": 30}, 8765,
              moe_parameters, gpt_batch, moe_loss),
     ]
 }

@@ -21,10 +21,16 @@ inline constexpr int kSteps = 3;
 struct Model {
   const char* file;  // from the repository's root
   DimBinding overrides;
+  /// Its loss couples the samples of a micro-batch (a load balancing loss
+  /// over the tokens' choices of experts): one device computes a pipeline's
+  /// numbers only by taking the batch as the same micro-batches, and
+  /// expect_same compares with that instead of the whole batch at once.
+  bool couples_samples = false;
 };
 
 /// Tiny bindings of examples/mlp.pf, examples/gpt.pf, examples/llama.pf and
-/// examples/moe.pf (a mixture of 4 experts, 2 per token, none dropped), and
+/// examples/moe.pf (a mixture of 4 experts, 2 per token, none dropped, its
+/// load balancing loss weighed 0.5), and
 /// tests/runtime/models/tables.pf, whose inputs include tables without the
 /// batch dimension (one read by its first layer, one by its sixth).
 extern const Model kMlp;
@@ -49,6 +55,10 @@ struct Reference {
   std::map<std::string, std::vector<float>> first_grads, weights;
 };
 Reference single_device(const Model& model);
+/// The same from a plan of one stage taking the batch as `micro`
+/// micro-batches, their gradients summed: one device's numbers for a loss
+/// that couples the samples of a micro-batch.
+Reference one_device_accumulating(const Model& model, int micro);
 
 /// How the pipeline under test is placed, and how close it must come.
 struct Placement {
@@ -88,7 +98,9 @@ void expect_tensors(Pipeline& pipeline, const std::map<std::string, std::vector<
 
 /// Trains kSteps steps and compares the losses, the first step's gradients,
 /// the final weights and each stage's peak micro-batches in flight with the
-/// reference (GoogleTest failures, with the configuration in their trace).
+/// reference (GoogleTest failures, with the configuration in their trace);
+/// for a model that couples samples, with one_device_accumulating over the
+/// pipeline's micro-batches (every replica's) instead.
 void expect_same(const Reference& ref, const Model& model, ScheduleKind kind, int devices, int micro, int virt,
                  const Placement& setup = {});
 

@@ -190,7 +190,7 @@ TEST_P(Equivalence, RecomputingLayersMatchesOneDevice) {
 // its end of a communicator. Together they compute one device's numbers.
 TEST_P(Equivalence, RanksHoldingOnlyTheirOwnStagesMatchOneDevice) {
   const Model& model = *GetParam();
-  Reference ref = single_device(model);
+  const Reference whole = single_device(model);
   struct Config {
     ScheduleKind kind;
     int devices, micro, virt, replicas;
@@ -200,6 +200,7 @@ TEST_P(Equivalence, RanksHoldingOnlyTheirOwnStagesMatchOneDevice) {
                           Config{ScheduleKind::zb_v, 2, 4, 2, 1}, Config{ScheduleKind::zb_interleaved, 2, 4, 2, 2}}) {
     SCOPED_TRACE(fmt::format("{} p={} m={} v={} d={}", schedule_kind_name(c.kind), c.devices, c.micro, c.virt,
                              c.replicas));
+    const Reference ref = model.couples_samples ? one_device_accumulating(model, c.micro * c.replicas) : whole;
     Placement setup;
     setup.replicas = c.replicas;
     setup.shard_optimizer = c.replicas > 1;  // each rank steps its share, then the ranks trade them
@@ -277,6 +278,18 @@ TEST(TensorParallel, ASharedKeyHeadMatchesOneDevice) {
     EXPECT_FALSE(cut.count("layers.0.attention.wk") || cut.count("layers.0.attention.wv"));
     expect_same(ref, multi_query, kind, 2, 4, 1, setup);
   }
+}
+
+// A load balancing loss couples the tokens of a micro-batch (the share
+// choosing each expert times their mean probability): one device taking the
+// batch whole loses another amount than taking it as micro-batches, which
+// is why the suite above compares kMoe's pipelines with the latter.
+TEST(MixtureOfExperts, TheBalancingLossCouplesAMicroBatchsTokens) {
+  EXPECT_GT(std::fabs(one_device_accumulating(kMoe, 4).losses[0] - single_device(kMoe).losses[0]), 1e-4);
+  Model unbalanced = kMoe;
+  unbalanced.overrides["A"] = 1;
+  EXPECT_LT(std::fabs(one_device_accumulating(unbalanced, 4).losses[0] - single_device(unbalanced).losses[0]),
+            std::fabs(one_device_accumulating(kMoe, 4).losses[0] - single_device(kMoe).losses[0]));
 }
 
 TEST(PipelineFailure, AStageErrorStopsEveryWorkerWithOneMessage) { expect_bad_token_reported(); }
