@@ -1,11 +1,13 @@
 #!/usr/bin/python3
 """PyTorch's side of bench/lockstep.py: the reference training step, one step per request.
 
-    /usr/bin/python3 bench/torch_step_server.py TORCH_BENCH --model mlp|gpt|llama --threads 1 [--openblas-threads 2] [--bf16]
+    /usr/bin/python3 bench/torch_step_server.py TORCH_BENCH --model mlp|gpt|llama|moe --threads 1 \
+        [--openblas-threads 2] [--bf16]
 
 TORCH_BENCH is the reference script (../shared/bench/torch_bench.py); the models, the batch and the
 step (zero_grad, forward, cross-entropy, backward, SGD at lr 1e-3) are built from its module (the
-Llama-style decoder from bench/torch_llama.py, at the GPT's sizes), so that both benchmarks time the
+Llama-style decoder from bench/torch_llama.py and the Mixtral-style one from bench/torch_moe.py, at the
+GPT's sizes), so that both benchmarks time the
 same thing. After --warmup steps the server prints "ready", then runs one step
 per line read from stdin and answers "<seconds> <loss>". With --profile, torch.profiler records the
 served steps and at the end stderr gets one line per op and input shapes ("<ms per step> <op> <shapes>").
@@ -29,7 +31,7 @@ def load_reference(path):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("torch_bench")
-    ap.add_argument("--model", choices=["mlp", "gpt", "llama"], required=True)
+    ap.add_argument("--model", choices=["mlp", "gpt", "llama", "moe"], required=True)
     ap.add_argument("--threads", type=int, required=True)
     ap.add_argument("--openblas-threads", type=int, default=None)
     ap.add_argument("--warmup", type=int, default=3)
@@ -56,6 +58,16 @@ def main():
         model = torch_llama.Llama(n_layer=4, dim=512, n_head=8, hidden=1536, seq=seq, vocab=vocab)
         idx, tgt = torch.randint(0, vocab, (8, seq)), torch.randint(0, vocab, (8, seq))
         loss_fn = lambda: F.cross_entropy(model(idx).view(-1, vocab), tgt.view(-1))  # noqa: E731
+    elif a.model == "moe":
+        sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+        import torch_moe  # noqa: E402  (bench/, put on the path just above)
+        vocab, seq = 8192, 128
+        model = torch_moe.Mixtral(n_layer=4, dim=512, n_head=8, hidden=768, seq=seq, vocab=vocab, experts=8, top_k=2)
+        idx, tgt = torch.randint(0, vocab, (8, seq)), torch.randint(0, vocab, (8, seq))
+
+        def loss_fn():
+            logits, balance = model(idx)
+            return F.cross_entropy(logits.view(-1, vocab), tgt.view(-1)) + 0.01 * balance
     else:
         vocab, seq = 8192, 128
         model = ref.GPT(n_layer=4, n_embd=512, n_head=8, seq=seq, vocab=vocab, tied=True)

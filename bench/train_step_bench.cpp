@@ -1,12 +1,12 @@
 // Times one training step (forward + loss + backward + SGD step) of the reference MLP and GPT, and of a Llama-style
-// decoder of the GPT's sizes, on one CPU device,
+// decoder and a Mixtral-style one (8 experts, 2 per token) of the GPT's sizes, on one CPU device,
 // as `pipeforge run MODEL.pf` trains it (a one-stage plan through the runtime), and prints one markdown table: median step time, GFLOP/s against this machine's sgemm peak, the share of the
 // step spent in GEMM and the five op kinds that take longest.
 //
 //   make -C build-perf train_step_bench && build-perf/bench/train_step_bench --threads 1,2
 //
-// The workloads are those of the PyTorch reference (../shared/bench/torch_bench.py; the Llama's twin is
-// bench/torch_llama.py), and so is the step: SGD without momentum at lr 1e-3, the same batch every step. bench/compare_torch.sh runs both in one go.
+// The workloads are those of the PyTorch reference (../shared/bench/torch_bench.py; the Llama's and the
+// Mixtral's twins are bench/torch_llama.py and bench/torch_moe.py), and so is the step: SGD without momentum at lr 1e-3, the same batch every step. bench/compare_torch.sh runs both in one go.
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
@@ -55,13 +55,16 @@ std::vector<Workload> workloads() {
       // The GPT's sizes with Llama's blocks; F = 8C/3 rounded up to a multiple of 256, as Llama sizes its MLP.
       {"llama", "llama.pf", "L=4,C=512,H=8,F=1536,T=128,V=8192,B=8", kBatch * kSeq,
        12 * kLayers * kSeq * kWidth * kBatch * kSeq},
+      // Llama's with each MLP 8 experts of half its width, 2 per token: the same products per token.
+      {"moe", "moe.pf", "L=4,C=512,H=8,F=768,T=128,V=8192,B=8,E=8,K=2", kBatch * kSeq,
+       12 * kLayers * kSeq * kWidth * kBatch * kSeq},
   };
 }
 
 const Workload& find_workload(const std::vector<Workload>& all, const std::string& name) {
   for (const Workload& w : all)
     if (w.name == name) return w;
-  throw pf::Error(fmt::format("--models: no workload named '{}' (mlp, gpt, llama)", name));
+  throw pf::Error(fmt::format("--models: no workload named '{}' (mlp, gpt, llama, moe)", name));
 }
 
 /// The best of a few 2048^3 sgemm calls: the rate a GEMM-bound step could reach on `threads` threads.
@@ -150,18 +153,22 @@ struct Session {
     batch = pf::random_batch(program.graph(), 0, static_cast<int32_t>(classes_of(program.graph())));
   }
 
-  /// The parameters 6NT counts: those a product reads. A table that is only
-  /// gathered from (an untied token embedding) costs no FLOPs per token.
+  /// The parameters 6NT counts: those a product reads for each token. A
+  /// table that is only gathered from (an untied token embedding) costs no
+  /// FLOPs per token; an expert's weights count K of E (each token reads its
+  /// K experts').
   int64_t params() const {
     const pf::Function& g = program.graph();
     const std::vector<std::vector<int>> users = g.users();
+    auto only = [&](pf::ValueId v, pf::OpKind kind) {
+      return v >= 0 && std::all_of(users[static_cast<size_t>(v)].begin(), users[static_cast<size_t>(v)].end(),
+                                   [&](int op) { return g.ops[static_cast<size_t>(op)].kind == kind; });
+    };
     int64_t n = 0;
     for (const pf::PlanParam& p : plan.stages[0].params) {
       const pf::ValueId v = g.find_value(p.name);
-      const bool gathered_only =
-          v >= 0 && std::all_of(users[static_cast<size_t>(v)].begin(), users[static_cast<size_t>(v)].end(),
-                                [&](int op) { return g.ops[static_cast<size_t>(op)].kind == pf::OpKind::embedding; });
-      if (!gathered_only) n += p.type.numel();
+      if (only(v, pf::OpKind::embedding)) continue;
+      n += only(v, pf::OpKind::moe_matmul) ? p.type.numel() * binding.at("K") / binding.at("E") : p.type.numel();
     }
     return n;
   }
@@ -273,15 +280,15 @@ int main(int argc, char** argv) {
   CLI::App app{"Times one training step of the reference MLP, GPT and Llama-style decoder on one CPU device"};
   Setup setup{PF_SOURCE_DIR "/examples", "f32"};
   std::vector<int> thread_counts{1, 2};
-  std::vector<std::string> models{"mlp", "gpt", "llama"};
+  std::vector<std::string> models{"mlp", "gpt", "llama", "moe"};
   int warmup = 3, steps = 10, top_kinds = 5;
   std::string ops_of_kind;
   bool json = false, serve_steps = false, profile = false, openblas_sgemm = false;
-  app.add_option("--examples", setup.examples, "folder holding mlp.pf, gpt.pf and llama.pf");
+  app.add_option("--examples", setup.examples, "folder holding mlp.pf, gpt.pf, llama.pf and moe.pf");
   app.add_option("--dtype", setup.dtype, "how the stage computes: f32, or bf16 (its products on operands rounded to bf16)")
       ->check(CLI::IsMember({"f32", "bf16"}));
   app.add_option("--threads", thread_counts, "thread counts (of the device: GEMMs and kernels)")->delimiter(',');
-  app.add_option("--models", models, "mlp, gpt, llama")->delimiter(',');
+  app.add_option("--models", models, "mlp, gpt, llama, moe")->delimiter(',');
   app.add_option("--warmup", warmup, "untimed steps first")->check(CLI::PositiveNumber);
   app.add_option("--steps", steps, "timed steps (the median is reported)")->check(CLI::PositiveNumber);
   app.add_option("--top", top_kinds, "op kinds listed per row")->check(CLI::PositiveNumber);

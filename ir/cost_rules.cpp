@@ -200,6 +200,13 @@ OpCost cost_moe_gates(Types in, Types out, const OpAttrs&) {
 OpCost cost_moe_dispatch(Types in, Types out, const OpAttrs&) { return {0, 2 * out[0].bytes() + in[1].bytes()}; }
 OpCost cost_moe_combine(Types in, Types out, const OpAttrs&) { return streaming(in, out, 2); }
 OpCost cost_moe_load(Types in, Types out, const OpAttrs& attrs) { return cost_moe_route(in, out, attrs); }
+// Priced as if every slot were in use (the slots a route fills are known
+// only when it runs): dropless, E / top_k times the products done; a
+// measured profile prices what runs.
+OpCost cost_moe_matmul(Types in, Types out, const OpAttrs& attrs) {
+  const int64_t k = attrs.get_bool("transpose_a", false) ? in[0].shape[1] : in[0].shape[2];
+  return {2 * out[0].numel() * k, bytes_of(in) + bytes_of(out)};
+}
 OpCost cost_moe_gates_grad(Types in, Types out, const OpAttrs&) {
   return {out[0].numel() * 8, bytes_of(in) + bytes_of(out)};
 }

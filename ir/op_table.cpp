@@ -69,6 +69,8 @@ const std::array<OpInfo, kNumOps>& table() {
       {OpKind::moe_dispatch, "moe_dispatch", 2, 2, {}, RULES(moe_dispatch)},
       {OpKind::moe_combine, "moe_combine", 2, 3, {{"tokens", K::dim, req}}, RULES(moe_combine)},
       {OpKind::moe_load, "moe_load", 1, 1, {{"top_k", K::dim, req}}, RULES(moe_load)},
+      {OpKind::moe_matmul, "moe_matmul", 3, 3, {{"transpose_a", K::boolean, opt}, {"transpose_b", K::boolean, opt}},
+       RULES(moe_matmul)},
       {OpKind::reshape, "reshape", 1, 1, {{"shape", K::dims, req}}, RULES(reshape)},
       {OpKind::transpose, "transpose", 1, 1, {{"perm", K::dims, req}}, RULES(transpose)},
       {OpKind::slice, "slice", 1, 1,

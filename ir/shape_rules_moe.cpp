@@ -112,6 +112,37 @@ Types shape_moe_load(const ShapeContext& ctx) {
   return one(logits.dtype, {logits.shape[1]});
 }
 
+// moe_matmul: a [E, capacity, K] x b [E, K, N] (or [E, N, K] under
+// transpose_b) -> [E, capacity, N]; or, under transpose_a, a [E, capacity,
+// M] and b [E, capacity, N] contracted over the slots -> [E, M, N] (a
+// weight's gradient).
+Types shape_moe_matmul(const ShapeContext& ctx) {
+  const TensorType &a = ctx.operands[0], &b = ctx.operands[1], &route = ctx.operands[2];
+  require_float(a, "a");
+  require_same_dtype(a, b);
+  require_route(route, -1);
+  const int64_t experts = route.shape[0], capacity = route.shape[1];
+  if (a.rank() != 3 || a.shape[0] != experts || a.shape[1] != capacity)
+    fail(fmt::format("a must be [{}, {}, features] (an expert's slots, as the route {}), got {}", experts, capacity,
+                     route.str(), a.str()));
+  if (b.rank() != 3 || b.shape[0] != experts)
+    fail(fmt::format("b must be [{}, ., .] (a matrix per expert, as the route {}), got {}", experts, route.str(),
+                     b.str()));
+  const bool ta = ctx.attrs.get_bool("transpose_a", false), tb = ctx.attrs.get_bool("transpose_b", false);
+  if (ta) {
+    if (tb || b.shape[1] != capacity)
+      fail(fmt::format("under transpose_a the slots are summed over: b must be [{}, {}, features] without "
+                       "transpose_b, got {}",
+                       experts, capacity, b.str()));
+    return one(a.dtype, bounded_shape({experts, a.shape[2], b.shape[2]}, "the result"));
+  }
+  const int64_t k = b.shape[tb ? 2 : 1], n = b.shape[tb ? 1 : 2];
+  if (k != a.shape[2])
+    fail(fmt::format("a {} and b {}{} do not multiply: {} features against {}", a.str(), b.str(),
+                     tb ? " (transposed)" : "", a.shape[2], k));
+  return one(a.dtype, bounded_shape({experts, capacity, n}, "the result"));
+}
+
 // moe_gates_grad: g [E, capacity], logits [N, E], route -> [N, E].
 Types shape_moe_gates_grad(const ShapeContext& ctx) {
   const TensorType &g = ctx.operands[0], &logits = ctx.operands[1], &route = ctx.operands[2];

@@ -215,6 +215,26 @@ void grad_moe_combine(Ctx& c) {
     c.accumulate(2, c.emit(OpKind::reduce_sum, {mul(c, slots, c.operand(0))}, {attr_ints("axes", {2})}));
 }
 
+// Each expert's product over its slots in use, whose gradients are products
+// over the same slots: Y = A op(B) gives dA = G op(B)^T (the slots' rows)
+// and dB = A^T G summed over the slots (transposed under transpose_b); Y =
+// A^T B over the slots gives dA = B G^T and dB = A G.
+void grad_moe_matmul(Ctx& c) {
+  const ValueId g = c.grad(), a = c.operand(0), b = c.operand(1), route = c.operand(2);
+  const bool ta = c.attrs().get_bool("transpose_a", false), tb = c.attrs().get_bool("transpose_b", false);
+  auto product = [&](ValueId x, ValueId y, bool transpose_a, bool transpose_b) {
+    return c.emit(OpKind::moe_matmul, {x, y, route},
+                  {attr_bool("transpose_a", transpose_a), attr_bool("transpose_b", transpose_b)});
+  };
+  if (ta) {
+    if (c.needs(0)) c.accumulate(0, product(b, g, false, true));
+    if (c.needs(1)) c.accumulate(1, product(a, g, false, false));
+    return;
+  }
+  if (c.needs(0)) c.accumulate(0, product(g, b, false, !tb));
+  if (c.needs(1)) c.accumulate(1, tb ? product(g, a, true, false) : product(a, g, true, false));
+}
+
 // ---- data movement ----
 
 void grad_reshape(Ctx& c) {
@@ -421,6 +441,7 @@ std::array<Entry, kNumOps> build_table() {
   rule(OpKind::moe_gates, grad_moe_gates);
   rule(OpKind::moe_dispatch, grad_moe_dispatch);
   rule(OpKind::moe_combine, grad_moe_combine);
+  rule(OpKind::moe_matmul, grad_moe_matmul);
   rule(OpKind::reshape, grad_reshape);
   rule(OpKind::transpose, grad_transpose);
   rule(OpKind::slice, grad_slice);

@@ -22,7 +22,7 @@ void add_conv_kernels(KernelTable& table);       // conv.cpp: conv2d
 void add_pool_kernels(KernelTable& table);       // pool.cpp: max_pool2d, avg_pool2d
 void add_attention_kernels(KernelTable& table);  // attention.cpp: attention(_grad), cached_attention
 void add_rotary_kernels(KernelTable& table);     // rotary.cpp: rope
-void add_moe_kernels(KernelTable& table);        // moe.cpp: moe_route, moe_gates(_grad), moe_dispatch, _combine, _load
+void add_moe_kernels(KernelTable& table);        // moe.cpp: the moe_ ops
 void add_tensor_parallel_kernels(KernelTable& table);  // tensor_parallel.cpp: the tp_ ops
 // vocab_parallel_loss.cpp: cross_entropy_parts, cross_entropy_total and their gradients
 void add_vocab_parallel_loss_kernels(KernelTable& table);

@@ -1,5 +1,5 @@
 // Mixture of experts: the route (each expert's slots, the tokens in them), the gates and their gradient, the
-// dispatch and combine of token rows through the slots, and each expert's load. Every result is the same bits on any number of threads:
+// dispatch and combine of token rows through the slots, each expert's load, and its products over the slots in use. Every result is the same bits on any number of threads:
 // the route is filled in one fixed order, and each token's sum over its slots runs in expert order.
 #include <fmt/format.h>
 
@@ -9,6 +9,7 @@
 #include <cstring>
 #include <vector>
 
+#include "backends/cpu/blas.h"
 #include "backends/cpu/kernel_table.h"
 #include "backends/cpu/parallel.h"
 #include "ir/diagnostic.h"
@@ -224,6 +225,40 @@ void moe_load(const KernelArgs& args) {
     load[e] = tokens == 0 ? T(0) : static_cast<T>(static_cast<double>(count[e]) / static_cast<double>(tokens));
 }
 
+// The slots of expert e in use: up to its last slot holding a token (a
+// route fills each expert's slots from the first).
+int64_t slots_in_use(const int32_t* route, int64_t e, int64_t capacity) {
+  int64_t used = capacity;
+  while (used > 0 && route[e * capacity + used - 1] < 0) --used;
+  return used;
+}
+
+// One GEMM per expert over its slots in use: out[e, :n] = a[e, :n] op(b[e])
+// (its other rows zero), or, under transpose_a, out[e] = a[e, :n]^T b[e, :n].
+template <class T>
+void moe_matmul(const KernelArgs& args) {
+  const auto* a = static_cast<const T*>(args.in[0]);
+  const auto* b = static_cast<const T*>(args.in[1]);
+  const auto* route = static_cast<const int32_t*>(args.in[2]);
+  auto* out = static_cast<T*>(args.out[0]);
+  const bool ta = args.attrs.get_bool("transpose_a", false), tb = args.attrs.get_bool("transpose_b", false);
+  const Shape &as = args.in_types[0].shape, &bs = args.in_types[1].shape, &os = args.out_types[0].shape;
+  const int64_t experts = as[0], capacity = as[1];
+  const int64_t a_size = as[1] * as[2], b_size = bs[1] * bs[2], out_size = os[1] * os[2];
+  for (int64_t e = 0; e < experts; ++e) {
+    const int64_t used = slots_in_use(route, e, capacity);
+    const T* ae = a + e * a_size;
+    const T* be = b + e * b_size;
+    T* oe = out + e * out_size;
+    if (ta) {
+      gemm(true, false, os[1], os[2], used, ae, as[2], be, bs[2], oe, os[2]);
+    } else {
+      gemm(false, tb, used, os[2], as[2], ae, as[2], be, bs[2], oe, os[2]);
+      std::fill(oe + used * os[2], oe + out_size, T(0));
+    }
+  }
+}
+
 }  // namespace
 
 void add_moe_kernels(KernelTable& table) {
@@ -233,6 +268,7 @@ void add_moe_kernels(KernelTable& table) {
   table.set_float(OpKind::moe_dispatch, moe_dispatch<float>, moe_dispatch<double>);
   table.set_float(OpKind::moe_combine, moe_combine<float>, moe_combine<double>);
   table.set_float(OpKind::moe_load, moe_load<float>, moe_load<double>);
+  table.set_float(OpKind::moe_matmul, moe_matmul<float>, moe_matmul<double>);
 }
 
 }  // namespace pf::cpu

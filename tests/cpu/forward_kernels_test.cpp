@@ -508,6 +508,33 @@ Reference moe_load_ref(int64_t top_k) {
   };
 }
 
+// Each expert's product over its slots up to the last one holding a token:
+// a[e, :n] op(b[e]) with zero rows after, or a[e, :n]^T b[e, :n].
+Reference moe_matmul_ref(bool ta, bool tb) {
+  return [=](const std::vector<Tensor>& in, const std::vector<TensorType>& out) {
+    const Tensor &a = in[0], &b = in[1], &route = in[2];
+    const Shape &as = a.type.shape, &bs = b.type.shape, &os = out[0].shape;
+    std::vector<double> y(static_cast<size_t>(out[0].numel()), 0.0);
+    for (int64_t e = 0; e < os[0]; ++e) {
+      int64_t used = 0;
+      for (int64_t c = 0; c < as[1]; ++c)
+        if (route.v[e * as[1] + c] >= 0) used = c + 1;
+      for (int64_t i = 0; i < os[1]; ++i)
+        for (int64_t j = 0; j < os[2]; ++j) {
+          double sum = 0;
+          if (ta) {
+            for (int64_t c = 0; c < used; ++c) sum += a.v[ravel({e, c, i}, as)] * b.v[ravel({e, c, j}, bs)];
+          } else if (i < used) {
+            for (int64_t k = 0; k < as[2]; ++k)
+              sum += a.v[ravel({e, i, k}, as)] * b.v[tb ? ravel({e, j, k}, bs) : ravel({e, k, j}, bs)];
+          }
+          y[ravel({e, i, j}, os)] = sum;
+        }
+    }
+    return Outputs{y};
+  };
+}
+
 Outputs moe_dispatch_ref(const std::vector<Tensor>& in, const std::vector<TensorType>& out) {
   const Tensor &x = in[0], &route = in[1];
   const int64_t c = x.type.shape[1];
@@ -1501,6 +1528,19 @@ std::vector<OpCase> all_cases() {
   add(OpKind::moe_dispatch, {"empty slots", {g.uniform({7, 3}), dropping}, {}, {}, moe_dispatch_ref});
   add(OpKind::moe_combine,
       {"weighed", {g.uniform({4, 7, 5}), dropless, g.uniform({4, 7})}, {dim_attr("tokens", 7)}, {}, moe_combine_ref});
+  // Expert 0 fills 3 of its 3 slots when dropping and some experts fewer.
+  add(OpKind::moe_matmul,
+      {"slots in use", {g.uniform({4, 3, 5}), g.uniform({4, 5, 6}), dropping}, {}, {}, moe_matmul_ref(false, false)});
+  add(OpKind::moe_matmul, {"transpose_b",
+                           {g.uniform({4, 7, 5}), g.uniform({4, 6, 5}), dropless},
+                           {bool_attr("transpose_b", true)},
+                           {},
+                           moe_matmul_ref(false, true)});
+  add(OpKind::moe_matmul, {"transpose_a: summed over the slots in use",
+                           {g.uniform({4, 3, 5}), g.uniform({4, 3, 2}), dropping},
+                           {bool_attr("transpose_a", true)},
+                           {},
+                           moe_matmul_ref(true, false)});
   add(OpKind::moe_combine, {"unweighed, empty slots, a token in none",
                             {g.uniform({4, 3, 2}), dropping},
                             {dim_attr("tokens", 7)},

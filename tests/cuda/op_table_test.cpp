@@ -522,6 +522,7 @@ bool cpu_only(OpKind op) {
     case OpKind::moe_dispatch:
     case OpKind::moe_combine:
     case OpKind::moe_load:
+    case OpKind::moe_matmul:
       return true;
     default:
       return false;

@@ -90,6 +90,10 @@ std::map<OpKind, GradCase> cases() {
                             "  %route = moe_route %l top_k=2 capacity_factor=0.75 : i32[4,3]\n";
   m[OpKind::moe_gates] = {"", route + "  %r = moe_gates %l, %route top_k=2 : f32[4,3]\n", "f32[4,3]"};
   m[OpKind::moe_dispatch] = {"%a: f32[6,3]", route + "  %r = moe_dispatch %a, %route : f32[4,3,3]\n", "f32[4,3,3]"};
+  m[OpKind::moe_matmul] = {"%a: f32[4,3,5]",
+                           route + "  %w = param init=normal(1) : f32[4,5,2]\n"
+                                   "  %r = moe_matmul %a, %w, %route : f32[4,3,2]\n",
+                           "f32[4,3,2]"};
   m[OpKind::moe_combine] = {"%a: f32[4,3,2]",
                             route + "  %gt = moe_gates %l, %route top_k=2 : f32[4,3]\n"
                                     "  %r = moe_combine %a, %route, %gt tokens=6 : f32[6,2]\n",
