@@ -10,8 +10,10 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 scripts/build.sh
 (cd build && ctest --output-on-failure -j "$(nproc)")
+# Each stage's header says how far into the run it starts (CI has 30 minutes).
+stage() { echo "== [${SECONDS} s] $* =="; }
 
-echo "== sanitizers: parser tests and the broken-model corpus =="
+stage "sanitizers: parser tests and the broken-model corpus"
 # Only the IR and the passes are built again: the corpus runs in process here
 # (tests/passes/corpus_test.cpp); ctest above ran it through the command.
 PF_BUILD_DIR=build-asan PF_CMAKE_ARGS="-DPF_SANITIZE=ON -DPF_BUILD_BENCH=OFF -DPF_CUDA=OFF" \
@@ -19,7 +21,7 @@ PF_BUILD_DIR=build-asan PF_CMAKE_ARGS="-DPF_SANITIZE=ON -DPF_BUILD_BENCH=OFF -DP
 build-asan/tests/ir/ir_test --gtest_brief=1
 build-asan/tests/passes/corpus_test --gtest_brief=1
 
-echo "== thread sanitizer: the communicators, the runtime (checkpoints, watchdog, failures), the pipelines, the data-set prefetcher =="
+stage "thread sanitizer: the communicators, the runtime (checkpoints, watchdog, failures), the pipelines, the data-set prefetcher"
 # Without -Werror: GCC 12 warns falsely (free-nonheap-object) in std::vector
 # code under -fsanitize=thread.
 PF_BUILD_DIR=build-tsan PF_CMAKE_ARGS="-DPF_TSAN=ON -DPF_WERROR=OFF -DPF_BUILD_BENCH=OFF -DPF_CUDA=OFF -DPF_PYTHON=OFF" \
@@ -32,5 +34,6 @@ for t in comm/communicator_test comm/gloo_communicator_test runtime/runtime_test
     --gtest_filter='-Models/Equivalence.*/llama:Models/Equivalence.*/moe:MixtureOfExperts.*'
 done
 
-echo "== fuzzers: the IR, plan, safetensors, profile and cluster readers, 45 s each =="
-scripts/fuzz.sh 45
+stage "fuzzers: the IR, plan, safetensors, profile and cluster readers, 30 s each"
+scripts/fuzz.sh 30
+stage "done"
