@@ -1,6 +1,7 @@
 // Mixture of experts: the route (each expert's slots, the tokens in them), the gates and their gradient, the
-// dispatch and combine of token rows through the slots, each expert's load, and its products over the slots in use. Every result is the same bits on any number of threads:
-// the route is filled in one fixed order, and each token's sum over its slots runs in expert order.
+// dispatch and combine of token rows through the slots, each expert's load, and its products over the slots in
+// use. Every result is the same bits on any number of threads: the route is filled in one fixed order, and each
+// token's sum over its slots runs in expert order.
 #include <fmt/format.h>
 
 #include <algorithm>
