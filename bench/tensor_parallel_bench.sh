@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # Tensor parallelism on CPU threads against the other ways to use the same
-# cores: one GPT training step (4 blocks, C=256, T=128, batch 16 in 4
+# cores: one training step (4 blocks, C=256, T=128, batch 16 in 4
 # micro-batches) on one device of one thread, one device of two threads
 # (kernels split their loops), a tensor-parallel group of two ranks of one
 # thread each (alone, and with sequence parallelism: the norms and residual
-# adds on each rank's half of the tokens), and a two-stage 1F1B pipeline. The plans run in turn, round
-# after round, so that the machine's drift touches them alike; each cell is
-# the median step time of a run (its first two steps left out), and the
-# ratios are to one thread within the same round.
+# adds on each rank's half of the tokens), and a two-stage 1F1B pipeline.
+# The model is GPT, or with `moe` examples/moe.pf (8 experts of F=512, 2 per
+# token: each rank of the group holds 4 of every layer's experts). The plans
+# run in turn, round after round, so that the machine's drift touches them
+# alike; each cell is the median step time of a run (its first two steps
+# left out), and the ratios are to one thread within the same round.
 #
-#   bench/tensor_parallel_bench.sh [build dir] [rounds]
+#   bench/tensor_parallel_bench.sh [build dir] [rounds] [gpt|moe]
 set -euo pipefail
 build=${1:-build}
 rounds=${2:-3}
@@ -17,13 +19,17 @@ pf="$build/tools/pipeforge"
 here=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-model=(--bind L=4,C=256,H=8,T=128,S=128,V=256,B=16 -m 4)
-"$pf" compile "$here/examples/gpt.pf" "${model[@]}" --devices cpu:1 -o "$work/one.json" > /dev/null
-"$pf" compile "$here/examples/gpt.pf" "${model[@]}" --devices cpu:1x2 -o "$work/threads.json" > /dev/null
-"$pf" compile "$here/examples/gpt.pf" "${model[@]}" --devices cpu:2 --tensor-parallel 2 -o "$work/tensor.json" > /dev/null
-"$pf" compile "$here/examples/gpt.pf" "${model[@]}" --devices cpu:2 --tensor-parallel 2 --sequence-parallel \
+case ${3:-gpt} in
+  gpt) file="$here/examples/gpt.pf"; model=(--bind L=4,C=256,H=8,T=128,S=128,V=256,B=16 -m 4) ;;
+  moe) file="$here/examples/moe.pf"; model=(--bind L=4,C=256,H=8,R=2,F=512,T=128,V=256,B=16,E=8,K=2 -m 4) ;;
+  *) echo "usage: $0 [build dir] [rounds] [gpt|moe]" >&2; exit 2 ;;
+esac
+"$pf" compile "$file" "${model[@]}" --devices cpu:1 -o "$work/one.json" > /dev/null
+"$pf" compile "$file" "${model[@]}" --devices cpu:1x2 -o "$work/threads.json" > /dev/null
+"$pf" compile "$file" "${model[@]}" --devices cpu:2 --tensor-parallel 2 -o "$work/tensor.json" > /dev/null
+"$pf" compile "$file" "${model[@]}" --devices cpu:2 --tensor-parallel 2 --sequence-parallel \
   -o "$work/sequence.json" > /dev/null
-"$pf" compile "$here/examples/gpt.pf" "${model[@]}" --devices cpu:2 -o "$work/pipeline.json" > /dev/null
+"$pf" compile "$file" "${model[@]}" --devices cpu:2 -o "$work/pipeline.json" > /dev/null
 
 # shellcheck source=bench/step_median.sh
 source "$here/bench/step_median.sh"

@@ -186,7 +186,6 @@ OpCost cost_attention_grad(Types in, Types out, const OpAttrs& attrs) {
   return {5 * attention_products(in[1], attrs), bytes_of(in) + bytes_of(out)};
 }
 
-// A scatter-add: reads g and the ids, writes the whole table (zeroed first).
 // A router's choice: each token's top_k of E logits, a comparison each.
 OpCost cost_moe_route(Types in, Types out, const OpAttrs& attrs) {
   return {in[0].numel() * attrs.get_int("top_k", 1), bytes_of(in) + bytes_of(out)};
@@ -200,9 +199,9 @@ OpCost cost_moe_gates(Types in, Types out, const OpAttrs&) {
 OpCost cost_moe_dispatch(Types in, Types out, const OpAttrs&) { return {0, 2 * out[0].bytes() + in[1].bytes()}; }
 OpCost cost_moe_combine(Types in, Types out, const OpAttrs&) { return streaming(in, out, 2); }
 OpCost cost_moe_load(Types in, Types out, const OpAttrs& attrs) { return cost_moe_route(in, out, attrs); }
-// Priced as if every slot were in use (the slots a route fills are known
-// only when it runs): dropless, E / top_k times the products done; a
-// measured profile prices what runs.
+// Every slot's products; op_cost (passes/cost_summary.cpp) counts the
+// share a balanced route fills, as the types alone do not say how many
+// tokens choose each expert. A measured profile prices what runs.
 OpCost cost_moe_matmul(Types in, Types out, const OpAttrs& attrs) {
   const int64_t k = attrs.get_bool("transpose_a", false) ? in[0].shape[1] : in[0].shape[2];
   return {2 * out[0].numel() * k, bytes_of(in) + bytes_of(out)};

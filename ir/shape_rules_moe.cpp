@@ -35,6 +35,23 @@ void require_route(const TensorType& route, int64_t experts) {
     fail(fmt::format("the route {} is for {} experts, the logits for {}", route.str(), route.shape[0], experts));
 }
 
+// A route that holds the slots of `held` experts from first_expert on (a
+// rank's experts under tensor parallelism; all of them by default) of the
+// logits' `experts`.
+void require_held_experts(const ShapeContext& ctx, const TensorType& route, int64_t experts) {
+  const int64_t held = route.shape[0];
+  if (!ctx.attrs.has("first_expert")) {
+    if (held != experts)
+      fail(fmt::format("the route {} is for {} experts, the logits for {}{}", route.str(), held, experts,
+                       ctx.attrs.has("experts") ? ": name the first of them (first_expert)" : ""));
+    return;
+  }
+  const int64_t first = ctx.attrs.get_int("first_expert", 0);
+  if (held < 1 || first < 0 || first + held > experts)
+    fail(fmt::format("experts {} to {} are not among the logits' {} (first_expert={}, {} experts held)", first,
+                     first + held - 1, experts, first, held));
+}
+
 void require_gate_softmax(const ShapeContext& ctx, int64_t top_k) {
   if (top_k == 1 && moe_renormalize(ctx.attrs))
     fail("with top_k=1 a softmax over the chosen logit is 1 for every token, and the router would learn nothing: "
@@ -54,7 +71,9 @@ Types shape_moe_route(const ShapeContext& ctx) {
       fail(fmt::format("capacity_factor must be a positive number, got {}", factor));
   }
   const int64_t tokens = logits.shape[0], experts = logits.shape[1];
-  const TensorType route{DType::i32, {experts, moe_capacity(ctx.attrs, tokens, experts)}};
+  const int64_t held = ctx.attrs.has("experts") ? ctx.attrs.get_int("experts", experts) : experts;
+  const TensorType route{DType::i32, {held, moe_capacity(ctx.attrs, tokens, experts)}};
+  require_held_experts(ctx, route, experts);
   // A written capacity that disagrees is most likely a misread factor: say how the slots are counted.
   if (ctx.declared.size() == 1 && ctx.declared[0] != route) {
     if (!ctx.attrs.has("capacity_factor"))
@@ -74,7 +93,8 @@ Types shape_moe_gates(const ShapeContext& ctx) {
   const TensorType &logits = ctx.operands[0], &route = ctx.operands[1];
   require_logits(logits);
   require_gate_softmax(ctx, require_top_k(ctx, logits.shape[1]));
-  require_route(route, logits.shape[1]);
+  require_route(route, -1);
+  require_held_experts(ctx, route, logits.shape[1]);
   return one(logits.dtype, route.shape);
 }
 
@@ -148,7 +168,8 @@ Types shape_moe_gates_grad(const ShapeContext& ctx) {
   const TensorType &g = ctx.operands[0], &logits = ctx.operands[1], &route = ctx.operands[2];
   require_logits(logits);
   require_gate_softmax(ctx, require_top_k(ctx, logits.shape[1]));
-  require_route(route, logits.shape[1]);
+  require_route(route, -1);
+  require_held_experts(ctx, route, logits.shape[1]);
   require_gradient_of(g, TensorType{logits.dtype, route.shape}, "the gates");
   return {logits};
 }

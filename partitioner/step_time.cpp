@@ -23,7 +23,7 @@ std::vector<double> weight_shares(const Plan& plan, const DeviceProfile& profile
         double total = 0;
         if (const Function* f = program.find_function(name))
           for (const Op& op : f->ops) {
-            const OpCost cost = op_cost(*f, op, plan.binding);
+            const OpCost cost = op_cost(*f, op, plan.binding, &program);
             total += op_time(profile, op.kind, cost.flops, cost.bytes);
           }
         return total;

@@ -37,7 +37,7 @@ TensorParallelSplit tensor_parallel_split(const Function& graph, int degree, int
   for (size_t i = 0; i < ops; ++i) {
     const Op& op = graph.ops[i];
     const ShardRole role = layout.ops[i];
-    split.divided[i] = role != ShardRole::whole;
+    split.divided[i] = role != ShardRole::whole && role != ShardRole::experts;  // a route chooses for every token
     if (role == ShardRole::row) {
       const ValueId y = op.results[0];
       if (!layout.tokens[y]) {

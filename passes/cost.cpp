@@ -18,7 +18,7 @@ class CostPass final : public Pass {
     bool changed = false;
     for (Function& f : m.functions) {
       for (Op& op : f.ops) {
-        OpCost cost = op_cost(f, op, ctx.binding);
+        OpCost cost = op_cost(f, op, ctx.binding, &m);
         Attr flops = Attr::of_dim(cost.flops), bytes = Attr::of_dim(cost.bytes);
         const Attr* old_flops = op.attr("flops");
         const Attr* old_bytes = op.attr("bytes");

@@ -1,17 +1,51 @@
 // Costs of ops, summed per layer.
 #include "passes/cost_summary.h"
 
+#include <algorithm>
 #include <map>
+#include <utility>
 
 #include "ir/verifier.h"
 
 namespace pf {
 
-OpCost op_cost(const Function& f, const Op& op, const DimBinding& binding) {
+namespace {
+
+/// The moe_route that made `route` (a value of `f`), and its function.
+std::pair<const Function*, const Op*> route_maker(const Function& f, ValueId route, const Module* module) {
+  const int def = f.values[route].def_op;
+  if (def >= 0) return {&f, &f.ops[def]};
+  if (module == nullptr) return {nullptr, nullptr};
+  for (const Function& other : module->functions) {
+    const ValueId v = other.find_value(f.values[route].name);
+    if (&other != &f && v >= 0 && other.values[v].def_op >= 0) return {&other, &other.ops[other.values[v].def_op]};
+  }
+  return {nullptr, nullptr};
+}
+
+/// The share of a moe_matmul's slots that a balanced route fills.
+double filled_slots(const Function& f, const Op& op, const DimBinding& binding, const Module* module) {
+  const auto [maker_f, maker] = route_maker(f, op.operands[2], module);
+  if (maker == nullptr || maker->kind != OpKind::moe_route) return 1.0;
+  const TensorType& logits = maker_f->type_of(maker->operands[0]);
+  const int64_t capacity = f.type_of(op.operands[2]).shape[1];
+  const int64_t tokens = logits.shape[0], experts = logits.shape[1];
+  const int64_t top_k = evaluate_attrs(*maker, binding).get_int("top_k", 1);
+  if (capacity <= 0 || experts <= 0) return 1.0;
+  const int64_t fair = (tokens * top_k + experts - 1) / experts;
+  return static_cast<double>(std::min(fair, capacity)) / static_cast<double>(capacity);
+}
+
+}  // namespace
+
+OpCost op_cost(const Function& f, const Op& op, const DimBinding& binding, const Module* module) {
   std::vector<TensorType> in, out;
   for (ValueId v : op.operands) in.push_back(f.type_of(v));
   for (ValueId v : op.results) out.push_back(f.type_of(v));
-  return op_info(op.kind).cost(in, out, evaluate_attrs(op, binding));
+  OpCost cost = op_info(op.kind).cost(in, out, evaluate_attrs(op, binding));
+  if (op.kind == OpKind::moe_matmul)
+    cost.flops = static_cast<int64_t>(static_cast<double>(cost.flops) * filled_slots(f, op, binding, module));
+  return cost;
 }
 
 ModelCost summarize_cost(const Function& graph, const DimBinding& binding) {

@@ -8,8 +8,13 @@
 
 namespace pf {
 
-/// The op's FLOPs and bytes under `binding`; its values must be typed.
-OpCost op_cost(const Function& f, const Op& op, const DimBinding& binding);
+/// The op's FLOPs and bytes under `binding`; its values must be typed. An
+/// expert's products (moe_matmul) count the slots a balanced route fills:
+/// each expert takes N K / E of the N tokens' K choices, at most its
+/// capacity (dropless, K / E of its slots). The route's moe_route is found
+/// in `f` or, where `f` receives the route (a stage's backward), in another
+/// function of `module`; without one every slot counts.
+OpCost op_cost(const Function& f, const Op& op, const DimBinding& binding, const Module* module = nullptr);
 
 struct LayerCost {
   std::string layer;           // the ops' `layer` tag; "(none)" for untagged ops

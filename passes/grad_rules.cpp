@@ -189,7 +189,7 @@ void grad_embedding(Ctx& c) {
 // theirs through the gates, the tokens through the slots they were sent to.
 void grad_moe_gates(Ctx& c) {
   c.accumulate(0, c.emit(OpKind::moe_gates_grad, {c.grad(), c.operand(0), c.operand(1)},
-                         c.forward_attrs({"top_k", "renormalize"})));
+                         c.forward_attrs({"top_k", "renormalize", "first_expert"})));
 }
 
 // A slot's row is its token's: the token's gradient sums its slots'.

@@ -6,8 +6,10 @@
 // through tp_reduce, and the reshapes and splits between them are resized
 // to the rank's share. Under sequence parallelism the sum is reduce-scattered
 // over the tokens instead, the ops after it run on the rank's part, and the
-// next column product reads it through tp_all_gather. Autodiff, run after
-// it, derives the rank's backward.
+// next column product reads it through tp_all_gather. A mixture of experts
+// routes each rank's tokens to its block of the experts, whose weights it
+// holds, and sums its part of the combine over the group. Autodiff, run
+// after it, derives the rank's backward.
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -144,9 +146,18 @@ class RankRewrite {
         if (split_.tokens[u]) u = gathered(u, op);
     switch (role) {
       case ShardRole::column: {
+        if (op.kind == OpKind::moe_gates) op.set_attr("first_expert", Attr::of_dim(DimExpr(first_expert(op))));
         ValueId& x = op.operands[0];
         x = split_.tokens[x] ? once(all_gathers_, x, op, OpKind::tp_all_gather, ".tp")
                              : once(copies_, x, op, OpKind::tp_copy, ".tp");
+        break;
+      }
+      case ShardRole::experts: {
+        // The route's rows for the rank's block of the experts.
+        const int64_t experts = g_.type_of(op.operands[0]).shape[1];
+        const int64_t first = first_expert(op);
+        op.set_attr("first_expert", Attr::of_dim(DimExpr(first)));
+        op.set_attr("experts", Attr::of_dim(DimExpr(part_begin(experts, split_.degree, rank_ + 1) - first)));
         break;
       }
       case ShardRole::row: {
@@ -194,6 +205,12 @@ class RankRewrite {
         break;
     }
     ops_.push_back(std::move(op));
+  }
+
+  /// The first of the rank's experts, for an op reading the router's logits
+  /// [tokens, experts] as operand 0.
+  int64_t first_expert(const Op& op) const {
+    return part_begin(g_.type_of(op.operands[0]).shape[1], split_.degree, rank_);
   }
 
   /// An op of `kind` that moves the rank's part of the tokens of `whole`

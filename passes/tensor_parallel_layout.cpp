@@ -147,10 +147,12 @@ class Round {
     if (why_[region].empty()) why_[region] = why;
   }
 
-  /// The ops a region grows from: column-parallel products, and lookups in
-  /// a table cut by vocabulary rows.
+  /// The ops a region grows from: column-parallel products, lookups in a
+  /// table cut by vocabulary rows, and routes to a block of the experts.
   bool starts_region(int i) const {
-    return roles_[i] == ShardRole::column || (roles_[i] == ShardRole::row && g_.ops[i].kind == OpKind::embedding);
+    const OpKind kind = g_.ops[i].kind;
+    return (roles_[i] == ShardRole::column && kind == OpKind::matmul) ||
+           (roles_[i] == ShardRole::row && kind == OpKind::embedding) || roles_[i] == ShardRole::experts;
   }
 
   /// A product by a whole 2-D parameter: the candidates for column and row
@@ -204,6 +206,7 @@ class Round {
     if (op.kind == OpKind::param) return;
     if (is_weight_product(op) && !whole_products_[i]) return product(i);
     if (op.kind == OpKind::embedding && !whole_products_[i]) return lookup(i);
+    if (op.kind == OpKind::moe_route && !whole_products_[i] && !sharded_value(op.operands[0])) return route(i);
     int region = -1;
     bool any = false;
     for (size_t k = 0; k < op.operands.size(); ++k) {
@@ -217,6 +220,7 @@ class Round {
       any = true;
     }
     if (!any) return;
+    if (is_expert_op(op.kind)) return expert_op(i, region);
     std::vector<Request> requests;
     const std::optional<std::vector<ShardLayout>> results = follow(op, requests);
     for (const Request& q : requests) region = request(q, region);
@@ -236,6 +240,9 @@ class Round {
   void product(int i) {
     const Op& op = g_.ops[i];
     const ValueId x = op.operands[0], w = op.operands[1], y = op.results[0];
+    // A router's logits: every rank routes every token (what is cut is the experts).
+    if (std::any_of(users_[y].begin(), users_[y].end(), [&](int u) { return g_.ops[u].kind == OpKind::moe_route; }))
+      return;
     const bool transposed = bool_attr(op, "transpose_b");
     const ShardLayout in = is_param(x) ? ShardLayout{} : layout_[x];
     if (!in.sharded()) {
@@ -278,6 +285,60 @@ class Round {
     roles_[i] = ShardRole::row;
     request({table, {0, 1}}, i);
   }
+
+  /// Experts cut over the group (Megatron-LM's expert parallelism with its
+  /// all-gather dispatcher): each rank holds a block of the experts, the
+  /// route's rows for them, and so their slots. It sends every token to its
+  /// experts among them and sums its part of each token's output; the group
+  /// sums the parts, as a row-parallel product's. The router runs whole.
+  void route(int i) {
+    const Op& op = g_.ops[i];
+    const int64_t experts = dim(op.operands[0], 1);
+    if (!cuts(experts, 1)) {
+      uneven_.push_back({i, fmt::format("its {} experts are fewer than the {} ranks", experts, degree_)});
+      return;
+    }
+    roles_[i] = ShardRole::experts;
+    layout_[op.results[0]] = kExperts;
+    region_[op.results[0]] = i;
+  }
+
+  static bool is_expert_op(OpKind kind) {
+    return kind == OpKind::moe_gates || kind == OpKind::moe_dispatch || kind == OpKind::moe_matmul ||
+           kind == OpKind::moe_combine;
+  }
+
+  /// An op over the slots of a route cut by experts. The gates and the
+  /// dispatch read whole logits and tokens, whose gradients sum the ranks'
+  /// (column-parallel products' inputs as well); an expert's product takes
+  /// the rank's experts' weights; the combine gives a partial sum.
+  void expert_op(int i, int region) {
+    const Op& op = g_.ops[i];
+    auto held = [&](ValueId v) { return sharded_value(v) && layout_[v] == kExperts; };
+    bool fits = std::all_of(op.operands.begin() + 1, op.operands.end(), held);
+    if (op.kind == OpKind::moe_gates || op.kind == OpKind::moe_dispatch) {
+      fits = fits && !sharded_value(op.operands[0]);
+      roles_[i] = ShardRole::column;
+    } else if (op.kind == OpKind::moe_matmul) {
+      const ValueId a = op.operands[0], b = op.operands[1];
+      fits = held(a) && (held(b) || is_param(b)) && held(op.operands[2]);
+      if (fits && is_param(b)) region = request({b, kExperts}, region);
+      roles_[i] = ShardRole::sharded;
+    } else {
+      fits = fits && held(op.operands[0]);
+      roles_[i] = ShardRole::row;  // moe_combine: the rank's part of each token's sum
+    }
+    if (!fits) {
+      roles_[i] = ShardRole::whole;
+      return fail(region, fmt::format("%{} = {} needs the experts' values cut alike", name(op.results[0]),
+                                      op_name(op.kind)));
+    }
+    if (roles_[i] == ShardRole::row) return;
+    layout_[op.results[0]] = kExperts;
+    region_[op.results[0]] = region;
+  }
+
+  static constexpr ShardLayout kExperts{0, 1};  // a block of the experts on each rank
 
   /// The shares of an op's results, given its operands' (at least one
   /// sharded), and the parameters it needs cut alike; nullopt where the op

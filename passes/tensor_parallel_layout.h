@@ -34,6 +34,7 @@ enum class ShardRole : uint8_t {
   row,      // a product by a weight's rows: input sharded on its last axis, a partial sum of the output
   sharded,  // runs on every rank's shares
   tokens,   // runs on every rank's part of the tokens (sequence parallelism)
+  experts,  // routes the tokens to the rank's block of the experts only (moe_route), from whole logits
 };
 
 /// A product (or a table lookup) that the split could have cut but keeps
@@ -83,7 +84,12 @@ void split_tokens(const Function& graph, TensorParallelLayout& layout,
 /// rows; the MLP's first product by columns, its second by rows. Embedding
 /// tables are cut by vocabulary rows (each rank looks up the ids it holds,
 /// the lookups summed), and a vocabulary projection by columns feeds a
-/// cross-entropy computed over each rank's classes.
+/// cross-entropy computed over each rank's classes. A mixture of experts is
+/// cut by experts (Megatron-LM's expert parallelism with its all-gather
+/// dispatcher, over the tensor-parallel group): each rank holds a block of
+/// the experts' weights, routes every token only to the experts it holds,
+/// and its combine's partial sums are summed over the group as a
+/// row-parallel product's; the router runs whole on every rank.
 ///
 /// With `sequence_parallel`, Megatron-LM's sequence parallelism on top: the
 /// ops a row-parallel product's sum flows into before the next column-parallel

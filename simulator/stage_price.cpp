@@ -27,10 +27,10 @@ struct Priced {
   int64_t flops = 0;
 };
 
-Priced price_ops(const Function& f, const DimBinding& binding, const DeviceProfile& profile) {
+Priced price_ops(const Module& program, const Function& f, const DimBinding& binding, const DeviceProfile& profile) {
   Priced out;
   for (const Op& op : f.ops) {
-    const OpCost cost = op_cost(f, op, binding);
+    const OpCost cost = op_cost(f, op, binding, &program);
     const double roofline = op_time(profile, op.kind, cost.flops, cost.bytes);
     const std::optional<OpTiming> measured =
         profile.measured.empty() ? std::nullopt : find_timing(profile, op_timing_key(f, op, binding));
@@ -90,13 +90,13 @@ StagePrice price_stage(const Module& program, const PlanStage& stage, const DimB
   const GradientProgram& gp = *stage.gradients;
   for (const std::string& name : gp.input_grads) price.send_grad_bytes += value_type(graph, name).bytes();
   price.slot_bytes = aligned_bytes(graph, gp.stash);
-  const Priced whole = price_ops(function_named(program, stage, gp.backward), binding, profile);
+  const Priced whole = price_ops(program, function_named(program, stage, gp.backward), binding, profile);
   price.backward_flops = whole.flops;
   price.backward_s = all_measured ? measured_backward : whole.seconds;
   if (stage.split) {
     const Function& input = function_named(program, stage, stage.split->input);
-    const Priced in = price_ops(input, binding, profile);
-    const Priced weight = price_ops(function_named(program, stage, stage.split->weight), binding, profile);
+    const Priced in = price_ops(program, input, binding, profile);
+    const Priced weight = price_ops(program, function_named(program, stage, stage.split->weight), binding, profile);
     price.slot_bytes += aligned_bytes(input, stage.split->deferred);
     price.backward_flops = in.flops + weight.flops;
     if (all_measured) {

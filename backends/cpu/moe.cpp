@@ -36,23 +36,28 @@ void top_experts(const T* logits, int64_t experts, int64_t top_k, int64_t* chose
 // The route: experts [E, capacity], each slot the token it holds or -1. The
 // tokens' first choices are placed before any second choice, each choice
 // in token order, and a token that finds its expert full is dropped there
-// (GShard's and Switch's priority): the route depends on nothing else.
+// (GShard's and Switch's priority): the route depends on nothing else, and
+// a route of some of the experts (first_expert on, a rank's under tensor
+// parallelism) is their rows of the whole one.
 template <class T>
 void moe_route(const KernelArgs& args) {
   const auto* logits = static_cast<const T*>(args.in[0]);
   const int64_t tokens = args.in_types[0].shape[0], experts = args.in_types[0].shape[1];
   const int64_t top_k = args.attrs.get_int("top_k", 1), capacity = args.out_types[0].shape[1];
+  const int64_t first = args.attrs.get_int("first_expert", 0), held = args.out_types[0].shape[0];
   std::vector<int64_t> chosen(static_cast<size_t>(tokens * top_k));
   parallel_for(tokens, std::max<int64_t>(1, kElementwiseGrain / (experts * top_k)), [&](int64_t begin, int64_t end) {
     for (int64_t n = begin; n < end; ++n) top_experts(logits + n * experts, experts, top_k, &chosen[n * top_k]);
   });
   auto* route = static_cast<int32_t*>(args.out[0]);
-  std::fill_n(route, experts * capacity, -1);
+  std::fill_n(route, held * capacity, -1);
   std::vector<int64_t> filled(static_cast<size_t>(experts), 0);
   for (int64_t k = 0; k < top_k; ++k) {
     for (int64_t n = 0; n < tokens; ++n) {
       const int64_t e = chosen[n * top_k + k];
-      if (filled[e] < capacity) route[e * capacity + filled[e]++] = static_cast<int32_t>(n);
+      if (filled[e] == capacity) continue;
+      if (e >= first && e < first + held) route[(e - first) * capacity + filled[e]] = static_cast<int32_t>(n);
+      ++filled[e];
     }
   }
 }
@@ -85,18 +90,20 @@ void gate_softmax(const T* logits, int64_t experts, int64_t top_k, bool renormal
   for (int64_t k = 0; k < top_k; ++k) weight[chosen[k]] /= sum;
 }
 
-// Each slot's token, by token: `slot_of[n * E + e]` is the slot of expert e
-// holding token n, or -1.
-std::vector<int64_t> slots_by_token(const KernelArgs& args, int route_operand, int64_t tokens, const char* op) {
+// Each slot's token, by token: `slot_of[n * experts + e]` is the slot of
+// expert e holding token n, or -1. The route holds the slots of its rows'
+// experts from `first` on, of `experts` in all.
+std::vector<int64_t> slots_by_token(const KernelArgs& args, int route_operand, int64_t tokens, int64_t first,
+                                    int64_t experts, const char* op) {
   const TensorType& route = args.in_types[route_operand];
-  const int64_t experts = route.shape[0], capacity = route.shape[1];
+  const int64_t held = route.shape[0], capacity = route.shape[1];
   std::vector<int64_t> slot_of(static_cast<size_t>(tokens * experts), -1);
-  for (int64_t s = 0; s < experts * capacity; ++s) {
+  for (int64_t s = 0; s < held * capacity; ++s) {
     const int64_t n = token_at(args, route_operand, s, tokens, op);
     if (n < 0) continue;
-    int64_t& at = slot_of[n * experts + s / capacity];
+    int64_t& at = slot_of[n * experts + first + s / capacity];
     if (at >= 0)
-      throw Error(fmt::format("{}: token {} is in two slots of expert {} ({} and {})", op, n, s / capacity,
+      throw Error(fmt::format("{}: token {} is in two slots of expert {} ({} and {})", op, n, first + s / capacity,
                               at % capacity, s % capacity));
     at = s;
   }
@@ -105,7 +112,8 @@ std::vector<int64_t> slots_by_token(const KernelArgs& args, int route_operand, i
 
 // Calls visit(n, slots, weight) for each token the route holds in a slot:
 // `slots[e]` its slot in expert e or -1, `weight[e]` its gate's softmax
-// weight for expert e (0 for an expert not taking part). A token in an
+// weight for expert e (0 for an expert not taking part), e counted over all
+// of the logits' experts however many the route holds. A token in an
 // expert outside its top_k stops the op: the route came from another top_k.
 template <class T, class Visit>
 void for_each_routed_token(const KernelArgs& args, int logits_operand, const char* op, Visit visit) {
@@ -113,7 +121,8 @@ void for_each_routed_token(const KernelArgs& args, int logits_operand, const cha
   const int64_t tokens = args.in_types[logits_operand].shape[0], experts = args.in_types[logits_operand].shape[1];
   const int64_t top_k = args.attrs.get_int("top_k", 1);
   const bool renormalize = moe_renormalize(args.attrs);
-  const std::vector<int64_t> slot_of = slots_by_token(args, logits_operand + 1, tokens, op);
+  const std::vector<int64_t> slot_of =
+      slots_by_token(args, logits_operand + 1, tokens, args.attrs.get_int("first_expert", 0), experts, op);
   std::vector<double> weight(static_cast<size_t>(experts));
   std::vector<int64_t> chosen(static_cast<size_t>(experts));
   for (int64_t n = 0; n < tokens; ++n) {
@@ -191,7 +200,7 @@ void moe_combine(const KernelArgs& args) {
   const T* gates = args.in.size() > 2 ? static_cast<const T*>(args.in[2]) : nullptr;
   const int64_t tokens = args.out_types[0].shape[0], features = args.out_types[0].shape[1];
   const int64_t experts = args.in_types[1].shape[0];
-  const std::vector<int64_t> slot_of = slots_by_token(args, 1, tokens, "moe_combine");
+  const std::vector<int64_t> slot_of = slots_by_token(args, 1, tokens, 0, experts, "moe_combine");
   auto* out = static_cast<T*>(args.out[0]);
   parallel_for(tokens, std::max<int64_t>(1, kElementwiseGrain / std::max<int64_t>(features * experts, 1)),
                [&](int64_t begin, int64_t end) {

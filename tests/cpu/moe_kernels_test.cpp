@@ -1,8 +1,10 @@
 // The mixture-of-experts kernels on routes no moe_route of the same top_k writes: each stops with a message
-// naming the token, the slot or the expert, instead of reading out of bounds or weighing the wrong experts.
+// naming the token, the slot or the expert, instead of reading out of bounds or weighing the wrong experts. And
+// a block of the experts (a rank's, under tensor parallelism) routed and weighed alone: their part of the whole.
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <random>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -14,9 +16,8 @@
 namespace pf::cpu {
 namespace {
 
-// The attributes {name: v}, one dim.
-OpAttrs dim(std::string_view name, int64_t v) {
-  OpAttrs attrs;
+// `attrs` with {name: v}, one dim.
+OpAttrs with_dim(OpAttrs attrs, std::string_view name, int64_t v) {
   OpAttrs::Entry e;
   e.name = name;
   e.kind = AttrKind::dim;
@@ -24,6 +25,8 @@ OpAttrs dim(std::string_view name, int64_t v) {
   attrs.add(e);
   return attrs;
 }
+
+OpAttrs dim(std::string_view name, int64_t v) { return with_dim({}, name, v); }
 
 OpAttrs top_k(int64_t k) { return dim("top_k", k); }
 OpAttrs tokens(int64_t n) { return dim("tokens", n); }
@@ -74,6 +77,78 @@ TEST(MoeKernels, RoutesNamingNoTokenStop) {
             "moe_combine: slot 1 of the route holds token -2, outside [-1, 3)");
   EXPECT_EQ(error_of(OpKind::moe_combine, {1, 1, -1, -1, -1, -1, -1, -1}, tokens(3)),
             "moe_combine: token 1 is in two slots of expert 0 (0 and 1)");
+}
+
+// Runs `op` in float64 (the route i32) and returns its result's elements as T.
+template <class T>
+std::vector<T> run(OpKind op, const std::vector<TensorType>& in_types, const std::vector<const void*>& in,
+                   const OpAttrs& attrs) {
+  const std::vector<TensorType> out_types = {op_info(op).shape(ShapeContext{op_name(op), in_types, attrs, {}})};
+  std::vector<T> out(static_cast<size_t>(out_types[0].numel()));
+  const std::vector<void*> out_ptrs = {out.data()};
+  forward_kernel(op, DType::f64)(KernelArgs{in_types, in, out_types, out_ptrs, attrs});
+  return out;
+}
+
+// The attributes of a route (or gates) of the top 2 experts per token.
+OpAttrs top_two(bool capacity) {
+  OpAttrs attrs = top_k(2);
+  if (capacity) {
+    OpAttrs::Entry factor;
+    factor.name = "capacity_factor";
+    factor.kind = AttrKind::real;
+    factor.real = 0.7;
+    attrs.add(factor);
+  }
+  return attrs;
+}
+
+// The same for experts [first, first + held) only.
+OpAttrs block(int64_t first, int64_t held, bool capacity) {
+  return with_dim(with_dim(top_two(capacity), "first_expert", first), "experts", held);
+}
+
+// A rank's route is its experts' rows of the whole route (the slots each
+// expert fills depend on its own choices alone, drops included), its gates
+// the whole gates' rows, and the gates' gradients of the blocks, each from
+// its rows of the gradient, sum to the whole one.
+TEST(MoeKernels, ABlockOfTheExpertsIsTheirPartOfTheWhole) {
+  constexpr int64_t kTokens = 9, kExperts = 5;
+  std::mt19937 rng(3);
+  std::normal_distribution<double> normal;
+  std::vector<double> logits(kTokens * kExperts);
+  for (double& x : logits) x = normal(rng);
+  const TensorType logits_type{DType::f64, {kTokens, kExperts}};
+  for (const bool capacity : {false, true}) {
+    SCOPED_TRACE(capacity ? "capacity factor 0.7" : "dropless");
+    const OpAttrs all = top_two(capacity);
+    const std::vector<int32_t> route = run<int32_t>(OpKind::moe_route, {logits_type}, {logits.data()}, all);
+    const int64_t slots = static_cast<int64_t>(route.size()) / kExperts;
+    EXPECT_EQ(slots, capacity ? 3 : kTokens);  // ceil(0.7 x 9 x 2 / 5) = 3
+    const TensorType route_type{DType::i32, {kExperts, slots}}, gates_type{DType::f64, {kExperts, slots}};
+    const std::vector<double> gates =
+        run<double>(OpKind::moe_gates, {logits_type, route_type}, {logits.data(), route.data()}, all);
+    std::vector<double> g(gates.size());
+    for (double& x : g) x = normal(rng);
+    const std::vector<double> dlogits = run<double>(
+        OpKind::moe_gates_grad, {gates_type, logits_type, route_type}, {g.data(), logits.data(), route.data()}, all);
+    std::vector<double> summed(dlogits.size(), 0.0);
+    for (const auto& [first, held] : {std::pair<int64_t, int64_t>{0, 2}, {2, 3}}) {
+      const OpAttrs part = block(first, held, capacity);
+      const std::vector<int32_t> rows = run<int32_t>(OpKind::moe_route, {logits_type}, {logits.data()}, part);
+      EXPECT_EQ(rows, std::vector<int32_t>(route.begin() + first * slots, route.begin() + (first + held) * slots));
+      const TensorType rows_type{DType::i32, {held, slots}}, part_gates_type{DType::f64, {held, slots}};
+      const std::vector<double> part_gates =
+          run<double>(OpKind::moe_gates, {logits_type, rows_type}, {logits.data(), rows.data()}, part);
+      EXPECT_EQ(part_gates,
+                std::vector<double>(gates.begin() + first * slots, gates.begin() + (first + held) * slots));
+      const std::vector<double> part_dlogits =
+          run<double>(OpKind::moe_gates_grad, {part_gates_type, logits_type, rows_type},
+                      {g.data() + first * slots, logits.data(), rows.data()}, part);
+      for (size_t i = 0; i < summed.size(); ++i) summed[i] += part_dlogits[i];
+    }
+    for (size_t i = 0; i < summed.size(); ++i) EXPECT_NEAR(summed[i], dlogits[i], 1e-15) << i;
+  }
 }
 
 }  // namespace

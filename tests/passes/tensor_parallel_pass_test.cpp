@@ -235,5 +235,23 @@ TEST(TensorParallelPass, MlpRanksOnPartsOfTheRowsComputeTheWholeModel) {
   }
 }
 
+// A mixture of experts is cut by experts: each rank holds a block of them
+// (4 over 2 ranks, over 3 as 1, 1 and 2, over 4 one each), sends every token
+// only to the experts it holds, and the group sums the ranks' parts of each
+// token's output. The router and the load balancing loss run whole on every
+// rank; under sequence parallelism the norms and residual adds run on the
+// ranks' parts of the tokens beside it.
+TEST(TensorParallelPass, MixtureOfExpertsRanksComputeTheWholeModel) {
+  DimBinding binding;
+  const Module m = prepared("moe.pf", "B=2,T=4,C=16,H=4,R=2,F=12,L=2,E=4,K=2,A=50,V=11", binding);
+  for (const auto& [degree, sequence] : {std::pair{2, false}, {3, false}, {4, false}, {2, true}}) {
+    SCOPED_TRACE(fmt::format("{} ranks{}", degree, sequence ? ", parts of the tokens" : ""));
+    const std::set<std::string> split = expect_ranks_compute_the_whole(m, binding, degree, 11, sequence);
+    for (const char* w : {"w1", "w2", "w3"})
+      for (int layer : {0, 1}) EXPECT_EQ(split.count(fmt::format("layers.{}.experts.{}", layer, w)), 1u) << w;
+    EXPECT_EQ(split.count("layers.0.router.w"), 0u);
+  }
+}
+
 }  // namespace
 }  // namespace pf

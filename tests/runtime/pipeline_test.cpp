@@ -93,13 +93,20 @@ TEST_P(Equivalence, TensorParallelGroupsMatchOneDevice) {
   }
   // Something was split (the tables' model has no product to split).
   if (model.file == kTables.file) return;
-  int pieces = 0;
+  int pieces = 0, experts = 0;
   Placement setup;
   setup.tensor = 2;
   for (const PlanStage& s : make_plan(model, ScheduleKind::one_f_one_b, 2, 4, 1, setup).stages)
     for (const PlanShard& part : s.shards)
-      for (const PlanParam& p : part.params) pieces += p.piece ? 1 : 0;
+      for (const PlanParam& p : part.params) {
+        pieces += p.piece ? 1 : 0;
+        experts += p.piece && p.piece->whole.find(".experts.") != std::string::npos;
+      }
   EXPECT_GT(pieces, 0);
+  // A mixture of experts is cut by experts: each rank holds a block of them.
+  if (model.file == kMoe.file) {
+    EXPECT_GT(experts, 0);
+  }
 }
 
 // The replicas share each stage's optimizer state out, each stepping its
