@@ -65,6 +65,7 @@ const std::array<OpInfo, kNumOps>& table() {
       {OpKind::moe_route, "moe_route", 1, 1,
        {{"top_k", K::dim, req},
         {"capacity_factor", K::real, opt},
+        {"drop", K::string, opt},
         {"first_expert", K::dim, opt},
         {"experts", K::dim, opt}},
        RULES(moe_route)},
@@ -264,6 +265,8 @@ int64_t moe_capacity(const OpAttrs& attrs, int64_t tokens, int64_t experts) {
 }
 
 bool moe_renormalize(const OpAttrs& attrs) { return attrs.get_bool("renormalize", true); }
+
+bool moe_drops_by_probability(const OpAttrs& attrs) { return attrs.get_string("drop", "position") == "probs"; }
 
 bool attention_groups_keys(const TensorType& q, const TensorType& k) {
   if (k.dtype != q.dtype || k.rank() != q.rank() || q.rank() < 3 || k == q) return false;

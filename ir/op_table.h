@@ -186,6 +186,11 @@ int64_t moe_capacity(const OpAttrs& attrs, int64_t tokens, int64_t experts);
 /// Whether moe_gates' softmax runs over the token's top_k logits (true, the
 /// default: Mixtral's and GShard's gate) or over every expert's (Switch's).
 bool moe_renormalize(const OpAttrs& attrs);
+/// Whether an expert with more choices than slots keeps those with the
+/// highest router probability (drop="probs", Megatron-LM's probs policy)
+/// rather than the first choices first in token order (drop="position",
+/// the default: GShard's and Switch's priority).
+bool moe_drops_by_probability(const OpAttrs& attrs);
 
 // Shape and cost rules, defined in shape_rules.cpp and cost_rules.cpp.
 namespace rules {

@@ -35,8 +35,8 @@ void require_route(const TensorType& route, int64_t experts) {
     fail(fmt::format("the route {} is for {} experts, the logits for {}", route.str(), route.shape[0], experts));
 }
 
-// A route that holds the slots of `held` experts from first_expert on (a
-// rank's experts under tensor parallelism; all of them by default) of the
+// A route whose rows are the slots of the experts from first_expert on (a
+// rank's block under tensor parallelism; all of them by default) of the
 // logits' `experts`.
 void require_held_experts(const ShapeContext& ctx, const TensorType& route, int64_t experts) {
   const int64_t held = route.shape[0];
@@ -47,7 +47,7 @@ void require_held_experts(const ShapeContext& ctx, const TensorType& route, int6
     return;
   }
   const int64_t first = ctx.attrs.get_int("first_expert", 0);
-  if (held < 1 || first < 0 || first + held > experts)
+  if (first < 0 || first + held > experts)
     fail(fmt::format("experts {} to {} are not among the logits' {} (first_expert={}, {} experts held)", first,
                      first + held - 1, experts, first, held));
 }
@@ -70,8 +70,13 @@ Types shape_moe_route(const ShapeContext& ctx) {
     if (!(factor > 0) || !std::isfinite(factor))
       fail(fmt::format("capacity_factor must be a positive number, got {}", factor));
   }
+  if (const std::string_view drop = ctx.attrs.get_string("drop", "position"); drop != "position" && drop != "probs")
+    fail(fmt::format("drop must be \"position\" (the first choices first, in token order) or \"probs\" (the "
+                     "highest router probabilities), got \"{}\"",
+                     drop));
   const int64_t tokens = logits.shape[0], experts = logits.shape[1];
   const int64_t held = ctx.attrs.has("experts") ? ctx.attrs.get_int("experts", experts) : experts;
+  if (held < 1) fail(fmt::format("experts must be at least 1, got {}", held));
   const TensorType route{DType::i32, {held, moe_capacity(ctx.attrs, tokens, experts)}};
   require_held_experts(ctx, route, experts);
   // A written capacity that disagrees is most likely a misread factor: say how the slots are counted.

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <utility>
 #include <vector>
 
 #include "backends/cpu/blas.h"
@@ -33,12 +34,45 @@ void top_experts(const T* logits, int64_t experts, int64_t top_k, int64_t* chose
   }
 }
 
+// Token n's router probability for expert e: the softmax of its logits.
+template <class T>
+double router_probability(const T* logits, int64_t experts, int64_t e) {
+  double top = -INFINITY, sum = 0;
+  for (int64_t j = 0; j < experts; ++j) top = std::max(top, static_cast<double>(logits[j]));
+  for (int64_t j = 0; j < experts; ++j) sum += std::exp(static_cast<double>(logits[j]) - top);
+  return std::exp(static_cast<double>(logits[e]) - top) / sum;
+}
+
+// drop="probs": each expert keeps, of the tokens choosing it, the `capacity`
+// with the highest router probability (the earlier token among equal ones),
+// in its slots in token order.
+template <class T>
+void fill_by_probability(const T* logits, int64_t tokens, int64_t experts, int64_t top_k,
+                         const std::vector<int64_t>& chosen, int64_t first, int64_t held, int64_t capacity,
+                         int32_t* route) {
+  std::vector<std::pair<double, int64_t>> takers;  // (-probability, token): the best first
+  for (int64_t e = first; e < first + held; ++e) {
+    takers.clear();
+    for (int64_t n = 0; n < tokens; ++n)
+      for (int64_t k = 0; k < top_k; ++k)
+        if (chosen[n * top_k + k] == e) takers.emplace_back(-router_probability(logits + n * experts, experts, e), n);
+    if (static_cast<int64_t>(takers.size()) > capacity) {
+      std::partial_sort(takers.begin(), takers.begin() + capacity, takers.end());
+      takers.resize(static_cast<size_t>(capacity));
+      std::sort(takers.begin(), takers.end(), [](const auto& a, const auto& b) { return a.second < b.second; });
+    }
+    for (size_t s = 0; s < takers.size(); ++s)
+      route[(e - first) * capacity + static_cast<int64_t>(s)] = static_cast<int32_t>(takers[s].second);
+  }
+}
+
 // The route: experts [E, capacity], each slot the token it holds or -1. The
 // tokens' first choices are placed before any second choice, each choice
 // in token order, and a token that finds its expert full is dropped there
-// (GShard's and Switch's priority): the route depends on nothing else, and
-// a route of some of the experts (first_expert on, a rank's under tensor
-// parallelism) is their rows of the whole one.
+// (GShard's and Switch's priority; drop="probs" keeps the likeliest
+// instead): the route depends on nothing else, and a route of some of the
+// experts (first_expert on, a rank's under tensor parallelism) is their
+// rows of the whole one.
 template <class T>
 void moe_route(const KernelArgs& args) {
   const auto* logits = static_cast<const T*>(args.in[0]);
@@ -51,6 +85,8 @@ void moe_route(const KernelArgs& args) {
   });
   auto* route = static_cast<int32_t*>(args.out[0]);
   std::fill_n(route, held * capacity, -1);
+  if (moe_drops_by_probability(args.attrs))
+    return fill_by_probability(logits, tokens, experts, top_k, chosen, first, held, capacity, route);
   std::vector<int64_t> filled(static_cast<size_t>(experts), 0);
   for (int64_t k = 0; k < top_k; ++k) {
     for (int64_t n = 0; n < tokens; ++n) {

@@ -435,10 +435,30 @@ std::vector<int64_t> ranked_experts(const Tensor& logits, int64_t n) {
 }
 
 // The route for `capacity` slots: choice 0 of every token in token order,
-// then choice 1, ..., each into its expert's next free slot while there is one.
-Tensor moe_route_of(const Tensor& logits, int64_t top_k, int64_t capacity) {
+// then choice 1, ..., each into its expert's next free slot while there is
+// one. By probability: each expert keeps the tokens choosing it with the
+// highest softmax of their logits at it (the earlier first among equals),
+// in token order.
+Tensor moe_route_of(const Tensor& logits, int64_t top_k, int64_t capacity, bool by_probability = false) {
   const int64_t n = logits.type.shape[0], e = logits.type.shape[1];
   Tensor route = values(DType::i32, {e, capacity}, std::vector<double>(static_cast<size_t>(e * capacity), -1.0));
+  if (by_probability) {
+    for (int64_t x = 0; x < e; ++x) {
+      std::vector<std::pair<double, int64_t>> takers;
+      for (int64_t t = 0; t < n; ++t) {
+        const std::vector<int64_t> order = ranked_experts(logits, t);
+        if (std::find(order.begin(), order.begin() + top_k, x) == order.begin() + top_k) continue;
+        double sum = 0;
+        for (int64_t j = 0; j < e; ++j) sum += std::exp(logits.v[t * e + j]);
+        takers.emplace_back(std::exp(logits.v[t * e + x]) / sum, t);
+      }
+      std::stable_sort(takers.begin(), takers.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+      if (static_cast<int64_t>(takers.size()) > capacity) takers.resize(static_cast<size_t>(capacity));
+      std::sort(takers.begin(), takers.end(), [](const auto& a, const auto& b) { return a.second < b.second; });
+      for (size_t s = 0; s < takers.size(); ++s) route.v[x * capacity + static_cast<int64_t>(s)] = takers[s].second;
+    }
+    return route;
+  }
   std::vector<int64_t> used(static_cast<size_t>(e), 0);
   for (int64_t k = 0; k < top_k; ++k)
     for (int64_t t = 0; t < n; ++t) {
@@ -448,9 +468,9 @@ Tensor moe_route_of(const Tensor& logits, int64_t top_k, int64_t capacity) {
   return route;
 }
 
-Reference moe_route_ref(int64_t top_k) {
+Reference moe_route_ref(int64_t top_k, bool by_probability = false) {
   return [=](const std::vector<Tensor>& in, const std::vector<TensorType>& out) {
-    return Outputs{moe_route_of(in[0], top_k, out[0].shape[1]).v};
+    return Outputs{moe_route_of(in[0], top_k, out[0].shape[1], by_probability).v};
   };
 }
 
@@ -1508,6 +1528,11 @@ std::vector<OpCase> all_cases() {
                           {dim_attr("top_k", 2), real_attr("capacity_factor", 0.6)},
                           {},
                           moe_route_ref(2)});
+  add(OpKind::moe_route, {"top 2, 3 slots, the likeliest kept",
+                          {router},
+                          {dim_attr("top_k", 2), real_attr("capacity_factor", 0.6), string_attr("drop", "probs")},
+                          {},
+                          moe_route_ref(2, true)});
   add(OpKind::moe_route, {"equal logits", {tied}, {dim_attr("top_k", 3)}, {}, moe_route_ref(3)});
   add(OpKind::moe_route, {"top 1 of 4, 1 slot", {router}, {dim_attr("top_k", 1), real_attr("capacity_factor", 0.1)},
                           {}, moe_route_ref(1)});

@@ -90,22 +90,45 @@ std::vector<T> run(OpKind op, const std::vector<TensorType>& in_types, const std
   return out;
 }
 
-// The attributes of a route (or gates) of the top 2 experts per token.
-OpAttrs top_two(bool capacity) {
-  OpAttrs attrs = top_k(2);
-  if (capacity) {
-    OpAttrs::Entry factor;
-    factor.name = "capacity_factor";
-    factor.kind = AttrKind::real;
-    factor.real = 0.7;
-    attrs.add(factor);
+// How a route drops: never (every token has a slot), or with 0.7 of the
+// fair share of slots, the first choices first or the likeliest.
+enum class Drops { none, by_position, by_probability };
+
+// The attributes of a route of the top `k` experts per token.
+OpAttrs routing(int64_t k, Drops drops, double factor = 0.7) {
+  OpAttrs attrs = top_k(k);
+  if (drops == Drops::none) return attrs;
+  OpAttrs::Entry capacity;
+  capacity.name = "capacity_factor";
+  capacity.kind = AttrKind::real;
+  capacity.real = factor;
+  attrs.add(capacity);
+  if (drops == Drops::by_probability) {
+    OpAttrs::Entry drop;
+    drop.name = "drop";
+    drop.kind = AttrKind::string;
+    drop.string = "probs";
+    attrs.add(drop);
   }
   return attrs;
 }
 
 // The same for experts [first, first + held) only.
-OpAttrs block(int64_t first, int64_t held, bool capacity) {
-  return with_dim(with_dim(top_two(capacity), "first_expert", first), "experts", held);
+OpAttrs block(int64_t first, int64_t held, Drops drops) {
+  return with_dim(with_dim(routing(2, drops), "first_expert", first), "experts", held);
+}
+
+// One slot per expert, and two tokens choosing expert 0 first: by position
+// the first token keeps it, by probability the one that chose it with 0.88
+// (logits 2 and 0) against 0.55 (0.2 and 0).
+TEST(MoeKernels, ByProbabilityAnExpertKeepsItsLikeliestTokens) {
+  const std::vector<double> logits = {0.2, 0, 2, 0, -1, 1};
+  const TensorType logits_type{DType::f64, {3, 2}};
+  // ceil(0.66 x 3 tokens x 1 choice / 2 experts) = 1 slot each.
+  EXPECT_EQ(run<int32_t>(OpKind::moe_route, {logits_type}, {logits.data()}, routing(1, Drops::by_position, 0.66)),
+            (std::vector<int32_t>{0, 2}));
+  EXPECT_EQ(run<int32_t>(OpKind::moe_route, {logits_type}, {logits.data()}, routing(1, Drops::by_probability, 0.66)),
+            (std::vector<int32_t>{1, 2}));
 }
 
 // A rank's route is its experts' rows of the whole route (the slots each
@@ -119,9 +142,10 @@ TEST(MoeKernels, ABlockOfTheExpertsIsTheirPartOfTheWhole) {
   std::vector<double> logits(kTokens * kExperts);
   for (double& x : logits) x = normal(rng);
   const TensorType logits_type{DType::f64, {kTokens, kExperts}};
-  for (const bool capacity : {false, true}) {
-    SCOPED_TRACE(capacity ? "capacity factor 0.7" : "dropless");
-    const OpAttrs all = top_two(capacity);
+  for (const Drops drops : {Drops::none, Drops::by_position, Drops::by_probability}) {
+    SCOPED_TRACE(drops == Drops::none ? "dropless" : drops == Drops::by_position ? "by position" : "by probability");
+    const bool capacity = drops != Drops::none;
+    const OpAttrs all = routing(2, drops);
     const std::vector<int32_t> route = run<int32_t>(OpKind::moe_route, {logits_type}, {logits.data()}, all);
     const int64_t slots = static_cast<int64_t>(route.size()) / kExperts;
     EXPECT_EQ(slots, capacity ? 3 : kTokens);  // ceil(0.7 x 9 x 2 / 5) = 3
@@ -134,7 +158,7 @@ TEST(MoeKernels, ABlockOfTheExpertsIsTheirPartOfTheWhole) {
         OpKind::moe_gates_grad, {gates_type, logits_type, route_type}, {g.data(), logits.data(), route.data()}, all);
     std::vector<double> summed(dlogits.size(), 0.0);
     for (const auto& [first, held] : {std::pair<int64_t, int64_t>{0, 2}, {2, 3}}) {
-      const OpAttrs part = block(first, held, capacity);
+      const OpAttrs part = block(first, held, drops);
       const std::vector<int32_t> rows = run<int32_t>(OpKind::moe_route, {logits_type}, {logits.data()}, part);
       EXPECT_EQ(rows, std::vector<int32_t>(route.begin() + first * slots, route.begin() + (first + held) * slots));
       const TensorType rows_type{DType::i32, {held, slots}}, part_gates_type{DType::f64, {held, slots}};
