@@ -1,4 +1,5 @@
-"""Converts a Hugging Face Llama checkpoint into examples/llama.pf and its parameters, with numpy alone.
+"""Converts a Hugging Face Llama or Mixtral checkpoint into examples/llama.pf (or examples/moe.pf) and its
+parameters, with numpy alone.
 
     python3 examples/llama_from_hf.py HF_FOLDER OUT_FOLDER
 
@@ -6,7 +7,7 @@ HF_FOLDER holds what `save_pretrained` writes: config.json and model.safetensors
 model.safetensors.index.json lists), in F32, F16 or BF16. OUT_FOLDER gets
 
     llama.pf             examples/llama.pf with the checkpoint's sizes as its dimensions' defaults
-                         and its rms_norm_eps and rope_theta
+                         and its rms_norm_eps and rope_theta (moe.pf for a Mixtral checkpoint)
     weights.safetensors  every parameter in f32 under Pipeforge's names, each product's weight as
                          [in, out] (Hugging Face stores nn.Linear's [out, in])
 
@@ -20,6 +21,12 @@ Llama, Llama 2, Llama 3 without rope_scaling, and the models of their shape (Tin
 Mistral without a sliding window) convert; anything else is refused with the reason. A head tied to the
 token table (tie_word_embeddings) is written as its own copy: sampling reads the same numbers, and
 training then updates the two apart.
+
+A Mixtral checkpoint (num_local_experts in its config) becomes examples/moe.pf: each layer's router
+(block_sparse_moe.gate) and its experts' w1, w3 and w2, stacked [E, in, out]; its top num_experts_per_tok
+experts per token, their softmax weights renormalised, as Mixtral's. Its router_aux_loss_coef weighs the
+load balancing loss in training, which moe.pf sums layer by layer (Hugging Face pools every layer's
+tokens into one); router_jitter_noise is refused.
 """
 
 import json
@@ -78,10 +85,22 @@ def read_weights(folder):
     return tensors
 
 
+def is_mixtral(config):
+    return "num_local_experts" in config
+
+
+def model_file(dims):
+    """The example a checkpoint of these dimensions becomes: moe.pf where it has experts."""
+    return "moe.pf" if "E" in dims else "llama.pf"
+
+
 def check_config(config):
-    """The checkpoint's sizes as llama.pf's dimensions, and its eps and theta; refuses what llama.pf is not."""
+    """The checkpoint's sizes as llama.pf's (or moe.pf's) dimensions, and its eps and theta; refuses what the
+    model file is not."""
+    model = "moe.pf" if is_mixtral(config) else "llama.pf"
+
     def refuse(why):
-        raise ConversionError(f"config.json: {why}; llama.pf has no such model")
+        raise ConversionError(f"config.json: {why}; {model} has no such model")
 
     def need(key):
         if not isinstance(config.get(key), int) or config[key] <= 0:
@@ -112,14 +131,31 @@ def check_config(config):
         "L": need("num_hidden_layers"),
         "V": need("vocab_size"),
     }
+    if is_mixtral(config):
+        dims["E"], dims["K"] = need("num_local_experts"), need("num_experts_per_tok")
+        if dims["K"] > dims["E"]:
+            refuse(f"num_experts_per_tok is {dims['K']}, more than the {dims['E']} experts")
+        if config.get("router_jitter_noise"):
+            refuse(f"router_jitter_noise is {config['router_jitter_noise']} (the router's logits are used as they are)")
     return dims, float(config.get("rms_norm_eps", 1e-6)), float(config.get("rope_theta", 10000.0))
 
 
-def model_text(dims, eps, theta, source):
-    text = (HERE / "llama.pf").read_text()
+def model_text(dims, eps, theta, source, balance=None):
+    """The model file with the checkpoint's numbers; `balance` the load balancing loss's weight (moe.pf)."""
+    model = model_file(dims)
+    text = (HERE / model).read_text()
+    if balance is not None:
+        # moe.pf weighs the balancing loss A/100: a whole percentage sets A, any other weight the hundredth.
+        percent = round(balance * 100)
+        if abs(percent - balance * 100) < 1e-9 * max(1.0, balance * 100):
+            dims = dict(dims, A=percent)
+        else:
+            dims = dict(dims, A=1)
+            text, n = re.subn(r"constant value=0\.01 ", f"constant value={balance!r} ", text)
+            assert n == 1, f"{model} has no constant 0.01 weighing its balancing loss"
     for name, value in dims.items():
         text, n = re.subn(rf"^dim {name} = \d+$", f"dim {name} = {value}", text, flags=re.M)
-        assert n == 1, f"llama.pf declares no dim {name}"
+        assert n == 1, f"{model} declares no dim {name}"
     text = text.replace("eps=1e-5", f"eps={eps!r}").replace("theta=10000", f"theta={theta!r}")
     return f"// Converted from {source} by examples/llama_from_hf.py.\n" + text
 
@@ -141,6 +177,12 @@ def converted(tensors, dims, tied):
         for ours, theirs in (("wq", "q_proj"), ("wk", "k_proj"), ("wv", "v_proj"), ("wo", "o_proj")):
             out[pf + "attention." + ours] = linear(hf + f"self_attn.{theirs}.weight")
         out[pf + "ffn_norm.w"] = take(hf + "post_attention_layernorm.weight")
+        if "E" in dims:  # Mixtral: the router and each expert's SwiGLU, stacked [E, in, out]
+            moe = hf + "block_sparse_moe."
+            out[pf + "router.w"] = linear(moe + "gate.weight")
+            for w in ("w1", "w3", "w2"):
+                out[pf + "experts." + w] = np.stack([linear(moe + f"experts.{e}.{w}.weight") for e in range(dims["E"])])
+            continue
         for ours, theirs in (("w1", "gate_proj"), ("w3", "up_proj"), ("w2", "down_proj")):
             out[pf + "feed_forward." + ours] = linear(hf + f"mlp.{theirs}.weight")
     out["norm.w"] = take("model.norm.weight")
@@ -153,7 +195,8 @@ def converted(tensors, dims, tied):
     tensors.pop("lm_head.weight", None)
     left = sorted(n for n in tensors if not n.endswith("rotary_emb.inv_freq"))
     if left:
-        raise ConversionError(f"the checkpoint holds tensors llama.pf has no place for: {', '.join(left[:5])}")
+        model = model_file(dims)
+        raise ConversionError(f"the checkpoint holds tensors {model} has no place for: {', '.join(left[:5])}")
     return {name: np.asarray(a, dtype=np.float32) for name, a in out.items()}
 
 
@@ -162,8 +205,9 @@ def convert(hf_folder, out_folder):
     config = json.loads((hf_folder / "config.json").read_text())
     dims, eps, theta = check_config(config)
     params = converted(read_weights(hf_folder), dims, config.get("tie_word_embeddings", False))
+    balance = float(config.get("router_aux_loss_coef", 0.001)) if is_mixtral(config) else None
     out_folder.mkdir(parents=True, exist_ok=True)
-    (out_folder / "llama.pf").write_text(model_text(dims, eps, theta, hf_folder.name))
+    (out_folder / model_file(dims)).write_text(model_text(dims, eps, theta, hf_folder.name, balance))
     save_file(params, out_folder / "weights.safetensors")
     return dims, sum(a.size for a in params.values())
 
@@ -178,9 +222,10 @@ def main(argv):
         print(f"llama_from_hf.py: {e}", file=sys.stderr)
         return 1
     out = pathlib.Path(argv[1])
-    print(f"wrote {out / 'llama.pf'} ({', '.join(f'{k}={v}' for k, v in dims.items())}) and "
+    model = out / model_file(dims)
+    print(f"wrote {model} ({', '.join(f'{k}={v}' for k, v in dims.items())}) and "
           f"{out / 'weights.safetensors'} ({count:,} parameters)")
-    print(f"sample: pipeforge sample {out / 'llama.pf'} --weights {out / 'weights.safetensors'} --ids --prompt 1")
+    print(f"sample: pipeforge sample {model} --weights {out / 'weights.safetensors'} --ids --prompt 1")
     return 0
 
 
