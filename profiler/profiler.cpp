@@ -9,6 +9,7 @@
 #include <thread>
 #include <chrono>
 #include <functional>
+#include <optional>
 #include <random>
 
 #include "backends/cpu/blas.h"
@@ -92,6 +93,65 @@ struct Buffers {
   }
 };
 
+// A mixture-of-experts op reads a route, which must be one moe_route makes
+// (a token in one slot of an expert at most, among its top_k), and where it
+// reads the router's logits too, one they rank alike. Token n's k-th choice
+// is made expert (n top_k + k) mod E: each expert fills its fair share of
+// N top_k / E slots, as the cost model assumes a balanced router does.
+struct RoutedValues {
+  std::string route, logits;  // the values' names, as the op's modules keep them
+  int64_t tokens = 0, experts = 0, top_k = 1, first = 0;
+
+  int64_t choice(int64_t n, int64_t k) const { return (n * top_k + k) % experts; }
+
+  // Writes the route (i32 [held, capacity], k-major as moe_route's
+  // position order) or the logits ([tokens, experts]: the choices first,
+  // in order, above every other expert's) into `data`.
+  bool fill(const std::string& name, const TensorType& type, void* data) const {
+    if (name == route && type.dtype == DType::i32 && type.rank() == 2) {
+      auto* slots = static_cast<int32_t*>(data);
+      const int64_t held = type.shape[0], capacity = type.shape[1];
+      std::fill_n(slots, held * capacity, -1);
+      std::vector<int64_t> filled(static_cast<size_t>(held), 0);
+      for (int64_t k = 0; k < top_k; ++k)
+        for (int64_t n = 0; n < tokens; ++n) {
+          const int64_t e = choice(n, k) - first;
+          if (e >= 0 && e < held && filled[e] < capacity) slots[e * capacity + filled[e]++] = static_cast<int32_t>(n);
+        }
+      return true;
+    }
+    if (name == logits && type.dtype == DType::f32 && type.shape == Shape{tokens, experts}) {
+      auto* l = static_cast<float*>(data);
+      for (int64_t n = 0; n < tokens; ++n)
+        for (int64_t k = 0; k < top_k; ++k) l[n * experts + choice(n, k)] = static_cast<float>(2 + top_k - k);
+      return true;
+    }
+    return false;
+  }
+};
+
+// The route `op` reads, when moe_route made it in `g`.
+std::optional<RoutedValues> routed_values(const Function& g, const Op& op, const DimBinding& binding) {
+  int operand = -1;
+  if (op.kind == OpKind::moe_gates || op.kind == OpKind::moe_dispatch || op.kind == OpKind::moe_combine) operand = 1;
+  if (op.kind == OpKind::moe_matmul || op.kind == OpKind::moe_gates_grad) operand = 2;
+  if (operand < 0) return std::nullopt;
+  const ValueId route = op.operands[static_cast<size_t>(operand)];
+  const int def = g.values[route].def_op;
+  if (def < 0 || g.ops[def].kind != OpKind::moe_route) return std::nullopt;
+  const Op& maker = g.ops[def];
+  const TensorType& logits = g.type_of(maker.operands[0]);
+  const OpAttrs attrs = evaluate_attrs(maker, binding);
+  RoutedValues v;
+  v.route = g.values[route].name;
+  v.logits = g.values[maker.operands[0]].name;
+  v.tokens = logits.shape[0];
+  v.experts = logits.shape[1];
+  v.top_k = std::clamp<int64_t>(attrs.get_int("top_k", 1), 1, v.experts);
+  v.first = attrs.get_int("first_expert", 0);
+  return v;
+}
+
 // One op's forward, and backward where it has one, ready to run on buffers
 // of its own.
 struct OpRunner {
@@ -107,10 +167,17 @@ std::unique_ptr<OpRunner> make_runner(const Function& g, const Op& op, const Dim
   r->module = single_op_module(g, op);
   verify_module(r->module, binding);
   std::mt19937 rng(1);
+  const std::optional<RoutedValues> routed = routed_values(g, op, binding);
+  // A buffer for argument `a` of `fn`: random, or a route and logits as moe_route makes them.
+  auto input = [&](const Function& fn, size_t a) {
+    const TensorType& type = fn.type_of(fn.args[a]);
+    void* data = r->buffers.make(type, rng);
+    if (routed) routed->fill(fn.values[fn.args[a]].name, type, data);
+    return data;
+  };
   const Function& f = r->module.graph();
   r->forward = std::make_unique<cpu::Executor>(f, binding, DType::f32, options);
-  for (size_t a = 0; a < f.args.size(); ++a)
-    r->forward->bind_input(static_cast<int>(a), r->buffers.make(f.type_of(f.args[a]), rng));
+  for (size_t a = 0; a < f.args.size(); ++a) r->forward->bind_input(static_cast<int>(a), input(f, a));
   for (const std::string& p : r->forward->param_names())
     r->forward->bind_param(p, r->buffers.make(r->forward->param_type(p), rng));
   const TensorType& loss = f.type_of(f.returns[0]);
@@ -122,8 +189,7 @@ std::unique_ptr<OpRunner> make_runner(const Function& g, const Op& op, const Dim
   GradientProgram gp = differentiate(r->diff, binding, ad);
   const Function& bwd = *r->diff.find_function(gp.backward);
   r->backward = std::make_unique<cpu::Executor>(bwd, binding, DType::f32, options);
-  for (size_t a = 0; a < bwd.args.size(); ++a)
-    r->backward->bind_input(static_cast<int>(a), r->buffers.make(bwd.type_of(bwd.args[a]), rng));
+  for (size_t a = 0; a < bwd.args.size(); ++a) r->backward->bind_input(static_cast<int>(a), input(bwd, a));
   for (const std::string& p : r->backward->param_names())
     r->backward->bind_param(p, r->buffers.make(r->backward->param_type(p), rng));
   return r;
