@@ -20,6 +20,7 @@ const KernelTable& table() {
     add_matmul_kernels(t);
     add_conv_kernels(t);
     add_tensor_parallel_kernels(t);
+    add_moe_kernels(t);
     return t;
   }();
   return filled;

@@ -110,6 +110,26 @@ struct Case {
   std::vector<TensorType> declared = {};
 };
 
+// Logits [tokens, E] under which token n's k-th choice is expert
+// (n top_k + k) mod E (the others drawn below them), and the route moe_route
+// makes of them with `capacity` slots an expert: first choices first, each
+// in token order.
+struct Routed {
+  Tensor logits, route;
+};
+Routed routed(Gen& g, int64_t tokens, int64_t experts, int64_t top_k, int64_t capacity) {
+  Routed r{g.uniform({tokens, experts}, -1, 1), listed(DType::i32, {experts, capacity}, {})};
+  r.route.v.assign(static_cast<size_t>(experts * capacity), -1.0);
+  std::vector<int64_t> filled(static_cast<size_t>(experts), 0);
+  for (int64_t k = 0; k < top_k; ++k)
+    for (int64_t n = 0; n < tokens; ++n) {
+      const int64_t e = (n * top_k + k) % experts;
+      r.logits.v[n * experts + e] = static_cast<double>(2 + top_k - k);
+      if (filled[e] < capacity) r.route.v[e * capacity + filled[e]++] = static_cast<double>(n);
+    }
+  return r;
+}
+
 // Every op of ops.def that the CPU runs, at least once, with broadcasting,
 // non-last axes, groups, padding and ignored targets where the op has them.
 std::vector<Case> all_cases() {
@@ -307,6 +327,43 @@ std::vector<Case> all_cases() {
     }
   }
   c.push_back({OpKind::cross_entropy_grad, "ignored_target", {g.uniform({}, 0.5, 2), g.uniform({4, 5}), targets}});
+
+  // Mixture of experts: 7 tokens over 4 experts, 2 each; every slot (7), or
+  // 3 an expert (choices dropped); a block of the experts (a tensor-parallel
+  // rank's); Switch's gate (top 1, a softmax over every expert).
+  const Tensor router = g.uniform({7, 4}, -3, 3);
+  c.push_back({OpKind::moe_route, "dropless", {router}, {dim("top_k", 2)}});
+  c.push_back({OpKind::moe_route, "capacity", {router}, {dim("top_k", 2), real("capacity_factor", 0.6)}});
+  OpAttrs::Entry probs = entry("drop", AttrKind::string);
+  probs.string = "probs";
+  c.push_back({OpKind::moe_route, "likeliest_kept", {router}, {dim("top_k", 2), real("capacity_factor", 0.6), probs}});
+  c.push_back({OpKind::moe_route, "block", {router}, {dim("top_k", 2), dim("first_expert", 1), dim("experts", 2)}});
+  c.push_back({OpKind::moe_load, "top2", {router}, {dim("top_k", 2)}});
+  const Routed all = routed(g, 7, 4, 2, 7), dropping = routed(g, 7, 4, 2, 3), switched = routed(g, 7, 4, 1, 3);
+  c.push_back({OpKind::moe_gates, "dropless", {all.logits, all.route}, {dim("top_k", 2)}});
+  c.push_back({OpKind::moe_gates, "switch", {switched.logits, switched.route},
+               {dim("top_k", 1), boolean("renormalize", false)}});
+  Tensor block = dropping.route;  // experts 2 and 3
+  block.type.shape = {2, 3};
+  block.v.erase(block.v.begin(), block.v.begin() + 6);
+  c.push_back({OpKind::moe_gates, "block", {dropping.logits, block}, {dim("top_k", 2), dim("first_expert", 2)}});
+  c.push_back({OpKind::moe_gates_grad, "dropped_choices",
+               {g.uniform({4, 3}), dropping.logits, dropping.route}, {dim("top_k", 2)}});
+  c.push_back({OpKind::moe_gates_grad, "block", {g.uniform({2, 3}), dropping.logits, block},
+               {dim("top_k", 2), dim("first_expert", 2)}});
+  // Experts filling 3, 2, 1 and none of their 3 slots.
+  const Tensor uneven = listed(DType::i32, {4, 3}, {0, 2, 4, 1, 3, -1, 5, -1, -1, -1, -1, -1});
+  c.push_back({OpKind::moe_dispatch, "empty_slots", {g.uniform({7, 5}), uneven}});
+  c.push_back({OpKind::moe_combine, "weighed", {g.uniform({4, 7, 5}), all.route, g.uniform({4, 7})},
+               {dim("tokens", 7)}});
+  c.push_back({OpKind::moe_combine, "unweighed_token_in_none", {g.uniform({4, 3, 5}), uneven},
+               {dim("tokens", 7)}});
+  // Rows past an expert's last slot in use hold values here: the products leave them out.
+  c.push_back({OpKind::moe_matmul, "slots_in_use", {g.uniform({4, 3, 5}), g.uniform({4, 5, 6}), uneven}});
+  c.push_back({OpKind::moe_matmul, "transpose_b", {g.uniform({4, 7, 5}), g.uniform({4, 6, 5}), all.route},
+               {boolean("transpose_b", true)}});
+  c.push_back({OpKind::moe_matmul, "transpose_a_summed_over_slots_in_use",
+               {g.uniform({4, 3, 5}), g.uniform({4, 3, 2}), uneven}, {boolean("transpose_a", true)}});
   return c;
 }
 
@@ -327,7 +384,9 @@ const std::set<OpKind> kBf16Ops = {
     OpKind::attention,      OpKind::attention_grad,
     OpKind::embedding,      OpKind::embedding_grad, OpKind::cross_entropy, OpKind::cross_entropy_grad,
     OpKind::cross_entropy_parts, OpKind::cross_entropy_parts_grad, OpKind::cross_entropy_total,
-    OpKind::cross_entropy_total_grad, OpKind::mse_loss};
+    OpKind::cross_entropy_total_grad, OpKind::mse_loss,
+    OpKind::moe_route,      OpKind::moe_gates,     OpKind::moe_gates_grad, OpKind::moe_dispatch,
+    OpKind::moe_combine,    OpKind::moe_load,      OpKind::moe_matmul};
 
 // ---------------------------------------------------------------------------
 // Bytes.
@@ -516,13 +575,6 @@ TEST_P(CudaOp, MatchesTheCpuKernel) {
 bool cpu_only(OpKind op) {
   switch (op) {
     case OpKind::cached_attention:
-    case OpKind::moe_route:
-    case OpKind::moe_gates:
-    case OpKind::moe_gates_grad:
-    case OpKind::moe_dispatch:
-    case OpKind::moe_combine:
-    case OpKind::moe_load:
-    case OpKind::moe_matmul:
       return true;
     default:
       return false;
