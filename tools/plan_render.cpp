@@ -6,14 +6,41 @@
 #include <fmt/ranges.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <map>
 #include <string>
 #include <vector>
 
+#include "ir/parser.h"
 #include "ir/units.h"
 #include "tools/plan_facts.h"
 
 namespace pf::tools {
+
+namespace {
+
+/// Under tensor parallelism, how many of a layer's experts each rank routes
+/// the tokens to ("4 of every layer's 8", "1 to 2 of every layer's 4"), read
+/// from the ranks' programs; "" where no layer's experts are cut.
+std::string experts_per_rank(const Plan& plan) {
+  int64_t fewest = INT64_MAX, most = 0, experts = 0;
+  for (const PlanStage& s : plan.stages)
+    for (const PlanShard& shard : s.shards)
+      for (const Op& op : parse_module_text("stage", shard.program).graph().ops) {
+        const Attr* held = op.attr("experts");
+        if (op.kind != OpKind::moe_route || held == nullptr) continue;
+        const Attr* first = op.attr("first_expert");
+        const int64_t n = held->dim.constant();
+        fewest = std::min(fewest, n);
+        most = std::max(most, n);
+        experts = std::max(experts, n + (first ? first->dim.constant() : 0));
+      }
+  if (most == 0) return "";
+  return fewest == most ? fmt::format("{} of every layer's {}", most, experts)
+                        : fmt::format("{} to {} of every layer's {}", fewest, most, experts);
+}
+
+}  // namespace
 
 std::string render_plan_text(const Plan& plan) {
   std::vector<std::vector<std::string>> rows = {
@@ -72,6 +99,8 @@ std::string render_plan_text(const Plan& plan) {
     out += fmt::format("each of a device's {} tensor-parallel ranks holds a block of {} of the {} parameters "
                        "({:.1f}% of the elements) and the other {} whole\n",
                        plan.tensor_parallel, split_count, params.size(), share, params.size() - split_count);
+    if (const std::string experts = experts_per_rank(plan); !experts.empty())
+      out += fmt::format("each rank routes every token only to the experts it holds: {}\n", experts);
     // "%logits = matmul: why" -> "stage 1 runs %logits = matmul whole on every rank: why".
     for (const PlanStage& s : plan.stages)
       for (const std::string& note : s.kept_whole) {
