@@ -14,6 +14,7 @@
 
 #include "backends/cpu/blas.h"
 #include "backends/cpu/executor.h"
+#include "backends/cpu/kernels.h"
 #include "ir/printer.h"
 #include "ir/verifier.h"
 #include "passes/autodiff.h"
@@ -95,42 +96,24 @@ struct Buffers {
 
 // A mixture-of-experts op reads a route, which must be one moe_route makes
 // (a token in one slot of an expert at most, among its top_k), and where it
-// reads the router's logits too, one they rank alike. Token n's k-th choice
-// is made expert (n top_k + k) mod E: each expert fills its fair share of
-// N top_k / E slots, as the cost model assumes a balanced router does.
+// reads the router's logits too, one they rank alike. The logits make token
+// n's k-th choice expert (n top_k + k) mod E, so that each expert fills its
+// fair share of N top_k / E slots, as the cost model assumes a balanced
+// router does; the route is what the route's own moe_route makes of them.
 struct RoutedValues {
-  std::string route, logits;  // the values' names, as the op's modules keep them
-  int64_t tokens = 0, experts = 0, top_k = 1, first = 0;
+  std::string route_name, logits_name;  // as the op's modules keep them
+  std::vector<float> logits;            // [tokens, experts]
+  std::vector<int32_t> route;           // the route's type
 
-  int64_t choice(int64_t n, int64_t k) const { return (n * top_k + k) % experts; }
-
-  // Writes the route (i32 [held, capacity], k-major as moe_route's
-  // position order) or the logits ([tokens, experts]: the choices first,
-  // in order, above every other expert's) into `data`.
-  bool fill(const std::string& name, const TensorType& type, void* data) const {
-    if (name == route && type.dtype == DType::i32 && type.rank() == 2) {
-      auto* slots = static_cast<int32_t*>(data);
-      const int64_t held = type.shape[0], capacity = type.shape[1];
-      std::fill_n(slots, held * capacity, -1);
-      std::vector<int64_t> filled(static_cast<size_t>(held), 0);
-      for (int64_t k = 0; k < top_k; ++k)
-        for (int64_t n = 0; n < tokens; ++n) {
-          const int64_t e = choice(n, k) - first;
-          if (e >= 0 && e < held && filled[e] < capacity) slots[e * capacity + filled[e]++] = static_cast<int32_t>(n);
-        }
-      return true;
-    }
-    if (name == logits && type.dtype == DType::f32 && type.shape == Shape{tokens, experts}) {
-      auto* l = static_cast<float*>(data);
-      for (int64_t n = 0; n < tokens; ++n)
-        for (int64_t k = 0; k < top_k; ++k) l[n * experts + choice(n, k)] = static_cast<float>(2 + top_k - k);
-      return true;
-    }
-    return false;
+  // Copies the route or the logits into `data` if `name` is one of them.
+  bool fill(const std::string& name, void* data) const {
+    if (name == route_name) std::copy(route.begin(), route.end(), static_cast<int32_t*>(data));
+    if (name == logits_name) std::copy(logits.begin(), logits.end(), static_cast<float*>(data));
+    return name == route_name || name == logits_name;
   }
 };
 
-// The route `op` reads, when moe_route made it in `g`.
+// The route `op` reads and its logits, when moe_route made it in `g`.
 std::optional<RoutedValues> routed_values(const Function& g, const Op& op, const DimBinding& binding) {
   int operand = -1;
   if (op.kind == OpKind::moe_gates || op.kind == OpKind::moe_dispatch || op.kind == OpKind::moe_combine) operand = 1;
@@ -140,15 +123,19 @@ std::optional<RoutedValues> routed_values(const Function& g, const Op& op, const
   const int def = g.values[route].def_op;
   if (def < 0 || g.ops[def].kind != OpKind::moe_route) return std::nullopt;
   const Op& maker = g.ops[def];
-  const TensorType& logits = g.type_of(maker.operands[0]);
+  const std::vector<TensorType> in_types = {g.type_of(maker.operands[0])}, out_types = {g.type_of(route)};
   const OpAttrs attrs = evaluate_attrs(maker, binding);
-  RoutedValues v;
-  v.route = g.values[route].name;
-  v.logits = g.values[maker.operands[0]].name;
-  v.tokens = logits.shape[0];
-  v.experts = logits.shape[1];
-  v.top_k = std::clamp<int64_t>(attrs.get_int("top_k", 1), 1, v.experts);
-  v.first = attrs.get_int("first_expert", 0);
+  const int64_t tokens = in_types[0].shape[0], experts = in_types[0].shape[1];
+  const int64_t top_k = std::clamp<int64_t>(attrs.get_int("top_k", 1), 1, experts);
+  RoutedValues v{g.values[route].name, g.values[maker.operands[0]].name,
+                 std::vector<float>(static_cast<size_t>(tokens * experts), 1.0f),
+                 std::vector<int32_t>(static_cast<size_t>(out_types[0].numel()))};
+  for (int64_t n = 0; n < tokens; ++n)
+    for (int64_t k = 0; k < top_k; ++k)
+      v.logits[n * experts + (n * top_k + k) % experts] = static_cast<float>(2 + top_k - k);
+  const std::vector<const void*> in = {v.logits.data()};
+  const std::vector<void*> out = {v.route.data()};
+  cpu::forward_kernel(OpKind::moe_route, DType::f32)(cpu::KernelArgs{in_types, in, out_types, out, attrs});
   return v;
 }
 
@@ -170,9 +157,8 @@ std::unique_ptr<OpRunner> make_runner(const Function& g, const Op& op, const Dim
   const std::optional<RoutedValues> routed = routed_values(g, op, binding);
   // A buffer for argument `a` of `fn`: random, or a route and logits as moe_route makes them.
   auto input = [&](const Function& fn, size_t a) {
-    const TensorType& type = fn.type_of(fn.args[a]);
-    void* data = r->buffers.make(type, rng);
-    if (routed) routed->fill(fn.values[fn.args[a]].name, type, data);
+    void* data = r->buffers.make(fn.type_of(fn.args[a]), rng);
+    if (routed) routed->fill(fn.values[fn.args[a]].name, data);
     return data;
   };
   const Function& f = r->module.graph();

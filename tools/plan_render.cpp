@@ -25,7 +25,8 @@ namespace {
 std::string experts_per_rank(const Plan& plan) {
   int64_t fewest = INT64_MAX, most = 0, experts = 0;
   for (const PlanStage& s : plan.stages)
-    for (const PlanShard& shard : s.shards)
+    for (const PlanShard& shard : s.shards) {
+      if (shard.program.find("moe_route") == std::string::npos) continue;  // no experts: nothing to parse
       for (const Op& op : parse_module_text("stage", shard.program).graph().ops) {
         const Attr* held = op.attr("experts");
         if (op.kind != OpKind::moe_route || held == nullptr) continue;
@@ -35,6 +36,7 @@ std::string experts_per_rank(const Plan& plan) {
         most = std::max(most, n);
         experts = std::max(experts, n + (first ? first->dim.constant() : 0));
       }
+    }
   if (most == 0) return "";
   return fewest == most ? fmt::format("{} of every layer's {}", most, experts)
                         : fmt::format("{} to {} of every layer's {}", fewest, most, experts);
