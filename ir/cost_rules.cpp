@@ -116,6 +116,9 @@ OpCost cost_tp_reduce_scatter(Types in, Types out, const OpAttrs&) { return stre
 OpCost cost_tp_all_gather(Types in, Types out, const OpAttrs&) { return streaming(in, out, 1); }
 OpCost cost_tp_scatter(Types in, Types out, const OpAttrs&) { return streaming(in, out, 1); }
 OpCost cost_tp_gather(Types in, Types out, const OpAttrs&) { return streaming(in, out, 1); }
+// The expert-parallel ones too; their traffic is the expert-parallel group's.
+OpCost cost_ep_all_gather(Types in, Types out, const OpAttrs&) { return streaming(in, out, 1); }
+OpCost cost_ep_reduce_scatter(Types in, Types out, const OpAttrs&) { return streaming(in, out, 1); }
 
 // A reshape is a view: nothing moves.
 OpCost cost_reshape(Types, Types, const OpAttrs&) { return {}; }

@@ -154,6 +154,8 @@ Types shape_tp_reduce_scatter(const ShapeContext& ctx) { return token_share(ctx,
 Types shape_tp_all_gather(const ShapeContext& ctx) { return token_share(ctx, false); }
 Types shape_tp_scatter(const ShapeContext& ctx) { return token_share(ctx, true); }
 Types shape_tp_gather(const ShapeContext& ctx) { return token_share(ctx, false); }
+Types shape_ep_all_gather(const ShapeContext& ctx) { return token_share(ctx, false); }
+Types shape_ep_reduce_scatter(const ShapeContext& ctx) { return token_share(ctx, true); }
 
 Types shape_softmax(const ShapeContext& ctx) { return softmax_like(ctx); }
 Types shape_log_softmax(const ShapeContext& ctx) { return softmax_like(ctx); }

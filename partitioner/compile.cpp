@@ -12,6 +12,7 @@
 #include "ir/printer.h"
 #include "ir/verifier.h"
 #include "partitioner/compile_layout.h"
+#include "partitioner/expert_parallel.h"
 #include "partitioner/plan_stages.h"
 #include "partitioner/product_split.h"
 #include "partitioner/stage_split.h"
@@ -153,6 +154,32 @@ DimBinding microbatch_binding(const Module& model, const DimBinding& binding, in
 
 namespace {
 
+/// What --expert-parallel needs: as many replicas, no other split of the
+/// experts, and experts to share.
+void check_expert_parallel(const Module& model, const CompileOptions& options) {
+  const int x = options.expert_parallel;
+  if (x < 1) throw Error(fmt::format("--expert-parallel must be at least 1, not {}", x));
+  if (x == 1) return;
+  if (options.data_parallel != x)
+    throw Error(fmt::format("--expert-parallel {} shares the experts out over the data-parallel replicas, a block "
+                            "each, and needs as many of them; add --data-parallel {}",
+                            x, x));
+  if (options.tensor_parallel > 1)
+    throw Error(fmt::format("--expert-parallel with --tensor-parallel {}: the tensor-parallel ranks cut the experts "
+                            "already; use one of them",
+                            options.tensor_parallel));
+  if (options.shard_optimizer)
+    throw Error("--expert-parallel with --shard-optimizer: the replicas share either the experts or the optimizer "
+                "state out, not both yet; drop one of them");
+  const bool routes = std::any_of(model.functions.begin(), model.functions.end(), [](const Function& f) {
+    return std::any_of(f.ops.begin(), f.ops.end(), [](const Op& op) { return op.kind == OpKind::moe_route; });
+  });
+  if (!routes)
+    throw Error(fmt::format("--expert-parallel shares a mixture of experts out, and @{} routes to none (it has no "
+                            "moe_route); drop --expert-parallel",
+                            model.graph().name));
+}
+
 // One compile with options.recompute "none", "selective" or "layers".
 CompileResult compile_once(Module model, const DimBinding& binding, const std::string& source,
                            const CompileOptions& options) {
@@ -163,6 +190,7 @@ CompileResult compile_once(Module model, const DimBinding& binding, const std::s
   if (options.shard_optimizer && options.data_parallel == 1)
     throw Error("--shard-optimizer shares the optimizer state out between data-parallel replicas, and this plan has "
                 "one; give --data-parallel 2 or more (or auto)");
+  check_expert_parallel(model, options);
   const Hardware hardware = load_hardware(options);
   // The layout: as given, or the best the cost model finds.
   std::optional<Layout> given = fixed_layout(options, hardware, binding.at(batch_dimension(model.graph())));
@@ -180,6 +208,13 @@ CompileResult compile_once(Module model, const DimBinding& binding, const std::s
   PricedModel priced =
       found != searched.end() ? std::move(found->second) : price_model(std::move(model), micro, hardware, options);
   PartitionOptions po = layout_partition_options(options, hardware, layout);
+  if (options.expert_parallel > 1) {
+    // Each replica holds a block of the experts; a stage's program is split alone.
+    const ExpertParallel ep{options.expert_parallel, po.replica_link, dtype_size(dtype)};
+    const TensorParallelSplit split = apply_expert_parallel(priced.cost, priced.module.graph(), ep);
+    priced.cost.cut_candidates = cuts_between_shares(priced.module.graph(), split, std::move(priced.cost.cut_candidates));
+    priced.inside_layers = cuts_between_shares(priced.module.graph(), split, std::move(priced.inside_layers));
+  }
   const int devices = layout.pipeline;
   choose_cuts(priced.cost, priced.inside_layers, po, options, layout.tensor, result);
   if ((options.cuts == "auto" || options.cuts == "products") && options.split_layers.empty() && layout.tensor == 1)
@@ -212,6 +247,7 @@ CompileResult compile_once(Module model, const DimBinding& binding, const std::s
   plan.microbatches = layout.microbatches;
   plan.tensor_parallel = layout.tensor;
   plan.sequence_parallel = options.sequence_parallel;
+  plan.expert_parallel = options.expert_parallel;
   plan.virtual_stages = options.virtual_stages;
   plan.dtype = dtype;
   plan.recompute = std::string(recompute_name(recompute_of(options)));
@@ -222,7 +258,7 @@ CompileResult compile_once(Module model, const DimBinding& binding, const std::s
   for (const StagePlan& cost : result.chosen.stages) device_of.push_back(cost.device);
   plan.stages = plan_stages(split_into_stages(model, result.chosen.cuts, unsplit), micro, device_of,
                             /*training=*/true, schedule_splits_backward(options.schedule), recompute_of(options),
-                            layout.tensor, options.sequence_parallel);
+                            layout.tensor, options.sequence_parallel, options.expert_parallel);
   plan.ranks = replicated_ranks(plan.stages, devices, layout.data, layout.tensor);
   const std::vector<StageTime> times = stage_times(cg, result.chosen);
   // How a split backward divides between B and W, from the stages' own

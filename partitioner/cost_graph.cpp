@@ -88,12 +88,14 @@ RangeCosts::RangeCosts(const CostGraph& graph) : shared_params_(graph.shared_par
   const int n = static_cast<int>(graph.nodes.size());
   work_.assign(n + 1, 0.0);
   params_.assign(n + 1, 0);
+  own_params_.assign(n + 1, 0);
   stash_.assign(n + 1, 0);
   deferred_.assign(n + 1, 0);
   for (int i = 0; i < n; ++i) {
     const CostNode& node = graph.nodes[i];
     work_[i + 1] = work_[i] + node.forward_s + node.backward_s;
     params_[i + 1] = params_[i] + node.param_bytes;
+    own_params_[i + 1] = own_params_[i] + node.own_param_bytes;
     stash_[i + 1] = stash_[i] + node.stash_bytes;
     deferred_[i + 1] = deferred_[i] + node.deferred_bytes;
   }

@@ -24,6 +24,9 @@ struct CostNode {
   /// after the first holds it: the first has no input gradient, so its
   /// weight part does its whole backward.
   int64_t deferred_bytes = 0;
+  /// Of param_bytes, what a data-parallel replica holds alone (its block of
+  /// the experts under expert parallelism): never all-reduced.
+  int64_t own_param_bytes = 0;
 };
 
 /// A tensor flowing between nodes, per micro-batch. A graph input (producer
@@ -85,6 +88,8 @@ class RangeCosts {
       }
     return bytes;
   }
+  /// Of param_bytes(begin, end), what the replicas hold alone (CostNode::own_param_bytes).
+  int64_t own_param_bytes(int begin, int end) const { return own_params_[end] - own_params_[begin]; }
   int64_t stash_bytes(int begin, int end) const { return stash_[end] - stash_[begin]; }
   int64_t deferred_bytes(int begin, int end) const { return deferred_[end] - deferred_[begin]; }
   /// Bytes of the tensors produced before `boundary` and consumed at or after
@@ -98,6 +103,7 @@ class RangeCosts {
  private:
   std::vector<double> work_;             // (n + 1) prefix sums
   std::vector<int64_t> params_;          // (n + 1)
+  std::vector<int64_t> own_params_;      // (n + 1)
   std::vector<int64_t> stash_;           // (n + 1)
   std::vector<int64_t> deferred_;        // (n + 1)
   std::vector<SharedParam> shared_params_;

@@ -19,24 +19,35 @@ namespace pf {
 
 namespace {
 
-/// `module` (a stage's forward) compiled for rank `rank` of a tensor-parallel
-/// group of `degree` (the whole stage for 1): its parameters, and for
-/// training its backward.
+/// How a part of a stage is cut: rank `rank` of a tensor-parallel group of
+/// `degree`, or replica `replica` of `experts` sharing the experts out (the
+/// whole stage where both are 1).
+struct PartCut {
+  int degree = 1;
+  int rank = 0;
+  int experts = 1;
+  int replica = 0;
+};
+
+/// `module` (a stage's forward) compiled as `cut` says: its parameters, and
+/// for training its backward.
 PlanShard compile_part(Module module, const StageModule& stage, int index, const DimBinding& micro,
                        const std::map<std::string, std::vector<int>>& holders,
                        const std::vector<std::string>& whole_tied, bool training, bool split, Recompute recompute,
-                       int degree, int rank, bool sequence_parallel,
-                       const std::vector<std::string>& hand_offs_in_parts) {
+                       PartCut cut, bool sequence_parallel, const std::vector<std::string>& hand_offs_in_parts) {
   PlanShard part;
   const AutodiffOptions ad = stage_autodiff_options(stage);
   PassContext ctx{micro, ad.wrt_inputs, ad.outputs};
   ctx.recompute = recompute;
-  ctx.tensor_parallel = degree;
-  ctx.tensor_parallel_rank = rank;
+  ctx.tensor_parallel = cut.degree;
+  ctx.tensor_parallel_rank = cut.rank;
   ctx.tensor_parallel_whole = whole_tied;
   ctx.sequence_parallel = sequence_parallel;
   ctx.hand_offs_in_parts = hand_offs_in_parts;
-  if (degree > 1) run_passes(module, {"tensor-parallel"}, ctx);
+  ctx.expert_parallel = cut.experts;
+  ctx.expert_parallel_rank = cut.replica;
+  if (cut.degree > 1) run_passes(module, {"tensor-parallel"}, ctx);
+  if (cut.experts > 1) run_passes(module, {"expert-parallel"}, ctx);
   const Function& g = module.graph();
   for (const Op& op : g.ops) {
     if (op.kind != OpKind::param) continue;
@@ -112,7 +123,7 @@ std::vector<std::string> whole_tied_params(const std::vector<StageModule>& stage
 PlanStage plan_stage(StageModule stage, int index, int device, const DimBinding& micro,
                      const std::map<std::string, std::vector<int>>& holders,
                      const std::vector<std::string>& whole_tied, bool training, bool split, Recompute recompute,
-                     int tensor_parallel, bool sequence_parallel) {
+                     int tensor_parallel, bool sequence_parallel, int expert_parallel) {
   PlanStage ps;
   ps.index = index;
   ps.device = device;
@@ -130,9 +141,12 @@ PlanStage plan_stage(StageModule stage, int index, int device, const DimBinding&
       sequence_parallel && tensor_parallel > 1 ? hand_offs_in_parts(ps, tensor_parallel) : std::vector<std::string>{};
   for (int r = 0; r < tensor_parallel && tensor_parallel > 1; ++r)
     ps.shards.push_back(compile_part(stage.module, stage, index, micro, holders, whole_tied, training, split,
-                                     recompute, tensor_parallel, r, sequence_parallel, in_parts));
-  PlanShard whole = compile_part(stage.module, stage, index, micro, holders, whole_tied, training, split, recompute, 1,
-                                 0, false, {});
+                                     recompute, {tensor_parallel, r, 1, 0}, sequence_parallel, in_parts));
+  for (int k = 0; k < expert_parallel && expert_parallel > 1; ++k)
+    ps.shards.push_back(compile_part(stage.module, stage, index, micro, holders, whole_tied, training, split,
+                                     recompute, {1, 0, expert_parallel, k}, false, {}));
+  PlanShard whole = compile_part(stage.module, stage, index, micro, holders, whole_tied, training, split, recompute,
+                                 {}, false, {});
   ps.program = std::move(whole.program);
   ps.params = std::move(whole.params);
   ps.gradients = std::move(whole.gradients);
@@ -142,7 +156,8 @@ PlanStage plan_stage(StageModule stage, int index, int device, const DimBinding&
 
 std::vector<PlanStage> plan_stages(std::vector<StageModule> stages, const DimBinding& micro,
                                    const std::vector<int>& device_of, bool training, bool split,
-                                   Recompute recompute, int tensor_parallel, bool sequence_parallel) {
+                                   Recompute recompute, int tensor_parallel, bool sequence_parallel,
+                                   int expert_parallel) {
   std::map<std::string, std::vector<int>> holders;  // parameter -> stages
   for (size_t s = 0; s < stages.size(); ++s)
     for (const std::string& p : stages[s].params) holders[p].push_back(static_cast<int>(s));
@@ -150,14 +165,14 @@ std::vector<PlanStage> plan_stages(std::vector<StageModule> stages, const DimBin
   std::vector<PlanStage> out;
   for (size_t s = 0; s < stages.size(); ++s)
     out.push_back(plan_stage(std::move(stages[s]), static_cast<int>(s), device_of.at(s), micro, holders, whole_tied,
-                             training, split, recompute, tensor_parallel, sequence_parallel));
+                             training, split, recompute, tensor_parallel, sequence_parallel, expert_parallel));
   return out;
 }
 
 Plan plan_for_cuts(const Module& model, const DimBinding& micro, const std::vector<int>& cuts,
                    const std::vector<std::string>& whole_inputs, const std::string& schedule, int microbatches,
                    int virtual_stages, DType dtype, Recompute recompute,
-                   int tensor_parallel, bool sequence_parallel) {
+                   int tensor_parallel, bool sequence_parallel, int replicas, bool expert_parallel) {
   const int stages = static_cast<int>(cuts.size()) + 1;
   if (virtual_stages < 1 || stages % virtual_stages != 0)
     throw Error(fmt::format("{} stages do not divide into {} virtual stages per device", stages, virtual_stages));
@@ -166,7 +181,7 @@ Plan plan_for_cuts(const Module& model, const DimBinding& micro, const std::vect
   plan.model_name = graph.name;
   plan.binding = micro;
   const int devices = stages / virtual_stages;
-  for (int d = 0; d < devices; ++d) plan.devices.push_back({fmt::format("cpu:{}", d), "cpu", 0, 1});
+  for (int d = 0; d < devices * replicas; ++d) plan.devices.push_back({fmt::format("cpu:{}", d), "cpu", 0, 1});
   plan.schedule = schedule;
   plan.microbatches = microbatches;
   plan.virtual_stages = virtual_stages;
@@ -174,14 +189,16 @@ Plan plan_for_cuts(const Module& model, const DimBinding& micro, const std::vect
   plan.recompute = std::string(recompute_name(recompute));
   plan.tensor_parallel = tensor_parallel;
   plan.sequence_parallel = sequence_parallel;
+  plan.expert_parallel = expert_parallel ? replicas : 1;
   plan.loss_stage_output = graph.values[graph.returns.at(0)].name;
   std::vector<int> device_of;
   const std::optional<ScheduleKind> kind = parse_schedule_kind(schedule);
   if (!kind) throw Error(fmt::format("unknown schedule '{}'; use {}", schedule, schedule_kind_choices()));
   for (int s = 0; s < stages; ++s) device_of.push_back(placed_device(stage_placement(*kind), s, devices));
   plan.stages = plan_stages(split_into_stages(model, cuts, whole_inputs), micro, device_of, /*training=*/true,
-                            schedule_splits_backward(schedule), recompute, tensor_parallel, sequence_parallel);
-  plan.ranks = replicated_ranks(plan.stages, devices, 1, tensor_parallel);
+                            schedule_splits_backward(schedule), recompute, tensor_parallel, sequence_parallel,
+                            plan.expert_parallel);
+  plan.ranks = replicated_ranks(plan.stages, devices, replicas, tensor_parallel);
   return plan;
 }
 

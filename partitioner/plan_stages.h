@@ -36,29 +36,35 @@ std::vector<std::string> whole_tied_params(const std::vector<StageModule>& stage
 /// (PlanStage::shards: the tensor-parallel pass's program for the rank,
 /// differentiated alike), the tied parameters in `whole_tied` kept whole
 /// (whole_tied_params); with `sequence_parallel`, the ops between the
-/// group's products on each rank's part of the tokens. Predictions are left
-/// zero.
+/// group's products on each rank's part of the tokens. With
+/// `expert_parallel` X > 1 instead, the part of each of X replicas sharing
+/// the experts out (the expert-parallel pass's program for the replica).
+/// Predictions are left zero.
 PlanStage plan_stage(StageModule stage, int index, int device, const DimBinding& micro,
                      const std::map<std::string, std::vector<int>>& holders,
                      const std::vector<std::string>& whole_tied, bool training, bool split,
-                     Recompute recompute = Recompute::none, int tensor_parallel = 1, bool sequence_parallel = false);
+                     Recompute recompute = Recompute::none, int tensor_parallel = 1, bool sequence_parallel = false,
+                     int expert_parallel = 1);
 
 /// Every stage of a plan at once: which stages hold each parameter is taken
 /// from `stages` themselves; stage s goes on device `device_of[s]`.
 std::vector<PlanStage> plan_stages(std::vector<StageModule> stages, const DimBinding& micro,
                                    const std::vector<int>& device_of, bool training, bool split,
                                    Recompute recompute = Recompute::none, int tensor_parallel = 1,
-                                   bool sequence_parallel = false);
+                                   bool sequence_parallel = false, int expert_parallel = 1);
 
 /// A plan of `model` (inlined and verified under `micro`, the binding of one
 /// micro-batch; its first result is the loss) cut at op positions `cuts`,
 /// without a cost model: `devices` CPU devices named cpu:0..., stage s on
 /// device s % devices, predictions zero; each device a tensor-parallel
-/// group of `tensor_parallel` ranks (`sequence_parallel`: plan_stage). What tests and benchmarks build when
-/// they choose the cuts themselves.
+/// group of `tensor_parallel` ranks (`sequence_parallel`: plan_stage); the
+/// pipeline replicated `replicas` times, replica k on devices cpu:k*devices...,
+/// the replicas sharing the experts out with `expert_parallel`. What tests
+/// and benchmarks build when they choose the cuts themselves.
 Plan plan_for_cuts(const Module& model, const DimBinding& micro, const std::vector<int>& cuts,
                    const std::vector<std::string>& whole_inputs, const std::string& schedule, int microbatches,
                    int virtual_stages, DType dtype = DType::f32, Recompute recompute = Recompute::none,
-                   int tensor_parallel = 1, bool sequence_parallel = false);
+                   int tensor_parallel = 1, bool sequence_parallel = false, int replicas = 1,
+                   bool expert_parallel = false);
 
 }  // namespace pf

@@ -44,9 +44,10 @@ class StageCosts {
   /// Transfer time across a boundary, paid by the stage on each side of it.
   double comm_s(int boundary) const { return comm_[boundary]; }
   /// Per micro-batch: the range's share of the gradient all-reduce across
-  /// data-parallel replicas (0 with one replica or no parameters).
+  /// data-parallel replicas (0 with one replica or no parameters), the
+  /// replicas' own parameters left out.
   double sync_s(int begin, int end) const {
-    const int64_t bytes = ranges_.param_bytes(begin, end);
+    const int64_t bytes = ranges_.param_bytes(begin, end) - ranges_.own_param_bytes(begin, end);
     return bytes > 0 ? static_cast<double>(bytes) * sync_per_byte_s_ + sync_fixed_s_ : 0.0;
   }
   /// The work of one micro-batch on the slot's device: forward, backward and

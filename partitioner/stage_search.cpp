@@ -73,6 +73,7 @@ PartitionResult price(const StageCosts& costs, const std::vector<StageSlot>& slo
     st.comm_s = costs.transfer_s(slot, st.begin, st.end);
     st.time_s = costs.time_s(slot, st.begin, st.end);
     st.param_bytes = r.param_bytes(st.begin, st.end);
+    st.own_param_bytes = r.own_param_bytes(st.begin, st.end);
     st.stash_bytes = r.stash_bytes(st.begin, st.end);
     st.received_bytes = r.crossing_bytes(st.begin);
     st.sent_bytes = r.crossing_bytes(st.end);

@@ -89,6 +89,7 @@ struct StagePlan {
   int inflight = 0;          // micro-batches stashed at the peak (MemoryRule)
   int64_t memory_bytes = 0;  // weights + grads + optimizer state + stashed activations
   int64_t memory_limit = 0;  // the device's memory / v: this stage's share, which search respects
+  int64_t own_param_bytes = 0;  // of param_bytes, its replica's alone (CostNode::own_param_bytes)
 };
 
 /// Everything placed on one device.

@@ -63,8 +63,11 @@ StepPrediction predict_step(const CostGraph& graph, const PartitionResult& resul
   const Schedule schedule = make_schedule(options.schedule, devices, options.microbatches, options.virtual_stages, costs);
   const Simulation sim = simulate(schedule, costs);
 
-  std::vector<int64_t> param_bytes(devices, 0);
-  for (const StagePlan& s : result.stages) param_bytes[s.device] += s.param_bytes;
+  std::vector<int64_t> param_bytes(devices, 0), synced_bytes(devices, 0);
+  for (const StagePlan& s : result.stages) {
+    param_bytes[s.device] += s.param_bytes;
+    synced_bytes[s.device] += s.param_bytes - s.own_param_bytes;
+  }
   StepPrediction p;
   p.pipeline_s = sim.makespan;
   p.bubble_fraction = sim.bubble_fraction;
@@ -74,7 +77,8 @@ StepPrediction predict_step(const CostGraph& graph, const PartitionResult& resul
     for (const TimedAction& a : sim.per_device[d])
       if (is_compute(a.action.kind)) last = std::max(last, a.end);
     const double bytes = static_cast<double>(param_bytes[d]);
-    const double sync = ring_all_reduce_s(bytes, options.data_parallel, options.replica_link);
+    const double sync =
+        ring_all_reduce_s(static_cast<double>(synced_bytes[d]), options.data_parallel, options.replica_link);
     // What this replica steps: all of its parameters, or a 1/D share, whose
     // updates it then sends to the others and receives theirs (an
     // all-gather: half a ring all-reduce).

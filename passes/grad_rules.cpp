@@ -319,6 +319,12 @@ void grad_tp_reduce_scatter(Ctx& c) { token_share_grad(c, OpKind::tp_all_gather)
 void grad_tp_all_gather(Ctx& c) { token_share_grad(c, OpKind::tp_reduce_scatter); }
 void grad_tp_scatter(Ctx& c) { token_share_grad(c, OpKind::tp_gather); }
 void grad_tp_gather(Ctx& c) { token_share_grad(c, OpKind::tp_scatter); }
+// The expert-parallel pair, over the replicas: every replica's experts send
+// back partial gradients of the tokens they were handed, which the replicas
+// sum, each keeping its own; a replica's part of the combined sum took
+// every replica's partial, whose gradient is the replicas' gradients gathered.
+void grad_ep_all_gather(Ctx& c) { token_share_grad(c, OpKind::ep_reduce_scatter); }
+void grad_ep_reduce_scatter(Ctx& c) { token_share_grad(c, OpKind::ep_all_gather); }
 
 void grad_reduce_sum(Ctx& c) { c.accumulate(0, spread(c, c.grad())); }
 
@@ -453,6 +459,8 @@ std::array<Entry, kNumOps> build_table() {
   rule(OpKind::tp_all_gather, grad_tp_all_gather);
   rule(OpKind::tp_scatter, grad_tp_scatter);
   rule(OpKind::tp_gather, grad_tp_gather);
+  rule(OpKind::ep_all_gather, grad_ep_all_gather);
+  rule(OpKind::ep_reduce_scatter, grad_ep_reduce_scatter);
   rule(OpKind::reduce_sum, grad_reduce_sum);
   rule(OpKind::reduce_mean, grad_reduce_mean);
   rule(OpKind::reduce_max, grad_reduce_max);

@@ -45,6 +45,10 @@ struct PassContext {
   /// Under sequence parallelism, the graph's arguments and results (by name)
   /// that a stage receives or sends as each rank's part of their tokens.
   std::vector<std::string> hand_offs_in_parts = {};
+  /// The data-parallel replicas the expert-parallel pass shares a stage's
+  /// experts out over: how many, and the replica it writes the program of.
+  int expert_parallel = 1;
+  int expert_parallel_rank = 0;
   /// The positions the decode-step pass sizes its caches of keys and values
   /// for (a language model's context); 0 when not set.
   int64_t decode_context = 0;
@@ -70,6 +74,7 @@ std::unique_ptr<Pass> make_cost_pass();
 std::unique_ptr<Pass> make_fuse_attention_pass();
 std::unique_ptr<Pass> make_split_backward_pass();
 std::unique_ptr<Pass> make_tensor_parallel_pass();
+std::unique_ptr<Pass> make_expert_parallel_pass();
 std::unique_ptr<Pass> make_decode_step_pass();
 
 struct PassInfo {

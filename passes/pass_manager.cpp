@@ -13,6 +13,7 @@ const std::vector<PassInfo>& known_passes() {
       {"cse", make_cse_pass},
       {"dce", make_dce_pass},
       {"decode-step", make_decode_step_pass},
+      {"expert-parallel", make_expert_parallel_pass},
       {"fuse-attention", make_fuse_attention_pass},
       {"inline", make_inline_pass},
       {"shape", make_shape_pass},

@@ -20,42 +20,12 @@
 #include "ir/verifier.h"
 #include "passes/pass.h"
 #include "passes/rewrite.h"
+#include "passes/shard_rewrite.h"
 #include "passes/tensor_parallel_layout.h"
 
 namespace pf {
 
 namespace {
-
-/// A tp_copy or tp_reduce from `in` to `out`, in `like`'s layer.
-Op group_op(OpKind kind, ValueId in, ValueId out, const Op& like) {
-  Op op;
-  op.kind = kind;
-  op.operands = {in};
-  op.results = {out};
-  op.loc = like.loc;
-  if (const Attr* layer = like.attr("layer")) op.set_attr("layer", *layer);
-  return op;
-}
-
-/// The rank's block of a parameter the split cuts: a piece of the whole,
-/// named for the rank, initialised and saved as its part of the whole.
-void cut_parameter(Function& g, Op& param, const ShardLayout& layout, int degree, int rank, FreshNames& fresh_name) {
-  Value& value = g.values[param.results[0]];
-  TensorType type = *value.type;
-  const int64_t whole = type.shape.at(static_cast<size_t>(layout.axis));
-  const int64_t block = whole / layout.segments;  // several blocks cut evenly; one may not
-  const int64_t begin = part_begin(block, degree, rank), end = part_begin(block, degree, rank + 1);
-  set_param_piece(param, {value.name, begin, end, whole, layout.axis, layout.segments});
-  type.shape[static_cast<size_t>(layout.axis)] = (end - begin) * layout.segments;
-  param.declared = {SymType::from(type)};
-  value.name = fresh_name(fmt::format("{}.tp{}", value.name, rank));
-}
-
-Attr& attr_of(Op& op, std::string_view name) {
-  for (NamedAttr& a : op.attrs)
-    if (a.name == name) return a.value;
-  throw Error(fmt::format("{} has no attribute {}", op_name(op.kind), name), op.loc);
-}
 
 /// A reshape's target and a split's sizes, for the rank's share.
 void resize(const Function& g, Op& op, const TensorParallelLayout& split) {
@@ -173,7 +143,7 @@ class RankRewrite {
         op.results[0] = partial;
         ops_.push_back(op);
         ops_.push_back(split_.tokens[y] ? token_op(OpKind::tp_reduce_scatter, partial, y, op, g_.type_of(y))
-                                        : group_op(OpKind::tp_reduce, partial, y, op));
+                                        : meeting_op(OpKind::tp_reduce, partial, y, op));
         return;
       }
       case ShardRole::tokens: {
@@ -201,7 +171,7 @@ class RankRewrite {
         break;
       case ShardRole::whole:
         if (op.kind == OpKind::param && split_.values[op.results[0]].sharded())
-          cut_parameter(g_, op, split_.values[op.results[0]], split_.degree, rank_, fresh_name_);
+          cut_parameter(g_, op, split_.values[op.results[0]], split_.degree, rank_, fresh_name_, "tp");
         break;
     }
     ops_.push_back(std::move(op));
@@ -216,13 +186,8 @@ class RankRewrite {
   /// An op of `kind` that moves the rank's part of the tokens of `whole`
   /// (the whole operand's or result's type) from `in` to `out`.
   Op token_op(OpKind kind, ValueId in, ValueId out, const Op& like, const TensorType& whole) const {
-    Op op = group_op(kind, in, out, like);
     const int axis = token_axis(whole.rank());
-    op.set_attr("axis", Attr::of_dim(DimExpr(axis)));
-    op.set_attr("size", Attr::of_dim(DimExpr(whole.shape[static_cast<size_t>(axis)])));
-    op.set_attr("rank", Attr::of_dim(DimExpr(rank_)));
-    op.set_attr("ranks", Attr::of_dim(DimExpr(split_.degree)));
-    return op;
+    return token_share_op(kind, in, out, like, axis, whole.shape[static_cast<size_t>(axis)], rank_, split_.degree);
   }
 
   /// `x` as `kind` hands it on, made once for all of its readers.
@@ -231,7 +196,7 @@ class RankRewrite {
     if (fresh) {
       at->second = g_.add_value(fresh_name_(g_.values[x].name + suffix), reader.loc);
       // x's type is the whole one still: the rank's types come when the rewrite is done.
-      ops_.push_back(kind == OpKind::tp_copy ? group_op(kind, x, at->second, reader)
+      ops_.push_back(kind == OpKind::tp_copy ? meeting_op(kind, x, at->second, reader)
                                              : token_op(kind, x, at->second, reader, g_.type_of(x)));
     }
     return at->second;
@@ -280,19 +245,6 @@ class RankRewrite {
   std::set<ValueId> in_parts_;              // arguments and results handed between stages in parts
 };
 
-/// Types every value again and writes the result types in, as the shape
-/// pass leaves them. Sources keep what they declare (a piece its new type).
-void retype(Module& m, const DimBinding& binding) {
-  Function& g = m.graph();
-  for (Op& op : g.ops)
-    if (!op_info(op.kind).needs_declared_type) op.declared.clear();
-  verify_module(m, binding);
-  for (Op& op : g.ops) {
-    op.declared.clear();
-    for (ValueId r : op.results) op.declared.push_back(SymType::from(g.type_of(r)));
-  }
-}
-
 class TensorParallelPass final : public Pass {
  public:
   std::string_view name() const override { return "tensor-parallel"; }
@@ -302,14 +254,9 @@ class TensorParallelPass final : public Pass {
 
   bool run(Module& m, PassContext& ctx) override {
     const int degree = ctx.tensor_parallel, rank = ctx.tensor_parallel_rank;
-    if (degree < 1 || rank < 0 || rank >= degree)
-      throw Error(fmt::format("tensor-parallel: rank {} is not one of a group of {}", rank, degree));
-    if (degree == 1) return false;
+    if (!writes_rank_program(m, ctx.binding, name(), degree, rank, "rank {} is not one of a group of {}"))
+      return false;
     Function& g = m.graph();
-    verify_module(m, ctx.binding);
-    for (const Op& op : g.ops)
-      if (op.kind == OpKind::call)
-        throw Error("tensor-parallel: the graph still calls functions; run inline and shape first", op.loc);
     if (!ctx.hand_offs_in_parts.empty() && !ctx.sequence_parallel)
       throw Error("tensor-parallel: stages hand values on in parts only under sequence parallelism");
     const TensorParallelLayout split = tensor_parallel_layout(g, degree, -1, ctx.tensor_parallel_whole,

@@ -525,14 +525,17 @@ class Round {
 
 }  // namespace
 
-TensorParallelLayout tensor_parallel_layout(const Function& graph, int degree, int whole_results,
-                                            const std::vector<std::string>& whole_params, bool sequence_parallel,
-                                            const std::vector<std::string>& hand_offs_in_parts) {
+namespace {
+
+/// The rounds of the split, with the products in `whole_products` left
+/// whole from the start.
+TensorParallelLayout split(const Function& graph, int degree, int whole_results,
+                           const std::vector<std::string>& whole_params, bool sequence_parallel,
+                           const std::vector<std::string>& hand_offs_in_parts, std::vector<bool> whole_products) {
   if (degree <= 1)
     return {1, std::vector<ShardLayout>(graph.values.size()),
             std::vector<ShardRole>(graph.ops.size(), ShardRole::whole), {},
             std::vector<bool>(graph.values.size(), false)};
-  std::vector<bool> whole_products(graph.ops.size(), false);
   std::vector<KeptWhole> kept;
   // What a user expects split is what the first round cuts: a product that
   // only turns column-parallel once another is left whole (an output
@@ -558,6 +561,21 @@ TensorParallelLayout tensor_parallel_layout(const Function& graph, int degree, i
       if (expected[static_cast<size_t>(k.op)]) kept.push_back(k);
     }
   }
+}
+
+}  // namespace
+
+TensorParallelLayout tensor_parallel_layout(const Function& graph, int degree, int whole_results,
+                                            const std::vector<std::string>& whole_params, bool sequence_parallel,
+                                            const std::vector<std::string>& hand_offs_in_parts) {
+  return split(graph, degree, whole_results, whole_params, sequence_parallel, hand_offs_in_parts,
+               std::vector<bool>(graph.ops.size(), false));
+}
+
+TensorParallelLayout expert_parallel_layout(const Function& graph, int degree) {
+  std::vector<bool> whole_products(graph.ops.size());
+  for (size_t i = 0; i < graph.ops.size(); ++i) whole_products[i] = graph.ops[i].kind != OpKind::moe_route;
+  return split(graph, degree, -1, {}, false, {}, std::move(whole_products));
 }
 
 }  // namespace pf

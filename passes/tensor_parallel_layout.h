@@ -108,4 +108,10 @@ TensorParallelLayout tensor_parallel_layout(const Function& graph, int degree, i
                                             bool sequence_parallel = false,
                                             const std::vector<std::string>& hand_offs_in_parts = {});
 
+/// The split of `graph`'s experts alone over `degree` ranks (expert
+/// parallelism over the data-parallel replicas of a stage): every route to
+/// a block of the experts, and the ops over its slots, as above; every
+/// other op whole. Its results leave whole.
+TensorParallelLayout expert_parallel_layout(const Function& graph, int degree);
+
 }  // namespace pf

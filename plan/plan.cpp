@@ -26,8 +26,7 @@ bool plan_recomputes(const Plan& plan) {
 
 PlanStage shard_stage(const PlanStage& stage, int shard, bool sequence_parallel) {
   if (shard < 0 || shard >= static_cast<int>(stage.shards.size()))
-    throw Error(fmt::format("stage {} has no part for rank {} of a tensor-parallel group of {}", stage.index, shard,
-                            stage.shards.size()));
+    throw Error(fmt::format("stage {} has no part {}: it has {}", stage.index, shard, stage.shards.size()));
   PlanStage out = stage;
   PlanShard& part = out.shards[static_cast<size_t>(shard)];
   out.program = std::move(part.program);
@@ -82,8 +81,9 @@ RankView rank_view(const Plan& plan, int rank) {
         neighbours.insert(rank_of_stage(plan, next, r.replica, r.shard));
     // The rank's own parameters: its place's blocks of a tensor-parallel stage.
     const PlanStage& stage = plan.stages[static_cast<size_t>(s)];
+    const int part = stage_part(plan, r);
     const std::vector<PlanParam>& params =
-        stage.shards.empty() ? stage.params : stage.shards.at(static_cast<size_t>(r.shard)).params;
+        part < 0 || stage.shards.empty() ? stage.params : stage.shards.at(static_cast<size_t>(part)).params;
     for (const PlanParam& p : params) {
       if (p.shared_with.empty()) continue;
       std::set<int>& holders = tied[p.name];
@@ -116,6 +116,25 @@ int replica_count(const Plan& plan) {
   int replicas = 1;
   for (const PlanRank& r : plan.ranks) replicas = std::max(replicas, r.replica + 1);
   return replicas;
+}
+
+int stage_part(const Plan& plan, const PlanRank& r) {
+  if (plan.tensor_parallel > 1) return r.shard;
+  if (plan.expert_parallel > 1) return r.replica;
+  return -1;
+}
+
+int rank_of_part(const Plan& plan, int stage, int part) {
+  return plan.expert_parallel > 1 ? rank_of_stage(plan, stage, part, 0) : rank_of_stage(plan, stage, 0, part);
+}
+
+std::vector<std::string> replica_own_params(const Plan& plan, const PlanStage& stage, int part) {
+  std::vector<std::string> own;
+  if (plan.expert_parallel <= 1 || stage.shards.empty()) return own;
+  for (const PlanParam& p : stage.shards.at(static_cast<size_t>(part)).params)
+    if (std::none_of(stage.params.begin(), stage.params.end(), [&](const PlanParam& w) { return w.name == p.name; }))
+      own.push_back(p.name);
+  return own;
 }
 
 std::vector<PlanRank> replicated_ranks(const std::vector<PlanStage>& stages, int devices, int replicas,

@@ -89,8 +89,9 @@ struct PlanStage {
   /// schedule_splits_backward); absent otherwise.
   std::optional<BackwardSplit> split;
   /// With Plan::tensor_parallel T > 1: each rank's part, by rank in the
-  /// group (T of them); the fields above stay the whole stage, which the
-  /// simulator prices. Empty otherwise.
+  /// group (T of them); with Plan::expert_parallel X > 1, each replica's,
+  /// by replica (X of them: its block of the experts). The fields above stay
+  /// the whole stage, which the simulator prices. Empty otherwise.
   std::vector<PlanShard> shards;
   /// With shards: the products (and table lookups) that every rank of the
   /// group runs whole although the split could cut them, each with why
@@ -176,6 +177,15 @@ struct Plan {
   /// ranks' programs already; the field says how they were compiled. Plans
   /// written before the field read as false.
   bool sequence_parallel = false;
+  /// Expert parallelism (Megatron-LM's and DeepSpeed-MoE's, over the
+  /// data-parallel replicas): each of the X replicas holds a block of every
+  /// layer's experts and runs its part of each stage (PlanStage::shards, by
+  /// replica), which hands every replica's tokens to its experts. Its
+  /// experts' gradients are its own, not averaged over the replicas. 1:
+  /// every replica holds every expert; above 1 it is the number of
+  /// replicas, and tensor_parallel is 1. Plans written before the field
+  /// read as 1.
+  int expert_parallel = 1;
   /// How stages compute: f32, or bf16 (CUDA stages in bf16 with f32 master
   /// weights; CPU stages in f32). Plans written before the field read as f32.
   DType dtype = DType::f32;
@@ -222,7 +232,7 @@ std::string plan_to_json(const Plan& plan);
 /// its tables (see PlanStage). Throws pf::Error naming `path` and what is
 /// wrong. Each program is parsed once; with `programs`, the parsed modules
 /// are kept there, in stage order, for the runtime to compile, followed by
-/// the tensor-parallel stages' parts (stage after stage, rank after rank).
+/// the stages' parts (PlanStage::shards: stage after stage, part after part).
 Plan plan_from_json(const std::string& text, const std::string& path, std::vector<Module>* programs = nullptr);
 
 Plan load_plan(const std::string& path, std::vector<Module>* programs = nullptr);
@@ -257,6 +267,19 @@ std::vector<PlanRank> replicated_ranks(const std::vector<PlanStage>& stages, int
                                        int tensor = 1);
 /// How many data-parallel replicas the plan's ranks form.
 int replica_count(const Plan& plan);
+
+/// Which of its stages' parts (PlanStage::shards) rank `r` runs: its place
+/// in its tensor-parallel group, or under expert parallelism its replica;
+/// -1 where the plan's stages run whole.
+int stage_part(const Plan& plan, const PlanRank& r);
+/// The rank running part `part` of stage `stage` (in replica 0 under tensor
+/// parallelism).
+int rank_of_part(const Plan& plan, int stage, int part);
+/// The parameters of part `part` of `stage` that the rank running it holds
+/// alone under expert parallelism (its blocks of the experts: those the
+/// whole stage does not list); their gradients are not averaged over the
+/// replicas. Empty without expert parallelism.
+std::vector<std::string> replica_own_params(const Plan& plan, const PlanStage& stage, int part);
 /// How messages name rank `rank`: "rank 3 (stage 1, replica 1)".
 std::string rank_name(const Plan& plan, int rank);
 

@@ -34,7 +34,7 @@ class PlanChecker {
     for (const PlanStage& s : plan_.stages) check_received(s);
     for (const PlanStage& s : plan_.stages) check_sent(s);
     check_tied_params();
-    std::vector<Module> parts;  // the tensor-parallel stages' parts, kept after every stage's program
+    std::vector<Module> parts;  // the stages' parts (PlanStage::shards), kept after every stage's program
     for (const PlanStage& s : plan_.stages) {
       Module m = check_programs(s);
       if (programs_) programs_->push_back(std::move(m));
@@ -79,6 +79,13 @@ class PlanChecker {
     if (plan_.sequence_parallel && plan_.tensor_parallel < 2)
       fail("sequence_parallel cuts the tokens over a tensor-parallel group, but the plan's tensor_parallel is 1");
     const int replicas = replica_count(plan_);
+    if (plan_.expert_parallel > 1 && plan_.expert_parallel != replicas)
+      fail(fmt::format("expert_parallel is {}, but the plan's ranks form {} data-parallel replicas: the experts are "
+                       "shared out over all of them",
+                       plan_.expert_parallel, replicas));
+    if (plan_.expert_parallel > 1 && plan_.tensor_parallel > 1)
+      fail("expert_parallel shares the experts out over replicas, and tensor_parallel cuts them over each "
+           "group already: a plan has one or the other");
     const size_t places = static_cast<size_t>(plan_.tensor_parallel);
     if (plan_.ranks.size() % (static_cast<size_t>(replicas) * places) != 0)
       fail(fmt::format("{} ranks do not make {} replicas{} of equal size", plan_.ranks.size(), replicas,
@@ -131,6 +138,9 @@ class PlanChecker {
       if (rank_of[0][s] < 0) fail(fmt::format("no rank runs stage {}", s));
     if (plan_.shard_optimizer && replicas == 1)
       fail("the optimizer state is sharded over the data-parallel replicas, but the plan has one replica");
+    if (plan_.shard_optimizer && plan_.expert_parallel > 1)
+      fail("the optimizer state is sharded over the data-parallel replicas, which share the experts out too: a "
+           "plan has one or the other");
   }
 
   void check_peer(const PlanStage& s, const PlanTensor& t, std::string_view verb, std::string_view dir) const {
@@ -315,19 +325,30 @@ class PlanChecker {
   }
 
   /// A tensor-parallel stage's parts: one per rank of the group (or none, in
-  /// a plan written before they were), each program agreeing with its tables.
+  /// a plan written before they were), each program agreeing with its
+  /// tables; under expert parallelism, one per replica.
   std::vector<Module> check_shards(const PlanStage& s) const {
-    const size_t t = static_cast<size_t>(plan_.tensor_parallel);
+    const bool experts = plan_.expert_parallel > 1;
+    const size_t t = static_cast<size_t>(experts ? plan_.expert_parallel : plan_.tensor_parallel);
     std::vector<Module> modules;
-    if (s.shards.empty()) return modules;
+    if (s.shards.empty()) {
+      if (experts)
+        fail(fmt::format("stage {} holds no replica's part, but the plan shares the experts out over {} replicas",
+                         s.index, t));
+      return modules;
+    }
     if (s.shards.size() != t)
-      fail(fmt::format("stage {} holds the parts of {} tensor-parallel ranks, but the plan's tensor_parallel is {}",
-                       s.index, s.shards.size(), t));
+      fail(experts ? fmt::format("stage {} holds the parts of {} replicas, but the plan's expert_parallel is {}",
+                                 s.index, s.shards.size(), t)
+                   : fmt::format("stage {} holds the parts of {} tensor-parallel ranks, but the plan's "
+                                 "tensor_parallel is {}",
+                                 s.index, s.shards.size(), t));
     for (size_t r = 0; r < t; ++r) {
       try {
         modules.push_back(check_programs(shard_stage(s, static_cast<int>(r), plan_.sequence_parallel)));
       } catch (const Error& e) {
-        throw Error(fmt::format("{} (in the part of rank {} of its tensor-parallel group)", e.message(), r));
+        throw Error(experts ? fmt::format("{} (in the part of replica {})", e.message(), r)
+                            : fmt::format("{} (in the part of rank {} of its tensor-parallel group)", e.message(), r));
       }
     }
     return modules;

@@ -229,9 +229,11 @@ class PlanReader {
   Plan plan(const Json& doc) const {
     // "dtype" came later: a plan without it computes in f32; "tensor_parallel"
     // later still: a plan without it has 1; "recompute": none;
-    // "optimizer_state": replicated; "sequence_parallel" last: false.
+    // "optimizer_state": replicated; "sequence_parallel": false;
+    // "expert_parallel" last: 1.
     r_.expect_keys(doc, "", {"format", "version", "model", "devices", "ranks", "schedule", "loss", "predicted", "stages"},
-                   {"dtype", "tensor_parallel", "recompute", "optimizer_state", "sequence_parallel"});
+                   {"dtype", "tensor_parallel", "recompute", "optimizer_state", "sequence_parallel",
+                    "expert_parallel"});
     Plan plan;
     const Json& model = r_.object(doc, "", "model");
     r_.expect_keys(model, "model", {"name", "source", "hash", "binding"});
@@ -271,6 +273,8 @@ class PlanReader {
     if (doc.contains("tensor_parallel"))
       plan.tensor_parallel = static_cast<int>(r_.integer(doc, "", "tensor_parallel", 1, 1 << 20));
     if (doc.contains("sequence_parallel")) plan.sequence_parallel = r_.boolean(doc, "", "sequence_parallel");
+    if (doc.contains("expert_parallel"))
+      plan.expert_parallel = static_cast<int>(r_.integer(doc, "", "expert_parallel", 1, 1 << 20));
     if (doc.contains("recompute")) {
       plan.recompute = r_.string(doc, "", "recompute");
       if (plan.recompute != "none" && plan.recompute != "layers" && plan.recompute != "selective")

@@ -159,6 +159,7 @@ std::string plan_to_json(const Plan& plan) {
       {"stages", stages},
   };
   if (plan.sequence_parallel) doc["sequence_parallel"] = true;  // plans without it read as before
+  if (plan.expert_parallel > 1) doc["expert_parallel"] = plan.expert_parallel;  // the same
   return format_json(doc, {"program"});
 }
 

@@ -31,10 +31,12 @@ void check_positive(const char* what, int64_t value) {
 Plan compile(py::handle model, const std::string& devices, int microbatches, const std::string& schedule,
              int data_parallel, std::optional<int64_t> batch, py::handle bind, int virtual_stages,
              const std::string& optimizer, const std::string& cuts, const std::string& recompute,
-             bool shard_optimizer, int tensor_parallel, bool sequence_parallel, const std::string& dtype) {
+             bool shard_optimizer, int tensor_parallel, bool sequence_parallel, const std::string& dtype,
+             int expert_parallel) {
   check_positive("microbatches", microbatches);
   check_positive("data_parallel", data_parallel);
   check_positive("tensor_parallel", tensor_parallel);
+  check_positive("expert_parallel", expert_parallel);
   check_positive("virtual_stages", virtual_stages);
   if (batch) check_positive("batch", *batch);
   check_choice("schedule", schedule, compile_schedule_names());
@@ -56,6 +58,7 @@ Plan compile(py::handle model, const std::string& devices, int microbatches, con
   options.shard_optimizer = shard_optimizer;
   options.tensor_parallel = tensor_parallel;
   options.sequence_parallel = sequence_parallel;
+  options.expert_parallel = expert_parallel;
   options.dtype = dtype;
   py::gil_scoped_release release;
   tools::LoadedModel loaded = tools::load_model(source, binding, true);
@@ -109,6 +112,8 @@ void bind_plan(py::module_& m) {
                     "Ranks per pipeline device, splitting each layer between them (1: none).")
       .def_readonly("sequence_parallel", &Plan::sequence_parallel,
                     "Whether the ops between a layer's split products run on each rank's part of the tokens.")
+      .def_readonly("expert_parallel", &Plan::expert_parallel,
+                    "Replicas sharing each layer's experts out, a block each (1: every replica holds them all).")
       .def_property_readonly(
           "dtype", [](const Plan& plan) { return std::string(dtype_name(plan.dtype)); },
           "How the stages compute: 'f32', or 'bf16' (CPU stages: their products on operands rounded to bf16).")
@@ -125,6 +130,7 @@ void bind_plan(py::module_& m) {
         py::arg("bind") = py::none(), py::arg("virtual_stages") = 1, py::arg("optimizer") = "adamw",
         py::arg("cuts") = "auto", py::arg("recompute") = "none", py::arg("shard_optimizer") = false,
         py::arg("tensor_parallel") = 1, py::arg("sequence_parallel") = false, py::arg("dtype") = "f32",
+        py::arg("expert_parallel") = 1,
         R"(Compiles a model into a pipeline plan, as `pipeforge compile` does.
 
 model: a path (str or os.PathLike) to a .pf file, or the model's IR text
@@ -139,10 +145,11 @@ what the backward computes again instead of stashing), shard_optimizer
 (--shard-optimizer: the replicas share each stage's optimizer state out)
 tensor_parallel (--tensor-parallel: ranks per device, splitting each
 layer as Megatron-LM does), sequence_parallel (--sequence-parallel: the
-norms and residual adds between on each rank's part of the tokens) and
+norms and residual adds between on each rank's part of the tokens),
 dtype ('f32' or 'bf16': CPU stages run their products on operands rounded
-to bf16, CUDA stages everything in bf16) are compile's options of those
-names.
+to bf16, CUDA stages everything in bf16) and expert_parallel
+(--expert-parallel: the data_parallel replicas share each layer's experts
+out) are compile's options of those names.
 Raises pipeforge.Error for a model that does not parse or verify, or a plan
 that cannot be made.)");
 }

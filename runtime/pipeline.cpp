@@ -29,11 +29,13 @@ Pipeline::Pipeline(const Plan& plan, std::vector<Module> programs, const Pipelin
     : options_(options) {
   const int n = static_cast<int>(plan.stages.size());
   tensor_ = std::max(1, plan.tensor_parallel);
-  // Every stage's program, then with tensor parallelism each stage's parts.
-  const int expected = tensor_ > 1 ? n * (1 + tensor_) : n;
-  if (static_cast<int>(programs.size()) != expected)
+  experts_ = std::max(1, plan.expert_parallel);
+  // Every stage's program, then each stage's parts: with tensor parallelism
+  // one per place of its group, with expert parallelism one per replica.
+  const int parts_per_stage = tensor_ > 1 ? tensor_ : experts_ > 1 ? experts_ : 0;
+  if (static_cast<int>(programs.size()) != n * (1 + parts_per_stage))
     throw Error(fmt::format("{} stage programs for a plan of {} stages{}", programs.size(), n,
-                            tensor_ > 1 ? fmt::format(" and their parts for {} ranks each", tensor_) : ""));
+                            parts_per_stage > 0 ? fmt::format(" and their {} parts each", parts_per_stage) : ""));
   if (n % options.virtual_stages != 0)
     throw Error(fmt::format("{} stages do not divide into {} virtual stages per device", n, options.virtual_stages));
   schedule_ = make_schedule(options.schedule, n / options.virtual_stages, options.microbatches, options.virtual_stages,
@@ -85,9 +87,11 @@ Pipeline::Pipeline(const Plan& plan, std::vector<Module> programs, const Pipelin
     const int replica = q / tensor_, shard = q % tensor_;
     for (int s = 0; s < n; ++s) {
       if (!local(rank_of_stage(plan, s, replica, shard))) continue;
-      // A tensor-parallel stage runs as the part of its rank's place.
+      // A tensor-parallel stage runs as the part of its rank's place, a
+      // stage whose experts the replicas share out as its replica's part.
+      const int part_index = tensor_ > 1 ? shard : experts_ > 1 ? replica : -1;
       std::optional<PlanStage> part;
-      if (tensor_ > 1) part = shard_stage(plan.stages[static_cast<size_t>(s)], shard, plan.sequence_parallel);
+      if (part_index >= 0) part = shard_stage(plan.stages[static_cast<size_t>(s)], part_index, plan.sequence_parallel);
       const PlanStage& ps = part ? *part : plan.stages[static_cast<size_t>(s)];
       if (!ps.gradients) throw Error(fmt::format("plan stage {} has no backward to train with", s));
       if (split && !ps.split)
@@ -107,11 +111,18 @@ Pipeline::Pipeline(const Plan& plan, std::vector<Module> programs, const Pipelin
                                 "compile the plan again",
                                 s, replica, st->rank, plan.schedule, scheduled));
       // Each copy compiles a module of its own.
-      Module module = programs[static_cast<size_t>(tensor_ > 1 ? n + s * tensor_ + shard : s)];
+      Module module = programs[static_cast<size_t>(part_index >= 0 ? n + s * parts_per_stage + part_index : s)];
       if (tensor_ > 1)
         st->tensor_group = std::make_unique<CommTensorParallelGroup>(
             CommGroup{fmt::format("tensor-parallel group of stage {} in replica {}", s, replica),
                       rank_view(plan, st->rank).tensor_group});
+      if (experts_ > 1) {
+        st->replica_own = replica_own_params(plan, plan.stages[static_cast<size_t>(s)], replica);
+        std::vector<int> copies;
+        for (int r = 0; r < replicas_; ++r) copies.push_back(rank_of_stage(plan, s, r, 0));
+        st->expert_group = std::make_unique<CommTensorParallelGroup>(
+            CommGroup{fmt::format("experts of stage {}", s), std::move(copies)});
+      }
       GradientProgram gradients = *ps.gradients;
       for (const PlanTensor& t : ps.inputs) st->inputs.push_back(t.name);
       st->has_loss = s == n - 1 && !plan.loss_stage_output.empty();
@@ -140,7 +151,8 @@ Pipeline::Pipeline(const Plan& plan, std::vector<Module> programs, const Pipelin
       if (gpu < 0) {
         st->program = std::make_unique<StageProgram>(std::move(module), plan.binding, std::move(gradients),
                                                      std::move(parts), st->params, slots, /*caller_results=*/true,
-                                                     st->tensor_group.get(), options.dtype == DType::bf16);
+                                                     st->tensor_group.get(), options.dtype == DType::bf16,
+                                                     st->expert_group.get());
       } else {
   #ifdef PF_CUDA
         CudaStageOptions co;
@@ -177,6 +189,7 @@ void Pipeline::make_workers(const Plan& plan) {
     groups.replica = CommGroup{fmt::format("replica {}", view.replica), view.replica_ranks};
     groups.replicas = replicas_;
     groups.shard_optimizer = shard_optimizer_;
+    groups.expert_parallel = experts_ > 1;
     // The places of a tensor-parallel group compute the same loss: the
     // first counts it.
     groups.counts_loss = view.shard == 0;
@@ -187,22 +200,29 @@ void Pipeline::make_workers(const Plan& plan) {
       const int s = view.stages[k];
       PipelineStage& st = *stages_[static_cast<size_t>(q * n + s)];
       if (st.tensor_group) st.tensor_group->attach(comm);
+      if (st.expert_group) st.expert_group->attach(comm);
       own.push_back(&st);
       groups.stage_replicas.push_back(CommGroup{fmt::format("stage {}{}", s, place), view.stage_replicas[k].second});
       // A tied parameter counts in the norm once, on the first stage holding
       // it; a whole parameter of a tensor-parallel stage once, on the first
       // place (every place holds it), and each place's block of a split one.
-      const std::vector<PlanParam>& listed =
-          tensor_ > 1 ? plan.stages[static_cast<size_t>(s)].shards[static_cast<size_t>(view.shard)].params
-                      : plan.stages[static_cast<size_t>(s)].params;
-      std::vector<Param> counted;
+      // A replica's own experts count apart: every replica's add up.
+      const PlanStage& ps = plan.stages[static_cast<size_t>(s)];
+      const int part = stage_part(plan, plan.ranks[static_cast<size_t>(r)]);
+      const std::vector<PlanParam>& listed = part >= 0 ? ps.shards[static_cast<size_t>(part)].params : ps.params;
+      const std::vector<std::string> alone = part >= 0 ? replica_own_params(plan, ps, part) : std::vector<std::string>{};
+      std::vector<Param> counted, replica_own;
       for (const Param& param : st.params.optimizer_params()) {
         const PlanParam& pp =
             *std::find_if(listed.begin(), listed.end(), [&](const PlanParam& x) { return x.name == param.name; });
         const bool once = pp.shared_with.empty() || pp.shared_with.front() > s;
-        if (once && (view.shard == 0 || pp.piece)) counted.push_back(param);
+        if (std::find(alone.begin(), alone.end(), param.name) != alone.end())
+          replica_own.push_back(param);
+        else if (once && (view.shard == 0 || pp.piece))
+          counted.push_back(param);
       }
       norm_params.push_back(std::move(counted));
+      groups.replica_own.push_back(std::move(replica_own));
     }
     for (const auto& [name, holders] : view.tied)
       groups.tied.push_back(

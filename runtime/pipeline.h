@@ -233,7 +233,8 @@ class Pipeline {
   PipelineOptions options_;
   Schedule schedule_;
   int replicas_ = 1;
-  int tensor_ = 1;  // ranks per tensor-parallel group
+  int tensor_ = 1;   // ranks per tensor-parallel group
+  int experts_ = 1;  // replicas sharing the experts out (Plan::expert_parallel)
   /// Copy after copy of the pipeline, each in stage order: the copy of
   /// replica k at place t of the tensor-parallel groups is q = k * T + t,
   /// and its stage s is stages_[q * stages() + s]; null where another

@@ -196,18 +196,25 @@ std::vector<std::pair<int, SafeTensors>> Pipeline::checkpoint_shards() const {
   std::vector<std::pair<int, SafeTensors>> out;
   std::map<int, size_t> at;  // stage -> its shard in `out`
   for (PipelineStage* s : local_stages()) {
-    if (s->replica != 0) continue;  // the replicas hold the same numbers
+    // The replicas hold the same numbers, but for their own experts.
+    if (s->replica != 0 && experts_ == 1) continue;
     // The places of a tensor-parallel group write one shard: the first its
     // whole parameters and their state, each its blocks of the split ones.
+    // The replicas sharing the experts out likewise.
     auto [it, fresh] = at.try_emplace(s->index, out.size());
     if (fresh) out.emplace_back(s->index, SafeTensors{});
     SafeTensors& shard = out[it->second].second;
-    const bool whole_too = s->shard == 0;
+    const bool whole_too = s->shard == 0 && s->replica == 0;
+    // A block of its own: a tensor-parallel place's, or a replica's experts.
+    auto own_block = [&](const ParameterSet::Entry& e) {
+      return s->replica == 0 ? e.piece.has_value()
+                             : std::find(s->replica_own.begin(), s->replica_own.end(), e.name) != s->replica_own.end();
+    };
     std::vector<std::string> blocks;  // its split parameters' names, each with the dot its state's names add
     for (const ParameterSet::Entry& e : s->params.entries())
-      if (whole_too || e.piece) {
+      if (whole_too || own_block(e)) {
         shard.add(e.name, e.type, e.value.data());
-        if (e.piece) blocks.push_back(e.name + ".");
+        if (own_block(e)) blocks.push_back(e.name + ".");
       }
     auto of_a_block = [&](const std::string& state) {
       return std::any_of(blocks.begin(), blocks.end(), [&](const std::string& b) { return state.starts_with(b); });

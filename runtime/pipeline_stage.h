@@ -23,6 +23,12 @@ struct PipelineStage {
   /// Its tensor-parallel group (null without one); declared before the
   /// program, whose kernels reach it, so that it outlives them.
   std::unique_ptr<CommTensorParallelGroup> tensor_group;
+  /// Under expert parallelism: the stage's copies in every replica, which
+  /// share its experts out (null otherwise); declared before the program too.
+  std::unique_ptr<CommTensorParallelGroup> expert_group;
+  /// Under expert parallelism: the parameters its replica holds alone, its
+  /// blocks of the experts (replica_own_params).
+  std::vector<std::string> replica_own;
   std::vector<std::string> inputs;                   // the model inputs it reads, as the plan lists them
   bool has_loss = false;                             // the last stage of a training plan: result 0 is the loss
   ParameterSet params;

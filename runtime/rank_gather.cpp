@@ -54,18 +54,20 @@ SafeTensors gather_parameters(Communicator& comm, const Plan& plan, int root, co
   };
   std::vector<Wanted> wanted;
   std::map<std::string, bool> seen;
-  auto want = [&](const PlanStage& stage, const std::vector<PlanParam>& params, int place) {
+  auto want = [&](const std::vector<PlanParam>& params, int owner) {
     for (const PlanParam& p : params)
       if (!seen[p.name]) {
         seen[p.name] = true;
-        wanted.push_back({&p, rank_of_stage(plan, stage.index, 0, place)});
+        wanted.push_back({&p, owner});
       }
   };
   // A tensor-parallel stage's whole parameters from its first place, each
-  // place's blocks from that place.
+  // place's blocks from that place; a stage whose experts the replicas share
+  // out, each replica's experts from that replica.
   for (const PlanStage& stage : plan.stages) {
-    if (stage.shards.empty()) want(stage, stage.params, 0);
-    for (size_t t = 0; t < stage.shards.size(); ++t) want(stage, stage.shards[t].params, static_cast<int>(t));
+    if (stage.shards.empty()) want(stage.params, rank_of_stage(plan, stage.index));
+    for (size_t t = 0; t < stage.shards.size(); ++t)
+      want(stage.shards[t].params, rank_of_part(plan, stage.index, static_cast<int>(t)));
   }
   const int me = comm.rank();
   SafeTensors out;

@@ -38,6 +38,12 @@ struct RankGroups {
   /// sum their gradients (one member: no data parallelism).
   std::vector<CommGroup> stage_replicas;
   std::vector<TiedParam> tied;
+  /// Per stage it runs, under expert parallelism: the parameters its
+  /// replica holds alone (its blocks of the experts), which the stage's
+  /// replicas do not average, and whose squares the norm sums over every
+  /// rank. Empty lists otherwise.
+  std::vector<std::vector<Param>> replica_own;
+  bool expert_parallel = false;  // the replicas share the experts out (Plan::expert_parallel)
   int replicas = 1;
   /// Whether its stages' losses (and classifications) count: the places of
   /// a tensor-parallel group compute the same ones, and only the first counts.
@@ -108,6 +114,9 @@ class RankWorker {
   void start_replica_grads(size_t k);
   /// Waits for every sum started and puts the totals back as the gradients.
   void finish_replica_grads();
+  /// Whether entry `entry` of its k-th stage's parameters is averaged over
+  /// the stage's replicas (all but the replica's own experts).
+  bool averaged(size_t k, size_t entry) const;
   void sum_tied_grads();
   /// Sums the gradient of `name` of stage `st` over `group`, every member
   /// getting the total: in place when it lies in host memory, else through

@@ -74,7 +74,9 @@ void RankWorker::all_reduce_grad(PipelineStage& st, const std::string& name, con
 // of whole parameters (one collective for many: fewer messages between
 // processes), each summed element by element as a tensor of its own would
 // be; the buckets of a stage lie end to end in one buffer, kept from step to
-// step (fresh pages fault on first touch).
+// step (fresh pages fault on first touch). A replica's own experts (under
+// expert parallelism) stay out: their gradients sum every replica's tokens
+// already.
 void RankWorker::start_replica_grads(size_t k) {
   constexpr size_t kBucketFloats = size_t{8} << 20;  // 32 MiB
   const CommGroup& group = groups_.stage_replicas[k];
@@ -84,16 +86,22 @@ void RankWorker::start_replica_grads(size_t k) {
   const bool host = st.program->place().on_host();
   std::deque<ParameterSet::Entry>& entries = st.params.entries();
   size_t total = 0;
-  for (const ParameterSet::Entry& e : entries) total += e.grad.size();
+  auto averaged_floats = [&](size_t e) { return averaged(k, e) ? entries[e].grad.size() : 0; };
+  for (size_t e = 0; e < entries.size(); ++e) total += averaged_floats(e);
   std::vector<float>& buffer = replica_buffers_[k];
   buffer.resize(total);
   float* at = buffer.data();
   for (size_t first = 0; first < entries.size();) {
     size_t last = first, floats = 0;
-    while (last < entries.size() && (last == first || floats + entries[last].grad.size() <= kBucketFloats))
-      floats += entries[last++].grad.size();
+    while (last < entries.size() && (last == first || floats + averaged_floats(last) <= kBucketFloats))
+      floats += averaged_floats(last++);
+    if (floats == 0) {
+      first = last;
+      continue;
+    }
     float* bucket = at;
     for (size_t e = first; e < last; ++e) {
+      if (!averaged(k, e)) continue;
       std::vector<float>& grad = entries[e].grad;
       if (host)
         std::copy(grad.begin(), grad.end(), at);
@@ -116,6 +124,7 @@ void RankWorker::finish_replica_grads() {
     const float* at = replica_buffers_[b.stage].data() + b.offset;
     std::deque<ParameterSet::Entry>& entries = st.params.entries();
     for (size_t e = b.first; e < b.last; ++e) {
+      if (!averaged(b.stage, e)) continue;
       std::vector<float>& grad = entries[e].grad;
       if (host)
         std::copy(at, at + grad.size(), grad.begin());
@@ -155,15 +164,26 @@ void RankWorker::sum_tied_grads() {
   }
 }
 
+bool RankWorker::averaged(size_t k, size_t entry) const {
+  if (k >= groups_.replica_own.size() || groups_.replica_own[k].empty()) return true;
+  const std::string& name = stages_[k]->params.entries()[entry].name;
+  const std::vector<Param>& own = groups_.replica_own[k];
+  return std::none_of(own.begin(), own.end(), [&](const Param& p) { return p.name == name; });
+}
+
+// The replicas hold the same gradients but for their own experts: the rest
+// is summed over the replica, the experts over every rank.
 double RankWorker::grad_norm() {
-  std::vector<double> sq = {0.0};
+  std::vector<double> sq = {0.0}, own = {0.0};
   for (size_t k = 0; k < stages_.size(); ++k) {
     current_stage_ = stages_[k]->index;
     sq[0] += stages_[k]->program->grad_sq_norm(norm_params_[k]);
+    if (k < groups_.replica_own.size()) own[0] += stages_[k]->program->grad_sq_norm(groups_.replica_own[k]);
   }
   current_stage_ = -1;
   comm_.all_reduce(groups_.replica, sq);
-  return std::sqrt(sq[0]);
+  if (groups_.expert_parallel) comm_.all_reduce(groups_.world, own);
+  return std::sqrt(sq[0] + own[0]);
 }
 
 // Every rank decides alike from the same norm: skip a non-finite step, or

@@ -16,7 +16,8 @@ namespace pf {
 
 StageProgram::StageProgram(Module module, const DimBinding& binding, GradientProgram gradients,
                            std::optional<BackwardSplit> split, ParameterSet& params, int slots, bool caller_results,
-                           backend::TensorParallelGroup* tensor_parallel, bool bf16_products)
+                           backend::TensorParallelGroup* tensor_parallel, bool bf16_products,
+                           backend::TensorParallelGroup* expert_parallel)
     : params_(&params), module_(std::move(module)), gradients_(std::move(gradients)) {
   const Function& graph = module_.graph();
   for (const Op& op : graph.ops)
@@ -28,6 +29,7 @@ StageProgram::StageProgram(Module module, const DimBinding& binding, GradientPro
         cpu::ExecutorOptions options;
         options.caller_outputs = std::move(caller_outputs);
         options.tensor_parallel = tensor_parallel;
+        options.expert_parallel = expert_parallel;
         options.bf16_products = bf16_products;
         return std::make_unique<cpu::Executor>(f, binding, DType::f32, options);
       });

@@ -37,10 +37,14 @@ class StageProgram final : public StageRunner {
   /// stage split over a tensor-parallel group sums its tp_reduce ops over
   /// `tensor_parallel`, which must outlive the program. With
   /// `bf16_products` (a plan compiled with --dtype bf16), every product
-  /// rounds its operands to bf16 and sums in f32 (cpu::Bf16Products).
+  /// rounds its operands to bf16 and sums in f32 (cpu::Bf16Products). A
+  /// replica's part of a stage whose experts the replicas share out meets
+  /// the others in its ep_ ops over `expert_parallel`, which must outlive
+  /// the program too.
   StageProgram(Module module, const DimBinding& binding, GradientProgram gradients,
                std::optional<BackwardSplit> split, ParameterSet& params, int slots, bool caller_results = false,
-               backend::TensorParallelGroup* tensor_parallel = nullptr, bool bf16_products = false);
+               backend::TensorParallelGroup* tensor_parallel = nullptr, bool bf16_products = false,
+               backend::TensorParallelGroup* expert_parallel = nullptr);
   ~StageProgram() override;
 
   const Function& graph() const override;

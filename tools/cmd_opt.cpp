@@ -26,6 +26,8 @@ struct OptOptions {
   int tensor_parallel = 1;
   int tp_rank = 0;
   bool sequence_parallel = false;
+  int expert_parallel = 1;
+  int ep_rank = 0;
   int64_t decode_context = 0;
 };
 }  // namespace
@@ -66,6 +68,13 @@ void add_opt_command(CLI::App& app) {
   cmd->add_flag("--sequence-parallel", opts->sequence_parallel,
                "with --tensor-parallel: the ops between row- and column-parallel products run on the rank's part "
                "of the tokens");
+  cmd->add_option("--expert-parallel", opts->expert_parallel,
+                  "the expert-parallel pass writes the program of one replica of this many that share the experts")
+      ->check(CLI::Range(1, 4096))
+      ->default_str("1");
+  cmd->add_option("--ep-rank", opts->ep_rank, "which replica (0 to --expert-parallel - 1)")
+      ->check(CLI::NonNegativeNumber)
+      ->default_str("0");
   cmd->add_option("--decode-context", opts->decode_context,
                   "the positions decode-step sizes its caches of keys and values for (the model's context)")
       ->check(CLI::PositiveNumber);
@@ -91,6 +100,8 @@ void add_opt_command(CLI::App& app) {
       ctx.tensor_parallel = opts->tensor_parallel;
       ctx.tensor_parallel_rank = opts->tp_rank;
       ctx.sequence_parallel = opts->sequence_parallel;
+      ctx.expert_parallel = opts->expert_parallel;
+      ctx.expert_parallel_rank = opts->ep_rank;
       ctx.decode_context = opts->decode_context;
       run_passes(model.module, passes, ctx, run);
       return print_module(model.module);

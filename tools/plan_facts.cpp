@@ -73,7 +73,9 @@ std::string summary(const Plan& plan) {
   return fmt::format("@{}: {} on {}, {}{}, {}", plan.model_name, count(plan.stages.size(), "stage", "stages"),
                      count(plan.devices.size(), "device", "devices"),
                      replicas > 1 ? fmt::format("{} data-parallel replicas{}, ", replicas,
-                                                plan.shard_optimizer ? " sharing the optimizer state" : "")
+                                                plan.shard_optimizer      ? " sharing the optimizer state"
+                                                : plan.expert_parallel > 1 ? " sharing the experts"
+                                                                           : "")
                                   : "",
                      plan.schedule,
                      count(static_cast<size_t>(plan.microbatches), "micro-batch", "micro-batches")) +

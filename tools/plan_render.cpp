@@ -19,9 +19,10 @@ namespace pf::tools {
 
 namespace {
 
-/// Under tensor parallelism, how many of a layer's experts each rank routes
-/// the tokens to ("4 of every layer's 8", "1 to 2 of every layer's 4"), read
-/// from the ranks' programs; "" where no layer's experts are cut.
+/// Under tensor or expert parallelism, how many of a layer's experts each
+/// rank routes the tokens to ("4 of every layer's 8", "1 to 2 of every
+/// layer's 4"), read from the ranks' programs; "" where no layer's experts
+/// are cut.
 std::string experts_per_rank(const Plan& plan) {
   int64_t fewest = INT64_MAX, most = 0, experts = 0;
   for (const PlanStage& s : plan.stages)
@@ -128,11 +129,16 @@ std::string render_plan_text(const Plan& plan) {
     for (const PlanRank& r : plan.ranks)
       out += fmt::format("  {}: {}, replica {}, stage{} {}\n", r.rank, plan.devices[static_cast<size_t>(r.device)].name,
                          r.replica, r.stages.size() == 1 ? "" : "s", fmt::join(r.stages, ","));
+    if (const std::string experts = experts_per_rank(plan); plan.expert_parallel > 1 && !experts.empty())
+      out += fmt::format("  the replicas share the experts out: each holds {} and routes every replica's tokens to "
+                         "them\n",
+                         experts);
     for (const PlanStage& s : plan.stages) {
       std::vector<int> copies;
       for (int k = 0; k < replica_count(plan); ++k) copies.push_back(rank_of_stage(plan, s.index, k));
-      out += fmt::format("  stage {} all-reduces its gradients over ranks {} ({:.3f} ms per micro-batch)\n", s.index,
-                         fmt::join(copies, ","), 1e3 * s.predicted.sync_s);
+      const bool own = !replica_own_params(plan, s, 0).empty();
+      out += fmt::format("  stage {} all-reduces its gradients{} over ranks {} ({:.3f} ms per micro-batch)\n", s.index,
+                         own ? " but its experts'" : "", fmt::join(copies, ","), 1e3 * s.predicted.sync_s);
     }
   }
   for (const PlanStage& s : plan.stages) {

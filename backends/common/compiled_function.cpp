@@ -78,6 +78,7 @@ struct CompiledFunction::State {
   int64_t naive_size = 0;
   bool profile = false;
   TensorParallelGroup* tensor_parallel = nullptr;
+  TensorParallelGroup* expert_parallel = nullptr;
   OpSeconds op_seconds{};
   std::vector<double> call_seconds;  // per call, with profile
 
@@ -129,6 +130,7 @@ CompiledFunction::CompiledFunction(const Function& f, std::string_view backend, 
   s.args = f.args;
   s.profile = options.profile;
   s.tensor_parallel = options.tensor_parallel;
+  s.expert_parallel = options.expert_parallel;
   if (std::find(float_dtypes.begin(), float_dtypes.end(), float_dtype) == float_dtypes.end()) {
     std::vector<std::string_view> names;
     for (DType t : float_dtypes) names.push_back(dtype_name(t));
@@ -253,6 +255,7 @@ void CompiledFunction::place(const MemoryPlan& plan, const std::function<std::by
                                        std::span<void* const>(s.out_ptrs.data() + c.out_begin, c.out_count),
                                        s.attrs[k]});
     s.kernel_args.back().group = s.tensor_parallel;
+    s.kernel_args.back().expert_group = s.expert_parallel;
   }
 
   // The planned values, then bytes of their own for copied results that the
@@ -300,11 +303,6 @@ size_t CompiledFunction::num_calls() const { return s_->calls.size(); }
 int CompiledFunction::call_op(size_t k) const { return s_->calls[k].op; }
 
 const KernelArgs& CompiledFunction::call_args(size_t k) const { return s_->kernel_args[k]; }
-
-void CompiledFunction::set_tensor_parallel(TensorParallelGroup* group) {
-  s_->tensor_parallel = group;
-  for (KernelArgs& args : s_->kernel_args) args.group = group;
-}
 
 const std::string& CompiledFunction::op_text(int op) const { return s_->op_text[static_cast<size_t>(op)]; }
 

@@ -32,6 +32,9 @@ struct ExecutorOptions {
   /// The ranks whose partial products tp_reduce sums (see KernelArgs::group);
   /// it outlives the executor. Null: a function with tp_reduce cannot run.
   TensorParallelGroup* tensor_parallel = nullptr;
+  /// The replicas the ep_ ops meet (KernelArgs::expert_group); it outlives
+  /// the executor. Null: a function with an ep_ op cannot run.
+  TensorParallelGroup* expert_parallel = nullptr;
   /// CPU: every f32 product rounds its operands to bf16 and sums their
   /// exact products in f32 (cpu::Bf16Products), as a stage compiled with
   /// --dtype bf16 computes; every value stays f32. (A CUDA executor's float
@@ -122,8 +125,6 @@ class CompiledFunction {
   void reset_profile();
   /// Turns per-op timing on or off for the next runs (ExecutorOptions::profile).
   void set_profile(bool on);
-  /// The group the next runs' tp_reduce calls sum over (ExecutorOptions::tensor_parallel).
-  void set_tensor_parallel(TensorParallelGroup* group);
 
  protected:
   /// Describes `f` for an executor of `backend` ("cpu", "cuda": errors say

@@ -10,9 +10,10 @@
 namespace pf::backend {
 
 /// The ranks that share a stage's layers under tensor parallelism, as the
-/// kernels of the tp_ ops see them: each call sums (or takes the maximum of)
-/// a buffer over the group in place, every rank calling in the same order
-/// (they run the same program).
+/// kernels of the tp_ ops see them (or, under expert parallelism, the
+/// replicas that share its experts, as the ep_ ops see them): each call sums
+/// (or takes the maximum of) a buffer over the group in place, every rank
+/// calling in the same order (they run the same program).
 class TensorParallelGroup {
  public:
   virtual ~TensorParallelGroup() = default;
@@ -61,6 +62,9 @@ struct KernelArgs {
   bool accumulate = false;
   /// The group tp_reduce sums over; null where the function runs alone.
   TensorParallelGroup* group = nullptr;
+  /// The group the ep_ ops gather and reduce-scatter over: the replicas of
+  /// a stage whose experts they share out; null where there is none.
+  TensorParallelGroup* expert_group = nullptr;
 };
 
 }  // namespace pf::backend

@@ -54,6 +54,13 @@ void TensorParallelGroup::reduce_scatter(std::span<const double> whole, std::spa
 }
 
 TensorParallelGroup& group_of(const KernelArgs& args, OpKind kind) {
+  if (kind == OpKind::ep_all_gather || kind == OpKind::ep_reduce_scatter) {
+    if (args.expert_group == nullptr)
+      throw Error(fmt::format("{} needs the replicas of a stage that share its experts out, and this function runs "
+                              "on no such replica; run it from a plan compiled with --expert-parallel",
+                              op_name(kind)));
+    return *args.expert_group;
+  }
   if (args.group == nullptr)
     throw Error(fmt::format("{} needs the ranks of a tensor-parallel stage, and this function runs on no such rank; "
                             "run it from a plan compiled with --tensor-parallel",

@@ -1,6 +1,6 @@
-// What the kernels of the tp_ ops read from their arguments on every
+// What the kernels of the tp_ and ep_ ops read from their arguments on every
 // backend: the group they run in, and the part of the tokens that the
-// sequence-parallel ops' rank holds.
+// sequence- and expert-parallel ops' rank holds.
 #pragma once
 
 #include <vector>
@@ -10,8 +10,9 @@
 
 namespace pf::backend {
 
-/// The group an op of `kind` runs in; throws a pf::Error naming the op where
-/// the function runs on no rank of a tensor-parallel stage.
+/// The group an op of `kind` runs in (the expert-parallel group for the ep_
+/// ops, else the tensor-parallel one); throws a pf::Error naming the op where
+/// the function runs in no such group.
 TensorParallelGroup& group_of(const KernelArgs& args, OpKind kind);
 
 /// The rank's part of `whole` (the op's whole operand or result) along the

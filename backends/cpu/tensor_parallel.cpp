@@ -2,7 +2,8 @@
 // activation, unchanged), tp_reduce (partial products summed over the group
 // through KernelArgs::group), tp_max (the group's maximum), and the
 // sequence-parallel ops, which gather and reduce-scatter the tokens through
-// the group's sum.
+// the group's sum; and expert parallelism's gather and reduce-scatter over
+// the replicas (KernelArgs::expert_group).
 #include <algorithm>
 #include <cstddef>
 #include <cstring>
@@ -48,11 +49,12 @@ void tp_max(const KernelArgs& args) {
 /// The partial products summed over the group; the rank keeps its part.
 /// Where the parts interleave in the whole (tokens after a batch axis), the
 /// group's reduce-scatter takes them one place after the other.
-template <class T>
-void tp_reduce_scatter(const KernelArgs& args) {
+template <class T, OpKind kKind>
+void reduce_scatter(const KernelArgs& args) {
   const TensorType& whole = args.in_types[0];
-  const ParamPiece own = token_part(args, OpKind::tp_reduce_scatter, whole);
-  const backend::TokenParts parts = backend::token_parts(own, whole, args.group->size());
+  const ParamPiece own = token_part(args, kKind, whole);
+  backend::TensorParallelGroup& group = group_of(args, kKind);
+  const backend::TokenParts parts = backend::token_parts(own, whole, group.size());
   const auto* in = static_cast<const T*>(args.in[0]);
   std::vector<T> by_place;
   if (!parts.contiguous) {
@@ -64,7 +66,7 @@ void tp_reduce_scatter(const KernelArgs& args) {
     }
     in = by_place.data();
   }
-  args.group->reduce_scatter(std::span<const T>(in, static_cast<size_t>(whole.numel())), result<T>(args), parts.counts);
+  group.reduce_scatter(std::span<const T>(in, static_cast<size_t>(whole.numel())), result<T>(args), parts.counts);
 }
 
 /// Every rank's part gathered, one place after the other, and laid out in
@@ -73,11 +75,12 @@ template <class T, OpKind kKind>
 void gather(const KernelArgs& args) {
   const TensorType& whole = args.out_types[0];
   const ParamPiece own = token_part(args, kKind, whole);
-  const backend::TokenParts parts = backend::token_parts(own, whole, args.group->size());
+  backend::TensorParallelGroup& group = group_of(args, kKind);
+  const backend::TokenParts parts = backend::token_parts(own, whole, group.size());
   const std::span<const T> part(static_cast<const T*>(args.in[0]), static_cast<size_t>(args.in_types[0].numel()));
-  if (parts.contiguous) return args.group->all_gather(part, result<T>(args), parts.counts);
+  if (parts.contiguous) return group.all_gather(part, result<T>(args), parts.counts);
   std::vector<T> by_place(static_cast<size_t>(whole.numel()));
-  args.group->all_gather(part, std::span<T>(by_place), parts.counts);
+  group.all_gather(part, std::span<T>(by_place), parts.counts);
   const auto* from = reinterpret_cast<const std::byte*>(by_place.data());
   for (size_t k = 0; k < parts.pieces.size(); ++k) {
     parts.pieces[k].place(parts.types[k], from, static_cast<std::byte*>(args.out[0]), sizeof(T));
@@ -98,10 +101,14 @@ void add_tensor_parallel_kernels(KernelTable& table) {
   table.set_any_dtype(OpKind::tp_copy, tp_copy);
   table.set_float(OpKind::tp_reduce, tp_reduce<float>, tp_reduce<double>);
   table.set_float(OpKind::tp_max, tp_max<float>, tp_max<double>);
-  table.set_float(OpKind::tp_reduce_scatter, tp_reduce_scatter<float>, tp_reduce_scatter<double>);
+  table.set_float(OpKind::tp_reduce_scatter, reduce_scatter<float, OpKind::tp_reduce_scatter>,
+                  reduce_scatter<double, OpKind::tp_reduce_scatter>);
   table.set_float(OpKind::tp_all_gather, gather<float, OpKind::tp_all_gather>, gather<double, OpKind::tp_all_gather>);
   table.set_float(OpKind::tp_scatter, tp_scatter<float>, tp_scatter<double>);
   table.set_float(OpKind::tp_gather, gather<float, OpKind::tp_gather>, gather<double, OpKind::tp_gather>);
+  table.set_float(OpKind::ep_all_gather, gather<float, OpKind::ep_all_gather>, gather<double, OpKind::ep_all_gather>);
+  table.set_float(OpKind::ep_reduce_scatter, reduce_scatter<float, OpKind::ep_reduce_scatter>,
+                  reduce_scatter<double, OpKind::ep_reduce_scatter>);
 }
 
 }  // namespace pf::cpu

@@ -80,14 +80,16 @@ void tp_max(const KernelArgs& args, const LaunchContext& ctx) {
 }
 
 // The sum goes into a whole of the stream's own, then the rank's part out.
-void tp_reduce_scatter(const KernelArgs& args, const LaunchContext& ctx) {
-  const ParamPiece part = token_part(args, OpKind::tp_reduce_scatter, args.in_types[0]);
+template <OpKind kKind>
+void reduce_scatter(const KernelArgs& args, const LaunchContext& ctx) {
+  const ParamPiece part = token_part(args, kKind, args.in_types[0]);
   const auto bytes = static_cast<size_t>(args.in_types[0].bytes());
   void* sum = nullptr;
   PF_CUDA_CHECK(cudaMallocAsync(&sum, bytes, ctx.stream));
   if (bytes > 0) PF_CUDA_CHECK(cudaMemcpyAsync(sum, args.in[0], bytes, cudaMemcpyDeviceToDevice, ctx.stream));
   PF_CUDA_CHECK(cudaStreamSynchronize(ctx.stream));
-  args.group->all_reduce(std::span<float>(static_cast<float*>(sum), static_cast<size_t>(args.in_types[0].numel())));
+  group_of(args, kKind).all_reduce(
+      std::span<float>(static_cast<float*>(sum), static_cast<size_t>(args.in_types[0].numel())));
   copy_part(part, args.in_types[0], sum, args.out[0], false, ctx);
   PF_CUDA_CHECK(cudaFreeAsync(sum, ctx.stream));
 }
@@ -102,7 +104,7 @@ void gather(const KernelArgs& args, const LaunchContext& ctx) {
   if (bytes > 0) PF_CUDA_CHECK(cudaMemsetAsync(args.out[0], 0, bytes, ctx.stream));
   copy_part(part, args.out_types[0], args.in[0], args.out[0], true, ctx);
   PF_CUDA_CHECK(cudaStreamSynchronize(ctx.stream));
-  args.group->all_reduce(result(args));
+  group_of(args, kKind).all_reduce(result(args));
 }
 
 void tp_scatter(const KernelArgs& args, const LaunchContext& ctx) {
@@ -116,10 +118,12 @@ void add_tensor_parallel_kernels(KernelTable& t) {
   t.set_any_dtype(OpKind::tp_copy, tp_copy);
   t.set_float(OpKind::tp_reduce, tp_reduce, nullptr);  // f32 only: the group sums floats
   t.set_float(OpKind::tp_max, tp_max, nullptr);        // f32 only, as tp_reduce
-  t.set_float(OpKind::tp_reduce_scatter, tp_reduce_scatter, nullptr);
+  t.set_float(OpKind::tp_reduce_scatter, reduce_scatter<OpKind::tp_reduce_scatter>, nullptr);
   t.set_float(OpKind::tp_all_gather, gather<OpKind::tp_all_gather>, nullptr);
   t.set_float(OpKind::tp_scatter, tp_scatter, nullptr);
   t.set_float(OpKind::tp_gather, gather<OpKind::tp_gather>, nullptr);
+  t.set_float(OpKind::ep_all_gather, gather<OpKind::ep_all_gather>, nullptr);
+  t.set_float(OpKind::ep_reduce_scatter, reduce_scatter<OpKind::ep_reduce_scatter>, nullptr);
 }
 
 }  // namespace pf::cuda

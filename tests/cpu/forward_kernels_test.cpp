@@ -246,6 +246,7 @@ Result run_kernel(OpKind op, DType run, const Case& c) {
   static backend::SingleRankGroup alone;  // tp_reduce over a group of one rank
   KernelArgs args{in_types, in_ptrs, result.types, out_ptrs, attrs};
   args.group = &alone;
+  args.expert_group = &alone;
   forward_kernel(op, run)(args);
   for (size_t i = 0; i < result.types.size(); ++i) result.values.push_back(decode(result.types[i], out_bytes[i]));
   return result;
@@ -1585,7 +1586,8 @@ std::vector<OpCase> all_cases() {
   add(OpKind::tp_reduce, {"one rank", {g.uniform({2, 3, 4})}, {}, {}, same_values});
   add(OpKind::tp_max, {"one rank", {g.uniform({4, 3})}, {}, {}, same_values});
   // A group of one rank holds all the tokens: every sequence-parallel op hands them on.
-  for (OpKind op : {OpKind::tp_reduce_scatter, OpKind::tp_all_gather, OpKind::tp_scatter, OpKind::tp_gather})
+  for (OpKind op : {OpKind::tp_reduce_scatter, OpKind::tp_all_gather, OpKind::tp_scatter, OpKind::tp_gather,
+                    OpKind::ep_all_gather, OpKind::ep_reduce_scatter})
     add(op, {"one rank",
              {g.uniform({2, 3, 4})},
              {dim_attr("axis", 1), dim_attr("size", 3), dim_attr("rank", 0), dim_attr("ranks", 1)},

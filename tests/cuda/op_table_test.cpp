@@ -177,7 +177,8 @@ std::vector<Case> all_cases() {
   c.push_back({OpKind::tp_copy, "one rank", {g.uniform({2, 6})}});
   c.push_back({OpKind::tp_reduce, "one rank", {g.uniform({3, 5})}});
   c.push_back({OpKind::tp_max, "one rank", {g.uniform({3, 5})}});
-  for (OpKind op : {OpKind::tp_reduce_scatter, OpKind::tp_all_gather, OpKind::tp_scatter, OpKind::tp_gather})
+  for (OpKind op : {OpKind::tp_reduce_scatter, OpKind::tp_all_gather, OpKind::tp_scatter, OpKind::tp_gather,
+                    OpKind::ep_all_gather, OpKind::ep_reduce_scatter})
     c.push_back({op, "one rank", {g.uniform({2, 3, 4})}, {dim("axis", 1), dim("size", 3), dim("rank", 0), dim("ranks", 1)}});
   c.push_back({OpKind::transpose, "rotate", {g.uniform({2, 3, 4})}, {dims("perm", {2, 0, 1})}});
   c.push_back({OpKind::transpose, "i64_swap", {g.ints(DType::i64, {3, 5}, -9, 9)}, {dims("perm", {1, 0})}});
@@ -475,6 +476,7 @@ Outcome run_cpu(const Case& c, DType floats) {
   for (auto& b : out_bytes) out_ptrs.push_back(b.data());
   cpu::KernelArgs args{in_types, in_ptrs, run.types, out_ptrs, attrs};
   args.group = &alone();
+  args.expert_group = &alone();
   cpu::forward_kernel(c.op, DType::f32)(args);
   for (size_t i = 0; i < run.types.size(); ++i) run.values.push_back(decode(run.types[i], out_bytes[i]));
   return run;
@@ -515,6 +517,7 @@ Outcome run_cuda(CudaDevice& device, const Case& c, DType floats) {
   ctx.step = 0;
   cpu::KernelArgs args{in_types, in_ptrs, run.types, out_ptrs, attrs};
   args.group = &alone();
+  args.expert_group = &alone();
   forward_kernel(c.op, kernel_dtype)(args, ctx);
   device.synchronize(0);
   for (size_t i = 0; i < run.types.size(); ++i) run.values.push_back(decode(run.types[i], outs[i].read()));

@@ -18,12 +18,13 @@
 namespace pf {
 namespace {
 
-/// Executors whose tp_reduce sums over a group of one rank (the identity).
+/// Executors whose tp_ and ep_ ops meet over groups of one rank (the identity).
 const cpu::ExecutorOptions& alone() {
   static backend::SingleRankGroup group;
   static const cpu::ExecutorOptions options = [] {
     cpu::ExecutorOptions o;
     o.tensor_parallel = &group;
+    o.expert_parallel = &group;
     return o;
   }();
   return options;
@@ -107,7 +108,8 @@ std::map<OpKind, GradCase> cases() {
   m[OpKind::tp_copy] = {"%a: f32[3,4]", "  %r = tp_copy %a : f32[3,4]\n", "f32[3,4]"};
   m[OpKind::tp_reduce] = {"%a: f32[3,4]", "  %r = tp_reduce %a : f32[3,4]\n", "f32[3,4]"};
   // Over a group of one rank, which holds every token.
-  for (const char* op : {"tp_reduce_scatter", "tp_all_gather", "tp_scatter", "tp_gather"})
+  for (const char* op : {"tp_reduce_scatter", "tp_all_gather", "tp_scatter", "tp_gather", "ep_all_gather",
+                         "ep_reduce_scatter"})
     m[*find_op(op)] = {"%a: f32[2,3,4]",
                        fmt::format("  %r = {} %a axis=1 size=3 rank=0 ranks=1 : f32[2,3,4]\n", op), "f32[2,3,4]"};
   m[OpKind::reduce_sum] = {"%a: f32[2,3,4]", "  %r = reduce_sum %a axes=[0,2] : f32[3]\n", "f32[3]"};

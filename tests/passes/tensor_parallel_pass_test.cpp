@@ -2,12 +2,14 @@
 // each running the program the pass writes for it (and the backward autodiff
 // derives from that) on a thread of its own and summing through a group,
 // compute the whole model's loss, and each rank the gradients of its blocks
-// of the parameters, which tile the whole model's gradients.
+// of the parameters, which tile the whole model's gradients. The
+// expert-parallel pass likewise, its replicas each on tokens of their own.
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <map>
 #include <random>
 #include <set>
@@ -47,12 +49,13 @@ using Values = std::map<std::string, std::vector<double>>;
 /// `inputs`, its parameters taken from (or cut out of) the whole's `whole`.
 using Inputs = std::vector<std::vector<std::byte>>;  // one buffer per graph argument
 
-Gradients run(Module m, const DimBinding& binding, const Inputs& inputs,
-              const Values& whole, backend::TensorParallelGroup* group) {
+Gradients run(Module m, const DimBinding& binding, const Inputs& inputs, const Values& whole,
+              backend::TensorParallelGroup* group, backend::TensorParallelGroup* experts = nullptr) {
   const GradientProgram program = differentiate(m, binding);
   const Function& g = m.graph();
   cpu::ExecutorOptions options;
   options.tensor_parallel = group;
+  options.expert_parallel = experts;
   Gradients out;
   std::vector<std::vector<double>> params;
   for (const std::string& name : program.params) {
@@ -96,12 +99,8 @@ void expect_near(const std::vector<double>& got, const std::vector<double>& want
     ASSERT_NEAR(got[i], want[i], 1e-12 + 1e-9 * std::abs(want[i])) << what << " at " << i;
 }
 
-/// Runs `m` whole and as `degree` ranks (under sequence parallelism with
-/// `sequence`), and compares. Returns the parameters the ranks split.
-std::set<std::string> expect_ranks_compute_the_whole(const Module& m, const DimBinding& binding, int degree, int classes,
-                                                     bool sequence = false) {
-  const Function& g = m.graph();
-  std::mt19937_64 rng(7);
+/// Random inputs for `g`'s arguments: normal floats, integers below `classes`.
+Inputs random_inputs(const Function& g, int classes, std::mt19937_64& rng) {
   std::normal_distribution<double> normal(0.0, 0.5);
   Inputs inputs;
   for (ValueId a : g.args) {
@@ -114,6 +113,12 @@ std::set<std::string> expect_ranks_compute_the_whole(const Module& m, const DimB
         reinterpret_cast<int32_t*>(bytes.data())[i] = static_cast<int32_t>(rng() % static_cast<uint64_t>(classes));
     }
   }
+  return inputs;
+}
+
+/// Random values for every parameter of `g`, by name.
+Values random_params(const Function& g, std::mt19937_64& rng) {
+  std::normal_distribution<double> normal(0.0, 0.5);
   Values whole;
   for (const Op& op : g.ops)
     if (op.kind == OpKind::param) {
@@ -121,30 +126,56 @@ std::set<std::string> expect_ranks_compute_the_whole(const Module& m, const DimB
       v.resize(g.type_of(op.results[0]).numel());
       for (double& x : v) x = normal(rng);
     }
-  const Gradients reference = run(m, binding, inputs, whole, nullptr);
+  return whole;
+}
 
+/// A rank's gradient of its block `piece` of a parameter of `g`, placed
+/// where the block sits in `into` (the whole parameter's, NaN until filled).
+void place_block(const Function& g, const ParamPiece& piece, const std::vector<double>& grad,
+                 std::vector<double>& into) {
+  TensorType type{DType::f64, g.type_of(g.find_value(piece.whole)).shape};
+  type.shape[static_cast<size_t>(piece.axis)] = piece.size();
+  piece.place(type, reinterpret_cast<const std::byte*>(grad.data()), reinterpret_cast<std::byte*>(into.data()),
+              sizeof(double));
+}
+
+/// Runs `rank(r, group)` for each of `degree` ranks on a thread of its own,
+/// the ranks meeting through one group.
+void on_ranks(int degree, const std::function<void(int, backend::TensorParallelGroup&)>& rank) {
   ThreadGroup group(degree);
   std::vector<ThreadGroup::Rank> ranks;
   for (int r = 0; r < degree; ++r) ranks.emplace_back(group, r);
-  std::vector<Gradients> got(static_cast<size_t>(degree));
   std::vector<std::thread> threads;
-  for (int r = 0; r < degree; ++r)
-    threads.emplace_back([&, r] {
-      Module program = m;
-      PassContext ctx{binding};
-      ctx.tensor_parallel = degree;
-      ctx.tensor_parallel_rank = r;
-      ctx.sequence_parallel = sequence;
-      run_passes(program, {"tensor-parallel"}, ctx);
-      if (sequence) {
-        const std::vector<Op>& ops = program.graph().ops;
-        EXPECT_TRUE(std::any_of(ops.begin(), ops.end(),
-                                [](const Op& op) { return op.kind == OpKind::tp_reduce_scatter; }))
-            << "rank " << r << " holds no part of the tokens";
-      }
-      got[static_cast<size_t>(r)] = run(std::move(program), binding, inputs, whole, &ranks[static_cast<size_t>(r)]);
-    });
+  for (int r = 0; r < degree; ++r) threads.emplace_back([&, r] { rank(r, ranks[static_cast<size_t>(r)]); });
   for (std::thread& t : threads) t.join();
+}
+
+/// Runs `m` whole and as `degree` ranks (under sequence parallelism with
+/// `sequence`), and compares. Returns the parameters the ranks split.
+std::set<std::string> expect_ranks_compute_the_whole(const Module& m, const DimBinding& binding, int degree, int classes,
+                                                     bool sequence = false) {
+  const Function& g = m.graph();
+  std::mt19937_64 rng(7);
+  const Inputs inputs = random_inputs(g, classes, rng);
+  const Values whole = random_params(g, rng);
+  const Gradients reference = run(m, binding, inputs, whole, nullptr);
+
+  std::vector<Gradients> got(static_cast<size_t>(degree));
+  on_ranks(degree, [&](int r, backend::TensorParallelGroup& group) {
+    Module program = m;
+    PassContext ctx{binding};
+    ctx.tensor_parallel = degree;
+    ctx.tensor_parallel_rank = r;
+    ctx.sequence_parallel = sequence;
+    run_passes(program, {"tensor-parallel"}, ctx);
+    if (sequence) {
+      const std::vector<Op>& ops = program.graph().ops;
+      EXPECT_TRUE(
+          std::any_of(ops.begin(), ops.end(), [](const Op& op) { return op.kind == OpKind::tp_reduce_scatter; }))
+          << "rank " << r << " holds no part of the tokens";
+    }
+    got[static_cast<size_t>(r)] = run(std::move(program), binding, inputs, whole, &group);
+  });
 
   // Every rank's loss is the whole model's; a whole parameter's gradient is
   // the whole model's on every rank; the blocks' gradients, placed where
@@ -163,14 +194,7 @@ std::set<std::string> expect_ranks_compute_the_whole(const Module& m, const DimB
       ++pieces;
       std::vector<double>& into = joined[piece->whole];
       into.resize(reference.params.at(piece->whole).size(), std::nan(""));
-      const TensorType type{DType::f64, [&] {
-                              TensorType whole_type = g.type_of(g.find_value(piece->whole));
-                              Shape s = whole_type.shape;
-                              s[static_cast<size_t>(piece->axis)] = piece->size();
-                              return s;
-                            }()};
-      piece->place(type, reinterpret_cast<const std::byte*>(grad.data()), reinterpret_cast<std::byte*>(into.data()),
-                   sizeof(double));
+      place_block(g, *piece, grad, into);
     }
   }
   EXPECT_GT(pieces, 0) << "nothing was split";
@@ -250,6 +274,68 @@ TEST(TensorParallelPass, MixtureOfExpertsRanksComputeTheWholeModel) {
     for (const char* w : {"w1", "w2", "w3"})
       for (int layer : {0, 1}) EXPECT_EQ(split.count(fmt::format("layers.{}.experts.{}", layer, w)), 1u) << w;
     EXPECT_EQ(split.count("layers.0.router.w"), 0u);
+  }
+}
+
+// Experts shared out over data-parallel replicas: each replica holds a
+// block of every layer's experts (4 over 2 replicas, over 3 as 1, 1 and 2,
+// over 4 one each) and trains on its own tokens, which every replica's
+// experts take. Each replica computes the loss and the gradients of the whole
+// model on its tokens alone, but for the experts: a replica's block gets the
+// sum over every replica's tokens, the sum of the replicas' gradients that
+// data parallelism's average is made of.
+TEST(ExpertParallelPass, ReplicasComputeTheWholeModelOnTheirTokens) {
+  DimBinding binding;
+  const Module m = prepared("moe.pf", "B=2,T=4,C=16,H=4,R=2,F=12,L=2,E=4,K=2,A=50,V=11", binding);
+  const Function& g = m.graph();
+  for (const int degree : {2, 3, 4}) {
+    SCOPED_TRACE(fmt::format("{} replicas", degree));
+    std::mt19937_64 rng(11);
+    const Values whole = random_params(g, rng);
+    std::vector<Inputs> inputs;
+    std::vector<Gradients> alone;  // each replica's tokens through the whole model
+    for (int r = 0; r < degree; ++r) {
+      inputs.push_back(random_inputs(g, 11, rng));
+      alone.push_back(run(m, binding, inputs.back(), whole, nullptr));
+    }
+    std::vector<Gradients> got(static_cast<size_t>(degree));
+    on_ranks(degree, [&](int r, backend::TensorParallelGroup& group) {
+      Module program = m;
+      PassContext ctx{binding};
+      ctx.expert_parallel = degree;
+      ctx.expert_parallel_rank = r;
+      EXPECT_EQ(run_passes(program, {"expert-parallel"}, ctx).size(), 1u);
+      got[static_cast<size_t>(r)] = run(std::move(program), binding, inputs[static_cast<size_t>(r)], whole, nullptr,
+                                        &group);
+    });
+
+    Values joined;
+    for (int r = 0; r < degree; ++r) {
+      const Gradients& replica = got[static_cast<size_t>(r)];
+      const Gradients& reference = alone[static_cast<size_t>(r)];
+      EXPECT_NEAR(replica.loss, reference.loss, 1e-12) << "replica " << r;
+      for (const auto& [name, grad] : replica.params) {
+        const std::optional<ParamPiece>& piece = replica.pieces.at(name);
+        if (!piece) {
+          expect_near(grad, reference.params.at(name), fmt::format("replica {}: {}", r, name));
+          continue;
+        }
+        std::vector<double>& into = joined[piece->whole];
+        into.resize(reference.params.at(piece->whole).size(), std::nan(""));
+        place_block(g, *piece, grad, into);
+      }
+    }
+    std::set<std::string> split;
+    for (const auto& [name, grad] : joined) {
+      std::vector<double> sum(grad.size(), 0.0);
+      for (const Gradients& reference : alone)
+        for (size_t i = 0; i < sum.size(); ++i) sum[i] += reference.params.at(name)[i];
+      expect_near(grad, sum, "joined " + name);
+      split.insert(name);
+    }
+    for (const char* w : {"w1", "w2", "w3"})
+      for (int layer : {0, 1}) EXPECT_EQ(split.count(fmt::format("layers.{}.experts.{}", layer, w)), 1u) << w;
+    EXPECT_EQ(split.size(), 6u);
   }
 }
 

@@ -287,6 +287,48 @@ TEST(Plan, TensorParallelStagesHoldEachRanksPart) {
             "its tensor-parallel group)");
 }
 
+// Replicas sharing the experts out: each stage holds each replica's part,
+// replica k's run by the rank of replica k; the parameters a part lists
+// beyond the stage's own are its replica's alone. Plans written before the
+// field read 1.
+TEST(Plan, ReplicasSharingTheExpertsHoldAPartEach) {
+  auto shared = [](Plan& p) {
+    p.expert_parallel = 2;
+    for (const char* d : {"cpu:2", "cpu:3"}) p.devices.push_back({d, "cpu", int64_t{8} << 30, 1});
+    p.ranks = replicated_ranks(p.stages, 2, 2);
+    for (PlanStage& s : p.stages)
+      for (int k = 0; k < 2; ++k) s.shards.push_back({s.program, s.params, s.gradients, s.split});
+  };
+  Plan plan = two_stage_plan();
+  shared(plan);
+  const std::string text = plan_to_json(plan);
+  EXPECT_NE(text.find("\"expert_parallel\": 2"), std::string::npos) << text;
+  EXPECT_EQ(plan_from_json(text, "plan.json"), plan);
+  EXPECT_EQ(plan_from_json(plan_to_json(two_stage_plan()), "plan.json").expert_parallel, 1);
+  EXPECT_EQ(stage_part(plan, plan.ranks[3]), 1);
+  EXPECT_EQ(rank_of_part(plan, 1, 1), 3);
+  EXPECT_TRUE(replica_own_params(plan, plan.stages[1], 1).empty());
+  plan.stages[1].shards[1].params[0].name = "w1.ep1";
+  EXPECT_EQ(replica_own_params(plan, plan.stages[1], 1), std::vector<std::string>{"w1.ep1"});
+  EXPECT_EQ(plan_error([&](Plan& p) {
+              shared(p);
+              p.expert_parallel = 3;
+            }),
+            "plan.json: expert_parallel is 3, but the plan's ranks form 2 data-parallel replicas: the experts are "
+            "shared out over all of them");
+  EXPECT_EQ(plan_error([&](Plan& p) {
+              shared(p);
+              p.stages[0].shards.pop_back();
+            }),
+            "plan.json: stage 0 holds the parts of 1 replicas, but the plan's expert_parallel is 2");
+  EXPECT_EQ(plan_error([&](Plan& p) {
+              shared(p);
+              p.shard_optimizer = true;
+            }),
+            "plan.json: the optimizer state is sharded over the data-parallel replicas, which share the experts out "
+            "too: a plan has one or the other");
+}
+
 TEST(Plan, InferencePlanHasNoBackward) {
   Plan plan = two_stage_plan();
   plan.loss_stage_output.clear();

@@ -179,3 +179,19 @@ def test_shard_optimizer_is_the_commands_flag(pipeforge_exe, tmp_path):
     assert (tmp_path / "py.json").read_bytes() == (tmp_path / "cli.json").read_bytes()
     with pytest.raises(pipeforge.Error, match="--shard-optimizer shares the optimizer state out"):
         compile_mlp(shard_optimizer=True)
+
+
+def test_expert_parallel_is_the_commands_flag(pipeforge_exe, tmp_path):
+    # The replicas of a mixture of experts share its experts out: the plan
+    # the command writes, byte for byte, and its refusal of a dense model.
+    moe = Path(MLP).parent / "moe.pf"
+    bind = "B=8,L=2,C=32,H=4,R=2,F=48,T=16,V=64,E=4"
+    shared = pipeforge.compile(moe, devices="cpu:2", microbatches=2, bind=bind, data_parallel=2, expert_parallel=2)
+    assert shared.expert_parallel == 2 and shared.data_parallel == 2
+    assert pipeforge.compile(moe, devices="cpu:2", microbatches=2, bind=bind, data_parallel=2).expert_parallel == 1
+    shared.save(tmp_path / "py.json")
+    run_command(pipeforge_exe, "compile", moe, "--bind", bind, "--devices", "cpu:2", "--microbatches", 2,
+                "--data-parallel", 2, "--expert-parallel", 2, "-o", tmp_path / "cli.json")
+    assert (tmp_path / "py.json").read_bytes() == (tmp_path / "cli.json").read_bytes()
+    with pytest.raises(pipeforge.Error, match="routes to none"):
+        compile_mlp(data_parallel=2, expert_parallel=2)

@@ -102,10 +102,7 @@ Plan make_plan(const Model& model, ScheduleKind kind, int devices, int micro, in
   const auto& c = cg.cut_candidates;
   for (int k = 1; k < stages; ++k) cuts.push_back(c[(static_cast<size_t>(k) * (c.size() + 1)) / stages - 1]);
   Plan plan = plan_for_cuts(m, b, cuts, whole, std::string(schedule_kind_name(kind)), micro, virt, setup.dtype,
-                            setup.recompute, setup.tensor, setup.sequence);
-  for (int d = devices; d < devices * setup.replicas; ++d)
-    plan.devices.push_back({fmt::format("cpu:{}", d), "cpu", 0, 1});
-  plan.ranks = replicated_ranks(plan.stages, devices, setup.replicas, setup.tensor);
+                            setup.recompute, setup.tensor, setup.sequence, setup.replicas, setup.experts);
   plan.shard_optimizer = setup.shard_optimizer;
   return plan;
 }

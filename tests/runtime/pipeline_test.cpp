@@ -39,21 +39,26 @@ TEST_P(Equivalence, EveryScheduleMatchesOneDevice) {
         }
 }
 
-// Replicas of the pipeline, each on 1/d of the batch, averaging their
-// gradients: still the numbers of one device, for every schedule.
-TEST_P(Equivalence, DataParallelReplicasMatchOneDevice) {
-  const Model& model = *GetParam();
-  Reference ref = single_device(model);
+/// 2 and 3 replicas of the pipeline as `base` places them, under every
+/// schedule, on 1 and 2 devices, with 1 and 4 micro-batches.
+void expect_replicas_match(const Reference& ref, const Model& model, const Placement& base) {
   for (ScheduleKind kind : {ScheduleKind::gpipe, ScheduleKind::one_f_one_b, ScheduleKind::zb_h1,
                             ScheduleKind::interleaved, ScheduleKind::zb_v, ScheduleKind::zb_interleaved})
     for (int replicas : {2, 3})
       for (int devices : {1, 2})
         for (int micro : {1, 4}) {
           const int virt = chunks_per_device(kind, kind == ScheduleKind::interleaved ? 2 : 1);
-          Placement setup;
+          Placement setup = base;
           setup.replicas = replicas;
           expect_same(ref, model, kind, devices, micro, virt, setup);
         }
+}
+
+// Replicas of the pipeline, each on 1/d of the batch, averaging their
+// gradients: still the numbers of one device, for every schedule.
+TEST_P(Equivalence, DataParallelReplicasMatchOneDevice) {
+  const Model& model = *GetParam();
+  expect_replicas_match(single_device(model), model, {});
 }
 
 // Each device a tensor-parallel group of two ranks, each running its part
@@ -264,6 +269,26 @@ INSTANTIATE_TEST_SUITE_P(Models, Equivalence, testing::Values(&kMlp, &kGpt, &kLl
                                              : p.param == &kMoe   ? "moe"
                                                                   : "tables");
                          });
+
+// Replicas sharing the experts out (4 over 2 replicas, over 3 as 1, 1 and
+// 2), each taking every replica's tokens for its experts and keeping their
+// gradients its own: the numbers of one device, for every schedule.
+TEST(MixtureOfExperts, ReplicasSharingTheExpertsMatchOneDevice) {
+  Placement sharing;
+  sharing.experts = true;
+  expect_replicas_match(single_device(kMoe), kMoe, sharing);
+  // Each replica's part holds a block of every layer's three expert weights.
+  Placement setup;
+  setup.replicas = 3;
+  setup.experts = true;
+  const Plan plan = make_plan(kMoe, ScheduleKind::one_f_one_b, 2, 4, 1, setup);
+  EXPECT_EQ(plan.expert_parallel, 3);
+  for (int replica = 0; replica < 3; ++replica) {
+    size_t blocks = 0;
+    for (const PlanStage& s : plan.stages) blocks += replica_own_params(plan, s, replica).size();
+    EXPECT_EQ(blocks, 6u * 3) << "replica " << replica;
+  }
+}
 
 // Multi-query attention (one key and value head for the four query heads)
 // over 2 tensor-parallel ranks: each rank its query heads, the shared head

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Expert parallelism on CPU threads: one training step of examples/moe.pf
+# (4 blocks, C=256, T=128, 8 experts of F=512, 2 per token, batch 16 in 4
+# micro-batches, AdamW) on one device of one thread, as two data-parallel
+# replicas of one thread each holding every expert, and as the same two
+# replicas sharing the experts out (each holds 4 of every layer's 8, which
+# take both replicas' tokens). The plans run in turn, round after round, so
+# that the machine's drift touches them alike; each cell is the median step
+# time of a run (its first two steps left out), the ratios to one thread
+# within the same round. Then the peak memory compile predicts per rank.
+#
+#   bench/expert_parallel_bench.sh [build dir] [rounds]
+set -euo pipefail
+build=${1:-build}
+rounds=${2:-3}
+pf="$build/tools/pipeforge"
+here=$(cd "$(dirname "$0")/.." && pwd)
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+model=("$here/examples/moe.pf" --bind L=4,C=256,H=8,R=2,F=512,T=128,V=256,B=16,E=8,K=2 -m 4 --devices cpu:1)
+"$pf" compile "${model[@]}" -o "$work/one.json" > "$work/one.txt"
+"$pf" compile "${model[@]}" --data-parallel 2 -o "$work/replicas.json" > "$work/replicas.txt"
+"$pf" compile "${model[@]}" --data-parallel 2 --expert-parallel 2 -o "$work/shared.json" > "$work/shared.txt"
+
+# shellcheck source=bench/step_median.sh
+source "$here/bench/step_median.sh"
+median_ms() { median_step_ms "$pf" "$work/$1.json" "$here/DESIGN.md"; }
+
+echo "| round | 1 thread ms | DP 2, experts on each ms | DP 2, experts shared ms | DP 2 / 1 | shared / 1 | shared / DP 2 |"
+echo "|---|---|---|---|---|---|---|"
+for r in $(seq 1 "$rounds"); do
+  one=$(median_ms one); replicas=$(median_ms replicas); shared=$(median_ms shared)
+  awk -v r="$r" -v a="$one" -v b="$replicas" -v c="$shared" \
+    'BEGIN {printf "| %d | %.1f | %.1f | %.1f | %.2f | %.2f | %.2f |\n", r, a, b, c, b / a, c / a, c / b}'
+done
+echo
+# The stage table's peak memory: weights, gradients, AdamW state and activations of one rank.
+for plan in one replicas shared; do
+  printf '%s: peak memory per rank %s\n' "$plan" "$(awk '$1 == "0" && $2 == "cpu:0" {print $(NF - 4), $(NF - 3)}' "$work/$plan.txt")"
+done
