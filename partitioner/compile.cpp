@@ -160,10 +160,12 @@ void check_expert_parallel(const Module& model, const CompileOptions& options) {
   const int x = options.expert_parallel;
   if (x < 1) throw Error(fmt::format("--expert-parallel must be at least 1, not {}", x));
   if (x == 1) return;
-  if (options.data_parallel != x)
-    throw Error(fmt::format("--expert-parallel {} shares the experts out over the data-parallel replicas, a block "
-                            "each, and needs as many of them; add --data-parallel {}",
-                            x, x));
+  if (options.data_parallel < x || options.data_parallel % x != 0)
+    throw Error(fmt::format("--expert-parallel {} shares the experts out over groups of {} data-parallel replicas, a "
+                            "block each, and needs --data-parallel a multiple of {}{}",
+                            x, x, x,
+                            options.data_parallel == 0 ? " (given, not auto)"
+                                                       : fmt::format(", not {}", options.data_parallel)));
   if (options.tensor_parallel > 1)
     throw Error(fmt::format("--expert-parallel with --tensor-parallel {}: the tensor-parallel ranks cut the experts "
                             "already; use one of them",
@@ -211,9 +213,10 @@ CompileResult compile_once(Module model, const DimBinding& binding, const std::s
   if (options.expert_parallel > 1) {
     // Each replica holds a block of the experts; a stage's program is split alone.
     const ExpertParallel ep{options.expert_parallel, po.replica_link, dtype_size(dtype)};
-    const TensorParallelSplit split = apply_expert_parallel(priced.cost, priced.module.graph(), ep);
-    priced.cost.cut_candidates = cuts_between_shares(priced.module.graph(), split, std::move(priced.cost.cut_candidates));
-    priced.inside_layers = cuts_between_shares(priced.module.graph(), split, std::move(priced.inside_layers));
+    const Function& graph = priced.module.graph();
+    const TensorParallelSplit split = apply_expert_parallel(priced.cost, graph, ep);
+    priced.cost.cut_candidates = cuts_between_shares(graph, split, std::move(priced.cost.cut_candidates));
+    priced.inside_layers = cuts_between_shares(graph, split, std::move(priced.inside_layers));
   }
   const int devices = layout.pipeline;
   choose_cuts(priced.cost, priced.inside_layers, po, options, layout.tensor, result);

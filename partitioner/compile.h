@@ -18,7 +18,7 @@ struct CompileOptions {
   int data_parallel = 1;           // replicas of the pipeline, each on its own devices and 1/D of the batch; 0: chosen
   int tensor_parallel = 1;         // ranks per pipeline device (GPUs of one node), splitting each layer
   bool sequence_parallel = false;  // with tensor_parallel: norms and residuals on each rank's part of the tokens
-  int expert_parallel = 1;         // replicas sharing the experts out (Plan::expert_parallel): 1, or data_parallel
+  int expert_parallel = 1;         // replicas sharing the experts out (Plan::expert_parallel): divides data_parallel
   std::string schedule = "1f1b";   // gpipe | 1f1b | interleaved | zb1 | zbv | auto (the fastest predicted)
   int virtual_stages = 1;
   std::string precision;           // the roofline's matmul precision; empty: the dtype's (bf16 or fp32)

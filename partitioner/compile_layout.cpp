@@ -105,6 +105,7 @@ PartitionOptions layout_partition_options(const CompileOptions& options, const H
   }
   po.link = pipeline_link(grouped_cluster(hardware.cluster, t, t), p);
   po.data_parallel = layout.data;
+  po.expert_parallel = options.expert_parallel;
   po.replica_link = replica_link(grouped_cluster(hardware.cluster, t, 1), p, layout.data);
   // A sharded optimizer's state: 1/D of it on each replica.
   po.optimizer_state_factor = (options.optimizer == "sgd" ? 1.0 : 2.0) / (options.shard_optimizer ? layout.data : 1);
@@ -120,6 +121,7 @@ StepOptions layout_step_options(const CompileOptions& options, const Hardware& h
   so.microbatches = partition.microbatches;
   so.virtual_stages = partition.virtual_stages;
   so.data_parallel = partition.data_parallel;
+  so.expert_parallel = partition.expert_parallel;
   so.shard_optimizer = options.shard_optimizer && partition.data_parallel > 1;
   so.replica_link = partition.replica_link;
   so.optimizer_state_factor = partition.optimizer_state_factor;

@@ -10,13 +10,14 @@
 
 namespace pf {
 
-TensorParallelSplit apply_expert_parallel(CostGraph& cg, const Function& graph, const ExpertParallel& ep) {
+TensorParallelSplit apply_expert_parallel(CostGraph& cg, const Function& graph, const ExpertParallel& ep,
+                                          int whole_results) {
   const int x = ep.replicas;
   if (x <= 1) return {};
   if (cg.nodes.size() != graph.ops.size())
     throw Error(fmt::format("expert parallelism: the cost graph has {} nodes for {} ops", cg.nodes.size(),
                             graph.ops.size()));
-  const TensorParallelLayout layout = expert_parallel_layout(graph, x);
+  const TensorParallelLayout layout = expert_parallel_layout(graph, x, whole_results);
   TensorParallelSplit split;
   split.sharded.resize(graph.values.size());
   for (size_t v = 0; v < graph.values.size(); ++v) split.sharded[v] = layout.values[v].sharded();

@@ -172,7 +172,7 @@ std::vector<PlanStage> plan_stages(std::vector<StageModule> stages, const DimBin
 Plan plan_for_cuts(const Module& model, const DimBinding& micro, const std::vector<int>& cuts,
                    const std::vector<std::string>& whole_inputs, const std::string& schedule, int microbatches,
                    int virtual_stages, DType dtype, Recompute recompute,
-                   int tensor_parallel, bool sequence_parallel, int replicas, bool expert_parallel) {
+                   int tensor_parallel, bool sequence_parallel, int replicas, int expert_parallel) {
   const int stages = static_cast<int>(cuts.size()) + 1;
   if (virtual_stages < 1 || stages % virtual_stages != 0)
     throw Error(fmt::format("{} stages do not divide into {} virtual stages per device", stages, virtual_stages));
@@ -189,7 +189,7 @@ Plan plan_for_cuts(const Module& model, const DimBinding& micro, const std::vect
   plan.recompute = std::string(recompute_name(recompute));
   plan.tensor_parallel = tensor_parallel;
   plan.sequence_parallel = sequence_parallel;
-  plan.expert_parallel = expert_parallel ? replicas : 1;
+  plan.expert_parallel = expert_parallel;
   plan.loss_stage_output = graph.values[graph.returns.at(0)].name;
   std::vector<int> device_of;
   const std::optional<ScheduleKind> kind = parse_schedule_kind(schedule);

@@ -37,8 +37,9 @@ std::vector<std::string> whole_tied_params(const std::vector<StageModule>& stage
 /// differentiated alike), the tied parameters in `whole_tied` kept whole
 /// (whole_tied_params); with `sequence_parallel`, the ops between the
 /// group's products on each rank's part of the tokens. With
-/// `expert_parallel` X > 1 instead, the part of each of X replicas sharing
-/// the experts out (the expert-parallel pass's program for the replica).
+/// `expert_parallel` X > 1 instead, the part of each of the X replicas of a
+/// group sharing the experts out (the expert-parallel pass's program for
+/// the replica's block).
 /// Predictions are left zero.
 PlanStage plan_stage(StageModule stage, int index, int device, const DimBinding& micro,
                      const std::map<std::string, std::vector<int>>& holders,
@@ -59,12 +60,12 @@ std::vector<PlanStage> plan_stages(std::vector<StageModule> stages, const DimBin
 /// device s % devices, predictions zero; each device a tensor-parallel
 /// group of `tensor_parallel` ranks (`sequence_parallel`: plan_stage); the
 /// pipeline replicated `replicas` times, replica k on devices cpu:k*devices...,
-/// the replicas sharing the experts out with `expert_parallel`. What tests
+/// groups of `expert_parallel` replicas sharing the experts out. What tests
 /// and benchmarks build when they choose the cuts themselves.
 Plan plan_for_cuts(const Module& model, const DimBinding& micro, const std::vector<int>& cuts,
                    const std::vector<std::string>& whole_inputs, const std::string& schedule, int microbatches,
                    int virtual_stages, DType dtype = DType::f32, Recompute recompute = Recompute::none,
                    int tensor_parallel = 1, bool sequence_parallel = false, int replicas = 1,
-                   bool expert_parallel = false);
+                   int expert_parallel = 1);
 
 }  // namespace pf

@@ -108,6 +108,12 @@ StageCosts::StageCosts(const CostGraph& graph, const PartitionOptions& options)
     const double m = options.microbatches;
     sync_per_byte_s_ = ring.per_byte_s / m;
     sync_fixed_s_ = ring.fixed_s / m;
+    const int holders = options.data_parallel / std::max(1, options.expert_parallel);
+    if (holders > 1) {
+      const RingAllReduce blocks(holders, options.replica_link);
+      own_sync_per_byte_s_ = blocks.per_byte_s / m;
+      own_sync_fixed_s_ = blocks.fixed_s / m;
+    }
   }
 }
 

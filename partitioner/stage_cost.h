@@ -44,11 +44,13 @@ class StageCosts {
   /// Transfer time across a boundary, paid by the stage on each side of it.
   double comm_s(int boundary) const { return comm_[boundary]; }
   /// Per micro-batch: the range's share of the gradient all-reduce across
-  /// data-parallel replicas (0 with one replica or no parameters), the
-  /// replicas' own parameters left out.
+  /// data-parallel replicas (0 with one replica or no parameters), and of
+  /// the all-reduce of the replicas' blocks of the experts over the replicas
+  /// holding each.
   double sync_s(int begin, int end) const {
-    const int64_t bytes = ranges_.param_bytes(begin, end) - ranges_.own_param_bytes(begin, end);
-    return bytes > 0 ? static_cast<double>(bytes) * sync_per_byte_s_ + sync_fixed_s_ : 0.0;
+    const int64_t own = ranges_.own_param_bytes(begin, end), shared = ranges_.param_bytes(begin, end) - own;
+    return (shared > 0 ? static_cast<double>(shared) * sync_per_byte_s_ + sync_fixed_s_ : 0.0) +
+           (own > 0 ? static_cast<double>(own) * own_sync_per_byte_s_ + own_sync_fixed_s_ : 0.0);
   }
   /// The work of one micro-batch on the slot's device: forward, backward and
   /// the gradient all-reduce's share. It only grows as `begin` moves left,
@@ -86,7 +88,8 @@ class StageCosts {
   RangeCosts ranges_;
   std::vector<double> comm_;  // (n + 1), per boundary
   double optimizer_state_factor_;
-  double sync_per_byte_s_ = 0, sync_fixed_s_ = 0;  // per micro-batch
+  double sync_per_byte_s_ = 0, sync_fixed_s_ = 0;          // per micro-batch
+  double own_sync_per_byte_s_ = 0, own_sync_fixed_s_ = 0;  // the experts' blocks', per micro-batch
 };
 
 }  // namespace pf

@@ -63,6 +63,10 @@ struct PartitionOptions {
   /// Its time is charged to the stage, 1/microbatches of it per micro-batch.
   int data_parallel = 1;
   LinkSpec replica_link;
+  /// The replicas form groups of this many sharing the experts out
+  /// (Plan::expert_parallel): a block's gradients (CostNode::own_param_bytes)
+  /// are summed over the data_parallel / expert_parallel replicas holding it.
+  int expert_parallel = 1;
   /// Manual split: exactly stages - 1 increasing positions (stage starts),
   /// each a cut candidate. When given, partition() only evaluates and places
   /// them, with no search, and fails if a device's stages together exceed its

@@ -63,11 +63,13 @@ StepPrediction predict_step(const CostGraph& graph, const PartitionResult& resul
   const Schedule schedule = make_schedule(options.schedule, devices, options.microbatches, options.virtual_stages, costs);
   const Simulation sim = simulate(schedule, costs);
 
-  std::vector<int64_t> param_bytes(devices, 0), synced_bytes(devices, 0);
+  std::vector<int64_t> param_bytes(devices, 0), own_bytes(devices, 0);
   for (const StagePlan& s : result.stages) {
     param_bytes[s.device] += s.param_bytes;
-    synced_bytes[s.device] += s.param_bytes - s.own_param_bytes;
+    own_bytes[s.device] += s.own_param_bytes;
   }
+  // A block of the experts is summed over the replicas holding it, one per group.
+  const int holders = options.data_parallel / std::max(1, options.expert_parallel);
   StepPrediction p;
   p.pipeline_s = sim.makespan;
   p.bubble_fraction = sim.bubble_fraction;
@@ -78,7 +80,8 @@ StepPrediction predict_step(const CostGraph& graph, const PartitionResult& resul
       if (is_compute(a.action.kind)) last = std::max(last, a.end);
     const double bytes = static_cast<double>(param_bytes[d]);
     const double sync =
-        ring_all_reduce_s(static_cast<double>(synced_bytes[d]), options.data_parallel, options.replica_link);
+        ring_all_reduce_s(bytes - static_cast<double>(own_bytes[d]), options.data_parallel, options.replica_link) +
+        ring_all_reduce_s(static_cast<double>(own_bytes[d]), holders, options.replica_link);
     // What this replica steps: all of its parameters, or a 1/D share, whose
     // updates it then sends to the others and receives theirs (an
     // all-gather: half a ring all-reduce).

@@ -10,7 +10,9 @@
 // the replica's own tokens. Everything else (attention, the router, the
 // load-balancing loss) runs on the replica's own tokens, as data
 // parallelism does. The capacity of a route that drops counts the tokens of
-// every replica. Autodiff, run after it, derives the replica's backward.
+// every replica. The replicas here are one group of them: where there are
+// more, each group shares the experts out alike. Autodiff, run after it,
+// derives the replica's backward.
 #include <fmt/format.h>
 
 #include <algorithm>

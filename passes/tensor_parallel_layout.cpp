@@ -572,10 +572,10 @@ TensorParallelLayout tensor_parallel_layout(const Function& graph, int degree, i
                std::vector<bool>(graph.ops.size(), false));
 }
 
-TensorParallelLayout expert_parallel_layout(const Function& graph, int degree) {
+TensorParallelLayout expert_parallel_layout(const Function& graph, int degree, int whole_results) {
   std::vector<bool> whole_products(graph.ops.size());
   for (size_t i = 0; i < graph.ops.size(); ++i) whole_products[i] = graph.ops[i].kind != OpKind::moe_route;
-  return split(graph, degree, -1, {}, false, {}, std::move(whole_products));
+  return split(graph, degree, whole_results, {}, false, {}, std::move(whole_products));
 }
 
 }  // namespace pf

@@ -111,7 +111,8 @@ TensorParallelLayout tensor_parallel_layout(const Function& graph, int degree, i
 /// The split of `graph`'s experts alone over `degree` ranks (expert
 /// parallelism over the data-parallel replicas of a stage): every route to
 /// a block of the experts, and the ops over its slots, as above; every
-/// other op whole. Its results leave whole.
-TensorParallelLayout expert_parallel_layout(const Function& graph, int degree);
+/// other op whole. Its first `whole_results` results (all when negative)
+/// leave whole.
+TensorParallelLayout expert_parallel_layout(const Function& graph, int degree, int whole_results = -1);
 
 }  // namespace pf

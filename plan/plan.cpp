@@ -120,12 +120,26 @@ int replica_count(const Plan& plan) {
 
 int stage_part(const Plan& plan, const PlanRank& r) {
   if (plan.tensor_parallel > 1) return r.shard;
-  if (plan.expert_parallel > 1) return r.replica;
+  if (plan.expert_parallel > 1) return r.replica % plan.expert_parallel;
   return -1;
 }
 
 int rank_of_part(const Plan& plan, int stage, int part) {
   return plan.expert_parallel > 1 ? rank_of_stage(plan, stage, part, 0) : rank_of_stage(plan, stage, 0, part);
+}
+
+std::vector<int> expert_group_replicas(const Plan& plan, int replica) {
+  const int x = std::max(1, plan.expert_parallel), first = replica / x * x;
+  std::vector<int> out;
+  for (int k = first; k < first + x; ++k) out.push_back(k);
+  return out;
+}
+
+std::vector<int> expert_block_replicas(const Plan& plan, int replica) {
+  const int x = std::max(1, plan.expert_parallel);
+  std::vector<int> out;
+  for (int k = replica % x; k < replica_count(plan); k += x) out.push_back(k);
+  return out;
 }
 
 std::vector<std::string> replica_own_params(const Plan& plan, const PlanStage& stage, int part) {

@@ -89,8 +89,8 @@ struct PlanStage {
   /// schedule_splits_backward); absent otherwise.
   std::optional<BackwardSplit> split;
   /// With Plan::tensor_parallel T > 1: each rank's part, by rank in the
-  /// group (T of them); with Plan::expert_parallel X > 1, each replica's,
-  /// by replica (X of them: its block of the experts). The fields above stay
+  /// group (T of them); with Plan::expert_parallel X > 1, one per block of
+  /// the experts (X of them), part k run by replicas k, k + X, ... The fields above stay
   /// the whole stage, which the simulator prices. Empty otherwise.
   std::vector<PlanShard> shards;
   /// With shards: the products (and table lookups) that every rank of the
@@ -178,13 +178,14 @@ struct Plan {
   /// written before the field read as false.
   bool sequence_parallel = false;
   /// Expert parallelism (Megatron-LM's and DeepSpeed-MoE's, over the
-  /// data-parallel replicas): each of the X replicas holds a block of every
-  /// layer's experts and runs its part of each stage (PlanStage::shards, by
-  /// replica), which hands every replica's tokens to its experts. Its
-  /// experts' gradients are its own, not averaged over the replicas. 1:
-  /// every replica holds every expert; above 1 it is the number of
-  /// replicas, and tensor_parallel is 1. Plans written before the field
-  /// read as 1.
+  /// data-parallel replicas): the replicas form groups of X, replicas
+  /// g X .. g X + X - 1; replica k holds block k mod X of every layer's
+  /// experts and runs that part of each stage (PlanStage::shards, X of
+  /// them), which hands every replica of its group's tokens to its experts.
+  /// A block's gradients are summed over the replicas holding it (one per
+  /// group), the rest averaged over all. 1: every replica holds every
+  /// expert; above 1 it divides the replicas, and tensor_parallel is 1.
+  /// Plans written before the field read as 1.
   int expert_parallel = 1;
   /// How stages compute: f32, or bf16 (CUDA stages in bf16 with f32 master
   /// weights; CPU stages in f32). Plans written before the field read as f32.
@@ -269,16 +270,22 @@ std::vector<PlanRank> replicated_ranks(const std::vector<PlanStage>& stages, int
 int replica_count(const Plan& plan);
 
 /// Which of its stages' parts (PlanStage::shards) rank `r` runs: its place
-/// in its tensor-parallel group, or under expert parallelism its replica;
-/// -1 where the plan's stages run whole.
+/// in its tensor-parallel group, or under expert parallelism its replica's
+/// block of the experts; -1 where the plan's stages run whole.
 int stage_part(const Plan& plan, const PlanRank& r);
-/// The rank running part `part` of stage `stage` (in replica 0 under tensor
+/// The rank running part `part` of stage `stage` in the first replica that
+/// runs it (replica 0 under tensor parallelism, replica `part` under expert
 /// parallelism).
 int rank_of_part(const Plan& plan, int stage, int part);
+/// Under expert parallelism: the replicas of `replica`'s group, which share
+/// the experts out (a block each, by block), and the replicas holding the
+/// same block as `replica` (one per group), which sum its gradients.
+std::vector<int> expert_group_replicas(const Plan& plan, int replica);
+std::vector<int> expert_block_replicas(const Plan& plan, int replica);
 /// The parameters of part `part` of `stage` that the rank running it holds
 /// alone under expert parallelism (its blocks of the experts: those the
-/// whole stage does not list); their gradients are not averaged over the
-/// replicas. Empty without expert parallelism.
+/// whole stage does not list), whose gradients are summed over
+/// expert_block_replicas only. Empty without expert parallelism.
 std::vector<std::string> replica_own_params(const Plan& plan, const PlanStage& stage, int part);
 /// How messages name rank `rank`: "rank 3 (stage 1, replica 1)".
 std::string rank_name(const Plan& plan, int rank);

@@ -79,9 +79,9 @@ class PlanChecker {
     if (plan_.sequence_parallel && plan_.tensor_parallel < 2)
       fail("sequence_parallel cuts the tokens over a tensor-parallel group, but the plan's tensor_parallel is 1");
     const int replicas = replica_count(plan_);
-    if (plan_.expert_parallel > 1 && plan_.expert_parallel != replicas)
-      fail(fmt::format("expert_parallel is {}, but the plan's ranks form {} data-parallel replicas: the experts are "
-                       "shared out over all of them",
+    if (plan_.expert_parallel > 1 && replicas % plan_.expert_parallel != 0)
+      fail(fmt::format("expert_parallel is {}, which does not divide the {} data-parallel replicas the plan's ranks "
+                       "form into groups sharing the experts out",
                        plan_.expert_parallel, replicas));
     if (plan_.expert_parallel > 1 && plan_.tensor_parallel > 1)
       fail("expert_parallel shares the experts out over replicas, and tensor_parallel cuts them over each "
@@ -326,19 +326,20 @@ class PlanChecker {
 
   /// A tensor-parallel stage's parts: one per rank of the group (or none, in
   /// a plan written before they were), each program agreeing with its
-  /// tables; under expert parallelism, one per replica.
+  /// tables; under expert parallelism, one per block of the experts.
   std::vector<Module> check_shards(const PlanStage& s) const {
     const bool experts = plan_.expert_parallel > 1;
     const size_t t = static_cast<size_t>(experts ? plan_.expert_parallel : plan_.tensor_parallel);
     std::vector<Module> modules;
     if (s.shards.empty()) {
       if (experts)
-        fail(fmt::format("stage {} holds no replica's part, but the plan shares the experts out over {} replicas",
+        fail(fmt::format("stage {} holds no block of the experts, but the plan shares them out over groups of {} "
+                         "replicas",
                          s.index, t));
       return modules;
     }
     if (s.shards.size() != t)
-      fail(experts ? fmt::format("stage {} holds the parts of {} replicas, but the plan's expert_parallel is {}",
+      fail(experts ? fmt::format("stage {} holds {} blocks of the experts, but the plan's expert_parallel is {}",
                                  s.index, s.shards.size(), t)
                    : fmt::format("stage {} holds the parts of {} tensor-parallel ranks, but the plan's "
                                  "tensor_parallel is {}",
@@ -347,7 +348,8 @@ class PlanChecker {
       try {
         modules.push_back(check_programs(shard_stage(s, static_cast<int>(r), plan_.sequence_parallel)));
       } catch (const Error& e) {
-        throw Error(experts ? fmt::format("{} (in the part of replica {})", e.message(), r)
+        throw Error(experts ? fmt::format("{} (in the part of the replicas holding block {} of the experts)",
+                                          e.message(), r)
                             : fmt::format("{} (in the part of rank {} of its tensor-parallel group)", e.message(), r));
       }
     }

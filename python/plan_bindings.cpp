@@ -113,7 +113,8 @@ void bind_plan(py::module_& m) {
       .def_readonly("sequence_parallel", &Plan::sequence_parallel,
                     "Whether the ops between a layer's split products run on each rank's part of the tokens.")
       .def_readonly("expert_parallel", &Plan::expert_parallel,
-                    "Replicas sharing each layer's experts out, a block each (1: every replica holds them all).")
+                    "Replicas per group sharing each layer's experts out, a block each (1: every replica holds them "
+                    "all).")
       .def_property_readonly(
           "dtype", [](const Plan& plan) { return std::string(dtype_name(plan.dtype)); },
           "How the stages compute: 'f32', or 'bf16' (CPU stages: their products on operands rounded to bf16).")
@@ -148,8 +149,8 @@ layer as Megatron-LM does), sequence_parallel (--sequence-parallel: the
 norms and residual adds between on each rank's part of the tokens),
 dtype ('f32' or 'bf16': CPU stages run their products on operands rounded
 to bf16, CUDA stages everything in bf16) and expert_parallel
-(--expert-parallel: the data_parallel replicas share each layer's experts
-out) are compile's options of those names.
+(--expert-parallel: groups of that many of the data_parallel replicas
+share each layer's experts out) are compile's options of those names.
 Raises pipeforge.Error for a model that does not parse or verify, or a plan
 that cannot be made.)");
 }

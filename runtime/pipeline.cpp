@@ -88,8 +88,8 @@ Pipeline::Pipeline(const Plan& plan, std::vector<Module> programs, const Pipelin
     for (int s = 0; s < n; ++s) {
       if (!local(rank_of_stage(plan, s, replica, shard))) continue;
       // A tensor-parallel stage runs as the part of its rank's place, a
-      // stage whose experts the replicas share out as its replica's part.
-      const int part_index = tensor_ > 1 ? shard : experts_ > 1 ? replica : -1;
+      // stage whose experts the replicas share out as its replica's block.
+      const int part_index = tensor_ > 1 ? shard : experts_ > 1 ? replica % experts_ : -1;
       std::optional<PlanStage> part;
       if (part_index >= 0) part = shard_stage(plan.stages[static_cast<size_t>(s)], part_index, plan.sequence_parallel);
       const PlanStage& ps = part ? *part : plan.stages[static_cast<size_t>(s)];
@@ -117,11 +117,11 @@ Pipeline::Pipeline(const Plan& plan, std::vector<Module> programs, const Pipelin
             CommGroup{fmt::format("tensor-parallel group of stage {} in replica {}", s, replica),
                       rank_view(plan, st->rank).tensor_group});
       if (experts_ > 1) {
-        st->replica_own = replica_own_params(plan, plan.stages[static_cast<size_t>(s)], replica);
-        std::vector<int> copies;
-        for (int r = 0; r < replicas_; ++r) copies.push_back(rank_of_stage(plan, s, r, 0));
+        st->replica_own = replica_own_params(plan, plan.stages[static_cast<size_t>(s)], part_index);
+        std::vector<int> sharing;  // the stage in every replica of its expert group
+        for (int k : expert_group_replicas(plan, replica)) sharing.push_back(rank_of_stage(plan, s, k, 0));
         st->expert_group = std::make_unique<CommTensorParallelGroup>(
-            CommGroup{fmt::format("experts of stage {}", s), std::move(copies)});
+            CommGroup{fmt::format("experts of stage {} in group {}", s, replica / experts_), std::move(sharing)});
       }
       GradientProgram gradients = *ps.gradients;
       for (const PlanTensor& t : ps.inputs) st->inputs.push_back(t.name);
@@ -189,7 +189,14 @@ void Pipeline::make_workers(const Plan& plan) {
     groups.replica = CommGroup{fmt::format("replica {}", view.replica), view.replica_ranks};
     groups.replicas = replicas_;
     groups.shard_optimizer = shard_optimizer_;
-    groups.expert_parallel = experts_ > 1;
+    if (experts_ > 1) {
+      std::vector<int> sharing;  // every rank of its replica's expert group
+      for (int k : expert_group_replicas(plan, view.replica))
+        for (const PlanRank& other : plan.ranks)
+          if (other.replica == k) sharing.push_back(other.rank);
+      std::sort(sharing.begin(), sharing.end());
+      groups.experts = CommGroup{fmt::format("expert group {}", view.replica / experts_), std::move(sharing)};
+    }
     // The places of a tensor-parallel group compute the same loss: the
     // first counts it.
     groups.counts_loss = view.shard == 0;
@@ -206,11 +213,12 @@ void Pipeline::make_workers(const Plan& plan) {
       // A tied parameter counts in the norm once, on the first stage holding
       // it; a whole parameter of a tensor-parallel stage once, on the first
       // place (every place holds it), and each place's block of a split one.
-      // A replica's own experts count apart: every replica's add up.
+      // A replica's own experts count apart: its expert group's add up.
       const PlanStage& ps = plan.stages[static_cast<size_t>(s)];
       const int part = stage_part(plan, plan.ranks[static_cast<size_t>(r)]);
       const std::vector<PlanParam>& listed = part >= 0 ? ps.shards[static_cast<size_t>(part)].params : ps.params;
-      const std::vector<std::string> alone = part >= 0 ? replica_own_params(plan, ps, part) : std::vector<std::string>{};
+      const std::vector<std::string> alone =
+          part >= 0 ? replica_own_params(plan, ps, part) : std::vector<std::string>{};
       std::vector<Param> counted, replica_own;
       for (const Param& param : st.params.optimizer_params()) {
         const PlanParam& pp =
@@ -223,6 +231,13 @@ void Pipeline::make_workers(const Plan& plan) {
       }
       norm_params.push_back(std::move(counted));
       groups.replica_own.push_back(std::move(replica_own));
+      if (experts_ > 1) {
+        std::vector<int> holders;  // the stage's copies holding the same block of the experts
+        for (int holder : expert_block_replicas(plan, view.replica))
+          holders.push_back(rank_of_stage(plan, s, holder, 0));
+        groups.block_replicas.push_back(
+            CommGroup{fmt::format("block {} of stage {}", view.replica % experts_, s), std::move(holders)});
+      }
     }
     for (const auto& [name, holders] : view.tied)
       groups.tied.push_back(

@@ -196,8 +196,9 @@ std::vector<std::pair<int, SafeTensors>> Pipeline::checkpoint_shards() const {
   std::vector<std::pair<int, SafeTensors>> out;
   std::map<int, size_t> at;  // stage -> its shard in `out`
   for (PipelineStage* s : local_stages()) {
-    // The replicas hold the same numbers, but for their own experts.
-    if (s->replica != 0 && experts_ == 1) continue;
+    // The replicas hold the same numbers, but for their blocks of the
+    // experts: the first expert group writes them.
+    if (s->replica >= experts_) continue;
     // The places of a tensor-parallel group write one shard: the first its
     // whole parameters and their state, each its blocks of the split ones.
     // The replicas sharing the experts out likewise.

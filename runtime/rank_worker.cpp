@@ -76,6 +76,7 @@ RankWorker::RankWorker(int rank, int microbatches, std::vector<Action> actions, 
     throw Error(fmt::format("rank {}: {} replica groups for {} stages", rank_, groups_.stage_replicas.size(),
                             stages_.size()));
   replica_buffers_.resize(stages_.size());
+  own_buffers_.resize(stages_.size());
   last_grad_action_.assign(stages_.size(), -1);
   for (size_t i = 0; i < actions_.size(); ++i) {
     const Action& a = actions_[i];

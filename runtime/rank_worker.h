@@ -40,10 +40,14 @@ struct RankGroups {
   std::vector<TiedParam> tied;
   /// Per stage it runs, under expert parallelism: the parameters its
   /// replica holds alone (its blocks of the experts), which the stage's
-  /// replicas do not average, and whose squares the norm sums over every
-  /// rank. Empty lists otherwise.
+  /// replicas do not average; the stage's copies in the replicas holding the
+  /// same block, which sum them instead (one member: none to sum with).
+  /// Empty otherwise.
   std::vector<std::vector<Param>> replica_own;
-  bool expert_parallel = false;  // the replicas share the experts out (Plan::expert_parallel)
+  std::vector<CommGroup> block_replicas;
+  /// Under expert parallelism, every rank of its replica's expert group
+  /// (which holds each block once): the norm sums the blocks' squares over it.
+  std::optional<CommGroup> experts;
   int replicas = 1;
   /// Whether its stages' losses (and classifications) count: the places of
   /// a tensor-parallel group compute the same ones, and only the first counts.
@@ -112,6 +116,9 @@ class RankWorker {
   void classify(const PipelineStage& st, int slot);
   /// Starts summing the gradients of its k-th stage over the stage's replicas.
   void start_replica_grads(size_t k);
+  /// Starts summing its k-th stage's whole parameters' gradients (or with
+  /// `own` its replica's own experts') over `group`, in buckets.
+  void start_sums(size_t k, const CommGroup& group, bool own);
   /// Waits for every sum started and puts the totals back as the gradients.
   void finish_replica_grads();
   /// Whether entry `entry` of its k-th stage's parameters is averaged over
@@ -143,10 +150,12 @@ class RankWorker {
   struct Bucket {
     size_t stage;         // index into stages_
     size_t first, last;   // its parameters: the stage's entries [first, last)
-    size_t offset;        // in the stage's replica buffer
+    size_t offset;        // in the stage's replica buffer (or own buffer)
     int handle;           // of its all-reduce
+    bool own;             // its replica's own experts, in the own buffer
   };
   std::vector<std::vector<float>> replica_buffers_;  // per stage: its gradients on their way
+  std::vector<std::vector<float>> own_buffers_;      // per stage: its own experts' gradients on their way
   std::vector<Bucket> in_flight_;
   /// Per stage: the last action writing its weight gradients (-1: none).
   std::vector<int> last_grad_action_;

@@ -75,33 +75,38 @@ void RankWorker::all_reduce_grad(PipelineStage& st, const std::string& name, con
 // processes), each summed element by element as a tensor of its own would
 // be; the buckets of a stage lie end to end in one buffer, kept from step to
 // step (fresh pages fault on first touch). A replica's own experts (under
-// expert parallelism) stay out: their gradients sum every replica's tokens
-// already.
+// expert parallelism) go apart, over the replicas holding the same block:
+// each group of replicas already summed its tokens into them.
 void RankWorker::start_replica_grads(size_t k) {
+  start_sums(k, groups_.stage_replicas[k], false);
+  if (k < groups_.block_replicas.size()) start_sums(k, groups_.block_replicas[k], true);
+}
+
+void RankWorker::start_sums(size_t k, const CommGroup& group, bool own) {
   constexpr size_t kBucketFloats = size_t{8} << 20;  // 32 MiB
-  const CommGroup& group = groups_.stage_replicas[k];
   if (group.ranks.size() < 2) return;
   PipelineStage& st = *stages_[k];
   current_stage_ = st.index;
   const bool host = st.program->place().on_host();
   std::deque<ParameterSet::Entry>& entries = st.params.entries();
   size_t total = 0;
-  auto averaged_floats = [&](size_t e) { return averaged(k, e) ? entries[e].grad.size() : 0; };
-  for (size_t e = 0; e < entries.size(); ++e) total += averaged_floats(e);
-  std::vector<float>& buffer = replica_buffers_[k];
+  auto summed = [&](size_t e) { return averaged(k, e) != own; };
+  auto summed_floats = [&](size_t e) { return summed(e) ? entries[e].grad.size() : 0; };
+  for (size_t e = 0; e < entries.size(); ++e) total += summed_floats(e);
+  std::vector<float>& buffer = (own ? own_buffers_ : replica_buffers_)[k];
   buffer.resize(total);
   float* at = buffer.data();
   for (size_t first = 0; first < entries.size();) {
     size_t last = first, floats = 0;
-    while (last < entries.size() && (last == first || floats + averaged_floats(last) <= kBucketFloats))
-      floats += averaged_floats(last++);
+    while (last < entries.size() && (last == first || floats + summed_floats(last) <= kBucketFloats))
+      floats += summed_floats(last++);
     if (floats == 0) {
       first = last;
       continue;
     }
     float* bucket = at;
     for (size_t e = first; e < last; ++e) {
-      if (!averaged(k, e)) continue;
+      if (!summed(e)) continue;
       std::vector<float>& grad = entries[e].grad;
       if (host)
         std::copy(grad.begin(), grad.end(), at);
@@ -110,7 +115,7 @@ void RankWorker::start_replica_grads(size_t k) {
       at += grad.size();
     }
     const int handle = comm_.start_all_reduce(group, std::span<float>(bucket, floats));
-    in_flight_.push_back({k, first, last, static_cast<size_t>(bucket - buffer.data()), handle});
+    in_flight_.push_back({k, first, last, static_cast<size_t>(bucket - buffer.data()), handle, own});
     first = last;
   }
 }
@@ -121,10 +126,10 @@ void RankWorker::finish_replica_grads() {
     current_stage_ = st.index;
     comm_.finish_all_reduce(b.handle);
     const bool host = st.program->place().on_host();
-    const float* at = replica_buffers_[b.stage].data() + b.offset;
+    const float* at = (b.own ? own_buffers_ : replica_buffers_)[b.stage].data() + b.offset;
     std::deque<ParameterSet::Entry>& entries = st.params.entries();
     for (size_t e = b.first; e < b.last; ++e) {
-      if (!averaged(b.stage, e)) continue;
+      if (averaged(b.stage, e) == b.own) continue;
       std::vector<float>& grad = entries[e].grad;
       if (host)
         std::copy(at, at + grad.size(), grad.begin());
@@ -172,7 +177,8 @@ bool RankWorker::averaged(size_t k, size_t entry) const {
 }
 
 // The replicas hold the same gradients but for their own experts: the rest
-// is summed over the replica, the experts over every rank.
+// is summed over the replica, the experts over the replicas of its expert
+// group (which hold every block once).
 double RankWorker::grad_norm() {
   std::vector<double> sq = {0.0}, own = {0.0};
   for (size_t k = 0; k < stages_.size(); ++k) {
@@ -182,7 +188,7 @@ double RankWorker::grad_norm() {
   }
   current_stage_ = -1;
   comm_.all_reduce(groups_.replica, sq);
-  if (groups_.expert_parallel) comm_.all_reduce(groups_.world, own);
+  if (groups_.experts) comm_.all_reduce(*groups_.experts, own);
   return std::sqrt(sq[0] + own[0]);
 }
 

@@ -78,6 +78,8 @@ PlanSimulation simulate_plan(const Plan& plan, const std::vector<Module>& progra
   share.tensor_parallel = tensor;
   share.sequence_parallel = plan.sequence_parallel;
   share.tensor_link = cluster.intra;
+  share.expert_parallel = std::max(1, plan.expert_parallel);
+  share.replica_link = replica_link(replica_links, p, sim.replicas);
   if (plan.dtype == DType::bf16 && profile.kind == "cuda") share.activation_bytes = dtype_size(DType::bf16);
 
   // Every stage priced once, on its device.
@@ -135,12 +137,16 @@ PlanSimulation simulate_plan(const Plan& plan, const std::vector<Module>& progra
 
   // The replicas' gradient sums overlap what is left of the step; the
   // optimizer steps once the last of them and every device are done.
-  const RingAllReduce ring(sim.replicas, replica_link(replica_links, p, sim.replicas));
+  // A replica's blocks of the experts are summed over the replicas holding
+  // each, one per group of replicas sharing them out.
+  const RingAllReduce ring(sim.replicas, share.replica_link);
+  const RingAllReduce blocks(sim.replicas / share.expert_parallel, share.replica_link);
   double done = sim.walk_s;
   for (size_t s = 0; s < n; ++s) {
     SimulatedStage& st = sim.stages[s];
     st.all_reduce_start_s = last_grad[s];
-    st.all_reduce_s = ring.seconds(static_cast<double>(st.price.param_bytes));
+    st.all_reduce_s = ring.seconds(static_cast<double>(st.price.param_bytes - st.price.own_param_bytes)) +
+                      blocks.seconds(static_cast<double>(st.price.own_param_bytes));
     done = std::max(done, st.all_reduce_start_s + st.all_reduce_s);
     // Sharded, the replicas then gather each other's updated shares: half
     // a ring all-reduce's traffic.

@@ -7,6 +7,7 @@
 #include "ir/align.h"
 #include "ir/diagnostic.h"
 #include "partitioner/model_cost_graph.h"
+#include "partitioner/expert_parallel.h"
 #include "partitioner/tensor_parallel.h"
 #include "passes/cost_summary.h"
 
@@ -114,7 +115,7 @@ StagePrice price_stage(const Module& program, const PlanStage& stage, const DimB
 
 StagePrice share_per_gpu(StagePrice price, const Module& program, const PlanStage& stage, const DimBinding& binding,
                          const DeviceProfile& profile, const GpuShare& share) {
-  if (share.tensor_parallel <= 1 && share.activation_bytes <= 0) return price;
+  if (share.tensor_parallel <= 1 && share.expert_parallel <= 1 && share.activation_bytes <= 0) return price;
   const Function& graph = program.graph();
   const OpTimer timer = [&](const Function& f, const Op& op, const OpCost& cost) {
     return estimate_op_timing(profile, f, op, binding, cost);
@@ -146,13 +147,16 @@ StagePrice share_per_gpu(StagePrice price, const Module& program, const PlanStag
     for (const PlanParam& p : stage.shards.front().params)
       if (!p.shared_with.empty() && !p.piece) whole_tied.push_back(p.name);
   apply_tensor_parallel(after, graph, tp, stage.gradients ? stage.gradients->original_results : -1, whole_tied);
-  double fwd[2] = {0, 0}, bwd[2] = {0, 0}, stash[2] = {0, 0}, params[2] = {0, 0};
+  apply_expert_parallel(after, graph, ExpertParallel{share.expert_parallel, share.replica_link, tp.element_bytes},
+                        stage.gradients ? stage.gradients->original_results : -1);
+  double fwd[2] = {0, 0}, bwd[2] = {0, 0}, stash[2] = {0, 0}, params[2] = {0, 0}, own = 0;
   for (size_t k = 0; k < 2; ++k)
     for (const CostNode& node : (k == 0 ? before : after).nodes) {
       fwd[k] += node.forward_s;
       bwd[k] += node.backward_s;
       stash[k] += static_cast<double>(node.stash_bytes);
       params[k] += static_cast<double>(node.param_bytes);
+      if (k == 1) own += static_cast<double>(node.own_param_bytes);
     }
   auto scaled = [](double value, const double (&ratio)[2]) { return ratio[0] > 0 ? value * ratio[1] / ratio[0] : value; };
   price.forward_s = scaled(price.forward_s, fwd);
@@ -161,6 +165,7 @@ StagePrice share_per_gpu(StagePrice price, const Module& program, const PlanStag
   price.backward_weight_s = scaled(price.backward_weight_s, bwd);
   price.slot_bytes = static_cast<int64_t>(scaled(static_cast<double>(price.slot_bytes), stash));
   price.param_bytes = static_cast<int64_t>(scaled(static_cast<double>(price.param_bytes), params));
+  price.own_param_bytes = static_cast<int64_t>(scaled(own, params));
   // Sends leave the group over its T GPUs' links at once (the links' share
   // is the caller's); what each carries is the activation in its dtype.
   if (share.activation_bytes > 0) {

@@ -25,6 +25,7 @@ struct StagePrice {
   int64_t backward_flops = 0;    // B + W when the backward is split: the same ops
   int64_t recomputed_flops = 0;  // of backward_flops: the forward ops it computes again (not model FLOPs)
   int64_t param_bytes = 0;       // the stage's parameters (a tied one on each stage holding it)
+  int64_t own_param_bytes = 0;   // of param_bytes, a replica's blocks of the experts (expert parallelism)
   int64_t slot_bytes = 0;        // one micro-batch's stash slot: the stash, then the deferred values
   int64_t send_act_bytes = 0;    // activations sent to the next stage
   int64_t send_grad_bytes = 0;   // input gradients sent to the previous stage
@@ -53,12 +54,15 @@ struct GpuShare {
   bool sequence_parallel = false;  // the plan's
   LinkSpec tensor_link;         // between them
   int64_t activation_bytes = 0;  // bytes a float activation takes as stored and sent (2 in bf16); 0: its type's
+  int expert_parallel = 1;      // the plan's: replicas per group sharing the experts out
+  LinkSpec replica_link;        // between a stage's replicas
 };
 
 /// `price` (from price_stage) as one GPU of the group sees it: the compiler's
 /// tensor-parallel split of the stage's graph (its share of the work plus the
-/// all-reduces, of the parameters and of the stash) and activations in the
-/// dtype the stage stores. FLOPs stay the model's.
+/// all-reduces, of the parameters and of the stash), a replica's share of
+/// the experts under expert parallelism (apply_expert_parallel), and
+/// activations in the dtype the stage stores. FLOPs stay the model's.
 StagePrice share_per_gpu(StagePrice price, const Module& program, const PlanStage& stage, const DimBinding& binding,
                          const DeviceProfile& profile, const GpuShare& share);
 

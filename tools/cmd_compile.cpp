@@ -71,9 +71,9 @@ void add_compile_command(CLI::App& app) {
                 "with --tensor-parallel: the norms, biases and residual adds between a layer's split products run on "
                 "each rank's part of the tokens (Megatron-LM's sequence parallelism: less activation memory)");
   at_least(cmd->add_option("--expert-parallel,-e", o->compile.expert_parallel,
-                           "replicas sharing a mixture of experts out (Megatron-LM's and DeepSpeed-MoE's expert "
-                           "parallelism): each holds a block of every layer's experts, which take every replica's "
-                           "tokens; as many as --data-parallel"),
+                           "data-parallel replicas per group sharing a mixture of experts out (Megatron-LM's and "
+                           "DeepSpeed-MoE's expert parallelism): each holds a block of every layer's experts, which "
+                           "take its group's tokens; divides --data-parallel"),
            1);
   cmd->add_option("--schedule", o->compile.schedule,
                   schedule_kind_choices() + ", or auto: each of 1f1b, zb1 and zbv (and interleaved and zbi with --virtual) "

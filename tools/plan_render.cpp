@@ -28,7 +28,8 @@ std::string experts_per_rank(const Plan& plan) {
   for (const PlanStage& s : plan.stages)
     for (const PlanShard& shard : s.shards) {
       if (shard.program.find("moe_route") == std::string::npos) continue;  // no experts: nothing to parse
-      for (const Op& op : parse_module_text("stage", shard.program).graph().ops) {
+      const Module program = parse_module_text("stage", shard.program);  // outlives the loop over its ops
+      for (const Op& op : program.graph().ops) {
         const Attr* held = op.attr("experts");
         if (op.kind != OpKind::moe_route || held == nullptr) continue;
         const Attr* first = op.attr("first_expert");
@@ -129,16 +130,30 @@ std::string render_plan_text(const Plan& plan) {
     for (const PlanRank& r : plan.ranks)
       out += fmt::format("  {}: {}, replica {}, stage{} {}\n", r.rank, plan.devices[static_cast<size_t>(r.device)].name,
                          r.replica, r.stages.size() == 1 ? "" : "s", fmt::join(r.stages, ","));
-    if (const std::string experts = experts_per_rank(plan); plan.expert_parallel > 1 && !experts.empty())
-      out += fmt::format("  the replicas share the experts out: each holds {} and routes every replica's tokens to "
-                         "them\n",
-                         experts);
+    const int x = plan.expert_parallel, replicas = replica_count(plan);
+    if (const std::string experts = experts_per_rank(plan); x > 1 && !experts.empty())
+      out += x == replicas ? fmt::format("  the replicas share the experts out: each holds {} and routes every "
+                                         "replica's tokens to them\n",
+                                         experts)
+                           : fmt::format("  groups of {} replicas share the experts out: each holds {} and routes "
+                                         "its group's tokens to them\n",
+                                         x, experts);
     for (const PlanStage& s : plan.stages) {
       std::vector<int> copies;
-      for (int k = 0; k < replica_count(plan); ++k) copies.push_back(rank_of_stage(plan, s.index, k));
+      for (int k = 0; k < replicas; ++k) copies.push_back(rank_of_stage(plan, s.index, k));
       const bool own = !replica_own_params(plan, s, 0).empty();
-      out += fmt::format("  stage {} all-reduces its gradients{} over ranks {} ({:.3f} ms per micro-batch)\n", s.index,
-                         own ? " but its experts'" : "", fmt::join(copies, ","), 1e3 * s.predicted.sync_s);
+      // A block of the experts is summed over the replicas holding it, one per group.
+      std::vector<std::string> blocks;
+      for (int b = 0; b < x && own && x < replicas; ++b) {
+        std::vector<int> holders;
+        for (int k : expert_block_replicas(plan, b)) holders.push_back(rank_of_stage(plan, s.index, k));
+        blocks.push_back(fmt::format("{}", fmt::join(holders, ",")));
+      }
+      out += fmt::format("  stage {} all-reduces its gradients{} over ranks {}{} ({:.3f} ms per micro-batch)\n", s.index,
+                         own ? " but its experts'" : "", fmt::join(copies, ","),
+                         blocks.empty() ? "" : fmt::format(", each block of its experts over ranks {}",
+                                                           fmt::join(blocks, " and ")),
+                         1e3 * s.predicted.sync_s);
     }
   }
   for (const PlanStage& s : plan.stages) {

@@ -68,14 +68,22 @@ TEST(ExpertParallel, PricesOneReplicaOfTheExperts) {
     EXPECT_EQ(cg.nodes[at.at(name)].forward_s, 1.0) << name;
     EXPECT_EQ(cg.nodes[at.at(name)].backward_s, 2.0) << name;
   }
-  // The all-reduce of the gradients leaves the experts out.
+  // The all-reduce of the gradients leaves the experts out: with one group
+  // no other replica holds the same block.
   PartitionOptions po;
   po.data_parallel = 2;
+  po.expert_parallel = 2;
   po.microbatches = 1;
   po.replica_link = {1e9, 0};
   const StageCosts costs(cg, po);
   const int n = static_cast<int>(g.ops.size());
   EXPECT_DOUBLE_EQ(costs.sync_s(0, n), ring_all_reduce_s(4 * 4 + 4 * 4 * 4, 2, {1e9, 0}));
+  // Four replicas in two groups: the rest over all four, each block over the two holding it.
+  po.data_parallel = 4;
+  po.expert_parallel = 2;
+  const StageCosts groups(cg, po);
+  EXPECT_DOUBLE_EQ(groups.sync_s(0, n), ring_all_reduce_s(4 * 4 + 4 * 4 * 4, 4, {1e9, 0}) +
+                                            ring_all_reduce_s((4 * 4 * 8 + 4 * 8 * 4) * 4 / 2, 2, {1e9, 0}));
   // The experts' region stays within a stage: no cut from the route to the combine.
   const std::vector<int> cuts = cuts_between_shares(g, split, {});
   for (const char* inside : {"gates", "slots", "h", "a", "y", "moe"})

@@ -287,10 +287,10 @@ TEST(Plan, TensorParallelStagesHoldEachRanksPart) {
             "its tensor-parallel group)");
 }
 
-// Replicas sharing the experts out: each stage holds each replica's part,
-// replica k's run by the rank of replica k; the parameters a part lists
-// beyond the stage's own are its replica's alone. Plans written before the
-// field read 1.
+// Replicas sharing the experts out: each stage holds a part per block of
+// the experts, part k run by replicas k, k + X...; the parameters a part
+// lists beyond the stage's own are its replicas' alone. Plans written before
+// the field read 1.
 TEST(Plan, ReplicasSharingTheExpertsHoldAPartEach) {
   auto shared = [](Plan& p) {
     p.expert_parallel = 2;
@@ -310,17 +310,26 @@ TEST(Plan, ReplicasSharingTheExpertsHoldAPartEach) {
   EXPECT_TRUE(replica_own_params(plan, plan.stages[1], 1).empty());
   plan.stages[1].shards[1].params[0].name = "w1.ep1";
   EXPECT_EQ(replica_own_params(plan, plan.stages[1], 1), std::vector<std::string>{"w1.ep1"});
+  // Four replicas in two groups: replica 3 holds block 1 in group 1, as replica 1 does in group 0.
+  Plan four = two_stage_plan();
+  shared(four);
+  for (const char* d : {"cpu:4", "cpu:5", "cpu:6", "cpu:7"}) four.devices.push_back({d, "cpu", int64_t{8} << 30, 1});
+  four.ranks = replicated_ranks(four.stages, 2, 4);
+  EXPECT_EQ(plan_from_json(plan_to_json(four), "plan.json"), four);
+  EXPECT_EQ(stage_part(four, four.ranks[7]), 1);
+  EXPECT_EQ(expert_group_replicas(four, 3), (std::vector<int>{2, 3}));
+  EXPECT_EQ(expert_block_replicas(four, 3), (std::vector<int>{1, 3}));
   EXPECT_EQ(plan_error([&](Plan& p) {
               shared(p);
               p.expert_parallel = 3;
             }),
-            "plan.json: expert_parallel is 3, but the plan's ranks form 2 data-parallel replicas: the experts are "
-            "shared out over all of them");
+            "plan.json: expert_parallel is 3, which does not divide the 2 data-parallel replicas the plan's ranks "
+            "form into groups sharing the experts out");
   EXPECT_EQ(plan_error([&](Plan& p) {
               shared(p);
               p.stages[0].shards.pop_back();
             }),
-            "plan.json: stage 0 holds the parts of 1 replicas, but the plan's expert_parallel is 2");
+            "plan.json: stage 0 holds 1 blocks of the experts, but the plan's expert_parallel is 2");
   EXPECT_EQ(plan_error([&](Plan& p) {
               shared(p);
               p.shard_optimizer = true;

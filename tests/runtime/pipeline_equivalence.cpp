@@ -158,9 +158,11 @@ void expect_tensors(Pipeline& pipeline, const std::map<std::string, std::vector<
 
 void expect_same(const Reference& given, const Model& model, ScheduleKind kind, int devices, int micro, int virt,
                  const Placement& setup) {
-  SCOPED_TRACE(fmt::format("{} {} p={} m={} v={} d={} t={}{} recompute {}", model.file, schedule_kind_name(kind),
+  SCOPED_TRACE(fmt::format("{} {} p={} m={} v={} d={} t={}{}{} recompute {}", model.file, schedule_kind_name(kind),
                            devices, micro, virt, setup.replicas, setup.tensor,
-                           setup.shard_optimizer ? " (optimizer sharded)" : "", recompute_name(setup.recompute)));
+                           setup.shard_optimizer ? " (optimizer sharded)" : "",
+                           setup.experts > 1 ? fmt::format(" (experts over {})", setup.experts) : "",
+                           recompute_name(setup.recompute)));
   const Reference& want = model.couples_samples ? one_device_accumulating(model, micro * setup.replicas) : given;
   auto pipeline = make_pipeline(model, kind, devices, micro, virt, setup);
   Module full = load(model);

@@ -76,8 +76,8 @@ struct Placement {
   int tensor = 1;
   /// ... and the ops between its split products on each rank's part of the tokens.
   bool sequence = false;
-  /// The replicas share each stage's experts out (Plan::expert_parallel).
-  bool experts = false;
+  /// Groups of this many replicas share each stage's experts out (Plan::expert_parallel).
+  int experts = 1;
   /// What each stage's backward computes again instead of stashing.
   Recompute recompute = Recompute::none;
   /// Loss, every gradient and every final weight, relative to the largest

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <initializer_list>
 #include <map>
 #include <set>
 #include <string>
@@ -39,12 +40,13 @@ TEST_P(Equivalence, EveryScheduleMatchesOneDevice) {
         }
 }
 
-/// 2 and 3 replicas of the pipeline as `base` places them, under every
-/// schedule, on 1 and 2 devices, with 1 and 4 micro-batches.
-void expect_replicas_match(const Reference& ref, const Model& model, const Placement& base) {
+/// Each count of `replicas` of the pipeline as `base` places them, under
+/// every schedule, on 1 and 2 devices, with 1 and 4 micro-batches.
+void expect_replicas_match(const Reference& ref, const Model& model, const Placement& base,
+                           std::initializer_list<int> replicas_counts = {2, 3}) {
   for (ScheduleKind kind : {ScheduleKind::gpipe, ScheduleKind::one_f_one_b, ScheduleKind::zb_h1,
                             ScheduleKind::interleaved, ScheduleKind::zb_v, ScheduleKind::zb_interleaved})
-    for (int replicas : {2, 3})
+    for (int replicas : replicas_counts)
       for (int devices : {1, 2})
         for (int micro : {1, 4}) {
           const int virt = chunks_per_device(kind, kind == ScheduleKind::interleaved ? 2 : 1);
@@ -272,15 +274,28 @@ INSTANTIATE_TEST_SUITE_P(Models, Equivalence, testing::Values(&kMlp, &kGpt, &kLl
 
 // Replicas sharing the experts out (4 over 2 replicas, over 3 as 1, 1 and
 // 2), each taking every replica's tokens for its experts and keeping their
-// gradients its own: the numbers of one device, for every schedule.
+// gradients its own, and groups of replicas doing so, the replicas holding
+// the same block summing its gradients: the numbers of one device, for
+// every schedule.
 TEST(MixtureOfExperts, ReplicasSharingTheExpertsMatchOneDevice) {
-  Placement sharing;
-  sharing.experts = true;
-  expect_replicas_match(single_device(kMoe), kMoe, sharing);
+  const Reference ref = single_device(kMoe);
+  for (int group : {2, 3}) {
+    Placement sharing;
+    sharing.experts = group;
+    expect_replicas_match(ref, kMoe, sharing, {group});
+  }
+  // Two groups of two: replicas 0 and 2 hold the first block, 1 and 3 the
+  // second, and sum its gradients.
+  for (ScheduleKind kind : {ScheduleKind::one_f_one_b, ScheduleKind::zb_v}) {
+    Placement groups;
+    groups.replicas = 4;
+    groups.experts = 2;
+    expect_same(ref, kMoe, kind, 1, 2, chunks_per_device(kind, 1), groups);
+  }
   // Each replica's part holds a block of every layer's three expert weights.
   Placement setup;
   setup.replicas = 3;
-  setup.experts = true;
+  setup.experts = 3;
   const Plan plan = make_plan(kMoe, ScheduleKind::one_f_one_b, 2, 4, 1, setup);
   EXPECT_EQ(plan.expert_parallel, 3);
   for (int replica = 0; replica < 3; ++replica) {
