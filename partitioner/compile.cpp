@@ -182,6 +182,22 @@ void check_expert_parallel(const Module& model, const CompileOptions& options) {
                             model.graph().name));
 }
 
+/// After the cost model shared them out over groups of `x` replicas: that
+/// some layer's experts were (a route among fewer experts than replicas
+/// keeps them whole on every replica, which plain data parallelism does).
+void check_experts_shared(const Function& graph, const CostGraph& cg, int x) {
+  if (std::any_of(cg.nodes.begin(), cg.nodes.end(), [](const CostNode& n) { return n.own_param_bytes > 0; })) return;
+  int64_t fewest = 0;
+  for (const Op& op : graph.ops)
+    if (op.kind == OpKind::moe_route) {
+      const int64_t experts = graph.type_of(op.operands[0]).shape.back();
+      fewest = fewest == 0 ? experts : std::min(fewest, experts);
+    }
+  throw Error(fmt::format("--expert-parallel {} gives each replica a block of every layer's experts, and @{}'s routes "
+                          "choose among {}: fewer than the replicas of a group; use --expert-parallel {} or fewer",
+                          x, graph.name, fewest, fewest));
+}
+
 // One compile with options.recompute "none", "selective" or "layers".
 CompileResult compile_once(Module model, const DimBinding& binding, const std::string& source,
                            const CompileOptions& options) {
@@ -215,6 +231,7 @@ CompileResult compile_once(Module model, const DimBinding& binding, const std::s
     const ExpertParallel ep{options.expert_parallel, po.replica_link, dtype_size(dtype)};
     const Function& graph = priced.module.graph();
     const TensorParallelSplit split = apply_expert_parallel(priced.cost, graph, ep);
+    check_experts_shared(graph, priced.cost, options.expert_parallel);
     priced.cost.cut_candidates = cuts_between_shares(graph, split, std::move(priced.cost.cut_candidates));
     priced.inside_layers = cuts_between_shares(graph, split, std::move(priced.inside_layers));
   }

@@ -284,6 +284,15 @@ TEST(MixtureOfExperts, ReplicasSharingTheExpertsMatchOneDevice) {
     sharing.experts = group;
     expect_replicas_match(ref, kMoe, sharing, {group});
   }
+  // With layers computed again in the backward: the gathers again too.
+  for (Recompute recompute : {Recompute::layers, Recompute::selective})
+    for (ScheduleKind kind : {ScheduleKind::one_f_one_b, ScheduleKind::zb_h1}) {
+      Placement again;
+      again.replicas = 2;
+      again.experts = 2;
+      again.recompute = recompute;
+      expect_same(ref, kMoe, kind, 2, 4, 1, again);
+    }
   // Two groups of two: replicas 0 and 2 hold the first block, 1 and 3 the
   // second, and sum its gradients.
   for (ScheduleKind kind : {ScheduleKind::one_f_one_b, ScheduleKind::zb_v}) {
