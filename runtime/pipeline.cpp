@@ -86,10 +86,11 @@ Pipeline::Pipeline(const Plan& plan, std::vector<Module> programs, const Pipelin
   for (int q = 0; q < replicas_ * tensor_; ++q) {
     const int replica = q / tensor_, shard = q % tensor_;
     for (int s = 0; s < n; ++s) {
-      if (!local(rank_of_stage(plan, s, replica, shard))) continue;
+      const int rank = rank_of_stage(plan, s, replica, shard);
+      if (!local(rank)) continue;
       // A tensor-parallel stage runs as the part of its rank's place, a
       // stage whose experts the replicas share out as its replica's block.
-      const int part_index = tensor_ > 1 ? shard : experts_ > 1 ? replica % experts_ : -1;
+      const int part_index = stage_part(plan, plan.ranks[static_cast<size_t>(rank)]);
       std::optional<PlanStage> part;
       if (part_index >= 0) part = shard_stage(plan.stages[static_cast<size_t>(s)], part_index, plan.sequence_parallel);
       const PlanStage& ps = part ? *part : plan.stages[static_cast<size_t>(s)];
@@ -104,7 +105,7 @@ Pipeline::Pipeline(const Plan& plan, std::vector<Module> programs, const Pipelin
       st->shard = shard;
       // The schedule places stage s on a device (stage_placement), and a
       // copy on rank q * devices + that; the plan's topology must agree.
-      st->rank = rank_of_stage(plan, s, replica, shard);
+      st->rank = rank;
       const int scheduled = q * p + schedule_.device_of(s);
       if (st->rank != scheduled)
         throw Error(fmt::format("plan stage {} of replica {} runs on rank {}, but schedule {} runs it on rank {}; "
@@ -217,8 +218,7 @@ void Pipeline::make_workers(const Plan& plan) {
       const PlanStage& ps = plan.stages[static_cast<size_t>(s)];
       const int part = stage_part(plan, plan.ranks[static_cast<size_t>(r)]);
       const std::vector<PlanParam>& listed = part >= 0 ? ps.shards[static_cast<size_t>(part)].params : ps.params;
-      const std::vector<std::string> alone =
-          part >= 0 ? replica_own_params(plan, ps, part) : std::vector<std::string>{};
+      const std::vector<std::string>& alone = st.replica_own;
       std::vector<Param> counted, replica_own;
       for (const Param& param : st.params.optimizer_params()) {
         const PlanParam& pp =

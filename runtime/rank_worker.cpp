@@ -75,6 +75,17 @@ RankWorker::RankWorker(int rank, int microbatches, std::vector<Action> actions, 
   if (groups_.stage_replicas.size() != stages_.size())
     throw Error(fmt::format("rank {}: {} replica groups for {} stages", rank_, groups_.stage_replicas.size(),
                             stages_.size()));
+  if (!groups_.replica_own.empty() && groups_.replica_own.size() != stages_.size())
+    throw Error(fmt::format("rank {}: its replica's own parameters listed for {} stages of {}", rank_,
+                            groups_.replica_own.size(), stages_.size()));
+  groups_.replica_own.resize(stages_.size());
+  own_entries_.resize(stages_.size());
+  for (size_t k = 0; k < stages_.size(); ++k)
+    for (const ParameterSet::Entry& e : stages_[k]->params.entries()) {
+      const std::vector<Param>& own = groups_.replica_own[k];
+      own_entries_[k].push_back(
+          std::any_of(own.begin(), own.end(), [&](const Param& p) { return p.name == e.name; }));
+    }
   replica_buffers_.resize(stages_.size());
   own_buffers_.resize(stages_.size());
   last_grad_action_.assign(stages_.size(), -1);

@@ -42,7 +42,7 @@ struct RankGroups {
   /// replica holds alone (its blocks of the experts), which the stage's
   /// replicas do not average; the stage's copies in the replicas holding the
   /// same block, which sum them instead (one member: none to sum with).
-  /// Empty otherwise.
+  /// Empty (or empty lists) otherwise.
   std::vector<std::vector<Param>> replica_own;
   std::vector<CommGroup> block_replicas;
   /// Under expert parallelism, every rank of its replica's expert group
@@ -123,7 +123,7 @@ class RankWorker {
   void finish_replica_grads();
   /// Whether entry `entry` of its k-th stage's parameters is averaged over
   /// the stage's replicas (all but the replica's own experts).
-  bool averaged(size_t k, size_t entry) const;
+  bool averaged(size_t k, size_t entry) const { return !own_entries_[k][entry]; }
   void sum_tied_grads();
   /// Sums the gradient of `name` of stage `st` over `group`, every member
   /// getting the total: in place when it lies in host memory, else through
@@ -156,6 +156,7 @@ class RankWorker {
   };
   std::vector<std::vector<float>> replica_buffers_;  // per stage: its gradients on their way
   std::vector<std::vector<float>> own_buffers_;      // per stage: its own experts' gradients on their way
+  std::vector<std::vector<bool>> own_entries_;       // per stage, per parameter entry: its replica's own
   std::vector<Bucket> in_flight_;
   /// Per stage: the last action writing its weight gradients (-1: none).
   std::vector<int> last_grad_action_;

@@ -169,13 +169,6 @@ void RankWorker::sum_tied_grads() {
   }
 }
 
-bool RankWorker::averaged(size_t k, size_t entry) const {
-  if (k >= groups_.replica_own.size() || groups_.replica_own[k].empty()) return true;
-  const std::string& name = stages_[k]->params.entries()[entry].name;
-  const std::vector<Param>& own = groups_.replica_own[k];
-  return std::none_of(own.begin(), own.end(), [&](const Param& p) { return p.name == name; });
-}
-
 // The replicas hold the same gradients but for their own experts: the rest
 // is summed over the replica, the experts over the replicas of its expert
 // group (which hold every block once).
@@ -184,7 +177,7 @@ double RankWorker::grad_norm() {
   for (size_t k = 0; k < stages_.size(); ++k) {
     current_stage_ = stages_[k]->index;
     sq[0] += stages_[k]->program->grad_sq_norm(norm_params_[k]);
-    if (k < groups_.replica_own.size()) own[0] += stages_[k]->program->grad_sq_norm(groups_.replica_own[k]);
+    if (!groups_.replica_own[k].empty()) own[0] += stages_[k]->program->grad_sq_norm(groups_.replica_own[k]);
   }
   current_stage_ = -1;
   comm_.all_reduce(groups_.replica, sq);
