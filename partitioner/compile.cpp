@@ -170,9 +170,6 @@ void check_expert_parallel(const Module& model, const CompileOptions& options) {
     throw Error(fmt::format("--expert-parallel with --tensor-parallel {}: the tensor-parallel ranks cut the experts "
                             "already; use one of them",
                             options.tensor_parallel));
-  if (options.shard_optimizer)
-    throw Error("--expert-parallel with --shard-optimizer: the replicas share either the experts or the optimizer "
-                "state out, not both yet; drop one of them");
   const bool routes = std::any_of(model.functions.begin(), model.functions.end(), [](const Function& f) {
     return std::any_of(f.ops.begin(), f.ops.end(), [](const Op& op) { return op.kind == OpKind::moe_route; });
   });

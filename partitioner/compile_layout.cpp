@@ -107,8 +107,12 @@ PartitionOptions layout_partition_options(const CompileOptions& options, const H
   po.data_parallel = layout.data;
   po.expert_parallel = options.expert_parallel;
   po.replica_link = replica_link(grouped_cluster(hardware.cluster, t, 1), p, layout.data);
-  // A sharded optimizer's state: 1/D of it on each replica.
-  po.optimizer_state_factor = (options.optimizer == "sgd" ? 1.0 : 2.0) / (options.shard_optimizer ? layout.data : 1);
+  // A sharded optimizer's state: 1/D of it on each replica, and 1/(D/X) of
+  // a replica's own experts', which only the replicas holding them share.
+  const double copies = options.optimizer == "sgd" ? 1.0 : 2.0;
+  po.optimizer_state_factor = copies / (options.shard_optimizer ? layout.data : 1);
+  po.own_optimizer_state_factor =
+      copies / (options.shard_optimizer ? layout.data / std::max(1, options.expert_parallel) : 1);
   return po;
 }
 
@@ -125,6 +129,7 @@ StepOptions layout_step_options(const CompileOptions& options, const Hardware& h
   so.shard_optimizer = options.shard_optimizer && partition.data_parallel > 1;
   so.replica_link = partition.replica_link;
   so.optimizer_state_factor = partition.optimizer_state_factor;
+  so.own_optimizer_state_factor = partition.own_optimizer_state_factor;
   so.memory_bandwidth = hardware.profile.bandwidth;
   so.update_s_per_param = measured_update_rate(hardware.profile, options.optimizer).value_or(0.0);
   return so;

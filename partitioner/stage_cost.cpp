@@ -61,9 +61,9 @@ std::vector<StageSlot> stage_slots(const CostGraph& graph, const PartitionOption
     throw Error(fmt::format("the link between replicas has bandwidth {} bytes/s and latency {} s, expected finite "
                             "values > 0 and >= 0",
                             options.replica_link.bandwidth_bytes_per_s, options.replica_link.latency_s));
-  if (!std::isfinite(options.optimizer_state_factor) || options.optimizer_state_factor < 0)
-    throw Error(
-        fmt::format("optimizer_state_factor is {}, expected a finite value >= 0", options.optimizer_state_factor));
+  for (const double factor : {options.optimizer_state_factor, options.own_optimizer_state_factor})
+    if (!std::isfinite(factor) || factor < 0)
+      throw Error(fmt::format("optimizer_state_factor is {}, expected a finite value >= 0", factor));
   check_stage_count(graph, stages);
 
   std::vector<StageSlot> slots(stages);
@@ -91,7 +91,9 @@ std::vector<StageSlot> uniform_slots(const PartitionOptions& options, int device
 }
 
 StageCosts::StageCosts(const CostGraph& graph, const PartitionOptions& options)
-    : ranges_(graph), optimizer_state_factor_(options.optimizer_state_factor) {
+    : ranges_(graph),
+      optimizer_state_factor_(options.optimizer_state_factor),
+      own_optimizer_state_factor_(options.own_optimizer_state_factor) {
   const LinkSpec& link = options.link;
   const int n = ranges_.nodes();
   comm_.assign(n + 1, 0.0);

@@ -66,18 +66,21 @@ class StageCosts {
   double time_s(const StageSlot& slot, int begin, int end) const {
     return compute_s(slot, begin, end) + transfer_s(slot, begin, end);
   }
-  /// Weights, their gradients and the optimizer state, rounded to the
-  /// nearest byte (by truncating x + 0.5, as x >= 0: llround is a library
-  /// call, and this runs in the search's innermost loop).
-  int64_t weight_bytes(int64_t params) const {
-    return 2 * params + static_cast<int64_t>(static_cast<double>(params) * optimizer_state_factor_ + 0.5);
+  /// Weights, their gradients and the optimizer state (`own` of `params`
+  /// a replica's own experts), rounded to the nearest byte (by truncating
+  /// x + 0.5, as x >= 0: llround is a library call, and this runs in the
+  /// search's innermost loop).
+  int64_t weight_bytes(int64_t params, int64_t own) const {
+    return 2 * params + static_cast<int64_t>(static_cast<double>(params - own) * optimizer_state_factor_ +
+                                             static_cast<double>(own) * own_optimizer_state_factor_ + 0.5);
   }
   /// The memory of the range's own nodes; it only grows as `begin` moves
   /// left, which lets the search stop early.
   int64_t own_memory(const StageSlot& slot, int begin, int end) const {
     const int64_t slot_bytes =
         ranges_.stash_bytes(begin, end) + (slot.holds_deferred ? ranges_.deferred_bytes(begin, end) : 0);
-    return weight_bytes(ranges_.param_bytes(begin, end)) + slot_bytes * slot.inflight;
+    return weight_bytes(ranges_.param_bytes(begin, end), ranges_.own_param_bytes(begin, end)) +
+           slot_bytes * slot.inflight;
   }
   /// own_memory plus the received activations, which are stashed too.
   int64_t memory_bytes(const StageSlot& slot, int begin, int end) const {
@@ -87,7 +90,7 @@ class StageCosts {
  private:
   RangeCosts ranges_;
   std::vector<double> comm_;  // (n + 1), per boundary
-  double optimizer_state_factor_;
+  double optimizer_state_factor_, own_optimizer_state_factor_;
   double sync_per_byte_s_ = 0, sync_fixed_s_ = 0;          // per micro-batch
   double own_sync_per_byte_s_ = 0, own_sync_fixed_s_ = 0;  // the experts' blocks', per micro-batch
 };

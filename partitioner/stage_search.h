@@ -57,6 +57,10 @@ struct PartitionOptions {
   LinkSpec link;
   /// Bytes of optimizer state per parameter byte: 1 for SGD with momentum, 2 for AdamW.
   double optimizer_state_factor = 2.0;
+  /// The same per byte of a replica's own experts (CostNode::own_param_bytes):
+  /// optimizer_state_factor, unless the state is sharded, over the replicas
+  /// holding the block (data_parallel / expert_parallel) instead of all.
+  double own_optimizer_state_factor = 2.0;
   /// Data-parallel replicas of the whole pipeline: after each step every
   /// stage averages its gradients with its copies in the other replicas, a
   /// ring all-reduce over `replica_link` (the slowest link between copies).
@@ -141,7 +145,9 @@ class DoesNotFit : public Error {
 ///             (activations forward and their gradients backward; see
 ///             RangeCosts for what crosses a boundary)
 ///   memory = param_bytes * (2 + optimizer_state_factor)   (weights, grads, state;
-///                                                          rounded to the byte)
+///                                                          rounded to the byte;
+///                                                          own experts' bytes at
+///                                                          own_optimizer_state_factor)
 ///          + (stash_bytes + received_bytes) * inflight(s)  (see MemoryRule)
 /// Both depend on (i, j) only, which is what makes the DP exact.
 ///

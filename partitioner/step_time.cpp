@@ -82,15 +82,20 @@ StepPrediction predict_step(const CostGraph& graph, const PartitionResult& resul
     const double sync =
         ring_all_reduce_s(bytes - static_cast<double>(own_bytes[d]), options.data_parallel, options.replica_link) +
         ring_all_reduce_s(static_cast<double>(own_bytes[d]), holders, options.replica_link);
-    // What this replica steps: all of its parameters, or a 1/D share, whose
-    // updates it then sends to the others and receives theirs (an
-    // all-gather: half a ring all-reduce).
+    // What this replica steps: all of its parameters, or a 1/D share (of
+    // its own experts 1/(D/X)), whose updates it then sends to the others
+    // and receives theirs (an all-gather: half a ring all-reduce).
     const bool shared = options.shard_optimizer && options.data_parallel > 1;
-    const double stepped = shared ? bytes / options.data_parallel : bytes;
-    const double gather = shared ? ring_all_reduce_s(bytes, options.data_parallel, options.replica_link) / 2 : 0.0;
+    const double own = static_cast<double>(own_bytes[d]);
+    const double stepped = shared ? (bytes - own) / options.data_parallel + own / holders : bytes;
+    const double gather = shared ? (ring_all_reduce_s(bytes - own, options.data_parallel, options.replica_link) +
+                                    ring_all_reduce_s(own, holders, options.replica_link)) /
+                                       2
+                                 : 0.0;
     // Read weights, gradients and state; write weights and state (the
-    // state factor is already a share's).
-    const double traffic = 3.0 * stepped + 2.0 * options.optimizer_state_factor * bytes;
+    // state factors are already a share's).
+    const double traffic = 3.0 * stepped + 2.0 * (options.optimizer_state_factor * (bytes - own) +
+                                                  options.own_optimizer_state_factor * own);
     const double optimizer = options.update_s_per_param > 0 ? options.update_s_per_param * stepped / 4.0
                              : options.memory_bandwidth > 0 ? traffic / options.memory_bandwidth
                                                              : 0.0;

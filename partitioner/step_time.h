@@ -20,6 +20,7 @@ struct StepOptions {
   LinkSpec replica_link;                 // what each stage's gradient all-reduce crosses
   int expert_parallel = 1;               // as PartitionOptions
   double optimizer_state_factor = 2.0;   // as PartitionOptions (a replica's share where it is sharded)
+  double own_optimizer_state_factor = 2.0;  // as PartitionOptions
   /// Each replica steps 1/D of a stage's parameters (Plan::shard_optimizer),
   /// then the replicas gather the updated shares.
   bool shard_optimizer = false;

@@ -138,9 +138,6 @@ class PlanChecker {
       if (rank_of[0][s] < 0) fail(fmt::format("no rank runs stage {}", s));
     if (plan_.shard_optimizer && replicas == 1)
       fail("the optimizer state is sharded over the data-parallel replicas, but the plan has one replica");
-    if (plan_.shard_optimizer && plan_.expert_parallel > 1)
-      fail("the optimizer state is sharded over the data-parallel replicas, which share the experts out too: a "
-           "plan has one or the other");
   }
 
   void check_peer(const PlanStage& s, const PlanTensor& t, std::string_view verb, std::string_view dir) const {

@@ -132,11 +132,11 @@ int64_t CudaStageProgram::arena_bytes() const {
   return total;
 }
 
-std::unique_ptr<Optimizer> CudaStageProgram::make_optimizer(const TrainingOptions& options, int replica,
-                                                            int replicas) {
+std::unique_ptr<Optimizer> CudaStageProgram::make_optimizer(const TrainingOptions& options,
+                                                            const OptimizerShare& share) {
   std::function<void()> after_step;
   if (options_.float_dtype == DType::bf16) after_step = [p = params_.get()] { p->round_values(); };
-  return std::make_unique<CudaOptimizer>(shard_params(params_->device_params(), replica, replicas), options, device_,
+  return std::make_unique<CudaOptimizer>(share_params(params_->device_params(), share), options, device_,
                                          lane_, name_, std::move(after_step));
 }
 

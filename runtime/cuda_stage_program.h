@@ -82,7 +82,7 @@ class CudaStageProgram final : public StageRunner {
   void receive(StageRunner& sender, HandOff kind, int mb, std::span<const HandOffCopy> copies) override;
   void copy_to_host(HandOff kind, int mb, std::span<const HandOffCopy> copies) override;
 
-  std::unique_ptr<Optimizer> make_optimizer(const TrainingOptions& options, int replica, int replicas) override;
+  std::unique_ptr<Optimizer> make_optimizer(const TrainingOptions& options, const OptimizerShare& share) override;
   void upload(const Optimizer* optimizer) override;
   void download(Optimizer* optimizer) override;
   void read_grad(std::string_view name, float* host) override { params_->read_grad(name, host); }

@@ -54,4 +54,27 @@ std::vector<Param> shard_params(std::span<const Param> params, int replica, int 
   return out;
 }
 
+std::pair<std::vector<Param>, std::vector<Param>> part_own(std::span<const Param> params,
+                                                            const std::vector<std::string>& own) {
+  std::pair<std::vector<Param>, std::vector<Param>> out;
+  for (const Param& p : params)
+    (std::find(own.begin(), own.end(), p.name) == own.end() ? out.first : out.second).push_back(p);
+  return out;
+}
+
+std::vector<Param> share_params(std::span<const Param> params, const OptimizerShare& share) {
+  if (share.of == 1 && share.own_of == 1) return {params.begin(), params.end()};
+  auto [shared, own] = part_own(params, share.own);
+  std::vector<Param> out = shard_params(shared, share.index, share.of);
+  for (Param& p : shard_params(own, share.own_index, share.own_of)) out.push_back(std::move(p));
+  return out;
+}
+
+int64_t share_floats(std::span<const Param> params, int index, int of, size_t slots) {
+  int64_t floats = 0;
+  for (const ShardPiece& piece : shard_pieces(params, of))
+    if (piece.replica == index) floats += piece.count;
+  return floats * static_cast<int64_t>(slots);
+}
+
 }  // namespace pf

@@ -9,6 +9,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "runtime/optimizer.h"
@@ -39,5 +41,30 @@ std::vector<ShardPiece> shard_pieces(std::span<const Param> params, int replicas
 /// of a parameter is the parameter's own view; a piece of one is a flat view
 /// of its elements (Param::whole).
 std::vector<Param> shard_params(std::span<const Param> params, int replica, int replicas);
+
+/// Which elements of a stage's parameters one replica's optimizer steps.
+/// The parameters every replica holds are cut into `of` shares, this replica
+/// stepping share `index`. Under expert parallelism a replica's own blocks
+/// of the experts (`own`) differ from group to group position, so only the
+/// replicas holding the same block share them: `own_of` of them, this one
+/// stepping share `own_index`. The default steps everything.
+struct OptimizerShare {
+  int index = 0, of = 1;
+  std::vector<std::string> own;
+  int own_index = 0, own_of = 1;
+};
+
+/// `params` parted into the ones every replica holds and a replica's own
+/// (named in `own`), each in their order.
+std::pair<std::vector<Param>, std::vector<Param>> part_own(std::span<const Param> params,
+                                                            const std::vector<std::string>& own);
+
+/// The views an optimizer of `share` steps: the shared parameters' share,
+/// then the own ones'. `params` as they are when nothing is sharded.
+std::vector<Param> share_params(std::span<const Param> params, const OptimizerShare& share);
+
+/// How many floats of optimizer state share `index` of `of` over `params`
+/// holds, `slots` per element.
+int64_t share_floats(std::span<const Param> params, int index, int of, size_t slots);
 
 }  // namespace pf

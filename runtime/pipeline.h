@@ -15,6 +15,7 @@
 #include "plan/plan.h"
 #include "runtime/lr_schedule.h"
 #include "runtime/optimizer.h"
+#include "runtime/optimizer_shard.h"
 #include "runtime/parameters.h"
 #include "runtime/schedule.h"
 #include "runtime/step_result.h"
@@ -251,10 +252,18 @@ class Pipeline {
   /// tensor-parallel group, and the copy when it runs here.
   int copy_rank(int stage, int replica, int place) const;
   PipelineStage* copy_here(int stage, int replica, int place) const;
-  /// Stage `stage`'s optimizer state at `place`, from every replica's share,
-  /// into `shard`: all of it at place 0, its blocks of the split parameters
-  /// at the others (as the places write their parameters).
-  void add_whole_state(int stage, int place, SafeTensors& shard) const;
+  /// The share of its parameters stage copy `stage`'s optimizer steps.
+  OptimizerShare optimizer_share(const PipelineStage& stage) const;
+  /// The optimizer state `writer` writes to the checkpoint, put together
+  /// from every replica's share, into `shard`: that of the parameters every
+  /// replica holds by the first replica's copies (all of it at place 0 of a
+  /// tensor-parallel group, its blocks of the split parameters at the
+  /// others), and that of a replica's own experts by the copy of the first
+  /// expert group holding them.
+  void add_whole_state(PipelineStage& writer, SafeTensors& shard) const;
+  /// Sends what add_whole_state needs of `stage`'s share to the ranks
+  /// writing it that run elsewhere, from buffers in `sent`.
+  void send_state_share(PipelineStage& stage, std::vector<std::vector<float>>& sent) const;
   std::optional<LrSchedule> lr_;
   std::optional<std::string> stuck_;  // set when a worker was given up on: why
 };

@@ -136,24 +136,48 @@ int64_t state_tag(int stage, int copy) { return kGatherStateTag + int64_t{stage}
 
 }  // namespace
 
-void Pipeline::add_whole_state(int stage, int place, SafeTensors& shard) const {
-  PipelineStage& writer = *copy_here(stage, 0, place);
+OptimizerShare Pipeline::optimizer_share(const PipelineStage& stage) const {
+  if (!shard_optimizer_) return {};
+  // The replicas holding the same block of the experts are every experts_-th.
+  return {stage.replica, replicas_, stage.replica_own, stage.replica / experts_, replicas_ / experts_};
+}
+
+// Replica r's packed share holds the shared parameters' run first, then its
+// own experts': the first replica takes the former from everyone, and the
+// writer of a block of the experts the latter from the replicas holding it.
+void Pipeline::add_whole_state(PipelineStage& writer, SafeTensors& shard) const {
+  const int stage = writer.index, place = writer.shard;
   const std::vector<Param> params = writer.params.optimizer_params();
+  const auto [shared, own] = part_own(params, writer.replica_own);
   std::set<std::string> blocks;  // the parameters split over the group: each place writes its own
   for (const ParameterSet::Entry& e : writer.params.entries())
     if (e.piece) blocks.insert(e.name);
   const std::vector<std::string>& slots = writer.optimizer->slot_names();
-  std::vector<std::vector<float>> whole;  // [param * slots + slot]
-  for (const Param& p : params)
-    for (size_t k = 0; k < slots.size(); ++k) whole.emplace_back(static_cast<size_t>(p.numel()));
-  const std::vector<ShardPiece> pieces = shard_pieces(params, replicas_);
+  const bool writes_shared = writer.replica == 0;
+  const int holders = replicas_ / experts_;
+  // Per parameter (shared ones, then own), per slot: its whole state, if written.
+  std::vector<std::vector<float>> whole;
+  for (const std::vector<Param>* list : {&shared, &own})
+    for (const Param& p : *list)
+      for (size_t k = 0; k < slots.size(); ++k)
+        whole.emplace_back(list == &own || writes_shared ? static_cast<size_t>(p.numel()) : 0);
+  // Copies `index`'s pieces of `list` from `at` into `whole` from `first` on.
+  auto unpack = [&](const std::vector<Param>& list, int index, int of, size_t first, const float*& at) {
+    for (const ShardPiece& piece : shard_pieces(list, of)) {
+      if (piece.replica != index) continue;
+      for (size_t k = 0; k < slots.size(); ++k, at += piece.count)
+        std::copy(at, at + piece.count, whole[first + piece.param * slots.size() + k].begin() + piece.offset);
+    }
+  };
   for (int r = 0; r < replicas_; ++r) {
-    int64_t floats = 0;
-    for (const ShardPiece& piece : pieces)
-      if (piece.replica == r) floats += piece.count * static_cast<int64_t>(slots.size());
+    const bool holder = r % experts_ == writer.replica;  // of the writer's block of the experts
+    if (!writes_shared && !holder) continue;
+    const int64_t shared_floats = share_floats(shared, r, replicas_, slots.size());
+    const int64_t floats = shared_floats + (holder ? share_floats(own, r / experts_, holders, slots.size()) : 0);
     std::vector<float> packed;
     if (PipelineStage* copy = copy_here(stage, r, place)) {
       packed = packed_state(*copy->optimizer);
+      if (!holder) packed.resize(static_cast<size_t>(std::min<int64_t>(floats, std::ssize(packed))));
     } else {
       packed.resize(static_cast<size_t>(floats));
       const int64_t bytes = floats * static_cast<int64_t>(sizeof(float));
@@ -164,21 +188,45 @@ void Pipeline::add_whole_state(int stage, int place, SafeTensors& shard) const {
       const Received got = options_.comm->wait(h);
       if (got.data != packed.data()) std::memcpy(packed.data(), got.data, static_cast<size_t>(bytes));
     }
-    if (static_cast<int64_t>(packed.size()) != floats)
+    if (std::ssize(packed) != floats)
       throw Error(fmt::format("stage {}: replica {} holds {} floats of optimizer state, not its share's {}", stage, r,
                               packed.size(), floats));
     const float* at = packed.data();
-    for (const ShardPiece& piece : pieces) {
-      if (piece.replica != r) continue;
-      for (size_t k = 0; k < slots.size(); ++k, at += piece.count)
-        std::copy(at, at + piece.count, whole[piece.param * slots.size() + k].begin() + piece.offset);
-    }
+    if (writes_shared)
+      unpack(shared, r, replicas_, 0, at);
+    else
+      at += shared_floats;
+    if (holder) unpack(own, r / experts_, holders, shared.size() * slots.size(), at);
   }
-  for (size_t p = 0; p < params.size(); ++p)
-    if (place == 0 || blocks.count(params[p].name))
-      for (size_t k = 0; k < slots.size(); ++k)
-        shard.add(params[p].name + "." + slots[k], TensorType{DType::f32, params[p].shape},
-                  whole[p * slots.size() + k].data());
+  size_t at = 0;
+  for (const std::vector<Param>* list : {&shared, &own})
+    for (const Param& p : *list) {
+      const bool written = list == &own || (writes_shared && (place == 0 || blocks.count(p.name)));
+      for (size_t k = 0; k < slots.size(); ++k, ++at)
+        if (written) shard.add(p.name + "." + slots[k], TensorType{DType::f32, p.shape}, whole[at].data());
+    }
+}
+
+// The first replica's copy takes every share of the shared parameters' state
+// (a copy of the first expert group's replica 0 its own experts' with them);
+// the copy of the first expert group holding the same block of the experts
+// takes the whole share for their state.
+void Pipeline::send_state_share(PipelineStage& stage, std::vector<std::vector<float>>& sent) const {
+  const int block_writer = stage.replica % experts_;
+  const std::vector<Param> params = stage.params.optimizer_params();
+  const auto [shared, own] = part_own(params, stage.replica_own);
+  const std::vector<float> packed = packed_state(*stage.optimizer);
+  const int64_t tag = state_tag(stage.index, stage.replica * tensor_ + stage.shard);
+  auto send = [&](int writer, size_t floats) {
+    if (writer == stage.replica || copy_here(stage.index, writer, stage.shard)) return;
+    std::vector<float>& buffer = sent.emplace_back(packed.begin(), packed.begin() + static_cast<std::ptrdiff_t>(floats));
+    options_.comm->send(copy_rank(stage.index, writer, stage.shard), tag, buffer.data(),
+                        static_cast<int64_t>(buffer.size() * sizeof(float)));
+  };
+  const size_t shared_floats =
+      static_cast<size_t>(share_floats(shared, stage.replica, replicas_, stage.optimizer->slot_names().size()));
+  send(0, block_writer == 0 ? packed.size() : shared_floats);
+  if (block_writer != 0) send(block_writer, packed.size());
 }
 
 std::vector<std::pair<int, SafeTensors>> Pipeline::checkpoint_shards() const {
@@ -186,13 +234,7 @@ std::vector<std::pair<int, SafeTensors>> Pipeline::checkpoint_shards() const {
   // rank writing its stage, from a buffer kept until the barrier below.
   std::vector<std::vector<float>> sent;
   if (shard_optimizer_)
-    for (PipelineStage* s : local_stages()) {
-      if (s->replica == 0 || copy_here(s->index, 0, s->shard)) continue;
-      std::vector<float>& packed = sent.emplace_back(packed_state(*s->optimizer));
-      options_.comm->send(copy_rank(s->index, 0, s->shard), state_tag(s->index, s->replica * tensor_ + s->shard),
-                          packed.data(),
-                          static_cast<int64_t>(packed.size() * sizeof(float)));
-    }
+    for (PipelineStage* s : local_stages()) send_state_share(*s, sent);
   std::vector<std::pair<int, SafeTensors>> out;
   std::map<int, size_t> at;  // stage -> its shard in `out`
   for (PipelineStage* s : local_stages()) {
@@ -223,7 +265,7 @@ std::vector<std::pair<int, SafeTensors>> Pipeline::checkpoint_shards() const {
     // A state buffer named like a parameter ("w.exp_avg" beside a parameter
     // "w.exp_avg") makes add() throw: the checkpoint would be ambiguous.
     if (shard_optimizer_)
-      add_whole_state(s->index, s->shard, shard);
+      add_whole_state(*s, shard);
     else
       for (const StateBuffer& b : s->optimizer->state())
         if (whole_too || of_a_block(b.name)) shard.add(b.name, b.type, b.data);
@@ -236,8 +278,7 @@ std::vector<std::pair<int, SafeTensors>> Pipeline::checkpoint_shards() const {
 void Pipeline::start() {
   const TrainingOptions& t = options_.train;
   for (PipelineStage* s : local_stages())
-    s->optimizer = shard_optimizer_ ? s->program->make_optimizer(t, s->replica, replicas_)
-                                    : s->program->make_optimizer(t, 0, 1);
+    s->optimizer = s->program->make_optimizer(t, optimizer_share(*s));
   lr_ = t.cosine || t.warmup > 0 ? LrSchedule::warmup_cosine(t.lr, t.lr / 10, t.warmup, t.steps)
                                  : LrSchedule::constant(t.lr);
 }

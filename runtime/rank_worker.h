@@ -135,6 +135,9 @@ class RankWorker {
   /// With the optimizer sharded: each replica's updated share of every
   /// stage's parameters to the other replicas.
   void share_updates();
+  /// Each member's share of `params` (cut as shard_pieces does over the
+  /// group) from it to the others, through `packed`.
+  void share_over(const CommGroup& group, const std::vector<Param>& params, std::vector<float>& packed);
 
   int rank_;
   int microbatches_;

@@ -205,40 +205,45 @@ void RankWorker::update(const RankStep& step, double norm) {
 // sum is done with by now), then copied back into place. Replicas run on
 // CPU devices only (Pipeline refuses others), so every share lies in host
 // memory. One broadcast per piece instead cost 20 % of a 2-replica GPT step
-// between processes, a collective's latency per parameter.
+// between processes, a collective's latency per parameter. A replica's own
+// experts go round the replicas holding the same block only.
 void RankWorker::share_updates() {
   for (size_t k = 0; k < stages_.size(); ++k) {
-    const CommGroup& group = groups_.stage_replicas[k];
-    if (group.ranks.size() < 2) continue;
     PipelineStage& st = *stages_[k];
     current_stage_ = st.index;
     const std::vector<Param> params = st.params.optimizer_params();
-    const std::vector<ShardPiece> pieces = shard_pieces(params, static_cast<int>(group.ranks.size()));
-    std::vector<float>& packed = replica_buffers_[k];
-    for (size_t r = 0; r < group.ranks.size(); ++r) {
-      const bool mine = group.ranks[r] == rank_;
-      size_t floats = 0;
-      for (const ShardPiece& piece : pieces)
-        if (piece.replica == static_cast<int>(r)) floats += static_cast<size_t>(piece.count);
-      if (floats == 0) continue;
-      packed.resize(std::max(packed.size(), floats));
-      float* at = packed.data();
-      for (const ShardPiece& piece : pieces)
-        if (piece.replica == static_cast<int>(r) && mine) {
-          const float* from = params[piece.param].value + piece.offset;
-          at = std::copy(from, from + piece.count, at);
-        }
-      comm_.broadcast(group, group.ranks[r], packed.data(), static_cast<int64_t>(floats * sizeof(float)));
-      if (mine) continue;
-      const float* from = packed.data();
-      for (const ShardPiece& piece : pieces)
-        if (piece.replica == static_cast<int>(r)) {
-          std::copy(from, from + piece.count, params[piece.param].value + piece.offset);
-          from += piece.count;
-        }
-    }
+    const auto [shared, own] = part_own(params, st.replica_own);
+    share_over(groups_.stage_replicas[k], shared, replica_buffers_[k]);
+    if (k < groups_.block_replicas.size()) share_over(groups_.block_replicas[k], own, own_buffers_[k]);
   }
   current_stage_ = -1;
+}
+
+void RankWorker::share_over(const CommGroup& group, const std::vector<Param>& params, std::vector<float>& packed) {
+  if (group.ranks.size() < 2 || params.empty()) return;
+  const std::vector<ShardPiece> pieces = shard_pieces(params, static_cast<int>(group.ranks.size()));
+  for (size_t r = 0; r < group.ranks.size(); ++r) {
+    const bool mine = group.ranks[r] == rank_;
+    size_t floats = 0;
+    for (const ShardPiece& piece : pieces)
+      if (piece.replica == static_cast<int>(r)) floats += static_cast<size_t>(piece.count);
+    if (floats == 0) continue;
+    packed.resize(std::max(packed.size(), floats));
+    float* at = packed.data();
+    for (const ShardPiece& piece : pieces)
+      if (piece.replica == static_cast<int>(r) && mine) {
+        const float* from = params[piece.param].value + piece.offset;
+        at = std::copy(from, from + piece.count, at);
+      }
+    comm_.broadcast(group, group.ranks[r], packed.data(), static_cast<int64_t>(floats * sizeof(float)));
+    if (mine) continue;
+    const float* from = packed.data();
+    for (const ShardPiece& piece : pieces)
+      if (piece.replica == static_cast<int>(r)) {
+        std::copy(from, from + piece.count, params[piece.param].value + piece.offset);
+        from += piece.count;
+      }
+  }
 }
 
 }  // namespace pf

@@ -137,8 +137,9 @@ void StageProgram::copy_to_host(HandOff, int, std::span<const HandOffCopy> copie
     if (c.dst != c.src) std::memcpy(c.dst, c.src, static_cast<size_t>(c.bytes));
 }
 
-std::unique_ptr<Optimizer> StageProgram::make_optimizer(const TrainingOptions& options, int replica, int replicas) {
-  return pf::make_optimizer(options.optimizer, shard_params(params_->optimizer_params(), replica, replicas),
+std::unique_ptr<Optimizer> StageProgram::make_optimizer(const TrainingOptions& options,
+                                                        const OptimizerShare& share) {
+  return pf::make_optimizer(options.optimizer, share_params(params_->optimizer_params(), share),
                             options.momentum, options.weight_decay);
 }
 

@@ -112,7 +112,7 @@ class StageProgram final : public StageRunner {
   void copy_to_host(HandOff kind, int mb, std::span<const HandOffCopy> copies) override;
 
   // Parameters: the ParameterSet's own arrays.
-  std::unique_ptr<Optimizer> make_optimizer(const TrainingOptions& options, int replica, int replicas) override;
+  std::unique_ptr<Optimizer> make_optimizer(const TrainingOptions& options, const OptimizerShare& share) override;
   void upload(const Optimizer*) override {}
   void download(Optimizer*) override {}
   void read_grad(std::string_view name, float* host) override;

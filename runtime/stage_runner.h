@@ -9,6 +9,7 @@
 #include "backends/common/op_time.h"
 #include "ir/module.h"
 #include "runtime/optimizer.h"
+#include "runtime/optimizer_shard.h"
 
 namespace pf {
 
@@ -130,9 +131,9 @@ class StageRunner {
   // a CUDA stage computes on device copies and brings them back on request.
 
   /// The optimizer of this stage's parameters (a CUDA stage's steps on its
-  /// device): of all of them, or, with `replicas` > 1, of replica
-  /// `replica`'s share (shard_params: the state sharded over the replicas).
-  virtual std::unique_ptr<Optimizer> make_optimizer(const TrainingOptions& options, int replica, int replicas) = 0;
+  /// device): of all of them, or of a replica's share of them when the
+  /// state is sharded over the replicas (share_params).
+  virtual std::unique_ptr<Optimizer> make_optimizer(const TrainingOptions& options, const OptimizerShare& share) = 0;
   /// After the host values (and the state of `optimizer`, when not null)
   /// changed: copies them to where the kernels read them.
   virtual void upload(const Optimizer* optimizer) = 0;

@@ -62,8 +62,11 @@ PlanSimulation simulate_plan(const Plan& plan, const std::vector<Module>& progra
   PlanSimulation sim;
   sim.schedule = plan_schedule(plan);
   sim.replicas = replica_count(plan);
-  // A sharded optimizer: each replica keeps and steps 1/D of a stage's state.
+  // A sharded optimizer: each replica keeps and steps 1/D of a stage's state,
+  // and 1/(D/X) of its own experts' (the replicas holding the same block
+  // share those).
   const int state_share = plan.shard_optimizer ? sim.replicas : 1;
+  const int own_state_share = plan.shard_optimizer ? sim.replicas / std::max(1, plan.expert_parallel) : 1;
   const int p = sim.schedule.devices;
   const std::vector<DeviceEntry> entries = plan_device_entries(plan, profile);
   const int64_t m = plan.microbatches;
@@ -110,9 +113,11 @@ PlanSimulation simulate_plan(const Plan& plan, const std::vector<Module>& progra
     // A measured profile prices the devices of its kind (the entries carry
     // their built-in roofline); a CPU device splits the update over its threads.
     const DeviceEntry& device = entries[static_cast<size_t>(ps.device)];
-    st.optimizer_s = update_time(device.profile.kind == profile.kind ? profile : device.profile, options.optimizer,
-                                 optimizer, st.price.param_bytes) /
-                     device.threads / state_share;
+    const DeviceProfile& rates = device.profile.kind == profile.kind ? profile : device.profile;
+    const int64_t own = st.price.own_param_bytes;
+    st.optimizer_s = (update_time(rates, options.optimizer, optimizer, st.price.param_bytes - own) / state_share +
+                      update_time(rates, options.optimizer, optimizer, own) / own_state_share) /
+                     device.threads;
     chunks[static_cast<size_t>(ps.device)] += 1;
   }
 
@@ -160,11 +165,12 @@ PlanSimulation simulate_plan(const Plan& plan, const std::vector<Module>& progra
 
   // Memory: what each stage holds all step, and a slot per micro-batch in flight.
   std::vector<StageMemory> memory;
-  for (const SimulatedStage& st : sim.stages)
-    memory.push_back({2 * st.price.param_bytes + static_cast<int64_t>(optimizer.state_copies *
-                                                                          static_cast<double>(st.price.param_bytes) /
-                                                                          state_share),
-                      st.price.slot_bytes});
+  for (const SimulatedStage& st : sim.stages) {
+    const auto own = static_cast<double>(st.price.own_param_bytes);
+    const double state = optimizer.state_copies * ((static_cast<double>(st.price.param_bytes) - own) / state_share +
+                                                   own / own_state_share);
+    memory.push_back({2 * st.price.param_bytes + static_cast<int64_t>(state), st.price.slot_bytes});
+  }
   const MemoryPeaks peaks = memory_peaks(sim.schedule, sim.timeline, memory);
   for (size_t s = 0; s < n; ++s) {
     SimulatedStage& st = sim.stages[s];

@@ -22,6 +22,7 @@
 #include "tools/evaluation.h"
 #include "tools/metrics_log.h"
 #include "tools/option_checks.h"
+#include "tools/plan_facts.h"
 #include "tools/run_flags.h"
 #include "tools/stale_files.h"
 
@@ -107,6 +108,13 @@ int64_t parameter_count(const Plan& plan) {
 // How a plan's stages compute, where not in f32 alone.
 std::string dtype_note(const Plan& plan) {
   return plan.dtype == DType::f32 ? "" : fmt::format(", {}", dtype_name(plan.dtype));
+}
+
+// How a plan runs: "2 stages on 2 devices, 1f1b, 4 micro-batches, bf16".
+std::string layout_text(const Plan& plan) {
+  return fmt::format("{} on {}, {}, {}{}", tools::count(plan.stages.size(), "stage", "stages"), devices_text(plan),
+                     plan.schedule, tools::count(static_cast<size_t>(plan.microbatches), "micro-batch", "micro-batches"),
+                     dtype_note(plan));
 }
 
 // The same data, weights and outputs whatever the plan, plus the measured
@@ -244,8 +252,7 @@ void train_rank(const CLI::App& cmd, const RunOptions& o, const Rendezvous& rend
   group.name_ranks(std::move(names));
   check_plan_flags(cmd, plan, o.file);
   train(o, runtime,
-        fmt::format("{} stages on {}, {}, {} micro-batches{}, {} processes", plan.stages.size(),
-                    devices_text(plan), plan.schedule, plan.microbatches, dtype_note(plan), rendezvous.world),
+        fmt::format("{}, {} processes", layout_text(plan), rendezvous.world),
         rendezvous.rank, rendezvous.world);
   // Nobody leaves (taking rank 0's store with it) while another still works.
   group.comm().barrier(world);
@@ -280,8 +287,7 @@ void run(const CLI::App& cmd, const RunOptions& o) {
     const Plan& plan = runtime.plan();
     check_plan_flags(cmd, plan, o.file);
     return train(o, runtime,
-                 fmt::format("{} stages on {}, {}, {} micro-batches{}", plan.stages.size(), devices_text(plan),
-                             plan.schedule, plan.microbatches, dtype_note(plan)));
+                 layout_text(plan));
   }
   Runtime runtime = Runtime::from_plan(
       one_stage_plan(o.file, o.bind, o.batch, o.threads, o.train.optimizer, o.recompute, o.dtype),

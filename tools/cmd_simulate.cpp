@@ -7,6 +7,7 @@
 #include "ir/units.h"
 #include "plan/plan.h"
 #include "simulator/simulator.h"
+#include "tools/plan_facts.h"
 #include "tools/command.h"
 
 namespace pf::tools {
@@ -22,10 +23,11 @@ std::string bytes(int64_t n) { return format_bytes(static_cast<double>(n)); }
 std::string render(const Plan& plan, const PlanSimulation& sim, const DeviceProfile& profile,
                    const std::string& optimizer) {
   std::string out = fmt::format(
-      "simulated @{}: {} stages on {} devices{}, {}, {} micro-batches, profile {}, {}\n", plan.model_name,
-      plan.stages.size(), sim.devices.size(),
+      "simulated @{}: {} on {}{}, {}, {}, profile {}, {}\n", plan.model_name,
+      tools::count(plan.stages.size(), "stage", "stages"), tools::count(sim.devices.size(), "device", "devices"),
       sim.replicas > 1 ? fmt::format(" x {} replicas", sim.replicas) : std::string(), plan.schedule,
-      plan.microbatches, profile.path.empty() ? profile.name : profile.path, optimizer);
+      tools::count(static_cast<size_t>(plan.microbatches), "micro-batch", "micro-batches"),
+      profile.path.empty() ? profile.name : profile.path, optimizer);
   out += fmt::format("{:>5}  {:<8}  {:>9}  {:>9}  {:>9}  {:>9}  {:>10}  {:>10}\n", "stage", "device", "fwd ms",
                      "bwd ms", "busy ms", "idle ms", "peak mem", "mem limit");
   for (size_t s = 0; s < sim.stages.size(); ++s) {
@@ -39,10 +41,14 @@ std::string render(const Plan& plan, const PlanSimulation& sim, const DeviceProf
     double longest = 0;
     for (const SimulatedStage& st : sim.stages) longest = std::max(longest, st.all_reduce_s);
     out += fmt::format("all-reduce over {} replicas: {} ms for the largest stage{}\n", sim.replicas, ms(longest),
-                       plan.shard_optimizer ? fmt::format("; each replica holds and updates 1/{} of the optimizer "
-                                                          "state, then gathers the updated weights",
-                                                          sim.replicas)
-                                            : "");
+                       plan.shard_optimizer
+                           ? fmt::format("; each replica holds and updates 1/{} of the optimizer state{}, then gathers "
+                                         "the updated weights",
+                                         sim.replicas,
+                                         plan.expert_parallel > 1
+                                             ? fmt::format(" (of its experts' 1/{})", sim.replicas / plan.expert_parallel)
+                                             : "")
+                           : "");
   }
   out.append(fmt::format("step {} ms (schedule {} ms)  bubble {:.1f}%", ms(sim.step_s), ms(sim.walk_s),
                          100 * sim.bubble));

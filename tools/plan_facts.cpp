@@ -2,8 +2,11 @@
 #include "tools/plan_facts.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <map>
+#include <string>
+#include <vector>
 
 #include "ir/units.h"
 
@@ -68,15 +71,23 @@ std::string count(size_t n, std::string_view noun, std::string_view plural) {
   return fmt::format("{} {}", n, n == 1 ? noun : plural);
 }
 
+namespace {
+
+// What the replicas share out: " sharing the optimizer state and the experts".
+std::string sharing(const Plan& plan) {
+  std::vector<std::string> what;
+  if (plan.shard_optimizer) what.push_back("the optimizer state");
+  if (plan.expert_parallel > 1) what.push_back("the experts");
+  return what.empty() ? "" : fmt::format(" sharing {}", fmt::join(what, " and "));
+}
+
+}  // namespace
+
 std::string summary(const Plan& plan) {
   const int replicas = replica_count(plan);
   return fmt::format("@{}: {} on {}, {}{}, {}", plan.model_name, count(plan.stages.size(), "stage", "stages"),
                      count(plan.devices.size(), "device", "devices"),
-                     replicas > 1 ? fmt::format("{} data-parallel replicas{}, ", replicas,
-                                                plan.shard_optimizer      ? " sharing the optimizer state"
-                                                : plan.expert_parallel > 1 ? " sharing the experts"
-                                                                           : "")
-                                  : "",
+                     replicas > 1 ? fmt::format("{} data-parallel replicas{}, ", replicas, sharing(plan)) : "",
                      plan.schedule,
                      count(static_cast<size_t>(plan.microbatches), "micro-batch", "micro-batches")) +
          (plan.virtual_stages > 1 ? fmt::format(", {} virtual stages", plan.virtual_stages) : "") +

@@ -84,6 +84,15 @@ TEST(ExpertParallel, PricesOneReplicaOfTheExperts) {
   const StageCosts groups(cg, po);
   EXPECT_DOUBLE_EQ(groups.sync_s(0, n), ring_all_reduce_s(4 * 4 + 4 * 4 * 4, 4, {1e9, 0}) +
                                             ring_all_reduce_s((4 * 4 * 8 + 4 * 8 * 4) * 4 / 2, 2, {1e9, 0}));
+  // AdamW's state sharded over the four replicas: a quarter of the rest's
+  // two copies, half of each block's (the two replicas holding it share it).
+  // The rest: the scale (16 B) and the router (64 B); the blocks 2 x 256 B.
+  po.optimizer_state_factor = 2.0 / 4;
+  po.own_optimizer_state_factor = 2.0 / 2;
+  const StageCosts sharded(cg, po);
+  StageSlot weights_only;
+  weights_only.inflight = 0;
+  EXPECT_EQ(sharded.own_memory(weights_only, 0, n), 2 * (80 + 512) + 80 * 2 / 4 + 512 * 2 / 2);
   // The experts' region stays within a stage: no cut from the route to the combine.
   const std::vector<int> cuts = cuts_between_shares(g, split, {});
   for (const char* inside : {"gates", "slots", "h", "a", "y", "moe"})

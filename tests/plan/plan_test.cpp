@@ -330,12 +330,6 @@ TEST(Plan, ReplicasSharingTheExpertsHoldAPartEach) {
               p.stages[0].shards.pop_back();
             }),
             "plan.json: stage 0 holds 1 blocks of the experts, but the plan's expert_parallel is 2");
-  EXPECT_EQ(plan_error([&](Plan& p) {
-              shared(p);
-              p.shard_optimizer = true;
-            }),
-            "plan.json: the optimizer state is sharded over the data-parallel replicas, which share the experts out "
-            "too: a plan has one or the other");
 }
 
 TEST(Plan, InferencePlanHasNoBackward) {

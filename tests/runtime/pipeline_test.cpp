@@ -314,6 +314,37 @@ TEST(MixtureOfExperts, ReplicasSharingTheExpertsMatchOneDevice) {
   }
 }
 
+// The replicas sharing the experts and the optimizer state out: the state of
+// the parameters every replica holds cut over all of them, a block of the
+// experts' over the replicas holding it. The numbers of one device, and all
+// the replicas together hold one copy's worth of state.
+TEST(MixtureOfExperts, ReplicasSharingTheExpertsAndTheOptimizerMatchOneDevice) {
+  const Reference ref = single_device(kMoe);
+  const int64_t param_bytes = [] {
+    int64_t total = 0;
+    for (const PlanStage& s : make_plan(kMoe, ScheduleKind::one_f_one_b, 1, 4, 1, Placement{}).stages)
+      for (const PlanParam& p : s.params) total += p.type.bytes();
+    return total;
+  }();
+  struct Case {
+    int replicas, experts, devices;
+    ScheduleKind kind;
+  };
+  for (const Case& c : {Case{2, 2, 2, ScheduleKind::one_f_one_b}, Case{2, 2, 1, ScheduleKind::zb_h1},
+                        Case{4, 2, 1, ScheduleKind::one_f_one_b}, Case{3, 3, 2, ScheduleKind::zb_h1}}) {
+    Placement setup;
+    setup.replicas = c.replicas;
+    setup.experts = c.experts;
+    setup.shard_optimizer = true;
+    expect_same(ref, kMoe, c.kind, c.devices, 4, 1, setup);
+    const std::unique_ptr<Pipeline> pipeline = make_pipeline(kMoe, c.kind, c.devices, 4, 1, setup);
+    int64_t state = 0;
+    for (const StageMemory& m : pipeline->memory()) state += m.optimizer_state;
+    EXPECT_EQ(state, param_bytes) << c.replicas << " replicas in groups of " << c.experts
+                                  << ": momentum for every parameter once";
+  }
+}
+
 // Multi-query attention (one key and value head for the four query heads)
 // over 2 tensor-parallel ranks: each rank its query heads, the shared head
 // read whole through tp_copy, its projections' gradients summed.
