@@ -193,5 +193,8 @@ def test_expert_parallel_is_the_commands_flag(pipeforge_exe, tmp_path):
     run_command(pipeforge_exe, "compile", moe, "--bind", bind, "--devices", "cpu:2", "--microbatches", 2,
                 "--data-parallel", 2, "--expert-parallel", 2, "-o", tmp_path / "cli.json")
     assert (tmp_path / "py.json").read_bytes() == (tmp_path / "cli.json").read_bytes()
+    both = pipeforge.compile(moe, devices="cpu:1", microbatches=2, bind=bind, data_parallel=4, expert_parallel=2,
+                             shard_optimizer=True)
+    assert both.expert_parallel == 2 and both.shard_optimizer
     with pytest.raises(pipeforge.Error, match="routes to none"):
         compile_mlp(data_parallel=2, expert_parallel=2)
