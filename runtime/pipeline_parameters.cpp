@@ -207,10 +207,11 @@ void Pipeline::add_whole_state(PipelineStage& writer, SafeTensors& shard) const 
     }
 }
 
-// The first replica's copy takes every share of the shared parameters' state
-// (a copy of the first expert group's replica 0 its own experts' with them);
-// the copy of the first expert group holding the same block of the experts
-// takes the whole share for their state.
+// Replica 0's copy of the stage takes the first run of every other
+// replica's share (the state of the parameters every replica holds); the
+// copy in the first expert group holding the same block of the experts takes
+// the whole share, for the run after it. A replica holding block 0 sends
+// replica 0 its whole share in one message.
 void Pipeline::send_state_share(PipelineStage& stage, std::vector<std::vector<float>>& sent) const {
   const int block_writer = stage.replica % experts_;
   const std::vector<Param> params = stage.params.optimizer_params();
