@@ -211,10 +211,15 @@ void RankWorker::share_updates() {
   for (size_t k = 0; k < stages_.size(); ++k) {
     PipelineStage& st = *stages_[k];
     current_stage_ = st.index;
+    // The parameters every replica holds, as the entries marked at start-up
+    // tell them from the replica's own experts (groups_.replica_own).
     const std::vector<Param> params = st.params.optimizer_params();
-    const auto [shared, own] = part_own(params, st.replica_own);
+    std::vector<Param> shared;
+    for (size_t e = 0; e < params.size(); ++e)
+      if (averaged(k, e)) shared.push_back(params[e]);
     share_over(groups_.stage_replicas[k], shared, replica_buffers_[k]);
-    if (k < groups_.block_replicas.size()) share_over(groups_.block_replicas[k], own, own_buffers_[k]);
+    if (k < groups_.block_replicas.size())
+      share_over(groups_.block_replicas[k], groups_.replica_own[k], own_buffers_[k]);
   }
   current_stage_ = -1;
 }
