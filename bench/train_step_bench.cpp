@@ -119,6 +119,7 @@ struct Row {
 struct Setup {
   std::string examples;
   std::string dtype;
+  std::string fusion = "all";  // compile --fusion
 };
 
 /// One workload as `pipeforge run MODEL.pf` trains it: a one-stage plan on one CPU device, compiled in memory,
@@ -141,6 +142,7 @@ struct Session {
     co.schedule = "gpipe";
     co.optimizer = "sgd";
     co.dtype = setup.dtype;
+    co.fusions = pf::fusions_named(setup.fusion);
     plan = pf::compile_plan(std::move(module), binding, w.file, co).plan;
     program = pf::stage_program(plan, plan.stages[0]);
     pf::PipelineOptions options;
@@ -299,6 +301,8 @@ int main(int argc, char** argv) {
                "'<seconds> <loss>' (for bench/lockstep.py)");
   app.add_flag("--profile", profile, "with --serve: at the end, every op's milliseconds per served step on stderr");
   app.add_flag("--openblas-sgemm", openblas_sgemm, "every f32 GEMM through OpenBLAS instead of Pipeforge's own");
+  app.add_option("--fusion", setup.fusion, "the fusions compiled in: all, none, attention or swiglu (compile --fusion)")
+      ->check(CLI::IsMember({"all", "none", "attention", "swiglu"}));
   CLI11_PARSE(app, argc, argv);
   pf::cpu::use_openblas_sgemm(openblas_sgemm);
 

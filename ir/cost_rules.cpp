@@ -62,6 +62,8 @@ OpCost cost_gelu(Types in, Types out, const OpAttrs&) { return streaming(in, out
 OpCost cost_gelu_erf(Types in, Types out, const OpAttrs&) { return streaming(in, out, 20); }
 // silu(x) = x sigmoid(x): an exp, an add and a division.
 OpCost cost_silu(Types in, Types out, const OpAttrs&) { return streaming(in, out, 7); }
+// silu, then a product; op_cost counts the share of a route's slots in use.
+OpCost cost_swiglu(Types in, Types out, const OpAttrs&) { return streaming(in, out, 8); }
 // A counter-based hash per element, a compare and a scale.
 OpCost cost_dropout(Types in, Types out, const OpAttrs&) { return streaming(in, out, 4); }
 OpCost cost_cast(Types in, Types out, const OpAttrs&) { return streaming(in, out, 0); }
@@ -169,6 +171,8 @@ OpCost cost_gelu_grad(Types in, Types out, const OpAttrs&) { return streaming(in
 OpCost cost_gelu_erf_grad(Types in, Types out, const OpAttrs&) { return streaming(in, out, 24); }
 // The sigmoid again, then g (s + x s (1 - s)).
 OpCost cost_silu_grad(Types in, Types out, const OpAttrs&) { return streaming(in, out, 11); }
+// Per element: g up, its silu_grad, and g silu(gate) for up's.
+OpCost cost_swiglu_grad(Types in, Types out, const OpAttrs&) { return streaming(in, out, 10); }
 // A product and sum along the axis, then a subtract and a multiply.
 OpCost cost_softmax_grad(Types in, Types out, const OpAttrs&) { return streaming(in, out, 4); }
 // A sum along the axis, an exp, a multiply and a subtract.

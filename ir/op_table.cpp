@@ -49,6 +49,7 @@ const std::array<OpInfo, kNumOps>& table() {
       {OpKind::gelu, "gelu", 1, 1, {}, RULES(gelu)},
       {OpKind::gelu_erf, "gelu_erf", 1, 1, {}, RULES(gelu_erf)},
       {OpKind::silu, "silu", 1, 1, {}, RULES(silu)},
+      {OpKind::swiglu, "swiglu", 2, 3, {}, RULES(swiglu)},
       {OpKind::dropout, "dropout", 1, 1, {{"p", K::real, req}, {"seed", K::dim, req}}, RULES(dropout)},
       {OpKind::cast, "cast", 1, 1, {{"to", K::dtype, req}}, RULES(cast)},
       {OpKind::softmax, "softmax", 1, 1, {{"axis", K::dim, opt}}, RULES(softmax)},
@@ -118,6 +119,7 @@ const std::array<OpInfo, kNumOps>& table() {
       {OpKind::gelu_grad, "gelu_grad", 2, 2, {}, RULES(gelu_grad)},
       {OpKind::gelu_erf_grad, "gelu_erf_grad", 2, 2, {}, RULES(gelu_erf_grad)},
       {OpKind::silu_grad, "silu_grad", 2, 2, {}, RULES(silu_grad)},
+      {OpKind::swiglu_grad, "swiglu_grad", 3, 4, {}, RULES(swiglu_grad)},
       {OpKind::softmax_grad, "softmax_grad", 2, 2, {{"axis", K::dim, opt}}, RULES(softmax_grad)},
       {OpKind::log_softmax_grad, "log_softmax_grad", 2, 2, {{"axis", K::dim, opt}}, RULES(log_softmax_grad)},
       {OpKind::layernorm_grad, "layernorm_grad", 3, 3, {{"eps", K::real, opt}}, RULES(layernorm_grad)},
@@ -201,7 +203,7 @@ bool is_unary_elementwise(OpKind kind) {
 
 bool is_elementwise(OpKind kind) {
   return is_unary_elementwise(kind) || kind == OpKind::add || kind == OpKind::sub || kind == OpKind::mul ||
-         kind == OpKind::div || kind == OpKind::where;
+         kind == OpKind::div || kind == OpKind::where || kind == OpKind::swiglu;
 }
 
 std::optional<OpKind> find_op(std::string_view name) {

@@ -80,8 +80,9 @@ const OpInfo& op_info(OpKind kind);
 std::optional<OpKind> find_op(std::string_view name);
 std::string_view op_name(OpKind kind);
 /// Whether each element of the op's result comes from the same element of
-/// each operand (broadcast): the unary math ops, cast, and add, sub, mul,
-/// div and where.
+/// each operand (broadcast): the unary math ops, cast, add, sub, mul, div,
+/// where and swiglu (whose route, when it has one, only says which rows are
+/// computed).
 bool is_elementwise(OpKind kind);
 /// The spec of `name` for `kind` (own or common), or nullptr.
 const AttrSpec* find_attr_spec(OpKind kind, std::string_view name);

@@ -201,4 +201,22 @@ Types attention_like(const ShapeContext& ctx) {
   return {q, {attention_lse_dtype(q.dtype), std::move(rows)}};
 }
 
+// swiglu's operands from `first` on: gate and up of one float type, then
+// optionally the route whose slots they are ([E, capacity, ...] under an
+// i32 [E, capacity]). Returns their type.
+TensorType swiglu_operands(const ShapeContext& ctx, size_t first) {
+  const TensorType &gate = ctx.operands[first], &up = ctx.operands[first + 1];
+  require_float(gate, "the gate");
+  if (up != gate) fail(fmt::format("the gate and up must have one type, got {} and {}", gate.str(), up.str()));
+  if (ctx.operands.size() > first + 2) {
+    const TensorType& route = ctx.operands[first + 2];
+    if (route.dtype != DType::i32 || route.rank() != 2)
+      fail(fmt::format("the route must be i32[experts, capacity] (moe_route's result), got {}", route.str()));
+    if (gate.rank() < 3 || gate.shape[0] != route.shape[0] || gate.shape[1] != route.shape[1])
+      fail(fmt::format("the gate must be [{}, {}, features] (an expert's slots, as the route {}), got {}",
+                       route.shape[0], route.shape[1], route.str(), gate.str()));
+  }
+  return gate;
+}
+
 }  // namespace pf::rules

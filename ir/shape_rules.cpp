@@ -108,6 +108,8 @@ Types shape_relu(const ShapeContext& ctx) { return unary_float(ctx); }
 Types shape_gelu(const ShapeContext& ctx) { return unary_float(ctx); }
 Types shape_gelu_erf(const ShapeContext& ctx) { return unary_float(ctx); }
 Types shape_silu(const ShapeContext& ctx) { return unary_float(ctx); }
+// swiglu: gate, up (, route) -> their type.
+Types shape_swiglu(const ShapeContext& ctx) { return {swiglu_operands(ctx, 0)}; }
 
 Types shape_dropout(const ShapeContext& ctx) {
   double p = ctx.attrs.get_real("p", 0);

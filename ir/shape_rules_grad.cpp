@@ -61,6 +61,12 @@ Types shape_relu_grad(const ShapeContext& ctx) { return activation_grad(ctx); }
 Types shape_gelu_grad(const ShapeContext& ctx) { return activation_grad(ctx); }
 Types shape_gelu_erf_grad(const ShapeContext& ctx) { return activation_grad(ctx); }
 Types shape_silu_grad(const ShapeContext& ctx) { return activation_grad(ctx); }
+// swiglu_grad: (g, gate, up (, route)) -> the gate's gradient, then up's.
+Types shape_swiglu_grad(const ShapeContext& ctx) {
+  const TensorType x = swiglu_operands(ctx, 1);
+  require_gradient_of(ctx.operands[0], x, "the swiglu");
+  return {x, x};
+}
 Types shape_softmax_grad(const ShapeContext& ctx) { return softmax_grad_like(ctx, "softmax"); }
 Types shape_log_softmax_grad(const ShapeContext& ctx) { return softmax_grad_like(ctx, "log_softmax"); }
 Types shape_layernorm_grad(const ShapeContext& ctx) { return norm_grad(ctx, 1e-5, 2); }

@@ -3,11 +3,13 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "ir/module.h"
 #include "partitioner/layout_search.h"
 #include "partitioner/stage_search.h"
 #include "passes/autodiff.h"
+#include "passes/pass.h"
 #include "plan/plan.h"
 
 namespace pf {
@@ -45,6 +47,9 @@ struct CompileOptions {
   /// percent of compute), or "auto" (selective, then layers, only when no
   /// plan fits the memory without).
   std::string recompute = "none";
+  /// The fusions made before the model is cut into stages (PassContext::
+  /// fusions): the ops of the others run as written.
+  std::vector<std::string> fusions = all_fusions();
 };
 
 /// The Recompute `options.recompute` names ("auto" is decided by

@@ -57,6 +57,7 @@ MemoryRule memory_rule_of(const std::string& schedule, int virtual_stages) {
 PricedModel price_model(Module model, const DimBinding& micro, const Hardware& hardware,
                         const CompileOptions& options) {
   PassContext ctx{micro};
+  ctx.fusions = options.fusions;
   verify_module(model, micro, VerifyOptions{true});
   run_pipeline(model, PassPipeline::model, ctx);
   const Function& graph = model.graph();

@@ -23,12 +23,12 @@ std::pair<const Function*, const Op*> route_maker(const Function& f, ValueId rou
   return {nullptr, nullptr};
 }
 
-/// The share of a moe_matmul's slots that a balanced route fills.
-double filled_slots(const Function& f, const Op& op, const DimBinding& binding, const Module* module) {
-  const auto [maker_f, maker] = route_maker(f, op.operands[2], module);
+/// The share of the slots of `route` (a value of `f`) that a balanced route fills.
+double filled_slots(const Function& f, ValueId route, const DimBinding& binding, const Module* module) {
+  const auto [maker_f, maker] = route_maker(f, route, module);
   if (maker == nullptr || maker->kind != OpKind::moe_route) return 1.0;
   const TensorType& logits = maker_f->type_of(maker->operands[0]);
-  const int64_t capacity = f.type_of(op.operands[2]).shape[1];
+  const int64_t capacity = f.type_of(route).shape[1];
   const int64_t tokens = logits.shape[0], experts = logits.shape[1];
   const int64_t top_k = evaluate_attrs(*maker, binding).get_int("top_k", 1);
   if (capacity <= 0 || experts <= 0) return 1.0;
@@ -43,8 +43,16 @@ OpCost op_cost(const Function& f, const Op& op, const DimBinding& binding, const
   for (ValueId v : op.operands) in.push_back(f.type_of(v));
   for (ValueId v : op.results) out.push_back(f.type_of(v));
   OpCost cost = op_info(op.kind).cost(in, out, evaluate_attrs(op, binding));
-  if (op.kind == OpKind::moe_matmul)
-    cost.flops = static_cast<int64_t>(static_cast<double>(cost.flops) * filled_slots(f, op, binding, module));
+  auto scale = [](int64_t& x, double share) { x = static_cast<int64_t>(static_cast<double>(x) * share); };
+  if (op.kind == OpKind::moe_matmul) {
+    scale(cost.flops, filled_slots(f, op.operands[2], binding, module));
+  } else if ((op.kind == OpKind::swiglu && op.operands.size() == 3) ||
+             (op.kind == OpKind::swiglu_grad && op.operands.size() == 4)) {
+    // Reads and computes the slots in use only (and zeroes the rest).
+    const double share = filled_slots(f, op.operands.back(), binding, module);
+    scale(cost.flops, share);
+    scale(cost.bytes, share);
+  }
   return cost;
 }
 

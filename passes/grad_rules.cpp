@@ -121,6 +121,16 @@ void grad_gelu(Ctx& c) { c.accumulate(0, c.emit(OpKind::gelu_grad, {c.grad(), c.
 void grad_gelu_erf(Ctx& c) { c.accumulate(0, c.emit(OpKind::gelu_erf_grad, {c.grad(), c.operand(0)})); }
 void grad_silu(Ctx& c) { c.accumulate(0, c.emit(OpKind::silu_grad, {c.grad(), c.operand(0)})); }
 
+// Both gradients in one pass over g, the gate and up (silu(gate) is
+// recomputed, not stashed); with a route, over the slots in use.
+void grad_swiglu(Ctx& c) {
+  std::vector<ValueId> operands = {c.grad(), c.operand(0), c.operand(1)};
+  if (c.op().operands.size() == 3) operands.push_back(c.operand(2));
+  auto d = c.emit_multi(OpKind::swiglu_grad, operands, {});
+  if (c.needs(0)) c.accumulate(0, d[0]);
+  if (c.needs(1)) c.accumulate(1, d[1]);
+}
+
 // The mask is a pure function of (seed, index): dropping the gradient with
 // the same seed and p drops exactly the same elements and scales the same.
 void grad_dropout(Ctx& c) { c.accumulate(0, c.emit(OpKind::dropout, {c.grad()}, c.forward_attrs({"p", "seed"}))); }
@@ -432,6 +442,7 @@ std::array<Entry, kNumOps> build_table() {
   rule(OpKind::gelu, grad_gelu);
   rule(OpKind::gelu_erf, grad_gelu_erf);
   rule(OpKind::silu, grad_silu);
+  rule(OpKind::swiglu, grad_swiglu);
   rule(OpKind::dropout, grad_dropout);
   rule(OpKind::cast, grad_cast);
   rule(OpKind::softmax, grad_softmax);
@@ -473,7 +484,8 @@ std::array<Entry, kNumOps> build_table() {
   rule(OpKind::mse_loss, grad_mse_loss);
   // The backward ops are what gradients are made of; they are not
   // differentiated again.
-  for (OpKind k : {OpKind::broadcast_to, OpKind::sum_to, OpKind::relu_grad, OpKind::gelu_grad, OpKind::gelu_erf_grad, OpKind::silu_grad, OpKind::softmax_grad,
+  for (OpKind k : {OpKind::broadcast_to, OpKind::sum_to, OpKind::relu_grad, OpKind::gelu_grad,
+                   OpKind::gelu_erf_grad, OpKind::silu_grad, OpKind::swiglu_grad, OpKind::softmax_grad,
                    OpKind::log_softmax_grad, OpKind::layernorm_grad, OpKind::rmsnorm_grad, OpKind::attention_grad,
                    OpKind::embedding_grad, OpKind::slice_grad, OpKind::reduce_max_grad, OpKind::conv2d_grad_input,
                    OpKind::conv2d_grad_weight, OpKind::max_pool2d_grad, OpKind::avg_pool2d_grad,

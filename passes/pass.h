@@ -14,6 +14,14 @@
 
 namespace pf {
 
+/// The fusions the model pipeline knows: "attention" (fuse-attention) and
+/// "swiglu" (fuse-swiglu).
+inline std::vector<std::string> all_fusions() { return {"attention", "swiglu"}; }
+
+/// The fusions a `--fusion` choice names: "all", "none", or one of
+/// all_fusions(). Throws pf::Error for another.
+std::vector<std::string> fusions_named(std::string_view choice);
+
 /// What every pass may read: the dimension binding that types are computed
 /// under (the model's declared defaults, overridden by --bind), and what to
 /// differentiate; and what the stage passes leave for their caller.
@@ -52,6 +60,10 @@ struct PassContext {
   /// The positions the decode-step pass sizes its caches of keys and values
   /// for (a language model's context); 0 when not set.
   int64_t decode_context = 0;
+  /// The fusions the model pipeline makes: its pass fuse-X runs when X is
+  /// listed. The ops of the others run as written (`compile --fusion`: for
+  /// comparing, and for debugging a fusion).
+  std::vector<std::string> fusions = all_fusions();
 };
 
 /// A transformation of a module. `run` returns whether it changed anything;
@@ -72,6 +84,7 @@ std::unique_ptr<Pass> make_dce_pass();
 std::unique_ptr<Pass> make_cse_pass();
 std::unique_ptr<Pass> make_cost_pass();
 std::unique_ptr<Pass> make_fuse_attention_pass();
+std::unique_ptr<Pass> make_fuse_swiglu_pass();
 std::unique_ptr<Pass> make_split_backward_pass();
 std::unique_ptr<Pass> make_tensor_parallel_pass();
 std::unique_ptr<Pass> make_expert_parallel_pass();

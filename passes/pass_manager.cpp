@@ -15,6 +15,7 @@ const std::vector<PassInfo>& known_passes() {
       {"decode-step", make_decode_step_pass},
       {"expert-parallel", make_expert_parallel_pass},
       {"fuse-attention", make_fuse_attention_pass},
+      {"fuse-swiglu", make_fuse_swiglu_pass},
       {"inline", make_inline_pass},
       {"shape", make_shape_pass},
       {"split-backward", make_split_backward_pass},

@@ -2,6 +2,10 @@
 // that compiles a model or a stage runs them from here.
 #include "passes/pipeline.h"
 
+#include <fmt/format.h>
+
+#include <algorithm>
+
 namespace pf {
 
 std::vector<std::string> pipeline_passes(PassPipeline pipeline) {
@@ -22,6 +26,10 @@ std::vector<std::string> pipeline_passes(PassPipeline pipeline) {
           // them instead of stashing them. After shape, so the scale and the
           // mask's size are numbers.
           "fuse-attention",
+          // silu(gate) * up as one op: one pass over memory forward and
+          // back, silu(gate) not stashed, and over an expert's slots only
+          // those in use (a dropless route fills K of every E).
+          "fuse-swiglu",
       };
     case PassPipeline::stage:
       return {
@@ -41,9 +49,22 @@ std::vector<std::string> pipeline_passes(PassPipeline pipeline) {
   return {};
 }
 
+std::vector<std::string> fusions_named(std::string_view choice) {
+  if (choice == "all") return all_fusions();
+  if (choice == "none") return {};
+  for (const std::string& f : all_fusions())
+    if (f == choice) return {f};
+  throw Error(fmt::format("--fusion: unknown fusion '{}'; use all, none, attention or swiglu", choice));
+}
+
 std::vector<std::string> run_pipeline(Module& m, PassPipeline pipeline, PassContext& ctx,
                                       const PassRunOptions& options) {
-  return run_passes(m, pipeline_passes(pipeline), ctx, options);
+  std::vector<std::string> passes = pipeline_passes(pipeline);
+  std::erase_if(passes, [&](const std::string& name) {
+    return name.starts_with("fuse-") &&
+           std::find(ctx.fusions.begin(), ctx.fusions.end(), name.substr(5)) == ctx.fusions.end();
+  });
+  return run_passes(m, passes, ctx, options);
 }
 
 const std::vector<PassPipelineInfo>& known_pipelines() {

@@ -24,7 +24,8 @@ enum class PassPipeline {
 std::vector<std::string> pipeline_passes(PassPipeline pipeline);
 
 /// Runs `pipeline` over `m` with run_passes (so verified after each pass,
-/// unless `options` says otherwise); returns the passes that changed it. The
+/// unless `options` says otherwise), without the fuse-X passes whose X
+/// `ctx.fusions` leaves out; returns the passes that changed it. The
 /// stage pipelines leave what they made in `ctx.gradients` and `ctx.split`.
 std::vector<std::string> run_pipeline(Module& m, PassPipeline pipeline, PassContext& ctx,
                                       const PassRunOptions& options = {});

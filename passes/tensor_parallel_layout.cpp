@@ -220,7 +220,7 @@ class Round {
       any = true;
     }
     if (!any) return;
-    if (is_expert_op(op.kind)) return expert_op(i, region);
+    if (is_expert_op(op)) return expert_op(i, region);
     std::vector<Request> requests;
     const std::optional<std::vector<ShardLayout>> results = follow(op, requests);
     for (const Request& q : requests) region = request(q, region);
@@ -303,15 +303,17 @@ class Round {
     region_[op.results[0]] = i;
   }
 
-  static bool is_expert_op(OpKind kind) {
+  static bool is_expert_op(const Op& op) {
+    const OpKind kind = op.kind;
     return kind == OpKind::moe_gates || kind == OpKind::moe_dispatch || kind == OpKind::moe_matmul ||
-           kind == OpKind::moe_combine;
+           kind == OpKind::moe_combine || (kind == OpKind::swiglu && op.operands.size() == 3);
   }
 
   /// An op over the slots of a route cut by experts. The gates and the
   /// dispatch read whole logits and tokens, whose gradients sum the ranks'
   /// (column-parallel products' inputs as well); an expert's product takes
-  /// the rank's experts' weights; the combine gives a partial sum.
+  /// the rank's experts' weights, as does a swiglu over their slots; the
+  /// combine gives a partial sum.
   void expert_op(int i, int region) {
     const Op& op = g_.ops[i];
     auto held = [&](ValueId v) { return sharded_value(v) && layout_[v] == kExperts; };
@@ -323,6 +325,9 @@ class Round {
       const ValueId a = op.operands[0], b = op.operands[1];
       fits = held(a) && (held(b) || is_param(b)) && held(op.operands[2]);
       if (fits && is_param(b)) region = request({b, kExperts}, region);
+      roles_[i] = ShardRole::sharded;
+    } else if (op.kind == OpKind::swiglu) {
+      fits = fits && held(op.operands[0]);
       roles_[i] = ShardRole::sharded;
     } else {
       fits = fits && held(op.operands[0]);

@@ -17,7 +17,7 @@ namespace pf::tools {
 namespace {
 
 struct CompileCommandOptions {
-  std::string file, bind, output, memory_limit, split, microbatches = "8", data_parallel = "1";
+  std::string file, bind, output, memory_limit, split, microbatches = "8", data_parallel = "1", fusion = "all";
   int64_t batch = 0;
   CompileOptions compile;
 };
@@ -95,6 +95,11 @@ void add_compile_command(CLI::App& app) {
   cmd->add_flag("--shard-optimizer", o->compile.shard_optimizer,
                 "share each stage's optimizer state out between its data-parallel replicas (ZeRO stage 1): each "
                 "keeps and updates 1/D of it, then they exchange the updated weights");
+  cmd->add_option("--fusion", o->fusion,
+                  "which chains of ops become one op: all, none, attention (matmul, scale, mask, softmax, matmul) "
+                  "or swiglu (silu and mul); the others run as written (for comparing, or debugging a fusion)")
+      ->check(CLI::IsMember({"all", "none", "attention", "swiglu"}))
+      ->capture_default_str();
   cmd->add_option("--split", o->split, "manual split: the layer indices where stages 2.. begin, e.g. 4,8,12");
   cmd->add_option("--cuts", o->compile.cuts,
                   "where stages may begin: layers (layer boundaries), any (inside layers too), products (inside a "
@@ -114,6 +119,7 @@ void add_compile_command(CLI::App& app) {
     o->compile.microbatches = count_or_auto(o->microbatches, "--microbatches");
     o->compile.data_parallel = count_or_auto(o->data_parallel, "--data-parallel");
     if (!o->memory_limit.empty()) o->compile.memory_limit = parse_bytes(o->memory_limit);
+    o->compile.fusions = fusions_named(o->fusion);
     if (!o->split.empty()) {
       o->compile.split_layers = parse_int_list(o->split, "--split");
       std::sort(o->compile.split_layers.begin(), o->compile.split_layers.end());

@@ -39,8 +39,9 @@ void add_pool_grad_kernels(KernelTable& table);  // pool_grad.cpp: max_pool2d_gr
 //   norm_grad.cpp: softmax_grad ... rmsnorm_grad
 //   reduce.cpp: reduce_sum ... reduce_max, sum_to, reduce_max_grad
 //   loss.cpp: cross_entropy, mse_loss          loss_grad.cpp: cross_entropy_grad
+//   swiglu.cpp: swiglu, swiglu_grad
 #define PF_FOR_EACH_DISPATCHED_FAMILY(X) \
-  X(binary) X(unary) X(unary_grad) X(norm) X(norm_grad) X(reduction) X(loss) X(loss_grad)
+  X(binary) X(unary) X(unary_grad) X(norm) X(norm_grad) X(reduction) X(loss) X(loss_grad) X(swiglu)
 #define PF_DECLARE_KERNEL_FAMILY(family) void add_##family##_kernels(KernelTable& table);
 namespace isa_sse2 {
 PF_FOR_EACH_DISPATCHED_FAMILY(PF_DECLARE_KERNEL_FAMILY)

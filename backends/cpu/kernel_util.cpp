@@ -148,4 +148,10 @@ int64_t saturate_to_i64(double v) {
   return static_cast<int64_t>(v);
 }
 
+int64_t slots_in_use(const int32_t* route, int64_t expert, int64_t capacity) {
+  int64_t used = capacity;
+  while (used > 0 && route[expert * capacity + used - 1] < 0) --used;
+  return used;
+}
+
 }  // namespace pf::cpu

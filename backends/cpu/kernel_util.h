@@ -55,6 +55,11 @@ using backend::by_element_size;
 using backend::normalize_axis;
 using backend::split_at_axis;
 
+/// The slots of expert `expert` in use under a mixture of experts' route
+/// (i32 [experts, capacity], -1 for an empty slot): up to its last slot
+/// holding a token, as a route fills each expert's slots from the first.
+int64_t slots_in_use(const int32_t* route, int64_t expert, int64_t capacity);
+
 /// Row-major strides in elements.
 std::vector<int64_t> contiguous_strides(const Shape& shape);
 

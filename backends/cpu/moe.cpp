@@ -13,6 +13,7 @@
 
 #include "backends/cpu/blas.h"
 #include "backends/cpu/kernel_table.h"
+#include "backends/cpu/kernel_util.h"
 #include "backends/cpu/parallel.h"
 #include "ir/diagnostic.h"
 
@@ -269,14 +270,6 @@ void moe_load(const KernelArgs& args) {
   auto* load = static_cast<T*>(args.out[0]);
   for (int64_t e = 0; e < experts; ++e)
     load[e] = tokens == 0 ? T(0) : static_cast<T>(static_cast<double>(count[e]) / static_cast<double>(tokens));
-}
-
-// The slots of expert e in use: up to its last slot holding a token (a
-// route fills each expert's slots from the first).
-int64_t slots_in_use(const int32_t* route, int64_t e, int64_t capacity) {
-  int64_t used = capacity;
-  while (used > 0 && route[e * capacity + used - 1] < 0) --used;
-  return used;
 }
 
 // One GEMM per expert over its slots in use: out[e, :n] = a[e, :n] op(b[e])

@@ -8,6 +8,7 @@
 #include "backends/cpu/vector_math.h"
 
 #include "backends/cpu/kernel_isa_begin.h"  // last: the code below is compiled once per instruction set
+#include "backends/cpu/activations.h"        // kSilu
 
 namespace pf::cpu::PF_KERNEL_ISA {
 
@@ -41,10 +42,6 @@ constexpr auto kGeluErf = [](auto x) {
   using T = decltype(x);
   return T(0.5) * x * (T(1) + std::erf(x * T(0.7071067811865476)));
 };
-
-// x sigmoid(x) (Llama's SwiGLU gate): for very negative x, exp(-x) overflows
-// to inf and x / inf is 0.
-constexpr auto kSilu = [](auto x) { return x / (decltype(x)(1) + std::exp(-x)); };
 
 // Split over the device's threads; every element is computed alone, so the
 // split never changes a result.

@@ -7,6 +7,7 @@
 #include "backends/cpu/vector_math.h"
 
 #include "backends/cpu/kernel_isa_begin.h"  // last: the code below is compiled once per instruction set
+#include "backends/cpu/activations.h"        // kSiluGrad
 
 namespace pf::cpu::PF_KERNEL_ISA {
 
@@ -37,15 +38,6 @@ constexpr auto kGeluErfGrad = [](auto g, auto x) {
   const T cdf = T(0.5) * (T(1) + std::erf(x * T(0.7071067811865476)));
   const T pdf = T(0.3989422804014327) * std::exp(T(-0.5) * x * x);
   return g * (cdf + x * pdf);
-};
-
-// d/dx of x s, s = sigmoid(x): s + x s (1 - s). Where s (1 - s) is 0 (|x|
-// past ~17 in f32, or infinite) the second term is 0, not 0 * inf.
-constexpr auto kSiluGrad = [](auto g, auto x) {
-  using T = decltype(x);
-  const T s = T(1) / (T(1) + std::exp(-x));
-  const T slope = s * (T(1) - s);
-  return g * (slope == T(0) ? s : s + x * slope);
 };
 
 template <class T, class F>

@@ -24,6 +24,6 @@ void add_pool_kernels(KernelTable& t);           // pool.cu: max_pool2d, avg_poo
 void add_matmul_kernels(KernelTable& t);         // matmul.cpp: cuBLAS
 void add_conv_kernels(KernelTable& t);           // conv.cpp: conv2d and its gradients through cuDNN
 void add_tensor_parallel_kernels(KernelTable& t);  // tensor_parallel.cpp: the tp_ ops
-void add_moe_kernels(KernelTable& t);            // moe.cu: the mixture-of-experts ops
+void add_moe_kernels(KernelTable& t);            // moe.cu: the mixture-of-experts ops, swiglu(+grad)
 
 }  // namespace pf::cuda

@@ -1,8 +1,9 @@
 // Mixture of experts on the GPU (f32 and bf16): the route, the gates and their gradient, the dispatch and the
-// combine, each expert's load, and the experts' products. The route is filled an expert per thread in the CPU's
-// order (first choices before second ones, each in token order; or the likeliest under drop="probs"), so both
-// backends route alike. The kernels trust a route to be one moe_route made: a token index out of range reads as
-// an empty slot, and a token in an expert outside its top_k weighs 0 (the CPU's kernels stop on both).
+// combine, each expert's load, the experts' products, and swiglu (which skips the slots not in use). The route is
+// filled an expert per thread in the CPU's order (first choices before second ones, each in token order; or the
+// likeliest under drop="probs"), so both backends route alike. The kernels trust a route to be one moe_route
+// made: a token index out of range reads as an empty slot, and a token in an expert outside its top_k weighs 0
+// (the CPU's kernels stop on both).
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -375,6 +376,78 @@ void moe_matmul(const KernelArgs& args, const LaunchContext& ctx) {
   }
 }
 
+// silu(gate) * up, and its gradients: d gate = silu'(gate) (g up), d up =
+// g silu(gate), as the CPU computes them. Beside the experts' products
+// because over an expert's slots (a route given) they share its slots in
+// use: the other slots' results are zero and their operands are not read.
+// `used` null: every element.
+struct SlotsInUse {
+  const int32_t* used = nullptr;
+  int64_t capacity = 1, row = 1;  // slots per expert, elements per slot
+  __device__ bool skips(int64_t i) const { return used && (i / row) % capacity >= used[i / (row * capacity)]; }
+};
+
+__device__ __forceinline__ float silu(float x) { return x / (1.f + expf(-x)); }
+
+template <class T>
+__global__ void swiglu_kernel(const T* gate, const T* up, T* y, int64_t n, SlotsInUse slots) {
+  PF_GRID_STRIDE(i, n) {
+    y[i] = from_float<T>(slots.skips(i) ? 0.f : silu(to_float(gate[i])) * to_float(up[i]));
+  }
+}
+
+template <class T>
+__global__ void swiglu_grad_kernel(const T* g, const T* gate, const T* up, T* d_gate, T* d_up, int64_t n,
+                                   SlotsInUse slots) {
+  PF_GRID_STRIDE(i, n) {
+    if (slots.skips(i)) {
+      d_gate[i] = d_up[i] = from_float<T>(0.f);
+      continue;
+    }
+    const float gi = to_float(g[i]), x = to_float(gate[i]);
+    const float s = 1.f / (1.f + expf(-x)), slope = s * (1.f - s);
+    d_gate[i] = from_float<T>(gi * to_float(up[i]) * (slope == 0.f ? s : s + x * slope));
+    d_up[i] = from_float<T>(gi * silu(x));
+  }
+}
+
+// The slots in use of the route operand `route_operand`, when the op has one.
+SlotsInUse slots_of(const KernelArgs& args, size_t route_operand, const LaunchContext& ctx) {
+  SlotsInUse slots;
+  if (args.in.size() <= route_operand) return slots;
+  const Shape& shape = args.out_types[0].shape;
+  const int64_t experts = shape[0];
+  slots.capacity = shape[1];
+  slots.row = args.out_types[0].numel() / (experts * slots.capacity);
+  auto* used = static_cast<int32_t*>(ctx.scratch(static_cast<size_t>(experts) * sizeof(int32_t)));
+  slots_in_use_kernel<<<blocks_for(experts), kThreads, 0, ctx.stream>>>(
+      static_cast<const int32_t*>(args.in[route_operand]), experts, slots.capacity, used);
+  PF_CUDA_CHECK_LAUNCH();
+  slots.used = used;
+  return slots;
+}
+
+template <class T>
+void swiglu(const KernelArgs& args, const LaunchContext& ctx) {
+  const int64_t n = args.out_types[0].numel();
+  if (n == 0) return;
+  const SlotsInUse slots = slots_of(args, 2, ctx);
+  swiglu_kernel<T><<<blocks_for(n), kThreads, 0, ctx.stream>>>(
+      static_cast<const T*>(args.in[0]), static_cast<const T*>(args.in[1]), static_cast<T*>(args.out[0]), n, slots);
+  PF_CUDA_CHECK_LAUNCH();
+}
+
+template <class T>
+void swiglu_grad(const KernelArgs& args, const LaunchContext& ctx) {
+  const int64_t n = args.out_types[0].numel();
+  if (n == 0) return;
+  const SlotsInUse slots = slots_of(args, 3, ctx);
+  swiglu_grad_kernel<T><<<blocks_for(n), kThreads, 0, ctx.stream>>>(
+      static_cast<const T*>(args.in[0]), static_cast<const T*>(args.in[1]), static_cast<const T*>(args.in[2]),
+      static_cast<T*>(args.out[0]), static_cast<T*>(args.out[1]), n, slots);
+  PF_CUDA_CHECK_LAUNCH();
+}
+
 }  // namespace
 
 void add_moe_kernels(KernelTable& t) {
@@ -385,6 +458,8 @@ void add_moe_kernels(KernelTable& t) {
   t.set_float(OpKind::moe_combine, moe_combine<float>, moe_combine<bf16>);
   t.set_float(OpKind::moe_load, moe_load<float>, moe_load<bf16>);
   t.set_float(OpKind::moe_matmul, moe_matmul<float>, moe_matmul<bf16>);
+  t.set_float(OpKind::swiglu, swiglu<float>, swiglu<bf16>);
+  t.set_float(OpKind::swiglu_grad, swiglu_grad<float>, swiglu_grad<bf16>);
 }
 
 }  // namespace pf::cuda

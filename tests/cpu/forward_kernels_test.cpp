@@ -556,6 +556,38 @@ Reference moe_matmul_ref(bool ta, bool tb) {
   };
 }
 
+// swiglu (grad = false) or swiglu_grad: silu(gate) up, or d gate = g up
+// silu'(gate) and d up = g silu(gate); with a route (the last operand) every
+// element of an expert's slots past its last one in use is 0.
+Reference swiglu_ref(bool grad) {
+  return [=](const std::vector<Tensor>& in, const std::vector<TensorType>& out) {
+    const size_t first = grad ? 1 : 0;
+    const Tensor &gate = in[first], &up = in[first + 1];
+    const bool routed = in.size() > first + 2;
+    const int64_t n = out[0].numel();
+    std::vector<double> y(static_cast<size_t>(n)), d_up(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) {
+      if (routed) {
+        const Tensor& route = in[first + 2];
+        const int64_t capacity = route.type.shape[1], row = n / route.type.numel();
+        const int64_t e = i / (row * capacity), slot = i / row % capacity;
+        int64_t used = 0;
+        for (int64_t c = 0; c < capacity; ++c)
+          if (route.v[e * capacity + c] >= 0) used = c + 1;
+        if (slot >= used) continue;  // stays 0
+      }
+      const double x = gate.v[i], s = 1 / (1 + std::exp(-x));
+      if (!grad) {
+        y[i] = x * s * up.v[i];
+      } else {
+        y[i] = in[0].v[i] * up.v[i] * (s + x * s * (1 - s));
+        d_up[i] = in[0].v[i] * x * s;
+      }
+    }
+    return grad ? Outputs{y, d_up} : Outputs{y};
+  };
+}
+
 Outputs moe_dispatch_ref(const std::vector<Tensor>& in, const std::vector<TensorType>& out) {
   const Tensor &x = in[0], &route = in[1];
   const int64_t c = x.type.shape[1];
@@ -1555,6 +1587,14 @@ std::vector<OpCase> all_cases() {
   add(OpKind::moe_combine,
       {"weighed", {g.uniform({4, 7, 5}), dropless, g.uniform({4, 7})}, {dim_attr("tokens", 7)}, {}, moe_combine_ref});
   // Expert 0 fills 3 of its 3 slots when dropping and some experts fewer.
+  // Dropless: 14 choices in 28 slots, so every expert has slots past its last in use.
+  const Tensor slots_a = g.uniform({4, 7, 5}, -6, 6), slots_b = g.uniform({4, 7, 5});
+  add(OpKind::swiglu, {"3x7", {g.uniform({3, 7}, -8, 8), g.uniform({3, 7})}, {}, {}, swiglu_ref(false)});
+  add(OpKind::swiglu, {"slots in use", {slots_a, slots_b, dropless}, {}, {}, swiglu_ref(false)});
+  add(OpKind::swiglu_grad,
+      {"3x7", {g.uniform({3, 7}), g.uniform({3, 7}, -8, 8), g.uniform({3, 7})}, {}, {}, swiglu_ref(true)});
+  add(OpKind::swiglu_grad,
+      {"slots in use", {g.uniform({4, 7, 5}), slots_a, slots_b, dropless}, {}, {}, swiglu_ref(true)});
   add(OpKind::moe_matmul,
       {"slots in use", {g.uniform({4, 3, 5}), g.uniform({4, 5, 6}), dropping}, {}, {}, moe_matmul_ref(false, false)});
   add(OpKind::moe_matmul, {"transpose_b",

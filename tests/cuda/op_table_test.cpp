@@ -365,6 +365,11 @@ std::vector<Case> all_cases() {
                {boolean("transpose_b", true)}});
   c.push_back({OpKind::moe_matmul, "transpose_a_summed_over_slots_in_use",
                {g.uniform({4, 3, 5}), g.uniform({4, 3, 2}), uneven}, {boolean("transpose_a", true)}});
+  c.push_back({OpKind::swiglu, "signed", {g.uniform({3, 17}, -6, 6), g.uniform({3, 17})}});
+  c.push_back({OpKind::swiglu, "slots_in_use", {g.uniform({4, 3, 5}, -6, 6), g.uniform({4, 3, 5}), uneven}});
+  c.push_back({OpKind::swiglu_grad, "signed", {g.uniform({3, 17}), g.uniform({3, 17}, -6, 6), g.uniform({3, 17})}});
+  c.push_back({OpKind::swiglu_grad, "slots_in_use",
+               {g.uniform({4, 3, 5}), g.uniform({4, 3, 5}, -6, 6), g.uniform({4, 3, 5}), uneven}});
   return c;
 }
 
@@ -387,7 +392,8 @@ const std::set<OpKind> kBf16Ops = {
     OpKind::cross_entropy_parts, OpKind::cross_entropy_parts_grad, OpKind::cross_entropy_total,
     OpKind::cross_entropy_total_grad, OpKind::mse_loss,
     OpKind::moe_route,      OpKind::moe_gates,     OpKind::moe_gates_grad, OpKind::moe_dispatch,
-    OpKind::moe_combine,    OpKind::moe_load,      OpKind::moe_matmul};
+    OpKind::moe_combine,    OpKind::moe_load,      OpKind::moe_matmul,   OpKind::swiglu,
+    OpKind::swiglu_grad};
 
 // ---------------------------------------------------------------------------
 // Bytes.

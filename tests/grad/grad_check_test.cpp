@@ -7,6 +7,8 @@
 #include <cmath>
 #include <map>
 #include <random>
+#include <tuple>
+#include <utility>
 
 #include "backends/cpu/executor.h"
 #include "ir/parser.h"
@@ -95,6 +97,9 @@ std::map<OpKind, GradCase> cases() {
                            route + "  %w = param init=normal(1) : f32[4,5,2]\n"
                                    "  %r = moe_matmul %a, %w, %route : f32[4,3,2]\n",
                            "f32[4,3,2]"};
+  // Over an expert's slots: the ones not in use (zeros in the result) take no gradient.
+  m[OpKind::swiglu] = {"%a: f32[4,3,2], %b: f32[4,3,2]", route + "  %r = swiglu %a, %b, %route : f32[4,3,2]\n",
+                       "f32[4,3,2]"};
   m[OpKind::moe_combine] = {"%a: f32[4,3,2]",
                             route + "  %gt = moe_gates %l, %route top_k=2 : f32[4,3]\n"
                                     "  %r = moe_combine %a, %route, %gt tokens=6 : f32[6,2]\n",
@@ -292,7 +297,7 @@ TEST(GradRules, EveryDifferentiableOpHasACaseAndTheRestAreKnown) {
   // (never trained through) and the backward ops.
   std::vector<std::string> expected = {
       "param", "constant", "dim_value", "causal_mask", "call", "cached_attention", "moe_route", "moe_load", "tp_max", "broadcast_to", "sum_to", "relu_grad", "gelu_grad",
-      "gelu_erf_grad", "silu_grad", "softmax_grad", "log_softmax_grad", "layernorm_grad", "rmsnorm_grad", "attention_grad", "embedding_grad", "moe_gates_grad", "slice_grad",
+      "gelu_erf_grad", "silu_grad", "swiglu_grad", "softmax_grad", "log_softmax_grad", "layernorm_grad", "rmsnorm_grad", "attention_grad", "embedding_grad", "moe_gates_grad", "slice_grad",
       "reduce_max_grad", "conv2d_grad_input", "conv2d_grad_weight", "max_pool2d_grad", "avg_pool2d_grad",
       "cross_entropy_grad", "cross_entropy_parts_grad", "cross_entropy_total_grad"};
   EXPECT_EQ(without_rule, expected);
@@ -342,6 +347,13 @@ TEST(AttentionGradient, BthdLayoutMatchesFiniteDifferences) {
       {"%q: f32[1,5,2,3], %k: f32[1,5,2,3], %v: f32[1,5,2,3]",
        "  %r, %l = attention %q, %k, %v causal=true scale=0.7 layout=\"bthd\" : f32[1,5,2,3], f32[1,2,5]\n",
        "f32[1,5,2,3]"});
+}
+
+// swiglu over every element (no route): both operands' gradients, across the
+// sigmoid's range.
+TEST(SwigluGradient, WithoutARouteMatchesFiniteDifferences) {
+  check_finite_differences(OpKind::swiglu,
+                           {"%a: f32[3,5], %b: f32[3,5]", "  %r = swiglu %a, %b : f32[3,5]\n", "f32[3,5]"});
 }
 
 // Grouped-query attention: two groups of two query heads, each over one key
@@ -490,6 +502,45 @@ graph @attn(%q: f32[1,2,3,70,4], %k: f32[1,2,1,70,4], %v: f32[1,2,1,70,4], %wt: 
 
 TEST(ModelGradient, TinyGptWithFusedAttentionMatchesFiniteDifferences) {
   check_model("gpt.pf", {{"B", 2}, {"T", 8}, {"S", 8}, {"C", 16}, {"H", 2}, {"L", 2}, {"V", 11}}, 6, kFused);
+}
+
+// The Llama-style and mixture-of-experts examples with their SwiGLU fused
+// (what compile runs): one swiglu per layer, over the experts' slots in
+// use in the mixture, the op-by-op chain's loss and gradients, and finite
+// differences agree.
+const DimBinding kTinyLlama = {{"B", 2}, {"T", 8}, {"C", 16}, {"H", 4}, {"R", 2}, {"F", 24}, {"L", 2}, {"V", 11}};
+const DimBinding kTinyMoe = {{"B", 2}, {"T", 8}, {"C", 16}, {"H", 4}, {"R", 2}, {"F", 8},
+                             {"L", 2}, {"V", 11}, {"E", 4}, {"K", 2}};
+const std::vector<std::string> kFusedSwiglu = {"inline", "shape", "fuse-attention", "fuse-swiglu"};
+
+Module example(const char* file) {
+  return parse_module(read_source_file(std::string(PF_SOURCE_DIR) + "/examples/" + file));
+}
+
+// The swiglu ops of `check`'s graph, and how many of them read a route.
+std::pair<int, int> swiglus(GradCheck& check) {
+  int all = 0, routed = 0;
+  for (const Op& op : check.module().graph().ops) {
+    all += op.kind == OpKind::swiglu;
+    routed += op.kind == OpKind::swiglu && op.operands.size() == 3;
+  }
+  return {all, routed};
+}
+
+TEST(ModelGradient, FusedSwigluGivesTheUnfusedChainsGradients) {
+  for (const auto& [file, binding, routed] :
+       {std::tuple{"llama.pf", kTinyLlama, 0}, std::tuple{"moe.pf", kTinyMoe, 2}}) {
+    SCOPED_TRACE(file);
+    GradCheck unfused(example(file), binding, false, kFused);
+    GradCheck fused(example(file), binding, false, kFusedSwiglu);
+    EXPECT_EQ(swiglus(unfused), std::make_pair(0, 0));
+    EXPECT_EQ(swiglus(fused), std::make_pair(2, routed)) << fused.text();
+    expect_same_gradients(unfused, fused);
+  }
+}
+
+TEST(ModelGradient, TinyMoeWithFusedSwigluMatchesFiniteDifferences) {
+  check_model("moe.pf", kTinyMoe, 4, kFusedSwiglu);
 }
 
 TEST(ModelGradient, SmallMlpMatchesFiniteDifferences) {

@@ -64,7 +64,7 @@ TEST(PassManager, UnknownPassIsAnErrorBeforeAnyPassRuns) {
     run_passes(l.m, {"inline", "fold"}, l.ctx);
     FAIL();
   } catch (const Error& e) {
-    EXPECT_EQ(e.message(), "unknown pass 'fold'; known passes: autodiff, cost, cse, dce, decode-step, expert-parallel, fuse-attention, inline, shape, split-backward, tensor-parallel");
+    EXPECT_EQ(e.message(), "unknown pass 'fold'; known passes: autodiff, cost, cse, dce, decode-step, expert-parallel, fuse-attention, fuse-swiglu, inline, shape, split-backward, tensor-parallel");
   }
   EXPECT_EQ(print_module(l.m), before);
 }
