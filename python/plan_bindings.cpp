@@ -32,7 +32,7 @@ Plan compile(py::handle model, const std::string& devices, int microbatches, con
              int data_parallel, std::optional<int64_t> batch, py::handle bind, int virtual_stages,
              const std::string& optimizer, const std::string& cuts, const std::string& recompute,
              bool shard_optimizer, int tensor_parallel, bool sequence_parallel, const std::string& dtype,
-             int expert_parallel) {
+             int expert_parallel, const std::string& fusion) {
   check_positive("microbatches", microbatches);
   check_positive("data_parallel", data_parallel);
   check_positive("tensor_parallel", tensor_parallel);
@@ -44,6 +44,7 @@ Plan compile(py::handle model, const std::string& devices, int microbatches, con
   check_choice("cuts", cuts, {"auto", "layers", "any", "products"});
   check_choice("recompute", recompute, {"none", "selective", "layers", "auto"});
   check_choice("dtype", dtype, {"f32", "bf16"});
+  check_choice("fusion", fusion, {"all", "none", "attention", "swiglu"});
   const std::shared_ptr<const SourceFile> source = model_source(model);
   const std::string binding = bind_text(bind);
   CompileOptions options;
@@ -60,6 +61,7 @@ Plan compile(py::handle model, const std::string& devices, int microbatches, con
   options.sequence_parallel = sequence_parallel;
   options.expert_parallel = expert_parallel;
   options.dtype = dtype;
+  options.fusions = fusions_named(fusion);
   py::gil_scoped_release release;
   tools::LoadedModel loaded = tools::load_model(source, binding, true);
   if (batch) tools::bind_batch(loaded, *batch);
@@ -131,7 +133,7 @@ void bind_plan(py::module_& m) {
         py::arg("bind") = py::none(), py::arg("virtual_stages") = 1, py::arg("optimizer") = "adamw",
         py::arg("cuts") = "auto", py::arg("recompute") = "none", py::arg("shard_optimizer") = false,
         py::arg("tensor_parallel") = 1, py::arg("sequence_parallel") = false, py::arg("dtype") = "f32",
-        py::arg("expert_parallel") = 1,
+        py::arg("expert_parallel") = 1, py::arg("fusion") = "all",
         R"(Compiles a model into a pipeline plan, as `pipeforge compile` does.
 
 model: a path (str or os.PathLike) to a .pf file, or the model's IR text
@@ -148,9 +150,11 @@ tensor_parallel (--tensor-parallel: ranks per device, splitting each
 layer as Megatron-LM does), sequence_parallel (--sequence-parallel: the
 norms and residual adds between on each rank's part of the tokens),
 dtype ('f32' or 'bf16': CPU stages run their products on operands rounded
-to bf16, CUDA stages everything in bf16) and expert_parallel
+to bf16, CUDA stages everything in bf16), expert_parallel
 (--expert-parallel: groups of that many of the data_parallel replicas
-share each layer's experts out) are compile's options of those names.
+share each layer's experts out) and fusion ('all', 'none', 'attention',
+'swiglu': which chains of ops become one op) are compile's options of
+those names.
 Raises pipeforge.Error for a model that does not parse or verify, or a plan
 that cannot be made.)");
 }

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -272,8 +273,32 @@ void moe_load(const KernelArgs& args) {
     load[e] = tokens == 0 ? T(0) : static_cast<T>(static_cast<double>(count[e]) / static_cast<double>(tokens));
 }
 
+// Where the experts' products start under `threads` threads: runs of whole
+// experts, cut so that each holds about 1/threads of the slots in use (a
+// product's work), one run per thread.
+std::vector<int64_t> expert_runs(const int32_t* route, int64_t experts, int64_t capacity, int threads) {
+  std::vector<int64_t> used(static_cast<size_t>(experts));
+  int64_t total = 0;
+  for (int64_t e = 0; e < experts; ++e) total += used[static_cast<size_t>(e)] = slots_in_use(route, e, capacity);
+  std::vector<int64_t> start = {0};
+  int64_t e = 0, done = 0;
+  for (int t = 1; t < threads; ++t) {
+    // Up to the expert that takes the running sum past t/threads of the total.
+    while (e < experts && (done + used[static_cast<size_t>(e)]) * threads <= total * t)
+      done += used[static_cast<size_t>(e++)];
+    start.push_back(e);
+  }
+  start.push_back(experts);
+  return start;
+}
+
 // One GEMM per expert over its slots in use: out[e, :n] = a[e, :n] op(b[e])
 // (its other rows zero), or, under transpose_a, out[e] = a[e, :n]^T b[e, :n].
+// On more than one thread (f32), runs of whole experts side by side, each
+// product single-threaded, rather than each product split over the threads
+// in turn: each thread packs only its own operands and zeroes its own rows,
+// and nobody waits at every expert (as the executor's GEMM pairs, fusion.h).
+// A product's bits do not depend on its split (blas.h), so neither do these.
 template <class T>
 void moe_matmul(const KernelArgs& args) {
   const auto* a = static_cast<const T*>(args.in[0]);
@@ -284,7 +309,7 @@ void moe_matmul(const KernelArgs& args) {
   const Shape &as = args.in_types[0].shape, &bs = args.in_types[1].shape, &os = args.out_types[0].shape;
   const int64_t experts = as[0], capacity = as[1];
   const int64_t a_size = as[1] * as[2], b_size = bs[1] * bs[2], out_size = os[1] * os[2];
-  for (int64_t e = 0; e < experts; ++e) {
+  auto product = [&](int64_t e) {
     const int64_t used = slots_in_use(route, e, capacity);
     const T* ae = a + e * a_size;
     const T* be = b + e * b_size;
@@ -295,7 +320,19 @@ void moe_matmul(const KernelArgs& args) {
       gemm(false, tb, used, os[2], as[2], ae, as[2], be, bs[2], oe, os[2]);
       std::fill(oe + used * os[2], oe + out_size, T(0));
     }
+  };
+  const int threads = kernel_threads();
+  if (std::is_same_v<T, float> && threads > 1 && experts >= threads) {
+    const std::vector<int64_t> start = expert_runs(route, experts, capacity, threads);
+    const bool bf16 = bf16_products();  // the caller's, for the threads that run the products
+    parallel_for(threads, 1, [&](int64_t begin, int64_t end) {
+      Bf16Products products(bf16);
+      for (int64_t t = begin; t < end; ++t)
+        for (int64_t e = start[static_cast<size_t>(t)]; e < start[static_cast<size_t>(t) + 1]; ++e) product(e);
+    });
+    return;
   }
+  for (int64_t e = 0; e < experts; ++e) product(e);
 }
 
 }  // namespace

@@ -94,9 +94,10 @@ TEST_F(ParallelTest, EachWorkerSplitsOverItsOwnPool) {
 // the GPT block's ops forward and backward (GEMMs split by columns, by rows,
 // batched attention products one matrix per thread, the fused attention's
 // row blocks and heads in both layouts), a mixture of experts' routing,
-// dispatch and combine, the optimizer-sized flat loops aside.
+// dispatch, combine and products (whole experts side by side on two
+// threads), the optimizer-sized flat loops aside.
 const char* kOps = R"(
-graph @ops(%x: f32[8,64,512], %b: f32[512], %w: f32[512], %g: f32[8,64,512], %s: f32[8,8,64,64], %t: i32[512]) -> (f32[8,64,512], f32[8,64,512], f32[8,8,64,64], f32[8,8,64,64], f32[8,64,512], f32[8,64,512], f32[512], f32[512], f32[8,64,512], f32[512], f32[], f32[512,512], f32[8,64], f32[8,8,64,64], f32[8,64,512], f32[512,512], f32[8,8,64,64], f32[2048,100], f32[4,4,256,64], f32[4,4,256], f32[4,4,256,64], f32[4,4,256,64], f32[4,4,256,64], f32[4,256,4,64], f32[4,4,256], f32[4,256,4,64], f32[4,256,4,64], f32[4,256,4,64], i32[8,128], f32[8,128], f32[8,128,512], f32[512,512], f32[512,8]) {
+graph @ops(%x: f32[8,64,512], %b: f32[512], %w: f32[512], %g: f32[8,64,512], %s: f32[8,8,64,64], %t: i32[512]) -> (f32[8,64,512], f32[8,64,512], f32[8,8,64,64], f32[8,8,64,64], f32[8,64,512], f32[8,64,512], f32[512], f32[512], f32[8,64,512], f32[512], f32[], f32[512,512], f32[8,64], f32[8,8,64,64], f32[8,64,512], f32[512,512], f32[8,8,64,64], f32[2048,100], f32[4,4,256,64], f32[4,4,256], f32[4,4,256,64], f32[4,4,256,64], f32[4,4,256,64], f32[4,256,4,64], f32[4,4,256], f32[4,256,4,64], f32[4,256,4,64], f32[4,256,4,64], i32[8,128], f32[8,128], f32[8,128,512], f32[512,512], f32[512,8], f32[8,128,64], f32[8,512,64]) {
   %sum = add %x, %g : f32[8,64,512]
   %biased = add %x, %b : f32[8,64,512]
   %two = constant value=2 : f32[]
@@ -136,7 +137,10 @@ graph @ops(%x: f32[8,64,512], %b: f32[512], %w: f32[512], %g: f32[8,64,512], %s:
   %slots = moe_dispatch %logits, %route : f32[8,128,512]
   %combined = moe_combine %slots, %route, %gates tokens=512 : f32[512,512]
   %drouter = moe_gates_grad %gates, %router, %route top_k=2 : f32[512,8]
-  return %sum, %biased, %scaled, %probs, %ln, %dx, %dw, %db, %act.grad, %bias.grad, %loss, %dlogits, %rows, %dprobs, %linear, %weight.grad, %context, %rows_split, %att, %att.lse, %dq, %dk, %dv, %att.t, %att.t.lse, %dq.t, %dk.t, %dv.t, %route, %gates, %slots, %combined, %drouter
+  %experts.w = reshape %x shape=[8,512,64] : f32[8,512,64]
+  %experts.out = moe_matmul %slots, %experts.w, %route : f32[8,128,64]
+  %experts.grad = moe_matmul %slots, %experts.out, %route transpose_a=true : f32[8,512,64]
+  return %sum, %biased, %scaled, %probs, %ln, %dx, %dw, %db, %act.grad, %bias.grad, %loss, %dlogits, %rows, %dprobs, %linear, %weight.grad, %context, %rows_split, %att, %att.lse, %dq, %dk, %dv, %att.t, %att.t.lse, %dq.t, %dk.t, %dv.t, %route, %gates, %slots, %combined, %drouter, %experts.out, %experts.grad
 }
 )";
 

@@ -198,3 +198,21 @@ def test_expert_parallel_is_the_commands_flag(pipeforge_exe, tmp_path):
     assert both.expert_parallel == 2 and both.shard_optimizer
     with pytest.raises(pipeforge.Error, match="routes to none"):
         compile_mlp(data_parallel=2, expert_parallel=2)
+
+
+def test_fusion_is_the_commands_option(pipeforge_exe, tmp_path):
+    # The Llama's SwiGLU is one op unless fusion leaves it out: the plan the
+    # command writes, byte for byte.
+    llama = Path(MLP).parent / "llama.pf"
+    bind = "B=8,L=1,C=32,H=4,R=4,F=64,T=16,V=64"
+    fused = pipeforge.compile(llama, devices="cpu:1", microbatches=2, bind=bind)
+    chain = pipeforge.compile(llama, devices="cpu:1", microbatches=2, bind=bind, fusion="attention")
+    fused.save(tmp_path / "fused.json")
+    chain.save(tmp_path / "py.json")
+    assert b" = swiglu " in (tmp_path / "fused.json").read_bytes()
+    assert b" = swiglu " not in (tmp_path / "py.json").read_bytes()
+    run_command(pipeforge_exe, "compile", llama, "--bind", bind, "--devices", "cpu:1", "--microbatches", 2,
+                "--fusion", "attention", "-o", tmp_path / "cli.json")
+    assert (tmp_path / "py.json").read_bytes() == (tmp_path / "cli.json").read_bytes()
+    with pytest.raises(ValueError, match=r"^fusion must be one of all, none, attention, swiglu, not 'gelu'$"):
+        compile_mlp(fusion="gelu")
