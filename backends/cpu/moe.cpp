@@ -324,9 +324,7 @@ void moe_matmul(const KernelArgs& args) {
   const int threads = kernel_threads();
   if (std::is_same_v<T, float> && threads > 1 && experts >= threads) {
     const std::vector<int64_t> start = expert_runs(route, experts, capacity, threads);
-    const bool bf16 = bf16_products();  // the caller's, for the threads that run the products
     parallel_for(threads, 1, [&](int64_t begin, int64_t end) {
-      Bf16Products products(bf16);
       for (int64_t t = begin; t < end; ++t)
         for (int64_t e = start[static_cast<size_t>(t)]; e < start[static_cast<size_t>(t) + 1]; ++e) product(e);
     });

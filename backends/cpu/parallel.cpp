@@ -47,8 +47,9 @@ struct KernelPool::Workers {
     }
   }
 
-  /// Runs the chunks of one loop; false (nothing run) when another loop holds the pool.
-  bool run(int chunks, int64_t n, void (*fn)(void*, int64_t, int64_t), void* ctx) {
+  /// Runs the chunks of one loop, each starting at a multiple of `align`;
+  /// false (nothing run) when another loop holds the pool.
+  bool run(int chunks, int64_t n, int64_t align, void (*fn)(void*, int64_t, int64_t), void* ctx) {
     std::unique_lock<std::mutex> lock(busy_, std::try_to_lock);
     if (!lock.owns_lock()) return false;
     while (static_cast<int>(workers_.size()) < chunks - 1) {
@@ -60,14 +61,15 @@ struct KernelPool::Workers {
     ctx_ = ctx;
     bf16_products_ = bf16_products();
     pending_.store(chunks - 1);
+    auto start = [&](int c) { return c == chunks ? n : n * c / chunks / align * align; };
     for (int c = 1; c < chunks; ++c) {
       Worker& w = *workers_[c - 1];
-      w.begin = n * c / chunks;
-      w.end = n * (c + 1) / chunks;
+      w.begin = start(c);
+      w.end = start(c + 1);
       w.go.fetch_add(1);  // publishes the fields above (sequentially consistent)
       w.go.notify_one();
     }
-    run_chunk(fn, ctx, 0, n / chunks);
+    run_chunk(fn, ctx, 0, start(1));
     for (int left = pending_.load(); left != 0; left = pending_.load()) pending_.wait(left);
     return true;
   }
@@ -128,7 +130,8 @@ void run_parallel(int64_t n, int64_t grain, void (*fn)(void* ctx, int64_t begin,
   const int chunks = static_cast<int>(std::min<int64_t>(kernel_threads(), by_size));
   if (chunks <= 1 || t_in_chunk) return fn(ctx, 0, n);
   KernelPool::Workers& workers = t_pool ? *t_pool->workers_ : process_pool();
-  if (!workers.run(chunks, n, fn, ctx)) fn(ctx, 0, n);
+  const int64_t align = std::min<int64_t>(std::max<int64_t>(grain, 1), kChunkAlignment);
+  if (!workers.run(chunks, n, align, fn, ctx)) fn(ctx, 0, n);
 }
 
 }  // namespace pf::cpu

@@ -50,12 +50,20 @@ class KernelPoolScope {
 
 /// Runs `fn(ctx, begin, end)` over [0, n) in contiguous chunks of at least
 /// `grain` items, at most one per thread of the budget; the calling thread
-/// runs the first chunk and returns when all are done. Small loops (n <
+/// runs the first chunk and returns when all are done. Chunks begin at
+/// multiples of min(grain, kChunkAlignment) items: an element of a loop
+/// over elements then falls in its loop's vector body, or its scalar tail,
+/// whatever the split, and a vector exp and the scalar one differ in the
+/// last bits. Small loops (n <
 /// 2 * grain), a budget of 1, and calls made while another loop holds the
 /// pool (two pipeline stages at once, or a nested call) run inline as one
 /// chunk. `fn` must not throw. Workers sleep between loops rather than spin,
 /// so they never take a core from another stage's thread.
 void run_parallel(int64_t n, int64_t grain, void (*fn)(void* ctx, int64_t begin, int64_t end), void* ctx);
+
+/// Where chunks may begin (run_parallel): a multiple of the widest vector
+/// loop's step (16 floats, unrolled four times).
+inline constexpr int64_t kChunkAlignment = 64;
 
 /// run_parallel with a callable `f(begin, end)`.
 template <class F>

@@ -6,13 +6,16 @@
 #include <atomic>
 #include <chrono>
 #include <cstring>
+#include <mutex>
 #include <random>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "backends/cpu/blas.h"
 #include "backends/cpu/executor.h"
+#include "backends/cpu/kernels.h"
 #include "ir/parser.h"
 #include "ir/verifier.h"
 
@@ -40,6 +43,39 @@ TEST_F(ParallelTest, VisitsEveryIndexOnce) {
       EXPECT_LE(chunks.load(), n < 200 ? (n > 0 ? 1 : 0) : threads) << "n " << n;
     }
   }
+}
+
+// A chunk begins at a multiple of min(grain, 64): an element of a loop over
+// elements keeps its place in the loop's vectors (a vector exp and the
+// scalar one differ in the last bits), so an odd size, split, gives the
+// bits of one chunk.
+TEST_F(ParallelTest, ChunksBeginWhereAVectorWould) {
+  for (int threads : {2, 3}) {
+    set_cpu_threads(threads);
+    for (const auto& [n, grain] : {std::pair<int64_t, int64_t>{100003, 100}, {65543, kElementwiseGrain}, {9, 3}}) {
+      std::mutex m;
+      std::vector<int64_t> begins;
+      parallel_for(n, grain, [&](int64_t begin, int64_t) {
+        const std::lock_guard<std::mutex> lock(m);
+        begins.push_back(begin);
+      });
+      EXPECT_EQ(static_cast<int64_t>(begins.size()), std::min<int64_t>(threads, n / grain)) << "n " << n;
+      for (int64_t b : begins) EXPECT_EQ(b % std::min<int64_t>(grain, kChunkAlignment), 0) << "n " << n;
+    }
+  }
+  const auto exp_of = [](int threads) {
+    set_cpu_threads(threads);
+    std::vector<float> x(65543), y(x.size());
+    for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(i % 1000) * 0.01f - 5.0f;
+    const std::vector<TensorType> types = {{DType::f32, {static_cast<int64_t>(x.size())}}};
+    const std::vector<const void*> in = {x.data()};
+    const std::vector<void*> out = {y.data()};
+    const OpAttrs attrs;
+    forward_kernel(OpKind::exp, DType::f32)(KernelArgs{types, in, types, out, attrs});
+    return y;
+  };
+  const std::vector<float> one = exp_of(1), two = exp_of(2);
+  EXPECT_EQ(std::memcmp(one.data(), two.data(), one.size() * sizeof(float)), 0);
 }
 
 TEST_F(ParallelTest, NestedLoopsRunInline) {

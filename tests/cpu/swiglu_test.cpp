@@ -76,8 +76,9 @@ bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
 }
 
 TEST_F(SwigluTest, GivesTheChainsBitsOnOneAndTwoThreads) {
-  // Above two grains of 2^15 elements, and an odd size whose vector loops end in a tail.
-  for (const std::string type : {"f32[8,64,160]", "f32[3,37,29]"}) {
+  // Above two grains of 2^15 elements, an odd size whose vector loops end in
+  // a tail, and one above two grains whose halves would end in tails.
+  for (const std::string type : {"f32[8,64,160]", "f32[3,37,29]", "f32[65543]"}) {
     const Outputs want = run(chain(type), 1);
     for (int threads : {1, 2}) {
       const Outputs got = run(fused(type), threads);
