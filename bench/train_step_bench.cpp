@@ -302,7 +302,7 @@ int main(int argc, char** argv) {
   app.add_flag("--profile", profile, "with --serve: at the end, every op's milliseconds per served step on stderr");
   app.add_flag("--openblas-sgemm", openblas_sgemm, "every f32 GEMM through OpenBLAS instead of Pipeforge's own");
   app.add_option("--fusion", setup.fusion, "the fusions compiled in: all, none, attention or swiglu (compile --fusion)")
-      ->check(CLI::IsMember({"all", "none", "attention", "swiglu"}));
+      ->check(CLI::IsMember(pf::fusion_choices()));
   CLI11_PARSE(app, argc, argv);
   pf::cpu::use_openblas_sgemm(openblas_sgemm);
 

@@ -206,6 +206,24 @@ bool is_elementwise(OpKind kind) {
          kind == OpKind::div || kind == OpKind::where || kind == OpKind::swiglu;
 }
 
+int route_operand(OpKind kind, size_t operands) {
+  switch (kind) {
+    case OpKind::moe_gates:
+    case OpKind::moe_dispatch:
+    case OpKind::moe_combine:
+      return 1;
+    case OpKind::moe_matmul:
+    case OpKind::moe_gates_grad:
+      return 2;
+    case OpKind::swiglu:
+      return operands == 3 ? 2 : -1;
+    case OpKind::swiglu_grad:
+      return operands == 4 ? 3 : -1;
+    default:
+      return -1;
+  }
+}
+
 std::optional<OpKind> find_op(std::string_view name) {
   for (const OpInfo& info : table())
     if (info.name == name) return info.kind;

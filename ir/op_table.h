@@ -84,6 +84,12 @@ std::string_view op_name(OpKind kind);
 /// where and swiglu (whose route, when it has one, only says which rows are
 /// computed).
 bool is_elementwise(OpKind kind);
+/// Which operand of an op of `kind` with `operands` operands is a mixture of
+/// experts' route (the op runs over its slots, or its tokens' choices): 1
+/// for moe_gates, moe_dispatch and moe_combine, 2 for moe_matmul and
+/// moe_gates_grad, the last for a swiglu or swiglu_grad given one; -1 for
+/// none.
+int route_operand(OpKind kind, size_t operands);
 /// The spec of `name` for `kind` (own or common), or nullptr.
 const AttrSpec* find_attr_spec(OpKind kind, std::string_view name);
 

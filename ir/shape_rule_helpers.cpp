@@ -201,6 +201,15 @@ Types attention_like(const ShapeContext& ctx) {
   return {q, {attention_lse_dtype(q.dtype), std::move(rows)}};
 }
 
+// A mixture of experts' route: i32 [E, capacity], E the experts (of the
+// logits where given; -1: any).
+void require_route(const TensorType& route, int64_t experts) {
+  if (route.dtype != DType::i32 || route.rank() != 2)
+    fail(fmt::format("the route must be i32[experts, capacity] (moe_route's result), got {}", route.str()));
+  if (experts >= 0 && route.shape[0] != experts)
+    fail(fmt::format("the route {} is for {} experts, the logits for {}", route.str(), route.shape[0], experts));
+}
+
 // swiglu's operands from `first` on: gate and up of one float type, then
 // optionally the route whose slots they are ([E, capacity, ...] under an
 // i32 [E, capacity]). Returns their type.
@@ -210,8 +219,7 @@ TensorType swiglu_operands(const ShapeContext& ctx, size_t first) {
   if (up != gate) fail(fmt::format("the gate and up must have one type, got {} and {}", gate.str(), up.str()));
   if (ctx.operands.size() > first + 2) {
     const TensorType& route = ctx.operands[first + 2];
-    if (route.dtype != DType::i32 || route.rank() != 2)
-      fail(fmt::format("the route must be i32[experts, capacity] (moe_route's result), got {}", route.str()));
+    require_route(route, -1);
     if (gate.rank() < 3 || gate.shape[0] != route.shape[0] || gate.shape[1] != route.shape[1])
       fail(fmt::format("the gate must be [{}, {}, features] (an expert's slots, as the route {}), got {}",
                        route.shape[0], route.shape[1], route.str(), gate.str()));

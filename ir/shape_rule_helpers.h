@@ -44,6 +44,7 @@ bool broadcasts_to(const Shape& from, const Shape& to);
 void require_vocabulary_range(const ShapeContext& ctx, int64_t rows, std::string_view what);
 TensorType forward_result(const ShapeContext& ctx, ShapeRule rule, std::span<const TensorType> operands);
 Types attention_like(const ShapeContext& ctx);
+void require_route(const TensorType& route, int64_t experts);
 TensorType swiglu_operands(const ShapeContext& ctx, size_t first);
 
 }  // namespace pf::rules

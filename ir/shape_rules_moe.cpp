@@ -27,14 +27,6 @@ int64_t require_top_k(const ShapeContext& ctx, int64_t experts) {
   return k;
 }
 
-// The route: i32 [E, capacity], E the experts (of the logits where given).
-void require_route(const TensorType& route, int64_t experts) {
-  if (route.dtype != DType::i32 || route.rank() != 2)
-    fail(fmt::format("the route must be i32[experts, capacity] (moe_route's result), got {}", route.str()));
-  if (experts >= 0 && route.shape[0] != experts)
-    fail(fmt::format("the route {} is for {} experts, the logits for {}", route.str(), route.shape[0], experts));
-}
-
 // A route whose rows are the slots of the experts from first_expert on (a
 // rank's block under tensor parallelism; all of them by default) of the
 // logits' `experts`.

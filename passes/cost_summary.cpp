@@ -46,8 +46,8 @@ OpCost op_cost(const Function& f, const Op& op, const DimBinding& binding, const
   auto scale = [](int64_t& x, double share) { x = static_cast<int64_t>(static_cast<double>(x) * share); };
   if (op.kind == OpKind::moe_matmul) {
     scale(cost.flops, filled_slots(f, op.operands[2], binding, module));
-  } else if ((op.kind == OpKind::swiglu && op.operands.size() == 3) ||
-             (op.kind == OpKind::swiglu_grad && op.operands.size() == 4)) {
+  } else if ((op.kind == OpKind::swiglu || op.kind == OpKind::swiglu_grad) &&
+             route_operand(op.kind, op.operands.size()) >= 0) {
     // Reads and computes the slots in use only (and zeroes the rest).
     const double share = filled_slots(f, op.operands.back(), binding, module);
     scale(cost.flops, share);

@@ -18,8 +18,9 @@ namespace pf {
 /// "swiglu" (fuse-swiglu).
 inline std::vector<std::string> all_fusions() { return {"attention", "swiglu"}; }
 
-/// The fusions a `--fusion` choice names: "all", "none", or one of
-/// all_fusions(). Throws pf::Error for another.
+/// What `--fusion` may name: "all", "none", or one of all_fusions().
+std::vector<std::string> fusion_choices();
+/// The fusions a `--fusion` choice names. Throws pf::Error for another.
 std::vector<std::string> fusions_named(std::string_view choice);
 
 /// What every pass may read: the dimension binding that types are computed

@@ -3,6 +3,7 @@
 #include "passes/pipeline.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <algorithm>
 
@@ -49,12 +50,18 @@ std::vector<std::string> pipeline_passes(PassPipeline pipeline) {
   return {};
 }
 
+std::vector<std::string> fusion_choices() {
+  std::vector<std::string> choices = {"all", "none"};
+  for (const std::string& f : all_fusions()) choices.push_back(f);
+  return choices;
+}
+
 std::vector<std::string> fusions_named(std::string_view choice) {
   if (choice == "all") return all_fusions();
   if (choice == "none") return {};
   for (const std::string& f : all_fusions())
     if (f == choice) return {f};
-  throw Error(fmt::format("--fusion: unknown fusion '{}'; use all, none, attention or swiglu", choice));
+  throw Error(fmt::format("--fusion: unknown fusion '{}'; use {}", choice, fmt::join(fusion_choices(), ", ")));
 }
 
 std::vector<std::string> run_pipeline(Module& m, PassPipeline pipeline, PassContext& ctx,

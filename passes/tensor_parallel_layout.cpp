@@ -303,11 +303,9 @@ class Round {
     region_[op.results[0]] = i;
   }
 
-  static bool is_expert_op(const Op& op) {
-    const OpKind kind = op.kind;
-    return kind == OpKind::moe_gates || kind == OpKind::moe_dispatch || kind == OpKind::moe_matmul ||
-           kind == OpKind::moe_combine || (kind == OpKind::swiglu && op.operands.size() == 3);
-  }
+  /// An op over the slots of a route (moe_gates_grad is a backward op,
+  /// which this pass never sees).
+  static bool is_expert_op(const Op& op) { return route_operand(op.kind, op.operands.size()) >= 0; }
 
   /// An op over the slots of a route cut by experts. The gates and the
   /// dispatch read whole logits and tokens, whose gradients sum the ranks'

@@ -115,12 +115,7 @@ struct RoutedValues {
 
 // The route `op` reads and its logits, when moe_route made it in `g`.
 std::optional<RoutedValues> routed_values(const Function& g, const Op& op, const DimBinding& binding) {
-  int operand = -1;
-  if (op.kind == OpKind::moe_gates || op.kind == OpKind::moe_dispatch || op.kind == OpKind::moe_combine) operand = 1;
-  if (op.kind == OpKind::moe_matmul || op.kind == OpKind::moe_gates_grad) operand = 2;
-  if ((op.kind == OpKind::swiglu && op.operands.size() == 3) ||
-      (op.kind == OpKind::swiglu_grad && op.operands.size() == 4))
-    operand = static_cast<int>(op.operands.size()) - 1;
+  const int operand = route_operand(op.kind, op.operands.size());
   if (operand < 0) return std::nullopt;
   const ValueId route = op.operands[static_cast<size_t>(operand)];
   const int def = g.values[route].def_op;

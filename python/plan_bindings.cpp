@@ -44,7 +44,7 @@ Plan compile(py::handle model, const std::string& devices, int microbatches, con
   check_choice("cuts", cuts, {"auto", "layers", "any", "products"});
   check_choice("recompute", recompute, {"none", "selective", "layers", "auto"});
   check_choice("dtype", dtype, {"f32", "bf16"});
-  check_choice("fusion", fusion, {"all", "none", "attention", "swiglu"});
+  check_choice("fusion", fusion, fusion_choices());
   const std::shared_ptr<const SourceFile> source = model_source(model);
   const std::string binding = bind_text(bind);
   CompileOptions options;

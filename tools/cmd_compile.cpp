@@ -98,7 +98,7 @@ void add_compile_command(CLI::App& app) {
   cmd->add_option("--fusion", o->fusion,
                   "which chains of ops become one op: all, none, attention (matmul, scale, mask, softmax, matmul) "
                   "or swiglu (silu and mul); the others run as written (for comparing, or debugging a fusion)")
-      ->check(CLI::IsMember({"all", "none", "attention", "swiglu"}))
+      ->check(CLI::IsMember(fusion_choices()))
       ->capture_default_str();
   cmd->add_option("--split", o->split, "manual split: the layer indices where stages 2.. begin, e.g. 4,8,12");
   cmd->add_option("--cuts", o->compile.cuts,
