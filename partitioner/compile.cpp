@@ -261,6 +261,7 @@ CompileResult compile_once(Module model, const DimBinding& binding, const std::s
       plan.devices.push_back({fmt::format("{}:{}", kind, index), e.profile.kind, po.devices[i].memory_bytes, e.threads});
     }
   plan.schedule = options.schedule;
+  plan.schedule_actions = options.schedule_actions;
   plan.microbatches = layout.microbatches;
   plan.tensor_parallel = layout.tensor;
   plan.sequence_parallel = options.sequence_parallel;
@@ -274,7 +275,8 @@ CompileResult compile_once(Module model, const DimBinding& binding, const std::s
   std::vector<int> device_of;
   for (const StagePlan& cost : result.chosen.stages) device_of.push_back(cost.device);
   plan.stages = plan_stages(split_into_stages(model, result.chosen.cuts, unsplit), micro, device_of,
-                            /*training=*/true, schedule_splits_backward(options.schedule), recompute_of(options),
+                            /*training=*/true, schedule_splits_backward(options.schedule, options.schedule_actions),
+                            recompute_of(options),
                             layout.tensor, options.sequence_parallel, options.expert_parallel);
   plan.ranks = replicated_ranks(plan.stages, devices, layout.data, layout.tensor);
   const std::vector<StageTime> times = stage_times(cg, result.chosen);
@@ -284,7 +286,8 @@ CompileResult compile_once(Module model, const DimBinding& binding, const std::s
   // runtime will, so that both choose on the same bits.
   StepOptions step_options = layout_step_options(options, hardware, po);
   const std::vector<double> shares =
-      schedule_splits_backward(options.schedule) ? weight_shares(plan, hardware.profile) : std::vector<double>{};
+      schedule_splits_backward(options.schedule, options.schedule_actions) ? weight_shares(plan, hardware.profile)
+                                                                           : std::vector<double>{};
   for (size_t s = 0; s < plan.stages.size(); ++s) {
     PlanStage& ps = plan.stages[s];
     const StagePlan& cost = result.chosen.stages[s];
@@ -377,6 +380,14 @@ CompileResult compile_plan(Module model, const DimBinding& binding, const std::s
   CompileOptions options = given;
   if (std::optional<ScheduleKind> kind = parse_schedule_kind(options.schedule))
     options.virtual_stages = chunks_per_device(*kind, options.virtual_stages);
+  if (options.schedule == "custom") {
+    // The file fixes the chunks and micro-batches; the pipeline's devices are checked with the layout.
+    const Schedule written = read_schedule_text(options.schedule_actions, "the custom schedule");
+    options.virtual_stages = written.virtual_stages;
+    options.microbatches = written.microbatches;
+    if (options.data_parallel == 0)
+      throw Error("a schedule file fixes the pipeline's devices: give --data-parallel (1 by default) rather than auto");
+  }
   if (options.recompute != "none" && options.recompute != "auto")
     return compile_once(std::move(model), binding, source, options);
   // Stash everything the backward reads when that fits. When it does not,

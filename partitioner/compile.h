@@ -21,7 +21,10 @@ struct CompileOptions {
   int tensor_parallel = 1;         // ranks per pipeline device (GPUs of one node), splitting each layer
   bool sequence_parallel = false;  // with tensor_parallel: norms and residuals on each rank's part of the tokens
   int expert_parallel = 1;         // replicas sharing the experts out (Plan::expert_parallel): divides data_parallel
-  std::string schedule = "1f1b";   // gpipe | 1f1b | interleaved | zb1 | zbv | auto (the fastest predicted)
+  std::string schedule = "1f1b";   // gpipe | 1f1b | interleaved | zb1 | zbv | zbi | custom | auto (the fastest)
+  /// For schedule "custom": a schedule file's text (read_schedule_text),
+  /// which fixes the pipeline devices, micro-batches and chunks per device.
+  std::string schedule_actions;
   int virtual_stages = 1;
   std::string precision;           // the roofline's matmul precision; empty: the dtype's (bf16 or fp32)
   std::string dtype = "f32";       // how the stages compute: f32, or bf16 (CUDA: values; CPU: products only)

@@ -51,6 +51,7 @@ MemoryRule memory_rule_of(const std::string& schedule, int virtual_stages) {
   if (schedule == "zbi") return MemoryRule::zero_bubble_interleaved;
   if (schedule == "interleaved" && virtual_stages > 1) return MemoryRule::interleaved;
   if (schedule == "1f1b" || schedule == "interleaved") return MemoryRule::one_f_one_b;
+  if (schedule == "custom") return MemoryRule::written;
   throw Error(fmt::format("unknown schedule '{}'; use {}", schedule, schedule_kind_choices()));
 }
 
@@ -71,7 +72,7 @@ PricedModel price_model(Module model, const DimBinding& micro, const Hardware& h
   BackwardReads reads = backward_reads(model, micro, recompute_of(options));
   cgo.stashed = std::move(reads.stashed);
   cgo.recomputed = std::move(reads.recomputed);
-  cgo.split_backward = schedule_splits_backward(options.schedule);
+  cgo.split_backward = schedule_splits_backward(options.schedule, options.schedule_actions);
   const DType compute = parse_compute_dtype(options.dtype, "--dtype");
   if (compute == DType::bf16 && profile.kind == "cuda") cgo.float_activation_bytes = dtype_size(DType::bf16);
   CostGraph cg = build_cost_graph(graph, micro, timer, cgo);
@@ -99,6 +100,18 @@ PartitionOptions layout_partition_options(const CompileOptions& options, const H
   po.microbatches = layout.microbatches;
   po.rule = memory_rule_of(options.schedule, options.virtual_stages);
   po.placement = stage_placement(parse_schedule_kind(options.schedule).value());
+  if (po.rule == MemoryRule::written) {
+    const Schedule written = read_schedule_text(options.schedule_actions, "the custom schedule");
+    if (written.devices != p)
+      throw Error(fmt::format("the schedule file has lists for {} devices, and the layout runs a pipeline of {} ({} "
+                              "devices{}{}): give --devices for a pipeline of {}",
+                              written.devices, p, layout.gpus(),
+                              layout.data > 1 ? fmt::format(" over {} replicas", layout.data) : "",
+                              t > 1 ? fmt::format(" in tensor-parallel groups of {}", t) : "", written.devices));
+    po.placement = written.placement;
+    po.written_stashed = simulate(written).peak_stashed;
+    po.written_split = written.split_backward;
+  }
   for (int i = 0; i < p; ++i) {
     DeviceSpec spec = hardware.gpus.at(static_cast<size_t>(i) * t).spec;
     if (options.memory_limit > 0) spec.memory_bytes = options.memory_limit;
@@ -123,6 +136,7 @@ StepOptions layout_step_options(const CompileOptions& options, const Hardware& h
   std::optional<ScheduleKind> kind = parse_schedule_kind(options.schedule);
   if (!kind) throw Error(fmt::format("unknown schedule '{}'; use {}", options.schedule, schedule_kind_choices()));
   so.schedule = *kind;
+  so.schedule_actions = options.schedule_actions;
   so.microbatches = partition.microbatches;
   so.virtual_stages = partition.virtual_stages;
   so.data_parallel = partition.data_parallel;

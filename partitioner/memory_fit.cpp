@@ -145,6 +145,10 @@ int smallest_device_count(const StageCosts& costs, const std::vector<int>& bound
     return smallest_count_from_back(
         table, [m](int) { return m; }, v, 1);
   const int K = table.pieces();
+  if (options.rule == MemoryRule::written) {  // its lists run one number of devices
+    const int p = static_cast<int>(options.written_stashed.size()) / v;
+    return p * v <= K && fits_from_front(table, uniform_slots(options, p, memory_bytes)) ? p : 0;
+  }
   if (counts_from_schedule(options.rule, v)) {
     // Each device count has a schedule of its own: try the counts in turn.
     for (int q = 1; q * v <= K; ++q)

@@ -25,6 +25,7 @@ constexpr RuleName kRuleNames[] = {
     {MemoryRule::zero_bubble, "zero-bubble"},
     {MemoryRule::zero_bubble_v, "zero-bubble-v"},
     {MemoryRule::zero_bubble_interleaved, "zero-bubble-interleaved"},
+    {MemoryRule::written, "written"},
 };
 
 }  // namespace
@@ -49,6 +50,8 @@ std::optional<MemoryRule> parse_memory_rule(std::string_view name) {
 namespace {
 
 void check_counts(MemoryRule rule, int stages, int microbatches, int virtual_stages) {
+  if (rule == MemoryRule::written)
+    throw Error("in-flight micro-batches: a written schedule's counts are read off its own lists");
   if (stages < 1 || microbatches < 1 || virtual_stages < 1)
     throw Error(
         fmt::format("in-flight micro-batches: stages ({}), micro-batches ({}) and virtual stages ({}) "
@@ -86,7 +89,8 @@ std::optional<ScheduleKind> simulated_schedule(MemoryRule rule, int virtual_stag
 }  // namespace
 
 bool counts_from_schedule(MemoryRule rule, int virtual_stages) {
-  return rule == MemoryRule::zero_bubble_interleaved || simulated_schedule(rule, virtual_stages).has_value();
+  return rule == MemoryRule::zero_bubble_interleaved || rule == MemoryRule::written ||
+         simulated_schedule(rule, virtual_stages).has_value();
 }
 
 std::vector<int> inflight_per_stage(MemoryRule rule, int stages, int microbatches, int virtual_stages) {

@@ -17,9 +17,10 @@ enum class MemoryRule {
   zero_bubble,  // ZB-H1: B and W split; each stage's peak read off the schedule (a deferred W holds its slot)
   zero_bubble_v,  // ZB-V: two chunks per device in a V; each chunk's peak read off the schedule itself
   zero_bubble_interleaved,  // zbi: v >= 2 round-robin chunks, B and W split; each chunk at its cap (zbi_stage_cap)
+  written,  // a schedule file's lists: each stage's peak read off them (PartitionOptions::written_stashed)
 };
 
-/// "gpipe", "1f1b", "interleaved", "zero-bubble", "zero-bubble-v", "zero-bubble-interleaved".
+/// "gpipe", "1f1b", "interleaved", "zero-bubble", "zero-bubble-v", "zero-bubble-interleaved", "written".
 std::string_view memory_rule_name(MemoryRule rule);
 /// True for the zero-bubble rules, whose stages split each backward.
 bool splits_backward(MemoryRule rule);
@@ -47,7 +48,8 @@ std::optional<MemoryRule> parse_memory_rule(std::string_view name);
 ///    ceil(p / 2)) for chunk c, and p v chunks per device together; the
 ///    order a plan runs may hold fewer.
 /// Throws pf::Error on an out-of-range stage, counts below 1, `stages` not a
-/// multiple of v, or v with no form in the rule.
+/// multiple of v, v with no form in the rule, or the written rule (whose
+/// counts come with its lists).
 int inflight_microbatches(MemoryRule rule, int stage, int stages, int microbatches, int virtual_stages = 1);
 /// True where the counts depend on the device count as a whole (read off a
 /// simulated schedule: zero bubble, interleaved with chunks; or zbi's caps).

@@ -193,7 +193,8 @@ Plan plan_for_cuts(const Module& model, const DimBinding& micro, const std::vect
   plan.loss_stage_output = graph.values[graph.returns.at(0)].name;
   std::vector<int> device_of;
   const std::optional<ScheduleKind> kind = parse_schedule_kind(schedule);
-  if (!kind) throw Error(fmt::format("unknown schedule '{}'; use {}", schedule, schedule_kind_choices()));
+  if (!kind || *kind == ScheduleKind::custom)
+    throw Error(fmt::format("unknown schedule '{}'; use {}", schedule, schedule_kind_choices()));
   for (int s = 0; s < stages; ++s) device_of.push_back(placed_device(stage_placement(*kind), s, devices));
   plan.stages = plan_stages(split_into_stages(model, cuts, whole_inputs), micro, device_of, /*training=*/true,
                             schedule_splits_backward(schedule), recompute, tensor_parallel, sequence_parallel,

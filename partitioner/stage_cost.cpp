@@ -19,6 +19,20 @@ void check_stage_count(const CostGraph& graph, int stages) {
                             graph.cut_candidates.empty() ? "nodes" : "layers", stages));
 }
 
+/// Each of `stages` stages' peak of stashed micro-batches: the rule's, or
+/// the written schedule's own (which runs one number of stages only).
+std::vector<int> stage_inflight(const PartitionOptions& options, int stages) {
+  if (options.rule != MemoryRule::written)
+    return inflight_per_stage(options.rule, stages, options.microbatches, options.virtual_stages);
+  if (options.written_stashed.size() != static_cast<size_t>(stages))
+    throw Error(fmt::format("the schedule file runs {} stages, not {}", options.written_stashed.size(), stages));
+  return options.written_stashed;
+}
+
+bool splits_backward(const PartitionOptions& options) {
+  return options.rule == MemoryRule::written ? options.written_split : splits_backward(options.rule);
+}
+
 void mark_local_hand_offs(std::vector<StageSlot>& slots) {
   for (size_t s = 1; s < slots.size(); ++s)
     slots[s - 1].local_out = slots[s].local_in = slots[s - 1].device == slots[s].device;
@@ -67,12 +81,12 @@ std::vector<StageSlot> stage_slots(const CostGraph& graph, const PartitionOption
   check_stage_count(graph, stages);
 
   std::vector<StageSlot> slots(stages);
-  const std::vector<int> inflight = inflight_per_stage(options.rule, stages, options.microbatches, v);
+  const std::vector<int> inflight = stage_inflight(options, stages);
   for (int s = 0; s < stages; ++s) {
     const int device = placed_device(options.placement, s, p);
     const DeviceSpec& d = options.devices[static_cast<size_t>(device)];
     slots[s] = {device, placed_chunk(options.placement, s, p), 1.0 / d.speed, inflight[static_cast<size_t>(s)],
-                d.memory_bytes / v, s > 0 && splits_backward(options.rule)};
+                d.memory_bytes / v, s > 0 && splits_backward(options)};
   }
   mark_local_hand_offs(slots);
   return slots;
@@ -82,10 +96,10 @@ std::vector<StageSlot> uniform_slots(const PartitionOptions& options, int device
   const int v = options.virtual_stages;
   const int stages = devices * v;
   std::vector<StageSlot> slots(stages);
-  const std::vector<int> inflight = inflight_per_stage(options.rule, stages, options.microbatches, v);
+  const std::vector<int> inflight = stage_inflight(options, stages);
   for (int s = 0; s < stages; ++s)
     slots[s] = {placed_device(options.placement, s, devices), placed_chunk(options.placement, s, devices), 1.0,
-                inflight[static_cast<size_t>(s)], memory_bytes / v, s > 0 && splits_backward(options.rule)};
+                inflight[static_cast<size_t>(s)], memory_bytes / v, s > 0 && splits_backward(options)};
   mark_local_hand_offs(slots);
   return slots;
 }

@@ -53,6 +53,11 @@ struct PartitionOptions {
   MemoryRule rule = MemoryRule::one_f_one_b;
   int virtual_stages = 1;
   StagePlacement placement = StagePlacement::round_robin;
+  /// Under MemoryRule::written (a schedule file's lists): each stage's peak
+  /// of stashed micro-batches, read off the lists, and whether they split
+  /// the backward.
+  std::vector<int> written_stashed;
+  bool written_split = false;
   std::vector<DeviceSpec> devices;
   LinkSpec link;
   /// Bytes of optimizer state per parameter byte: 1 for SGD with momentum, 2 for AdamW.

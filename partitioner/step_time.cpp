@@ -60,7 +60,9 @@ StepPrediction predict_step(const CostGraph& graph, const PartitionResult& resul
   if (options.weight_shares.size() == times.size())
     for (size_t s = 0; s < times.size(); ++s) times[s].weight_share = options.weight_shares[s];
   const ActionCosts costs = stage_action_costs(times);
-  const Schedule schedule = make_schedule(options.schedule, devices, options.microbatches, options.virtual_stages, costs);
+  const Schedule schedule =
+      planned_schedule(options.schedule, options.schedule_actions, devices, options.microbatches,
+                       options.virtual_stages, costs);
   const Simulation sim = simulate(schedule, costs);
 
   std::vector<int64_t> param_bytes(devices, 0), own_bytes(devices, 0);

@@ -14,6 +14,7 @@ namespace pf {
 /// How the pipeline of a PartitionResult runs a step.
 struct StepOptions {
   ScheduleKind schedule = ScheduleKind::one_f_one_b;
+  std::string schedule_actions;  // for custom: its schedule file (read_schedule_text)
   int microbatches = 1;
   int virtual_stages = 1;
   int data_parallel = 1;

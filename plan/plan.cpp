@@ -14,8 +14,9 @@
 
 namespace pf {
 
-bool schedule_splits_backward(std::string_view kind) {
+bool schedule_splits_backward(std::string_view kind, std::string_view actions) {
   const std::optional<ScheduleKind> parsed = parse_schedule_kind(kind);
+  if (parsed == ScheduleKind::custom) return read_schedule_text(actions, "the custom schedule").split_backward;
   return parsed && splits_backward(*parsed);
 }
 

@@ -163,7 +163,10 @@ struct Plan {
   std::string model_hash;    // of the model text, to tell a stale plan
   DimBinding binding;        // every dimension's value
   std::vector<PlanDevice> devices;
-  std::string schedule;  // "gpipe", "1f1b", "interleaved", "zb1", "zbv", "zbi"
+  std::string schedule;  // "gpipe", "1f1b", "interleaved", "zb1", "zbv", "zbi", "custom"
+  /// For schedule "custom": its schedule file (read_schedule_text), the
+  /// compute actions of each device in order; empty otherwise.
+  std::string schedule_actions;
   int microbatches = 1;
   int virtual_stages = 1;
   /// Ranks per device (GPUs of one node), splitting each layer
@@ -320,8 +323,9 @@ RankView rank_view(const Plan& plan, int rank);
 int rank_of_stage(const Plan& plan, int stage, int replica = 0, int shard = 0);
 
 /// Whether schedule `kind` runs each backward in two parts (the input
-/// gradients, then the weights'), so that its plans carry a BackwardSplit.
-bool schedule_splits_backward(std::string_view kind);
+/// gradients, then the weights'), so that its plans carry a BackwardSplit;
+/// for custom, whether its schedule file `actions` names W actions.
+bool schedule_splits_backward(std::string_view kind, std::string_view actions = {});
 
 /// Whether any stage's backward computes forward values again (compiled
 /// with --recompute layers or selective, and something to recompute).

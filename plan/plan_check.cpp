@@ -486,7 +486,7 @@ class PlanChecker {
         fail(fmt::format("stage {}'s gradient table recomputes %{}, which its forward and backward do not both compute",
                          s.index, name));
 
-    if (schedule_splits_backward(plan_.schedule) != s.split.has_value())
+    if (schedule_splits_backward(plan_.schedule, plan_.schedule_actions) != s.split.has_value())
       fail(fmt::format("stage {} {} its backward, but schedule {} runs it {}", s.index,
                        s.split ? "splits" : "does not split", plan_.schedule, s.split ? "whole" : "in two parts"));
     if (!s.split) return;

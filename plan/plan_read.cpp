@@ -259,8 +259,12 @@ class PlanReader {
     }
 
     const Json& schedule = r_.object(doc, "", "schedule");
-    r_.expect_keys(schedule, "schedule", {"kind", "microbatches", "virtual_stages"});
+    r_.expect_keys(schedule, "schedule", {"kind", "microbatches", "virtual_stages"}, {"actions"});
     plan.schedule = r_.string(schedule, "schedule", "kind");
+    if (plan.schedule == "custom")
+      plan.schedule_actions = program(schedule, "schedule", "actions");
+    else if (schedule.contains("actions"))
+      r_.fail(fmt::format("schedule.actions belongs to a custom schedule, and this plan's is {}", plan.schedule));
     plan.microbatches = static_cast<int>(r_.integer(schedule, "schedule", "microbatches", 1, 1 << 20));
     plan.virtual_stages = static_cast<int>(r_.integer(schedule, "schedule", "virtual_stages", 1, 1 << 20));
     plan.loss_stage_output = r_.string(doc, "", "loss");

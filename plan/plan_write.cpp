@@ -158,6 +158,8 @@ std::string plan_to_json(const Plan& plan) {
         {"mfu", finite(pr.mfu, "the predicted mfu")}}},
       {"stages", stages},
   };
+  // Only a custom schedule has lists of its own to carry: other plans read as before.
+  if (!plan.schedule_actions.empty()) doc["schedule"]["actions"] = program_lines(plan.schedule_actions);
   if (plan.sequence_parallel) doc["sequence_parallel"] = true;  // plans without it read as before
   if (plan.expert_parallel > 1) doc["expert_parallel"] = plan.expert_parallel;  // the same
   return format_json(doc, {"program"});

@@ -38,8 +38,8 @@ Pipeline::Pipeline(const Plan& plan, std::vector<Module> programs, const Pipelin
                             parts_per_stage > 0 ? fmt::format(" and their {} parts each", parts_per_stage) : ""));
   if (n % options.virtual_stages != 0)
     throw Error(fmt::format("{} stages do not divide into {} virtual stages per device", n, options.virtual_stages));
-  schedule_ = make_schedule(options.schedule, n / options.virtual_stages, options.microbatches, options.virtual_stages,
-                            plan_action_costs(plan));
+  schedule_ = planned_schedule(options.schedule, plan.schedule_actions, n / options.virtual_stages,
+                               options.microbatches, options.virtual_stages, plan_action_costs(plan));
   Simulation sim = simulate(schedule_);
   int m = options.microbatches;
   // Schedules with a weight-gradient action run each backward in two parts.

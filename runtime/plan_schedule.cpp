@@ -27,8 +27,8 @@ Schedule plan_schedule(const Plan& plan) {
   if (plan.virtual_stages < 1 || stages % plan.virtual_stages != 0)
     throw Error(fmt::format("plan for @{}: {} stages do not divide into {} virtual stages per device", plan.model_name,
                             stages, plan.virtual_stages));
-  return make_schedule(plan_schedule_kind(plan), stages / plan.virtual_stages, plan.microbatches,
-                       plan.virtual_stages, plan_action_costs(plan));
+  return planned_schedule(plan_schedule_kind(plan), plan.schedule_actions, stages / plan.virtual_stages,
+                          plan.microbatches, plan.virtual_stages, plan_action_costs(plan));
 }
 
 }  // namespace pf

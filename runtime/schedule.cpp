@@ -21,6 +21,7 @@ constexpr ScheduleKind kKinds[] = {ScheduleKind::gpipe, ScheduleKind::one_f_one_
 std::optional<ScheduleKind> parse_schedule_kind(std::string_view name) {
   for (ScheduleKind kind : kKinds)
     if (schedule_kind_name(kind) == name) return kind;
+  if (name == schedule_kind_name(ScheduleKind::custom)) return ScheduleKind::custom;
   return std::nullopt;
 }
 
@@ -79,6 +80,7 @@ std::string_view schedule_kind_name(ScheduleKind kind) {
     case ScheduleKind::zb_h1: return "zb1";
     case ScheduleKind::zb_v: return "zbv";
     case ScheduleKind::zb_interleaved: return "zbi";
+    case ScheduleKind::custom: return "custom";
   }
   return "?";
 }
@@ -101,6 +103,15 @@ std::string_view action_kind_name(ActionKind kind) {
 bool is_compute(ActionKind kind) {
   return kind == ActionKind::forward || kind == ActionKind::backward ||
          kind == ActionKind::backward_input || kind == ActionKind::backward_weight;
+}
+
+std::string action_label(const Schedule& schedule, const Action& action) {
+  const char letter = action.kind == ActionKind::forward           ? 'F'
+                      : action.kind == ActionKind::backward_weight ? 'W'
+                                                                   : 'B';
+  std::string label = fmt::format("{}{}", letter, action.microbatch);
+  if (schedule.virtual_stages > 1) label += fmt::format("c{}", schedule.chunk_of(action.stage));
+  return label;
 }
 
 std::string format_action(const Action& action) {
@@ -257,6 +268,8 @@ Schedule build_schedule(ScheduleKind kind, int devices, int microbatches, int vi
   if (virtual_stages < 1)
     throw Error(
         fmt::format("schedule needs at least 1 virtual stage per device, got {}", virtual_stages));
+  if (kind == ScheduleKind::custom)
+    throw Error("a custom schedule's action lists come from its file (read_schedule_text), not from a generator");
   if (kind == ScheduleKind::zb_v && virtual_stages != 2)
     throw Error(fmt::format("zbv places 2 chunks on each device, got {} virtual stages", virtual_stages));
   if (kind == ScheduleKind::zb_interleaved && virtual_stages < 2)
@@ -297,7 +310,8 @@ Schedule build_schedule(ScheduleKind kind, int devices, int microbatches, int vi
         break;
       case ScheduleKind::zb_h1: order = zb_h1_order(devices, microbatches, d); break;
       case ScheduleKind::zb_v:
-      case ScheduleKind::zb_interleaved: break;
+      case ScheduleKind::zb_interleaved:
+      case ScheduleKind::custom: break;
     }
   }
   return schedule_from_orders(kind, devices, microbatches, virtual_stages, orders);
@@ -305,7 +319,13 @@ Schedule build_schedule(ScheduleKind kind, int devices, int microbatches, int vi
 
 Schedule schedule_from_orders(ScheduleKind kind, int devices, int microbatches, int virtual_stages,
                               const DeviceOrders& orders) {
-  Schedule schedule{kind, devices, microbatches, virtual_stages, {}};
+  return schedule_from_orders(kind, devices, microbatches, virtual_stages, orders, stage_placement(kind),
+                              splits_backward(kind));
+}
+
+Schedule schedule_from_orders(ScheduleKind kind, int devices, int microbatches, int virtual_stages,
+                              const DeviceOrders& orders, StagePlacement placement, bool split_backward) {
+  Schedule schedule{kind, devices, microbatches, virtual_stages, {}, placement, split_backward};
   schedule.per_device.resize(static_cast<size_t>(devices));
   for (int d = 0; d < devices; ++d) {
     std::vector<Action>& list = schedule.per_device[static_cast<size_t>(d)];

@@ -19,13 +19,19 @@ enum class ScheduleKind {
   /// of v >= 2 chunks per device, B and W split, in a list schedule's order
   /// chosen on the stages' costs (zbi_stage_cap bounds each stage's memory)
   zb_interleaved,
+  /// action lists a user wrote in a schedule file (read_schedule_text):
+  /// any order the validator proves, on either placement, the backward
+  /// fused or split
+  custom,
 };
 
-/// "gpipe", "1f1b", "interleaved", "zb1", "zbv" or "zbi"; nullopt for anything else.
+/// "gpipe", "1f1b", "interleaved", "zb1", "zbv", "zbi" or "custom"; nullopt
+/// for anything else.
 std::optional<ScheduleKind> parse_schedule_kind(std::string_view name);
 /// The name parse_schedule_kind accepts for `kind`.
 std::string_view schedule_kind_name(ScheduleKind kind);
-/// Every name parse_schedule_kind accepts, in the order messages list them.
+/// The names of the kinds make_schedule generates, in the order messages
+/// list them (custom is not among them: its lists come from a file).
 std::vector<std::string> schedule_kind_names();
 /// Those names for a message: "gpipe, 1f1b, interleaved, zb1, zbv or zbi".
 std::string schedule_kind_choices();
@@ -86,25 +92,34 @@ struct Action {
 std::string format_action(const Action& action);
 
 /// Per-device action lists for one training step (one batch of micro-batches).
-/// Model stages are placed as stage_placement(kind) says.
 struct Schedule {
   ScheduleKind kind;
   int devices;
   int microbatches;
-  int virtual_stages;  ///< model chunks per device; 1 except for interleaved, zbv and zbi
+  int virtual_stages;  ///< model chunks per device; 1 except for interleaved, zbv, zbi and custom
   std::vector<std::vector<Action>> per_device;
+  /// Where the model stages lie: stage_placement(kind), or a schedule file's.
+  StagePlacement placement = StagePlacement::round_robin;
+  /// Whether each backward runs as B and W: splits_backward(kind), or
+  /// whether a schedule file names W actions.
+  bool split_backward = false;
 
   /// devices * virtual_stages.
   int model_stages() const { return devices * virtual_stages; }
   /// The device holding model stage `stage`.
-  int device_of(int stage) const { return placed_device(stage_placement(kind), stage, devices); }
+  int device_of(int stage) const { return placed_device(placement, stage, devices); }
   /// Which of its device's chunks model stage `stage` is.
-  int chunk_of(int stage) const { return placed_chunk(stage_placement(kind), stage, devices); }
+  int chunk_of(int stage) const { return placed_chunk(placement, stage, devices); }
   /// The model stage that is chunk `chunk` of device `device`.
-  int stage_at(int device, int chunk) const { return placed_stage(stage_placement(kind), device, chunk, devices); }
+  int stage_at(int device, int chunk) const { return placed_stage(placement, device, chunk, devices); }
 };
 
-/// Builds the action lists of `kind`. Any devices, microbatches >= 1 work;
+/// How a schedule file and the pictures name a compute action: "F3", "B3"
+/// (a fused backward or an input gradient), "W3", with the chunk appended
+/// ("F3c1") when devices hold several.
+std::string action_label(const Schedule& schedule, const Action& action);
+
+/// Builds the action lists of `kind` (not custom). Any devices, microbatches >= 1 work;
 /// virtual_stages > 1 only for interleaved and zbi (which needs 2 or more),
 /// exactly 2 for zbv (see chunks_per_device). zbi's order is the one for
 /// unit costs here (see the overload taking costs). Throws Error on bad
@@ -220,5 +235,27 @@ std::string render_schedule_text(const Schedule& schedule, const Simulation& sim
 /// axis (in `unit` when given), legend, and a title with kind, p, m, v and
 /// the bubble.
 std::string render_schedule_svg(const Schedule& schedule, const Simulation& sim, std::string_view unit = "");
+
+/// A schedule file: each device's compute actions in the order it runs
+/// them, one line per device; the transfers follow from them. `#` starts a
+/// comment.
+///
+///     placement v                      # optional: round-robin (the default) or v
+///     dev 0: F0 F1 F2 F3 B0 B1 B2 B3   # action_label's names; "." cells are skipped
+///     dev 1: F0 B0 F1 B1 F2 B2 F3 B3
+///
+/// The devices, micro-batches and chunks per device are the ones the lines
+/// name; the backward is split where W actions appear (then every B has its
+/// W). Returns the lists (kind custom), proven complete and deadlock-free;
+/// throws Error at the offending line and column of `path` otherwise.
+Schedule read_schedule_text(std::string_view text, const std::string& path);
+/// make_schedule for a plan or a compile: the lists of `kind` or, for
+/// custom, of the schedule file `actions` (read_schedule_text), which must
+/// run `devices`, `microbatches` and `virtual_stages` (else Error).
+Schedule planned_schedule(ScheduleKind kind, std::string_view actions, int devices, int microbatches,
+                          int virtual_stages, const ActionCosts& costs);
+/// The schedule file of `schedule`'s compute actions, headed by a comment
+/// naming its kind; read_schedule_text gives back the same lists.
+std::string write_schedule_text(const Schedule& schedule);
 
 }  // namespace pf

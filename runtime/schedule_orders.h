@@ -28,6 +28,10 @@ Schedule build_schedule(ScheduleKind kind, int devices, int microbatches, int vi
 /// output right after) and a step closing every list.
 Schedule schedule_from_orders(ScheduleKind kind, int devices, int microbatches, int virtual_stages,
                               const DeviceOrders& orders);
+/// The same with the stages placed and the backward split as given (a
+/// schedule file's), not as `kind` says.
+Schedule schedule_from_orders(ScheduleKind kind, int devices, int microbatches, int virtual_stages,
+                              const DeviceOrders& orders, StagePlacement placement, bool split_backward);
 
 /// Zero bubble over `chunks` >= 2 round-robin chunks per device (zbi): the
 /// shortest on `costs` (nullptr: F = B = W = 1) of list schedules that keep

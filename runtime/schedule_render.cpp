@@ -19,25 +19,6 @@ void check_matches(const Schedule& schedule, const Simulation& sim) {
                             sim.per_device.size(), schedule.devices));
 }
 
-/// "F", "B" or "W": fused backward and backward_input both draw as B, since a
-/// schedule has one or the other.
-char kind_letter(ActionKind kind) {
-  switch (kind) {
-    case ActionKind::forward: return 'F';
-    case ActionKind::backward_weight: return 'W';
-    default: return 'B';
-  }
-}
-
-int chunk_of(const Schedule& schedule, const Action& action) { return schedule.chunk_of(action.stage); }
-
-/// "F3", or "F3c1" for chunk 1 when devices hold several chunks.
-std::string cell_label(const Schedule& schedule, const Action& action) {
-  std::string label = fmt::format("{}{}", kind_letter(action.kind), action.microbatch);
-  if (schedule.virtual_stages > 1) label += fmt::format("c{}", chunk_of(schedule, action));
-  return label;
-}
-
 /// The shortest compute action: one text column, and the SVG's scale unit.
 double shortest_compute(const Simulation& sim) {
   double shortest = 0;
@@ -77,7 +58,7 @@ std::string render_schedule_text(const Schedule& schedule, const Simulation& sim
   for (int d = 0; d < schedule.devices; ++d) {
     for (const TimedAction& t : sim.per_device[d]) {
       if (!is_compute(t.action.kind)) continue;
-      const std::string label = cell_label(schedule, t.action);
+      const std::string label = action_label(schedule, t.action);
       width = std::max(width, label.size());
       for (int c = static_cast<int>(t.start / unit); c < columns; ++c) {
         const double mid = (c + 0.5) * unit;
@@ -163,7 +144,7 @@ std::string render_schedule_svg(const Schedule& schedule, const Simulation& sim,
     for (const TimedAction& t : sim.per_device[d]) {
       if (!is_compute(t.action.kind)) continue;
       const Rgb fill =
-          shade(kind_color(t.action.kind), chunk_of(schedule, t.action), schedule.virtual_stages);
+          shade(kind_color(t.action.kind), schedule.chunk_of(t.action.stage), schedule.virtual_stages);
       const double x = left + t.start * scale, w = (t.end - t.start) * scale;
       out += fmt::format(
           "<rect class=\"action\" x=\"{:.2f}\" y=\"{:.1f}\" width=\"{:.2f}\" height=\"{:.1f}\" "
@@ -197,7 +178,7 @@ std::string render_schedule_svg(const Schedule& schedule, const Simulation& sim,
                      unit_name.empty() ? "" : fmt::format(" ({})", unit_name));
 
   // Legend: the kinds this schedule uses, then what the shading means.
-  const bool split = splits_backward(schedule.kind);
+  const bool split = schedule.split_backward;
   std::vector<std::pair<ActionKind, std::string_view>> legend = {
       {ActionKind::forward, "F forward"},
       {split ? ActionKind::backward_input : ActionKind::backward,

@@ -121,7 +121,7 @@ void check_order(const Schedule& schedule, int device, const Action& a, Seen& se
 /// micro-batch would need them.
 void check_complete(const Schedule& schedule, const Seen& seen) {
   const int stages = schedule.model_stages();
-  const bool split = splits_backward(schedule.kind);
+  const bool split = schedule.split_backward;
   for (int s = 0; s < stages; ++s) {
     const int device = schedule.device_of(s);
     for (int mb = 0; mb < schedule.microbatches; ++mb) {
@@ -345,6 +345,7 @@ std::optional<double> theoretical_bubble(const Schedule& schedule, const UnitCos
         return std::nullopt;
       return (p - 1) / (6 * m + p - 1);
     case ScheduleKind::zb_interleaved: return std::nullopt;  // a greedy order: no closed form
+    case ScheduleKind::custom: return std::nullopt;
   }
   return std::nullopt;
 }

@@ -18,6 +18,7 @@ namespace {
 
 struct CompileCommandOptions {
   std::string file, bind, output, memory_limit, split, microbatches = "8", data_parallel = "1", fusion = "all";
+  std::string schedule_file;
   int64_t batch = 0;
   CompileOptions compile;
 };
@@ -75,12 +76,19 @@ void add_compile_command(CLI::App& app) {
                            "DeepSpeed-MoE's expert parallelism): each holds a block of every layer's experts, which "
                            "take its group's tokens; divides --data-parallel"),
            1);
-  cmd->add_option("--schedule", o->compile.schedule,
-                  schedule_kind_choices() + ", or auto: each of 1f1b, zb1 and zbv (and interleaved and zbi with --virtual) "
-                                            "compiled, the one of the shortest predicted step kept")
-      ->check(CLI::IsMember(compile_schedule_names()));
-  at_least(cmd->add_option("--virtual", o->compile.virtual_stages, "model chunks per device (interleaved, zbi: 2 or more; zbv has 2)"),
-           1);
+  CLI::Option* schedule =
+      cmd->add_option("--schedule", o->compile.schedule,
+                      schedule_kind_choices() + ", or auto: each of 1f1b, zb1 and zbv (and interleaved and zbi with "
+                                                "--virtual) compiled, the one of the shortest predicted step kept")
+          ->check(CLI::IsMember(compile_schedule_names()));
+  CLI::Option* virtual_stages =
+      at_least(cmd->add_option("--virtual", o->compile.virtual_stages,
+                               "model chunks per device (interleaved, zbi: 2 or more; zbv has 2)"),
+               1);
+  cmd->add_option("--schedule-file", o->schedule_file,
+                  "run the action lists of this schedule file (each device's F, B and W in order, as pipeforge "
+                  "schedule --format list writes them); it fixes the pipeline devices, micro-batches and chunks")
+      ->excludes(schedule);
   cmd->add_option("--precision", o->compile.precision,
                   "matmul precision of the roofline: fp32, tf32 or bf16; default: the --dtype's (bf16 or fp32)");
   cmd->add_option("--dtype", o->compile.dtype,
@@ -115,8 +123,23 @@ void add_compile_command(CLI::App& app) {
       ->check(CLI::IsMember({"none", "selective", "layers", "auto"}))
       ->capture_default_str();
   cmd->add_option("-o,--output", o->output, "write the plan here")->required();
-  cmd->callback([o] {
+  cmd->callback([cmd, o, virtual_stages] {
     o->compile.microbatches = count_or_auto(o->microbatches, "--microbatches");
+    if (!o->schedule_file.empty()) {
+      const std::shared_ptr<const SourceFile> file = read_source_file(o->schedule_file);
+      const Schedule written = read_schedule_text(file->text(), o->schedule_file);
+      auto agrees = [&](const char* flag, bool given, int value, int written_value, const char* what) {
+        if (given && value != written_value)
+          throw Error(fmt::format("{} {}: {} runs {} {}; drop the flag", flag, value, o->schedule_file,
+                                  written_value, what));
+      };
+      agrees("--microbatches", cmd->count("--microbatches") > 0, o->compile.microbatches, written.microbatches,
+             "micro-batches");
+      agrees("--virtual", virtual_stages->count() > 0, o->compile.virtual_stages, written.virtual_stages,
+             "chunks per device");
+      o->compile.schedule = "custom";
+      o->compile.schedule_actions = write_schedule_text(written);
+    }
     o->compile.data_parallel = count_or_auto(o->data_parallel, "--data-parallel");
     if (!o->memory_limit.empty()) o->compile.memory_limit = parse_bytes(o->memory_limit);
     o->compile.fusions = fusions_named(o->fusion);

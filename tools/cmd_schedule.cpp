@@ -25,6 +25,7 @@ struct ScheduleOptions {
   std::string format = "text";
   std::string output;
   std::string profile;
+  std::string file;
 };
 
 /// `sim` with its times in milliseconds instead of seconds.
@@ -72,7 +73,11 @@ void add_schedule_command(CLI::App& app) {
   cmd->add_option("--schedule,-s", opts->kind, schedule_kind_choices())->check(CLI::IsMember(schedule_kind_names()));
   at_least(cmd->add_option("--virtual,-v", opts->virtual_stages, "model chunks per device (interleaved, zbi: 2 or more; zbv has 2)"),
            1);
-  cmd->add_option("--format", opts->format, "text or svg")->check(CLI::IsMember({"text", "svg"}));
+  cmd->add_option("--format", opts->format,
+                  "text (a grid of the actions in time), svg, or list (each device's compute actions in order: a "
+                  "schedule file to edit and give to compile --schedule-file)")
+      ->check(CLI::IsMember({"text", "svg", "list"}));
+  cmd->add_option("--file,-f", opts->file, "a schedule file: draw its action lists on unit costs");
   cmd->add_option("-o,--output", opts->output, "write the drawing here instead of standard output");
   cmd->add_option(
       "--profile", opts->profile,
@@ -82,17 +87,23 @@ void add_schedule_command(CLI::App& app) {
     std::vector<Module> programs;  // parsed only to price them on a profile
     if (opts->plan.empty() && !opts->profile.empty())
       throw Error("--profile prices a plan's stages: give the plan (pipeforge schedule PLAN.json --profile P)");
-    if (!opts->plan.empty()) {
-      plan = load_plan(opts->plan, opts->profile.empty() ? nullptr : &programs);
+    if (!opts->plan.empty() && !opts->file.empty())
+      throw Error(fmt::format("give a plan or a schedule file, not both ({} and {})", opts->plan, opts->file));
+    const std::string& source = opts->plan.empty() ? opts->file : opts->plan;
+    if (!source.empty()) {
+      if (!opts->plan.empty()) plan = load_plan(opts->plan, opts->profile.empty() ? nullptr : &programs);
       for (const char* flag : {"--stages", "--microbatches", "--schedule", "--virtual"})
         if (cmd->count(flag) > 0)
-          throw Error(fmt::format("{}: the schedule comes from {}; drop the flag, or compile the plan again",
-                                  flag, opts->plan));
+          throw Error(fmt::format("{}: the schedule comes from {}; drop the flag{}", flag, source,
+                                  plan ? ", or compile the plan again" : ""));
     }
+    const ScheduleKind kind = *parse_schedule_kind(opts->kind);
     Schedule schedule =
-        plan ? plan_schedule(*plan)
-             : make_schedule(*parse_schedule_kind(opts->kind), opts->stages, opts->microbatches,
-                             chunks_per_device(*parse_schedule_kind(opts->kind), opts->virtual_stages));
+        plan                  ? plan_schedule(*plan)
+        : !opts->file.empty() ? read_schedule_text(read_source_file(opts->file)->text(), opts->file)
+                              : make_schedule(kind, opts->stages, opts->microbatches,
+                                              chunks_per_device(kind, opts->virtual_stages));
+    if (opts->format == "list") return write_output(opts->output, write_schedule_text(schedule));
     Simulation sim = plan ? plan_simulation(*plan, programs, opts->profile, schedule) : simulate(schedule);
     // A plan's costs are times; unit costs have no unit.
     const bool timed = plan && (!opts->profile.empty() || plan->stages.front().predicted.forward_s > 0);

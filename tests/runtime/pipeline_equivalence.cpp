@@ -104,6 +104,10 @@ Plan make_plan(const Model& model, ScheduleKind kind, int devices, int micro, in
   Plan plan = plan_for_cuts(m, b, cuts, whole, std::string(schedule_kind_name(kind)), micro, virt, setup.dtype,
                             setup.recompute, setup.tensor, setup.sequence, setup.replicas, setup.experts);
   plan.shard_optimizer = setup.shard_optimizer;
+  if (!setup.schedule_actions.empty()) {
+    plan.schedule = "custom";
+    plan.schedule_actions = setup.schedule_actions;
+  }
   return plan;
 }
 
@@ -158,11 +162,12 @@ void expect_tensors(Pipeline& pipeline, const std::map<std::string, std::vector<
 
 void expect_same(const Reference& given, const Model& model, ScheduleKind kind, int devices, int micro, int virt,
                  const Placement& setup) {
-  SCOPED_TRACE(fmt::format("{} {} p={} m={} v={} d={} t={}{}{} recompute {}", model.file, schedule_kind_name(kind),
+  SCOPED_TRACE(fmt::format("{} {} p={} m={} v={} d={} t={}{}{} recompute {}{}", model.file, schedule_kind_name(kind),
                            devices, micro, virt, setup.replicas, setup.tensor,
                            setup.shard_optimizer ? " (optimizer sharded)" : "",
                            setup.experts > 1 ? fmt::format(" (experts over {})", setup.experts) : "",
-                           recompute_name(setup.recompute)));
+                           recompute_name(setup.recompute),
+                           setup.schedule_actions.empty() ? "" : ", lists written:\n" + setup.schedule_actions));
   const Reference& want = model.couples_samples ? one_device_accumulating(model, micro * setup.replicas) : given;
   auto pipeline = make_pipeline(model, kind, devices, micro, virt, setup);
   Module full = load(model);

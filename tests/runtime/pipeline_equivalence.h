@@ -80,6 +80,9 @@ struct Placement {
   int experts = 1;
   /// What each stage's backward computes again instead of stashing.
   Recompute recompute = Recompute::none;
+  /// A schedule file the plan runs (schedule custom) instead of the kind's
+  /// lists, placing the stages and splitting the backward as the kind does.
+  std::string schedule_actions;
   /// Loss, every gradient and every final weight, relative to the largest
   /// magnitude of the reference tensor.
   double tolerance = 1e-5;

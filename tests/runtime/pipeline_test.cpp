@@ -40,6 +40,32 @@ TEST_P(Equivalence, EveryScheduleMatchesOneDevice) {
         }
 }
 
+// Lists written by hand run as the generated ones do: each generated
+// schedule written out and read back, and orders no generator makes (device
+// 0 deferring its weight gradients one action later than zb1; a V whose
+// device 1 runs both chunks' forwards first).
+TEST_P(Equivalence, WrittenSchedulesMatchOneDevice) {
+  const Model& model = *GetParam();
+  Reference ref = single_device(model);
+  for (ScheduleKind kind : {ScheduleKind::one_f_one_b, ScheduleKind::zb_h1, ScheduleKind::zb_v}) {
+    const int virt = chunks_per_device(kind, 1);
+    Placement written;
+    written.schedule_actions = write_schedule_text(make_schedule(kind, 2, 4, virt));
+    expect_same(ref, model, kind, 2, 4, virt, written);
+  }
+  Placement deferred;
+  deferred.schedule_actions =
+      "dev 0: F0 F1 B0 F2 B1 W0 F3 B2 W1 B3 W2 W3\n"
+      "dev 1: F0 B0 W0 F1 B1 W1 F2 B2 W2 F3 B3 W3\n";
+  expect_same(ref, model, ScheduleKind::zb_h1, 2, 4, 1, deferred);
+  Placement v;
+  v.schedule_actions =
+      "placement v\n"
+      "dev 0: F0c0 F1c0 F0c1 B0c1 W0c1 F1c1 B1c1 W1c1 B0c0 W0c0 B1c0 W1c0\n"
+      "dev 1: F0c0 F1c0 F0c1 F1c1 B0c1 W0c1 B0c0 W0c0 B1c1 W1c1 B1c0 W1c0\n";
+  expect_same(ref, model, ScheduleKind::zb_v, 2, 2, 2, v);
+}
+
 /// Each count of `replicas` of the pipeline as `base` places them, under
 /// every schedule, on 1 and 2 devices, with 1 and 4 micro-batches.
 void expect_replicas_match(const Reference& ref, const Model& model, const Placement& base,

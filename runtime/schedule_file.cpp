@@ -1,0 +1,327 @@
+// Schedule files: each device's compute actions written out as text, read back into action lists with
+// diagnostics at the line and column of the offending action.
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <charconv>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "ir/diagnostic.h"
+#include "runtime/schedule.h"
+#include "runtime/schedule_orders.h"
+
+namespace pf {
+
+namespace {
+
+using schedule_orders::DeviceOrders;
+using schedule_orders::Work;
+
+constexpr std::string_view kSyntax =
+    "an action is F (forward), B (backward, or its input gradient where W follows) or W (weight gradient), then "
+    "the micro-batch, then c and the chunk where devices hold several: F3, B3, W3c1";
+
+/// One compute action as written, where it was written.
+struct Written {
+  Work work;
+  std::string_view token;
+  int line = 0, col = 0;
+};
+
+/// A device's line: where "dev" stands, and its actions in order.
+struct DeviceLine {
+  int line = 0, col = 0;
+  std::vector<Written> actions;
+};
+
+bool is_space(char c) { return c == ' ' || c == '\t' || c == '\r'; }
+
+std::optional<int> parse_count(std::string_view digits) {
+  int value = 0;
+  if (digits.empty() || digits.size() > 6) return std::nullopt;
+  const auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), value);
+  if (ec != std::errc() || end != digits.data() + digits.size()) return std::nullopt;
+  return value;
+}
+
+/// "F3", "B12c1", "W0": the work it names; nullopt for anything else.
+std::optional<Work> parse_action(std::string_view token) {
+  if (token.size() < 2) return std::nullopt;
+  ActionKind kind;
+  switch (token[0]) {
+    case 'F': kind = ActionKind::forward; break;
+    case 'B': kind = ActionKind::backward; break;
+    case 'W': kind = ActionKind::backward_weight; break;
+    default: return std::nullopt;
+  }
+  const size_t c = token.find('c');
+  const std::optional<int> mb = parse_count(token.substr(1, c == std::string_view::npos ? c : c - 1));
+  const std::optional<int> chunk = c == std::string_view::npos ? 0 : parse_count(token.substr(c + 1));
+  if (!mb || !chunk) return std::nullopt;
+  return Work{kind, *mb, *chunk};
+}
+
+class Reader {
+ public:
+  Reader(std::string_view text, const std::string& path)
+      : file_(std::make_shared<SourceFile>(path, std::string(text))) {}
+
+  Schedule read() {
+    const std::string& text = file_->text();
+    int line_no = 0;
+    for (size_t start = 0; start <= text.size();) {
+      size_t end = text.find('\n', start);
+      if (end == std::string::npos) end = text.size();
+      read_line(++line_no, std::string_view(text).substr(start, end - start));
+      start = end + 1;
+    }
+    if (devices_.empty())
+      throw Error(fmt::format("{}: no device's actions: write a line such as `dev 0: F0 B0` for each device",
+                              file_->name()));
+    return build();
+  }
+
+ private:
+  [[noreturn]] void fail(int line, int col, const std::string& message) const {
+    throw Error(message, Location{file_, line, col});
+  }
+  [[noreturn]] void fail(const Written& w, const std::string& message) const { fail(w.line, w.col, message); }
+
+  void read_line(int line_no, std::string_view line) {
+    line = line.substr(0, line.find('#'));
+    // Words with their columns (1-based).
+    std::vector<std::pair<std::string_view, int>> words;
+    for (size_t i = 0; i < line.size();) {
+      if (is_space(line[i])) {
+        ++i;
+        continue;
+      }
+      size_t j = i;
+      while (j < line.size() && !is_space(line[j])) ++j;
+      words.emplace_back(line.substr(i, j - i), static_cast<int>(i) + 1);
+      i = j;
+    }
+    if (words.empty()) return;
+    if (words[0].first == "placement") return read_placement(line_no, words);
+    if (words[0].first != "dev")
+      fail(line_no, words[0].second,
+           fmt::format("expected `dev N: actions...` or `placement round-robin|v`, got '{}'", words[0].first));
+    read_device(line_no, words);
+  }
+
+  void read_placement(int line_no, const std::vector<std::pair<std::string_view, int>>& words) {
+    if (placement_line_ > 0)
+      fail(line_no, words[0].second, fmt::format("a second placement line (the first is line {})", placement_line_));
+    if (words.size() != 2 || (words[1].first != "round-robin" && words[1].first != "v"))
+      fail(line_no, words.size() > 1 ? words[1].second : words[0].second,
+           "placement is round-robin (stage s on device s % p, the default) or v (chunk 0 of device d is stage d, "
+           "chunk 1 stage 2p - 1 - d)");
+    placement_ = words[1].first == "v" ? StagePlacement::v_shape : StagePlacement::round_robin;
+    placement_line_ = line_no;
+  }
+
+  void read_device(int line_no, std::vector<std::pair<std::string_view, int>> words) {
+    // "dev 0: F0" and "dev 0 : F0" alike, and "dev 0:F0".
+    std::string_view number = words.size() > 1 ? words[1].first : std::string_view();
+    const int number_col = words.size() > 1 ? words[1].second : words[0].second + 3;
+    size_t first_action = 2;
+    if (const size_t colon = number.find(':'); colon != std::string_view::npos) {
+      if (colon + 1 < number.size()) {
+        words[1] = {number.substr(colon + 1), words[1].second + static_cast<int>(colon) + 1};
+        first_action = 1;
+      }
+      number = number.substr(0, colon);
+    } else if (words.size() > 2 && words[2].first.front() == ':') {
+      if (words[2].first.size() > 1)
+        words[2] = {words[2].first.substr(1), words[2].second + 1};
+      else
+        first_action = 3;
+    } else {
+      fail(line_no, number_col, "expected `dev N:`, the device's number and a colon before its actions");
+    }
+    const std::optional<int> device = parse_count(number);
+    if (!device) fail(line_no, number_col, fmt::format("'{}' is not a device number", number));
+    if (const auto it = devices_.find(*device); it != devices_.end())
+      fail(line_no, words[0].second,
+           fmt::format("dev {} has a second line (the first is line {})", *device, it->second.line));
+    DeviceLine& dev = devices_[*device];
+    dev.line = line_no;
+    dev.col = words[0].second;
+    for (size_t i = first_action; i < words.size(); ++i) {
+      const auto& [token, col] = words[i];
+      if (token == ".") continue;  // an idle cell of the picture
+      const std::optional<Work> work = parse_action(token);
+      if (!work) fail(line_no, col, fmt::format("'{}' is not an action: {}", token, kSyntax));
+      dev.actions.push_back({*work, token, line_no, col});
+    }
+  }
+
+  Schedule build() {
+    const int p = static_cast<int>(devices_.size());
+    for (int d = 0; d < p; ++d)
+      if (!devices_.count(d)) {
+        const DeviceLine& last = devices_.rbegin()->second;
+        fail(last.line, last.col,
+             fmt::format("dev {} is missing: the lines name devices up to {}, and each of 0 to {} needs its own",
+                         d, devices_.rbegin()->first, devices_.rbegin()->first));
+      }
+    int m = 0, v = 0;
+    bool split = false;
+    for (const auto& [d, dev] : devices_)
+      for (const Written& w : dev.actions) {
+        m = std::max(m, w.work.microbatch + 1);
+        v = std::max(v, w.work.chunk + 1);
+        split = split || w.work.kind == ActionKind::backward_weight;
+      }
+    if (m == 0) fail(devices_.begin()->second.line, devices_.begin()->second.col, "no device runs any action");
+    if (placement_ == StagePlacement::v_shape && v != 2)
+      fail(placement_line_, 1,
+           fmt::format("placement v gives each device 2 chunks (the arms of its V), but the actions name {}", v));
+
+    Schedule shape{ScheduleKind::custom, p, m, v, {}, placement_, split};
+    DeviceOrders orders(static_cast<size_t>(p));
+    for (const auto& [d, dev] : devices_) {
+      check_device(shape, d, dev);
+      for (const Written& w : dev.actions) {
+        Work work = w.work;
+        if (split && work.kind == ActionKind::backward) work.kind = ActionKind::backward_input;
+        orders[static_cast<size_t>(d)].push_back(work);
+      }
+    }
+    check_dependencies(shape);
+    Schedule schedule = schedule_orders::schedule_from_orders(ScheduleKind::custom, p, m, v, orders, placement_, split);
+    try {
+      validate(schedule);
+    } catch (const Error& e) {  // what the checks above should have caught first
+      throw Error(fmt::format("{}: {}", file_->name(), e.message()));
+    }
+    return schedule;
+  }
+
+  /// Each (micro-batch, chunk) of the device once per kind, F before B
+  /// before W, and every one present.
+  void check_device(const Schedule& shape, int d, const DeviceLine& dev) const {
+    const int m = shape.microbatches, v = shape.virtual_stages;
+    std::map<std::pair<int, int>, const Written*> seen[3];  // F, B, W by (micro-batch, chunk)
+    auto slot = [](ActionKind kind) { return kind == ActionKind::forward ? 0 : kind == ActionKind::backward ? 1 : 2; };
+    for (const Written& w : dev.actions) {
+      const std::pair<int, int> key{w.work.microbatch, w.work.chunk};
+      const int k = slot(w.work.kind);
+      if (const auto it = seen[k].find(key); it != seen[k].end())
+        fail(w, fmt::format("dev {} runs {} twice (first at {}:{})", d, w.token, it->second->line,
+                            it->second->col));
+      if (k > 0 && !seen[k - 1].count(key))
+        fail(w, fmt::format("{} comes before {} on dev {}: a micro-batch's {} needs its {} first", w.token,
+                            label(shape, k - 1, key), d, k == 1 ? "backward" : "weight gradient",
+                            k == 1 ? "forward" : "input gradient (B)"));
+      seen[k][key] = &w;
+    }
+    for (int c = 0; c < v; ++c)
+      for (int mb = 0; mb < m; ++mb)
+        for (int k = 0; k < (shape.split_backward ? 3 : 2); ++k)
+          if (!seen[k].count({mb, c}))
+            fail(dev.line, dev.col,
+                 fmt::format("dev {} never runs {}: each device runs F, B{} of every one of the {} micro-batches{}", d,
+                             label(shape, k, {mb, c}), shape.split_backward ? " and W" : "", m,
+                             v > 1 ? fmt::format(" on each of its {} chunks", v) : ""));
+  }
+
+  /// "F3", "B3c1": the name of action kind `k` (F, B, W) of (micro-batch, chunk).
+  static std::string label(const Schedule& shape, int k, std::pair<int, int> key) {
+    std::string out = fmt::format("{}{}", "FBW"[k], key.first);
+    if (shape.virtual_stages > 1) out += fmt::format("c{}", key.second);
+    return out;
+  }
+
+  /// Runs the lists as far as their inputs allow: a forward needs the
+  /// previous stage's forward of its micro-batch, a backward the next
+  /// stage's. Where every device left waits on another, names what each
+  /// waits for.
+  void check_dependencies(const Schedule& shape) const {
+    const int p = shape.devices, stages = shape.model_stages();
+    std::vector<std::vector<bool>> forward_done(static_cast<size_t>(stages),
+                                                std::vector<bool>(static_cast<size_t>(shape.microbatches)));
+    std::vector<std::vector<bool>> backward_done = forward_done;
+    std::vector<size_t> next(static_cast<size_t>(p), 0);
+    // The stage and micro-batch an action waits on, if any.
+    auto waits_on = [&](int d, const Written& w) -> std::optional<std::pair<int, int>> {
+      const int s = shape.stage_at(d, w.work.chunk), mb = w.work.microbatch;
+      if (w.work.kind == ActionKind::forward && s > 0 && !forward_done[s - 1][mb]) return std::pair{s - 1, mb};
+      if (w.work.kind == ActionKind::backward && s + 1 < stages && !backward_done[s + 1][mb])
+        return std::pair{s + 1, mb};
+      return std::nullopt;
+    };
+    for (bool moved = true; moved;) {
+      moved = false;
+      for (int d = 0; d < p; ++d) {
+        const std::vector<Written>& list = devices_.at(d).actions;
+        for (size_t& i = next[static_cast<size_t>(d)]; i < list.size() && !waits_on(d, list[i]); ++i) {
+          const int s = shape.stage_at(d, list[i].work.chunk), mb = list[i].work.microbatch;
+          if (list[i].work.kind == ActionKind::forward) forward_done[s][mb] = true;
+          if (list[i].work.kind == ActionKind::backward) backward_done[s][mb] = true;
+          moved = true;
+        }
+      }
+    }
+    std::string waits;
+    const Written* first = nullptr;
+    for (int d = 0; d < p; ++d) {
+      const std::vector<Written>& list = devices_.at(d).actions;
+      if (next[static_cast<size_t>(d)] == list.size()) continue;
+      const Written& w = list[next[static_cast<size_t>(d)]];
+      const auto [s, mb] = *waits_on(d, w);
+      const int other = shape.device_of(s);
+      const int k = w.work.kind == ActionKind::forward ? 0 : 1;
+      waits += fmt::format("{}dev {} waits at {} for dev {}'s {}", waits.empty() ? "" : ", ", d, w.token, other,
+                           label(shape, k, {mb, shape.chunk_of(s)}));
+      if (!first) first = &w;
+    }
+    if (first)
+      fail(*first, fmt::format("the schedule deadlocks: {}; move an action after the ones it needs", waits));
+  }
+
+  std::shared_ptr<const SourceFile> file_;
+  std::map<int, DeviceLine> devices_;
+  StagePlacement placement_ = StagePlacement::round_robin;
+  int placement_line_ = 0;
+};
+
+}  // namespace
+
+Schedule read_schedule_text(std::string_view text, const std::string& path) { return Reader(text, path).read(); }
+
+Schedule planned_schedule(ScheduleKind kind, std::string_view actions, int devices, int microbatches,
+                          int virtual_stages, const ActionCosts& costs) {
+  if (kind != ScheduleKind::custom) return make_schedule(kind, devices, microbatches, virtual_stages, costs);
+  Schedule written = read_schedule_text(actions, "the custom schedule");
+  if (written.devices != devices || written.microbatches != microbatches || written.virtual_stages != virtual_stages)
+    throw Error(fmt::format("the custom schedule runs {} devices, {} micro-batches and {} chunks per device, not the "
+                            "{}, {} and {} of its plan",
+                            written.devices, written.microbatches, written.virtual_stages, devices, microbatches,
+                            virtual_stages));
+  return written;
+}
+
+std::string write_schedule_text(const Schedule& schedule) {
+  std::string out = fmt::format("# {} p={} m={} v={}: each device's compute actions in order\n",
+                                schedule_kind_name(schedule.kind), schedule.devices, schedule.microbatches,
+                                schedule.virtual_stages);
+  if (schedule.placement == StagePlacement::v_shape) out += "placement v\n";
+  for (int d = 0; d < schedule.devices; ++d) {
+    out += fmt::format("dev {}:", d);
+    for (const Action& a : schedule.per_device.at(static_cast<size_t>(d)))
+      if (is_compute(a.kind)) {
+        out += ' ';
+        out += action_label(schedule, a);
+      }
+    out += "\n";
+  }
+  return out;
+}
+
+}  // namespace pf

@@ -1,0 +1,182 @@
+// Schedule files: every generated schedule written out and read back to the same lists; user-written lists
+// validated, with diagnostics at the line and column of the action at fault.
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "ir/diagnostic.h"
+#include "runtime/schedule.h"
+#include "tests/error_of.h"
+
+namespace pf {
+namespace {
+
+/// `file:line:col: error: message` and the quoted line with its caret, or "(no error)".
+std::string rendered_error_of(const std::string& text) {
+  try {
+    read_schedule_text(text, "s.txt");
+  } catch (const Error& e) {
+    return e.render();
+  }
+  return "(no error)";
+}
+
+struct Shape {
+  ScheduleKind kind;
+  int devices, microbatches, chunks;
+};
+
+TEST(ScheduleFile, EveryGeneratedScheduleReadsBackToItsLists) {
+  const Shape shapes[] = {
+      {ScheduleKind::gpipe, 3, 5, 1},       {ScheduleKind::one_f_one_b, 4, 8, 1},
+      {ScheduleKind::one_f_one_b, 4, 2, 1}, {ScheduleKind::interleaved, 2, 4, 2},
+      {ScheduleKind::interleaved, 4, 8, 3}, {ScheduleKind::zb_h1, 4, 8, 1},
+      {ScheduleKind::zb_v, 2, 4, 2},        {ScheduleKind::zb_v, 4, 8, 2},
+      {ScheduleKind::zb_interleaved, 4, 8, 2},
+  };
+  for (const Shape& shape : shapes) {
+    SCOPED_TRACE(fmt::format("{} p={} m={} v={}", schedule_kind_name(shape.kind), shape.devices, shape.microbatches,
+                             shape.chunks));
+    const Schedule generated = make_schedule(shape.kind, shape.devices, shape.microbatches, shape.chunks);
+    const std::string text = write_schedule_text(generated);
+    const Schedule read = read_schedule_text(text, "s.txt");
+    EXPECT_EQ(read.kind, ScheduleKind::custom);
+    EXPECT_EQ(read.devices, generated.devices);
+    EXPECT_EQ(read.microbatches, generated.microbatches);
+    EXPECT_EQ(read.virtual_stages, generated.virtual_stages);
+    EXPECT_EQ(read.placement, generated.placement);
+    EXPECT_EQ(read.split_backward, generated.split_backward);
+    EXPECT_EQ(read.per_device, generated.per_device);
+    // Written again, only the kind in the heading comment differs.
+    const std::string again = write_schedule_text(read);
+    EXPECT_EQ(again.substr(again.find('\n')), text.substr(text.find('\n')));
+  }
+}
+
+TEST(ScheduleFile, WritesEachDevicesComputeActionsInOrder) {
+  EXPECT_EQ(write_schedule_text(make_schedule(ScheduleKind::one_f_one_b, 2, 3)),
+            "# 1f1b p=2 m=3 v=1: each device's compute actions in order\n"
+            "dev 0: F0 F1 B0 F2 B1 B2\n"
+            "dev 1: F0 B0 F1 B1 F2 B2\n");
+  EXPECT_EQ(write_schedule_text(make_schedule(ScheduleKind::zb_v, 1, 1, 2)),
+            "# zbv p=1 m=1 v=2: each device's compute actions in order\n"
+            "placement v\n"
+            "dev 0: F0c0 F0c1 B0c1 W0c1 B0c0 W0c0\n");
+}
+
+TEST(ScheduleFile, ReadsWhatAUserWrites) {
+  // One more forward in flight on device 0 than 1F1B keeps, comments, a
+  // grid's idle cells and the devices in any order.
+  const Schedule s = read_schedule_text(
+      "# eager warm-up\n"
+      "dev 1: .  F0 B0 F1 B1 F2 B2 F3 B3   # the last stage\n"
+      "\n"
+      "dev 0:F0 F1 F2 B0 F3 B1 B2 B3\n",
+      "s.txt");
+  EXPECT_EQ(s.devices, 2);
+  EXPECT_EQ(s.microbatches, 4);
+  EXPECT_EQ(s.virtual_stages, 1);
+  EXPECT_FALSE(s.split_backward);
+  EXPECT_EQ(simulate(s).peak_stashed, (std::vector<int>{3, 1}));
+  // W actions split the backward: B is then the input gradient.
+  const Schedule split = read_schedule_text(
+      "dev 0: F0 F1 B0 F2 B1 W0 F3 B2 W1 B3 W2 W3\n"
+      "dev 1: F0 B0 W0 F1 B1 W1 F2 B2 W2 F3 B3 W3\n",
+      "s.txt");
+  EXPECT_TRUE(split.split_backward);
+  EXPECT_EQ(split.per_device[1][2], (Action{ActionKind::backward_input, 0, 1, -1}));  // after recv_act, forward
+  // A V over one device's two chunks.
+  const Schedule v = read_schedule_text("placement v\ndev 0: F0c0 F0c1 B0c1 B0c0\n", "s.txt");
+  EXPECT_EQ(v.placement, StagePlacement::v_shape);
+  EXPECT_EQ(v.model_stages(), 2);
+}
+
+TEST(ScheduleFile, SaysWhereAWrongActionIs) {
+  EXPECT_EQ(rendered_error_of("dev 0: F0 X1 B0\n"),
+            "s.txt:1:11: error: 'X1' is not an action: an action is F (forward), B (backward, or its input gradient "
+            "where W follows) or W (weight gradient), then the micro-batch, then c and the chunk where devices hold "
+            "several: F3, B3, W3c1\n"
+            "dev 0: F0 X1 B0\n"
+            "          ^\n");
+  EXPECT_EQ(rendered_error_of("dev 0: F0 B0\ndev 1: F0 F0 B0 B0\n"),
+            "s.txt:2:11: error: dev 1 runs F0 twice (first at 2:8)\n"
+            "dev 1: F0 F0 B0 B0\n"
+            "          ^\n");
+  EXPECT_EQ(rendered_error_of("dev 0: B0 F0\n"),
+            "s.txt:1:8: error: B0 comes before F0 on dev 0: a micro-batch's backward needs its forward first\n"
+            "dev 0: B0 F0\n"
+            "       ^\n");
+  EXPECT_EQ(rendered_error_of("dev 0: F0 F1 B0 W1 B1 W0\n"),
+            "s.txt:1:17: error: W1 comes before B1 on dev 0: a micro-batch's weight gradient needs its input "
+            "gradient (B) first\n"
+            "dev 0: F0 F1 B0 W1 B1 W0\n"
+            "                ^\n");
+}
+
+TEST(ScheduleFile, NamesWhatIsMissing) {
+  EXPECT_EQ(rendered_error_of("dev 0: F0 F1 B0 B1\ndev 1: F0 B0 F1\n"),
+            "s.txt:2:1: error: dev 1 never runs B1: each device runs F, B of every one of the 2 micro-batches\n"
+            "dev 1: F0 B0 F1\n"
+            "^\n");
+  EXPECT_EQ(rendered_error_of("dev 0: F0 F1 B0 W0 B1\n"),
+            "s.txt:1:1: error: dev 0 never runs W1: each device runs F, B and W of every one of the 2 "
+            "micro-batches\n"
+            "dev 0: F0 F1 B0 W0 B1\n"
+            "^\n");
+  EXPECT_EQ(rendered_error_of("dev 0: F0 B0\ndev 2: F0 B0\n"),
+            "s.txt:2:1: error: dev 1 is missing: the lines name devices up to 2, and each of 0 to 2 needs its own\n"
+            "dev 2: F0 B0\n"
+            "^\n");
+  EXPECT_EQ(rendered_error_of("# nothing\n"),
+            "error: s.txt: no device's actions: write a line such as `dev 0: F0 B0` for each device\n");
+}
+
+TEST(ScheduleFile, NamesWhatEachDeviceWaitsForInADeadlock) {
+  // Device 0 runs B0 before F1, while device 1 holds B0 back behind F1.
+  EXPECT_EQ(rendered_error_of("dev 0: F0 B0 F1 B1\ndev 1: F1 F0 B0 B1\n"),
+            "s.txt:1:11: error: the schedule deadlocks: dev 0 waits at B0 for dev 1's B0, dev 1 waits at F1 for dev "
+            "0's F1; move an action after the ones it needs\n"
+            "dev 0: F0 B0 F1 B1\n"
+            "          ^\n");
+}
+
+TEST(ScheduleFile, ChecksItsLines) {
+  EXPECT_EQ(rendered_error_of("device 0: F0 B0\n"),
+            "s.txt:1:1: error: expected `dev N: actions...` or `placement round-robin|v`, got 'device'\n"
+            "device 0: F0 B0\n"
+            "^\n");
+  EXPECT_EQ(rendered_error_of("dev 0 F0 B0\n"),
+            "s.txt:1:5: error: expected `dev N:`, the device's number and a colon before its actions\n"
+            "dev 0 F0 B0\n"
+            "    ^\n");
+  EXPECT_EQ(rendered_error_of("dev 0: F0 B0\ndev 0: F0 B0\n"),
+            "s.txt:2:1: error: dev 0 has a second line (the first is line 1)\n"
+            "dev 0: F0 B0\n"
+            "^\n");
+  EXPECT_EQ(rendered_error_of("placement zigzag\ndev 0: F0 B0\n"),
+            "s.txt:1:11: error: placement is round-robin (stage s on device s % p, the default) or v (chunk 0 of "
+            "device d is stage d, chunk 1 stage 2p - 1 - d)\n"
+            "placement zigzag\n"
+            "          ^\n");
+  EXPECT_EQ(rendered_error_of("placement v\ndev 0: F0 B0\n"),
+            "s.txt:1:1: error: placement v gives each device 2 chunks (the arms of its V), but the actions name 1\n"
+            "placement v\n"
+            "^\n");
+}
+
+TEST(ScheduleFile, APlanRunsTheListsOfItsSize) {
+  const std::string text = write_schedule_text(make_schedule(ScheduleKind::one_f_one_b, 2, 4));
+  ActionCosts costs;
+  costs.stages.assign(2, {1, 2, 1, 1, 0, 0});
+  EXPECT_EQ(planned_schedule(ScheduleKind::custom, text, 2, 4, 1, costs).per_device,
+            make_schedule(ScheduleKind::one_f_one_b, 2, 4).per_device);
+  EXPECT_EQ(testing_support::error_of([&] { planned_schedule(ScheduleKind::custom, text, 2, 8, 1, costs); }),
+            "the custom schedule runs 2 devices, 4 micro-batches and 1 chunks per device, not the 2, 8 and 1 of its "
+            "plan");
+}
+
+}  // namespace
+}  // namespace pf
