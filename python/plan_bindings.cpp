@@ -11,6 +11,7 @@
 
 #include "partitioner/compile.h"
 #include "plan/plan.h"
+#include "runtime/schedule.h"
 #include "python/bindings.h"
 #include "tools/model_loading.h"
 #include "tools/plan_render.h"
@@ -28,18 +29,37 @@ void check_positive(const char* what, int64_t value) {
   if (value < 1) throw py::value_error(fmt::format("{} must be positive, not {}", what, value));
 }
 
-Plan compile(py::handle model, const std::string& devices, int microbatches, const std::string& schedule,
-             int data_parallel, std::optional<int64_t> batch, py::handle bind, int virtual_stages,
-             const std::string& optimizer, const std::string& cuts, const std::string& recompute,
-             bool shard_optimizer, int tensor_parallel, bool sequence_parallel, const std::string& dtype,
-             int expert_parallel, const std::string& fusion) {
-  check_positive("microbatches", microbatches);
+/// A schedule file's lists in canonical form (read_schedule_text's
+/// diagnostics for a bad one), checked against the counts given with it.
+std::string schedule_file_actions(py::handle path, std::optional<int> microbatches,
+                                  std::optional<int> virtual_stages, const std::optional<std::string>& schedule) {
+  const std::string file = path_of(path);
+  if (schedule)
+    throw py::value_error(fmt::format("give schedule or schedule_file, not both ('{}' and {})", *schedule, file));
+  py::gil_scoped_release release;
+  const Schedule written = read_schedule_text(read_source_file(file)->text(), file);
+  if (microbatches && *microbatches != written.microbatches)
+    throw py::value_error(fmt::format("microbatches {}: {} runs {} micro-batches; leave it out", *microbatches, file,
+                                      written.microbatches));
+  if (virtual_stages && *virtual_stages != written.virtual_stages)
+    throw py::value_error(fmt::format("virtual_stages {}: {} runs {} chunks per device; leave it out", *virtual_stages,
+                                      file, written.virtual_stages));
+  return write_schedule_text(written);
+}
+
+Plan compile(py::handle model, const std::string& devices, std::optional<int> microbatches,
+             const std::optional<std::string>& schedule, int data_parallel, std::optional<int64_t> batch,
+             py::handle bind, std::optional<int> virtual_stages, const std::string& optimizer,
+             const std::string& cuts, const std::string& recompute, bool shard_optimizer, int tensor_parallel,
+             bool sequence_parallel, const std::string& dtype, int expert_parallel, const std::string& fusion,
+             py::handle schedule_file) {
+  if (microbatches) check_positive("microbatches", *microbatches);
   check_positive("data_parallel", data_parallel);
   check_positive("tensor_parallel", tensor_parallel);
   check_positive("expert_parallel", expert_parallel);
-  check_positive("virtual_stages", virtual_stages);
+  if (virtual_stages) check_positive("virtual_stages", *virtual_stages);
   if (batch) check_positive("batch", *batch);
-  check_choice("schedule", schedule, compile_schedule_names());
+  if (schedule) check_choice("schedule", *schedule, compile_schedule_names());
   check_choice("optimizer", optimizer, {"sgd", "adamw"});
   check_choice("cuts", cuts, {"auto", "layers", "any", "products"});
   check_choice("recompute", recompute, {"none", "selective", "layers", "auto"});
@@ -49,10 +69,15 @@ Plan compile(py::handle model, const std::string& devices, int microbatches, con
   const std::string binding = bind_text(bind);
   CompileOptions options;
   options.devices = devices;
-  options.microbatches = microbatches;
-  options.schedule = schedule;
+  if (!schedule_file.is_none()) {
+    options.schedule_actions = schedule_file_actions(schedule_file, microbatches, virtual_stages, schedule);
+    options.schedule = "custom";
+  } else {
+    options.schedule = schedule.value_or(options.schedule);
+    options.microbatches = microbatches.value_or(options.microbatches);
+    options.virtual_stages = virtual_stages.value_or(options.virtual_stages);
+  }
   options.data_parallel = data_parallel;
-  options.virtual_stages = virtual_stages;
   options.optimizer = optimizer;
   options.cuts = cuts;
   options.recompute = recompute;
@@ -128,20 +153,20 @@ void bind_plan(py::module_& m) {
                            plan.microbatches);
       });
 
-  m.def("compile", &compile, py::arg("model"), py::arg("devices") = "cpu:4", py::arg("microbatches") = 8,
-        py::arg("schedule") = "1f1b", py::arg("data_parallel") = 1, py::arg("batch") = py::none(),
-        py::arg("bind") = py::none(), py::arg("virtual_stages") = 1, py::arg("optimizer") = "adamw",
+  m.def("compile", &compile, py::arg("model"), py::arg("devices") = "cpu:4", py::arg("microbatches") = py::none(),
+        py::arg("schedule") = py::none(), py::arg("data_parallel") = 1, py::arg("batch") = py::none(),
+        py::arg("bind") = py::none(), py::arg("virtual_stages") = py::none(), py::arg("optimizer") = "adamw",
         py::arg("cuts") = "auto", py::arg("recompute") = "none", py::arg("shard_optimizer") = false,
         py::arg("tensor_parallel") = 1, py::arg("sequence_parallel") = false, py::arg("dtype") = "f32",
-        py::arg("expert_parallel") = 1, py::arg("fusion") = "all",
+        py::arg("expert_parallel") = 1, py::arg("fusion") = "all", py::arg("schedule_file") = py::none(),
         R"(Compiles a model into a pipeline plan, as `pipeforge compile` does.
 
 model: a path (str or os.PathLike) to a .pf file, or the model's IR text
 itself: a str holding a newline is text (named "<string>" in errors), any
 other str a path. bind: dimensions to override, "B=32,T=64" or
 {"B": 32, "T": 64} (--bind); batch binds the first input's leading
-dimension (--batch). devices, microbatches, schedule ('gpipe', '1f1b',
-'interleaved', 'zb1', 'zbv', 'zbi', 'auto'), data_parallel, virtual_stages, optimizer ('sgd',
+dimension (--batch). devices, microbatches (8 unless given), schedule ('gpipe', '1f1b' unless given,
+'interleaved', 'zb1', 'zbv', 'zbi', 'auto'), data_parallel, virtual_stages (1 unless given), optimizer ('sgd',
 adamw': sizes the optimizer state), cuts ('auto', 'layers', 'any', 'products':
 where stages may begin), recompute ('none', 'selective', 'layers', 'auto':
 what the backward computes again instead of stashing), shard_optimizer
@@ -154,7 +179,9 @@ to bf16, CUDA stages everything in bf16), expert_parallel
 (--expert-parallel: groups of that many of the data_parallel replicas
 share each layer's experts out) and fusion ('all', 'none', 'attention',
 'swiglu': which chains of ops become one op) are compile's options of
-those names.
+those names. schedule_file (--schedule-file: a path to a schedule file,
+each device's compute actions in order) runs its lists instead of a
+schedule's, and fixes the micro-batches and chunks per device.
 Raises pipeforge.Error for a model that does not parse or verify, or a plan
 that cannot be made.)");
 }

@@ -41,9 +41,12 @@ struct DeviceLine {
 
 bool is_space(char c) { return c == ' ' || c == '\t' || c == '\r'; }
 
+/// A count written in at most six decimal digits (no sign): nullopt otherwise.
 std::optional<int> parse_count(std::string_view digits) {
   int value = 0;
-  if (digits.empty() || digits.size() > 6) return std::nullopt;
+  if (digits.empty() || digits.size() > 6 ||
+      !std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; }))
+    return std::nullopt;
   const auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), value);
   if (ec != std::errc() || end != digits.data() + digits.size()) return std::nullopt;
   return value;

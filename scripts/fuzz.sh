@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 seconds=${1:-60}
 shift || true
 harnesses=("$@")
-[ ${#harnesses[@]} -gt 0 ] || harnesses=(ir plan safetensors profile cluster)
+[ ${#harnesses[@]} -gt 0 ] || harnesses=(ir plan safetensors profile cluster schedule)
 build_dir=${PF_FUZZ_DIR:-build-fuzz}
 
 export CCACHE_BASEDIR=${CCACHE_BASEDIR:-$PWD}

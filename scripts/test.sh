@@ -34,6 +34,6 @@ for t in comm/communicator_test comm/gloo_communicator_test runtime/runtime_test
     --gtest_filter='-Models/Equivalence.*/llama:Models/Equivalence.*/moe:MixtureOfExperts.*'
 done
 
-stage "fuzzers: the IR, plan, safetensors, profile and cluster readers, 30 s each"
+stage "fuzzers: the IR, plan, safetensors, profile, cluster and schedule readers, 30 s each"
 scripts/fuzz.sh 30
 stage "done"

@@ -58,6 +58,22 @@ Simulation plan_simulation(const Plan& plan, const std::vector<Module>& programs
   return priced ? in_milliseconds(simulate(schedule, stage_action_costs(times))) : simulate(schedule);
 }
 
+/// `plan` made to walk `written` (which must fit its stages) in place of its own lists.
+void run_written_lists(Plan& plan, const std::string& plan_path, const Schedule& written, const std::string& path) {
+  const Schedule own = plan_schedule(plan);
+  auto shape = [](const Schedule& s) {
+    return fmt::format("{} devices, {} micro-batches, {} chunk{} per device{} and {} backward", s.devices,
+                       s.microbatches, s.virtual_stages, s.virtual_stages == 1 ? "" : "s",
+                       s.placement == StagePlacement::v_shape ? " in a V" : "",
+                       s.split_backward ? "a split" : "a fused");
+  };
+  if (shape(own) != shape(written))
+    throw Error(fmt::format("{} runs {}, and {} runs {}: compile the model with --schedule-file {} to plan for it",
+                            path, shape(written), plan_path, shape(own), path));
+  plan.schedule = "custom";
+  plan.schedule_actions = write_schedule_text(written);
+}
+
 }  // namespace
 
 void add_schedule_command(CLI::App& app) {
@@ -77,7 +93,10 @@ void add_schedule_command(CLI::App& app) {
                   "text (a grid of the actions in time), svg, or list (each device's compute actions in order: a "
                   "schedule file to edit and give to compile --schedule-file)")
       ->check(CLI::IsMember({"text", "svg", "list"}));
-  cmd->add_option("--file,-f", opts->file, "a schedule file: draw its action lists on unit costs");
+  cmd->add_option("--file,-f", opts->file,
+                  "a schedule file: draw its action lists on unit costs, or, with a plan, on the plan's costs in "
+                  "place of its own lists (the file must fit the plan: its devices, micro-batches, chunks, placement "
+                  "and backward)");
   cmd->add_option("-o,--output", opts->output, "write the drawing here instead of standard output");
   cmd->add_option(
       "--profile", opts->profile,
@@ -87,22 +106,22 @@ void add_schedule_command(CLI::App& app) {
     std::vector<Module> programs;  // parsed only to price them on a profile
     if (opts->plan.empty() && !opts->profile.empty())
       throw Error("--profile prices a plan's stages: give the plan (pipeforge schedule PLAN.json --profile P)");
-    if (!opts->plan.empty() && !opts->file.empty())
-      throw Error(fmt::format("give a plan or a schedule file, not both ({} and {})", opts->plan, opts->file));
-    const std::string& source = opts->plan.empty() ? opts->file : opts->plan;
+    const std::string& source = opts->file.empty() ? opts->plan : opts->file;
     if (!source.empty()) {
       if (!opts->plan.empty()) plan = load_plan(opts->plan, opts->profile.empty() ? nullptr : &programs);
       for (const char* flag : {"--stages", "--microbatches", "--schedule", "--virtual"})
         if (cmd->count(flag) > 0)
           throw Error(fmt::format("{}: the schedule comes from {}; drop the flag{}", flag, source,
-                                  plan ? ", or compile the plan again" : ""));
+                                  opts->file.empty() ? ", or compile the plan again" : ""));
     }
+    std::optional<Schedule> written;
+    if (!opts->file.empty()) written = read_schedule_text(read_source_file(opts->file)->text(), opts->file);
+    if (plan && written) run_written_lists(*plan, opts->plan, *written, opts->file);
     const ScheduleKind kind = *parse_schedule_kind(opts->kind);
-    Schedule schedule =
-        plan                  ? plan_schedule(*plan)
-        : !opts->file.empty() ? read_schedule_text(read_source_file(opts->file)->text(), opts->file)
-                              : make_schedule(kind, opts->stages, opts->microbatches,
-                                              chunks_per_device(kind, opts->virtual_stages));
+    Schedule schedule = plan      ? plan_schedule(*plan)
+                        : written ? *written
+                                  : make_schedule(kind, opts->stages, opts->microbatches,
+                                                  chunks_per_device(kind, opts->virtual_stages));
     if (opts->format == "list") return write_output(opts->output, write_schedule_text(schedule));
     Simulation sim = plan ? plan_simulation(*plan, programs, opts->profile, schedule) : simulate(schedule);
     // A plan's costs are times; unit costs have no unit.

@@ -13,6 +13,7 @@
 #include "backends/cpu/kernels.h"
 #include "ir/diagnostic.h"
 #include "ir/op_table.h"
+#include "tests/op_attr_entries.h"
 
 namespace pf::cpu {
 namespace {
@@ -70,37 +71,10 @@ double dot(const std::vector<double>& a, const std::vector<double>& b) {
 // ---------------------------------------------------------------------------
 // Attributes (names are string literals, so they outlive the OpAttrs).
 
-OpAttrs::Entry dim_attr(std::string_view name, int64_t v) {
-  OpAttrs::Entry e;
-  e.name = name;
-  e.kind = AttrKind::dim;
-  e.ints = {v};
-  return e;
-}
-
-OpAttrs::Entry dims_attr(std::string_view name, std::vector<int64_t> v) {
-  OpAttrs::Entry e;
-  e.name = name;
-  e.kind = AttrKind::dims;
-  e.ints = std::move(v);
-  return e;
-}
-
-OpAttrs::Entry real_attr(std::string_view name, double v) {
-  OpAttrs::Entry e;
-  e.name = name;
-  e.kind = AttrKind::real;
-  e.real = v;
-  return e;
-}
-
-OpAttrs::Entry bool_attr(std::string_view name, bool v) {
-  OpAttrs::Entry e;
-  e.name = name;
-  e.kind = AttrKind::boolean;
-  e.boolean = v;
-  return e;
-}
+using testing_support::bool_attr;
+using testing_support::dim_attr;
+using testing_support::dims_attr;
+using testing_support::real_attr;
 
 using Attrs = std::vector<OpAttrs::Entry>;
 

@@ -13,6 +13,7 @@
 
 #include "backends/cpu/kernels.h"
 #include "ir/op_table.h"
+#include "tests/op_attr_entries.h"
 
 namespace pf::cpu {
 namespace {
@@ -86,48 +87,12 @@ Tensor values(DType dt, Shape shape, std::vector<double> v) { return {{dt, std::
 // ---------------------------------------------------------------------------
 // Attributes (names must outlive the OpAttrs: string literals here).
 
-OpAttrs::Entry attr(std::string_view name, AttrKind kind) {
-  OpAttrs::Entry e;
-  e.name = name;
-  e.kind = kind;
-  return e;
-}
-
-OpAttrs::Entry dim_attr(std::string_view name, int64_t v) {
-  OpAttrs::Entry e = attr(name, AttrKind::dim);
-  e.ints = {v};
-  return e;
-}
-
-OpAttrs::Entry dims_attr(std::string_view name, std::vector<int64_t> v) {
-  OpAttrs::Entry e = attr(name, AttrKind::dims);
-  e.ints = std::move(v);
-  return e;
-}
-
-OpAttrs::Entry real_attr(std::string_view name, double v) {
-  OpAttrs::Entry e = attr(name, AttrKind::real);
-  e.real = v;
-  return e;
-}
-
-OpAttrs::Entry bool_attr(std::string_view name, bool v) {
-  OpAttrs::Entry e = attr(name, AttrKind::boolean);
-  e.boolean = v;
-  return e;
-}
-
-OpAttrs::Entry dtype_attr(std::string_view name, DType v) {
-  OpAttrs::Entry e = attr(name, AttrKind::dtype);
-  e.dtype = v;
-  return e;
-}
-
-OpAttrs::Entry string_attr(std::string_view name, std::string v) {
-  OpAttrs::Entry e = attr(name, AttrKind::string);
-  e.string = std::move(v);
-  return e;
-}
+using testing_support::bool_attr;
+using testing_support::dim_attr;
+using testing_support::dims_attr;
+using testing_support::dtype_attr;
+using testing_support::real_attr;
+using testing_support::string_attr;
 
 // ---------------------------------------------------------------------------
 // A case: operands, attributes, declared result types (source ops) and the

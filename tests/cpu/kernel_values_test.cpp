@@ -14,6 +14,7 @@
 #include "ir/diagnostic.h"
 #include "ir/op_table.h"
 #include "tests/error_of.h"
+#include "tests/op_attr_entries.h"
 
 namespace pf::cpu {
 namespace {
@@ -60,36 +61,10 @@ std::vector<E> run(OpKind op, DType run, const std::vector<Operand>& in, TensorT
   return result;
 }
 
-OpAttrs::Entry attr(std::string_view name, AttrKind kind) {
-  OpAttrs::Entry e;
-  e.name = name;
-  e.kind = kind;
-  return e;
-}
-
-OpAttrs::Entry real_attr(std::string_view name, double v) {
-  OpAttrs::Entry e = attr(name, AttrKind::real);
-  e.real = v;
-  return e;
-}
-
-OpAttrs::Entry dim_attr(std::string_view name, int64_t v) {
-  OpAttrs::Entry e = attr(name, AttrKind::dim);
-  e.ints = {v};
-  return e;
-}
-
-OpAttrs::Entry dims_attr(std::string_view name, std::vector<int64_t> v) {
-  OpAttrs::Entry e = attr(name, AttrKind::dims);
-  e.ints = std::move(v);
-  return e;
-}
-
-OpAttrs::Entry dtype_attr(std::string_view name, DType v) {
-  OpAttrs::Entry e = attr(name, AttrKind::dtype);
-  e.dtype = v;
-  return e;
-}
+using testing_support::dim_attr;
+using testing_support::dims_attr;
+using testing_support::dtype_attr;
+using testing_support::real_attr;
 
 template <class T>
 class HandChecked : public testing::Test {

@@ -16,6 +16,7 @@
 #include "ir/diagnostic.h"
 #include "ir/op_table.h"
 #include "tests/cuda/cuda_test_util.h"
+#include "tests/op_attr_entries.h"
 
 namespace pf::cuda {
 namespace {
@@ -70,37 +71,15 @@ class Gen {
 // Chosen values (ids, targets) where drawn ones would miss the edges.
 Tensor listed(DType dt, Shape s, std::vector<double> v) { return {{dt, std::move(s)}, std::move(v)}; }
 
-OpAttrs::Entry entry(std::string_view name, AttrKind kind) {
-  OpAttrs::Entry e;
-  e.name = name;
-  e.kind = kind;
-  return e;
-}
-OpAttrs::Entry dim(std::string_view name, int64_t v) {
-  OpAttrs::Entry e = entry(name, AttrKind::dim);
-  e.ints = {v};
-  return e;
-}
+// Short names for the shared builders: the cases below list many.
+OpAttrs::Entry entry(std::string_view name, AttrKind kind) { return testing_support::attr_entry(name, kind); }
+OpAttrs::Entry dim(std::string_view name, int64_t v) { return testing_support::dim_attr(name, v); }
 OpAttrs::Entry dims(std::string_view name, std::vector<int64_t> v) {
-  OpAttrs::Entry e = entry(name, AttrKind::dims);
-  e.ints = std::move(v);
-  return e;
+  return testing_support::dims_attr(name, std::move(v));
 }
-OpAttrs::Entry real(std::string_view name, double v) {
-  OpAttrs::Entry e = entry(name, AttrKind::real);
-  e.real = v;
-  return e;
-}
-OpAttrs::Entry boolean(std::string_view name, bool v) {
-  OpAttrs::Entry e = entry(name, AttrKind::boolean);
-  e.boolean = v;
-  return e;
-}
-OpAttrs::Entry dtype(std::string_view name, DType v) {
-  OpAttrs::Entry e = entry(name, AttrKind::dtype);
-  e.dtype = v;
-  return e;
-}
+OpAttrs::Entry real(std::string_view name, double v) { return testing_support::real_attr(name, v); }
+OpAttrs::Entry boolean(std::string_view name, bool v) { return testing_support::bool_attr(name, v); }
+OpAttrs::Entry dtype(std::string_view name, DType v) { return testing_support::dtype_attr(name, v); }
 
 struct Case {
   OpKind op;

@@ -216,3 +216,24 @@ def test_fusion_is_the_commands_option(pipeforge_exe, tmp_path):
     assert (tmp_path / "py.json").read_bytes() == (tmp_path / "cli.json").read_bytes()
     with pytest.raises(ValueError, match=r"^fusion must be one of all, none, attention, swiglu, not 'gelu'$"):
         compile_mlp(fusion="gelu")
+
+
+def test_a_schedule_file_is_the_commands_option(pipeforge_exe, tmp_path):
+    # Lists written by hand: the plan the command writes, byte for byte.
+    lists = tmp_path / "mine.schedule"
+    lists.write_text("dev 0: F0 F1 B0 F2 B1 W0 F3 B2 W1 B3 W2 W3\n"
+                     "dev 1: F0 B0 W0 F1 B1 W1 F2 B2 W2 F3 B3 W3\n")
+    plan = pipeforge.compile(MLP, devices="cpu:2", bind=MLP_BIND, schedule_file=lists)
+    assert (plan.schedule, plan.microbatches, plan.virtual_stages) == ("custom", 4, 1)
+    plan.save(tmp_path / "py.json")
+    run_command(pipeforge_exe, "compile", MLP, "--bind", MLP_BIND, "--devices", "cpu:2", "--schedule-file", lists,
+                "-o", tmp_path / "cli.json")
+    assert (tmp_path / "py.json").read_bytes() == (tmp_path / "cli.json").read_bytes()
+    with pytest.raises(ValueError, match=r"^microbatches 8: .*mine\.schedule runs 4 micro-batches; leave it out$"):
+        pipeforge.compile(MLP, devices="cpu:2", bind=MLP_BIND, microbatches=8, schedule_file=lists)
+    with pytest.raises(ValueError, match=r"^give schedule or schedule_file, not both \('zb1' and .*mine\.schedule\)$"):
+        pipeforge.compile(MLP, devices="cpu:2", bind=MLP_BIND, schedule="zb1", schedule_file=lists)
+    lists.write_text("dev 0: F0 X0\n")
+    with pytest.raises(pipeforge.Error) as caught:
+        pipeforge.compile(MLP, devices="cpu:2", bind=MLP_BIND, schedule_file=lists)
+    assert str(caught.value).startswith(f"{lists}:1:11: error: 'X0' is not an action: ")

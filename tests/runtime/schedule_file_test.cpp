@@ -101,6 +101,11 @@ TEST(ScheduleFile, SaysWhereAWrongActionIs) {
             "several: F3, B3, W3c1\n"
             "dev 0: F0 X1 B0\n"
             "          ^\n");
+  // Counts are digits only: no sign, at most six of them.
+  for (const std::string token : {"F-1", "F1234567", "F0c", "B+2"}) {
+    const std::string head = "s.txt:1:8: error: '" + token + "' is not an action: ";
+    EXPECT_EQ(rendered_error_of("dev 0: " + token + " B0\n").substr(0, head.size()), head);
+  }
   EXPECT_EQ(rendered_error_of("dev 0: F0 B0\ndev 1: F0 F0 B0 B0\n"),
             "s.txt:2:11: error: dev 1 runs F0 twice (first at 2:8)\n"
             "dev 1: F0 F0 B0 B0\n"
