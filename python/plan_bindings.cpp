@@ -127,7 +127,10 @@ void bind_plan(py::module_& m) {
       .def_property_readonly(
           "stages", [](const Plan& plan) { return plan.stages.size(); }, "The number of pipeline stages.")
       .def_readonly("microbatches", &Plan::microbatches)
-      .def_readonly("schedule", &Plan::schedule, "'gpipe', '1f1b', 'interleaved', 'zb1', 'zbv' or 'zbi'.")
+      .def_readonly("schedule", &Plan::schedule,
+                    "'gpipe', '1f1b', 'interleaved', 'zb1', 'zbv', 'zbi', or 'custom' (a schedule file's lists).")
+      .def_readonly("schedule_actions", &Plan::schedule_actions,
+                    "For a custom schedule, its schedule file (each device's compute actions in order); '' otherwise.")
       .def_readonly("virtual_stages", &Plan::virtual_stages)
       .def_property_readonly("devices", &device_names, "Device names, one per rank: ['cpu:0', 'cpu:1'].")
       .def_property_readonly(

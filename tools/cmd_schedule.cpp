@@ -1,9 +1,11 @@
 // `pipeforge schedule`: draw a pipeline schedule and its bubble, on unit costs or a plan's own.
 #include <fmt/format.h>
 
+#include <cmath>
 #include <iostream>
 #include <memory>
 #include <optional>
+#include <vector>
 
 #include "ir/diagnostic.h"
 #include "partitioner/device_profile.h"
@@ -26,7 +28,27 @@ struct ScheduleOptions {
   std::string output;
   std::string profile;
   std::string file;
+  std::vector<double> costs;
 };
+
+/// The unit costs `--costs F,B,W[,C]` names: a forward, an input gradient
+/// (B; a fused backward takes B + W), a weight gradient, and the latency of
+/// a hand-off; empty: F = 1 and a backward of 2 (B = W = 1).
+UnitCosts unit_costs(const std::vector<double>& given) {
+  UnitCosts costs;
+  if (given.empty()) return costs;
+  const char* names[] = {"a forward", "an input gradient", "a weight gradient", "a hand-off"};
+  for (size_t i = 0; i < given.size(); ++i)
+    if (!std::isfinite(given[i]) || given[i] < 0 || (i < 3 && given[i] == 0))
+      throw Error(fmt::format("--costs: {} takes {}, expected a finite number {} 0", names[i], given[i],
+                              i < 3 ? ">" : ">="));
+  costs.forward = given[0];
+  costs.backward_input = given[1];
+  costs.backward_weight = given[2];
+  costs.backward = given[1] + given[2];
+  if (given.size() > 3) costs.comm = given[3];
+  return costs;
+}
 
 /// `sim` with its times in milliseconds instead of seconds.
 Simulation in_milliseconds(Simulation sim) {
@@ -101,11 +123,20 @@ void add_schedule_command(CLI::App& app) {
   cmd->add_option(
       "--profile", opts->profile,
       "with a plan: price its stages on this device profile (pipeforge profile) as pipeforge simulate does");
+  cmd->add_option("--costs", opts->costs,
+                  "without a plan: the unit costs F,B,W[,C] of a forward, an input gradient (a backward not split "
+                  "takes B + W), a weight gradient and a hand-off's latency (default 1,1,1,0)")
+      ->delimiter(',')
+      ->expected(3, 4);
   cmd->callback([cmd, opts] {
     std::optional<Plan> plan;
     std::vector<Module> programs;  // parsed only to price them on a profile
     if (opts->plan.empty() && !opts->profile.empty())
       throw Error("--profile prices a plan's stages: give the plan (pipeforge schedule PLAN.json --profile P)");
+    if (!opts->plan.empty() && !opts->costs.empty())
+      throw Error(fmt::format("--costs: {} has its stages' own costs; drop the flag (or give --profile to price "
+                              "them on a device profile)",
+                              opts->plan));
     const std::string& source = opts->file.empty() ? opts->plan : opts->file;
     if (!source.empty()) {
       if (!opts->plan.empty()) plan = load_plan(opts->plan, opts->profile.empty() ? nullptr : &programs);
@@ -118,12 +149,19 @@ void add_schedule_command(CLI::App& app) {
     if (!opts->file.empty()) written = read_schedule_text(read_source_file(opts->file)->text(), opts->file);
     if (plan && written) run_written_lists(*plan, opts->plan, *written, opts->file);
     const ScheduleKind kind = *parse_schedule_kind(opts->kind);
+    const int chunks = chunks_per_device(kind, opts->virtual_stages);
+    const UnitCosts costs = unit_costs(opts->costs);
+    // The same costs for every stage, on which zbi chooses its order.
+    ActionCosts each;
+    each.stages.assign(static_cast<size_t>(opts->stages * chunks),
+                       {costs.forward, costs.backward, costs.backward_input, costs.backward_weight, costs.comm,
+                        costs.comm});
     Schedule schedule = plan      ? plan_schedule(*plan)
                         : written ? *written
-                                  : make_schedule(kind, opts->stages, opts->microbatches,
-                                                  chunks_per_device(kind, opts->virtual_stages));
+                                  : make_schedule(kind, opts->stages, opts->microbatches, chunks, each);
     if (opts->format == "list") return write_output(opts->output, write_schedule_text(schedule));
-    Simulation sim = plan ? plan_simulation(*plan, programs, opts->profile, schedule) : simulate(schedule);
+    Simulation sim =
+        plan ? plan_simulation(*plan, programs, opts->profile, schedule) : simulate(schedule, costs);
     // A plan's costs are times; unit costs have no unit.
     const bool timed = plan && (!opts->profile.empty() || plan->stages.front().predicted.forward_s > 0);
     const std::string_view unit = timed ? "ms" : "";

@@ -225,6 +225,8 @@ def test_a_schedule_file_is_the_commands_option(pipeforge_exe, tmp_path):
                      "dev 1: F0 B0 W0 F1 B1 W1 F2 B2 W2 F3 B3 W3\n")
     plan = pipeforge.compile(MLP, devices="cpu:2", bind=MLP_BIND, schedule_file=lists)
     assert (plan.schedule, plan.microbatches, plan.virtual_stages) == ("custom", 4, 1)
+    assert plan.schedule_actions.splitlines()[1:] == lists.read_text().splitlines()
+    assert compile_mlp().schedule_actions == ""
     plan.save(tmp_path / "py.json")
     run_command(pipeforge_exe, "compile", MLP, "--bind", MLP_BIND, "--devices", "cpu:2", "--schedule-file", lists,
                 "-o", tmp_path / "cli.json")

@@ -47,8 +47,9 @@ TEST_P(Equivalence, EveryScheduleMatchesOneDevice) {
 TEST_P(Equivalence, WrittenSchedulesMatchOneDevice) {
   const Model& model = *GetParam();
   Reference ref = single_device(model);
-  for (ScheduleKind kind : {ScheduleKind::one_f_one_b, ScheduleKind::zb_h1, ScheduleKind::zb_v}) {
-    const int virt = chunks_per_device(kind, 1);
+  for (ScheduleKind kind : {ScheduleKind::gpipe, ScheduleKind::one_f_one_b, ScheduleKind::interleaved,
+                            ScheduleKind::zb_h1, ScheduleKind::zb_v, ScheduleKind::zb_interleaved}) {
+    const int virt = chunks_per_device(kind, kind == ScheduleKind::interleaved ? 2 : 1);
     Placement written;
     written.schedule_actions = write_schedule_text(make_schedule(kind, 2, 4, virt));
     expect_same(ref, model, kind, 2, 4, virt, written);
