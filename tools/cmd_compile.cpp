@@ -128,15 +128,16 @@ void add_compile_command(CLI::App& app) {
     if (!o->schedule_file.empty()) {
       const std::shared_ptr<const SourceFile> file = read_source_file(o->schedule_file);
       const Schedule written = read_schedule_text(file->text(), o->schedule_file);
-      auto agrees = [&](const char* flag, bool given, int value, int written_value, const char* what) {
+      auto agrees = [&](const char* flag, bool given, int value, const std::string& text, int written_value,
+                        const char* what) {
         if (given && value != written_value)
-          throw Error(fmt::format("{} {}: {} runs {} {}; drop the flag", flag, value, o->schedule_file,
+          throw Error(fmt::format("{} {}: {} runs {} {}; drop the flag", flag, text, o->schedule_file,
                                   written_value, what));
       };
-      agrees("--microbatches", cmd->count("--microbatches") > 0, o->compile.microbatches, written.microbatches,
-             "micro-batches");
-      agrees("--virtual", virtual_stages->count() > 0, o->compile.virtual_stages, written.virtual_stages,
-             "chunks per device");
+      agrees("--microbatches", cmd->count("--microbatches") > 0, o->compile.microbatches, o->microbatches,
+             written.microbatches, "micro-batches");
+      agrees("--virtual", virtual_stages->count() > 0, o->compile.virtual_stages,
+             std::to_string(o->compile.virtual_stages), written.virtual_stages, "chunks per device");
       o->compile.schedule = "custom";
       o->compile.schedule_actions = write_schedule_text(written);
     }

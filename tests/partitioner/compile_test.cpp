@@ -399,5 +399,31 @@ TEST(Compile, ManualSplitIsOnlyPlaced) {
   EXPECT_EQ(r.chosen.method, "fixed");
 }
 
+// A schedule file's lists price each stage's memory by what they keep in
+// flight: device 0 running three forwards before its first backward stashes
+// one micro-batch more than under 1F1B (three against two), the cut and the
+// last stage as they were.
+TEST(Compile, AScheduleFilePricesTheMicroBatchesItsListsHold) {
+  auto compiled = [](const std::string& schedule, const std::string& actions) {
+    Module m = example("mlp.pf");
+    DimBinding b = m.binding({{"I", 32}, {"H", 64}, {"L", 4}, {"K", 10}, {"B", 16}});
+    CompileOptions o;
+    o.devices = "cpu:2";
+    o.microbatches = 4;
+    o.split_layers = {3};
+    o.schedule = schedule;
+    o.schedule_actions = actions;
+    return compile_plan(std::move(m), b, "mlp.pf", o).plan;
+  };
+  const Plan one_f_one_b = compiled("1f1b", "");
+  const Plan eager = compiled("custom", "dev 0: F0 F1 F2 B0 F3 B1 B2 B3\ndev 1: F0 B0 F1 B1 F2 B2 F3 B3\n");
+  const PlanStage::Prediction &base = one_f_one_b.stages[0].predicted, &more = eager.stages[0].predicted;
+  ASSERT_GT(base.stash_bytes, 0);
+  EXPECT_EQ(more.stash_bytes, base.stash_bytes);
+  EXPECT_EQ(more.memory_bytes - base.memory_bytes, base.stash_bytes);
+  EXPECT_EQ(eager.stages[1].predicted.memory_bytes, one_f_one_b.stages[1].predicted.memory_bytes);
+  EXPECT_EQ(eager.stages[0].layers, one_f_one_b.stages[0].layers);
+}
+
 }  // namespace
 }  // namespace pf

@@ -22,7 +22,7 @@ std::vector<int> counts(MemoryRule rule, int stages, int microbatches, int virtu
 
 TEST(MemoryRule, NamesRoundTrip) {
   for (MemoryRule rule : {MemoryRule::gpipe, MemoryRule::one_f_one_b, MemoryRule::interleaved, MemoryRule::zero_bubble,
-                          MemoryRule::zero_bubble_v, MemoryRule::zero_bubble_interleaved})
+                          MemoryRule::zero_bubble_v, MemoryRule::zero_bubble_interleaved, MemoryRule::written})
     EXPECT_EQ(parse_memory_rule(memory_rule_name(rule)), rule);
   EXPECT_EQ(memory_rule_name(MemoryRule::one_f_one_b), "1f1b");
   EXPECT_FALSE(parse_memory_rule("pipedream"));
@@ -93,6 +93,10 @@ TEST(MemoryRule, RejectsWhatHasNoMeaning) {
                  "in-flight micro-batches: the zero-bubble rule has no form with 2 virtual stages; use "
                  "'interleaved' or 'gpipe'");
   }
+  // A schedule file's counts come with its lists, not from a rule.
+  EXPECT_EQ(error_of([] { inflight_per_stage(MemoryRule::written, 2, 4); }),
+            "in-flight micro-batches: a written schedule's counts are read off its own lists");
+  EXPECT_TRUE(counts_from_schedule(MemoryRule::written, 1));
 }
 
 }  // namespace
