@@ -42,8 +42,9 @@ TEST_P(Equivalence, EveryScheduleMatchesOneDevice) {
 
 // Lists written by hand run as the generated ones do: each generated
 // schedule written out and read back, and orders no generator makes (device
-// 0 deferring its weight gradients one action later than zb1; a V whose
-// device 1 runs both chunks' forwards first).
+// 0 deferring its weight gradients and device 1 running each right after
+// its B, where zb1 does the opposite; a V whose device 1 runs both chunks'
+// forwards first).
 TEST_P(Equivalence, WrittenSchedulesMatchOneDevice) {
   const Model& model = *GetParam();
   Reference ref = single_device(model);
