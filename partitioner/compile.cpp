@@ -274,10 +274,10 @@ CompileResult compile_once(Module model, const DimBinding& binding, const std::s
 
   std::vector<int> device_of;
   for (const StagePlan& cost : result.chosen.stages) device_of.push_back(cost.device);
+  const bool split_backward = schedule_splits_backward(options.schedule, options.schedule_actions);
   plan.stages = plan_stages(split_into_stages(model, result.chosen.cuts, unsplit), micro, device_of,
-                            /*training=*/true, schedule_splits_backward(options.schedule, options.schedule_actions),
-                            recompute_of(options),
-                            layout.tensor, options.sequence_parallel, options.expert_parallel);
+                            /*training=*/true, split_backward, recompute_of(options), layout.tensor,
+                            options.sequence_parallel, options.expert_parallel);
   plan.ranks = replicated_ranks(plan.stages, devices, layout.data, layout.tensor);
   const std::vector<StageTime> times = stage_times(cg, result.chosen);
   // How a split backward divides between B and W, from the stages' own
@@ -285,9 +285,7 @@ CompileResult compile_once(Module model, const DimBinding& binding, const std::s
   // The prediction takes the share back from the plan's seconds, as the
   // runtime will, so that both choose on the same bits.
   StepOptions step_options = layout_step_options(options, hardware, po);
-  const std::vector<double> shares =
-      schedule_splits_backward(options.schedule, options.schedule_actions) ? weight_shares(plan, hardware.profile)
-                                                                           : std::vector<double>{};
+  const std::vector<double> shares = split_backward ? weight_shares(plan, hardware.profile) : std::vector<double>{};
   for (size_t s = 0; s < plan.stages.size(); ++s) {
     PlanStage& ps = plan.stages[s];
     const StagePlan& cost = result.chosen.stages[s];

@@ -234,11 +234,11 @@ class Reader {
                              v > 1 ? fmt::format(" on each of its {} chunks", v) : ""));
   }
 
-  /// "F3", "B3c1": the name of action kind `k` (F, B, W) of (micro-batch, chunk).
+  /// "F3", "B3c1": action_label's name of action kind `k` (F, B, W) of
+  /// (micro-batch, chunk); chunk c of device 0 stands for chunk c of any.
   static std::string label(const Schedule& shape, int k, std::pair<int, int> key) {
-    std::string out = fmt::format("{}{}", "FBW"[k], key.first);
-    if (shape.virtual_stages > 1) out += fmt::format("c{}", key.second);
-    return out;
+    constexpr ActionKind kinds[] = {ActionKind::forward, ActionKind::backward, ActionKind::backward_weight};
+    return action_label(shape, {kinds[k], key.first, shape.stage_at(0, key.second), -1});
   }
 
   /// Runs the lists as far as their inputs allow: a forward needs the

@@ -50,6 +50,17 @@ UnitCosts unit_costs(const std::vector<double>& given) {
   return costs;
 }
 
+/// The lists of the flags' kind, devices, micro-batches and chunks, in the
+/// order zbi chooses on `costs` (the same for every stage).
+Schedule generated_schedule(const ScheduleOptions& o, const UnitCosts& costs) {
+  const ScheduleKind kind = *parse_schedule_kind(o.kind);
+  const int chunks = chunks_per_device(kind, o.virtual_stages);
+  ActionCosts each;
+  each.stages.assign(static_cast<size_t>(o.stages * chunks), {costs.forward, costs.backward, costs.backward_input,
+                                                             costs.backward_weight, costs.comm, costs.comm});
+  return make_schedule(kind, o.stages, o.microbatches, chunks, each);
+}
+
 /// `sim` with its times in milliseconds instead of seconds.
 Simulation in_milliseconds(Simulation sim) {
   for (auto& row : sim.per_device)
@@ -148,17 +159,8 @@ void add_schedule_command(CLI::App& app) {
     std::optional<Schedule> written;
     if (!opts->file.empty()) written = read_schedule_text(read_source_file(opts->file)->text(), opts->file);
     if (plan && written) run_written_lists(*plan, opts->plan, *written, opts->file);
-    const ScheduleKind kind = *parse_schedule_kind(opts->kind);
-    const int chunks = chunks_per_device(kind, opts->virtual_stages);
     const UnitCosts costs = unit_costs(opts->costs);
-    // The same costs for every stage, on which zbi chooses its order.
-    ActionCosts each;
-    each.stages.assign(static_cast<size_t>(opts->stages * chunks),
-                       {costs.forward, costs.backward, costs.backward_input, costs.backward_weight, costs.comm,
-                        costs.comm});
-    Schedule schedule = plan      ? plan_schedule(*plan)
-                        : written ? *written
-                                  : make_schedule(kind, opts->stages, opts->microbatches, chunks, each);
+    Schedule schedule = plan ? plan_schedule(*plan) : written ? *written : generated_schedule(*opts, costs);
     if (opts->format == "list") return write_output(opts->output, write_schedule_text(schedule));
     Simulation sim =
         plan ? plan_simulation(*plan, programs, opts->profile, schedule) : simulate(schedule, costs);
