@@ -1,9 +1,10 @@
 // Pipelined training on this machine's cores against the ideal pipeline:
-// p = 2 stages of one core each, 1F1B, ZB-H1, ZB-V and zbi (2 or 4 chunks
-// per core, whichever the compiler predicts faster), m = 8 micro-batches. Prints
-// one table: throughput against p * (one-core throughput) * (1 - bubble), the
-// schedule's bubble on unit costs (m / (m + p - 1) of busy time for 1F1B), the
-// measured bubble against that theory, and the runtime's overhead per action.
+// p = 2 stages of one core each, 1F1B, ZB-H1, ZB-V, DualPipeV and zbi (2 or
+// 4 chunks per core, whichever the compiler predicts faster), m = 8
+// micro-batches. Prints one table: throughput against p * (one-core
+// throughput) * (1 - bubble), the schedule's bubble on unit costs
+// (m / (m + p - 1) of busy time for 1F1B), the measured bubble against that
+// theory, and the runtime's overhead per action.
 // The one-core throughput is the model computed micro-batch by micro-batch
 // as the stages compute it (a plan of one device); the whole batch in one
 // pass is shown beside it. The plans are what `pipeforge compile` gives
@@ -168,6 +169,7 @@ int main(int argc, char** argv) {
   const std::vector<Config> configs = {{"1f1b", "auto", {1}},
                                        {"zb1", "auto", {1}},
                                        {"zbv", "auto", {2}},
+                                       {"dualpipev", "auto", {2}},
                                        {"zbi", "auto", {2, 4}},
                                        {"1f1b", "any", {1}}};
   for (const Workload& w : workloads) {

@@ -321,7 +321,7 @@ CompileResult compile_once(Module model, const DimBinding& binding, const std::s
 }  // namespace
 
 std::vector<std::string> auto_schedules(const CompileOptions& options) {
-  std::vector<std::string> out = {"1f1b", "zb1", "zbv"};
+  std::vector<std::string> out = {"1f1b", "zb1", "zbv", "dualpipev"};
   if (options.virtual_stages > 1) {
     out.push_back("interleaved");
     out.push_back("zbi");

@@ -110,9 +110,11 @@ struct CompileResult {
 CompileResult compile_plan(Module model, const DimBinding& binding, const std::string& source,
                            const CompileOptions& options);
 
-/// The schedules "auto" compares: 1f1b, zb1 and zbv (gpipe holds more for
-/// the same bubble as 1f1b), and interleaved when `virtual_stages` > 1 asks
-/// for chunks.
+/// The schedules "auto" compares: 1f1b, zb1, zbv and dualpipev (gpipe holds
+/// more for the same bubble as 1f1b, loopedbfs more than interleaved), and
+/// interleaved and zbi when `virtual_stages` > 1 asks for chunks. One that
+/// cannot run the layout (dualpipev on fewer than 2 micro-batches per
+/// device) is listed with its reason.
 std::vector<std::string> auto_schedules(const CompileOptions& options);
 /// What CompileOptions::schedule accepts: every schedule's name, and "auto".
 std::vector<std::string> compile_schedule_names();

@@ -45,10 +45,11 @@ Hardware load_hardware(const CompileOptions& options) {
 }
 
 MemoryRule memory_rule_of(const std::string& schedule, int virtual_stages) {
-  if (schedule == "gpipe") return MemoryRule::gpipe;
+  if (schedule == "gpipe" || schedule == "loopedbfs") return MemoryRule::gpipe;
   if (schedule == "zb1") return MemoryRule::zero_bubble;
   if (schedule == "zbv") return MemoryRule::zero_bubble_v;
   if (schedule == "zbi") return MemoryRule::zero_bubble_interleaved;
+  if (schedule == "dualpipev") return MemoryRule::dual_pipe_v;
   if (schedule == "interleaved" && virtual_stages > 1) return MemoryRule::interleaved;
   if (schedule == "1f1b" || schedule == "interleaved") return MemoryRule::one_f_one_b;
   if (schedule == "custom") return MemoryRule::written;

@@ -25,6 +25,7 @@ constexpr RuleName kRuleNames[] = {
     {MemoryRule::zero_bubble, "zero-bubble"},
     {MemoryRule::zero_bubble_v, "zero-bubble-v"},
     {MemoryRule::zero_bubble_interleaved, "zero-bubble-interleaved"},
+    {MemoryRule::dual_pipe_v, "dualpipe-v"},
     {MemoryRule::written, "written"},
 };
 
@@ -38,7 +39,7 @@ std::string_view memory_rule_name(MemoryRule rule) {
 
 bool splits_backward(MemoryRule rule) {
   return rule == MemoryRule::zero_bubble || rule == MemoryRule::zero_bubble_v ||
-         rule == MemoryRule::zero_bubble_interleaved;
+         rule == MemoryRule::zero_bubble_interleaved || rule == MemoryRule::dual_pipe_v;
 }
 
 std::optional<MemoryRule> parse_memory_rule(std::string_view name) {
@@ -60,9 +61,9 @@ void check_counts(MemoryRule rule, int stages, int microbatches, int virtual_sta
   if (stages % virtual_stages != 0)
     throw Error(fmt::format("in-flight micro-batches: {} stages are not a multiple of {} virtual stages", stages,
                             virtual_stages));
-  if (rule == MemoryRule::zero_bubble_v && virtual_stages != 2)
-    throw Error(fmt::format("in-flight micro-batches: the zero-bubble-v rule places 2 chunks per device, not {}",
-                            virtual_stages));
+  if ((rule == MemoryRule::zero_bubble_v || rule == MemoryRule::dual_pipe_v) && virtual_stages != 2)
+    throw Error(fmt::format("in-flight micro-batches: the {} rule places 2 chunks per device, not {}",
+                            memory_rule_name(rule), virtual_stages));
   if (rule == MemoryRule::zero_bubble_interleaved && virtual_stages < 2)
     throw Error(fmt::format("in-flight micro-batches: the zero-bubble-interleaved rule places 2 or more chunks per "
                             "device, not {}",
@@ -79,6 +80,7 @@ std::optional<ScheduleKind> simulated_schedule(MemoryRule rule, int virtual_stag
   switch (rule) {
     case MemoryRule::zero_bubble: return ScheduleKind::zb_h1;
     case MemoryRule::zero_bubble_v: return ScheduleKind::zb_v;
+    case MemoryRule::dual_pipe_v: return ScheduleKind::dual_pipe_v;
     case MemoryRule::interleaved:
       if (virtual_stages > 1) return ScheduleKind::interleaved;
       return std::nullopt;

@@ -17,10 +17,12 @@ enum class MemoryRule {
   zero_bubble,  // ZB-H1: B and W split; each stage's peak read off the schedule (a deferred W holds its slot)
   zero_bubble_v,  // ZB-V: two chunks per device in a V; each chunk's peak read off the schedule itself
   zero_bubble_interleaved,  // zbi: v >= 2 round-robin chunks, B and W split; each chunk at its cap (zbi_stage_cap)
+  dual_pipe_v,  // DualPipeV: zbv's V in DeepSeek's order; each chunk's peak read off the schedule itself
   written,  // a schedule file's lists: each stage's peak read off them (PartitionOptions::written_stashed)
 };
 
-/// "gpipe", "1f1b", "interleaved", "zero-bubble", "zero-bubble-v", "zero-bubble-interleaved", "written".
+/// "gpipe", "1f1b", "interleaved", "zero-bubble", "zero-bubble-v", "zero-bubble-interleaved", "dualpipe-v",
+/// "written".
 std::string_view memory_rule_name(MemoryRule rule);
 /// True for the zero-bubble rules, whose stages split each backward.
 bool splits_backward(MemoryRule rule);
@@ -43,6 +45,8 @@ std::optional<MemoryRule> parse_memory_rule(std::string_view name);
 ///  - zero_bubble_v (v = 2, stage s on its device's V): the peak the zbv
 ///    schedule's simulation counts for the stage, forward run and W not
 ///    (at most 2p chunks per device together, 1F1B's peak of p full stages);
+///  - dual_pipe_v (v = 2, the V): the peak the dualpipev schedule's
+///    simulation counts (2p + 1 chunks on device 0, a chunk more than zbv);
 ///  - zero_bubble_interleaved (v >= 2, round robin): the cap zbi's orders
 ///    keep, zbi_stage_cap (runtime/schedule.h): min(m, p + (v - 1 - c)
 ///    ceil(p / 2)) for chunk c, and p v chunks per device together; the

@@ -163,7 +163,8 @@ struct Plan {
   std::string model_hash;    // of the model text, to tell a stale plan
   DimBinding binding;        // every dimension's value
   std::vector<PlanDevice> devices;
-  std::string schedule;  // "gpipe", "1f1b", "interleaved", "zb1", "zbv", "zbi", "custom"
+  /// "gpipe", "1f1b", "interleaved", "zb1", "zbv", "zbi", "dualpipev", "loopedbfs" or "custom".
+  std::string schedule;
   /// For schedule "custom": its schedule file (read_schedule_text), the
   /// compute actions of each device in order; empty otherwise.
   std::string schedule_actions;

@@ -128,7 +128,8 @@ void bind_plan(py::module_& m) {
           "stages", [](const Plan& plan) { return plan.stages.size(); }, "The number of pipeline stages.")
       .def_readonly("microbatches", &Plan::microbatches)
       .def_readonly("schedule", &Plan::schedule,
-                    "'gpipe', '1f1b', 'interleaved', 'zb1', 'zbv', 'zbi', or 'custom' (a schedule file's lists).")
+                    "'gpipe', '1f1b', 'interleaved', 'zb1', 'zbv', 'zbi', 'dualpipev', 'loopedbfs', or 'custom' "
+                    "(a schedule file's lists).")
       .def_readonly("schedule_actions", &Plan::schedule_actions,
                     "For a custom schedule, its schedule file (each device's compute actions in order); '' otherwise.")
       .def_readonly("virtual_stages", &Plan::virtual_stages)
@@ -169,8 +170,8 @@ itself: a str holding a newline is text (named "<string>" in errors), any
 other str a path. bind: dimensions to override, "B=32,T=64" or
 {"B": 32, "T": 64} (--bind); batch binds the first input's leading
 dimension (--batch). devices, microbatches (8 unless given), schedule ('gpipe', '1f1b' unless given,
-'interleaved', 'zb1', 'zbv', 'zbi', 'auto'), data_parallel, virtual_stages (1 unless given), optimizer ('sgd',
-adamw': sizes the optimizer state), cuts ('auto', 'layers', 'any', 'products':
+'interleaved', 'zb1', 'zbv', 'zbi', 'dualpipev', 'loopedbfs', 'auto'), data_parallel, virtual_stages (1 unless given),
+optimizer ('sgd', adamw': sizes the optimizer state), cuts ('auto', 'layers', 'any', 'products':
 where stages may begin), recompute ('none', 'selective', 'layers', 'auto':
 what the backward computes again instead of stashing), shard_optimizer
 (--shard-optimizer: the replicas share each stage's optimizer state out)

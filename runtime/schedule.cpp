@@ -14,7 +14,8 @@ namespace pf {
 namespace {
 
 constexpr ScheduleKind kKinds[] = {ScheduleKind::gpipe, ScheduleKind::one_f_one_b, ScheduleKind::interleaved,
-                                   ScheduleKind::zb_h1, ScheduleKind::zb_v, ScheduleKind::zb_interleaved};
+                                   ScheduleKind::zb_h1, ScheduleKind::zb_v, ScheduleKind::zb_interleaved,
+                                   ScheduleKind::dual_pipe_v, ScheduleKind::looped_bfs};
 
 }  // namespace
 
@@ -40,21 +41,29 @@ std::string schedule_kind_choices() {
 }
 
 bool splits_backward(ScheduleKind kind) {
-  return kind == ScheduleKind::zb_h1 || kind == ScheduleKind::zb_v || kind == ScheduleKind::zb_interleaved;
+  return kind == ScheduleKind::zb_h1 || kind == ScheduleKind::zb_v || kind == ScheduleKind::zb_interleaved ||
+         kind == ScheduleKind::dual_pipe_v;
 }
+
+namespace {
+
+/// The kinds placing two chunks per device as a V.
+bool v_shaped(ScheduleKind kind) { return kind == ScheduleKind::zb_v || kind == ScheduleKind::dual_pipe_v; }
+
+}  // namespace
 
 int chunks_per_device(ScheduleKind kind, int requested) {
   if (kind == ScheduleKind::zb_interleaved) return std::max(2, requested);
-  if (kind != ScheduleKind::zb_v) return requested;
+  if (!v_shaped(kind)) return requested;
   if (requested > 2)
-    throw Error(fmt::format("zbv places 2 chunks on each device (the arms of its V), not {}; more chunks per device "
+    throw Error(fmt::format("{} places 2 chunks on each device (the arms of its V), not {}; more chunks per device "
                             "are interleaved's",
-                            requested));
+                            schedule_kind_name(kind), requested));
   return 2;
 }
 
 StagePlacement stage_placement(ScheduleKind kind) {
-  return kind == ScheduleKind::zb_v ? StagePlacement::v_shape : StagePlacement::round_robin;
+  return v_shaped(kind) ? StagePlacement::v_shape : StagePlacement::round_robin;
 }
 
 int placed_device(StagePlacement placement, int stage, int devices) {
@@ -80,6 +89,8 @@ std::string_view schedule_kind_name(ScheduleKind kind) {
     case ScheduleKind::zb_h1: return "zb1";
     case ScheduleKind::zb_v: return "zbv";
     case ScheduleKind::zb_interleaved: return "zbi";
+    case ScheduleKind::dual_pipe_v: return "dualpipev";
+    case ScheduleKind::looped_bfs: return "loopedbfs";
     case ScheduleKind::custom: return "custom";
   }
   return "?";
@@ -149,11 +160,15 @@ void emit(const Schedule& schedule, int device, const Work& work, std::vector<Ac
     out.push_back({ActionKind::send_grad, mb, stage, schedule.device_of(stage - 1)});
 }
 
-/// GPipe: every forward, then every backward, micro-batches in order.
-std::vector<Work> gpipe_order(int microbatches) {
+/// Looped BFS: every forward of chunk 0, then of chunk 1, ..., then the
+/// backwards chunk by chunk from the last, micro-batches in order within a
+/// chunk. With one chunk it is GPipe.
+std::vector<Work> looped_bfs_order(int microbatches, int chunks) {
   std::vector<Work> order;
-  for (int mb = 0; mb < microbatches; ++mb) order.push_back({ActionKind::forward, mb, 0});
-  for (int mb = 0; mb < microbatches; ++mb) order.push_back({ActionKind::backward, mb, 0});
+  for (int c = 0; c < chunks; ++c)
+    for (int mb = 0; mb < microbatches; ++mb) order.push_back({ActionKind::forward, mb, c});
+  for (int c = chunks - 1; c >= 0; --c)
+    for (int mb = 0; mb < microbatches; ++mb) order.push_back({ActionKind::backward, mb, c});
   return order;
 }
 
@@ -270,18 +285,20 @@ Schedule build_schedule(ScheduleKind kind, int devices, int microbatches, int vi
         fmt::format("schedule needs at least 1 virtual stage per device, got {}", virtual_stages));
   if (kind == ScheduleKind::custom)
     throw Error("a custom schedule's action lists come from its file (read_schedule_text), not from a generator");
-  if (kind == ScheduleKind::zb_v && virtual_stages != 2)
-    throw Error(fmt::format("zbv places 2 chunks on each device, got {} virtual stages", virtual_stages));
+  if (v_shaped(kind) && virtual_stages != 2)
+    throw Error(fmt::format("{} places 2 chunks on each device, got {} virtual stages", schedule_kind_name(kind),
+                            virtual_stages));
   if (kind == ScheduleKind::zb_interleaved && virtual_stages < 2)
     throw Error(fmt::format("zbi interleaves 2 or more chunks on each device, got {} virtual stage{}", virtual_stages,
                             virtual_stages == 1 ? "" : "s"));
-  if (kind != ScheduleKind::interleaved && kind != ScheduleKind::zb_v && kind != ScheduleKind::zb_interleaved &&
-      virtual_stages != 1)
+  if (kind != ScheduleKind::interleaved && !v_shaped(kind) && kind != ScheduleKind::zb_interleaved &&
+      kind != ScheduleKind::looped_bfs && virtual_stages != 1)
     throw Error(
-        fmt::format("{} takes 1 virtual stage per device, got {}; only interleaved and zbi take more",
+        fmt::format("{} takes 1 virtual stage per device, got {}; only interleaved, loopedbfs and zbi take more",
                     schedule_kind_name(kind), virtual_stages));
 
   if (kind == ScheduleKind::zb_v) return zero_bubble_v(devices, microbatches);
+  if (kind == ScheduleKind::dual_pipe_v) return dual_pipe_v(devices, microbatches);
   DeviceOrders orders(static_cast<size_t>(devices));
   // The (micro-batch, chunk) running order of 1f1b and interleaved, shared by all devices.
   const ChunkOrder chunk_order = interleaved_order(devices, microbatches, virtual_stages);
@@ -303,7 +320,8 @@ Schedule build_schedule(ScheduleKind kind, int devices, int microbatches, int vi
   for (int d = 0; d < devices; ++d) {
     std::vector<Work>& order = orders[static_cast<size_t>(d)];
     switch (kind) {
-      case ScheduleKind::gpipe: order = gpipe_order(microbatches); break;
+      case ScheduleKind::gpipe:
+      case ScheduleKind::looped_bfs: order = looped_bfs_order(microbatches, virtual_stages); break;
       case ScheduleKind::one_f_one_b:  // interleaved with one chunk per device
       case ScheduleKind::interleaved:
         order = interleaved_device_order(chunk_order, devices, virtual_stages, d);
@@ -311,6 +329,7 @@ Schedule build_schedule(ScheduleKind kind, int devices, int microbatches, int vi
       case ScheduleKind::zb_h1: order = zb_h1_order(devices, microbatches, d); break;
       case ScheduleKind::zb_v:
       case ScheduleKind::zb_interleaved:
+      case ScheduleKind::dual_pipe_v:
       case ScheduleKind::custom: break;
     }
   }

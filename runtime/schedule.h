@@ -19,13 +19,21 @@ enum class ScheduleKind {
   /// of v >= 2 chunks per device, B and W split, in a list schedule's order
   /// chosen on the stages' costs (zbi_stage_cap bounds each stage's memory)
   zb_interleaved,
+  /// DualPipeV (DeepSeek): zbv's V, ordered for devices that overlap a
+  /// forward of one chunk with a backward of the other; most backwards
+  /// whole, the warm-up's and cool-down's split to fill gaps; m >= 2p
+  dual_pipe_v,
+  /// looped breadth-first (Lamy-Poirier): Megatron's round-robin chunks,
+  /// GPipe on each in turn: every forward of chunk 0, then of chunk 1, ...,
+  /// then the backwards from the last chunk back; gpipe's memory
+  looped_bfs,
   /// action lists a user wrote in a schedule file (read_schedule_text):
   /// any order the validator proves, on either placement, the backward
   /// fused or split
   custom,
 };
 
-/// "gpipe", "1f1b", "interleaved", "zb1", "zbv", "zbi" or "custom"; nullopt
+/// "gpipe", "1f1b", "interleaved", "zb1", "zbv", "zbi", "dualpipev", "loopedbfs" or "custom"; nullopt
 /// for anything else.
 std::optional<ScheduleKind> parse_schedule_kind(std::string_view name);
 /// The name parse_schedule_kind accepts for `kind`.
@@ -96,7 +104,7 @@ struct Schedule {
   ScheduleKind kind;
   int devices;
   int microbatches;
-  int virtual_stages;  ///< model chunks per device; 1 except for interleaved, zbv, zbi and custom
+  int virtual_stages;  ///< model chunks per device; 1 but for interleaved, the Vs, zbi, loopedbfs, custom
   std::vector<std::vector<Action>> per_device;
   /// Where the model stages lie: stage_placement(kind), or a schedule file's.
   StagePlacement placement = StagePlacement::round_robin;
@@ -119,9 +127,10 @@ struct Schedule {
 /// ("F3c1") when devices hold several.
 std::string action_label(const Schedule& schedule, const Action& action);
 
-/// Builds the action lists of `kind` (not custom). Any devices, microbatches >= 1 work;
-/// virtual_stages > 1 only for interleaved and zbi (which needs 2 or more),
-/// exactly 2 for zbv (see chunks_per_device). zbi's order is the one for
+/// Builds the action lists of `kind` (not custom). Any devices, microbatches >= 1 work
+/// (dualpipev: 2 per device or more); virtual_stages > 1 only for
+/// interleaved, loopedbfs and zbi (which needs 2 or more), exactly 2 for zbv
+/// and dualpipev (see chunks_per_device). zbi's order is the one for
 /// unit costs here (see the overload taking costs). Throws Error on bad
 /// arguments.
 Schedule make_schedule(ScheduleKind kind, int devices, int microbatches, int virtual_stages = 1);

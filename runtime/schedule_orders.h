@@ -47,4 +47,9 @@ Schedule zero_bubble_interleaved(int devices, int microbatches, int chunks, cons
 /// steady-state pattern and a greedy list schedule (see the definition).
 Schedule zero_bubble_v(int devices, int microbatches);
 
+/// DualPipeV on `devices` devices (two chunks each, placed as a V) and
+/// `microbatches` >= 2 * devices micro-batches (see the definition). Throws
+/// Error for fewer.
+Schedule dual_pipe_v(int devices, int microbatches);
+
 }  // namespace pf::schedule_orders

@@ -331,6 +331,9 @@ std::optional<double> theoretical_bubble(const Schedule& schedule, const UnitCos
   switch (schedule.kind) {
     case ScheduleKind::gpipe:
     case ScheduleKind::one_f_one_b: return (p - 1) / (m + p - 1);
+    case ScheduleKind::looped_bfs:  // a chunk's first input arrives as the one before ends, where m >= p
+      if (schedule.microbatches < schedule.devices) return std::nullopt;
+      return (p - 1) / (v * m + p - 1);
     case ScheduleKind::interleaved:
       if (schedule.microbatches % schedule.devices != 0) return std::nullopt;
       return (p - 1) / (v * m + p - 1);
@@ -345,6 +348,7 @@ std::optional<double> theoretical_bubble(const Schedule& schedule, const UnitCos
         return std::nullopt;
       return (p - 1) / (6 * m + p - 1);
     case ScheduleKind::zb_interleaved: return std::nullopt;  // a greedy order: no closed form
+    case ScheduleKind::dual_pipe_v: return std::nullopt;     // its pairs are timed as overlapped on its own devices
     case ScheduleKind::custom: return std::nullopt;
   }
   return std::nullopt;

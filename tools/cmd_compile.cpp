@@ -83,7 +83,7 @@ void add_compile_command(CLI::App& app) {
           ->check(CLI::IsMember(compile_schedule_names()));
   CLI::Option* virtual_stages =
       at_least(cmd->add_option("--virtual", o->compile.virtual_stages,
-                               "model chunks per device (interleaved, zbi: 2 or more; zbv has 2)"),
+                               "model chunks per device (interleaved, loopedbfs; zbi: 2 or more; zbv and dualpipev have 2)"),
                1);
   cmd->add_option("--schedule-file", o->schedule_file,
                   "run the action lists of this schedule file (each device's F, B and W in order, as pipeforge "

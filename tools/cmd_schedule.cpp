@@ -120,7 +120,8 @@ void add_schedule_command(CLI::App& app) {
   at_least(cmd->add_option("--stages,-p", opts->stages, "pipeline devices"), 1);
   at_least(cmd->add_option("--microbatches,-m", opts->microbatches, "micro-batches per step"), 1);
   cmd->add_option("--schedule,-s", opts->kind, schedule_kind_choices())->check(CLI::IsMember(schedule_kind_names()));
-  at_least(cmd->add_option("--virtual,-v", opts->virtual_stages, "model chunks per device (interleaved, zbi: 2 or more; zbv has 2)"),
+  at_least(cmd->add_option("--virtual,-v", opts->virtual_stages,
+                           "model chunks per device (interleaved, loopedbfs; zbi: 2 or more; zbv and dualpipev have 2)"),
            1);
   cmd->add_option("--format", opts->format,
                   "text (a grid of the actions in time), svg, or list (each device's compute actions in order: a "

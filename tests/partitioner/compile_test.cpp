@@ -355,15 +355,16 @@ TEST(Compile, AutoRecomputesOnlyWhereNothingElseFits) {
             "them)");
 }
 
-// --schedule auto compiles 1f1b, zb1 and zbv and keeps the shortest
-// predicted step among those that fit: the zero-bubble ones while memory
-// allows their extra slots, 1f1b when only it fits.
+// --schedule auto compiles 1f1b, zb1, zbv and dualpipev and keeps the
+// shortest predicted step among those that fit (the first on a tie): the
+// zero-bubble ones while memory allows their extra slots, 1f1b when only it
+// fits; a schedule that cannot run the layout is listed with its reason.
 TEST(Compile, AutoScheduleKeepsTheShortestPredictedStepThatFits) {
   auto compiled = [](const std::string& schedule, int64_t memory_limit) {
     return small_gpt_on_two_cpus(schedule, "none", memory_limit);
   };
   const CompileResult roomy = compiled("auto", 0);
-  ASSERT_EQ(roomy.schedules.size(), 3u);
+  ASSERT_EQ(roomy.schedules.size(), 4u);
   const CompileResult::ScheduleCandidate* fastest = nullptr;
   for (const CompileResult::ScheduleCandidate& c : roomy.schedules) {
     SCOPED_TRACE(c.schedule);
@@ -383,6 +384,17 @@ TEST(Compile, AutoScheduleKeepsTheShortestPredictedStepThatFits) {
   for (size_t k = 1; k < tight.schedules.size(); ++k)
     EXPECT_TRUE(tight.schedules[k].error.starts_with("the model needs")) << tight.schedules[k].error;
   EXPECT_EQ(error_of([&] { compiled("auto", int64_t{1} << 20); }), error_of([&] { compiled("1f1b", int64_t{1} << 20); }));
+  Module m = example("gpt.pf");
+  const DimBinding b = m.binding({{"B", 16}, {"L", 4}, {"C", 128}, {"H", 4}, {"T", 64}, {"S", 64}, {"V", 256}});
+  CompileOptions few;
+  few.devices = "cpu:2";
+  few.microbatches = 2;
+  few.schedule = "auto";
+  const CompileResult two = compile_plan(std::move(m), b, "gpt.pf", few);
+  ASSERT_EQ(two.schedules.size(), 4u);
+  EXPECT_EQ(two.schedules[3].schedule, "dualpipev");
+  EXPECT_EQ(two.schedules[3].error, "dualpipev needs at least 2 micro-batches per device (4 on 2 devices), got 2");
+  EXPECT_NE(two.plan.schedule, "dualpipev");
 }
 
 TEST(Compile, ManualSplitIsOnlyPlaced) {

@@ -22,7 +22,8 @@ std::vector<int> counts(MemoryRule rule, int stages, int microbatches, int virtu
 
 TEST(MemoryRule, NamesRoundTrip) {
   for (MemoryRule rule : {MemoryRule::gpipe, MemoryRule::one_f_one_b, MemoryRule::interleaved, MemoryRule::zero_bubble,
-                          MemoryRule::zero_bubble_v, MemoryRule::zero_bubble_interleaved, MemoryRule::written})
+                          MemoryRule::zero_bubble_v, MemoryRule::zero_bubble_interleaved, MemoryRule::dual_pipe_v,
+                          MemoryRule::written})
     EXPECT_EQ(parse_memory_rule(memory_rule_name(rule)), rule);
   EXPECT_EQ(memory_rule_name(MemoryRule::one_f_one_b), "1f1b");
   EXPECT_FALSE(parse_memory_rule("pipedream"));
@@ -48,7 +49,24 @@ TEST(MemoryRule, ZeroBubbleH1ReadsItsSchedule) {
   EXPECT_TRUE(splits_backward(MemoryRule::zero_bubble));
   EXPECT_TRUE(splits_backward(MemoryRule::zero_bubble_v));
   EXPECT_TRUE(splits_backward(MemoryRule::zero_bubble_interleaved));
+  EXPECT_TRUE(splits_backward(MemoryRule::dual_pipe_v));
   EXPECT_FALSE(splits_backward(MemoryRule::one_f_one_b));
+}
+
+// DualPipeV's counts are its schedule's own peaks: stage s of 2p holds
+// 2p - s (the V's way down the most, as 1F1B's early stages), so every
+// device holds 2p + 1 chunks' worth; it takes 2p micro-batches or more, and
+// two chunks.
+TEST(MemoryRule, DualPipeVReadsItsSchedule) {
+  const std::vector<int> counted = inflight_per_stage(MemoryRule::dual_pipe_v, 8, 8, 2);
+  EXPECT_EQ(counted, simulate(make_schedule(ScheduleKind::dual_pipe_v, 4, 8, 2)).peak_stashed);
+  EXPECT_EQ(counted, (std::vector<int>{8, 7, 6, 5, 4, 3, 2, 1}));
+  EXPECT_EQ(counts(MemoryRule::dual_pipe_v, 8, 8, 2), counted);
+  EXPECT_TRUE(counts_from_schedule(MemoryRule::dual_pipe_v, 2));
+  EXPECT_EQ(error_of([] { inflight_per_stage(MemoryRule::dual_pipe_v, 8, 4, 2); }),
+            "dualpipev needs at least 2 micro-batches per device (8 on 4 devices), got 4");
+  EXPECT_EQ(error_of([] { inflight_per_stage(MemoryRule::dual_pipe_v, 8, 8, 4); }),
+            "in-flight micro-batches: the dualpipe-v rule places 2 chunks per device, not 4");
 }
 
 // Zero bubble over interleaved chunks: each chunk's count is the cap zbi's

@@ -83,7 +83,7 @@ def test_zbi_interleaves_chunks_round_robin(pipeforge_exe, tmp_path):
 def test_schedule_auto_keeps_one_of_the_schedules_it_compares(tmp_path):
     bind = "I=64,H=64,L=2,K=10,B=32"
     chosen = pipeforge.compile(MLP, devices="cpu:2", microbatches=4, schedule="auto", bind=bind)
-    assert chosen.schedule in ("1f1b", "zb1", "zbv")
+    assert chosen.schedule in ("1f1b", "zb1", "zbv", "dualpipev")
     alone = pipeforge.compile(MLP, devices="cpu:2", microbatches=4, schedule=chosen.schedule, bind=bind)
     chosen.save(tmp_path / "auto.json")
     alone.save(tmp_path / "alone.json")
@@ -157,7 +157,8 @@ def test_recompute_as_the_command_does(pipeforge_exe, tmp_path):
 
 
 def test_bad_arguments_raise_value_error(cli_plan):
-    with pytest.raises(ValueError, match=r"^schedule must be one of gpipe, 1f1b, interleaved, zb1, zbv, zbi, auto, not 'nope'$"):
+    with pytest.raises(ValueError, match=r"^schedule must be one of gpipe, 1f1b, interleaved, zb1, zbv, zbi, "
+                                         r"dualpipev, loopedbfs, auto, not 'nope'$"):
         compile_mlp(schedule="nope")
     with pytest.raises(ValueError, match=r"^cuts must be one of auto, layers, any, products, not 'ops'$"):
         compile_mlp(cuts="ops")

@@ -183,7 +183,8 @@ void expect_same(const Reference& given, const Model& model, ScheduleKind kind, 
       // Theory of the activations a stage holds at once.
       const Schedule& s = pipeline->schedule();
       for (int st = 0; st < pipeline->stages() && virt == 1; ++st) {
-        int expect = kind == ScheduleKind::gpipe ? micro : std::min(devices - st, micro);
+        const bool holds_all = kind == ScheduleKind::gpipe || kind == ScheduleKind::looped_bfs;
+        int expect = holds_all ? micro : std::min(devices - st, micro);
         EXPECT_EQ(r.peak_inflight[st], expect) << "stage " << st << " of " << s.devices;
       }
     }

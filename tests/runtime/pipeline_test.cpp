@@ -31,11 +31,14 @@ TEST_P(Equivalence, EveryScheduleMatchesOneDevice) {
   const Model& model = *GetParam();
   Reference ref = single_device(model);
   for (ScheduleKind kind : {ScheduleKind::gpipe, ScheduleKind::one_f_one_b, ScheduleKind::zb_h1,
-                            ScheduleKind::interleaved, ScheduleKind::zb_v, ScheduleKind::zb_interleaved})
+                            ScheduleKind::interleaved, ScheduleKind::zb_v, ScheduleKind::zb_interleaved,
+                            ScheduleKind::dual_pipe_v, ScheduleKind::looped_bfs})
     for (int devices : {1, 2, 3, 4})
       for (int micro : {1, 2, 3, 4, 8})
         for (int virt : {1, 2}) {
-          if (kind != ScheduleKind::interleaved && virt != chunks_per_device(kind, 1)) continue;
+          const bool any_chunks = kind == ScheduleKind::interleaved || kind == ScheduleKind::looped_bfs;
+          if (!any_chunks && virt != chunks_per_device(kind, 1)) continue;
+          if (kind == ScheduleKind::dual_pipe_v && micro < 2 * devices) continue;  // it takes 2p or more
           expect_same(ref, model, kind, devices, micro, virt);
         }
 }
@@ -49,8 +52,10 @@ TEST_P(Equivalence, WrittenSchedulesMatchOneDevice) {
   const Model& model = *GetParam();
   Reference ref = single_device(model);
   for (ScheduleKind kind : {ScheduleKind::gpipe, ScheduleKind::one_f_one_b, ScheduleKind::interleaved,
-                            ScheduleKind::zb_h1, ScheduleKind::zb_v, ScheduleKind::zb_interleaved}) {
-    const int virt = chunks_per_device(kind, kind == ScheduleKind::interleaved ? 2 : 1);
+                            ScheduleKind::zb_h1, ScheduleKind::zb_v, ScheduleKind::zb_interleaved,
+                            ScheduleKind::dual_pipe_v, ScheduleKind::looped_bfs}) {
+    const bool any_chunks = kind == ScheduleKind::interleaved || kind == ScheduleKind::looped_bfs;
+    const int virt = chunks_per_device(kind, any_chunks ? 2 : 1);
     Placement written;
     written.schedule_actions = write_schedule_text(make_schedule(kind, 2, 4, virt));
     expect_same(ref, model, kind, 2, 4, virt, written);

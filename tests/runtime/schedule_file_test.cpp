@@ -35,7 +35,8 @@ TEST(ScheduleFile, EveryGeneratedScheduleReadsBackToItsLists) {
       {ScheduleKind::one_f_one_b, 4, 2, 1}, {ScheduleKind::interleaved, 2, 4, 2},
       {ScheduleKind::interleaved, 4, 8, 3}, {ScheduleKind::zb_h1, 4, 8, 1},
       {ScheduleKind::zb_v, 2, 4, 2},        {ScheduleKind::zb_v, 4, 8, 2},
-      {ScheduleKind::zb_interleaved, 4, 8, 2},
+      {ScheduleKind::zb_interleaved, 4, 8, 2}, {ScheduleKind::dual_pipe_v, 3, 6, 2},
+      {ScheduleKind::looped_bfs, 3, 4, 2},
   };
   for (const Shape& shape : shapes) {
     SCOPED_TRACE(fmt::format("{} p={} m={} v={}", schedule_kind_name(shape.kind), shape.devices, shape.microbatches,

@@ -20,7 +20,11 @@ namespace {
 using testing_support::error_of;
 
 constexpr ScheduleKind kAllKinds[] = {ScheduleKind::gpipe, ScheduleKind::one_f_one_b, ScheduleKind::interleaved,
-                                      ScheduleKind::zb_h1, ScheduleKind::zb_v, ScheduleKind::zb_interleaved};
+                                      ScheduleKind::zb_h1, ScheduleKind::zb_v, ScheduleKind::zb_interleaved,
+                                      ScheduleKind::dual_pipe_v, ScheduleKind::looped_bfs};
+
+/// Whether `kind` runs m micro-batches on p devices: dualpipev takes 2p or more.
+bool runs(ScheduleKind kind, int p, int m) { return kind != ScheduleKind::dual_pipe_v || m >= 2 * p; }
 
 /// The costs each kind is judged on: F=1, B=2 fused; F=B=W=1 split.
 UnitCosts costs_for(ScheduleKind kind) {
@@ -50,7 +54,9 @@ TEST(ScheduleNames, RoundTrip) {
   EXPECT_EQ(schedule_kind_name(ScheduleKind::zb_h1), "zb1");
   EXPECT_EQ(schedule_kind_name(ScheduleKind::zb_v), "zbv");
   EXPECT_EQ(schedule_kind_name(ScheduleKind::zb_interleaved), "zbi");
-  EXPECT_EQ(schedule_kind_choices(), "gpipe, 1f1b, interleaved, zb1, zbv or zbi");
+  EXPECT_EQ(schedule_kind_name(ScheduleKind::dual_pipe_v), "dualpipev");
+  EXPECT_EQ(schedule_kind_name(ScheduleKind::looped_bfs), "loopedbfs");
+  EXPECT_EQ(schedule_kind_choices(), "gpipe, 1f1b, interleaved, zb1, zbv, zbi, dualpipev or loopedbfs");
   EXPECT_EQ(parse_schedule_kind("zb-h1"), std::nullopt);
   EXPECT_EQ(parse_schedule_kind(""), std::nullopt);
 }
@@ -69,9 +75,9 @@ TEST(MakeSchedule, RejectsBadArguments) {
   EXPECT_EQ(error_of([] { make_schedule(ScheduleKind::interleaved, 2, 4, 0); }),
             "schedule needs at least 1 virtual stage per device, got 0");
   EXPECT_EQ(error_of([] { make_schedule(ScheduleKind::one_f_one_b, 2, 4, 2); }),
-            "1f1b takes 1 virtual stage per device, got 2; only interleaved and zbi take more");
+            "1f1b takes 1 virtual stage per device, got 2; only interleaved, loopedbfs and zbi take more");
   EXPECT_EQ(error_of([] { make_schedule(ScheduleKind::zb_h1, 2, 4, 3); }),
-            "zb1 takes 1 virtual stage per device, got 3; only interleaved and zbi take more");
+            "zb1 takes 1 virtual stage per device, got 3; only interleaved, loopedbfs and zbi take more");
 }
 
 TEST(MakeSchedule, ExplicitCommunication) {
@@ -114,10 +120,11 @@ TEST(MakeSchedule, InterleavedWithOneChunkIsOneFOneB) {
 // its share of compute exactly once, and every list ends with its one step.
 TEST(Validate, EveryKindEveryShape) {
   for (ScheduleKind kind : kAllKinds) {
-    const int max_v = kind == ScheduleKind::interleaved ? 3 : 1;
+    const int max_v = kind == ScheduleKind::interleaved || kind == ScheduleKind::looped_bfs ? 3 : 1;
     for (int p = 1; p <= 6; ++p)
       for (int m = 1; m <= 10; ++m)
         for (int v = chunks_per_device(kind, 1); v <= chunks_per_device(kind, max_v); ++v) {
+          if (!runs(kind, p, m)) continue;
           SCOPED_TRACE(fmt::format("{} p={} m={} v={}", schedule_kind_name(kind), p, m, v));
           const Schedule s = make_schedule(kind, p, m, v);
           ASSERT_NO_THROW(validate(s));
@@ -151,10 +158,11 @@ TEST(Validate, InterleavedAnyMicrobatchCount) {
 // receive is posted once.
 TEST(ReceiveOrder, MessagesBetweenTwoDevicesArriveInTheOrderPosted) {
   for (ScheduleKind kind : kAllKinds) {
-    const int max_v = kind == ScheduleKind::interleaved ? 4 : 1;
+    const int max_v = kind == ScheduleKind::interleaved || kind == ScheduleKind::looped_bfs ? 4 : 1;
     for (int p = 2; p <= 8; ++p)
       for (int m = 1; m <= 16; ++m)
         for (int v = chunks_per_device(kind, 1); v <= chunks_per_device(kind, max_v); ++v) {
+          if (!runs(kind, p, m)) continue;
           SCOPED_TRACE(fmt::format("{} p={} m={} v={}", schedule_kind_name(kind), p, m, v));
           const Schedule s = make_schedule(kind, p, m, v);
           // Per (from, to): the messages as (receiving stage, gradients?, micro-batch).
@@ -201,6 +209,32 @@ TEST(Simulate, GPipeMatchesTheory) {
       EXPECT_DOUBLE_EQ(sim.makespan, 3.0 * (m + p - 1));
       EXPECT_EQ(sim.peak_inflight, std::vector<int>(p, m));
       EXPECT_NEAR(*theoretical_bubble(s, {}), sim.bubble_fraction, 1e-12);
+    }
+}
+
+// Looped BFS runs GPipe on each chunk in turn: with one chunk it is GPipe;
+// with m >= p a chunk's first micro-batch comes back to device 0 as it ends
+// the chunk before, so the bubble is interleaved 1F1B's (p-1)/(v*m+p-1), at
+// GPipe's memory (every stage holds all m).
+TEST(Simulate, LoopedBfsMatchesTheory) {
+  for (int p = 1; p <= 6; ++p)
+    for (int m = 1; m <= 10; ++m) {
+      EXPECT_EQ(make_schedule(ScheduleKind::looped_bfs, p, m, 1).per_device,
+                make_schedule(ScheduleKind::gpipe, p, m).per_device);
+      for (int v = 1; v <= 3; ++v) {
+        SCOPED_TRACE(fmt::format("p={} m={} v={}", p, m, v));
+        const Schedule s = make_schedule(ScheduleKind::looped_bfs, p, m, v);
+        const Simulation sim = simulate(s);
+        const double theory = double(p - 1) / (v * m + p - 1);
+        EXPECT_EQ(sim.peak_inflight, std::vector<int>(static_cast<size_t>(p * v), m));
+        if (m < p) {
+          EXPECT_EQ(theoretical_bubble(s, {}), std::nullopt);
+          EXPECT_GE(sim.bubble_fraction, theory - 1e-12);
+          continue;
+        }
+        EXPECT_NEAR(sim.bubble_fraction, theory, 1e-12);
+        EXPECT_NEAR(*theoretical_bubble(s, {}), theory, 1e-12);
+      }
     }
 }
 
@@ -484,7 +518,8 @@ TEST(RenderText, ChunksAndSplitBackward) {
 
 TEST(RenderSvg, OneRectPerComputeAction) {
   for (ScheduleKind kind : kAllKinds) {
-    const int v = chunks_per_device(kind, kind == ScheduleKind::interleaved ? 2 : 1);
+    const bool any_chunks = kind == ScheduleKind::interleaved || kind == ScheduleKind::looped_bfs;
+    const int v = chunks_per_device(kind, any_chunks ? 2 : 1);
     const Schedule s = make_schedule(kind, 4, 8, v);
     const Simulation sim = simulate(s, costs_for(kind));
     const std::string svg = render_schedule_svg(s, sim);

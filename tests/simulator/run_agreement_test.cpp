@@ -92,7 +92,8 @@ TEST_P(RunAgreement, ComputeActionsRunInTheSimulatorsOrder) {
 
 INSTANTIATE_TEST_SUITE_P(Schedules, RunAgreement,
                          ::testing::Values(Case{"1f1b", 3, 8, 1}, Case{"gpipe", 3, 4, 1}, Case{"zb1", 3, 8, 1},
-                                           Case{"interleaved", 4, 4, 2}, Case{"zbv", 4, 8, 2}),
+                                           Case{"interleaved", 4, 4, 2}, Case{"zbv", 4, 8, 2},
+                                           Case{"dualpipev", 4, 8, 2}, Case{"loopedbfs", 4, 4, 2}),
                          [](const ::testing::TestParamInfo<Case>& param) {
                            return std::string(param.param.schedule);
                          });
