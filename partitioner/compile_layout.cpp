@@ -170,6 +170,8 @@ LayoutChoice search_layouts(const Module& model, const DimBinding& binding, cons
   space.gpus = options.data_parallel == 0 ? gpus : gpus * options.data_parallel;
   space.data = options.data_parallel;
   space.microbatches = options.microbatches;
+  if (const std::optional<ScheduleKind> kind = parse_schedule_kind(options.schedule))
+    space.microbatches_per_device = microbatches_per_device(*kind);
   const std::string batch_dim = batch_dimension(model.graph());
   space.batch = binding.at(batch_dim);
   check_cluster_size(hardware.cluster, space.gpus);
@@ -184,18 +186,23 @@ LayoutChoice search_layouts(const Module& model, const DimBinding& binding, cons
   };
   // The most stages the model can be cut into, from any micro-batch size.
   space.max_pipeline = 1 << 20;
+  // What the schedule asks of m, for the messages below.
+  const std::string per_device =
+      space.microbatches_per_device > 0 ? fmt::format(", m at least {} per pipeline device ({} needs them)",
+                                                      space.microbatches_per_device, options.schedule)
+                                        : "";
   std::vector<Layout> layouts = candidate_layouts(space);
   if (layouts.empty())
     throw Error(fmt::format("no layout of {} devices as P x D x {} (tensor parallel) splits the batch {}={} into D "
-                            "replicas of m micro-batches",
-                            space.gpus, space.tensor, batch_dim, space.batch));
+                            "replicas of m micro-batches{}",
+                            space.gpus, space.tensor, batch_dim, space.batch, per_device));
   const int pieces = static_cast<int>(priced_for(layouts[0].microbatch_size).cost.cut_candidates.size()) + 1;
   space.max_pipeline = pieces / options.virtual_stages;
   layouts = candidate_layouts(space);
   if (layouts.empty())
     throw Error(fmt::format("no layout of {} devices as P x D x {} (tensor parallel) with at most {} pipeline "
-                            "devices (one layer each) splits the batch {}={} into D replicas of m micro-batches",
-                            space.gpus, space.tensor, space.max_pipeline, batch_dim, space.batch));
+                            "devices (one layer each) splits the batch {}={} into D replicas of m micro-batches{}",
+                            space.gpus, space.tensor, space.max_pipeline, batch_dim, space.batch, per_device));
   std::vector<LayoutCandidate> candidates;
   for (const Layout& layout : layouts) {
     const PricedModel& pm = priced_for(layout.microbatch_size);

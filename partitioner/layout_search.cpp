@@ -30,7 +30,8 @@ std::vector<Layout> candidate_layouts(const LayoutSpace& space) {
       counts.erase(std::unique(counts.begin(), counts.end()), counts.end());
     }
     for (int64_t m : counts)
-      out.push_back({static_cast<int>(p), static_cast<int>(d), space.tensor, static_cast<int>(m), per_replica / m});
+      if (m >= int64_t{space.microbatches_per_device} * p)
+        out.push_back({static_cast<int>(p), static_cast<int>(d), space.tensor, static_cast<int>(m), per_replica / m});
   }
   return out;
 }

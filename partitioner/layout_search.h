@@ -34,11 +34,13 @@ struct LayoutSpace {
   int data = 0;           // replicas; 0: every D that divides the GPUs and the batch
   int microbatches = 0;   // 0: the m giving each of `microbatch_sizes`
   std::vector<int64_t> microbatch_sizes = {1, 2, 4, 8};
+  int microbatches_per_device = 0;  // the least m / P the schedule runs (0: any)
 };
 
 /// Every layout of `space`, by P then m: P x D x T = gpus, P <= max_pipeline,
-/// and the batch splitting into D replicas of m micro-batches. Empty when
-/// none exists (the caller says why).
+/// the batch splitting into D replicas of m micro-batches, and m at least
+/// microbatches_per_device x P. Empty when none exists (the caller says
+/// why).
 std::vector<Layout> candidate_layouts(const LayoutSpace& space);
 
 /// A layout and what the cost model predicts for it.

@@ -62,6 +62,8 @@ int chunks_per_device(ScheduleKind kind, int requested) {
   return 2;
 }
 
+int microbatches_per_device(ScheduleKind kind) { return kind == ScheduleKind::dual_pipe_v ? 2 : 0; }
+
 StagePlacement stage_placement(ScheduleKind kind) {
   return v_shaped(kind) ? StagePlacement::v_shape : StagePlacement::round_robin;
 }

@@ -51,6 +51,11 @@ bool splits_backward(ScheduleKind kind);
 /// what was asked. Throws Error for a zbv request of more than 2.
 int chunks_per_device(ScheduleKind kind, int requested);
 
+/// The fewest micro-batches per device `kind` runs: 2 for dualpipev (its
+/// warm-up alone runs 2p - 1 forwards on device 0); 0 for the others, which
+/// run any number.
+int microbatches_per_device(ScheduleKind kind);
+
 /// Where a schedule puts its model stages. Round robin (Megatron): stage s
 /// on device s % p as its chunk s / p. V (zbv): chunk 0 of device d is stage
 /// d and chunk 1 is stage 2p - 1 - d, so the micro-batch goes down the

@@ -101,7 +101,7 @@ std::vector<Work> dual_pipe_v_order(int p, int m, int d) {
 }  // namespace
 
 Schedule dual_pipe_v(int devices, int microbatches) {
-  if (microbatches < 2 * devices)
+  if (microbatches < microbatches_per_device(ScheduleKind::dual_pipe_v) * devices)
     throw Error(fmt::format("dualpipev needs at least 2 micro-batches per device ({} on {} device{}), got {}",
                             2 * devices, devices, devices == 1 ? "" : "s", microbatches));
   DeviceOrders orders(static_cast<size_t>(devices));

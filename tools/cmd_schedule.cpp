@@ -1,6 +1,7 @@
 // `pipeforge schedule`: draw a pipeline schedule and its bubble, on unit costs or a plan's own.
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
 #include <iostream>
 #include <memory>
@@ -29,6 +30,7 @@ struct ScheduleOptions {
   std::string profile;
   std::string file;
   std::vector<double> costs;
+  bool compare = false;
 };
 
 /// The unit costs `--costs F,B,W[,C]` names: a forward, an input gradient
@@ -59,6 +61,59 @@ Schedule generated_schedule(const ScheduleOptions& o, const UnitCosts& costs) {
   each.stages.assign(static_cast<size_t>(o.stages * chunks), {costs.forward, costs.backward, costs.backward_input,
                                                              costs.backward_weight, costs.comm, costs.comm});
   return make_schedule(kind, o.stages, o.microbatches, chunks, each);
+}
+
+/// The most activations `device` holds at once, in chunk-micro-batches: a
+/// forward adds one, its W or fused backward frees it (the list is the
+/// device's running order).
+int held_at_once(const Schedule& schedule, int device) {
+  int held = 0, peak = 0;
+  for (const Action& a : schedule.per_device[static_cast<size_t>(device)]) {
+    if (a.kind == ActionKind::forward) peak = std::max(peak, ++held);
+    if (a.kind == ActionKind::backward || a.kind == ActionKind::backward_weight) --held;
+  }
+  return peak;
+}
+
+/// Every generated schedule on the flags' devices, micro-batches and costs,
+/// one line each: its chunks, bubble, textbook bubble and what each device
+/// holds at once in stages' worth (a chunk of v is 1/v of the device's
+/// model), or why it cannot run the shape. Chunked kinds take --virtual (2
+/// where it asks for one).
+std::string compare_schedules(const ScheduleOptions& o, const UnitCosts& costs) {
+  std::string out = fmt::format(
+      "every schedule on {} device{}, {} micro-batch{}; per chunk a forward {:g}, an input gradient {:g}, a weight "
+      "gradient {:g} (a backward not split: {:g}), a hand-off {:g}\n",
+      o.stages, o.stages == 1 ? "" : "s", o.microbatches, o.microbatches == 1 ? "" : "es", costs.forward,
+      costs.backward_input, costs.backward_weight, costs.backward, costs.comm);
+  out += "schedule     chunks  bubble  theory  held at once per device (stages' worth)\n";
+  for (const std::string& name : schedule_kind_names()) {
+    const ScheduleKind kind = *parse_schedule_kind(name);
+    const bool takes_chunks = kind == ScheduleKind::interleaved || kind == ScheduleKind::looped_bfs ||
+                              kind == ScheduleKind::zb_interleaved;
+    ScheduleOptions one = o;
+    one.kind = name;
+    one.virtual_stages = takes_chunks ? std::max(2, o.virtual_stages) : 1;
+    std::optional<Schedule> schedule;
+    try {
+      schedule = generated_schedule(one, costs);
+    } catch (const Error& e) {
+      std::string why = e.message();  // "dualpipev needs ...": the name is the line's first column already
+      if (why.starts_with(name + " ")) why.erase(0, name.size() + 1);
+      out += fmt::format("{:<12} {}\n", name, why);
+      continue;
+    }
+    const Simulation sim = simulate(*schedule, costs);
+    const std::optional<double> theory = theoretical_bubble(*schedule, costs);
+    std::string held;
+    for (int d = 0; d < schedule->devices; ++d) {
+      const double stages = double(held_at_once(*schedule, d)) / schedule->virtual_stages;
+      held += fmt::format("{}{:.3g}", d == 0 ? "" : " ", stages);
+    }
+    out += fmt::format("{:<12} {:>6}  {:>5.1f}%  {:>6}  {}\n", name, schedule->virtual_stages,
+                       100 * sim.bubble_fraction, theory ? fmt::format("{:.1f}%", 100 * *theory) : "-", held);
+  }
+  return out;
 }
 
 /// `sim` with its times in milliseconds instead of seconds.
@@ -140,6 +195,9 @@ void add_schedule_command(CLI::App& app) {
                   "takes B + W), a weight gradient and a hand-off's latency (default 1,1,1,0)")
       ->delimiter(',')
       ->expected(3, 4);
+  cmd->add_flag("--compare", opts->compare,
+                "instead of drawing one schedule, compare every one on these devices, micro-batches and costs: a "
+                "line each with its bubble and the activations each device holds at once");
   cmd->callback([cmd, opts] {
     std::optional<Plan> plan;
     std::vector<Module> programs;  // parsed only to price them on a profile
@@ -161,6 +219,15 @@ void add_schedule_command(CLI::App& app) {
     if (!opts->file.empty()) written = read_schedule_text(read_source_file(opts->file)->text(), opts->file);
     if (plan && written) run_written_lists(*plan, opts->plan, *written, opts->file);
     const UnitCosts costs = unit_costs(opts->costs);
+    if (opts->compare) {
+      if (!source.empty())
+        throw Error(fmt::format("--compare sets every schedule side by side on unit costs; {} has its own lists: "
+                                "draw it without --compare",
+                                source));
+      for (const char* flag : {"--schedule", "--format"})
+        if (cmd->count(flag) > 0) throw Error(fmt::format("{}: --compare lists every schedule as text; drop it", flag));
+      return write_output(opts->output, compare_schedules(*opts, costs));
+    }
     Schedule schedule = plan ? plan_schedule(*plan) : written ? *written : generated_schedule(*opts, costs);
     if (opts->format == "list") return write_output(opts->output, write_schedule_text(schedule));
     Simulation sim =

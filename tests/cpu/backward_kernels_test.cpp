@@ -3,7 +3,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 #include <limits>
 #include <numeric>
 #include <random>
@@ -14,6 +13,7 @@
 #include "ir/diagnostic.h"
 #include "ir/op_table.h"
 #include "tests/op_attr_entries.h"
+#include "tests/tensor_bytes.h"
 
 namespace pf::cpu {
 namespace {
@@ -75,6 +75,7 @@ using testing_support::bool_attr;
 using testing_support::dim_attr;
 using testing_support::dims_attr;
 using testing_support::real_attr;
+using testing_support::tensor_bytes;
 
 using Attrs = std::vector<OpAttrs::Entry>;
 
@@ -87,38 +88,13 @@ OpAttrs make_attrs(const Attrs& entries) {
 // ---------------------------------------------------------------------------
 // Running an f64 kernel: the result types come from the op's shape rule.
 
-std::vector<std::byte> encode(const Tensor& t) {
-  std::vector<std::byte> bytes(static_cast<size_t>(std::max<int64_t>(t.type.bytes(), 1)));
-  auto put = [&](auto tag) {
-    using E = decltype(tag);
-    for (size_t i = 0; i < t.v.size(); ++i) {
-      const E e = static_cast<E>(t.v[i]);
-      std::memcpy(bytes.data() + i * sizeof(E), &e, sizeof(E));
-    }
-  };
-  switch (t.type.dtype) {
-    case DType::f64:
-      put(double{});
-      break;
-    case DType::i32:
-      put(int32_t{});
-      break;
-    case DType::i64:
-      put(int64_t{});
-      break;
-    default:
-      ADD_FAILURE() << "the test stores no " << dtype_name(t.type.dtype);
-  }
-  return bytes;
-}
-
 std::vector<Tensor> run(OpKind op, const std::vector<Tensor>& in, const Attrs& attr_entries) {
   const OpAttrs attrs = make_attrs(attr_entries);
   std::vector<TensorType> in_types;
   std::vector<std::vector<std::byte>> in_bytes;
   for (const Tensor& t : in) {
     in_types.push_back(t.type);
-    in_bytes.push_back(encode(t));
+    in_bytes.push_back(tensor_bytes(t.type.dtype, t.v));
   }
   const std::vector<TensorType> out_types = op_info(op).shape(ShapeContext{op_name(op), in_types, attrs, {}});
   std::vector<std::vector<double>> out(out_types.size());

@@ -3,7 +3,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 #include <map>
 #include <random>
 #include <set>
@@ -17,9 +16,13 @@
 #include "ir/op_table.h"
 #include "tests/cuda/cuda_test_util.h"
 #include "tests/op_attr_entries.h"
+#include "tests/tensor_bytes.h"
 
 namespace pf::cuda {
 namespace {
+
+using testing_support::tensor_bytes;
+using testing_support::tensor_values;
 
 /// tp_reduce over a group of one rank: on either backend, its operand.
 backend::TensorParallelGroup& alone() {
@@ -377,43 +380,6 @@ const std::set<OpKind> kBf16Ops = {
 // ---------------------------------------------------------------------------
 // Bytes.
 
-std::vector<std::byte> encode(const Tensor& t, DType as) {
-  const int64_t n = t.type.numel();
-  std::vector<std::byte> bytes(static_cast<size_t>(std::max<int64_t>(n * dtype_size(as), 1)));
-  auto put = [&](auto e, int64_t i) { std::memcpy(bytes.data() + i * sizeof e, &e, sizeof e); };
-  for (int64_t i = 0; i < n; ++i) {
-    const double v = t.v[i];
-    switch (as) {
-      case DType::f32: put(static_cast<float>(v), i); break;
-      case DType::bf16: put(bf16_bits(static_cast<float>(v)), i); break;
-      case DType::i32: put(static_cast<int32_t>(v), i); break;
-      case DType::i64: put(static_cast<int64_t>(v), i); break;
-      case DType::boolean: put(static_cast<uint8_t>(v != 0), i); break;
-      default: ADD_FAILURE() << "no " << dtype_name(as) << " in this test";
-    }
-  }
-  return bytes;
-}
-
-std::vector<double> decode(const TensorType& t, const std::vector<std::byte>& bytes) {
-  std::vector<double> v(static_cast<size_t>(t.numel()));
-  auto get = [&](auto e, size_t i) {
-    std::memcpy(&e, bytes.data() + i * sizeof e, sizeof e);
-    return e;
-  };
-  for (size_t i = 0; i < v.size(); ++i) {
-    switch (t.dtype) {
-      case DType::f32: v[i] = get(float{}, i); break;
-      case DType::bf16: v[i] = bf16_to_float(get(uint16_t{}, i)); break;
-      case DType::i32: v[i] = get(int32_t{}, i); break;
-      case DType::i64: v[i] = static_cast<double>(get(int64_t{}, i)); break;
-      case DType::boolean: v[i] = get(uint8_t{}, i); break;
-      default: ADD_FAILURE() << "no " << dtype_name(t.dtype) << " in this test";
-    }
-  }
-  return v;
-}
-
 DType retype(DType t, DType floats) { return is_float(t) ? floats : t; }
 
 struct Outcome {
@@ -447,7 +413,7 @@ Outcome run_cpu(const Case& c, DType floats) {
     if (operand_dtype(c, i, floats) == DType::bf16)
       for (double& v : r.v) v = bf16_to_float(bf16_bits(static_cast<float>(v)));
     in_types.push_back(r.type);
-    in_bytes.push_back(encode(r, r.type.dtype));
+    in_bytes.push_back(tensor_bytes(r.type.dtype, r.v));
   }
   for (const TensorType& t : c.declared) declared.push_back(t);
   const OpAttrs attrs = attrs_of(c, DType::f32);
@@ -463,7 +429,7 @@ Outcome run_cpu(const Case& c, DType floats) {
   args.group = &alone();
   args.expert_group = &alone();
   cpu::forward_kernel(c.op, DType::f32)(args);
-  for (size_t i = 0; i < run.types.size(); ++i) run.values.push_back(decode(run.types[i], out_bytes[i]));
+  for (size_t i = 0; i < run.types.size(); ++i) run.values.push_back(tensor_values(run.types[i], out_bytes[i]));
   return run;
 }
 
@@ -476,7 +442,7 @@ Outcome run_cuda(CudaDevice& device, const Case& c, DType floats) {
     const Tensor& t = c.in[i];
     const DType dt = operand_dtype(c, i, floats);
     in_types.push_back({dt, t.type.shape});
-    const std::vector<std::byte> bytes = encode(t, dt);
+    const std::vector<std::byte> bytes = tensor_bytes(dt, t.v);
     ins.emplace_back(bytes.data(), bytes.size());
   }
   for (const TensorType& t : c.declared) declared.push_back({retype(t.dtype, floats), t.shape});
@@ -505,7 +471,7 @@ Outcome run_cuda(CudaDevice& device, const Case& c, DType floats) {
   args.expert_group = &alone();
   forward_kernel(c.op, kernel_dtype)(args, ctx);
   device.synchronize(0);
-  for (size_t i = 0; i < run.types.size(); ++i) run.values.push_back(decode(run.types[i], outs[i].read()));
+  for (size_t i = 0; i < run.types.size(); ++i) run.values.push_back(tensor_values(run.types[i], outs[i].read()));
   return run;
 }
 

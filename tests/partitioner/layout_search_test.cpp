@@ -30,6 +30,22 @@ TEST(LayoutSearch, EnumeratesFactorisationsAndMicroBatchSizes) {
   EXPECT_TRUE(candidate_layouts(space).empty());
 }
 
+// A schedule that needs 2 micro-batches per pipeline device (dualpipev)
+// sees only the layouts with m >= 2P.
+TEST(LayoutSearch, KeepsTheMicroBatchesTheScheduleNeeds) {
+  LayoutSpace space;
+  space.gpus = 8;
+  space.batch = 16;
+  space.max_pipeline = 8;
+  space.microbatch_sizes = {1, 2, 4, 8};
+  space.microbatches_per_device = 2;
+  std::vector<Layout> got = candidate_layouts(space);
+  // Each replica's 16 / D samples one per micro-batch: only then m >= 2P.
+  std::vector<Layout> want = {{1, 8, 1, 2, 1}, {2, 4, 1, 4, 1}, {4, 2, 1, 8, 1}, {8, 1, 1, 16, 1}};
+  EXPECT_EQ(got, want);
+  for (const Layout& l : got) EXPECT_GE(l.microbatches, 2 * l.pipeline);
+}
+
 /// Four equal layers; one sample costs 1 s forward and 2 s backward per
 /// layer. Each layer has 100 bytes of weights (400 with gradients and AdamW's
 /// state) and stashes 10 bytes per sample; a device has 1000 bytes.

@@ -5,10 +5,10 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 #include <utility>
 
 #include "backends/cpu/kernels.h"
+#include "tests/tensor_bytes.h"
 
 namespace pf::cpu::every_op {
 
@@ -59,69 +59,8 @@ Tensor values(DType dt, Shape shape, std::vector<double> v) { return {{dt, std::
 
 namespace {
 
-std::vector<std::byte> encode(const Tensor& t) {
-  const int64_t n = t.type.numel();
-  std::vector<std::byte> bytes(static_cast<size_t>(std::max<int64_t>(t.type.bytes(), 1)));
-  auto put = [&](auto tag) {
-    using E = decltype(tag);
-    for (int64_t i = 0; i < n; ++i) {
-      E e = static_cast<E>(t.v[i]);
-      std::memcpy(bytes.data() + i * sizeof(E), &e, sizeof(E));
-    }
-  };
-  switch (t.type.dtype) {
-    case DType::f32:
-      put(float{});
-      break;
-    case DType::f64:
-      put(double{});
-      break;
-    case DType::i32:
-      put(int32_t{});
-      break;
-    case DType::i64:
-      put(int64_t{});
-      break;
-    case DType::boolean:
-      put(uint8_t{});
-      break;
-    default:
-      ADD_FAILURE() << "the test stores no " << dtype_name(t.type.dtype);
-  }
-  return bytes;
-}
-
-std::vector<double> decode(const TensorType& type, const std::vector<std::byte>& bytes) {
-  std::vector<double> v(static_cast<size_t>(type.numel()));
-  auto get = [&](auto tag) {
-    using E = decltype(tag);
-    for (size_t i = 0; i < v.size(); ++i) {
-      E e;
-      std::memcpy(&e, bytes.data() + i * sizeof(E), sizeof(E));
-      v[i] = static_cast<double>(e);
-    }
-  };
-  switch (type.dtype) {
-    case DType::f32:
-      get(float{});
-      break;
-    case DType::f64:
-      get(double{});
-      break;
-    case DType::i32:
-      get(int32_t{});
-      break;
-    case DType::i64:
-      get(int64_t{});
-      break;
-    case DType::boolean:
-      get(uint8_t{});
-      break;
-    default:
-      ADD_FAILURE() << "the test stores no " << dtype_name(type.dtype);
-  }
-  return v;
-}
+using testing_support::tensor_bytes;
+using testing_support::tensor_values;
 
 // In the f32 run every f64 of a case becomes f32.
 DType retype(DType t, DType run) { return t == DType::f64 ? run : t; }
@@ -134,7 +73,7 @@ Result run_kernel(OpKind op, DType run, const Case& c) {
   for (const Tensor& t : c.in) {
     Tensor r{{retype(t.type.dtype, run), t.type.shape}, t.v};
     in_types.push_back(r.type);
-    in_bytes.push_back(encode(r));
+    in_bytes.push_back(tensor_bytes(r.type.dtype, r.v));
   }
   for (const TensorType& t : c.declared) declared.push_back({retype(t.dtype, run), t.shape});
   OpAttrs attrs;
@@ -157,7 +96,8 @@ Result run_kernel(OpKind op, DType run, const Case& c) {
   args.group = &alone;
   args.expert_group = &alone;
   forward_kernel(op, run)(args);
-  for (size_t i = 0; i < result.types.size(); ++i) result.values.push_back(decode(result.types[i], out_bytes[i]));
+  for (size_t i = 0; i < result.types.size(); ++i)
+    result.values.push_back(tensor_values(result.types[i], out_bytes[i]));
   return result;
 }
 
