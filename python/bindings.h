@@ -20,6 +20,8 @@ void bind_runtime(py::module_& m);
 void bind_import(py::module_& m);
 /// pipeforge.LanguageModel (language_model_bindings.cpp).
 void bind_language_model(py::module_& m);
+/// pipeforge.schedule, read_schedule and Schedule (schedule_bindings.cpp).
+void bind_schedule(py::module_& m);
 
 /// str(value), as Python prints it.
 inline std::string str_of(py::handle value) { return py::str(value).cast<std::string>(); }

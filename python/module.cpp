@@ -85,4 +85,5 @@ PYBIND11_MODULE(_pipeforge, m) {
   pf::python::bind_runtime(m);
   pf::python::bind_import(m);
   pf::python::bind_language_model(m);
+  pf::python::bind_schedule(m);
 }

@@ -33,11 +33,14 @@ void check_positive(const char* what, int64_t value) {
 /// diagnostics for a bad one), checked against the counts given with it.
 std::string schedule_file_actions(py::handle path, std::optional<int> microbatches,
                                   std::optional<int> virtual_stages, const std::optional<std::string>& schedule) {
-  const std::string file = path_of(path);
+  const bool given = py::isinstance<Schedule>(path);  // pipeforge.schedule's or read_schedule's
+  const std::string file = given ? str_of(py::repr(path)) : path_of(path);
   if (schedule)
     throw py::value_error(fmt::format("give schedule or schedule_file, not both ('{}' and {})", *schedule, file));
-  py::gil_scoped_release release;
-  const Schedule written = read_schedule_text(read_source_file(file)->text(), file);
+  const Schedule written = given ? path.cast<Schedule>() : [&] {
+    py::gil_scoped_release release;
+    return read_schedule_text(read_source_file(file)->text(), file);
+  }();
   if (microbatches && *microbatches != written.microbatches)
     throw py::value_error(fmt::format("microbatches {}: {} runs {} micro-batches; leave it out", *microbatches, file,
                                       written.microbatches));
@@ -184,8 +187,9 @@ to bf16, CUDA stages everything in bf16), expert_parallel
 share each layer's experts out) and fusion ('all', 'none', 'attention',
 'swiglu': which chains of ops become one op) are compile's options of
 those names. schedule_file (--schedule-file: a path to a schedule file,
-each device's compute actions in order) runs its lists instead of a
-schedule's, and fixes the micro-batches and chunks per device.
+each device's compute actions in order, or a pipeforge.Schedule) runs its
+lists instead of a schedule's, and fixes the micro-batches and chunks per
+device.
 Raises pipeforge.Error for a model that does not parse or verify, or a plan
 that cannot be made.)");
 }

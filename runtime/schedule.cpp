@@ -3,6 +3,7 @@
 #include "runtime/schedule.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include <fmt/format.h>
 
@@ -264,6 +265,35 @@ ActionCosts stage_action_costs(const std::vector<StageTime>& stages) {
     c.backward_input = c.backward - c.backward_weight;
   }
   return costs;
+}
+
+UnitCosts unit_costs(const std::vector<double>& given, std::string_view what) {
+  UnitCosts costs;
+  if (given.empty()) return costs;
+  if (given.size() != 3 && given.size() != 4)
+    throw Error(fmt::format("{}: give F,B,W or F,B,W,C (a forward, an input gradient, a weight gradient and a "
+                            "hand-off), not {} value{}",
+                            what, given.size(), given.size() == 1 ? "" : "s"));
+  const char* names[] = {"a forward", "an input gradient", "a weight gradient", "a hand-off"};
+  for (size_t i = 0; i < given.size(); ++i)
+    if (!std::isfinite(given[i]) || given[i] < 0 || (i < 3 && given[i] == 0))
+      throw Error(fmt::format("{}: {} takes {}, expected a finite number {} 0", what, names[i], given[i],
+                              i < 3 ? ">" : ">="));
+  costs.forward = given[0];
+  costs.backward_input = given[1];
+  costs.backward_weight = given[2];
+  costs.backward = given[1] + given[2];
+  if (given.size() > 3) costs.comm = given[3];
+  return costs;
+}
+
+Schedule make_schedule(ScheduleKind kind, int devices, int microbatches, int virtual_stages,
+                       const UnitCosts& costs) {
+  ActionCosts each;
+  each.stages.assign(static_cast<size_t>(std::max(0, devices * virtual_stages)),
+                     {costs.forward, costs.backward, costs.backward_input, costs.backward_weight, costs.comm,
+                      costs.comm});
+  return make_schedule(kind, devices, microbatches, virtual_stages, each);
 }
 
 Schedule make_schedule(ScheduleKind kind, int devices, int microbatches, int virtual_stages) {

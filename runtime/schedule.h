@@ -155,6 +155,13 @@ struct UnitCosts {
   double comm = 0;  ///< latency from a send to its receive becoming ready
 };
 
+/// The costs `given` names, F,B,W[,C]: a forward, an input gradient (a
+/// backward not split takes B + W), a weight gradient, a hand-off's latency
+/// (0 unless given); empty: the defaults above. Throws Error, naming `what`
+/// (the flag or argument), for a count other than 0, 3 or 4, or a value not
+/// finite, F, B or W not above 0, C below 0.
+UnitCosts unit_costs(const std::vector<double>& given, std::string_view what);
+
 /// Durations that differ by model stage, for simulating a priced plan: what
 /// each compute action of a stage takes on its device, and how long each
 /// hand-off it sends travels before the receive at the other end is ready.
@@ -195,6 +202,8 @@ int zbi_stage_cap(int stage, int devices, int microbatches, int chunks);
 /// whose order is chosen on `costs` (one entry per model stage).
 Schedule make_schedule(ScheduleKind kind, int devices, int microbatches, int virtual_stages,
                        const ActionCosts& costs);
+/// The same with every stage costing `costs`.
+Schedule make_schedule(ScheduleKind kind, int devices, int microbatches, int virtual_stages, const UnitCosts& costs);
 
 /// An action placed in time by the simulator; start == end for sends, and
 /// for a receive the interval is the time the device spent waiting for it.

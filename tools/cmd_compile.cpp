@@ -78,12 +78,14 @@ void add_compile_command(CLI::App& app) {
            1);
   CLI::Option* schedule =
       cmd->add_option("--schedule", o->compile.schedule,
-                      schedule_kind_choices() + ", or auto: each of 1f1b, zb1 and zbv (and interleaved and zbi with "
-                                                "--virtual) compiled, the one of the shortest predicted step kept")
+                      schedule_kind_choices() + ", or auto: each of 1f1b, zb1, zbv and dualpipev (and interleaved "
+                                                "and zbi with --virtual) compiled, the one of the shortest predicted "
+                                                "step kept")
           ->check(CLI::IsMember(compile_schedule_names()));
   CLI::Option* virtual_stages =
       at_least(cmd->add_option("--virtual", o->compile.virtual_stages,
-                               "model chunks per device (interleaved, loopedbfs; zbi: 2 or more; zbv and dualpipev have 2)"),
+                               "model chunks per device (interleaved, loopedbfs; zbi: 2 or more; zbv and dualpipev "
+                               "have 2)"),
                1);
   cmd->add_option("--schedule-file", o->schedule_file,
                   "run the action lists of this schedule file (each device's F, B and W in order, as pipeforge "

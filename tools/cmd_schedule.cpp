@@ -33,34 +33,11 @@ struct ScheduleOptions {
   bool compare = false;
 };
 
-/// The unit costs `--costs F,B,W[,C]` names: a forward, an input gradient
-/// (B; a fused backward takes B + W), a weight gradient, and the latency of
-/// a hand-off; empty: F = 1 and a backward of 2 (B = W = 1).
-UnitCosts unit_costs(const std::vector<double>& given) {
-  UnitCosts costs;
-  if (given.empty()) return costs;
-  const char* names[] = {"a forward", "an input gradient", "a weight gradient", "a hand-off"};
-  for (size_t i = 0; i < given.size(); ++i)
-    if (!std::isfinite(given[i]) || given[i] < 0 || (i < 3 && given[i] == 0))
-      throw Error(fmt::format("--costs: {} takes {}, expected a finite number {} 0", names[i], given[i],
-                              i < 3 ? ">" : ">="));
-  costs.forward = given[0];
-  costs.backward_input = given[1];
-  costs.backward_weight = given[2];
-  costs.backward = given[1] + given[2];
-  if (given.size() > 3) costs.comm = given[3];
-  return costs;
-}
-
 /// The lists of the flags' kind, devices, micro-batches and chunks, in the
 /// order zbi chooses on `costs` (the same for every stage).
 Schedule generated_schedule(const ScheduleOptions& o, const UnitCosts& costs) {
   const ScheduleKind kind = *parse_schedule_kind(o.kind);
-  const int chunks = chunks_per_device(kind, o.virtual_stages);
-  ActionCosts each;
-  each.stages.assign(static_cast<size_t>(o.stages * chunks), {costs.forward, costs.backward, costs.backward_input,
-                                                             costs.backward_weight, costs.comm, costs.comm});
-  return make_schedule(kind, o.stages, o.microbatches, chunks, each);
+  return make_schedule(kind, o.stages, o.microbatches, chunks_per_device(kind, o.virtual_stages), costs);
 }
 
 /// The most activations `device` holds at once, in chunk-micro-batches: a
@@ -176,7 +153,8 @@ void add_schedule_command(CLI::App& app) {
   at_least(cmd->add_option("--microbatches,-m", opts->microbatches, "micro-batches per step"), 1);
   cmd->add_option("--schedule,-s", opts->kind, schedule_kind_choices())->check(CLI::IsMember(schedule_kind_names()));
   at_least(cmd->add_option("--virtual,-v", opts->virtual_stages,
-                           "model chunks per device (interleaved, loopedbfs; zbi: 2 or more; zbv and dualpipev have 2)"),
+                           "model chunks per device (interleaved, loopedbfs; zbi: 2 or more; zbv and dualpipev "
+                           "have 2)"),
            1);
   cmd->add_option("--format", opts->format,
                   "text (a grid of the actions in time), svg, or list (each device's compute actions in order: a "
@@ -218,7 +196,7 @@ void add_schedule_command(CLI::App& app) {
     std::optional<Schedule> written;
     if (!opts->file.empty()) written = read_schedule_text(read_source_file(opts->file)->text(), opts->file);
     if (plan && written) run_written_lists(*plan, opts->plan, *written, opts->file);
-    const UnitCosts costs = unit_costs(opts->costs);
+    const UnitCosts costs = unit_costs(opts->costs, "--costs");
     if (opts->compare) {
       if (!source.empty())
         throw Error(fmt::format("--compare sets every schedule side by side on unit costs; {} has its own lists: "

@@ -22,6 +22,16 @@ on from a prompt, as `pipeforge sample` does:
     lm = pipeforge.LanguageModel("examples/gpt.pf", "w.safetensors", bind={"L": 4, "C": 128})  # or a state_dict()
     text = bytes(lm.generate("The ", tokens=200, temperature=0.8, seed=1)).decode(errors="replace")
 
+Schedules are data: generate one, read a schedule file, look at its lists,
+time it, draw it, and compile for it:
+
+    s = pipeforge.schedule("zbv", devices=4, microbatches=8)
+    s.actions[0]                  # device 0's compute actions: ['F0c0', 'F1c0', ...]
+    s.bubble(costs=(1, 2, 1))     # a forward 1, an input gradient 2, a weight gradient 1
+    print(s.draw())               # the picture `pipeforge schedule` draws
+    mine = pipeforge.read_schedule("mine.schedule")   # or the text itself
+    plan = pipeforge.compile("examples/mlp.pf", devices="cpu:4", schedule_file=s)
+
 A PyTorch model comes in through ONNX:
 
     torch.onnx.export(model, example, "model.onnx", training=torch.onnx.TrainingMode.TRAINING,
@@ -31,6 +41,8 @@ A PyTorch model comes in through ONNX:
     runtime.load_state_dict(weights)
 """
 
-from pipeforge._pipeforge import Error, LanguageModel, Plan, Runtime, compile, import_onnx
+from pipeforge._pipeforge import (Error, LanguageModel, Plan, Runtime, Schedule, compile, import_onnx,
+                                  read_schedule, schedule)
 
-__all__ = ["Error", "LanguageModel", "Plan", "Runtime", "compile", "import_onnx"]
+__all__ = ["Error", "LanguageModel", "Plan", "Runtime", "Schedule", "compile", "import_onnx", "read_schedule",
+           "schedule"]

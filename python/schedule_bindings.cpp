@@ -1,0 +1,117 @@
+// pipeforge.schedule and pipeforge.Schedule: a pipeline schedule's action lists, generated or read, drawn and timed.
+#include <pybind11/stl.h>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "python/bindings.h"
+#include "runtime/schedule.h"
+
+namespace pf::python {
+
+namespace {
+
+/// `costs` as `pipeforge schedule --costs` takes them: None, or F, B, W[, C].
+UnitCosts costs_of(const std::optional<std::vector<double>>& costs) {
+  return unit_costs(costs.value_or(std::vector<double>{}), "costs");
+}
+
+/// Each device's compute actions, as a schedule file names them ("F3", "B3c1", "W3").
+std::vector<std::vector<std::string>> action_labels(const Schedule& s) {
+  std::vector<std::vector<std::string>> out;
+  for (const std::vector<Action>& list : s.per_device) {
+    std::vector<std::string>& row = out.emplace_back();
+    for (const Action& a : list)
+      if (is_compute(a.kind)) row.push_back(action_label(s, a));
+  }
+  return out;
+}
+
+Schedule generate(const std::string& kind, int devices, int microbatches, std::optional<int> virtual_stages,
+                  const std::optional<std::vector<double>>& costs) {
+  const std::optional<ScheduleKind> parsed = parse_schedule_kind(kind);
+  if (!parsed || *parsed == ScheduleKind::custom)
+    throw py::value_error(
+        fmt::format("kind must be one of {}, not '{}'", fmt::join(schedule_kind_names(), ", "), kind));
+  for (auto [what, value] : {std::pair{"devices", devices}, {"microbatches", microbatches}})
+    if (value < 1) throw py::value_error(fmt::format("{} must be positive, not {}", what, value));
+  if (virtual_stages && *virtual_stages < 1)
+    throw py::value_error(fmt::format("virtual_stages must be positive, not {}", *virtual_stages));
+  const UnitCosts unit = costs_of(costs);
+  py::gil_scoped_release release;
+  return make_schedule(*parsed, devices, microbatches, chunks_per_device(*parsed, virtual_stages.value_or(1)), unit);
+}
+
+/// A schedule file's lists: text holding a line break, else a path.
+Schedule read(py::handle file) {
+  if (py::isinstance<py::str>(file) && str_of(file).find('\n') != std::string::npos)
+    return read_schedule_text(str_of(file), "<string>");
+  const std::string path = path_of(file);
+  return read_schedule_text(read_source_file(path)->text(), path);
+}
+
+}  // namespace
+
+void bind_schedule(py::module_& m) {
+  py::class_<Schedule>(m, "Schedule",
+                       "A pipeline schedule: each device's actions for one training step, as `pipeforge schedule` "
+                       "draws them and `pipeforge compile --schedule-file` plans for them.")
+      .def_property_readonly(
+          "kind", [](const Schedule& s) { return std::string(schedule_kind_name(s.kind)); },
+          "'1f1b', 'zbv', ... or 'custom' (read from a schedule file).")
+      .def_readonly("devices", &Schedule::devices)
+      .def_readonly("microbatches", &Schedule::microbatches)
+      .def_readonly("virtual_stages", &Schedule::virtual_stages, "Model chunks per device.")
+      .def_property_readonly(
+          "placement",
+          [](const Schedule& s) { return s.placement == StagePlacement::v_shape ? "v" : "round-robin"; },
+          "'round-robin' (stage s on device s % devices) or 'v' (device d holds stages d and 2 devices - 1 - d).")
+      .def_readonly("split_backward", &Schedule::split_backward,
+                    "Whether each backward runs as B (input gradient) and W (weight gradient).")
+      .def_property_readonly("actions", &action_labels,
+                             "Each device's compute actions in order, as a schedule file names them: 'F3' the "
+                             "forward of micro-batch 3, 'B3' its backward (its input gradient where a 'W3' follows), "
+                             "'F3c1' the same on the device's chunk 1.")
+      .def(
+          "bubble",
+          [](const Schedule& s, const std::optional<std::vector<double>>& costs) {
+            return simulate(s, costs_of(costs)).bubble_fraction;
+          },
+          py::arg("costs") = py::none(),
+          "The idle share of the step, simulated on costs (F, B, W[, C] per chunk as `pipeforge schedule --costs`; "
+          "None: a forward 1, an input and a weight gradient 1 each).")
+      .def(
+          "draw",
+          [](const Schedule& s, const std::string& format, const std::optional<std::vector<double>>& costs) {
+            if (format != "text" && format != "svg")
+              throw py::value_error(fmt::format("format must be one of text, svg, not '{}'", format));
+            const Simulation sim = simulate(s, costs_of(costs));
+            return format == "svg" ? render_schedule_svg(s, sim) : render_schedule_text(s, sim);
+          },
+          py::arg("format") = "text", py::arg("costs") = py::none(),
+          "The picture `pipeforge schedule` draws: 'text' (a grid of the actions in time) or 'svg'.")
+      .def("__str__", &write_schedule_text, "The schedule file: each device's compute actions in order.")
+      .def("__repr__", [](const Schedule& s) {
+        return fmt::format("<pipeforge.Schedule {} devices={} microbatches={} virtual_stages={}>",
+                           schedule_kind_name(s.kind), s.devices, s.microbatches, s.virtual_stages);
+      });
+  m.def("schedule", &generate, py::arg("kind"), py::arg("devices") = 4, py::arg("microbatches") = 8,
+        py::arg("virtual_stages") = py::none(), py::arg("costs") = py::none(),
+        R"(The schedule `kind` ('gpipe', '1f1b', 'interleaved', 'zb1', 'zbv', 'zbi',
+'dualpipev', 'loopedbfs') makes on `devices` devices and `microbatches`
+micro-batches, with virtual_stages chunks per device where the kind takes
+them; zbi chooses its order on costs (F, B, W[, C] per chunk). Raises
+pipeforge.Error for a shape the kind cannot run.)");
+  m.def("read_schedule", &read, py::arg("file"),
+        R"(A schedule file's lists (a path, or the text itself where it holds a
+line break), checked as `pipeforge compile --schedule-file` checks them:
+pipeforge.Error at the line and column at fault, or for lists that deadlock.
+str() of any Schedule is such a file, and compile(schedule_file=...) takes
+a Schedule too.)");
+}
+
+}  // namespace pf::python

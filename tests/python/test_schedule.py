@@ -1,0 +1,73 @@
+"""pipeforge.schedule, pipeforge.read_schedule and pipeforge.Schedule against `pipeforge schedule`."""
+
+import pytest
+
+import pipeforge
+from conftest import MLP, MLP_BIND, run_command
+
+
+def test_a_schedule_is_the_commands_lists_picture_and_file(pipeforge_exe):
+    s = pipeforge.schedule("zbv", devices=4, microbatches=8)
+    assert (s.kind, s.devices, s.microbatches, s.virtual_stages) == ("zbv", 4, 8, 2)
+    assert (s.placement, s.split_backward) == ("v", True)
+    listed = run_command(pipeforge_exe, "schedule", "-s", "zbv", "-p", 4, "-m", 8, "--format", "list").stdout
+    assert str(s) == listed
+    assert [" ".join(row) for row in s.actions] == [line.split(": ")[1] for line in listed.splitlines()[2:]]
+    assert s.draw() == run_command(pipeforge_exe, "schedule", "-s", "zbv", "-p", 4, "-m", 8).stdout
+    svg = run_command(pipeforge_exe, "schedule", "-s", "zbv", "-p", 4, "-m", 8, "--format", "svg").stdout
+    assert s.draw("svg") == svg
+    # F = B = W: 1 - 6m / (6m + p - 1).
+    assert s.bubble() == pytest.approx(3 / 51, abs=1e-12)
+    one_f_one_b = pipeforge.schedule("1f1b", devices=4, microbatches=8)
+    assert (one_f_one_b.placement, one_f_one_b.split_backward, one_f_one_b.virtual_stages) == ("round-robin", False, 1)
+    assert one_f_one_b.actions[3][:4] == ["F0", "B0", "F1", "B1"]
+    assert one_f_one_b.bubble() == pytest.approx(3 / 11, abs=1e-12)
+
+
+def test_costs_choose_zbis_order_and_time_any_schedule(pipeforge_exe):
+    z = pipeforge.schedule("zbi", devices=4, microbatches=8, virtual_stages=2, costs=(1, 2, 1))
+    cli = run_command(pipeforge_exe, "schedule", "-s", "zbi", "-p", 4, "-m", 8, "-v", 2, "--costs", "1,2,1")
+    assert z.draw(costs=(1, 2, 1)) == cli.stdout
+    assert f"bubble: {100 * z.bubble(costs=(1, 2, 1)):.1f}%" in cli.stdout
+    with pytest.raises(pipeforge.Error, match=r"^costs: an input gradient takes 0, expected a finite number > 0$"):
+        z.bubble(costs=(1, 0, 1))
+    with pytest.raises(pipeforge.Error, match=r"^costs: give F,B,W or F,B,W,C \(a forward, an input gradient, a "
+                                              r"weight gradient and a hand-off\), not 2 values$"):
+        z.bubble(costs=(1, 2))
+
+
+def test_read_schedule_checks_as_compile_does(tmp_path):
+    text = "dev 0: F0 F1 B0 F2 B1 W0 F3 B2 W1 B3 W2 W3\ndev 1: F0 B0 W0 F1 B1 W1 F2 B2 W2 F3 B3 W3\n"
+    from_text = pipeforge.read_schedule(text)
+    path = tmp_path / "mine.schedule"
+    path.write_text(text)
+    from_file = pipeforge.read_schedule(path)
+    assert from_text.kind == from_file.kind == "custom"
+    assert from_text.actions == from_file.actions == [line.split(": ")[1].split() for line in text.splitlines()]
+    assert (from_file.microbatches, from_file.virtual_stages, from_file.split_backward) == (4, 1, True)
+    with pytest.raises(pipeforge.Error) as caught:
+        pipeforge.read_schedule("dev 0: F0 B0 F1 B1\ndev 1: F1 B1 F0 B0\n")
+    assert str(caught.value).startswith("<string>:1:11: error: the schedule deadlocks: ")
+
+
+def test_compile_takes_a_schedule_as_its_file(tmp_path):
+    s = pipeforge.schedule("dualpipev", devices=2, microbatches=4)
+    plan = pipeforge.compile(MLP, devices="cpu:2", bind=MLP_BIND, schedule_file=s)
+    assert (plan.schedule, plan.microbatches, plan.virtual_stages) == ("custom", 4, 2)
+    assert plan.schedule_actions.splitlines()[1:] == str(s).splitlines()[1:]
+    with pytest.raises(ValueError, match=r"^give schedule or schedule_file, not both \('zb1' and <pipeforge\."
+                                         r"Schedule dualpipev devices=2 microbatches=4 virtual_stages=2>\)$"):
+        pipeforge.compile(MLP, devices="cpu:2", bind=MLP_BIND, schedule="zb1", schedule_file=s)
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match=r"^kind must be one of gpipe, 1f1b, interleaved, zb1, zbv, zbi, dualpipev, "
+                                         r"loopedbfs, not 'custom'$"):
+        pipeforge.schedule("custom")
+    with pytest.raises(ValueError, match=r"^microbatches must be positive, not 0$"):
+        pipeforge.schedule("1f1b", microbatches=0)
+    with pytest.raises(pipeforge.Error, match=r"^dualpipev needs at least 2 micro-batches per device \(8 on 4 "
+                                              r"devices\), got 4$"):
+        pipeforge.schedule("dualpipev", devices=4, microbatches=4)
+    with pytest.raises(ValueError, match=r"^format must be one of text, svg, not 'png'$"):
+        pipeforge.schedule("1f1b").draw("png")
