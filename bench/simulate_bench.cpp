@@ -1,9 +1,9 @@
 // The simulator against real runs on this machine: for each workload of
-// pipeline_bench (p = 2 stages of one core, m = 8, 1F1B, ZB-H1, ZB-V and
-// zbi with 2 chunks), a CPU profile of the model measured at the micro-batch
-// (as `pipeforge profile` does), the plan compiled as pipeline_bench
-// compiles it, its step simulated
-// on that profile and on the built-in roofline, and the real pipeline's step
+// pipeline_bench (p = 2 stages of one core, m = 8, 1F1B, ZB-H1, ZB-V,
+// DualPipeV and zbi with 2 chunks), a CPU profile of the model measured at
+// the micro-batch (as `pipeforge profile` does), the plan compiled as
+// pipeline_bench compiles it, its step simulated on that profile and on the
+// built-in roofline, and the real pipeline's step
 // (median of a few rounds). Prints one table: predicted against measured
 // step time and peak memory per stage (the stash a run measures plus the
 // parameters' weights, gradients and SGD momentum).
@@ -64,7 +64,7 @@ int main(int argc, char** argv) {
     verify_module(model, b, VerifyOptions{true});
     const std::string profile_path = fmt::format("/tmp/pf_simulate_bench_{}.json", ::getpid());
     const DeviceProfile measured = bench::measure_workload(w, m, p, profile_path);
-    for (const std::string schedule : {"1f1b", "zb1", "zbv", "zbi"}) {
+    for (const std::string schedule : {"1f1b", "zb1", "zbv", "dualpipev", "zbi"}) {
       CompileOptions co;
       co.devices = fmt::format("cpu:{}", p);
       co.microbatches = m;

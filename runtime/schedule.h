@@ -46,9 +46,9 @@ std::string schedule_kind_choices();
 /// True for the kinds whose actions split each backward into B and W.
 bool splits_backward(ScheduleKind kind);
 /// The model chunks each device holds under `kind` when the user asked for
-/// `requested` (1 unless given): zbv always holds 2 and accepts 1 or 2 (a V
-/// has two arms); zbi holds at least 2 (1 asked means 2); the others hold
-/// what was asked. Throws Error for a zbv request of more than 2.
+/// `requested` (1 unless given): zbv and dualpipev always hold 2 and accept
+/// 1 or 2 (a V has two arms); zbi holds at least 2 (1 asked means 2); the
+/// others hold what was asked. Throws Error for a V asked for more than 2.
 int chunks_per_device(ScheduleKind kind, int requested);
 
 /// The fewest micro-batches per device `kind` runs: 2 for dualpipev (its
