@@ -471,7 +471,9 @@ std::vector<DeviceEntry> parse_device_entries(std::string_view spec, const Devic
     }
     if (kind.empty()) throw bad(item);
     DeviceProfile profile;
-    if (kind == reference.name) {
+    // A measured profile ("cpu-measured") prices the devices of its kind
+    // ("cpu") as well as those of its name: it is this machine's CPU.
+    if (kind == reference.name || kind == reference.kind) {
       profile = reference;
     } else {
       std::vector<std::string_view> names = builtin_profile_names();

@@ -178,8 +178,10 @@ struct DeviceEntry {
 /// without a count is one device); "cpu:2x4" is two CPU devices of 4
 /// threads each, whose speed is 4 times one thread's (the profile times one
 /// core: the partitioner then counts the cores it will be given). Devices
-/// are named "<kind>:<index in the list>". A device of `reference`'s name is priced by `reference` itself
-/// (measured times included); any other kind by its built-in roofline at
+/// are named "<kind>:<index in the list>". A device of `reference`'s name
+/// or kind (cpu devices under a measured CPU profile) is priced by
+/// `reference` itself (measured times included); any other kind by its
+/// built-in roofline at
 /// `reference`'s precision. The cost graph is priced on `reference`, so a
 /// device's speed is its matmul rate over `reference`'s: exact for
 /// compute-bound stages, an approximation for memory-bound ones. Throws

@@ -390,6 +390,23 @@ TEST(Devices, MixedKindsGetTheirOwnProfiles) {
   EXPECT_EQ(entries[2].spec.speed, 1.0);  // both bf16 H100s
 }
 
+// A profile measured on this machine's CPU ("cpu-measured", its own product
+// rate) prices the cpu devices of a list itself: speed 1 a core, not the
+// built-in CPU roofline's rate over the measured one (which priced every
+// stage 1.8x too slow once profiles measured the core's rate).
+TEST(Devices, AMeasuredCpuProfilePricesTheCpuDevices) {
+  DeviceProfile here = builtin_profile("cpu");
+  here.name = "cpu-measured";
+  here.flops = 182e9;
+  here.measured["matmul f32[4,8], f32[8,8]"] = {1e-6, 2e-6};
+  const std::vector<DeviceEntry> entries = parse_device_entries("cpu:1,cpu:1x4", here);
+  ASSERT_EQ(entries.size(), 2u);
+  EXPECT_EQ(entries[0].spec.speed, 1.0);
+  EXPECT_EQ(entries[1].spec.speed, 4.0);
+  EXPECT_EQ(entries[0].profile.name, "cpu-measured");
+  EXPECT_EQ(entries[1].profile.measured, here.measured);
+}
+
 TEST(Devices, BadLists) {
   DeviceProfile cpu = builtin_profile("cpu");
   EXPECT_EQ(error_of([&] { parse_devices("tpu:2", cpu); }), "unknown device kind 'tpu'; known: cpu, a100, h100");
