@@ -63,6 +63,10 @@ int chunks_per_device(ScheduleKind kind, int requested) {
   return 2;
 }
 
+bool takes_chunks(ScheduleKind kind) {
+  return kind == ScheduleKind::interleaved || kind == ScheduleKind::looped_bfs || kind == ScheduleKind::zb_interleaved;
+}
+
 int microbatches_per_device(ScheduleKind kind) { return kind == ScheduleKind::dual_pipe_v ? 2 : 0; }
 
 StagePlacement stage_placement(ScheduleKind kind) {
@@ -323,8 +327,7 @@ Schedule build_schedule(ScheduleKind kind, int devices, int microbatches, int vi
   if (kind == ScheduleKind::zb_interleaved && virtual_stages < 2)
     throw Error(fmt::format("zbi interleaves 2 or more chunks on each device, got {} virtual stage{}", virtual_stages,
                             virtual_stages == 1 ? "" : "s"));
-  if (kind != ScheduleKind::interleaved && !v_shaped(kind) && kind != ScheduleKind::zb_interleaved &&
-      kind != ScheduleKind::looped_bfs && virtual_stages != 1)
+  if (!takes_chunks(kind) && !v_shaped(kind) && virtual_stages != 1)
     throw Error(
         fmt::format("{} takes 1 virtual stage per device, got {}; only interleaved, loopedbfs and zbi take more",
                     schedule_kind_name(kind), virtual_stages));

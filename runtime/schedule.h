@@ -50,6 +50,9 @@ bool splits_backward(ScheduleKind kind);
 /// 1 or 2 (a V has two arms); zbi holds at least 2 (1 asked means 2); the
 /// others hold what was asked. Throws Error for a V asked for more than 2.
 int chunks_per_device(ScheduleKind kind, int requested);
+/// True for the kinds that hold as many chunks per device as asked:
+/// interleaved, loopedbfs and zbi (the Vs hold 2, the others 1).
+bool takes_chunks(ScheduleKind kind);
 
 /// The fewest micro-batches per device `kind` runs: 2 for dualpipev (its
 /// warm-up alone runs 2p - 1 forwards on device 0); 0 for the others, which

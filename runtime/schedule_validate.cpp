@@ -348,7 +348,7 @@ std::optional<double> theoretical_bubble(const Schedule& schedule, const UnitCos
         return std::nullopt;
       return (p - 1) / (6 * m + p - 1);
     case ScheduleKind::zb_interleaved: return std::nullopt;  // a greedy order: no closed form
-    case ScheduleKind::dual_pipe_v: return std::nullopt;     // its pairs are timed as overlapped on its own devices
+    case ScheduleKind::dual_pipe_v: return std::nullopt;     // zbv's bound on unit costs, but no form on others
     case ScheduleKind::custom: return std::nullopt;
   }
   return std::nullopt;

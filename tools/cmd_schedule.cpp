@@ -66,14 +66,10 @@ std::string compare_schedules(const ScheduleOptions& o, const UnitCosts& costs) 
   out += "schedule     chunks  bubble  theory  held at once per device (stages' worth)\n";
   for (const std::string& name : schedule_kind_names()) {
     const ScheduleKind kind = *parse_schedule_kind(name);
-    const bool takes_chunks = kind == ScheduleKind::interleaved || kind == ScheduleKind::looped_bfs ||
-                              kind == ScheduleKind::zb_interleaved;
-    ScheduleOptions one = o;
-    one.kind = name;
-    one.virtual_stages = takes_chunks ? std::max(2, o.virtual_stages) : 1;
+    const int chunks = chunks_per_device(kind, takes_chunks(kind) ? std::max(2, o.virtual_stages) : 1);
     std::optional<Schedule> schedule;
     try {
-      schedule = generated_schedule(one, costs);
+      schedule = make_schedule(kind, o.stages, o.microbatches, chunks, costs);
     } catch (const Error& e) {
       std::string why = e.message();  // "dualpipev needs ...": the name is the line's first column already
       if (why.starts_with(name + " ")) why.erase(0, name.size() + 1);
