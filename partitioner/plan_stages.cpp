@@ -170,21 +170,23 @@ std::vector<PlanStage> plan_stages(std::vector<StageModule> stages, const DimBin
 }
 
 Plan plan_for_cuts(const Module& model, const DimBinding& micro, const std::vector<int>& cuts,
-                   const std::vector<std::string>& whole_inputs, const std::string& schedule, int microbatches,
-                   int virtual_stages, DType dtype, Recompute recompute,
-                   int tensor_parallel, bool sequence_parallel, int replicas, int expert_parallel) {
+                   const std::vector<std::string>& whole_inputs, const Schedule& schedule, DType dtype,
+                   Recompute recompute, int tensor_parallel, bool sequence_parallel, int replicas,
+                   int expert_parallel) {
   const int stages = static_cast<int>(cuts.size()) + 1;
-  if (virtual_stages < 1 || stages % virtual_stages != 0)
-    throw Error(fmt::format("{} stages do not divide into {} virtual stages per device", stages, virtual_stages));
+  if (stages != schedule.model_stages())
+    throw Error(fmt::format("{} stages, but the schedule runs {} devices of {} chunks", stages, schedule.devices,
+                            schedule.virtual_stages));
   const Function& graph = model.graph();
   Plan plan;
   plan.model_name = graph.name;
   plan.binding = micro;
-  const int devices = stages / virtual_stages;
+  const int devices = schedule.devices;
   for (int d = 0; d < devices * replicas; ++d) plan.devices.push_back({fmt::format("cpu:{}", d), "cpu", 0, 1});
-  plan.schedule = schedule;
-  plan.microbatches = microbatches;
-  plan.virtual_stages = virtual_stages;
+  plan.schedule = std::string(schedule_kind_name(schedule.kind));
+  if (schedule.kind == ScheduleKind::custom) plan.schedule_actions = write_schedule_text(schedule);
+  plan.microbatches = schedule.microbatches;
+  plan.virtual_stages = schedule.virtual_stages;
   plan.dtype = dtype;
   plan.recompute = std::string(recompute_name(recompute));
   plan.tensor_parallel = tensor_parallel;
@@ -192,12 +194,9 @@ Plan plan_for_cuts(const Module& model, const DimBinding& micro, const std::vect
   plan.expert_parallel = expert_parallel;
   plan.loss_stage_output = graph.values[graph.returns.at(0)].name;
   std::vector<int> device_of;
-  const std::optional<ScheduleKind> kind = parse_schedule_kind(schedule);
-  if (!kind || *kind == ScheduleKind::custom)
-    throw Error(fmt::format("unknown schedule '{}'; use {}", schedule, schedule_kind_choices()));
-  for (int s = 0; s < stages; ++s) device_of.push_back(placed_device(stage_placement(*kind), s, devices));
+  for (int s = 0; s < stages; ++s) device_of.push_back(schedule.device_of(s));
   plan.stages = plan_stages(split_into_stages(model, cuts, whole_inputs), micro, device_of, /*training=*/true,
-                            schedule_splits_backward(schedule), recompute, tensor_parallel, sequence_parallel,
+                            schedule.split_backward, recompute, tensor_parallel, sequence_parallel,
                             plan.expert_parallel);
   plan.ranks = replicated_ranks(plan.stages, devices, replicas, tensor_parallel);
   return plan;

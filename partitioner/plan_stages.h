@@ -10,6 +10,7 @@
 #include "passes/autodiff.h"
 #include "plan/plan.h"
 #include "partitioner/stage_split.h"
+#include "runtime/schedule.h"
 
 namespace pf {
 
@@ -55,17 +56,18 @@ std::vector<PlanStage> plan_stages(std::vector<StageModule> stages, const DimBin
                                    bool sequence_parallel = false, int expert_parallel = 1);
 
 /// A plan of `model` (inlined and verified under `micro`, the binding of one
-/// micro-batch; its first result is the loss) cut at op positions `cuts`,
-/// without a cost model: `devices` CPU devices named cpu:0..., stage s on
-/// device s % devices, predictions zero; each device a tensor-parallel
-/// group of `tensor_parallel` ranks (`sequence_parallel`: plan_stage); the
-/// pipeline replicated `replicas` times, replica k on devices cpu:k*devices...,
-/// groups of `expert_parallel` replicas sharing the experts out. What tests
-/// and benchmarks build when they choose the cuts themselves.
+/// micro-batch; its first result is the loss) cut at op positions `cuts`
+/// into the stages `schedule` runs, placed as it places them (a kind's
+/// lists, or a schedule file's, which the plan then carries), without a
+/// cost model: `schedule.devices` CPU devices named cpu:0..., predictions
+/// zero; each device a tensor-parallel group of `tensor_parallel` ranks
+/// (`sequence_parallel`: plan_stage); the pipeline replicated `replicas`
+/// times, replica k on devices cpu:k*devices..., groups of `expert_parallel`
+/// replicas sharing the experts out. What tests and benchmarks build when
+/// they choose the cuts themselves.
 Plan plan_for_cuts(const Module& model, const DimBinding& micro, const std::vector<int>& cuts,
-                   const std::vector<std::string>& whole_inputs, const std::string& schedule, int microbatches,
-                   int virtual_stages, DType dtype = DType::f32, Recompute recompute = Recompute::none,
-                   int tensor_parallel = 1, bool sequence_parallel = false, int replicas = 1,
-                   int expert_parallel = 1);
+                   const std::vector<std::string>& whole_inputs, const Schedule& schedule, DType dtype = DType::f32,
+                   Recompute recompute = Recompute::none, int tensor_parallel = 1, bool sequence_parallel = false,
+                   int replicas = 1, int expert_parallel = 1);
 
 }  // namespace pf

@@ -83,9 +83,9 @@ std::vector<StageSlot> stage_slots(const CostGraph& graph, const PartitionOption
   std::vector<StageSlot> slots(stages);
   const std::vector<int> inflight = stage_inflight(options, stages);
   for (int s = 0; s < stages; ++s) {
-    const int device = placed_device(options.placement, s, p);
+    const int device = options.placement.device(s, p);
     const DeviceSpec& d = options.devices[static_cast<size_t>(device)];
-    slots[s] = {device, placed_chunk(options.placement, s, p), 1.0 / d.speed, inflight[static_cast<size_t>(s)],
+    slots[s] = {device, options.placement.chunk(s, p), 1.0 / d.speed, inflight[static_cast<size_t>(s)],
                 d.memory_bytes / v, s > 0 && splits_backward(options)};
   }
   mark_local_hand_offs(slots);
@@ -98,7 +98,7 @@ std::vector<StageSlot> uniform_slots(const PartitionOptions& options, int device
   std::vector<StageSlot> slots(stages);
   const std::vector<int> inflight = stage_inflight(options, stages);
   for (int s = 0; s < stages; ++s)
-    slots[s] = {placed_device(options.placement, s, devices), placed_chunk(options.placement, s, devices), 1.0,
+    slots[s] = {options.placement.device(s, devices), options.placement.chunk(s, devices), 1.0,
                 inflight[static_cast<size_t>(s)], memory_bytes / v, s > 0 && splits_backward(options)};
   mark_local_hand_offs(slots);
   return slots;

@@ -45,14 +45,14 @@ struct RingAllReduce {
 ///
 /// `stages` counts stages including virtual ones: with `virtual_stages` v,
 /// `devices` holds p = stages / v devices and `placement` says which device
-/// runs each stage: round robin (Megatron: stage s on device s % p) or, for
-/// zbv, a V (stages d and 2p - 1 - d on device d).
+/// runs each stage: round robin (Megatron: stage s on device s % p), for
+/// zbv a V (stages d and 2p - 1 - d on device d), or a schedule file's.
 struct PartitionOptions {
   int stages = 1;
   int microbatches = 1;
   MemoryRule rule = MemoryRule::one_f_one_b;
   int virtual_stages = 1;
-  StagePlacement placement = StagePlacement::round_robin;
+  StagePlacement placement;
   /// Under MemoryRule::written (a schedule file's lists): each stage's peak
   /// of stashed micro-batches, read off the lists, and whether they split
   /// the backward.

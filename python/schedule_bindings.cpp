@@ -68,8 +68,17 @@ void bind_schedule(py::module_& m) {
       .def_readonly("virtual_stages", &Schedule::virtual_stages, "Model chunks per device.")
       .def_property_readonly(
           "placement",
-          [](const Schedule& s) { return s.placement == StagePlacement::v_shape ? "v" : "round-robin"; },
-          "'round-robin' (stage s on device s % devices) or 'v' (device d holds stages d and 2 devices - 1 - d).")
+          [](const Schedule& s) { return s.placement.name(); },
+          "'round-robin' (stage s on device s % devices), 'v' (device d holds stages d and 2 devices - 1 - d), or "
+          "the device of each stage as a schedule file lists it ('0 1 1 0 0 1 1 0').")
+      .def_property_readonly(
+          "stage_devices",
+          [](const Schedule& s) {
+            std::vector<int> out;
+            for (int stage = 0; stage < s.model_stages(); ++stage) out.push_back(s.device_of(stage));
+            return out;
+          },
+          "The device of each model stage.")
       .def_readonly("split_backward", &Schedule::split_backward,
                     "Whether each backward runs as B (input gradient) and W (weight gradient).")
       .def_property_readonly("actions", &action_labels,

@@ -69,23 +69,80 @@ bool takes_chunks(ScheduleKind kind) {
 
 int microbatches_per_device(ScheduleKind kind) { return kind == ScheduleKind::dual_pipe_v ? 2 : 0; }
 
+StagePlacement StagePlacement::v_shape() {
+  StagePlacement v;
+  v.shape_ = Shape::v_shape;
+  return v;
+}
+
+StagePlacement StagePlacement::listed(const std::vector<int>& device_of_stage) {
+  const int stages = static_cast<int>(device_of_stage.size());
+  if (stages == 0) throw Error("a placement lists the device of each stage, and this one lists none");
+  const int devices = *std::max_element(device_of_stage.begin(), device_of_stage.end()) + 1;
+  std::vector<int> held(static_cast<size_t>(devices), 0);
+  StagePlacement out;
+  out.shape_ = Shape::listed;
+  for (int d : device_of_stage) {
+    if (d < 0) throw Error(fmt::format("a placement lists device {}; devices are numbered from 0", d));
+    out.device_.push_back(d);
+    out.chunk_.push_back(held[static_cast<size_t>(d)]++);
+  }
+  for (int d = 0; d < devices; ++d)
+    if (held[static_cast<size_t>(d)] != held[0])
+      throw Error(fmt::format("device {} holds {} stages and device 0 holds {}: each of the devices (0 to {}) "
+                              "holds as many, its chunks",
+                              d, held[static_cast<size_t>(d)], held[0], devices - 1));
+  for (const StagePlacement& named : {round_robin(), v_shape()}) {
+    if (named.is_v_shape() && stages != 2 * devices) continue;
+    bool same = true;
+    for (int s = 0; s < stages && same; ++s) same = named.device(s, devices) == device_of_stage[static_cast<size_t>(s)];
+    if (same) return named;
+  }
+  return out;
+}
+
+int StagePlacement::device(int stage, int devices) const {
+  switch (shape_) {
+    case Shape::round_robin: return stage % devices;
+    case Shape::v_shape: return stage < devices ? stage : 2 * devices - 1 - stage;
+    case Shape::listed: break;
+  }
+  return device_.at(static_cast<size_t>(stage));
+}
+
+int StagePlacement::chunk(int stage, int devices) const {
+  switch (shape_) {
+    case Shape::round_robin: return stage / devices;
+    case Shape::v_shape: return stage < devices ? 0 : 1;
+    case Shape::listed: break;
+  }
+  return chunk_.at(static_cast<size_t>(stage));
+}
+
+int StagePlacement::stage(int device, int chunk, int devices) const {
+  switch (shape_) {
+    case Shape::round_robin: return chunk * devices + device;
+    case Shape::v_shape: return chunk == 0 ? device : 2 * devices - 1 - device;
+    case Shape::listed: break;
+  }
+  for (size_t s = 0; s < device_.size(); ++s)
+    if (device_[s] == device && chunk_[s] == chunk) return static_cast<int>(s);
+  throw Error(fmt::format("the placement has no chunk {} on device {}", chunk, device));
+}
+
+std::string StagePlacement::name() const {
+  switch (shape_) {
+    case Shape::round_robin: return "round-robin";
+    case Shape::v_shape: return "v";
+    case Shape::listed: break;
+  }
+  std::string out;
+  for (int d : device_) out += fmt::format("{}{}", out.empty() ? "" : " ", d);
+  return out;
+}
+
 StagePlacement stage_placement(ScheduleKind kind) {
-  return v_shaped(kind) ? StagePlacement::v_shape : StagePlacement::round_robin;
-}
-
-int placed_device(StagePlacement placement, int stage, int devices) {
-  if (placement == StagePlacement::round_robin) return stage % devices;
-  return stage < devices ? stage : 2 * devices - 1 - stage;
-}
-
-int placed_chunk(StagePlacement placement, int stage, int devices) {
-  if (placement == StagePlacement::round_robin) return stage / devices;
-  return stage < devices ? 0 : 1;
-}
-
-int placed_stage(StagePlacement placement, int device, int chunk, int devices) {
-  if (placement == StagePlacement::round_robin) return chunk * devices + device;
-  return chunk == 0 ? device : 2 * devices - 1 - device;
+  return v_shaped(kind) ? StagePlacement::v_shape() : StagePlacement::round_robin();
 }
 
 std::string_view schedule_kind_name(ScheduleKind kind) {

@@ -59,20 +59,45 @@ bool takes_chunks(ScheduleKind kind);
 /// run any number.
 int microbatches_per_device(ScheduleKind kind);
 
-/// Where a schedule puts its model stages. Round robin (Megatron): stage s
-/// on device s % p as its chunk s / p. V (zbv): chunk 0 of device d is stage
-/// d and chunk 1 is stage 2p - 1 - d, so the micro-batch goes down the
-/// devices and back up, the turn (stages p - 1 and p) stays on device p - 1,
-/// and device 0 holds the first and the last stage (a tied embedding and
-/// head share a device).
-enum class StagePlacement { round_robin, v_shape };
+/// Where a schedule puts its model stages, each device holding the same
+/// number of them (its chunks, in model order). Round robin (Megatron):
+/// stage s on device s % p as its chunk s / p. V (zbv): chunk 0 of device d
+/// is stage d and chunk 1 is stage 2p - 1 - d, so the micro-batch goes down
+/// the devices and back up, the turn (stages p - 1 and p) stays on device
+/// p - 1, and device 0 holds the first and the last stage (a tied embedding
+/// and head share a device). Listed: any device per stage, as a schedule
+/// file writes it (`placement 0 1 1 0 0 1 1 0`: a wave, Hanayo's).
+class StagePlacement {
+ public:
+  /// Round robin, the default.
+  StagePlacement() = default;
+  static StagePlacement round_robin() { return StagePlacement(); }
+  static StagePlacement v_shape();
+  /// Stage s on device `device_of_stage[s]`. Throws Error unless the devices
+  /// are 0 to p - 1 and each holds the same number of stages. A table that
+  /// is round robin's or a V's gives that placement (they compare equal).
+  static StagePlacement listed(const std::vector<int>& device_of_stage);
+
+  bool is_v_shape() const { return shape_ == Shape::v_shape; }
+  bool is_listed() const { return shape_ == Shape::listed; }
+  /// The device holding model stage `stage` of `devices` * chunks.
+  int device(int stage, int devices) const;
+  /// Which of its device's chunks model stage `stage` is.
+  int chunk(int stage, int devices) const;
+  /// The model stage that is chunk `chunk` of device `device`.
+  int stage(int device, int chunk, int devices) const;
+  /// How a schedule file writes it: "round-robin", "v", or the device of
+  /// each stage, "0 1 1 0 0 1 1 0".
+  std::string name() const;
+
+  bool operator==(const StagePlacement&) const = default;
+
+ private:
+  enum class Shape { round_robin, v_shape, listed };
+  Shape shape_ = Shape::round_robin;
+  std::vector<int> device_, chunk_;  // listed: per stage
+};
 StagePlacement stage_placement(ScheduleKind kind);
-/// The device holding model stage `stage` of `devices` * chunks.
-int placed_device(StagePlacement placement, int stage, int devices);
-/// Which of its device's chunks model stage `stage` is.
-int placed_chunk(StagePlacement placement, int stage, int devices);
-/// The model stage that is chunk `chunk` of device `device`.
-int placed_stage(StagePlacement placement, int device, int chunk, int devices);
 
 /// One step of a device's list.
 enum class ActionKind {
@@ -115,7 +140,7 @@ struct Schedule {
   int virtual_stages;  ///< model chunks per device; 1 but for interleaved, the Vs, zbi, loopedbfs, custom
   std::vector<std::vector<Action>> per_device;
   /// Where the model stages lie: stage_placement(kind), or a schedule file's.
-  StagePlacement placement = StagePlacement::round_robin;
+  StagePlacement placement;
   /// Whether each backward runs as B and W: splits_backward(kind), or
   /// whether a schedule file names W actions.
   bool split_backward = false;
@@ -123,11 +148,11 @@ struct Schedule {
   /// devices * virtual_stages.
   int model_stages() const { return devices * virtual_stages; }
   /// The device holding model stage `stage`.
-  int device_of(int stage) const { return placed_device(placement, stage, devices); }
+  int device_of(int stage) const { return placement.device(stage, devices); }
   /// Which of its device's chunks model stage `stage` is.
-  int chunk_of(int stage) const { return placed_chunk(placement, stage, devices); }
+  int chunk_of(int stage) const { return placement.chunk(stage, devices); }
   /// The model stage that is chunk `chunk` of device `device`.
-  int stage_at(int device, int chunk) const { return placed_stage(placement, device, chunk, devices); }
+  int stage_at(int device, int chunk) const { return placement.stage(device, chunk, devices); }
 };
 
 /// How a schedule file and the pictures name a compute action: "F3", "B3"
@@ -266,12 +291,13 @@ std::string render_schedule_svg(const Schedule& schedule, const Simulation& sim,
 /// them, one line per device; the transfers follow from them. `#` starts a
 /// comment.
 ///
-///     placement v                      # optional: round-robin (the default) or v
+///     placement v                      # optional: round-robin (the default), v, or
+///                                      # each stage's device: placement 0 1 1 0
 ///     dev 0: F0 F1 F2 F3 B0 B1 B2 B3   # action_label's names; "." cells are skipped
 ///     dev 1: F0 B0 F1 B1 F2 B2 F3 B3
 ///
 /// The devices, micro-batches and chunks per device are the ones the lines
-/// name; the backward is split where W actions appear (then every B has its
+/// name (a listed placement must place as many stages); the backward is split where W actions appear (then every B has its
 /// W). Returns the lists (kind custom), proven complete and deadlock-free;
 /// throws Error at the offending line and column of `path` otherwise.
 Schedule read_schedule_text(std::string_view text, const std::string& path);

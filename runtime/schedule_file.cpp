@@ -26,6 +26,10 @@ constexpr std::string_view kSyntax =
     "an action is F (forward), B (backward, or its input gradient where W follows) or W (weight gradient), then "
     "the micro-batch, then c and the chunk where devices hold several: F3, B3, W3c1";
 
+constexpr std::string_view kPlacementSyntax =
+    "placement is round-robin (stage s on device s % p, the default), v (chunk 0 of device d is stage d, chunk 1 "
+    "stage 2p - 1 - d), or the device of each stage in model order (0 1 1 0)";
+
 /// One compute action as written, where it was written.
 struct Written {
   Work work;
@@ -113,19 +117,31 @@ class Reader {
     if (words[0].first == "placement") return read_placement(line_no, words);
     if (words[0].first != "dev")
       fail(line_no, words[0].second,
-           fmt::format("expected `dev N: actions...` or `placement round-robin|v`, got '{}'", words[0].first));
+           fmt::format("expected `dev N: actions...` or `placement round-robin|v|DEVICES`, got '{}'", words[0].first));
     read_device(line_no, words);
   }
 
   void read_placement(int line_no, const std::vector<std::pair<std::string_view, int>>& words) {
     if (placement_line_ > 0)
       fail(line_no, words[0].second, fmt::format("a second placement line (the first is line {})", placement_line_));
-    if (words.size() != 2 || (words[1].first != "round-robin" && words[1].first != "v"))
-      fail(line_no, words.size() > 1 ? words[1].second : words[0].second,
-           "placement is round-robin (stage s on device s % p, the default) or v (chunk 0 of device d is stage d, "
-           "chunk 1 stage 2p - 1 - d)");
-    placement_ = words[1].first == "v" ? StagePlacement::v_shape : StagePlacement::round_robin;
     placement_line_ = line_no;
+    if (words.size() == 2 && (words[1].first == "round-robin" || words[1].first == "v")) {
+      placement_ = words[1].first == "v" ? StagePlacement::v_shape() : StagePlacement::round_robin();
+      return;
+    }
+    std::vector<int> devices;
+    for (size_t i = 1; i < words.size(); ++i) {
+      const std::optional<int> d = parse_count(words[i].first);
+      if (!d) fail(line_no, words[i].second, std::string(kPlacementSyntax));
+      devices.push_back(*d);
+    }
+    if (devices.empty()) fail(line_no, words[0].second, std::string(kPlacementSyntax));
+    try {
+      placement_ = StagePlacement::listed(devices);
+    } catch (const Error& e) {
+      fail(line_no, words[1].second, e.message());
+    }
+    listed_ = std::move(devices);
   }
 
   void read_device(int line_no, std::vector<std::pair<std::string_view, int>> words) {
@@ -182,9 +198,21 @@ class Reader {
         split = split || w.work.kind == ActionKind::backward_weight;
       }
     if (m == 0) fail(devices_.begin()->second.line, devices_.begin()->second.col, "no device runs any action");
-    if (placement_ == StagePlacement::v_shape && v != 2)
+    if (placement_.is_v_shape() && v != 2)
       fail(placement_line_, 1,
            fmt::format("placement v gives each device 2 chunks (the arms of its V), but the actions name {}", v));
+    if (!listed_.empty()) {
+      const int listed_devices = *std::max_element(listed_.begin(), listed_.end()) + 1;
+      if (listed_devices != p)
+        fail(placement_line_, 1,
+             fmt::format("the placement puts stages on {} devices, but the lines are for {}: list a device of 0 to {} "
+                         "for each stage",
+                         listed_devices, p, p - 1));
+      if (static_cast<int>(listed_.size()) != p * v)
+        fail(placement_line_, 1,
+             fmt::format("the placement gives each device {} chunks, but the actions name {}",
+                         static_cast<int>(listed_.size()) / p, v));
+    }
 
     Schedule shape{ScheduleKind::custom, p, m, v, {}, placement_, split};
     DeviceOrders orders(static_cast<size_t>(p));
@@ -290,7 +318,8 @@ class Reader {
 
   std::shared_ptr<const SourceFile> file_;
   std::map<int, DeviceLine> devices_;
-  StagePlacement placement_ = StagePlacement::round_robin;
+  StagePlacement placement_;
+  std::vector<int> listed_;  // a placement line's devices, where it lists them
   int placement_line_ = 0;
 };
 
@@ -314,7 +343,7 @@ std::string write_schedule_text(const Schedule& schedule) {
   std::string out = fmt::format("# {} p={} m={} v={}: each device's compute actions in order\n",
                                 schedule_kind_name(schedule.kind), schedule.devices, schedule.microbatches,
                                 schedule.virtual_stages);
-  if (schedule.placement == StagePlacement::v_shape) out += "placement v\n";
+  if (schedule.placement != StagePlacement::round_robin()) out += "placement " + schedule.placement.name() + "\n";
   for (int d = 0; d < schedule.devices; ++d) {
     out += fmt::format("dev {}:", d);
     for (const Action& a : schedule.per_device.at(static_cast<size_t>(d)))

@@ -190,7 +190,8 @@ bool within_caps(const Schedule& shape, const DeviceOrders& orders, const std::v
 
 Schedule zero_bubble_interleaved(int devices, int microbatches, int chunks, const ActionCosts* costs,
                                  const DeviceOrders& interleaved) {
-  const Schedule shape{ScheduleKind::zb_interleaved, devices, microbatches, chunks, {}};
+  const Schedule shape{ScheduleKind::zb_interleaved, devices, microbatches, chunks, {}, StagePlacement::round_robin(),
+                       /*split_backward=*/true};
   const int stages = devices * chunks;
   const ActionCosts unit = unit_costs(stages);
   const ActionCosts& judge = priced(costs, stages) ? *costs : unit;

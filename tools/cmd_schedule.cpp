@@ -125,7 +125,9 @@ void run_written_lists(Plan& plan, const std::string& plan_path, const Schedule&
   auto shape = [](const Schedule& s) {
     return fmt::format("{} devices, {} micro-batches, {} chunk{} per device{} and {} backward", s.devices,
                        s.microbatches, s.virtual_stages, s.virtual_stages == 1 ? "" : "s",
-                       s.placement == StagePlacement::v_shape ? " in a V" : "",
+                       s.placement.is_v_shape() ? " in a V"
+                       : s.placement.is_listed() ? " placed " + s.placement.name()
+                                                 : "",
                        s.split_backward ? "a split" : "a fused");
   };
   if (shape(own) != shape(written))

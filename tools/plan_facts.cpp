@@ -5,6 +5,7 @@
 #include <fmt/ranges.h>
 
 #include <map>
+#include <utility>
 #include <string>
 #include <vector>
 
@@ -99,10 +100,13 @@ std::string summary(const Plan& plan) {
 
 std::string prediction(const Plan& plan) {
   const Plan::Summary& p = plan.predicted;
-  return fmt::format("period {:.3f} ms per micro-batch, imbalance {:.1f}%, bubble {:.1f}%, speedup {:.2f}x vs "
-                     "equal layers, {:.2f}x vs equal params",
-             1e3 * p.period_s, p.imbalance_pct, 100 * p.bubble_fraction, p.speedup_vs_equal_layers,
-             p.speedup_vs_equal_params) +
+  // A baseline that cannot place the stages (too few layers for them) has no speedup.
+  std::string speedups;
+  for (const auto& [speedup, baseline] : {std::pair{p.speedup_vs_equal_layers, "equal layers"},
+                                          std::pair{p.speedup_vs_equal_params, "equal params"}})
+    if (speedup > 0) speedups += fmt::format("{}{:.2f}x vs {}", speedups.empty() ? ", speedup " : ", ", speedup, baseline);
+  return fmt::format("period {:.3f} ms per micro-batch, imbalance {:.1f}%, bubble {:.1f}%{}", 1e3 * p.period_s,
+                     p.imbalance_pct, 100 * p.bubble_fraction, speedups) +
          // Plans written before these were predicted have zeros.
          (p.step_s > 0 ? fmt::format("; step {}, MFU {:.1f}%", format_seconds(p.step_s), 100 * p.mfu) : "");
 }

@@ -37,11 +37,11 @@ struct NaiveStage {
 NaiveStage naive_stage(const CostGraph& g, const PartitionOptions& o, int stage, int begin, int end) {
   const int v = o.virtual_stages;
   const int p = o.stages / v;
-  const int here = placed_device(o.placement, stage, p);
+  const int here = o.placement.device(stage, p);
   const DeviceSpec& device = o.devices[static_cast<size_t>(here)];
   // A neighbour on the same device takes its hand-off in memory: no transfer.
-  const bool local_in = stage > 0 && placed_device(o.placement, stage - 1, p) == here;
-  const bool local_out = stage + 1 < o.stages && placed_device(o.placement, stage + 1, p) == here;
+  const bool local_in = stage > 0 && o.placement.device(stage - 1, p) == here;
+  const bool local_out = stage + 1 < o.stages && o.placement.device(stage + 1, p) == here;
   double work = 0;
   int64_t params = 0, stash = 0;
   for (int k = begin; k < end; ++k) {
@@ -94,7 +94,7 @@ NaivePlan naive_plan(const CostGraph& g, const PartitionOptions& o, const std::v
     NaiveStage st = naive_stage(g, o, s, begin, end);
     plan.fits = plan.fits && st.memory_bytes <= st.limit;
     slowest = std::max(slowest, st.time_s);
-    busy[static_cast<size_t>(placed_device(o.placement, s, p))] += st.time_s;
+    busy[static_cast<size_t>(o.placement.device(s, p))] += st.time_s;
     plan.stages.push_back(st);
   }
   plan.period_s = *std::max_element(busy.begin(), busy.end());
@@ -241,7 +241,7 @@ RandomCase random_case(std::mt19937& rng) {
       (o.rule == MemoryRule::interleaved || o.rule == MemoryRule::gpipe) && pieces >= 2 && chance(0.4) ? 2 : 1;
   if (o.rule == MemoryRule::zero_bubble_v) {
     o.virtual_stages = 2;
-    o.placement = StagePlacement::v_shape;
+    o.placement = StagePlacement::v_shape();
   }
   const int p = integer(1, std::min(4, pieces / o.virtual_stages));
   o.stages = p * o.virtual_stages;
@@ -526,7 +526,7 @@ TEST(StageSearch, ZeroBubbleVEvensOutItsDevices) {
   PartitionOptions o = roomy(2, MemoryRule::zero_bubble_v);
   o.stages = 4;
   o.virtual_stages = 2;
-  o.placement = StagePlacement::v_shape;
+  o.placement = StagePlacement::v_shape();
   const PartitionResult r = partition(g, o);
   EXPECT_EQ(r.cuts, (std::vector<int>{2, 3, 5}));
   EXPECT_NEAR(r.devices[0].busy_s, 3.0 + 17.0 + 0.04, 1e-12);
@@ -540,7 +540,7 @@ TEST(StageSearch, AHandOffWithinADeviceCostsNoTransfer) {
   PartitionOptions o = roomy(2, MemoryRule::zero_bubble_v);
   o.stages = 4;
   o.virtual_stages = 2;
-  o.placement = StagePlacement::v_shape;
+  o.placement = StagePlacement::v_shape();
   o.link = {100.0, 0.0};  // 100 bytes of a tensor: 2 s each way per boundary
   const PartitionResult r = partition(chain(8, 100), o);
   ASSERT_EQ(r.cuts, (std::vector<int>{2, 4, 6}));

@@ -50,6 +50,21 @@ def test_read_schedule_checks_as_compile_does(tmp_path):
     assert str(caught.value).startswith("<string>:1:11: error: the schedule deadlocks: ")
 
 
+def test_a_placement_line_puts_each_stage_where_it_says():
+    wave = pipeforge.read_schedule(
+        "placement 0 1 1 0 0 1 1 0\n"
+        "dev 0: F0 F0c1 F0c2 F0c3 B0c3 B0c2 B0c1 B0\n"
+        "dev 1: F0 F0c1 F0c2 F0c3 B0c3 B0c2 B0c1 B0\n")
+    assert (wave.placement, wave.virtual_stages) == ("0 1 1 0 0 1 1 0", 4)
+    assert wave.stage_devices == [0, 1, 1, 0, 0, 1, 1, 0]
+    assert "\nplacement 0 1 1 0 0 1 1 0\n" in str(wave)
+    assert pipeforge.schedule("zbv", devices=3, microbatches=3).stage_devices == [0, 1, 2, 2, 1, 0]
+    assert pipeforge.schedule("1f1b", devices=3, microbatches=3).stage_devices == [0, 1, 2]
+    # Written as the devices of a V, it is the V.
+    v = pipeforge.read_schedule("placement 0 1 1 0\ndev 0: F0c0 F0c1 B0c1 B0c0\ndev 1: F0c0 F0c1 B0c1 B0c0\n")
+    assert v.placement == "v"
+
+
 def test_compile_takes_a_schedule_as_its_file(tmp_path):
     s = pipeforge.schedule("dualpipev", devices=2, microbatches=4)
     plan = pipeforge.compile(MLP, devices="cpu:2", bind=MLP_BIND, schedule_file=s)

@@ -101,13 +101,11 @@ Plan make_plan(const Model& model, ScheduleKind kind, int devices, int micro, in
   std::vector<int> cuts;
   const auto& c = cg.cut_candidates;
   for (int k = 1; k < stages; ++k) cuts.push_back(c[(static_cast<size_t>(k) * (c.size() + 1)) / stages - 1]);
-  Plan plan = plan_for_cuts(m, b, cuts, whole, std::string(schedule_kind_name(kind)), micro, virt, setup.dtype,
-                            setup.recompute, setup.tensor, setup.sequence, setup.replicas, setup.experts);
+  const Schedule schedule = setup.schedule_actions.empty() ? make_schedule(kind, devices, micro, virt)
+                                                           : read_schedule_text(setup.schedule_actions, "lists");
+  Plan plan = plan_for_cuts(m, b, cuts, whole, schedule, setup.dtype, setup.recompute, setup.tensor, setup.sequence,
+                            setup.replicas, setup.experts);
   plan.shard_optimizer = setup.shard_optimizer;
-  if (!setup.schedule_actions.empty()) {
-    plan.schedule = "custom";
-    plan.schedule_actions = setup.schedule_actions;
-  }
   return plan;
 }
 

@@ -81,7 +81,7 @@ struct Placement {
   /// What each stage's backward computes again instead of stashing.
   Recompute recompute = Recompute::none;
   /// A schedule file the plan runs (schedule custom) instead of the kind's
-  /// lists, placing the stages and splitting the backward as the kind does.
+  /// lists: it places the stages and splits the backward (or not) itself.
   std::string schedule_actions;
   /// Loss, every gradient and every final weight, relative to the largest
   /// magnitude of the reference tensor.

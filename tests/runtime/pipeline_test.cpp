@@ -47,7 +47,7 @@ TEST_P(Equivalence, EveryScheduleMatchesOneDevice) {
 // schedule written out and read back, and orders no generator makes (device
 // 0 deferring its weight gradients and device 1 running each right after
 // its B, where zb1 does the opposite; a V whose device 1 runs both chunks'
-// forwards first).
+// forwards first; a wave, placed by its file).
 TEST_P(Equivalence, WrittenSchedulesMatchOneDevice) {
   const Model& model = *GetParam();
   Reference ref = single_device(model);
@@ -71,6 +71,14 @@ TEST_P(Equivalence, WrittenSchedulesMatchOneDevice) {
       "dev 0: F0c0 F1c0 F0c1 B0c1 W0c1 F1c1 B1c1 W1c1 B0c0 W0c0 B1c0 W1c0\n"
       "dev 1: F0c0 F1c0 F0c1 F1c1 B0c1 W0c1 B0c0 W0c0 B1c1 W1c1 B1c0 W1c0\n";
   expect_same(ref, model, ScheduleKind::zb_v, 2, 2, 2, v);
+  Placement wave;  // four chunks a device, down, up, down and up again
+  wave.schedule_actions =
+      "placement 0 1 1 0 0 1 1 0\n"
+      "dev 0: F0 F1 F0c1 F1c1 F0c2 F1c2 F0c3 F1c3 B0c3 W0c3 B1c3 W1c3 B0c2 W0c2 B1c2 W1c2 B0c1 B1c1 W0c1 W1c1 "
+      "B0 B1 W0 W1\n"
+      "dev 1: F0 F1 F0c1 F1c1 F0c2 F1c2 F0c3 F1c3 B0c3 B1c3 W0c3 W1c3 B0c2 B1c2 B0c1 B1c1 B0 B1 W0c2 W1c2 W0c1 "
+      "W1c1 W0 W1\n";
+  expect_same(ref, model, ScheduleKind::zb_h1, 2, 2, 4, wave);
 }
 
 /// Each count of `replicas` of the pipeline as `base` places them, under

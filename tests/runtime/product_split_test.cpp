@@ -40,7 +40,7 @@ Plan split_plan(ScheduleKind kind, int micro, int64_t rows) {
   verify_module(m, b, VerifyOptions{true});
   const int first_part = g.values[g.find_value("fc.2.mm.part_a")].def_op;
   const std::vector<int> cuts = {first_part + 1, g.values[g.find_value("fc.4.mm")].def_op - 2};
-  return plan_for_cuts(m, b, cuts, {}, std::string(schedule_kind_name(kind)), micro, 1);
+  return plan_for_cuts(m, b, cuts, {}, make_schedule(kind, 3, micro));
 }
 
 std::optional<ParamPiece> piece_of(const PlanStage& stage, const std::string& name) {

@@ -23,10 +23,10 @@ using testing_support::split_costs;
 TEST(DualPipeV, IsAVWithItsBackwardSplit) {
   EXPECT_EQ(parse_schedule_kind("dualpipev"), ScheduleKind::dual_pipe_v);
   EXPECT_TRUE(splits_backward(ScheduleKind::dual_pipe_v));
-  EXPECT_EQ(stage_placement(ScheduleKind::dual_pipe_v), StagePlacement::v_shape);
+  EXPECT_EQ(stage_placement(ScheduleKind::dual_pipe_v), StagePlacement::v_shape());
   EXPECT_EQ(chunks_per_device(ScheduleKind::dual_pipe_v, 1), 2);
   const Schedule s = make_schedule(ScheduleKind::dual_pipe_v, 3, 6, 2);
-  EXPECT_EQ(s.placement, StagePlacement::v_shape);
+  EXPECT_EQ(s.placement, StagePlacement::v_shape());
   EXPECT_TRUE(s.split_backward);
   EXPECT_EQ(s.device_of(0), 0);
   EXPECT_EQ(s.device_of(5), 0);

@@ -2,6 +2,7 @@
 // validated, with diagnostics at the line and column of the action at fault.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -91,8 +92,42 @@ TEST(ScheduleFile, ReadsWhatAUserWrites) {
   EXPECT_EQ(split.per_device[1][2], (Action{ActionKind::backward_input, 0, 1, -1}));  // after recv_act, forward
   // A V over one device's two chunks.
   const Schedule v = read_schedule_text("placement v\ndev 0: F0c0 F0c1 B0c1 B0c0\n", "s.txt");
-  EXPECT_EQ(v.placement, StagePlacement::v_shape);
+  EXPECT_EQ(v.placement, StagePlacement::v_shape());
   EXPECT_EQ(v.model_stages(), 2);
+}
+
+// Hanayo's wave: the stages go down the devices, back up and down again,
+// each device holding four; the hand-offs at each turn stay on its device.
+TEST(ScheduleFile, PlacesTheStagesWhereItsPlacementLineSays) {
+  const std::string lists =
+      "dev 0: F0 F1 F0c1 F1c1 F0c2 F1c2 F0c3 F1c3 B0c3 B1c3 B0c2 B1c2 B0c1 B1c1 B0 B1\n"
+      "dev 1: F0 F1 F0c1 F1c1 F0c2 F1c2 F0c3 F1c3 B0c3 B1c3 B0c2 B1c2 B0c1 B1c1 B0 B1\n";
+  const Schedule wave = read_schedule_text("placement 0 1 1 0 0 1 1 0   # a wave\n" + lists, "s.txt");
+  EXPECT_TRUE(wave.placement.is_listed());
+  EXPECT_EQ(wave.virtual_stages, 4);
+  std::vector<int> devices, chunks;
+  for (int s = 0; s < wave.model_stages(); ++s) {
+    devices.push_back(wave.device_of(s));
+    chunks.push_back(wave.chunk_of(s));
+    EXPECT_EQ(wave.stage_at(wave.device_of(s), wave.chunk_of(s)), s);
+  }
+  EXPECT_EQ(devices, (std::vector<int>{0, 1, 1, 0, 0, 1, 1, 0}));
+  EXPECT_EQ(chunks, (std::vector<int>{0, 0, 1, 1, 2, 2, 3, 3}));
+  const std::vector<Action>& second = wave.per_device[1];
+  EXPECT_NE(std::find(second.begin(), second.end(), Action{ActionKind::send_act, 0, 1, 1}), second.end());
+  EXPECT_NE(std::find(second.begin(), second.end(), Action{ActionKind::recv_act, 0, 2, 1}), second.end());
+  // Written out with its line, and read back the same.
+  const std::string text = write_schedule_text(wave);
+  EXPECT_NE(text.find("\nplacement 0 1 1 0 0 1 1 0\n"), std::string::npos) << text;
+  const Schedule again = read_schedule_text(text, "s.txt");
+  EXPECT_EQ(again.placement, wave.placement);
+  EXPECT_EQ(again.per_device, wave.per_device);
+  // A list that is round robin's or a V's is that placement.
+  EXPECT_EQ(read_schedule_text("placement 0 1 0 1 0 1 0 1\n" + lists, "s.txt").placement,
+            StagePlacement::round_robin());
+  EXPECT_EQ(StagePlacement::listed({0, 1, 1, 0}), StagePlacement::v_shape());
+  EXPECT_EQ(StagePlacement::listed({0, 0, 1, 1}).name(), "0 0 1 1");
+  EXPECT_EQ(StagePlacement::listed({0, 0}), StagePlacement::round_robin());  // one device's two chunks
 }
 
 TEST(ScheduleFile, SaysWhereAWrongActionIs) {
@@ -151,7 +186,7 @@ TEST(ScheduleFile, NamesWhatEachDeviceWaitsForInADeadlock) {
 
 TEST(ScheduleFile, ChecksItsLines) {
   EXPECT_EQ(rendered_error_of("device 0: F0 B0\n"),
-            "s.txt:1:1: error: expected `dev N: actions...` or `placement round-robin|v`, got 'device'\n"
+            "s.txt:1:1: error: expected `dev N: actions...` or `placement round-robin|v|DEVICES`, got 'device'\n"
             "device 0: F0 B0\n"
             "^\n");
   EXPECT_EQ(rendered_error_of("dev 0 F0 B0\n"),
@@ -163,10 +198,27 @@ TEST(ScheduleFile, ChecksItsLines) {
             "dev 0: F0 B0\n"
             "^\n");
   EXPECT_EQ(rendered_error_of("placement zigzag\ndev 0: F0 B0\n"),
-            "s.txt:1:11: error: placement is round-robin (stage s on device s % p, the default) or v (chunk 0 of "
-            "device d is stage d, chunk 1 stage 2p - 1 - d)\n"
+            "s.txt:1:11: error: placement is round-robin (stage s on device s % p, the default), v (chunk 0 of "
+            "device d is stage d, chunk 1 stage 2p - 1 - d), or the device of each stage in model order (0 1 1 0)\n"
             "placement zigzag\n"
             "          ^\n");
+  EXPECT_EQ(rendered_error_of("placement 0 1 x\ndev 0: F0 B0\n").substr(0, 45),
+            "s.txt:1:15: error: placement is round-robin (");
+  const std::string two_devices = "dev 0: F0 B0\ndev 1: F0 B0\n";
+  EXPECT_EQ(rendered_error_of("placement 0 1 1\n" + two_devices),
+            "s.txt:1:11: error: device 1 holds 2 stages and device 0 holds 1: each of the devices (0 to 1) holds as "
+            "many, its chunks\n"
+            "placement 0 1 1\n"
+            "          ^\n");
+  EXPECT_EQ(rendered_error_of("placement 0 1 2 3\n" + two_devices),
+            "s.txt:1:1: error: the placement puts stages on 4 devices, but the lines are for 2: list a device of 0 to "
+            "1 for each stage\n"
+            "placement 0 1 2 3\n"
+            "^\n");
+  EXPECT_EQ(rendered_error_of("placement 0 1 1 0 0 1\n" + two_devices),
+            "s.txt:1:1: error: the placement gives each device 3 chunks, but the actions name 1\n"
+            "placement 0 1 1 0 0 1\n"
+            "^\n");
   EXPECT_EQ(rendered_error_of("placement v\ndev 0: F0 B0\n"),
             "s.txt:1:1: error: placement v gives each device 2 chunks (the arms of its V), but the actions name 1\n"
             "placement v\n"

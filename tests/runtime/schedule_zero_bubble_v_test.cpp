@@ -33,11 +33,11 @@ TEST(ZeroBubbleV, PlacesStagesAsAV) {
   const Schedule r = make_schedule(ScheduleKind::interleaved, 3, 3, 2);
   EXPECT_EQ(r.device_of(3), 0);
   EXPECT_EQ(r.chunk_of(3), 1);
-  for (StagePlacement placement : {StagePlacement::round_robin, StagePlacement::v_shape})
+  for (StagePlacement placement : {StagePlacement::round_robin(), StagePlacement::v_shape()})
     for (int p = 1; p <= 8; ++p)
       for (int stage = 0; stage < 2 * p; ++stage) {
-        const int d = placed_device(placement, stage, p);
-        EXPECT_EQ(placed_stage(placement, d, placed_chunk(placement, stage, p), p), stage) << p << " " << stage;
+        const int d = placement.device(stage, p);
+        EXPECT_EQ(placement.stage(d, placement.chunk(stage, p), p), stage) << p << " " << stage;
       }
 }
 
