@@ -38,7 +38,9 @@ struct RingAllReduce {
       : per_byte_s(replicas > 1 ? 2.0 * (replicas - 1) / replicas / link.bandwidth_bytes_per_s : 0.0),
         fixed_s(replicas > 1 ? 2.0 * (replicas - 1) * link.latency_s : 0.0) {}
   /// Seconds to sum `bytes` of gradients; 0 without bytes or replicas.
-  double seconds(double bytes) const { return bytes > 0 && per_byte_s + fixed_s > 0 ? bytes * per_byte_s + fixed_s : 0.0; }
+  double seconds(double bytes) const {
+    return bytes > 0 && per_byte_s + fixed_s > 0 ? bytes * per_byte_s + fixed_s : 0.0;
+  }
 };
 
 /// What to partition for.

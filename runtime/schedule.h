@@ -297,9 +297,10 @@ std::string render_schedule_svg(const Schedule& schedule, const Simulation& sim,
 ///     dev 1: F0 B0 F1 B1 F2 B2 F3 B3
 ///
 /// The devices, micro-batches and chunks per device are the ones the lines
-/// name (a listed placement must place as many stages); the backward is split where W actions appear (then every B has its
-/// W). Returns the lists (kind custom), proven complete and deadlock-free;
-/// throws Error at the offending line and column of `path` otherwise.
+/// name (a listed placement must place as many stages); the backward is
+/// split where W actions appear (then every B has its W). Returns the lists
+/// (kind custom), proven complete and deadlock-free; throws Error at the
+/// offending line and column of `path` otherwise.
 Schedule read_schedule_text(std::string_view text, const std::string& path);
 /// make_schedule for a plan or a compile: the lists of `kind` or, for
 /// custom, of the schedule file `actions` (read_schedule_text), which must

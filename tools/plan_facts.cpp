@@ -104,7 +104,8 @@ std::string prediction(const Plan& plan) {
   std::string speedups;
   for (const auto& [speedup, baseline] : {std::pair{p.speedup_vs_equal_layers, "equal layers"},
                                           std::pair{p.speedup_vs_equal_params, "equal params"}})
-    if (speedup > 0) speedups += fmt::format("{}{:.2f}x vs {}", speedups.empty() ? ", speedup " : ", ", speedup, baseline);
+    if (speedup > 0)
+      speedups += fmt::format("{}{:.2f}x vs {}", speedups.empty() ? ", speedup " : ", ", speedup, baseline);
   return fmt::format("period {:.3f} ms per micro-batch, imbalance {:.1f}%, bubble {:.1f}%{}", 1e3 * p.period_s,
                      p.imbalance_pct, 100 * p.bubble_fraction, speedups) +
          // Plans written before these were predicted have zeros.

@@ -67,7 +67,8 @@ NaiveStage naive_stage(const CostGraph& g, const PartitionOptions& o, int stage,
   auto comm_of = [&](int64_t bytes, int transfers) {
     return 2.0 * static_cast<double>(bytes) / o.link.bandwidth_bytes_per_s + 2.0 * o.link.latency_s * transfers;
   };
-  const double comm = (local_in ? 0.0 : comm_of(received, transfers_in)) + (local_out ? 0.0 : comm_of(sent, transfers_out));
+  const double comm =
+      (local_in ? 0.0 : comm_of(received, transfers_in)) + (local_out ? 0.0 : comm_of(sent, transfers_out));
   s.time_s = work / device.speed + comm;
   const int inflight = inflight_microbatches(o.rule, stage, o.stages, o.microbatches, v);
   s.memory_bytes = 2 * params + std::llround(params * o.optimizer_state_factor) + (stash + received) * inflight;

@@ -27,7 +27,9 @@ const Model kMoe = {
     true};
 const Model kTables = {"tests/runtime/models/tables.pf", {}};
 
-Module load(const Model& model) { return parse_module(read_source_file(std::string(PF_SOURCE_DIR) + "/" + model.file)); }
+Module load(const Model& model) {
+  return parse_module(read_source_file(std::string(PF_SOURCE_DIR) + "/" + model.file));
+}
 
 DimBinding bind(const Module& m, const Model& model, int batch) {
   DimBinding overrides = model.overrides;

@@ -1,4 +1,6 @@
-// Pipelined training against one CPU device: the tiny models, batches, single-device reference and comparison that the CPU and CUDA pipeline tests share.
+// Pipelined training against one CPU device: the tiny models, batches,
+// single-device reference and comparison that the CPU and CUDA pipeline
+// tests share.
 #pragma once
 
 #include <functional>

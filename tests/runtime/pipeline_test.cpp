@@ -187,7 +187,8 @@ TEST_P(Equivalence, ShardedOptimizerMatchesOneDevice) {
           largest_share = std::max(largest_share, m.optimizer_state);
         }
         EXPECT_EQ(state, param_bytes) << "momentum: one copy of every stage's parameters in all";
-        EXPECT_LT(largest_share, param_bytes / replicas + 64 * devices * virt) << "no replica holds more than its share";
+        EXPECT_LT(largest_share, param_bytes / replicas + 64 * devices * virt)
+            << "no replica holds more than its share";
       }
   // Each place of the tensor-parallel groups shares its own parameters' state
   // (its blocks and the whole ones) over its replicas.
