@@ -183,7 +183,8 @@ Types shape_rmsnorm(const ShapeContext& ctx) {
 }
 
 // rope: x [..., P, ..., D] with its positions at `axis` (by default the one
-// before the last) and D even, and optionally the positions, i32[P] or i64[P].
+// before the last) and D even, and optionally the positions, i32[P] or i64[P]
+// (every sequence's), or [B, P] for x [B, ..., P, ...] (each sequence's own).
 Types shape_rope(const ShapeContext& ctx) {
   const TensorType& x = ctx.operands[0];
   require_float(x, "the input");
@@ -196,8 +197,10 @@ Types shape_rope(const ShapeContext& ctx) {
   if (ctx.operands.size() == 2) {
     const TensorType& positions = ctx.operands[1];
     const int64_t p = x.shape[static_cast<size_t>(axis)];
-    if (!is_integer(positions.dtype) || positions.shape != Shape{p})
-      fail(fmt::format("positions must be i32[{}] or i64[{}] (one per position of axis {}), got {}", p, p, axis,
+    const bool per_sequence = axis > 0 && positions.shape == Shape{x.shape[0], p};
+    if (!is_integer(positions.dtype) || (positions.shape != Shape{p} && !per_sequence))
+      fail(fmt::format("positions must be i32[{}] or i64[{}] (one per position of axis {}){}, got {}", p, p, axis,
+                       axis > 0 ? fmt::format(", or [{},{}] (each sequence's own)", x.shape[0], p) : "",
                        positions.str()));
   }
   return {x};
@@ -207,7 +210,8 @@ Types shape_attention(const ShapeContext& ctx) { return attention_like(ctx); }
 
 // cached_attention: q, k, v as attention's (N new positions) and the caches
 // k_cache, v_cache of their type with S positions in place of N; positions
-// [N] integers, the first of which says how many cache rows are filled.
+// [N] integers, the first of which says how many cache rows are filled, or
+// [B, N] for each of the B sequences (q's first axis) its own.
 Types shape_cached_attention(const ShapeContext& ctx) {
   const Types fresh = attention_like(ShapeContext{ctx.op, ctx.operands.subspan(0, 3), ctx.attrs, {}});
   const TensorType &q = ctx.operands[0], &k = ctx.operands[1], &k_cache = ctx.operands[3], &v_cache = ctx.operands[4];
@@ -220,9 +224,12 @@ Types shape_cached_attention(const ShapeContext& ctx) {
   if (k_cache.dtype != k.dtype || expected != k.shape || k_cache.shape[axis] < k.shape[axis])
     fail(fmt::format("the caches must be k's type with at least as many positions (axis {}), got {} for k {}", axis,
                      k_cache.str(), k.str()));
-  if (!is_integer(positions.dtype) || positions.shape != Shape{q.shape[axis]})
-    fail(fmt::format("positions must be i32[{}] or i64[{}] (one per new position), got {}", q.shape[axis],
-                     q.shape[axis], positions.str()));
+  const int64_t n = q.shape[axis];
+  const bool per_sequence = axis > 0 && positions.shape == Shape{q.shape[0], n};
+  if (!is_integer(positions.dtype) || (positions.shape != Shape{n} && !per_sequence))
+    fail(fmt::format("positions must be i32[{}] or i64[{}] (one per new position){}, got {}", n, n,
+                     axis > 0 ? fmt::format(", or [{},{}] (each sequence's own)", q.shape[0], n) : "",
+                     positions.str()));
   return {fresh[0]};
 }
 

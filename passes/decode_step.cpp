@@ -5,17 +5,21 @@
 // The graph, typed for N new tokens (its sequence dimension bound to N),
 //   graph @lm(%tokens: i32[B,N], %targets: i32[B,N]) -> f32[]   (the loss: cross_entropy of %logits)
 // becomes
-//   graph @lm(%tokens: i32[B,N], %positions: i32[N],
+//   graph @lm(%tokens: i32[B,N], %positions: i32[B,N],
 //             %<k>.cache: [B,S,H,D], %<v>.cache: [B,S,H,D], ...)   (per attention; S = the cache's length)
 //       -> (%logits, %<k>, %<v>, ...)                                 (the new positions' keys and values)
 // where
 //   - each causal `attention %q, %k, %v` becomes `cached_attention %q, %k,
-//     %v, %<k>.cache, %<v>.cache, %positions`: the new queries see the first
-//     positions[0] cached rows and the new keys up to their own;
+//     %v, %<k>.cache, %<v>.cache, %positions`: the new queries of sequence b
+//     see the first positions[b, 0] cached rows and the new keys up to their
+//     own;
 //   - a slice of the rows [0, N) of a table computed from parameters alone
 //     (a learned position embedding: `slice %wpe axis=0 start=0 end=T`)
 //     becomes `embedding %wpe, %positions`, the rows at the new positions;
 //   - each `rope %x` turns its rows by the new positions: `rope %x, %positions`.
+// Each sequence has positions of its own, so that sequences of different
+// lengths decode side by side, where every rotation and attention leads with
+// the batch; otherwise %positions is i32[N], one row for all sequences.
 // The caller keeps the caches: it writes each step's new keys and values at
 // their positions before the next step.
 //
@@ -24,6 +28,9 @@
 // prove it; the language model that runs these steps compares their logits
 // with the whole graph's before it relies on them.
 #include <fmt/format.h>
+
+#include <algorithm>
+#include <vector>
 
 #include "passes/pass.h"
 #include "passes/rewrite.h"
@@ -55,8 +62,13 @@ class DecodeStepPass final : public Pass {
     make_dce_pass()->run(m, ctx);
     keep_tokens_only(g);
     FreshNames fresh_name(g);
+    const SymType& tokens = g.arg_types[0];
     const ValueId positions =
-        add_arg(g, fresh_name("positions"), {DType::i32, {g.arg_types[0].dims.at(1)}}, ctx.binding);
+        add_arg(g, fresh_name("positions"),
+                {DType::i32, batch_leads(g, g.type_of(g.args[0]).shape[0], ctx.binding)
+                                 ? std::vector<DimExpr>{tokens.dims.at(0), tokens.dims.at(1)}
+                                 : std::vector<DimExpr>{tokens.dims.at(1)}},
+                ctx.binding);
     read_position_rows(g, positions, fresh, ctx.decode_context, ctx.binding);
     rotate_at_positions(g, positions, fresh, ctx.binding);
     attend_to_caches(g, positions, ctx.decode_context, fresh_name, ctx.binding);
@@ -84,6 +96,31 @@ class DecodeStepPass final : public Pass {
     g.args.push_back(v);
     g.arg_types.push_back(std::move(written));
     return v;
+  }
+
+  // The position axis of a rope (its `axis`) or of an attention's queries.
+  static int64_t position_axis(const Function& g, const Op& op, const DimBinding& binding) {
+    const TensorType& x = g.type_of(op.operands[0]);
+    int64_t axis = 0;
+    if (op.kind == OpKind::rope) {
+      const Attr* a = op.attr("axis");
+      axis = a ? a->dim.evaluate(binding).value_or(-2) : -2;
+    } else {
+      const Attr* layout = op.attr("layout");
+      axis = layout && layout->string == "bthd" ? -3 : -2;
+    }
+    return axis < 0 ? axis + x.rank() : axis;
+  }
+
+  // Whether every rope and attention leads with the batch of `batch`
+  // sequences, ahead of its positions' axis: then each sequence can read
+  // positions of its own.
+  static bool batch_leads(const Function& g, int64_t batch, const DimBinding& binding) {
+    for (const Op& op : g.ops) {
+      if (!(op.kind == OpKind::rope && op.operands.size() == 1) && op.kind != OpKind::attention) continue;
+      if (position_axis(g, op, binding) < 1 || g.type_of(op.operands[0]).shape[0] != batch) return false;
+    }
+    return true;
   }
 
   static void set_returns(Function& g, std::vector<ValueId> values) {
@@ -140,6 +177,14 @@ class DecodeStepPass final : public Pass {
       op.kind = OpKind::embedding;
       op.operands = {op.operands[0], positions};
       std::erase_if(op.attrs, [](const NamedAttr& a) { return a.name != "layer"; });
+      // Each sequence's own rows, [B, N, C], where the positions are per sequence.
+      const SymType& at = g.arg_types[static_cast<size_t>(std::find(g.args.begin(), g.args.end(), positions) -
+                                                           g.args.begin())];
+      if (at.dims.size() == 2) {
+        const TensorType& p = g.type_of(positions);
+        g.values[static_cast<size_t>(op.results[0])].type = {table.dtype, {p.shape[0], p.shape[1], table.shape[1]}};
+        if (!op.declared.empty()) op.declared[0].dims.insert(op.declared[0].dims.begin(), at.dims[0]);
+      }
     }
   }
 
@@ -149,9 +194,7 @@ class DecodeStepPass final : public Pass {
     for (Op& op : g.ops) {
       if (op.kind != OpKind::rope || op.operands.size() != 1) continue;
       const TensorType& x = g.type_of(op.operands[0]);
-      const Attr* a = op.attr("axis");
-      int64_t axis = a ? a->dim.evaluate(binding).value_or(-2) : -2;
-      if (axis < 0) axis += x.rank();
+      const int64_t axis = position_axis(g, op, binding);
       if (x.shape[static_cast<size_t>(axis)] != fresh)
         throw Error(fmt::format("decode-step: %{} turns along axis {} of {} rows, which are not the {} new positions",
                                 g.values[static_cast<size_t>(op.results[0])].name, axis,

@@ -6,6 +6,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -34,6 +35,22 @@ std::vector<int32_t> token_ids(py::handle tokens, const char* what) {
     throw py::type_error(fmt::format("{}: expected a sequence of token ids, or str or bytes, not {}", what,
                                      type_name_of(tokens)));
   for (py::handle t : tokens.cast<py::sequence>()) out.push_back(t.cast<int32_t>());
+  return out;
+}
+
+/// Prompts from Python: one (token_ids), or a list or tuple of them (its
+/// items str, bytes or sequences of ids rather than ids); `several` says
+/// which it was.
+std::vector<std::vector<int32_t>> prompts_of(py::handle prompt, bool& several) {
+  several = false;
+  if (py::isinstance<py::list>(prompt) || py::isinstance<py::tuple>(prompt)) {
+    const auto items = prompt.cast<py::sequence>();
+    several = items.size() > 0 && (py::isinstance<py::str>(items[0]) || py::isinstance<py::bytes>(items[0]) ||
+                                   py::isinstance<py::sequence>(items[0]));
+  }
+  if (!several) return {token_ids(prompt, "prompt")};
+  std::vector<std::vector<int32_t>> out;
+  for (py::handle p : prompt.cast<py::sequence>()) out.push_back(token_ids(p, "prompt"));
   return out;
 }
 
@@ -85,7 +102,9 @@ py::object generate(LanguageModelHandle& h, py::handle prompt, int64_t tokens, d
                     double top_p, uint64_t seed, bool cache, std::optional<int64_t> samples, py::handle stop) {
   if (tokens < 0) throw py::value_error(fmt::format("tokens must be 0 or more, not {}", tokens));
   if (samples && *samples < 1) throw py::value_error(fmt::format("samples must be 1 or more, not {}", *samples));
-  const std::vector<int32_t> ids = token_ids(prompt, "prompt");
+  bool several = false;
+  const std::vector<std::vector<int32_t>> prompts = prompts_of(prompt, several);
+  const std::vector<std::span<const int32_t>> views(prompts.begin(), prompts.end());
   tools::Generation what{tokens, tools::Sampling{temperature, top_k, top_p}, seed, samples.value_or(1), {}};
   if (!stop.is_none()) {
     // One stop sequence (str, bytes) or a list of them (str, bytes, lists of
@@ -105,10 +124,19 @@ py::object generate(LanguageModelHandle& h, py::handle prompt, int64_t tokens, d
     py::gil_scoped_release release;
     std::lock_guard lock(h.busy);
     h.model.use_cache(cache);
-    drawn = h.model.generate(ids, what);
+    drawn = h.model.generate(views, what);
   }
-  if (!samples) return py::cast(drawn[0]);
-  return py::cast(drawn);
+  // Per prompt (where several were given): its samples' lists, or its one list.
+  const auto per_prompt = static_cast<size_t>(what.samples);
+  const auto of_prompt = [&](size_t i) -> py::object {
+    if (!samples) return py::cast(drawn[i]);
+    const auto first = drawn.begin() + static_cast<std::ptrdiff_t>(i * per_prompt);
+    return py::cast(std::vector<std::vector<int32_t>>(first, first + static_cast<std::ptrdiff_t>(per_prompt)));
+  };
+  if (!several) return of_prompt(0);
+  py::list out;
+  for (size_t i = 0; i < prompts.size(); ++i) out.append(of_prompt(i));
+  return out;
 }
 
 // Why generate() reads every token again, or None where it reads each drawn one alone over a cache.
@@ -158,8 +186,10 @@ not). `pipeforge sample` is the same, with the same draws for a seed.)")
            "(0: all), then among the fewest most likely whose probabilities add up to `top_p` (1: all), from "
            "std::mt19937_64(seed); returns the drawn ids. cache=False reads the latest tokens all again for each "
            "(the same draws, slower). samples=k returns k such lists, the s-th drawn from seed + s, decoded side by "
-           "side over the cache. stop: a str / bytes, or a list of them, of lists of ids or of ids: a sample ends "
-           "after the token that completes one (kept)");
+           "side over the cache. A list of prompts (str, bytes or lists of ids) returns a result per prompt, each "
+           "what that prompt alone returns, the prompts decoded side by side where the model allows. stop: a str / "
+           "bytes, or a list of them, of lists of ids or of ids: a sample ends after the token that completes one "
+           "(kept)");
 }
 
 }  // namespace pf::python

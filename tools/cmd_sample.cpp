@@ -4,6 +4,8 @@
 #include <chrono>
 #include <iostream>
 #include <memory>
+#include <span>
+#include <string>
 #include <vector>
 
 #include "backends/cpu/blas.h"
@@ -20,8 +22,7 @@ struct SampleOptions {
   std::string file;
   std::string bind;
   std::string weights;
-  std::string prompt = "\n";
-  bool prompt_given = false;
+  std::vector<std::string> prompts;  // a new line when none is given
   bool ids = false;
   Generation generation;  // --tokens 200 unless given
   std::vector<std::string> stop;
@@ -67,9 +68,15 @@ void sample(const SampleOptions& o) {
   if (!o.ids && lm.vocabulary() > 256)
     throw Error(fmt::format("@{} has {} token ids, more than the 256 bytes: give --ids, with --prompt as ids",
                             lm.name(), lm.vocabulary()));
-  if (o.ids && !o.prompt_given) throw Error("--ids needs --prompt: the ids to go on from, such as --prompt 3,17,5");
-  const std::vector<int32_t> prompt = token_ids(o.prompt, "--prompt", "give the model at least one token to go on from",
-                                                o.ids, lm.vocabulary(), lm.name());
+  if (o.ids && o.prompts.empty())
+    throw Error("--ids needs --prompt: the ids to go on from, such as --prompt 3,17,5");
+  std::vector<std::vector<int32_t>> prompts;
+  std::vector<std::span<const int32_t>> views;
+  for (const std::string& text : o.prompts.empty() ? std::vector<std::string>{"\n"} : o.prompts)
+    prompts.push_back(token_ids(text, "--prompt", "give the model at least one token to go on from", o.ids,
+                                lm.vocabulary(), lm.name()));
+  for (const std::vector<int32_t>& prompt : prompts) views.emplace_back(prompt);
+  const auto count = static_cast<int64_t>(prompts.size());
   Generation generation = o.generation;
   for (const std::string& text : o.stop)
     generation.stop.push_back(
@@ -78,59 +85,75 @@ void sample(const SampleOptions& o) {
 
   std::string among = how.top_k > 0 ? fmt::format("top-k {}", how.top_k) : "";
   if (how.top_p < 1) among += fmt::format("{}top-p {}", among.empty() ? "" : ", ", how.top_p);
-  const int64_t k = generation.samples;
+  const int64_t k = generation.samples, sequences = count * k;
   const uint64_t seed = generation.seed;
-  std::cerr << fmt::format("sampling @{} with {}: {}{} tokens after a prompt of {}, context {}, temperature {}, {}, "
+  std::string lengths;
+  for (size_t i = 0; i < prompts.size(); ++i)
+    lengths += fmt::format("{}{}", i == 0 ? "" : i + 1 == prompts.size() ? " and " : ", ", prompts[i].size());
+  std::cerr << fmt::format("sampling @{} with {}: {}{} tokens after {} of {}, context {}, temperature {}, {}, "
                            "{}\n",
                            lm.name(), o.weights, k > 1 ? fmt::format("{} samples of ", k) : "",
-                           generation.tokens, prompt.size(), lm.context(), how.temperature,
-                           among.empty() ? "every token" : among,
+                           generation.tokens, count > 1 ? fmt::format("each of {} prompts", count) : "a prompt",
+                           lengths, lm.context(), how.temperature, among.empty() ? "every token" : among,
                            k > 1 ? fmt::format("seeds {} to {}", seed, seed + static_cast<uint64_t>(k - 1))
                                  : fmt::format("seed {}", seed));
-  const bool side_by_side = lm.cached() && lm.why_not_side_by_side(k).empty();
+  const std::string& why_not = lm.why_not_side_by_side(k, count);
+  const bool side_by_side = lm.cached() && why_not.empty();
+  const std::string what = count > 1 ? fmt::format("{} sequences ({} prompts x {} sample{})", sequences, count, k,
+                                                   k > 1 ? "s" : "")
+                                     : fmt::format("{} samples", k);
   std::string samples_line;
-  if (k > 1)
-    samples_line = side_by_side ? fmt::format("; the {} samples side by side", k)
-                   : lm.cached() ? fmt::format("; the {} samples one after another: {}", k, lm.why_not_side_by_side(k))
-                                 : fmt::format("; each of the {} samples on its own", k);
+  if (sequences > 1)
+    samples_line = side_by_side  ? fmt::format("; the {} side by side", what)
+                   : lm.cached() ? fmt::format("; the {} {}: {}", what,
+                                               count > 1 ? "side by side per prompt where they can be"
+                                                         : "one after another",
+                                               why_not)
+                                 : fmt::format("; each of the {} on its own", what);
   if (lm.cached())
     std::cerr << "each drawn token read alone, over a cache of the keys and values before it" << samples_line << "\n";
   else
     std::cerr << fmt::format("each drawn token read with the latest {} before it, all again{}{}\n", lm.context() - 1,
                              o.no_cache ? " (--no-cache)" : ": " + lm.why_uncached(), samples_line);
-  // One sample is printed as it is drawn; several, each whole at the end.
-  if (k == 1)
-    for (size_t i = 0; i < prompt.size(); ++i) print_token(prompt[i], o.ids, i == 0);
+  // One sequence is printed as it is drawn; several, each whole at the end.
+  if (sequences == 1)
+    for (size_t i = 0; i < prompts[0].size(); ++i) print_token(prompts[0][i], o.ids, i == 0);
   // The first tokens wait for the prompt to be read; the others show the pace.
   const auto start = std::chrono::steady_clock::now();
   auto first = start;
   int64_t drawn = 0;
   const std::vector<std::vector<int32_t>> texts =
-      lm.generate(prompt, generation, [&](int64_t, int32_t token) {
+      lm.generate(views, generation, [&](int64_t, int32_t token) {
         if (drawn++ == 0) first = std::chrono::steady_clock::now();
-        if (k > 1) return;
+        if (sequences > 1) return;
         print_token(token, o.ids, false);
         std::cout.flush();
       });
-  if (k == 1) std::cout << "\n";
-  if (k > 1)
-    for (int64_t s = 0; s < k; ++s) {
+  if (sequences == 1) std::cout << "\n";
+  if (sequences > 1)
+    for (int64_t q = 0; q < sequences; ++q) {
+      const int64_t p = q / k, s = q % k;
+      const std::vector<int32_t>& prompt = prompts[static_cast<size_t>(p)];
       if (!o.ids)
-        std::cout << fmt::format("=== sample {} of {}, seed {} ===\n", s + 1, k, seed + static_cast<uint64_t>(s));
+        std::cout << fmt::format("=== {}{} ===\n", count > 1 ? fmt::format("prompt {} of {}", p + 1, count) : "",
+                                 k == 1 ? ""
+                                        : fmt::format("{}sample {} of {}, seed {}", count > 1 ? ", " : "", s + 1, k,
+                                                      seed + static_cast<uint64_t>(s)));
       for (size_t i = 0; i < prompt.size(); ++i) print_token(prompt[i], o.ids, i == 0);
-      for (int32_t token : texts[static_cast<size_t>(s)]) print_token(token, o.ids, false);
+      for (int32_t token : texts[static_cast<size_t>(q)]) print_token(token, o.ids, false);
       std::cout << "\n";
     }
   const auto end = std::chrono::steady_clock::now();
   const auto ms = [](auto d) { return std::chrono::duration<double, std::milli>(d).count(); };
-  // Side by side, the first step draws a token of every sample at once.
-  const int64_t at_first = side_by_side ? k : 1, after = drawn - at_first;
+  // Side by side, the first step draws a token of every sequence at once.
+  const int64_t at_first = side_by_side ? sequences : 1, after = drawn - at_first;
   const double per_token = after > 0 ? ms(end - first) / double(after) : 0.0;
   std::cerr << fmt::format("{} tokens in {:.2f} s: the first {}after {:.1f} ms, then {:.2f} ms per token{}\n", drawn,
                            ms(end - start) / 1e3, at_first > 1 ? fmt::format("{} ", at_first) : "", ms(first - start),
                            per_token,
-                           side_by_side && k > 1 ? fmt::format(" ({:.2f} ms per step of {})", per_token * double(k), k)
-                                                 : "");
+                           side_by_side && sequences > 1
+                               ? fmt::format(" ({:.2f} ms per step of {})", per_token * double(sequences), sequences)
+                               : "");
 }
 
 }  // namespace
@@ -145,8 +168,9 @@ void add_sample_command(CLI::App& app) {
   add_bind_option(*cmd, o->bind);
   cmd->add_option("--weights", o->weights, "the trained weights: a safetensors file or a checkpoint folder")
       ->required();
-  CLI::Option* prompt =
-      cmd->add_option("--prompt", o->prompt, "the text to go on from, a token per byte (default: a new line)");
+  cmd->add_option("--prompt", o->prompts,
+                  "the text to go on from, a token per byte (default: a new line); repeat for several prompts, "
+                  "decoded side by side over the cache where the model allows");
   cmd->add_flag("--ids", o->ids, "tokens are ids, not bytes: --prompt lists them (3,17,5) and so does the output");
   at_least(cmd->add_option("--tokens", o->generation.tokens, "tokens to draw (per sample, at most)"), 1)
       ->capture_default_str();
@@ -176,10 +200,7 @@ void add_sample_command(CLI::App& app) {
   cmd->add_option("--stop", o->stop,
                   "end a sample after the token that completes this text (bytes, or ids with --ids: 46,10), kept "
                   "in its output; repeat for several, such as --stop . --stop $'\\n'");
-  cmd->callback([o, prompt] {
-    o->prompt_given = prompt->count() > 0;
-    sample(*o);
-  });
+  cmd->callback([o] { sample(*o); });
 }
 
 }  // namespace pf::tools

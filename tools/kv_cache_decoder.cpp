@@ -16,11 +16,12 @@ namespace pf::tools {
 namespace {
 
 /// The decode-step program for `fresh` new tokens of `batch` sequences: its
-/// inputs are the tokens, their positions (the same for every sequence) and
-/// the caches; its results the logits and each cache's new rows, in the
-/// caches' order.
+/// inputs are the tokens, their positions (each sequence's own, [batch,
+/// fresh], or one row for all, [fresh]) and the caches; its results the
+/// logits and each cache's new rows, in the caches' order.
 struct StepProgram {
   int64_t fresh = 0, batch = 0;
+  bool per_sequence = false;
   std::unique_ptr<cpu::Executor> step;
   std::vector<int32_t> tokens, positions;
 };
@@ -47,13 +48,22 @@ int64_t product(const Shape& s, size_t begin, size_t end) {
 struct KvCacheDecoder::Impl {
   LoadedModel model;
   std::string length_dim;
-  int64_t context = 0, sequences = 0, vocabulary = 0, filled = 0;
+  int64_t context = 0, sequences = 0, vocabulary = 0;
+  std::vector<int64_t> filled;  // per sequence: the positions its cache holds
+  std::vector<bool> kept;       // per sequence: whether next() keeps its rows
+  bool per_sequence = false;    // whether the steps read each sequence's positions
   NamedWeights weights;
   std::vector<StepProgram> programs;  // compiled as first needed
   std::vector<Cache> caches;
 
   Impl(const LoadedModel& m, std::string dim, int64_t positions, NamedWeights w, int64_t batch)
-      : model(m), length_dim(std::move(dim)), context(positions), sequences(batch), weights(std::move(w)) {}
+      : model(m),
+        length_dim(std::move(dim)),
+        context(positions),
+        sequences(batch),
+        filled(static_cast<size_t>(batch), 0),
+        kept(static_cast<size_t>(batch), true),
+        weights(std::move(w)) {}
 
   StepProgram compile(int64_t fresh, int64_t batch) {
     LoadedModel at_length = model;
@@ -67,8 +77,9 @@ struct KvCacheDecoder::Impl {
     p.fresh = fresh;
     p.batch = batch;
     p.step = std::make_unique<cpu::Executor>(at_length.module.graph(), at_length.binding, DType::f32);
+    p.per_sequence = p.step->input_type(1).rank() == 2;
     p.tokens.resize(static_cast<size_t>(batch * fresh));
-    p.positions.resize(static_cast<size_t>(fresh));
+    p.positions.resize(static_cast<size_t>(p.step->input_type(1).numel()));
     p.step->bind_input(0, p.tokens.data());
     p.step->bind_input(1, p.positions.data());
     for (const auto& [name, values] : weights) p.step->bind_param(name, values);
@@ -107,6 +118,7 @@ struct KvCacheDecoder::Impl {
     for (Cache& c : shapes) c.rows.resize(static_cast<size_t>(c.outer * context * c.inner));
     caches = std::move(shapes);
     vocabulary = p.step->output_type(0).shape.back();
+    per_sequence = p.per_sequence;
   }
 
   /// A drawn token of every sequence, or a prompt (one sequence).
@@ -117,38 +129,82 @@ struct KvCacheDecoder::Impl {
     programs.push_back(compile(fresh, batch));
     StepProgram& p = programs.back();
     if (caches.empty()) make_caches(p);
-    // A program of fewer sequences reads the first ones' blocks.
-    for (size_t c = 0; c < caches.size(); ++c)
-      p.step->bind_input(kCachesFirstInput + static_cast<int>(c), caches[c].rows.data());
     return p;
   }
 
-  /// Reads `tokens`, n per sequence of `batch` (1 or all), at positions
-  /// filled .. filled + n - 1; their keys and values join the caches, a
-  /// single sequence's those of every sequence. Returns the logits after
-  /// the last token of each sequence read.
-  std::span<const float> read(std::span<const int32_t> tokens, int64_t batch) {
-    const auto n = static_cast<int64_t>(tokens.size()) / batch;
-    StepProgram& p = program_for(n, batch);
-    std::fill(p.tokens.begin(), p.tokens.end(), 0);
-    for (int64_t s = 0; s < batch; ++s)
-      std::copy_n(tokens.begin() + s * n, n, p.tokens.begin() + s * p.fresh);
-    // The padding after the tokens reads positions of its own (below the
-    // context, so inside any position table); no token sees it.
-    std::iota(p.positions.begin(), p.positions.end(), static_cast<int32_t>(filled));
+  /// Runs `p` over the caches from sequence `first` on (a program of fewer
+  /// sequences reads their blocks) and keeps the new rows: a prompt's
+  /// `prompt` rows (its one sequence's) from position 0 of every sequence
+  /// of `into`, or a step's row of sequence i at position at[i] of into[i]
+  /// (-1: not kept).
+  void run(StepProgram& p, int64_t first, int64_t prompt, const std::vector<int64_t>& at,
+           const std::vector<int64_t>& into) {
+    for (size_t c = 0; c < caches.size(); ++c) {
+      Cache& cache = caches[c];
+      const int64_t blocks = cache.outer / sequences;
+      p.step->bind_input(kCachesFirstInput + static_cast<int>(c),
+                         cache.rows.data() + first * blocks * context * cache.inner);
+    }
     p.step->run();
     for (size_t c = 0; c < caches.size(); ++c) {
       Cache& cache = caches[c];
       const auto* fresh_rows = static_cast<const float*>(p.step->output(kCachesFirstOutput + static_cast<int>(c)));
-      const int64_t outer = cache.outer / sequences * batch, rows = n * cache.inner;
-      for (int64_t o = 0; o < cache.outer; ++o)
-        std::copy_n(fresh_rows + (o % outer) * p.fresh * cache.inner, rows,
-                    cache.rows.data() + (o * context + filled) * cache.inner);
+      const int64_t blocks = cache.outer / sequences;
+      for (size_t i = 0; i < into.size(); ++i) {
+        if (into[i] < 0) continue;
+        const int64_t from = prompt > 0 ? 0 : static_cast<int64_t>(i);  // the program's sequence
+        const int64_t rows = prompt > 0 ? prompt : 1, position = prompt > 0 ? 0 : at[i];
+        for (int64_t o = 0; o < blocks; ++o)
+          std::copy_n(fresh_rows + (from * blocks + o) * p.fresh * cache.inner, rows * cache.inner,
+                      cache.rows.data() + ((into[i] * blocks + o) * context + position) * cache.inner);
+      }
     }
-    filled += n;
+  }
+
+  /// Reads a prompt of n tokens from position 0 into sequences [first,
+  /// first + count); returns the logits after its last token.
+  std::span<const float> read_prompt(std::span<const int32_t> tokens, int64_t first, int64_t count) {
+    const auto n = static_cast<int64_t>(tokens.size());
+    StepProgram& p = program_for(n, 1);
+    std::fill(p.tokens.begin(), p.tokens.end(), 0);
+    std::copy(tokens.begin(), tokens.end(), p.tokens.begin());
+    // The padding after the tokens reads positions of its own (below the
+    // context, so inside any position table); no token sees it.
+    std::iota(p.positions.begin(), p.positions.end(), 0);
+    std::vector<int64_t> into(static_cast<size_t>(count));
+    std::iota(into.begin(), into.end(), first);
+    // The program writes sequence `first`'s rows; the rest are copies.
+    run(p, first, n, {}, into);
+    for (int64_t s = first; s < first + count; ++s) {
+      filled[static_cast<size_t>(s)] = n;
+      kept[static_cast<size_t>(s)] = true;
+    }
     const auto* logits = static_cast<const float*>(p.step->output(0));
-    if (p.fresh == 1) return {logits, static_cast<size_t>(batch * vocabulary)};
     return {logits + (n - 1) * vocabulary, static_cast<size_t>(vocabulary)};
+  }
+
+  /// Reads one token per sequence, each at its own next position (where the
+  /// steps read one row of positions, the kept sequences share theirs).
+  std::span<const float> read_step(std::span<const int32_t> tokens) {
+    StepProgram& p = program_for(1, sequences);
+    std::copy(tokens.begin(), tokens.end(), p.tokens.begin());
+    std::vector<int64_t> at(static_cast<size_t>(sequences)), into(static_cast<size_t>(sequences));
+    for (int64_t s = 0; s < sequences; ++s) {
+      const auto i = static_cast<size_t>(s);
+      // A sequence not kept reads position 0, which any cache holds.
+      at[i] = kept[i] ? filled[i] : 0;
+      into[i] = kept[i] ? s : -1;
+      if (p.per_sequence) p.positions[i] = static_cast<int32_t>(at[i]);
+    }
+    if (!p.per_sequence) {
+      const auto keeper = std::find(kept.begin(), kept.end(), true);
+      const auto shared = keeper == kept.end() ? 0 : filled[static_cast<size_t>(keeper - kept.begin())];
+      p.positions[0] = static_cast<int32_t>(shared);
+    }
+    run(p, 0, 0, at, into);
+    for (int64_t s = 0; s < sequences; ++s)
+      if (kept[static_cast<size_t>(s)]) ++filled[static_cast<size_t>(s)];
+    return {static_cast<const float*>(p.step->output(0)), static_cast<size_t>(sequences * vocabulary)};
   }
 };
 
@@ -171,23 +227,39 @@ KvCacheDecoder::KvCacheDecoder(KvCacheDecoder&&) noexcept = default;
 KvCacheDecoder& KvCacheDecoder::operator=(KvCacheDecoder&&) noexcept = default;
 
 int64_t KvCacheDecoder::context() const { return impl_->context; }
-int64_t KvCacheDecoder::filled() const { return impl_->filled; }
+int64_t KvCacheDecoder::sequences() const { return impl_->sequences; }
+bool KvCacheDecoder::per_sequence() const { return impl_->per_sequence; }
+int64_t KvCacheDecoder::filled(int64_t sequence) const { return impl_->filled.at(static_cast<size_t>(sequence)); }
 
-std::span<const float> KvCacheDecoder::start(std::span<const int32_t> tokens) {
-  if (tokens.empty() || static_cast<int64_t>(tokens.size()) > impl_->context)
-    throw Error(fmt::format("the cache reads 1 to {} tokens at once, not {}", impl_->context, tokens.size()));
-  impl_->filled = 0;
-  return impl_->read(tokens, 1);
+std::span<const float> KvCacheDecoder::start(std::span<const int32_t> tokens, int64_t first, int64_t count) {
+  Impl& m = *impl_;
+  if (tokens.empty() || static_cast<int64_t>(tokens.size()) > m.context)
+    throw Error(fmt::format("the cache reads 1 to {} tokens at once, not {}", m.context, tokens.size()));
+  if (count < 0) count = m.sequences - first;
+  if (first < 0 || count < 1 || first + count > m.sequences)
+    throw Error(fmt::format("sequences {} to {} are not among the decoder's {}", first, first + count - 1,
+                            m.sequences));
+  if (!m.per_sequence && count != m.sequences)
+    throw Error("the model's steps read one row of positions for every sequence: start them all from one prompt");
+  return m.read_prompt(tokens, first, count);
+}
+
+void KvCacheDecoder::retire(int64_t sequence) {
+  if (sequence < 0 || sequence >= impl_->sequences)
+    throw Error(fmt::format("sequence {} is not among the decoder's {}", sequence, impl_->sequences));
+  impl_->kept[static_cast<size_t>(sequence)] = false;
 }
 
 std::span<const float> KvCacheDecoder::next(std::span<const int32_t> tokens) {
-  if (static_cast<int64_t>(tokens.size()) != impl_->sequences)
-    throw Error(fmt::format("a step reads a token of each of {} sequences, not {} tokens", impl_->sequences,
+  Impl& m = *impl_;
+  if (static_cast<int64_t>(tokens.size()) != m.sequences)
+    throw Error(fmt::format("a step reads a token of each of {} sequences, not {} tokens", m.sequences,
                             tokens.size()));
-  if (impl_->filled >= impl_->context)
-    throw Error(fmt::format("the cache holds {} positions, all filled: start again from the latest tokens",
-                            impl_->context));
-  return impl_->read(tokens, impl_->sequences);
+  for (int64_t s = 0; s < m.sequences; ++s)
+    if (m.kept[static_cast<size_t>(s)] && m.filled[static_cast<size_t>(s)] >= m.context)
+      throw Error(fmt::format("the cache holds {} positions, all filled{}: start again from the latest tokens",
+                              m.context, m.sequences > 1 ? fmt::format(" for sequence {}", s) : ""));
+  return m.read_step(tokens);
 }
 
 }  // namespace pf::tools

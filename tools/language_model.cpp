@@ -241,41 +241,53 @@ struct LanguageModel::Impl {
     }
   }
 
-  /// The decoder of `samples` sequences side by side, made the first time
-  /// and checked against the one-sequence decoder: the same prompt, then
-  /// another token for each sequence, twice, must give each sequence the
-  /// logits it has alone (an op that mixes the batch's sequences would not).
-  SideBySide& side_by_side_for(int64_t samples) {
-    auto [it, made] = side_by_side.try_emplace(samples);
+  /// The decoder of `sequences` side by side, made the first time and
+  /// checked against the one-sequence decoder: a prompt for each (of
+  /// different lengths where the sequences hold positions of their own, else
+  /// one for all), then another token for each sequence, twice, must give
+  /// each sequence the logits it has alone (an op that mixes the batch's
+  /// sequences would not).
+  SideBySide& side_by_side_for(int64_t sequences) {
+    auto [it, made] = side_by_side.try_emplace(sequences);
     SideBySide& out = it->second;
-    if (!made || !decoder || samples == 1) return out;
+    if (!made || !decoder || sequences == 1) return out;
     try {
-      out.decoder = std::make_unique<KvCacheDecoder>(model, length_dim, context, weights, samples);
+      out.decoder = std::make_unique<KvCacheDecoder>(model, length_dim, context, weights, sequences);
     } catch (const Error& e) {
       out.why_not = e.what();
       return out;
     } catch (const std::bad_alloc&) {
-      out.why_not = fmt::format("decoding {} sequences at once needs more memory than this machine gives", samples);
+      out.why_not = fmt::format("decoding {} sequences at once needs more memory than this machine gives", sequences);
       return out;
     }
-    const int32_t first[] = {1};
-    const int64_t steps = std::min<int64_t>(context - 1, 2);
-    std::vector<int32_t> tokens(static_cast<size_t>(samples * steps));
+    KvCacheDecoder& together = *out.decoder;
+    const int64_t longest = together.per_sequence() ? std::min<int64_t>(3, context - 1) : 1;
+    const auto prompt_of = [&](int64_t s) {
+      std::vector<int32_t> ids(static_cast<size_t>(1 + s % longest));
+      for (size_t i = 0; i < ids.size(); ++i)
+        ids[i] = static_cast<int32_t>((3 * i + 1 + static_cast<size_t>(s)) % static_cast<size_t>(vocabulary));
+      return ids;
+    };
+    const int64_t steps = std::min<int64_t>(context - longest, 2);
+    std::vector<int32_t> tokens(static_cast<size_t>(sequences * steps));
     for (size_t i = 0; i < tokens.size(); ++i)
       tokens[i] = static_cast<int32_t>((5 * i + 2) % static_cast<size_t>(vocabulary));
-    std::vector<float> together;
-    out.decoder->start(first);
+    std::vector<float> rows;
+    if (together.per_sequence())
+      for (int64_t s = 0; s < sequences; ++s) together.start(prompt_of(s), s, 1);
+    else
+      together.start(prompt_of(0));
     for (int64_t step = 0; step < steps; ++step) {
-      const std::span<const float> rows =
-          out.decoder->next({tokens.data() + step * samples, static_cast<size_t>(samples)});
-      together.insert(together.end(), rows.begin(), rows.end());
+      const std::span<const float> next =
+          together.next({tokens.data() + step * sequences, static_cast<size_t>(sequences)});
+      rows.insert(rows.end(), next.begin(), next.end());
     }
     float scale = 0, change = 0;
-    for (int64_t s = 0; s < samples; ++s) {
-      decoder->start(first);
+    for (int64_t s = 0; s < sequences; ++s) {
+      decoder->start(prompt_of(together.per_sequence() ? s : 0));
       for (int64_t step = 0; step < steps; ++step) {
-        const std::span<const float> alone = decoder->next({&tokens[static_cast<size_t>(step * samples + s)], 1});
-        compare_logits(alone.data(), together.data() + (step * samples + s) * vocabulary, scale, change);
+        const std::span<const float> alone = decoder->next({&tokens[static_cast<size_t>(step * sequences + s)], 1});
+        compare_logits(alone.data(), rows.data() + (step * sequences + s) * vocabulary, scale, change);
       }
     }
     if (!agree(change, scale, 1e-4f)) {
@@ -294,48 +306,78 @@ struct LanguageModel::Impl {
     return {logits + (n - 1) * vocabulary, static_cast<size_t>(vocabulary)};
   }
 
-  /// `what.samples` continuations of `prompt` (checked) from `what.seed`
-  /// on, side by side over `cache` where given and the tokens fit in it,
-  /// else each read whole.
-  std::vector<std::vector<int32_t>> draw(std::span<const int32_t> prompt, const Generation& what,
-                                         KvCacheDecoder* cache, const TokenSink& on_token) {
-    const auto samples = static_cast<size_t>(what.samples);
-    std::vector<std::vector<int32_t>> histories(samples, std::vector<int32_t>(prompt.begin(), prompt.end()));
-    std::vector<std::mt19937_64> rngs;
-    for (size_t s = 0; s < samples; ++s) rngs.emplace_back(what.seed + s);
-    std::vector<int32_t> drawn(samples);
-    std::vector<bool> stopped(samples, false);
-    size_t running = samples;
+  /// `what.samples` continuations of each of `prompts` (checked) from
+  /// `what.seed` on, sample s of prompt i sequence i * samples + s: side by
+  /// side over `cache` where given (of that many sequences, holding
+  /// positions of their own where there are several prompts), each sequence
+  /// while it fits in the cache, else read whole.
+  std::vector<std::vector<int32_t>> draw(const std::vector<std::span<const int32_t>>& prompts,
+                                         const Generation& what, KvCacheDecoder* cache, const TokenSink& on_token) {
+    const auto samples = static_cast<size_t>(what.samples), count = prompts.size() * samples;
     const auto whole = static_cast<size_t>(context), v = static_cast<size_t>(vocabulary);
-    for (int64_t n = 0; n < what.tokens && running > 0; ++n) {
-      const size_t length = prompt.size() + static_cast<size_t>(n);
-      // Over the cache, the prompt once (a row for every sample), then each
-      // sample's drawn token on its own (a row each; a stopped sample's,
-      // its last token again, is not read).
-      std::span<const float> rows;
-      if (cache && length <= whole) rows = n == 0 ? cache->start(prompt) : cache->next(drawn);
+    std::vector<std::vector<int32_t>> histories;
+    std::vector<std::mt19937_64> rngs;
+    for (std::span<const int32_t> prompt : prompts)
       for (size_t s = 0; s < samples; ++s) {
-        if (stopped[s]) continue;
-        std::vector<int32_t>& history = histories[s];
-        std::span<const float> logits;
-        if (rows.empty()) {
-          // The model reads at most its context: the latest tokens, all again.
-          const size_t seen = std::min(length, whole);
-          logits = read_whole({history.data() + length - seen, seen});
-        } else {
-          logits = rows.size() == v ? rows : rows.subspan(s * v, v);
+        histories.emplace_back(prompt.begin(), prompt.end());
+        rngs.emplace_back(what.seed + s);
+      }
+    std::vector<int32_t> drawn(count);
+    std::vector<bool> stopped(count, false), cached(count, cache != nullptr);
+    std::vector<std::vector<float>> prompt_logits(prompts.size());
+    size_t running = count;
+    for (int64_t n = 0; n < what.tokens && running > 0; ++n) {
+      // Over the cache, each prompt once (a row for every sample of it),
+      // then every sequence's drawn token (a row each). A sequence that
+      // stopped or outgrew the cache is let go (read whole from then on).
+      std::span<const float> rows;
+      if (cache && n == 0) {
+        for (size_t i = 0; i < prompts.size(); ++i) {
+          const auto first = static_cast<int64_t>(i * samples);
+          if (prompts[i].size() > whole) {
+            for (size_t q = i * samples; q < (i + 1) * samples; ++q) cached[q] = false;
+            continue;
+          }
+          const std::span<const float> row =
+              prompts.size() == 1 ? cache->start(prompts[i]) : cache->start(prompts[i], first, what.samples);
+          prompt_logits[i].assign(row.begin(), row.end());
         }
-        drawn[s] = static_cast<int32_t>(draw_token(logits, what.sampling, rngs[s]));
-        history.push_back(drawn[s]);
-        if (on_token) on_token(static_cast<int64_t>(s), drawn[s]);
+      } else if (cache) {
+        bool any = false;
+        for (size_t q = 0; q < count; ++q) {
+          if (cached[q] && (stopped[q] || histories[q].size() > whole)) {
+            cached[q] = false;
+            cache->retire(static_cast<int64_t>(q));
+          }
+          any = any || cached[q];
+        }
+        if (any) rows = cache->next(drawn);
+      }
+      for (size_t q = 0; q < count; ++q) {
+        if (stopped[q]) continue;
+        std::vector<int32_t>& history = histories[q];
+        std::span<const float> logits;
+        if (!cached[q]) {
+          // The model reads at most its context: the latest tokens, all again.
+          const size_t seen = std::min(history.size(), whole);
+          logits = read_whole({history.data() + history.size() - seen, seen});
+        } else if (n == 0) {
+          logits = prompt_logits[q / samples];
+        } else {
+          logits = rows.subspan(q * v, v);
+        }
+        drawn[q] = static_cast<int32_t>(draw_token(logits, what.sampling, rngs[q]));
+        history.push_back(drawn[q]);
+        if (on_token) on_token(static_cast<int64_t>(q), drawn[q]);
         if (ends_with_stop(history, what.stop)) {
-          stopped[s] = true;
+          stopped[q] = true;
           --running;
         }
       }
     }
-    for (std::vector<int32_t>& history : histories)
-      history.erase(history.begin(), history.begin() + static_cast<std::ptrdiff_t>(prompt.size()));
+    for (size_t q = 0; q < count; ++q)
+      histories[q].erase(histories[q].begin(),
+                         histories[q].begin() + static_cast<std::ptrdiff_t>(prompts[q / samples].size()));
     return histories;
   }
 };
@@ -412,27 +454,51 @@ std::span<const float> LanguageModel::next(std::span<const int32_t> tokens) {
   return impl_->read_whole(tokens);
 }
 
-const std::string& LanguageModel::why_not_side_by_side(int64_t samples) {
+const std::string& LanguageModel::why_not_side_by_side(int64_t samples, int64_t prompts) {
   static const std::string kNone;
-  if (samples < 2 || !cached()) return kNone;
-  return impl_->side_by_side_for(samples).why_not;
+  static const std::string kShared =
+      "its rotations or attentions do not lead with the batch, so its sequences cannot read positions of their own";
+  if (samples * prompts < 2 || !cached()) return kNone;
+  const Impl::SideBySide& together = impl_->side_by_side_for(samples * prompts);
+  if (together.decoder && prompts > 1 && !together.decoder->per_sequence()) return kShared;
+  return together.why_not;
 }
 
 std::vector<std::vector<int32_t>> LanguageModel::generate(std::span<const int32_t> prompt, const Generation& what,
                                                           const TokenSink& on_token) {
-  if (prompt.empty()) throw Error("the prompt is empty: give the model at least one token to go on from");
+  return generate(std::vector<std::span<const int32_t>>{prompt}, what, on_token);
+}
+
+std::vector<std::vector<int32_t>> LanguageModel::generate(const std::vector<std::span<const int32_t>>& prompts,
+                                                          const Generation& what, const TokenSink& on_token) {
+  if (prompts.empty()) throw Error("no prompt: give the model at least one to go on from");
+  for (std::span<const int32_t> prompt : prompts) {
+    if (prompt.empty()) throw Error("the prompt is empty: give the model at least one token to go on from");
+    for (int32_t t : prompt) check_token(t);
+  }
   if (what.samples < 1) throw Error(fmt::format("{} samples draw nothing: ask for one or more", what.samples));
-  for (int32_t t : prompt) check_token(t);
   for (const std::vector<int32_t>& ids : what.stop) {
     if (ids.empty()) throw Error("a stop sequence is empty: it would end a sample before its first token");
     for (int32_t t : ids) check_token(t);
   }
-  if (!cached()) return impl_->draw(prompt, what, nullptr, on_token);
-  if (what.samples == 1) return impl_->draw(prompt, what, impl_->decoder.get(), on_token);
-  if (KvCacheDecoder* together = impl_->side_by_side_for(what.samples).decoder.get())
-    return impl_->draw(prompt, what, together, on_token);
-  // The samples one after another, each over the one-sequence cache.
+  if (!cached()) return impl_->draw(prompts, what, nullptr, on_token);
+  const int64_t sequences = static_cast<int64_t>(prompts.size()) * what.samples;
+  if (sequences == 1) return impl_->draw(prompts, what, impl_->decoder.get(), on_token);
+  if (why_not_side_by_side(what.samples, static_cast<int64_t>(prompts.size())).empty())
+    return impl_->draw(prompts, what, impl_->side_by_side_for(sequences).decoder.get(), on_token);
   std::vector<std::vector<int32_t>> out;
+  if (prompts.size() > 1) {
+    // Each prompt's samples on their own, side by side where they can be.
+    for (size_t i = 0; i < prompts.size(); ++i) {
+      const auto first = static_cast<int64_t>(i) * what.samples;
+      const TokenSink this_prompt = [&](int64_t s, int32_t token) {
+        if (on_token) on_token(first + s, token);
+      };
+      for (std::vector<int32_t>& tokens : generate(prompts[i], what, this_prompt)) out.push_back(std::move(tokens));
+    }
+    return out;
+  }
+  // The samples one after another, each over the one-sequence cache.
   for (int64_t s = 0; s < what.samples; ++s) {
     Generation one = what;
     one.samples = 1;
@@ -440,7 +506,7 @@ std::vector<std::vector<int32_t>> LanguageModel::generate(std::span<const int32_
     const TokenSink this_sample = [&](int64_t, int32_t token) {
       if (on_token) on_token(s, token);
     };
-    out.push_back(std::move(impl_->draw(prompt, one, impl_->decoder.get(), this_sample)[0]));
+    out.push_back(std::move(impl_->draw(prompts, one, impl_->decoder.get(), this_sample)[0]));
   }
   return out;
 }

@@ -77,11 +77,12 @@ class LanguageModel {
   /// one, as it does without a cache) or on again where the model allows.
   void use_cache(bool on);
 
-  /// Why `samples` samples cannot be decoded side by side in one batch over
-  /// the cache ("" where they can, or where there is no cache); generate()
-  /// then draws them one after another, the same tokens more slowly.
-  /// Compiles (and checks) the batch's decoder the first time.
-  const std::string& why_not_side_by_side(int64_t samples);
+  /// Why `samples` samples of each of `prompts` prompts cannot be decoded
+  /// side by side in one batch over the cache ("" where they can, or where
+  /// there is no cache); generate() then draws each prompt's samples
+  /// together where they can be, else one after another: the same tokens,
+  /// more slowly. Compiles (and checks) the batch's decoder the first time.
+  const std::string& why_not_side_by_side(int64_t samples, int64_t prompts = 1);
 
   /// Called with each token as it is drawn: the sample it goes on, the token.
   using TokenSink = std::function<void(int64_t sample, int32_t token)>;
@@ -99,6 +100,15 @@ class LanguageModel {
   /// sample.
   std::vector<std::vector<int32_t>> generate(std::span<const int32_t> prompt, const Generation& what,
                                              const TokenSink& on_token = {});
+  /// The same for several prompts at once: `what.samples` continuations of
+  /// each, sample s of prompt i at index i * samples + s (and so named to
+  /// `on_token`), each the same as that prompt's alone. Over a cache every
+  /// prompt's samples are decoded side by side in one batch where the
+  /// model's sequences can read positions of their own (prompts of
+  /// different lengths then go on from different positions), else prompt
+  /// after prompt. Throws Error as the one-prompt form, and for no prompt.
+  std::vector<std::vector<int32_t>> generate(const std::vector<std::span<const int32_t>>& prompts,
+                                             const Generation& what, const TokenSink& on_token = {});
 
  private:
   /// Throws Error for an id outside the vocabulary.

@@ -148,20 +148,29 @@ void attention(const KernelArgs& args) {
 }
 
 // operands q, k, v (N new positions, attention's layouts), k_cache, v_cache
-// (S positions), positions [N]; result o of q's type. Row r of the new
-// queries sees the first positions[0] rows of the caches and the new keys
-// up to its own.
+// (S positions), positions [N] or [B, N]; result o of q's type. Row r of the
+// new queries sees the first positions[0] rows of the caches (its sequence's
+// positions[b, 0] under [B, N]) and the new keys up to its own.
 template <class T>
 void cached_attention(const KernelArgs& args) {
   const Heads h = attention_heads(args.attrs, args.in_types[0]), kv = attention_heads(args.attrs, args.in_types[1]);
   const Heads cache = attention_heads(args.attrs, args.in_types[3]);
   const std::vector<int64_t> key_head = key_heads(args.in_types[0], args.in_types[1], h);
   const double scale = attention_scale(args.attrs, args.in_types[0]);
-  const int64_t filled = args.in_types[5].dtype == DType::i64 ? *static_cast<const int64_t*>(args.in[5])
-                                                                : *static_cast<const int32_t*>(args.in[5]);
-  if (filled < 0 || filled + h.t > cache.t)
-    throw Error(fmt::format("cached_attention: {} new positions after {} cached ones do not fit in a cache of {}", h.t,
-                            filled, cache.t));
+  if (h.n == 0 || h.t == 0) return;  // no query, and maybe no position to read
+  // Each sequence's filled rows: the first of its positions.
+  const TensorType& positions = args.in_types[5];
+  const int64_t sequences = positions.rank() == 2 ? positions.shape[0] : 1;
+  std::vector<int64_t> filled(static_cast<size_t>(sequences));
+  for (int64_t b = 0; b < sequences; ++b) {
+    const int64_t first = b * h.t;
+    filled[static_cast<size_t>(b)] = positions.dtype == DType::i64 ? static_cast<const int64_t*>(args.in[5])[first]
+                                                                  : static_cast<const int32_t*>(args.in[5])[first];
+    if (filled[static_cast<size_t>(b)] < 0 || filled[static_cast<size_t>(b)] + h.t > cache.t)
+      throw Error(fmt::format("cached_attention: {} new positions after {} cached ones do not fit in a cache of {}",
+                              h.t, filled[static_cast<size_t>(b)], cache.t));
+  }
+  const int64_t heads_per_sequence = h.n / sequences;
   const auto* q = static_cast<const T*>(args.in[0]);
   const auto* k = static_cast<const T*>(args.in[1]);
   const auto* v = static_cast<const T*>(args.in[2]);
@@ -176,7 +185,7 @@ void cached_attention(const KernelArgs& args) {
       const int64_t m = key_head[static_cast<size_t>(n)], keys = kv.offset(m), cached = cache.offset(m);
       OnlineSoftmax<T> softmax = online_softmax(q + first, o + first, h, rows, scale, /*wide=*/true);
       softmax.begin();
-      softmax.add_keys(k_cache + cached, v_cache + cached, filled, -1);
+      softmax.add_keys(k_cache + cached, v_cache + cached, filled[static_cast<size_t>(n / heads_per_sequence)], -1);
       softmax.add_keys(k + keys, v + keys, i0 + rows, i0);
       softmax.finish(nullptr);
     }

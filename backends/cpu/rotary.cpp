@@ -13,16 +13,22 @@ namespace pf::cpu {
 
 namespace {
 
+// The sequences whose positions the positions operand gives apart: B for
+// [B, P], else 1 (every sequence turned alike).
+int64_t position_sequences(const KernelArgs& args) {
+  return args.in.size() > 1 && args.in_types[1].rank() == 2 ? args.in_types[1].shape[0] : 1;
+}
+
 // The position of row p along the positions' axis: p itself, or the p-th
-// of the positions operand.
+// of the positions operand (flat over its sequences).
 int64_t position_at(const KernelArgs& args, int64_t p) {
   if (args.in.size() < 2) return p;
   if (args.in_types[1].dtype == DType::i64) return static_cast<const int64_t*>(args.in[1])[p];
   return static_cast<const int32_t*>(args.in[1])[p];
 }
 
-// Each position's cosines and sines, [positions][cos of each pair, then
-// sin], computed in double and rounded once to T, so every angle's values
+// Each position's cosines and sines, [sequences][positions][cos of each
+// pair, then sin], computed in double and rounded once to T, so every angle's values
 // are the correctly rounded ones whatever the position (an angle of 4000
 // radians in float would be off by 2e-4). Without a positions operand every
 // call of one shape turns by the same angles (each layer's q and k, forward
@@ -43,7 +49,8 @@ const T* angle_table(const KernelArgs& args, const RopeLayout& l, double theta) 
   const int64_t half = l.features / 2;
   std::vector<double> frequency(static_cast<size_t>(half));
   for (int64_t i = 0; i < half; ++i) frequency[static_cast<size_t>(i)] = rope_frequency(theta, i, l.features);
-  const size_t size = 2 * static_cast<size_t>(l.positions * half);
+  const int64_t rows = position_sequences(args) * l.positions;
+  const size_t size = 2 * static_cast<size_t>(rows * half);
   T* table = nullptr;
   if (given) {
     table = static_cast<T*>(scratch(sizeof(T) * size));
@@ -52,7 +59,7 @@ const T* angle_table(const KernelArgs& args, const RopeLayout& l, double theta) 
     kept.resize(size);
     table = kept.data();
   }
-  parallel_for(l.positions, std::max<int64_t>(1, kElementwiseGrain / (16 * half)), [&](int64_t begin, int64_t end) {
+  parallel_for(rows, std::max<int64_t>(1, kElementwiseGrain / (16 * half)), [&](int64_t begin, int64_t end) {
     for (int64_t p = begin; p < end; ++p) {
       const auto position = static_cast<double>(position_at(args, p));
       T* row = table + 2 * p * half;
@@ -68,14 +75,17 @@ const T* angle_table(const KernelArgs& args, const RopeLayout& l, double theta) 
 }
 
 // Rows of [outer, positions, rows], each turned by its position's angles
-// (backwards under kInverse: the sines negated, which is exact). Each pair is
-// read before it is written, so x and y may be one buffer.
+// (backwards under kInverse: the sines negated, which is exact); the outer
+// rows split evenly over the table's `sequences`. Each pair is read before it
+// is written, so x and y may be one buffer.
 template <class T, bool kInverse>
-void turn_rows(const T* x, T* y, const T* table, const RopeLayout& l) {
+void turn_rows(const T* x, T* y, const T* table, const RopeLayout& l, int64_t sequences) {
   const int64_t half = l.features / 2, rows = l.outer * l.positions * l.rows;
+  const int64_t outer_per_sequence = l.outer / sequences;
   parallel_for(rows, std::max<int64_t>(1, kElementwiseGrain / l.features), [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
-      const T* cos_row = table + 2 * (r / l.rows % l.positions) * half;
+      const int64_t sequence = r / (l.positions * l.rows) / outer_per_sequence;
+      const T* cos_row = table + 2 * (sequence * l.positions + r / l.rows % l.positions) * half;
       const T* sin_row = cos_row + half;
       const T* xr = x + r * l.features;
       T* yr = y + r * l.features;
@@ -95,10 +105,11 @@ void rope(const KernelArgs& args) {
   const T* table = angle_table<T>(args, l, rope_theta(args.attrs));
   const auto* x = static_cast<const T*>(args.in[0]);
   auto* y = static_cast<T*>(args.out[0]);
+  const int64_t sequences = position_sequences(args);
   if (args.attrs.get_bool("inverse", false))
-    turn_rows<T, true>(x, y, table, l);
+    turn_rows<T, true>(x, y, table, l, sequences);
   else
-    turn_rows<T, false>(x, y, table, l);
+    turn_rows<T, false>(x, y, table, l, sequences);
 }
 
 }  // namespace

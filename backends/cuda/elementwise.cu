@@ -300,10 +300,12 @@ void pow_kernel(const KernelArgs& args, const LaunchContext& ctx) {
 
 template <class T>
 __global__ void rope_kernel(const T* x, T* y, int64_t pairs, RopeLayout l, const void* positions, bool i64,
-                            double theta, double sign) {
+                            int64_t outer_per_sequence, double theta, double sign) {
   const int64_t half = l.features / 2;
   PF_GRID_STRIDE(k, pairs) {
-    const int64_t r = k / half, i = k % half, p = r / l.rows % l.positions;
+    // p: the index into the positions, [sequences, positions] flat.
+    const int64_t r = k / half, i = k % half;
+    const int64_t p = r / (l.positions * l.rows) / outer_per_sequence * l.positions + r / l.rows % l.positions;
     const double position = positions == nullptr ? static_cast<double>(p)
                             : i64 ? static_cast<double>(static_cast<const int64_t*>(positions)[p])
                                   : static_cast<double>(static_cast<const int32_t*>(positions)[p]);
@@ -322,9 +324,11 @@ void rope(const KernelArgs& args, const LaunchContext& ctx) {
   const int64_t pairs = args.in_types[0].numel() / 2;
   if (pairs == 0) return;
   const bool given = args.in.size() > 1;
+  // Positions [B, P] turn each sequence by its own; [P] or none, all alike.
+  const int64_t sequences = given && args.in_types[1].rank() == 2 ? args.in_types[1].shape[0] : 1;
   rope_kernel<T><<<blocks_for(pairs), kThreads, 0, ctx.stream>>>(
       static_cast<const T*>(args.in[0]), static_cast<T*>(args.out[0]), pairs, l, given ? args.in[1] : nullptr,
-      given && args.in_types[1].dtype == DType::i64, rope_theta(args.attrs),
+      given && args.in_types[1].dtype == DType::i64, l.outer / sequences, rope_theta(args.attrs),
       args.attrs.get_bool("inverse", false) ? -1.0 : 1.0);
   PF_CUDA_CHECK_LAUNCH();
 }

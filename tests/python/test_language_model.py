@@ -65,6 +65,23 @@ def test_draws_several_samples_side_by_side(lm):
         lm.generate("the mat", 4, samples=0)
 
 
+def test_decodes_several_prompts_side_by_side(lm):
+    # 7, 1 and 12 tokens, then 10 more: each sequence from its own position,
+    # the longest past T = 16 read whole from there; each prompt's draws are
+    # its own alone.
+    prompts = ["the mat", b"t", [ord(c) for c in "sat on the m"]]
+    together = lm.generate(prompts, 10, temperature=3, seed=2)
+    assert together == [lm.generate(p, 10, temperature=3, seed=2) for p in prompts]
+    assert together == lm.generate(prompts, 10, temperature=3, seed=2, cache=False)
+    sampled = lm.generate(("the c", "on"), 6, temperature=3, seed=5, samples=2)
+    assert sampled == [lm.generate(p, 6, temperature=3, seed=5, samples=2) for p in ("the c", "on")]
+    greedy = lm.generate(["the c", "sat"], 12, temperature=0, stop=".")
+    assert [bytes(g) for g in greedy] == [b"at sat on th", b" on the mat."]
+    with pytest.raises(pipeforge.Error, match=r"^the prompt is empty: give the model at least one token to go on "
+                                              r"from$"):
+        lm.generate(["the c", ""], 4)
+
+
 def test_stops_after_a_stop_sequence(lm):
     assert bytes(lm.generate("the c", 46, temperature=0, stop="mat")) == b"at sat on the mat"
     assert bytes(lm.generate("the c", 46, temperature=0, stop=[b"xyz", "on"])) == b"at sat on"

@@ -92,7 +92,7 @@ Reference attention_ref(std::vector<OpAttrs::Entry> attrs) {
 // causal attention over the whole sequence of P + N positions (whose first P
 // queries are never read: zeros here).
 Reference cached_attention_ref(std::vector<OpAttrs::Entry> attrs) {
-  return [attrs](const std::vector<Tensor>& in, const std::vector<TensorType>&) {
+  const Reference one_filled = [attrs](const std::vector<Tensor>& in, const std::vector<TensorType>&) {
     const AttentionRef fresh = attention_geometry(in[0].type, attrs);
     const Shape& to = in[0].type.shape;
     Shape cache_shape = to;  // the caches repeated to every query head, as k and v
@@ -123,6 +123,26 @@ Reference cached_attention_ref(std::vector<OpAttrs::Entry> attrs) {
     for (int64_t h = 0; h < fresh.heads; ++h)
       for (int64_t i = 0; i < n; ++i)
         for (int64_t x = 0; x < fresh.d; ++x) o[fresh.at(h, i, x)] = o_whole[whole.at(h, filled + i, x)];
+    return Outputs{o};
+  };
+  // Positions [B, N]: each sequence alone, over its own filled rows.
+  return [one_filled](const std::vector<Tensor>& in, const std::vector<TensorType>& out) {
+    if (in[5].type.rank() == 1) return one_filled(in, out);
+    const int64_t sequences = in[5].type.shape[0];
+    std::vector<double> o;
+    for (int64_t b = 0; b < sequences; ++b) {
+      std::vector<Tensor> alone;
+      for (const Tensor& t : in) {
+        Tensor row = t;
+        row.type.shape[0] = 1;
+        if (&t == &in[5]) row.type.shape = {t.type.shape[1]};
+        const auto size = static_cast<std::ptrdiff_t>(t.v.size()) / sequences;
+        row.v.assign(t.v.begin() + b * size, t.v.begin() + (b + 1) * size);
+        alone.push_back(std::move(row));
+      }
+      const std::vector<double> part = one_filled(alone, out).at(0);
+      o.insert(o.end(), part.begin(), part.end());
+    }
     return Outputs{o};
   };
 }

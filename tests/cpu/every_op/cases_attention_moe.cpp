@@ -103,6 +103,25 @@ MoeRoutes add_attention_and_moe_cases(std::vector<OpCase>& cs, Gen& g) {
                                    cached_attention_ref(c.attrs)});
   }
 
+  // Each sequence after its own filled rows (positions [B, N]): one token
+  // after 3 and after 17, and two tokens after 0, 7 and 4 in bthd.
+  add(OpKind::cached_attention,
+      {"each sequence's own positions, one token",
+       {cached_inputs.uniform({2, 2, 1, 5}), cached_inputs.uniform({2, 2, 1, 5}), cached_inputs.uniform({2, 2, 1, 5}),
+        cached_inputs.uniform({2, 2, 20, 5}), cached_inputs.uniform({2, 2, 20, 5}),
+        values(DType::i32, {2, 1}, {3, 17})},
+       {},
+       {},
+       cached_attention_ref({})});
+  add(OpKind::cached_attention,
+      {"bthd, each sequence's own positions, two tokens",
+       {cached_inputs.uniform({3, 2, 2, 4}), cached_inputs.uniform({3, 2, 2, 4}), cached_inputs.uniform({3, 2, 2, 4}),
+        cached_inputs.uniform({3, 10, 2, 4}), cached_inputs.uniform({3, 10, 2, 4}),
+        values(DType::i64, {3, 2}, {0, 1, 7, 8, 4, 5})},
+       {string_attr("layout", "bthd")},
+       {},
+       cached_attention_ref({string_attr("layout", "bthd")})});
+
   add(OpKind::embedding,
       {"i32 ids", {g.uniform({10, 4}), values(DType::i32, {2, 3}, {0, 9, 3, 3, 1, 9})}, {}, {}, embedding_ref});
   add(OpKind::embedding, {"i64 ids", {g.uniform({6, 3}), g.ints(DType::i64, {5}, 0, 5)}, {}, {}, embedding_ref});

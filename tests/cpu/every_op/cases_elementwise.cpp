@@ -169,6 +169,16 @@ void add_elementwise_cases(std::vector<OpCase>& cs, Gen& g) {
                      {},
                      {},
                      rope_ref(-2, 10000, false)});
+  add(OpKind::rope, {"[B, H, T, D], each sequence's own positions",
+                     {rope_inputs.uniform({2, 3, 4, 6}), values(DType::i32, {2, 4}, {0, 1, 2, 3, 9, 10, 11, 12})},
+                     {},
+                     {},
+                     rope_ref(-2, 10000, false)});
+  add(OpKind::rope, {"[B, T, H, D], axis 1, each sequence's own i64 positions",
+                     {rope_inputs.uniform({3, 2, 2, 4}), values(DType::i64, {3, 2}, {5, 6, 0, 1, 70, 71})},
+                     {dim_attr("axis", 1)},
+                     {},
+                     rope_ref(1, 10000, false)});
 }
 
 }  // namespace pf::cpu::every_op

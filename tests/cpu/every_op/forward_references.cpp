@@ -123,7 +123,10 @@ Reference rope_ref(int64_t axis, double theta, bool inverse) {
     std::vector<double> y(x.v.size());
     for (int64_t f = 0; f < x.type.numel(); ++f) {
       const Index idx = unravel(f, s);
-      const double p = in.size() > 1 ? in[1].v[static_cast<size_t>(idx[at])] : static_cast<double>(idx[at]);
+      // Positions [P] for every sequence, or [B, P] for each its own.
+      const int64_t sequence = in.size() > 1 && in[1].type.rank() == 2 ? idx[0] : 0;
+      const double p = in.size() > 1 ? in[1].v[static_cast<size_t>(sequence * s[at] + idx[at])]
+                                     : static_cast<double>(idx[at]);
       const int64_t i = idx.back() % half;
       const double angle = (inverse ? -1 : 1) * p * std::pow(theta, -2.0 * static_cast<double>(i) / d);
       const bool first = idx.back() < half;
