@@ -99,13 +99,17 @@ py::array_t<float> logits(LanguageModelHandle& h, py::handle tokens) {
 }
 
 py::object generate(LanguageModelHandle& h, py::handle prompt, int64_t tokens, double temperature, int64_t top_k,
-                    double top_p, uint64_t seed, bool cache, std::optional<int64_t> samples, py::handle stop) {
+                    double top_p, uint64_t seed, bool cache, std::optional<int64_t> samples, py::handle stop,
+                    std::optional<int64_t> max_batch) {
   if (tokens < 0) throw py::value_error(fmt::format("tokens must be 0 or more, not {}", tokens));
   if (samples && *samples < 1) throw py::value_error(fmt::format("samples must be 1 or more, not {}", *samples));
+  if (max_batch && *max_batch < 1)
+    throw py::value_error(fmt::format("max_batch must be 1 or more, not {}", *max_batch));
   bool several = false;
   const std::vector<std::vector<int32_t>> prompts = prompts_of(prompt, several);
   const std::vector<std::span<const int32_t>> views(prompts.begin(), prompts.end());
-  tools::Generation what{tokens, tools::Sampling{temperature, top_k, top_p}, seed, samples.value_or(1), {}};
+  tools::Generation what{tokens, tools::Sampling{temperature, top_k, top_p}, seed, samples.value_or(1), {},
+                         max_batch.value_or(0)};
   if (!stop.is_none()) {
     // One stop sequence (str, bytes) or a list of them (str, bytes, lists of
     // ids, or ids: each a sequence of one, as an end-of-text id).
@@ -180,16 +184,17 @@ not). `pipeforge sample` is the same, with the same draws for a seed.)")
            "the logits (float32, V) of the token after `tokens`: 1 to T ids, or str / bytes as their bytes")
       .def("generate", &generate, py::arg("prompt"), py::arg("tokens"), py::arg("temperature") = 1.0,
            py::arg("top_k") = 0, py::arg("top_p") = 1.0, py::arg("seed") = 0, py::arg("cache") = true,
-           py::arg("samples") = py::none(), py::arg("stop") = py::none(),
+           py::arg("samples") = py::none(), py::arg("stop") = py::none(), py::arg("max_batch") = py::none(),
            "`tokens` ids drawn one after another after `prompt` (ids, or str / bytes as their bytes), each from "
            "the softmax of the logits divided by `temperature` (0: the most likely) among the `top_k` most likely "
            "(0: all), then among the fewest most likely whose probabilities add up to `top_p` (1: all), from "
            "std::mt19937_64(seed); returns the drawn ids. cache=False reads the latest tokens all again for each "
            "(the same draws, slower). samples=k returns k such lists, the s-th drawn from seed + s, decoded side by "
            "side over the cache. A list of prompts (str, bytes or lists of ids) returns a result per prompt, each "
-           "what that prompt alone returns, the prompts decoded side by side where the model allows. stop: a str / "
-           "bytes, or a list of them, of lists of ids or of ids: a sample ends after the token that completes one "
-           "(kept)");
+           "what that prompt alone returns, the prompts decoded side by side where the model allows; max_batch=n "
+           "decodes at most n sequences at once, each that ends making room for the next (the same tokens). stop: "
+           "a str / bytes, or a list of them, of lists of ids or of ids: a sample ends after the token that "
+           "completes one (kept)");
 }
 
 }  // namespace pf::python

@@ -1,6 +1,7 @@
 // `pipeforge sample`: text from a trained language model, one token at a time, on one CPU device.
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <chrono>
 #include <iostream>
 #include <memory>
@@ -97,14 +98,22 @@ void sample(const SampleOptions& o) {
                            lengths, lm.context(), how.temperature, among.empty() ? "every token" : among,
                            k > 1 ? fmt::format("seeds {} to {}", seed, seed + static_cast<uint64_t>(k - 1))
                                  : fmt::format("seed {}", seed));
-  const std::string& why_not = lm.why_not_side_by_side(k, count);
-  const bool side_by_side = lm.cached() && why_not.empty();
+  const int64_t width = generation.max_batch > 0 ? std::min(sequences, generation.max_batch) : sequences;
+  const std::string& why_not = lm.why_not_side_by_side(k, count, generation.max_batch);
+  const bool side_by_side = lm.cached() && width > 1 && why_not.empty();
   const std::string what = count > 1 ? fmt::format("{} sequences ({} prompts x {} sample{})", sequences, count, k,
                                                    k > 1 ? "s" : "")
                                      : fmt::format("{} samples", k);
   std::string samples_line;
-  if (sequences > 1)
-    samples_line = side_by_side  ? fmt::format("; the {} side by side", what)
+  if (sequences > 1 && width == 1)
+    samples_line = fmt::format("; the {} one after another (--max-batch 1)", what);
+  else if (sequences > 1)
+    samples_line = side_by_side  ? fmt::format("; the {} side by side{}", what,
+                                               width < sequences
+                                                   ? fmt::format(", {} at once, each that ends making room for the "
+                                                                 "next",
+                                                                 width)
+                                                   : "")
                    : lm.cached() ? fmt::format("; the {} {}: {}", what,
                                                count > 1 ? "side by side per prompt where they can be"
                                                          : "one after another",
@@ -146,14 +155,13 @@ void sample(const SampleOptions& o) {
   const auto end = std::chrono::steady_clock::now();
   const auto ms = [](auto d) { return std::chrono::duration<double, std::milli>(d).count(); };
   // Side by side, the first step draws a token of every sequence at once.
-  const int64_t at_first = side_by_side ? sequences : 1, after = drawn - at_first;
+  const int64_t at_first = side_by_side ? width : 1, after = drawn - at_first;
   const double per_token = after > 0 ? ms(end - first) / double(after) : 0.0;
   std::cerr << fmt::format("{} tokens in {:.2f} s: the first {}after {:.1f} ms, then {:.2f} ms per token{}\n", drawn,
                            ms(end - start) / 1e3, at_first > 1 ? fmt::format("{} ", at_first) : "", ms(first - start),
                            per_token,
-                           side_by_side && sequences > 1
-                               ? fmt::format(" ({:.2f} ms per step of {})", per_token * double(sequences), sequences)
-                               : "");
+                           side_by_side ? fmt::format(" ({:.2f} ms per step of {})", per_token * double(width), width)
+                                        : "");
 }
 
 }  // namespace
@@ -196,6 +204,11 @@ void add_sample_command(CLI::App& app) {
                            "continuations of the prompt to draw, sample s from seed + s; over a cache they are "
                            "decoded side by side, a step reading one token of each"),
            1)
+      ->capture_default_str();
+  at_least(cmd->add_option("--max-batch", o->generation.max_batch,
+                           "decode at most this many sequences at once over the cache, each that ends making room "
+                           "for the next sample or prompt (0: all at once)"),
+           0)
       ->capture_default_str();
   cmd->add_option("--stop", o->stop,
                   "end a sample after the token that completes this text (bytes, or ids with --ids: 46,10), kept "

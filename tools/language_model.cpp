@@ -307,78 +307,104 @@ struct LanguageModel::Impl {
   }
 
   /// `what.samples` continuations of each of `prompts` (checked) from
-  /// `what.seed` on, sample s of prompt i sequence i * samples + s: side by
-  /// side over `cache` where given (of that many sequences, holding
-  /// positions of their own where there are several prompts), each sequence
-  /// while it fits in the cache, else read whole.
+  /// `what.seed` on, sample s of prompt i the job i * samples + s: side by
+  /// side over `cache` where given, each of its sequences (slots) holding a
+  /// job while it fits in the cache (read whole from then on) and taking the
+  /// next job when it ends (the slots read positions of their own where
+  /// they are fewer than the jobs, or there are several prompts); else each
+  /// job read whole, all side by side.
   std::vector<std::vector<int32_t>> draw(const std::vector<std::span<const int32_t>>& prompts,
                                          const Generation& what, KvCacheDecoder* cache, const TokenSink& on_token) {
-    const auto samples = static_cast<size_t>(what.samples), count = prompts.size() * samples;
+    struct Job {
+      size_t prompt = 0;
+      std::vector<int32_t> history;
+      std::mt19937_64 rng;
+      int64_t drawn = 0;
+      bool cached = false;  // read over its slot's cache
+    };
+    const auto samples = static_cast<size_t>(what.samples);
     const auto whole = static_cast<size_t>(context), v = static_cast<size_t>(vocabulary);
-    std::vector<std::vector<int32_t>> histories;
-    std::vector<std::mt19937_64> rngs;
-    for (std::span<const int32_t> prompt : prompts)
-      for (size_t s = 0; s < samples; ++s) {
-        histories.emplace_back(prompt.begin(), prompt.end());
-        rngs.emplace_back(what.seed + s);
-      }
-    std::vector<int32_t> drawn(count);
-    std::vector<bool> stopped(count, false), cached(count, cache != nullptr);
-    std::vector<std::vector<float>> prompt_logits(prompts.size());
-    size_t running = count;
-    for (int64_t n = 0; n < what.tokens && running > 0; ++n) {
-      // Over the cache, each prompt once (a row for every sample of it),
-      // then every sequence's drawn token (a row each). A sequence that
-      // stopped or outgrew the cache is let go (read whole from then on).
-      std::span<const float> rows;
-      if (cache && n == 0) {
-        for (size_t i = 0; i < prompts.size(); ++i) {
-          const auto first = static_cast<int64_t>(i * samples);
-          if (prompts[i].size() > whole) {
-            for (size_t q = i * samples; q < (i + 1) * samples; ++q) cached[q] = false;
-            continue;
-          }
-          const std::span<const float> row =
-              prompts.size() == 1 ? cache->start(prompts[i]) : cache->start(prompts[i], first, what.samples);
-          prompt_logits[i].assign(row.begin(), row.end());
+    std::vector<Job> jobs;
+    for (size_t i = 0; i < prompts.size(); ++i)
+      for (size_t s = 0; s < samples; ++s)
+        jobs.push_back({i, {prompts[i].begin(), prompts[i].end()}, std::mt19937_64(what.seed + s), 0, false});
+    const size_t slots = cache ? static_cast<size_t>(cache->sequences()) : jobs.size();
+    constexpr size_t kFree = static_cast<size_t>(-1);
+    std::vector<size_t> job_of(slots, kFree);
+    std::vector<int32_t> tokens(slots, 0);  // each slot's last drawn token, read by the next step
+    std::vector<float> rows;                // the last step's logits, a row per slot
+    std::vector<std::vector<float>> started(slots);  // a slot's prompt logits, until its first draw
+    size_t next_job = 0;
+    for (;;) {
+      // Free slots take the next jobs; consecutive ones of one prompt read it
+      // once (all the samples of one prompt, at first).
+      for (size_t slot = 0; slot < slots && next_job < jobs.size();) {
+        if (job_of[slot] != kFree) {
+          ++slot;
+          continue;
         }
-      } else if (cache) {
-        bool any = false;
-        for (size_t q = 0; q < count; ++q) {
-          if (cached[q] && (stopped[q] || histories[q].size() > whole)) {
-            cached[q] = false;
-            cache->retire(static_cast<int64_t>(q));
-          }
-          any = any || cached[q];
-        }
-        if (any) rows = cache->next(drawn);
-      }
-      for (size_t q = 0; q < count; ++q) {
-        if (stopped[q]) continue;
-        std::vector<int32_t>& history = histories[q];
+        size_t count = 0;
+        const size_t prompt = jobs[next_job].prompt;
+        while (slot + count < slots && job_of[slot + count] == kFree && next_job + count < jobs.size() &&
+               jobs[next_job + count].prompt == prompt)
+          ++count;
+        const bool fits = cache && prompts[prompt].size() <= whole;
         std::span<const float> logits;
-        if (!cached[q]) {
+        if (fits)
+          logits = count == slots ? cache->start(prompts[prompt])
+                                  : cache->start(prompts[prompt], static_cast<int64_t>(slot),
+                                                 static_cast<int64_t>(count));
+        for (size_t c = 0; c < count; ++c) {
+          job_of[slot + c] = next_job;
+          jobs[next_job].cached = fits;
+          if (fits) started[slot + c].assign(logits.begin(), logits.end());
+          if (cache && !fits) cache->retire(static_cast<int64_t>(slot + c));
+          ++next_job;
+        }
+        slot += count;
+      }
+      bool any = false, on_cache = false;
+      for (size_t slot = 0; slot < slots; ++slot) {
+        if (job_of[slot] == kFree) continue;
+        any = true;
+        Job& job = jobs[job_of[slot]];
+        std::span<const float> logits;
+        if (!job.cached) {
           // The model reads at most its context: the latest tokens, all again.
-          const size_t seen = std::min(history.size(), whole);
-          logits = read_whole({history.data() + history.size() - seen, seen});
-        } else if (n == 0) {
-          logits = prompt_logits[q / samples];
+          const size_t seen = std::min(job.history.size(), whole);
+          logits = read_whole({job.history.data() + job.history.size() - seen, seen});
+        } else if (!started[slot].empty()) {
+          logits = started[slot];
         } else {
-          logits = rows.subspan(q * v, v);
+          logits = std::span<const float>(rows).subspan(slot * v, v);
         }
-        drawn[q] = static_cast<int32_t>(draw_token(logits, what.sampling, rngs[q]));
-        history.push_back(drawn[q]);
-        if (on_token) on_token(static_cast<int64_t>(q), drawn[q]);
-        if (ends_with_stop(history, what.stop)) {
-          stopped[q] = true;
-          --running;
+        tokens[slot] = static_cast<int32_t>(draw_token(logits, what.sampling, job.rng));
+        started[slot].clear();
+        job.history.push_back(tokens[slot]);
+        ++job.drawn;
+        if (on_token) on_token(static_cast<int64_t>(job_of[slot]), tokens[slot]);
+        const bool ended = job.drawn == what.tokens || ends_with_stop(job.history, what.stop);
+        // A job that ends frees its slot; one that outgrows the cache is read
+        // whole from then on. Either way the cache no longer keeps its rows.
+        if (job.cached && (ended || job.history.size() > whole)) {
+          job.cached = false;
+          cache->retire(static_cast<int64_t>(slot));
         }
+        if (ended) job_of[slot] = kFree;
+        on_cache = on_cache || job.cached;
+      }
+      if (!any) break;
+      if (on_cache) {
+        const std::span<const float> step = cache->next(tokens);
+        rows.assign(step.begin(), step.end());
       }
     }
-    for (size_t q = 0; q < count; ++q)
-      histories[q].erase(histories[q].begin(),
-                         histories[q].begin() + static_cast<std::ptrdiff_t>(prompts[q / samples].size()));
-    return histories;
+    std::vector<std::vector<int32_t>> out;
+    for (Job& job : jobs) {
+      const auto prompt = static_cast<std::ptrdiff_t>(prompts[job.prompt].size());
+      out.emplace_back(job.history.begin() + prompt, job.history.end());
+    }
+    return out;
   }
 };
 
@@ -454,13 +480,24 @@ std::span<const float> LanguageModel::next(std::span<const int32_t> tokens) {
   return impl_->read_whole(tokens);
 }
 
-const std::string& LanguageModel::why_not_side_by_side(int64_t samples, int64_t prompts) {
+namespace {
+
+/// The sequences decoded at once for `jobs` samples in all: every one, or
+/// at most `max_batch` of them.
+int64_t batch_width(int64_t jobs, int64_t max_batch) { return max_batch > 0 ? std::min(jobs, max_batch) : jobs; }
+
+}  // namespace
+
+const std::string& LanguageModel::why_not_side_by_side(int64_t samples, int64_t prompts, int64_t max_batch) {
   static const std::string kNone;
   static const std::string kShared =
       "its rotations or attentions do not lead with the batch, so its sequences cannot read positions of their own";
-  if (samples * prompts < 2 || !cached()) return kNone;
-  const Impl::SideBySide& together = impl_->side_by_side_for(samples * prompts);
-  if (together.decoder && prompts > 1 && !together.decoder->per_sequence()) return kShared;
+  const int64_t jobs = samples * prompts, width = batch_width(jobs, max_batch);
+  if (width < 2 || !cached()) return kNone;
+  const Impl::SideBySide& together = impl_->side_by_side_for(width);
+  // Sequences at different positions: several prompts, or a sample taking
+  // the place of one that ended.
+  if (together.decoder && (prompts > 1 || width < jobs) && !together.decoder->per_sequence()) return kShared;
   return together.why_not;
 }
 
@@ -477,38 +514,35 @@ std::vector<std::vector<int32_t>> LanguageModel::generate(const std::vector<std:
     for (int32_t t : prompt) check_token(t);
   }
   if (what.samples < 1) throw Error(fmt::format("{} samples draw nothing: ask for one or more", what.samples));
+  if (what.max_batch < 0)
+    throw Error(fmt::format("a batch of at most {} sequences decodes nothing: give 1 or more (0: all at once)",
+                            what.max_batch));
   for (const std::vector<int32_t>& ids : what.stop) {
     if (ids.empty()) throw Error("a stop sequence is empty: it would end a sample before its first token");
     for (int32_t t : ids) check_token(t);
   }
+  const auto count = static_cast<int64_t>(prompts.size());
+  const int64_t jobs = count * what.samples, width = batch_width(jobs, what.max_batch);
+  if (what.tokens <= 0) return std::vector<std::vector<int32_t>>(static_cast<size_t>(jobs));
   if (!cached()) return impl_->draw(prompts, what, nullptr, on_token);
-  const int64_t sequences = static_cast<int64_t>(prompts.size()) * what.samples;
-  if (sequences == 1) return impl_->draw(prompts, what, impl_->decoder.get(), on_token);
-  if (why_not_side_by_side(what.samples, static_cast<int64_t>(prompts.size())).empty())
-    return impl_->draw(prompts, what, impl_->side_by_side_for(sequences).decoder.get(), on_token);
-  std::vector<std::vector<int32_t>> out;
-  if (prompts.size() > 1) {
-    // Each prompt's samples on their own, side by side where they can be.
-    for (size_t i = 0; i < prompts.size(); ++i) {
-      const auto first = static_cast<int64_t>(i) * what.samples;
+  if (width > 1 && why_not_side_by_side(what.samples, count, what.max_batch).empty())
+    return impl_->draw(prompts, what, impl_->side_by_side_for(width).decoder.get(), on_token);
+  // Where the sequences cannot be at different positions, each prompt's
+  // samples side by side where they fit in the batch; else one at a time.
+  if (what.samples > 1 && what.samples <= width && (count > 1 || width < jobs) &&
+      why_not_side_by_side(what.samples).empty()) {
+    std::vector<std::vector<int32_t>> out;
+    for (int64_t i = 0; i < count; ++i) {
       const TokenSink this_prompt = [&](int64_t s, int32_t token) {
-        if (on_token) on_token(first + s, token);
+        if (on_token) on_token(i * what.samples + s, token);
       };
-      for (std::vector<int32_t>& tokens : generate(prompts[i], what, this_prompt)) out.push_back(std::move(tokens));
+      KvCacheDecoder* together = impl_->side_by_side_for(what.samples).decoder.get();
+      for (std::vector<int32_t>& tokens : impl_->draw({prompts[static_cast<size_t>(i)]}, what, together, this_prompt))
+        out.push_back(std::move(tokens));
     }
     return out;
   }
-  // The samples one after another, each over the one-sequence cache.
-  for (int64_t s = 0; s < what.samples; ++s) {
-    Generation one = what;
-    one.samples = 1;
-    one.seed = what.seed + static_cast<uint64_t>(s);
-    const TokenSink this_sample = [&](int64_t, int32_t token) {
-      if (on_token) on_token(s, token);
-    };
-    out.push_back(std::move(impl_->draw(prompts, one, impl_->decoder.get(), this_sample)[0]));
-  }
-  return out;
+  return impl_->draw(prompts, what, impl_->decoder.get(), on_token);
 }
 
 }  // namespace pf::tools

@@ -26,6 +26,10 @@ struct Generation {
   /// A sample ends after the drawn token that completes one of these
   /// sequences of ids (which may begin in the prompt).
   std::vector<std::vector<int32_t>> stop;
+  /// The most sequences decoded at once over the cache (0: every sample of
+  /// every prompt): each that ends makes room for the next (continuous
+  /// batching), so the caches hold this many sequences, not all of them.
+  int64_t max_batch = 0;
 };
 
 /// A model that reads token ids (its first input, i32[B,T]) and trains on
@@ -78,11 +82,12 @@ class LanguageModel {
   void use_cache(bool on);
 
   /// Why `samples` samples of each of `prompts` prompts cannot be decoded
-  /// side by side in one batch over the cache ("" where they can, or where
-  /// there is no cache); generate() then draws each prompt's samples
-  /// together where they can be, else one after another: the same tokens,
-  /// more slowly. Compiles (and checks) the batch's decoder the first time.
-  const std::string& why_not_side_by_side(int64_t samples, int64_t prompts = 1);
+  /// side by side over the cache, in a batch of at most `max_batch` (0: all
+  /// of them) ("" where they can, or where there is no cache or the batch
+  /// is of one); generate() then draws each prompt's samples together where
+  /// they can be, else one after another: the same tokens, more slowly.
+  /// Compiles (and checks) the batch's decoder the first time.
+  const std::string& why_not_side_by_side(int64_t samples, int64_t prompts = 1, int64_t max_batch = 0);
 
   /// Called with each token as it is drawn: the sample it goes on, the token.
   using TokenSink = std::function<void(int64_t sample, int32_t token)>;
@@ -103,10 +108,12 @@ class LanguageModel {
   /// The same for several prompts at once: `what.samples` continuations of
   /// each, sample s of prompt i at index i * samples + s (and so named to
   /// `on_token`), each the same as that prompt's alone. Over a cache every
-  /// prompt's samples are decoded side by side in one batch where the
-  /// model's sequences can read positions of their own (prompts of
-  /// different lengths then go on from different positions), else prompt
-  /// after prompt. Throws Error as the one-prompt form, and for no prompt.
+  /// prompt's samples are decoded side by side in one batch (of at most
+  /// `what.max_batch`, the next sample taking the place of one that ends)
+  /// where the model's sequences can read positions of their own (prompts
+  /// of different lengths then go on from different positions), else prompt
+  /// after prompt. Throws Error as the one-prompt form, for no prompt, and
+  /// for a negative max_batch.
   std::vector<std::vector<int32_t>> generate(const std::vector<std::span<const int32_t>>& prompts,
                                              const Generation& what, const TokenSink& on_token = {});
 

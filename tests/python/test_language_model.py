@@ -82,6 +82,19 @@ def test_decodes_several_prompts_side_by_side(lm):
         lm.generate(["the c", ""], 4)
 
 
+def test_a_bounded_batch_takes_the_next_sequence_where_one_ends(lm):
+    # Samples that stop at their first space or full stop make room for the
+    # next: the same draws at any bound, in a batch of 1, 2 or all six.
+    prompts = ["the c", "m", b"sat on"]
+    every = lm.generate(prompts, 20, temperature=3, seed=3, samples=2, stop=[" ", "."])
+    for bound in (1, 2, 5):
+        assert lm.generate(prompts, 20, temperature=3, seed=3, samples=2, stop=[" ", "."], max_batch=bound) == every
+    assert lm.generate("the c", 20, temperature=3, seed=3, samples=2, stop=" ", max_batch=1) == \
+        lm.generate("the c", 20, temperature=3, seed=3, samples=2, stop=" ")
+    with pytest.raises(ValueError, match=r"^max_batch must be 1 or more, not 0$"):
+        lm.generate("the c", 4, max_batch=0)
+
+
 def test_stops_after_a_stop_sequence(lm):
     assert bytes(lm.generate("the c", 46, temperature=0, stop="mat")) == b"at sat on the mat"
     assert bytes(lm.generate("the c", 46, temperature=0, stop=[b"xyz", "on"])) == b"at sat on"
