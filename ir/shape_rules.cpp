@@ -182,6 +182,21 @@ Types shape_rmsnorm(const ShapeContext& ctx) {
   return {x};
 }
 
+namespace {
+
+// Integer positions for x's `axis` of P: [P] for every sequence alike, or
+// [B, P] for x [B, ..., P, ...] each its own; `each` says what [P] holds.
+void require_positions(const TensorType& positions, const TensorType& x, size_t axis, const std::string& each) {
+  const int64_t p = x.shape[axis];
+  const bool per_sequence = axis > 0 && positions.shape == Shape{x.shape[0], p};
+  if (!is_integer(positions.dtype) || (positions.shape != Shape{p} && !per_sequence))
+    fail(fmt::format("positions must be i32[{}] or i64[{}] ({}){}, got {}", p, p, each,
+                     axis > 0 ? fmt::format(", or [{},{}] (each sequence's own)", x.shape[0], p) : "",
+                     positions.str()));
+}
+
+}  // namespace
+
 // rope: x [..., P, ..., D] with its positions at `axis` (by default the one
 // before the last) and D even, and optionally the positions, i32[P] or i64[P]
 // (every sequence's), or [B, P] for x [B, ..., P, ...] (each sequence's own).
@@ -195,13 +210,8 @@ Types shape_rope(const ShapeContext& ctx) {
     fail(fmt::format("the features (the last axis, {}) must be even: rope turns them in pairs", x.shape.back()));
   if (!(rope_theta(ctx.attrs) > 1)) fail("theta must be greater than 1");
   if (ctx.operands.size() == 2) {
-    const TensorType& positions = ctx.operands[1];
-    const int64_t p = x.shape[static_cast<size_t>(axis)];
-    const bool per_sequence = axis > 0 && positions.shape == Shape{x.shape[0], p};
-    if (!is_integer(positions.dtype) || (positions.shape != Shape{p} && !per_sequence))
-      fail(fmt::format("positions must be i32[{}] or i64[{}] (one per position of axis {}){}, got {}", p, p, axis,
-                       axis > 0 ? fmt::format(", or [{},{}] (each sequence's own)", x.shape[0], p) : "",
-                       positions.str()));
+    require_positions(ctx.operands[1], x, static_cast<size_t>(axis),
+                      fmt::format("one per position of axis {}", axis));
   }
   return {x};
 }
@@ -224,12 +234,7 @@ Types shape_cached_attention(const ShapeContext& ctx) {
   if (k_cache.dtype != k.dtype || expected != k.shape || k_cache.shape[axis] < k.shape[axis])
     fail(fmt::format("the caches must be k's type with at least as many positions (axis {}), got {} for k {}", axis,
                      k_cache.str(), k.str()));
-  const int64_t n = q.shape[axis];
-  const bool per_sequence = axis > 0 && positions.shape == Shape{q.shape[0], n};
-  if (!is_integer(positions.dtype) || (positions.shape != Shape{n} && !per_sequence))
-    fail(fmt::format("positions must be i32[{}] or i64[{}] (one per new position){}, got {}", n, n,
-                     axis > 0 ? fmt::format(", or [{},{}] (each sequence's own)", q.shape[0], n) : "",
-                     positions.str()));
+  require_positions(positions, q, axis, "one per new position");
   return {fresh[0]};
 }
 

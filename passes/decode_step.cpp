@@ -178,8 +178,7 @@ class DecodeStepPass final : public Pass {
       op.operands = {op.operands[0], positions};
       std::erase_if(op.attrs, [](const NamedAttr& a) { return a.name != "layer"; });
       // Each sequence's own rows, [B, N, C], where the positions are per sequence.
-      const SymType& at = g.arg_types[static_cast<size_t>(std::find(g.args.begin(), g.args.end(), positions) -
-                                                           g.args.begin())];
+      const SymType at = written_type(g, positions);
       if (at.dims.size() == 2) {
         const TensorType& p = g.type_of(positions);
         g.values[static_cast<size_t>(op.results[0])].type = {table.dtype, {p.shape[0], p.shape[1], table.shape[1]}};

@@ -1,7 +1,6 @@
 // `pipeforge sample`: text from a trained language model, one token at a time, on one CPU device.
 #include <fmt/format.h>
 
-#include <algorithm>
 #include <chrono>
 #include <iostream>
 #include <memory>
@@ -98,7 +97,7 @@ void sample(const SampleOptions& o) {
                            lengths, lm.context(), how.temperature, among.empty() ? "every token" : among,
                            k > 1 ? fmt::format("seeds {} to {}", seed, seed + static_cast<uint64_t>(k - 1))
                                  : fmt::format("seed {}", seed));
-  const int64_t width = generation.max_batch > 0 ? std::min(sequences, generation.max_batch) : sequences;
+  const int64_t width = batch_width(sequences, generation.max_batch);
   const std::string& why_not = lm.why_not_side_by_side(k, count, generation.max_batch);
   const bool side_by_side = lm.cached() && width > 1 && why_not.empty();
   const std::string what = count > 1 ? fmt::format("{} sequences ({} prompts x {} sample{})", sequences, count, k,

@@ -350,10 +350,7 @@ struct LanguageModel::Impl {
           ++count;
         const bool fits = cache && prompts[prompt].size() <= whole;
         std::span<const float> logits;
-        if (fits)
-          logits = count == slots ? cache->start(prompts[prompt])
-                                  : cache->start(prompts[prompt], static_cast<int64_t>(slot),
-                                                 static_cast<int64_t>(count));
+        if (fits) logits = cache->start(prompts[prompt], static_cast<int64_t>(slot), static_cast<int64_t>(count));
         for (size_t c = 0; c < count; ++c) {
           job_of[slot + c] = next_job;
           jobs[next_job].cached = fits;
@@ -479,14 +476,6 @@ std::span<const float> LanguageModel::next(std::span<const int32_t> tokens) {
   for (int32_t t : tokens) check_token(t);
   return impl_->read_whole(tokens);
 }
-
-namespace {
-
-/// The sequences decoded at once for `jobs` samples in all: every one, or
-/// at most `max_batch` of them.
-int64_t batch_width(int64_t jobs, int64_t max_batch) { return max_batch > 0 ? std::min(jobs, max_batch) : jobs; }
-
-}  // namespace
 
 const std::string& LanguageModel::why_not_side_by_side(int64_t samples, int64_t prompts, int64_t max_batch) {
   static const std::string kNone;

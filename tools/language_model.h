@@ -1,6 +1,7 @@
 // A trained language model run forward on one CPU device for sampling: its graph up to the logits its loss reads.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -31,6 +32,10 @@ struct Generation {
   /// batching), so the caches hold this many sequences, not all of them.
   int64_t max_batch = 0;
 };
+
+/// The sequences decoded at once for `jobs` samples in all: every one, or
+/// at most `max_batch` of them (where it is above 0).
+inline int64_t batch_width(int64_t jobs, int64_t max_batch) { return max_batch > 0 ? std::min(jobs, max_batch) : jobs; }
 
 /// A model that reads token ids (its first input, i32[B,T]) and trains on
 /// the cross_entropy of logits over a vocabulary of V ids at each of the T
