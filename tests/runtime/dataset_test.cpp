@@ -5,37 +5,20 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <new>
 #include <numbers>
 
 #include "ir/diagnostic.h"
+#include "tests/allocation_counter.h"
 #include "tests/error_of.h"
-
-// Counts heap allocations so that a test can prove next_batch() makes none.
-namespace {
-std::atomic<int64_t> g_allocations{0};
-}
-void* operator new(size_t size) {
-  ++g_allocations;
-  if (void* p = std::malloc(size ? size : 1)) return p;
-  throw std::bad_alloc();
-}
-// GCC cannot tell that operator new above is malloc, and takes these frees
-// for mismatched deallocations.
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete(void* p, size_t) noexcept { std::free(p); }
-#pragma GCC diagnostic pop
 
 namespace pf {
 namespace {
 
+using testing_support::allocations_in;
 using testing_support::error_of;
 
 namespace fs = std::filesystem;
@@ -134,12 +117,13 @@ TEST(ByteTextDataset, NextBatchAllocatesNothing) {
   ByteTextDataset data(file.path(), 4, 32, 3);
   std::vector<int32_t> tokens(4 * 32), targets(4 * 32);
   void* buffers[] = {tokens.data(), targets.data()};
-  const int64_t before = g_allocations.load();
-  for (int k = 0; k < 10; ++k) {
-    data.next_batch(tokens.data(), targets.data());
-    data.next_batch(buffers);
-  }
-  EXPECT_EQ(g_allocations.load(), before);
+  EXPECT_EQ(allocations_in([&] {
+              for (int k = 0; k < 10; ++k) {
+                data.next_batch(tokens.data(), targets.data());
+                data.next_batch(buffers);
+              }
+            }),
+            0);
 }
 
 TEST(ByteTextDataset, Errors) {
@@ -309,9 +293,7 @@ TEST(GratingImageDataset, IsDeterministicBySeedAndStream) {
   EXPECT_TRUE(std::ranges::equal(a.colour(4), other_stream.colour(4)));  // same task
   EXPECT_FALSE(std::ranges::equal(a.colour(4), other_seed.colour(4)));
 
-  const int64_t before = g_allocations.load();
-  a.next_batch(ia.data(), la.data());
-  EXPECT_EQ(g_allocations.load(), before);
+  EXPECT_EQ(allocations_in([&] { a.next_batch(ia.data(), la.data()); }), 0);
 }
 
 TEST(GratingImageDataset, Errors) {

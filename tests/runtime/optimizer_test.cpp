@@ -4,38 +4,22 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
-#include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
-#include <new>
 #include <numbers>
+#include <optional>
 
 #include "ir/diagnostic.h"
 #include "runtime/lr_schedule.h"
 #include "runtime/safetensors.h"
+#include "tests/allocation_counter.h"
 #include "tests/error_of.h"
-
-// Counts heap allocations so that a test can prove step() makes none.
-namespace {
-std::atomic<int64_t> g_allocations{0};
-}
-void* operator new(size_t size) {
-  ++g_allocations;
-  if (void* p = std::malloc(size ? size : 1)) return p;
-  throw std::bad_alloc();
-}
-// GCC cannot tell that operator new above is malloc, and takes these frees
-// for mismatched deallocations.
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete(void* p, size_t) noexcept { std::free(p); }
-#pragma GCC diagnostic pop
 
 namespace pf {
 namespace {
 
+using testing_support::allocations_in;
 using testing_support::error_of;
 
 // A parameter with its own storage, handed to optimizers as a Param view.
@@ -248,17 +232,22 @@ TEST(AdamW, MatchesTheReferenceOverManySteps) {
 
 TEST(AdamW, StepAllocatesNothing) {
   std::vector<Tensor> ts = make_params();
-  const int64_t at_start = g_allocations.load();
-  AdamW adam(views(ts), {});
-  Sgd sgd(views(ts), {.momentum = 0.9});
-  ASSERT_GT(g_allocations.load(), at_start) << "the allocation counter does not count";  // state is allocated here
+  std::optional<AdamW> adam;
+  std::optional<Sgd> sgd;
+  ASSERT_GT(allocations_in([&] {
+              adam.emplace(views(ts), AdamWOptions{});
+              sgd.emplace(views(ts), SgdOptions{.momentum = 0.9});
+            }),
+            0)
+      << "the allocation counter does not count";  // state is allocated here
   set_grads(ts, 1);
-  const int64_t before = g_allocations.load();
-  for (int i = 0; i < 5; ++i) {
-    adam.step(1e-3);
-    sgd.step(1e-3);
-  }
-  EXPECT_EQ(g_allocations.load(), before);
+  EXPECT_EQ(allocations_in([&] {
+              for (int i = 0; i < 5; ++i) {
+                adam->step(1e-3);
+                sgd->step(1e-3);
+              }
+            }),
+            0);
 }
 
 TEST(AdamW, RejectsBadOptions) {
