@@ -1,6 +1,7 @@
 // Pipelined training on this machine's cores against the ideal pipeline:
-// p = 2 stages of one core each, 1F1B, ZB-H1, ZB-V, DualPipeV and zbi (2 or
-// 4 chunks per core, whichever the compiler predicts faster), m = 8
+// p = 2 stages of one core each, 1F1B, 1F1B with one more forward ahead on
+// device 0 ("1f1b +1": slack against jitter), ZB-H1, ZB-V, DualPipeV and zbi
+// (2 or 4 chunks per core, whichever the compiler predicts faster), m = 8
 // micro-batches. Prints one table: throughput against p * (one-core
 // throughput) * (1 - bubble), the schedule's bubble on unit costs
 // (m / (m + p - 1) of busy time for 1F1B), the measured bubble against that
@@ -30,6 +31,7 @@
 #include "partitioner/compile.h"
 #include "runtime/pipeline.h"
 #include "runtime/random_batch.h"
+#include "runtime/schedule_warmup.h"
 
 namespace pf {
 namespace {
@@ -64,8 +66,10 @@ class Pipelined {
   /// pipeline), then one optimizer step.
   /// `chunk_choices`: the chunks per device to compile, the plan of the
   /// shortest predicted step kept (as a user comparing them would).
+  /// `extra_warmup` > 0 (1f1b only): that many more forwards ahead on every
+  /// device but the last, compiled as the written lists.
   Pipelined(const Workload& w, const std::string& schedule, int p, int m, const std::string& profile,
-            const std::string& cuts = "auto", const std::vector<int>& chunk_choices = {1})
+            const std::string& cuts = "auto", const std::vector<int>& chunk_choices = {1}, int extra_warmup = 0)
       : p_(p) {
     DimBinding b = load_workload(w).binding(w.overrides);
     std::optional<CompileResult> compiled;
@@ -79,6 +83,11 @@ class Pipelined {
       co.profile = profile;
       co.cuts = cuts;
       co.virtual_stages = v;
+      if (extra_warmup > 0) {
+        co.schedule = "custom";
+        co.schedule_actions =
+            write_schedule_text(with_extra_warmup(make_schedule(ScheduleKind::one_f_one_b, p, m), extra_warmup));
+      }
       CompileResult r = compile_plan(std::move(model), b, w.file, co);
       if (!compiled || r.plan.predicted.step_s < compiled->plan.predicted.step_s) compiled = std::move(r);
     }
@@ -100,7 +109,9 @@ class Pipelined {
     // chosen on the plan's costs, and would be judged unfairly on others).
     const Schedule& walked = pipeline_->schedule();
     chunks_ = walked.virtual_stages;
-    theory_ = simulate(make_schedule(walked.kind, walked.devices, walked.microbatches, walked.virtual_stages))
+    theory_ = simulate(walked.kind == ScheduleKind::custom
+                           ? walked
+                           : make_schedule(walked.kind, walked.devices, walked.microbatches, walked.virtual_stages))
                   .bubble_fraction;
   }
 
@@ -165,8 +176,10 @@ int main(int argc, char** argv) {
   struct Config {
     std::string schedule, cuts;
     std::vector<int> chunks;  // per device, the shortest predicted of these
+    int extra_warmup = 0;
   };
   const std::vector<Config> configs = {{"1f1b", "auto", {1}},
+                                       {"1f1b", "auto", {1}, 1},
                                        {"zb1", "auto", {1}},
                                        {"zbv", "auto", {2}},
                                        {"dualpipev", "auto", {2}},
@@ -177,7 +190,8 @@ int main(int argc, char** argv) {
     Pipelined whole(w, "1f1b", 1, 1, profile), micro(w, "1f1b", 1, m, profile);
     std::vector<std::unique_ptr<Pipelined>> pipelines;
     for (const Config& c : configs)
-      pipelines.push_back(std::make_unique<Pipelined>(w, c.schedule, p, m, profile, c.cuts, c.chunks));
+      pipelines.push_back(
+          std::make_unique<Pipelined>(w, c.schedule, p, m, profile, c.cuts, c.chunks, c.extra_warmup));
     // A warm-up step each, then the rounds.
     whole.step();
     micro.step();
@@ -211,6 +225,7 @@ int main(int argc, char** argv) {
       const double base = batch / median(micro_s);
       const Config& c = configs[i];
       std::string label = c.schedule;
+      if (c.extra_warmup > 0) label += fmt::format(" +{}", c.extra_warmup);
       if (c.chunks.size() > 1) label += fmt::format(" v={}", pl.chunks());
       if (c.cuts != "auto") label += ", cuts " + c.cuts;
       fmt::print("| {} | {} | {} | {} | {:.1f} | {:.1f} | {:.1f} | {:.1f} | {:.1f}% | {:.1f}% | {:.1f}% | {:.0f} us | {} | "

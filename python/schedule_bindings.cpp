@@ -4,12 +4,15 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "python/bindings.h"
 #include "runtime/schedule.h"
+#include "runtime/schedule_jitter.h"
+#include "runtime/schedule_warmup.h"
 
 namespace pf::python {
 
@@ -32,7 +35,7 @@ std::vector<std::vector<std::string>> action_labels(const Schedule& s) {
 }
 
 Schedule generate(const std::string& kind, int devices, int microbatches, std::optional<int> virtual_stages,
-                  const std::optional<std::vector<double>>& costs) {
+                  const std::optional<std::vector<double>>& costs, int extra_warmup) {
   const std::optional<ScheduleKind> parsed = parse_schedule_kind(kind);
   if (!parsed || *parsed == ScheduleKind::custom)
     throw py::value_error(
@@ -43,7 +46,27 @@ Schedule generate(const std::string& kind, int devices, int microbatches, std::o
     throw py::value_error(fmt::format("virtual_stages must be positive, not {}", *virtual_stages));
   const UnitCosts unit = costs_of(costs);
   py::gil_scoped_release release;
-  return make_schedule(*parsed, devices, microbatches, chunks_per_device(*parsed, virtual_stages.value_or(1)), unit);
+  Schedule made =
+      make_schedule(*parsed, devices, microbatches, chunks_per_device(*parsed, virtual_stages.value_or(1)), unit);
+  return extra_warmup != 0 ? with_extra_warmup(made, extra_warmup) : made;
+}
+
+/// simulate_jittered on unit costs, as a dict of the step's statistics.
+py::dict jittered(const Schedule& s, double sigma, int trials, const std::optional<std::vector<double>>& costs,
+                  uint64_t seed) {
+  const UnitCosts unit = costs_of(costs);
+  JitteredSimulation j;
+  {
+    py::gil_scoped_release release;
+    j = simulate_jittered(s, unit, Jitter{sigma, trials, seed});
+  }
+  py::dict out;
+  out["steady"] = j.nominal.makespan;
+  out["mean"] = j.mean_makespan;
+  out["median"] = j.median_makespan;
+  out["p90"] = j.p90_makespan;
+  out["bubble"] = j.mean_bubble;
+  return out;
 }
 
 /// A schedule file's lists: text holding a line break, else a path.
@@ -103,18 +126,27 @@ void bind_schedule(py::module_& m) {
           },
           py::arg("format") = "text", py::arg("costs") = py::none(),
           "The picture `pipeforge schedule` draws: 'text' (a grid of the actions in time) or 'svg'.")
+      .def("jitter", &jittered, py::arg("sigma") = 0.1, py::arg("trials") = 200, py::arg("costs") = py::none(),
+           py::arg("seed") = 1,
+           R"(The step over `trials` runs with each action's time drawn around its cost
+(a lognormal factor of mean 1 whose log spreads by sigma), as `pipeforge
+schedule --jitter`: a dict of 'steady' (the step without noise), 'mean',
+'median', 'p90' and the mean 'bubble'. The same seed draws the same runs.)")
       .def("__str__", &write_schedule_text, "The schedule file: each device's compute actions in order.")
       .def("__repr__", [](const Schedule& s) {
         return fmt::format("<pipeforge.Schedule {} devices={} microbatches={} virtual_stages={}>",
                            schedule_kind_name(s.kind), s.devices, s.microbatches, s.virtual_stages);
       });
   m.def("schedule", &generate, py::arg("kind"), py::arg("devices") = 4, py::arg("microbatches") = 8,
-        py::arg("virtual_stages") = py::none(), py::arg("costs") = py::none(),
+        py::arg("virtual_stages") = py::none(), py::arg("costs") = py::none(), py::arg("extra_warmup") = 0,
         R"(The schedule `kind` ('gpipe', '1f1b', 'interleaved', 'zb1', 'zbv', 'zbi',
 'dualpipev', 'loopedbfs') makes on `devices` devices and `microbatches`
 micro-batches, with virtual_stages chunks per device where the kind takes
-them; zbi chooses its order on costs (F, B, W[, C] per chunk). Raises
-pipeforge.Error for a shape the kind cannot run.)");
+them; zbi chooses its order on costs (F, B, W[, C] per chunk). With
+extra_warmup k (1f1b only), every device but the last runs k more forwards
+before its first backward (a 'custom' schedule: k more activations held,
+slack against actions that run late). Raises pipeforge.Error for a shape
+the kind cannot run.)");
   m.def("read_schedule", &read, py::arg("file"),
         R"(A schedule file's lists (a path, or the text itself where it holds a
 line break), checked as `pipeforge compile --schedule-file` checks them:

@@ -1,10 +1,17 @@
 // Schedule validator and simulator: proves action lists complete and deadlock-free, times them.
 #include "runtime/schedule.h"
+#include "runtime/schedule_jitter.h"
 
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <cstdint>
+#include <functional>
+#include <numbers>
 #include <optional>
+#include <random>
+#include <utility>
+#include <vector>
 
 #include <fmt/format.h>
 
@@ -217,20 +224,17 @@ void check_costs(const ActionCosts& costs, int stages) {
   }
 }
 
-}  // namespace
-
-Simulation simulate(const Schedule& schedule, const UnitCosts& costs) {
-  check_costs(costs);
-  ActionCosts staged;
-  staged.stages.assign(static_cast<size_t>(std::max(0, schedule.model_stages())),
-                       {costs.forward, costs.backward, costs.backward_input, costs.backward_weight, costs.comm,
-                        costs.comm});
-  Simulation sim = simulate(schedule, staged);
-  sim.costs = costs;
-  return sim;
+/// The `q` quantile of sorted `values`, linear between neighbours.
+double quantile(const std::vector<double>& values, double q) {
+  const double at = q * static_cast<double>(values.size() - 1);
+  const size_t below = static_cast<size_t>(at);
+  if (below + 1 >= values.size()) return values.back();
+  return values[below] + (at - static_cast<double>(below)) * (values[below + 1] - values[below]);
 }
 
-Simulation simulate(const Schedule& schedule, const ActionCosts& costs) {
+/// simulate() with each compute action's cost times `noise()` where given
+/// (drawn in the order the sweep runs the actions, which is fixed).
+Simulation simulate_noisy(const Schedule& schedule, const ActionCosts& costs, const std::function<double()>* noise) {
   check_lists(schedule);
   check_costs(costs, schedule.model_stages());
 
@@ -278,7 +282,7 @@ Simulation simulate(const Schedule& schedule, const ActionCosts& costs) {
       case ActionKind::backward:
       case ActionKind::backward_input:
       case ActionKind::backward_weight: {
-        const double duration = cost_of(a.kind, costs.stages[a.stage]);
+        const double duration = cost_of(a.kind, costs.stages[a.stage]) * (noise ? (*noise)() : 1.0);
         clock[d] += duration;
         busy[d] += duration;
         if (a.kind == ActionKind::forward) {
@@ -321,6 +325,80 @@ Simulation simulate(const Schedule& schedule, const ActionCosts& costs) {
   for (double b : busy) total_busy += b;
   sim.bubble_fraction = sim.makespan > 0 ? 1 - total_busy / (p * sim.makespan) : 0;
   return sim;
+}
+
+/// Normal deviates from a generator the standard fixes bit for bit
+/// (std::normal_distribution's algorithm is the library's choice), by Box
+/// and Muller: the same seed gives the same trials with any compiler.
+class NormalDeviates {
+ public:
+  explicit NormalDeviates(uint64_t seed) : bits_(seed) {}
+  double next() {
+    if (spare_) return *std::exchange(spare_, std::nullopt);
+    const double u1 = 1.0 - uniform(), u2 = uniform();  // u1 in (0, 1]: its log is finite
+    const double radius = std::sqrt(-2 * std::log(u1)), angle = 2 * std::numbers::pi * u2;
+    spare_ = radius * std::sin(angle);
+    return radius * std::cos(angle);
+  }
+
+ private:
+  double uniform() { return static_cast<double>(bits_() >> 11) * 0x1p-53; }  // [0, 1)
+  std::mt19937_64 bits_;
+  std::optional<double> spare_;
+};
+
+/// Every stage of `schedule` costing `costs`.
+ActionCosts each_stage(const Schedule& schedule, const UnitCosts& costs) {
+  check_costs(costs);
+  ActionCosts staged;
+  staged.stages.assign(static_cast<size_t>(std::max(0, schedule.model_stages())),
+                       {costs.forward, costs.backward, costs.backward_input, costs.backward_weight, costs.comm,
+                        costs.comm});
+  return staged;
+}
+
+}  // namespace
+
+Simulation simulate(const Schedule& schedule, const UnitCosts& costs) {
+  Simulation sim = simulate(schedule, each_stage(schedule, costs));
+  sim.costs = costs;
+  return sim;
+}
+
+Simulation simulate(const Schedule& schedule, const ActionCosts& costs) {
+  return simulate_noisy(schedule, costs, nullptr);
+}
+
+JitteredSimulation simulate_jittered(const Schedule& schedule, const ActionCosts& costs, const Jitter& jitter) {
+  if (!(jitter.sigma >= 0) || !std::isfinite(jitter.sigma) || jitter.sigma > 1)
+    throw Error(fmt::format("simulate: the jitter's spread must be between 0 and 1, got {}", jitter.sigma));
+  if (jitter.trials < 1) throw Error(fmt::format("simulate: jitter needs 1 trial or more, got {}", jitter.trials));
+  JitteredSimulation out;
+  out.nominal = simulate(schedule, costs);
+  NormalDeviates normal(jitter.seed);
+  // exp(sigma z - sigma^2 / 2) has mean 1: the noise slows no action on average.
+  const std::function<double()> factor = [&] {
+    return std::exp(jitter.sigma * normal.next() - jitter.sigma * jitter.sigma / 2);
+  };
+  std::vector<double> makespans;
+  double bubbles = 0;
+  for (int t = 0; t < jitter.trials; ++t) {
+    const Simulation sim = simulate_noisy(schedule, costs, &factor);
+    makespans.push_back(sim.makespan);
+    bubbles += sim.bubble_fraction;
+  }
+  std::sort(makespans.begin(), makespans.end());
+  double total = 0;
+  for (double m : makespans) total += m;
+  out.mean_makespan = total / jitter.trials;
+  out.median_makespan = quantile(makespans, 0.5);
+  out.p90_makespan = quantile(makespans, 0.9);
+  out.mean_bubble = bubbles / jitter.trials;
+  return out;
+}
+
+JitteredSimulation simulate_jittered(const Schedule& schedule, const UnitCosts& costs, const Jitter& jitter) {
+  return simulate_jittered(schedule, each_stage(schedule, costs), jitter);
 }
 
 void validate(const Schedule& schedule) { simulate(schedule); }

@@ -12,6 +12,8 @@
 #include "partitioner/device_profile.h"
 #include "plan/plan.h"
 #include "runtime/plan_schedule.h"
+#include "runtime/schedule_jitter.h"
+#include "runtime/schedule_warmup.h"
 #include "simulator/simulator.h"
 #include "tools/command.h"
 #include "tools/option_checks.h"
@@ -31,13 +33,26 @@ struct ScheduleOptions {
   std::string file;
   std::vector<double> costs;
   bool compare = false;
+  int extra_warmup = 0;
+  double jitter = 0;
+  int trials = 200;
 };
 
 /// The lists of the flags' kind, devices, micro-batches and chunks, in the
 /// order zbi chooses on `costs` (the same for every stage).
 Schedule generated_schedule(const ScheduleOptions& o, const UnitCosts& costs) {
   const ScheduleKind kind = *parse_schedule_kind(o.kind);
-  return make_schedule(kind, o.stages, o.microbatches, chunks_per_device(kind, o.virtual_stages), costs);
+  Schedule schedule = make_schedule(kind, o.stages, o.microbatches, chunks_per_device(kind, o.virtual_stages), costs);
+  return o.extra_warmup > 0 ? with_extra_warmup(schedule, o.extra_warmup) : schedule;
+}
+
+/// "step 10.3 mean (+3.0%), 10.2 median, 11.0 p90; bubble 14.1%": the
+/// schedule's step under the flags' jitter against its steady one, times
+/// scaled by `scale` (1e3 for seconds shown as ms).
+std::string jitter_summary(const JitteredSimulation& j, double scale) {
+  return fmt::format("step {:.4g} mean ({:+.1f}%), {:.4g} median, {:.4g} p90; bubble {:.1f}%",
+                     scale * j.mean_makespan, 100 * (j.mean_makespan / j.nominal.makespan - 1),
+                     scale * j.median_makespan, scale * j.p90_makespan, 100 * j.mean_bubble);
 }
 
 /// The most activations `device` holds at once, in chunk-micro-batches: a
@@ -63,7 +78,32 @@ std::string compare_schedules(const ScheduleOptions& o, const UnitCosts& costs) 
       "gradient {:g} (a backward not split: {:g}), a hand-off {:g}\n",
       o.stages, o.stages == 1 ? "" : "s", o.microbatches, o.microbatches == 1 ? "" : "es", costs.forward,
       costs.backward_input, costs.backward_weight, costs.backward, costs.comm);
-  out += "schedule     chunks  bubble  theory  held at once per device (stages' worth)\n";
+  if (o.jitter > 0)
+    out += fmt::format("under jitter: each action's time drawn around its cost (log spread {:g}), {} trials; the "
+                       "step's mean against its steady length, and the mean bubble\n",
+                       o.jitter, o.trials);
+  // A name column wide enough for "1f1b +K".
+  const int width = std::max<int>(12, o.extra_warmup > 0 ? fmt::format("1f1b +{} ", o.extra_warmup).size() : 0);
+  out += fmt::format("{:<{}} chunks  bubble  theory  {}held at once per device (stages' worth)\n", "schedule", width,
+                     o.jitter > 0 ? "jittered step      bubble  " : "");
+  auto row = [&](const std::string& name, const Schedule& schedule) {
+    const Simulation sim = simulate(schedule, costs);
+    const std::optional<double> theory = theoretical_bubble(schedule, costs);
+    std::string jittered;
+    if (o.jitter > 0) {
+      const JitteredSimulation j = simulate_jittered(schedule, costs, Jitter{o.jitter, o.trials});
+      jittered = fmt::format("{:>8.4g} ({:+5.1f}%)  {:>5.1f}%  ", j.mean_makespan,
+                             100 * (j.mean_makespan / j.nominal.makespan - 1), 100 * j.mean_bubble);
+    }
+    std::string held;
+    for (int d = 0; d < schedule.devices; ++d) {
+      const double stages = double(held_at_once(schedule, d)) / schedule.virtual_stages;
+      held += fmt::format("{}{:.3g}", d == 0 ? "" : " ", stages);
+    }
+    out += fmt::format("{:<{}} {:>6}  {:>5.1f}%  {:>6}  {}{}\n", name, width, schedule.virtual_stages,
+                       100 * sim.bubble_fraction, theory ? fmt::format("{:.1f}%", 100 * *theory) : "-", jittered,
+                       held);
+  };
   for (const std::string& name : schedule_kind_names()) {
     const ScheduleKind kind = *parse_schedule_kind(name);
     const int chunks = chunks_per_device(kind, takes_chunks(kind) ? std::max(2, o.virtual_stages) : 1);
@@ -73,18 +113,12 @@ std::string compare_schedules(const ScheduleOptions& o, const UnitCosts& costs) 
     } catch (const Error& e) {
       std::string why = e.message();  // "dualpipev needs ...": the name is the line's first column already
       if (why.starts_with(name + " ")) why.erase(0, name.size() + 1);
-      out += fmt::format("{:<12} {}\n", name, why);
+      out += fmt::format("{:<{}} {}\n", name, width, why);
       continue;
     }
-    const Simulation sim = simulate(*schedule, costs);
-    const std::optional<double> theory = theoretical_bubble(*schedule, costs);
-    std::string held;
-    for (int d = 0; d < schedule->devices; ++d) {
-      const double stages = double(held_at_once(*schedule, d)) / schedule->virtual_stages;
-      held += fmt::format("{}{:.3g}", d == 0 ? "" : " ", stages);
-    }
-    out += fmt::format("{:<12} {:>6}  {:>5.1f}%  {:>6}  {}\n", name, schedule->virtual_stages,
-                       100 * sim.bubble_fraction, theory ? fmt::format("{:.1f}%", 100 * *theory) : "-", held);
+    row(name, *schedule);
+    if (o.extra_warmup > 0 && kind == ScheduleKind::one_f_one_b)
+      row(fmt::format("{} +{}", name, o.extra_warmup), with_extra_warmup(*schedule, o.extra_warmup));
   }
   return out;
 }
@@ -171,6 +205,17 @@ void add_schedule_command(CLI::App& app) {
                   "takes B + W), a weight gradient and a hand-off's latency (default 1,1,1,0)")
       ->delimiter(',')
       ->expected(3, 4);
+  at_least(cmd->add_option("--extra-warmup", opts->extra_warmup,
+                           "1f1b: this many more forwards before the first backward on every device "
+                           "but the last (as many more activations held), slack that absorbs an action running "
+                           "late; --format list writes the lists for compile --schedule-file"),
+           0);
+  fraction(cmd->add_option("--jitter", opts->jitter,
+                           "also run the schedule with each action's time drawn around its cost (a lognormal "
+                           "factor of mean 1 and this spread of its log, e.g. 0.1) and print the step's mean, "
+                           "median and 90th percentile over --trials runs"));
+  at_least(cmd->add_option("--trials", opts->trials, "runs of the schedule under --jitter")->capture_default_str(),
+           1);
   cmd->add_flag("--compare", opts->compare,
                 "instead of drawing one schedule, compare every one on these devices, micro-batches and costs: a "
                 "line each with its bubble and the activations each device holds at once");
@@ -191,6 +236,12 @@ void add_schedule_command(CLI::App& app) {
           throw Error(fmt::format("{}: the schedule comes from {}; drop the flag{}", flag, source,
                                   opts->file.empty() ? ", or compile the plan again" : ""));
     }
+    if (!source.empty() && opts->extra_warmup > 0)
+      throw Error(fmt::format("--extra-warmup: {} has its own lists; drop the flag (or write them with more "
+                              "forwards ahead)",
+                              source));
+    if (opts->jitter > 0 && !opts->profile.empty())
+      throw Error("--jitter runs a plan on the costs the compiler predicted for its stages; drop --profile");
     std::optional<Schedule> written;
     if (!opts->file.empty()) written = read_schedule_text(read_source_file(opts->file)->text(), opts->file);
     if (plan && written) run_written_lists(*plan, opts->plan, *written, opts->file);
@@ -213,6 +264,13 @@ void add_schedule_command(CLI::App& app) {
     const std::string_view unit = timed ? "ms" : "";
     std::string out = opts->format == "svg" ? render_schedule_svg(schedule, sim, unit)
                                             : render_schedule_text(schedule, sim, unit);
+    if (opts->jitter > 0 && opts->format == "text") {
+      const Jitter jitter{opts->jitter, opts->trials};
+      const JitteredSimulation j = plan ? simulate_jittered(schedule, plan_action_costs(*plan), jitter)
+                                        : simulate_jittered(schedule, costs, jitter);
+      out += fmt::format("jitter {:g}, {} trials: {}\n", opts->jitter, opts->trials,
+                         jitter_summary(j, timed ? 1e3 : 1));
+    }
     if (plan && opts->format == "text") {
       // Each device's list runs on one rank per replica.
       out += "\nranks:\n";

@@ -75,6 +75,23 @@ def test_compile_takes_a_schedule_as_its_file(tmp_path):
         pipeforge.compile(MLP, devices="cpu:2", bind=MLP_BIND, schedule="zb1", schedule_file=s)
 
 
+def test_forwards_run_ahead_absorb_jitter():
+    tight = pipeforge.schedule("1f1b", devices=2, microbatches=8)
+    eager = pipeforge.schedule("1f1b", devices=2, microbatches=8, extra_warmup=1)
+    assert eager.kind == "custom"
+    assert eager.actions[0][:4] == ["F0", "F1", "F2", "B0"]
+    assert eager.actions[1] == tight.actions[1]
+    assert eager.bubble() == pytest.approx(tight.bubble())
+    steady = tight.jitter(sigma=1e-9, trials=2)
+    assert steady["mean"] == pytest.approx(27) and steady["steady"] == 27
+    late, slack = tight.jitter(sigma=0.15, trials=400), eager.jitter(sigma=0.15, trials=400)
+    assert late["mean"] > 1.02 * late["steady"]
+    assert slack["mean"] < 1.01 * slack["steady"]
+    assert slack["bubble"] < late["bubble"]
+    assert late["median"] <= late["p90"]
+    assert tight.jitter(0.2, 10, seed=3) == tight.jitter(0.2, 10, seed=3)
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError, match=r"^kind must be one of gpipe, 1f1b, interleaved, zb1, zbv, zbi, dualpipev, "
                                          r"loopedbfs, not 'custom'$"):
@@ -86,3 +103,8 @@ def test_bad_arguments():
         pipeforge.schedule("dualpipev", devices=4, microbatches=4)
     with pytest.raises(ValueError, match=r"^format must be one of text, svg, not 'png'$"):
         pipeforge.schedule("1f1b").draw("png")
+    with pytest.raises(pipeforge.Error, match=r"^extra warm-up forwards apply to 1f1b, whose devices alternate a "
+                                              r"forward and a backward after their warm-up, not to zb1$"):
+        pipeforge.schedule("zb1", extra_warmup=1)
+    with pytest.raises(pipeforge.Error, match=r"^simulate: the jitter's spread must be between 0 and 1, got 3$"):
+        pipeforge.schedule("1f1b").jitter(3)

@@ -18,6 +18,7 @@
 #include "ir/verifier.h"
 #include "partitioner/compile.h"
 #include "runtime/pipeline.h"
+#include "runtime/schedule_warmup.h"
 #include "tests/runtime/pipeline_equivalence.h"
 
 namespace pf {
@@ -79,6 +80,9 @@ TEST_P(Equivalence, WrittenSchedulesMatchOneDevice) {
       "dev 1: F0 F1 F0c1 F1c1 F0c2 F1c2 F0c3 F1c3 B0c3 B1c3 W0c3 W1c3 B0c2 B1c2 B0c1 B1c1 B0 B1 W0c2 W1c2 W0c1 "
       "W1c1 W0 W1\n";
   expect_same(ref, model, ScheduleKind::zb_h1, 2, 2, 4, wave);
+  Placement eager;  // 1F1B with two more forwards ahead on device 0
+  eager.schedule_actions = write_schedule_text(with_extra_warmup(make_schedule(ScheduleKind::one_f_one_b, 2, 4), 2));
+  expect_same(ref, model, ScheduleKind::one_f_one_b, 2, 4, 1, eager);
 }
 
 /// Each count of `replicas` of the pipeline as `base` places them, under

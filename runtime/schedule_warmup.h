@@ -1,0 +1,21 @@
+// More forwards ahead of the first backward: 1F1B with slack against jitter.
+#pragma once
+
+#include "runtime/schedule.h"
+
+namespace pf {
+
+/// `schedule` (1f1b: a warm-up of forwards, then a forward before each
+/// backward) with `extra` more forwards in its warm-up on every
+/// device but the last, as far as the forwards go. On steady costs the step
+/// is the same (each device's first backward still waits for the last
+/// device's); what changes is that each device holds `extra` more
+/// activations and has them to run while a neighbour's action runs late,
+/// where 1F1B on two devices waits on the other device at every action of
+/// its steady state. The last device gains nothing from a forward run early
+/// (its backward is next on the critical path), so it keeps its order.
+/// Returns custom lists (a schedule file writes them; the kind is gone);
+/// throws Error for another kind or a negative `extra`.
+Schedule with_extra_warmup(const Schedule& schedule, int extra);
+
+}  // namespace pf
