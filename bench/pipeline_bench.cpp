@@ -31,7 +31,6 @@
 #include "partitioner/compile.h"
 #include "runtime/pipeline.h"
 #include "runtime/random_batch.h"
-#include "runtime/schedule_warmup.h"
 
 namespace pf {
 namespace {
@@ -66,8 +65,8 @@ class Pipelined {
   /// pipeline), then one optimizer step.
   /// `chunk_choices`: the chunks per device to compile, the plan of the
   /// shortest predicted step kept (as a user comparing them would).
-  /// `extra_warmup` > 0 (1f1b only): that many more forwards ahead on every
-  /// device but the last, compiled as the written lists.
+  /// `extra_warmup` (1f1b only): that many more forwards ahead on every
+  /// device but the last (compile --extra-warmup).
   Pipelined(const Workload& w, const std::string& schedule, int p, int m, const std::string& profile,
             const std::string& cuts = "auto", const std::vector<int>& chunk_choices = {1}, int extra_warmup = 0)
       : p_(p) {
@@ -83,11 +82,7 @@ class Pipelined {
       co.profile = profile;
       co.cuts = cuts;
       co.virtual_stages = v;
-      if (extra_warmup > 0) {
-        co.schedule = "custom";
-        co.schedule_actions =
-            write_schedule_text(with_extra_warmup(make_schedule(ScheduleKind::one_f_one_b, p, m), extra_warmup));
-      }
+      co.extra_warmup = extra_warmup;
       CompileResult r = compile_plan(std::move(model), b, w.file, co);
       if (!compiled || r.plan.predicted.step_s < compiled->plan.predicted.step_s) compiled = std::move(r);
     }

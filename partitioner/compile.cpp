@@ -222,7 +222,9 @@ CompileResult compile_once(Module model, const DimBinding& binding, const std::s
   auto found = searched.find(layout.microbatch_size);
   PricedModel priced =
       found != searched.end() ? std::move(found->second) : price_model(std::move(model), micro, hardware, options);
-  PartitionOptions po = layout_partition_options(options, hardware, layout);
+  // The lists the layout runs, where the options leave them to it.
+  const CompileOptions scheduled = layout_schedule(options, layout);
+  PartitionOptions po = layout_partition_options(scheduled, hardware, layout);
   if (options.expert_parallel > 1) {
     // Each replica holds a block of the experts; a stage's program is split alone.
     const ExpertParallel ep{options.expert_parallel, po.replica_link, dtype_size(dtype)};
@@ -260,8 +262,8 @@ CompileResult compile_once(Module model, const DimBinding& binding, const std::s
       const int index = std::stoi(e.spec.name.substr(kind.size() + 1)) + k * devices * layout.tensor;
       plan.devices.push_back({fmt::format("{}:{}", kind, index), e.profile.kind, po.devices[i].memory_bytes, e.threads});
     }
-  plan.schedule = options.schedule;
-  plan.schedule_actions = options.schedule_actions;
+  plan.schedule = scheduled.schedule;
+  plan.schedule_actions = scheduled.schedule_actions;
   plan.microbatches = layout.microbatches;
   plan.tensor_parallel = layout.tensor;
   plan.sequence_parallel = options.sequence_parallel;
@@ -274,7 +276,7 @@ CompileResult compile_once(Module model, const DimBinding& binding, const std::s
 
   std::vector<int> device_of;
   for (const StagePlan& cost : result.chosen.stages) device_of.push_back(cost.device);
-  const bool split_backward = schedule_splits_backward(options.schedule, options.schedule_actions);
+  const bool split_backward = schedule_splits_backward(scheduled.schedule, scheduled.schedule_actions);
   plan.stages = plan_stages(split_into_stages(model, result.chosen.cuts, unsplit), micro, device_of,
                             /*training=*/true, split_backward, recompute_of(options), layout.tensor,
                             options.sequence_parallel, options.expert_parallel);
@@ -284,7 +286,7 @@ CompileResult compile_once(Module model, const DimBinding& binding, const std::s
   // split programs: the zbi order is chosen on it, here and at run time.
   // The prediction takes the share back from the plan's seconds, as the
   // runtime will, so that both choose on the same bits.
-  StepOptions step_options = layout_step_options(options, hardware, po);
+  StepOptions step_options = layout_step_options(scheduled, hardware, po);
   const std::vector<double> shares = split_backward ? weight_shares(plan, hardware.profile) : std::vector<double>{};
   for (size_t s = 0; s < plan.stages.size(); ++s) {
     PlanStage& ps = plan.stages[s];
@@ -374,6 +376,10 @@ CompileResult compile_fastest_schedule(const Module& model, const DimBinding& bi
 
 CompileResult compile_plan(Module model, const DimBinding& binding, const std::string& source,
                            const CompileOptions& given) {
+  if (given.extra_warmup != 0 && given.schedule != "1f1b")
+    throw Error(fmt::format("--extra-warmup runs more of 1f1b's forwards ahead, and the schedule is {}: give "
+                            "--schedule 1f1b, or drop the flag",
+                            given.schedule));
   if (given.schedule == "auto") return compile_fastest_schedule(model, binding, source, given);
   CompileOptions options = given;
   if (std::optional<ScheduleKind> kind = parse_schedule_kind(options.schedule))

@@ -25,6 +25,10 @@ struct CompileOptions {
   /// For schedule "custom": a schedule file's text (read_schedule_text),
   /// which fixes the pipeline devices, micro-batches and chunks per device.
   std::string schedule_actions;
+  /// With schedule "1f1b": this many more forwards before the first
+  /// backward on every pipeline device but the last (with_extra_warmup),
+  /// planned and run as the lists they make (schedule "custom").
+  int extra_warmup = 0;
   int virtual_stages = 1;
   std::string precision;           // the roofline's matmul precision; empty: the dtype's (bf16 or fp32)
   std::string dtype = "f32";       // how the stages compute: f32, or bf16 (CUDA: values; CPU: products only)

@@ -13,6 +13,7 @@
 #include "passes/pipeline.h"
 #include "plan/plan.h"
 #include "runtime/schedule.h"
+#include "runtime/schedule_warmup.h"
 
 namespace pf {
 
@@ -90,6 +91,15 @@ PricedModel price_model(Module model, const DimBinding& micro, const Hardware& h
     inside = cuts_between_shares(graph, split, std::move(inside));
   }
   return {std::move(model), std::move(cg), std::move(inside)};
+}
+
+CompileOptions layout_schedule(const CompileOptions& options, const Layout& layout) {
+  if (options.extra_warmup == 0) return options;
+  CompileOptions eager = options;
+  eager.schedule = "custom";
+  eager.schedule_actions = write_schedule_text(with_extra_warmup(
+      make_schedule(ScheduleKind::one_f_one_b, layout.pipeline, layout.microbatches), options.extra_warmup));
+  return eager;
 }
 
 PartitionOptions layout_partition_options(const CompileOptions& options, const Hardware& hardware,
@@ -206,9 +216,10 @@ LayoutChoice search_layouts(const Module& model, const DimBinding& binding, cons
   std::vector<LayoutCandidate> candidates;
   for (const Layout& layout : layouts) {
     const PricedModel& pm = priced_for(layout.microbatch_size);
-    const PartitionOptions po = layout_partition_options(options, hardware, layout);
+    const CompileOptions scheduled = layout_schedule(options, layout);
+    const PartitionOptions po = layout_partition_options(scheduled, hardware, layout);
     candidates.push_back(
-        price_layout(layout, pm.cost, po, layout_step_options(options, hardware, po), hardware.profile.flops));
+        price_layout(layout, pm.cost, po, layout_step_options(scheduled, hardware, po), hardware.profile.flops));
   }
   return choose_layout(std::move(candidates));
 }

@@ -42,6 +42,11 @@ struct PricedModel {
 /// backward twice its forward).
 PricedModel price_model(Module model, const DimBinding& micro, const Hardware& hardware, const CompileOptions& options);
 
+/// `options` as `layout` runs them: with extra_warmup, schedule "custom"
+/// and the lists of 1f1b on its pipeline devices and micro-batches with
+/// the forwards run ahead; otherwise `options` as they are.
+CompileOptions layout_schedule(const CompileOptions& options, const Layout& layout);
+
 /// The partitioner's options for `layout`: pipeline device i is the group of
 /// GPUs i T .. i T + T - 1 of `hardware.gpus` (named after its first one);
 /// transfers between stages leave each group over its T GPUs' links at once;

@@ -55,8 +55,9 @@ Plan compile(py::handle model, const std::string& devices, std::optional<int> mi
              py::handle bind, std::optional<int> virtual_stages, const std::string& optimizer,
              const std::string& cuts, const std::string& recompute, bool shard_optimizer, int tensor_parallel,
              bool sequence_parallel, const std::string& dtype, int expert_parallel, const std::string& fusion,
-             py::handle schedule_file) {
+             py::handle schedule_file, int extra_warmup) {
   if (microbatches) check_positive("microbatches", *microbatches);
+  if (extra_warmup < 0) throw py::value_error(fmt::format("extra_warmup must be at least 0, not {}", extra_warmup));
   check_positive("data_parallel", data_parallel);
   check_positive("tensor_parallel", tensor_parallel);
   check_positive("expert_parallel", expert_parallel);
@@ -90,6 +91,7 @@ Plan compile(py::handle model, const std::string& devices, std::optional<int> mi
   options.expert_parallel = expert_parallel;
   options.dtype = dtype;
   options.fusions = fusions_named(fusion);
+  options.extra_warmup = extra_warmup;
   py::gil_scoped_release release;
   tools::LoadedModel loaded = tools::load_model(source, binding, true);
   if (batch) tools::bind_batch(loaded, *batch);
@@ -166,6 +168,7 @@ void bind_plan(py::module_& m) {
         py::arg("cuts") = "auto", py::arg("recompute") = "none", py::arg("shard_optimizer") = false,
         py::arg("tensor_parallel") = 1, py::arg("sequence_parallel") = false, py::arg("dtype") = "f32",
         py::arg("expert_parallel") = 1, py::arg("fusion") = "all", py::arg("schedule_file") = py::none(),
+        py::arg("extra_warmup") = 0,
         R"(Compiles a model into a pipeline plan, as `pipeforge compile` does.
 
 model: a path (str or os.PathLike) to a .pf file, or the model's IR text
@@ -189,7 +192,9 @@ share each layer's experts out) and fusion ('all', 'none', 'attention',
 those names. schedule_file (--schedule-file: a path to a schedule file,
 each device's compute actions in order, or a pipeforge.Schedule) runs its
 lists instead of a schedule's, and fixes the micro-batches and chunks per
-device.
+device. extra_warmup (--extra-warmup, with schedule '1f1b'): every device but
+the last runs that many more forwards before its first backward, the plan
+holding the lists (schedule 'custom').
 Raises pipeforge.Error for a model that does not parse or verify, or a plan
 that cannot be made.)");
 }

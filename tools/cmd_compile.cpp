@@ -87,10 +87,17 @@ void add_compile_command(CLI::App& app) {
                                "model chunks per device (interleaved, loopedbfs; zbi: 2 or more; zbv and dualpipev "
                                "have 2)"),
                1);
-  cmd->add_option("--schedule-file", o->schedule_file,
-                  "run the action lists of this schedule file (each device's F, B and W in order, as pipeforge "
-                  "schedule --format list writes them); it fixes the pipeline devices, micro-batches and chunks")
-      ->excludes(schedule);
+  CLI::Option* schedule_file =
+      cmd->add_option("--schedule-file", o->schedule_file,
+                      "run the action lists of this schedule file (each device's F, B and W in order, as pipeforge "
+                      "schedule --format list writes them); it fixes the pipeline devices, micro-batches and chunks")
+          ->excludes(schedule);
+  at_least(cmd->add_option("--extra-warmup", o->compile.extra_warmup,
+                           "with --schedule 1f1b: this many more forwards before the first backward on every "
+                           "pipeline device but the last (as many more activations held; slack against actions "
+                           "that run late), planned and run as written lists (schedule custom)"),
+           0)
+      ->excludes(schedule_file);
   cmd->add_option("--precision", o->compile.precision,
                   "matmul precision of the roofline: fp32, tf32 or bf16; default: the --dtype's (bf16 or fp32)");
   cmd->add_option("--dtype", o->compile.dtype,

@@ -92,6 +92,15 @@ def test_forwards_run_ahead_absorb_jitter():
     assert tight.jitter(0.2, 10, seed=3) == tight.jitter(0.2, 10, seed=3)
 
 
+def test_compile_runs_forwards_ahead():
+    plan = pipeforge.compile(MLP, devices="cpu:2", bind=MLP_BIND, microbatches=4, extra_warmup=1)
+    assert plan.schedule == "custom"
+    assert "dev 0: F0 F1 F2 B0 F3 B1 B2 B3" in plan.schedule_actions
+    with pytest.raises(pipeforge.Error, match=r"^--extra-warmup runs more of 1f1b's forwards ahead, and the schedule "
+                                              r"is zbv: give --schedule 1f1b, or drop the flag$"):
+        pipeforge.compile(MLP, devices="cpu:2", bind=MLP_BIND, schedule="zbv", extra_warmup=1)
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError, match=r"^kind must be one of gpipe, 1f1b, interleaved, zb1, zbv, zbi, dualpipev, "
                                          r"loopedbfs, not 'custom'$"):
