@@ -1,7 +1,7 @@
 // Pipelined training on this machine's cores against the ideal pipeline:
-// p = 2 stages of one core each, 1F1B, 1F1B with one more forward ahead on
-// device 0 ("1f1b +1": slack against jitter), ZB-H1, ZB-V, DualPipeV and zbi
-// (2 or 4 chunks per core, whichever the compiler predicts faster), m = 8
+// p = 2 stages of one core each, 1F1B and ZB-H1 (each also with one more
+// forward ahead on device 0, "+1": slack against jitter), ZB-V, DualPipeV
+// and zbi (2 or 4 chunks per core, whichever the compiler predicts faster), m = 8
 // micro-batches. Prints one table: throughput against p * (one-core
 // throughput) * (1 - bubble), the schedule's bubble on unit costs
 // (m / (m + p - 1) of busy time for 1F1B), the measured bubble against that
@@ -65,7 +65,7 @@ class Pipelined {
   /// pipeline), then one optimizer step.
   /// `chunk_choices`: the chunks per device to compile, the plan of the
   /// shortest predicted step kept (as a user comparing them would).
-  /// `extra_warmup` (1f1b only): that many more forwards ahead on every
+  /// `extra_warmup` (1f1b and zb1): that many more forwards ahead on every
   /// device but the last (compile --extra-warmup).
   Pipelined(const Workload& w, const std::string& schedule, int p, int m, const std::string& profile,
             const std::string& cuts = "auto", const std::vector<int>& chunk_choices = {1}, int extra_warmup = 0)
@@ -176,6 +176,7 @@ int main(int argc, char** argv) {
   const std::vector<Config> configs = {{"1f1b", "auto", {1}},
                                        {"1f1b", "auto", {1}, 1},
                                        {"zb1", "auto", {1}},
+                                       {"zb1", "auto", {1}, 1},
                                        {"zbv", "auto", {2}},
                                        {"dualpipev", "auto", {2}},
                                        {"zbi", "auto", {2, 4}},

@@ -351,24 +351,38 @@ CompileResult compile_fastest_schedule(const Module& model, const DimBinding& bi
                                        const CompileOptions& options) {
   std::optional<CompileResult> best;
   std::vector<CompileResult::ScheduleCandidate> tried;
+  size_t chosen = 0;
   std::exception_ptr first_error;
-  for (const std::string& schedule : auto_schedules(options)) {
-    CompileOptions o = options;
-    o.schedule = schedule;
-    if (schedule != "interleaved" && schedule != "zbi") o.virtual_stages = 1;
+  auto attempt = [&](const CompileOptions& o, const std::string& name) {
     try {
       CompileResult r = compile_plan(model, binding, source, o);
       const Plan::Summary& p = r.plan.predicted;
-      tried.push_back({schedule, p.step_s, p.bubble_fraction, busiest_device_memory(r.plan), ""});
-      if (!best || p.step_s < best->plan.predicted.step_s) best = std::move(r);
+      tried.push_back({name, p.step_s, p.bubble_fraction, busiest_device_memory(r.plan), ""});
+      if (!best || p.step_s < best->plan.predicted.step_s) {
+        best = std::move(r);
+        chosen = tried.size() - 1;
+      }
     } catch (const Error& e) {
       const std::string& why = e.message();
-      tried.push_back({schedule, 0, 0, 0, why.substr(0, why.find('\n'))});
+      tried.push_back({name, 0, 0, 0, why.substr(0, why.find('\n'))});
       if (!first_error) first_error = std::current_exception();
+    }
+  };
+  for (const std::string& schedule : auto_schedules(options)) {
+    CompileOptions o = options;
+    o.schedule = schedule;
+    o.extra_warmup = 0;
+    if (schedule != "interleaved" && schedule != "zbi") o.virtual_stages = 1;
+    attempt(o, schedule);
+    // After its schedule, so that a tie keeps the one holding less.
+    if (options.extra_warmup > 0 && (schedule == "1f1b" || schedule == "zb1")) {
+      o.extra_warmup = options.extra_warmup;
+      attempt(o, fmt::format("{} +{}", schedule, options.extra_warmup));
     }
   }
   if (!best) std::rethrow_exception(first_error);
   best->schedules = std::move(tried);
+  best->chosen_schedule = chosen;
   return std::move(*best);
 }
 
@@ -376,9 +390,9 @@ CompileResult compile_fastest_schedule(const Module& model, const DimBinding& bi
 
 CompileResult compile_plan(Module model, const DimBinding& binding, const std::string& source,
                            const CompileOptions& given) {
-  if (given.extra_warmup != 0 && given.schedule != "1f1b")
-    throw Error(fmt::format("--extra-warmup runs more of 1f1b's forwards ahead, and the schedule is {}: give "
-                            "--schedule 1f1b, or drop the flag",
+  if (given.extra_warmup != 0 && given.schedule != "1f1b" && given.schedule != "zb1" && given.schedule != "auto")
+    throw Error(fmt::format("--extra-warmup runs forwards ahead in 1f1b or zb1, and the schedule is {}: give "
+                            "--schedule 1f1b, zb1 or auto, or drop the flag",
                             given.schedule));
   if (given.schedule == "auto") return compile_fastest_schedule(model, binding, source, given);
   CompileOptions options = given;

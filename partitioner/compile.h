@@ -25,9 +25,10 @@ struct CompileOptions {
   /// For schedule "custom": a schedule file's text (read_schedule_text),
   /// which fixes the pipeline devices, micro-batches and chunks per device.
   std::string schedule_actions;
-  /// With schedule "1f1b": this many more forwards before the first
+  /// With schedule "1f1b" or "zb1": this many more forwards before the first
   /// backward on every pipeline device but the last (with_extra_warmup),
-  /// planned and run as the lists they make (schedule "custom").
+  /// planned and run as the lists they make (schedule "custom"); with
+  /// "auto", 1f1b and zb1 are also tried so.
   int extra_warmup = 0;
   int virtual_stages = 1;
   std::string precision;           // the roofline's matmul precision; empty: the dtype's (bf16 or fp32)
@@ -100,6 +101,7 @@ struct CompileResult {
     std::string error;                // the first line of why it could not be compiled; "" if it was
   };
   std::vector<ScheduleCandidate> schedules;
+  size_t chosen_schedule = 0;  // the plan's, of `schedules`
 };
 
 /// Compiles `model` (parsed; verified under `binding`, the full batch) from

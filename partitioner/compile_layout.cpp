@@ -98,7 +98,8 @@ CompileOptions layout_schedule(const CompileOptions& options, const Layout& layo
   CompileOptions eager = options;
   eager.schedule = "custom";
   eager.schedule_actions = write_schedule_text(with_extra_warmup(
-      make_schedule(ScheduleKind::one_f_one_b, layout.pipeline, layout.microbatches), options.extra_warmup));
+      make_schedule(*parse_schedule_kind(options.schedule), layout.pipeline, layout.microbatches),
+      options.extra_warmup));
   return eager;
 }
 

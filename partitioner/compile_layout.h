@@ -43,8 +43,9 @@ struct PricedModel {
 PricedModel price_model(Module model, const DimBinding& micro, const Hardware& hardware, const CompileOptions& options);
 
 /// `options` as `layout` runs them: with extra_warmup, schedule "custom"
-/// and the lists of 1f1b on its pipeline devices and micro-batches with
-/// the forwards run ahead; otherwise `options` as they are.
+/// and the lists of their schedule (1f1b or zb1) on its pipeline devices
+/// and micro-batches with the forwards run ahead; otherwise `options` as
+/// they are.
 CompileOptions layout_schedule(const CompileOptions& options, const Layout& layout);
 
 /// The partitioner's options for `layout`: pipeline device i is the group of

@@ -192,9 +192,9 @@ share each layer's experts out) and fusion ('all', 'none', 'attention',
 those names. schedule_file (--schedule-file: a path to a schedule file,
 each device's compute actions in order, or a pipeforge.Schedule) runs its
 lists instead of a schedule's, and fixes the micro-batches and chunks per
-device. extra_warmup (--extra-warmup, with schedule '1f1b'): every device but
-the last runs that many more forwards before its first backward, the plan
-holding the lists (schedule 'custom').
+device. extra_warmup (--extra-warmup, with schedule '1f1b' or 'zb1'):
+every device but the last runs that many more forwards before its first
+backward, the plan holding the lists (schedule 'custom').
 Raises pipeforge.Error for a model that does not parse or verify, or a plan
 that cannot be made.)");
 }

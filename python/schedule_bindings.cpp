@@ -143,7 +143,7 @@ schedule --jitter`: a dict of 'steady' (the step without noise), 'mean',
 'dualpipev', 'loopedbfs') makes on `devices` devices and `microbatches`
 micro-batches, with virtual_stages chunks per device where the kind takes
 them; zbi chooses its order on costs (F, B, W[, C] per chunk). With
-extra_warmup k (1f1b only), every device but the last runs k more forwards
+extra_warmup k (1f1b, zb1), every device but the last runs k more forwards
 before its first backward (a 'custom' schedule: k more activations held,
 slack against actions that run late). Raises pipeforge.Error for a shape
 the kind cannot run.)");

@@ -200,7 +200,6 @@ std::string format_action(const Action& action) {
 
 namespace {
 
-using schedule_orders::one_f_one_b_order;
 using schedule_orders::Work;
 
 /// Appends `work` to device `device`'s list with the transfers it implies: the
@@ -234,6 +233,20 @@ std::vector<Work> looped_bfs_order(int microbatches, int chunks) {
     for (int mb = 0; mb < microbatches; ++mb) order.push_back({ActionKind::forward, mb, c});
   for (int c = chunks - 1; c >= 0; --c)
     for (int mb = 0; mb < microbatches; ++mb) order.push_back({ActionKind::backward, mb, c});
+  return order;
+}
+
+/// The 1F1B shape shared by 1f1b and interleaved: `warmup` forwards, then one
+/// forward before each backward while forwards remain, then the remaining
+/// backwards. Both sequences list (micro-batch, chunk) pairs in running order.
+std::vector<Work> one_f_one_b_order(const std::vector<Work>& forwards,
+                                    const std::vector<Work>& backwards, int warmup) {
+  std::vector<Work> order(forwards.begin(), forwards.begin() + warmup);
+  size_t next_forward = warmup;
+  for (const Work& backward : backwards) {
+    if (next_forward < forwards.size()) order.push_back(forwards[next_forward++]);
+    order.push_back(backward);
+  }
   return order;
 }
 
@@ -354,18 +367,6 @@ Schedule make_schedule(ScheduleKind kind, int devices, int microbatches, int vir
 }
 
 namespace schedule_orders {
-
-std::vector<Work> one_f_one_b_order(const std::vector<Work>& forwards,
-                                    const std::vector<Work>& backwards, int warmup) {
-  std::vector<Work> order(forwards.begin(), forwards.begin() + warmup);
-  size_t next_forward = warmup;
-  for (const Work& backward : backwards) {
-    if (next_forward < forwards.size()) order.push_back(forwards[next_forward++]);
-    order.push_back(backward);
-  }
-  return order;
-}
-
 
 Schedule build_schedule(ScheduleKind kind, int devices, int microbatches, int virtual_stages,
                         const ActionCosts* costs) {

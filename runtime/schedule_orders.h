@@ -18,12 +18,6 @@ struct Work {
 /// Per device, its compute actions in running order.
 using DeviceOrders = std::vector<std::vector<Work>>;
 
-/// The 1F1B shape shared by 1f1b and interleaved: `warmup` forwards, then one
-/// forward before each backward while forwards remain, then the remaining
-/// backwards. Both sequences list (micro-batch, chunk) pairs in running order.
-std::vector<Work> one_f_one_b_order(const std::vector<Work>& forwards, const std::vector<Work>& backwards,
-                                    int warmup);
-
 /// make_schedule, on `costs` where the kind's order depends on them (zbi;
 /// nullptr: unit costs).
 Schedule build_schedule(ScheduleKind kind, int devices, int microbatches, int virtual_stages,

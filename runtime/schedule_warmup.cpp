@@ -14,33 +14,42 @@ Schedule with_extra_warmup(const Schedule& schedule, int extra) {
   // Interleaved chunks would need the last device to run ahead too (a
   // forward of device 0's second chunk waits on the last device's first),
   // which delays the backward everything waits on.
-  if (schedule.kind != ScheduleKind::one_f_one_b)
-    throw Error(fmt::format("extra warm-up forwards apply to 1f1b, whose devices alternate a forward and a backward "
-                            "after their warm-up, not to {}",
-                            schedule_kind_name(schedule.kind)));
+  if (schedule.virtual_stages != 1)
+    throw Error(fmt::format("extra warm-up forwards run ahead on devices of one model chunk, and {} gives each "
+                            "device {}",
+                            schedule_kind_name(schedule.kind), schedule.virtual_stages));
   if (extra < 0) throw Error(fmt::format("extra warm-up forwards cannot be negative, got {}", extra));
   using schedule_orders::Work;
   schedule_orders::DeviceOrders orders(static_cast<size_t>(schedule.devices));
   for (int d = 0; d < schedule.devices; ++d) {
-    std::vector<Work> forwards, backwards;
-    int ahead = -1;  // forwards before the first backward
+    // Each forward moves `extra` input gradients earlier (none before the
+    // first); the other actions keep their order, a W its place after its B.
+    const int ahead = d + 1 < schedule.devices ? extra : 0;
+    std::vector<Work> forwards, others;
+    std::vector<int> before;  // per forward: the input gradients it now precedes
+    int gradients = 0;
     for (const Action& a : schedule.per_device[static_cast<size_t>(d)]) {
       if (!is_compute(a.kind)) continue;
-      const Work work{a.kind, a.microbatch, schedule.chunk_of(a.stage)};
+      const Work work{a.kind, a.microbatch, 0};
       if (a.kind == ActionKind::forward) {
         forwards.push_back(work);
-      } else {
-        if (ahead < 0) ahead = static_cast<int>(forwards.size());
-        backwards.push_back(work);
+        before.push_back(std::max(0, gradients - ahead));
+        continue;
       }
+      if (a.kind != ActionKind::backward_weight) ++gradients;
+      others.push_back(work);
     }
-    const int all = static_cast<int>(forwards.size());
-    if (ahead < 0) ahead = all;
-    if (d + 1 < schedule.devices) ahead = std::min(ahead + extra, all);
-    // one_f_one_b_order runs a forward before the first backward after its
-    // warm-up, while one is left.
-    const int warmup = ahead < all ? ahead - 1 : all;
-    orders[static_cast<size_t>(d)] = schedule_orders::one_f_one_b_order(forwards, backwards, warmup);
+    std::vector<Work>& order = orders[static_cast<size_t>(d)];
+    size_t next = 0;
+    int seen = 0;
+    for (const Work& w : others) {
+      if (w.kind != ActionKind::backward_weight) {
+        while (next < forwards.size() && before[next] <= seen) order.push_back(forwards[next++]);
+        ++seen;
+      }
+      order.push_back(w);
+    }
+    order.insert(order.end(), forwards.begin() + static_cast<std::ptrdiff_t>(next), forwards.end());
   }
   Schedule eager = schedule_orders::schedule_from_orders(ScheduleKind::custom, schedule.devices,
                                                          schedule.microbatches, schedule.virtual_stages, orders,

@@ -5,17 +5,19 @@
 
 namespace pf {
 
-/// `schedule` (1f1b: a warm-up of forwards, then a forward before each
-/// backward) with `extra` more forwards in its warm-up on every
-/// device but the last, as far as the forwards go. On steady costs the step
-/// is the same (each device's first backward still waits for the last
-/// device's); what changes is that each device holds `extra` more
-/// activations and has them to run while a neighbour's action runs late,
-/// where 1F1B on two devices waits on the other device at every action of
-/// its steady state. The last device gains nothing from a forward run early
-/// (its backward is next on the critical path), so it keeps its order.
-/// Returns custom lists (a schedule file writes them; the kind is gone);
-/// throws Error for another kind or a negative `extra`.
+/// `schedule` (one model chunk per device: 1f1b, zb1, or lists of one's
+/// own) with every forward moved `extra` input gradients earlier on every
+/// device but the last: `extra` more forwards before the first backward,
+/// then, as before, the forwards between the backwards, the weight
+/// gradients where they were. On steady costs the step is the same (each
+/// device's first backward still waits for the last device's); what
+/// changes is that each device holds `extra` more activations and has them
+/// to run while a neighbour's action runs late, where 1F1B on two devices
+/// waits on the other device at every action of its steady state. The
+/// last device gains nothing from a forward run early (its backward is next
+/// on the critical path), so it keeps its order. Returns custom lists (a
+/// schedule file writes them; the kind is gone), proven to run; throws
+/// Error for several chunks per device or a negative `extra`.
 Schedule with_extra_warmup(const Schedule& schedule, int extra);
 
 }  // namespace pf

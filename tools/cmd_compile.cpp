@@ -93,7 +93,7 @@ void add_compile_command(CLI::App& app) {
                       "schedule --format list writes them); it fixes the pipeline devices, micro-batches and chunks")
           ->excludes(schedule);
   at_least(cmd->add_option("--extra-warmup", o->compile.extra_warmup,
-                           "with --schedule 1f1b: this many more forwards before the first backward on every "
+                           "with --schedule 1f1b or zb1: this many more forwards before the first backward on every "
                            "pipeline device but the last (as many more activations held; slack against actions "
                            "that run late), planned and run as written lists (schedule custom)"),
            0)
@@ -168,8 +168,9 @@ void add_compile_command(CLI::App& app) {
                          r.layouts.candidates[0].layout.gpus(), render_layout_table(r.layouts));
     if (!r.schedules.empty()) {
       out += "schedules (--schedule auto; * chosen: the shortest predicted step):\n";
-      for (const CompileResult::ScheduleCandidate& c : r.schedules) {
-        const char* mark = c.schedule == r.plan.schedule ? "*" : " ";
+      for (size_t k = 0; k < r.schedules.size(); ++k) {
+        const CompileResult::ScheduleCandidate& c = r.schedules[k];
+        const char* mark = k == r.chosen_schedule ? "*" : " ";
         out += c.error.empty() ? fmt::format("{} {:<12} step {:>10}  bubble {:>5.1f}%  busiest device holds {}\n", mark,
                                              c.schedule, format_seconds(c.step_s), 100 * c.bubble,
                                              format_bytes(static_cast<double>(c.device_memory_bytes)))

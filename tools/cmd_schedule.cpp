@@ -83,7 +83,7 @@ std::string compare_schedules(const ScheduleOptions& o, const UnitCosts& costs) 
                        "step's mean against its steady length, and the mean bubble\n",
                        o.jitter, o.trials);
   // A name column wide enough for "1f1b +K".
-  const int width = std::max<int>(12, o.extra_warmup > 0 ? fmt::format("1f1b +{} ", o.extra_warmup).size() : 0);
+  const size_t width = std::max<size_t>(12, o.extra_warmup > 0 ? fmt::format("1f1b +{} ", o.extra_warmup).size() : 0);
   out += fmt::format("{:<{}} chunks  bubble  theory  {}held at once per device (stages' worth)\n", "schedule", width,
                      o.jitter > 0 ? "jittered step      bubble  " : "");
   auto row = [&](const std::string& name, const Schedule& schedule) {
@@ -117,7 +117,7 @@ std::string compare_schedules(const ScheduleOptions& o, const UnitCosts& costs) 
       continue;
     }
     row(name, *schedule);
-    if (o.extra_warmup > 0 && kind == ScheduleKind::one_f_one_b)
+    if (o.extra_warmup > 0 && (kind == ScheduleKind::one_f_one_b || kind == ScheduleKind::zb_h1))
       row(fmt::format("{} +{}", name, o.extra_warmup), with_extra_warmup(*schedule, o.extra_warmup));
   }
   return out;
@@ -206,9 +206,10 @@ void add_schedule_command(CLI::App& app) {
       ->delimiter(',')
       ->expected(3, 4);
   at_least(cmd->add_option("--extra-warmup", opts->extra_warmup,
-                           "1f1b: this many more forwards before the first backward on every device "
-                           "but the last (as many more activations held), slack that absorbs an action running "
-                           "late; --format list writes the lists for compile --schedule-file"),
+                           "1f1b or zb1: this many more forwards before the first backward on every device but the "
+                           "last, each later forward as much earlier (as many more activations held), slack that "
+                           "absorbs an action running late; --format list writes the lists for compile "
+                           "--schedule-file"),
            0);
   fraction(cmd->add_option("--jitter", opts->jitter,
                            "also run the schedule with each action's time drawn around its cost (a lognormal "

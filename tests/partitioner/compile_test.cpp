@@ -397,6 +397,34 @@ TEST(Compile, AutoScheduleKeepsTheShortestPredictedStepThatFits) {
   EXPECT_NE(two.plan.schedule, "dualpipev");
 }
 
+// With --extra-warmup, auto also tries 1f1b and zb1 with the forwards ahead,
+// each right after its schedule, and keeps the shortest as before.
+TEST(Compile, AutoScheduleTriesForwardsAheadWhenAsked) {
+  Module m = example("gpt.pf");
+  const DimBinding b = m.binding({{"B", 16}, {"L", 4}, {"C", 128}, {"H", 4}, {"T", 64}, {"S", 64}, {"V", 256}});
+  auto compiled = [&](const std::string& schedule, int extra) {
+    CompileOptions o;
+    o.devices = "cpu:2";
+    o.schedule = schedule;
+    o.extra_warmup = extra;
+    return compile_plan(m, b, "gpt.pf", o);
+  };
+  const CompileResult r = compiled("auto", 1);
+  std::vector<std::string> names;
+  for (const CompileResult::ScheduleCandidate& c : r.schedules) names.push_back(c.schedule);
+  EXPECT_EQ(names, (std::vector<std::string>{"1f1b", "1f1b +1", "zb1", "zb1 +1", "zbv", "dualpipev"}));
+  EXPECT_EQ(r.schedules[1].step_s, compiled("1f1b", 1).plan.predicted.step_s);
+  EXPECT_EQ(r.schedules[3].step_s, compiled("zb1", 1).plan.predicted.step_s);
+  // One more activation in flight on device 0.
+  EXPECT_GT(r.schedules[1].device_memory_bytes, r.schedules[0].device_memory_bytes);
+  for (const CompileResult::ScheduleCandidate& c : r.schedules)
+    EXPECT_LE(r.schedules[r.chosen_schedule].step_s, c.step_s) << c.schedule;
+  EXPECT_EQ(r.plan.predicted.step_s, r.schedules[r.chosen_schedule].step_s);
+  EXPECT_EQ(error_of([&] { compiled("zbv", 1); }),
+            "--extra-warmup runs forwards ahead in 1f1b or zb1, and the schedule is zbv: give --schedule 1f1b, zb1 or "
+            "auto, or drop the flag");
+}
+
 TEST(Compile, ManualSplitIsOnlyPlaced) {
   Module m = example("mlp.pf");
   DimBinding b = m.binding({{"I", 32}, {"H", 64}, {"L", 4}, {"K", 10}, {"B", 16}});

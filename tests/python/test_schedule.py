@@ -96,8 +96,8 @@ def test_compile_runs_forwards_ahead():
     plan = pipeforge.compile(MLP, devices="cpu:2", bind=MLP_BIND, microbatches=4, extra_warmup=1)
     assert plan.schedule == "custom"
     assert "dev 0: F0 F1 F2 B0 F3 B1 B2 B3" in plan.schedule_actions
-    with pytest.raises(pipeforge.Error, match=r"^--extra-warmup runs more of 1f1b's forwards ahead, and the schedule "
-                                              r"is zbv: give --schedule 1f1b, or drop the flag$"):
+    with pytest.raises(pipeforge.Error, match=r"^--extra-warmup runs forwards ahead in 1f1b or zb1, and the schedule "
+                                              r"is zbv: give --schedule 1f1b, zb1 or auto, or drop the flag$"):
         pipeforge.compile(MLP, devices="cpu:2", bind=MLP_BIND, schedule="zbv", extra_warmup=1)
 
 
@@ -112,8 +112,8 @@ def test_bad_arguments():
         pipeforge.schedule("dualpipev", devices=4, microbatches=4)
     with pytest.raises(ValueError, match=r"^format must be one of text, svg, not 'png'$"):
         pipeforge.schedule("1f1b").draw("png")
-    with pytest.raises(pipeforge.Error, match=r"^extra warm-up forwards apply to 1f1b, whose devices alternate a "
-                                              r"forward and a backward after their warm-up, not to zb1$"):
-        pipeforge.schedule("zb1", extra_warmup=1)
+    with pytest.raises(pipeforge.Error, match=r"^extra warm-up forwards run ahead on devices of one model chunk, and "
+                                              r"zbv gives each device 2$"):
+        pipeforge.schedule("zbv", extra_warmup=1)
     with pytest.raises(pipeforge.Error, match=r"^simulate: the jitter's spread must be between 0 and 1, got 3$"):
         pipeforge.schedule("1f1b").jitter(3)

@@ -83,6 +83,9 @@ TEST_P(Equivalence, WrittenSchedulesMatchOneDevice) {
   Placement eager;  // 1F1B with two more forwards ahead on device 0
   eager.schedule_actions = write_schedule_text(with_extra_warmup(make_schedule(ScheduleKind::one_f_one_b, 2, 4), 2));
   expect_same(ref, model, ScheduleKind::one_f_one_b, 2, 4, 1, eager);
+  Placement eager_zb1;  // ZB-H1 with one more forward ahead on device 0
+  eager_zb1.schedule_actions = write_schedule_text(with_extra_warmup(make_schedule(ScheduleKind::zb_h1, 2, 4), 1));
+  expect_same(ref, model, ScheduleKind::zb_h1, 2, 4, 1, eager_zb1);
 }
 
 /// Each count of `replicas` of the pipeline as `base` places them, under

@@ -46,6 +46,22 @@ TEST(ExtraWarmup, RunsMoreForwardsAheadOnEveryDeviceButTheLast) {
   EXPECT_DOUBLE_EQ(after.makespan, before.makespan);
 }
 
+// A W keeps its place after its B; each forward moves one B earlier.
+TEST(ExtraWarmup, ZeroBubbleKeepsItsWeightGradientsInPlace) {
+  const Schedule zb1 = make_schedule(ScheduleKind::zb_h1, 3, 6);
+  const Schedule eager = with_extra_warmup(zb1, 1);
+  using L = std::vector<std::string>;
+  EXPECT_EQ(labels(eager, 0), (L{"F0", "F1", "F2", "F3", "B0", "W0", "F4", "B1", "W1", "F5", "B2", "W2", "B3", "W3",
+                                 "B4", "W4", "B5", "W5"}));
+  EXPECT_EQ(labels(eager, 1), (L{"F0", "F1", "F2", "B0", "F3", "B1", "W0", "F4", "B2", "W1", "F5", "B3", "W2", "B4",
+                                 "W3", "B5", "W4", "W5"}));
+  EXPECT_EQ(labels(eager, 2), labels(zb1, 2));
+  EXPECT_TRUE(eager.split_backward);
+  UnitCosts split;
+  split.forward = split.backward_input = split.backward_weight = 1;
+  EXPECT_DOUBLE_EQ(simulate(eager, split).makespan, simulate(zb1, split).makespan);
+}
+
 TEST(ExtraWarmup, NoneKeepsTheListsAndMoreThanTheForwardsRunsThemAll) {
   const Schedule one_f_one_b = make_schedule(ScheduleKind::one_f_one_b, 4, 8);
   EXPECT_EQ(with_extra_warmup(one_f_one_b, 0).per_device, one_f_one_b.per_device);
@@ -57,21 +73,21 @@ TEST(ExtraWarmup, NoneKeepsTheListsAndMoreThanTheForwardsRunsThemAll) {
 }
 
 TEST(ExtraWarmup, EveryShapeStaysValid) {
-  for (int p : {1, 2, 3, 5})
-    for (int m : {1, p, 2 * p + 1})
-      for (int extra : {1, 2, 7}) {
-        const Schedule eager = with_extra_warmup(make_schedule(ScheduleKind::one_f_one_b, p, m), extra);
-        EXPECT_NO_THROW(validate(eager)) << "p=" << p << " m=" << m << " extra=" << extra;
-      }
+  for (ScheduleKind kind : {ScheduleKind::gpipe, ScheduleKind::one_f_one_b, ScheduleKind::zb_h1})
+    for (int p : {1, 2, 3, 5})
+      for (int m : {1, p, 2 * p + 1})
+        for (int extra : {1, 2, 7}) {
+          const Schedule eager = with_extra_warmup(make_schedule(kind, p, m), extra);
+          EXPECT_NO_THROW(validate(eager))
+              << schedule_kind_name(kind) << " p=" << p << " m=" << m << " extra=" << extra;
+        }
 }
 
 TEST(ExtraWarmup, Errors) {
-  EXPECT_EQ(error_of([] { with_extra_warmup(make_schedule(ScheduleKind::zb_h1, 2, 4), 1); }),
-            "extra warm-up forwards apply to 1f1b, whose devices alternate a forward and a backward after their "
-            "warm-up, not to zb1");
+  EXPECT_EQ(error_of([] { with_extra_warmup(make_schedule(ScheduleKind::zb_v, 2, 4, 2), 1); }),
+            "extra warm-up forwards run ahead on devices of one model chunk, and zbv gives each device 2");
   EXPECT_EQ(error_of([] { with_extra_warmup(make_schedule(ScheduleKind::interleaved, 2, 4, 2), 1); }),
-            "extra warm-up forwards apply to 1f1b, whose devices alternate a forward and a backward after their "
-            "warm-up, not to interleaved");
+            "extra warm-up forwards run ahead on devices of one model chunk, and interleaved gives each device 2");
   EXPECT_EQ(error_of([] { with_extra_warmup(make_schedule(ScheduleKind::one_f_one_b, 2, 4), -1); }),
             "extra warm-up forwards cannot be negative, got -1");
 }
@@ -110,6 +126,14 @@ TEST(Jitter, SlackAbsorbsIt) {
   EXPECT_GT(tight.mean_makespan, 1.02 * tight.nominal.makespan);
   EXPECT_LT(slack.mean_makespan, 1.01 * slack.nominal.makespan);
   EXPECT_LT(slack.mean_bubble, tight.mean_bubble);
+
+  // ZB-H1's Ws fill some of the waits, less than a forward ahead does.
+  const Schedule zb1 = make_schedule(ScheduleKind::zb_h1, 2, 8);
+  UnitCosts split;
+  split.forward = split.backward_input = split.backward_weight = 1;
+  const JitteredSimulation zb1_tight = simulate_jittered(zb1, split, jitter);
+  const JitteredSimulation zb1_slack = simulate_jittered(with_extra_warmup(zb1, 1), split, jitter);
+  EXPECT_LT(zb1_slack.mean_makespan, zb1_tight.mean_makespan);
 }
 
 TEST(Jitter, Errors) {
