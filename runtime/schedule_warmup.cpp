@@ -18,6 +18,10 @@ Schedule with_extra_warmup(const Schedule& schedule, int extra) {
     throw Error(fmt::format("extra warm-up forwards run ahead on devices of one model chunk, and {} gives each "
                             "device {}",
                             schedule_kind_name(schedule.kind), schedule.virtual_stages));
+  if (schedule.kind == ScheduleKind::gpipe || schedule.kind == ScheduleKind::looped_bfs)
+    throw Error(fmt::format("{} runs every forward before its first backward already: extra warm-up forwards change "
+                            "nothing",
+                            schedule_kind_name(schedule.kind)));
   if (extra < 0) throw Error(fmt::format("extra warm-up forwards cannot be negative, got {}", extra));
   using schedule_orders::Work;
   schedule_orders::DeviceOrders orders(static_cast<size_t>(schedule.devices));

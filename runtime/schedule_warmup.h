@@ -17,7 +17,8 @@ namespace pf {
 /// last device gains nothing from a forward run early (its backward is next
 /// on the critical path), so it keeps its order. Returns custom lists (a
 /// schedule file writes them; the kind is gone), proven to run; throws
-/// Error for several chunks per device or a negative `extra`.
+/// Error for several chunks per device, gpipe's order (every forward ahead
+/// already) or a negative `extra`.
 Schedule with_extra_warmup(const Schedule& schedule, int extra);
 
 }  // namespace pf

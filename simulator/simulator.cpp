@@ -123,6 +123,7 @@ PlanSimulation simulate_plan(const Plan& plan, const std::vector<Module>& progra
 
   // The runtime's action lists in simulated time.
   sim.timeline = simulate(sim.schedule, costs);
+  sim.costs = costs;
   sim.walk_s = sim.timeline.makespan;
   sim.bubble = sim.timeline.bubble_fraction;
   sim.theory_bubble = theoretical_bubble(sim.schedule, UnitCosts{});

@@ -50,6 +50,7 @@ struct SimulatedDevice {
 struct PlanSimulation {
   Schedule schedule;                    // what the runtime walks: plan_schedule(plan)
   Simulation timeline;                  // each device's actions placed in time (replica 0)
+  ActionCosts costs;                    // what each stage's actions took in it (simulate_jittered runs them again)
   std::vector<SimulatedStage> stages;
   std::vector<SimulatedDevice> devices;  // replica 0's: one per action list
   int replicas = 1;

@@ -6,15 +6,19 @@
 
 #include "ir/units.h"
 #include "plan/plan.h"
+#include "runtime/schedule_jitter.h"
 #include "simulator/simulator.h"
 #include "tools/plan_facts.h"
 #include "tools/command.h"
+#include "tools/option_checks.h"
 
 namespace pf::tools {
 
 namespace {
 struct SimulateCommandOptions {
   std::string plan, profile, cluster, trace, precision, optimizer = "adamw";
+  double jitter = 0;
+  int trials = 200;
 };
 
 std::string ms(double seconds) { return fmt::format("{:.3f}", seconds * 1e3); }
@@ -73,6 +77,11 @@ void add_simulate_command(CLI::App& app) {
   cmd->add_option("--optimizer", o->optimizer, "adamw or sgd: its state and its pass over the parameters")
       ->check(CLI::IsMember({"adamw", "sgd"}));
   cmd->add_option("--trace", o->trace, "write the predicted timeline as a Perfetto trace (JSON), as run --trace does");
+  fraction(cmd->add_option("--jitter", o->jitter,
+                           "also run the schedule with each action's time drawn around its price (a lognormal "
+                           "factor of mean 1 and this spread of its log, e.g. 0.05) and print its mean, median and "
+                           "90th percentile over --trials runs"));
+  at_least(cmd->add_option("--trials", o->trials, "runs of the schedule under --jitter")->capture_default_str(), 1);
   cmd->callback([cmd, o] {
     if (!o->profile.empty() && cmd->count("--precision") > 0)
       throw Error(fmt::format("--precision: the profile {} names its own precision; drop the flag", o->profile));
@@ -87,6 +96,13 @@ void add_simulate_command(CLI::App& app) {
     const Cluster cluster = o->cluster.empty() ? default_cluster(profile.kind) : load_cluster(o->cluster);
     const PlanSimulation sim = simulate_plan(plan, programs, profile, cluster, SimulateOptions{o->optimizer});
     std::cout << render(plan, sim, profile, o->optimizer);
+    if (o->jitter > 0) {
+      const JitteredSimulation j = simulate_jittered(sim.schedule, sim.costs, Jitter{o->jitter, o->trials});
+      std::cout << fmt::format("jitter {:g}, {} trials: schedule {} ms mean ({:+.1f}%), {} ms median, {} ms p90; "
+                               "bubble {:.1f}%\n",
+                               o->jitter, o->trials, ms(j.mean_makespan), 100 * (j.mean_makespan / sim.walk_s - 1),
+                               ms(j.median_makespan), ms(j.p90_makespan), 100 * j.mean_bubble);
+    }
     if (!o->trace.empty()) {
       write_output(o->trace, trace_json(simulation_trace(sim), static_cast<int>(sim.devices.size())));
       std::cout << fmt::format("wrote {}\n", o->trace);

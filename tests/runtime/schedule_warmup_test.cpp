@@ -73,7 +73,7 @@ TEST(ExtraWarmup, NoneKeepsTheListsAndMoreThanTheForwardsRunsThemAll) {
 }
 
 TEST(ExtraWarmup, EveryShapeStaysValid) {
-  for (ScheduleKind kind : {ScheduleKind::gpipe, ScheduleKind::one_f_one_b, ScheduleKind::zb_h1})
+  for (ScheduleKind kind : {ScheduleKind::one_f_one_b, ScheduleKind::zb_h1})
     for (int p : {1, 2, 3, 5})
       for (int m : {1, p, 2 * p + 1})
         for (int extra : {1, 2, 7}) {
@@ -86,6 +86,8 @@ TEST(ExtraWarmup, EveryShapeStaysValid) {
 TEST(ExtraWarmup, Errors) {
   EXPECT_EQ(error_of([] { with_extra_warmup(make_schedule(ScheduleKind::zb_v, 2, 4, 2), 1); }),
             "extra warm-up forwards run ahead on devices of one model chunk, and zbv gives each device 2");
+  EXPECT_EQ(error_of([] { with_extra_warmup(make_schedule(ScheduleKind::gpipe, 2, 4), 1); }),
+            "gpipe runs every forward before its first backward already: extra warm-up forwards change nothing");
   EXPECT_EQ(error_of([] { with_extra_warmup(make_schedule(ScheduleKind::interleaved, 2, 4, 2), 1); }),
             "extra warm-up forwards run ahead on devices of one model chunk, and interleaved gives each device 2");
   EXPECT_EQ(error_of([] { with_extra_warmup(make_schedule(ScheduleKind::one_f_one_b, 2, 4), -1); }),
