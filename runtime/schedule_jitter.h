@@ -27,6 +27,8 @@ struct JitteredSimulation {
   Simulation nominal;  ///< simulate() without noise
   double mean_makespan = 0, median_makespan = 0, p90_makespan = 0;
   double mean_bubble = 0;  ///< 1 - busy / (devices * makespan), averaged over the trials
+  /// How much longer the mean step is than the steady one (0.03: 3 %).
+  double slowdown() const { return mean_makespan / nominal.makespan - 1; }
 };
 
 /// Runs `schedule` on `costs` `jitter.trials` times, each compute action's

@@ -35,7 +35,7 @@ struct ScheduleOptions {
   bool compare = false;
   int extra_warmup = 0;
   double jitter = 0;
-  int trials = 200;
+  int trials = Jitter{}.trials;
 };
 
 /// The lists of the flags' kind, devices, micro-batches and chunks, in the
@@ -51,7 +51,7 @@ Schedule generated_schedule(const ScheduleOptions& o, const UnitCosts& costs) {
 /// scaled by `scale` (1e3 for seconds shown as ms).
 std::string jitter_summary(const JitteredSimulation& j, double scale) {
   return fmt::format("step {:.4g} mean ({:+.1f}%), {:.4g} median, {:.4g} p90; bubble {:.1f}%",
-                     scale * j.mean_makespan, 100 * (j.mean_makespan / j.nominal.makespan - 1),
+                     scale * j.mean_makespan, 100 * j.slowdown(),
                      scale * j.median_makespan, scale * j.p90_makespan, 100 * j.mean_bubble);
 }
 
@@ -92,8 +92,8 @@ std::string compare_schedules(const ScheduleOptions& o, const UnitCosts& costs) 
     std::string jittered;
     if (o.jitter > 0) {
       const JitteredSimulation j = simulate_jittered(schedule, costs, Jitter{o.jitter, o.trials});
-      jittered = fmt::format("{:>8.4g} ({:+5.1f}%)  {:>5.1f}%  ", j.mean_makespan,
-                             100 * (j.mean_makespan / j.nominal.makespan - 1), 100 * j.mean_bubble);
+      jittered = fmt::format("{:>8.4g} ({:+5.1f}%)  {:>5.1f}%  ", j.mean_makespan, 100 * j.slowdown(),
+                             100 * j.mean_bubble);
     }
     std::string held;
     for (int d = 0; d < schedule.devices; ++d) {

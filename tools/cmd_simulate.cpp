@@ -18,7 +18,7 @@ namespace {
 struct SimulateCommandOptions {
   std::string plan, profile, cluster, trace, precision, optimizer = "adamw";
   double jitter = 0;
-  int trials = 200;
+  int trials = Jitter{}.trials;
 };
 
 std::string ms(double seconds) { return fmt::format("{:.3f}", seconds * 1e3); }
@@ -100,7 +100,7 @@ void add_simulate_command(CLI::App& app) {
       const JitteredSimulation j = simulate_jittered(sim.schedule, sim.costs, Jitter{o->jitter, o->trials});
       std::cout << fmt::format("jitter {:g}, {} trials: schedule {} ms mean ({:+.1f}%), {} ms median, {} ms p90; "
                                "bubble {:.1f}%\n",
-                               o->jitter, o->trials, ms(j.mean_makespan), 100 * (j.mean_makespan / sim.walk_s - 1),
+                               o->jitter, o->trials, ms(j.mean_makespan), 100 * j.slowdown(),
                                ms(j.median_makespan), ms(j.p90_makespan), 100 * j.mean_bubble);
     }
     if (!o->trace.empty()) {
