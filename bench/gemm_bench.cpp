@@ -50,6 +50,12 @@ std::vector<Product> products() {
       {"gpt head input grad", false, false, 1024, 512, 8192},
       {"gpt head weight grad", true, false, 8192, 512, 1024},
       {"gpt attention q k^T", false, true, 128, 128, 64},
+      // A pipeline's micro-batch (pipeline_bench: 256 / 8 = 32 rows of the
+      // MLP): each weight is packed for an eighth of the rows it serves at
+      // 256, and the packing, not the register tile, sets the pace.
+      {"mlp 4096x4096 forward, m = 32", false, false, 32, 4096, 4096},
+      {"mlp 4096x4096 input grad, m = 32", false, true, 32, 4096, 4096},
+      {"mlp 4096x4096 weight grad, m = 32", true, false, 4096, 4096, 32},
   };
 }
 

@@ -39,7 +39,7 @@ std::string schedule_file_actions(py::handle path, std::optional<int> microbatch
     throw py::value_error(fmt::format("give schedule or schedule_file, not both ('{}' and {})", *schedule, file));
   const Schedule written = given ? path.cast<Schedule>() : [&] {
     py::gil_scoped_release release;
-    return read_schedule_text(read_source_file(file)->text(), file);
+    return read_schedule_file(file);
   }();
   if (microbatches && *microbatches != written.microbatches)
     throw py::value_error(fmt::format("microbatches {}: {} runs {} micro-batches; leave it out", *microbatches, file,

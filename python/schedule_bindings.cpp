@@ -73,8 +73,7 @@ py::dict jittered(const Schedule& s, double sigma, int trials, const std::option
 Schedule read(py::handle file) {
   if (py::isinstance<py::str>(file) && str_of(file).find('\n') != std::string::npos)
     return read_schedule_text(str_of(file), "<string>");
-  const std::string path = path_of(file);
-  return read_schedule_text(read_source_file(path)->text(), path);
+  return read_schedule_file(path_of(file));
 }
 
 }  // namespace
@@ -133,6 +132,10 @@ void bind_schedule(py::module_& m) {
 schedule --jitter`: a dict of 'steady' (the step without noise), 'mean',
 'median', 'p90' and the mean 'bubble'. The same seed draws the same runs.)")
       .def("__str__", &write_schedule_text, "The schedule file: each device's compute actions in order.")
+      .def("torch_csv", &write_torch_schedule_csv,
+           "The lists as PyTorch's compute-only schedule CSV (`pipeforge schedule --format csv`): a row per rank, "
+           "cells such as '0F3', '5I3' (the model stage, F, I, W or B, the micro-batch), which "
+           "torch.distributed.pipelining schedules load with _load_csv; read_schedule reads such a file back.")
       .def("__repr__", [](const Schedule& s) {
         return fmt::format("<pipeforge.Schedule {} devices={} microbatches={} virtual_stages={}>",
                            schedule_kind_name(s.kind), s.devices, s.microbatches, s.virtual_stages);
@@ -152,7 +155,8 @@ the kind cannot run.)");
 line break), checked as `pipeforge compile --schedule-file` checks them:
 pipeforge.Error at the line and column at fault, or for lists that deadlock.
 str() of any Schedule is such a file, and compile(schedule_file=...) takes
-a Schedule too.)");
+a Schedule too. A path ending in .csv is read as PyTorch's schedule CSV
+(Schedule.torch_csv()).)");
 }
 
 }  // namespace pf::python

@@ -311,4 +311,24 @@ Schedule planned_schedule(ScheduleKind kind, std::string_view actions, int devic
 /// naming its kind; read_schedule_text gives back the same lists.
 std::string write_schedule_text(const Schedule& schedule);
 
+/// PyTorch's compute-only schedule CSV (torch.distributed.pipelining, a
+/// schedule's _dump_csv and _load_csv): a row per rank, its compute actions
+/// in order, each "{stage}{F|I|W|B}{micro-batch}" with the model stage
+/// first: I and W a split backward, B a whole one. Empty cells (idle steps)
+/// are skipped, and so are the transfers and FSDP actions of a file with
+/// its communication (SEND_F, RECV_B, UNSHARD, REDUCE_GRAD, ...): the lists
+/// imply them. An OVERLAP_F_B cell, "(0F3;1B2)OVERLAP_F_B", runs its actions
+/// in order; a whole B in a file that splits other backwards runs as its I
+/// then its W. The stages a row names are its rank's chunks in model order,
+/// as many on every rank. Returns the lists (kind custom), checked as
+/// read_schedule_text checks a schedule file; throws Error at the row and
+/// column of the cell at fault.
+Schedule read_torch_schedule_csv(std::string_view text, const std::string& path);
+/// `schedule`'s compute actions as PyTorch's compute-only CSV, one row per
+/// device; read_torch_schedule_csv gives back the same lists.
+std::string write_torch_schedule_csv(const Schedule& schedule);
+/// The schedule file at `path`: PyTorch's CSV where its name ends in .csv,
+/// else Pipeforge's schedule text.
+Schedule read_schedule_file(const std::string& path);
+
 }  // namespace pf

@@ -1,5 +1,5 @@
 // Schedule files: each device's compute actions written out as text, read back into action lists with
-// diagnostics at the line and column of the offending action.
+// diagnostics at the line and column of the offending action (the checks serve PyTorch's CSV too).
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -14,6 +14,7 @@
 #include "ir/diagnostic.h"
 #include "runtime/schedule.h"
 #include "runtime/schedule_orders.h"
+#include "runtime/schedule_written.h"
 
 namespace pf {
 
@@ -21,6 +22,10 @@ namespace {
 
 using schedule_orders::DeviceOrders;
 using schedule_orders::Work;
+using schedule_files::DeviceLine;
+using schedule_files::Dialect;
+using schedule_files::Written;
+using schedule_files::WrittenLists;
 
 constexpr std::string_view kSyntax =
     "an action is F (forward), B (backward, or its input gradient where W follows) or W (weight gradient), then "
@@ -29,19 +34,6 @@ constexpr std::string_view kSyntax =
 constexpr std::string_view kPlacementSyntax =
     "placement is round-robin (stage s on device s % p, the default), v (chunk 0 of device d is stage d, chunk 1 "
     "stage 2p - 1 - d), or the device of each stage in model order (0 1 1 0)";
-
-/// One compute action as written, where it was written.
-struct Written {
-  Work work;
-  std::string_view token;
-  int line = 0, col = 0;
-};
-
-/// A device's line: where "dev" stands, and its actions in order.
-struct DeviceLine {
-  int line = 0, col = 0;
-  std::vector<Written> actions;
-};
 
 bool is_space(char c) { return c == ' ' || c == '\t' || c == '\r'; }
 
@@ -75,11 +67,12 @@ std::optional<Work> parse_action(std::string_view token) {
 
 class Reader {
  public:
-  Reader(std::string_view text, const std::string& path)
-      : file_(std::make_shared<SourceFile>(path, std::string(text))) {}
+  Reader(std::string_view text, const std::string& path) {
+    lists_.file = std::make_shared<SourceFile>(path, std::string(text));
+  }
 
   Schedule read() {
-    const std::string& text = file_->text();
+    const std::string& text = lists_.file->text();
     int line_no = 0;
     for (size_t start = 0; start <= text.size();) {
       size_t end = text.find('\n', start);
@@ -87,17 +80,18 @@ class Reader {
       read_line(++line_no, std::string_view(text).substr(start, end - start));
       start = end + 1;
     }
-    if (devices_.empty())
+    if (lists_.devices.empty())
       throw Error(fmt::format("{}: no device's actions: write a line such as `dev 0: F0 B0` for each device",
-                              file_->name()));
-    return build();
+                              lists_.file->name()));
+    for (const auto& [d, dev] : lists_.devices)
+      for (const Written& w : dev.actions) lists_.split = lists_.split || w.work.kind == ActionKind::backward_weight;
+    return schedule_files::build_written(lists_);
   }
 
  private:
   [[noreturn]] void fail(int line, int col, const std::string& message) const {
-    throw Error(message, Location{file_, line, col});
+    throw Error(message, Location{lists_.file, line, col});
   }
-  [[noreturn]] void fail(const Written& w, const std::string& message) const { fail(w.line, w.col, message); }
 
   void read_line(int line_no, std::string_view line) {
     line = line.substr(0, line.find('#'));
@@ -122,11 +116,12 @@ class Reader {
   }
 
   void read_placement(int line_no, const std::vector<std::pair<std::string_view, int>>& words) {
-    if (placement_line_ > 0)
-      fail(line_no, words[0].second, fmt::format("a second placement line (the first is line {})", placement_line_));
-    placement_line_ = line_no;
+    if (lists_.placement_line > 0)
+      fail(line_no, words[0].second,
+           fmt::format("a second placement line (the first is line {})", lists_.placement_line));
+    lists_.placement_line = line_no;
     if (words.size() == 2 && (words[1].first == "round-robin" || words[1].first == "v")) {
-      placement_ = words[1].first == "v" ? StagePlacement::v_shape() : StagePlacement::round_robin();
+      lists_.placement = words[1].first == "v" ? StagePlacement::v_shape() : StagePlacement::round_robin();
       return;
     }
     std::vector<int> devices;
@@ -137,11 +132,11 @@ class Reader {
     }
     if (devices.empty()) fail(line_no, words[0].second, std::string(kPlacementSyntax));
     try {
-      placement_ = StagePlacement::listed(devices);
+      lists_.placement = StagePlacement::listed(devices);
     } catch (const Error& e) {
       fail(line_no, words[1].second, e.message());
     }
-    listed_ = std::move(devices);
+    lists_.listed = std::move(devices);
   }
 
   void read_device(int line_no, std::vector<std::pair<std::string_view, int>> words) {
@@ -165,10 +160,10 @@ class Reader {
     }
     const std::optional<int> device = parse_count(number);
     if (!device) fail(line_no, number_col, fmt::format("'{}' is not a device number", number));
-    if (const auto it = devices_.find(*device); it != devices_.end())
+    if (const auto it = lists_.devices.find(*device); it != lists_.devices.end())
       fail(line_no, words[0].second,
            fmt::format("dev {} has a second line (the first is line {})", *device, it->second.line));
-    DeviceLine& dev = devices_[*device];
+    DeviceLine& dev = lists_.devices[*device];
     dev.line = line_no;
     dev.col = words[0].second;
     for (size_t i = first_action; i < words.size(); ++i) {
@@ -180,43 +175,54 @@ class Reader {
     }
   }
 
-  Schedule build() {
-    const int p = static_cast<int>(devices_.size());
+  WrittenLists lists_;
+};
+
+/// The checks every written schedule goes through, and the schedule built
+/// from its lists; messages name devices and actions in the file's dialect.
+class Builder {
+ public:
+  explicit Builder(const WrittenLists& lists) : lists_(lists), torch_(lists.dialect == Dialect::torch_csv) {}
+
+  Schedule build() const {
+    const std::map<int, DeviceLine>& devices = lists_.devices;
+    const int p = static_cast<int>(devices.size());
     for (int d = 0; d < p; ++d)
-      if (!devices_.count(d)) {
-        const DeviceLine& last = devices_.rbegin()->second;
+      if (!devices.count(d)) {
+        const DeviceLine& last = devices.rbegin()->second;
         fail(last.line, last.col,
              fmt::format("dev {} is missing: the lines name devices up to {}, and each of 0 to {} needs its own",
-                         d, devices_.rbegin()->first, devices_.rbegin()->first));
+                         d, devices.rbegin()->first, devices.rbegin()->first));
       }
     int m = 0, v = 0;
-    bool split = false;
-    for (const auto& [d, dev] : devices_)
+    for (const auto& [d, dev] : devices)
       for (const Written& w : dev.actions) {
         m = std::max(m, w.work.microbatch + 1);
         v = std::max(v, w.work.chunk + 1);
-        split = split || w.work.kind == ActionKind::backward_weight;
       }
-    if (m == 0) fail(devices_.begin()->second.line, devices_.begin()->second.col, "no device runs any action");
-    if (placement_.is_v_shape() && v != 2)
-      fail(placement_line_, 1,
+    if (m == 0) fail(devices.begin()->second.line, devices.begin()->second.col, "no device runs any action");
+    const int placement_line = lists_.placement_line;
+    if (lists_.placement.is_v_shape() && v != 2 && placement_line > 0)
+      fail(placement_line, 1,
            fmt::format("placement v gives each device 2 chunks (the arms of its V), but the actions name {}", v));
-    if (!listed_.empty()) {
-      const int listed_devices = *std::max_element(listed_.begin(), listed_.end()) + 1;
+    const std::vector<int>& listed = lists_.listed;
+    if (!listed.empty() && placement_line > 0) {
+      const int listed_devices = *std::max_element(listed.begin(), listed.end()) + 1;
       if (listed_devices != p)
-        fail(placement_line_, 1,
+        fail(placement_line, 1,
              fmt::format("the placement puts stages on {} devices, but the lines are for {}: list a device of 0 to {} "
                          "for each stage",
                          listed_devices, p, p - 1));
-      if (static_cast<int>(listed_.size()) != p * v)
-        fail(placement_line_, 1,
+      if (static_cast<int>(listed.size()) != p * v)
+        fail(placement_line, 1,
              fmt::format("the placement gives each device {} chunks, but the actions name {}",
-                         static_cast<int>(listed_.size()) / p, v));
+                         static_cast<int>(listed.size()) / p, v));
     }
 
-    Schedule shape{ScheduleKind::custom, p, m, v, {}, placement_, split};
+    const bool split = lists_.split;
+    Schedule shape{ScheduleKind::custom, p, m, v, {}, lists_.placement, split};
     DeviceOrders orders(static_cast<size_t>(p));
-    for (const auto& [d, dev] : devices_) {
+    for (const auto& [d, dev] : devices) {
       check_device(shape, d, dev);
       for (const Written& w : dev.actions) {
         Work work = w.work;
@@ -225,48 +231,59 @@ class Reader {
       }
     }
     check_dependencies(shape);
-    Schedule schedule = schedule_orders::schedule_from_orders(ScheduleKind::custom, p, m, v, orders, placement_, split);
+    Schedule schedule =
+        schedule_orders::schedule_from_orders(ScheduleKind::custom, p, m, v, orders, lists_.placement, split);
     try {
       validate(schedule);
     } catch (const Error& e) {  // what the checks above should have caught first
-      throw Error(fmt::format("{}: {}", file_->name(), e.message()));
+      throw Error(fmt::format("{}: {}", lists_.file->name(), e.message()));
     }
     return schedule;
   }
 
+ private:
   /// Each (micro-batch, chunk) of the device once per kind, F before B
   /// before W, and every one present.
   void check_device(const Schedule& shape, int d, const DeviceLine& dev) const {
     const int m = shape.microbatches, v = shape.virtual_stages;
     std::map<std::pair<int, int>, const Written*> seen[3];  // F, B, W by (micro-batch, chunk)
     auto slot = [](ActionKind kind) { return kind == ActionKind::forward ? 0 : kind == ActionKind::backward ? 1 : 2; };
+    const char* input_gradient = torch_ ? "input gradient (I)" : "input gradient (B)";
     for (const Written& w : dev.actions) {
       const std::pair<int, int> key{w.work.microbatch, w.work.chunk};
       const int k = slot(w.work.kind);
       if (const auto it = seen[k].find(key); it != seen[k].end())
-        fail(w, fmt::format("dev {} runs {} twice (first at {}:{})", d, w.token, it->second->line,
+        fail(w, fmt::format("{} runs {} twice (first at {}:{})", device(d), w.token, it->second->line,
                             it->second->col));
       if (k > 0 && !seen[k - 1].count(key))
-        fail(w, fmt::format("{} comes before {} on dev {}: a micro-batch's {} needs its {} first", w.token,
-                            label(shape, k - 1, key), d, k == 1 ? "backward" : "weight gradient",
-                            k == 1 ? "forward" : "input gradient (B)"));
+        fail(w, fmt::format("{} comes before {} on {}: a micro-batch's {} needs its {} first", w.token,
+                            label(shape, d, k - 1, key), device(d), k == 1 ? "backward" : "weight gradient",
+                            k == 1 ? "forward" : input_gradient));
       seen[k][key] = &w;
     }
+    const char* kinds = !shape.split_backward ? "F and B" : torch_ ? "F, I and W" : "F, B and W";
     for (int c = 0; c < v; ++c)
       for (int mb = 0; mb < m; ++mb)
         for (int k = 0; k < (shape.split_backward ? 3 : 2); ++k)
           if (!seen[k].count({mb, c}))
             fail(dev.line, dev.col,
-                 fmt::format("dev {} never runs {}: each device runs F, B{} of every one of the {} micro-batches{}", d,
-                             label(shape, k, {mb, c}), shape.split_backward ? " and W" : "", m,
-                             v > 1 ? fmt::format(" on each of its {} chunks", v) : ""));
+                 fmt::format("{} never runs {}: each {} runs {} of every one of the {} micro-batches{}", device(d),
+                             label(shape, d, k, {mb, c}), torch_ ? "rank" : "device", kinds, m,
+                             v > 1 ? fmt::format(" on each of its {} {}", v, torch_ ? "stages" : "chunks") : ""));
   }
 
-  /// "F3", "B3c1": action_label's name of action kind `k` (F, B, W) of
-  /// (micro-batch, chunk); chunk c of device 0 stands for chunk c of any.
-  static std::string label(const Schedule& shape, int k, std::pair<int, int> key) {
+  /// "dev 0", or "rank 0" in PyTorch's words.
+  std::string device(int d) const { return fmt::format("{} {}", torch_ ? "rank" : "dev", d); }
+
+  /// Action kind `k` (F, B, W) of (micro-batch, chunk) on device `d`:
+  /// action_label's "F3", "B3c1", or PyTorch's "5F3", "5I3" (the model
+  /// stage, the kind, the micro-batch).
+  std::string label(const Schedule& shape, int d, int k, std::pair<int, int> key) const {
     constexpr ActionKind kinds[] = {ActionKind::forward, ActionKind::backward, ActionKind::backward_weight};
-    return action_label(shape, {kinds[k], key.first, shape.stage_at(0, key.second), -1});
+    const int stage = shape.stage_at(d, key.second);
+    if (!torch_) return action_label(shape, {kinds[k], key.first, stage, -1});
+    const char* letter = k == 0 ? "F" : k == 2 ? "W" : shape.split_backward ? "I" : "B";
+    return fmt::format("{}{}{}", stage, letter, key.first);
   }
 
   /// Runs the lists as far as their inputs allow: a forward needs the
@@ -290,7 +307,7 @@ class Reader {
     for (bool moved = true; moved;) {
       moved = false;
       for (int d = 0; d < p; ++d) {
-        const std::vector<Written>& list = devices_.at(d).actions;
+        const std::vector<Written>& list = lists_.devices.at(d).actions;
         for (size_t& i = next[static_cast<size_t>(d)]; i < list.size() && !waits_on(d, list[i]); ++i) {
           const int s = shape.stage_at(d, list[i].work.chunk), mb = list[i].work.microbatch;
           if (list[i].work.kind == ActionKind::forward) forward_done[s][mb] = true;
@@ -302,28 +319,32 @@ class Reader {
     std::string waits;
     const Written* first = nullptr;
     for (int d = 0; d < p; ++d) {
-      const std::vector<Written>& list = devices_.at(d).actions;
+      const std::vector<Written>& list = lists_.devices.at(d).actions;
       if (next[static_cast<size_t>(d)] == list.size()) continue;
       const Written& w = list[next[static_cast<size_t>(d)]];
       const auto [s, mb] = *waits_on(d, w);
       const int other = shape.device_of(s);
       const int k = w.work.kind == ActionKind::forward ? 0 : 1;
-      waits += fmt::format("{}dev {} waits at {} for dev {}'s {}", waits.empty() ? "" : ", ", d, w.token, other,
-                           label(shape, k, {mb, shape.chunk_of(s)}));
+      waits += fmt::format("{}{} waits at {} for {}'s {}", waits.empty() ? "" : ", ", device(d), w.token,
+                           device(other), label(shape, other, k, {mb, shape.chunk_of(s)}));
       if (!first) first = &w;
     }
     if (first)
       fail(*first, fmt::format("the schedule deadlocks: {}; move an action after the ones it needs", waits));
   }
 
-  std::shared_ptr<const SourceFile> file_;
-  std::map<int, DeviceLine> devices_;
-  StagePlacement placement_;
-  std::vector<int> listed_;  // a placement line's devices, where it lists them
-  int placement_line_ = 0;
+  [[noreturn]] void fail(int line, int col, const std::string& message) const {
+    throw Error(message, Location{lists_.file, line, col});
+  }
+  [[noreturn]] void fail(const Written& w, const std::string& message) const { fail(w.line, w.col, message); }
+
+  const WrittenLists& lists_;
+  bool torch_;
 };
 
 }  // namespace
+
+Schedule schedule_files::build_written(const WrittenLists& lists) { return Builder(lists).build(); }
 
 Schedule read_schedule_text(std::string_view text, const std::string& path) { return Reader(text, path).read(); }
 

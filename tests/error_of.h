@@ -22,4 +22,16 @@ std::string error_of(Fn&& fn) {
   return "(no error)";
 }
 
+/// The same with the whole diagnostic as the command prints it
+/// (Error::render: `file:line:col: error: message`, the line, its caret).
+template <typename Fn>
+std::string rendered_error_of(Fn&& fn) {
+  try {
+    std::forward<Fn>(fn)();
+  } catch (const Error& e) {
+    return e.render();
+  }
+  return "(no error)";
+}
+
 }  // namespace pf::testing_support

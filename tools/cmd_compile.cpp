@@ -90,7 +90,8 @@ void add_compile_command(CLI::App& app) {
   CLI::Option* schedule_file =
       cmd->add_option("--schedule-file", o->schedule_file,
                       "run the action lists of this schedule file (each device's F, B and W in order, as pipeforge "
-                      "schedule --format list writes them); it fixes the pipeline devices, micro-batches and chunks")
+                      "schedule --format list writes them, or PyTorch's schedule CSV, a name ending in .csv); it "
+                      "fixes the pipeline devices, micro-batches and chunks")
           ->excludes(schedule);
   at_least(cmd->add_option("--extra-warmup", o->compile.extra_warmup,
                            "with --schedule 1f1b or zb1: this many more forwards before the first backward on every "
@@ -135,8 +136,7 @@ void add_compile_command(CLI::App& app) {
   cmd->callback([cmd, o, virtual_stages] {
     o->compile.microbatches = count_or_auto(o->microbatches, "--microbatches");
     if (!o->schedule_file.empty()) {
-      const std::shared_ptr<const SourceFile> file = read_source_file(o->schedule_file);
-      const Schedule written = read_schedule_text(file->text(), o->schedule_file);
+      const Schedule written = read_schedule_file(o->schedule_file);
       auto agrees = [&](const char* flag, bool given, int value, const std::string& text, int written_value,
                         const char* what) {
         if (given && value != written_value)

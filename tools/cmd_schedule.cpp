@@ -189,13 +189,14 @@ void add_schedule_command(CLI::App& app) {
                            "have 2)"),
            1);
   cmd->add_option("--format", opts->format,
-                  "text (a grid of the actions in time), svg, or list (each device's compute actions in order: a "
-                  "schedule file to edit and give to compile --schedule-file)")
-      ->check(CLI::IsMember({"text", "svg", "list"}));
+                  "text (a grid of the actions in time), svg, list (each device's compute actions in order: a "
+                  "schedule file to edit and give to compile --schedule-file), or csv (the same lists as PyTorch's "
+                  "compute-only schedule CSV, which torch.distributed.pipelining schedules load with _load_csv)")
+      ->check(CLI::IsMember({"text", "svg", "list", "csv"}));
   cmd->add_option("--file,-f", opts->file,
-                  "a schedule file: draw its action lists on unit costs, or, with a plan, on the plan's costs in "
-                  "place of its own lists (the file must fit the plan: its devices, micro-batches, chunks, placement "
-                  "and backward)");
+                  "a schedule file (or PyTorch's schedule CSV, a name ending in .csv): draw its action lists on unit "
+                  "costs, or, with a plan, on the plan's costs in place of its own lists (the file must fit the "
+                  "plan: its devices, micro-batches, chunks, placement and backward)");
   cmd->add_option("-o,--output", opts->output, "write the drawing here instead of standard output");
   cmd->add_option(
       "--profile", opts->profile,
@@ -244,7 +245,7 @@ void add_schedule_command(CLI::App& app) {
     if (opts->jitter > 0 && !opts->profile.empty())
       throw Error("--jitter runs a plan on the costs the compiler predicted for its stages; drop --profile");
     std::optional<Schedule> written;
-    if (!opts->file.empty()) written = read_schedule_text(read_source_file(opts->file)->text(), opts->file);
+    if (!opts->file.empty()) written = read_schedule_file(opts->file);
     if (plan && written) run_written_lists(*plan, opts->plan, *written, opts->file);
     const UnitCosts costs = unit_costs(opts->costs, "--costs");
     if (opts->compare) {
@@ -258,6 +259,7 @@ void add_schedule_command(CLI::App& app) {
     }
     Schedule schedule = plan ? plan_schedule(*plan) : written ? *written : generated_schedule(*opts, costs);
     if (opts->format == "list") return write_output(opts->output, write_schedule_text(schedule));
+    if (opts->format == "csv") return write_output(opts->output, write_torch_schedule_csv(schedule));
     Simulation sim =
         plan ? plan_simulation(*plan, programs, opts->profile, schedule) : simulate(schedule, costs);
     // A plan's costs are times; unit costs have no unit.

@@ -65,6 +65,24 @@ def test_a_placement_line_puts_each_stage_where_it_says():
     assert v.placement == "v"
 
 
+def test_pytorchs_schedule_csv_goes_out_and_comes_back(pipeforge_exe, tmp_path):
+    s = pipeforge.schedule("zbv", devices=2, microbatches=4)
+    csv = run_command(pipeforge_exe, "schedule", "-s", "zbv", "-p", 2, "-m", 4, "--format", "csv").stdout
+    assert s.torch_csv() == csv
+    assert csv.splitlines()[0].split(",")[:4] == ["0F0", "0F1", "0F2", "3F0"]
+    path = tmp_path / "zbv.csv"
+    path.write_text(csv)
+    back = pipeforge.read_schedule(path)
+    assert (back.kind, back.placement, back.split_backward) == ("custom", "v", True)
+    assert back.actions == s.actions
+    plan = pipeforge.compile(MLP, devices="cpu:2", bind=MLP_BIND, schedule_file=str(path))
+    assert (plan.schedule, plan.microbatches, plan.virtual_stages) == ("custom", 4, 2)
+    path.write_text("0F0,0B0\n2F0,2B0\n")
+    with pytest.raises(pipeforge.Error) as caught:
+        pipeforge.read_schedule(path)
+    assert str(caught.value).startswith(f"{path}:1:1: error: no rank runs stage 1: ")
+
+
 def test_compile_takes_a_schedule_as_its_file(tmp_path):
     s = pipeforge.schedule("dualpipev", devices=2, microbatches=4)
     plan = pipeforge.compile(MLP, devices="cpu:2", bind=MLP_BIND, schedule_file=s)

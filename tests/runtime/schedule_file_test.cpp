@@ -11,47 +11,24 @@
 #include "ir/diagnostic.h"
 #include "runtime/schedule.h"
 #include "tests/error_of.h"
+#include "tests/runtime/schedule_test_util.h"
 
 namespace pf {
 namespace {
 
 /// `file:line:col: error: message` and the quoted line with its caret, or "(no error)".
 std::string rendered_error_of(const std::string& text) {
-  try {
-    read_schedule_text(text, "s.txt");
-  } catch (const Error& e) {
-    return e.render();
-  }
-  return "(no error)";
+  return testing_support::rendered_error_of([&] { read_schedule_text(text, "s.txt"); });
 }
 
-struct Shape {
-  ScheduleKind kind;
-  int devices, microbatches, chunks;
-};
-
 TEST(ScheduleFile, EveryGeneratedScheduleReadsBackToItsLists) {
-  const Shape shapes[] = {
-      {ScheduleKind::gpipe, 3, 5, 1},       {ScheduleKind::one_f_one_b, 4, 8, 1},
-      {ScheduleKind::one_f_one_b, 4, 2, 1}, {ScheduleKind::interleaved, 2, 4, 2},
-      {ScheduleKind::interleaved, 4, 8, 3}, {ScheduleKind::zb_h1, 4, 8, 1},
-      {ScheduleKind::zb_v, 2, 4, 2},        {ScheduleKind::zb_v, 4, 8, 2},
-      {ScheduleKind::zb_interleaved, 4, 8, 2}, {ScheduleKind::dual_pipe_v, 3, 6, 2},
-      {ScheduleKind::looped_bfs, 3, 4, 2},
-  };
-  for (const Shape& shape : shapes) {
+  for (const testing_support::GeneratedShape& shape : testing_support::generated_shapes()) {
     SCOPED_TRACE(fmt::format("{} p={} m={} v={}", schedule_kind_name(shape.kind), shape.devices, shape.microbatches,
                              shape.chunks));
     const Schedule generated = make_schedule(shape.kind, shape.devices, shape.microbatches, shape.chunks);
     const std::string text = write_schedule_text(generated);
     const Schedule read = read_schedule_text(text, "s.txt");
-    EXPECT_EQ(read.kind, ScheduleKind::custom);
-    EXPECT_EQ(read.devices, generated.devices);
-    EXPECT_EQ(read.microbatches, generated.microbatches);
-    EXPECT_EQ(read.virtual_stages, generated.virtual_stages);
-    EXPECT_EQ(read.placement, generated.placement);
-    EXPECT_EQ(read.split_backward, generated.split_backward);
-    EXPECT_EQ(read.per_device, generated.per_device);
+    testing_support::expect_same_lists(read, generated);
     // Written again, only the kind in the heading comment differs.
     const std::string again = write_schedule_text(read);
     EXPECT_EQ(again.substr(again.find('\n')), text.substr(text.find('\n')));
@@ -159,7 +136,7 @@ TEST(ScheduleFile, SaysWhereAWrongActionIs) {
 
 TEST(ScheduleFile, NamesWhatIsMissing) {
   EXPECT_EQ(rendered_error_of("dev 0: F0 F1 B0 B1\ndev 1: F0 B0 F1\n"),
-            "s.txt:2:1: error: dev 1 never runs B1: each device runs F, B of every one of the 2 micro-batches\n"
+            "s.txt:2:1: error: dev 1 never runs B1: each device runs F and B of every one of the 2 micro-batches\n"
             "dev 1: F0 B0 F1\n"
             "^\n");
   EXPECT_EQ(rendered_error_of("dev 0: F0 F1 B0 W0 B1\n"),
