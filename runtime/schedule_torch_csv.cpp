@@ -94,6 +94,12 @@ class CsvReader {
       if (end == std::string_view::npos) end = line.size();
       std::string_view cell = line.substr(start, end - start);
       size_t first = start;
+      // The byte-order mark of a file saved as "UTF-8 with BOM" (PyTorch reads
+      // its CSVs as utf-8-sig too).
+      if (first == 0 && cell.substr(0, 3) == "\xEF\xBB\xBF") {
+        cell.remove_prefix(3);
+        first = 3;
+      }
       // Spaces and the quotes a CSV writer may put around a cell.
       while (!cell.empty() && (cell.front() == ' ' || cell.front() == '\t' || cell.front() == '"')) {
         cell.remove_prefix(1);

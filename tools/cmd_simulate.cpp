@@ -7,6 +7,7 @@
 #include "ir/units.h"
 #include "plan/plan.h"
 #include "runtime/schedule_jitter.h"
+#include "simulator/measured_run.h"
 #include "simulator/simulator.h"
 #include "tools/plan_facts.h"
 #include "tools/command.h"
@@ -16,7 +17,7 @@ namespace pf::tools {
 
 namespace {
 struct SimulateCommandOptions {
-  std::string plan, profile, cluster, trace, precision, optimizer = "adamw";
+  std::string plan, profile, cluster, trace, precision, optimizer = "adamw", against;
   double jitter = 0;
   int trials = Jitter{}.trials;
 };
@@ -61,6 +62,71 @@ std::string render(const Plan& plan, const PlanSimulation& sim, const DeviceProf
                          100 * sim.mfu(), sim.flops / 1e12));
   return out;
 }
+
+/// The prediction beside a traced run of the plan: each stage's actions,
+/// the step and the bubble, then the spread of the run's actions and the
+/// plan's lists simulated again under that much jitter.
+std::string render_against(const PlanSimulation& sim, const MeasuredRun& run, const std::string& path,
+                           int trials) {
+  const int stages = static_cast<int>(sim.costs.stages.size());
+  for (const auto& [key, seconds] : run.action_s) {
+    const auto [stage, kind] = key;
+    if (stage < 0 || stage >= stages)
+      throw Error(fmt::format("{} runs stage {}, and the plan has {}: trace a run of this plan", path, stage,
+                              tools::count(static_cast<size_t>(stages), "stage", "stages")));
+    const bool split = kind == ActionKind::backward_input || kind == ActionKind::backward_weight;
+    if (kind == ActionKind::backward && sim.schedule.split_backward)
+      throw Error(fmt::format("{} runs stage {}'s backward whole, and the plan splits it into B and W: trace a run "
+                              "of this plan",
+                              path, stage));
+    if (split && !sim.schedule.split_backward)
+      throw Error(fmt::format("{} splits stage {}'s backward into B and W, and the plan runs it whole: trace a run "
+                              "of this plan",
+                              path, stage));
+  }
+  auto error = [](double predicted, double measured) {
+    return measured > 0 ? fmt::format("{:+.1f}%", 100 * (predicted - measured) / measured) : std::string("-");
+  };
+  std::string out = fmt::format("against {}: {} of {}, the median of {}\n", path,
+                                tools::count(static_cast<size_t>(run.steps), "step", "steps"),
+                                tools::count(static_cast<size_t>(run.devices), "device", "devices"),
+                                run.measured == run.steps ? std::string("the one step")
+                                                          : fmt::format("steps 2 to {}", run.steps));
+  out += fmt::format("{:>5}  {:<16}  {:>12}  {:>11}  {:>7}\n", "stage", "action", "predicted ms", "measured ms",
+                     "error");
+  for (const auto& [key, measured] : run.action_s) {
+    const auto [stage, kind] = key;
+    const ActionCosts::Stage& c = sim.costs.stages[static_cast<size_t>(stage)];
+    const double predicted = kind == ActionKind::forward          ? c.forward
+                             : kind == ActionKind::backward       ? c.backward
+                             : kind == ActionKind::backward_input ? c.backward_input
+                                                                  : c.backward_weight;
+    out += fmt::format("{:>5}  {:<16}  {:>12}  {:>11}  {:>7}\n", stage, action_kind_name(kind), ms(predicted),
+                       ms(measured), error(predicted, measured));
+  }
+  for (const auto& [device, measured] : run.optimizer_s) {
+    if (device >= static_cast<int>(sim.devices.size())) continue;  // a replica's track: replica 0's is the prediction
+    const double predicted = sim.devices[static_cast<size_t>(device)].optimizer_s;
+    out += fmt::format("{:>5}  {:<16}  {:>12}  {:>11}  {:>7}\n", "", fmt::format("optimizer, dev {}", device),
+                       ms(predicted), ms(measured), error(predicted, measured));
+  }
+  out += fmt::format("{:>5}  {:<16}  {:>12}  {:>11}  {:>7}\n", "", "schedule", ms(sim.walk_s), ms(run.walk_s),
+                     error(sim.walk_s, run.walk_s));
+  out += fmt::format("{:>5}  {:<16}  {:>12}  {:>11}  {:>7}\n", "", "step", ms(sim.step_s), ms(run.step_s),
+                     error(sim.step_s, run.step_s));
+  out += fmt::format("{:>5}  {:<16}  {:>11.1f}%  {:>10.1f}%\n", "", "bubble", 100 * sim.bubble, 100 * run.bubble);
+  if (run.log_spread > 1) {
+    out += fmt::format("the run's actions spread by {:.3f} (log) around their medians: more than the jitter model "
+                       "takes (1); actions this short are mostly dispatch\n",
+                       run.log_spread);
+  } else if (run.log_spread > 0) {
+    const JitteredSimulation j = simulate_jittered(sim.schedule, sim.costs, Jitter{run.log_spread, trials});
+    out += fmt::format("the run's actions spread by {:.3f} (log) around their medians; the plan's lists under that "
+                       "jitter, {} trials: schedule {} ms mean ({:+.1f}%), bubble {:.1f}%\n",
+                       run.log_spread, trials, ms(j.mean_makespan), 100 * j.slowdown(), 100 * j.mean_bubble);
+  }
+  return out;
+}
 }  // namespace
 
 void add_simulate_command(CLI::App& app) {
@@ -81,7 +147,13 @@ void add_simulate_command(CLI::App& app) {
                            "also run the schedule with each action's time drawn around its price (a lognormal "
                            "factor of mean 1 and this spread of its log, e.g. 0.05) and print its mean, median and "
                            "90th percentile over --trials runs"));
-  at_least(cmd->add_option("--trials", o->trials, "runs of the schedule under --jitter")->capture_default_str(), 1);
+  at_least(cmd->add_option("--trials", o->trials, "runs of the schedule under --jitter (and --against)")
+               ->capture_default_str(),
+           1);
+  cmd->add_option("--against", o->against,
+                  "a trace of a real run of the plan (pipeforge run PLAN --trace FILE): set each stage's actions, "
+                  "the step and the bubble it measured (medians over its steps after the first) beside the "
+                  "prediction, and run the plan's lists again under the jitter its actions showed");
   cmd->callback([cmd, o] {
     if (!o->profile.empty() && cmd->count("--precision") > 0)
       throw Error(fmt::format("--precision: the profile {} names its own precision; drop the flag", o->profile));
@@ -103,6 +175,9 @@ void add_simulate_command(CLI::App& app) {
                                o->jitter, o->trials, ms(j.mean_makespan), 100 * j.slowdown(),
                                ms(j.median_makespan), ms(j.p90_makespan), 100 * j.mean_bubble);
     }
+    if (!o->against.empty())
+      std::cout << render_against(sim, measure_trace(read_source_file(o->against)->text(), o->against), o->against,
+                                  o->trials);
     if (!o->trace.empty()) {
       write_output(o->trace, trace_json(simulation_trace(sim), static_cast<int>(sim.devices.size())));
       std::cout << fmt::format("wrote {}\n", o->trace);

@@ -55,6 +55,9 @@ TEST(TorchScheduleCsv, ReadsWhatPyTorchWrites) {
   EXPECT_EQ(s.placement, StagePlacement::round_robin());
   EXPECT_FALSE(s.split_backward);
   EXPECT_EQ(s.per_device, interleaved.per_device);
+  // A file saved as UTF-8 with a byte-order mark.
+  EXPECT_EQ(read_torch_schedule_csv("\xEF\xBB\xBF" "0F0,0B0\n1F0,1B0\n", "s.csv").per_device,
+            read_schedule_text("dev 0: F0 B0\ndev 1: F0 B0\n", "s.txt").per_device);
   // A whole backward among split ones runs as its input gradient, then its
   // weight's (DualPipeV's files mix them).
   const Schedule mixed = read_torch_schedule_csv(
