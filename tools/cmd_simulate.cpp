@@ -64,8 +64,9 @@ std::string render(const Plan& plan, const PlanSimulation& sim, const DeviceProf
 }
 
 /// The prediction beside a traced run of the plan: each stage's actions,
-/// the step and the bubble, then the spread of the run's actions and the
-/// plan's lists simulated again under that much jitter.
+/// the optimizers, the walk, the step and the bubble; then the plan's lists
+/// on the run's own action times, steady and under the jitter its actions
+/// showed, which part the prices from the noise in what the run lost.
 std::string render_against(const PlanSimulation& sim, const MeasuredRun& run, const std::string& path,
                            int trials) {
   const int stages = static_cast<int>(sim.costs.stages.size());
@@ -115,13 +116,28 @@ std::string render_against(const PlanSimulation& sim, const MeasuredRun& run, co
   out += fmt::format("{:>5}  {:<16}  {:>12}  {:>11}  {:>7}\n", "", "step", ms(sim.step_s), ms(run.step_s),
                      error(sim.step_s, run.step_s));
   out += fmt::format("{:>5}  {:<16}  {:>11.1f}%  {:>10.1f}%\n", "", "bubble", 100 * sim.bubble, 100 * run.bubble);
+  // The same lists on the run's own action times: how far the prices alone
+  // put the prediction off, then what the run's noise adds on top.
+  ActionCosts own = sim.costs;
+  for (const auto& [key, seconds] : run.action_s) {
+    ActionCosts::Stage& c = own.stages[static_cast<size_t>(key.first)];
+    double& cost = key.second == ActionKind::forward          ? c.forward
+                   : key.second == ActionKind::backward       ? c.backward
+                   : key.second == ActionKind::backward_input ? c.backward_input
+                                                              : c.backward_weight;
+    cost = seconds;
+  }
+  const Simulation steady = simulate(sim.schedule, own);
+  out += fmt::format("the plan's lists on the run's own action times (their medians): schedule {} ms, bubble "
+                     "{:.1f}%\n",
+                     ms(steady.makespan), 100 * steady.bubble_fraction);
   if (run.log_spread > 1) {
     out += fmt::format("the run's actions spread by {:.3f} (log) around their medians: more than the jitter model "
                        "takes (1); actions this short are mostly dispatch\n",
                        run.log_spread);
   } else if (run.log_spread > 0) {
-    const JitteredSimulation j = simulate_jittered(sim.schedule, sim.costs, Jitter{run.log_spread, trials});
-    out += fmt::format("the run's actions spread by {:.3f} (log) around their medians; the plan's lists under that "
+    const JitteredSimulation j = simulate_jittered(sim.schedule, own, Jitter{run.log_spread, trials});
+    out += fmt::format("the run's actions spread by {:.3f} (log) around their medians; on those times under that "
                        "jitter, {} trials: schedule {} ms mean ({:+.1f}%), bubble {:.1f}%\n",
                        run.log_spread, trials, ms(j.mean_makespan), 100 * j.slowdown(), 100 * j.mean_bubble);
   }
