@@ -50,9 +50,9 @@ std::string render(const Plan& plan, const PlanSimulation& sim, const DeviceProf
                            ? fmt::format("; each replica holds and updates 1/{} of the optimizer state{}, then gathers "
                                          "the updated weights",
                                          sim.replicas,
-                                         plan.expert_parallel > 1
-                                             ? fmt::format(" (of its experts' 1/{})", sim.replicas / plan.expert_parallel)
-                                             : "")
+                                         plan.expert_parallel > 1 ? fmt::format(" (of its experts' 1/{})",
+                                                                                 sim.replicas / plan.expert_parallel)
+                                                                   : "")
                            : "");
   }
   out.append(fmt::format("step {} ms (schedule {} ms)  bubble {:.1f}%", ms(sim.step_s), ms(sim.walk_s),
