@@ -199,6 +199,12 @@ struct ActionCosts {
     double forward = 0, backward = 0, backward_input = 0, backward_weight = 0;
     double send_act = 0;   ///< from its send_act to recv_act of the next stage being ready
     double send_grad = 0;  ///< from its send_grad to recv_grad of the previous stage being ready
+
+    /// What a compute action of `kind` takes on this stage; 0 for the
+    /// transfers and the step (the sends' times are above).
+    double compute(ActionKind kind) const;
+    /// The same, to set; `kind` must be forward or one of the backwards.
+    double& compute(ActionKind kind);
   };
   std::vector<Stage> stages;  ///< one per model stage
 };

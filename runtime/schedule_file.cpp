@@ -202,11 +202,11 @@ class Builder {
       }
     if (m == 0) fail(devices.begin()->second.line, devices.begin()->second.col, "no device runs any action");
     const int placement_line = lists_.placement_line;
-    if (lists_.placement.is_v_shape() && v != 2 && placement_line > 0)
+    if (lists_.placement.is_v_shape() && v != 2)
       fail(placement_line, 1,
            fmt::format("placement v gives each device 2 chunks (the arms of its V), but the actions name {}", v));
     const std::vector<int>& listed = lists_.listed;
-    if (!listed.empty() && placement_line > 0) {
+    if (!listed.empty()) {
       const int listed_devices = *std::max_element(listed.begin(), listed.end()) + 1;
       if (listed_devices != p)
         fail(placement_line, 1,

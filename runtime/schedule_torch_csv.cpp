@@ -184,8 +184,9 @@ class CsvReader {
              fmt::format("rank {} runs {} of the {} stages and rank 0 runs {}: each rank holds as many", r,
                          held[r].size(), stages, held[0].size()));
 
-    for (const auto& [s, r] : rank_of_stage) lists_.listed.push_back(r);
-    lists_.placement = StagePlacement::listed(lists_.listed);
+    std::vector<int> device_of_stage;
+    for (const auto& [s, r] : rank_of_stage) device_of_stage.push_back(r);
+    lists_.placement = StagePlacement::listed(device_of_stage);
     for (const std::vector<Cell>& row : ranks)
       for (const Cell& c : row) lists_.split = lists_.split || c.kind == 'I' || c.kind == 'W';
     for (size_t r = 0; r < ranks.size(); ++r) {

@@ -185,16 +185,6 @@ void check_lists(const Schedule& schedule) {
   check_complete(schedule, seen);
 }
 
-double cost_of(ActionKind kind, const ActionCosts::Stage& costs) {
-  switch (kind) {
-    case ActionKind::forward: return costs.forward;
-    case ActionKind::backward: return costs.backward;
-    case ActionKind::backward_input: return costs.backward_input;
-    case ActionKind::backward_weight: return costs.backward_weight;
-    default: return 0;
-  }
-}
-
 void check_costs(const UnitCosts& costs) {
   auto positive = [](std::string_view name, double value) {
     if (!(value > 0) || !std::isfinite(value))
@@ -282,7 +272,7 @@ Simulation simulate_noisy(const Schedule& schedule, const ActionCosts& costs, co
       case ActionKind::backward:
       case ActionKind::backward_input:
       case ActionKind::backward_weight: {
-        const double duration = cost_of(a.kind, costs.stages[a.stage]) * (noise ? (*noise)() : 1.0);
+        const double duration = costs.stages[a.stage].compute(a.kind) * (noise ? (*noise)() : 1.0);
         clock[d] += duration;
         busy[d] += duration;
         if (a.kind == ActionKind::forward) {
@@ -358,6 +348,32 @@ ActionCosts each_stage(const Schedule& schedule, const UnitCosts& costs) {
 }
 
 }  // namespace
+
+namespace {
+
+/// The field of a stage's costs holding a compute action's time; nullptr for any other kind.
+double ActionCosts::Stage::*compute_field(ActionKind kind) {
+  switch (kind) {
+    case ActionKind::forward: return &ActionCosts::Stage::forward;
+    case ActionKind::backward: return &ActionCosts::Stage::backward;
+    case ActionKind::backward_input: return &ActionCosts::Stage::backward_input;
+    case ActionKind::backward_weight: return &ActionCosts::Stage::backward_weight;
+    default: return nullptr;
+  }
+}
+
+}  // namespace
+
+double ActionCosts::Stage::compute(ActionKind kind) const {
+  const auto field = compute_field(kind);
+  return field ? this->*field : 0;
+}
+
+double& ActionCosts::Stage::compute(ActionKind kind) {
+  const auto field = compute_field(kind);
+  if (!field) throw Error(fmt::format("{} is not a compute action: it has no cost of its own", action_kind_name(kind)));
+  return this->*field;
+}
 
 Simulation simulate(const Schedule& schedule, const UnitCosts& costs) {
   Simulation sim = simulate(schedule, each_stage(schedule, costs));

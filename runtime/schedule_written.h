@@ -37,8 +37,11 @@ struct WrittenLists {
   Dialect dialect = Dialect::pipeforge;
   std::map<int, DeviceLine> devices;
   StagePlacement placement;
-  std::vector<int> listed;  ///< the device of each stage, where the file lists them
-  int placement_line = 0;   ///< where it did (0: nowhere)
+  /// The device of each stage where a placement line lists them, and the
+  /// line (0: none). The checks hold the actions to it; a placement the
+  /// reader derives from the actions themselves needs neither.
+  std::vector<int> listed;
+  int placement_line = 0;
   bool split = false;       ///< whether the backward runs as B and W
 };
 

@@ -97,11 +97,7 @@ std::string render_against(const PlanSimulation& sim, const MeasuredRun& run, co
                      "error");
   for (const auto& [key, measured] : run.action_s) {
     const auto [stage, kind] = key;
-    const ActionCosts::Stage& c = sim.costs.stages[static_cast<size_t>(stage)];
-    const double predicted = kind == ActionKind::forward          ? c.forward
-                             : kind == ActionKind::backward       ? c.backward
-                             : kind == ActionKind::backward_input ? c.backward_input
-                                                                  : c.backward_weight;
+    const double predicted = sim.costs.stages[static_cast<size_t>(stage)].compute(kind);
     out += fmt::format("{:>5}  {:<16}  {:>12}  {:>11}  {:>7}\n", stage, action_kind_name(kind), ms(predicted),
                        ms(measured), error(predicted, measured));
   }
@@ -119,14 +115,8 @@ std::string render_against(const PlanSimulation& sim, const MeasuredRun& run, co
   // The same lists on the run's own action times: how far the prices alone
   // put the prediction off, then what the run's noise adds on top.
   ActionCosts own = sim.costs;
-  for (const auto& [key, seconds] : run.action_s) {
-    ActionCosts::Stage& c = own.stages[static_cast<size_t>(key.first)];
-    double& cost = key.second == ActionKind::forward          ? c.forward
-                   : key.second == ActionKind::backward       ? c.backward
-                   : key.second == ActionKind::backward_input ? c.backward_input
-                                                              : c.backward_weight;
-    cost = seconds;
-  }
+  for (const auto& [key, seconds] : run.action_s)
+    own.stages[static_cast<size_t>(key.first)].compute(key.second) = seconds;
   const Simulation steady = simulate(sim.schedule, own);
   out += fmt::format("the plan's lists on the run's own action times (their medians): schedule {} ms, bubble "
                      "{:.1f}%\n",
