@@ -81,7 +81,7 @@ Runtime::Batch batch_of(const RuntimeHandle& h, const CheckedArrays& checked) {
 std::unique_ptr<RuntimeHandle> make_runtime(py::handle plan, const std::string& optimizer, std::optional<double> lr,
                                             std::optional<double> momentum, double weight_decay, double clip,
                                             int64_t warmup, bool cosine, int64_t steps, uint64_t seed, int threads,
-                                            double timeout) {
+                                            double timeout, const std::string& pack_weights) {
   if (optimizer != "sgd" && optimizer != "adamw")
     throw py::value_error(fmt::format("optimizer must be one of sgd, adamw, not '{}'", optimizer));
   if (momentum && optimizer != "sgd")
@@ -100,6 +100,11 @@ std::unique_ptr<RuntimeHandle> make_runtime(py::handle plan, const std::string& 
   options.train.seed = seed;
   options.threads = threads;
   options.timeout_s = timeout;
+  if (pack_weights != "auto" && pack_weights != "on" && pack_weights != "off")
+    throw py::value_error(fmt::format("pack_weights must be one of auto, on, off, not '{}'", pack_weights));
+  options.pack_weights = pack_weights == "on"    ? PackWeights::on
+                         : pack_weights == "off" ? PackWeights::off
+                                                 : PackWeights::automatic;
   if (py::isinstance<Plan>(plan)) {
     Plan copy = plan.cast<Plan>();
     const std::string what = fmt::format("the plan of @{}", copy.model_name);
@@ -182,14 +187,16 @@ both shapes; errors of the runtime raise pipeforge.Error.)")
       .def(py::init(&make_runtime), py::arg("plan"), py::arg("optimizer") = "adamw", py::arg("lr") = py::none(),
            py::arg("momentum") = py::none(), py::arg("weight_decay") = 0.0, py::arg("clip") = default_clip(),
            py::arg("warmup") = 0, py::arg("cosine") = false, py::arg("steps") = 1, py::arg("seed") = 0,
-           py::arg("threads") = 0, py::arg("timeout") = 60.0,
+           py::arg("threads") = 0, py::arg("timeout") = 60.0, py::arg("pack_weights") = "auto",
            R"(Loads `plan` (a Plan, or the path of a plan file) with `pipeforge run`'s options of the same names:
 optimizer 'adamw' or 'sgd'; lr (default 0.0003 for adamw, 0.01 for sgd);
 momentum (sgd only, default 0.9); weight_decay; clip (global gradient norm,
 default 1; 0: off); warmup and cosine over `steps` steps (the learning-rate schedule's
 length); seed (of initialize()); threads (of each CPU device's kernels; 0: the plan's
 devices' own);
-timeout (seconds a stage may wait or compute). The weights are unset until
+timeout (seconds a stage may wait or compute); pack_weights 'auto', 'on' or
+'off' (CPU stages keep their weights packed for the products through a step).
+The weights are unset until
 initialize(), load_weights(), load_state_dict() or load_checkpoint().)")
       .def(
           "initialize",

@@ -248,12 +248,29 @@ void Pipeline::make_workers(const Plan& plan) {
     for (Action& a : actions)
       if (a.peer >= 0) a.peer += q * p;
     const PlanRank& placed = *std::find_if(plan.ranks.begin(), plan.ranks.end(), [&](auto& x) { return x.rank == r; });
-    const int threads =
-        options_.cpu_threads > 0 ? options_.cpu_threads : plan.devices.at(static_cast<size_t>(placed.device)).threads;
+    const PlanDevice& device = plan.devices.at(static_cast<size_t>(placed.device));
+    const int threads = options_.cpu_threads > 0 ? options_.cpu_threads : device.threads;
+    if (packs_weights(plan, device, view.stages, own))
+      for (PipelineStage* st : own)
+        if (st->program->place().on_host()) st->packed_weights = std::make_unique<cpu::PackedWeights>();
     workers_.push_back(std::make_unique<RankWorker>(r, options_.microbatches, std::move(actions),
                                                     receive_order(schedule_, r % p), std::move(own), comm,
                                                     std::move(groups), std::move(norm_params), threads));
   }
+}
+
+// PipelineOptions::pack_weights for a rank holding `stages` (their plan
+// indices `indices`) on `device`.
+bool Pipeline::packs_weights(const Plan& plan, const PlanDevice& device, const std::vector<int>& indices,
+                             const std::vector<PipelineStage*>& stages) const {
+  if (options_.pack_weights != PackWeights::automatic) return options_.pack_weights == PackWeights::on;
+  // With one micro-batch each weight is read once per layout: nothing to keep.
+  if (options_.microbatches < 2) return false;
+  if (device.memory_bytes <= 0) return true;
+  int64_t needs = 0;
+  for (int s : indices) needs += plan.stages.at(static_cast<size_t>(s)).predicted.memory_bytes;
+  for (const PipelineStage* st : stages) needs += packed_weights_bound(st->params);
+  return needs <= device.memory_bytes;
 }
 
 Pipeline::~Pipeline() {
@@ -441,9 +458,9 @@ PipelineStepResult Pipeline::run_step(const std::vector<std::pair<std::string, c
                    [](const TraceEvent& a, const TraceEvent& b) { return a.start_s < b.start_s; });
   // What every rank measured, summed over the processes when the ranks are
   // in several: [busy seconds, walked seconds per rank, then per copy of
-  // each stage its peak micro-batches in flight and stash bytes].
+  // each stage its peak micro-batches in flight, stash bytes and packed weights].
   const int n = stages(), copies = replicas_ * tensor_ * n;  // every copy of every stage
-  std::vector<double> stats(static_cast<size_t>(1 + ranks_ + 2 * copies), 0.0);
+  std::vector<double> stats(static_cast<size_t>(1 + ranks_ + 3 * copies), 0.0);
   for (const TraceEvent& e : result.trace)
     if (is_compute(e.action.kind)) stats[0] += e.end_s - e.start_s;
   for (size_t w = 0; w < workers_.size(); ++w)
@@ -452,6 +469,8 @@ PipelineStepResult Pipeline::run_step(const std::vector<std::pair<std::string, c
     const auto copy = static_cast<size_t>(1 + ranks_ + (s->replica * tensor_ + s->shard) * n + s->index);
     stats[copy] = s->peak;
     stats[copy + static_cast<size_t>(copies)] = static_cast<double>(s->peak_held * s->program->stash_bytes());
+    if (s->packed_weights)
+      stats[copy + 2 * static_cast<size_t>(copies)] = static_cast<double>(s->packed_weights->bytes());
   }
   if (options_.comm) {
     try {
@@ -470,12 +489,15 @@ PipelineStepResult Pipeline::run_step(const std::vector<std::pair<std::string, c
   // Per stage, its busiest copy.
   result.peak_inflight.assign(static_cast<size_t>(n), 0);
   result.peak_stash_bytes.assign(static_cast<size_t>(n), 0);
+  result.packed_weight_bytes.assign(static_cast<size_t>(n), 0);
   for (int c = 0; c < copies; ++c) {
     const auto s = static_cast<size_t>(c % n);
     const auto copy = static_cast<size_t>(1 + ranks_ + c);
     result.peak_inflight[s] = std::max(result.peak_inflight[s], static_cast<int>(stats[copy]));
     result.peak_stash_bytes[s] =
         std::max(result.peak_stash_bytes[s], static_cast<int64_t>(stats[copy + static_cast<size_t>(copies)]));
+    result.packed_weight_bytes[s] = std::max(result.packed_weight_bytes[s],
+                                             static_cast<int64_t>(stats[copy + 2 * static_cast<size_t>(copies)]));
   }
   return result;
 }

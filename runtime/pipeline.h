@@ -75,6 +75,8 @@ struct PipelineOptions {
   /// 1e-3 relative error instead of 1e-6). Off: a CUDA stage computes what a
   /// CPU stage computes to rounding.
   bool allow_tf32 = false;
+  /// Each CPU stage's weights kept packed through a step (StageMemory::packed_weights).
+  PackWeights pack_weights = PackWeights::automatic;
 
   /// Fault injection, for the tests of failure handling only
   /// (tests/runtime/runtime_test.cpp): makes one stage misbehave at one
@@ -105,7 +107,8 @@ struct StageMemory {
   int64_t activations = 0;    // its stash slots: `slots` micro-batches in flight
   int slots = 0;
   int64_t workspace = 0;      // its executors' arenas and hand-off buffers
-  int64_t total() const { return weights + gradients + optimizer_state + activations + workspace; }
+  int64_t packed_weights = 0; // at most, during a step's actions (PipelineOptions::pack_weights)
+  int64_t total() const { return weights + gradients + optimizer_state + activations + workspace + packed_weights; }
 };
 
 /// Throws pf::Error when `plan` models what the runtime does not execute:
@@ -230,6 +233,8 @@ class Pipeline {
   /// stages, its tied parameters and the parameters it counts in the norm,
   /// as the plan's view of the rank says.
   void make_workers(const Plan& plan);
+  bool packs_weights(const Plan& plan, const PlanDevice& device, const std::vector<int>& indices,
+                     const std::vector<PipelineStage*>& stages) const;
 
   PipelineOptions options_;
   Schedule schedule_;

@@ -25,6 +25,17 @@ std::vector<Optimizer*> Pipeline::optimizers() {
   return out;
 }
 
+int64_t packed_weights_bound(const ParameterSet& params) {
+  int64_t bytes = 0;
+  for (const ParameterSet::Entry& e : params.entries()) {
+    const std::vector<int64_t>& shape = e.type.shape;
+    if (shape.size() < 2 || e.type.numel() == 0) continue;  // never a product's B
+    const int64_t rows = shape[shape.size() - 2], cols = shape.back();
+    bytes += cpu::PackedWeights::bound_bytes(e.type.numel() / (rows * cols), rows, cols);
+  }
+  return bytes;
+}
+
 std::vector<StageMemory> Pipeline::memory() const {
   std::vector<StageMemory> out;
   for (const PipelineStage* s : local_stages()) {
@@ -38,6 +49,7 @@ std::vector<StageMemory> Pipeline::memory() const {
     m.slots = s->program->slots();
     m.activations = m.slots * s->program->stash_bytes();
     m.workspace = s->program->arena_bytes();
+    if (s->packed_weights) m.packed_weights = packed_weights_bound(s->params);
     for (const std::vector<int64_t>* per_mb : {&s->send_bytes, &s->send_grad_bytes})
       for (int64_t b : *per_mb) m.workspace += b * static_cast<int64_t>(s->sends.size());
     out.push_back(m);

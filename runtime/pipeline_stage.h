@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "backends/cpu/packed_weights.h"
 #include "runtime/optimizer.h"
 #include "runtime/parameters.h"
 #include "runtime/stage_runner.h"
@@ -34,6 +35,9 @@ struct PipelineStage {
   ParameterSet params;
   std::unique_ptr<StageRunner> program;              // a StageProgram, or a CudaStageProgram on a GPU
   std::unique_ptr<Optimizer> optimizer;
+  /// Its weights packed for its products through a step (a CPU stage where
+  /// PipelineOptions::pack_weights says so; null otherwise).
+  std::unique_ptr<cpu::PackedWeights> packed_weights;
   std::vector<int> input_args;                       // per graph argument: index into inputs, or -1
   std::vector<int64_t> input_stride_bytes;           // per model input the stage reads: bytes from one micro-batch to the next (0: whole)
   std::vector<TensorType> input_types;               // per model input the stage reads: its micro-batch type
@@ -69,5 +73,8 @@ struct PipelineStage {
   int peak_held = 0;            // the most stash slots in use at once: until the weight part where it is split
   bool grads_written = false;  // this step: the first backward writes the gradients, later ones add to them
 };
+
+/// At most the bytes of a stage's weights packed for its products.
+int64_t packed_weights_bound(const ParameterSet& params);
 
 }  // namespace pf

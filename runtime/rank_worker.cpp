@@ -111,8 +111,12 @@ void RankWorker::run(const RankStep& step, RankOutcome& out) {
     correct_ = predicted_ = 0;
     unclassified_ = false;
     post_receives(step);
+    watch_weights();
     walk(step, out);
     finish_devices();
+    // The weights change in the update: their packed copies are stale.
+    for (PipelineStage* st : stages_)
+      if (st->packed_weights) st->packed_weights->invalidate();
     out.walked_s = since(step.start);
     current_stage_ = -1;
     // The replicas' sums before the loss's collective, which waits for the
@@ -145,6 +149,17 @@ void RankWorker::run(const RankStep& step, RankOutcome& out) {
     comm_.abort(fmt::format("stage {}: {}", std::max(current_stage_, 0), e.what()));
   } catch (...) {
     comm_.abort(fmt::format("stage {}: unknown exception", std::max(current_stage_, 0)));
+  }
+}
+
+// The weights the stages' products may keep packed through this step's
+// actions: every parameter as it is now (loaded or stepped since the last).
+void RankWorker::watch_weights() {
+  for (PipelineStage* st : stages_) {
+    if (!st->packed_weights) continue;
+    st->packed_weights->invalidate();
+    for (const ParameterSet::Entry& e : st->params.entries())
+      st->packed_weights->watch(e.value.data(), static_cast<int64_t>(sizeof(float) * e.value.size()));
   }
 }
 
@@ -204,6 +219,7 @@ void RankWorker::walk(const RankStep& step, RankOutcome& out) {
     const double start = since(step.start);
     const bool compute = is_compute(a.kind);
     if (compute) comm_.set_busy(fmt::format("stage {}", a.stage), describe(a));
+    const cpu::PackedWeightsScope packing(compute ? stage(a.stage).packed_weights.get() : nullptr);
     switch (a.kind) {
       case ActionKind::recv_act:
       case ActionKind::recv_grad: {

@@ -101,6 +101,7 @@ class RankWorker {
     std::vector<int> handles;  // per tensor
   };
   PipelineStage& stage(int index) const;
+  void watch_weights();
   void post_receives(const RankStep& step);
   void walk(const RankStep& step, RankOutcome& out);
   void send(const Action& a, const RankStep& step);

@@ -183,17 +183,23 @@ void check_device_memory(const Plan& plan, const std::vector<StageMemory>& stage
     std::vector<std::string> parts;
     for (const StageMemory* m : held)
       parts.push_back(fmt::format("stage {} holds {} (weights {}, gradients {}, optimizer state {}, activations of {} "
-                                  "micro-batch{} in flight {}, workspace {})",
+                                  "micro-batch{} in flight {}, workspace {}{})",
                                   m->stage, bytes(m->total()), bytes(m->weights), bytes(m->gradients),
                                   bytes(m->optimizer_state), m->slots, m->slots == 1 ? "" : "es",
-                                  bytes(m->activations), bytes(m->workspace)));
+                                  bytes(m->activations), bytes(m->workspace),
+                                  m->packed_weights ? fmt::format(", weights packed for the products {}",
+                                                                  bytes(m->packed_weights))
+                                                    : ""));
     throw Error(fmt::format("{}: {} needs {}, more than the {} the plan gives it (devices[{}].memory_bytes): {}; "
                             "lower it by compiling for more devices (--devices), more and smaller micro-batches "
-                            "(--microbatches){}{}",
+                            "(--microbatches){}{}{}",
                             what, d.name, bytes(total), bytes(d.memory_bytes), device, fmt::join(parts, "; "),
                             plan.schedule == "gpipe" ? ", the 1f1b schedule (fewer in flight)" : "",
                             optimizer == "adamw" ? ", or training with --optimizer sgd (one state buffer, not two)"
-                                                 : ""));
+                                                 : "",
+                            std::any_of(held.begin(), held.end(), [](auto* m) { return m->packed_weights > 0; })
+                                ? "; or run with --pack-weights off"
+                                : ""));
   }
 }
 
@@ -227,6 +233,7 @@ Runtime Runtime::start(Plan plan, std::vector<Module> programs, const RuntimeOpt
   cpu::set_cpu_threads(1);
   PipelineOptions po;
   po.cpu_threads = options.threads;
+  po.pack_weights = options.pack_weights;
   po.train = options.train;
   po.timeout_s = options.timeout_s;
   po.trace = options.trace;
@@ -449,6 +456,11 @@ CheckpointNotes Runtime::load_checkpoint(const std::string& path) {
 
 const Plan& Runtime::plan() const { return impl_->plan; }
 int Runtime::stages() const { return impl_->pipeline->stages(); }
+int64_t Runtime::packed_weight_bytes() const {
+  int64_t most = 0;
+  for (const StageMemory& m : impl_->pipeline->memory()) most = std::max(most, m.packed_weights);
+  return most;
+}
 int Runtime::devices() const { return impl_->pipeline->devices(); }
 
 }  // namespace pf

@@ -31,6 +31,8 @@ struct RuntimeOptions {
   /// device's from the plan (`compile --devices cpu:2x4` gives every device
   /// 4); n > 0 gives every CPU device n.
   int threads = 0;
+  /// Each CPU stage's weights kept packed for its products through a step.
+  PackWeights pack_weights = PackWeights::automatic;
   /// With `comm`: this process runs rank `rank` of the plan alone, and the
   /// other ranks, in other processes (or hosts), run the same plan with the
   /// same options; `comm` (its end of their communicator) must outlive the
@@ -154,6 +156,9 @@ class Runtime {
   const Plan& plan() const;
   int stages() const;
   int devices() const;
+  /// The most that one stage run here holds of weights packed for its
+  /// products (RuntimeOptions::pack_weights); 0 where none keeps them.
+  int64_t packed_weight_bytes() const;
 
  private:
   struct Impl;

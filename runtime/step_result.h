@@ -32,6 +32,8 @@ struct PipelineStepResult {
   double bubble = 0;                    // 1 - busy compute / (devices * wall)
   std::vector<int> peak_inflight;       // per stage: micro-batches stashed at once
   std::vector<int64_t> peak_stash_bytes;  // per stage: its stash slots in use at once (until the weight part where split)
+  /// Per stage: its weights packed for its products (PackWeights), kept for the next step.
+  std::vector<int64_t> packed_weight_bytes;
   std::vector<TraceEvent> trace;        // when PipelineOptions::trace (compute actions always)
 };
 

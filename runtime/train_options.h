@@ -24,6 +24,14 @@ struct TrainingOptions {
   uint64_t seed = 0;         ///< of the initial weights (and of built-in data)
 };
 
+/// Whether a CPU stage keeps its weights packed for its products through a
+/// step's actions (cpu::PackedWeights): each packed once per step and layout
+/// rather than once per micro-batch, for the memory of at most two copies of
+/// them, dropped before the update. automatic: on a device whose step has
+/// two micro-batches or more and whose memory (the plan's, where it gives
+/// one) holds the copies beside what the plan predicts for its stages.
+enum class PackWeights { automatic, on, off };
+
 /// The learning rate a user means by not giving one: 3e-4 for adamw, 0.01
 /// for sgd (with momentum 0.9). Adam moves every weight by about lr on its
 /// first steps, so a layer of fan-in n moves its outputs by up to n x lr

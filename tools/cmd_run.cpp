@@ -41,6 +41,7 @@ struct RunOptions {
   std::string eval_data;
   int64_t eval_every = 0, eval_batches = 0;  // 0: never; every whole batch of --eval-data
   int threads = 0;  // 0: the plan's (one for a model)
+  std::string pack_weights = "auto";
   std::string recompute = "none";
   std::string dtype = "f32";
   bool lr_given = false;
@@ -65,6 +66,9 @@ RuntimeOptions runtime_options(const RunOptions& o) {
   r.timeout_s = o.timeout;
   r.trace = !o.trace.empty();
   r.threads = o.threads;
+  r.pack_weights = o.pack_weights == "on"    ? PackWeights::on
+                   : o.pack_weights == "off" ? PackWeights::off
+                                             : PackWeights::automatic;
   return r;
 }
 
@@ -360,6 +364,11 @@ void add_run_command(CLI::App& app) {
                            "cpu:NxT)"),
            1)
       ->default_str("");  // 0 in the options: the plan's
+  cmd->add_option("--pack-weights", o->pack_weights,
+                  "keep each CPU stage's weights packed for its products through a step, packed once per step "
+                  "rather than once per micro-batch, for the memory of up to two copies: auto (with two "
+                  "micro-batches or more, where the device's memory holds them), on or off")
+      ->check(CLI::IsMember({"auto", "on", "off"}));
   cmd->add_option("--recompute", o->recompute,
                   "what the backward computes again instead of keeping: none, layers (all but each layer's "
                   "boundaries) or selective (the same but the products' results); a plan's is compiled in "

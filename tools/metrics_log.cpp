@@ -28,6 +28,7 @@ StepMetrics step_metrics(int64_t step, const PipelineStepResult& r, int64_t samp
   m.tokens_per_s = r.seconds > 0 ? static_cast<double>(tokens) / r.seconds : 0;
   m.bubble = r.bubble;
   m.activation_bytes = r.peak_stash_bytes;
+  m.packed_weight_bytes = r.packed_weight_bytes;
   m.skipped = !std::isfinite(r.grad_norm);
   return m;
 }
@@ -58,6 +59,8 @@ void MetricsLog::step(const StepMetrics& m) {
   if (m.tokens_per_s > 0) record["tokens_per_s"] = m.tokens_per_s;
   record["bubble"] = m.bubble;
   record["activation_bytes"] = m.activation_bytes;
+  if (std::any_of(m.packed_weight_bytes.begin(), m.packed_weight_bytes.end(), [](int64_t b) { return b > 0; }))
+    record["packed_weight_bytes"] = m.packed_weight_bytes;
   if (m.skipped) record["skipped"] = true;
   write_line(record.dump());
 }

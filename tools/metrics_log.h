@@ -24,6 +24,7 @@ struct StepMetrics {
   double tokens_per_s = 0;    // 0 for a model that reads no tokens (then left out)
   double bubble = 0;          // the measured fraction of idle device time
   std::vector<int64_t> activation_bytes;  // per stage: the most activations it stashed at once
+  std::vector<int64_t> packed_weight_bytes;  // per stage: its weights kept packed (left out where none is)
   bool skipped = false;       // the gradient was not finite and the update was skipped
 };
 

@@ -10,6 +10,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "backends/cpu/packed_weights.h"
 #include "backends/cpu/parallel.h"
 #include "backends/cpu/sgemm.h"
 #include "ir/diagnostic.h"
@@ -101,24 +102,55 @@ void block_gemm(SgemmKernel kernel, Rows rows, Start start, bool trans_a, bool t
 
 // Splits C into one block of whole rows or columns per thread of the budget
 // (columns when C is wide, so each thread reads all of A and its share of
-// B), each block one single-threaded GEMM call. Blocks are multiples of 16,
-// the width of OpenBLAS's register tiles; the own kernels finish a block's
-// last partial tile separately, and their bits do not depend on where
-// blocks end.
+// B) and runs block(by_cols, lo, hi) on each. Blocks of rows are multiples of
+// 16, blocks of columns multiples of `col_align`: 16, the width of
+// OpenBLAS's register tiles; the own kernels finish a block's last partial
+// tile separately, and their bits do not depend on where blocks end.
+template <class Block>
+void split_blocks(int64_t m, int64_t n, int64_t col_align, const Block& block) {
+  constexpr int64_t kRowAlign = 16;
+  const bool by_cols = n >= m;
+  const int64_t align = by_cols ? col_align : kRowAlign, extent = by_cols ? n : m;
+  parallel_for((extent + align - 1) / align, 1, [&](int64_t begin, int64_t end) {
+    block(by_cols, begin * align, std::min(end * align, extent));
+  });
+}
+
+// Each block one single-threaded GEMM call.
 template <class T>
 void split_gemm(SgemmKernel kernel, Rows rows, Start start, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
                 const T* a, int64_t lda, const T* b, int64_t ldb, const T* bias, T* c, int64_t ldc) {
-  constexpr int64_t kAlign = 16;
-  const bool by_cols = n >= m;
-  const int64_t units = ((by_cols ? n : m) + kAlign - 1) / kAlign;
-  parallel_for(units, 1, [&](int64_t begin, int64_t end) {
-    const int64_t lo = begin * kAlign, hi = std::min(end * kAlign, by_cols ? n : m);
+  split_blocks(m, n, 16, [&](bool by_cols, int64_t lo, int64_t hi) {
     if (by_cols)
       block_gemm(kernel, rows, start, trans_a, trans_b, m, hi - lo, k, a, lda, trans_b ? b + lo * ldb : b + lo, ldb,
                  bias ? bias + lo : nullptr, c + lo, ldc);
     else
       block_gemm(kernel, rows, start, trans_a, trans_b, hi - lo, n, k, trans_a ? a + lo : a + lo * lda, lda, b, ldb,
                  bias, c + lo * ldc, ldc);
+  });
+}
+
+// The product on a B packed whole (packed_weights.h), split as split_gemm
+// splits, blocks of columns starting at a panel of the packed B.
+void packed_gemm(const SgemmPackedOps& ops, Start start, bool trans_a, int64_t m, int64_t n, int64_t k,
+                 const float* a, int64_t lda, const float* packed_b, const float* bias, float* c, int64_t ldc,
+                 bool split) {
+  const int64_t padded_cols = ops.padded_cols(n);
+  auto block = [&](int64_t rows, int64_t cols, int64_t first_row, int64_t first_col) {
+    float* c_block = c + first_row * ldc + first_col;
+    if (start == Start::bias) fill_rows(c_block, rows, cols, ldc, bias + first_col);
+    ops.product(trans_a, rows, cols, k, trans_a ? a + first_row : a + first_row * lda, lda,
+                PackedB{packed_b, padded_cols, first_col}, start != Start::zero, c_block, ldc);
+  };
+  if (!split) {
+    block(m, n, 0, 0);
+    return;
+  }
+  split_blocks(m, n, ops.tile_cols, [&](bool by_cols, int64_t lo, int64_t hi) {
+    if (by_cols)
+      block(m, hi - lo, 0, lo);
+    else
+      block(hi - lo, n, lo, 0);
   });
 }
 
@@ -175,7 +207,16 @@ void gemm_with(Start start, bool trans_a, bool trans_b, int64_t m, int64_t n, in
   // A few rows (a token at a time) read B once instead of packing it.
   const bool own_f32 = kernel == SgemmKernel::avx512 || kernel == SgemmKernel::avx2 || kernel == SgemmKernel::sse2;
   const Rows rows = own_f32 && m <= kSgemmFewRows && m * k <= kSgemmPackA ? Rows::few : Rows::many;
-  if (splittable && kernel_threads() > 1 && m * n * k >= kSplitWork) {
+  const bool split = splittable && kernel_threads() > 1 && m * n * k >= kSplitWork;
+  if constexpr (std::is_same_v<T, float>) {
+    // A weight read again later in the step (a PackedWeightsScope) is read packed.
+    if (PackedWeights* weights = packed_weights_here(); weights && own_f32 && rows == Rows::many)
+      if (const float* packed_b = weights->packed(kernel, trans_b, b, ldb, n, k)) {
+        packed_gemm(sgemm_packed_ops(kernel), start, trans_a, m, n, k, a, lda, packed_b, bias, c, ldc, split);
+        return;
+      }
+  }
+  if (split) {
     split_gemm(kernel, rows, start, trans_a, trans_b, m, n, k, a, lda, b, ldb, bias, c, ldc);
     return;
   }

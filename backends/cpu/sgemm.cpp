@@ -1,21 +1,16 @@
 // Which own sgemm takes a product, and the packing buffers they share.
 #include "backends/cpu/sgemm.h"
 
+#include <fmt/format.h>
+
 #include <memory>
 #include <new>
+
+#include "ir/diagnostic.h"
 
 namespace pf::cpu {
 
 namespace {
-
-struct AlignedDelete {
-  void operator()(float* p) const { ::operator delete[](p, std::align_val_t(64)); }
-};
-using AlignedFloats = std::unique_ptr<float[], AlignedDelete>;
-
-AlignedFloats aligned_floats(int64_t count) {
-  return AlignedFloats(static_cast<float*>(::operator new[](sizeof(float) * count, std::align_val_t(64))));
-}
 
 // Packed operands, one pair per thread: allocated (and first touched) on the
 // thread's first product, reused by every later one.
@@ -31,6 +26,10 @@ PackBuffers& pack_buffers() {
 
 }  // namespace
 
+AlignedFloats aligned_floats(int64_t count) {
+  return AlignedFloats(static_cast<float*>(::operator new[](sizeof(float) * count, std::align_val_t(64))));
+}
+
 float* sgemm_pack_a() { return pack_buffers().a.get(); }
 float* sgemm_pack_b() { return pack_buffers().b.get(); }
 
@@ -41,6 +40,17 @@ SgemmKernel sgemm_kernel_for(CpuIsa isa, int64_t n) {
     case CpuIsa::sse2: return SgemmKernel::sse2;
   }
   return SgemmKernel::sse2;
+}
+
+const SgemmPackedOps& sgemm_packed_ops(SgemmKernel kernel) {
+  switch (kernel) {
+    case SgemmKernel::avx512: return sgemm_packed_ops_avx512();
+    case SgemmKernel::avx2: return sgemm_packed_ops_avx2();
+    case SgemmKernel::sse2: return sgemm_packed_ops_sse2();
+    case SgemmKernel::openblas:
+    case SgemmKernel::avx512_bf16: break;
+  }
+  throw Error(fmt::format("{} has no packed form of B", sgemm_kernel_label(kernel)));
 }
 
 const char* sgemm_kernel_label(SgemmKernel kernel) {

@@ -16,6 +16,8 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
+#include <new>
 
 #include "backends/cpu/cpu_isa.h"
 
@@ -74,6 +76,46 @@ void sgemm_few_rows_avx2(bool trans_a, bool trans_b, int64_t m, int64_t n, int64
                          const float* b, int64_t ldb, bool accumulate, float* c, int64_t ldc);
 void sgemm_few_rows_sse2(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
                          const float* b, int64_t ldb, bool accumulate, float* c, int64_t ldc);
+
+/// A product's B operand packed whole, for products that read the same B
+/// again (weights across a step's micro-batches, packed_weights.h): op(B)
+/// as a kernel's blocks read it, k in that kernel's slices, columns padded
+/// to its tile width (`padded_cols`). A product reading it starts at its
+/// column `first_col`, a multiple of the tile width. Its panels are the ones
+/// the kernel would pack, so a product gives the same bits either way.
+struct PackedB {
+  const float* data = nullptr;
+  int64_t padded_cols = 0;
+  int64_t first_col = 0;
+};
+
+/// What the blocked kernels avx512, avx2 and sse2 do with a whole packed B.
+struct SgemmPackedOps {
+  int64_t tile_cols;  // of the register tile: first_col is a multiple of it
+  int64_t slice_k;    // of the slices of k: pack's ranges start at multiples of it
+  /// Columns of op(B)[k, n] packed whole, and its floats.
+  int64_t padded_cols(int64_t n) const { return (n + tile_cols - 1) / tile_cols * tile_cols; }
+  int64_t floats(int64_t n, int64_t k) const { return padded_cols(n) * k; }
+  /// Packs steps [k_begin, k_end) of op(B)[k, n] into `out` (floats(n, k)
+  /// of them, 64-byte aligned): ranges of k can be packed apart, in parallel.
+  void (*pack)(bool trans_b, const float* b, int64_t ldb, int64_t n, int64_t k, int64_t k_begin, int64_t k_end,
+               float* out);
+  /// The blocked product (as sgemm_avx512 and the others) on a packed B.
+  void (*product)(bool trans_a, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const PackedB& b,
+                  bool accumulate, float* c, int64_t ldc);
+};
+/// Requires kernel avx512, avx2 or sse2 (and the level it needs).
+const SgemmPackedOps& sgemm_packed_ops(SgemmKernel kernel);
+const SgemmPackedOps& sgemm_packed_ops_avx512();
+const SgemmPackedOps& sgemm_packed_ops_avx2();
+const SgemmPackedOps& sgemm_packed_ops_sse2();
+
+/// Floats on 64-byte boundaries, as the kernels' aligned loads want them.
+struct AlignedDelete {
+  void operator()(float* p) const { ::operator delete[](p, std::align_val_t(64)); }
+};
+using AlignedFloats = std::unique_ptr<float[], AlignedDelete>;
+AlignedFloats aligned_floats(int64_t count);
 
 /// The calling thread's packing buffers, 64-byte aligned, large enough for
 /// every kernel's blocks (kSgemmPackA and kSgemmPackB floats).

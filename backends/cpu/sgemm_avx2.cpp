@@ -100,6 +100,11 @@ void sgemm_avx2(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, con
                           sgemm_pack_b());
 }
 
+const SgemmPackedOps& sgemm_packed_ops_avx2() {
+  static constexpr SgemmPackedOps ops = whole_b_ops<Avx2Tile>();
+  return ops;
+}
+
 void sgemm_few_rows_avx2(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
                          const float* b, int64_t ldb, bool accumulate, float* c, int64_t ldc) {
   typedef float Vec __attribute__((vector_size(32)));

@@ -117,10 +117,27 @@ inline void sgemm_prefetch_rows(const float* src, int64_t ldb, int64_t first, in
     for (int64_t q = 0; q < row_floats; q += 16) __builtin_prefetch(src + r * ldb + q, 0, 2);
 }
 
+// op(B)[k_begin:k_end, 0:n] (k_begin a multiple of kKc) packed as blocked_sgemm
+// reads a whole packed B: slice pc (kKc steps of k, fewer in the last) at
+// out + pc * padded_cols, its micro-panel of columns j (a multiple of kNr)
+// at + j * kc, laid out as sgemm_pack_b lays out a block.
+template <class Tile>
+void sgemm_pack_whole_b(bool trans, const float* b, int64_t ldb, int64_t n, int64_t k, int64_t k_begin,
+                        int64_t k_end, float* out) {
+  const int64_t padded_cols = (n + Tile::kNr - 1) / Tile::kNr * Tile::kNr;
+  for (int64_t pc = k_begin; pc < k_end; pc += Tile::kKc) {
+    const int64_t kc = sgemm_min(Tile::kKc, k - pc);
+    sgemm_pack_b<Tile>(trans, trans ? b + pc : b + pc * ldb, ldb, kc, n, out + pc * padded_cols);
+  }
+}
+
+// With `whole_b` (B packed by sgemm_pack_whole_b, whose column `first_col`,
+// a multiple of kNr, is column 0 of this product), B's blocks are read from
+// there instead of packed into `packed_b`: the same panels, so the same sums.
 template <class Tile>
 void blocked_sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
                    const float* b, int64_t ldb, bool accumulate, float* c, int64_t ldc, float* packed_a,
-                   float* packed_b) {
+                   float* packed_b, const PackedB* whole_b = nullptr) {
   constexpr int64_t kMr = Tile::kMr, kNr = Tile::kNr, kKc = Tile::kKc, kNc = Tile::kNc, kMc = Tile::kMc;
   static_assert(kMc % kMr == 0 && kNc % kNr == 0);
   for (int64_t ic = 0; ic < m; ic += kMc) {
@@ -131,7 +148,11 @@ void blocked_sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, 
       const bool add = accumulate || pc > 0;  // later slices of k add to what the first wrote
       for (int64_t jc = 0; jc < n; jc += kNc) {
         const int64_t nc = sgemm_min(kNc, n - jc);
-        sgemm_pack_b<Tile>(trans_b, trans_b ? b + jc * ldb + pc : b + pc * ldb + jc, ldb, kc, nc, packed_b);
+        const float* block_b = packed_b;
+        if (whole_b)
+          block_b = whole_b->data + pc * whole_b->padded_cols + (whole_b->first_col + jc) * kc;
+        else
+          sgemm_pack_b<Tile>(trans_b, trans_b ? b + jc * ldb + pc : b + pc * ldb + jc, ldb, kc, nc, packed_b);
         // The block of B packed next: the next columns, else the next slice
         // of k, else the first block again for the next rows of C.
         int64_t next_pc = pc, next_jc = jc + kNc;
@@ -139,7 +160,7 @@ void blocked_sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, 
         const bool has_next = next_jc > 0 || next_pc > 0 || ic + kMc < m;
         const int64_t next_kc = sgemm_min(kKc, k - next_pc), next_nc = sgemm_min(kNc, n - next_jc);
         const float* next = trans_b ? b + next_jc * ldb + next_pc : b + next_pc * ldb + next_jc;
-        const int64_t next_rows = Tile::kPrefetchNextB && has_next ? (trans_b ? next_nc : next_kc) : 0;
+        const int64_t next_rows = Tile::kPrefetchNextB && has_next && !whole_b ? (trans_b ? next_nc : next_kc) : 0;
         const int64_t next_row_floats = trans_b ? next_kc : next_nc;
         const int64_t panels = (mc + kMr - 1) / kMr, rows_per_panel = (next_rows + panels - 1) / panels;
         for (int64_t ir = 0; ir < mc; ir += kMr) {
@@ -149,7 +170,7 @@ void blocked_sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, 
           const float* a_panel = packed_a + ir * kc;
           const int64_t rows = sgemm_min(kMr, mc - ir);
           for (int64_t jr = 0; jr < nc; jr += kNr) {
-            const float* b_panel = packed_b + jr * kc;
+            const float* b_panel = block_b + jr * kc;
             float* c_tile = c + (ic + ir) * ldc + jc + jr;
             const int64_t cols = sgemm_min(kNr, nc - jr);
             if (rows == kMr && cols == kNr)
@@ -161,6 +182,25 @@ void blocked_sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, 
       }
     }
   }
+}
+
+// What a Tile does with a whole packed B (sgemm.h's SgemmPackedOps).
+template <class Tile>
+struct WholeB {
+  static void pack(bool trans_b, const float* b, int64_t ldb, int64_t n, int64_t k, int64_t k_begin, int64_t k_end,
+                   float* out) {
+    sgemm_pack_whole_b<Tile>(trans_b, b, ldb, n, k, k_begin, k_end, out);
+  }
+  static void product(bool trans_a, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const PackedB& b,
+                      bool accumulate, float* c, int64_t ldc) {
+    float* packed_a = ::pf::cpu::sgemm_pack_a();  // the function, not the template of the same name above
+    blocked_sgemm<Tile>(trans_a, false, m, n, k, a, lda, nullptr, 0, accumulate, c, ldc, packed_a, nullptr, &b);
+  }
+};
+
+template <class Tile>
+constexpr SgemmPackedOps whole_b_ops() {
+  return {Tile::kNr, Tile::kKc, &WholeB<Tile>::pack, &WholeB<Tile>::product};
 }
 
 }  // namespace

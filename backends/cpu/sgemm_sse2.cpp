@@ -73,6 +73,11 @@ void sgemm_sse2(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, con
                           sgemm_pack_b());
 }
 
+const SgemmPackedOps& sgemm_packed_ops_sse2() {
+  static constexpr SgemmPackedOps ops = whole_b_ops<Sse2Tile>();
+  return ops;
+}
+
 void sgemm_few_rows_sse2(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
                          const float* b, int64_t ldb, bool accumulate, float* c, int64_t ldc) {
   typedef float Vec __attribute__((vector_size(16)));

@@ -136,6 +136,16 @@ def test_runtime_errors_carry_the_commands_message(pipeforge_exe, plan, plan_fil
         pipeforge.Runtime(plan, momentum=0.5)
 
 
+def test_pack_weights_changes_no_bit(plan):
+    batch = mlp_batch(seed=5)
+    unpacked, unpacked_losses = trained(plan, 3, batch, pack_weights="off")
+    packed, packed_losses = trained(plan, 3, batch, pack_weights="on")
+    assert packed_losses == unpacked_losses
+    assert_same_state(packed.state_dict(), unpacked.state_dict())
+    with pytest.raises(ValueError, match=r"^pack_weights must be one of auto, on, off, not 'yes'$"):
+        pipeforge.Runtime(plan, pack_weights="yes")
+
+
 def test_state_dict_round_trip(plan, tmp_path):
     batch = mlp_batch(seed=7)
     # Plain sgd keeps no optimizer state: a runtime given another's weights

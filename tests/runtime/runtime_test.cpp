@@ -227,9 +227,68 @@ TEST_F(RuntimeTest, StagesCountWhatTheyHold) {
       EXPECT_EQ(m.optimizer_state, (optimizer == std::string("adamw") ? 8 : 4) * numel) << optimizer;
       EXPECT_EQ(m.slots, 4);  // gpipe: every micro-batch in flight
       EXPECT_GT(m.activations, 0);
-      EXPECT_EQ(m.total(), m.weights + m.gradients + m.optimizer_state + m.activations + m.workspace);
+      EXPECT_EQ(m.total(),
+                m.weights + m.gradients + m.optimizer_state + m.activations + m.workspace + m.packed_weights);
+      // Four micro-batches of four rows: products of a few rows, which read
+      // their weights unpacked, but the stage does not know that ahead.
+      int64_t bound = 0;
+      for (const PlanParam& p : plan.stages[static_cast<size_t>(m.stage)].params)
+        if (p.type.rank() == 2)
+          bound += 4 * (p.type.shape[0] * ((p.type.shape[1] + 63) / 64 * 64) +
+                        (p.type.shape[0] + 63) / 64 * 64 * p.type.shape[1]);
+      EXPECT_EQ(m.packed_weights, bound);
     }
   }
+  PipelineOptions off;
+  off.pack_weights = PackWeights::off;
+  auto pipeline = Pipeline::from_plan(plan, off);
+  pipeline->start();
+  for (const StageMemory& m : pipeline->memory()) EXPECT_EQ(m.packed_weights, 0);
+}
+
+// Weights kept packed through each step give the bits of weights packed by
+// every product, step after step (each step's copies made from the weights
+// the last update left) and after a checkpoint replaces them, on one kernel
+// thread per device and on two.
+TEST_F(RuntimeTest, PackedWeightsGiveTheBitsOfWeightsPackedEachTime) {
+  Module m = parse_module(read_source_file(std::string(PF_SOURCE_DIR) + "/examples/mlp.pf"));
+  DimBinding binding = m.binding({{"I", 96}, {"H", 160}, {"L", 2}, {"K", 10}, {"B", 128}});
+  verify_module(m, binding, VerifyOptions{true});
+  CompileOptions compile_options;
+  compile_options.devices = "cpu:2";
+  compile_options.microbatches = 4;  // 32 rows each: the blocked products
+  const Plan plan = compile_plan(std::move(m), binding, "mlp.pf", compile_options).plan;
+  auto train = [&](PackWeights pack, int threads, const std::string& name) {
+    RuntimeOptions options = adamw();
+    options.pack_weights = pack;
+    options.threads = threads;
+    Runtime rt = Runtime::from_plan(plan, name, options);
+    rt.initialize(5);
+    std::vector<double> losses;
+    for (int s = 0; s < 3; ++s) losses.push_back(rt.train_step(make_batch(rt, 30 + s).named));
+    if (pack == PackWeights::off) {
+      EXPECT_EQ(rt.packed_weight_bytes(), 0);
+      for (int64_t bytes : rt.last_step().packed_weight_bytes) EXPECT_EQ(bytes, 0);
+    } else {
+      for (int64_t bytes : rt.last_step().packed_weight_bytes) {
+        EXPECT_GT(bytes, 0) << name;
+        EXPECT_LE(bytes, rt.packed_weight_bytes()) << name;
+      }
+    }
+    rt.save_checkpoint(path(name));
+    rt.initialize(6);
+    rt.load_checkpoint(path(name));
+    losses.push_back(rt.train_step(make_batch(rt, 40).named));
+    rt.save_weights(path(name + ".safetensors"));
+    return losses;
+  };
+  const std::vector<double> unpacked = train(PackWeights::off, 1, "off");
+  for (int threads : {1, 2}) {
+    const std::string name = fmt::format("on_{}", threads);
+    EXPECT_EQ(train(PackWeights::on, threads, name), unpacked) << name;
+    EXPECT_EQ(read_bytes(path(name + ".safetensors")), read_bytes(path("off.safetensors"))) << name;
+  }
+  EXPECT_EQ(train(PackWeights::automatic, 1, "auto"), unpacked);
 }
 
 TEST_F(RuntimeTest, CheckpointContinuesBitForBit) {

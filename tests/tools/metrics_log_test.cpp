@@ -54,6 +54,7 @@ TEST(MetricsLog, WritesOneJsonLinePerStepAndPerEvaluation) {
     log.step(a_step(1, 2.5));
     StepMetrics tokens = a_step(2, 2.25);
     tokens.tokens_per_s = 4096;
+    tokens.packed_weight_bytes = {0, 2048};
     log.step(tokens);
     log.eval(2, 2.125);
     // Each line is on disk as soon as it is written (a killed run keeps it).
@@ -64,7 +65,8 @@ TEST(MetricsLog, WritesOneJsonLinePerStepAndPerEvaluation) {
             "{\"step\":1,\"loss\":2.5,\"lr\":0.001,\"grad_norm\":1.5,\"seconds\":0.25,\"samples_per_s\":64.0,"
             "\"bubble\":0.5,\"activation_bytes\":[1024,512]}\n"
             "{\"step\":2,\"loss\":2.25,\"lr\":0.001,\"grad_norm\":1.5,\"seconds\":0.25,\"samples_per_s\":64.0,"
-            "\"tokens_per_s\":4096.0,\"bubble\":0.5,\"activation_bytes\":[1024,512]}\n"
+            "\"tokens_per_s\":4096.0,\"bubble\":0.5,\"activation_bytes\":[1024,512],"
+            "\"packed_weight_bytes\":[0,2048]}\n"
             "{\"step\":2,\"val_loss\":2.125}\n");
   const LossCurves curves = read_loss_curves(path);
   EXPECT_EQ(curves.train, (std::vector<std::pair<int64_t, double>>{{1, 2.5}, {2, 2.25}}));
