@@ -51,6 +51,7 @@ inline DeviceProfile measure_workload(const Workload& w, int m, int busy, const 
   run_pipeline(model, PassPipeline::model, ctx);
   ProfileOptions options;
   options.concurrent = busy;
+  options.microbatches = m;
   DeviceProfile profile = profile_model(model, micro, options);
   save_profile(profile, path);
   return profile;

@@ -104,6 +104,9 @@ class Communicator {
   virtual int post(RecvRequest request) = 0;
   /// Waits for the message of a posted receive.
   virtual Received wait(int handle) = 0;
+  /// Whether wait(handle) would return at once, for a caller with other
+  /// work to do meanwhile. One that cannot tell says true (the caller waits).
+  virtual bool ready(int handle);
 
   /// Sums `values` over the group's ranks, element by element; every member
   /// ends with the same sum (see the class comment for the order).

@@ -160,6 +160,12 @@ class LocalWorld::Rank final : public Communicator {
     return static_cast<int>(posted_.size()) - 1;
   }
 
+  bool ready(int handle) override {
+    const RecvRequest& r = posted_.at(static_cast<size_t>(handle));
+    std::lock_guard lock(state_->mutex);
+    return state_->mailbox.count(std::tuple{r.peer, rank_, r.tag}) > 0;
+  }
+
   Received wait(int handle) override {
     const RecvRequest& r = posted_.at(static_cast<size_t>(handle));
     const std::tuple key{r.peer, rank_, r.tag};

@@ -20,6 +20,10 @@ struct ProfileOptions {
   /// Times the products as a stage of a --dtype bf16 plan runs them
   /// (cpu::Bf16Products); the profile's precision is then "bf16".
   bool bf16_products = false;
+  /// The micro-batches of a step. With two or more, a product reads its
+  /// weight packed as a pipeline stage does (PackWeights): the op is timed
+  /// as its runs on the packed weight plus 1/m of one packing.
+  int microbatches = 1;
 };
 
 /// Times each op of `model` (inlined and verified under `binding`, the

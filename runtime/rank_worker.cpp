@@ -163,6 +163,15 @@ void RankWorker::watch_weights() {
   }
 }
 
+// One slice of a weight packed ahead: `first`'s (about to run), else another
+// stage's. False when every stage is packed.
+bool RankWorker::pack_ahead(PipelineStage& first) {
+  if (first.packed_weights && first.packed_weights->pack_ahead()) return true;
+  return std::any_of(stages_.begin(), stages_.end(), [&](PipelineStage* st) {
+    return st != &first && st->packed_weights && st->packed_weights->pack_ahead();
+  });
+}
+
 // Every receive of the step is posted before the first action, so that a
 // communicator between processes can land each message where it belongs; in
 // the senders' order, in which a communicator without tags (NCCL) matches them.
@@ -229,6 +238,11 @@ void RankWorker::walk(const RankStep& step, RankOutcome& out) {
         std::vector<const void*>& row = views[static_cast<size_t>(a.microbatch)];
         std::vector<HandOffCopy> copies;
         void* sender = nullptr;
+        // Until the message comes, the stages pack ahead the weights their
+        // products read packed, which the next product would pack itself.
+        for (size_t i = 0; i < row.size(); ++i)
+          while (!comm_.ready(posted_[k].handles[i]) && pack_ahead(st)) {
+          }
         for (size_t i = 0; i < row.size(); ++i) {
           const Received got = comm_.wait(posted_[k].handles[i]);
           sender = got.context;

@@ -102,6 +102,7 @@ class RankWorker {
   };
   PipelineStage& stage(int index) const;
   void watch_weights();
+  bool pack_ahead(PipelineStage& first);
   void post_receives(const RankStep& step);
   void walk(const RankStep& step, RankOutcome& out);
   void send(const Action& a, const RankStep& step);

@@ -59,8 +59,8 @@ void add_profile_command(CLI::App& app) {
     run_pipeline(model.module, PassPipeline::model, ctx);
     int count = 0;
     double total = 0;
-    DeviceProfile profile = profile_model(model.module, micro,
-                                          ProfileOptions{o->repeats, o->concurrent, o->dtype == "bf16"},
+    const ProfileOptions options{o->repeats, o->concurrent, o->dtype == "bf16", o->microbatches};
+    DeviceProfile profile = profile_model(model.module, micro, options,
                                           [&](const std::string& key, const OpTiming& t) {
                                             ++count;
                                             total += t.forward_s + t.backward_s;

@@ -22,11 +22,34 @@ using Key = std::tuple<const float*, int64_t, int64_t, int64_t, bool, SgemmKerne
 struct PackedWeights::Impl {
   struct Copy {
     AlignedFloats floats;
-    bool current = false;  // packed since the last invalidate()
+    int64_t packed_k = 0;  // steps of k packed since the last invalidate(), in whole slices
   };
   std::vector<std::pair<const std::byte*, const std::byte*>> watched;
   std::map<Key, Copy> copies;
+  std::vector<std::map<Key, Copy>::iterator> first_read;  // the copies in the order products first read them
   int64_t bytes = 0;
+
+  bool is_watched(bool trans_b, const float* b, int64_t ldb, int64_t n, int64_t k) const {
+    // B as stored: n rows of k (transposed) or k rows of n.
+    const int64_t rows = trans_b ? n : k, cols = trans_b ? k : n;
+    const auto* first = reinterpret_cast<const std::byte*>(b);
+    const auto* last = reinterpret_cast<const std::byte*>(b + (rows - 1) * ldb + cols);
+    return std::any_of(watched.begin(), watched.end(),
+                       [&](const auto& range) { return range.first <= first && last <= range.second; });
+  }
+
+  // Packs steps [copy.packed_k, until) of k (until a slice boundary or k),
+  // the slices split over the calling thread's kernel threads.
+  static void pack(const Key& key, Copy& copy, int64_t until) {
+    const auto& [b, ldb, n, k, trans_b, kernel] = key;
+    const SgemmPackedOps& ops = sgemm_packed_ops(kernel);
+    const int64_t first = copy.packed_k / ops.slice_k, slices = (until - copy.packed_k + ops.slice_k - 1) / ops.slice_k;
+    float* out = copy.floats.get();
+    parallel_for(slices, 1, [&](int64_t begin, int64_t end) {
+      ops.pack(trans_b, b, ldb, n, k, (first + begin) * ops.slice_k, std::min((first + end) * ops.slice_k, k), out);
+    });
+    copy.packed_k = until;
+  }
 };
 
 PackedWeights::PackedWeights() : impl_(std::make_unique<Impl>()) {}
@@ -39,11 +62,12 @@ void PackedWeights::watch(const void* data, int64_t bytes) {
 
 void PackedWeights::invalidate() {
   impl_->watched.clear();
-  for (auto& [key, copy] : impl_->copies) copy.current = false;
+  for (auto& [key, copy] : impl_->copies) copy.packed_k = 0;
 }
 
 void PackedWeights::release() {
   invalidate();
+  impl_->first_read.clear();
   impl_->copies.clear();
   impl_->bytes = 0;
 }
@@ -58,30 +82,28 @@ int64_t PackedWeights::bytes() const { return impl_->bytes; }
 
 const float* PackedWeights::packed(SgemmKernel kernel, bool trans_b, const float* b, int64_t ldb, int64_t n,
                                    int64_t k) {
-  // B as stored: n rows of k (transposed) or k rows of n.
-  const int64_t rows = trans_b ? n : k, cols = trans_b ? k : n;
-  const auto* first = reinterpret_cast<const std::byte*>(b);
-  const auto* last = reinterpret_cast<const std::byte*>(b + (rows - 1) * ldb + cols);
-  const bool watched = std::any_of(impl_->watched.begin(), impl_->watched.end(),
-                                   [&](const auto& range) { return range.first <= first && last <= range.second; });
-  if (!watched) return nullptr;
-  const SgemmPackedOps& ops = sgemm_packed_ops(kernel);
+  if (!impl_->is_watched(trans_b, b, ldb, n, k)) return nullptr;
   auto [it, added] = impl_->copies.try_emplace(Key{b, ldb, n, k, trans_b, kernel});
   Impl::Copy& copy = it->second;
   if (added) {
-    copy.floats = aligned_floats(ops.floats(n, k));
-    impl_->bytes += static_cast<int64_t>(sizeof(float)) * ops.floats(n, k);
+    const int64_t floats = sgemm_packed_ops(kernel).floats(n, k);
+    copy.floats = aligned_floats(floats);
+    impl_->bytes += static_cast<int64_t>(sizeof(float)) * floats;
+    impl_->first_read.push_back(it);
   }
-  if (!copy.current) {
-    // Slices of k apart on each kernel thread: each writes its own part.
-    float* out = copy.floats.get();
-    const int64_t slices = (k + ops.slice_k - 1) / ops.slice_k;
-    parallel_for(slices, 1, [&](int64_t begin, int64_t end) {
-      ops.pack(trans_b, b, ldb, n, k, begin * ops.slice_k, std::min(end * ops.slice_k, k), out);
-    });
-    copy.current = true;
-  }
+  if (copy.packed_k < k) Impl::pack(it->first, copy, k);
   return copy.floats.get();
+}
+
+bool PackedWeights::pack_ahead() {
+  for (auto it : impl_->first_read) {
+    const auto& [b, ldb, n, k, trans_b, kernel] = it->first;
+    Impl::Copy& copy = it->second;
+    if (copy.packed_k == k || !impl_->is_watched(trans_b, b, ldb, n, k)) continue;
+    Impl::pack(it->first, copy, std::min(copy.packed_k + sgemm_packed_ops(kernel).slice_k, k));
+    return true;
+  }
+  return false;
 }
 
 PackedWeightsScope::PackedWeightsScope(PackedWeights* packed) : before_(packed_here) { packed_here = packed; }

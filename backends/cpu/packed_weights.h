@@ -40,6 +40,13 @@ class PackedWeights {
   /// Bytes held by the packed copies.
   int64_t bytes() const;
 
+  /// Packs one more slice of k of a copy that a product read in an earlier
+  /// step, whose weight is watched again but which is not packed since:
+  /// the first such copy in the order products first read them. Work for a
+  /// thread that would otherwise wait (a rank waiting for a message), taken
+  /// a slice at a time so that it is soon back. False when none is left.
+  bool pack_ahead();
+
   /// At most the bytes of a weight's packed copies, both layouts (the
   /// forward's and the transposed one of its input gradient): `matrices`
   /// matrices of rows x cols (the last two dimensions), padded to the widest

@@ -193,5 +193,36 @@ TEST(PackedWeightsTest, InvalidatedCopiesArePackedAgainFromTheWeightsAsTheyAreNo
   for (size_t i = 0; i < before.size(); ++i) ASSERT_EQ(after[i], 0.5f * before[i]) << i;
 }
 
+// What a waiting rank does meanwhile: the copies an earlier step read,
+// packed again from the weights as they are now, a slice of k at a time,
+// so that the next product finds them packed.
+TEST(PackedWeightsTest, PacksAheadWhatAnEarlierStepRead) {
+  Product p(false, false, 32, 600, 1100, 13);
+  PackedWeights weights;
+  const PackedWeightsScope scope(&weights);
+  EXPECT_FALSE(weights.pack_ahead()) << "nothing read yet";
+  weights.watch(p.b.data(), p.b_bytes());
+  const std::vector<float> before = p.gemm_now();
+  EXPECT_FALSE(weights.pack_ahead()) << "packed already";
+  weights.invalidate();
+  EXPECT_FALSE(weights.pack_ahead()) << "the weight is not watched";
+  for (float& x : p.b) x *= 0.5f;
+  weights.watch(p.b.data(), p.b_bytes());
+  const int64_t slice_k = sgemm_packed_ops(sgemm_kernel_for(cpu_isa(), p.n)).slice_k;
+  int64_t slices = 0;
+  while (weights.pack_ahead()) ++slices;
+  EXPECT_EQ(slices, (p.k + slice_k - 1) / slice_k);
+  const std::vector<float> after = p.gemm_now();
+  for (size_t i = 0; i < before.size(); ++i) ASSERT_EQ(after[i], 0.5f * before[i]) << i;
+  // A product reading a copy packed ahead in part packs the rest.
+  weights.invalidate();
+  for (float& x : p.b) x *= 2.0f;
+  weights.watch(p.b.data(), p.b_bytes());
+  EXPECT_TRUE(weights.pack_ahead());
+  const std::vector<float> again = p.gemm_now();
+  EXPECT_FALSE(weights.pack_ahead());
+  expect_same_bits(before, again, "packed ahead in part");
+}
+
 }  // namespace
 }  // namespace pf::cpu
