@@ -34,6 +34,7 @@ struct Product {
   std::string what;
   bool trans_a, trans_b;
   int64_t m, n, k;
+  bool b_is_weight = true;  // B a layer's weight (kept packed by a pipeline stage), not an activation or gradient
 };
 
 // The MLP (784-4096-4096-4096-10, batch 256; weights [in, out]) and the GPT
@@ -42,23 +43,23 @@ std::vector<Product> products() {
   return {
       {"mlp 4096x4096 forward", false, false, 256, 4096, 4096},
       {"mlp 4096x4096 input grad", false, true, 256, 4096, 4096},
-      {"mlp 4096x4096 weight grad", true, false, 4096, 4096, 256},
+      {"mlp 4096x4096 weight grad", true, false, 4096, 4096, 256, false},
       {"mlp 784x4096 forward", false, false, 256, 4096, 784},
-      {"mlp 784x4096 weight grad", true, false, 784, 4096, 256},
+      {"mlp 784x4096 weight grad", true, false, 784, 4096, 256, false},
       {"gpt qkv forward", false, false, 1024, 1536, 512},
       {"gpt qkv input grad", false, true, 1024, 512, 1536},
-      {"gpt qkv weight grad", true, false, 512, 1536, 1024},
+      {"gpt qkv weight grad", true, false, 512, 1536, 1024, false},
       {"gpt mlp down forward", false, false, 1024, 512, 2048},
       {"gpt head (tied) forward", false, true, 1024, 8192, 512},
       {"gpt head input grad", false, false, 1024, 512, 8192},
-      {"gpt head weight grad", true, false, 8192, 512, 1024},
-      {"gpt attention q k^T", false, true, 128, 128, 64},
+      {"gpt head weight grad", true, false, 8192, 512, 1024, false},
+      {"gpt attention q k^T", false, true, 128, 128, 64, false},
       // A pipeline's micro-batch (pipeline_bench: 256 / 8 = 32 rows of the
       // MLP): each weight is packed for an eighth of the rows it serves at
       // 256, and the packing, not the register tile, sets the pace.
       {"mlp 4096x4096 forward, m = 32", false, false, 32, 4096, 4096},
       {"mlp 4096x4096 input grad, m = 32", false, true, 32, 4096, 4096},
-      {"mlp 4096x4096 weight grad, m = 32", true, false, 4096, 4096, 32},
+      {"mlp 4096x4096 weight grad, m = 32", true, false, 4096, 4096, 32, false},
   };
 }
 
@@ -211,7 +212,7 @@ int main(int argc, char** argv) {
     row += fmt::format(" {:.3f} |", chosen_seconds / openblas);
     // As a pipeline stage keeps a weight packed through a step (packed_weights.h):
     // every micro-batch after the first reads B's panels as they are.
-    if (chosen == SgemmKernel::openblas) {
+    if (chosen == SgemmKernel::openblas || !p.b_is_weight) {
       std::cout << row << " - | - |\n";
       continue;
     }
