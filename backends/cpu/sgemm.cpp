@@ -47,8 +47,8 @@ const SgemmPackedOps& sgemm_packed_ops(SgemmKernel kernel) {
     case SgemmKernel::avx512: return sgemm_packed_ops_avx512();
     case SgemmKernel::avx2: return sgemm_packed_ops_avx2();
     case SgemmKernel::sse2: return sgemm_packed_ops_sse2();
-    case SgemmKernel::openblas:
-    case SgemmKernel::avx512_bf16: break;
+    case SgemmKernel::avx512_bf16: return sgemm_packed_ops_bf16();
+    case SgemmKernel::openblas: break;
   }
   throw Error(fmt::format("{} has no packed form of B", sgemm_kernel_label(kernel)));
 }

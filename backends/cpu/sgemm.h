@@ -93,9 +93,6 @@ struct PackedB {
 struct SgemmPackedOps {
   int64_t tile_cols;  // of the register tile: first_col is a multiple of it
   int64_t slice_k;    // of the slices of k: pack's ranges start at multiples of it
-  /// Columns of op(B)[k, n] packed whole, and its floats.
-  int64_t padded_cols(int64_t n) const { return (n + tile_cols - 1) / tile_cols * tile_cols; }
-  int64_t floats(int64_t n, int64_t k) const { return padded_cols(n) * k; }
   /// Packs steps [k_begin, k_end) of op(B)[k, n] into `out` (floats(n, k)
   /// of them, 64-byte aligned): ranges of k can be packed apart, in parallel.
   void (*pack)(bool trans_b, const float* b, int64_t ldb, int64_t n, int64_t k, int64_t k_begin, int64_t k_end,
@@ -103,12 +100,17 @@ struct SgemmPackedOps {
   /// The blocked product (as sgemm_avx512 and the others) on a packed B.
   void (*product)(bool trans_a, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const PackedB& b,
                   bool accumulate, float* c, int64_t ldc);
+  int64_t steps_per_float = 1;  // of k held in one packed 32-bit element (2: a bf16 pair)
+  /// Columns of op(B)[k, n] packed whole, and its 32-bit elements.
+  int64_t padded_cols(int64_t n) const { return (n + tile_cols - 1) / tile_cols * tile_cols; }
+  int64_t floats(int64_t n, int64_t k) const { return padded_cols(n) * ((k + steps_per_float - 1) / steps_per_float); }
 };
-/// Requires kernel avx512, avx2 or sse2 (and the level it needs).
+/// Requires kernel avx512, avx2, sse2 or avx512_bf16 (and what it needs).
 const SgemmPackedOps& sgemm_packed_ops(SgemmKernel kernel);
 const SgemmPackedOps& sgemm_packed_ops_avx512();
 const SgemmPackedOps& sgemm_packed_ops_avx2();
 const SgemmPackedOps& sgemm_packed_ops_sse2();
+const SgemmPackedOps& sgemm_packed_ops_bf16();
 
 /// Floats on 64-byte boundaries, as the kernels' aligned loads want them.
 struct AlignedDelete {

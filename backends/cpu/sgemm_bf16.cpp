@@ -175,9 +175,14 @@ static_assert(bf16_tile::kMc * bf16_tile::kKc / 2 <= kSgemmPackA &&
 
 }  // namespace
 
-void sgemm_bf16(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
-                const float* b, int64_t ldb, bool accumulate, float* c, int64_t ldc) {
-  using namespace bf16_tile;
+namespace {
+namespace bf16_tile {
+
+// The loop nest of sgemm_bf16. With `whole_b` (B packed by pack_whole_b,
+// whose column first_col is column 0 here), B's blocks are read from there
+// instead of packed: the same pairs, so the same sums.
+void blocked(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
+             int64_t ldb, bool accumulate, float* c, int64_t ldc, const PackedB* whole_b) {
   // The f32 kernels' buffers hold half as many pairs as they hold floats.
   Pair* packed_a = reinterpret_cast<Pair*>(sgemm_pack_a());
   Pair* packed_b = reinterpret_cast<Pair*>(sgemm_pack_b());
@@ -189,12 +194,17 @@ void sgemm_bf16(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, con
       const bool add = accumulate || pc > 0;  // later slices of k add to what the first wrote
       for (int64_t jc = 0; jc < n; jc += kNc) {
         const int64_t nc = min64(kNc, n - jc);
-        pack_b(trans_b, trans_b ? b + jc * ldb + pc : b + pc * ldb + jc, ldb, kc, nc, packed_b);
+        const Pair* block_b = packed_b;
+        if (whole_b)
+          block_b = reinterpret_cast<const Pair*>(whole_b->data) + pc / 2 * whole_b->padded_cols +
+                    (whole_b->first_col + jc) * pairs;
+        else
+          pack_b(trans_b, trans_b ? b + jc * ldb + pc : b + pc * ldb + jc, ldb, kc, nc, packed_b);
         for (int64_t ir = 0; ir < mc; ir += kMr) {
           const Pair* a_panel = packed_a + ir * pairs;
           const int64_t rows = min64(kMr, mc - ir);
           for (int64_t jr = 0; jr < nc; jr += kNr) {
-            const Pair* b_panel = packed_b + jr * pairs;
+            const Pair* b_panel = block_b + jr * pairs;
             float* c_tile = c + (ic + ir) * ldc + jc + jr;
             const int64_t cols = min64(kNr, nc - jr);
             if (rows == kMr && cols == kNr)
@@ -206,6 +216,37 @@ void sgemm_bf16(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, con
       }
     }
   }
+}
+
+// Steps [k_begin, k_end) of op(B)[k, n] (k_begin a multiple of kKc) packed
+// whole: slice pc's pairs at out + pc / 2 * padded columns, its panel of
+// columns j at + j * its pairs, as pack_b lays out a block.
+void pack_whole_b(bool trans_b, const float* b, int64_t ldb, int64_t n, int64_t k, int64_t k_begin, int64_t k_end,
+                  float* out) {
+  const int64_t padded_cols = (n + kNr - 1) / kNr * kNr;
+  for (int64_t pc = k_begin; pc < k_end; pc += kKc)
+    pack_b(trans_b, trans_b ? b + pc : b + pc * ldb, ldb, min64(kKc, k - pc), n,
+           reinterpret_cast<Pair*>(out) + pc / 2 * padded_cols);
+}
+
+void packed_product(bool trans_a, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const PackedB& b,
+                    bool accumulate, float* c, int64_t ldc) {
+  blocked(trans_a, false, m, n, k, a, lda, nullptr, 0, accumulate, c, ldc, &b);
+}
+
+}  // namespace bf16_tile
+}  // namespace
+
+void sgemm_bf16(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
+                const float* b, int64_t ldb, bool accumulate, float* c, int64_t ldc) {
+  bf16_tile::blocked(trans_a, trans_b, m, n, k, a, lda, b, ldb, accumulate, c, ldc, nullptr);
+}
+
+const SgemmPackedOps& sgemm_packed_ops_bf16() {
+  // Two steps of k a 32-bit pair.
+  static constexpr SgemmPackedOps ops{bf16_tile::kNr, bf16_tile::kKc, &bf16_tile::pack_whole_b,
+                                      &bf16_tile::packed_product, 2};
+  return ops;
 }
 
 }  // namespace pf::cpu

@@ -200,7 +200,7 @@ struct WholeB {
 
 template <class Tile>
 constexpr SgemmPackedOps whole_b_ops() {
-  return {Tile::kNr, Tile::kKc, &WholeB<Tile>::pack, &WholeB<Tile>::product};
+  return {Tile::kNr, Tile::kKc, &WholeB<Tile>::pack, &WholeB<Tile>::product, 1};
 }
 
 }  // namespace

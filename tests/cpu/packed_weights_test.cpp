@@ -51,20 +51,29 @@ class PackedKernelTest : public ::testing::TestWithParam<SgemmKernel> {
   void SetUp() override {
     if (cpu_isa_supported() < sgemm_kernel_isa(GetParam()))
       GTEST_SKIP() << "this CPU lacks " << isa_name(sgemm_kernel_isa(GetParam()));
+    if (GetParam() == SgemmKernel::avx512_bf16 && !cpu_has_bf16_dot()) GTEST_SKIP() << "this CPU lacks AVX-512 BF16";
   }
 };
 
 INSTANTIATE_TEST_SUITE_P(Kernels, PackedKernelTest,
-                         ::testing::Values(SgemmKernel::avx512, SgemmKernel::avx2, SgemmKernel::sse2),
+                         ::testing::Values(SgemmKernel::avx512, SgemmKernel::avx2, SgemmKernel::sse2,
+                                           SgemmKernel::avx512_bf16),
                          [](const auto& param_info) {
-                           return std::string(isa_name(sgemm_kernel_isa(param_info.param)));
+                           return param_info.param == SgemmKernel::avx512_bf16
+                                      ? std::string("bf16")
+                                      : std::string(isa_name(sgemm_kernel_isa(param_info.param)));
                          });
 
 using SgemmFn = void (*)(bool, bool, int64_t, int64_t, int64_t, const float*, int64_t, const float*, int64_t, bool,
                          float*, int64_t);
 
 SgemmFn unpacked(SgemmKernel kernel) {
-  return kernel == SgemmKernel::avx512 ? sgemm_avx512 : kernel == SgemmKernel::avx2 ? sgemm_avx2 : sgemm_sse2;
+  switch (kernel) {
+    case SgemmKernel::avx512: return sgemm_avx512;
+    case SgemmKernel::avx2: return sgemm_avx2;
+    case SgemmKernel::avx512_bf16: return sgemm_bf16;
+    default: return sgemm_sse2;
+  }
 }
 
 // The whole product, and its columns cut at every tile boundary into two
@@ -102,15 +111,19 @@ TEST_P(PackedKernelTest, GivesTheUnpackedKernelsBits) {
 
 // gemm() reading a watched B packed gives the bits of gemm() without, on
 // one thread and on two (split by columns at the tile's width, or by rows),
-// and packs each B once per layout however often it is read. Runs under
-// every PF_CPU_ISA in CI.
+// f32 products and bf16 ones, and packs each B once per layout however
+// often it is read. Runs under every PF_CPU_ISA in CI.
 TEST(PackedWeightsTest, GemmGivesTheSameBitsPackedOnOneAndTwoThreads) {
   uint32_t seed = 50;
-  for (int threads : {1, 2})
+  for (const auto& [bf16, threads] : std::vector<std::pair<bool, int>>{{false, 1}, {false, 2}, {true, 1}, {true, 2}})
     for (const auto& [m, n, k] : std::vector<std::array<int64_t, 3>>{{32, 700, 600}, {300, 100, 90}, {9, 64, 2000}})
       for (bool ta : {false, true})
         for (bool tb : {false, true}) {
+          // Without the CPU's bf16 dot products, rounded copies of the
+          // operands (never watched) take the f32 kernel.
+          if (bf16 && !cpu_has_bf16_dot()) continue;
           const Product p(ta, tb, m, n, k, seed++);
+          const Bf16Products products(bf16);
           const std::vector<float> want = p.gemm_now();
           set_cpu_threads(threads);
           PackedWeights weights;
@@ -120,7 +133,7 @@ TEST(PackedWeightsTest, GemmGivesTheSameBitsPackedOnOneAndTwoThreads) {
             const PackedWeightsScope scope(&weights);
             first = p.gemm_now();
             const int64_t packed = weights.bytes();
-            EXPECT_GE(packed, p.b_bytes()) << m << "x" << n << "x" << k;
+            EXPECT_GE(packed, p.b_bytes() / (bf16 ? 2 : 1)) << m << "x" << n << "x" << k;  // bf16: two steps a pair
             second = p.gemm_now();
             EXPECT_EQ(weights.bytes(), packed) << "packed again on the second read";
           }
