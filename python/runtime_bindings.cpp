@@ -100,11 +100,9 @@ std::unique_ptr<RuntimeHandle> make_runtime(py::handle plan, const std::string& 
   options.train.seed = seed;
   options.threads = threads;
   options.timeout_s = timeout;
-  if (pack_weights != "auto" && pack_weights != "on" && pack_weights != "off")
-    throw py::value_error(fmt::format("pack_weights must be one of auto, on, off, not '{}'", pack_weights));
-  options.pack_weights = pack_weights == "on"    ? PackWeights::on
-                         : pack_weights == "off" ? PackWeights::off
-                                                 : PackWeights::automatic;
+  const std::optional<PackWeights> pack = pack_weights_named(pack_weights);
+  if (!pack) throw py::value_error(fmt::format("pack_weights must be one of auto, on, off, not '{}'", pack_weights));
+  options.pack_weights = *pack;
   if (py::isinstance<Plan>(plan)) {
     Plan copy = plan.cast<Plan>();
     const std::string what = fmt::format("the plan of @{}", copy.model_name);

@@ -107,7 +107,7 @@ struct StageMemory {
   int64_t activations = 0;    // its stash slots: `slots` micro-batches in flight
   int slots = 0;
   int64_t workspace = 0;      // its executors' arenas and hand-off buffers
-  int64_t packed_weights = 0; // at most, during a step's actions (PipelineOptions::pack_weights)
+  int64_t packed_weights = 0; // at most, held from the first step on (PipelineOptions::pack_weights)
   int64_t total() const { return weights + gradients + optimizer_state + activations + workspace + packed_weights; }
 };
 

@@ -11,6 +11,13 @@ namespace pf {
 
 double default_lr(const std::string& optimizer) { return optimizer == "sgd" ? 0.01 : 3e-4; }
 
+std::optional<PackWeights> pack_weights_named(std::string_view name) {
+  if (name == "auto") return PackWeights::automatic;
+  if (name == "on") return PackWeights::on;
+  if (name == "off") return PackWeights::off;
+  return std::nullopt;
+}
+
 double default_clip() { return 1.0; }
 
 void check_training_options(const TrainingOptions& o, const std::string& what) {

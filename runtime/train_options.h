@@ -5,7 +5,9 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
+#include <string_view>
 
 namespace pf {
 
@@ -27,10 +29,14 @@ struct TrainingOptions {
 /// Whether a CPU stage keeps its weights packed for its products through a
 /// step's actions (cpu::PackedWeights): each packed once per step and layout
 /// rather than once per micro-batch, for the memory of at most two copies of
-/// them, dropped before the update. automatic: on a device whose step has
-/// two micro-batches or more and whose memory (the plan's, where it gives
-/// one) holds the copies beside what the plan predicts for its stages.
+/// them, held from the first step on (stale from each update to the next
+/// step). automatic: on a device whose step has two micro-batches or more
+/// and whose memory (the plan's, where it gives one) holds the copies beside
+/// what the plan predicts for its stages.
 enum class PackWeights { automatic, on, off };
+
+/// The setting a user names: "auto", "on" or "off"; nullopt for any other.
+std::optional<PackWeights> pack_weights_named(std::string_view name);
 
 /// The learning rate a user means by not giving one: 3e-4 for adamw, 0.01
 /// for sgd (with momentum 0.9). Adam moves every weight by about lr on its

@@ -66,9 +66,7 @@ RuntimeOptions runtime_options(const RunOptions& o) {
   r.timeout_s = o.timeout;
   r.trace = !o.trace.empty();
   r.threads = o.threads;
-  r.pack_weights = o.pack_weights == "on"    ? PackWeights::on
-                   : o.pack_weights == "off" ? PackWeights::off
-                                             : PackWeights::automatic;
+  r.pack_weights = pack_weights_named(o.pack_weights).value();  // the flag takes only those names
   return r;
 }
 

@@ -1,4 +1,4 @@
-// Weights packed once per step for the f32 products that read them.
+// Weights packed once per step for the products (f32 and bf16) that read them.
 //
 // A blocked product rearranges its B operand into the panels its register
 // tile reads (sgemm_blocking.h). A weight is B in every micro-batch's
@@ -28,7 +28,8 @@ class PackedWeights {
   PackedWeights& operator=(const PackedWeights&) = delete;
 
   /// A product whose B lies inside [data, data + bytes) reads a packed copy
-  /// of it. The caller promises that those bytes do not change until clear().
+  /// of it. The caller promises that those bytes do not change until
+  /// invalidate().
   void watch(const void* data, int64_t bytes);
   /// Before the weights change: forgets the watched ranges and marks every
   /// copy stale. The memory stays, for the same products to pack into again
@@ -63,8 +64,8 @@ class PackedWeights {
   std::unique_ptr<Impl> impl_;
 };
 
-/// While one lives, the calling thread's f32 products on the own blocked
-/// kernels read the watched weights of `packed` (null: none) packed. The
+/// While one lives, the calling thread's products on the own blocked kernels
+/// (f32 and bf16) read the watched weights of `packed` (null: none) packed. The
 /// product's bits are the same either way. Scopes nest; the previous returns.
 class PackedWeightsScope {
  public:
