@@ -19,6 +19,7 @@
 #include "ir/printer.h"
 #include "ir/verifier.h"
 #include "passes/autodiff.h"
+#include "profiler/op_alone.h"
 #include "runtime/optimizer.h"
 
 namespace pf {
@@ -30,53 +31,6 @@ using Clock = std::chrono::steady_clock;
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v[v.size() / 2];
-}
-
-// A graph holding only `op`: its operands become arguments (parameters
-// stay parameters), and the loss is the sum of its first result.
-Module single_op_module(const Function& g, const Op& op) {
-  Module m;
-  Function& f = m.functions.emplace_back();
-  f.is_graph = true;
-  f.name = "op";
-  std::vector<ValueId> map(g.values.size(), -1);
-  for (ValueId v : op.operands) {
-    if (map[v] >= 0) continue;
-    ValueId id = f.add_value(g.values[v].name);
-    f.values[id].type = g.values[v].type;
-    f.args.push_back(id);
-    f.arg_types.push_back(SymType::from(g.type_of(v)));
-    map[v] = id;
-  }
-  Op copy = op;
-  copy.erase_attr("layer");
-  for (ValueId& v : copy.operands) v = map[v];
-  for (ValueId& r : copy.results) {
-    ValueId id = f.add_value(g.values[r].name);
-    f.values[id].type = g.values[r].type;
-    f.values[id].def_op = 0;
-    r = id;
-  }
-  f.ops.push_back(copy);
-  const TensorType& out = g.type_of(op.results[0]);
-  ValueId result = f.ops[0].results[0];
-  if (is_float(out.dtype) && out.rank() > 0) {
-    Op sum;
-    sum.kind = OpKind::reduce_sum;
-    std::vector<DimExpr> axes;
-    for (int64_t a = 0; a < out.rank(); ++a) axes.emplace_back(a);
-    sum.set_attr("axes", Attr::of_dims(axes));
-    sum.operands = {result};
-    ValueId loss = f.add_value("profile.loss");
-    f.values[loss].type = TensorType{out.dtype, {}};
-    f.values[loss].def_op = 1;
-    sum.results = {loss};
-    f.ops.push_back(sum);
-    result = loss;
-  }
-  f.returns = {result};
-  f.result_types = {SymType::from(*f.values[result].type)};
-  return m;
 }
 
 // Fills every bound buffer with small valid values: integer operands are
@@ -151,7 +105,7 @@ struct OpRunner {
 std::unique_ptr<OpRunner> make_runner(const Function& g, const Op& op, const DimBinding& binding,
                                       const cpu::ExecutorOptions& options) {
   auto r = std::make_unique<OpRunner>();
-  r->module = single_op_module(g, op);
+  r->module = op_alone_module(g, op);
   verify_module(r->module, binding);
   std::mt19937 rng(1);
   const std::optional<RoutedValues> routed = routed_values(g, op, binding);

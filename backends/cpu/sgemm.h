@@ -105,6 +105,12 @@ struct SgemmPackedOps {
   int64_t padded_cols(int64_t n) const { return (n + tile_cols - 1) / tile_cols * tile_cols; }
   int64_t floats(int64_t n, int64_t k) const { return padded_cols(n) * ((k + steps_per_float - 1) / steps_per_float); }
 };
+/// A whole packed B of more floats than this is written past the caches
+/// (non-temporal stores): copies that large are evicted before the products
+/// read them (a stage's weights), and a cached store reads every line
+/// before it writes it, half as much again of memory traffic on a pass that
+/// is all memory traffic.
+inline constexpr int64_t kSgemmStreamFloats = int64_t{1} << 20;  // 4 MiB
 /// Requires kernel avx512, avx2, sse2 or avx512_bf16 (and what it needs).
 const SgemmPackedOps& sgemm_packed_ops(SgemmKernel kernel);
 const SgemmPackedOps& sgemm_packed_ops_avx512();

@@ -68,6 +68,9 @@ struct Avx2Tile {
 
   // An 8 x 8 transpose: pairs of rows interleaved, then pairs of pairs, then
   // the 128-bit halves exchanged.
+  static void stream_row(float* dst, const float* src) {
+    for (int64_t q = 0; q < kNr; q += 8) _mm256_stream_ps(dst + q, _mm256_loadu_ps(src + q));
+  }
   static void transpose_block(const float* b, int64_t ldb, float* out) {
     __m256 v[8], t[8];
     for (int64_t q = 0; q < 8; ++q) v[q] = _mm256_loadu_ps(b + q * ldb);

@@ -118,6 +118,9 @@ struct Avx512Tile {
     for (; kk + 16 <= kc; kk += 16) avx512_tile::interleave_rows(a + kk, lda, out + kk * kMr);
     return kk;
   }
+  static void stream_row(float* dst, const float* src) {
+    for (int64_t q = 0; q < kNr; q += 16) _mm512_stream_ps(dst + q, _mm512_loadu_ps(src + q));
+  }
   static void transpose_block(const float* b, int64_t ldb, float* out) {
     __m512 v[16];
     for (int64_t q = 0; q < 16; ++q) v[q] = _mm512_loadu_ps(b + q * ldb);

@@ -31,6 +31,9 @@
 //   kTr, transpose_block(b, ldb, out)
 //                  a kTr x kTr block of a transposed B (b[j * ldb + kk]) into
 //                  a micro-panel (out[kk * kNr + j])
+//   stream_row(dst, src)
+//                  where kNr floats fill whole cache lines: kNr floats to a
+//                  64-byte aligned dst by non-temporal stores
 
 namespace pf::cpu {
 namespace {
@@ -75,10 +78,19 @@ void sgemm_pack_a(bool trans, const float* a, int64_t lda, int64_t mc, int64_t k
   }
 }
 
-// op(B)[0:kc, 0:nc] (b points at its first element) into micro-panels of kNr
-// columns, out[panel][kk * kNr + j]; columns past nc are zeros.
+// Whether a Tile's panel rows fill whole cache lines, which non-temporal
+// stores can then write without reading them first.
 template <class Tile>
-void sgemm_pack_b(bool trans, const float* b, int64_t ldb, int64_t kc, int64_t nc, float* out) {
+constexpr bool sgemm_rows_fill_lines() {
+  return Tile::kNr * sizeof(float) % 64 == 0;
+}
+
+// op(B)[0:kc, 0:nc] (b points at its first element) into micro-panels of kNr
+// columns, out[panel][kk * kNr + j]; columns past nc are zeros. With
+// `stream` (only where sgemm_rows_fill_lines), the rows of an untransposed B
+// go past the caches.
+template <class Tile>
+void sgemm_pack_b(bool trans, const float* b, int64_t ldb, int64_t kc, int64_t nc, float* out, bool stream = false) {
   constexpr int64_t kNr = Tile::kNr, kTr = Tile::kTr;
   static_assert(kNr % kTr == 0);
   if (!trans) {  // rows of B are rows of the panels: copied a row of B at a time
@@ -87,6 +99,11 @@ void sgemm_pack_b(bool trans, const float* b, int64_t ldb, int64_t kc, int64_t n
       for (int64_t j = 0; j < nc; j += kNr) {
         float* dst = out + j * kc + kk * kNr;
         if (j + kNr <= nc) {
+          if constexpr (sgemm_rows_fill_lines<Tile>())
+            if (stream) {
+              Tile::stream_row(dst, src + j);
+              continue;
+            }
           __builtin_memcpy(dst, src + j, sizeof(float) * kNr);  // a few vector moves, not kNr scalar ones
         } else {
           for (int64_t q = 0; q < kNr; ++q) dst[q] = j + q < nc ? src[j + q] : 0.0f;
@@ -125,10 +142,14 @@ template <class Tile>
 void sgemm_pack_whole_b(bool trans, const float* b, int64_t ldb, int64_t n, int64_t k, int64_t k_begin,
                         int64_t k_end, float* out) {
   const int64_t padded_cols = (n + Tile::kNr - 1) / Tile::kNr * Tile::kNr;
+  const bool stream = sgemm_rows_fill_lines<Tile>() && padded_cols * k > kSgemmStreamFloats;
   for (int64_t pc = k_begin; pc < k_end; pc += Tile::kKc) {
     const int64_t kc = sgemm_min(Tile::kKc, k - pc);
-    sgemm_pack_b<Tile>(trans, trans ? b + pc : b + pc * ldb, ldb, kc, n, out + pc * padded_cols);
+    sgemm_pack_b<Tile>(trans, trans ? b + pc : b + pc * ldb, ldb, kc, n, out + pc * padded_cols, stream);
   }
+  // Non-temporal stores are ordered by a fence only: before another thread
+  // (a product split over the device's threads) reads what this one packed.
+  if (stream) __builtin_ia32_sfence();
 }
 
 // With `whole_b` (B packed by sgemm_pack_whole_b, whose column `first_col`,

@@ -9,6 +9,7 @@
 #include <array>
 #include <cstdint>
 #include <random>
+#include <thread>
 #include <vector>
 
 #include "backends/cpu/blas.h"
@@ -107,6 +108,34 @@ TEST_P(PackedKernelTest, GivesTheUnpackedKernelsBits) {
             expect_same_bits(want, blocks, "in two blocks of columns");
           }
         }
+}
+
+// A weight of more floats than kSgemmStreamFloats (a stage's, larger than
+// the caches) is packed by non-temporal stores where the tile's rows fill
+// cache lines: the same panels, so the unpacked kernel's bits, whole and
+// from a column past the first tile; packed in two ranges of k on two
+// threads, as a device's threads pack it.
+TEST_P(PackedKernelTest, PacksAWeightLargerThanTheCachesToTheSamePanels) {
+  const SgemmPackedOps& ops = sgemm_packed_ops(GetParam());
+  const int64_t m = 5, n = 1088, k = 2100;
+  ASSERT_GT(ops.floats(n, k), kSgemmStreamFloats);
+  const Product p(false, false, m, n, k, 7);
+  std::vector<float> want(static_cast<size_t>(m * n)), got(want.size()), right(want.size());
+  unpacked(GetParam())(false, false, m, n, k, p.a.data(), k, p.b.data(), n, false, want.data(), n);
+  AlignedFloats packed = aligned_floats(ops.floats(n, k));
+  const int64_t half = (k / 2 + ops.slice_k - 1) / ops.slice_k * ops.slice_k;
+  std::thread other([&] { ops.pack(false, p.b.data(), n, n, k, half, k, packed.get()); });
+  ops.pack(false, p.b.data(), n, n, k, 0, half, packed.get());
+  other.join();
+  ops.product(false, m, n, k, p.a.data(), k, PackedB{packed.get(), ops.padded_cols(n), 0}, false, got.data(), n);
+  expect_same_bits(want, got, "whole");
+  const int64_t cut = ops.tile_cols;
+  ops.product(false, m, n - cut, k, p.a.data(), k, PackedB{packed.get(), ops.padded_cols(n), cut}, false,
+              right.data() + cut, n);
+  for (int64_t r = 0; r < m; ++r)
+    for (int64_t j = cut; j < n; ++j)
+      ASSERT_EQ(want[static_cast<size_t>(r * n + j)], right[static_cast<size_t>(r * n + j)])
+          << "from column " << cut << ", element (" << r << ", " << j << ")";
 }
 
 // gemm() reading a watched B packed gives the bits of gemm() without, on
