@@ -137,7 +137,7 @@ void pack_a(bool trans, const float* a, int64_t lda, int64_t mc, int64_t kc, Pai
 // op(B)[0:kc, 0:nc] (b at its first element) into micro-panels of kNr
 // columns, out[panel][p * kNr + j]; columns past nc (to the panel's end) and
 // the odd step past an odd kc are zeros.
-void pack_b(bool trans, const float* b, int64_t ldb, int64_t kc, int64_t nc, Pair* out) {
+void pack_b(bool trans, const float* b, int64_t ldb, int64_t kc, int64_t nc, Pair* out, bool stream = false) {
   const int64_t pairs = (kc + 1) / 2, width = (nc + kNr - 1) / kNr * kNr;
   if (!trans) {  // element (kk, j) at b[kk * ldb + j]: steps 2p and 2p + 1 are two rows of B
     for (int64_t p = 0; p < pairs; ++p) {
@@ -145,7 +145,11 @@ void pack_b(bool trans, const float* b, int64_t ldb, int64_t kc, int64_t nc, Pai
       const float* odd = 2 * p + 1 < kc ? even + ldb : nullptr;
       for (int64_t j = 0; j < width; j += 16) {
         const __m512i v = pairs_across(even + j, odd ? odd + j : nullptr, first_lanes(nc - j));
-        _mm512_store_si512(out + (j / kNr) * kNr * pairs + p * kNr + j % kNr, v);
+        Pair* dst = out + (j / kNr) * kNr * pairs + p * kNr + j % kNr;
+        if (stream)
+          _mm512_stream_si512(reinterpret_cast<__m512i*>(dst), v);
+        else
+          _mm512_store_si512(dst, v);
       }
     }
     return;
@@ -224,9 +228,11 @@ void blocked(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const 
 void pack_whole_b(bool trans_b, const float* b, int64_t ldb, int64_t n, int64_t k, int64_t k_begin, int64_t k_end,
                   float* out) {
   const int64_t padded_cols = (n + kNr - 1) / kNr * kNr;
+  const bool stream = padded_cols * ((k + 1) / 2) > kSgemmStreamFloats;  // as the f32 kernels' whole B
   for (int64_t pc = k_begin; pc < k_end; pc += kKc)
     pack_b(trans_b, trans_b ? b + pc : b + pc * ldb, ldb, min64(kKc, k - pc), n,
-           reinterpret_cast<Pair*>(out) + pc / 2 * padded_cols);
+           reinterpret_cast<Pair*>(out) + pc / 2 * padded_cols, stream);
+  if (stream) _mm_sfence();
 }
 
 void packed_product(bool trans_a, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const PackedB& b,

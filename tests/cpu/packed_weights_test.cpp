@@ -111,8 +111,8 @@ TEST_P(PackedKernelTest, GivesTheUnpackedKernelsBits) {
 }
 
 // A weight of more floats than kSgemmStreamFloats (a stage's, larger than
-// the caches) is packed by non-temporal stores where the tile's rows fill
-// cache lines: the same panels, so the unpacked kernel's bits, whole and
+// the caches) is packed by non-temporal stores (AVX-512's and AVX2's rows,
+// the bf16 kernel's pairs; SSE2's rows fill half a line): the same panels, so the unpacked kernel's bits, whole and
 // from a column past the first tile; packed in two ranges of k on two
 // threads, as a device's threads pack it.
 TEST_P(PackedKernelTest, PacksAWeightLargerThanTheCachesToTheSamePanels) {
