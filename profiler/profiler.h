@@ -31,7 +31,9 @@ struct ProfileOptions {
 /// forward as the op itself, backward as the backward program of
 /// sum(op(...)) minus that of sum alone (see ProfileOptions::concurrent for
 /// the load around it). Ops with the same timing key are
-/// measured once. The returned profile is the CPU roofline with these
+/// measured as one, in two sweeps over the model, the faster time of each
+/// kept (a machine's transient slowdowns do not price an op); with
+/// `concurrent` cores, each copy's thread held on a CPU of its own. The returned profile is the CPU roofline with these
 /// measurements and the seconds per parameter of an AdamW and an SGD step
 /// (update_s_per_param); `progress` is told each op as it is measured.
 DeviceProfile profile_model(const Module& model, const DimBinding& binding, const ProfileOptions& options,
