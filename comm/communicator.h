@@ -105,7 +105,10 @@ class Communicator {
   /// Waits for the message of a posted receive.
   virtual Received wait(int handle) = 0;
   /// Whether wait(handle) would return at once, for a caller with other
-  /// work to do meanwhile. One that cannot tell says true (the caller waits).
+  /// work to do meanwhile. One that cannot tell without waiting (Gloo's
+  /// receives, NCCL's) says false: the caller then does that work first,
+  /// which must be work it would have to do before long anyway (a rank
+  /// packs the weights its next products read), and waits after.
   virtual bool ready(int handle);
 
   /// Sums `values` over the group's ranks, element by element; every member

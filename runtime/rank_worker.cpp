@@ -238,9 +238,11 @@ void RankWorker::walk(const RankStep& step, RankOutcome& out) {
         std::vector<const void*>& row = views[static_cast<size_t>(a.microbatch)];
         std::vector<HandOffCopy> copies;
         void* sender = nullptr;
-        // Until the message comes, the stages pack ahead the weights their
-        // products read packed, which the next product would pack itself.
-        for (size_t i = 0; i < row.size(); ++i)
+        // Until the message comes (or first, where the communicator cannot
+        // tell), the stages pack ahead the weights their products read
+        // packed, which the next product would pack itself. Not in a
+        // forward pass, which would pack the backward's layouts for nothing.
+        for (size_t i = 0; i < row.size() && step.backward; ++i)
           while (!comm_.ready(posted_[k].handles[i]) && pack_ahead(st)) {
           }
         for (size_t i = 0; i < row.size(); ++i) {
