@@ -13,6 +13,7 @@
 #include <functional>
 #include <optional>
 #include <random>
+#include <set>
 
 #include "backends/cpu/blas.h"
 #include "backends/cpu/executor.h"
@@ -168,11 +169,12 @@ std::vector<int> allowed_cpus() {
   return cpus;
 }
 
-bool run_on_cpu(int cpu) {
+// Holds the calling thread on `cpu`; where that fails it runs where it may.
+void run_on_cpu(int cpu) {
   cpu_set_t set;
   CPU_ZERO(&set);
   CPU_SET(cpu, &set);
-  return pthread_setaffinity_np(pthread_self(), sizeof(set), &set) == 0;
+  pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
 }
 
 // Runs work(t) for t in [0, threads) on as many threads at once, t = 0 on
@@ -317,11 +319,11 @@ DeviceProfile profile_model(const Module& model, const DimBinding& binding, cons
   profile.bandwidth = measure_bandwidth(options);
   const Function& g = model.graph();
   std::vector<std::pair<const Op*, std::string>> timed;  // one op per key, in model order
+  std::set<std::string> keys;
   for (const Op& op : g.ops) {
     if (op.operands.empty()) continue;  // sources cost nothing at run time
     std::string key = op_timing_key(g, op, binding);
-    if (std::none_of(timed.begin(), timed.end(), [&](const auto& t) { return t.second == key; }))
-      timed.emplace_back(&op, std::move(key));
+    if (keys.insert(key).second) timed.emplace_back(&op, std::move(key));
   }
   // Two sweeps over the model, each op's faster time kept: a core of this
   // kind of machine (a VM's) can run at half speed for a fraction of a
