@@ -43,6 +43,31 @@ TEST(LocalCommunicator, AReceivePostedAheadGetsTheSendersBufferItself) {
   EXPECT_EQ(got.context, &context);
 }
 
+// A waiting rank does other work (packs weights) while ready() says the
+// message has not come; in process it can tell.
+TEST(LocalCommunicator, SaysWhetherAPostedMessageHasCome) {
+  LocalWorld world(2, 5);
+  const double x = 3;
+  std::vector<bool> ready;
+  const void* got = nullptr;
+  on_every_rank(world, [&](Communicator& c) {
+    if (c.rank() == 1) {
+      const int handle = c.post({0, 5, nullptr, 8, "rank 1 waits for x"});
+      ready.push_back(c.ready(handle));
+      c.barrier(CommGroup::world(2));  // rank 0 sends only after this one
+      c.barrier(CommGroup::world(2));  // and before this one
+      ready.push_back(c.ready(handle));
+      got = c.wait(handle).data;
+    } else {
+      c.barrier(CommGroup::world(2));
+      c.send(1, 5, &x, 8);
+      c.barrier(CommGroup::world(2));
+    }
+  });
+  EXPECT_EQ(ready, (std::vector<bool>{false, true}));
+  EXPECT_EQ(got, &x);
+}
+
 TEST(LocalCommunicator, MessagesAreMatchedByTagNotByOrder) {
   LocalWorld world(2, 5);
   const double a = 1, b = 2;

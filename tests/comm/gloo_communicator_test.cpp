@@ -117,6 +117,29 @@ TEST(GlooCommunicator, MessagesLandInTheReceiversBufferByTag) {
   EXPECT_EQ(got, (std::vector<double>{1.5, 2.5}));
 }
 
+// Gloo cannot tell whether a receive's message has come without waiting
+// for it: ready() says not yet, even when it has, so that a rank does its
+// other work first (packs the weights its next products read) and waits
+// after.
+TEST(GlooCommunicator, CannotTellWhetherAMessageHasCome) {
+  double got = 0;
+  bool ready = true;
+  on_ranks(2, 10, [&](GlooCommunicator& c) {
+    const double x = 4.5;
+    if (c.rank() == 0) {
+      c.send(1, 3, &x, 8);
+      c.barrier(CommGroup::world(2));
+    } else {
+      const int handle = c.post({0, 3, &got, 8, "rank 1 waits for x"});
+      c.barrier(CommGroup::world(2));  // rank 0 has sent by now
+      ready = c.ready(handle);
+      c.wait(handle);
+    }
+  });
+  EXPECT_FALSE(ready);
+  EXPECT_EQ(got, 4.5);
+}
+
 TEST(GlooCommunicator, AMessageToItselfIsLent) {
   on_ranks(1, 10, [&](GlooCommunicator& c) {
     const float x = 3;
