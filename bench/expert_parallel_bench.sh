@@ -13,12 +13,9 @@
 #
 #   bench/expert_parallel_bench.sh [build dir] [rounds]
 set -euo pipefail
-build=${1:-build}
-rounds=${2:-3}
-pf="$build/tools/pipeforge"
 here=$(cd "$(dirname "$0")/.." && pwd)
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+# shellcheck source=bench/rounds_common.sh
+source "$here/bench/rounds_common.sh" "$@"
 model=("$here/examples/moe.pf" --bind L=4,C=256,H=8,R=2,F=512,T=128,V=256,B=16,E=8,K=2 -m 4 --devices cpu:1)
 "$pf" compile "${model[@]}" -o "$work/one.json" > "$work/one.txt"
 "$pf" compile "${model[@]}" --data-parallel 2 -o "$work/replicas.json" > "$work/replicas.txt"
@@ -31,8 +28,6 @@ for flags in "" "--shard-optimizer" "--expert-parallel 2" "--expert-parallel 2 -
   "$pf" compile "${model[@]}" --data-parallel 4 $flags -o "$work/$name.json" > "$work/$name.txt"
 done
 
-# shellcheck source=bench/step_median.sh
-source "$here/bench/step_median.sh"
 median_ms() { median_step_ms "$pf" "$work/$1.json" "$here/DESIGN.md"; }
 
 echo "| round | 1 thread ms | DP 2, experts on each ms | DP 2, experts shared ms | and optimizer sharded ms |" \

@@ -10,20 +10,14 @@
 #
 #   bench/pack_weights_bench.sh [build dir] [rounds]
 set -euo pipefail
-build=${1:-build}
-rounds=${2:-3}
-pf="$build/tools/pipeforge"
 here=$(cd "$(dirname "$0")/.." && pwd)
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+# shellcheck source=bench/rounds_common.sh
+source "$here/bench/rounds_common.sh" "$@"
 "$pf" compile "$here/examples/mlp.pf" --devices cpu:2 -m 8 -o "$work/mlp_pipeline.json" > /dev/null
 "$pf" compile "$here/examples/mlp.pf" --devices cpu:1 -m 8 -o "$work/mlp_one.json" > /dev/null
 "$pf" compile "$here/examples/mlp.pf" --devices cpu:2 -m 8 --dtype bf16 -o "$work/mlp_bf16_pipeline.json" > /dev/null
 "$pf" compile "$here/examples/gpt.pf" --bind B=8,L=4,C=512,H=8,T=128,S=128,V=8192 --devices cpu:2 -m 8 \
   -o "$work/gpt_pipeline.json" > /dev/null
-
-# shellcheck source=bench/step_median.sh
-source "$here/bench/step_median.sh"
 
 echo "| plan | round | packed by every product ms | kept packed ms | kept / every product |"
 echo "|---|---:|---:|---:|---:|"

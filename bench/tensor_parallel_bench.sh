@@ -13,12 +13,9 @@
 #
 #   bench/tensor_parallel_bench.sh [build dir] [rounds] [gpt|moe]
 set -euo pipefail
-build=${1:-build}
-rounds=${2:-3}
-pf="$build/tools/pipeforge"
 here=$(cd "$(dirname "$0")/.." && pwd)
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+# shellcheck source=bench/rounds_common.sh
+source "$here/bench/rounds_common.sh" "$@"
 case ${3:-gpt} in
   gpt) file="$here/examples/gpt.pf"; model=(--bind L=4,C=256,H=8,T=128,S=128,V=256,B=16 -m 4) ;;
   moe) file="$here/examples/moe.pf"; model=(--bind L=4,C=256,H=8,R=2,F=512,T=128,V=256,B=16,E=8,K=2 -m 4) ;;
@@ -31,8 +28,6 @@ esac
   -o "$work/sequence.json" > /dev/null
 "$pf" compile "$file" "${model[@]}" --devices cpu:2 -o "$work/pipeline.json" > /dev/null
 
-# shellcheck source=bench/step_median.sh
-source "$here/bench/step_median.sh"
 median_ms() { median_step_ms "$pf" "$work/$1.json" "$here/DESIGN.md"; }
 
 echo "| round | 1 thread ms | 1 device x 2 threads ms | TP 2 x 1 thread ms | TP 2 + SP ms | PP 2 (1F1B) ms | 2 threads / 1 | TP 2 / 1 | TP 2 + SP / 1 | PP 2 / 1 |"

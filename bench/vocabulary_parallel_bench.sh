@@ -11,20 +11,15 @@
 #
 #   bench/vocabulary_parallel_bench.sh [build dir] [rounds]
 set -euo pipefail
-build=${1:-build}
-rounds=${2:-3}
-pf="$build/tools/pipeforge"
 here=$(cd "$(dirname "$0")/.." && pwd)
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+# shellcheck source=bench/rounds_common.sh
+source "$here/bench/rounds_common.sh" "$@"
 for v in 8191 8192; do
   model=(--bind L=2,C=256,H=8,T=128,S=128,V=$v,B=16 -m 4)
   "$pf" compile "$here/examples/gpt.pf" "${model[@]}" --devices cpu:1 -o "$work/one_$v.json" > /dev/null
   "$pf" compile "$here/examples/gpt.pf" "${model[@]}" --devices cpu:2 --tensor-parallel 2 -o "$work/tp_$v.json" > /dev/null
 done
 
-# shellcheck source=bench/step_median.sh
-source "$here/bench/step_median.sh"
 median_ms() { median_step_ms "$pf" "$work/$1.json" "$here/DESIGN.md"; }
 
 echo "| round | V | classes per rank | 1 thread ms | TP 2 x 1 thread ms | TP 2 / 1 |"

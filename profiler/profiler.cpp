@@ -329,7 +329,9 @@ DeviceProfile profile_model(const Module& model, const DimBinding& binding, cons
   // kind of machine (a VM's) can run at half speed for a fraction of a
   // second, which one op's few runs cannot tell from its cost, and one op
   // priced at twice its time unbalances a plan. Seconds apart, the two
-  // sweeps are not both slowed.
+  // sweeps are not both slowed. Each measure() builds the op's runners
+  // afresh: kept from one sweep to the next, every op's buffers (the whole
+  // model's weights, per core) would be held at once.
   for (int sweep = 0; sweep < 2; ++sweep)
     for (const auto& [op, key] : timed) {
       const OpTiming t = measure(g, *op, binding, options);

@@ -242,9 +242,10 @@ void RankWorker::walk(const RankStep& step, RankOutcome& out) {
         // tell), the stages pack ahead the weights their products read
         // packed, which the next product would pack itself. Not in a
         // forward pass, which would pack the backward's layouts for nothing.
-        for (size_t i = 0; i < row.size() && step.backward; ++i)
-          while (!comm_.ready(posted_[k].handles[i]) && pack_ahead(st)) {
-          }
+        if (step.backward)
+          for (size_t i = 0; i < row.size(); ++i)
+            while (!comm_.ready(posted_[k].handles[i]) && pack_ahead(st)) {
+            }
         for (size_t i = 0; i < row.size(); ++i) {
           const Received got = comm_.wait(posted_[k].handles[i]);
           sender = got.context;
