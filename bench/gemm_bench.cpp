@@ -1,8 +1,8 @@
 // Times the f32 GEMMs of the reference MLP and GPT steps through OpenBLAS and through each of Pipeforge's own
-// sgemms this CPU runs (AVX-512, AVX2, SSE2, and the bf16 products' AVX-512 BF16 kernel), calling them in turn
-// product by product, and prints one markdown table: GFLOP/s of each, the chosen f32 kernel's time over OpenBLAS's,
-// and each own kernel against the peak of its instruction set measured in the same run (register-only loops of
-// fused multiply-adds, or of bf16 dot products).
+// sgemms this CPU runs (AVX-512, AVX2, SSE2, and the bf16 products' AVX-512 BF16 and AMX kernels), calling them in
+// turn product by product, and prints one markdown table: GFLOP/s of each, the chosen f32 kernel's time over
+// OpenBLAS's, and each own kernel against the peak of its instruction set measured in the same run (register-only
+// loops of fused multiply-adds, of bf16 dot products, or of AMX tile products).
 //
 // The last columns time the chosen kernel again on a B packed beforehand, as a
 // pipeline stage reads a weight it keeps packed through a step.
@@ -106,6 +106,34 @@ __attribute__((target("avx512f,avx512bf16"), noinline)) double bf16_dot_peak_gfl
   return 4.0 * 16 * kRegs * static_cast<double>(kPeakIters) / seconds / 1e9;
 }
 
+// Each tile product: 16 x 16 sums of 32 products, into four tiles in turn
+// (as many as the AMX kernel's block of C), on tiles of zeros.
+__attribute__((target("amx-tile,amx-bf16"), noinline)) double amx_peak_gflops() {
+  constexpr int64_t kIters = kPeakIters / 10;
+  struct {
+    uint8_t palette = 1, start_row = 0, reserved[14] = {};
+    uint16_t bytes_per_row[16] = {64, 64, 64, 64, 64, 64};
+    uint8_t rows[16] = {16, 16, 16, 16, 16, 16};
+  } config;
+  _tile_loadconfig(&config);
+  _tile_zero(0);
+  _tile_zero(1);
+  _tile_zero(2);
+  _tile_zero(3);
+  _tile_zero(4);
+  _tile_zero(5);
+  const Clock::time_point start = Clock::now();
+  for (int64_t it = 0; it < kIters; ++it) {
+    _tile_dpbf16ps(0, 4, 5);
+    _tile_dpbf16ps(1, 4, 5);
+    _tile_dpbf16ps(2, 4, 5);
+    _tile_dpbf16ps(3, 4, 5);
+  }
+  const double seconds = seconds_since(start);
+  _tile_release();
+  return 2.0 * 16 * 16 * 32 * 4 * static_cast<double>(kIters) / seconds / 1e9;
+}
+
 __attribute__((target("avx2,fma"), noinline)) double avx2_fma_peak_gflops() {
   constexpr int kRegs = 12;  // as many as the AVX2 tile's accumulators
   __m256 acc[kRegs];
@@ -146,6 +174,9 @@ void run(pf::cpu::SgemmKernel kernel, const Product& p, const float* a, int64_t 
     case SgemmKernel::avx512_bf16:
       pf::cpu::sgemm_bf16(p.trans_a, p.trans_b, p.m, p.n, p.k, a, lda, b, ldb, false, c, p.n);
       return;
+    case SgemmKernel::amx_bf16:
+      pf::cpu::sgemm_amx_bf16(p.trans_a, p.trans_b, p.m, p.n, p.k, a, lda, b, ldb, false, c, p.n);
+      return;
   }
 }
 
@@ -168,7 +199,8 @@ int main(int argc, char** argv) {
     if (pf::cpu::sgemm_kernel_isa(k) <= isa && (k != SgemmKernel::sse2 || sse2 || isa == CpuIsa::sse2))
       contenders.push_back({k, {}});
   if (pf::cpu::cpu_has_bf16_dot()) contenders.push_back({SgemmKernel::avx512_bf16, {}});
-  std::vector<double> peak512, peak256, peak_bf16;
+  if (isa == CpuIsa::amx) contenders.push_back({SgemmKernel::amx_bf16, {}});
+  std::vector<double> peak512, peak256, peak_bf16, peak_amx;
   std::cout << fmt::format("instruction set {} (PF_CPU_ISA caps it); OpenBLAS {} kernel; 1 thread; {} calls of each, "
                            "in turn\n\n",
                            pf::cpu::isa_name(isa), pf::cpu::blas_core_name(), reps);
@@ -193,6 +225,7 @@ int main(int argc, char** argv) {
     if (isa >= CpuIsa::avx512) peak512.push_back(avx512_fma_peak_gflops());
     if (isa >= CpuIsa::avx2) peak256.push_back(avx2_fma_peak_gflops());
     if (pf::cpu::cpu_has_bf16_dot()) peak_bf16.push_back(bf16_dot_peak_gflops());
+    if (isa == CpuIsa::amx) peak_amx.push_back(amx_peak_gflops());
     const double flops = 2.0 * static_cast<double>(p.m * p.n * p.k);
     const double openblas = pf::bench::median(contenders[0].seconds);
     std::string row = fmt::format("| {} | {}{} | {}x{}x{} | {:.1f} |", p.what, p.trans_a ? 'T' : 'N',
@@ -205,6 +238,7 @@ int main(int argc, char** argv) {
       const double peak = k == SgemmKernel::avx512        ? peak512.back()
                           : k == SgemmKernel::avx2        ? peak256.back()
                           : k == SgemmKernel::avx512_bf16 ? peak_bf16.back()
+                          : k == SgemmKernel::amx_bf16    ? peak_amx.back()
                                                           : 0;
       row += peak > 0 ? fmt::format(" {:.1f} | {:.0f}% |", gflops, 100 * gflops / peak) : fmt::format(" {:.1f} | - |", gflops);
       if (k == chosen) chosen_seconds = t;
@@ -234,5 +268,6 @@ int main(int argc, char** argv) {
   if (!peak256.empty()) std::cout << fmt::format(" AVX2 {:.1f} GFLOP/s;", pf::bench::median(peak256));
   if (!peak_bf16.empty())
     std::cout << fmt::format(" AVX-512 BF16 dot products {:.1f} GFLOP/s;", pf::bench::median(peak_bf16));
+  if (!peak_amx.empty()) std::cout << fmt::format(" AMX bf16 tiles {:.1f} GFLOP/s;", pf::bench::median(peak_amx));
   std::cout << " \"chosen\" is the kernel gemm() takes for the product at this instruction set\n";
 }

@@ -35,6 +35,10 @@ std::atomic<bool> openblas_sgemm_only{false};
 // Whether the calling thread's f32 products are bf16 products (Bf16Products).
 thread_local bool bf16_products_here = false;
 
+// The kernel of the bf16 products where the CPU multiplies bf16 itself
+// (cpu_has_bf16_dot): AMX's tiles where it has them.
+SgemmKernel bf16_kernel() { return cpu_isa() == CpuIsa::amx ? SgemmKernel::amx_bf16 : SgemmKernel::avx512_bf16; }
+
 // The kernel of an f32 product `n` columns wide: decided once for the whole
 // product, so that the blocks it is split into on several threads all take
 // the same kernel and give the bits one thread would (sgemm.h).
@@ -58,7 +62,8 @@ void blas_gemm(SgemmKernel kernel, Rows rows, bool trans_a, bool trans_b, int64_
       case SgemmKernel::avx2: sgemm_few_rows_avx2(trans_a, trans_b, m, n, k, a, lda, b, ldb, accumulate, c, ldc); return;
       case SgemmKernel::sse2: sgemm_few_rows_sse2(trans_a, trans_b, m, n, k, a, lda, b, ldb, accumulate, c, ldc); return;
       case SgemmKernel::openblas:
-      case SgemmKernel::avx512_bf16: break;  // never chosen with Rows::few
+      case SgemmKernel::avx512_bf16:
+      case SgemmKernel::amx_bf16: break;  // never chosen with Rows::few
     }
   }
   switch (kernel) {
@@ -66,6 +71,7 @@ void blas_gemm(SgemmKernel kernel, Rows rows, bool trans_a, bool trans_b, int64_
     case SgemmKernel::avx2: sgemm_avx2(trans_a, trans_b, m, n, k, a, lda, b, ldb, accumulate, c, ldc); return;
     case SgemmKernel::sse2: sgemm_sse2(trans_a, trans_b, m, n, k, a, lda, b, ldb, accumulate, c, ldc); return;
     case SgemmKernel::avx512_bf16: sgemm_bf16(trans_a, trans_b, m, n, k, a, lda, b, ldb, accumulate, c, ldc); return;
+    case SgemmKernel::amx_bf16: sgemm_amx_bf16(trans_a, trans_b, m, n, k, a, lda, b, ldb, accumulate, c, ldc); return;
     case SgemmKernel::openblas: break;
   }
   cblas_sgemm(CblasRowMajor, trans(trans_a), trans(trans_b), blas_int(m), blas_int(n), blas_int(k), 1.0f, a,
@@ -189,7 +195,7 @@ void gemm_with(Start start, bool trans_a, bool trans_b, int64_t m, int64_t n, in
   if constexpr (std::is_same_v<T, float>) {
     if (bf16_products_here) {
       if (kernel != SgemmKernel::openblas && cpu_has_bf16_dot()) {
-        kernel = SgemmKernel::avx512_bf16;
+        kernel = bf16_kernel();
       } else {
         thread_local RoundedOperands rounded;
         a = rounded_to_bf16(a, trans_a ? k : m, trans_a ? m : k, lda, rounded.a);
@@ -210,7 +216,8 @@ void gemm_with(Start start, bool trans_a, bool trans_b, int64_t m, int64_t n, in
   const bool split = splittable && kernel_threads() > 1 && m * n * k >= kSplitWork;
   if constexpr (std::is_same_v<T, float>) {
     // A weight read again later in the step (a PackedWeightsScope) is read packed.
-    const bool blocked = (own_f32 && rows == Rows::many) || kernel == SgemmKernel::avx512_bf16;
+    const bool blocked = (own_f32 && rows == Rows::many) || kernel == SgemmKernel::avx512_bf16 ||
+                         kernel == SgemmKernel::amx_bf16;
     if (PackedWeights* weights = packed_weights_here(); weights && blocked)
       if (const float* packed_b = weights->packed(kernel, trans_b, b, ldb, n, k)) {
         packed_gemm(sgemm_packed_ops(kernel), start, trans_a, m, n, k, a, lda, packed_b, bias, c, ldc, split);
@@ -275,7 +282,7 @@ bool bf16_products() { return bf16_products_here; }
 
 const char* bf16_kernel_name() {
   return cpu_has_bf16_dot() && !openblas_sgemm_only.load(std::memory_order_relaxed)
-             ? sgemm_kernel_label(SgemmKernel::avx512_bf16)
+             ? sgemm_kernel_label(bf16_kernel())
              : "rounded operands, then the f32 kernel";
 }
 

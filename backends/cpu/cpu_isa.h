@@ -15,25 +15,28 @@ enum class CpuIsa {
   sse2,    // every x86-64 CPU
   avx2,    // AVX2 and FMA (Haswell, Zen and later)
   avx512,  // AVX-512 F (Skylake-SP, Sapphire Rapids, Zen 4 and later)
+  amx,     // AVX-512 with AMX's tiles and their bf16 products (Sapphire Rapids and later), where the
+           // operating system lets the process use them
 };
 
 /// The level the kernels use: the widest this CPU and its operating system
-/// support, lowered to the one PF_CPU_ISA names (avx512, avx2 or sse2) when
+/// support, lowered to the one PF_CPU_ISA names (amx, avx512, avx2 or sse2) when
 /// that variable is set; never raised above what the CPU has. Read once, on
 /// the first call. A value that names no level throws pf::Error, on every
 /// call, naming the accepted ones.
 CpuIsa cpu_isa();
 
 /// Whether the bf16 products may use the CPU's AVX-512 BF16 dot products
-/// (Cooper Lake, Sapphire Rapids, Zen 4 and later): cpu_isa() is avx512 and
-/// the CPU has AVX-512 BW and BF16. Elsewhere a bf16 product rounds its
-/// operands first and runs the f32 kernel.
+/// (Cooper Lake, Sapphire Rapids, Zen 4 and later): cpu_isa() is avx512 or
+/// amx and the CPU has AVX-512 BW and BF16. Elsewhere a bf16 product rounds
+/// its operands first and runs the f32 kernel. Where cpu_isa() is amx, the
+/// bf16 products take AMX's tiles instead.
 bool cpu_has_bf16_dot();
 
 /// The widest level this CPU supports, whatever PF_CPU_ISA says.
 CpuIsa cpu_isa_supported();
 
-/// "sse2", "avx2" or "avx512".
+/// "sse2", "avx2", "avx512" or "amx".
 const char* isa_name(CpuIsa isa);
 
 }  // namespace pf::cpu

@@ -12,6 +12,7 @@ namespace {
 void add_dispatched_kernels(KernelTable& t) {
 #define PF_ADD_KERNEL_FAMILY(family) isa::add_##family##_kernels(t);
   switch (cpu_isa()) {
+    case CpuIsa::amx:  // AMX's tiles take only the bf16 products (blas.cpp)
     case CpuIsa::avx512: {
       namespace isa = isa_avx512;
       PF_FOR_EACH_DISPATCHED_FAMILY(PF_ADD_KERNEL_FAMILY)

@@ -35,6 +35,7 @@ float* sgemm_pack_b() { return pack_buffers().b.get(); }
 
 SgemmKernel sgemm_kernel_for(CpuIsa isa, int64_t n) {
   switch (isa) {
+    case CpuIsa::amx:  // AMX's tiles take only the bf16 products
     case CpuIsa::avx512: return n >= 48 ? SgemmKernel::avx512 : SgemmKernel::avx2;
     case CpuIsa::avx2: return SgemmKernel::avx2;
     case CpuIsa::sse2: return SgemmKernel::sse2;
@@ -48,6 +49,7 @@ const SgemmPackedOps& sgemm_packed_ops(SgemmKernel kernel) {
     case SgemmKernel::avx2: return sgemm_packed_ops_avx2();
     case SgemmKernel::sse2: return sgemm_packed_ops_sse2();
     case SgemmKernel::avx512_bf16: return sgemm_packed_ops_bf16();
+    case SgemmKernel::amx_bf16: return sgemm_packed_ops_amx();
     case SgemmKernel::openblas: break;
   }
   throw Error(fmt::format("{} has no packed form of B", sgemm_kernel_label(kernel)));
@@ -60,6 +62,7 @@ const char* sgemm_kernel_label(SgemmKernel kernel) {
     case SgemmKernel::sse2: return "pipeforge-sse2";
     case SgemmKernel::openblas: return "openblas";
     case SgemmKernel::avx512_bf16: return "pipeforge-avx512-bf16";
+    case SgemmKernel::amx_bf16: return "pipeforge-amx-bf16";
   }
   return "openblas";
 }
@@ -68,6 +71,7 @@ CpuIsa sgemm_kernel_isa(SgemmKernel kernel) {
   switch (kernel) {
     case SgemmKernel::avx512:
     case SgemmKernel::avx512_bf16: return CpuIsa::avx512;
+    case SgemmKernel::amx_bf16: return CpuIsa::amx;
     case SgemmKernel::avx2: return CpuIsa::avx2;
     case SgemmKernel::sse2:
     case SgemmKernel::openblas: return CpuIsa::sse2;

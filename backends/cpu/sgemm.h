@@ -30,6 +30,7 @@ enum class SgemmKernel {
   sse2,      // 6 x 8 tile of 128-bit vectors, for any x86-64 CPU
   openblas,  // cblas_sgemm, only when asked for (use_openblas_sgemm)
   avx512_bf16,  // operands rounded to bf16, 6 x 64 tile of AVX-512 BF16 dot products (bf16 products only)
+  amx_bf16,     // operands rounded to bf16, 32 x 32 block of C in AMX tiles (bf16 products only)
 };
 
 /// The own kernel for a product `n` columns wide (of the whole product, not
@@ -38,12 +39,12 @@ enum class SgemmKernel {
 /// tile (most of it would be padding). Never openblas.
 SgemmKernel sgemm_kernel_for(CpuIsa isa, int64_t n);
 
-/// "pipeforge-avx512", "pipeforge-avx2", "pipeforge-sse2", "openblas" or
-/// "pipeforge-avx512-bf16".
+/// "pipeforge-avx512", "pipeforge-avx2", "pipeforge-sse2", "openblas",
+/// "pipeforge-avx512-bf16" or "pipeforge-amx-bf16".
 const char* sgemm_kernel_label(SgemmKernel kernel);
 
 /// The level a kernel needs (openblas: sse2; avx512_bf16: avx512, and
-/// cpu_has_bf16_dot()).
+/// cpu_has_bf16_dot(); amx_bf16: amx).
 CpuIsa sgemm_kernel_isa(SgemmKernel kernel);
 
 /// C[m,n] = op(A)[m,k] * op(B)[k,n] (+ C when accumulate), row-major, op(X)
@@ -64,6 +65,13 @@ void sgemm_sse2(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, con
 /// Requires cpu_has_bf16_dot().
 void sgemm_bf16(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
                 const float* b, int64_t ldb, bool accumulate, float* c, int64_t ldc);
+/// The same bf16 product on AMX's tiles: operands rounded as sgemm_bf16
+/// rounds them, each element of C summed from C (or zero) by adding the
+/// exact products in order of k (subnormal operands and sums flushed to
+/// zero), so other bits than sgemm_bf16's (which sums a slice apart, then
+/// adds it to C). Requires cpu_isa() == CpuIsa::amx.
+void sgemm_amx_bf16(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
+                    const float* b, int64_t ldb, bool accumulate, float* c, int64_t ldc);
 
 /// The same product for m <= kSgemmFewRows rows of op(A), with m * k <=
 /// kSgemmPackA: B read once from memory, not packed (sgemm_few_rows.h).
@@ -101,9 +109,13 @@ struct SgemmPackedOps {
   void (*product)(bool trans_a, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const PackedB& b,
                   bool accumulate, float* c, int64_t ldc);
   int64_t steps_per_float = 1;  // of k held in one packed 32-bit element (2: a bf16 pair)
+  int64_t k_multiple = 1;       // steps of k are packed to a multiple of this (zeros after op(B)'s)
   /// Columns of op(B)[k, n] packed whole, and its 32-bit elements.
   int64_t padded_cols(int64_t n) const { return (n + tile_cols - 1) / tile_cols * tile_cols; }
-  int64_t floats(int64_t n, int64_t k) const { return padded_cols(n) * ((k + steps_per_float - 1) / steps_per_float); }
+  int64_t floats(int64_t n, int64_t k) const {
+    const int64_t steps = (k + k_multiple - 1) / k_multiple * k_multiple;
+    return padded_cols(n) * ((steps + steps_per_float - 1) / steps_per_float);
+  }
 };
 /// A whole packed B of more floats than this is written past the caches
 /// (non-temporal stores): copies that large are evicted before the products
@@ -111,12 +123,13 @@ struct SgemmPackedOps {
 /// before it writes it, half as much again of memory traffic on a pass that
 /// is all memory traffic.
 inline constexpr int64_t kSgemmStreamFloats = int64_t{1} << 20;  // 4 MiB
-/// Requires kernel avx512, avx2, sse2 or avx512_bf16 (and what it needs).
+/// Requires kernel avx512, avx2, sse2, avx512_bf16 or amx_bf16 (and what it needs).
 const SgemmPackedOps& sgemm_packed_ops(SgemmKernel kernel);
 const SgemmPackedOps& sgemm_packed_ops_avx512();
 const SgemmPackedOps& sgemm_packed_ops_avx2();
 const SgemmPackedOps& sgemm_packed_ops_sse2();
 const SgemmPackedOps& sgemm_packed_ops_bf16();
+const SgemmPackedOps& sgemm_packed_ops_amx();
 
 /// Floats on 64-byte boundaries, as the kernels' aligned loads want them.
 struct AlignedDelete {

@@ -16,16 +16,15 @@
 #pragma GCC diagnostic ignored "-Wuninitialized"
 
 #include "backends/cpu/sgemm_avx512_common.h"
+#include "backends/cpu/sgemm_bf16_pairs.h"
 
 namespace pf::cpu {
 
 namespace {
 namespace bf16_tile {  // named, so that the portability check (tests/portable) knows this is AVX-512 code
 
-// A pair is two bf16 of neighbouring steps of k in one 32-bit lane, the
-// even step in the low half: what the dot-product instruction multiplies
-// pairwise and adds to one f32 lane.
-using Pair = uint32_t;
+using bf16_pairs::first_lanes;
+using bf16_pairs::Pair;
 
 // The register tile is the f32 AVX-512 kernel's (avx512_tile::kMr x kNr),
 // each step of its loop two steps of k.
@@ -38,28 +37,6 @@ constexpr int64_t kKc = 512, kNc = 512, kMc = 3072;
 static_assert(kKc % 2 == 0);
 
 inline int64_t min64(int64_t x, int64_t y) { return x < y ? x : y; }
-
-inline __mmask16 first_lanes(int64_t count) {
-  return count >= 16 ? __mmask16(0xffff) : count <= 0 ? __mmask16(0) : __mmask16((1u << count) - 1);
-}
-
-// Sixteen f32 (the lanes of `mask`, zeros elsewhere) and the sixteen that
-// follow them in memory (the lanes of `next`), rounded to bf16 (to nearest,
-// ties to even) and paired in order: lane i holds elements 2i and 2i + 1.
-inline __m512i pairs_along(const float* x, __mmask16 mask, __mmask16 next) {
-  const __m512 lo = _mm512_maskz_loadu_ps(mask, x), hi = _mm512_maskz_loadu_ps(next, x + 16);
-  return (__m512i)_mm512_cvtne2ps_pbh(hi, lo);
-}
-
-// Two rows of sixteen f32 (`even`, `odd`; the lanes of `mask`, zeros
-// elsewhere), rounded and paired across: lane i holds (even[i], odd[i]).
-inline __m512i pairs_across(const float* even, const float* odd, __mmask16 mask) {
-  const __m512i interleave = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22,
-                                              6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
-  const __m512 x = _mm512_maskz_loadu_ps(mask, even);
-  const __m512 y = odd ? _mm512_maskz_loadu_ps(mask, odd) : _mm512_setzero_ps();
-  return _mm512_permutexvar_epi16(interleave, (__m512i)_mm512_cvtne2ps_pbh(y, x));
-}
 
 // c[kMr x kNr] (row stride ldc) = (accumulate ? c : 0) + the product of an
 // A micro-panel (row r's pairs at a[r * pairs + p]) and a B micro-panel
@@ -105,71 +82,25 @@ void edge_kernel(int64_t pairs, const Pair* a, const Pair* b, float* c, int64_t 
 // took a fifth of a product only a few hundred columns wide.
 void pack_a(bool trans, const float* a, int64_t lda, int64_t mc, int64_t kc, Pair* out) {
   const int64_t pairs = (kc + 1) / 2, rows = (mc + kMr - 1) / kMr * kMr;
-  if (!trans) {  // element (i, kk) at a[i * lda + kk]: a row's pairs are neighbours, sixteen at a time
-    for (int64_t i = 0; i < rows; ++i)
-      for (int64_t p = 0; p < pairs; p += 16) {
-        const int64_t steps = i < mc ? kc - 2 * p : 0;
-        const __m512i v = pairs_along(a + i * lda + 2 * p, first_lanes(steps), first_lanes(steps - 16));
-        _mm512_mask_storeu_epi32(out + i * pairs + p, first_lanes(pairs - p), v);
-      }
-    return;
-  }
-  // Element (i, kk) at a[kk * lda + i]: steps 2p and 2p + 1 are two rows of
-  // A as stored; sixteen pairs of sixteen rows each, transposed in registers.
-  for (int64_t i = 0; i < rows; i += 16)
-    for (int64_t p = 0; p < pairs; p += 16) {
-      __m512 v[16];
-      for (int64_t q = 0; q < 16; ++q) {
-        const int64_t step = 2 * (p + q);
-        if (step >= kc) {
-          v[q] = _mm512_setzero_ps();
-          continue;
-        }
-        const float* even = a + step * lda + i;
-        v[q] = _mm512_castsi512_ps(pairs_across(even, step + 1 < kc ? even + lda : nullptr, first_lanes(mc - i)));
-      }
-      avx512_tile::transpose16(v);
-      for (int64_t r = 0; r < min64(16, rows - i); ++r)
-        _mm512_mask_storeu_epi32(out + (i + r) * pairs + p, first_lanes(pairs - p), _mm512_castps_si512(v[r]));
-    }
+  bf16_pairs::for_each_pair_block({a, lda, !trans, mc, kc}, rows, pairs, true, [&](int64_t i, int64_t p, __m512* v) {
+    for (int64_t r = 0; r < min64(16, rows - i); ++r)
+      _mm512_mask_storeu_epi32(out + (i + r) * pairs + p, first_lanes(pairs - p), _mm512_castps_si512(v[r]));
+  });
 }
 
 // op(B)[0:kc, 0:nc] (b at its first element) into micro-panels of kNr
 // columns, out[panel][p * kNr + j]; columns past nc (to the panel's end) and
-// the odd step past an odd kc are zeros.
-void pack_b(bool trans, const float* b, int64_t ldb, int64_t kc, int64_t nc, Pair* out, bool stream = false) {
+// the odd step past an odd kc are zeros. `stream` writes past the caches.
+void pack_b(bool trans, const float* b, int64_t ldb, int64_t kc, int64_t nc, Pair* out, bool stream) {
   const int64_t pairs = (kc + 1) / 2, width = (nc + kNr - 1) / kNr * kNr;
-  if (!trans) {  // element (kk, j) at b[kk * ldb + j]: steps 2p and 2p + 1 are two rows of B
-    for (int64_t p = 0; p < pairs; ++p) {
-      const float* even = b + 2 * p * ldb;
-      const float* odd = 2 * p + 1 < kc ? even + ldb : nullptr;
-      for (int64_t j = 0; j < width; j += 16) {
-        const __m512i v = pairs_across(even + j, odd ? odd + j : nullptr, first_lanes(nc - j));
-        Pair* dst = out + (j / kNr) * kNr * pairs + p * kNr + j % kNr;
-        if (stream)
-          _mm512_stream_si512(reinterpret_cast<__m512i*>(dst), v);
-        else
-          _mm512_store_si512(dst, v);
-      }
-    }
-    return;
-  }
-  // Element (kk, j) at b[j * ldb + kk]: a column's pairs are neighbours;
-  // sixteen columns of sixteen pairs each, transposed in registers.
-  for (int64_t j = 0; j < width; j += 16) {
-    Pair* panel = out + (j / kNr) * kNr * pairs + j % kNr;
-    for (int64_t p = 0; p < pairs; p += 16) {
-      __m512 v[16];
-      const int64_t steps = kc - 2 * p;
-      for (int64_t q = 0; q < 16; ++q)
-        v[q] = j + q < nc ? _mm512_castsi512_ps(pairs_along(b + (j + q) * ldb + 2 * p, first_lanes(steps),
-                                                            first_lanes(steps - 16)))
-                          : _mm512_setzero_ps();
-      avx512_tile::transpose16(v);
-      for (int64_t q = 0; q < min64(16, pairs - p); ++q)
-        _mm512_store_ps(reinterpret_cast<float*>(panel + (p + q) * kNr), v[q]);
-    }
-  }
+  bf16_pairs::for_each_pair_block({b, ldb, trans, nc, kc}, width, pairs, false, [&](int64_t j, int64_t p, __m512* v) {
+    float* panel = reinterpret_cast<float*>(out + (j / kNr) * kNr * pairs + j % kNr);
+    for (int64_t q = 0; q < min64(16, pairs - p); ++q)
+      if (stream)
+        _mm512_stream_ps(panel + (p + q) * kNr, v[q]);
+      else
+        _mm512_store_ps(panel + (p + q) * kNr, v[q]);
+  });
 }
 
 }  // namespace bf16_tile
@@ -203,7 +134,7 @@ void blocked(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const 
           block_b = reinterpret_cast<const Pair*>(whole_b->data) + pc / 2 * whole_b->padded_cols +
                     (whole_b->first_col + jc) * pairs;
         else
-          pack_b(trans_b, trans_b ? b + jc * ldb + pc : b + pc * ldb + jc, ldb, kc, nc, packed_b);
+          pack_b(trans_b, trans_b ? b + jc * ldb + pc : b + pc * ldb + jc, ldb, kc, nc, packed_b, false);
         for (int64_t ir = 0; ir < mc; ir += kMr) {
           const Pair* a_panel = packed_a + ir * pairs;
           const int64_t rows = min64(kMr, mc - ir);
@@ -228,11 +159,8 @@ void blocked(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const 
 void pack_whole_b(bool trans_b, const float* b, int64_t ldb, int64_t n, int64_t k, int64_t k_begin, int64_t k_end,
                   float* out) {
   const int64_t padded_cols = (n + kNr - 1) / kNr * kNr;
-  const bool stream = padded_cols * ((k + 1) / 2) > kSgemmStreamFloats;  // as the f32 kernels' whole B
-  for (int64_t pc = k_begin; pc < k_end; pc += kKc)
-    pack_b(trans_b, trans_b ? b + pc : b + pc * ldb, ldb, min64(kKc, k - pc), n,
-           reinterpret_cast<Pair*>(out) + pc / 2 * padded_cols, stream);
-  if (stream) _mm_sfence();
+  bf16_pairs::pack_whole_b(pack_b, kKc, padded_cols, padded_cols * ((k + 1) / 2), trans_b, b, ldb, n, k, k_begin,
+                           k_end, out);
 }
 
 void packed_product(bool trans_a, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const PackedB& b,

@@ -58,7 +58,7 @@ class PackedKernelTest : public ::testing::TestWithParam<SgemmKernel> {
 
 INSTANTIATE_TEST_SUITE_P(Kernels, PackedKernelTest,
                          ::testing::Values(SgemmKernel::avx512, SgemmKernel::avx2, SgemmKernel::sse2,
-                                           SgemmKernel::avx512_bf16),
+                                           SgemmKernel::avx512_bf16, SgemmKernel::amx_bf16),
                          [](const auto& param_info) {
                            return param_info.param == SgemmKernel::avx512_bf16
                                       ? std::string("bf16")
@@ -73,6 +73,7 @@ SgemmFn unpacked(SgemmKernel kernel) {
     case SgemmKernel::avx512: return sgemm_avx512;
     case SgemmKernel::avx2: return sgemm_avx2;
     case SgemmKernel::avx512_bf16: return sgemm_bf16;
+    case SgemmKernel::amx_bf16: return sgemm_amx_bf16;
     default: return sgemm_sse2;
   }
 }

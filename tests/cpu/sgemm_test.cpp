@@ -264,25 +264,40 @@ Operands rounded_to_bf16(Operands o) {
   return o;
 }
 
-TEST(Bf16SgemmTest, MatchesFloat64OfTheRoundedOperandsForEveryTransposeAndEdge) {
-  if (!cpu_has_bf16_dot())
-    GTEST_SKIP() << "this CPU has no AVX-512 BF16 dot products (or PF_CPU_ISA caps it below avx512): sgemm_bf16 is "
-                    "never called here";
-  expect_every_transpose_and_edge(sgemm_bf16, 200, rounded_to_bf16);
+/// Both bf16 kernels, each on every CPU that can run it: AVX-512 BF16's
+/// dot products, and AMX's tiles.
+class Bf16SgemmTest : public ::testing::TestWithParam<KernelCase> {
+ protected:
+  void SetUp() override {
+    const bool runs_here = GetParam().kernel == SgemmKernel::amx_bf16 ? cpu_isa() == CpuIsa::amx : cpu_has_bf16_dot();
+    if (!runs_here)
+      GTEST_SKIP() << "this CPU lacks " << isa_name(sgemm_kernel_isa(GetParam().kernel))
+                   << " bf16 products (or PF_CPU_ISA caps them): " << sgemm_kernel_label(GetParam().kernel)
+                   << " is never called here";
+  }
+};
+
+INSTANTIATE_TEST_SUITE_P(Kernels, Bf16SgemmTest,
+                         ::testing::Values(KernelCase{SgemmKernel::avx512_bf16, sgemm_bf16},
+                                           KernelCase{SgemmKernel::amx_bf16, sgemm_amx_bf16}),
+                         [](const auto& param_info) { return std::string(isa_name(sgemm_kernel_isa(param_info.param.kernel))); });
+
+TEST_P(Bf16SgemmTest, MatchesFloat64OfTheRoundedOperandsForEveryTransposeAndEdge) {
+  expect_every_transpose_and_edge(GetParam().fn, 200, rounded_to_bf16);
 }
 
-TEST(Bf16SgemmTest, AccumulatesIntoC) {
-  if (!cpu_has_bf16_dot()) GTEST_SKIP() << "this CPU has no AVX-512 BF16 dot products: sgemm_bf16 is never called here";
+TEST_P(Bf16SgemmTest, AccumulatesIntoC) {
   uint32_t seed = 300;
-  for (bool ta : {false, true})
-    for (bool tb : {false, true}) {
-      const Operands o(ta, tb, Shape{13, 130, 513}, 2, seed++);
-      std::vector<float> start(static_cast<size_t>(o.s.m * o.ldc));
-      for (size_t i = 0; i < start.size(); ++i) start[i] = 0.25f * static_cast<float>(i % 7) - 0.5f;
-      std::vector<float> c = start;
-      sgemm_bf16(ta, tb, o.s.m, o.s.n, o.s.k, o.a.data(), o.lda, o.b.data(), o.ldb, true, c.data(), o.ldc);
-      expect_product(rounded_to_bf16(o), start, c);
-    }
+  for (const Shape& s : {Shape{13, 130, 513}, Shape{45, 70, 1100}})
+    for (bool ta : {false, true})
+      for (bool tb : {false, true}) {
+        const Operands o(ta, tb, s, 2, seed++);
+        std::vector<float> start(static_cast<size_t>(o.s.m * o.ldc));
+        for (size_t i = 0; i < start.size(); ++i) start[i] = 0.25f * static_cast<float>(i % 7) - 0.5f;
+        std::vector<float> c = start;
+        GetParam().fn(ta, tb, o.s.m, o.s.n, o.s.k, o.a.data(), o.lda, o.b.data(), o.ldb, true, c.data(), o.ldc);
+        expect_product(rounded_to_bf16(o), start, c);
+      }
 }
 
 // Through gemm(), on the path this CPU takes (the dot products, or rounded

@@ -8,7 +8,7 @@ beyond the baseline: VEX/EVEX-encoded ones (AVX, AVX2, FMA, AVX-512, whose
 mnemonics start with 'v', or use the mask registers), and the BMI ones. Each
 must belong to code that only runs after the CPU check: the per-set kernel
 families (namespaces isa_avx2, isa_avx512) and the own sgemms (the bf16
-one's too, and the products of a few rows, whose AVX2 and AVX-512 copies
+one's and the AMX one's too, and the products of a few rows, whose AVX2 and AVX-512 copies
 are templates over 8- and 16-float vectors). Anything else would die with an illegal instruction on an older
 CPU; the check names it.
 
@@ -19,11 +19,12 @@ import subprocess
 import sys
 
 # Functions reached only where cpu_isa() allows their instruction set.
-ALLOWED = re.compile(r"isa_avx2::|isa_avx512::|Avx2Tile|Avx512Tile|avx512_tile::|bf16_tile::|"
-                     r"sgemm_avx2\(|sgemm_avx512\(|sgemm_bf16\(|sgemm_few_rows_avx2\(|sgemm_few_rows_avx512\(|"
+ALLOWED = re.compile(r"isa_avx2::|isa_avx512::|Avx2Tile|Avx512Tile|avx512_tile::|bf16_tile::|bf16_pairs::|amx_tile::|"
+                     r"sgemm_avx2\(|sgemm_avx512\(|sgemm_bf16\(|sgemm_amx_bf16\(|sgemm_few_rows_avx2\(|sgemm_few_rows_avx512\(|"
                      r"few_rows_[a-z_]+<float __vector\((8|16)\)[,>]")
 BEYOND_BASELINE = re.compile(r"^(v[a-z0-9]+|k(mov|and|or|xor|not|shift|test|unpck|add)[a-z0-9]*|"
-                             r"andn|bextr|blsi|blsmsk|blsr|bzhi|pdep|pext|rorx|sarx|shlx|shrx)$")
+                             r"andn|bextr|blsi|blsmsk|blsr|bzhi|pdep|pext|rorx|sarx|shlx|shrx|"
+                             r"ldtilecfg|sttilecfg|tile[a-z]+|tdp[a-z0-9]+)$")
 
 
 def main() -> int:
