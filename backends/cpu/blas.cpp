@@ -35,9 +35,15 @@ std::atomic<bool> openblas_sgemm_only{false};
 // Whether the calling thread's f32 products are bf16 products (Bf16Products).
 thread_local bool bf16_products_here = false;
 
-// The kernel of the bf16 products where the CPU multiplies bf16 itself
-// (cpu_has_bf16_dot): AMX's tiles where it has them.
-SgemmKernel bf16_kernel() { return cpu_isa() == CpuIsa::amx ? SgemmKernel::amx_bf16 : SgemmKernel::avx512_bf16; }
+// The own kernel of the bf16 products: AMX's tiles where the CPU has them,
+// else AVX-512 BF16's dot products where they outrun its f32 kernel; else
+// openblas, meaning none (rounded copies of the operands through the f32
+// kernel).
+SgemmKernel bf16_kernel() {
+  if (openblas_sgemm_only.load(std::memory_order_relaxed)) return SgemmKernel::openblas;
+  if (cpu_isa() == CpuIsa::amx) return SgemmKernel::amx_bf16;
+  return cpu_bf16_dot_is_fast() ? SgemmKernel::avx512_bf16 : SgemmKernel::openblas;
+}
 
 // The kernel of an f32 product `n` columns wide: decided once for the whole
 // product, so that the blocks it is split into on several threads all take
@@ -194,8 +200,8 @@ void gemm_with(Start start, bool trans_a, bool trans_b, int64_t m, int64_t n, in
   SgemmKernel kernel = std::is_same_v<T, float> ? sgemm_kernel_of(n) : SgemmKernel::openblas;
   if constexpr (std::is_same_v<T, float>) {
     if (bf16_products_here) {
-      if (kernel != SgemmKernel::openblas && cpu_has_bf16_dot()) {
-        kernel = bf16_kernel();
+      if (const SgemmKernel own = bf16_kernel(); own != SgemmKernel::openblas) {
+        kernel = own;
       } else {
         thread_local RoundedOperands rounded;
         a = rounded_to_bf16(a, trans_a ? k : m, trans_a ? m : k, lda, rounded.a);
@@ -281,10 +287,11 @@ Bf16Products::~Bf16Products() { bf16_products_here = before_; }
 bool bf16_products() { return bf16_products_here; }
 
 const char* bf16_kernel_name() {
-  return cpu_has_bf16_dot() && !openblas_sgemm_only.load(std::memory_order_relaxed)
-             ? sgemm_kernel_label(bf16_kernel())
-             : "rounded operands, then the f32 kernel";
+  const SgemmKernel own = bf16_kernel();
+  return own != SgemmKernel::openblas ? sgemm_kernel_label(own) : "rounded operands, then the f32 kernel";
 }
+
+bool bf16_products_packed() { return bf16_kernel() != SgemmKernel::openblas; }
 
 const char* sgemm_kernel_name() {
   // The kernel of the step's typical product (wide enough for any tile).

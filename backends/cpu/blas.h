@@ -56,10 +56,11 @@ void use_openblas_sgemm(bool openblas_only);
 /// While one lives, the calling thread's f32 products are bf16 products:
 /// their operands rounded to bf16 (to nearest, ties to even), the exact
 /// products of those summed in f32, as the products of a stage compiled
-/// with --dtype bf16 compute (its values stay f32). The AVX-512 BF16 dot
-/// products where the CPU has them (cpu_has_bf16_dot), else rounded copies
-/// of the operands through the f32 kernel; either way on every thread
-/// budget with the same bits. Scopes nest; the previous setting returns.
+/// with --dtype bf16 compute (its values stay f32). AMX's tiles where the
+/// CPU has them, else AVX-512 BF16's dot products where they are fast
+/// (cpu_bf16_dot_is_fast), else rounded copies of the operands through the
+/// f32 kernel; any way on every thread budget with the same bits. Scopes
+/// nest; the previous setting returns.
 class Bf16Products {
  public:
   explicit Bf16Products(bool on);
@@ -76,6 +77,11 @@ bool bf16_products();
 
 /// What runs the bf16 products, for benchmark reports.
 const char* bf16_kernel_name();
+
+/// Whether the bf16 products run on an own bf16 kernel (AMX or AVX-512
+/// BF16), which keeps a watched weight packed as bf16 pairs, rather than
+/// on rounded copies of the operands (never watched).
+bool bf16_products_packed();
 
 /// What runs a step's f32 products, for benchmark reports:
 /// "pipeforge-avx512", "pipeforge-avx2", "pipeforge-sse2" or "openblas".

@@ -81,6 +81,11 @@ bool cpu_has_bf16_dot() {
   return supported && cpu_isa() >= CpuIsa::avx512;
 }
 
+bool cpu_bf16_dot_is_fast() {
+  static const bool amd = __builtin_cpu_is("amd");
+  return amd && cpu_has_bf16_dot();
+}
+
 const char* isa_name(CpuIsa isa) {
   switch (isa) {
     case CpuIsa::sse2: return "sse2";

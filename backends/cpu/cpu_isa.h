@@ -26,12 +26,19 @@ enum class CpuIsa {
 /// call, naming the accepted ones.
 CpuIsa cpu_isa();
 
-/// Whether the bf16 products may use the CPU's AVX-512 BF16 dot products
-/// (Cooper Lake, Sapphire Rapids, Zen 4 and later): cpu_isa() is avx512 or
-/// amx and the CPU has AVX-512 BW and BF16. Elsewhere a bf16 product rounds
-/// its operands first and runs the f32 kernel. Where cpu_isa() is amx, the
-/// bf16 products take AMX's tiles instead.
+/// Whether the CPU can run the AVX-512 BF16 dot products (Cooper Lake,
+/// Sapphire Rapids, Zen 4 and later): cpu_isa() is avx512 or amx and the
+/// CPU has AVX-512 BW and BF16.
 bool cpu_has_bf16_dot();
+
+/// Whether those dot products outrun the CPU's f32 multiply-adds, so that
+/// bf16 products are worth running on them: AMD's cores (Zen 4 and 5) issue
+/// them at the FMA's rate, two products a lane each, twice the f32 rate;
+/// Intel's (Sapphire Rapids class) at half it, the same rate as f32, and
+/// the packing makes them slower still (bench/RESULTS.md). Elsewhere a bf16
+/// product rounds its operands and runs the f32 kernel, unless the CPU has
+/// AMX (cpu_isa() is amx), whose tiles run the bf16 products.
+bool cpu_bf16_dot_is_fast();
 
 /// The widest level this CPU supports, whatever PF_CPU_ISA says.
 CpuIsa cpu_isa_supported();

@@ -62,7 +62,7 @@ void sgemm_sse2(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, con
 /// ties to even; subnormals to zero) as they are packed, and each pair of
 /// neighbouring steps of k multiplied exactly and added to C's f32 sums by
 /// the CPU's dot-product instruction (which also flushes subnormal sums).
-/// Requires cpu_has_bf16_dot().
+/// Requires cpu_has_bf16_dot(); gemm() takes it where cpu_bf16_dot_is_fast().
 void sgemm_bf16(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
                 const float* b, int64_t ldb, bool accumulate, float* c, int64_t ldc);
 /// The same bf16 product on AMX's tiles: operands rounded as sgemm_bf16
