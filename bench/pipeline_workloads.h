@@ -40,9 +40,10 @@ inline Module load_workload(const Workload& w) {
 }
 
 /// Every op of `w` timed at one of `m` micro-batches with `busy` cores
-/// computing at once (profile_model), saved to `path` for
-/// CompileOptions::profile.
-inline DeviceProfile measure_workload(const Workload& w, int m, int busy, const std::string& path) {
+/// computing at once (profile_model), caches warm or cold, saved to `path`
+/// for CompileOptions::profile.
+inline DeviceProfile measure_workload(const Workload& w, int m, int busy, const std::string& path,
+                                      bool cold_caches = false) {
   Module model = load_workload(w);
   const DimBinding b = model.binding(w.overrides);
   verify_module(model, b, VerifyOptions{true});
@@ -52,6 +53,7 @@ inline DeviceProfile measure_workload(const Workload& w, int m, int busy, const 
   ProfileOptions options;
   options.concurrent = busy;
   options.microbatches = m;
+  options.cold_caches = cold_caches;
   DeviceProfile profile = profile_model(model, micro, options);
   save_profile(profile, path);
   return profile;

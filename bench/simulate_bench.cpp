@@ -8,7 +8,10 @@
 // step time and peak memory per stage (the stash a run measures plus the
 // parameters' weights, gradients and SGD momentum).
 //
-//   scripts/build.sh --target simulate_bench && build/bench/simulate_bench [rounds [name filter [cuts]]]
+// With "cold" after the cuts, the profiles are timed with cold caches
+// (`pipeforge profile --cold-caches`).
+//
+//   scripts/build.sh --target simulate_bench && build/bench/simulate_bench [rounds [name filter [cuts [cold]]]]
 #include <fmt/format.h>
 
 #include <unistd.h>
@@ -48,6 +51,7 @@ int main(int argc, char** argv) {
   const int rounds = argc > 1 ? std::stoi(argv[1]) : 5;
   const std::string only = argc > 2 ? argv[2] : "";
   const std::string cuts = argc > 3 ? argv[3] : "auto";  // compile's --cuts
+  const bool cold_caches = argc > 4 && std::string(argv[4]) == "cold";
   cpu::set_cpu_threads(1);  // a CPU device is one core
   const std::vector<Workload> workloads = bench::pipeline_workloads();
 
@@ -63,7 +67,7 @@ int main(int argc, char** argv) {
     const DimBinding b = model.binding(w.overrides);
     verify_module(model, b, VerifyOptions{true});
     const std::string profile_path = fmt::format("/tmp/pf_simulate_bench_{}.json", ::getpid());
-    const DeviceProfile measured = bench::measure_workload(w, m, p, profile_path);
+    const DeviceProfile measured = bench::measure_workload(w, m, p, profile_path, cold_caches);
     for (const std::string schedule : {"1f1b", "zb1", "zbv", "dualpipev", "zbi"}) {
       CompileOptions co;
       co.devices = fmt::format("cpu:{}", p);

@@ -304,6 +304,7 @@ std::string profile_to_json(const DeviceProfile& profile) {
         {"concurrent", profile.concurrent}}},
       {"ops", ops},
   };
+  if (profile.cold_caches) doc["device"]["cold_caches"] = true;
   if (!profile.efficiency.empty()) doc["device"]["efficiency"] = profile.efficiency;
   if (!profile.update_s_per_param.empty()) doc["device"]["update_s_per_param"] = profile.update_s_per_param;
   return format_json(doc);
@@ -316,7 +317,7 @@ DeviceProfile profile_from_json(const std::string& text, const std::string& path
   r.expect_keys(doc, "", {"format", "version", "device", "ops"});
   const Json& d = r.object(doc, "", "device");
   r.expect_keys(d, "device", {"name", "kind", "precision", "flops", "bandwidth", "memory_bytes", "launch_s"},
-                {"concurrent", "efficiency", "update_s_per_param"});
+                {"concurrent", "cold_caches", "efficiency", "update_s_per_param"});
   DeviceProfile p;
   p.path = path;
   p.name = r.string(d, "device", "name");
@@ -332,6 +333,7 @@ DeviceProfile profile_from_json(const std::string& text, const std::string& path
   p.memory_bytes = r.integer(d, "device", "memory_bytes", 1);
   p.launch_s = r.number(d, "device", "launch_s", 0);
   if (d.contains("concurrent")) p.concurrent = static_cast<int>(r.integer(d, "device", "concurrent", 1, 1 << 16));
+  if (d.contains("cold_caches")) p.cold_caches = r.boolean(d, "device", "cold_caches");
   if (d.contains("efficiency")) {
     const Json& e = r.object(d, "device", "efficiency");
     for (const auto& [name, value] : e.items()) {

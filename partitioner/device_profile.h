@@ -37,6 +37,10 @@ struct DeviceProfile {
   /// profile --concurrent`): above 1, the times include what stages side by
   /// side on one machine cost each other.
   int concurrent = 1;
+  /// Whether every timed run of `measured` found the op's inputs, weights
+  /// and packed weights dropped from the caches (`pipeforge profile
+  /// --cold-caches`), as a step cycling through more than they hold does.
+  bool cold_caches = false;
   /// Per op name: the fraction of `flops` its arithmetic reaches where its
   /// kernel runs below the matmul rate (fused attention's tiles of a few
   /// dozen columns, its exps); 1 for any op not listed.
@@ -116,7 +120,8 @@ bool timed_by_profile(const DeviceProfile& profile, const Function& f, const Op&
 /// A profile as JSON:
 ///   {"format": "pipeforge-profile", "version": 1,
 ///    "device": {"name", "kind", "precision", "flops", "bandwidth", "memory_bytes", "launch_s",
-///               "concurrent" (optional, 1 when absent), "efficiency" (optional, {op: fraction}),
+///               "concurrent" (optional, 1 when absent), "cold_caches" (optional, false when absent),
+///               "efficiency" (optional, {op: fraction}),
 ///               "update_s_per_param" (optional, {"adamw" or "sgd": seconds})},
 ///    "ops": [{"key": "...", "forward_s": ..., "backward_s": ...}, ...]}
 std::string profile_to_json(const DeviceProfile& profile);

@@ -16,6 +16,7 @@
 #include <set>
 
 #include "backends/cpu/blas.h"
+#include "backends/cpu/cache_eviction.h"
 #include "backends/cpu/executor.h"
 #include "backends/cpu/kernels.h"
 #include "backends/cpu/packed_weights.h"
@@ -49,6 +50,11 @@ struct Buffers {
       return v.data();
     }
     return others.emplace_back(static_cast<size_t>(std::max<int64_t>(1, t.numel())), 0).data();
+  }
+
+  void evict_from_caches() const {
+    for (const auto& v : floats) cpu::evict_from_caches(v.data(), static_cast<int64_t>(v.size() * sizeof(float)));
+    for (const auto& v : others) cpu::evict_from_caches(v.data(), static_cast<int64_t>(v.size() * sizeof(int64_t)));
   }
 };
 
@@ -145,11 +151,14 @@ std::unique_ptr<OpRunner> make_runner(const Function& g, const Op& op, const Dim
 // The median of `repeats` timed runs of `run` after one warm-up (caches,
 // scratch buffers, an optimizer's state). With other threads at `sync`,
 // every run starts together with theirs, so that each is timed while the
-// others compete for the caches and memory.
-double time_runs(const std::function<void()>& run, int repeats, std::barrier<>* sync) {
+// others compete for the caches and memory. `before_each` runs before
+// each timed run, untimed.
+double time_runs(const std::function<void()>& run, int repeats, std::barrier<>* sync,
+                 const std::function<void()>& before_each = {}) {
   run();
   std::vector<double> times;
   for (int i = 0; i < repeats; ++i) {
+    if (before_each) before_each();
     if (sync) sync->arrive_and_wait();
     auto t0 = Clock::now();
     run();
@@ -220,15 +229,21 @@ OpTiming measure(const Function& g, const Op& op, const DimBinding& binding, con
   on_threads(threads, [&](size_t t) {
     OpRunner& r = *runners[t];
     std::barrier<>* together = threads > 1 ? &sync : nullptr;
+    cpu::PackedWeights packed;
+    std::function<void()> cool;  // with cold caches: the op's buffers and packed weights out of them
+    if (options.cold_caches)
+      cool = [&] {
+        r.buffers.evict_from_caches();
+        packed.evict_from_caches();
+      };
     if (options.microbatches < 2 || r.params.empty()) {
-      timings[t].forward_s = time_runs([&] { r.forward->run(); }, options.repeats, together);
-      if (r.backward) timings[t].backward_s = time_runs([&] { r.backward->run(); }, options.repeats, together);
+      timings[t].forward_s = time_runs([&] { r.forward->run(); }, options.repeats, together, cool);
+      if (r.backward) timings[t].backward_s = time_runs([&] { r.backward->run(); }, options.repeats, together, cool);
       return;
     }
     // As a stage keeps its weights packed through a step: timed on weights
     // packed already, and once more with the packing, 1/m of which is the
     // op's share of it.
-    cpu::PackedWeights packed;
     const cpu::PackedWeightsScope scope(&packed);
     auto watch = [&] {
       packed.invalidate();
@@ -236,13 +251,13 @@ OpTiming measure(const Function& g, const Op& op, const DimBinding& binding, con
     };
     auto amortized = [&](cpu::Executor& e) {
       watch();
-      const double steady = time_runs([&] { e.run(); }, options.repeats, together);
+      const double steady = time_runs([&] { e.run(); }, options.repeats, together, cool);
       const double first = time_runs(
           [&] {
             watch();
             e.run();
           },
-          options.repeats, together);
+          options.repeats, together, cool);
       return steady + std::max(0.0, first - steady) / options.microbatches;
     };
     timings[t].forward_s = amortized(*r.forward);
@@ -313,6 +328,7 @@ DeviceProfile profile_model(const Module& model, const DimBinding& binding, cons
   DeviceProfile profile = builtin_profile("cpu", options.bf16_products ? "bf16" : "fp32");
   profile.name = "cpu-measured";
   profile.concurrent = std::max(1, options.concurrent);
+  profile.cold_caches = options.cold_caches;
   // The roofline of the ops it does not time, and the peak a run's MFU is
   // measured against: this CPU's, not the built-in guess.
   profile.flops = measure_gemm_flops(options);

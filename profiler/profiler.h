@@ -24,6 +24,11 @@ struct ProfileOptions {
   /// weight packed as a pipeline stage does (PackWeights): the op is timed
   /// as its runs on the packed weight plus 1/m of one packing.
   int microbatches = 1;
+  /// Drops the op's inputs, weights and packed weights from the caches
+  /// before every timed run: a step whose layers' weights and stashed
+  /// activations outgrow the caches finds them cold each micro-batch, while
+  /// an op timed again and again on the same buffers finds them warm.
+  bool cold_caches = false;
 };
 
 /// Times each op of `model` (inlined and verified under `binding`, the

@@ -20,6 +20,7 @@ struct ProfileCommandOptions {
   int microbatches = 8;
   int repeats = 5;
   int concurrent = 1;
+  bool cold_caches = false;
   bool verbose = false;
 };
 }  // namespace
@@ -48,6 +49,9 @@ void add_profile_command(CLI::App& app) {
                   "time the products as a plan of this dtype runs them: f32, or bf16 (operands rounded to bf16); "
                   "the profile's precision says which")
       ->check(CLI::IsMember({"f32", "bf16"}));
+  cmd->add_flag("--cold-caches", o->cold_caches,
+                "drop each op's inputs, weights and packed weights from the caches before every timed run, as a "
+                "step whose weights and stashed activations outgrow the caches finds them");
   cmd->add_flag("-v,--verbose", o->verbose, "print every op's times");
   cmd->add_option("-o,--output", o->output, "write the profile here (JSON)")->required();
   cmd->callback([o] {
@@ -59,7 +63,7 @@ void add_profile_command(CLI::App& app) {
     run_pipeline(model.module, PassPipeline::model, ctx);
     int count = 0;
     double total = 0;
-    const ProfileOptions options{o->repeats, o->concurrent, o->dtype == "bf16", o->microbatches};
+    const ProfileOptions options{o->repeats, o->concurrent, o->dtype == "bf16", o->microbatches, o->cold_caches};
     DeviceProfile profile = profile_model(model.module, micro, options,
                                           [&](const std::string& key, const OpTiming& t) {
                                             ++count;
@@ -69,10 +73,11 @@ void add_profile_command(CLI::App& app) {
                                                                        t.forward_s * 1e3, t.backward_s * 1e3, key);
                                           });
     save_profile(profile, o->output);
+    std::string how;
+    if (o->concurrent > 1) how += fmt::format(", {} cores busy at once", o->concurrent);
+    if (o->cold_caches) how += ", caches cold";
     std::cout << fmt::format("measured {} distinct ops of @{} ({:.1f} ms forward+backward for one of each{}); wrote {}\n",
-                             count, model.module.graph().name, total * 1e3,
-                             o->concurrent > 1 ? fmt::format(", {} cores busy at once", o->concurrent) : "",
-                             o->output);
+                             count, model.module.graph().name, total * 1e3, how, o->output);
     std::cout << fmt::format("an optimizer step (gradient norm included): adamw {:.2f} ns, sgd {:.2f} ns per parameter\n",
                              profile.update_s_per_param.at("adamw") * 1e9, profile.update_s_per_param.at("sgd") * 1e9);
     std::cout << fmt::format("a core: {:.1f} GFLOP/s in a 512^3 {} product, {:.1f} GB/s of memory\n",

@@ -6,6 +6,7 @@
 #include <tuple>
 #include <vector>
 
+#include "backends/cpu/cache_eviction.h"
 #include "backends/cpu/parallel.h"
 
 namespace pf::cpu {
@@ -79,6 +80,14 @@ int64_t PackedWeights::bound_bytes(int64_t matrices, int64_t rows, int64_t cols)
 }
 
 int64_t PackedWeights::bytes() const { return impl_->bytes; }
+
+void PackedWeights::evict_from_caches() const {
+  for (const auto& [key, copy] : impl_->copies) {
+    const auto& [b, ldb, n, k, trans_b, kernel] = key;
+    cpu::evict_from_caches(copy.floats.get(),
+                           sgemm_packed_ops(kernel).floats(n, k) * static_cast<int64_t>(sizeof(float)));
+  }
+}
 
 const float* PackedWeights::packed(SgemmKernel kernel, bool trans_b, const float* b, int64_t ldb, int64_t n,
                                    int64_t k) {

@@ -40,6 +40,8 @@ class PackedWeights {
   void release();
   /// Bytes held by the packed copies.
   int64_t bytes() const;
+  /// Drops every packed copy from the caches (cache_eviction.h).
+  void evict_from_caches() const;
 
   /// Packs one more slice of k of a copy that a product read in an earlier
   /// step, whose weight is watched again but which is not packed since:

@@ -218,6 +218,17 @@ TEST(DeviceProfile, HowManyCoresWereBusyWhileTimingIsKeptAndOneWhenAbsent) {
   EXPECT_EQ(profile_from_json(doc.dump(), "P.json").concurrent, 1);
 }
 
+TEST(DeviceProfile, ColdCachesAreKeptAndWarmWhenAbsent) {
+  DeviceProfile p = measured_profile();
+  EXPECT_EQ(profile_to_json(p).find("cold_caches"), std::string::npos);  // warm: written as before
+  p.cold_caches = true;
+  EXPECT_NE(profile_to_json(p).find(R"("cold_caches": true)"), std::string::npos);
+  EXPECT_TRUE(profile_from_json(profile_to_json(p), "P.json").cold_caches);
+  EXPECT_FALSE(profile_from_json(profile_to_json(measured_profile()), "P.json").cold_caches);
+  EXPECT_EQ(profile_error([](Json& j) { j["device"]["cold_caches"] = "yes"; }),
+            "P.json: device.cold_caches must be true or false");
+}
+
 TEST(DeviceProfile, MeasuredOptimizerRatesAreKeptAndOptional) {
   DeviceProfile p = measured_profile();
   p.update_s_per_param = {{"adamw", 1.25e-9}, {"sgd", 5e-10}};
