@@ -300,6 +300,20 @@ TEST_P(Bf16SgemmTest, AccumulatesIntoC) {
       }
 }
 
+// More rows than one packed block of A holds at this k (3072 for each
+// kernel, AMX's in its first chunk of 1024 steps), so that the rows past it
+// are packed and summed anew.
+TEST_P(Bf16SgemmTest, RowsPastOnePackedBlockOfA) {
+  uint32_t seed = 350;
+  for (bool ta : {false, true})
+    for (bool tb : {false, true}) {
+      const Operands o(ta, tb, Shape{3100, 40, 1100}, 0, seed++);
+      std::vector<float> c(static_cast<size_t>(o.s.m * o.ldc), std::numeric_limits<float>::quiet_NaN());
+      GetParam().fn(ta, tb, o.s.m, o.s.n, o.s.k, o.a.data(), o.lda, o.b.data(), o.ldb, false, c.data(), o.ldc);
+      expect_product(rounded_to_bf16(o), {}, c);
+    }
+}
+
 // Through gemm(), on the path this CPU takes (the dot products, or rounded
 // copies through the f32 kernel: CI runs this file as an AVX2 CPU too).
 // bf16 keeps 7 bits after the point: 1 + 2^-8 lies halfway between 1 and
