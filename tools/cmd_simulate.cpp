@@ -28,11 +28,11 @@ std::string bytes(int64_t n) { return format_bytes(static_cast<double>(n)); }
 std::string render(const Plan& plan, const PlanSimulation& sim, const DeviceProfile& profile,
                    const std::string& optimizer) {
   std::string out = fmt::format(
-      "simulated @{}: {} on {}{}, {}, {}, profile {}, {}\n", plan.model_name,
+      "simulated @{}: {} on {}{}, {}, {}, profile {}{}, {}\n", plan.model_name,
       tools::count(plan.stages.size(), "stage", "stages"), tools::count(sim.devices.size(), "device", "devices"),
       sim.replicas > 1 ? fmt::format(" x {} replicas", sim.replicas) : std::string(), plan.schedule,
       tools::count(static_cast<size_t>(plan.microbatches), "micro-batch", "micro-batches"),
-      profile.path.empty() ? profile.name : profile.path, optimizer);
+      profile.path.empty() ? profile.name : profile.path, profile.cold_caches ? " (caches cold)" : "", optimizer);
   out += fmt::format("{:>5}  {:<8}  {:>9}  {:>9}  {:>9}  {:>9}  {:>10}  {:>10}\n", "stage", "device", "fwd ms",
                      "bwd ms", "busy ms", "idle ms", "peak mem", "mem limit");
   for (size_t s = 0; s < sim.stages.size(); ++s) {
