@@ -222,8 +222,7 @@ void gemm_with(Start start, bool trans_a, bool trans_b, int64_t m, int64_t n, in
   const bool split = splittable && kernel_threads() > 1 && m * n * k >= kSplitWork;
   if constexpr (std::is_same_v<T, float>) {
     // A weight read again later in the step (a PackedWeightsScope) is read packed.
-    const bool blocked = (own_f32 && rows == Rows::many) || kernel == SgemmKernel::avx512_bf16 ||
-                         kernel == SgemmKernel::amx_bf16;
+    const bool blocked = kernel != SgemmKernel::openblas && rows == Rows::many;
     if (PackedWeights* weights = packed_weights_here(); weights && blocked)
       if (const float* packed_b = weights->packed(kernel, trans_b, b, ldb, n, k)) {
         packed_gemm(sgemm_packed_ops(kernel), start, trans_a, m, n, k, a, lda, packed_b, bias, c, ldc, split);

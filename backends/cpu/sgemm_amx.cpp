@@ -190,6 +190,39 @@ void pack_a_slices(bool trans, const float* a, int64_t lda, int64_t rows, int64_
     pack_a(trans, trans ? a + pc * lda : a + pc, lda, rows, min64(kKc, steps - pc), out + pc / 2 * round_up(rows, kMr));
 }
 
+// One slice of k (`tiles` of it) for the 32 x 32 blocks of C in rows
+// [first_row, end_row) and columns [0, cols) of a chunk's block, whose
+// element (0, 0) is at c: A's panels from slice_a (row 0's), B's from
+// slice_b (column 0's). The chunk's first slice starts from C (or zeros),
+// its last ends in C; in between the sums go through `sums`, the scratch
+// blocks of the kMb rows from first_row on.
+struct Slice {
+  int64_t tiles;
+  const Pair* slice_a;
+  const Pair* slice_b;
+  bool from_c, from_zero, to_c;
+};
+
+void multiply_slice(const Slice& s, int64_t first_row, int64_t end_row, int64_t cols, float* c, int64_t ldc,
+                    float* sums) {
+  const int64_t panel_pairs = s.tiles * 16;
+  for (int64_t ir = first_row; ir < end_row; ir += kMr) {
+    const Pair* a_panel = s.slice_a + ir * panel_pairs;
+    const int64_t rows = min64(kMr, end_row - ir);
+    for (int64_t jr = 0; jr < cols; jr += kNr) {
+      float* c_block = c + ir * ldc + jr;
+      float* scratch = sums + ((ir - first_row) / kMr * (kNc / kNr) + jr / kNr) * kMr * kNr;
+      const BlockIo io{s.from_zero ? nullptr : s.from_c ? c_block : scratch, s.from_c ? ldc : kNr,
+                       s.to_c ? c_block : scratch, s.to_c ? ldc : kNr};
+      const Pair* b_panel = s.slice_b + jr * panel_pairs;
+      if (rows == kMr && cols - jr >= kNr)
+        micro_kernel(s.tiles, a_panel, b_panel, io);
+      else
+        edge_kernel(s.tiles, a_panel, b_panel, io, rows, min64(kNr, cols - jr), s.from_c, s.to_c);
+    }
+  }
+}
+
 // The thread's buffer for the sums of kMb x kNc of C between slices of k,
 // allocated on its first product.
 float* sums_buffer() {
@@ -225,29 +258,11 @@ void blocked(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const 
         const int64_t first_col = whole_b ? whole_b->first_col + jc : 0;
         for (int64_t ib = 0; ib < mc; ib += kMb)
           for (int64_t pc = 0; pc < steps; pc += kKc) {
-            const int64_t tiles = tiles_along_k(min64(kKc, steps - pc)), panel_pairs = tiles * 16;
-            const Pair* slice_a = packed_a + pc / 2 * a_rows;
-            const Pair* slice_b = chunk_b + pc / 2 * b_cols + first_col * panel_pairs;
-            // The chunk's first slice starts from C (or zeros), its last
-            // ends in C; the sums go through the scratch blocks in between.
-            const bool from_c = pc == 0, to_c = pc + kKc >= steps;
-            const bool from_zero = from_c && !accumulate && ko == 0;
-            for (int64_t ir = ib; ir < min64(ib + kMb, mc); ir += kMr) {
-              const Pair* a_panel = slice_a + ir * panel_pairs;
-              const int64_t rows = min64(kMr, mc - ir);
-              for (int64_t jr = 0; jr < nc; jr += kNr) {
-                const Pair* b_panel = slice_b + jr * panel_pairs;
-                float* c_block = c + (ic + ir) * ldc + jc + jr;
-                float* scratch = sums + ((ir - ib) / kMr * (kNc / kNr) + jr / kNr) * kMr * kNr;
-                const BlockIo io{from_zero ? nullptr : from_c ? c_block : scratch, from_c ? ldc : kNr,
-                                 to_c ? c_block : scratch, to_c ? ldc : kNr};
-                const int64_t cols = min64(kNr, nc - jr);
-                if (rows == kMr && cols == kNr)
-                  micro_kernel(tiles, a_panel, b_panel, io);
-                else
-                  edge_kernel(tiles, a_panel, b_panel, io, rows, cols, from_c, to_c);
-              }
-            }
+            const int64_t tiles = tiles_along_k(min64(kKc, steps - pc));
+            const bool from_c = pc == 0;
+            const Slice slice{tiles, packed_a + pc / 2 * a_rows, chunk_b + pc / 2 * b_cols + first_col * tiles * 16,
+                              from_c, from_c && !accumulate && ko == 0, pc + kKc >= steps};
+            multiply_slice(slice, ib, min64(ib + kMb, mc), nc, c + ic * ldc + jc, ldc, sums);
           }
       }
     }
